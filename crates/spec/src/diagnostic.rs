@@ -1,0 +1,171 @@
+//! Findings about a job source: where (file, position, object, field), what, and how to fix.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::yaml::Pos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The job cannot be used.
+    Error,
+    /// The job works, but something about it is risky or probably unintended.
+    Warning,
+    /// Information, such as an object that was skipped.
+    Note,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        })
+    }
+}
+
+/// A path to a field inside `job.yaml`, such as `job.git.url` or `job.tolerations[0].effect`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldPath(pub Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    pub fn new(keys: &[&str]) -> FieldPath {
+        FieldPath(keys.iter().map(|k| Segment::Key((*k).to_owned())).collect())
+    }
+
+    pub fn key(&self, key: &str) -> FieldPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Key(key.to_owned()));
+        path
+    }
+
+    pub fn index(&self, index: usize) -> FieldPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Index(index));
+        path
+    }
+
+    pub fn parent(&self) -> FieldPath {
+        let mut path = self.clone();
+        path.0.pop();
+        path
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(key) if i == 0 => f.write_str(key)?,
+                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for FieldPath {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A finding about one field of a job, before it is placed in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// A stable identifier of the rule, e.g. `unknown-key`.
+    pub code: &'static str,
+    pub field: FieldPath,
+    /// Points at the key rather than the value (for keys that are wrong or missing).
+    pub at_key: bool,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Finding {
+    pub fn error(code: &'static str, field: FieldPath, message: impl Into<String>) -> Finding {
+        Finding {
+            severity: Severity::Error,
+            code,
+            field,
+            at_key: false,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn warning(code: &'static str, field: FieldPath, message: impl Into<String>) -> Finding {
+        Finding {
+            severity: Severity::Warning,
+            ..Finding::error(code, field, message)
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Finding {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn at_key(mut self) -> Finding {
+        self.at_key = true;
+        self
+    }
+}
+
+/// A finding placed in its source: what `kubeci lint` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The Kubernetes object, e.g. `ConfigMap default/start-helm-test`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The field inside `job.yaml`, e.g. `job.git.url`.
+    #[serde(skip_serializing_if = "FieldPath::is_empty")]
+    pub field: FieldPath,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn pos(&self) -> Pos {
+        Pos {
+            line: self.line,
+            column: self.column,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// One line per diagnostic plus its help, as compilers print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.severity, self.message
+        )?;
+        if let Some(help) = &self.help {
+            write!(f, " (help: {help})")?;
+        }
+        Ok(())
+    }
+}

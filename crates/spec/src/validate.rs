@@ -1,0 +1,775 @@
+//! Semantic checks of a job: a pure function from the job to its findings.
+
+use std::collections::BTreeMap;
+
+use crate::cron::CronSchedule;
+use crate::diagnostic::{FieldPath, Finding};
+use crate::duration::parse_duration;
+use crate::giturl::{GitUrl, Transport};
+use crate::model::{Job, Resources, Toleration};
+use crate::names;
+use crate::quantity::parse_quantity;
+
+/// Which ConfigMap namespaces may run builds in which other namespaces. A ConfigMap must
+/// not launch pods with another team's service accounts and secrets unless allowed here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespacePolicy {
+    /// (ConfigMap namespace, build namespace) pairs; `*` as the first matches any.
+    pub allowed: Vec<(String, String)>,
+}
+
+impl NamespacePolicy {
+    /// Parses `FROM=TO` pairs, as given on the command line.
+    pub fn parse_pair(text: &str) -> Result<(String, String), String> {
+        match text.split_once('=') {
+            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+                Ok((from.to_owned(), to.to_owned()))
+            }
+            _ => Err(format!(
+                "`{text}` is not FROM=TO (e.g. `team-a=team-a-builds`)"
+            )),
+        }
+    }
+
+    pub fn allows(&self, from: &str, to: &str) -> bool {
+        from == to
+            || self
+                .allowed
+                .iter()
+                .any(|(f, t)| (f == from || f == "*") && t == to)
+    }
+}
+
+/// Where the job was declared, as far as validation needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The namespace of the ConfigMap holding the job; `None` for a bare `job.yaml`.
+    pub configmap_namespace: Option<&'a str>,
+    pub policy: &'a NamespacePolicy,
+}
+
+/// Environment variables kubeci sets itself; a job may not override them.
+pub const RESERVED_ENV: [&str; 14] = [
+    "JOB_NAME",
+    "BUILD_NUMBER",
+    "BUILD_URL",
+    "GIT_URL",
+    "GIT_BRANCH",
+    "GIT_COMMIT",
+    "ghprbPullId",
+    "ghprbActualCommit",
+    "ghprbSourceBranch",
+    "ghprbTargetBranch",
+    "ghprbPullAuthorLogin",
+    "sha1",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+];
+
+/// Placeholders a log URL template may use.
+pub const LOG_URL_PLACEHOLDERS: [&str; 6] = ["namespace", "pod", "job", "build", "start", "end"];
+
+pub fn validate(job: &Job, cx: &Context<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let root = FieldPath::new(&["job"]);
+    check_names(job, cx, &root, &mut out);
+    check_git(job, &root.key("git"), &mut out);
+    check_script(job, &root, &mut out);
+    check_pod(job, &root, &mut out);
+    check_triggers(job, &root, &mut out);
+    out
+}
+
+fn check_names(job: &Job, cx: &Context<'_>, root: &FieldPath, out: &mut Vec<Finding>) {
+    if let Err(why) = names::check_dns_label(&job.name) {
+        out.push(
+            Finding::error(
+                "invalid-name",
+                root.key("name"),
+                format!("job name `{}` is not valid: {why}", job.name),
+            )
+            .help(name_help(&job.name)),
+        );
+    }
+    if let Some(namespace) = &job.namespace {
+        if let Err(why) = names::check_dns_label(namespace) {
+            out.push(
+                Finding::error(
+                    "invalid-name",
+                    root.key("namespace"),
+                    format!("namespace `{namespace}` is not valid: {why}"),
+                )
+                .help(name_help(namespace)),
+            );
+        } else if let Some(home) = cx.configmap_namespace {
+            if !cx.policy.allows(home, namespace) {
+                out.push(
+                    Finding::error(
+                        "namespace-not-allowed",
+                        root.key("namespace"),
+                        format!("a job declared in namespace `{home}` may not run its builds in namespace `{namespace}`"),
+                    )
+                    .help(format!(
+                        "remove `namespace` to build in `{home}`, move the ConfigMap to `{namespace}`, or have the kubeci administrator allow `{home}={namespace}`"
+                    )),
+                );
+            }
+        }
+    }
+    for (field, value) in [
+        ("aws_secret", &job.aws_secret),
+        ("service_account_name", &job.service_account_name),
+    ] {
+        if let Some(value) = value {
+            if let Err(why) = names::check_dns_subdomain(value) {
+                out.push(
+                    Finding::error("invalid-name", root.key(field), format!("`{value}` is not a valid Kubernetes object name: {why}"))
+                        .help("use the name exactly as `kubectl get` shows it: lowercase letters, digits, `-` and `.`"),
+                );
+            }
+        }
+    }
+}
+
+fn name_help(name: &str) -> String {
+    let suggestion = names::suggest_dns_label(name);
+    if suggestion.is_empty() {
+        "use lowercase letters, digits and `-`, at most 63 characters".into()
+    } else {
+        format!("use lowercase letters, digits and `-`, at most 63 characters, e.g. `{suggestion}`")
+    }
+}
+
+fn check_git(job: &Job, path: &FieldPath, out: &mut Vec<Finding>) {
+    let git = &job.git;
+    let url = match GitUrl::parse(&git.url) {
+        Ok(url) => Some(url),
+        Err(why) => {
+            out.push(
+                Finding::error("invalid-git-url", path.key("url"), format!("git URL `{}` is not valid: {why}", git.url.escape_debug()))
+                    .help("write `git@github.com:org/repo.git`, `ssh://git@host/org/repo.git`, `https://host/org/repo.git`, or a local path"),
+            );
+            None
+        }
+    };
+    match &url {
+        Some(GitUrl::Remote { transport: Transport::Insecure, .. }) => out.push(
+            Finding::warning("insecure-git-url", path.key("url"), "this URL is neither encrypted nor authenticated: anyone on the network path can change the code that is built")
+                .help("use https:// or ssh"),
+        ),
+        Some(GitUrl::Remote { has_password: true, .. }) => out.push(
+            Finding::warning("credentials-in-url", path.key("url"), "the URL contains a password or token, readable by everyone who can read ConfigMaps")
+                .help("remove it from the URL and use an SSH key through `ssh_secret_ref`"),
+        ),
+        Some(GitUrl::Local { .. }) => out.push(
+            Finding::warning("local-git-url", path.key("url"), "a local path works only with the local engine (`kubeci run`, `kubeci serve --local`)")
+                .help("use the repository's remote URL for jobs that run in a cluster"),
+        ),
+        _ => {}
+    }
+    if let Some(branch) = &git.branch {
+        if let Err(why) = names::check_branch_name(branch) {
+            out.push(
+                Finding::error(
+                    "invalid-branch",
+                    path.key("branch"),
+                    format!("branch `{}` is not valid: {why}", branch.escape_debug()),
+                )
+                .help("write the branch name as `git branch` shows it, e.g. `main`"),
+            );
+        }
+    }
+    if let Some(secret) = &git.ssh_secret_ref {
+        if let Err(why) = names::check_dns_subdomain(secret) {
+            out.push(
+                Finding::error(
+                    "invalid-name",
+                    path.key("ssh_secret_ref"),
+                    format!("`{secret}` is not a valid Secret name: {why}"),
+                )
+                .help("use the Secret's name exactly as `kubectl get secrets` shows it"),
+            );
+        }
+    }
+    if let Some(fingerprint) = &git.ssh_fingerprint {
+        if let Err(why) = check_fingerprint(fingerprint) {
+            out.push(
+                Finding::error("invalid-fingerprint", path.key("ssh_fingerprint"), format!("`{fingerprint}` is not an SSH host key fingerprint: {why}"))
+                    .help("write it as `ssh-keygen -lf <(ssh-keyscan HOST)` prints it, e.g. `SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8`"),
+            );
+        }
+    }
+    let is_ssh = url.as_ref().is_some_and(GitUrl::is_ssh);
+    if is_ssh && git.ssh_secret_ref.is_none() {
+        out.push(
+            Finding::warning("ssh-without-key", path.key("url"), "an SSH URL without `ssh_secret_ref`: the clone has no key and works only for public repositories over SSH, which GitHub does not offer")
+                .help("add `ssh_secret_ref` naming the Secret with `private-key`, or use an https:// URL"),
+        );
+    }
+    if is_ssh && git.ssh_fingerprint.is_none() {
+        out.push(
+            Finding::warning("unpinned-host-key", path.key("url"), "the SSH host key is not pinned: the clone trusts whatever key the server presents unless the Secret has `ssh_fingerprint`")
+                .help("add `ssh_fingerprint` (as `ssh-keygen -l` prints it) here or to the Secret"),
+        );
+    }
+    if !is_ssh && url.is_some() {
+        for field in ["ssh_secret_ref", "ssh_fingerprint"] {
+            let set = if field == "ssh_secret_ref" {
+                &git.ssh_secret_ref
+            } else {
+                &git.ssh_fingerprint
+            };
+            if set.is_some() {
+                out.push(
+                    Finding::warning(
+                        "unused-ssh-setting",
+                        path.key(field),
+                        format!("`{field}` has no effect: the URL does not use SSH"),
+                    )
+                    .help("remove it, or use the repository's SSH URL"),
+                );
+            }
+        }
+    }
+}
+
+fn check_fingerprint(text: &str) -> Result<(), String> {
+    let Some(hash) = text.strip_prefix("SHA256:") else {
+        return Err(
+            if text.starts_with("MD5:") || text.contains(':') && text.len() == 47 {
+                "MD5 fingerprints are not accepted; kubeci pins SHA256 fingerprints".into()
+            } else {
+                "it does not start with `SHA256:`".into()
+            },
+        );
+    };
+    let valid = hash.len() == 43
+        && hash
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+    if valid {
+        Ok(())
+    } else {
+        Err("after `SHA256:` come 43 base64 characters".into())
+    }
+}
+
+fn check_script(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
+    if job.run_command.trim().is_empty() {
+        out.push(
+            Finding::error(
+                "empty-run-command",
+                root.key("run_command"),
+                "`run_command` is empty: the build would do nothing",
+            )
+            .help("write the build script, e.g. `run_command: make test`"),
+        );
+    }
+    if let Some(workdir) = &job.workdir {
+        if let Err(why) = check_workdir(workdir) {
+            out.push(
+                Finding::error("workdir-outside-checkout", root.key("workdir"), format!("workdir `{}` {why}", workdir.escape_debug()))
+                    .help("write a path relative to the repository root, without `..` leaving it, e.g. `gravitational/kubernetes/helm`"),
+            );
+        }
+    }
+}
+
+/// The checkout-relative form of a valid `workdir` (`a/./b/../c` → `a/c`), or why it is not.
+pub fn normalize_workdir(workdir: &str) -> Result<String, String> {
+    if workdir.starts_with('/') {
+        return Err("is an absolute path; it must be inside the checkout".into());
+    }
+    if let Some(c) = workdir.chars().find(|c| c.is_control()) {
+        return Err(format!("contains {}", names::describe_char(c)));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in workdir.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("leaves the checkout through `..`".into());
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn check_workdir(workdir: &str) -> Result<(), String> {
+    normalize_workdir(workdir).map(|_| ())
+}
+
+fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
+    if let Some(image) = &job.image {
+        check_image(image, &root.key("image"), out);
+    }
+    if let Some(timeout) = &job.timeout {
+        match parse_duration(timeout) {
+            Ok(0) => out.push(
+                Finding::error(
+                    "invalid-duration",
+                    root.key("timeout"),
+                    "a timeout of 0 would kill every build at once",
+                )
+                .help("write e.g. `timeout: 1h`"),
+            ),
+            Ok(_) => {}
+            Err(why) => out.push(
+                Finding::error(
+                    "invalid-duration",
+                    root.key("timeout"),
+                    format!("timeout `{timeout}` is not a duration: {why}"),
+                )
+                .help("write e.g. `90s`, `45m`, `1h30m`"),
+            ),
+        }
+    } else {
+        out.push(
+            Finding::warning("no-timeout", root.clone(), "the job has no `timeout`: a build that hangs keeps its pod and its concurrency slot forever")
+                .help("add e.g. `timeout: 1h`"),
+        );
+    }
+    for (name, _) in &job.env {
+        let path = root.key("env").key(name);
+        if RESERVED_ENV.contains(&name.as_str()) {
+            out.push(
+                Finding::error(
+                    "reserved-env",
+                    path.clone(),
+                    format!("`{name}` is set by kubeci for every build and cannot be overridden"),
+                )
+                .help("choose another name")
+                .at_key(),
+            );
+        } else if let Err(why) = names::check_env_name(name) {
+            out.push(
+                Finding::error(
+                    "invalid-env-name",
+                    path,
+                    format!("environment variable name `{name}` is not valid: {why}"),
+                )
+                .help("use letters, digits and `_`, e.g. `MY_SETTING`")
+                .at_key(),
+            );
+        }
+    }
+    if let Some(resources) = &job.resources {
+        check_resources(resources, &root.key("resources"), out);
+    }
+    for (key, value) in &job.node_selector {
+        let path = root.key("node_selector").key(key);
+        if let Err(why) = names::check_label_key(key) {
+            out.push(
+                Finding::error(
+                    "invalid-label",
+                    path.clone(),
+                    format!("node label key `{key}` is not valid: {why}"),
+                )
+                .help("use a label key as `kubectl get nodes --show-labels` shows it")
+                .at_key(),
+            );
+        }
+        if let Err(why) = names::check_label_value(value) {
+            out.push(
+                Finding::error(
+                    "invalid-label",
+                    path,
+                    format!("node label value `{value}` is not valid: {why}"),
+                )
+                .help("label values have at most 63 letters, digits, `-`, `_` and `.`"),
+            );
+        }
+    }
+    for (index, toleration) in job.tolerations.iter().enumerate() {
+        check_toleration(toleration, &root.key("tolerations").index(index), out);
+    }
+    if job.max_concurrency == Some(0) {
+        out.push(
+            Finding::error(
+                "invalid-number",
+                root.key("max_concurrency"),
+                "`max_concurrency: 0` would never run a build",
+            )
+            .help("use 1 or more, or remove it for no limit"),
+        );
+    }
+    if let Some(retention) = &job.retention {
+        let path = root.key("retention");
+        if retention.keep == Some(0) {
+            out.push(
+                Finding::error(
+                    "invalid-number",
+                    path.key("keep"),
+                    "`keep: 0` would delete every build as soon as it finishes, with its log",
+                )
+                .help("keep at least 1 build"),
+            );
+        }
+        if let Some(ttl) = &retention.ttl {
+            if let Err(why) = parse_duration(ttl) {
+                out.push(
+                    Finding::error(
+                        "invalid-duration",
+                        path.key("ttl"),
+                        format!("ttl `{ttl}` is not a duration: {why}"),
+                    )
+                    .help("write e.g. `7d` or `12h`"),
+                );
+            }
+        }
+    }
+    if let Some(template) = &job.log_url {
+        check_log_url(template, &root.key("log_url"), out);
+    }
+}
+
+fn check_image(image: &str, path: &FieldPath, out: &mut Vec<Finding>) {
+    if image.is_empty()
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        || image.starts_with('-')
+    {
+        out.push(
+            Finding::error(
+                "invalid-image",
+                path.clone(),
+                format!(
+                    "`{}` is not a container image reference",
+                    image.escape_debug()
+                ),
+            )
+            .help("write e.g. `docker.io/library/buildpack-deps:bookworm`"),
+        );
+        return;
+    }
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let repository = without_digest.split(':').next().unwrap_or("");
+    if repository.chars().any(|c| c.is_ascii_uppercase()) && !without_digest.contains('/') {
+        out.push(
+            Finding::error(
+                "invalid-image",
+                path.clone(),
+                format!("image `{image}` has uppercase letters; repository names are lowercase"),
+            )
+            .help("write the repository in lowercase"),
+        );
+    }
+    let tag = last.split_once(':').map(|(_, tag)| tag);
+    if !image.contains('@') && matches!(tag, None | Some("latest")) {
+        out.push(
+            Finding::warning(
+                "unpinned-image",
+                path.clone(),
+                format!(
+                    "image `{image}` has no fixed tag: builds change when the image is updated"
+                ),
+            )
+            .help("pin a version tag or a digest, e.g. `:1.2.3` or `@sha256:…`"),
+        );
+    }
+}
+
+fn check_resources(resources: &Resources, path: &FieldPath, out: &mut Vec<Finding>) {
+    let mut parsed: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for (section, list) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        for (name, quantity) in list {
+            let field = path.key(section).key(name);
+            let known = matches!(name.as_str(), "cpu" | "memory" | "ephemeral-storage")
+                || name.starts_with("hugepages-")
+                || name.contains('/');
+            if !known {
+                out.push(
+                    Finding::error("unknown-resource", field.clone(), format!("`{name}` is not a resource name"))
+                        .help(suggest(name, &["cpu", "memory", "ephemeral-storage"]).unwrap_or_else(|| "use cpu, memory, ephemeral-storage or an extended resource such as `nvidia.com/gpu`".into()))
+                        .at_key(),
+                );
+                continue;
+            }
+            match parse_quantity(quantity) {
+                Ok(value) => {
+                    parsed.insert((section, name), value);
+                }
+                Err(why) => out.push(
+                    Finding::error(
+                        "invalid-quantity",
+                        field,
+                        format!("`{quantity}` is not a resource quantity: {why}"),
+                    )
+                    .help("write e.g. `cpu: 500m`, `memory: 1Gi`"),
+                ),
+            }
+        }
+    }
+    for ((section, name), request) in &parsed {
+        if *section != "requests" {
+            continue;
+        }
+        if let Some(limit) = parsed.get(&("limits", name)) {
+            if request > limit {
+                out.push(
+                    Finding::error(
+                        "request-over-limit",
+                        path.key("requests").key(name),
+                        format!("the {name} request is larger than its limit"),
+                    )
+                    .help("raise the limit or lower the request; Kubernetes refuses such a pod"),
+                );
+            }
+        }
+    }
+}
+
+fn check_toleration(toleration: &Toleration, path: &FieldPath, out: &mut Vec<Finding>) {
+    match toleration.operator.as_deref() {
+        None | Some("Equal") => {}
+        Some("Exists") => {
+            if toleration.value.as_deref().is_some_and(|v| !v.is_empty()) {
+                out.push(
+                    Finding::error(
+                        "invalid-toleration",
+                        path.key("value"),
+                        "a toleration with `operator: Exists` cannot have a value",
+                    )
+                    .help("remove `value`, or use `operator: Equal`"),
+                );
+            }
+        }
+        Some(other) => out.push(
+            Finding::error(
+                "invalid-toleration",
+                path.key("operator"),
+                format!("`{other}` is not a toleration operator"),
+            )
+            .help("use `Equal` or `Exists`"),
+        ),
+    }
+    if let Some(effect) = &toleration.effect {
+        if !matches!(
+            effect.as_str(),
+            "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+        ) {
+            out.push(
+                Finding::error(
+                    "invalid-toleration",
+                    path.key("effect"),
+                    format!("`{effect}` is not a taint effect"),
+                )
+                .help(
+                    suggest(effect, &["NoSchedule", "PreferNoSchedule", "NoExecute"])
+                        .unwrap_or_else(|| "use NoSchedule, PreferNoSchedule or NoExecute".into()),
+                ),
+            );
+        }
+    }
+    if toleration.toleration_seconds.is_some() && toleration.effect.as_deref() != Some("NoExecute")
+    {
+        out.push(
+            Finding::error(
+                "invalid-toleration",
+                path.key("tolerationSeconds"),
+                "`tolerationSeconds` applies only to `effect: NoExecute`",
+            )
+            .help("set `effect: NoExecute` or remove `tolerationSeconds`"),
+        );
+    }
+    if toleration.key.is_none() && toleration.operator.as_deref() != Some("Exists") {
+        out.push(
+            Finding::error(
+                "invalid-toleration",
+                path.clone(),
+                "a toleration without `key` must have `operator: Exists`",
+            )
+            .help("add `key`, or `operator: Exists` to tolerate every taint"),
+        );
+    }
+}
+
+fn check_log_url(template: &str, path: &FieldPath, out: &mut Vec<Finding>) {
+    if !(template.starts_with("https://") || template.starts_with("http://")) {
+        out.push(
+            Finding::error(
+                "invalid-log-url",
+                path.clone(),
+                "`log_url` must be an http(s) URL",
+            )
+            .help("write e.g. `https://logs.example.com/?q=pod:{pod}`"),
+        );
+    }
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            out.push(
+                Finding::error(
+                    "invalid-log-url",
+                    path.clone(),
+                    "a `{` in `log_url` is never closed",
+                )
+                .help("write placeholders as `{pod}`"),
+            );
+            return;
+        };
+        let name = &rest[start + 1..start + len];
+        if !LOG_URL_PLACEHOLDERS.contains(&name) {
+            out.push(
+                Finding::error(
+                    "invalid-log-url",
+                    path.clone(),
+                    format!("`{{{name}}}` is not a log URL placeholder"),
+                )
+                .help(format!(
+                    "use {}",
+                    LOG_URL_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                )),
+            );
+        }
+        rest = &rest[start + len + 1..];
+    }
+}
+
+fn check_triggers(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
+    if let Some(triggers) = &job.triggers {
+        let path = root.key("triggers");
+        if let Some(cron) = &triggers.cron {
+            match CronSchedule::parse(cron, &job.name) {
+                Ok(schedule) => {
+                    if schedule.lines.iter().any(|l| l.every_minute) {
+                        out.push(
+                            Finding::warning("cron-every-minute", path.key("cron"), "the schedule starts a build every minute")
+                                .help("if that is not meant, use `H` for the minute, e.g. `H * * * *` for hourly"),
+                        );
+                    }
+                }
+                Err(err) => {
+                    let line = if cron.lines().count() > 1 {
+                        format!(" (line {} of the schedule)", err.line)
+                    } else {
+                        String::new()
+                    };
+                    out.push(
+                        Finding::error(
+                            "invalid-cron",
+                            path.key("cron"),
+                            format!("invalid cron schedule{line}: {}", err.message),
+                        )
+                        .help(err.help),
+                    );
+                }
+            }
+        }
+        if let Some(push) = &triggers.push {
+            if push.branches.is_empty() {
+                out.push(
+                    Finding::error(
+                        "empty-branches",
+                        path.key("push").key("branches"),
+                        "no branches are listed, so no push would ever build",
+                    )
+                    .help("list branches or patterns, e.g. `branches: [main, \"release/*\"]`"),
+                );
+            }
+            for pattern in push.branches.iter() {
+                let literal = pattern.replace("**", "x").replace('*', "x");
+                if let Err(why) = names::check_branch_name(&literal) {
+                    out.push(
+                        Finding::error(
+                            "invalid-branch",
+                            path.key("push").key("branches"),
+                            format!("branch pattern `{pattern}` is not valid: {why}"),
+                        )
+                        .help("use branch names with `*` wildcards, e.g. `release/*`"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(ghprb) = &job.ghprb {
+        let path = root.key("ghprb");
+        for (field, list) in [
+            ("admin_users", &ghprb.admin_users),
+            ("whitelisted_users", &ghprb.whitelisted_users),
+            ("whitelisted_orgs", &ghprb.whitelisted_orgs),
+        ] {
+            for login in list.iter() {
+                if let Err(why) = names::check_github_login(login) {
+                    out.push(
+                        Finding::error(
+                            "invalid-github-login",
+                            path.key(field),
+                            format!("`{login}` is not a GitHub login: {why}"),
+                        )
+                        .help("separate names with spaces or commas, e.g. `alice, bob`"),
+                    );
+                }
+            }
+        }
+        for (field, phrase) in [
+            ("trigger_phrase", &ghprb.trigger_phrase),
+            ("skip_phrase", &ghprb.skip_phrase),
+        ] {
+            if let Some(phrase) = phrase {
+                if phrase.trim().is_empty() {
+                    out.push(
+                        Finding::error(
+                            "invalid-phrase",
+                            path.key(field),
+                            format!("`{field}` is empty"),
+                        )
+                        .help("remove it or write the phrase"),
+                    );
+                } else if let Err(err) = regex_lite::Regex::new(phrase) {
+                    out.push(
+                        Finding::error(
+                            "invalid-phrase",
+                            path.key(field),
+                            format!("`{field}` is not a valid regular expression: {err}"),
+                        )
+                        .help("escape special characters with `\\`, e.g. `\\[build\\]`"),
+                    );
+                }
+            }
+        }
+        if let Some(context) = &ghprb.context {
+            if context.trim().is_empty() {
+                out.push(
+                    Finding::error("invalid-context", path.key("context"), "`context` is empty")
+                        .help("remove it to use `kubeci/<job name>`"),
+                );
+            }
+        }
+        if ghprb.enabled.0 {
+            if ghprb.admin_users.is_empty() {
+                out.push(
+                    Finding::warning("no-admins", path.key("enabled"), "pull requests are enabled but `admin_users` is empty: nobody can approve a pull request from an untrusted author")
+                        .help("list the people who may approve, e.g. `admin_users: alice`"),
+                );
+            }
+            if let Ok(GitUrl::Local { .. }) = GitUrl::parse(&job.git.url) {
+                out.push(
+                    Finding::warning(
+                        "ghprb-local-repo",
+                        path.key("enabled"),
+                        "pull requests cannot come from a local repository",
+                    )
+                    .help("use the GitHub URL of the repository"),
+                );
+            }
+        }
+    }
+}
+
+/// "did you mean `x`?" for the closest candidate, if one is close enough.
+pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&lower, &c.to_ascii_lowercase()), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}

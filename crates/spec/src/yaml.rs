@@ -1,0 +1,700 @@
+//! A YAML reader that keeps the position of every node and refuses hostile input.
+//!
+//! `serde`-style YAML loaders forget where a value came from; every kubeci error must
+//! say file:line:column, so documents are first read into a tree of [`Node`]s that carry
+//! their [`Pos`]. The reader refuses duplicate keys, non-scalar keys, nesting deeper than
+//! [`Limits::max_depth`] and alias expansion beyond [`Limits::max_alias_nodes`] (the
+//! "billion laughs" bomb), each with an error that points at the offending place.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A position in a source file: 1-based line and column (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    pub const START: Pos = Pos { line: 1, column: 1 };
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// How a scalar was written; quoting decides whether `true` is a boolean or a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarStyle {
+    Plain,
+    Quoted,
+    Literal,
+    Folded,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar {
+        text: String,
+        style: ScalarStyle,
+        /// `!!str` and friends; only `str` changes how a plain scalar is read.
+        tag: Option<String>,
+    },
+    Seq(Vec<Node>),
+    /// Entries in document order; keys are scalars, unique after merge keys are applied.
+    Map(Vec<(Key, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub text: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+/// What went wrong in a YAML document, where, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+    pub help: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest nesting of sequences and mappings accepted.
+    pub max_depth: usize,
+    /// Most nodes that aliases may add by expansion, over a whole stream.
+    pub max_alias_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_alias_nodes: 10_000,
+        }
+    }
+}
+
+/// Maps positions of a document nested in a string scalar (a ConfigMap's `job.yaml`) back
+/// to the enclosing file.
+#[derive(Debug, Clone, Copy)]
+pub enum PosMap {
+    /// The text is the file itself.
+    Identity,
+    /// The text is a literal block scalar: line `n` of the text is line `first_line + n - 1`
+    /// of the file, indented by `indent` columns.
+    Shifted { first_line: usize, indent: usize },
+    /// Positions inside cannot be mapped exactly (quoted or folded scalar): everything
+    /// points at the scalar.
+    Collapsed(Pos),
+}
+
+impl PosMap {
+    /// A document stored in `node`, a string scalar of the enclosing file.
+    pub fn for_scalar(node: &Node) -> PosMap {
+        match &node.value {
+            Value::Scalar {
+                style: ScalarStyle::Literal,
+                ..
+            } => PosMap::Shifted {
+                first_line: node.pos.line,
+                indent: node.pos.column - 1,
+            },
+            _ => PosMap::Collapsed(node.pos),
+        }
+    }
+
+    pub fn apply(&self, pos: Pos) -> Pos {
+        match *self {
+            PosMap::Identity => pos,
+            PosMap::Shifted { first_line, indent } => Pos {
+                line: first_line + pos.line - 1,
+                column: indent + pos.column,
+            },
+            PosMap::Collapsed(at) => at,
+        }
+    }
+}
+
+impl Node {
+    pub fn is_null(&self) -> bool {
+        matches!(&self.value, Value::Scalar { text, style: ScalarStyle::Plain, tag: None }
+            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&[(Key, Node)]> {
+        match &self.value {
+            Value::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    pub fn entry(&self, key: &str) -> Option<(&Key, &Node)> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.text == key)
+            .map(|(k, v)| (k, v))
+    }
+
+    /// A short name of the node's YAML type, for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.value {
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a map",
+            Value::Scalar { .. } => match self.to_json() {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                _ => "a string",
+            },
+        }
+    }
+
+    /// The node as JSON, resolving plain scalars with the YAML 1.2 core schema.
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Scalar { text, style, tag } => resolve_scalar(text, *style, tag.as_deref()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
+            Value::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match &self.value {
+            Value::Scalar { .. } => 1,
+            Value::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
+            Value::Map(entries) => 1 + entries.iter().map(|(_, v)| 1 + v.count()).sum::<usize>(),
+        }
+    }
+}
+
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> serde_json::Value {
+    use serde_json::Value as J;
+    if style != ScalarStyle::Plain || tag == Some("str") {
+        return J::String(text.to_owned());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return J::Null,
+        "true" | "True" | "TRUE" => return J::Bool(true),
+        "false" | "False" | "FALSE" => return J::Bool(false),
+        _ => {}
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = text.parse::<i64>() {
+            return J::from(n);
+        }
+        if let Ok(n) = text.parse::<u64>() {
+            return J::from(n);
+        }
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        if let Ok(n) = u64::from_str_radix(hex, 16) {
+            return J::from(n);
+        }
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        if let Ok(n) = u64::from_str_radix(oct, 8) {
+            return J::from(n);
+        }
+    }
+    if looks_like_float(text) {
+        if let Some(n) = text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
+            return J::Number(n);
+        }
+    }
+    J::String(text.to_owned())
+}
+
+/// YAML 1.2 core schema floats (`.inf`/`.nan` are left as strings: JSON has no such numbers).
+fn looks_like_float(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let digits_ok = {
+        let mut parts = mantissa.splitn(2, '.');
+        let int = parts.next().unwrap_or("");
+        let frac = parts.next();
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        match frac {
+            Some(f) => all_digits(int) && all_digits(f) && !(int.is_empty() && f.is_empty()),
+            None => !int.is_empty() && all_digits(int),
+        }
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    digits_ok && exponent_ok && (mantissa.contains('.') || exponent.is_some())
+}
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Option<Pos>,
+        start: Pos,
+        anchor: usize,
+        entries: Vec<(Key, Node)>,
+        pending_key: Option<Key>,
+        merged: Vec<(Key, Node)>,
+    },
+}
+
+struct Builder {
+    limits: Limits,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    alias_nodes: usize,
+}
+
+/// Parses every document of a YAML stream. An empty document (`---` alone) is `None`.
+pub fn parse_stream(
+    text: &str,
+    map: &PosMap,
+    limits: Limits,
+) -> Result<Vec<Option<Node>>, YamlError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut builder = Builder {
+        limits,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        alias_nodes: 0,
+    };
+    let mut documents = Vec::new();
+    let mut current: Option<Node> = None;
+    loop {
+        let (event, marker) = parser.next_token().map_err(|e| scan_error(&e, map))?;
+        let pos = map.apply(to_pos(marker));
+        let finished = match event {
+            Event::StreamStart | Event::Nothing => None,
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                current = None;
+                None
+            }
+            Event::DocumentEnd => {
+                documents.push(current.take().filter(|n| !n.is_null()));
+                builder.anchors.clear();
+                None
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let node = Node {
+                    value: Value::Scalar {
+                        text,
+                        style: match style {
+                            TScalarStyle::Plain => ScalarStyle::Plain,
+                            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
+                                ScalarStyle::Quoted
+                            }
+                            TScalarStyle::Literal => ScalarStyle::Literal,
+                            TScalarStyle::Folded => ScalarStyle::Folded,
+                        },
+                        tag: tag.map(tag_name),
+                    },
+                    pos,
+                };
+                builder.remember(anchor, &node);
+                Some(node)
+            }
+            Event::Alias(id) => Some(builder.alias(id, pos)?),
+            Event::SequenceStart(anchor, _) => {
+                builder.push(
+                    Frame::Seq {
+                        pos,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                    pos,
+                )?;
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                builder.push(
+                    Frame::Map {
+                        pos: None,
+                        start: pos,
+                        anchor,
+                        entries: Vec::new(),
+                        pending_key: None,
+                        merged: Vec::new(),
+                    },
+                    pos,
+                )?;
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => Some(builder.pop()?),
+        };
+        if let Some(node) = finished {
+            if let Some(root) = builder.add(node)? {
+                current = Some(root);
+            }
+        }
+    }
+    Ok(documents)
+}
+
+fn tag_name(tag: Tag) -> String {
+    tag.suffix
+        .trim_start_matches("tag:yaml.org,2002:")
+        .to_owned()
+}
+
+fn to_pos(marker: Marker) -> Pos {
+    Pos {
+        line: marker.line().max(1),
+        column: marker.col() + 1,
+    }
+}
+
+fn scan_error(error: &yaml_rust2::ScanError, map: &PosMap) -> YamlError {
+    let pos = map.apply(to_pos(*error.marker()));
+    let info = error.info();
+    let (message, help) = if info.contains("tab") {
+        (
+            "a tab character is used for indentation".to_owned(),
+            "YAML indents with spaces only: replace the tab with spaces".to_owned(),
+        )
+    } else if info.contains("recursion limit") {
+        (
+            "the YAML is nested too deeply".to_owned(),
+            "a job needs only a few levels of nesting: look for unbalanced `[` or `{`".to_owned(),
+        )
+    } else if info.contains("unknown anchor") {
+        (
+            "an alias (`*name`) refers to an anchor that is not defined before it".to_owned(),
+            "define the anchor with `&name` before using `*name`".to_owned(),
+        )
+    } else {
+        (
+            format!("invalid YAML: {info}"),
+            "check the indentation, quotes and brackets at this place".to_owned(),
+        )
+    };
+    YamlError { pos, message, help }
+}
+
+impl Builder {
+    fn push(&mut self, frame: Frame, pos: Pos) -> Result<(), YamlError> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(YamlError {
+                pos,
+                message: format!(
+                    "the YAML is nested more than {} levels deep",
+                    self.limits.max_depth
+                ),
+                help: "a job needs only a few levels of nesting: look for unbalanced `[` or `{`"
+                    .into(),
+            });
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+    }
+
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, YamlError> {
+        let Some(target) = self.anchors.get(&id) else {
+            return Err(YamlError {
+                pos,
+                message: "an alias refers to an anchor that is not defined before it".into(),
+                help: "define the anchor with `&name` before using `*name`".into(),
+            });
+        };
+        self.alias_nodes += target.count();
+        if self.alias_nodes > self.limits.max_alias_nodes {
+            return Err(YamlError {
+                pos,
+                message: format!(
+                    "YAML aliases expand to more than {} nodes (an alias bomb)",
+                    self.limits.max_alias_nodes
+                ),
+                help: "write the values out instead of nesting aliases of aliases".into(),
+            });
+        }
+        let mut node = target.clone();
+        node.pos = pos;
+        Ok(node)
+    }
+
+    fn pop(&mut self) -> Result<Node, YamlError> {
+        let frame = self
+            .stack
+            .pop()
+            .expect("the parser balances start and end events");
+        let (node, anchor) = match frame {
+            Frame::Seq { pos, anchor, items } => (
+                Node {
+                    value: Value::Seq(items),
+                    pos,
+                },
+                anchor,
+            ),
+            Frame::Map {
+                pos,
+                start,
+                anchor,
+                mut entries,
+                merged,
+                ..
+            } => {
+                for (key, value) in merged {
+                    if !entries.iter().any(|(k, _)| k.text == key.text) {
+                        entries.push((key, value));
+                    }
+                }
+                (
+                    Node {
+                        value: Value::Map(entries),
+                        pos: pos.unwrap_or(start),
+                    },
+                    anchor,
+                )
+            }
+        };
+        self.remember(anchor, &node);
+        Ok(node)
+    }
+
+    /// Adds a finished node to the enclosing collection; returns it if it is a root.
+    fn add(&mut self, node: Node) -> Result<Option<Node>, YamlError> {
+        match self.stack.last_mut() {
+            None => Ok(Some(node)),
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(None)
+            }
+            Some(Frame::Map {
+                pos,
+                entries,
+                pending_key,
+                merged,
+                ..
+            }) => {
+                let Some(key) = pending_key.take() else {
+                    let text = match &node.value {
+                        Value::Scalar { text, .. } => text.clone(),
+                        _ => {
+                            return Err(YamlError {
+                                pos: node.pos,
+                                message: format!(
+                                    "a map key must be a plain word, not {}",
+                                    node.kind_name()
+                                ),
+                                help: "write the key as a string, e.g. `name: value`".into(),
+                            })
+                        }
+                    };
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == text) {
+                        return Err(YamlError {
+                            pos: node.pos,
+                            message: format!(
+                                "duplicate key `{text}` (first defined at line {})",
+                                first.pos.line
+                            ),
+                            help:
+                                "a map keeps only one value per key: remove or rename one of them"
+                                    .into(),
+                        });
+                    }
+                    pos.get_or_insert(node.pos);
+                    *pending_key = Some(Key {
+                        text,
+                        pos: node.pos,
+                    });
+                    return Ok(None);
+                };
+                if key.text == "<<" {
+                    merge_into(merged, node)?;
+                } else {
+                    entries.push((key, node));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// YAML merge keys (`<<: *base`), as Kubernetes' YAML reader supports them.
+fn merge_into(merged: &mut Vec<(Key, Node)>, node: Node) -> Result<(), YamlError> {
+    let pos = node.pos;
+    let sources = match node.value {
+        Value::Map(entries) => vec![entries],
+        Value::Seq(items) => items
+            .into_iter()
+            .map(|item| match item.value {
+                Value::Map(entries) => Ok(entries),
+                _ => Err(item.pos),
+            })
+            .collect::<Result<Vec<_>, Pos>>()
+            .map_err(|pos| merge_error(pos))?,
+        _ => return Err(merge_error(pos)),
+    };
+    for entries in sources {
+        for (key, value) in entries {
+            if !merged.iter().any(|(k, _)| k.text == key.text) {
+                merged.push((key, value));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn merge_error(pos: Pos) -> YamlError {
+    YamlError {
+        pos,
+        message: "a merge key `<<` must be given a map or a list of maps".into(),
+        help: "write `<<: *anchor` where the anchor names a map".into(),
+    }
+}
+
+/// The position of byte `offset` of `text` (for errors found before YAML parsing).
+pub fn pos_of_offset(text: &[u8], offset: usize) -> Pos {
+    let before = &text[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Pos { line, column }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(text: &str) -> Result<Node, YamlError> {
+        parse_stream(text, &PosMap::Identity, Limits::default())
+            .map(|mut docs| docs.remove(0).unwrap())
+    }
+
+    #[test]
+    fn keys_and_values_keep_their_positions() {
+        let root = parse_one("a: 1\nb:\n  c: |\n    hello\n  d: x\n").unwrap();
+        let (key, b) = root.entry("b").unwrap();
+        assert_eq!(key.pos, Pos { line: 2, column: 1 });
+        assert_eq!(b.entry("d").unwrap().0.pos, Pos { line: 5, column: 3 });
+        assert_eq!(b.get("c").unwrap().pos, Pos { line: 4, column: 5 });
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_the_second_one() {
+        let err = parse_one("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.pos, Pos { line: 3, column: 1 });
+        assert!(err
+            .message
+            .contains("duplicate key `a` (first defined at line 1)"));
+    }
+
+    #[test]
+    fn quoting_decides_scalar_types() {
+        let root = parse_one(
+            "a: true\nb: \"true\"\nc: 12\nd: '12'\ne: 1.5\nf: ~\ng: !!str 7\nh: 1e3\ni: .5x\n",
+        )
+        .unwrap();
+        let json = root.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({"a": true, "b": "true", "c": 12, "d": "12", "e": 1.5, "f": null, "g": "7", "h": 1000.0, "i": ".5x"})
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h"])
+        {
+            doc.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let err = parse_one(&doc).unwrap_err();
+        assert!(err.message.contains("alias bomb"), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let deep = "- ".repeat(10_000) + "x\n";
+        let err = parse_one(&deep).unwrap_err();
+        assert!(err.message.contains("nested"), "{err:?}");
+        let flow = "[".repeat(10_000);
+        let err = parse_one(&flow).unwrap_err();
+        assert!(err.message.contains("nested"), "{err:?}");
+    }
+
+    #[test]
+    fn merge_keys_fill_in_missing_entries() {
+        let root = parse_one("base: &b {x: 1, y: 2}\nthing:\n  <<: *b\n  y: 3\n").unwrap();
+        assert_eq!(
+            root.get("thing").unwrap().to_json(),
+            serde_json::json!({"y": 3, "x": 1})
+        );
+    }
+
+    #[test]
+    fn literal_block_positions_map_back_to_the_file() {
+        let outer = parse_one("data:\n  job.yaml: |\n    - job:\n        name: x\n").unwrap();
+        let scalar = outer.get("data").unwrap().get("job.yaml").unwrap();
+        let map = PosMap::for_scalar(scalar);
+        let inner = parse_stream(scalar.as_str().unwrap(), &map, Limits::default()).unwrap();
+        let root = inner[0].as_ref().unwrap();
+        let Value::Seq(items) = &root.value else {
+            panic!()
+        };
+        let (key, _) = items[0].get("job").unwrap().entry("name").unwrap();
+        assert_eq!(key.pos, Pos { line: 4, column: 9 });
+    }
+
+    #[test]
+    fn offsets_become_positions() {
+        assert_eq!(pos_of_offset(b"ab\ncd\xffe", 5), Pos { line: 2, column: 3 });
+    }
+}
