@@ -1,1 +1,574 @@
-pub fn x() {}
+//! Renders one build of a job into the `batch/v1` Job that runs it.
+//!
+//! A pure function of (job spec, build request, render settings): the same inputs always
+//! give the same Job, byte for byte. No value from a spec or a webhook is pasted into a
+//! shell string: they reach the pod as argv elements and environment values, escaped
+//! against Kubernetes' own `$(VAR)` expansion (see [`expansion`]).
+
+pub mod emit;
+pub mod expansion;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubeci_spec::duration::parse_duration;
+use kubeci_spec::validate::normalize_workdir;
+use kubeci_spec::Job;
+use sha2::{Digest, Sha256};
+
+use expansion::escape;
+
+/// Labels and annotations kubeci puts on every build.
+pub mod keys {
+    pub const JOB: &str = "kubeci.io/job";
+    pub const BUILD: &str = "kubeci.io/build";
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGER: &str = "kubeci";
+    pub const TRIGGER: &str = "kubeci.io/trigger";
+    pub const REQUESTED_BY: &str = "kubeci.io/requested-by";
+    pub const GIT_URL: &str = "kubeci.io/git-url";
+    pub const BRANCH: &str = "kubeci.io/branch";
+    pub const REF: &str = "kubeci.io/ref";
+    pub const COMMIT: &str = "kubeci.io/commit";
+    pub const PR: &str = "kubeci.io/pr";
+    pub const PR_AUTHOR: &str = "kubeci.io/pr-author";
+    pub const SPEC_HASH: &str = "kubeci.io/spec-hash";
+    pub const CHART_VERSION: &str = "kubeci.io/chart-version";
+}
+
+/// Paths inside the build pod.
+pub mod paths {
+    /// The shared `emptyDir` workspace.
+    pub const WORKSPACE: &str = "/workspace";
+    /// The checkout, inside the workspace.
+    pub const CHECKOUT: &str = "/workspace/src";
+    /// Facts the clone step learns (commit, branch), read by the build step's prelude.
+    pub const META: &str = "/workspace/.kubeci";
+    /// Where the SSH Secret is mounted (clone step only).
+    pub const SSH: &str = "/var/run/kubeci/ssh";
+}
+
+/// The user the clone step runs as; the pod's `fsGroup`, so the build step can use the
+/// checkout whatever user its image runs as.
+pub const CLONE_UID: i64 = 65532;
+
+/// Sets `GIT_COMMIT`/`GIT_BRANCH` from what the clone step found, then runs the job's
+/// script (`$1`) with bash, stopping at the first failing command. A constant: no spec
+/// value is ever part of it.
+pub const BUILD_PRELUDE: &str = r#"meta=/workspace/.kubeci
+if [ -z "${GIT_COMMIT:-}" ] && [ -r "$meta/commit" ]; then GIT_COMMIT=$(cat "$meta/commit"); export GIT_COMMIT; fi
+if [ -z "${GIT_BRANCH:-}" ] && [ -r "$meta/branch" ]; then GIT_BRANCH=$(cat "$meta/branch"); export GIT_BRANCH; fi
+if [ -n "${ghprbPullId:-}" ]; then
+  ghprbActualCommit="${ghprbActualCommit:-$GIT_COMMIT}"; sha1="${sha1:-$GIT_COMMIT}"; export ghprbActualCommit sha1
+fi
+exec /bin/bash -e -c "$1" kubeci-build
+"#;
+
+/// Settings of the server (or CLI) that renders builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderConfig {
+    /// Image of the clone step: kubeci itself, with git and ssh.
+    pub clone_image: String,
+    /// Image of the build step for jobs that do not set `image`.
+    pub default_image: String,
+    /// Base URL of the kubeci UI, for `BUILD_URL`.
+    pub base_url: String,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            clone_image: concat!("ghcr.io/kubeci/kubeci:", env!("CARGO_PKG_VERSION")).into(),
+            default_image: "docker.io/library/buildpack-deps:bookworm".into(),
+            base_url: "http://localhost:8080".into(),
+        }
+    }
+}
+
+/// What started a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    PullRequest,
+    Comment,
+    Push,
+    Cron,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::PullRequest => "pull-request",
+            Trigger::Comment => "comment",
+            Trigger::Push => "push",
+            Trigger::Cron => "cron",
+        }
+    }
+}
+
+/// The pull request a build tests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullRequest {
+    pub number: u64,
+    pub author: Option<String>,
+    pub source_branch: Option<String>,
+    pub target_branch: Option<String>,
+}
+
+/// One build to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The build number, unique and increasing per job, from 1.
+    pub number: u64,
+    pub trigger: Trigger,
+    /// The exact commit, when known (webhooks know it; manual builds take the branch head).
+    pub commit: Option<String>,
+    /// A ref to fetch instead of the job's branch, e.g. `refs/tags/v1.2`.
+    pub git_ref: Option<String>,
+    /// The branch built, overriding the job's (a push to another matching branch).
+    pub branch: Option<String>,
+    pub pull_request: Option<PullRequest>,
+    /// Who asked for a manual build or cancelled, as the server authenticated them.
+    pub requested_by: Option<String>,
+}
+
+impl BuildRequest {
+    pub fn manual(number: u64) -> BuildRequest {
+        BuildRequest {
+            number,
+            trigger: Trigger::Manual,
+            commit: None,
+            git_ref: None,
+            branch: None,
+            pull_request: None,
+            requested_by: None,
+        }
+    }
+}
+
+/// Facts about the job's declaration that builds record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOrigin {
+    /// The namespace the build runs in.
+    pub namespace: String,
+    /// `sha256` of the `job.yaml` text.
+    pub spec_hash: String,
+    pub chart_version: Option<String>,
+}
+
+impl JobOrigin {
+    pub fn of(loaded: &kubeci_spec::LoadedJob) -> JobOrigin {
+        JobOrigin {
+            namespace: loaded.namespace.clone(),
+            spec_hash: loaded.spec_hash.clone(),
+            chart_version: loaded.chart_version.clone(),
+        }
+    }
+}
+
+/// Why a build could not be rendered. None is worth retrying: the inputs must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("build numbers start at 1")]
+    ZeroBuildNumber,
+    #[error("workdir `{workdir}` {reason}")]
+    InvalidWorkdir { workdir: String, reason: String },
+    #[error("{field} `{value}` is not a duration: {reason}")]
+    InvalidDuration {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The Kubernetes name of build `number` of job `job_name`: `<job>-<number>`, shortened
+/// with a hash of the job name when that would exceed 63 characters, so it stays a valid,
+/// unique DNS-1123 label.
+pub fn build_name(job_name: &str, number: u64) -> String {
+    let suffix = format!("-{number}");
+    if job_name.len() + suffix.len() <= 63 {
+        return format!("{job_name}{suffix}");
+    }
+    let digest = Sha256::digest(job_name.as_bytes());
+    let hash: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = 63 - suffix.len() - hash.len() - 1;
+    let prefix = job_name[..keep].trim_end_matches('-');
+    format!("{prefix}-{hash}{suffix}")
+}
+
+/// The URL of a build's page in the kubeci UI.
+pub fn build_url(config: &RenderConfig, namespace: &str, job: &str, number: u64) -> String {
+    format!(
+        "{}/jobs/{namespace}/{job}/builds/{number}",
+        config.base_url.trim_end_matches('/')
+    )
+}
+
+/// Renders build `request` of `job` into the Job that runs it.
+pub fn render(
+    job: &Job,
+    origin: &JobOrigin,
+    request: &BuildRequest,
+    config: &RenderConfig,
+) -> Result<KubeJob, RenderError> {
+    if request.number == 0 {
+        return Err(RenderError::ZeroBuildNumber);
+    }
+    let workdir = match &job.workdir {
+        Some(workdir) => {
+            normalize_workdir(workdir).map_err(|reason| RenderError::InvalidWorkdir {
+                workdir: workdir.clone(),
+                reason,
+            })?
+        }
+        None => String::new(),
+    };
+    let duration =
+        |field: &'static str, value: &Option<String>| -> Result<Option<i64>, RenderError> {
+            value
+                .as_deref()
+                .map(|v| {
+                    parse_duration(v)
+                        .map(|s| i64::try_from(s).unwrap_or(i64::MAX))
+                        .map_err(|reason| RenderError::InvalidDuration {
+                            field,
+                            value: v.to_owned(),
+                            reason,
+                        })
+                })
+                .transpose()
+        };
+    let deadline = duration("timeout", &job.timeout)?;
+    let ttl = duration(
+        "retention.ttl",
+        &job.retention.as_ref().and_then(|r| r.ttl.clone()),
+    )?;
+
+    let number = request.number.to_string();
+    let branch = request.branch.clone().or_else(|| job.git.branch.clone());
+    let labels: BTreeMap<String, String> = [
+        (keys::MANAGED_BY, keys::MANAGER.to_owned()),
+        (keys::JOB, job.name.clone()),
+        (keys::BUILD, number.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    let mut annotations = BTreeMap::new();
+    let mut annotate = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            annotations.insert(key.to_owned(), value);
+        }
+    };
+    annotate(keys::TRIGGER, Some(request.trigger.as_str().to_owned()));
+    annotate(keys::REQUESTED_BY, request.requested_by.clone());
+    annotate(keys::GIT_URL, Some(job.git.url.clone()));
+    annotate(keys::BRANCH, branch.clone());
+    annotate(keys::REF, request.git_ref.clone());
+    annotate(keys::COMMIT, request.commit.clone());
+    let pr = request.pull_request.as_ref();
+    annotate(keys::PR, pr.map(|p| p.number.to_string()));
+    annotate(keys::PR_AUTHOR, pr.and_then(|p| p.author.clone()));
+    annotate(keys::SPEC_HASH, Some(origin.spec_hash.clone()));
+    annotate(keys::CHART_VERSION, origin.chart_version.clone());
+
+    let ssh_secret = job.git.ssh_secret_ref.clone();
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: job.service_account_name.clone(),
+        // Without a chosen service account the build gets no API token at all.
+        automount_service_account_token: job.service_account_name.is_none().then_some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(CLONE_UID),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
+        tolerations: (!job.tolerations.is_empty())
+            .then(|| job.tolerations.iter().map(toleration).collect()),
+        init_containers: Some(vec![clone_container(
+            job,
+            request,
+            branch.as_deref(),
+            config,
+        )]),
+        containers: vec![build_container(
+            job,
+            origin,
+            request,
+            branch.as_deref(),
+            &workdir,
+            config,
+        )],
+        volumes: Some(
+            [
+                Some(Volume {
+                    name: "workspace".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                }),
+                Some(Volume {
+                    name: "clone-tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                }),
+                ssh_secret.map(|secret| Volume {
+                    name: "ssh-key".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret),
+                        default_mode: Some(0o440),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        ..PodSpec::default()
+    };
+
+    Ok(KubeJob {
+        metadata: ObjectMeta {
+            name: Some(build_name(&job.name, request.number)),
+            namespace: Some(origin.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: deadline,
+            ttl_seconds_after_finished: ttl.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn clone_container(
+    job: &Job,
+    request: &BuildRequest,
+    branch: Option<&str>,
+    config: &RenderConfig,
+) -> Container {
+    let mut args = vec![format!("--url={}", job.git.url)];
+    let mut flag = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            args.push(format!("--{name}={value}"));
+        }
+    };
+    flag("branch", branch);
+    flag("ref", request.git_ref.as_deref());
+    flag("commit", request.commit.as_deref());
+    let pr_number = request.pull_request.as_ref().map(|p| p.number.to_string());
+    flag("pr", pr_number.as_deref());
+    let ssh_key = format!("{}/private-key", paths::SSH);
+    let ssh_fingerprint_file = format!("{}/ssh_fingerprint", paths::SSH);
+    if job.git.ssh_secret_ref.is_some() {
+        flag("ssh-key", Some(&ssh_key));
+        flag("fingerprint-file", Some(&ssh_fingerprint_file));
+    }
+    flag("fingerprint", job.git.ssh_fingerprint.as_deref());
+    flag("dest", Some(paths::CHECKOUT));
+    flag("meta-dir", Some(paths::META));
+
+    let mut mounts = vec![
+        mount("workspace", paths::WORKSPACE, false),
+        mount("clone-tmp", "/tmp", false),
+    ];
+    if job.git.ssh_secret_ref.is_some() {
+        mounts.push(mount("ssh-key", paths::SSH, true));
+    }
+    Container {
+        name: "clone".into(),
+        image: Some(config.clone_image.clone()),
+        command: Some(vec!["kubeci".into(), "clone".into()]),
+        args: Some(args.iter().map(|a| escape(a)).collect()),
+        env: Some(vec![env("HOME", "/tmp")]),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(CLONE_UID),
+            run_as_group: Some(CLONE_UID),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(escape(value)),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn build_container(
+    job: &Job,
+    origin: &JobOrigin,
+    request: &BuildRequest,
+    branch: Option<&str>,
+    workdir: &str,
+    config: &RenderConfig,
+) -> Container {
+    let number = request.number.to_string();
+    let mut vars = vec![
+        env("JOB_NAME", &job.name),
+        env("BUILD_NUMBER", &number),
+        env(
+            "BUILD_URL",
+            &build_url(config, &origin.namespace, &job.name, request.number),
+        ),
+        env("GIT_URL", &job.git.url),
+    ];
+    let pr = request.pull_request.as_ref();
+    let git_branch = pr.and_then(|p| p.source_branch.as_deref()).or(branch);
+    if let Some(branch) = git_branch {
+        vars.push(env("GIT_BRANCH", branch));
+    }
+    if let Some(commit) = &request.commit {
+        vars.push(env("GIT_COMMIT", commit));
+    }
+    if let Some(pr) = pr {
+        vars.push(env("ghprbPullId", &pr.number.to_string()));
+        if let Some(commit) = &request.commit {
+            vars.push(env("ghprbActualCommit", commit));
+            vars.push(env("sha1", commit));
+        }
+        let optional = [
+            ("ghprbSourceBranch", &pr.source_branch),
+            ("ghprbTargetBranch", &pr.target_branch),
+            ("ghprbPullAuthorLogin", &pr.author),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                vars.push(env(name, value));
+            }
+        }
+    }
+    if let Some(secret) = &job.aws_secret {
+        vars.push(secret_env("AWS_ACCESS_KEY_ID", secret, "aws-access-key-id"));
+        vars.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            "aws-secret-access-key",
+        ));
+    }
+    vars.extend(job.env.iter().map(|(k, v)| env(k, v)));
+
+    let working_dir = if workdir.is_empty() {
+        paths::CHECKOUT.to_owned()
+    } else {
+        format!("{}/{workdir}", paths::CHECKOUT)
+    };
+    let resources = job.resources.as_ref().map(|r| {
+        let quantities = |list: &BTreeMap<String, String>| {
+            (!list.is_empty()).then(|| {
+                list.iter()
+                    .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                    .collect()
+            })
+        };
+        ResourceRequirements {
+            requests: quantities(&r.requests),
+            limits: quantities(&r.limits),
+            ..ResourceRequirements::default()
+        }
+    });
+    Container {
+        name: "build".into(),
+        image: Some(
+            job.image
+                .clone()
+                .unwrap_or_else(|| config.default_image.clone()),
+        ),
+        command: Some(vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            escape(BUILD_PRELUDE),
+            "kubeci-prelude".into(),
+            escape(&job.run_command),
+        ]),
+        working_dir: Some(working_dir),
+        env: Some(vars),
+        volume_mounts: Some(vec![mount("workspace", paths::WORKSPACE, false)]),
+        resources,
+        ..Container::default()
+    }
+}
+
+fn toleration(t: &kubeci_spec::model::Toleration) -> Toleration {
+    Toleration {
+        key: t.key.clone(),
+        operator: t.operator.clone(),
+        value: t.value.clone(),
+        effect: t.effect.clone(),
+        toleration_seconds: t.toleration_seconds,
+    }
+}
+
+/// The Job as YAML, with `apiVersion` and `kind` first, as `kubectl` shows objects.
+pub fn to_yaml(job: &KubeJob) -> String {
+    let mut value = serde_json::to_value(job).expect("a Job serializes");
+    if let serde_json::Value::Object(map) = &mut value {
+        let mut ordered = serde_json::Map::new();
+        for key in ["apiVersion", "kind"] {
+            if let Some(v) = map.remove(key) {
+                ordered.insert(key.into(), v);
+            }
+        }
+        ordered.append(map);
+        value = serde_json::Value::Object(ordered);
+    }
+    emit::to_yaml(&value)
+}
