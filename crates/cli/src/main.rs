@@ -1,1 +1,64 @@
-fn main() {}
+//! The `kubeci` binary: argument parsing and wiring only.
+
+mod lint;
+mod output;
+mod render;
+mod sources;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kubeci runs CI jobs declared as Kubernetes ConfigMaps.
+///
+/// A job is a ConfigMap labelled `ci-job-spec: "true"` whose `job.yaml` key holds the job
+/// (the kube-jenkins format). Every build runs as a Kubernetes Job. These commands check
+/// and preview jobs on your machine, without a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "kubeci", version, about, long_about, max_term_width = 100)]
+#[command(
+    after_help = "Examples:\n  kubeci lint examples/\n  kubeci render examples/hello.configmap.yaml --build-number 7\n  kubeci schema > job.schema.json\n\nDocumentation: docs/job-spec.md"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check job files and report every problem with file:line:column and a fix.
+    ///
+    /// PATH may be a bare job.yaml, a ConfigMap manifest, a multi-document stream such as
+    /// `helm template` output, a directory of those (read recursively), or `-` for
+    /// standard input. Exits 0 when there is no error, 1 when there is (or a warning, with
+    /// --strict), 2 when a file cannot be read.
+    Lint(lint::LintArgs),
+    /// Print the Kubernetes Job that a build of a job would create.
+    ///
+    /// Deterministic: the same job and options always give the same output.
+    Render(Box<render::RenderArgs>),
+    /// Print the JSON Schema of job.yaml, for editors and CI validation.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(args) => lint::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Schema => schema(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kubeci: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn schema() -> anyhow::Result<ExitCode> {
+    let schema = kubeci_spec::json_schema();
+    output::print(&(serde_json::to_string_pretty(&schema)? + "\n"))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -159,7 +159,7 @@ mod tests {
         });
         assert_eq!(
             to_yaml(&value),
-            "a: plain\nb:\n  c:\n  - 1\n  - two\n  - d: true\n    e: \"x: y\"\n  empty: {}\nscript: |\n  echo 1\n\n  echo 2\nnum: \"123\"\n"
+            "a: plain\nb:\n  c:\n  - 1\n  - two\n  - d: true\n    e: \"x: y\"\n  empty: {}\nnum: \"123\"\nscript: |\n  echo 1\n\n  echo 2\n"
         );
     }
 

@@ -33,11 +33,11 @@ impl GitUrl {
         if url.is_empty() {
             return Err("it is empty".into());
         }
-        if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("it contains {}", crate::names::describe_char(c)));
-        }
         if url.starts_with('-') {
             return Err("it starts with `-`, which git would read as an option".into());
+        }
+        if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("it contains {}", crate::names::describe_char(c)));
         }
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(GitUrl::Local {

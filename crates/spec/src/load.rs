@@ -319,7 +319,9 @@ impl Reader<'_> {
             ));
             return;
         }
-        let data = node.get("data");
+        let data_entry = node.entry("data");
+        let data = data_entry.map(|(_, v)| v);
+        let data_pos = data_entry.map_or(node.pos, |(k, _)| k.pos);
         let total: usize = data
             .and_then(Node::as_map)
             .map(|entries| {
@@ -333,7 +335,7 @@ impl Reader<'_> {
             report.diagnostics.push(self.diagnostic(
                 Severity::Error,
                 "too-large",
-                data.map_or(node.pos, |d| d.pos),
+                data_pos,
                 Some(&object),
                 format!(
                     "the ConfigMap's data is {}; Kubernetes stores at most {} in a ConfigMap",
@@ -349,12 +351,18 @@ impl Reader<'_> {
                 .and_then(Node::as_map)
                 .map(|entries| entries.iter().map(|(k, _)| k.text.as_str()).collect())
                 .unwrap_or_default();
-            let help = suggest_key(&keys)
-                .unwrap_or_else(|| format!("put the job under `data:` as `{JOB_KEY}: |`"));
+            let misspelt = keys.iter().find(|k| suggest(k, &[JOB_KEY]).is_some());
+            let help = misspelt.map_or_else(
+                || format!("put the job under `data:` as `{JOB_KEY}: |`"),
+                |k| format!("rename `{k}` to `{JOB_KEY}`"),
+            );
+            let pos = misspelt
+                .and_then(|k| data.and_then(|d| d.entry(k)))
+                .map_or(data_pos, |(key, _)| key.pos);
             report.diagnostics.push(self.diagnostic(
                 Severity::Error,
                 "missing-job-yaml",
-                data.map_or(node.pos, |d| d.pos),
+                pos,
                 Some(&object),
                 format!("{object} is labelled as a job but has no `{JOB_KEY}` key"),
                 &help,
@@ -601,6 +609,7 @@ impl Reader<'_> {
             }
             Err(err) => findings.push(type_finding(&err, &item)),
         }
+        drop_missing_fields_explained_by_misspellings(&mut findings);
         for finding in findings {
             let pos = locate(original, &finding.field, finding.at_key);
             job.diagnostics.push(Diagnostic {
@@ -622,9 +631,24 @@ impl Reader<'_> {
     }
 }
 
-fn suggest_key(keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| suggest(k, &[JOB_KEY]).map(|_| format!("rename `{k}` to `{JOB_KEY}`")))
+/// A misspelt required key (`run_comand`) is reported as unknown with "did you mean
+/// `run_command`?"; the resulting "missing `run_command`" would only repeat it.
+fn drop_missing_fields_explained_by_misspellings(findings: &mut Vec<Finding>) {
+    let explained: Vec<(FieldPath, String)> = findings
+        .iter()
+        .filter(|f| f.code == "unknown-key")
+        .filter_map(|f| {
+            let help = f.help.as_deref()?;
+            let name = help.strip_prefix("did you mean `")?.strip_suffix("`?")?;
+            Some((f.field.parent(), name.to_owned()))
+        })
+        .collect();
+    findings.retain(|f| {
+        f.code != "missing-field"
+            || !explained.iter().any(|(parent, name)| {
+                *parent == f.field && f.message.contains(&format!("`{name}`"))
+            })
+    });
 }
 
 /// The version in a `helm.sh/chart` label (`name-1.2.3`); Helm writes `+` as `_`.
@@ -813,10 +837,17 @@ fn type_finding(err: &serde_path_to_error::Error<serde_json::Error>, item: &Node
         .at_key();
     }
     let value = locate_node(item, &field);
-    let found = value.map_or("nothing", Node::kind_name);
+    let found = match value {
+        Some(node) if inner.starts_with("invalid value") => node
+            .as_str()
+            .map_or(node.kind_name().to_owned(), |t| format!("`{t}`")),
+        Some(node) => node.kind_name().to_owned(),
+        None => "nothing".to_owned(),
+    };
+    let found = found.as_str();
     if let Some(expected) = inner.split(", expected ").nth(1) {
         let expected = match expected {
-            e if e.starts_with("struct ") || e == "a map" => "a map of fields",
+            e if e.starts_with("struct ") => "a map of fields",
             "a sequence" => "a list",
             "u32" | "u64" => "a whole number, 0 or more",
             "i64" | "i32" => "a whole number",
@@ -830,6 +861,7 @@ fn type_finding(err: &serde_path_to_error::Error<serde_json::Error>, item: &Node
             (_, "null") => "write a value after the colon, or remove the key".to_owned(),
             ("a list", "a string") => "write a list: `- item` per line, or `[a, b]`".to_owned(),
             ("a map of fields", _) => "write the fields indented below the key".to_owned(),
+            ("a map", _) => "write `name: value` lines indented below the key".to_owned(),
             _ => format!("write {expected} here"),
         };
         return Finding::error(
@@ -839,12 +871,15 @@ fn type_finding(err: &serde_path_to_error::Error<serde_json::Error>, item: &Node
         )
         .help(help);
     }
+    let (message, help) = inner
+        .split_once(crate::model::HELP_SEPARATOR)
+        .unwrap_or((&inner, "see docs/job-spec.md for the allowed values"));
     Finding::error(
         "invalid-value",
         field.clone(),
-        format!("`{field}`: {inner}"),
+        format!("`{field}`: {message}"),
     )
-    .help("see docs/job-spec.md for the allowed values")
+    .help(help)
 }
 
 fn locate_node<'n>(node: &'n Node, path: &FieldPath) -> Option<&'n Node> {

@@ -209,21 +209,37 @@ pub struct Retention {
     pub ttl: Option<String>,
 }
 
+/// Separates the message of a custom deserialization error from its fix.
+pub(crate) const HELP_SEPARATOR: &str = "\u{1f}";
+
 /// A boolean written as kube-jenkins users wrote it: `true`, `"true"`, `"yes"`, `"no"`...
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct Flag(pub bool);
 
-const TRUE_WORDS: [&str; 4] = ["true", "yes", "on", "1"];
-const FALSE_WORDS: [&str; 5] = ["false", "no", "off", "0", ""];
+const TRUE_WORDS: [&str; 3] = ["true", "yes", "on"];
+const FALSE_WORDS: [&str; 3] = ["false", "no", "off"];
+
+/// `word`, `Word` and `WORD`: the spellings YAML and kube-jenkins users write.
+fn spellings(words: &[&str]) -> Vec<String> {
+    words
+        .iter()
+        .flat_map(|w| {
+            let mut capital = w.to_string();
+            capital[..1].make_ascii_uppercase();
+            [w.to_string(), capital, w.to_ascii_uppercase()]
+        })
+        .collect()
+}
 
 impl Flag {
-    /// Reads a flag from its string form, case-insensitively.
+    /// Reads a flag from its string form: true/yes/on or false/no/off, in lower case,
+    /// capitalized or upper case.
     pub fn from_word(word: &str) -> Option<Flag> {
-        let lower = word.trim().to_ascii_lowercase();
-        if TRUE_WORDS.contains(&lower.as_str()) {
+        let word = word.trim();
+        if spellings(&TRUE_WORDS).iter().any(|w| w == word) {
             Some(Flag(true))
-        } else if FALSE_WORDS.contains(&lower.as_str()) {
+        } else if spellings(&FALSE_WORDS).iter().any(|w| w == word) {
             Some(Flag(false))
         } else {
             None
@@ -242,9 +258,9 @@ impl<'de> Deserialize<'de> for Flag {
         match Raw::deserialize(deserializer) {
             Ok(Raw::Bool(b)) => Ok(Flag(b)),
             Ok(Raw::Text(text)) => Flag::from_word(&text).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{text}` is not a boolean: write true or false"))
+                serde::de::Error::custom(format!("`{text}` is not a boolean{HELP_SEPARATOR}write true or false (or \"yes\"/\"no\")"))
             }),
-            Err(_) => Err(serde::de::Error::custom("expected true or false")),
+            Err(_) => Err(serde::de::Error::custom(format!("expected a boolean{HELP_SEPARATOR}write true or false"))),
         }
     }
 }
@@ -255,11 +271,12 @@ impl JsonSchema for Flag {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let words = spellings(&[&TRUE_WORDS[..], &FALSE_WORDS[..]].concat());
         json_schema!({
             "description": "A boolean: true/false, or the strings \"true\", \"false\", \"yes\", \"no\", \"on\", \"off\".",
             "anyOf": [
                 { "type": "boolean" },
-                { "type": "string", "enum": ["true", "false", "yes", "no", "on", "off", "True", "False", "Yes", "No"] }
+                { "type": "string", "enum": words }
             ]
         })
     }
@@ -307,9 +324,9 @@ impl<'de> Deserialize<'de> for NameList {
                     .flat_map(|item| NameList::split(item).0)
                     .collect(),
             )),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a list of names, or one string of names separated by spaces or commas",
-            )),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "expected a list of names{HELP_SEPARATOR}write `[alice, bob]` or \"alice, bob\""
+            ))),
         }
     }
 }

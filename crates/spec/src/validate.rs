@@ -329,10 +329,11 @@ fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     } else {
         out.push(
             Finding::warning("no-timeout", root.clone(), "the job has no `timeout`: a build that hangs keeps its pod and its concurrency slot forever")
-                .help("add e.g. `timeout: 1h`"),
+                .help("add e.g. `timeout: 1h`")
+                .at_key(),
         );
     }
-    for (name, _) in &job.env {
+    for name in job.env.keys() {
         let path = root.key("env").key(name);
         if RESERVED_ENV.contains(&name.as_str()) {
             out.push(

@@ -9,8 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, Parser, Tag};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use libyaml_safer::{EventData, Mark, Parser, ScalarStyle as LibStyle};
 
 /// A position in a source file: 1-based line and column (columns count characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -268,13 +267,13 @@ fn looks_like_float(text: &str) -> bool {
 enum Frame {
     Seq {
         pos: Pos,
-        anchor: usize,
+        anchor: Option<String>,
         items: Vec<Node>,
     },
     Map {
         pos: Option<Pos>,
         start: Pos,
-        anchor: usize,
+        anchor: Option<String>,
         entries: Vec<(Key, Node)>,
         pending_key: Option<Key>,
         merged: Vec<(Key, Node)>,
@@ -284,17 +283,23 @@ enum Frame {
 struct Builder {
     limits: Limits,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<String, Node>,
     alias_nodes: usize,
 }
 
 /// Parses every document of a YAML stream. An empty document (`---` alone) is `None`.
+///
+/// The parser is libyaml's (a safe port), the engine behind the Go YAML reader that
+/// Kubernetes uses, so kubeci accepts exactly what `kubectl apply` accepts.
 pub fn parse_stream(
     text: &str,
     map: &PosMap,
     limits: Limits,
 ) -> Result<Vec<Option<Node>>, YamlError> {
-    let mut parser = Parser::new_from_str(text);
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut input = text.as_bytes();
+    let mut parser = Parser::new();
+    parser.set_input_string(&mut input);
     let mut builder = Builder {
         limits,
         stack: Vec::new(),
@@ -304,41 +309,51 @@ pub fn parse_stream(
     let mut documents = Vec::new();
     let mut current: Option<Node> = None;
     loop {
-        let (event, marker) = parser.next_token().map_err(|e| scan_error(&e, map))?;
-        let pos = map.apply(to_pos(marker));
-        let finished = match event {
-            Event::StreamStart | Event::Nothing => None,
-            Event::StreamEnd => break,
-            Event::DocumentStart => {
+        let event = parser.parse().map_err(|e| parse_error(&e, &lines, map))?;
+        let pos = map.apply(to_pos(event.start_mark));
+        let finished = match event.data {
+            EventData::StreamStart { .. } => None,
+            EventData::StreamEnd => break,
+            EventData::DocumentStart { .. } => {
                 current = None;
                 None
             }
-            Event::DocumentEnd => {
+            EventData::DocumentEnd { .. } => {
                 documents.push(current.take().filter(|n| !n.is_null()));
                 builder.anchors.clear();
                 None
             }
-            Event::Scalar(text, style, anchor, tag) => {
+            EventData::Scalar {
+                anchor,
+                tag,
+                value,
+                style,
+                ..
+            } => {
+                let style = match style {
+                    LibStyle::SingleQuoted | LibStyle::DoubleQuoted => ScalarStyle::Quoted,
+                    LibStyle::Literal => ScalarStyle::Literal,
+                    LibStyle::Folded => ScalarStyle::Folded,
+                    _ => ScalarStyle::Plain,
+                };
+                let pos = if style == ScalarStyle::Literal {
+                    map.apply(block_content_start(&lines, event.start_mark))
+                } else {
+                    pos
+                };
                 let node = Node {
                     value: Value::Scalar {
-                        text,
-                        style: match style {
-                            TScalarStyle::Plain => ScalarStyle::Plain,
-                            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
-                                ScalarStyle::Quoted
-                            }
-                            TScalarStyle::Literal => ScalarStyle::Literal,
-                            TScalarStyle::Folded => ScalarStyle::Folded,
-                        },
-                        tag: tag.map(tag_name),
+                        text: value,
+                        style,
+                        tag: tag.map(|t| t.trim_start_matches("tag:yaml.org,2002:").to_owned()),
                     },
                     pos,
                 };
                 builder.remember(anchor, &node);
                 Some(node)
             }
-            Event::Alias(id) => Some(builder.alias(id, pos)?),
-            Event::SequenceStart(anchor, _) => {
+            EventData::Alias { anchor } => Some(builder.alias(&anchor, pos)?),
+            EventData::SequenceStart { anchor, .. } => {
                 builder.push(
                     Frame::Seq {
                         pos,
@@ -349,7 +364,7 @@ pub fn parse_stream(
                 )?;
                 None
             }
-            Event::MappingStart(anchor, _) => {
+            EventData::MappingStart { anchor, .. } => {
                 builder.push(
                     Frame::Map {
                         pos: None,
@@ -363,7 +378,7 @@ pub fn parse_stream(
                 )?;
                 None
             }
-            Event::SequenceEnd | Event::MappingEnd => Some(builder.pop()?),
+            EventData::SequenceEnd | EventData::MappingEnd => Some(builder.pop()?),
         };
         if let Some(node) = finished {
             if let Some(root) = builder.add(node)? {
@@ -374,44 +389,78 @@ pub fn parse_stream(
     Ok(documents)
 }
 
-fn tag_name(tag: Tag) -> String {
-    tag.suffix
-        .trim_start_matches("tag:yaml.org,2002:")
-        .to_owned()
-}
-
-fn to_pos(marker: Marker) -> Pos {
+fn to_pos(mark: Mark) -> Pos {
     Pos {
-        line: marker.line().max(1),
-        column: marker.col() + 1,
+        line: usize::try_from(mark.line).unwrap_or(usize::MAX - 1) + 1,
+        column: usize::try_from(mark.column).unwrap_or(usize::MAX - 1) + 1,
     }
 }
 
-fn scan_error(error: &yaml_rust2::ScanError, map: &PosMap) -> YamlError {
-    let pos = map.apply(to_pos(*error.marker()));
-    let info = error.info();
-    let (message, help) = if info.contains("tab") {
+/// Where the text of a literal block (`|`) starts: the first non-blank line after the
+/// indicator, at its indentation.
+fn block_content_start(lines: &[&str], indicator: Mark) -> Pos {
+    let first = usize::try_from(indicator.line).unwrap_or(usize::MAX - 1) + 1;
+    let indent = lines
+        .iter()
+        .skip(first)
+        .find(|l| !l.trim().is_empty())
+        .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
+    Pos {
+        line: first + 1,
+        column: indent + 1,
+    }
+}
+
+fn parse_error(error: &libyaml_safer::Error, lines: &[&str], map: &PosMap) -> YamlError {
+    // An unclosed quote or bracket is reported at the end of the text; where it was
+    // opened is more useful.
+    let mark = match error.context_mark() {
+        Some(context) if error.problem().contains("unexpected end of stream") => context,
+        _ => error.problem_mark().unwrap_or_default(),
+    };
+    let pos = to_pos(mark);
+    let at = lines
+        .get(pos.line - 1)
+        .and_then(|l| l.chars().nth(pos.column - 1));
+    let line_starts_with_tab = lines
+        .get(pos.line - 1)
+        .is_some_and(|l| l.trim_start_matches(' ').starts_with('\t'));
+    let problem = error.problem();
+    let (message, help) = if at == Some('\t')
+        || (line_starts_with_tab && problem.contains("cannot start any token"))
+    {
         (
             "a tab character is used for indentation".to_owned(),
             "YAML indents with spaces only: replace the tab with spaces".to_owned(),
         )
-    } else if info.contains("recursion limit") {
+    } else if error.kind() == libyaml_safer::ErrorKind::Reader {
         (
-            "the YAML is nested too deeply".to_owned(),
-            "a job needs only a few levels of nesting: look for unbalanced `[` or `{`".to_owned(),
-        )
-    } else if info.contains("unknown anchor") {
-        (
-            "an alias (`*name`) refers to an anchor that is not defined before it".to_owned(),
-            "define the anchor with `&name` before using `*name`".to_owned(),
+            format!("the text cannot be read: {problem}"),
+            "save the file as UTF-8 without control characters".to_owned(),
         )
     } else {
+        let context = error.context().map(|c| format!(" {c}")).unwrap_or_default();
         (
-            format!("invalid YAML: {info}"),
-            "check the indentation, quotes and brackets at this place".to_owned(),
+            format!("invalid YAML: {problem}{context}"),
+            match problem {
+                p if p.contains("mapping values are not allowed") => {
+                    "a `key: value` cannot follow a value on the same line: quote the value if it contains `: `, or fix the indentation".to_owned()
+                }
+                p if p.contains("did not find expected key") || p.contains("did not find expected '-'") => {
+                    "check that this line is indented like the lines of the same level above it".to_owned()
+                }
+                p if p.contains("found unexpected end of stream") => {
+                    "a quote or bracket is not closed".to_owned()
+                }
+                _ => "check the indentation, quotes and brackets at this place".to_owned(),
+            },
         )
     };
-    YamlError { pos, message, help }
+    YamlError {
+        pos: map.apply(pos),
+        message,
+        help,
+    }
 }
 
 impl Builder {
@@ -431,17 +480,19 @@ impl Builder {
         Ok(())
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
-        if anchor != 0 {
+    fn remember(&mut self, anchor: Option<String>, node: &Node) {
+        if let Some(anchor) = anchor {
             self.anchors.insert(anchor, node.clone());
         }
     }
 
-    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, YamlError> {
-        let Some(target) = self.anchors.get(&id) else {
+    fn alias(&mut self, name: &str, pos: Pos) -> Result<Node, YamlError> {
+        let Some(target) = self.anchors.get(name) else {
             return Err(YamlError {
                 pos,
-                message: "an alias refers to an anchor that is not defined before it".into(),
+                message: format!(
+                    "alias `*{name}` refers to an anchor that is not defined before it"
+                ),
                 help: "define the anchor with `&name` before using `*name`".into(),
             });
         };
@@ -571,7 +622,7 @@ fn merge_into(merged: &mut Vec<(Key, Node)>, node: Node) -> Result<(), YamlError
                 _ => Err(item.pos),
             })
             .collect::<Result<Vec<_>, Pos>>()
-            .map_err(|pos| merge_error(pos))?,
+            .map_err(merge_error)?,
         _ => return Err(merge_error(pos)),
     };
     for entries in sources {

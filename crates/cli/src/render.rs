@@ -1,0 +1,136 @@
+//! `kubeci render`: the Job a build would create, printed without a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use kubeci_render::{BuildRequest, JobOrigin, PullRequest, RenderConfig, Trigger};
+use kubeci_spec::Severity;
+
+use crate::lint::render_diagnostic;
+use crate::output;
+use crate::sources::{self, SourceArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// A job file or ConfigMap manifest (`-` reads standard input).
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    /// The job to render, when the file holds several.
+    #[arg(long, value_name = "NAME")]
+    job: Option<String>,
+    /// The build's number.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    build_number: u64,
+    /// The exact commit to build.
+    #[arg(long, value_name = "SHA")]
+    commit: Option<String>,
+    /// Build pull request N (fetches `refs/pull/N/head`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pr: Option<u64>,
+    /// A ref to build instead of the job's branch, e.g. `refs/tags/v1.0`.
+    #[arg(long = "ref", value_name = "REF")]
+    git_ref: Option<String>,
+    /// The branch to build instead of the job's (e.g. the branch a push went to).
+    #[arg(long, value_name = "BRANCH")]
+    branch: Option<String>,
+    /// What started the build [default: pull-request with --pr, else manual].
+    #[arg(long, value_enum)]
+    trigger: Option<TriggerArg>,
+    /// The pull request's author (with --pr).
+    #[arg(long, value_name = "LOGIN", requires = "pr")]
+    pr_author: Option<String>,
+    /// The pull request's head branch (with --pr).
+    #[arg(long, value_name = "BRANCH", requires = "pr")]
+    source_branch: Option<String>,
+    /// The pull request's base branch (with --pr).
+    #[arg(long, value_name = "BRANCH", requires = "pr")]
+    target_branch: Option<String>,
+    /// Image of the clone step.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().clone_image)]
+    clone_image: String,
+    /// Image of the build step for jobs without `image`.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().default_image)]
+    default_image: String,
+    /// Base URL of the kubeci UI, for BUILD_URL.
+    #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
+    base_url: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Yaml)]
+    output: Format,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TriggerArg {
+    Manual,
+    PullRequest,
+    Comment,
+    Push,
+    Cron,
+}
+
+pub fn run(args: &RenderArgs) -> Result<ExitCode> {
+    let source = sources::read(&args.path, &args.source.options())?;
+    let loaded = match source.report.select(&source.name, args.job.as_deref()) {
+        Ok(job) => job,
+        Err(err) => {
+            for d in source
+                .report
+                .all_diagnostics()
+                .filter(|d| d.severity == Severity::Error)
+            {
+                eprintln!(
+                    "{}",
+                    render_diagnostic(d, Some(&String::from_utf8_lossy(&source.bytes)))
+                );
+            }
+            eprintln!("kubeci: {err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let job = loaded.job.as_ref().expect("a selected job is valid");
+    let trigger = match (args.trigger, args.pr) {
+        (Some(t), _) => match t {
+            TriggerArg::Manual => Trigger::Manual,
+            TriggerArg::PullRequest => Trigger::PullRequest,
+            TriggerArg::Comment => Trigger::Comment,
+            TriggerArg::Push => Trigger::Push,
+            TriggerArg::Cron => Trigger::Cron,
+        },
+        (None, Some(_)) => Trigger::PullRequest,
+        (None, None) => Trigger::Manual,
+    };
+    let request = BuildRequest {
+        number: args.build_number,
+        trigger,
+        commit: args.commit.clone(),
+        git_ref: args.git_ref.clone(),
+        branch: args.branch.clone(),
+        pull_request: args.pr.map(|number| PullRequest {
+            number,
+            author: args.pr_author.clone(),
+            source_branch: args.source_branch.clone(),
+            target_branch: args.target_branch.clone(),
+        }),
+        requested_by: None,
+    };
+    let config = RenderConfig {
+        clone_image: args.clone_image.clone(),
+        default_image: args.default_image.clone(),
+        base_url: args.base_url.clone(),
+    };
+    let rendered = kubeci_render::render(job, &JobOrigin::of(loaded), &request, &config)?;
+    match args.output {
+        Format::Yaml => output::print(&kubeci_render::to_yaml(&rendered))?,
+        Format::Json => output::print(&(serde_json::to_string_pretty(&rendered)? + "\n"))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,221 @@
+//! `kubeci lint` as users run it: the seed fixtures, the examples, the broken corpus.
+
+mod common;
+
+use common::{assert_golden, kubeci, kubeci_with_input, repo_root};
+
+/// The kube-jenkins fixtures, from `shared/` beside the repository when present, else the
+/// byte-identical copy in `examples/seed/`.
+fn seed_dir() -> String {
+    let shared = repo_root().join("../shared/fixtures/seed");
+    if shared.is_dir() {
+        for entry in std::fs::read_dir(&shared).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let copy = repo_root()
+                    .join("examples/seed")
+                    .join(path.file_name().unwrap());
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    std::fs::read(&copy).unwrap(),
+                    "{} is copied unchanged",
+                    copy.display()
+                );
+            }
+        }
+        "../shared/fixtures/seed".to_owned()
+    } else {
+        "examples/seed".to_owned()
+    }
+}
+
+#[test]
+fn every_seed_fixture_lints_without_error_and_the_secret_is_skipped() {
+    let dir = seed_dir();
+    for file in [
+        "start-helm-test.configmap.yaml",
+        "start-helm-test-fingerprint.configmap.yaml",
+        "github-ssh-key.secret.yaml",
+    ] {
+        let run = kubeci(&["lint", &format!("{dir}/{file}")]);
+        assert_eq!(run.code, 0, "{file}:\n{}{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("error["), "{file}:\n{}", run.stdout);
+    }
+    let run = kubeci(&["lint", &dir]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.ends_with("checked 3 files: 2 jobs (2 valid), 0 errors, 3 warnings, 1 object skipped (not job ConfigMaps)\n"), "{}", run.stdout);
+}
+
+#[test]
+fn lint_output_of_the_examples_matches_the_golden_files() {
+    let human = kubeci(&["lint", "examples/"]);
+    assert_eq!(human.code, 0);
+    assert_golden("tests/golden/lint/examples.txt", &human.stdout);
+    let json = kubeci(&["lint", "--output", "json", "examples/"]);
+    assert_eq!(json.code, 0);
+    assert_golden("tests/golden/lint/examples.json", &json.stdout);
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(parsed["summary"]["valid_jobs"], 4);
+}
+
+#[test]
+fn errors_exit_1_and_are_reported_in_json_too() {
+    let human = kubeci(&[
+        "lint",
+        "tests/broken/37-bad-toleration.yaml",
+        "tests/broken/01-misspelt-key.yaml",
+    ]);
+    assert_eq!(human.code, 1);
+    let json = kubeci(&[
+        "lint",
+        "-o",
+        "json",
+        "tests/broken/37-bad-toleration.yaml",
+        "tests/broken/01-misspelt-key.yaml",
+    ]);
+    assert_eq!(json.code, 1);
+    assert_golden("tests/golden/lint/errors.json", &json.stdout);
+}
+
+#[test]
+fn warnings_fail_only_with_strict() {
+    let run = kubeci(&["lint", "examples/hello.configmap.yaml"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("warning[local-git-url]"));
+    let strict = kubeci(&["lint", "--strict", "examples/hello.configmap.yaml"]);
+    assert_eq!(strict.code, 1);
+}
+
+#[test]
+fn unreadable_paths_exit_2_with_the_reason() {
+    let run = kubeci(&["lint", "no/such/file.yaml"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("cannot read no/such/file.yaml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn standard_input_is_read_with_dash() {
+    let job = std::fs::read(repo_root().join("tests/broken/01-misspelt-key.yaml")).unwrap();
+    let run = kubeci_with_input(&["lint", "-"], Some(&job));
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("<stdin>:6:7"), "{}", run.stdout);
+}
+
+#[test]
+fn namespace_pairs_can_be_allowed() {
+    let file = "tests/broken/32-namespace-not-allowed.yaml";
+    assert_eq!(kubeci(&["lint", file]).code, 1);
+    let allowed = kubeci(&["lint", "--allow-namespace", "team-a=team-b", file]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stdout);
+    let malformed = kubeci(&["lint", "--allow-namespace", "team-a", file]);
+    assert_eq!(malformed.code, 2);
+    assert!(
+        malformed.stderr.contains("is not FROM=TO"),
+        "{}",
+        malformed.stderr
+    );
+}
+
+/// Each file under tests/broken/ starts with `# error-line: N`; its first finding at or
+/// after the top must be on line N, and the whole human output must match
+/// `<name>.expected`.
+#[test]
+fn broken_inputs_get_their_expected_messages_at_the_right_line() {
+    let dir = repo_root().join("tests/broken");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "the corpus has {} inputs", files.len());
+    for path in files {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let relative = format!("tests/broken/{name}");
+        let bytes = std::fs::read(&path).unwrap();
+        let expected_line: Option<usize> = String::from_utf8_lossy(&bytes)
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# error-line: "))
+            .map(|n| n.trim().parse().unwrap());
+        let expected_line = expected_line.unwrap_or(1);
+
+        let human = kubeci(&["lint", &relative]);
+        assert_golden(
+            &format!("tests/broken/{}.expected", name.trim_end_matches(".yaml")),
+            &human.stdout,
+        );
+
+        let json = kubeci(&["lint", "-o", "json", &relative]);
+        let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        let findings: Vec<&serde_json::Value> = report["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["severity"] != "note")
+            .collect();
+        assert!(!findings.is_empty(), "{name}: nothing reported");
+        let lines: Vec<u64> = findings
+            .iter()
+            .map(|d| d["line"].as_u64().unwrap())
+            .collect();
+        assert!(
+            lines.contains(&(expected_line as u64)),
+            "{name}: expected a finding on line {expected_line}, got lines {lines:?}"
+        );
+        for finding in &findings {
+            assert!(
+                finding["help"].as_str().is_some_and(|h| !h.is_empty()),
+                "{name}: every finding says how to fix it"
+            );
+        }
+        let has_error = findings.iter().any(|d| d["severity"] == "error");
+        assert_eq!(human.code, if has_error { 1 } else { 0 }, "{name}");
+    }
+}
+
+/// Files too large to commit are made here: a 2 MiB job and a 2 MiB ConfigMap.
+#[test]
+fn two_mebibyte_inputs_are_refused_cleanly() {
+    let dir = std::env::temp_dir().join(format!("kubeci-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script: String = (0..36_000)
+        .map(|i| format!("          echo line {i:040}\n"))
+        .collect();
+    assert!(script.len() > 2 * 1024 * 1024);
+    let bare = dir.join("big-job.yaml");
+    std::fs::write(&bare, format!("- job:\n    name: big\n    git: {{url: 'https://github.com/o/r'}}\n    timeout: 5m\n    run_command: |\n{script}")).unwrap();
+    let run = kubeci(&["lint", bare.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("error[too-large]: the job is 2.1 MiB; a ConfigMap holds at most 1.0 MiB"),
+        "{}",
+        run.stdout
+    );
+
+    let configmap = dir.join("big-configmap.yaml");
+    std::fs::write(
+        &configmap,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  labels: {{ci-job-spec: \"true\"}}\ndata:\n  job.yaml: |\n    - job:\n        name: big\n        git: {{url: 'https://github.com/o/r'}}\n        run_command: |\n{}", script.replace("\n          ", "\n              ")),
+    )
+    .unwrap();
+    let run = kubeci(&["lint", configmap.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("Kubernetes stores at most 1.0 MiB in a ConfigMap"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(":6:1\n"),
+        "points at `data:`: {}",
+        run.stdout
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

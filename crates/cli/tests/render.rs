@@ -1,0 +1,283 @@
+//! `kubeci render`: golden Jobs, and strict validation against Kubernetes' own OpenAPI
+//! schema by an independent validator (`kubernetes-validate`, from PyPI).
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_golden, kubeci, repo_root, require_python_module};
+
+const COMMIT: &str = "8f3c2a1d9e7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a";
+
+/// (golden name, arguments): a manual, a pull request and a push build, and the seed's
+/// fingerprint variant.
+const CASES: [(&str, &[&str]); 5] = [
+    (
+        "seed-manual",
+        &[
+            "render",
+            "examples/seed/start-helm-test.configmap.yaml",
+            "--build-number",
+            "1",
+        ],
+    ),
+    (
+        "seed-pull-request",
+        &[
+            "render",
+            "examples/seed/start-helm-test.configmap.yaml",
+            "--build-number",
+            "12",
+            "--pr",
+            "7",
+            "--commit",
+            COMMIT,
+            "--pr-author",
+            "webvictim",
+            "--source-branch",
+            "feature/helm-3",
+            "--target-branch",
+            "gravitational/k8s",
+        ],
+    ),
+    (
+        "seed-fingerprint-manual",
+        &[
+            "render",
+            "examples/seed/start-helm-test-fingerprint.configmap.yaml",
+            "--build-number",
+            "3",
+        ],
+    ),
+    (
+        "payments-push",
+        &[
+            "render",
+            "examples/helm-template-output.yaml",
+            "--job",
+            "payments-ci",
+            "--build-number",
+            "41",
+            "--trigger",
+            "push",
+            "--branch",
+            "release/2.3",
+            "--commit",
+            COMMIT,
+            "--namespace",
+            "payments",
+        ],
+    ),
+    (
+        "hello-cron",
+        &[
+            "render",
+            "examples/hello.configmap.yaml",
+            "--build-number",
+            "100",
+            "--trigger",
+            "cron",
+        ],
+    ),
+];
+
+#[test]
+fn rendered_jobs_match_the_golden_files_and_are_deterministic() {
+    for (name, args) in CASES {
+        let first = kubeci(args);
+        assert_eq!(first.code, 0, "{name}: {}", first.stderr);
+        assert_golden(&format!("tests/golden/render/{name}.yaml"), &first.stdout);
+        let second = kubeci(args);
+        assert_eq!(
+            first.stdout, second.stdout,
+            "{name}: the same inputs give the same Job"
+        );
+    }
+}
+
+#[test]
+fn rendered_jobs_pass_strict_kubernetes_openapi_validation() {
+    require_python_module("kubernetes_validate", "kubernetes-validate");
+    let dir = std::env::temp_dir().join(format!("kubeci-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (name, args) in CASES {
+        let run = kubeci(args);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, run.stdout).unwrap();
+        files.push(file);
+    }
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        report.matches("passed for resource job/").count(),
+        CASES.len(),
+        "{report}"
+    );
+
+    // The validator is not a rubber stamp: a Job with a wrong field fails it.
+    let broken = dir.join("broken.yaml");
+    let good = std::fs::read_to_string(&files[0]).unwrap();
+    std::fs::write(
+        &broken,
+        good.replace("restartPolicy: Never", "restartPolicy: 5"),
+    )
+    .unwrap();
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_seed_pull_request_build_carries_the_design_contract() {
+    let run = kubeci(CASES[1].1);
+    let job: serde_json::Value =
+        serde_json::from_str(&kubeci(&[CASES[1].1, &["-o", "json"]].concat()).stdout).unwrap();
+    assert!(run.stdout.contains("name: start-helm-test-12\n"));
+    let meta = &job["metadata"];
+    assert_eq!(meta["labels"]["kubeci.io/job"], "start-helm-test");
+    assert_eq!(meta["labels"]["kubeci.io/build"], "12");
+    assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "kubeci");
+    assert_eq!(meta["annotations"]["kubeci.io/trigger"], "pull-request");
+    assert_eq!(meta["annotations"]["kubeci.io/pr"], "7");
+    assert_eq!(meta["annotations"]["kubeci.io/pr-author"], "webvictim");
+    assert_eq!(meta["annotations"]["kubeci.io/commit"], COMMIT);
+    assert_eq!(
+        meta["annotations"]["kubeci.io/spec-hash"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let spec = &job["spec"];
+    assert_eq!(spec["backoffLimit"], 0);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["serviceAccountName"], "gus-test-jenkins");
+    let clone = &pod["initContainers"][0];
+    assert_eq!(clone["name"], "clone");
+    assert!(clone["args"].as_array().unwrap().contains(&"--pr=7".into()));
+    let ssh_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "ssh-key")
+        .unwrap();
+    assert_eq!(ssh_volume["secret"]["secretName"], "github-key");
+    let build = &pod["containers"][0];
+    assert_eq!(
+        build["workingDir"],
+        "/workspace/src/gravitational/kubernetes/helm"
+    );
+    let env = build["env"].as_array().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    for (name, expected) in [
+        ("JOB_NAME", "start-helm-test"),
+        ("BUILD_NUMBER", "12"),
+        (
+            "BUILD_URL",
+            "http://localhost:8080/jobs/default/start-helm-test/builds/12",
+        ),
+        ("GIT_URL", "git@github.com:gravitational/helm-test.git"),
+        ("GIT_BRANCH", "feature/helm-3"),
+        ("GIT_COMMIT", COMMIT),
+        ("ghprbPullId", "7"),
+        ("ghprbActualCommit", COMMIT),
+        ("ghprbSourceBranch", "feature/helm-3"),
+        ("ghprbTargetBranch", "gravitational/k8s"),
+        ("ghprbPullAuthorLogin", "webvictim"),
+        ("sha1", COMMIT),
+    ] {
+        assert_eq!(value(name), Some(expected.into()), "{name}");
+    }
+    let aws = env
+        .iter()
+        .find(|e| e["name"] == "AWS_SECRET_ACCESS_KEY")
+        .unwrap();
+    assert_eq!(aws["valueFrom"]["secretKeyRef"]["name"], "aws-key");
+    assert_eq!(
+        aws["valueFrom"]["secretKeyRef"]["key"],
+        "aws-secret-access-key"
+    );
+}
+
+#[test]
+fn timeouts_and_retention_become_deadlines() {
+    let job: serde_json::Value = serde_json::from_str(
+        &kubeci(&[
+            "render",
+            "examples/helm-template-output.yaml",
+            "--job",
+            "payments-ci",
+            "-o",
+            "json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 45 * 60);
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 14 * 86_400);
+    assert_eq!(
+        job["metadata"]["annotations"]["kubeci.io/chart-version"],
+        "2.3.1"
+    );
+    let build = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(build["resources"]["limits"]["memory"], "4Gi");
+}
+
+#[test]
+fn an_invalid_job_is_not_rendered() {
+    let run = kubeci(&["render", "tests/broken/01-misspelt-key.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr.contains("unknown key `brnach`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 error(s) in the job definition"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn choosing_among_several_jobs_needs_a_name() {
+    let dir = std::env::temp_dir().join(format!("kubeci-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let both = dir.join("both.yaml");
+    let hello = std::fs::read_to_string(repo_root().join("examples/hello.configmap.yaml")).unwrap();
+    let stream =
+        std::fs::read_to_string(repo_root().join("examples/helm-template-output.yaml")).unwrap();
+    std::fs::write(&both, format!("{hello}---\n{stream}")).unwrap();
+    let path = both.to_str().unwrap();
+    let run = kubeci(&["render", path]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "holds 2 jobs (default/hello, default/payments-ci): choose one with --job NAME"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = kubeci(&["render", path, "--job", "nope"]);
+    assert!(run.stderr.contains("no job named `nope`"), "{}", run.stderr);
+    assert_eq!(kubeci(&["render", path, "--job", "hello"]).code, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
