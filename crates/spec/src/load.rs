@@ -977,10 +977,8 @@ mod tests {
         assert_eq!((diags[0].line, diags[0].column), (5, 7));
         assert_eq!(diags[0].help.as_deref(), Some("did you mean `branch`?"));
         assert_eq!(diags[1].field.to_string(), "job.run_comand");
-        // run_command is then missing, and said so.
-        assert!(errors(&report)
-            .iter()
-            .any(|e| e.contains("missing required field `run_command`")));
+        // The misspelling explains why run_command is missing: no second error repeats it.
+        assert_eq!(errors(&report).len(), 2, "{:?}", errors(&report));
     }
 
     #[test]
