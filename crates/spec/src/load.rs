@@ -445,8 +445,8 @@ impl Reader<'_> {
         object: &ObjectRef,
         chart_version: Option<String>,
     ) -> LoadedJob {
-        let mut job = self.empty_job(scalar.pos, Some(object), text.to_owned(), chart_version);
-        let mut error = |pos: Pos, code, message: String, help: &str| {
+        let error = |pos: Pos, code, message: String, help: &str| {
+            let mut job = self.empty_job(scalar.pos, Some(object), text.to_owned(), chart_version.clone());
             job.diagnostics.push(self.diagnostic(
                 Severity::Error,
                 code,
@@ -455,14 +455,12 @@ impl Reader<'_> {
                 message,
                 help,
             ));
+            job
         };
         let documents =
             match yaml::parse_stream(text, &PosMap::for_scalar(scalar), self.options.limits) {
                 Ok(documents) => documents,
-                Err(err) => {
-                    error(err.pos, "yaml-syntax", err.message, &err.help);
-                    return job;
-                }
+                Err(err) => return error(err.pos, "yaml-syntax", err.message, &err.help),
             };
         let mut documents: Vec<Node> = documents.into_iter().flatten().collect();
         match documents.len() {
@@ -474,14 +472,7 @@ impl Reader<'_> {
             ),
             1 => {
                 let root = documents.remove(0);
-                let parsed = self.job_list(
-                    &root,
-                    text,
-                    Some(object),
-                    job.chart_version.clone(),
-                    Some(scalar.pos),
-                );
-                return parsed;
+                self.job_list(&root, text, Some(object), chart_version.clone(), Some(scalar.pos))
             }
             n => error(
                 key.pos,
@@ -490,7 +481,6 @@ impl Reader<'_> {
                 "remove the extra `---` documents, or give each job its own ConfigMap",
             ),
         }
-        job
     }
 
     /// A job list: the first item is the job; others are ignored with a warning.

@@ -296,7 +296,6 @@ pub fn parse_stream(
     map: &PosMap,
     limits: Limits,
 ) -> Result<Vec<Option<Node>>, YamlError> {
-    let lines: Vec<&str> = text.split('\n').collect();
     let mut input = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
@@ -309,7 +308,7 @@ pub fn parse_stream(
     let mut documents = Vec::new();
     let mut current: Option<Node> = None;
     loop {
-        let event = parser.parse().map_err(|e| parse_error(&e, &lines, map))?;
+        let event = parser.parse().map_err(|e| parse_error(&e, text, map))?;
         let pos = map.apply(to_pos(event.start_mark));
         let finished = match event.data {
             EventData::StreamStart { .. } => None,
@@ -337,7 +336,7 @@ pub fn parse_stream(
                     _ => ScalarStyle::Plain,
                 };
                 let pos = if style == ScalarStyle::Literal {
-                    map.apply(block_content_start(&lines, event.start_mark))
+                    map.apply(block_content_start(text, event.start_mark))
                 } else {
                     pos
                 };
@@ -398,20 +397,22 @@ fn to_pos(mark: Mark) -> Pos {
 
 /// Where the text of a literal block (`|`) starts: the first non-blank line after the
 /// indicator, at its indentation.
-fn block_content_start(lines: &[&str], indicator: Mark) -> Pos {
-    let first = usize::try_from(indicator.line).unwrap_or(usize::MAX - 1) + 1;
-    let indent = lines
-        .iter()
-        .skip(first)
+fn block_content_start(text: &str, indicator: Mark) -> Pos {
+    let indicator_line = usize::try_from(indicator.line).unwrap_or(usize::MAX - 1);
+    let start = usize::try_from(indicator.index).map_or(text.len(), |i| i.min(text.len()));
+    let after = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+    let indent = text[after..]
+        .split('\n')
         .find(|l| !l.trim().is_empty())
         .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
     Pos {
-        line: first + 1,
+        line: indicator_line + 2,
         column: indent + 1,
     }
 }
 
-fn parse_error(error: &libyaml_safer::Error, lines: &[&str], map: &PosMap) -> YamlError {
+fn parse_error(error: &libyaml_safer::Error, text: &str, map: &PosMap) -> YamlError {
+    let lines: Vec<&str> = text.split('\n').collect();
     // An unclosed quote or bracket is reported at the end of the text; where it was
     // opened is more useful.
     let mark = match error.context_mark() {
