@@ -26,14 +26,28 @@ fn seed_job(c: &mut Criterion) {
         b.iter(|| {
             let report = load("seed.yaml", SEED.as_bytes(), &options);
             let loaded = &report.jobs[0];
-            render(loaded.job.as_ref().unwrap(), &JobOrigin::of(loaded), &request, &config).unwrap()
+            render(
+                loaded.job.as_ref().unwrap(),
+                &JobOrigin::of(loaded),
+                &request,
+                &config,
+            )
+            .unwrap()
         })
     });
     group.bench_function("parse + validate + render + YAML", |b| {
         b.iter(|| {
             let report = load("seed.yaml", SEED.as_bytes(), &options);
             let loaded = &report.jobs[0];
-            to_yaml(&render(loaded.job.as_ref().unwrap(), &JobOrigin::of(loaded), &request, &config).unwrap())
+            to_yaml(
+                &render(
+                    loaded.job.as_ref().unwrap(),
+                    &JobOrigin::of(loaded),
+                    &request,
+                    &config,
+                )
+                .unwrap(),
+            )
         })
     });
     group.finish();

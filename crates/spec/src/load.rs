@@ -446,7 +446,12 @@ impl Reader<'_> {
         chart_version: Option<String>,
     ) -> LoadedJob {
         let error = |pos: Pos, code, message: String, help: &str| {
-            let mut job = self.empty_job(scalar.pos, Some(object), text.to_owned(), chart_version.clone());
+            let mut job = self.empty_job(
+                scalar.pos,
+                Some(object),
+                text.to_owned(),
+                chart_version.clone(),
+            );
             job.diagnostics.push(self.diagnostic(
                 Severity::Error,
                 code,
@@ -472,7 +477,13 @@ impl Reader<'_> {
             ),
             1 => {
                 let root = documents.remove(0);
-                self.job_list(&root, text, Some(object), chart_version.clone(), Some(scalar.pos))
+                self.job_list(
+                    &root,
+                    text,
+                    Some(object),
+                    chart_version.clone(),
+                    Some(scalar.pos),
+                )
             }
             n => error(
                 key.pos,

@@ -400,7 +400,9 @@ fn to_pos(mark: Mark) -> Pos {
 fn block_content_start(text: &str, indicator: Mark) -> Pos {
     let indicator_line = usize::try_from(indicator.line).unwrap_or(usize::MAX - 1);
     let start = usize::try_from(indicator.index).map_or(text.len(), |i| i.min(text.len()));
-    let after = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+    let after = text[start..]
+        .find('\n')
+        .map_or(text.len(), |i| start + i + 1);
     let indent = text[after..]
         .split('\n')
         .find(|l| !l.trim().is_empty())
