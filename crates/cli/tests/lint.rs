@@ -178,19 +178,24 @@ fn broken_inputs_get_their_expected_messages_at_the_right_line() {
     }
 }
 
-/// Files too large to commit are made here: a 2 MiB job and a 2 MiB ConfigMap.
+/// Files too large to commit are made here (under the git-ignored `tests/out/`): a
+/// 2 MiB job and a 2 MiB ConfigMap, with golden messages like the rest of the corpus.
 #[test]
 fn two_mebibyte_inputs_are_refused_cleanly() {
-    let dir = std::env::temp_dir().join(format!("kubeci-big-{}", std::process::id()));
+    let dir = repo_root().join("tests/out");
     std::fs::create_dir_all(&dir).unwrap();
     let script: String = (0..36_000)
         .map(|i| format!("          echo line {i:040}\n"))
         .collect();
     assert!(script.len() > 2 * 1024 * 1024);
-    let bare = dir.join("big-job.yaml");
-    std::fs::write(&bare, format!("- job:\n    name: big\n    git: {{url: 'https://github.com/o/r'}}\n    timeout: 5m\n    run_command: |\n{script}")).unwrap();
-    let run = kubeci(&["lint", bare.to_str().unwrap()]);
+    std::fs::write(
+        dir.join("18-2mib-job.yaml"),
+        format!("- job:\n    name: big\n    git: {{url: 'https://github.com/o/r'}}\n    timeout: 5m\n    run_command: |\n{script}"),
+    )
+    .unwrap();
+    let run = kubeci(&["lint", "tests/out/18-2mib-job.yaml"]);
     assert_eq!(run.code, 1);
+    assert_golden("tests/broken/18-2mib-job.expected", &run.stdout);
     assert!(
         run.stdout
             .contains("error[too-large]: the job is 2.1 MiB; a ConfigMap holds at most 1.0 MiB"),
@@ -198,14 +203,17 @@ fn two_mebibyte_inputs_are_refused_cleanly() {
         run.stdout
     );
 
-    let configmap = dir.join("big-configmap.yaml");
     std::fs::write(
-        &configmap,
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  labels: {{ci-job-spec: \"true\"}}\ndata:\n  job.yaml: |\n    - job:\n        name: big\n        git: {{url: 'https://github.com/o/r'}}\n        run_command: |\n{}", script.replace("\n          ", "\n              ")),
+        dir.join("18-2mib-configmap.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  labels: {{ci-job-spec: \"true\"}}\ndata:\n  job.yaml: |\n    - job:\n        name: big\n        git: {{url: 'https://github.com/o/r'}}\n        run_command: |\n{}",
+            script.replace("          echo", "              echo")
+        ),
     )
     .unwrap();
-    let run = kubeci(&["lint", configmap.to_str().unwrap()]);
+    let run = kubeci(&["lint", "tests/out/18-2mib-configmap.yaml"]);
     assert_eq!(run.code, 1);
+    assert_golden("tests/broken/18-2mib-configmap.expected", &run.stdout);
     assert!(
         run.stdout
             .contains("Kubernetes stores at most 1.0 MiB in a ConfigMap"),
@@ -213,9 +221,8 @@ fn two_mebibyte_inputs_are_refused_cleanly() {
         run.stdout
     );
     assert!(
-        run.stdout.contains(":6:1\n"),
+        run.stdout.contains("18-2mib-configmap.yaml:6:1\n"),
         "points at `data:`: {}",
         run.stdout
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

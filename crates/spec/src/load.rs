@@ -278,11 +278,20 @@ impl Reader<'_> {
             name,
         };
         let labels = metadata.and_then(|m| m.get("labels"));
+        let chart_version = labels
+            .and_then(|l| l.get("helm.sh/chart"))
+            .and_then(Node::as_str)
+            .and_then(chart_version);
         let label = labels.and_then(|l| l.get(JOB_LABEL));
         match label.map(|l| (&l.value, l.pos)) {
             Some((Value::Scalar { text, style, .. }, pos)) if text == "true" => {
                 if *style == yaml::ScalarStyle::Plain {
-                    report.diagnostics.push(self.diagnostic(
+                    self.push_invalid(
+                        report,
+                        &object,
+                        node.pos,
+                        &chart_version,
+                        self.diagnostic(
                         Severity::Error,
                         "label-not-string",
                         pos,
@@ -309,14 +318,20 @@ impl Reader<'_> {
             let pos = metadata
                 .and_then(|m| m.get("name"))
                 .map_or(node.pos, |n| n.pos);
-            report.diagnostics.push(self.diagnostic(
-                Severity::Error,
-                "invalid-name",
-                pos,
-                Some(&object),
-                format!("ConfigMap name `{}` is not valid: {why}", object.name),
-                "use lowercase letters, digits, `-` and `.`",
-            ));
+            self.push_invalid(
+                report,
+                &object,
+                node.pos,
+                &chart_version,
+                self.diagnostic(
+                    Severity::Error,
+                    "invalid-name",
+                    pos,
+                    Some(&object),
+                    format!("ConfigMap name `{}` is not valid: {why}", object.name),
+                    "use lowercase letters, digits, `-` and `.`",
+                ),
+            );
             return;
         }
         let data_entry = node.entry("data");
@@ -332,18 +347,24 @@ impl Reader<'_> {
             })
             .unwrap_or(0);
         if total > MAX_JOB_BYTES {
-            report.diagnostics.push(self.diagnostic(
-                Severity::Error,
-                "too-large",
-                data_pos,
-                Some(&object),
-                format!(
-                    "the ConfigMap's data is {}; Kubernetes stores at most {} in a ConfigMap",
-                    human_size(total),
-                    human_size(MAX_JOB_BYTES)
+            self.push_invalid(
+                report,
+                &object,
+                node.pos,
+                &chart_version,
+                self.diagnostic(
+                    Severity::Error,
+                    "too-large",
+                    data_pos,
+                    Some(&object),
+                    format!(
+                        "the ConfigMap's data is {}; Kubernetes stores at most {} in a ConfigMap",
+                        human_size(total),
+                        human_size(MAX_JOB_BYTES)
+                    ),
+                    "shorten run_command: move long scripts into the repository and call them",
                 ),
-                "shorten run_command: move long scripts into the repository and call them",
-            ));
+            );
             return;
         }
         let Some((key, job_node)) = data.and_then(|d| d.entry(JOB_KEY)) else {
@@ -359,20 +380,22 @@ impl Reader<'_> {
             let pos = misspelt
                 .and_then(|k| data.and_then(|d| d.entry(k)))
                 .map_or(data_pos, |(key, _)| key.pos);
-            report.diagnostics.push(self.diagnostic(
-                Severity::Error,
-                "missing-job-yaml",
-                pos,
-                Some(&object),
-                format!("{object} is labelled as a job but has no `{JOB_KEY}` key"),
-                &help,
-            ));
+            self.push_invalid(
+                report,
+                &object,
+                node.pos,
+                &chart_version,
+                self.diagnostic(
+                    Severity::Error,
+                    "missing-job-yaml",
+                    pos,
+                    Some(&object),
+                    format!("{object} is labelled as a job but has no `{JOB_KEY}` key"),
+                    &help,
+                ),
+            );
             return;
         };
-        let chart_version = labels
-            .and_then(|l| l.get("helm.sh/chart"))
-            .and_then(Node::as_str)
-            .and_then(chart_version);
         let mut job = match &job_node.value {
             Value::Scalar { text, .. } => {
                 self.embedded_job(text, job_node, key, &object, chart_version)
@@ -409,6 +432,21 @@ impl Reader<'_> {
                 ));
             }
         }
+        report.jobs.push(job);
+    }
+
+    /// A labelled ConfigMap that cannot be read is still a declared job: it is reported
+    /// as an invalid one, so that it is shown with its error.
+    fn push_invalid(
+        &self,
+        report: &mut LoadReport,
+        object: &ObjectRef,
+        pos: Pos,
+        chart_version: &Option<String>,
+        diagnostic: Diagnostic,
+    ) {
+        let mut job = self.empty_job(pos, Some(object), String::new(), chart_version.clone());
+        job.diagnostics.push(diagnostic);
         report.jobs.push(job);
     }
 
