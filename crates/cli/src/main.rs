@@ -1,8 +1,10 @@
 //! The `kubeci` binary: argument parsing and wiring only.
 
+mod clone;
 mod lint;
 mod output;
 mod render;
+mod run;
 mod sources;
 
 use std::process::ExitCode;
@@ -37,8 +39,19 @@ enum Command {
     ///
     /// Deterministic: the same job and options always give the same output.
     Render(Box<render::RenderArgs>),
+    /// Run one build of a job on this machine, without a cluster.
+    ///
+    /// Renders the build's Job and runs its pod here: the clone step, then the build
+    /// script, streaming the log. Exits 0 when the build succeeds, 1 when it fails, 130
+    /// when cancelled with Ctrl-C.
+    Run(Box<run::RunArgs>),
     /// Print the JSON Schema of job.yaml, for editors and CI validation.
     Schema,
+    /// Check out a commit: the clone step of every build pod.
+    ///
+    /// For SSH remotes the server's host key is checked against the pinned fingerprint
+    /// before any credential is offered.
+    Clone(Box<clone::CloneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +59,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lint(args) => lint::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Clone(args) => Ok(clone::run(&args)),
         Command::Schema => schema(),
     };
     match result {

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use kubeci_render::{BuildRequest, JobOrigin, PullRequest, RenderConfig, Trigger};
-use kubeci_spec::Severity;
+use kubeci_spec::{LoadedJob, Severity};
 
 use crate::lint::render_diagnostic;
 use crate::output;
-use crate::sources::{self, SourceArgs};
+use crate::sources::{self, Source, SourceArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
@@ -19,6 +19,27 @@ pub struct RenderArgs {
     /// The job to render, when the file holds several.
     #[arg(long, value_name = "NAME")]
     job: Option<String>,
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Image of the clone step.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().clone_image)]
+    clone_image: String,
+    /// Image of the build step for jobs without `image`.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().default_image)]
+    default_image: String,
+    /// Base URL of the kubeci UI, for BUILD_URL.
+    #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
+    base_url: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Yaml)]
+    output: Format,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+/// What to build: shared by `render` and `run`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
     /// The build's number.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     build_number: u64,
@@ -26,7 +47,7 @@ pub struct RenderArgs {
     #[arg(long, value_name = "SHA")]
     commit: Option<String>,
     /// Build pull request N (fetches `refs/pull/N/head`).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "git_ref")]
     pr: Option<u64>,
     /// A ref to build instead of the job's branch, e.g. `refs/tags/v1.0`.
     #[arg(long = "ref", value_name = "REF")]
@@ -46,20 +67,32 @@ pub struct RenderArgs {
     /// The pull request's base branch (with --pr).
     #[arg(long, value_name = "BRANCH", requires = "pr")]
     target_branch: Option<String>,
-    /// Image of the clone step.
-    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().clone_image)]
-    clone_image: String,
-    /// Image of the build step for jobs without `image`.
-    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().default_image)]
-    default_image: String,
-    /// Base URL of the kubeci UI, for BUILD_URL.
-    #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
-    base_url: String,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Format::Yaml)]
-    output: Format,
-    #[command(flatten)]
-    source: SourceArgs,
+}
+
+impl BuildArgs {
+    pub fn request(&self) -> BuildRequest {
+        let trigger = match (self.trigger, self.pr) {
+            (Some(TriggerArg::Manual), _) | (None, None) => Trigger::Manual,
+            (Some(TriggerArg::PullRequest), _) | (None, Some(_)) => Trigger::PullRequest,
+            (Some(TriggerArg::Comment), _) => Trigger::Comment,
+            (Some(TriggerArg::Push), _) => Trigger::Push,
+            (Some(TriggerArg::Cron), _) => Trigger::Cron,
+        };
+        BuildRequest {
+            number: self.build_number,
+            trigger,
+            commit: self.commit.clone(),
+            git_ref: self.git_ref.clone(),
+            branch: self.branch.clone(),
+            pull_request: self.pr.map(|number| PullRequest {
+                number,
+                author: self.pr_author.clone(),
+                source_branch: self.source_branch.clone(),
+                target_branch: self.target_branch.clone(),
+            }),
+            requested_by: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,7 +102,7 @@ enum Format {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TriggerArg {
+pub enum TriggerArg {
     Manual,
     PullRequest,
     Comment,
@@ -77,57 +110,37 @@ enum TriggerArg {
     Cron,
 }
 
+/// The valid job `name` (or the only one) of `source`; otherwise its errors are printed
+/// to stderr and `Err` holds the exit code.
+pub fn select<'s>(source: &'s Source, name: Option<&str>) -> Result<&'s LoadedJob, ExitCode> {
+    source.report.select(&source.name, name).map_err(|err| {
+        let text = String::from_utf8_lossy(&source.bytes);
+        for d in source
+            .report
+            .all_diagnostics()
+            .filter(|d| d.severity == Severity::Error)
+        {
+            eprintln!("{}", render_diagnostic(d, Some(&text)));
+        }
+        eprintln!("kubeci: {err}");
+        ExitCode::FAILURE
+    })
+}
+
 pub fn run(args: &RenderArgs) -> Result<ExitCode> {
     let source = sources::read(&args.path, &args.source.options())?;
-    let loaded = match source.report.select(&source.name, args.job.as_deref()) {
+    let loaded = match select(&source, args.job.as_deref()) {
         Ok(job) => job,
-        Err(err) => {
-            for d in source
-                .report
-                .all_diagnostics()
-                .filter(|d| d.severity == Severity::Error)
-            {
-                eprintln!(
-                    "{}",
-                    render_diagnostic(d, Some(&String::from_utf8_lossy(&source.bytes)))
-                );
-            }
-            eprintln!("kubeci: {err}");
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(code) => return Ok(code),
     };
     let job = loaded.job.as_ref().expect("a selected job is valid");
-    let trigger = match (args.trigger, args.pr) {
-        (Some(t), _) => match t {
-            TriggerArg::Manual => Trigger::Manual,
-            TriggerArg::PullRequest => Trigger::PullRequest,
-            TriggerArg::Comment => Trigger::Comment,
-            TriggerArg::Push => Trigger::Push,
-            TriggerArg::Cron => Trigger::Cron,
-        },
-        (None, Some(_)) => Trigger::PullRequest,
-        (None, None) => Trigger::Manual,
-    };
-    let request = BuildRequest {
-        number: args.build_number,
-        trigger,
-        commit: args.commit.clone(),
-        git_ref: args.git_ref.clone(),
-        branch: args.branch.clone(),
-        pull_request: args.pr.map(|number| PullRequest {
-            number,
-            author: args.pr_author.clone(),
-            source_branch: args.source_branch.clone(),
-            target_branch: args.target_branch.clone(),
-        }),
-        requested_by: None,
-    };
     let config = RenderConfig {
         clone_image: args.clone_image.clone(),
         default_image: args.default_image.clone(),
         base_url: args.base_url.clone(),
     };
-    let rendered = kubeci_render::render(job, &JobOrigin::of(loaded), &request, &config)?;
+    let rendered =
+        kubeci_render::render(job, &JobOrigin::of(loaded), &args.build.request(), &config)?;
     match args.output {
         Format::Yaml => output::print(&kubeci_render::to_yaml(&rendered))?,
         Format::Json => output::print(&(serde_json::to_string_pretty(&rendered)? + "\n"))?,

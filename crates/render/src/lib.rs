@@ -62,7 +62,7 @@ pub const CLONE_UID: i64 = 65532;
 /// Sets `GIT_COMMIT`/`GIT_BRANCH` from what the clone step found, then runs the job's
 /// script (`$1`) with bash, stopping at the first failing command. A constant: no spec
 /// value is ever part of it.
-pub const BUILD_PRELUDE: &str = r#"meta=/workspace/.kubeci
+pub const BUILD_PRELUDE: &str = r#"meta="$KUBECI_WORKSPACE/.kubeci"
 if [ -z "${GIT_COMMIT:-}" ] && [ -r "$meta/commit" ]; then GIT_COMMIT=$(cat "$meta/commit"); export GIT_COMMIT; fi
 if [ -z "${GIT_BRANCH:-}" ] && [ -r "$meta/branch" ]; then GIT_BRANCH=$(cat "$meta/branch"); export GIT_BRANCH; fi
 if [ -n "${ghprbPullId:-}" ]; then
@@ -463,6 +463,7 @@ fn build_container(
 ) -> Container {
     let number = request.number.to_string();
     let mut vars = vec![
+        env("KUBECI_WORKSPACE", paths::WORKSPACE),
         env("JOB_NAME", &job.name),
         env("BUILD_NUMBER", &number),
         env(

@@ -49,7 +49,8 @@ pub struct Context<'a> {
 }
 
 /// Environment variables kubeci sets itself; a job may not override them.
-pub const RESERVED_ENV: [&str; 14] = [
+pub const RESERVED_ENV: [&str; 15] = [
+    "KUBECI_WORKSPACE",
     "JOB_NAME",
     "BUILD_NUMBER",
     "BUILD_URL",

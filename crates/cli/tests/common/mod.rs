@@ -1,6 +1,8 @@
 //! Running the real `kubeci` binary from tests, and golden files.
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

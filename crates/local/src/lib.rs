@@ -1,0 +1,633 @@
+//! The local backend: runs a rendered build Job's pod on this machine, as processes.
+//!
+//! The pod is the one `kubeci render` prints, so what passes here behaves the same in a
+//! cluster. Init containers run in order, then the build container, each in its own
+//! process group, with Kubernetes' semantics where a machine can have them:
+//!
+//! - environment: `value`s expanded with `$(VAR)` as the kubelet does, `secretKeyRef`s read
+//!   from a secrets directory laid out like mounted Secrets (`<dir>/<secret>/<key>`); a
+//!   missing Secret or key fails the build with Kubernetes' own words;
+//! - volumes: `emptyDir` and `secret` volumes become per-build directories. Mount paths
+//!   cannot be mounted without root, so whole path values are mapped to those directories
+//!   (see [`paths`]); scripts, URLs and other data are passed exactly as written;
+//! - `activeDeadlineSeconds` and cancellation kill the whole process group; so does a
+//!   container's end, as the container runtime would.
+//!
+//! Not reproduced: the container image (the build runs with this machine's tools), user
+//! and security settings, resource limits.
+
+pub mod paths;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
+use kubeci_render::expansion::expand;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+pub use paths::MountMap;
+
+/// Where and how the pod runs on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalEnv {
+    /// This build's directory: volumes, home directory and the kept log.
+    pub build_dir: PathBuf,
+    /// Secrets laid out as mounted Secrets: `<dir>/<secret>/<key>`.
+    pub secrets_dir: Option<PathBuf>,
+    /// The program that stands for `kubeci` in container commands (the clone step).
+    pub kubeci_exe: PathBuf,
+    /// Variables of this machine every container gets (at least `PATH`).
+    pub host_env: Vec<(String, String)>,
+}
+
+impl LocalEnv {
+    /// The variables of this machine a build needs to find its tools.
+    pub fn host_env_from_process() -> Vec<(String, String)> {
+        ["PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect()
+    }
+}
+
+/// What the log receives, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// kubeci's own line about a step (a container starting, the outcome).
+    Step { container: String, text: String },
+    /// A line a container wrote to stdout or stderr.
+    Line { container: String, text: String },
+}
+
+/// Receives the log as it happens.
+pub trait LogSink: Send + Sync {
+    fn event(&self, event: LogEvent);
+}
+
+impl<F: Fn(LogEvent) + Send + Sync> LogSink for F {
+    fn event(&self, event: LogEvent) {
+        self(event)
+    }
+}
+
+/// How a pod ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// A container exited non-zero (signals count as 128 + the signal number).
+    Failed {
+        container: String,
+        init: bool,
+        exit_code: i32,
+    },
+    /// `activeDeadlineSeconds` passed; every process was killed.
+    DeadlineExceeded {
+        after: Duration,
+    },
+    /// Cancelled (Ctrl-C, a user); every process was killed.
+    Cancelled,
+    /// The pod could not start: Kubernetes' reason (`CreateContainerConfigError`,
+    /// `FailedMount`) and message.
+    NotStarted {
+        reason: String,
+        message: String,
+    },
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Succeeded)
+    }
+
+    /// One line for people, in Kubernetes' words where it has them.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Succeeded => "succeeded".into(),
+            Outcome::Failed {
+                container,
+                init: true,
+                exit_code,
+            } => {
+                format!("failed: init container {container} exited with code {exit_code}")
+            }
+            Outcome::Failed {
+                container,
+                exit_code,
+                ..
+            } => {
+                format!("failed: container {container} exited with code {exit_code}")
+            }
+            Outcome::DeadlineExceeded { after } => {
+                format!("failed (DeadlineExceeded): Job was active longer than specified deadline ({}s)", after.as_secs())
+            }
+            Outcome::Cancelled => "aborted: cancelled".into(),
+            Outcome::NotStarted { reason, message } => format!("error ({reason}): {message}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PodResult {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// The whole log, kept in the build directory.
+    pub log_file: PathBuf,
+}
+
+/// Why the local backend could not run a pod at all. Not worth retrying: the Job or the
+/// machine must change.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("the local engine cannot run this pod: {0}")]
+    Unsupported(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
+    move |source| LocalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes every event to the sink and to the kept log file.
+struct Log {
+    sink: Arc<dyn LogSink>,
+    file: Mutex<std::fs::File>,
+}
+
+impl Log {
+    fn emit(&self, event: LogEvent) {
+        use std::io::Write;
+        let line = match &event {
+            LogEvent::Step { text, .. } => format!("==> {text}\n"),
+            LogEvent::Line { text, .. } => format!("{text}\n"),
+        };
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.write_all(line.as_bytes());
+        }
+        self.sink.event(event);
+    }
+
+    fn step(&self, container: &str, text: String) {
+        self.emit(LogEvent::Step {
+            container: container.to_owned(),
+            text,
+        });
+    }
+}
+
+/// Runs the pod of `job` here and returns how it ended.
+pub async fn run_job(
+    job: &Job,
+    env: &LocalEnv,
+    sink: Arc<dyn LogSink>,
+    cancel: CancellationToken,
+) -> Result<PodResult, LocalError> {
+    let started = Instant::now();
+    let spec = job
+        .spec
+        .as_ref()
+        .ok_or_else(|| LocalError::Unsupported("the Job has no spec".into()))?;
+    let pod = spec
+        .template
+        .spec
+        .as_ref()
+        .ok_or_else(|| LocalError::Unsupported("the Job has no pod template".into()))?;
+    if pod.containers.len() != 1 {
+        return Err(LocalError::Unsupported(format!(
+            "{} containers; the local engine runs one",
+            pod.containers.len()
+        )));
+    }
+    std::fs::create_dir_all(&env.build_dir).map_err(io_error(&env.build_dir))?;
+    let log_file = env.build_dir.join("log");
+    let file = std::fs::File::create(&log_file).map_err(io_error(&log_file))?;
+    let log = Log {
+        sink,
+        file: Mutex::new(file),
+    };
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let pod_name = format!("{}-local", job.metadata.name.as_deref().unwrap_or("build"));
+    let deadline = spec
+        .active_deadline_seconds
+        .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+
+    let outcome = match prepare_volumes(pod, env)? {
+        Err(message) => Outcome::NotStarted {
+            reason: "FailedMount".into(),
+            message,
+        },
+        Ok(volumes) => {
+            let mut outcome = Outcome::Succeeded;
+            let containers = pod
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| (c, true))
+                .chain(pod.containers.iter().map(|c| (c, false)));
+            for (container, init) in containers {
+                let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
+                let run = ContainerRun {
+                    container,
+                    init,
+                    env,
+                    volumes: &volumes,
+                    namespace: &namespace,
+                    pod_name: &pod_name,
+                    log: &log,
+                };
+                outcome = run.run(remaining, deadline, &cancel).await?;
+                if !outcome.succeeded() {
+                    break;
+                }
+            }
+            outcome
+        }
+    };
+    log.step(
+        "",
+        format!(
+            "result: {} in {:.2}s",
+            outcome.describe(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(PodResult {
+        outcome,
+        duration: started.elapsed(),
+        log_file,
+    })
+}
+
+/// Each volume of the pod as a directory of this build; `Err` holds a mount failure in
+/// the kubelet's words.
+fn prepare_volumes(
+    pod: &PodSpec,
+    env: &LocalEnv,
+) -> Result<Result<BTreeMap<String, PathBuf>, String>, LocalError> {
+    let mut dirs = BTreeMap::new();
+    for volume in pod.volumes.iter().flatten() {
+        let dir = env.build_dir.join("volumes").join(&volume.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if let Err(message) = fill_volume(volume, &dir, env)? {
+            return Ok(Err(message));
+        }
+        dirs.insert(volume.name.clone(), dir);
+    }
+    Ok(Ok(dirs))
+}
+
+fn fill_volume(
+    volume: &Volume,
+    dir: &Path,
+    env: &LocalEnv,
+) -> Result<Result<(), String>, LocalError> {
+    if volume.empty_dir.is_some() {
+        return Ok(Ok(()));
+    }
+    let Some(secret) = &volume.secret else {
+        return Err(LocalError::Unsupported(format!(
+            "volume {} is neither emptyDir nor secret",
+            volume.name
+        )));
+    };
+    let name = secret.secret_name.clone().unwrap_or_default();
+    let source = env.secrets_dir.as_ref().map(|d| d.join(&name));
+    let Some(source) = source.filter(|s| s.is_dir()) else {
+        if secret.optional == Some(true) {
+            return Ok(Ok(()));
+        }
+        return Ok(Err(format!(
+            "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
+            volume.name
+        )));
+    };
+    let mode = secret.default_mode.unwrap_or(0o644);
+    let keys: Vec<(String, String)> = match &secret.items {
+        Some(items) => items
+            .iter()
+            .map(|i| (i.key.clone(), i.path.clone()))
+            .collect(),
+        None => {
+            let mut keys = Vec::new();
+            for entry in std::fs::read_dir(&source).map_err(io_error(&source))? {
+                let entry = entry.map_err(io_error(&source))?;
+                let key = entry.file_name().to_string_lossy().into_owned();
+                if !key.starts_with('.') && entry.path().is_file() {
+                    keys.push((key.clone(), key));
+                }
+            }
+            keys
+        }
+    };
+    for (key, path) in keys {
+        let from = source.join(&key);
+        if !from.is_file() {
+            return Ok(Err(format!(
+                "MountVolume.SetUp failed for volume \"{}\" : references non-existent secret key: {key}",
+                volume.name
+            )));
+        }
+        let to = dir.join(path);
+        std::fs::copy(&from, &to).map_err(io_error(&to))?;
+        use std::os::unix::fs::PermissionsExt;
+        // The owner can always read: locally the build runs as the volume's owner.
+        let permissions = std::fs::Permissions::from_mode((mode as u32 & 0o777) | 0o400);
+        std::fs::set_permissions(&to, permissions).map_err(io_error(&to))?;
+    }
+    Ok(Ok(()))
+}
+
+struct ContainerRun<'a> {
+    container: &'a Container,
+    init: bool,
+    env: &'a LocalEnv,
+    volumes: &'a BTreeMap<String, PathBuf>,
+    namespace: &'a str,
+    pod_name: &'a str,
+    log: &'a Log,
+}
+
+impl ContainerRun<'_> {
+    /// The container's environment in Kubernetes' order, or the reason it cannot start.
+    fn environment(&self, mounts: &MountMap) -> Result<Vec<(String, String)>, String> {
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for var in self.container.env.iter().flatten() {
+            let value = if let Some(value) = &var.value {
+                let defined = |name: &str| {
+                    vars.iter()
+                        .rev()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                };
+                mounts.map_value(&expand(value, defined))
+            } else if let Some(selector) = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+            {
+                match self.secret_value(&selector.name, &selector.key)? {
+                    Some(value) => value,
+                    None if selector.optional == Some(true) => continue,
+                    None => unreachable!("secret_value reports missing values as errors"),
+                }
+            } else if var.value_from.is_some() {
+                return Err(format!("environment variable {}: only `value` and `secretKeyRef` are supported locally", var.name));
+            } else {
+                String::new()
+            };
+            vars.push((var.name.clone(), value));
+        }
+        Ok(vars)
+    }
+
+    /// A Secret's value from the secrets directory, failing as Kubernetes words it.
+    fn secret_value(&self, secret: &str, key: &str) -> Result<Option<String>, String> {
+        let dir = self
+            .env
+            .secrets_dir
+            .as_ref()
+            .map(|d| d.join(secret))
+            .filter(|d| d.is_dir());
+        let Some(dir) = dir else {
+            return Err(format!("secret \"{secret}\" not found"));
+        };
+        match std::fs::read(dir.join(key)) {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(_) => Err(format!(
+                "couldn't find key {key} in Secret {}/{secret}",
+                self.namespace
+            )),
+        }
+    }
+
+    async fn run(
+        &self,
+        remaining: Option<Duration>,
+        deadline: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, LocalError> {
+        let name = self.container.name.clone();
+        let mut mounts = MountMap::default();
+        for mount in self.container.volume_mounts.iter().flatten() {
+            if mount.sub_path.is_some() || mount.sub_path_expr.is_some() {
+                return Err(LocalError::Unsupported(format!(
+                    "container {name}: subPath mounts"
+                )));
+            }
+            let dir = self.volumes.get(&mount.name).ok_or_else(|| {
+                LocalError::Unsupported(format!(
+                    "container {name} mounts unknown volume {}",
+                    mount.name
+                ))
+            })?;
+            mounts.add(&mount.mount_path, dir);
+        }
+        let vars = match self.environment(&mounts) {
+            Ok(vars) => vars,
+            Err(message) => {
+                return Ok(Outcome::NotStarted {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                })
+            }
+        };
+        let lookup = |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let argv: Vec<String> = self
+            .container
+            .command
+            .iter()
+            .flatten()
+            .chain(self.container.args.iter().flatten())
+            .map(|a| expand(a, lookup))
+            .collect();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(LocalError::Unsupported(format!("container {name} has no command; the local engine cannot read an image's entrypoint")));
+        };
+        // kubeci's own clone step: its path flags are the only arguments known to be paths.
+        let (program, args) = if program == "kubeci" {
+            (
+                self.env.kubeci_exe.display().to_string(),
+                args.iter().map(|a| mounts.map_clone_arg(a)).collect(),
+            )
+        } else {
+            (program.clone(), args.to_vec())
+        };
+        let args = &args;
+
+        let home = self.env.build_dir.join("home");
+        std::fs::create_dir_all(&home).map_err(io_error(&home))?;
+        let mut command = Command::new(&program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(self.env.host_env.iter().map(|(k, v)| (k, v)))
+            .env("HOSTNAME", self.pod_name)
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(tmp) = mounts.map_path("/tmp") {
+            command.env("TMPDIR", tmp);
+        }
+        command.envs(vars.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.container.working_dir {
+            let dir = PathBuf::from(mounts.map_value(dir));
+            // The container runtime creates a missing working directory; so does this.
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            command.current_dir(dir);
+        }
+        let kind = if self.init {
+            "init container"
+        } else {
+            "container"
+        };
+        self.log.step(
+            &name,
+            format!(
+                "{name}: {kind} started ({})",
+                describe_command(&program, args)
+            ),
+        );
+        let mut child = command.spawn().map_err(|source| LocalError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
+        let stdout = pump(child.stdout.take(), name.clone(), self.log);
+        let stderr = pump(child.stderr.take(), name.clone(), self.log);
+        let output = async { tokio::join!(stdout, stderr) };
+        let wait = async {
+            let status = child.wait().await;
+            // The container ends with its main process: nothing it started outlives it.
+            kill_group(group);
+            status
+        };
+        let timer = async {
+            match remaining {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
+            () = timer => Ended::Deadline,
+            () = cancel.cancelled() => Ended::Cancelled,
+        };
+        let outcome = match ended {
+            Ended::Exited(status) => {
+                let status = status.map_err(|source| LocalError::Spawn { program, source })?;
+                let exit_code = status.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + status.signal().unwrap_or(0)
+                });
+                self.log
+                    .step(&name, format!("{name}: exited with code {exit_code}"));
+                if exit_code == 0 {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed {
+                        container: name,
+                        init: self.init,
+                        exit_code,
+                    }
+                }
+            }
+            Ended::Deadline => {
+                kill_group(group);
+                Outcome::DeadlineExceeded {
+                    after: deadline.unwrap_or_default(),
+                }
+            }
+            Ended::Cancelled => {
+                kill_group(group);
+                Outcome::Cancelled
+            }
+        };
+        Ok(outcome)
+    }
+}
+
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Deadline,
+    Cancelled,
+}
+
+fn kill_group(group: Option<i32>) {
+    if let Some(pgid) = group {
+        // ESRCH (already gone) is the normal case.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The program and its first arguments, each on one line and short, for the step line.
+fn describe_command(program: &str, args: &[String]) -> String {
+    let mut shown = vec![program.to_owned()];
+    for arg in args.iter().take(3) {
+        if arg.contains('\n') || arg.len() > 60 {
+            shown.push("…".into());
+            break;
+        }
+        shown.push(arg.clone());
+    }
+    if args.len() > 3 && shown.last().is_some_and(|s| s != "…") {
+        shown.push("…".into());
+    }
+    shown.join(" ")
+}
+
+async fn pump(stream: Option<impl AsyncRead + Unpin>, container: String, log: &Log) {
+    let Some(stream) = stream else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned();
+                log.emit(LogEvent::Line {
+                    container: container.clone(),
+                    text,
+                });
+            }
+        }
+    }
+}
