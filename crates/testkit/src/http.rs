@@ -1,0 +1,782 @@
+//! The REST surface: routing Kubernetes API paths to the store, watch streams, pod logs,
+//! request recording and fault injection.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::resources::{self, RESOURCES};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{merge_patch, now, ApiError, Change, ChangeKind, Store};
+
+/// One request as a client sent it, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub user_agent: String,
+    /// The Kubernetes verb: get, list, watch, create, update, patch, delete, ...
+    pub verb: String,
+    /// The resource (`jobs`, `pods/log`, `configmaps`), empty for discovery.
+    pub resource: String,
+}
+
+/// Faults to inject into the next requests.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Added before every response.
+    pub latency: Duration,
+    /// Responses to give instead of serving: (status, Retry-After seconds).
+    pub responses: VecDeque<(u16, Option<u64>)>,
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub store: Mutex<Store>,
+    pub requests: Mutex<Vec<RecordedRequest>>,
+    pub faults: Mutex<Faults>,
+    /// Cancelled to drop every open watch; replaced by a fresh token.
+    pub watch_epoch: Mutex<CancellationToken>,
+    pub address: String,
+    pub bookmark_interval: Duration,
+}
+
+type Reply = Response<Body>;
+
+fn json_reply(code: StatusCode, value: &Value) -> Reply {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(value.to_string()))
+        .expect("a valid response")
+}
+
+fn error_reply(error: &ApiError) -> Reply {
+    json_reply(
+        StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &error.status(),
+    )
+}
+
+/// What a path names.
+#[derive(Debug, Clone)]
+struct Target {
+    resource: usize,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+enum Route {
+    Discovery(Value),
+    Api(Target),
+    NotFound,
+}
+
+fn route(path: &str, address: &str) -> Route {
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return Route::Discovery(resources::version()),
+        ["api"] => return Route::Discovery(resources::core_versions(address)),
+        ["apis"] => return Route::Discovery(resources::group_list()),
+        ["apis", group] => {
+            return resources::group(group).map_or(Route::NotFound, Route::Discovery)
+        }
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Route::NotFound,
+    };
+    if rest.is_empty() {
+        return resources::resource_list(group, version).map_or(Route::NotFound, Route::Discovery);
+    }
+    let target = |plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        resources::find(group, version, plural).map_or(Route::NotFound, |resource| {
+            Route::Api(Target {
+                resource,
+                namespace: namespace.map(str::to_owned),
+                name: name.map(str::to_owned),
+                subresource: sub.map(str::to_owned),
+            })
+        })
+    };
+    let is_resource = |plural: &str| resources::find(group, version, plural).is_some();
+    match rest {
+        ["namespaces", ns, plural] if is_resource(plural) => target(plural, Some(ns), None, None),
+        ["namespaces", ns, plural, name] if is_resource(plural) => {
+            target(plural, Some(ns), Some(name), None)
+        }
+        ["namespaces", ns, plural, name, sub] if is_resource(plural) => {
+            target(plural, Some(ns), Some(name), Some(sub))
+        }
+        [plural] => target(plural, None, None, None),
+        [plural, name] => target(plural, None, Some(name), None),
+        [plural, name, sub] => target(plural, None, Some(name), Some(sub)),
+        _ => Route::NotFound,
+    }
+}
+
+fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// Serves one request.
+pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply, Infallible> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let raw_query = parts.uri.query().unwrap_or("").to_owned();
+    let query: HashMap<String, String> = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
+    let routed = route(&path, &shared.address);
+    let (verb_name, resource_name) = match &routed {
+        Route::Api(t) => (
+            verb(&parts.method, t, &query).to_owned(),
+            match &t.subresource {
+                Some(sub) => format!("{}/{sub}", RESOURCES[t.resource].plural),
+                None => RESOURCES[t.resource].plural.to_owned(),
+            },
+        ),
+        _ => ("get".to_owned(), String::new()),
+    };
+    shared.requests.lock().expect("lock").push(RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: raw_query,
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        verb: verb_name,
+        resource: resource_name,
+    });
+    let (latency, injected) = {
+        let mut faults = shared.faults.lock().expect("lock");
+        (faults.latency, faults.responses.pop_front())
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some((code, retry_after)) = injected {
+        let error = match code {
+            429 => ApiError::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later"),
+            503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+            _ => ApiError::new(code, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+        };
+        let mut reply = error_reply(&error);
+        if let Some(seconds) = retry_after {
+            reply.headers_mut().insert(
+                header::RETRY_AFTER,
+                seconds.to_string().parse().expect("a number"),
+            );
+        }
+        return Ok(reply);
+    }
+    let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return Ok(error_reply(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "the request is too large",
+            )))
+        }
+    };
+    let reply = match routed {
+        Route::Discovery(value) if parts.method == Method::GET => {
+            json_reply(StatusCode::OK, &value)
+        }
+        Route::Discovery(_) => error_reply(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
+        Route::NotFound => error_reply(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
+        Route::Api(target) => serve(&shared, &parts.method, &parts.headers, target, &query, body)
+            .await
+            .unwrap_or_else(|e| error_reply(&e)),
+    };
+    Ok(reply)
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if content_type.contains("yaml") {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+        let documents = kubeci_spec::yaml::parse_stream(
+            text,
+            &kubeci_spec::yaml::PosMap::Identity,
+            kubeci_spec::yaml::Limits::default(),
+        )
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "error converting YAML to JSON: yaml: line {}: {}",
+                e.pos.line, e.message
+            ))
+        })?;
+        return Ok(documents
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|n| n.to_json())
+            .unwrap_or(Value::Null));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    method: &Method,
+    headers: &HeaderMap,
+    target: Target,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let rt = &RESOURCES[target.resource];
+    let namespace = target.namespace.clone().unwrap_or_default();
+    if rt.namespaced && target.name.is_some() && target.namespace.is_none() {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map_or("", String::as_str),
+        &rt.selectable_fields(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let list_namespace = if rt.namespaced {
+        target.namespace.as_deref()
+    } else {
+        None
+    };
+    match (method.as_str(), &target.name, target.subresource.as_deref()) {
+        ("GET", None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch(
+                shared,
+                target.resource,
+                list_namespace,
+                labels,
+                fields,
+                query,
+            )
+        }
+        ("GET", None, None) => {
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
+            let page = shared.store.lock().expect("lock").list(
+                target.resource,
+                list_namespace,
+                &labels,
+                &fields,
+                limit,
+                query
+                    .get("continue")
+                    .map(String::as_str)
+                    .filter(|c| !c.is_empty()),
+            )?;
+            let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+            if let Some(token) = page.continue_token {
+                metadata["continue"] = json!(token);
+            }
+            if let Some(remaining) = page.remaining {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+            let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata, "items": items}),
+            ))
+        }
+        ("GET", Some(name), None | Some("status")) => {
+            let object =
+                shared
+                    .store
+                    .lock()
+                    .expect("lock")
+                    .get(target.resource, &namespace, name)?;
+            Ok(json_reply(StatusCode::OK, &object))
+        }
+        ("GET", Some(name), Some("log")) if rt.plural == "pods" => {
+            pod_log(shared, &namespace, name, query).await
+        }
+        ("POST", None, None) => {
+            let object = parse_body(headers, &body)?;
+            let created =
+                shared
+                    .store
+                    .lock()
+                    .expect("lock")
+                    .create(target.resource, &namespace, object)?;
+            Ok(json_reply(StatusCode::CREATED, &created))
+        }
+        ("PUT", Some(name), sub @ (None | Some("status"))) => {
+            let object = parse_body(headers, &body)?;
+            let updated = shared.store.lock().expect("lock").update(
+                target.resource,
+                &namespace,
+                name,
+                object,
+                sub.is_some(),
+            )?;
+            Ok(json_reply(StatusCode::OK, &updated))
+        }
+        ("PATCH", Some(name), sub @ (None | Some("status"))) => patch(
+            shared,
+            headers,
+            target.resource,
+            &namespace,
+            name,
+            sub.is_some(),
+            &body,
+            query,
+        ),
+        ("DELETE", Some(name), None) => {
+            let options: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&body).unwrap_or(json!({}))
+            };
+            let policy = query
+                .get("propagationPolicy")
+                .cloned()
+                .or_else(|| {
+                    options
+                        .get("propagationPolicy")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .or_else(|| {
+                    (options.get("orphanDependents") == Some(&json!(true)))
+                        .then(|| "Orphan".to_owned())
+                });
+            let uid = options
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str);
+            let deleted = shared.store.lock().expect("lock").delete(
+                target.resource,
+                &namespace,
+                name,
+                policy.as_deref(),
+                uid,
+            )?;
+            Ok(json_reply(StatusCode::OK, &deleted))
+        }
+        ("DELETE", None, None) => {
+            let mut store = shared.store.lock().expect("lock");
+            let page = store.list(
+                target.resource,
+                list_namespace,
+                &labels,
+                &fields,
+                None,
+                None,
+            )?;
+            let mut deleted = Vec::new();
+            for item in page.items {
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                deleted.push(store.delete(
+                    target.resource,
+                    &ns,
+                    &name,
+                    query.get("propagationPolicy").map(String::as_str),
+                    None,
+                )?);
+            }
+            let items: Vec<&Value> = deleted.iter().map(|i| i.as_ref()).collect();
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items}),
+            ))
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+fn patch(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    resource: usize,
+    namespace: &str,
+    name: &str,
+    status_only: bool,
+    body: &Bytes,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let patch_body = parse_body(headers, body)?;
+    let mut store = shared.store.lock().expect("lock");
+    let existing = store.get(resource, namespace, name);
+    if content_type.starts_with("application/apply-patch") {
+        if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+            return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        }
+        if let Err(e) = &existing {
+            if e.code == 404 {
+                let created = store.create(resource, namespace, patch_body)?;
+                return Ok(json_reply(StatusCode::CREATED, &created));
+            }
+        }
+    }
+    let mut object = (*existing?).clone();
+    let expected_rv = object.pointer("/metadata/resourceVersion").cloned();
+    match content_type.split(';').next().unwrap_or("") {
+        "application/json-patch+json" => {
+            let operations: json_patch::Patch = serde_json::from_value(patch_body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut object, &operations).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+        }
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            merge_patch(&mut object, &patch_body);
+        }
+        other => return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other})"))),
+    }
+    // A patch carries a resourceVersion precondition only if it names one itself.
+    let patch_rv = object.pointer("/metadata/resourceVersion").cloned();
+    if patch_rv == expected_rv {
+        if let Some(m) = object["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+    }
+    let updated = store.update(resource, namespace, name, object, status_only)?;
+    Ok(json_reply(StatusCode::OK, &updated))
+}
+
+fn watch_event(kind: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": kind, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn bookmark(resource: usize, rv: u64, initial_end: bool) -> Bytes {
+    let rt = &RESOURCES[resource];
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    watch_event(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
+    )
+}
+
+fn streaming(receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Reply {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(ReceiverStream::new(receiver)))
+        .expect("a valid response")
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    resource: usize,
+    namespace: Option<&str>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let requested = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let namespace = namespace.map(str::to_owned);
+    let selected = move |object: &Value| {
+        labels.matches(object)
+            && fields.matches(object)
+            && namespace.as_deref().is_none_or(|ns| {
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    == Some(ns)
+            })
+    };
+    let (mut changes, initial, backlog, start_rv) = {
+        let store = shared.store.lock().expect("lock");
+        let receiver = store.subscribe();
+        let rv = store.resource_version();
+        if send_initial || requested.is_empty() || requested == "0" {
+            (receiver, store.current(resource, None), Vec::new(), rv)
+        } else {
+            let from: u64 = requested.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {requested}"))
+            })?;
+            match store.history_since(from) {
+                Ok(backlog) => (receiver, Vec::new(), backlog, rv),
+                Err(gone) => {
+                    // As the API server does: a 200 stream whose one event is the error.
+                    let (sender, receiver) = mpsc::channel(1);
+                    let _ = sender.try_send(Ok(watch_event("ERROR", &gone.status())));
+                    return Ok(streaming(receiver));
+                }
+            }
+        }
+    };
+    let epoch = shared.watch_epoch.lock().expect("lock").clone();
+    let interval = shared.bookmark_interval;
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    tokio::spawn(async move {
+        let send = |bytes: Bytes| sender.send(Ok(bytes));
+        for object in initial.iter().filter(|o| selected(o)) {
+            if send(watch_event("ADDED", object)).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && send(bookmark(resource, start_rv, true)).await.is_err() {
+            return;
+        }
+        let mut last_rv = start_rv;
+        for change in backlog.iter().filter(|c| c.key.0 == resource) {
+            if let Some(bytes) = filtered(change, &selected) {
+                if send(bytes).await.is_err() {
+                    return;
+                }
+            }
+            last_rv = last_rv.max(change.rv);
+        }
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(change) if change.key.0 == resource && change.rv > last_rv => {
+                        last_rv = change.rv;
+                        if let Some(bytes) = filtered(&change, &selected) {
+                            if send(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(change) => last_rv = last_rv.max(change.rv),
+                    Err(_) => return,
+                },
+                _ = ticker.tick(), if bookmarks => {
+                    if send(bookmark(resource, last_rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                () = &mut deadline => return,
+                () = epoch.cancelled() => {
+                    // Dropped as a broken connection would be, not ended cleanly.
+                    let _ = sender.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "watch dropped"))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(streaming(receiver))
+}
+
+/// The event a filtered watch sees for a change: objects entering the selection are
+/// ADDED, those leaving it DELETED.
+fn filtered(change: &Change, selected: &impl Fn(&Value) -> bool) -> Option<Bytes> {
+    let now_selected = selected(&change.object);
+    let was_selected = change.old.as_ref().is_some_and(|o| selected(o));
+    let kind = match change.kind {
+        ChangeKind::Added if now_selected => "ADDED",
+        ChangeKind::Deleted if was_selected || now_selected => "DELETED",
+        ChangeKind::Modified => match (was_selected, now_selected) {
+            (true, true) => "MODIFIED",
+            (false, true) => "ADDED",
+            (true, false) => "DELETED",
+            (false, false) => return None,
+        },
+        _ => return None,
+    };
+    Some(watch_event(kind, &change.object))
+}
+
+async fn pod_log(
+    shared: &Arc<Shared>,
+    namespace: &str,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let (pod, mut updates) = {
+        let store = shared.store.lock().expect("lock");
+        (store.get(3, namespace, name)?, store.log_updates())
+    };
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let init: Vec<String> = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let container = match query.get("container") {
+        Some(c) if containers.contains(c) || init.contains(c) => c.clone(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}] or one of the init containers: [{}]", containers.join(" "), init.join(" ")))),
+    };
+    let key = (namespace.to_owned(), name.to_owned(), container.clone());
+    let follow = query.get("follow").is_some_and(|f| f == "true");
+    let timestamps = query.get("timestamps").is_some_and(|t| t == "true");
+    let tail = query.get("tailLines").and_then(|t| t.parse::<usize>().ok());
+    let since = query.get("sinceTime").cloned();
+    let format = move |(time, line): &(String, String)| {
+        if timestamps {
+            format!("{time} {line}\n")
+        } else {
+            format!("{line}\n")
+        }
+    };
+    let (first, mut sent, finished) = {
+        let store = shared.store.lock().expect("lock");
+        let Some(buffer) = store.logs.get(&key) else {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: PodInitializing"
+            )));
+        };
+        let lines: Vec<&(String, String)> = buffer
+            .lines
+            .iter()
+            .filter(|(t, _)| since.as_ref().is_none_or(|s| t >= s))
+            .collect();
+        let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
+        let text: String = lines.iter().skip(skip).map(|l| format(l)).collect();
+        (text, buffer.lines.len(), buffer.finished)
+    };
+    if !follow || finished {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(first))
+            .expect("a valid response"));
+    }
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if sender.send(Ok(Bytes::from(first))).await.is_err() {
+            return;
+        }
+        loop {
+            let (more, done) = {
+                let store = shared.store.lock().expect("lock");
+                match store.logs.get(&key) {
+                    Some(buffer) => {
+                        let text: String =
+                            buffer.lines.iter().skip(sent).map(|l| format(l)).collect();
+                        sent = buffer.lines.len();
+                        (text, buffer.finished)
+                    }
+                    None => (String::new(), true),
+                }
+            };
+            if !more.is_empty() && sender.send(Ok(Bytes::from(more))).await.is_err() {
+                return;
+            }
+            if done || updates.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(ReceiverStream::new(receiver)))
+        .expect("a valid response"))
+}
+
+/// A Kubernetes Event about an object, as the kubelet or a controller records it.
+pub fn event_for(object: &Value, reason: &str, message: &str, kind: &str) -> Value {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}.")},
+        "involvedObject": {
+            "apiVersion": object.get("apiVersion"), "kind": object.get("kind"), "name": name,
+            "namespace": object.pointer("/metadata/namespace"), "uid": object.pointer("/metadata/uid"),
+        },
+        "reason": reason, "message": message, "type": kind, "count": 1,
+        "firstTimestamp": now(), "lastTimestamp": now(), "source": {"component": "kubelet", "host": "fake-node"},
+    })
+}

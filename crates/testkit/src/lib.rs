@@ -1,0 +1,235 @@
+//! Test-only: a fake Kubernetes API server that the real `kube` client and `kubectl`
+//! cannot tell from a real one, as far as kubeci's tests go.
+//!
+//! It serves the API over HTTP on loopback with the API conventions (one resourceVersion
+//! sequence, list + watch with selectors and pagination, 409/404/410 as `metav1.Status`,
+//! optimistic concurrency, patches, the status subresource, owner-reference garbage
+//! collection, pod logs), plays the Job controller and the kubelet (pods follow a script
+//! or really run through the local engine), records every request and injects faults.
+//! See `crates/testkit/README.md`.
+
+pub mod http;
+pub mod resources;
+pub mod selector;
+pub mod sim;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use http::RecordedRequest;
+pub use sim::PodBehaviour;
+pub use store::{ApiError, Store};
+
+/// How to start a fake API server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Changes kept for watches; older resourceVersions get 410 Gone.
+    pub history: usize,
+    /// How often watches that asked for them get BOOKMARK events.
+    pub bookmark_interval: Duration,
+    /// Run the simulated Job controller and kubelet.
+    pub simulate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 0,
+            history: 100_000,
+            bookmark_interval: Duration::from_secs(1),
+            simulate: true,
+        }
+    }
+}
+
+/// A running fake API server. Dropping it stops it.
+pub struct FakeApiServer {
+    shared: Arc<http::Shared>,
+    address: SocketAddr,
+    serving: Mutex<Option<JoinHandle<()>>>,
+    simulation: Option<sim::Simulation>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<http::Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        http::handle(shared.clone(), request.map(Body::new))
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+impl FakeApiServer {
+    /// Starts a server with the default options (a free port, the simulation on).
+    pub async fn start() -> FakeApiServer {
+        FakeApiServer::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> FakeApiServer {
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("a bound address");
+        let shared = Arc::new(http::Shared {
+            store: Mutex::new(Store::new(options.history)),
+            requests: Mutex::new(Vec::new()),
+            faults: Mutex::new(http::Faults::default()),
+            watch_epoch: Mutex::new(CancellationToken::new()),
+            address: address.to_string(),
+            bookmark_interval: options.bookmark_interval,
+        });
+        let serving = tokio::spawn(accept_loop(listener, shared.clone()));
+        let simulation = options
+            .simulate
+            .then(|| sim::Simulation::start(shared.clone()));
+        FakeApiServer {
+            shared,
+            address,
+            serving: Mutex::new(Some(serving)),
+            simulation,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A kubeconfig for this server, as `kubectl` and `kube` load it.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\ncurrent-context: fake\nusers:\n- name: tester\n  user:\n    token: fake-token\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// A `kube` client for this server, configured from its kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).expect("a valid kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a usable kubeconfig");
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    /// The state, for direct inspection and changes that bypass HTTP.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.shared.store.lock().expect("the store lock")
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().expect("lock").clear();
+    }
+
+    /// The next `count` requests fail with `status` (500, 503, ...).
+    pub fn fail_next(&self, count: usize, status: u16) {
+        let mut faults = self.shared.faults.lock().expect("lock");
+        faults
+            .responses
+            .extend(std::iter::repeat_n((status, None), count));
+    }
+
+    /// The next `count` requests get 429 Too Many Requests with `Retry-After`.
+    pub fn throttle_next(&self, count: usize, retry_after_seconds: u64) {
+        let mut faults = self.shared.faults.lock().expect("lock");
+        faults
+            .responses
+            .extend(std::iter::repeat_n((429, Some(retry_after_seconds)), count));
+    }
+
+    /// Delays every response.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.faults.lock().expect("lock").latency = latency;
+    }
+
+    /// Breaks every open watch connection, as a network failure would.
+    pub fn drop_watches(&self) {
+        let mut epoch = self.shared.watch_epoch.lock().expect("lock");
+        epoch.cancel();
+        *epoch = CancellationToken::new();
+    }
+
+    /// Forgets the watch history: resuming from an earlier resourceVersion gets 410 Gone.
+    pub fn compact(&self) {
+        self.store().compact();
+    }
+
+    /// Stops listening and drops every connection: the server is gone.
+    pub fn stop(&self) {
+        self.drop_watches();
+        if let Some(serving) = self.serving.lock().expect("lock").take() {
+            serving.abort();
+        }
+    }
+
+    /// Comes back on the same address with the same state after [`FakeApiServer::stop`].
+    pub async fn restart(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        *self.serving.lock().expect("lock") =
+            Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
+    }
+
+    /// Chooses what the pods of the simulated kubelet do.
+    pub fn set_pod_behaviour(
+        &self,
+        behaviour: impl Fn(&Value) -> PodBehaviour + Send + Sync + 'static,
+    ) {
+        if let Some(simulation) = &self.simulation {
+            simulation.set_behaviour(Arc::new(behaviour));
+        }
+    }
+
+    /// Creates many objects at once (namespaces as needed), for scale tests.
+    pub fn preload(&self, objects: Vec<Value>) -> Result<usize, ApiError> {
+        self.store().preload(objects)
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(simulation) = &self.simulation {
+            simulation.stop();
+        }
+    }
+}

@@ -1,0 +1,766 @@
+//! The simulated Job controller and kubelet.
+//!
+//! The Job controller creates one pod per Job that is neither suspended nor finished,
+//! and writes the Job's status and conditions as Kubernetes does (`SuccessCriteriaMet` +
+//! `Complete`; `FailureTarget` + `Failed` with `BackoffLimitExceeded` or
+//! `DeadlineExceeded`; `Suspended`, whose pods it deletes). The kubelet moves each pod
+//! through Pending, Running and Succeeded/Failed as its [`PodBehaviour`] says — a script,
+//! or a real run through the local engine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{event_for, Shared};
+use crate::store::{now, ChangeKind, Store};
+
+const PODS: usize = 3;
+const EVENTS: usize = 5;
+const JOBS: usize = 6;
+
+/// What a simulated pod does.
+#[derive(Debug, Clone)]
+pub enum PodBehaviour {
+    /// Runs for `duration`, writing `logs` to its main container, and exits 0.
+    Succeed {
+        logs: Vec<String>,
+        duration: Duration,
+    },
+    /// Runs like `Succeed`, then exits with `exit_code`.
+    Fail {
+        exit_code: i32,
+        logs: Vec<String>,
+        duration: Duration,
+    },
+    /// Stays Pending: no node fits (`Unschedulable`).
+    NeverSchedule,
+    /// Stays Pending: its first container's image cannot be pulled.
+    ImagePullError,
+    /// Stays Pending: the build container refers to a Secret that does not exist.
+    MissingSecret { secret: String },
+    /// Really runs the pod with the local engine: the clone step and the script.
+    RunLocally {
+        kubeci_exe: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        /// Per-pod build directories are made under it.
+        work_root: PathBuf,
+    },
+}
+
+impl PodBehaviour {
+    /// Succeeds at once without output: the default.
+    pub fn succeed() -> PodBehaviour {
+        PodBehaviour::Succeed {
+            logs: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+pub type BehaviourFn = Arc<dyn Fn(&Value) -> PodBehaviour + Send + Sync>;
+
+pub struct Simulation {
+    behaviour: Arc<Mutex<BehaviourFn>>,
+    stop: CancellationToken,
+}
+
+impl Simulation {
+    pub fn start(shared: Arc<Shared>) -> Simulation {
+        let behaviour: Arc<Mutex<BehaviourFn>> =
+            Arc::new(Mutex::new(Arc::new(|_: &Value| PodBehaviour::succeed())));
+        let stop = CancellationToken::new();
+        let mut changes = shared.store.lock().expect("lock").subscribe();
+        let controller = Controller {
+            shared,
+            behaviour: behaviour.clone(),
+            pods: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = changes.recv() => match received {
+                        Ok(change) => controller.on_change(change.key.0, &change.key.1, &change.key.2, change.kind, &change.object),
+                        Err(RecvError::Lagged(_)) => controller.resync(),
+                        Err(RecvError::Closed) => return,
+                    },
+                    () = stopped.cancelled() => return,
+                }
+            }
+        });
+        Simulation { behaviour, stop }
+    }
+
+    pub fn set_behaviour(&self, behaviour: BehaviourFn) {
+        *self.behaviour.lock().expect("lock") = behaviour;
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct Controller {
+    shared: Arc<Shared>,
+    behaviour: Arc<Mutex<BehaviourFn>>,
+    /// Running kubelet tasks by (namespace, pod name).
+    pods: Arc<Mutex<HashMap<(String, String), CancellationToken>>>,
+}
+
+fn s(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn terminal(pod: &Value) -> bool {
+    matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn has_condition(job: &Value, kind: &str) -> bool {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+}
+
+fn condition(kind: &str, reason: &str, message: &str) -> Value {
+    json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now(), "lastTransitionTime": now()})
+}
+
+fn owned_by(pod: &Value, uid: &str) -> bool {
+    pod.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+}
+
+impl Controller {
+    fn on_change(
+        &self,
+        resource: usize,
+        namespace: &str,
+        name: &str,
+        kind: ChangeKind,
+        object: &Value,
+    ) {
+        match (resource, kind) {
+            (JOBS, ChangeKind::Added | ChangeKind::Modified) => self.reconcile_job(namespace, name),
+            (PODS, ChangeKind::Added) => self.start_pod(object),
+            (PODS, ChangeKind::Deleted) => {
+                if let Some(token) = self
+                    .pods
+                    .lock()
+                    .expect("lock")
+                    .remove(&(namespace.to_owned(), name.to_owned()))
+                {
+                    token.cancel();
+                }
+                self.reconcile_owner(object);
+            }
+            (PODS, ChangeKind::Modified) if terminal(object) => self.reconcile_owner(object),
+            _ => {}
+        }
+    }
+
+    fn resync(&self) {
+        let jobs: Vec<(String, String)> = {
+            let store = self.shared.store.lock().expect("lock");
+            store
+                .current(JOBS, None)
+                .iter()
+                .map(|j| (s(j, "/metadata/namespace"), s(j, "/metadata/name")))
+                .collect()
+        };
+        for (ns, name) in jobs {
+            self.reconcile_job(&ns, &name);
+        }
+    }
+
+    fn reconcile_owner(&self, pod: &Value) {
+        let owner = pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| refs.iter().find(|r| r["kind"] == "Job"))
+            .map(|r| s(r, "/name"));
+        if let Some(job) = owner {
+            self.reconcile_job(&s(pod, "/metadata/namespace"), &job);
+        }
+    }
+
+    fn reconcile_job(&self, namespace: &str, name: &str) {
+        let mut store = self.shared.store.lock().expect("lock");
+        let Ok(job) = store.get(JOBS, namespace, name) else {
+            return;
+        };
+        if has_condition(&job, "Complete")
+            || has_condition(&job, "Failed")
+            || job.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return;
+        }
+        let uid = s(&job, "/metadata/uid");
+        let pods: Vec<Arc<Value>> = store
+            .current(PODS, Some(namespace))
+            .into_iter()
+            .filter(|p| owned_by(p, &uid))
+            .collect();
+        let active: Vec<&Arc<Value>> = pods
+            .iter()
+            .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
+            .collect();
+        let succeeded = pods
+            .iter()
+            .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
+            .count();
+        let failed = pods
+            .iter()
+            .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
+            .count();
+        let backoff_limit = job
+            .pointer("/spec/backoffLimit")
+            .and_then(Value::as_u64)
+            .unwrap_or(6) as usize;
+        let mut status = job.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut conditions: Vec<Value> = status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let suspended = job.pointer("/spec/suspend") == Some(&json!(true));
+
+        if suspended {
+            for pod in &active {
+                let _ = store.delete(
+                    PODS,
+                    namespace,
+                    &s(pod, "/metadata/name"),
+                    Some("Background"),
+                    None,
+                );
+            }
+            if !has_condition(&job, "Suspended") {
+                conditions.retain(|c| c["type"] != "Suspended");
+                conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
+            }
+            status["active"] = json!(0);
+        } else if succeeded > 0 {
+            conditions.retain(|c| c["type"] != "Suspended");
+            conditions.push(condition(
+                "SuccessCriteriaMet",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            ));
+            conditions.push(condition(
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            ));
+            status["succeeded"] = json!(succeeded);
+            status["active"] = json!(0);
+            status["completionTime"] = json!(now());
+        } else if failed > backoff_limit {
+            for pod in &active {
+                let _ = store.delete(
+                    PODS,
+                    namespace,
+                    &s(pod, "/metadata/name"),
+                    Some("Background"),
+                    None,
+                );
+            }
+            conditions.push(condition(
+                "FailureTarget",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ));
+            conditions.push(condition(
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ));
+            status["failed"] = json!(failed);
+            status["active"] = json!(0);
+        } else {
+            if has_condition(&job, "Suspended") {
+                for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
+                    *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now(), "lastTransitionTime": now()});
+                }
+                status
+                    .as_object_mut()
+                    .expect("status is a map")
+                    .remove("startTime");
+            }
+            if active.is_empty() {
+                let template = job
+                    .pointer("/spec/template")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                let pod = json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {
+                        "generateName": format!("{name}-"),
+                        "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
+                        "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                    },
+                    "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+                });
+                let _ = store.create(PODS, namespace, pod);
+            }
+            if status.get("startTime").is_none() {
+                let start = now();
+                status["startTime"] = json!(start.clone());
+                if let Some(seconds) = job
+                    .pointer("/spec/activeDeadlineSeconds")
+                    .and_then(Value::as_u64)
+                {
+                    self.deadline(namespace, name, &uid, &start, Duration::from_secs(seconds));
+                }
+            }
+            status["active"] = json!(1);
+            if failed > 0 {
+                status["failed"] = json!(failed);
+            }
+        }
+        if !conditions.is_empty() {
+            status["conditions"] = json!(conditions);
+        }
+        let mut updated = (*job).clone();
+        updated["status"] = status;
+        let _ = store.update(JOBS, namespace, name, updated, true);
+    }
+
+    /// Fails the Job if it is still active `after` its start.
+    fn deadline(&self, namespace: &str, name: &str, uid: &str, start: &str, after: Duration) {
+        let this = self.clone();
+        let (namespace, name, uid, start) = (
+            namespace.to_owned(),
+            name.to_owned(),
+            uid.to_owned(),
+            start.to_owned(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut store = this.shared.store.lock().expect("lock");
+            let Ok(job) = store.get(JOBS, &namespace, &name) else {
+                return;
+            };
+            if s(&job, "/metadata/uid") != uid
+                || s(&job, "/status/startTime") != start
+                || has_condition(&job, "Complete")
+                || has_condition(&job, "Failed")
+            {
+                return;
+            }
+            let pods: Vec<Arc<Value>> = store
+                .current(PODS, Some(&namespace))
+                .into_iter()
+                .filter(|p| owned_by(p, &uid) && !terminal(p))
+                .collect();
+            for pod in pods {
+                let _ = store.delete(
+                    PODS,
+                    &namespace,
+                    &s(&pod, "/metadata/name"),
+                    Some("Background"),
+                    None,
+                );
+            }
+            let mut updated = (*job).clone();
+            let mut conditions: Vec<Value> = job
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            conditions.push(condition(
+                "FailureTarget",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ));
+            conditions.push(condition(
+                "Failed",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ));
+            updated["status"]["conditions"] = json!(conditions);
+            updated["status"]["active"] = json!(0);
+            updated["status"]["failed"] = json!(1);
+            let _ = store.update(JOBS, &namespace, &name, updated, true);
+        });
+    }
+
+    fn start_pod(&self, pod: &Value) {
+        let key = (s(pod, "/metadata/namespace"), s(pod, "/metadata/name"));
+        let token = CancellationToken::new();
+        self.pods
+            .lock()
+            .expect("lock")
+            .insert(key.clone(), token.clone());
+        let behaviour = (self.behaviour.lock().expect("lock"))(pod);
+        let kubelet = Kubelet {
+            shared: self.shared.clone(),
+            namespace: key.0,
+            name: key.1,
+            pod: pod.clone(),
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = kubelet.run(behaviour) => {}
+                () = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+struct Kubelet {
+    shared: Arc<Shared>,
+    namespace: String,
+    name: String,
+    pod: Value,
+}
+
+fn names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .map(|c| c.iter().map(|c| s(c, "/name")).collect())
+        .unwrap_or_default()
+}
+
+fn image(pod: &Value, field: &str, name: &str) -> String {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .map(|c| s(c, "/image"))
+        .unwrap_or_default()
+}
+
+impl Kubelet {
+    /// Changes the pod's status under the lock; false if the pod is gone.
+    fn set_status(&self, change: impl FnOnce(&mut Value)) -> bool {
+        let mut store = self.shared.store.lock().expect("lock");
+        let Ok(current) = store.get(PODS, &self.namespace, &self.name) else {
+            return false;
+        };
+        let mut pod = (*current).clone();
+        if !pod["status"].is_object() {
+            pod["status"] = json!({});
+        }
+        change(&mut pod["status"]);
+        store
+            .update(PODS, &self.namespace, &self.name, pod, true)
+            .is_ok()
+    }
+
+    fn event(&self, store: &mut Store, reason: &str, message: &str, kind: &str) {
+        let _ = store.create(
+            EVENTS,
+            &self.namespace,
+            event_for(&self.pod, reason, message, kind),
+        );
+    }
+
+    fn statuses(&self, field: &str, state: impl Fn(&str) -> Value) -> Value {
+        let spec_field = if field == "initContainerStatuses" {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        json!(names(&self.pod, spec_field)
+            .iter()
+            .map(|n| json!({"name": n, "image": image(&self.pod, spec_field, n), "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": state(n)}))
+            .collect::<Vec<_>>())
+    }
+
+    fn scheduled(&self) -> bool {
+        self.set_status(|status| {
+            status["conditions"] =
+                json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]);
+            status["hostIP"] = json!("10.0.0.1");
+        })
+    }
+
+    fn init_completed(&self) -> Value {
+        let finished = now();
+        self.statuses("initContainerStatuses", |_| json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": finished, "finishedAt": finished}}))
+    }
+
+    fn running(&self) -> bool {
+        let started = now();
+        let init = self.init_completed();
+        let containers = self.statuses(
+            "containerStatuses",
+            |_| json!({"running": {"startedAt": started}}),
+        );
+        self.set_status(|status| {
+            status["phase"] = json!("Running");
+            status["startTime"] = json!(started);
+            status["podIP"] = json!("10.1.0.2");
+            status["initContainerStatuses"] = init;
+            status["containerStatuses"] = containers;
+        })
+    }
+
+    fn terminated(&self, failed_container: Option<(&str, bool)>, exit_code: i32) {
+        let finished = now();
+        let main = names(&self.pod, "containers");
+        let init_failed = failed_container.is_some_and(|(_, init)| init);
+        let state = |code: i32| {
+            let reason = if code == 0 { "Completed" } else { "Error" };
+            json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": finished, "finishedAt": finished}})
+        };
+        let init = self.statuses("initContainerStatuses", |n| match failed_container {
+            Some((c, true)) if c == n => state(exit_code),
+            _ => state(0),
+        });
+        let containers = self.statuses("containerStatuses", |n| {
+            if init_failed {
+                json!({"waiting": {"reason": "PodInitializing"}})
+            } else {
+                match failed_container {
+                    Some((c, false)) if c == n => state(exit_code),
+                    _ => state(0),
+                }
+            }
+        });
+        {
+            let mut store = self.shared.store.lock().expect("lock");
+            for container in names(&self.pod, "initContainers").iter().chain(main.iter()) {
+                store.finish_log(&self.namespace, &self.name, container);
+            }
+        }
+        self.set_status(|status| {
+            status["phase"] = json!(if failed_container.is_some() {
+                "Failed"
+            } else {
+                "Succeeded"
+            });
+            status["initContainerStatuses"] = init;
+            status["containerStatuses"] = containers;
+        });
+    }
+
+    fn waiting(&self, on_init: bool, reason: &str, message: &str) {
+        let (field, other) = if on_init {
+            ("initContainerStatuses", "containerStatuses")
+        } else {
+            ("containerStatuses", "initContainerStatuses")
+        };
+        let waiting = self.statuses(
+            field,
+            |_| json!({"waiting": {"reason": reason, "message": message}}),
+        );
+        let other_state = if on_init {
+            self.statuses(other, |_| json!({"waiting": {"reason": "PodInitializing"}}))
+        } else {
+            self.init_completed()
+        };
+        self.set_status(|status| {
+            status["phase"] = json!("Pending");
+            status[field] = waiting;
+            status[other] = other_state;
+        });
+    }
+
+    async fn run(self, behaviour: PodBehaviour) {
+        let main = names(&self.pod, "containers")
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        match behaviour {
+            PodBehaviour::NeverSchedule => {
+                let message = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+                self.set_status(|status| {
+                    status["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now()}]);
+                });
+                let mut store = self.shared.store.lock().expect("lock");
+                self.event(&mut store, "FailedScheduling", message, "Warning");
+            }
+            PodBehaviour::ImagePullError => {
+                if !self.scheduled() {
+                    return;
+                }
+                let on_init = !names(&self.pod, "initContainers").is_empty();
+                let (field, container) = if on_init {
+                    (
+                        "initContainers",
+                        names(&self.pod, "initContainers")[0].clone(),
+                    )
+                } else {
+                    ("containers", main.clone())
+                };
+                let image = image(&self.pod, field, &container);
+                let message = format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found");
+                self.waiting(on_init, "ErrImagePull", &message);
+                {
+                    let mut store = self.shared.store.lock().expect("lock");
+                    self.event(
+                        &mut store,
+                        "Failed",
+                        &format!("Failed to pull image \"{image}\": {message}"),
+                        "Warning",
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.waiting(
+                    on_init,
+                    "ImagePullBackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                );
+            }
+            PodBehaviour::MissingSecret { secret } => {
+                if !self.scheduled() {
+                    return;
+                }
+                let message = format!("secret \"{secret}\" not found");
+                self.waiting(false, "CreateContainerConfigError", &message);
+                let mut store = self.shared.store.lock().expect("lock");
+                self.event(
+                    &mut store,
+                    "Failed",
+                    &format!("Error: {message}"),
+                    "Warning",
+                );
+            }
+            PodBehaviour::Succeed { logs, duration } => {
+                self.scripted(&main, logs, duration, 0).await
+            }
+            PodBehaviour::Fail {
+                exit_code,
+                logs,
+                duration,
+            } => self.scripted(&main, logs, duration, exit_code).await,
+            PodBehaviour::RunLocally {
+                kubeci_exe,
+                secrets_dir,
+                work_root,
+            } => self.locally(kubeci_exe, secrets_dir, work_root).await,
+        }
+    }
+
+    async fn scripted(&self, main: &str, logs: Vec<String>, duration: Duration, exit_code: i32) {
+        if !self.scheduled() || !self.running() {
+            return;
+        }
+        // The container has started: its log exists, even before its first line.
+        self.shared
+            .store
+            .lock()
+            .expect("lock")
+            .logs
+            .entry((self.namespace.clone(), self.name.clone(), main.to_owned()))
+            .or_default();
+        let pause = duration / (logs.len() as u32 + 1);
+        for line in logs {
+            tokio::time::sleep(pause).await;
+            self.shared.store.lock().expect("lock").append_log(
+                &self.namespace,
+                &self.name,
+                main,
+                &line,
+            );
+        }
+        tokio::time::sleep(pause).await;
+        self.terminated(
+            if exit_code == 0 {
+                None
+            } else {
+                Some((main, false))
+            },
+            exit_code,
+        );
+    }
+
+    async fn locally(&self, kubeci_exe: PathBuf, secrets_dir: Option<PathBuf>, work_root: PathBuf) {
+        use k8s_openapi::api::batch::v1::{Job, JobSpec};
+        use k8s_openapi::api::core::v1::PodTemplateSpec;
+        use kubeci_local::{LocalEnv, LogEvent, Outcome};
+        let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
+            self.terminated(Some(("", false)), 1);
+            return;
+        };
+        let job = Job {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(JobSpec {
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(spec),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        };
+        if !self.scheduled() || !self.running() {
+            return;
+        }
+        for container in names(&self.pod, "initContainers")
+            .iter()
+            .chain(names(&self.pod, "containers").iter())
+        {
+            self.shared
+                .store
+                .lock()
+                .expect("lock")
+                .logs
+                .entry((self.namespace.clone(), self.name.clone(), container.clone()))
+                .or_default();
+        }
+        let env = LocalEnv {
+            build_dir: work_root.join(&self.namespace).join(&self.name),
+            secrets_dir,
+            kubeci_exe,
+            host_env: LocalEnv::host_env_from_process(),
+        };
+        let shared = self.shared.clone();
+        let (namespace, name) = (self.namespace.clone(), self.name.clone());
+        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(move |event: LogEvent| {
+            if let LogEvent::Line { container, text } = event {
+                shared
+                    .store
+                    .lock()
+                    .expect("lock")
+                    .append_log(&namespace, &name, &container, &text);
+            }
+        });
+        let cancel = CancellationToken::new();
+        let _guard = cancel.clone().drop_guard();
+        let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
+        match result.map(|r| r.outcome) {
+            Ok(Outcome::Succeeded) => self.terminated(None, 0),
+            Ok(Outcome::Failed {
+                container,
+                init,
+                exit_code,
+            }) => self.terminated(Some((&container, init)), exit_code),
+            Ok(Outcome::NotStarted { reason, message }) if reason == "FailedMount" => {
+                self.waiting(true, "PodInitializing", "");
+                let mut store = self.shared.store.lock().expect("lock");
+                self.event(&mut store, "FailedMount", &message, "Warning");
+            }
+            Ok(Outcome::NotStarted { reason, message }) => self.waiting(false, &reason, &message),
+            Ok(Outcome::DeadlineExceeded { .. }) | Ok(Outcome::Cancelled) => {}
+            Err(error) => {
+                self.shared.store.lock().expect("lock").append_log(
+                    &self.namespace,
+                    &self.name,
+                    "build",
+                    &format!("local engine: {error}"),
+                );
+                self.terminated(Some(("build", false)), 1);
+            }
+        }
+    }
+}
