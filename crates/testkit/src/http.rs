@@ -363,16 +363,7 @@ async fn serve(
             )?;
             Ok(json_reply(StatusCode::OK, &updated))
         }
-        ("PATCH", Some(name), sub @ (None | Some("status"))) => patch(
-            shared,
-            headers,
-            target.resource,
-            &namespace,
-            name,
-            sub.is_some(),
-            &body,
-            query,
-        ),
+        ("PATCH", Some(_), None | Some("status")) => patch(shared, headers, &target, &body, query),
         ("DELETE", Some(name), None) => {
             let options: Value = if body.is_empty() {
                 json!({})
@@ -451,13 +442,14 @@ async fn serve(
 fn patch(
     shared: &Arc<Shared>,
     headers: &HeaderMap,
-    resource: usize,
-    namespace: &str,
-    name: &str,
-    status_only: bool,
+    target: &Target,
     body: &Bytes,
     query: &HashMap<String, String>,
 ) -> Result<Reply, ApiError> {
+    let resource = target.resource;
+    let namespace = target.namespace.as_deref().unwrap_or("");
+    let name = target.name.as_deref().unwrap_or("");
+    let status_only = target.subresource.is_some();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -740,8 +732,7 @@ async fn pod_log(
                 let store = shared.store.lock().expect("lock");
                 match store.logs.get(&key) {
                     Some(buffer) => {
-                        let text: String =
-                            buffer.lines.iter().skip(sent).map(|l| format(l)).collect();
+                        let text: String = buffer.lines.iter().skip(sent).map(&format).collect();
                         sent = buffer.lines.len();
                         (text, buffer.finished)
                     }
