@@ -90,6 +90,15 @@ fn route(path: &str, address: &str) -> Route {
         .collect();
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return Route::Discovery(resources::version()),
+        ["openapi", "v3"] => return Route::Discovery(resources::openapi_root()),
+        ["openapi", "v3", "api", version] => {
+            return resources::openapi_group_version("", version)
+                .map_or(Route::NotFound, Route::Discovery)
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return resources::openapi_group_version(group, version)
+                .map_or(Route::NotFound, Route::Discovery)
+        }
         ["api"] => return Route::Discovery(resources::core_versions(address)),
         ["apis"] => return Route::Discovery(resources::group_list()),
         ["apis", group] => {

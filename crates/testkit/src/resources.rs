@@ -275,3 +275,53 @@ pub fn version() -> Value {
         "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
     })
 }
+
+/// `GET /openapi/v3`: where each group version's document is.
+pub fn openapi_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1"}),
+    );
+    for group in groups() {
+        paths.insert(
+            format!("apis/{group}/v1"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{group}/v1")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/{api/v1 | apis/G/V}`: a minimal document that names each resource's
+/// PATCH operation with its group-version-kind and the `fieldValidation` parameter, which
+/// is what `kubectl` reads to send server-side field validation. Schemas are left out.
+pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
+        paths.insert(path, json!({"patch": {
+            "operationId": format!("patch{}", r.kind),
+            "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
+            "responses": {"200": {"description": "OK"}},
+        }}));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": {}}}),
+    )
+}

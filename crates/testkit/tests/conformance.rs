@@ -617,6 +617,23 @@ async fn pod_logs_follow_tail_and_choose_containers() {
         ..Default::default()
     };
     assert_eq!(pods.logs("p", &params).await.unwrap(), "line 2\nline 3\n");
+    {
+        // `sinceTime` keeps lines written at or after it (times set here, to be exact).
+        let mut store = server.store();
+        let buffer = store
+            .logs
+            .get_mut(&("default".to_owned(), "p".to_owned(), "a".to_owned()))
+            .unwrap();
+        for (i, line) in buffer.lines.iter_mut().enumerate() {
+            line.0 = format!("2026-01-01T00:00:0{i}Z");
+        }
+    }
+    let since = kube::api::LogParams {
+        container: Some("a".into()),
+        since_time: Some("2026-01-01T00:00:01Z".parse().unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &since).await.unwrap(), "line 2\nline 3\n");
     let follow = kube::api::LogParams {
         container: Some("a".into()),
         follow: true,
