@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{merge_patch, now, ApiError, Change, ChangeKind, Store};
+use crate::store::{container_names, merge_patch, now, ApiError, Change, ChangeKind, Store};
 
 /// One request as a client sent it, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -671,24 +671,8 @@ async fn pod_log(
         let store = shared.store.lock().expect("lock");
         (store.get(3, namespace, name)?, store.log_updates())
     };
-    let containers: Vec<String> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|c| {
-            c.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let init: Vec<String> = pod
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .map(|c| {
-            c.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let containers = container_names(&pod, "containers");
+    let init = container_names(&pod, "initContainers");
     let container = match query.get("container") {
         Some(c) if containers.contains(c) || init.contains(c) => c.clone(),
         Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{event_for, Shared};
-use crate::store::{now, ChangeKind, Store};
+use crate::store::{container_names, now, ChangeKind};
 
 const PODS: usize = 3;
 const EVENTS: usize = 5;
@@ -429,13 +429,6 @@ struct Kubelet {
     pod: Value,
 }
 
-fn names(pod: &Value, field: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{field}"))
-        .and_then(Value::as_array)
-        .map(|c| c.iter().map(|c| s(c, "/name")).collect())
-        .unwrap_or_default()
-}
-
 fn image(pod: &Value, field: &str, name: &str) -> String {
     pod.pointer(&format!("/spec/{field}"))
         .and_then(Value::as_array)
@@ -461,7 +454,8 @@ impl Kubelet {
             .is_ok()
     }
 
-    fn event(&self, store: &mut Store, reason: &str, message: &str, kind: &str) {
+    fn event(&self, reason: &str, message: &str, kind: &str) {
+        let mut store = self.shared.store.lock().expect("lock");
         let _ = store.create(
             EVENTS,
             &self.namespace,
@@ -475,7 +469,7 @@ impl Kubelet {
         } else {
             "containers"
         };
-        json!(names(&self.pod, spec_field)
+        json!(container_names(&self.pod, spec_field)
             .iter()
             .map(|n| json!({"name": n, "image": image(&self.pod, spec_field, n), "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": state(n)}))
             .collect::<Vec<_>>())
@@ -512,7 +506,7 @@ impl Kubelet {
 
     fn terminated(&self, failed_container: Option<(&str, bool)>, exit_code: i32) {
         let finished = now();
-        let main = names(&self.pod, "containers");
+        let main = container_names(&self.pod, "containers");
         let init_failed = failed_container.is_some_and(|(_, init)| init);
         let state = |code: i32| {
             let reason = if code == 0 { "Completed" } else { "Error" };
@@ -534,7 +528,10 @@ impl Kubelet {
         });
         {
             let mut store = self.shared.store.lock().expect("lock");
-            for container in names(&self.pod, "initContainers").iter().chain(main.iter()) {
+            for container in container_names(&self.pod, "initContainers")
+                .iter()
+                .chain(main.iter())
+            {
                 store.finish_log(&self.namespace, &self.name, container);
             }
         }
@@ -572,7 +569,7 @@ impl Kubelet {
     }
 
     async fn run(self, behaviour: PodBehaviour) {
-        let main = names(&self.pod, "containers")
+        let main = container_names(&self.pod, "containers")
             .first()
             .cloned()
             .unwrap_or_default();
@@ -582,18 +579,17 @@ impl Kubelet {
                 self.set_status(|status| {
                     status["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now()}]);
                 });
-                let mut store = self.shared.store.lock().expect("lock");
-                self.event(&mut store, "FailedScheduling", message, "Warning");
+                self.event("FailedScheduling", message, "Warning");
             }
             PodBehaviour::ImagePullError => {
                 if !self.scheduled() {
                     return;
                 }
-                let on_init = !names(&self.pod, "initContainers").is_empty();
+                let on_init = !container_names(&self.pod, "initContainers").is_empty();
                 let (field, container) = if on_init {
                     (
                         "initContainers",
-                        names(&self.pod, "initContainers")[0].clone(),
+                        container_names(&self.pod, "initContainers")[0].clone(),
                     )
                 } else {
                     ("containers", main.clone())
@@ -602,9 +598,7 @@ impl Kubelet {
                 let message = format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found");
                 self.waiting(on_init, "ErrImagePull", &message);
                 {
-                    let mut store = self.shared.store.lock().expect("lock");
                     self.event(
-                        &mut store,
                         "Failed",
                         &format!("Failed to pull image \"{image}\": {message}"),
                         "Warning",
@@ -623,13 +617,7 @@ impl Kubelet {
                 }
                 let message = format!("secret \"{secret}\" not found");
                 self.waiting(false, "CreateContainerConfigError", &message);
-                let mut store = self.shared.store.lock().expect("lock");
-                self.event(
-                    &mut store,
-                    "Failed",
-                    &format!("Error: {message}"),
-                    "Warning",
-                );
+                self.event("Failed", &format!("Error: {message}"), "Warning");
             }
             PodBehaviour::Succeed { logs, duration } => {
                 self.scripted(&main, logs, duration, 0).await
@@ -706,9 +694,9 @@ impl Kubelet {
         if !self.scheduled() || !self.running() {
             return;
         }
-        for container in names(&self.pod, "initContainers")
+        for container in container_names(&self.pod, "initContainers")
             .iter()
-            .chain(names(&self.pod, "containers").iter())
+            .chain(container_names(&self.pod, "containers").iter())
         {
             self.shared
                 .store
@@ -747,8 +735,7 @@ impl Kubelet {
             }) => self.terminated(Some((&container, init)), exit_code),
             Ok(Outcome::NotStarted { reason, message }) if reason == "FailedMount" => {
                 self.waiting(true, "PodInitializing", "");
-                let mut store = self.shared.store.lock().expect("lock");
-                self.event(&mut store, "FailedMount", &message, "Warning");
+                self.event("FailedMount", &message, "Warning");
             }
             Ok(Outcome::NotStarted { reason, message }) => self.waiting(false, &reason, &message),
             Ok(Outcome::DeadlineExceeded { .. }) | Ok(Outcome::Cancelled) => {}
