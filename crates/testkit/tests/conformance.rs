@@ -691,3 +691,91 @@ async fn faults_are_injected() {
     server.restart().await;
     assert!(cms.list(&ListParams::default()).await.is_ok());
 }
+
+/// Leases (coordination.k8s.io), Events of both APIs (with their field selectors) and
+/// ServiceAccounts are served with the same semantics: a stale lease renewal is a 409, as leader election relies on.
+#[tokio::test]
+async fn leases_events_and_service_accounts_are_served() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ServiceAccount};
+    use k8s_openapi::api::events::v1::Event;
+    let server = server().await;
+    let client = server.client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "kubeci-leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})).unwrap();
+    let held = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut renewed = held.clone();
+    renewed.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("kubeci-leader", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
+    let mut late = held.clone();
+    late.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    assert_eq!(
+        error_of(
+            leases
+                .replace("kubeci-leader", &PostParams::default(), &late)
+                .await
+        )
+        .code,
+        409
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event: Event = serde_json::from_value(json!({"metadata": {"generateName": "cm."}, "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "InvalidJob", "note": "bad job.yaml", "type": "Warning", "action": "Validate", "reportingController": "kubeci.io/controller", "reportingInstance": "kubeci-0", "regarding": {"kind": "ConfigMap", "name": "x", "namespace": "default"}})).unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let found = events
+        .list(&ListParams::default().fields("regarding.name=x,reason=InvalidJob"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let core_event: CoreEvent = serde_json::from_value(json!({"metadata": {"generateName": "cm."}, "reason": "InvalidJob", "message": "bad job.yaml", "type": "Warning", "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": "default"}})).unwrap();
+    core.create(&PostParams::default(), &core_event)
+        .await
+        .unwrap();
+    let found = core
+        .list(&ListParams::default().fields("involvedObject.name=x,type=Warning"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(client, "default");
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "builder"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts
+            .get("builder")
+            .await
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("builder")
+    );
+}
+
+/// Test controls: injected latency delays answers (a client with a shorter timeout gives
+/// up), and removing it restores them.
+#[tokio::test]
+async fn latency_is_injected() {
+    let server = server().await;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.read_timeout = Some(Duration::from_millis(100));
+    let cms: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    server.set_latency(Duration::from_secs(2));
+    assert!(
+        cms.list(&ListParams::default()).await.is_err(),
+        "the answer came later than the client waits"
+    );
+    server.set_latency(Duration::ZERO);
+    assert!(cms.list(&ListParams::default()).await.is_ok());
+}
