@@ -41,6 +41,10 @@ pub mod keys {
     pub const PR_AUTHOR: &str = "kubeci.io/pr-author";
     pub const SPEC_HASH: &str = "kubeci.io/spec-hash";
     pub const CHART_VERSION: &str = "kubeci.io/chart-version";
+    /// Who cancelled the build (set when it is cancelled; empty when unknown).
+    pub const CANCELLED_BY: &str = "kubeci.io/cancelled-by";
+    /// The commit statuses already reported for the build, comma-separated.
+    pub const REPORTED: &str = "kubeci.io/reported";
 }
 
 /// Paths inside the build pod.

@@ -1,0 +1,35 @@
+//! The engine's decisions, backend-agnostic and pure: a build's state from its Job and
+//! pod, which queued builds to release, which builds a new push supersedes, what to
+//! delete, which build number is next, which commit status is still owed, and when a
+//! cron job is due. The Kubernetes and local backends do the I/O around them.
+
+pub mod build;
+pub mod decide;
+pub mod observe;
+pub mod report;
+pub mod schedule;
+
+pub use build::{BuildState, BuildSummary};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Shallow-merges `patch` into `target`, one level deep per key.
+    pub fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+        if let (Some(t), serde_json::Value::Object(p)) = (target.as_object_mut(), patch) {
+            for (k, v) in p {
+                match (t.get_mut(&k), v) {
+                    (
+                        Some(existing @ serde_json::Value::Object(_)),
+                        serde_json::Value::Object(inner),
+                    ) => {
+                        let existing = existing.as_object_mut().expect("an object");
+                        existing.extend(inner);
+                    }
+                    (_, v) => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! A build's state read from its `batch/v1` Job and the Job's pod, as Kubernetes reports
+//! them. Pure: the caller passes the objects and the time.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kubeci_render::keys;
+
+use crate::build::BuildState;
+
+/// Waiting reasons after which a pod will not start by itself in time: past the pending
+/// deadline, they fail the build with Kubernetes' own reason.
+const CANNOT_START: [&str; 7] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RunContainerError",
+];
+
+/// What the clone step's exit codes mean (see `kubeci clone --help`).
+pub fn clone_failure(code: i32) -> &'static str {
+    match code {
+        2 => "bad clone request",
+        10 => "host key mismatch",
+        11 => "authentication failed",
+        12 => "repository, ref or commit not found",
+        13 => "network failure",
+        14 => "workspace unusable",
+        15 => "SSH key unreadable",
+        _ => "git failed",
+    }
+}
+
+fn annotation<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
+    job.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn condition<'a>(
+    job: &'a Job,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+}
+
+fn terminated_code(status: &ContainerStatus) -> Option<i32> {
+    status
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+fn failed_container(pod: &Pod) -> Option<(String, bool, i32)> {
+    let status = pod.status.as_ref()?;
+    let init = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .map(|s| (s, true));
+    let main = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|s| (s, false));
+    init.chain(main)
+        .find_map(|(s, is_init)| match terminated_code(s) {
+            Some(code) if code != 0 => Some((s.name.clone(), is_init, code)),
+            _ => None,
+        })
+}
+
+/// Why a pending pod waits, in Kubernetes' words: (reason, message).
+fn waiting(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for s in statuses {
+        if let Some(waiting) = s.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.clone().unwrap_or_default();
+            if reason != "PodInitializing" && reason != "ContainerCreating" {
+                return Some((reason, waiting.message.clone().unwrap_or_default()));
+            }
+        }
+    }
+    status.conditions.iter().flatten().find_map(|c| {
+        (c.type_ == "PodScheduled" && c.status == "False").then(|| {
+            (
+                c.reason.clone().unwrap_or_else(|| "Unschedulable".into()),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+    })
+}
+
+fn created_at(pod: &Pod) -> Option<i64> {
+    pod.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+}
+
+/// The state of the build that `job` runs, given its pods, the time (seconds since the
+/// epoch) and how long a pod may stay unable to start.
+pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> BuildState {
+    let cancelled_by = annotation(job, keys::CANCELLED_BY).map(str::to_owned);
+    if let Some(failed) = condition(job, "Failed") {
+        let reason = failed.reason.clone().unwrap_or_default();
+        if cancelled_by.is_some() {
+            return BuildState::Aborted {
+                by: cancelled_by.filter(|b| !b.is_empty()),
+            };
+        }
+        if reason == "DeadlineExceeded" {
+            return BuildState::Failed {
+                reason,
+                message: "the build ran longer than its timeout".into(),
+            };
+        }
+        if let Some((container, init, code)) = pods.iter().find_map(failed_container) {
+            if init && container == "clone" {
+                return BuildState::Error {
+                    reason: "CloneFailed".into(),
+                    message: format!(
+                        "the clone step exited with code {code} ({})",
+                        clone_failure(code)
+                    ),
+                };
+            }
+            return BuildState::Failed {
+                reason: "ExitCode".into(),
+                message: format!("{container} exited with code {code}"),
+            };
+        }
+        return BuildState::Failed {
+            reason,
+            message: failed.message.clone().unwrap_or_default(),
+        };
+    }
+    if condition(job, "Complete").is_some() {
+        return BuildState::Succeeded;
+    }
+    if cancelled_by.is_some() {
+        return BuildState::Aborted {
+            by: cancelled_by.filter(|b| !b.is_empty()),
+        };
+    }
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    if suspended {
+        return BuildState::Queued;
+    }
+    let active: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .collect();
+    let Some(pod) = active.first() else {
+        return BuildState::Pending { message: None };
+    };
+    if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+        return BuildState::Running;
+    }
+    match waiting(pod) {
+        Some((reason, message)) => {
+            let stuck = CANNOT_START.contains(&reason.as_str()) || reason == "Unschedulable";
+            let waited = created_at(pod).map_or(0, |t| now - t);
+            if stuck && waited >= pending_deadline {
+                BuildState::Error { reason, message }
+            } else {
+                BuildState::Pending {
+                    message: Some(format!("{reason}: {message}")),
+                }
+            }
+        }
+        None => BuildState::Pending { message: None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(extra: serde_json::Value) -> Job {
+        let mut value = json!({"metadata": {"name": "demo-1", "annotations": {}}, "spec": {"template": {}}, "status": {}});
+        crate::tests::merge(&mut value, extra);
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "demo-1-abcde", "creationTimestamp": "2026-11-23T10:00:00Z"}, "status": status})).unwrap()
+    }
+
+    const T0: i64 = 1_795_428_000; // 2026-11-23T10:00:00Z
+
+    fn conditions(kind: &str, reason: &str) -> serde_json::Value {
+        json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "m"}]}})
+    }
+
+    #[test]
+    fn finished_jobs() {
+        assert_eq!(
+            build_state(
+                &job(conditions("Complete", "CompletionsReached")),
+                &[],
+                T0,
+                300
+            ),
+            BuildState::Succeeded
+        );
+        let failed_pod = pod(
+            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}], "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}),
+        );
+        assert_eq!(
+            build_state(
+                &job(conditions("Failed", "BackoffLimitExceeded")),
+                &[failed_pod],
+                T0,
+                300
+            ),
+            BuildState::Failed {
+                reason: "ExitCode".into(),
+                message: "build exited with code 3".into()
+            }
+        );
+        let clone_failed = pod(
+            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 10}}}]}),
+        );
+        assert_eq!(
+            build_state(
+                &job(conditions("Failed", "BackoffLimitExceeded")),
+                &[clone_failed],
+                T0,
+                300
+            ),
+            BuildState::Error {
+                reason: "CloneFailed".into(),
+                message: "the clone step exited with code 10 (host key mismatch)".into()
+            }
+        );
+        assert_eq!(
+            build_state(&job(conditions("Failed", "DeadlineExceeded")), &[], T0, 300),
+            BuildState::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "the build ran longer than its timeout".into()
+            }
+        );
+    }
+
+    #[test]
+    fn cancelled_and_queued_jobs() {
+        let mut cancelled = conditions("Failed", "DeadlineExceeded");
+        cancelled["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "alice"}});
+        assert_eq!(
+            build_state(&job(cancelled), &[], T0, 300),
+            BuildState::Aborted {
+                by: Some("alice".into())
+            }
+        );
+        assert_eq!(
+            build_state(&job(json!({"spec": {"suspend": true}})), &[], T0, 300),
+            BuildState::Queued
+        );
+        let suspended_cancel = json!({"spec": {"suspend": true}, "metadata": {"annotations": {keys::CANCELLED_BY: ""}}});
+        assert_eq!(
+            build_state(&job(suspended_cancel), &[], T0, 300),
+            BuildState::Aborted { by: None }
+        );
+    }
+
+    #[test]
+    fn pods_that_cannot_start_fail_the_build_after_the_pending_deadline() {
+        let missing_secret = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"aws-key\" not found"}}}]}),
+        );
+        let early = build_state(
+            &job(json!({})),
+            std::slice::from_ref(&missing_secret),
+            T0 + 10,
+            300,
+        );
+        assert_eq!(
+            early,
+            BuildState::Pending {
+                message: Some("CreateContainerConfigError: secret \"aws-key\" not found".into())
+            }
+        );
+        let late = build_state(&job(json!({})), &[missing_secret], T0 + 300, 300);
+        assert_eq!(
+            late,
+            BuildState::Error {
+                reason: "CreateContainerConfigError".into(),
+                message: "secret \"aws-key\" not found".into()
+            }
+        );
+        let unschedulable = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available"}]}),
+        );
+        assert!(
+            matches!(build_state(&job(json!({})), &[unschedulable], T0 + 600, 300), BuildState::Error { reason, .. } if reason == "Unschedulable")
+        );
+        let initializing = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+        );
+        assert_eq!(
+            build_state(&job(json!({})), &[initializing], T0 + 600, 300),
+            BuildState::Pending { message: None }
+        );
+        let running = pod(json!({"phase": "Running"}));
+        assert_eq!(
+            build_state(&job(json!({})), &[running], T0, 300),
+            BuildState::Running
+        );
+        assert_eq!(
+            build_state(&job(json!({})), &[], T0, 300),
+            BuildState::Pending { message: None }
+        );
+    }
+}

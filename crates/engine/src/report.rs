@@ -1,0 +1,153 @@
+//! Commit statuses: what a build's state means on GitHub, and which report is still owed.
+//!
+//! What was reported is recorded on the build's Job (the `kubeci.io/reported` annotation,
+//! a comma-separated list), so a restarted kubeci neither loses nor repeats a report.
+
+use std::fmt;
+
+use crate::build::BuildState;
+
+/// A GitHub commit status state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitState {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+impl CommitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitState::Pending => "pending",
+            CommitState::Success => "success",
+            CommitState::Failure => "failure",
+            CommitState::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CommitState> {
+        match text.trim() {
+            "pending" => Some(CommitState::Pending),
+            "success" => Some(CommitState::Success),
+            "failure" => Some(CommitState::Failure),
+            "error" => Some(CommitState::Error),
+            _ => None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != CommitState::Pending
+    }
+}
+
+impl fmt::Display for CommitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The commit status a build in `state` shows, with its description.
+pub fn commit_state(state: &BuildState) -> (CommitState, String) {
+    match state {
+        BuildState::Queued => (CommitState::Pending, "Queued".into()),
+        BuildState::Pending { .. } => (CommitState::Pending, "Starting".into()),
+        BuildState::Running => (CommitState::Pending, "Running".into()),
+        BuildState::Succeeded => (CommitState::Success, "Build succeeded".into()),
+        BuildState::Failed { message, .. } => {
+            (CommitState::Failure, format!("Build failed: {message}"))
+        }
+        BuildState::Error { reason, message } => (
+            CommitState::Error,
+            format!("Build could not run ({reason}): {message}"),
+        ),
+        BuildState::Aborted { by: Some(by) } => {
+            (CommitState::Error, format!("Build cancelled by {by}"))
+        }
+        BuildState::Aborted { by: None } => (CommitState::Error, "Build cancelled".into()),
+    }
+}
+
+/// Reads the `kubeci.io/reported` annotation.
+pub fn parse_reported(annotation: Option<&str>) -> Vec<CommitState> {
+    annotation
+        .unwrap_or("")
+        .split(',')
+        .filter_map(CommitState::parse)
+        .collect()
+}
+
+/// Writes the `kubeci.io/reported` annotation.
+pub fn format_reported(reported: &[CommitState]) -> String {
+    reported
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The report still owed for a build in `state`, given what was reported: each state at
+/// most once, `pending` never after a final state, nothing after the final one.
+pub fn next_report(state: &BuildState, reported: &[CommitState]) -> Option<(CommitState, String)> {
+    if reported.iter().any(|s| s.is_final()) {
+        return None;
+    }
+    let (wanted, description) = commit_state(state);
+    (!reported.contains(&wanted)).then_some((wanted, description))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_state_is_reported_once_and_nothing_after_the_final_one() {
+        assert_eq!(
+            next_report(&BuildState::Queued, &[]).map(|r| r.0),
+            Some(CommitState::Pending)
+        );
+        assert_eq!(
+            next_report(&BuildState::Running, &[CommitState::Pending]),
+            None
+        );
+        assert_eq!(
+            next_report(&BuildState::Succeeded, &[CommitState::Pending]).map(|r| r.0),
+            Some(CommitState::Success)
+        );
+        assert_eq!(
+            next_report(&BuildState::Succeeded, &[]).map(|r| r.0),
+            Some(CommitState::Success),
+            "a fast build reports its end directly"
+        );
+        assert_eq!(
+            next_report(
+                &BuildState::Succeeded,
+                &[CommitState::Pending, CommitState::Success]
+            ),
+            None
+        );
+        let aborted = next_report(
+            &BuildState::Aborted {
+                by: Some("alice".into()),
+            },
+            &[CommitState::Pending],
+        )
+        .unwrap();
+        assert_eq!(
+            aborted,
+            (CommitState::Error, "Build cancelled by alice".into())
+        );
+    }
+
+    #[test]
+    fn the_annotation_round_trips() {
+        let reported = [CommitState::Pending, CommitState::Failure];
+        assert_eq!(format_reported(&reported), "pending,failure");
+        assert_eq!(parse_reported(Some("pending,failure")), reported);
+        assert_eq!(
+            parse_reported(Some("pending,bogus,")),
+            [CommitState::Pending]
+        );
+        assert_eq!(parse_reported(None), []);
+    }
+}
