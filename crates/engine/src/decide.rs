@@ -65,7 +65,7 @@ pub fn builds_to_delete(
 ) -> Vec<u64> {
     let mut finished: Vec<&BuildSummary> =
         builds.iter().filter(|b| b.state.is_finished()).collect();
-    finished.sort_by(|a, b| b.number.cmp(&a.number));
+    finished.sort_by_key(|b| std::cmp::Reverse(b.number));
     let mut delete: Vec<u64> = finished
         .iter()
         .enumerate()
