@@ -198,11 +198,17 @@ impl FakeApiServer {
     }
 
     /// Comes back on the same address with the same state after [`FakeApiServer::stop`].
+    /// Panics if the address cannot be bound again within 10 s (another process took it).
     pub async fn restart(&self) {
+        let mut attempts = 0;
         let listener = loop {
             match TcpListener::bind(self.address).await {
                 Ok(listener) => break listener,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) if attempts < 1000 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.address),
             }
         };
         *self.serving.lock().expect("lock") =
