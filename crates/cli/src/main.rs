@@ -5,6 +5,7 @@ mod lint;
 mod output;
 mod render;
 mod run;
+mod serve;
 mod sources;
 
 use std::process::ExitCode;
@@ -45,6 +46,12 @@ enum Command {
     /// script, streaming the log. Exits 0 when the build succeeds, 1 when it fails, 130
     /// when cancelled with Ctrl-C.
     Run(Box<run::RunArgs>),
+    /// Run the kubeci server: discover the jobs of a cluster and serve the API.
+    ///
+    /// Jobs are ConfigMaps matching --selector in the watched namespaces; builds are
+    /// batch/v1 Jobs. /healthz answers when the process runs, /readyz once the caches are
+    /// synced.
+    Serve(Box<serve::ServeArgs>),
     /// Print the JSON Schema of job.yaml, for editors and CI validation.
     Schema,
     /// Check out a commit: the clone step of every build pod.
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Clone(args) => Ok(clone::run(&args)),
+        Command::Serve(args) => serve::run(&args),
         Command::Schema => schema(),
     };
     match result {

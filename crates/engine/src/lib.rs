@@ -3,6 +3,7 @@
 //! delete, which build number is next, which commit status is still owed, and when a
 //! cron job is due. The Kubernetes and local backends do the I/O around them.
 
+pub mod api;
 pub mod build;
 pub mod decide;
 pub mod observe;

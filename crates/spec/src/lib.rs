@@ -15,7 +15,9 @@ pub mod validate;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, FieldPath, Finding, Severity};
-pub use load::{load, LoadOptions, LoadReport, LoadedJob, ObjectRef};
+pub use load::{
+    load, load_configmap, ConfigMapData, LoadOptions, LoadReport, LoadedJob, ObjectRef,
+};
 pub use model::{json_schema, Job};
 pub use validate::NamespacePolicy;
 

@@ -188,6 +188,95 @@ pub fn load(file: &str, bytes: &[u8], options: &LoadOptions) -> LoadReport {
     report
 }
 
+/// A job ConfigMap as the Kubernetes API returns it (already selected by its label).
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigMapData<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub data: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Reads the job of a ConfigMap fetched from the API. Positions are in its `job.yaml`
+/// (reported as file `job.yaml` of the ConfigMap).
+pub fn load_configmap(configmap: ConfigMapData<'_>, options: &LoadOptions) -> LoadedJob {
+    let reader = Reader {
+        file: JOB_KEY,
+        options,
+    };
+    let object = ObjectRef {
+        kind: "ConfigMap".into(),
+        namespace: configmap.namespace.to_owned(),
+        name: configmap.name.to_owned(),
+    };
+    let chart_version = configmap
+        .labels
+        .get("helm.sh/chart")
+        .and_then(|l| chart_version(l));
+    let key = Key {
+        text: JOB_KEY.to_owned(),
+        pos: Pos::START,
+    };
+    let total: usize = configmap.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut job = match configmap.data.get(JOB_KEY) {
+        _ if total > MAX_JOB_BYTES => {
+            let mut job = reader.empty_job(Pos::START, Some(&object), String::new(), chart_version);
+            job.diagnostics.push(reader.diagnostic(
+                Severity::Error,
+                "too-large",
+                Pos::START,
+                Some(&object),
+                format!(
+                    "the ConfigMap's data is {}; a ConfigMap holds at most {}",
+                    human_size(total),
+                    human_size(MAX_JOB_BYTES)
+                ),
+                "shorten run_command: move long scripts into the repository and call them",
+            ));
+            job
+        }
+        Some(text) => reader.embedded_job(
+            text,
+            PosMap::Identity,
+            Pos::START,
+            &key,
+            &object,
+            chart_version,
+        ),
+        None => {
+            let mut job = reader.empty_job(Pos::START, Some(&object), String::new(), chart_version);
+            let keys: Vec<&str> = configmap.data.keys().map(String::as_str).collect();
+            let help = keys
+                .iter()
+                .find(|k| suggest(k, &[JOB_KEY]).is_some())
+                .map_or_else(
+                    || format!("put the job under `data:` as `{JOB_KEY}: |`"),
+                    |k| format!("rename `{k}` to `{JOB_KEY}`"),
+                );
+            job.diagnostics.push(reader.diagnostic(
+                Severity::Error,
+                "missing-job-yaml",
+                Pos::START,
+                Some(&object),
+                format!("{object} is labelled as a job but has no `{JOB_KEY}` key"),
+                &help,
+            ));
+            job
+        }
+    };
+    for other in configmap.data.keys().filter(|k| *k != JOB_KEY) {
+        job.diagnostics.push(reader.diagnostic(
+            Severity::Warning,
+            "ignored-key",
+            Pos::START,
+            Some(&object),
+            format!("key `{other}` is ignored: a job ConfigMap holds one job, in `{JOB_KEY}`"),
+            "move it into the job or into another ConfigMap",
+        ));
+    }
+    job
+}
+
 struct Reader<'a> {
     file: &'a str,
     options: &'a LoadOptions,
@@ -397,9 +486,14 @@ impl Reader<'_> {
             return;
         };
         let mut job = match &job_node.value {
-            Value::Scalar { text, .. } => {
-                self.embedded_job(text, job_node, key, &object, chart_version)
-            }
+            Value::Scalar { text, .. } => self.embedded_job(
+                text,
+                PosMap::for_scalar(job_node),
+                job_node.pos,
+                key,
+                &object,
+                chart_version,
+            ),
             _ => {
                 let mut job =
                     self.empty_job(job_node.pos, Some(&object), String::new(), chart_version);
@@ -478,18 +572,14 @@ impl Reader<'_> {
     fn embedded_job(
         &self,
         text: &str,
-        scalar: &Node,
+        map: PosMap,
+        at: Pos,
         key: &Key,
         object: &ObjectRef,
         chart_version: Option<String>,
     ) -> LoadedJob {
         let error = |pos: Pos, code, message: String, help: &str| {
-            let mut job = self.empty_job(
-                scalar.pos,
-                Some(object),
-                text.to_owned(),
-                chart_version.clone(),
-            );
+            let mut job = self.empty_job(at, Some(object), text.to_owned(), chart_version.clone());
             job.diagnostics.push(self.diagnostic(
                 Severity::Error,
                 code,
@@ -500,11 +590,10 @@ impl Reader<'_> {
             ));
             job
         };
-        let documents =
-            match yaml::parse_stream(text, &PosMap::for_scalar(scalar), self.options.limits) {
-                Ok(documents) => documents,
-                Err(err) => return error(err.pos, "yaml-syntax", err.message, &err.help),
-            };
+        let documents = match yaml::parse_stream(text, &map, self.options.limits) {
+            Ok(documents) => documents,
+            Err(err) => return error(err.pos, "yaml-syntax", err.message, &err.help),
+        };
         let mut documents: Vec<Node> = documents.into_iter().flatten().collect();
         match documents.len() {
             0 => error(
@@ -515,13 +604,7 @@ impl Reader<'_> {
             ),
             1 => {
                 let root = documents.remove(0);
-                self.job_list(
-                    &root,
-                    text,
-                    Some(object),
-                    chart_version.clone(),
-                    Some(scalar.pos),
-                )
+                self.job_list(&root, text, Some(object), chart_version.clone(), Some(at))
             }
             n => error(
                 key.pos,
@@ -983,6 +1066,7 @@ fn human_size(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn errors(report: &LoadReport) -> Vec<String> {
         report
@@ -1098,6 +1182,45 @@ mod tests {
             .find(|d| d.severity == Severity::Note)
             .unwrap();
         assert!(note.message.contains("ConfigMap default/plain"));
+    }
+
+    #[test]
+    fn configmaps_from_the_api_are_read_with_positions_in_job_yaml() {
+        let labels = std::collections::BTreeMap::from([
+            ("ci-job-spec".to_owned(), "true".to_owned()),
+            ("helm.sh/chart".to_owned(), "demo-0.2.0".to_owned()),
+        ]);
+        let data = std::collections::BTreeMap::from([(
+            "job.yaml".to_owned(),
+            MINIMAL.replace("name: demo", "name: demo\n    brnach: x"),
+        )]);
+        let cm = ConfigMapData {
+            namespace: "team",
+            name: "demo-cm",
+            labels: &labels,
+            data: &data,
+        };
+        let job = load_configmap(cm, &LoadOptions::default());
+        assert_eq!(job.chart_version.as_deref(), Some("0.2.0"));
+        assert_eq!(job.namespace, "team");
+        let d = &job.diagnostics[0];
+        assert_eq!(
+            (d.file.as_str(), d.line, d.column, d.code),
+            ("job.yaml", 3, 5, "unknown-key")
+        );
+        assert_eq!(d.object.as_deref(), Some("ConfigMap team/demo-cm"));
+        let valid = BTreeMap::from([("job.yaml".to_owned(), MINIMAL.to_owned())]);
+        let job = load_configmap(
+            ConfigMapData { data: &valid, ..cm },
+            &LoadOptions::default(),
+        );
+        assert_eq!(job.job.unwrap().name, "demo");
+        let empty = BTreeMap::new();
+        let job = load_configmap(
+            ConfigMapData { data: &empty, ..cm },
+            &LoadOptions::default(),
+        );
+        assert_eq!(job.diagnostics[0].code, "missing-job-yaml");
     }
 
     #[test]

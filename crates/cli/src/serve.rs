@@ -1,0 +1,111 @@
+//! `kubeci serve --kubernetes`: the controller and its HTTP API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use kubeci_render::RenderConfig;
+use kubeci_spec::{LoadOptions, NamespacePolicy};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Serve the jobs of a Kubernetes cluster (in-cluster config, or KUBECONFIG).
+    #[arg(long, required = true)]
+    kubernetes: bool,
+    /// A namespace to watch (repeatable) [default: all namespaces].
+    #[arg(long = "namespace", short = 'n', value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Label selector of job ConfigMaps.
+    #[arg(long, default_value = "ci-job-spec=true", value_name = "SELECTOR")]
+    selector: String,
+    /// Address of the HTTP server (API, health).
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Base URL of this server as users reach it, for BUILD_URL.
+    #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
+    base_url: String,
+    /// Image of the clone step.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().clone_image)]
+    clone_image: String,
+    /// Image of the build step for jobs without `image`.
+    #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().default_image)]
+    default_image: String,
+    /// How long a build's pod may be unable to start (missing secret, bad image,
+    /// unschedulable) before the build fails, e.g. `5m`.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pending_deadline: String,
+    /// Allow jobs declared in namespace FROM to run builds in namespace TO (repeatable).
+    #[arg(long = "allow-namespace", value_name = "FROM=TO", value_parser = NamespacePolicy::parse_pair)]
+    allow_namespace: Vec<(String, String)>,
+    /// File holding the bearer token that may start builds; without it the API is
+    /// read-only.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    if !args.kubernetes {
+        bail!("choose an engine: --kubernetes");
+    }
+    let pending_deadline = kubeci_spec::duration::parse_duration(&args.pending_deadline)
+        .map_err(|why| anyhow::anyhow!("--pending-deadline {}: {why}", args.pending_deadline))?;
+    let token = match &args.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            if token.len() < 16 {
+                bail!(
+                    "the token in {} is shorter than 16 characters",
+                    path.display()
+                );
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let settings = kubeci_k8s::Settings {
+        selector: args.selector.clone(),
+        namespaces: args.namespaces.clone(),
+        render: RenderConfig {
+            clone_image: args.clone_image.clone(),
+            default_image: args.default_image.clone(),
+            base_url: args.base_url.clone(),
+        },
+        load: LoadOptions {
+            policy: NamespacePolicy {
+                allowed: args.allow_namespace.clone(),
+            },
+            ..LoadOptions::default()
+        },
+        pending_deadline: Duration::from_secs(pending_deadline),
+        identity: std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeci".into()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let config = kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+        let client = kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
+        let cluster = kubeci_k8s::Cluster::start(client, settings);
+        let app = kubeci_server::app(Arc::clone(&cluster), kubeci_server::Access { token });
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!("kubeci: serving on http://{}", listener.local_addr()?);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the HTTP server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,406 @@
+//! `kubeci serve --kubernetes`, the real binary, against the fake API server with the real
+//! kube client: jobs discovered from ConfigMaps, builds run as Jobs, numbers kept in the
+//! cluster, and only the requests its RBAC allows — never a Secret.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kubeci_testkit::{FakeApiServer, PodBehaviour};
+use serde_json::Value;
+
+const TOKEN: &str = "a-test-token-of-some-length";
+
+struct Kubeci {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Kubeci {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `kubeci serve --kubernetes` against `server` and waits for /readyz.
+fn serve(server: &FakeApiServer) -> Kubeci {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--pending-deadline",
+            "2s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kubeci = Kubeci {
+        child,
+        port,
+        _dir: dir,
+    };
+    eventually("kubeci to be ready", || {
+        http(&kubeci, "GET", "/readyz", false).0 == 200
+    });
+    kubeci
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn http(kubeci: &Kubeci, method: &str, path: &str, authorized: bool) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", kubeci.port)) else {
+        return (0, String::new());
+    };
+    let auth = if authorized {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(kubeci: &Kubeci, path: &str) -> Value {
+    let (status, body) = http(kubeci, "GET", path, false);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn seed() -> Value {
+    let text = std::fs::read_to_string(
+        common::repo_root().join("examples/seed/start-helm-test.configmap.yaml"),
+    )
+    .unwrap();
+    let documents = kubeci_spec::yaml::parse_stream(
+        &text,
+        &kubeci_spec::yaml::PosMap::Identity,
+        Default::default(),
+    )
+    .unwrap();
+    documents.into_iter().flatten().next().unwrap().to_json()
+}
+
+fn job_names(kubeci: &Kubeci) -> Vec<String> {
+    json(kubeci, "/api/v1/jobs")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn builds(kubeci: &Kubeci, job: &str) -> Vec<Value> {
+    json(kubeci, &format!("/api/v1/jobs/default/{job}/builds"))["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_job_is_served_built_edited_and_removed() {
+    let server = FakeApiServer::start().await;
+    server.set_pod_behaviour(|_| PodBehaviour::Succeed {
+        logs: vec!["ok".into()],
+        duration: Duration::from_millis(20),
+    });
+    server.preload(vec![seed()]).unwrap();
+    let kubeci = serve(&server);
+    assert_eq!(job_names(&kubeci), ["start-helm-test"]);
+
+    // A manual build runs as a Job carrying DESIGN.md §3's labels and annotations.
+    let (status, body) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/start-helm-test/builds",
+        true,
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (created["number"].as_u64(), created["name"].as_str()),
+        (Some(1), Some("start-helm-test-1"))
+    );
+    let jobs: Api<Job> = Api::namespaced(server.client().await, "default");
+    let job = jobs.get("start-helm-test-1").await.unwrap();
+    let labels = job.metadata.labels.clone().unwrap();
+    assert_eq!(labels["kubeci.io/job"], "start-helm-test");
+    assert_eq!(labels["kubeci.io/build"], "1");
+    let annotations = job.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["kubeci.io/trigger"], "manual");
+    let first_hash = annotations["kubeci.io/spec-hash"].clone();
+    eventually("the build to succeed", || {
+        builds(&kubeci, "start-helm-test")
+            .first()
+            .is_some_and(|b| b["state"] == "succeeded")
+    });
+
+    // An edit applies to the next build; the finished one keeps the spec it ran.
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    let mut cm = cms.get("start-helm-test").await.unwrap();
+    let job_yaml = cm.data.as_ref().unwrap()["job.yaml"].replace(
+        "kubectl create namespace tiller",
+        "kubectl create namespace tiller-2",
+    );
+    cm.data
+        .as_mut()
+        .unwrap()
+        .insert("job.yaml".into(), job_yaml);
+    cms.replace("start-helm-test", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let new_hash = |k: &Kubeci| {
+        json(k, "/api/v1/jobs")["items"][0]["spec_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    eventually("the edit to be seen", || new_hash(&kubeci) != first_hash);
+    let (status, _) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/start-helm-test/builds",
+        true,
+    );
+    assert_eq!(status, 201);
+    let all = builds(&kubeci, "start-helm-test");
+    assert_eq!(all[0]["number"], 2);
+    assert_eq!(
+        all[0]["spec_hash"].as_str(),
+        Some(new_hash(&kubeci).as_str())
+    );
+    assert_eq!(
+        all[1]["spec_hash"].as_str(),
+        Some(first_hash.as_str()),
+        "build 1 keeps its spec"
+    );
+
+    // Deleted: the job is gone.
+    cms.delete("start-helm-test", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the job to be gone", || job_names(&kubeci).is_empty());
+    let (status, _) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/start-helm-test/builds",
+        true,
+    );
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_numbers_survive_restarts_and_deleted_jobs() {
+    let server = FakeApiServer::start().await;
+    server.preload(vec![seed()]).unwrap();
+    {
+        let kubeci = serve(&server);
+        for expected in 1..=2 {
+            let (status, body) = http(
+                &kubeci,
+                "POST",
+                "/api/v1/jobs/default/start-helm-test/builds",
+                true,
+            );
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&body).unwrap()["number"],
+                expected
+            );
+        }
+    }
+    // The old Jobs are deleted and kubeci restarts: numbering goes on.
+    let jobs: Api<Job> = Api::namespaced(server.client().await, "default");
+    for name in ["start-helm-test-1", "start-helm-test-2"] {
+        jobs.delete(name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
+    let kubeci = serve(&server);
+    let (status, body) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/start-helm-test/builds",
+        true,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["number"], 3);
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_jobs_are_shown_and_reported_and_never_built() {
+    let server = FakeApiServer::start().await;
+    let mut broken = seed();
+    let job_yaml = broken["data"]["job.yaml"]
+        .as_str()
+        .unwrap()
+        .replace("run_command", "run_comand");
+    broken["data"]["job.yaml"] = Value::String(job_yaml);
+    server.preload(vec![broken]).unwrap();
+    let kubeci = serve(&server);
+    let listed = json(&kubeci, "/api/v1/jobs");
+    let job = &listed["items"][0];
+    assert_eq!(job["valid"], false);
+    assert!(
+        job["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown key `run_comand`"),
+        "{job}"
+    );
+    let (status, body) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/start-helm-test/builds",
+        true,
+    );
+    assert_eq!(status, 422, "{body}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(server.client().await, "default");
+    let mut reasons = Vec::new();
+    for _ in 0..500 {
+        reasons = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if !reasons.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reasons, ["InvalidJob"]);
+}
+
+/// The recorded requests prove kubeci never asked for a Secret and used only what
+/// deploy/kubernetes/rbac.yaml grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
+    let server = FakeApiServer::start().await;
+    server.preload(vec![seed()]).unwrap();
+    {
+        let kubeci = serve(&server);
+        let (status, _) = http(
+            &kubeci,
+            "POST",
+            "/api/v1/jobs/default/start-helm-test/builds",
+            true,
+        );
+        assert_eq!(status, 201);
+        eventually("the build to finish", || {
+            builds(&kubeci, "start-helm-test")
+                .first()
+                .is_some_and(|b| b["state"] == "succeeded")
+        });
+        let _ = json(&kubeci, "/api/v1/jobs");
+    }
+    let rbac_text =
+        std::fs::read_to_string(common::repo_root().join("deploy/kubernetes/rbac.yaml")).unwrap();
+    let rbac = kubeci_spec::yaml::parse_stream(
+        &rbac_text,
+        &kubeci_spec::yaml::PosMap::Identity,
+        Default::default(),
+    )
+    .unwrap()[0]
+        .clone()
+        .unwrap()
+        .to_json();
+    let rules = rbac["rules"].as_array().unwrap();
+    assert!(
+        !rbac_text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("secrets")),
+        "no secrets rule at all"
+    );
+    let group_of = |path: &str| -> String {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if parts[0] == "apis" {
+            parts[1].to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| !r.resource.is_empty())
+        .collect();
+    assert!(requests.len() > 5, "kubeci made requests");
+    for request in &requests {
+        assert!(
+            !request.resource.starts_with("secrets"),
+            "kubeci asked for a Secret: {request:?}"
+        );
+        let group = group_of(&request.path);
+        let allowed = rules.iter().any(|rule| {
+            let has = |field: &str, value: &str| {
+                rule[field].as_array().unwrap().iter().any(|v| v == value)
+            };
+            has("apiGroups", &group)
+                && has("resources", &request.resource)
+                && has("verbs", &request.verb)
+        });
+        assert!(
+            allowed,
+            "not granted by rbac.yaml: {} {} ({} in group {group:?})",
+            request.verb, request.path, request.resource
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! The HTTP surface: `app(backend)` serves health, readiness and the REST API.
+//!
+//! Thin: every answer comes from the [`Backend`]; this crate only maps HTTP to it and
+//! checks who may act.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kubeci_engine::api::{Backend, TriggerError};
+use serde_json::json;
+
+/// Who may start builds.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The bearer token of actions; `None` disables actions (the API stays readable).
+    pub token: Option<String>,
+}
+
+struct AppState<B> {
+    backend: Arc<B>,
+    access: Access,
+}
+
+/// A JSON error with a stable shape: `{"error": {"code": "...", "message": "..."}}`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router of the kubeci server.
+pub fn app<B: Backend>(backend: Arc<B>, access: Access) -> Router {
+    let state = Arc::new(AppState { backend, access });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<B>))
+        .route("/api/v1/jobs", get(jobs::<B>))
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds",
+            get(builds::<B>).post(trigger::<B>),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
+        .with_state(state)
+}
+
+async fn readyz<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+    if state.backend.ready() {
+        "ok".into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the caches are not synced yet",
+        )
+    }
+}
+
+async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+    Json(json!({"items": state.backend.jobs()})).into_response()
+}
+
+async fn builds<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    match state.backend.builds(&namespace, &name) {
+        Some(builds) => Json(json!({"items": builds})).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "job-not-found",
+            format!("no job {namespace}/{name}"),
+        ),
+    }
+}
+
+async fn trigger<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = &state.access.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "actions-disabled",
+            "starting builds needs the server to be given a token (--token-file)",
+        );
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {}
+        Some(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the token is not valid"),
+        None => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send `Authorization: Bearer <token>`",
+            )
+        }
+    }
+    match state
+        .backend
+        .trigger(&namespace, &name, Some("api".into()))
+        .await
+    {
+        Ok(build) => (StatusCode::CREATED, Json(build)).into_response(),
+        Err(e @ TriggerError::NotFound { .. }) => {
+            error(StatusCode::NOT_FOUND, "job-not-found", e.to_string())
+        }
+        Err(e @ TriggerError::Invalid { .. }) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "job-invalid",
+            e.to_string(),
+        ),
+        Err(e @ TriggerError::Backend(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend-failed",
+            e.to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use kubeci_engine::api::{BuildView, JobView};
+    use tower::ServiceExt;
+
+    struct Fake;
+
+    impl Backend for Fake {
+        fn ready(&self) -> bool {
+            true
+        }
+        fn jobs(&self) -> Vec<JobView> {
+            Vec::new()
+        }
+        fn builds(&self, _: &str, name: &str) -> Option<Vec<BuildView>> {
+            (name == "demo").then(Vec::new)
+        }
+        async fn trigger(
+            &self,
+            namespace: &str,
+            name: &str,
+            _: Option<String>,
+        ) -> Result<BuildView, TriggerError> {
+            if name != "demo" {
+                return Err(TriggerError::NotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                });
+            }
+            Ok(BuildView {
+                number: 1,
+                name: "demo-1".into(),
+                state: "pending",
+                message: None,
+                trigger: Some("manual".into()),
+                commit: None,
+                spec_hash: None,
+            })
+        }
+    }
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn actions_need_the_token() {
+        let open = || {
+            app(
+                Arc::new(Fake),
+                Access {
+                    token: Some("s3cret".into()),
+                },
+            )
+        };
+        let closed = app(Arc::new(Fake), Access::default());
+        let uri = "/api/v1/jobs/default/demo/builds";
+        assert_eq!(
+            call(closed, "POST", uri, Some("s3cret")).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(open(), "POST", uri, None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, body) = call(open(), "POST", uri, Some("wrong")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden"))
+        );
+        let (status, body) = call(open(), "POST", uri, Some("s3cret")).await;
+        assert_eq!(
+            (status, body["number"].as_u64()),
+            (StatusCode::CREATED, Some(1))
+        );
+        let (status, body) = call(
+            open(),
+            "POST",
+            "/api/v1/jobs/default/nope/builds",
+            Some("s3cret"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("job-not-found"))
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_are_open_and_errors_have_one_shape() {
+        let app = || app(Arc::new(Fake), Access::default());
+        assert_eq!(
+            call(app(), "GET", "/api/v1/jobs", None).await.1,
+            json!({"items": []})
+        );
+        assert_eq!(
+            call(app(), "GET", "/api/v1/jobs/default/demo/builds", None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+        let (status, body) = call(app(), "GET", "/api/v1/jobs/default/other/builds", None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("job-not-found"))
+        );
+        assert_eq!(
+            call(app(), "GET", "/nowhere", None).await.1["error"]["code"],
+            "not-found"
+        );
+    }
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
