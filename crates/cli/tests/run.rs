@@ -621,10 +621,7 @@ fn clone_failures_have_distinct_exit_codes() {
 #[test]
 fn network_failures_are_retried_a_bounded_number_of_times() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let run = kubeci(&[
         "clone",
         &format!("--url=ssh://git@127.0.0.1:{port}/repo.git"),

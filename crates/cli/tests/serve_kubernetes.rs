@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -30,14 +30,6 @@ impl Drop for Kubeci {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `kubeci serve --kubernetes` against `server` and waits for /readyz.
 fn serve(server: &FakeApiServer) -> Kubeci {
     let dir = tempfile::tempdir().unwrap();
@@ -45,7 +37,7 @@ fn serve(server: &FakeApiServer) -> Kubeci {
     server.write_kubeconfig(&kubeconfig).unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
         .args([
             "serve",
@@ -68,7 +60,7 @@ fn serve(server: &FakeApiServer) -> Kubeci {
         port,
         _dir: dir,
     };
-    eventually("kubeci to be ready", || {
+    wait("kubeci to be ready", || {
         http(&kubeci, "GET", "/readyz", false).0 == 200
     });
     kubeci
@@ -108,12 +100,9 @@ fn json(kubeci: &Kubeci, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `check` for up to 30 s.
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    common::git::wait_for(Duration::from_secs(30), what, check);
 }
 
 fn seed() -> Value {
@@ -178,7 +167,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
     let annotations = job.metadata.annotations.clone().unwrap();
     assert_eq!(annotations["kubeci.io/trigger"], "manual");
     let first_hash = annotations["kubeci.io/spec-hash"].clone();
-    eventually("the build to succeed", || {
+    wait("the build to succeed", || {
         builds(&kubeci, "start-helm-test")
             .first()
             .is_some_and(|b| b["state"] == "succeeded")
@@ -204,7 +193,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
             .unwrap()
             .to_owned()
     };
-    eventually("the edit to be seen", || new_hash(&kubeci) != first_hash);
+    wait("the edit to be seen", || new_hash(&kubeci) != first_hash);
     let (status, _) = http(
         &kubeci,
         "POST",
@@ -228,7 +217,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
     cms.delete("start-helm-test", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the job to be gone", || job_names(&kubeci).is_empty());
+    wait("the job to be gone", || job_names(&kubeci).is_empty());
     let (status, _) = http(
         &kubeci,
         "POST",
@@ -343,7 +332,7 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
             true,
         );
         assert_eq!(status, 201);
-        eventually("the build to finish", || {
+        wait("the build to finish", || {
             builds(&kubeci, "start-helm-test")
                 .first()
                 .is_some_and(|b| b["state"] == "succeeded")

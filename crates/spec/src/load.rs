@@ -188,6 +188,32 @@ pub fn load(file: &str, bytes: &[u8], options: &LoadOptions) -> LoadReport {
     report
 }
 
+/// What is wrong with a ConfigMap whose data exceeds Kubernetes' limit, and the fix.
+fn too_large(total: usize) -> (String, &'static str) {
+    (
+        format!(
+            "the ConfigMap's data is {}; Kubernetes stores at most {} in a ConfigMap",
+            human_size(total),
+            human_size(MAX_JOB_BYTES)
+        ),
+        "shorten run_command: move long scripts into the repository and call them",
+    )
+}
+
+/// For a labelled ConfigMap without `job.yaml`: the key that looks like a misspelling of
+/// it, if any, and the fix.
+fn missing_job_yaml<'k>(keys: &[&'k str]) -> (Option<&'k str>, String) {
+    let misspelt = keys
+        .iter()
+        .copied()
+        .find(|k| suggest(k, &[JOB_KEY]).is_some());
+    let help = misspelt.map_or_else(
+        || format!("put the job under `data:` as `{JOB_KEY}: |`"),
+        |k| format!("rename `{k}` to `{JOB_KEY}`"),
+    );
+    (misspelt, help)
+}
+
 /// A job ConfigMap as the Kubernetes API returns it (already selected by its label).
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigMapData<'a> {
@@ -221,17 +247,14 @@ pub fn load_configmap(configmap: ConfigMapData<'_>, options: &LoadOptions) -> Lo
     let mut job = match configmap.data.get(JOB_KEY) {
         _ if total > MAX_JOB_BYTES => {
             let mut job = reader.empty_job(Pos::START, Some(&object), String::new(), chart_version);
+            let (message, help) = too_large(total);
             job.diagnostics.push(reader.diagnostic(
                 Severity::Error,
                 "too-large",
                 Pos::START,
                 Some(&object),
-                format!(
-                    "the ConfigMap's data is {}; a ConfigMap holds at most {}",
-                    human_size(total),
-                    human_size(MAX_JOB_BYTES)
-                ),
-                "shorten run_command: move long scripts into the repository and call them",
+                message,
+                help,
             ));
             job
         }
@@ -246,13 +269,7 @@ pub fn load_configmap(configmap: ConfigMapData<'_>, options: &LoadOptions) -> Lo
         None => {
             let mut job = reader.empty_job(Pos::START, Some(&object), String::new(), chart_version);
             let keys: Vec<&str> = configmap.data.keys().map(String::as_str).collect();
-            let help = keys
-                .iter()
-                .find(|k| suggest(k, &[JOB_KEY]).is_some())
-                .map_or_else(
-                    || format!("put the job under `data:` as `{JOB_KEY}: |`"),
-                    |k| format!("rename `{k}` to `{JOB_KEY}`"),
-                );
+            let (_, help) = missing_job_yaml(&keys);
             job.diagnostics.push(reader.diagnostic(
                 Severity::Error,
                 "missing-job-yaml",
@@ -446,12 +463,8 @@ impl Reader<'_> {
                     "too-large",
                     data_pos,
                     Some(&object),
-                    format!(
-                        "the ConfigMap's data is {}; Kubernetes stores at most {} in a ConfigMap",
-                        human_size(total),
-                        human_size(MAX_JOB_BYTES)
-                    ),
-                    "shorten run_command: move long scripts into the repository and call them",
+                    too_large(total).0,
+                    too_large(total).1,
                 ),
             );
             return;
@@ -461,11 +474,7 @@ impl Reader<'_> {
                 .and_then(Node::as_map)
                 .map(|entries| entries.iter().map(|(k, _)| k.text.as_str()).collect())
                 .unwrap_or_default();
-            let misspelt = keys.iter().find(|k| suggest(k, &[JOB_KEY]).is_some());
-            let help = misspelt.map_or_else(
-                || format!("put the job under `data:` as `{JOB_KEY}: |`"),
-                |k| format!("rename `{k}` to `{JOB_KEY}`"),
-            );
+            let (misspelt, help) = missing_job_yaml(&keys);
             let pos = misspelt
                 .and_then(|k| data.and_then(|d| d.entry(k)))
                 .map_or(data_pos, |(key, _)| key.pos);

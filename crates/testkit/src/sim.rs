@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{event_for, Shared};
-use crate::store::{container_names, now, ChangeKind};
+use crate::store::{container_names, now, ChangeKind, Store};
 
 const PODS: usize = 3;
 const EVENTS: usize = 5;
@@ -138,6 +138,20 @@ fn condition(kind: &str, reason: &str, message: &str) -> Value {
     json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now(), "lastTransitionTime": now()})
 }
 
+/// Deletes pods (their containers stop), as the Job controller does for a suspended or
+/// failed Job.
+fn delete_pods(store: &mut Store, namespace: &str, pods: &[impl AsRef<Value>]) {
+    for pod in pods {
+        let _ = store.delete(
+            PODS,
+            namespace,
+            &s(pod.as_ref(), "/metadata/name"),
+            Some("Background"),
+            None,
+        );
+    }
+}
+
 fn owned_by(pod: &Value, uid: &str) -> bool {
     pod.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -239,15 +253,7 @@ impl Controller {
         let suspended = job.pointer("/spec/suspend") == Some(&json!(true));
 
         if suspended {
-            for pod in &active {
-                let _ = store.delete(
-                    PODS,
-                    namespace,
-                    &s(pod, "/metadata/name"),
-                    Some("Background"),
-                    None,
-                );
-            }
+            delete_pods(&mut store, namespace, &active);
             if !has_condition(&job, "Suspended") {
                 conditions.retain(|c| c["type"] != "Suspended");
                 conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
@@ -269,15 +275,7 @@ impl Controller {
             status["active"] = json!(0);
             status["completionTime"] = json!(now());
         } else if failed > backoff_limit {
-            for pod in &active {
-                let _ = store.delete(
-                    PODS,
-                    namespace,
-                    &s(pod, "/metadata/name"),
-                    Some("Background"),
-                    None,
-                );
-            }
+            delete_pods(&mut store, namespace, &active);
             conditions.push(condition(
                 "FailureTarget",
                 "BackoffLimitExceeded",
@@ -367,15 +365,7 @@ impl Controller {
                 .into_iter()
                 .filter(|p| owned_by(p, &uid) && !terminal(p))
                 .collect();
-            for pod in pods {
-                let _ = store.delete(
-                    PODS,
-                    &namespace,
-                    &s(&pod, "/metadata/name"),
-                    Some("Background"),
-                    None,
-                );
-            }
+            delete_pods(&mut store, &namespace, &pods);
             let mut updated = (*job).clone();
             let mut conditions: Vec<Value> = job
                 .pointer("/status/conditions")

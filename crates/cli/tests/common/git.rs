@@ -177,10 +177,7 @@ impl Sshd {
         if sh("id", &["-u"], dir) == "0" {
             std::fs::create_dir_all("/run/sshd").unwrap();
         }
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = super::free_port();
         let config = dir.join("sshd_config");
         let log = dir.join("sshd.log");
         std::fs::write(
