@@ -40,18 +40,67 @@ pub struct ServeArgs {
     /// Allow jobs declared in namespace FROM to run builds in namespace TO (repeatable).
     #[arg(long = "allow-namespace", value_name = "FROM=TO", value_parser = NamespacePolicy::parse_pair)]
     allow_namespace: Vec<(String, String)>,
-    /// File holding the bearer token that may start builds; without it the API is
-    /// read-only.
+    /// File holding the bearer token that may start and cancel builds; without it the API
+    /// is read-only.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// URL of a build's log in the cluster's log store; `{namespace}`, `{pod}`, `{job}`,
+    /// `{build}`, `{start}` and `{end}` are replaced (a job's `log_url` overrides it).
+    #[arg(long, value_name = "TEMPLATE")]
+    log_url_template: Option<String>,
+    /// POST each build state as JSON to this URL (retried until delivered).
+    #[arg(long, value_name = "URL")]
+    notify_url: Option<String>,
+    /// Cancel the unfinished builds of a job whose ConfigMap is deleted [default: they
+    /// finish].
+    #[arg(long)]
+    cancel_on_delete: bool,
+    /// Namespace of the leader-election Lease [default: $POD_NAMESPACE, else `default`].
+    #[arg(long, value_name = "NS")]
+    lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kubeci-leader", value_name = "NAME")]
+    lease_name: String,
+    /// How long a leader holds its Lease without renewing it: how soon another replica
+    /// takes over from one that died.
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    lease_duration: String,
+    /// This replica's name in the Lease and in Events [default: $POD_NAME, else
+    /// $HOSTNAME-<pid>].
+    #[arg(long, value_name = "NAME")]
+    identity: Option<String>,
+}
+
+fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
+    kubeci_spec::duration::parse_duration(value)
+        .map(Duration::from_secs)
+        .map_err(|why| anyhow::anyhow!("{flag} {value}: {why}"))
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     if !args.kubernetes {
         bail!("choose an engine: --kubernetes");
     }
-    let pending_deadline = kubeci_spec::duration::parse_duration(&args.pending_deadline)
-        .map_err(|why| anyhow::anyhow!("--pending-deadline {}: {why}", args.pending_deadline))?;
+    let pending_deadline = duration_flag("--pending-deadline", &args.pending_deadline)?;
+    let lease_duration = duration_flag("--lease-duration", &args.lease_duration)?;
+    if lease_duration.is_zero() {
+        bail!("--lease-duration must be at least 1s");
+    }
+    let reporter: Option<Arc<dyn kubeci_engine::report::Reporter>> = match &args.notify_url {
+        Some(url) => Some(Arc::new(
+            kubeci_notify::WebhookReporter::new(url).context("--notify-url")?,
+        )),
+        None => None,
+    };
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeci".into()),
+                std::process::id()
+            )
+        })
+    });
     let token = match &args.token_file {
         Some(path) => {
             let token = std::fs::read_to_string(path)
@@ -81,8 +130,18 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             },
             ..LoadOptions::default()
         },
-        pending_deadline: Duration::from_secs(pending_deadline),
-        identity: std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeci".into()),
+        pending_deadline,
+        identity,
+        election: kubeci_k8s::Election {
+            namespace: args.lease_namespace.clone().unwrap_or_else(|| {
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into())
+            }),
+            name: args.lease_name.clone(),
+            lease_duration,
+        },
+        cancel_when_deleted: args.cancel_on_delete,
+        log_url_template: args.log_url_template.clone(),
+        resync: Duration::from_secs(1),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -94,7 +153,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .await
             .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
         let client = kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
-        let cluster = kubeci_k8s::Cluster::start(client, settings);
+        let cluster = kubeci_k8s::Cluster::start(client, settings, reporter);
         let app = kubeci_server::app(Arc::clone(&cluster), kubeci_server::Access { token });
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

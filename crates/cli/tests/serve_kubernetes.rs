@@ -4,136 +4,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::serve::{builds, http, job_names, json, seed, serve, wait, Kubeci, AUTHORIZED};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubeci_testkit::{FakeApiServer, PodBehaviour};
 use serde_json::Value;
-
-const TOKEN: &str = "a-test-token-of-some-length";
-
-struct Kubeci {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Kubeci {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `kubeci serve --kubernetes` against `server` and waits for /readyz.
-fn serve(server: &FakeApiServer) -> Kubeci {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let port = common::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
-        .args([
-            "serve",
-            "--kubernetes",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--token-file",
-            token.to_str().unwrap(),
-            "--pending-deadline",
-            "2s",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let kubeci = Kubeci {
-        child,
-        port,
-        _dir: dir,
-    };
-    wait("kubeci to be ready", || {
-        http(&kubeci, "GET", "/readyz", false).0 == 200
-    });
-    kubeci
-}
-
-/// One HTTP/1.1 request; (status, body).
-fn http(kubeci: &Kubeci, method: &str, path: &str, authorized: bool) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", kubeci.port)) else {
-        return (0, String::new());
-    };
-    let auth = if authorized {
-        format!("Authorization: Bearer {TOKEN}\r\n")
-    } else {
-        String::new()
-    };
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn json(kubeci: &Kubeci, path: &str) -> Value {
-    let (status, body) = http(kubeci, "GET", path, false);
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Polls `check` for up to 30 s.
-fn wait(what: &str, check: impl FnMut() -> bool) {
-    common::git::wait_for(Duration::from_secs(30), what, check);
-}
-
-fn seed() -> Value {
-    let text = std::fs::read_to_string(
-        common::repo_root().join("examples/seed/start-helm-test.configmap.yaml"),
-    )
-    .unwrap();
-    let documents = kubeci_spec::yaml::parse_stream(
-        &text,
-        &kubeci_spec::yaml::PosMap::Identity,
-        Default::default(),
-    )
-    .unwrap();
-    documents.into_iter().flatten().next().unwrap().to_json()
-}
-
-fn job_names(kubeci: &Kubeci) -> Vec<String> {
-    json(kubeci, "/api/v1/jobs")["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn builds(kubeci: &Kubeci, job: &str) -> Vec<Value> {
-    json(kubeci, &format!("/api/v1/jobs/default/{job}/builds"))["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_job_is_served_built_edited_and_removed() {
@@ -151,7 +30,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
         &kubeci,
         "POST",
         "/api/v1/jobs/default/start-helm-test/builds",
-        true,
+        &[AUTHORIZED],
     );
     assert_eq!(status, 201, "{body}");
     let created: Value = serde_json::from_str(&body).unwrap();
@@ -198,7 +77,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
         &kubeci,
         "POST",
         "/api/v1/jobs/default/start-helm-test/builds",
-        true,
+        &[AUTHORIZED],
     );
     assert_eq!(status, 201);
     let all = builds(&kubeci, "start-helm-test");
@@ -222,7 +101,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
         &kubeci,
         "POST",
         "/api/v1/jobs/default/start-helm-test/builds",
-        true,
+        &[AUTHORIZED],
     );
     assert_eq!(status, 404);
 }
@@ -238,7 +117,7 @@ async fn build_numbers_survive_restarts_and_deleted_jobs() {
                 &kubeci,
                 "POST",
                 "/api/v1/jobs/default/start-helm-test/builds",
-                true,
+                &[AUTHORIZED],
             );
             assert_eq!(status, 201, "{body}");
             assert_eq!(
@@ -259,7 +138,7 @@ async fn build_numbers_survive_restarts_and_deleted_jobs() {
         &kubeci,
         "POST",
         "/api/v1/jobs/default/start-helm-test/builds",
-        true,
+        &[AUTHORIZED],
     );
     assert_eq!(status, 201, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["number"], 3);
@@ -294,7 +173,7 @@ async fn invalid_jobs_are_shown_and_reported_and_never_built() {
         &kubeci,
         "POST",
         "/api/v1/jobs/default/start-helm-test/builds",
-        true,
+        &[AUTHORIZED],
     );
     assert_eq!(status, 422, "{body}");
     let events: Api<k8s_openapi::api::events::v1::Event> =
@@ -329,7 +208,7 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
             &kubeci,
             "POST",
             "/api/v1/jobs/default/start-helm-test/builds",
-            true,
+            &[AUTHORIZED],
         );
         assert_eq!(status, 201);
         wait("the build to finish", || {

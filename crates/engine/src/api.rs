@@ -2,7 +2,10 @@
 //! are the JSON of the REST API.
 
 use std::future::Future;
+use std::pin::Pin;
 
+use futures_core::Stream;
+use kubeci_render::BuildRequest;
 use serde::Serialize;
 
 use crate::build::BuildState;
@@ -35,8 +38,17 @@ pub struct BuildView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub trigger: Option<String>,
+    /// Who asked for it (manual builds) as the server authenticated them.
+    pub requested_by: Option<String>,
     pub commit: Option<String>,
+    pub pull_request: Option<u64>,
     pub spec_hash: Option<String>,
+    pub chart_version: Option<String>,
+    /// The commit statuses reported for it so far.
+    pub reported: Vec<&'static str>,
+    /// Its log in the cluster's log store (from `--log-url-template` or the job's `log_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
 }
 
 impl BuildView {
@@ -66,10 +78,72 @@ pub enum TriggerError {
         name: String,
         errors: String,
     },
+    /// The request was made before and its build has since been deleted. Not worth
+    /// retrying with the same key.
+    #[error("the build this request started before ({number}) has been deleted")]
+    Gone { number: u64 },
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
     Backend(String),
 }
+
+/// Why a build could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such build. Not worth retrying.
+    #[error("no build {number} of job {namespace}/{name}")]
+    NotFound {
+        namespace: String,
+        name: String,
+        number: u64,
+    },
+    /// It already finished. Not worth retrying.
+    #[error("build {number} of job {namespace}/{name} already finished ({state})")]
+    Finished {
+        namespace: String,
+        name: String,
+        number: u64,
+        state: &'static str,
+    },
+    /// The cluster refused or failed. Worth retrying.
+    #[error("the cluster failed: {0}")]
+    Backend(String),
+}
+
+/// Why a build's log cannot be streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// No such build, or it has no pod (yet, or any more). Not worth retrying now.
+    #[error("{0}")]
+    NotFound(String),
+    /// The cluster refused or failed. Worth retrying.
+    #[error("the cluster failed: {0}")]
+    Backend(String),
+}
+
+/// A build to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerRequest {
+    pub namespace: String,
+    pub name: String,
+    /// What to build; its `number` is assigned by the backend.
+    pub build: BuildRequest,
+    /// The request's identity: a request with a key seen before starts nothing new and
+    /// answers with the build the first one started (a retried API call, a redelivered
+    /// webhook, a cron time). `None`: always a new build.
+    pub key: Option<String>,
+}
+
+/// The build a trigger started, or had already started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triggered {
+    pub build: BuildView,
+    /// False when the request's key had started it before.
+    pub created: bool,
+}
+
+/// A log as it is written: chunks of bytes.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
 
 /// A backend as the server uses it.
 pub trait Backend: Send + Sync + 'static {
@@ -81,8 +155,22 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts a build of a job.
     fn trigger(
         &self,
+        request: TriggerRequest,
+    ) -> impl Future<Output = Result<Triggered, TriggerError>> + Send;
+    /// Cancels a build that has not finished; `by` is recorded as who cancelled it.
+    fn cancel(
+        &self,
         namespace: &str,
         name: &str,
-        requested_by: Option<String>,
-    ) -> impl Future<Output = Result<BuildView, TriggerError>> + Send;
+        number: u64,
+        by: &str,
+    ) -> impl Future<Output = Result<BuildView, CancelError>> + Send;
+    /// The log of a build's build step; `follow` keeps streaming until the step ends.
+    fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        follow: bool,
+    ) -> impl Future<Output = Result<LogStream, LogError>> + Send;
 }

@@ -85,4 +85,7 @@ pub struct BuildSummary {
     pub fully_reported: bool,
     /// When it finished (seconds since the Unix epoch).
     pub finished_at: Option<i64>,
+    /// Kubernetes is done with its Job (finished, or stopped by kubeci). A build whose
+    /// state is final but not settled (its pod cannot start) must still be stopped.
+    pub settled: bool,
 }

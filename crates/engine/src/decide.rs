@@ -21,16 +21,6 @@ pub fn builds_to_release(max_concurrency: Option<u32>, builds: &[BuildSummary]) 
     queued.into_iter().take(free).collect()
 }
 
-/// Whether a new build must wait in the queue (be created suspended).
-pub fn must_queue(max_concurrency: Option<u32>, builds: &[BuildSummary]) -> bool {
-    let Some(max) = max_concurrency else {
-        return false;
-    };
-    let waiting = builds.iter().any(|b| b.state == BuildState::Queued);
-    let active = builds.iter().filter(|b| b.state.is_active()).count();
-    waiting || active >= max as usize
-}
-
 /// What a new build is about, to find the builds it supersedes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -101,6 +91,7 @@ mod tests {
             branch: Some("main".into()),
             fully_reported: true,
             finished_at: Some(1_000),
+            settled: true,
         }
     }
 
@@ -122,13 +113,6 @@ mod tests {
         assert_eq!(builds_to_release(Some(2), &builds), [3]);
         assert_eq!(builds_to_release(Some(1), &builds), Vec::<u64>::new());
         assert_eq!(builds_to_release(None, &builds), [3, 4]);
-        assert!(must_queue(Some(1), &builds[..1]));
-        assert!(
-            must_queue(Some(5), &builds),
-            "a new build never overtakes queued ones"
-        );
-        assert!(!must_queue(Some(2), &builds[..1]));
-        assert!(!must_queue(None, &builds));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 pub mod api;
 pub mod build;
 pub mod decide;
+pub mod leader;
+pub mod ledger;
 pub mod observe;
+pub mod plan;
 pub mod report;
 pub mod schedule;
 

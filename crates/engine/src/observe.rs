@@ -5,7 +5,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kubeci_render::keys;
 
-use crate::build::BuildState;
+use crate::build::{BuildState, BuildSummary};
 
 /// Waiting reasons after which a pod will not start by itself in time: past the pending
 /// deadline, they fail the build with Kubernetes' own reason.
@@ -117,14 +117,23 @@ fn created_at(pod: &Pod) -> Option<i64> {
 /// The state of the build that `job` runs, given its pods, the time (seconds since the
 /// epoch) and how long a pod may stay unable to start.
 pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> BuildState {
-    let cancelled_by = annotation(job, keys::CANCELLED_BY).map(str::to_owned);
+    if condition(job, "Complete").is_some() {
+        return BuildState::Succeeded;
+    }
+    if let Some(by) = annotation(job, keys::CANCELLED_BY) {
+        return BuildState::Aborted {
+            by: Some(by.to_owned()).filter(|b| !b.is_empty()),
+        };
+    }
+    if let Some(error) = annotation(job, keys::ERROR) {
+        let (reason, message) = error.split_once(": ").unwrap_or((error, ""));
+        return BuildState::Error {
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+    }
     if let Some(failed) = condition(job, "Failed") {
         let reason = failed.reason.clone().unwrap_or_default();
-        if cancelled_by.is_some() {
-            return BuildState::Aborted {
-                by: cancelled_by.filter(|b| !b.is_empty()),
-            };
-        }
         if reason == "DeadlineExceeded" {
             return BuildState::Failed {
                 reason,
@@ -149,14 +158,6 @@ pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> 
         return BuildState::Failed {
             reason,
             message: failed.message.clone().unwrap_or_default(),
-        };
-    }
-    if condition(job, "Complete").is_some() {
-        return BuildState::Succeeded;
-    }
-    if cancelled_by.is_some() {
-        return BuildState::Aborted {
-            by: cancelled_by.filter(|b| !b.is_empty()),
         };
     }
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
@@ -192,6 +193,72 @@ pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> 
         }
         None => BuildState::Pending { message: None },
     }
+}
+
+/// The value of the [`keys::ERROR`] annotation that stops a build which cannot run.
+pub fn error_annotation(reason: &str, message: &str) -> String {
+    format!("{reason}: {message}")
+}
+
+/// Whether Kubernetes is done with the Job: it completed or failed, or kubeci stopped it
+/// (cancelled, or failed it because its pod could not start).
+pub fn is_settled(job: &Job) -> bool {
+    condition(job, "Complete").is_some()
+        || condition(job, "Failed").is_some()
+        || annotation(job, keys::FINISHED_AT).is_some()
+}
+
+/// When the build finished (seconds since the epoch), if it did.
+pub fn finished_at(job: &Job) -> Option<i64> {
+    let from_condition = ["Complete", "Failed"].iter().find_map(|kind| {
+        condition(job, kind)?
+            .last_transition_time
+            .as_ref()
+            .map(|t| t.0.as_second())
+    });
+    from_condition
+        .or_else(|| {
+            annotation(job, keys::FINISHED_AT)?
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_second())
+        })
+        .or_else(|| {
+            job.status
+                .as_ref()?
+                .completion_time
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+}
+
+/// What the engine needs of one build Job (`None` when it lacks kubeci's build label).
+/// `reporting` says whether builds must be reported before they may be deleted.
+pub fn summarize(
+    job: &Job,
+    pods: &[Pod],
+    now: i64,
+    pending_deadline: i64,
+    reporting: bool,
+) -> Option<BuildSummary> {
+    let number = job
+        .metadata
+        .labels
+        .as_ref()?
+        .get(keys::BUILD)?
+        .parse::<u64>()
+        .ok()?;
+    let state = build_state(job, pods, now, pending_deadline);
+    let reported = crate::report::parse_reported(annotation(job, keys::REPORTED));
+    Some(BuildSummary {
+        number,
+        pull_request: annotation(job, keys::PR).and_then(|p| p.parse().ok()),
+        branch: annotation(job, keys::BRANCH).map(str::to_owned),
+        fully_reported: !reporting || reported.iter().any(|r| r.is_final()),
+        finished_at: state.is_finished().then(|| finished_at(job)).flatten(),
+        settled: is_settled(job),
+        state,
+    })
 }
 
 #[cfg(test)]
@@ -332,6 +399,46 @@ mod tests {
         assert_eq!(
             build_state(&job(json!({})), &[], T0, 300),
             BuildState::Pending { message: None }
+        );
+    }
+
+    #[test]
+    fn a_build_kubeci_stopped_is_settled_with_its_reason_and_time() {
+        let stopped = job(json!({
+            "metadata": {"labels": {keys::BUILD: "4"}, "annotations": {
+                keys::ERROR: error_annotation("ErrImagePull", "no such image"),
+                keys::FINISHED_AT: "2026-11-23T10:05:00Z",
+                keys::REPORTED: "pending",
+            }},
+            "spec": {"suspend": true, "template": {}},
+        }));
+        let summary = summarize(&stopped, &[], T0 + 600, 300, true).unwrap();
+        assert_eq!(
+            summary.state,
+            BuildState::Error {
+                reason: "ErrImagePull".into(),
+                message: "no such image".into()
+            }
+        );
+        assert!(summary.settled);
+        assert_eq!(summary.finished_at, Some(T0 + 300));
+        assert!(!summary.fully_reported, "only `pending` was reported");
+        assert!(
+            summarize(&stopped, &[], T0, 300, false)
+                .unwrap()
+                .fully_reported
+        );
+
+        let mut late_cancel = conditions("Complete", "CompletionsReached");
+        late_cancel["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "bob"}});
+        assert_eq!(
+            build_state(&job(late_cancel), &[], T0, 300),
+            BuildState::Succeeded,
+            "a cancel that came after the end changes nothing"
+        );
+        assert!(
+            summarize(&job(json!({})), &[], T0, 300, true).is_none(),
+            "not a build"
         );
     }
 }

@@ -4,8 +4,53 @@
 //! a comma-separated list), so a restarted kubeci neither loses nor repeats a report.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use crate::build::BuildState;
+
+/// The build a report is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTarget {
+    pub namespace: String,
+    pub job: String,
+    pub number: u64,
+    /// The Job's name.
+    pub build_name: String,
+    pub trigger: Option<String>,
+    pub git_url: Option<String>,
+    pub commit: Option<String>,
+    pub pull_request: Option<u64>,
+    /// The build's page.
+    pub url: String,
+    /// The job's `ghprb.context`, if set.
+    pub context: Option<String>,
+}
+
+/// Why a report failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReportError {
+    pub message: String,
+    /// Worth trying again (a network failure, a 5xx, a rate limit); otherwise the report
+    /// is given up and recorded as such.
+    pub retryable: bool,
+    /// When the receiver said to come back (`Retry-After`, a rate-limit reset).
+    pub retry_after: Option<Duration>,
+}
+
+/// Where build states are reported (GitHub commit statuses, a notification endpoint).
+pub trait Reporter: Send + Sync + 'static {
+    /// Whether this build is reported at all (e.g. GitHub needs a commit).
+    fn wants(&self, target: &ReportTarget) -> bool;
+    fn report<'a>(
+        &'a self,
+        target: &'a ReportTarget,
+        state: CommitState,
+        description: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>>;
+}
 
 /// A GitHub commit status state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

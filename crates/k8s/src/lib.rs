@@ -1,35 +1,56 @@
 //! The Kubernetes backend: job discovery from ConfigMaps, builds as `batch/v1` Jobs.
 //!
 //! Everything lives in the cluster: jobs are ConfigMaps, builds are Jobs (their labels,
-//! annotations and status are the build record), build numbers are kept in a Lease per job
-//! updated with optimistic concurrency. A restarted kubeci rebuilds its view from watches.
+//! annotations and status are the build record), and each job's ledger (build counter,
+//! recent requests, last cron run) is a Lease updated with optimistic concurrency. A
+//! restarted kubeci rebuilds its view from watches. Every replica takes build requests;
+//! the leader (another Lease) does what must happen once: releasing queues, failing
+//! builds that cannot start, reporting, cron, retention, and building requests whose
+//! creator died.
 
+mod controller;
+mod discover;
 pub mod index;
+mod ledger;
+mod logs;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
-use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Recorder, Reporter as EventReporter};
 use kube::runtime::reflector::{reflector, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
-use kubeci_engine::api::{Backend, BuildView, JobView, TriggerError};
-use kubeci_engine::{decide, observe, BuildState, BuildSummary};
-use kubeci_render::{keys, BuildRequest, JobOrigin, RenderConfig};
-use kubeci_spec::{ConfigMapData, LoadOptions, Severity};
+use kubeci_engine::api::{
+    Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError, TriggerRequest,
+    Triggered,
+};
+use kubeci_engine::report::Reporter;
+use kubeci_engine::{decide, observe, BuildSummary};
+use kubeci_render::{keys, BuildRequest, JobOrigin, RenderConfig, Trigger};
+use kubeci_spec::{LoadOptions, LoadedJob, Severity};
+use tokio::sync::Notify;
 
 pub use index::JobIndex;
 
-/// The annotation of a job's Lease that holds its last build number.
-pub const LAST_BUILD_NUMBER: &str = "kubeci.io/last-build-number";
+/// Where and how replicas elect the leader.
+#[derive(Debug, Clone)]
+pub struct Election {
+    /// Namespace of the leader Lease.
+    pub namespace: String,
+    /// Name of the leader Lease.
+    pub name: String,
+    /// How long a leader holds the Lease without renewing it.
+    pub lease_duration: Duration,
+}
 
 /// How the backend watches and builds.
 #[derive(Debug, Clone)]
@@ -42,8 +63,18 @@ pub struct Settings {
     pub load: LoadOptions,
     /// How long a pod may be unable to start before its build fails.
     pub pending_deadline: Duration,
-    /// This replica's name, for the Events it records.
+    /// This replica's name: the leader Lease's holder and the Events' reporter.
     pub identity: String,
+    pub election: Election,
+    /// Cancel the running builds of a job whose ConfigMap is deleted (otherwise they
+    /// finish).
+    pub cancel_when_deleted: bool,
+    /// The log store's URL for a build; `{namespace}`, `{pod}`, `{job}`, `{build}`,
+    /// `{start}`, `{end}` are replaced.
+    pub log_url_template: Option<String>,
+    /// How often the leader looks at every build even when nothing changed (cron, TTLs,
+    /// pending deadlines).
+    pub resync: Duration,
 }
 
 impl Default for Settings {
@@ -55,14 +86,30 @@ impl Default for Settings {
             load: LoadOptions::default(),
             pending_deadline: Duration::from_secs(300),
             identity: "kubeci".into(),
+            election: Election {
+                namespace: "default".into(),
+                name: "kubeci-leader".into(),
+                lease_duration: Duration::from_secs(15),
+            },
+            cancel_when_deleted: false,
+            log_url_template: None,
+            resync: Duration::from_secs(1),
         }
     }
 }
 
-/// The Job and Pod caches of one watched scope (a namespace, or all).
+/// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
 struct Scope {
     jobs: Store<Job>,
     pods: Store<Pod>,
+    leases: Store<Lease>,
+}
+
+/// One build as the caches show it.
+pub(crate) struct BuildRecord {
+    pub job: Arc<Job>,
+    pub pods: Vec<Arc<Pod>>,
+    pub summary: BuildSummary,
 }
 
 /// The cluster as kubeci sees it.
@@ -72,6 +119,12 @@ pub struct Cluster {
     index: Arc<RwLock<JobIndex>>,
     scopes: Vec<Scope>,
     synced: Vec<Arc<AtomicBool>>,
+    reporter: Option<Arc<dyn Reporter>>,
+    /// Wakes the controller when a watched object changed.
+    changed: Arc<Notify>,
+    /// Until when (ms since the epoch) this replica surely holds the leader Lease.
+    leading_until: AtomicI64,
+    request_counter: AtomicU64,
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -92,33 +145,86 @@ where
     }
 }
 
-/// A flag set once `store` has its first complete list.
-fn ready_flag<K: kube::Resource + Clone + Send + Sync + 'static>(store: Store<K>) -> Arc<AtomicBool>
+/// Follows `api` into a cache; every change wakes `changed`. Returns the cache and a flag
+/// set once its first complete list is in.
+fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<K>, Arc<AtomicBool>)
 where
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    let (store, writer) = kube::runtime::reflector::store();
+    tokio::spawn(
+        reflector(writer, watcher::watcher(api, config).default_backoff()).for_each(move |_| {
+            changed.notify_one();
+            async {}
+        }),
+    );
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
+    let ready = store.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
+        if ready.wait_until_ready().await.is_ok() {
             set.store(true, Ordering::SeqCst);
         }
     });
-    flag
+    (store, flag)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn label<'a, K: kube::Resource>(object: &'a K, key: &str) -> Option<&'a str> {
+    object.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The name of job `job`'s ledger Lease.
+pub fn ledger_name(job: &str) -> String {
+    format!("kubeci-job-{job}")
+}
+
+/// Expands a log URL template for one build.
+pub fn log_url(template: &str, fields: &[(&str, &str)]) -> String {
+    let mut url = template.to_owned();
+    for (name, value) in fields {
+        let encoded: String = value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        url = url.replace(&format!("{{{name}}}"), &encoded);
+    }
+    url
+}
+
 impl Cluster {
-    /// Starts the watches; [`Cluster::ready`] tells when their first lists are in.
-    pub fn start(client: Client, settings: Settings) -> Arc<Cluster> {
+    /// Starts the watches and the controller; [`Cluster::ready`] tells when their first
+    /// lists are in. `reporter` receives build states (the leader reports each once).
+    pub fn start(
+        client: Client,
+        settings: Settings,
+        reporter: Option<Arc<dyn Reporter>>,
+    ) -> Arc<Cluster> {
         let index = Arc::new(RwLock::new(JobIndex::default()));
+        let changed = Arc::new(Notify::new());
         let mut synced = Vec::new();
         let recorder = Recorder::new(
             client.clone(),
-            Reporter {
+            EventReporter {
                 controller: "kubeci".into(),
                 instance: Some(settings.identity.clone()),
             },
@@ -127,157 +233,406 @@ impl Cluster {
             let flag = Arc::new(AtomicBool::new(false));
             synced.push(flag.clone());
             let config = watcher::Config::default().labels(&settings.selector);
-            tokio::spawn(discover(
+            tokio::spawn(discover::discover(
                 api,
                 config,
                 index.clone(),
                 settings.load.clone(),
                 recorder.clone(),
                 flag,
+                changed.clone(),
             ));
         }
+        let managed = format!("{}={}", keys::MANAGED_BY, keys::MANAGER);
         let mut scopes = Vec::new();
-        for (jobs_api, pods_api) in apis::<Job>(&client, &settings.namespaces)
-            .into_iter()
-            .zip(apis::<Pod>(&client, &settings.namespaces))
+        let job_apis = apis::<Job>(&client, &settings.namespaces);
+        let pod_apis = apis::<Pod>(&client, &settings.namespaces);
+        let lease_apis = apis::<Lease>(&client, &settings.namespaces);
+        for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis)
         {
-            let (jobs, jobs_writer) = kube::runtime::reflector::store();
-            let (pods, pods_writer) = kube::runtime::reflector::store();
-            let job_config = watcher::Config::default().labels(&format!(
-                "{}={}",
-                keys::MANAGED_BY,
-                keys::MANAGER
-            ));
-            let pod_config = watcher::Config::default().labels(keys::JOB);
-            tokio::spawn(
-                reflector(
-                    jobs_writer,
-                    watcher::watcher(jobs_api, job_config).default_backoff(),
-                )
-                .for_each(|_| async {}),
+            let (jobs, jobs_synced) = cache(
+                jobs_api,
+                watcher::Config::default().labels(&managed),
+                changed.clone(),
             );
-            tokio::spawn(
-                reflector(
-                    pods_writer,
-                    watcher::watcher(pods_api, pod_config).default_backoff(),
-                )
-                .for_each(|_| async {}),
+            let (pods, pods_synced) = cache(
+                pods_api,
+                watcher::Config::default().labels(keys::JOB),
+                changed.clone(),
             );
-            synced.push(ready_flag(jobs.clone()));
-            synced.push(ready_flag(pods.clone()));
-            scopes.push(Scope { jobs, pods });
+            let (leases, leases_synced) = cache(
+                leases_api,
+                watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
+                changed.clone(),
+            );
+            synced.extend([jobs_synced, pods_synced, leases_synced]);
+            scopes.push(Scope { jobs, pods, leases });
         }
-        Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             client,
             settings,
             index,
             scopes,
             synced,
-        })
+            reporter,
+            changed,
+            leading_until: AtomicI64::new(0),
+            request_counter: AtomicU64::new(0),
+        });
+        tokio::spawn(controller::elect(cluster.clone()));
+        tokio::spawn(controller::run(cluster.clone()));
+        cluster
     }
 
-    /// The builds of job `name` in `namespace`, from the caches.
-    fn build_records(&self, namespace: &str, name: &str) -> Vec<(Arc<Job>, BuildSummary)> {
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        now_ms() < self.leading_until.load(Ordering::SeqCst)
+    }
+
+    fn pending_deadline(&self) -> i64 {
+        i64::try_from(self.settings.pending_deadline.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Every build in the caches, by (namespace, job), newest first.
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
+        self.records(|_, _| true)
+    }
+
+    /// The builds of jobs for which `wanted(namespace, job)` holds, by (namespace, job),
+    /// newest first.
+    fn records(
+        &self,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> BTreeMap<(String, String), Vec<BuildRecord>> {
         let now = now();
-        let deadline = i64::try_from(self.settings.pending_deadline.as_secs()).unwrap_or(i64::MAX);
-        let mut records = Vec::new();
+        let reporting = self.reporter.is_some();
+        let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
         for scope in &self.scopes {
-            for job in scope.jobs.state() {
-                let labels = job.labels();
-                if job.namespace().as_deref() != Some(namespace)
-                    || labels.get(keys::JOB).map(String::as_str) != Some(name)
-                {
-                    continue;
-                }
-                let Some(number) = labels.get(keys::BUILD).and_then(|n| n.parse::<u64>().ok())
+            let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<Pod>>> = BTreeMap::new();
+            let pods = scope.pods.state();
+            for pod in &pods {
+                let (Some(job), Some(build)) =
+                    (label(&**pod, keys::JOB), label(&**pod, keys::BUILD))
                 else {
                     continue;
                 };
-                let pods: Vec<Pod> = scope
-                    .pods
-                    .state()
-                    .iter()
-                    .filter(|p| {
-                        p.namespace().as_deref() == Some(namespace)
-                            && p.labels().get(keys::JOB).map(String::as_str) == Some(name)
-                            && p.labels().get(keys::BUILD) == labels.get(keys::BUILD)
-                    })
-                    .map(|p| (**p).clone())
-                    .collect();
-                let state = observe::build_state(&job, &pods, now, deadline);
-                let annotations = job.annotations();
-                let reported = kubeci_engine::report::parse_reported(
-                    annotations.get(keys::REPORTED).map(String::as_str),
-                );
-                let summary = BuildSummary {
-                    number,
-                    pull_request: annotations.get(keys::PR).and_then(|p| p.parse().ok()),
-                    branch: annotations.get(keys::BRANCH).cloned(),
-                    fully_reported: reported.iter().any(|r| r.is_final()) || !state.is_finished(),
-                    finished_at: None,
-                    state,
+                let namespace = pod.namespace().unwrap_or_default();
+                if wanted(&namespace, job) {
+                    pods_by_build
+                        .entry((namespace, job, build))
+                        .or_default()
+                        .push(pod.clone());
+                }
+            }
+            for job in scope.jobs.state() {
+                let namespace = job.namespace().unwrap_or_default();
+                let (Some(name), Some(build)) =
+                    (label(&*job, keys::JOB), label(&*job, keys::BUILD))
+                else {
+                    continue;
                 };
-                records.push((job, summary));
+                if !wanted(&namespace, name) {
+                    continue;
+                }
+                let pods = pods_by_build
+                    .get(&(namespace.clone(), name, build))
+                    .cloned()
+                    .unwrap_or_default();
+                let owned: Vec<Pod> = pods.iter().map(|p| (**p).clone()).collect();
+                let Some(summary) =
+                    observe::summarize(&job, &owned, now, self.pending_deadline(), reporting)
+                else {
+                    continue;
+                };
+                let name = name.to_owned();
+                groups
+                    .entry((namespace, name))
+                    .or_default()
+                    .push(BuildRecord {
+                        job: job.clone(),
+                        pods,
+                        summary,
+                    });
             }
         }
-        records.sort_by_key(|(_, s)| std::cmp::Reverse(s.number));
-        records
+        for records in groups.values_mut() {
+            records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+        }
+        groups
     }
 
-    /// Takes the next build number of a job, counting in its Lease with optimistic
-    /// concurrency: concurrent replicas never get the same number.
-    async fn allocate_number(
+    /// The builds of job `name` in `namespace`, newest first.
+    pub(crate) fn build_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
+        self.records(|ns, job| ns == namespace && job == name)
+            .into_values()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// The ledger Lease of a job, from the cache.
+    pub(crate) fn cached_ledger(&self, namespace: &str, job: &str) -> Option<Arc<Lease>> {
+        let name = ledger_name(job);
+        self.scopes.iter().find_map(|scope| {
+            scope
+                .leases
+                .state()
+                .into_iter()
+                .find(|l| l.namespace().as_deref() == Some(namespace) && l.name_any() == name)
+        })
+    }
+
+    /// Every ledger Lease in the caches.
+    pub(crate) fn cached_ledgers(&self) -> Vec<Arc<Lease>> {
+        self.scopes
+            .iter()
+            .flat_map(|scope| scope.leases.state())
+            .collect()
+    }
+
+    /// The valid job `name` in `namespace`, or why it cannot build.
+    fn declared(&self, namespace: &str, name: &str) -> Result<LoadedJob, TriggerError> {
+        let index = self.index.read().expect("the index lock");
+        if let Some(job) = index.find(namespace, name) {
+            return Ok(job.clone());
+        }
+        Err(match index.find_any(namespace, name) {
+            Some(invalid) => TriggerError::Invalid {
+                namespace: namespace.into(),
+                name: name.into(),
+                errors: invalid
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+            None => TriggerError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        })
+    }
+
+    /// A jobs' declaration, valid or not (for its policy), by (namespace, name).
+    pub(crate) fn declared_jobs(&self) -> BTreeMap<(String, String), LoadedJob> {
+        let index = self.index.read().expect("the index lock");
+        index
+            .all()
+            .filter(|j| j.job.is_some())
+            .filter_map(|j| Some(((j.namespace.clone(), j.name.clone()?), j.clone())))
+            .collect()
+    }
+
+    /// Creates the Job of build `request` of `loaded` (queued when the job is at its
+    /// concurrency limit). A Job that exists already is the one wanted: a retried create is
+    /// harmless.
+    pub(crate) async fn create_build(
+        &self,
+        loaded: &LoadedJob,
+        request: &BuildRequest,
+    ) -> Result<Job, TriggerError> {
+        let job = loaded.job.as_ref().expect("a declared job is valid");
+        let mut rendered =
+            kubeci_render::render(job, &JobOrigin::of(loaded), request, &self.settings.render)
+                .map_err(|e| TriggerError::Invalid {
+                    namespace: loaded.namespace.clone(),
+                    name: job.name.clone(),
+                    errors: e.to_string(),
+                })?;
+        // A job with a concurrency limit queues every build: the leader releases them in
+        // order, so the limit holds however many replicas take requests at once.
+        if job.max_concurrency.is_some() {
+            if let Some(spec) = rendered.spec.as_mut() {
+                spec.suspend = Some(true);
+            }
+        }
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
+        match jobs.create(&PostParams::default(), &rendered).await {
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(status)) if status.code == 409 => jobs
+                .get(&rendered.name_any())
+                .await
+                .map_err(|e| TriggerError::Backend(e.to_string())),
+            Err(e) => Err(TriggerError::Backend(e.to_string())),
+        }
+    }
+
+    /// Stops a build: suspends its Job (Kubernetes deletes its pod) and records why and
+    /// when on it.
+    pub(crate) async fn stop(
         &self,
         namespace: &str,
-        job: &str,
-        present: &[BuildSummary],
-    ) -> Result<u64, kube::Error> {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
-        let name = format!("kubeci-job-{job}");
-        loop {
-            match leases.get_opt(&name).await? {
-                None => {
-                    let number = decide::next_build_number(None, present);
-                    let lease: Lease = serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": name, "labels": {keys::MANAGED_BY: keys::MANAGER, keys::JOB: job}, "annotations": {LAST_BUILD_NUMBER: number.to_string()}},
-                    }))
-                    .expect("a valid Lease");
-                    match leases.create(&PostParams::default(), &lease).await {
-                        Ok(_) => return Ok(number),
-                        Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(mut lease) => {
-                    let counter = lease
-                        .annotations()
-                        .get(LAST_BUILD_NUMBER)
-                        .and_then(|n| n.parse().ok());
-                    let number = decide::next_build_number(counter, present);
-                    lease
-                        .annotations_mut()
-                        .insert(LAST_BUILD_NUMBER.into(), number.to_string());
-                    match leases.replace(&name, &PostParams::default(), &lease).await {
-                        Ok(_) => return Ok(number),
-                        Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
+        job_name: &str,
+        annotations: serde_json::Value,
+    ) -> Result<Job, kube::Error> {
+        let mut annotations = annotations;
+        annotations[keys::FINISHED_AT] = jiff::Timestamp::now().to_string().into();
+        let patch = serde_json::json!({
+            "metadata": {"annotations": annotations},
+            "spec": {"suspend": true},
+        });
+        Api::<Job>::namespaced(self.client.clone(), namespace)
+            .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
     }
 
-    fn view(job: &Job, summary: &BuildSummary) -> BuildView {
+    fn view(&self, job: &Job, pods: &[Arc<Pod>], summary: &BuildSummary) -> BuildView {
         let (state, message) = BuildView::describe(&summary.state);
         let annotations = job.annotations();
+        let namespace = job.namespace().unwrap_or_default();
+        let job_name = label(job, keys::JOB).unwrap_or_default();
+        let declared_url = {
+            let index = self.index.read().expect("the index lock");
+            index
+                .find(&namespace, job_name)
+                .and_then(|j| j.job.as_ref()?.log_url.clone())
+        };
+        let template = declared_url.or_else(|| self.settings.log_url_template.clone());
+        let log_url = template.map(|template| {
+            let pod = pods.first().map(|p| p.name_any()).unwrap_or_default();
+            let start = job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            let end = observe::finished_at(job)
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "now".into());
+            let number = summary.number.to_string();
+            log_url(
+                &template,
+                &[
+                    ("namespace", &namespace),
+                    ("pod", &pod),
+                    ("job", job_name),
+                    ("build", &number),
+                    ("start", &start),
+                    ("end", &end),
+                ],
+            )
+        });
         BuildView {
             number: summary.number,
             name: job.name_any(),
             state,
             message,
             trigger: annotations.get(keys::TRIGGER).cloned(),
+            requested_by: annotations.get(keys::REQUESTED_BY).cloned(),
             commit: annotations.get(keys::COMMIT).cloned(),
+            pull_request: summary.pull_request,
             spec_hash: annotations.get(keys::SPEC_HASH).cloned(),
+            chart_version: annotations.get(keys::CHART_VERSION).cloned(),
+            reported: kubeci_engine::report::parse_reported(
+                annotations.get(keys::REPORTED).map(String::as_str),
+            )
+            .into_iter()
+            .map(|s| s.as_str())
+            .collect(),
+            log_url,
+        }
+    }
+
+    fn fresh_view(&self, job: &Job) -> BuildView {
+        let reporting = self.reporter.is_some();
+        let summary = observe::summarize(job, &[], now(), self.pending_deadline(), reporting)
+            .unwrap_or(BuildSummary {
+                number: 0,
+                state: kubeci_engine::BuildState::Pending { message: None },
+                pull_request: None,
+                branch: None,
+                fully_reported: true,
+                finished_at: None,
+                settled: false,
+            });
+        self.view(job, &[], &summary)
+    }
+
+    /// A key for a request that brought none: unique to this replica and moment.
+    fn unique_key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.settings.identity,
+            jiff::Timestamp::now().as_nanosecond(),
+            self.request_counter.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// Starts build `build` of job `name`, once per `key`; a cron build also records its
+    /// time (`cron_run`) in the same ledger write.
+    pub(crate) async fn start_build(
+        &self,
+        namespace: &str,
+        name: &str,
+        build: BuildRequest,
+        key: String,
+        cron_run: Option<i64>,
+    ) -> Result<Triggered, TriggerError> {
+        let loaded = self.declared(namespace, name)?;
+        let present: Vec<BuildSummary> = self
+            .build_records(namespace, name)
+            .into_iter()
+            .map(|r| r.summary)
+            .collect();
+        let (allocation, to_create) =
+            ledger::allocate(self, namespace, name, &key, &present, build, cron_run)
+                .await
+                .map_err(|e| TriggerError::Backend(e.to_string()))?;
+        let job = match to_create {
+            Some(request) => {
+                let created = self.create_build(&loaded, &request).await?;
+                if allocation.fresh {
+                    self.cancel_superseded(&loaded, &request).await;
+                }
+                created
+            }
+            // A retry of a request whose build exists (or existed).
+            None => Api::<Job>::namespaced(self.client.clone(), namespace)
+                .get_opt(&kubeci_render::build_name(name, allocation.number))
+                .await
+                .map_err(|e| TriggerError::Backend(e.to_string()))?
+                .ok_or(TriggerError::Gone {
+                    number: allocation.number,
+                })?,
+        };
+        self.changed.notify_one();
+        Ok(Triggered {
+            build: self.fresh_view(&job),
+            created: allocation.fresh,
+        })
+    }
+
+    /// Cancels the unfinished builds that build `number` supersedes.
+    async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
+        let job = loaded.job.as_ref().expect("a declared job is valid");
+        let subject = match (request.trigger, &request.pull_request) {
+            (Trigger::PullRequest | Trigger::Comment, Some(pr)) => {
+                decide::Subject::PullRequest(pr.number)
+            }
+            (Trigger::Push, _) => match request.branch.clone().or_else(|| job.git.branch.clone()) {
+                Some(branch) => decide::Subject::Branch(branch),
+                None => return,
+            },
+            _ => return,
+        };
+        if !job.cancels_superseded() {
+            return;
+        }
+        let present: Vec<BuildSummary> = self
+            .build_records(&loaded.namespace, &job.name)
+            .into_iter()
+            .map(|r| r.summary)
+            .collect();
+        for number in decide::superseded_builds(&subject, request.number, &present) {
+            let by = format!("kubeci (superseded by build {})", request.number);
+            if let Err(e) = self.cancel(&loaded.namespace, &job.name, number, &by).await {
+                eprintln!(
+                    "kubeci: cannot cancel superseded build {number} of {}/{}: {e}",
+                    loaded.namespace, job.name
+                );
+            }
         }
     }
 }
@@ -327,191 +682,86 @@ impl Backend for Cluster {
         Some(
             records
                 .iter()
-                .map(|(job, summary)| Cluster::view(job, summary))
+                .map(|r| self.view(&r.job, &r.pods, &r.summary))
                 .collect(),
         )
     }
 
-    async fn trigger(
+    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
+        let key = request.key.unwrap_or_else(|| self.unique_key());
+        self.start_build(&request.namespace, &request.name, request.build, key, None)
+            .await
+    }
+
+    async fn cancel(
         &self,
         namespace: &str,
         name: &str,
-        requested_by: Option<String>,
-    ) -> Result<BuildView, TriggerError> {
-        let loaded = {
-            let index = self.index.read().expect("the index lock");
-            match index.find(namespace, name) {
-                Some(job) => job.clone(),
-                None => {
-                    return Err(match index.find_any(namespace, name) {
-                        Some(invalid) => TriggerError::Invalid {
-                            namespace: namespace.into(),
-                            name: name.into(),
-                            errors: invalid
-                                .diagnostics
-                                .iter()
-                                .filter(|d| d.severity == Severity::Error)
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        },
-                        None => TriggerError::NotFound {
-                            namespace: namespace.into(),
-                            name: name.into(),
-                        },
-                    })
-                }
-            }
-        };
-        let present: Vec<BuildSummary> = self
-            .build_records(namespace, name)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
-        let number = self
-            .allocate_number(namespace, name, &present)
-            .await
-            .map_err(|e| TriggerError::Backend(e.to_string()))?;
-        let request = BuildRequest {
-            requested_by,
-            ..BuildRequest::manual(number)
-        };
-        let job = loaded.job.as_ref().expect("a found job is valid");
-        let rendered = kubeci_render::render(
-            job,
-            &JobOrigin::of(&loaded),
-            &request,
-            &self.settings.render,
-        )
-        .map_err(|e| TriggerError::Backend(e.to_string()))?;
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
-        let created = match jobs.create(&PostParams::default(), &rendered).await {
-            Ok(created) => created,
-            // A retried create of the same build: it exists, which is all that was wanted.
-            Err(kube::Error::Api(status)) if status.code == 409 => jobs
-                .get(&rendered.name_any())
-                .await
-                .map_err(|e| TriggerError::Backend(e.to_string()))?,
-            Err(e) => return Err(TriggerError::Backend(e.to_string())),
-        };
-        let summary = BuildSummary {
+        number: u64,
+        by: &str,
+    ) -> Result<BuildView, CancelError> {
+        let not_found = || CancelError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
             number,
-            state: BuildState::Pending { message: None },
-            pull_request: None,
-            branch: job.git.branch.clone(),
-            fully_reported: true,
-            finished_at: None,
         };
-        Ok(Cluster::view(&created, &summary))
-    }
-}
-
-/// Follows job ConfigMaps into the index; invalid ones get a Warning Event. A relist
-/// (after 410 Gone) drops the ConfigMaps deleted while the watch was down.
-async fn discover(
-    api: Api<ConfigMap>,
-    config: watcher::Config,
-    index: Arc<RwLock<JobIndex>>,
-    options: LoadOptions,
-    recorder: Recorder,
-    synced: Arc<AtomicBool>,
-) {
-    let mut listed: Option<Vec<index::ConfigMapKey>> = None;
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(event) = stream.next().await {
-        let Ok(event) = event else { continue };
-        let cm = match event {
-            Event::Init => {
-                listed = Some(Vec::new());
-                continue;
-            }
-            Event::InitDone => {
-                if let Some(present) = listed.take() {
-                    index.write().expect("the index lock").retain(&present);
-                }
-                synced.store(true, Ordering::SeqCst);
-                continue;
-            }
-            Event::Delete(cm) => {
-                index
-                    .write()
-                    .expect("the index lock")
-                    .remove(&cm.namespace().unwrap_or_default(), &cm.name_any());
-                continue;
-            }
-            Event::InitApply(cm) | Event::Apply(cm) => cm,
-        };
-        let namespace = cm.namespace().unwrap_or_default();
-        let name = cm.name_any();
-        if let Some(present) = listed.as_mut() {
-            present.push(index::ConfigMapKey {
-                namespace: namespace.clone(),
-                name: name.clone(),
+        let records = self.build_records(namespace, name);
+        let record = records
+            .iter()
+            .find(|r| r.summary.number == number)
+            .ok_or_else(not_found)?;
+        if record.summary.state.is_finished() {
+            return Err(CancelError::Finished {
+                namespace: namespace.into(),
+                name: name.into(),
+                number,
+                state: record.summary.state.name(),
             });
         }
-        let empty = BTreeMap::new();
-        let data = cm.data.as_ref().unwrap_or(&empty);
-        let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
-        let change = index.write().expect("the index lock").upsert(
-            ConfigMapData {
-                namespace: &namespace,
-                name: &name,
-                labels,
-                data,
-            },
-            cm.resource_version().as_deref().unwrap_or(""),
-            &options,
-        );
-        if change == (index::Change::Updated { errors: true }) {
-            report_invalid(&index, &recorder, &cm, &namespace, &name).await;
-        }
+        let stopped = self
+            .stop(
+                namespace,
+                &record.job.name_any(),
+                serde_json::json!({ keys::CANCELLED_BY: by }),
+            )
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(status) if status.code == 404 => not_found(),
+                e => CancelError::Backend(e.to_string()),
+            })?;
+        self.changed.notify_one();
+        let summary = observe::summarize(
+            &stopped,
+            &[],
+            now(),
+            self.pending_deadline(),
+            self.reporter.is_some(),
+        )
+        .unwrap_or_else(|| record.summary.clone());
+        Ok(self.view(&stopped, &record.pods, &summary))
     }
-}
 
-async fn report_invalid(
-    index: &Arc<RwLock<JobIndex>>,
-    recorder: &Recorder,
-    cm: &ConfigMap,
-    namespace: &str,
-    name: &str,
-) {
-    let message: String = {
-        let index = index.read().expect("the index lock");
-        let found = index
-            .all()
-            .find(|j| {
-                j.configmap
-                    .as_ref()
-                    .is_some_and(|c| c.namespace == namespace && c.name == name)
-            })
-            .map(|j| {
-                j.diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
-        found.unwrap_or_default()
-    };
-    eprintln!("kubeci: ConfigMap {namespace}/{name} has an invalid job: {message}");
-    let reference = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("ConfigMap".into()),
-        name: Some(name.into()),
-        namespace: Some(namespace.into()),
-        uid: cm.uid(),
-        ..ObjectReference::default()
-    };
-    let note: String = message.chars().take(1000).collect();
-    let event = KubeEvent {
-        type_: EventType::Warning,
-        reason: "InvalidJob".into(),
-        note: Some(note),
-        action: "Validate".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &reference).await {
-        eprintln!("kubeci: cannot record an Event on ConfigMap {namespace}/{name}: {e}");
+    async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        follow: bool,
+    ) -> Result<LogStream, LogError> {
+        let records = self.build_records(namespace, name);
+        let record = records
+            .iter()
+            .find(|r| r.summary.number == number)
+            .ok_or_else(|| {
+                LogError::NotFound(format!("no build {number} of job {namespace}/{name}"))
+            })?;
+        let pod = record.pods.first().ok_or_else(|| {
+            LogError::NotFound(format!(
+                "build {number} of job {namespace}/{name} has no pod ({})",
+                record.summary.state
+            ))
+        })?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        Ok(logs::stream(pods, pod.name_any(), follow))
     }
 }

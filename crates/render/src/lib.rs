@@ -45,6 +45,10 @@ pub mod keys {
     pub const CANCELLED_BY: &str = "kubeci.io/cancelled-by";
     /// The commit statuses already reported for the build, comma-separated.
     pub const REPORTED: &str = "kubeci.io/reported";
+    /// Why kubeci stopped a build that could not run (`Reason: message`, Kubernetes' words).
+    pub const ERROR: &str = "kubeci.io/error";
+    /// When kubeci stopped (cancelled or failed) a build, RFC 3339.
+    pub const FINISHED_AT: &str = "kubeci.io/finished-at";
 }
 
 /// Paths inside the build pod.
@@ -97,7 +101,8 @@ impl Default for RenderConfig {
 }
 
 /// What started a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     Manual,
     PullRequest,
@@ -119,7 +124,7 @@ impl Trigger {
 }
 
 /// The pull request a build tests.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PullRequest {
     pub number: u64,
     pub author: Option<String>,
@@ -128,7 +133,7 @@ pub struct PullRequest {
 }
 
 /// One build to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildRequest {
     /// The build number, unique and increasing per job, from 1.
     pub number: u64,
@@ -251,7 +256,10 @@ pub fn render(
                 .transpose()
         };
     let deadline = duration("timeout", &job.timeout)?;
-    let ttl = duration(
+    // Checked here so a bad value fails the build request; kubeci itself deletes expired
+    // builds (never one whose final state is not reported yet), so the Job carries no
+    // `ttlSecondsAfterFinished`.
+    duration(
         "retention.ttl",
         &job.retention.as_ref().and_then(|r| r.ttl.clone()),
     )?;
@@ -354,7 +362,6 @@ pub fn render(
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: deadline,
-            ttl_seconds_after_finished: ttl.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use kubeci_engine::api::{Backend, TriggerError};
+use kubeci_engine::api::{Backend, CancelError, LogError, TriggerError, TriggerRequest, Triggered};
+use kubeci_render::BuildRequest;
 use serde_json::json;
 
 /// Who may start builds.
@@ -53,6 +55,18 @@ pub fn app<B: Backend>(backend: Arc<B>, access: Access) -> Router {
             "/api/v1/jobs/{namespace}/{name}/builds",
             get(builds::<B>).post(trigger::<B>),
         )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}",
+            get(build::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/cancel",
+            post(cancel::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/log",
+            get(log::<B>),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
         .with_state(state)
 }
@@ -73,53 +87,110 @@ async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     Json(json!({"items": state.backend.jobs()})).into_response()
 }
 
+fn job_not_found(namespace: &str, name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "job-not-found",
+        format!("no job {namespace}/{name}"),
+    )
+}
+
 async fn builds<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     match state.backend.builds(&namespace, &name) {
         Some(builds) => Json(json!({"items": builds})).into_response(),
+        None => job_not_found(&namespace, &name),
+    }
+}
+
+async fn build<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name, number)): Path<(String, String, u64)>,
+) -> Response {
+    let Some(builds) = state.backend.builds(&namespace, &name) else {
+        return job_not_found(&namespace, &name);
+    };
+    match builds.into_iter().find(|b| b.number == number) {
+        Some(build) => Json(build).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
-            "job-not-found",
-            format!("no job {namespace}/{name}"),
+            "build-not-found",
+            format!("no build {number} of job {namespace}/{name}"),
         ),
     }
 }
+
+/// Why an action is refused: (status, code, message).
+type Refusal = (StatusCode, &'static str, &'static str);
+
+/// Who is acting, or why they may not.
+fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
+    let Some(token) = &access.token else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "actions-disabled",
+            "actions need the server to be given a token (--token-file)",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
+            Ok("api".into())
+        }
+        Some(_) => Err((StatusCode::FORBIDDEN, "forbidden", "the token is not valid")),
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LENGTH: usize = 200;
 
 async fn trigger<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = &state.access.token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "actions-disabled",
-            "starting builds needs the server to be given a token (--token-file)",
-        );
+    let who = match authorize(&state.access, &headers) {
+        Ok(who) => who,
+        Err((status, code, message)) => return error(status, code, message),
     };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {}
-        Some(_) => return error(StatusCode::FORBIDDEN, "forbidden", "the token is not valid"),
-        None => {
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_KEY_LENGTH => {
+            Some(format!("api:{key}"))
+        }
+        Some(_) => {
             return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send `Authorization: Bearer <token>`",
+                StatusCode::BAD_REQUEST,
+                "bad-idempotency-key",
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters"),
             )
         }
-    }
-    match state
-        .backend
-        .trigger(&namespace, &name, Some("api".into()))
-        .await
-    {
-        Ok(build) => (StatusCode::CREATED, Json(build)).into_response(),
+    };
+    let request = TriggerRequest {
+        namespace,
+        name,
+        build: BuildRequest {
+            requested_by: Some(who),
+            ..BuildRequest::manual(0)
+        },
+        key,
+    };
+    match state.backend.trigger(request).await {
+        Ok(Triggered {
+            build,
+            created: true,
+        }) => (StatusCode::CREATED, Json(build)).into_response(),
+        Ok(Triggered { build, .. }) => (StatusCode::OK, Json(build)).into_response(),
         Err(e @ TriggerError::NotFound { .. }) => {
             error(StatusCode::NOT_FOUND, "job-not-found", e.to_string())
         }
@@ -128,7 +199,65 @@ async fn trigger<B: Backend>(
             "job-invalid",
             e.to_string(),
         ),
+        Err(e @ TriggerError::Gone { .. }) => error(StatusCode::GONE, "build-gone", e.to_string()),
         Err(e @ TriggerError::Backend(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend-failed",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn cancel<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name, number)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match authorize(&state.access, &headers) {
+        Ok(who) => who,
+        Err((status, code, message)) => return error(status, code, message),
+    };
+    match state.backend.cancel(&namespace, &name, number, &who).await {
+        Ok(build) => Json(build).into_response(),
+        Err(e @ CancelError::NotFound { .. }) => {
+            error(StatusCode::NOT_FOUND, "build-not-found", e.to_string())
+        }
+        Err(e @ CancelError::Finished { .. }) => {
+            error(StatusCode::CONFLICT, "build-finished", e.to_string())
+        }
+        Err(e @ CancelError::Backend(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend-failed",
+            e.to_string(),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn log<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name, number)): Path<(String, String, u64)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    match state
+        .backend
+        .log(&namespace, &name, number, query.follow)
+        .await
+    {
+        Ok(stream) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-content-type-options", "nosniff")
+            .body(Body::from_stream(stream))
+            .expect("a valid response"),
+        Err(e @ LogError::NotFound(_)) => {
+            error(StatusCode::NOT_FOUND, "log-not-found", e.to_string())
+        }
+        Err(e @ LogError::Backend(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "backend-failed",
             e.to_string(),
@@ -156,27 +285,52 @@ mod tests {
         fn builds(&self, _: &str, name: &str) -> Option<Vec<BuildView>> {
             (name == "demo").then(Vec::new)
         }
-        async fn trigger(
+        async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
+            if request.name != "demo" {
+                return Err(TriggerError::NotFound {
+                    namespace: request.namespace,
+                    name: request.name,
+                });
+            }
+            Ok(Triggered {
+                build: BuildView {
+                    number: 1,
+                    name: "demo-1".into(),
+                    state: "pending",
+                    message: None,
+                    trigger: Some("manual".into()),
+                    requested_by: request.build.requested_by,
+                    commit: None,
+                    pull_request: None,
+                    spec_hash: None,
+                    chart_version: None,
+                    reported: Vec::new(),
+                    log_url: None,
+                },
+                created: request.key.is_none(),
+            })
+        }
+        async fn cancel(
             &self,
             namespace: &str,
             name: &str,
-            _: Option<String>,
-        ) -> Result<BuildView, TriggerError> {
-            if name != "demo" {
-                return Err(TriggerError::NotFound {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                });
-            }
-            Ok(BuildView {
-                number: 1,
-                name: "demo-1".into(),
-                state: "pending",
-                message: None,
-                trigger: Some("manual".into()),
-                commit: None,
-                spec_hash: None,
+            number: u64,
+            _: &str,
+        ) -> Result<BuildView, CancelError> {
+            Err(CancelError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+                number,
             })
+        }
+        async fn log(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: bool,
+        ) -> Result<kubeci_engine::api::LogStream, LogError> {
+            Err(LogError::NotFound("no log".into()))
         }
     }
 
@@ -231,8 +385,24 @@ mod tests {
         );
         let (status, body) = call(open(), "POST", uri, Some("s3cret")).await;
         assert_eq!(
-            (status, body["number"].as_u64()),
-            (StatusCode::CREATED, Some(1))
+            (
+                status,
+                body["number"].as_u64(),
+                body["requested_by"].as_str()
+            ),
+            (StatusCode::CREATED, Some(1), Some("api"))
+        );
+        assert_eq!(
+            call(
+                open(),
+                "POST",
+                "/api/v1/jobs/default/demo/builds/1/cancel",
+                None
+            )
+            .await
+            .0,
+            StatusCode::UNAUTHORIZED,
+            "cancelling needs the token too"
         );
         let (status, body) = call(
             open(),

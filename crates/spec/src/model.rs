@@ -203,8 +203,8 @@ pub struct Retention {
     /// Keep at most this many finished builds of the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
-    /// Delete a finished build after this long, e.g. `7d` (the Job's
-    /// `ttlSecondsAfterFinished`).
+    /// Delete a finished build after this long, e.g. `7d` (done by kubeci, never before
+    /// the build's final state is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
 }

@@ -37,6 +37,10 @@ pub struct Faults {
     pub latency: Duration,
     /// Responses to give instead of serving: (status, Retry-After seconds).
     pub responses: VecDeque<(u16, Option<u64>)>,
+    /// Requests with this (verb, resource) wait until released.
+    pub hold: Option<(String, String)>,
+    /// How many requests are waiting.
+    pub held: usize,
 }
 
 /// State shared by every connection.
@@ -48,6 +52,8 @@ pub struct Shared {
     pub watch_epoch: Mutex<CancellationToken>,
     pub address: String,
     pub bookmark_interval: Duration,
+    /// Bumped to release held requests; the value says whether they proceed.
+    pub release: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 type Reply = Response<Body>;
@@ -181,9 +187,40 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned(),
-        verb: verb_name,
-        resource: resource_name,
+        verb: verb_name.clone(),
+        resource: resource_name.clone(),
     });
+    let held = {
+        let mut faults = shared.faults.lock().expect("lock");
+        let held = faults
+            .hold
+            .as_ref()
+            .is_some_and(|(verb, resource)| *verb == verb_name && *resource == resource_name);
+        if held {
+            faults.held += 1;
+        }
+        held
+    };
+    if held {
+        let mut release = shared.release.subscribe();
+        let generation = release.borrow().0;
+        let proceed = loop {
+            let (current, proceed) = *release.borrow_and_update();
+            if current != generation {
+                break proceed;
+            }
+            if release.changed().await.is_err() {
+                break false;
+            }
+        };
+        if !proceed {
+            return Ok(error_reply(&ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "the request was held and dropped before it was served",
+            )));
+        }
+    }
     let (latency, injected) = {
         let mut faults = shared.faults.lock().expect("lock");
         (faults.latency, faults.responses.pop_front())

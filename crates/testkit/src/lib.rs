@@ -100,6 +100,7 @@ impl FakeApiServer {
             watch_epoch: Mutex::new(CancellationToken::new()),
             address: address.to_string(),
             bookmark_interval: options.bookmark_interval,
+            release: tokio::sync::watch::channel((0, false)).0,
         });
         let serving = tokio::spawn(accept_loop(listener, shared.clone()));
         let simulation = options
@@ -187,6 +188,29 @@ impl FakeApiServer {
     /// Forgets the watch history: resuming from an earlier resourceVersion gets 410 Gone.
     pub fn compact(&self) {
         self.store().compact();
+    }
+
+    /// Makes requests with `verb` on `resource` (e.g. `create`, `jobs`) wait until
+    /// [`FakeApiServer::release`]: a request that reached the server and is not served yet.
+    pub fn hold(&self, verb: &str, resource: &str) {
+        let mut faults = self.shared.faults.lock().expect("lock");
+        faults.hold = Some((verb.to_owned(), resource.to_owned()));
+        faults.held = 0;
+    }
+
+    /// How many requests were held since [`FakeApiServer::hold`].
+    pub fn held(&self) -> usize {
+        self.shared.faults.lock().expect("lock").held
+    }
+
+    /// Stops holding; held requests are served (`proceed`) or fail with 503 as if they
+    /// never reached storage.
+    pub fn release(&self, proceed: bool) {
+        self.shared.faults.lock().expect("lock").hold = None;
+        self.shared.release.send_modify(|(generation, p)| {
+            *generation += 1;
+            *p = proceed;
+        });
     }
 
     /// Stops listening and drops every connection: the server is gone.

@@ -629,14 +629,19 @@ impl Kubelet {
         if !self.scheduled() || !self.running() {
             return;
         }
-        // The container has started: its log exists, even before its first line.
-        self.shared
-            .store
-            .lock()
-            .expect("lock")
-            .logs
-            .entry((self.namespace.clone(), self.name.clone(), main.to_owned()))
-            .or_default();
+        // The container has started: its log exists, even before its first line; the init
+        // containers' (empty) logs are complete.
+        {
+            let mut store = self.shared.store.lock().expect("lock");
+            for init in container_names(&self.pod, "initContainers") {
+                let init = init.as_str();
+                store.finish_log(&self.namespace, &self.name, init);
+            }
+            store
+                .logs
+                .entry((self.namespace.clone(), self.name.clone(), main.to_owned()))
+                .or_default();
+        }
         let pause = duration / (logs.len() as u32 + 1);
         for line in logs {
             tokio::time::sleep(pause).await;

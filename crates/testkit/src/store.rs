@@ -392,6 +392,30 @@ impl Store {
         Ok(object)
     }
 
+    /// The objects of `resource` in `namespace` whose label `key` has `value`, for tests'
+    /// assertions.
+    pub fn labelled(
+        &self,
+        resource: usize,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> Vec<Arc<Value>> {
+        self.objects
+            .iter()
+            .filter(|((r, ns, _), object)| {
+                *r == resource
+                    && ns == namespace
+                    && object
+                        .pointer("/metadata/labels")
+                        .and_then(|l| l.get(key))
+                        .and_then(Value::as_str)
+                        == Some(value)
+            })
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
     /// A page of objects of `resource` (in `namespace`, or all namespaces when `None`).
     pub fn list(
         &mut self,

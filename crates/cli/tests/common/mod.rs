@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod serve;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,288 @@
+//! `kubeci serve --kubernetes`, the real binary, against the fake API server: start it,
+//! talk to its API, and receive its build notifications.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubeci_testkit::FakeApiServer;
+use serde_json::Value;
+
+pub const TOKEN: &str = "a-test-token-of-some-length";
+
+pub struct Kubeci {
+    pub child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Kubeci {
+    /// Kills the process at once (SIGKILL): no cleanup of any kind.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kubeci {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kubeci serve --kubernetes` against `server` (pending deadline 2 s, leader
+/// Lease of 2 s) and waits for /readyz.
+pub fn serve(server: &FakeApiServer) -> Kubeci {
+    serve_with(server, &[])
+}
+
+pub fn serve_with(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
+    let kubeci = spawn(server, extra);
+    super::git::wait_for(Duration::from_secs(30), "kubeci to be ready", || {
+        http(&kubeci, "GET", "/readyz", &[]).0 == 200
+    });
+    kubeci
+}
+
+/// Starts it without waiting.
+pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let port = super::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--pending-deadline",
+            "2s",
+            "--lease-duration",
+            "2s",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Kubeci { child, port, dir }
+}
+
+/// One HTTP/1.1 request; (status, body). Status 0: no answer.
+pub fn http(kubeci: &Kubeci, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", kubeci.port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub const AUTHORIZED: (&str, &str) = ("Authorization", "Bearer a-test-token-of-some-length");
+
+/// POSTs a build request; (status, body as JSON).
+pub fn trigger(kubeci: &Kubeci, job: &str, key: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![AUTHORIZED];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    let (status, body) = http(
+        kubeci,
+        "POST",
+        &format!("/api/v1/jobs/default/{job}/builds"),
+        &headers,
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+pub fn json(kubeci: &Kubeci, path: &str) -> Value {
+    let (status, body) = http(kubeci, "GET", path, &[]);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn job_names(kubeci: &Kubeci) -> Vec<String> {
+    json(kubeci, "/api/v1/jobs")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn builds(kubeci: &Kubeci, job: &str) -> Vec<Value> {
+    json(kubeci, &format!("/api/v1/jobs/default/{job}/builds"))["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The state of build `number` of `job`, as the API shows it.
+pub fn state(kubeci: &Kubeci, job: &str, number: u64) -> String {
+    builds(kubeci, job)
+        .iter()
+        .find(|b| b["number"] == number)
+        .and_then(|b| b["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Polls `check` for up to 30 s.
+pub fn wait(what: &str, check: impl FnMut() -> bool) {
+    super::git::wait_for(Duration::from_secs(30), what, check);
+}
+
+/// The seed's ConfigMap, as a JSON object.
+pub fn seed() -> Value {
+    let text = std::fs::read_to_string(
+        super::repo_root().join("examples/seed/start-helm-test.configmap.yaml"),
+    )
+    .unwrap();
+    let documents = kubeci_spec::yaml::parse_stream(
+        &text,
+        &kubeci_spec::yaml::PosMap::Identity,
+        Default::default(),
+    )
+    .unwrap();
+    documents.into_iter().flatten().next().unwrap().to_json()
+}
+
+/// A job ConfigMap in `default` declaring `job_yaml`.
+pub fn configmap(name: &str, job_yaml: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default", "labels": {"ci-job-spec": "true"}},
+        "data": {"job.yaml": job_yaml},
+    })
+}
+
+/// A minimal valid job.
+pub fn job_yaml(name: &str, extra: &str) -> String {
+    format!("- job:\n    name: {name}\n    git:\n      url: https://github.com/example/{name}.git\n    run_command: make test\n    timeout: 10m\n{extra}")
+}
+
+/// An HTTP endpoint receiving kubeci's build notifications (`--notify-url`).
+pub struct Receiver {
+    pub url: String,
+    /// Accepted deliveries: (job, build, state).
+    accepted: Arc<Mutex<Vec<(String, u64, String)>>>,
+    /// Deliveries refused (answered 503).
+    refused: Arc<Mutex<Vec<(String, u64, String)>>>,
+    /// While true, every delivery is refused with 503.
+    refusing: Arc<Mutex<bool>>,
+}
+
+impl Receiver {
+    /// Starts it on the current Tokio runtime.
+    pub async fn start() -> Receiver {
+        let accepted: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
+        let refusing = Arc::new(Mutex::new(false));
+        let (a, r, f) = (accepted.clone(), refused.clone(), refusing.clone());
+        let app = axum::Router::new().route(
+            "/notify",
+            axum::routing::post(move |body: String| {
+                let (a, r, f) = (a.clone(), r.clone(), f.clone());
+                async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let entry = (
+                        v["job"].as_str().unwrap_or("").to_owned(),
+                        v["build"].as_u64().unwrap_or(0),
+                        v["state"].as_str().unwrap_or("").to_owned(),
+                    );
+                    if *f.lock().unwrap() {
+                        r.lock().unwrap().push(entry);
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        a.lock().unwrap().push(entry);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/notify", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            accepted,
+            refused,
+            refusing,
+        }
+    }
+
+    pub fn refuse(&self, refuse: bool) {
+        *self.refusing.lock().unwrap() = refuse;
+    }
+
+    /// How often each (build, state) of `job` was accepted.
+    pub fn accepted(&self, job: &str) -> BTreeMap<(u64, String), usize> {
+        let mut counts = BTreeMap::new();
+        for (j, build, state) in self.accepted.lock().unwrap().iter() {
+            if j == job {
+                *counts.entry((*build, state.clone())).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// The final states accepted for build `number` of `job`.
+    pub fn finals(&self, job: &str, number: u64) -> Vec<String> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(j, b, s)| j == job && *b == number && s != "pending")
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+
+    pub fn refused_count(&self, job: &str, number: u64) -> usize {
+        self.refused
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(j, b, _)| j == job && *b == number)
+            .count()
+    }
+}

@@ -1,0 +1,177 @@
+//! What the leader does to a job's builds on each pass: a pure plan over their summaries.
+
+use crate::build::{BuildState, BuildSummary};
+use crate::decide::{builds_to_delete, builds_to_release};
+
+/// What is known of the job the builds belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPolicy {
+    /// The job is still declared (its ConfigMap exists and is valid).
+    pub declared: bool,
+    pub max_concurrency: Option<u32>,
+    pub keep: Option<u32>,
+    /// Seconds a finished build is kept.
+    pub ttl: Option<u64>,
+    /// Cancel the unfinished builds of a job whose ConfigMap was deleted.
+    pub cancel_when_deleted: bool,
+}
+
+/// One thing to do to a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Its pod cannot start and the pending deadline passed: stop it with Kubernetes' reason.
+    Fail {
+        number: u64,
+        reason: String,
+        message: String,
+    },
+    /// Cancel it (its job is gone).
+    Cancel { number: u64, by: String },
+    /// Release it from the queue (un-suspend its Job).
+    Release(u64),
+    /// Delete its Job (retention).
+    Delete(u64),
+}
+
+/// Who cancels the builds of deleted jobs.
+pub const JOB_DELETED: &str = "kubeci (the job's ConfigMap was deleted)";
+
+pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for build in builds {
+        if let (BuildState::Error { reason, message }, false) = (&build.state, build.settled) {
+            actions.push(Action::Fail {
+                number: build.number,
+                reason: reason.clone(),
+                message: message.clone(),
+            });
+        }
+    }
+    if !policy.declared {
+        if policy.cancel_when_deleted {
+            actions.extend(builds.iter().filter(|b| !b.state.is_finished()).map(|b| {
+                Action::Cancel {
+                    number: b.number,
+                    by: JOB_DELETED.into(),
+                }
+            }));
+            return actions;
+        }
+        // Its limit is unknown now: the queue drains one build at a time. Nothing is
+        // deleted without a retention policy.
+        actions.extend(
+            builds_to_release(Some(1), builds)
+                .into_iter()
+                .map(Action::Release),
+        );
+        return actions;
+    }
+    actions.extend(
+        builds_to_release(policy.max_concurrency, builds)
+            .into_iter()
+            .map(Action::Release),
+    );
+    actions.extend(
+        builds_to_delete(policy.keep, policy.ttl, now, builds)
+            .into_iter()
+            .map(Action::Delete),
+    );
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(number: u64, state: BuildState, settled: bool) -> BuildSummary {
+        BuildSummary {
+            number,
+            state,
+            pull_request: None,
+            branch: None,
+            fully_reported: true,
+            finished_at: Some(0),
+            settled,
+        }
+    }
+
+    fn policy() -> JobPolicy {
+        JobPolicy {
+            declared: true,
+            max_concurrency: Some(1),
+            keep: Some(1),
+            ttl: None,
+            cancel_when_deleted: false,
+        }
+    }
+
+    fn stuck() -> BuildState {
+        BuildState::Error {
+            reason: "CreateContainerConfigError".into(),
+            message: "secret \"x\" not found".into(),
+        }
+    }
+
+    #[test]
+    fn a_stuck_build_is_failed_and_frees_its_slot() {
+        let builds = [
+            build(3, BuildState::Queued, false),
+            build(2, stuck(), false),
+            build(1, BuildState::Succeeded, true),
+        ];
+        assert_eq!(
+            plan(&policy(), &builds, 100),
+            [
+                Action::Fail {
+                    number: 2,
+                    reason: "CreateContainerConfigError".into(),
+                    message: "secret \"x\" not found".into()
+                },
+                Action::Release(3),
+                Action::Delete(1),
+            ]
+        );
+        let already_failed = [build(2, stuck(), true)];
+        assert_eq!(plan(&policy(), &already_failed, 100), []);
+    }
+
+    #[test]
+    fn builds_of_a_deleted_job_finish_or_are_cancelled_by_option() {
+        let builds = [
+            build(3, BuildState::Queued, false),
+            build(2, BuildState::Running, false),
+            build(1, BuildState::Succeeded, true),
+        ];
+        let gone = JobPolicy {
+            declared: false,
+            ..policy()
+        };
+        assert_eq!(
+            plan(&gone, &builds, 100),
+            [],
+            "the running one finishes first"
+        );
+        assert_eq!(
+            plan(&gone, &builds[..1], 100),
+            [Action::Release(3)],
+            "then the queue drains"
+        );
+        let cancelling = JobPolicy {
+            cancel_when_deleted: true,
+            ..gone
+        };
+        assert_eq!(
+            plan(&cancelling, &builds, 100),
+            [
+                Action::Cancel {
+                    number: 3,
+                    by: JOB_DELETED.into()
+                },
+                Action::Cancel {
+                    number: 2,
+                    by: JOB_DELETED.into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The work one replica does for all: leader election, and the leader's passes over every
+//! build — heal requests whose creator died, fail builds that cannot start, cancel builds
+//! of deleted jobs (by option), release queues, report states, run cron, apply retention.
+//! Each pass decides with the engine's pure functions and acts through the API.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kubeci_engine::api::Backend;
+use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord};
+use kubeci_engine::ledger::Ledger;
+use kubeci_engine::plan::{self, Action, JobPolicy};
+use kubeci_engine::report::{self, CommitState, ReportTarget};
+use kubeci_engine::{observe, schedule, BuildSummary};
+use kubeci_render::{keys, BuildRequest, Trigger};
+use kubeci_spec::cron::CronSchedule;
+use kubeci_spec::LoadedJob;
+
+use crate::{label, ledger, now, now_ms, BuildRecord, Cluster};
+
+/// Holds or follows the leader Lease, forever. While it holds it, `leading_until` says
+/// until when it surely does (renewals come every third of the lease's duration).
+pub(crate) async fn elect(cluster: Arc<Cluster>) {
+    let election = cluster.settings.election.clone();
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &election.namespace);
+    let duration_ms = i64::try_from(election.lease_duration.as_millis()).unwrap_or(i64::MAX);
+    let period = election.lease_duration / 3;
+    loop {
+        let started = now_ms();
+        match try_lead(
+            &leases,
+            &election.name,
+            &cluster.settings.identity,
+            duration_ms,
+        )
+        .await
+        {
+            Ok(true) => {
+                let was = cluster.is_leader();
+                cluster
+                    .leading_until
+                    .store(started + duration_ms * 2 / 3, Ordering::SeqCst);
+                if !was {
+                    eprintln!("kubeci: {} leads", cluster.settings.identity);
+                    cluster.changed.notify_one();
+                }
+            }
+            Ok(false) => cluster.leading_until.store(0, Ordering::SeqCst),
+            // Leadership lapses by itself if renewals keep failing.
+            Err(e) => eprintln!("kubeci: cannot renew the leader Lease: {e}"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// One attempt to take or renew the leader Lease; true when this replica holds it.
+async fn try_lead(
+    leases: &Api<Lease>,
+    name: &str,
+    me: &str,
+    duration_ms: i64,
+) -> Result<bool, kube::Error> {
+    let now = jiff::Timestamp::now();
+    let seconds = ((duration_ms + 999) / 1000).max(1);
+    let current = leases.get_opt(name).await?;
+    let Some(mut lease) = current else {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"holderIdentity": me, "leaseDurationSeconds": seconds,
+                     "acquireTime": now.to_string(), "renewTime": now.to_string(), "leaseTransitions": 0},
+        }))
+        .expect("a valid Lease");
+        return match leases.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let record = LeaseRecord {
+        holder: spec.holder_identity.clone(),
+        renewed_at_ms: spec.renew_time.as_ref().map(|t| t.0.as_millisecond()),
+        duration_ms: i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000,
+    };
+    let decision = leader::decide(&record, me, now.as_millisecond());
+    if decision == LeaseDecision::Follow {
+        return Ok(false);
+    }
+    let mut spec = spec;
+    if decision == LeaseDecision::Take {
+        spec.holder_identity = Some(me.to_owned());
+        spec.acquire_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            now,
+        ));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.lease_duration_seconds = Some(i32::try_from(seconds).unwrap_or(i32::MAX));
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        now,
+    ));
+    lease.spec = Some(spec);
+    match leases.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reports in flight or waiting to be retried, by (namespace, Job name).
+#[derive(Default)]
+struct Reports {
+    waiting: Mutex<HashMap<(String, String), Retry>>,
+}
+
+#[derive(Clone, Copy)]
+struct Retry {
+    /// Milliseconds since the epoch; `i64::MAX` while a report is in flight.
+    not_before_ms: i64,
+    attempts: u32,
+}
+
+/// The leader's loop: a pass whenever something changed, and at least every `resync`.
+pub(crate) async fn run(cluster: Arc<Cluster>) {
+    let reports = Arc::new(Reports::default());
+    loop {
+        tokio::select! {
+            _ = cluster.changed.notified() => {}
+            _ = tokio::time::sleep(cluster.settings.resync) => {}
+        }
+        if cluster.ready() && cluster.is_leader() {
+            pass(&cluster, &reports).await;
+        }
+    }
+}
+
+async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
+    let now = now();
+    let groups = cluster.snapshot();
+    let declared = cluster.declared_jobs();
+    let pending = heal_and_settle(cluster, &groups, &declared, now).await;
+    let known: BTreeSet<(String, String)> = {
+        let index = cluster.index.read().expect("the index lock");
+        index
+            .all()
+            .filter_map(|j| Some((j.namespace.clone(), j.name.clone()?)))
+            .collect()
+    };
+    for ((namespace, name), records) in &groups {
+        let loaded = declared.get(&(namespace.clone(), name.clone()));
+        let job = loaded.and_then(|l| l.job.as_ref());
+        let retention = job.and_then(|j| j.retention.as_ref());
+        let policy = JobPolicy {
+            // A job whose ConfigMap became invalid is still declared: its builds stay.
+            declared: known.contains(&(namespace.clone(), name.clone())),
+            max_concurrency: job.and_then(|j| j.max_concurrency),
+            keep: retention.and_then(|r| r.keep),
+            ttl: retention
+                .and_then(|r| r.ttl.as_deref())
+                .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
+            cancel_when_deleted: cluster.settings.cancel_when_deleted,
+        };
+        let summaries: Vec<BuildSummary> = records.iter().map(|r| r.summary.clone()).collect();
+        for action in plan::plan(&policy, &summaries, now) {
+            if let Action::Delete(number) = action {
+                if pending.contains(&(namespace.clone(), name.clone(), number)) {
+                    continue;
+                }
+            }
+            act(cluster, namespace, name, records, action).await;
+        }
+        if let Some(reporter) = &cluster.reporter {
+            for record in records {
+                report(cluster, reporter, reports, namespace, name, loaded, record);
+            }
+        }
+    }
+    cron(cluster, &declared, now).await;
+}
+
+/// Builds the requests whose creator died before creating their Job, marks those whose Job
+/// exists as done, and returns the (namespace, job, number) still pending.
+async fn heal_and_settle(
+    cluster: &Cluster,
+    groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
+    declared: &BTreeMap<(String, String), LoadedJob>,
+    now: i64,
+) -> BTreeSet<(String, String, u64)> {
+    let mut still_pending = BTreeSet::new();
+    for lease in cluster.cached_ledgers() {
+        let namespace = lease.namespace().unwrap_or_default();
+        let Some(job) = label(&*lease, keys::JOB).map(str::to_owned) else {
+            continue;
+        };
+        let cached = Ledger::read(lease.annotations());
+        if cached.entries.iter().all(|e| e.pending.is_none()) {
+            continue;
+        }
+        let records = groups.get(&(namespace.clone(), job.clone()));
+        let present: Vec<BuildSummary> = records
+            .map(|r| r.iter().map(|r| r.summary.clone()).collect())
+            .unwrap_or_default();
+        let exists = |n: u64| present.iter().any(|b| b.number == n);
+        let mut healed = Vec::new();
+        for entry in cached.to_heal(exists, now) {
+            let Some(loaded) = declared.get(&(namespace.clone(), job.clone())) else {
+                continue;
+            };
+            let request = entry.pending.clone().expect("a pending entry");
+            eprintln!(
+                "kubeci: starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
+                entry.number, entry.key
+            );
+            match cluster.create_build(loaded, &request).await {
+                Ok(_) => healed.push(entry.number),
+                Err(e) => eprintln!("kubeci: cannot start build {}: {e}", entry.number),
+            }
+        }
+        let settled = ledger::update(cluster, &namespace, &job, |ledger| {
+            let (abandoned, changed) = ledger.settle(|n| exists(n) || healed.contains(&n), now);
+            let pending: Vec<u64> = ledger
+                .entries
+                .iter()
+                .filter(|e| e.pending.is_some())
+                .map(|e| e.number)
+                .collect();
+            ((abandoned, pending), changed)
+        })
+        .await;
+        match settled {
+            Ok((abandoned, pending)) => {
+                for entry in abandoned {
+                    eprintln!(
+                        "kubeci: gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
+                        entry.key,
+                        entry.number,
+                        kubeci_engine::ledger::HEAL_WINDOW
+                    );
+                }
+                still_pending.extend(
+                    pending
+                        .into_iter()
+                        .map(|n| (namespace.clone(), job.clone(), n)),
+                );
+            }
+            Err(e) => {
+                eprintln!("kubeci: cannot update the ledger of {namespace}/{job}: {e}");
+                still_pending.extend(
+                    cached
+                        .entries
+                        .iter()
+                        .filter(|e| e.pending.is_some())
+                        .map(|e| (namespace.clone(), job.clone(), e.number)),
+                );
+            }
+        }
+    }
+    still_pending
+}
+
+async fn act(
+    cluster: &Cluster,
+    namespace: &str,
+    job: &str,
+    records: &[BuildRecord],
+    action: Action,
+) {
+    let number = match &action {
+        Action::Fail { number, .. } | Action::Cancel { number, .. } => *number,
+        Action::Release(number) | Action::Delete(number) => *number,
+    };
+    let Some(record) = records.iter().find(|r| r.summary.number == number) else {
+        return;
+    };
+    let name = record.job.name_any();
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), namespace);
+    let result = match action {
+        Action::Fail {
+            reason, message, ..
+        } => {
+            eprintln!(
+                "kubeci: build {number} of {namespace}/{job} cannot start: {reason}: {message}"
+            );
+            cluster
+                .stop(
+                    namespace,
+                    &name,
+                    serde_json::json!({ keys::ERROR: observe::error_annotation(&reason, &message) }),
+                )
+                .await
+                .map(drop)
+        }
+        Action::Cancel { by, .. } => cluster
+            .stop(
+                namespace,
+                &name,
+                serde_json::json!({ keys::CANCELLED_BY: by }),
+            )
+            .await
+            .map(drop),
+        Action::Release(_) => jobs
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+            )
+            .await
+            .map(drop),
+        Action::Delete(_) => jobs
+            .delete(&name, &DeleteParams::background())
+            .await
+            .map(drop),
+    };
+    match result {
+        Ok(()) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => eprintln!("kubeci: cannot update build {number} of {namespace}/{job}: {e}"),
+    }
+}
+
+/// Sends the report a build still owes, unless one is in flight or waiting for a retry.
+fn report(
+    cluster: &Arc<Cluster>,
+    reporter: &Arc<dyn report::Reporter>,
+    reports: &Arc<Reports>,
+    namespace: &str,
+    job: &str,
+    loaded: Option<&LoadedJob>,
+    record: &BuildRecord,
+) {
+    let annotations = record.job.annotations();
+    let reported = report::parse_reported(annotations.get(keys::REPORTED).map(String::as_str));
+    let Some((state, description)) = report::next_report(&record.summary.state, &reported) else {
+        return;
+    };
+    let target = ReportTarget {
+        namespace: namespace.to_owned(),
+        job: job.to_owned(),
+        number: record.summary.number,
+        build_name: record.job.name_any(),
+        trigger: annotations.get(keys::TRIGGER).cloned(),
+        git_url: annotations.get(keys::GIT_URL).cloned(),
+        commit: annotations.get(keys::COMMIT).cloned(),
+        pull_request: record.summary.pull_request,
+        url: kubeci_render::build_url(
+            &cluster.settings.render,
+            namespace,
+            job,
+            record.summary.number,
+        ),
+        context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
+    };
+    if !reporter.wants(&target) {
+        return;
+    }
+    let key = (namespace.to_owned(), target.build_name.clone());
+    let attempts = {
+        let mut waiting = reports.waiting.lock().expect("the reports lock");
+        let retry = waiting.get(&key).copied();
+        if retry.is_some_and(|r| r.not_before_ms > now_ms()) {
+            return;
+        }
+        let attempts = retry.map_or(0, |r| r.attempts);
+        waiting.insert(
+            key.clone(),
+            Retry {
+                not_before_ms: i64::MAX,
+                attempts,
+            },
+        );
+        attempts
+    };
+    let cluster = cluster.clone();
+    let reporter = reporter.clone();
+    let reports = reports.clone();
+    let mut recorded = reported.clone();
+    tokio::spawn(async move {
+        let outcome = match reporter.report(&target, state, &description).await {
+            Ok(()) => {
+                recorded.push(state);
+                record_reported(&cluster, &target, &recorded).await
+            }
+            Err(e) => Err(e.retry_after.map_or_else(
+                || e.message.clone(),
+                |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
+            ))
+            .map_err(|message| (message, e.retry_after)),
+        };
+        let mut waiting = reports.waiting.lock().expect("the reports lock");
+        match outcome {
+            Ok(()) => {
+                waiting.remove(&key);
+            }
+            Err((message, retry_after)) => {
+                let backoff =
+                    Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
+                let delay = retry_after.unwrap_or(backoff).max(backoff);
+                eprintln!(
+                    "kubeci: cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
+                    target.number,
+                    target.namespace,
+                    target.job,
+                    delay.as_secs()
+                );
+                waiting.insert(
+                    key,
+                    Retry {
+                        not_before_ms: now_ms()
+                            + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                        attempts: attempts + 1,
+                    },
+                );
+            }
+        }
+        drop(waiting);
+        cluster.changed.notify_one();
+    });
+}
+
+/// Records on the build's Job which states were reported.
+async fn record_reported(
+    cluster: &Cluster,
+    target: &ReportTarget,
+    reported: &[CommitState],
+) -> Result<(), (String, Option<Duration>)> {
+    let patch = serde_json::json!({"metadata": {"annotations": {keys::REPORTED: report::format_reported(reported)}}});
+    Api::<Job>::namespaced(cluster.client.clone(), &target.namespace)
+        .patch(
+            &target.build_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .or_else(|e| match e {
+            // The build is gone: nothing left to record on.
+            kube::Error::Api(status) if status.code == 404 => Ok(()),
+            e => Err((format!("reported, but cannot record it: {e}"), None)),
+        })
+}
+
+/// Starts the cron builds that are due.
+async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), LoadedJob>, now: i64) {
+    for ((namespace, name), loaded) in declared {
+        let Some(text) = loaded
+            .job
+            .as_ref()
+            .and_then(|j| j.triggers.as_ref()?.cron.clone())
+        else {
+            continue;
+        };
+        let Ok(schedule) = CronSchedule::parse(&text, name) else {
+            continue;
+        };
+        let last = cluster
+            .cached_ledger(namespace, name)
+            .and_then(|lease| Ledger::read(lease.annotations()).last_cron_run);
+        let Some(due) = schedule::due_run(&schedule, last, now) else {
+            continue;
+        };
+        let request = BuildRequest {
+            trigger: Trigger::Cron,
+            ..BuildRequest::manual(0)
+        };
+        match cluster
+            .start_build(namespace, name, request, format!("cron:{due}"), Some(due))
+            .await
+        {
+            Ok(started) if started.created => eprintln!(
+                "kubeci: cron started build {} of {namespace}/{name}",
+                started.build.number
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("kubeci: cron cannot start {namespace}/{name}: {e}"),
+        }
+    }
+}

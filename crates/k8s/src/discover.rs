@@ -1,0 +1,130 @@
+//! Job discovery: the ConfigMap watch that feeds the [`JobIndex`], and the Warning Events
+//! on ConfigMaps whose job is invalid.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::api::Api;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use kubeci_spec::{ConfigMapData, LoadOptions, Severity};
+use tokio::sync::Notify;
+
+use crate::index::{self, JobIndex};
+
+/// Follows job ConfigMaps into the index; invalid ones get a Warning Event. A relist
+/// (after 410 Gone) drops the ConfigMaps deleted while the watch was down.
+pub(crate) async fn discover(
+    api: Api<ConfigMap>,
+    config: watcher::Config,
+    index: Arc<RwLock<JobIndex>>,
+    options: LoadOptions,
+    recorder: Recorder,
+    synced: Arc<AtomicBool>,
+    changed: Arc<Notify>,
+) {
+    let mut listed: Option<Vec<index::ConfigMapKey>> = None;
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let Ok(event) = event else { continue };
+        changed.notify_one();
+        let cm = match event {
+            Event::Init => {
+                listed = Some(Vec::new());
+                continue;
+            }
+            Event::InitDone => {
+                if let Some(present) = listed.take() {
+                    index.write().expect("the index lock").retain(&present);
+                }
+                synced.store(true, Ordering::SeqCst);
+                continue;
+            }
+            Event::Delete(cm) => {
+                index
+                    .write()
+                    .expect("the index lock")
+                    .remove(&cm.namespace().unwrap_or_default(), &cm.name_any());
+                continue;
+            }
+            Event::InitApply(cm) | Event::Apply(cm) => cm,
+        };
+        let namespace = cm.namespace().unwrap_or_default();
+        let name = cm.name_any();
+        if let Some(present) = listed.as_mut() {
+            present.push(index::ConfigMapKey {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            });
+        }
+        let empty = BTreeMap::new();
+        let data = cm.data.as_ref().unwrap_or(&empty);
+        let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
+        let change = index.write().expect("the index lock").upsert(
+            ConfigMapData {
+                namespace: &namespace,
+                name: &name,
+                labels,
+                data,
+            },
+            cm.resource_version().as_deref().unwrap_or(""),
+            &options,
+        );
+        if change == (index::Change::Updated { errors: true }) {
+            report_invalid(&index, &recorder, &cm, &namespace, &name).await;
+        }
+    }
+}
+
+async fn report_invalid(
+    index: &Arc<RwLock<JobIndex>>,
+    recorder: &Recorder,
+    cm: &ConfigMap,
+    namespace: &str,
+    name: &str,
+) {
+    let message: String = {
+        let index = index.read().expect("the index lock");
+        let found = index
+            .all()
+            .find(|j| {
+                j.configmap
+                    .as_ref()
+                    .is_some_and(|c| c.namespace == namespace && c.name == name)
+            })
+            .map(|j| {
+                j.diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+        found.unwrap_or_default()
+    };
+    eprintln!("kubeci: ConfigMap {namespace}/{name} has an invalid job: {message}");
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid: cm.uid(),
+        ..ObjectReference::default()
+    };
+    let note: String = message.chars().take(1000).collect();
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "InvalidJob".into(),
+        note: Some(note),
+        action: "Validate".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        eprintln!("kubeci: cannot record an Event on ConfigMap {namespace}/{name}: {e}");
+    }
+}
