@@ -116,6 +116,9 @@ async fn try_lead(
 #[derive(Default)]
 struct Reports {
     waiting: Mutex<HashMap<(String, String), Retry>>,
+    /// States this replica reported and recorded that its cache may not show yet: without
+    /// them, a pass right after a report would send it again.
+    recorded: Mutex<HashMap<(String, String), Vec<CommitState>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -334,7 +337,18 @@ fn report(
     record: &BuildRecord,
 ) {
     let annotations = record.job.annotations();
-    let reported = report::parse_reported(annotations.get(keys::REPORTED).map(String::as_str));
+    let key = (namespace.to_owned(), record.job.name_any());
+    let mut reported = report::parse_reported(annotations.get(keys::REPORTED).map(String::as_str));
+    {
+        let mut recorded = reports.recorded.lock().expect("the reports lock");
+        if let Some(known) = recorded.get(&key) {
+            if known.iter().all(|s| reported.contains(s)) {
+                recorded.remove(&key);
+            } else {
+                reported.clone_from(known);
+            }
+        }
+    }
     let Some((state, description)) = report::next_report(&record.summary.state, &reported) else {
         return;
     };
@@ -358,7 +372,6 @@ fn report(
     if !reporter.wants(&target) {
         return;
     }
-    let key = (namespace.to_owned(), target.build_name.clone());
     let attempts = {
         let mut waiting = reports.waiting.lock().expect("the reports lock");
         let retry = waiting.get(&key).copied();
@@ -383,7 +396,14 @@ fn report(
         let outcome = match reporter.report(&target, state, &description).await {
             Ok(()) => {
                 recorded.push(state);
-                record_reported(&cluster, &target, &recorded).await
+                // Sent: never send it again from here, even if recording it fails.
+                reports
+                    .recorded
+                    .lock()
+                    .expect("the reports lock")
+                    .insert(key.clone(), recorded.clone());
+                record_reported(&cluster, &target, &recorded).await;
+                Ok(())
             }
             Err(e) => Err(e.retry_after.map_or_else(
                 || e.message.clone(),
@@ -422,26 +442,32 @@ fn report(
     });
 }
 
-/// Records on the build's Job which states were reported.
-async fn record_reported(
-    cluster: &Cluster,
-    target: &ReportTarget,
-    reported: &[CommitState],
-) -> Result<(), (String, Option<Duration>)> {
+/// Records on the build's Job which states were reported, trying a few times: a report
+/// sent but not recorded would be sent again by the next leader.
+async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[CommitState]) {
     let patch = serde_json::json!({"metadata": {"annotations": {keys::REPORTED: report::format_reported(reported)}}});
-    Api::<Job>::namespaced(cluster.client.clone(), &target.namespace)
-        .patch(
-            &target.build_name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map(drop)
-        .or_else(|e| match e {
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &target.namespace);
+    for attempt in 0..5u32 {
+        match jobs
+            .patch(
+                &target.build_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => return,
             // The build is gone: nothing left to record on.
-            kube::Error::Api(status) if status.code == 404 => Ok(()),
-            e => Err((format!("reported, but cannot record it: {e}"), None)),
-        })
+            Err(kube::Error::Api(status)) if status.code == 404 => return,
+            Err(e) => {
+                eprintln!(
+                    "kubeci: reported build {} of {}/{}, cannot record it yet: {e}",
+                    target.number, target.namespace, target.job
+                );
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
 }
 
 /// Starts the cron builds that are due.

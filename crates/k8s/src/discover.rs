@@ -29,7 +29,9 @@ pub(crate) async fn discover(
     changed: Arc<Notify>,
 ) {
     let mut listed: Option<Vec<index::ConfigMapKey>> = None;
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config)
+        .backoff(crate::WatchBackoff::new())
+        .boxed();
     while let Some(event) = stream.next().await {
         let Ok(event) = event else { continue };
         changed.notify_one();

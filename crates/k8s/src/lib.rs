@@ -145,6 +145,37 @@ where
     }
 }
 
+/// How watches retry after errors: quickly at first (a dropped connection), at most every
+/// 5 s (an API server that is down), so catching up after an outage takes seconds.
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> WatchBackoff {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Follows `api` into a cache; every change wakes `changed`. Returns the cache and a flag
 /// set once its first complete list is in.
 fn cache<K>(
@@ -159,7 +190,11 @@ where
 {
     let (store, writer) = kube::runtime::reflector::store();
     tokio::spawn(
-        reflector(writer, watcher::watcher(api, config).default_backoff()).for_each(move |_| {
+        reflector(
+            writer,
+            watcher::watcher(api, config).backoff(WatchBackoff::new()),
+        )
+        .for_each(move |_| {
             changed.notify_one();
             async {}
         }),

@@ -14,21 +14,32 @@ use serde_json::Value;
 pub const TOKEN: &str = "a-test-token-of-some-length";
 
 pub struct Kubeci {
-    pub child: Child,
+    /// `None` for a [`Kubeci::probe`].
+    child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Kubeci {
+    /// A handle on a kubeci started elsewhere, to send requests from another thread.
+    pub fn probe(port: u16) -> Kubeci {
+        Kubeci {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// Kills the process at once (SIGKILL): no cleanup of any kind.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        drop(self);
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// What it wrote to stderr so far.
@@ -38,9 +49,12 @@ impl Kubeci {
 }
 
 impl Drop for Kubeci {
+    /// SIGKILL: no cleanup of any kind.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -87,7 +101,11 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
         .stderr(stderr)
         .spawn()
         .unwrap();
-    Kubeci { child, port, dir }
+    Kubeci {
+        child: Some(child),
+        port,
+        dir,
+    }
 }
 
 /// One HTTP/1.1 request; (status, body). Status 0: no answer.
