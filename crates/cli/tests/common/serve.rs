@@ -77,6 +77,19 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
+    spawn_in(dir, &kubeconfig, extra)
+}
+
+/// Starts it against the cluster of `kubeconfig` and waits for /readyz.
+pub fn serve_cluster(kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
+    let kubeci = spawn_in(tempfile::tempdir().unwrap(), kubeconfig, extra);
+    super::git::wait_for(Duration::from_secs(60), "kubeci to be ready", || {
+        http(&kubeci, "GET", "/readyz", &[]).0 == 200
+    });
+    kubeci
+}
+
+fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
@@ -95,7 +108,7 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
             "2s",
         ])
         .args(extra)
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
