@@ -1,0 +1,216 @@
+//! Load driver for `kubeci serve --kubernetes` against the fake API server (DESIGN.md §9):
+//! start to `/readyz` with 1,000 job ConfigMaps and 10,000 build Jobs, RSS idle and at that
+//! load, ConfigMap change → job served, and Job creations per minute.
+//!
+//! Run: `cargo bench -p kubeci --bench serve_load`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubeci_testkit::{FakeApiServer, Options};
+use serde_json::{json, Value};
+
+const JOBS: usize = 1_000;
+const BUILDS: usize = 10_000;
+
+fn configmap(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("job-{i}"), "namespace": "bench", "labels": {"ci-job-spec": "true"}},
+        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n    run_command: make test\n    timeout: 30m\n")},
+    })
+}
+
+fn build_job(i: usize) -> Value {
+    let job = i % JOBS;
+    let number = i / JOBS + 1;
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("job-{job}-{number}"), "namespace": "bench",
+            "labels": {"app.kubernetes.io/managed-by": "kubeci", "kubeci.io/job": format!("job-{job}"), "kubeci.io/build": number.to_string()},
+            "annotations": {"kubeci.io/trigger": "manual", "kubeci.io/spec-hash": "0"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "build", "image": "bash:5"}]}}},
+        "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-23T10:00:00Z"}],
+                   "completionTime": "2026-11-23T10:00:00Z", "succeeded": 1},
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn status(port: u16, method: &str, path: &str, auth: bool) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let auth = if auth {
+        "Authorization: Bearer bench-token-of-some-length\r\n"
+    } else {
+        ""
+    };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: l\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0)
+}
+
+/// The process, its port, and its directory (kept while it runs).
+struct Kubeci(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Kubeci {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(server: &FakeApiServer) -> (Kubeci, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    std::fs::write(dir.path().join("token"), "bench-token-of-some-length").unwrap();
+    let port = free_port();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kubeci = Kubeci(child, port, dir);
+    while status(port, "GET", "/readyz", false) != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (kubeci, started.elapsed())
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    // The fake API server gets one thread, kubeci the rest of the machine.
+    let server = runtime.block_on(FakeApiServer::start_with(Options {
+        history: 50_000,
+        simulate: false,
+        ..Options::default()
+    }));
+
+    // Idle: nothing declared.
+    let (idle, _) = start(&server);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss_mb(idle.0.id());
+    drop(idle);
+
+    let mut objects: Vec<Value> = (0..JOBS).map(configmap).collect();
+    objects.extend((0..BUILDS).map(build_job));
+    server.preload(objects).unwrap();
+    let mut ready = Vec::new();
+    for _ in 0..5 {
+        let (kubeci, took) = start(&server);
+        ready.push(took);
+        drop(kubeci);
+    }
+    let (kubeci, _) = start(&server);
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded_rss = rss_mb(kubeci.0.id());
+    let port = kubeci.1;
+
+    // ConfigMap change → job served: a new job ConfigMap, until the API knows the job.
+    let client = runtime.block_on(server.client());
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, "bench");
+    let mut visible = Vec::new();
+    for i in 0..200 {
+        let cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(configmap(JOBS + i)).unwrap();
+        let path = format!("/api/v1/jobs/bench/job-{}/builds", JOBS + i);
+        let sent = Instant::now();
+        runtime
+            .block_on(cms.create(&Default::default(), &cm))
+            .unwrap();
+        while status(port, "GET", &path, false) != 200 {
+            assert!(sent.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        visible.push(sent.elapsed());
+    }
+
+    // Job creations per minute: 4 clients POSTing builds of 100 jobs, for 20 s.
+    let created = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let created = created.clone();
+            std::thread::spawn(move || {
+                let mut i = w;
+                while started.elapsed() < Duration::from_secs(20) {
+                    let path = format!("/api/v1/jobs/bench/job-{}/builds", i % 100);
+                    if status(port, "POST", &path, true) == 201 {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 4;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let per_minute =
+        created.load(Ordering::Relaxed) as f64 * 60.0 / started.elapsed().as_secs_f64();
+
+    println!(
+        "start to /readyz, {JOBS} job ConfigMaps + {BUILDS} Jobs: median {:?}, max {:?} (5 runs)",
+        percentile(&mut ready, 0.5),
+        percentile(&mut ready, 1.0)
+    );
+    println!("RSS idle: {idle_rss:.1} MB; at that load: {loaded_rss:.1} MB");
+    println!(
+        "ConfigMap created → job served: p50 {:?}, p99 {:?} (200 changes)",
+        percentile(&mut visible, 0.5),
+        percentile(&mut visible, 0.99)
+    );
+    println!("Job creations: {per_minute:.0}/min (4 API clients, kube client without a QPS limit)");
+}
