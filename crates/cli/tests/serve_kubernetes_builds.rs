@@ -361,3 +361,62 @@ async fn a_build_log_streams_from_its_pod_and_retried_requests_start_nothing_new
     );
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::git::Repo::new(dir.path());
+    let commit = repo.head();
+    let server = FakeApiServer::start().await;
+    let behaviour = PodBehaviour::RunLocally {
+        kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
+        secrets_dir: None,
+        work_root: dir.path().join("pods"),
+    };
+    server.set_pod_behaviour(move |_| behaviour.clone());
+    let job = format!(
+        "- job:\n    name: local\n    git:\n      url: {}\n      branch: main\n    run_command: |\n      cat README.md\n      echo \"build $BUILD_NUMBER of $JOB_NAME at $GIT_COMMIT\"\n    timeout: 5m\n",
+        repo.bare.display()
+    );
+    server.preload(vec![configmap("local", &job)]).unwrap();
+    let kubeci = serve_with(&server, &[]);
+    let (status, body) = trigger(&kubeci, "local", None);
+    assert_eq!(status, 201, "{body}");
+    wait("the build to succeed", || {
+        state(&kubeci, "local", 1) == "succeeded"
+    });
+    let (status, log) = http(
+        &kubeci,
+        "GET",
+        "/api/v1/jobs/default/local/builds/1/log",
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert!(log.contains("checked out "), "the clone step's log: {log}");
+    assert!(log.contains("test repository\n"), "{log}");
+    assert!(
+        log.contains(&format!("build 1 of local at {commit}\n")),
+        "{log}"
+    );
+
+    // The Job is the build record (DESIGN.md §3).
+    let job = job_in_store(&server, "local-1").unwrap();
+    let labels = &job["metadata"]["labels"];
+    assert_eq!(labels["kubeci.io/job"], "local");
+    assert_eq!(labels["kubeci.io/build"], "1");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "kubeci");
+    let annotations = &job["metadata"]["annotations"];
+    assert_eq!(annotations["kubeci.io/trigger"], "manual");
+    assert_eq!(annotations["kubeci.io/requested-by"], "api");
+    assert_eq!(
+        annotations["kubeci.io/git-url"],
+        repo.bare.display().to_string()
+    );
+    assert_eq!(annotations["kubeci.io/branch"], "main");
+    assert_eq!(
+        annotations["kubeci.io/spec-hash"].as_str().unwrap().len(),
+        64
+    );
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 300);
+}
