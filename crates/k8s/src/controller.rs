@@ -168,7 +168,19 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
                 .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
             cancel_when_deleted: cluster.settings.cancel_when_deleted,
         };
-        let summaries: Vec<BuildSummary> = records.iter().map(|r| r.summary.clone()).collect();
+        let summaries: Vec<BuildSummary> = records
+            .iter()
+            .map(|r| {
+                let mut summary = r.summary.clone();
+                // A build the reporter does not report is never waiting for a report.
+                if let Some(reporter) = &cluster.reporter {
+                    if !reporter.wants(&report_target(cluster, namespace, name, loaded, r)) {
+                        summary.fully_reported = true;
+                    }
+                }
+                summary
+            })
+            .collect();
         for action in plan::plan(&policy, &summaries, now) {
             if let Action::Delete(number) = action {
                 if pending.contains(&(namespace.clone(), name.clone(), number)) {
@@ -352,23 +364,7 @@ fn report(
     let Some((state, description)) = report::next_report(&record.summary.state, &reported) else {
         return;
     };
-    let target = ReportTarget {
-        namespace: namespace.to_owned(),
-        job: job.to_owned(),
-        number: record.summary.number,
-        build_name: record.job.name_any(),
-        trigger: annotations.get(keys::TRIGGER).cloned(),
-        git_url: annotations.get(keys::GIT_URL).cloned(),
-        commit: annotations.get(keys::COMMIT).cloned(),
-        pull_request: record.summary.pull_request,
-        url: kubeci_render::build_url(
-            &cluster.settings.render,
-            namespace,
-            job,
-            record.summary.number,
-        ),
-        context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
-    };
+    let target = report_target(cluster, namespace, job, loaded, record);
     if !reporter.wants(&target) {
         return;
     }
@@ -440,6 +436,34 @@ fn report(
         drop(waiting);
         cluster.changed.notify_one();
     });
+}
+
+/// What a report about `record` is about.
+fn report_target(
+    cluster: &Cluster,
+    namespace: &str,
+    job: &str,
+    loaded: Option<&LoadedJob>,
+    record: &BuildRecord,
+) -> ReportTarget {
+    let annotations = record.job.annotations();
+    ReportTarget {
+        namespace: namespace.to_owned(),
+        job: job.to_owned(),
+        number: record.summary.number,
+        build_name: record.job.name_any(),
+        trigger: annotations.get(keys::TRIGGER).cloned(),
+        git_url: annotations.get(keys::GIT_URL).cloned(),
+        commit: annotations.get(keys::COMMIT).cloned(),
+        pull_request: record.summary.pull_request,
+        url: kubeci_render::build_url(
+            &cluster.settings.render,
+            namespace,
+            job,
+            record.summary.number,
+        ),
+        context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
+    }
 }
 
 /// Records on the build's Job which states were reported, trying a few times: a report
