@@ -1,6 +1,7 @@
 //! The GitHub pull request builder's pure parts (DESIGN.md §5). So far: webhook signature
-//! verification. Events, matching and the trust policy follow (issue 6).
+//! verification and the trust policy. Events and matching follow (issue 6).
 
 pub mod signature;
+pub mod trust;
 
 pub use signature::{verify, SignatureError};

@@ -1,0 +1,193 @@
+//! Who may have their pull requests built, and what a comment asks for: pure decisions that
+//! return their reason (as Prow's `trigger` does), so a log line or a PR comment can say why.
+
+/// A job's `ghprb` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustPolicy {
+    pub admins: Vec<String>,
+    pub whitelisted_users: Vec<String>,
+    pub whitelisted_orgs: Vec<String>,
+}
+
+/// Why an author is trusted, or that they are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    Admin,
+    WhitelistedUser,
+    /// A member of this whitelisted organisation.
+    OrgMember(String),
+    /// The pull request carries the `ok-to-test` label (an admin approved it).
+    Approved,
+    /// None of the above: the pull request waits for an admin.
+    Untrusted,
+}
+
+impl Trust {
+    pub fn is_trusted(&self) -> bool {
+        *self != Trust::Untrusted
+    }
+}
+
+/// The label an admin's approval adds: the approval lives in GitHub.
+pub const OK_TO_TEST: &str = "ok-to-test";
+
+fn listed(list: &[String], login: &str) -> bool {
+    list.iter().any(|l| l.eq_ignore_ascii_case(login))
+}
+
+impl TrustPolicy {
+    /// Whether `login` may trigger builds and approve others' pull requests.
+    pub fn is_admin(&self, login: &str) -> bool {
+        listed(&self.admins, login)
+    }
+
+    /// The trust of a pull request by `author` with `labels`. `member_of(org)` answers
+    /// organisation membership (asked of GitHub and cached by the caller); it is only
+    /// asked when the lists do not decide.
+    pub fn pull_request(
+        &self,
+        author: &str,
+        labels: &[String],
+        mut member_of: impl FnMut(&str) -> bool,
+    ) -> Trust {
+        if self.is_admin(author) {
+            return Trust::Admin;
+        }
+        if listed(&self.whitelisted_users, author) {
+            return Trust::WhitelistedUser;
+        }
+        if let Some(org) = self.whitelisted_orgs.iter().find(|org| member_of(org)) {
+            return Trust::OrgMember(org.clone());
+        }
+        if labels.iter().any(|l| l == OK_TO_TEST) {
+            return Trust::Approved;
+        }
+        Trust::Untrusted
+    }
+}
+
+/// What a pull request comment asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `ok to test`, `/ok-to-test`: approve this pull request (admins).
+    OkToTest,
+    /// `add to whitelist`: approve and trust its author from now on (admins).
+    AddToWhitelist,
+    /// `test this please`, `retest this please`, `/retest`, `/test all`: build every job.
+    TestAll,
+    /// `/test <job>`: build that job.
+    Test(String),
+}
+
+/// The commands in a comment, one per line, case-insensitive, as ghprb's default phrases
+/// and Prow's slash commands.
+pub fn commands(body: &str) -> Vec<Command> {
+    let mut found = Vec::new();
+    for line in body.lines() {
+        let line = line.trim().to_ascii_lowercase();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let command = match words.as_slice() {
+            ["/ok-to-test"] => Command::OkToTest,
+            ["/retest"] | ["/test", "all"] => Command::TestAll,
+            ["/test", job] => Command::Test((*job).to_owned()),
+            _ if line.contains("ok to test") => Command::OkToTest,
+            _ if line.contains("add to whitelist") => Command::AddToWhitelist,
+            _ if line.contains("retest this please") || line.contains("test this please") => {
+                Command::TestAll
+            }
+            _ => continue,
+        };
+        if !found.contains(&command) {
+            found.push(command);
+        }
+    }
+    found
+}
+
+/// Whether a pull request's title or body asks not to be built (`[skip ci]`, any case).
+pub fn skips_ci(title: &str, body: &str) -> bool {
+    let wanted = "[skip ci]";
+    [title, body]
+        .iter()
+        .any(|text| text.to_ascii_lowercase().contains(wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> TrustPolicy {
+        TrustPolicy {
+            admins: vec!["Alice".into()],
+            whitelisted_users: vec!["bob".into()],
+            whitelisted_orgs: vec!["acme".into()],
+        }
+    }
+
+    #[test]
+    fn trust_is_decided_with_its_reason() {
+        let policy = policy();
+        let no_org = |_: &str| false;
+        assert_eq!(
+            policy.pull_request("alice", &[], no_org),
+            Trust::Admin,
+            "logins ignore case"
+        );
+        assert_eq!(
+            policy.pull_request("bob", &[], no_org),
+            Trust::WhitelistedUser
+        );
+        assert_eq!(
+            policy.pull_request("carol", &[], |org| org == "acme"),
+            Trust::OrgMember("acme".into())
+        );
+        assert_eq!(
+            policy.pull_request("mallory", &["ok-to-test".into()], no_org),
+            Trust::Approved
+        );
+        let untrusted = policy.pull_request("mallory", &["bug".into()], no_org);
+        assert_eq!(untrusted, Trust::Untrusted);
+        assert!(!untrusted.is_trusted());
+        let mut asked = 0;
+        policy.pull_request("bob", &[], |_| {
+            asked += 1;
+            true
+        });
+        assert_eq!(asked, 0, "GitHub is not asked when the lists decide");
+    }
+
+    #[test]
+    fn ghprb_phrases_and_slash_commands() {
+        assert_eq!(commands("OK to test"), [Command::OkToTest]);
+        assert_eq!(commands("/ok-to-test"), [Command::OkToTest]);
+        assert_eq!(
+            commands("Add to whitelist please"),
+            [Command::AddToWhitelist]
+        );
+        assert_eq!(commands("Retest this please"), [Command::TestAll]);
+        assert_eq!(commands("test this please"), [Command::TestAll]);
+        assert_eq!(commands("/retest"), [Command::TestAll]);
+        assert_eq!(commands("/test all"), [Command::TestAll]);
+        assert_eq!(
+            commands("/test Unit-Tests"),
+            [Command::Test("unit-tests".into())]
+        );
+        assert_eq!(
+            commands("looks good\n/ok-to-test\n/test lint\n/ok-to-test"),
+            [Command::OkToTest, Command::Test("lint".into())]
+        );
+        assert_eq!(commands("I think this is not ok to merge"), []);
+        assert_eq!(
+            commands("please /retest later"),
+            [],
+            "a slash command is its own line"
+        );
+    }
+
+    #[test]
+    fn skip_ci_in_title_or_body() {
+        assert!(skips_ci("Fix typo [skip ci]", ""));
+        assert!(skips_ci("Docs", "Only docs.\n[SKIP CI]"));
+        assert!(!skips_ci("Fix CI", "skip the flaky test"));
+    }
+}
