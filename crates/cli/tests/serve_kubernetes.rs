@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::serve::{builds, http, job_names, json, seed, serve, wait, Kubeci, AUTHORIZED};
+use common::serve::{builds, job_names, json, seed, serve, trigger, wait, Kubeci};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -26,14 +26,9 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
     assert_eq!(job_names(&kubeci), ["start-helm-test"]);
 
     // A manual build runs as a Job carrying DESIGN.md §3's labels and annotations.
-    let (status, body) = http(
-        &kubeci,
-        "POST",
-        "/api/v1/jobs/default/start-helm-test/builds",
-        &[AUTHORIZED],
-    );
+    let (status, body) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).unwrap();
+    let created = body;
     assert_eq!(
         (created["number"].as_u64(), created["name"].as_str()),
         (Some(1), Some("start-helm-test-1"))
@@ -73,12 +68,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
             .to_owned()
     };
     wait("the edit to be seen", || new_hash(&kubeci) != first_hash);
-    let (status, _) = http(
-        &kubeci,
-        "POST",
-        "/api/v1/jobs/default/start-helm-test/builds",
-        &[AUTHORIZED],
-    );
+    let (status, _) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201);
     let all = builds(&kubeci, "start-helm-test");
     assert_eq!(all[0]["number"], 2);
@@ -97,12 +87,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
         .await
         .unwrap();
     wait("the job to be gone", || job_names(&kubeci).is_empty());
-    let (status, _) = http(
-        &kubeci,
-        "POST",
-        "/api/v1/jobs/default/start-helm-test/builds",
-        &[AUTHORIZED],
-    );
+    let (status, _) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 404);
 }
 
@@ -113,17 +98,9 @@ async fn build_numbers_survive_restarts_and_deleted_jobs() {
     {
         let kubeci = serve(&server);
         for expected in 1..=2 {
-            let (status, body) = http(
-                &kubeci,
-                "POST",
-                "/api/v1/jobs/default/start-helm-test/builds",
-                &[AUTHORIZED],
-            );
+            let (status, body) = trigger(&kubeci, "start-helm-test", None);
             assert_eq!(status, 201, "{body}");
-            assert_eq!(
-                serde_json::from_str::<Value>(&body).unwrap()["number"],
-                expected
-            );
+            assert_eq!(body["number"], expected);
         }
     }
     // The old Jobs are deleted and kubeci restarts: numbering goes on.
@@ -134,14 +111,9 @@ async fn build_numbers_survive_restarts_and_deleted_jobs() {
             .unwrap();
     }
     let kubeci = serve(&server);
-    let (status, body) = http(
-        &kubeci,
-        "POST",
-        "/api/v1/jobs/default/start-helm-test/builds",
-        &[AUTHORIZED],
-    );
+    let (status, body) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["number"], 3);
+    assert_eq!(body["number"], 3);
     assert_eq!(
         jobs.list(&ListParams::default()).await.unwrap().items.len(),
         1
@@ -169,12 +141,7 @@ async fn invalid_jobs_are_shown_and_reported_and_never_built() {
             .contains("unknown key `run_comand`"),
         "{job}"
     );
-    let (status, body) = http(
-        &kubeci,
-        "POST",
-        "/api/v1/jobs/default/start-helm-test/builds",
-        &[AUTHORIZED],
-    );
+    let (status, body) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 422, "{body}");
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(server.client().await, "default");
@@ -204,12 +171,7 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
     server.preload(vec![seed()]).unwrap();
     {
         let kubeci = serve(&server);
-        let (status, _) = http(
-            &kubeci,
-            "POST",
-            "/api/v1/jobs/default/start-helm-test/builds",
-            &[AUTHORIZED],
-        );
+        let (status, _) = trigger(&kubeci, "start-helm-test", None);
         assert_eq!(status, 201);
         wait("the build to finish", || {
             builds(&kubeci, "start-helm-test")
