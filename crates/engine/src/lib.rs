@@ -10,6 +10,7 @@ pub mod leader;
 pub mod ledger;
 pub mod observe;
 pub mod plan;
+pub mod record;
 pub mod report;
 pub mod schedule;
 

@@ -1,8 +1,8 @@
 //! A build's state read from its `batch/v1` Job and the Job's pod, as Kubernetes reports
 //! them. Pure: the caller passes the objects and the time.
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use crate::record::{BuildJob, BuildPod};
+use k8s_openapi::api::core::v1::ContainerStatus;
 use kubeci_render::keys;
 
 use crate::build::{BuildState, BuildSummary};
@@ -33,7 +33,7 @@ pub fn clone_failure(code: i32) -> &'static str {
     }
 }
 
-fn annotation<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
+fn annotation<'a>(job: &'a BuildJob, key: &str) -> Option<&'a str> {
     job.metadata
         .annotations
         .as_ref()?
@@ -42,7 +42,7 @@ fn annotation<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
 }
 
 fn condition<'a>(
-    job: &'a Job,
+    job: &'a BuildJob,
     kind: &str,
 ) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status
@@ -62,7 +62,7 @@ fn terminated_code(status: &ContainerStatus) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
-fn failed_container(pod: &Pod) -> Option<(String, bool, i32)> {
+fn failed_container(pod: &BuildPod) -> Option<(String, bool, i32)> {
     let status = pod.status.as_ref()?;
     let init = status
         .init_container_statuses
@@ -82,7 +82,7 @@ fn failed_container(pod: &Pod) -> Option<(String, bool, i32)> {
 }
 
 /// Why a pending pod waits, in Kubernetes' words: (reason, message).
-fn waiting(pod: &Pod) -> Option<(String, String)> {
+fn waiting(pod: &BuildPod) -> Option<(String, String)> {
     let status = pod.status.as_ref()?;
     let statuses = status
         .init_container_statuses
@@ -107,7 +107,7 @@ fn waiting(pod: &Pod) -> Option<(String, String)> {
     })
 }
 
-fn created_at(pod: &Pod) -> Option<i64> {
+fn created_at(pod: &BuildPod) -> Option<i64> {
     pod.metadata
         .creation_timestamp
         .as_ref()
@@ -116,7 +116,12 @@ fn created_at(pod: &Pod) -> Option<i64> {
 
 /// The state of the build that `job` runs, given its pods, the time (seconds since the
 /// epoch) and how long a pod may stay unable to start.
-pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> BuildState {
+pub fn build_state(
+    job: &BuildJob,
+    pods: &[BuildPod],
+    now: i64,
+    pending_deadline: i64,
+) -> BuildState {
     if condition(job, "Complete").is_some() {
         return BuildState::Succeeded;
     }
@@ -164,7 +169,7 @@ pub fn build_state(job: &Job, pods: &[Pod], now: i64, pending_deadline: i64) -> 
     if suspended {
         return BuildState::Queued;
     }
-    let active: Vec<&Pod> = pods
+    let active: Vec<&BuildPod> = pods
         .iter()
         .filter(|p| {
             !matches!(
@@ -202,14 +207,14 @@ pub fn error_annotation(reason: &str, message: &str) -> String {
 
 /// Whether Kubernetes is done with the Job: it completed or failed, or kubeci stopped it
 /// (cancelled, or failed it because its pod could not start).
-pub fn is_settled(job: &Job) -> bool {
+pub fn is_settled(job: &BuildJob) -> bool {
     condition(job, "Complete").is_some()
         || condition(job, "Failed").is_some()
         || annotation(job, keys::FINISHED_AT).is_some()
 }
 
 /// When the build finished (seconds since the epoch), if it did.
-pub fn finished_at(job: &Job) -> Option<i64> {
+pub fn finished_at(job: &BuildJob) -> Option<i64> {
     let from_condition = ["Complete", "Failed"].iter().find_map(|kind| {
         condition(job, kind)?
             .last_transition_time
@@ -235,8 +240,8 @@ pub fn finished_at(job: &Job) -> Option<i64> {
 /// What the engine needs of one build Job (`None` when it lacks kubeci's build label).
 /// `reporting` says whether builds must be reported before they may be deleted.
 pub fn summarize(
-    job: &Job,
-    pods: &[Pod],
+    job: &BuildJob,
+    pods: &[BuildPod],
     now: i64,
     pending_deadline: i64,
     reporting: bool,
@@ -266,13 +271,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn job(extra: serde_json::Value) -> Job {
+    fn job(extra: serde_json::Value) -> BuildJob {
         let mut value = json!({"metadata": {"name": "demo-1", "annotations": {}}, "spec": {"template": {}}, "status": {}});
         crate::tests::merge(&mut value, extra);
         serde_json::from_value(value).unwrap()
     }
 
-    fn pod(status: serde_json::Value) -> Pod {
+    fn pod(status: serde_json::Value) -> BuildPod {
         serde_json::from_value(json!({"metadata": {"name": "demo-1-abcde", "creationTimestamp": "2026-11-23T10:00:00Z"}, "status": status})).unwrap()
     }
 

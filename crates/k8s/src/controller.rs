@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -16,6 +15,7 @@ use kubeci_engine::api::Backend;
 use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord};
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::plan::{self, Action, JobPolicy};
+use kubeci_engine::record::BuildJob;
 use kubeci_engine::report::{self, CommitState, ReportTarget};
 use kubeci_engine::{observe, schedule, BuildSummary};
 use kubeci_render::{keys, BuildRequest, Trigger};
@@ -293,7 +293,7 @@ async fn act(
         return;
     };
     let name = record.job.name_any();
-    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), namespace);
+    let jobs: Api<BuildJob> = Api::namespaced(cluster.client.clone(), namespace);
     let result = match action {
         Action::Fail {
             reason, message, ..
@@ -470,7 +470,7 @@ fn report_target(
 /// sent but not recorded would be sent again by the next leader.
 async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[CommitState]) {
     let patch = serde_json::json!({"metadata": {"annotations": {keys::REPORTED: report::format_reported(reported)}}});
-    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &target.namespace);
+    let jobs = Api::<BuildJob>::namespaced(cluster.client.clone(), &target.namespace);
     for attempt in 0..5u32 {
         match jobs
             .patch(

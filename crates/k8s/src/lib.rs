@@ -33,6 +33,7 @@ use kubeci_engine::api::{
     Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError, TriggerRequest,
     Triggered,
 };
+use kubeci_engine::record::{BuildJob, BuildPod};
 use kubeci_engine::report::Reporter;
 use kubeci_engine::{decide, observe, BuildSummary};
 use kubeci_render::{keys, BuildRequest, JobOrigin, RenderConfig, Trigger};
@@ -100,15 +101,15 @@ impl Default for Settings {
 
 /// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
 struct Scope {
-    jobs: Store<Job>,
-    pods: Store<Pod>,
+    jobs: Store<BuildJob>,
+    pods: Store<BuildPod>,
     leases: Store<Lease>,
 }
 
 /// One build as the caches show it.
 pub(crate) struct BuildRecord {
-    pub job: Arc<Job>,
-    pub pods: Vec<Arc<Pod>>,
+    pub job: Arc<BuildJob>,
+    pub pods: Vec<Arc<BuildPod>>,
     pub summary: BuildSummary,
 }
 
@@ -287,8 +288,8 @@ impl Cluster {
         }
         let managed = format!("{}={}", keys::MANAGED_BY, keys::MANAGER);
         let mut scopes = Vec::new();
-        let job_apis = apis::<Job>(&client, &settings.namespaces);
-        let pod_apis = apis::<Pod>(&client, &settings.namespaces);
+        let job_apis = apis::<BuildJob>(&client, &settings.namespaces);
+        let pod_apis = apis::<BuildPod>(&client, &settings.namespaces);
         let lease_apis = apis::<Lease>(&client, &settings.namespaces);
         for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis)
         {
@@ -296,19 +297,14 @@ impl Cluster {
                 jobs_api,
                 watcher::Config::default().labels(&managed),
                 changed.clone(),
-                // Builds are read from labels, annotations, `suspend` and status.
-                |job: &mut Job| {
-                    if let Some(spec) = job.spec.as_mut() {
-                        spec.template = Default::default();
-                    }
-                },
+                // `BuildJob` holds only what builds are read from.
+                |_: &mut BuildJob| {},
             );
             let (pods, pods_synced) = cache(
                 pods_api,
                 watcher::Config::default().labels(keys::JOB),
                 changed.clone(),
-                // Pods are read from their status.
-                |pod: &mut Pod| pod.spec = None,
+                |_: &mut BuildPod| {},
             );
             let (leases, leases_synced) = cache(
                 leases_api,
@@ -359,7 +355,8 @@ impl Cluster {
         let reporting = self.reporter.is_some();
         let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
         for scope in &self.scopes {
-            let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<Pod>>> = BTreeMap::new();
+            let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<BuildPod>>> =
+                BTreeMap::new();
             let pods = scope.pods.state();
             for pod in &pods {
                 let (Some(job), Some(build)) =
@@ -389,7 +386,7 @@ impl Cluster {
                     .get(&(namespace.clone(), name, build))
                     .cloned()
                     .unwrap_or_default();
-                let owned: Vec<Pod> = pods.iter().map(|p| (**p).clone()).collect();
+                let owned: Vec<BuildPod> = pods.iter().map(|p| (**p).clone()).collect();
                 let Some(summary) =
                     observe::summarize(&job, &owned, now, self.pending_deadline(), reporting)
                 else {
@@ -482,7 +479,7 @@ impl Cluster {
         &self,
         loaded: &LoadedJob,
         request: &BuildRequest,
-    ) -> Result<Job, TriggerError> {
+    ) -> Result<BuildJob, TriggerError> {
         let job = loaded.job.as_ref().expect("a declared job is valid");
         let mut rendered =
             kubeci_render::render(job, &JobOrigin::of(loaded), request, &self.settings.render)
@@ -500,11 +497,13 @@ impl Cluster {
         }
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
         match jobs.create(&PostParams::default(), &rendered).await {
-            Ok(created) => Ok(created),
-            Err(kube::Error::Api(status)) if status.code == 409 => jobs
-                .get(&rendered.name_any())
-                .await
-                .map_err(|e| TriggerError::Backend(e.to_string())),
+            Ok(created) => Ok(created.into()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Api::<BuildJob>::namespaced(self.client.clone(), &loaded.namespace)
+                    .get(&rendered.name_any())
+                    .await
+                    .map_err(|e| TriggerError::Backend(e.to_string()))
+            }
             Err(e) => Err(TriggerError::Backend(e.to_string())),
         }
     }
@@ -516,19 +515,19 @@ impl Cluster {
         namespace: &str,
         job_name: &str,
         annotations: serde_json::Value,
-    ) -> Result<Job, kube::Error> {
+    ) -> Result<BuildJob, kube::Error> {
         let mut annotations = annotations;
         annotations[keys::FINISHED_AT] = jiff::Timestamp::now().to_string().into();
         let patch = serde_json::json!({
             "metadata": {"annotations": annotations},
             "spec": {"suspend": true},
         });
-        Api::<Job>::namespaced(self.client.clone(), namespace)
+        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
     }
 
-    fn view(&self, job: &Job, pods: &[Arc<Pod>], summary: &BuildSummary) -> BuildView {
+    fn view(&self, job: &BuildJob, pods: &[Arc<BuildPod>], summary: &BuildSummary) -> BuildView {
         let (state, message) = BuildView::describe(&summary.state);
         let annotations = job.annotations();
         let namespace = job.namespace().unwrap_or_default();
@@ -586,7 +585,7 @@ impl Cluster {
         }
     }
 
-    fn fresh_view(&self, job: &Job) -> BuildView {
+    fn fresh_view(&self, job: &BuildJob) -> BuildView {
         let reporting = self.reporter.is_some();
         let summary = observe::summarize(job, &[], now(), self.pending_deadline(), reporting)
             .unwrap_or(BuildSummary {
@@ -640,7 +639,7 @@ impl Cluster {
                 created
             }
             // A retry of a request whose build exists (or existed).
-            None => Api::<Job>::namespaced(self.client.clone(), namespace)
+            None => Api::<BuildJob>::namespaced(self.client.clone(), namespace)
                 .get_opt(&kubeci_render::build_name(name, allocation.number))
                 .await
                 .map_err(|e| TriggerError::Backend(e.to_string()))?
