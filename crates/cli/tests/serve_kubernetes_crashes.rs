@@ -80,7 +80,7 @@ async fn killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice() {
     // are held at the API server and never happen. Request A is retried by its client
     // with the same key; request B's client gives up — the new leader builds it anyway.
     let kubeci = start();
-    server.hold("create", "jobs");
+    server.gate().hold("create", "jobs");
     let port = kubeci.port;
     let send = |key: &'static str| {
         std::thread::spawn(move || {
@@ -91,10 +91,10 @@ async fn killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice() {
     let _a = send("request-a");
     let _b = send("request-b");
     wait("both creates to reach the API server", || {
-        server.held() >= 2
+        server.gate().held() >= 2
     });
     kubeci.kill();
-    server.release(false);
+    server.gate().release(false);
     assert!(
         build_jobs(&server, "steady").is_empty(),
         "nothing was created"
@@ -256,7 +256,7 @@ async fn lost_watches_errors_and_a_vanished_api_server_are_waited_out() {
 
     // Watches dropped and their history compacted (410 Gone on resume): relisted.
     server.compact();
-    server.drop_watches();
+    server.gate().drop_watches();
     server
         .preload(vec![configmap("second", &job_yaml("second", ""))])
         .unwrap();
@@ -265,7 +265,7 @@ async fn lost_watches_errors_and_a_vanished_api_server_are_waited_out() {
     });
 
     // 500s: a build request fails cleanly with 503, the next one works.
-    server.fail_next(50, 500);
+    server.gate().fail_next(50, 500);
     let (status, body) = trigger(&kubeci, "first", None);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "backend-failed");

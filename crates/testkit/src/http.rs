@@ -1,7 +1,7 @@
 //! The REST surface: routing Kubernetes API paths to the store, watch streams, pod logs,
 //! request recording and fault injection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,49 +11,18 @@ use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 
+use crate::gate::{Admission, Gate, RecordedRequest};
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{container_names, merge_patch, now, ApiError, Change, ChangeKind, Store};
 
-/// One request as a client sent it, for assertions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub user_agent: String,
-    /// The Kubernetes verb: get, list, watch, create, update, patch, delete, ...
-    pub verb: String,
-    /// The resource (`jobs`, `pods/log`, `configmaps`), empty for discovery.
-    pub resource: String,
-}
-
-/// Faults to inject into the next requests.
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Added before every response.
-    pub latency: Duration,
-    /// Responses to give instead of serving: (status, Retry-After seconds).
-    pub responses: VecDeque<(u16, Option<u64>)>,
-    /// Requests with this (verb, resource) wait until released.
-    pub hold: Option<(String, String)>,
-    /// How many requests are waiting.
-    pub held: usize,
-}
-
 /// State shared by every connection.
 pub struct Shared {
     pub store: Mutex<Store>,
-    pub requests: Mutex<Vec<RecordedRequest>>,
-    pub faults: Mutex<Faults>,
-    /// Cancelled to drop every open watch; replaced by a fresh token.
-    pub watch_epoch: Mutex<CancellationToken>,
+    pub gate: Gate,
     pub address: String,
     pub bookmark_interval: Duration,
-    /// Bumped to release held requests; the value says whether they proceed.
-    pub release: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 type Reply = Response<Body>;
@@ -64,6 +33,18 @@ fn json_reply(code: StatusCode, value: &Value) -> Reply {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(value.to_string()))
         .expect("a valid response")
+}
+
+/// An injected fault's answer.
+pub(crate) fn refusal(error: &ApiError, retry_after: Option<u64>) -> Reply {
+    let mut reply = error_reply(error);
+    if let Some(seconds) = retry_after {
+        reply.headers_mut().insert(
+            header::RETRY_AFTER,
+            seconds.to_string().parse().expect("a number"),
+        );
+    }
+    reply
 }
 
 fn error_reply(error: &ApiError) -> Reply {
@@ -158,18 +139,15 @@ fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'
     }
 }
 
-/// Serves one request.
-pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply, Infallible> {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
-    let raw_query = parts.uri.query().unwrap_or("").to_owned();
-    let query: HashMap<String, String> = form_urlencoded::parse(raw_query.as_bytes())
-        .into_owned()
-        .collect();
-    let routed = route(&path, &shared.address);
-    let (verb_name, resource_name) = match &routed {
+/// The request as recorded: its Kubernetes verb and resource named from its route.
+fn describe(
+    parts: &axum::http::request::Parts,
+    routed: &Route,
+    query: &HashMap<String, String>,
+) -> RecordedRequest {
+    let (verb_name, resource_name) = match routed {
         Route::Api(t) => (
-            verb(&parts.method, t, &query).to_owned(),
+            verb(&parts.method, t, query).to_owned(),
             match &t.subresource {
                 Some(sub) => format!("{}/{sub}", RESOURCES[t.resource].plural),
                 None => RESOURCES[t.resource].plural.to_owned(),
@@ -177,71 +155,48 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply
         ),
         _ => ("get".to_owned(), String::new()),
     };
-    shared.requests.lock().expect("lock").push(RecordedRequest {
+    RecordedRequest {
         method: parts.method.to_string(),
-        path: path.clone(),
-        query: raw_query,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
         user_agent: parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned(),
-        verb: verb_name.clone(),
-        resource: resource_name.clone(),
-    });
-    let held = {
-        let mut faults = shared.faults.lock().expect("lock");
-        let held = faults
-            .hold
-            .as_ref()
-            .is_some_and(|(verb, resource)| *verb == verb_name && *resource == resource_name);
-        if held {
-            faults.held += 1;
-        }
-        held
-    };
-    if held {
-        let mut release = shared.release.subscribe();
-        let generation = release.borrow().0;
-        let proceed = loop {
-            let (current, proceed) = *release.borrow_and_update();
-            if current != generation {
-                break proceed;
-            }
-            if release.changed().await.is_err() {
-                break false;
-            }
-        };
-        if !proceed {
-            return Ok(error_reply(&ApiError::new(
-                503,
-                "ServiceUnavailable",
-                "the request was held and dropped before it was served",
-            )));
-        }
+        verb: verb_name,
+        resource: resource_name,
     }
-    let (latency, injected) = {
-        let mut faults = shared.faults.lock().expect("lock");
-        (faults.latency, faults.responses.pop_front())
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if let Some((code, retry_after)) = injected {
-        let error = match code {
-            429 => ApiError::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-            503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
-            _ => ApiError::new(code, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
-        };
-        let mut reply = error_reply(&error);
-        if let Some(seconds) = retry_after {
-            reply.headers_mut().insert(
-                header::RETRY_AFTER,
-                seconds.to_string().parse().expect("a number"),
-            );
-        }
-        return Ok(reply);
+}
+
+/// How a request to a proxied API server is recorded (the proxy knows the same
+/// resources as the fake server; others are recorded without a resource).
+pub(crate) fn describe_proxied(parts: &axum::http::request::Parts) -> (RecordedRequest, bool) {
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let routed = route(parts.uri.path(), "");
+    let resumed_watch = query.get("watch").is_some_and(|w| w == "true" || w == "1")
+        && query
+            .get("resourceVersion")
+            .is_some_and(|rv| !rv.is_empty() && rv != "0");
+    (describe(parts, &routed, &query), resumed_watch)
+}
+
+/// Serves one request.
+pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply, Infallible> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let routed = route(&path, &shared.address);
+    let recorded = describe(&parts, &routed, &query);
+    if let Admission::Refuse(error, retry_after) = shared.gate.admit(recorded).await {
+        return Ok(refusal(&error, retry_after));
     }
     let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
         Ok(bytes) => bytes,
@@ -617,7 +572,7 @@ fn watch(
             }
         }
     };
-    let epoch = shared.watch_epoch.lock().expect("lock").clone();
+    let epoch = shared.gate.watch_epoch();
     let interval = shared.bookmark_interval;
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {

@@ -8,7 +8,9 @@
 //! or really run through the local engine), records every request and injects faults.
 //! See `crates/testkit/README.md`.
 
+pub mod gate;
 pub mod http;
+pub mod proxy;
 pub mod resources;
 pub mod selector;
 pub mod sim;
@@ -25,9 +27,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 
-pub use http::RecordedRequest;
+pub use gate::{Gate, RecordedRequest};
+pub use proxy::ApiProxy;
 pub use sim::PodBehaviour;
 pub use store::{ApiError, Store};
 
@@ -63,16 +65,23 @@ pub struct FakeApiServer {
     simulation: Option<sim::Simulation>,
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<http::Shared>) {
+/// Serves HTTP/1 connections on `listener` with `handler` until aborted.
+pub(crate) async fn accept_loop<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(hyper::Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<axum::http::Response<Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
+                let handler = handler.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        http::handle(shared.clone(), request.map(Body::new))
+                        handler(request.map(Body::new))
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -80,6 +89,38 @@ async fn accept_loop(listener: TcpListener, shared: Arc<http::Shared>) {
             Some(_) = connections.join_next() => {}
         }
     }
+}
+
+/// Binds `address` again after a stop; panics if that fails for 10 s (another process
+/// took it).
+pub(crate) async fn bind_again(address: SocketAddr) -> TcpListener {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(_) if attempts < 1000 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("cannot listen on {address} again: {e}"),
+        }
+    }
+}
+
+/// A kubeconfig for a plain-HTTP server on loopback, as `kubectl` and `kube` load it.
+pub(crate) fn loopback_kubeconfig(url: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: {namespace}\ncurrent-context: fake\nusers:\n- name: tester\n  user:\n    token: fake-token\n"
+    )
+}
+
+fn serve(
+    listener: TcpListener,
+    shared: Arc<http::Shared>,
+) -> impl std::future::Future<Output = ()> {
+    accept_loop(listener, move |request| {
+        http::handle(shared.clone(), request)
+    })
 }
 
 impl FakeApiServer {
@@ -95,14 +136,11 @@ impl FakeApiServer {
         let address = listener.local_addr().expect("a bound address");
         let shared = Arc::new(http::Shared {
             store: Mutex::new(Store::new(options.history)),
-            requests: Mutex::new(Vec::new()),
-            faults: Mutex::new(http::Faults::default()),
-            watch_epoch: Mutex::new(CancellationToken::new()),
+            gate: Gate::default(),
             address: address.to_string(),
             bookmark_interval: options.bookmark_interval,
-            release: tokio::sync::watch::channel((0, false)).0,
         });
-        let serving = tokio::spawn(accept_loop(listener, shared.clone()));
+        let serving = tokio::spawn(serve(listener, shared.clone()));
         let simulation = options
             .simulate
             .then(|| sim::Simulation::start(shared.clone()));
@@ -120,10 +158,7 @@ impl FakeApiServer {
 
     /// A kubeconfig for this server, as `kubectl` and `kube` load it.
     pub fn kubeconfig(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n    namespace: default\ncurrent-context: fake\nusers:\n- name: tester\n  user:\n    token: fake-token\n",
-            self.url()
-        )
+        loopback_kubeconfig(&self.url(), "default")
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
@@ -148,41 +183,15 @@ impl FakeApiServer {
         self.shared.store.lock().expect("the store lock")
     }
 
+    /// Request recording and fault injection: [`Gate::hold`], [`Gate::fail_next`],
+    /// [`Gate::drop_watches`], ...
+    pub fn gate(&self) -> &Gate {
+        &self.shared.gate
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().expect("lock").clone()
-    }
-
-    pub fn clear_requests(&self) {
-        self.shared.requests.lock().expect("lock").clear();
-    }
-
-    /// The next `count` requests fail with `status` (500, 503, ...).
-    pub fn fail_next(&self, count: usize, status: u16) {
-        let mut faults = self.shared.faults.lock().expect("lock");
-        faults
-            .responses
-            .extend(std::iter::repeat_n((status, None), count));
-    }
-
-    /// The next `count` requests get 429 Too Many Requests with `Retry-After`.
-    pub fn throttle_next(&self, count: usize, retry_after_seconds: u64) {
-        let mut faults = self.shared.faults.lock().expect("lock");
-        faults
-            .responses
-            .extend(std::iter::repeat_n((429, Some(retry_after_seconds)), count));
-    }
-
-    /// Delays every response.
-    pub fn set_latency(&self, latency: Duration) {
-        self.shared.faults.lock().expect("lock").latency = latency;
-    }
-
-    /// Breaks every open watch connection, as a network failure would.
-    pub fn drop_watches(&self) {
-        let mut epoch = self.shared.watch_epoch.lock().expect("lock");
-        epoch.cancel();
-        *epoch = CancellationToken::new();
+        self.shared.gate.requests()
     }
 
     /// Forgets the watch history: resuming from an earlier resourceVersion gets 410 Gone.
@@ -190,32 +199,9 @@ impl FakeApiServer {
         self.store().compact();
     }
 
-    /// Makes requests with `verb` on `resource` (e.g. `create`, `jobs`) wait until
-    /// [`FakeApiServer::release`]: a request that reached the server and is not served yet.
-    pub fn hold(&self, verb: &str, resource: &str) {
-        let mut faults = self.shared.faults.lock().expect("lock");
-        faults.hold = Some((verb.to_owned(), resource.to_owned()));
-        faults.held = 0;
-    }
-
-    /// How many requests were held since [`FakeApiServer::hold`].
-    pub fn held(&self) -> usize {
-        self.shared.faults.lock().expect("lock").held
-    }
-
-    /// Stops holding; held requests are served (`proceed`) or fail with 503 as if they
-    /// never reached storage.
-    pub fn release(&self, proceed: bool) {
-        self.shared.faults.lock().expect("lock").hold = None;
-        self.shared.release.send_modify(|(generation, p)| {
-            *generation += 1;
-            *p = proceed;
-        });
-    }
-
     /// Stops listening and drops every connection: the server is gone.
     pub fn stop(&self) {
-        self.drop_watches();
+        self.shared.gate.drop_watches();
         if let Some(serving) = self.serving.lock().expect("lock").take() {
             serving.abort();
         }
@@ -224,19 +210,9 @@ impl FakeApiServer {
     /// Comes back on the same address with the same state after [`FakeApiServer::stop`].
     /// Panics if the address cannot be bound again within 10 s (another process took it).
     pub async fn restart(&self) {
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(self.address).await {
-                Ok(listener) => break listener,
-                Err(_) if attempts < 1000 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => panic!("cannot listen on {} again: {e}", self.address),
-            }
-        };
+        let listener = bind_again(self.address).await;
         *self.serving.lock().expect("lock") =
-            Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
+            Some(tokio::spawn(serve(listener, self.shared.clone())));
     }
 
     /// Chooses what the pods of the simulated kubelet do.

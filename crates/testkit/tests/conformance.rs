@@ -676,11 +676,11 @@ async fn requests_are_recorded() {
 async fn faults_are_injected() {
     let server = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
-    server.fail_next(1, 500);
+    server.gate().fail_next(1, 500);
     assert_eq!(error_of(cms.list(&ListParams::default()).await).code, 500);
     // kube retries 429 after the server's Retry-After: two requests, one answer.
-    server.clear_requests();
-    server.throttle_next(1, 1);
+    server.gate().clear_requests();
+    server.gate().throttle_next(1, 1);
     assert!(cms.list(&ListParams::default()).await.is_ok());
     assert_eq!(server.requests().len(), 2);
     server.stop();
@@ -771,11 +771,11 @@ async fn latency_is_injected() {
         .unwrap();
     config.read_timeout = Some(Duration::from_millis(100));
     let cms: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
-    server.set_latency(Duration::from_secs(2));
+    server.gate().set_latency(Duration::from_secs(2));
     assert!(
         cms.list(&ListParams::default()).await.is_err(),
         "the answer came later than the client waits"
     );
-    server.set_latency(Duration::ZERO);
+    server.gate().set_latency(Duration::ZERO);
     assert!(cms.list(&ListParams::default()).await.is_ok());
 }

@@ -104,7 +104,7 @@ async fn the_reflector_resumes_after_a_drop_and_relists_after_410() {
 
     // A dropped connection: the watcher watches again from where it was, without a list.
     eventually("the watch to start", async || count(&server, "watch") == 1).await;
-    server.drop_watches();
+    server.gate().drop_watches();
     api.create(&PostParams::default(), &configmap("cm-5", "1"))
         .await
         .unwrap();
@@ -194,7 +194,7 @@ async fn the_controller_reconciles_every_final_state_through_faults() {
     .await;
     eventually("the watch to start", async || count(&server, "watch") >= 1).await;
 
-    server.drop_watches();
+    server.gate().drop_watches();
     api.patch(
         "cm-0",
         &PatchParams::default(),
@@ -217,7 +217,7 @@ async fn the_controller_reconciles_every_final_state_through_faults() {
         store.compact();
     }
     let expected = stored(&server);
-    server.fail_next(1, 500);
+    server.gate().fail_next(1, 500);
     server.restart().await;
     eventually("every final state to be reconciled", async || {
         *seen.lock().unwrap() == expected
