@@ -70,6 +70,10 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
     wait("the edit to be seen", || new_hash(&kubeci) != first_hash);
     let (status, _) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201);
+    // The list reads kubeci's caches, which see the new Job once its watch event arrives.
+    wait("build 2 to be listed", || {
+        builds(&kubeci, "start-helm-test").len() == 2
+    });
     let all = builds(&kubeci, "start-helm-test");
     assert_eq!(all[0]["number"], 2);
     assert_eq!(
@@ -180,57 +184,5 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
         });
         let _ = json(&kubeci, "/api/v1/jobs");
     }
-    let rbac_text =
-        std::fs::read_to_string(common::repo_root().join("deploy/kubernetes/rbac.yaml")).unwrap();
-    let rbac = kubeci_spec::yaml::parse_stream(
-        &rbac_text,
-        &kubeci_spec::yaml::PosMap::Identity,
-        Default::default(),
-    )
-    .unwrap()[0]
-        .clone()
-        .unwrap()
-        .to_json();
-    let rules = rbac["rules"].as_array().unwrap();
-    assert!(
-        !rbac_text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .any(|l| l.contains("secrets")),
-        "no secrets rule at all"
-    );
-    let group_of = |path: &str| -> String {
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        if parts[0] == "apis" {
-            parts[1].to_owned()
-        } else {
-            String::new()
-        }
-    };
-    let requests: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| !r.resource.is_empty())
-        .collect();
-    assert!(requests.len() > 5, "kubeci made requests");
-    for request in &requests {
-        assert!(
-            !request.resource.starts_with("secrets"),
-            "kubeci asked for a Secret: {request:?}"
-        );
-        let group = group_of(&request.path);
-        let allowed = rules.iter().any(|rule| {
-            let has = |field: &str, value: &str| {
-                rule[field].as_array().unwrap().iter().any(|v| v == value)
-            };
-            has("apiGroups", &group)
-                && has("resources", &request.resource)
-                && has("verbs", &request.verb)
-        });
-        assert!(
-            allowed,
-            "not granted by rbac.yaml: {} {} ({} in group {group:?})",
-            request.verb, request.path, request.resource
-        );
-    }
+    common::cluster::assert_rbac_grants(&server.requests());
 }

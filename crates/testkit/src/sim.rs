@@ -52,7 +52,42 @@ pub enum PodBehaviour {
     },
 }
 
+/// An image no registry serves: [`PodBehaviour::like_a_kubelet`] cannot pull it, and
+/// neither can a real cluster.
+pub const MISSING_IMAGE: &str = "registry.invalid/kubeci/missing:1";
+
 impl PodBehaviour {
+    /// What a kubelet does with `pod` in a namespace without Secrets: a pod that refers to
+    /// a Secret (volume, `secretKeyRef`, `envFrom`) cannot start, nor one whose image is
+    /// [`MISSING_IMAGE`]; others do `otherwise`.
+    pub fn like_a_kubelet(pod: &Value, otherwise: &PodBehaviour) -> PodBehaviour {
+        let spec = &pod["spec"];
+        let containers: Vec<&Value> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|key| spec[*key].as_array().into_iter().flatten())
+            .collect();
+        let from_volumes = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["secret"]["secretName"].as_str());
+        let from_env = containers.iter().flat_map(|c| {
+            let env = c["env"].as_array().into_iter().flatten();
+            let env_from = c["envFrom"].as_array().into_iter().flatten();
+            env.filter_map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str())
+                .chain(env_from.filter_map(|e| e["secretRef"]["name"].as_str()))
+        });
+        if let Some(secret) = from_volumes.chain(from_env).next() {
+            return PodBehaviour::MissingSecret {
+                secret: secret.to_owned(),
+            };
+        }
+        if containers.iter().any(|c| c["image"] == MISSING_IMAGE) {
+            return PodBehaviour::ImagePullError;
+        }
+        otherwise.clone()
+    }
+
     /// Succeeds at once without output: the default.
     pub fn succeed() -> PodBehaviour {
         PodBehaviour::Succeed {

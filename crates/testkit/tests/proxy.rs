@@ -23,8 +23,24 @@ async fn client(proxy: &ApiProxy) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// Retries a broken watch after 100 ms, every time: kube's default backoff grows to
+/// 30 s over the errors this test injects.
+struct Retry;
+
+impl Iterator for Retry {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(100))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {}
+}
+
+/// Polls `check` for up to 60 s (kube's client itself retries 5xx answers with backoff).
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..3000 {
+    for _ in 0..6000 {
         if check().await {
             return;
         }
@@ -119,7 +135,7 @@ async fn a_reflector_survives_dropped_and_expired_watches_errors_and_an_outage()
     tokio::spawn(futures_util::StreamExt::for_each(
         reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default()).backoff(Retry),
         ),
         |_| async {},
     ));

@@ -1,6 +1,7 @@
 //! Running the real `kubeci` binary from tests, and golden files.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod git;
 pub mod serve;
 

@@ -89,7 +89,7 @@ pub fn serve_cluster(kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
     kubeci
 }
 
-fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
+pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
@@ -154,6 +154,11 @@ pub const AUTHORIZED: (&str, &str) = ("Authorization", "Bearer a-test-token-of-s
 
 /// POSTs a build request; (status, body as JSON).
 pub fn trigger(kubeci: &Kubeci, job: &str, key: Option<&str>) -> (u16, Value) {
+    trigger_in(kubeci, "default", job, key)
+}
+
+/// POSTs a build request for a job of `namespace`.
+pub fn trigger_in(kubeci: &Kubeci, namespace: &str, job: &str, key: Option<&str>) -> (u16, Value) {
     let mut headers = vec![AUTHORIZED];
     if let Some(key) = key {
         headers.push(("Idempotency-Key", key));
@@ -161,7 +166,7 @@ pub fn trigger(kubeci: &Kubeci, job: &str, key: Option<&str>) -> (u16, Value) {
     let (status, body) = http(
         kubeci,
         "POST",
-        &format!("/api/v1/jobs/default/{job}/builds"),
+        &format!("/api/v1/jobs/{namespace}/{job}/builds"),
         &headers,
     );
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -183,7 +188,11 @@ pub fn job_names(kubeci: &Kubeci) -> Vec<String> {
 }
 
 pub fn builds(kubeci: &Kubeci, job: &str) -> Vec<Value> {
-    json(kubeci, &format!("/api/v1/jobs/default/{job}/builds"))["items"]
+    builds_in(kubeci, "default", job)
+}
+
+pub fn builds_in(kubeci: &Kubeci, namespace: &str, job: &str) -> Vec<Value> {
+    json(kubeci, &format!("/api/v1/jobs/{namespace}/{job}/builds"))["items"]
         .as_array()
         .unwrap()
         .clone()
@@ -191,7 +200,11 @@ pub fn builds(kubeci: &Kubeci, job: &str) -> Vec<Value> {
 
 /// The state of build `number` of `job`, as the API shows it.
 pub fn state(kubeci: &Kubeci, job: &str, number: u64) -> String {
-    builds(kubeci, job)
+    state_in(kubeci, "default", job, number)
+}
+
+pub fn state_in(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
+    builds_in(kubeci, namespace, job)
         .iter()
         .find(|b| b["number"] == number)
         .and_then(|b| b["state"].as_str().map(str::to_owned))

@@ -20,9 +20,15 @@ struct Args {
     /// Manifests to load before serving (multi-document YAML or JSON; repeatable).
     #[arg(long, value_name = "FILE")]
     load: Vec<PathBuf>,
-    /// What pods do: succeed, fail, never-schedule, image-pull-error.
+    /// What pods do: succeed, fail, never-schedule, image-pull-error, or run-locally (the
+    /// local engine really runs them, with `--kubeci`; pods referring to a Secret, or to
+    /// the image `registry.invalid/kubeci/missing:1`, cannot start, as in a cluster
+    /// without them).
     #[arg(long, default_value = "succeed")]
     pods: String,
+    /// The `kubeci` binary that runs pods for `--pods run-locally`.
+    #[arg(long, value_name = "PATH")]
+    kubeci: Option<PathBuf>,
     /// Changes kept for watches (older resourceVersions get 410 Gone).
     #[arg(long, default_value_t = 100_000)]
     history: usize,
@@ -66,12 +72,30 @@ async fn main() -> std::process::ExitCode {
         },
         "never-schedule" => PodBehaviour::NeverSchedule,
         "image-pull-error" => PodBehaviour::ImagePullError,
+        "run-locally" => {
+            let Some(kubeci_exe) = args.kubeci.clone() else {
+                eprintln!(
+                    "fake-apiserver: --pods run-locally needs --kubeci PATH (the kubeci binary)"
+                );
+                return std::process::ExitCode::from(2);
+            };
+            let run = PodBehaviour::RunLocally {
+                kubeci_exe,
+                secrets_dir: None,
+                work_root: std::env::temp_dir()
+                    .join(format!("fake-apiserver-{}", std::process::id())),
+            };
+            server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
+            PodBehaviour::succeed()
+        }
         other => {
-            eprintln!("fake-apiserver: --pods {other}: use succeed, fail, never-schedule or image-pull-error");
+            eprintln!("fake-apiserver: --pods {other}: use succeed, fail, never-schedule, image-pull-error or run-locally");
             return std::process::ExitCode::from(2);
         }
     };
-    server.set_pod_behaviour(move |_| behaviour.clone());
+    if args.pods != "run-locally" {
+        server.set_pod_behaviour(move |_| behaviour.clone());
+    }
     for path in &args.load {
         match manifests(path).map(|objects| server.preload(objects)) {
             Ok(Ok(count)) => eprintln!("loaded {count} objects from {}", path.display()),

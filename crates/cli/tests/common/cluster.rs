@@ -1,0 +1,371 @@
+//! One scenario, two clusters: the fake API server, whose pods the local engine really
+//! runs, or a real cluster named by `KUBECI_E2E_KUBECONFIG`. Either way kubeci talks to it
+//! through a fault-injecting [`ApiProxy`] — requests held to time a crash, errors, dropped
+//! and expired watches, an outage — and the test reads and changes the cluster with the
+//! kube client, as `kubectl` would.
+//!
+//! A real cluster must pull `bash:5` and kubeci's clone image (`KUBECI_E2E_CLONE_IMAGE`,
+//! default `--clone-image`'s), and reach the repository its builds clone
+//! (`KUBECI_E2E_REPO`, default `https://github.com/octocat/Hello-World.git`, branch
+//! `KUBECI_E2E_BRANCH`, default `master`). Each scenario gets its own namespace, deleted at
+//! its end.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kubeci_testkit::{ApiProxy, FakeApiServer, PodBehaviour};
+use serde_json::json;
+
+use super::serve::{http, spawn_in, Kubeci};
+
+pub struct TestCluster {
+    /// What kubeci talks to.
+    pub proxy: ApiProxy,
+    /// The cluster itself, for the test's own reads and changes.
+    pub client: kube::Client,
+    pub namespace: String,
+    fake: Option<FakeApiServer>,
+    repo: (String, String),
+    clone_image: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// The fake API server, behind the proxy; its pods run with the local engine.
+    pub async fn fake() -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = super::git::Repo::new(dir.path());
+        let server = FakeApiServer::start().await;
+        let run = PodBehaviour::RunLocally {
+            kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
+            secrets_dir: None,
+            work_root: dir.path().join("pods"),
+        };
+        server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
+        let client = server.client().await;
+        TestCluster::around(
+            client,
+            Some(server),
+            (repo.bare.display().to_string(), "main".into()),
+            None,
+            dir,
+        )
+        .await
+    }
+
+    /// The cluster of `KUBECI_E2E_KUBECONFIG`, or `None` (saying the scenario is skipped).
+    pub async fn real() -> Option<TestCluster> {
+        let Some(path) = std::env::var_os("KUBECI_E2E_KUBECONFIG") else {
+            eprintln!(
+                "SKIPPED: this scenario's real-cluster run needs KUBECI_E2E_KUBECONFIG=<kubeconfig>; \
+                 it ran against the fake API server in its other test"
+            );
+            return None;
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let repo = (
+            std::env::var("KUBECI_E2E_REPO")
+                .unwrap_or_else(|_| "https://github.com/octocat/Hello-World.git".into()),
+            std::env::var("KUBECI_E2E_BRANCH").unwrap_or_else(|_| "master".into()),
+        );
+        let clone_image = std::env::var("KUBECI_E2E_CLONE_IMAGE").ok();
+        Some(
+            TestCluster::around(
+                client,
+                None,
+                repo,
+                clone_image,
+                tempfile::tempdir().unwrap(),
+            )
+            .await,
+        )
+    }
+
+    async fn around(
+        client: kube::Client,
+        fake: Option<FakeApiServer>,
+        repo: (String, String),
+        clone_image: Option<String>,
+        dir: tempfile::TempDir,
+    ) -> TestCluster {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let namespace = format!(
+            "kubeci-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let proxy = ApiProxy::start(client.clone(), &namespace).await;
+        TestCluster {
+            proxy,
+            client,
+            namespace,
+            fake,
+            repo,
+            clone_image,
+            dir,
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        self.fake.is_none()
+    }
+
+    /// How long a build may take to get anywhere: pods of a real cluster pull images.
+    pub fn patience(&self) -> Duration {
+        Duration::from_secs(if self.is_real() { 300 } else { 60 })
+    }
+
+    /// Polls `check` until it holds, for up to [`TestCluster::patience`].
+    pub async fn until(&self, what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + self.patience();
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {:?} waiting for {what}",
+                self.patience()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls a blocking `check` (kubeci's API) from a blocking thread, for up to
+    /// [`TestCluster::patience`].
+    pub async fn until_blocking(&self, what: &str, check: impl FnMut() -> bool + Send + 'static) {
+        let limit = self.patience();
+        let what = what.to_owned();
+        tokio::task::spawn_blocking(move || super::git::wait_for(limit, &what, check))
+            .await
+            .unwrap();
+    }
+
+    /// A job cloning the cluster's test repository and running `run_command` in `bash:5`.
+    pub fn job_yaml(&self, name: &str, run_command: &str, extra: &str) -> String {
+        self.job_yaml_in_image(name, "bash:5", run_command, extra)
+    }
+
+    pub fn job_yaml_in_image(
+        &self,
+        name: &str,
+        image: &str,
+        run_command: &str,
+        extra: &str,
+    ) -> String {
+        let (url, branch) = &self.repo;
+        format!(
+            "- job:\n    name: {name}\n    image: {image}\n    git:\n      url: {url}\n      branch: {branch}\n    run_command: {}\n    timeout: 10m\n{extra}",
+            serde_json::to_string(run_command).unwrap()
+        )
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates or replaces the job ConfigMap `name` declaring `job_yaml`.
+    pub async fn apply(&self, name: &str, job_yaml: &str) {
+        let configmap = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"ci-job-spec": "true"}},
+            "data": {"job.yaml": job_yaml},
+        });
+        self.configmaps()
+            .patch(
+                name,
+                &PatchParams::apply("kubeci-e2e").force(),
+                &Patch::Apply(&configmap),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete_configmap(&self, name: &str) {
+        self.configmaps()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// The build numbers of `job` that have a Job in the cluster.
+    pub async fn build_numbers(&self, job: &str) -> Vec<u64> {
+        let listed = self
+            .jobs()
+            .list(&ListParams::default().labels(&format!("kubeci.io/job={job}")))
+            .await
+            .unwrap();
+        let mut numbers: Vec<u64> = listed
+            .items
+            .iter()
+            .filter_map(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()?
+                    .get("kubeci.io/build")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
+    pub async fn job(&self, name: &str) -> Option<Job> {
+        self.jobs().get_opt(name).await.unwrap()
+    }
+
+    /// Whether Job `name` completed.
+    pub async fn completed(&self, name: &str) -> bool {
+        self.job(name).await.is_some_and(|job| {
+            job.status.and_then(|s| s.conditions).is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
+        })
+    }
+
+    /// Whether build `build` of `job` has a running pod.
+    pub async fn pod_running(&self, job: &str, build: u64) -> bool {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("kubeci.io/job={job},kubeci.io/build={build}");
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    }
+
+    /// Whether build `build` of `job` has a pod at all.
+    pub async fn pod_exists(&self, job: &str, build: u64) -> bool {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("kubeci.io/job={job},kubeci.io/build={build}");
+        !pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    }
+
+    pub async fn delete_job(&self, name: &str) {
+        self.jobs()
+            .delete(name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
+
+    /// Who holds the leader Lease.
+    pub async fn leader(&self) -> Option<String> {
+        Api::<Lease>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt("kubeci-leader")
+            .await
+            .unwrap()?
+            .spec?
+            .holder_identity
+    }
+
+    /// Starts `kubeci serve --kubernetes` on this cluster's namespace, through the proxy,
+    /// and waits for /readyz.
+    pub fn serve(&self, extra: &[&str]) -> Kubeci {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        self.proxy.write_kubeconfig(&kubeconfig).unwrap();
+        let mut flags = vec![
+            "--namespace",
+            &self.namespace,
+            "--lease-namespace",
+            &self.namespace,
+        ];
+        if let Some(image) = &self.clone_image {
+            flags.extend(["--clone-image", image.as_str()]);
+        }
+        flags.extend(extra);
+        let kubeci = spawn_in(dir, &kubeconfig, &flags);
+        super::git::wait_for(self.patience(), "kubeci to be ready", || {
+            http(&kubeci, "GET", "/readyz", &[]).0 == 200
+        });
+        kubeci
+    }
+
+    /// Deletes the scenario's namespace (a real cluster's; the fake one just stops).
+    pub async fn finish(self) {
+        if self.is_real() {
+            Api::<Namespace>::all(self.client.clone())
+                .delete(&self.namespace, &DeleteParams::background())
+                .await
+                .unwrap();
+        }
+        drop(self.dir);
+    }
+}
+
+/// Asserts that `requests` (kubeci's, as recorded at the API server or the proxy) never
+/// touched a Secret and used only what deploy/kubernetes/rbac.yaml grants.
+pub fn assert_rbac_grants(requests: &[kubeci_testkit::RecordedRequest]) {
+    let rbac_text =
+        std::fs::read_to_string(super::repo_root().join("deploy/kubernetes/rbac.yaml")).unwrap();
+    let rbac = kubeci_spec::yaml::parse_stream(
+        &rbac_text,
+        &kubeci_spec::yaml::PosMap::Identity,
+        Default::default(),
+    )
+    .unwrap()[0]
+        .clone()
+        .unwrap()
+        .to_json();
+    let rules = rbac["rules"].as_array().unwrap();
+    assert!(
+        !rbac_text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("secrets")),
+        "no secrets rule at all"
+    );
+    let group_of = |path: &str| -> String {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if parts[0] == "apis" {
+            parts[1].to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let requests: Vec<_> = requests.iter().filter(|r| !r.resource.is_empty()).collect();
+    assert!(requests.len() > 5, "kubeci made requests");
+    for request in requests {
+        assert!(
+            !request.resource.starts_with("secrets"),
+            "kubeci asked for a Secret: {request:?}"
+        );
+        let group = group_of(&request.path);
+        let allowed = rules.iter().any(|rule| {
+            let has = |field: &str, value: &str| {
+                rule[field].as_array().unwrap().iter().any(|v| v == value)
+            };
+            has("apiGroups", &group)
+                && has("resources", &request.resource)
+                && has("verbs", &request.verb)
+        });
+        assert!(
+            allowed,
+            "not granted by rbac.yaml: {} {} ({} in group {group:?})",
+            request.verb, request.path, request.resource
+        );
+    }
+}
