@@ -1,7 +1,12 @@
-//! The GitHub pull request builder's pure parts (DESIGN.md §5). So far: webhook signature
-//! verification and the trust policy. Events and matching follow (issue 6).
+//! The GitHub pull request builder's pure parts (DESIGN.md §5): webhook signature
+//! verification, the events, the trust policy, and the decisions an event leads to. The
+//! GitHub API and the webhook endpoint are in `kubeci-github-api`.
 
+pub mod decide;
+pub mod event;
 pub mod signature;
 pub mod trust;
 
+pub use decide::{Action, Decision, JobRef};
+pub use event::{parse, Event, EventError, PullRequestInfo, Repository};
 pub use signature::{verify, SignatureError};

@@ -1,0 +1,424 @@
+//! What a GitHub event asks of kubeci, decided over data: which jobs it concerns, which
+//! builds to start (with the idempotency key that makes a redelivery harmless), which to
+//! cancel, whether to ask an admin or record an approval — each with its reason.
+
+use kubeci_render::{BuildRequest, PullRequest, Trigger};
+use kubeci_spec::giturl::GitUrl;
+use kubeci_spec::Job;
+
+use crate::event::{PullRequestInfo, Repository};
+use crate::trust::{commands, skips_ci, Command, Trust, TrustPolicy};
+
+/// A declared job, as the decisions need it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRef<'a> {
+    pub namespace: &'a str,
+    pub job: &'a Job,
+}
+
+/// Organisation membership, asked of GitHub beforehand (see [`orgs_to_ask`]).
+pub trait Membership {
+    fn is_member(&self, org: &str, login: &str) -> bool;
+}
+
+impl<F: Fn(&str, &str) -> bool> Membership for F {
+    fn is_member(&self, org: &str, login: &str) -> bool {
+        self(org, login)
+    }
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a build of `job`; `key` makes a repeated request (a redelivery, the resync)
+    /// return the same build.
+    Build {
+        namespace: String,
+        job: String,
+        key: String,
+        request: BuildRequest,
+    },
+    /// Cancel `job`'s unfinished builds of pull request `number`.
+    Cancel {
+        namespace: String,
+        job: String,
+        number: u64,
+        by: String,
+    },
+    /// Comment once on the pull request asking an admin of these jobs to approve it.
+    AskForApproval { jobs: Vec<String> },
+    /// Add the `ok-to-test` label: the approval lives in GitHub.
+    Approve,
+    /// Reply on the pull request.
+    Reply(String),
+}
+
+/// The actions an event leads to, and why each job did or did not act.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// `namespace/job: reason`, or the event's reason when no job is concerned.
+    pub reasons: Vec<String>,
+}
+
+impl Decision {
+    fn because(reason: impl Into<String>) -> Decision {
+        Decision {
+            actions: Vec::new(),
+            reasons: vec![reason.into()],
+        }
+    }
+
+    fn note(&mut self, job: &JobRef, reason: impl AsRef<str>) {
+        self.reasons.push(format!(
+            "{}/{}: {}",
+            job.namespace,
+            job.job.name,
+            reason.as_ref()
+        ));
+    }
+
+    fn push_once(&mut self, action: Action) {
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    /// The builds it starts.
+    pub fn builds(&self) -> impl Iterator<Item = &Action> {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Build { .. }))
+    }
+}
+
+fn repository_key(url: &str) -> Option<String> {
+    GitUrl::parse(url).ok()?.repository_key()
+}
+
+/// The jobs whose `git.url` names `repository` (scp-like, ssh:// or https://, with or
+/// without `.git`, any host).
+pub fn matching<'a>(jobs: &[JobRef<'a>], repository: &Repository) -> Vec<JobRef<'a>> {
+    let keys: Vec<String> = repository
+        .urls
+        .iter()
+        .filter_map(|u| repository_key(u))
+        .collect();
+    jobs.iter()
+        .filter(|j| repository_key(&j.job.git.url).is_some_and(|k| keys.contains(&k)))
+        .copied()
+        .collect()
+}
+
+fn policy(job: &Job) -> TrustPolicy {
+    let ghprb = job.ghprb.clone().unwrap_or_default();
+    let list = |l: &kubeci_spec::model::NameList| l.iter().map(str::to_owned).collect();
+    TrustPolicy {
+        admins: list(&ghprb.admin_users),
+        whitelisted_users: list(&ghprb.whitelisted_users),
+        whitelisted_orgs: list(&ghprb.whitelisted_orgs),
+    }
+}
+
+/// The organisations whose membership of these jobs' authors matters.
+pub fn orgs_to_ask(jobs: &[JobRef]) -> Vec<String> {
+    let mut orgs: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| policy(j.job).whitelisted_orgs)
+        .collect();
+    orgs.sort();
+    orgs.dedup();
+    orgs
+}
+
+fn phrase_matches(phrase: &str, text: &str) -> bool {
+    regex_lite::RegexBuilder::new(phrase)
+        .case_insensitive(true)
+        .build()
+        .is_ok_and(|re| re.is_match(text))
+}
+
+fn skipped(job: &Job, pr: &PullRequestInfo) -> bool {
+    match job.ghprb.as_ref().and_then(|g| g.skip_phrase.as_deref()) {
+        Some(phrase) => phrase_matches(phrase, &pr.title) || phrase_matches(phrase, &pr.body),
+        None => skips_ci(&pr.title, &pr.body),
+    }
+}
+
+fn trigger_phrase(job: &Job) -> Option<&str> {
+    job.ghprb.as_ref()?.trigger_phrase.as_deref()
+}
+
+fn trust(job: &Job, pr: &PullRequestInfo, members: &dyn Membership) -> Trust {
+    policy(job).pull_request(&pr.author, &pr.labels, |org| {
+        members.is_member(org, &pr.author)
+    })
+}
+
+/// The build of `pr`'s head for `job`.
+fn pr_build(job: &JobRef, pr: &PullRequestInfo, trigger: Trigger, key: String, by: &str) -> Action {
+    Action::Build {
+        namespace: job.namespace.to_owned(),
+        job: job.job.name.clone(),
+        key,
+        request: BuildRequest {
+            number: 0,
+            trigger,
+            commit: Some(pr.head_sha.clone()),
+            git_ref: None,
+            branch: None,
+            pull_request: Some(PullRequest {
+                number: pr.number,
+                author: Some(pr.author.clone()),
+                source_branch: Some(pr.head_ref.clone()),
+                target_branch: Some(pr.base_ref.clone()),
+            }),
+            requested_by: Some(format!("github:{by}")),
+        },
+    }
+}
+
+/// The key of the build of `pr`'s head: the webhook, an approval and the resync all ask
+/// for this one build.
+pub fn head_key(pr: &PullRequestInfo) -> String {
+    format!("pr:{}:{}", pr.number, pr.head_sha)
+}
+
+/// A `pull_request` event with `action`, from `sender`, to the matching `jobs`.
+pub fn on_pull_request(
+    action: &str,
+    pr: &PullRequestInfo,
+    sender: &str,
+    jobs: &[JobRef],
+    members: &dyn Membership,
+) -> Decision {
+    let mut decision = Decision::default();
+    let enabled: Vec<&JobRef> = jobs
+        .iter()
+        .filter(|j| j.job.pull_requests_enabled())
+        .collect();
+    if enabled.is_empty() {
+        return Decision::because("no job builds this repository's pull requests");
+    }
+    match action {
+        "opened" | "reopened" | "synchronize" | "ready_for_review" | "labeled" => {}
+        "closed" => {
+            for job in enabled {
+                decision.actions.push(Action::Cancel {
+                    namespace: job.namespace.to_owned(),
+                    job: job.job.name.clone(),
+                    number: pr.number,
+                    by: format!("github:{sender} (pull request closed)"),
+                });
+                decision.note(job, "pull request closed: its builds are cancelled");
+            }
+            return decision;
+        }
+        other => return Decision::because(format!("pull request action `{other}` starts nothing")),
+    }
+    if action == "labeled" && !pr.labels.iter().any(|l| l == crate::trust::OK_TO_TEST) {
+        return Decision::because("a label other than ok-to-test starts nothing");
+    }
+    let mut waiting = Vec::new();
+    for job in enabled {
+        if pr.draft {
+            decision.note(job, "draft pull request: waits for ready for review");
+        } else if skipped(job.job, pr) {
+            decision.note(job, "the pull request asks to skip CI");
+        } else if trigger_phrase(job.job).is_some() {
+            decision.note(job, "builds on its trigger phrase only");
+        } else {
+            let trust = trust(job.job, pr, members);
+            if trust.is_trusted() {
+                decision.actions.push(pr_build(
+                    job,
+                    pr,
+                    Trigger::PullRequest,
+                    head_key(pr),
+                    sender,
+                ));
+                decision.note(job, format!("builds {} ({trust:?})", short(&pr.head_sha)));
+            } else {
+                waiting.push(job.job.name.clone());
+                decision.note(
+                    job,
+                    format!("{} is not trusted: waits for an admin", pr.author),
+                );
+            }
+        }
+    }
+    // One request for approval when the pull request is opened, not one per push.
+    if !waiting.is_empty() && matches!(action, "opened" | "reopened" | "ready_for_review") {
+        decision
+            .actions
+            .push(Action::AskForApproval { jobs: waiting });
+    }
+    decision
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// A comment `body` by `author` (id `comment_id`) on pull request `pr`; `bot` is kubeci's
+/// own login. Only `created` comments act; edited and deleted ones never do.
+#[allow(clippy::too_many_arguments)]
+pub fn on_comment(
+    action: &str,
+    pr: &PullRequestInfo,
+    comment_id: u64,
+    author: &str,
+    body: &str,
+    bot: Option<&str>,
+    jobs: &[JobRef],
+    members: &dyn Membership,
+) -> Decision {
+    if action != "created" {
+        return Decision::because(format!("a comment {action} starts nothing"));
+    }
+    if bot.is_some_and(|b| b.eq_ignore_ascii_case(author)) {
+        return Decision::because("kubeci's own comment");
+    }
+    let found = commands(body);
+    let mut decision = Decision::default();
+    for job in jobs.iter().filter(|j| j.job.pull_requests_enabled()) {
+        let policy = policy(job.job);
+        let admin = policy.is_admin(author);
+        let commenter_trusted = policy
+            .pull_request(author, &[], |org| members.is_member(org, author))
+            .is_trusted();
+        let pr_trust = trust(job.job, pr, members);
+        let approves = found
+            .iter()
+            .any(|c| matches!(c, Command::OkToTest | Command::AddToWhitelist));
+        let by_phrase = match trigger_phrase(job.job) {
+            Some(phrase) => phrase_matches(phrase, body),
+            None => found.contains(&Command::TestAll),
+        };
+        let named = found.contains(&Command::Test(job.job.name.to_ascii_lowercase()));
+        if pr.draft {
+            decision.note(job, "draft pull request: waits for ready for review");
+            continue;
+        }
+        if approves {
+            if admin {
+                decision.push_once(Action::Approve);
+                if found.contains(&Command::AddToWhitelist) {
+                    decision.push_once(Action::Reply(format!(
+                        "Approved. kubeci keeps no list of its own: to trust @{} from now on, add them to `ghprb.whitelisted_users` of the job's chart.",
+                        pr.author
+                    )));
+                }
+                decision
+                    .actions
+                    .push(pr_build(job, pr, Trigger::Comment, head_key(pr), author));
+                decision.note(job, format!("approved by admin {author}"));
+                continue;
+            }
+            decision.note(job, format!("{author} is not an admin: approval ignored"));
+        }
+        if by_phrase || named {
+            let may = commenter_trusted
+                || (pr_trust.is_trusted() && author.eq_ignore_ascii_case(&pr.author));
+            if may {
+                decision.actions.push(pr_build(
+                    job,
+                    pr,
+                    Trigger::Comment,
+                    format!("comment:{comment_id}"),
+                    author,
+                ));
+                decision.note(job, format!("asked by {author}"));
+            } else {
+                decision.note(job, format!("{author} may not trigger builds"));
+            }
+        } else if !approves {
+            decision.note(job, "the comment asks for nothing");
+        }
+    }
+    if decision.reasons.is_empty() {
+        return Decision::because("no job builds this repository's pull requests");
+    }
+    decision
+}
+
+/// Whether `branch` matches a `triggers.push.branches` pattern: `*` within a path segment,
+/// `**` across segments.
+pub fn branch_matches(pattern: &str, branch: &str) -> bool {
+    fn matches(p: &[u8], b: &[u8]) -> bool {
+        match p {
+            [] => b.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=b.len()).any(|i| matches(rest, &b[i..])),
+            [b'*', rest @ ..] => (0..=b.len())
+                .take_while(|&i| i == 0 || b[i - 1] != b'/')
+                .any(|i| matches(rest, &b[i..])),
+            [c, rest @ ..] => b.first() == Some(c) && matches(rest, &b[1..]),
+        }
+    }
+    matches(pattern.as_bytes(), branch.as_bytes())
+}
+
+/// A `push` of `after` to `git_ref`, to the matching `jobs`.
+pub fn on_push(
+    git_ref: &str,
+    after: &str,
+    deleted: bool,
+    sender: &str,
+    jobs: &[JobRef],
+) -> Decision {
+    if deleted {
+        return Decision::because("a deleted ref starts nothing");
+    }
+    let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+        return Decision::because(format!("{git_ref} is not a branch"));
+    };
+    let mut decision = Decision::default();
+    for job in jobs {
+        let patterns = job
+            .job
+            .triggers
+            .as_ref()
+            .and_then(|t| t.push.as_ref())
+            .map(|p| p.branches.iter().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if patterns.iter().any(|p| branch_matches(p, branch)) {
+            decision.actions.push(Action::Build {
+                namespace: job.namespace.to_owned(),
+                job: job.job.name.clone(),
+                key: format!("push:{git_ref}:{after}"),
+                request: BuildRequest {
+                    number: 0,
+                    trigger: Trigger::Push,
+                    commit: Some(after.to_owned()),
+                    git_ref: None,
+                    branch: Some(branch.to_owned()),
+                    pull_request: None,
+                    requested_by: Some(format!("github:{sender}")),
+                },
+            });
+            decision.note(job, format!("builds {branch} at {}", short(after)));
+        } else {
+            decision.note(job, format!("does not build pushes to {branch}"));
+        }
+    }
+    if decision.reasons.is_empty() {
+        return Decision::because("no job builds this repository");
+    }
+    decision
+}
+
+/// The resync's decision for one open pull request: build its head for each job that
+/// would have built it on the webhook and has no status on it yet (`has_status(job)`).
+pub fn resync(
+    pr: &PullRequestInfo,
+    jobs: &[JobRef],
+    members: &dyn Membership,
+    has_status: impl Fn(&JobRef) -> bool,
+) -> Decision {
+    let pending: Vec<JobRef> = jobs.iter().filter(|j| !has_status(j)).copied().collect();
+    let mut decision = on_pull_request("synchronize", pr, "resync", &pending, members);
+    decision
+        .actions
+        .retain(|a| matches!(a, Action::Build { .. }));
+    decision
+}

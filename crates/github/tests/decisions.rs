@@ -1,0 +1,589 @@
+//! GitHub's real payloads (tests/fixtures/github-webhooks) read and decided on, and the
+//! trust table: every kind of author, label and phrase, with the decision and its reason.
+
+use kubeci_github::decide::{self, Action, JobRef};
+use kubeci_github::event::{parse, Event, PullRequestInfo};
+use kubeci_render::Trigger;
+use kubeci_spec::{Job, LoadOptions};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/github-webhooks")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A job on the fixtures' repository, written as users write it.
+fn job(name: &str, url: &str, extra: &str) -> Job {
+    let yaml = format!(
+        "- job:\n    name: {name}\n    git:\n      url: {url}\n    run_command: make test\n{extra}"
+    );
+    let report = kubeci_spec::load("job.yaml", yaml.as_bytes(), &LoadOptions::default());
+    let loaded = report.jobs.into_iter().next().unwrap();
+    loaded
+        .job
+        .unwrap_or_else(|| panic!("valid job: {:?}", loaded.diagnostics))
+}
+
+const GHPRB: &str = "    ghprb:\n      enabled: true\n      admin_users: [admin]\n      whitelisted_users: [friend]\n      whitelisted_orgs: [acme]\n";
+
+fn pr_job() -> Job {
+    job("hello", "git@github.com:Codertocat/Hello-World.git", GHPRB)
+}
+
+fn refs(jobs: &[Job]) -> Vec<JobRef<'_>> {
+    jobs.iter()
+        .map(|job| JobRef {
+            namespace: "ci",
+            job,
+        })
+        .collect()
+}
+
+fn no_orgs(_: &str, _: &str) -> bool {
+    false
+}
+
+fn acme_members(org: &str, login: &str) -> bool {
+    org == "acme" && login == "member"
+}
+
+fn opened() -> PullRequestInfo {
+    match parse("pull_request", &fixture("pull_request.opened.json")).unwrap() {
+        Event::PullRequest { pull_request, .. } => pull_request,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn by(author: &str, labels: &[&str]) -> PullRequestInfo {
+    PullRequestInfo {
+        author: author.into(),
+        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+        ..opened()
+    }
+}
+
+#[test]
+fn each_fixture_reads_as_its_event() {
+    let Event::PullRequest {
+        action,
+        repository,
+        pull_request,
+        sender,
+    } = parse("pull_request", &fixture("pull_request.opened.json")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((action.as_str(), sender.as_str()), ("opened", "Codertocat"));
+    assert_eq!(repository.full_name, "Codertocat/Hello-World");
+    assert_eq!(pull_request.number, 2);
+    assert_eq!(
+        pull_request.head_sha,
+        "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
+    );
+    assert_eq!(pull_request.labels, ["bug"]);
+    assert!(!pull_request.draft);
+    for (file, action) in [
+        ("pull_request.closed.json", "closed"),
+        ("pull_request.reopened.json", "reopened"),
+        ("pull_request.synchronize.json", "synchronize"),
+    ] {
+        assert!(
+            matches!(parse("pull_request", &fixture(file)).unwrap(), Event::PullRequest { action: a, .. } if a == action),
+            "{file}"
+        );
+    }
+    assert_eq!(parse("ping", &fixture("ping.json")).unwrap(), Event::Ping);
+    let Event::Comment {
+        pull_request,
+        comment_id,
+        ..
+    } = parse("issue_comment", &fixture("issue_comment.created.json")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        pull_request, None,
+        "the fixture's comment is on a plain issue"
+    );
+    assert_eq!(comment_id, 492700400);
+    let Event::Push {
+        git_ref, deleted, ..
+    } = parse("push", &fixture("push.json")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((git_ref.as_str(), deleted), ("refs/tags/simple-tag", true));
+}
+
+#[test]
+fn malformed_payloads_say_what_is_wrong() {
+    let error = parse("pull_request", b"{\"action\": \"opened\"}").unwrap_err();
+    assert!(
+        error.to_string().contains("missing field `pull_request`"),
+        "{error}"
+    );
+    assert!(parse("push", b"not json").is_err());
+    assert!(parse("ping", b"[").is_err());
+}
+
+#[test]
+fn jobs_match_the_repository_however_its_url_is_written() {
+    let jobs = [
+        job("scp", "git@github.com:Codertocat/Hello-World.git", ""),
+        job("https", "https://github.com/codertocat/hello-world", ""),
+        job("ssh", "ssh://git@github.com/Codertocat/Hello-World.git", ""),
+        job("other-repo", "git@github.com:Codertocat/Other.git", ""),
+        job(
+            "enterprise",
+            "git@github.example.com:Codertocat/Hello-World.git",
+            "",
+        ),
+    ];
+    let Event::PullRequest { repository, .. } =
+        parse("pull_request", &fixture("pull_request.opened.json")).unwrap()
+    else {
+        panic!()
+    };
+    let names: Vec<&str> = decide::matching(&refs(&jobs), &repository)
+        .iter()
+        .map(|j| j.job.name.as_str())
+        .collect();
+    assert_eq!(names, ["scp", "https", "ssh"]);
+    let enterprise = kubeci_github::Repository {
+        full_name: "Codertocat/Hello-World".into(),
+        urls: vec!["https://github.example.com/Codertocat/Hello-World.git".into()],
+    };
+    let names: Vec<&str> = decide::matching(&refs(&jobs), &enterprise)
+        .iter()
+        .map(|j| j.job.name.as_str())
+        .collect();
+    assert_eq!(names, ["enterprise"]);
+}
+
+fn built(decision: &decide::Decision) -> Vec<(String, Trigger)> {
+    decision
+        .builds()
+        .map(|a| match a {
+            Action::Build { key, request, .. } => (key.clone(), request.trigger),
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+#[test]
+fn pull_request_authors_are_trusted_or_wait_for_an_admin() {
+    let jobs = [pr_job()];
+    let jobs = refs(&jobs);
+    let head = "pr:2:ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+    // (author, labels, builds?, reason contains)
+    let table: &[(&str, &[&str], bool, &str)] = &[
+        ("admin", &[], true, "(Admin)"),
+        ("ADMIN", &[], true, "(Admin)"),
+        ("friend", &[], true, "(WhitelistedUser)"),
+        ("member", &[], true, "(OrgMember(\"acme\"))"),
+        (
+            "stranger",
+            &[],
+            false,
+            "stranger is not trusted: waits for an admin",
+        ),
+        ("stranger", &["ok-to-test"], true, "(Approved)"),
+        ("stranger", &["bug"], false, "not trusted"),
+        ("ghost-user-never-seen", &[], false, "not trusted"),
+    ];
+    for (author, labels, builds, reason) in table {
+        let pr = by(author, labels);
+        let decision = decide::on_pull_request("opened", &pr, author, &jobs, &acme_members);
+        let expected: Vec<(String, Trigger)> = if *builds {
+            vec![(head.to_owned(), Trigger::PullRequest)]
+        } else {
+            vec![]
+        };
+        assert_eq!(built(&decision), expected, "{author} {labels:?}");
+        assert!(
+            decision.reasons.iter().any(|r| r.contains(reason)),
+            "{author} {labels:?}: {:?}",
+            decision.reasons
+        );
+        let asks = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AskForApproval { .. }));
+        assert_eq!(
+            asks, !builds,
+            "{author}: one request for approval, only if untrusted"
+        );
+        // A push to an untrusted pull request asks again? No: one comment per PR.
+        let pushed = decide::on_pull_request("synchronize", &pr, author, &jobs, &acme_members);
+        assert!(!pushed
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AskForApproval { .. })));
+        assert_eq!(built(&pushed).len(), usize::from(*builds));
+    }
+}
+
+#[test]
+fn drafts_skip_ci_trigger_phrases_and_closed_pull_requests() {
+    let jobs = [pr_job()];
+    let jobs = refs(&jobs);
+    let draft = PullRequestInfo {
+        draft: true,
+        ..by("admin", &[])
+    };
+    let decision = decide::on_pull_request("opened", &draft, "admin", &jobs, &no_orgs);
+    assert!(built(&decision).is_empty());
+    assert!(decision.reasons[0].contains("draft pull request: waits for ready for review"));
+    let ready = PullRequestInfo {
+        draft: false,
+        ..draft
+    };
+    assert_eq!(
+        built(&decide::on_pull_request(
+            "ready_for_review",
+            &ready,
+            "admin",
+            &jobs,
+            &no_orgs
+        ))
+        .len(),
+        1
+    );
+
+    for (title, body) in [("Fix it [skip ci]", ""), ("Fix it", "details\n[SKIP CI]")] {
+        let pr = PullRequestInfo {
+            title: title.into(),
+            body: body.into(),
+            ..by("admin", &[])
+        };
+        let decision = decide::on_pull_request("opened", &pr, "admin", &jobs, &no_orgs);
+        assert!(built(&decision).is_empty(), "{title} {body}");
+        assert!(decision.reasons[0].ends_with("the pull request asks to skip CI"));
+    }
+
+    let phrase_job = [job(
+        "phrase",
+        "https://github.com/Codertocat/Hello-World",
+        &format!("{GHPRB}      trigger_phrase: 'run the e2e'\n"),
+    )];
+    let phrase_jobs = refs(&phrase_job);
+    let decision =
+        decide::on_pull_request("opened", &by("admin", &[]), "admin", &phrase_jobs, &no_orgs);
+    assert!(built(&decision).is_empty());
+    assert!(decision.reasons[0].ends_with("builds on its trigger phrase only"));
+    let comment = |body: &str, author: &str| {
+        decide::on_comment(
+            "created",
+            &by("friend", &[]),
+            7,
+            author,
+            body,
+            Some("kubeci-bot"),
+            &phrase_jobs,
+            &no_orgs,
+        )
+    };
+    assert_eq!(
+        built(&comment("please RUN THE E2E now", "admin")),
+        [("comment:7".to_owned(), Trigger::Comment)]
+    );
+    assert!(
+        built(&comment("test this please", "admin")).is_empty(),
+        "only its phrase"
+    );
+
+    let closed = decide::on_pull_request("closed", &by("friend", &[]), "friend", &jobs, &no_orgs);
+    assert_eq!(
+        closed.actions,
+        [Action::Cancel {
+            namespace: "ci".into(),
+            job: "hello".into(),
+            number: 2,
+            by: "github:friend (pull request closed)".into()
+        }]
+    );
+    let no_ghprb = [job(
+        "plain",
+        "git@github.com:Codertocat/Hello-World.git",
+        "",
+    )];
+    let decision = decide::on_pull_request(
+        "opened",
+        &by("admin", &[]),
+        "admin",
+        &refs(&no_ghprb),
+        &no_orgs,
+    );
+    assert_eq!(
+        decision.reasons,
+        ["no job builds this repository's pull requests"]
+    );
+}
+
+#[test]
+fn comment_phrases_from_admins_others_and_the_bot() {
+    let jobs = [pr_job()];
+    let jobs = refs(&jobs);
+    let untrusted_pr = by("stranger", &[]);
+    let head = "pr:2:ec26c3e57ca3a959ca5aad62de7213c562f8c821".to_owned();
+    // (commenter, phrase, builds with key, approves, reason contains)
+    let table: &[(&str, &str, Option<&str>, bool, &str)] = &[
+        (
+            "admin",
+            "ok to test",
+            Some(&head),
+            true,
+            "approved by admin admin",
+        ),
+        (
+            "admin",
+            "OK TO TEST",
+            Some(&head),
+            true,
+            "approved by admin",
+        ),
+        (
+            "admin",
+            "/ok-to-test",
+            Some(&head),
+            true,
+            "approved by admin",
+        ),
+        (
+            "admin",
+            "add to whitelist",
+            Some(&head),
+            true,
+            "approved by admin",
+        ),
+        (
+            "admin",
+            "test this please",
+            Some("comment:9"),
+            false,
+            "asked by admin",
+        ),
+        (
+            "admin",
+            "Retest this please",
+            Some("comment:9"),
+            false,
+            "asked by admin",
+        ),
+        (
+            "admin",
+            "/retest",
+            Some("comment:9"),
+            false,
+            "asked by admin",
+        ),
+        (
+            "admin",
+            "/test all",
+            Some("comment:9"),
+            false,
+            "asked by admin",
+        ),
+        (
+            "admin",
+            "/test hello",
+            Some("comment:9"),
+            false,
+            "asked by admin",
+        ),
+        (
+            "admin",
+            "/test another-job",
+            None,
+            false,
+            "the comment asks for nothing",
+        ),
+        (
+            "friend",
+            "ok to test",
+            None,
+            false,
+            "friend is not an admin: approval ignored",
+        ),
+        (
+            "friend",
+            "test this please",
+            Some("comment:9"),
+            false,
+            "asked by friend",
+        ),
+        (
+            "member",
+            "/retest",
+            Some("comment:9"),
+            false,
+            "asked by member",
+        ),
+        ("stranger", "ok to test", None, false, "not an admin"),
+        (
+            "stranger",
+            "test this please",
+            None,
+            false,
+            "stranger may not trigger builds",
+        ),
+        (
+            "stranger",
+            "looks good to me",
+            None,
+            false,
+            "asks for nothing",
+        ),
+    ];
+    for (commenter, phrase, key, approves, reason) in table {
+        let decision = decide::on_comment(
+            "created",
+            &untrusted_pr,
+            9,
+            commenter,
+            phrase,
+            Some("kubeci-bot"),
+            &jobs,
+            &acme_members,
+        );
+        let keys: Vec<String> = built(&decision).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            key.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>(),
+            "{commenter}: {phrase}"
+        );
+        assert_eq!(
+            decision.actions.contains(&Action::Approve),
+            *approves,
+            "{commenter}: {phrase}"
+        );
+        assert!(
+            decision.reasons.iter().any(|r| r.contains(reason)),
+            "{commenter}: {phrase}: {:?}",
+            decision.reasons
+        );
+    }
+    // The author of an approved pull request may retest it.
+    let approved = by("stranger", &["ok-to-test"]);
+    let decision = decide::on_comment(
+        "created", &approved, 9, "stranger", "/retest", None, &jobs, &no_orgs,
+    );
+    assert_eq!(built(&decision).len(), 1);
+    // The bot's own comments, edited and deleted comments never trigger.
+    for (action, author) in [
+        ("created", "kubeci-bot"),
+        ("created", "KUBECI-BOT"),
+        ("edited", "admin"),
+        ("deleted", "admin"),
+    ] {
+        let decision = decide::on_comment(
+            action,
+            &untrusted_pr,
+            9,
+            author,
+            "ok to test",
+            Some("kubeci-bot"),
+            &jobs,
+            &no_orgs,
+        );
+        assert!(decision.actions.is_empty(), "{action} by {author}");
+    }
+    let whitelist = decide::on_comment(
+        "created",
+        &untrusted_pr,
+        9,
+        "admin",
+        "add to whitelist",
+        None,
+        &jobs,
+        &no_orgs,
+    );
+    assert!(whitelist.actions.iter().any(|a| matches!(a, Action::Reply(text) if text.contains("@stranger") && text.contains("whitelisted_users"))));
+}
+
+#[test]
+fn pushes_build_the_branches_a_job_asks_for() {
+    let jobs = [
+        job(
+            "main-only",
+            "git@github.com:Codertocat/Hello-World.git",
+            "    triggers:\n      push:\n        branches: [main]\n",
+        ),
+        job(
+            "releases",
+            "git@github.com:Codertocat/Hello-World.git",
+            "    triggers:\n      push:\n        branches: ['release/*', 'hotfix/**']\n",
+        ),
+        job("no-push", "git@github.com:Codertocat/Hello-World.git", ""),
+    ];
+    let jobs = refs(&jobs);
+    let keys = |git_ref: &str| -> Vec<String> {
+        decide::on_push(git_ref, "abc123", false, "dev", &jobs)
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Build { job, key, .. } => format!("{job} {key}"),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys("refs/heads/main"),
+        ["main-only push:refs/heads/main:abc123"]
+    );
+    assert_eq!(
+        keys("refs/heads/release/1.2"),
+        ["releases push:refs/heads/release/1.2:abc123"]
+    );
+    assert!(
+        keys("refs/heads/release/1.2/rc").is_empty(),
+        "`*` stays within a segment"
+    );
+    assert_eq!(
+        keys("refs/heads/hotfix/a/b").len(),
+        1,
+        "`**` crosses segments"
+    );
+    assert!(keys("refs/heads/feature").is_empty());
+    let Event::Push {
+        git_ref,
+        after,
+        deleted,
+        ..
+    } = parse("push", &fixture("push.json")).unwrap()
+    else {
+        panic!()
+    };
+    let decision = decide::on_push(&git_ref, &after, deleted, "Codertocat", &jobs);
+    assert_eq!(decision.reasons, ["a deleted ref starts nothing"]);
+    assert_eq!(
+        decide::on_push("refs/tags/v1", "abc", false, "dev", &jobs).reasons,
+        ["refs/tags/v1 is not a branch"]
+    );
+}
+
+#[test]
+fn the_resync_builds_trusted_heads_without_a_status() {
+    let jobs = [
+        pr_job(),
+        job("second", "git@github.com:Codertocat/Hello-World.git", GHPRB),
+    ];
+    let jobs = refs(&jobs);
+    let decision = decide::resync(&by("friend", &[]), &jobs, &no_orgs, |j| {
+        j.job.name == "hello"
+    });
+    let names: Vec<&str> = decision
+        .builds()
+        .map(|a| match a {
+            Action::Build { job, .. } => job.as_str(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(names, ["second"], "hello has a status already");
+    let untrusted = decide::resync(&by("stranger", &[]), &jobs, &no_orgs, |_| false);
+    assert!(
+        untrusted.actions.is_empty(),
+        "no build and no comment for untrusted heads"
+    );
+}
