@@ -54,6 +54,7 @@ async fn build_in_cluster(script: &str, finished: &'static str) -> (Job, Pod, St
         kubeci_exe: PathBuf::from(env!("CARGO_BIN_EXE_kubeci")),
         secrets_dir: None,
         work_root: dir.path().join("pods"),
+        env: Vec::new(),
     };
     server.set_pod_behaviour(move |_| behaviour.clone());
     let spec: kubeci_spec::Job = serde_json::from_value(json!({"name": "local", "git": {"url": repo.display().to_string(), "branch": "main"}, "run_command": script})).unwrap();

@@ -297,6 +297,7 @@ async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
         kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
         secrets_dir: None,
         work_root: dir.path().join("pods"),
+        env: Vec::new(),
     };
     server.set_pod_behaviour(move |_| behaviour.clone());
     let job = format!(

@@ -165,6 +165,9 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         by: &str,
     ) -> impl Future<Output = Result<BuildView, CancelError>> + Send;
+    /// The valid jobs declared now, with the namespace their builds run in (for the
+    /// GitHub webhook's matching).
+    fn specs(&self) -> Vec<(String, std::sync::Arc<kubeci_spec::Job>)>;
     /// The log of a build's build step; `follow` keeps streaming until the step ends.
     fn log(
         &self,
@@ -173,4 +176,45 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         follow: bool,
     ) -> impl Future<Output = Result<LogStream, LogError>> + Send;
+}
+
+/// One webhook delivery as the server received it.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// `X-GitHub-Event`.
+    pub event: Option<String>,
+    /// `X-GitHub-Delivery`.
+    pub id: Option<String>,
+    /// `X-Hub-Signature-256`.
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The answer to a delivery: an HTTP status and a JSON body saying what happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// What handles webhook deliveries (`POST /hooks/github`).
+pub trait Webhooks: Send + Sync + 'static {
+    fn deliver(
+        &self,
+        delivery: Delivery,
+    ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>>;
+}
+
+/// Webhooks when none are configured: every delivery is refused.
+pub struct NoWebhooks;
+
+impl Webhooks for NoWebhooks {
+    fn deliver(&self, _: Delivery) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
+        Box::pin(async {
+            DeliveryAnswer {
+                status: 401,
+                body: serde_json::json!({"error": {"code": "no-webhook-secret", "message": "kubeci has no GitHub webhook secret configured, so it accepts no delivery (--github-webhook-secret-file)"}}),
+            }
+        })
+    }
 }

@@ -791,6 +791,14 @@ impl Backend for Cluster {
         Ok(self.view(&stopped, &record.pods, &summary))
     }
 
+    fn specs(&self) -> Vec<(String, Arc<kubeci_spec::Job>)> {
+        let index = self.index.read().expect("the index lock");
+        index
+            .all()
+            .filter_map(|j| Some((j.namespace.clone(), Arc::new(j.job.clone()?))))
+            .collect()
+    }
+
     async fn log(
         &self,
         namespace: &str,

@@ -28,7 +28,19 @@ pub enum NotifyError {
     Certificates(#[source] std::io::Error),
 }
 
-type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+/// An HTTP/1 connector for http:// and https:// (the system's trusted certificates).
+pub type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The HTTP client of kubeci's outbound calls (notifications, GitHub's API).
+pub fn https_client() -> Result<Client<Https, Full<Bytes>>, NotifyError> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(NotifyError::Certificates)?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
 
 /// POSTs every build state to one URL.
 pub struct WebhookReporter {
@@ -49,15 +61,9 @@ impl WebhookReporter {
         if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
             return Err(invalid("it needs a scheme and a host".into()));
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(NotifyError::Certificates)?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(WebhookReporter {
             url: parsed,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: https_client()?,
             timeout: Duration::from_secs(10),
         })
     }

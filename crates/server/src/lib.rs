@@ -5,13 +5,16 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kubeci_engine::api::{Backend, CancelError, LogError, TriggerError, TriggerRequest, Triggered};
+use kubeci_engine::api::{
+    Backend, CancelError, Delivery, LogError, NoWebhooks, TriggerError, TriggerRequest, Triggered,
+    Webhooks,
+};
 use kubeci_render::BuildRequest;
 use serde_json::json;
 
@@ -25,6 +28,33 @@ pub struct Access {
 struct AppState<B> {
     backend: Arc<B>,
     access: Access,
+    webhooks: Arc<dyn Webhooks>,
+}
+
+/// `POST /hooks/github`: the delivery's headers and body, handed to the webhooks.
+async fn github_hook<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let delivery = Delivery {
+        event: header("x-github-event"),
+        id: header("x-github-delivery"),
+        signature: header("x-hub-signature-256"),
+        body: body.to_vec(),
+    };
+    let answer = state.webhooks.deliver(delivery).await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(answer.body),
+    )
+        .into_response()
 }
 
 /// A JSON error with a stable shape: `{"error": {"code": "...", "message": "..."}}`.
@@ -46,8 +76,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The router of the kubeci server.
 pub fn app<B: Backend>(backend: Arc<B>, access: Access) -> Router {
-    let state = Arc::new(AppState { backend, access });
+    app_with_webhooks(backend, access, Arc::new(NoWebhooks))
+}
+
+/// GitHub's limit on a webhook payload; a bigger body is refused with 413.
+pub const MAX_DELIVERY: usize = 25 * 1024 * 1024;
+
+/// The router, with `webhooks` answering `POST /hooks/github`.
+pub fn app_with_webhooks<B: Backend>(
+    backend: Arc<B>,
+    access: Access,
+    webhooks: Arc<dyn Webhooks>,
+) -> Router {
+    let state = Arc::new(AppState {
+        backend,
+        access,
+        webhooks,
+    });
     Router::new()
+        .route(
+            "/hooks/github",
+            post(github_hook::<B>).layer(DefaultBodyLimit::max(MAX_DELIVERY)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
         .route("/api/v1/jobs", get(jobs::<B>))
@@ -322,6 +372,9 @@ mod tests {
                 name: name.into(),
                 number,
             })
+        }
+        fn specs(&self) -> Vec<(String, Arc<kubeci_spec::Job>)> {
+            Vec::new()
         }
         async fn log(
             &self,

@@ -49,6 +49,9 @@ pub enum PodBehaviour {
         secrets_dir: Option<PathBuf>,
         /// Per-pod build directories are made under it.
         work_root: PathBuf,
+        /// Variables every container gets besides the host's `PATH` and locale (e.g.
+        /// `GIT_CONFIG_GLOBAL`, to map a repository URL to a local one).
+        env: Vec<(String, String)>,
     },
 }
 
@@ -656,7 +659,8 @@ impl Kubelet {
                 kubeci_exe,
                 secrets_dir,
                 work_root,
-            } => self.locally(kubeci_exe, secrets_dir, work_root).await,
+                env,
+            } => self.locally(kubeci_exe, secrets_dir, work_root, env).await,
         }
     }
 
@@ -698,7 +702,13 @@ impl Kubelet {
         );
     }
 
-    async fn locally(&self, kubeci_exe: PathBuf, secrets_dir: Option<PathBuf>, work_root: PathBuf) {
+    async fn locally(
+        &self,
+        kubeci_exe: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        work_root: PathBuf,
+        extra_env: Vec<(String, String)>,
+    ) {
         use k8s_openapi::api::batch::v1::{Job, JobSpec};
         use k8s_openapi::api::core::v1::PodTemplateSpec;
         use kubeci_local::{LocalEnv, LogEvent, Outcome};
@@ -740,7 +750,10 @@ impl Kubelet {
             build_dir: work_root.join(&self.namespace).join(&self.name),
             secrets_dir,
             kubeci_exe,
-            host_env: LocalEnv::host_env_from_process(),
+            host_env: LocalEnv::host_env_from_process()
+                .into_iter()
+                .chain(extra_env)
+                .collect(),
         };
         let shared = self.shared.clone();
         let (namespace, name) = (self.namespace.clone(), self.name.clone());

@@ -43,6 +43,7 @@ impl TestCluster {
             kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
             secrets_dir: None,
             work_root: dir.path().join("pods"),
+            env: Vec::new(),
         };
         server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
         let client = server.client().await;

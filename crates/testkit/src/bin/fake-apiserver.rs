@@ -84,6 +84,7 @@ async fn main() -> std::process::ExitCode {
                 secrets_dir: None,
                 work_root: std::env::temp_dir()
                     .join(format!("fake-apiserver-{}", std::process::id())),
+                env: Vec::new(),
             };
             server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
             PodBehaviour::succeed()

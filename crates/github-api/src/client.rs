@@ -1,0 +1,332 @@
+//! GitHub's REST API, the calls kubeci makes: pull requests, organisation membership
+//! (cached), commit statuses, comments and labels. Rate limits are read from every answer:
+//! `Retry-After`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{header, Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use kubeci_github::event::{parse_pull_request, PullRequestInfo};
+use serde_json::{json, Value};
+
+use crate::GitHubError;
+
+/// How long an organisation membership answer is believed.
+pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(600);
+
+/// A client of one GitHub (github.com's API, or an Enterprise server's `/api/v3`).
+pub struct GitHubClient {
+    base: String,
+    token: Option<String>,
+    client: Client<kubeci_notify::Https, Full<Bytes>>,
+    timeout: Duration,
+    memberships: Mutex<HashMap<(String, String), (bool, Instant)>>,
+    /// The calls made and the rate limit left, for metrics and tests.
+    stats: Mutex<Stats>,
+}
+
+/// What the client has seen of GitHub.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls: u64,
+    /// `X-RateLimit-Remaining` of the last answer.
+    pub rate_limit_remaining: Option<u64>,
+}
+
+/// A commit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status<'a> {
+    pub state: &'a str,
+    pub context: &'a str,
+    pub description: &'a str,
+    pub target_url: &'a str,
+}
+
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(seconds) = number(header::RETRY_AFTER.as_str()) {
+        return Some(Duration::from_secs(seconds));
+    }
+    if number("x-ratelimit-remaining") == Some(0) {
+        let reset = number("x-ratelimit-reset")?;
+        let now = jiff::Timestamp::now().as_second().max(0) as u64;
+        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+    }
+    None
+}
+
+impl GitHubClient {
+    /// `base`: the API's URL (`https://api.github.com`, `https://ghe.example.com/api/v3`).
+    pub fn new(base: &str, token: Option<String>) -> Result<GitHubClient, GitHubError> {
+        let parsed: Uri =
+            base.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| GitHubError::InvalidUrl {
+                    url: base.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err(GitHubError::InvalidUrl {
+                url: base.to_owned(),
+                reason: "it needs a scheme and a host".into(),
+            });
+        }
+        Ok(GitHubClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            client: kubeci_notify::https_client().map_err(GitHubError::Client)?,
+            timeout: Duration::from_secs(15),
+            memberships: Mutex::default(),
+            stats: Mutex::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().expect("lock").clone()
+    }
+
+    /// One call; the JSON answer (`Null` for an empty one) and the status.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), GitHubError> {
+        let uri = format!("{}{path}", self.base);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(header::ACCEPT, "application/vnd.github+json")
+            .header(header::USER_AGENT, "kubeci")
+            .header("x-github-api-version", "2022-11-28");
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        if !bytes.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request =
+            request
+                .body(Full::new(Bytes::from(bytes)))
+                .map_err(|e| GitHubError::InvalidUrl {
+                    url: uri.clone(),
+                    reason: e.to_string(),
+                })?;
+        let network = |message: String| GitHubError::Unreachable {
+            call: format!("{method} {path}"),
+            message,
+        };
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| network("no answer in time".into()))?
+            .map_err(|e| network(e.to_string()))?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        {
+            let mut stats = self.stats.lock().expect("lock");
+            stats.calls += 1;
+            if let Some(left) = response
+                .headers()
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            {
+                stats.rate_limit_remaining = Some(left);
+            }
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| network(e.to_string()))?
+            .to_bytes();
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        let limited = status == StatusCode::TOO_MANY_REQUESTS
+            || (status == StatusCode::FORBIDDEN && wait.is_some());
+        if limited {
+            return Err(GitHubError::RateLimited {
+                call: format!("{method} {path}"),
+                retry_after: wait.unwrap_or(Duration::from_secs(60)),
+            });
+        }
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok((status, value));
+        }
+        Err(GitHubError::Refused {
+            call: format!("{method} {path}"),
+            status: status.as_u16(),
+            message: value["message"].as_str().unwrap_or("").to_owned(),
+            retry_after: wait,
+        })
+    }
+
+    async fn found(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, GitHubError> {
+        match self.call(method.clone(), path, body).await? {
+            (StatusCode::NOT_FOUND, _) => Err(GitHubError::Refused {
+                call: format!("{method} {path}"),
+                status: 404,
+                message: "Not Found".into(),
+                retry_after: None,
+            }),
+            (_, value) => Ok(value),
+        }
+    }
+
+    pub async fn pull_request(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<PullRequestInfo, GitHubError> {
+        let value = self
+            .found(Method::GET, &format!("/repos/{repo}/pulls/{number}"), None)
+            .await?;
+        parse_pull_request(value).map_err(GitHubError::Decode)
+    }
+
+    /// Every open pull request of `repo` (`owner/name`).
+    pub async fn open_pull_requests(
+        &self,
+        repo: &str,
+    ) -> Result<Vec<PullRequestInfo>, GitHubError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let value = self
+                .found(
+                    Method::GET,
+                    &format!("/repos/{repo}/pulls?state=open&per_page=100&page={page}"),
+                    None,
+                )
+                .await?;
+            let items = value.as_array().cloned().unwrap_or_default();
+            let count = items.len();
+            for item in items {
+                all.push(parse_pull_request(item).map_err(GitHubError::Decode)?);
+            }
+            if count < 100 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Whether `login` is a member of `org`, asked at most once per [`MEMBERSHIP_TTL`].
+    pub async fn is_member(&self, org: &str, login: &str) -> Result<bool, GitHubError> {
+        let key = (org.to_ascii_lowercase(), login.to_ascii_lowercase());
+        if let Some((member, at)) = self.memberships.lock().expect("lock").get(&key) {
+            if at.elapsed() < MEMBERSHIP_TTL {
+                return Ok(*member);
+            }
+        }
+        let (status, _) = self
+            .call(Method::GET, &format!("/orgs/{org}/members/{login}"), None)
+            .await?;
+        let member = status == StatusCode::NO_CONTENT;
+        self.memberships
+            .lock()
+            .expect("lock")
+            .insert(key, (member, Instant::now()));
+        Ok(member)
+    }
+
+    pub async fn post_status(
+        &self,
+        repo: &str,
+        sha: &str,
+        status: &Status<'_>,
+    ) -> Result<(), GitHubError> {
+        // GitHub refuses descriptions over 140 characters.
+        let description: String = status.description.chars().take(140).collect();
+        self.found(
+            Method::POST,
+            &format!("/repos/{repo}/statuses/{sha}"),
+            Some(json!({
+                "state": status.state,
+                "context": status.context,
+                "description": description,
+                "target_url": status.target_url,
+            })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The contexts of the statuses on commit `sha`.
+    pub async fn status_contexts(&self, repo: &str, sha: &str) -> Result<Vec<String>, GitHubError> {
+        let value = self
+            .found(
+                Method::GET,
+                &format!("/repos/{repo}/commits/{sha}/statuses?per_page=100"),
+                None,
+            )
+            .await?;
+        Ok(value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["context"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// The bodies of the comments on issue or pull request `number`.
+    pub async fn comments(&self, repo: &str, number: u64) -> Result<Vec<String>, GitHubError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let value = self
+                .found(
+                    Method::GET,
+                    &format!("/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"),
+                    None,
+                )
+                .await?;
+            let items = value.as_array().cloned().unwrap_or_default();
+            let count = items.len();
+            all.extend(
+                items
+                    .iter()
+                    .filter_map(|c| c["body"].as_str().map(str::to_owned)),
+            );
+            if count < 100 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    pub async fn comment(&self, repo: &str, number: u64, body: &str) -> Result<(), GitHubError> {
+        self.found(
+            Method::POST,
+            &format!("/repos/{repo}/issues/{number}/comments"),
+            Some(json!({ "body": body })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn add_label(&self, repo: &str, number: u64, label: &str) -> Result<(), GitHubError> {
+        self.found(
+            Method::POST,
+            &format!("/repos/{repo}/issues/{number}/labels"),
+            Some(json!({ "labels": [label] })),
+        )
+        .await
+        .map(|_| ())
+    }
+}

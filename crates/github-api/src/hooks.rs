@@ -1,0 +1,434 @@
+//! The work of `POST /hooks/github` and of the resync: check the signature, read the
+//! event, ask GitHub what the decision needs (a comment's pull request, organisation
+//! membership), decide (pure, `kubeci_github::decide`), then do it — builds through the
+//! engine's backend with idempotency keys, comments and labels on GitHub — before
+//! answering. A delivery whose work fails is answered 5xx, so GitHub shows it as failed;
+//! the resync heals what was missed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeci_engine::api::{Backend, Delivery, DeliveryAnswer, TriggerRequest, Webhooks};
+use kubeci_github::decide::{self, Action, Decision, JobRef};
+use kubeci_github::event::{Event, PullRequestInfo, Repository};
+use kubeci_github::trust::OK_TO_TEST;
+use serde_json::{json, Value};
+
+use crate::client::GitHubClient;
+use crate::reporter::context;
+use crate::{repository_on, GitHubError};
+
+/// The marker of kubeci's request for approval, so a pull request gets it once.
+const APPROVAL_MARKER: &str = "<!-- kubeci:approval-request -->";
+
+/// How the webhook endpoint is configured.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// The webhook secret; `None` refuses every delivery.
+    pub secret: Option<Vec<u8>>,
+    /// kubeci's own login: its comments never trigger.
+    pub bot: Option<String>,
+    /// The comment asking an admin to approve an untrusted pull request.
+    pub request_message: String,
+    /// The host of the repositories the GitHub API serves (`github.com`).
+    pub host: String,
+}
+
+/// The default request for approval.
+pub const REQUEST_MESSAGE: &str = "Thanks for your pull request! kubeci builds pull requests from trusted authors only. An admin of this repository's jobs can approve it by commenting `ok to test` (or `/ok-to-test`).";
+
+/// The GitHub webhook endpoint's work, and the resync.
+pub struct Hooks<B> {
+    backend: Arc<B>,
+    github: Arc<GitHubClient>,
+    settings: HookSettings,
+}
+
+/// What went wrong doing a decision's work.
+enum Failure {
+    GitHub(GitHubError),
+    Backend(String),
+}
+
+fn answer(status: u16, body: Value) -> DeliveryAnswer {
+    DeliveryAnswer { status, body }
+}
+
+fn refusal(status: u16, code: &str, message: impl Into<String>) -> DeliveryAnswer {
+    answer(
+        status,
+        json!({"error": {"code": code, "message": message.into()}}),
+    )
+}
+
+impl<B: Backend> Hooks<B> {
+    pub fn new(backend: Arc<B>, github: Arc<GitHubClient>, settings: HookSettings) -> Hooks<B> {
+        Hooks {
+            backend,
+            github,
+            settings,
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) -> DeliveryAnswer {
+        let secret = self.settings.secret.as_deref();
+        match kubeci_github::verify(secret, delivery.signature.as_deref(), &delivery.body) {
+            Ok(()) => {}
+            Err(e @ kubeci_github::SignatureError::NoSecret) => {
+                return refusal(401, "no-webhook-secret", e.to_string())
+            }
+            Err(e) => return refusal(401, "bad-signature", e.to_string()),
+        }
+        let Some(name) = delivery.event.as_deref() else {
+            return refusal(400, "no-event", "the X-GitHub-Event header is missing");
+        };
+        let event = match kubeci_github::parse(name, &delivery.body) {
+            Ok(event) => event,
+            Err(e) => return refusal(400, "invalid-payload", e.to_string()),
+        };
+        let specs = self.backend.specs();
+        let jobs: Vec<JobRef> = specs
+            .iter()
+            .map(|(namespace, job)| JobRef { namespace, job })
+            .collect();
+        let outcome = match event {
+            Event::Ping => return answer(200, json!({"outcome": "pong"})),
+            Event::Other(other) => {
+                return answer(
+                    200,
+                    json!({"outcome": format!("the {other} event starts nothing")}),
+                )
+            }
+            Event::PullRequest {
+                action,
+                repository,
+                pull_request,
+                sender,
+            } => {
+                let jobs = decide::matching(&jobs, &repository);
+                match self.memberships(&jobs, &[&pull_request.author]).await {
+                    Ok(members) => {
+                        let decision = decide::on_pull_request(
+                            &action,
+                            &pull_request,
+                            &sender,
+                            &jobs,
+                            &members,
+                        );
+                        self.execute(&repository, Some(pull_request.number), decision)
+                            .await
+                    }
+                    Err(e) => Err((Vec::new(), Failure::GitHub(e))),
+                }
+            }
+            Event::Comment {
+                action,
+                repository,
+                pull_request,
+                comment_id,
+                author,
+                body,
+            } => {
+                let Some(number) = pull_request else {
+                    return answer(
+                        200,
+                        json!({"outcome": "a comment on an issue, not a pull request, starts nothing"}),
+                    );
+                };
+                let bot = self.settings.bot.as_deref();
+                if action != "created" || bot.is_some_and(|b| b.eq_ignore_ascii_case(&author)) {
+                    return answer(
+                        200,
+                        json!({"outcome": "edited or deleted comments and kubeci's own start nothing"}),
+                    );
+                }
+                let jobs = decide::matching(&jobs, &repository);
+                self.on_comment(&repository, number, comment_id, &author, &body, &jobs)
+                    .await
+            }
+            Event::Push {
+                repository,
+                git_ref,
+                after,
+                deleted,
+                sender,
+            } => {
+                let jobs = decide::matching(&jobs, &repository);
+                let decision = decide::on_push(&git_ref, &after, deleted, &sender, &jobs);
+                self.execute(&repository, None, decision).await
+            }
+        };
+        match outcome {
+            Ok(done) => answer(200, done),
+            Err((builds, Failure::GitHub(e))) => answer(
+                if e.is_retryable() { 503 } else { 502 },
+                json!({"error": {"code": "github-failed", "message": e.to_string()}, "builds": builds}),
+            ),
+            Err((builds, Failure::Backend(message))) => answer(
+                503,
+                json!({"error": {"code": "backend-failed", "message": message}, "builds": builds}),
+            ),
+        }
+    }
+
+    async fn on_comment(
+        &self,
+        repository: &Repository,
+        number: u64,
+        comment_id: u64,
+        author: &str,
+        body: &str,
+        jobs: &[JobRef<'_>],
+    ) -> Result<Value, (Vec<Value>, Failure)> {
+        if !jobs.iter().any(|j| j.job.pull_requests_enabled()) {
+            return Ok(json!({"outcome": "no job builds this repository's pull requests"}));
+        }
+        let pr = self
+            .github
+            .pull_request(&repository.full_name, number)
+            .await
+            .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+        let members = self
+            .memberships(jobs, &[&pr.author, author])
+            .await
+            .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+        let decision = decide::on_comment(
+            "created",
+            &pr,
+            comment_id,
+            author,
+            body,
+            self.settings.bot.as_deref(),
+            jobs,
+            &members,
+        );
+        self.execute(repository, Some(number), decision).await
+    }
+
+    /// The organisation memberships of `logins` that `jobs`' policies may ask about.
+    async fn memberships(
+        &self,
+        jobs: &[JobRef<'_>],
+        logins: &[&str],
+    ) -> Result<Members, GitHubError> {
+        let mut members = Members::default();
+        for org in decide::orgs_to_ask(jobs) {
+            for login in logins {
+                if self.github.is_member(&org, login).await? {
+                    members
+                        .0
+                        .push((org.to_ascii_lowercase(), login.to_ascii_lowercase()));
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// Does what `decision` says; the JSON of what was done.
+    async fn execute(
+        &self,
+        repository: &Repository,
+        number: Option<u64>,
+        decision: Decision,
+    ) -> Result<Value, (Vec<Value>, Failure)> {
+        let repo = &repository.full_name;
+        let mut builds = Vec::new();
+        let mut cancelled = Vec::new();
+        for action in decision.actions {
+            let github = |result: Result<(), GitHubError>, builds: &Vec<Value>| {
+                result.map_err(|e| (builds.clone(), Failure::GitHub(e)))
+            };
+            match action {
+                Action::Approve => {
+                    if let Some(n) = number {
+                        github(self.github.add_label(repo, n, OK_TO_TEST).await, &builds)?;
+                    }
+                }
+                Action::Reply(text) => {
+                    if let Some(n) = number {
+                        github(self.comment_once(repo, n, &text, &text).await, &builds)?;
+                    }
+                }
+                Action::AskForApproval { jobs } => {
+                    if let Some(n) = number {
+                        let text = format!(
+                            "{}\n\nJobs waiting: {}.\n\n{APPROVAL_MARKER}",
+                            self.settings.request_message,
+                            jobs.join(", ")
+                        );
+                        github(
+                            self.comment_once(repo, n, APPROVAL_MARKER, &text).await,
+                            &builds,
+                        )?;
+                    }
+                }
+                Action::Build {
+                    namespace,
+                    job,
+                    key,
+                    request,
+                } => {
+                    let triggered = self
+                        .backend
+                        .trigger(TriggerRequest {
+                            namespace: namespace.clone(),
+                            name: job.clone(),
+                            build: request,
+                            key: Some(key),
+                        })
+                        .await
+                        .map_err(|e| (builds.clone(), Failure::Backend(e.to_string())))?;
+                    builds.push(json!({
+                        "namespace": namespace,
+                        "job": job,
+                        "number": triggered.build.number,
+                        "created": triggered.created,
+                    }));
+                }
+                Action::Cancel {
+                    namespace,
+                    job,
+                    number,
+                    by,
+                } => {
+                    let unfinished = self
+                        .backend
+                        .builds(&namespace, &job)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|b| b.pull_request == Some(number))
+                        .filter(|b| matches!(b.state, "queued" | "pending" | "running"));
+                    for build in unfinished {
+                        match self
+                            .backend
+                            .cancel(&namespace, &job, build.number, &by)
+                            .await
+                        {
+                            Ok(_) => cancelled.push(
+                                json!({"namespace": namespace, "job": job, "number": build.number}),
+                            ),
+                            Err(kubeci_engine::api::CancelError::Finished { .. }) => {}
+                            Err(e) => return Err((builds, Failure::Backend(e.to_string()))),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(json!({"builds": builds, "cancelled": cancelled, "reasons": decision.reasons}))
+    }
+
+    /// Comments `text` on `number` unless a comment containing `marker` is there already:
+    /// a redelivery, or a push after the first request, does not comment again.
+    async fn comment_once(
+        &self,
+        repo: &str,
+        number: u64,
+        marker: &str,
+        text: &str,
+    ) -> Result<(), GitHubError> {
+        let existing = self.github.comments(repo, number).await?;
+        if existing.iter().any(|c| c.contains(marker)) {
+            return Ok(());
+        }
+        self.github.comment(repo, number, text).await
+    }
+
+    /// One resync: for each repository with pull-request jobs, build the trusted open
+    /// pull requests' heads that have no kubeci status yet. Returns the builds started.
+    pub async fn resync(&self) -> Result<usize, GitHubError> {
+        let specs = self.backend.specs();
+        let jobs: Vec<JobRef> = specs
+            .iter()
+            .filter(|(_, job)| job.pull_requests_enabled())
+            .map(|(namespace, job)| JobRef { namespace, job })
+            .collect();
+        let mut repos: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| repository_on(&self.settings.host, &j.job.git.url))
+            .collect();
+        repos.sort();
+        repos.dedup();
+        let mut started = 0;
+        for repo in repos {
+            let repository = Repository {
+                full_name: repo.clone(),
+                urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
+            };
+            let jobs = decide::matching(&jobs, &repository);
+            for pr in self.github.open_pull_requests(&repo).await? {
+                started += self.resync_pull_request(&repository, &pr, &jobs).await?;
+            }
+        }
+        Ok(started)
+    }
+
+    async fn resync_pull_request(
+        &self,
+        repository: &Repository,
+        pr: &PullRequestInfo,
+        jobs: &[JobRef<'_>],
+    ) -> Result<usize, GitHubError> {
+        let contexts = self
+            .github
+            .status_contexts(&repository.full_name, &pr.head_sha)
+            .await?;
+        let members = self.memberships(jobs, &[&pr.author]).await?;
+        let decision = decide::resync(pr, jobs, &members, |job| {
+            let ghprb_context = job.job.ghprb.as_ref().and_then(|g| g.context.as_deref());
+            contexts.contains(&context(&job.job.name, ghprb_context))
+        });
+        match self.execute(repository, Some(pr.number), decision).await {
+            Ok(done) => Ok(done["builds"]
+                .as_array()
+                .map_or(0, |b| b.iter().filter(|b| b["created"] == true).count())),
+            Err((_, Failure::GitHub(e))) => Err(e),
+            Err((_, Failure::Backend(message))) => {
+                eprintln!(
+                    "kubeci: resync of {}#{}: {message}",
+                    repository.full_name, pr.number
+                );
+                Ok(0)
+            }
+        }
+    }
+
+    /// Resyncs every `every`, for ever; failures are logged and tried again next time.
+    pub async fn resync_every(self: Arc<Self>, every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !self.backend.ready() {
+                continue;
+            }
+            match self.resync().await {
+                Ok(0) => {}
+                Ok(started) => eprintln!("kubeci: the GitHub resync started {started} builds"),
+                Err(e) => eprintln!("kubeci: the GitHub resync failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Memberships asked of GitHub: (org, login), lowercased.
+#[derive(Default)]
+struct Members(Vec<(String, String)>);
+
+impl decide::Membership for Members {
+    fn is_member(&self, org: &str, login: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(o, l)| o.eq_ignore_ascii_case(org) && l.eq_ignore_ascii_case(login))
+    }
+}
+
+impl<B: Backend> Webhooks for Hooks<B> {
+    fn deliver(
+        &self,
+        delivery: Delivery,
+    ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
+        Box::pin(self.handle(delivery))
+    }
+}

@@ -1,0 +1,108 @@
+//! kubeci's GitHub edge (DESIGN.md §5), thin around the pure `kubeci-github`: the REST
+//! client, the commit-status [`Reporter`](kubeci_engine::report::Reporter), the work a
+//! webhook delivery causes, and the periodic resync of open pull requests.
+
+pub mod client;
+pub mod hooks;
+pub mod reporter;
+
+use std::time::Duration;
+
+pub use client::GitHubClient;
+pub use hooks::{HookSettings, Hooks};
+pub use reporter::GitHubReporter;
+
+/// Why a GitHub call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("`{url}` is not a usable GitHub API URL: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot make an HTTP client")]
+    Client(#[source] kubeci_notify::NotifyError),
+    /// A network failure or no answer in time. Worth retrying.
+    #[error("{call}: GitHub could not be reached: {message}")]
+    Unreachable { call: String, message: String },
+    /// The rate limit is spent. Worth retrying after `retry_after`.
+    #[error("{call}: GitHub's rate limit is reached; retry in {}s", retry_after.as_secs())]
+    RateLimited { call: String, retry_after: Duration },
+    /// An error answer. Worth retrying when it is a 5xx.
+    #[error("{call}: GitHub answered {status}: {message}")]
+    Refused {
+        call: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// An answer kubeci cannot read.
+    #[error("GitHub's answer cannot be read")]
+    Decode(#[source] kubeci_github::EventError),
+}
+
+impl GitHubError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GitHubError::Unreachable { .. } | GitHubError::RateLimited { .. } => true,
+            GitHubError::Refused { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GitHubError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GitHubError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The host of the repositories a GitHub API serves: `api.github.com` serves
+/// `github.com`; an Enterprise server's `https://ghe.example.com/api/v3` serves
+/// `ghe.example.com`.
+pub fn repository_host(api_url: &str) -> Option<String> {
+    let uri: hyper::Uri = api_url.parse().ok()?;
+    let host = uri.host()?.to_ascii_lowercase();
+    Some(host.strip_prefix("api.").unwrap_or(&host).to_owned())
+}
+
+/// `owner/name` of a job's `git.url` when it is on `host`.
+pub fn repository_on(host: &str, git_url: &str) -> Option<String> {
+    let key = kubeci_spec::giturl::GitUrl::parse(git_url)
+        .ok()?
+        .repository_key()?;
+    let path = key.strip_prefix(host)?.strip_prefix('/')?;
+    Some(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_are_found_on_their_host() {
+        assert_eq!(
+            repository_host("https://api.github.com").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(
+            repository_host("https://ghe.example.com/api/v3").as_deref(),
+            Some("ghe.example.com")
+        );
+        for url in [
+            "git@github.com:Org/Repo.git",
+            "https://github.com/org/repo",
+            "ssh://git@github.com/org/repo.git",
+        ] {
+            assert_eq!(
+                repository_on("github.com", url).as_deref(),
+                Some("org/repo"),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            repository_on("github.com", "git@gitlab.com:org/repo.git"),
+            None
+        );
+        assert_eq!(repository_on("github.com", "/srv/git/repo.git"), None);
+    }
+}

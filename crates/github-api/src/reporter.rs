@@ -1,0 +1,76 @@
+//! Build states as GitHub commit statuses: `pending` → `success`/`failure`/`error`, context
+//! `kubeci/<job>` (or `ghprb.context`), linking to the build's page. Which states were
+//! posted is recorded on the build by the controller, so each is posted once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kubeci_engine::report::{CommitState, ReportError, ReportTarget, Reporter};
+
+use crate::client::{GitHubClient, Status};
+use crate::repository_on;
+
+/// Posts commit statuses for builds of commits on one GitHub.
+pub struct GitHubReporter {
+    client: Arc<GitHubClient>,
+    host: String,
+}
+
+impl GitHubReporter {
+    /// Reports builds whose `git.url` is on `host` (see [`crate::repository_host`]).
+    pub fn new(client: Arc<GitHubClient>, host: &str) -> GitHubReporter {
+        GitHubReporter {
+            client,
+            host: host.to_ascii_lowercase(),
+        }
+    }
+
+    fn repository(&self, target: &ReportTarget) -> Option<String> {
+        repository_on(&self.host, target.git_url.as_deref()?)
+    }
+}
+
+/// The status context of a job: its `ghprb.context`, or `kubeci/<job>`.
+pub fn context(job: &str, configured: Option<&str>) -> String {
+    configured.map_or_else(|| format!("kubeci/{job}"), str::to_owned)
+}
+
+impl Reporter for GitHubReporter {
+    fn wants(&self, target: &ReportTarget) -> bool {
+        let from_github = matches!(
+            target.trigger.as_deref(),
+            Some("pull-request" | "comment" | "push")
+        );
+        from_github && target.commit.is_some() && self.repository(target).is_some()
+    }
+
+    fn report<'a>(
+        &'a self,
+        target: &'a ReportTarget,
+        state: CommitState,
+        description: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
+        Box::pin(async move {
+            let (Some(repo), Some(sha)) = (self.repository(target), target.commit.as_deref())
+            else {
+                return Ok(());
+            };
+            let context = context(&target.job, target.context.as_deref());
+            let status = Status {
+                state: state.as_str(),
+                context: &context,
+                description,
+                target_url: &target.url,
+            };
+            self.client
+                .post_status(&repo, sha, &status)
+                .await
+                .map_err(|e| ReportError {
+                    message: e.to_string(),
+                    retryable: e.is_retryable(),
+                    retry_after: e.retry_after(),
+                })
+        })
+    }
+}
