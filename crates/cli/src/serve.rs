@@ -69,6 +69,49 @@ pub struct ServeArgs {
     /// $HOSTNAME-<pid>].
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
+    /// File holding the GitHub webhook secret [default: $KUBECI_GITHUB_WEBHOOK_SECRET];
+    /// without one, `POST /hooks/github` refuses every delivery.
+    #[arg(long, value_name = "FILE")]
+    github_webhook_secret_file: Option<PathBuf>,
+    /// File holding the GitHub token that posts statuses and comments
+    /// [default: $KUBECI_GITHUB_TOKEN].
+    #[arg(long, value_name = "FILE")]
+    github_token_file: Option<PathBuf>,
+    /// GitHub's API: `https://api.github.com`, or an Enterprise server's
+    /// `https://HOST/api/v3`.
+    #[arg(long, default_value = "https://api.github.com", value_name = "URL")]
+    github_url: String,
+    /// The host of the repositories that API serves [default: from --github-url,
+    /// `github.com` for `api.github.com`].
+    #[arg(long, value_name = "HOST")]
+    github_host: Option<String>,
+    /// kubeci's own GitHub login: its comments never trigger builds.
+    #[arg(long, value_name = "LOGIN")]
+    github_bot: Option<String>,
+    /// The comment asking an admin to approve an untrusted pull request.
+    #[arg(long, value_name = "TEXT", default_value = kubeci_github_api::hooks::REQUEST_MESSAGE)]
+    github_request_message: String,
+    /// How often open pull requests are checked for heads without a kubeci status
+    /// (healing missed webhooks); `0s` turns it off.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    github_resync: String,
+}
+
+/// A secret from a file, else from an environment variable; trimmed.
+fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<String>> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("{flag}: cannot read {}", path.display()))?,
+        None => match std::env::var(variable) {
+            Ok(value) => value,
+            Err(_) => return Ok(None),
+        },
+    };
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        bail!("{flag} (or ${variable}) is empty");
+    }
+    Ok(Some(text))
 }
 
 fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
@@ -86,11 +129,42 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     if lease_duration.is_zero() {
         bail!("--lease-duration must be at least 1s");
     }
-    let reporter: Option<Arc<dyn kubeci_engine::report::Reporter>> = match &args.notify_url {
-        Some(url) => Some(Arc::new(
+    let mut reporters: Vec<Arc<dyn kubeci_engine::report::Reporter>> = Vec::new();
+    if let Some(url) = &args.notify_url {
+        reporters.push(Arc::new(
             kubeci_notify::WebhookReporter::new(url).context("--notify-url")?,
-        )),
-        None => None,
+        ));
+    }
+    let webhook_secret = secret(
+        args.github_webhook_secret_file.as_ref(),
+        "KUBECI_GITHUB_WEBHOOK_SECRET",
+        "--github-webhook-secret-file",
+    )?;
+    let github_token = secret(
+        args.github_token_file.as_ref(),
+        "KUBECI_GITHUB_TOKEN",
+        "--github-token-file",
+    )?;
+    let github_resync = duration_flag("--github-resync", &args.github_resync)?;
+    let github_host = match &args.github_host {
+        Some(host) => host.to_ascii_lowercase(),
+        None => kubeci_github_api::repository_host(&args.github_url)
+            .with_context(|| format!("--github-url {} has no host", args.github_url))?,
+    };
+    let github = Arc::new(
+        kubeci_github_api::GitHubClient::new(&args.github_url, github_token.clone())
+            .context("--github-url")?,
+    );
+    if github_token.is_some() {
+        reporters.push(Arc::new(kubeci_github_api::GitHubReporter::new(
+            github.clone(),
+            &github_host,
+        )));
+    }
+    let reporter: Option<Arc<dyn kubeci_engine::report::Reporter>> = match reporters.len() {
+        0 => None,
+        1 => reporters.pop(),
+        _ => Some(Arc::new(kubeci_engine::report::Reporters(reporters))),
     };
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -154,7 +228,24 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
         let client = kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
         let cluster = kubeci_k8s::Cluster::start(client, settings, reporter);
-        let app = kubeci_server::app(Arc::clone(&cluster), kubeci_server::Access { token });
+        let hooks = Arc::new(kubeci_github_api::Hooks::new(
+            Arc::clone(&cluster),
+            github,
+            kubeci_github_api::HookSettings {
+                secret: webhook_secret.map(String::into_bytes),
+                bot: args.github_bot.clone(),
+                request_message: args.github_request_message.clone(),
+                host: github_host,
+            },
+        ));
+        if github_token.is_some() && !github_resync.is_zero() {
+            tokio::spawn(Arc::clone(&hooks).resync_every(github_resync));
+        }
+        let app = kubeci_server::app_with_webhooks(
+            Arc::clone(&cluster),
+            kubeci_server::Access { token },
+            hooks,
+        );
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

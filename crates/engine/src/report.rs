@@ -52,6 +52,31 @@ pub trait Reporter: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>>;
 }
 
+/// Several reporters as one: a build is reported if any of them wants it, to each that
+/// does. A failure of one fails the report, so it is retried — to all of them: a
+/// reporter that already delivered may receive a state twice when another one fails.
+pub struct Reporters(pub Vec<std::sync::Arc<dyn Reporter>>);
+
+impl Reporter for Reporters {
+    fn wants(&self, target: &ReportTarget) -> bool {
+        self.0.iter().any(|r| r.wants(target))
+    }
+
+    fn report<'a>(
+        &'a self,
+        target: &'a ReportTarget,
+        state: CommitState,
+        description: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
+        Box::pin(async move {
+            for reporter in self.0.iter().filter(|r| r.wants(target)) {
+                reporter.report(target, state, description).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A GitHub commit status state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitState {

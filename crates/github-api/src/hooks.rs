@@ -394,15 +394,16 @@ impl<B: Backend> Hooks<B> {
         }
     }
 
-    /// Resyncs every `every`, for ever; failures are logged and tried again next time.
+    /// Resyncs once the backend is ready, then every `every`, for ever; failures are
+    /// logged and tried again next time.
     pub async fn resync_every(self: Arc<Self>, every: Duration) {
+        while !self.backend.ready() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if !self.backend.ready() {
-                continue;
-            }
             match self.resync().await {
                 Ok(0) => {}
                 Ok(started) => eprintln!("kubeci: the GitHub resync started {started} builds"),

@@ -65,13 +65,19 @@ pub fn repository_host(api_url: &str) -> Option<String> {
     Some(host.strip_prefix("api.").unwrap_or(&host).to_owned())
 }
 
-/// `owner/name` of a job's `git.url` when it is on `host`.
+/// `owner/name` of a job's `git.url` (as written, without `.git`) when it is on `host`.
 pub fn repository_on(host: &str, git_url: &str) -> Option<String> {
-    let key = kubeci_spec::giturl::GitUrl::parse(git_url)
-        .ok()?
-        .repository_key()?;
-    let path = key.strip_prefix(host)?.strip_prefix('/')?;
-    Some(path.to_owned())
+    match kubeci_spec::giturl::GitUrl::parse(git_url).ok()? {
+        kubeci_spec::giturl::GitUrl::Remote {
+            host: url_host,
+            path,
+            ..
+        } if url_host.eq_ignore_ascii_case(host) => {
+            let path = path.trim_matches('/').trim_end_matches(".git");
+            Some(path.trim_end_matches('/').to_owned())
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! See `crates/testkit/README.md`.
 
 pub mod gate;
+pub mod github;
 pub mod http;
 pub mod proxy;
 pub mod resources;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use gate::{Gate, RecordedRequest};
+pub use github::FakeGitHub;
 pub use proxy::ApiProxy;
 pub use sim::PodBehaviour;
 pub use store::{ApiError, Store};

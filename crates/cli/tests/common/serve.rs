@@ -123,6 +123,17 @@ pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&
 
 /// One HTTP/1.1 request; (status, body). Status 0: no answer.
 pub fn http(kubeci: &Kubeci, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_with_body(kubeci, method, path, headers, b"")
+}
+
+/// One HTTP/1.1 request with a body; (status, body). Status 0: no answer.
+pub fn http_with_body(
+    kubeci: &Kubeci,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", kubeci.port)) else {
         return (0, String::new());
     };
@@ -131,10 +142,15 @@ pub fn http(kubeci: &Kubeci, method: &str, path: &str, headers: &[(&str, &str)])
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     if stream.write_all(request.as_bytes()).is_err() {
         return (0, String::new());
     }
+    // A refused request may be answered before the whole body is sent.
+    let _ = stream.write_all(body);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();

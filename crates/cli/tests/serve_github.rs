@@ -1,0 +1,574 @@
+//! The GitHub pull request builder end to end: the real `kubeci serve --kubernetes`, the
+//! fake API server (pods run by the local engine, cloning a local repository that git maps
+//! GitHub's URL to), a fake GitHub over HTTP, and GitHub's real webhook payloads.
+
+mod common;
+
+use std::time::Duration;
+
+use common::serve::{builds, configmap, http_with_body, serve_with, Kubeci};
+use kubeci_testkit::{FakeApiServer, FakeGitHub, PodBehaviour};
+use serde_json::{json, Value};
+
+const SECRET: &str = "a-webhook-secret-for-the-tests";
+const GITHUB_TOKEN: &str = "a-github-token-for-the-tests";
+const REPO: &str = "Codertocat/Hello-World";
+const REPO_URL: &str = "https://github.com/Codertocat/Hello-World.git";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        common::repo_root()
+            .join("tests/fixtures/github-webhooks")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// POSTs a delivery to `/hooks/github`; (status, JSON answer).
+fn deliver(
+    kubeci: &Kubeci,
+    event: &str,
+    id: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut all = vec![
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Event", event),
+        ("X-GitHub-Delivery", id),
+    ];
+    all.extend_from_slice(headers);
+    let (status, answer) = http_with_body(kubeci, "POST", "/hooks/github", &all, body);
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+fn signed(kubeci: &Kubeci, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
+    let signature = kubeci_github::signature::sign(SECRET.as_bytes(), body);
+    deliver(
+        kubeci,
+        event,
+        id,
+        body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+}
+
+/// A `pull_request` payload: the real `opened` one, with this action, number, author,
+/// head and labels.
+fn pr_payload(action: &str, number: u64, author: &str, head: &str, labels: &[&str]) -> Vec<u8> {
+    let mut payload: Value = serde_json::from_slice(&fixture("pull_request.opened.json")).unwrap();
+    payload["action"] = action.into();
+    payload["number"] = number.into();
+    let pr = &mut payload["pull_request"];
+    pr["number"] = number.into();
+    pr["user"]["login"] = author.into();
+    pr["head"]["sha"] = head.into();
+    pr["head"]["ref"] = format!("change-{number}").into();
+    pr["labels"] = labels.iter().map(|l| json!({"name": l})).collect();
+    serde_json::to_vec(&payload).unwrap()
+}
+
+fn comment_payload(number: u64, id: u64, author: &str, body: &str) -> Vec<u8> {
+    let mut payload: Value =
+        serde_json::from_slice(&fixture("issue_comment.created.json")).unwrap();
+    payload["issue"]["number"] = number.into();
+    payload["issue"]["pull_request"] =
+        json!({"url": format!("https://api.github.com/repos/{REPO}/pulls/{number}")});
+    payload["comment"]["id"] = id.into();
+    payload["comment"]["user"]["login"] = author.into();
+    payload["comment"]["body"] = body.into();
+    serde_json::to_vec(&payload).unwrap()
+}
+
+/// The pull request's JSON as GitHub's API serves it.
+fn pr_json(payload: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(payload).unwrap()["pull_request"].clone()
+}
+
+const JOB: &str = "- job:\n    name: hello\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 30; fi; echo \"built $GIT_COMMIT\"\n    timeout: 5m\n    ghprb:\n      enabled: true\n      admin_users: [admin]\n      whitelisted_users: [friend, Codertocat]\n";
+
+struct World {
+    server: FakeApiServer,
+    github: FakeGitHub,
+    dir: tempfile::TempDir,
+    repo: common::git::Repo,
+}
+
+impl World {
+    /// `run_locally`: pods really run (cloning the local repository); otherwise they run
+    /// for a minute without output.
+    async fn new(run_locally: bool) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = common::git::Repo::new(&dir.path().join("git"));
+        let gitconfig = dir.path().join("gitconfig");
+        std::fs::write(
+            &gitconfig,
+            format!(
+                "[url \"{}\"]\n\tinsteadOf = {REPO_URL}\n",
+                repo.bare.display()
+            ),
+        )
+        .unwrap();
+        let server = FakeApiServer::start().await;
+        let behaviour = if run_locally {
+            PodBehaviour::RunLocally {
+                kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
+                secrets_dir: None,
+                work_root: dir.path().join("pods"),
+                env: vec![("GIT_CONFIG_GLOBAL".into(), gitconfig.display().to_string())],
+            }
+        } else {
+            PodBehaviour::Succeed {
+                logs: Vec::new(),
+                duration: Duration::from_secs(60),
+            }
+        };
+        server.set_pod_behaviour(move |_| behaviour.clone());
+        server.preload(vec![configmap("hello", JOB)]).unwrap();
+        let github = FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await;
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        std::fs::write(dir.path().join("github-token"), GITHUB_TOKEN).unwrap();
+        World {
+            server,
+            github,
+            dir,
+            repo,
+        }
+    }
+
+    fn serve(&self, resync: &str) -> Kubeci {
+        let secret = self.dir.path().join("secret").display().to_string();
+        let token = self.dir.path().join("github-token").display().to_string();
+        let url = self.github.url();
+        serve_with(
+            &self.server,
+            &[
+                "--github-webhook-secret-file",
+                &secret,
+                "--github-token-file",
+                &token,
+                "--github-url",
+                &url,
+                "--github-host",
+                "github.com",
+                "--github-bot",
+                "kubeci-bot",
+                "--github-resync",
+                resync,
+                "--base-url",
+                "https://ci.example.com",
+            ],
+        )
+    }
+
+    /// A new head commit of pull request `number`, pushed to `refs/pull/N/head`; `slow`
+    /// makes its build take 30 s.
+    fn push_pr(&self, number: u64, slow: bool) -> String {
+        if slow {
+            self.repo.write("slow", "yes\n");
+        } else {
+            let _ = std::fs::remove_file(self.dir.path().join("git/work/slow"));
+        }
+        let sha = self.repo.commit(&format!("change to #{number}"));
+        self.repo.push_head_to(&format!("refs/pull/{number}/head"));
+        sha
+    }
+
+    /// The states posted on `sha` for context `kubeci/hello`, in order.
+    fn states(&self, sha: &str) -> Vec<String> {
+        self.github
+            .statuses()
+            .into_iter()
+            .filter(|s| s.sha == sha && s.context == "kubeci/hello")
+            .map(|s| s.state)
+            .collect()
+    }
+}
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    common::git::wait_for(Duration::from_secs(60), what, check);
+}
+
+fn state_of(kubeci: &Kubeci, number: u64) -> String {
+    common::serve::state(kubeci, "hello", number)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fixture_gives_its_outcome_and_bad_signatures_start_nothing() {
+    let world = World::new(false).await;
+    let kubeci = world.serve("0s");
+    let posted = |github: &FakeGitHub| {
+        github
+            .requests()
+            .iter()
+            .filter(|(m, _)| m == "POST")
+            .count()
+    };
+
+    // Refused: wrong secret, no signature, SHA-1 only, a body changed after signing.
+    let body = fixture("pull_request.opened.json");
+    let wrong = kubeci_github::signature::sign(b"another secret", &body);
+    let good = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
+    let mut altered = body.clone();
+    altered[10] ^= 1;
+    for (what, body, headers) in [
+        (
+            "a wrong secret",
+            &body,
+            vec![("X-Hub-Signature-256", wrong.as_str())],
+        ),
+        ("no signature", &body, vec![]),
+        (
+            "SHA-1 only",
+            &body,
+            vec![(
+                "X-Hub-Signature",
+                "sha1=7d38cdd689735b008b3c702edd92eea23791c5f6",
+            )],
+        ),
+        (
+            "an altered body",
+            &altered,
+            vec![("X-Hub-Signature-256", good.as_str())],
+        ),
+    ] {
+        let (status, answer) = deliver(&kubeci, "pull_request", "refused", body, &headers);
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad-signature", "{what}");
+    }
+    assert!(builds(&kubeci, "hello").is_empty(), "nothing started");
+    assert_eq!(posted(&world.github), 0, "nothing posted");
+
+    // Each fixture, correctly signed.
+    let (status, answer) = signed(&kubeci, "ping", "d-1", &fixture("ping.json"));
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("pong")));
+    let (status, answer) = signed(
+        &kubeci,
+        "pull_request",
+        "d-2",
+        &fixture("pull_request.opened.json"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["builds"],
+        json!([{"namespace": "default", "job": "hello", "number": 1, "created": true}])
+    );
+    assert!(
+        world.server.store().get(6, "default", "hello-1").is_ok(),
+        "the build's Job exists before the delivery is acknowledged"
+    );
+    wait("the build to be listed", || {
+        !builds(&kubeci, "hello").is_empty()
+    });
+    let build = &builds(&kubeci, "hello")[0];
+    assert_eq!(build["commit"], "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+    assert_eq!(build["pull_request"], 2);
+    assert_eq!(build["trigger"], "pull-request");
+    for (file, id) in [
+        ("pull_request.reopened.json", "d-3"),
+        ("pull_request.synchronize.json", "d-4"),
+    ] {
+        let (status, answer) = signed(&kubeci, "pull_request", id, &fixture(file));
+        assert_eq!(status, 200, "{file}: {answer}");
+        assert_eq!(
+            answer["builds"][0]["created"], false,
+            "{file}: the same head is the same build"
+        );
+    }
+    wait("build 1 to run", || state_of(&kubeci, 1) == "running");
+    let (status, answer) = signed(
+        &kubeci,
+        "pull_request",
+        "d-5",
+        &fixture("pull_request.closed.json"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["cancelled"],
+        json!([{"namespace": "default", "job": "hello", "number": 1}])
+    );
+    wait("build 1 to be aborted", || {
+        state_of(&kubeci, 1) == "aborted"
+    });
+    let (status, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "d-6",
+        &fixture("issue_comment.created.json"),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("not a pull request"),
+        "{answer}"
+    );
+    let (status, answer) = signed(&kubeci, "push", "d-7", &fixture("push.json"));
+    assert_eq!(status, 200);
+    assert_eq!(answer["reasons"], json!(["a deleted ref starts nothing"]));
+    assert_eq!(builds(&kubeci, "hello").len(), 1);
+
+    // Malformed JSON, and a body over GitHub's 25 MB limit.
+    let garbage = b"{\"action\": ";
+    assert_eq!(signed(&kubeci, "pull_request", "d-8", garbage).0, 400);
+    let huge = vec![b' '; 25 * 1024 * 1024 + 1];
+    assert_eq!(deliver(&kubeci, "pull_request", "d-9", &huge, &[]).0, 413);
+    assert_eq!(builds(&kubeci, "hello").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_every_delivery_is_refused() {
+    let world = World::new(false).await;
+    let kubeci = serve_with(&world.server, &[]);
+    let body = fixture("pull_request.opened.json");
+    let (status, answer) = signed(&kubeci, "pull_request", "d-1", &body);
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"]["code"], "no-webhook-secret");
+    assert!(builds(&kubeci, "hello").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_pull_requests_build_and_report_untrusted_ones_wait_for_an_admin() {
+    let world = World::new(true).await;
+    let kubeci = world.serve("0s");
+
+    // A whitelisted author opens a pull request: its head is built and reported.
+    let head = world.push_pr(2, false);
+    let opened = pr_payload("opened", 2, "friend", &head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (status, answer) = signed(&kubeci, "pull_request", "p-1", &opened);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["builds"][0]["number"], 1);
+    wait("build 1 to succeed", || state_of(&kubeci, 1) == "succeeded");
+    let (_, log) = common::serve::http(
+        &kubeci,
+        "GET",
+        "/api/v1/jobs/default/hello/builds/1/log",
+        &[],
+    );
+    assert!(
+        log.contains(&format!("built {head}")),
+        "the PR head was built: {log}"
+    );
+    wait("the final status", || {
+        world.states(&head).last().map(String::as_str) == Some("success")
+    });
+    assert_eq!(world.states(&head), ["pending", "success"]);
+    let status = world
+        .github
+        .statuses()
+        .into_iter()
+        .find(|s| s.sha == head)
+        .unwrap();
+    assert_eq!(status.repo, REPO);
+    assert_eq!(
+        status.target_url,
+        "https://ci.example.com/jobs/default/hello/builds/1"
+    );
+    // The same delivery again starts nothing new.
+    let (_, again) = signed(&kubeci, "pull_request", "p-1", &opened);
+    assert_eq!(
+        again["builds"][0],
+        json!({"namespace": "default", "job": "hello", "number": 1, "created": false})
+    );
+
+    // An untrusted author: one comment asking an admin, no build — also after a push.
+    let untrusted_head = world.push_pr(3, false);
+    let untrusted = pr_payload("opened", 3, "stranger", &untrusted_head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&untrusted));
+    let (status, answer) = signed(&kubeci, "pull_request", "p-2", &untrusted);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["builds"], json!([]));
+    assert!(answer["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("stranger is not trusted"));
+    let pushed_head = world.push_pr(3, false);
+    let pushed = pr_payload("synchronize", 3, "stranger", &pushed_head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&pushed));
+    assert_eq!(signed(&kubeci, "pull_request", "p-3", &pushed).0, 200);
+    assert_eq!(
+        signed(&kubeci, "pull_request", "p-2", &untrusted).0,
+        200,
+        "a redelivery"
+    );
+    let comments = world.github.comments(REPO, 3);
+    assert_eq!(comments.len(), 1, "one request for approval: {comments:?}");
+    assert_eq!(comments[0].0, "kubeci-bot");
+    assert!(comments[0].1.contains("ok to test"), "{comments:?}");
+    assert_eq!(
+        builds(&kubeci, "hello").len(),
+        1,
+        "no build for the untrusted PR"
+    );
+
+    // Someone else's "ok to test" does nothing; an admin's adds the label and builds.
+    let (_, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-1",
+        &comment_payload(3, 501, "stranger", "ok to test"),
+    );
+    assert_eq!(answer["builds"], json!([]));
+    let (status, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-2",
+        &comment_payload(3, 502, "admin", "OK to test"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["builds"][0]["number"], 2);
+    let labels = world.github.pull_request(REPO, 3).unwrap()["labels"].clone();
+    assert!(
+        labels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "ok-to-test"),
+        "{labels}"
+    );
+    wait("the approved build to succeed", || {
+        state_of(&kubeci, 2) == "succeeded"
+    });
+    wait("its status", || {
+        world.states(&pushed_head).last().map(String::as_str) == Some("success")
+    });
+    // The bot's own comment never triggers.
+    let (_, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-3",
+        &comment_payload(3, 503, "kubeci-bot", "test this please"),
+    );
+    assert!(answer["builds"].is_null(), "{answer}");
+    assert_eq!(builds(&kubeci, "hello").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_supersedes_the_running_build_and_a_cancelled_build_reports_error() {
+    let world = World::new(true).await;
+    let kubeci = world.serve("0s");
+    let slow_head = world.push_pr(2, true);
+    let opened = pr_payload("opened", 2, "friend", &slow_head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    assert_eq!(signed(&kubeci, "pull_request", "s-1", &opened).0, 200);
+    wait("build 1 to run", || state_of(&kubeci, 1) == "running");
+    let new_head = world.push_pr(2, false);
+    let pushed = pr_payload("synchronize", 2, "friend", &new_head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&pushed));
+    let (status, answer) = signed(&kubeci, "pull_request", "s-2", &pushed);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["builds"][0]["number"], 2);
+    wait("the old build to be aborted", || {
+        state_of(&kubeci, 1) == "aborted"
+    });
+    wait("the new one to succeed", || {
+        state_of(&kubeci, 2) == "succeeded"
+    });
+    wait("both final statuses", || {
+        world.states(&slow_head).last().map(String::as_str) == Some("error")
+            && world.states(&new_head).last().map(String::as_str) == Some("success")
+    });
+    let cancelled = world
+        .github
+        .statuses()
+        .into_iter()
+        .find(|s| s.sha == slow_head && s.state == "error")
+        .unwrap();
+    assert!(
+        cancelled
+            .description
+            .contains("cancelled by kubeci (superseded by build 2)"),
+        "{cancelled:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_survive_a_restart_and_rate_limits_and_the_resync_heals_a_missed_webhook() {
+    let world = World::new(true).await;
+    let kubeci = world.serve("0s");
+    let head = world.push_pr(2, false);
+    let opened = pr_payload("opened", 2, "friend", &head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    // GitHub refuses everything (rate limit spent, reset in an hour) while the build runs
+    // and finishes; kubeci is killed before it could report, and a new one reports.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let reset = (now + 3600).to_string();
+    world.github.fail_next(
+        10_000,
+        403,
+        &[
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &reset),
+        ],
+    );
+    assert_eq!(signed(&kubeci, "pull_request", "r-1", &opened).0, 200);
+    wait("build 1 to succeed", || state_of(&kubeci, 1) == "succeeded");
+    let refused = || {
+        world
+            .github
+            .requests()
+            .iter()
+            .filter(|(m, p)| m == "POST" && p.contains("/statuses/"))
+            .count()
+    };
+    wait("a status to be attempted", || refused() > 0);
+    let attempts = refused();
+    kubeci.kill();
+    assert!(world.states(&head).is_empty(), "nothing posted yet");
+    assert!(
+        attempts <= 2,
+        "the rate limit's reset is honoured, not hammered: {attempts} attempts"
+    );
+    world.github.clear_faults();
+    // A Retry-After answer is waited out too.
+    world.github.fail_next(1, 429, &[("Retry-After", "1")]);
+    let kubeci = world.serve("1s");
+    wait("the final status after the restart", || {
+        world.states(&head).last().map(String::as_str) == Some("success")
+    });
+    assert_eq!(
+        world
+            .states(&head)
+            .iter()
+            .filter(|s| *s == "success")
+            .count(),
+        1,
+        "posted once: {:?}",
+        world.states(&head)
+    );
+
+    // A pull request whose webhook never arrived: the resync builds its head, once.
+    let missed = world.push_pr(4, false);
+    world.github.set_pull_request(
+        REPO,
+        pr_json(&pr_payload("opened", 4, "friend", &missed, &[])),
+    );
+    let untrusted = world.push_pr(5, false);
+    world.github.set_pull_request(
+        REPO,
+        pr_json(&pr_payload("opened", 5, "stranger", &untrusted, &[])),
+    );
+    wait("the resync to build the missed head", || {
+        builds(&kubeci, "hello")
+            .iter()
+            .any(|b| b["pull_request"] == 4 && b["state"] == "succeeded")
+    });
+    wait("its status", || {
+        world.states(&missed).last().map(String::as_str) == Some("success")
+    });
+    let pr_builds = |n: u64| {
+        builds(&kubeci, "hello")
+            .iter()
+            .filter(|b| b["pull_request"] == n)
+            .count()
+    };
+    assert_eq!(pr_builds(4), 1);
+    assert_eq!(pr_builds(2), 1, "a head with a status is not built again");
+    assert_eq!(pr_builds(5), 0, "the resync never builds an untrusted head");
+    assert!(world.github.comments(REPO, 5).is_empty(), "nor comments");
+}
