@@ -329,6 +329,45 @@ async fn without_a_secret_every_delivery_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_and_token_can_come_from_the_environment() {
+    let world = World::new(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    world.server.write_kubeconfig(&kubeconfig).unwrap();
+    let url = world.github.url();
+    let kubeci = common::serve::spawn_with_env(
+        dir,
+        &kubeconfig,
+        &[
+            "--github-url",
+            &url,
+            "--github-host",
+            "github.com",
+            "--github-resync",
+            "0s",
+        ],
+        &[
+            ("KUBECI_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("KUBECI_GITHUB_TOKEN", GITHUB_TOKEN),
+        ],
+    );
+    wait("kubeci to be ready", || {
+        common::serve::http(&kubeci, "GET", "/readyz", &[]).0 == 200
+    });
+    let untrusted = pr_payload("opened", 9, "stranger", &"a".repeat(40), &[]);
+    let (status, answer) = signed(&kubeci, "pull_request", "e-1", &untrusted);
+    assert_eq!(
+        status, 200,
+        "the secret from the environment verifies: {answer}"
+    );
+    assert_eq!(
+        world.github.comments(REPO, 9).len(),
+        1,
+        "the token from the environment is used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_pull_requests_build_and_report_untrusted_ones_wait_for_an_admin() {
     let world = World::new(true).await;
     let kubeci = world.serve("0s");

@@ -165,9 +165,13 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         by: &str,
     ) -> impl Future<Output = Result<BuildView, CancelError>> + Send;
-    /// The valid jobs declared now, with the namespace their builds run in (for the
-    /// GitHub webhook's matching).
-    fn specs(&self) -> Vec<(String, std::sync::Arc<kubeci_spec::Job>)>;
+    /// The valid jobs declared now, with the namespace their builds run in; only those
+    /// whose `git.url` names one of `repositories` (`GitUrl::repository_key`) when given
+    /// (the GitHub webhook's matching).
+    fn specs(
+        &self,
+        repositories: Option<&[String]>,
+    ) -> Vec<(String, std::sync::Arc<kubeci_spec::Job>)>;
     /// The log of a build's build step; `follow` keeps streaming until the step ends.
     fn log(
         &self,

@@ -88,7 +88,14 @@ impl<B: Backend> Hooks<B> {
             Ok(event) => event,
             Err(e) => return refusal(400, "invalid-payload", e.to_string()),
         };
-        let specs = self.backend.specs();
+        let specs = match &event {
+            Event::PullRequest { repository, .. }
+            | Event::Comment { repository, .. }
+            | Event::Push { repository, .. } => self
+                .backend
+                .specs(Some(&decide::repository_keys(repository))),
+            Event::Ping | Event::Other(_) => Vec::new(),
+        };
         let jobs: Vec<JobRef> = specs
             .iter()
             .map(|(namespace, job)| JobRef { namespace, job })
@@ -338,7 +345,7 @@ impl<B: Backend> Hooks<B> {
     /// One resync: for each repository with pull-request jobs, build the trusted open
     /// pull requests' heads that have no kubeci status yet. Returns the builds started.
     pub async fn resync(&self) -> Result<usize, GitHubError> {
-        let specs = self.backend.specs();
+        let specs = self.backend.specs(None);
         let jobs: Vec<JobRef> = specs
             .iter()
             .filter(|(_, job)| job.pull_requests_enabled())

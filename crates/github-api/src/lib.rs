@@ -95,7 +95,7 @@ mod tests {
             Some("ghe.example.com")
         );
         for url in [
-            "git@github.com:Org/Repo.git",
+            "git@github.com:org/repo.git",
             "https://github.com/org/repo",
             "ssh://git@github.com/org/repo.git",
         ] {
@@ -105,6 +105,11 @@ mod tests {
                 "{url}"
             );
         }
+        assert_eq!(
+            repository_on("GitHub.com", "git@github.com:Org/Repo.git").as_deref(),
+            Some("Org/Repo"),
+            "the repository as written"
+        );
         assert_eq!(
             repository_on("github.com", "git@gitlab.com:org/repo.git"),
             None

@@ -96,14 +96,23 @@ fn repository_key(url: &str) -> Option<String> {
     GitUrl::parse(url).ok()?.repository_key()
 }
 
-/// The jobs whose `git.url` names `repository` (scp-like, ssh:// or https://, with or
-/// without `.git`, any host).
-pub fn matching<'a>(jobs: &[JobRef<'a>], repository: &Repository) -> Vec<JobRef<'a>> {
-    let keys: Vec<String> = repository
+/// The keys (`host/owner/name`, `GitUrl::repository_key`) of the URLs `repository` is
+/// known by.
+pub fn repository_keys(repository: &Repository) -> Vec<String> {
+    let mut keys: Vec<String> = repository
         .urls
         .iter()
         .filter_map(|u| repository_key(u))
         .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The jobs whose `git.url` names `repository` (scp-like, ssh:// or https://, with or
+/// without `.git`, any host).
+pub fn matching<'a>(jobs: &[JobRef<'a>], repository: &Repository) -> Vec<JobRef<'a>> {
+    let keys = repository_keys(repository);
     jobs.iter()
         .filter(|j| repository_key(&j.job.git.url).is_some_and(|k| keys.contains(&k)))
         .copied()

@@ -155,7 +155,9 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
             .collect()
     };
     for ((namespace, name), records) in &groups {
-        let loaded = declared.get(&(namespace.clone(), name.clone()));
+        let loaded = declared
+            .get(&(namespace.clone(), name.clone()))
+            .map(|l| &**l);
         let job = loaded.and_then(|l| l.job.as_ref());
         let retention = job.and_then(|j| j.retention.as_ref());
         let policy = JobPolicy {
@@ -203,7 +205,7 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
 async fn heal_and_settle(
     cluster: &Cluster,
     groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
-    declared: &BTreeMap<(String, String), LoadedJob>,
+    declared: &BTreeMap<(String, String), Arc<LoadedJob>>,
     now: i64,
 ) -> BTreeSet<(String, String, u64)> {
     let mut still_pending = BTreeSet::new();
@@ -495,7 +497,7 @@ async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[C
 }
 
 /// Starts the cron builds that are due.
-async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), LoadedJob>, now: i64) {
+async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), Arc<LoadedJob>>, now: i64) {
     for ((namespace, name), loaded) in declared {
         let Some(text) = loaded
             .job

@@ -1,8 +1,9 @@
 //! The jobs declared in the cluster, indexed: a pure structure fed by the ConfigMap watch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use kubeci_spec::{ConfigMapData, LoadOptions, LoadedJob};
+use kubeci_spec::{ConfigMapData, Job, LoadOptions, LoadedJob};
 
 /// A ConfigMap's identity and version, to tell a new version from one already seen.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -14,7 +15,11 @@ pub struct ConfigMapKey {
 #[derive(Debug, Clone)]
 pub struct Declared {
     pub resource_version: String,
-    pub job: LoadedJob,
+    pub job: Arc<LoadedJob>,
+    /// The valid job, shared with webhook matching without a copy.
+    pub spec: Option<Arc<Job>>,
+    /// Its repository (`host/owner/name`, see `GitUrl::repository_key`).
+    pub repository: Option<String>,
 }
 
 /// The jobs of every watched ConfigMap, valid or not.
@@ -53,11 +58,19 @@ impl JobIndex {
         }
         let job = kubeci_spec::load_configmap(configmap, options);
         let errors = job.has_errors();
+        let spec = job.job.clone().map(Arc::new);
+        let repository = spec.as_ref().and_then(|s| {
+            kubeci_spec::giturl::GitUrl::parse(&s.git.url)
+                .ok()?
+                .repository_key()
+        });
         self.by_configmap.insert(
             key,
             Declared {
                 resource_version: resource_version.to_owned(),
-                job,
+                job: Arc::new(job),
+                spec,
+                repository,
             },
         );
         Change::Updated { errors }
@@ -75,14 +88,32 @@ impl JobIndex {
         self.by_configmap.retain(|k, _| present.contains(k));
     }
 
+    /// The valid jobs, with the namespace their builds run in; only those of these
+    /// repositories (`GitUrl::repository_key`) when `repositories` is given.
+    pub fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
+        self.by_configmap
+            .values()
+            .filter(|d| {
+                repositories
+                    .is_none_or(|keys| d.repository.as_ref().is_some_and(|r| keys.contains(r)))
+            })
+            .filter_map(|d| Some((d.job.namespace.clone(), d.spec.clone()?)))
+            .collect()
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &LoadedJob> {
+        self.by_configmap.values().map(|d| &*d.job)
+    }
+
+    /// Every declaration, shared without a copy.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<LoadedJob>> {
         self.by_configmap.values().map(|d| &d.job)
     }
 
     /// The valid job `name` whose builds run in `namespace`. When two ConfigMaps declare the
     /// same job, the first by ConfigMap name wins (the other is reported by lint).
-    pub fn find(&self, namespace: &str, name: &str) -> Option<&LoadedJob> {
-        self.all().find(|j| {
+    pub fn find(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
+        self.shared().find(|j| {
             j.namespace == namespace && j.name.as_deref() == Some(name) && j.job.is_some()
         })
     }
@@ -124,6 +155,13 @@ mod tests {
             Change::Unchanged
         );
         assert_eq!(index.find("team", "demo").unwrap().spec_hash.len(), 64);
+        let of = |keys: &[&str]| {
+            let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+            index.specs(Some(&keys)).len()
+        };
+        assert_eq!(of(&["github.com/o/r"]), 1, "matched by repository");
+        assert_eq!(of(&["github.com/o/other"]), 0);
+        assert_eq!(index.specs(None).len(), 1);
         assert!(index.find("other", "demo").is_none());
 
         let bad = data(&JOB.replace("run_command", "run_comand"));

@@ -438,7 +438,7 @@ impl Cluster {
     }
 
     /// The valid job `name` in `namespace`, or why it cannot build.
-    fn declared(&self, namespace: &str, name: &str) -> Result<LoadedJob, TriggerError> {
+    fn declared(&self, namespace: &str, name: &str) -> Result<Arc<LoadedJob>, TriggerError> {
         let index = self.index.read().expect("the index lock");
         if let Some(job) = index.find(namespace, name) {
             return Ok(job.clone());
@@ -463,10 +463,10 @@ impl Cluster {
     }
 
     /// A jobs' declaration, valid or not (for its policy), by (namespace, name).
-    pub(crate) fn declared_jobs(&self) -> BTreeMap<(String, String), LoadedJob> {
+    pub(crate) fn declared_jobs(&self) -> BTreeMap<(String, String), Arc<LoadedJob>> {
         let index = self.index.read().expect("the index lock");
         index
-            .all()
+            .shared()
             .filter(|j| j.job.is_some())
             .filter_map(|j| Some(((j.namespace.clone(), j.name.clone()?), j.clone())))
             .collect()
@@ -791,12 +791,11 @@ impl Backend for Cluster {
         Ok(self.view(&stopped, &record.pods, &summary))
     }
 
-    fn specs(&self) -> Vec<(String, Arc<kubeci_spec::Job>)> {
-        let index = self.index.read().expect("the index lock");
-        index
-            .all()
-            .filter_map(|j| Some((j.namespace.clone(), Arc::new(j.job.clone()?))))
-            .collect()
+    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
+        self.index
+            .read()
+            .expect("the index lock")
+            .specs(repositories)
     }
 
     async fn log(

@@ -373,7 +373,7 @@ mod tests {
                 number,
             })
         }
-        fn specs(&self) -> Vec<(String, Arc<kubeci_spec::Job>)> {
+        fn specs(&self, _: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
             Vec::new()
         }
         async fn log(

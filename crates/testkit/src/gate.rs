@@ -22,6 +22,8 @@ pub struct RecordedRequest {
     pub verb: String,
     /// The resource (`jobs`, `pods/log`, `configmaps`), empty for discovery.
     pub resource: String,
+    /// When it arrived.
+    pub received: std::time::Instant,
 }
 
 #[derive(Debug, Default)]

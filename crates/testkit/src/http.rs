@@ -167,6 +167,7 @@ fn describe(
             .to_owned(),
         verb: verb_name,
         resource: resource_name,
+        received: std::time::Instant::now(),
     }
 }
 

@@ -90,6 +90,16 @@ pub fn serve_cluster(kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
 }
 
 pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
+    spawn_with_env(dir, kubeconfig, extra, &[])
+}
+
+/// Starts it with these environment variables too.
+pub fn spawn_with_env(
+    dir: tempfile::TempDir,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Kubeci {
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
@@ -109,6 +119,7 @@ pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&
         ])
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

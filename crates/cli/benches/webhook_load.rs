@@ -1,0 +1,217 @@
+//! Load driver for `POST /hooks/github` (DESIGN.md §9): signed 28 KB `pull_request`
+//! deliveries per second, and the time from a delivery's receipt to the build's Job create
+//! reaching the API server. The real `kubeci` binary against the fake API server (one
+//! Tokio thread in this process, its simulation off), 1,000 job ConfigMaps declared, one
+//! of them building the payloads' repository.
+//!
+//! Run: `cargo bench -p kubeci --bench webhook_load`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubeci_testkit::{FakeApiServer, Options};
+use serde_json::{json, Value};
+
+const JOBS: usize = 1_000;
+const SECRET: &str = "bench-webhook-secret";
+const CLIENTS: usize = 8;
+
+fn configmap(i: usize) -> Value {
+    let job = if i == 0 {
+        "- job:\n    name: hello\n    git:\n      url: git@github.com:Codertocat/Hello-World.git\n    run_command: make test\n    ghprb:\n      enabled: true\n      whitelisted_users: [Codertocat]\n".to_owned()
+    } else {
+        format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:org/repo-{i}.git\n    run_command: make test\n    ghprb:\n      enabled: true\n")
+    };
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("job-{i}"), "namespace": "bench", "labels": {"ci-job-spec": "true"}},
+        "data": {"job.yaml": job},
+    })
+}
+
+fn fixture() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/github-webhooks/pull_request.opened.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// One delivery on a new connection, as GitHub sends them; the status.
+fn deliver(port: u16, body: &[u8], signature: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: bench\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(response.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0)
+}
+
+struct Kubeci(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Kubeci {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(server: &FakeApiServer) -> (Kubeci, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--github-webhook-secret-file")
+        .arg(dir.path().join("secret"))
+        .args([
+            "--github-url",
+            "http://127.0.0.1:9",
+            "--github-resync",
+            "0s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kubeci = Kubeci(child, dir);
+    let started = Instant::now();
+    loop {
+        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer.starts_with("HTTP/1.1 200")
+        });
+        if ready {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (kubeci, port)
+}
+
+/// Deliveries per second from `CLIENTS` threads sending `body` for `seconds`.
+fn throughput(port: u16, body: Vec<u8>, seconds: u64) -> (f64, usize) {
+    let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
+    let (body, signature) = (Arc::new(body), Arc::new(signature));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (body, signature, done, failed) = (
+                body.clone(),
+                signature.clone(),
+                done.clone(),
+                failed.clone(),
+            );
+            std::thread::spawn(move || {
+                while started.elapsed() < Duration::from_secs(seconds) {
+                    if deliver(port, &body, &signature) == 200 {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    (
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let server = runtime.block_on(FakeApiServer::start_with(Options {
+        simulate: false,
+        ..Options::default()
+    }));
+    server.preload((0..JOBS).map(configmap).collect()).unwrap();
+    let (_kubeci, port) = start(&server);
+    let payload = fixture();
+    let size = serde_json::to_vec_pretty(&payload).unwrap().len();
+
+    // 1. Deliveries for a repository no job builds: verify, read, match, answer.
+    let mut unwatched = payload.clone();
+    unwatched["repository"]["full_name"] = "elsewhere/unwatched".into();
+    for key in ["clone_url", "ssh_url", "html_url"] {
+        unwatched["repository"][key] = "https://github.com/elsewhere/unwatched".into();
+    }
+    let (unwatched_rate, unwatched_failed) =
+        throughput(port, serde_json::to_vec_pretty(&unwatched).unwrap(), 10);
+
+    // 2. Redeliveries of a built head: as 1, plus the job's ledger read at the API server.
+    let built = serde_json::to_vec_pretty(&payload).unwrap();
+    let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &built);
+    assert_eq!(deliver(port, &built, &signature), 200);
+    let (redelivered_rate, redelivered_failed) = throughput(port, built, 10);
+
+    // 3. Receipt → Job create at the API server, for deliveries of new heads.
+    let mut latencies = Vec::new();
+    for i in 0..200u64 {
+        let mut delivery = payload.clone();
+        delivery["pull_request"]["head"]["sha"] = format!("{:040x}", i + 1).into();
+        delivery["pull_request"]["number"] = (1000 + i).into();
+        let body = serde_json::to_vec_pretty(&delivery).unwrap();
+        let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
+        let sent = Instant::now();
+        assert_eq!(deliver(port, &body, &signature), 200);
+        let create = server
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.verb == "create" && r.resource == "jobs" && r.received >= sent)
+            .expect("the delivery's Job create");
+        latencies.push(create.received - sent);
+    }
+
+    println!("payload: {size} bytes, signed; {JOBS} jobs declared; {CLIENTS} clients, a new connection per delivery");
+    println!("deliveries for an unwatched repository: {unwatched_rate:.0}/s ({unwatched_failed} not 200)");
+    println!("redeliveries of a built head (ledger read): {redelivered_rate:.0}/s ({redelivered_failed} not 200)");
+    println!(
+        "receipt → Job create at the API server: p50 {:?}, p99 {:?} (200 new heads, one at a time)",
+        percentile(&mut latencies, 0.5),
+        percentile(&mut latencies, 0.99)
+    );
+}
