@@ -73,6 +73,17 @@ impl<B: Backend> Hooks<B> {
     }
 
     async fn handle(&self, delivery: Delivery) -> DeliveryAnswer {
+        let id = delivery.id.clone().unwrap_or_else(|| "-".into());
+        let event = delivery.event.clone().unwrap_or_else(|| "-".into());
+        let answer = self.answer(delivery).await;
+        eprintln!(
+            "kubeci: GitHub delivery {id} ({event}): {} {}",
+            answer.status, answer.body
+        );
+        answer
+    }
+
+    async fn answer(&self, delivery: Delivery) -> DeliveryAnswer {
         let secret = self.settings.secret.as_deref();
         match kubeci_github::verify(secret, delivery.signature.as_deref(), &delivery.body) {
             Ok(()) => {}
