@@ -205,36 +205,47 @@ async fn each_fixture_gives_its_outcome_and_bad_signatures_start_nothing() {
             .count()
     };
 
-    // Refused: wrong secret, no signature, SHA-1 only, a body changed after signing.
-    let body = fixture("pull_request.opened.json");
-    let wrong = kubeci_github::signature::sign(b"another secret", &body);
-    let good = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
-    let mut altered = body.clone();
-    altered[10] ^= 1;
-    for (what, body, headers) in [
-        (
-            "a wrong secret",
-            &body,
-            vec![("X-Hub-Signature-256", wrong.as_str())],
-        ),
-        ("no signature", &body, vec![]),
-        (
-            "SHA-1 only",
-            &body,
-            vec![(
-                "X-Hub-Signature",
-                "sha1=7d38cdd689735b008b3c702edd92eea23791c5f6",
-            )],
-        ),
-        (
-            "an altered body",
-            &altered,
-            vec![("X-Hub-Signature-256", good.as_str())],
-        ),
+    // Refused, for every fixture: wrong secret, no signature, SHA-1 only, a body changed
+    // after signing.
+    for (event, file) in [
+        ("ping", "ping.json"),
+        ("pull_request", "pull_request.opened.json"),
+        ("pull_request", "pull_request.reopened.json"),
+        ("pull_request", "pull_request.synchronize.json"),
+        ("pull_request", "pull_request.closed.json"),
+        ("issue_comment", "issue_comment.created.json"),
+        ("push", "push.json"),
     ] {
-        let (status, answer) = deliver(&kubeci, "pull_request", "refused", body, &headers);
-        assert_eq!(status, 401, "{what}: {answer}");
-        assert_eq!(answer["error"]["code"], "bad-signature", "{what}");
+        let body = fixture(file);
+        let wrong = kubeci_github::signature::sign(b"another secret", &body);
+        let good = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
+        let mut altered = body.clone();
+        altered[10] ^= 1;
+        for (what, body, headers) in [
+            (
+                "a wrong secret",
+                &body,
+                vec![("X-Hub-Signature-256", wrong.as_str())],
+            ),
+            ("no signature", &body, vec![]),
+            (
+                "SHA-1 only",
+                &body,
+                vec![(
+                    "X-Hub-Signature",
+                    "sha1=7d38cdd689735b008b3c702edd92eea23791c5f6",
+                )],
+            ),
+            (
+                "an altered body",
+                &altered,
+                vec![("X-Hub-Signature-256", good.as_str())],
+            ),
+        ] {
+            let (status, answer) = deliver(&kubeci, event, "refused", body, &headers);
+            assert_eq!(status, 401, "{file}, {what}: {answer}");
+            assert_eq!(answer["error"]["code"], "bad-signature", "{file}, {what}");
+        }
     }
     assert!(builds(&kubeci, "hello").is_empty(), "nothing started");
     assert_eq!(posted(&world.github), 0, "nothing posted");
