@@ -203,6 +203,9 @@ impl<B: Backend> Hooks<B> {
         if !jobs.iter().any(|j| j.job.pull_requests_enabled()) {
             return Ok(json!({"outcome": "no job builds this repository's pull requests"}));
         }
+        if !decide::comment_may_act(body, jobs) {
+            return Ok(json!({"outcome": "the comment asks for nothing"}));
+        }
         let pr = self
             .github
             .pull_request(&repository.full_name, number)

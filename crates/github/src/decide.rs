@@ -269,6 +269,16 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
+/// Whether a comment may ask anything of `jobs` (a command, or a job's trigger phrase):
+/// others need not fetch the pull request from GitHub.
+pub fn comment_may_act(body: &str, jobs: &[JobRef]) -> bool {
+    !commands(body).is_empty()
+        || jobs
+            .iter()
+            .filter_map(|j| trigger_phrase(j.job))
+            .any(|phrase| phrase_matches(phrase, body))
+}
+
 /// A comment `body` by `author` (id `comment_id`) on pull request `pr`; `bot` is kubeci's
 /// own login. Only `created` comments act; edited and deleted ones never do.
 #[allow(clippy::too_many_arguments)]

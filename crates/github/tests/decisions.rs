@@ -489,6 +489,11 @@ fn comment_phrases_from_admins_others_and_the_bot() {
         );
         assert!(decision.actions.is_empty(), "{action} by {author}");
     }
+    assert!(
+        !decide::comment_may_act("looks good to me", &jobs),
+        "no need to ask GitHub"
+    );
+    assert!(decide::comment_may_act("LGTM\n/retest", &jobs));
     let whitelist = decide::on_comment(
         "created",
         &untrusted_pr,

@@ -67,6 +67,8 @@ async fn forward(
     request: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
+    // Taken now: a drop while the upstream answers still ends this watch.
+    let dropped = shared.gate.watch_epoch().cancelled_owned();
     let (recorded, resumed_watch) = http::describe_proxied(&parts);
     if let Admission::Refuse(error, retry_after) = shared.gate.admit(recorded).await {
         return Ok(http::refusal(&error, retry_after));
@@ -99,7 +101,6 @@ async fn forward(
             let (mut parts, body) = response.into_parts();
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
-            let dropped = shared.gate.watch_epoch().cancelled_owned();
             let stream = body.into_data_stream().take_until(dropped);
             Ok(Response::from_parts(parts, Body::from_stream(stream)))
         }
