@@ -563,7 +563,7 @@ async fn statuses_survive_a_restart_and_rate_limits_and_the_resync_heals_a_misse
             .github
             .requests()
             .iter()
-            .filter(|(m, p)| m == "POST" && p.contains("/statuses/"))
+            .filter(|(m, p)| (m == "POST" && p.contains("/statuses/")) || p.ends_with("/statuses"))
             .count()
     };
     wait("a status to be attempted", || refused() > 0);

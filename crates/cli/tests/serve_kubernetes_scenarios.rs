@@ -220,6 +220,8 @@ async fn killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice(cluste
             reported_success(&probe, &namespace, "steady")
         })
         .await;
+    // Once per idempotency key: a kill between delivering a report and recording it on
+    // the Job makes kubeci send it again, with the same key, which the receiver drops.
     for number in 1..=3 {
         assert_eq!(
             receiver.finals("steady", number),
@@ -227,6 +229,11 @@ async fn killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice(cluste
             "build {number}'s end reported exactly once"
         );
     }
+    assert!(
+        receiver.repeats() <= 4,
+        "a repeat needs a kill in that window: {}",
+        receiver.repeats()
+    );
     assert_eq!(
         cluster.build_numbers("steady").await,
         [1, 2, 3],

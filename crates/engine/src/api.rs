@@ -27,6 +27,48 @@ pub struct JobView {
     pub spec_hash: String,
 }
 
+impl JobView {
+    /// How the API shows a declared job, valid or not.
+    pub fn of(loaded: &kubeci_spec::LoadedJob) -> JobView {
+        let job = loaded.job.as_ref();
+        JobView {
+            namespace: loaded.namespace.clone(),
+            name: loaded.name.clone(),
+            configmap: loaded.configmap.as_ref().map(ToString::to_string),
+            valid: job.is_some(),
+            errors: loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == kubeci_spec::Severity::Error)
+                .map(ToString::to_string)
+                .collect(),
+            git_url: job.map(|j| j.git.url.clone()),
+            branch: job.and_then(|j| j.git.branch.clone()),
+            chart_version: loaded.chart_version.clone(),
+            spec_hash: loaded.spec_hash.clone(),
+        }
+    }
+}
+
+/// Expands a log URL template for one build.
+pub fn log_url(template: &str, fields: &[(&str, &str)]) -> String {
+    let mut url = template.to_owned();
+    for (name, value) in fields {
+        let encoded: String = value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        url = url.replace(&format!("{{{name}}}"), &encoded);
+    }
+    url
+}
+
 /// A build as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildView {

@@ -147,6 +147,19 @@ pub fn parse_reported(annotation: Option<&str>) -> Vec<CommitState> {
         .collect()
 }
 
+/// The identity of one report: a receiver that saw it before can ignore it. A report is
+/// recorded on its build once delivered, so kubeci sends it again only if it stopped
+/// between delivering and recording — the key makes that repeat harmless.
+pub fn report_key(target: &ReportTarget, state: CommitState) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        target.namespace,
+        target.job,
+        target.number,
+        state.as_str()
+    )
+}
+
 /// Writes the `kubeci.io/reported` annotation.
 pub fn format_reported(reported: &[CommitState]) -> String {
     reported

@@ -268,6 +268,32 @@ impl GitHubClient {
         .map(|_| ())
     }
 
+    /// The latest status of `context` on commit `sha`: (state, target URL).
+    pub async fn latest_status(
+        &self,
+        repo: &str,
+        sha: &str,
+        context: &str,
+    ) -> Result<Option<(String, String)>, GitHubError> {
+        let value = self
+            .found(
+                Method::GET,
+                &format!("/repos/{repo}/commits/{sha}/statuses?per_page=100"),
+                None,
+            )
+            .await?;
+        // GitHub lists the newest first.
+        Ok(value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["context"] == context)
+            .map(|s| {
+                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+                (text("state"), text("target_url"))
+            }))
+    }
+
     /// The contexts of the statuses on commit `sha`.
     pub async fn status_contexts(&self, repo: &str, sha: &str) -> Result<Vec<String>, GitHubError> {
         let value = self

@@ -1,6 +1,8 @@
 //! Build states as GitHub commit statuses: `pending` → `success`/`failure`/`error`, context
 //! `kubeci/<job>` (or `ghprb.context`), linking to the build's page. Which states were
-//! posted is recorded on the build by the controller, so each is posted once.
+//! posted is recorded on the build by the controller; a state is posted only if the
+//! commit's latest status of the context is not that state of that build already (a kubeci
+//! that stopped between posting and recording), so each is posted once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +59,20 @@ impl Reporter for GitHubReporter {
                 return Ok(());
             };
             let context = context(&target.job, target.context.as_deref());
+            let failed = |e: crate::GitHubError| ReportError {
+                message: e.to_string(),
+                retryable: e.is_retryable(),
+                retry_after: e.retry_after(),
+            };
+            // Posted already (by a kubeci that stopped before recording it): not again.
+            let latest = self
+                .client
+                .latest_status(&repo, sha, &context)
+                .await
+                .map_err(failed)?;
+            if latest.is_some_and(|(s, url)| s == state.as_str() && url == target.url) {
+                return Ok(());
+            }
             let status = Status {
                 state: state.as_str(),
                 context: &context,
@@ -66,11 +82,7 @@ impl Reporter for GitHubReporter {
             self.client
                 .post_status(&repo, sha, &status)
                 .await
-                .map_err(|e| ReportError {
-                    message: e.to_string(),
-                    retryable: e.is_retryable(),
-                    retry_after: e.retry_after(),
-                })
+                .map_err(failed)
         })
     }
 }

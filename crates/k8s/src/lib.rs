@@ -235,24 +235,7 @@ pub fn ledger_name(job: &str) -> String {
     format!("kubeci-job-{job}")
 }
 
-/// Expands a log URL template for one build.
-pub fn log_url(template: &str, fields: &[(&str, &str)]) -> String {
-    let mut url = template.to_owned();
-    for (name, value) in fields {
-        let encoded: String = value
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        url = url.replace(&format!("{{{name}}}"), &encoded);
-    }
-    url
-}
+pub use kubeci_engine::api::log_url;
 
 impl Cluster {
     /// Starts the watches and the controller; [`Cluster::ready`] tells when their first
@@ -694,28 +677,7 @@ impl Backend for Cluster {
 
     fn jobs(&self) -> Vec<JobView> {
         let index = self.index.read().expect("the index lock");
-        index
-            .all()
-            .map(|loaded| {
-                let job = loaded.job.as_ref();
-                JobView {
-                    namespace: loaded.namespace.clone(),
-                    name: loaded.name.clone(),
-                    configmap: loaded.configmap.as_ref().map(ToString::to_string),
-                    valid: job.is_some(),
-                    errors: loaded
-                        .diagnostics
-                        .iter()
-                        .filter(|d| d.severity == Severity::Error)
-                        .map(ToString::to_string)
-                        .collect(),
-                    git_url: job.map(|j| j.git.url.clone()),
-                    branch: job.and_then(|j| j.git.branch.clone()),
-                    chart_version: loaded.chart_version.clone(),
-                    spec_hash: loaded.spec_hash.clone(),
-                }
-            })
-            .collect()
+        index.all().map(JobView::of).collect()
     }
 
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {

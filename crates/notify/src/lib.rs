@@ -3,10 +3,13 @@
 //! CloudEvents, for chat bots, dashboards and audit logs. It is one [`Reporter`]; the
 //! GitHub commit-status reporter is another.
 //!
-//! The body: `{"namespace", "job", "build", "name", "state", "description", "url",
+//! The body: `{"id", "namespace", "job", "build", "name", "state", "description", "url",
 //! "trigger", "git_url", "commit", "pull_request"}`. A 2xx answer is a delivery; 429 and
 //! 5xx answers and network failures are retried (honouring `Retry-After`); other answers
-//! are retried slowly, as the receiver may be fixed.
+//! are retried slowly, as the receiver may be fixed. Delivery is at least once: kubeci
+//! records a delivered state on the build, and sends it again only if it stopped between
+//! the two — `id` (also the `Idempotency-Key` header, `<ns>/<job>/<build>/<state>`) lets
+//! the receiver drop that repeat.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -68,12 +71,13 @@ impl WebhookReporter {
         })
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<(), ReportError> {
+    async fn post(&self, body: Vec<u8>, key: String) -> Result<(), ReportError> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::USER_AGENT, "kubeci")
+            .header("idempotency-key", key)
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
         let failure = |message: String, retry_after| ReportError {
@@ -105,9 +109,10 @@ impl WebhookReporter {
     }
 }
 
-/// The JSON body of a notification.
+/// The JSON body of a notification; `id` is also sent as the `Idempotency-Key` header.
 pub fn body(target: &ReportTarget, state: CommitState, description: &str) -> serde_json::Value {
     serde_json::json!({
+        "id": kubeci_engine::report::report_key(target, state),
         "namespace": target.namespace,
         "job": target.job,
         "build": target.number,
@@ -134,7 +139,7 @@ impl Reporter for WebhookReporter {
         description: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
         let body = serde_json::to_vec(&body(target, state, description)).expect("JSON");
-        Box::pin(self.post(body))
+        Box::pin(self.post(body, kubeci_engine::report::report_key(target, state)))
     }
 }
 

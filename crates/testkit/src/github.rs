@@ -177,7 +177,9 @@ async fn handle(
                 .iter()
                 .rev()
                 .filter(|s| s.repo.eq_ignore_ascii_case(&repo) && s.sha == *sha)
-                .map(|s| json!({"state": s.state, "context": s.context}))
+                .map(
+                    |s| json!({"state": s.state, "context": s.context, "target_url": s.target_url}),
+                )
                 .collect();
             reply(StatusCode::OK, page(&parts.uri, found))
         }

@@ -275,8 +275,11 @@ pub fn job_yaml(name: &str, extra: &str) -> String {
 /// An HTTP endpoint receiving kubeci's build notifications (`--notify-url`).
 pub struct Receiver {
     pub url: String,
-    /// Accepted deliveries: (job, build, state).
+    /// Accepted deliveries: (job, build, state), once per idempotency key, as a receiver
+    /// that honours it keeps them.
     accepted: Arc<Mutex<Vec<(String, u64, String)>>>,
+    /// Every idempotency key accepted, with how often it came.
+    keys: Arc<Mutex<BTreeMap<String, usize>>>,
     /// Deliveries refused (answered 503).
     refused: Arc<Mutex<Vec<(String, u64, String)>>>,
     /// While true, every delivery is refused with 503.
@@ -287,13 +290,19 @@ impl Receiver {
     /// Starts it on the current Tokio runtime.
     pub async fn start() -> Receiver {
         let accepted: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
+        let keys: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
         let refused: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
         let refusing = Arc::new(Mutex::new(false));
-        let (a, r, f) = (accepted.clone(), refused.clone(), refusing.clone());
+        let (a, k, r, f) = (
+            accepted.clone(),
+            keys.clone(),
+            refused.clone(),
+            refusing.clone(),
+        );
         let app = axum::Router::new().route(
             "/notify",
-            axum::routing::post(move |body: String| {
-                let (a, r, f) = (a.clone(), r.clone(), f.clone());
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (a, k, r, f) = (a.clone(), k.clone(), r.clone(), f.clone());
                 async move {
                     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                     let entry = (
@@ -301,13 +310,27 @@ impl Receiver {
                         v["build"].as_u64().unwrap_or(0),
                         v["state"].as_str().unwrap_or("").to_owned(),
                     );
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
                     if *f.lock().unwrap() {
                         r.lock().unwrap().push(entry);
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    } else {
-                        a.lock().unwrap().push(entry);
-                        axum::http::StatusCode::NO_CONTENT
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                     }
+                    assert_eq!(
+                        key,
+                        v["id"].as_str().unwrap_or(""),
+                        "the header is the body's id"
+                    );
+                    let mut keys = k.lock().unwrap();
+                    let seen = keys.entry(key).or_insert(0);
+                    *seen += 1;
+                    if *seen == 1 {
+                        a.lock().unwrap().push(entry);
+                    }
+                    axum::http::StatusCode::NO_CONTENT
                 }
             }),
         );
@@ -317,9 +340,16 @@ impl Receiver {
         Receiver {
             url,
             accepted,
+            keys,
             refused,
             refusing,
         }
+    }
+
+    /// How many times any report was delivered more than once (kubeci stopped between
+    /// delivering and recording it).
+    pub fn repeats(&self) -> usize {
+        self.keys.lock().unwrap().values().map(|n| n - 1).sum()
     }
 
     pub fn refuse(&self, refuse: bool) {
