@@ -1,4 +1,5 @@
-//! `kubeci serve --kubernetes`: the controller and its HTTP API.
+//! `kubeci serve --kubernetes` (the controller) or `kubeci serve --local DIR` (the embedded
+//! engine), and the HTTP API and GitHub webhook endpoint in front of either.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +14,23 @@ use kubeci_spec::{LoadOptions, NamespacePolicy};
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Serve the jobs of a Kubernetes cluster (in-cluster config, or KUBECONFIG).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "local", conflicts_with = "local")]
     kubernetes: bool,
+    /// Serve the jobs of the ConfigMap files in DIR (reloaded when they change), built on
+    /// this machine by the local engine, with history and logs in --data.
+    #[arg(long, value_name = "DIR")]
+    local: Option<PathBuf>,
+    /// Where `--local` keeps its database and the builds' work directories.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".kubeci",
+        requires = "local"
+    )]
+    data: PathBuf,
+    /// Secrets for `--local` builds, laid out like mounted Secrets: DIR/<secret>/<key>.
+    #[arg(long, value_name = "DIR", requires = "local")]
+    secrets: Option<PathBuf>,
     /// A namespace to watch (repeatable) [default: all namespaces].
     #[arg(long = "namespace", short = 'n', value_name = "NS")]
     namespaces: Vec<String>,
@@ -121,9 +137,6 @@ fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
-    if !args.kubernetes {
-        bail!("choose an engine: --kubernetes");
-    }
     let pending_deadline = duration_flag("--pending-deadline", &args.pending_deadline)?;
     let lease_duration = duration_flag("--lease-duration", &args.lease_duration)?;
     if lease_duration.is_zero() {
@@ -222,33 +235,83 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let front = Front {
+        listen: args.listen,
+        token,
+        github,
+        hook_settings: kubeci_github_api::HookSettings {
+            secret: webhook_secret.map(String::into_bytes),
+            bot: args.github_bot.clone(),
+            request_message: args.github_request_message.clone(),
+            host: github_host,
+        },
+        resync: github_token.is_some().then_some(github_resync),
+    };
     runtime.block_on(async {
+        if let Some(dir) = &args.local {
+            let engine = kubeci_standalone::Standalone::start(
+                kubeci_standalone::Settings {
+                    jobs_dir: dir.clone(),
+                    data_dir: args.data.clone(),
+                    secrets_dir: args.secrets.clone(),
+                    kubeci_exe: std::env::current_exe()
+                        .context("cannot find the kubeci executable")?,
+                    render: settings.render,
+                    load: LoadOptions {
+                        default_namespace: "default".into(),
+                        ..settings.load
+                    },
+                    log_url_template: settings.log_url_template,
+                    reload_every: Duration::from_secs(1),
+                },
+                reporter,
+            )
+            .with_context(|| format!("cannot start the local engine in {}", args.data.display()))?;
+            eprintln!(
+                "kubeci: the jobs of {}, built on this machine; history in {}",
+                dir.display(),
+                args.data.display()
+            );
+            return front.serve(engine).await;
+        }
         let config = kube::Config::infer()
             .await
             .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
         let client = kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
-        let cluster = kubeci_k8s::Cluster::start(client, settings, reporter);
+        front
+            .serve(kubeci_k8s::Cluster::start(client, settings, reporter))
+            .await
+    })
+}
+
+/// What stands in front of either engine: the HTTP API and the GitHub webhooks.
+struct Front {
+    listen: SocketAddr,
+    token: Option<String>,
+    github: Arc<kubeci_github_api::GitHubClient>,
+    hook_settings: kubeci_github_api::HookSettings,
+    /// How often to resync open pull requests; `None` without a GitHub token.
+    resync: Option<Duration>,
+}
+
+impl Front {
+    async fn serve<B: kubeci_engine::api::Backend>(self, backend: Arc<B>) -> Result<ExitCode> {
         let hooks = Arc::new(kubeci_github_api::Hooks::new(
-            Arc::clone(&cluster),
-            github,
-            kubeci_github_api::HookSettings {
-                secret: webhook_secret.map(String::into_bytes),
-                bot: args.github_bot.clone(),
-                request_message: args.github_request_message.clone(),
-                host: github_host,
-            },
+            Arc::clone(&backend),
+            self.github,
+            self.hook_settings,
         ));
-        if github_token.is_some() && !github_resync.is_zero() {
-            tokio::spawn(Arc::clone(&hooks).resync_every(github_resync));
+        if let Some(every) = self.resync.filter(|d| !d.is_zero()) {
+            tokio::spawn(Arc::clone(&hooks).resync_every(every));
         }
         let app = kubeci_server::app_with_webhooks(
-            Arc::clone(&cluster),
-            kubeci_server::Access { token },
+            backend,
+            kubeci_server::Access { token: self.token },
             hooks,
         );
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(self.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
         eprintln!("kubeci: serving on http://{}", listener.local_addr()?);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -257,5 +320,5 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             .await
             .context("the HTTP server failed")?;
         Ok(ExitCode::SUCCESS)
-    })
+    }
 }

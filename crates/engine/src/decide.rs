@@ -28,6 +28,29 @@ pub enum Subject {
     Branch(String),
 }
 
+impl Subject {
+    /// What `request` of `job` is about, if it supersedes anything: pull request and
+    /// comment builds their pull request, pushes their branch (manual and cron builds
+    /// never supersede); `None` also when the job turned `cancel_superseded` off.
+    pub fn of(request: &kubeci_render::BuildRequest, job: &kubeci_spec::Job) -> Option<Subject> {
+        use kubeci_render::Trigger;
+        if !job.cancels_superseded() {
+            return None;
+        }
+        match (request.trigger, &request.pull_request) {
+            (Trigger::PullRequest | Trigger::Comment, Some(pr)) => {
+                Some(Subject::PullRequest(pr.number))
+            }
+            (Trigger::Push, _) => request
+                .branch
+                .clone()
+                .or_else(|| job.git.branch.clone())
+                .map(Subject::Branch),
+            _ => None,
+        }
+    }
+}
+
 /// The unfinished builds of the same pull request (or branch) older than `number`: with
 /// `cancel_superseded`, a new push cancels them.
 pub fn superseded_builds(subject: &Subject, number: u64, builds: &[BuildSummary]) -> Vec<u64> {

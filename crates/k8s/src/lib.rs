@@ -36,7 +36,7 @@ use kubeci_engine::api::{
 use kubeci_engine::record::{BuildJob, BuildPod};
 use kubeci_engine::report::Reporter;
 use kubeci_engine::{decide, observe, BuildSummary};
-use kubeci_render::{keys, BuildRequest, JobOrigin, RenderConfig, Trigger};
+use kubeci_render::{keys, BuildRequest, JobOrigin, RenderConfig};
 use kubeci_spec::{LoadOptions, LoadedJob, Severity};
 use tokio::sync::Notify;
 
@@ -640,19 +640,9 @@ impl Cluster {
     /// Cancels the unfinished builds that build `number` supersedes.
     async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
         let job = loaded.job.as_ref().expect("a declared job is valid");
-        let subject = match (request.trigger, &request.pull_request) {
-            (Trigger::PullRequest | Trigger::Comment, Some(pr)) => {
-                decide::Subject::PullRequest(pr.number)
-            }
-            (Trigger::Push, _) => match request.branch.clone().or_else(|| job.git.branch.clone()) {
-                Some(branch) => decide::Subject::Branch(branch),
-                None => return,
-            },
-            _ => return,
-        };
-        if !job.cancels_superseded() {
+        let Some(subject) = decide::Subject::of(request, job) else {
             return;
-        }
+        };
         let present: Vec<BuildSummary> = self
             .build_records(&loaded.namespace, &job.name)
             .into_iter()

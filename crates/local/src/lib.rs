@@ -47,12 +47,21 @@ pub struct LocalEnv {
 }
 
 impl LocalEnv {
-    /// The variables of this machine a build needs to find its tools.
+    /// The variables of this machine a build needs to find its tools (and git's global
+    /// configuration when `GIT_CONFIG_GLOBAL` names one: `HOME` is the build's own).
     pub fn host_env_from_process() -> Vec<(String, String)> {
-        ["PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-            .collect()
+        [
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "USER",
+            "LOGNAME",
+            "GIT_CONFIG_GLOBAL",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect()
     }
 }
 

@@ -30,6 +30,15 @@ impl Kubeci {
         }
     }
 
+    /// A handle on a kubeci started by the test itself; its stderr is `dir/stderr`.
+    pub fn adopt(child: Child, port: u16, dir: tempfile::TempDir) -> Kubeci {
+        Kubeci {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+
     /// Kills the process at once (SIGKILL): no cleanup of any kind.
     pub fn kill(self) {
         drop(self);

@@ -1,0 +1,324 @@
+//! `kubeci serve --local DIR`, the real binary: jobs from ConfigMap files, builds by the
+//! local engine against real git repositories, history and logs in SQLite — which survive
+//! `kill -9`, as the numbering does; a build that was running is marked as interrupted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::serve::{http, http_with_body, Kubeci, AUTHORIZED, TOKEN};
+use serde_json::Value;
+
+fn configmap(name: &str, repo: &Path, run_command: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    ci-job-spec: \"true\"\ndata:\n  job.yaml: |\n    - job:\n        name: {name}\n        git:\n          url: {}\n          branch: main\n        run_command: {}\n        timeout: 5m\n{extra}",
+        repo.display(),
+        serde_json::to_string(run_command).unwrap()
+    )
+}
+
+struct Local {
+    jobs: PathBuf,
+    data: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Local {
+    fn new() -> (Local, common::git::Repo) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = common::git::Repo::new(&dir.path().join("git"));
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        let local = Local {
+            jobs,
+            data: dir.path().join("data"),
+            dir,
+        };
+        (local, repo)
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.jobs.join(file), text).unwrap();
+    }
+
+    fn serve(&self, extra: &[&str], env: &[(&str, &str)]) -> Kubeci {
+        let port = common::free_port();
+        let log = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+            .args(["serve", "--local"])
+            .arg(&self.jobs)
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--token-file")
+            .arg(self.dir.path().join("token"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let kubeci = Kubeci::adopt(child, port, log);
+        wait("kubeci to be ready", || {
+            http(&kubeci, "GET", "/readyz", &[]).0 == 200
+        });
+        kubeci
+    }
+}
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    common::git::wait_for(Duration::from_secs(60), what, check);
+}
+
+fn trigger(kubeci: &Kubeci, job: &str) -> (u16, Value) {
+    let path = format!("/api/v1/jobs/default/{job}/builds");
+    let (status, body) = http(kubeci, "POST", &path, &[AUTHORIZED]);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn build(kubeci: &Kubeci, job: &str, number: u64) -> Value {
+    common::serve::builds(kubeci, job)
+        .into_iter()
+        .find(|b| b["number"] == number)
+        .unwrap_or(Value::Null)
+}
+
+fn log(kubeci: &Kubeci, job: &str, number: u64) -> String {
+    let path = format!("/api/v1/jobs/default/{job}/builds/{number}/log");
+    http(kubeci, "GET", &path, &[]).1
+}
+
+#[test]
+fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interrupted() {
+    let (local, repo) = Local::new();
+    local.write(
+        "quick.yaml",
+        &configmap(
+            "quick",
+            &repo.bare,
+            "cat README.md; echo \"build $BUILD_NUMBER\"",
+            "",
+        ),
+    );
+    local.write(
+        "slow.yaml",
+        &configmap("slow", &repo.bare, "echo started; sleep 60", ""),
+    );
+    let kubeci = local.serve(&[], &[]);
+    let names = common::serve::job_names(&kubeci);
+    assert_eq!(names, ["quick", "slow"]);
+
+    assert_eq!(trigger(&kubeci, "quick").0, 201);
+    wait("build 1 to succeed", || {
+        build(&kubeci, "quick", 1)["state"] == "succeeded"
+    });
+    let first_log = log(&kubeci, "quick", 1);
+    assert!(first_log.contains("test repository\n"), "{first_log}");
+    assert!(first_log.contains("build 1\n"), "{first_log}");
+    assert_eq!(trigger(&kubeci, "slow").0, 201);
+    wait("the slow build to run", || {
+        build(&kubeci, "slow", 1)["state"] == "running"
+            && log(&kubeci, "slow", 1).contains("started")
+    });
+
+    kubeci.kill();
+    let kubeci = local.serve(&[], &[]);
+    assert_eq!(
+        build(&kubeci, "quick", 1)["state"],
+        "succeeded",
+        "history kept"
+    );
+    assert_eq!(log(&kubeci, "quick", 1), first_log, "and its log");
+    let interrupted = build(&kubeci, "slow", 1);
+    assert_eq!(interrupted["state"], "error");
+    assert!(
+        interrupted["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubeci stopped while this build ran"),
+        "{interrupted}"
+    );
+    let (status, next) = trigger(&kubeci, "quick");
+    assert_eq!(
+        (status, next["number"].as_u64()),
+        (201, Some(2)),
+        "numbers continue"
+    );
+    wait("build 2 to succeed", || {
+        build(&kubeci, "quick", 2)["state"] == "succeeded"
+    });
+    assert!(log(&kubeci, "quick", 2).contains("build 2\n"));
+}
+
+#[test]
+fn edited_files_apply_to_the_next_build_and_queues_and_cancel_work() {
+    let (local, repo) = Local::new();
+    local.write(
+        "one.yaml",
+        &configmap(
+            "one",
+            &repo.bare,
+            "echo spec-one; sleep 30",
+            "        max_concurrency: 1\n",
+        ),
+    );
+    let kubeci = local.serve(&[], &[]);
+    assert_eq!(trigger(&kubeci, "one").0, 201);
+    assert_eq!(trigger(&kubeci, "one").0, 201);
+    wait("build 1 to run", || {
+        build(&kubeci, "one", 1)["state"] == "running"
+    });
+    assert_eq!(build(&kubeci, "one", 2)["state"], "queued", "one at a time");
+
+    // An edit: the queued build keeps the spec it was requested with; the next one does not.
+    local.write(
+        "one.yaml",
+        &configmap(
+            "one",
+            &repo.bare,
+            "echo spec-two",
+            "        max_concurrency: 1\n",
+        ),
+    );
+    wait("the edit to be read", || {
+        common::serve::json(&kubeci, "/api/v1/jobs")["items"][0]["spec_hash"]
+            != build(&kubeci, "one", 1)["spec_hash"]
+    });
+    assert_eq!(trigger(&kubeci, "one").0, 201);
+
+    // Cancel the running build: the queue moves on.
+    let (status, cancelled) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/one/builds/1/cancel",
+        &[AUTHORIZED],
+    );
+    assert_eq!(status, 200, "{cancelled}");
+    wait("build 1 to be aborted", || {
+        build(&kubeci, "one", 1)["state"] == "aborted"
+    });
+    wait(
+        "build 2, with the spec it was requested with, to run",
+        || {
+            build(&kubeci, "one", 2)["state"] == "running"
+                && log(&kubeci, "one", 2).contains("spec-one")
+        },
+    );
+    assert_eq!(build(&kubeci, "one", 3)["state"], "queued");
+    let cancel_2 = "/api/v1/jobs/default/one/builds/2/cancel";
+    assert_eq!(
+        http(&kubeci, "POST", cancel_2, &[]).0,
+        401,
+        "actions need the token"
+    );
+    assert_eq!(
+        build(&kubeci, "one", 2)["state"],
+        "running",
+        "and nothing happened"
+    );
+    assert_eq!(http(&kubeci, "POST", cancel_2, &[AUTHORIZED]).0, 200);
+    wait("build 3 to succeed", || {
+        build(&kubeci, "one", 3)["state"] == "succeeded"
+    });
+    assert_eq!(build(&kubeci, "one", 2)["state"], "aborted");
+    assert!(
+        log(&kubeci, "one", 3).contains("spec-two"),
+        "the next build has the new spec"
+    );
+    let (status, _) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/one/builds/3/cancel",
+        &[AUTHORIZED],
+    );
+    assert_eq!(status, 409, "a finished build cannot be cancelled");
+
+    // A removed file removes its job; a broken one is shown with its error.
+    local.write("one.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n  labels: {ci-job-spec: \"true\"}\ndata:\n  job.yaml: \"- job: {name: one}\"\n");
+    wait("the broken job to be shown", || {
+        common::serve::json(&kubeci, "/api/v1/jobs")["items"][0]["valid"] == false
+    });
+    assert_eq!(trigger(&kubeci, "one").0, 422);
+    std::fs::remove_file(local.jobs.join("one.yaml")).unwrap();
+    wait("the job to be gone", || {
+        common::serve::job_names(&kubeci).is_empty()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
+    let (local, repo) = Local::new();
+    let github = kubeci_testkit::FakeGitHub::start("gh-token-for-local-tests", "kubeci-bot").await;
+    let gitconfig = local.dir.path().join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = https://github.com/Codertocat/Hello-World.git\n",
+            repo.bare.display()
+        ),
+    )
+    .unwrap();
+    let head = repo.commit("a change");
+    repo.push_head_to("refs/pull/2/head");
+    let job = configmap(
+        "hello",
+        Path::new("https://github.com/Codertocat/Hello-World.git"),
+        "echo \"built $GIT_COMMIT\"",
+        "        ghprb:\n          enabled: true\n          whitelisted_users: [friend]\n",
+    );
+    local.write("hello.yaml", &job);
+    std::fs::write(local.dir.path().join("secret"), "local-webhook-secret").unwrap();
+    std::fs::write(
+        local.dir.path().join("gh-token"),
+        "gh-token-for-local-tests",
+    )
+    .unwrap();
+    let secret = local.dir.path().join("secret").display().to_string();
+    let token = local.dir.path().join("gh-token").display().to_string();
+    let url = github.url();
+    let gitconfig = gitconfig.display().to_string();
+    let flags = [
+        "--github-webhook-secret-file",
+        secret.as_str(),
+        "--github-token-file",
+        token.as_str(),
+        "--github-url",
+        url.as_str(),
+        "--github-host",
+        "github.com",
+        "--github-resync",
+        "0s",
+    ];
+    let kubeci = local.serve(&flags, &[("GIT_CONFIG_GLOBAL", gitconfig.as_str())]);
+    let fixture =
+        common::repo_root().join("tests/fixtures/github-webhooks/pull_request.opened.json");
+    let mut payload: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    payload["pull_request"]["user"]["login"] = "friend".into();
+    payload["pull_request"]["head"]["sha"] = head.clone().into();
+    let body = serde_json::to_vec(&payload).unwrap();
+    let signature = kubeci_github::signature::sign(b"local-webhook-secret", &body);
+    let headers = [
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", "l-1"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ];
+    let (status, answer) = http_with_body(&kubeci, "POST", "/hooks/github", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+    wait("the PR build to succeed", || {
+        build(&kubeci, "hello", 1)["state"] == "succeeded"
+    });
+    assert!(log(&kubeci, "hello", 1).contains(&format!("built {head}")));
+    wait("its statuses", || {
+        github
+            .statuses()
+            .iter()
+            .filter(|s| s.sha == head)
+            .map(|s| s.state.as_str())
+            .collect::<Vec<_>>()
+            == ["pending", "success"]
+    });
+}

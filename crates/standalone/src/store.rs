@@ -1,0 +1,512 @@
+//! The embedded engine's history in SQLite (WAL): builds, their logs, job counters and
+//! recent request keys. A committed transaction survives the process being killed.
+
+use std::path::Path;
+
+use kubeci_engine::BuildState;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::StandaloneError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS counters (
+    namespace TEXT NOT NULL, job TEXT NOT NULL,
+    last_number INTEGER NOT NULL DEFAULT 0,
+    last_cron_run INTEGER,
+    PRIMARY KEY (namespace, job));
+CREATE TABLE IF NOT EXISTS requests (
+    namespace TEXT NOT NULL, job TEXT NOT NULL, key TEXT NOT NULL,
+    number INTEGER NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, job, key));
+CREATE TABLE IF NOT EXISTS builds (
+    namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
+    state TEXT NOT NULL, reason TEXT, message TEXT, cancelled_by TEXT,
+    request TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    spec_hash TEXT, chart_version TEXT,
+    created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
+    reported TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (namespace, job, number));
+CREATE TABLE IF NOT EXISTS log_lines (
+    namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
+    seq INTEGER NOT NULL, line BLOB NOT NULL,
+    PRIMARY KEY (namespace, job, number, seq));
+";
+
+/// How long a request key is remembered: a retry within it gets the same build.
+pub const KEY_RETENTION: i64 = 3600;
+
+/// One build as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRow {
+    pub namespace: String,
+    pub job: String,
+    pub number: u64,
+    pub state: BuildState,
+    pub request: kubeci_render::BuildRequest,
+    /// The rendered Job it runs (so a queued build keeps the spec it was requested with).
+    pub manifest: String,
+    pub spec_hash: Option<String>,
+    pub chart_version: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The states reported, comma-separated (as `kubeci.io/reported`).
+    pub reported: String,
+}
+
+/// A new build's row.
+pub struct NewBuild<'a> {
+    pub namespace: &'a str,
+    pub job: &'a str,
+    pub request: &'a kubeci_render::BuildRequest,
+    pub key: Option<&'a str>,
+    /// Renders the Job of build `number`.
+    pub manifest: &'a dyn Fn(u64) -> Result<String, String>,
+    pub spec_hash: &'a str,
+    pub chart_version: Option<&'a str>,
+    pub now: i64,
+}
+
+fn state_columns(state: &BuildState) -> (&'static str, Option<&str>, Option<&str>, Option<&str>) {
+    match state {
+        BuildState::Pending { message } => ("pending", None, message.as_deref(), None),
+        BuildState::Failed { reason, message } => ("failed", Some(reason), Some(message), None),
+        BuildState::Error { reason, message } => ("error", Some(reason), Some(message), None),
+        BuildState::Aborted { by } => ("aborted", None, None, by.as_deref()),
+        other => (other.name(), None, None, None),
+    }
+}
+
+fn state_of(
+    name: &str,
+    reason: Option<String>,
+    message: Option<String>,
+    by: Option<String>,
+) -> BuildState {
+    match name {
+        "queued" => BuildState::Queued,
+        "pending" => BuildState::Pending { message },
+        "running" => BuildState::Running,
+        "succeeded" => BuildState::Succeeded,
+        "failed" => BuildState::Failed {
+            reason: reason.unwrap_or_default(),
+            message: message.unwrap_or_default(),
+        },
+        "aborted" => BuildState::Aborted { by },
+        _ => BuildState::Error {
+            reason: reason.unwrap_or_else(|| "Unknown".into()),
+            message: message.unwrap_or_default(),
+        },
+    }
+}
+
+const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+    let request: String = r.get(7)?;
+    Ok(BuildRow {
+        namespace: r.get(0)?,
+        job: r.get(1)?,
+        number: r.get::<_, i64>(2)? as u64,
+        state: state_of(&r.get::<_, String>(3)?, r.get(4)?, r.get(5)?, r.get(6)?),
+        request: serde_json::from_str(&request).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        manifest: r.get(8)?,
+        spec_hash: r.get(9)?,
+        chart_version: r.get(10)?,
+        created_at: r.get(11)?,
+        started_at: r.get(12)?,
+        finished_at: r.get(13)?,
+        reported: r.get(14)?,
+    })
+}
+
+/// The database.
+pub struct Store {
+    connection: Connection,
+}
+
+fn database(e: rusqlite::Error) -> StandaloneError {
+    StandaloneError::Database(e)
+}
+
+impl Store {
+    /// Opens (creating) `path`.
+    pub fn open(path: &Path) -> Result<Store, StandaloneError> {
+        let connection = Connection::open(path).map_err(database)?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .map_err(database)?;
+        connection.execute_batch(SCHEMA).map_err(database)?;
+        Ok(Store { connection })
+    }
+
+    /// Records a build request: the build a key already started (and `false`), or a new
+    /// build with the next number (and `true`). Numbers are never reused.
+    pub fn allocate(&mut self, new: &NewBuild<'_>) -> Result<(u64, bool), StandaloneError> {
+        let tx = self.connection.transaction().map_err(database)?;
+        tx.execute(
+            "DELETE FROM requests WHERE at < ?1",
+            params![new.now - KEY_RETENTION],
+        )
+        .map_err(database)?;
+        if let Some(key) = new.key {
+            let seen: Option<i64> = tx
+                .query_row(
+                    "SELECT number FROM requests WHERE namespace = ?1 AND job = ?2 AND key = ?3",
+                    params![new.namespace, new.job, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(database)?;
+            if let Some(number) = seen {
+                return Ok((number as u64, false));
+            }
+        }
+        tx.execute(
+            "INSERT INTO counters (namespace, job, last_number) VALUES (?1, ?2, 1)
+             ON CONFLICT (namespace, job) DO UPDATE SET last_number = last_number + 1",
+            params![new.namespace, new.job],
+        )
+        .map_err(database)?;
+        let number: i64 = tx
+            .query_row(
+                "SELECT last_number FROM counters WHERE namespace = ?1 AND job = ?2",
+                params![new.namespace, new.job],
+                |r| r.get(0),
+            )
+            .map_err(database)?;
+        let manifest = (new.manifest)(number as u64).map_err(StandaloneError::Render)?;
+        let mut request = new.request.clone();
+        request.number = number as u64;
+        tx.execute(
+            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '')"),
+            params![
+                new.namespace,
+                new.job,
+                number,
+                serde_json::to_string(&request).expect("a request serializes"),
+                manifest,
+                new.spec_hash,
+                new.chart_version,
+                new.now
+            ],
+        )
+        .map_err(database)?;
+        if let Some(key) = new.key {
+            tx.execute(
+                "INSERT INTO requests (namespace, job, key, number, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.namespace, new.job, key, number, new.now],
+            )
+            .map_err(database)?;
+        }
+        tx.commit().map_err(database)?;
+        Ok((number as u64, true))
+    }
+
+    pub fn set_state(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        state: &BuildState,
+        now: i64,
+    ) -> Result<(), StandaloneError> {
+        let (name, reason, message, by) = state_columns(state);
+        let started = matches!(state, BuildState::Pending { .. } | BuildState::Running);
+        self.connection
+            .execute(
+                "UPDATE builds SET state = ?4, reason = ?5, message = ?6, cancelled_by = ?7,
+                   started_at = CASE WHEN ?8 AND started_at IS NULL THEN ?9 ELSE started_at END,
+                   finished_at = CASE WHEN ?10 THEN ?9 ELSE finished_at END
+                 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![
+                    namespace,
+                    job,
+                    number as i64,
+                    name,
+                    reason,
+                    message,
+                    by,
+                    started,
+                    now,
+                    state.is_finished()
+                ],
+            )
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// Builds that were pending or running when kubeci stopped: nothing runs them any
+    /// more, so they end as errors that say so. Returns how many.
+    pub fn mark_interrupted(&self, now: i64) -> Result<usize, StandaloneError> {
+        self.connection
+            .execute(
+                "UPDATE builds SET state = 'error', reason = 'Interrupted',
+                   message = 'kubeci stopped while this build ran', finished_at = ?1
+                 WHERE state IN ('pending', 'running')",
+                params![now],
+            )
+            .map_err(database)
+    }
+
+    pub fn record_reported(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        reported: &str,
+    ) -> Result<(), StandaloneError> {
+        self.connection
+            .execute(
+                "UPDATE builds SET reported = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![namespace, job, number as i64, reported],
+            )
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// A job's builds, newest first.
+    pub fn builds(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, StandaloneError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC"))
+            .map_err(database)?;
+        let rows = statement
+            .query_map(params![namespace, job], row)
+            .map_err(database)?;
+        rows.collect::<Result<_, _>>().map_err(database)
+    }
+
+    /// Every build not finished, or finished and not fully reported, of every job.
+    pub fn all_builds(&self) -> Result<Vec<BuildRow>, StandaloneError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM builds ORDER BY namespace, job, number"
+            ))
+            .map_err(database)?;
+        let rows = statement.query_map([], row).map_err(database)?;
+        rows.collect::<Result<_, _>>().map_err(database)
+    }
+
+    pub fn build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<Option<BuildRow>, StandaloneError> {
+        self.connection
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 AND number = ?3"),
+                params![namespace, job, number as i64],
+                row,
+            )
+            .optional()
+            .map_err(database)
+    }
+
+    pub fn delete_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(), StandaloneError> {
+        for table in ["builds", "log_lines"] {
+            self.connection
+                .execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE namespace = ?1 AND job = ?2 AND number = ?3"
+                    ),
+                    params![namespace, job, number as i64],
+                )
+                .map_err(database)?;
+        }
+        Ok(())
+    }
+
+    pub fn append_log(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        seq: u64,
+        line: &[u8],
+    ) -> Result<(), StandaloneError> {
+        self.connection
+            .execute(
+                "INSERT OR REPLACE INTO log_lines (namespace, job, number, seq, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![namespace, job, number as i64, seq as i64, line],
+            )
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// The log lines from `from` on: (seq, line).
+    pub fn log(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        from: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StandaloneError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT seq, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq")
+            .map_err(database)?;
+        let rows = statement
+            .query_map(params![namespace, job, number as i64, from as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(database)?;
+        rows.collect::<Result<_, _>>().map_err(database)
+    }
+
+    pub fn last_cron_run(
+        &self,
+        namespace: &str,
+        job: &str,
+    ) -> Result<Option<i64>, StandaloneError> {
+        self.connection
+            .query_row(
+                "SELECT last_cron_run FROM counters WHERE namespace = ?1 AND job = ?2",
+                params![namespace, job],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(database)
+    }
+
+    pub fn set_last_cron_run(
+        &self,
+        namespace: &str,
+        job: &str,
+        at: i64,
+    ) -> Result<(), StandaloneError> {
+        self.connection
+            .execute(
+                "INSERT INTO counters (namespace, job, last_number, last_cron_run) VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (namespace, job) DO UPDATE SET last_cron_run = ?3",
+                params![namespace, job, at],
+            )
+            .map_err(database)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new<'a>(
+        key: Option<&'a str>,
+        request: &'a kubeci_render::BuildRequest,
+        manifest: &'a dyn Fn(u64) -> Result<String, String>,
+        now: i64,
+    ) -> NewBuild<'a> {
+        NewBuild {
+            namespace: "ci",
+            job: "demo",
+            request,
+            key,
+            manifest,
+            spec_hash: "hash",
+            chart_version: None,
+            now,
+        }
+    }
+
+    #[test]
+    fn numbers_keys_states_and_logs_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeci.db");
+        let request = kubeci_render::BuildRequest::manual(0);
+        let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(
+            store
+                .allocate(&new(Some("a"), &request, &manifest, 100))
+                .unwrap(),
+            (1, true)
+        );
+        assert_eq!(
+            store
+                .allocate(&new(Some("a"), &request, &manifest, 200))
+                .unwrap(),
+            (1, false),
+            "a retry"
+        );
+        assert_eq!(
+            store
+                .allocate(&new(None, &request, &manifest, 200))
+                .unwrap(),
+            (2, true)
+        );
+        let stored = store.build("ci", "demo", 2).unwrap().unwrap();
+        assert_eq!(
+            (stored.request.number, stored.manifest.as_str()),
+            (2, "{\"build\": 2}")
+        );
+        store
+            .set_state("ci", "demo", 1, &BuildState::Running, 300)
+            .unwrap();
+        store.append_log("ci", "demo", 1, 0, b"line one").unwrap();
+        store.delete_build("ci", "demo", 2).unwrap();
+        drop(store);
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.mark_interrupted(400).unwrap(), 1);
+        let interrupted = store.build("ci", "demo", 1).unwrap().unwrap();
+        assert_eq!(
+            interrupted.state,
+            BuildState::Error {
+                reason: "Interrupted".into(),
+                message: "kubeci stopped while this build ran".into()
+            }
+        );
+        assert_eq!(
+            (interrupted.started_at, interrupted.finished_at),
+            (Some(300), Some(400))
+        );
+        assert_eq!(
+            store.log("ci", "demo", 1, 0).unwrap(),
+            [(0, b"line one".to_vec())]
+        );
+        assert_eq!(
+            store
+                .allocate(&new(None, &request, &manifest, 500))
+                .unwrap(),
+            (3, true),
+            "a deleted build's number is never reused"
+        );
+        assert_eq!(
+            store
+                .allocate(&new(
+                    Some("a"),
+                    &request,
+                    &manifest,
+                    100 + KEY_RETENTION + 1
+                ))
+                .unwrap(),
+            (4, true),
+            "keys are forgotten after an hour"
+        );
+        for state in [
+            BuildState::Succeeded,
+            BuildState::Failed {
+                reason: "Error".into(),
+                message: "exit 1".into(),
+            },
+            BuildState::Aborted {
+                by: Some("alice".into()),
+            },
+            BuildState::Pending { message: None },
+        ] {
+            store.set_state("ci", "demo", 3, &state, 600).unwrap();
+            assert_eq!(store.build("ci", "demo", 3).unwrap().unwrap().state, state);
+        }
+    }
+}
