@@ -4,71 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::serve::{http, http_with_body, Kubeci, AUTHORIZED, TOKEN};
+use common::local::{configmap, Local};
+use common::serve::{http, http_with_body, Kubeci, AUTHORIZED};
 use serde_json::Value;
-
-fn configmap(name: &str, repo: &Path, run_command: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    ci-job-spec: \"true\"\ndata:\n  job.yaml: |\n    - job:\n        name: {name}\n        git:\n          url: {}\n          branch: main\n        run_command: {}\n        timeout: 5m\n{extra}",
-        repo.display(),
-        serde_json::to_string(run_command).unwrap()
-    )
-}
-
-struct Local {
-    jobs: PathBuf,
-    data: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Local {
-    fn new() -> (Local, common::git::Repo) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = common::git::Repo::new(&dir.path().join("git"));
-        let jobs = dir.path().join("jobs");
-        std::fs::create_dir_all(&jobs).unwrap();
-        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-        let local = Local {
-            jobs,
-            data: dir.path().join("data"),
-            dir,
-        };
-        (local, repo)
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.jobs.join(file), text).unwrap();
-    }
-
-    fn serve(&self, extra: &[&str], env: &[(&str, &str)]) -> Kubeci {
-        let port = common::free_port();
-        let log = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
-            .args(["serve", "--local"])
-            .arg(&self.jobs)
-            .arg("--data")
-            .arg(&self.data)
-            .arg("--token-file")
-            .arg(self.dir.path().join("token"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let kubeci = Kubeci::adopt(child, port, log);
-        wait("kubeci to be ready", || {
-            http(&kubeci, "GET", "/readyz", &[]).0 == 200
-        });
-        kubeci
-    }
-}
 
 fn wait(what: &str, check: impl FnMut() -> bool) {
     common::git::wait_for(Duration::from_secs(60), what, check);

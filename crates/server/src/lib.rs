@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -100,6 +101,7 @@ pub fn app_with_webhooks<B: Backend>(
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/jobs", get(jobs::<B>))
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds",
@@ -137,6 +139,21 @@ async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     Json(json!({"items": state.backend.jobs()})).into_response()
 }
 
+/// The API's OpenAPI document (the tests check the answers against it).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+fn bad_build_path() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad-build-number",
+        "a build number is a whole number, e.g. /builds/7",
+    )
+}
+
 fn job_not_found(namespace: &str, name: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -145,20 +162,55 @@ fn job_not_found(namespace: &str, name: &str) -> Response {
     )
 }
 
+/// The most builds one page holds, and how many when the request does not say.
+pub const MAX_PAGE: usize = 500;
+const DEFAULT_PAGE: usize = 50;
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    /// Builds per page.
+    limit: Option<usize>,
+    /// Only builds numbered below this one (the `next` page of an earlier answer).
+    before: Option<u64>,
+}
+
+/// `GET …/builds?limit=N&before=M`: newest first; `next` is the next page's URL, or null.
 async fn builds<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
-    match state.backend.builds(&namespace, &name) {
-        Some(builds) => Json(json!({"items": builds})).into_response(),
-        None => job_not_found(&namespace, &name),
-    }
+    let Ok(Query(page)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            "limit and before are whole numbers",
+        );
+    };
+    let Some(builds) = state.backend.builds(&namespace, &name) else {
+        return job_not_found(&namespace, &name);
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let mut items: Vec<_> = builds
+        .into_iter()
+        .filter(|b| page.before.is_none_or(|before| b.number < before))
+        .take(limit + 1)
+        .collect();
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        let last = items.last().map_or(0, |b| b.number);
+        format!("/api/v1/jobs/{namespace}/{name}/builds?limit={limit}&before={last}")
+    });
+    Json(json!({"items": items, "next": next})).into_response()
 }
 
 async fn build<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    Path((namespace, name, number)): Path<(String, String, u64)>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
 ) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
     let Some(builds) = state.backend.builds(&namespace, &name) else {
         return job_not_found(&namespace, &name);
     };
@@ -260,9 +312,12 @@ async fn trigger<B: Backend>(
 
 async fn cancel<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    Path((namespace, name, number)): Path<(String, String, u64)>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
     let who = match authorize(&state.access, &headers) {
         Ok(who) => who,
         Err((status, code, message)) => return error(status, code, message),
@@ -291,9 +346,12 @@ struct LogQuery {
 
 async fn log<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    Path((namespace, name, number)): Path<(String, String, u64)>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
     Query(query): Query<LogQuery>,
 ) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
     match state
         .backend
         .log(&namespace, &name, number, query.follow)

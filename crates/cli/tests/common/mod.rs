@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod git;
+pub mod local;
 pub mod serve;
 
 use std::io::{Read, Write};

@@ -1,0 +1,276 @@
+//! Every answer of the REST API — successes and errors — checked against the OpenAPI
+//! document kubeci serves (`/api/v1/openapi.json`), with an independent JSON Schema
+//! validator (Python's `jsonschema`): an answer with a status the document does not list,
+//! or a body its schema refuses, fails.
+
+mod common;
+
+use std::process::Command;
+
+use common::local::{configmap, Local};
+use common::serve::{http, Kubeci, AUTHORIZED};
+use serde_json::{json, Value};
+
+/// (method, path template, status, body) of one exchange.
+type Exchange = (&'static str, &'static str, u16, String);
+
+fn call(
+    kubeci: &Kubeci,
+    method: &'static str,
+    template: &'static str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Exchange {
+    let (status, body) = http(kubeci, &method.to_uppercase(), path, headers);
+    (method, template, status, body)
+}
+
+#[test]
+fn every_answer_matches_the_openapi_document() {
+    common::require_python_module("jsonschema", "jsonschema");
+    let (local, repo) = Local::new();
+    local.write("ok.yaml", &configmap("ok", &repo.bare, "echo fine", ""));
+    local.write("slow.yaml", &configmap("slow", &repo.bare, "sleep 30", ""));
+    local.write("broken.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n  labels: {ci-job-spec: \"true\"}\ndata:\n  job.yaml: \"- job: {name: broken}\"\n");
+    let kubeci = local.serve(
+        &[
+            "--log-url-template",
+            "https://logs.example/{namespace}/{pod}",
+        ],
+        &[],
+    );
+    let builds = "/api/v1/jobs/{namespace}/{name}/builds";
+    let one = "/api/v1/jobs/{namespace}/{name}/builds/{number}";
+    let cancel = "/api/v1/jobs/{namespace}/{name}/builds/{number}/cancel";
+    let mut exchanges: Vec<Exchange> = vec![
+        call(&kubeci, "get", "/api/v1/jobs", "/api/v1/jobs", &[]),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/ok/builds",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/ok/builds",
+            &[AUTHORIZED, ("Idempotency-Key", "k1")],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/ok/builds",
+            &[AUTHORIZED, ("Idempotency-Key", "k1")],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/ok/builds",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/broken/builds",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/absent/builds",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            builds,
+            "/api/v1/jobs/default/slow/builds",
+            &[AUTHORIZED],
+        ),
+    ];
+    common::git::wait_for(
+        std::time::Duration::from_secs(60),
+        "build 1 to finish",
+        || common::serve::state(&kubeci, "ok", 1) == "succeeded",
+    );
+    exchanges.extend([
+        call(
+            &kubeci,
+            "get",
+            builds,
+            "/api/v1/jobs/default/ok/builds",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "get",
+            builds,
+            "/api/v1/jobs/default/ok/builds?limit=1",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "get",
+            builds,
+            "/api/v1/jobs/default/ok/builds?limit=1&before=2",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "get",
+            builds,
+            "/api/v1/jobs/default/ok/builds?limit=many",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "get",
+            builds,
+            "/api/v1/jobs/default/absent/builds",
+            &[],
+        ),
+        call(&kubeci, "get", one, "/api/v1/jobs/default/ok/builds/1", &[]),
+        call(
+            &kubeci,
+            "get",
+            one,
+            "/api/v1/jobs/default/ok/builds/99",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "get",
+            one,
+            "/api/v1/jobs/default/ok/builds/first",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "post",
+            cancel,
+            "/api/v1/jobs/default/ok/builds/1/cancel",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            cancel,
+            "/api/v1/jobs/default/slow/builds/1/cancel",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "post",
+            cancel,
+            "/api/v1/jobs/default/slow/builds/1/cancel",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            cancel,
+            "/api/v1/jobs/default/ok/builds/99/cancel",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "get",
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/log",
+            "/api/v1/jobs/default/ok/builds/99/log",
+            &[],
+        ),
+        call(&kubeci, "get", "/readyz", "/readyz", &[]),
+    ]);
+    let statuses: Vec<u16> = exchanges.iter().map(|e| e.2).collect();
+    assert_eq!(
+        statuses,
+        [
+            200, 201, 201, 200, 401, 422, 404, 201, 200, 200, 200, 400, 404, 200, 404, 400, 409,
+            401, 200, 404, 404, 200
+        ],
+        "{exchanges:#?}"
+    );
+    // Pages: newest first, `next` until the last.
+    let page =
+        |path: &str| -> Value { serde_json::from_str(&http(&kubeci, "GET", path, &[]).1).unwrap() };
+    let first = page("/api/v1/jobs/default/ok/builds?limit=1");
+    assert_eq!(first["items"][0]["number"], 2);
+    assert_eq!(
+        first["next"],
+        "/api/v1/jobs/default/ok/builds?limit=1&before=2"
+    );
+    let second = page(first["next"].as_str().unwrap());
+    assert_eq!(second["items"][0]["number"], 1);
+    assert_eq!(second["next"], Value::Null, "the last page");
+
+    let (status, document) = http(&kubeci, "GET", "/api/v1/openapi.json", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        document,
+        kubeci_server_document(),
+        "the document served is the one in the repository"
+    );
+
+    // Each JSON answer against the schema the document gives its path, method and status.
+    let answers: Vec<Value> = exchanges
+        .iter()
+        .filter(|(_, path, ..)| *path != "/readyz")
+        .map(|(method, path, status, body)| {
+            json!({"method": method, "path": path, "status": status.to_string(),
+                   "body": serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))})
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openapi.json"), &document).unwrap();
+    std::fs::write(
+        dir.path().join("answers.json"),
+        serde_json::to_string(&answers).unwrap(),
+    )
+    .unwrap();
+    let script = r#"
+import json, sys
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+doc = json.load(open(sys.argv[1]))
+registry = Registry().with_resource("urn:kubeci:openapi", Resource.from_contents(doc, default_specification=__import__("referencing.jsonschema").jsonschema.DRAFT202012))
+failures = []
+for a in json.load(open(sys.argv[2])):
+    op = doc["paths"].get(a["path"], {}).get(a["method"])
+    if op is None:
+        failures.append(f"{a['method']} {a['path']}: not in the document"); continue
+    response = op["responses"].get(a["status"])
+    if response is None:
+        failures.append(f"{a['method']} {a['path']}: status {a['status']} not in the document"); continue
+    schema = response["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = {"$ref": "urn:kubeci:openapi" + schema["$ref"]}
+    errors = [e.message for e in Draft202012Validator(schema, registry=registry).iter_errors(a["body"])]
+    if errors:
+        failures.append(f"{a['method']} {a['path']} {a['status']}: {errors}")
+print("\n".join(failures))
+sys.exit(1 if failures else 0)
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("openapi.json"))
+        .arg(dir.path().join("answers.json"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "answers that do not match the OpenAPI document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn kubeci_server_document() -> String {
+    std::fs::read_to_string(common::repo_root().join("crates/server/src/openapi.json")).unwrap()
+}
