@@ -1,5 +1,6 @@
 //! The `kubeci` binary: argument parsing and wiring only.
 
+mod client;
 mod clone;
 mod lint;
 mod output;
@@ -46,14 +47,25 @@ enum Command {
     /// script, streaming the log. Exits 0 when the build succeeds, 1 when it fails, 130
     /// when cancelled with Ctrl-C.
     Run(Box<run::RunArgs>),
-    /// Run the kubeci server: discover the jobs of a cluster and serve the API.
+    /// Run the kubeci server on a cluster's jobs (--kubernetes) or a directory's (--local).
     ///
-    /// Jobs are ConfigMaps matching --selector in the watched namespaces; builds are
-    /// batch/v1 Jobs. /healthz answers when the process runs, /readyz once the caches are
-    /// synced.
+    /// --kubernetes: jobs are ConfigMaps matching --selector in the watched namespaces;
+    /// builds are batch/v1 Jobs. --local DIR: jobs are the ConfigMap files in DIR, builds
+    /// run on this machine, history is kept in --data. /healthz answers when the process
+    /// runs, /readyz once the engine has its first complete view.
     Serve(Box<serve::ServeArgs>),
     /// Print the JSON Schema of job.yaml, for editors and CI validation.
     Schema,
+    /// List the jobs a running kubeci serves (`--server`).
+    Jobs(client::JobsArgs),
+    /// List a job's builds, newest first.
+    Builds(client::BuildsArgs),
+    /// Print a build's log; `-f` follows it until the build step ends.
+    Logs(client::LogsArgs),
+    /// Start a build of a job (needs the server's token).
+    Trigger(client::TriggerArgs),
+    /// Cancel a build that has not finished (needs the server's token).
+    Cancel(client::CancelArgs),
     /// Check out a commit: the clone step of every build pod.
     ///
     /// For SSH remotes the server's host key is checked against the pinned fingerprint
@@ -70,6 +82,11 @@ fn main() -> ExitCode {
         Command::Clone(args) => Ok(clone::run(&args)),
         Command::Serve(args) => serve::run(&args),
         Command::Schema => schema(),
+        Command::Jobs(args) => client::jobs(&args),
+        Command::Builds(args) => client::builds(&args),
+        Command::Logs(args) => client::logs(&args),
+        Command::Trigger(args) => client::trigger(&args),
+        Command::Cancel(args) => client::cancel(&args),
     };
     match result {
         Ok(code) => code,
