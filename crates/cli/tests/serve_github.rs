@@ -326,6 +326,20 @@ async fn each_fixture_gives_its_outcome_and_bad_signatures_start_nothing() {
     let huge = vec![b' '; 25 * 1024 * 1024 + 1];
     assert_eq!(deliver(&kubeci, "pull_request", "d-9", &huge, &[]).0, 413);
     assert_eq!(builds(&kubeci, "hello").len(), 1);
+
+    // What happened, as metrics.
+    let (status, metrics) = common::serve::http(&kubeci, "GET", "/metrics", &[]);
+    assert_eq!(status, 200);
+    for line in [
+        "kubeci_webhook_deliveries_total{event=\"ping\",status=\"200\"} 1",
+        "kubeci_webhook_deliveries_total{event=\"ping\",status=\"401\"} 4",
+        "kubeci_webhook_deliveries_total{event=\"pull_request\",status=\"400\"} 1",
+        "kubeci_builds{namespace=\"default\",job=\"hello\",state=\"aborted\"} 1",
+        "kubeci_queue_length 0",
+        "# TYPE kubeci_github_api_calls_total counter",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

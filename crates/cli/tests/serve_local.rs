@@ -93,6 +93,13 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
         build(&kubeci, "quick", 2)["state"] == "succeeded"
     });
     assert!(log(&kubeci, "quick", 2).contains("build 2\n"));
+    let (_, metrics) = http(&kubeci, "GET", "/metrics", &[]);
+    for line in [
+        "kubeci_builds{namespace=\"default\",job=\"quick\",state=\"succeeded\"} 2",
+        "kubeci_builds{namespace=\"default\",job=\"slow\",state=\"error\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[test]

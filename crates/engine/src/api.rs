@@ -214,6 +214,10 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         repositories: Option<&[String]>,
     ) -> Vec<(String, std::sync::Arc<kubeci_spec::Job>)>;
+    /// The engine's metrics (builds by job and state, queue length, errors).
+    fn metrics(&self) -> Vec<crate::metrics::Family> {
+        Vec::new()
+    }
     /// The log of a build's build step; `follow` keeps streaming until the step ends.
     fn log(
         &self,
@@ -249,6 +253,10 @@ pub trait Webhooks: Send + Sync + 'static {
         &self,
         delivery: Delivery,
     ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>>;
+    /// Deliveries by event and outcome, calls made to GitHub.
+    fn metrics(&self) -> Vec<crate::metrics::Family> {
+        Vec::new()
+    }
 }
 
 /// Webhooks when none are configured: every delivery is refused.

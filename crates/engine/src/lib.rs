@@ -8,6 +8,7 @@ pub mod build;
 pub mod decide;
 pub mod leader;
 pub mod ledger;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod record;

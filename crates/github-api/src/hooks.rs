@@ -44,6 +44,8 @@ pub struct Hooks<B> {
     backend: Arc<B>,
     github: Arc<GitHubClient>,
     settings: HookSettings,
+    /// Deliveries by event and answer status.
+    counters: kubeci_engine::metrics::Counters,
 }
 
 /// What went wrong doing a decision's work.
@@ -69,6 +71,7 @@ impl<B: Backend> Hooks<B> {
             backend,
             github,
             settings,
+            counters: Default::default(),
         }
     }
 
@@ -76,6 +79,10 @@ impl<B: Backend> Hooks<B> {
         let id = delivery.id.clone().unwrap_or_else(|| "-".into());
         let event = delivery.event.clone().unwrap_or_else(|| "-".into());
         let answer = self.answer(delivery).await;
+        self.counters.increment(
+            "kubeci_webhook_deliveries_total",
+            &[&event, &answer.status.to_string()],
+        );
         eprintln!(
             "kubeci: GitHub delivery {id} ({event}): {} {}",
             answer.status, answer.body
@@ -452,5 +459,39 @@ impl<B: Backend> Webhooks for Hooks<B> {
         delivery: Delivery,
     ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
         Box::pin(self.handle(delivery))
+    }
+
+    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
+        use kubeci_engine::metrics::{Family, Kind};
+        let stats = self.github.stats();
+        let mut families = vec![
+            Family {
+                samples: self
+                    .counters
+                    .samples("kubeci_webhook_deliveries_total", &["event", "status"]),
+                ..Family::new(
+                    "kubeci_webhook_deliveries_total",
+                    "GitHub webhook deliveries, by event and the status kubeci answered.",
+                    Kind::Counter,
+                )
+            },
+            Family::new(
+                "kubeci_github_api_calls_total",
+                "Calls kubeci made to GitHub's API.",
+                Kind::Counter,
+            )
+            .sample(Vec::new(), stats.calls as f64),
+        ];
+        if let Some(left) = stats.rate_limit_remaining {
+            families.push(
+                Family::new(
+                    "kubeci_github_rate_limit_remaining",
+                    "GitHub's X-RateLimit-Remaining in its last answer.",
+                    Kind::Gauge,
+                )
+                .sample(Vec::new(), left as f64),
+            );
+        }
+        families
     }
 }

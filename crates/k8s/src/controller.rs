@@ -53,7 +53,12 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
             }
             Ok(false) => cluster.leading_until.store(0, Ordering::SeqCst),
             // Leadership lapses by itself if renewals keep failing.
-            Err(e) => eprintln!("kubeci: cannot renew the leader Lease: {e}"),
+            Err(e) => {
+                cluster
+                    .counters
+                    .increment("kubeci_reconcile_errors_total", &["lease"]);
+                eprintln!("kubeci: cannot renew the leader Lease: {e}")
+            }
         }
         tokio::time::sleep(period).await;
     }
@@ -235,7 +240,12 @@ async fn heal_and_settle(
             );
             match cluster.create_build(loaded, &request).await {
                 Ok(_) => healed.push(entry.number),
-                Err(e) => eprintln!("kubeci: cannot start build {}: {e}", entry.number),
+                Err(e) => {
+                    cluster
+                        .counters
+                        .increment("kubeci_reconcile_errors_total", &["heal"]);
+                    eprintln!("kubeci: cannot start build {}: {e}", entry.number)
+                }
             }
         }
         let settled = ledger::update(cluster, &namespace, &job, |ledger| {
@@ -266,7 +276,12 @@ async fn heal_and_settle(
                 );
             }
             Err(e) => {
-                eprintln!("kubeci: cannot update the ledger of {namespace}/{job}: {e}");
+                {
+                    cluster
+                        .counters
+                        .increment("kubeci_reconcile_errors_total", &["ledger"]);
+                    eprintln!("kubeci: cannot update the ledger of {namespace}/{job}: {e}")
+                };
                 still_pending.extend(
                     cached
                         .entries
@@ -336,7 +351,12 @@ async fn act(
     match result {
         Ok(()) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(e) => eprintln!("kubeci: cannot update build {number} of {namespace}/{job}: {e}"),
+        Err(e) => {
+            cluster
+                .counters
+                .increment("kubeci_reconcile_errors_total", &["update"]);
+            eprintln!("kubeci: cannot update build {number} of {namespace}/{job}: {e}")
+        }
     }
 }
 
@@ -528,7 +548,12 @@ async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), Arc<Loade
                 started.build.number
             ),
             Ok(_) => {}
-            Err(e) => eprintln!("kubeci: cron cannot start {namespace}/{name}: {e}"),
+            Err(e) => {
+                cluster
+                    .counters
+                    .increment("kubeci_reconcile_errors_total", &["cron"]);
+                eprintln!("kubeci: cron cannot start {namespace}/{name}: {e}")
+            }
         }
     }
 }

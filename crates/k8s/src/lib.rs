@@ -126,6 +126,8 @@ pub struct Cluster {
     /// Until when (ms since the epoch) this replica surely holds the leader Lease.
     leading_until: AtomicI64,
     request_counter: AtomicU64,
+    /// Failed writes of the controller, by what it was doing.
+    pub(crate) counters: kubeci_engine::metrics::Counters,
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -308,6 +310,7 @@ impl Cluster {
             changed,
             leading_until: AtomicI64::new(0),
             request_counter: AtomicU64::new(0),
+            counters: Default::default(),
         });
         tokio::spawn(controller::elect(cluster.clone()));
         tokio::spawn(controller::run(cluster.clone()));
@@ -741,6 +744,30 @@ impl Backend for Cluster {
         )
         .unwrap_or_else(|| record.summary.clone());
         Ok(self.view(&stopped, &record.pods, &summary))
+    }
+
+    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
+        let builds: Vec<(String, String, &'static str)> = self
+            .records(|_, _| true)
+            .into_iter()
+            .flat_map(|((namespace, job), records)| {
+                records
+                    .into_iter()
+                    .map(move |r| (namespace.clone(), job.clone(), r.summary.state.name()))
+            })
+            .collect();
+        let mut families = kubeci_engine::metrics::build_families(&builds);
+        families.push(kubeci_engine::metrics::Family {
+            samples: self
+                .counters
+                .samples("kubeci_reconcile_errors_total", &["action"]),
+            ..kubeci_engine::metrics::Family::new(
+                "kubeci_reconcile_errors_total",
+                "Cluster writes of the leader's passes that failed (retried on the next pass).",
+                kubeci_engine::metrics::Kind::Counter,
+            )
+        });
+        families
     }
 
     fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {

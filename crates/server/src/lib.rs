@@ -102,6 +102,7 @@ pub fn app_with_webhooks<B: Backend>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::<B>))
         .route("/api/v1/jobs", get(jobs::<B>))
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds",
@@ -137,6 +138,17 @@ async fn readyz<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
 
 async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     Json(json!({"items": state.backend.jobs()})).into_response()
+}
+
+/// `/metrics`: Prometheus' text format.
+async fn metrics<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+    let mut families = state.backend.metrics();
+    families.extend(state.webhooks.metrics());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        kubeci_engine::metrics::render(&families),
+    )
+        .into_response()
 }
 
 /// The API's OpenAPI document (the tests check the answers against it).

@@ -723,6 +723,15 @@ impl Backend for Standalone {
         self.jobs.read().expect("the jobs lock").specs(repositories)
     }
 
+    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
+        let rows = self.store().all_builds().unwrap_or_default();
+        let builds: Vec<(String, String, &'static str)> = rows
+            .into_iter()
+            .map(|r| (r.namespace, r.job, r.state.name()))
+            .collect();
+        kubeci_engine::metrics::build_families(&builds)
+    }
+
     async fn log(
         &self,
         namespace: &str,
