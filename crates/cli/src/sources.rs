@@ -1,10 +1,8 @@
 //! Reading job sources from paths: files, directories (recursively), standard input.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use kubeci_spec::load::MAX_FILE_BYTES;
 use kubeci_spec::{LoadOptions, LoadReport, NamespacePolicy};
 
 /// Options shared by the commands that read jobs.
@@ -48,48 +46,21 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>> {
     if !meta.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let mut files = Vec::new();
-    let mut pending = vec![path.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let child = entry.path();
-            if entry.file_type()?.is_dir() {
-                pending.push(child);
-            } else if matches!(
-                child.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) {
-                files.push(child);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+    Ok(kubeci_standalone::jobs::job_files(path)?)
 }
 
 /// Reads one file (at most one byte more than the loader accepts, so a huge file is
 /// refused without being read whole) and loads its jobs.
 pub fn read(path: &Path, options: &LoadOptions) -> Result<Source> {
-    let limit = MAX_FILE_BYTES as u64 + 1;
-    let mut bytes = Vec::new();
-    let name = if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(limit)
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?;
-        "<stdin>".to_owned()
+    use kubeci_standalone::jobs::read_bounded;
+    let (name, bytes) = if path.as_os_str() == "-" {
+        let bytes = read_bounded(std::io::stdin()).context("cannot read standard input")?;
+        ("<stdin>".to_owned(), bytes)
     } else {
-        std::fs::File::open(path)
-            .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+        let bytes = std::fs::File::open(path)
+            .and_then(read_bounded)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        path.display().to_string()
+        (path.display().to_string(), bytes)
     };
     let report = kubeci_spec::load(&name, &bytes, options);
     Ok(Source {

@@ -1,6 +1,7 @@
-//! The jobs of a directory of ConfigMap files (`.yaml`, `.yml`, `.json`, searched
-//! recursively, dot-files skipped), read again when a file changes, appears or goes.
+//! The jobs of a directory of ConfigMap files (`.yaml`, `.yml`, searched recursively,
+//! dot-files skipped), read again when a file changes, appears or goes.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,30 +18,44 @@ pub struct JobSet {
     pub problems: Vec<String>,
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
+/// The job files below `dir`: its `.yaml` and `.yml` files, recursively, dot-files and
+/// dot-directories skipped, sorted. (`kubeci lint` and `render` read directories the same
+/// way.)
+pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+        let listing_failed = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("cannot list {}: {e}", dir.display()))
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        for entry in std::fs::read_dir(&dir).map_err(listing_failed)? {
+            let entry = entry.map_err(listing_failed)?;
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-            {
-                found.push(path);
+            let child = entry.path();
+            if entry.file_type().map_err(listing_failed)?.is_dir() {
+                pending.push(child);
+            } else if matches!(
+                child.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                files.push(child);
             }
         }
     }
-    found.sort();
-    found
+    files.sort();
+    Ok(files)
+}
+
+/// Reads `path`, at most one byte more than the loader accepts: a huge file is refused by
+/// the loader without being read whole.
+pub fn read_bounded(reader: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(kubeci_spec::load::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
@@ -60,15 +75,18 @@ fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 impl JobSet {
     /// Reads `dir` again if anything in it changed; whether it did.
     pub fn reload(&mut self, dir: &Path, options: &LoadOptions) -> bool {
-        let files = files(dir);
+        let mut problems = Vec::new();
+        let files = job_files(dir).unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            Vec::new()
+        });
         let now = fingerprint(&files);
         if now == self.fingerprint && !self.fingerprint.is_empty() {
             return false;
         }
         let mut jobs = Vec::new();
-        let mut problems = Vec::new();
         for file in &files {
-            match std::fs::read(file) {
+            match std::fs::File::open(file).and_then(read_bounded) {
                 Ok(bytes) => {
                     let name = file.display().to_string();
                     let report = kubeci_spec::load(&name, &bytes, options);
@@ -138,5 +156,51 @@ impl JobSet {
                 Some((loaded.namespace.clone(), Arc::new(job.clone())))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo\n  labels: {ci-job-spec: \"true\"}\ndata:\n  job.yaml: |\n    - job:\n        name: demo\n        git: {url: 'https://github.com/o/r'}\n        run_command: make\n";
+
+    #[test]
+    fn a_directory_is_read_again_when_it_changes_and_oversized_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LoadOptions::default();
+        std::fs::create_dir_all(dir.path().join("team/.hidden")).unwrap();
+        std::fs::write(dir.path().join("team/demo.yaml"), JOB).unwrap();
+        std::fs::write(
+            dir.path().join("team/.hidden/other.yaml"),
+            JOB.replace("demo", "hidden"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a job").unwrap();
+        let mut jobs = JobSet::default();
+        assert!(jobs.reload(dir.path(), &options));
+        assert_eq!(
+            jobs.all().len(),
+            1,
+            "dot-directories and other files are skipped"
+        );
+        assert!(jobs.find("default", "demo").is_some());
+        assert!(!jobs.reload(dir.path(), &options), "nothing changed");
+
+        let huge = "#".repeat(kubeci_spec::load::MAX_FILE_BYTES + 10);
+        std::fs::write(dir.path().join("huge.yaml"), huge).unwrap();
+        assert!(jobs.reload(dir.path(), &options));
+        assert_eq!(jobs.all().len(), 1, "the oversized file declares nothing");
+        assert!(
+            jobs.problems.iter().any(|p| p.contains("huge.yaml")),
+            "{:?}",
+            jobs.problems
+        );
+        std::fs::remove_file(dir.path().join("team/demo.yaml")).unwrap();
+        assert!(jobs.reload(dir.path(), &options));
+        assert!(
+            jobs.find("default", "demo").is_none(),
+            "a removed file removes its job"
+        );
     }
 }
