@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+pub mod ansi;
+pub mod pages;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -101,6 +104,13 @@ pub fn app_with_webhooks<B: Backend>(
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
+        .route("/", get(jobs_page::<B>))
+        .route("/jobs/{namespace}/{name}", get(job_page::<B>))
+        .route(
+            "/jobs/{namespace}/{name}/builds/{number}",
+            get(build_page::<B>),
+        )
+        .route("/badges/{namespace}/{file}", get(badge::<B>))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::<B>))
         .route("/api/v1/jobs", get(jobs::<B>))
@@ -138,6 +148,135 @@ async fn readyz<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
 
 async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     Json(json!({"items": state.backend.jobs()})).into_response()
+}
+
+/// Pages allow no script, frame or foreign resource: whatever a log or a job carries
+/// stays text.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+
+fn page(status: StatusCode, html: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn not_found_page(what: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        pages::layout(
+            "Not found",
+            &format!("<h1>Not found</h1><p>{}</p>", ansi::escape(what)),
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `/`: the jobs, with each one's last build.
+async fn jobs_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let jobs: Vec<_> = state
+        .backend
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            let last = job.name.as_deref().and_then(|name| {
+                state
+                    .backend
+                    .builds(&job.namespace, name)?
+                    .into_iter()
+                    .next()
+            });
+            (job, last)
+        })
+        .collect();
+    let query = query.map(|Query(q)| q.q).unwrap_or_default();
+    page(StatusCode::OK, pages::jobs(&jobs, &query))
+}
+
+async fn job_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let job = state
+        .backend
+        .jobs()
+        .into_iter()
+        .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name.as_str()));
+    match (job, state.backend.builds(&namespace, &name)) {
+        (Some(job), builds) => page(
+            StatusCode::OK,
+            pages::job(&job, &builds.unwrap_or_default()),
+        ),
+        (None, _) => not_found_page(&format!("There is no job {namespace}/{name}.")),
+    }
+}
+
+async fn build_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
+    };
+    let Some(build) = state
+        .backend
+        .builds(&namespace, &name)
+        .and_then(|builds| builds.into_iter().find(|b| b.number == number))
+    else {
+        return not_found_page(&format!(
+            "There is no build {number} of {namespace}/{name}."
+        ));
+    };
+    let mut log = Vec::new();
+    if let Ok(mut stream) = state.backend.log(&namespace, &name, number, false).await {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = stream.next().await {
+            log.extend_from_slice(&chunk);
+        }
+    }
+    page(
+        StatusCode::OK,
+        pages::build(&namespace, &name, &build, &String::from_utf8_lossy(&log)),
+    )
+}
+
+/// `/badges/{namespace}/{job}.svg`: the last build's state.
+async fn badge<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, file)): Path<(String, String)>,
+) -> Response {
+    let Some(name) = file.strip_suffix(".svg") else {
+        return not_found_page("Badges end in .svg.");
+    };
+    let Some(builds) = state.backend.builds(&namespace, name) else {
+        return not_found_page(&format!("There is no job {namespace}/{name}."));
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        pages::badge(name, builds.first().map(|b| b.state)),
+    )
+        .into_response()
 }
 
 /// `/metrics`: Prometheus' text format.

@@ -1,0 +1,200 @@
+//! The read-only web pages, rendered on the server from the API's views: the jobs list, a
+//! job's builds, a build with its log, and status badges. Every value from a job, a build
+//! or a log is escaped; log colours go through [`crate::ansi`]. No page needs JavaScript.
+
+use kubeci_engine::api::{BuildView, JobView};
+
+use crate::ansi::{escape, line_to_html};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2328}\
+table{border-collapse:collapse}td,th{padding:.3rem .8rem;text-align:left;border-bottom:1px solid #d0d7de}\
+.state{font-weight:600}.succeeded{color:#1a7f37}.failed,.error{color:#cf222e}.aborted{color:#6e7781}\
+.running,.pending,.queued{color:#9a6700}pre.log{background:#0d1117;color:#e6edf3;padding:1rem;overflow-x:auto}\
+.b{font-weight:700}.c0{color:#6e7681}.c1{color:#ff7b72}.c2{color:#3fb950}.c3{color:#d29922}.c4{color:#58a6ff}\
+.c5{color:#bc8cff}.c6{color:#39c5cf}.c7{color:#b1bac4}.c8{color:#8b949e}.c9{color:#ffa198}.c10{color:#56d364}\
+.c11{color:#e3b341}.c12{color:#79c0ff}.c13{color:#d2a8ff}.c14{color:#56d4dd}.c15{color:#f0f6fc}\
+.note{color:#57606a;font-size:.9rem}";
+
+/// The page around `body`.
+pub fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{} · kubeci</title><style>{STYLE}</style></head><body><nav><a href=\"/\">kubeci</a></nav>\n{body}\n\
+<p class=\"note\">kubeci is read-only here: jobs change through their ConfigMaps (their Helm charts), not in this page.</p></body></html>\n",
+        escape(title)
+    )
+}
+
+fn cell(value: Option<&str>) -> String {
+    value.map_or_else(|| "–".to_owned(), escape)
+}
+
+fn state(state: &str) -> String {
+    format!("<span class=\"state {0}\">{0}</span>", escape(state))
+}
+
+fn job_path(namespace: &str, name: &str) -> String {
+    format!("/jobs/{}/{}", urlencode(namespace), urlencode(name))
+}
+
+/// A path segment, percent-encoded.
+fn urlencode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The jobs list; `query` filters by namespace, name or repository (case-insensitive).
+pub fn jobs(jobs: &[(JobView, Option<BuildView>)], query: &str) -> String {
+    let wanted = query.to_lowercase();
+    let rows: String = jobs
+        .iter()
+        .filter(|(job, _)| {
+            wanted.is_empty()
+                || [Some(job.namespace.as_str()), job.name.as_deref(), job.git_url.as_deref()]
+                    .iter()
+                    .flatten()
+                    .any(|v| v.to_lowercase().contains(&wanted))
+        })
+        .map(|(job, last)| {
+            let name = job.name.as_deref().unwrap_or("(unnamed)");
+            let result = match (job.valid, last) {
+                (false, _) => "<span class=\"state error\">invalid</span>".to_owned(),
+                (true, Some(build)) => format!("#{} {}", build.number, state(build.state)),
+                (true, None) => "–".to_owned(),
+            };
+            format!(
+                "<tr><td>{}</td><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&job.namespace),
+                job_path(&job.namespace, name),
+                escape(name),
+                cell(job.git_url.as_deref()),
+                cell(job.branch.as_deref()),
+                cell(job.chart_version.as_deref()),
+                result
+            )
+        })
+        .collect();
+    layout(
+        "Jobs",
+        &format!(
+            "<h1>Jobs</h1><form method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"namespace, job or repository\"> <button>Filter</button></form>\n\
+<table><thead><tr><th>Namespace</th><th>Job</th><th>Repository</th><th>Branch</th><th>Chart</th><th>Last build</th></tr></thead><tbody>\n{rows}</tbody></table>",
+            escape(query)
+        ),
+    )
+}
+
+/// A job and its builds.
+pub fn job(job: &JobView, builds: &[BuildView]) -> String {
+    let name = job.name.as_deref().unwrap_or("(unnamed)");
+    let errors: String = job
+        .errors
+        .iter()
+        .map(|e| format!("<li><code>{}</code></li>", escape(e)))
+        .collect();
+    let rows: String = builds
+        .iter()
+        .map(|b| {
+            format!(
+                "<tr><td><a href=\"{}/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                job_path(&job.namespace, name),
+                b.number,
+                b.number,
+                state(b.state),
+                cell(b.trigger.as_deref()),
+                cell(b.commit.as_deref().map(|c| c.get(..12).unwrap_or(c))),
+                b.pull_request.map_or_else(|| "–".to_owned(), |n| format!("#{n}")),
+                cell(b.message.as_deref())
+            )
+        })
+        .collect();
+    layout(
+        &format!("{}/{name}", job.namespace),
+        &format!(
+            "<h1>{}/{}</h1><p>Repository {} · branch {} · chart {} · spec {} · <img alt=\"status\" src=\"/badges/{}/{}.svg\"></p>\n{}\
+<table><thead><tr><th>Build</th><th>State</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>",
+            escape(&job.namespace),
+            escape(name),
+            cell(job.git_url.as_deref()),
+            cell(job.branch.as_deref()),
+            cell(job.chart_version.as_deref()),
+            escape(job.spec_hash.get(..12).unwrap_or(&job.spec_hash)),
+            urlencode(&job.namespace),
+            urlencode(name),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("<p>This job is invalid and does not build:</p><ul>{errors}</ul>")
+            }
+        ),
+    )
+}
+
+/// A build, its log, and how to look at it in the cluster.
+pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String {
+    let lines: String = log.lines().map(|l| line_to_html(l) + "\n").collect();
+    let store = build.log_url.as_deref().map_or_else(String::new, |url| {
+        format!(
+            " · <a href=\"{}\" rel=\"noreferrer\">the log in the log store</a>",
+            escape(url)
+        )
+    });
+    layout(
+        &format!("{namespace}/{job} #{}", build.number),
+        &format!(
+            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p>{}{}</p>\n<table>\
+<tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
+<tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
+<tr><th>Reported</th><td>{}</td></tr></table>\n<pre class=\"log\">{lines}</pre>\n\
+<p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
+            job_path(namespace, job),
+            escape(namespace),
+            escape(job),
+            build.number,
+            state(build.state),
+            build
+                .message
+                .as_deref()
+                .map_or_else(String::new, |m| format!(": {}", escape(m))),
+            cell(build.trigger.as_deref()),
+            cell(build.requested_by.as_deref()),
+            cell(build.commit.as_deref()),
+            build.pull_request.map_or_else(|| "–".to_owned(), |n| format!("#{n}")),
+            escape(&build.reported.join(", ")),
+            ns = escape(namespace),
+            name = escape(&build.name),
+        ),
+    )
+}
+
+/// An SVG status badge: `label | state`.
+pub fn badge(label: &str, state: Option<&str>) -> String {
+    let text = state.unwrap_or("no builds");
+    let colour = match text {
+        "succeeded" => "#2da44e",
+        "failed" | "error" => "#cf222e",
+        "aborted" | "no builds" => "#6e7781",
+        _ => "#bf8700",
+    };
+    let (left, right) = (
+        label.chars().count() * 7 + 10,
+        text.chars().count() * 7 + 10,
+    );
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"20\" role=\"img\" aria-label=\"{l}: {t}\">\
+<rect width=\"{left}\" height=\"20\" fill=\"#555\"/><rect x=\"{left}\" width=\"{right}\" height=\"20\" fill=\"{colour}\"/>\
+<g fill=\"#fff\" font-family=\"Verdana,sans-serif\" font-size=\"11\"><text x=\"5\" y=\"14\">{l}</text><text x=\"{x}\" y=\"14\">{t}</text></g></svg>\n",
+        w = left + right,
+        l = escape(label),
+        t = escape(text),
+        x = left + 5,
+    )
+}
