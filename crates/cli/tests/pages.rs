@@ -13,6 +13,21 @@ fn get(kubeci: &common::serve::Kubeci, path: &str) -> (u16, String) {
     http(kubeci, "GET", path, &[])
 }
 
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
 #[test]
 fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
     let (local, repo) = Local::new();
@@ -107,7 +122,13 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "the log store link stays inside its attribute: {build}"
     );
     for page in [&index, &broken, &job, &build] {
-        assert!(!page.contains("<script"), "no markup from data: {page}");
+        let ours = "<script src=\"/static/kubeci.js\"></script>";
+        assert_eq!(
+            page.matches("<script").count(),
+            1,
+            "no markup from data: {page}"
+        );
+        assert!(page.contains(ours), "{page}");
         assert!(!page.contains('\u{1b}'), "no terminal escapes: {page}");
     }
 
@@ -144,4 +165,58 @@ fn pages_forbid_scripts_through_their_content_security_policy() {
         "{head}"
     );
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+}
+
+#[test]
+fn a_running_build_streams_its_log_live_over_server_sent_events() {
+    let (local, repo) = Local::new();
+    let script = "for i in 1 2 3; do echo \"line $i\"; sleep 0.3; done; printf '\\033[32mgreen <b>\\033[0m\\n'";
+    local.write("live.yaml", &configmap("live", &repo.bare, script, ""));
+    let kubeci = local.serve(&[], &[]);
+    let (status, _) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/live/builds",
+        &[AUTHORIZED],
+    );
+    assert_eq!(status, 201);
+    let (_, page) = get(&kubeci, "/jobs/default/live/builds/1");
+    assert!(
+        page.contains("data-events=\"/jobs/default/live/builds/1/events\""),
+        "a build not finished follows its log: {page}"
+    );
+    assert!(page.contains("id=\"follow\" checked"), "{page}");
+    assert!(
+        page.contains("<script src=\"/static/kubeci.js\"></script>"),
+        "{page}"
+    );
+    // The events end when the build does: read to the end.
+    let (status, events) = get(&kubeci, "/jobs/default/live/builds/1/events");
+    assert_eq!(status, 200);
+    let events = dechunk(&events);
+    let lines: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("data: line"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["data: line 1", "data: line 2", "data: line 3"],
+        "{events}"
+    );
+    assert!(
+        events.contains("data: <span class=\"c2\">green &lt;b&gt;</span>\n"),
+        "rendered, escaped: {events}"
+    );
+    assert!(
+        events.ends_with("event: end\ndata: succeeded\n\n"),
+        "{events}"
+    );
+    let (_, finished) = get(&kubeci, "/jobs/default/live/builds/1");
+    assert!(
+        !finished.contains("data-events"),
+        "a finished build's page is static"
+    );
+    let (status, script) = get(&kubeci, "/static/kubeci.js");
+    assert_eq!(status, 200);
+    assert!(script.contains("EventSource"));
 }

@@ -110,7 +110,12 @@ pub fn app_with_webhooks<B: Backend>(
             "/jobs/{namespace}/{name}/builds/{number}",
             get(build_page::<B>),
         )
+        .route(
+            "/jobs/{namespace}/{name}/builds/{number}/events",
+            get(build_events::<B>),
+        )
         .route("/badges/{namespace}/{file}", get(badge::<B>))
+        .route("/static/kubeci.js", get(script))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::<B>))
         .route("/api/v1/jobs", get(jobs::<B>))
@@ -152,7 +157,78 @@ async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
 
 /// Pages allow no script, frame or foreign resource: whatever a log or a job carries
 /// stays text.
-const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// The pages' one script: the live log.
+const SCRIPT: &str = include_str!("static/kubeci.js");
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+/// `…/builds/{n}/events`: the build's log as Server-Sent Events, one rendered line each,
+/// from the start; an `end` event with the final state when the build step ends.
+async fn build_events<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+) -> Response {
+    use futures_util::StreamExt;
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
+    let stream = match state.backend.log(&namespace, &name, number, true).await {
+        Ok(stream) => stream,
+        Err(e) => return error(StatusCode::NOT_FOUND, "log-not-found", e.to_string()),
+    };
+    let lines = stream
+        .scan(Vec::<u8>::new(), |pending, chunk| {
+            let Ok(chunk) = chunk else {
+                return std::future::ready(Some(Vec::new()));
+            };
+            pending.extend_from_slice(&chunk);
+            let mut events = Vec::new();
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                events.push(format!("data: {}\n\n", ansi::line_to_html(&line)));
+            }
+            std::future::ready(Some(events))
+        })
+        .flat_map(futures_util::stream::iter);
+    let backend = Arc::clone(&state.backend);
+    let end = futures_util::stream::once(async move {
+        // The log ends a moment before the engine records the build's end: wait for it,
+        // a little.
+        let mut state = "unknown";
+        for _ in 0..50 {
+            state = backend
+                .builds(&namespace, &name)
+                .and_then(|builds| builds.into_iter().find(|b| b.number == number))
+                .map_or("unknown", |b| b.state);
+            if !matches!(state, "queued" | "pending" | "running") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        format!("event: end\ndata: {state}\n\n")
+    });
+    let body = lines
+        .chain(end)
+        .map(|event| Ok::<_, std::convert::Infallible>(Bytes::from(event)));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from_stream(body))
+        .expect("a valid response")
+}
 
 fn page(status: StatusCode, html: String) -> Response {
     (

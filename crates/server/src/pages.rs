@@ -20,7 +20,8 @@ pub fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
 <title>{} · kubeci</title><style>{STYLE}</style></head><body><nav><a href=\"/\">kubeci</a></nav>\n{body}\n\
-<p class=\"note\">kubeci is read-only here: jobs change through their ConfigMaps (their Helm charts), not in this page.</p></body></html>\n",
+<p class=\"note\">kubeci is read-only here: jobs change through their ConfigMaps (their Helm charts), not in this page.</p>\
+<script src=\"/static/kubeci.js\"></script></body></html>\n",
         escape(title)
     )
 }
@@ -31,6 +32,14 @@ fn cell(value: Option<&str>) -> String {
 
 fn state(state: &str) -> String {
     format!("<span class=\"state {0}\">{0}</span>", escape(state))
+}
+
+/// The build page's state, which the live log updates when the build ends.
+fn live_state(state: &str) -> String {
+    format!(
+        "<span class=\"state {0}\" id=\"state\">{0}</span>",
+        escape(state)
+    )
 }
 
 fn job_path(namespace: &str, name: &str) -> String {
@@ -138,8 +147,23 @@ pub fn job(job: &JobView, builds: &[BuildView]) -> String {
     )
 }
 
-/// A build, its log, and how to look at it in the cluster.
+/// A build, its log (live while it runs), and how to look at it in the cluster.
 pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String {
+    let live = matches!(build.state, "queued" | "pending" | "running");
+    let events = if live {
+        format!(
+            " data-events=\"{}/builds/{}/events\"",
+            job_path(namespace, job),
+            build.number
+        )
+    } else {
+        String::new()
+    };
+    let follow = if live {
+        "<p><label><input type=\"checkbox\" id=\"follow\" checked> follow the log</label> <span id=\"live\">live</span></p>"
+    } else {
+        ""
+    };
     let lines: String = log.lines().map(|l| line_to_html(l) + "\n").collect();
     let store = build.log_url.as_deref().map_or_else(String::new, |url| {
         format!(
@@ -150,16 +174,16 @@ pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String
     layout(
         &format!("{namespace}/{job} #{}", build.number),
         &format!(
-            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p>{}{}</p>\n<table>\
+            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}{}</p>\n<table>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
-<tr><th>Reported</th><td>{}</td></tr></table>\n<pre class=\"log\">{lines}</pre>\n\
+<tr><th>Reported</th><td>{}</td></tr></table>\n{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
             job_path(namespace, job),
             escape(namespace),
             escape(job),
             build.number,
-            state(build.state),
+            live_state(build.state),
             build
                 .message
                 .as_deref()

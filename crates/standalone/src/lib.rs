@@ -428,8 +428,8 @@ impl Standalone {
                 .running
                 .lock()
                 .expect("lock")
-                .remove(&key)
-                .and_then(|r| r.cancelled_by);
+                .get(&key)
+                .and_then(|r| r.cancelled_by.clone());
             let state = match state {
                 Ok(outcome) => final_state(&outcome, cancelled_by),
                 Err(message) => BuildState::Error {
@@ -446,6 +446,8 @@ impl Standalone {
                     key.0, key.1, key.2
                 );
             }
+            // Followers of the log see it end once the end is recorded.
+            engine.running.lock().expect("lock").remove(&key);
             engine.changed.notify_one();
         });
         Ok(())
