@@ -4,9 +4,6 @@
 //!
 //! Run: `cargo bench -p kubeci --bench serve_load`
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,72 +36,21 @@ fn build_job(i: usize) -> Value {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn start(server: &FakeApiServer) -> (Kubeci, Duration) {
+    support::start(
+        server,
+        &[("token", "bench-token-of-some-length")],
+        &["--token-file", "{dir}/token"],
+    )
 }
 
 fn status(port: u16, method: &str, path: &str, auth: bool) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
     let auth = if auth {
         "Authorization: Bearer bench-token-of-some-length\r\n"
     } else {
         ""
     };
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: l\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut head = [0u8; 12];
-    if stream.read_exact(&mut head).is_err() {
-        return 0;
-    }
-    String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0)
-}
-
-/// The process, its port, and its directory (kept while it runs).
-struct Kubeci(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Kubeci {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(server: &FakeApiServer) -> (Kubeci, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    std::fs::write(dir.path().join("token"), "bench-token-of-some-length").unwrap();
-    let port = free_port();
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
-        .args([
-            "serve",
-            "--kubernetes",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--token-file")
-        .arg(dir.path().join("token"))
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let kubeci = Kubeci(child, port, dir);
-    while status(port, "GET", "/readyz", false) != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    (kubeci, started.elapsed())
+    support::status(port, method, path, auth)
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -118,10 +64,10 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort_unstable();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, Kubeci};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -140,7 +86,7 @@ fn main() {
     // Idle: nothing declared.
     let (idle, _) = start(&server);
     std::thread::sleep(Duration::from_secs(2));
-    let idle_rss = rss_mb(idle.0.id());
+    let idle_rss = rss_mb(idle.child.id());
     drop(idle);
 
     let mut objects: Vec<Value> = (0..JOBS).map(configmap).collect();
@@ -154,8 +100,8 @@ fn main() {
     }
     let (kubeci, _) = start(&server);
     std::thread::sleep(Duration::from_secs(2));
-    let loaded_rss = rss_mb(kubeci.0.id());
-    let port = kubeci.1;
+    let loaded_rss = rss_mb(kubeci.child.id());
+    let port = kubeci.port;
 
     // ConfigMap change → job served: a new job ConfigMap, until the API knows the job.
     let client = runtime.block_on(server.client());

@@ -8,7 +8,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,61 +57,20 @@ fn deliver(port: u16, body: &[u8], signature: &str) -> u16 {
         .unwrap_or(0)
 }
 
-struct Kubeci(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Kubeci {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(server: &FakeApiServer) -> (Kubeci, u16) {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
-        .args([
-            "serve",
-            "--kubernetes",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--github-webhook-secret-file")
-        .arg(dir.path().join("secret"))
-        .args([
+    let (kubeci, _) = support::start(
+        server,
+        &[("secret", SECRET)],
+        &[
+            "--github-webhook-secret-file",
+            "{dir}/secret",
             "--github-url",
             "http://127.0.0.1:9",
             "--github-resync",
             "0s",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let kubeci = Kubeci(child, dir);
-    let started = Instant::now();
-    loop {
-        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            answer.starts_with("HTTP/1.1 200")
-        });
-        if ready {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        ],
+    );
+    let port = kubeci.port;
     (kubeci, port)
 }
 
@@ -151,10 +109,10 @@ fn throughput(port: u16, body: Vec<u8>, seconds: u64) -> (f64, usize) {
     )
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort_unstable();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, Kubeci};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,7 +37,15 @@ pub struct Stats {
     pub rate_limit_remaining: Option<u64>,
 }
 
-/// A commit status.
+/// A commit status as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    pub context: String,
+    pub state: String,
+    pub target_url: String,
+}
+
+/// A commit status to post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status<'a> {
     pub state: &'a str,
@@ -268,13 +276,8 @@ impl GitHubClient {
         .map(|_| ())
     }
 
-    /// The latest status of `context` on commit `sha`: (state, target URL).
-    pub async fn latest_status(
-        &self,
-        repo: &str,
-        sha: &str,
-        context: &str,
-    ) -> Result<Option<(String, String)>, GitHubError> {
+    /// The statuses on commit `sha`, newest first (as GitHub lists them).
+    pub async fn statuses(&self, repo: &str, sha: &str) -> Result<Vec<CommitStatus>, GitHubError> {
         let value = self
             .found(
                 Method::GET,
@@ -282,32 +285,18 @@ impl GitHubClient {
                 None,
             )
             .await?;
-        // GitHub lists the newest first.
         Ok(value
             .as_array()
             .into_iter()
             .flatten()
-            .find(|s| s["context"] == context)
             .map(|s| {
                 let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
-                (text("state"), text("target_url"))
-            }))
-    }
-
-    /// The contexts of the statuses on commit `sha`.
-    pub async fn status_contexts(&self, repo: &str, sha: &str) -> Result<Vec<String>, GitHubError> {
-        let value = self
-            .found(
-                Method::GET,
-                &format!("/repos/{repo}/commits/{sha}/statuses?per_page=100"),
-                None,
-            )
-            .await?;
-        Ok(value
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["context"].as_str().map(str::to_owned))
+                CommitStatus {
+                    context: text("context"),
+                    state: text("state"),
+                    target_url: text("target_url"),
+                }
+            })
             .collect())
     }
 

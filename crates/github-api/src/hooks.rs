@@ -400,12 +400,13 @@ impl<B: Backend> Hooks<B> {
     ) -> Result<usize, GitHubError> {
         let contexts = self
             .github
-            .status_contexts(&repository.full_name, &pr.head_sha)
+            .statuses(&repository.full_name, &pr.head_sha)
             .await?;
         let members = self.memberships(jobs, &[&pr.author]).await?;
         let decision = decide::resync(pr, jobs, &members, |job| {
             let ghprb_context = job.job.ghprb.as_ref().and_then(|g| g.context.as_deref());
-            contexts.contains(&context(&job.job.name, ghprb_context))
+            let wanted = context(&job.job.name, ghprb_context);
+            contexts.iter().any(|s| s.context == wanted)
         });
         match self.execute(repository, Some(pr.number), decision).await {
             Ok(done) => Ok(done["builds"]

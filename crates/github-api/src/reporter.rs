@@ -65,12 +65,9 @@ impl Reporter for GitHubReporter {
                 retry_after: e.retry_after(),
             };
             // Posted already (by a kubeci that stopped before recording it): not again.
-            let latest = self
-                .client
-                .latest_status(&repo, sha, &context)
-                .await
-                .map_err(failed)?;
-            if latest.is_some_and(|(s, url)| s == state.as_str() && url == target.url) {
+            let statuses = self.client.statuses(&repo, sha).await.map_err(failed)?;
+            let latest = statuses.iter().find(|s| s.context == context);
+            if latest.is_some_and(|s| s.state == state.as_str() && s.target_url == target.url) {
                 return Ok(());
             }
             let status = Status {

@@ -56,8 +56,14 @@ async fn every_call_kubeci_makes() {
     let posted = github.statuses();
     assert_eq!(posted[0].description.len(), 140, "GitHub's limit");
     assert_eq!(
-        client.status_contexts("o/r", "abc123").await.unwrap(),
-        ["kubeci/demo"]
+        client
+            .statuses("o/r", "abc123")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.context, s.state))
+            .collect::<Vec<_>>(),
+        [("kubeci/demo".to_owned(), "pending".to_owned())]
     );
 
     client.comment("o/r", 7, "hello").await.unwrap();
