@@ -117,6 +117,19 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         build.contains("kubectl -n default get job pages-1"),
         "{build}"
     );
+    let duration = build
+        .split("<tr><th>Duration</th><td>")
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .unwrap_or_default();
+    assert!(
+        duration.ends_with('s') && duration.starts_with(|c: char| c.is_ascii_digit()),
+        "a duration: {duration:?}"
+    );
+    assert!(
+        build.contains("<tr><th>Started</th><td>20"),
+        "a start time: {build}"
+    );
     assert!(
         build.contains("href=\"https://logs.example/?q=&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""),
         "the log store link stays inside its attribute: {build}"

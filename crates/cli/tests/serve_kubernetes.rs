@@ -46,6 +46,15 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
             .first()
             .is_some_and(|b| b["state"] == "succeeded")
     });
+    let finished = &builds(&kubeci, "start-helm-test")[0];
+    for key in ["created_at", "started_at", "finished_at"] {
+        assert!(
+            finished[key]
+                .as_str()
+                .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()),
+            "{key}: {finished}"
+        );
+    }
 
     // An edit applies to the next build; the finished one keeps the spec it ran.
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");

@@ -88,12 +88,40 @@ pub struct BuildView {
     pub chart_version: Option<String>,
     /// The commit statuses reported for it so far.
     pub reported: Vec<&'static str>,
+    /// When it was requested, started and finished (RFC 3339), when known.
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
     /// Its log in the cluster's log store (from `--log-url-template` or the job's `log_url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
 }
 
+/// A time (seconds since the epoch) as the API writes it: RFC 3339, UTC.
+pub fn timestamp(seconds: Option<i64>) -> Option<String> {
+    seconds
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+}
+
 impl BuildView {
+    /// How long it ran (from start to finish, or to now while it runs), as `1m 05s`.
+    pub fn duration(&self, now: i64) -> Option<String> {
+        let at = |t: &Option<String>| {
+            t.as_deref()?
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_second())
+        };
+        let started = at(&self.started_at)?;
+        let seconds = (at(&self.finished_at).unwrap_or(now) - started).max(0);
+        Some(match seconds {
+            s if s < 60 => format!("{s}s"),
+            s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+            s => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        })
+    }
+
     pub fn describe(state: &BuildState) -> (&'static str, Option<String>) {
         let message = match state {
             BuildState::Pending { message } => message.clone(),
@@ -270,5 +298,51 @@ impl Webhooks for NoWebhooks {
                 body: serde_json::json!({"error": {"code": "no-webhook-secret", "message": "kubeci has no GitHub webhook secret configured, so it accepts no delivery (--github-webhook-secret-file)"}}),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        let build = |started: Option<i64>, finished: Option<i64>| BuildView {
+            number: 1,
+            name: "demo-1".into(),
+            state: "running",
+            message: None,
+            trigger: None,
+            requested_by: None,
+            commit: None,
+            pull_request: None,
+            spec_hash: None,
+            chart_version: None,
+            reported: Vec::new(),
+            log_url: None,
+            created_at: timestamp(started),
+            started_at: timestamp(started),
+            finished_at: timestamp(finished),
+        };
+        let t = 1_795_428_000;
+        assert_eq!(
+            build(Some(t), Some(t + 42)).duration(0).as_deref(),
+            Some("42s")
+        );
+        assert_eq!(
+            build(Some(t), Some(t + 65)).duration(0).as_deref(),
+            Some("1m 05s")
+        );
+        assert_eq!(
+            build(Some(t), Some(t + 7322)).duration(0).as_deref(),
+            Some("2h 02m")
+        );
+        assert_eq!(
+            build(Some(t), None).duration(t + 3).as_deref(),
+            Some("3s"),
+            "while it runs"
+        );
+        assert_eq!(build(None, None).duration(t), None, "not started");
+        assert_eq!(timestamp(Some(t)).as_deref(), Some("2026-11-23T10:00:00Z"));
     }
 }

@@ -568,6 +568,19 @@ impl Cluster {
             .map(|s| s.as_str())
             .collect(),
             log_url,
+            created_at: kubeci_engine::api::timestamp(
+                job.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            ),
+            started_at: kubeci_engine::api::timestamp(
+                job.status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0.as_second()),
+            ),
+            finished_at: kubeci_engine::api::timestamp(summary.finished_at),
         }
     }
 

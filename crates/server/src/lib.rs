@@ -641,6 +641,9 @@ mod tests {
                     chart_version: None,
                     reported: Vec::new(),
                     log_url: None,
+                    created_at: None,
+                    started_at: None,
+                    finished_at: None,
                 },
                 created: request.key.is_none(),
             })

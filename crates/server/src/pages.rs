@@ -26,6 +26,12 @@ pub fn layout(title: &str, body: &str) -> String {
     )
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn cell(value: Option<&str>) -> String {
     value.map_or_else(|| "–".to_owned(), escape)
 }
@@ -113,11 +119,12 @@ pub fn job(job: &JobView, builds: &[BuildView]) -> String {
         .iter()
         .map(|b| {
             format!(
-                "<tr><td><a href=\"{}/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td><a href=\"{}/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 job_path(&job.namespace, name),
                 b.number,
                 b.number,
                 state(b.state),
+                cell(b.duration(now()).as_deref()),
                 cell(b.trigger.as_deref()),
                 cell(b.commit.as_deref().map(|c| c.get(..12).unwrap_or(c))),
                 b.pull_request.map_or_else(|| "–".to_owned(), |n| format!("#{n}")),
@@ -129,7 +136,7 @@ pub fn job(job: &JobView, builds: &[BuildView]) -> String {
         &format!("{}/{name}", job.namespace),
         &format!(
             "<h1>{}/{}</h1><p>Repository {} · branch {} · chart {} · spec {} · <img alt=\"status\" src=\"/badges/{}/{}.svg\"></p>\n{}\
-<table><thead><tr><th>Build</th><th>State</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>",
+<table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>",
             escape(&job.namespace),
             escape(name),
             cell(job.git_url.as_deref()),
@@ -175,6 +182,7 @@ pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String
         &format!("{namespace}/{job} #{}", build.number),
         &format!(
             "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}{}</p>\n<table>\
+<tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Finished</th><td>{}</td></tr><tr><th>Duration</th><td>{}</td></tr>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
 <tr><th>Reported</th><td>{}</td></tr></table>\n{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
@@ -188,6 +196,10 @@ pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String
                 .message
                 .as_deref()
                 .map_or_else(String::new, |m| format!(": {}", escape(m))),
+            cell(build.created_at.as_deref()),
+            cell(build.started_at.as_deref()),
+            cell(build.finished_at.as_deref()),
+            cell(build.duration(now()).as_deref()),
             cell(build.trigger.as_deref()),
             cell(build.requested_by.as_deref()),
             cell(build.commit.as_deref()),

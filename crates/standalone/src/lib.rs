@@ -568,6 +568,9 @@ impl Standalone {
                 .map(CommitState::as_str)
                 .collect(),
             log_url,
+            created_at: kubeci_engine::api::timestamp(Some(row.created_at)),
+            started_at: kubeci_engine::api::timestamp(row.started_at),
+            finished_at: kubeci_engine::api::timestamp(row.finished_at),
         }
     }
 
