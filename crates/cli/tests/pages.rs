@@ -94,6 +94,15 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{job}"
     );
     assert!(job.contains("src=\"/badges/default/pages.svg\""), "{job}");
+    assert!(job.contains("Builds on: manual (API, CLI)"), "{job}");
+    assert!(
+        job.contains("<h2>job.yaml</h2>") && job.contains("run_command: "),
+        "the spec as written: {job}"
+    );
+    assert!(
+        job.contains("As written in ConfigMap default/pages; change it there."),
+        "{job}"
+    );
 
     let (status, build) = get(&kubeci, "/jobs/default/pages/builds/1");
     assert_eq!(status, 200);

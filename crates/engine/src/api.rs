@@ -242,6 +242,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         repositories: Option<&[String]>,
     ) -> Vec<(String, std::sync::Arc<kubeci_spec::Job>)>;
+    /// Job `name` of `namespace` as declared (valid or not), with its `job.yaml` as written.
+    fn declaration(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<std::sync::Arc<kubeci_spec::LoadedJob>>;
     /// The engine's metrics (builds by job and state, queue length, errors).
     fn metrics(&self) -> Vec<crate::metrics::Family> {
         Vec::new()

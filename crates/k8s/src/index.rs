@@ -118,6 +118,12 @@ impl JobIndex {
         })
     }
 
+    /// Any job (valid or not) named `name` in `namespace`, shared.
+    pub fn find_declared(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
+        self.shared()
+            .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
+    }
+
     /// Any job (valid or not) named `name` in `namespace`, for error messages.
     pub fn find_any(&self, namespace: &str, name: &str) -> Option<&LoadedJob> {
         self.all()

@@ -759,6 +759,14 @@ impl Backend for Cluster {
         Ok(self.view(&stopped, &record.pods, &summary))
     }
 
+    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
+        self.index
+            .read()
+            .expect("the index lock")
+            .find_declared(namespace, name)
+            .cloned()
+    }
+
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
         let builds: Vec<(String, String, &'static str)> = self
             .records(|_, _| true)

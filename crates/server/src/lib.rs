@@ -287,18 +287,11 @@ async fn job_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    let job = state
-        .backend
-        .jobs()
-        .into_iter()
-        .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name.as_str()));
-    match (job, state.backend.builds(&namespace, &name)) {
-        (Some(job), builds) => page(
-            StatusCode::OK,
-            pages::job(&job, &builds.unwrap_or_default()),
-        ),
-        (None, _) => not_found_page(&format!("There is no job {namespace}/{name}.")),
-    }
+    let Some(declared) = state.backend.declaration(&namespace, &name) else {
+        return not_found_page(&format!("There is no job {namespace}/{name}."));
+    };
+    let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
+    page(StatusCode::OK, pages::job(&declared, &builds))
 }
 
 async fn build_page<B: Backend>(
@@ -660,6 +653,9 @@ mod tests {
                 name: name.into(),
                 number,
             })
+        }
+        fn declaration(&self, _: &str, _: &str) -> Option<Arc<kubeci_spec::LoadedJob>> {
+            None
         }
         fn specs(&self, _: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
             Vec::new()

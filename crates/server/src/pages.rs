@@ -107,9 +107,39 @@ pub fn jobs(jobs: &[(JobView, Option<BuildView>)], query: &str) -> String {
     )
 }
 
-/// A job and its builds.
-pub fn job(job: &JobView, builds: &[BuildView]) -> String {
+/// What starts a job's builds, in words.
+fn triggers(job: &kubeci_spec::Job) -> Vec<String> {
+    let mut found = vec!["manual (API, CLI)".to_owned()];
+    if job.pull_requests_enabled() {
+        found.push("GitHub pull requests".to_owned());
+    }
+    if let Some(triggers) = &job.triggers {
+        if let Some(push) = &triggers.push {
+            let branches: Vec<&str> = push.branches.iter().collect();
+            found.push(format!("pushes to {}", branches.join(", ")));
+        }
+        if let Some(cron) = &triggers.cron {
+            found.push(format!("cron {}", cron.trim()));
+        }
+    }
+    found
+}
+
+/// A job: its triggers, its builds, and its spec as written (read-only).
+pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView]) -> String {
+    let job = &JobView::of(declared);
     let name = job.name.as_deref().unwrap_or("(unnamed)");
+    let triggers = declared
+        .job
+        .as_ref()
+        .map(|spec| {
+            triggers(spec)
+                .iter()
+                .map(|t| escape(t))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        })
+        .unwrap_or_else(|| "none (invalid)".to_owned());
     let errors: String = job
         .errors
         .iter()
@@ -136,7 +166,9 @@ pub fn job(job: &JobView, builds: &[BuildView]) -> String {
         &format!("{}/{name}", job.namespace),
         &format!(
             "<h1>{}/{}</h1><p>Repository {} · branch {} · chart {} · spec {} · <img alt=\"status\" src=\"/badges/{}/{}.svg\"></p>\n{}\
-<table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>",
+<p>Builds on: {triggers}</p>\
+<table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
+<h2>job.yaml</h2><p class=\"note\">As written in {}; change it there.</p><pre>{}</pre>",
             escape(&job.namespace),
             escape(name),
             cell(job.git_url.as_deref()),
@@ -149,7 +181,9 @@ pub fn job(job: &JobView, builds: &[BuildView]) -> String {
                 String::new()
             } else {
                 format!("<p>This job is invalid and does not build:</p><ul>{errors}</ul>")
-            }
+            },
+            cell(job.configmap.as_deref()),
+            escape(&declared.source),
         ),
     )
 }

@@ -728,6 +728,13 @@ impl Backend for Standalone {
         self.jobs.read().expect("the jobs lock").specs(repositories)
     }
 
+    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
+        self.jobs
+            .read()
+            .expect("the jobs lock")
+            .find_any(namespace, name)
+    }
+
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
         let rows = self.store().all_builds().unwrap_or_default();
         let builds: Vec<(String, String, &'static str)> = rows
