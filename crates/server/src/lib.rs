@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 pub mod ansi;
 pub mod pages;
+pub mod session;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -106,6 +107,12 @@ pub fn app_with_webhooks<B: Backend>(
         .route("/readyz", get(readyz::<B>))
         .route("/", get(jobs_page::<B>))
         .route("/jobs/{namespace}/{name}", get(job_page::<B>))
+        .route("/login", get(login_page).post(login::<B>))
+        .route("/jobs/{namespace}/{name}/build", post(build_now::<B>))
+        .route(
+            "/jobs/{namespace}/{name}/builds/{number}/cancel",
+            post(cancel_now::<B>),
+        )
         .route(
             "/jobs/{namespace}/{name}/builds/{number}",
             get(build_page::<B>),
@@ -283,20 +290,196 @@ async fn jobs_page<B: Backend>(
     page(StatusCode::OK, pages::jobs(&jobs, &query))
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The CSRF token of the request's signed-in session, if it has one.
+fn signed_in(access: &Access, headers: &HeaderMap) -> Option<String> {
+    let token = access.token.as_deref()?;
+    let session = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(session::from_cookie_header)?;
+    session::valid(token, session, now()).then(|| session::csrf(token, session))
+}
+
+/// Why a form may not act (`None`: it may): it needs a signed-in session, and that
+/// session's CSRF token in the form.
+fn form_refusal(access: &Access, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+    if access.token.is_none() {
+        return Some(page(
+            StatusCode::FORBIDDEN,
+            pages::layout("Forbidden", "<h1>Forbidden</h1><p>Actions need the server to be given a token (--token-file).</p>"),
+        ));
+    }
+    match signed_in(access, headers) {
+        None => Some(page(
+            StatusCode::UNAUTHORIZED,
+            pages::login("/", Some("Sign in first.")),
+        )),
+        Some(expected) if !constant_time_eq(csrf.as_bytes(), expected.as_bytes()) => Some(page(
+            StatusCode::FORBIDDEN,
+            pages::layout("Forbidden", "<h1>Forbidden</h1><p>This form did not come from kubeci's own page (its CSRF token is missing or wrong).</p>"),
+        )),
+        Some(_) => None,
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, location.to_owned())],
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_page(query: Result<Query<LoginQuery>, QueryRejection>) -> Response {
+    let next = query.map(|Query(q)| q.next).unwrap_or_default();
+    page(
+        StatusCode::OK,
+        pages::login(session::safe_next(&next), None),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login`: the token for a session cookie (HttpOnly, SameSite=Strict).
+async fn login<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(form)) = form else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            pages::login("/", Some("The form could not be read.")),
+        );
+    };
+    let next = session::safe_next(&form.next);
+    let Some(token) = state.access.token.as_deref() else {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::login(
+                next,
+                Some("This kubeci has no token: actions are disabled."),
+            ),
+        );
+    };
+    if !constant_time_eq(form.token.trim().as_bytes(), token.as_bytes()) {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            pages::login(next, Some("That is not the server's token.")),
+        );
+    }
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        session::COOKIE,
+        session::issue(token, now()),
+        session::LIFETIME
+    );
+    let mut response = see_other(next);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
+    response
+}
+
+#[derive(serde::Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /jobs/{ns}/{name}/build`: "Build now".
+async fn build_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    if let Some(refused) = form_refusal(&state.access, &headers, &csrf) {
+        return refused;
+    }
+    let request = TriggerRequest {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        build: BuildRequest {
+            requested_by: Some("ui".into()),
+            ..BuildRequest::manual(0)
+        },
+        key: None,
+    };
+    match state.backend.trigger(request).await {
+        Ok(Triggered { build, .. }) => see_other(&format!(
+            "/jobs/{}/{}/builds/{}",
+            namespace, name, build.number
+        )),
+        Err(e) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::layout(
+                "Not started",
+                &format!(
+                    "<h1>Not started</h1><p>{}</p>",
+                    ansi::escape(&e.to_string())
+                ),
+            ),
+        ),
+    }
+}
+
+/// `POST …/builds/{n}/cancel` from the build page.
+async fn cancel_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
+    };
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    if let Some(refused) = form_refusal(&state.access, &headers, &csrf) {
+        return refused;
+    }
+    let _ = state.backend.cancel(&namespace, &name, number, "ui").await;
+    see_other(&format!("/jobs/{namespace}/{name}/builds/{number}"))
+}
+
 async fn job_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(declared) = state.backend.declaration(&namespace, &name) else {
         return not_found_page(&format!("There is no job {namespace}/{name}."));
     };
     let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
-    page(StatusCode::OK, pages::job(&declared, &builds))
+    let csrf = signed_in(&state.access, &headers);
+    page(
+        StatusCode::OK,
+        pages::job(&declared, &builds, csrf.as_deref()),
+    )
 }
 
 async fn build_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
 ) -> Response {
     let Ok(Path((namespace, name, number))) = path else {
         return not_found_page("A build number is a whole number.");
@@ -319,7 +502,13 @@ async fn build_page<B: Backend>(
     }
     page(
         StatusCode::OK,
-        pages::build(&namespace, &name, &build, &String::from_utf8_lossy(&log)),
+        pages::build(
+            &namespace,
+            &name,
+            &build,
+            &String::from_utf8_lossy(&log),
+            signed_in(&state.access, &headers).as_deref(),
+        ),
     )
 }
 

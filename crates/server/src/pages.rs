@@ -125,8 +125,32 @@ fn triggers(job: &kubeci_spec::Job) -> Vec<String> {
     found
 }
 
-/// A job: its triggers, its builds, and its spec as written (read-only).
-pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView]) -> String {
+/// A form that posts `action` with the session's CSRF token.
+fn action_form(action: &str, csrf: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{action}\" class=\"action\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>{}</button></form>",
+        escape(csrf),
+        escape(label)
+    )
+}
+
+/// The sign-in page; `next` is where to go afterwards.
+pub fn login(next: &str, problem: Option<&str>) -> String {
+    layout(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1>{}<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+<label>The server's token <input type=\"password\" name=\"token\" autocomplete=\"current-password\"></label> <button>Sign in</button></form>\
+<p class=\"note\">Starting and cancelling builds needs the token kubeci was given (--token-file).</p>",
+            problem.map_or_else(String::new, |p| format!("<p class=\"state error\">{}</p>", escape(p))),
+            escape(next)
+        ),
+    )
+}
+
+/// A job: its triggers, its builds, and its spec as written (read-only). `csrf`: the
+/// signed-in session's token, which offers "Build now".
+pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option<&str>) -> String {
     let job = &JobView::of(declared);
     let name = job.name.as_deref().unwrap_or("(unnamed)");
     let triggers = declared
@@ -140,6 +164,15 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView]) -> String {
                 .join(" · ")
         })
         .unwrap_or_else(|| "none (invalid)".to_owned());
+    let path = job_path(&job.namespace, name);
+    let actions = match (csrf, job.valid) {
+        (Some(csrf), true) => action_form(&format!("{path}/build"), csrf, "Build now"),
+        (Some(_), false) => String::new(),
+        (None, _) => format!(
+            "<p><a href=\"/login?next={}\">Sign in</a> to start builds.</p>",
+            escape(&urlencode(&path))
+        ),
+    };
     let errors: String = job
         .errors
         .iter()
@@ -166,7 +199,7 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView]) -> String {
         &format!("{}/{name}", job.namespace),
         &format!(
             "<h1>{}/{}</h1><p>Repository {} · branch {} · chart {} · spec {} · <img alt=\"status\" src=\"/badges/{}/{}.svg\"></p>\n{}\
-<p>Builds on: {triggers}</p>\
+<p>Builds on: {triggers}</p>{actions}\
 <table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
 <h2>job.yaml</h2><p class=\"note\">As written in {}; change it there.</p><pre>{}</pre>",
             escape(&job.namespace),
@@ -188,9 +221,28 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView]) -> String {
     )
 }
 
-/// A build, its log (live while it runs), and how to look at it in the cluster.
-pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String {
+/// A build, its log (live while it runs), and how to look at it in the cluster. `csrf`:
+/// the signed-in session's token, which offers "Cancel" while the build runs.
+pub fn build(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    log: &str,
+    csrf: Option<&str>,
+) -> String {
     let live = matches!(build.state, "queued" | "pending" | "running");
+    let cancel = match csrf {
+        Some(csrf) if live => action_form(
+            &format!(
+                "{}/builds/{}/cancel",
+                job_path(namespace, job),
+                build.number
+            ),
+            csrf,
+            "Cancel",
+        ),
+        _ => String::new(),
+    };
     let events = if live {
         format!(
             " data-events=\"{}/builds/{}/events\"",
@@ -219,7 +271,7 @@ pub fn build(namespace: &str, job: &str, build: &BuildView, log: &str) -> String
 <tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Finished</th><td>{}</td></tr><tr><th>Duration</th><td>{}</td></tr>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
-<tr><th>Reported</th><td>{}</td></tr></table>\n{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
+<tr><th>Reported</th><td>{}</td></tr></table>\n{cancel}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
             job_path(namespace, job),
             escape(namespace),

@@ -1,0 +1,105 @@
+//! Signing in to the pages with the server's token: a session cookie that any replica can
+//! check (`<expiry>.<HMAC(token, expiry)>`, no server-side state), and a CSRF token per
+//! session that every form carries. Pure: the caller passes the time.
+
+use crate::constant_time_eq;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "kubeci_session";
+/// How long a sign-in lasts.
+pub const LIFETIME: i64 = 12 * 3600;
+
+fn mac(token: &str, purpose: &str) -> String {
+    kubeci_github::signature::sign(token.as_bytes(), purpose.as_bytes())
+}
+
+/// A new session's cookie value.
+pub fn issue(token: &str, now: i64) -> String {
+    let expiry = now + LIFETIME;
+    format!("{expiry}.{}", mac(token, &format!("session:{expiry}")))
+}
+
+/// Whether `value` is a session this token issued that has not expired.
+pub fn valid(token: &str, value: &str, now: i64) -> bool {
+    let Some((expiry, presented)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(at) = expiry.parse::<i64>() else {
+        return false;
+    };
+    at > now
+        && constant_time_eq(
+            presented.as_bytes(),
+            mac(token, &format!("session:{expiry}")).as_bytes(),
+        )
+}
+
+/// The CSRF token of a session: forms carry it, a forged form cannot know it.
+pub fn csrf(token: &str, session: &str) -> String {
+    mac(token, &format!("csrf:{session}"))
+}
+
+pub fn csrf_ok(token: &str, session: &str, presented: &str) -> bool {
+    constant_time_eq(presented.as_bytes(), csrf(token, session).as_bytes())
+}
+
+/// The session cookie in a `Cookie` header, if any.
+pub fn from_cookie_header(header: &str) -> Option<&str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// Where to go after signing in: a path on this server, never another site.
+pub fn safe_next(next: &str) -> &str {
+    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    if local {
+        next
+    } else {
+        "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_csrf_tokens_hold_only_for_their_token_and_time() {
+        let token = "a-token-of-some-length";
+        let session = issue(token, 1000);
+        assert!(valid(token, &session, 1001));
+        assert!(!valid(token, &session, 1000 + LIFETIME), "expired");
+        assert!(
+            !valid("another-token-entirely", &session, 1001),
+            "another token"
+        );
+        let (expiry, mac) = session.split_once('.').unwrap();
+        let stretched = format!("{}.{mac}", expiry.parse::<i64>().unwrap() + 3600);
+        assert!(!valid(token, &stretched, 1001), "the expiry is signed");
+        assert!(!valid(token, "garbage", 1001));
+        let form = csrf(token, &session);
+        assert!(csrf_ok(token, &session, &form));
+        assert!(
+            !csrf_ok(token, &issue(token, 2000), &form),
+            "another session's form"
+        );
+        assert!(!csrf_ok(token, &session, ""));
+        assert_eq!(
+            from_cookie_header("a=1; kubeci_session=5.abc; b=2"),
+            Some("5.abc")
+        );
+        assert_eq!(from_cookie_header("kubeci_sessionx=1"), None);
+        assert_eq!(safe_next("/jobs/ns/a"), "/jobs/ns/a");
+        for hostile in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_next(hostile), "/", "{hostile}");
+        }
+    }
+}
