@@ -33,8 +33,8 @@ pub struct ReportTarget {
 #[error("{message}")]
 pub struct ReportError {
     pub message: String,
-    /// Worth trying again (a network failure, a 5xx, a rate limit); otherwise the report
-    /// is given up and recorded as such.
+    /// Worth trying again soon (a network failure, a 5xx, a rate limit); otherwise it is
+    /// tried again at the slowest pace, as the receiver may be fixed.
     pub retryable: bool,
     /// When the receiver said to come back (`Retry-After`, a rate-limit reset).
     pub retry_after: Option<Duration>,
@@ -160,6 +160,20 @@ pub fn report_key(target: &ReportTarget, state: CommitState) -> String {
     )
 }
 
+/// The longest wait between two attempts at a report.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// How long to wait before attempt `attempts + 1` at a report that failed with `error`:
+/// doubling from 1 s up to [`MAX_RETRY_DELAY`], never sooner than the receiver's
+/// `retry_after`; the longest wait when it is not worth retrying soon.
+pub fn retry_delay(attempts: u32, error: &ReportError) -> Duration {
+    if !error.retryable {
+        return MAX_RETRY_DELAY.max(error.retry_after.unwrap_or_default());
+    }
+    let backoff = Duration::from_secs(1 << attempts.min(6)).min(MAX_RETRY_DELAY);
+    error.retry_after.unwrap_or(backoff).max(backoff)
+}
+
 /// Writes the `kubeci.io/reported` annotation.
 pub fn format_reported(reported: &[CommitState]) -> String {
     reported
@@ -182,6 +196,37 @@ pub fn next_report(state: &BuildState, reported: &[CommitState]) -> Option<(Comm
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_reports_wait_longer_each_time_and_as_long_as_the_receiver_asks() {
+        let error = |retryable, retry_after| ReportError {
+            message: "no".into(),
+            retryable,
+            retry_after,
+        };
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(secs(retry_delay(0, &error(true, None))), 1);
+        assert_eq!(secs(retry_delay(3, &error(true, None))), 8);
+        assert_eq!(secs(retry_delay(20, &error(true, None))), 60, "capped");
+        assert_eq!(
+            secs(retry_delay(
+                0,
+                &error(true, Some(Duration::from_secs(3600)))
+            )),
+            3600,
+            "Retry-After wins"
+        );
+        assert_eq!(
+            secs(retry_delay(4, &error(true, Some(Duration::from_secs(2))))),
+            16,
+            "never sooner than the backoff"
+        );
+        assert_eq!(
+            secs(retry_delay(0, &error(false, None))),
+            60,
+            "not worth retrying soon"
+        );
+    }
 
     #[test]
     fn each_state_is_reported_once_and_nothing_after_the_final_one() {

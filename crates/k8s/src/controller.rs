@@ -423,21 +423,20 @@ fn report(
                 record_reported(&cluster, &target, &recorded).await;
                 Ok(())
             }
-            Err(e) => Err(e.retry_after.map_or_else(
-                || e.message.clone(),
-                |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
-            ))
-            .map_err(|message| (message, e.retry_after)),
+            Err(e) => Err((
+                e.retry_after.map_or_else(
+                    || e.message.clone(),
+                    |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
+                ),
+                report::retry_delay(attempts, &e),
+            )),
         };
         let mut waiting = reports.waiting.lock().expect("the reports lock");
         match outcome {
             Ok(()) => {
                 waiting.remove(&key);
             }
-            Err((message, retry_after)) => {
-                let backoff =
-                    Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
-                let delay = retry_after.unwrap_or(backoff).max(backoff);
+            Err((message, delay)) => {
                 eprintln!(
                     "kubeci: cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
                     target.number,

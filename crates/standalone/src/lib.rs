@@ -330,26 +330,10 @@ impl Standalone {
                     }
                     engine.changed.notify_one();
                 }
-                Err(e) if !e.retryable => {
-                    reports.remove(&key);
-                    drop(reports);
-                    eprintln!(
-                        "kubeci: {}/{} build {}: the {state} report is given up: {e}",
-                        key.0, key.1, key.2
-                    );
-                    reported.push(state);
-                    let _ = engine.store().record_reported(
-                        &key.0,
-                        &key.1,
-                        key.2,
-                        &report::format_reported(&reported),
-                    );
-                }
                 Err(e) => {
-                    let attempts = reports.get(&key).map_or(0, |(a, _)| *a) + 1;
-                    let backoff = e
-                        .retry_after
-                        .unwrap_or_else(|| Duration::from_secs(1 << attempts.min(6)));
+                    let attempts = reports.get(&key).map_or(0, |(a, _)| *a);
+                    let backoff = report::retry_delay(attempts, &e);
+                    let attempts = attempts + 1;
                     eprintln!(
                         "kubeci: {}/{} build {}: reporting {state} failed ({e}); again in {}s",
                         key.0,
