@@ -60,6 +60,22 @@ pub struct ServeArgs {
     /// is read-only.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The header in which an authenticating proxy in front of kubeci names the user
+    /// (e.g. `X-Forwarded-User`, `X-Auth-Request-User`); users on the allow-list may then
+    /// act in the pages and the API. Only for a kubeci that can be reached through that
+    /// proxy alone. Needs --token-file, whose token signs the forms.
+    #[arg(long, value_name = "HEADER", requires = "token_file")]
+    auth_user_header: Option<axum::http::HeaderName>,
+    /// A user the proxy may name who may act (repeatable).
+    #[arg(
+        long = "allow-user",
+        value_name = "USER",
+        requires = "auth_user_header"
+    )]
+    allow_users: Vec<String>,
+    /// A file of users who may act, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE", requires = "auth_user_header")]
+    allowed_users_file: Option<PathBuf>,
     /// URL of a build's log in the cluster's log store; `{namespace}`, `{pod}`, `{job}`,
     /// `{build}`, `{start}` and `{end}` are replaced (a job's `log_url` overrides it).
     #[arg(long, value_name = "TEMPLATE")]
@@ -203,6 +219,22 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let mut allowed_users = args.allow_users.clone();
+    if let Some(path) = &args.allowed_users_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--allowed-users-file: cannot read {}", path.display()))?;
+        allowed_users.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or_default().trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let access = kubeci_server::Access {
+        token,
+        user_header: args.auth_user_header.clone(),
+        allowed_users,
+    };
     let settings = kubeci_k8s::Settings {
         selector: args.selector.clone(),
         namespaces: args.namespaces.clone(),
@@ -237,7 +269,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let front = Front {
         listen: args.listen,
-        token,
+        access,
         github,
         hook_settings: kubeci_github_api::HookSettings {
             secret: webhook_secret.map(String::into_bytes),
@@ -287,7 +319,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
 /// What stands in front of either engine: the HTTP API and the GitHub webhooks.
 struct Front {
     listen: SocketAddr,
-    token: Option<String>,
+    access: kubeci_server::Access,
     github: Arc<kubeci_github_api::GitHubClient>,
     hook_settings: kubeci_github_api::HookSettings,
     /// How often to resync open pull requests; `None` without a GitHub token.
@@ -304,11 +336,7 @@ impl Front {
         if let Some(every) = self.resync.filter(|d| !d.is_zero()) {
             tokio::spawn(Arc::clone(&hooks).resync_every(every));
         }
-        let app = kubeci_server::app_with_webhooks(
-            backend,
-            kubeci_server::Access { token: self.token },
-            hooks,
-        );
+        let app = kubeci_server::app_with_webhooks(backend, self.access, hooks);
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;

@@ -42,6 +42,7 @@ fn every_answer_matches_the_openapi_document() {
     let builds = "/api/v1/jobs/{namespace}/{name}/builds";
     let one = "/api/v1/jobs/{namespace}/{name}/builds/{number}";
     let cancel = "/api/v1/jobs/{namespace}/{name}/builds/{number}/cancel";
+    let rebuild = "/api/v1/jobs/{namespace}/{name}/builds/{number}/rebuild";
     let mut exchanges: Vec<Exchange> = vec![
         call(&kubeci, "get", "/api/v1/jobs", "/api/v1/jobs", &[]),
         call(
@@ -186,28 +187,54 @@ fn every_answer_matches_the_openapi_document() {
             &[],
         ),
         call(&kubeci, "get", "/readyz", "/readyz", &[]),
+        call(
+            &kubeci,
+            "post",
+            rebuild,
+            "/api/v1/jobs/default/ok/builds/1/rebuild",
+            &[],
+        ),
+        call(
+            &kubeci,
+            "post",
+            rebuild,
+            "/api/v1/jobs/default/ok/builds/99/rebuild",
+            &[AUTHORIZED],
+        ),
+        call(
+            &kubeci,
+            "post",
+            rebuild,
+            "/api/v1/jobs/default/ok/builds/1/rebuild",
+            &[AUTHORIZED],
+        ),
     ]);
     let statuses: Vec<u16> = exchanges.iter().map(|e| e.2).collect();
     assert_eq!(
         statuses,
         [
             200, 201, 201, 200, 401, 422, 404, 201, 200, 200, 200, 400, 404, 200, 404, 400, 409,
-            401, 200, 404, 404, 200
+            401, 200, 404, 404, 200, 401, 404, 201
         ],
         "{exchanges:#?}"
     );
     // Pages: newest first, `next` until the last.
     let page =
         |path: &str| -> Value { serde_json::from_str(&http(&kubeci, "GET", path, &[]).1).unwrap() };
+    let rebuilt: Value = serde_json::from_str(&exchanges.last().unwrap().3).unwrap();
+    assert_eq!(rebuilt["number"], 3, "a rebuild is a new build: {rebuilt}");
+    assert_eq!(rebuilt["requested_by"], "api (rebuild of #1)");
     let first = page("/api/v1/jobs/default/ok/builds?limit=1");
-    assert_eq!(first["items"][0]["number"], 2);
+    assert_eq!(first["items"][0]["number"], 3);
     assert_eq!(
         first["next"],
-        "/api/v1/jobs/default/ok/builds?limit=1&before=2"
+        "/api/v1/jobs/default/ok/builds?limit=1&before=3"
     );
     let second = page(first["next"].as_str().unwrap());
-    assert_eq!(second["items"][0]["number"], 1);
-    assert_eq!(second["next"], Value::Null, "the last page");
+    assert_eq!(second["items"][0]["number"], 2);
+    let third = page(second["next"].as_str().unwrap());
+    assert_eq!(third["items"][0]["number"], 1);
+    assert_eq!(third["next"], Value::Null, "the last page");
 
     let (status, document) = http(&kubeci, "GET", "/api/v1/openapi.json", &[]);
     assert_eq!(status, 200);

@@ -25,6 +25,27 @@ pub struct JobView {
     pub branch: Option<String>,
     pub chart_version: Option<String>,
     pub spec_hash: String,
+    /// What starts its builds, in words (`manual (API, CLI)`, `GitHub pull requests`,
+    /// `pushes to main`, `cron H * * * *`); empty for an invalid job.
+    pub triggers: Vec<String>,
+}
+
+/// What starts a job's builds, in words.
+pub fn triggers(job: &kubeci_spec::Job) -> Vec<String> {
+    let mut found = vec!["manual (API, CLI)".to_owned()];
+    if job.pull_requests_enabled() {
+        found.push("GitHub pull requests".to_owned());
+    }
+    if let Some(triggers) = &job.triggers {
+        if let Some(push) = &triggers.push {
+            let branches: Vec<&str> = push.branches.iter().collect();
+            found.push(format!("pushes to {}", branches.join(", ")));
+        }
+        if let Some(cron) = &triggers.cron {
+            found.push(format!("cron {}", cron.trim()));
+        }
+    }
+    found
 }
 
 impl JobView {
@@ -46,6 +67,7 @@ impl JobView {
             branch: job.and_then(|j| j.git.branch.clone()),
             chart_version: loaded.chart_version.clone(),
             spec_hash: loaded.spec_hash.clone(),
+            triggers: job.map(triggers).unwrap_or_default(),
         }
     }
 }
@@ -235,6 +257,8 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         by: &str,
     ) -> impl Future<Output = Result<BuildView, CancelError>> + Send;
+    /// The request build `number` of a job was started with: what a rebuild repeats.
+    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest>;
     /// The valid jobs declared now, with the namespace their builds run in; only those
     /// whose `git.url` names one of `repositories` (`GitUrl::repository_key`) when given
     /// (the GitHub webhook's matching).

@@ -759,6 +759,13 @@ impl Backend for Cluster {
         Ok(self.view(&stopped, &record.pods, &summary))
     }
 
+    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
+        self.build_records(namespace, name)
+            .into_iter()
+            .find(|r| r.summary.number == number)
+            .map(|r| kubeci_render::recorded_request(number, r.job.annotations()))
+    }
+
     fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
         self.index
             .read()

@@ -112,6 +112,19 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// The trigger named by [`Trigger::as_str`].
+    pub fn parse(name: &str) -> Option<Trigger> {
+        [
+            Trigger::Manual,
+            Trigger::PullRequest,
+            Trigger::Comment,
+            Trigger::Push,
+            Trigger::Cron,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
@@ -160,6 +173,29 @@ impl BuildRequest {
             pull_request: None,
             requested_by: None,
         }
+    }
+}
+
+/// The request a build was rendered from, read back from its Job's annotations: what a
+/// rebuild repeats (the same branch or ref, commit and pull request).
+pub fn recorded_request(number: u64, annotations: &BTreeMap<String, String>) -> BuildRequest {
+    let get = |key: &str| annotations.get(key).cloned();
+    BuildRequest {
+        number,
+        trigger: get(keys::TRIGGER)
+            .and_then(|t| Trigger::parse(&t))
+            .unwrap_or(Trigger::Manual),
+        commit: get(keys::COMMIT),
+        git_ref: get(keys::REF),
+        branch: get(keys::BRANCH),
+        pull_request: get(keys::PR)
+            .and_then(|n| n.parse().ok())
+            .map(|number| PullRequest {
+                number,
+                author: get(keys::PR_AUTHOR),
+                ..PullRequest::default()
+            }),
+        requested_by: get(keys::REQUESTED_BY),
     }
 }
 

@@ -26,8 +26,29 @@ use serde_json::json;
 /// Who may start builds.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// The bearer token of actions; `None` disables actions (the API stays readable).
+    /// The bearer token of actions; it also signs sessions and forms. `None` disables
+    /// actions (the API stays readable).
     pub token: Option<String>,
+    /// The header in which an authenticating proxy in front of kubeci names the user
+    /// (e.g. `X-Forwarded-User`); `None`: no proxy is trusted.
+    pub user_header: Option<axum::http::HeaderName>,
+    /// The users named by `user_header` who may act.
+    pub allowed_users: Vec<String>,
+}
+
+/// Who the authenticating proxy says is asking: `None` without a proxy header,
+/// `Some(Ok(user))` for an allowed user, `Some(Err(user))` for anyone else.
+fn proxy_user(access: &Access, headers: &HeaderMap) -> Option<Result<String, String>> {
+    let name = access.user_header.as_ref()?;
+    let user = headers.get(name)?.to_str().ok()?.trim();
+    if user.is_empty() {
+        return None;
+    }
+    Some(if access.allowed_users.iter().any(|u| u == user) {
+        Ok(user.to_owned())
+    } else {
+        Err(user.to_owned())
+    })
 }
 
 struct AppState<B> {
@@ -114,6 +135,10 @@ pub fn app_with_webhooks<B: Backend>(
             post(cancel_now::<B>),
         )
         .route(
+            "/jobs/{namespace}/{name}/builds/{number}/rebuild",
+            post(rebuild_now::<B>),
+        )
+        .route(
             "/jobs/{namespace}/{name}/builds/{number}",
             get(build_page::<B>),
         )
@@ -137,6 +162,10 @@ pub fn app_with_webhooks<B: Backend>(
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds/{number}/cancel",
             post(cancel::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/rebuild",
+            post(rebuild::<B>),
         )
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds/{number}/log",
@@ -296,9 +325,13 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The CSRF token of the request's signed-in session, if it has one.
+/// The CSRF token of the request's signed-in session, if it has one: a session cookie
+/// from `/login`, or an allowed user named by the authenticating proxy.
 fn signed_in(access: &Access, headers: &HeaderMap) -> Option<String> {
     let token = access.token.as_deref()?;
+    if let Some(Ok(user)) = proxy_user(access, headers) {
+        return Some(session::csrf(token, &format!("user:{user}")));
+    }
     let session = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -306,25 +339,40 @@ fn signed_in(access: &Access, headers: &HeaderMap) -> Option<String> {
     session::valid(token, session, now()).then(|| session::csrf(token, session))
 }
 
-/// Why a form may not act (`None`: it may): it needs a signed-in session, and that
-/// session's CSRF token in the form.
-fn form_refusal(access: &Access, headers: &HeaderMap, csrf: &str) -> Option<Response> {
-    if access.token.is_none() {
-        return Some(page(
+/// Who sent a form (`ui` for a session signed in with the token, else the proxy's user),
+/// or the page saying why it may not act: it needs a signed-in session or an allowed
+/// proxy user, and their CSRF token in the form.
+fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
+    let forbidden = |why: &str| {
+        Box::new(page(
             StatusCode::FORBIDDEN,
-            pages::layout("Forbidden", "<h1>Forbidden</h1><p>Actions need the server to be given a token (--token-file).</p>"),
+            pages::layout("Forbidden", &format!("<h1>Forbidden</h1><p>{why}</p>")),
+        ))
+    };
+    if access.token.is_none() {
+        return Err(forbidden(
+            "Actions need the server to be given a token (--token-file).",
         ));
     }
+    let who = match proxy_user(access, headers) {
+        Some(Ok(user)) => user,
+        Some(Err(user)) => {
+            return Err(forbidden(&format!(
+                "{} may look but not act: ask for them to be added to kubeci's allowed users.",
+                ansi::escape(&user)
+            )))
+        }
+        None => "ui".to_owned(),
+    };
     match signed_in(access, headers) {
-        None => Some(page(
+        None => Err(Box::new(page(
             StatusCode::UNAUTHORIZED,
             pages::login("/", Some("Sign in first.")),
-        )),
-        Some(expected) if !constant_time_eq(csrf.as_bytes(), expected.as_bytes()) => Some(page(
-            StatusCode::FORBIDDEN,
-            pages::layout("Forbidden", "<h1>Forbidden</h1><p>This form did not come from kubeci's own page (its CSRF token is missing or wrong).</p>"),
-        )),
-        Some(_) => None,
+        ))),
+        Some(expected) if !constant_time_eq(csrf.as_bytes(), expected.as_bytes()) => {
+            Err(forbidden("This form did not come from kubeci's own page (its CSRF token is missing or wrong)."))
+        }
+        Some(_) => Ok(who),
     }
 }
 
@@ -412,22 +460,30 @@ async fn build_now<B: Backend>(
     form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    if let Some(refused) = form_refusal(&state.access, &headers, &csrf) {
-        return refused;
-    }
+    let who = match form_actor(&state.access, &headers, &csrf) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     let request = TriggerRequest {
         namespace: namespace.clone(),
         name: name.clone(),
         build: BuildRequest {
-            requested_by: Some("ui".into()),
+            requested_by: Some(who),
             ..BuildRequest::manual(0)
         },
         key: None,
     };
-    match state.backend.trigger(request).await {
+    started_page(&namespace, &name, state.backend.trigger(request).await)
+}
+
+/// Where a form that started a build leads: the build's page, or why it did not start.
+fn started_page(namespace: &str, name: &str, result: Result<Triggered, TriggerError>) -> Response {
+    match result {
         Ok(Triggered { build, .. }) => see_other(&format!(
             "/jobs/{}/{}/builds/{}",
-            namespace, name, build.number
+            pages::urlencode(namespace),
+            pages::urlencode(name),
+            build.number
         )),
         Err(e) => page(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -442,6 +498,27 @@ async fn build_now<B: Backend>(
     }
 }
 
+/// `POST …/builds/{n}/rebuild` from the build page.
+async fn rebuild_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
+    };
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    let who = match form_actor(&state.access, &headers, &csrf) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
+    match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
+        Some(request) => started_page(&namespace, &name, state.backend.trigger(request).await),
+        None => not_found_page(&format!("Job {namespace}/{name} has no build {number}.")),
+    }
+}
+
 /// `POST …/builds/{n}/cancel` from the build page.
 async fn cancel_now<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
@@ -453,10 +530,11 @@ async fn cancel_now<B: Backend>(
         return not_found_page("A build number is a whole number.");
     };
     let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    if let Some(refused) = form_refusal(&state.access, &headers, &csrf) {
-        return refused;
-    }
-    let _ = state.backend.cancel(&namespace, &name, number, "ui").await;
+    let who = match form_actor(&state.access, &headers, &csrf) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
+    let _ = state.backend.cancel(&namespace, &name, number, &who).await;
     see_other(&format!("/jobs/{namespace}/{name}/builds/{number}"))
 }
 
@@ -636,8 +714,20 @@ async fn build<B: Backend>(
 /// Why an action is refused: (status, code, message).
 type Refusal = (StatusCode, &'static str, &'static str);
 
-/// Who is acting, or why they may not.
+/// Who is acting, or why they may not: an allowed user named by the authenticating
+/// proxy, or a client with the bearer token.
 fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
+    match proxy_user(access, headers) {
+        Some(Ok(user)) => return Ok(user),
+        Some(Err(_)) => {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "user-not-allowed",
+                "the proxy's user is not on kubeci's allow-list",
+            ))
+        }
+        None => {}
+    }
     let Some(token) = &access.token else {
         return Err((
             StatusCode::FORBIDDEN,
@@ -696,7 +786,13 @@ async fn trigger<B: Backend>(
         },
         key,
     };
-    match state.backend.trigger(request).await {
+    triggered(state.backend.trigger(request).await)
+}
+
+/// The API's answer to a trigger: 201 with a new build, 200 with the build an earlier
+/// request with the same key started, or a JSON error.
+fn triggered(result: Result<Triggered, TriggerError>) -> Response {
+    match result {
         Ok(Triggered {
             build,
             created: true,
@@ -715,6 +811,52 @@ async fn trigger<B: Backend>(
             StatusCode::SERVICE_UNAVAILABLE,
             "backend-failed",
             e.to_string(),
+        ),
+    }
+}
+
+/// The request that builds again what build `number` built (the same branch or ref,
+/// commit and pull request), asked for by `who`; `None` when there is no such build.
+fn rebuild_request<B: Backend>(
+    backend: &B,
+    namespace: &str,
+    name: &str,
+    number: u64,
+    who: &str,
+) -> Option<TriggerRequest> {
+    let recorded = backend.request(namespace, name, number)?;
+    Some(TriggerRequest {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        build: BuildRequest {
+            number: 0,
+            trigger: kubeci_render::Trigger::Manual,
+            requested_by: Some(format!("{who} (rebuild of #{number})")),
+            ..recorded
+        },
+        key: None,
+    })
+}
+
+/// `POST /api/v1/jobs/{ns}/{name}/builds/{n}/rebuild`: a new build of what build `n` built.
+async fn rebuild<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
+    let who = match authorize(&state.access, &headers) {
+        Ok(who) => who,
+        Err((status, code, message)) => return error(status, code, message),
+    };
+    match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
+        Some(request) => triggered(state.backend.trigger(request).await),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "build-not-found",
+            format!("job {namespace}/{name} has no build {number}"),
         ),
     }
 }
@@ -790,7 +932,11 @@ mod tests {
     use kubeci_engine::api::{BuildView, JobView};
     use tower::ServiceExt;
 
-    struct Fake;
+    /// A backend with one job, `demo`, whose build 1 exists; it records who started what.
+    #[derive(Default)]
+    struct Fake {
+        started: std::sync::Mutex<Vec<String>>,
+    }
 
     impl Backend for Fake {
         fn ready(&self) -> bool {
@@ -809,6 +955,10 @@ mod tests {
                     name: request.name,
                 });
             }
+            self.started
+                .lock()
+                .unwrap()
+                .push(request.build.requested_by.clone().unwrap_or_default());
             Ok(Triggered {
                 build: BuildView {
                     number: 1,
@@ -842,6 +992,9 @@ mod tests {
                 name: name.into(),
                 number,
             })
+        }
+        fn request(&self, _: &str, name: &str, number: u64) -> Option<BuildRequest> {
+            (name == "demo" && number == 1).then(|| BuildRequest::manual(1))
         }
         fn declaration(&self, _: &str, _: &str) -> Option<Arc<kubeci_spec::LoadedJob>> {
             None
@@ -888,13 +1041,14 @@ mod tests {
     async fn actions_need_the_token() {
         let open = || {
             app(
-                Arc::new(Fake),
+                Arc::new(Fake::default()),
                 Access {
                     token: Some("s3cret".into()),
+                    ..Access::default()
                 },
             )
         };
-        let closed = app(Arc::new(Fake), Access::default());
+        let closed = app(Arc::new(Fake::default()), Access::default());
         let uri = "/api/v1/jobs/default/demo/builds";
         assert_eq!(
             call(closed, "POST", uri, Some("s3cret")).await.0,
@@ -945,7 +1099,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_open_and_errors_have_one_shape() {
-        let app = || app(Arc::new(Fake), Access::default());
+        let app = || app(Arc::new(Fake::default()), Access::default());
         assert_eq!(
             call(app(), "GET", "/api/v1/jobs", None).await.1,
             json!({"items": []})
@@ -964,6 +1118,106 @@ mod tests {
         assert_eq!(
             call(app(), "GET", "/nowhere", None).await.1["error"]["code"],
             "not-found"
+        );
+    }
+
+    /// Sends `request`; (status, body as text).
+    async fn send(app: Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn as_user(method: &str, uri: &str, user: &str, form: Option<&str>) -> Request<Body> {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-forwarded-user", user);
+        match form {
+            Some(form) => request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(form.to_owned())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn users_named_by_the_proxy_act_only_when_allowed_and_forms_carry_their_csrf() {
+        let backend = Arc::new(Fake::default());
+        let app = || {
+            app(
+                Arc::clone(&backend),
+                Access {
+                    token: Some("s3cret".into()),
+                    user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
+                    allowed_users: vec!["alice".into()],
+                },
+            )
+        };
+        let api = "/api/v1/jobs/default/demo/builds";
+        let (status, body) = send(app(), as_user("POST", api, "mallory", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("user-not-allowed"), "{body}");
+        let (status, body) = send(app(), as_user("POST", api, "alice", None)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+
+        let alice_csrf = session::csrf("s3cret", "user:alice");
+        let form = format!("csrf={alice_csrf}");
+        let build_form = "/jobs/default/demo/build";
+        let (status, _) = send(app(), as_user("POST", build_form, "mallory", Some(&form))).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "another user with alice's form"
+        );
+        let (status, _) = send(
+            app(),
+            as_user("POST", build_form, "alice", Some("csrf=forged")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a forged form");
+        let (status, _) = send(app(), as_user("POST", build_form, "alice", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "no form at all");
+        let (status, _) = send(app(), as_user("POST", build_form, "alice", Some(&form))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let rebuild = "/jobs/default/demo/builds/1/rebuild";
+        let (status, _) = send(app(), as_user("POST", rebuild, "alice", Some(&form))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (status, _) = send(
+            app(),
+            as_user(
+                "POST",
+                "/jobs/default/demo/builds/9/rebuild",
+                "alice",
+                Some(&form),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "no build 9 to rebuild");
+        let (status, body) = send(
+            app(),
+            as_user(
+                "POST",
+                "/api/v1/jobs/default/demo/builds/1/rebuild",
+                "mallory",
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            *backend.started.lock().unwrap(),
+            ["alice", "alice", "alice (rebuild of #1)"],
+            "only alice's requests started builds, under her name"
+        );
+        // Without the proxy's header, the token still works.
+        assert_eq!(
+            call(app(), "POST", api, Some("s3cret")).await.0,
+            StatusCode::CREATED
         );
     }
 

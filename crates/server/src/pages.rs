@@ -53,7 +53,7 @@ fn job_path(namespace: &str, name: &str) -> String {
 }
 
 /// A path segment, percent-encoded.
-fn urlencode(segment: &str) -> String {
+pub fn urlencode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| {
@@ -66,16 +66,19 @@ fn urlencode(segment: &str) -> String {
         .collect()
 }
 
-/// The jobs list; `query` filters by namespace, name or repository (case-insensitive).
+/// The jobs list; `query` filters by namespace, name, repository or trigger
+/// (case-insensitive).
 pub fn jobs(jobs: &[(JobView, Option<BuildView>)], query: &str) -> String {
     let wanted = query.to_lowercase();
     let rows: String = jobs
         .iter()
         .filter(|(job, _)| {
+            let fields = [Some(&job.namespace), job.name.as_ref(), job.git_url.as_ref()];
             wanted.is_empty()
-                || [Some(job.namespace.as_str()), job.name.as_deref(), job.git_url.as_deref()]
-                    .iter()
+                || fields
+                    .into_iter()
                     .flatten()
+                    .chain(&job.triggers)
                     .any(|v| v.to_lowercase().contains(&wanted))
         })
         .map(|(job, last)| {
@@ -86,13 +89,18 @@ pub fn jobs(jobs: &[(JobView, Option<BuildView>)], query: &str) -> String {
                 (true, None) => "–".to_owned(),
             };
             format!(
-                "<tr><td>{}</td><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 escape(&job.namespace),
                 job_path(&job.namespace, name),
                 escape(name),
                 cell(job.git_url.as_deref()),
                 cell(job.branch.as_deref()),
                 cell(job.chart_version.as_deref()),
+                if job.triggers.is_empty() {
+                    "–".to_owned()
+                } else {
+                    escape(&job.triggers.join(", "))
+                },
                 result
             )
         })
@@ -100,29 +108,11 @@ pub fn jobs(jobs: &[(JobView, Option<BuildView>)], query: &str) -> String {
     layout(
         "Jobs",
         &format!(
-            "<h1>Jobs</h1><form method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"namespace, job or repository\"> <button>Filter</button></form>\n\
-<table><thead><tr><th>Namespace</th><th>Job</th><th>Repository</th><th>Branch</th><th>Chart</th><th>Last build</th></tr></thead><tbody>\n{rows}</tbody></table>",
+            "<h1>Jobs</h1><form method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"namespace, job, repository or trigger\"> <button>Filter</button></form>\n\
+<table><thead><tr><th>Namespace</th><th>Job</th><th>Repository</th><th>Branch</th><th>Chart</th><th>Triggers</th><th>Last build</th></tr></thead><tbody>\n{rows}</tbody></table>",
             escape(query)
         ),
     )
-}
-
-/// What starts a job's builds, in words.
-fn triggers(job: &kubeci_spec::Job) -> Vec<String> {
-    let mut found = vec!["manual (API, CLI)".to_owned()];
-    if job.pull_requests_enabled() {
-        found.push("GitHub pull requests".to_owned());
-    }
-    if let Some(triggers) = &job.triggers {
-        if let Some(push) = &triggers.push {
-            let branches: Vec<&str> = push.branches.iter().collect();
-            found.push(format!("pushes to {}", branches.join(", ")));
-        }
-        if let Some(cron) = &triggers.cron {
-            found.push(format!("cron {}", cron.trim()));
-        }
-    }
-    found
 }
 
 /// A form that posts `action` with the session's CSRF token.
@@ -153,17 +143,15 @@ pub fn login(next: &str, problem: Option<&str>) -> String {
 pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option<&str>) -> String {
     let job = &JobView::of(declared);
     let name = job.name.as_deref().unwrap_or("(unnamed)");
-    let triggers = declared
-        .job
-        .as_ref()
-        .map(|spec| {
-            triggers(spec)
-                .iter()
-                .map(|t| escape(t))
-                .collect::<Vec<_>>()
-                .join(" · ")
-        })
-        .unwrap_or_else(|| "none (invalid)".to_owned());
+    let triggers = if job.valid {
+        job.triggers
+            .iter()
+            .map(|t| escape(t))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    } else {
+        "none (invalid)".to_owned()
+    };
     let path = job_path(&job.namespace, name);
     let actions = match (csrf, job.valid) {
         (Some(csrf), true) => action_form(&format!("{path}/build"), csrf, "Build now"),
@@ -222,7 +210,8 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
 }
 
 /// A build, its log (live while it runs), and how to look at it in the cluster. `csrf`:
-/// the signed-in session's token, which offers "Cancel" while the build runs.
+/// the signed-in session's token, which offers "Cancel" while the build runs and
+/// "Rebuild" (the same commit, branch and pull request) once it has ended.
 pub fn build(
     namespace: &str,
     job: &str,
@@ -231,17 +220,18 @@ pub fn build(
     csrf: Option<&str>,
 ) -> String {
     let live = matches!(build.state, "queued" | "pending" | "running");
-    let cancel = match csrf {
-        Some(csrf) if live => action_form(
-            &format!(
-                "{}/builds/{}/cancel",
-                job_path(namespace, job),
-                build.number
-            ),
+    let action = |verb: &str, label: &str, csrf: &str| {
+        let path = job_path(namespace, job);
+        action_form(
+            &format!("{path}/builds/{}/{verb}", build.number),
             csrf,
-            "Cancel",
-        ),
-        _ => String::new(),
+            label,
+        )
+    };
+    let actions = match csrf {
+        Some(csrf) if live => action("cancel", "Cancel", csrf),
+        Some(csrf) => action("rebuild", "Rebuild", csrf),
+        None => String::new(),
     };
     let events = if live {
         format!(
@@ -271,7 +261,7 @@ pub fn build(
 <tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Finished</th><td>{}</td></tr><tr><th>Duration</th><td>{}</td></tr>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
-<tr><th>Reported</th><td>{}</td></tr></table>\n{cancel}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
+<tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
             job_path(namespace, job),
             escape(namespace),

@@ -712,6 +712,16 @@ impl Backend for Standalone {
         self.jobs.read().expect("the jobs lock").specs(repositories)
     }
 
+    fn request(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Option<kubeci_render::BuildRequest> {
+        let row = self.store().build(namespace, name, number).ok()??;
+        Some(row.request)
+    }
+
     fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
         self.jobs
             .read()
