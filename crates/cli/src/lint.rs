@@ -72,6 +72,7 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
             sources.push(sources::read(&file, &options)?);
         }
     }
+    kubeci_spec::mark_duplicates(sources.iter_mut().flat_map(|s| s.report.jobs.iter_mut()));
     let mut summary = Summary {
         files: sources.len(),
         ..Summary::default()

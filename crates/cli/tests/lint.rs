@@ -41,9 +41,15 @@ fn every_seed_fixture_lints_without_error_and_the_secret_is_skipped() {
         assert_eq!(run.code, 0, "{file}:\n{}{}", run.stdout, run.stderr);
         assert!(!run.stdout.contains("error["), "{file}:\n{}", run.stdout);
     }
+    // Together, the two files are two versions of one ConfigMap: a warning, not two jobs.
     let run = kubeci(&["lint", &dir]);
     assert_eq!(run.code, 0);
-    assert!(run.stdout.ends_with("checked 3 files: 2 jobs (2 valid), 0 errors, 3 warnings, 1 object skipped (not job ConfigMaps)\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("warning[duplicate-configmap]"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.ends_with("checked 3 files: 2 jobs (2 valid), 0 errors, 4 warnings, 1 object skipped (not job ConfigMaps)\n"), "{}", run.stdout);
 }
 
 #[test]
@@ -75,6 +81,28 @@ fn errors_exit_1_and_are_reported_in_json_too() {
     ]);
     assert_eq!(json.code, 1);
     assert_golden("tests/golden/lint/errors.json", &json.stdout);
+}
+
+#[test]
+fn two_configmaps_declaring_one_job_is_an_error_at_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let configmap = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{ci-job-spec: \"true\"}}\ndata:\n  job.yaml: |\n    - job:\n        name: demo\n        git: {{url: 'https://github.com/o/r'}}\n        run_command: make\n        timeout: 5m\n")
+    };
+    std::fs::write(dir.path().join("a.yaml"), configmap("first")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), configmap("second")).unwrap();
+    let run = kubeci(&["lint", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("error[duplicate-job]: job `demo` is already declared in namespace default by ConfigMap default/first"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("b.yaml:8:"),
+        "at the second: {}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -15,6 +15,10 @@ pub struct ConfigMapKey {
 #[derive(Debug, Clone)]
 pub struct Declared {
     pub resource_version: String,
+    /// The job as its ConfigMap declares it.
+    original: Arc<LoadedJob>,
+    /// The job as kubeci uses it: the original, or, when an earlier ConfigMap declares
+    /// the same job, the original marked as a repeat (invalid, see `kubeci_spec::shadowed`).
     pub job: Arc<LoadedJob>,
     /// The valid job, shared with webhook matching without a copy.
     pub spec: Option<Arc<Job>>,
@@ -26,6 +30,14 @@ pub struct Declared {
 #[derive(Debug, Clone, Default)]
 pub struct JobIndex {
     by_configmap: BTreeMap<ConfigMapKey, Declared>,
+    /// The ConfigMaps declaring each (namespace, job name), in name order: the first
+    /// valid one is the job, the others repeats.
+    by_job: BTreeMap<(String, String), std::collections::BTreeSet<ConfigMapKey>>,
+}
+
+/// The (namespace, job name) a declaration takes, if it could be read.
+fn job_key(job: &LoadedJob) -> Option<(String, String)> {
+    Some((job.namespace.clone(), job.name.clone()?))
 }
 
 /// What an update changed.
@@ -56,36 +68,95 @@ impl JobIndex {
         {
             return Change::Unchanged;
         }
-        let job = kubeci_spec::load_configmap(configmap, options);
+        let job = Arc::new(kubeci_spec::load_configmap(configmap, options));
         let errors = job.has_errors();
-        let spec = job.job.clone().map(Arc::new);
-        let repository = spec.as_ref().and_then(|s| {
-            kubeci_spec::giturl::GitUrl::parse(&s.git.url)
-                .ok()?
-                .repository_key()
-        });
+        let previous = self.remove_key(&key);
+        if let Some(group) = job_key(&job) {
+            self.by_job.entry(group).or_default().insert(key.clone());
+        }
         self.by_configmap.insert(
             key,
             Declared {
                 resource_version: resource_version.to_owned(),
-                job: Arc::new(job),
-                spec,
-                repository,
+                original: Arc::clone(&job),
+                job: Arc::clone(&job),
+                spec: None,
+                repository: None,
             },
         );
+        for group in [previous.and_then(|p| job_key(&p.original)), job_key(&job)]
+            .into_iter()
+            .flatten()
+        {
+            self.settle(&group);
+        }
         Change::Updated { errors }
     }
 
+    /// Takes a ConfigMap's declaration out of the index, without settling its group.
+    fn remove_key(&mut self, key: &ConfigMapKey) -> Option<Declared> {
+        let removed = self.by_configmap.remove(key)?;
+        if let Some(group) = job_key(&removed.original) {
+            if let Some(keys) = self.by_job.get_mut(&group) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_job.remove(&group);
+                }
+            }
+        }
+        Some(removed)
+    }
+
+    /// Decides again which declaration of (namespace, job name) is the job and which are
+    /// repeats, and what each offers.
+    fn settle(&mut self, group: &(String, String)) {
+        let keys: Vec<ConfigMapKey> = self
+            .by_job
+            .get(group)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let originals: Vec<Arc<LoadedJob>> = keys
+            .iter()
+            .filter_map(|k| self.by_configmap.get(k).map(|d| Arc::clone(&d.original)))
+            .collect();
+        let replacements =
+            kubeci_spec::shadowed(&originals.iter().map(|j| &**j).collect::<Vec<_>>());
+        for ((key, original), replacement) in keys.iter().zip(&originals).zip(replacements) {
+            let Some(declared) = self.by_configmap.get_mut(key) else {
+                continue;
+            };
+            declared.job = replacement.map_or_else(|| Arc::clone(original), Arc::new);
+            declared.spec = declared.job.job.clone().map(Arc::new);
+            declared.repository = declared.spec.as_ref().and_then(|s| {
+                kubeci_spec::giturl::GitUrl::parse(&s.git.url)
+                    .ok()?
+                    .repository_key()
+            });
+        }
+    }
+
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<Declared> {
-        self.by_configmap.remove(&ConfigMapKey {
+        let removed = self.remove_key(&ConfigMapKey {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        })
+        })?;
+        if let Some(group) = job_key(&removed.original) {
+            self.settle(&group);
+        }
+        Some(removed)
     }
 
     /// Forgets every ConfigMap not in `present` (after a relist).
     pub fn retain(&mut self, present: &[ConfigMapKey]) {
-        self.by_configmap.retain(|k, _| present.contains(k));
+        let gone: Vec<ConfigMapKey> = self
+            .by_configmap
+            .keys()
+            .filter(|k| !present.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove(&key.namespace, &key.name);
+        }
     }
 
     /// The valid jobs, with the namespace their builds run in; only those of these
@@ -111,11 +182,14 @@ impl JobIndex {
     }
 
     /// The valid job `name` whose builds run in `namespace`. When two ConfigMaps declare the
-    /// same job, the first by ConfigMap name wins (the other is reported by lint).
+    /// same job, the first by ConfigMap name wins; the other shows as an invalid repeat.
     pub fn find(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
-        self.shared().find(|j| {
-            j.namespace == namespace && j.name.as_deref() == Some(name) && j.job.is_some()
-        })
+        self.by_job
+            .get(&(namespace.to_owned(), name.to_owned()))?
+            .iter()
+            .filter_map(|key| self.by_configmap.get(key))
+            .map(|d| &d.job)
+            .find(|j| j.job.is_some())
     }
 
     /// Any job (valid or not) named `name` in `namespace`, shared.
@@ -193,5 +267,64 @@ mod tests {
         );
         assert!(index.remove("team", "demo-cm").is_some());
         assert!(index.find_any("team", "demo").is_none());
+    }
+
+    #[test]
+    fn a_second_configmap_declaring_the_same_job_is_a_repeat_until_the_first_goes() {
+        let labels = BTreeMap::new();
+        let mut index = JobIndex::default();
+        let job = data(JOB);
+        let cm = |name| ConfigMapData {
+            namespace: "team",
+            name,
+            labels: &labels,
+            data: &job,
+        };
+        index.upsert(cm("b-demo"), "1", &LoadOptions::default());
+        assert_eq!(
+            index.upsert(cm("a-demo"), "2", &LoadOptions::default()),
+            Change::Updated { errors: false }
+        );
+        let owner = |index: &JobIndex| {
+            index
+                .find("team", "demo")
+                .and_then(|j| j.configmap.as_ref())
+                .map(|c| c.name.clone())
+        };
+        assert_eq!(owner(&index).as_deref(), Some("a-demo"), "first by name");
+        assert_eq!(index.specs(None).len(), 1, "one job, built once");
+        let repeat = index
+            .all()
+            .find(|j| j.configmap.as_ref().is_some_and(|c| c.name == "b-demo"))
+            .unwrap();
+        assert!(repeat.job.is_none());
+        let error = repeat.diagnostics.last().unwrap();
+        assert_eq!(error.code, "duplicate-job");
+        assert!(
+            error.message.contains("ConfigMap team/a-demo"),
+            "{}",
+            error.message
+        );
+
+        index.remove("team", "a-demo");
+        assert_eq!(
+            owner(&index).as_deref(),
+            Some("b-demo"),
+            "the repeat takes over"
+        );
+        assert!(index.all().all(|j| !j.has_errors()));
+        index.upsert(cm("a-demo"), "3", &LoadOptions::default());
+        let renamed = data(&JOB.replace("name: demo", "name: other"));
+        index.upsert(
+            ConfigMapData {
+                data: &renamed,
+                ..cm("a-demo")
+            },
+            "4",
+            &LoadOptions::default(),
+        );
+        assert_eq!(owner(&index).as_deref(), Some("b-demo"), "renamed away");
+        assert!(index.find("team", "other").is_some());
+        assert!(index.all().all(|j| !j.has_errors()));
     }
 }

@@ -95,6 +95,84 @@ impl LoadedJob {
     }
 }
 
+/// The declarations that repeat a job: for each valid job whose name an earlier valid
+/// declaration already took in the same namespace, its replacement — the same text with an
+/// error naming the first, and no job. The first wins (the cluster's ConfigMaps in name
+/// order, files in path order), so every replica and `kubeci lint` agree without state.
+/// Two versions of the same ConfigMap (two files declaring one object) are not two jobs:
+/// the later gets a warning that it is ignored, and keeps its job for `kubeci lint`'s
+/// count; the local engine drops it (see [`same_object`]).
+pub fn shadowed(declarations: &[&LoadedJob]) -> Vec<Option<LoadedJob>> {
+    let mut first: std::collections::HashMap<(&str, &str), &LoadedJob> =
+        std::collections::HashMap::new();
+    declarations
+        .iter()
+        .map(|loaded| {
+            let name = loaded.name.as_deref().filter(|_| loaded.job.is_some())?;
+            let Some(winner) = first.get(&(loaded.namespace.as_str(), name)) else {
+                first.insert((&loaded.namespace, name), loaded);
+                return None;
+            };
+            let mut repeat = (*loaded).clone();
+            let at = format!("{}:{}", winner.file, winner.pos.line);
+            let diagnostic = |severity, code, message: String, help: &str| Diagnostic {
+                severity,
+                code,
+                file: loaded.file.clone(),
+                line: loaded.pos.line,
+                column: loaded.pos.column,
+                object: loaded.configmap.as_ref().map(ToString::to_string),
+                field: crate::FieldPath::new(&["job", "name"]),
+                message,
+                help: Some(help.into()),
+            };
+            if same_object(winner, loaded) {
+                repeat.diagnostics.push(diagnostic(
+                    Severity::Warning,
+                    "duplicate-configmap",
+                    format!(
+                        "{} is also declared at {at}, which comes first: this version is ignored",
+                        winner.configmap.as_ref().map_or_else(String::new, ToString::to_string)
+                    ),
+                    "keep one version of each ConfigMap in a directory (in a cluster, the one applied last replaces the other)",
+                ));
+                return Some(repeat);
+            }
+            let by = winner
+                .configmap
+                .as_ref()
+                .map_or_else(|| winner.file.clone(), ToString::to_string);
+            repeat.job = None;
+            repeat.diagnostics.push(diagnostic(
+                Severity::Error,
+                "duplicate-job",
+                format!(
+                    "job `{name}` is already declared in namespace {} by {by} ({at}), which comes first: this declaration is ignored",
+                    loaded.namespace
+                ),
+                "give one of the two jobs another name, or delete one",
+            ));
+            Some(repeat)
+        })
+        .collect()
+}
+
+/// Whether two declarations come from the same ConfigMap (two versions of one object).
+pub fn same_object(a: &LoadedJob, b: &LoadedJob) -> bool {
+    a.configmap.is_some() && a.configmap == b.configmap
+}
+
+/// Applies [`shadowed`] in place: the repeats of a job become invalid, with the error.
+pub fn mark_duplicates<'a>(declarations: impl IntoIterator<Item = &'a mut LoadedJob>) {
+    let mut declarations: Vec<&mut LoadedJob> = declarations.into_iter().collect();
+    let replacements = shadowed(&declarations.iter().map(|j| &**j).collect::<Vec<_>>());
+    for (declaration, replacement) in declarations.iter_mut().zip(replacements) {
+        if let Some(replacement) = replacement {
+            **declaration = replacement;
+        }
+    }
+}
+
 /// Everything read from one source.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {

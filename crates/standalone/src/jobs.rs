@@ -93,7 +93,7 @@ impl JobSet {
                     for diagnostic in &report.diagnostics {
                         problems.push(diagnostic.to_string());
                     }
-                    jobs.extend(report.jobs.into_iter().map(Arc::new));
+                    jobs.extend(report.jobs);
                 }
                 Err(e) => problems.push(format!("{}: {e}", file.display())),
             }
@@ -101,8 +101,31 @@ impl JobSet {
         for problem in &problems {
             eprintln!("kubeci: {problem}");
         }
+        // Two files holding versions of one ConfigMap: the first is the object, as a cluster
+        // would hold one.
+        let mut objects: Vec<LoadedJob> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match objects
+                .iter()
+                .find(|o| kubeci_spec::load::same_object(o, &job))
+            {
+                Some(first) => problems.push(format!(
+                    "{}:{}: note: ignored: {} is also declared in {}:{}, which comes first",
+                    job.file,
+                    job.pos.line,
+                    job.configmap
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    first.file,
+                    first.pos.line
+                )),
+                None => objects.push(job),
+            }
+        }
+        let mut jobs = objects;
+        kubeci_spec::mark_duplicates(&mut jobs);
         let changed = now != self.fingerprint;
-        self.jobs = jobs;
+        self.jobs = jobs.into_iter().map(Arc::new).collect();
         self.fingerprint = now;
         self.problems = problems;
         changed
@@ -202,5 +225,41 @@ mod tests {
             jobs.find("default", "demo").is_none(),
             "a removed file removes its job"
         );
+    }
+
+    #[test]
+    fn one_job_per_name_one_version_per_configmap() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LoadOptions::default();
+        // b.yaml declares ConfigMap `other` with the same job; c.yaml is another version
+        // of ConfigMap `demo`.
+        std::fs::write(dir.path().join("a.yaml"), JOB).unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            JOB.replace("name: demo\n  labels", "name: other\n  labels"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            JOB.replace("run_command: make", "run_command: make again"),
+        )
+        .unwrap();
+        let mut jobs = JobSet::default();
+        jobs.reload(dir.path(), &options);
+        assert_eq!(
+            jobs.all().len(),
+            2,
+            "the second version of `demo` is not listed"
+        );
+        let winner = jobs.find("default", "demo").unwrap();
+        assert_eq!(winner.configmap.as_ref().unwrap().name, "demo");
+        assert!(winner.source.contains("run_command: make\n"));
+        let repeat = &jobs.all()[1];
+        assert!(repeat.job.is_none());
+        assert!(repeat
+            .diagnostics
+            .iter()
+            .any(|d| d.code == "duplicate-job" && d.message.contains("ConfigMap default/demo")));
+        assert_eq!(jobs.specs(None).len(), 1, "built once");
     }
 }

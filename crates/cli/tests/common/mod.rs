@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod git;
 pub mod local;
 pub mod serve;
+pub mod webdriver;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,156 @@
+//! The web pages in a real headless Chromium, driven over WebDriver: `kubeci serve --local`
+//! on the bundled examples (plus one job whose build the test holds open), the jobs page
+//! listing them, signing in with the token, "Build now", the build running with its log
+//! arriving live in colour, then its final state, and "Rebuild". Each page's screenshot is
+//! written to `target/ui-screenshots/`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::local::{configmap, Local};
+use common::serve::{Kubeci, TOKEN};
+use common::webdriver::Browser;
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    common::git::wait_for(Duration::from_secs(60), what, check);
+}
+
+/// Copies the ConfigMap files of `from` (recursively) into `to`.
+fn copy_job_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_job_files(&path, &target);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn url(kubeci: &Kubeci, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", kubeci.port)
+}
+
+#[test]
+fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end() {
+    let (local, repo) = Local::new();
+    copy_job_files(&common::repo_root().join("examples"), &local.jobs);
+    let gate = local.dir.path().join("gate");
+    let script = format!(
+        "printf '\\033[32mstep one: green\\033[0m\\n'; echo '<img src=x onerror=\"window.pwned=1\">'; \
+         while [ ! -e {} ]; do sleep 0.1; done; echo 'step two: done'",
+        gate.display()
+    );
+    local.write(
+        "live-log.yaml",
+        &configmap("live-log", &repo.bare, &script, ""),
+    );
+    let kubeci = local.serve(&[], &[]);
+    let browser = Browser::start();
+
+    // The jobs page lists every job the API knows: the examples and the test's own.
+    browser.open(&url(&kubeci, "/"));
+    let listed = |browser: &Browser| -> Vec<String> {
+        let mut names: Vec<String> = browser
+            .find_all("tbody tr td:nth-child(2)")
+            .iter()
+            .map(|cell| cell.text())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut expected = common::serve::job_names(&kubeci);
+    expected.sort();
+    assert!(expected.contains(&"hello".to_owned()), "{expected:?}");
+    assert!(
+        expected.len() >= 3,
+        "the examples and live-log: {expected:?}"
+    );
+    assert_eq!(listed(&browser), expected);
+    assert_eq!(browser.text_of("h1"), "Jobs");
+    browser.screenshot("jobs");
+
+    // Search narrows the list.
+    browser.find("input[name=q]").type_text("live");
+    browser.find("form button").click();
+    wait("the filtered list", || listed(&browser) == ["live-log"]);
+
+    // A job page offers to sign in; the token signs in and leads back.
+    browser.open(&url(&kubeci, "/jobs/default/live-log"));
+    assert!(browser.text_of("body").contains("Sign in to start builds"));
+    browser.find("a[href^='/login']").click();
+    browser.find("input[name=token]").type_text(TOKEN);
+    browser.screenshot("login");
+    browser.find("form[action='/login'] button").click();
+    wait("back on the job page", || {
+        browser.current_url().ends_with("/jobs/default/live-log")
+    });
+    browser.screenshot("job");
+
+    // "Build now": the build page, running, its log arriving line by line.
+    browser.find("form[action$='/build'] button").click();
+    wait("the build's page", || {
+        browser
+            .current_url()
+            .ends_with("/jobs/default/live-log/builds/1")
+    });
+    browser.execute("window.samePage = true;");
+    wait("the first line to stream in", || {
+        browser.text_of("#log").contains("step one: green")
+    });
+    assert_eq!(browser.text_of("#state"), "running");
+    assert!(
+        browser.text_of("#log span.c2").contains("step one: green"),
+        "the ANSI green line is green"
+    );
+    assert!(
+        browser
+            .text_of("#log")
+            .contains("<img src=x onerror=\"window.pwned=1\">"),
+        "the HTML in the log shows as text"
+    );
+    assert_eq!(
+        browser.execute("return document.querySelectorAll('#log img, #log script').length;"),
+        0
+    );
+    assert!(!browser.text_of("#log").contains("step two"));
+    browser.screenshot("build-running");
+
+    // The build goes on; the same page (never reloaded) shows the rest and the end.
+    std::fs::write(&gate, "").unwrap();
+    wait("the last line and the final state", || {
+        browser.text_of("#log").contains("step two: done")
+            && browser.text_of("#state") == "succeeded"
+    });
+    assert_eq!(browser.execute("return window.samePage === true;"), true);
+    assert_eq!(browser.text_of("#live"), "finished: succeeded");
+    assert_eq!(browser.execute("return window.pwned === undefined;"), true);
+    browser.screenshot("build-finished");
+    assert_eq!(common::serve::state(&kubeci, "live-log", 1), "succeeded");
+
+    // A finished build offers "Rebuild": a new build of the same thing.
+    browser.open(&url(&kubeci, "/jobs/default/live-log/builds/1"));
+    assert!(browser.text_of("#state-line").contains("succeeded"));
+    browser.find("form[action$='/rebuild'] button").click();
+    wait("the rebuild's page", || {
+        browser
+            .current_url()
+            .ends_with("/jobs/default/live-log/builds/2")
+    });
+    wait("the rebuild to succeed", || {
+        common::serve::state(&kubeci, "live-log", 2) == "succeeded"
+    });
+    browser.open(&url(&kubeci, "/jobs/default/live-log"));
+    let rows = browser.find_all("tbody tr");
+    assert_eq!(rows.len(), 2, "two builds listed");
+    assert!(
+        rows[0].text().starts_with("#2 succeeded"),
+        "{}",
+        rows[0].text()
+    );
+    browser.screenshot("job-builds");
+}
