@@ -3,6 +3,7 @@
 mod client;
 mod clone;
 mod lint;
+mod logging;
 mod output;
 mod render;
 mod run;

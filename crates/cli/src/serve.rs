@@ -37,9 +37,14 @@ pub struct ServeArgs {
     /// Label selector of job ConfigMaps.
     #[arg(long, default_value = "ci-job-spec=true", value_name = "SELECTOR")]
     selector: String,
-    /// Address of the HTTP server (API, health).
-    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
-    listen: SocketAddr,
+    /// How stderr reads: `text` lines, or `json`, one object per line (time, level,
+    /// target, message).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: crate::logging::LogFormat,
+    /// Address of the HTTP server (pages, API, health) [default: 0.0.0.0:8080 with
+    /// --kubernetes, 127.0.0.1:8080 (this machine only) with --local].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Base URL of this server as users reach it, for BUILD_URL.
     #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
     base_url: String,
@@ -129,6 +134,32 @@ pub struct ServeArgs {
     github_resync: String,
 }
 
+/// The token of `serve --local` without --token-file: made once, random, readable by
+/// this user only, and kept in the data directory with the history.
+fn local_token(path: &std::path::Path) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read /dev/urandom for a token")?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("cannot write the token to {}", path.display()))?;
+    Ok(())
+}
+
 /// A secret from a file, else from an environment variable; trimmed.
 fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<String>> {
     let text = match file {
@@ -153,6 +184,7 @@ fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    crate::logging::init(args.log_format);
     let pending_deadline = duration_flag("--pending-deadline", &args.pending_deadline)?;
     let lease_duration = duration_flag("--lease-duration", &args.lease_duration)?;
     if lease_duration.is_zero() {
@@ -204,7 +236,16 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             )
         })
     });
-    let token = match &args.token_file {
+    let local_token_file = args.data.join("token");
+    let token_file = match (&args.token_file, &args.local) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(_)) => {
+            local_token(&local_token_file)?;
+            Some(local_token_file.clone())
+        }
+        (None, None) => None,
+    };
+    let token = match &token_file {
         Some(path) => {
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
@@ -268,8 +309,21 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let front = Front {
-        listen: args.listen,
+        listen: args.listen.unwrap_or_else(|| {
+            let host = if args.local.is_some() {
+                [127, 0, 0, 1]
+            } else {
+                [0, 0, 0, 0]
+            };
+            SocketAddr::from((host, 8080))
+        }),
         access,
+        sign_in_hint: (args.local.is_some() && args.token_file.is_none()).then(|| {
+            format!(
+                "sign in with the token in {} to start builds",
+                local_token_file.display()
+            )
+        }),
         github,
         hook_settings: kubeci_github_api::HookSettings {
             secret: webhook_secret.map(String::into_bytes),
@@ -299,8 +353,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 reporter,
             )
             .with_context(|| format!("cannot start the local engine in {}", args.data.display()))?;
-            eprintln!(
-                "kubeci: the jobs of {}, built on this machine; history in {}",
+            log::info!(
+                "the jobs of {}, built on this machine; history in {}",
                 dir.display(),
                 args.data.display()
             );
@@ -320,6 +374,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
 struct Front {
     listen: SocketAddr,
     access: kubeci_server::Access,
+    /// Where the token of `--local` is, for the first message.
+    sign_in_hint: Option<String>,
     github: Arc<kubeci_github_api::GitHubClient>,
     hook_settings: kubeci_github_api::HookSettings,
     /// How often to resync open pull requests; `None` without a GitHub token.
@@ -340,7 +396,11 @@ impl Front {
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
-        eprintln!("kubeci: serving on http://{}", listener.local_addr()?);
+        let address = listener.local_addr()?;
+        match &self.sign_in_hint {
+            Some(hint) => log::info!("serving on http://{address} — open it in a browser; {hint}"),
+            None => log::info!("serving on http://{address}"),
+        }
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -97,6 +97,9 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
     for line in [
         "kubeci_builds{namespace=\"default\",job=\"quick\",state=\"succeeded\"} 2",
         "kubeci_builds{namespace=\"default\",job=\"slow\",state=\"error\"} 1",
+        "# TYPE kubeci_build_duration_seconds histogram",
+        "kubeci_build_duration_seconds_bucket{namespace=\"default\",job=\"quick\",le=\"+Inf\"} 2",
+        "kubeci_build_duration_seconds_count{namespace=\"default\",job=\"quick\"} 2",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
@@ -269,4 +272,94 @@ async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
             .collect::<Vec<_>>()
             == ["pending", "success"]
     });
+}
+
+/// `serve --local` as the README starts it: no token file given.
+fn serve_without_token(local: &Local, extra: &[&str]) -> Kubeci {
+    let port = common::free_port();
+    let log = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args(["serve", "--local"])
+        .arg(&local.jobs)
+        .arg("--data")
+        .arg(&local.data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let kubeci = Kubeci::adopt(child, port, log);
+    wait("kubeci to be ready", || {
+        http(&kubeci, "GET", "/readyz", &[]).0 == 200
+    });
+    kubeci
+}
+
+#[test]
+fn without_a_token_file_local_makes_one_and_logs_can_be_json() {
+    use std::os::unix::fs::PermissionsExt;
+    let (local, repo) = Local::new();
+    local.write("quick.yaml", &configmap("quick", &repo.bare, "echo hi", ""));
+    let kubeci = serve_without_token(&local, &["--log-format", "json"]);
+    let token_file = local.data.join("token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+    assert!(token.len() >= 32, "{token}");
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "readable by its owner only"
+    );
+    let bearer = format!("Bearer {token}");
+    let path = "/api/v1/jobs/default/quick/builds";
+    assert_eq!(http(&kubeci, "POST", path, &[]).0, 401);
+    assert_eq!(
+        http(&kubeci, "POST", path, &[("Authorization", &bearer)]).0,
+        201
+    );
+    wait("the build to succeed", || {
+        build(&kubeci, "quick", 1)["state"] == "succeeded"
+    });
+
+    let stderr = kubeci.log();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        for field in ["time", "level", "target", "message"] {
+            assert!(line[field].is_string(), "{field} in {line}");
+        }
+    }
+    let serving = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("serving on http://127.0.0.1:")
+        })
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        serving["message"].as_str().unwrap().contains(&format!(
+            "sign in with the token in {}",
+            token_file.display()
+        )),
+        "{serving}"
+    );
+    assert_eq!(serving["level"], "info");
+
+    // Started again, it keeps its token.
+    kubeci.kill();
+    let kubeci = serve_without_token(&local, &[]);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert_eq!(
+        http(&kubeci, "POST", path, &[("Authorization", &bearer)]).0,
+        201
+    );
+    assert!(kubeci
+        .log()
+        .contains("kubeci: serving on http://127.0.0.1:"));
 }

@@ -10,6 +10,36 @@ use std::sync::Mutex;
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
+}
+
+/// Observations counted in buckets: `counts[i]` are those ≤ `bounds[i]` and above the
+/// bound before; the last count is those above every bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket] += 1;
+        self.sum += value;
+    }
 }
 
 /// One family: its name, help, kind, and samples (labels → value).
@@ -19,6 +49,8 @@ pub struct Family {
     pub help: &'static str,
     pub kind: Kind,
     pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    /// The histograms of a [`Kind::Histogram`] family, by labels.
+    pub histograms: Vec<(Vec<(&'static str, String)>, Histogram)>,
 }
 
 impl Family {
@@ -28,6 +60,7 @@ impl Family {
             help,
             kind,
             samples: Vec::new(),
+            histograms: Vec::new(),
         }
     }
 
@@ -44,6 +77,17 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn label_text(labels: &[(&str, String)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", labels.join(","))
+}
+
 /// The text exposition of `families`.
 pub fn render(families: &[Family]) -> String {
     let mut out = String::new();
@@ -51,24 +95,48 @@ pub fn render(families: &[Family]) -> String {
         let kind = match family.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
-        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", family.name);
+        let name = family.name;
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for (labels, value) in &family.samples {
-            let labels: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let labels = if labels.is_empty() {
-                String::new()
-            } else {
-                format!("{{{}}}", labels.join(","))
-            };
-            let _ = writeln!(out, "{}{labels} {value}", family.name);
+            let _ = writeln!(out, "{name}{} {value}", label_text(labels));
+        }
+        for (labels, histogram) in &family.histograms {
+            let mut cumulative = 0;
+            let bounds = histogram.bounds.iter().map(|b| b.to_string());
+            for (bound, count) in bounds
+                .chain(std::iter::once("+Inf".to_owned()))
+                .zip(&histogram.counts)
+            {
+                cumulative += count;
+                let mut labels = labels.clone();
+                labels.push(("le", bound));
+                let _ = writeln!(out, "{name}_bucket{} {cumulative}", label_text(&labels));
+            }
+            let labels = label_text(labels);
+            let _ = writeln!(out, "{name}_sum{labels} {}", histogram.sum);
+            let _ = writeln!(out, "{name}_count{labels} {cumulative}");
         }
     }
     out
 }
+
+/// A build as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildFact {
+    pub namespace: String,
+    pub job: String,
+    pub state: &'static str,
+    /// How long it ran, from start to finish, once it has finished.
+    pub seconds: Option<f64>,
+}
+
+/// The bounds of the build duration histogram, in seconds: 10 s to 2 h.
+pub const DURATION_BOUNDS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
 
 /// Counters by label values, incremented by the parts that see the events (webhook
 /// deliveries, reconcile errors).
@@ -108,11 +176,23 @@ impl Counters {
     }
 }
 
-/// Builds by (namespace, job, state), and queued builds, from the builds an engine holds.
-pub fn build_families(builds: &[(String, String, &'static str)]) -> Vec<Family> {
+/// Builds by (namespace, job, state), queued builds, and how long finished builds ran,
+/// from the builds an engine holds. Recomputed from the builds at each scrape (kubeci keeps
+/// no state of its own): the duration histogram covers the builds retention keeps, so it
+/// can shrink when old builds are deleted.
+pub fn build_families(builds: &[BuildFact]) -> Vec<Family> {
     let mut by_state: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-    for (namespace, job, state) in builds {
-        *by_state.entry((namespace, job, state)).or_insert(0) += 1;
+    let mut durations: BTreeMap<(&str, &str), Histogram> = BTreeMap::new();
+    for build in builds {
+        *by_state
+            .entry((&build.namespace, &build.job, build.state))
+            .or_insert(0) += 1;
+        if let Some(seconds) = build.seconds {
+            durations
+                .entry((&build.namespace, &build.job))
+                .or_insert_with(|| Histogram::new(DURATION_BOUNDS))
+                .observe(seconds);
+        }
     }
     let mut builds_family = Family::new(
         "kubeci_builds",
@@ -141,6 +221,22 @@ pub fn build_families(builds: &[(String, String, &'static str)]) -> Vec<Family> 
             Kind::Gauge,
         )
         .sample(Vec::new(), queued as f64),
+        Family {
+            histograms: durations
+                .into_iter()
+                .map(|((namespace, job), histogram)| {
+                    (
+                        vec![("namespace", namespace.to_owned()), ("job", job.to_owned())],
+                        histogram,
+                    )
+                })
+                .collect(),
+            ..Family::new(
+                "kubeci_build_duration_seconds",
+                "How long finished builds ran, start to finish, by job (the builds kubeci holds).",
+                Kind::Histogram,
+            )
+        },
     ]
 }
 
@@ -150,11 +246,17 @@ mod tests {
 
     #[test]
     fn families_render_as_prometheus_text_with_escaped_labels() {
+        let build = |job: &str, state, seconds| BuildFact {
+            namespace: "ci".into(),
+            job: job.into(),
+            state,
+            seconds,
+        };
         let builds = [
-            ("ci".to_owned(), "web".to_owned(), "succeeded"),
-            ("ci".to_owned(), "web".to_owned(), "succeeded"),
-            ("ci".to_owned(), "web".to_owned(), "queued"),
-            ("ci".to_owned(), "we\"ird\nname".to_owned(), "failed"),
+            build("web", "succeeded", Some(12.0)),
+            build("web", "succeeded", Some(7200.5)),
+            build("web", "queued", None),
+            build("we\"ird\nname", "failed", Some(3.0)),
         ];
         let text = render(&build_families(&builds));
         assert_eq!(
@@ -166,7 +268,35 @@ mod tests {
              kubeci_builds{namespace=\"ci\",job=\"web\",state=\"succeeded\"} 2\n\
              # HELP kubeci_queue_length Builds waiting for a concurrency slot.\n\
              # TYPE kubeci_queue_length gauge\n\
-             kubeci_queue_length 1\n"
+             kubeci_queue_length 1\n\
+             # HELP kubeci_build_duration_seconds How long finished builds ran, start to finish, by job (the builds kubeci holds).\n\
+             # TYPE kubeci_build_duration_seconds histogram\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"10\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"30\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"60\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"120\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"300\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"600\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"1200\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"1800\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"3600\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"7200\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"we\\\"ird\\nname\",le=\"+Inf\"} 1\n\
+             kubeci_build_duration_seconds_sum{namespace=\"ci\",job=\"we\\\"ird\\nname\"} 3\n\
+             kubeci_build_duration_seconds_count{namespace=\"ci\",job=\"we\\\"ird\\nname\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"10\"} 0\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"30\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"60\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"120\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"300\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"600\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"1200\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"1800\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"3600\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"7200\"} 1\n\
+             kubeci_build_duration_seconds_bucket{namespace=\"ci\",job=\"web\",le=\"+Inf\"} 2\n\
+             kubeci_build_duration_seconds_sum{namespace=\"ci\",job=\"web\"} 7212.5\n\
+             kubeci_build_duration_seconds_count{namespace=\"ci\",job=\"web\"} 2\n"
         );
         let counters = Counters::default();
         counters.increment("deliveries", &["pull_request", "200"]);

@@ -83,9 +83,10 @@ impl<B: Backend> Hooks<B> {
             "kubeci_webhook_deliveries_total",
             &[&event, &answer.status.to_string()],
         );
-        eprintln!(
-            "kubeci: GitHub delivery {id} ({event}): {} {}",
-            answer.status, answer.body
+        log::info!(
+            "GitHub delivery {id} ({event}): {} {}",
+            answer.status,
+            answer.body
         );
         answer
     }
@@ -414,9 +415,10 @@ impl<B: Backend> Hooks<B> {
                 .map_or(0, |b| b.iter().filter(|b| b["created"] == true).count())),
             Err((_, Failure::GitHub(e))) => Err(e),
             Err((_, Failure::Backend(message))) => {
-                eprintln!(
-                    "kubeci: resync of {}#{}: {message}",
-                    repository.full_name, pr.number
+                log::info!(
+                    "resync of {}#{}: {message}",
+                    repository.full_name,
+                    pr.number
                 );
                 Ok(0)
             }
@@ -435,8 +437,8 @@ impl<B: Backend> Hooks<B> {
             ticker.tick().await;
             match self.resync().await {
                 Ok(0) => {}
-                Ok(started) => eprintln!("kubeci: the GitHub resync started {started} builds"),
-                Err(e) => eprintln!("kubeci: the GitHub resync failed: {e}"),
+                Ok(started) => log::info!("the GitHub resync started {started} builds"),
+                Err(e) => log::warn!("the GitHub resync failed: {e}"),
             }
         }
     }

@@ -47,7 +47,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                     .leading_until
                     .store(started + duration_ms * 2 / 3, Ordering::SeqCst);
                 if !was {
-                    eprintln!("kubeci: {} leads", cluster.settings.identity);
+                    log::info!("{} leads", cluster.settings.identity);
                     cluster.changed.notify_one();
                 }
             }
@@ -57,7 +57,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                 cluster
                     .counters
                     .increment("kubeci_reconcile_errors_total", &["lease"]);
-                eprintln!("kubeci: cannot renew the leader Lease: {e}")
+                log::warn!("cannot renew the leader Lease: {e}")
             }
         }
         tokio::time::sleep(period).await;
@@ -234,8 +234,8 @@ async fn heal_and_settle(
                 continue;
             };
             let request = entry.pending.clone().expect("a pending entry");
-            eprintln!(
-                "kubeci: starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
+            log::info!(
+                "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
                 entry.number, entry.key
             );
             match cluster.create_build(loaded, &request).await {
@@ -244,7 +244,7 @@ async fn heal_and_settle(
                     cluster
                         .counters
                         .increment("kubeci_reconcile_errors_total", &["heal"]);
-                    eprintln!("kubeci: cannot start build {}: {e}", entry.number)
+                    log::warn!("cannot start build {}: {e}", entry.number)
                 }
             }
         }
@@ -262,8 +262,8 @@ async fn heal_and_settle(
         match settled {
             Ok((abandoned, pending)) => {
                 for entry in abandoned {
-                    eprintln!(
-                        "kubeci: gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
+                    log::warn!(
+                        "gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
                         entry.key,
                         entry.number,
                         kubeci_engine::ledger::HEAL_WINDOW
@@ -280,7 +280,7 @@ async fn heal_and_settle(
                     cluster
                         .counters
                         .increment("kubeci_reconcile_errors_total", &["ledger"]);
-                    eprintln!("kubeci: cannot update the ledger of {namespace}/{job}: {e}")
+                    log::warn!("cannot update the ledger of {namespace}/{job}: {e}")
                 };
                 still_pending.extend(
                     cached
@@ -315,9 +315,7 @@ async fn act(
         Action::Fail {
             reason, message, ..
         } => {
-            eprintln!(
-                "kubeci: build {number} of {namespace}/{job} cannot start: {reason}: {message}"
-            );
+            log::warn!("build {number} of {namespace}/{job} cannot start: {reason}: {message}");
             cluster
                 .stop(
                     namespace,
@@ -355,7 +353,7 @@ async fn act(
             cluster
                 .counters
                 .increment("kubeci_reconcile_errors_total", &["update"]);
-            eprintln!("kubeci: cannot update build {number} of {namespace}/{job}: {e}")
+            log::warn!("cannot update build {number} of {namespace}/{job}: {e}")
         }
     }
 }
@@ -437,8 +435,8 @@ fn report(
                 waiting.remove(&key);
             }
             Err((message, delay)) => {
-                eprintln!(
-                    "kubeci: cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
+                log::warn!(
+                    "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
                     target.number,
                     target.namespace,
                     target.job,
@@ -505,9 +503,11 @@ async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[C
             // The build is gone: nothing left to record on.
             Err(kube::Error::Api(status)) if status.code == 404 => return,
             Err(e) => {
-                eprintln!(
-                    "kubeci: reported build {} of {}/{}, cannot record it yet: {e}",
-                    target.number, target.namespace, target.job
+                log::warn!(
+                    "reported build {} of {}/{}, cannot record it yet: {e}",
+                    target.number,
+                    target.namespace,
+                    target.job
                 );
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
@@ -542,8 +542,8 @@ async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), Arc<Loade
             .start_build(namespace, name, request, format!("cron:{due}"), Some(due))
             .await
         {
-            Ok(started) if started.created => eprintln!(
-                "kubeci: cron started build {} of {namespace}/{name}",
+            Ok(started) if started.created => log::info!(
+                "cron started build {} of {namespace}/{name}",
                 started.build.number
             ),
             Ok(_) => {}
@@ -551,7 +551,7 @@ async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), Arc<Loade
                 cluster
                     .counters
                     .increment("kubeci_reconcile_errors_total", &["cron"]);
-                eprintln!("kubeci: cron cannot start {namespace}/{name}: {e}")
+                log::warn!("cron cannot start {namespace}/{name}: {e}")
             }
         }
     }

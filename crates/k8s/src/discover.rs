@@ -109,7 +109,7 @@ async fn report_invalid(
             });
         found.unwrap_or_default()
     };
-    eprintln!("kubeci: ConfigMap {namespace}/{name} has an invalid job: {message}");
+    log::warn!("ConfigMap {namespace}/{name} has an invalid job: {message}");
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("ConfigMap".into()),
@@ -127,6 +127,6 @@ async fn report_invalid(
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &reference).await {
-        eprintln!("kubeci: cannot record an Event on ConfigMap {namespace}/{name}: {e}");
+        log::warn!("cannot record an Event on ConfigMap {namespace}/{name}: {e}");
     }
 }

@@ -667,9 +667,10 @@ impl Cluster {
         for number in decide::superseded_builds(&subject, request.number, &present) {
             let by = format!("kubeci (superseded by build {})", request.number);
             if let Err(e) = self.cancel(&loaded.namespace, &job.name, number, &by).await {
-                eprintln!(
-                    "kubeci: cannot cancel superseded build {number} of {}/{}: {e}",
-                    loaded.namespace, job.name
+                log::warn!(
+                    "cannot cancel superseded build {number} of {}/{}: {e}",
+                    loaded.namespace,
+                    job.name
                 );
             }
         }
@@ -775,13 +776,25 @@ impl Backend for Cluster {
     }
 
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
-        let builds: Vec<(String, String, &'static str)> = self
+        let builds: Vec<kubeci_engine::metrics::BuildFact> = self
             .records(|_, _| true)
             .into_iter()
             .flat_map(|((namespace, job), records)| {
                 records
                     .into_iter()
-                    .map(move |r| (namespace.clone(), job.clone(), r.summary.state.name()))
+                    .map(move |r| kubeci_engine::metrics::BuildFact {
+                        namespace: namespace.clone(),
+                        job: job.clone(),
+                        state: r.summary.state.name(),
+                        seconds: r
+                            .job
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.start_time.as_ref())
+                            .map(|t| t.0.as_second())
+                            .zip(r.summary.finished_at)
+                            .map(|(start, end)| (end - start).max(0) as f64),
+                    })
             })
             .collect();
         let mut families = kubeci_engine::metrics::build_families(&builds);

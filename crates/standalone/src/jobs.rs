@@ -98,29 +98,29 @@ impl JobSet {
                 Err(e) => problems.push(format!("{}: {e}", file.display())),
             }
         }
-        for problem in &problems {
-            eprintln!("kubeci: {problem}");
-        }
         // Two files holding versions of one ConfigMap: the first is the object, as a cluster
         // would hold one.
+        let mut first_file: std::collections::HashMap<String, (String, usize)> =
+            std::collections::HashMap::new();
         let mut objects: Vec<LoadedJob> = Vec::with_capacity(jobs.len());
         for job in jobs {
-            match objects
-                .iter()
-                .find(|o| kubeci_spec::load::same_object(o, &job))
-            {
-                Some(first) => problems.push(format!(
-                    "{}:{}: note: ignored: {} is also declared in {}:{}, which comes first",
-                    job.file,
-                    job.pos.line,
-                    job.configmap
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string),
-                    first.file,
-                    first.pos.line
+            let Some(object) = job.configmap.as_ref().map(ToString::to_string) else {
+                objects.push(job);
+                continue;
+            };
+            match first_file.get(&object) {
+                Some((file, line)) => problems.push(format!(
+                    "{}:{}: note: ignored: {object} is also declared in {file}:{line}, which comes first",
+                    job.file, job.pos.line
                 )),
-                None => objects.push(job),
+                None => {
+                    first_file.insert(object, (job.file.clone(), job.pos.line));
+                    objects.push(job);
+                }
             }
+        }
+        for problem in &problems {
+            log::warn!("{problem}");
         }
         let mut jobs = objects;
         kubeci_spec::mark_duplicates(&mut jobs);

@@ -150,7 +150,9 @@ impl Standalone {
         let store = Store::open(&settings.data_dir.join("kubeci.db"))?;
         let interrupted = store.mark_interrupted(now())?;
         if interrupted > 0 {
-            eprintln!("kubeci: {interrupted} builds were running when kubeci stopped: marked as interrupted");
+            log::info!(
+                "{interrupted} builds were running when kubeci stopped: marked as interrupted"
+            );
         }
         let mut jobs = JobSet::default();
         jobs.reload(&settings.jobs_dir, &settings.load);
@@ -192,14 +194,11 @@ impl Standalone {
                     .expect("the jobs lock")
                     .reload(&self.settings.jobs_dir, &self.settings.load);
                 if changed {
-                    eprintln!(
-                        "kubeci: the jobs in {} changed",
-                        self.settings.jobs_dir.display()
-                    );
+                    log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
                 }
             }
             if let Err(e) = self.pass().await {
-                eprintln!("kubeci: {e}");
+                log::warn!("{e}");
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.notified()).await;
         }
@@ -323,9 +322,11 @@ impl Standalone {
                     reported.push(state);
                     let text = report::format_reported(&reported);
                     if let Err(e) = engine.store().record_reported(&key.0, &key.1, key.2, &text) {
-                        eprintln!(
-                            "kubeci: cannot record the report of {}/{} {}: {e}",
-                            key.0, key.1, key.2
+                        log::warn!(
+                            "cannot record the report of {}/{} {}: {e}",
+                            key.0,
+                            key.1,
+                            key.2
                         );
                     }
                     engine.changed.notify_one();
@@ -334,8 +335,8 @@ impl Standalone {
                     let attempts = reports.get(&key).map_or(0, |(a, _)| *a);
                     let backoff = report::retry_delay(attempts, &e);
                     let attempts = attempts + 1;
-                    eprintln!(
-                        "kubeci: {}/{} build {}: reporting {state} failed ({e}); again in {}s",
+                    log::warn!(
+                        "{}/{} build {}: reporting {state} failed ({e}); again in {}s",
                         key.0,
                         key.1,
                         key.2,
@@ -382,10 +383,7 @@ impl Standalone {
                         .store()
                         .set_last_cron_run(&loaded.namespace, &job.name, due);
                 }
-                Err(e) => eprintln!(
-                    "kubeci: the cron run of {}/{}: {e}",
-                    loaded.namespace, job.name
-                ),
+                Err(e) => log::warn!("the cron run of {}/{}: {e}", loaded.namespace, job.name),
             }
         }
     }
@@ -425,9 +423,11 @@ impl Standalone {
                 .store()
                 .set_state(&key.0, &key.1, key.2, &state, now())
             {
-                eprintln!(
-                    "kubeci: cannot record the end of {}/{} {}: {e}",
-                    key.0, key.1, key.2
+                log::warn!(
+                    "cannot record the end of {}/{} {}: {e}",
+                    key.0,
+                    key.1,
+                    key.2
                 );
             }
             // Followers of the log see it end once the end is recorded.
@@ -472,7 +472,7 @@ impl Standalone {
                 .store()
                 .append_log(&namespace, &name, number, n, line.as_bytes())
             {
-                eprintln!("kubeci: cannot store a log line of {namespace}/{name} {number}: {e}");
+                log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
             }
             let _ = live.send((n, line.into_bytes()));
         });
@@ -573,9 +573,10 @@ impl Standalone {
         for number in decide::superseded_builds(&subject, request.number, &summaries) {
             let by = format!("kubeci (superseded by build {})", request.number);
             if let Err(e) = self.stop(&loaded.namespace, &job.name, number, &by) {
-                eprintln!(
-                    "kubeci: cannot cancel superseded build {number} of {}/{}: {e}",
-                    loaded.namespace, job.name
+                log::warn!(
+                    "cannot cancel superseded build {number} of {}/{}: {e}",
+                    loaded.namespace,
+                    job.name
                 );
             }
         }
@@ -731,9 +732,17 @@ impl Backend for Standalone {
 
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
         let rows = self.store().all_builds().unwrap_or_default();
-        let builds: Vec<(String, String, &'static str)> = rows
+        let builds: Vec<kubeci_engine::metrics::BuildFact> = rows
             .into_iter()
-            .map(|r| (r.namespace, r.job, r.state.name()))
+            .map(|r| kubeci_engine::metrics::BuildFact {
+                state: r.state.name(),
+                seconds: r
+                    .started_at
+                    .zip(r.finished_at)
+                    .map(|(start, end)| (end - start).max(0) as f64),
+                namespace: r.namespace,
+                job: r.job,
+            })
             .collect();
         kubeci_engine::metrics::build_families(&builds)
     }
