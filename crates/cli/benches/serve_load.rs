@@ -9,32 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubeci_testkit::{FakeApiServer, Options};
-use serde_json::{json, Value};
-
-const JOBS: usize = 1_000;
-const BUILDS: usize = 10_000;
-
-fn configmap(i: usize) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("job-{i}"), "namespace": "bench", "labels": {"ci-job-spec": "true"}},
-        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n    run_command: make test\n    timeout: 30m\n")},
-    })
-}
-
-fn build_job(i: usize) -> Value {
-    let job = i % JOBS;
-    let number = i / JOBS + 1;
-    json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": format!("job-{job}-{number}"), "namespace": "bench",
-            "labels": {"app.kubernetes.io/managed-by": "kubeci", "kubeci.io/job": format!("job-{job}"), "kubeci.io/build": number.to_string()},
-            "annotations": {"kubeci.io/trigger": "manual", "kubeci.io/spec-hash": "0"}},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "build", "image": "bash:5"}]}}},
-        "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-23T10:00:00Z"}],
-                   "completionTime": "2026-11-23T10:00:00Z", "succeeded": 1},
-    })
-}
+use serde_json::Value;
 
 fn start(server: &FakeApiServer) -> (Kubeci, Duration) {
     support::start(
@@ -53,35 +28,17 @@ fn status(port: u16, method: &str, path: &str, auth: bool) -> u16 {
     support::status(port, method, path, auth)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, Kubeci};
+use support::{build_job, configmap, percentile, rss_mb, Kubeci, BUILDS, JOBS};
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-    // The fake API server gets one thread, kubeci the rest of the machine.
-    let server = runtime.block_on(FakeApiServer::start_with(Options {
+    let (runtime, server) = support::fake_api_server(Options {
         history: 50_000,
-        simulate: false,
         ..Options::default()
-    }));
+    });
+    let _guard = runtime.enter();
 
     // Idle: nothing declared.
     let (idle, _) = start(&server);

@@ -1,12 +1,19 @@
 //! What the load drivers share: starting the real `kubeci serve --kubernetes` against the
-//! fake API server and waiting for /readyz, and percentiles.
+//! fake API server and waiting for /readyz, the §9 load, requests, and percentiles.
+// Each driver uses part of it.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubeci_testkit::FakeApiServer;
+use kubeci_testkit::{FakeApiServer, Options};
+use serde_json::{json, Value};
+
+/// The load of DESIGN.md §9: job ConfigMaps and finished builds (ten per job).
+pub const JOBS: usize = 1_000;
+pub const BUILDS: usize = 10_000;
 
 /// The process, its port, and its directory (kept while it runs); killed when dropped.
 pub struct Kubeci {
@@ -23,6 +30,30 @@ impl Drop for Kubeci {
     }
 }
 
+/// Job ConfigMap `job-{i}` of namespace `bench`.
+pub fn configmap(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("job-{i}"), "namespace": "bench", "labels": {"ci-job-spec": "true"}},
+        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n    run_command: make test\n    timeout: 30m\n")},
+    })
+}
+
+/// Finished build `i / JOBS + 1` of job `i % JOBS`.
+pub fn build_job(i: usize) -> Value {
+    let job = i % JOBS;
+    let number = i / JOBS + 1;
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("job-{job}-{number}"), "namespace": "bench",
+            "labels": {"app.kubernetes.io/managed-by": "kubeci", "kubeci.io/job": format!("job-{job}"), "kubeci.io/build": number.to_string()},
+            "annotations": {"kubeci.io/trigger": "manual", "kubeci.io/spec-hash": "0"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "build", "image": "bash:5"}]}}},
+        "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-23T10:00:00Z"}],
+                   "completionTime": "2026-11-23T10:00:00Z", "succeeded": 1},
+    })
+}
+
 /// The status of one request (0: no answer).
 pub fn status(port: u16, method: &str, path: &str, headers: &str) -> u16 {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -37,6 +68,54 @@ pub fn status(port: u16, method: &str, path: &str, headers: &str) -> u16 {
         return 0;
     }
     String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0)
+}
+
+/// The fake API server on a one-thread runtime of its own (kubeci gets the rest of the
+/// machine), its simulated controller off.
+pub fn fake_api_server(options: Options) -> (tokio::runtime::Runtime, FakeApiServer) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(FakeApiServer::start_with(Options {
+        simulate: false,
+        ..options
+    }));
+    (runtime, server)
+}
+
+/// One GET, its answer read to the end: (status, body bytes); status 0: no answer.
+pub fn get(port: u16, path: &str) -> (u16, usize) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, 0);
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, 0);
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let status = String::from_utf8_lossy(answer.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0);
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |end| answer.len() - end - 4);
+    (status, body)
+}
+
+/// The resident memory of a process, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
 }
 
 /// Starts `kubeci serve --kubernetes` on a free port with `files` written to its directory

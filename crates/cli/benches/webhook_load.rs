@@ -115,16 +115,10 @@ mod support;
 use support::{percentile, Kubeci};
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-    let server = runtime.block_on(FakeApiServer::start_with(Options {
-        simulate: false,
+    let (runtime, server) = support::fake_api_server(Options {
         ..Options::default()
-    }));
+    });
+    let _guard = runtime.enter();
     server.preload((0..JOBS).map(configmap).collect()).unwrap();
     let (_kubeci, port) = start(&server);
     let payload = fixture();

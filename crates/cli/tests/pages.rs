@@ -1,6 +1,6 @@
 //! The web pages of `kubeci serve`, over real HTTP: what they list, and that a job, an
 //! error or a log line carrying `<script>` or terminal escape tricks shows as inert text.
-//! (Browser tests in a headless Chromium are still to come.)
+//! The same pages in a real browser: `browser.rs`.
 
 mod common;
 

@@ -244,6 +244,18 @@ pub trait Backend: Send + Sync + 'static {
     fn jobs(&self) -> Vec<JobView>;
     /// The builds of a job, newest first; `None` if there is no such job.
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>>;
+    /// The newest build of every job that has one, by (namespace, job): the jobs page's
+    /// last column, in one pass instead of one per job.
+    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
+        self.jobs()
+            .into_iter()
+            .filter_map(|job| {
+                let name = job.name?;
+                let newest = self.builds(&job.namespace, &name)?.into_iter().next()?;
+                Some(((job.namespace, name), newest))
+            })
+            .collect()
+    }
     /// Starts a build of a job.
     fn trigger(
         &self,

@@ -706,6 +706,16 @@ impl Backend for Cluster {
         )
     }
 
+    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
+        self.records(|_, _| true)
+            .into_iter()
+            .filter_map(|(key, records)| {
+                let newest = records.first()?;
+                Some((key, self.view(&newest.job, &newest.pods, &newest.summary)))
+            })
+            .collect()
+    }
+
     async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
         let key = request.key.unwrap_or_else(|| self.unique_key());
         self.start_build(&request.namespace, &request.name, request.build, key, None)

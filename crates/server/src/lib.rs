@@ -300,18 +300,16 @@ async fn jobs_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
+    let mut latest = state.backend.latest_builds();
     let jobs: Vec<_> = state
         .backend
         .jobs()
         .into_iter()
         .map(|job| {
-            let last = job.name.as_deref().and_then(|name| {
-                state
-                    .backend
-                    .builds(&job.namespace, name)?
-                    .into_iter()
-                    .next()
-            });
+            let last = job
+                .name
+                .clone()
+                .and_then(|name| latest.remove(&(job.namespace.clone(), name)));
             (job, last)
         })
         .collect();

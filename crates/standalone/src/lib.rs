@@ -598,6 +598,15 @@ impl Backend for Standalone {
             .collect()
     }
 
+    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
+        self.store()
+            .latest_builds()
+            .unwrap_or_default()
+            .iter()
+            .map(|row| ((row.namespace.clone(), row.job.clone()), self.view(row)))
+            .collect()
+    }
+
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
         let declared = self
             .jobs

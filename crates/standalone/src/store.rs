@@ -292,6 +292,21 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(database)
     }
 
+    /// The newest build of each job, without its manifest (`manifest` is empty).
+    pub fn latest_builds(&self) -> Result<Vec<BuildRow>, StandaloneError> {
+        let columns = COLUMNS.replace("manifest", "'' AS manifest");
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {columns} FROM builds JOIN
+                   (SELECT namespace, job, MAX(number) AS number FROM builds GROUP BY namespace, job)
+                 USING (namespace, job, number)"
+            ))
+            .map_err(database)?;
+        let rows = statement.query_map([], row).map_err(database)?;
+        rows.collect::<Result<_, _>>().map_err(database)
+    }
+
     pub fn build(
         &self,
         namespace: &str,
