@@ -363,3 +363,43 @@ fn without_a_token_file_local_makes_one_and_logs_can_be_json() {
         .log()
         .contains("kubeci: serving on http://127.0.0.1:"));
 }
+
+#[test]
+fn users_an_authenticating_proxy_names_act_when_on_the_allow_list() {
+    let (local, repo) = Local::new();
+    local.write("quick.yaml", &configmap("quick", &repo.bare, "echo hi", ""));
+    let users = local.dir.path().join("users");
+    std::fs::write(&users, "# who may build\nalice   # team lead\n\n").unwrap();
+    let kubeci = local.serve(
+        &[
+            "--auth-user-header",
+            "X-Forwarded-User",
+            "--allowed-users-file",
+            users.to_str().unwrap(),
+            "--allow-user",
+            "carol",
+        ],
+        &[],
+    );
+    let path = "/api/v1/jobs/default/quick/builds";
+    let as_user = |user: &str| {
+        let (status, body) = http(&kubeci, "POST", path, &[("X-Forwarded-User", user)]);
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = as_user("bob");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "user-not-allowed");
+    for user in ["alice", "carol"] {
+        let (status, body) = as_user(user);
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["requested_by"], user);
+    }
+    assert_eq!(
+        common::serve::builds(&kubeci, "quick").len(),
+        2,
+        "bob started nothing"
+    );
+}

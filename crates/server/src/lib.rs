@@ -576,6 +576,10 @@ async fn build_page<B: Backend>(
             log.extend_from_slice(&chunk);
         }
     }
+    let web = state
+        .backend
+        .declaration(&namespace, &name)
+        .and_then(|d| pages::repository_web(&d.job.as_ref()?.git.url));
     page(
         StatusCode::OK,
         pages::build(
@@ -583,6 +587,7 @@ async fn build_page<B: Backend>(
             &name,
             &build,
             &String::from_utf8_lossy(&log),
+            web.as_deref(),
             signed_in(&state.access, &headers).as_deref(),
         ),
     )

@@ -48,6 +48,45 @@ fn live_state(state: &str) -> String {
     )
 }
 
+/// The web page of a job's repository (`https://host/owner/name`), for links to commits
+/// and pull requests; `None` for a local path.
+pub fn repository_web(git_url: &str) -> Option<String> {
+    let key = kubeci_spec::giturl::GitUrl::parse(git_url)
+        .ok()?
+        .repository_key()?;
+    Some(format!("https://{key}"))
+}
+
+/// A commit, linked to its page in the repository when there is one.
+fn commit_cell(web: Option<&str>, commit: Option<&str>, short: bool) -> String {
+    let Some(commit) = commit else {
+        return "–".to_owned();
+    };
+    let shown = if short {
+        commit.get(..12).unwrap_or(commit)
+    } else {
+        commit
+    };
+    match web {
+        Some(web) => format!(
+            "<a href=\"{}/commit/{}\">{}</a>",
+            escape(web),
+            urlencode(commit),
+            escape(shown)
+        ),
+        None => escape(shown),
+    }
+}
+
+/// A pull request number, linked to its page when the repository has one.
+fn pull_request_cell(web: Option<&str>, number: Option<u64>) -> String {
+    match (web, number) {
+        (_, None) => "–".to_owned(),
+        (Some(web), Some(n)) => format!("<a href=\"{}/pull/{n}\">#{n}</a>", escape(web)),
+        (None, Some(n)) => format!("#{n}"),
+    }
+}
+
 fn job_path(namespace: &str, name: &str) -> String {
     format!("/jobs/{}/{}", urlencode(namespace), urlencode(name))
 }
@@ -153,6 +192,8 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
         "none (invalid)".to_owned()
     };
     let path = job_path(&job.namespace, name);
+    let web = job.git_url.as_deref().and_then(repository_web);
+    let web = web.as_deref();
     let actions = match (csrf, job.valid) {
         (Some(csrf), true) => action_form(&format!("{path}/build"), csrf, "Build now"),
         (Some(_), false) => String::new(),
@@ -177,8 +218,8 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
                 state(b.state),
                 cell(b.duration(now()).as_deref()),
                 cell(b.trigger.as_deref()),
-                cell(b.commit.as_deref().map(|c| c.get(..12).unwrap_or(c))),
-                b.pull_request.map_or_else(|| "–".to_owned(), |n| format!("#{n}")),
+                commit_cell(web, b.commit.as_deref(), true),
+                pull_request_cell(web, b.pull_request),
                 cell(b.message.as_deref())
             )
         })
@@ -209,7 +250,8 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
     )
 }
 
-/// A build, its log (live while it runs), and how to look at it in the cluster. `csrf`:
+/// A build, its log (live while it runs), and how to look at it in the cluster; `web`: its
+/// repository's page ([`repository_web`]), for links to the commit and pull request. `csrf`:
 /// the signed-in session's token, which offers "Cancel" while the build runs and
 /// "Rebuild" (the same commit, branch and pull request) once it has ended.
 pub fn build(
@@ -217,6 +259,7 @@ pub fn build(
     job: &str,
     build: &BuildView,
     log: &str,
+    web: Option<&str>,
     csrf: Option<&str>,
 ) -> String {
     let live = matches!(build.state, "queued" | "pending" | "running");
@@ -278,8 +321,8 @@ pub fn build(
             cell(build.duration(now()).as_deref()),
             cell(build.trigger.as_deref()),
             cell(build.requested_by.as_deref()),
-            cell(build.commit.as_deref()),
-            build.pull_request.map_or_else(|| "–".to_owned(), |n| format!("#{n}")),
+            commit_cell(web, build.commit.as_deref(), false),
+            pull_request_cell(web, build.pull_request),
             escape(&build.reported.join(", ")),
             ns = escape(namespace),
             name = escape(&build.name),
@@ -309,4 +352,63 @@ pub fn badge(label: &str, state: Option<&str>) -> String {
         t = escape(text),
         x = left + 5,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_view(commit: &str, pull_request: Option<u64>) -> BuildView {
+        BuildView {
+            number: 3,
+            name: "api-3".into(),
+            state: "succeeded",
+            message: None,
+            trigger: Some("pull-request".into()),
+            requested_by: None,
+            commit: Some(commit.into()),
+            pull_request,
+            spec_hash: None,
+            chart_version: None,
+            reported: Vec::new(),
+            log_url: None,
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn commits_and_pull_requests_link_to_the_repository_when_it_has_a_web_page() {
+        assert_eq!(
+            repository_web("git@github.com:Org/Repo.git").as_deref(),
+            Some("https://github.com/org/repo")
+        );
+        assert_eq!(
+            repository_web("https://ghe.example.com/team/api").as_deref(),
+            Some("https://ghe.example.com/team/api")
+        );
+        assert_eq!(repository_web("./target/examples/hello.git"), None);
+
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let web = Some("https://github.com/org/repo");
+        let page = build("ci", "api", &build_view(sha, Some(7)), "", web, None);
+        assert!(page.contains(&format!(
+            "<a href=\"https://github.com/org/repo/commit/{sha}\">{sha}</a>"
+        )));
+        assert!(page.contains("<a href=\"https://github.com/org/repo/pull/7\">#7</a>"));
+        let local = build("ci", "api", &build_view(sha, Some(7)), "", None, None);
+        assert!(!local.contains("/commit/") && local.contains("#7"));
+
+        let hostile = build(
+            "ci",
+            "api",
+            &build_view("\"><script>x</script>", None),
+            "",
+            web,
+            None,
+        );
+        assert!(!hostile.contains("<script>x"), "{hostile}");
+        assert!(hostile.contains("/commit/%22%3E%3Cscript%3Ex%3C%2Fscript%3E\""));
+    }
 }
