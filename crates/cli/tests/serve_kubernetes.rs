@@ -176,8 +176,8 @@ async fn invalid_jobs_are_shown_and_reported_and_never_built() {
     assert_eq!(reasons, ["InvalidJob"]);
 }
 
-/// The recorded requests prove kubeci never asked for a Secret and used only what
-/// deploy/kubernetes/rbac.yaml grants.
+/// The recorded requests prove kubeci never asked for a Secret and used only what its
+/// installed ClusterRole (deploy/manifests/kubeci.yaml, from the Helm chart) grants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
     let server = FakeApiServer::start().await;
@@ -194,4 +194,105 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
         let _ = json(&kubeci, "/api/v1/jobs");
     }
     common::cluster::assert_rbac_grants(&server.requests());
+}
+
+/// Least privilege, both ways: a run that does everything kubeci does with the API —
+/// discover jobs, report an invalid one (twice), build, queue, cancel, stream a log,
+/// apply retention, lead — uses every verb its ClusterRole grants, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
+    let server = FakeApiServer::start().await;
+    server.set_pod_behaviour(|pod| {
+        if pod["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("slow"))
+        {
+            PodBehaviour::Succeed {
+                logs: vec!["slow".into()],
+                duration: Duration::from_secs(60),
+            }
+        } else {
+            PodBehaviour::Succeed {
+                logs: vec!["ok".into()],
+                duration: Duration::from_millis(20),
+            }
+        }
+    });
+    let job = |name: &str, extra: &str| {
+        common::serve::configmap(
+            name,
+            &format!("- job:\n    name: {name}\n    git: {{url: 'https://github.com/o/r'}}\n    run_command: make\n    timeout: 5m\n{extra}"),
+        )
+    };
+    let mut broken = job("broken", "");
+    broken["data"]["job.yaml"] = Value::String("- job: {name: broken, run_comand: x}".into());
+    server
+        .preload(vec![
+            job("kept", "    retention: {keep: 1}\n"),
+            job("slow", "    max_concurrency: 1\n"),
+            broken,
+        ])
+        .unwrap();
+    {
+        let kubeci = serve(&server);
+        for _ in 0..2 {
+            assert_eq!(trigger(&kubeci, "kept", None).0, 201);
+        }
+        wait("retention to delete build 1", || {
+            let numbers: Vec<u64> = builds(&kubeci, "kept")
+                .iter()
+                .filter_map(|b| b["number"].as_u64())
+                .collect();
+            numbers == [2]
+        });
+        let log = common::serve::http(
+            &kubeci,
+            "GET",
+            "/api/v1/jobs/default/kept/builds/2/log",
+            &[],
+        );
+        assert_eq!(log.0, 200, "{}", log.1);
+        assert_eq!(trigger(&kubeci, "slow", None).0, 201);
+        assert_eq!(trigger(&kubeci, "slow", None).0, 201);
+        let cancel = common::serve::http(
+            &kubeci,
+            "POST",
+            "/api/v1/jobs/default/slow/builds/1/cancel",
+            &[common::serve::AUTHORIZED],
+        );
+        assert_eq!(cancel.0, 200, "{}", cancel.1);
+        // The invalid job again: the same Event, counted on the existing one. (The test's
+        // own requests say who they are, to be told from kubeci's.)
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        config.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static("the-test"),
+        ));
+        let cms: Api<ConfigMap> =
+            Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+        let mut edited = cms.get("broken").await.unwrap();
+        edited.data.as_mut().unwrap().insert(
+            "job.yaml".into(),
+            "- job: {name: broken, run_comand: y}".into(),
+        );
+        cms.replace("broken", &PostParams::default(), &edited)
+            .await
+            .unwrap();
+        wait("the build after the cancelled one to finish", || {
+            builds(&kubeci, "slow")
+                .iter()
+                .any(|b| b["number"] == 2 && b["state"] != "queued")
+        });
+    }
+    let kubecis: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent != "the-test")
+        .collect();
+    let used = common::cluster::used(&kubecis);
+    let granted = common::cluster::granted(&common::cluster::granted_rules());
+    assert_eq!(used, granted, "used vs granted");
 }

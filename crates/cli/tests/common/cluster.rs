@@ -317,28 +317,54 @@ impl TestCluster {
     }
 }
 
-/// Asserts that `requests` (kubeci's, as recorded at the API server or the proxy) never
-/// touched a Secret and used only what deploy/kubernetes/rbac.yaml grants.
-pub fn assert_rbac_grants(requests: &[kubeci_testkit::RecordedRequest]) {
-    let rbac_text =
-        std::fs::read_to_string(super::repo_root().join("deploy/kubernetes/rbac.yaml")).unwrap();
-    let rbac = kubeci_spec::yaml::parse_stream(
-        &rbac_text,
+/// The rules of kubeci's ClusterRole as installed: from deploy/manifests/kubeci.yaml,
+/// which the Helm chart renders (a test keeps the two equal).
+pub fn granted_rules() -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(super::repo_root().join("deploy/manifests/kubeci.yaml")).unwrap();
+    let documents = kubeci_spec::yaml::parse_stream(
+        &text,
         &kubeci_spec::yaml::PosMap::Identity,
         Default::default(),
     )
-    .unwrap()[0]
-        .clone()
-        .unwrap()
-        .to_json();
-    let rules = rbac["rules"].as_array().unwrap();
-    assert!(
-        !rbac_text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .any(|l| l.contains("secrets")),
-        "no secrets rule at all"
-    );
+    .unwrap();
+    let role = documents
+        .into_iter()
+        .filter_map(|d| d.map(|d| d.to_json()))
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole in deploy/manifests/kubeci.yaml");
+    role["rules"].as_array().unwrap().clone()
+}
+
+/// What the rules grant: (API group, resource, verb).
+pub fn granted(
+    rules: &[serde_json::Value],
+) -> std::collections::BTreeSet<(String, String, String)> {
+    let strings = |rule: &serde_json::Value, field: &str| -> Vec<String> {
+        rule[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut triples = std::collections::BTreeSet::new();
+    for rule in rules {
+        for group in strings(rule, "apiGroups") {
+            for resource in strings(rule, "resources") {
+                for verb in strings(rule, "verbs") {
+                    triples.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    triples
+}
+
+/// What `requests` used: (API group, resource, verb).
+pub fn used(
+    requests: &[kubeci_testkit::RecordedRequest],
+) -> std::collections::BTreeSet<(String, String, String)> {
     let group_of = |path: &str| -> String {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if parts[0] == "apis" {
@@ -347,26 +373,37 @@ pub fn assert_rbac_grants(requests: &[kubeci_testkit::RecordedRequest]) {
             String::new()
         }
     };
-    let requests: Vec<_> = requests.iter().filter(|r| !r.resource.is_empty()).collect();
-    assert!(requests.len() > 5, "kubeci made requests");
+    requests
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| (group_of(&r.path), r.resource.clone(), r.verb.clone()))
+        .collect()
+}
+
+/// Asserts that `requests` (kubeci's, as recorded at the API server or the proxy) never
+/// touched a Secret and used only what kubeci's installed ClusterRole grants.
+pub fn assert_rbac_grants(requests: &[kubeci_testkit::RecordedRequest]) {
+    let rules = granted_rules();
+    let granted = granted(&rules);
+    assert!(
+        granted
+            .iter()
+            .all(|(_, resource, _)| !resource.contains("secret")),
+        "no secrets rule at all: {granted:?}"
+    );
+    assert!(
+        requests.iter().filter(|r| !r.resource.is_empty()).count() > 5,
+        "kubeci made requests"
+    );
     for request in requests {
         assert!(
             !request.resource.starts_with("secrets"),
             "kubeci asked for a Secret: {request:?}"
         );
-        let group = group_of(&request.path);
-        let allowed = rules.iter().any(|rule| {
-            let has = |field: &str, value: &str| {
-                rule[field].as_array().unwrap().iter().any(|v| v == value)
-            };
-            has("apiGroups", &group)
-                && has("resources", &request.resource)
-                && has("verbs", &request.verb)
-        });
-        assert!(
-            allowed,
-            "not granted by rbac.yaml: {} {} ({} in group {group:?})",
-            request.verb, request.path, request.resource
-        );
     }
+    let not_granted: Vec<_> = used(requests).difference(&granted).cloned().collect();
+    assert!(
+        not_granted.is_empty(),
+        "used but not granted by deploy/manifests/kubeci.yaml: {not_granted:?}"
+    );
 }

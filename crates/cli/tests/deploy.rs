@@ -1,0 +1,237 @@
+//! What installs kubeci: the Helm chart `deploy/helm/kubeci`, linted and rendered by Helm's
+//! own engine (Helm v4's library, from PyPI's `helm-python-sdk`), every object checked
+//! against Kubernetes' OpenAPI schema, and the plain manifests for users without Helm,
+//! which must be exactly what the chart renders.
+
+mod common;
+
+use std::process::Command;
+
+use common::{repo_root, require_python_module};
+use serde_json::{json, Value};
+
+const CHART: &str = "deploy/helm/kubeci";
+
+/// `scripts/helm.py ARGS` in the repository root: its stdout.
+fn helm(args: &[&str]) -> String {
+    require_python_module("helm_python", "helm-python-sdk");
+    let output = Command::new("python3")
+        .arg("scripts/helm.py")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "scripts/helm.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn render(values: &Value) -> String {
+    helm(&["render", CHART, "kubeci", "kubeci", &values.to_string()])
+}
+
+/// The objects of a YAML stream.
+fn objects(stream: &str) -> Vec<Value> {
+    kubeci_spec::yaml::parse_stream(
+        stream,
+        &kubeci_spec::yaml::PosMap::Identity,
+        Default::default(),
+    )
+    .unwrap()
+    .into_iter()
+    .flatten()
+    .map(|d| d.to_json())
+    .collect()
+}
+
+fn namespaced() -> Value {
+    json!({"watch": {"scope": "namespaces", "namespaces": ["team-a", "team-b"]}})
+}
+
+fn with_credentials() -> Value {
+    json!({
+        "auth": {"tokenSecret": {"name": "kubeci-token"}, "userHeader": "X-Forwarded-User", "allowedUsers": ["alice"]},
+        "github": {"webhookSecret": {"name": "kubeci-github"}, "tokenSecret": {"name": "kubeci-github"}},
+        "ingress": {"enabled": true, "host": "ci.example.com", "tlsSecretName": "ci-tls"},
+    })
+}
+
+#[test]
+fn the_chart_lints_clean_in_every_mode() {
+    for values in [json!({}), namespaced(), with_credentials()] {
+        let report: Value =
+            serde_json::from_str(&helm(&["lint", CHART, &values.to_string()])).unwrap();
+        assert_eq!(report["errors"], json!([]), "{values}: {report}");
+        let problems: Vec<&Value> = report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_u64() >= Some(2))
+            .collect();
+        assert!(problems.is_empty(), "{values}: {problems:?}");
+    }
+}
+
+#[test]
+fn every_rendered_object_passes_strict_kubernetes_validation() {
+    require_python_module("kubernetes_validate", "kubernetes-validate");
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = 0;
+    let mut files = Vec::new();
+    for (name, values) in [
+        ("default", json!({})),
+        ("namespaced", namespaced()),
+        ("credentials", with_credentials()),
+    ] {
+        let stream = render(&values);
+        expected += objects(&stream).len();
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, stream).unwrap();
+        files.push(file);
+    }
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        report.matches("passed for resource").count(),
+        expected,
+        "{report}"
+    );
+}
+
+#[test]
+fn the_plain_manifests_are_what_the_chart_renders() {
+    let committed =
+        std::fs::read_to_string(repo_root().join("deploy/manifests/kubeci.yaml")).unwrap();
+    let rendered = render(&json!({}));
+    let body: String = committed
+        .lines()
+        .skip_while(|l| l.starts_with("# ") && !l.starts_with("# Source:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        body == rendered,
+        "deploy/manifests/kubeci.yaml differs from the chart: run scripts/render-manifests"
+    );
+    assert_eq!(objects(&committed), objects(&rendered));
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+fn the_deployment_is_highly_available_unprivileged_and_probed() {
+    let objects = objects(&render(&json!({})));
+    let deployment = of_kind(&objects, "Deployment")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert!(spec["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(
+        of_kind(&objects, "PodDisruptionBudget")[0]["spec"]["minAvailable"],
+        1
+    );
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    let container = &spec["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&args[..2], ["serve", "--kubernetes"]);
+    // The arguments are flags this kubeci knows.
+    let help = common::kubeci(&["serve", "--help"]).stdout;
+    for arg in &args[2..] {
+        let flag = arg.split('=').next().unwrap();
+        assert!(help.contains(flag), "{flag} is not a `kubeci serve` flag");
+    }
+    assert!(of_kind(&objects, "Ingress").is_empty(), "optional");
+    assert!(of_kind(&objects, "ServiceMonitor").is_empty(), "optional");
+}
+
+#[test]
+fn kubecis_credentials_are_mounted_into_kubeci_alone_and_no_rule_names_secrets() {
+    let objects = objects(&render(&with_credentials()));
+    let spec = &of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let secrets: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(secrets, ["kubeci-token", "kubeci-github", "kubeci-github"]);
+    let args = spec["containers"][0]["args"].to_string();
+    for flag in [
+        "--token-file=/etc/kubeci/token/token",
+        "--github-webhook-secret-file=/etc/kubeci/github-webhook/webhook-secret",
+        "--github-token-file=/etc/kubeci/github-token/token",
+        "--auth-user-header=X-Forwarded-User",
+        "--allow-user=alice",
+    ] {
+        assert!(args.contains(flag), "{flag} in {args}");
+    }
+    for values in [json!({}), namespaced(), with_credentials()] {
+        for role in objects_of_roles(&values) {
+            assert!(
+                !role["rules"].to_string().contains("secret"),
+                "{values}: {role}"
+            );
+        }
+    }
+}
+
+fn objects_of_roles(values: &Value) -> Vec<Value> {
+    objects(&render(values))
+        .into_iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        .collect()
+}
+
+#[test]
+fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_nothing_cluster_wide() {
+    let objects = objects(&render(&namespaced()));
+    assert!(of_kind(&objects, "ClusterRole").is_empty());
+    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let cluster_wide = self::objects(&render(&json!({})));
+    let cluster_rules = &of_kind(&cluster_wide, "ClusterRole")[0]["rules"];
+    let roles = of_kind(&objects, "Role");
+    let namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["team-a", "team-b", "kubeci"]);
+    for role in &roles[..2] {
+        assert_eq!(&role["rules"], cluster_rules);
+    }
+    assert_eq!(
+        roles[2]["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update"]}]),
+        "the release namespace: the leader Lease only"
+    );
+    let args = of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        ["args"]
+        .to_string();
+    assert!(args.contains("--namespace=team-a") && args.contains("--namespace=team-b"));
+    assert_eq!(of_kind(&objects, "RoleBinding").len(), 3);
+}
