@@ -4,6 +4,7 @@ mod client;
 mod clone;
 mod lint;
 mod logging;
+mod new;
 mod output;
 mod render;
 mod run;
@@ -57,6 +58,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Print the JSON Schema of job.yaml, for editors and CI validation.
     Schema,
+    /// Write a new job as a Helm chart: Chart.yaml, values.yaml holding the job, and the
+    /// template of its labelled ConfigMap.
+    New(Box<new::NewArgs>),
     /// List the jobs a running kubeci serves (`--server`).
     Jobs(client::JobsArgs),
     /// List a job's builds, newest first.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lint(args) => lint::run(&args),
+        Command::New(args) => new::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Clone(args) => Ok(clone::run(&args)),

@@ -79,6 +79,8 @@ fn help_texts_match_their_golden_files() {
         ("kubeci", &["--help"][..]),
         ("lint", &["lint", "--help"][..]),
         ("render", &["render", "--help"][..]),
+        ("new", &["new", "--help"][..]),
+        ("serve", &["serve", "--help"][..]),
     ] {
         let run = kubeci(args);
         assert_eq!(run.code, 0);

@@ -18,10 +18,20 @@ pub struct JobSet {
     pub problems: Vec<String>,
 }
 
-/// The job files below `dir`: its `.yaml` and `.yml` files, recursively, dot-files and
-/// dot-directories skipped, sorted. (`kubeci lint` and `render` read directories the same
-/// way.)
+/// The job files below `dir`: its `.yaml` and `.yml` files, recursively, sorted; dot-files,
+/// dot-directories and Helm charts (directories with a `Chart.yaml`: their templates are
+/// Helm's input, not manifests) skipped. (`kubeci lint` and `render` read directories the
+/// same way.) A `dir` that is itself a chart is refused with how to check it.
 pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if dir.join("Chart.yaml").is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a Helm chart: render it first, e.g. `helm template {0} | kubeci lint -`",
+                dir.display()
+            ),
+        ));
+    }
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
@@ -35,7 +45,9 @@ pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             }
             let child = entry.path();
             if entry.file_type().map_err(listing_failed)?.is_dir() {
-                pending.push(child);
+                if !child.join("Chart.yaml").is_file() {
+                    pending.push(child);
+                }
             } else if matches!(
                 child.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
