@@ -211,7 +211,7 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
         .iter()
         .map(|b| {
             format!(
-                "<tr><td><a href=\"{}/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td><a href=\"{}/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 job_path(&job.namespace, name),
                 b.number,
                 b.number,
@@ -220,6 +220,7 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
                 cell(b.trigger.as_deref()),
                 commit_cell(web, b.commit.as_deref(), true),
                 pull_request_cell(web, b.pull_request),
+                cell(b.chart_version.as_deref()),
                 cell(b.message.as_deref())
             )
         })
@@ -229,7 +230,7 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
         &format!(
             "<h1>{}/{}</h1><p>Repository {} · branch {} · chart {} · spec {} · <img alt=\"status\" src=\"/badges/{}/{}.svg\"></p>\n{}\
 <p>Builds on: {triggers}</p>{actions}\
-<table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
+<table><thead><tr><th>Build</th><th>State</th><th>Duration</th><th>Trigger</th><th>Commit</th><th>PR</th><th>Chart</th><th>Message</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
 <h2>job.yaml</h2><p class=\"note\">As written in {}; change it there.</p><pre>{}</pre>",
             escape(&job.namespace),
             escape(name),
@@ -304,6 +305,7 @@ pub fn build(
 <tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Finished</th><td>{}</td></tr><tr><th>Duration</th><td>{}</td></tr>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
+<tr><th>Job version</th><td>chart {} · spec {}</td></tr>\
 <tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
             job_path(namespace, job),
@@ -323,6 +325,8 @@ pub fn build(
             cell(build.requested_by.as_deref()),
             commit_cell(web, build.commit.as_deref(), false),
             pull_request_cell(web, build.pull_request),
+            cell(build.chart_version.as_deref()),
+            cell(build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h))),
             escape(&build.reported.join(", ")),
             ns = escape(namespace),
             name = escape(&build.name),
@@ -368,14 +372,25 @@ mod tests {
             requested_by: None,
             commit: Some(commit.into()),
             pull_request,
-            spec_hash: None,
-            chart_version: None,
+            spec_hash: Some(
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            ),
+            chart_version: Some("1.2.0".into()),
             reported: Vec::new(),
             log_url: None,
             created_at: None,
             started_at: None,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn a_build_shows_the_version_of_the_job_it_ran() {
+        let page = build("ci", "api", &build_view("abc", None), "", None, None);
+        assert!(
+            page.contains("<td>chart 1.2.0 · spec 9f86d081884c</td>"),
+            "{page}"
+        );
     }
 
     #[test]
