@@ -403,3 +403,48 @@ fn users_an_authenticating_proxy_names_act_when_on_the_allow_list() {
         "bob started nothing"
     );
 }
+
+#[test]
+fn a_followed_log_of_a_queued_build_streams_once_the_build_runs() {
+    let (local, repo) = Local::new();
+    let gate = local.dir.path().join("gate");
+    let script = format!(
+        "echo \"build $BUILD_NUMBER waits\"; while [ ! -e {} ]; do sleep 0.1; done; echo \"build $BUILD_NUMBER done\"",
+        gate.display()
+    );
+    local.write(
+        "one.yaml",
+        &configmap("one", &repo.bare, &script, "        max_concurrency: 1\n"),
+    );
+    let kubeci = local.serve(&[], &[]);
+    assert_eq!(trigger(&kubeci, "one").0, 201);
+    assert_eq!(trigger(&kubeci, "one").0, 201);
+    wait("build 1 to run and build 2 to queue", || {
+        build(&kubeci, "one", 1)["state"] == "running"
+            && build(&kubeci, "one", 2)["state"] == "queued"
+    });
+    // The follower is answered (headers) while build 2 still waits in the queue.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
+    stream
+        .write_all(b"GET /api/v1/jobs/default/one/builds/2/log?follow=true HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(build(&kubeci, "one", 2)["state"], "queued", "still queued");
+    std::fs::write(&gate, "").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(body.contains("build 2 waits"), "{body}");
+    assert!(body.contains("build 2 done"), "{body}");
+    assert!(!body.contains("build 1"), "{body}");
+}

@@ -87,6 +87,8 @@ pub struct Standalone {
     reports: Mutex<HashMap<BuildKey, (u32, Instant)>>,
     changed: Notify,
     ready: AtomicBool,
+    /// Itself, for log followers that outlive a call (waiting for a queued build).
+    me: std::sync::Weak<Standalone>,
 }
 
 fn now() -> i64 {
@@ -156,7 +158,7 @@ impl Standalone {
         }
         let mut jobs = JobSet::default();
         jobs.reload(&settings.jobs_dir, &settings.load);
-        let engine = Arc::new(Standalone {
+        let engine = Arc::new_cyclic(|me| Standalone {
             settings,
             store: Mutex::new(store),
             jobs: RwLock::new(jobs),
@@ -165,6 +167,7 @@ impl Standalone {
             reports: Mutex::default(),
             changed: Notify::new(),
             ready: AtomicBool::new(true),
+            me: me.clone(),
         });
         tokio::spawn(Arc::clone(&engine).schedule());
         Ok(engine)
@@ -508,6 +511,39 @@ impl Standalone {
         Ok(())
     }
 
+    /// A followed log of a build that has not started: it waits, checking every 200 ms,
+    /// until the build runs or ends, then follows it.
+    fn log_once_started(&self, key: BuildKey) -> LogStream {
+        let me = self.me.clone();
+        let waited =
+            futures_util::stream::once(async move {
+                let (namespace, name, number) = key.clone();
+                loop {
+                    let Some(engine) = me.upgrade() else {
+                        return futures_util::StreamExt::boxed(futures_util::stream::empty());
+                    };
+                    let started = engine.running.lock().expect("lock").contains_key(&key);
+                    let ended = engine
+                        .store()
+                        .build(&namespace, &name, number)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|row| row.state.is_finished());
+                    if started || ended {
+                        return match Box::pin(engine.log(&namespace, &name, number, true)).await {
+                            Ok(stream) => stream,
+                            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(
+                                async move { Err(e.to_string()) },
+                            )),
+                        };
+                    }
+                    drop(engine);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        Box::pin(futures_util::StreamExt::flatten(waited))
+    }
+
     fn view(&self, row: &BuildRow) -> BuildView {
         let (state, message) = BuildView::describe(&row.state);
         let declared_url = self
@@ -774,15 +810,18 @@ impl Backend for Standalone {
         } else {
             None
         };
-        let exists = self
+        let Some(row) = self
             .store()
             .build(namespace, name, number)
             .map_err(|e| LogError::Backend(e.to_string()))?
-            .is_some();
-        if !exists {
+        else {
             return Err(LogError::NotFound(format!(
                 "no build {number} of job {namespace}/{name}"
             )));
+        };
+        if follow && live.is_none() && !row.state.is_finished() {
+            // Queued or about to start: follow from when it runs (or ends).
+            return Ok(self.log_once_started(key));
         }
         let stored = self
             .store()

@@ -1,0 +1,122 @@
+//! What each fuzz target checks, as plain functions: `cargo fuzz run TARGET` feeds them
+//! generated inputs, and the workspace's tests feed them the committed corpus
+//! (`fuzz/corpus/TARGET/`), so a crash once found stays fixed. Each one panics only when
+//! kubeci misbehaves: a panic inside kubeci, or an answer that breaks its promise.
+
+use kubeci_github::{event, signature, trust};
+use kubeci_spec::LoadOptions;
+
+/// The job reader, validator and renderer: any bytes give diagnostics or jobs, never a
+/// panic; every diagnostic points inside the input; every valid job renders.
+pub fn job_spec(data: &[u8]) {
+    let report = kubeci_spec::load("fuzz.yaml", data, &LoadOptions::default());
+    let lines = data.split(|b| *b == b'\n').count().max(1);
+    for diagnostic in report.all_diagnostics() {
+        assert!(
+            diagnostic.line <= lines + 1,
+            "a diagnostic past the end of the input: {diagnostic:?}"
+        );
+    }
+    for loaded in &report.jobs {
+        if let Some(job) = &loaded.job {
+            let origin = kubeci_render::JobOrigin::of(loaded);
+            kubeci_render::render(
+                job,
+                &origin,
+                &kubeci_render::BuildRequest::manual(1),
+                &kubeci_render::RenderConfig::default(),
+            )
+            .expect("a valid job renders");
+        }
+    }
+    let mut jobs = report.jobs;
+    kubeci_spec::mark_duplicates(&mut jobs);
+}
+
+const SECRET: &[u8] = b"fuzz-secret";
+const EVENTS: [&str; 5] = ["pull_request", "issue_comment", "push", "ping", "check_run"];
+
+/// A delivery: the first byte picks the event, a signature header line may follow, the
+/// rest is the body. Only a body signed with the secret verifies; parsing never panics;
+/// comment phrases parse.
+pub fn webhook(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let event = EVENTS[usize::from(selector) % EVENTS.len()];
+    let (header, body) = match rest.iter().position(|b| *b == b'\n') {
+        Some(end) if selector & 0x80 != 0 => {
+            (std::str::from_utf8(&rest[..end]).ok(), &rest[end + 1..])
+        }
+        _ => (None, rest),
+    };
+    let verified = signature::verify(Some(SECRET), header, body).is_ok();
+    if verified {
+        assert_eq!(
+            header,
+            Some(signature::sign(SECRET, body).as_str()),
+            "only the body's own signature verifies"
+        );
+    }
+    assert!(
+        signature::verify(None, header, body).is_err(),
+        "no secret, no acceptance"
+    );
+    let signed = signature::sign(SECRET, body);
+    assert!(signature::verify(Some(SECRET), Some(&signed), body).is_ok());
+    if let Ok(event::Event::Comment { body, .. }) = event::parse(event, body) {
+        let _ = trust::commands(&body);
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = trust::commands(text);
+    }
+}
+
+/// The cron parser and its next-run search: never a panic, and a next run is strictly
+/// after the time asked about.
+pub fn cron(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(schedule) = kubeci_spec::cron::CronSchedule::parse(text, "fuzz-job") {
+        for after in [0, 1_790_000_000, 4_102_444_800] {
+            if let Some(next) = schedule.next_after(after) {
+                assert!(next > after, "{text:?}: {next} is not after {after}");
+                assert_eq!(next % 60, 0, "runs start on a minute");
+            }
+        }
+    }
+}
+
+/// The log renderer: any line (terminal escapes, HTML) becomes text with kubeci's own
+/// colour spans only — no other tag, no raw `<`, `>`, `"` or control character.
+pub fn log_line(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    let html = kubeci_server::ansi::line_to_html(&line);
+    let mut rest = html.as_str();
+    loop {
+        let text_end = rest.find('<').unwrap_or(rest.len());
+        let text = &rest[..text_end];
+        assert!(
+            !text.contains(['>', '"']),
+            "raw markup in the text: {text:?}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\t'),
+            "a control character got through: {text:?}"
+        );
+        if text_end == rest.len() {
+            break;
+        }
+        let tag_end = rest[text_end..].find('>').expect("every tag closes") + text_end;
+        let tag = &rest[text_end..=tag_end];
+        let own_span = tag == "</span>"
+            || tag
+                .strip_prefix("<span class=\"")
+                .and_then(|t| t.strip_suffix("\">"))
+                .is_some_and(|class| class.chars().all(|c| c.is_ascii_alphanumeric() || c == ' '));
+        assert!(own_span, "a tag kubeci did not make: {tag}");
+        rest = &rest[tag_end + 1..];
+    }
+    assert!(!kubeci_server::ansi::escape(&line).contains(['<', '>', '"']));
+}
