@@ -296,3 +296,70 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
     let granted = common::cluster::granted(&common::cluster::granted_rules());
     assert_eq!(used, granted, "used vs granted");
 }
+
+/// A followed log of a build still queued (no pod yet) is answered at once and streams
+/// once the build's pod runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_of_a_queued_build_streams_once_its_pod_runs() {
+    let server = FakeApiServer::start().await;
+    server.set_pod_behaviour(|pod| {
+        let first = pod["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("q-1-"));
+        PodBehaviour::Succeed {
+            logs: vec![if first {
+                "first"
+            } else {
+                "second build's line"
+            }
+            .into()],
+            duration: Duration::from_secs(if first { 60 } else { 0 }),
+        }
+    });
+    server
+        .preload(vec![common::serve::configmap(
+            "q",
+            "- job:\n    name: q\n    git: {url: 'https://github.com/o/r'}\n    run_command: make\n    timeout: 5m\n    max_concurrency: 1\n",
+        )])
+        .unwrap();
+    let kubeci = serve(&server);
+    assert_eq!(trigger(&kubeci, "q", None).0, 201);
+    assert_eq!(trigger(&kubeci, "q", None).0, 201);
+    let state = |number: u64| {
+        builds(&kubeci, "q")
+            .iter()
+            .find(|b| b["number"] == number)
+            .map(|b| b["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    wait("build 1 to run, build 2 to queue", || {
+        state(1) == "running" && state(2) == "queued"
+    });
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
+    stream
+        .write_all(b"GET /api/v1/jobs/default/q/builds/2/log?follow=true HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(state(2), "queued", "still queued when answered");
+    let cancel = common::serve::http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/q/builds/1/cancel",
+        &[common::serve::AUTHORIZED],
+    );
+    assert_eq!(cancel.0, 200, "{}", cancel.1);
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(body.contains("second build's line"), "{body}");
+}

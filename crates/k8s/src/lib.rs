@@ -128,6 +128,8 @@ pub struct Cluster {
     request_counter: AtomicU64,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) counters: kubeci_engine::metrics::Counters,
+    /// Itself, for log followers that outlive a call (waiting for a build's pod).
+    me: std::sync::Weak<Cluster>,
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -300,7 +302,8 @@ impl Cluster {
             synced.extend([jobs_synced, pods_synced, leases_synced]);
             scopes.push(Scope { jobs, pods, leases });
         }
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
             client,
             settings,
             index,
@@ -511,6 +514,35 @@ impl Cluster {
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
+    }
+
+    /// A followed log of a build without a pod yet: it waits, checking the caches every
+    /// 250 ms, until the build has a pod (then follows it) or ends.
+    fn log_once_it_has_a_pod(&self, namespace: &str, name: &str, number: u64) -> LogStream {
+        let me = self.me.clone();
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let waited = futures_util::stream::once(async move {
+            loop {
+                let Some(cluster) = me.upgrade() else {
+                    return futures_util::StreamExt::boxed(futures_util::stream::empty());
+                };
+                let record = cluster
+                    .build_records(&namespace, &name)
+                    .into_iter()
+                    .find(|r| r.summary.number == number);
+                match record {
+                    Some(r) if r.pods.is_empty() && !r.summary.state.is_finished() => {}
+                    Some(r) if !r.pods.is_empty() => {
+                        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
+                        return logs::stream(pods, r.pods[0].name_any(), true);
+                    }
+                    _ => return futures_util::StreamExt::boxed(futures_util::stream::empty()),
+                }
+                drop(cluster);
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+        Box::pin(futures_util::StreamExt::flatten(waited))
     }
 
     fn view(&self, job: &BuildJob, pods: &[Arc<BuildPod>], summary: &BuildSummary) -> BuildView {
@@ -842,13 +874,17 @@ impl Backend for Cluster {
             .ok_or_else(|| {
                 LogError::NotFound(format!("no build {number} of job {namespace}/{name}"))
             })?;
-        let pod = record.pods.first().ok_or_else(|| {
-            LogError::NotFound(format!(
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match record.pods.first() {
+            Some(pod) => Ok(logs::stream(pods, pod.name_any(), follow)),
+            None if follow && !record.summary.state.is_finished() => {
+                // Queued, or its pod not created yet: follow from when it has one.
+                Ok(self.log_once_it_has_a_pod(namespace, name, number))
+            }
+            None => Err(LogError::NotFound(format!(
                 "build {number} of job {namespace}/{name} has no pod ({})",
                 record.summary.state
-            ))
-        })?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        Ok(logs::stream(pods, pod.name_any(), follow))
+            ))),
+        }
     }
 }
