@@ -10,7 +10,13 @@ use kubeci_spec::LoadOptions;
 /// panic; every diagnostic points inside the input; every valid job renders.
 pub fn job_spec(data: &[u8]) {
     let report = kubeci_spec::load("fuzz.yaml", data, &LoadOptions::default());
-    let lines = data.split(|b| *b == b'\n').count().max(1);
+    // YAML's line breaks: `\r\n`, `\r` and `\n` (a lone `\r` ends a line too).
+    let breaks = data
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' || (**b == b'\r' && data.get(i + 1) != Some(&b'\n')))
+        .count();
+    let lines = breaks + 1;
     for diagnostic in report.all_diagnostics() {
         assert!(
             diagnostic.line <= lines + 1,
