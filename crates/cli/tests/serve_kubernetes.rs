@@ -197,8 +197,9 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
 }
 
 /// Least privilege, both ways: a run that does everything kubeci does with the API —
-/// discover jobs, report an invalid one (twice), build, queue, cancel, stream a log,
-/// apply retention, lead — uses every verb its ClusterRole grants, and nothing else.
+/// discover jobs, report an invalid one (twice), build, answer a retried request, queue,
+/// cancel, stream a log, apply retention, lead — uses every verb its ClusterRole grants,
+/// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
     let server = FakeApiServer::start().await;
@@ -238,6 +239,12 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
         for _ in 0..2 {
             assert_eq!(trigger(&kubeci, "kept", None).0, 201);
         }
+        assert_eq!(trigger(&kubeci, "slow", Some("retried")).0, 201);
+        assert_eq!(
+            trigger(&kubeci, "slow", Some("retried")).0,
+            200,
+            "a retry answers with the build it started"
+        );
         wait("retention to delete build 1", || {
             let numbers: Vec<u64> = builds(&kubeci, "kept")
                 .iter()
@@ -252,7 +259,6 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
             &[],
         );
         assert_eq!(log.0, 200, "{}", log.1);
-        assert_eq!(trigger(&kubeci, "slow", None).0, 201);
         assert_eq!(trigger(&kubeci, "slow", None).0, 201);
         let cancel = common::serve::http(
             &kubeci,

@@ -37,11 +37,12 @@ name Secrets and only the kubelet resolves them.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch"]
-# Builds are batch/v1 Jobs: create them, follow them, suspend, resume and annotate them
-# (queue, cancel, reported states), delete them (retention).
+# Builds are batch/v1 Jobs: create them, follow them, read one back (a retried request
+# whose build another replica created), suspend, resume and annotate them (queue, cancel,
+# reported states), delete them (retention).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Build pods: follow their state and stream their logs.
 - apiGroups: [""]
   resources: ["pods"]
