@@ -296,6 +296,36 @@ pub fn parse_stream(
     map: &PosMap,
     limits: Limits,
 ) -> Result<Vec<Option<Node>>, YamlError> {
+    // libyaml-safer 0.3 panics on a block scalar that ends the text without a line break
+    // (`run_command: |\n  make`, common in JSON-written ConfigMaps): end the text with one.
+    // It changes no position, and a clipped block scalar keeps one final line break anyway.
+    let ended;
+    let text = if text.is_empty() || text.ends_with(['\n', '\r']) {
+        text
+    } else {
+        ended = format!("{text}\n");
+        ended.as_str()
+    };
+    // Should the reader panic on some other input, the input is refused, the caller lives.
+    std::panic::catch_unwind(|| parse_ended_stream(text, map, limits)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(YamlError {
+            pos: map.apply(Pos { line: 1, column: 1 }),
+            message: format!("the YAML reader failed on this text ({why})"),
+            help: "this is a bug in the reader, not in the file: report it with the file; meanwhile, rewrite the part the reader trips on".into(),
+        })
+    })
+}
+
+fn parse_ended_stream(
+    text: &str,
+    map: &PosMap,
+    limits: Limits,
+) -> Result<Vec<Option<Node>>, YamlError> {
     let mut input = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
@@ -677,6 +707,19 @@ mod tests {
         assert_eq!(key.pos, Pos { line: 2, column: 1 });
         assert_eq!(b.entry("d").unwrap().0.pos, Pos { line: 5, column: 3 });
         assert_eq!(b.get("c").unwrap().pos, Pos { line: 4, column: 5 });
+    }
+
+    #[test]
+    fn a_block_scalar_at_the_very_end_of_the_text_reads() {
+        // libyaml-safer 0.3 panicked on these (found by fuzzing).
+        let node = parse_one("run_command: |\n  make test").unwrap();
+        assert_eq!(node.to_json()["run_command"], "make test\n");
+        for text in ["|\n -", "x: |\n  -", "a: >\n  folded", "- |\n  x"] {
+            assert!(
+                parse_stream(text, &PosMap::Identity, Limits::default()).is_ok(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
