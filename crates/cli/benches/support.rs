@@ -118,6 +118,24 @@ pub fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// Starts kubeci as `start` does, taking GitHub webhooks signed with `secret` (GitHub's API
+/// unreachable, no resync): the drivers that deliver webhooks.
+pub fn start_for_webhooks(server: &FakeApiServer, secret: &str) -> Kubeci {
+    let (kubeci, _) = start(
+        server,
+        &[("secret", secret)],
+        &[
+            "--github-webhook-secret-file",
+            "{dir}/secret",
+            "--github-url",
+            "http://127.0.0.1:9",
+            "--github-resync",
+            "0s",
+        ],
+    );
+    kubeci
+}
+
 /// Starts `kubeci serve --kubernetes` on a free port with `files` written to its directory
 /// (`args` may name them through `{dir}`), and waits for /readyz; the time it took.
 pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (Kubeci, Duration) {

@@ -58,18 +58,7 @@ fn deliver(port: u16, body: &[u8], signature: &str) -> u16 {
 }
 
 fn start(server: &FakeApiServer) -> (Kubeci, u16) {
-    let (kubeci, _) = support::start(
-        server,
-        &[("secret", SECRET)],
-        &[
-            "--github-webhook-secret-file",
-            "{dir}/secret",
-            "--github-url",
-            "http://127.0.0.1:9",
-            "--github-resync",
-            "0s",
-        ],
-    );
+    let kubeci = support::start_for_webhooks(server, SECRET);
     let port = kubeci.port;
     (kubeci, port)
 }

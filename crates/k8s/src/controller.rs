@@ -238,7 +238,7 @@ async fn heal_and_settle(
                 "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
                 entry.number, entry.key
             );
-            match cluster.create_build(loaded, &request).await {
+            match cluster.create_build(loaded, &request, &entry.key).await {
                 Ok(_) => healed.push(entry.number),
                 Err(e) => {
                     cluster

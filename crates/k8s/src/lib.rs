@@ -468,6 +468,7 @@ impl Cluster {
         &self,
         loaded: &LoadedJob,
         request: &BuildRequest,
+        key: &str,
     ) -> Result<BuildJob, TriggerError> {
         let job = loaded.job.as_ref().expect("a declared job is valid");
         let mut rendered =
@@ -484,6 +485,11 @@ impl Cluster {
                 spec.suspend = Some(true);
             }
         }
+        rendered
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(keys::REQUEST_KEY.to_owned(), key.to_owned());
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
         match jobs.create(&PostParams::default(), &rendered).await {
             Ok(created) => Ok(created.into()),
@@ -652,18 +658,26 @@ impl Cluster {
         cron_run: Option<i64>,
     ) -> Result<Triggered, TriggerError> {
         let loaded = self.declared(namespace, name)?;
-        let present: Vec<BuildSummary> = self
-            .build_records(namespace, name)
-            .into_iter()
-            .map(|r| r.summary)
-            .collect();
+        let records = self.build_records(namespace, name);
+        // A request seen before whose build exists: that build, whatever the ledger still
+        // remembers (it keeps a bounded number of keys).
+        if let Some(built) = records
+            .iter()
+            .find(|r| r.job.annotations().get(keys::REQUEST_KEY) == Some(&key))
+        {
+            return Ok(Triggered {
+                build: self.view(&built.job, &built.pods, &built.summary),
+                created: false,
+            });
+        }
+        let present: Vec<BuildSummary> = records.into_iter().map(|r| r.summary).collect();
         let (allocation, to_create) =
             ledger::allocate(self, namespace, name, &key, &present, build, cron_run)
                 .await
                 .map_err(|e| TriggerError::Backend(e.to_string()))?;
         let job = match to_create {
             Some(request) => {
-                let created = self.create_build(&loaded, &request).await?;
+                let created = self.create_build(&loaded, &request, &key).await?;
                 if allocation.fresh {
                     self.cancel_superseded(&loaded, &request).await;
                 }

@@ -41,6 +41,9 @@ pub mod keys {
     pub const PR_AUTHOR: &str = "kubeci.io/pr-author";
     pub const SPEC_HASH: &str = "kubeci.io/spec-hash";
     pub const CHART_VERSION: &str = "kubeci.io/chart-version";
+    /// The identity of the request that started the build (a webhook's `pr:<n>:<head>`,
+    /// an API `Idempotency-Key`): a request seen again finds its build by it.
+    pub const REQUEST_KEY: &str = "kubeci.io/request-key";
     /// Who cancelled the build (set when it is cancelled; empty when unknown).
     pub const CANCELLED_BY: &str = "kubeci.io/cancelled-by";
     /// The commit statuses already reported for the build, comma-separated.
