@@ -1,3 +1,5 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| kubeci_fuzz::job_spec(data));
+libfuzzer_sys::fuzz_target!(init: kubeci_fuzz::contain_yaml_reader_panics(), |data: &[u8]| {
+    kubeci_fuzz::job_spec(data)
+});

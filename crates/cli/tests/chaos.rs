@@ -1,0 +1,261 @@
+//! Chaos (issue 9): three replicas of `kubeci serve --kubernetes` on the fake API server
+//! take a burst of build requests (each with an idempotency key, retried by its client
+//! against another replica until answered, as a client behind a Service would) for a job
+//! whose builds queue, while a seeded schedule kills replicas with SIGKILL (and starts new
+//! ones), makes the API server answer 500s and 429s with `Retry-After`, drops and expires
+//! its watches, and takes it away entirely for a while. Then, with the faults over:
+//! every requested build exists exactly once, every build ends, every end is reported
+//! exactly once, numbers are unique.
+//!
+//! Bounded here (100 builds, 2 seeds, 3 s outages); the full form:
+//! `CHAOS_BUILDS=500 CHAOS_SEEDS=1,2,3,4,5 CHAOS_OUTAGE_SECONDS=60 cargo test -p kubeci --test chaos -- --nocapture`
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::serve::{http_with_body, serve_with, Kubeci, Receiver, AUTHORIZED};
+use kubeci_testkit::{FakeApiServer, PodBehaviour};
+use serde_json::Value;
+
+const JOB: &str = "burst";
+const REPLICAS: usize = 3;
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// xorshift64*: the same seed, the same chaos.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// Sends request `key` until a replica answers 200 or 201; the build number it got.
+fn request_until_answered(ports: &Mutex<Vec<u16>>, key: &str, first: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut attempt = first;
+    loop {
+        let port = {
+            let ports = ports.lock().unwrap();
+            ports[attempt % ports.len()]
+        };
+        let (status, body) = http_with_body(
+            &Kubeci::probe(port),
+            "POST",
+            &format!("/api/v1/jobs/default/{JOB}/builds"),
+            &[AUTHORIZED, ("Idempotency-Key", key)],
+            b"",
+        );
+        if status == 200 || status == 201 {
+            let build: Value = serde_json::from_str(&body).unwrap();
+            return build["number"].as_u64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {key} never answered (last: {status} {body})"
+        );
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64, builds: usize) {
+    let outage = Duration::from_secs(setting("CHAOS_OUTAGE_SECONDS", "3").parse().unwrap());
+    let receiver = runtime.block_on(Receiver::start());
+    let flags = ["--notify-url", receiver.url.as_str()];
+    let mut replicas: Vec<Kubeci> = (0..REPLICAS).map(|_| serve_with(&server, &flags)).collect();
+    let ports = Arc::new(Mutex::new(
+        replicas.iter().map(|k| k.port).collect::<Vec<_>>(),
+    ));
+
+    // The burst: 8 clients, each request with its own key.
+    let answered: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (ports, answered) = (ports.clone(), answered.clone());
+            std::thread::spawn(move || {
+                for i in (client..builds).step_by(8) {
+                    let key = format!("request-{i}");
+                    let number = request_until_answered(&ports, &key, i);
+                    answered.lock().unwrap().insert(key, number);
+                }
+            })
+        })
+        .collect();
+
+    // The chaos, on a seeded schedule, until the burst is answered.
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    let burst_over = {
+        let done = done.clone();
+        let clients = clients;
+        std::thread::spawn(move || {
+            for client in clients {
+                client.join().unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let gate = server.gate();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        let fault = match rng.below(6) {
+            0 => {
+                let victim = rng.below(REPLICAS as u64) as usize;
+                let replacement = serve_with(&server, &flags);
+                ports.lock().unwrap()[victim] = replacement.port;
+                std::mem::replace(&mut replicas[victim], replacement).kill();
+                "replica SIGKILLed (and a new one started)"
+            }
+            1 => {
+                gate.fail_next(20, 500);
+                "20 answers of 500"
+            }
+            2 => {
+                gate.throttle_next(20, 1);
+                "20 answers of 429 with Retry-After: 1"
+            }
+            3 => {
+                gate.drop_watches();
+                "watches dropped"
+            }
+            4 => {
+                gate.expire_watches(REPLICAS * 3);
+                "resumed watches answered 410 Gone"
+            }
+            _ => {
+                server.stop();
+                std::thread::sleep(outage);
+                runtime.block_on(server.restart());
+                "the API server gone for the outage"
+            }
+        };
+        *faults.entry(fault).or_insert(0) += 1;
+    }
+    burst_over.join().unwrap();
+
+    // The faults are over: everything settles.
+    let probe = Kubeci::probe(replicas[0].port);
+    let settled = || {
+        let seen = common::serve::json(
+            &probe,
+            &format!("/api/v1/jobs/default/{JOB}/builds?limit=500"),
+        )["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut states: BTreeMap<String, usize> = BTreeMap::new();
+        for b in &seen {
+            let reported = b["reported"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|s| s == "success"));
+            let state = format!(
+                "{} (reported: {reported})",
+                b["state"].as_str().unwrap_or("?")
+            );
+            *states.entry(state).or_insert(0) += 1;
+        }
+        let done = seen.len() == builds && states.keys().all(|s| s == "succeeded (reported: true)");
+        (done, states)
+    };
+    let deadline = Instant::now()
+        + Duration::from_secs(setting("CHAOS_SETTLE_SECONDS", "120").parse().unwrap());
+    let mut last = settled();
+    while !last.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        last = settled();
+    }
+    let logs: Vec<String> = replicas.iter().map(|k| k.log()).collect();
+    assert!(
+        last.0,
+        "seed {seed}: not settled after the chaos ({faults:?}): {:?}\n--- logs:\n{}",
+        last.1,
+        logs.join("\n---\n")
+    );
+
+    let answered = answered.lock().unwrap().clone();
+    assert_eq!(answered.len(), builds, "every request answered");
+    let numbers: BTreeSet<u64> = answered.values().copied().collect();
+    assert_eq!(
+        numbers.len(),
+        builds,
+        "each request its own build: {answered:?}"
+    );
+    let jobs: Vec<Value> = {
+        let store = server.store();
+        let resource = kubeci_testkit::resources::find("batch", "v1", "jobs").unwrap();
+        store
+            .current(resource, Some("default"))
+            .into_iter()
+            .map(|j| (*j).clone())
+            .collect()
+    };
+    assert_eq!(jobs.len(), builds, "exactly one Job per request");
+    let mut job_keys = BTreeMap::new();
+    for job in &jobs {
+        let key = job["metadata"]["annotations"]["kubeci.io/request-key"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("api:")
+            .to_owned();
+        let number: u64 = job["metadata"]["labels"]["kubeci.io/build"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(answered.get(&key), Some(&number), "Job {number} of {key}");
+        assert!(
+            job_keys.insert(key, number).is_none(),
+            "a request built twice"
+        );
+    }
+    for number in numbers {
+        assert_eq!(
+            receiver.finals(JOB, number),
+            ["success"],
+            "build {number} reported exactly once"
+        );
+    }
+    eprintln!(
+        "seed {seed}: {builds} builds through {faults:?}; {} reports repeated at the receiver (each with its idempotency key)",
+        receiver.repeats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_survive_kills_errors_throttling_lost_watches_and_outages() {
+    let builds: usize = setting("CHAOS_BUILDS", "100").parse().unwrap();
+    let seeds: Vec<u64> = setting("CHAOS_SEEDS", "1,2")
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    for seed in seeds {
+        let server = Arc::new(FakeApiServer::start().await);
+        server.set_pod_behaviour(|_| PodBehaviour::Succeed {
+            logs: vec!["ok".into()],
+            duration: Duration::from_millis(100),
+        });
+        server
+            .preload(vec![common::serve::configmap(
+                JOB,
+                &format!("- job:\n    name: {JOB}\n    git: {{url: 'https://github.com/o/r'}}\n    run_command: make\n    timeout: 5m\n    max_concurrency: 10\n"),
+            )])
+            .unwrap();
+        let runtime = tokio::runtime::Handle::current();
+        let chaos_server = server.clone();
+        tokio::task::spawn_blocking(move || chaos(chaos_server, runtime, seed, builds))
+            .await
+            .unwrap();
+    }
+}
