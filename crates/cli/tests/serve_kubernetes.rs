@@ -341,22 +341,10 @@ async fn a_followed_log_of_a_queued_build_streams_once_its_pod_runs() {
     wait("build 1 to run, build 2 to queue", || {
         state(1) == "running" && state(2) == "queued"
     });
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
-    stream
-        .write_all(b"GET /api/v1/jobs/default/q/builds/2/log?follow=true HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    use std::io::Read;
+    let (mut stream, head) =
+        common::serve::open_get(&kubeci, "/api/v1/jobs/default/q/builds/2/log?follow=true");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(state(2), "queued", "still queued when answered");
     let cancel = common::serve::http(
         &kubeci,

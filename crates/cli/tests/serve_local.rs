@@ -424,22 +424,10 @@ fn a_followed_log_of_a_queued_build_streams_once_the_build_runs() {
             && build(&kubeci, "one", 2)["state"] == "queued"
     });
     // The follower is answered (headers) while build 2 still waits in the queue.
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
-    stream
-        .write_all(b"GET /api/v1/jobs/default/one/builds/2/log?follow=true HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    use std::io::Read;
+    let (mut stream, head) =
+        common::serve::open_get(&kubeci, "/api/v1/jobs/default/one/builds/2/log?follow=true");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(build(&kubeci, "one", 2)["state"], "queued", "still queued");
     std::fs::write(&gate, "").unwrap();
     let mut body = String::new();

@@ -533,7 +533,11 @@ async fn cancel_now<B: Backend>(
         Err(refused) => return *refused,
     };
     let _ = state.backend.cancel(&namespace, &name, number, &who).await;
-    see_other(&format!("/jobs/{namespace}/{name}/builds/{number}"))
+    see_other(&format!(
+        "/jobs/{}/{}/builds/{number}",
+        pages::urlencode(&namespace),
+        pages::urlencode(&name)
+    ))
 }
 
 async fn job_page<B: Backend>(

@@ -188,6 +188,24 @@ pub fn http_with_body(
 
 pub const AUTHORIZED: (&str, &str) = ("Authorization", "Bearer a-test-token-of-some-length");
 
+/// Sends `GET path` and reads the answer's head only: the stream to read the body from as
+/// it comes (a followed log), and the head.
+pub fn open_get(kubeci: &Kubeci, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
 /// POSTs a build request; (status, body as JSON).
 pub fn trigger(kubeci: &Kubeci, job: &str, key: Option<&str>) -> (u16, Value) {
     trigger_in(kubeci, "default", job, key)
