@@ -485,12 +485,13 @@ fn report_target(
     }
 }
 
-/// Records on the build's Job which states were reported, trying a few times: a report
-/// sent but not recorded would be sent again by the next leader.
+/// Records on the build's Job which states were reported, until the API server takes it
+/// (waiting up to 10 s between tries): a report sent but not recorded would be sent again
+/// by the next leader, and this leader sends nothing while it is not recorded.
 async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[CommitState]) {
     let patch = serde_json::json!({"metadata": {"annotations": {keys::REPORTED: report::format_reported(reported)}}});
     let jobs = Api::<BuildJob>::namespaced(cluster.client.clone(), &target.namespace);
-    for attempt in 0..5u32 {
+    for attempt in 0u32.. {
         match jobs
             .patch(
                 &target.build_name,
@@ -503,13 +504,17 @@ async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[C
             // The build is gone: nothing left to record on.
             Err(kube::Error::Api(status)) if status.code == 404 => return,
             Err(e) => {
-                log::warn!(
-                    "reported build {} of {}/{}, cannot record it yet: {e}",
-                    target.number,
-                    target.namespace,
-                    target.job
-                );
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                if attempt < 5 || attempt % 10 == 0 {
+                    log::warn!(
+                        "reported build {} of {}/{}, cannot record it yet: {e}",
+                        target.number,
+                        target.namespace,
+                        target.job
+                    );
+                }
+                let delay =
+                    Duration::from_millis(200 << attempt.min(6)).min(Duration::from_secs(10));
+                tokio::time::sleep(delay).await;
             }
         }
     }
