@@ -55,11 +55,7 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
     // The jobs page lists every job the API knows: the examples and the test's own.
     browser.open(&url(&kubeci, "/"));
     let listed = |browser: &Browser| -> Vec<String> {
-        let mut names: Vec<String> = browser
-            .find_all("tbody tr td:nth-child(2)")
-            .iter()
-            .map(|cell| cell.text())
-            .collect();
+        let mut names = browser.texts("tbody tr td:nth-child(2)");
         names.sort();
         names
     };

@@ -496,6 +496,24 @@ fn started_page(namespace: &str, name: &str, result: Result<Triggered, TriggerEr
     }
 }
 
+/// A build's form (rebuild, cancel): the build it names and who sent it, or the page
+/// saying why it may not act.
+fn build_form(
+    access: &Access,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: &HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Result<(String, String, u64, String), Box<Response>> {
+    let Ok(Path((namespace, name, number))) = path else {
+        return Err(Box::new(not_found_page(
+            "A build number is a whole number.",
+        )));
+    };
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    let who = form_actor(access, headers, &csrf)?;
+    Ok((namespace, name, number, who))
+}
+
 /// `POST …/builds/{n}/rebuild` from the build page.
 async fn rebuild_now<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
@@ -503,12 +521,8 @@ async fn rebuild_now<B: Backend>(
     headers: HeaderMap,
     form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Path((namespace, name, number))) = path else {
-        return not_found_page("A build number is a whole number.");
-    };
-    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    let who = match form_actor(&state.access, &headers, &csrf) {
-        Ok(who) => who,
+    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
+        Ok(target) => target,
         Err(refused) => return *refused,
     };
     match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
@@ -524,12 +538,8 @@ async fn cancel_now<B: Backend>(
     headers: HeaderMap,
     form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Path((namespace, name, number))) = path else {
-        return not_found_page("A build number is a whole number.");
-    };
-    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    let who = match form_actor(&state.access, &headers, &csrf) {
-        Ok(who) => who,
+    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
+        Ok(target) => target,
         Err(refused) => return *refused,
     };
     let _ = state.backend.cancel(&namespace, &name, number, &who).await;

@@ -132,6 +132,35 @@ impl Browser {
         serde_json::from_slice(&response[head_end..head_end + length]).ok()
     }
 
+    /// A command of this session; `None` when WebDriver answers with an error (an element
+    /// gone stale while the page changes, say) or not at all.
+    fn try_command(&self, method: &str, path: &str, body: Option<Value>) -> Option<Value> {
+        let path = format!("/session/{}{path}", self.session);
+        let answer = self.request(method, &path, body)?;
+        if answer["value"].get("error").is_some() {
+            return None;
+        }
+        Some(answer["value"].clone())
+    }
+
+    /// The texts of the elements matching a CSS selector, read in one step inside the
+    /// page (so a page that changes meanwhile gives an old or a new answer, never an
+    /// error); empty while the page cannot answer.
+    pub fn texts(&self, css: &str) -> Vec<String> {
+        let script =
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText);";
+        self.try_command(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": [css]})),
+        )
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t.as_str().unwrap_or_default().to_owned())
+        .collect()
+    }
+
     /// A command of this session; panics with WebDriver's error if it fails.
     fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let path = format!("/session/{}{path}", self.session);
@@ -184,10 +213,7 @@ impl Browser {
 
     /// The text of the first element matching `css`, empty if there is none.
     pub fn text_of(&self, css: &str) -> String {
-        self.find_all(css)
-            .first()
-            .map(Element::text)
-            .unwrap_or_default()
+        self.texts(css).into_iter().next().unwrap_or_default()
     }
 
     /// Runs `script` in the page; its return value.
