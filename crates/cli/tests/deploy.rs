@@ -77,7 +77,6 @@ fn the_chart_lints_clean_in_every_mode() {
 
 #[test]
 fn every_rendered_object_passes_strict_kubernetes_validation() {
-    require_python_module("kubernetes_validate", "kubernetes-validate");
     let dir = tempfile::tempdir().unwrap();
     let mut expected = 0;
     let mut files = Vec::new();
@@ -92,14 +91,7 @@ fn every_rendered_object_passes_strict_kubernetes_validation() {
         std::fs::write(&file, stream).unwrap();
         files.push(file);
     }
-    let output = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate runs");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}");
+    let report = common::kubernetes_validate(&files);
     assert_eq!(
         report.matches("passed for resource").count(),
         expected,

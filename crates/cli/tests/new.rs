@@ -77,20 +77,9 @@ async fn a_new_job_chart_lints_renders_and_is_served_with_its_version() {
         "{report}"
     );
     let rendered = helm(&["render", chart.to_str().unwrap(), "demo", "default"]);
-    require_python_module("kubernetes_validate", "kubernetes-validate");
     let manifest = dir.path().join("rendered.yaml");
     std::fs::write(&manifest, &rendered).unwrap();
-    let validated = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict"])
-        .arg(&manifest)
-        .output()
-        .expect("kubernetes-validate runs");
-    assert!(
-        validated.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&validated.stdout),
-        String::from_utf8_lossy(&validated.stderr)
-    );
+    common::kubernetes_validate(&[manifest]);
     let lint = kubeci_with_input(&["lint", "-"], Some(rendered.as_bytes()));
     assert_eq!(lint.code, 0, "{}{}", lint.stdout, lint.stderr);
     assert!(

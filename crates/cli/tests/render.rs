@@ -108,14 +108,7 @@ fn rendered_jobs_pass_strict_kubernetes_openapi_validation() {
         std::fs::write(&file, run.stdout).unwrap();
         files.push(file);
     }
-    let output = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate runs");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}");
+    let report = common::kubernetes_validate(&files);
     assert_eq!(
         report.matches("passed for resource job/").count(),
         CASES.len(),

@@ -138,3 +138,19 @@ pub fn require_python_module(module: &str, package: &str) {
         "this test needs the Python package `{package}` (pip install {package}); .ci/run installs it"
     );
 }
+
+/// Validates Kubernetes objects in `files` strictly against Kubernetes' OpenAPI schema with
+/// an independent validator (`kubernetes-validate`, from PyPI); fails the test if any does
+/// not pass. Its report.
+pub fn kubernetes_validate(files: &[PathBuf]) -> String {
+    require_python_module("kubernetes_validate", "kubernetes-validate");
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    report
+}
