@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// --kubernetes, 127.0.0.1:8080 (this machine only) with --local].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// How long a client may take to send a request's head, and then its body; a slower
+    /// client's connection is closed (a body gets `408`).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    read_timeout: String,
     /// Base URL of this server as users reach it, for BUILD_URL.
     #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
     base_url: String,
@@ -190,6 +194,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     if lease_duration.is_zero() {
         bail!("--lease-duration must be at least 1s");
     }
+    let read_timeout = duration_flag("--read-timeout", &args.read_timeout)?;
+    if read_timeout.is_zero() {
+        bail!("--read-timeout must be at least 1s");
+    }
     let mut reporters: Vec<Arc<dyn kubeci_engine::report::Reporter>> = Vec::new();
     if let Some(url) = &args.notify_url {
         reporters.push(Arc::new(
@@ -317,6 +325,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             };
             SocketAddr::from((host, 8080))
         }),
+        read_timeout,
         access,
         sign_in_hint: (args.local.is_some() && args.token_file.is_none()).then(|| {
             format!(
@@ -373,6 +382,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
 /// What stands in front of either engine: the HTTP API and the GitHub webhooks.
 struct Front {
     listen: SocketAddr,
+    read_timeout: Duration,
     access: kubeci_server::Access,
     /// Where the token of `--local` is, for the first message.
     sign_in_hint: Option<String>,
@@ -401,12 +411,10 @@ impl Front {
             Some(hint) => log::info!("serving on http://{address} — open it in a browser; {hint}"),
             None => log::info!("serving on http://{address}"),
         }
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the HTTP server failed")?;
+        kubeci_server::serve(listener, app, self.read_timeout, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
         Ok(ExitCode::SUCCESS)
     }
 }

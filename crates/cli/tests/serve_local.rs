@@ -200,24 +200,33 @@ fn edited_files_apply_to_the_next_build_and_queues_and_cancel_work() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
-    let (local, repo) = Local::new();
-    let github = kubeci_testkit::FakeGitHub::start("gh-token-for-local-tests", "kubeci-bot").await;
+/// The webhook fixtures' repository URL, cloned from `repo` instead: a git config file
+/// for GIT_CONFIG_GLOBAL.
+fn fixture_repo_alias(local: &Local, repo: &common::git::Repo) -> String {
     let gitconfig = local.dir.path().join("gitconfig");
     std::fs::write(
         &gitconfig,
         format!(
-            "[url \"{}\"]\n\tinsteadOf = https://github.com/Codertocat/Hello-World.git\n",
+            "[url \"{}\"]\n\tinsteadOf = {HELLO_WORLD}\n",
             repo.bare.display()
         ),
     )
     .unwrap();
+    gitconfig.display().to_string()
+}
+
+const HELLO_WORLD: &str = "https://github.com/Codertocat/Hello-World.git";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
+    let (local, repo) = Local::new();
+    let github = kubeci_testkit::FakeGitHub::start("gh-token-for-local-tests", "kubeci-bot").await;
+    let gitconfig = fixture_repo_alias(&local, &repo);
     let head = repo.commit("a change");
     repo.push_head_to("refs/pull/2/head");
     let job = configmap(
         "hello",
-        Path::new("https://github.com/Codertocat/Hello-World.git"),
+        Path::new(HELLO_WORLD),
         "echo \"built $GIT_COMMIT\"",
         "        ghprb:\n          enabled: true\n          whitelisted_users: [friend]\n",
     );
@@ -231,7 +240,6 @@ async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
     let secret = local.dir.path().join("secret").display().to_string();
     let token = local.dir.path().join("gh-token").display().to_string();
     let url = github.url();
-    let gitconfig = gitconfig.display().to_string();
     let flags = [
         "--github-webhook-secret-file",
         secret.as_str(),
@@ -435,4 +443,100 @@ fn a_followed_log_of_a_queued_build_streams_once_the_build_runs() {
     assert!(body.contains("build 2 waits"), "{body}");
     assert!(body.contains("build 2 done"), "{body}");
     assert!(!body.contains("build 1"), "{body}");
+}
+
+/// Reads until the server closes `stream`; what it sent. Fails the test after 60 s.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection is still open after 60 s ({e}); received {received:?}"),
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_kubeci_keeps_serving_everyone_else() {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    let (local, repo) = Local::new();
+    let gitconfig = fixture_repo_alias(&local, &repo);
+    local.write(
+        "pushed.yaml",
+        &configmap(
+            "pushed",
+            Path::new(HELLO_WORLD),
+            "echo built",
+            "        triggers:\n          push:\n            branches: [main]\n",
+        ),
+    );
+    std::fs::write(local.dir.path().join("secret"), "slow-webhook-secret").unwrap();
+    let secret = local.dir.path().join("secret").display().to_string();
+    let kubeci = local.serve(
+        &[
+            "--read-timeout",
+            "1s",
+            "--github-webhook-secret-file",
+            secret.as_str(),
+        ],
+        &[("GIT_CONFIG_GLOBAL", gitconfig.as_str())],
+    );
+
+    let fixture = common::repo_root().join("tests/fixtures/github-webhooks/push.json");
+    let mut payload: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    payload["ref"] = "refs/heads/main".into();
+    payload["after"] = repo.head().into();
+    payload["deleted"] = false.into();
+    let body = serde_json::to_vec(&payload).unwrap();
+    let signature = kubeci_github::signature::sign(b"slow-webhook-secret", &body);
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: kubeci\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: slow-1\r\nX-Hub-Signature-256: {signature}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+
+    let connect = || TcpStream::connect(("127.0.0.1", kubeci.port)).unwrap();
+    let mut half_heads: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = connect();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: ")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let mut silent = connect();
+    let mut slow_delivery = connect();
+    slow_delivery.write_all(head.as_bytes()).unwrap();
+    slow_delivery.write_all(&body[..body.len() / 2]).unwrap();
+
+    assert_eq!(http(&kubeci, "GET", "/healthz", &[]).0, 200);
+    assert_eq!(http(&kubeci, "GET", "/", &[]).0, 200);
+
+    let answer = read_until_closed(&mut slow_delivery);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    for stream in half_heads.iter_mut().chain([&mut silent]) {
+        assert_eq!(read_until_closed(stream), "", "closed without an answer");
+    }
+    assert!(
+        common::serve::builds(&kubeci, "pushed").is_empty(),
+        "a delivery that never arrived whole started a build"
+    );
+
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "slow-1"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ];
+    let (status, answer) = http_with_body(&kubeci, "POST", "/hooks/github", &headers, &body);
+    assert_eq!(status, 200, "the same delivery sent at once: {answer}");
+    wait("the pushed build", || {
+        build(&kubeci, "pushed", 1)["state"] == "succeeded"
+    });
 }

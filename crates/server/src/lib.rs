@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 pub mod ansi;
+mod listen;
 pub mod pages;
 pub mod session;
 
@@ -22,6 +23,8 @@ use kubeci_engine::api::{
 };
 use kubeci_render::BuildRequest;
 use serde_json::json;
+
+pub use listen::serve;
 
 /// Who may start builds.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +111,10 @@ pub fn app<B: Backend>(backend: Arc<B>, access: Access) -> Router {
 /// GitHub's limit on a webhook payload; a bigger body is refused with 413.
 pub const MAX_DELIVERY: usize = 25 * 1024 * 1024;
 
+/// The largest body of any other request (the sign-in and build forms are a few hundred
+/// bytes; the API's actions have none).
+pub const MAX_REQUEST: usize = 16 * 1024;
+
 /// The router, with `webhooks` answering `POST /hooks/github`.
 pub fn app_with_webhooks<B: Backend>(
     backend: Arc<B>,
@@ -172,6 +179,7 @@ pub fn app_with_webhooks<B: Backend>(
             get(log::<B>),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
 }
 
@@ -409,11 +417,14 @@ async fn login<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(axum::Form(form)) = form else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            pages::login("/", Some("The form could not be read.")),
-        );
+    let form = match form {
+        Ok(axum::Form(form)) => form,
+        Err(rejection) => {
+            return page(
+                rejection.status(),
+                pages::login("/", Some("The form could not be read.")),
+            )
+        }
     };
     let next = session::safe_next(&form.next);
     let Some(token) = state.access.token.as_deref() else {
@@ -1160,6 +1171,72 @@ mod tests {
             None => request.body(Body::empty()),
         }
         .unwrap()
+    }
+
+    /// Webhooks that record the size of each body delivered to them.
+    #[derive(Default)]
+    struct Sizes(std::sync::Mutex<Vec<usize>>);
+
+    impl Webhooks for Sizes {
+        fn deliver(
+            &self,
+            delivery: Delivery,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = kubeci_engine::api::DeliveryAnswer> + Send + '_>,
+        > {
+            self.0.lock().unwrap().push(delivery.body.len());
+            Box::pin(async {
+                kubeci_engine::api::DeliveryAnswer {
+                    status: 202,
+                    body: json!({}),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn each_route_takes_bodies_up_to_its_own_limit() {
+        let sizes = Arc::new(Sizes::default());
+        let app = || {
+            app_with_webhooks(
+                Arc::new(Fake::default()),
+                Access {
+                    token: Some("s3cret".into()),
+                    ..Access::default()
+                },
+                Arc::clone(&sizes) as Arc<dyn Webhooks>,
+            )
+        };
+        let post = |uri: &str, body: Vec<u8>| {
+            Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-github-event", "ping")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        // A delivery far above the forms' limit is taken whole; above GitHub's, refused.
+        let (status, _) = send(app(), post("/hooks/github", vec![b'x'; 1 << 20])).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _) = send(app(), post("/hooks/github", vec![b'x'; MAX_DELIVERY + 1])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(*sizes.0.lock().unwrap(), [1 << 20]);
+
+        // The right token padded past the forms' limit signs no one in.
+        let padded = format!("token=s3cret&next=/&pad={}", "x".repeat(MAX_REQUEST));
+        let response = app()
+            .oneshot(post("/login", padded.into_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+        let (status, _) = send(app(), post("/login", b"token=s3cret&next=/".to_vec())).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "the same form, unpadded, signs in"
+        );
     }
 
     #[tokio::test]
