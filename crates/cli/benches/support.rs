@@ -73,15 +73,20 @@ pub fn status(port: u16, method: &str, path: &str, headers: &str) -> u16 {
 /// The fake API server on a one-thread runtime of its own (kubeci gets the rest of the
 /// machine), its simulated controller off.
 pub fn fake_api_server(options: Options) -> (tokio::runtime::Runtime, FakeApiServer) {
+    fake_api_server_as(Options {
+        simulate: false,
+        ..options
+    })
+}
+
+/// The fake API server on a one-thread runtime of its own, exactly as `options` say.
+pub fn fake_api_server_as(options: Options) -> (tokio::runtime::Runtime, FakeApiServer) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let server = runtime.block_on(FakeApiServer::start_with(Options {
-        simulate: false,
-        ..options
-    }));
+    let server = runtime.block_on(FakeApiServer::start_with(options));
     (runtime, server)
 }
 
@@ -104,6 +109,29 @@ pub fn get(port: u16, path: &str) -> (u16, usize) {
         .position(|w| w == b"\r\n\r\n")
         .map_or(0, |end| answer.len() - end - 4);
     (status, body)
+}
+
+/// One GET's body as text (empty without an answer).
+pub fn get_text(port: u16, path: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// One GET's body as JSON (`null` without one).
+pub fn get_json(port: u16, path: &str) -> Value {
+    serde_json::from_str(&get_text(port, path)).unwrap_or(Value::Null)
 }
 
 /// The resident memory of a process, in MB.
