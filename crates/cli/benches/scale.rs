@@ -6,7 +6,8 @@
 //! every request one build, every build succeeded and its final state reported once.
 //!
 //! Run: `cargo bench -p kubeci --bench scale`
-//! (`SCALE_JOBS`, `SCALE_BUILDS`, `SCALE_RUN_SECONDS` change the load.)
+//! (`SCALE_JOBS`, `SCALE_BUILDS`, `SCALE_RUN_SECONDS` change the load;
+//! `SCALE_QUIET_SECONDS` the window without requests, e.g. to attach a profiler.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -274,9 +275,11 @@ fn main() {
     let running_rss = rss_mb(pid);
 
     // While they run: kubeci alone, then the pages and the API.
+    let quiet = setting("SCALE_QUIET_SECONDS", 5) as u64;
+    println!("quiet for {quiet}s: kubeci (pid {pid}) has {builds} builds running and no requests");
     let steady_cpu_start = cpu_seconds(pid);
-    std::thread::sleep(Duration::from_secs(5));
-    let steady_cpu = (cpu_seconds(pid) - steady_cpu_start) / 5.0;
+    std::thread::sleep(Duration::from_secs(quiet));
+    let steady_cpu = (cpu_seconds(pid) - steady_cpu_start) / quiet as f64;
     let some = builds / 2;
     let ns = namespace(some);
     let paths = vec![
