@@ -1,13 +1,14 @@
-//! Chaos (issue 9): three replicas of `kubeci serve --kubernetes` on the fake API server
-//! take a burst of build requests (each with an idempotency key, retried by its client
-//! against another replica until answered, as a client behind a Service would) for a job
-//! whose builds queue, while a seeded schedule kills replicas with SIGKILL (and starts new
-//! ones), makes the API server answer 500s and 429s with `Retry-After`, drops and expires
-//! its watches, and takes it away entirely for a while. Then, with the faults over:
-//! every requested build exists exactly once, every build ends, every end is reported
-//! exactly once, numbers are unique.
+//! Chaos (issue 9): three replicas (odd seeds) or two (even seeds) of `kubeci serve
+//! --kubernetes` on the fake API server take a burst of build requests (each with an
+//! idempotency key, retried by its client against another replica until answered, as a
+//! client behind a Service would) for a job whose builds queue, while a seeded schedule
+//! kills the leader or another replica with SIGKILL (and starts new ones), makes the API
+//! server answer 500s and 429s with `Retry-After`, drops and expires its watches, and
+//! takes it away entirely for a while. Then, with the faults over: every requested build
+//! exists exactly once, every build ends, every end is reported exactly once, numbers are
+//! unique, and leadership changed hands at least once for each leader killed.
 //!
-//! Bounded here (100 builds, 2 seeds, 3 s outages); the full form:
+//! Bounded here (200 builds, seeds 1 to 3, 3 s outages); the full form:
 //! `CHAOS_BUILDS=500 CHAOS_SEEDS=1,2,3,4,5 CHAOS_OUTAGE_SECONDS=60 cargo test -p kubeci --test chaos -- --nocapture`
 
 mod common;
@@ -22,7 +23,7 @@ use kubeci_testkit::{FakeApiServer, PodBehaviour};
 use serde_json::Value;
 
 const JOB: &str = "burst";
-const REPLICAS: usize = 3;
+const LEASE: &str = "kubeci-leader";
 
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -69,14 +70,47 @@ fn request_until_answered(ports: &Mutex<Vec<u16>>, key: &str, first: usize) -> u
     }
 }
 
+/// The leader Lease: (holder, transitions).
+fn lease(server: &FakeApiServer) -> (String, u64) {
+    let store = server.store();
+    let resource = kubeci_testkit::resources::find("coordination.k8s.io", "v1", "leases").unwrap();
+    store
+        .current(resource, Some("default"))
+        .into_iter()
+        .find(|l| l["metadata"]["name"] == LEASE)
+        .map(|l| {
+            (
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                l["spec"]["leaseTransitions"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Which of `replicas` holds the leader Lease (its identity ends with its pid), if any.
+fn leader(server: &FakeApiServer, replicas: &[Kubeci]) -> Option<usize> {
+    let (holder, _) = lease(server);
+    replicas.iter().position(|k| {
+        k.pid()
+            .is_some_and(|pid| holder.ends_with(&format!("-{pid}")))
+    })
+}
+
 fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64, builds: usize) {
     let outage = Duration::from_secs(setting("CHAOS_OUTAGE_SECONDS", "3").parse().unwrap());
+    let replica_count = if seed % 2 == 1 { 3 } else { 2 };
     let receiver = runtime.block_on(Receiver::start());
     let flags = ["--notify-url", receiver.url.as_str()];
-    let mut replicas: Vec<Kubeci> = (0..REPLICAS).map(|_| serve_with(&server, &flags)).collect();
+    let mut replicas: Vec<Kubeci> = (0..replica_count)
+        .map(|_| serve_with(&server, &flags))
+        .collect();
     let ports = Arc::new(Mutex::new(
         replicas.iter().map(|k| k.port).collect::<Vec<_>>(),
     ));
+    common::serve::wait("a replica to lead", || leader(&server, &replicas).is_some());
 
     // The burst: 8 clients, each request with its own key.
     let answered: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
@@ -108,15 +142,25 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
         })
     };
     let gate = server.gate();
+    // The first fault is always the leader's death: every run sees leadership change hands.
+    let mut first = true;
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
-        let fault = match rng.below(6) {
+        let fault = match if first { 0 } else { rng.below(6) } {
             0 => {
-                let victim = rng.below(REPLICAS as u64) as usize;
+                let leading = leader(&server, &replicas);
+                let victim = match leading {
+                    Some(leader) if first || rng.below(2) == 0 => leader,
+                    _ => rng.below(replica_count as u64) as usize,
+                };
                 let replacement = serve_with(&server, &flags);
                 ports.lock().unwrap()[victim] = replacement.port;
                 std::mem::replace(&mut replicas[victim], replacement).kill();
-                "replica SIGKILLed (and a new one started)"
+                if leading == Some(victim) {
+                    "the leader SIGKILLed (and a new replica started)"
+                } else {
+                    "another replica SIGKILLed (and a new one started)"
+                }
             }
             1 => {
                 gate.fail_next(20, 500);
@@ -131,7 +175,7 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
                 "watches dropped"
             }
             4 => {
-                gate.expire_watches(REPLICAS * 3);
+                gate.expire_watches(replica_count * 3);
                 "resumed watches answered 410 Gone"
             }
             _ => {
@@ -142,6 +186,7 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
             }
         };
         *faults.entry(fault).or_insert(0) += 1;
+        first = false;
     }
     burst_over.join().unwrap();
 
@@ -227,16 +272,25 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
             "build {number} reported exactly once"
         );
     }
+    let leaders_killed = faults
+        .get("the leader SIGKILLed (and a new replica started)")
+        .copied()
+        .unwrap_or(0);
+    let (_, transitions) = lease(&server);
+    assert!(
+        leaders_killed >= 1 && transitions as usize >= leaders_killed,
+        "{leaders_killed} leaders killed, but leadership changed hands {transitions} times"
+    );
     eprintln!(
-        "seed {seed}: {builds} builds through {faults:?}; {} reports repeated at the receiver (each with its idempotency key)",
+        "seed {seed}, {replica_count} replicas: {builds} builds through {faults:?}; leadership changed hands {transitions} times; {} reports repeated at the receiver (each with its idempotency key)",
         receiver.repeats()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_survive_kills_errors_throttling_lost_watches_and_outages() {
-    let builds: usize = setting("CHAOS_BUILDS", "100").parse().unwrap();
-    let seeds: Vec<u64> = setting("CHAOS_SEEDS", "1,2")
+    let builds: usize = setting("CHAOS_BUILDS", "200").parse().unwrap();
+    let seeds: Vec<u64> = setting("CHAOS_SEEDS", "1,2,3")
         .split(',')
         .map(|s| s.trim().parse().unwrap())
         .collect();

@@ -197,8 +197,8 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
 }
 
 /// Least privilege, both ways: a run that does everything kubeci does with the API —
-/// discover jobs, report an invalid one (twice), build, answer a retried request, queue,
-/// cancel, stream a log, apply retention, lead — uses every verb its ClusterRole grants,
+/// discover jobs, report an invalid one (twice), build, answer a retried request (also one
+/// whose build retention deleted), queue, cancel, stream a log, apply retention, lead — uses every verb its ClusterRole grants,
 /// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
@@ -236,9 +236,8 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
         .unwrap();
     {
         let kubeci = serve(&server);
-        for _ in 0..2 {
-            assert_eq!(trigger(&kubeci, "kept", None).0, 201);
-        }
+        assert_eq!(trigger(&kubeci, "kept", Some("first")).0, 201);
+        assert_eq!(trigger(&kubeci, "kept", None).0, 201);
         assert_eq!(trigger(&kubeci, "slow", Some("retried")).0, 201);
         assert_eq!(
             trigger(&kubeci, "slow", Some("retried")).0,
@@ -252,6 +251,13 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
                 .collect();
             numbers == [2]
         });
+        // A retry of a request whose build retention deleted: the ledger remembers it, the
+        // cache has no such Job, and the API server is asked for it (`get jobs`).
+        let (status, body) = trigger(&kubeci, "kept", Some("first"));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (410, Some("build-gone"))
+        );
         let log = common::serve::http(
             &kubeci,
             "GET",
@@ -287,6 +293,12 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
         cms.replace("broken", &PostParams::default(), &edited)
             .await
             .unwrap();
+        wait("the invalid job's Event to be counted again", || {
+            server
+                .requests()
+                .iter()
+                .any(|r| r.resource == "events" && r.verb == "patch")
+        });
         wait("the build after the cancelled one to finish", || {
             builds(&kubeci, "slow")
                 .iter()

@@ -44,6 +44,11 @@ impl Kubeci {
         drop(self);
     }
 
+    /// The process id, for one started by the test.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
