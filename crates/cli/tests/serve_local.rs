@@ -222,7 +222,12 @@ async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
     let (local, repo) = Local::new();
     let github = kubeci_testkit::FakeGitHub::start("gh-token-for-local-tests", "kubeci-bot").await;
     let gitconfig = fixture_repo_alias(&local, &repo);
-    let head = repo.commit("a change");
+    // The pull request also rewrites a job definition inside its tree: kubeci never reads
+    // it — the job is the ConfigMap's (docs/security.md).
+    let own_job = configmap("hello", Path::new(HELLO_WORLD), "echo pwned", "");
+    repo.write("job.yaml", &own_job);
+    repo.write("ci/hello.yaml", &own_job);
+    let head = repo.commit("a change that also edits the job");
     repo.push_head_to("refs/pull/2/head");
     let job = configmap(
         "hello",
@@ -270,7 +275,12 @@ async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
     wait("the PR build to succeed", || {
         build(&kubeci, "hello", 1)["state"] == "succeeded"
     });
-    assert!(log(&kubeci, "hello", 1).contains(&format!("built {head}")));
+    let built = log(&kubeci, "hello", 1);
+    assert!(built.contains(&format!("built {head}")), "{built}");
+    assert!(
+        !built.contains("pwned"),
+        "the PR's own job definition ran: {built}"
+    );
     wait("its statuses", || {
         github
             .statuses()
