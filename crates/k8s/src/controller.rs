@@ -150,24 +150,15 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
 async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
     let now = now();
     let groups = cluster.snapshot();
-    let declared = cluster.declared_jobs();
-    let pending = heal_and_settle(cluster, &groups, &declared, now).await;
-    let known: BTreeSet<(String, String)> = {
-        let index = cluster.index.read().expect("the index lock");
-        index
-            .all()
-            .filter_map(|j| Some((j.namespace.clone(), j.name.clone()?)))
-            .collect()
-    };
+    let pending = heal_and_settle(cluster, &groups, now).await;
     for ((namespace, name), records) in &groups {
-        let loaded = declared
-            .get(&(namespace.clone(), name.clone()))
-            .map(|l| &**l);
+        let (loaded, declared) = cluster.lookup(namespace, name);
+        let loaded = loaded.as_deref();
         let job = loaded.and_then(|l| l.job.as_ref());
         let retention = job.and_then(|j| j.retention.as_ref());
         let policy = JobPolicy {
             // A job whose ConfigMap became invalid is still declared: its builds stay.
-            declared: known.contains(&(namespace.clone(), name.clone())),
+            declared,
             max_concurrency: job.and_then(|j| j.max_concurrency),
             keep: retention.and_then(|r| r.keep),
             ttl: retention
@@ -202,7 +193,7 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
             }
         }
     }
-    cron(cluster, &declared, now).await;
+    cron(cluster, now).await;
 }
 
 /// Builds the requests whose creator died before creating their Job, marks those whose Job
@@ -210,7 +201,6 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
 async fn heal_and_settle(
     cluster: &Cluster,
     groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
-    declared: &BTreeMap<(String, String), Arc<LoadedJob>>,
     now: i64,
 ) -> BTreeSet<(String, String, u64)> {
     let mut still_pending = BTreeSet::new();
@@ -230,7 +220,7 @@ async fn heal_and_settle(
         let exists = |n: u64| present.iter().any(|b| b.number == n);
         let mut healed = Vec::new();
         for entry in cached.to_heal(exists, now) {
-            let Some(loaded) = declared.get(&(namespace.clone(), job.clone())) else {
+            let (Some(loaded), _) = cluster.lookup(&namespace, &job) else {
                 continue;
             };
             let request = entry.pending.clone().expect("a pending entry");
@@ -238,7 +228,7 @@ async fn heal_and_settle(
                 "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
                 entry.number, entry.key
             );
-            match cluster.create_build(loaded, &request, &entry.key).await {
+            match cluster.create_build(&loaded, &request, &entry.key).await {
                 Ok(_) => healed.push(entry.number),
                 Err(e) => {
                     cluster
@@ -521,15 +511,9 @@ async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[C
 }
 
 /// Starts the cron builds that are due.
-async fn cron(cluster: &Cluster, declared: &BTreeMap<(String, String), Arc<LoadedJob>>, now: i64) {
-    for ((namespace, name), loaded) in declared {
-        let Some(text) = loaded
-            .job
-            .as_ref()
-            .and_then(|j| j.triggers.as_ref()?.cron.clone())
-        else {
-            continue;
-        };
+async fn cron(cluster: &Cluster, now: i64) {
+    for (namespace, name, text) in cluster.cron_jobs() {
+        let (namespace, name) = (namespace.as_str(), name.as_str());
         let Ok(schedule) = CronSchedule::parse(&text, name) else {
             continue;
         };

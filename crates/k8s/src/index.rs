@@ -148,6 +148,7 @@ impl JobIndex {
 
     /// Forgets every ConfigMap not in `present` (after a relist).
     pub fn retain(&mut self, present: &[ConfigMapKey]) {
+        let present: std::collections::BTreeSet<&ConfigMapKey> = present.iter().collect();
         let gone: Vec<ConfigMapKey> = self
             .by_configmap
             .keys()
@@ -192,16 +193,25 @@ impl JobIndex {
             .find(|j| j.job.is_some())
     }
 
-    /// Any job (valid or not) named `name` in `namespace`, shared.
+    /// Any job (valid or not) named `name` in `namespace`, shared: the first declaration
+    /// by ConfigMap name.
     pub fn find_declared(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
-        self.shared()
-            .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
+        self.by_job
+            .get(&(namespace.to_owned(), name.to_owned()))?
+            .iter()
+            .find_map(|key| self.by_configmap.get(key))
+            .map(|d| &d.job)
     }
 
     /// Any job (valid or not) named `name` in `namespace`, for error messages.
     pub fn find_any(&self, namespace: &str, name: &str) -> Option<&LoadedJob> {
-        self.all()
-            .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
+        self.find_declared(namespace, name).map(|j| &**j)
+    }
+
+    /// Whether any ConfigMap declares job `name` in `namespace`, valid or not.
+    pub fn is_declared(&self, namespace: &str, name: &str) -> bool {
+        self.by_job
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
     }
 }
 
@@ -292,6 +302,13 @@ mod tests {
                 .map(|c| c.name.clone())
         };
         assert_eq!(owner(&index).as_deref(), Some("a-demo"), "first by name");
+        assert_eq!(
+            index
+                .find_declared("team", "demo")
+                .and_then(|j| j.configmap.as_ref())
+                .map(|c| c.name.as_str()),
+            Some("a-demo")
+        );
         assert_eq!(index.specs(None).len(), 1, "one job, built once");
         let repeat = index
             .all()
@@ -326,5 +343,34 @@ mod tests {
         assert_eq!(owner(&index).as_deref(), Some("b-demo"), "renamed away");
         assert!(index.find("team", "other").is_some());
         assert!(index.all().all(|j| !j.has_errors()));
+    }
+
+    #[test]
+    fn an_invalid_job_stays_declared_until_its_configmap_goes() {
+        let labels = BTreeMap::new();
+        let mut index = JobIndex::default();
+        let bad = data(&JOB.replace("run_command", "run_comand"));
+        let good = data(&JOB.replace("name: demo", "name: other"));
+        let cm = |name, data| ConfigMapData {
+            namespace: "team",
+            name,
+            labels: &labels,
+            data,
+        };
+        index.upsert(cm("demo-cm", &bad), "1", &LoadOptions::default());
+        index.upsert(cm("other-cm", &good), "2", &LoadOptions::default());
+        assert!(index.find("team", "demo").is_none(), "not buildable");
+        assert!(index.is_declared("team", "demo"), "but its builds are kept");
+        assert!(index.find_any("team", "demo").unwrap().has_errors());
+        assert!(!index.is_declared("other-team", "demo"));
+
+        let present = [ConfigMapKey {
+            namespace: "team".into(),
+            name: "other-cm".into(),
+        }];
+        index.retain(&present);
+        assert!(!index.is_declared("team", "demo"), "its ConfigMap is gone");
+        assert!(index.find_declared("team", "demo").is_none());
+        assert!(index.is_declared("team", "other"));
     }
 }

@@ -451,13 +451,26 @@ impl Cluster {
         })
     }
 
-    /// A jobs' declaration, valid or not (for its policy), by (namespace, name).
-    pub(crate) fn declared_jobs(&self) -> BTreeMap<(String, String), Arc<LoadedJob>> {
+    /// Job `name` of `namespace` for the leader's pass: the valid declaration, if any, and
+    /// whether any ConfigMap declares it at all (an invalid job keeps its builds).
+    pub(crate) fn lookup(&self, namespace: &str, name: &str) -> (Option<Arc<LoadedJob>>, bool) {
+        let index = self.index.read().expect("the index lock");
+        (
+            index.find(namespace, name).cloned(),
+            index.is_declared(namespace, name),
+        )
+    }
+
+    /// The valid jobs with a cron trigger: (namespace, name, job, its schedule's text).
+    pub(crate) fn cron_jobs(&self) -> Vec<(String, String, String)> {
         let index = self.index.read().expect("the index lock");
         index
             .shared()
-            .filter(|j| j.job.is_some())
-            .filter_map(|j| Some(((j.namespace.clone(), j.name.clone()?), j.clone())))
+            .filter_map(|loaded| {
+                let job = loaded.job.as_ref()?;
+                let cron = job.triggers.as_ref()?.cron.clone()?;
+                Some((loaded.namespace.clone(), job.name.clone(), cron))
+            })
             .collect()
     }
 
