@@ -10,7 +10,7 @@
 //! `SCALE_QUIET_SECONDS` the window without requests, e.g. to attach a profiler.)
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -199,21 +199,7 @@ fn main() {
     let pid = kubeci.child.id();
     let port = kubeci.port;
 
-    // Memory sampled throughout.
-    let peak_rss = Arc::new(Mutex::new(0.0f64));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak_rss.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Relaxed) {
-                let rss = rss_mb(pid);
-                let mut peak = peak.lock().unwrap();
-                *peak = peak.max(rss);
-                drop(peak);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let peak_rss = support::PeakRss::start(pid, Duration::from_millis(100));
 
     let jobs_listed = support::get_json(port, "/api/v1/jobs");
     assert_eq!(jobs_listed["items"].as_array().map(Vec::len), Some(jobs));
@@ -317,8 +303,7 @@ fn main() {
     let all_done_after = burst_started.elapsed();
     let total_cpu = cpu_seconds(pid);
     let end_rss = rss_mb(pid);
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peak_rss = peak_rss.stop().max(end_rss);
 
     // Invariants, read from the cluster and the receiver.
     let client = runtime.block_on(server.client());
@@ -379,7 +364,7 @@ fn main() {
     }
     println!(
         "all succeeded and reported {all_done_after:?} after the first request; RSS {end_rss:.1} MB at the end, peak {:.1} MB; kubeci CPU in all {total_cpu:.1} s",
-        *peak_rss.lock().unwrap()
+        peak_rss
     );
     println!(
         "invariants: {} build Jobs for {} jobs, {once} with exactly one; {reported_once} builds reported succeeded exactly once; {} notifications, {repeats} repeated keys",

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,18 +179,6 @@ fn deliver(port: u16, delivery: &Delivery) -> u16 {
         .unwrap_or(0)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Runs the storm against kubeci (`port`, `pid`) serving the jobs of [`configmaps`] from
 /// `server`, and reads the outcome from the cluster.
 pub fn run(
@@ -203,21 +191,8 @@ pub fn run(
     let mut rng = Rng(config.seed | 1);
     let (all, duplicates) = deliveries(config, fixture, &mut rng);
     let all = Arc::new(all);
-    let rss_before_mb = rss_mb(pid);
-    let rss_max = Arc::new(Mutex::new(rss_before_mb));
-    let running = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (rss_max, running) = (rss_max.clone(), running.clone());
-        std::thread::spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                let now = rss_mb(pid);
-                let mut max = rss_max.lock().unwrap();
-                *max = max.max(now);
-                drop(max);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let rss_before_mb = crate::support::rss_mb(pid);
+    let rss = crate::support::PeakRss::start(pid, Duration::from_millis(50));
     let statuses = Arc::new(Mutex::new(vec![0u16; all.len()]));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -251,8 +226,7 @@ pub fn run(
             statuses[i] = deliver(port, &all[i]);
         }
     }
-    running.store(false, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let max = rss.stop();
 
     let mut genuine_statuses = BTreeMap::new();
     let mut forged_statuses = BTreeMap::new();
@@ -300,7 +274,6 @@ pub fn run(
     let mut unique = numbers.clone();
     unique.sort_by_key(|n| n.to_string());
     unique.dedup();
-    let max = *rss_max.lock().unwrap();
     Report {
         deliveries: all.len(),
         duplicates,

@@ -134,16 +134,60 @@ pub fn get_json(port: u16, path: &str) -> Value {
     serde_json::from_str(&get_text(port, path)).unwrap_or(Value::Null)
 }
 
-/// The resident memory of a process, in MB.
+/// The resident memory of a process, in MB (0 once it is gone).
 pub fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A process's resident memory sampled every `every` until [`PeakRss::stop`]: its peak.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::Mutex<f64>>,
+    sampling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32, every: Duration) -> PeakRss {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let peak = Arc::new(Mutex::new(rss_mb(pid)));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    let rss = rss_mb(pid);
+                    let mut peak = peak.lock().unwrap();
+                    *peak = peak.max(rss);
+                    drop(peak);
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        PeakRss {
+            peak,
+            sampling,
+            sampler,
+        }
+    }
+
+    /// Stops sampling; the peak in MB.
+    pub fn stop(self) -> f64 {
+        self.sampling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap();
+        let peak = *self.peak.lock().unwrap();
+        peak
+    }
 }
 
 /// Starts kubeci as `start` does, taking GitHub webhooks signed with `secret` (GitHub's API
