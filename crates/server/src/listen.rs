@@ -224,13 +224,20 @@ mod tests {
         String::from_utf8_lossy(&received).into_owned()
     }
 
-    async fn healthz(address: std::net::SocketAddr) -> String {
+    /// Sends `request` on a new connection; everything answered until the server closes
+    /// it. (The server may stop reading before all of the request is written.)
+    async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
         let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: kubeci\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let _ = stream.write_all(request).await;
         read_until_closed(&mut stream).await
+    }
+
+    async fn healthz(address: std::net::SocketAddr) -> String {
+        exchange(
+            address,
+            b"GET /healthz HTTP/1.1\r\nHost: kubeci\r\nConnection: close\r\n\r\n",
+        )
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,12 +289,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_kept_alive_connection_is_closed() {
         let (address, _) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: kubeci\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut stream).await;
+        let answer = exchange(address, b"GET /healthz HTTP/1.1\r\nHost: kubeci\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("ok"), "{answer}");
     }
@@ -295,24 +297,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_sent_too_slowly_is_answered_408_and_never_handled() {
         let (address, uploads) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(
-                b"POST /upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 100\r\n\r\n0123456789",
-            )
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut stream).await;
+        let answer = exchange(
+            address,
+            b"POST /upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("\"request-timeout\""), "{answer}");
         assert_eq!(uploads.load(Ordering::SeqCst), 0);
 
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(b"POST /upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut stream).await;
+        let answer = exchange(address, b"POST /upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789").await;
         assert!(answer.ends_with("10 bytes"), "{answer}");
         assert_eq!(uploads.load(Ordering::SeqCst), 1);
     }
@@ -320,14 +314,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_oversized_request_head_is_refused_before_routing() {
         let (address, _) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
         let head = format!(
             "GET /healthz HTTP/1.1\r\nHost: kubeci\r\nX-Padding: {}\r\n\r\n",
             "x".repeat(1 << 20)
         );
-        // The server may stop reading (and close) before all of it is written.
-        let _ = stream.write_all(head.as_bytes()).await;
-        let answer = read_until_closed(&mut stream).await;
+        let answer = exchange(address, head.as_bytes()).await;
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
             "{answer}"
@@ -338,12 +329,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_response_is_not_cut_by_the_read_deadline() {
         let (address, _) = start().await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(b"GET /follow HTTP/1.1\r\nHost: kubeci\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut stream).await;
+        let answer = exchange(
+            address,
+            b"GET /follow HTTP/1.1\r\nHost: kubeci\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         for part in ["part 0", "part 1", "part 2"] {
             assert!(answer.contains(part), "{part} missing: {answer}");
         }
