@@ -1,4 +1,4 @@
-//! Load driver for `kubeci serve --kubernetes` against the fake API server (DESIGN.md §9):
+//! Load driver for `kubeci serve --kubernetes` against the fake API server (docs/design.md §8):
 //! start to `/readyz` with 1,000 job ConfigMaps and 10,000 build Jobs, RSS idle and at that
 //! load, ConfigMap change → job served, and Job creations per minute.
 //!

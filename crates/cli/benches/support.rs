@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kubeci_testkit::{FakeApiServer, Options};
 use serde_json::{json, Value};
 
-/// The load of DESIGN.md §9: job ConfigMaps and finished builds (ten per job).
+/// The load of docs/design.md §8: job ConfigMaps and finished builds (ten per job).
 pub const JOBS: usize = 1_000;
 pub const BUILDS: usize = 10_000;
 

@@ -1,4 +1,4 @@
-//! Load driver for the pages and the REST API (DESIGN.md §9, issue 7): 1,000 jobs and
+//! Load driver for the pages and the REST API (docs/design.md §8, issue 7): 1,000 jobs and
 //! 10,000 finished builds, served by both engines — `serve --kubernetes` against the fake
 //! API server, and `serve --local` with that history in its SQLite database (each build
 //! with a 20-line log) — and the latency of each page and API answer, read to the end,

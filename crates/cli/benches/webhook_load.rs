@@ -1,4 +1,4 @@
-//! Load driver for `POST /hooks/github` (DESIGN.md §9): signed 28 KB `pull_request`
+//! Load driver for `POST /hooks/github` (docs/design.md §8): signed 28 KB `pull_request`
 //! deliveries per second, and the time from a delivery's receipt to the build's Job create
 //! reaching the API server. The real `kubeci` binary against the fake API server (one
 //! Tokio thread in this process, its simulation off), 1,000 job ConfigMaps declared, one

@@ -4,29 +4,9 @@ mod common;
 
 use common::{assert_golden, kubeci, kubeci_with_input, repo_root};
 
-/// The kube-jenkins fixtures, from `shared/` beside the repository when present, else the
-/// byte-identical copy in `examples/seed/`.
+/// The kube-jenkins fixtures, kept byte for byte in `examples/seed/`.
 fn seed_dir() -> String {
-    let shared = repo_root().join("../shared/fixtures/seed");
-    if shared.is_dir() {
-        for entry in std::fs::read_dir(&shared).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                let copy = repo_root()
-                    .join("examples/seed")
-                    .join(path.file_name().unwrap());
-                assert_eq!(
-                    std::fs::read(&path).unwrap(),
-                    std::fs::read(&copy).unwrap(),
-                    "{} is copied unchanged",
-                    copy.display()
-                );
-            }
-        }
-        "../shared/fixtures/seed".to_owned()
-    } else {
-        "examples/seed".to_owned()
-    }
+    "examples/seed".to_owned()
 }
 
 #[test]

@@ -25,7 +25,7 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
     let kubeci = serve(&server);
     assert_eq!(job_names(&kubeci), ["start-helm-test"]);
 
-    // A manual build runs as a Job carrying DESIGN.md §3's labels and annotations.
+    // A manual build runs as a Job carrying docs/design.md §3's labels and annotations.
     let (status, body) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201, "{body}");
     let created = body;

@@ -325,7 +325,7 @@ async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
         "{log}"
     );
 
-    // The Job is the build record (DESIGN.md §3).
+    // The Job is the build record (docs/design.md §3).
     let job = job_in_store(&server, "local-1").unwrap();
     let labels = &job["metadata"]["labels"];
     assert_eq!(labels["kubeci.io/job"], "local");

@@ -2,7 +2,7 @@
 //! types the caches hold instead of whole objects.
 //!
 //! A `Job` is 2.6 KB before any of its fields is filled (its pod template is inline); 10,000
-//! of them in a cache cost more than kubeci's memory budget (DESIGN.md §9). These types
+//! of them in a cache cost more than kubeci's memory budget (docs/design.md §8). These types
 //! deserialize from the same JSON — unknown fields are skipped — and name the same
 //! Kubernetes resources, so the kube client lists and watches them directly.
 

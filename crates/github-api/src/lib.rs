@@ -1,4 +1,4 @@
-//! kubeci's GitHub edge (DESIGN.md §5), thin around the pure `kubeci-github`: the REST
+//! kubeci's GitHub edge (docs/design.md §5), thin around the pure `kubeci-github`: the REST
 //! client, the commit-status [`Reporter`](kubeci_engine::report::Reporter), the work a
 //! webhook delivery causes, and the periodic resync of open pull requests.
 

@@ -1,4 +1,4 @@
-//! The GitHub pull request builder's pure parts (DESIGN.md §5): webhook signature
+//! The GitHub pull request builder's pure parts (docs/design.md §5): webhook signature
 //! verification, the events, the trust policy, and the decisions an event leads to. The
 //! GitHub API and the webhook endpoint are in `kubeci-github-api`.
 
