@@ -78,6 +78,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         secrets_dir: args.secrets.clone(),
         kubeci_exe: std::env::current_exe().context("cannot find the kubeci executable")?,
         host_env: LocalEnv::host_env_from_process(),
+        objects: Default::default(),
     };
     println!(
         "==> kubeci run: job {}/{}, build {} ({}), in {}",

@@ -5,11 +5,13 @@
 //! process group, with Kubernetes' semantics where a machine can have them:
 //!
 //! - environment: `value`s expanded with `$(VAR)` as the kubelet does, `secretKeyRef`s read
-//!   from a secrets directory laid out like mounted Secrets (`<dir>/<secret>/<key>`); a
-//!   missing Secret or key fails the build with Kubernetes' own words;
-//! - volumes: `emptyDir` and `secret` volumes become per-build directories. Mount paths
-//!   cannot be mounted without root, so whole path values are mapped to those directories
-//!   (see [`paths`]); scripts, URLs and other data are passed exactly as written;
+//!   from [`PodObjects`] or a secrets directory laid out like mounted Secrets
+//!   (`<dir>/<secret>/<key>`), `configMapKeyRef`s and `fieldRef`s from [`PodObjects`]; a
+//!   missing Secret, ConfigMap or key fails the build with Kubernetes' own words;
+//! - volumes: `emptyDir`, `secret`, `configMap` and `projected` volumes (service-account
+//!   tokens, ConfigMaps, Secrets, the downward API) become per-build directories. Mount
+//!   paths cannot be mounted without root, so whole path values are mapped to those
+//!   directories (see [`paths`]); scripts, URLs and other data are passed exactly as written;
 //! - `activeDeadlineSeconds` and cancellation kill the whole process group; so does a
 //!   container's end, as the container runtime would.
 //!
@@ -44,6 +46,48 @@ pub struct LocalEnv {
     pub kubeci_exe: PathBuf,
     /// Variables of this machine every container gets (at least `PATH`).
     pub host_env: Vec<(String, String)>,
+    /// The API objects the pod refers to, when whoever runs it read them from a cluster
+    /// (the test node agent does; `kubeci run` leaves this empty).
+    pub objects: PodObjects,
+}
+
+/// What a pod's environment and volumes refer to in the API, read beforehand by whoever
+/// runs the pod, as a kubelet reads them. An object that is absent here does not exist.
+#[derive(Debug, Clone, Default)]
+pub struct PodObjects {
+    /// Secrets by name: key → value.
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// ConfigMaps by name: key → value (`data` and `binaryData`).
+    pub config_maps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Downward API values by field path (`metadata.name`, `spec.nodeName`, …); the
+    /// pod's name and namespace are known without it.
+    pub fields: BTreeMap<String, String>,
+    /// Service-account tokens by audience (`""`: the API server's own).
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// A container's life, for whoever reports it (a node agent writes pod status from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerChange {
+    /// Its process started, leading process group `pid`.
+    Started {
+        container: String,
+        init: bool,
+        pid: u32,
+    },
+    /// Its process ended.
+    Exited {
+        container: String,
+        init: bool,
+        exit_code: i32,
+    },
+    /// It could not be created: Kubernetes' reason and message.
+    Waiting {
+        container: String,
+        init: bool,
+        reason: String,
+        message: String,
+    },
 }
 
 impl LocalEnv {
@@ -77,6 +121,9 @@ pub enum LogEvent {
 /// Receives the log as it happens.
 pub trait LogSink: Send + Sync {
     fn event(&self, event: LogEvent);
+
+    /// A container started, ended or could not be created; ignored unless wanted.
+    fn container(&self, _change: ContainerChange) {}
 }
 
 impl<F: Fn(LogEvent) + Send + Sync> LogSink for F {
@@ -238,12 +285,18 @@ pub async fn run_job(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let pod_name = format!("{}-local", job.metadata.name.as_deref().unwrap_or("build"));
+    // A node agent names the pod it runs; a pod of the local engine is named after its Job.
+    let pod_name = env
+        .objects
+        .fields
+        .get("metadata.name")
+        .cloned()
+        .unwrap_or_else(|| format!("{}-local", job.metadata.name.as_deref().unwrap_or("build")));
     let deadline = spec
         .active_deadline_seconds
         .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
 
-    let outcome = match prepare_volumes(pod, env)? {
+    let outcome = match prepare_volumes(pod, env, &namespace, &pod_name)? {
         Err(message) => Outcome::NotStarted {
             reason: "FailedMount".into(),
             message,
@@ -295,6 +348,8 @@ pub async fn run_job(
 fn prepare_volumes(
     pod: &PodSpec,
     env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
 ) -> Result<Result<BTreeMap<String, PathBuf>, String>, LocalError> {
     let mut dirs = BTreeMap::new();
     for volume in pod.volumes.iter().flatten() {
@@ -303,7 +358,7 @@ fn prepare_volumes(
             std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
         }
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        if let Err(message) = fill_volume(volume, &dir, env)? {
+        if let Err(message) = fill_volume(volume, &dir, env, namespace, pod_name)? {
             return Ok(Err(message));
         }
         dirs.insert(volume.name.clone(), dir);
@@ -311,61 +366,180 @@ fn prepare_volumes(
     Ok(Ok(dirs))
 }
 
+/// The data of Secret `name`: from [`PodObjects`], else the secrets directory.
+fn secret_data(env: &LocalEnv, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    if let Some(data) = env.objects.secrets.get(name) {
+        return Some(data.clone());
+    }
+    let dir = env.secrets_dir.as_ref()?.join(name);
+    let entries = std::fs::read_dir(&dir).ok()?;
+    let mut data = BTreeMap::new();
+    for entry in entries.flatten() {
+        let key = entry.file_name().to_string_lossy().into_owned();
+        if !key.starts_with('.') && entry.path().is_file() {
+            data.insert(key, std::fs::read(entry.path()).ok()?);
+        }
+    }
+    Some(data)
+}
+
+/// A file a volume holds: (path in the volume, content, mode).
+type VolumeFile = (String, Vec<u8>, Option<i32>);
+
+/// The files of one volume source, or the kubelet's complaint. `what` names the source in it (`secret`, `configmap`).
+fn projected_files(
+    what: &str,
+    name: &str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<Vec<VolumeFile>, String> {
+    let Some(data) = data else {
+        return if optional == Some(true) {
+            Ok(Vec::new())
+        } else {
+            Err(format!("{what} \"{name}\" not found"))
+        };
+    };
+    match items {
+        None => Ok(data.into_iter().map(|(k, v)| (k, v, None)).collect()),
+        Some(items) => items
+            .iter()
+            .map(|item| match data.get(&item.key) {
+                Some(value) => Ok((item.path.clone(), value.clone(), item.mode)),
+                None => Err(format!("references non-existent {what} key: {}", item.key)),
+            })
+            .collect(),
+    }
+}
+
+/// The value of a downward API field of the pod.
+fn field_value(env: &LocalEnv, namespace: &str, pod_name: &str, path: &str) -> Option<String> {
+    env.objects.fields.get(path).cloned().or(match path {
+        "metadata.name" => Some(pod_name.to_owned()),
+        "metadata.namespace" => Some(namespace.to_owned()),
+        _ => None,
+    })
+}
+
 fn fill_volume(
     volume: &Volume,
     dir: &Path,
     env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
 ) -> Result<Result<(), String>, LocalError> {
-    if volume.empty_dir.is_some() {
-        return Ok(Ok(()));
-    }
-    let Some(secret) = &volume.secret else {
-        return Err(LocalError::Unsupported(format!(
-            "volume {} is neither emptyDir nor secret",
-            volume.name
-        )));
-    };
-    let name = secret.secret_name.clone().unwrap_or_default();
-    let source = env.secrets_dir.as_ref().map(|d| d.join(&name));
-    let Some(source) = source.filter(|s| s.is_dir()) else {
-        if secret.optional == Some(true) {
-            return Ok(Ok(()));
-        }
-        return Ok(Err(format!(
-            "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
-            volume.name
-        )));
-    };
-    let mode = secret.default_mode.unwrap_or(0o644);
-    let keys: Vec<(String, String)> = match &secret.items {
-        Some(items) => items
-            .iter()
-            .map(|i| (i.key.clone(), i.path.clone()))
-            .collect(),
-        None => {
-            let mut keys = Vec::new();
-            for entry in std::fs::read_dir(&source).map_err(io_error(&source))? {
-                let entry = entry.map_err(io_error(&source))?;
-                let key = entry.file_name().to_string_lossy().into_owned();
-                if !key.starts_with('.') && entry.path().is_file() {
-                    keys.push((key.clone(), key));
+    let mut files: Vec<VolumeFile> = Vec::new();
+    let mut default_mode = 0o644;
+    let found = if volume.empty_dir.is_some() {
+        Ok(())
+    } else if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.clone().unwrap_or_default();
+        default_mode = secret.default_mode.unwrap_or(0o644);
+        projected_files(
+            "secret",
+            &name,
+            secret_data(env, &name),
+            secret.items.as_deref(),
+            secret.optional,
+        )
+        .map(|f| files = f)
+    } else if let Some(map) = &volume.config_map {
+        default_mode = map.default_mode.unwrap_or(0o644);
+        projected_files(
+            "configmap",
+            &map.name,
+            env.objects.config_maps.get(&map.name).cloned(),
+            map.items.as_deref(),
+            map.optional,
+        )
+        .map(|f| files = f)
+    } else if let Some(projected) = &volume.projected {
+        default_mode = projected.default_mode.unwrap_or(0o644);
+        let mut found = Ok(());
+        for source in projected.sources.iter().flatten() {
+            let more = if let Some(token) = &source.service_account_token {
+                let audience = token.audience.clone().unwrap_or_default();
+                match env.objects.tokens.get(&audience) {
+                    Some(t) => Ok(vec![(token.path.clone(), t.clone().into_bytes(), None)]),
+                    None => Err(format!(
+                        "failed to fetch token: no token for audience {audience:?}"
+                    )),
+                }
+            } else if let Some(map) = &source.config_map {
+                projected_files(
+                    "configmap",
+                    &map.name,
+                    env.objects.config_maps.get(&map.name).cloned(),
+                    map.items.as_deref(),
+                    map.optional,
+                )
+            } else if let Some(secret) = &source.secret {
+                projected_files(
+                    "secret",
+                    &secret.name,
+                    secret_data(env, &secret.name),
+                    secret.items.as_deref(),
+                    secret.optional,
+                )
+            } else if let Some(downward) = &source.downward_api {
+                downward
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|item| {
+                        let path = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                        match path.and_then(|p| field_value(env, namespace, pod_name, p)) {
+                            Some(value) => Ok((item.path.clone(), value.into_bytes(), item.mode)),
+                            None => Err(format!("unsupported downward API item {}", item.path)),
+                        }
+                    })
+                    .collect()
+            } else {
+                return Err(LocalError::Unsupported(format!(
+                    "volume {}: a projected source other than a token, ConfigMap, Secret or downward API",
+                    volume.name
+                )));
+            };
+            match more {
+                Ok(more) => files.extend(more),
+                Err(e) => {
+                    found = Err(e);
+                    break;
                 }
             }
-            keys
         }
+        found
+    } else {
+        return Err(LocalError::Unsupported(format!(
+            "volume {} is not emptyDir, secret, configMap or projected",
+            volume.name
+        )));
     };
-    for (key, path) in keys {
-        let from = source.join(&key);
-        if !from.is_file() {
+    if let Err(message) = found {
+        return Ok(Err(format!(
+            "MountVolume.SetUp failed for volume \"{}\" : {message}",
+            volume.name
+        )));
+    }
+    for (path, content, mode) in files {
+        if Path::new(&path)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
             return Ok(Err(format!(
-                "MountVolume.SetUp failed for volume \"{}\" : references non-existent secret key: {key}",
+                "MountVolume.SetUp failed for volume \"{}\" : invalid path {path:?}",
                 volume.name
             )));
         }
-        let to = dir.join(path);
-        std::fs::copy(&from, &to).map_err(io_error(&to))?;
+        let to = dir.join(&path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        std::fs::write(&to, content).map_err(io_error(&to))?;
         use std::os::unix::fs::PermissionsExt;
         // The owner can always read: locally the build runs as the volume's owner.
+        let mode = mode.unwrap_or(default_mode);
         let permissions = std::fs::Permissions::from_mode((mode as u32 & 0o777) | 0o400);
         std::fs::set_permissions(&to, permissions).map_err(io_error(&to))?;
     }
@@ -395,18 +569,40 @@ impl ContainerRun<'_> {
                         .map(|(_, v)| v.clone())
                 };
                 mounts.map_value(&expand(value, defined))
-            } else if let Some(selector) = var
-                .value_from
-                .as_ref()
-                .and_then(|f| f.secret_key_ref.as_ref())
-            {
-                match self.secret_value(&selector.name, &selector.key)? {
+            } else if let Some(from) = &var.value_from {
+                let value = if let Some(selector) = &from.secret_key_ref {
+                    self.key_value(
+                        "Secret",
+                        &selector.name,
+                        &selector.key,
+                        secret_data(self.env, &selector.name),
+                        selector.optional,
+                    )?
+                } else if let Some(selector) = &from.config_map_key_ref {
+                    let data = self.env.objects.config_maps.get(&selector.name).cloned();
+                    self.key_value(
+                        "ConfigMap",
+                        &selector.name,
+                        &selector.key,
+                        data,
+                        selector.optional,
+                    )?
+                } else if let Some(field) = &from.field_ref {
+                    let value =
+                        field_value(self.env, self.namespace, self.pod_name, &field.field_path);
+                    Some(value.ok_or_else(|| {
+                        format!(
+                            "environment variable {}: unsupported fieldPath {}",
+                            var.name, field.field_path
+                        )
+                    })?)
+                } else {
+                    return Err(format!("environment variable {}: only `value`, `secretKeyRef`, `configMapKeyRef` and `fieldRef` are supported locally", var.name));
+                };
+                match value {
                     Some(value) => value,
-                    None if selector.optional == Some(true) => continue,
-                    None => unreachable!("secret_value reports missing values as errors"),
+                    None => continue,
                 }
-            } else if var.value_from.is_some() {
-                return Err(format!("environment variable {}: only `value` and `secretKeyRef` are supported locally", var.name));
             } else {
                 String::new()
             };
@@ -415,21 +611,27 @@ impl ContainerRun<'_> {
         Ok(vars)
     }
 
-    /// A Secret's value from the secrets directory, failing as Kubernetes words it.
-    fn secret_value(&self, secret: &str, key: &str) -> Result<Option<String>, String> {
-        let dir = self
-            .env
-            .secrets_dir
-            .as_ref()
-            .map(|d| d.join(secret))
-            .filter(|d| d.is_dir());
-        let Some(dir) = dir else {
-            return Err(format!("secret \"{secret}\" not found"));
+    /// A Secret's or ConfigMap's value, failing as Kubernetes words it; `None` when an
+    /// optional one is missing.
+    fn key_value(
+        &self,
+        kind: &str,
+        name: &str,
+        key: &str,
+        data: Option<BTreeMap<String, Vec<u8>>>,
+        optional: Option<bool>,
+    ) -> Result<Option<String>, String> {
+        let Some(data) = data else {
+            if optional == Some(true) {
+                return Ok(None);
+            }
+            return Err(format!("{} \"{name}\" not found", kind.to_lowercase()));
         };
-        match std::fs::read(dir.join(key)) {
-            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-            Err(_) => Err(format!(
-                "couldn't find key {key} in Secret {}/{secret}",
+        match data.get(key) {
+            Some(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+            None if optional == Some(true) => Ok(None),
+            None => Err(format!(
+                "couldn't find key {key} in {kind} {}/{name}",
                 self.namespace
             )),
         }
@@ -460,10 +662,16 @@ impl ContainerRun<'_> {
         let vars = match self.environment(&mounts) {
             Ok(vars) => vars,
             Err(message) => {
+                self.log.sink.container(ContainerChange::Waiting {
+                    container: name.clone(),
+                    init: self.init,
+                    reason: "CreateContainerConfigError".into(),
+                    message: message.clone(),
+                });
                 return Ok(Outcome::NotStarted {
                     reason: "CreateContainerConfigError".into(),
                     message,
-                })
+                });
             }
         };
         let lookup = |name: &str| {
@@ -534,6 +742,13 @@ impl ContainerRun<'_> {
             source,
         })?;
         let group = child.id().and_then(|id| i32::try_from(id).ok());
+        if let Some(pid) = child.id() {
+            self.log.sink.container(ContainerChange::Started {
+                container: name.clone(),
+                init: self.init,
+                pid,
+            });
+        }
         let stdout = pump(child.stdout.take(), name.clone(), self.log);
         let stderr = pump(child.stderr.take(), name.clone(), self.log);
         let output = async { tokio::join!(stdout, stderr) };
@@ -563,6 +778,11 @@ impl ContainerRun<'_> {
                 });
                 self.log
                     .step(&name, format!("{name}: exited with code {exit_code}"));
+                self.log.sink.container(ContainerChange::Exited {
+                    container: name.clone(),
+                    init: self.init,
+                    exit_code,
+                });
                 if exit_code == 0 {
                     Outcome::Succeeded
                 } else {

@@ -461,6 +461,7 @@ impl Standalone {
             secrets_dir: self.settings.secrets_dir.clone(),
             kubeci_exe: self.settings.kubeci_exe.clone(),
             host_env: LocalEnv::host_env_from_process(),
+            objects: Default::default(),
         };
         let engine = Arc::clone(self);
         let (namespace, name, number) = (row.namespace.clone(), row.job.clone(), row.number);

@@ -17,6 +17,13 @@ use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{container_names, merge_patch, now, ApiError, Change, ChangeKind, Store};
 
+/// A boolean query parameter as the API server reads it (apimachinery's
+/// `Convert_Slice_string_To_bool`): false only for `0` and `false` in any case; anything
+/// else, the empty string included, is true.
+pub fn query_bool(value: &str) -> bool {
+    !(value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
 /// State shared by every connection.
 pub struct Shared {
     pub store: Mutex<Store>,
@@ -125,7 +132,7 @@ fn route(path: &str, address: &str) -> Route {
 }
 
 fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
-    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watching = query.get("watch").is_some_and(|w| query_bool(w));
     match (method.as_str(), target.name.is_some()) {
         ("GET", _) if watching => "watch",
         ("GET", true) => "get",
@@ -179,7 +186,7 @@ pub(crate) fn describe_proxied(parts: &axum::http::request::Parts) -> (RecordedR
             .into_owned()
             .collect();
     let routed = route(parts.uri.path(), "");
-    let resumed_watch = query.get("watch").is_some_and(|w| w == "true" || w == "1")
+    let resumed_watch = query.get("watch").is_some_and(|w| query_bool(w))
         && query
             .get("resourceVersion")
             .is_some_and(|rv| !rv.is_empty() && rv != "0");
@@ -293,16 +300,14 @@ async fn serve(
         None
     };
     match (method.as_str(), &target.name, target.subresource.as_deref()) {
-        ("GET", None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            watch(
-                shared,
-                target.resource,
-                list_namespace,
-                labels,
-                fields,
-                query,
-            )
-        }
+        ("GET", None, None) if query.get("watch").is_some_and(|w| query_bool(w)) => watch(
+            shared,
+            target.resource,
+            list_namespace,
+            labels,
+            fields,
+            query,
+        ),
         ("GET", None, None) => {
             let limit = query
                 .get("limit")
@@ -533,10 +538,12 @@ fn watch(
         .get("resourceVersion")
         .map(String::as_str)
         .unwrap_or("");
-    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let send_initial = query
+        .get("sendInitialEvents")
+        .is_some_and(|v| query_bool(v));
     let bookmarks = query
         .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true");
+        .is_some_and(|v| query_bool(v));
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -673,8 +680,8 @@ async fn pod_log(
         None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}] or one of the init containers: [{}]", containers.join(" "), init.join(" ")))),
     };
     let key = (namespace.to_owned(), name.to_owned(), container.clone());
-    let follow = query.get("follow").is_some_and(|f| f == "true");
-    let timestamps = query.get("timestamps").is_some_and(|t| t == "true");
+    let follow = query.get("follow").is_some_and(|f| query_bool(f));
+    let timestamps = query.get("timestamps").is_some_and(|t| query_bool(t));
     let tail = query.get("tailLines").and_then(|t| t.parse::<usize>().ok());
     let since = query.get("sinceTime").cloned();
     let format = move |(time, line): &(String, String)| {

@@ -8,9 +8,11 @@
 //! or really run through the local engine), records every request and injects faults.
 //! See `crates/testkit/README.md`.
 
+pub mod audit;
 pub mod gate;
 pub mod github;
 pub mod http;
+pub mod node;
 pub mod proxy;
 pub mod resources;
 pub mod selector;

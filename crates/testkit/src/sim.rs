@@ -613,14 +613,19 @@ impl Kubelet {
                 if !self.scheduled() {
                     return;
                 }
-                let on_init = !container_names(&self.pod, "initContainers").is_empty();
-                let (field, container) = if on_init {
-                    (
-                        "initContainers",
-                        container_names(&self.pod, "initContainers")[0].clone(),
-                    )
-                } else {
-                    ("containers", main.clone())
+                // The container whose image is missing waits; init containers before it
+                // ran, as a kubelet pulls each image just before its container starts.
+                let inits = container_names(&self.pod, "initContainers");
+                let missing_init = inits
+                    .iter()
+                    .find(|c| image(&self.pod, "initContainers", c) == MISSING_IMAGE);
+                let on_init = missing_init.is_some()
+                    || (image(&self.pod, "containers", &main) != MISSING_IMAGE
+                        && !inits.is_empty());
+                let (field, container) = match missing_init {
+                    Some(init) => ("initContainers", init.clone()),
+                    None if on_init => ("initContainers", inits[0].clone()),
+                    None => ("containers", main.clone()),
                 };
                 let image = image(&self.pod, field, &container);
                 let message = format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found");
@@ -754,6 +759,7 @@ impl Kubelet {
                 .into_iter()
                 .chain(extra_env)
                 .collect(),
+            objects: Default::default(),
         };
         let shared = self.shared.clone();
         let (namespace, name) = (self.namespace.clone(), self.name.clone());

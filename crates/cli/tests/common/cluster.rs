@@ -48,7 +48,8 @@ impl TestCluster {
         server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
         let client = server.client().await;
         TestCluster::around(
-            client,
+            client.clone(),
+            Some(client),
             Some(server),
             (repo.bare.display().to_string(), "main".into()),
             None,
@@ -57,40 +58,43 @@ impl TestCluster {
         .await
     }
 
-    /// The cluster of `KUBECI_E2E_KUBECONFIG`, or `None` (saying the scenario is skipped).
-    pub async fn real() -> Option<TestCluster> {
+    /// The cluster of `KUBECI_E2E_KUBECONFIG`: the real control plane of `scripts/cluster
+    /// up` (`.ci/run` starts it), or any cluster. Without one the test fails, saying why.
+    /// When `KUBECI_E2E_NODE_AGENT` is set the cluster's pods run on this machine (the
+    /// node agent), so builds clone a repository made here.
+    pub async fn real() -> TestCluster {
         let Some(path) = std::env::var_os("KUBECI_E2E_KUBECONFIG") else {
-            eprintln!(
-                "SKIPPED: this scenario's real-cluster run needs KUBECI_E2E_KUBECONFIG=<kubeconfig>; \
-                 it ran against the fake API server in its other test"
+            panic!(
+                "this scenario runs on a real Kubernetes control plane and none is given: \
+                 start one with `eval \"$(scripts/cluster up)\"` (builds it from control-plane/ \
+                 the first time) or set KUBECI_E2E_KUBECONFIG=<kubeconfig of a cluster>"
             );
-            return None;
         };
-        let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+            .unwrap_or_else(|e| panic!("KUBECI_E2E_KUBECONFIG={}: {e}", path.display()));
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
-        let repo = (
-            std::env::var("KUBECI_E2E_REPO")
-                .unwrap_or_else(|_| "https://github.com/octocat/Hello-World.git".into()),
-            std::env::var("KUBECI_E2E_BRANCH").unwrap_or_else(|_| "master".into()),
-        );
-        let clone_image = std::env::var("KUBECI_E2E_CLONE_IMAGE").ok();
-        Some(
-            TestCluster::around(
-                client,
-                None,
-                repo,
-                clone_image,
-                tempfile::tempdir().unwrap(),
+        let client = kube::Client::try_from(config.clone()).unwrap();
+        let as_kubeci = kubeci_identity(std::path::Path::new(&path), config);
+        let dir = tempfile::tempdir().unwrap();
+        let repo = if std::env::var_os("KUBECI_E2E_NODE_AGENT").is_some() {
+            let repo = super::git::Repo::new(dir.path());
+            (repo.bare.display().to_string(), "main".into())
+        } else {
+            (
+                std::env::var("KUBECI_E2E_REPO")
+                    .unwrap_or_else(|_| "https://github.com/octocat/Hello-World.git".into()),
+                std::env::var("KUBECI_E2E_BRANCH").unwrap_or_else(|_| "master".into()),
             )
-            .await,
-        )
+        };
+        let clone_image = std::env::var("KUBECI_E2E_CLONE_IMAGE").ok();
+        TestCluster::around(client, Some(as_kubeci), None, repo, clone_image, dir).await
     }
 
     async fn around(
         client: kube::Client,
+        kubeci_client: Option<kube::Client>,
         fake: Option<FakeApiServer>,
         repo: (String, String),
         clone_image: Option<String>,
@@ -109,7 +113,21 @@ impl TestCluster {
             )
             .await
             .unwrap();
-        let proxy = ApiProxy::start(client.clone(), &namespace).await;
+        if fake.is_none() {
+            // Pods are refused until the ServiceAccount controller made `default`.
+            let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(client.clone(), &namespace);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while accounts.get_opt("default").await.unwrap().is_none() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no default ServiceAccount in {namespace} after 60 s: is kube-controller-manager running?"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let proxy =
+            ApiProxy::start(kubeci_client.unwrap_or_else(|| client.clone()), &namespace).await;
         TestCluster {
             proxy,
             client,
@@ -317,20 +335,78 @@ impl TestCluster {
     }
 }
 
-/// The rules of kubeci's ClusterRole as installed: from deploy/manifests/kubeci.yaml,
-/// which the Helm chart renders (a test keeps the two equal).
-pub fn granted_rules() -> Vec<serde_json::Value> {
+/// The objects of deploy/manifests/kubeci.yaml, as JSON.
+pub fn installed_objects() -> Vec<serde_json::Value> {
     let text =
         std::fs::read_to_string(super::repo_root().join("deploy/manifests/kubeci.yaml")).unwrap();
-    let documents = kubeci_spec::yaml::parse_stream(
+    kubeci_spec::yaml::parse_stream(
         &text,
         &kubeci_spec::yaml::PosMap::Identity,
         Default::default(),
     )
-    .unwrap();
-    let role = documents
+    .unwrap()
+    .into_iter()
+    .filter_map(|d| d.map(|d| d.to_json()))
+    .collect()
+}
+
+/// Runs `kubectl` (the one on PATH: `scripts/cluster env` puts the built one first) with
+/// `kubeconfig`, feeding it `input`; panics with its output unless it succeeds.
+pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// kubeci as the cluster knows it once installed: the objects of deploy/manifests/kubeci.yaml
+/// applied with `kubectl` (all but the Deployment — kubeci runs here, as the test's own
+/// process) and a TokenRequest token of its ServiceAccount. The client it returns acts as
+/// `system:serviceaccount:kubeci:kubeci`, with exactly the installed RBAC.
+fn kubeci_identity(kubeconfig: &std::path::Path, admin: kube::Config) -> kube::Client {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        let mut items = vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeci"}})];
+        items.extend(installed_objects().into_iter().filter(|o| o["kind"] != "Deployment"));
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        kubectl(kubeconfig, &["apply", "-f", "-"], &list.to_string());
+        kubectl(kubeconfig, &["create", "token", "kubeci", "-n", "kubeci", "--duration=4h"], "")
+            .trim()
+            .to_owned()
+    });
+    let mut config = admin;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.clone().into()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The rules of kubeci's ClusterRole as installed: from deploy/manifests/kubeci.yaml,
+/// which the Helm chart renders (a test keeps the two equal).
+pub fn granted_rules() -> Vec<serde_json::Value> {
+    let role = installed_objects()
         .into_iter()
-        .filter_map(|d| d.map(|d| d.to_json()))
         .find(|d| d["kind"] == "ClusterRole")
         .expect("a ClusterRole in deploy/manifests/kubeci.yaml");
     role["rules"].as_array().unwrap().clone()
