@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{assert_rbac_grants, TestCluster};
-use common::serve::{builds_in, http, job_names, state_in, trigger_in, Kubeci, Receiver};
+use common::serve::{
+    builds_in, http, job_names, state_in, trigger_in, Kubeci, Receiver, AUTHORIZED,
+};
 use kubeci_testkit::sim::MISSING_IMAGE;
 use serde_json::Value;
 
@@ -40,6 +42,9 @@ on_both!(killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice);
 on_both!(two_replicas_never_duplicate_and_one_reports);
 on_both!(lost_watches_errors_and_a_vanished_api_server_are_waited_out);
 on_both!(builds_whose_pod_cannot_start_fail_with_kubernetes_reason);
+on_both!(queued_builds_run_in_order_cancel_stops_pods_and_retention_deletes);
+on_both!(a_build_past_its_timeout_fails_with_deadline_exceeded);
+on_both!(a_build_no_node_can_take_fails_as_unschedulable);
 
 fn log(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/log");
@@ -115,6 +120,23 @@ async fn served_edited_built_and_removed(cluster: TestCluster) {
     assert_eq!(labels["kubeci.io/job"], "edit");
     assert_eq!(labels["kubeci.io/build"], "1");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "kubeci");
+
+    // Jobs are created with strict field validation: a real API server refuses an unknown
+    // or duplicate field instead of dropping it, so these builds prove there is none.
+    let creates: Vec<_> = cluster
+        .proxy
+        .gate()
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "create" && r.resource == "jobs")
+        .collect();
+    assert!(
+        !creates.is_empty()
+            && creates
+                .iter()
+                .all(|r| r.query.contains("fieldValidation=Strict")),
+        "{creates:?}"
+    );
 
     cluster.delete_configmap("edit").await;
     let probe = Kubeci::probe(port);
@@ -486,6 +508,193 @@ async fn builds_whose_pod_cannot_start_fail_with_kubernetes_reason(cluster: Test
             !cluster.pod_exists("needs-secret", 1).await
         })
         .await;
+    drop(kubeci);
+    cluster.finish().await;
+}
+
+fn build_in(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> Value {
+    common::serve::json(
+        kubeci,
+        &format!("/api/v1/jobs/{namespace}/{job}/builds/{number}"),
+    )
+}
+
+fn cancel(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> (u16, Value) {
+    let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/cancel");
+    let (status, body) = http(kubeci, "POST", &path, &[AUTHORIZED]);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// `max_concurrency: 1` queues builds as suspended Jobs released in order; cancelling a
+/// queued build means it never gets a pod; cancelling a running one suspends its Job, and
+/// the Job controller deletes its pod (whose processes stop); `retention.keep` deletes the
+/// oldest finished build's Job, and the garbage collector its pod.
+async fn queued_builds_run_in_order_cancel_stops_pods_and_retention_deletes(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    let job = cluster.job_yaml(
+        "queue",
+        "if [ \"$BUILD_NUMBER\" = 1 ]; then echo working; sleep 600; fi; echo done",
+        "    max_concurrency: 1\n    retention:\n      keep: 2\n",
+    );
+    cluster.apply("queue", &job).await;
+    let kubeci = cluster.serve(&[]);
+    for expected in 1..=3 {
+        let (status, body) = trigger_in(&kubeci, &ns, "queue", None);
+        assert_eq!(
+            (status, body["number"].as_u64()),
+            (201, Some(expected)),
+            "{body}"
+        );
+    }
+    cluster
+        .until("build 1 to run", async || {
+            cluster.pod_running("queue", 1).await
+        })
+        .await;
+    let suspended = async |name: &str| {
+        cluster
+            .job(name)
+            .await
+            .and_then(|j| j.spec?.suspend)
+            .unwrap_or(false)
+    };
+    assert!(!suspended("queue-1").await);
+    assert!(suspended("queue-2").await, "build 2 waits for the slot");
+    assert!(suspended("queue-3").await);
+    assert_eq!(state_in(&kubeci, &ns, "queue", 3), "queued");
+
+    let (status, cancelled) = cancel(&kubeci, &ns, "queue", 3);
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("aborted")),
+        "{cancelled}"
+    );
+    let (status, cancelled) = cancel(&kubeci, &ns, "queue", 1);
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("aborted")),
+        "{cancelled}"
+    );
+    cluster
+        .until(
+            "build 1's pod to be deleted by the Job controller",
+            async || !cluster.pod_exists("queue", 1).await,
+        )
+        .await;
+    let port = kubeci.port;
+    let namespace = ns.clone();
+    cluster
+        .until_blocking("build 2 to take the slot and succeed", move || {
+            state_in(&Kubeci::probe(port), &namespace, "queue", 2) == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        state_in(&kubeci, &ns, "queue", 3),
+        "aborted",
+        "a cancelled build stays cancelled"
+    );
+    assert!(
+        !cluster.pod_exists("queue", 3).await,
+        "build 3 never got a pod"
+    );
+    assert_eq!(
+        cancel(&kubeci, &ns, "queue", 2).0,
+        409,
+        "a finished build cannot be cancelled"
+    );
+
+    // keep: 2 — the two newest finished builds (by number) stay; build 1's Job goes, and
+    // its pod with it.
+    cluster
+        .until("retention to delete build 1", async || {
+            cluster.build_numbers("queue").await == [2, 3]
+        })
+        .await;
+    cluster
+        .until("the deleted builds' pods to be collected", async || {
+            cluster.pods("queue", 1).await.is_empty()
+        })
+        .await;
+    assert!(cluster.completed("queue-2").await);
+    drop(kubeci);
+    cluster.finish().await;
+}
+
+/// `timeout` is the Job's `activeDeadlineSeconds`: past it the Job controller fails the
+/// Job (`DeadlineExceeded`) and deletes its pod; kubeci reports the build failed in those
+/// words.
+async fn a_build_past_its_timeout_fails_with_deadline_exceeded(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    let job = cluster.job_yaml("slow", "echo started; sleep 600", "    timeout: 3s\n");
+    cluster.apply("slow", &job).await;
+    let kubeci = cluster.serve(&[]);
+    assert_eq!(trigger_in(&kubeci, &ns, "slow", None).0, 201);
+    let port = kubeci.port;
+    let namespace = ns.clone();
+    cluster
+        .until_blocking("the build to fail", move || {
+            state_in(&Kubeci::probe(port), &namespace, "slow", 1) == "failed"
+        })
+        .await;
+    let build = build_in(&kubeci, &ns, "slow", 1);
+    assert_eq!(
+        build["message"], "the build ran longer than its timeout",
+        "{build}"
+    );
+    let conditions = cluster
+        .job("slow-1")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("DeadlineExceeded")),
+        "{conditions:?}"
+    );
+    cluster
+        .until("the timed-out pod to be deleted", async || {
+            cluster.pods("slow", 1).await.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    || matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Failed" | "Succeeded")
+                    )
+            })
+        })
+        .await;
+    drop(kubeci);
+    cluster.finish().await;
+}
+
+/// A `node_selector` no node matches leaves the pod unschedulable; past the pending
+/// deadline the build fails with the scheduler's own words.
+async fn a_build_no_node_can_take_fails_as_unschedulable(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    let job = cluster.job_yaml(
+        "nowhere",
+        "echo never",
+        "    node_selector:\n      kubeci.io/test-pool: does-not-exist\n",
+    );
+    cluster.apply("nowhere", &job).await;
+    let kubeci = cluster.serve(&[]);
+    assert_eq!(trigger_in(&kubeci, &ns, "nowhere", None).0, 201);
+    let port = kubeci.port;
+    let namespace = ns.clone();
+    cluster
+        .until_blocking("the build to fail", move || {
+            state_in(&Kubeci::probe(port), &namespace, "nowhere", 1) == "error"
+        })
+        .await;
+    let build = build_in(&kubeci, &ns, "nowhere", 1);
+    let message = build["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Unschedulable") || message.contains("nodes are available"),
+        "the scheduler's words: {build}"
+    );
     drop(kubeci);
     cluster.finish().await;
 }

@@ -504,7 +504,7 @@ impl Cluster {
             .get_or_insert_with(Default::default)
             .insert(keys::REQUEST_KEY.to_owned(), key.to_owned());
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
-        match jobs.create(&PostParams::default(), &rendered).await {
+        match create_strictly(&self.client, &jobs, &rendered).await {
             Ok(created) => Ok(created.into()),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Api::<BuildJob>::namespaced(self.client.clone(), &loaded.namespace)
@@ -914,4 +914,26 @@ impl Backend for Cluster {
             ))),
         }
     }
+}
+
+/// Creates `job` with `fieldValidation=Strict`: the API server refuses a Job with an unknown
+/// or duplicate field instead of dropping it silently, so a rendering mistake fails the
+/// request (kube's `PostParams` cannot say it; the request is built here).
+async fn create_strictly(
+    client: &kube::Client,
+    jobs: &Api<Job>,
+    job: &Job,
+) -> Result<Job, kube::Error> {
+    let body = serde_json::to_vec(job).map_err(kube::Error::SerdeError)?;
+    let params = PostParams {
+        field_manager: Some("kubeci".into()),
+        ..PostParams::default()
+    };
+    let mut request = kube::core::Request::new(jobs.resource_url())
+        .create(&params, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let uri = format!("{}&fieldValidation=Strict", request.uri());
+    *request.uri_mut() = uri.parse().expect("a URI with one more query parameter");
+    request.extensions_mut().insert("create");
+    client.request::<Job>(request).await
 }

@@ -742,6 +742,9 @@ impl ContainerRun<'_> {
             source,
         })?;
         let group = child.id().and_then(|id| i32::try_from(id).ok());
+        // Whatever ends this run — its end, a deadline, a cancel, or the caller dropping
+        // it — ends every process the container started.
+        let _group_guard = GroupGuard(group);
         if let Some(pid) = child.id() {
             self.log.sink.container(ContainerChange::Started {
                 container: name.clone(),
@@ -812,6 +815,15 @@ enum Ended {
     Exited(std::io::Result<std::process::ExitStatus>),
     Deadline,
     Cancelled,
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 fn kill_group(group: Option<i32>) {

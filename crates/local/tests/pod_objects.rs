@@ -170,3 +170,58 @@ async fn a_volume_path_cannot_leave_its_volume() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn dropping_a_run_ends_its_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let pod = json!({"containers": [{"name": "build", "image": "any",
+        "command": ["/bin/sh", "-c", "echo $$$$ > \"$PID_FILE\"; sleep 600"],
+        "env": [{"name": "PID_FILE", "value": pid_file.to_str().unwrap()}]}]});
+    let job = job(pod);
+    let env = LocalEnv {
+        build_dir: dir.path().join("build"),
+        secrets_dir: None,
+        kubeci_exe: "/bin/false".into(),
+        host_env: LocalEnv::host_env_from_process(),
+        objects: PodObjects::default(),
+    };
+    let sink: Arc<dyn LogSink> = Arc::new(Recorder::default());
+    let run = kubeci_local::run_job(&job, &env, sink, CancellationToken::new());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    // (`$$$$` is the shell's `$$` once Kubernetes' `$(VAR)` expansion has read it.)
+    // Run it until the script wrote its pid, then drop it (as a caller's select! does).
+    let pid = {
+        let mut run = std::pin::pin!(run);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("the script ended by itself"),
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+            if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                if !pid.trim().is_empty() {
+                    break pid.trim().parse::<i32>().unwrap();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the script never started"
+            );
+        }
+    };
+    let alive = || nix_alive(pid);
+    while alive() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} outlived its run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn nix_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}

@@ -39,6 +39,9 @@ pub enum PodBehaviour {
     },
     /// Stays Pending: no node fits (`Unschedulable`).
     NeverSchedule,
+    /// Stays Pending: its `nodeSelector` matches no node (the simulated node has only
+    /// [`NODE_LABELS`]), in the real scheduler's words.
+    NoNodeMatches,
     /// Stays Pending: its first container's image cannot be pulled.
     ImagePullError,
     /// Stays Pending: the build container refers to a Secret that does not exist.
@@ -53,6 +56,22 @@ pub enum PodBehaviour {
         /// `GIT_CONFIG_GLOBAL`, to map a repository URL to a local one).
         env: Vec<(String, String)>,
     },
+}
+
+/// The labels of the one simulated node; a pod whose `nodeSelector` asks for others is
+/// never scheduled, as with the real scheduler.
+pub const NODE_LABELS: [(&str, &str); 3] = [
+    ("kubernetes.io/hostname", "fake-node"),
+    ("kubernetes.io/os", "linux"),
+    ("kubernetes.io/arch", "amd64"),
+];
+
+fn fits_the_node(pod: &Value) -> bool {
+    pod["spec"]["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| NODE_LABELS.iter().any(|(k, v)| k == key && value == v))
 }
 
 /// An image no registry serves: [`PodBehaviour::like_a_kubelet`] cannot pull it, and
@@ -434,7 +453,11 @@ impl Controller {
             .lock()
             .expect("lock")
             .insert(key.clone(), token.clone());
-        let behaviour = (self.behaviour.lock().expect("lock"))(pod);
+        let behaviour = if fits_the_node(pod) {
+            (self.behaviour.lock().expect("lock"))(pod)
+        } else {
+            PodBehaviour::NoNodeMatches
+        };
         let kubelet = Kubelet {
             shared: self.shared.clone(),
             namespace: key.0,
@@ -602,8 +625,12 @@ impl Kubelet {
             .cloned()
             .unwrap_or_default();
         match behaviour {
-            PodBehaviour::NeverSchedule => {
-                let message = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+            PodBehaviour::NeverSchedule | PodBehaviour::NoNodeMatches => {
+                let message = if matches!(behaviour, PodBehaviour::NoNodeMatches) {
+                    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. no new claims to deallocate, preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+                } else {
+                    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+                };
                 self.set_status(|status| {
                     status["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now()}]);
                 });

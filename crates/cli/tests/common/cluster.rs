@@ -185,8 +185,9 @@ impl TestCluster {
     ) -> String {
         let (url, branch) = &self.repo;
         format!(
-            "- job:\n    name: {name}\n    image: {image}\n    git:\n      url: {url}\n      branch: {branch}\n    run_command: {}\n    timeout: 10m\n{extra}",
-            serde_json::to_string(run_command).unwrap()
+            "- job:\n    name: {name}\n    image: {image}\n    git:\n      url: {url}\n      branch: {branch}\n    run_command: {}\n{}{extra}",
+            serde_json::to_string(run_command).unwrap(),
+            if extra.contains("timeout:") { "" } else { "    timeout: 10m\n" }
         )
     }
 
@@ -269,6 +270,16 @@ impl TestCluster {
             .items
             .iter()
             .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    }
+
+    /// The pods of build `build` of `job`.
+    pub async fn pods(&self, job: &str, build: u64) -> Vec<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("kubeci.io/job={job},kubeci.io/build={build}");
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
     }
 
     /// Whether build `build` of `job` has a pod at all.
