@@ -45,6 +45,7 @@ on_both!(builds_whose_pod_cannot_start_fail_with_kubernetes_reason);
 on_both!(queued_builds_run_in_order_cancel_stops_pods_and_retention_deletes);
 on_both!(a_build_past_its_timeout_fails_with_deadline_exceeded);
 on_both!(a_build_no_node_can_take_fails_as_unschedulable);
+on_both!(an_invalid_job_is_shown_reported_as_an_event_and_never_built);
 
 fn log(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/log");
@@ -695,6 +696,76 @@ async fn a_build_no_node_can_take_fails_as_unschedulable(cluster: TestCluster) {
         message.contains("Unschedulable") || message.contains("nodes are available"),
         "the scheduler's words: {build}"
     );
+    drop(kubeci);
+    cluster.finish().await;
+}
+
+/// A ConfigMap whose job is invalid is listed with its error, refuses builds, and gets a
+/// Warning Event (`InvalidJob`) that `kubectl describe configmap` shows.
+async fn an_invalid_job_is_shown_reported_as_an_event_and_never_built(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    let broken = cluster
+        .job_yaml("broken", "echo never", "")
+        .replace("run_command", "run_comand");
+    cluster.apply("broken", &broken).await;
+    let kubeci = cluster.serve(&[]);
+    let listed = common::serve::json(&kubeci, "/api/v1/jobs");
+    let job = &listed["items"][0];
+    assert_eq!(job["valid"], false, "{job}");
+    assert!(
+        job["errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown key `run_comand`"),
+        "{job}"
+    );
+    assert_eq!(trigger_in(&kubeci, &ns, "broken", None).0, 422);
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .until("a Warning Event on the ConfigMap", async || {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("InvalidJob")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                })
+        })
+        .await;
+    // The same problem again (the ConfigMap changed, its job did not get better): the
+    // Event is counted again, not repeated.
+    cluster
+        .apply("broken", &format!("{broken}# edited\n"))
+        .await;
+    cluster
+        .until("the Event to be patched", async || {
+            cluster
+                .proxy
+                .gate()
+                .requests()
+                .iter()
+                .any(|r| r.resource == "events" && r.verb == "patch")
+        })
+        .await;
+    if cluster.is_real() {
+        // What `kubectl describe` reads: the same Event through core/v1.
+        let core: kube::Api<k8s_openapi::api::core::v1::Event> =
+            kube::Api::namespaced(cluster.client.clone(), &ns);
+        let listed = core.list(&Default::default()).await.unwrap().items;
+        assert!(
+            listed
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("InvalidJob")
+                    && e.involved_object.name.as_deref() == Some("broken")),
+            "{listed:?}"
+        );
+    }
+    assert!(cluster.build_numbers("broken").await.is_empty());
     drop(kubeci);
     cluster.finish().await;
 }

@@ -64,6 +64,27 @@ pub fn summarize(log: &str, user: &str) -> Result<AuditSummary, String> {
     Ok(summary)
 }
 
+/// What the `rules` of a Role or ClusterRole grant, as (verb, resource) pairs.
+pub fn granted(rules: &[serde_json::Value]) -> BTreeSet<(String, String)> {
+    let strings = |rule: &serde_json::Value, field: &str| -> Vec<String> {
+        rule[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut pairs = BTreeSet::new();
+    for rule in rules {
+        for resource in strings(rule, "resources") {
+            for verb in strings(rule, "verbs") {
+                pairs.insert((verb, resource.clone()));
+            }
+        }
+    }
+    pairs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +115,19 @@ mod tests {
         assert_eq!(summary.forbidden, ["get /api/v1/namespaces/a/secrets"]);
         assert!(summary.used.contains(&("create".into(), "jobs".into())));
         assert_eq!(summarize(&log, "nobody").unwrap(), AuditSummary::default());
+    }
+
+    #[test]
+    fn rules_grant_verb_resource_pairs() {
+        let rules = [
+            serde_json::json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"]}),
+        ];
+        let expected: BTreeSet<(String, String)> = [
+            ("get".into(), "pods".into()),
+            ("get".into(), "pods/log".into()),
+        ]
+        .into();
+        assert_eq!(granted(&rules), expected);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Checks a real API server's audit log for one user (kubeci's ServiceAccount): at least
-//! `--at-least` requests, none on Secrets, none answered 403. `.ci/run` runs it after the
-//! tests on the control plane's `target/cluster/audit.log`.
+//! `--at-least` requests, none on Secrets, none answered 403 (its RBAC is enough) and, with
+//! `--granted`, every permission of the installed ClusterRole used (its RBAC is least).
+//! `.ci/run` runs it after the tests on the control plane's `target/cluster/audit.log`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,25 @@ struct Args {
     /// Fewer requests than this means the user was not exercised: a failure.
     #[arg(long, default_value_t = 1)]
     at_least: usize,
+    /// Manifests holding the user's ClusterRole: a permission it grants that no request
+    /// used is a failure.
+    #[arg(long, value_name = "FILE")]
+    granted: Option<PathBuf>,
+}
+
+/// The rules of the first ClusterRole in the manifests at `path`.
+fn cluster_role_rules(path: &PathBuf) -> Result<Vec<serde_json::Value>, String> {
+    use kubeci_spec::yaml::{parse_stream, PosMap};
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let documents = parse_stream(&text, &PosMap::Identity, Default::default())
+        .map_err(|e| format!("{}:{}: {}", path.display(), e.pos, e.message))?;
+    documents
+        .into_iter()
+        .flatten()
+        .map(|d| d.to_json())
+        .find(|d| d["kind"] == "ClusterRole")
+        .and_then(|role| role["rules"].as_array().cloned())
+        .ok_or_else(|| format!("{}: no ClusterRole with rules", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -46,12 +66,33 @@ fn main() -> ExitCode {
     for (verb, resource) in &summary.used {
         println!("  used: {verb} {resource}");
     }
-    for request in summary.secrets.iter().chain(&summary.forbidden) {
-        println!("  refused or forbidden: {request}");
+    for request in &summary.secrets {
+        println!("  on secrets: {request}");
+    }
+    for request in &summary.forbidden {
+        println!("  answered 403: {request}");
+    }
+    let mut unused = Vec::new();
+    if let Some(path) = &args.granted {
+        let rules = match cluster_role_rules(path) {
+            Ok(rules) => rules,
+            Err(e) => {
+                eprintln!("audit-check: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        unused = kubeci_testkit::audit::granted(&rules)
+            .difference(&summary.used)
+            .cloned()
+            .collect();
+        for (verb, resource) in &unused {
+            println!("  granted but never used: {verb} {resource}");
+        }
     }
     let ok = summary.requests >= args.at_least
         && summary.secrets.is_empty()
-        && summary.forbidden.is_empty();
+        && summary.forbidden.is_empty()
+        && unused.is_empty();
     if summary.requests < args.at_least {
         println!(
             "  fewer than {} requests: the user was not exercised",
