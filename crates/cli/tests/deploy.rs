@@ -227,3 +227,45 @@ fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_nothing_cluster_w
     assert!(args.contains("--namespace=team-a") && args.contains("--namespace=team-b"));
     assert_eq!(of_kind(&objects, "RoleBinding").len(), 3);
 }
+
+/// The plain manifests and the chart in each of its modes pass a real API server's
+/// admission (`kubectl apply --dry-run=server`: schema, defaulting, validation, RBAC
+/// escalation checks) on the control plane of `scripts/cluster up`, or the cluster of
+/// `KUBECI_E2E_KUBECONFIG`.
+#[test]
+fn the_manifests_and_every_chart_mode_pass_a_real_api_servers_admission() {
+    let kubeconfig = std::env::var_os("KUBECI_E2E_KUBECONFIG").expect(
+        "a real Kubernetes API server is needed: `eval \"$(scripts/cluster up)\"` or \
+         KUBECI_E2E_KUBECONFIG=<kubeconfig>",
+    );
+    let kubeconfig = std::path::Path::new(&kubeconfig);
+    let namespaces: Vec<Value> = ["kubeci", "team-a", "team-b"]
+        .iter()
+        .map(|n| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": namespaces});
+    common::cluster::kubectl(kubeconfig, &["apply", "-f", "-"], &list.to_string());
+    let manifests =
+        std::fs::read_to_string(repo_root().join("deploy/manifests/kubeci.yaml")).unwrap();
+    for (name, stream) in [
+        ("deploy/manifests/kubeci.yaml", manifests),
+        ("the chart (default)", render(&json!({}))),
+        ("the chart (namespaced)", render(&namespaced())),
+        (
+            "the chart (with credentials and an Ingress)",
+            render(&with_credentials()),
+        ),
+    ] {
+        let count = objects(&stream).len();
+        let applied = common::cluster::kubectl(
+            kubeconfig,
+            &["apply", "--dry-run=server", "-f", "-"],
+            &stream,
+        );
+        assert_eq!(
+            applied.matches("(server dry run)").count(),
+            count,
+            "{name}: every object admitted:\n{applied}"
+        );
+    }
+}

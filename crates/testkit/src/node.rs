@@ -57,6 +57,10 @@ pub struct NodeOptions {
     pub env: Vec<(String, String)>,
     /// The version the Node reports as its kubelet's.
     pub kubelet_version: String,
+    /// Where a test may leave `<namespace>.gitconfig`: the pods of that namespace get it as
+    /// `GIT_CONFIG_GLOBAL` (its `insteadOf` rules stand for the network, e.g. GitHub's
+    /// URL → a repository on this machine).
+    pub git_config_dir: Option<PathBuf>,
 }
 
 /// Why the agent cannot run. Not worth retrying: the options or the machine must change.
@@ -710,6 +714,7 @@ impl Agent {
             host_env: LocalEnv::host_env_from_process()
                 .into_iter()
                 .chain(self.options.env.iter().cloned())
+                .chain(self.git_config(&namespace))
                 .collect(),
             objects,
         };
@@ -758,6 +763,17 @@ impl Agent {
                 });
         }
         writer.write_now().await;
+    }
+
+    /// `GIT_CONFIG_GLOBAL` for the pods of `namespace`, if a test left a file for it.
+    fn git_config(&self, namespace: &str) -> Option<(String, String)> {
+        let file = self
+            .options
+            .git_config_dir
+            .as_ref()?
+            .join(format!("{namespace}.gitconfig"));
+        file.is_file()
+            .then(|| ("GIT_CONFIG_GLOBAL".to_owned(), file.display().to_string()))
     }
 
     #[allow(clippy::too_many_arguments)]

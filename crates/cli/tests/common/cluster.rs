@@ -43,7 +43,10 @@ impl TestCluster {
             kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
             secrets_dir: None,
             work_root: dir.path().join("pods"),
-            env: Vec::new(),
+            env: vec![(
+                "GIT_CONFIG_GLOBAL".into(),
+                dir.path().join("gitconfig").display().to_string(),
+            )],
         };
         server.set_pod_behaviour(move |pod| PodBehaviour::like_a_kubelet(pod, &run));
         let client = server.client().await;
@@ -141,6 +144,27 @@ impl TestCluster {
 
     pub fn is_real(&self) -> bool {
         self.fake.is_none()
+    }
+
+    /// Makes the builds of this scenario clone `local` when they ask for `url` (git's
+    /// `insteadOf`, standing for the network): through the fake's kubelet, or the node
+    /// agent of `scripts/cluster` (`KUBECI_E2E_GITCONFIG_DIR`).
+    pub fn map_repository(&self, url: &str, local: &std::path::Path) {
+        let file = match (&self.fake, std::env::var_os("KUBECI_E2E_GITCONFIG_DIR")) {
+            (Some(_), _) => self.dir.path().join("gitconfig"),
+            (None, Some(dir)) => std::path::Path::new(&dir).join(format!("{}.gitconfig", self.namespace)),
+            (None, None) => panic!("mapping a repository needs the node agent of scripts/cluster (KUBECI_E2E_GITCONFIG_DIR)"),
+        };
+        std::fs::write(
+            file,
+            format!("[url \"{}\"]\n\tinsteadOf = {url}\n", local.display()),
+        )
+        .unwrap();
+    }
+
+    /// A directory of this scenario's own.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// How long a build may take to get anywhere: pods of a real cluster pull images.

@@ -31,6 +31,9 @@ struct Args {
     /// Images that cannot be pulled (`*` matches any run of characters; repeatable).
     #[arg(long, value_name = "PATTERN")]
     unpullable: Vec<String>,
+    /// Where `<namespace>.gitconfig` files give a namespace's pods `GIT_CONFIG_GLOBAL`.
+    #[arg(long, value_name = "DIR")]
+    git_config_dir: Option<PathBuf>,
     /// The kubelet version the Node reports.
     #[arg(long, default_value = "v0.0.0-kubeci-node-agent")]
     kubelet_version: String,
@@ -61,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         unpullable: args.unpullable,
         env: Vec::new(),
         kubelet_version: args.kubelet_version,
+        git_config_dir: args.git_config_dir,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();
