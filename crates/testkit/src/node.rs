@@ -1053,10 +1053,12 @@ impl StatusWriter {
         self.poke.notify_one();
     }
 
-    /// Writes the newest status; false once the pod is gone.
+    /// Writes the newest status, retrying until the API server takes it (as the kubelet's
+    /// status manager does, through outages); false once the pod is gone.
     async fn write_now(&self) -> bool {
         let _one_at_a_time = self.lock.lock().await;
-        for _ in 0..20 {
+        let mut pause = Duration::from_millis(100);
+        loop {
             let patch = json!({"status": self.status.json()});
             match self
                 .pods
@@ -1074,11 +1076,11 @@ impl StatusWriter {
                         "node agent: cannot write the status of pod {}: {e}",
                         self.name
                     );
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
             }
         }
-        true
     }
 }
 

@@ -73,15 +73,21 @@ impl TestCluster {
                  the first time) or set KUBECI_E2E_KUBECONFIG=<kubeconfig of a cluster>"
             );
         };
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-            .unwrap_or_else(|e| panic!("KUBECI_E2E_KUBECONFIG={}: {e}", path.display()));
+        let local_node = std::env::var_os("KUBECI_E2E_NODE_AGENT").is_some();
+        TestCluster::real_at(std::path::Path::new(&path), local_node).await
+    }
+
+    /// The cluster of `kubeconfig`; `local_node`: its pods run on this machine.
+    pub async fn real_at(path: &std::path::Path, local_node: bool) -> TestCluster {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
         let client = kube::Client::try_from(config.clone()).unwrap();
-        let as_kubeci = kubeci_identity(std::path::Path::new(&path), config);
+        let as_kubeci = kubeci_identity(path, config);
         let dir = tempfile::tempdir().unwrap();
-        let repo = if std::env::var_os("KUBECI_E2E_NODE_AGENT").is_some() {
+        let repo = if local_node {
             let repo = super::git::Repo::new(dir.path());
             (repo.bare.display().to_string(), "main".into())
         } else {
@@ -419,8 +425,10 @@ pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str], input: &str) -> Stri
 /// process) and a TokenRequest token of its ServiceAccount. The client it returns acts as
 /// `system:serviceaccount:kubeci:kubeci`, with exactly the installed RBAC.
 fn kubeci_identity(kubeconfig: &std::path::Path, admin: kube::Config) -> kube::Client {
-    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let token = TOKEN.get_or_init(|| {
+    static TOKENS: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, String>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut tokens = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
+    let token = tokens.entry(kubeconfig.to_owned()).or_insert_with(|| {
         let mut items = vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeci"}})];
         items.extend(installed_objects().into_iter().filter(|o| o["kind"] != "Deployment"));
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
