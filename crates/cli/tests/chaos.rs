@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::serve::{http_with_body, serve_with, Kubeci, Receiver, AUTHORIZED};
-use kubeci_testkit::{FakeApiServer, PodBehaviour};
+use common::cluster::TestCluster;
+use common::serve::{http_with_body, Kubeci, Receiver, AUTHORIZED};
+use kubeci_testkit::PodBehaviour;
 use serde_json::Value;
 
 const JOB: &str = "burst";
@@ -42,7 +43,12 @@ impl Rng {
 }
 
 /// Sends request `key` until a replica answers 200 or 201; the build number it got.
-fn request_until_answered(ports: &Mutex<Vec<u16>>, key: &str, first: usize) -> u64 {
+fn request_until_answered(
+    ports: &Mutex<Vec<u16>>,
+    namespace: &str,
+    key: &str,
+    first: usize,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut attempt = first;
     loop {
@@ -53,7 +59,7 @@ fn request_until_answered(ports: &Mutex<Vec<u16>>, key: &str, first: usize) -> u
         let (status, body) = http_with_body(
             &Kubeci::probe(port),
             "POST",
-            &format!("/api/v1/jobs/default/{JOB}/builds"),
+            &format!("/api/v1/jobs/{namespace}/{JOB}/builds"),
             &[AUTHORIZED, ("Idempotency-Key", key)],
             b"",
         );
@@ -71,46 +77,48 @@ fn request_until_answered(ports: &Mutex<Vec<u16>>, key: &str, first: usize) -> u
 }
 
 /// The leader Lease: (holder, transitions).
-fn lease(server: &FakeApiServer) -> (String, u64) {
-    let store = server.store();
-    let resource = kubeci_testkit::resources::find("coordination.k8s.io", "v1", "leases").unwrap();
-    store
-        .current(resource, Some("default"))
-        .into_iter()
-        .find(|l| l["metadata"]["name"] == LEASE)
-        .map(|l| {
+fn lease(cluster: &TestCluster, runtime: &tokio::runtime::Handle) -> (String, u64) {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    runtime
+        .block_on(leases.get_opt(LEASE))
+        .unwrap()
+        .and_then(|l| l.spec)
+        .map(|spec| {
             (
-                l["spec"]["holderIdentity"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                l["spec"]["leaseTransitions"].as_u64().unwrap_or(0),
+                spec.holder_identity.unwrap_or_default(),
+                spec.lease_transitions.unwrap_or(0) as u64,
             )
         })
         .unwrap_or_default()
 }
 
 /// Which of `replicas` holds the leader Lease (its identity ends with its pid), if any.
-fn leader(server: &FakeApiServer, replicas: &[Kubeci]) -> Option<usize> {
-    let (holder, _) = lease(server);
+fn leader(
+    cluster: &TestCluster,
+    runtime: &tokio::runtime::Handle,
+    replicas: &[Kubeci],
+) -> Option<usize> {
+    let (holder, _) = lease(cluster, runtime);
     replicas.iter().position(|k| {
         k.pid()
             .is_some_and(|pid| holder.ends_with(&format!("-{pid}")))
     })
 }
 
-fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64, builds: usize) {
+fn chaos(cluster: Arc<TestCluster>, runtime: tokio::runtime::Handle, seed: u64, builds: usize) {
+    let namespace = cluster.namespace.clone();
     let outage = Duration::from_secs(setting("CHAOS_OUTAGE_SECONDS", "3").parse().unwrap());
     let replica_count = if seed % 2 == 1 { 3 } else { 2 };
     let receiver = runtime.block_on(Receiver::start());
     let flags = ["--notify-url", receiver.url.as_str()];
-    let mut replicas: Vec<Kubeci> = (0..replica_count)
-        .map(|_| serve_with(&server, &flags))
-        .collect();
+    let mut replicas: Vec<Kubeci> = (0..replica_count).map(|_| cluster.serve(&flags)).collect();
     let ports = Arc::new(Mutex::new(
         replicas.iter().map(|k| k.port).collect::<Vec<_>>(),
     ));
-    common::serve::wait("a replica to lead", || leader(&server, &replicas).is_some());
+    common::serve::wait("a replica to lead", || {
+        leader(&cluster, &runtime, &replicas).is_some()
+    });
 
     // The burst: 8 clients, each request with its own key.
     let answered: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
@@ -118,10 +126,11 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let (ports, answered) = (ports.clone(), answered.clone());
+            let namespace = namespace.clone();
             std::thread::spawn(move || {
                 for i in (client..builds).step_by(8) {
                     let key = format!("request-{i}");
-                    let number = request_until_answered(&ports, &key, i);
+                    let number = request_until_answered(&ports, &namespace, &key, i);
                     answered.lock().unwrap().insert(key, number);
                 }
             })
@@ -141,19 +150,19 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
             done.store(true, Ordering::SeqCst);
         })
     };
-    let gate = server.gate();
+    let gate = cluster.proxy.gate();
     // The first fault is always the leader's death: every run sees leadership change hands.
     let mut first = true;
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
         let fault = match if first { 0 } else { rng.below(6) } {
             0 => {
-                let leading = leader(&server, &replicas);
+                let leading = leader(&cluster, &runtime, &replicas);
                 let victim = match leading {
                     Some(leader) if first || rng.below(2) == 0 => leader,
                     _ => rng.below(replica_count as u64) as usize,
                 };
-                let replacement = serve_with(&server, &flags);
+                let replacement = cluster.serve(&flags);
                 ports.lock().unwrap()[victim] = replacement.port;
                 std::mem::replace(&mut replicas[victim], replacement).kill();
                 if leading == Some(victim) {
@@ -179,9 +188,9 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
                 "resumed watches answered 410 Gone"
             }
             _ => {
-                server.stop();
+                cluster.proxy.stop();
                 std::thread::sleep(outage);
-                runtime.block_on(server.restart());
+                runtime.block_on(cluster.proxy.restart());
                 "the API server gone for the outage"
             }
         };
@@ -195,7 +204,7 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
     let settled = || {
         let seen = common::serve::json(
             &probe,
-            &format!("/api/v1/jobs/default/{JOB}/builds?limit=500"),
+            &format!("/api/v1/jobs/{namespace}/{JOB}/builds?limit=500"),
         )["items"]
             .as_array()
             .cloned()
@@ -238,12 +247,15 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
         "each request its own build: {answered:?}"
     );
     let jobs: Vec<Value> = {
-        let store = server.store();
-        let resource = kubeci_testkit::resources::find("batch", "v1", "jobs").unwrap();
-        store
-            .current(resource, Some("default"))
+        let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+            kube::Api::namespaced(cluster.client.clone(), &namespace);
+        let params = kube::api::ListParams::default().labels(&format!("kubeci.io/job={JOB}"));
+        runtime
+            .block_on(jobs.list(&params))
+            .unwrap()
+            .items
             .into_iter()
-            .map(|j| (*j).clone())
+            .map(|j| serde_json::to_value(j).unwrap())
             .collect()
     };
     assert_eq!(jobs.len(), builds, "exactly one Job per request");
@@ -276,7 +288,7 @@ fn chaos(server: Arc<FakeApiServer>, runtime: tokio::runtime::Handle, seed: u64,
         .get("the leader SIGKILLed (and a new replica started)")
         .copied()
         .unwrap_or(0);
-    let (_, transitions) = lease(&server);
+    let (_, transitions) = lease(&cluster, &runtime);
     assert!(
         leaders_killed >= 1 && transitions as usize >= leaders_killed,
         "{leaders_killed} leaders killed, but leadership changed hands {transitions} times"
@@ -295,21 +307,52 @@ async fn bursts_survive_kills_errors_throttling_lost_watches_and_outages() {
         .map(|s| s.trim().parse().unwrap())
         .collect();
     for seed in seeds {
-        let server = Arc::new(FakeApiServer::start().await);
+        let cluster = TestCluster::fake().await;
+        let server = cluster.fake_server().unwrap();
         server.set_pod_behaviour(|_| PodBehaviour::Succeed {
             logs: vec!["ok".into()],
             duration: Duration::from_millis(100),
         });
-        server
-            .preload(vec![common::serve::configmap(
+        cluster
+            .apply(
                 JOB,
                 &format!("- job:\n    name: {JOB}\n    git: {{url: 'https://github.com/o/r'}}\n    run_command: make\n    timeout: 5m\n    max_concurrency: 10\n"),
-            )])
-            .unwrap();
+            )
+            .await;
+        let cluster = Arc::new(cluster);
         let runtime = tokio::runtime::Handle::current();
-        let chaos_server = server.clone();
-        tokio::task::spawn_blocking(move || chaos(chaos_server, runtime, seed, builds))
+        let chaos_cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || chaos(chaos_cluster, runtime, seed, builds))
             .await
             .unwrap();
+        if let Ok(cluster) = Arc::try_unwrap(cluster) {
+            cluster.finish().await;
+        }
+    }
+}
+
+/// The same chaos on the real control plane (`scripts/cluster up`): the real Job
+/// controller, scheduler and node agent run every build's pod, cloning a repository made
+/// here. Bounded: 40 builds, one seed (`CHAOS_REAL_BUILDS`, `CHAOS_REAL_SEEDS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_cluster_too() {
+    let builds: usize = setting("CHAOS_REAL_BUILDS", "40").parse().unwrap();
+    let seeds: Vec<u64> = setting("CHAOS_REAL_SEEDS", "2")
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    for seed in seeds {
+        let cluster = TestCluster::real().await;
+        let job = cluster.job_yaml(JOB, "echo ok", "    max_concurrency: 10\n");
+        cluster.apply(JOB, &job).await;
+        let cluster = Arc::new(cluster);
+        let runtime = tokio::runtime::Handle::current();
+        let chaos_cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || chaos(chaos_cluster, runtime, seed, builds))
+            .await
+            .unwrap();
+        if let Ok(cluster) = Arc::try_unwrap(cluster) {
+            cluster.finish().await;
+        }
     }
 }

@@ -148,6 +148,11 @@ impl TestCluster {
         }
     }
 
+    /// The fake API server, when this is it.
+    pub fn fake_server(&self) -> Option<&FakeApiServer> {
+        self.fake.as_ref()
+    }
+
     pub fn is_real(&self) -> bool {
         self.fake.is_none()
     }
