@@ -230,9 +230,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply
             "NotFound",
             "the server could not find the requested resource",
         )),
-        Route::Api(target) => serve(&shared, &parts.method, &parts.headers, target, &query, body)
-            .await
-            .unwrap_or_else(|e| error_reply(&e)),
+        Route::Api(target) => {
+            serve_and_mirror(&shared, &parts.method, &parts.headers, target, &query, body)
+                .await
+                .unwrap_or_else(|e| error_reply(&e))
+        }
     };
     Ok(reply)
 }
@@ -268,6 +270,116 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
             "the body of the request was in an unknown format: {e}"
         ))
     })
+}
+
+/// Serves a request; an Event written through either Events API is then written through
+/// the other too, as a real API server, which stores both as one object, shows it.
+async fn serve_and_mirror(
+    shared: &Arc<Shared>,
+    method: &Method,
+    headers: &HeaderMap,
+    target: Target,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let written = RESOURCES[target.resource].plural == "events" && method != Method::GET;
+    let (resource, namespace, name) = (
+        target.resource,
+        target.namespace.clone().unwrap_or_default(),
+        target.name.clone(),
+    );
+    let reply = serve(shared, method, headers, target, query, body).await?;
+    if written {
+        mirror_event(shared, resource, &namespace, name.as_deref());
+    }
+    Ok(reply)
+}
+
+/// The twin of an Event in the other Events API: `events.k8s.io/v1` ⇄ core `v1`.
+pub fn convert_event(event: &Value, to_core: bool) -> Value {
+    let pairs: [(&str, &str); 9] = [
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("reportingController", "reportingComponent"),
+        ("reportingInstance", "reportingInstance"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+        ("deprecatedSource", "source"),
+        ("eventTime", "eventTime"),
+    ];
+    let same = ["metadata", "reason", "type", "action", "related", "series"];
+    let mut twin = json!({});
+    for key in same {
+        if let Some(value) = event.get(key) {
+            twin[key] = value.clone();
+        }
+    }
+    for (new, core) in pairs {
+        let (from, to) = if to_core { (new, core) } else { (core, new) };
+        if let Some(value) = event.get(from) {
+            twin[to] = value.clone();
+        }
+    }
+    let (api_version, kind) = if to_core {
+        ("v1", "Event")
+    } else {
+        ("events.k8s.io/v1", "Event")
+    };
+    twin["apiVersion"] = json!(api_version);
+    twin["kind"] = json!(kind);
+    if let Some(metadata) = twin["metadata"].as_object_mut() {
+        for generated in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            metadata.remove(generated);
+        }
+    }
+    twin
+}
+
+fn mirror_event(shared: &Arc<Shared>, resource: usize, namespace: &str, name: Option<&str>) {
+    let to_core = RESOURCES[resource].group == "events.k8s.io";
+    let Some(other) = RESOURCES
+        .iter()
+        .position(|r| r.plural == "events" && (r.group == "events.k8s.io") != to_core)
+    else {
+        return;
+    };
+    let mut store = shared.store.lock().expect("lock");
+    // A created Event's name may have been generated: it is the newest in its namespace.
+    let name = name.map(str::to_owned).unwrap_or_else(|| {
+        let version = |e: &Value| {
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        store
+            .current(resource, Some(namespace))
+            .into_iter()
+            .max_by_key(|e| version(e))
+            .and_then(|e| e["metadata"]["name"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
+    match store.get(resource, namespace, &name) {
+        Ok(event) => {
+            let twin = convert_event(&event, to_core);
+            let result = match store.get(other, namespace, &name) {
+                Ok(_) => store.update(other, namespace, &name, twin, false),
+                Err(_) => store.create(other, namespace, twin),
+            };
+            if let Err(e) = result {
+                log::warn!("fake API server: cannot mirror Event {namespace}/{name}: {e:?}");
+            }
+        }
+        Err(_) => {
+            let _ = store.delete(other, namespace, &name, None, None);
+        }
+    }
 }
 
 async fn serve(
@@ -684,6 +796,21 @@ async fn pod_log(
     let timestamps = query.get("timestamps").is_some_and(|t| query_bool(t));
     let tail = query.get("tailLines").and_then(|t| t.parse::<usize>().ok());
     let since = query.get("sinceTime").cloned();
+    // limitBytes: the output stops after that many bytes, mid-line if need be.
+    let mut budget = query
+        .get("limitBytes")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let mut within_budget = move |mut text: String| -> (String, bool) {
+        if text.len() >= budget {
+            text.truncate(budget);
+            budget = 0;
+            (text, true)
+        } else {
+            budget -= text.len();
+            (text, false)
+        }
+    };
     let format = move |(time, line): &(String, String)| {
         if timestamps {
             format!("{time} {line}\n")
@@ -707,7 +834,8 @@ async fn pod_log(
         let text: String = lines.iter().skip(skip).map(|l| format(l)).collect();
         (text, buffer.lines.len(), buffer.finished)
     };
-    if !follow || finished {
+    let (first, spent) = within_budget(first);
+    if !follow || finished || spent {
         return Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/plain")
@@ -732,7 +860,11 @@ async fn pod_log(
                     None => (String::new(), true),
                 }
             };
+            let (more, spent) = within_budget(more);
             if !more.is_empty() && sender.send(Ok(Bytes::from(more))).await.is_err() {
+                return;
+            }
+            if spent {
                 return;
             }
             if done || updates.changed().await.is_err() {

@@ -12,6 +12,19 @@ enum Requirement {
     DoesNotExist(String),
 }
 
+impl Requirement {
+    fn key(&self) -> &str {
+        match self {
+            Requirement::Equals(k, _)
+            | Requirement::NotEquals(k, _)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k) => k,
+        }
+    }
+}
+
 /// A parsed label selector (`app=x,tier!=db,env in (a,b),!legacy,release`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector(Vec<Requirement>);
@@ -76,6 +89,11 @@ impl LabelSelector {
             } else {
                 return Err(format!("unable to parse requirement: `{part}`"));
             };
+            if requirement.key().is_empty() {
+                return Err(format!(
+                    "unable to parse requirement: <nil>: Invalid value: \"\": name part must be non-empty; `{part}`"
+                ));
+            }
             requirements.push(requirement);
         }
         Ok(LabelSelector(requirements))

@@ -110,6 +110,15 @@ impl ApiError {
             ),
         )
         .about(resource, name)
+        .kind_in_details(resource)
+    }
+
+    /// Validation errors name the kind (`ConfigMap`), not the resource, in their details.
+    fn kind_in_details(mut self, resource: &ResourceType) -> ApiError {
+        if let Some(details) = self.details.as_mut() {
+            details["kind"] = json!(resource.kind);
+        }
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -357,6 +366,13 @@ impl Store {
                 ))
             }
         };
+        if let Some(problem) = invalid_name(rt, &name) {
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                format!("metadata.name: Invalid value: \"{name}\": {problem}"),
+            ));
+        }
         let key = (
             resource,
             if rt.namespaced {
@@ -545,8 +561,22 @@ impl Store {
             }
         }
         if status_only {
+            // Through /status the spec stays as it was; the status and the labels and
+            // annotations are taken, as the API server's status strategies do.
             let status = object.get("status").cloned().unwrap_or(Value::Null);
+            let labels = object["metadata"].get("labels").cloned();
+            let annotations = object["metadata"].get("annotations").cloned();
             object = (*old).clone();
+            for (field, value) in [("labels", labels), ("annotations", annotations)] {
+                match value {
+                    Some(value) => object["metadata"][field] = value,
+                    None => {
+                        if let Some(m) = object["metadata"].as_object_mut() {
+                            m.remove(field);
+                        }
+                    }
+                }
+            }
             match status {
                 Value::Null => {
                     object
@@ -868,4 +898,22 @@ fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
     let ns = value["ns"].as_str().ok_or_else(bad)?.to_owned();
     let name = value["name"].as_str().ok_or_else(bad)?.to_owned();
     Ok((rv, (resource, ns, name)))
+}
+
+/// Why `name` cannot name an object of `rt`, in the API server's words: namespaces are DNS
+/// labels, everything else DNS subdomains (RFC 1123).
+fn invalid_name(rt: &ResourceType, name: &str) -> Option<String> {
+    let label = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+    };
+    if rt.plural == "namespaces" {
+        return (!label(name)).then(|| "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_owned());
+    }
+    (name.len() > 253 || !name.split('.').all(label)).then(|| "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_owned())
 }
