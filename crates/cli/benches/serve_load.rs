@@ -4,8 +4,6 @@
 //!
 //! Run: `cargo bench -p kubeci --bench serve_load`
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubeci_testkit::{FakeApiServer, Options};
@@ -81,28 +79,11 @@ fn main() {
     }
 
     // Job creations per minute: 4 clients POSTing builds of 100 jobs, for 20 s.
-    let created = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let created = created.clone();
-            std::thread::spawn(move || {
-                let mut i = w;
-                while started.elapsed() < Duration::from_secs(20) {
-                    let path = format!("/api/v1/jobs/bench/job-{}/builds", i % 100);
-                    if status(port, "POST", &path, true) == 201 {
-                        created.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 4;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
-    let per_minute =
-        created.load(Ordering::Relaxed) as f64 * 60.0 / started.elapsed().as_secs_f64();
+    let per_minute = support::creations_per_minute(
+        port,
+        "bench",
+        "Authorization: Bearer bench-token-of-some-length\r\n",
+    );
 
     println!(
         "start to /readyz, {JOBS} job ConfigMaps + {BUILDS} Jobs: median {:?}, max {:?} (5 runs)",

@@ -23,6 +23,16 @@ pub struct Kubeci {
     _dir: tempfile::TempDir,
 }
 
+impl Kubeci {
+    pub fn new(child: Child, port: u16, dir: tempfile::TempDir) -> Kubeci {
+        Kubeci {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
 impl Drop for Kubeci {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -253,4 +263,32 @@ pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Job creations per minute: 4 clients POSTing builds of `job-0` … `job-99` of `namespace`
+/// for 20 s, with `auth` (a header line).
+pub fn creations_per_minute(port: u16, namespace: &str, auth: &str) -> f64 {
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (created, namespace, auth) =
+                (created.clone(), namespace.to_owned(), auth.to_owned());
+            std::thread::spawn(move || {
+                let mut i = w;
+                while started.elapsed() < Duration::from_secs(20) {
+                    let path = format!("/api/v1/jobs/{namespace}/job-{}/builds", i % 100);
+                    if status(port, "POST", &path, &auth) == 201 {
+                        created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    i += 4;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    created.load(std::sync::atomic::Ordering::Relaxed) as f64 * 60.0
+        / started.elapsed().as_secs_f64()
 }

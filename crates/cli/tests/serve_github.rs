@@ -176,13 +176,18 @@ impl World {
 
     /// The states posted on `sha` for context `kubeci/hello`, in order.
     fn states(&self, sha: &str) -> Vec<String> {
-        self.github
-            .statuses()
-            .into_iter()
-            .filter(|s| s.sha == sha && s.context == "kubeci/hello")
-            .map(|s| s.state)
-            .collect()
+        states_posted(&self.github, sha)
     }
+}
+
+/// The states posted on `sha` for context `kubeci/hello`, in order.
+fn states_posted(github: &FakeGitHub, sha: &str) -> Vec<String> {
+    github
+        .statuses()
+        .into_iter()
+        .filter(|s| s.sha == sha && s.context == "kubeci/hello")
+        .map(|s| s.state)
+        .collect()
 }
 
 fn wait(what: &str, check: impl FnMut() -> bool) {
@@ -655,15 +660,6 @@ mod on_both_clusters {
         pull_requests(TestCluster::real().await).await;
     }
 
-    fn states(github: &FakeGitHub, sha: &str) -> Vec<String> {
-        github
-            .statuses()
-            .into_iter()
-            .filter(|s| s.sha == sha && s.context == "kubeci/hello")
-            .map(|s| s.state)
-            .collect()
-    }
-
     async fn pull_requests(cluster: TestCluster) {
         let ns = cluster.namespace.clone();
         let repo = common::git::Repo::new(&cluster.dir().join("github"));
@@ -716,10 +712,10 @@ mod on_both_clusters {
         );
         cluster
             .until("the final status", async || {
-                states(&github, &head).last().map(String::as_str) == Some("success")
+                states_posted(&github, &head).last().map(String::as_str) == Some("success")
             })
             .await;
-        assert_eq!(states(&github, &head), ["pending", "success"]);
+        assert_eq!(states_posted(&github, &head), ["pending", "success"]);
 
         let untrusted_head = repo.commit("change to #3");
         repo.push_head_to("refs/pull/3/head");
@@ -754,7 +750,10 @@ mod on_both_clusters {
             .await;
         cluster
             .until("its status", async || {
-                states(&github, &untrusted_head).last().map(String::as_str) == Some("success")
+                states_posted(&github, &untrusted_head)
+                    .last()
+                    .map(String::as_str)
+                    == Some("success")
             })
             .await;
         drop(kubeci);

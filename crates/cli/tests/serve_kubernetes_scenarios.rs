@@ -122,6 +122,21 @@ async fn served_edited_built_and_removed(cluster: TestCluster) {
     assert_eq!(labels["kubeci.io/build"], "1");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "kubeci");
 
+    // kubeci creates Jobs, never pods: the Job controller made this pod, and on the real
+    // control plane the real scheduler bound it to the node agent's node.
+    let pods = cluster.pods("edit", 1).await;
+    let owner = &pods[0].metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Job", "edit-1", Some(true))
+    );
+    if let (true, Ok(node)) = (cluster.is_real(), std::env::var("KUBECI_E2E_NODE_AGENT")) {
+        assert_eq!(
+            pods[0].spec.as_ref().unwrap().node_name.as_deref(),
+            Some(node.as_str())
+        );
+    }
+
     // Jobs are created with strict field validation: a real API server refuses an unknown
     // or duplicate field instead of dropping it, so these builds prove there is none.
     let creates: Vec<_> = cluster

@@ -401,8 +401,8 @@ impl Agent {
         self.logs.forget_pod(&namespace, &name);
     }
 
-    /// Stops a deleted pod: SIGTERM to its running container, SIGKILL after the grace
-    /// period, then removes the pod from the API (grace period 0), as the kubelet does.
+    /// Stops a deleted pod: SIGTERM to its running container's main process, SIGKILL to
+    /// the whole group after the grace period, then removes the pod from the API (grace period 0), as the kubelet does.
     async fn stop(
         self: Arc<Self>,
         key: (String, String),
@@ -412,7 +412,9 @@ impl Agent {
     ) {
         let group = *run.group.lock().expect("lock");
         if let Some(pgid) = group.and_then(|g| i32::try_from(g).ok()) {
-            let _ = nix::sys::signal::killpg(
+            // As a container runtime does: SIGTERM to the container's main process only;
+            // what it started is killed with the group when the grace period ends.
+            let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pgid),
                 nix::sys::signal::Signal::SIGTERM,
             );

@@ -297,12 +297,8 @@ impl TestCluster {
 
     /// Whether build `build` of `job` has a running pod.
     pub async fn pod_running(&self, job: &str, build: u64) -> bool {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let selector = format!("kubeci.io/job={job},kubeci.io/build={build}");
-        pods.list(&ListParams::default().labels(&selector))
+        self.pods(job, build)
             .await
-            .unwrap()
-            .items
             .iter()
             .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     }
@@ -319,14 +315,7 @@ impl TestCluster {
 
     /// Whether build `build` of `job` has a pod at all.
     pub async fn pod_exists(&self, job: &str, build: u64) -> bool {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let selector = format!("kubeci.io/job={job},kubeci.io/build={build}");
-        !pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        !self.pods(job, build).await.is_empty()
     }
 
     pub async fn delete_job(&self, name: &str) {
