@@ -642,3 +642,36 @@ fn network_failures_are_retried_a_bounded_number_of_times() {
         run.stderr
     );
 }
+
+/// A git configuration that maps a URL to git's `ext::` helper (and allows it) cannot make
+/// the clone step run a program: the step allows only kubeci's transports
+/// (`GIT_ALLOW_PROTOCOL`), whatever git's configuration says.
+#[test]
+fn the_clone_step_allows_only_kubecis_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let gitconfig = dir.path().join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!(
+            "[protocol \"ext\"]\n\tallow = always\n[url \"ext::sh -c touch% {}\"]\n\tinsteadOf = https://evil.example/\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args([
+            "clone",
+            "--url=https://evil.example/r.git",
+            "--branch=main",
+            &format!("--dest={}", dir.path().join("dest").display()),
+        ])
+        .env("GIT_CONFIG_GLOBAL", &gitconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(!marker.exists(), "the ext:: helper ran a program: {said}");
+    assert!(said.contains("transport 'ext' not allowed"), "{said}");
+}

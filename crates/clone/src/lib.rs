@@ -234,6 +234,9 @@ fn pinned_fingerprint(request: &CloneRequest) -> Result<Option<String>, Failure>
 }
 
 /// Checks out the requested commit into `request.dest`. Progress goes to `log`.
+/// The git transports the clone step allows (`GIT_ALLOW_PROTOCOL`).
+pub const ALLOWED_PROTOCOLS: &str = "ssh:https:http:git:file";
+
 pub fn clone(request: &CloneRequest, log: &mut dyn FnMut(&str)) -> Result<Checkout, Failure> {
     let url = GitUrl::parse(&request.url)
         .map_err(|why| Failure::Usage(format!("git URL `{}` is not valid: {why}", request.url)))?;
@@ -254,6 +257,9 @@ pub fn clone(request: &CloneRequest, log: &mut dyn FnMut(&str)) -> Result<Checko
         ("GIT_TERMINAL_PROMPT".into(), "0".into()),
         ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
         ("GIT_ASKPASS".into(), "true".into()),
+        // Only the transports kubeci supports, also for submodules and redirects: never
+        // git's remote helpers (`ext::`, `fd::`) or anything else a URL could name.
+        ("GIT_ALLOW_PROTOCOL".into(), ALLOWED_PROTOCOLS.into()),
     ];
     if let GitUrl::Remote { host, port, .. } = &url {
         if url.is_ssh() {

@@ -39,6 +39,19 @@ impl GitUrl {
         if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("it contains {}", crate::names::describe_char(c)));
         }
+        // git's remote-helper form `<transport>::<address>` (`ext::`, `fd::`) runs programs or
+        // reads file descriptors instead of fetching: never a repository kubeci clones.
+        if let Some((transport, _)) = url.split_once("::") {
+            if !transport.is_empty()
+                && transport
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            {
+                return Err(format!(
+                    "`{transport}::` is git's remote-helper syntax, which can run programs; use ssh://, https:// or git@host:path"
+                ));
+            }
+        }
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(GitUrl::Local {
                 path: path.to_owned(),
@@ -259,6 +272,10 @@ mod tests {
             "https://h",
             "ssh://h:notaport/r",
             "https://h$(id)/r",
+            "ext::sh -c touch% /tmp/x",
+            "fd::0",
+            "fd::17/repo",
+            "git-remote-x::whatever",
         ] {
             assert!(GitUrl::parse(bad).is_err(), "{bad}");
         }

@@ -159,8 +159,8 @@ fn check_git(job: &Job, path: &FieldPath, out: &mut Vec<Finding>) {
                 .help("use https:// or ssh"),
         ),
         Some(GitUrl::Remote { has_password: true, .. }) => out.push(
-            Finding::warning("credentials-in-url", path.key("url"), "the URL contains a password or token, readable by everyone who can read ConfigMaps")
-                .help("remove it from the URL and use an SSH key through `ssh_secret_ref`"),
+            Finding::error("credentials-in-url", path.key("url"), "the URL contains a password or token, which everyone who can read ConfigMaps, kubeci's pages or a build's log could read")
+                .help("remove it from the URL and give the clone an SSH key through `ssh_secret_ref` (a Secret only the build's pod reads)"),
         ),
         Some(GitUrl::Local { .. }) => out.push(
             Finding::warning("local-git-url", path.key("url"), "a local path works only with the local engine (`kubeci run`, `kubeci serve --local`)")
