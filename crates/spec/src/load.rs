@@ -498,6 +498,29 @@ impl Reader<'_> {
                 return;
             }
         }
+        if let Err(why) = crate::names::check_dns_label(&object.namespace) {
+            let pos = metadata
+                .and_then(|m| m.get("namespace"))
+                .map_or(node.pos, |n| n.pos);
+            self.push_invalid(
+                report,
+                &object,
+                node.pos,
+                &chart_version,
+                self.diagnostic(
+                    Severity::Error,
+                    "invalid-namespace",
+                    pos,
+                    Some(&object),
+                    format!(
+                        "namespace `{}` is not valid: {why}",
+                        object.namespace.escape_debug()
+                    ),
+                    "a namespace is a DNS label: lowercase letters, digits and `-`, at most 63",
+                ),
+            );
+            return;
+        }
         if let Err(why) = crate::names::check_dns_subdomain(&object.name) {
             let pos = metadata
                 .and_then(|m| m.get("name"))

@@ -448,13 +448,10 @@ impl Standalone {
     ) -> Result<Outcome, String> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
             .map_err(|e| format!("the stored Job cannot be read: {e}"))?;
-        let build_dir = self
-            .settings
-            .data_dir
-            .join("work")
-            .join(&row.namespace)
-            .join(&row.job)
-            .join(row.number.to_string());
+        let build_dir = path_inside(
+            &self.settings.data_dir.join("work"),
+            &[&row.namespace, &row.job, &row.number.to_string()],
+        )?;
         let _ = std::fs::remove_dir_all(&build_dir);
         let env = LocalEnv {
             build_dir: build_dir.clone(),
@@ -856,5 +853,45 @@ impl Backend for Standalone {
             }
         });
         Ok(Box::pin(futures_util::StreamExt::chain(stored, live)))
+    }
+}
+
+/// `root` joined with `parts`, each of which must be one plain path component (names are
+/// validated before they get here; this keeps a directory that is created and later
+/// removed inside `root` whatever a name holds).
+fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<PathBuf, String> {
+    let mut path = root.to_owned();
+    for part in parts {
+        let mut components = std::path::Path::new(part).components();
+        match (components.next(), components.next()) {
+            (Some(std::path::Component::Normal(c)), None) if c == std::ffi::OsStr::new(part) => {
+                path.push(part)
+            }
+            _ => {
+                return Err(format!(
+                    "`{}` cannot name a directory under {}",
+                    part.escape_debug(),
+                    root.display()
+                ))
+            }
+        }
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::path_inside;
+
+    #[test]
+    fn paths_built_from_names_stay_inside_their_root() {
+        let root = std::path::Path::new("/data/work");
+        assert_eq!(
+            path_inside(root, &["team", "job", "7"]).unwrap(),
+            std::path::Path::new("/data/work/team/job/7")
+        );
+        for hostile in ["../../escape", "..", "/etc", "a/b", "", "."] {
+            assert!(path_inside(root, &[hostile, "job"]).is_err(), "{hostile}");
+        }
     }
 }
