@@ -136,6 +136,7 @@ pub fn app_with_webhooks<B: Backend>(
         .route("/", get(jobs_page::<B>))
         .route("/jobs/{namespace}/{name}", get(job_page::<B>))
         .route("/login", get(login_page).post(login::<B>))
+        .route("/logout", post(logout))
         .route("/jobs/{namespace}/{name}/build", post(build_now::<B>))
         .route(
             "/jobs/{namespace}/{name}/builds/{number}/cancel",
@@ -449,6 +450,20 @@ async fn login<B: Backend>(
         session::LIFETIME
     );
     let mut response = see_other(next);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
+    response
+}
+
+/// `POST /logout`: the session cookie is cleared (sessions are stateless: the cookie is
+/// all there is).
+async fn logout() -> Response {
+    let cookie = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        session::COOKIE
+    );
+    let mut response = see_other("/");
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
@@ -1320,5 +1335,50 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[tokio::test]
+    async fn signing_out_clears_the_session_and_signing_in_goes_only_to_this_server() {
+        let app_for_tests = || {
+            app(
+                Arc::new(Fake::default()),
+                Access {
+                    token: Some("s3cret".into()),
+                    ..Access::default()
+                },
+            )
+        };
+        let response = app_for_tests()
+            .oneshot(Request::post("/logout").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers()[header::LOCATION], "/");
+        let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.starts_with("kubeci_session=;") && cookie.contains("Max-Age=0"),
+            "{cookie}"
+        );
+
+        // The open redirect found by the review: `%09` (a tab) made `/\t/evil.example/`,
+        // which browsers follow to another host; a line break or NUL left no Location at all.
+        for next in [
+            "%2F%09%2Fevil.example%2F",
+            "%2F%0A%2Fevil.example",
+            "%2F%00",
+            "%2F%0D",
+        ] {
+            let response = app_for_tests()
+                .oneshot(
+                    Request::post("/login")
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(Body::from(format!("token=s3cret&next={next}")))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+            assert_eq!(response.headers()[header::LOCATION], "/", "{next}");
+        }
     }
 }

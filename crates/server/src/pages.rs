@@ -195,8 +195,12 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
     let web = job.git_url.as_deref().and_then(repository_web);
     let web = web.as_deref();
     let actions = match (csrf, job.valid) {
-        (Some(csrf), true) => action_form(&format!("{path}/build"), csrf, "Build now"),
-        (Some(_), false) => String::new(),
+        (Some(csrf), true) => format!(
+            "{}{}",
+            action_form(&format!("{path}/build"), csrf, "Build now"),
+            action_form("/logout", csrf, "Sign out")
+        ),
+        (Some(csrf), false) => action_form("/logout", csrf, "Sign out"),
         (None, _) => format!(
             "<p><a href=\"/login?next={}\">Sign in</a> to start builds.</p>",
             escape(&urlencode(&path))

@@ -54,7 +54,13 @@ pub fn from_cookie_header(header: &str) -> Option<&str> {
 
 /// Where to go after signing in: a path on this server, never another site.
 pub fn safe_next(next: &str) -> &str {
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    // Only a path of this server: browsers drop tabs and line breaks inside URLs (so
+    // `/\t/evil.example/` is `//evil.example/`, another host) and a header cannot carry
+    // control characters, so only visible ASCII is followed.
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic());
     if local {
         next
     } else {
@@ -98,6 +104,13 @@ mod tests {
             "https://evil.example/",
             "/\\evil.example",
             "javascript:alert(1)",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r/evil.example/",
+            "/\0",
+            "/ /evil.example/",
+            "/jobs/\u{7f}",
+            "/jobs/é",
         ] {
             assert_eq!(safe_next(hostile), "/", "{hostile}");
         }
