@@ -498,48 +498,40 @@ impl Reader<'_> {
                 return;
             }
         }
-        if let Err(why) = crate::names::check_dns_label(&object.namespace) {
-            let pos = metadata
-                .and_then(|m| m.get("namespace"))
-                .map_or(node.pos, |n| n.pos);
-            self.push_invalid(
-                report,
-                &object,
-                node.pos,
-                &chart_version,
-                self.diagnostic(
-                    Severity::Error,
-                    "invalid-namespace",
-                    pos,
-                    Some(&object),
-                    format!(
-                        "namespace `{}` is not valid: {why}",
-                        object.namespace.escape_debug()
-                    ),
-                    "a namespace is a DNS label: lowercase letters, digits and `-`, at most 63",
-                ),
-            );
-            return;
-        }
-        if let Err(why) = crate::names::check_dns_subdomain(&object.name) {
-            let pos = metadata
-                .and_then(|m| m.get("name"))
-                .map_or(node.pos, |n| n.pos);
-            self.push_invalid(
-                report,
-                &object,
-                node.pos,
-                &chart_version,
-                self.diagnostic(
-                    Severity::Error,
-                    "invalid-name",
-                    pos,
-                    Some(&object),
-                    format!("ConfigMap name `{}` is not valid: {why}", object.name),
-                    "use lowercase letters, digits, `-` and `.`",
-                ),
-            );
-            return;
+        // The ConfigMap's own names: where they are refused, the job is shown invalid.
+        let metadata_checks = [
+            (
+                "namespace",
+                "invalid-namespace",
+                crate::names::check_dns_label(&object.namespace)
+                    .err()
+                    .map(|why| {
+                        format!(
+                            "namespace `{}` is not valid: {why}",
+                            object.namespace.escape_debug()
+                        )
+                    }),
+                "a namespace is a DNS label: lowercase letters, digits and `-`, at most 63",
+            ),
+            (
+                "name",
+                "invalid-name",
+                crate::names::check_dns_subdomain(&object.name)
+                    .err()
+                    .map(|why| format!("ConfigMap name `{}` is not valid: {why}", object.name)),
+                "use lowercase letters, digits, `-` and `.`",
+            ),
+        ];
+        for (field, code, problem, help) in metadata_checks {
+            if let Some(message) = problem {
+                let pos = metadata
+                    .and_then(|m| m.get(field))
+                    .map_or(node.pos, |n| n.pos);
+                let diagnostic =
+                    self.diagnostic(Severity::Error, code, pos, Some(&object), message, help);
+                self.push_invalid(report, &object, node.pos, &chart_version, diagnostic);
+                return;
+            }
         }
         let data_entry = node.entry("data");
         let data = data_entry.map(|(_, v)| v);
