@@ -251,6 +251,12 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
                 .collect();
             numbers == [2]
         });
+        // The Job itself gone from the API server too (kubeci's list drops it as soon as
+        // its deletion starts), so the retry below cannot race the deletion.
+        let jobs = kubeci_testkit::resources::find("batch", "v1", "jobs").unwrap();
+        wait("build 1's Job to be gone", || {
+            server.store().get(jobs, "default", "kept-1").is_err()
+        });
         // A retry of a request whose build retention deleted: the ledger remembers it, the
         // cache has no such Job, and the API server is asked for it (`get jobs`).
         let (status, body) = trigger(&kubeci, "kept", Some("first"));
