@@ -42,6 +42,10 @@ pub struct CloneArgs {
     /// Where to record the commit and branch for the build step.
     #[arg(long, value_name = "DIR")]
     meta_dir: Option<PathBuf>,
+    /// Where to leave the commit checked out for the server's record (the container's
+    /// `terminationMessagePath`; Kubernetes keeps it in the pod's status).
+    #[arg(long, value_name = "FILE")]
+    termination_message: Option<PathBuf>,
     /// How many times a network failure is tried in all.
     #[arg(long, default_value_t = 3, value_name = "N")]
     attempts: u32,
@@ -67,7 +71,23 @@ pub fn run(args: &CloneArgs) -> ExitCode {
     };
     let mut log = |line: &str| println!("{line}");
     match kubeci_clone::clone(&request, &mut log) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(checkout) => {
+            if let Some(path) = &args.termination_message {
+                let message = kubeci_render::clone_result::format(
+                    &checkout.commit,
+                    checkout.branch.as_deref(),
+                );
+                // The checkout is done and the build step reads its own record of it, so
+                // a failure here only costs the server's record of the commit.
+                if let Err(e) = std::fs::write(path, message) {
+                    eprintln!(
+                        "kubeci clone: warning: cannot write {}: {e}",
+                        path.display()
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Err(failure) => {
             eprintln!("kubeci clone: {failure}");
             ExitCode::from(failure.exit_code())

@@ -239,7 +239,7 @@ fn the_manifests_and_every_chart_mode_pass_a_real_api_servers_admission() {
          KUBECI_E2E_KUBECONFIG=<kubeconfig>",
     );
     let kubeconfig = std::path::Path::new(&kubeconfig);
-    let namespaces: Vec<Value> = ["kubeci", "team-a", "team-b"]
+    let namespaces: Vec<Value> = ["kubeci", "team-a", "team-b", "payments"]
         .iter()
         .map(|n| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}))
         .collect();
@@ -247,15 +247,30 @@ fn the_manifests_and_every_chart_mode_pass_a_real_api_servers_admission() {
     common::cluster::kubectl(kubeconfig, &["apply", "-f", "-"], &list.to_string());
     let manifests =
         std::fs::read_to_string(repo_root().join("deploy/manifests/kubeci.yaml")).unwrap();
+    // The build Jobs kubeci renders too (their golden files): the pod's hardening, the
+    // SSH Secret's projection and the build step's own token volume are all valid.
+    let mut golden_jobs: Vec<_> = std::fs::read_dir(repo_root().join("tests/golden/render"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    golden_jobs.sort();
+    assert!(golden_jobs.len() >= 5, "{golden_jobs:?}");
+    let golden_jobs = golden_jobs.into_iter().map(|path| {
+        let name = path.display().to_string();
+        (name, std::fs::read_to_string(path).unwrap())
+    });
     for (name, stream) in [
-        ("deploy/manifests/kubeci.yaml", manifests),
-        ("the chart (default)", render(&json!({}))),
-        ("the chart (namespaced)", render(&namespaced())),
+        ("deploy/manifests/kubeci.yaml".to_owned(), manifests),
+        ("the chart (default)".to_owned(), render(&json!({}))),
+        ("the chart (namespaced)".to_owned(), render(&namespaced())),
         (
-            "the chart (with credentials and an Ingress)",
+            "the chart (with credentials and an Ingress)".to_owned(),
             render(&with_credentials()),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(golden_jobs)
+    {
         let count = objects(&stream).len();
         let applied = common::cluster::kubectl(
             kubeconfig,

@@ -167,7 +167,45 @@ fn the_seed_pull_request_build_carries_the_design_contract() {
         .iter()
         .find(|v| v["name"] == "ssh-key")
         .unwrap();
-    assert_eq!(ssh_volume["secret"]["secretName"], "github-key");
+    // Only the two keys the clone step reads are mounted; the fingerprint may be absent.
+    let sources = ssh_volume["projected"]["sources"].as_array().unwrap();
+    let items: Vec<_> = sources
+        .iter()
+        .map(|s| {
+            let secret = &s["secret"];
+            assert_eq!(secret["name"], "github-key");
+            let items = secret["items"].as_array().unwrap();
+            assert_eq!(items.len(), 1);
+            (
+                items[0]["key"].as_str().unwrap(),
+                secret["optional"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(items, [("private-key", false), ("ssh_fingerprint", true)]);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(clone["resources"]["requests"]["cpu"].is_string(), "{clone}");
+    assert!(
+        clone["resources"]["limits"]["memory"].is_string(),
+        "{clone}"
+    );
+    // The job's service-account token reaches the build step only: the clone step, which
+    // handles the checkout before any of its code runs, has no API credentials.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let mounts = |c: &serde_json::Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let token_path = "/var/run/secrets/kubernetes.io/serviceaccount".to_owned();
+    assert!(!mounts(clone).contains(&token_path), "{clone}");
+    assert!(mounts(&pod["containers"][0]).contains(&token_path));
     let build = &pod["containers"][0];
     assert_eq!(
         build["workingDir"],

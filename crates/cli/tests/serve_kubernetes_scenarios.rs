@@ -85,7 +85,10 @@ async fn served_edited_built_and_removed(cluster: TestCluster) {
         })
         .await;
     cluster
-        .apply("edit", &cluster.job_yaml("edit", "echo spec-two", ""))
+        .apply(
+            "edit",
+            &cluster.job_yaml("edit", "echo spec-two at \"$GIT_COMMIT\"", ""),
+        )
         .await;
     cluster
         .until_blocking("the edit to be served", move || spec_hash(port) != served)
@@ -105,10 +108,26 @@ async fn served_edited_built_and_removed(cluster: TestCluster) {
         log(&kubeci, &ns, "edit", 1).contains("spec-one\n"),
         "the running build kept its spec"
     );
+    let second_log = log(&kubeci, &ns, "edit", 2);
     assert!(
-        log(&kubeci, &ns, "edit", 2).contains("spec-two\n"),
-        "the next build has the new one"
+        second_log.contains("spec-two at "),
+        "the next build has the new one: {second_log}"
     );
+    // A branch build names no commit: the one its clone step checked out reaches both
+    // the build's environment and its record.
+    let commit = common::serve::json(&kubeci, &format!("/api/v1/jobs/{ns}/edit/builds/2"))
+        ["commit"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(commit.len(), 40, "the build records its commit: {commit:?}");
+    assert!(
+        second_log.contains(&format!("spec-two at {commit}\n")),
+        "{second_log}"
+    );
+    if let Some(head) = cluster.repo_head() {
+        assert_eq!(commit, head, "the branch's head was built");
+    }
     let hash = |job: &k8s_openapi::api::batch::v1::Job| {
         job.metadata.annotations.as_ref().unwrap()["kubeci.io/spec-hash"].clone()
     };

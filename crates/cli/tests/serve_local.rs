@@ -41,7 +41,7 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
         &configmap(
             "quick",
             &repo.bare,
-            "cat README.md; echo \"build $BUILD_NUMBER\"",
+            "cat README.md; echo \"build $BUILD_NUMBER at $GIT_COMMIT\"",
             "",
         ),
     );
@@ -59,7 +59,14 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
     });
     let first_log = log(&kubeci, "quick", 1);
     assert!(first_log.contains("test repository\n"), "{first_log}");
-    assert!(first_log.contains("build 1\n"), "{first_log}");
+    // A branch build: the commit the clone step checked out reaches the build's
+    // environment and its record (the API, the pages and `kubeci builds` show it).
+    let head = repo.head();
+    assert!(
+        first_log.contains(&format!("build 1 at {head}\n")),
+        "{first_log}"
+    );
+    assert_eq!(build(&kubeci, "quick", 1)["commit"], head.as_str());
     assert_eq!(trigger(&kubeci, "slow").0, 201);
     wait("the slow build to run", || {
         build(&kubeci, "slow", 1)["state"] == "running"
@@ -92,7 +99,12 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
     wait("build 2 to succeed", || {
         build(&kubeci, "quick", 2)["state"] == "succeeded"
     });
-    assert!(log(&kubeci, "quick", 2).contains("build 2\n"));
+    assert!(log(&kubeci, "quick", 2).contains(&format!("build 2 at {head}\n")));
+    assert_eq!(
+        build(&kubeci, "quick", 1)["commit"],
+        head.as_str(),
+        "the commit is kept with the history"
+    );
     let (_, metrics) = http(&kubeci, "GET", "/metrics", &[]);
     for line in [
         "kubeci_builds{namespace=\"default\",job=\"quick\",state=\"succeeded\"} 2",

@@ -81,6 +81,28 @@ fn failed_container(pod: &BuildPod) -> Option<(String, bool, i32)> {
         })
 }
 
+/// The commit the clone step checked out, from its termination message: what a build
+/// that named no commit (a branch's head) built.
+pub fn checked_out_commit<'a>(pods: impl IntoIterator<Item = &'a BuildPod>) -> Option<String> {
+    pods.into_iter().find_map(|pod| {
+        let clone = pod
+            .status
+            .as_ref()?
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .find(|s| s.name == "clone")?;
+        let message = clone
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .message
+            .as_deref()?;
+        kubeci_render::clone_result::commit(message).map(str::to_owned)
+    })
+}
+
 /// Why a pending pod waits, in Kubernetes' words: (reason, message).
 fn waiting(pod: &BuildPod) -> Option<(String, String)> {
     let status = pod.status.as_ref()?;
@@ -285,6 +307,26 @@ mod tests {
 
     fn conditions(kind: &str, reason: &str) -> serde_json::Value {
         json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "m"}]}})
+    }
+
+    #[test]
+    fn the_commit_a_branch_build_checked_out_is_read_from_the_clone_steps_message() {
+        let clone = |message: &str| {
+            pod(
+                json!({"initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": message}}}]}),
+            )
+        };
+        let sha = "4d7de2707d0240ba622e8f56097a34e57c61cb4d";
+        assert_eq!(
+            checked_out_commit(&[clone(&format!("commit={sha}\nbranch=main\n"))]),
+            Some(sha.to_owned())
+        );
+        assert_eq!(checked_out_commit(&[clone("oops")]), None);
+        assert_eq!(
+            checked_out_commit(&[pod(json!({"phase": "Pending"}))]),
+            None
+        );
     }
 
     #[test]

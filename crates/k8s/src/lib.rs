@@ -608,7 +608,10 @@ impl Cluster {
             message,
             trigger: annotations.get(keys::TRIGGER).cloned(),
             requested_by: annotations.get(keys::REQUESTED_BY).cloned(),
-            commit: annotations.get(keys::COMMIT).cloned(),
+            commit: annotations
+                .get(keys::COMMIT)
+                .cloned()
+                .or_else(|| observe::checked_out_commit(pods.iter().map(|p| &**p))),
             pull_request: summary.pull_request,
             spec_hash: annotations.get(keys::SPEC_HASH).cloned(),
             chart_version: annotations.get(keys::CHART_VERSION).cloned(),

@@ -80,6 +80,9 @@ pub enum ContainerChange {
         container: String,
         init: bool,
         exit_code: i32,
+        /// What it wrote to its `terminationMessagePath` (at most 4096 bytes, as the
+        /// kubelet keeps), if anything.
+        message: Option<String>,
     },
     /// It could not be created: Kubernetes' reason and message.
     Waiting {
@@ -403,11 +406,16 @@ fn projected_files(
     };
     match items {
         None => Ok(data.into_iter().map(|(k, v)| (k, v, None)).collect()),
+        // As the kubelet: a missing key fails the mount unless the source is optional.
         Some(items) => items
             .iter()
-            .map(|item| match data.get(&item.key) {
-                Some(value) => Ok((item.path.clone(), value.clone(), item.mode)),
-                None => Err(format!("references non-existent {what} key: {}", item.key)),
+            .filter_map(|item| match data.get(&item.key) {
+                Some(value) => Some(Ok((item.path.clone(), value.clone(), item.mode))),
+                None if optional == Some(true) => None,
+                None => Some(Err(format!(
+                    "references non-existent {what} key: {}",
+                    item.key
+                ))),
             })
             .collect(),
     }
@@ -556,7 +564,34 @@ struct ContainerRun<'a> {
     log: &'a Log,
 }
 
+/// Kubernetes' `terminationMessagePath` when a container names none.
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// The kubelet keeps at most this much of a termination message.
+const TERMINATION_MESSAGE_LIMIT: u64 = 4096;
+
+fn read_termination_message(file: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .ok()?
+        .take(TERMINATION_MESSAGE_LIMIT)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 impl ContainerRun<'_> {
+    /// The file standing for this container's `terminationMessagePath`, empty and
+    /// writable, as the kubelet provides it.
+    fn termination_message_file(&self) -> Result<PathBuf, LocalError> {
+        let dir = self.env.build_dir.join("termination");
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let file = dir.join(&self.container.name);
+        std::fs::write(&file, b"").map_err(io_error(&file))?;
+        Ok(file)
+    }
+
     /// The container's environment in Kubernetes' order, or the reason it cannot start.
     fn environment(&self, mounts: &MountMap) -> Result<Vec<(String, String)>, String> {
         let mut vars: Vec<(String, String)> = Vec::new();
@@ -659,6 +694,14 @@ impl ContainerRun<'_> {
             })?;
             mounts.add(&mount.mount_path, dir);
         }
+        let termination_message = self.termination_message_file()?;
+        mounts.add(
+            self.container
+                .termination_message_path
+                .as_deref()
+                .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
+            &termination_message,
+        );
         let vars = match self.environment(&mounts) {
             Ok(vars) => vars,
             Err(message) => {
@@ -785,6 +828,7 @@ impl ContainerRun<'_> {
                     container: name.clone(),
                     init: self.init,
                     exit_code,
+                    message: read_termination_message(&termination_message),
                 });
                 if exit_code == 0 {
                     Outcome::Succeeded

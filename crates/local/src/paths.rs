@@ -9,11 +9,12 @@
 use std::path::Path;
 
 /// The flags of `kubeci clone` whose values are paths inside the pod.
-pub const CLONE_PATH_FLAGS: [&str; 4] = [
+pub const CLONE_PATH_FLAGS: [&str; 5] = [
     "--dest=",
     "--meta-dir=",
     "--ssh-key=",
     "--fingerprint-file=",
+    "--termination-message=",
 ];
 
 /// A container's mount points and the directories that stand for them.

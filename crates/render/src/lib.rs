@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretProjection, SecurityContext, ServiceAccountTokenProjection,
+    Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -64,6 +66,43 @@ pub mod paths {
     pub const META: &str = "/workspace/.kubeci";
     /// Where the SSH Secret is mounted (clone step only).
     pub const SSH: &str = "/var/run/kubeci/ssh";
+    /// Where the clone step leaves its result for Kubernetes to keep in the pod's status
+    /// (the container's `terminationMessagePath`, Kubernetes' default).
+    pub const TERMINATION_MESSAGE: &str = "/dev/termination-log";
+    /// Where a pod's service-account credentials are mounted (the build step only).
+    pub const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+}
+
+/// What the clone step reports in its termination message: the commit it checked out
+/// (and the branch), one `key=value` per line, for the server to record on the build.
+pub mod clone_result {
+    /// The message for a checkout of `commit` (on `branch`).
+    pub fn format(commit: &str, branch: Option<&str>) -> String {
+        match branch {
+            Some(branch) => format!("commit={commit}\nbranch={branch}\n"),
+            None => format!("commit={commit}\n"),
+        }
+    }
+
+    /// The commit a clone step's termination message names, if it names a well-formed one.
+    pub fn commit(message: &str) -> Option<&str> {
+        message
+            .lines()
+            .find_map(|line| line.strip_prefix("commit="))
+            .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_commit_is_read_back_and_nothing_else_is_taken_for_one() {
+            let sha = "4d7de2707d0240ba622e8f56097a34e57c61cb4d";
+            assert_eq!(super::commit(&super::format(sha, Some("main"))), Some(sha));
+            assert_eq!(super::commit(&super::format(sha, None)), Some(sha));
+            assert_eq!(super::commit("commit=$(rm -rf /)\n"), None);
+            assert_eq!(super::commit("fatal: not a git repository"), None);
+        }
+    }
 }
 
 /// The user the clone step runs as; the pod's `fsGroup`, so the build step can use the
@@ -336,11 +375,16 @@ pub fn render(
     let pod = PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: job.service_account_name.clone(),
-        // Without a chosen service account the build gets no API token at all.
-        automount_service_account_token: job.service_account_name.is_none().then_some(false),
+        // Never mounted for every container: the job's token, if it chose a service
+        // account, is mounted into the build step alone (`service_account_volume`).
+        automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(PodSecurityContext {
             fs_group: Some(CLONE_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
             ..PodSecurityContext::default()
         }),
         node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
@@ -372,16 +416,10 @@ pub fn render(
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Volume::default()
                 }),
-                ssh_secret.map(|secret| Volume {
-                    name: "ssh-key".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret),
-                        default_mode: Some(0o440),
-                        optional: Some(false),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                }),
+                ssh_secret.as_deref().map(ssh_key_volume),
+                job.service_account_name
+                    .as_ref()
+                    .map(|_| service_account_volume()),
             ]
             .into_iter()
             .flatten()
@@ -412,6 +450,83 @@ pub fn render(
         }),
         status: None,
     })
+}
+
+/// The SSH Secret's two keys the clone step reads, and nothing else of it: `private-key`
+/// (required) and `ssh_fingerprint` (optional: the job may pin the key itself). Two
+/// projections of one Secret, because a plain secret volume fails on any missing item.
+fn ssh_key_volume(secret: &str) -> Volume {
+    let only = |key: &str, optional: bool| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.into(),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: key.into(),
+                mode: None,
+            }]),
+            optional: Some(optional),
+        }),
+        ..VolumeProjection::default()
+    };
+    Volume {
+        name: "ssh-key".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                only("private-key", false),
+                only("ssh_fingerprint", true),
+            ]),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// What Kubernetes mounts into every container when `automountServiceAccountToken` is on
+/// (a bound token, the cluster's CA, the namespace); here it is mounted into the build
+/// step only, so the clone step has no API access.
+fn service_account_volume() -> Volume {
+    Volume {
+        name: "kube-api-access".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3607),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".into()),
+                                field_path: "metadata.namespace".into(),
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+        }),
+        ..Volume::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -449,6 +564,7 @@ fn clone_container(
     flag("fingerprint", job.git.ssh_fingerprint.as_deref());
     flag("dest", Some(paths::CHECKOUT));
     flag("meta-dir", Some(paths::META));
+    flag("termination-message", Some(paths::TERMINATION_MESSAGE));
 
     let mut mounts = vec![
         mount("workspace", paths::WORKSPACE, false),
@@ -464,6 +580,15 @@ fn clone_container(
         args: Some(args.iter().map(|a| escape(a)).collect()),
         env: Some(vec![env("HOME", "/tmp")]),
         volume_mounts: Some(mounts),
+        // git needs little CPU and bounded memory; without requests a busy node could
+        // starve every build's checkout.
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "100m"), ("memory", "128Mi")])),
+            limits: Some(quantities(&[("memory", "1Gi")])),
+            ..ResourceRequirements::default()
+        }),
+        termination_message_path: Some(paths::TERMINATION_MESSAGE.into()),
+        termination_message_policy: Some("File".into()),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(CLONE_UID),
@@ -478,6 +603,12 @@ fn clone_container(
         }),
         ..Container::default()
     }
+}
+
+fn quantities(list: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+        .collect()
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -592,7 +723,15 @@ fn build_container(
         ]),
         working_dir: Some(working_dir),
         env: Some(vars),
-        volume_mounts: Some(vec![mount("workspace", paths::WORKSPACE, false)]),
+        volume_mounts: Some(
+            std::iter::once(mount("workspace", paths::WORKSPACE, false))
+                .chain(
+                    job.service_account_name
+                        .as_ref()
+                        .map(|_| mount("kube-api-access", paths::SERVICE_ACCOUNT, true)),
+                )
+                .collect(),
+        ),
         resources,
         ..Container::default()
     }

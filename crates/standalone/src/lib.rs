@@ -265,7 +265,11 @@ impl Standalone {
             build_name: kubeci_render::build_name(&row.job, row.number),
             trigger: Some(row.request.trigger.as_str().to_owned()),
             git_url: job.map(|j| j.git.url.clone()),
-            commit: row.request.commit.clone(),
+            commit: row
+                .request
+                .commit
+                .clone()
+                .or_else(|| row.checked_out.clone()),
             pull_request: row.request.pull_request.as_ref().map(|p| p.number),
             url: kubeci_render::build_url(
                 &self.settings.render,
@@ -460,22 +464,11 @@ impl Standalone {
             host_env: LocalEnv::host_env_from_process(),
             objects: Default::default(),
         };
-        let engine = Arc::clone(self);
-        let (namespace, name, number) = (row.namespace.clone(), row.job.clone(), row.number);
-        let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(move |event: LogEvent| {
-            let line = match event {
-                LogEvent::Step { text, .. } => format!("==> {text}"),
-                LogEvent::Line { text, .. } => text,
-            };
-            let n = seq.fetch_add(1, Ordering::SeqCst);
-            if let Err(e) = engine
-                .store()
-                .append_log(&namespace, &name, number, n, line.as_bytes())
-            {
-                log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
-            }
-            let _ = live.send((n, line.into_bytes()));
+        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(BuildSink {
+            engine: Arc::clone(self),
+            key: (row.namespace.clone(), row.job.clone(), row.number),
+            seq: std::sync::atomic::AtomicU64::new(0),
+            live,
         });
         let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
         let _ = std::fs::remove_dir_all(&build_dir);
@@ -577,7 +570,11 @@ impl Standalone {
             message,
             trigger: Some(row.request.trigger.as_str().to_owned()),
             requested_by: row.request.requested_by.clone(),
-            commit: row.request.commit.clone(),
+            commit: row
+                .request
+                .commit
+                .clone()
+                .or_else(|| row.checked_out.clone()),
             pull_request: row.request.pull_request.as_ref().map(|p| p.number),
             spec_hash: row.spec_hash.clone(),
             chart_version: row.chart_version.clone(),
@@ -877,6 +874,60 @@ fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<PathBuf, String
         }
     }
     Ok(path)
+}
+
+/// Where a running build's log lines go (the store and live followers), and what its
+/// containers report (the commit the clone step checked out, into the build's record).
+struct BuildSink {
+    engine: Arc<Standalone>,
+    key: BuildKey,
+    seq: std::sync::atomic::AtomicU64,
+    live: broadcast::Sender<(u64, Vec<u8>)>,
+}
+
+impl kubeci_local::LogSink for BuildSink {
+    fn event(&self, event: LogEvent) {
+        let (namespace, name, number) = &self.key;
+        let line = match event {
+            LogEvent::Step { text, .. } => format!("==> {text}"),
+            LogEvent::Line { text, .. } => text,
+        };
+        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self
+            .engine
+            .store()
+            .append_log(namespace, name, *number, n, line.as_bytes())
+        {
+            log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
+        }
+        let _ = self.live.send((n, line.into_bytes()));
+    }
+
+    fn container(&self, change: kubeci_local::ContainerChange) {
+        let kubeci_local::ContainerChange::Exited {
+            container,
+            init: true,
+            message: Some(message),
+            ..
+        } = change
+        else {
+            return;
+        };
+        let Some(commit) = (container == "clone")
+            .then(|| kubeci_render::clone_result::commit(&message))
+            .flatten()
+        else {
+            return;
+        };
+        let (namespace, name, number) = &self.key;
+        if let Err(e) = self
+            .engine
+            .store()
+            .record_checked_out(namespace, name, *number, commit)
+        {
+            log::warn!("cannot record the commit of {namespace}/{name} {number}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS builds (
     spec_hash TEXT, chart_version TEXT,
     created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
     reported TEXT NOT NULL DEFAULT '',
+    checked_out TEXT,
     PRIMARY KEY (namespace, job, number));
 CREATE TABLE IF NOT EXISTS log_lines (
     namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
@@ -53,6 +54,8 @@ pub struct BuildRow {
     pub finished_at: Option<i64>,
     /// The states reported, comma-separated (as `kubeci.io/reported`).
     pub reported: String,
+    /// The commit the clone step checked out (what a branch build built).
+    pub checked_out: Option<String>,
 }
 
 /// A new build's row.
@@ -101,7 +104,7 @@ fn state_of(
     }
 }
 
-const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported";
+const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let request: String = r.get(7)?;
@@ -120,6 +123,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         started_at: r.get(12)?,
         finished_at: r.get(13)?,
         reported: r.get(14)?,
+        checked_out: r.get(15)?,
     })
 }
 
@@ -140,6 +144,19 @@ impl Store {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(database)?;
         connection.execute_batch(SCHEMA).map_err(database)?;
+        // Databases written before `checked_out` existed gain it, empty.
+        let has_checked_out: bool = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('builds') WHERE name = 'checked_out'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(database)?;
+        if !has_checked_out {
+            connection
+                .execute_batch("ALTER TABLE builds ADD COLUMN checked_out TEXT")
+                .map_err(database)?;
+        }
         Ok(Store { connection })
     }
 
@@ -182,7 +199,7 @@ impl Store {
         let mut request = new.request.clone();
         request.number = number as u64;
         tx.execute(
-            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '')"),
+            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL)"),
             params![
                 new.namespace,
                 new.job,
@@ -250,6 +267,22 @@ impl Store {
                 params![now],
             )
             .map_err(database)
+    }
+
+    pub fn record_checked_out(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        commit: &str,
+    ) -> Result<(), StandaloneError> {
+        self.connection
+            .execute(
+                "UPDATE builds SET checked_out = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![namespace, job, number as i64, commit],
+            )
+            .map_err(database)?;
+        Ok(())
     }
 
     pub fn record_reported(

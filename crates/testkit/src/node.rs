@@ -884,6 +884,7 @@ impl StatusState {
                 container,
                 init,
                 exit_code,
+                message,
             } => {
                 if let Some(state) = self.slot(container, *init) {
                     let started = state
@@ -895,8 +896,12 @@ impl StatusState {
                     } else {
                         "Error"
                     };
-                    *state = json!({"terminated": {"exitCode": exit_code, "reason": reason,
-                                                    "startedAt": started, "finishedAt": now()}});
+                    let mut terminated = json!({"exitCode": exit_code, "reason": reason,
+                                                "startedAt": started, "finishedAt": now()});
+                    if let Some(message) = message {
+                        terminated["message"] = json!(message);
+                    }
+                    *state = json!({ "terminated": terminated });
                 }
             }
             ContainerChange::Waiting {

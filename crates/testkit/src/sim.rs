@@ -539,6 +539,24 @@ impl Kubelet {
         self.statuses("initContainerStatuses", |_| json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": finished, "finishedAt": finished}}))
     }
 
+    /// Adds what each container wrote to its `terminationMessagePath` to its
+    /// `state.terminated`, as the kubelet does, once the pod's statuses are written.
+    fn with_termination_messages(&self, messages: Vec<(String, String)>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.set_status(|status| {
+            for field in ["initContainerStatuses", "containerStatuses"] {
+                for entry in status[field].as_array_mut().into_iter().flatten() {
+                    let name = entry["name"].as_str().unwrap_or_default().to_owned();
+                    if let Some((_, message)) = messages.iter().find(|(c, _)| *c == name) {
+                        entry["state"]["terminated"]["message"] = json!(message);
+                    }
+                }
+            }
+        });
+    }
+
     fn running(&self) -> bool {
         let started = now();
         let init = self.init_completed();
@@ -743,7 +761,7 @@ impl Kubelet {
     ) {
         use k8s_openapi::api::batch::v1::{Job, JobSpec};
         use k8s_openapi::api::core::v1::PodTemplateSpec;
-        use kubeci_local::{LocalEnv, LogEvent, Outcome};
+        use kubeci_local::{LocalEnv, Outcome};
         let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
             self.terminated(Some(("", false)), 1);
             return;
@@ -788,20 +806,15 @@ impl Kubelet {
                 .collect(),
             objects: Default::default(),
         };
-        let shared = self.shared.clone();
-        let (namespace, name) = (self.namespace.clone(), self.name.clone());
-        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(move |event: LogEvent| {
-            if let LogEvent::Line { container, text } = event {
-                shared
-                    .store
-                    .lock()
-                    .expect("lock")
-                    .append_log(&namespace, &name, &container, &text);
-            }
+        let sink = Arc::new(SimSink {
+            shared: self.shared.clone(),
+            namespace: self.namespace.clone(),
+            pod: self.name.clone(),
+            messages: Mutex::default(),
         });
         let cancel = CancellationToken::new();
         let _guard = cancel.clone().drop_guard();
-        let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
+        let result = kubeci_local::run_job(&job, &env, sink.clone(), cancel).await;
         match result.map(|r| r.outcome) {
             Ok(Outcome::Succeeded) => self.terminated(None, 0),
             Ok(Outcome::Failed {
@@ -824,6 +837,44 @@ impl Kubelet {
                 );
                 self.terminated(Some(("build", false)), 1);
             }
+        }
+        let messages = std::mem::take(&mut *sink.messages.lock().expect("lock"));
+        self.with_termination_messages(messages);
+    }
+}
+
+/// Where a simulated pod run by the local engine sends its log lines and container ends.
+struct SimSink {
+    shared: Arc<Shared>,
+    namespace: String,
+    pod: String,
+    /// (container, termination message), kept until the pod's final status is written.
+    messages: Mutex<Vec<(String, String)>>,
+}
+
+impl kubeci_local::LogSink for SimSink {
+    fn event(&self, event: kubeci_local::LogEvent) {
+        if let kubeci_local::LogEvent::Line { container, text } = event {
+            self.shared.store.lock().expect("lock").append_log(
+                &self.namespace,
+                &self.pod,
+                &container,
+                &text,
+            );
+        }
+    }
+
+    fn container(&self, change: kubeci_local::ContainerChange) {
+        if let kubeci_local::ContainerChange::Exited {
+            container,
+            message: Some(message),
+            ..
+        } = change
+        {
+            self.messages
+                .lock()
+                .expect("lock")
+                .push((container, message));
         }
     }
 }

@@ -153,6 +153,25 @@ impl TestCluster {
         self.fake.as_ref()
     }
 
+    /// The head of the builds' branch, when their repository is on this machine.
+    pub fn repo_head(&self) -> Option<String> {
+        let (url, branch) = &self.repo;
+        if !std::path::Path::new(url).is_dir() {
+            return None;
+        }
+        let out = std::process::Command::new("git")
+            .args([
+                "--git-dir",
+                url,
+                "rev-parse",
+                &format!("refs/heads/{branch}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        Some(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+
     pub fn is_real(&self) -> bool {
         self.fake.is_none()
     }
