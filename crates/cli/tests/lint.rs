@@ -234,3 +234,69 @@ fn two_mebibyte_inputs_are_refused_cleanly() {
         run.stdout
     );
 }
+
+#[test]
+fn bytes_of_a_binary_or_hostile_file_never_reach_the_terminal_as_escape_sequences() {
+    // A title-setting OSC sequence, a colour, a bell, a NUL, a right-to-left override in a
+    // key, and bytes that are not UTF-8.
+    let hostile: &[(&[u8], &str)] = &[
+        (
+            b"\x1b]0;pwned\x07\x1b[31mred\x00\xff\xfe\n",
+            "\\x1b]0;pwned\\x07",
+        ),
+        (
+            b"- job:\n    name: x\n    evil\xe2\x80\xae: 1\n",
+            "evil\\u{202e}",
+        ),
+    ];
+    for (input, shown) in hostile {
+        let run = kubeci_with_input(&["lint", "-"], Some(input));
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            !output
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{output:?}"
+        );
+        assert!(output.contains(shown), "shown escaped: {output}");
+    }
+}
+
+#[test]
+fn every_value_of_the_wrong_type_is_reported_in_one_run_with_its_own_fix() {
+    let input = "- job:\n    name: five-mistakes\n    git:\n      url: 42\n      branch: [a]\n    run_command: 42\n    timeout: {a: 1}\n    image: [1]\n";
+    let run = kubeci_with_input(&["lint", "-"], Some(input.as_bytes()));
+    assert_eq!(run.code, 1);
+    for (line, field) in [
+        (4, "job.git.url"),
+        (5, "job.git.branch"),
+        (6, "job.run_command"),
+        (7, "job.timeout"),
+        (8, "job.image"),
+    ] {
+        assert!(
+            run.stdout
+                .contains(&format!("error[wrong-type]: `{field}` must be")),
+            "{field}:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!(":{line}:")),
+            "line {line}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains("help: put the value in quotes: `\"42\"`"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("123"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("5 errors"),
+        "no error twice, none invented: {}",
+        run.stdout
+    );
+}

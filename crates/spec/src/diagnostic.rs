@@ -1,6 +1,6 @@
 //! Findings about a job source: where (file, position, object, field), what, and how to fix.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
@@ -156,16 +156,41 @@ impl Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
-    /// One line per diagnostic plus its help, as compilers print them.
+    /// One line per diagnostic plus its help, as compilers print them; text from the input
+    /// is [`printable`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.severity, self.message
+            printable(&self.file),
+            self.line,
+            self.column,
+            self.severity,
+            printable(&self.message)
         )?;
         if let Some(help) = &self.help {
-            write!(f, " (help: {help})")?;
+            write!(f, " (help: {})", printable(help))?;
         }
         Ok(())
     }
+}
+
+/// `text` with every character that could act on a terminal escaped: C0 and C1 controls
+/// (a tab shows as a space, keeping the caret's column) and the bidirectional overrides
+/// that reorder what is shown.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -815,23 +815,20 @@ impl Reader<'_> {
             &FieldPath::default(),
             &mut findings,
         );
-        match serde_path_to_error::deserialize::<_, JobItem>(item.to_json()) {
-            Ok(parsed) => {
-                let namespace = parsed
-                    .job
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| job.namespace.clone());
-                let cx = Context {
-                    configmap_namespace: object.map(|o| o.namespace.as_str()),
-                    policy: &self.options.policy,
-                };
-                findings.extend(validate::validate(&parsed.job, &cx));
-                job.namespace = namespace;
-                job.name = Some(parsed.job.name.clone());
-                job.job = Some(parsed.job);
-            }
-            Err(err) => findings.push(type_finding(&err, &item)),
+        if let Some(parsed) = read_typed(&item, &mut findings) {
+            let namespace = parsed
+                .job
+                .namespace
+                .clone()
+                .unwrap_or_else(|| job.namespace.clone());
+            let cx = Context {
+                configmap_namespace: object.map(|o| o.namespace.as_str()),
+                policy: &self.options.policy,
+            };
+            findings.extend(validate::validate(&parsed.job, &cx));
+            job.namespace = namespace;
+            job.name = Some(parsed.job.name.clone());
+            job.job = Some(parsed.job);
         }
         drop_missing_fields_explained_by_misspellings(&mut findings);
         for finding in findings {
@@ -1017,6 +1014,94 @@ fn unknown_key(
     .at_key()
 }
 
+/// How many typed-reading errors one job item reports at most.
+const MAX_TYPE_FINDINGS: usize = 50;
+
+/// Reads the job item into its types, reporting every value of the wrong type or shape in
+/// one run: after each error the offending value is replaced by an empty one of the type
+/// expected (or removed), and reading starts again. The job is returned only when
+/// nothing was wrong: a job read around placeholders is never validated or built.
+fn read_typed(item: &Node, findings: &mut Vec<Finding>) -> Option<JobItem> {
+    let mut json = item.to_json();
+    let mut reported: Vec<FieldPath> = Vec::new();
+    for _ in 0..MAX_TYPE_FINDINGS {
+        let err = match serde_path_to_error::deserialize::<_, JobItem>(&json) {
+            Ok(parsed) => return reported.is_empty().then_some(parsed),
+            Err(err) => err,
+        };
+        let finding = type_finding(&err, item);
+        let field = finding.field.clone();
+        // A required field removed below is not missing: its value was reported already.
+        let removed_required = err
+            .inner()
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|missing| reported.contains(&field.key(missing)));
+        if removed_required || reported.contains(&field) {
+            return None;
+        }
+        reported.push(field.clone());
+        findings.push(finding);
+        if !replace_with_placeholder(&mut json, &field, &err.inner().to_string()) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Puts an empty value of the type serde expected at `field` (a string, list, map or
+/// number), or removes the value; false when there is nothing there to change.
+fn replace_with_placeholder(json: &mut serde_json::Value, field: &FieldPath, error: &str) -> bool {
+    let pointer: String = field
+        .0
+        .iter()
+        .map(|segment| match segment {
+            Segment::Key(key) => format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+            Segment::Index(index) => format!("/{index}"),
+        })
+        .collect();
+    let expected = error
+        .split(", expected ")
+        .nth(1)
+        .map(|e| e.split(" at line ").next().unwrap_or(e));
+    let placeholder = match expected {
+        Some("a string") => Some(serde_json::json!("")),
+        Some("a sequence") => Some(serde_json::json!([])),
+        Some(e) if e.starts_with("struct ") || e == "a map" => Some(serde_json::json!({})),
+        Some("u32" | "u64" | "i64" | "i32" | "u16" | "u8") => Some(serde_json::json!(0)),
+        Some("a boolean") => Some(serde_json::json!(false)),
+        _ => None,
+    };
+    if pointer.is_empty() {
+        return false;
+    }
+    match placeholder {
+        Some(placeholder) => match json.pointer_mut(&pointer) {
+            Some(value) if *value != placeholder => {
+                *value = placeholder;
+                true
+            }
+            _ => false,
+        },
+        None => {
+            let (parent, last) = pointer.rsplit_once('/').expect("a non-empty pointer");
+            let last = last.replace("~1", "/").replace("~0", "~");
+            match json.pointer_mut(parent) {
+                Some(serde_json::Value::Object(map)) => map.remove(&last).is_some(),
+                Some(serde_json::Value::Array(items)) => match last.parse::<usize>() {
+                    Ok(i) if i < items.len() => {
+                        items.remove(i);
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+    }
+}
+
 /// A typed-reading error (wrong type, missing field) as a finding at the right field.
 fn type_finding(err: &serde_path_to_error::Error<serde_json::Error>, item: &Node) -> Finding {
     let mut field = FieldPath::default();
@@ -1079,9 +1164,13 @@ fn type_finding(err: &serde_path_to_error::Error<serde_json::Error>, item: &Node
             other => other,
         };
         let help = match (expected, found) {
-            ("a string", "a number" | "a boolean") => {
-                "put the value in quotes, e.g. `\"123\"`".to_owned()
-            }
+            ("a string", "a number" | "a boolean") => match value.and_then(Node::as_str) {
+                Some(text) => format!(
+                    "put the value in quotes: `{}`",
+                    serde_json::Value::String(text.to_owned())
+                ),
+                None => "put the value in quotes".to_owned(),
+            },
             (_, "null") => "write a value after the colon, or remove the key".to_owned(),
             ("a list", "a string") => "write a list: `- item` per line, or `[a, b]`".to_owned(),
             ("a map of fields", _) => "write the fields indented below the key".to_owned(),
