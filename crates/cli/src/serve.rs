@@ -283,6 +283,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         token,
         user_header: args.auth_user_header.clone(),
         allowed_users,
+        secure_cookies: args.base_url.starts_with("https://"),
     };
     let settings = kubeci_k8s::Settings {
         selector: args.selector.clone(),

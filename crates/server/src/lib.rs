@@ -37,21 +37,84 @@ pub struct Access {
     pub user_header: Option<axum::http::HeaderName>,
     /// The users named by `user_header` who may act.
     pub allowed_users: Vec<String>,
+    /// Session cookies are marked `Secure` (sent over HTTPS only): the server is reached
+    /// over HTTPS (`--base-url https://…`).
+    pub secure_cookies: bool,
 }
 
-/// Who the authenticating proxy says is asking: `None` without a proxy header,
-/// `Some(Ok(user))` for an allowed user, `Some(Err(user))` for anyone else.
-fn proxy_user(access: &Access, headers: &HeaderMap) -> Option<Result<String, String>> {
-    let name = access.user_header.as_ref()?;
-    let user = headers.get(name)?.to_str().ok()?.trim();
-    if user.is_empty() {
-        return None;
+impl Access {
+    /// The attributes of kubeci's cookies.
+    fn cookie_attributes(&self) -> &'static str {
+        if self.secure_cookies {
+            "HttpOnly; SameSite=Strict; Path=/; Secure"
+        } else {
+            "HttpOnly; SameSite=Strict; Path=/"
+        }
     }
-    Some(if access.allowed_users.iter().any(|u| u == user) {
-        Ok(user.to_owned())
+}
+
+/// What the authenticating proxy's header says about who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ProxyUser {
+    /// No proxy is trusted, or the header is absent or empty.
+    Absent,
+    Allowed(String),
+    NotAllowed(String),
+    /// The header came more than once, or not as text: no one is taken from it (a proxy
+    /// appending to a client's own header would otherwise let the client choose).
+    Ambiguous,
+}
+
+fn proxy_user(access: &Access, headers: &HeaderMap) -> ProxyUser {
+    let Some(name) = access.user_header.as_ref() else {
+        return ProxyUser::Absent;
+    };
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return ProxyUser::Absent;
+    };
+    if values.next().is_some() {
+        return ProxyUser::Ambiguous;
+    }
+    let Ok(user) = first.to_str() else {
+        return ProxyUser::Ambiguous;
+    };
+    let user = user.trim();
+    if user.is_empty() {
+        ProxyUser::Absent
+    } else if access.allowed_users.iter().any(|u| u == user) {
+        ProxyUser::Allowed(user.to_owned())
     } else {
-        Err(user.to_owned())
-    })
+        ProxyUser::NotAllowed(user.to_owned())
+    }
+}
+
+/// Whether a browser sent this request from another site: `Sec-Fetch-Site` says anything
+/// but `same-origin` (or `none`: typed by the user), or `Origin` names another host than
+/// the one the request was sent to. A proxy's user header is sent along with whatever a
+/// page of another site makes the browser send, so such a request acts for no one.
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(str::trim);
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host);
+    match (origin_host, host) {
+        (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(host),
+        _ => true,
+    }
 }
 
 struct AppState<B> {
@@ -333,22 +396,67 @@ fn now() -> i64 {
 }
 
 /// The CSRF token of the request's signed-in session, if it has one: a session cookie
-/// from `/login`, or an allowed user named by the authenticating proxy.
+/// from `/login`, or the session cookie of an allowed user named by the authenticating
+/// proxy (issued by the pages, see [`page_session`]).
 fn signed_in(access: &Access, headers: &HeaderMap) -> Option<String> {
     let token = access.token.as_deref()?;
-    if let Some(Ok(user)) = proxy_user(access, headers) {
-        return Some(session::csrf(token, &format!("user:{user}")));
-    }
-    let session = headers
+    let cookies = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(session::from_cookie_header)?;
-    session::valid(token, session, now()).then(|| session::csrf(token, session))
+        .unwrap_or_default();
+    match proxy_user(access, headers) {
+        ProxyUser::Allowed(user) => {
+            let session = session::cookie(cookies, session::PROXY_COOKIE)?;
+            session::valid_for_user(token, &user, session, now())
+                .then(|| session::csrf(token, session))
+        }
+        ProxyUser::Absent => {
+            let session = session::from_cookie_header(cookies)?;
+            session::valid(token, session, now()).then(|| session::csrf(token, session))
+        }
+        ProxyUser::NotAllowed(_) | ProxyUser::Ambiguous => None,
+    }
+}
+
+/// The CSRF token a page's forms carry, and the cookie to set with the page: an allowed
+/// proxy user without a session of their own gets one, so their forms' token is this
+/// session's, never a constant of their name.
+fn page_session(access: &Access, headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    if let Some(csrf) = signed_in(access, headers) {
+        return (Some(csrf), None);
+    }
+    let (Some(token), ProxyUser::Allowed(user)) =
+        (access.token.as_deref(), proxy_user(access, headers))
+    else {
+        return (None, None);
+    };
+    let mut nonce = [0u8; 16];
+    if getrandom::fill(&mut nonce).is_err() {
+        return (None, None);
+    }
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let session = session::issue_for_user(token, &user, now(), &nonce);
+    let cookie = format!(
+        "{}={session}; {}; Max-Age={}",
+        session::PROXY_COOKIE,
+        access.cookie_attributes(),
+        session::LIFETIME
+    );
+    (Some(session::csrf(token, &session)), Some(cookie))
+}
+
+/// `response` with `cookie` set, if there is one.
+fn with_cookie(mut response: Response, cookie: Option<String>) -> Response {
+    if let Some(cookie) = cookie.and_then(|c| c.parse().ok()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// Who sent a form (`ui` for a session signed in with the token, else the proxy's user),
 /// or the page saying why it may not act: it needs a signed-in session or an allowed
-/// proxy user, and their CSRF token in the form.
+/// proxy user with their session, the session's CSRF token in the form, and no sign of
+/// coming from another site.
 fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
     let forbidden = |why: &str| {
         Box::new(page(
@@ -361,15 +469,23 @@ fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String
             "Actions need the server to be given a token (--token-file).",
         ));
     }
+    if cross_site(headers) {
+        return Err(forbidden("This form was sent from another site."));
+    }
     let who = match proxy_user(access, headers) {
-        Some(Ok(user)) => user,
-        Some(Err(user)) => {
+        ProxyUser::Allowed(user) => user,
+        ProxyUser::NotAllowed(user) => {
             return Err(forbidden(&format!(
                 "{} may look but not act: ask for them to be added to kubeci's allowed users.",
                 ansi::escape(&user)
             )))
         }
-        None => "ui".to_owned(),
+        ProxyUser::Ambiguous => {
+            return Err(forbidden(
+                "The authenticating proxy's user header came more than once.",
+            ))
+        }
+        ProxyUser::Absent => "ui".to_owned(),
     };
     match signed_in(access, headers) {
         None => Err(Box::new(page(
@@ -444,9 +560,10 @@ async fn login<B: Backend>(
         );
     }
     let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{}={}; {}; Max-Age={}",
         session::COOKIE,
         session::issue(token, now()),
+        state.access.cookie_attributes(),
         session::LIFETIME
     );
     let mut response = see_other(next);
@@ -458,10 +575,11 @@ async fn login<B: Backend>(
 
 /// `POST /logout`: the session cookie is cleared (sessions are stateless: the cookie is
 /// all there is).
-async fn logout() -> Response {
+async fn logout<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     let cookie = format!(
-        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        session::COOKIE
+        "{}=; {}; Max-Age=0",
+        session::COOKIE,
+        state.access.cookie_attributes()
     );
     let mut response = see_other("/");
     response
@@ -585,10 +703,13 @@ async fn job_page<B: Backend>(
         return not_found_page(&format!("There is no job {namespace}/{name}."));
     };
     let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
-    let csrf = signed_in(&state.access, &headers);
-    page(
-        StatusCode::OK,
-        pages::job(&declared, &builds, csrf.as_deref()),
+    let (csrf, cookie) = page_session(&state.access, &headers);
+    with_cookie(
+        page(
+            StatusCode::OK,
+            pages::job(&declared, &builds, csrf.as_deref()),
+        ),
+        cookie,
     )
 }
 
@@ -620,16 +741,20 @@ async fn build_page<B: Backend>(
         .backend
         .declaration(&namespace, &name)
         .and_then(|d| pages::repository_web(&d.job.as_ref()?.git.url));
-    page(
-        StatusCode::OK,
-        pages::build(
-            &namespace,
-            &name,
-            &build,
-            &String::from_utf8_lossy(&log),
-            web.as_deref(),
-            signed_in(&state.access, &headers).as_deref(),
+    let (csrf, cookie) = page_session(&state.access, &headers);
+    with_cookie(
+        page(
+            StatusCode::OK,
+            pages::build(
+                &namespace,
+                &name,
+                &build,
+                &String::from_utf8_lossy(&log),
+                web.as_deref(),
+                csrf.as_deref(),
+            ),
         ),
+        cookie,
     )
 }
 
@@ -761,15 +886,29 @@ type Refusal = (StatusCode, &'static str, &'static str);
 /// proxy, or a client with the bearer token.
 fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
     match proxy_user(access, headers) {
-        Some(Ok(user)) => return Ok(user),
-        Some(Err(_)) => {
+        ProxyUser::Allowed(_) if cross_site(headers) => {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "cross-site",
+                "a request from another site acts for no one: send it from kubeci's own pages or a client that is not a browser",
+            ))
+        }
+        ProxyUser::Allowed(user) => return Ok(user),
+        ProxyUser::NotAllowed(_) => {
             return Err((
                 StatusCode::FORBIDDEN,
                 "user-not-allowed",
                 "the proxy's user is not on kubeci's allow-list",
             ))
         }
-        None => {}
+        ProxyUser::Ambiguous => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "ambiguous-user",
+                "the proxy's user header came more than once or not as text",
+            ))
+        }
+        ProxyUser::Absent => {}
     }
     let Some(token) = &access.token else {
         return Err((
@@ -1039,8 +1178,10 @@ mod tests {
         fn request(&self, _: &str, name: &str, number: u64) -> Option<BuildRequest> {
             (name == "demo" && number == 1).then(|| BuildRequest::manual(1))
         }
-        fn declaration(&self, _: &str, _: &str) -> Option<Arc<kubeci_spec::LoadedJob>> {
-            None
+        fn declaration(&self, _: &str, name: &str) -> Option<Arc<kubeci_spec::LoadedJob>> {
+            let text = "- job:\n    name: demo\n    git:\n      url: https://example.com/demo.git\n    run_command: make\n";
+            let report = kubeci_spec::load("demo.yaml", text.as_bytes(), &Default::default());
+            (name == "demo").then(|| Arc::new(report.jobs.into_iter().next().unwrap()))
         }
         fn specs(&self, _: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
             Vec::new()
@@ -1174,6 +1315,125 @@ mod tests {
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// Opens a job page as `user` of the proxy: (the session cookie it sets, the CSRF
+    /// token in its forms).
+    async fn proxy_session(app: Router, user: &str) -> (String, String) {
+        let response = app
+            .oneshot(as_user("GET", "/jobs/default/demo", user, None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let set_cookie = response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            set_cookie.starts_with("kubeci_proxy_session="),
+            "{set_cookie}"
+        );
+        assert!(
+            set_cookie.contains("HttpOnly; SameSite=Strict"),
+            "{set_cookie}"
+        );
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let page = String::from_utf8_lossy(&bytes).into_owned();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("a form with a CSRF token: {page}"))
+            .to_owned();
+        (cookie, csrf)
+    }
+
+    #[tokio::test]
+    async fn a_proxy_user_acts_only_from_this_site_and_only_when_named_once() {
+        let backend = Arc::new(Fake::default());
+        let app = || {
+            app(
+                Arc::clone(&backend),
+                Access {
+                    token: Some("s3cret".into()),
+                    user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
+                    allowed_users: vec!["alice".into()],
+                    ..Access::default()
+                },
+            )
+        };
+        let api = "/api/v1/jobs/default/demo/builds";
+        let with = |headers: &[(&str, &str)]| {
+            let mut request = as_user("POST", api, "alice", Some("a=b"));
+            request
+                .headers_mut()
+                .insert(header::HOST, "ci.example.com".parse().unwrap());
+            for (name, value) in headers {
+                request.headers_mut().append(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            request
+        };
+        // What the reviewer sent: a form POST from another site, the proxy adding alice.
+        for headers in [
+            &[
+                ("origin", "http://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ][..],
+            &[("origin", "http://evil.example")][..],
+            &[("sec-fetch-site", "same-site")][..],
+            &[("origin", "null")][..],
+        ] {
+            let (status, body) = send(app(), with(headers)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}: {body}");
+            assert!(body.contains("\"cross-site\""), "{body}");
+        }
+        let (status, body) = send(app(), with(&[("x-forwarded-user", "mallory")])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "named twice: {body}");
+        assert!(body.contains("ambiguous-user"), "{body}");
+        assert!(
+            backend.started.lock().unwrap().is_empty(),
+            "nothing started"
+        );
+        for headers in [
+            &[][..],
+            &[
+                ("origin", "https://ci.example.com"),
+                ("sec-fetch-site", "same-origin"),
+            ][..],
+            &[("origin", "https://ci.example.com")][..],
+        ] {
+            let (status, body) = send(app(), with(headers)).await;
+            assert_eq!(status, StatusCode::CREATED, "{headers:?}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn session_cookies_are_secure_when_the_server_is_reached_over_https() {
+        for secure in [false, true] {
+            let app = app(
+                Arc::new(Fake::default()),
+                Access {
+                    token: Some("s3cret".into()),
+                    secure_cookies: secure,
+                    ..Access::default()
+                },
+            );
+            let login = Request::builder()
+                .method("POST")
+                .uri("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("token=s3cret&next=/"))
+                .unwrap();
+            let response = app.oneshot(login).await.unwrap();
+            let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+            assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
+        }
+    }
+
     fn as_user(method: &str, uri: &str, user: &str, form: Option<&str>) -> Request<Body> {
         let request = Request::builder()
             .method(method)
@@ -1264,6 +1524,7 @@ mod tests {
                     token: Some("s3cret".into()),
                     user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
                     allowed_users: vec!["alice".into()],
+                    ..Access::default()
                 },
             )
         };
@@ -1274,25 +1535,52 @@ mod tests {
         let (status, body) = send(app(), as_user("POST", api, "alice", None)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
 
-        let alice_csrf = session::csrf("s3cret", "user:alice");
+        // Alice's pages give her a session of her own; its CSRF token is in the forms.
+        let (cookie, alice_csrf) = proxy_session(app(), "alice").await;
+        let (other_cookie, other_csrf) = proxy_session(app(), "alice").await;
+        assert_ne!(
+            alice_csrf, other_csrf,
+            "one CSRF token per session, not per user"
+        );
         let form = format!("csrf={alice_csrf}");
         let build_form = "/jobs/default/demo/build";
-        let (status, _) = send(app(), as_user("POST", build_form, "mallory", Some(&form))).await;
+        let with = |user: &str, form: Option<&str>, cookie: &str| {
+            let mut request = as_user("POST", build_form, user, form);
+            request
+                .headers_mut()
+                .insert(header::COOKIE, cookie.parse().unwrap());
+            request
+        };
+        let (status, _) = send(app(), with("mallory", Some(&form), &cookie)).await;
         assert_eq!(
             status,
             StatusCode::FORBIDDEN,
-            "another user with alice's form"
+            "another user with alice's form and cookie"
         );
-        let (status, _) = send(
-            app(),
-            as_user("POST", build_form, "alice", Some("csrf=forged")),
-        )
-        .await;
+        let (status, _) = send(app(), with("alice", Some("csrf=forged"), &cookie)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "a forged form");
-        let (status, _) = send(app(), as_user("POST", build_form, "alice", None)).await;
+        let (status, _) = send(app(), with("alice", None, &cookie)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "no form at all");
+        let (status, _) = send(app(), with("alice", Some(&form), &other_cookie)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "another session's form");
+        let constant = format!("csrf={}", session::csrf("s3cret", "user:alice"));
+        let (status, _) = send(app(), with("alice", Some(&constant), &cookie)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "the old per-user constant");
         let (status, _) = send(app(), as_user("POST", build_form, "alice", Some(&form))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the form without its session"
+        );
+        let (status, _) = send(app(), with("alice", Some(&form), &cookie)).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
+        let as_user = |method: &str, uri: &str, user: &str, form: Option<&str>| {
+            let mut request = as_user(method, uri, user, form);
+            request
+                .headers_mut()
+                .insert(header::COOKIE, cookie.parse().unwrap());
+            request
+        };
         let rebuild = "/jobs/default/demo/builds/1/rebuild";
         let (status, _) = send(app(), as_user("POST", rebuild, "alice", Some(&form))).await;
         assert_eq!(status, StatusCode::SEE_OTHER);

@@ -34,6 +34,35 @@ pub fn valid(token: &str, value: &str, now: i64) -> bool {
         )
 }
 
+/// The cookie holding the session of a user named by the authenticating proxy.
+pub const PROXY_COOKIE: &str = "kubeci_proxy_session";
+
+/// A new session of proxy user `user`: bound to that user, unique by `nonce`, so its CSRF
+/// token differs from every other session's, the same user's included.
+pub fn issue_for_user(token: &str, user: &str, now: i64, nonce: &str) -> String {
+    let expiry = now + LIFETIME;
+    let mac = mac(token, &format!("user-session:{user}:{expiry}:{nonce}"));
+    format!("{expiry}.{nonce}.{mac}")
+}
+
+/// Whether `value` is a session this token issued to `user` that has not expired.
+pub fn valid_for_user(token: &str, user: &str, value: &str, now: i64) -> bool {
+    let mut parts = value.splitn(3, '.');
+    let (Some(expiry), Some(nonce), Some(presented)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(at) = expiry.parse::<i64>() else {
+        return false;
+    };
+    at > now
+        && !nonce.is_empty()
+        && constant_time_eq(
+            presented.as_bytes(),
+            mac(token, &format!("user-session:{user}:{expiry}:{nonce}")).as_bytes(),
+        )
+}
+
 /// The CSRF token of a session: forms carry it, a forged form cannot know it.
 pub fn csrf(token: &str, session: &str) -> String {
     mac(token, &format!("csrf:{session}"))
@@ -45,10 +74,15 @@ pub fn csrf_ok(token: &str, session: &str, presented: &str) -> bool {
 
 /// The session cookie in a `Cookie` header, if any.
 pub fn from_cookie_header(header: &str) -> Option<&str> {
+    cookie(header, COOKIE)
+}
+
+/// Cookie `wanted` in a `Cookie` header, if any.
+pub fn cookie<'h>(header: &'h str, wanted: &str) -> Option<&'h str> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 
@@ -98,6 +132,21 @@ mod tests {
             Some("5.abc")
         );
         assert_eq!(from_cookie_header("kubeci_sessionx=1"), None);
+
+        let alice = issue_for_user(token, "alice", 1000, "n1");
+        assert!(valid_for_user(token, "alice", &alice, 1001));
+        assert!(
+            !valid_for_user(token, "bob", &alice, 1001),
+            "bound to alice"
+        );
+        assert!(!valid_for_user(token, "alice", &alice, 1000 + LIFETIME));
+        assert!(!valid_for_user(token, "alice", &session, 1001));
+        let again = issue_for_user(token, "alice", 1000, "n2");
+        assert_ne!(
+            csrf(token, &alice),
+            csrf(token, &again),
+            "each session of one user has its own CSRF token"
+        );
         assert_eq!(safe_next("/jobs/ns/a"), "/jobs/ns/a");
         for hostile in [
             "//evil.example/",
