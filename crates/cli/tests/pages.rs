@@ -411,3 +411,50 @@ fn actions_need_a_signed_in_session_and_a_csrf_token() {
         common::serve::state(&kubeci, "slow", 1) == "aborted"
     });
 }
+
+/// A ConfigMap in namespace `aaa` declaring a job for `default` (refused: no namespace pair
+/// is allowed) is shown under its own ConfigMap; `default`'s job of the same name keeps its
+/// page, with "Build now".
+#[test]
+fn a_refused_declaration_from_another_namespace_never_takes_over_a_jobs_page() {
+    let (local, repo) = Local::new();
+    local.write(
+        "sleeper.yaml",
+        &configmap("sleeper", &repo.bare, "echo the real sleeper", ""),
+    );
+    local.write(
+        "intruder.yaml",
+        &configmap("sleeper", &repo.bare, "echo intruder", "")
+            .replace(
+                "  name: sleeper\n  labels",
+                "  name: sleeper\n  namespace: aaa\n  labels",
+            )
+            .replace("        git:", "        namespace: default\n        git:"),
+    );
+    let kubeci = local.serve(&[], &[]);
+    let (status, page) = get(&kubeci, "/jobs/default/sleeper");
+    assert_eq!(status, 200);
+    assert!(page.contains("echo the real sleeper"), "{page}");
+    assert!(!page.contains("intruder"), "{page}");
+    let (status, refused) = get(&kubeci, "/jobs/aaa/sleeper");
+    assert_eq!(status, 200);
+    assert!(
+        refused.contains("namespace-not-allowed")
+            || refused.contains("may not run its builds in namespace"),
+        "{refused}"
+    );
+    let jobs = common::serve::json(&kubeci, "/api/v1/jobs");
+    let valid: Vec<_> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["namespace"].as_str().unwrap(),
+                j["valid"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(valid.contains(&("default", true)), "{jobs}");
+    assert!(valid.contains(&("aaa", false)), "{jobs}");
+}

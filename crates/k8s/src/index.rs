@@ -193,14 +193,17 @@ impl JobIndex {
             .find(|j| j.job.is_some())
     }
 
-    /// Any job (valid or not) named `name` in `namespace`, shared: the first declaration
-    /// by ConfigMap name.
+    /// Job `name` of `namespace` as its page shows it, shared: the valid job if there is
+    /// one (an invalid declaration never stands over it), else the first declaration by
+    /// ConfigMap name.
     pub fn find_declared(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
-        self.by_job
-            .get(&(namespace.to_owned(), name.to_owned()))?
-            .iter()
-            .find_map(|key| self.by_configmap.get(key))
-            .map(|d| &d.job)
+        self.find(namespace, name).or_else(|| {
+            self.by_job
+                .get(&(namespace.to_owned(), name.to_owned()))?
+                .iter()
+                .find_map(|key| self.by_configmap.get(key))
+                .map(|d| &d.job)
+        })
     }
 
     /// Any job (valid or not) named `name` in `namespace`, for error messages.
@@ -277,6 +280,44 @@ mod tests {
         );
         assert!(index.remove("team", "demo-cm").is_some());
         assert!(index.find_any("team", "demo").is_none());
+    }
+
+    #[test]
+    fn a_refused_declaration_in_another_namespace_never_takes_over_a_jobs_page() {
+        let labels = BTreeMap::new();
+        let mut index = JobIndex::default();
+        let valid = data(JOB);
+        let intruder = data(&JOB.replace("    git:", "    namespace: default\n    git:"));
+        // `aaa` sorts before `default`: first by ConfigMap, it used to be the page's job.
+        index.upsert(
+            ConfigMapData {
+                namespace: "aaa",
+                name: "demo",
+                labels: &labels,
+                data: &intruder,
+            },
+            "1",
+            &LoadOptions::default(),
+        );
+        index.upsert(
+            ConfigMapData {
+                namespace: "default",
+                name: "demo",
+                labels: &labels,
+                data: &valid,
+            },
+            "2",
+            &LoadOptions::default(),
+        );
+        let shown = index.find_declared("default", "demo").unwrap();
+        assert!(shown.job.is_some(), "default's valid job: {shown:?}");
+        assert_eq!(shown.configmap.as_ref().unwrap().namespace, "default");
+        let refused = index.find_declared("aaa", "demo").unwrap();
+        assert!(refused.job.is_none());
+        assert!(refused
+            .diagnostics
+            .iter()
+            .any(|d| d.code == "namespace-not-allowed"));
     }
 
     #[test]

@@ -826,7 +826,15 @@ impl Reader<'_> {
                 policy: &self.options.policy,
             };
             findings.extend(validate::validate(&parsed.job, &cx));
-            job.namespace = namespace;
+            // A namespace the job may not claim (refused by the cross-namespace policy, or
+            // not a name) is not taken: the declaration stays its ConfigMap's, so it can
+            // never stand over, or hide, another namespace's job.
+            let namespace_refused = findings.iter().any(|f| {
+                f.severity == Severity::Error && f.field == FieldPath::new(&["job", "namespace"])
+            });
+            if !namespace_refused {
+                job.namespace = namespace;
+            }
             job.name = Some(parsed.job.name.clone());
             job.job = Some(parsed.job);
         }

@@ -166,12 +166,15 @@ impl JobSet {
             .cloned()
     }
 
-    /// Any job named `name` in `namespace`, valid or not.
+    /// Job `name` of `namespace`, valid or not: the valid job if there is one (an invalid
+    /// declaration never stands over it), else the first declaration.
     pub fn find_any(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.jobs
-            .iter()
-            .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
-            .cloned()
+        self.find(namespace, name).or_else(|| {
+            self.jobs
+                .iter()
+                .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
+                .cloned()
+        })
     }
 
     /// The valid jobs with their namespace, only those of `repositories` when given.
