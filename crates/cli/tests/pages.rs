@@ -458,3 +458,34 @@ fn a_refused_declaration_from_another_namespace_never_takes_over_a_jobs_page() {
     assert!(valid.contains(&("default", true)), "{jobs}");
     assert!(valid.contains(&("aaa", false)), "{jobs}");
 }
+
+/// A job whose git URL holds a password is refused, and neither its page nor the API
+/// shows the password to the anonymous reader.
+#[test]
+fn a_password_in_a_git_url_is_refused_and_shown_to_no_one() {
+    let (local, repo) = Local::new();
+    local.write(
+        "cred.yaml",
+        &configmap("cred", &repo.bare, "make", "").replace(
+            &format!("url: {}", repo.bare.display()),
+            "url: https://user:TOKEN123@github.com/o/r.git",
+        ),
+    );
+    let kubeci = local.serve(&[], &[]);
+    let (status, page) = get(&kubeci, "/jobs/default/cred");
+    assert_eq!(status, 200);
+    assert!(page.contains("https://user:***@github.com/o/r.git"), "{page}");
+    assert!(page.contains("password or token"), "{page}");
+    for path in ["/", "/api/v1/jobs", "/api/v1/jobs/default/cred/builds"] {
+        let (_, body) = get(&kubeci, path);
+        assert!(!body.contains("TOKEN123"), "{path}: {body}");
+    }
+    assert!(!page.contains("TOKEN123"));
+    let (status, _) = http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/cred/builds",
+        &[AUTHORIZED],
+    );
+    assert_eq!(status, 422, "an invalid job does not build");
+}

@@ -250,7 +250,7 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
                 format!("<p>This job is invalid and does not build:</p><ul>{errors}</ul>")
             },
             cell(job.configmap.as_deref()),
-            escape(&declared.source),
+            escape(&kubeci_spec::giturl::redact_credentials(&declared.source)),
         ),
     )
 }
