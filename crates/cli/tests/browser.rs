@@ -114,6 +114,14 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
         0
     );
     assert!(!browser.text_of("#log").contains("step two"));
+    assert_eq!(browser.text_of("#finished"), "–");
+    assert!(browser
+        .find("#cancel form[action$='/cancel'] button")
+        .is_displayed());
+    let first_duration = browser.text_of("#duration");
+    wait("the running build's duration to count up", || {
+        browser.text_of("#duration") != first_duration
+    });
     browser.screenshot("build-running");
 
     // The build goes on; the same page (never reloaded) shows the rest and the end.
@@ -125,12 +133,37 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
     assert_eq!(browser.execute("return window.samePage === true;"), true);
     assert_eq!(browser.text_of("#live"), "finished: succeeded");
     assert_eq!(browser.execute("return window.pwned === undefined;"), true);
+    // The same page now shows the finished build as a reload would: its end time and
+    // duration from the server, and "Rebuild" where "Cancel" was.
+    let build = common::serve::builds(&kubeci, "live-log")
+        .into_iter()
+        .find(|b| b["number"] == 1)
+        .unwrap();
+    assert_eq!(
+        browser.text_of("#finished"),
+        build["finished_at"].as_str().unwrap()
+    );
+    assert_eq!(
+        browser.text_of("#commit"),
+        &build["commit"].as_str().unwrap()[..12],
+        "the commit the clone step checked out"
+    );
+    let duration = browser.text_of("#duration");
+    assert!(duration.ends_with('s') && duration != "–", "{duration}");
+    assert_eq!(
+        browser.execute("return document.querySelectorAll(\"form[action$='/cancel']\").length;"),
+        0,
+        "no Cancel on a finished build"
+    );
+    assert!(browser
+        .find("form[action$='/rebuild'] button")
+        .is_displayed());
     browser.screenshot("build-finished");
     assert_eq!(common::serve::state(&kubeci, "live-log", 1), "succeeded");
-
-    // A finished build offers "Rebuild": a new build of the same thing.
-    browser.open(&url(&kubeci, "/jobs/default/live-log/builds/1"));
     assert!(browser.text_of("#state-line").contains("succeeded"));
+
+    // A finished build offers "Rebuild": a new build of the same thing — on this very
+    // page, which was never reloaded.
     browser.find("form[action$='/rebuild'] button").click();
     wait("the rebuild's page", || {
         browser

@@ -314,18 +314,32 @@ async fn build_events<B: Backend>(
     let end = futures_util::stream::once(async move {
         // The log ends a moment before the engine records the build's end: wait for it,
         // a little.
-        let mut state = "unknown";
+        let mut build = None;
         for _ in 0..50 {
-            state = backend
+            build = backend
                 .builds(&namespace, &name)
-                .and_then(|builds| builds.into_iter().find(|b| b.number == number))
-                .map_or("unknown", |b| b.state);
-            if !matches!(state, "queued" | "pending" | "running") {
+                .and_then(|builds| builds.into_iter().find(|b| b.number == number));
+            if build
+                .as_ref()
+                .is_none_or(|b| !matches!(b.state, "queued" | "pending" | "running"))
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        format!("event: end\ndata: {state}\n\n")
+        // What the page shows of a finished build, so it follows the end without a reload.
+        let end = match &build {
+            Some(b) => json!({
+                "state": b.state,
+                "message": b.message,
+                "started_at": b.started_at,
+                "finished_at": b.finished_at,
+                "duration": b.duration(now()),
+                "commit": b.commit,
+            }),
+            None => json!({"state": "unknown"}),
+        };
+        format!("event: end\ndata: {end}\n\n")
     });
     let body = lines
         .chain(end)

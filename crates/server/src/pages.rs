@@ -276,8 +276,14 @@ pub fn build(
             label,
         )
     };
+    // A live build offers "Cancel", and "Rebuild" hidden: the page's script swaps them
+    // when the build ends, so the page never offers to cancel a finished build.
     let actions = match csrf {
-        Some(csrf) if live => action("cancel", "Cancel", csrf),
+        Some(csrf) if live => format!(
+            "<span id=\"cancel\">{}</span><span id=\"rebuild\" hidden>{}</span>",
+            action("cancel", "Cancel", csrf),
+            action("rebuild", "Rebuild", csrf)
+        ),
         Some(csrf) => action("rebuild", "Rebuild", csrf),
         None => String::new(),
     };
@@ -305,10 +311,10 @@ pub fn build(
     layout(
         &format!("{namespace}/{job} #{}", build.number),
         &format!(
-            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}{}</p>\n<table>\
-<tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Finished</th><td>{}</td></tr><tr><th>Duration</th><td>{}</td></tr>\
+            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}<span id=\"message\">{}</span></p>\n<table>\
+<tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td id=\"started\">{}</td></tr><tr><th>Finished</th><td id=\"finished\">{}</td></tr><tr><th>Duration</th><td id=\"duration\">{}</td></tr>\
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
-<tr><th>Commit</th><td>{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
+<tr><th>Commit</th><td id=\"commit\">{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
 <tr><th>Job version</th><td>chart {} · spec {}</td></tr>\
 <tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",

@@ -269,6 +269,14 @@ impl Element<'_> {
             .map(str::to_owned)
     }
 
+    /// Whether the element is shown (WebDriver's "is element displayed").
+    pub fn is_displayed(&self) -> bool {
+        self.browser
+            .command("GET", &self.path("displayed"), None)
+            .as_bool()
+            .unwrap_or(false)
+    }
+
     pub fn click(&self) {
         self.browser
             .command("POST", &self.path("click"), Some(json!({})));
