@@ -127,7 +127,7 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{build}"
     );
     let duration = build
-        .split("<tr><th>Duration</th><td>")
+        .split("<tr><th>Duration</th><td id=\"duration\">")
         .nth(1)
         .and_then(|rest| rest.split("</td>").next())
         .unwrap_or_default();
@@ -136,7 +136,7 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "a duration: {duration:?}"
     );
     assert!(
-        build.contains("<tr><th>Started</th><td>20"),
+        build.contains("<tr><th>Started</th><td id=\"started\">20"),
         "a start time: {build}"
     );
     assert!(
@@ -229,10 +229,21 @@ fn a_running_build_streams_its_log_live_over_server_sent_events() {
         events.contains("data: <span class=\"c2\">green &lt;b&gt;</span>\n"),
         "rendered, escaped: {events}"
     );
-    assert!(
-        events.ends_with("event: end\ndata: succeeded\n\n"),
-        "{events}"
-    );
+    let end: serde_json::Value = serde_json::from_str(
+        events
+            .rsplit_once("event: end\ndata: ")
+            .map(|(_, data)| data.trim_end())
+            .unwrap_or_else(|| panic!("an end event: {events}")),
+    )
+    .unwrap();
+    let record = common::serve::builds(&kubeci, "live")
+        .into_iter()
+        .find(|b| b["number"] == 1)
+        .unwrap();
+    assert_eq!(end["state"], "succeeded", "{events}");
+    assert_eq!(end["finished_at"], record["finished_at"], "{events}");
+    assert_eq!(end["commit"], record["commit"], "{events}");
+    assert!(end["duration"].as_str().unwrap().ends_with('s'), "{end}");
     let (_, finished) = get(&kubeci, "/jobs/default/live/builds/1");
     assert!(
         !finished.contains("data-events"),
