@@ -76,29 +76,34 @@ impl<B: Backend> Hooks<B> {
     }
 
     async fn handle(&self, delivery: Delivery) -> DeliveryAnswer {
-        let id = delivery.id.clone().unwrap_or_else(|| "-".into());
-        let event = delivery.event.clone().unwrap_or_else(|| "-".into());
+        let (id, event) = (delivery.id.clone(), delivery.event.clone());
         let answer = self.answer(delivery).await;
+        self.record(id.as_deref(), event.as_deref(), &answer);
+        answer
+    }
+
+    /// Counts and logs the answer to a delivery.
+    fn record(&self, id: Option<&str>, event: Option<&str>, answer: &DeliveryAnswer) {
+        let (id, event) = (id.unwrap_or("-"), event.unwrap_or("-"));
         self.counters.increment(
             "kubeci_webhook_deliveries_total",
-            &[&event, &answer.status.to_string()],
+            &[event, &answer.status.to_string()],
         );
         log::info!(
             "GitHub delivery {id} ({event}): {} {}",
             answer.status,
             answer.body
         );
-        answer
     }
 
     async fn answer(&self, delivery: Delivery) -> DeliveryAnswer {
-        let secret = self.settings.secret.as_deref();
-        match kubeci_github::verify(secret, delivery.signature.as_deref(), &delivery.body) {
-            Ok(()) => {}
-            Err(e @ kubeci_github::SignatureError::NoSecret) => {
-                return refusal(401, "no-webhook-secret", e.to_string())
+        if !delivery.verified {
+            let secret = self.settings.secret.as_deref();
+            let verified =
+                kubeci_github::verify(secret, delivery.signature.as_deref(), &delivery.body);
+            if let Err(e) = verified {
+                return signature_refusal(&e);
             }
-            Err(e) => return refusal(401, "bad-signature", e.to_string()),
         }
         let Some(name) = delivery.event.as_deref() else {
             return refusal(400, "no-event", "the X-GitHub-Event header is missing");
@@ -456,12 +461,48 @@ impl decide::Membership for Members {
     }
 }
 
+/// The answer to a delivery whose signature does not hold.
+fn signature_refusal(e: &kubeci_github::SignatureError) -> DeliveryAnswer {
+    match e {
+        kubeci_github::SignatureError::NoSecret => refusal(401, "no-webhook-secret", e.to_string()),
+        e => refusal(401, "bad-signature", e.to_string()),
+    }
+}
+
+/// [`kubeci_github::Verifier`] as the server's streaming body check.
+struct SignatureCheck(kubeci_github::Verifier);
+
+impl kubeci_engine::api::BodyCheck for SignatureCheck {
+    fn update(&mut self, chunk: &[u8]) {
+        self.0.update(chunk);
+    }
+
+    fn finish(self: Box<Self>) -> bool {
+        self.0.finish().is_ok()
+    }
+}
+
 impl<B: Backend> Webhooks for Hooks<B> {
     fn deliver(
         &self,
         delivery: Delivery,
     ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
         Box::pin(self.handle(delivery))
+    }
+
+    fn check_body(
+        &self,
+        head: &Delivery,
+    ) -> Result<Option<Box<dyn kubeci_engine::api::BodyCheck>>, DeliveryAnswer> {
+        let secret = self.settings.secret.as_deref();
+        match kubeci_github::Verifier::new(secret, head.signature.as_deref()) {
+            Ok(verifier) => Ok(Some(Box::new(SignatureCheck(verifier)))),
+            Err(e) => {
+                let answer = signature_refusal(&e);
+                self.record(head.id.as_deref(), head.event.as_deref(), &answer);
+                Err(answer)
+            }
+        }
     }
 
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {

@@ -9,4 +9,4 @@ pub mod trust;
 
 pub use decide::{Action, Decision, JobRef};
 pub use event::{parse, Event, EventError, PullRequestInfo, Repository};
-pub use signature::{verify, SignatureError};
+pub use signature::{verify, SignatureError, Verifier};

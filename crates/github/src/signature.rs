@@ -28,32 +28,57 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
+/// Checks a body's signature while the body arrives, chunk by chunk: the body is read
+/// once, and whether it is forged is known when its last byte is.
+pub struct Verifier {
+    mac: Hmac<Sha256>,
+    expected: [u8; 32],
+}
+
+impl Verifier {
+    /// A check of the body signed `header` under `secret`; refused at once when there is
+    /// no secret or the header is missing or malformed (no body needs reading then).
+    pub fn new(secret: Option<&[u8]>, header: Option<&str>) -> Result<Verifier, SignatureError> {
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or(SignatureError::NoSecret)?;
+        let header = header.ok_or(SignatureError::Missing)?;
+        let hex = header
+            .trim()
+            .strip_prefix("sha256=")
+            .filter(|h| h.len() == 64)
+            .ok_or(SignatureError::Malformed)?;
+        let mut expected = [0u8; 32];
+        for (byte, pair) in expected.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            let (high, low) = (hex_digit(pair[0]), hex_digit(pair[1]));
+            *byte = (high.ok_or(SignatureError::Malformed)? << 4)
+                | low.ok_or(SignatureError::Malformed)?;
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        Ok(Verifier { mac, expected })
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
+    }
+
+    /// Whether the body read matches the signature; compared in constant time.
+    pub fn finish(self) -> Result<(), SignatureError> {
+        self.mac
+            .verify_slice(&self.expected)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
 /// Checks the signature `header` of `body` under `secret`.
 pub fn verify(
     secret: Option<&[u8]>,
     header: Option<&str>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let secret = secret
-        .filter(|s| !s.is_empty())
-        .ok_or(SignatureError::NoSecret)?;
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex = header
-        .trim()
-        .strip_prefix("sha256=")
-        .filter(|h| h.len() == 64)
-        .ok_or(SignatureError::Malformed)?;
-    let mut expected = [0u8; 32];
-    for (byte, pair) in expected.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let (high, low) = (hex_digit(pair[0]), hex_digit(pair[1]));
-        *byte =
-            (high.ok_or(SignatureError::Malformed)? << 4) | low.ok_or(SignatureError::Malformed)?;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    let mut verifier = Verifier::new(secret, header)?;
+    verifier.update(body);
+    verifier.finish()
 }
 
 /// The `X-Hub-Signature-256` value of `body` under `secret` (for tests and tools).
@@ -135,5 +160,26 @@ mod tests {
                 "{malformed}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_checked_in_chunks_verifies_as_it_does_whole() {
+        let body = fixture("pull_request.opened.json");
+        let header = sign(b"s3cret", &body);
+        for size in [1, 7, 4096, body.len()] {
+            let mut verifier = Verifier::new(Some(b"s3cret"), Some(&header)).unwrap();
+            for chunk in body.chunks(size) {
+                verifier.update(chunk);
+            }
+            assert_eq!(verifier.finish(), Ok(()));
+        }
+        let mut altered = Verifier::new(Some(b"s3cret"), Some(&header)).unwrap();
+        altered.update(&body[1..]);
+        assert_eq!(altered.finish(), Err(SignatureError::Mismatch));
+        assert!(
+            Verifier::new(Some(b"s3cret"), None).is_err(),
+            "no body is read"
+        );
+        assert!(Verifier::new(None, Some(&header)).is_err());
     }
 }

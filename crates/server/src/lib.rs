@@ -121,32 +121,91 @@ struct AppState<B> {
     backend: Arc<B>,
     access: Access,
     webhooks: Arc<dyn Webhooks>,
+    /// KiB of webhook bodies that may be held at once ([`DELIVERY_BUDGET`]).
+    delivery_budget: tokio::sync::Semaphore,
 }
 
-/// `POST /hooks/github`: the delivery's headers and body, handed to the webhooks.
+/// `POST /hooks/github`: the delivery's headers and body, handed to the webhooks. A
+/// delivery without a usable signature is refused before its body is read; a body is read
+/// once, its signature checked as it arrives, and bodies being read together hold at most
+/// [`DELIVERY_BUDGET`] bytes (others wait their turn), so forged deliveries cannot take
+/// kubeci's memory.
 async fn github_hook<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = request.into_parts();
     let header = |name: &str| {
-        headers
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let delivery = Delivery {
+    let head = Delivery {
         event: header("x-github-event"),
         id: header("x-github-delivery"),
         signature: header("x-hub-signature-256"),
-        body: body.to_vec(),
+        body: Vec::new(),
+        verified: false,
     };
-    let answer = state.webhooks.deliver(delivery).await;
-    (
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(answer.body),
-    )
-        .into_response()
+    let answer = |answer: kubeci_engine::api::DeliveryAnswer| {
+        (
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(answer.body),
+        )
+            .into_response()
+    };
+    let mut check = match state.webhooks.check_body(&head) {
+        Ok(check) => check,
+        Err(refusal) => return answer(refusal),
+    };
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("a webhook delivery is at most {MAX_DELIVERY} bytes (GitHub's own limit)"),
+        )
+    };
+    let declared = header("content-length").and_then(|l| l.parse::<usize>().ok());
+    if declared.is_some_and(|l| l > MAX_DELIVERY) {
+        return too_large();
+    }
+    let size = declared.unwrap_or(MAX_DELIVERY);
+    let permits = u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let Ok(_budget) = state.delivery_budget.acquire_many(permits).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "kubeci is stopping",
+        );
+    };
+    let mut bytes: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "the delivery's body could not be read",
+            );
+        };
+        if bytes.len() + chunk.len() > size.min(MAX_DELIVERY) {
+            return too_large();
+        }
+        if let Some(check) = check.as_mut() {
+            check.update(&chunk);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let verified = check.is_some_and(|check| check.finish());
+    let delivery = Delivery {
+        body: bytes,
+        verified,
+        ..head
+    };
+    answer(state.webhooks.deliver(delivery).await)
 }
 
 /// A JSON error with a stable shape: `{"error": {"code": "...", "message": "..."}}`.
@@ -174,6 +233,10 @@ pub fn app<B: Backend>(backend: Arc<B>, access: Access) -> Router {
 /// GitHub's limit on a webhook payload; a bigger body is refused with 413.
 pub const MAX_DELIVERY: usize = 25 * 1024 * 1024;
 
+/// How many bytes of webhook bodies kubeci reads at once: one of GitHub's largest and some
+/// small ones; further deliveries wait (GitHub's own deliveries are rarely above 1 MB).
+pub const DELIVERY_BUDGET: usize = 32 * 1024 * 1024;
+
 /// The largest body of any other request (the sign-in and build forms are a few hundred
 /// bytes; the API's actions have none).
 pub const MAX_REQUEST: usize = 16 * 1024;
@@ -188,12 +251,10 @@ pub fn app_with_webhooks<B: Backend>(
         backend,
         access,
         webhooks,
+        delivery_budget: tokio::sync::Semaphore::new(DELIVERY_BUDGET / 1024),
     });
     Router::new()
-        .route(
-            "/hooks/github",
-            post(github_hook::<B>).layer(DefaultBodyLimit::max(MAX_DELIVERY)),
-        )
+        .route("/hooks/github", post(github_hook::<B>))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
         .route("/", get(jobs_page::<B>))
@@ -744,13 +805,10 @@ async fn build_page<B: Backend>(
             "There is no build {number} of {namespace}/{name}."
         ));
     };
-    let mut log = Vec::new();
-    if let Ok(mut stream) = state.backend.log(&namespace, &name, number, false).await {
-        use futures_util::StreamExt;
-        while let Some(Ok(chunk)) = stream.next().await {
-            log.extend_from_slice(&chunk);
-        }
-    }
+    let tail = match state.backend.log(&namespace, &name, number, false).await {
+        Ok(stream) => log_tail(stream, PAGE_LOG_TAIL).await,
+        Err(_) => LogTail::default(),
+    };
     let web = state
         .backend
         .declaration(&namespace, &name)
@@ -763,13 +821,71 @@ async fn build_page<B: Backend>(
                 &namespace,
                 &name,
                 &build,
-                &String::from_utf8_lossy(&log),
+                &pages::LogShown {
+                    text: &String::from_utf8_lossy(&tail.text),
+                    skipped_bytes: tail.skipped_bytes,
+                },
                 web.as_deref(),
                 csrf.as_deref(),
             ),
         ),
         cookie,
     )
+}
+
+/// How much of a log's end the build page shows; the whole log is a link away (the API
+/// streams it). A page view then holds at most this much of any log, however long.
+const PAGE_LOG_TAIL: usize = 256 * 1024;
+
+/// The end of a log, from its first whole line within the limit.
+#[derive(Debug, Default, PartialEq)]
+struct LogTail {
+    text: Vec<u8>,
+    /// How much of the log comes before `text`.
+    skipped_bytes: u64,
+}
+
+/// Reads `stream` to its end keeping only its last `limit` bytes (whole lines).
+async fn log_tail(mut stream: kubeci_engine::api::LogStream, limit: usize) -> LogTail {
+    use futures_util::StreamExt;
+    let mut chunks: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    let (mut held, mut skipped) = (0usize, 0u64);
+    while let Some(Ok(chunk)) = stream.next().await {
+        held += chunk.len();
+        chunks.push_back(Bytes::from(chunk));
+        while held > limit {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            let excess = held - limit;
+            if front.len() <= excess {
+                held -= front.len();
+                skipped += front.len() as u64;
+                chunks.pop_front();
+            } else {
+                let _ = front.split_to(excess);
+                held -= excess;
+                skipped += excess as u64;
+            }
+        }
+    }
+    let mut text: Vec<u8> = Vec::with_capacity(held);
+    for chunk in chunks {
+        text.extend_from_slice(&chunk);
+    }
+    // A cut line is dropped whole: the tail starts at a line.
+    if skipped > 0 {
+        let start = text
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+        text.drain(..start);
+        skipped += start as u64;
+    }
+    LogTail {
+        text,
+        skipped_bytes: skipped,
+    }
 }
 
 /// `/badges/{namespace}/{job}.svg`: the last build's state.
@@ -1236,6 +1352,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_build_page_holds_only_the_end_of_a_long_log_from_a_whole_line() {
+        let lines: Vec<Result<Vec<u8>, String>> = (0..10_000)
+            .map(|i| Ok(format!("line {i:05}\n").into_bytes()))
+            .collect();
+        let stream: kubeci_engine::api::LogStream = Box::pin(futures_util::stream::iter(lines));
+        let tail = log_tail(stream, 1000).await;
+        let text = String::from_utf8(tail.text).unwrap();
+        assert!(text.len() <= 1000, "{}", text.len());
+        assert!(
+            text.starts_with("line ") && text.ends_with("line 09999\n"),
+            "{text}"
+        );
+        assert_eq!(tail.skipped_bytes as usize + text.len(), 10_000 * 11);
+        let short: kubeci_engine::api::LogStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(b"a\nb\n".to_vec())]));
+        assert_eq!(
+            log_tail(short, 1000).await,
+            LogTail {
+                text: b"a\nb\n".to_vec(),
+                skipped_bytes: 0
+            }
+        );
+    }
+
+    #[tokio::test]
     async fn actions_need_the_token() {
         let open = || {
             app(
@@ -1481,6 +1622,26 @@ mod tests {
                 }
             })
         }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_without_a_usable_signature_is_refused_before_its_body_is_read() {
+        // No webhook secret: every delivery is refused, and its body — here one that never
+        // ends — is not waited for.
+        let endless = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+        let request = Request::builder()
+            .method("POST")
+            .uri("/hooks/github")
+            .header("x-github-event", "ping")
+            .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+            .body(Body::from_stream(endless))
+            .unwrap();
+        let app = app(Arc::new(Fake::default()), Access::default());
+        let answered =
+            tokio::time::timeout(std::time::Duration::from_secs(10), send(app, request)).await;
+        let (status, body) = answered.expect("answered without reading the body");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("no-webhook-secret"), "{body}");
     }
 
     #[tokio::test]

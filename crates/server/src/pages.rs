@@ -259,11 +259,17 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
 /// repository's page ([`repository_web`]), for links to the commit and pull request. `csrf`:
 /// the signed-in session's token, which offers "Cancel" while the build runs and
 /// "Rebuild" (the same commit, branch and pull request) once it has ended.
+/// What the build page shows of a log: its end, and how much comes before it.
+pub struct LogShown<'a> {
+    pub text: &'a str,
+    pub skipped_bytes: u64,
+}
+
 pub fn build(
     namespace: &str,
     job: &str,
     build: &BuildView,
-    log: &str,
+    log: &LogShown<'_>,
     web: Option<&str>,
     csrf: Option<&str>,
 ) -> String {
@@ -301,7 +307,20 @@ pub fn build(
     } else {
         ""
     };
-    let lines: String = log.lines().map(|l| line_to_html(l) + "\n").collect();
+    let lines: String = log.text.lines().map(|l| line_to_html(l) + "\n").collect();
+    let whole_log = format!(
+        "{}/builds/{}/log",
+        job_path(namespace, job).replacen("/jobs/", "/api/v1/jobs/", 1),
+        build.number
+    );
+    let cut = if log.skipped_bytes > 0 {
+        format!(
+            "<p class=\"note\" id=\"log-cut\">The first {} of this log are not shown here: <a href=\"{whole_log}\">the whole log</a>.</p>",
+            human_bytes(log.skipped_bytes)
+        )
+    } else {
+        String::new()
+    };
     let store = build.log_url.as_deref().map_or_else(String::new, |url| {
         format!(
             " · <a href=\"{}\" rel=\"noreferrer\">the log in the log store</a>",
@@ -316,8 +335,8 @@ pub fn build(
 <tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
 <tr><th>Commit</th><td id=\"commit\">{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
 <tr><th>Job version</th><td>chart {} · spec {}</td></tr>\
-<tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
-<p class=\"note\">In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
+<tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}{cut}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
+<p class=\"note\"><a href=\"{whole_log}\">The whole log</a> (plain text). In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
             job_path(namespace, job),
             escape(namespace),
             escape(job),
@@ -342,6 +361,15 @@ pub fn build(
             name = escape(&build.name),
         ),
     )
+}
+
+/// `bytes` for people: `812 bytes`, `3.4 KB`, `59.6 MB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b < 1000 => format!("{b} bytes"),
+        b if b < 1_000_000 => format!("{:.1} KB", b as f64 / 1e3),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
 }
 
 /// An SVG status badge: `label | state`.
@@ -372,6 +400,11 @@ pub fn badge(label: &str, state: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    const NO_LOG: LogShown<'static> = LogShown {
+        text: "",
+        skipped_bytes: 0,
+    };
+
     fn build_view(commit: &str, pull_request: Option<u64>) -> BuildView {
         BuildView {
             number: 3,
@@ -396,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_build_shows_the_version_of_the_job_it_ran() {
-        let page = build("ci", "api", &build_view("abc", None), "", None, None);
+        let page = build("ci", "api", &build_view("abc", None), &NO_LOG, None, None);
         assert!(
             page.contains("<td>chart 1.2.0 · spec 9f86d081884c</td>"),
             "{page}"
@@ -417,19 +450,19 @@ mod tests {
 
         let sha = "0123456789abcdef0123456789abcdef01234567";
         let web = Some("https://github.com/org/repo");
-        let page = build("ci", "api", &build_view(sha, Some(7)), "", web, None);
+        let page = build("ci", "api", &build_view(sha, Some(7)), &NO_LOG, web, None);
         assert!(page.contains(&format!(
             "<a href=\"https://github.com/org/repo/commit/{sha}\">{sha}</a>"
         )));
         assert!(page.contains("<a href=\"https://github.com/org/repo/pull/7\">#7</a>"));
-        let local = build("ci", "api", &build_view(sha, Some(7)), "", None, None);
+        let local = build("ci", "api", &build_view(sha, Some(7)), &NO_LOG, None, None);
         assert!(!local.contains("/commit/") && local.contains("#7"));
 
         let hostile = build(
             "ci",
             "api",
             &build_view("\"><script>x</script>", None),
-            "",
+            &NO_LOG,
             web,
             None,
         );

@@ -176,13 +176,15 @@ impl fmt::Display for Diagnostic {
 }
 
 /// `text` with every character that could act on a terminal escaped: C0 and C1 controls
-/// (a tab shows as a space, keeping the caret's column) and the bidirectional overrides
-/// that reorder what is shown.
+/// but the line break (a tab shows as a space, keeping the caret's column; a carriage
+/// return, which could overwrite what a line shows, is escaped) and the bidirectional
+/// overrides that reorder what is shown.
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\t' => out.push(' '),
+            '\n' => out.push('\n'),
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }

@@ -818,40 +818,77 @@ impl Backend for Standalone {
             // Queued or about to start: follow from when it runs (or ends).
             return Ok(self.log_once_started(key));
         }
-        let stored = self
-            .store()
-            .log(namespace, name, number, 0)
-            .map_err(|e| LogError::Backend(e.to_string()))?;
-        let next = stored.last().map_or(0, |(seq, _)| seq + 1);
-        let stored = stored.into_iter().map(|(_, mut line)| {
-            line.push(b'\n');
-            Ok(line)
+        // The stored lines, read in batches as the reader takes them.
+        let me = self.me.clone();
+        let (ns, job) = (namespace.to_owned(), name.to_owned());
+        let batches = futures_util::stream::unfold(Some(0u64), move |from| {
+            let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
+            async move {
+                let from = from?;
+                let engine = me.upgrade()?;
+                let batch = engine.store().log(&ns, &job, number, from, LOG_BATCH_LINES);
+                match batch {
+                    Ok(batch) if batch.is_empty() => None,
+                    Ok(batch) => {
+                        let next = batch.last().map(|(seq, _)| seq + 1);
+                        Some((Ok(batch), next))
+                    }
+                    Err(e) => Some((Err(e.to_string()), None)),
+                }
+            }
         });
-        let stored = futures_util::stream::iter(stored.collect::<Vec<_>>());
+        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::clone(&next_seq);
+        let stored = futures_util::StreamExt::flat_map(batches, move |batch| {
+            let lines: Vec<Result<Vec<u8>, String>> = match batch {
+                Ok(batch) => {
+                    if let Some((seq, _)) = batch.last() {
+                        seen.store(seq + 1, Ordering::SeqCst);
+                    }
+                    batch
+                        .into_iter()
+                        .map(|(_, mut line)| {
+                            line.push(b'\n');
+                            Ok(line)
+                        })
+                        .collect()
+                }
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(lines)
+        });
         let Some(live) = live else {
             return Ok(Box::pin(stored));
         };
-        let live = futures_util::stream::unfold((live, next), |(mut live, next)| async move {
-            loop {
-                match live.recv().await {
-                    Ok((seq, _)) if seq < next => continue,
-                    Ok((seq, mut line)) => {
-                        line.push(b'\n');
-                        return Some((Ok(line), (live, seq + 1)));
+        let live = futures_util::stream::unfold((live, None), move |(mut live, next)| {
+            let next_seq = Arc::clone(&next_seq);
+            async move {
+                // Lines already read from the store are skipped.
+                let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
+                loop {
+                    match live.recv().await {
+                        Ok((seq, _)) if seq < next => continue,
+                        Ok((seq, mut line)) => {
+                            line.push(b'\n');
+                            return Some((Ok(line), (live, Some(seq + 1))));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Err("the log follower fell behind; reload the log".to_owned()),
+                                (live, Some(next)),
+                            ));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((
-                            Err("the log follower fell behind; reload the log".to_owned()),
-                            (live, next),
-                        ));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         });
         Ok(Box::pin(futures_util::StreamExt::chain(stored, live)))
     }
 }
+
+/// How many log lines are read from the store at a time.
+const LOG_BATCH_LINES: usize = 1000;
 
 /// `root` joined with `parts`, each of which must be one plain path component (names are
 /// validated before they get here; this keeps a directory that is created and later

@@ -393,21 +393,26 @@ impl Store {
     }
 
     /// The log lines from `from` on: (seq, line).
+    /// Up to `limit` lines of a build's log from line `from` on: (seq, line). A log is
+    /// read in such batches, so a long one is never held whole.
     pub fn log(
         &self,
         namespace: &str,
         job: &str,
         number: u64,
         from: u64,
+        limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StandaloneError> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT seq, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq")
+            .prepare_cached("SELECT seq, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
             .map_err(database)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement
-            .query_map(params![namespace, job, number as i64, from as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-            })
+            .query_map(
+                params![namespace, job, number as i64, from as i64, limit],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+            )
             .map_err(database)?;
         rows.collect::<Result<_, _>>().map_err(database)
     }
@@ -520,8 +525,15 @@ mod tests {
             (Some(300), Some(400))
         );
         assert_eq!(
-            store.log("ci", "demo", 1, 0).unwrap(),
+            store.log("ci", "demo", 1, 0, 10).unwrap(),
             [(0, b"line one".to_vec())]
+        );
+        store.append_log("ci", "demo", 1, 1, b"line two").unwrap();
+        store.append_log("ci", "demo", 1, 2, b"line three").unwrap();
+        assert_eq!(
+            store.log("ci", "demo", 1, 1, 1).unwrap(),
+            [(1, b"line two".to_vec())],
+            "read in batches"
         );
         assert_eq!(
             store

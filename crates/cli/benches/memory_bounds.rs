@@ -1,0 +1,185 @@
+//! Memory under hostile load (issue 17, findings 4 and 5), the real binary:
+//!
+//! - 20 forged 25 MB webhook deliveries at once (well-formed signatures that do not
+//!   match): every one answered 401, and kubeci's peak RSS;
+//! - a build whose log is 60 MB, its page opened by 4 clients at once, then the whole log
+//!   fetched through the API: how much each adds to kubeci's RSS.
+//!
+//! The chart caps kubeci at 256 MiB; the targets are ≤ 100 MB for the deliveries and
+//! ≤ 32 MB added for the four page views.
+//!
+//! Run: `cargo bench -p kubeci --bench memory_bounds`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubeci_standalone::store::{NewBuild, Store};
+use kubeci_testkit::Options;
+
+#[path = "support.rs"]
+mod support;
+
+use support::{get, rss_mb, PeakRss};
+
+/// One POST of a forged delivery of `size` bytes; its status (0: no answer).
+fn forged_delivery(port: u16, size: usize) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: l\r\nConnection: close\r\nX-GitHub-Event: pull_request\r\n\
+         X-GitHub-Delivery: forged\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {size}\r\n\r\n",
+        "0".repeat(64)
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return 0;
+    }
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = chunk.len().min(size - sent);
+        if stream.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(answer.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0)
+}
+
+fn forged_deliveries() {
+    let (runtime, server) = support::fake_api_server(Options::default());
+    let _guard = runtime.enter();
+    let kubeci = support::start_for_webhooks(&server, "the-webhook-secret");
+    let pid = kubeci.child.id();
+    let before = rss_mb(pid);
+    let peak = PeakRss::start(pid, Duration::from_millis(10));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..20)
+        .map(|_| {
+            let port = kubeci.port;
+            std::thread::spawn(move || forged_delivery(port, 25 * 1000 * 1000))
+        })
+        .collect();
+    let statuses: Vec<u16> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let took = started.elapsed();
+    let peak = peak.stop();
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    println!("20 concurrent forged 25 MB webhook deliveries:");
+    println!("  answered 401: {refused} of 20 (statuses {statuses:?}) in {took:.1?}");
+    println!(
+        "  RSS before {before:.1} MB, peak {peak:.1} MB (target ≤ 100 MB: {})",
+        if peak <= 100.0 { "met" } else { "NOT met" }
+    );
+}
+
+/// A `serve --local` data directory with build 1 of `bench/big`, succeeded, whose log
+/// is 60 MB (600,000 lines of 100 bytes).
+fn seed_big_log(data: &std::path::Path) {
+    let mut store = Store::open(&data.join("kubeci.db")).unwrap();
+    let request = kubeci_render::BuildRequest::manual(0);
+    let manifest = |_| Ok("{}".to_owned());
+    let (number, _) = store
+        .allocate(&NewBuild {
+            namespace: "bench",
+            job: "big",
+            request: &request,
+            key: None,
+            manifest: &manifest,
+            spec_hash: "0",
+            chart_version: None,
+            now: 1_790_000_000,
+        })
+        .unwrap();
+    let running = kubeci_engine::BuildState::Running;
+    store
+        .set_state("bench", "big", number, &running, 1_790_000_000)
+        .unwrap();
+    for seq in 0..600_000u64 {
+        let line = format!("{seq:>12} {}", "x".repeat(86));
+        store
+            .append_log("bench", "big", number, seq, line.as_bytes())
+            .unwrap();
+    }
+    let done = kubeci_engine::BuildState::Succeeded;
+    store
+        .set_state("bench", "big", number, &done, 1_790_000_100)
+        .unwrap();
+}
+
+fn big_log_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jobs, data) = (dir.path().join("jobs"), dir.path().join("data"));
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let mut configmap = support::configmap(0);
+    configmap["metadata"]["name"] = "big".into();
+    configmap["data"]["job.yaml"] = "- job:\n    name: big\n    git:\n      url: git@github.com:example/big.git\n    run_command: make\n".into();
+    std::fs::write(jobs.join("big.yaml"), configmap.to_string()).unwrap();
+    let seeding = Instant::now();
+    seed_big_log(&data);
+    println!(
+        "a build with a 60 MB log (seeded in {:.1?}):",
+        seeding.elapsed()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args(["serve", "--local"])
+        .arg(&jobs)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while get(port, "/jobs/bench/big").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let page = "/jobs/bench/big/builds/1";
+    let (status, bytes) = get(port, page);
+    assert_eq!(status, 200);
+    let before = rss_mb(child.id());
+    let peak = PeakRss::start(child.id(), Duration::from_millis(5));
+    let views: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(port, page)))
+        .collect();
+    for view in views {
+        assert_eq!(view.join().unwrap().0, 200);
+    }
+    let peak = peak.stop();
+    println!("  the build page: {bytes} bytes (the log's last 256 KiB)");
+    println!(
+        "  4 concurrent views: RSS before {before:.1} MB, peak {peak:.1} MB, added {:.1} MB (target ≤ 32 MB: {})",
+        peak - before,
+        if peak - before <= 32.0 { "met" } else { "NOT met" }
+    );
+    let before = rss_mb(child.id());
+    let peak = PeakRss::start(child.id(), Duration::from_millis(5));
+    let (status, whole) = get(port, "/api/v1/jobs/bench/big/builds/1/log");
+    let peak = peak.stop();
+    assert_eq!(status, 200);
+    println!(
+        "  the whole log through the API ({whole} bytes, streamed): added {:.1} MB",
+        peak - before
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    forged_deliveries();
+    big_log_page();
+}
