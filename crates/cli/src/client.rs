@@ -59,7 +59,7 @@ pub struct LogsArgs {
 #[derive(Debug, clap::Args)]
 pub struct TriggerArgs {
     job: String,
-    /// An idempotency key: the same key again within an hour gives the same build.
+    /// An idempotency key: the same key again within three days gives the same build.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     #[command(flatten)]

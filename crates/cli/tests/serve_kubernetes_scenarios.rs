@@ -46,6 +46,7 @@ on_both!(queued_builds_run_in_order_cancel_stops_pods_and_retention_deletes);
 on_both!(a_build_past_its_timeout_fails_with_deadline_exceeded);
 on_both!(a_build_no_node_can_take_fails_as_unschedulable);
 on_both!(an_invalid_job_is_shown_reported_as_an_event_and_never_built);
+on_both!(a_build_just_created_is_readable_and_cancellable_on_every_replica);
 
 fn log(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/log");
@@ -801,5 +802,62 @@ async fn an_invalid_job_is_shown_reported_as_an_event_and_never_built(cluster: T
     }
     assert!(cluster.build_numbers("broken").await.is_empty());
     drop(kubeci);
+    cluster.finish().await;
+}
+
+/// A build the API just reported (`201`) can be read and cancelled at once, on the replica
+/// that created it and on another, before either one's watch has delivered its Job: the
+/// Job watches of both are cut and held for the whole exchange.
+async fn a_build_just_created_is_readable_and_cancellable_on_every_replica(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    cluster
+        .apply("fresh", &cluster.job_yaml("fresh", "sleep 60", ""))
+        .await;
+    let one = cluster.serve(&[]);
+    let two = cluster.serve(&[]);
+    let gate = cluster.proxy.gate();
+    gate.hold("watch", "jobs");
+    gate.drop_watches();
+    cluster
+        .until("both replicas' Job watches to be held", async || {
+            gate.held() >= 2
+        })
+        .await;
+    for number in 1..=3u64 {
+        let (status, body) = trigger_in(&one, &ns, "fresh", None);
+        assert_eq!(
+            (status, body["number"].as_u64()),
+            (201, Some(number)),
+            "{body}"
+        );
+        for (replica, kubeci) in [("the creating replica", &one), ("the other", &two)] {
+            let path = format!("/api/v1/jobs/{ns}/fresh/builds/{number}");
+            let (status, build) = http(kubeci, "GET", &path, &[]);
+            assert_eq!(status, 200, "{replica}: {build}");
+            let page = format!("/jobs/{ns}/fresh/builds/{number}");
+            let (status, html) = http(kubeci, "GET", &page, &[]);
+            assert_eq!(status, 200, "{replica}: {html}");
+        }
+    }
+    let (status, cancelled) = cancel(&two, &ns, "fresh", 3);
+    assert_eq!(
+        status, 200,
+        "cancelled by the replica that did not create it: {cancelled}"
+    );
+    assert_eq!(cancelled["state"], "aborted", "{cancelled}");
+    let (status, cancelled) = cancel(&one, &ns, "fresh", 2);
+    assert_eq!(status, 200, "{cancelled}");
+    gate.release(true);
+    for number in 1..=3 {
+        cancel(&one, &ns, "fresh", number);
+    }
+    let probe = Kubeci::probe(two.port);
+    let namespace = ns.clone();
+    cluster
+        .until_blocking("every build to end as cancelled", move || {
+            (1..=3).all(|n| state_in(&probe, &namespace, "fresh", n) == "aborted")
+        })
+        .await;
+    drop((one, two));
     cluster.finish().await;
 }

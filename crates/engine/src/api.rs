@@ -244,6 +244,20 @@ pub trait Backend: Send + Sync + 'static {
     fn jobs(&self) -> Vec<JobView>;
     /// The builds of a job, newest first; `None` if there is no such job.
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>>;
+    /// Build `number` of a job. The default looks in [`Backend::builds`]; an engine whose
+    /// view of builds lags behind the store (a watch cache) also asks the store, so a
+    /// build another replica just started is found at once.
+    fn build(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> impl Future<Output = Option<BuildView>> + Send {
+        let found = self
+            .builds(namespace, name)
+            .and_then(|builds| builds.into_iter().find(|b| b.number == number));
+        std::future::ready(found)
+    }
     /// The newest build of every job that has one, by (namespace, job): the jobs page's
     /// last column, in one pass instead of one per job.
     fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {

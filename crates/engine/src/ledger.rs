@@ -19,8 +19,11 @@ pub const LAST_BUILD_NUMBER: &str = "kubeci.io/last-build-number";
 pub const LAST_CRON_RUN: &str = "kubeci.io/last-cron-run";
 pub const REQUESTS: &str = "kubeci.io/requests";
 
-/// How long a request key is remembered, so a retry within it starts nothing new.
-pub const KEY_RETENTION: i64 = 3600;
+/// How long a request key is remembered, so a retry within it starts nothing new: three
+/// days, as long as GitHub lets a webhook delivery be redelivered, so a replayed delivery
+/// (its key names the pull request head or push it is about) starts nothing, even after
+/// retention deleted the build it started.
+pub const KEY_RETENTION: i64 = 3 * 24 * 3600;
 /// How long an entry may stay pending before the leader creates its Job: the time its own
 /// creator normally needs.
 pub const HEAL_GRACE: i64 = 5;

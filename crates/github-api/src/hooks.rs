@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubeci_engine::api::{Backend, Delivery, DeliveryAnswer, TriggerRequest, Webhooks};
+use kubeci_engine::api::{
+    Backend, Delivery, DeliveryAnswer, TriggerError, TriggerRequest, Webhooks,
+};
 use kubeci_github::decide::{self, Action, Decision, JobRef};
 use kubeci_github::event::{Event, PullRequestInfo, Repository};
 use kubeci_github::trust::OK_TO_TEST;
@@ -312,8 +314,23 @@ impl<B: Backend> Hooks<B> {
                             build: request,
                             key: Some(key),
                         })
-                        .await
-                        .map_err(|e| (builds.clone(), Failure::Backend(e.to_string())))?;
+                        .await;
+                    let triggered = match triggered {
+                        Ok(triggered) => triggered,
+                        // A replay (within the days request keys are kept) of a delivery
+                        // whose build is gone: built before, nothing new.
+                        Err(TriggerError::Gone { number }) => {
+                            builds.push(json!({
+                                "namespace": namespace,
+                                "job": job,
+                                "number": number,
+                                "created": false,
+                                "outcome": "built before (this build has since been deleted): nothing new is built",
+                            }));
+                            continue;
+                        }
+                        Err(e) => return Err((builds.clone(), Failure::Backend(e.to_string()))),
+                    };
                     builds.push(json!({
                         "namespace": namespace,
                         "job": job,

@@ -99,6 +99,12 @@ impl Default for Settings {
     }
 }
 
+/// Build Jobs by (namespace, Job name), with when they were seen.
+type FreshJobs = BTreeMap<(String, String), (Arc<BuildJob>, std::time::Instant)>;
+
+/// How long a build Job this replica created is shown without its cache showing it.
+const FRESH_FOR: Duration = Duration::from_secs(30);
+
 /// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
 struct Scope {
     jobs: Store<BuildJob>,
@@ -126,6 +132,10 @@ pub struct Cluster {
     /// Until when (ms since the epoch) this replica surely holds the leader Lease.
     leading_until: AtomicI64,
     request_counter: AtomicU64,
+    /// Build Jobs this replica created, or read from the API, that its cache has not shown
+    /// yet, by (namespace, Job name): a build the API just reported is readable and
+    /// cancellable at once, before the watch delivers it.
+    fresh: std::sync::Mutex<FreshJobs>,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) counters: kubeci_engine::metrics::Counters,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
@@ -313,6 +323,7 @@ impl Cluster {
             changed,
             leading_until: AtomicI64::new(0),
             request_counter: AtomicU64::new(0),
+            fresh: Default::default(),
             counters: Default::default(),
         });
         tokio::spawn(controller::elect(cluster.clone()));
@@ -400,10 +411,81 @@ impl Cluster {
 
     /// The builds of job `name` in `namespace`, newest first.
     pub(crate) fn build_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
-        self.records(|ns, job| ns == namespace && job == name)
+        let mut records = self
+            .records(|ns, job| ns == namespace && job == name)
             .into_values()
             .next()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let cached: std::collections::BTreeSet<String> =
+            records.iter().map(|r| r.job.name_any()).collect();
+        let mut fresh = self.fresh.lock().expect("the fresh lock");
+        // Kept until the cache shows the Job (or for a bounded time: one deleted before
+        // the cache saw it is gone from the API too).
+        fresh.retain(|(ns, job_name), (_, at)| {
+            at.elapsed() < FRESH_FOR && !(ns == namespace && cached.contains(job_name))
+        });
+        for ((ns, _), (job, _)) in fresh.iter() {
+            if ns != namespace || label(&**job, keys::JOB) != Some(name) {
+                continue;
+            }
+            let summary = observe::summarize(
+                job,
+                &[],
+                now(),
+                self.pending_deadline(),
+                self.reporter.is_some(),
+            );
+            if let Some(summary) = summary {
+                records.push(BuildRecord {
+                    job: Arc::clone(job),
+                    pods: Vec::new(),
+                    summary,
+                });
+            }
+        }
+        drop(fresh);
+        records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+        records
+    }
+
+    /// Keeps `job` readable until the cache shows it (see `fresh`).
+    fn remember_fresh(&self, job: &BuildJob) {
+        let key = (job.namespace().unwrap_or_default(), job.name_any());
+        self.fresh
+            .lock()
+            .expect("the fresh lock")
+            .insert(key, (Arc::new(job.clone()), std::time::Instant::now()));
+    }
+
+    /// Build `number` of job `name`: from the cache, else — a build another replica has
+    /// just created, not yet in this one's cache — from the API.
+    async fn find_build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRecord> {
+        let cached = self
+            .build_records(namespace, name)
+            .into_iter()
+            .find(|r| r.summary.number == number);
+        if cached.is_some() {
+            return cached;
+        }
+        if !self
+            .index
+            .read()
+            .expect("the index lock")
+            .is_declared(namespace, name)
+        {
+            return None;
+        }
+        let job = Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+            .get_opt(&kubeci_render::build_name(name, number))
+            .await
+            .ok()??;
+        if label(&job, keys::JOB) != Some(name) {
+            return None;
+        }
+        self.remember_fresh(&job);
+        self.build_records(namespace, name)
+            .into_iter()
+            .find(|r| r.summary.number == number)
     }
 
     /// The ledger Lease of a job, from the cache.
@@ -708,6 +790,7 @@ impl Cluster {
                     number: allocation.number,
                 })?,
         };
+        self.remember_fresh(&job);
         self.changed.notify_one();
         Ok(Triggered {
             build: self.fresh_view(&job),
@@ -768,6 +851,11 @@ impl Backend for Cluster {
         )
     }
 
+    async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
+        let record = self.find_build(namespace, name, number).await?;
+        Some(self.view(&record.job, &record.pods, &record.summary))
+    }
+
     fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
         self.records(|_, _| true)
             .into_iter()
@@ -796,10 +884,9 @@ impl Backend for Cluster {
             name: name.into(),
             number,
         };
-        let records = self.build_records(namespace, name);
-        let record = records
-            .iter()
-            .find(|r| r.summary.number == number)
+        let record = self
+            .find_build(namespace, name, number)
+            .await
             .ok_or_else(not_found)?;
         if record.summary.state.is_finished() {
             return Err(CancelError::Finished {
@@ -897,10 +984,9 @@ impl Backend for Cluster {
         number: u64,
         follow: bool,
     ) -> Result<LogStream, LogError> {
-        let records = self.build_records(namespace, name);
-        let record = records
-            .iter()
-            .find(|r| r.summary.number == number)
+        let record = self
+            .find_build(namespace, name, number)
+            .await
             .ok_or_else(|| {
                 LogError::NotFound(format!("no build {number} of job {namespace}/{name}"))
             })?;

@@ -796,11 +796,7 @@ async fn build_page<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return not_found_page("A build number is a whole number.");
     };
-    let Some(build) = state
-        .backend
-        .builds(&namespace, &name)
-        .and_then(|builds| builds.into_iter().find(|b| b.number == number))
-    else {
+    let Some(build) = state.backend.build(&namespace, &name, number).await else {
         return not_found_page(&format!(
             "There is no build {number} of {namespace}/{name}."
         ));
@@ -996,17 +992,17 @@ async fn build<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
     };
-    let Some(builds) = state.backend.builds(&namespace, &name) else {
-        return job_not_found(&namespace, &name);
-    };
-    match builds.into_iter().find(|b| b.number == number) {
-        Some(build) => Json(build).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "build-not-found",
-            format!("no build {number} of job {namespace}/{name}"),
-        ),
+    if let Some(build) = state.backend.build(&namespace, &name, number).await {
+        return Json(build).into_response();
     }
+    if state.backend.builds(&namespace, &name).is_none() {
+        return job_not_found(&namespace, &name);
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "build-not-found",
+        format!("no build {number} of job {namespace}/{name}"),
+    )
 }
 
 /// Why an action is refused: (status, code, message).

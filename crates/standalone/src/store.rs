@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS log_lines (
 ";
 
 /// How long a request key is remembered: a retry within it gets the same build.
-pub const KEY_RETENTION: i64 = 3600;
+pub const KEY_RETENTION: i64 = kubeci_engine::ledger::KEY_RETENTION;
 
 /// One build as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
