@@ -21,20 +21,22 @@ fn main() {
     });
     let _guard = runtime.enter();
     server.preload(storm_driver::configmaps(1_000)).unwrap();
-    let kubeci = support::start_for_webhooks(&server, storm_driver::SECRET);
     let fixture = storm_driver::fixture();
-    let report = storm_driver::run(
+    let config = storm_driver::Config {
+        heads: 3_000,
+        forgeries: 1_000,
+        clients: 16,
+        seed,
+    };
+    let github = storm_driver::github(&config, &fixture);
+    let kubeci = support::start_for_github(
         &server,
-        kubeci.port,
-        kubeci.child.id(),
-        &fixture,
-        &storm_driver::Config {
-            heads: 3_000,
-            forgeries: 1_000,
-            clients: 16,
-            seed,
-        },
+        storm_driver::SECRET,
+        &github.url(),
+        storm_driver::GITHUB_TOKEN,
     );
+    let fixture = storm_driver::fixture();
+    let report = storm_driver::run(&server, kubeci.port, kubeci.child.id(), &fixture, &config);
     println!(
         "seed {seed}: {} deliveries ({} duplicates, {} forgeries) in {:.1} s: {:.0}/s\n\
          answers: genuine {:?}, forged {:?}; redelivered after a non-200 answer: {}\n\

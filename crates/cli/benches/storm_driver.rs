@@ -104,6 +104,25 @@ fn sign(secret: &str, body: &[u8]) -> String {
     kubeci_github::signature::sign(secret.as_bytes(), body)
 }
 
+/// A fake GitHub showing each genuine head as its pull request's current head (kubeci
+/// checks that before building), and the token to call it with.
+pub fn github(config: &Config, fixture: &Value) -> kubeci_testkit::github::FakeGitHub {
+    let github = tokio::runtime::Handle::current().block_on(
+        kubeci_testkit::github::FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot"),
+    );
+    let repo = fixture["repository"]["full_name"].as_str().unwrap();
+    for i in 0..config.heads {
+        let head = format!("{:040x}", 0x1000_0000 + i);
+        let body = payload(fixture, 10_000 + i as u64, &head);
+        let delivery: Value = serde_json::from_slice(&body).unwrap();
+        github.set_pull_request(repo, delivery["pull_request"].clone());
+    }
+    github
+}
+
+/// The token of [`github`].
+pub const GITHUB_TOKEN: &str = "storm-github-token";
+
 fn deliveries(config: &Config, fixture: &Value, rng: &mut Rng) -> (Vec<Delivery>, usize) {
     let mut all = Vec::new();
     let mut duplicates = 0;

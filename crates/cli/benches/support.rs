@@ -218,6 +218,31 @@ pub fn start_for_webhooks(server: &FakeApiServer, secret: &str) -> Kubeci {
     kubeci
 }
 
+/// Starts kubeci taking GitHub webhooks signed with `secret`, GitHub's API at `github_url`
+/// (called with `token`), no resync.
+pub fn start_for_github(
+    server: &FakeApiServer,
+    secret: &str,
+    github_url: &str,
+    token: &str,
+) -> Kubeci {
+    let (kubeci, _) = start(
+        server,
+        &[("secret", secret), ("github-token", token)],
+        &[
+            "--github-webhook-secret-file",
+            "{dir}/secret",
+            "--github-token-file",
+            "{dir}/github-token",
+            "--github-url",
+            github_url,
+            "--github-resync",
+            "0s",
+        ],
+    );
+    kubeci
+}
+
 /// Starts `kubeci serve --kubernetes` on a free port with `files` written to its directory
 /// (`args` may name them through `{dir}`), and waits for /readyz; the time it took.
 pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (Kubeci, Duration) {

@@ -276,6 +276,8 @@ async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
     payload["pull_request"]["user"]["login"] = "friend".into();
     payload["pull_request"]["head"]["sha"] = head.clone().into();
     let body = serde_json::to_vec(&payload).unwrap();
+    // GitHub shows this head as the pull request's current one.
+    github.set_pull_request("Codertocat/Hello-World", payload["pull_request"].clone());
     let signature = kubeci_github::signature::sign(b"local-webhook-secret", &body);
     let headers = [
         ("X-GitHub-Event", "pull_request"),

@@ -19,18 +19,26 @@ fn a_storm_of_deliveries_duplicates_and_forgeries_builds_each_head_once_and_no_f
     });
     let _guard = runtime.enter();
     server.preload(storm_driver::configmaps(100)).unwrap();
-    let kubeci = support::start_for_webhooks(&server, storm_driver::SECRET);
+    let fixture = storm_driver::fixture();
+    let config = storm_driver::Config {
+        heads: 300,
+        forgeries: 100,
+        clients: 8,
+        seed: 7,
+    };
+    let github = storm_driver::github(&config, &fixture);
+    let kubeci = support::start_for_github(
+        &server,
+        storm_driver::SECRET,
+        &github.url(),
+        storm_driver::GITHUB_TOKEN,
+    );
     let report = storm_driver::run(
         &server,
         kubeci.port,
         kubeci.child.id(),
         &storm_driver::fixture(),
-        &storm_driver::Config {
-            heads: 300,
-            forgeries: 100,
-            clients: 8,
-            seed: 7,
-        },
+        &config,
     );
     assert!(report.duplicates > 100, "duplicates mixed in: {report:?}");
     assert!(report.forged_builds.is_empty(), "{report:?}");

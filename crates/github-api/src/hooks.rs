@@ -150,8 +150,16 @@ impl<B: Backend> Hooks<B> {
                             &jobs,
                             &members,
                         );
-                        self.execute(&repository, Some(pull_request.number), decision)
+                        match self
+                            .as_it_is_now(&repository, &pull_request, decision)
                             .await
+                        {
+                            Ok(decision) => {
+                                self.execute(&repository, Some(pull_request.number), decision)
+                                    .await
+                            }
+                            Err(e) => Err((Vec::new(), Failure::GitHub(e))),
+                        }
                     }
                     Err(e) => Err((Vec::new(), Failure::GitHub(e))),
                 }
@@ -204,6 +212,29 @@ impl<B: Backend> Hooks<B> {
                 json!({"error": {"code": "backend-failed", "message": message}, "builds": builds}),
             ),
         }
+    }
+
+    /// `decision` about a delivery's pull request, checked against the pull request as
+    /// GitHub shows it now when it would build: only its current head of an open pull
+    /// request is built (a replayed delivery of an old head builds nothing).
+    async fn as_it_is_now(
+        &self,
+        repository: &Repository,
+        pull_request: &kubeci_github::PullRequestInfo,
+        decision: Decision,
+    ) -> Result<Decision, GitHubError> {
+        if !decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Build { .. }))
+        {
+            return Ok(decision);
+        }
+        let current = self
+            .github
+            .pull_request(&repository.full_name, pull_request.number)
+            .await?;
+        Ok(decide::only_current_head(decision, pull_request, &current))
     }
 
     async fn on_comment(

@@ -193,6 +193,37 @@ pub fn head_key(pr: &PullRequestInfo) -> String {
     format!("pr:{}:{}", pr.number, pr.head_sha)
 }
 
+/// `decision` about pull request `event` (as a delivery described it), kept only as far
+/// as `current` (the pull request as GitHub shows it now) allows: a head is built only
+/// while it is the pull request's current head and the pull request is open, so a
+/// delivery replayed after it moved on or closed builds nothing.
+pub fn only_current_head(
+    decision: Decision,
+    event: &PullRequestInfo,
+    current: &PullRequestInfo,
+) -> Decision {
+    let why = if !current.open {
+        format!("pull request #{} is closed: nothing is built", event.number)
+    } else if current.head_sha != event.head_sha {
+        format!(
+            "{} is no longer the head of pull request #{} (it is {}): nothing is built",
+            short(&event.head_sha),
+            event.number,
+            short(&current.head_sha)
+        )
+    } else {
+        return decision;
+    };
+    let builds = decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Build { .. }));
+    if !builds {
+        return decision;
+    }
+    Decision::because(why)
+}
+
 /// A `pull_request` event with `action`, from `sender`, to the matching `jobs`.
 pub fn on_pull_request(
     action: &str,

@@ -17,6 +17,8 @@ pub struct PullRequestInfo {
     pub head_ref: String,
     pub base_ref: String,
     pub html_url: String,
+    /// Not closed (nor merged).
+    pub open: bool,
 }
 
 /// The repository an event is about.
@@ -120,6 +122,9 @@ pub struct PullRequestJson {
     base: Branch,
     #[serde(default)]
     html_url: Option<String>,
+    /// `open` or `closed`.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 impl From<PullRequestJson> for PullRequestInfo {
@@ -135,6 +140,7 @@ impl From<PullRequestJson> for PullRequestInfo {
             head_ref: pr.head.name,
             base_ref: pr.base.name,
             html_url: pr.html_url.unwrap_or_default(),
+            open: pr.state.as_deref() != Some("closed"),
         }
     }
 }

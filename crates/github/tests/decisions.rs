@@ -592,3 +592,39 @@ fn the_resync_builds_trusted_heads_without_a_status() {
         "no build and no comment for untrusted heads"
     );
 }
+
+#[test]
+fn a_head_is_built_only_while_it_is_the_open_pull_requests_current_head() {
+    let jobs = [pr_job()];
+    let jobs = refs(&jobs);
+    let event = by("admin", &[]);
+    let decision = || decide::on_pull_request("synchronize", &event, "admin", &jobs, &no_orgs);
+    assert_eq!(built(&decision()).len(), 1);
+    // GitHub shows the same head: built.
+    let same = decide::only_current_head(decision(), &event, &event);
+    assert_eq!(built(&same).len(), 1);
+    // The pull request has moved on since this delivery (a replay): nothing.
+    let moved = PullRequestInfo {
+        head_sha: "f".repeat(40),
+        ..event.clone()
+    };
+    let replayed = decide::only_current_head(decision(), &event, &moved);
+    assert!(built(&replayed).is_empty());
+    assert!(
+        replayed.reasons[0].contains("is no longer the head of pull request"),
+        "{:?}",
+        replayed.reasons
+    );
+    // Closed since: nothing.
+    let closed = PullRequestInfo {
+        open: false,
+        ..event.clone()
+    };
+    let replayed = decide::only_current_head(decision(), &event, &closed);
+    assert!(built(&replayed).is_empty());
+    assert!(
+        replayed.reasons[0].contains("is closed"),
+        "{:?}",
+        replayed.reasons
+    );
+}

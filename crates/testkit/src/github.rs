@@ -34,7 +34,8 @@ struct State {
     /// (repo, number) → (author, body).
     comments: BTreeMap<(String, u64), Vec<(String, String)>>,
     /// Answers to give instead of serving: (status, headers).
-    faults: VecDeque<(u16, Vec<(String, String)>)>,
+    /// What the next requests get: a fault, or `None` to be served.
+    faults: VecDeque<Option<Fault>>,
     /// (method, path) of every request.
     requests: Vec<(String, String)>,
     bot: String,
@@ -106,7 +107,7 @@ async fn handle(
     state
         .requests
         .push((parts.method.to_string(), path.clone()));
-    if let Some((status, headers)) = state.faults.pop_front() {
+    if let Some(Some((status, headers))) = state.faults.pop_front() {
         let mut response = reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             json!({"message": "injected fault"}),
@@ -317,10 +318,21 @@ impl FakeGitHub {
             .collect();
         let mut state = self.state();
         for _ in 0..count {
-            state.faults.push_back((status, headers.clone()));
+            state.faults.push_back(Some((status, headers.clone())));
+        }
+    }
+
+    /// The next `count` requests are served as usual (before the faults queued after).
+    pub fn serve_next(&self, count: usize) {
+        let mut state = self.state();
+        for _ in 0..count {
+            state.faults.push_back(None);
         }
     }
 }
+
+/// An answer given instead of serving a request: status and headers.
+type Fault = (u16, Vec<(String, String)>);
 
 impl FakeGitHub {
     /// Forgets the faults not given yet.
