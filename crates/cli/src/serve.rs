@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// client's connection is closed (a body gets `408`).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     read_timeout: String,
+    /// How many clients may follow one build's log at once (the live page, `logs -f`);
+    /// more are answered `503 too-many-followers`. Followers of one build share one
+    /// stream from the cluster.
+    #[arg(long, default_value_t = kubeci_server::Limits::default().log_followers_per_build, value_name = "N")]
+    max_log_followers: usize,
     /// Base URL of this server as users reach it, for BUILD_URL.
     #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
     base_url: String,
@@ -327,6 +332,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             SocketAddr::from((host, 8080))
         }),
         read_timeout,
+        limits: kubeci_server::Limits {
+            log_followers_per_build: args.max_log_followers.max(1),
+        },
         access,
         sign_in_hint: (args.local.is_some() && args.token_file.is_none()).then(|| {
             format!(
@@ -384,6 +392,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
 struct Front {
     listen: SocketAddr,
     read_timeout: Duration,
+    limits: kubeci_server::Limits,
     access: kubeci_server::Access,
     /// Where the token of `--local` is, for the first message.
     sign_in_hint: Option<String>,
@@ -403,7 +412,7 @@ impl Front {
         if let Some(every) = self.resync.filter(|d| !d.is_zero()) {
             tokio::spawn(Arc::clone(&hooks).resync_every(every));
         }
-        let app = kubeci_server::app_with_webhooks(backend, self.access, hooks);
+        let app = kubeci_server::app_with(backend, self.access, hooks, self.limits);
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;

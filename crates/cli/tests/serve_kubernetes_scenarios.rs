@@ -47,6 +47,7 @@ on_both!(a_build_past_its_timeout_fails_with_deadline_exceeded);
 on_both!(a_build_no_node_can_take_fails_as_unschedulable);
 on_both!(an_invalid_job_is_shown_reported_as_an_event_and_never_built);
 on_both!(a_build_just_created_is_readable_and_cancellable_on_every_replica);
+on_both!(log_followers_share_one_stream_are_capped_and_wait_with_backoff);
 
 fn log(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/log");
@@ -859,5 +860,140 @@ async fn a_build_just_created_is_readable_and_cancellable_on_every_replica(clust
         })
         .await;
     drop((one, two));
+    cluster.finish().await;
+}
+
+/// An HTTP/1.0 GET of a followed log (the answer ends with the connection): its status
+/// is sent to `head` as soon as it arrives, then the body is read to the end (or until
+/// `give_up`).
+fn follow_log(
+    port: u16,
+    path: String,
+    head: std::sync::mpsc::Sender<u16>,
+    give_up: Duration,
+) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(give_up)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: l\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut told = false;
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+        if !told && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap_or(0);
+            let _ = head.send(status);
+            told = true;
+        }
+    }
+    if !told {
+        let _ = head.send(0);
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// Followers of one build share one stream from the cluster and each gets the whole
+/// log; past `--max-log-followers` a follower is answered 503; while a container cannot
+/// start, its log is asked for with a growing pause, once for all its followers.
+async fn log_followers_share_one_stream_are_capped_and_wait_with_backoff(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    let chatty = "for i in $(seq 1 50); do echo line $i; sleep 0.1; done";
+    cluster
+        .apply("chatty", &cluster.job_yaml("chatty", chatty, ""))
+        .await;
+    cluster
+        .apply(
+            "stuck",
+            &cluster.job_yaml_in_image("stuck", MISSING_IMAGE, "echo never", ""),
+        )
+        .await;
+    const FOLLOWERS: usize = 12;
+    let kubeci = cluster.serve(&["--max-log-followers", &FOLLOWERS.to_string()]);
+    let gate = cluster.proxy.gate();
+    assert_eq!(trigger_in(&kubeci, &ns, "chatty", None).0, 201);
+    let port = kubeci.port;
+    let namespace = ns.clone();
+    cluster
+        .until_blocking("the build to print its first line", move || {
+            let path = format!("/api/v1/jobs/{namespace}/chatty/builds/1/log");
+            http(&Kubeci::probe(port), "GET", &path, &[])
+                .1
+                .contains("line 1\n")
+        })
+        .await;
+    gate.clear_requests();
+    let path = format!("/api/v1/jobs/{ns}/chatty/builds/1/log?follow=true");
+    let (heads, statuses) = std::sync::mpsc::channel();
+    let followers: Vec<_> = (0..FOLLOWERS)
+        .map(|_| {
+            let (path, heads) = (path.clone(), heads.clone());
+            std::thread::spawn(move || follow_log(port, path, heads, Duration::from_secs(60)))
+        })
+        .collect();
+    for _ in 0..FOLLOWERS {
+        let status = statuses.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(status, 200);
+    }
+    let (status, refused) = http(&kubeci, "GET", &path, &[]);
+    assert_eq!(status, 503, "one follower too many: {refused}");
+    assert!(refused.contains("too-many-followers"), "{refused}");
+    let logs: Vec<String> = followers.into_iter().map(|f| f.join().unwrap()).collect();
+    let whole = follow_log(
+        port,
+        format!("/api/v1/jobs/{ns}/chatty/builds/1/log"),
+        std::sync::mpsc::channel().0,
+        Duration::from_secs(30),
+    );
+    assert!(whole.contains("line 50\n"), "{whole}");
+    for followed in &logs {
+        assert_eq!(followed, &whole, "every follower got the whole log");
+    }
+    let upstreams = gate
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "pods/log" && r.query.contains("follow=true"))
+        .count();
+    assert!(
+        upstreams <= 2,
+        "{FOLLOWERS} followers, one followed stream per container: {upstreams}"
+    );
+
+    // A build whose container cannot start: its followers wait on one upstream, which
+    // asks ever more rarely.
+    assert_eq!(trigger_in(&kubeci, &ns, "stuck", None).0, 201);
+    let (heads, statuses) = std::sync::mpsc::channel();
+    let path = format!("/api/v1/jobs/{ns}/stuck/builds/1/log?follow=true");
+    let waiting: Vec<_> = (0..FOLLOWERS)
+        .map(|_| {
+            let (path, heads) = (path.clone(), heads.clone());
+            std::thread::spawn(move || follow_log(port, path, heads, Duration::from_secs(8)))
+        })
+        .collect();
+    for _ in 0..FOLLOWERS {
+        assert_eq!(statuses.recv_timeout(Duration::from_secs(30)).unwrap(), 200);
+    }
+    gate.clear_requests();
+    // The measured window (not a synchronisation): what the followers cost in 6 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let asked = gate
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "pods/log")
+        .count();
+    assert!(
+        asked <= 12,
+        "20 waiting followers asked {asked} times in 6 s"
+    );
+    for follower in waiting {
+        follower.join().unwrap();
+    }
+    drop(kubeci);
     cluster.finish().await;
 }

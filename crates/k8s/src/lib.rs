@@ -136,6 +136,8 @@ pub struct Cluster {
     /// yet, by (namespace, Job name): a build the API just reported is readable and
     /// cancellable at once, before the watch delivers it.
     fresh: std::sync::Mutex<FreshJobs>,
+    /// Followed build logs, one upstream per pod.
+    logs: logs::LogHub,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) counters: kubeci_engine::metrics::Counters,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
@@ -324,6 +326,7 @@ impl Cluster {
             leading_until: AtomicI64::new(0),
             request_counter: AtomicU64::new(0),
             fresh: Default::default(),
+            logs: Default::default(),
             counters: Default::default(),
         });
         tokio::spawn(controller::elect(cluster.clone()));
@@ -635,7 +638,7 @@ impl Cluster {
                     Some(r) if r.pods.is_empty() && !r.summary.state.is_finished() => {}
                     Some(r) if !r.pods.is_empty() => {
                         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
-                        return logs::stream(pods, r.pods[0].name_any(), true);
+                        return cluster.logs.follow(pods, &namespace, &r.pods[0].name_any());
                     }
                     _ => return futures_util::StreamExt::boxed(futures_util::stream::empty()),
                 }
@@ -992,7 +995,8 @@ impl Backend for Cluster {
             })?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         match record.pods.first() {
-            Some(pod) => Ok(logs::stream(pods, pod.name_any(), follow)),
+            Some(pod) if follow => Ok(self.logs.follow(pods, namespace, &pod.name_any())),
+            Some(pod) => Ok(logs::stream(pods, pod.name_any(), false)),
             None if follow && !record.summary.state.is_finished() => {
                 // Queued, or its pod not created yet: follow from when it has one.
                 Ok(self.log_once_it_has_a_pod(namespace, name, number))

@@ -1,23 +1,48 @@
 //! A build's log, streamed from its pod through the API: the clone step's, then the build
 //! step's, as one console (as Jenkins showed it).
+//!
+//! Followers of one pod share one upstream: the first opens the followed `pods/log`
+//! streams, later ones join it (replaying what it has read so far, or — past
+//! [`HISTORY_LIMIT`] — reading the log up to now once and splicing it onto the shared
+//! stream by byte offset). While a container cannot start, its log is asked for with a
+//! growing pause ([`START_POLL`] up to [`START_POLL_MAX`]), once for all followers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use kubeci_engine::api::LogStream;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 /// How long a followed log waits for a container to start.
 const START_WAIT: Duration = Duration::from_secs(600);
-const START_POLL: Duration = Duration::from_millis(250);
+/// The first pause before asking again for the log of a container that has not started;
+/// doubled each time up to [`START_POLL_MAX`].
+pub(crate) const START_POLL: Duration = Duration::from_millis(250);
+pub(crate) const START_POLL_MAX: Duration = Duration::from_secs(5);
+/// A shared upstream keeps what it read for joining followers up to this many bytes;
+/// past it, a joining follower reads the log up to now once itself.
+const HISTORY_LIMIT: usize = 1024 * 1024;
+/// Chunks a follower may lag behind the shared stream before it is ended.
+const FOLLOWER_BACKLOG: usize = 1024;
 
+/// A log as chunks (or the error that ended it).
+type Chunk = Result<Vec<u8>, String>;
+
+/// A pod's log read once (`follow: false`), or followed until its containers end.
 pub(crate) fn stream(pods: Api<Pod>, pod: String, follow: bool) -> LogStream {
-    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, String>>(16);
+    let (sender, receiver) = mpsc::channel::<Chunk>(16);
     tokio::spawn(async move {
         for container in ["clone", "build"] {
-            if !copy(&pods, &pod, container, follow, &sender).await {
+            let mut send = |chunk: Chunk| {
+                let sender = sender.clone();
+                async move { sender.send(chunk).await.is_ok() }
+            };
+            let wanted = || !sender.is_closed();
+            if !copy(&pods, &pod, container, follow, &wanted, &mut send).await {
                 return;
             }
         }
@@ -28,21 +53,205 @@ pub(crate) fn stream(pods: Api<Pod>, pod: String, follow: bool) -> LogStream {
     ))
 }
 
-/// Copies one container's log; false when the stream must end (the reader left, or the
-/// pod is gone).
-async fn copy(
+/// The followed logs of pods, one upstream per pod shared by all its followers.
+#[derive(Default)]
+pub(crate) struct LogHub {
+    upstreams: Mutex<HashMap<(String, String), Weak<Upstream>>>,
+}
+
+/// One pod's followed log, read once for every follower.
+struct Upstream {
+    state: Mutex<Shared>,
+}
+
+struct Shared {
+    /// `None` once the log has ended: later followers read it themselves.
+    sender: Option<broadcast::Sender<(u64, Arc<Vec<u8>>)>>,
+    /// How many bytes were read so far.
+    offset: u64,
+    /// Everything read so far, while it is at most [`HISTORY_LIMIT`] bytes.
+    history: Option<Vec<u8>>,
+}
+
+impl LogHub {
+    /// Follows the log of `pod` (in `pods`' namespace), sharing its upstream.
+    pub(crate) fn follow(&self, pods: Api<Pod>, namespace: &str, pod: &str) -> LogStream {
+        let key = (namespace.to_owned(), pod.to_owned());
+        let upstream = {
+            let mut upstreams = self.upstreams.lock().expect("the log hub lock");
+            upstreams.retain(|_, u| u.strong_count() > 0);
+            match upstreams.get(&key).and_then(Weak::upgrade) {
+                Some(upstream) => upstream,
+                None => {
+                    let upstream = Upstream::start(pods.clone(), pod.to_owned());
+                    upstreams.insert(key, Arc::downgrade(&upstream));
+                    upstream
+                }
+            }
+        };
+        upstream.join(pods, pod.to_owned())
+    }
+}
+
+impl Upstream {
+    fn start(pods: Api<Pod>, pod: String) -> Arc<Upstream> {
+        let (sender, _) = broadcast::channel(FOLLOWER_BACKLOG);
+        let upstream = Arc::new(Upstream {
+            state: Mutex::new(Shared {
+                sender: Some(sender),
+                offset: 0,
+                history: Some(Vec::new()),
+            }),
+        });
+        let weak = Arc::downgrade(&upstream);
+        tokio::spawn(async move {
+            for container in ["clone", "build"] {
+                let mut send = |chunk: Chunk| {
+                    let weak = weak.clone();
+                    async move {
+                        let Some(upstream) = weak.upgrade() else {
+                            return false;
+                        };
+                        upstream.publish(chunk)
+                    }
+                };
+                let wanted = || weak.strong_count() > 0;
+                if !copy(&pods, &pod, container, true, &wanted, &mut send).await {
+                    break;
+                }
+            }
+            if let Some(upstream) = weak.upgrade() {
+                upstream.state.lock().expect("the upstream lock").sender = None;
+            }
+        });
+        upstream
+    }
+
+    /// Hands a chunk to every follower; false when none is left to read it.
+    fn publish(&self, chunk: Chunk) -> bool {
+        let mut state = self.state.lock().expect("the upstream lock");
+        let Some(sender) = state.sender.clone() else {
+            return false;
+        };
+        let bytes = match chunk {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                // The followers end with the upstream; each may follow again.
+                state.sender = None;
+                return false;
+            }
+        };
+        let at = state.offset;
+        state.offset += bytes.len() as u64;
+        let too_long = state
+            .history
+            .as_ref()
+            .is_some_and(|h| h.len() + bytes.len() > HISTORY_LIMIT);
+        if too_long {
+            state.history = None;
+        } else if let Some(history) = state.history.as_mut() {
+            history.extend_from_slice(&bytes);
+        }
+        sender.send((at, Arc::new(bytes))).is_ok()
+    }
+
+    /// A follower's stream: what was read so far, then the shared chunks.
+    fn join(self: Arc<Self>, pods: Api<Pod>, pod: String) -> LogStream {
+        let (receiver, history) = {
+            let state = self.state.lock().expect("the upstream lock");
+            match &state.sender {
+                Some(sender) => (sender.subscribe(), state.history.clone()),
+                // The log has ended: read it whole.
+                None => return stream(pods, pod, true),
+            }
+        };
+        let (out, chunks) = mpsc::channel::<Chunk>(16);
+        tokio::spawn(async move {
+            // Holds the upstream while this follower reads.
+            let _upstream = self;
+            let mut receiver = receiver;
+            let mut next: u64 = match history {
+                Some(history) => {
+                    let len = history.len() as u64;
+                    if !history.is_empty() && out.send(Ok(history)).await.is_err() {
+                        return;
+                    }
+                    len
+                }
+                None => {
+                    // Too long to keep: read up to now, then go on from where it ended.
+                    let mut read = 0u64;
+                    let mut before = stream(pods, pod, false);
+                    while let Some(chunk) = futures_util::StreamExt::next(&mut before).await {
+                        if let Ok(bytes) = &chunk {
+                            read += bytes.len() as u64;
+                        }
+                        if out.send(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    read
+                }
+            };
+            loop {
+                match receiver.recv().await {
+                    Ok((at, bytes)) => {
+                        let end = at + bytes.len() as u64;
+                        if end <= next {
+                            continue;
+                        }
+                        let skip = next.saturating_sub(at) as usize;
+                        next = end;
+                        if out.send(Ok(bytes[skip..].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = out
+                            .send(Err("the log follower fell behind; reload the log".into()))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Box::pin(futures_util::stream::unfold(
+            chunks,
+            |mut chunks| async move { chunks.recv().await.map(|chunk| (chunk, chunks)) },
+        ))
+    }
+}
+
+/// The pause before asking again for the log of a container that has not started, after
+/// `tries` tries: doubling from [`START_POLL`] up to [`START_POLL_MAX`].
+pub(crate) fn start_backoff(tries: u32) -> Duration {
+    START_POLL
+        .saturating_mul(1u32 << tries.min(16))
+        .min(START_POLL_MAX)
+}
+
+/// Copies one container's log to `send`; false when the stream must end (the reader
+/// left — `wanted` says whether anyone still reads — or the pod is gone).
+async fn copy<F, Fut>(
     pods: &Api<Pod>,
     pod: &str,
     container: &str,
     follow: bool,
-    sender: &mpsc::Sender<Result<Vec<u8>, String>>,
-) -> bool {
+    wanted: &(dyn Fn() -> bool + Sync),
+    send: &mut F,
+) -> bool
+where
+    F: FnMut(Chunk) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let params = LogParams {
         container: Some(container.into()),
         follow,
         ..LogParams::default()
     };
     let deadline = tokio::time::Instant::now() + START_WAIT;
+    let mut tries = 0;
     let mut reader = loop {
         match pods.log_stream(pod, &params).await {
             Ok(reader) => break reader,
@@ -50,14 +259,15 @@ async fn copy(
             Err(kube::Error::Api(status))
                 if status.code == 400 && follow && tokio::time::Instant::now() < deadline =>
             {
-                if sender.is_closed() {
+                if !wanted() {
                     return false;
                 }
-                tokio::time::sleep(START_POLL).await;
+                tokio::time::sleep(start_backoff(tries)).await;
+                tries += 1;
             }
             Err(kube::Error::Api(status)) if status.code == 400 => return true,
             Err(e) => {
-                let _ = sender.send(Err(e.to_string())).await;
+                send(Err(e.to_string())).await;
                 return false;
             }
         }
@@ -67,14 +277,28 @@ async fn copy(
         match reader.read(&mut buffer).await {
             Ok(0) => return true,
             Ok(n) => {
-                if sender.send(Ok(buffer[..n].to_vec())).await.is_err() {
+                if !send(Ok(buffer[..n].to_vec())).await {
                     return false;
                 }
             }
             Err(e) => {
-                let _ = sender.send(Err(e.to_string())).await;
+                send(Err(e.to_string())).await;
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_that_cannot_start_is_asked_for_ever_more_rarely() {
+        let pauses: Vec<Duration> = (0..8).map(start_backoff).collect();
+        assert_eq!(pauses[0], START_POLL);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(*pauses.last().unwrap(), START_POLL_MAX);
+        assert_eq!(start_backoff(u32::MAX), START_POLL_MAX);
     }
 }

@@ -117,8 +117,80 @@ fn cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Bounds on what clients may hold at once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Clients following one build's log at once (`?follow=true`, the live page); more
+    /// are answered `503 too-many-followers`.
+    pub log_followers_per_build: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            log_followers_per_build: 50,
+        }
+    }
+}
+
+/// Who follows which build's log: one count per build.
+#[derive(Default)]
+struct Followers(std::sync::Mutex<std::collections::HashMap<(String, String, u64), usize>>);
+
+/// A follower's place, given back when its stream ends.
+struct FollowerSlot {
+    followers: Arc<Followers>,
+    build: (String, String, u64),
+}
+
+impl Followers {
+    /// A place among the followers of `build`, if fewer than `limit` hold one.
+    fn join(self: &Arc<Self>, build: (String, String, u64), limit: usize) -> Option<FollowerSlot> {
+        let mut counts = self.0.lock().expect("the followers lock");
+        let count = counts.entry(build.clone()).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(FollowerSlot {
+            followers: Arc::clone(self),
+            build,
+        })
+    }
+}
+
+impl Drop for FollowerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.followers.0.lock().expect("the followers lock");
+        if let Some(count) = counts.get_mut(&self.build) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.build);
+            }
+        }
+    }
+}
+
+/// The answer to one follower too many.
+fn too_many_followers(namespace: &str, name: &str, number: u64, limit: usize) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too-many-followers",
+        format!(
+            "build {number} of {namespace}/{name} has {limit} followers, the most kubeci serves: read the log without following, or try again later"
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("10"),
+    );
+    response
+}
+
 struct AppState<B> {
     backend: Arc<B>,
+    limits: Limits,
+    followers: Arc<Followers>,
     access: Access,
     webhooks: Arc<dyn Webhooks>,
     /// KiB of webhook bodies that may be held at once ([`DELIVERY_BUDGET`]).
@@ -247,8 +319,20 @@ pub fn app_with_webhooks<B: Backend>(
     access: Access,
     webhooks: Arc<dyn Webhooks>,
 ) -> Router {
+    app_with(backend, access, webhooks, Limits::default())
+}
+
+/// The router, with `webhooks` answering `POST /hooks/github` and these `limits`.
+pub fn app_with<B: Backend>(
+    backend: Arc<B>,
+    access: Access,
+    webhooks: Arc<dyn Webhooks>,
+    limits: Limits,
+) -> Router {
     let state = Arc::new(AppState {
         backend,
+        limits,
+        followers: Arc::default(),
         access,
         webhooks,
         delivery_budget: tokio::sync::Semaphore::new(DELIVERY_BUDGET / 1024),
@@ -352,10 +436,20 @@ async fn build_events<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
     };
+    let limit = state.limits.log_followers_per_build;
+    let build = (namespace.clone(), name.clone(), number);
+    let Some(slot) = state.followers.join(build, limit) else {
+        return too_many_followers(&namespace, &name, number, limit);
+    };
     let stream = match state.backend.log(&namespace, &name, number, true).await {
         Ok(stream) => stream,
         Err(e) => return error(StatusCode::NOT_FOUND, "log-not-found", e.to_string()),
     };
+    // The place is held while the stream is.
+    let stream = stream.map(move |chunk| {
+        let _ = &slot;
+        chunk
+    });
     let lines = stream
         .scan(Vec::<u8>::new(), |pending, chunk| {
             let Ok(chunk) = chunk else {
@@ -1211,16 +1305,33 @@ async fn log<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
     };
+    let limit = state.limits.log_followers_per_build;
+    let slot = if query.follow {
+        let build = (namespace.clone(), name.clone(), number);
+        match state.followers.join(build, limit) {
+            Some(slot) => Some(slot),
+            None => return too_many_followers(&namespace, &name, number, limit),
+        }
+    } else {
+        None
+    };
     match state
         .backend
         .log(&namespace, &name, number, query.follow)
         .await
     {
-        Ok(stream) => Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header("x-content-type-options", "nosniff")
-            .body(Body::from_stream(stream))
-            .expect("a valid response"),
+        Ok(stream) => {
+            // A follower's place is held while its stream is.
+            let stream = futures_util::StreamExt::map(stream, move |chunk| {
+                let _ = &slot;
+                chunk
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header("x-content-type-options", "nosniff")
+                .body(Body::from_stream(stream))
+                .expect("a valid response")
+        }
         Err(e @ LogError::NotFound(_)) => {
             error(StatusCode::NOT_FOUND, "log-not-found", e.to_string())
         }
