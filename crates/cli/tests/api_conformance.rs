@@ -301,3 +301,63 @@ sys.exit(1 if failures else 0)
 fn kubeci_server_document() -> String {
     std::fs::read_to_string(common::repo_root().join("crates/server/src/openapi.json")).unwrap()
 }
+
+/// Schemathesis (PyPI) against a running kubeci: requests generated from the document —
+/// valid and invalid, with the links between operations followed (start a build, then
+/// read, cancel, rebuild and follow it) — and every answer checked against it: status,
+/// content type, headers, body schema, invalid input refused, valid input accepted.
+fn schemathesis(kubeci: &Kubeci, engine: &str) {
+    common::require_python_module("schemathesis", "schemathesis");
+    let reports = tempfile::tempdir().unwrap();
+    let output = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/openapi.json",
+            kubeci.port
+        ))
+        .args(["--header", &format!("{}: {}", AUTHORIZED.0, AUTHORIZED.1)])
+        .args(["--checks", "all", "--max-examples", "25", "--seed", "17"])
+        .args(["--no-shrink", "--workers", "2", "--request-timeout", "20"])
+        .arg("--report-dir")
+        .arg(reports.path())
+        .current_dir(reports.path())
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{engine}:\n{report}");
+    assert!(
+        report.contains("Tested: 11") && report.contains(" passed"),
+        "{engine}: every operation tested:\n{report}"
+    );
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_the_local_engine() {
+    let (local, repo) = Local::new();
+    local.write("ok.yaml", &configmap("ok", &repo.bare, "echo fine", ""));
+    local.write("slow.yaml", &configmap("slow", &repo.bare, "sleep 5", ""));
+    let kubeci = local.serve(&[], &[]);
+    schemathesis(&kubeci, "serve --local");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_on_the_kubernetes_engine() {
+    let cluster = common::cluster::TestCluster::fake().await;
+    cluster
+        .apply("ok", &cluster.job_yaml("ok", "echo fine", ""))
+        .await;
+    cluster
+        .apply("slow", &cluster.job_yaml("slow", "sleep 5", ""))
+        .await;
+    let kubeci = cluster.serve(&[]);
+    let probe = Kubeci::probe(kubeci.port);
+    tokio::task::spawn_blocking(move || schemathesis(&probe, "serve --kubernetes"))
+        .await
+        .unwrap();
+    drop(kubeci);
+    cluster.finish().await;
+}

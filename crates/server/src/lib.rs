@@ -1025,7 +1025,16 @@ fn bad_build_path() -> Response {
     error(
         StatusCode::BAD_REQUEST,
         "bad-build-number",
-        "a build number is a whole number, e.g. /builds/7",
+        "a build number is a whole number from 1 to 18446744073709551615, e.g. /builds/7, and the path's other segments UTF-8 text",
+    )
+}
+
+/// The answer to a path whose segments are not text (a `%FF`).
+fn bad_path() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad-path",
+        "a path segment is not UTF-8 text once percent-decoded",
     )
 }
 
@@ -1052,20 +1061,31 @@ struct PageQuery {
 /// `GET …/builds?limit=N&before=M`: newest first; `next` is the next page's URL, or null.
 async fn builds<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    Path((namespace, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(page)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad-query",
-            "limit and before are whole numbers",
-        );
+    let Ok(Path((namespace, name))) = path else {
+        return bad_path();
+    };
+    let page = match query {
+        Ok(Query(page))
+            if page.limit.is_none_or(|l| (1..=MAX_PAGE).contains(&l))
+                && page.before.is_none_or(|b| b >= 1) =>
+        {
+            page
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                format!("limit is a whole number from 1 to {MAX_PAGE}, before one from 1"),
+            )
+        }
     };
     let Some(builds) = state.backend.builds(&namespace, &name) else {
         return job_not_found(&namespace, &name);
     };
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     let mut items: Vec<_> = builds
         .into_iter()
         .filter(|b| page.before.is_none_or(|before| b.number < before))
@@ -1159,16 +1179,23 @@ const MAX_KEY_LENGTH: usize = 200;
 
 async fn trigger<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    Path((namespace, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(Path((namespace, name))) = path else {
+        return bad_path();
+    };
     let who = match authorize(&state.access, &headers) {
         Ok(who) => who,
         Err((status, code, message)) => return error(status, code, message),
     };
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_KEY_LENGTH => {
+        Some(Ok(key))
+            if !key.is_empty()
+                && key.len() <= MAX_KEY_LENGTH
+                && key.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
             Some(format!("api:{key}"))
         }
         Some(_) => {
@@ -1300,10 +1327,17 @@ struct LogQuery {
 async fn log<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
-    Query(query): Query<LogQuery>,
+    query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
+    };
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            "follow is `true` or `false`",
+        );
     };
     let limit = state.limits.log_followers_per_build;
     let slot = if query.follow {
