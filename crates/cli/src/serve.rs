@@ -302,6 +302,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             policy: NamespacePolicy {
                 allowed: args.allow_namespace.clone(),
             },
+            // Build pods run elsewhere: a path on this machine is out of their reach.
+            remote_repositories_only: args.local.is_none(),
             ..LoadOptions::default()
         },
         pending_deadline,
@@ -363,6 +365,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                     render: settings.render,
                     load: LoadOptions {
                         default_namespace: "default".into(),
+                        remote_repositories_only: false,
                         ..settings.load
                     },
                     log_url_template: settings.log_url_template,

@@ -20,6 +20,11 @@ struct Plane {
 }
 
 impl Plane {
+    /// Where its node agent reads each namespace's git configuration.
+    fn gitconfig_dir(&self) -> PathBuf {
+        self.dir.path().join("gitconfig.d")
+    }
+
     fn up() -> (Plane, PathBuf) {
         let kubeci = PathBuf::from(env!("CARGO_BIN_EXE_kubeci"));
         let agent = kubeci.with_file_name("node-agent");
@@ -90,7 +95,7 @@ impl Drop for Plane {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_compacted_and_the_api_server_gone_for_30_s_kubeci_carries_on() {
     let (plane, kubeconfig) = tokio::task::spawn_blocking(Plane::up).await.unwrap();
-    let cluster = TestCluster::real_at(&kubeconfig, true).await;
+    let cluster = TestCluster::real_at(&kubeconfig, Some(plane.gitconfig_dir())).await;
     let ns = cluster.namespace.clone();
     cluster
         .apply(

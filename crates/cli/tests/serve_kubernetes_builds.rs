@@ -293,16 +293,24 @@ async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
     let repo = common::git::Repo::new(dir.path());
     let commit = repo.head();
     let server = FakeApiServer::start().await;
+    // The job names a remote repository (a cluster's builds cannot reach a path on
+    // kubeci's machine); git's insteadOf makes it the local one, standing for the network.
+    let url = "https://git.kubeci.test/team/local.git";
+    let gitconfig = dir.path().join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!("[url \"{}\"]\n\tinsteadOf = {url}\n", repo.bare.display()),
+    )
+    .unwrap();
     let behaviour = PodBehaviour::RunLocally {
         kubeci_exe: env!("CARGO_BIN_EXE_kubeci").into(),
         secrets_dir: None,
         work_root: dir.path().join("pods"),
-        env: Vec::new(),
+        env: vec![("GIT_CONFIG_GLOBAL".into(), gitconfig.display().to_string())],
     };
     server.set_pod_behaviour(move |_| behaviour.clone());
     let job = format!(
-        "- job:\n    name: local\n    git:\n      url: {}\n      branch: main\n    run_command: |\n      cat README.md\n      echo \"build $BUILD_NUMBER of $JOB_NAME at $GIT_COMMIT\"\n    timeout: 5m\n",
-        repo.bare.display()
+        "- job:\n    name: local\n    git:\n      url: {url}\n      branch: main\n    run_command: |\n      cat README.md\n      echo \"build $BUILD_NUMBER of $JOB_NAME at $GIT_COMMIT\"\n    timeout: 5m\n"
     );
     server.preload(vec![configmap("local", &job)]).unwrap();
     let kubeci = serve_with(&server, &[]);
@@ -334,10 +342,7 @@ async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
     let annotations = &job["metadata"]["annotations"];
     assert_eq!(annotations["kubeci.io/trigger"], "manual");
     assert_eq!(annotations["kubeci.io/requested-by"], "api");
-    assert_eq!(
-        annotations["kubeci.io/git-url"],
-        repo.bare.display().to_string()
-    );
+    assert_eq!(annotations["kubeci.io/git-url"], url);
     assert_eq!(annotations["kubeci.io/branch"], "main");
     assert_eq!(
         annotations["kubeci.io/spec-hash"].as_str().unwrap().len(),
@@ -345,4 +350,27 @@ async fn a_manual_build_runs_end_to_end_through_the_local_engine() {
     );
     assert_eq!(job["spec"]["backoffLimit"], 0);
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 300);
+}
+
+/// With `--kubernetes`, a job whose repository is a path on kubeci's machine is invalid
+/// (its build pod could not reach it): shown with the error, never built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_repository_path_is_an_error_with_kubernetes() {
+    let server = FakeApiServer::start().await;
+    let job =
+        "- job:\n    name: here\n    git:\n      url: /srv/git/repo.git\n    run_command: make\n";
+    server.preload(vec![configmap("here", job)]).unwrap();
+    let kubeci = serve_with(&server, &[]);
+    let jobs = common::serve::json(&kubeci, "/api/v1/jobs");
+    let here = &jobs["items"][0];
+    assert_eq!(here["valid"], false, "{jobs}");
+    assert!(
+        here["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("a build pod cannot reach a path on kubeci's machine"),
+        "{jobs}"
+    );
+    let (status, body) = trigger(&kubeci, "here", None);
+    assert_eq!(status, 422, "{body}");
 }

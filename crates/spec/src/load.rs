@@ -28,6 +28,8 @@ pub struct LoadOptions {
     pub default_namespace: String,
     pub policy: NamespacePolicy,
     pub limits: Limits,
+    /// The builds run in a cluster: a local repository path is an error.
+    pub remote_repositories_only: bool,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +38,7 @@ impl Default for LoadOptions {
             default_namespace: "default".into(),
             policy: NamespacePolicy::default(),
             limits: Limits::default(),
+            remote_repositories_only: false,
         }
     }
 }
@@ -824,6 +827,7 @@ impl Reader<'_> {
             let cx = Context {
                 configmap_namespace: object.map(|o| o.namespace.as_str()),
                 policy: &self.options.policy,
+                remote_repositories_only: self.options.remote_repositories_only,
             };
             findings.extend(validate::validate(&parsed.job, &cx));
             // A namespace the job may not claim (refused by the cross-namespace policy, or

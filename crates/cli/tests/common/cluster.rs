@@ -29,9 +29,19 @@ pub struct TestCluster {
     pub namespace: String,
     fake: Option<FakeApiServer>,
     repo: (String, String),
+    /// The bare repository on this machine that `repo`'s URL stands for, when builds run
+    /// here (the fake's kubelet or the node agent).
+    local_repo: Option<std::path::PathBuf>,
+    /// Where the node agent reads a namespace's git configuration (`<ns>.gitconfig`); for
+    /// the fake, its kubelet reads `dir/gitconfig`.
+    gitconfig_dir: Option<std::path::PathBuf>,
     clone_image: Option<String>,
     dir: tempfile::TempDir,
 }
+
+/// The URL the scenarios' jobs clone: a remote one, as `serve --kubernetes` requires;
+/// git's `insteadOf` makes it the scenario's local repository (standing for the network).
+const SCENARIO_REPO_URL: &str = "https://git.kubeci.test/e2e/repo.git";
 
 impl TestCluster {
     /// The fake API server, behind the proxy; its pods run with the local engine.
@@ -54,7 +64,7 @@ impl TestCluster {
             client.clone(),
             Some(client),
             Some(server),
-            (repo.bare.display().to_string(), "main".into()),
+            Some(repo.bare.clone()),
             None,
             dir,
         )
@@ -73,12 +83,18 @@ impl TestCluster {
                  the first time) or set KUBECI_E2E_KUBECONFIG=<kubeconfig of a cluster>"
             );
         };
-        let local_node = std::env::var_os("KUBECI_E2E_NODE_AGENT").is_some();
-        TestCluster::real_at(std::path::Path::new(&path), local_node).await
+        let gitconfig_dir = std::env::var_os("KUBECI_E2E_NODE_AGENT")
+            .and(std::env::var_os("KUBECI_E2E_GITCONFIG_DIR"))
+            .map(std::path::PathBuf::from);
+        TestCluster::real_at(std::path::Path::new(&path), gitconfig_dir).await
     }
 
-    /// The cluster of `kubeconfig`; `local_node`: its pods run on this machine.
-    pub async fn real_at(path: &std::path::Path, local_node: bool) -> TestCluster {
+    /// The cluster of `kubeconfig`; `gitconfig_dir`: its pods run on this machine, by a
+    /// node agent reading each namespace's git configuration there.
+    pub async fn real_at(
+        path: &std::path::Path,
+        gitconfig_dir: Option<std::path::PathBuf>,
+    ) -> TestCluster {
         let kubeconfig = kube::config::Kubeconfig::read_from(path)
             .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -87,28 +103,35 @@ impl TestCluster {
         let client = kube::Client::try_from(config.clone()).unwrap();
         let as_kubeci = kubeci_identity(path, config);
         let dir = tempfile::tempdir().unwrap();
-        let repo = if local_node {
-            let repo = super::git::Repo::new(dir.path());
-            (repo.bare.display().to_string(), "main".into())
-        } else {
-            (
-                std::env::var("KUBECI_E2E_REPO")
-                    .unwrap_or_else(|_| "https://github.com/octocat/Hello-World.git".into()),
-                std::env::var("KUBECI_E2E_BRANCH").unwrap_or_else(|_| "master".into()),
-            )
-        };
+        let local_repo = gitconfig_dir
+            .is_some()
+            .then(|| super::git::Repo::new(dir.path()).bare);
         let clone_image = std::env::var("KUBECI_E2E_CLONE_IMAGE").ok();
-        TestCluster::around(client, Some(as_kubeci), None, repo, clone_image, dir).await
+        let mut cluster =
+            TestCluster::around(client, Some(as_kubeci), None, local_repo, clone_image, dir).await;
+        cluster.gitconfig_dir = gitconfig_dir;
+        if let Some(local) = cluster.local_repo.clone() {
+            cluster.map_repository(SCENARIO_REPO_URL, &local);
+        }
+        cluster
     }
 
     async fn around(
         client: kube::Client,
         kubeci_client: Option<kube::Client>,
         fake: Option<FakeApiServer>,
-        repo: (String, String),
+        local_repo: Option<std::path::PathBuf>,
         clone_image: Option<String>,
         dir: tempfile::TempDir,
     ) -> TestCluster {
+        let repo = match &local_repo {
+            Some(_) => (SCENARIO_REPO_URL.to_owned(), "main".to_owned()),
+            None => (
+                std::env::var("KUBECI_E2E_REPO")
+                    .unwrap_or_else(|_| "https://github.com/octocat/Hello-World.git".into()),
+                std::env::var("KUBECI_E2E_BRANCH").unwrap_or_else(|_| "master".into()),
+            ),
+        };
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let namespace = format!(
             "kubeci-e2e-{}-{}",
@@ -137,15 +160,21 @@ impl TestCluster {
         }
         let proxy =
             ApiProxy::start(kubeci_client.unwrap_or_else(|| client.clone()), &namespace).await;
-        TestCluster {
+        let cluster = TestCluster {
             proxy,
             client,
             namespace,
             fake,
             repo,
+            local_repo,
+            gitconfig_dir: None,
             clone_image,
             dir,
+        };
+        if let (Some(_), Some(local)) = (&cluster.fake, &cluster.local_repo) {
+            cluster.map_repository(SCENARIO_REPO_URL, local);
         }
+        cluster
     }
 
     /// The fake API server, when this is it.
@@ -155,17 +184,12 @@ impl TestCluster {
 
     /// The head of the builds' branch, when their repository is on this machine.
     pub fn repo_head(&self) -> Option<String> {
-        let (url, branch) = &self.repo;
-        if !std::path::Path::new(url).is_dir() {
-            return None;
-        }
+        let local = self.local_repo.as_ref()?;
+        let branch = &self.repo.1;
         let out = std::process::Command::new("git")
-            .args([
-                "--git-dir",
-                url,
-                "rev-parse",
-                &format!("refs/heads/{branch}"),
-            ])
+            .arg("--git-dir")
+            .arg(local)
+            .args(["rev-parse", &format!("refs/heads/{branch}")])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -180,14 +204,21 @@ impl TestCluster {
     /// `insteadOf`, standing for the network): through the fake's kubelet, or the node
     /// agent of `scripts/cluster` (`KUBECI_E2E_GITCONFIG_DIR`).
     pub fn map_repository(&self, url: &str, local: &std::path::Path) {
-        let file = match (&self.fake, std::env::var_os("KUBECI_E2E_GITCONFIG_DIR")) {
+        let file = match (&self.fake, &self.gitconfig_dir) {
             (Some(_), _) => self.dir.path().join("gitconfig"),
-            (None, Some(dir)) => std::path::Path::new(&dir).join(format!("{}.gitconfig", self.namespace)),
+            (None, Some(dir)) => dir.join(format!("{}.gitconfig", self.namespace)),
             (None, None) => panic!("mapping a repository needs the node agent of scripts/cluster (KUBECI_E2E_GITCONFIG_DIR)"),
         };
-        std::fs::write(
-            file,
-            format!("[url \"{}\"]\n\tinsteadOf = {url}\n", local.display()),
+        use std::io::Write;
+        let mut config = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .unwrap();
+        write!(
+            config,
+            "[url \"{}\"]\n\tinsteadOf = {url}\n",
+            local.display()
         )
         .unwrap();
     }
