@@ -415,6 +415,7 @@ impl Front {
         if let Some(every) = self.resync.filter(|d| !d.is_zero()) {
             tokio::spawn(Arc::clone(&hooks).resync_every(every));
         }
+        let stopper = Arc::clone(&backend);
         let app = kubeci_server::app_with(backend, self.access, hooks, self.limits);
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
@@ -424,10 +425,33 @@ impl Front {
             Some(hint) => log::info!("serving on http://{address} — open it in a browser; {hint}"),
             None => log::info!("serving on http://{address}"),
         }
-        kubeci_server::serve(listener, app, self.read_timeout, async {
-            let _ = tokio::signal::ctrl_c().await;
+        // Kubernetes stops a pod with SIGTERM (then SIGKILL after its grace period); a
+        // terminal sends SIGINT. Either way: give the leader Lease back first (another
+        // replica leads at once), then take no new requests and finish those in flight
+        // (at most --read-timeout), and exit 0.
+        kubeci_server::serve(listener, app, self.read_timeout, async move {
+            stop_signal().await;
+            log::info!("stopping: giving up leadership, finishing the requests in flight");
+            stopper.stop().await;
         })
         .await;
+        log::info!("stopped");
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch for SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

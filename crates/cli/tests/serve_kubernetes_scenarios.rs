@@ -48,6 +48,7 @@ on_both!(a_build_no_node_can_take_fails_as_unschedulable);
 on_both!(an_invalid_job_is_shown_reported_as_an_event_and_never_built);
 on_both!(a_build_just_created_is_readable_and_cancellable_on_every_replica);
 on_both!(log_followers_share_one_stream_are_capped_and_wait_with_backoff);
+on_both!(sigterm_hands_leadership_over_at_once_and_loses_nothing);
 
 fn log(kubeci: &Kubeci, namespace: &str, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/{namespace}/{job}/builds/{number}/log");
@@ -995,5 +996,104 @@ async fn log_followers_share_one_stream_are_capped_and_wait_with_backoff(cluster
         follower.join().unwrap();
     }
     drop(kubeci);
+    cluster.finish().await;
+}
+
+/// Kubernetes stops a pod with SIGTERM: the leader gives its Lease back, so the other
+/// replica leads at once (not after the Lease's 30 s), finishes answering and exits 0;
+/// every build of the burst around it is built once and reported once.
+async fn sigterm_hands_leadership_over_at_once_and_loses_nothing(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    cluster
+        .apply("burst", &cluster.job_yaml("burst", "echo built", ""))
+        .await;
+    let receiver = Receiver::start().await;
+    let flags = [
+        "--notify-url",
+        receiver.url.as_str(),
+        "--lease-duration",
+        "30s",
+    ];
+    let mut replicas = [cluster.serve(&flags), cluster.serve(&flags)];
+    cluster
+        .until("a leader", async || cluster.leader().await.is_some())
+        .await;
+    let leader = cluster.leader().await.unwrap();
+    let leading = replicas
+        .iter()
+        .position(|r| r.log().contains(&format!("{leader} leads")))
+        .expect("the leader's log says so");
+    let ports = [replicas[0].port, replicas[1].port];
+    const BUILDS: usize = 10;
+    let burst: Vec<_> = (0..BUILDS)
+        .map(|i| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                let key = format!("burst-{i}");
+                trigger_in(&Kubeci::probe(ports[i % 2]), &ns, "burst", Some(&key))
+            })
+        })
+        .collect();
+    // Mid-burst, the leader is told to stop.
+    let exited = replicas[leading].terminate(Duration::from_secs(20));
+    let asked = std::time::Instant::now();
+    let survivor = 1 - leading;
+    for request in burst {
+        let (status, body) = request.join().unwrap();
+        // A request to the stopping replica may find it gone: the client retries it
+        // against the survivor with its key (the Service would route it there).
+        assert!(
+            status == 201 || status == 0,
+            "a request answered or not taken: {status} {body}"
+        );
+    }
+    let status = exited.expect("the leader exits within 20 s of SIGTERM");
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    assert!(
+        replicas[leading]
+            .log()
+            .contains("gave the leader Lease back"),
+        "{}",
+        replicas[leading].log()
+    );
+    let new_leader = loop {
+        match cluster.leader().await {
+            Some(holder) if holder != leader => break holder,
+            _ => {}
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "the other replica leads within 2 s of the SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(replicas[survivor]
+        .log()
+        .contains(&format!("{new_leader} leads")));
+    // Requests the stopping replica did not take, retried with their keys.
+    for i in 0..BUILDS {
+        let key = format!("burst-{i}");
+        let (status, body) = trigger_in(&replicas[survivor], &ns, "burst", Some(&key));
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+    let numbers = cluster.build_numbers("burst").await;
+    assert_eq!(
+        numbers,
+        (1..=BUILDS as u64).collect::<Vec<_>>(),
+        "each request built once"
+    );
+    for number in 1..=BUILDS as u64 {
+        cluster
+            .until("every end reported", async || {
+                !receiver.finals("burst", number).is_empty()
+            })
+            .await;
+        assert_eq!(
+            receiver.finals("burst", number),
+            ["success"],
+            "build {number}"
+        );
+    }
+    drop(replicas);
     cluster.finish().await;
 }

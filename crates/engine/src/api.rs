@@ -302,6 +302,11 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> Vec<crate::metrics::Family> {
         Vec::new()
     }
+    /// Called once when kubeci stops: give up what other replicas should take over now
+    /// (the Kubernetes engine gives its leader Lease back).
+    fn stop(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
     /// The log of a build's build step; `follow` keeps streaming until the step ends.
     fn log(
         &self,

@@ -6,8 +6,10 @@ use crate::decide::{builds_to_delete, builds_to_release};
 /// What is known of the job the builds belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPolicy {
-    /// The job is still declared (its ConfigMap exists and is valid).
+    /// The job is still declared (a ConfigMap declares it, valid or not).
     pub declared: bool,
+    /// Its declaration is valid: its limit and retention are known.
+    pub valid: bool,
     pub max_concurrency: Option<u32>,
     pub keep: Option<u32>,
     /// Seconds a finished build is kept.
@@ -66,6 +68,16 @@ pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action
         );
         return actions;
     }
+    if !policy.valid {
+        // Declared, but its ConfigMap became invalid: as for a deleted job, its limit is
+        // unknown, so the queue drains one build at a time, and nothing is deleted.
+        actions.extend(
+            builds_to_release(Some(1), builds)
+                .into_iter()
+                .map(Action::Release),
+        );
+        return actions;
+    }
     actions.extend(
         builds_to_release(policy.max_concurrency, builds)
             .into_iter()
@@ -98,6 +110,7 @@ mod tests {
     fn policy() -> JobPolicy {
         JobPolicy {
             declared: true,
+            valid: true,
             max_concurrency: Some(1),
             keep: Some(1),
             ttl: None,
@@ -173,5 +186,27 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_job_whose_configmap_became_invalid_drains_its_queue_one_build_at_a_time() {
+        let queued = [
+            build(4, BuildState::Queued, false),
+            build(3, BuildState::Queued, false),
+            build(2, BuildState::Queued, false),
+            build(1, BuildState::Succeeded, true),
+        ];
+        let invalid = JobPolicy {
+            valid: false,
+            max_concurrency: None,
+            keep: None,
+            ..policy()
+        };
+        assert_eq!(plan(&invalid, &queued, 100), [Action::Release(2)]);
+        let running = [
+            build(3, BuildState::Queued, false),
+            build(2, BuildState::Running, false),
+        ];
+        assert!(plan(&invalid, &running, 100).is_empty(), "one at a time");
     }
 }

@@ -24,23 +24,33 @@ use kubeci_spec::LoadedJob;
 
 use crate::{label, ledger, now, now_ms, BuildRecord, Cluster};
 
-/// Holds or follows the leader Lease, forever. While it holds it, `leading_until` says
-/// until when it surely does (renewals come every third of the lease's duration).
+/// Holds or follows the leader Lease until kubeci stops. While it holds it,
+/// `leading_until` says until when it surely does (renewals come every third of the
+/// lease's duration). A follower also tries whenever the Lease changes (it watches it), so
+/// a Lease given back by a stopping leader is taken at once.
 pub(crate) async fn elect(cluster: Arc<Cluster>) {
+    use futures_util::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
     let election = cluster.settings.election.clone();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &election.namespace);
     let duration_ms = i64::try_from(election.lease_duration.as_millis()).unwrap_or(i64::MAX);
     let period = election.lease_duration / 3;
+    let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", election.name));
+    let mut changes = watcher(leases.clone(), only_ours).default_backoff().boxed();
     loop {
+        let turn = cluster.election_turn.lock().await;
+        if cluster.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let started = now_ms();
-        match try_lead(
+        let attempt = try_lead(
             &leases,
             &election.name,
             &cluster.settings.identity,
             duration_ms,
         )
-        .await
-        {
+        .await;
+        match attempt {
             Ok(true) => {
                 let was = cluster.is_leader();
                 cluster
@@ -60,7 +70,42 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                 log::warn!("cannot renew the leader Lease: {e}")
             }
         }
-        tokio::time::sleep(period).await;
+        drop(turn);
+        if cluster.is_leader() {
+            tokio::time::sleep(period).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                _ = changes.next() => {}
+            }
+        }
+    }
+}
+
+/// Gives the leader Lease back if `me` holds it (no holder, renewed now, one second long):
+/// the next replica to look takes it. True when it was given back.
+pub(crate) async fn release(
+    leases: &Api<Lease>,
+    name: &str,
+    me: &str,
+) -> Result<bool, kube::Error> {
+    let Some(mut lease) = leases.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let mut spec = lease.spec.clone().unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(me) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        jiff::Timestamp::now(),
+    ));
+    lease.spec = Some(spec);
+    match leases.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -159,6 +204,7 @@ async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
         let policy = JobPolicy {
             // A job whose ConfigMap became invalid is still declared: its builds stay.
             declared,
+            valid: job.is_some(),
             max_concurrency: job.and_then(|j| j.max_concurrency),
             keep: retention.and_then(|r| r.keep),
             ttl: retention

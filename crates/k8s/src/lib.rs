@@ -131,6 +131,11 @@ pub struct Cluster {
     changed: Arc<Notify>,
     /// Until when (ms since the epoch) this replica surely holds the leader Lease.
     leading_until: AtomicI64,
+    /// Set when kubeci is stopping: it no longer takes or renews the leader Lease.
+    stopping: AtomicBool,
+    /// Held while the leader Lease is taken, renewed or released, so a release is not
+    /// undone by a renewal in flight.
+    election_turn: tokio::sync::Mutex<()>,
     request_counter: AtomicU64,
     /// Build Jobs this replica created, or read from the API, that its cache has not shown
     /// yet, by (namespace, Job name): a build the API just reported is readable and
@@ -324,6 +329,8 @@ impl Cluster {
             reporter,
             changed,
             leading_until: AtomicI64::new(0),
+            stopping: AtomicBool::new(false),
+            election_turn: tokio::sync::Mutex::new(()),
             request_counter: AtomicU64::new(0),
             fresh: Default::default(),
             logs: Default::default(),
@@ -337,6 +344,26 @@ impl Cluster {
     /// Whether this replica leads now.
     pub fn is_leader(&self) -> bool {
         now_ms() < self.leading_until.load(Ordering::SeqCst)
+    }
+
+    /// Stops leading for good and gives the leader Lease back if this replica holds it, so
+    /// another replica takes over at once instead of after the Lease's duration.
+    pub async fn give_up_leadership(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _turn = self.election_turn.lock().await;
+        let was_leading = self.is_leader();
+        self.leading_until.store(0, Ordering::SeqCst);
+        let election = &self.settings.election;
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &election.namespace);
+        match controller::release(&leases, &election.name, &self.settings.identity).await {
+            Ok(true) => log::info!("{} gave the leader Lease back", self.settings.identity),
+            Ok(false) if was_leading => {
+                log::info!("{} no longer held the leader Lease", self.settings.identity)
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!("cannot give the leader Lease back: {e}"),
+        }
     }
 
     fn pending_deadline(&self) -> i64 {
@@ -826,6 +853,10 @@ impl Cluster {
 }
 
 impl Backend for Cluster {
+    async fn stop(&self) {
+        self.give_up_leadership().await;
+    }
+
     fn ready(&self) -> bool {
         self.synced.iter().all(|f| f.load(Ordering::SeqCst))
     }

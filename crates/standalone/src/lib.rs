@@ -221,8 +221,16 @@ impl Standalone {
             let loaded = self.job(namespace, name);
             let job = loaded.as_ref().and_then(|l| l.job.as_ref());
             let retention = job.and_then(|j| j.retention.as_ref());
+            let declared = loaded.is_some()
+                || self
+                    .jobs
+                    .read()
+                    .expect("the jobs lock")
+                    .find_any(namespace, name)
+                    .is_some();
             let policy = JobPolicy {
-                declared: loaded.is_some(),
+                declared,
+                valid: loaded.is_some(),
                 max_concurrency: job.and_then(|j| j.max_concurrency),
                 keep: retention.and_then(|r| r.keep),
                 ttl: retention

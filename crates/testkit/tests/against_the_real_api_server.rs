@@ -326,25 +326,47 @@ async fn the_status_subresource_is_separate(server: &Server) -> Value {
             "containers": [{"name": "c", "image": "bash:5", "command": ["true"]}]}}},
     });
     server.json("POST", &jobs, Some(job)).await;
-    // A real Job controller writes the status meanwhile: each change starts from the newest.
-    let mut with_status = server.json("GET", &format!("{jobs}/j"), None).await;
-    with_status["status"] = json!({"active": 5});
-    with_status["metadata"]["labels"] = json!({"changed": "yes"});
-    let replaced = server
-        .json("PUT", &format!("{jobs}/j"), Some(with_status))
-        .await;
-    let mut with_spec = replaced.clone();
-    with_spec["spec"]["parallelism"] = json!(7);
-    with_spec["metadata"]["labels"] = json!({"changed": "again"});
-    let status_written = server
-        .json("PUT", &format!("{jobs}/j/status"), Some(with_spec))
-        .await;
+    // A real Job controller writes the Job meanwhile: each change starts from the newest
+    // version, and is made again from the newest after a conflict.
+    let replaced = read_modify_write(server, &format!("{jobs}/j"), "", |job| {
+        job["status"] = json!({"active": 5});
+        job["metadata"]["labels"] = json!({"changed": "yes"});
+    })
+    .await;
+    let status_written = read_modify_write(server, &format!("{jobs}/j"), "/status", |job| {
+        job["spec"]["parallelism"] = json!(7);
+        job["metadata"]["labels"] = json!({"changed": "again"});
+    })
+    .await;
     json!({
         "the main resource ignores status": replaced["status"]["active"] != 5,
         "the main resource takes labels": replaced["metadata"]["labels"]["changed"] == "yes",
         "/status ignores spec": status_written["spec"]["parallelism"] != 7,
         "/status ignores labels": status_written["metadata"]["labels"]["changed"] == "yes",
     })
+}
+
+/// GETs `path`, changes it with `change` and PUTs it to `path` + `subresource`, again from
+/// the newest version while the PUT conflicts (at most 20 times).
+async fn read_modify_write(
+    server: &Server,
+    path: &str,
+    subresource: &str,
+    change: impl Fn(&mut Value),
+) -> Value {
+    for _ in 0..20 {
+        let mut object = server.json("GET", path, None).await;
+        change(&mut object);
+        match server
+            .send("PUT", &format!("{path}{subresource}"), Some(object))
+            .await
+        {
+            Ok(text) => return serde_json::from_str(&text).unwrap(),
+            Err(status) if status["code"] == 409 => continue,
+            Err(status) => panic!("PUT {path}{subresource}: {status}"),
+        }
+    }
+    panic!("PUT {path}{subresource}: a conflict 20 times in a row")
 }
 
 async fn events_are_one_object_in_both_apis(server: &Server) -> Value {

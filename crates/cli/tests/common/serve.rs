@@ -44,6 +44,27 @@ impl Kubeci {
         drop(self);
     }
 
+    /// Sends SIGTERM (as Kubernetes stops a pod) and waits up to `limit` for the process to
+    /// exit; its exit status, `None` if it is still running.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The process id, for one started by the test.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -128,9 +149,14 @@ pub fn spawn_with_env(
             token.to_str().unwrap(),
             "--pending-deadline",
             "2s",
-            "--lease-duration",
-            "2s",
         ])
+        // A short leader Lease, unless the test chose one.
+        .args(
+            (!extra.contains(&"--lease-duration"))
+                .then_some(["--lease-duration", "2s"])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .envs(env.iter().copied())
