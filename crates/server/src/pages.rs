@@ -1,6 +1,8 @@
 //! The read-only web pages, rendered on the server from the API's views: the jobs list, a
 //! job's builds, a build with its log, and status badges. Every value from a job, a build
-//! or a log is escaped; log colours go through [`crate::ansi`]. No page needs JavaScript.
+//! or a log is escaped; log colours go through [`crate::ansi`]. Every page works without
+//! JavaScript; with it (`static/kubeci.js`) a running build's page follows its log and its
+//! end live.
 
 use kubeci_engine::api::{BuildView, JobView};
 

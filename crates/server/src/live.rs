@@ -1,0 +1,160 @@
+//! Following a running build: its log as Server-Sent Events for the build page, and the
+//! bound on how many follow one build at once.
+
+use crate::ansi;
+use crate::api::bad_build_path;
+use crate::{error, now, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use kubeci_engine::api::Backend;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Who follows which build's log: one count per build.
+#[derive(Default)]
+pub(crate) struct Followers(
+    std::sync::Mutex<std::collections::HashMap<(String, String, u64), usize>>,
+);
+
+/// A follower's place, given back when its stream ends.
+pub(crate) struct FollowerSlot {
+    followers: Arc<Followers>,
+    build: (String, String, u64),
+}
+
+impl Followers {
+    /// A place among the followers of `build`, if fewer than `limit` hold one.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        build: (String, String, u64),
+        limit: usize,
+    ) -> Option<FollowerSlot> {
+        let mut counts = self.0.lock().expect("the followers lock");
+        let count = counts.entry(build.clone()).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(FollowerSlot {
+            followers: Arc::clone(self),
+            build,
+        })
+    }
+}
+
+impl Drop for FollowerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.followers.0.lock().expect("the followers lock");
+        if let Some(count) = counts.get_mut(&self.build) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.build);
+            }
+        }
+    }
+}
+
+/// The answer to one follower too many.
+pub(crate) fn too_many_followers(
+    namespace: &str,
+    name: &str,
+    number: u64,
+    limit: usize,
+) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too-many-followers",
+        format!(
+            "build {number} of {namespace}/{name} has {limit} followers, the most kubeci serves: read the log without following, or try again later"
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("10"),
+    );
+    response
+}
+
+/// `…/builds/{n}/events`: the build's log as Server-Sent Events, one rendered line each,
+/// from the start; an `end` event with the final state when the build step ends.
+pub(crate) async fn build_events<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+) -> Response {
+    use futures_util::StreamExt;
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
+    let limit = state.limits.log_followers_per_build;
+    let build = (namespace.clone(), name.clone(), number);
+    let Some(slot) = state.followers.join(build, limit) else {
+        return too_many_followers(&namespace, &name, number, limit);
+    };
+    let stream = match state.backend.log(&namespace, &name, number, true).await {
+        Ok(stream) => stream,
+        Err(e) => return error(StatusCode::NOT_FOUND, "log-not-found", e.to_string()),
+    };
+    // The place is held while the stream is.
+    let stream = stream.map(move |chunk| {
+        let _ = &slot;
+        chunk
+    });
+    let lines = stream
+        .scan(Vec::<u8>::new(), |pending, chunk| {
+            let Ok(chunk) = chunk else {
+                return std::future::ready(Some(Vec::new()));
+            };
+            pending.extend_from_slice(&chunk);
+            let mut events = Vec::new();
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                events.push(format!("data: {}\n\n", ansi::line_to_html(&line)));
+            }
+            std::future::ready(Some(events))
+        })
+        .flat_map(futures_util::stream::iter);
+    let backend = Arc::clone(&state.backend);
+    let end = futures_util::stream::once(async move {
+        // The log ends a moment before the engine records the build's end: wait for it,
+        // a little.
+        let mut build = None;
+        for _ in 0..50 {
+            build = backend
+                .builds(&namespace, &name)
+                .and_then(|builds| builds.into_iter().find(|b| b.number == number));
+            if build
+                .as_ref()
+                .is_none_or(|b| !matches!(b.state, "queued" | "pending" | "running"))
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // What the page shows of a finished build, so it follows the end without a reload.
+        let end = match &build {
+            Some(b) => json!({
+                "state": b.state,
+                "message": b.message,
+                "started_at": b.started_at,
+                "finished_at": b.finished_at,
+                "duration": b.duration(now()),
+                "commit": b.commit,
+            }),
+            None => json!({"state": "unknown"}),
+        };
+        format!("event: end\ndata: {end}\n\n")
+    });
+    let body = lines
+        .chain(end)
+        .map(|event| Ok::<_, std::convert::Infallible>(Bytes::from(event)));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from_stream(body))
+        .expect("a valid response")
+}

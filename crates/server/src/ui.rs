@@ -1,0 +1,425 @@
+//! The pages' HTTP side: handlers that ask the backend and render with [`crate::pages`],
+//! sign-in and sign-out, and the forms that start, rebuild and cancel builds.
+
+use crate::ansi;
+use crate::api::rebuild_request;
+use crate::auth::{form_actor, page_session, with_cookie, Access};
+use crate::pages;
+use crate::session;
+use crate::{constant_time_eq, now, AppState};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kubeci_engine::api::{Backend, TriggerError, TriggerRequest, Triggered};
+use kubeci_render::BuildRequest;
+use std::sync::Arc;
+
+/// Pages allow no script, frame or foreign resource: whatever a log or a job carries
+/// stays text.
+pub(crate) const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// The pages' one script: the live log.
+pub(crate) const SCRIPT: &str = include_str!("static/kubeci.js");
+
+pub(crate) async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+pub(crate) fn not_found_page(what: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        pages::layout(
+            "Not found",
+            &format!("<h1>Not found</h1><p>{}</p>", ansi::escape(what)),
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `/`: the jobs, with each one's last build.
+pub(crate) async fn jobs_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let mut latest = state.backend.latest_builds();
+    let jobs: Vec<_> = state
+        .backend
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            let last = job
+                .name
+                .clone()
+                .and_then(|name| latest.remove(&(job.namespace.clone(), name)));
+            (job, last)
+        })
+        .collect();
+    let query = query.map(|Query(q)| q.q).unwrap_or_default();
+    page(StatusCode::OK, pages::jobs(&jobs, &query))
+}
+
+pub(crate) fn see_other(location: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, location.to_owned())],
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+pub(crate) async fn login_page(query: Result<Query<LoginQuery>, QueryRejection>) -> Response {
+    let next = query.map(|Query(q)| q.next).unwrap_or_default();
+    page(
+        StatusCode::OK,
+        pages::login(session::safe_next(&next), None),
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login`: the token for a session cookie (HttpOnly, SameSite=Strict).
+pub(crate) async fn login<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(axum::Form(form)) => form,
+        Err(rejection) => {
+            return page(
+                rejection.status(),
+                pages::login("/", Some("The form could not be read.")),
+            )
+        }
+    };
+    let next = session::safe_next(&form.next);
+    let Some(token) = state.access.token.as_deref() else {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::login(
+                next,
+                Some("This kubeci has no token: actions are disabled."),
+            ),
+        );
+    };
+    if !constant_time_eq(form.token.trim().as_bytes(), token.as_bytes()) {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            pages::login(next, Some("That is not the server's token.")),
+        );
+    }
+    let cookie = format!(
+        "{}={}; {}; Max-Age={}",
+        session::COOKIE,
+        session::issue(token, now()),
+        state.access.cookie_attributes(),
+        session::LIFETIME
+    );
+    let mut response = see_other(next);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
+    response
+}
+
+/// `POST /logout`: the session cookie is cleared (sessions are stateless: the cookie is
+/// all there is).
+pub(crate) async fn logout<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+    let cookie = format!(
+        "{}=; {}; Max-Age=0",
+        session::COOKIE,
+        state.access.cookie_attributes()
+    );
+    let mut response = see_other("/");
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
+    response
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /jobs/{ns}/{name}/build`: "Build now".
+pub(crate) async fn build_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    let who = match form_actor(&state.access, &headers, &csrf) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
+    let request = TriggerRequest {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        build: BuildRequest {
+            requested_by: Some(who),
+            ..BuildRequest::manual(0)
+        },
+        key: None,
+    };
+    started_page(&namespace, &name, state.backend.trigger(request).await)
+}
+
+/// Where a form that started a build leads: the build's page, or why it did not start.
+pub(crate) fn started_page(
+    namespace: &str,
+    name: &str,
+    result: Result<Triggered, TriggerError>,
+) -> Response {
+    match result {
+        Ok(Triggered { build, .. }) => see_other(&format!(
+            "/jobs/{}/{}/builds/{}",
+            pages::urlencode(namespace),
+            pages::urlencode(name),
+            build.number
+        )),
+        Err(e) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::layout(
+                "Not started",
+                &format!(
+                    "<h1>Not started</h1><p>{}</p>",
+                    ansi::escape(&e.to_string())
+                ),
+            ),
+        ),
+    }
+}
+
+/// A build's form (rebuild, cancel): the build it names and who sent it, or the page
+/// saying why it may not act.
+pub(crate) fn build_form(
+    access: &Access,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: &HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Result<(String, String, u64, String), Box<Response>> {
+    let Ok(Path((namespace, name, number))) = path else {
+        return Err(Box::new(not_found_page(
+            "A build number is a whole number.",
+        )));
+    };
+    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    let who = form_actor(access, headers, &csrf)?;
+    Ok((namespace, name, number, who))
+}
+
+/// `POST …/builds/{n}/rebuild` from the build page.
+pub(crate) async fn rebuild_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
+        Ok(target) => target,
+        Err(refused) => return *refused,
+    };
+    match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
+        Some(request) => started_page(&namespace, &name, state.backend.trigger(request).await),
+        None => not_found_page(&format!("Job {namespace}/{name} has no build {number}.")),
+    }
+}
+
+/// `POST …/builds/{n}/cancel` from the build page.
+pub(crate) async fn cancel_now<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
+        Ok(target) => target,
+        Err(refused) => return *refused,
+    };
+    let _ = state.backend.cancel(&namespace, &name, number, &who).await;
+    see_other(&format!(
+        "/jobs/{}/{}/builds/{number}",
+        pages::urlencode(&namespace),
+        pages::urlencode(&name)
+    ))
+}
+
+pub(crate) async fn job_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(declared) = state.backend.declaration(&namespace, &name) else {
+        return not_found_page(&format!("There is no job {namespace}/{name}."));
+    };
+    let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
+    let (csrf, cookie) = page_session(&state.access, &headers);
+    with_cookie(
+        page(
+            StatusCode::OK,
+            pages::job(&declared, &builds, csrf.as_deref()),
+        ),
+        cookie,
+    )
+}
+
+pub(crate) async fn build_page<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
+    };
+    let Some(build) = state.backend.build(&namespace, &name, number).await else {
+        return not_found_page(&format!(
+            "There is no build {number} of {namespace}/{name}."
+        ));
+    };
+    let tail = match state.backend.log(&namespace, &name, number, false).await {
+        Ok(stream) => log_tail(stream, PAGE_LOG_TAIL).await,
+        Err(_) => LogTail::default(),
+    };
+    let web = state
+        .backend
+        .declaration(&namespace, &name)
+        .and_then(|d| pages::repository_web(&d.job.as_ref()?.git.url));
+    let (csrf, cookie) = page_session(&state.access, &headers);
+    with_cookie(
+        page(
+            StatusCode::OK,
+            pages::build(
+                &namespace,
+                &name,
+                &build,
+                &pages::LogShown {
+                    text: &String::from_utf8_lossy(&tail.text),
+                    skipped_bytes: tail.skipped_bytes,
+                },
+                web.as_deref(),
+                csrf.as_deref(),
+            ),
+        ),
+        cookie,
+    )
+}
+
+/// How much of a log's end the build page shows; the whole log is a link away (the API
+/// streams it). A page view then holds at most this much of any log, however long.
+pub(crate) const PAGE_LOG_TAIL: usize = 256 * 1024;
+
+/// The end of a log, from its first whole line within the limit.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct LogTail {
+    pub(crate) text: Vec<u8>,
+    /// How much of the log comes before `text`.
+    pub(crate) skipped_bytes: u64,
+}
+
+/// Reads `stream` to its end keeping only its last `limit` bytes (whole lines).
+pub(crate) async fn log_tail(mut stream: kubeci_engine::api::LogStream, limit: usize) -> LogTail {
+    use futures_util::StreamExt;
+    let mut chunks: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    let (mut held, mut skipped) = (0usize, 0u64);
+    while let Some(Ok(chunk)) = stream.next().await {
+        held += chunk.len();
+        chunks.push_back(Bytes::from(chunk));
+        while held > limit {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            let excess = held - limit;
+            if front.len() <= excess {
+                held -= front.len();
+                skipped += front.len() as u64;
+                chunks.pop_front();
+            } else {
+                let _ = front.split_to(excess);
+                held -= excess;
+                skipped += excess as u64;
+            }
+        }
+    }
+    let mut text: Vec<u8> = Vec::with_capacity(held);
+    for chunk in chunks {
+        text.extend_from_slice(&chunk);
+    }
+    // A cut line is dropped whole: the tail starts at a line.
+    if skipped > 0 {
+        let start = text
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+        text.drain(..start);
+        skipped += start as u64;
+    }
+    LogTail {
+        text,
+        skipped_bytes: skipped,
+    }
+}
+
+/// `/badges/{namespace}/{job}.svg`: the last build's state.
+pub(crate) async fn badge<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path((namespace, file)): Path<(String, String)>,
+) -> Response {
+    let Some(name) = file.strip_suffix(".svg") else {
+        return not_found_page("Badges end in .svg.");
+    };
+    let Some(builds) = state.backend.builds(&namespace, name) else {
+        return not_found_page(&format!("There is no job {namespace}/{name}."));
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        pages::badge(name, builds.first().map(|b| b.state)),
+    )
+        .into_response()
+}
