@@ -192,69 +192,120 @@ fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
         .map_err(|why| anyhow::anyhow!("{flag} {value}: {why}"))
 }
 
+/// `kubeci serve`: flags → settings → the chosen engine behind the HTTP front.
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     crate::logging::init(args.log_format);
-    let pending_deadline = duration_flag("--pending-deadline", &args.pending_deadline)?;
-    let lease_duration = duration_flag("--lease-duration", &args.lease_duration)?;
-    if lease_duration.is_zero() {
-        bail!("--lease-duration must be at least 1s");
+    let github = GitHubFront::from_flags(args)?;
+    let reporter = reporter(args, &github)?;
+    let front = front(args, github)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match &args.local {
+            Some(dir) => {
+                let engine =
+                    kubeci_standalone::Standalone::start(local_settings(args, dir)?, reporter)
+                        .with_context(|| {
+                            format!("cannot start the local engine in {}", args.data.display())
+                        })?;
+                log::info!(
+                    "the jobs of {}, built on this machine; history in {}",
+                    dir.display(),
+                    args.data.display()
+                );
+                front.serve(engine).await
+            }
+            None => {
+                let settings = kubernetes_settings(args)?;
+                let config = kube::Config::infer()
+                    .await
+                    .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+                let client =
+                    kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
+                front
+                    .serve(kubeci_k8s::Cluster::start(client, settings, reporter))
+                    .await
+            }
+        }
+    })
+}
+
+/// The GitHub side of the flags: the API client, its token, its host, the webhook secret.
+struct GitHubFront {
+    client: Arc<kubeci_github_api::GitHubClient>,
+    token: Option<String>,
+    host: String,
+    webhook_secret: Option<String>,
+    resync: Duration,
+}
+
+impl GitHubFront {
+    fn from_flags(args: &ServeArgs) -> Result<GitHubFront> {
+        let webhook_secret = secret(
+            args.github_webhook_secret_file.as_ref(),
+            "KUBECI_GITHUB_WEBHOOK_SECRET",
+            "--github-webhook-secret-file",
+        )?;
+        let token = secret(
+            args.github_token_file.as_ref(),
+            "KUBECI_GITHUB_TOKEN",
+            "--github-token-file",
+        )?;
+        let resync = duration_flag("--github-resync", &args.github_resync)?;
+        let host = match &args.github_host {
+            Some(host) => host.to_ascii_lowercase(),
+            None => kubeci_github_api::repository_host(&args.github_url)
+                .with_context(|| format!("--github-url {} has no host", args.github_url))?,
+        };
+        let client = Arc::new(
+            kubeci_github_api::GitHubClient::new(&args.github_url, token.clone())
+                .context("--github-url")?,
+        );
+        Ok(GitHubFront {
+            client,
+            token,
+            host,
+            webhook_secret,
+            resync,
+        })
     }
-    let read_timeout = duration_flag("--read-timeout", &args.read_timeout)?;
-    if read_timeout.is_zero() {
-        bail!("--read-timeout must be at least 1s");
-    }
+}
+
+/// Where build states are reported: `--notify-url`, and GitHub when it has a token.
+fn reporter(
+    args: &ServeArgs,
+    github: &GitHubFront,
+) -> Result<Option<Arc<dyn kubeci_engine::report::Reporter>>> {
     let mut reporters: Vec<Arc<dyn kubeci_engine::report::Reporter>> = Vec::new();
     if let Some(url) = &args.notify_url {
         reporters.push(Arc::new(
             kubeci_notify::WebhookReporter::new(url).context("--notify-url")?,
         ));
     }
-    let webhook_secret = secret(
-        args.github_webhook_secret_file.as_ref(),
-        "KUBECI_GITHUB_WEBHOOK_SECRET",
-        "--github-webhook-secret-file",
-    )?;
-    let github_token = secret(
-        args.github_token_file.as_ref(),
-        "KUBECI_GITHUB_TOKEN",
-        "--github-token-file",
-    )?;
-    let github_resync = duration_flag("--github-resync", &args.github_resync)?;
-    let github_host = match &args.github_host {
-        Some(host) => host.to_ascii_lowercase(),
-        None => kubeci_github_api::repository_host(&args.github_url)
-            .with_context(|| format!("--github-url {} has no host", args.github_url))?,
-    };
-    let github = Arc::new(
-        kubeci_github_api::GitHubClient::new(&args.github_url, github_token.clone())
-            .context("--github-url")?,
-    );
-    if github_token.is_some() {
+    if github.token.is_some() {
         reporters.push(Arc::new(kubeci_github_api::GitHubReporter::new(
-            github.clone(),
-            &github_host,
+            github.client.clone(),
+            &github.host,
         )));
     }
-    let reporter: Option<Arc<dyn kubeci_engine::report::Reporter>> = match reporters.len() {
+    Ok(match reporters.len() {
         0 => None,
         1 => reporters.pop(),
         _ => Some(Arc::new(kubeci_engine::report::Reporters(reporters))),
-    };
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("POD_NAME").unwrap_or_else(|_| {
-            format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeci".into()),
-                std::process::id()
-            )
-        })
-    });
+    })
+}
+
+/// Who may act: the token (made for `--local` when none is given), proxy users.
+fn access(args: &ServeArgs) -> Result<kubeci_server::Access> {
     let local_token_file = args.data.join("token");
     let token_file = match (&args.token_file, &args.local) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(_)) => {
             local_token(&local_token_file)?;
-            Some(local_token_file.clone())
+            Some(local_token_file)
         }
         (None, None) => None,
     };
@@ -284,29 +335,91 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 .map(str::to_owned),
         );
     }
-    let access = kubeci_server::Access {
+    Ok(kubeci_server::Access {
         token,
         user_header: args.auth_user_header.clone(),
         allowed_users,
         secure_cookies: args.base_url.starts_with("https://"),
+    })
+}
+
+/// The HTTP front: listener, limits, access and the GitHub webhooks.
+fn front(args: &ServeArgs, github: GitHubFront) -> Result<Front> {
+    let read_timeout = duration_flag("--read-timeout", &args.read_timeout)?;
+    if read_timeout.is_zero() {
+        bail!("--read-timeout must be at least 1s");
+    }
+    let default_host = if args.local.is_some() {
+        [127, 0, 0, 1]
+    } else {
+        [0, 0, 0, 0]
     };
-    let settings = kubeci_k8s::Settings {
+    Ok(Front {
+        listen: args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from((default_host, 8080))),
+        read_timeout,
+        limits: kubeci_server::Limits {
+            log_followers_per_build: args.max_log_followers.max(1),
+        },
+        access: access(args)?,
+        sign_in_hint: (args.local.is_some() && args.token_file.is_none()).then(|| {
+            format!(
+                "sign in with the token in {} to start builds",
+                args.data.join("token").display()
+            )
+        }),
+        resync: github.token.is_some().then_some(github.resync),
+        hook_settings: kubeci_github_api::HookSettings {
+            secret: github.webhook_secret.map(String::into_bytes),
+            bot: args.github_bot.clone(),
+            request_message: args.github_request_message.clone(),
+            host: github.host,
+        },
+        github: github.client,
+    })
+}
+
+fn render_config(args: &ServeArgs) -> RenderConfig {
+    RenderConfig {
+        clone_image: args.clone_image.clone(),
+        default_image: args.default_image.clone(),
+        base_url: args.base_url.clone(),
+    }
+}
+
+fn load_options(args: &ServeArgs, remote_repositories_only: bool) -> LoadOptions {
+    LoadOptions {
+        policy: NamespacePolicy {
+            allowed: args.allow_namespace.clone(),
+        },
+        remote_repositories_only,
+        ..LoadOptions::default()
+    }
+}
+
+/// The Kubernetes engine's settings (`--kubernetes`).
+fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
+    let lease_duration = duration_flag("--lease-duration", &args.lease_duration)?;
+    if lease_duration.is_zero() {
+        bail!("--lease-duration must be at least 1s");
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeci".into()),
+                std::process::id()
+            )
+        })
+    });
+    Ok(kubeci_k8s::Settings {
         selector: args.selector.clone(),
         namespaces: args.namespaces.clone(),
-        render: RenderConfig {
-            clone_image: args.clone_image.clone(),
-            default_image: args.default_image.clone(),
-            base_url: args.base_url.clone(),
-        },
-        load: LoadOptions {
-            policy: NamespacePolicy {
-                allowed: args.allow_namespace.clone(),
-            },
-            // Build pods run elsewhere: a path on this machine is out of their reach.
-            remote_repositories_only: args.local.is_none(),
-            ..LoadOptions::default()
-        },
-        pending_deadline,
+        render: render_config(args),
+        // Build pods run elsewhere: a path on this machine is out of their reach.
+        load: load_options(args, true),
+        pending_deadline: duration_flag("--pending-deadline", &args.pending_deadline)?,
         identity,
         election: kubeci_k8s::Election {
             namespace: args.lease_namespace.clone().unwrap_or_else(|| {
@@ -318,76 +431,20 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         cancel_when_deleted: args.cancel_on_delete,
         log_url_template: args.log_url_template.clone(),
         resync: Duration::from_secs(1),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let front = Front {
-        listen: args.listen.unwrap_or_else(|| {
-            let host = if args.local.is_some() {
-                [127, 0, 0, 1]
-            } else {
-                [0, 0, 0, 0]
-            };
-            SocketAddr::from((host, 8080))
-        }),
-        read_timeout,
-        limits: kubeci_server::Limits {
-            log_followers_per_build: args.max_log_followers.max(1),
-        },
-        access,
-        sign_in_hint: (args.local.is_some() && args.token_file.is_none()).then(|| {
-            format!(
-                "sign in with the token in {} to start builds",
-                local_token_file.display()
-            )
-        }),
-        github,
-        hook_settings: kubeci_github_api::HookSettings {
-            secret: webhook_secret.map(String::into_bytes),
-            bot: args.github_bot.clone(),
-            request_message: args.github_request_message.clone(),
-            host: github_host,
-        },
-        resync: github_token.is_some().then_some(github_resync),
-    };
-    runtime.block_on(async {
-        if let Some(dir) = &args.local {
-            let engine = kubeci_standalone::Standalone::start(
-                kubeci_standalone::Settings {
-                    jobs_dir: dir.clone(),
-                    data_dir: args.data.clone(),
-                    secrets_dir: args.secrets.clone(),
-                    kubeci_exe: std::env::current_exe()
-                        .context("cannot find the kubeci executable")?,
-                    render: settings.render,
-                    load: LoadOptions {
-                        default_namespace: "default".into(),
-                        remote_repositories_only: false,
-                        ..settings.load
-                    },
-                    log_url_template: settings.log_url_template,
-                    reload_every: Duration::from_secs(1),
-                },
-                reporter,
-            )
-            .with_context(|| format!("cannot start the local engine in {}", args.data.display()))?;
-            log::info!(
-                "the jobs of {}, built on this machine; history in {}",
-                dir.display(),
-                args.data.display()
-            );
-            return front.serve(engine).await;
-        }
-        let config = kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-        let client = kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
-        front
-            .serve(kubeci_k8s::Cluster::start(client, settings, reporter))
-            .await
+    })
+}
+
+/// The local engine's settings (`--local DIR`).
+fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_standalone::Settings> {
+    Ok(kubeci_standalone::Settings {
+        jobs_dir: dir.to_owned(),
+        data_dir: args.data.clone(),
+        secrets_dir: args.secrets.clone(),
+        kubeci_exe: std::env::current_exe().context("cannot find the kubeci executable")?,
+        render: render_config(args),
+        load: load_options(args, false),
+        log_url_template: args.log_url_template.clone(),
+        reload_every: Duration::from_secs(1),
     })
 }
 

@@ -1,18 +1,15 @@
-//! The work one replica does for all: leader election, and the leader's passes over every
-//! build — heal requests whose creator died, fail builds that cannot start, cancel builds
+//! The work one replica does for all while it leads (see `election`): the leader's passes
+//! over every build — heal requests whose creator died, fail builds that cannot start, cancel builds
 //! of deleted jobs (by option), release queues, report states, run cron, apply retention.
 //! Each pass decides with the engine's pure functions and acts through the API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use kubeci_engine::api::Backend;
-use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord};
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::plan::{self, Action, JobPolicy};
 use kubeci_engine::record::BuildJob;
@@ -23,144 +20,6 @@ use kubeci_spec::cron::CronSchedule;
 use kubeci_spec::LoadedJob;
 
 use crate::{label, ledger, now, now_ms, BuildRecord, Cluster};
-
-/// Holds or follows the leader Lease until kubeci stops. While it holds it,
-/// `leading_until` says until when it surely does (renewals come every third of the
-/// lease's duration). A follower also tries whenever the Lease changes (it watches it), so
-/// a Lease given back by a stopping leader is taken at once.
-pub(crate) async fn elect(cluster: Arc<Cluster>) {
-    use futures_util::StreamExt;
-    use kube::runtime::{watcher, WatchStreamExt};
-    let election = cluster.settings.election.clone();
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &election.namespace);
-    let duration_ms = i64::try_from(election.lease_duration.as_millis()).unwrap_or(i64::MAX);
-    let period = election.lease_duration / 3;
-    let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", election.name));
-    let mut changes = watcher(leases.clone(), only_ours).default_backoff().boxed();
-    loop {
-        let turn = cluster.election_turn.lock().await;
-        if cluster.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let started = now_ms();
-        let attempt = try_lead(
-            &leases,
-            &election.name,
-            &cluster.settings.identity,
-            duration_ms,
-        )
-        .await;
-        match attempt {
-            Ok(true) => {
-                let was = cluster.is_leader();
-                cluster
-                    .leading_until
-                    .store(started + duration_ms * 2 / 3, Ordering::SeqCst);
-                if !was {
-                    log::info!("{} leads", cluster.settings.identity);
-                    cluster.changed.notify_one();
-                }
-            }
-            Ok(false) => cluster.leading_until.store(0, Ordering::SeqCst),
-            // Leadership lapses by itself if renewals keep failing.
-            Err(e) => {
-                cluster
-                    .counters
-                    .increment("kubeci_reconcile_errors_total", &["lease"]);
-                log::warn!("cannot renew the leader Lease: {e}")
-            }
-        }
-        drop(turn);
-        if cluster.is_leader() {
-            tokio::time::sleep(period).await;
-        } else {
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                _ = changes.next() => {}
-            }
-        }
-    }
-}
-
-/// Gives the leader Lease back if `me` holds it (no holder, renewed now, one second long):
-/// the next replica to look takes it. True when it was given back.
-pub(crate) async fn release(
-    leases: &Api<Lease>,
-    name: &str,
-    me: &str,
-) -> Result<bool, kube::Error> {
-    let Some(mut lease) = leases.get_opt(name).await? else {
-        return Ok(false);
-    };
-    let mut spec = lease.spec.clone().unwrap_or_default();
-    if spec.holder_identity.as_deref() != Some(me) {
-        return Ok(false);
-    }
-    spec.holder_identity = None;
-    spec.lease_duration_seconds = Some(1);
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        jiff::Timestamp::now(),
-    ));
-    lease.spec = Some(spec);
-    match leases.replace(name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// One attempt to take or renew the leader Lease; true when this replica holds it.
-async fn try_lead(
-    leases: &Api<Lease>,
-    name: &str,
-    me: &str,
-    duration_ms: i64,
-) -> Result<bool, kube::Error> {
-    let now = jiff::Timestamp::now();
-    let seconds = ((duration_ms + 999) / 1000).max(1);
-    let current = leases.get_opt(name).await?;
-    let Some(mut lease) = current else {
-        let lease: Lease = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name},
-            "spec": {"holderIdentity": me, "leaseDurationSeconds": seconds,
-                     "acquireTime": now.to_string(), "renewTime": now.to_string(), "leaseTransitions": 0},
-        }))
-        .expect("a valid Lease");
-        return match leases.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        };
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let record = LeaseRecord {
-        holder: spec.holder_identity.clone(),
-        renewed_at_ms: spec.renew_time.as_ref().map(|t| t.0.as_millisecond()),
-        duration_ms: i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000,
-    };
-    let decision = leader::decide(&record, me, now.as_millisecond());
-    if decision == LeaseDecision::Follow {
-        return Ok(false);
-    }
-    let mut spec = spec;
-    if decision == LeaseDecision::Take {
-        spec.holder_identity = Some(me.to_owned());
-        spec.acquire_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            now,
-        ));
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-    }
-    spec.lease_duration_seconds = Some(i32::try_from(seconds).unwrap_or(i32::MAX));
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        now,
-    ));
-    lease.spec = Some(spec);
-    match leases.replace(name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
 
 /// Reports in flight or waiting to be retried, by (namespace, Job name).
 #[derive(Default)]

@@ -1,0 +1,317 @@
+//! The writes of builds: creating a build's Job (once per request key, through the job's
+//! ledger), stopping one, cancelling the builds a new one supersedes, and the views the
+//! API shows of them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kubeci_engine::api::{Backend, BuildView, LogStream, TriggerError, Triggered};
+use kubeci_engine::record::{BuildJob, BuildPod};
+use kubeci_engine::{decide, observe, BuildSummary};
+use kubeci_render::{keys, BuildRequest, JobOrigin};
+use kubeci_spec::LoadedJob;
+
+use crate::{label, ledger, log_url, now, Cluster};
+
+impl Cluster {
+    /// Creates the Job of build `request` of `loaded` (queued when the job is at its
+    /// concurrency limit). A Job that exists already is the one wanted: a retried create is
+    /// harmless.
+    pub(crate) async fn create_build(
+        &self,
+        loaded: &LoadedJob,
+        request: &BuildRequest,
+        key: &str,
+    ) -> Result<BuildJob, TriggerError> {
+        let job = loaded.job.as_ref().expect("a declared job is valid");
+        let mut rendered =
+            kubeci_render::render(job, &JobOrigin::of(loaded), request, &self.settings.render)
+                .map_err(|e| TriggerError::Invalid {
+                    namespace: loaded.namespace.clone(),
+                    name: job.name.clone(),
+                    errors: e.to_string(),
+                })?;
+        // A job with a concurrency limit queues every build: the leader releases them in
+        // order, so the limit holds however many replicas take requests at once.
+        if job.max_concurrency.is_some() {
+            if let Some(spec) = rendered.spec.as_mut() {
+                spec.suspend = Some(true);
+            }
+        }
+        rendered
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(keys::REQUEST_KEY.to_owned(), key.to_owned());
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
+        match create_strictly(&self.client, &jobs, &rendered).await {
+            Ok(created) => Ok(created.into()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Api::<BuildJob>::namespaced(self.client.clone(), &loaded.namespace)
+                    .get(&rendered.name_any())
+                    .await
+                    .map_err(|e| TriggerError::Backend(e.to_string()))
+            }
+            Err(e) => Err(TriggerError::Backend(e.to_string())),
+        }
+    }
+
+    /// Stops a build: suspends its Job (Kubernetes deletes its pod) and records why and
+    /// when on it.
+    pub(crate) async fn stop(
+        &self,
+        namespace: &str,
+        job_name: &str,
+        annotations: serde_json::Value,
+    ) -> Result<BuildJob, kube::Error> {
+        let mut annotations = annotations;
+        annotations[keys::FINISHED_AT] = jiff::Timestamp::now().to_string().into();
+        let patch = serde_json::json!({
+            "metadata": {"annotations": annotations},
+            "spec": {"suspend": true},
+        });
+        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+            .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    }
+
+    /// A followed log of a build without a pod yet: it waits, checking the caches every
+    /// 250 ms, until the build has a pod (then follows it) or ends.
+    pub(crate) fn log_once_it_has_a_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> LogStream {
+        let me = self.me.clone();
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let waited = futures_util::stream::once(async move {
+            loop {
+                let Some(cluster) = me.upgrade() else {
+                    return futures_util::StreamExt::boxed(futures_util::stream::empty());
+                };
+                let record = cluster
+                    .build_records(&namespace, &name)
+                    .into_iter()
+                    .find(|r| r.summary.number == number);
+                match record {
+                    Some(r) if r.pods.is_empty() && !r.summary.state.is_finished() => {}
+                    Some(r) if !r.pods.is_empty() => {
+                        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
+                        return cluster.logs.follow(pods, &namespace, &r.pods[0].name_any());
+                    }
+                    _ => return futures_util::StreamExt::boxed(futures_util::stream::empty()),
+                }
+                drop(cluster);
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+        Box::pin(futures_util::StreamExt::flatten(waited))
+    }
+
+    pub(crate) fn view(
+        &self,
+        job: &BuildJob,
+        pods: &[Arc<BuildPod>],
+        summary: &BuildSummary,
+    ) -> BuildView {
+        let (state, message) = BuildView::describe(&summary.state);
+        let annotations = job.annotations();
+        let namespace = job.namespace().unwrap_or_default();
+        let job_name = label(job, keys::JOB).unwrap_or_default();
+        let declared_url = {
+            let index = self.index.read().expect("the index lock");
+            index
+                .find(&namespace, job_name)
+                .and_then(|j| j.job.as_ref()?.log_url.clone())
+        };
+        let template = declared_url.or_else(|| self.settings.log_url_template.clone());
+        let log_url = template.map(|template| {
+            let pod = pods.first().map(|p| p.name_any()).unwrap_or_default();
+            let start = job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            let end = observe::finished_at(job)
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "now".into());
+            let number = summary.number.to_string();
+            log_url(
+                &template,
+                &[
+                    ("namespace", &namespace),
+                    ("pod", &pod),
+                    ("job", job_name),
+                    ("build", &number),
+                    ("start", &start),
+                    ("end", &end),
+                ],
+            )
+        });
+        BuildView {
+            number: summary.number,
+            name: job.name_any(),
+            state,
+            message,
+            trigger: annotations.get(keys::TRIGGER).cloned(),
+            requested_by: annotations.get(keys::REQUESTED_BY).cloned(),
+            commit: annotations
+                .get(keys::COMMIT)
+                .cloned()
+                .or_else(|| observe::checked_out_commit(pods.iter().map(|p| &**p))),
+            pull_request: summary.pull_request,
+            spec_hash: annotations.get(keys::SPEC_HASH).cloned(),
+            chart_version: annotations.get(keys::CHART_VERSION).cloned(),
+            reported: kubeci_engine::report::parse_reported(
+                annotations.get(keys::REPORTED).map(String::as_str),
+            )
+            .into_iter()
+            .map(|s| s.as_str())
+            .collect(),
+            log_url,
+            created_at: kubeci_engine::api::timestamp(
+                job.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            ),
+            started_at: kubeci_engine::api::timestamp(
+                job.status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0.as_second()),
+            ),
+            finished_at: kubeci_engine::api::timestamp(summary.finished_at),
+        }
+    }
+
+    pub(crate) fn fresh_view(&self, job: &BuildJob) -> BuildView {
+        let reporting = self.reporter.is_some();
+        let summary = observe::summarize(job, &[], now(), self.pending_deadline(), reporting)
+            .unwrap_or(BuildSummary {
+                number: 0,
+                state: kubeci_engine::BuildState::Pending { message: None },
+                pull_request: None,
+                branch: None,
+                fully_reported: true,
+                finished_at: None,
+                settled: false,
+            });
+        self.view(job, &[], &summary)
+    }
+
+    /// A key for a request that brought none: unique to this replica and moment.
+    pub(crate) fn unique_key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.settings.identity,
+            jiff::Timestamp::now().as_nanosecond(),
+            self.request_counter.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// Starts build `build` of job `name`, once per `key`; a cron build also records its
+    /// time (`cron_run`) in the same ledger write.
+    pub(crate) async fn start_build(
+        &self,
+        namespace: &str,
+        name: &str,
+        build: BuildRequest,
+        key: String,
+        cron_run: Option<i64>,
+    ) -> Result<Triggered, TriggerError> {
+        let loaded = self.declared(namespace, name)?;
+        let records = self.build_records(namespace, name);
+        // A request seen before whose build exists: that build, whatever the ledger still
+        // remembers (it keeps a bounded number of keys).
+        if let Some(built) = records
+            .iter()
+            .find(|r| r.job.annotations().get(keys::REQUEST_KEY) == Some(&key))
+        {
+            return Ok(Triggered {
+                build: self.view(&built.job, &built.pods, &built.summary),
+                created: false,
+            });
+        }
+        let present: Vec<BuildSummary> = records.into_iter().map(|r| r.summary).collect();
+        let (allocation, to_create) =
+            ledger::allocate(self, namespace, name, &key, &present, build, cron_run)
+                .await
+                .map_err(|e| TriggerError::Backend(e.to_string()))?;
+        let job = match to_create {
+            Some(request) => {
+                let created = self.create_build(&loaded, &request, &key).await?;
+                if allocation.fresh {
+                    self.cancel_superseded(&loaded, &request).await;
+                }
+                created
+            }
+            // A retry of a request whose build exists (or existed).
+            None => Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+                .get_opt(&kubeci_render::build_name(name, allocation.number))
+                .await
+                .map_err(|e| TriggerError::Backend(e.to_string()))?
+                .ok_or(TriggerError::Gone {
+                    number: allocation.number,
+                })?,
+        };
+        self.remember_fresh(&job);
+        self.changed.notify_one();
+        Ok(Triggered {
+            build: self.fresh_view(&job),
+            created: allocation.fresh,
+        })
+    }
+
+    /// Cancels the unfinished builds that build `number` supersedes.
+    pub(crate) async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
+        let job = loaded.job.as_ref().expect("a declared job is valid");
+        let Some(subject) = decide::Subject::of(request, job) else {
+            return;
+        };
+        let present: Vec<BuildSummary> = self
+            .build_records(&loaded.namespace, &job.name)
+            .into_iter()
+            .map(|r| r.summary)
+            .collect();
+        for number in decide::superseded_builds(&subject, request.number, &present) {
+            let by = format!("kubeci (superseded by build {})", request.number);
+            if let Err(e) = self.cancel(&loaded.namespace, &job.name, number, &by).await {
+                log::warn!(
+                    "cannot cancel superseded build {number} of {}/{}: {e}",
+                    loaded.namespace,
+                    job.name
+                );
+            }
+        }
+    }
+}
+
+/// Creates `job` with `fieldValidation=Strict`: the API server refuses a Job with an unknown
+/// or duplicate field instead of dropping it silently, so a rendering mistake fails the
+/// request (kube's `PostParams` cannot say it; the request is built here).
+pub(crate) async fn create_strictly(
+    client: &kube::Client,
+    jobs: &Api<Job>,
+    job: &Job,
+) -> Result<Job, kube::Error> {
+    let body = serde_json::to_vec(job).map_err(kube::Error::SerdeError)?;
+    let params = PostParams {
+        field_manager: Some("kubeci".into()),
+        ..PostParams::default()
+    };
+    let mut request = kube::core::Request::new(jobs.resource_url())
+        .create(&params, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let uri = format!("{}&fieldValidation=Strict", request.uri());
+    *request.uri_mut() = uri.parse().expect("a URI with one more query parameter");
+    request.extensions_mut().insert("create");
+    client.request::<Job>(request).await
+}

@@ -1,0 +1,347 @@
+//! What a replica knows of the cluster: the watched caches of build Jobs, their pods and
+//! the job ledgers, the builds they make up (with the Jobs this replica just created, until
+//! the caches show them), and lookups of the jobs declared.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::runtime::reflector::{reflector, Store};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use kubeci_engine::api::TriggerError;
+use kubeci_engine::record::{BuildJob, BuildPod};
+use kubeci_engine::{observe, BuildSummary};
+use kubeci_render::keys;
+use kubeci_spec::{LoadedJob, Severity};
+use tokio::sync::Notify;
+
+use crate::{label, ledger_name, now, Cluster};
+
+/// Build Jobs by (namespace, Job name), with when they were seen.
+pub(crate) type FreshJobs = BTreeMap<(String, String), (Arc<BuildJob>, std::time::Instant)>;
+
+/// How long a build Job this replica created is shown without its cache showing it.
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
+pub(crate) struct Scope {
+    pub(crate) jobs: Store<BuildJob>,
+    pub(crate) pods: Store<BuildPod>,
+    pub(crate) leases: Store<Lease>,
+}
+
+/// One build as the caches show it.
+pub(crate) struct BuildRecord {
+    pub job: Arc<BuildJob>,
+    pub pods: Vec<Arc<BuildPod>>,
+    pub summary: BuildSummary,
+}
+
+/// How watches retry after errors: quickly at first (a dropped connection), at most every
+/// 5 s (an API server that is down), so catching up after an outage takes seconds.
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> WatchBackoff {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Follows `api` into a cache; every change wakes `changed`. Returns the cache and a flag
+/// set once its first complete list is in.
+/// `trim` drops what kubeci never reads from the cached objects (it matters at 10,000 Jobs).
+pub(crate) fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    trim: fn(&mut K),
+) -> (Store<K>, Arc<AtomicBool>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = kube::runtime::reflector::store();
+    tokio::spawn(
+        reflector(
+            writer,
+            watcher::watcher(api, config)
+                .modify(move |object| {
+                    object.meta_mut().managed_fields = None;
+                    trim(object);
+                })
+                .backoff(WatchBackoff::new()),
+        )
+        .for_each(move |_| {
+            changed.notify_one();
+            async {}
+        }),
+    );
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let ready = store.clone();
+    tokio::spawn(async move {
+        if ready.wait_until_ready().await.is_ok() {
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    (store, flag)
+}
+
+impl Cluster {
+    pub(crate) fn pending_deadline(&self) -> i64 {
+        i64::try_from(self.settings.pending_deadline.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Every build in the caches, by (namespace, job), newest first.
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
+        self.records(|_, _| true)
+    }
+
+    /// The builds of jobs for which `wanted(namespace, job)` holds, by (namespace, job),
+    /// newest first.
+    pub(crate) fn records(
+        &self,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> BTreeMap<(String, String), Vec<BuildRecord>> {
+        let now = now();
+        let reporting = self.reporter.is_some();
+        let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
+        for scope in &self.scopes {
+            let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<BuildPod>>> =
+                BTreeMap::new();
+            let pods = scope.pods.state();
+            for pod in &pods {
+                let (Some(job), Some(build)) =
+                    (label(&**pod, keys::JOB), label(&**pod, keys::BUILD))
+                else {
+                    continue;
+                };
+                let namespace = pod.namespace().unwrap_or_default();
+                if wanted(&namespace, job) {
+                    pods_by_build
+                        .entry((namespace, job, build))
+                        .or_default()
+                        .push(pod.clone());
+                }
+            }
+            for job in scope.jobs.state() {
+                let namespace = job.namespace().unwrap_or_default();
+                let (Some(name), Some(build)) =
+                    (label(&*job, keys::JOB), label(&*job, keys::BUILD))
+                else {
+                    continue;
+                };
+                if !wanted(&namespace, name) {
+                    continue;
+                }
+                let pods = pods_by_build
+                    .get(&(namespace.clone(), name, build))
+                    .cloned()
+                    .unwrap_or_default();
+                let owned: Vec<BuildPod> = pods.iter().map(|p| (**p).clone()).collect();
+                let Some(summary) =
+                    observe::summarize(&job, &owned, now, self.pending_deadline(), reporting)
+                else {
+                    continue;
+                };
+                let name = name.to_owned();
+                groups
+                    .entry((namespace, name))
+                    .or_default()
+                    .push(BuildRecord {
+                        job: job.clone(),
+                        pods,
+                        summary,
+                    });
+            }
+        }
+        for records in groups.values_mut() {
+            records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+        }
+        groups
+    }
+
+    /// The builds of job `name` in `namespace`, newest first.
+    pub(crate) fn build_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
+        let mut records = self
+            .records(|ns, job| ns == namespace && job == name)
+            .into_values()
+            .next()
+            .unwrap_or_default();
+        let cached: std::collections::BTreeSet<String> =
+            records.iter().map(|r| r.job.name_any()).collect();
+        let mut fresh = self.fresh.lock().expect("the fresh lock");
+        // Kept until the cache shows the Job (or for a bounded time: one deleted before
+        // the cache saw it is gone from the API too).
+        fresh.retain(|(ns, job_name), (_, at)| {
+            at.elapsed() < FRESH_FOR && !(ns == namespace && cached.contains(job_name))
+        });
+        for ((ns, _), (job, _)) in fresh.iter() {
+            if ns != namespace || label(&**job, keys::JOB) != Some(name) {
+                continue;
+            }
+            let summary = observe::summarize(
+                job,
+                &[],
+                now(),
+                self.pending_deadline(),
+                self.reporter.is_some(),
+            );
+            if let Some(summary) = summary {
+                records.push(BuildRecord {
+                    job: Arc::clone(job),
+                    pods: Vec::new(),
+                    summary,
+                });
+            }
+        }
+        drop(fresh);
+        records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+        records
+    }
+
+    /// Keeps `job` readable until the cache shows it (see `fresh`).
+    pub(crate) fn remember_fresh(&self, job: &BuildJob) {
+        let key = (job.namespace().unwrap_or_default(), job.name_any());
+        self.fresh
+            .lock()
+            .expect("the fresh lock")
+            .insert(key, (Arc::new(job.clone()), std::time::Instant::now()));
+    }
+
+    /// Build `number` of job `name`: from the cache, else — a build another replica has
+    /// just created, not yet in this one's cache — from the API.
+    pub(crate) async fn find_build(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Option<BuildRecord> {
+        let cached = self
+            .build_records(namespace, name)
+            .into_iter()
+            .find(|r| r.summary.number == number);
+        if cached.is_some() {
+            return cached;
+        }
+        if !self
+            .index
+            .read()
+            .expect("the index lock")
+            .is_declared(namespace, name)
+        {
+            return None;
+        }
+        let job = Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+            .get_opt(&kubeci_render::build_name(name, number))
+            .await
+            .ok()??;
+        if label(&job, keys::JOB) != Some(name) {
+            return None;
+        }
+        self.remember_fresh(&job);
+        self.build_records(namespace, name)
+            .into_iter()
+            .find(|r| r.summary.number == number)
+    }
+
+    /// The ledger Lease of a job, from the cache.
+    pub(crate) fn cached_ledger(&self, namespace: &str, job: &str) -> Option<Arc<Lease>> {
+        let name = ledger_name(job);
+        self.scopes.iter().find_map(|scope| {
+            scope
+                .leases
+                .state()
+                .into_iter()
+                .find(|l| l.namespace().as_deref() == Some(namespace) && l.name_any() == name)
+        })
+    }
+
+    /// Every ledger Lease in the caches.
+    pub(crate) fn cached_ledgers(&self) -> Vec<Arc<Lease>> {
+        self.scopes
+            .iter()
+            .flat_map(|scope| scope.leases.state())
+            .collect()
+    }
+
+    /// The valid job `name` in `namespace`, or why it cannot build.
+    pub(crate) fn declared(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<LoadedJob>, TriggerError> {
+        let index = self.index.read().expect("the index lock");
+        if let Some(job) = index.find(namespace, name) {
+            return Ok(job.clone());
+        }
+        Err(match index.find_any(namespace, name) {
+            Some(invalid) => TriggerError::Invalid {
+                namespace: namespace.into(),
+                name: name.into(),
+                errors: invalid
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+            None => TriggerError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        })
+    }
+
+    /// Job `name` of `namespace` for the leader's pass: the valid declaration, if any, and
+    /// whether any ConfigMap declares it at all (an invalid job keeps its builds).
+    pub(crate) fn lookup(&self, namespace: &str, name: &str) -> (Option<Arc<LoadedJob>>, bool) {
+        let index = self.index.read().expect("the index lock");
+        (
+            index.find(namespace, name).cloned(),
+            index.is_declared(namespace, name),
+        )
+    }
+
+    /// The valid jobs with a cron trigger: (namespace, name, job, its schedule's text).
+    pub(crate) fn cron_jobs(&self) -> Vec<(String, String, String)> {
+        let index = self.index.read().expect("the index lock");
+        index
+            .shared()
+            .filter_map(|loaded| {
+                let job = loaded.job.as_ref()?;
+                let cron = job.triggers.as_ref()?.cron.clone()?;
+                Some((loaded.namespace.clone(), job.name.clone(), cron))
+            })
+            .collect()
+    }
+}
