@@ -3,32 +3,36 @@
 //! history and logs in SQLite in the data directory — the same `Backend` the server and
 //! the GitHub webhooks use with the Kubernetes engine. A build that was running when
 //! kubeci died ends as an error that says so; queued builds start when it comes back.
+//!
+//! - this file: [`Standalone`], its settings, and its pass (queue, retention, reports, cron)
+//! - `running` — builds running through `kubeci_local`, their logs stored and broadcast
+//! - `backend` — [`kubeci_engine::api::Backend`] for [`Standalone`]
+//! - `jobs` — the job files, reloaded; `store` — SQLite
 
+mod backend;
 pub mod jobs;
+mod running;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kubeci_engine::api::{
-    log_url, Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError,
-    TriggerRequest, Triggered,
-};
+use kubeci_engine::api::{log_url, Backend, BuildView, TriggerRequest};
 use kubeci_engine::decide::{self, Subject};
 use kubeci_engine::plan::{self, Action, JobPolicy};
 use kubeci_engine::report::{self, CommitState, ReportTarget, Reporter};
 use kubeci_engine::{BuildState, BuildSummary};
-use kubeci_local::{LocalEnv, LogEvent, Outcome};
-use kubeci_render::{JobOrigin, RenderConfig, Trigger};
+use kubeci_local::Outcome;
+use kubeci_render::{RenderConfig, Trigger};
 use kubeci_spec::{LoadOptions, LoadedJob};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobSet;
-use crate::store::{BuildRow, NewBuild, Store};
+use crate::store::{BuildRow, Store};
 
 /// What failed in the embedded engine.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +60,7 @@ pub struct Settings {
     pub jobs_dir: PathBuf,
     /// The database and the builds' work directories.
     pub data_dir: PathBuf,
-    /// Secrets, laid out like mounted Secrets: DIR/<secret>/<key>.
+    /// Secrets, laid out like mounted Secrets: `DIR/<secret>/<key>`.
     pub secrets_dir: Option<PathBuf>,
     /// The `kubeci` binary that runs the clone step.
     pub kubeci_exe: PathBuf,
@@ -404,145 +408,6 @@ impl Standalone {
     }
 
     /// Starts build `row` with the local engine.
-    fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), StandaloneError> {
-        let key = (row.namespace.clone(), row.job.clone(), row.number);
-        let (live, _) = broadcast::channel(1024);
-        let cancel = CancellationToken::new();
-        self.running.lock().expect("lock").insert(
-            key.clone(),
-            Running {
-                cancel: cancel.clone(),
-                cancelled_by: None,
-                live: live.clone(),
-            },
-        );
-        self.store()
-            .set_state(&key.0, &key.1, key.2, &BuildState::Running, now())?;
-        let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            let state = engine.execute(&row, live, cancel).await;
-            let cancelled_by = engine
-                .running
-                .lock()
-                .expect("lock")
-                .get(&key)
-                .and_then(|r| r.cancelled_by.clone());
-            let state = match state {
-                Ok(outcome) => final_state(&outcome, cancelled_by),
-                Err(message) => BuildState::Error {
-                    reason: "LocalEngine".into(),
-                    message,
-                },
-            };
-            if let Err(e) = engine
-                .store()
-                .set_state(&key.0, &key.1, key.2, &state, now())
-            {
-                log::warn!(
-                    "cannot record the end of {}/{} {}: {e}",
-                    key.0,
-                    key.1,
-                    key.2
-                );
-            }
-            // Followers of the log see it end once the end is recorded.
-            engine.running.lock().expect("lock").remove(&key);
-            engine.changed.notify_one();
-        });
-        Ok(())
-    }
-
-    async fn execute(
-        self: &Arc<Self>,
-        row: &BuildRow,
-        live: broadcast::Sender<(u64, Vec<u8>)>,
-        cancel: CancellationToken,
-    ) -> Result<Outcome, String> {
-        let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
-            .map_err(|e| format!("the stored Job cannot be read: {e}"))?;
-        let build_dir = path_inside(
-            &self.settings.data_dir.join("work"),
-            &[&row.namespace, &row.job, &row.number.to_string()],
-        )?;
-        let _ = std::fs::remove_dir_all(&build_dir);
-        let env = LocalEnv {
-            build_dir: build_dir.clone(),
-            secrets_dir: self.settings.secrets_dir.clone(),
-            kubeci_exe: self.settings.kubeci_exe.clone(),
-            host_env: LocalEnv::host_env_from_process(),
-            objects: Default::default(),
-        };
-        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(BuildSink {
-            engine: Arc::clone(self),
-            key: (row.namespace.clone(), row.job.clone(), row.number),
-            seq: std::sync::atomic::AtomicU64::new(0),
-            live,
-        });
-        let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
-        let _ = std::fs::remove_dir_all(&build_dir);
-        result.map(|r| r.outcome).map_err(|e| e.to_string())
-    }
-
-    /// Stops build `number`: a queued one ends at once, a running one is killed.
-    fn stop(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        by: &str,
-    ) -> Result<(), StandaloneError> {
-        let key = (namespace.to_owned(), name.to_owned(), number);
-        if let Some(running) = self.running.lock().expect("lock").get_mut(&key) {
-            running.cancelled_by = Some(by.to_owned());
-            running.cancel.cancel();
-            return Ok(());
-        }
-        self.store().set_state(
-            namespace,
-            name,
-            number,
-            &BuildState::Aborted {
-                by: Some(by.to_owned()),
-            },
-            now(),
-        )?;
-        self.changed.notify_one();
-        Ok(())
-    }
-
-    /// A followed log of a build that has not started: it waits, checking every 200 ms,
-    /// until the build runs or ends, then follows it.
-    fn log_once_started(&self, key: BuildKey) -> LogStream {
-        let me = self.me.clone();
-        let waited =
-            futures_util::stream::once(async move {
-                let (namespace, name, number) = key.clone();
-                loop {
-                    let Some(engine) = me.upgrade() else {
-                        return futures_util::StreamExt::boxed(futures_util::stream::empty());
-                    };
-                    let started = engine.running.lock().expect("lock").contains_key(&key);
-                    let ended = engine
-                        .store()
-                        .build(&namespace, &name, number)
-                        .ok()
-                        .flatten()
-                        .is_none_or(|row| row.state.is_finished());
-                    if started || ended {
-                        return match Box::pin(engine.log(&namespace, &name, number, true)).await {
-                            Ok(stream) => stream,
-                            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(
-                                async move { Err(e.to_string()) },
-                            )),
-                        };
-                    }
-                    drop(engine);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-        Box::pin(futures_util::StreamExt::flatten(waited))
-    }
-
     fn view(&self, row: &BuildRow) -> BuildView {
         let (state, message) = BuildView::describe(&row.state);
         let declared_url = self
@@ -618,376 +483,6 @@ impl Standalone {
                     job.name
                 );
             }
-        }
-    }
-}
-
-impl Backend for Standalone {
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    fn jobs(&self) -> Vec<JobView> {
-        self.jobs
-            .read()
-            .expect("the jobs lock")
-            .all()
-            .iter()
-            .map(|j| JobView::of(j))
-            .collect()
-    }
-
-    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
-        self.store()
-            .latest_builds()
-            .unwrap_or_default()
-            .iter()
-            .map(|row| ((row.namespace.clone(), row.job.clone()), self.view(row)))
-            .collect()
-    }
-
-    fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
-        let declared = self
-            .jobs
-            .read()
-            .expect("the jobs lock")
-            .find_any(namespace, name);
-        let rows = self.store().builds(namespace, name).ok()?;
-        if declared.is_none() && rows.is_empty() {
-            return None;
-        }
-        Some(rows.iter().map(|r| self.view(r)).collect())
-    }
-
-    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
-        let TriggerRequest {
-            namespace,
-            name,
-            build,
-            key,
-        } = request;
-        let Some(loaded) = self.job(&namespace, &name) else {
-            let invalid = self
-                .jobs
-                .read()
-                .expect("the jobs lock")
-                .find_any(&namespace, &name);
-            return Err(match invalid {
-                Some(invalid) => TriggerError::Invalid {
-                    namespace,
-                    name,
-                    errors: JobView::of(&invalid).errors.join("; "),
-                },
-                None => TriggerError::NotFound { namespace, name },
-            });
-        };
-        let job = loaded.job.as_ref().expect("a found job is valid");
-        let origin = JobOrigin::of(&loaded);
-        let render = |number: u64| -> Result<String, String> {
-            let request = kubeci_render::BuildRequest {
-                number,
-                ..build.clone()
-            };
-            kubeci_render::render(job, &origin, &request, &self.settings.render)
-                .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
-                .map_err(|e| e.to_string())
-        };
-        let new = NewBuild {
-            namespace: &namespace,
-            job: &name,
-            request: &build,
-            key: key.as_deref(),
-            manifest: &render,
-            spec_hash: &loaded.spec_hash,
-            chart_version: loaded.chart_version.as_deref(),
-            now: now(),
-        };
-        let (number, created) = self
-            .store()
-            .allocate(&new)
-            .map_err(|e| TriggerError::Backend(e.to_string()))?;
-        let row = self
-            .store()
-            .build(&namespace, &name, number)
-            .map_err(|e| TriggerError::Backend(e.to_string()))?
-            .ok_or(TriggerError::Gone { number })?;
-        if created {
-            self.cancel_superseded(&loaded, &row.request);
-            self.changed.notify_one();
-        }
-        Ok(Triggered {
-            build: self.view(&row),
-            created,
-        })
-    }
-
-    async fn cancel(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        by: &str,
-    ) -> Result<BuildView, CancelError> {
-        let not_found = || CancelError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-            number,
-        };
-        let row = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.to_string()))?
-            .ok_or_else(not_found)?;
-        if row.state.is_finished() {
-            return Err(CancelError::Finished {
-                namespace: namespace.into(),
-                name: name.into(),
-                number,
-                state: row.state.name(),
-            });
-        }
-        self.stop(namespace, name, number, by)
-            .map_err(|e| CancelError::Backend(e.to_string()))?;
-        // A running build ends when its processes are gone; answer with it stopping.
-        let row = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.to_string()))?
-            .ok_or_else(not_found)?;
-        Ok(self.view(&row))
-    }
-
-    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
-        self.jobs.read().expect("the jobs lock").specs(repositories)
-    }
-
-    fn request(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-    ) -> Option<kubeci_render::BuildRequest> {
-        let row = self.store().build(namespace, name, number).ok()??;
-        Some(row.request)
-    }
-
-    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.jobs
-            .read()
-            .expect("the jobs lock")
-            .find_any(namespace, name)
-    }
-
-    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
-        let rows = self.store().all_builds().unwrap_or_default();
-        let builds: Vec<kubeci_engine::metrics::BuildFact> = rows
-            .into_iter()
-            .map(|r| kubeci_engine::metrics::BuildFact {
-                state: r.state.name(),
-                seconds: r
-                    .started_at
-                    .zip(r.finished_at)
-                    .map(|(start, end)| (end - start).max(0) as f64),
-                namespace: r.namespace,
-                job: r.job,
-            })
-            .collect();
-        kubeci_engine::metrics::build_families(&builds)
-    }
-
-    async fn log(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        follow: bool,
-    ) -> Result<LogStream, LogError> {
-        let key = (namespace.to_owned(), name.to_owned(), number);
-        // Subscribed before the stored lines are read: no line falls between the two.
-        let live = if follow {
-            self.running
-                .lock()
-                .expect("lock")
-                .get(&key)
-                .map(|r| r.live.subscribe())
-        } else {
-            None
-        };
-        let Some(row) = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(|e| LogError::Backend(e.to_string()))?
-        else {
-            return Err(LogError::NotFound(format!(
-                "no build {number} of job {namespace}/{name}"
-            )));
-        };
-        if follow && live.is_none() && !row.state.is_finished() {
-            // Queued or about to start: follow from when it runs (or ends).
-            return Ok(self.log_once_started(key));
-        }
-        // The stored lines, read in batches as the reader takes them.
-        let me = self.me.clone();
-        let (ns, job) = (namespace.to_owned(), name.to_owned());
-        let batches = futures_util::stream::unfold(Some(0u64), move |from| {
-            let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
-            async move {
-                let from = from?;
-                let engine = me.upgrade()?;
-                let batch = engine.store().log(&ns, &job, number, from, LOG_BATCH_LINES);
-                match batch {
-                    Ok(batch) if batch.is_empty() => None,
-                    Ok(batch) => {
-                        let next = batch.last().map(|(seq, _)| seq + 1);
-                        Some((Ok(batch), next))
-                    }
-                    Err(e) => Some((Err(e.to_string()), None)),
-                }
-            }
-        });
-        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let seen = Arc::clone(&next_seq);
-        let stored = futures_util::StreamExt::flat_map(batches, move |batch| {
-            let lines: Vec<Result<Vec<u8>, String>> = match batch {
-                Ok(batch) => {
-                    if let Some((seq, _)) = batch.last() {
-                        seen.store(seq + 1, Ordering::SeqCst);
-                    }
-                    batch
-                        .into_iter()
-                        .map(|(_, mut line)| {
-                            line.push(b'\n');
-                            Ok(line)
-                        })
-                        .collect()
-                }
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(lines)
-        });
-        let Some(live) = live else {
-            return Ok(Box::pin(stored));
-        };
-        let live = futures_util::stream::unfold((live, None), move |(mut live, next)| {
-            let next_seq = Arc::clone(&next_seq);
-            async move {
-                // Lines already read from the store are skipped.
-                let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
-                loop {
-                    match live.recv().await {
-                        Ok((seq, _)) if seq < next => continue,
-                        Ok((seq, mut line)) => {
-                            line.push(b'\n');
-                            return Some((Ok(line), (live, Some(seq + 1))));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            return Some((
-                                Err("the log follower fell behind; reload the log".to_owned()),
-                                (live, Some(next)),
-                            ));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(futures_util::StreamExt::chain(stored, live)))
-    }
-}
-
-/// How many log lines are read from the store at a time.
-const LOG_BATCH_LINES: usize = 1000;
-
-/// `root` joined with `parts`, each of which must be one plain path component (names are
-/// validated before they get here; this keeps a directory that is created and later
-/// removed inside `root` whatever a name holds).
-fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<PathBuf, String> {
-    let mut path = root.to_owned();
-    for part in parts {
-        let mut components = std::path::Path::new(part).components();
-        match (components.next(), components.next()) {
-            (Some(std::path::Component::Normal(c)), None) if c == std::ffi::OsStr::new(part) => {
-                path.push(part)
-            }
-            _ => {
-                return Err(format!(
-                    "`{}` cannot name a directory under {}",
-                    part.escape_debug(),
-                    root.display()
-                ))
-            }
-        }
-    }
-    Ok(path)
-}
-
-/// Where a running build's log lines go (the store and live followers), and what its
-/// containers report (the commit the clone step checked out, into the build's record).
-struct BuildSink {
-    engine: Arc<Standalone>,
-    key: BuildKey,
-    seq: std::sync::atomic::AtomicU64,
-    live: broadcast::Sender<(u64, Vec<u8>)>,
-}
-
-impl kubeci_local::LogSink for BuildSink {
-    fn event(&self, event: LogEvent) {
-        let (namespace, name, number) = &self.key;
-        let line = match event {
-            LogEvent::Step { text, .. } => format!("==> {text}"),
-            LogEvent::Line { text, .. } => text,
-        };
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self
-            .engine
-            .store()
-            .append_log(namespace, name, *number, n, line.as_bytes())
-        {
-            log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
-        }
-        let _ = self.live.send((n, line.into_bytes()));
-    }
-
-    fn container(&self, change: kubeci_local::ContainerChange) {
-        let kubeci_local::ContainerChange::Exited {
-            container,
-            init: true,
-            message: Some(message),
-            ..
-        } = change
-        else {
-            return;
-        };
-        let Some(commit) = (container == "clone")
-            .then(|| kubeci_render::clone_result::commit(&message))
-            .flatten()
-        else {
-            return;
-        };
-        let (namespace, name, number) = &self.key;
-        if let Err(e) = self
-            .engine
-            .store()
-            .record_checked_out(namespace, name, *number, commit)
-        {
-            log::warn!("cannot record the commit of {namespace}/{name} {number}: {e}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod path_tests {
-    use super::path_inside;
-
-    #[test]
-    fn paths_built_from_names_stay_inside_their_root() {
-        let root = std::path::Path::new("/data/work");
-        assert_eq!(
-            path_inside(root, &["team", "job", "7"]).unwrap(),
-            std::path::Path::new("/data/work/team/job/7")
-        );
-        for hostile in ["../../escape", "..", "/etc", "a/b", "", "."] {
-            assert!(path_inside(root, &[hostile, "job"]).is_err(), "{hostile}");
         }
     }
 }

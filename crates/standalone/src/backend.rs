@@ -1,0 +1,289 @@
+//! [`Backend`] for [`Standalone`]: what the server asks of the local engine.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kubeci_engine::api::{
+    Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError, TriggerRequest,
+    Triggered,
+};
+use kubeci_render::JobOrigin;
+use kubeci_spec::LoadedJob;
+use tokio::sync::broadcast;
+
+use crate::running::LOG_BATCH_LINES;
+use crate::store::NewBuild;
+use crate::{now, Standalone};
+
+impl Backend for Standalone {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn jobs(&self) -> Vec<JobView> {
+        self.jobs
+            .read()
+            .expect("the jobs lock")
+            .all()
+            .iter()
+            .map(|j| JobView::of(j))
+            .collect()
+    }
+
+    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
+        self.store()
+            .latest_builds()
+            .unwrap_or_default()
+            .iter()
+            .map(|row| ((row.namespace.clone(), row.job.clone()), self.view(row)))
+            .collect()
+    }
+
+    fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
+        let declared = self
+            .jobs
+            .read()
+            .expect("the jobs lock")
+            .find_any(namespace, name);
+        let rows = self.store().builds(namespace, name).ok()?;
+        if declared.is_none() && rows.is_empty() {
+            return None;
+        }
+        Some(rows.iter().map(|r| self.view(r)).collect())
+    }
+
+    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
+        let TriggerRequest {
+            namespace,
+            name,
+            build,
+            key,
+        } = request;
+        let Some(loaded) = self.job(&namespace, &name) else {
+            let invalid = self
+                .jobs
+                .read()
+                .expect("the jobs lock")
+                .find_any(&namespace, &name);
+            return Err(match invalid {
+                Some(invalid) => TriggerError::Invalid {
+                    namespace,
+                    name,
+                    errors: JobView::of(&invalid).errors.join("; "),
+                },
+                None => TriggerError::NotFound { namespace, name },
+            });
+        };
+        let job = loaded.job.as_ref().expect("a found job is valid");
+        let origin = JobOrigin::of(&loaded);
+        let render = |number: u64| -> Result<String, String> {
+            let request = kubeci_render::BuildRequest {
+                number,
+                ..build.clone()
+            };
+            kubeci_render::render(job, &origin, &request, &self.settings.render)
+                .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
+                .map_err(|e| e.to_string())
+        };
+        let new = NewBuild {
+            namespace: &namespace,
+            job: &name,
+            request: &build,
+            key: key.as_deref(),
+            manifest: &render,
+            spec_hash: &loaded.spec_hash,
+            chart_version: loaded.chart_version.as_deref(),
+            now: now(),
+        };
+        let (number, created) = self
+            .store()
+            .allocate(&new)
+            .map_err(|e| TriggerError::Backend(e.to_string()))?;
+        let row = self
+            .store()
+            .build(&namespace, &name, number)
+            .map_err(|e| TriggerError::Backend(e.to_string()))?
+            .ok_or(TriggerError::Gone { number })?;
+        if created {
+            self.cancel_superseded(&loaded, &row.request);
+            self.changed.notify_one();
+        }
+        Ok(Triggered {
+            build: self.view(&row),
+            created,
+        })
+    }
+
+    async fn cancel(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        by: &str,
+    ) -> Result<BuildView, CancelError> {
+        let not_found = || CancelError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+            number,
+        };
+        let row = self
+            .store()
+            .build(namespace, name, number)
+            .map_err(|e| CancelError::Backend(e.to_string()))?
+            .ok_or_else(not_found)?;
+        if row.state.is_finished() {
+            return Err(CancelError::Finished {
+                namespace: namespace.into(),
+                name: name.into(),
+                number,
+                state: row.state.name(),
+            });
+        }
+        self.stop(namespace, name, number, by)
+            .map_err(|e| CancelError::Backend(e.to_string()))?;
+        // A running build ends when its processes are gone; answer with it stopping.
+        let row = self
+            .store()
+            .build(namespace, name, number)
+            .map_err(|e| CancelError::Backend(e.to_string()))?
+            .ok_or_else(not_found)?;
+        Ok(self.view(&row))
+    }
+
+    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
+        self.jobs.read().expect("the jobs lock").specs(repositories)
+    }
+
+    fn request(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Option<kubeci_render::BuildRequest> {
+        let row = self.store().build(namespace, name, number).ok()??;
+        Some(row.request)
+    }
+
+    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
+        self.jobs
+            .read()
+            .expect("the jobs lock")
+            .find_any(namespace, name)
+    }
+
+    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
+        let rows = self.store().all_builds().unwrap_or_default();
+        let builds: Vec<kubeci_engine::metrics::BuildFact> = rows
+            .into_iter()
+            .map(|r| kubeci_engine::metrics::BuildFact {
+                state: r.state.name(),
+                seconds: r
+                    .started_at
+                    .zip(r.finished_at)
+                    .map(|(start, end)| (end - start).max(0) as f64),
+                namespace: r.namespace,
+                job: r.job,
+            })
+            .collect();
+        kubeci_engine::metrics::build_families(&builds)
+    }
+
+    async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        follow: bool,
+    ) -> Result<LogStream, LogError> {
+        let key = (namespace.to_owned(), name.to_owned(), number);
+        // Subscribed before the stored lines are read: no line falls between the two.
+        let live = if follow {
+            self.running
+                .lock()
+                .expect("lock")
+                .get(&key)
+                .map(|r| r.live.subscribe())
+        } else {
+            None
+        };
+        let Some(row) = self
+            .store()
+            .build(namespace, name, number)
+            .map_err(|e| LogError::Backend(e.to_string()))?
+        else {
+            return Err(LogError::NotFound(format!(
+                "no build {number} of job {namespace}/{name}"
+            )));
+        };
+        if follow && live.is_none() && !row.state.is_finished() {
+            // Queued or about to start: follow from when it runs (or ends).
+            return Ok(self.log_once_started(key));
+        }
+        // The stored lines, read in batches as the reader takes them.
+        let me = self.me.clone();
+        let (ns, job) = (namespace.to_owned(), name.to_owned());
+        let batches = futures_util::stream::unfold(Some(0u64), move |from| {
+            let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
+            async move {
+                let from = from?;
+                let engine = me.upgrade()?;
+                let batch = engine.store().log(&ns, &job, number, from, LOG_BATCH_LINES);
+                match batch {
+                    Ok(batch) if batch.is_empty() => None,
+                    Ok(batch) => {
+                        let next = batch.last().map(|(seq, _)| seq + 1);
+                        Some((Ok(batch), next))
+                    }
+                    Err(e) => Some((Err(e.to_string()), None)),
+                }
+            }
+        });
+        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::clone(&next_seq);
+        let stored = futures_util::StreamExt::flat_map(batches, move |batch| {
+            let lines: Vec<Result<Vec<u8>, String>> = match batch {
+                Ok(batch) => {
+                    if let Some((seq, _)) = batch.last() {
+                        seen.store(seq + 1, Ordering::SeqCst);
+                    }
+                    batch
+                        .into_iter()
+                        .map(|(_, mut line)| {
+                            line.push(b'\n');
+                            Ok(line)
+                        })
+                        .collect()
+                }
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(lines)
+        });
+        let Some(live) = live else {
+            return Ok(Box::pin(stored));
+        };
+        let live = futures_util::stream::unfold((live, None), move |(mut live, next)| {
+            let next_seq = Arc::clone(&next_seq);
+            async move {
+                // Lines already read from the store are skipped.
+                let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
+                loop {
+                    match live.recv().await {
+                        Ok((seq, _)) if seq < next => continue,
+                        Ok((seq, mut line)) => {
+                            line.push(b'\n');
+                            return Some((Ok(line), (live, Some(seq + 1))));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Err("the log follower fell behind; reload the log".to_owned()),
+                                (live, Some(next)),
+                            ));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::StreamExt::chain(stored, live)))
+    }
+}

@@ -1,0 +1,254 @@
+//! Running builds: a build's pod through `kubeci_local`, its log lines into the store and
+//! to live followers, stopping and cancelling, and following a build not started yet.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeci_engine::api::{Backend, LogStream};
+use kubeci_engine::BuildState;
+use kubeci_local::{LocalEnv, LogEvent, Outcome};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::BuildRow;
+use crate::{final_state, now, BuildKey, Running, Standalone, StandaloneError};
+
+impl Standalone {
+    pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), StandaloneError> {
+        let key = (row.namespace.clone(), row.job.clone(), row.number);
+        let (live, _) = broadcast::channel(1024);
+        let cancel = CancellationToken::new();
+        self.running.lock().expect("lock").insert(
+            key.clone(),
+            Running {
+                cancel: cancel.clone(),
+                cancelled_by: None,
+                live: live.clone(),
+            },
+        );
+        self.store()
+            .set_state(&key.0, &key.1, key.2, &BuildState::Running, now())?;
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let state = engine.execute(&row, live, cancel).await;
+            let cancelled_by = engine
+                .running
+                .lock()
+                .expect("lock")
+                .get(&key)
+                .and_then(|r| r.cancelled_by.clone());
+            let state = match state {
+                Ok(outcome) => final_state(&outcome, cancelled_by),
+                Err(message) => BuildState::Error {
+                    reason: "LocalEngine".into(),
+                    message,
+                },
+            };
+            if let Err(e) = engine
+                .store()
+                .set_state(&key.0, &key.1, key.2, &state, now())
+            {
+                log::warn!(
+                    "cannot record the end of {}/{} {}: {e}",
+                    key.0,
+                    key.1,
+                    key.2
+                );
+            }
+            // Followers of the log see it end once the end is recorded.
+            engine.running.lock().expect("lock").remove(&key);
+            engine.changed.notify_one();
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn execute(
+        self: &Arc<Self>,
+        row: &BuildRow,
+        live: broadcast::Sender<(u64, Vec<u8>)>,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, String> {
+        let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
+            .map_err(|e| format!("the stored Job cannot be read: {e}"))?;
+        let build_dir = path_inside(
+            &self.settings.data_dir.join("work"),
+            &[&row.namespace, &row.job, &row.number.to_string()],
+        )?;
+        let _ = std::fs::remove_dir_all(&build_dir);
+        let env = LocalEnv {
+            build_dir: build_dir.clone(),
+            secrets_dir: self.settings.secrets_dir.clone(),
+            kubeci_exe: self.settings.kubeci_exe.clone(),
+            host_env: LocalEnv::host_env_from_process(),
+            objects: Default::default(),
+        };
+        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(BuildSink {
+            engine: Arc::clone(self),
+            key: (row.namespace.clone(), row.job.clone(), row.number),
+            seq: std::sync::atomic::AtomicU64::new(0),
+            live,
+        });
+        let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
+        let _ = std::fs::remove_dir_all(&build_dir);
+        result.map(|r| r.outcome).map_err(|e| e.to_string())
+    }
+
+    /// Stops build `number`: a queued one ends at once, a running one is killed.
+    pub(crate) fn stop(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        by: &str,
+    ) -> Result<(), StandaloneError> {
+        let key = (namespace.to_owned(), name.to_owned(), number);
+        if let Some(running) = self.running.lock().expect("lock").get_mut(&key) {
+            running.cancelled_by = Some(by.to_owned());
+            running.cancel.cancel();
+            return Ok(());
+        }
+        self.store().set_state(
+            namespace,
+            name,
+            number,
+            &BuildState::Aborted {
+                by: Some(by.to_owned()),
+            },
+            now(),
+        )?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// A followed log of a build that has not started: it waits, checking every 200 ms,
+    /// until the build runs or ends, then follows it.
+    pub(crate) fn log_once_started(&self, key: BuildKey) -> LogStream {
+        let me = self.me.clone();
+        let waited =
+            futures_util::stream::once(async move {
+                let (namespace, name, number) = key.clone();
+                loop {
+                    let Some(engine) = me.upgrade() else {
+                        return futures_util::StreamExt::boxed(futures_util::stream::empty());
+                    };
+                    let started = engine.running.lock().expect("lock").contains_key(&key);
+                    let ended = engine
+                        .store()
+                        .build(&namespace, &name, number)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|row| row.state.is_finished());
+                    if started || ended {
+                        return match Box::pin(engine.log(&namespace, &name, number, true)).await {
+                            Ok(stream) => stream,
+                            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(
+                                async move { Err(e.to_string()) },
+                            )),
+                        };
+                    }
+                    drop(engine);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        Box::pin(futures_util::StreamExt::flatten(waited))
+    }
+}
+
+/// How many log lines are read from the store at a time.
+pub(crate) const LOG_BATCH_LINES: usize = 1000;
+
+/// `root` joined with `parts`, each of which must be one plain path component (names are
+/// validated before they get here; this keeps a directory that is created and later
+/// removed inside `root` whatever a name holds).
+pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<PathBuf, String> {
+    let mut path = root.to_owned();
+    for part in parts {
+        let mut components = std::path::Path::new(part).components();
+        match (components.next(), components.next()) {
+            (Some(std::path::Component::Normal(c)), None) if c == std::ffi::OsStr::new(part) => {
+                path.push(part)
+            }
+            _ => {
+                return Err(format!(
+                    "`{}` cannot name a directory under {}",
+                    part.escape_debug(),
+                    root.display()
+                ))
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// Where a running build's log lines go (the store and live followers), and what its
+/// containers report (the commit the clone step checked out, into the build's record).
+pub(crate) struct BuildSink {
+    engine: Arc<Standalone>,
+    key: BuildKey,
+    seq: std::sync::atomic::AtomicU64,
+    live: broadcast::Sender<(u64, Vec<u8>)>,
+}
+
+impl kubeci_local::LogSink for BuildSink {
+    fn event(&self, event: LogEvent) {
+        let (namespace, name, number) = &self.key;
+        let line = match event {
+            LogEvent::Step { text, .. } => format!("==> {text}"),
+            LogEvent::Line { text, .. } => text,
+        };
+        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self
+            .engine
+            .store()
+            .append_log(namespace, name, *number, n, line.as_bytes())
+        {
+            log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
+        }
+        let _ = self.live.send((n, line.into_bytes()));
+    }
+
+    fn container(&self, change: kubeci_local::ContainerChange) {
+        let kubeci_local::ContainerChange::Exited {
+            container,
+            init: true,
+            message: Some(message),
+            ..
+        } = change
+        else {
+            return;
+        };
+        let Some(commit) = (container == "clone")
+            .then(|| kubeci_render::clone_result::commit(&message))
+            .flatten()
+        else {
+            return;
+        };
+        let (namespace, name, number) = &self.key;
+        if let Err(e) = self
+            .engine
+            .store()
+            .record_checked_out(namespace, name, *number, commit)
+        {
+            log::warn!("cannot record the commit of {namespace}/{name} {number}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::path_inside;
+
+    #[test]
+    fn paths_built_from_names_stay_inside_their_root() {
+        let root = std::path::Path::new("/data/work");
+        assert_eq!(
+            path_inside(root, &["team", "job", "7"]).unwrap(),
+            std::path::Path::new("/data/work/team/job/7")
+        );
+        for hostile in ["../../escape", "..", "/etc", "a/b", "", "."] {
+            assert!(path_inside(root, &[hostile, "job"]).is_err(), "{hostile}");
+        }
+    }
+}
