@@ -18,7 +18,6 @@ pub(crate) async fn github_hook<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     request: axum::extract::Request,
 ) -> Response {
-    use futures_util::StreamExt;
     let (parts, body) = request.into_parts();
     let header = |name: &str| {
         parts
@@ -41,16 +40,9 @@ pub(crate) async fn github_hook<B: Backend>(
         )
             .into_response()
     };
-    let mut check = match state.webhooks.check_body(&head) {
+    let check = match state.webhooks.check_body(&head) {
         Ok(check) => check,
         Err(refusal) => return answer(refusal),
-    };
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("a webhook delivery is at most {MAX_DELIVERY} bytes (GitHub's own limit)"),
-        )
     };
     let declared = header("content-length").and_then(|l| l.parse::<usize>().ok());
     if declared.is_some_and(|l| l > MAX_DELIVERY) {
@@ -65,29 +57,53 @@ pub(crate) async fn github_hook<B: Backend>(
             "kubeci is stopping",
         );
     };
-    let mut bytes: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "body-unreadable",
-                "the delivery's body could not be read",
-            );
-        };
-        if bytes.len() + chunk.len() > size.min(MAX_DELIVERY) {
-            return too_large();
-        }
-        if let Some(check) = check.as_mut() {
-            check.update(&chunk);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let verified = check.is_some_and(|check| check.finish());
+    let (bytes, verified) = match read_body(body, declared, check).await {
+        Ok(read) => read,
+        Err(refusal) => return refusal,
+    };
     let delivery = Delivery {
         body: bytes,
         verified,
         ..head
     };
     answer(state.webhooks.deliver(delivery).await)
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!("a webhook delivery is at most {MAX_DELIVERY} bytes (GitHub's own limit)"),
+    )
+}
+
+/// Reads a delivery's body (its `Content-Length`, else at most [`MAX_DELIVERY`] bytes) into
+/// one buffer, feeding `check` as it arrives: the body, and whether `check` found it
+/// genuine.
+async fn read_body(
+    body: axum::body::Body,
+    declared: Option<usize>,
+    mut check: Option<Box<dyn kubeci_engine::api::BodyCheck>>,
+) -> Result<(Vec<u8>, bool), Response> {
+    use futures_util::StreamExt;
+    let size = declared.unwrap_or(MAX_DELIVERY);
+    let mut bytes: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "the delivery's body could not be read",
+            ));
+        };
+        if bytes.len() + chunk.len() > size.min(MAX_DELIVERY) {
+            return Err(too_large());
+        }
+        if let Some(check) = check.as_mut() {
+            check.update(&chunk);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, check.is_some_and(|check| check.finish())))
 }

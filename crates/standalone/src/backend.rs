@@ -219,7 +219,28 @@ impl Backend for Standalone {
             // Queued or about to start: follow from when it runs (or ends).
             return Ok(self.log_once_started(key));
         }
-        // The stored lines, read in batches as the reader takes them.
+        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stored = self.stored_lines(namespace, name, number, Arc::clone(&next_seq));
+        match live {
+            None => Ok(Box::pin(stored)),
+            Some(live) => Ok(Box::pin(futures_util::StreamExt::chain(
+                stored,
+                live_lines(live, next_seq),
+            ))),
+        }
+    }
+}
+
+impl Standalone {
+    /// A build's stored log lines, read in batches as the reader takes them; `next_seq` is
+    /// kept one past the last line read.
+    fn stored_lines(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        next_seq: Arc<std::sync::atomic::AtomicU64>,
+    ) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
         let me = self.me.clone();
         let (ns, job) = (namespace.to_owned(), name.to_owned());
         let batches = futures_util::stream::unfold(Some(0u64), move |from| {
@@ -238,13 +259,11 @@ impl Backend for Standalone {
                 }
             }
         });
-        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let seen = Arc::clone(&next_seq);
-        let stored = futures_util::StreamExt::flat_map(batches, move |batch| {
+        futures_util::StreamExt::flat_map(batches, move |batch| {
             let lines: Vec<Result<Vec<u8>, String>> = match batch {
                 Ok(batch) => {
                     if let Some((seq, _)) = batch.last() {
-                        seen.store(seq + 1, Ordering::SeqCst);
+                        next_seq.store(seq + 1, Ordering::SeqCst);
                     }
                     batch
                         .into_iter()
@@ -257,33 +276,36 @@ impl Backend for Standalone {
                 Err(e) => vec![Err(e)],
             };
             futures_util::stream::iter(lines)
-        });
-        let Some(live) = live else {
-            return Ok(Box::pin(stored));
-        };
-        let live = futures_util::stream::unfold((live, None), move |(mut live, next)| {
-            let next_seq = Arc::clone(&next_seq);
-            async move {
-                // Lines already read from the store are skipped.
-                let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
-                loop {
-                    match live.recv().await {
-                        Ok((seq, _)) if seq < next => continue,
-                        Ok((seq, mut line)) => {
-                            line.push(b'\n');
-                            return Some((Ok(line), (live, Some(seq + 1))));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            return Some((
-                                Err("the log follower fell behind; reload the log".to_owned()),
-                                (live, Some(next)),
-                            ));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+        })
+    }
+}
+
+/// A running build's lines as they are written, from `next_seq` on (the lines before it
+/// were read from the store).
+fn live_lines(
+    live: broadcast::Receiver<(u64, Vec<u8>)>,
+    next_seq: Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
+    futures_util::stream::unfold((live, None), move |(mut live, next)| {
+        let next_seq = Arc::clone(&next_seq);
+        async move {
+            let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
+            loop {
+                match live.recv().await {
+                    Ok((seq, _)) if seq < next => continue,
+                    Ok((seq, mut line)) => {
+                        line.push(b'\n');
+                        return Some((Ok(line), (live, Some(seq + 1))));
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((
+                            Err("the log follower fell behind; reload the log".to_owned()),
+                            (live, Some(next)),
+                        ));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        });
-        Ok(Box::pin(futures_util::StreamExt::chain(stored, live)))
-    }
+        }
+    })
 }
