@@ -489,7 +489,14 @@ impl Front {
         kubeci_server::serve(listener, app, self.read_timeout, async move {
             stop_signal().await;
             log::info!("stopping: giving up leadership, finishing the requests in flight");
-            stopper.stop().await;
+            // An unreachable API server must not hold the exit past the pod's grace period:
+            // the Lease then simply expires.
+            if tokio::time::timeout(Duration::from_secs(5), stopper.stop())
+                .await
+                .is_err()
+            {
+                log::warn!("could not give the leader Lease back within 5 s");
+            }
         })
         .await;
         log::info!("stopped");
