@@ -12,7 +12,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubeci_standalone::store::{NewBuild, Store};
@@ -127,22 +126,7 @@ fn big_log_page() {
         "a build with a 60 MB log (seeded in {:.1?}):",
         seeding.elapsed()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
-        .args(["serve", "--local"])
-        .arg(&jobs)
-        .arg("--data")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = support::start_local(&jobs, &data);
     let started = Instant::now();
     while get(port, "/jobs/bench/big").0 != 200 {
         assert!(started.elapsed() < Duration::from_secs(60), "never ready");

@@ -28,14 +28,7 @@ fn main() {
         clients: 16,
         seed,
     };
-    let github = storm_driver::github(&config, &fixture);
-    let kubeci = support::start_for_github(
-        &server,
-        storm_driver::SECRET,
-        &github.url(),
-        storm_driver::GITHUB_TOKEN,
-    );
-    let fixture = storm_driver::fixture();
+    let (_github, kubeci) = storm_driver::start(&server, &config, &fixture);
     let report = storm_driver::run(&server, kubeci.port, kubeci.child.id(), &fixture, &config);
     println!(
         "seed {seed}: {} deliveries ({} duplicates, {} forgeries) in {:.1} s: {:.0}/s\n\

@@ -120,6 +120,17 @@ pub fn github(config: &Config, fixture: &Value) -> kubeci_testkit::github::FakeG
     github
 }
 
+/// The fake GitHub of [`github`] and kubeci taking the storm's webhooks, calling it.
+pub fn start(
+    server: &kubeci_testkit::FakeApiServer,
+    config: &Config,
+    fixture: &Value,
+) -> (kubeci_testkit::github::FakeGitHub, super::support::Kubeci) {
+    let github = github(config, fixture);
+    let kubeci = super::support::start_for_github(server, SECRET, &github.url(), GITHUB_TOKEN);
+    (github, kubeci)
+}
+
 /// The token of [`github`].
 pub const GITHUB_TOKEN: &str = "storm-github-token";
 

@@ -218,6 +218,28 @@ pub fn start_for_webhooks(server: &FakeApiServer, secret: &str) -> Kubeci {
     kubeci
 }
 
+/// Starts `kubeci serve --local JOBS --data DATA` on a free port (it is not waited for);
+/// the process and its port.
+pub fn start_local(jobs: &std::path::Path, data: &std::path::Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .args(["serve", "--local"])
+        .arg(jobs)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
 /// Starts kubeci taking GitHub webhooks signed with `secret`, GitHub's API at `github_url`
 /// (called with `token`), no resync.
 pub fn start_for_github(

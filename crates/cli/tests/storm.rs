@@ -26,20 +26,8 @@ fn a_storm_of_deliveries_duplicates_and_forgeries_builds_each_head_once_and_no_f
         clients: 8,
         seed: 7,
     };
-    let github = storm_driver::github(&config, &fixture);
-    let kubeci = support::start_for_github(
-        &server,
-        storm_driver::SECRET,
-        &github.url(),
-        storm_driver::GITHUB_TOKEN,
-    );
-    let report = storm_driver::run(
-        &server,
-        kubeci.port,
-        kubeci.child.id(),
-        &storm_driver::fixture(),
-        &config,
-    );
+    let (_github, kubeci) = storm_driver::start(&server, &config, &fixture);
+    let report = storm_driver::run(&server, kubeci.port, kubeci.child.id(), &fixture, &config);
     assert!(report.duplicates > 100, "duplicates mixed in: {report:?}");
     assert!(report.forged_builds.is_empty(), "{report:?}");
     assert_eq!(

@@ -36,20 +36,23 @@ async fn proxy_session(app: Router, user: &str) -> (String, String) {
     (cookie, csrf)
 }
 
+/// The server behind a proxy naming users in `X-Forwarded-User`, of whom alice may act.
+fn alice_may_act(backend: &Arc<Fake>) -> Router {
+    app(
+        Arc::clone(backend),
+        Access {
+            token: Some("s3cret".into()),
+            user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
+            allowed_users: vec!["alice".into()],
+            ..Access::default()
+        },
+    )
+}
+
 #[tokio::test]
 async fn a_proxy_user_acts_only_from_this_site_and_only_when_named_once() {
     let backend = Arc::new(Fake::default());
-    let app = || {
-        app(
-            Arc::clone(&backend),
-            Access {
-                token: Some("s3cret".into()),
-                user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
-                allowed_users: vec!["alice".into()],
-                ..Access::default()
-            },
-        )
-    };
+    let app = || alice_may_act(&backend);
     let api = "/api/v1/jobs/default/demo/builds";
     let with = |headers: &[(&str, &str)]| {
         let mut request = as_user("POST", api, "alice", Some("a=b"));
@@ -124,17 +127,7 @@ async fn session_cookies_are_secure_when_the_server_is_reached_over_https() {
 #[tokio::test]
 async fn users_named_by_the_proxy_act_only_when_allowed_and_forms_carry_their_csrf() {
     let backend = Arc::new(Fake::default());
-    let app = || {
-        app(
-            Arc::clone(&backend),
-            Access {
-                token: Some("s3cret".into()),
-                user_header: Some(axum::http::HeaderName::from_static("x-forwarded-user")),
-                allowed_users: vec!["alice".into()],
-                ..Access::default()
-            },
-        )
-    };
+    let app = || alice_may_act(&backend);
     let api = "/api/v1/jobs/default/demo/builds";
     let (status, body) = send(app(), as_user("POST", api, "mallory", None)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
