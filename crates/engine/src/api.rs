@@ -9,6 +9,7 @@ use kubeci_render::BuildRequest;
 use serde::Serialize;
 
 use crate::build::BuildState;
+use crate::report::CommitState;
 
 /// A job as the API shows it, valid or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,6 +120,31 @@ pub struct BuildView {
     pub log_url: Option<String>,
 }
 
+/// What a backend knows of a build, for its [`BuildView`].
+#[derive(Debug, Clone)]
+pub struct BuildFacts<'a> {
+    pub namespace: &'a str,
+    pub job: &'a str,
+    pub number: u64,
+    /// The Kubernetes Job (or local build) that runs it.
+    pub name: String,
+    pub state: &'a BuildState,
+    pub trigger: Option<String>,
+    pub requested_by: Option<String>,
+    /// The commit requested, else the one its clone step checked out.
+    pub commit: Option<String>,
+    pub pull_request: Option<u64>,
+    pub spec_hash: Option<String>,
+    pub chart_version: Option<String>,
+    pub reported: Vec<CommitState>,
+    /// The pod that runs it, when it has one: `{pod}` in a log URL.
+    pub pod: Option<String>,
+    /// Seconds since the epoch.
+    pub created_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
 /// A time (seconds since the epoch) as the API writes it: RFC 3339, UTC.
 pub fn timestamp(seconds: Option<i64>) -> Option<String> {
     seconds
@@ -127,6 +153,49 @@ pub fn timestamp(seconds: Option<i64>) -> Option<String> {
 }
 
 impl BuildView {
+    /// How the API shows a build; `log_template` is the job's `log_url` or the server's
+    /// `--log-url-template`, expanded for this build (`{end}` is `now` while it runs).
+    pub fn of(facts: BuildFacts<'_>, log_template: Option<&str>) -> BuildView {
+        let (state, message) = BuildView::describe(facts.state);
+        let log_url = log_template.map(|template| {
+            log_url(
+                template,
+                &[
+                    ("namespace", facts.namespace),
+                    ("pod", facts.pod.as_deref().unwrap_or_default()),
+                    ("job", facts.job),
+                    ("build", &facts.number.to_string()),
+                    ("start", &timestamp(facts.created_at).unwrap_or_default()),
+                    (
+                        "end",
+                        &timestamp(facts.finished_at).unwrap_or_else(|| "now".into()),
+                    ),
+                ],
+            )
+        });
+        BuildView {
+            number: facts.number,
+            name: facts.name,
+            state,
+            message,
+            trigger: facts.trigger,
+            requested_by: facts.requested_by,
+            commit: facts.commit,
+            pull_request: facts.pull_request,
+            spec_hash: facts.spec_hash,
+            chart_version: facts.chart_version,
+            reported: facts
+                .reported
+                .into_iter()
+                .map(CommitState::as_str)
+                .collect(),
+            log_url,
+            created_at: timestamp(facts.created_at),
+            started_at: timestamp(facts.started_at),
+            finished_at: timestamp(facts.finished_at),
+        }
+    }
+
     /// How long it ran (from start to finish, or to now while it runs), as `1m 05s`.
     pub fn duration(&self, now: i64) -> Option<String> {
         let at = |t: &Option<String>| {

@@ -1,7 +1,9 @@
 //! The engine's decisions, backend-agnostic and pure: a build's state from its Job and
 //! pod, which queued builds to release, which builds a new push supersedes, what to
 //! delete, which build number is next, which commit status is still owed, and when a
-//! cron job is due. The Kubernetes and local backends do the I/O around them.
+//! cron job is due. The Kubernetes and local backends do the I/O around them; the leader's
+//! pass that applies these decisions ([`scheduler`]) is written once, over the narrow
+//! [`scheduler::Workload`] each backend implements.
 
 pub mod api;
 pub mod build;
@@ -14,6 +16,7 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod schedule;
+pub mod scheduler;
 
 pub use build::{BuildState, BuildSummary};
 

@@ -176,6 +176,19 @@ impl Counters {
     }
 }
 
+/// The writes of the leader's passes that failed, by what they were doing
+/// ([`crate::scheduler::RECONCILE_ERRORS`]).
+pub fn reconcile_errors(counters: &Counters) -> Family {
+    Family {
+        samples: counters.samples(crate::scheduler::RECONCILE_ERRORS, &["action"]),
+        ..Family::new(
+            crate::scheduler::RECONCILE_ERRORS,
+            "Writes of the leader's passes that failed (retried on the next pass).",
+            Kind::Counter,
+        )
+    }
+}
+
 /// Builds by (namespace, job, state), queued builds, and how long finished builds ran,
 /// from the builds an engine holds. Recomputed from the builds at each scrape (kubeci keeps
 /// no state of its own): the duration histogram covers the builds retention keeps, so it

@@ -18,6 +18,30 @@ pub struct JobPolicy {
     pub cancel_when_deleted: bool,
 }
 
+impl JobPolicy {
+    /// The one rule for a job's policy: `loaded` is its declaration when one is known
+    /// (valid or not); `declared`, whether a ConfigMap still declares it. A job whose
+    /// declaration is invalid or gone keeps its builds, and its queue drains one at a time.
+    pub fn of(
+        loaded: Option<&kubeci_spec::LoadedJob>,
+        declared: bool,
+        cancel_when_deleted: bool,
+    ) -> JobPolicy {
+        let job = loaded.and_then(|l| l.job.as_ref());
+        let retention = job.and_then(|j| j.retention.as_ref());
+        JobPolicy {
+            declared: declared || loaded.is_some(),
+            valid: job.is_some(),
+            max_concurrency: job.and_then(|j| j.max_concurrency),
+            keep: retention.and_then(|r| r.keep),
+            ttl: retention
+                .and_then(|r| r.ttl.as_deref())
+                .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
+            cancel_when_deleted,
+        }
+    }
+}
+
 /// One thing to do to a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -95,7 +95,7 @@ impl Backend for Cluster {
             });
         }
         let stopped = self
-            .stop(
+            .stop_job(
                 namespace,
                 &record.job.name_any(),
                 serde_json::json!({ keys::CANCELLED_BY: by }),
@@ -155,16 +155,7 @@ impl Backend for Cluster {
             })
             .collect();
         let mut families = kubeci_engine::metrics::build_families(&builds);
-        families.push(kubeci_engine::metrics::Family {
-            samples: self
-                .counters
-                .samples("kubeci_reconcile_errors_total", &["action"]),
-            ..kubeci_engine::metrics::Family::new(
-                "kubeci_reconcile_errors_total",
-                "Cluster writes of the leader's passes that failed (retried on the next pass).",
-                kubeci_engine::metrics::Kind::Counter,
-            )
-        });
+        families.push(kubeci_engine::metrics::reconcile_errors(&self.counters));
         families
     }
 

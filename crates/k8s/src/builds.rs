@@ -9,13 +9,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kubeci_engine::api::{Backend, BuildView, LogStream, TriggerError, Triggered};
+use kubeci_engine::api::{BuildFacts, BuildView, LogStream, TriggerError, Triggered};
 use kubeci_engine::record::{BuildJob, BuildPod};
-use kubeci_engine::{decide, observe, BuildSummary};
+use kubeci_engine::{observe, scheduler, BuildSummary};
 use kubeci_render::{keys, BuildRequest, JobOrigin};
 use kubeci_spec::LoadedJob;
 
-use crate::{label, ledger, log_url, now, Cluster};
+use crate::{label, ledger, now, Cluster};
 
 impl Cluster {
     /// Creates the Job of build `request` of `loaded` (queued when the job is at its
@@ -62,7 +62,7 @@ impl Cluster {
 
     /// Stops a build: suspends its Job (Kubernetes deletes its pod) and records why and
     /// when on it.
-    pub(crate) async fn stop(
+    pub(crate) async fn stop_job(
         &self,
         namespace: &str,
         job_name: &str,
@@ -119,7 +119,6 @@ impl Cluster {
         pods: &[Arc<BuildPod>],
         summary: &BuildSummary,
     ) -> BuildView {
-        let (state, message) = BuildView::describe(&summary.state);
         let annotations = job.annotations();
         let namespace = job.namespace().unwrap_or_default();
         let job_name = label(job, keys::JOB).unwrap_or_default();
@@ -130,36 +129,12 @@ impl Cluster {
                 .and_then(|j| j.job.as_ref()?.log_url.clone())
         };
         let template = declared_url.or_else(|| self.settings.log_url_template.clone());
-        let log_url = template.map(|template| {
-            let pod = pods.first().map(|p| p.name_any()).unwrap_or_default();
-            let start = job
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default();
-            let end = observe::finished_at(job)
-                .and_then(|s| jiff::Timestamp::from_second(s).ok())
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "now".into());
-            let number = summary.number.to_string();
-            log_url(
-                &template,
-                &[
-                    ("namespace", &namespace),
-                    ("pod", &pod),
-                    ("job", job_name),
-                    ("build", &number),
-                    ("start", &start),
-                    ("end", &end),
-                ],
-            )
-        });
-        BuildView {
+        let facts = BuildFacts {
+            namespace: &namespace,
+            job: job_name,
             number: summary.number,
             name: job.name_any(),
-            state,
-            message,
+            state: &summary.state,
             trigger: annotations.get(keys::TRIGGER).cloned(),
             requested_by: annotations.get(keys::REQUESTED_BY).cloned(),
             commit: annotations
@@ -171,25 +146,21 @@ impl Cluster {
             chart_version: annotations.get(keys::CHART_VERSION).cloned(),
             reported: kubeci_engine::report::parse_reported(
                 annotations.get(keys::REPORTED).map(String::as_str),
-            )
-            .into_iter()
-            .map(|s| s.as_str())
-            .collect(),
-            log_url,
-            created_at: kubeci_engine::api::timestamp(
-                job.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second()),
             ),
-            started_at: kubeci_engine::api::timestamp(
-                job.status
-                    .as_ref()
-                    .and_then(|s| s.start_time.as_ref())
-                    .map(|t| t.0.as_second()),
-            ),
-            finished_at: kubeci_engine::api::timestamp(summary.finished_at),
-        }
+            pod: pods.first().map(|p| p.name_any()),
+            created_at: job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            started_at: job
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_second()),
+            finished_at: summary.finished_at,
+        };
+        BuildView::of(facts, template.as_deref())
     }
 
     pub(crate) fn fresh_view(&self, job: &BuildJob) -> BuildView {
@@ -270,10 +241,9 @@ impl Cluster {
         })
     }
 
-    /// Cancels the unfinished builds that build `number` supersedes.
+    /// Cancels the unfinished builds that build `request` supersedes.
     pub(crate) async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
-        let job = loaded.job.as_ref().expect("a declared job is valid");
-        let Some(subject) = decide::Subject::of(request, job) else {
+        let Some(job) = loaded.job.as_ref() else {
             return;
         };
         let present: Vec<BuildSummary> = self
@@ -281,16 +251,8 @@ impl Cluster {
             .into_iter()
             .map(|r| r.summary)
             .collect();
-        for number in decide::superseded_builds(&subject, request.number, &present) {
-            let by = format!("kubeci (superseded by build {})", request.number);
-            if let Err(e) = self.cancel(&loaded.namespace, &job.name, number, &by).await {
-                log::warn!(
-                    "cannot cancel superseded build {number} of {}/{}: {e}",
-                    loaded.namespace,
-                    job.name
-                );
-            }
-        }
+        scheduler::cancel_superseded(self, loaded, request, &present).await;
+        self.changed.notify_one();
     }
 }
 

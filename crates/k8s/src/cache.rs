@@ -121,7 +121,7 @@ impl Cluster {
     }
 
     /// Every build in the caches, by (namespace, job), newest first.
-    pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
+    pub(crate) fn build_groups(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
         self.records(|_, _| true)
     }
 
@@ -332,16 +332,9 @@ impl Cluster {
         )
     }
 
-    /// The valid jobs with a cron trigger: (namespace, name, job, its schedule's text).
-    pub(crate) fn cron_jobs(&self) -> Vec<(String, String, String)> {
+    /// Every job declaration, valid or not, one per ConfigMap.
+    pub(crate) fn declarations(&self) -> Vec<Arc<LoadedJob>> {
         let index = self.index.read().expect("the index lock");
-        index
-            .shared()
-            .filter_map(|loaded| {
-                let job = loaded.job.as_ref()?;
-                let cron = job.triggers.as_ref()?.cron.clone()?;
-                Some((loaded.namespace.clone(), job.name.clone(), cron))
-            })
-            .collect()
+        index.shared().cloned().collect()
     }
 }

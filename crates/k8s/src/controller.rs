@@ -1,104 +1,231 @@
-//! The work one replica does for all while it leads (see `election`): the leader's passes
-//! over every build — heal requests whose creator died, fail builds that cannot start, cancel builds
-//! of deleted jobs (by option), release queues, report states, run cron, apply retention.
-//! Each pass decides with the engine's pure functions and acts through the API.
+//! The Kubernetes engine as the leader's pass sees it ([`Workload`]): builds from the watch
+//! caches, acts as API writes on their Jobs, reports recorded on the Jobs' annotations
+//! with optimistic concurrency, cron runs in the jobs' ledgers. Before each snapshot it
+//! heals: the requests whose creator died before creating their Job are built, and those
+//! whose Job exists are settled in the ledger. The pass itself is
+//! [`kubeci_engine::scheduler`]'s.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
-use kubeci_engine::plan::{self, Action, JobPolicy};
 use kubeci_engine::record::BuildJob;
 use kubeci_engine::report::{self, CommitState, ReportTarget};
-use kubeci_engine::{observe, schedule, BuildSummary};
-use kubeci_render::{keys, BuildRequest, Trigger};
-use kubeci_spec::cron::CronSchedule;
+use kubeci_engine::scheduler::{
+    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
+    WorkloadError, RECONCILE_ERRORS,
+};
+use kubeci_engine::{observe, BuildSummary};
+use kubeci_render::keys;
 use kubeci_spec::LoadedJob;
 
-use crate::{label, ledger, now, now_ms, BuildRecord, Cluster};
+use crate::{label, ledger, BuildRecord, Cluster};
 
-/// Reports in flight or waiting to be retried, by (namespace, Job name).
-#[derive(Default)]
-struct Reports {
-    waiting: Mutex<HashMap<(String, String), Retry>>,
-    /// States this replica reported and recorded that its cache may not show yet: without
-    /// them, a pass right after a report would send it again.
-    recorded: Mutex<HashMap<(String, String), Vec<CommitState>>>,
-}
-
-#[derive(Clone, Copy)]
-struct Retry {
-    /// Milliseconds since the epoch; `i64::MAX` while a report is in flight.
-    not_before_ms: i64,
-    attempts: u32,
-}
-
-/// The leader's loop: a pass whenever something changed, and at least every `resync`.
+/// The leader's loop: a pass whenever something changed, and at least every `resync`,
+/// while this replica leads and its caches are synced.
 pub(crate) async fn run(cluster: Arc<Cluster>) {
-    let reports = Arc::new(Reports::default());
-    loop {
-        tokio::select! {
-            _ = cluster.changed.notified() => {}
-            _ = tokio::time::sleep(cluster.settings.resync) => {}
-        }
-        if cluster.ready() && cluster.is_leader() {
-            pass(&cluster, &reports).await;
-        }
+    let scheduler = Scheduler::new(
+        cluster.clone(),
+        cluster.reporter.clone(),
+        SchedulerSettings {
+            cancel_when_deleted: cluster.settings.cancel_when_deleted,
+        },
+        cluster.counters.clone(),
+        cluster.changed.clone(),
+    );
+    let leading = cluster.clone();
+    scheduler
+        .run(cluster.settings.resync, move || {
+            Backend::ready(&*leading) && leading.is_leader()
+        })
+        .await;
+}
+
+/// A Kubernetes API failure as the scheduler sees it.
+fn failed(error: kube::Error) -> WorkloadError {
+    match error {
+        kube::Error::Api(status) if status.code == 404 => WorkloadError::Gone,
+        e => WorkloadError::Failed(e.to_string()),
     }
 }
 
-async fn pass(cluster: &Arc<Cluster>, reports: &Arc<Reports>) {
-    let now = now();
-    let groups = cluster.snapshot();
-    let pending = heal_and_settle(cluster, &groups, now).await;
-    for ((namespace, name), records) in &groups {
-        let (loaded, declared) = cluster.lookup(namespace, name);
-        let loaded = loaded.as_deref();
-        let job = loaded.and_then(|l| l.job.as_ref());
-        let retention = job.and_then(|j| j.retention.as_ref());
-        let policy = JobPolicy {
-            // A job whose ConfigMap became invalid is still declared: its builds stay.
-            declared,
-            valid: job.is_some(),
-            max_concurrency: job.and_then(|j| j.max_concurrency),
-            keep: retention.and_then(|r| r.keep),
-            ttl: retention
-                .and_then(|r| r.ttl.as_deref())
-                .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
-            cancel_when_deleted: cluster.settings.cancel_when_deleted,
-        };
-        let summaries: Vec<BuildSummary> = records
-            .iter()
-            .map(|r| {
-                let mut summary = r.summary.clone();
-                // A build the reporter does not report is never waiting for a report.
-                if let Some(reporter) = &cluster.reporter {
-                    if !reporter.wants(&report_target(cluster, namespace, name, loaded, r)) {
-                        summary.fully_reported = true;
-                    }
+impl Workload for Cluster {
+    async fn snapshot(&self, now: i64) -> Vec<JobBuilds> {
+        let groups = self.build_groups();
+        let pending = heal_and_settle(self, &groups, now).await;
+        groups
+            .into_iter()
+            .map(|((namespace, job), records)| {
+                let (loaded, declared) = self.lookup(&namespace, &job);
+                let builds = records
+                    .iter()
+                    .map(|r| ScheduledBuild {
+                        summary: r.summary.clone(),
+                        reported: report::parse_reported(
+                            r.job.annotations().get(keys::REPORTED).map(String::as_str),
+                        ),
+                        target: report_target(self, &namespace, &job, loaded.as_deref(), r),
+                    })
+                    .collect();
+                let keep = pending
+                    .iter()
+                    .filter(|(ns, j, _)| *ns == namespace && *j == job)
+                    .map(|(_, _, n)| *n)
+                    .collect();
+                JobBuilds {
+                    namespace,
+                    job,
+                    loaded,
+                    declared,
+                    builds,
+                    keep,
                 }
-                summary
             })
-            .collect();
-        for action in plan::plan(&policy, &summaries, now) {
-            if let Action::Delete(number) = action {
-                if pending.contains(&(namespace.clone(), name.clone(), number)) {
-                    continue;
-                }
+            .collect()
+    }
+
+    async fn release_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(), WorkloadError> {
+        let patch = serde_json::json!({"spec": {"suspend": false}});
+        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+            .patch(
+                &kubeci_render::build_name(job, number),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+
+    async fn stop_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        why: Stop,
+    ) -> Result<(), WorkloadError> {
+        let annotations = match why {
+            Stop::Fail { reason, message } => {
+                serde_json::json!({ keys::ERROR: observe::error_annotation(&reason, &message) })
             }
-            act(cluster, namespace, name, records, action).await;
-        }
-        if let Some(reporter) = &cluster.reporter {
-            for record in records {
-                report(cluster, reporter, reports, namespace, name, loaded, record);
+            Stop::Cancel { by } => serde_json::json!({ keys::CANCELLED_BY: by }),
+        };
+        self.stop_job(
+            namespace,
+            &kubeci_render::build_name(job, number),
+            annotations,
+        )
+        .await
+        .map(drop)
+        .map_err(failed)
+    }
+
+    async fn delete_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(), WorkloadError> {
+        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
+            .delete(
+                &kubeci_render::build_name(job, number),
+                &DeleteParams::background(),
+            )
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+
+    /// A merge patch of the `kubeci.io/reported` annotation on the union of what the Job
+    /// shows and `states`, conditional on the Job's resourceVersion: tried on the cached
+    /// Job first, then on a fresh read after each conflict.
+    async fn record_reported(
+        &self,
+        target: &ReportTarget,
+        states: &[CommitState],
+    ) -> Result<(), WorkloadError> {
+        let jobs = Api::<BuildJob>::namespaced(self.client.clone(), &target.namespace);
+        let mut job = self
+            .build_records(&target.namespace, &target.job)
+            .into_iter()
+            .find(|r| r.summary.number == target.number)
+            .map(|r| (*r.job).clone());
+        loop {
+            let current = match job.take() {
+                Some(cached) => cached,
+                None => jobs
+                    .get_opt(&target.build_name)
+                    .await
+                    .map_err(failed)?
+                    .ok_or(WorkloadError::Gone)?,
+            };
+            let mut all = report::parse_reported(
+                current
+                    .annotations()
+                    .get(keys::REPORTED)
+                    .map(String::as_str),
+            );
+            if states.iter().all(|s| all.contains(s)) {
+                return Ok(());
+            }
+            all.extend(
+                states
+                    .iter()
+                    .filter(|s| !all.contains(s))
+                    .collect::<Vec<_>>(),
+            );
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": current.resource_version(),
+                "annotations": {keys::REPORTED: report::format_reported(&all)},
+            }});
+            match jobs
+                .patch(
+                    &target.build_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(failed(e)),
             }
         }
     }
-    cron(cluster, now).await;
+
+    fn cron_jobs(&self) -> Vec<CronJob> {
+        self.declarations()
+            .iter()
+            .filter_map(|loaded| {
+                CronJob::declared_by(loaded, |namespace, job| {
+                    let lease = self.cached_ledger(namespace, job)?;
+                    Ledger::read(lease.annotations()).last_cron_run
+                })
+            })
+            .collect()
+    }
+
+    /// The ledger write that numbers the build also records the run.
+    async fn start_cron(
+        &self,
+        namespace: &str,
+        job: &str,
+        due: i64,
+    ) -> Result<bool, WorkloadError> {
+        let (request, key) = scheduler::cron_request(due);
+        self.start_build(namespace, job, request, key, Some(due))
+            .await
+            .map(|started| started.created)
+            .map_err(|e| WorkloadError::Failed(e.to_string()))
+    }
 }
 
 /// Builds the requests whose creator died before creating their Job, marks those whose Job
@@ -136,9 +263,7 @@ async fn heal_and_settle(
             match cluster.create_build(&loaded, &request, &entry.key).await {
                 Ok(_) => healed.push(entry.number),
                 Err(e) => {
-                    cluster
-                        .counters
-                        .increment("kubeci_reconcile_errors_total", &["heal"]);
+                    cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
                     log::warn!("cannot start build {}: {e}", entry.number)
                 }
             }
@@ -172,9 +297,7 @@ async fn heal_and_settle(
             }
             Err(e) => {
                 {
-                    cluster
-                        .counters
-                        .increment("kubeci_reconcile_errors_total", &["ledger"]);
+                    cluster.counters.increment(RECONCILE_ERRORS, &["ledger"]);
                     log::warn!("cannot update the ledger of {namespace}/{job}: {e}")
                 };
                 still_pending.extend(
@@ -188,168 +311,6 @@ async fn heal_and_settle(
         }
     }
     still_pending
-}
-
-async fn act(
-    cluster: &Cluster,
-    namespace: &str,
-    job: &str,
-    records: &[BuildRecord],
-    action: Action,
-) {
-    let number = match &action {
-        Action::Fail { number, .. } | Action::Cancel { number, .. } => *number,
-        Action::Release(number) | Action::Delete(number) => *number,
-    };
-    let Some(record) = records.iter().find(|r| r.summary.number == number) else {
-        return;
-    };
-    let name = record.job.name_any();
-    let jobs: Api<BuildJob> = Api::namespaced(cluster.client.clone(), namespace);
-    let result = match action {
-        Action::Fail {
-            reason, message, ..
-        } => {
-            log::warn!("build {number} of {namespace}/{job} cannot start: {reason}: {message}");
-            cluster
-                .stop(
-                    namespace,
-                    &name,
-                    serde_json::json!({ keys::ERROR: observe::error_annotation(&reason, &message) }),
-                )
-                .await
-                .map(drop)
-        }
-        Action::Cancel { by, .. } => cluster
-            .stop(
-                namespace,
-                &name,
-                serde_json::json!({ keys::CANCELLED_BY: by }),
-            )
-            .await
-            .map(drop),
-        Action::Release(_) => jobs
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
-            )
-            .await
-            .map(drop),
-        Action::Delete(_) => jobs
-            .delete(&name, &DeleteParams::background())
-            .await
-            .map(drop),
-    };
-    match result {
-        Ok(()) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(e) => {
-            cluster
-                .counters
-                .increment("kubeci_reconcile_errors_total", &["update"]);
-            log::warn!("cannot update build {number} of {namespace}/{job}: {e}")
-        }
-    }
-}
-
-/// Sends the report a build still owes, unless one is in flight or waiting for a retry.
-fn report(
-    cluster: &Arc<Cluster>,
-    reporter: &Arc<dyn report::Reporter>,
-    reports: &Arc<Reports>,
-    namespace: &str,
-    job: &str,
-    loaded: Option<&LoadedJob>,
-    record: &BuildRecord,
-) {
-    let annotations = record.job.annotations();
-    let key = (namespace.to_owned(), record.job.name_any());
-    let mut reported = report::parse_reported(annotations.get(keys::REPORTED).map(String::as_str));
-    {
-        let mut recorded = reports.recorded.lock().expect("the reports lock");
-        if let Some(known) = recorded.get(&key) {
-            if known.iter().all(|s| reported.contains(s)) {
-                recorded.remove(&key);
-            } else {
-                reported.clone_from(known);
-            }
-        }
-    }
-    let Some((state, description)) = report::next_report(&record.summary.state, &reported) else {
-        return;
-    };
-    let target = report_target(cluster, namespace, job, loaded, record);
-    if !reporter.wants(&target) {
-        return;
-    }
-    let attempts = {
-        let mut waiting = reports.waiting.lock().expect("the reports lock");
-        let retry = waiting.get(&key).copied();
-        if retry.is_some_and(|r| r.not_before_ms > now_ms()) {
-            return;
-        }
-        let attempts = retry.map_or(0, |r| r.attempts);
-        waiting.insert(
-            key.clone(),
-            Retry {
-                not_before_ms: i64::MAX,
-                attempts,
-            },
-        );
-        attempts
-    };
-    let cluster = cluster.clone();
-    let reporter = reporter.clone();
-    let reports = reports.clone();
-    let mut recorded = reported.clone();
-    tokio::spawn(async move {
-        let outcome = match reporter.report(&target, state, &description).await {
-            Ok(()) => {
-                recorded.push(state);
-                // Sent: never send it again from here, even if recording it fails.
-                reports
-                    .recorded
-                    .lock()
-                    .expect("the reports lock")
-                    .insert(key.clone(), recorded.clone());
-                record_reported(&cluster, &target, &recorded).await;
-                Ok(())
-            }
-            Err(e) => Err((
-                e.retry_after.map_or_else(
-                    || e.message.clone(),
-                    |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
-                ),
-                report::retry_delay(attempts, &e),
-            )),
-        };
-        let mut waiting = reports.waiting.lock().expect("the reports lock");
-        match outcome {
-            Ok(()) => {
-                waiting.remove(&key);
-            }
-            Err((message, delay)) => {
-                log::warn!(
-                    "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
-                    target.number,
-                    target.namespace,
-                    target.job,
-                    delay.as_secs()
-                );
-                waiting.insert(
-                    key,
-                    Retry {
-                        not_before_ms: now_ms()
-                            + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                        attempts: attempts + 1,
-                    },
-                );
-            }
-        }
-        drop(waiting);
-        cluster.changed.notify_one();
-    });
 }
 
 /// What a report about `record` is about.
@@ -377,76 +338,5 @@ fn report_target(
             record.summary.number,
         ),
         context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
-    }
-}
-
-/// Records on the build's Job which states were reported, until the API server takes it
-/// (waiting up to 10 s between tries): a report sent but not recorded would be sent again
-/// by the next leader, and this leader sends nothing while it is not recorded.
-async fn record_reported(cluster: &Cluster, target: &ReportTarget, reported: &[CommitState]) {
-    let patch = serde_json::json!({"metadata": {"annotations": {keys::REPORTED: report::format_reported(reported)}}});
-    let jobs = Api::<BuildJob>::namespaced(cluster.client.clone(), &target.namespace);
-    for attempt in 0u32.. {
-        match jobs
-            .patch(
-                &target.build_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => return,
-            // The build is gone: nothing left to record on.
-            Err(kube::Error::Api(status)) if status.code == 404 => return,
-            Err(e) => {
-                if attempt < 5 || attempt % 10 == 0 {
-                    log::warn!(
-                        "reported build {} of {}/{}, cannot record it yet: {e}",
-                        target.number,
-                        target.namespace,
-                        target.job
-                    );
-                }
-                let delay =
-                    Duration::from_millis(200 << attempt.min(6)).min(Duration::from_secs(10));
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Starts the cron builds that are due.
-async fn cron(cluster: &Cluster, now: i64) {
-    for (namespace, name, text) in cluster.cron_jobs() {
-        let (namespace, name) = (namespace.as_str(), name.as_str());
-        let Ok(schedule) = CronSchedule::parse(&text, name) else {
-            continue;
-        };
-        let last = cluster
-            .cached_ledger(namespace, name)
-            .and_then(|lease| Ledger::read(lease.annotations()).last_cron_run);
-        let Some(due) = schedule::due_run(&schedule, last, now) else {
-            continue;
-        };
-        let request = BuildRequest {
-            trigger: Trigger::Cron,
-            ..BuildRequest::manual(0)
-        };
-        match cluster
-            .start_build(namespace, name, request, format!("cron:{due}"), Some(due))
-            .await
-        {
-            Ok(started) if started.created => log::info!(
-                "cron started build {} of {namespace}/{name}",
-                started.build.number
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                cluster
-                    .counters
-                    .increment("kubeci_reconcile_errors_total", &["cron"]);
-                log::warn!("cron cannot start {namespace}/{name}: {e}")
-            }
-        }
     }
 }

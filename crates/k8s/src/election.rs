@@ -52,7 +52,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
             Err(e) => {
                 cluster
                     .counters
-                    .increment("kubeci_reconcile_errors_total", &["lease"]);
+                    .increment(kubeci_engine::scheduler::RECONCILE_ERRORS, &["lease"]);
                 log::warn!("cannot renew the leader Lease: {e}")
             }
         }

@@ -128,7 +128,7 @@ pub struct Cluster {
     /// Followed build logs, one upstream per pod.
     logs: logs::LogHub,
     /// Failed writes of the controller, by what it was doing.
-    pub(crate) counters: kubeci_engine::metrics::Counters,
+    pub(crate) counters: Arc<kubeci_engine::metrics::Counters>,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
     me: std::sync::Weak<Cluster>,
 }

@@ -75,37 +75,39 @@ impl Backend for Standalone {
             });
         };
         let job = loaded.job.as_ref().expect("a found job is valid");
-        let origin = JobOrigin::of(&loaded);
-        let render = |number: u64| -> Result<String, String> {
-            let request = kubeci_render::BuildRequest {
-                number,
-                ..build.clone()
+        // The renderer is not `Sync`: it is dropped before the first await.
+        let (number, created) = {
+            let origin = JobOrigin::of(&loaded);
+            let render = |number: u64| -> Result<String, String> {
+                let request = kubeci_render::BuildRequest {
+                    number,
+                    ..build.clone()
+                };
+                kubeci_render::render(job, &origin, &request, &self.settings.render)
+                    .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
+                    .map_err(|e| e.to_string())
             };
-            kubeci_render::render(job, &origin, &request, &self.settings.render)
-                .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
-                .map_err(|e| e.to_string())
+            let new = NewBuild {
+                namespace: &namespace,
+                job: &name,
+                request: &build,
+                key: key.as_deref(),
+                manifest: &render,
+                spec_hash: &loaded.spec_hash,
+                chart_version: loaded.chart_version.as_deref(),
+                now: now(),
+            };
+            self.store()
+                .allocate(&new)
+                .map_err(|e| TriggerError::Backend(e.to_string()))?
         };
-        let new = NewBuild {
-            namespace: &namespace,
-            job: &name,
-            request: &build,
-            key: key.as_deref(),
-            manifest: &render,
-            spec_hash: &loaded.spec_hash,
-            chart_version: loaded.chart_version.as_deref(),
-            now: now(),
-        };
-        let (number, created) = self
-            .store()
-            .allocate(&new)
-            .map_err(|e| TriggerError::Backend(e.to_string()))?;
         let row = self
             .store()
             .build(&namespace, &name, number)
             .map_err(|e| TriggerError::Backend(e.to_string()))?
             .ok_or(TriggerError::Gone { number })?;
         if created {
-            self.cancel_superseded(&loaded, &row.request);
+            self.cancel_superseded(&loaded, &row.request).await;
             self.changed.notify_one();
         }
         Ok(Triggered {
@@ -185,7 +187,9 @@ impl Backend for Standalone {
                 job: r.job,
             })
             .collect();
-        kubeci_engine::metrics::build_families(&builds)
+        let mut families = kubeci_engine::metrics::build_families(&builds);
+        families.push(kubeci_engine::metrics::reconcile_errors(&self.counters));
+        families
     }
 
     async fn log(

@@ -4,7 +4,9 @@
 //! the GitHub webhooks use with the Kubernetes engine. A build that was running when
 //! kubeci died ends as an error that says so; queued builds start when it comes back.
 //!
-//! - this file: [`Standalone`], its settings, and its pass (queue, retention, reports, cron)
+//! - this file: [`Standalone`], its settings, and the views of its builds
+//! - `workload` — [`kubeci_engine::scheduler::Workload`] for [`Standalone`]: what the
+//!   leader's pass (queue, retention, reports, cron) reads and does
 //! - `running` — builds running through `kubeci_local`, their logs stored and broadcast
 //! - `backend` — [`kubeci_engine::api::Backend`] for [`Standalone`]
 //! - `jobs` — the job files, reloaded; `store` — SQLite
@@ -13,20 +15,19 @@ mod backend;
 pub mod jobs;
 mod running;
 pub mod store;
+mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kubeci_engine::api::{log_url, Backend, BuildView, TriggerRequest};
-use kubeci_engine::decide::{self, Subject};
-use kubeci_engine::plan::{self, Action, JobPolicy};
-use kubeci_engine::report::{self, CommitState, ReportTarget, Reporter};
+use kubeci_engine::api::{BuildFacts, BuildView};
+use kubeci_engine::report::{self, Reporter};
 use kubeci_engine::{BuildState, BuildSummary};
 use kubeci_local::Outcome;
-use kubeci_render::{RenderConfig, Trigger};
+use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, LoadedJob};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -87,9 +88,12 @@ pub struct Standalone {
     jobs: RwLock<JobSet>,
     running: Mutex<HashMap<BuildKey, Running>>,
     reporter: Option<Arc<dyn Reporter>>,
-    /// Reports in flight or waiting to be retried: (attempts, not before).
-    reports: Mutex<HashMap<BuildKey, (u32, Instant)>>,
-    changed: Notify,
+    /// Wakes the scheduler.
+    changed: Arc<Notify>,
+    /// When the job files were last re-read.
+    last_reload: Mutex<Instant>,
+    /// Failed writes of the scheduler's passes.
+    counters: Arc<kubeci_engine::metrics::Counters>,
     ready: AtomicBool,
     /// Itself, for log followers that outlive a call (waiting for a queued build).
     me: std::sync::Weak<Standalone>,
@@ -168,8 +172,9 @@ impl Standalone {
             jobs: RwLock::new(jobs),
             running: Mutex::default(),
             reporter,
-            reports: Mutex::default(),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
+            last_reload: Mutex::new(Instant::now()),
+            counters: Arc::default(),
             ready: AtomicBool::new(true),
             me: me.clone(),
         });
@@ -188,301 +193,43 @@ impl Standalone {
             .find(namespace, name)
     }
 
-    /// Passes on every change and every second: reload the jobs, start queued builds,
-    /// apply retention, report states, start due cron runs.
-    async fn schedule(self: Arc<Self>) {
-        let mut last_reload = Instant::now();
-        loop {
-            if last_reload.elapsed() >= self.settings.reload_every {
-                last_reload = Instant::now();
-                let changed = self
-                    .jobs
-                    .write()
-                    .expect("the jobs lock")
-                    .reload(&self.settings.jobs_dir, &self.settings.load);
-                if changed {
-                    log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
-                }
-            }
-            if let Err(e) = self.pass().await {
-                log::warn!("{e}");
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.notified()).await;
-        }
-    }
-
-    async fn pass(self: &Arc<Self>) -> Result<(), StandaloneError> {
-        let rows = self.store().all_builds()?;
-        let mut groups: BTreeMap<(String, String), Vec<BuildRow>> = BTreeMap::new();
-        for row in rows {
-            groups
-                .entry((row.namespace.clone(), row.job.clone()))
-                .or_default()
-                .push(row);
-        }
-        let now = now();
-        for ((namespace, name), rows) in &groups {
-            let loaded = self.job(namespace, name);
-            let job = loaded.as_ref().and_then(|l| l.job.as_ref());
-            let retention = job.and_then(|j| j.retention.as_ref());
-            let declared = loaded.is_some()
-                || self
-                    .jobs
-                    .read()
-                    .expect("the jobs lock")
-                    .find_any(namespace, name)
-                    .is_some();
-            let policy = JobPolicy {
-                declared,
-                valid: loaded.is_some(),
-                max_concurrency: job.and_then(|j| j.max_concurrency),
-                keep: retention.and_then(|r| r.keep),
-                ttl: retention
-                    .and_then(|r| r.ttl.as_deref())
-                    .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
-                cancel_when_deleted: false,
-            };
-            let summaries: Vec<BuildSummary> = rows
-                .iter()
-                .map(|row| summary(row, self.fully_reported(row, loaded.as_deref())))
-                .collect();
-            for action in plan::plan(&policy, &summaries, now) {
-                match action {
-                    Action::Release(number) => {
-                        if let Some(row) = rows.iter().find(|r| r.number == number) {
-                            self.run(row.clone())?;
-                        }
-                    }
-                    Action::Delete(number) => self.store().delete_build(namespace, name, number)?,
-                    Action::Cancel { number, by } => {
-                        let _ = self.stop(namespace, name, number, &by);
-                    }
-                    Action::Fail { .. } => {}
-                }
-            }
-            for row in rows {
-                self.report(row, loaded.as_deref());
-            }
-        }
-        self.cron(now).await;
-        Ok(())
-    }
-
-    fn report_target(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> ReportTarget {
-        let job = loaded.and_then(|l| l.job.as_ref());
-        ReportTarget {
-            namespace: row.namespace.clone(),
-            job: row.job.clone(),
-            number: row.number,
-            build_name: kubeci_render::build_name(&row.job, row.number),
-            trigger: Some(row.request.trigger.as_str().to_owned()),
-            git_url: job.map(|j| j.git.url.clone()),
-            commit: row
-                .request
-                .commit
-                .clone()
-                .or_else(|| row.checked_out.clone()),
-            pull_request: row.request.pull_request.as_ref().map(|p| p.number),
-            url: kubeci_render::build_url(
-                &self.settings.render,
-                &row.namespace,
-                &row.job,
-                row.number,
-            ),
-            context: job.and_then(|j| j.ghprb.as_ref()?.context.clone()),
-        }
-    }
-
-    fn fully_reported(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> bool {
-        match &self.reporter {
-            Some(reporter) if reporter.wants(&self.report_target(row, loaded)) => {
-                report::next_report(&row.state, &report::parse_reported(Some(&row.reported)))
-                    .is_none()
-            }
-            _ => true,
-        }
-    }
-
-    /// Reports the state `row` owes, if any, unless a report is in flight or waiting.
-    fn report(self: &Arc<Self>, row: &BuildRow, loaded: Option<&LoadedJob>) {
-        let Some(reporter) = self.reporter.clone() else {
-            return;
-        };
-        let target = self.report_target(row, loaded);
-        if !reporter.wants(&target) {
-            return;
-        }
-        let mut reported = report::parse_reported(Some(&row.reported));
-        let Some((state, description)) = report::next_report(&row.state, &reported) else {
-            return;
-        };
-        let key = (row.namespace.clone(), row.job.clone(), row.number);
-        {
-            let mut reports = self.reports.lock().expect("lock");
-            match reports.get(&key) {
-                Some((_, not_before)) if *not_before > Instant::now() => return,
-                _ => {}
-            }
-            let attempts = reports.get(&key).map_or(0, |(a, _)| *a);
-            // In flight: nobody else reports it until this attempt ends.
-            reports.insert(
-                key.clone(),
-                (attempts, Instant::now() + Duration::from_secs(3600)),
-            );
-        }
-        let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            let result = reporter.report(&target, state, &description).await;
-            let mut reports = engine.reports.lock().expect("lock");
-            match result {
-                Ok(()) => {
-                    reports.remove(&key);
-                    drop(reports);
-                    reported.push(state);
-                    let text = report::format_reported(&reported);
-                    if let Err(e) = engine.store().record_reported(&key.0, &key.1, key.2, &text) {
-                        log::warn!(
-                            "cannot record the report of {}/{} {}: {e}",
-                            key.0,
-                            key.1,
-                            key.2
-                        );
-                    }
-                    engine.changed.notify_one();
-                }
-                Err(e) => {
-                    let attempts = reports.get(&key).map_or(0, |(a, _)| *a);
-                    let backoff = report::retry_delay(attempts, &e);
-                    let attempts = attempts + 1;
-                    log::warn!(
-                        "{}/{} build {}: reporting {state} failed ({e}); again in {}s",
-                        key.0,
-                        key.1,
-                        key.2,
-                        backoff.as_secs()
-                    );
-                    reports.insert(key, (attempts, Instant::now() + backoff));
-                }
-            }
-        });
-    }
-
-    async fn cron(self: &Arc<Self>, now: i64) {
-        let declared: Vec<Arc<LoadedJob>> = self.jobs.read().expect("the jobs lock").valid();
-        for loaded in declared {
-            let Some(job) = loaded.job.as_ref() else {
-                continue;
-            };
-            let Some(text) = job.triggers.as_ref().and_then(|t| t.cron.as_deref()) else {
-                continue;
-            };
-            let Ok(schedule) = kubeci_spec::cron::CronSchedule::parse(text, &job.name) else {
-                continue;
-            };
-            let last = self
-                .store()
-                .last_cron_run(&loaded.namespace, &job.name)
-                .ok()
-                .flatten();
-            let Some(due) = kubeci_engine::schedule::due_run(&schedule, last, now) else {
-                continue;
-            };
-            let request = TriggerRequest {
-                namespace: loaded.namespace.clone(),
-                name: job.name.clone(),
-                build: kubeci_render::BuildRequest {
-                    trigger: Trigger::Cron,
-                    ..kubeci_render::BuildRequest::manual(0)
-                },
-                key: Some(format!("cron:{due}")),
-            };
-            match self.trigger(request).await {
-                Ok(_) => {
-                    let _ = self
-                        .store()
-                        .set_last_cron_run(&loaded.namespace, &job.name, due);
-                }
-                Err(e) => log::warn!("the cron run of {}/{}: {e}", loaded.namespace, job.name),
-            }
-        }
-    }
-
-    /// Starts build `row` with the local engine.
+    /// How the API shows build `row`.
     fn view(&self, row: &BuildRow) -> BuildView {
-        let (state, message) = BuildView::describe(&row.state);
         let declared_url = self
             .job(&row.namespace, &row.job)
             .and_then(|l| l.job.as_ref()?.log_url.clone());
-        let log_url = declared_url
-            .or_else(|| self.settings.log_url_template.clone())
-            .map(|template| {
-                let time = |t: Option<i64>| {
-                    t.and_then(|s| jiff::Timestamp::from_second(s).ok())
-                        .map(|t| t.to_string())
-                };
-                let name = kubeci_render::build_name(&row.job, row.number);
-                log_url(
-                    &template,
-                    &[
-                        ("namespace", &row.namespace),
-                        ("pod", &name),
-                        ("job", &row.job),
-                        ("build", &row.number.to_string()),
-                        ("start", &time(Some(row.created_at)).unwrap_or_default()),
-                        (
-                            "end",
-                            &time(row.finished_at).unwrap_or_else(|| "now".into()),
-                        ),
-                    ],
-                )
-            });
-        BuildView {
+        let template = declared_url.or_else(|| self.settings.log_url_template.clone());
+        let name = kubeci_render::build_name(&row.job, row.number);
+        let facts = BuildFacts {
+            namespace: &row.namespace,
+            job: &row.job,
             number: row.number,
-            name: kubeci_render::build_name(&row.job, row.number),
-            state,
-            message,
+            name: name.clone(),
+            state: &row.state,
             trigger: Some(row.request.trigger.as_str().to_owned()),
             requested_by: row.request.requested_by.clone(),
-            commit: row
-                .request
-                .commit
-                .clone()
-                .or_else(|| row.checked_out.clone()),
+            commit: row.commit(),
             pull_request: row.request.pull_request.as_ref().map(|p| p.number),
             spec_hash: row.spec_hash.clone(),
             chart_version: row.chart_version.clone(),
-            reported: report::parse_reported(Some(&row.reported))
-                .into_iter()
-                .map(CommitState::as_str)
-                .collect(),
-            log_url,
-            created_at: kubeci_engine::api::timestamp(Some(row.created_at)),
-            started_at: kubeci_engine::api::timestamp(row.started_at),
-            finished_at: kubeci_engine::api::timestamp(row.finished_at),
-        }
+            reported: report::parse_reported(Some(&row.reported)),
+            pod: Some(name),
+            created_at: Some(row.created_at),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        };
+        BuildView::of(facts, template.as_deref())
     }
 
     /// Cancels the older unfinished builds of the same pull request or branch.
-    fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_render::BuildRequest) {
+    async fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_render::BuildRequest) {
         let Some(job) = loaded.job.as_ref() else {
-            return;
-        };
-        let Some(subject) = Subject::of(request, job) else {
             return;
         };
         let Ok(rows) = self.store().builds(&loaded.namespace, &job.name) else {
             return;
         };
         let summaries: Vec<BuildSummary> = rows.iter().map(|r| summary(r, true)).collect();
-        for number in decide::superseded_builds(&subject, request.number, &summaries) {
-            let by = format!("kubeci (superseded by build {})", request.number);
-            if let Err(e) = self.stop(&loaded.namespace, &job.name, number, &by) {
-                log::warn!(
-                    "cannot cancel superseded build {number} of {}/{}: {e}",
-                    loaded.namespace,
-                    job.name
-                );
-            }
-        }
+        kubeci_engine::scheduler::cancel_superseded(self, loaded, request, &summaries).await;
     }
 }

@@ -58,6 +58,16 @@ pub struct BuildRow {
     pub checked_out: Option<String>,
 }
 
+impl BuildRow {
+    /// The commit requested, else the one the clone step checked out.
+    pub fn commit(&self) -> Option<String> {
+        self.request
+            .commit
+            .clone()
+            .or_else(|| self.checked_out.clone())
+    }
+}
+
 /// A new build's row.
 pub struct NewBuild<'a> {
     pub namespace: &'a str,

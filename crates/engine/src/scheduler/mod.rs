@@ -1,0 +1,467 @@
+//! The leader's pass, written once for both backends. Each pass takes a snapshot of every
+//! job's builds from a [`Workload`] (the narrow part of a backend: its builds, and what it
+//! can do to one), decides with the pure functions of this crate — the job's policy
+//! ([`JobPolicy::of`]), [`plan::plan`] (release, fail, cancel, delete), the report owed
+//! next ([`reports`]), the cron run due — and acts through the workload. Reports go
+//! through one queue with retries and backoff, each sent in its own task so a slow
+//! receiver never holds a pass. Superseded builds are cancelled through the same trait
+//! ([`cancel_superseded`]).
+//!
+//! The Kubernetes engine's workload is the cluster (its caches and the API), the local
+//! engine's its SQLite store and running processes.
+
+mod reports;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubeci_spec::cron::CronSchedule;
+use kubeci_spec::LoadedJob;
+use tokio::sync::Notify;
+
+use crate::build::BuildSummary;
+use crate::decide::{self, Subject};
+use crate::metrics::Counters;
+use crate::plan::{self, Action, JobPolicy};
+use crate::report::{self, CommitState, ReportTarget, Reporter};
+use crate::schedule;
+use reports::{BuildKey, ReportQueue, Step};
+
+/// A build as a pass sees it.
+#[derive(Debug, Clone)]
+pub struct ScheduledBuild {
+    /// Its summary; `fully_reported` is the scheduler's to decide.
+    pub summary: BuildSummary,
+    /// The commit states recorded on it as reported.
+    pub reported: Vec<CommitState>,
+    /// What a report about it says.
+    pub target: ReportTarget,
+}
+
+/// A job's builds as a pass sees them.
+#[derive(Debug, Clone)]
+pub struct JobBuilds {
+    pub namespace: String,
+    pub job: String,
+    /// Its declaration, when one is known (valid or not).
+    pub loaded: Option<Arc<LoadedJob>>,
+    /// A ConfigMap still declares it (valid or not).
+    pub declared: bool,
+    /// Newest first, or in any order: the plan does not depend on it.
+    pub builds: Vec<ScheduledBuild>,
+    /// Builds this pass must not delete (the Kubernetes engine still settles their
+    /// request in the job's ledger).
+    pub keep: BTreeSet<u64>,
+}
+
+/// A job with a cron trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronJob {
+    pub namespace: String,
+    pub job: String,
+    /// Its `triggers.cron`, as written.
+    pub schedule: String,
+    /// The scheduled time of its last cron build.
+    pub last_run: Option<i64>,
+}
+
+impl CronJob {
+    /// The cron job `loaded` declares, if it is valid and has a cron trigger;
+    /// `last_run(namespace, job)` reads its last run.
+    pub fn declared_by(
+        loaded: &LoadedJob,
+        last_run: impl FnOnce(&str, &str) -> Option<i64>,
+    ) -> Option<CronJob> {
+        let job = loaded.job.as_ref()?;
+        let schedule = job.triggers.as_ref()?.cron.clone()?;
+        Some(CronJob {
+            last_run: last_run(&loaded.namespace, &job.name),
+            namespace: loaded.namespace.clone(),
+            job: job.name.clone(),
+            schedule,
+        })
+    }
+}
+
+/// What the cron build due at `due` requests, and its request key: one build per due
+/// time, however often it is asked for.
+pub fn cron_request(due: i64) -> (kubeci_render::BuildRequest, String) {
+    let request = kubeci_render::BuildRequest {
+        trigger: kubeci_render::Trigger::Cron,
+        ..kubeci_render::BuildRequest::manual(0)
+    };
+    (request, format!("cron:{due}"))
+}
+
+/// Why a build is stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// It cannot start (Kubernetes' reason and message).
+    Fail { reason: String, message: String },
+    /// Someone, or kubeci, cancelled it.
+    Cancel { by: String },
+}
+
+/// Why a workload could not act on a build.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The build is gone (deleted meanwhile): nothing left to do. Not worth retrying.
+    #[error("the build is gone")]
+    Gone,
+    /// The backend's store refused or failed. Worth retrying: the next pass does.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a backend can do, as the leader's pass needs it.
+pub trait Workload: Send + Sync + 'static {
+    /// Every job that has builds, with its builds, as of now. The Kubernetes engine also
+    /// builds the requests whose creator died here, before it answers.
+    fn snapshot(&self, now: i64) -> impl Future<Output = Vec<JobBuilds>> + Send;
+    /// Lets a queued build start.
+    fn release_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    fn stop_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        why: Stop,
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    fn delete_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Adds `states` to the states recorded as reported on the build. A union, never a
+    /// replacement: a slow writer (a replica that lost the lead mid-write) cannot take
+    /// back a state another one recorded.
+    fn record_reported(
+        &self,
+        target: &ReportTarget,
+        states: &[CommitState],
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// The valid jobs with a cron trigger.
+    fn cron_jobs(&self) -> Vec<CronJob>;
+    /// Starts the cron build of `job` due at `due` (once per due time, whatever happens
+    /// to this call) and records `due` as its last run; whether it started one now.
+    fn start_cron(
+        &self,
+        namespace: &str,
+        job: &str,
+        due: i64,
+    ) -> impl Future<Output = Result<bool, WorkloadError>> + Send;
+}
+
+/// What the scheduler is told by the server's flags.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerSettings {
+    /// Cancel the unfinished builds of a job whose ConfigMap was deleted.
+    pub cancel_when_deleted: bool,
+}
+
+/// The leader's pass over a workload, and its report queue.
+pub struct Scheduler<W> {
+    workload: Arc<W>,
+    reporter: Option<Arc<dyn Reporter>>,
+    settings: SchedulerSettings,
+    reports: Arc<Mutex<ReportQueue>>,
+    counters: Arc<Counters>,
+    /// Woken when a report attempt ends, so the next step follows at once.
+    changed: Arc<Notify>,
+}
+
+/// The counter of the workload writes of a pass that failed.
+pub const RECONCILE_ERRORS: &str = "kubeci_reconcile_errors_total";
+
+impl<W: Workload> Scheduler<W> {
+    pub fn new(
+        workload: Arc<W>,
+        reporter: Option<Arc<dyn Reporter>>,
+        settings: SchedulerSettings,
+        counters: Arc<Counters>,
+        changed: Arc<Notify>,
+    ) -> Scheduler<W> {
+        Scheduler {
+            workload,
+            reporter,
+            settings,
+            reports: Arc::default(),
+            counters,
+            changed,
+        }
+    }
+
+    /// Passes whenever something changed and at least every `every`, while `may_act`
+    /// (the Kubernetes engine: while this replica leads and its caches are synced).
+    pub async fn run(self, every: Duration, may_act: impl Fn() -> bool + Send) {
+        loop {
+            if may_act() {
+                self.pass(jiff::Timestamp::now().as_second()).await;
+            }
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One pass over every build at time `now` (seconds since the epoch).
+    pub async fn pass(&self, now: i64) {
+        let jobs = self.workload.snapshot(now).await;
+        let mut seen = HashSet::new();
+        for group in &jobs {
+            let policy = JobPolicy::of(
+                group.loaded.as_deref(),
+                group.declared,
+                self.settings.cancel_when_deleted,
+            );
+            let summaries: Vec<BuildSummary> = group
+                .builds
+                .iter()
+                .map(|build| BuildSummary {
+                    fully_reported: self.fully_reported(build),
+                    ..build.summary.clone()
+                })
+                .collect();
+            for action in plan::plan(&policy, &summaries, now) {
+                if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
+                    continue;
+                }
+                self.act(&group.namespace, &group.job, action).await;
+            }
+            for build in &group.builds {
+                let key = key_of(&build.target);
+                self.report(&key, build);
+                seen.insert(key);
+            }
+        }
+        self.reports.lock().expect("the reports lock").retain(&seen);
+        self.cron(now).await;
+    }
+
+    /// Whether `build` owes no report (none is wanted, or its final one was sent).
+    fn fully_reported(&self, build: &ScheduledBuild) -> bool {
+        match &self.reporter {
+            Some(reporter) if reporter.wants(&build.target) => {
+                let known = self
+                    .reports
+                    .lock()
+                    .expect("the reports lock")
+                    .known(&key_of(&build.target), &build.reported);
+                report::next_report(&build.summary.state, &known).is_none()
+            }
+            _ => true,
+        }
+    }
+
+    async fn act(&self, namespace: &str, job: &str, action: Action) {
+        let (number, result) = match action {
+            Action::Fail {
+                number,
+                reason,
+                message,
+            } => {
+                log::warn!("build {number} of {namespace}/{job} cannot start: {reason}: {message}");
+                let why = Stop::Fail { reason, message };
+                (
+                    number,
+                    self.workload.stop_build(namespace, job, number, why).await,
+                )
+            }
+            Action::Cancel { number, by } => (
+                number,
+                self.workload
+                    .stop_build(namespace, job, number, Stop::Cancel { by })
+                    .await,
+            ),
+            Action::Release(number) => (
+                number,
+                self.workload.release_build(namespace, job, number).await,
+            ),
+            Action::Delete(number) => (
+                number,
+                self.workload.delete_build(namespace, job, number).await,
+            ),
+        };
+        match result {
+            Ok(()) | Err(WorkloadError::Gone) => {}
+            Err(e) => {
+                self.counters.increment(RECONCILE_ERRORS, &["update"]);
+                log::warn!("cannot update build {number} of {namespace}/{job}: {e}");
+            }
+        }
+    }
+
+    /// Takes the report step `build` owes, if any, in a task of its own.
+    fn report(&self, key: &BuildKey, build: &ScheduledBuild) {
+        let Some(reporter) = self.reporter.clone() else {
+            return;
+        };
+        if !reporter.wants(&build.target) {
+            return;
+        }
+        let (step, attempts) = {
+            let mut queue = self.reports.lock().expect("the reports lock");
+            let step = queue.take(
+                key,
+                &build.summary.state,
+                &build.reported,
+                tokio::time::Instant::now(),
+            );
+            (step, queue.attempts(key))
+        };
+        let Some(step) = step else {
+            return;
+        };
+        let attempt = ReportAttempt {
+            key: key.clone(),
+            target: build.target.clone(),
+            attempts,
+            workload: self.workload.clone(),
+            reporter,
+            reports: self.reports.clone(),
+            changed: self.changed.clone(),
+        };
+        tokio::spawn(attempt.run(step));
+    }
+
+    /// Starts the cron builds that are due.
+    async fn cron(&self, now: i64) {
+        for cron in self.workload.cron_jobs() {
+            let Ok(schedule) = CronSchedule::parse(&cron.schedule, &cron.job) else {
+                continue;
+            };
+            let Some(due) = schedule::due_run(&schedule, cron.last_run, now) else {
+                continue;
+            };
+            let (namespace, job) = (&cron.namespace, &cron.job);
+            match self.workload.start_cron(namespace, job, due).await {
+                Ok(true) => log::info!("cron started a build of {namespace}/{job}"),
+                Ok(false) => {}
+                Err(e) => {
+                    self.counters.increment(RECONCILE_ERRORS, &["cron"]);
+                    log::warn!("cron cannot start {namespace}/{job}: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn key_of(target: &ReportTarget) -> BuildKey {
+    (target.namespace.clone(), target.job.clone(), target.number)
+}
+
+/// One report step in flight: send (then record), or record again.
+struct ReportAttempt<W> {
+    key: BuildKey,
+    target: ReportTarget,
+    attempts: u32,
+    workload: Arc<W>,
+    reporter: Arc<dyn Reporter>,
+    reports: Arc<Mutex<ReportQueue>>,
+    changed: Arc<Notify>,
+}
+
+impl<W: Workload> ReportAttempt<W> {
+    async fn run(self, step: Step) {
+        let record = match step {
+            Step::Send {
+                state,
+                description,
+                record,
+            } => match self
+                .reporter
+                .report(&self.target, state, &description)
+                .await
+            {
+                Ok(()) => {
+                    self.queue().sent(&self.key, state);
+                    record
+                }
+                Err(e) => {
+                    let delay = report::retry_delay(self.attempts, &e);
+                    let message = e.retry_after.map_or_else(
+                        || e.message.clone(),
+                        |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
+                    );
+                    log::warn!(
+                        "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
+                        self.target.number,
+                        self.target.namespace,
+                        self.target.job,
+                        delay.as_secs()
+                    );
+                    self.finish(Some(delay));
+                    return;
+                }
+            },
+            Step::Record(record) => record,
+        };
+        match self.workload.record_reported(&self.target, &record).await {
+            Ok(()) | Err(WorkloadError::Gone) => self.finish(None),
+            Err(e) => {
+                log::warn!(
+                    "reported build {} of {}/{}, cannot record it yet: {e}",
+                    self.target.number,
+                    self.target.namespace,
+                    self.target.job
+                );
+                self.finish(Some(reports::record_retry_delay(self.attempts)));
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, ReportQueue> {
+        self.reports.lock().expect("the reports lock")
+    }
+
+    /// Ends the attempt: done, or to be retried after `retry`.
+    fn finish(&self, retry: Option<Duration>) {
+        match retry {
+            None => self.queue().done(&self.key),
+            Some(delay) => self
+                .queue()
+                .failed(&self.key, delay, tokio::time::Instant::now()),
+        }
+        self.changed.notify_one();
+    }
+}
+
+/// Cancels the unfinished builds that build `request.number` of `loaded` supersedes
+/// (`builds`: the job's builds), through `workload`.
+pub async fn cancel_superseded<W: Workload>(
+    workload: &W,
+    loaded: &LoadedJob,
+    request: &kubeci_render::BuildRequest,
+    builds: &[BuildSummary],
+) {
+    let Some(job) = loaded.job.as_ref() else {
+        return;
+    };
+    let Some(subject) = Subject::of(request, job) else {
+        return;
+    };
+    for number in decide::superseded_builds(&subject, request.number, builds) {
+        let by = format!("kubeci (superseded by build {})", request.number);
+        let stopped = workload
+            .stop_build(&loaded.namespace, &job.name, number, Stop::Cancel { by })
+            .await;
+        if let Err(e) = stopped {
+            log::warn!(
+                "cannot cancel superseded build {number} of {}/{}: {e}",
+                loaded.namespace,
+                job.name
+            );
+        }
+    }
+}

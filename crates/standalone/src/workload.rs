@@ -1,0 +1,219 @@
+//! The local engine as the leader's pass sees it ([`Workload`]): builds from SQLite, a
+//! released build started as local processes, reports and cron runs recorded in SQLite.
+//! The job files are re-read before a snapshot when `reload_every` has passed. The pass
+//! itself is [`kubeci_engine::scheduler`]'s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kubeci_engine::api::{Backend, TriggerRequest};
+use kubeci_engine::report::{self, CommitState, ReportTarget};
+use kubeci_engine::scheduler::{
+    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
+    WorkloadError,
+};
+use kubeci_spec::LoadedJob;
+
+use crate::store::BuildRow;
+use crate::{summary, Standalone, StandaloneError};
+
+impl From<StandaloneError> for WorkloadError {
+    fn from(error: StandaloneError) -> WorkloadError {
+        WorkloadError::Failed(error.to_string())
+    }
+}
+
+impl Standalone {
+    /// The leader's loop (the local engine always leads): a pass on every change and at
+    /// least every second.
+    pub(crate) async fn schedule(self: Arc<Self>) {
+        let scheduler = Scheduler::new(
+            self.clone(),
+            self.reporter.clone(),
+            SchedulerSettings::default(),
+            self.counters.clone(),
+            self.changed.clone(),
+        );
+        scheduler
+            .run(std::time::Duration::from_secs(1), || true)
+            .await;
+    }
+
+    /// Re-reads the job files when `reload_every` has passed since the last time.
+    fn reload_if_due(&self) {
+        {
+            let mut last = self.last_reload.lock().expect("the reload lock");
+            if last.elapsed() < self.settings.reload_every {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let changed = self
+            .jobs
+            .write()
+            .expect("the jobs lock")
+            .reload(&self.settings.jobs_dir, &self.settings.load);
+        if changed {
+            log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
+        }
+    }
+
+    fn report_target(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> ReportTarget {
+        let job = loaded.and_then(|l| l.job.as_ref());
+        ReportTarget {
+            namespace: row.namespace.clone(),
+            job: row.job.clone(),
+            number: row.number,
+            build_name: kubeci_render::build_name(&row.job, row.number),
+            trigger: Some(row.request.trigger.as_str().to_owned()),
+            git_url: job.map(|j| j.git.url.clone()),
+            commit: row.commit(),
+            pull_request: row.request.pull_request.as_ref().map(|p| p.number),
+            url: kubeci_render::build_url(
+                &self.settings.render,
+                &row.namespace,
+                &row.job,
+                row.number,
+            ),
+            context: job.and_then(|j| j.ghprb.as_ref()?.context.clone()),
+        }
+    }
+
+    fn row(&self, namespace: &str, job: &str, number: u64) -> Result<BuildRow, WorkloadError> {
+        self.store()
+            .build(namespace, job, number)?
+            .ok_or(WorkloadError::Gone)
+    }
+}
+
+impl Workload for Standalone {
+    async fn snapshot(&self, _now: i64) -> Vec<JobBuilds> {
+        self.reload_if_due();
+        let rows = match self.store().all_builds() {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::warn!("{e}");
+                return Vec::new();
+            }
+        };
+        let mut groups: BTreeMap<(String, String), Vec<BuildRow>> = BTreeMap::new();
+        for row in rows {
+            groups
+                .entry((row.namespace.clone(), row.job.clone()))
+                .or_default()
+                .push(row);
+        }
+        groups
+            .into_iter()
+            .map(|((namespace, job), rows)| {
+                let declaration = self.declaration(&namespace, &job);
+                let valid = self.job(&namespace, &job);
+                let loaded = valid.clone().or(declaration.clone());
+                let builds = rows
+                    .iter()
+                    .map(|row| ScheduledBuild {
+                        summary: summary(row, false),
+                        reported: report::parse_reported(Some(&row.reported)),
+                        target: self.report_target(row, valid.as_deref()),
+                    })
+                    .collect();
+                JobBuilds {
+                    namespace,
+                    job,
+                    loaded,
+                    declared: declaration.is_some(),
+                    builds,
+                    keep: BTreeSet::new(),
+                }
+            })
+            .collect()
+    }
+
+    async fn release_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(), WorkloadError> {
+        let row = self.row(namespace, job, number)?;
+        let me = self.me.upgrade().ok_or(WorkloadError::Gone)?;
+        Ok(me.run(row)?)
+    }
+
+    async fn stop_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        why: Stop,
+    ) -> Result<(), WorkloadError> {
+        let by = match why {
+            Stop::Cancel { by } => by,
+            Stop::Fail { reason, message } => format!("kubeci ({reason}: {message})"),
+        };
+        Ok(self.stop(namespace, job, number, &by)?)
+    }
+
+    async fn delete_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(), WorkloadError> {
+        Ok(self.store().delete_build(namespace, job, number)?)
+    }
+
+    async fn record_reported(
+        &self,
+        target: &ReportTarget,
+        states: &[CommitState],
+    ) -> Result<(), WorkloadError> {
+        let store = self.store();
+        let row = store
+            .build(&target.namespace, &target.job, target.number)?
+            .ok_or(WorkloadError::Gone)?;
+        let mut all = report::parse_reported(Some(&row.reported));
+        all.extend(
+            states
+                .iter()
+                .filter(|s| !all.contains(s))
+                .collect::<Vec<_>>(),
+        );
+        let text = report::format_reported(&all);
+        Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
+    }
+
+    fn cron_jobs(&self) -> Vec<CronJob> {
+        let valid: Vec<Arc<LoadedJob>> = self.jobs.read().expect("the jobs lock").valid();
+        valid
+            .iter()
+            .filter_map(|loaded| {
+                CronJob::declared_by(loaded, |namespace, job| {
+                    self.store().last_cron_run(namespace, job).ok().flatten()
+                })
+            })
+            .collect()
+    }
+
+    async fn start_cron(
+        &self,
+        namespace: &str,
+        job: &str,
+        due: i64,
+    ) -> Result<bool, WorkloadError> {
+        let (build, key) = scheduler::cron_request(due);
+        let request = TriggerRequest {
+            namespace: namespace.to_owned(),
+            name: job.to_owned(),
+            build,
+            key: Some(key),
+        };
+        let triggered = self
+            .trigger(request)
+            .await
+            .map_err(|e| WorkloadError::Failed(e.to_string()))?;
+        self.store().set_last_cron_run(namespace, job, due)?;
+        Ok(triggered.created)
+    }
+}
