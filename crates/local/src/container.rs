@@ -1,0 +1,377 @@
+//! One container of a pod run as a local process group: its command, environment, working
+//! directory, deadline, logs and termination message.
+
+use super::*;
+use crate::volumes::{field_value, secret_data};
+use k8s_openapi::api::core::v1::Container;
+use kubeci_render::expansion::expand;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct ContainerRun<'a> {
+    pub(crate) container: &'a Container,
+    pub(crate) init: bool,
+    pub(crate) env: &'a LocalEnv,
+    pub(crate) volumes: &'a BTreeMap<String, PathBuf>,
+    pub(crate) namespace: &'a str,
+    pub(crate) pod_name: &'a str,
+    pub(crate) log: &'a Log,
+}
+
+/// Kubernetes' `terminationMessagePath` when a container names none.
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// The kubelet keeps at most this much of a termination message.
+const TERMINATION_MESSAGE_LIMIT: u64 = 4096;
+
+fn read_termination_message(file: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .ok()?
+        .take(TERMINATION_MESSAGE_LIMIT)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+impl ContainerRun<'_> {
+    /// The file standing for this container's `terminationMessagePath`, empty and
+    /// writable, as the kubelet provides it.
+    fn termination_message_file(&self) -> Result<PathBuf, LocalError> {
+        let dir = self.env.build_dir.join("termination");
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let file = dir.join(&self.container.name);
+        std::fs::write(&file, b"").map_err(io_error(&file))?;
+        Ok(file)
+    }
+
+    /// The container's environment in Kubernetes' order, or the reason it cannot start.
+    fn environment(&self, mounts: &MountMap) -> Result<Vec<(String, String)>, String> {
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for var in self.container.env.iter().flatten() {
+            let value = if let Some(value) = &var.value {
+                let defined = |name: &str| {
+                    vars.iter()
+                        .rev()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                };
+                mounts.map_value(&expand(value, defined))
+            } else if let Some(from) = &var.value_from {
+                let value = if let Some(selector) = &from.secret_key_ref {
+                    self.key_value(
+                        "Secret",
+                        &selector.name,
+                        &selector.key,
+                        secret_data(self.env, &selector.name),
+                        selector.optional,
+                    )?
+                } else if let Some(selector) = &from.config_map_key_ref {
+                    let data = self.env.objects.config_maps.get(&selector.name).cloned();
+                    self.key_value(
+                        "ConfigMap",
+                        &selector.name,
+                        &selector.key,
+                        data,
+                        selector.optional,
+                    )?
+                } else if let Some(field) = &from.field_ref {
+                    let value =
+                        field_value(self.env, self.namespace, self.pod_name, &field.field_path);
+                    Some(value.ok_or_else(|| {
+                        format!(
+                            "environment variable {}: unsupported fieldPath {}",
+                            var.name, field.field_path
+                        )
+                    })?)
+                } else {
+                    return Err(format!("environment variable {}: only `value`, `secretKeyRef`, `configMapKeyRef` and `fieldRef` are supported locally", var.name));
+                };
+                match value {
+                    Some(value) => value,
+                    None => continue,
+                }
+            } else {
+                String::new()
+            };
+            vars.push((var.name.clone(), value));
+        }
+        Ok(vars)
+    }
+
+    /// A Secret's or ConfigMap's value, failing as Kubernetes words it; `None` when an
+    /// optional one is missing.
+    fn key_value(
+        &self,
+        kind: &str,
+        name: &str,
+        key: &str,
+        data: Option<BTreeMap<String, Vec<u8>>>,
+        optional: Option<bool>,
+    ) -> Result<Option<String>, String> {
+        let Some(data) = data else {
+            if optional == Some(true) {
+                return Ok(None);
+            }
+            return Err(format!("{} \"{name}\" not found", kind.to_lowercase()));
+        };
+        match data.get(key) {
+            Some(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+            None if optional == Some(true) => Ok(None),
+            None => Err(format!(
+                "couldn't find key {key} in {kind} {}/{name}",
+                self.namespace
+            )),
+        }
+    }
+
+    pub(crate) async fn run(
+        &self,
+        remaining: Option<Duration>,
+        deadline: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, LocalError> {
+        let name = self.container.name.clone();
+        let mut mounts = MountMap::default();
+        for mount in self.container.volume_mounts.iter().flatten() {
+            if mount.sub_path.is_some() || mount.sub_path_expr.is_some() {
+                return Err(LocalError::Unsupported(format!(
+                    "container {name}: subPath mounts"
+                )));
+            }
+            let dir = self.volumes.get(&mount.name).ok_or_else(|| {
+                LocalError::Unsupported(format!(
+                    "container {name} mounts unknown volume {}",
+                    mount.name
+                ))
+            })?;
+            mounts.add(&mount.mount_path, dir);
+        }
+        let termination_message = self.termination_message_file()?;
+        mounts.add(
+            self.container
+                .termination_message_path
+                .as_deref()
+                .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
+            &termination_message,
+        );
+        let vars = match self.environment(&mounts) {
+            Ok(vars) => vars,
+            Err(message) => {
+                self.log.sink.container(ContainerChange::Waiting {
+                    container: name.clone(),
+                    init: self.init,
+                    reason: "CreateContainerConfigError".into(),
+                    message: message.clone(),
+                });
+                return Ok(Outcome::NotStarted {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                });
+            }
+        };
+        let lookup = |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let argv: Vec<String> = self
+            .container
+            .command
+            .iter()
+            .flatten()
+            .chain(self.container.args.iter().flatten())
+            .map(|a| expand(a, lookup))
+            .collect();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(LocalError::Unsupported(format!("container {name} has no command; the local engine cannot read an image's entrypoint")));
+        };
+        // kubeci's own clone step: its path flags are the only arguments known to be paths.
+        let (program, args) = if program == "kubeci" {
+            (
+                self.env.kubeci_exe.display().to_string(),
+                args.iter().map(|a| mounts.map_clone_arg(a)).collect(),
+            )
+        } else {
+            (program.clone(), args.to_vec())
+        };
+        let args = &args;
+
+        let home = self.env.build_dir.join("home");
+        std::fs::create_dir_all(&home).map_err(io_error(&home))?;
+        let mut command = Command::new(&program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(self.env.host_env.iter().map(|(k, v)| (k, v)))
+            .env("HOSTNAME", self.pod_name)
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(tmp) = mounts.map_path("/tmp") {
+            command.env("TMPDIR", tmp);
+        }
+        command.envs(vars.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.container.working_dir {
+            let dir = PathBuf::from(mounts.map_value(dir));
+            // The container runtime creates a missing working directory; so does this.
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            command.current_dir(dir);
+        }
+        let kind = if self.init {
+            "init container"
+        } else {
+            "container"
+        };
+        self.log.step(
+            &name,
+            format!(
+                "{name}: {kind} started ({})",
+                describe_command(&program, args)
+            ),
+        );
+        let mut child = command.spawn().map_err(|source| LocalError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
+        // Whatever ends this run — its end, a deadline, a cancel, or the caller dropping
+        // it — ends every process the container started.
+        let _group_guard = GroupGuard(group);
+        if let Some(pid) = child.id() {
+            self.log.sink.container(ContainerChange::Started {
+                container: name.clone(),
+                init: self.init,
+                pid,
+            });
+        }
+        let stdout = pump(child.stdout.take(), name.clone(), self.log);
+        let stderr = pump(child.stderr.take(), name.clone(), self.log);
+        let output = async { tokio::join!(stdout, stderr) };
+        let wait = async {
+            let status = child.wait().await;
+            // The container ends with its main process: nothing it started outlives it.
+            kill_group(group);
+            status
+        };
+        let timer = async {
+            match remaining {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
+            () = timer => Ended::Deadline,
+            () = cancel.cancelled() => Ended::Cancelled,
+        };
+        let outcome = match ended {
+            Ended::Exited(status) => {
+                let status = status.map_err(|source| LocalError::Spawn { program, source })?;
+                let exit_code = status.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + status.signal().unwrap_or(0)
+                });
+                self.log
+                    .step(&name, format!("{name}: exited with code {exit_code}"));
+                self.log.sink.container(ContainerChange::Exited {
+                    container: name.clone(),
+                    init: self.init,
+                    exit_code,
+                    message: read_termination_message(&termination_message),
+                });
+                if exit_code == 0 {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed {
+                        container: name,
+                        init: self.init,
+                        exit_code,
+                    }
+                }
+            }
+            Ended::Deadline => {
+                kill_group(group);
+                Outcome::DeadlineExceeded {
+                    after: deadline.unwrap_or_default(),
+                }
+            }
+            Ended::Cancelled => {
+                kill_group(group);
+                Outcome::Cancelled
+            }
+        };
+        Ok(outcome)
+    }
+}
+
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Deadline,
+    Cancelled,
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+fn kill_group(group: Option<i32>) {
+    if let Some(pgid) = group {
+        // ESRCH (already gone) is the normal case.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The program and its first arguments, each on one line and short, for the step line.
+fn describe_command(program: &str, args: &[String]) -> String {
+    let mut shown = vec![program.to_owned()];
+    for arg in args.iter().take(3) {
+        if arg.contains('\n') || arg.len() > 60 {
+            shown.push("…".into());
+            break;
+        }
+        shown.push(arg.clone());
+    }
+    if args.len() > 3 && shown.last().is_some_and(|s| s != "…") {
+        shown.push("…".into());
+    }
+    shown.join(" ")
+}
+
+async fn pump(stream: Option<impl AsyncRead + Unpin>, container: String, log: &Log) {
+    let Some(stream) = stream else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned();
+                log.emit(LogEvent::Line {
+                    container: container.clone(),
+                    text,
+                });
+            }
+        }
+    }
+}

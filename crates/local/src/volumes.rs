@@ -1,0 +1,220 @@
+//! A pod's volumes on the local disk: emptyDir, Secrets (from the secrets directory),
+//! ConfigMaps, the downward API and projected volumes.
+
+use super::*;
+use k8s_openapi::api::core::v1::{PodSpec, Volume};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Each volume of the pod as a directory of this build; `Err` holds a mount failure in
+/// the kubelet's words.
+pub(crate) fn prepare_volumes(
+    pod: &PodSpec,
+    env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<Result<BTreeMap<String, PathBuf>, String>, LocalError> {
+    let mut dirs = BTreeMap::new();
+    for volume in pod.volumes.iter().flatten() {
+        let dir = env.build_dir.join("volumes").join(&volume.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if let Err(message) = fill_volume(volume, &dir, env, namespace, pod_name)? {
+            return Ok(Err(message));
+        }
+        dirs.insert(volume.name.clone(), dir);
+    }
+    Ok(Ok(dirs))
+}
+
+/// The data of Secret `name`: from [`PodObjects`], else the secrets directory.
+pub(crate) fn secret_data(env: &LocalEnv, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    if let Some(data) = env.objects.secrets.get(name) {
+        return Some(data.clone());
+    }
+    let dir = env.secrets_dir.as_ref()?.join(name);
+    let entries = std::fs::read_dir(&dir).ok()?;
+    let mut data = BTreeMap::new();
+    for entry in entries.flatten() {
+        let key = entry.file_name().to_string_lossy().into_owned();
+        if !key.starts_with('.') && entry.path().is_file() {
+            data.insert(key, std::fs::read(entry.path()).ok()?);
+        }
+    }
+    Some(data)
+}
+
+/// A file a volume holds: (path in the volume, content, mode).
+type VolumeFile = (String, Vec<u8>, Option<i32>);
+
+/// The files of one volume source, or the kubelet's complaint. `what` names the source in it (`secret`, `configmap`).
+fn projected_files(
+    what: &str,
+    name: &str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<Vec<VolumeFile>, String> {
+    let Some(data) = data else {
+        return if optional == Some(true) {
+            Ok(Vec::new())
+        } else {
+            Err(format!("{what} \"{name}\" not found"))
+        };
+    };
+    match items {
+        None => Ok(data.into_iter().map(|(k, v)| (k, v, None)).collect()),
+        // As the kubelet: a missing key fails the mount unless the source is optional.
+        Some(items) => items
+            .iter()
+            .filter_map(|item| match data.get(&item.key) {
+                Some(value) => Some(Ok((item.path.clone(), value.clone(), item.mode))),
+                None if optional == Some(true) => None,
+                None => Some(Err(format!(
+                    "references non-existent {what} key: {}",
+                    item.key
+                ))),
+            })
+            .collect(),
+    }
+}
+
+/// The value of a downward API field of the pod.
+pub(crate) fn field_value(
+    env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
+    path: &str,
+) -> Option<String> {
+    env.objects.fields.get(path).cloned().or(match path {
+        "metadata.name" => Some(pod_name.to_owned()),
+        "metadata.namespace" => Some(namespace.to_owned()),
+        _ => None,
+    })
+}
+
+fn fill_volume(
+    volume: &Volume,
+    dir: &Path,
+    env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<Result<(), String>, LocalError> {
+    let mut files: Vec<VolumeFile> = Vec::new();
+    let mut default_mode = 0o644;
+    let found = if volume.empty_dir.is_some() {
+        Ok(())
+    } else if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.clone().unwrap_or_default();
+        default_mode = secret.default_mode.unwrap_or(0o644);
+        projected_files(
+            "secret",
+            &name,
+            secret_data(env, &name),
+            secret.items.as_deref(),
+            secret.optional,
+        )
+        .map(|f| files = f)
+    } else if let Some(map) = &volume.config_map {
+        default_mode = map.default_mode.unwrap_or(0o644);
+        projected_files(
+            "configmap",
+            &map.name,
+            env.objects.config_maps.get(&map.name).cloned(),
+            map.items.as_deref(),
+            map.optional,
+        )
+        .map(|f| files = f)
+    } else if let Some(projected) = &volume.projected {
+        default_mode = projected.default_mode.unwrap_or(0o644);
+        let mut found = Ok(());
+        for source in projected.sources.iter().flatten() {
+            let more = if let Some(token) = &source.service_account_token {
+                let audience = token.audience.clone().unwrap_or_default();
+                match env.objects.tokens.get(&audience) {
+                    Some(t) => Ok(vec![(token.path.clone(), t.clone().into_bytes(), None)]),
+                    None => Err(format!(
+                        "failed to fetch token: no token for audience {audience:?}"
+                    )),
+                }
+            } else if let Some(map) = &source.config_map {
+                projected_files(
+                    "configmap",
+                    &map.name,
+                    env.objects.config_maps.get(&map.name).cloned(),
+                    map.items.as_deref(),
+                    map.optional,
+                )
+            } else if let Some(secret) = &source.secret {
+                projected_files(
+                    "secret",
+                    &secret.name,
+                    secret_data(env, &secret.name),
+                    secret.items.as_deref(),
+                    secret.optional,
+                )
+            } else if let Some(downward) = &source.downward_api {
+                downward
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|item| {
+                        let path = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                        match path.and_then(|p| field_value(env, namespace, pod_name, p)) {
+                            Some(value) => Ok((item.path.clone(), value.into_bytes(), item.mode)),
+                            None => Err(format!("unsupported downward API item {}", item.path)),
+                        }
+                    })
+                    .collect()
+            } else {
+                return Err(LocalError::Unsupported(format!(
+                    "volume {}: a projected source other than a token, ConfigMap, Secret or downward API",
+                    volume.name
+                )));
+            };
+            match more {
+                Ok(more) => files.extend(more),
+                Err(e) => {
+                    found = Err(e);
+                    break;
+                }
+            }
+        }
+        found
+    } else {
+        return Err(LocalError::Unsupported(format!(
+            "volume {} is not emptyDir, secret, configMap or projected",
+            volume.name
+        )));
+    };
+    if let Err(message) = found {
+        return Ok(Err(format!(
+            "MountVolume.SetUp failed for volume \"{}\" : {message}",
+            volume.name
+        )));
+    }
+    for (path, content, mode) in files {
+        if Path::new(&path)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Ok(Err(format!(
+                "MountVolume.SetUp failed for volume \"{}\" : invalid path {path:?}",
+                volume.name
+            )));
+        }
+        let to = dir.join(&path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        std::fs::write(&to, content).map_err(io_error(&to))?;
+        use std::os::unix::fs::PermissionsExt;
+        // The owner can always read: locally the build runs as the volume's owner.
+        let mode = mode.unwrap_or(default_mode);
+        let permissions = std::fs::Permissions::from_mode((mode as u32 & 0o777) | 0o400);
+        std::fs::set_permissions(&to, permissions).map_err(io_error(&to))?;
+    }
+    Ok(Ok(()))
+}
