@@ -160,37 +160,49 @@ pub fn build_state(
         };
     }
     if let Some(failed) = condition(job, "Failed") {
-        let reason = failed.reason.clone().unwrap_or_default();
-        if reason == "DeadlineExceeded" {
-            return BuildState::Failed {
-                reason,
-                message: "the build ran longer than its timeout".into(),
-            };
-        }
-        if let Some((container, init, code)) = pods.iter().find_map(failed_container) {
-            if init && container == "clone" {
-                return BuildState::Error {
-                    reason: "CloneFailed".into(),
-                    message: format!(
-                        "the clone step exited with code {code} ({})",
-                        clone_failure(code)
-                    ),
-                };
-            }
-            return BuildState::Failed {
-                reason: "ExitCode".into(),
-                message: format!("{container} exited with code {code}"),
-            };
-        }
-        return BuildState::Failed {
-            reason,
-            message: failed.message.clone().unwrap_or_default(),
-        };
+        return failed_state(failed, pods);
     }
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
     if suspended {
         return BuildState::Queued;
     }
+    pod_state(pods, now, pending_deadline)
+}
+
+/// The state of a build whose Job failed: why, from the failed container if one did.
+fn failed_state(
+    failed: &k8s_openapi::api::batch::v1::JobCondition,
+    pods: &[BuildPod],
+) -> BuildState {
+    let reason = failed.reason.clone().unwrap_or_default();
+    if reason == "DeadlineExceeded" {
+        return BuildState::Failed {
+            reason,
+            message: "the build ran longer than its timeout".into(),
+        };
+    }
+    match pods.iter().find_map(failed_container) {
+        Some((container, true, code)) if container == "clone" => BuildState::Error {
+            reason: "CloneFailed".into(),
+            message: format!(
+                "the clone step exited with code {code} ({})",
+                clone_failure(code)
+            ),
+        },
+        Some((container, _, code)) => BuildState::Failed {
+            reason: "ExitCode".into(),
+            message: format!("{container} exited with code {code}"),
+        },
+        None => BuildState::Failed {
+            reason,
+            message: failed.message.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// The state of a released build that has not ended, from its pod: pending (and why), or
+/// running; an error once its pod could not start for `pending_deadline` seconds.
+fn pod_state(pods: &[BuildPod], now: i64, pending_deadline: i64) -> BuildState {
     let active: Vec<&BuildPod> = pods
         .iter()
         .filter(|p| {

@@ -12,13 +12,13 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
+use kubeci_engine::observe;
 use kubeci_engine::record::BuildJob;
 use kubeci_engine::report::{self, CommitState, ReportTarget};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
     WorkloadError, RECONCILE_ERRORS,
 };
-use kubeci_engine::{observe, BuildSummary};
 use kubeci_render::keys;
 use kubeci_spec::LoadedJob;
 
@@ -71,10 +71,9 @@ impl Workload for Cluster {
                     })
                     .collect();
                 let keep = pending
-                    .iter()
-                    .filter(|(ns, j, _)| *ns == namespace && *j == job)
-                    .map(|(_, _, n)| *n)
-                    .collect();
+                    .get(&(namespace.clone(), job.clone()))
+                    .cloned()
+                    .unwrap_or_default();
                 JobBuilds {
                     namespace,
                     job,
@@ -228,14 +227,14 @@ impl Workload for Cluster {
     }
 }
 
-/// Builds the requests whose creator died before creating their Job, marks those whose Job
-/// exists as done, and returns the (namespace, job, number) still pending.
+/// Builds the requests whose creator died before creating their Job and marks those
+/// whose Job exists as done; the numbers still pending, by (namespace, job).
 async fn heal_and_settle(
     cluster: &Cluster,
     groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
     now: i64,
-) -> BTreeSet<(String, String, u64)> {
-    let mut still_pending = BTreeSet::new();
+) -> BTreeMap<(String, String), BTreeSet<u64>> {
+    let mut still_pending = BTreeMap::new();
     for lease in cluster.cached_ledgers() {
         let namespace = lease.namespace().unwrap_or_default();
         let Some(job) = label(&*lease, keys::JOB).map(str::to_owned) else {
@@ -245,72 +244,91 @@ async fn heal_and_settle(
         if cached.entries.iter().all(|e| e.pending.is_none()) {
             continue;
         }
-        let records = groups.get(&(namespace.clone(), job.clone()));
-        let present: Vec<BuildSummary> = records
-            .map(|r| r.iter().map(|r| r.summary.clone()).collect())
+        let present: Vec<u64> = groups
+            .get(&(namespace.clone(), job.clone()))
+            .map(|r| r.iter().map(|r| r.summary.number).collect())
             .unwrap_or_default();
-        let exists = |n: u64| present.iter().any(|b| b.number == n);
-        let mut healed = Vec::new();
-        for entry in cached.to_heal(exists, now) {
-            let (Some(loaded), _) = cluster.lookup(&namespace, &job) else {
-                continue;
-            };
-            let request = entry.pending.clone().expect("a pending entry");
-            log::info!(
-                "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
-                entry.number, entry.key
-            );
-            match cluster.create_build(&loaded, &request, &entry.key).await {
-                Ok(_) => healed.push(entry.number),
-                Err(e) => {
-                    cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
-                    log::warn!("cannot start build {}: {e}", entry.number)
-                }
-            }
-        }
-        let settled = ledger::update(cluster, &namespace, &job, |ledger| {
-            let (abandoned, changed) = ledger.settle(|n| exists(n) || healed.contains(&n), now);
-            let pending: Vec<u64> = ledger
-                .entries
-                .iter()
-                .filter(|e| e.pending.is_some())
-                .map(|e| e.number)
-                .collect();
-            ((abandoned, pending), changed)
-        })
-        .await;
-        match settled {
-            Ok((abandoned, pending)) => {
-                for entry in abandoned {
-                    log::warn!(
-                        "gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
-                        entry.key,
-                        entry.number,
-                        kubeci_engine::ledger::HEAL_WINDOW
-                    );
-                }
-                still_pending.extend(
-                    pending
-                        .into_iter()
-                        .map(|n| (namespace.clone(), job.clone(), n)),
-                );
-            }
+        let healed = heal(cluster, &namespace, &job, &cached, &present, now).await;
+        let exists = |n: u64| present.contains(&n) || healed.contains(&n);
+        let pending = settle(cluster, &namespace, &job, &cached, exists, now).await;
+        still_pending.insert((namespace, job), pending);
+    }
+    still_pending
+}
+
+/// Creates the Jobs of the requests of `job` recorded in its ledger (`cached`) whose Job
+/// was never created (`present`: the builds that exist); the numbers it created.
+async fn heal(
+    cluster: &Cluster,
+    namespace: &str,
+    job: &str,
+    cached: &Ledger,
+    present: &[u64],
+    now: i64,
+) -> Vec<u64> {
+    let mut healed = Vec::new();
+    for entry in cached.to_heal(|n| present.contains(&n), now) {
+        let (Some(loaded), _) = cluster.lookup(namespace, job) else {
+            continue;
+        };
+        let request = entry.pending.clone().expect("a pending entry");
+        log::info!(
+            "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
+            entry.number, entry.key
+        );
+        match cluster.create_build(&loaded, &request, &entry.key).await {
+            Ok(_) => healed.push(entry.number),
             Err(e) => {
-                {
-                    cluster.counters.increment(RECONCILE_ERRORS, &["ledger"]);
-                    log::warn!("cannot update the ledger of {namespace}/{job}: {e}")
-                };
-                still_pending.extend(
-                    cached
-                        .entries
-                        .iter()
-                        .filter(|e| e.pending.is_some())
-                        .map(|e| (namespace.clone(), job.clone(), e.number)),
-                );
+                cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
+                log::warn!("cannot start build {}: {e}", entry.number)
             }
         }
     }
-    still_pending
+    healed
+}
+
+/// Marks the requests of `job` whose build `exists` as done in its ledger, and gives up
+/// those that could not be built for too long; the numbers still pending (as `cached`
+/// says, when the ledger cannot be written).
+async fn settle(
+    cluster: &Cluster,
+    namespace: &str,
+    job: &str,
+    cached: &Ledger,
+    exists: impl Fn(u64) -> bool,
+    now: i64,
+) -> BTreeSet<u64> {
+    let pending_in = |ledger: &Ledger| -> BTreeSet<u64> {
+        ledger
+            .entries
+            .iter()
+            .filter(|e| e.pending.is_some())
+            .map(|e| e.number)
+            .collect()
+    };
+    let settled = ledger::update(cluster, namespace, job, |ledger| {
+        let (abandoned, changed) = ledger.settle(&exists, now);
+        ((abandoned, pending_in(ledger)), changed)
+    })
+    .await;
+    match settled {
+        Ok((abandoned, pending)) => {
+            for entry in abandoned {
+                log::warn!(
+                    "gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
+                    entry.key,
+                    entry.number,
+                    kubeci_engine::ledger::HEAL_WINDOW
+                );
+            }
+            pending
+        }
+        Err(e) => {
+            cluster.counters.increment(RECONCILE_ERRORS, &["ledger"]);
+            log::warn!("cannot update the ledger of {namespace}/{job}: {e}");
+            pending_in(cached)
+        }
+    }
 }
 
 /// What a report about `record` is about.

@@ -257,16 +257,16 @@ pub fn job(declared: &kubeci_spec::LoadedJob, builds: &[BuildView], csrf: Option
     )
 }
 
-/// A build, its log (live while it runs), and how to look at it in the cluster; `web`: its
-/// repository's page ([`repository_web`]), for links to the commit and pull request. `csrf`:
-/// the signed-in session's token, which offers "Cancel" while the build runs and
-/// "Rebuild" (the same commit, branch and pull request) once it has ended.
 /// What the build page shows of a log: its end, and how much comes before it.
 pub struct LogShown<'a> {
     pub text: &'a str,
     pub skipped_bytes: u64,
 }
 
+/// A build, its log (live while it runs), and how to look at it in the cluster; `web`: its
+/// repository's page ([`repository_web`]), for links to the commit and pull request. `csrf`:
+/// the signed-in session's token, which offers "Cancel" while the build runs and
+/// "Rebuild" (the same commit, branch and pull request) once it has ended.
 pub fn build(
     namespace: &str,
     job: &str,
@@ -276,6 +276,59 @@ pub fn build(
     csrf: Option<&str>,
 ) -> String {
     let live = matches!(build.state, "queued" | "pending" | "running");
+    layout(
+        &format!("{namespace}/{job} #{}", build.number),
+        &format!(
+            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}<span id=\"message\">{}</span></p>\n{}\n{}{}",
+            job_path(namespace, job),
+            escape(namespace),
+            escape(job),
+            build.number,
+            live_state(build.state),
+            build
+                .message
+                .as_deref()
+                .map_or_else(String::new, |m| format!(": {}", escape(m))),
+            build_facts(build, web),
+            build_actions(namespace, job, build, csrf, live),
+            build_log(namespace, job, build, log, live),
+        ),
+    )
+}
+
+/// The table of a build's facts; the cells with an id are updated live.
+fn build_facts(build: &BuildView, web: Option<&str>) -> String {
+    format!(
+        "<table>\
+<tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td id=\"started\">{}</td></tr><tr><th>Finished</th><td id=\"finished\">{}</td></tr><tr><th>Duration</th><td id=\"duration\">{}</td></tr>\
+<tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
+<tr><th>Commit</th><td id=\"commit\">{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
+<tr><th>Job version</th><td>chart {} · spec {}</td></tr>\
+<tr><th>Reported</th><td>{}</td></tr></table>",
+        cell(build.created_at.as_deref()),
+        cell(build.started_at.as_deref()),
+        cell(build.finished_at.as_deref()),
+        cell(build.duration(now()).as_deref()),
+        cell(build.trigger.as_deref()),
+        cell(build.requested_by.as_deref()),
+        commit_cell(web, build.commit.as_deref(), false),
+        pull_request_cell(web, build.pull_request),
+        cell(build.chart_version.as_deref()),
+        cell(build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h))),
+        escape(&build.reported.join(", ")),
+    )
+}
+
+/// "Cancel" or "Rebuild" for a signed-in user (`csrf`). A live build offers "Cancel", and
+/// "Rebuild" hidden: the page's script swaps them when the build ends, so the page never
+/// offers to cancel a finished build.
+fn build_actions(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    csrf: Option<&str>,
+    live: bool,
+) -> String {
     let action = |verb: &str, label: &str, csrf: &str| {
         let path = job_path(namespace, job);
         action_form(
@@ -284,9 +337,7 @@ pub fn build(
             label,
         )
     };
-    // A live build offers "Cancel", and "Rebuild" hidden: the page's script swaps them
-    // when the build ends, so the page never offers to cancel a finished build.
-    let actions = match csrf {
+    match csrf {
         Some(csrf) if live => format!(
             "<span id=\"cancel\">{}</span><span id=\"rebuild\" hidden>{}</span>",
             action("cancel", "Cancel", csrf),
@@ -294,20 +345,29 @@ pub fn build(
         ),
         Some(csrf) => action("rebuild", "Rebuild", csrf),
         None => String::new(),
-    };
-    let events = if live {
-        format!(
-            " data-events=\"{}/builds/{}/events\"",
-            job_path(namespace, job),
-            build.number
+    }
+}
+
+/// The log's shown end (followed while `live`), the links to the whole log and to the log
+/// store, and how to look at the build with `kubectl`.
+fn build_log(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    log: &LogShown<'_>,
+    live: bool,
+) -> String {
+    let (events, follow) = if live {
+        (
+            format!(
+                " data-events=\"{}/builds/{}/events\"",
+                job_path(namespace, job),
+                build.number
+            ),
+            "<p><label><input type=\"checkbox\" id=\"follow\" checked> follow the log</label> <span id=\"live\">live</span></p>",
         )
     } else {
-        String::new()
-    };
-    let follow = if live {
-        "<p><label><input type=\"checkbox\" id=\"follow\" checked> follow the log</label> <span id=\"live\">live</span></p>"
-    } else {
-        ""
+        (String::new(), "")
     };
     let lines: String = log.text.lines().map(|l| line_to_html(l) + "\n").collect();
     let whole_log = format!(
@@ -329,39 +389,11 @@ pub fn build(
             escape(url)
         )
     });
-    layout(
-        &format!("{namespace}/{job} #{}", build.number),
-        &format!(
-            "<h1><a href=\"{}\">{}/{}</a> #{}</h1><p id=\"state-line\">{}<span id=\"message\">{}</span></p>\n<table>\
-<tr><th>Requested</th><td>{}</td></tr><tr><th>Started</th><td id=\"started\">{}</td></tr><tr><th>Finished</th><td id=\"finished\">{}</td></tr><tr><th>Duration</th><td id=\"duration\">{}</td></tr>\
-<tr><th>Trigger</th><td>{}</td></tr><tr><th>Requested by</th><td>{}</td></tr>\
-<tr><th>Commit</th><td id=\"commit\">{}</td></tr><tr><th>Pull request</th><td>{}</td></tr>\
-<tr><th>Job version</th><td>chart {} · spec {}</td></tr>\
-<tr><th>Reported</th><td>{}</td></tr></table>\n{actions}{follow}{cut}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
+    format!(
+        "{follow}{cut}<pre class=\"log\" id=\"log\"{events}>{lines}</pre>\n\
 <p class=\"note\"><a href=\"{whole_log}\">The whole log</a> (plain text). In the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>{store}</p>",
-            job_path(namespace, job),
-            escape(namespace),
-            escape(job),
-            build.number,
-            live_state(build.state),
-            build
-                .message
-                .as_deref()
-                .map_or_else(String::new, |m| format!(": {}", escape(m))),
-            cell(build.created_at.as_deref()),
-            cell(build.started_at.as_deref()),
-            cell(build.finished_at.as_deref()),
-            cell(build.duration(now()).as_deref()),
-            cell(build.trigger.as_deref()),
-            cell(build.requested_by.as_deref()),
-            commit_cell(web, build.commit.as_deref(), false),
-            pull_request_cell(web, build.pull_request),
-            cell(build.chart_version.as_deref()),
-            cell(build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h))),
-            escape(&build.reported.join(", ")),
-            ns = escape(namespace),
-            name = escape(&build.name),
-        ),
+        ns = escape(namespace),
+        name = escape(&build.name),
     )
 }
 

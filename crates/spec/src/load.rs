@@ -8,6 +8,7 @@ use crate::model::Job;
 use crate::validate::{suggest, NamespacePolicy};
 use crate::yaml::{self, Key, Limits, Pos, PosMap};
 
+mod configmap;
 mod reader;
 mod typed;
 

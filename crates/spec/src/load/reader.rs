@@ -10,8 +10,7 @@ use crate::yaml::{self, Key, Node, Pos, PosMap, Value};
 
 use super::typed::{check_keys, locate, read_typed, schema};
 use super::{
-    hex, human_size, missing_job_yaml, too_large, LoadOptions, LoadReport, LoadedJob, ObjectRef,
-    JOB_KEY, JOB_LABEL, MAX_JOB_BYTES,
+    hex, human_size, LoadOptions, LoadReport, LoadedJob, ObjectRef, JOB_KEY, MAX_JOB_BYTES,
 };
 
 /// Reads the documents of one source, `file`, with `options`.
@@ -71,207 +70,6 @@ impl Reader<'_> {
                 "a job file starts with `- job:`; a manifest has `apiVersion` and `kind`",
             )),
         }
-    }
-
-    pub(super) fn object(&self, node: &Node, report: &mut LoadReport) {
-        let kind = node.get("kind").and_then(Node::as_str).unwrap_or("");
-        if kind == "List" {
-            if let Some(Value::Seq(items)) = node.get("items").map(|n| &n.value) {
-                for item in items {
-                    self.object(item, report);
-                }
-            }
-            return;
-        }
-        if kind != "ConfigMap" {
-            report.skipped_objects += 1;
-            return;
-        }
-        let metadata = node.get("metadata");
-        let name = metadata
-            .and_then(|m| m.get("name"))
-            .and_then(Node::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let namespace = metadata
-            .and_then(|m| m.get("namespace"))
-            .and_then(Node::as_str)
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or(&self.options.default_namespace)
-            .to_owned();
-        let object = ObjectRef {
-            kind: "ConfigMap".into(),
-            namespace,
-            name,
-        };
-        let labels = metadata.and_then(|m| m.get("labels"));
-        let chart_version = labels
-            .and_then(|l| l.get("helm.sh/chart"))
-            .and_then(Node::as_str)
-            .and_then(chart_version);
-        let label = labels.and_then(|l| l.get(JOB_LABEL));
-        match label.map(|l| (&l.value, l.pos)) {
-            Some((Value::Scalar { text, style, .. }, pos)) if text == "true" => {
-                if *style == yaml::ScalarStyle::Plain {
-                    self.push_invalid(
-                        report,
-                        &object,
-                        node.pos,
-                        &chart_version,
-                        self.diagnostic(
-                        Severity::Error,
-                        "label-not-string",
-                        pos,
-                        Some(&object),
-                        format!("label `{JOB_LABEL}: true` is a boolean; Kubernetes label values are strings and the API server refuses this ConfigMap"),
-                        "quote it: `ci-job-spec: \"true\"`",
-                    ));
-                    return;
-                }
-            }
-            _ => {
-                report.diagnostics.push(self.diagnostic(
-                    Severity::Note,
-                    "not-labelled",
-                    node.pos,
-                    Some(&object),
-                    format!("skipped {object}: it has no `{JOB_LABEL}: \"true\"` label"),
-                    "add the label if this ConfigMap holds a job",
-                ));
-                return;
-            }
-        }
-        // The ConfigMap's own names: where they are refused, the job is shown invalid.
-        let metadata_checks = [
-            (
-                "namespace",
-                "invalid-namespace",
-                crate::names::check_dns_label(&object.namespace)
-                    .err()
-                    .map(|why| {
-                        format!(
-                            "namespace `{}` is not valid: {why}",
-                            object.namespace.escape_debug()
-                        )
-                    }),
-                "a namespace is a DNS label: lowercase letters, digits and `-`, at most 63",
-            ),
-            (
-                "name",
-                "invalid-name",
-                crate::names::check_dns_subdomain(&object.name)
-                    .err()
-                    .map(|why| format!("ConfigMap name `{}` is not valid: {why}", object.name)),
-                "use lowercase letters, digits, `-` and `.`",
-            ),
-        ];
-        for (field, code, problem, help) in metadata_checks {
-            if let Some(message) = problem {
-                let pos = metadata
-                    .and_then(|m| m.get(field))
-                    .map_or(node.pos, |n| n.pos);
-                let diagnostic =
-                    self.diagnostic(Severity::Error, code, pos, Some(&object), message, help);
-                self.push_invalid(report, &object, node.pos, &chart_version, diagnostic);
-                return;
-            }
-        }
-        let data_entry = node.entry("data");
-        let data = data_entry.map(|(_, v)| v);
-        let data_pos = data_entry.map_or(node.pos, |(k, _)| k.pos);
-        let total: usize = data
-            .and_then(Node::as_map)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|(k, v)| k.text.len() + v.as_str().map_or(0, str::len))
-                    .sum()
-            })
-            .unwrap_or(0);
-        if total > MAX_JOB_BYTES {
-            self.push_invalid(
-                report,
-                &object,
-                node.pos,
-                &chart_version,
-                self.diagnostic(
-                    Severity::Error,
-                    "too-large",
-                    data_pos,
-                    Some(&object),
-                    too_large(total).0,
-                    too_large(total).1,
-                ),
-            );
-            return;
-        }
-        let Some((key, job_node)) = data.and_then(|d| d.entry(JOB_KEY)) else {
-            let keys: Vec<&str> = data
-                .and_then(Node::as_map)
-                .map(|entries| entries.iter().map(|(k, _)| k.text.as_str()).collect())
-                .unwrap_or_default();
-            let (misspelt, help) = missing_job_yaml(&keys);
-            let pos = misspelt
-                .and_then(|k| data.and_then(|d| d.entry(k)))
-                .map_or(data_pos, |(key, _)| key.pos);
-            self.push_invalid(
-                report,
-                &object,
-                node.pos,
-                &chart_version,
-                self.diagnostic(
-                    Severity::Error,
-                    "missing-job-yaml",
-                    pos,
-                    Some(&object),
-                    format!("{object} is labelled as a job but has no `{JOB_KEY}` key"),
-                    &help,
-                ),
-            );
-            return;
-        };
-        let mut job = match &job_node.value {
-            Value::Scalar { text, .. } => self.embedded_job(
-                text,
-                PosMap::for_scalar(job_node),
-                job_node.pos,
-                key,
-                &object,
-                chart_version,
-            ),
-            _ => {
-                let mut job =
-                    self.empty_job(job_node.pos, Some(&object), String::new(), chart_version);
-                job.diagnostics.push(self.diagnostic(
-                    Severity::Error,
-                    "job-yaml-not-string",
-                    key.pos,
-                    Some(&object),
-                    format!(
-                        "`{JOB_KEY}` holds {}; ConfigMap values are strings",
-                        job_node.kind_name()
-                    ),
-                    "write `job.yaml: |` and indent the job below it",
-                ));
-                job
-            }
-        };
-        for (other, _) in data.and_then(Node::as_map).unwrap_or_default() {
-            if other.text != JOB_KEY {
-                job.diagnostics.push(self.diagnostic(
-                    Severity::Warning,
-                    "ignored-key",
-                    other.pos,
-                    Some(&object),
-                    format!(
-                        "key `{}` is ignored: a job ConfigMap holds one job, in `{JOB_KEY}`",
-                        other.text
-                    ),
-                    "move it into the job or into another ConfigMap",
-                ));
-            }
-        }
-        report.jobs.push(job);
     }
 
     /// A labelled ConfigMap that cannot be read is still a declared job: it is reported
@@ -375,55 +173,62 @@ impl Reader<'_> {
             source.to_owned(),
             chart_version,
         );
-        let push = |job: &mut LoadedJob, severity, code, pos: Pos, message: String, help: &str| {
-            job.diagnostics
-                .push(self.diagnostic(severity, code, pos, object, message, help));
+        if let Some(item) = self.first_item(root, source, object, &mut job.diagnostics) {
+            self.read_item(item, object, &mut job);
+        }
+        job
+    }
+
+    /// The list's first item, which holds the job, with a warning for each other item;
+    /// `None`, with the error, when the list holds no job.
+    fn first_item<'n>(
+        &self,
+        root: &'n Node,
+        source: &str,
+        object: Option<&ObjectRef>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<&'n Node> {
+        let mut push = |severity, code, pos: Pos, message: String, help: &str| {
+            diagnostics.push(self.diagnostic(severity, code, pos, object, message, help));
         };
+        let error = Severity::Error;
         if source.len() > MAX_JOB_BYTES {
-            push(
-                &mut job,
-                Severity::Error,
-                "too-large",
-                root.pos,
-                format!(
-                    "the job is {}; a ConfigMap holds at most {}",
-                    human_size(source.len()),
-                    human_size(MAX_JOB_BYTES)
-                ),
-                "shorten run_command: move long scripts into the repository and call them",
+            let message = format!(
+                "the job is {}; a ConfigMap holds at most {}",
+                human_size(source.len()),
+                human_size(MAX_JOB_BYTES)
             );
-            return job;
+            let help = "shorten run_command: move long scripts into the repository and call them";
+            push(error, "too-large", root.pos, message, help);
+            return None;
         }
         let items = match &root.value {
             Value::Seq(items) if !items.is_empty() => items,
             Value::Seq(_) => {
+                let help = "write `- job:` with the job's fields below";
                 push(
-                    &mut job,
-                    Severity::Error,
+                    error,
                     "empty",
                     root.pos,
                     "the job list is empty".into(),
-                    "write `- job:` with the job's fields below",
+                    help,
                 );
-                return job;
+                return None;
             }
             Value::Map(_) if root.get("job").is_some() => {
-                push(&mut job, Severity::Error, "not-a-list", root.pos, "`job:` must be the first item of a list".into(), "write `- job:` (with a dash): job.yaml is a list whose first item holds the job");
-                return job;
+                let message = "`job:` must be the first item of a list".into();
+                let help = "write `- job:` (with a dash): job.yaml is a list whose first item holds the job";
+                push(error, "not-a-list", root.pos, message, help);
+                return None;
             }
             _ => {
-                push(
-                    &mut job,
-                    Severity::Error,
-                    "not-a-list",
-                    root.pos,
-                    format!(
-                        "job.yaml must be a list whose first item is `job:`, not {}",
-                        root.kind_name()
-                    ),
-                    "write `- job:` with the job's fields below",
+                let message = format!(
+                    "job.yaml must be a list whose first item is `job:`, not {}",
+                    root.kind_name()
                 );
-                return job;
+                let help = "write `- job:` with the job's fields below";
+                push(error, "not-a-list", root.pos, message, help);
+                return None;
             }
         };
         for (index, extra) in items.iter().enumerate().skip(1) {
@@ -433,7 +238,6 @@ impl Reader<'_> {
                 .and_then(Node::as_str)
                 .map_or_else(|| format!("item {}", index + 1), |n| format!("job `{n}`"));
             push(
-                &mut job,
                 Severity::Warning,
                 "extra-job",
                 extra.pos,
@@ -441,7 +245,12 @@ impl Reader<'_> {
                 "give each job its own ConfigMap",
             );
         }
-        let original = &items[0];
+        items.first()
+    }
+
+    /// Reads the job item `original` into its types and validates it; every finding is
+    /// placed in the file. The job is kept only when there is no error.
+    fn read_item(&self, original: &Node, object: Option<&ObjectRef>, job: &mut LoadedJob) {
         let mut item = original.clone();
         job.name = item
             .get("job")
@@ -500,7 +309,6 @@ impl Reader<'_> {
         if job.has_errors() {
             job.job = None;
         }
-        job
     }
 }
 
