@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Volume,
+    EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubeci_spec::duration::parse_duration;
 use kubeci_spec::validate::normalize_workdir;
 use kubeci_spec::Job;
-use pod::{build_container, clone_container, service_account_volume, ssh_key_volume, toleration};
 use sha2::{Digest, Sha256};
 
 /// Labels and annotations kubeci puts on every build.
@@ -304,6 +303,44 @@ pub fn render(
     if request.number == 0 {
         return Err(RenderError::ZeroBuildNumber);
     }
+    let (workdir, deadline) = checked_fields(job)?;
+    let branch = request.branch.clone().or_else(|| job.git.branch.clone());
+    let labels: BTreeMap<String, String> = [
+        (keys::MANAGED_BY, keys::MANAGER.to_owned()),
+        (keys::JOB, job.name.clone()),
+        (keys::BUILD, request.number.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let pod = pod::build_pod(job, origin, request, branch.as_deref(), &workdir, config);
+    Ok(KubeJob {
+        metadata: ObjectMeta {
+            name: Some(build_name(&job.name, request.number)),
+            namespace: Some(origin.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations(job, origin, request, branch)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: deadline,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The job's fields that are checked again when a build is rendered, so a bad value fails
+/// the build request: its working directory (normalized) and its timeout (seconds).
+fn checked_fields(job: &Job) -> Result<(String, Option<i64>), RenderError> {
     let workdir = match &job.workdir {
         Some(workdir) => {
             normalize_workdir(workdir).map_err(|reason| RenderError::InvalidWorkdir {
@@ -329,122 +366,38 @@ pub fn render(
                 .transpose()
         };
     let deadline = duration("timeout", &job.timeout)?;
-    // Checked here so a bad value fails the build request; kubeci itself deletes expired
-    // builds (never one whose final state is not reported yet), so the Job carries no
-    // `ttlSecondsAfterFinished`.
+    // Checked here too; kubeci itself deletes expired builds (never one whose final state
+    // is not reported yet), so the Job carries no `ttlSecondsAfterFinished`.
     duration(
         "retention.ttl",
         &job.retention.as_ref().and_then(|r| r.ttl.clone()),
     )?;
+    Ok((workdir, deadline))
+}
 
-    let number = request.number.to_string();
-    let branch = request.branch.clone().or_else(|| job.git.branch.clone());
-    let labels: BTreeMap<String, String> = [
-        (keys::MANAGED_BY, keys::MANAGER.to_owned()),
-        (keys::JOB, job.name.clone()),
-        (keys::BUILD, number.clone()),
+/// What the build's Job records of its request and origin (the build record's fields).
+fn annotations(
+    job: &Job,
+    origin: &JobOrigin,
+    request: &BuildRequest,
+    branch: Option<String>,
+) -> BTreeMap<String, String> {
+    let pr = request.pull_request.as_ref();
+    [
+        (keys::TRIGGER, Some(request.trigger.as_str().to_owned())),
+        (keys::REQUESTED_BY, request.requested_by.clone()),
+        (keys::GIT_URL, Some(job.git.url.clone())),
+        (keys::BRANCH, branch),
+        (keys::REF, request.git_ref.clone()),
+        (keys::COMMIT, request.commit.clone()),
+        (keys::PR, pr.map(|p| p.number.to_string())),
+        (keys::PR_AUTHOR, pr.and_then(|p| p.author.clone())),
+        (keys::SPEC_HASH, Some(origin.spec_hash.clone())),
+        (keys::CHART_VERSION, origin.chart_version.clone()),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-
-    let mut annotations = BTreeMap::new();
-    let mut annotate = |key: &str, value: Option<String>| {
-        if let Some(value) = value {
-            annotations.insert(key.to_owned(), value);
-        }
-    };
-    annotate(keys::TRIGGER, Some(request.trigger.as_str().to_owned()));
-    annotate(keys::REQUESTED_BY, request.requested_by.clone());
-    annotate(keys::GIT_URL, Some(job.git.url.clone()));
-    annotate(keys::BRANCH, branch.clone());
-    annotate(keys::REF, request.git_ref.clone());
-    annotate(keys::COMMIT, request.commit.clone());
-    let pr = request.pull_request.as_ref();
-    annotate(keys::PR, pr.map(|p| p.number.to_string()));
-    annotate(keys::PR_AUTHOR, pr.and_then(|p| p.author.clone()));
-    annotate(keys::SPEC_HASH, Some(origin.spec_hash.clone()));
-    annotate(keys::CHART_VERSION, origin.chart_version.clone());
-
-    let ssh_secret = job.git.ssh_secret_ref.clone();
-    let pod = PodSpec {
-        restart_policy: Some("Never".into()),
-        service_account_name: job.service_account_name.clone(),
-        // Never mounted for every container: the job's token, if it chose a service
-        // account, is mounted into the build step alone (`service_account_volume`).
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(CLONE_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
-        node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
-        tolerations: (!job.tolerations.is_empty())
-            .then(|| job.tolerations.iter().map(toleration).collect()),
-        init_containers: Some(vec![clone_container(
-            job,
-            request,
-            branch.as_deref(),
-            config,
-        )]),
-        containers: vec![build_container(
-            job,
-            origin,
-            request,
-            branch.as_deref(),
-            &workdir,
-            config,
-        )],
-        volumes: Some(
-            [
-                Some(Volume {
-                    name: "workspace".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                }),
-                Some(Volume {
-                    name: "clone-tmp".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                }),
-                ssh_secret.as_deref().map(ssh_key_volume),
-                job.service_account_name
-                    .as_ref()
-                    .map(|_| service_account_volume()),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        ),
-        ..PodSpec::default()
-    };
-
-    Ok(KubeJob {
-        metadata: ObjectMeta {
-            name: Some(build_name(&job.name, request.number)),
-            namespace: Some(origin.namespace.clone()),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: deadline,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    })
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
 }
 
 /// The Job as YAML, with `apiVersion` and `kind` first, as `kubectl` shows objects.

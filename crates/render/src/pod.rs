@@ -13,6 +13,64 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubeci_spec::Job;
 use std::collections::BTreeMap;
 
+/// The pod of build `request` of `job`: the clone step, then the build step, sharing the
+/// workspace; hardened (no automounted token, RuntimeDefault seccomp, no service links).
+pub(crate) fn build_pod(
+    job: &Job,
+    origin: &JobOrigin,
+    request: &BuildRequest,
+    branch: Option<&str>,
+    workdir: &str,
+    config: &RenderConfig,
+) -> PodSpec {
+    let ssh_secret = job.git.ssh_secret_ref.clone();
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: job.service_account_name.clone(),
+        // Never mounted for every container: the job's token, if it chose a service
+        // account, is mounted into the build step alone (`service_account_volume`).
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(CLONE_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
+        tolerations: (!job.tolerations.is_empty())
+            .then(|| job.tolerations.iter().map(toleration).collect()),
+        init_containers: Some(vec![clone_container(job, request, branch, config)]),
+        containers: vec![build_container(
+            job, origin, request, branch, workdir, config,
+        )],
+        volumes: Some(
+            [
+                Some(Volume {
+                    name: "workspace".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                }),
+                Some(Volume {
+                    name: "clone-tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                }),
+                ssh_secret.as_deref().map(ssh_key_volume),
+                job.service_account_name
+                    .as_ref()
+                    .map(|_| service_account_volume()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        ..PodSpec::default()
+    }
+}
+
 /// The SSH Secret's two keys the clone step reads, and nothing else of it: `private-key`
 /// (required) and `ssh_fingerprint` (optional: the job may pin the key itself). Two
 /// projections of one Secret, because a plain secret volume fails on any missing item.
@@ -195,14 +253,15 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-pub(crate) fn build_container(
+/// The build step's environment: Jenkins' and the GitHub pull request builder's
+/// variables, the AWS keys from their Secret, then the job's own `env`.
+fn build_env(
     job: &Job,
     origin: &JobOrigin,
     request: &BuildRequest,
     branch: Option<&str>,
-    workdir: &str,
     config: &RenderConfig,
-) -> Container {
+) -> Vec<EnvVar> {
     let number = request.number.to_string();
     let mut vars = vec![
         env("KUBECI_WORKSPACE", paths::WORKSPACE),
@@ -248,7 +307,18 @@ pub(crate) fn build_container(
         ));
     }
     vars.extend(job.env.iter().map(|(k, v)| env(k, v)));
+    vars
+}
 
+pub(crate) fn build_container(
+    job: &Job,
+    origin: &JobOrigin,
+    request: &BuildRequest,
+    branch: Option<&str>,
+    workdir: &str,
+    config: &RenderConfig,
+) -> Container {
+    let vars = build_env(job, origin, request, branch, config);
     let working_dir = if workdir.is_empty() {
         paths::CHECKOUT.to_owned()
     } else {
