@@ -2,7 +2,7 @@
 
 use crate::diagnostic::{FieldPath, Finding};
 use crate::giturl::{GitUrl, Transport};
-use crate::model::Job;
+use crate::model::{Git, Job};
 use crate::names;
 
 mod pod;
@@ -146,12 +146,24 @@ fn name_help(name: &str) -> String {
 }
 
 fn check_git(job: &Job, path: &FieldPath, remote_only: bool, out: &mut Vec<Finding>) {
-    let git = &job.git;
-    let url = match GitUrl::parse(&git.url) {
+    let url = check_git_url(&job.git.url, path, remote_only, out);
+    check_git_names(&job.git, path, out);
+    check_ssh_settings(&job.git, url.as_ref(), path, out);
+}
+
+/// `git.url`: a URL or path kubeci can clone, without credentials, reachable by the engine;
+/// the URL when it can be read.
+fn check_git_url(
+    text: &str,
+    path: &FieldPath,
+    remote_only: bool,
+    out: &mut Vec<Finding>,
+) -> Option<GitUrl> {
+    let url = match GitUrl::parse(text) {
         Ok(url) => Some(url),
         Err(why) => {
             out.push(
-                Finding::error("invalid-git-url", path.key("url"), format!("git URL `{}` is not valid: {why}", git.url.escape_debug()))
+                Finding::error("invalid-git-url", path.key("url"), format!("git URL `{}` is not valid: {why}", text.escape_debug()))
                     .help("write `git@github.com:org/repo.git`, `ssh://git@host/org/repo.git`, `https://host/org/repo.git`, or a local path"),
             );
             None
@@ -176,6 +188,11 @@ fn check_git(job: &Job, path: &FieldPath, remote_only: bool, out: &mut Vec<Findi
         ),
         _ => {}
     }
+    url
+}
+
+/// `git.branch`, `git.ssh_secret_ref`, `git.ssh_fingerprint`: well-formed when given.
+fn check_git_names(git: &Git, path: &FieldPath, out: &mut Vec<Finding>) {
     if let Some(branch) = &git.branch {
         if let Err(why) = names::check_branch_name(branch) {
             out.push(
@@ -208,7 +225,11 @@ fn check_git(job: &Job, path: &FieldPath, remote_only: bool, out: &mut Vec<Findi
             );
         }
     }
-    let is_ssh = url.as_ref().is_some_and(GitUrl::is_ssh);
+}
+
+/// SSH settings that match the URL: a key and a pinned host key for SSH, none otherwise.
+fn check_ssh_settings(git: &Git, url: Option<&GitUrl>, path: &FieldPath, out: &mut Vec<Finding>) {
+    let is_ssh = url.is_some_and(GitUrl::is_ssh);
     if is_ssh && git.ssh_secret_ref.is_none() {
         out.push(
             Finding::warning("ssh-without-key", path.key("url"), "an SSH URL without `ssh_secret_ref`: the clone has no key and works only for public repositories over SSH, which GitHub does not offer")

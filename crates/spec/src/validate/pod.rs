@@ -13,6 +13,23 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     if let Some(image) = &job.image {
         check_image(image, &root.key("image"), out);
     }
+    check_timeout(job, root, out);
+    check_env(job, root, out);
+    if let Some(resources) = &job.resources {
+        check_resources(resources, &root.key("resources"), out);
+    }
+    check_node_selector(job, root, out);
+    for (index, toleration) in job.tolerations.iter().enumerate() {
+        check_toleration(toleration, &root.key("tolerations").index(index), out);
+    }
+    check_limits(job, root, out);
+    if let Some(template) = &job.log_url {
+        check_log_url(template, &root.key("log_url"), out);
+    }
+}
+
+/// `timeout`: a duration above zero; a warning without one.
+fn check_timeout(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     if let Some(timeout) = &job.timeout {
         match parse_duration(timeout) {
             Ok(0) => out.push(
@@ -40,6 +57,10 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
                 .at_key(),
         );
     }
+}
+
+/// `env`: names that are valid and not kubeci's own.
+fn check_env(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     for name in job.env.keys() {
         let path = root.key("env").key(name);
         if RESERVED_ENV.contains(&name.as_str()) {
@@ -64,9 +85,10 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
             );
         }
     }
-    if let Some(resources) = &job.resources {
-        check_resources(resources, &root.key("resources"), out);
-    }
+}
+
+/// `node_selector`: valid label keys and values.
+fn check_node_selector(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     for (key, value) in &job.node_selector {
         let path = root.key("node_selector").key(key);
         if let Err(why) = names::check_label_key(key) {
@@ -91,9 +113,10 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
             );
         }
     }
-    for (index, toleration) in job.tolerations.iter().enumerate() {
-        check_toleration(toleration, &root.key("tolerations").index(index), out);
-    }
+}
+
+/// `max_concurrency` and `retention`: numbers that keep builds running and kept.
+fn check_limits(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
     if job.max_concurrency == Some(0) {
         out.push(
             Finding::error(
@@ -128,9 +151,6 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
                 );
             }
         }
-    }
-    if let Some(template) = &job.log_url {
-        check_log_url(template, &root.key("log_url"), out);
     }
 }
 
