@@ -138,6 +138,106 @@ impl ContainerRun<'_> {
         cancel: &CancellationToken,
     ) -> Result<Outcome, LocalError> {
         let name = self.container.name.clone();
+        let (mounts, termination_message) = self.mounts()?;
+        let vars = match self.environment(&mounts) {
+            Ok(vars) => vars,
+            Err(message) => {
+                self.log.sink.container(ContainerChange::Waiting {
+                    container: name.clone(),
+                    init: self.init,
+                    reason: "CreateContainerConfigError".into(),
+                    message: message.clone(),
+                });
+                return Ok(Outcome::NotStarted {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                });
+            }
+        };
+        let (program, args) = self.argv(&vars, &mounts)?;
+        let mut command = self.command(&program, &args, &vars, &mounts)?;
+        let kind = if self.init {
+            "init container"
+        } else {
+            "container"
+        };
+        self.log.step(
+            &name,
+            format!(
+                "{name}: {kind} started ({})",
+                describe_command(&program, &args)
+            ),
+        );
+        let mut child = command.spawn().map_err(|source| LocalError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
+        // Whatever ends this run — its end, a deadline, a cancel, or the caller dropping
+        // it — ends every process the container started.
+        let _group_guard = GroupGuard(group);
+        if let Some(pid) = child.id() {
+            self.log.sink.container(ContainerChange::Started {
+                container: name.clone(),
+                init: self.init,
+                pid,
+            });
+        }
+        let ended = self.wait(&mut child, group, remaining, cancel).await;
+        match ended {
+            Ended::Exited(status) => {
+                let status = status.map_err(|source| LocalError::Spawn { program, source })?;
+                Ok(self.exited(status, &termination_message))
+            }
+            Ended::Deadline => {
+                kill_group(group);
+                Ok(Outcome::DeadlineExceeded {
+                    after: deadline.unwrap_or_default(),
+                })
+            }
+            Ended::Cancelled => {
+                kill_group(group);
+                Ok(Outcome::Cancelled)
+            }
+        }
+    }
+
+    /// Waits for the process to end with its output read to the end, for its deadline, or
+    /// for a cancel, whichever comes first.
+    async fn wait(
+        &self,
+        child: &mut tokio::process::Child,
+        group: Option<i32>,
+        remaining: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Ended {
+        let name = &self.container.name;
+        let stdout = pump(child.stdout.take(), name.clone(), self.log);
+        let stderr = pump(child.stderr.take(), name.clone(), self.log);
+        let output = async { tokio::join!(stdout, stderr) };
+        let wait = async {
+            let status = child.wait().await;
+            // The container ends with its main process: nothing it started outlives it.
+            kill_group(group);
+            status
+        };
+        let timer = async {
+            match remaining {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
+            () = timer => Ended::Deadline,
+            () = cancel.cancelled() => Ended::Cancelled,
+        }
+    }
+
+    /// Where each mount path of the container is on this machine, and the file that stands
+    /// for its termination message.
+    fn mounts(&self) -> Result<(MountMap, PathBuf), LocalError> {
+        let name = &self.container.name;
         let mut mounts = MountMap::default();
         for mount in self.container.volume_mounts.iter().flatten() {
             if mount.sub_path.is_some() || mount.sub_path_expr.is_some() {
@@ -161,21 +261,16 @@ impl ContainerRun<'_> {
                 .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
             &termination_message,
         );
-        let vars = match self.environment(&mounts) {
-            Ok(vars) => vars,
-            Err(message) => {
-                self.log.sink.container(ContainerChange::Waiting {
-                    container: name.clone(),
-                    init: self.init,
-                    reason: "CreateContainerConfigError".into(),
-                    message: message.clone(),
-                });
-                return Ok(Outcome::NotStarted {
-                    reason: "CreateContainerConfigError".into(),
-                    message,
-                });
-            }
-        };
+        Ok((mounts, termination_message))
+    }
+
+    /// The program and its arguments, `$(VAR)` expanded as the kubelet does; kubeci's own
+    /// clone step runs this machine's `kubeci`, its path flags mapped to the mounts.
+    fn argv(
+        &self,
+        vars: &[(String, String)],
+        mounts: &MountMap,
+    ) -> Result<(String, Vec<String>), LocalError> {
         let lookup = |name: &str| {
             vars.iter()
                 .rev()
@@ -191,22 +286,34 @@ impl ContainerRun<'_> {
             .map(|a| expand(a, lookup))
             .collect();
         let Some((program, args)) = argv.split_first() else {
-            return Err(LocalError::Unsupported(format!("container {name} has no command; the local engine cannot read an image's entrypoint")));
+            return Err(LocalError::Unsupported(format!(
+                "container {} has no command; the local engine cannot read an image's entrypoint",
+                self.container.name
+            )));
         };
         // kubeci's own clone step: its path flags are the only arguments known to be paths.
-        let (program, args) = if program == "kubeci" {
+        Ok(if program == "kubeci" {
             (
                 self.env.kubeci_exe.display().to_string(),
                 args.iter().map(|a| mounts.map_clone_arg(a)).collect(),
             )
         } else {
             (program.clone(), args.to_vec())
-        };
-        let args = &args;
+        })
+    }
 
+    /// The process: a clean environment (the host's allowed variables, the container's),
+    /// its own home and process group, its working directory created if missing.
+    fn command(
+        &self,
+        program: &str,
+        args: &[String],
+        vars: &[(String, String)],
+        mounts: &MountMap,
+    ) -> Result<Command, LocalError> {
         let home = self.env.build_dir.join("home");
         std::fs::create_dir_all(&home).map_err(io_error(&home))?;
-        let mut command = Command::new(&program);
+        let mut command = Command::new(program);
         command
             .args(args)
             .env_clear()
@@ -227,90 +334,33 @@ impl ContainerRun<'_> {
             std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
             command.current_dir(dir);
         }
-        let kind = if self.init {
-            "init container"
+        Ok(command)
+    }
+
+    /// The outcome of a container whose main process ended with `status`.
+    fn exited(&self, status: std::process::ExitStatus, termination_message: &Path) -> Outcome {
+        let name = self.container.name.clone();
+        let exit_code = status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        });
+        self.log
+            .step(&name, format!("{name}: exited with code {exit_code}"));
+        self.log.sink.container(ContainerChange::Exited {
+            container: name.clone(),
+            init: self.init,
+            exit_code,
+            message: read_termination_message(termination_message),
+        });
+        if exit_code == 0 {
+            Outcome::Succeeded
         } else {
-            "container"
-        };
-        self.log.step(
-            &name,
-            format!(
-                "{name}: {kind} started ({})",
-                describe_command(&program, args)
-            ),
-        );
-        let mut child = command.spawn().map_err(|source| LocalError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let group = child.id().and_then(|id| i32::try_from(id).ok());
-        // Whatever ends this run — its end, a deadline, a cancel, or the caller dropping
-        // it — ends every process the container started.
-        let _group_guard = GroupGuard(group);
-        if let Some(pid) = child.id() {
-            self.log.sink.container(ContainerChange::Started {
-                container: name.clone(),
+            Outcome::Failed {
+                container: name,
                 init: self.init,
-                pid,
-            });
+                exit_code,
+            }
         }
-        let stdout = pump(child.stdout.take(), name.clone(), self.log);
-        let stderr = pump(child.stderr.take(), name.clone(), self.log);
-        let output = async { tokio::join!(stdout, stderr) };
-        let wait = async {
-            let status = child.wait().await;
-            // The container ends with its main process: nothing it started outlives it.
-            kill_group(group);
-            status
-        };
-        let timer = async {
-            match remaining {
-                Some(left) => tokio::time::sleep(left).await,
-                None => std::future::pending().await,
-            }
-        };
-        let ended = tokio::select! {
-            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
-            () = timer => Ended::Deadline,
-            () = cancel.cancelled() => Ended::Cancelled,
-        };
-        let outcome = match ended {
-            Ended::Exited(status) => {
-                let status = status.map_err(|source| LocalError::Spawn { program, source })?;
-                let exit_code = status.code().unwrap_or_else(|| {
-                    use std::os::unix::process::ExitStatusExt;
-                    128 + status.signal().unwrap_or(0)
-                });
-                self.log
-                    .step(&name, format!("{name}: exited with code {exit_code}"));
-                self.log.sink.container(ContainerChange::Exited {
-                    container: name.clone(),
-                    init: self.init,
-                    exit_code,
-                    message: read_termination_message(&termination_message),
-                });
-                if exit_code == 0 {
-                    Outcome::Succeeded
-                } else {
-                    Outcome::Failed {
-                        container: name,
-                        init: self.init,
-                        exit_code,
-                    }
-                }
-            }
-            Ended::Deadline => {
-                kill_group(group);
-                Outcome::DeadlineExceeded {
-                    after: deadline.unwrap_or_default(),
-                }
-            }
-            Ended::Cancelled => {
-                kill_group(group);
-                Outcome::Cancelled
-            }
-        };
-        Ok(outcome)
     }
 }
 

@@ -252,14 +252,17 @@ impl Log {
     }
 }
 
-/// Runs the pod of `job` here and returns how it ended.
-pub async fn run_job(
+/// The Job's spec and pod, which the local engine can run: one container (after any init
+/// containers).
+fn pod_template(
     job: &Job,
-    env: &LocalEnv,
-    sink: Arc<dyn LogSink>,
-    cancel: CancellationToken,
-) -> Result<PodResult, LocalError> {
-    let started = Instant::now();
+) -> Result<
+    (
+        &k8s_openapi::api::batch::v1::JobSpec,
+        &k8s_openapi::api::core::v1::PodSpec,
+    ),
+    LocalError,
+> {
     let spec = job
         .spec
         .as_ref()
@@ -275,6 +278,27 @@ pub async fn run_job(
             pod.containers.len()
         )));
     }
+    Ok((spec, pod))
+}
+
+/// A node agent names the pod it runs; a pod of the local engine is named after its Job.
+fn pod_name(job: &Job, env: &LocalEnv) -> String {
+    env.objects
+        .fields
+        .get("metadata.name")
+        .cloned()
+        .unwrap_or_else(|| format!("{}-local", job.metadata.name.as_deref().unwrap_or("build")))
+}
+
+/// Runs the pod of `job` here and returns how it ended.
+pub async fn run_job(
+    job: &Job,
+    env: &LocalEnv,
+    sink: Arc<dyn LogSink>,
+    cancel: CancellationToken,
+) -> Result<PodResult, LocalError> {
+    let started = Instant::now();
+    let (spec, pod) = pod_template(job)?;
     std::fs::create_dir_all(&env.build_dir).map_err(io_error(&env.build_dir))?;
     let log_file = env.build_dir.join("log");
     let file = std::fs::File::create(&log_file).map_err(io_error(&log_file))?;
@@ -287,13 +311,7 @@ pub async fn run_job(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    // A node agent names the pod it runs; a pod of the local engine is named after its Job.
-    let pod_name = env
-        .objects
-        .fields
-        .get("metadata.name")
-        .cloned()
-        .unwrap_or_else(|| format!("{}-local", job.metadata.name.as_deref().unwrap_or("build")));
+    let pod_name = pod_name(job, env);
     let deadline = spec
         .active_deadline_seconds
         .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));

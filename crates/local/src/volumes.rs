@@ -102,99 +102,15 @@ fn fill_volume(
     namespace: &str,
     pod_name: &str,
 ) -> Result<Result<(), String>, LocalError> {
-    let mut files: Vec<VolumeFile> = Vec::new();
-    let mut default_mode = 0o644;
-    let found = if volume.empty_dir.is_some() {
-        Ok(())
-    } else if let Some(secret) = &volume.secret {
-        let name = secret.secret_name.clone().unwrap_or_default();
-        default_mode = secret.default_mode.unwrap_or(0o644);
-        projected_files(
-            "secret",
-            &name,
-            secret_data(env, &name),
-            secret.items.as_deref(),
-            secret.optional,
-        )
-        .map(|f| files = f)
-    } else if let Some(map) = &volume.config_map {
-        default_mode = map.default_mode.unwrap_or(0o644);
-        projected_files(
-            "configmap",
-            &map.name,
-            env.objects.config_maps.get(&map.name).cloned(),
-            map.items.as_deref(),
-            map.optional,
-        )
-        .map(|f| files = f)
-    } else if let Some(projected) = &volume.projected {
-        default_mode = projected.default_mode.unwrap_or(0o644);
-        let mut found = Ok(());
-        for source in projected.sources.iter().flatten() {
-            let more = if let Some(token) = &source.service_account_token {
-                let audience = token.audience.clone().unwrap_or_default();
-                match env.objects.tokens.get(&audience) {
-                    Some(t) => Ok(vec![(token.path.clone(), t.clone().into_bytes(), None)]),
-                    None => Err(format!(
-                        "failed to fetch token: no token for audience {audience:?}"
-                    )),
-                }
-            } else if let Some(map) = &source.config_map {
-                projected_files(
-                    "configmap",
-                    &map.name,
-                    env.objects.config_maps.get(&map.name).cloned(),
-                    map.items.as_deref(),
-                    map.optional,
-                )
-            } else if let Some(secret) = &source.secret {
-                projected_files(
-                    "secret",
-                    &secret.name,
-                    secret_data(env, &secret.name),
-                    secret.items.as_deref(),
-                    secret.optional,
-                )
-            } else if let Some(downward) = &source.downward_api {
-                downward
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(|item| {
-                        let path = item.field_ref.as_ref().map(|f| f.field_path.as_str());
-                        match path.and_then(|p| field_value(env, namespace, pod_name, p)) {
-                            Some(value) => Ok((item.path.clone(), value.into_bytes(), item.mode)),
-                            None => Err(format!("unsupported downward API item {}", item.path)),
-                        }
-                    })
-                    .collect()
-            } else {
-                return Err(LocalError::Unsupported(format!(
-                    "volume {}: a projected source other than a token, ConfigMap, Secret or downward API",
-                    volume.name
-                )));
-            };
-            match more {
-                Ok(more) => files.extend(more),
-                Err(e) => {
-                    found = Err(e);
-                    break;
-                }
-            }
+    let (files, default_mode) = match volume_files(volume, env, namespace, pod_name)? {
+        Ok(found) => found,
+        Err(message) => {
+            return Ok(Err(format!(
+                "MountVolume.SetUp failed for volume \"{}\" : {message}",
+                volume.name
+            )))
         }
-        found
-    } else {
-        return Err(LocalError::Unsupported(format!(
-            "volume {} is not emptyDir, secret, configMap or projected",
-            volume.name
-        )));
     };
-    if let Err(message) = found {
-        return Ok(Err(format!(
-            "MountVolume.SetUp failed for volume \"{}\" : {message}",
-            volume.name
-        )));
-    }
     for (path, content, mode) in files {
         if Path::new(&path)
             .components()
@@ -217,4 +133,108 @@ fn fill_volume(
         std::fs::set_permissions(&to, permissions).map_err(io_error(&to))?;
     }
     Ok(Ok(()))
+}
+
+/// The files of `volume` and their default mode; `Err` inside: what the kubelet would say
+/// is missing.
+fn volume_files(
+    volume: &Volume,
+    env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<Result<(Vec<VolumeFile>, i32), String>, LocalError> {
+    let with_mode = |mode: Option<i32>| move |files| (files, mode.unwrap_or(0o644));
+    if volume.empty_dir.is_some() {
+        Ok(Ok((Vec::new(), 0o644)))
+    } else if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.clone().unwrap_or_default();
+        let data = secret_data(env, &name);
+        let files = projected_files(
+            "secret",
+            &name,
+            data,
+            secret.items.as_deref(),
+            secret.optional,
+        );
+        Ok(files.map(with_mode(secret.default_mode)))
+    } else if let Some(map) = &volume.config_map {
+        let data = env.objects.config_maps.get(&map.name).cloned();
+        let files = projected_files(
+            "configmap",
+            &map.name,
+            data,
+            map.items.as_deref(),
+            map.optional,
+        );
+        Ok(files.map(with_mode(map.default_mode)))
+    } else if let Some(projected) = &volume.projected {
+        let mut files = Vec::new();
+        for source in projected.sources.iter().flatten() {
+            match source_files(volume, source, env, namespace, pod_name)? {
+                Ok(more) => files.extend(more),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(with_mode(projected.default_mode)(files)))
+    } else {
+        Err(LocalError::Unsupported(format!(
+            "volume {} is not emptyDir, secret, configMap or projected",
+            volume.name
+        )))
+    }
+}
+
+/// The files of one source of a projected volume.
+fn source_files(
+    volume: &Volume,
+    source: &k8s_openapi::api::core::v1::VolumeProjection,
+    env: &LocalEnv,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<Result<Vec<VolumeFile>, String>, LocalError> {
+    Ok(if let Some(token) = &source.service_account_token {
+        let audience = token.audience.clone().unwrap_or_default();
+        match env.objects.tokens.get(&audience) {
+            Some(t) => Ok(vec![(token.path.clone(), t.clone().into_bytes(), None)]),
+            None => Err(format!(
+                "failed to fetch token: no token for audience {audience:?}"
+            )),
+        }
+    } else if let Some(map) = &source.config_map {
+        let data = env.objects.config_maps.get(&map.name).cloned();
+        projected_files(
+            "configmap",
+            &map.name,
+            data,
+            map.items.as_deref(),
+            map.optional,
+        )
+    } else if let Some(secret) = &source.secret {
+        let data = secret_data(env, &secret.name);
+        projected_files(
+            "secret",
+            &secret.name,
+            data,
+            secret.items.as_deref(),
+            secret.optional,
+        )
+    } else if let Some(downward) = &source.downward_api {
+        downward
+            .items
+            .iter()
+            .flatten()
+            .map(|item| {
+                let path = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                match path.and_then(|p| field_value(env, namespace, pod_name, p)) {
+                    Some(value) => Ok((item.path.clone(), value.into_bytes(), item.mode)),
+                    None => Err(format!("unsupported downward API item {}", item.path)),
+                }
+            })
+            .collect()
+    } else {
+        return Err(LocalError::Unsupported(format!(
+            "volume {}: a projected source other than a token, ConfigMap, Secret or downward API",
+            volume.name
+        )));
+    })
 }
