@@ -9,6 +9,7 @@
 //! of times.
 
 pub mod hostkey;
+mod ssh;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kubeci_spec::giturl::GitUrl;
+
+use ssh::{ssh_config, Scratch};
 
 /// What to check out, and with which credentials.
 #[derive(Debug, Clone, Default)]
@@ -162,39 +165,6 @@ pub fn classify(stderr: &str) -> Failure {
     }
 }
 
-/// A private directory for the key, `known_hosts` and ssh config; removed on drop.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Result<Scratch, Failure> {
-        let dir = tempfile::Builder::new()
-            .prefix("kubeci-clone-")
-            .tempdir()
-            .map_err(|e| Failure::Workspace {
-                path: std::env::temp_dir().display().to_string(),
-                message: format!("cannot create a private directory: {e}"),
-            })?;
-        Ok(Scratch { dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)
-}
-
 /// Runs a program with arguments (never through a shell) and captures its output.
 fn run(
     program: &str,
@@ -215,132 +185,31 @@ fn run(
         .map_err(|e| Failure::Git(format!("cannot run {program}: {e}")))
 }
 
-/// The effective pinned fingerprint: the job's, else the Secret's file.
-fn pinned_fingerprint(request: &CloneRequest) -> Result<Option<String>, Failure> {
-    if let Some(fingerprint) = &request.fingerprint {
-        return Ok(Some(hostkey::normalize(fingerprint)));
-    }
-    match &request.fingerprint_file {
-        Some(path) if path.exists() => {
-            let text = std::fs::read_to_string(path).map_err(|e| Failure::Credentials {
-                path: path.display().to_string(),
-                message: format!("cannot read the fingerprint: {e}"),
-            })?;
-            let text = hostkey::normalize(&text);
-            Ok((!text.is_empty()).then_some(text))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Checks out the requested commit into `request.dest`. Progress goes to `log`.
 /// The git transports the clone step allows (`GIT_ALLOW_PROTOCOL`).
 pub const ALLOWED_PROTOCOLS: &str = "ssh:https:http:git:file";
 
+/// Git's dialogue with a repository, by argument list.
+type Git<'a> = &'a dyn Fn(&[&str]) -> Result<Output, Failure>;
+
+/// Checks out the requested commit into `request.dest`. Progress goes to `log`.
 pub fn clone(request: &CloneRequest, log: &mut dyn FnMut(&str)) -> Result<Checkout, Failure> {
-    let url = GitUrl::parse(&request.url)
-        .map_err(|why| Failure::Usage(format!("git URL `{}` is not valid: {why}", request.url)))?;
-    if request.git_ref.is_some() && request.pull_request.is_some() {
-        return Err(Failure::Usage("give either --ref or --pr, not both".into()));
-    }
-    if let Some(commit) = &request.commit {
-        if commit.len() < 7 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Failure::Usage(format!(
-                "commit `{commit}` is not a hexadecimal commit id"
-            )));
-        }
-    }
+    let url = checked_url(request)?;
     prepare_dest(&request.dest)?;
     // Removed when `clone` returns, after the last git command.
     let scratch = Scratch::new()?;
-    let mut env: Vec<(String, String)> = vec![
-        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
-        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
-        ("GIT_ASKPASS".into(), "true".into()),
-        // Only the transports kubeci supports, also for submodules and redirects: never
-        // git's remote helpers (`ext::`, `fd::`) or anything else a URL could name.
-        ("GIT_ALLOW_PROTOCOL".into(), ALLOWED_PROTOCOLS.into()),
-    ];
-    if let GitUrl::Remote { host, port, .. } = &url {
-        if url.is_ssh() {
-            let config = ssh_config(request, &scratch, host, *port, log)?;
-            let config = config.to_str().filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))).ok_or_else(|| Failure::Workspace {
-                path: config.display().to_string(),
-                message: "the temporary directory's path has characters ssh's command line cannot carry; set TMPDIR to a plain path".into(),
-            })?;
-            // A fixed command line with our own, checked path: no spec value is in it.
-            env.push(("GIT_SSH_COMMAND".into(), format!("ssh -F {config}")));
-        }
-    }
+    let env = git_env(request, &url, &scratch, log)?;
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let git = |args: &[&str]| run("git", args, &env, Some(&request.dest));
 
     expect_ok(git(&["init", "--quiet"])?)?;
-    // git runs inside the checkout: a relative local path must not be read from there.
-    let remote = match &url {
-        GitUrl::Local { path } if !path.starts_with('/') && !request.url.starts_with("file://") => {
-            let cwd = std::env::current_dir().map_err(|e| Failure::Workspace {
-                path: ".".into(),
-                message: format!("cannot read the current directory: {e}"),
-            })?;
-            cwd.join(path).display().to_string()
-        }
-        _ => request.url.clone(),
-    };
-    expect_ok(git(&["remote", "add", "origin", &remote])?)?;
-
-    let (refspec, target, what) = match (request.pull_request, &request.git_ref, &request.branch) {
-        (Some(n), _, _) => (
-            format!("+refs/pull/{n}/head:refs/kubeci/target"),
-            "refs/kubeci/target".to_owned(),
-            format!("pull request #{n} (refs/pull/{n}/head)"),
-        ),
-        (None, Some(r), _) => (
-            format!("+{r}:refs/kubeci/target"),
-            "refs/kubeci/target".to_owned(),
-            format!("ref {r}"),
-        ),
-        (None, None, Some(b)) => (
-            format!("+refs/heads/{b}:refs/kubeci/target"),
-            "refs/kubeci/target".to_owned(),
-            format!("branch {b}"),
-        ),
-        (None, None, None) => (
-            "HEAD".to_owned(),
-            "FETCH_HEAD".to_owned(),
-            "the remote's HEAD".to_owned(),
-        ),
-    };
+    expect_ok(git(&["remote", "add", "origin", &remote(request, &url)?])?)?;
+    let (refspec, target, what) = fetch_spec(request);
     log(&format!("fetching {what} from {}", request.url));
     with_retries(request, log, || {
         expect_ok(git(&["fetch", "--no-tags", "--quiet", "origin", &refspec])?).map(|_| ())
     })?;
-
     let commit = match &request.commit {
-        Some(commit) => {
-            let present = git(&["cat-file", "-e", &format!("{commit}^{{commit}}")])?
-                .status
-                .success();
-            if !present {
-                log(&format!(
-                    "commit {commit} is not in {what}; fetching it by id"
-                ));
-                let fetched = with_retries(request, log, || {
-                    expect_ok(git(&["fetch", "--no-tags", "--quiet", "origin", commit])?)
-                        .map(|_| ())
-                });
-                if let Err(err) = fetched {
-                    if err.is_transient() {
-                        return Err(err);
-                    }
-                    return Err(Failure::NotFound(format!(
-                        "commit {commit} is not in {what} of {}",
-                        request.url
-                    )));
-                }
-            }
-            resolve(&git, commit)?
-        }
+        Some(commit) => fetch_commit(request, &git, commit, &what, log)?,
         None => resolve(&git, &target)?,
     };
     expect_ok(git(&[
@@ -363,6 +232,126 @@ pub fn clone(request: &CloneRequest, log: &mut dyn FnMut(&str)) -> Result<Checko
     }
     log(&format!("checked out {commit} ({what})"));
     Ok(Checkout { commit, branch })
+}
+
+/// The request's URL, once the request is known to make sense.
+fn checked_url(request: &CloneRequest) -> Result<GitUrl, Failure> {
+    let url = GitUrl::parse(&request.url)
+        .map_err(|why| Failure::Usage(format!("git URL `{}` is not valid: {why}", request.url)))?;
+    if request.git_ref.is_some() && request.pull_request.is_some() {
+        return Err(Failure::Usage("give either --ref or --pr, not both".into()));
+    }
+    if let Some(commit) = &request.commit {
+        if commit.len() < 7 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Failure::Usage(format!(
+                "commit `{commit}` is not a hexadecimal commit id"
+            )));
+        }
+    }
+    Ok(url)
+}
+
+/// Git's environment: no prompts, no system config, only kubeci's transports, and for SSH
+/// a config of the clone's own (its key, its pinned host key) in `scratch`.
+fn git_env(
+    request: &CloneRequest,
+    url: &GitUrl,
+    scratch: &Scratch,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<(String, String)>, Failure> {
+    let mut env: Vec<(String, String)> = vec![
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ("GIT_ASKPASS".into(), "true".into()),
+        // Only the transports kubeci supports, also for submodules and redirects: never
+        // git's remote helpers (`ext::`, `fd::`) or anything else a URL could name.
+        ("GIT_ALLOW_PROTOCOL".into(), ALLOWED_PROTOCOLS.into()),
+    ];
+    if let GitUrl::Remote { host, port, .. } = url {
+        if url.is_ssh() {
+            let config = ssh_config(request, scratch, host, *port, log)?;
+            let config = config.to_str().filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))).ok_or_else(|| Failure::Workspace {
+                path: config.display().to_string(),
+                message: "the temporary directory's path has characters ssh's command line cannot carry; set TMPDIR to a plain path".into(),
+            })?;
+            // A fixed command line with our own, checked path: no spec value is in it.
+            env.push(("GIT_SSH_COMMAND".into(), format!("ssh -F {config}")));
+        }
+    }
+    Ok(env)
+}
+
+/// The remote as git, running inside the checkout, must see it: a relative local path is
+/// made absolute, so it is not read from there.
+fn remote(request: &CloneRequest, url: &GitUrl) -> Result<String, Failure> {
+    Ok(match url {
+        GitUrl::Local { path } if !path.starts_with('/') && !request.url.starts_with("file://") => {
+            let cwd = std::env::current_dir().map_err(|e| Failure::Workspace {
+                path: ".".into(),
+                message: format!("cannot read the current directory: {e}"),
+            })?;
+            cwd.join(path).display().to_string()
+        }
+        _ => request.url.clone(),
+    })
+}
+
+/// What to fetch: the refspec, the ref it lands in, and what it is, in words.
+fn fetch_spec(request: &CloneRequest) -> (String, String, String) {
+    match (request.pull_request, &request.git_ref, &request.branch) {
+        (Some(n), _, _) => (
+            format!("+refs/pull/{n}/head:refs/kubeci/target"),
+            "refs/kubeci/target".to_owned(),
+            format!("pull request #{n} (refs/pull/{n}/head)"),
+        ),
+        (None, Some(r), _) => (
+            format!("+{r}:refs/kubeci/target"),
+            "refs/kubeci/target".to_owned(),
+            format!("ref {r}"),
+        ),
+        (None, None, Some(b)) => (
+            format!("+refs/heads/{b}:refs/kubeci/target"),
+            "refs/kubeci/target".to_owned(),
+            format!("branch {b}"),
+        ),
+        (None, None, None) => (
+            "HEAD".to_owned(),
+            "FETCH_HEAD".to_owned(),
+            "the remote's HEAD".to_owned(),
+        ),
+    }
+}
+
+/// The full id of the requested `commit`, fetched by id when the fetched ref (`what`) does
+/// not hold it.
+fn fetch_commit(
+    request: &CloneRequest,
+    git: Git<'_>,
+    commit: &str,
+    what: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<String, Failure> {
+    let present = git(&["cat-file", "-e", &format!("{commit}^{{commit}}")])?
+        .status
+        .success();
+    if !present {
+        log(&format!(
+            "commit {commit} is not in {what}; fetching it by id"
+        ));
+        let fetched = with_retries(request, log, || {
+            expect_ok(git(&["fetch", "--no-tags", "--quiet", "origin", commit])?).map(|_| ())
+        });
+        if let Err(err) = fetched {
+            if err.is_transient() {
+                return Err(err);
+            }
+            return Err(Failure::NotFound(format!(
+                "commit {commit} is not in {what} of {}",
+                request.url
+            )));
+        }
+    }
+    resolve(git, commit)
 }
 
 fn prepare_dest(dest: &Path) -> Result<(), Failure> {
@@ -403,7 +392,7 @@ fn expect_ok(output: Output) -> Result<Output, Failure> {
     }
 }
 
-fn resolve(git: &dyn Fn(&[&str]) -> Result<Output, Failure>, rev: &str) -> Result<String, Failure> {
+fn resolve(git: Git<'_>, rev: &str) -> Result<String, Failure> {
     let output = git(&[
         "rev-parse",
         "--verify",
@@ -417,7 +406,7 @@ fn resolve(git: &dyn Fn(&[&str]) -> Result<Output, Failure>, rev: &str) -> Resul
 }
 
 /// The branch the remote's HEAD points to, for builds of the default branch.
-fn remote_head_branch(git: &dyn Fn(&[&str]) -> Result<Output, Failure>) -> Option<String> {
+fn remote_head_branch(git: Git<'_>) -> Option<String> {
     let output = git(&["ls-remote", "--symref", "origin", "HEAD"]).ok()?;
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -452,124 +441,6 @@ fn with_retries(
         }
     }
     unreachable!("the loop returns on its last attempt")
-}
-
-/// Writes the private key, `known_hosts` and an ssh config into the scratch directory.
-fn ssh_config(
-    request: &CloneRequest,
-    scratch: &Scratch,
-    host: &str,
-    port: Option<u16>,
-    log: &mut dyn FnMut(&str),
-) -> Result<PathBuf, Failure> {
-    let mut config = String::from("Host *\n");
-    if let Some(key) = &request.ssh_key {
-        let credentials = |message: String| Failure::Credentials {
-            path: key.display().to_string(),
-            message,
-        };
-        let bytes = std::fs::read(key).map_err(|e| credentials(format!("cannot read it: {e}")))?;
-        if !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY") {
-            return Err(credentials(
-                "it does not hold a private key in OpenSSH or PEM format".into(),
-            ));
-        }
-        let copy = scratch.path("key");
-        write_private(&copy, &bytes)
-            .map_err(|e| credentials(format!("cannot copy it to a private file: {e}")))?;
-        let _ = writeln!(
-            config,
-            "  IdentityFile {}\n  IdentitiesOnly yes",
-            copy.display()
-        );
-    }
-    let known_hosts = scratch.path("known_hosts");
-    match pinned_fingerprint(request)? {
-        Some(expected) => {
-            let presented = with_keyscan_retries(request, host, port, log)?;
-            let Some(key) = presented
-                .iter()
-                .find(|k| hostkey::normalize(&k.fingerprint) == expected)
-            else {
-                let list = if presented.is_empty() {
-                    "no key".to_owned()
-                } else {
-                    presented
-                        .iter()
-                        .map(|k| format!("{} ({})", k.fingerprint, k.key_type))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(Failure::HostKeyMismatch {
-                    host: hostkey::known_hosts_name(host, port),
-                    expected,
-                    presented: list,
-                });
-            };
-            log(&format!(
-                "host key of {} matches the pinned {}",
-                hostkey::known_hosts_name(host, port),
-                key.fingerprint
-            ));
-            let line = format!(
-                "{} {} {}\n",
-                hostkey::known_hosts_name(host, port),
-                key.key_type,
-                key.blob
-            );
-            write_private(&known_hosts, line.as_bytes()).map_err(|e| Failure::Workspace {
-                path: known_hosts.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let _ = writeln!(
-                config,
-                "  StrictHostKeyChecking yes\n  HostKeyAlgorithms {}",
-                hostkey::algorithms_for(&key.key_type)
-            );
-        }
-        None => {
-            log("warning: the host key is not pinned (no ssh_fingerprint): trusting the key the server presents");
-            let _ = writeln!(config, "  StrictHostKeyChecking accept-new");
-        }
-    }
-    let _ = writeln!(
-        config,
-        "  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  BatchMode yes\n  PasswordAuthentication no\n  KbdInteractiveAuthentication no\n  ConnectTimeout 20\n  LogLevel ERROR",
-        known_hosts.display()
-    );
-    let path = scratch.path("ssh_config");
-    write_private(&path, config.as_bytes()).map_err(|e| Failure::Workspace {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(path)
-}
-
-fn with_keyscan_retries(
-    request: &CloneRequest,
-    host: &str,
-    port: Option<u16>,
-    log: &mut dyn FnMut(&str),
-) -> Result<Vec<hostkey::HostKey>, Failure> {
-    let mut keys = Vec::new();
-    with_retries(request, log, || {
-        let port = port.unwrap_or(22).to_string();
-        let output = run("ssh-keyscan", &["-T", "10", "-p", &port, host], &[], None)?;
-        keys = hostkey::parse_keyscan(&String::from_utf8_lossy(&output.stdout));
-        if keys.is_empty() {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            return Err(Failure::Network {
-                attempts: 1,
-                message: if stderr.is_empty() {
-                    format!("{host} port {port} presented no host key")
-                } else {
-                    stderr
-                },
-            });
-        }
-        Ok(())
-    })?;
-    Ok(keys)
 }
 
 #[cfg(test)]
