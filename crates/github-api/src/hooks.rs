@@ -56,6 +56,9 @@ enum Failure {
     Backend(String),
 }
 
+/// What a delivery did (its JSON answer), or how it failed with the builds it had started.
+type Outcome = Result<Value, (Vec<Value>, Failure)>;
+
 fn answer(status: u16, body: Value) -> DeliveryAnswer {
     DeliveryAnswer { status, body }
 }
@@ -126,13 +129,25 @@ impl<B: Backend> Hooks<B> {
             .iter()
             .map(|(namespace, job)| JobRef { namespace, job })
             .collect();
-        let outcome = match event {
-            Event::Ping => return answer(200, json!({"outcome": "pong"})),
+        match self.on_event(event, &jobs).await {
+            Ok(done) => answer(200, done),
+            Err((builds, Failure::GitHub(e))) => answer(
+                if e.is_retryable() { 503 } else { 502 },
+                json!({"error": {"code": "github-failed", "message": e.to_string()}, "builds": builds}),
+            ),
+            Err((builds, Failure::Backend(message))) => answer(
+                503,
+                json!({"error": {"code": "backend-failed", "message": message}, "builds": builds}),
+            ),
+        }
+    }
+
+    /// What `event` starts (or cancels) among `jobs`, the jobs of its repository.
+    async fn on_event(&self, event: Event, jobs: &[JobRef<'_>]) -> Outcome {
+        match event {
+            Event::Ping => Ok(json!({"outcome": "pong"})),
             Event::Other(other) => {
-                return answer(
-                    200,
-                    json!({"outcome": format!("the {other} event starts nothing")}),
-                )
+                Ok(json!({"outcome": format!("the {other} event starts nothing")}))
             }
             Event::PullRequest {
                 action,
@@ -140,29 +155,19 @@ impl<B: Backend> Hooks<B> {
                 pull_request,
                 sender,
             } => {
-                let jobs = decide::matching(&jobs, &repository);
-                match self.memberships(&jobs, &[&pull_request.author]).await {
-                    Ok(members) => {
-                        let decision = decide::on_pull_request(
-                            &action,
-                            &pull_request,
-                            &sender,
-                            &jobs,
-                            &members,
-                        );
-                        match self
-                            .as_it_is_now(&repository, &pull_request, decision)
-                            .await
-                        {
-                            Ok(decision) => {
-                                self.execute(&repository, Some(pull_request.number), decision)
-                                    .await
-                            }
-                            Err(e) => Err((Vec::new(), Failure::GitHub(e))),
-                        }
-                    }
-                    Err(e) => Err((Vec::new(), Failure::GitHub(e))),
-                }
+                let jobs = decide::matching(jobs, &repository);
+                let members = self
+                    .memberships(&jobs, &[&pull_request.author])
+                    .await
+                    .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+                let decision =
+                    decide::on_pull_request(&action, &pull_request, &sender, &jobs, &members);
+                let decision = self
+                    .as_it_is_now(&repository, &pull_request, decision)
+                    .await
+                    .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+                self.execute(&repository, Some(pull_request.number), decision)
+                    .await
             }
             Event::Comment {
                 action,
@@ -173,19 +178,17 @@ impl<B: Backend> Hooks<B> {
                 body,
             } => {
                 let Some(number) = pull_request else {
-                    return answer(
-                        200,
+                    return Ok(
                         json!({"outcome": "a comment on an issue, not a pull request, starts nothing"}),
                     );
                 };
                 let bot = self.settings.bot.as_deref();
                 if action != "created" || bot.is_some_and(|b| b.eq_ignore_ascii_case(&author)) {
-                    return answer(
-                        200,
+                    return Ok(
                         json!({"outcome": "edited or deleted comments and kubeci's own start nothing"}),
                     );
                 }
-                let jobs = decide::matching(&jobs, &repository);
+                let jobs = decide::matching(jobs, &repository);
                 self.on_comment(&repository, number, comment_id, &author, &body, &jobs)
                     .await
             }
@@ -196,21 +199,10 @@ impl<B: Backend> Hooks<B> {
                 deleted,
                 sender,
             } => {
-                let jobs = decide::matching(&jobs, &repository);
+                let jobs = decide::matching(jobs, &repository);
                 let decision = decide::on_push(&git_ref, &after, deleted, &sender, &jobs);
                 self.execute(&repository, None, decision).await
             }
-        };
-        match outcome {
-            Ok(done) => answer(200, done),
-            Err((builds, Failure::GitHub(e))) => answer(
-                if e.is_retryable() { 503 } else { 502 },
-                json!({"error": {"code": "github-failed", "message": e.to_string()}, "builds": builds}),
-            ),
-            Err((builds, Failure::Backend(message))) => answer(
-                503,
-                json!({"error": {"code": "backend-failed", "message": message}, "builds": builds}),
-            ),
         }
     }
 
@@ -245,7 +237,7 @@ impl<B: Backend> Hooks<B> {
         author: &str,
         body: &str,
         jobs: &[JobRef<'_>],
-    ) -> Result<Value, (Vec<Value>, Failure)> {
+    ) -> Outcome {
         if !jobs.iter().any(|j| j.job.pull_requests_enabled()) {
             return Ok(json!({"outcome": "no job builds this repository's pull requests"}));
         }
@@ -299,7 +291,7 @@ impl<B: Backend> Hooks<B> {
         repository: &Repository,
         number: Option<u64>,
         decision: Decision,
-    ) -> Result<Value, (Vec<Value>, Failure)> {
+    ) -> Outcome {
         let repo = &repository.full_name;
         let mut builds = Vec::new();
         let mut cancelled = Vec::new();
@@ -337,68 +329,82 @@ impl<B: Backend> Hooks<B> {
                     key,
                     request,
                 } => {
-                    let triggered = self
-                        .backend
-                        .trigger(TriggerRequest {
-                            namespace: namespace.clone(),
-                            name: job.clone(),
-                            build: request,
-                            key: Some(key),
-                        })
-                        .await;
-                    let triggered = match triggered {
-                        Ok(triggered) => triggered,
-                        // A replay (within the days request keys are kept) of a delivery
-                        // whose build is gone: built before, nothing new.
-                        Err(TriggerError::Gone { number }) => {
-                            builds.push(json!({
-                                "namespace": namespace,
-                                "job": job,
-                                "number": number,
-                                "created": false,
-                                "outcome": "built before (this build has since been deleted): nothing new is built",
-                            }));
-                            continue;
-                        }
-                        Err(e) => return Err((builds.clone(), Failure::Backend(e.to_string()))),
+                    let request = TriggerRequest {
+                        namespace,
+                        name: job,
+                        build: request,
+                        key: Some(key),
                     };
-                    builds.push(json!({
-                        "namespace": namespace,
-                        "job": job,
-                        "number": triggered.build.number,
-                        "created": triggered.created,
-                    }));
+                    match self.build(request).await {
+                        Ok(build) => builds.push(build),
+                        Err(message) => return Err((builds, Failure::Backend(message))),
+                    }
                 }
                 Action::Cancel {
                     namespace,
                     job,
                     number,
                     by,
-                } => {
-                    let unfinished = self
-                        .backend
-                        .builds(&namespace, &job)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|b| b.pull_request == Some(number))
-                        .filter(|b| matches!(b.state, "queued" | "pending" | "running"));
-                    for build in unfinished {
-                        match self
-                            .backend
-                            .cancel(&namespace, &job, build.number, &by)
-                            .await
-                        {
-                            Ok(_) => cancelled.push(
-                                json!({"namespace": namespace, "job": job, "number": build.number}),
-                            ),
-                            Err(kubeci_engine::api::CancelError::Finished { .. }) => {}
-                            Err(e) => return Err((builds, Failure::Backend(e.to_string()))),
-                        }
-                    }
-                }
+                } => match self
+                    .cancel_pull_request(&namespace, &job, number, &by)
+                    .await
+                {
+                    Ok(stopped) => cancelled.extend(stopped),
+                    Err(message) => return Err((builds, Failure::Backend(message))),
+                },
             }
         }
         Ok(json!({"builds": builds, "cancelled": cancelled, "reasons": decision.reasons}))
+    }
+
+    /// Starts a build (once per request key); what the answer says of it.
+    async fn build(&self, request: TriggerRequest) -> Result<Value, String> {
+        let (namespace, job) = (request.namespace.clone(), request.name.clone());
+        match self.backend.trigger(request).await {
+            Ok(triggered) => Ok(json!({
+                "namespace": namespace,
+                "job": job,
+                "number": triggered.build.number,
+                "created": triggered.created,
+            })),
+            // A replay (within the days request keys are kept) of a delivery whose build
+            // is gone: built before, nothing new.
+            Err(TriggerError::Gone { number }) => Ok(json!({
+                "namespace": namespace,
+                "job": job,
+                "number": number,
+                "created": false,
+                "outcome": "built before (this build has since been deleted): nothing new is built",
+            })),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Cancels the unfinished builds of pull request `number` of a job; those it cancelled.
+    async fn cancel_pull_request(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        by: &str,
+    ) -> Result<Vec<Value>, String> {
+        let unfinished = self
+            .backend
+            .builds(namespace, job)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.pull_request == Some(number))
+            .filter(|b| matches!(b.state, "queued" | "pending" | "running"));
+        let mut cancelled = Vec::new();
+        for build in unfinished {
+            match self.backend.cancel(namespace, job, build.number, by).await {
+                Ok(_) => cancelled
+                    .push(json!({"namespace": namespace, "job": job, "number": build.number})),
+                Err(kubeci_engine::api::CancelError::Finished { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(cancelled)
     }
 
     /// Comments `text` on `number` unless a comment containing `marker` is there already:
