@@ -245,71 +245,11 @@ pub(super) fn type_finding(
         .strip_prefix("missing field `")
         .and_then(|s| s.strip_suffix('`'))
     {
-        let place = if field.is_empty() {
-            "the job list item".to_owned()
-        } else {
-            format!("`{field}`")
-        };
-        let example = match missing {
-            "job" => "- job:\n    name: my-job\n    ...",
-            "name" => "name: my-job",
-            "git" => "git:\n  url: git@github.com:org/repo.git",
-            "url" => "url: git@github.com:org/repo.git",
-            "run_command" => "run_command: make test",
-            "branches" => "branches: [main]",
-            _ => "",
-        };
-        let help = if example.is_empty() {
-            format!("add `{missing}`")
-        } else {
-            format!("add `{example}`")
-        };
-        return Finding::error(
-            "missing-field",
-            field,
-            format!("missing required field `{missing}` in {place}"),
-        )
-        .help(help)
-        .at_key();
+        return missing_field(missing, field);
     }
     let value = locate_node(item, &field);
-    let found = match value {
-        Some(node) if inner.starts_with("invalid value") => node
-            .as_str()
-            .map_or(node.kind_name().to_owned(), |t| format!("`{t}`")),
-        Some(node) => node.kind_name().to_owned(),
-        None => "nothing".to_owned(),
-    };
-    let found = found.as_str();
     if let Some(expected) = inner.split(", expected ").nth(1) {
-        let expected = match expected {
-            e if e.starts_with("struct ") => "a map of fields",
-            "a sequence" => "a list",
-            "u32" | "u64" => "a whole number, 0 or more",
-            "i64" | "i32" => "a whole number",
-            "a string" => "a string",
-            other => other,
-        };
-        let help = match (expected, found) {
-            ("a string", "a number" | "a boolean") => match value.and_then(Node::as_str) {
-                Some(text) => format!(
-                    "put the value in quotes: `{}`",
-                    serde_json::Value::String(text.to_owned())
-                ),
-                None => "put the value in quotes".to_owned(),
-            },
-            (_, "null") => "write a value after the colon, or remove the key".to_owned(),
-            ("a list", "a string") => "write a list: `- item` per line, or `[a, b]`".to_owned(),
-            ("a map of fields", _) => "write the fields indented below the key".to_owned(),
-            ("a map", _) => "write `name: value` lines indented below the key".to_owned(),
-            _ => format!("write {expected} here"),
-        };
-        return Finding::error(
-            "wrong-type",
-            field.clone(),
-            format!("`{field}` must be {expected}, not {found}"),
-        )
-        .help(help);
+        return wrong_type(expected, value, field, inner.starts_with("invalid value"));
     }
     let (message, help) = inner
         .split_once(crate::model::HELP_SEPARATOR)
@@ -318,6 +258,81 @@ pub(super) fn type_finding(
         "invalid-value",
         field.clone(),
         format!("`{field}`: {message}"),
+    )
+    .help(help)
+}
+
+/// A required field that is missing, with an example of it.
+fn missing_field(missing: &str, field: FieldPath) -> Finding {
+    let place = if field.is_empty() {
+        "the job list item".to_owned()
+    } else {
+        format!("`{field}`")
+    };
+    let example = match missing {
+        "job" => "- job:\n    name: my-job\n    ...",
+        "name" => "name: my-job",
+        "git" => "git:\n  url: git@github.com:org/repo.git",
+        "url" => "url: git@github.com:org/repo.git",
+        "run_command" => "run_command: make test",
+        "branches" => "branches: [main]",
+        _ => "",
+    };
+    let help = if example.is_empty() {
+        format!("add `{missing}`")
+    } else {
+        format!("add `{example}`")
+    };
+    Finding::error(
+        "missing-field",
+        field,
+        format!("missing required field `{missing}` in {place}"),
+    )
+    .help(help)
+    .at_key()
+}
+
+/// A value of the wrong type at `field` (`value`, if there is one), with how to write it.
+fn wrong_type(
+    expected: &str,
+    value: Option<&Node>,
+    field: FieldPath,
+    invalid_value: bool,
+) -> Finding {
+    let found = match value {
+        Some(node) if invalid_value => node
+            .as_str()
+            .map_or(node.kind_name().to_owned(), |t| format!("`{t}`")),
+        Some(node) => node.kind_name().to_owned(),
+        None => "nothing".to_owned(),
+    };
+    let found = found.as_str();
+    let expected = match expected {
+        e if e.starts_with("struct ") => "a map of fields",
+        "a sequence" => "a list",
+        "u32" | "u64" => "a whole number, 0 or more",
+        "i64" | "i32" => "a whole number",
+        "a string" => "a string",
+        other => other,
+    };
+    let help = match (expected, found) {
+        ("a string", "a number" | "a boolean") => match value.and_then(Node::as_str) {
+            Some(text) => format!(
+                "put the value in quotes: `{}`",
+                serde_json::Value::String(text.to_owned())
+            ),
+            None => "put the value in quotes".to_owned(),
+        },
+        (_, "null") => "write a value after the colon, or remove the key".to_owned(),
+        ("a list", "a string") => "write a list: `- item` per line, or `[a, b]`".to_owned(),
+        ("a map of fields", _) => "write the fields indented below the key".to_owned(),
+        ("a map", _) => "write `name: value` lines indented below the key".to_owned(),
+        _ => format!("write {expected} here"),
+    };
+    Finding::error(
+        "wrong-type",
+        field.clone(),
+        format!("`{field}` must be {expected}, not {found}"),
     )
     .help(help)
 }

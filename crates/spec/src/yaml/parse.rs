@@ -21,6 +21,27 @@ enum Frame {
     },
 }
 
+impl Frame {
+    fn seq(pos: Pos, anchor: Option<String>) -> Frame {
+        Frame::Seq {
+            pos,
+            anchor,
+            items: Vec::new(),
+        }
+    }
+
+    fn map(start: Pos, anchor: Option<String>) -> Frame {
+        Frame::Map {
+            pos: None,
+            start,
+            anchor,
+            entries: Vec::new(),
+            pending_key: None,
+            merged: Vec::new(),
+        }
+    }
+}
+
 struct Builder {
     limits: Limits,
     stack: Vec<Frame>,
@@ -100,52 +121,21 @@ fn parse_ended_stream(
                 style,
                 ..
             } => {
-                let style = match style {
-                    LibStyle::SingleQuoted | LibStyle::DoubleQuoted => ScalarStyle::Quoted,
-                    LibStyle::Literal => ScalarStyle::Literal,
-                    LibStyle::Folded => ScalarStyle::Folded,
-                    _ => ScalarStyle::Plain,
+                let pos = match style {
+                    LibStyle::Literal => map.apply(block_content_start(text, event.start_mark)),
+                    _ => pos,
                 };
-                let pos = if style == ScalarStyle::Literal {
-                    map.apply(block_content_start(text, event.start_mark))
-                } else {
-                    pos
-                };
-                let node = Node {
-                    value: Value::Scalar {
-                        text: value,
-                        style,
-                        tag: tag.map(|t| t.trim_start_matches("tag:yaml.org,2002:").to_owned()),
-                    },
-                    pos,
-                };
+                let node = scalar(value, style, tag, pos);
                 builder.remember(anchor, &node);
                 Some(node)
             }
             EventData::Alias { anchor } => Some(builder.alias(&anchor, pos)?),
             EventData::SequenceStart { anchor, .. } => {
-                builder.push(
-                    Frame::Seq {
-                        pos,
-                        anchor,
-                        items: Vec::new(),
-                    },
-                    pos,
-                )?;
+                builder.push(Frame::seq(pos, anchor), pos)?;
                 None
             }
             EventData::MappingStart { anchor, .. } => {
-                builder.push(
-                    Frame::Map {
-                        pos: None,
-                        start: pos,
-                        anchor,
-                        entries: Vec::new(),
-                        pending_key: None,
-                        merged: Vec::new(),
-                    },
-                    pos,
-                )?;
+                builder.push(Frame::map(pos, anchor), pos)?;
                 None
             }
             EventData::SequenceEnd | EventData::MappingEnd => Some(builder.pop()?),
@@ -157,6 +147,24 @@ fn parse_ended_stream(
         }
     }
     Ok(documents)
+}
+
+/// A scalar node: its text, its style, its tag (without YAML's own prefix).
+fn scalar(text: String, style: LibStyle, tag: Option<String>, pos: Pos) -> Node {
+    let style = match style {
+        LibStyle::SingleQuoted | LibStyle::DoubleQuoted => ScalarStyle::Quoted,
+        LibStyle::Literal => ScalarStyle::Literal,
+        LibStyle::Folded => ScalarStyle::Folded,
+        _ => ScalarStyle::Plain,
+    };
+    Node {
+        value: Value::Scalar {
+            text,
+            style,
+            tag: tag.map(|t| t.trim_start_matches("tag:yaml.org,2002:").to_owned()),
+        },
+        pos,
+    }
 }
 
 fn to_pos(mark: Mark) -> Pos {
