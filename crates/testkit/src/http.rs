@@ -296,13 +296,7 @@ async fn serve(
             "the server could not find the requested resource",
         ));
     }
-    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-        .map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(
-        query.get("fieldSelector").map_or("", String::as_str),
-        &rt.selectable_fields(),
-    )
-    .map_err(ApiError::bad_request)?;
+    let (labels, fields) = selectors(rt, query)?;
     let list_namespace = if rt.namespaced {
         target.namespace.as_deref()
     } else {
@@ -317,42 +311,17 @@ async fn serve(
             fields,
             query,
         ),
-        ("GET", None, None) => {
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .filter(|l| *l > 0);
-            let page = shared.store.lock().expect("lock").list(
-                target.resource,
-                list_namespace,
-                &labels,
-                &fields,
-                limit,
-                query
-                    .get("continue")
-                    .map(String::as_str)
-                    .filter(|c| !c.is_empty()),
-            )?;
-            let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
-            if let Some(token) = page.continue_token {
-                metadata["continue"] = json!(token);
-            }
-            if let Some(remaining) = page.remaining {
-                metadata["remainingItemCount"] = json!(remaining);
-            }
-            let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
-            Ok(json_reply(
-                StatusCode::OK,
-                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata, "items": items}),
-            ))
-        }
+        ("GET", None, None) => list(
+            shared,
+            target.resource,
+            list_namespace,
+            &labels,
+            &fields,
+            query,
+        ),
         ("GET", Some(name), None | Some("status")) => {
-            let object =
-                shared
-                    .store
-                    .lock()
-                    .expect("lock")
-                    .get(target.resource, &namespace, name)?;
+            let object = shared.store.lock().expect("lock");
+            let object = object.get(target.resource, &namespace, name)?;
             Ok(json_reply(StatusCode::OK, &object))
         }
         ("GET", Some(name), Some("log")) if rt.plural == "pods" => {
@@ -360,99 +329,167 @@ async fn serve(
         }
         ("POST", None, None) => {
             let object = parse_body(headers, &body)?;
-            let created =
-                shared
-                    .store
-                    .lock()
-                    .expect("lock")
-                    .create(target.resource, &namespace, object)?;
+            let mut store = shared.store.lock().expect("lock");
+            let created = store.create(target.resource, &namespace, object)?;
             Ok(json_reply(StatusCode::CREATED, &created))
         }
         ("PUT", Some(name), sub @ (None | Some("status"))) => {
             let object = parse_body(headers, &body)?;
-            let updated = shared.store.lock().expect("lock").update(
-                target.resource,
-                &namespace,
-                name,
-                object,
-                sub.is_some(),
-            )?;
+            let mut store = shared.store.lock().expect("lock");
+            let status_only = sub.is_some();
+            let updated = store.update(target.resource, &namespace, name, object, status_only)?;
             Ok(json_reply(StatusCode::OK, &updated))
         }
         ("PATCH", Some(_), None | Some("status")) => patch(shared, headers, &target, &body, query),
         ("DELETE", Some(name), None) => {
-            let options: Value = if body.is_empty() {
-                json!({})
-            } else {
-                serde_json::from_slice(&body).unwrap_or(json!({}))
-            };
-            let policy = query
-                .get("propagationPolicy")
-                .cloned()
-                .or_else(|| {
-                    options
-                        .get("propagationPolicy")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .or_else(|| {
-                    (options.get("orphanDependents") == Some(&json!(true)))
-                        .then(|| "Orphan".to_owned())
-                });
-            let uid = options
-                .pointer("/preconditions/uid")
-                .and_then(Value::as_str);
-            let deleted = shared.store.lock().expect("lock").delete(
-                target.resource,
-                &namespace,
-                name,
-                policy.as_deref(),
-                uid,
-            )?;
-            Ok(json_reply(StatusCode::OK, &deleted))
+            delete(shared, target.resource, &namespace, name, &body, query)
         }
-        ("DELETE", None, None) => {
-            let mut store = shared.store.lock().expect("lock");
-            let page = store.list(
-                target.resource,
-                list_namespace,
-                &labels,
-                &fields,
-                None,
-                None,
-            )?;
-            let mut deleted = Vec::new();
-            for item in page.items {
-                let ns = item
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let name = item
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                deleted.push(store.delete(
-                    target.resource,
-                    &ns,
-                    &name,
-                    query.get("propagationPolicy").map(String::as_str),
-                    None,
-                )?);
-            }
-            let items: Vec<&Value> = deleted.iter().map(|i| i.as_ref()).collect();
-            Ok(json_reply(
-                StatusCode::OK,
-                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items}),
-            ))
-        }
+        ("DELETE", None, None) => delete_collection(
+            shared,
+            target.resource,
+            list_namespace,
+            &labels,
+            &fields,
+            query,
+        ),
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// The request's label and field selectors.
+fn selectors(
+    rt: &crate::resources::ResourceType,
+    query: &HashMap<String, String>,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map_or("", String::as_str),
+        &rt.selectable_fields(),
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+/// A list, a page at a time (`limit`, `continue`).
+fn list(
+    shared: &Arc<Shared>,
+    resource: usize,
+    list_namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let rt = &RESOURCES[resource];
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let page = shared.store.lock().expect("lock").list(
+        resource,
+        list_namespace,
+        labels,
+        fields,
+        limit,
+        query
+            .get("continue")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty()),
+    )?;
+    let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+    if let Some(token) = page.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    if let Some(remaining) = page.remaining {
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata, "items": items}),
+    ))
+}
+
+/// Deletes one object, with the propagation policy and preconditions of the request.
+fn delete(
+    shared: &Arc<Shared>,
+    resource: usize,
+    namespace: &str,
+    name: &str,
+    body: &Bytes,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let options: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).unwrap_or(json!({}))
+    };
+    let policy = query
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| {
+            options
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            (options.get("orphanDependents") == Some(&json!(true))).then(|| "Orphan".to_owned())
+        });
+    let uid = options
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str);
+    let deleted = shared.store.lock().expect("lock").delete(
+        resource,
+        namespace,
+        name,
+        policy.as_deref(),
+        uid,
+    )?;
+    Ok(json_reply(StatusCode::OK, &deleted))
+}
+
+/// Deletes every object a list would show.
+fn delete_collection(
+    shared: &Arc<Shared>,
+    resource: usize,
+    list_namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    query: &HashMap<String, String>,
+) -> Result<Reply, ApiError> {
+    let rt = &RESOURCES[resource];
+    let mut store = shared.store.lock().expect("lock");
+    let page = store.list(resource, list_namespace, labels, fields, None, None)?;
+    let mut deleted = Vec::new();
+    for item in page.items {
+        let ns = item
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let name = item
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        deleted.push(store.delete(
+            resource,
+            &ns,
+            &name,
+            query.get("propagationPolicy").map(String::as_str),
+            None,
+        )?);
+    }
+    let items: Vec<&Value> = deleted.iter().map(|i| i.as_ref()).collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items}),
+    ))
 }
 
 fn patch(
