@@ -74,7 +74,7 @@ pub(super) fn watch(
                     == Some(ns)
             })
     };
-    let (mut changes, initial, backlog, start_rv) = {
+    let (changes, initial, backlog, start_rv) = {
         let store = shared.store.lock().expect("lock");
         let receiver = store.subscribe();
         let rv = store.resource_version();
@@ -95,65 +95,19 @@ pub(super) fn watch(
             }
         }
     };
-    let epoch = shared.gate.watch_epoch();
-    let interval = shared.bookmark_interval;
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    tokio::spawn(async move {
-        let send = |bytes: Bytes| sender.send(Ok(bytes));
-        for object in initial.iter().filter(|o| selected(o)) {
-            if send(watch_event("ADDED", object)).await.is_err() {
-                return;
-            }
-        }
-        if send_initial && send(bookmark(resource, start_rv, true)).await.is_err() {
-            return;
-        }
-        let mut last_rv = start_rv;
-        for change in backlog.iter().filter(|c| c.key.0 == resource) {
-            if let Some(bytes) = filtered(change, &selected) {
-                if send(bytes).await.is_err() {
-                    return;
-                }
-            }
-            last_rv = last_rv.max(change.rv);
-        }
-        let deadline = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                received = changes.recv() => match received {
-                    Ok(change) if change.key.0 == resource && change.rv > last_rv => {
-                        last_rv = change.rv;
-                        if let Some(bytes) = filtered(&change, &selected) {
-                            if send(bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(change) => last_rv = last_rv.max(change.rv),
-                    Err(_) => return,
-                },
-                _ = ticker.tick(), if bookmarks => {
-                    if send(bookmark(resource, last_rv, false)).await.is_err() {
-                        return;
-                    }
-                }
-                () = &mut deadline => return,
-                () = epoch.cancelled() => {
-                    // Dropped as a broken connection would be, not ended cleanly.
-                    let _ = sender.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "watch dropped"))).await;
-                    return;
-                }
-            }
-        }
-    });
+    let stream = WatchStream {
+        resource,
+        selected,
+        changes,
+        send_initial,
+        bookmarks,
+        timeout,
+        epoch: shared.gate.watch_epoch(),
+        interval: shared.bookmark_interval,
+        sender,
+    };
+    tokio::spawn(stream.run(initial, backlog, start_rv));
     Ok(streaming(receiver))
 }
 
@@ -174,4 +128,92 @@ fn filtered(change: &Change, selected: &impl Fn(&Value) -> bool) -> Option<Bytes
         _ => return None,
     };
     Some(watch_event(kind, &change.object))
+}
+
+/// One watch's stream of events to its client.
+struct WatchStream<S> {
+    resource: usize,
+    selected: S,
+    changes: tokio::sync::broadcast::Receiver<Arc<Change>>,
+    send_initial: bool,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+    epoch: tokio_util::sync::CancellationToken,
+    interval: Duration,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl<S: Fn(&Value) -> bool> WatchStream<S> {
+    /// Sends the `initial` objects (and the bookmark that ends them, when asked for), the
+    /// `backlog` of changes since the requested version, then the changes as they come.
+    async fn run(mut self, initial: Vec<Arc<Value>>, backlog: Vec<Arc<Change>>, start_rv: u64) {
+        for object in initial.iter().filter(|o| (self.selected)(o)) {
+            if !self.send(watch_event("ADDED", object)).await {
+                return;
+            }
+        }
+        let end_of_initial = bookmark(self.resource, start_rv, true);
+        if self.send_initial && !self.send(end_of_initial).await {
+            return;
+        }
+        let mut last_rv = start_rv;
+        for change in backlog.iter().filter(|c| c.key.0 == self.resource) {
+            if let Some(bytes) = filtered(change, &self.selected) {
+                if !self.send(bytes).await {
+                    return;
+                }
+            }
+            last_rv = last_rv.max(change.rv);
+        }
+        self.follow(last_rv).await;
+    }
+
+    /// The changes after `last_rv`, bookmarks when asked for, until the watch times out,
+    /// its client goes, or the gate drops it.
+    async fn follow(&mut self, mut last_rv: u64) {
+        let timeout = self.timeout;
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.tick().await;
+        let epoch = self.epoch.clone();
+        loop {
+            tokio::select! {
+                received = self.changes.recv() => match received {
+                    Ok(change) if change.key.0 == self.resource && change.rv > last_rv => {
+                        last_rv = change.rv;
+                        if let Some(bytes) = filtered(&change, &self.selected) {
+                            if !self.send(bytes).await {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(change) => last_rv = last_rv.max(change.rv),
+                    Err(_) => return,
+                },
+                _ = ticker.tick(), if self.bookmarks => {
+                    if !self.send(bookmark(self.resource, last_rv, false)).await {
+                        return;
+                    }
+                }
+                () = &mut deadline => return,
+                () = epoch.cancelled() => {
+                    // Dropped as a broken connection would be, not ended cleanly.
+                    let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "watch dropped");
+                    let _ = self.sender.send(Err(reset)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether the client still takes events.
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.sender.send(Ok(bytes)).await.is_ok()
+    }
 }
