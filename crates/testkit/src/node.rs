@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod logs;
+mod objects;
 mod pods;
 mod status;
 
