@@ -318,35 +318,12 @@ impl Store {
             .contains_key(&(0, String::new(), namespace.to_owned()))
     }
 
-    pub fn create(
-        &mut self,
-        resource: usize,
-        namespace: &str,
-        mut object: Value,
-    ) -> Result<Arc<Value>, ApiError> {
-        let rt = Self::resource(resource);
-        if !object.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
-        }
-        if object.get("metadata").is_none_or(|m| !m.is_object()) {
-            object["metadata"] = json!({});
-        }
-        if rt.namespaced {
-            match meta(&object, "namespace") {
-                Some(ns) if !ns.is_empty() && ns != namespace => {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"))
-                }
-                _ => object["metadata"]["namespace"] = json!(namespace),
-            }
-            if !self.namespace_exists(namespace) {
-                return Err(ApiError::not_found(Self::resource(0), namespace));
-            }
-        }
+    /// The name of an object to create: its own, or one made from its `generateName`;
+    /// refused when it is not a valid name.
+    fn new_name(&mut self, rt: &ResourceType, object: &Value) -> Result<String, ApiError> {
         let name = match (
-            meta(&object, "name").filter(|n| !n.is_empty()),
-            meta(&object, "generateName"),
+            meta(object, "name").filter(|n| !n.is_empty()),
+            meta(object, "generateName"),
         ) {
             (Some(name), _) => name,
             (None, Some(prefix)) => {
@@ -378,6 +355,36 @@ impl Store {
                 format!("metadata.name: Invalid value: \"{name}\": {problem}"),
             ));
         }
+        Ok(name)
+    }
+
+    pub fn create(
+        &mut self,
+        resource: usize,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Arc<Value>, ApiError> {
+        let rt = Self::resource(resource);
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was in an unknown format",
+            ));
+        }
+        if object.get("metadata").is_none_or(|m| !m.is_object()) {
+            object["metadata"] = json!({});
+        }
+        if rt.namespaced {
+            match meta(&object, "namespace") {
+                Some(ns) if !ns.is_empty() && ns != namespace => {
+                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"))
+                }
+                _ => object["metadata"]["namespace"] = json!(namespace),
+            }
+            if !self.namespace_exists(namespace) {
+                return Err(ApiError::not_found(Self::resource(0), namespace));
+            }
+        }
+        let name = self.new_name(rt, &object)?;
         let key = (
             resource,
             if rt.namespaced {

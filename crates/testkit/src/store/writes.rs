@@ -13,7 +13,7 @@ impl Store {
         resource: usize,
         namespace: &str,
         name: &str,
-        mut object: Value,
+        object: Value,
         status_only: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let rt = Self::resource(resource);
@@ -38,68 +38,11 @@ impl Store {
                 return Err(ApiError::conflict(rt, name));
             }
         }
-        if status_only {
-            // Through /status the spec stays as it was; the status and the labels and
-            // annotations are taken, as the API server's status strategies do.
-            let status = object.get("status").cloned().unwrap_or(Value::Null);
-            let labels = object["metadata"].get("labels").cloned();
-            let annotations = object["metadata"].get("annotations").cloned();
-            object = (*old).clone();
-            for (field, value) in [("labels", labels), ("annotations", annotations)] {
-                match value {
-                    Some(value) => object["metadata"][field] = value,
-                    None => {
-                        if let Some(m) = object["metadata"].as_object_mut() {
-                            m.remove(field);
-                        }
-                    }
-                }
-            }
-            match status {
-                Value::Null => {
-                    object
-                        .as_object_mut()
-                        .expect("objects are maps")
-                        .remove("status");
-                }
-                status => object["status"] = status,
-            }
+        let mut object = if status_only {
+            status_update(&old, object)
         } else {
-            if rt.has_status {
-                match old.get("status") {
-                    Some(status) => object["status"] = status.clone(),
-                    None => {
-                        object
-                            .as_object_mut()
-                            .expect("objects are maps")
-                            .remove("status");
-                    }
-                }
-            }
-            check_immutable(rt, &old, &object, name)?;
-            for field in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "generation",
-            ] {
-                match old["metadata"].get(field) {
-                    Some(v) => object["metadata"][field] = v.clone(),
-                    None => {
-                        if let Some(m) = object["metadata"].as_object_mut() {
-                            m.remove(field);
-                        }
-                    }
-                }
-            }
-            if object.get("spec") != old.get("spec") && object.get("spec").is_some() {
-                let generation = old
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                object["metadata"]["generation"] = json!(generation + 1);
-            }
-        }
+            spec_update(rt, &old, object, name)?
+        };
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
         object["metadata"]["name"] = json!(name);
@@ -160,64 +103,13 @@ impl Store {
         } else {
             "Background"
         });
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid))
-                    })
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for dependent in dependents {
-            if policy == "Orphan" {
-                if let Some(object) = self.objects.get(&dependent).cloned() {
-                    let mut object = (*object).clone();
-                    if let Some(refs) = object
-                        .pointer_mut("/metadata/ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(&uid));
-                    }
-                    self.update(
-                        dependent.0,
-                        &dependent.1.clone(),
-                        &dependent.2.clone(),
-                        object,
-                        false,
-                    )?;
-                }
-            } else {
-                let _ = self.delete(
-                    dependent.0,
-                    &dependent.1.clone(),
-                    &dependent.2.clone(),
-                    Some("Background"),
-                    None,
-                );
-            }
-        }
+        self.propagate_deletion(&uid, policy)?;
         let has_finalizers = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
         if has_finalizers {
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(old);
-            }
-            let mut object = (*old).clone();
-            object["metadata"]["deletionTimestamp"] = json!(now());
-            object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            let rv = self.next_rv();
-            object["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let object = Arc::new(object);
-            self.objects.insert(key.clone(), object.clone());
-            self.publish(key, ChangeKind::Modified, object.clone(), Some(old));
-            return Ok(object);
+            return Ok(self.mark_deleting(key, old));
         }
         if resource == 0 {
             let in_namespace: Vec<Key> = self
@@ -241,4 +133,142 @@ impl Store {
         self.publish(key, ChangeKind::Deleted, object.clone(), Some(old));
         Ok(object)
     }
+
+    /// What deleting the owner whose uid is `uid` does to its dependents: with `Orphan`
+    /// their owner reference goes, otherwise they are deleted too.
+    fn propagate_deletion(&mut self, uid: &str, policy: &str) -> Result<(), ApiError> {
+        let dependents: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for dependent in dependents {
+            if policy == "Orphan" {
+                if let Some(object) = self.objects.get(&dependent).cloned() {
+                    let mut object = (*object).clone();
+                    if let Some(refs) = object
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
+                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                    }
+                    self.update(
+                        dependent.0,
+                        &dependent.1.clone(),
+                        &dependent.2.clone(),
+                        object,
+                        false,
+                    )?;
+                }
+            } else {
+                let _ = self.delete(
+                    dependent.0,
+                    &dependent.1.clone(),
+                    &dependent.2.clone(),
+                    Some("Background"),
+                    None,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// An object with finalizers is only marked as being deleted (once).
+    fn mark_deleting(&mut self, key: Key, old: Arc<Value>) -> Arc<Value> {
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return old;
+        }
+        let mut object = (*old).clone();
+        object["metadata"]["deletionTimestamp"] = json!(now());
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        let rv = self.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let object = Arc::new(object);
+        self.objects.insert(key.clone(), object.clone());
+        self.publish(key, ChangeKind::Modified, object.clone(), Some(old));
+        object
+    }
+}
+
+/// An update through `/status`: the spec stays as it was; the status and the labels and
+/// annotations are taken, as the API server's status strategies do.
+fn status_update(old: &Value, object: Value) -> Value {
+    let status = object.get("status").cloned().unwrap_or(Value::Null);
+    let labels = object["metadata"].get("labels").cloned();
+    let annotations = object["metadata"].get("annotations").cloned();
+    let mut object = old.clone();
+    for (field, value) in [("labels", labels), ("annotations", annotations)] {
+        match value {
+            Some(value) => object["metadata"][field] = value,
+            None => {
+                if let Some(m) = object["metadata"].as_object_mut() {
+                    m.remove(field);
+                }
+            }
+        }
+    }
+    match status {
+        Value::Null => {
+            object
+                .as_object_mut()
+                .expect("objects are maps")
+                .remove("status");
+        }
+        status => object["status"] = status,
+    }
+    object
+}
+
+/// An update of the object itself: its status stays as it was (for resources with a
+/// status subresource), immutable fields are checked, the server's metadata kept, and the
+/// generation counts spec changes.
+fn spec_update(
+    rt: &ResourceType,
+    old: &Value,
+    mut object: Value,
+    name: &str,
+) -> Result<Value, ApiError> {
+    if rt.has_status {
+        match old.get("status") {
+            Some(status) => object["status"] = status.clone(),
+            None => {
+                object
+                    .as_object_mut()
+                    .expect("objects are maps")
+                    .remove("status");
+            }
+        }
+    }
+    check_immutable(rt, old, &object, name)?;
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+    ] {
+        match old["metadata"].get(field) {
+            Some(v) => object["metadata"][field] = v.clone(),
+            None => {
+                if let Some(m) = object["metadata"].as_object_mut() {
+                    m.remove(field);
+                }
+            }
+        }
+    }
+    if object.get("spec") != old.get("spec") && object.get("spec").is_some() {
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        object["metadata"]["generation"] = json!(generation + 1);
+    }
+    Ok(object)
 }
