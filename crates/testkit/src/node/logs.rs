@@ -109,30 +109,8 @@ fn container_logs(logs: &Logs, request: &Request<hyper::body::Incoming>) -> Resp
         (*pod).to_owned(),
         (*container).to_owned(),
     );
-    {
-        let all = logs.logs.lock().expect("lock");
-        let Some(log) = all.get(&key) else {
-            return plain(
-                StatusCode::NOT_FOUND,
-                format!("container {container:?} in pod {pod:?} not found on this node"),
-            );
-        };
-        if query.previous {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("previous terminated container {container:?} in pod {pod:?} not found"),
-            );
-        }
-        if !log.started {
-            let reason = log
-                .waiting
-                .clone()
-                .unwrap_or_else(|| "PodInitializing".into());
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"),
-            );
-        }
+    if let Err((status, text)) = readable(logs, &key, &query) {
+        return plain(status, text);
     }
     let since = match (query.since_time, query.since_seconds) {
         (Some(t), _) => Some(t),
@@ -144,59 +122,7 @@ fn container_logs(logs: &Logs, request: &Request<hyper::body::Incoming>) -> Resp
     let (sender, receiver) =
         tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(64);
     let logs = logs.clone();
-    tokio::spawn(async move {
-        let mut changed = logs.changed.subscribe();
-        let mut budget = query.limit_bytes.unwrap_or(usize::MAX);
-        let mut next = {
-            let all = logs.logs.lock().expect("lock");
-            let lines = all
-                .get(&key)
-                .map(|l| l.lines.as_slice())
-                .unwrap_or_default();
-            let first = lines
-                .iter()
-                .position(|(at, _)| since.is_none_or(|s| *at >= s))
-                .unwrap_or(lines.len());
-            match query.tail_lines {
-                Some(n) => first.max(lines.len().saturating_sub(n)),
-                None => first,
-            }
-        };
-        loop {
-            let (chunk, done) = {
-                let all = logs.logs.lock().expect("lock");
-                let Some(log) = all.get(&key) else { return };
-                let mut chunk = String::new();
-                for (at, text) in &log.lines[next.min(log.lines.len())..] {
-                    chunk.push_str(&format_line(&query, *at, text));
-                }
-                next = log.lines.len();
-                (chunk, log.done)
-            };
-            if !chunk.is_empty() {
-                let mut chunk = chunk;
-                if chunk.len() >= budget {
-                    let mut cut = budget;
-                    while !chunk.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    chunk.truncate(cut);
-                    let _ = sender.send(Ok(chunk)).await;
-                    return;
-                }
-                budget -= chunk.len();
-                if sender.send(Ok(chunk)).await.is_err() {
-                    return;
-                }
-            }
-            if done || !query.follow {
-                return;
-            }
-            if changed.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(stream_log(logs, key, query, since, sender));
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain")
@@ -204,4 +130,96 @@ fn container_logs(logs: &Logs, request: &Request<hyper::body::Incoming>) -> Resp
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         ))
         .expect("a response")
+}
+
+/// Whether the container's log can be read now, or the kubelet's refusal (its status
+/// and text).
+fn readable(logs: &Logs, key: &LogKey, query: &LogQuery) -> Result<(), (StatusCode, String)> {
+    let (_, pod, container) = key;
+    let all = logs.logs.lock().expect("lock");
+    let Some(log) = all.get(key) else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} in pod {pod:?} not found on this node"),
+        ));
+    };
+    if query.previous {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("previous terminated container {container:?} in pod {pod:?} not found"),
+        ));
+    }
+    if !log.started {
+        let reason = log
+            .waiting
+            .clone()
+            .unwrap_or_else(|| "PodInitializing".into());
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Streams a container's log from `since` (or its last `tail_lines`), within
+/// `limit_bytes`, and on while it is followed.
+async fn stream_log(
+    logs: Logs,
+    key: LogKey,
+    query: LogQuery,
+    since: Option<jiff::Timestamp>,
+    sender: tokio::sync::mpsc::Sender<Result<String, std::convert::Infallible>>,
+) {
+    let mut changed = logs.changed.subscribe();
+    let mut budget = query.limit_bytes.unwrap_or(usize::MAX);
+    let mut next = {
+        let all = logs.logs.lock().expect("lock");
+        let lines = all
+            .get(&key)
+            .map(|l| l.lines.as_slice())
+            .unwrap_or_default();
+        let first = lines
+            .iter()
+            .position(|(at, _)| since.is_none_or(|s| *at >= s))
+            .unwrap_or(lines.len());
+        match query.tail_lines {
+            Some(n) => first.max(lines.len().saturating_sub(n)),
+            None => first,
+        }
+    };
+    loop {
+        let (chunk, done) = {
+            let all = logs.logs.lock().expect("lock");
+            let Some(log) = all.get(&key) else { return };
+            let mut chunk = String::new();
+            for (at, text) in &log.lines[next.min(log.lines.len())..] {
+                chunk.push_str(&format_line(&query, *at, text));
+            }
+            next = log.lines.len();
+            (chunk, log.done)
+        };
+        if !chunk.is_empty() {
+            let mut chunk = chunk;
+            if chunk.len() >= budget {
+                let mut cut = budget;
+                while !chunk.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                chunk.truncate(cut);
+                let _ = sender.send(Ok(chunk)).await;
+                return;
+            }
+            budget -= chunk.len();
+            if sender.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+        if done || !query.follow {
+            return;
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
 }
