@@ -132,8 +132,17 @@ async fn handle(
         ));
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let response = match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["repos", owner, name, "pulls"]) => {
+    Ok(match parts.method {
+        Method::GET => get(&state, &segments, &parts.uri),
+        Method::POST => post(&mut state, &segments, &body),
+        _ => not_found(),
+    })
+}
+
+/// What a GET reads.
+fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body> {
+    match segments {
+        ["repos", owner, name, "pulls"] => {
             let repo = repo_key(owner, name);
             let open: Vec<Value> = state
                 .pulls
@@ -141,16 +150,16 @@ async fn handle(
                 .filter(|((r, _), pr)| *r == repo && pr["state"] == "open")
                 .map(|(_, pr)| pr.clone())
                 .collect();
-            reply(StatusCode::OK, page(&parts.uri, open))
+            reply(StatusCode::OK, page(uri, open))
         }
-        (&Method::GET, ["repos", owner, name, "pulls", number]) => {
+        ["repos", owner, name, "pulls", number] => {
             let key = (repo_key(owner, name), number.parse().unwrap_or(0));
             match state.pulls.get(&key) {
                 Some(pr) => reply(StatusCode::OK, pr.clone()),
                 None => not_found(),
             }
         }
-        (&Method::GET, ["orgs", org, "members", login]) => {
+        ["orgs", org, "members", login] => {
             let key = (org.to_ascii_lowercase(), login.to_ascii_lowercase());
             if state.members.contains(&key) {
                 reply(StatusCode::NO_CONTENT, Value::Null)
@@ -158,7 +167,38 @@ async fn handle(
                 not_found()
             }
         }
-        (&Method::POST, ["repos", owner, name, "statuses", sha]) => {
+        ["repos", owner, name, "commits", sha, "statuses"] => {
+            let repo = repo_key(owner, name);
+            let found: Vec<Value> = state
+                .statuses
+                .iter()
+                .rev()
+                .filter(|s| s.repo.eq_ignore_ascii_case(&repo) && s.sha == *sha)
+                .map(
+                    |s| json!({"state": s.state, "context": s.context, "target_url": s.target_url}),
+                )
+                .collect();
+            reply(StatusCode::OK, page(uri, found))
+        }
+        ["repos", owner, name, "issues", number, "comments"] => {
+            let key = (repo_key(owner, name), number.parse().unwrap_or(0));
+            let found: Vec<Value> = state
+                .comments
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|(user, body)| json!({"user": {"login": user}, "body": body}))
+                .collect();
+            reply(StatusCode::OK, page(uri, found))
+        }
+        _ => not_found(),
+    }
+}
+
+/// What a POST writes.
+fn post(state: &mut State, segments: &[&str], body: &Value) -> Response<Body> {
+    match segments {
+        ["repos", owner, name, "statuses", sha] => {
             let text = |key: &str| body[key].as_str().unwrap_or("").to_owned();
             let status = PostedStatus {
                 repo: format!("{owner}/{name}"),
@@ -171,38 +211,14 @@ async fn handle(
             state.statuses.push(status);
             reply(StatusCode::CREATED, json!({"state": body["state"]}))
         }
-        (&Method::GET, ["repos", owner, name, "commits", sha, "statuses"]) => {
-            let repo = repo_key(owner, name);
-            let found: Vec<Value> = state
-                .statuses
-                .iter()
-                .rev()
-                .filter(|s| s.repo.eq_ignore_ascii_case(&repo) && s.sha == *sha)
-                .map(
-                    |s| json!({"state": s.state, "context": s.context, "target_url": s.target_url}),
-                )
-                .collect();
-            reply(StatusCode::OK, page(&parts.uri, found))
-        }
-        (&Method::GET, ["repos", owner, name, "issues", number, "comments"]) => {
-            let key = (repo_key(owner, name), number.parse().unwrap_or(0));
-            let found: Vec<Value> = state
-                .comments
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .map(|(user, body)| json!({"user": {"login": user}, "body": body}))
-                .collect();
-            reply(StatusCode::OK, page(&parts.uri, found))
-        }
-        (&Method::POST, ["repos", owner, name, "issues", number, "comments"]) => {
+        ["repos", owner, name, "issues", number, "comments"] => {
             let key = (repo_key(owner, name), number.parse().unwrap_or(0));
             let bot = state.bot.clone();
             let text = body["body"].as_str().unwrap_or("").to_owned();
             state.comments.entry(key).or_default().push((bot, text));
             reply(StatusCode::CREATED, json!({}))
         }
-        (&Method::POST, ["repos", owner, name, "issues", number, "labels"]) => {
+        ["repos", owner, name, "issues", number, "labels"] => {
             let key = (repo_key(owner, name), number.parse().unwrap_or(0));
             match state.pulls.get_mut(&key) {
                 Some(pr) => {
@@ -218,8 +234,7 @@ async fn handle(
             }
         }
         _ => not_found(),
-    };
-    Ok(response)
+    }
 }
 
 impl FakeGitHub {
