@@ -276,10 +276,7 @@ impl Controller {
         let Ok(job) = store.get(JOBS, namespace, name) else {
             return;
         };
-        if has_condition(&job, "Complete")
-            || has_condition(&job, "Failed")
-            || job.pointer("/metadata/deletionTimestamp").is_some()
-        {
+        if ended_or_going(&job) {
             return;
         }
         let uid = s(&job, "/metadata/uid");
@@ -288,18 +285,7 @@ impl Controller {
             .into_iter()
             .filter(|p| owned_by(p, &uid))
             .collect();
-        let active: Vec<&Arc<Value>> = pods
-            .iter()
-            .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
-            .collect();
-        let succeeded = pods
-            .iter()
-            .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
-            .count();
-        let failed = pods
-            .iter()
-            .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
-            .count();
+        let (active, succeeded, failed) = tally(&pods);
         let backoff_limit = job
             .pointer("/spec/backoffLimit")
             .and_then(Value::as_u64)
@@ -321,13 +307,9 @@ impl Controller {
             status["active"] = json!(0);
         } else if succeeded > 0 {
             conditions.retain(|c| c["type"] != "Suspended");
-            conditions.push(condition(
-                "SuccessCriteriaMet",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            ));
-            conditions.push(condition(
+            conditions.extend(ended(
                 "Complete",
+                "SuccessCriteriaMet",
                 "CompletionsReached",
                 "Reached expected number of succeeded pods",
             ));
@@ -336,13 +318,9 @@ impl Controller {
             status["completionTime"] = json!(now());
         } else if failed > backoff_limit {
             delete_pods(&mut store, namespace, &active);
-            conditions.push(condition(
-                "FailureTarget",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-            ));
-            conditions.push(condition(
+            conditions.extend(ended(
                 "Failed",
+                "FailureTarget",
                 "BackoffLimitExceeded",
                 "Job has reached the specified backoff limit",
             ));
@@ -350,40 +328,14 @@ impl Controller {
             status["active"] = json!(0);
         } else {
             if has_condition(&job, "Suspended") {
-                for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
-                    *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now(), "lastTransitionTime": now()});
-                }
-                status
-                    .as_object_mut()
-                    .expect("status is a map")
-                    .remove("startTime");
+                resume(&mut conditions, &mut status);
             }
             if active.is_empty() {
-                let template = job
-                    .pointer("/spec/template")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
-                let pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {
-                        "generateName": format!("{name}-"),
-                        "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
-                        "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
-                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
-                    },
-                    "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-                });
+                let pod = job_pod(&job, name, &uid);
                 let _ = store.create(PODS, namespace, pod);
             }
             if status.get("startTime").is_none() {
-                let start = now();
-                status["startTime"] = json!(start.clone());
-                if let Some(seconds) = job
-                    .pointer("/spec/activeDeadlineSeconds")
-                    .and_then(Value::as_u64)
-                {
-                    self.deadline(namespace, name, &uid, &start, Duration::from_secs(seconds));
-                }
+                status["startTime"] = json!(self.start(&job, namespace, name, &uid));
             }
             status["active"] = json!(1);
             if failed > 0 {
@@ -396,6 +348,18 @@ impl Controller {
         let mut updated = (*job).clone();
         updated["status"] = status;
         let _ = store.update(JOBS, namespace, name, updated, true);
+    }
+
+    /// The start of a Job's run, now: its `activeDeadlineSeconds` are counted from it.
+    fn start(&self, job: &Value, namespace: &str, name: &str, uid: &str) -> String {
+        let start = now();
+        if let Some(seconds) = job
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_u64)
+        {
+            self.deadline(namespace, name, uid, &start, Duration::from_secs(seconds));
+        }
+        start
     }
 
     /// Fails the Job if it is still active `after` its start.
@@ -474,4 +438,66 @@ impl Controller {
             }
         });
     }
+}
+
+/// The pod a Job's controller creates from its template, owned by the Job.
+fn job_pod(job: &Value, name: &str, uid: &str) -> Value {
+    let template = job
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{name}-"),
+            "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
+            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// The Job's pods that run, and how many succeeded and failed.
+fn tally(pods: &[Arc<Value>]) -> (Vec<&Arc<Value>>, usize, usize) {
+    let active: Vec<&Arc<Value>> = pods
+        .iter()
+        .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
+    let succeeded = pods
+        .iter()
+        .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
+        .count();
+    let failed = pods
+        .iter()
+        .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
+        .count();
+    (active, succeeded, failed)
+}
+
+/// The two conditions of a Job's end, as the Job controller writes them: the target
+/// (`SuccessCriteriaMet`, `FailureTarget`) and then the end itself (`Complete`, `Failed`).
+fn ended(kind: &str, target: &str, reason: &str, message: &str) -> [Value; 2] {
+    [
+        condition(target, reason, message),
+        condition(kind, reason, message),
+    ]
+}
+
+/// A suspended Job resumed: its `Suspended` condition turns false, its start time goes.
+fn resume(conditions: &mut [Value], status: &mut Value) {
+    for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
+        *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now(), "lastTransitionTime": now()});
+    }
+    status
+        .as_object_mut()
+        .expect("status is a map")
+        .remove("startTime");
+}
+
+/// A Job that completed, failed or is being deleted: its controller leaves it be.
+fn ended_or_going(job: &Value) -> bool {
+    has_condition(job, "Complete")
+        || has_condition(job, "Failed")
+        || job.pointer("/metadata/deletionTimestamp").is_some()
 }

@@ -289,21 +289,14 @@ impl Kubelet {
         );
     }
 
-    async fn locally(
+    /// The Job the local runner takes for this pod.
+    fn local_job(
         &self,
-        kubeci_exe: PathBuf,
-        secrets_dir: Option<PathBuf>,
-        work_root: PathBuf,
-        extra_env: Vec<(String, String)>,
-    ) {
+        spec: k8s_openapi::api::core::v1::PodSpec,
+    ) -> k8s_openapi::api::batch::v1::Job {
         use k8s_openapi::api::batch::v1::{Job, JobSpec};
         use k8s_openapi::api::core::v1::PodTemplateSpec;
-        use kubeci_local::{LocalEnv, Outcome};
-        let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
-            self.terminated(Some(("", false)), 1);
-            return;
-        };
-        let job = Job {
+        Job {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
@@ -317,7 +310,22 @@ impl Kubelet {
                 ..Default::default()
             }),
             status: None,
+        }
+    }
+
+    async fn locally(
+        &self,
+        kubeci_exe: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        work_root: PathBuf,
+        extra_env: Vec<(String, String)>,
+    ) {
+        use kubeci_local::{LocalEnv, Outcome};
+        let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
+            self.terminated(Some(("", false)), 1);
+            return;
         };
+        let job = self.local_job(spec);
         if !self.scheduled() || !self.running() {
             return;
         }
