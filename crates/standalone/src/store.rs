@@ -483,44 +483,51 @@ mod tests {
     }
 
     #[test]
-    fn numbers_keys_states_and_logs_persist() {
+    fn numbers_are_given_once_per_request_key_and_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kubeci.db");
         let request = kubeci_render::BuildRequest::manual(0);
         let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
-        let mut store = Store::open(&path).unwrap();
-        assert_eq!(
-            store
-                .allocate(&new(Some("a"), &request, &manifest, 100))
-                .unwrap(),
-            (1, true)
-        );
-        assert_eq!(
-            store
-                .allocate(&new(Some("a"), &request, &manifest, 200))
-                .unwrap(),
-            (1, false),
-            "a retry"
-        );
-        assert_eq!(
-            store
-                .allocate(&new(None, &request, &manifest, 200))
-                .unwrap(),
-            (2, true)
-        );
+        let mut store = Store::open(&dir.path().join("kubeci.db")).unwrap();
+        let mut allocate = |key, now| store.allocate(&new(key, &request, &manifest, now)).unwrap();
+        assert_eq!(allocate(Some("a"), 100), (1, true));
+        assert_eq!(allocate(Some("a"), 200), (1, false), "a retry");
+        assert_eq!(allocate(None, 200), (2, true));
         let stored = store.build("ci", "demo", 2).unwrap().unwrap();
         assert_eq!(
             (stored.request.number, stored.manifest.as_str()),
             (2, "{\"build\": 2}")
         );
+        store.delete_build("ci", "demo", 2).unwrap();
+        let mut allocate = |key, now| store.allocate(&new(key, &request, &manifest, now)).unwrap();
+        assert_eq!(
+            allocate(None, 500),
+            (3, true),
+            "a deleted build's number is never reused"
+        );
+        assert_eq!(
+            allocate(Some("a"), 100 + KEY_RETENTION + 1),
+            (4, true),
+            "keys are forgotten after KEY_RETENTION"
+        );
+    }
+
+    #[test]
+    fn a_restart_marks_running_builds_interrupted_and_keeps_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeci.db");
+        let request = kubeci_render::BuildRequest::manual(0);
+        let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
+        let mut store = Store::open(&path).unwrap();
+        store
+            .allocate(&new(None, &request, &manifest, 100))
+            .unwrap();
         store
             .set_state("ci", "demo", 1, &BuildState::Running, 300)
             .unwrap();
         store.append_log("ci", "demo", 1, 0, b"line one").unwrap();
-        store.delete_build("ci", "demo", 2).unwrap();
         drop(store);
 
-        let mut store = Store::open(&path).unwrap();
+        let store = Store::open(&path).unwrap();
         assert_eq!(store.mark_interrupted(400).unwrap(), 1);
         let interrupted = store.build("ci", "demo", 1).unwrap().unwrap();
         assert_eq!(
@@ -545,25 +552,17 @@ mod tests {
             [(1, b"line two".to_vec())],
             "read in batches"
         );
-        assert_eq!(
-            store
-                .allocate(&new(None, &request, &manifest, 500))
-                .unwrap(),
-            (3, true),
-            "a deleted build's number is never reused"
-        );
-        assert_eq!(
-            store
-                .allocate(&new(
-                    Some("a"),
-                    &request,
-                    &manifest,
-                    100 + KEY_RETENTION + 1
-                ))
-                .unwrap(),
-            (4, true),
-            "keys are forgotten after an hour"
-        );
+    }
+
+    #[test]
+    fn every_state_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = kubeci_render::BuildRequest::manual(0);
+        let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
+        let mut store = Store::open(&dir.path().join("kubeci.db")).unwrap();
+        store
+            .allocate(&new(None, &request, &manifest, 100))
+            .unwrap();
         for state in [
             BuildState::Succeeded,
             BuildState::Failed {
@@ -575,8 +574,8 @@ mod tests {
             },
             BuildState::Pending { message: None },
         ] {
-            store.set_state("ci", "demo", 3, &state, 600).unwrap();
-            assert_eq!(store.build("ci", "demo", 3).unwrap().unwrap().state, state);
+            store.set_state("ci", "demo", 1, &state, 600).unwrap();
+            assert_eq!(store.build("ci", "demo", 1).unwrap().unwrap().state, state);
         }
     }
 }
