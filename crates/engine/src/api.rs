@@ -226,6 +226,10 @@ impl BuildView {
     }
 }
 
+/// What failed inside a backend (the cluster's API, the local engine's database), with
+/// its own error as the source.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a build could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
@@ -245,7 +249,7 @@ pub enum TriggerError {
     Gone { number: u64 },
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
 /// Why a build could not be cancelled.
@@ -268,7 +272,7 @@ pub enum CancelError {
     },
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
 /// Why a build's log cannot be streamed.
@@ -279,7 +283,7 @@ pub enum LogError {
     NotFound(String),
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
 /// A build to start.

@@ -102,8 +102,8 @@ impl Backend for Cluster {
             )
             .await
             .map_err(|e| match e {
-                kube::Error::Api(status) if status.code == 404 => not_found(),
-                e => CancelError::Backend(e.to_string()),
+                e if e.is_not_found() => not_found(),
+                e => CancelError::Backend(e.into()),
             })?;
         self.changed.notify_one();
         let summary = observe::summarize(

@@ -15,7 +15,7 @@ use kubeci_engine::{observe, scheduler, BuildSummary};
 use kubeci_render::{keys, BuildRequest, JobOrigin};
 use kubeci_spec::LoadedJob;
 
-use crate::{label, ledger, now, Cluster};
+use crate::{label, ledger, now, Cluster, ClusterError};
 
 impl Cluster {
     /// Creates the Job of build `request` of `loaded` (queued when the job is at its
@@ -54,9 +54,21 @@ impl Cluster {
                 Api::<BuildJob>::namespaced(self.client.clone(), &loaded.namespace)
                     .get(&rendered.name_any())
                     .await
-                    .map_err(|e| TriggerError::Backend(e.to_string()))
+                    .map_err(|source| ClusterError::ReadJob {
+                        namespace: loaded.namespace.clone(),
+                        name: rendered.name_any(),
+                        source,
+                    })
+                    .map_err(|e| TriggerError::Backend(e.into()))
             }
-            Err(e) => Err(TriggerError::Backend(e.to_string())),
+            Err(source) => Err(TriggerError::Backend(
+                ClusterError::CreateJob {
+                    namespace: loaded.namespace.clone(),
+                    name: rendered.name_any(),
+                    source,
+                }
+                .into(),
+            )),
         }
     }
 
@@ -67,7 +79,7 @@ impl Cluster {
         namespace: &str,
         job_name: &str,
         annotations: serde_json::Value,
-    ) -> Result<BuildJob, kube::Error> {
+    ) -> Result<BuildJob, ClusterError> {
         let mut annotations = annotations;
         annotations[keys::FINISHED_AT] = jiff::Timestamp::now().to_string().into();
         let patch = serde_json::json!({
@@ -77,6 +89,12 @@ impl Cluster {
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
+            .map_err(|source| ClusterError::WriteJob {
+                what: "stop",
+                namespace: namespace.to_owned(),
+                name: job_name.to_owned(),
+                source,
+            })
     }
 
     /// A followed log of a build without a pod yet: it waits, checking the caches every
@@ -215,7 +233,12 @@ impl Cluster {
         let (allocation, to_create) =
             ledger::allocate(self, namespace, name, &key, &present, build, cron_run)
                 .await
-                .map_err(|e| TriggerError::Backend(e.to_string()))?;
+                .map_err(|source| ClusterError::Ledger {
+                    namespace: namespace.to_owned(),
+                    job: name.to_owned(),
+                    source,
+                })
+                .map_err(|e| TriggerError::Backend(e.into()))?;
         let job = match to_create {
             Some(request) => {
                 let created = self.create_build(&loaded, &request, &key).await?;
@@ -228,7 +251,12 @@ impl Cluster {
             None => Api::<BuildJob>::namespaced(self.client.clone(), namespace)
                 .get_opt(&kubeci_render::build_name(name, allocation.number))
                 .await
-                .map_err(|e| TriggerError::Backend(e.to_string()))?
+                .map_err(|source| ClusterError::ReadJob {
+                    namespace: namespace.to_owned(),
+                    name: kubeci_render::build_name(name, allocation.number),
+                    source,
+                })
+                .map_err(|e| TriggerError::Backend(e.into()))?
                 .ok_or(TriggerError::Gone {
                     number: allocation.number,
                 })?,

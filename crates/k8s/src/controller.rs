@@ -22,7 +22,7 @@ use kubeci_engine::scheduler::{
 use kubeci_render::keys;
 use kubeci_spec::LoadedJob;
 
-use crate::{label, ledger, BuildRecord, Cluster};
+use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
 
 /// The leader's loop: a pass whenever something changed, and at least every `resync`,
 /// while this replica leads and its caches are synced.
@@ -44,11 +44,30 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         .await;
 }
 
-/// A Kubernetes API failure as the scheduler sees it.
-fn failed(error: kube::Error) -> WorkloadError {
-    match error {
-        kube::Error::Api(status) if status.code == 404 => WorkloadError::Gone,
-        e => WorkloadError::Failed(e.to_string()),
+/// A failed API call as the scheduler sees it: the build gone, or a failure to retry.
+fn failed(error: ClusterError) -> WorkloadError {
+    if error.is_not_found() {
+        WorkloadError::Gone
+    } else {
+        WorkloadError::Failed(error.into())
+    }
+}
+
+/// Change `what` of build `number`'s Job failed with `source`.
+fn write_failed(
+    what: &'static str,
+    namespace: &str,
+    job: &str,
+    number: u64,
+) -> impl FnOnce(kube::Error) -> WorkloadError {
+    let (namespace, name) = (namespace.to_owned(), kubeci_render::build_name(job, number));
+    move |source| {
+        failed(ClusterError::WriteJob {
+            what,
+            namespace,
+            name,
+            source,
+        })
     }
 }
 
@@ -101,7 +120,7 @@ impl Workload for Cluster {
             )
             .await
             .map(drop)
-            .map_err(failed)
+            .map_err(write_failed("release", namespace, job, number))
     }
 
     async fn stop_build(
@@ -140,7 +159,7 @@ impl Workload for Cluster {
             )
             .await
             .map(drop)
-            .map_err(failed)
+            .map_err(write_failed("delete", namespace, job, number))
     }
 
     /// A merge patch of the `kubeci.io/reported` annotation on the union of what the Job
@@ -163,7 +182,13 @@ impl Workload for Cluster {
                 None => jobs
                     .get_opt(&target.build_name)
                     .await
-                    .map_err(failed)?
+                    .map_err(|source| {
+                        failed(ClusterError::ReadJob {
+                            namespace: target.namespace.clone(),
+                            name: target.build_name.clone(),
+                            source,
+                        })
+                    })?
                     .ok_or(WorkloadError::Gone)?,
             };
             let mut all = report::parse_reported(
@@ -195,7 +220,14 @@ impl Workload for Cluster {
             {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => return Err(failed(e)),
+                Err(e) => {
+                    return Err(write_failed(
+                        "record the reports of",
+                        &target.namespace,
+                        &target.job,
+                        target.number,
+                    )(e))
+                }
             }
         }
     }
@@ -223,7 +255,7 @@ impl Workload for Cluster {
         self.start_build(namespace, job, request, key, Some(due))
             .await
             .map(|started| started.created)
-            .map_err(|e| WorkloadError::Failed(e.to_string()))
+            .map_err(|e| WorkloadError::Failed(e.into()))
     }
 }
 

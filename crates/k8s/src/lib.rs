@@ -21,6 +21,7 @@ mod cache;
 mod controller;
 mod discover;
 mod election;
+mod error;
 pub mod index;
 mod ledger;
 mod logs;
@@ -41,6 +42,7 @@ use kubeci_render::{keys, RenderConfig};
 use kubeci_spec::LoadOptions;
 use tokio::sync::Notify;
 
+pub use error::ClusterError;
 pub use index::JobIndex;
 
 pub(crate) use crate::cache::{BuildRecord, WatchBackoff};

@@ -99,12 +99,12 @@ impl Backend for Standalone {
             };
             self.store()
                 .allocate(&new)
-                .map_err(|e| TriggerError::Backend(e.to_string()))?
+                .map_err(|e| TriggerError::Backend(e.into()))?
         };
         let row = self
             .store()
             .build(&namespace, &name, number)
-            .map_err(|e| TriggerError::Backend(e.to_string()))?
+            .map_err(|e| TriggerError::Backend(e.into()))?
             .ok_or(TriggerError::Gone { number })?;
         if created {
             self.cancel_superseded(&loaded, &row.request).await;
@@ -131,7 +131,7 @@ impl Backend for Standalone {
         let row = self
             .store()
             .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.to_string()))?
+            .map_err(|e| CancelError::Backend(e.into()))?
             .ok_or_else(not_found)?;
         if row.state.is_finished() {
             return Err(CancelError::Finished {
@@ -142,12 +142,12 @@ impl Backend for Standalone {
             });
         }
         self.stop(namespace, name, number, by)
-            .map_err(|e| CancelError::Backend(e.to_string()))?;
+            .map_err(|e| CancelError::Backend(e.into()))?;
         // A running build ends when its processes are gone; answer with it stopping.
         let row = self
             .store()
             .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.to_string()))?
+            .map_err(|e| CancelError::Backend(e.into()))?
             .ok_or_else(not_found)?;
         Ok(self.view(&row))
     }
@@ -213,7 +213,7 @@ impl Backend for Standalone {
         let Some(row) = self
             .store()
             .build(namespace, name, number)
-            .map_err(|e| LogError::Backend(e.to_string()))?
+            .map_err(|e| LogError::Backend(e.into()))?
         else {
             return Err(LogError::NotFound(format!(
                 "no build {number} of job {namespace}/{name}"

@@ -20,7 +20,7 @@ use crate::{summary, Standalone, StandaloneError};
 
 impl From<StandaloneError> for WorkloadError {
     fn from(error: StandaloneError) -> WorkloadError {
-        WorkloadError::Failed(error.to_string())
+        WorkloadError::Failed(error.into())
     }
 }
 
@@ -212,7 +212,7 @@ impl Workload for Standalone {
         let triggered = self
             .trigger(request)
             .await
-            .map_err(|e| WorkloadError::Failed(e.to_string()))?;
+            .map_err(|e| WorkloadError::Failed(e.into()))?;
         self.store().set_last_cron_run(namespace, job, due)?;
         Ok(triggered.created)
     }

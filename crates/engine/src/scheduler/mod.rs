@@ -114,7 +114,7 @@ pub enum WorkloadError {
     Gone,
     /// The backend's store refused or failed. Worth retrying: the next pass does.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] crate::api::BackendError),
 }
 
 /// What a backend can do, as the leader's pass needs it.
