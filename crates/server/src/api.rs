@@ -1,7 +1,7 @@
 //! The JSON API (`/api/v1/…`), health, readiness, metrics and the OpenAPI document: every
 //! answer from the backend, every refusal the JSON error the document describes.
 
-use crate::auth::authorize;
+use crate::auth::ApiActor;
 use crate::live::too_many_followers;
 use crate::{error, AppState};
 use axum::body::Body;
@@ -153,14 +153,11 @@ pub(crate) const MAX_KEY_LENGTH: usize = 200;
 pub(crate) async fn trigger<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String)>, PathRejection>,
+    ApiActor(who): ApiActor,
     headers: HeaderMap,
 ) -> Response {
     let Ok(Path((namespace, name))) = path else {
         return bad_path();
-    };
-    let who = match authorize(&state.access, &headers) {
-        Ok(who) => who,
-        Err((status, code, message)) => return error(status, code, message),
     };
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
@@ -244,14 +241,10 @@ pub(crate) fn rebuild_request<B: Backend>(
 pub(crate) async fn rebuild<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
-    headers: HeaderMap,
+    ApiActor(who): ApiActor,
 ) -> Response {
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
-    };
-    let who = match authorize(&state.access, &headers) {
-        Ok(who) => who,
-        Err((status, code, message)) => return error(status, code, message),
     };
     match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
         Some(request) => triggered(state.backend.trigger(request).await),
@@ -266,14 +259,10 @@ pub(crate) async fn rebuild<B: Backend>(
 pub(crate) async fn cancel<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
-    headers: HeaderMap,
+    ApiActor(who): ApiActor,
 ) -> Response {
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
-    };
-    let who = match authorize(&state.access, &headers) {
-        Ok(who) => who,
-        Err((status, code, message)) => return error(status, code, message),
     };
     match state.backend.cancel(&namespace, &name, number, &who).await {
         Ok(build) => Json(build).into_response(),

@@ -2,13 +2,53 @@
 //! with it, users named by an authenticating proxy (their own sessions), CSRF tokens of
 //! the forms, and cross-site refusals.
 
+use std::sync::Arc;
+
 use crate::ansi;
 use crate::pages;
 use crate::session;
-use crate::ui::page;
-use crate::{constant_time_eq, now};
+use crate::ui::{page, ActionForm};
+use crate::{constant_time_eq, error, now, AppState};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use kubeci_engine::api::Backend;
+
+/// Who acts through the JSON API ([`authorize`]). As an extractor it answers a refusal
+/// itself (a JSON error), so a handler that takes one acts for someone.
+pub(crate) struct ApiActor(pub String);
+
+impl<B: Backend> FromRequestParts<Arc<AppState<B>>> for ApiActor {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState<B>>,
+    ) -> Result<Self, Response> {
+        authorize(&state.access, &parts.headers)
+            .map(ApiActor)
+            .map_err(|(status, code, message)| error(status, code, message))
+    }
+}
+
+/// Who sent a form of kubeci's pages ([`form_actor`]). As an extractor it reads the
+/// form's CSRF token and answers a refusal itself (a page); it takes the body, so it is a
+/// handler's last argument.
+pub(crate) struct FormActor(pub String);
+
+impl<B: Backend> FromRequest<Arc<AppState<B>>> for FormActor {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<AppState<B>>) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let form = axum::Form::<ActionForm>::from_request(request, state).await;
+        let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+        form_actor(&state.access, &headers, &csrf)
+            .map(FormActor)
+            .map_err(|refused| *refused)
+    }
+}
 
 /// Who may start builds.
 #[derive(Debug, Clone, Default)]
@@ -166,11 +206,7 @@ pub(crate) fn with_cookie(mut response: Response, cookie: Option<String>) -> Res
 /// or the page saying why it may not act: it needs a signed-in session or an allowed
 /// proxy user with their session, the session's CSRF token in the form, and no sign of
 /// coming from another site.
-pub(crate) fn form_actor(
-    access: &Access,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<String, Box<Response>> {
+fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
     let forbidden = |why: &str| {
         Box::new(page(
             StatusCode::FORBIDDEN,
@@ -217,7 +253,7 @@ pub(crate) type Refusal = (StatusCode, &'static str, &'static str);
 
 /// Who is acting, or why they may not: an allowed user named by the authenticating
 /// proxy, or a client with the bearer token.
-pub(crate) fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
+fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
     match proxy_user(access, headers) {
         ProxyUser::Allowed(_) if cross_site(headers) => {
             return Err((

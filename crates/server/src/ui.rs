@@ -3,7 +3,7 @@
 
 use crate::ansi;
 use crate::api::rebuild_request;
-use crate::auth::{form_actor, page_session, with_cookie, Access};
+use crate::auth::{page_session, with_cookie, FormActor};
 use crate::pages;
 use crate::session;
 use crate::{constant_time_eq, now, AppState};
@@ -177,21 +177,15 @@ pub(crate) async fn logout<B: Backend>(State(state): State<Arc<AppState<B>>>) ->
 #[derive(serde::Deserialize)]
 pub(crate) struct ActionForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// `POST /jobs/{ns}/{name}/build`: "Build now".
 pub(crate) async fn build_now<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+    FormActor(who): FormActor,
 ) -> Response {
-    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    let who = match form_actor(&state.access, &headers, &csrf) {
-        Ok(who) => who,
-        Err(refused) => return *refused,
-    };
     let request = TriggerRequest {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -230,34 +224,14 @@ pub(crate) fn started_page(
     }
 }
 
-/// A build's form (rebuild, cancel): the build it names and who sent it, or the page
-/// saying why it may not act.
-pub(crate) fn build_form(
-    access: &Access,
-    path: Result<Path<(String, String, u64)>, PathRejection>,
-    headers: &HeaderMap,
-    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
-) -> Result<(String, String, u64, String), Box<Response>> {
-    let Ok(Path((namespace, name, number))) = path else {
-        return Err(Box::new(not_found_page(
-            "A build number is a whole number.",
-        )));
-    };
-    let csrf = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
-    let who = form_actor(access, headers, &csrf)?;
-    Ok((namespace, name, number, who))
-}
-
 /// `POST …/builds/{n}/rebuild` from the build page.
 pub(crate) async fn rebuild_now<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
-    headers: HeaderMap,
-    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+    FormActor(who): FormActor,
 ) -> Response {
-    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
-        Ok(target) => target,
-        Err(refused) => return *refused,
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
     };
     match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
         Some(request) => started_page(&namespace, &name, state.backend.trigger(request).await),
@@ -269,12 +243,10 @@ pub(crate) async fn rebuild_now<B: Backend>(
 pub(crate) async fn cancel_now<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
-    headers: HeaderMap,
-    form: Result<axum::Form<ActionForm>, axum::extract::rejection::FormRejection>,
+    FormActor(who): FormActor,
 ) -> Response {
-    let (namespace, name, number, who) = match build_form(&state.access, path, &headers, form) {
-        Ok(target) => target,
-        Err(refused) => return *refused,
+    let Ok(Path((namespace, name, number))) = path else {
+        return not_found_page("A build number is a whole number.");
     };
     let _ = state.backend.cancel(&namespace, &name, number, &who).await;
     see_other(&format!(
