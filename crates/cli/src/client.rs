@@ -83,7 +83,7 @@ pub struct JobsArgs {
 struct Client {
     base: String,
     token: Option<String>,
-    http: hyper_util::client::legacy::Client<kubeci_notify::Https, Full<Bytes>>,
+    http: kubeci_https::HttpsClient,
 }
 
 /// An answer: the status and the body, read whole or streamed to stdout.
@@ -111,7 +111,7 @@ impl Client {
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            http: kubeci_notify::https_client()?,
+            http: kubeci_https::https_client()?,
         })
     }
 

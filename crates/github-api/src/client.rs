@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
 use kubeci_github::event::{parse_pull_request, PullRequestInfo};
 use serde_json::{json, Value};
 
@@ -22,7 +21,7 @@ pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(600);
 pub struct GitHubClient {
     base: String,
     token: Option<String>,
-    client: Client<kubeci_notify::Https, Full<Bytes>>,
+    client: kubeci_https::HttpsClient,
     timeout: Duration,
     memberships: Mutex<HashMap<(String, String), (bool, Instant)>>,
     /// The calls made and the rate limit left, for metrics and tests.
@@ -90,7 +89,7 @@ impl GitHubClient {
         Ok(GitHubClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            client: kubeci_notify::https_client().map_err(GitHubError::Client)?,
+            client: kubeci_https::https_client().map_err(GitHubError::Client)?,
             timeout: Duration::from_secs(15),
             memberships: Mutex::default(),
             stats: Mutex::default(),

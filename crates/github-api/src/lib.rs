@@ -18,7 +18,7 @@ pub enum GitHubError {
     #[error("`{url}` is not a usable GitHub API URL: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("cannot make an HTTP client")]
-    Client(#[source] kubeci_notify::NotifyError),
+    Client(#[source] kubeci_https::HttpsError),
     /// A network failure or no answer in time. Worth retrying.
     #[error("{call}: GitHub could not be reached: {message}")]
     Unreachable { call: String, message: String },

@@ -18,8 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Method, Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use kubeci_engine::report::{CommitState, ReportError, ReportTarget, Reporter};
 
 /// Why a notifier cannot be made.
@@ -27,28 +25,14 @@ use kubeci_engine::report::{CommitState, ReportError, ReportTarget, Reporter};
 pub enum NotifyError {
     #[error("`{url}` is not an http:// or https:// URL: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("cannot load the system's trusted certificates: {0}")]
-    Certificates(#[source] std::io::Error),
-}
-
-/// An HTTP/1 connector for http:// and https:// (the system's trusted certificates).
-pub type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
-
-/// The HTTP client of kubeci's outbound calls (notifications, GitHub's API).
-pub fn https_client() -> Result<Client<Https, Full<Bytes>>, NotifyError> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(NotifyError::Certificates)?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    #[error(transparent)]
+    Client(#[from] kubeci_https::HttpsError),
 }
 
 /// POSTs every build state to one URL.
 pub struct WebhookReporter {
     url: Uri,
-    client: Client<Https, Full<Bytes>>,
+    client: kubeci_https::HttpsClient,
     timeout: Duration,
 }
 
@@ -66,7 +50,7 @@ impl WebhookReporter {
         }
         Ok(WebhookReporter {
             url: parsed,
-            client: https_client()?,
+            client: kubeci_https::https_client()?,
             timeout: Duration::from_secs(10),
         })
     }

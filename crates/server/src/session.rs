@@ -2,6 +2,9 @@
 //! check (`<expiry>.<HMAC(token, expiry)>`, no server-side state), and a CSRF token per
 //! session that every form carries. Pure: the caller passes the time.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use crate::constant_time_eq;
 
 /// The session cookie's name.
@@ -9,8 +12,16 @@ pub const COOKIE: &str = "kubeci_session";
 /// How long a sign-in lasts.
 pub const LIFETIME: i64 = 12 * 3600;
 
+/// HMAC-SHA256 of `purpose` under the token, in hex.
 fn mac(token: &str, purpose: &str) -> String {
-    kubeci_github::signature::sign(token.as_bytes(), purpose.as_bytes())
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(purpose.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A new session's cookie value.
