@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use kubeci_standalone::store::{NewBuild, Store};
+use kubeci_local::store::{NewBuild, Store};
 use kubeci_testkit::Options;
 
 #[path = "support.rs"]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubeci_standalone::store::{NewBuild, Store};
+use kubeci_local::store::{NewBuild, Store};
 use kubeci_testkit::Options;
 
 #[path = "support.rs"]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::EnvVar;
-use kubeci_local::{LocalEnv, LogEvent, Outcome};
+use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
 use kubeci_render::{JobOrigin, RenderConfig};
 
 use crate::render::{select, BuildArgs};
@@ -92,7 +92,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         "==> the local engine runs on this machine with its tools: image {} is not used",
         job.image.as_deref().unwrap_or(&config.default_image)
     );
-    let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(|event: LogEvent| match event {
+    let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(|event: LogEvent| match event {
         LogEvent::Step { text, .. } => println!("==> {text}"),
         LogEvent::Line { text, .. } => println!("{text}"),
     });
@@ -109,7 +109,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 on_interrupt.cancel();
             }
         });
-        kubeci_local::run_job(&rendered, &env, sink, cancel).await
+        kubeci_pod_runner::run_job(&rendered, &env, sink, cancel).await
     })?;
     match temporary {
         Some(dir) if args.keep => println!("==> kept {}", dir.keep().display()),

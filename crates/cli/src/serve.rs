@@ -207,7 +207,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         match &args.local {
             Some(dir) => {
                 let engine =
-                    kubeci_standalone::Standalone::start(local_settings(args, dir)?, reporter)
+                    kubeci_local::LocalBackend::start(local_settings(args, dir)?, reporter)
                         .with_context(|| {
                             format!("cannot start the local engine in {}", args.data.display())
                         })?;
@@ -435,8 +435,8 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
 }
 
 /// The local engine's settings (`--local DIR`).
-fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_standalone::Settings> {
-    Ok(kubeci_standalone::Settings {
+fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_local::Settings> {
+    Ok(kubeci_local::Settings {
         jobs_dir: dir.to_owned(),
         data_dir: args.data.clone(),
         secrets_dir: args.secrets.clone(),

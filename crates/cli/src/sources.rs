@@ -46,13 +46,13 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>> {
     if !meta.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    Ok(kubeci_standalone::jobs::job_files(path)?)
+    Ok(kubeci_jobfiles::job_files(path)?)
 }
 
 /// Reads one file (at most one byte more than the loader accepts, so a huge file is
 /// refused without being read whole) and loads its jobs.
 pub fn read(path: &Path, options: &LoadOptions) -> Result<Source> {
-    use kubeci_standalone::jobs::read_bounded;
+    use kubeci_jobfiles::read_bounded;
     let (name, bytes) = if path.as_os_str() == "-" {
         let bytes = read_bounded(std::io::stdin()).context("cannot read standard input")?;
         ("<stdin>".to_owned(), bytes)

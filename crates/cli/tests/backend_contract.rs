@@ -2,7 +2,7 @@
 //! with idempotency keys, numbering, reading a build and a job's builds newest first,
 //! cancelling, the request a rebuild repeats, logs read and followed — run against both
 //! backends: `kubeci_k8s::Cluster` on the fake API server (its pods run by the local
-//! engine), and `kubeci_standalone::Standalone` on a temporary directory. A failure names
+//! engine), and `kubeci_local::LocalBackend` on a temporary directory. A failure names
 //! the backend and the promise, without the binary or HTTP in between.
 
 mod common;
@@ -230,8 +230,8 @@ async fn the_local_backend_keeps_the_contract() {
         );
         std::fs::write(jobs.join(format!("{name}.yaml")), configmap).unwrap();
     }
-    let engine = kubeci_standalone::Standalone::start(
-        kubeci_standalone::Settings {
+    let engine = kubeci_local::LocalBackend::start(
+        kubeci_local::Settings {
             jobs_dir: jobs,
             data_dir: dir.path().join("data"),
             secrets_dir: None,

@@ -3,7 +3,7 @@
 //!
 //! It registers a Node (Ready, `InternalIP` 127.0.0.1, its kubelet port), renews the
 //! node's Lease, and runs every pod the real scheduler binds to it: init containers in
-//! order, then the container, as process groups through `kubeci-local`, with `secretKeyRef`,
+//! order, then the container, as process groups through `kubeci-pod-runner`, with `secretKeyRef`,
 //! `configMapKeyRef` and `fieldRef` values and `secret`, `configMap`, `emptyDir` and
 //! projected service-account-token volumes read from the API as the kubelet reads them. It
 //! writes pod status as the kubelet does (phase, conditions, container states with exit
@@ -28,7 +28,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kubeci_local::{ContainerChange, LogEvent};
+use kubeci_pod_runner::{ContainerChange, LogEvent};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,7 @@ impl Agent {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.options.port}},
             "nodeInfo": {
                 "machineID": "kubeci-node-agent", "systemUUID": "kubeci-node-agent", "bootID": std::process::id().to_string(),
-                "kernelVersion": "", "osImage": "kubeci node agent", "containerRuntimeVersion": "kubeci-local://0",
+                "kernelVersion": "", "osImage": "kubeci node agent", "containerRuntimeVersion": "kubeci-pod-runner://0",
                 "kubeletVersion": self.options.kubelet_version, "kubeProxyVersion": "",
                 "operatingSystem": "linux", "architecture": "amd64",
             },
@@ -486,7 +486,7 @@ struct PodSink {
     run: Arc<PodRun>,
 }
 
-impl kubeci_local::LogSink for PodSink {
+impl kubeci_pod_runner::LogSink for PodSink {
     fn event(&self, event: LogEvent) {
         if let LogEvent::Line { container, text } = event {
             let key = (self.namespace.clone(), self.pod.clone(), container);

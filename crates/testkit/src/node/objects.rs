@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
-use kubeci_local::PodObjects;
+use kubeci_pod_runner::PodObjects;
 
 use super::Agent;
 

@@ -1,11 +1,11 @@
 //! Running a pod: reading what it refers to (Secrets, ConfigMaps, the service account
-//! token), running its containers with `kubeci_local`, the waiting reasons on the way.
+//! token), running its containers with `kubeci_pod_runner`, the waiting reasons on the way.
 
 use super::*;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
 use kube::api::Api;
-use kubeci_local::{LocalEnv, Outcome, PodObjects};
+use kubeci_pod_runner::{LocalEnv, Outcome, PodObjects};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,7 +122,7 @@ impl Agent {
         };
         let job = pod_job(&namespace, &name, &spec);
         let env = self.local_env(&namespace, &name, objects);
-        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(PodSink {
+        let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(PodSink {
             namespace: namespace.clone(),
             pod: name.clone(),
             logs: self.logs.clone(),
@@ -130,7 +130,7 @@ impl Agent {
             writer: writer.clone(),
             run: run.clone(),
         });
-        let result = kubeci_local::run_job(&job, &env, sink, run.cancel.clone()).await;
+        let result = kubeci_pod_runner::run_job(&job, &env, sink, run.cancel.clone()).await;
         let _ = std::fs::remove_dir_all(&env.build_dir);
         match result.map(|r| r.outcome) {
             Ok(Outcome::Succeeded) => status.finish("Succeeded", None),

@@ -4,7 +4,7 @@
 use super::*;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::{Api, Patch, PatchParams};
-use kubeci_local::ContainerChange;
+use kubeci_pod_runner::ContainerChange;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

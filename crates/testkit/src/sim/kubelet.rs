@@ -320,7 +320,7 @@ impl Kubelet {
         work_root: PathBuf,
         extra_env: Vec<(String, String)>,
     ) {
-        use kubeci_local::{LocalEnv, Outcome};
+        use kubeci_pod_runner::{LocalEnv, Outcome};
         let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
             self.terminated(Some(("", false)), 1);
             return;
@@ -359,7 +359,7 @@ impl Kubelet {
         });
         let cancel = CancellationToken::new();
         let _guard = cancel.clone().drop_guard();
-        let result = kubeci_local::run_job(&job, &env, sink.clone(), cancel).await;
+        let result = kubeci_pod_runner::run_job(&job, &env, sink.clone(), cancel).await;
         match result.map(|r| r.outcome) {
             Ok(Outcome::Succeeded) => self.terminated(None, 0),
             Ok(Outcome::Failed {
@@ -397,9 +397,9 @@ struct SimSink {
     messages: Mutex<Vec<(String, String)>>,
 }
 
-impl kubeci_local::LogSink for SimSink {
-    fn event(&self, event: kubeci_local::LogEvent) {
-        if let kubeci_local::LogEvent::Line { container, text } = event {
+impl kubeci_pod_runner::LogSink for SimSink {
+    fn event(&self, event: kubeci_pod_runner::LogEvent) {
+        if let kubeci_pod_runner::LogEvent::Line { container, text } = event {
             self.shared.store.lock().expect("lock").append_log(
                 &self.namespace,
                 &self.pod,
@@ -409,8 +409,8 @@ impl kubeci_local::LogSink for SimSink {
         }
     }
 
-    fn container(&self, change: kubeci_local::ContainerChange) {
-        if let kubeci_local::ContainerChange::Exited {
+    fn container(&self, change: kubeci_pod_runner::ContainerChange) {
+        if let kubeci_pod_runner::ContainerChange::Exited {
             container,
             message: Some(message),
             ..

@@ -1,4 +1,4 @@
-//! [`Backend`] for [`Standalone`]: what the server asks of the local engine.
+//! [`Backend`] for [`LocalBackend`]: what the server asks of the local engine.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use tokio::sync::broadcast;
 
 use crate::running::LOG_BATCH_LINES;
 use crate::store::NewBuild;
-use crate::{now, Standalone};
+use crate::{now, LocalBackend};
 
-impl Backend for Standalone {
+impl Backend for LocalBackend {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -235,7 +235,7 @@ impl Backend for Standalone {
     }
 }
 
-impl Standalone {
+impl LocalBackend {
     /// A build's stored log lines, read in batches as the reader takes them; `next_seq` is
     /// kept one past the last line read.
     fn stored_lines(

@@ -6,7 +6,7 @@ use std::path::Path;
 use kubeci_engine::BuildState;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::StandaloneError;
+use crate::LocalBackendError;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS counters (
@@ -142,13 +142,13 @@ pub struct Store {
     connection: Connection,
 }
 
-fn database(e: rusqlite::Error) -> StandaloneError {
-    StandaloneError::Database(e)
+fn database(e: rusqlite::Error) -> LocalBackendError {
+    LocalBackendError::Database(e)
 }
 
 impl Store {
     /// Opens (creating) `path`.
-    pub fn open(path: &Path) -> Result<Store, StandaloneError> {
+    pub fn open(path: &Path) -> Result<Store, LocalBackendError> {
         let connection = Connection::open(path).map_err(database)?;
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
@@ -172,7 +172,7 @@ impl Store {
 
     /// Records a build request: the build a key already started (and `false`), or a new
     /// build with the next number (and `true`). Numbers are never reused.
-    pub fn allocate(&mut self, new: &NewBuild<'_>) -> Result<(u64, bool), StandaloneError> {
+    pub fn allocate(&mut self, new: &NewBuild<'_>) -> Result<(u64, bool), LocalBackendError> {
         let tx = self.connection.transaction().map_err(database)?;
         tx.execute(
             "DELETE FROM requests WHERE at < ?1",
@@ -205,7 +205,7 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(database)?;
-        let manifest = (new.manifest)(number as u64).map_err(StandaloneError::Render)?;
+        let manifest = (new.manifest)(number as u64).map_err(LocalBackendError::Render)?;
         let mut request = new.request.clone();
         request.number = number as u64;
         tx.execute(
@@ -240,7 +240,7 @@ impl Store {
         number: u64,
         state: &BuildState,
         now: i64,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         let (name, reason, message, by) = state_columns(state);
         let started = matches!(state, BuildState::Pending { .. } | BuildState::Running);
         self.connection
@@ -268,7 +268,7 @@ impl Store {
 
     /// Builds that were pending or running when kubeci stopped: nothing runs them any
     /// more, so they end as errors that say so. Returns how many.
-    pub fn mark_interrupted(&self, now: i64) -> Result<usize, StandaloneError> {
+    pub fn mark_interrupted(&self, now: i64) -> Result<usize, LocalBackendError> {
         self.connection
             .execute(
                 "UPDATE builds SET state = 'error', reason = 'Interrupted',
@@ -285,7 +285,7 @@ impl Store {
         job: &str,
         number: u64,
         commit: &str,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         self.connection
             .execute(
                 "UPDATE builds SET checked_out = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
@@ -301,7 +301,7 @@ impl Store {
         job: &str,
         number: u64,
         reported: &str,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         self.connection
             .execute(
                 "UPDATE builds SET reported = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
@@ -312,7 +312,7 @@ impl Store {
     }
 
     /// A job's builds, newest first.
-    pub fn builds(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, StandaloneError> {
+    pub fn builds(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, LocalBackendError> {
         let mut statement = self
             .connection
             .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC"))
@@ -324,7 +324,7 @@ impl Store {
     }
 
     /// Every build not finished, or finished and not fully reported, of every job.
-    pub fn all_builds(&self) -> Result<Vec<BuildRow>, StandaloneError> {
+    pub fn all_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
         let mut statement = self
             .connection
             .prepare_cached(&format!(
@@ -336,7 +336,7 @@ impl Store {
     }
 
     /// The newest build of each job, without its manifest (`manifest` is empty).
-    pub fn latest_builds(&self) -> Result<Vec<BuildRow>, StandaloneError> {
+    pub fn latest_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
         let columns = COLUMNS.replace("manifest", "'' AS manifest");
         let mut statement = self
             .connection
@@ -355,7 +355,7 @@ impl Store {
         namespace: &str,
         job: &str,
         number: u64,
-    ) -> Result<Option<BuildRow>, StandaloneError> {
+    ) -> Result<Option<BuildRow>, LocalBackendError> {
         self.connection
             .query_row(
                 &format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 AND number = ?3"),
@@ -371,7 +371,7 @@ impl Store {
         namespace: &str,
         job: &str,
         number: u64,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         for table in ["builds", "log_lines"] {
             self.connection
                 .execute(
@@ -392,7 +392,7 @@ impl Store {
         number: u64,
         seq: u64,
         line: &[u8],
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         self.connection
             .execute(
                 "INSERT OR REPLACE INTO log_lines (namespace, job, number, seq, line) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -412,7 +412,7 @@ impl Store {
         number: u64,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StandaloneError> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, LocalBackendError> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT seq, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
@@ -431,7 +431,7 @@ impl Store {
         &self,
         namespace: &str,
         job: &str,
-    ) -> Result<Option<i64>, StandaloneError> {
+    ) -> Result<Option<i64>, LocalBackendError> {
         self.connection
             .query_row(
                 "SELECT last_cron_run FROM counters WHERE namespace = ?1 AND job = ?2",
@@ -448,7 +448,7 @@ impl Store {
         namespace: &str,
         job: &str,
         at: i64,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         self.connection
             .execute(
                 "INSERT INTO counters (namespace, job, last_number, last_cron_run) VALUES (?1, ?2, 0, ?3)

@@ -1,4 +1,4 @@
-//! Running builds: a build's pod through `kubeci_local`, its log lines into the store and
+//! Running builds: a build's pod through `kubeci_pod_runner`, its log lines into the store and
 //! to live followers, stopping and cancelling, and following a build not started yet.
 
 use std::path::PathBuf;
@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use kubeci_engine::api::{Backend, LogStream};
 use kubeci_engine::BuildState;
-use kubeci_local::{LocalEnv, LogEvent, Outcome};
+use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::BuildRow;
-use crate::{final_state, now, BuildKey, Running, Standalone, StandaloneError};
+use crate::{final_state, now, BuildKey, LocalBackend, LocalBackendError, Running};
 
-impl Standalone {
-    pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), StandaloneError> {
+impl LocalBackend {
+    pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), LocalBackendError> {
         let key = (row.namespace.clone(), row.job.clone(), row.number);
         let (live, _) = broadcast::channel(1024);
         let cancel = CancellationToken::new();
@@ -84,13 +84,13 @@ impl Standalone {
             host_env: LocalEnv::host_env_from_process(),
             objects: Default::default(),
         };
-        let sink: Arc<dyn kubeci_local::LogSink> = Arc::new(BuildSink {
+        let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(BuildSink {
             engine: Arc::clone(self),
             key: (row.namespace.clone(), row.job.clone(), row.number),
             seq: std::sync::atomic::AtomicU64::new(0),
             live,
         });
-        let result = kubeci_local::run_job(&job, &env, sink, cancel).await;
+        let result = kubeci_pod_runner::run_job(&job, &env, sink, cancel).await;
         let _ = std::fs::remove_dir_all(&build_dir);
         result.map(|r| r.outcome).map_err(|e| e.to_string())
     }
@@ -102,7 +102,7 @@ impl Standalone {
         name: &str,
         number: u64,
         by: &str,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), LocalBackendError> {
         let key = (namespace.to_owned(), name.to_owned(), number);
         if let Some(running) = self.running.lock().expect("lock").get_mut(&key) {
             running.cancelled_by = Some(by.to_owned());
@@ -185,13 +185,13 @@ pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<Path
 /// Where a running build's log lines go (the store and live followers), and what its
 /// containers report (the commit the clone step checked out, into the build's record).
 pub(crate) struct BuildSink {
-    engine: Arc<Standalone>,
+    engine: Arc<LocalBackend>,
     key: BuildKey,
     seq: std::sync::atomic::AtomicU64,
     live: broadcast::Sender<(u64, Vec<u8>)>,
 }
 
-impl kubeci_local::LogSink for BuildSink {
+impl kubeci_pod_runner::LogSink for BuildSink {
     fn event(&self, event: LogEvent) {
         let (namespace, name, number) = &self.key;
         let line = match event {
@@ -209,8 +209,8 @@ impl kubeci_local::LogSink for BuildSink {
         let _ = self.live.send((n, line.into_bytes()));
     }
 
-    fn container(&self, change: kubeci_local::ContainerChange) {
-        let kubeci_local::ContainerChange::Exited {
+    fn container(&self, change: kubeci_pod_runner::ContainerChange) {
+        let kubeci_pod_runner::ContainerChange::Exited {
             container,
             init: true,
             message: Some(message),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::batch::v1::Job;
-use kubeci_local::{ContainerChange, LocalEnv, LogEvent, LogSink, Outcome, PodObjects};
+use kubeci_pod_runner::{ContainerChange, LocalEnv, LogEvent, LogSink, Outcome, PodObjects};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,7 @@ async fn run(job: &Job, objects: PodObjects) -> (Outcome, Arc<Recorder>) {
         objects,
     };
     let recorder = Arc::new(Recorder::default());
-    let result = kubeci_local::run_job(job, &env, recorder.clone(), CancellationToken::new())
+    let result = kubeci_pod_runner::run_job(job, &env, recorder.clone(), CancellationToken::new())
         .await
         .unwrap();
     (result.outcome, recorder)
@@ -187,7 +187,7 @@ async fn dropping_a_run_ends_its_processes() {
         objects: PodObjects::default(),
     };
     let sink: Arc<dyn LogSink> = Arc::new(Recorder::default());
-    let run = kubeci_local::run_job(&job, &env, sink, CancellationToken::new());
+    let run = kubeci_pod_runner::run_job(&job, &env, sink, CancellationToken::new());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     // (`$$$$` is the shell's `$$` once Kubernetes' `$(VAR)` expansion has read it.)
     // Run it until the script wrote its pid, then drop it (as a caller's select! does).

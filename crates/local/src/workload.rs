@@ -16,15 +16,15 @@ use kubeci_engine::scheduler::{
 use kubeci_spec::LoadedJob;
 
 use crate::store::BuildRow;
-use crate::{summary, Standalone, StandaloneError};
+use crate::{summary, LocalBackend, LocalBackendError};
 
-impl From<StandaloneError> for WorkloadError {
-    fn from(error: StandaloneError) -> WorkloadError {
+impl From<LocalBackendError> for WorkloadError {
+    fn from(error: LocalBackendError) -> WorkloadError {
         WorkloadError::Failed(error.into())
     }
 }
 
-impl Standalone {
+impl LocalBackend {
     /// The leader's loop (the local engine always leads): a pass on every change and at
     /// least every second.
     pub(crate) async fn schedule(self: Arc<Self>) {
@@ -87,7 +87,7 @@ impl Standalone {
     }
 }
 
-impl Workload for Standalone {
+impl Workload for LocalBackend {
     async fn snapshot(&self, _now: i64) -> Vec<JobBuilds> {
         self.reload_if_due();
         let rows = match self.store().all_builds() {
