@@ -1,5 +1,5 @@
-//! The embedded engine (`kubeci serve --local`): the jobs of the ConfigMap files in a
-//! directory (reloaded when they change), builds run on this machine by the local engine,
+//! The local backend (`kubeci serve --local`): the jobs of the ConfigMap files in a
+//! directory (reloaded when they change), builds run on this machine by the pod runner,
 //! history and logs in SQLite in the data directory — the same `Backend` the server and
 //! the GitHub webhooks use with the Kubernetes engine. A build that was running when
 //! kubeci died ends as an error that says so; queued builds start when it comes back.

@@ -1,4 +1,5 @@
-//! The local backend: runs a rendered build Job's pod on this machine, as processes.
+//! The pod runner: runs a rendered build Job's pod on this machine, as processes. (Not a
+//! backend: `kubeci run`, the local backend, the node agent and the fake kubelet use it.)
 //!
 //! The pod is the one `kubeci render` prints, so what passes here behaves the same in a
 //! cluster. Init containers run in order, then the build container, each in its own

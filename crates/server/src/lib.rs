@@ -6,7 +6,8 @@
 //! - `ui` — the pages' handlers and forms; [`pages`] renders them (pure)
 //! - `live` — a running build's log over Server-Sent Events, followers bounded
 //! - `webhook` — `POST /hooks/github`
-//! - `auth` — tokens, sessions ([`session`]), proxy users, CSRF, cross-site
+//! - `auth` — who may act: tokens, proxy users, CSRF, cross-site; the `ApiActor` and
+//!   `FormActor` extractors; [`session`] — the signed session cookie
 //! - [`ansi`] — log colours as HTML; [`serve`] — the listener with its read timeout
 
 use std::sync::Arc;
