@@ -5,7 +5,7 @@
 //! on the fake API server; kubeci's memory sampled throughout. Afterwards the cluster is
 //! read: every genuine head built exactly once, no forged head built at all.
 //!
-//! Shared by the bounded test (`crates/cli/tests/storm.rs`) and the full run
+//! Shared by the bounded test (`crates/cli/tests/it/storm.rs`) and the full run
 //! (`cargo bench -p kubeci --bench storm`).
 
 use std::collections::BTreeMap;
@@ -221,8 +221,8 @@ pub fn run(
     let mut rng = Rng(config.seed | 1);
     let (all, duplicates) = deliveries(config, fixture, &mut rng);
     let all = Arc::new(all);
-    let rss_before_mb = crate::support::rss_mb(pid);
-    let rss = crate::support::PeakRss::start(pid, Duration::from_millis(50));
+    let rss_before_mb = super::support::rss_mb(pid);
+    let rss = super::support::PeakRss::start(pid, Duration::from_millis(50));
     let statuses = Arc::new(Mutex::new(vec![0u16; all.len()]));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

@@ -3,7 +3,7 @@
 //! engine (against the fake API server) serves the job with the chart's version.
 //! `examples/job-chart/` is exactly what `kubeci new` writes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

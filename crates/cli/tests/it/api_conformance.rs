@@ -3,7 +3,7 @@
 //! validator (Python's `jsonschema`): an answer with a status the document does not list,
 //! or a body its schema refuses, fails.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

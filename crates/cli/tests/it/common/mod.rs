@@ -1,5 +1,4 @@
 //! Running the real `kubeci` binary from tests, and golden files.
-#![allow(dead_code)]
 
 pub mod cluster;
 pub mod git;

@@ -5,7 +5,7 @@
 //! engine), and `kubeci_local::LocalBackend` on a temporary directory. A failure names
 //! the backend and the promise, without the binary or HTTP in between.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

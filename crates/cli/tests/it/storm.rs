@@ -4,9 +4,9 @@
 //! build numbers are unique, and kubeci's memory stays bounded. The full form:
 //! `cargo bench -p kubeci --bench storm`.
 
-#[path = "../benches/storm_driver.rs"]
+#[path = "../../benches/storm_driver.rs"]
 mod storm_driver;
-#[path = "../benches/support.rs"]
+#[path = "../../benches/support.rs"]
 mod support;
 
 use kubeci_testkit::Options;

@@ -2,7 +2,7 @@
 //! fake API server (pods run by the local engine, cloning a local repository that git maps
 //! GitHub's URL to), a fake GitHub over HTTP, and GitHub's real webhook payloads.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

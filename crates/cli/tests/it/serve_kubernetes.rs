@@ -2,7 +2,7 @@
 //! kube client: jobs discovered from ConfigMaps, builds run as Jobs, numbers kept in the
 //! cluster, and only the requests its RBAC allows — never a Secret.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! arriving live in colour, then its final state, and "Rebuild". Each page's screenshot is
 //! written to `target/ui-screenshots/`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! directory and on ports of its own), so the other real-cluster tests never see the
 //! outage.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! The documentation's links: every relative link in the README and docs/ names a file of
 //! the repository, and every `#anchor` into a Markdown file names one of its headings.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -6,9 +6,10 @@
 //! the kube client. See `common/cluster.rs` for what a cluster needs.
 //!
 //! Run against the local control plane:
-//! `eval "$(scripts/cluster up)"; cargo test -p kubeci --test serve_kubernetes_scenarios real_cluster`
+//! `eval "$(scripts/cluster up)"; cargo test -p kubeci --test it on_a_real_cluster` (every
+//! suite's real-cluster variants; `serve_kubernetes_scenarios::` runs this suite's both).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `kubeci jobs`, `builds`, `logs`, `trigger`, `cancel` against a running `kubeci serve
 //! --local`: what a person or a script sees, and the errors they get.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

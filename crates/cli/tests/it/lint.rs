@@ -1,6 +1,6 @@
 //! `kubeci lint` as users run it: the seed fixtures, the examples, the broken corpus.
 
-mod common;
+use crate::common;
 
 use common::{assert_golden, kubeci, kubeci_with_input, repo_root};
 

@@ -2,7 +2,7 @@
 //! local engine against real git repositories, history and logs in SQLite — which survive
 //! `kill -9`, as the numbering does; a build that was running is marked as interrupted.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `kubeci run` and `kubeci clone` with real git, a real sshd on loopback, and real
 //! processes: the local engine as a job author uses it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

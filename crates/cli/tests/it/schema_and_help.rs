@@ -1,7 +1,7 @@
 //! `kubeci schema` is usable by a standard JSON Schema validator, and the CLI's help text
 //! is reviewed as golden files.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

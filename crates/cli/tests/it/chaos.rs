@@ -9,9 +9,9 @@
 //! unique, and leadership changed hands at least once for each leader killed.
 //!
 //! Bounded here (200 builds, seeds 1 to 3, 3 s outages); the full form:
-//! `CHAOS_BUILDS=500 CHAOS_SEEDS=1,2,3,4,5 CHAOS_OUTAGE_SECONDS=60 cargo test -p kubeci --test chaos -- --nocapture`
+//! `CHAOS_BUILDS=500 CHAOS_SEEDS=1,2,3,4,5 CHAOS_OUTAGE_SECONDS=60 cargo test -p kubeci --test it chaos:: -- --nocapture`
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

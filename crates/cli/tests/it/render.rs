@@ -1,7 +1,7 @@
 //! `kubeci render`: golden Jobs, and strict validation against Kubernetes' own OpenAPI
 //! schema by an independent validator (`kubernetes-validate`, from PyPI).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -262,13 +262,6 @@ impl Element<'_> {
             .to_owned()
     }
 
-    pub fn attribute(&self, name: &str) -> Option<String> {
-        self.browser
-            .command("GET", &self.path(&format!("attribute/{name}")), None)
-            .as_str()
-            .map(str::to_owned)
-    }
-
     /// Whether the element is shown (WebDriver's "is element displayed").
     pub fn is_displayed(&self) -> bool {
         self.browser

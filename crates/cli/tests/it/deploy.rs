@@ -3,7 +3,7 @@
 //! against Kubernetes' OpenAPI schema, and the plain manifests for users without Helm,
 //! which must be exactly what the chart renders.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

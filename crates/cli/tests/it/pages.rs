@@ -2,7 +2,7 @@
 //! error or a log line carrying `<script>` or terminal escape tricks shows as inert text.
 //! The same pages in a real browser: `browser.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

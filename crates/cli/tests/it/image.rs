@@ -2,7 +2,7 @@
 //! digest, a builder new enough for the workspace, the clone step's tools in the runtime
 //! image, a non-root user that matches the chart and the clone step, no secrets baked in.
 
-mod common;
+use crate::common;
 
 use common::repo_root;
 

@@ -2,7 +2,7 @@
 //! cancel, retention, pods that can never start, the builds of deleted jobs, cron, logs,
 //! and notifications — against the fake API server with the real kube client.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -115,15 +115,6 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
     spawn_in(dir, &kubeconfig, extra)
 }
 
-/// Starts it against the cluster of `kubeconfig` and waits for /readyz.
-pub fn serve_cluster(kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
-    let kubeci = spawn_in(tempfile::tempdir().unwrap(), kubeconfig, extra);
-    super::git::wait_for(Duration::from_secs(60), "kubeci to be ready", || {
-        http(&kubeci, "GET", "/readyz", &[]).0 == 200
-    });
-    kubeci
-}
-
 pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
     spawn_with_env(dir, kubeconfig, extra, &[])
 }

@@ -1,0 +1,31 @@
+//! kubeci's integration tests, one binary (as ripgrep's): each module is a suite that
+//! runs the real `kubeci` binary — against golden files, real git and sshd, the fake and
+//! the real Kubernetes API server, a fake GitHub, a real browser. `common` holds what they
+//! share. Run one suite with `cargo test -p kubeci --test it <module>::`, e.g.
+//! `cargo test -p kubeci --test it serve_local::`; the long forms (full chaos, storm,
+//! scale) are in `.ci/nightly`.
+
+mod common;
+
+mod api_conformance;
+mod backend_contract;
+mod browser;
+mod chaos;
+mod client;
+mod deploy;
+mod docs;
+mod fake_cluster;
+mod image;
+mod lint;
+mod new;
+mod pages;
+mod real_control_plane;
+mod render;
+mod run;
+mod schema_and_help;
+mod serve_github;
+mod serve_kubernetes;
+mod serve_kubernetes_builds;
+mod serve_kubernetes_scenarios;
+mod serve_local;
+mod storm;
