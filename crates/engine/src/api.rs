@@ -275,6 +275,34 @@ pub enum CancelError {
     Backend(#[source] BackendError),
 }
 
+impl CancelError {
+    pub fn not_found(namespace: &str, name: &str, number: u64) -> CancelError {
+        CancelError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+            number,
+        }
+    }
+
+    /// Whether build `number` of a job, in `state`, may be cancelled: not once it ended.
+    pub fn cancellable(
+        namespace: &str,
+        name: &str,
+        number: u64,
+        state: &BuildState,
+    ) -> Result<(), CancelError> {
+        if state.is_finished() {
+            return Err(CancelError::Finished {
+                namespace: namespace.into(),
+                name: name.into(),
+                number,
+                state: state.name(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a build's log cannot be streamed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

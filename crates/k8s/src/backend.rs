@@ -77,23 +77,12 @@ impl Backend for Cluster {
         number: u64,
         by: &str,
     ) -> Result<BuildView, CancelError> {
-        let not_found = || CancelError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-            number,
-        };
+        let not_found = || CancelError::not_found(namespace, name, number);
         let record = self
             .find_build(namespace, name, number)
             .await
             .ok_or_else(not_found)?;
-        if record.summary.state.is_finished() {
-            return Err(CancelError::Finished {
-                namespace: namespace.into(),
-                name: name.into(),
-                number,
-                state: record.summary.state.name(),
-            });
-        }
+        CancelError::cancellable(namespace, name, number, &record.summary.state)?;
         let stopped = self
             .stop_job(
                 namespace,

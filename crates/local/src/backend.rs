@@ -123,24 +123,13 @@ impl Backend for LocalBackend {
         number: u64,
         by: &str,
     ) -> Result<BuildView, CancelError> {
-        let not_found = || CancelError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-            number,
-        };
+        let not_found = || CancelError::not_found(namespace, name, number);
         let row = self
             .store()
             .build(namespace, name, number)
             .map_err(|e| CancelError::Backend(e.into()))?
             .ok_or_else(not_found)?;
-        if row.state.is_finished() {
-            return Err(CancelError::Finished {
-                namespace: namespace.into(),
-                name: name.into(),
-                number,
-                state: row.state.name(),
-            });
-        }
+        CancelError::cancellable(namespace, name, number, &row.state)?;
         self.stop(namespace, name, number, by)
             .map_err(|e| CancelError::Backend(e.into()))?;
         // A running build ends when its processes are gone; answer with it stopping.
