@@ -4,6 +4,9 @@
 //! Tokio thread in this process, its simulation off), 1,000 job ConfigMaps declared, one
 //! of them building the payloads' repository.
 //!
+//! A delivery that would build first asks GitHub (a fake on loopback, knowing the pull
+//! requests) for its pull request's current head, as kubeci does since issue 17.
+//!
 //! Run: `cargo bench -p kubeci --bench webhook_load`
 
 use std::io::{Read, Write};
@@ -57,8 +60,32 @@ fn deliver(port: u16, body: &[u8], signature: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn start(server: &FakeApiServer) -> (Kubeci, u16) {
-    let kubeci = support::start_for_webhooks(server, SECRET);
+const GITHUB_TOKEN: &str = "bench-github-token";
+
+/// The payload's pull request, and the new heads of step 3, as GitHub shows them: a
+/// delivery that would build asks GitHub for its pull request's current head first.
+fn github(payload: &Value) -> kubeci_testkit::github::FakeGitHub {
+    let github = tokio::runtime::Handle::current().block_on(
+        kubeci_testkit::github::FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot"),
+    );
+    let repo = payload["repository"]["full_name"].as_str().unwrap();
+    github.set_pull_request(repo, payload["pull_request"].clone());
+    for i in 0..200u64 {
+        github.set_pull_request(repo, new_head(payload, i)["pull_request"].clone());
+    }
+    github
+}
+
+/// The delivery of step 3's `i`th new head.
+fn new_head(payload: &Value, i: u64) -> Value {
+    let mut delivery = payload.clone();
+    delivery["pull_request"]["head"]["sha"] = format!("{:040x}", i + 1).into();
+    delivery["pull_request"]["number"] = (1000 + i).into();
+    delivery
+}
+
+fn start(server: &FakeApiServer, github: &kubeci_testkit::github::FakeGitHub) -> (Kubeci, u16) {
+    let kubeci = support::start_for_github(server, SECRET, &github.url(), GITHUB_TOKEN);
     let port = kubeci.port;
     (kubeci, port)
 }
@@ -109,8 +136,9 @@ fn main() {
     });
     let _guard = runtime.enter();
     server.preload((0..JOBS).map(configmap).collect()).unwrap();
-    let (_kubeci, port) = start(&server);
     let payload = fixture();
+    let github = github(&payload);
+    let (_kubeci, port) = start(&server, &github);
     let size = serde_json::to_vec_pretty(&payload).unwrap().len();
 
     // 1. Deliveries for a repository no job builds: verify, read, match, answer.
@@ -131,9 +159,7 @@ fn main() {
     // 3. Receipt → Job create at the API server, for deliveries of new heads.
     let mut latencies = Vec::new();
     for i in 0..200u64 {
-        let mut delivery = payload.clone();
-        delivery["pull_request"]["head"]["sha"] = format!("{:040x}", i + 1).into();
-        delivery["pull_request"]["number"] = (1000 + i).into();
+        let delivery = new_head(&payload, i);
         let body = serde_json::to_vec_pretty(&delivery).unwrap();
         let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
         let sent = Instant::now();

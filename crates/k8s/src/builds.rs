@@ -230,15 +230,22 @@ impl Cluster {
             });
         }
         let present: Vec<BuildSummary> = records.into_iter().map(|r| r.summary).collect();
-        let (allocation, to_create) =
-            ledger::allocate(self, namespace, name, &key, &present, build, cron_run)
-                .await
-                .map_err(|source| ClusterError::Ledger {
-                    namespace: namespace.to_owned(),
-                    job: name.to_owned(),
-                    source,
-                })
-                .map_err(|e| TriggerError::Backend(e.into()))?;
+        let (allocation, to_create) = ledger::allocate(
+            &self.client,
+            namespace,
+            name,
+            &key,
+            &present,
+            build,
+            cron_run,
+        )
+        .await
+        .map_err(|source| ClusterError::Ledger {
+            namespace: namespace.to_owned(),
+            job: name.to_owned(),
+            source,
+        })
+        .map_err(|e| TriggerError::Backend(e.into()))?;
         let job = match to_create {
             Some(request) => {
                 let created = self.create_build(&loaded, &request, &key).await?;
@@ -271,16 +278,14 @@ impl Cluster {
 
     /// Cancels the unfinished builds that build `request` supersedes.
     pub(crate) async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
-        let Some(job) = loaded.job.as_ref() else {
-            return;
+        let builds = || {
+            let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
+            self.build_records(&loaded.namespace, name)
+                .into_iter()
+                .map(|r| r.summary)
+                .collect()
         };
-        let present: Vec<BuildSummary> = self
-            .build_records(&loaded.namespace, &job.name)
-            .into_iter()
-            .map(|r| r.summary)
-            .collect();
-        scheduler::cancel_superseded(self, loaded, request, &present).await;
-        self.changed.notify_one();
+        scheduler::cancel_superseded(self, loaded, request, builds).await;
     }
 }
 

@@ -273,6 +273,12 @@ impl Cluster {
             .find(|r| r.summary.number == number)
     }
 
+    /// Job `name` of `namespace`, from the cache (one lookup, no scan).
+    pub(crate) fn cached_job(&self, namespace: &str, name: &str) -> Option<Arc<BuildJob>> {
+        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        self.scopes.iter().find_map(|scope| scope.jobs.get(&key))
+    }
+
     /// The ledger Lease of a job, from the cache.
     pub(crate) fn cached_ledger(&self, namespace: &str, job: &str) -> Option<Arc<Lease>> {
         let name = ledger_name(job);

@@ -72,7 +72,7 @@ fn write_failed(
 }
 
 impl Workload for Cluster {
-    async fn snapshot(&self, now: i64) -> Vec<JobBuilds> {
+    async fn snapshot(&self, now: i64, reporting: bool) -> Vec<JobBuilds> {
         let groups = self.build_groups();
         let pending = heal_and_settle(self, &groups, now).await;
         groups
@@ -80,13 +80,23 @@ impl Workload for Cluster {
             .map(|((namespace, job), records)| {
                 let (loaded, declared) = self.lookup(&namespace, &job);
                 let builds = records
-                    .iter()
-                    .map(|r| ScheduledBuild {
-                        summary: r.summary.clone(),
-                        reported: report::parse_reported(
-                            r.job.annotations().get(keys::REPORTED).map(String::as_str),
-                        ),
-                        target: report_target(self, &namespace, &job, loaded.as_deref(), r),
+                    .into_iter()
+                    .map(|r| {
+                        let (reported, target) = if reporting {
+                            let recorded =
+                                r.job.annotations().get(keys::REPORTED).map(String::as_str);
+                            (
+                                report::parse_reported(recorded),
+                                Some(report_target(self, &namespace, &job, loaded.as_deref(), &r)),
+                            )
+                        } else {
+                            (Vec::new(), None)
+                        };
+                        ScheduledBuild {
+                            summary: r.summary,
+                            reported,
+                            target,
+                        }
                     })
                     .collect();
                 let keep = pending
@@ -172,10 +182,8 @@ impl Workload for Cluster {
     ) -> Result<(), WorkloadError> {
         let jobs = Api::<BuildJob>::namespaced(self.client.clone(), &target.namespace);
         let mut job = self
-            .build_records(&target.namespace, &target.job)
-            .into_iter()
-            .find(|r| r.summary.number == target.number)
-            .map(|r| (*r.job).clone());
+            .cached_job(&target.namespace, &target.build_name)
+            .map(|job| (*job).clone());
         loop {
             let current = match job.take() {
                 Some(cached) => cached,
@@ -338,7 +346,7 @@ async fn settle(
             .map(|e| e.number)
             .collect()
     };
-    let settled = ledger::update(cluster, namespace, job, |ledger| {
+    let settled = ledger::update(&cluster.client, namespace, job, |ledger| {
         let (abandoned, changed) = ledger.settle(&exists, now);
         ((abandoned, pending_in(ledger)), changed)
     })

@@ -9,17 +9,17 @@ use kubeci_engine::ledger::{Allocation, Ledger};
 use kubeci_engine::BuildSummary;
 use kubeci_render::{keys, BuildRequest};
 
-use crate::{ledger_name, now, Cluster};
+use crate::{ledger_name, now};
 
 /// Applies `change` to the ledger of job `job` and writes it back when it says so;
 /// retried on conflicts. Returns what `change` returned.
 pub(crate) async fn update<R>(
-    cluster: &Cluster,
+    client: &kube::Client,
     namespace: &str,
     job: &str,
     mut change: impl FnMut(&mut Ledger) -> (R, bool),
 ) -> Result<R, kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = ledger_name(job);
     loop {
         let existing = leases.get_opt(&name).await?;
@@ -51,7 +51,7 @@ pub(crate) async fn update<R>(
 /// its Job must be created (a new request, or a retried one whose Job was never made), the
 /// request with its number.
 pub(crate) async fn allocate(
-    cluster: &Cluster,
+    client: &kube::Client,
     namespace: &str,
     job: &str,
     key: &str,
@@ -59,7 +59,7 @@ pub(crate) async fn allocate(
     build: BuildRequest,
     cron_run: Option<i64>,
 ) -> Result<(Allocation, Option<BuildRequest>), kube::Error> {
-    update(cluster, namespace, job, |ledger| {
+    update(client, namespace, job, |ledger| {
         let cron_advanced =
             cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
         if cron_advanced {

@@ -224,13 +224,14 @@ impl LocalBackend {
 
     /// Cancels the older unfinished builds of the same pull request or branch.
     async fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_render::BuildRequest) {
-        let Some(job) = loaded.job.as_ref() else {
-            return;
+        let builds = || {
+            let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
+            let rows = self
+                .store()
+                .builds(&loaded.namespace, name)
+                .unwrap_or_default();
+            rows.iter().map(|r| summary(r, true)).collect()
         };
-        let Ok(rows) = self.store().builds(&loaded.namespace, &job.name) else {
-            return;
-        };
-        let summaries: Vec<BuildSummary> = rows.iter().map(|r| summary(r, true)).collect();
-        kubeci_engine::scheduler::cancel_superseded(self, loaded, request, &summaries).await;
+        kubeci_engine::scheduler::cancel_superseded(self, loaded, request, builds).await;
     }
 }

@@ -88,7 +88,7 @@ impl LocalBackend {
 }
 
 impl Workload for LocalBackend {
-    async fn snapshot(&self, _now: i64) -> Vec<JobBuilds> {
+    async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
         self.reload_if_due();
         let rows = match self.store().all_builds() {
             Ok(rows) => rows,
@@ -115,7 +115,7 @@ impl Workload for LocalBackend {
                     .map(|row| ScheduledBuild {
                         summary: summary(row, false),
                         reported: report::parse_reported(Some(&row.reported)),
-                        target: self.report_target(row, valid.as_deref()),
+                        target: reporting.then(|| self.report_target(row, valid.as_deref())),
                     })
                     .collect();
                 JobBuilds {

@@ -14,7 +14,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,8 +38,9 @@ pub struct ScheduledBuild {
     pub summary: BuildSummary,
     /// The commit states recorded on it as reported.
     pub reported: Vec<CommitState>,
-    /// What a report about it says.
-    pub target: ReportTarget,
+    /// What a report about it says; `None` when nothing is reported (no reporter), so a
+    /// pass over many builds builds no report for any.
+    pub target: Option<ReportTarget>,
 }
 
 /// A job's builds as a pass sees them.
@@ -119,9 +120,10 @@ pub enum WorkloadError {
 
 /// What a backend can do, as the leader's pass needs it.
 pub trait Workload: Send + Sync + 'static {
-    /// Every job that has builds, with its builds, as of now. The Kubernetes engine also
-    /// builds the requests whose creator died here, before it answers.
-    fn snapshot(&self, now: i64) -> impl Future<Output = Vec<JobBuilds>> + Send;
+    /// Every job that has builds, with its builds, as of now (with report targets when
+    /// `reporting`). The Kubernetes engine also builds the requests whose creator died
+    /// here, before it answers.
+    fn snapshot(&self, now: i64, reporting: bool) -> impl Future<Output = Vec<JobBuilds>> + Send;
     /// Lets a queued build start.
     fn release_build(
         &self,
@@ -217,47 +219,46 @@ impl<W: Workload> Scheduler<W> {
 
     /// One pass over every build at time `now` (seconds since the epoch).
     pub async fn pass(&self, now: i64) {
-        let jobs = self.workload.snapshot(now).await;
-        let mut seen = HashSet::new();
-        for group in &jobs {
+        let reporting = self.reporter.is_some();
+        let jobs = self.workload.snapshot(now, reporting).await;
+        if reporting {
+            self.reports.lock().expect("the reports lock").begin_pass();
+        }
+        for group in jobs {
             let policy = JobPolicy::of(
                 group.loaded.as_deref(),
                 group.declared,
                 self.settings.cancel_when_deleted,
             );
-            let summaries: Vec<BuildSummary> = group
-                .builds
-                .iter()
-                .map(|build| BuildSummary {
-                    fully_reported: self.fully_reported(build),
-                    ..build.summary.clone()
-                })
-                .collect();
+            let mut summaries = Vec::with_capacity(group.builds.len());
+            for mut build in group.builds {
+                build.summary.fully_reported = self.fully_reported(&build);
+                if reporting {
+                    self.report((&group.namespace, &group.job, build.summary.number), &build);
+                }
+                summaries.push(build.summary);
+            }
             for action in plan::plan(&policy, &summaries, now) {
                 if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
                     continue;
                 }
                 self.act(&group.namespace, &group.job, action).await;
             }
-            for build in &group.builds {
-                let key = key_of(&build.target);
-                self.report(&key, build);
-                seen.insert(key);
-            }
         }
-        self.reports.lock().expect("the reports lock").retain(&seen);
+        if reporting {
+            self.reports.lock().expect("the reports lock").end_pass();
+        }
         self.cron(now).await;
     }
 
     /// Whether `build` owes no report (none is wanted, or its final one was sent).
     fn fully_reported(&self, build: &ScheduledBuild) -> bool {
-        match &self.reporter {
-            Some(reporter) if reporter.wants(&build.target) => {
-                let known = self
-                    .reports
-                    .lock()
-                    .expect("the reports lock")
-                    .known(&key_of(&build.target), &build.reported);
+        match (&self.reporter, &build.target) {
+            (Some(reporter), Some(target)) if reporter.wants(target) => {
+                let known = self.reports.lock().expect("the reports lock").known(
+                    (&target.namespace, &target.job, target.number),
+                    &build.reported,
+                );
                 report::next_report(&build.summary.state, &known).is_none()
             }
             _ => true,
@@ -303,29 +304,26 @@ impl<W: Workload> Scheduler<W> {
     }
 
     /// Takes the report step `build` owes, if any, in a task of its own.
-    fn report(&self, key: &BuildKey, build: &ScheduledBuild) {
-        let Some(reporter) = self.reporter.clone() else {
+    fn report(&self, at: (&str, &str, u64), build: &ScheduledBuild) {
+        let (Some(reporter), Some(target)) = (self.reporter.clone(), &build.target) else {
             return;
         };
-        if !reporter.wants(&build.target) {
+        if !reporter.wants(target) {
             return;
         }
-        let (step, attempts) = {
+        let (step, key, attempts) = {
             let mut queue = self.reports.lock().expect("the reports lock");
-            let step = queue.take(
-                key,
-                &build.summary.state,
-                &build.reported,
-                tokio::time::Instant::now(),
-            );
-            (step, queue.attempts(key))
-        };
-        let Some(step) = step else {
-            return;
+            let now = tokio::time::Instant::now();
+            let Some(step) = queue.take(at, &build.summary.state, &build.reported, now) else {
+                return;
+            };
+            let key: BuildKey = (at.0.to_owned(), at.1.to_owned(), at.2);
+            let attempts = queue.attempts(&key);
+            (step, key, attempts)
         };
         let attempt = ReportAttempt {
-            key: key.clone(),
-            target: build.target.clone(),
+            key,
+            target: target.clone(),
             attempts,
             workload: self.workload.clone(),
             reporter,
@@ -355,10 +353,6 @@ impl<W: Workload> Scheduler<W> {
             }
         }
     }
-}
-
-fn key_of(target: &ReportTarget) -> BuildKey {
-    (target.namespace.clone(), target.job.clone(), target.number)
 }
 
 /// One report step in flight: send (then record), or record again.
@@ -410,12 +404,16 @@ impl<W: Workload> ReportAttempt<W> {
         match self.workload.record_reported(&self.target, &record).await {
             Ok(()) | Err(WorkloadError::Gone) => self.finish(None),
             Err(e) => {
-                log::warn!(
-                    "reported build {} of {}/{}, cannot record it yet: {e}",
-                    self.target.number,
-                    self.target.namespace,
-                    self.target.job
-                );
+                // Through an outage every build owing a record fails each try: say so for
+                // the first tries, then every tenth.
+                if self.attempts < 5 || self.attempts.is_multiple_of(10) {
+                    log::warn!(
+                        "reported build {} of {}/{}, cannot record it yet: {e}",
+                        self.target.number,
+                        self.target.namespace,
+                        self.target.job
+                    );
+                }
                 self.finish(Some(reports::record_retry_delay(self.attempts)));
             }
         }
@@ -437,13 +435,14 @@ impl<W: Workload> ReportAttempt<W> {
     }
 }
 
-/// Cancels the unfinished builds that build `request.number` of `loaded` supersedes
-/// (`builds`: the job's builds), through `workload`.
+/// Cancels the unfinished builds that build `request.number` of `loaded` supersedes,
+/// through `workload`; `builds` reads the job's builds, only when the request can
+/// supersede any (a manual or cron build never does).
 pub async fn cancel_superseded<W: Workload>(
     workload: &W,
     loaded: &LoadedJob,
     request: &kubeci_render::BuildRequest,
-    builds: &[BuildSummary],
+    builds: impl FnOnce() -> Vec<BuildSummary>,
 ) {
     let Some(job) = loaded.job.as_ref() else {
         return;
@@ -451,7 +450,7 @@ pub async fn cancel_superseded<W: Workload>(
     let Some(subject) = Subject::of(request, job) else {
         return;
     };
-    for number in decide::superseded_builds(&subject, request.number, builds) {
+    for number in decide::superseded_builds(&subject, request.number, &builds()) {
         let by = format!("kubeci (superseded by build {})", request.number);
         let stopped = workload
             .stop_build(&loaded.namespace, &job.name, number, Stop::Cancel { by })

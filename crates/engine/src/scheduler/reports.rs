@@ -3,10 +3,12 @@
 //!
 //! A report is sent, then recorded on the build (through the workload). Once sent, it is
 //! never sent again from here: until the workload's view shows it recorded (a watch cache
-//! lags behind its own writes), the queue remembers it, and if recording it failed, the
-//! next step for that build is recording it again, not sending it again.
+//! lags behind its own writes), the queue remembers it; if recording it failed, the next
+//! step for that build is recording it again, not sending it again. A record that
+//! succeeded is not repeated while the view lags: the workload writes a union, so no later
+//! write takes it back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,14 +36,22 @@ pub(crate) enum Step {
 struct Entry {
     /// States this replica sent that the workload's view did not show recorded yet.
     sent: Vec<CommitState>,
+    /// A record of `sent` is owed: it was not written yet, or its write failed.
+    record_owed: bool,
     attempts: u32,
     not_before: Option<Instant>,
     in_flight: bool,
+    /// The last pass that looked at it.
+    pass: u64,
 }
 
+/// Entries by namespace, job and build number: looked up by `&str` on every pass, so a
+/// pass over many builds allocates nothing for the builds that owe nothing.
 #[derive(Debug, Default)]
 pub(crate) struct ReportQueue {
-    owed: HashMap<BuildKey, Entry>,
+    owed: HashMap<String, HashMap<String, HashMap<u64, Entry>>>,
+    /// The pass under way; entries not looked at in it (their build is gone) are dropped.
+    pass: u64,
 }
 
 /// `a`, and the states of `b` it lacks.
@@ -52,44 +62,120 @@ fn union(a: &[CommitState], b: &[CommitState]) -> Vec<CommitState> {
 }
 
 impl ReportQueue {
+    fn get(&self, key: &BuildKey) -> Option<&Entry> {
+        self.owed.get(&key.0)?.get(&key.1)?.get(&key.2)
+    }
+
+    fn get_mut(&mut self, key: &BuildKey) -> Option<&mut Entry> {
+        self.owed.get_mut(&key.0)?.get_mut(&key.1)?.get_mut(&key.2)
+    }
+
+    fn entry(&mut self, key: &BuildKey) -> &mut Entry {
+        self.owed
+            .entry(key.0.clone())
+            .or_default()
+            .entry(key.1.clone())
+            .or_default()
+            .entry(key.2)
+            .or_default()
+    }
+
+    fn remove(&mut self, key: &BuildKey) {
+        if let Some(jobs) = self.owed.get_mut(&key.0) {
+            if let Some(builds) = jobs.get_mut(&key.1) {
+                builds.remove(&key.2);
+            }
+        }
+    }
+
     /// What the build's reports look like with the states sent but not yet seen recorded.
-    pub(crate) fn known(&self, key: &BuildKey, recorded: &[CommitState]) -> Vec<CommitState> {
-        match self.owed.get(key) {
+    pub(crate) fn known(
+        &self,
+        (namespace, job, number): (&str, &str, u64),
+        recorded: &[CommitState],
+    ) -> Vec<CommitState> {
+        let entry = self
+            .owed
+            .get(namespace)
+            .and_then(|jobs| jobs.get(job))
+            .and_then(|builds| builds.get(&number));
+        match entry {
             Some(entry) => union(recorded, &entry.sent),
             None => recorded.to_vec(),
         }
     }
 
-    /// The step owed for build `key` in `state` whose recorded reports are `recorded`, if
-    /// one is owed and none is in flight or waiting for its retry; the build is in flight
-    /// from then until [`ReportQueue::done`] or [`ReportQueue::failed`].
+    /// A new pass begins: [`ReportQueue::end_pass`] drops what it did not look at.
+    pub(crate) fn begin_pass(&mut self) {
+        self.pass += 1;
+    }
+
+    /// Drops the entries of builds the pass did not see (deleted), except those in flight.
+    pub(crate) fn end_pass(&mut self) {
+        let pass = self.pass;
+        for jobs in self.owed.values_mut() {
+            for builds in jobs.values_mut() {
+                builds.retain(|_, e| e.in_flight || e.pass == pass);
+            }
+            jobs.retain(|_, builds| !builds.is_empty());
+        }
+        self.owed.retain(|_, jobs| !jobs.is_empty());
+    }
+
+    /// The step owed for build `(namespace, job, number)` in `state` whose recorded reports
+    /// are `recorded`, if one is owed and none is in flight or waiting for its retry; the
+    /// build is in flight from then until [`ReportQueue::done`] or [`ReportQueue::failed`].
     pub(crate) fn take(
         &mut self,
-        key: &BuildKey,
+        (namespace, job, number): (&str, &str, u64),
         state: &BuildState,
         recorded: &[CommitState],
         now: Instant,
     ) -> Option<Step> {
-        let entry = self.owed.entry(key.clone()).or_default();
+        let pass = self.pass;
+        let existing = self
+            .owed
+            .get_mut(namespace)
+            .and_then(|jobs| jobs.get_mut(job))
+            .and_then(|builds| builds.get_mut(&number));
+        let entry = match existing {
+            Some(entry) => entry,
+            // Nothing sent, failed or in flight: only a report owed makes an entry.
+            None => {
+                let (state, description) = report::next_report(state, recorded)?;
+                let key = (namespace.to_owned(), job.to_owned(), number);
+                let entry = self.entry(&key);
+                entry.in_flight = true;
+                entry.pass = pass;
+                return Some(Step::Send {
+                    state,
+                    description,
+                    record: union(recorded, &[state]),
+                });
+            }
+        };
+        entry.pass = pass;
         if entry.sent.iter().all(|s| recorded.contains(s)) {
             entry.sent.clear();
         }
         if entry.in_flight || entry.not_before.is_some_and(|t| t > now) {
             return None;
         }
-        let step = if entry.sent.is_empty() {
-            report::next_report(state, recorded).map(|(state, description)| Step::Send {
+        let known = union(recorded, &entry.sent);
+        let step = if entry.record_owed {
+            Some(Step::Record(known))
+        } else {
+            report::next_report(state, &known).map(|(state, description)| Step::Send {
                 state,
                 description,
-                record: union(recorded, &[state]),
+                record: union(&known, &[state]),
             })
-        } else {
-            Some(Step::Record(union(recorded, &entry.sent)))
         };
         match step {
             Some(_) => entry.in_flight = true,
-            None if entry.attempts == 0 => {
-                self.owed.remove(key);
+            None if entry.attempts == 0 && entry.sent.is_empty() => {
+                let key = (namespace.to_owned(), job.to_owned(), number);
+                self.remove(&key);
             }
             None => {}
         }
@@ -98,21 +184,23 @@ impl ReportQueue {
 
     /// Attempts made for build `key` so far (what its next backoff grows from).
     pub(crate) fn attempts(&self, key: &BuildKey) -> u32 {
-        self.owed.get(key).map_or(0, |e| e.attempts)
+        self.get(key).map_or(0, |e| e.attempts)
     }
 
     /// `state` was sent for build `key`: never send it again from here.
     pub(crate) fn sent(&mut self, key: &BuildKey, state: CommitState) {
-        let entry = self.owed.entry(key.clone()).or_default();
+        let entry = self.entry(key);
         if !entry.sent.contains(&state) {
             entry.sent.push(state);
         }
+        entry.record_owed = true;
     }
 
     /// The step in flight for build `key` is over (sent and recorded).
     pub(crate) fn done(&mut self, key: &BuildKey) {
-        if let Some(entry) = self.owed.get_mut(key) {
+        if let Some(entry) = self.get_mut(key) {
             entry.in_flight = false;
+            entry.record_owed = false;
             entry.attempts = 0;
             entry.not_before = None;
         }
@@ -120,21 +208,19 @@ impl ReportQueue {
 
     /// The step in flight for build `key` failed: try again after `delay`.
     pub(crate) fn failed(&mut self, key: &BuildKey, delay: Duration, now: Instant) {
-        let entry = self.owed.entry(key.clone()).or_default();
+        let entry = self.entry(key);
         entry.in_flight = false;
         entry.attempts += 1;
         entry.not_before = Some(now + delay);
     }
 
-    /// Forgets the builds not in `seen` (deleted), except those with a step in flight.
-    pub(crate) fn retain(&mut self, seen: &HashSet<BuildKey>) {
-        self.owed
-            .retain(|key, entry| entry.in_flight || seen.contains(key));
-    }
-
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.owed.len()
+        self.owed
+            .values()
+            .flat_map(|jobs| jobs.values())
+            .map(HashMap::len)
+            .sum()
     }
 }
 
@@ -153,44 +239,51 @@ mod tests {
         ("ns".into(), "demo".into(), 1)
     }
 
+    fn at(key: &BuildKey) -> (&str, &str, u64) {
+        (&key.0, &key.1, key.2)
+    }
+
     #[test]
     fn a_sent_report_is_recorded_again_never_sent_again_until_the_view_shows_it() {
         let mut queue = ReportQueue::default();
         let now = Instant::now();
         let Some(Step::Send { state, record, .. }) =
-            queue.take(&key(), &BuildState::Succeeded, &[], now)
+            queue.take(at(&key()), &BuildState::Succeeded, &[], now)
         else {
             panic!("a finished build owes its final report");
         };
         assert_eq!((state, record.as_slice()), (Success, &[Success][..]));
         assert_eq!(
-            queue.take(&key(), &BuildState::Succeeded, &[], now),
+            queue.take(at(&key()), &BuildState::Succeeded, &[], now),
             None,
             "nothing while it is in flight"
         );
         queue.sent(&key(), Success);
         queue.failed(&key(), Duration::from_secs(1), now);
         assert_eq!(
-            queue.take(&key(), &BuildState::Succeeded, &[], now),
+            queue.take(at(&key()), &BuildState::Succeeded, &[], now),
             None,
             "recording waits for its retry"
         );
         let later = now + Duration::from_secs(2);
         assert_eq!(
-            queue.take(&key(), &BuildState::Succeeded, &[Pending], later),
+            queue.take(at(&key()), &BuildState::Succeeded, &[Pending], later),
             Some(Step::Record(vec![Pending, Success])),
             "recorded again, with what the build already shows"
         );
         queue.done(&key());
         assert_eq!(
-            queue.take(&key(), &BuildState::Succeeded, &[], later),
-            Some(Step::Record(vec![Success])),
-            "a view that lags (or a slower writer) does not make it send again"
+            queue.take(at(&key()), &BuildState::Succeeded, &[], later),
+            None,
+            "recorded: a view that lags makes it neither send nor record again"
         );
-        queue.done(&key());
-        assert_eq!(queue.known(&key(), &[]), [Success], "known while unseen");
         assert_eq!(
-            queue.take(&key(), &BuildState::Succeeded, &[Success], later),
+            queue.known(at(&key()), &[]),
+            [Success],
+            "known while unseen"
+        );
+        assert_eq!(
+            queue.take(at(&key()), &BuildState::Succeeded, &[Success], later),
             None
         );
         assert_eq!(queue.len(), 0, "forgotten once the view shows it");
@@ -201,12 +294,16 @@ mod tests {
         let mut queue = ReportQueue::default();
         let now = Instant::now();
         let other: BuildKey = ("ns".into(), "demo".into(), 2);
-        queue.take(&key(), &BuildState::Running, &[], now);
-        queue.take(&other, &BuildState::Running, &[], now);
+        queue.begin_pass();
+        queue.take(at(&key()), &BuildState::Running, &[], now);
+        queue.take(at(&other), &BuildState::Running, &[], now);
         queue.failed(&other, Duration::from_secs(5), now);
-        queue.retain(&HashSet::new());
+        queue.begin_pass();
+        queue.end_pass();
         assert_eq!(queue.len(), 1, "the one in flight stays");
-        assert!(queue.take(&other, &BuildState::Running, &[], now).is_some());
+        assert!(queue
+            .take(at(&other), &BuildState::Running, &[], now)
+            .is_some());
     }
 
     #[test]
