@@ -12,8 +12,10 @@
 //! - `cache` — the watched caches, the builds they make up, lookups of declared jobs
 //! - `builds` — creating (through `ledger`), stopping and superseding builds; their views
 //! - `backend` — [`kubeci_engine::api::Backend`] for [`Cluster`]
-//! - `election` — the leader Lease; `controller` — the leader's pass; `discover` — job ConfigMaps
-//!   into `index`; `logs` — pod logs, one shared upstream per pod for followers
+//! - `controller` — the cluster as the scheduler's `Workload` (the pass itself is
+//!   `kubeci_engine::scheduler`'s); `election` — the leader Lease; `error` — `ClusterError`
+//! - `discover` — job ConfigMaps into `index`; `logs` — pod logs, one shared upstream per
+//!   pod for followers
 
 mod backend;
 mod builds;
