@@ -7,6 +7,19 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 impl Store {
+    /// The object being written, or 404.
+    fn existing(
+        &self,
+        resource: usize,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Key, Arc<Value>), ApiError> {
+        let key = (resource, namespace.to_owned(), name.to_owned());
+        let old = self.objects.get(&key).cloned();
+        let old = old.ok_or_else(|| ApiError::not_found(Self::resource(resource), name))?;
+        Ok((key, old))
+    }
+
     /// Replaces an object (`subresource` = `status` changes only the status).
     pub fn update(
         &mut self,
@@ -17,12 +30,7 @@ impl Store {
         status_only: bool,
     ) -> Result<Arc<Value>, ApiError> {
         let rt = Self::resource(resource);
-        let key = (resource, namespace.to_owned(), name.to_owned());
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let (key, old) = self.existing(resource, namespace, name)?;
         if !object.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was in an unknown format",
@@ -86,12 +94,7 @@ impl Store {
         precondition_uid: Option<&str>,
     ) -> Result<Arc<Value>, ApiError> {
         let rt = Self::resource(resource);
-        let key = (resource, namespace.to_owned(), name.to_owned());
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let (key, old) = self.existing(resource, namespace, name)?;
         let uid = meta(&old, "uid").unwrap_or_default();
         if precondition_uid.is_some_and(|p| p != uid) {
             return Err(ApiError::conflict(rt, name));
