@@ -11,6 +11,10 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod github;
+
+use github::GitHubFront;
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Serve the jobs of a Kubernetes cluster (in-cluster config, or KUBECONFIG).
@@ -115,32 +119,8 @@ pub struct ServeArgs {
     /// $HOSTNAME-<pid>].
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
-    /// File holding the GitHub webhook secret [default: $KUBECI_GITHUB_WEBHOOK_SECRET];
-    /// without one, `POST /hooks/github` refuses every delivery.
-    #[arg(long, value_name = "FILE")]
-    github_webhook_secret_file: Option<PathBuf>,
-    /// File holding the GitHub token that posts statuses and comments
-    /// [default: $KUBECI_GITHUB_TOKEN].
-    #[arg(long, value_name = "FILE")]
-    github_token_file: Option<PathBuf>,
-    /// GitHub's API: `https://api.github.com`, or an Enterprise server's
-    /// `https://HOST/api/v3`.
-    #[arg(long, default_value = "https://api.github.com", value_name = "URL")]
-    github_url: String,
-    /// The host of the repositories that API serves [default: from --github-url,
-    /// `github.com` for `api.github.com`].
-    #[arg(long, value_name = "HOST")]
-    github_host: Option<String>,
-    /// kubeci's own GitHub login: its comments never trigger builds.
-    #[arg(long, value_name = "LOGIN")]
-    github_bot: Option<String>,
-    /// The comment asking an admin to approve an untrusted pull request.
-    #[arg(long, value_name = "TEXT", default_value = kubeci_github_api::hooks::REQUEST_MESSAGE)]
-    github_request_message: String,
-    /// How often open pull requests are checked for heads without a kubeci status
-    /// (healing missed webhooks); `0s` turns it off.
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
-    github_resync: String,
+    #[command(flatten)]
+    github: github::GitHubArgs,
 }
 
 /// The token of `serve --local` without --token-file: made once, random, readable by
@@ -170,7 +150,7 @@ fn local_token(path: &std::path::Path) -> Result<()> {
 }
 
 /// A secret from a file, else from an environment variable; trimmed.
-fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<String>> {
+pub(crate) fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<String>> {
     let text = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("{flag}: cannot read {}", path.display()))?,
@@ -186,7 +166,7 @@ fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<S
     Ok(Some(text))
 }
 
-fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
+pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
     kubeci_spec::duration::parse_duration(value)
         .map(Duration::from_secs)
         .map_err(|why| anyhow::anyhow!("{flag} {value}: {why}"))
@@ -195,8 +175,8 @@ fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
 /// `kubeci serve`: flags → settings → the chosen engine behind the HTTP front.
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     crate::logging::init(args.log_format);
-    let github = GitHubFront::from_flags(args)?;
-    let reporter = reporter(args, &github)?;
+    let github = GitHubFront::from_flags(&args.github)?;
+    let reporter = github.reporter(args.notify_url.as_deref())?;
     let front = front(args, github)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -230,71 +210,6 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                     .await
             }
         }
-    })
-}
-
-/// The GitHub side of the flags: the API client, its token, its host, the webhook secret.
-struct GitHubFront {
-    client: Arc<kubeci_github_api::GitHubClient>,
-    token: Option<String>,
-    host: String,
-    webhook_secret: Option<String>,
-    resync: Duration,
-}
-
-impl GitHubFront {
-    fn from_flags(args: &ServeArgs) -> Result<GitHubFront> {
-        let webhook_secret = secret(
-            args.github_webhook_secret_file.as_ref(),
-            "KUBECI_GITHUB_WEBHOOK_SECRET",
-            "--github-webhook-secret-file",
-        )?;
-        let token = secret(
-            args.github_token_file.as_ref(),
-            "KUBECI_GITHUB_TOKEN",
-            "--github-token-file",
-        )?;
-        let resync = duration_flag("--github-resync", &args.github_resync)?;
-        let host = match &args.github_host {
-            Some(host) => host.to_ascii_lowercase(),
-            None => kubeci_github_api::repository_host(&args.github_url)
-                .with_context(|| format!("--github-url {} has no host", args.github_url))?,
-        };
-        let client = Arc::new(
-            kubeci_github_api::GitHubClient::new(&args.github_url, token.clone())
-                .context("--github-url")?,
-        );
-        Ok(GitHubFront {
-            client,
-            token,
-            host,
-            webhook_secret,
-            resync,
-        })
-    }
-}
-
-/// Where build states are reported: `--notify-url`, and GitHub when it has a token.
-fn reporter(
-    args: &ServeArgs,
-    github: &GitHubFront,
-) -> Result<Option<Arc<dyn kubeci_engine::report::Reporter>>> {
-    let mut reporters: Vec<Arc<dyn kubeci_engine::report::Reporter>> = Vec::new();
-    if let Some(url) = &args.notify_url {
-        reporters.push(Arc::new(
-            kubeci_notify::WebhookReporter::new(url).context("--notify-url")?,
-        ));
-    }
-    if github.token.is_some() {
-        reporters.push(Arc::new(kubeci_github_api::GitHubReporter::new(
-            github.client.clone(),
-            &github.host,
-        )));
-    }
-    Ok(match reporters.len() {
-        0 => None,
-        1 => reporters.pop(),
-        _ => Some(Arc::new(kubeci_engine::report::Reporters(reporters))),
     })
 }
 
@@ -369,11 +284,11 @@ fn front(args: &ServeArgs, github: GitHubFront) -> Result<Front> {
                 args.data.join("token").display()
             )
         }),
-        resync: github.token.is_some().then_some(github.resync),
+        resync: github.client.has_credentials().then_some(github.resync),
         hook_settings: kubeci_github_api::HookSettings {
             secret: github.webhook_secret.map(String::into_bytes),
-            bot: args.github_bot.clone(),
-            request_message: args.github_request_message.clone(),
+            bot: args.github.github_bot.clone(),
+            request_message: args.github.github_request_message.clone(),
             host: github.host,
         },
         github: github.client,

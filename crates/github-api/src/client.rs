@@ -1,8 +1,10 @@
 //! GitHub's REST API, the calls kubeci makes: pull requests, organisation membership
-//! (cached), commit statuses, comments and labels. Rate limits are read from every answer:
-//! `Retry-After`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`.
+//! (cached), commit statuses, comments and labels — as a personal token's owner or as a
+//! GitHub App's installation ([`crate::app`]). Rate limits are read from every answer:
+//! `Retry-After`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`; an App's are
+//! kept per installation, as GitHub counts them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use hyper::{header, Method, Request, StatusCode, Uri};
 use kubeci_github::event::{parse_pull_request, PullRequestInfo};
 use serde_json::{json, Value};
 
+use crate::app::{self, App, InstallationToken, Installations, Scope};
 use crate::GitHubError;
 
 /// How long an organisation membership answer is believed.
@@ -20,12 +23,25 @@ pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(600);
 /// A client of one GitHub (github.com's API, or an Enterprise server's `/api/v3`).
 pub struct GitHubClient {
     base: String,
-    token: Option<String>,
+    credentials: Credentials,
     client: kubeci_https::HttpsClient,
     timeout: Duration,
     memberships: Mutex<HashMap<(String, String), (bool, Instant)>>,
     /// The calls made and the rate limit left, for metrics and tests.
     stats: Mutex<Stats>,
+}
+
+/// Who the client calls GitHub as.
+enum Credentials {
+    Anonymous,
+    Token(String),
+    App(Box<AppCaller>),
+}
+
+/// A GitHub App and what it found of its installations.
+struct AppCaller {
+    app: App,
+    installations: Installations,
 }
 
 /// What the client has seen of GitHub.
@@ -34,6 +50,10 @@ pub struct Stats {
     pub calls: u64,
     /// `X-RateLimit-Remaining` of the last answer.
     pub rate_limit_remaining: Option<u64>,
+    /// An App's: `X-RateLimit-Remaining` of the last answer to each installation's token.
+    pub rate_limit_by_installation: BTreeMap<u64, u64>,
+    /// An App's: installation tokens made.
+    pub tokens_made: u64,
 }
 
 /// A commit status as GitHub lists it.
@@ -74,6 +94,37 @@ fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
 impl GitHubClient {
     /// `base`: the API's URL (`https://api.github.com`, `https://ghe.example.com/api/v3`).
     pub fn new(base: &str, token: Option<String>) -> Result<GitHubClient, GitHubError> {
+        Self::with(
+            base,
+            token.map_or(Credentials::Anonymous, Credentials::Token),
+        )
+    }
+
+    /// A client that calls as `app`'s installation on the repository or organisation
+    /// each call is about.
+    pub fn with_app(base: &str, app: App) -> Result<GitHubClient, GitHubError> {
+        let installations = Installations::default();
+        Self::with(
+            base,
+            Credentials::App(Box::new(AppCaller { app, installations })),
+        )
+    }
+
+    /// Whether it can call as someone (a token or an App): without, it only reads
+    /// what is public.
+    pub fn has_credentials(&self) -> bool {
+        !matches!(self.credentials, Credentials::Anonymous)
+    }
+
+    /// Forgets which installation covers which repository (an App was installed,
+    /// removed, or given other repositories).
+    pub fn forget_installations(&self) {
+        if let Credentials::App(caller) = &self.credentials {
+            caller.installations.forget_scopes();
+        }
+    }
+
+    fn with(base: &str, credentials: Credentials) -> Result<GitHubClient, GitHubError> {
         let parsed: Uri =
             base.parse()
                 .map_err(|e: hyper::http::uri::InvalidUri| GitHubError::InvalidUrl {
@@ -88,7 +139,7 @@ impl GitHubClient {
         }
         Ok(GitHubClient {
             base: base.trim_end_matches('/').to_owned(),
-            token,
+            credentials,
             client: kubeci_https::https_client().map_err(GitHubError::Client)?,
             timeout: Duration::from_secs(15),
             memberships: Mutex::default(),
@@ -100,12 +151,128 @@ impl GitHubClient {
         self.stats.lock().expect("lock").clone()
     }
 
-    /// One call; the JSON answer (`Null` for an empty one) and the status.
+    /// One call as the client's credentials; the JSON answer (`Null` for an empty one)
+    /// and the status. As an App, a token GitHub refuses (`401`) is replaced and the call
+    /// made once more.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
+    ) -> Result<(StatusCode, Value), GitHubError> {
+        let (app, installations) = match &self.credentials {
+            Credentials::Anonymous => return self.send(method, path, body, None, None).await,
+            Credentials::Token(token) => {
+                return self.send(method, path, body, Some(token), None).await
+            }
+            Credentials::App(caller) => (&caller.app, &caller.installations),
+        };
+        let scope = app::scope_of(path).ok_or_else(|| GitHubError::NoInstallation {
+            call: format!("{method} {path}"),
+            scope: "no repository or organisation".into(),
+        })?;
+        let installation = self.installation(app, installations, &scope).await?;
+        let token = self.token(app, installations, installation, None).await?;
+        let first = self
+            .send(
+                method.clone(),
+                path,
+                body.clone(),
+                Some(&token.token),
+                Some(installation),
+            )
+            .await;
+        match first {
+            Err(GitHubError::Refused { status: 401, .. }) => {
+                let renewed = self
+                    .token(app, installations, installation, Some(&token))
+                    .await?;
+                self.send(method, path, body, Some(&renewed.token), Some(installation))
+                    .await
+            }
+            answer => answer,
+        }
+    }
+
+    /// The installation of the App covering `scope`, looked up once.
+    async fn installation(
+        &self,
+        app: &App,
+        installations: &Installations,
+        scope: &Scope,
+    ) -> Result<u64, GitHubError> {
+        let slot = installations.installation_slot(scope);
+        let mut found = slot.lock().await;
+        if let Some(id) = *found {
+            return Ok(id);
+        }
+        let path = scope.installation_path();
+        let jwt = app.jwt(jiff::Timestamp::now().as_second())?;
+        let (status, value) = self
+            .send(Method::GET, &path, None, Some(&jwt), None)
+            .await?;
+        let id = value["id"].as_u64().filter(|_| status.is_success());
+        let id = id.ok_or_else(|| GitHubError::NoInstallation {
+            call: format!("GET {path}"),
+            scope: scope.to_string(),
+        })?;
+        *found = Some(id);
+        Ok(id)
+    }
+
+    /// A usable token of `installation`: the one kept, unless it is `refused` or in its
+    /// last minutes; else a new one.
+    async fn token(
+        &self,
+        app: &App,
+        installations: &Installations,
+        installation: u64,
+        refused: Option<&InstallationToken>,
+    ) -> Result<InstallationToken, GitHubError> {
+        let slot = installations.token_slot(installation);
+        let mut kept = slot.lock().await;
+        let now = jiff::Timestamp::now().as_second();
+        if let Some(token) = kept.as_ref() {
+            if Some(token) != refused && app::usable(token.expires_at, now) {
+                return Ok(token.clone());
+            }
+        }
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let jwt = app.jwt(now)?;
+        let (status, value) = self
+            .send(Method::POST, &path, None, Some(&jwt), None)
+            .await?;
+        let call = || format!("POST {path}");
+        let token = value["token"].as_str().filter(|_| status.is_success());
+        let expires_at = value["expires_at"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let (Some(token), Some(expires_at)) = (token, expires_at) else {
+            return Err(GitHubError::Refused {
+                call: call(),
+                status: status.as_u16(),
+                message: "no installation token in the answer".into(),
+                retry_after: None,
+            });
+        };
+        let token = InstallationToken {
+            token: token.to_owned(),
+            expires_at: expires_at.as_second(),
+        };
+        self.stats.lock().expect("lock").tokens_made += 1;
+        *kept = Some(token.clone());
+        Ok(token)
+    }
+
+    /// One request with `authorization` (a token or a JWT); `installation`: whose rate
+    /// limit the answer tells.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        authorization: Option<&str>,
+        installation: Option<u64>,
     ) -> Result<(StatusCode, Value), GitHubError> {
         let uri = format!("{}{path}", self.base);
         let mut request = Request::builder()
@@ -114,7 +281,7 @@ impl GitHubClient {
             .header(header::ACCEPT, "application/vnd.github+json")
             .header(header::USER_AGENT, "kubeci")
             .header("x-github-api-version", "2022-11-28");
-        if let Some(token) = &self.token {
+        if let Some(token) = authorization {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
@@ -148,6 +315,9 @@ impl GitHubClient {
                 .and_then(|v| v.parse().ok())
             {
                 stats.rate_limit_remaining = Some(left);
+                if let Some(installation) = installation {
+                    stats.rate_limit_by_installation.insert(installation, left);
+                }
             }
         }
         let body = response

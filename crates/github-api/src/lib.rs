@@ -1,7 +1,9 @@
 //! kubeci's GitHub edge (docs/design.md §5), thin around the pure `kubeci-github`: the REST
-//! client, the commit-status [`Reporter`](kubeci_engine::report::Reporter), the work a
-//! webhook delivery causes, and the periodic resync of open pull requests.
+//! client (as a token's owner or a GitHub App), the commit-status
+//! [`Reporter`](kubeci_engine::report::Reporter), the work a webhook delivery causes, and
+//! the periodic resync of open pull requests.
 
+pub mod app;
 pub mod client;
 pub mod hooks;
 pub mod reporter;
@@ -33,6 +35,13 @@ pub enum GitHubError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The App's private key cannot sign (found at start, never at the first webhook).
+    #[error("the GitHub App's private key cannot be used: {reason}")]
+    InvalidAppKey { reason: String },
+    /// The App is not installed where a call needs it. Not worth retrying soon: someone
+    /// has to install it.
+    #[error("{call}: kubeci's GitHub App is not installed on the {scope}; install it there (docs/github.md)")]
+    NoInstallation { call: String, scope: String },
     /// An answer kubeci cannot read.
     #[error("GitHub's answer cannot be read")]
     Decode(#[source] kubeci_github::EventError),

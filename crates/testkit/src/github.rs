@@ -1,6 +1,9 @@
 //! A fake GitHub REST API on loopback, with the calls kubeci makes: pull requests,
 //! organisation membership, commit statuses, comments and labels. It keeps what it is
-//! told, checks the token, and can answer with rate limits and errors.
+//! told, checks the token — a personal one, or as a GitHub App ([`app`]) the App's JWTs
+//! and its installations' tokens — and can answer with rate limits and errors.
+
+mod app;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
@@ -39,6 +42,8 @@ struct State {
     /// (method, path) of every request.
     requests: Vec<(String, String)>,
     bot: String,
+    /// Set when it stands for a GitHub App's view of GitHub.
+    app: Option<app::AppSide>,
 }
 
 /// The fake GitHub; it stops when dropped.
@@ -120,22 +125,116 @@ async fn handle(
         }
         return Ok(response);
     }
-    let authorized = parts
+    let credential = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {}", state.token));
-    if !authorized {
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .unwrap_or("")
+        .to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if state.app.is_some() {
+        if let Some(answer) = as_the_app(&mut state, &parts.method, &segments, &credential) {
+            return Ok(answer);
+        }
+        if let Some(refusal) = installation_refusal(&state, &segments, &credential) {
+            return Ok(refusal);
+        }
+        let installation = state
+            .app
+            .as_ref()
+            .and_then(|a| a.token_installation(&credential).ok());
+        let mut response = serve(&mut state, &parts, &segments, &body);
+        if let Some(installation) = installation {
+            let left = state.app.as_mut().expect("an App").spend(installation);
+            response
+                .headers_mut()
+                .insert("x-ratelimit-remaining", left.into());
+        }
+        return Ok(response);
+    } else if credential != state.token {
         return Ok(reply(
             StatusCode::UNAUTHORIZED,
             json!({"message": "Bad credentials"}),
         ));
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    Ok(match parts.method {
-        Method::GET => get(&state, &segments, &parts.uri),
-        Method::POST => post(&mut state, &segments, &body),
+    Ok(serve(&mut state, &parts, &segments, &body))
+}
+
+fn serve(
+    state: &mut State,
+    parts: &axum::http::request::Parts,
+    segments: &[&str],
+    body: &Value,
+) -> Response<Body> {
+    match parts.method {
+        Method::GET => get(state, segments, &parts.uri),
+        Method::POST => post(state, segments, body),
         _ => not_found(),
+    }
+}
+
+/// The App's own calls (authenticated with its JWT): an installation's look-up, a new
+/// installation token. `None` for any other call.
+fn as_the_app(
+    state: &mut State,
+    method: &Method,
+    segments: &[&str],
+    jwt: &str,
+) -> Option<Response<Body>> {
+    let app = state.app.as_mut().expect("an App");
+    let account = match (method, segments) {
+        (&Method::GET, ["repos", owner, _, "installation"] | ["orgs", owner, "installation"]) => {
+            Some(owner.to_ascii_lowercase())
+        }
+        (&Method::POST, ["app", "installations", _, "access_tokens"]) => None,
+        _ => return None,
+    };
+    if let Err(why) = app.verify(jwt) {
+        app.refused_jwts.push(why.clone());
+        return Some(reply(StatusCode::UNAUTHORIZED, json!({ "message": why })));
+    }
+    if let Some(account) = account {
+        return Some(match app.installations.get(&account) {
+            Some(id) => reply(
+                StatusCode::OK,
+                json!({"id": id, "account": {"login": account}, "app_id": app.id}),
+            ),
+            None => not_found(),
+        });
+    }
+    let id: u64 = segments[2].parse().unwrap_or(0);
+    if !app.installations.values().any(|i| *i == id) {
+        return Some(not_found());
+    }
+    let (token, expires) = app.make_token(id);
+    let expires_at = jiff::Timestamp::from_second(expires).expect("a time");
+    Some(reply(
+        StatusCode::CREATED,
+        json!({"token": token, "expires_at": expires_at.to_string()}),
+    ))
+}
+
+/// Why an App's installation token may not make this call, if it may not: unknown or
+/// expired (401), or another installation's (403, as GitHub answers).
+fn installation_refusal(state: &State, segments: &[&str], token: &str) -> Option<Response<Body>> {
+    let app = state.app.as_ref().expect("an App");
+    let installation = match app.token_installation(token) {
+        Ok(installation) => installation,
+        Err(why) => return Some(reply(StatusCode::UNAUTHORIZED, json!({ "message": why }))),
+    };
+    let account = match segments {
+        ["repos", owner, ..] | ["orgs", owner, ..] => owner.to_ascii_lowercase(),
+        _ => return None,
+    };
+    (app.installations.get(&account) != Some(&installation)).then(|| {
+        reply(
+            StatusCode::FORBIDDEN,
+            json!({"message": "Resource not accessible by integration"}),
+        )
     })
 }
 
@@ -261,6 +360,56 @@ impl FakeGitHub {
         }
     }
 
+    /// Starts as GitHub answers App `app_id` whose public key is `public_key` (PKCS#1
+    /// `RSAPublicKey`, DER): calls need the App's JWT or one of its installations' tokens
+    /// (see [`FakeGitHub::install`]), which live an hour unless
+    /// [`FakeGitHub::set_token_lifetime`] says otherwise.
+    pub async fn start_app(app_id: u64, public_key: Vec<u8>, bot: &str) -> FakeGitHub {
+        let github = FakeGitHub::start("", bot).await;
+        github.state().app = Some(app::AppSide {
+            id: app_id,
+            public_key,
+            installations: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            token_lifetime: 3600,
+            refused_jwts: Vec::new(),
+            calls: BTreeMap::new(),
+        });
+        github
+    }
+
+    /// The App is installed on `account` (a user or an organisation) as `installation`.
+    pub fn install(&self, account: &str, installation: u64) {
+        self.with_app(|app| {
+            app.installations
+                .insert(account.to_ascii_lowercase(), installation)
+        });
+    }
+
+    /// Installation tokens made from now on expire after `lifetime`.
+    pub fn set_token_lifetime(&self, lifetime: std::time::Duration) {
+        self.with_app(|app| app.token_lifetime = lifetime.as_secs() as i64);
+    }
+
+    /// Every installation token made so far is expired from now on.
+    pub fn expire_tokens(&self) {
+        self.with_app(app::AppSide::expire_tokens);
+    }
+
+    /// How many installation tokens were made.
+    pub fn tokens_made(&self) -> usize {
+        self.with_app(|app| app.tokens.len())
+    }
+
+    /// Why each JWT refused so far was refused.
+    pub fn refused_jwts(&self) -> Vec<String> {
+        self.with_app(|app| app.refused_jwts.clone())
+    }
+
+    fn with_app<T>(&self, act: impl FnOnce(&mut app::AppSide) -> T) -> T {
+        act(self.state().app.as_mut().expect("started with start_app"))
+    }
+
     /// The API's base URL, for `--github-url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
@@ -344,6 +493,26 @@ impl FakeGitHub {
             state.faults.push_back(None);
         }
     }
+}
+
+/// A GitHub App's private key as GitHub generates one (PKCS#1 PEM, 2048 bits), made by
+/// `openssl` at `path`; returns the public key as the fake wants it (PKCS#1 DER).
+pub fn make_app_key(path: &std::path::Path) -> Vec<u8> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (the tests need it: .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let file = path.to_str().expect("a UTF-8 path");
+    run(&["genrsa", "-traditional", "-out", file, "2048"]);
+    run(&["rsa", "-in", file, "-RSAPublicKey_out", "-outform", "DER"])
 }
 
 /// An answer given instead of serving a request: status and headers.

@@ -13,14 +13,18 @@ use serde_json::{json, Value};
 const CHART: &str = "deploy/helm/kubeci";
 
 /// `scripts/helm.py ARGS` in the repository root: its stdout.
-fn helm(args: &[&str]) -> String {
+fn helm_run(args: &[&str]) -> std::process::Output {
     require_python_module("helm_python", "helm-python-sdk");
-    let output = Command::new("python3")
+    Command::new("python3")
         .arg("scripts/helm.py")
         .args(args)
         .current_dir(repo_root())
         .output()
-        .expect("python3 runs");
+        .expect("python3 runs")
+}
+
+fn helm(args: &[&str]) -> String {
+    let output = helm_run(args);
     assert!(
         output.status.success(),
         "scripts/helm.py {args:?}: {}",
@@ -59,9 +63,24 @@ fn with_credentials() -> Value {
     })
 }
 
+/// kubeci as a GitHub App: its id, and the Secret of its private key.
+fn as_a_github_app() -> Value {
+    json!({
+        "github": {
+            "webhookSecret": {"name": "kubeci-github"},
+            "app": {"id": "1717", "keySecret": {"name": "kubeci-github-app"}},
+        },
+    })
+}
+
 #[test]
 fn the_chart_lints_clean_in_every_mode() {
-    for values in [json!({}), namespaced(), with_credentials()] {
+    for values in [
+        json!({}),
+        namespaced(),
+        with_credentials(),
+        as_a_github_app(),
+    ] {
         let report: Value =
             serde_json::from_str(&helm(&["lint", CHART, &values.to_string()])).unwrap();
         assert_eq!(report["errors"], json!([]), "{values}: {report}");
@@ -84,6 +103,7 @@ fn every_rendered_object_passes_strict_kubernetes_validation() {
         ("default", json!({})),
         ("namespaced", namespaced()),
         ("credentials", with_credentials()),
+        ("github-app", as_a_github_app()),
     ] {
         let stream = render(&values);
         expected += objects(&stream).len();
@@ -191,6 +211,44 @@ fn kubecis_credentials_are_mounted_into_kubeci_alone_and_no_rule_names_secrets()
             );
         }
     }
+}
+
+#[test]
+fn a_github_apps_key_is_mounted_into_kubeci_alone_and_named_by_flags_kubeci_knows() {
+    let objects = objects(&render(&as_a_github_app()));
+    let spec = &of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let app_volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "github-app")
+        .expect("the key's volume");
+    assert_eq!(
+        app_volume["secret"],
+        json!({"secretName": "kubeci-github-app", "items": [{"key": "private-key.pem", "path": "private-key.pem"}]})
+    );
+    let args: Vec<String> = spec["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    for flag in [
+        "--github-app-id=1717",
+        "--github-app-key-file=/etc/kubeci/github-app/private-key.pem",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--github-token-file")));
+    let help = common::kubeci(&["serve", "--help"]).stdout;
+    for flag in ["--github-app-id", "--github-app-key-file"] {
+        assert!(help.contains(flag), "{flag} is not a `kubeci serve` flag");
+    }
+    let without_id = json!({"github": {"app": {"keySecret": {"name": "k"}}}});
+    let refused = helm_run(&["render", CHART, "kubeci", "kubeci", &without_id.to_string()]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a key without its App's id");
+    assert!(error.contains("github.app.id"), "{error}");
 }
 
 fn objects_of_roles(values: &Value) -> Vec<Value> {

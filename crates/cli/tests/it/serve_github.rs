@@ -87,17 +87,64 @@ fn pr_json(payload: &[u8]) -> Value {
 
 const JOB: &str = "- job:\n    name: hello\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 30; fi; echo \"built $GIT_COMMIT\"\n    timeout: 5m\n    ghprb:\n      enabled: true\n      admin_users: [admin]\n      whitelisted_users: [friend, Codertocat]\n";
 
+/// Who kubeci calls GitHub as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A personal token's owner.
+    Token,
+    /// A GitHub App installed on the repository's owner.
+    App,
+}
+
+const APP_ID: u64 = 1717;
+
 struct World {
     server: FakeApiServer,
     github: FakeGitHub,
     dir: tempfile::TempDir,
     repo: common::git::Repo,
+    caller: Caller,
+}
+
+/// The fake GitHub, as a token's owner or as the App sees it (installed on the
+/// repository's owner); the App's private key is written to `dir/app.pem`.
+async fn fake_github(caller: Caller, dir: &std::path::Path) -> FakeGitHub {
+    match caller {
+        Caller::Token => {
+            std::fs::write(dir.join("github-token"), GITHUB_TOKEN).unwrap();
+            FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await
+        }
+        Caller::App => {
+            let public_key = kubeci_testkit::github::make_app_key(&dir.join("app.pem"));
+            let github = FakeGitHub::start_app(APP_ID, public_key, "kubeci-bot").await;
+            github.install("Codertocat", 77);
+            github
+        }
+    }
+}
+
+/// The flags that make kubeci call GitHub as `caller` (see [`fake_github`]).
+fn caller_flags(caller: Caller, dir: &std::path::Path) -> Vec<String> {
+    let file = |name: &str| dir.join(name).display().to_string();
+    match caller {
+        Caller::Token => vec!["--github-token-file".into(), file("github-token")],
+        Caller::App => vec![
+            "--github-app-id".into(),
+            APP_ID.to_string(),
+            "--github-app-key-file".into(),
+            file("app.pem"),
+        ],
+    }
 }
 
 impl World {
     /// `run_locally`: pods really run (cloning the local repository); otherwise they run
     /// for a minute without output.
     async fn new(run_locally: bool) -> World {
+        World::calling_as(run_locally, Caller::Token).await
+    }
+
+    async fn calling_as(run_locally: bool, caller: Caller) -> World {
         let dir = tempfile::tempdir().unwrap();
         let repo = common::git::Repo::new(&dir.path().join("git"));
         let gitconfig = dir.path().join("gitconfig");
@@ -125,39 +172,42 @@ impl World {
         };
         server.set_pod_behaviour(move |_| behaviour.clone());
         server.preload(vec![configmap("hello", JOB)]).unwrap();
-        let github = FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await;
+        let github = fake_github(caller, dir.path()).await;
         std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-        std::fs::write(dir.path().join("github-token"), GITHUB_TOKEN).unwrap();
         World {
             server,
             github,
             dir,
             repo,
+            caller,
         }
     }
 
     fn serve(&self, resync: &str) -> Kubeci {
         let secret = self.dir.path().join("secret").display().to_string();
-        let token = self.dir.path().join("github-token").display().to_string();
         let url = self.github.url();
+        let caller = caller_flags(self.caller, self.dir.path());
+        let caller: Vec<&str> = caller.iter().map(String::as_str).collect();
         serve_with(
             &self.server,
             &[
-                "--github-webhook-secret-file",
-                &secret,
-                "--github-token-file",
-                &token,
-                "--github-url",
-                &url,
-                "--github-host",
-                "github.com",
-                "--github-bot",
-                "kubeci-bot",
-                "--github-resync",
-                resync,
-                "--base-url",
-                "https://ci.example.com",
-            ],
+                &caller[..],
+                &[
+                    "--github-webhook-secret-file",
+                    &secret,
+                    "--github-url",
+                    &url,
+                    "--github-host",
+                    "github.com",
+                    "--github-bot",
+                    "kubeci-bot",
+                    "--github-resync",
+                    resync,
+                    "--base-url",
+                    "https://ci.example.com",
+                ],
+            ]
+            .concat(),
         )
     }
 
@@ -404,7 +454,19 @@ async fn the_secret_and_token_can_come_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_pull_requests_build_and_report_untrusted_ones_wait_for_an_admin() {
-    let world = World::new(true).await;
+    pull_requests_build_once_trusted(World::calling_as(true, Caller::Token).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_trusted_pull_requests_build_and_report_untrusted_ones_wait() {
+    let world = World::calling_as(true, Caller::App).await;
+    pull_requests_build_once_trusted(world).await;
+}
+
+/// A trusted author's pull request is built at its head and reported, once even when its
+/// delivery is replayed after the build is gone; an untrusted one gets one comment and no
+/// build until an admin says "ok to test".
+async fn pull_requests_build_once_trusted(world: World) {
     let kubeci = world.serve("0s");
 
     // A whitelisted author opens a pull request: its head is built and reported.
@@ -536,13 +598,40 @@ async fn trusted_pull_requests_build_and_report_untrusted_ones_wait_for_an_admin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_supersedes_the_running_build_and_a_cancelled_build_reports_error() {
-    let world = World::new(true).await;
+    a_push_supersedes_the_running_build(World::new(true).await).await;
+}
+
+/// As an App, with its installation's tokens expiring while the first build runs: the
+/// refused token is replaced, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_a_token_expiring_mid_build_is_renewed() {
+    let world = World::calling_as(true, Caller::App).await;
+    let github = a_push_supersedes_the_running_build(world).await;
+    assert!(
+        github.refused_jwts().is_empty(),
+        "{:?}",
+        github.refused_jwts()
+    );
+    assert_eq!(
+        github.tokens_made(),
+        2,
+        "one token until it expired, then one more for the rest"
+    );
+}
+
+async fn a_push_supersedes_the_running_build(world: World) -> FakeGitHub {
     let kubeci = world.serve("0s");
     let slow_head = world.push_pr(2, true);
     let opened = pr_payload("opened", 2, "friend", &slow_head, &[]);
     world.github.set_pull_request(REPO, pr_json(&opened));
     assert_eq!(signed(&kubeci, "pull_request", "s-1", &opened).0, 200);
     wait("build 1 to run", || state_of(&kubeci, 1) == "running");
+    wait("its pending status", || {
+        !world.states(&slow_head).is_empty()
+    });
+    if world.caller == Caller::App {
+        world.github.expire_tokens();
+    }
     let new_head = world.push_pr(2, false);
     let pushed = pr_payload("synchronize", 2, "friend", &new_head, &[]);
     world.github.set_pull_request(REPO, pr_json(&pushed));
@@ -571,6 +660,7 @@ async fn a_push_supersedes_the_running_build_and_a_cancelled_build_reports_error
             .contains("cancelled by kubeci (superseded by build 2)"),
         "{cancelled:?}"
     );
+    world.github
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -780,5 +870,62 @@ mod on_both_clusters {
             .await;
         drop(kubeci);
         cluster.finish().await;
+    }
+}
+
+/// A GitHub App's flags are checked at start: a key that cannot sign, a missing half, an id
+/// that is not a number, or a token besides the App stop kubeci with what to do — never
+/// at the first webhook — and the key is never shown.
+#[test]
+fn a_github_app_that_cannot_sign_in_stops_kubeci_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("app.pem");
+    kubeci_testkit::github::make_app_key(&good);
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "ghp_this is a token, not a key\n").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, GITHUB_TOKEN).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (good, bad, token) = (path(&good), path(&bad), path(&token));
+    let data = path(&dir.path().join("data"));
+    for (flags, says) in [
+        (
+            vec!["--github-app-id", "1717", "--github-app-key-file", &bad],
+            "--github-app-key-file: the GitHub App's private key cannot be used: it is not a PEM private key",
+        ),
+        (
+            vec!["--github-app-id", "1717"],
+            "--github-app-id needs the App's private key: --github-app-key-file FILE",
+        ),
+        (
+            vec!["--github-app-key-file", &good],
+            "the GitHub App's private key needs its App: --github-app-id ID",
+        ),
+        (
+            vec!["--github-app-id", "my-app", "--github-app-key-file", &good],
+            "--github-app-id \"my-app\" is not an App id",
+        ),
+        (
+            vec![
+                "--github-app-id",
+                "1717",
+                "--github-app-key-file",
+                &good,
+                "--github-token-file",
+                &token,
+            ],
+            "both a GitHub token (--github-token-file or $KUBECI_GITHUB_TOKEN) and a GitHub App",
+        ),
+    ] {
+        let mut args = vec!["serve", "--local", "examples", "--data", &data];
+        args.extend(flags.iter().copied());
+        let run = common::kubeci(&args);
+        assert_ne!(run.code, 0, "{flags:?}");
+        assert!(run.stderr.contains(says), "{flags:?}: {}", run.stderr);
+        let key = std::fs::read_to_string(&good).unwrap();
+        assert!(
+            !run.stderr.contains(key.lines().nth(1).unwrap()),
+            "the key is never shown"
+        );
     }
 }
