@@ -177,6 +177,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     crate::logging::init(args.log_format);
     let github = GitHubFront::from_flags(&args.github)?;
     let reporter = github.reporter(args.notify_url.as_deref())?;
+    let takeover_grace = github.takeover_grace();
     let front = front(args, github)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -199,7 +200,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 front.serve(engine).await
             }
             None => {
-                let settings = kubernetes_settings(args)?;
+                let settings = kubeci_k8s::Settings {
+                    takeover_grace,
+                    ..kubernetes_settings(args)?
+                };
                 let config = kube::Config::infer()
                     .await
                     .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -290,6 +294,7 @@ fn front(args: &ServeArgs, github: GitHubFront) -> Result<Front> {
             bot: args.github.github_bot.clone(),
             request_message: args.github.github_request_message.clone(),
             host: github.host,
+            check_runs: github.report == github::GitHubReport::Checks,
         },
         github: github.client,
     })
@@ -346,6 +351,7 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
         cancel_when_deleted: args.cancel_on_delete,
         log_url_template: args.log_url_template.clone(),
         resync: Duration::from_secs(1),
+        ..kubeci_k8s::Settings::default()
     })
 }
 

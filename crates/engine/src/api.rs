@@ -205,12 +205,9 @@ impl BuildView {
                 .map(|t| t.as_second())
         };
         let started = at(&self.started_at)?;
-        let seconds = (at(&self.finished_at).unwrap_or(now) - started).max(0);
-        Some(match seconds {
-            s if s < 60 => format!("{s}s"),
-            s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
-            s => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        })
+        Some(human_duration(
+            at(&self.finished_at).unwrap_or(now) - started,
+        ))
     }
 
     pub fn describe(state: &BuildState) -> (&'static str, Option<String>) {
@@ -335,8 +332,38 @@ pub struct Triggered {
     pub created: bool,
 }
 
+/// `seconds` as people say them: `42s`, `1m 05s`, `2h 03m`.
+pub fn human_duration(seconds: i64) -> String {
+    match seconds.max(0) {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// A log as it is written: chunks of bytes.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
+
+/// The last `max_bytes` of a log (from the start of a line when one begins in them),
+/// reading it through; `None` when it is empty.
+pub async fn log_tail(mut stream: LogStream, max_bytes: usize) -> Option<String> {
+    let mut tail: Vec<u8> = Vec::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+        let Ok(chunk) = chunk else { break };
+        tail.extend_from_slice(&chunk);
+        if tail.len() > 2 * max_bytes {
+            tail.drain(..tail.len() - max_bytes);
+        }
+    }
+    if tail.len() > max_bytes {
+        tail.drain(..tail.len() - max_bytes);
+        if let Some(newline) = tail.iter().position(|b| *b == b'\n') {
+            tail.drain(..=newline);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail).into_owned();
+    (!text.is_empty()).then_some(text)
+}
 
 /// A backend as the server uses it.
 pub trait Backend: Send + Sync + 'static {

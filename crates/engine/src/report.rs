@@ -1,7 +1,9 @@
-//! Commit statuses: what a build's state means on GitHub, and which report is still owed.
+//! Reports of build states (GitHub check runs or commit statuses, notifications): what a
+//! build's state means to a receiver, and which report is still owed.
 //!
 //! What was reported is recorded on the build's Job (the `kubeci.io/reported` annotation,
-//! a comma-separated list), so a restarted kubeci neither loses nor repeats a report.
+//! a comma-separated list, with the GitHub check run the states went to), so a restarted
+//! kubeci neither loses nor repeats a report.
 
 use std::fmt;
 use std::future::Future;
@@ -26,6 +28,8 @@ pub struct ReportTarget {
     pub url: String,
     /// The job's `ghprb.context`, if set.
     pub context: Option<String>,
+    /// When the build was created (seconds since the epoch).
+    pub created_at: Option<i64>,
 }
 
 /// Why a report failed.
@@ -40,16 +44,61 @@ pub struct ReportError {
     pub retry_after: Option<Duration>,
 }
 
-/// Where build states are reported (GitHub commit statuses, a notification endpoint).
+/// One report: a state of a build, and what is known of the build's earlier reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report<'a> {
+    pub target: &'a ReportTarget,
+    pub state: CommitState,
+    /// One line saying what happened.
+    pub description: &'a str,
+    /// The build's state in full (why it failed, who cancelled it).
+    pub build: &'a BuildState,
+    /// When it finished (seconds since the epoch).
+    pub finished_at: Option<i64>,
+    /// What was reported of it before, and the check run it went to.
+    pub before: &'a Reported,
+    /// A report of it may have reached the receiver without being recorded (a leader
+    /// before this one, or an attempt of this one that failed without an answer): a
+    /// receiver that creates an object on the first report looks for it first.
+    pub may_have_been_sent: bool,
+    /// The end of the build's log (final states, to reporters that ask for it).
+    pub log_tail: Option<&'a str>,
+}
+
+impl Report<'_> {
+    /// For receivers that know only `pending` before the end (commit statuses,
+    /// notifications): this is `running`, and `pending` was reported already — nothing
+    /// new to say.
+    pub fn nothing_new_before_the_end(&self) -> bool {
+        self.state == CommitState::Running && self.before.states.contains(&CommitState::Pending)
+    }
+}
+
+/// What a delivered report left at the receiver, to be recorded with the build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The GitHub check run that shows the build.
+    pub check_run: Option<u64>,
+}
+
+/// A future a reporter returns.
+pub type Reporting<'a> = Pin<Box<dyn Future<Output = Result<Receipt, ReportError>> + Send + 'a>>;
+
+/// Where build states are reported (GitHub check runs or commit statuses, a notification
+/// endpoint).
 pub trait Reporter: Send + Sync + 'static {
     /// Whether this build is reported at all (e.g. GitHub needs a commit).
     fn wants(&self, target: &ReportTarget) -> bool;
-    fn report<'a>(
-        &'a self,
-        target: &'a ReportTarget,
-        state: CommitState,
-        description: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>>;
+    /// Whether the first report of a build creates an object at the receiver (a check
+    /// run), which a second first report would duplicate.
+    fn creates_on_first_report(&self) -> bool {
+        false
+    }
+    /// Whether final reports carry the end of the build's log.
+    fn wants_log_tail(&self) -> bool {
+        false
+    }
+    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a>;
 }
 
 /// Several reporters as one: a build is reported if any of them wants it, to each that
@@ -62,25 +111,33 @@ impl Reporter for Reporters {
         self.0.iter().any(|r| r.wants(target))
     }
 
-    fn report<'a>(
-        &'a self,
-        target: &'a ReportTarget,
-        state: CommitState,
-        description: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
+    fn creates_on_first_report(&self) -> bool {
+        self.0.iter().any(|r| r.creates_on_first_report())
+    }
+
+    fn wants_log_tail(&self) -> bool {
+        self.0.iter().any(|r| r.wants_log_tail())
+    }
+
+    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
-            for reporter in self.0.iter().filter(|r| r.wants(target)) {
-                reporter.report(target, state, description).await?;
+            let mut receipt = Receipt::default();
+            for reporter in self.0.iter().filter(|r| r.wants(report.target)) {
+                let delivered = reporter.report(report).await?;
+                receipt.check_run = receipt.check_run.or(delivered.check_run);
             }
-            Ok(())
+            Ok(receipt)
         })
     }
 }
 
-/// A GitHub commit status state.
+/// A reported state: a GitHub commit status state, and `running` (a check run in
+/// progress; a commit status shows it as `pending`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitState {
+    /// Queued, or starting.
     Pending,
+    Running,
     Success,
     Failure,
     Error,
@@ -90,6 +147,7 @@ impl CommitState {
     pub fn as_str(self) -> &'static str {
         match self {
             CommitState::Pending => "pending",
+            CommitState::Running => "running",
             CommitState::Success => "success",
             CommitState::Failure => "failure",
             CommitState::Error => "error",
@@ -99,6 +157,7 @@ impl CommitState {
     pub fn parse(text: &str) -> Option<CommitState> {
         match text.trim() {
             "pending" => Some(CommitState::Pending),
+            "running" => Some(CommitState::Running),
             "success" => Some(CommitState::Success),
             "failure" => Some(CommitState::Failure),
             "error" => Some(CommitState::Error),
@@ -106,8 +165,19 @@ impl CommitState {
         }
     }
 
+    /// The commit status state that shows it (`running` is `pending` there).
+    pub fn status_state(self) -> &'static str {
+        match self {
+            CommitState::Running => "pending",
+            other => other.as_str(),
+        }
+    }
+
     pub fn is_final(self) -> bool {
-        self != CommitState::Pending
+        matches!(
+            self,
+            CommitState::Success | CommitState::Failure | CommitState::Error
+        )
     }
 }
 
@@ -122,7 +192,7 @@ pub fn commit_state(state: &BuildState) -> (CommitState, String) {
     match state {
         BuildState::Queued => (CommitState::Pending, "Queued".into()),
         BuildState::Pending { .. } => (CommitState::Pending, "Starting".into()),
-        BuildState::Running => (CommitState::Pending, "Running".into()),
+        BuildState::Running => (CommitState::Running, "Running".into()),
         BuildState::Succeeded => (CommitState::Success, "Build succeeded".into()),
         BuildState::Failed { message, .. } => {
             (CommitState::Failure, format!("Build failed: {message}"))
@@ -138,13 +208,56 @@ pub fn commit_state(state: &BuildState) -> (CommitState, String) {
     }
 }
 
-/// Reads the `kubeci.io/reported` annotation.
+/// What was reported of a build: its states, and the GitHub check run that shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub states: Vec<CommitState>,
+    pub check_run: Option<u64>,
+}
+
+const CHECK_RUN: &str = "check-run=";
+
+impl Reported {
+    /// Reads the `kubeci.io/reported` annotation: `pending,running,check-run=42`.
+    pub fn parse(annotation: Option<&str>) -> Reported {
+        let mut reported = Reported::default();
+        for item in annotation.unwrap_or("").split(',').map(str::trim) {
+            if let Some(id) = item.strip_prefix(CHECK_RUN) {
+                reported.check_run = reported.check_run.or(id.parse().ok());
+            } else if let Some(state) = CommitState::parse(item) {
+                reported.states.push(state);
+            }
+        }
+        reported
+    }
+
+    /// Writes the `kubeci.io/reported` annotation.
+    pub fn format(&self) -> String {
+        let mut items: Vec<String> = self.states.iter().map(|s| s.as_str().into()).collect();
+        items.extend(self.check_run.map(|id| format!("{CHECK_RUN}{id}")));
+        items.join(",")
+    }
+
+    /// These reports and the states of `other` they lack; the check run known first.
+    pub fn union(&self, other: &Reported) -> Reported {
+        let mut states = self.states.clone();
+        states.extend(other.states.iter().filter(|s| !self.states.contains(s)));
+        Reported {
+            states,
+            check_run: self.check_run.or(other.check_run),
+        }
+    }
+
+    /// Whether everything in `other` is here.
+    pub fn includes(&self, other: &Reported) -> bool {
+        other.states.iter().all(|s| self.states.contains(s))
+            && (other.check_run.is_none() || self.check_run == other.check_run)
+    }
+}
+
+/// The states of the `kubeci.io/reported` annotation.
 pub fn parse_reported(annotation: Option<&str>) -> Vec<CommitState> {
-    annotation
-        .unwrap_or("")
-        .split(',')
-        .filter_map(CommitState::parse)
-        .collect()
+    Reported::parse(annotation).states
 }
 
 /// The identity of one report: a receiver that saw it before can ignore it. A report is
@@ -174,23 +287,16 @@ pub fn retry_delay(attempts: u32, error: &ReportError) -> Duration {
     error.retry_after.unwrap_or(backoff).max(backoff)
 }
 
-/// Writes the `kubeci.io/reported` annotation.
-pub fn format_reported(reported: &[CommitState]) -> String {
-    reported
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The report still owed for a build in `state`, given what was reported: each state at
-/// most once, `pending` never after a final state, nothing after the final one.
+/// most once, never one before a state reported (`pending` after `running`: a view that
+/// lags), nothing after the final one.
 pub fn next_report(state: &BuildState, reported: &[CommitState]) -> Option<(CommitState, String)> {
     if reported.iter().any(|s| s.is_final()) {
         return None;
     }
     let (wanted, description) = commit_state(state);
-    (!reported.contains(&wanted)).then_some((wanted, description))
+    let behind = wanted == CommitState::Pending && reported.contains(&CommitState::Running);
+    (!behind && !reported.contains(&wanted)).then_some((wanted, description))
 }
 
 #[cfg(test)]
@@ -235,7 +341,15 @@ mod tests {
             Some(CommitState::Pending)
         );
         assert_eq!(
-            next_report(&BuildState::Running, &[CommitState::Pending]),
+            next_report(&BuildState::Running, &[CommitState::Pending]).map(|r| r.0),
+            Some(CommitState::Running),
+            "a check run shows the build in progress"
+        );
+        assert_eq!(
+            next_report(
+                &BuildState::Running,
+                &[CommitState::Pending, CommitState::Running]
+            ),
             None
         );
         assert_eq!(
@@ -246,6 +360,16 @@ mod tests {
             next_report(&BuildState::Succeeded, &[]).map(|r| r.0),
             Some(CommitState::Success),
             "a fast build reports its end directly"
+        );
+        assert_eq!(
+            next_report(&BuildState::Succeeded, &[CommitState::Running]).map(|r| r.0),
+            Some(CommitState::Success),
+            "running is not an end"
+        );
+        assert_eq!(
+            next_report(&BuildState::Queued, &[CommitState::Running]),
+            None,
+            "a view that lags behind what was reported says nothing"
         );
         assert_eq!(
             next_report(
@@ -269,13 +393,36 @@ mod tests {
 
     #[test]
     fn the_annotation_round_trips() {
-        let reported = [CommitState::Pending, CommitState::Failure];
-        assert_eq!(format_reported(&reported), "pending,failure");
-        assert_eq!(parse_reported(Some("pending,failure")), reported);
+        let reported = Reported {
+            states: vec![CommitState::Pending, CommitState::Failure],
+            check_run: None,
+        };
+        assert_eq!(reported.format(), "pending,failure");
+        assert_eq!(Reported::parse(Some("pending,failure")), reported);
+        let with_check_run = Reported {
+            check_run: Some(42),
+            ..reported.clone()
+        };
+        assert_eq!(with_check_run.format(), "pending,failure,check-run=42");
         assert_eq!(
-            parse_reported(Some("pending,bogus,")),
+            Reported::parse(Some("pending,failure,check-run=42")),
+            with_check_run
+        );
+        assert_eq!(
+            parse_reported(Some("pending,bogus,check-run=x,")),
             [CommitState::Pending]
         );
         assert_eq!(parse_reported(None), []);
+    }
+
+    #[test]
+    fn reports_add_up_and_the_first_check_run_stays() {
+        let parse = |text| Reported::parse(Some(text));
+        let union = parse("pending,check-run=1").union(&parse("running,check-run=2"));
+        assert_eq!(union, parse("pending,running,check-run=1"));
+        assert!(union.includes(&parse("running")));
+        assert!(union.includes(&parse("pending,check-run=1")));
+        assert!(!union.includes(&parse("success")));
+        assert!(!parse("pending").includes(&parse("pending,check-run=1")));
     }
 }

@@ -36,6 +36,9 @@ pub struct HookSettings {
     pub request_message: String,
     /// The host of the repositories the GitHub API serves (`github.com`).
     pub host: String,
+    /// Builds are reported as check runs (else as commit statuses): what the resync
+    /// looks for on a head.
+    pub check_runs: bool,
 }
 
 /// The default request for approval.
@@ -146,6 +149,14 @@ impl<B: Backend> Hooks<B> {
     async fn on_event(&self, event: Event, jobs: &[JobRef<'_>]) -> Outcome {
         match event {
             Event::Ping => Ok(json!({"outcome": "pong"})),
+            Event::Other(other)
+                if other == "installation" || other == "installation_repositories" =>
+            {
+                // The App was installed, removed, or given other repositories: which
+                // installation covers a repository is looked up again.
+                self.github.forget_installations();
+                Ok(json!({"outcome": "the App's installations changed: they are looked up again"}))
+            }
             Event::Other(other) => {
                 Ok(json!({"outcome": format!("the {other} event starts nothing")}))
             }
@@ -424,7 +435,8 @@ impl<B: Backend> Hooks<B> {
     }
 
     /// One resync: for each repository with pull-request jobs, build the trusted open
-    /// pull requests' heads that have no kubeci status yet. Returns the builds started.
+    /// pull requests' heads that have no kubeci check run or status yet. Returns the
+    /// builds started.
     pub async fn resync(&self) -> Result<usize, GitHubError> {
         let specs = self.backend.specs(None);
         let jobs: Vec<JobRef> = specs
@@ -458,15 +470,19 @@ impl<B: Backend> Hooks<B> {
         pr: &PullRequestInfo,
         jobs: &[JobRef<'_>],
     ) -> Result<usize, GitHubError> {
-        let contexts = self
-            .github
-            .statuses(&repository.full_name, &pr.head_sha)
-            .await?;
+        let (repo, head) = (&repository.full_name, &pr.head_sha);
+        let contexts: Vec<String> = if self.settings.check_runs {
+            let runs = self.github.check_runs(repo, head, None).await?;
+            runs.into_iter().map(|run| run.name).collect()
+        } else {
+            let statuses = self.github.statuses(repo, head).await?;
+            statuses.into_iter().map(|status| status.context).collect()
+        };
         let members = self.memberships(jobs, &[&pr.author]).await?;
         let decision = decide::resync(pr, jobs, &members, |job| {
             let ghprb_context = job.job.ghprb.as_ref().and_then(|g| g.context.as_deref());
             let wanted = context(&job.job.name, ghprb_context);
-            contexts.iter().any(|s| s.context == wanted)
+            contexts.contains(&wanted)
         });
         match self.execute(repository, Some(pr.number), decision).await {
             Ok(done) => Ok(done["builds"]
@@ -588,6 +604,31 @@ impl<B: Backend> Webhooks for Hooks<B> {
                     Kind::Gauge,
                 )
                 .sample(Vec::new(), left as f64),
+            );
+        }
+        if !stats.rate_limit_by_installation.is_empty() {
+            let mut family = Family::new(
+                "kubeci_github_installation_rate_limit_remaining",
+                "GitHub's X-RateLimit-Remaining in its last answer to each installation of \
+                 kubeci's App.",
+                Kind::Gauge,
+            );
+            for (installation, left) in &stats.rate_limit_by_installation {
+                family = family.sample(
+                    vec![("installation", installation.to_string())],
+                    *left as f64,
+                );
+            }
+            families.push(family);
+        }
+        if stats.tokens_made > 0 {
+            families.push(
+                Family::new(
+                    "kubeci_github_installation_tokens_total",
+                    "Installation tokens kubeci's App made.",
+                    Kind::Counter,
+                )
+                .sample(Vec::new(), stats.tokens_made as f64),
             );
         }
         families

@@ -1,15 +1,18 @@
 //! kubeci's GitHub edge (docs/design.md §5), thin around the pure `kubeci-github`: the REST
-//! client (as a token's owner or a GitHub App), the commit-status
-//! [`Reporter`](kubeci_engine::report::Reporter), the work a webhook delivery causes, and
+//! client (as a token's owner or a GitHub App), the check-run and commit-status
+//! [`Reporter`](kubeci_engine::report::Reporter)s, the work a webhook delivery causes, and
 //! the periodic resync of open pull requests.
 
 pub mod app;
+pub mod check_run;
+pub mod checks;
 pub mod client;
 pub mod hooks;
 pub mod reporter;
 
 use std::time::Duration;
 
+pub use checks::ChecksReporter;
 pub use client::GitHubClient;
 pub use hooks::{HookSettings, Hooks};
 pub use reporter::GitHubReporter;
@@ -62,6 +65,15 @@ impl GitHubError {
             GitHubError::Refused { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// A failed call as a failed report: worth retrying as the error says.
+pub(crate) fn report_error(e: GitHubError) -> kubeci_engine::report::ReportError {
+    kubeci_engine::report::ReportError {
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+        retry_after: e.retry_after(),
     }
 }
 

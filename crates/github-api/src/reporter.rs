@@ -2,13 +2,12 @@
 //! `kubeci/<job>` (or `ghprb.context`), linking to the build's page. Which states were
 //! posted is recorded on the build by the controller; a state is posted only if the
 //! commit's latest status of the context is not that state of that build already (a kubeci
-//! that stopped between posting and recording), so each is posted once.
+//! that stopped between posting and recording), so each is posted once. A build that
+//! starts running after `pending` was posted changes nothing on GitHub.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use kubeci_engine::report::{CommitState, ReportError, ReportTarget, Reporter};
+use kubeci_engine::report::{Receipt, Report, ReportTarget, Reporter, Reporting};
 
 use crate::client::{GitHubClient, Status};
 use crate::repository_on;
@@ -47,39 +46,36 @@ impl Reporter for GitHubReporter {
         from_github && target.commit.is_some() && self.repository(target).is_some()
     }
 
-    fn report<'a>(
-        &'a self,
-        target: &'a ReportTarget,
-        state: CommitState,
-        description: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
+    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
+            let target = report.target;
             let (Some(repo), Some(sha)) = (self.repository(target), target.commit.as_deref())
             else {
-                return Ok(());
+                return Ok(Receipt::default());
             };
+            if report.nothing_new_before_the_end() {
+                return Ok(Receipt::default());
+            }
+            let state = report.state.status_state();
             let context = context(&target.job, target.context.as_deref());
-            let failed = |e: crate::GitHubError| ReportError {
-                message: e.to_string(),
-                retryable: e.is_retryable(),
-                retry_after: e.retry_after(),
-            };
+            let failed = crate::report_error;
             // Posted already (by a kubeci that stopped before recording it): not again.
             let statuses = self.client.statuses(&repo, sha).await.map_err(failed)?;
             let latest = statuses.iter().find(|s| s.context == context);
-            if latest.is_some_and(|s| s.state == state.as_str() && s.target_url == target.url) {
-                return Ok(());
+            if latest.is_some_and(|s| s.state == state && s.target_url == target.url) {
+                return Ok(Receipt::default());
             }
             let status = Status {
-                state: state.as_str(),
+                state,
                 context: &context,
-                description,
+                description: report.description,
                 target_url: &target.url,
             };
             self.client
                 .post_status(&repo, sha, &status)
                 .await
-                .map_err(failed)
+                .map_err(failed)?;
+            Ok(Receipt::default())
         })
     }
 }

@@ -104,6 +104,16 @@ async fn an_app_calls_as_the_installation_of_each_repository_and_organisation() 
         "o's installation: a pull request and three statuses"
     );
     assert_eq!(stats.rate_limit_by_installation.get(&12), Some(&(5000 - 1)));
+
+    // An `installation` event: which installation covers what is asked again.
+    client.forget_installations();
+    client.pull_request("o/r", 7).await.unwrap();
+    assert_eq!(calls_to(&github, "/repos/o/r/installation"), 2);
+    assert_eq!(
+        github.tokens_made(),
+        2,
+        "the installation's token is still good"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_engine::record::BuildJob;
-use kubeci_engine::report::{self, CommitState, ReportTarget};
+use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
     WorkloadError, RECONCILE_ERRORS,
@@ -32,6 +32,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         cluster.reporter.clone(),
         SchedulerSettings {
             cancel_when_deleted: cluster.settings.cancel_when_deleted,
+            takeover_grace: cluster.settings.takeover_grace,
         },
         cluster.counters.clone(),
         cluster.changed.clone(),
@@ -86,11 +87,11 @@ impl Workload for Cluster {
                             let recorded =
                                 r.job.annotations().get(keys::REPORTED).map(String::as_str);
                             (
-                                report::parse_reported(recorded),
+                                Reported::parse(recorded),
                                 Some(report_target(self, &namespace, &job, loaded.as_deref(), &r)),
                             )
                         } else {
-                            (Vec::new(), None)
+                            (Reported::default(), None)
                         };
                         ScheduledBuild {
                             summary: r.summary,
@@ -178,7 +179,7 @@ impl Workload for Cluster {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        states: &[CommitState],
+        record: &Reported,
     ) -> Result<(), WorkloadError> {
         let jobs = Api::<BuildJob>::namespaced(self.client.clone(), &target.namespace);
         let mut job = self
@@ -199,24 +200,18 @@ impl Workload for Cluster {
                     })?
                     .ok_or(WorkloadError::Gone)?,
             };
-            let mut all = report::parse_reported(
+            let shown = Reported::parse(
                 current
                     .annotations()
                     .get(keys::REPORTED)
                     .map(String::as_str),
             );
-            if states.iter().all(|s| all.contains(s)) {
+            if shown.includes(record) {
                 return Ok(());
             }
-            all.extend(
-                states
-                    .iter()
-                    .filter(|s| !all.contains(s))
-                    .collect::<Vec<_>>(),
-            );
             let patch = serde_json::json!({"metadata": {
                 "resourceVersion": current.resource_version(),
-                "annotations": {keys::REPORTED: report::format_reported(&all)},
+                "annotations": {keys::REPORTED: shown.union(record).format()},
             }});
             match jobs
                 .patch(
@@ -238,6 +233,13 @@ impl Workload for Cluster {
                 }
             }
         }
+    }
+
+    async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
+        let stream = Backend::log(self, &target.namespace, &target.job, target.number, false)
+            .await
+            .ok()?;
+        kubeci_engine::api::log_tail(stream, max_bytes).await
     }
 
     fn cron_jobs(&self) -> Vec<CronJob> {
@@ -396,5 +398,11 @@ fn report_target(
             record.summary.number,
         ),
         context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
+        created_at: record
+            .job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
     }
 }

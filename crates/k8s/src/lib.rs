@@ -84,6 +84,10 @@ pub struct Settings {
     /// How often the leader looks at every build even when nothing changed (cron, TTLs,
     /// pending deadlines).
     pub resync: Duration,
+    /// After taking the lead, how long builds from before wait for a first report that
+    /// creates something (a check run): the longest a report of the leader before can
+    /// still be under way.
+    pub takeover_grace: Duration,
 }
 
 impl Default for Settings {
@@ -103,6 +107,7 @@ impl Default for Settings {
             cancel_when_deleted: false,
             log_url_template: None,
             resync: Duration::from_secs(1),
+            takeover_grace: Duration::from_secs(30),
         }
     }
 }

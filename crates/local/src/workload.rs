@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kubeci_engine::api::{Backend, TriggerRequest};
-use kubeci_engine::report::{self, CommitState, ReportTarget};
+use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
     WorkloadError,
@@ -77,6 +77,7 @@ impl LocalBackend {
                 row.number,
             ),
             context: job.and_then(|j| j.ghprb.as_ref()?.context.clone()),
+            created_at: Some(row.created_at),
         }
     }
 
@@ -114,7 +115,7 @@ impl Workload for LocalBackend {
                     .iter()
                     .map(|row| ScheduledBuild {
                         summary: summary(row, false),
-                        reported: report::parse_reported(Some(&row.reported)),
+                        reported: Reported::parse(Some(&row.reported)),
                         target: reporting.then(|| self.report_target(row, valid.as_deref())),
                     })
                     .collect();
@@ -167,21 +168,21 @@ impl Workload for LocalBackend {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        states: &[CommitState],
+        record: &Reported,
     ) -> Result<(), WorkloadError> {
         let store = self.store();
         let row = store
             .build(&target.namespace, &target.job, target.number)?
             .ok_or(WorkloadError::Gone)?;
-        let mut all = report::parse_reported(Some(&row.reported));
-        all.extend(
-            states
-                .iter()
-                .filter(|s| !all.contains(s))
-                .collect::<Vec<_>>(),
-        );
-        let text = report::format_reported(&all);
+        let text = Reported::parse(Some(&row.reported)).union(record).format();
         Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
+    }
+
+    async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
+        let stream = Backend::log(self, &target.namespace, &target.job, target.number, false)
+            .await
+            .ok()?;
+        kubeci_engine::api::log_tail(stream, max_bytes).await
     }
 
     fn cron_jobs(&self) -> Vec<CronJob> {

@@ -11,14 +11,14 @@
 //! the two — `id` (also the `Idempotency-Key` header, `<ns>/<job>/<build>/<state>`) lets
 //! the receiver drop that repeat.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Method, Request, Uri};
-use kubeci_engine::report::{CommitState, ReportError, ReportTarget, Reporter};
+use kubeci_engine::report::{
+    CommitState, Receipt, Report, ReportError, ReportTarget, Reporter, Reporting,
+};
 
 /// Why a notifier cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +116,22 @@ impl Reporter for WebhookReporter {
         true
     }
 
-    fn report<'a>(
-        &'a self,
-        target: &'a ReportTarget,
-        state: CommitState,
-        description: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
-        let body = serde_json::to_vec(&body(target, state, description)).expect("JSON");
-        Box::pin(self.post(body, kubeci_engine::report::report_key(target, state)))
+    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
+        Box::pin(async move {
+            if report.nothing_new_before_the_end() {
+                return Ok(Receipt::default());
+            }
+            // A build first seen running is announced as `pending`, as before the end.
+            let state = match report.state {
+                CommitState::Running => CommitState::Pending,
+                state => state,
+            };
+            let (target, description) = (report.target, report.description);
+            let body = serde_json::to_vec(&body(target, state, description)).expect("JSON");
+            self.post(body, kubeci_engine::report::report_key(target, state))
+                .await
+                .map(|()| Receipt::default())
+        })
     }
 }
 
@@ -131,6 +139,9 @@ impl Reporter for WebhookReporter {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    use kubeci_engine::build::BuildState;
+    use kubeci_engine::report::Reported;
 
     use axum::extract::State;
     use axum::http::StatusCode;
@@ -149,6 +160,31 @@ mod tests {
             pull_request: None,
             url: "http://kubeci/jobs/team/demo/builds/3".into(),
             context: None,
+            created_at: None,
+        }
+    }
+
+    static SUCCEEDED: BuildState = BuildState::Succeeded;
+    static NOTHING: Reported = Reported {
+        states: Vec::new(),
+        check_run: None,
+    };
+
+    /// A report of `state` with nothing reported before.
+    fn report<'a>(
+        target: &'a ReportTarget,
+        state: CommitState,
+        description: &'a str,
+    ) -> Report<'a> {
+        Report {
+            target,
+            state,
+            description,
+            build: &SUCCEEDED,
+            finished_at: None,
+            before: &NOTHING,
+            may_have_been_sent: false,
+            log_tail: None,
         }
     }
 
@@ -191,7 +227,7 @@ mod tests {
         let reporter = WebhookReporter::new(&url).unwrap();
         let target = target();
         reporter
-            .report(&target, CommitState::Success, "Build succeeded")
+            .report(&report(&target, CommitState::Success, "Build succeeded"))
             .await
             .unwrap();
         assert_eq!(
@@ -200,16 +236,41 @@ mod tests {
         );
         assert_eq!(received.lock().unwrap()[0]["state"], "success");
         let busy = reporter
-            .report(&target, CommitState::Success, "Build succeeded")
+            .report(&report(&target, CommitState::Success, "Build succeeded"))
             .await
             .unwrap_err();
         assert!(busy.retryable);
         assert_eq!(busy.retry_after, Some(Duration::from_secs(7)));
         let wrong = reporter
-            .report(&target, CommitState::Success, "Build succeeded")
+            .report(&report(&target, CommitState::Success, "Build succeeded"))
             .await
             .unwrap_err();
         assert!(!wrong.retryable, "{wrong}");
+    }
+
+    #[tokio::test]
+    async fn a_running_build_is_announced_as_pending_once() {
+        let (url, received) = receiver(vec![(204, None)]).await;
+        let reporter = WebhookReporter::new(&url).unwrap();
+        let target = target();
+        let pending = Reported {
+            states: vec![CommitState::Pending],
+            check_run: None,
+        };
+        let after_pending = Report {
+            before: &pending,
+            ..report(&target, CommitState::Running, "Running")
+        };
+        reporter.report(&after_pending).await.unwrap();
+        assert!(received.lock().unwrap().is_empty(), "nothing new to say");
+        reporter
+            .report(&report(&target, CommitState::Running, "Running"))
+            .await
+            .unwrap();
+        let received = received.lock().unwrap();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0]["state"], "pending", "first seen running");
+        assert_eq!(received[0]["id"], "team/demo/3/pending");
     }
 
     #[tokio::test]
@@ -219,7 +280,7 @@ mod tests {
         drop(listener);
         let error = WebhookReporter::new(&url)
             .unwrap()
-            .report(&target(), CommitState::Pending, "Running")
+            .report(&report(&target(), CommitState::Pending, "Queued"))
             .await
             .unwrap_err();
         assert!(error.retryable);

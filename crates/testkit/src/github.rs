@@ -4,6 +4,9 @@
 //! and its installations' tokens — and can answer with rate limits and errors.
 
 mod app;
+mod checks;
+
+pub use checks::FakeCheckRun;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
@@ -34,6 +37,7 @@ struct State {
     pulls: BTreeMap<(String, u64), Value>,
     members: BTreeSet<(String, String)>,
     statuses: Vec<PostedStatus>,
+    check_runs: Vec<FakeCheckRun>,
     /// (repo, number) → (author, body).
     comments: BTreeMap<(String, u64), Vec<(String, String)>>,
     /// Answers to give instead of serving: (status, headers).
@@ -44,6 +48,16 @@ struct State {
     bot: String,
     /// Set when it stands for a GitHub App's view of GitHub.
     app: Option<app::AppSide>,
+    /// How many more requests are served before the rest are held (`None`: all are).
+    serve_before_holding: Option<usize>,
+    /// Requests held now.
+    held: usize,
+    /// Held requests are done, their answers lost.
+    do_held: bool,
+    /// Wakes held requests when they are let go.
+    let_go: Arc<tokio::sync::Notify>,
+    /// How many times held requests were let go.
+    let_go_count: u64,
 }
 
 /// The fake GitHub; it stops when dropped.
@@ -107,7 +121,27 @@ async fn handle(
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut state = state.lock().expect("lock");
+    if let Some((let_go, count, done)) = held(&state) {
+        if done {
+            // Done, then its answer lost.
+            respond(&mut state.lock().expect("lock"), &parts, &body);
+        }
+        // Created before the check, so a `let_go` right after it still wakes it.
+        let notified = let_go.notified();
+        if state.lock().expect("lock").let_go_count == count {
+            notified.await;
+        }
+        state.lock().expect("lock").held -= 1;
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"message": "held, then let go"}),
+        ));
+    }
+    Ok(respond(&mut state.lock().expect("lock"), &parts, &body))
+}
+
+/// Serves one request as GitHub would (or with a fault to give).
+fn respond(state: &mut State, parts: &axum::http::request::Parts, body: &Value) -> Response<Body> {
     let path = parts.uri.path().to_owned();
     state
         .requests
@@ -123,7 +157,7 @@ async fn handle(
                 value.parse().expect("a header value"),
             );
         }
-        return Ok(response);
+        return response;
     }
     let credential = parts
         .headers
@@ -137,31 +171,54 @@ async fn handle(
         .to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if state.app.is_some() {
-        if let Some(answer) = as_the_app(&mut state, &parts.method, &segments, &credential) {
-            return Ok(answer);
+        if let Some(answer) = as_the_app(state, &parts.method, &segments, &credential) {
+            return answer;
         }
-        if let Some(refusal) = installation_refusal(&state, &segments, &credential) {
-            return Ok(refusal);
+        if let Some(refusal) = installation_refusal(state, &segments, &credential) {
+            return refusal;
         }
         let installation = state
             .app
             .as_ref()
             .and_then(|a| a.token_installation(&credential).ok());
-        let mut response = serve(&mut state, &parts, &segments, &body);
+        let mut response = serve(state, parts, &segments, body);
         if let Some(installation) = installation {
             let left = state.app.as_mut().expect("an App").spend(installation);
             response
                 .headers_mut()
                 .insert("x-ratelimit-remaining", left.into());
         }
-        return Ok(response);
+        return response;
     } else if credential != state.token {
-        return Ok(reply(
+        return reply(
             StatusCode::UNAUTHORIZED,
             json!({"message": "Bad credentials"}),
-        ));
+        );
+    } else if segments.get(3) == Some(&"check-runs") && parts.method != Method::GET {
+        // Only Apps write check runs.
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"message": "Resource not accessible by personal access token"}),
+        );
     }
-    Ok(serve(&mut state, &parts, &segments, &body))
+    serve(state, parts, &segments, body)
+}
+
+/// Whether this request is held (see [`FakeGitHub::hold_after`]): what lets it go, how
+/// many times requests were let go before, and whether it is done before being held.
+fn held(state: &Mutex<State>) -> Option<(Arc<tokio::sync::Notify>, u64, bool)> {
+    let mut state = state.lock().expect("lock");
+    match state.serve_before_holding.as_mut() {
+        Some(0) => {
+            state.held += 1;
+            Some((state.let_go.clone(), state.let_go_count, state.do_held))
+        }
+        Some(left) => {
+            *left -= 1;
+            None
+        }
+        None => None,
+    }
 }
 
 fn serve(
@@ -173,6 +230,30 @@ fn serve(
     match parts.method {
         Method::GET => get(state, segments, &parts.uri),
         Method::POST => post(state, segments, body),
+        Method::PATCH => patch(state, segments, body),
+        _ => not_found(),
+    }
+}
+
+fn unprocessable(why: String) -> Response<Body> {
+    reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": "Validation Failed", "errors": [why]}),
+    )
+}
+
+/// What a PATCH changes.
+fn patch(state: &mut State, segments: &[&str], body: &Value) -> Response<Body> {
+    match segments {
+        ["repos", owner, name, "check-runs", id] => {
+            let repo = format!("{owner}/{name}");
+            let id = id.parse().unwrap_or(0);
+            match checks::update(&mut state.check_runs, &repo, id, body) {
+                Some(Ok(run)) => reply(StatusCode::OK, run),
+                Some(Err(why)) => unprocessable(why),
+                None => not_found(),
+            }
+        }
         _ => not_found(),
     }
 }
@@ -279,6 +360,14 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
                 .collect();
             reply(StatusCode::OK, page(uri, found))
         }
+        ["repos", owner, name, "commits", sha, "check-runs"] => {
+            let repo = format!("{owner}/{name}");
+            let check_name = query(uri, "check_name");
+            reply(
+                StatusCode::OK,
+                checks::list(&state.check_runs, &repo, sha, check_name.as_deref()),
+            )
+        }
         ["repos", owner, name, "issues", number, "comments"] => {
             let key = (repo_key(owner, name), number.parse().unwrap_or(0));
             let found: Vec<Value> = state
@@ -297,6 +386,13 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
 /// What a POST writes.
 fn post(state: &mut State, segments: &[&str], body: &Value) -> Response<Body> {
     match segments {
+        ["repos", owner, name, "check-runs"] => {
+            let repo = format!("{owner}/{name}");
+            match checks::create(&mut state.check_runs, &repo, body) {
+                Ok(run) => reply(StatusCode::CREATED, run),
+                Err(why) => unprocessable(why),
+            }
+        }
         ["repos", owner, name, "statuses", sha] => {
             let text = |key: &str| body[key].as_str().unwrap_or("").to_owned();
             let status = PostedStatus {
@@ -456,6 +552,42 @@ impl FakeGitHub {
 
     pub fn statuses(&self) -> Vec<PostedStatus> {
         self.state().statuses.clone()
+    }
+
+    /// Serves `count` more requests, then holds every later one unanswered (kubeci is
+    /// stopped between two of its calls) until [`FakeGitHub::let_go`].
+    pub fn hold_after(&self, count: usize) {
+        let mut state = self.state();
+        state.serve_before_holding = Some(count);
+        state.do_held = false;
+    }
+
+    /// As [`FakeGitHub::hold_after`], but the held requests are done first: their answers
+    /// are lost (the network failed, or kubeci stopped, between GitHub doing a call and
+    /// kubeci hearing of it).
+    pub fn lose_answers_after(&self, count: usize) {
+        let mut state = self.state();
+        state.serve_before_holding = Some(count);
+        state.do_held = true;
+    }
+
+    /// How many requests are held now.
+    pub fn held(&self) -> usize {
+        self.state().held
+    }
+
+    /// Answers the held requests `503` without doing them (their caller is gone), and
+    /// serves every request from now on.
+    pub fn let_go(&self) {
+        let mut state = self.state();
+        state.serve_before_holding = None;
+        state.let_go_count += 1;
+        state.let_go.notify_waiters();
+    }
+
+    /// Every check run created, in order.
+    pub fn check_runs(&self) -> Vec<FakeCheckRun> {
+        self.state().check_runs.clone()
     }
 
     /// The comments on `number`: (author, body).

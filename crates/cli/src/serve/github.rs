@@ -31,6 +31,14 @@ pub struct GitHubArgs {
     /// [default: the PEM text in $KUBECI_GITHUB_APP_KEY].
     #[arg(long, value_name = "FILE")]
     github_app_key_file: Option<PathBuf>,
+    /// How builds are reported on GitHub: `checks` (check runs, with the end of the log;
+    /// an App only) or `statuses` (commit statuses) [default: `checks` for an App,
+    /// `statuses` for a token].
+    #[arg(long, value_enum, value_name = "HOW")]
+    github_report: Option<GitHubReport>,
+    /// How long a GitHub call may take before it counts as failed.
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    github_timeout: String,
     /// GitHub's API: `https://api.github.com`, or an Enterprise server's
     /// `https://HOST/api/v3`.
     #[arg(long, default_value = "https://api.github.com", value_name = "URL")]
@@ -51,13 +59,22 @@ pub struct GitHubArgs {
     github_resync: String,
 }
 
-/// The GitHub side of the flags: the API client and who it calls as, the repositories'
-/// host, the webhook secret.
+/// How builds are reported on GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GitHubReport {
+    Checks,
+    Statuses,
+}
+
+/// The GitHub side of the flags: the API client and who it calls as, how builds are
+/// reported, the repositories' host, the webhook secret.
 pub(super) struct GitHubFront {
     pub client: Arc<GitHubClient>,
+    pub report: GitHubReport,
     pub host: String,
     pub webhook_secret: Option<String>,
     pub resync: Duration,
+    timeout: Duration,
 }
 
 /// The App of `--github-app-id` and `--github-app-key-file` (or their variables), read
@@ -107,10 +124,23 @@ impl GitHubFront {
         )?;
         let app = app(args)?;
         let resync = duration_flag("--github-resync", &args.github_resync)?;
+        let timeout = duration_flag("--github-timeout", &args.github_timeout)?;
+        if timeout.is_zero() {
+            bail!("--github-timeout must be at least 1s");
+        }
         let host = match &args.github_host {
             Some(host) => host.to_ascii_lowercase(),
             None => kubeci_github_api::repository_host(&args.github_url)
                 .with_context(|| format!("--github-url {} has no host", args.github_url))?,
+        };
+        let report = match (args.github_report, app.is_some()) {
+            (Some(GitHubReport::Checks), false) => bail!(
+                "--github-report checks needs a GitHub App (--github-app-id): GitHub lets only \
+                 Apps write check runs. Use --github-report statuses with a token"
+            ),
+            (Some(report), _) => report,
+            (None, true) => GitHubReport::Checks,
+            (None, false) => GitHubReport::Statuses,
         };
         let client = match (token, app) {
             (Some(_), Some(_)) => bail!(
@@ -121,13 +151,26 @@ impl GitHubFront {
             (None, Some(app)) => GitHubClient::with_app(&args.github_url, app),
             (token, None) => GitHubClient::new(&args.github_url, token),
         }
-        .context("--github-url")?;
+        .context("--github-url")?
+        .with_timeout(timeout);
         Ok(GitHubFront {
             client: Arc::new(client),
+            report,
             host,
             webhook_secret,
             resync,
+            timeout,
         })
+    }
+
+    /// After a replica takes the lead, how long builds from before wait for their first
+    /// check run: the longest a report of the replica before can still take (finding the
+    /// installation, its token, looking for the check run, creating it).
+    pub fn takeover_grace(&self) -> Duration {
+        match self.report {
+            GitHubReport::Checks => 4 * self.timeout,
+            GitHubReport::Statuses => Duration::ZERO,
+        }
     }
 
     /// Where build states are reported: `notify_url`, and GitHub when kubeci can call it
@@ -140,10 +183,15 @@ impl GitHubFront {
             ));
         }
         if self.client.has_credentials() {
-            reporters.push(Arc::new(kubeci_github_api::GitHubReporter::new(
-                self.client.clone(),
-                &self.host,
-            )));
+            let (client, host) = (self.client.clone(), &self.host);
+            reporters.push(match self.report {
+                GitHubReport::Checks => {
+                    Arc::new(kubeci_github_api::ChecksReporter::new(client, host))
+                }
+                GitHubReport::Statuses => {
+                    Arc::new(kubeci_github_api::GitHubReporter::new(client, host))
+                }
+            });
         }
         Ok(match reporters.len() {
             0 => None,

@@ -85,15 +85,18 @@ fn pr_json(payload: &[u8]) -> Value {
     serde_json::from_slice::<Value>(payload).unwrap()["pull_request"].clone()
 }
 
-const JOB: &str = "- job:\n    name: hello\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 30; fi; echo \"built $GIT_COMMIT\"\n    timeout: 5m\n    ghprb:\n      enabled: true\n      admin_users: [admin]\n      whitelisted_users: [friend, Codertocat]\n";
+const JOB: &str = "- job:\n    name: hello\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 30; fi; if [ -f pause ]; then sleep 10; fi; if [ -f broken ]; then printf '\\033[31mbroken at %s\\033[0m\\n' \"$GIT_COMMIT\"; exit 3; fi; echo \"built $GIT_COMMIT\"\n    timeout: 5m\n    ghprb:\n      enabled: true\n      admin_users: [admin]\n      whitelisted_users: [friend, Codertocat]\n";
 
 /// Who kubeci calls GitHub as.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Caller {
     /// A personal token's owner.
     Token,
-    /// A GitHub App installed on the repository's owner.
+    /// A GitHub App installed on the repository's owner, reporting commit statuses
+    /// (`--github-report statuses`).
     App,
+    /// The same App, reporting check runs (an App's default).
+    AppChecks,
 }
 
 const APP_ID: u64 = 1717;
@@ -114,7 +117,7 @@ async fn fake_github(caller: Caller, dir: &std::path::Path) -> FakeGitHub {
             std::fs::write(dir.join("github-token"), GITHUB_TOKEN).unwrap();
             FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await
         }
-        Caller::App => {
+        Caller::App | Caller::AppChecks => {
             let public_key = kubeci_testkit::github::make_app_key(&dir.join("app.pem"));
             let github = FakeGitHub::start_app(APP_ID, public_key, "kubeci-bot").await;
             github.install("Codertocat", 77);
@@ -133,6 +136,16 @@ fn caller_flags(caller: Caller, dir: &std::path::Path) -> Vec<String> {
             APP_ID.to_string(),
             "--github-app-key-file".into(),
             file("app.pem"),
+            "--github-report".into(),
+            "statuses".into(),
+        ],
+        Caller::AppChecks => vec![
+            "--github-app-id".into(),
+            APP_ID.to_string(),
+            "--github-app-key-file".into(),
+            file("app.pem"),
+            "--github-timeout".into(),
+            "1s".into(),
         ],
     }
 }
@@ -184,6 +197,11 @@ impl World {
     }
 
     fn serve(&self, resync: &str) -> Kubeci {
+        self.serve_also(resync, &[])
+    }
+
+    /// [`World::serve`] with `extra` flags.
+    fn serve_also(&self, resync: &str, extra: &[&str]) -> Kubeci {
         let secret = self.dir.path().join("secret").display().to_string();
         let url = self.github.url();
         let caller = caller_flags(self.caller, self.dir.path());
@@ -206,6 +224,7 @@ impl World {
                     "--base-url",
                     "https://ci.example.com",
                 ],
+                extra,
             ]
             .concat(),
         )
@@ -873,6 +892,206 @@ mod on_both_clusters {
     }
 }
 
+/// The check runs of `sha`, in the order they were created.
+fn check_runs_of(github: &FakeGitHub, sha: &str) -> Vec<kubeci_testkit::github::FakeCheckRun> {
+    github
+        .check_runs()
+        .into_iter()
+        .filter(|run| run.head_sha == sha)
+        .collect()
+}
+
+/// The check run of `sha` once it completed (at most one, asserted).
+fn completed_check_run(github: &FakeGitHub, sha: &str) -> kubeci_testkit::github::FakeCheckRun {
+    wait("the check run to complete", || {
+        check_runs_of(github, sha)
+            .iter()
+            .any(|run| run.status == "completed")
+    });
+    let runs = check_runs_of(github, sha);
+    assert_eq!(runs.len(), 1, "one check run per job and head: {runs:#?}");
+    runs[0].clone()
+}
+
+/// Its statuses went in order through some of `queued`, `in_progress`, then `end`, each
+/// once.
+fn assert_went_to(run: &kubeci_testkit::github::FakeCheckRun, end: &str) {
+    let order = ["queued", "in_progress", end];
+    let mut at = 0;
+    for step in &run.history {
+        let found = order[at..].iter().position(|s| s == step);
+        assert!(found.is_some(), "{step} out of order in {:?}", run.history);
+        at += found.unwrap() + 1;
+    }
+    assert_eq!(
+        run.history.last().map(String::as_str),
+        Some(end),
+        "{:?}",
+        run.history
+    );
+}
+
+/// As a GitHub App, builds are reported as check runs (an App's default): one per job
+/// and head, from queued to its conclusion, with the trigger, why it failed and the end of
+/// its log (without its colours); a superseded build's check run is cancelled, saying by
+/// whom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusion() {
+    let world = World::calling_as(true, Caller::AppChecks).await;
+    let kubeci = world.serve("0s");
+
+    let head = world.push_pr(2, false);
+    let opened = pr_payload("opened", 2, "friend", &head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    assert_eq!(signed(&kubeci, "pull_request", "k-1", &opened).0, 200);
+    let run = completed_check_run(&world.github, &head);
+    assert_went_to(&run, "completed:success");
+    assert_eq!(
+        (
+            run.name.as_str(),
+            run.external_id.as_str(),
+            run.details_url.as_str()
+        ),
+        (
+            "kubeci/hello",
+            "default/hello/1",
+            "https://ci.example.com/jobs/default/hello/builds/1"
+        )
+    );
+    assert!(run.completed_at.is_some());
+    let title = run.output["title"].as_str().unwrap();
+    let summary = run.output["summary"].as_str().unwrap();
+    assert!(title.starts_with("Succeeded in "), "{title}");
+    assert!(
+        summary.contains("| Trigger | pull request #2 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("built {head}")),
+        "the log's end: {summary}"
+    );
+    assert!(world.states(&head).is_empty(), "no commit statuses besides");
+
+    world.repo.write("broken", "yes\n");
+    let broken = world.push_pr(3, false);
+    std::fs::remove_file(world.dir.path().join("git/work/broken")).unwrap();
+    let opened = pr_payload("opened", 3, "friend", &broken, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    assert_eq!(signed(&kubeci, "pull_request", "k-2", &opened).0, 200);
+    let run = completed_check_run(&world.github, &broken);
+    assert_went_to(&run, "completed:failure");
+    let summary = run.output["summary"].as_str().unwrap();
+    assert!(
+        run.output["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed in "),
+        "{}",
+        run.output
+    );
+    assert!(summary.contains("| Why | "), "{summary}");
+    assert!(
+        summary.contains(&format!("broken at {broken}")),
+        "{summary}"
+    );
+    assert!(!summary.contains('\u{1b}'), "colours stripped: {summary:?}");
+
+    let slow = world.push_pr(4, true);
+    let opened = pr_payload("opened", 4, "friend", &slow, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    assert_eq!(signed(&kubeci, "pull_request", "k-3", &opened).0, 200);
+    wait("the slow build's check run in progress", || {
+        check_runs_of(&world.github, &slow)
+            .iter()
+            .any(|run| run.status == "in_progress")
+    });
+    let newer = world.push_pr(4, false);
+    let pushed = pr_payload("synchronize", 4, "friend", &newer, &[]);
+    world.github.set_pull_request(REPO, pr_json(&pushed));
+    assert_eq!(signed(&kubeci, "pull_request", "k-4", &pushed).0, 200);
+    let cancelled = completed_check_run(&world.github, &slow);
+    assert_went_to(&cancelled, "completed:cancelled");
+    assert_eq!(
+        cancelled.output["title"],
+        "Cancelled by kubeci (superseded by build 4)"
+    );
+    assert_went_to(
+        &completed_check_run(&world.github, &newer),
+        "completed:success",
+    );
+}
+
+/// Where [`killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_final_state`]
+/// stops kubeci.
+#[derive(Debug, Clone, Copy)]
+enum StopAt {
+    /// After its first n GitHub calls.
+    Calls(usize),
+    /// Once the check run is in progress, before its last update.
+    InProgress,
+    /// After creating the check run, before recording it on the build (the API server
+    /// holds the record, then loses it).
+    Unrecorded,
+}
+
+/// kubeci killed between two of its GitHub calls about a pull request's build — after the
+/// delivery's own calls (the installation, its token, the pull request), after creating
+/// the check run (recorded, or not), after updating it to in progress — and started
+/// again: exactly one check run for the job and head, in its final state. (Each build
+/// runs 10 s: longer than the 4 s a build from before the lead may wait for its first
+/// report, so it is seen in progress either way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_final_state() {
+    let world = World::calling_as(true, Caller::AppChecks).await;
+    let stops = [
+        StopAt::Calls(3),
+        StopAt::Calls(4),
+        StopAt::InProgress,
+        StopAt::Unrecorded,
+    ];
+    for (number, stop) in (2..).zip(stops) {
+        world.repo.write("pause", "yes\n");
+        let head = world.push_pr(number, false);
+        let opened = pr_payload("opened", number, "friend", &head, &[]);
+        world.github.set_pull_request(REPO, pr_json(&opened));
+        let fast_takeover = ["--lease-duration", "2s"];
+        let kubeci = world.serve_also("0s", &fast_takeover);
+        wait("kubeci to lead", || kubeci.log().contains(" leads"));
+        match stop {
+            StopAt::Calls(served) => world.github.hold_after(served),
+            // The record of its reports (and its release, if it waits in a queue).
+            StopAt::Unrecorded => world.server.gate().hold("patch", "jobs"),
+            StopAt::InProgress => {}
+        }
+        let (status, answer) = signed(&kubeci, "pull_request", &format!("x-{number}"), &opened);
+        assert_eq!(status, 200, "{answer}");
+        let created = || !check_runs_of(&world.github, &head).is_empty();
+        match stop {
+            StopAt::Calls(_) => wait("kubeci to wait for GitHub", || world.github.held() > 0),
+            StopAt::InProgress => {
+                wait("the check run in progress", || {
+                    check_runs_of(&world.github, &head)
+                        .iter()
+                        .any(|run| run.status == "in_progress")
+                });
+                world.github.hold_after(0);
+                wait("kubeci to wait for GitHub", || world.github.held() > 0);
+            }
+            StopAt::Unrecorded => wait("the check run created, its record held", || {
+                created() && world.server.gate().held() > 0
+            }),
+        }
+        kubeci.kill();
+        world.github.let_go();
+        world.server.gate().release(false);
+        let again = world.serve_also("0s", &fast_takeover);
+        let run = completed_check_run(&world.github, &head);
+        assert_went_to(&run, "completed:success");
+        assert_eq!(state_of(&again, number - 1), "succeeded", "{stop:?}");
+        drop(again);
+    }
+}
+
 /// A GitHub App's flags are checked at start: a key that cannot sign, a missing half, an id
 /// that is not a number, or a token besides the App stop kubeci with what to do — never
 /// at the first webhook — and the key is never shown.
@@ -915,6 +1134,10 @@ fn a_github_app_that_cannot_sign_in_stops_kubeci_at_start() {
                 &token,
             ],
             "both a GitHub token (--github-token-file or $KUBECI_GITHUB_TOKEN) and a GitHub App",
+        ),
+        (
+            vec!["--github-token-file", &token, "--github-report", "checks"],
+            "--github-report checks needs a GitHub App (--github-app-id)",
         ),
     ] {
         let mut args = vec!["serve", "--local", "examples", "--data", &data];

@@ -23,11 +23,12 @@ use kubeci_spec::cron::CronSchedule;
 use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
 
+use crate::build::BuildState;
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
 use crate::metrics::Counters;
 use crate::plan::{self, Action, JobPolicy};
-use crate::report::{self, CommitState, ReportTarget, Reporter};
+use crate::report::{self, Report, ReportTarget, Reported, Reporter};
 use crate::schedule;
 use reports::{BuildKey, ReportQueue, Step};
 
@@ -36,8 +37,8 @@ use reports::{BuildKey, ReportQueue, Step};
 pub struct ScheduledBuild {
     /// Its summary; `fully_reported` is the scheduler's to decide.
     pub summary: BuildSummary,
-    /// The commit states recorded on it as reported.
-    pub reported: Vec<CommitState>,
+    /// What was recorded on it as reported.
+    pub reported: Reported,
     /// What a report about it says; `None` when nothing is reported (no reporter), so a
     /// pass over many builds builds no report for any.
     pub target: Option<ReportTarget>,
@@ -144,14 +145,20 @@ pub trait Workload: Send + Sync + 'static {
         job: &str,
         number: u64,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-    /// Adds `states` to the states recorded as reported on the build. A union, never a
+    /// Adds `reported` to what is recorded as reported on the build. A union, never a
     /// replacement: a slow writer (a replica that lost the lead mid-write) cannot take
     /// back a state another one recorded.
     fn record_reported(
         &self,
         target: &ReportTarget,
-        states: &[CommitState],
+        reported: &Reported,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// The last lines of the build's log, at most `max_bytes` of them, if it has one.
+    fn log_tail(
+        &self,
+        target: &ReportTarget,
+        max_bytes: usize,
+    ) -> impl Future<Output = Option<String>> + Send;
     /// The valid jobs with a cron trigger.
     fn cron_jobs(&self) -> Vec<CronJob>;
     /// Starts the cron build of `job` due at `due` (once per due time, whatever happens
@@ -169,6 +176,23 @@ pub trait Workload: Send + Sync + 'static {
 pub struct SchedulerSettings {
     /// Cancel the unfinished builds of a job whose ConfigMap was deleted.
     pub cancel_when_deleted: bool,
+    /// After taking the lead, how long builds from before wait for their first report to
+    /// a receiver that creates an object with it (a check run): the leader before may
+    /// still have such a call under way (the longest a report can take). Zero when no
+    /// other process can be reporting (the local engine: its data directory is locked).
+    pub takeover_grace: Duration,
+}
+
+/// How much of a build's log a final report carries at most.
+pub const LOG_TAIL_BYTES: usize = 16 * 1024;
+
+/// When this scheduler took the lead.
+#[derive(Debug, Clone, Copy)]
+struct Lead {
+    /// Seconds since the epoch (builds created before may have been reported by
+    /// another).
+    since: i64,
+    at: tokio::time::Instant,
 }
 
 /// The leader's pass over a workload, and its report queue.
@@ -180,6 +204,9 @@ pub struct Scheduler<W> {
     counters: Arc<Counters>,
     /// Woken when a report attempt ends, so the next step follows at once.
     changed: Arc<Notify>,
+    /// Set while it leads (by [`Scheduler::run`]); passes made without it treat every
+    /// build as its own.
+    lead: Mutex<Option<Lead>>,
 }
 
 /// The counter of the workload writes of a pass that failed.
@@ -200,6 +227,7 @@ impl<W: Workload> Scheduler<W> {
             reports: Arc::default(),
             counters,
             changed,
+            lead: Mutex::new(None),
         }
     }
 
@@ -208,7 +236,17 @@ impl<W: Workload> Scheduler<W> {
     pub async fn run(self, every: Duration, may_act: impl Fn() -> bool + Send) {
         loop {
             if may_act() {
-                self.pass(jiff::Timestamp::now().as_second()).await;
+                let now = jiff::Timestamp::now().as_second();
+                self.lead
+                    .lock()
+                    .expect("the lead lock")
+                    .get_or_insert(Lead {
+                        since: now,
+                        at: tokio::time::Instant::now(),
+                    });
+                self.pass(now).await;
+            } else {
+                *self.lead.lock().expect("the lead lock") = None;
             }
             tokio::select! {
                 _ = self.changed.notified() => {}
@@ -259,7 +297,7 @@ impl<W: Workload> Scheduler<W> {
                     (&target.namespace, &target.job, target.number),
                     &build.reported,
                 );
-                report::next_report(&build.summary.state, &known).is_none()
+                report::next_report(&build.summary.state, &known.states).is_none()
             }
             _ => true,
         }
@@ -303,12 +341,28 @@ impl<W: Workload> Scheduler<W> {
         }
     }
 
+    /// Whether `target` was created before this scheduler took the lead, and whether the
+    /// grace after taking it is still running.
+    fn created_before_the_lead(&self, target: &ReportTarget) -> (bool, bool) {
+        let Some(lead) = *self.lead.lock().expect("the lead lock") else {
+            return (false, false);
+        };
+        let before = target.created_at.is_none_or(|t| t <= lead.since);
+        let grace = lead.at.elapsed() < self.settings.takeover_grace;
+        (before, grace)
+    }
+
     /// Takes the report step `build` owes, if any, in a task of its own.
     fn report(&self, at: (&str, &str, u64), build: &ScheduledBuild) {
         let (Some(reporter), Some(target)) = (self.reporter.clone(), &build.target) else {
             return;
         };
         if !reporter.wants(target) {
+            return;
+        }
+        let (from_before, in_grace) = self.created_before_the_lead(target);
+        let creates = reporter.creates_on_first_report() && build.reported.check_run.is_none();
+        if from_before && in_grace && creates {
             return;
         }
         let (step, key, attempts) = {
@@ -324,6 +378,9 @@ impl<W: Workload> Scheduler<W> {
         let attempt = ReportAttempt {
             key,
             target: target.clone(),
+            build: build.summary.state.clone(),
+            finished_at: build.summary.finished_at,
+            from_before,
             attempts,
             workload: self.workload.clone(),
             reporter,
@@ -359,6 +416,10 @@ impl<W: Workload> Scheduler<W> {
 struct ReportAttempt<W> {
     key: BuildKey,
     target: ReportTarget,
+    build: BuildState,
+    finished_at: Option<i64>,
+    /// The build was created before this scheduler took the lead.
+    from_before: bool,
     attempts: u32,
     workload: Arc<W>,
     reporter: Arc<dyn Reporter>,
@@ -372,32 +433,11 @@ impl<W: Workload> ReportAttempt<W> {
             Step::Send {
                 state,
                 description,
-                record,
-            } => match self
-                .reporter
-                .report(&self.target, state, &description)
-                .await
-            {
-                Ok(()) => {
-                    self.queue().sent(&self.key, state);
-                    record
-                }
-                Err(e) => {
-                    let delay = report::retry_delay(self.attempts, &e);
-                    let message = e.retry_after.map_or_else(
-                        || e.message.clone(),
-                        |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
-                    );
-                    log::warn!(
-                        "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
-                        self.target.number,
-                        self.target.namespace,
-                        self.target.job,
-                        delay.as_secs()
-                    );
-                    self.finish(Some(delay));
-                    return;
-                }
+                before,
+                failed_before,
+            } => match self.send(state, &description, &before, failed_before).await {
+                Some(record) => record,
+                None => return,
             },
             Step::Record(record) => record,
         };
@@ -415,6 +455,51 @@ impl<W: Workload> ReportAttempt<W> {
                     );
                 }
                 self.finish(Some(reports::record_retry_delay(self.attempts)));
+            }
+        }
+    }
+
+    /// Sends `state`; what to record then, or `None` when it failed (and is retried).
+    async fn send(
+        &self,
+        state: report::CommitState,
+        description: &str,
+        before: &Reported,
+        failed_before: bool,
+    ) -> Option<Reported> {
+        let log_tail = if state.is_final() && self.reporter.wants_log_tail() {
+            self.workload.log_tail(&self.target, LOG_TAIL_BYTES).await
+        } else {
+            None
+        };
+        let report = Report {
+            target: &self.target,
+            state,
+            description,
+            build: &self.build,
+            finished_at: self.finished_at,
+            before,
+            may_have_been_sent: failed_before || self.from_before,
+            log_tail: log_tail.as_deref(),
+        };
+        match self.reporter.report(&report).await {
+            Ok(receipt) => Some(self.queue().sent(&self.key, state, receipt, before)),
+            Err(e) => {
+                let delay = report::retry_delay(self.attempts, &e);
+                let message = e.retry_after.map_or_else(
+                    || e.message.clone(),
+                    |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
+                );
+                log::warn!(
+                    "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
+                    self.target.number,
+                    self.target.namespace,
+                    self.target.job,
+                    delay.as_secs()
+                );
+                self.queue().send_failed(&self.key);
+                self.finish(Some(delay));
+                None
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::build::BuildState;
-use crate::report::{self, CommitState};
+use crate::report::{self, CommitState, Receipt, Reported};
 
 /// A build: (namespace, job, number).
 pub(crate) type BuildKey = (String, String, u64);
@@ -22,20 +22,24 @@ pub(crate) type BuildKey = (String, String, u64);
 /// The next thing owed for a build's reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Send `state`, then record `record` (what was recorded, and `state`).
+    /// Send `state`, then record it with what is known: `before`, what was reported.
     Send {
         state: CommitState,
         description: String,
-        record: Vec<CommitState>,
+        before: Reported,
+        /// A send of this build failed here before: it may have arrived.
+        failed_before: bool,
     },
-    /// Record these states: they were sent, but the build does not show them.
-    Record(Vec<CommitState>),
+    /// Record these reports: they were sent, but the build does not show them.
+    Record(Reported),
 }
 
 #[derive(Debug, Default)]
 struct Entry {
-    /// States this replica sent that the workload's view did not show recorded yet.
-    sent: Vec<CommitState>,
+    /// What this replica sent that the workload's view did not show recorded yet.
+    sent: Reported,
+    /// A send failed (without an answer, it may have arrived).
+    send_failed: bool,
     /// A record of `sent` is owed: it was not written yet, or its write failed.
     record_owed: bool,
     attempts: u32,
@@ -52,13 +56,6 @@ pub(crate) struct ReportQueue {
     owed: HashMap<String, HashMap<String, HashMap<u64, Entry>>>,
     /// The pass under way; entries not looked at in it (their build is gone) are dropped.
     pass: u64,
-}
-
-/// `a`, and the states of `b` it lacks.
-fn union(a: &[CommitState], b: &[CommitState]) -> Vec<CommitState> {
-    let mut all = a.to_vec();
-    all.extend(b.iter().filter(|s| !a.contains(s)));
-    all
 }
 
 impl ReportQueue {
@@ -88,20 +85,20 @@ impl ReportQueue {
         }
     }
 
-    /// What the build's reports look like with the states sent but not yet seen recorded.
+    /// What the build's reports look like with what was sent but not yet seen recorded.
     pub(crate) fn known(
         &self,
         (namespace, job, number): (&str, &str, u64),
-        recorded: &[CommitState],
-    ) -> Vec<CommitState> {
+        recorded: &Reported,
+    ) -> Reported {
         let entry = self
             .owed
             .get(namespace)
             .and_then(|jobs| jobs.get(job))
             .and_then(|builds| builds.get(&number));
         match entry {
-            Some(entry) => union(recorded, &entry.sent),
-            None => recorded.to_vec(),
+            Some(entry) => recorded.union(&entry.sent),
+            None => recorded.clone(),
         }
     }
 
@@ -129,7 +126,7 @@ impl ReportQueue {
         &mut self,
         (namespace, job, number): (&str, &str, u64),
         state: &BuildState,
-        recorded: &[CommitState],
+        recorded: &Reported,
         now: Instant,
     ) -> Option<Step> {
         let pass = self.pass;
@@ -142,7 +139,7 @@ impl ReportQueue {
             Some(entry) => entry,
             // Nothing sent, failed or in flight: only a report owed makes an entry.
             None => {
-                let (state, description) = report::next_report(state, recorded)?;
+                let (state, description) = report::next_report(state, &recorded.states)?;
                 let key = (namespace.to_owned(), job.to_owned(), number);
                 let entry = self.entry(&key);
                 entry.in_flight = true;
@@ -150,30 +147,32 @@ impl ReportQueue {
                 return Some(Step::Send {
                     state,
                     description,
-                    record: union(recorded, &[state]),
+                    before: recorded.clone(),
+                    failed_before: false,
                 });
             }
         };
         entry.pass = pass;
-        if entry.sent.iter().all(|s| recorded.contains(s)) {
-            entry.sent.clear();
+        if recorded.includes(&entry.sent) {
+            entry.sent = Reported::default();
         }
         if entry.in_flight || entry.not_before.is_some_and(|t| t > now) {
             return None;
         }
-        let known = union(recorded, &entry.sent);
+        let known = recorded.union(&entry.sent);
         let step = if entry.record_owed {
             Some(Step::Record(known))
         } else {
-            report::next_report(state, &known).map(|(state, description)| Step::Send {
+            report::next_report(state, &known.states).map(|(state, description)| Step::Send {
                 state,
                 description,
-                record: union(&known, &[state]),
+                before: known,
+                failed_before: entry.send_failed,
             })
         };
         match step {
             Some(_) => entry.in_flight = true,
-            None if entry.attempts == 0 && entry.sent.is_empty() => {
+            None if entry.attempts == 0 && entry.sent == Reported::default() => {
                 let key = (namespace.to_owned(), job.to_owned(), number);
                 self.remove(&key);
             }
@@ -187,13 +186,29 @@ impl ReportQueue {
         self.get(key).map_or(0, |e| e.attempts)
     }
 
-    /// `state` was sent for build `key`: never send it again from here.
-    pub(crate) fn sent(&mut self, key: &BuildKey, state: CommitState) {
+    /// `state` was sent for build `key`, leaving `receipt`: never send it again from
+    /// here; what to record now.
+    pub(crate) fn sent(
+        &mut self,
+        key: &BuildKey,
+        state: CommitState,
+        receipt: Receipt,
+        before: &Reported,
+    ) -> Reported {
         let entry = self.entry(key);
-        if !entry.sent.contains(&state) {
-            entry.sent.push(state);
-        }
+        let delivered = Reported {
+            states: vec![state],
+            check_run: receipt.check_run,
+        };
+        entry.sent = entry.sent.union(&delivered);
+        entry.send_failed = false;
         entry.record_owed = true;
+        before.union(&entry.sent)
+    }
+
+    /// A send for build `key` failed: the next one may find it arrived.
+    pub(crate) fn send_failed(&mut self, key: &BuildKey) {
+        self.entry(key).send_failed = true;
     }
 
     /// The step in flight for build `key` is over (sent and recorded).
@@ -235,6 +250,13 @@ mod tests {
     use super::*;
     use CommitState::{Pending, Success};
 
+    fn states(states: &[CommitState]) -> Reported {
+        Reported {
+            states: states.to_vec(),
+            check_run: None,
+        }
+    }
+
     fn key() -> BuildKey {
         ("ns".into(), "demo".into(), 1)
     }
@@ -247,43 +269,58 @@ mod tests {
     fn a_sent_report_is_recorded_again_never_sent_again_until_the_view_shows_it() {
         let mut queue = ReportQueue::default();
         let now = Instant::now();
-        let Some(Step::Send { state, record, .. }) =
-            queue.take(at(&key()), &BuildState::Succeeded, &[], now)
+        let nothing = Reported::default();
+        let Some(Step::Send { state, before, .. }) =
+            queue.take(at(&key()), &BuildState::Succeeded, &nothing, now)
         else {
             panic!("a finished build owes its final report");
         };
-        assert_eq!((state, record.as_slice()), (Success, &[Success][..]));
+        assert_eq!((state, &before), (Success, &nothing));
         assert_eq!(
-            queue.take(at(&key()), &BuildState::Succeeded, &[], now),
+            queue.take(at(&key()), &BuildState::Succeeded, &nothing, now),
             None,
             "nothing while it is in flight"
         );
-        queue.sent(&key(), Success);
+        let receipt = Receipt { check_run: Some(7) };
+        let record = queue.sent(&key(), Success, receipt, &before);
+        assert_eq!(record, Reported::parse(Some("success,check-run=7")));
         queue.failed(&key(), Duration::from_secs(1), now);
         assert_eq!(
-            queue.take(at(&key()), &BuildState::Succeeded, &[], now),
+            queue.take(at(&key()), &BuildState::Succeeded, &nothing, now),
             None,
             "recording waits for its retry"
         );
         let later = now + Duration::from_secs(2);
         assert_eq!(
-            queue.take(at(&key()), &BuildState::Succeeded, &[Pending], later),
-            Some(Step::Record(vec![Pending, Success])),
+            queue.take(
+                at(&key()),
+                &BuildState::Succeeded,
+                &states(&[Pending]),
+                later
+            ),
+            Some(Step::Record(Reported::parse(Some(
+                "pending,success,check-run=7"
+            )))),
             "recorded again, with what the build already shows"
         );
         queue.done(&key());
         assert_eq!(
-            queue.take(at(&key()), &BuildState::Succeeded, &[], later),
+            queue.take(at(&key()), &BuildState::Succeeded, &nothing, later),
             None,
             "recorded: a view that lags makes it neither send nor record again"
         );
         assert_eq!(
-            queue.known(at(&key()), &[]),
-            [Success],
+            queue.known(at(&key()), &nothing),
+            Reported::parse(Some("success,check-run=7")),
             "known while unseen"
         );
         assert_eq!(
-            queue.take(at(&key()), &BuildState::Succeeded, &[Success], later),
+            queue.take(
+                at(&key()),
+                &BuildState::Succeeded,
+                &Reported::parse(Some("success,check-run=7")),
+                later
+            ),
             None
         );
         assert_eq!(queue.len(), 0, "forgotten once the view shows it");
@@ -294,16 +331,48 @@ mod tests {
         let mut queue = ReportQueue::default();
         let now = Instant::now();
         let other: BuildKey = ("ns".into(), "demo".into(), 2);
+        let nothing = Reported::default();
         queue.begin_pass();
-        queue.take(at(&key()), &BuildState::Running, &[], now);
-        queue.take(at(&other), &BuildState::Running, &[], now);
+        queue.take(at(&key()), &BuildState::Running, &nothing, now);
+        queue.take(at(&other), &BuildState::Running, &nothing, now);
         queue.failed(&other, Duration::from_secs(5), now);
         queue.begin_pass();
         queue.end_pass();
         assert_eq!(queue.len(), 1, "the one in flight stays");
         assert!(queue
-            .take(at(&other), &BuildState::Running, &[], now)
+            .take(at(&other), &BuildState::Running, &nothing, now)
             .is_some());
+    }
+
+    #[test]
+    fn a_send_that_failed_is_flagged_on_the_next_one_until_one_succeeds() {
+        let mut queue = ReportQueue::default();
+        let now = Instant::now();
+        let nothing = Reported::default();
+        queue.take(at(&key()), &BuildState::Queued, &nothing, now);
+        queue.send_failed(&key());
+        queue.failed(&key(), Duration::ZERO, now);
+        let Some(Step::Send { failed_before, .. }) =
+            queue.take(at(&key()), &BuildState::Queued, &nothing, now)
+        else {
+            panic!("sent again");
+        };
+        assert!(failed_before, "it may have arrived");
+        let record = queue.sent(&key(), Pending, Receipt { check_run: Some(3) }, &nothing);
+        queue.done(&key());
+        let Some(Step::Send {
+            state,
+            before,
+            failed_before,
+            ..
+        }) = queue.take(at(&key()), &BuildState::Running, &record, now)
+        else {
+            panic!("the next state is owed");
+        };
+        assert_eq!(
+            (state, before.check_run, failed_before),
+            (CommitState::Running, Some(3), false)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::build::BuildState;
-use crate::report::ReportError;
+use crate::report::{CommitState, Receipt, ReportError, Reporting};
 
 const NOW: i64 = 1_795_428_000;
 
@@ -22,7 +22,7 @@ struct MemoryJob {
     loaded: Option<Arc<LoadedJob>>,
     declared: bool,
     /// number → (state, reported)
-    builds: BTreeMap<u64, (BuildState, Vec<CommitState>)>,
+    builds: BTreeMap<u64, (BuildState, Reported)>,
     cron: Option<(String, Option<i64>)>,
     /// Builds the workload says must not be deleted.
     keep: BTreeSet<u64>,
@@ -51,6 +51,7 @@ fn target(job: &str, number: u64) -> ReportTarget {
         pull_request: None,
         url: format!("http://kubeci.test/{job}/{number}"),
         context: None,
+        created_at: Some(NOW - 3600),
     }
 }
 
@@ -69,7 +70,7 @@ impl Memory {
         let builds = &mut jobs.get_mut(job).expect("a job").builds;
         builds
             .entry(number)
-            .or_insert((BuildState::Queued, Vec::new()))
+            .or_insert((BuildState::Queued, Reported::default()))
             .0 = state;
     }
 
@@ -79,6 +80,10 @@ impl Memory {
     }
 
     fn reported(&self, job: &str, number: u64) -> Vec<CommitState> {
+        self.recorded(job, number).states
+    }
+
+    fn recorded(&self, job: &str, number: u64) -> Reported {
         let jobs = self.jobs.lock().unwrap();
         jobs[job].builds[&number].1.clone()
     }
@@ -108,7 +113,7 @@ impl Workload for Memory {
                             settled: true,
                         },
                         reported: if lagging {
-                            Vec::new()
+                            Reported::default()
                         } else {
                             reported.clone()
                         },
@@ -156,7 +161,7 @@ impl Workload for Memory {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        states: &[CommitState],
+        record: &Reported,
     ) -> Result<(), WorkloadError> {
         let failing = self
             .record_failures
@@ -172,12 +177,17 @@ impl Workload for Memory {
         else {
             return Err(WorkloadError::Gone);
         };
-        for state in states {
-            if !reported.contains(state) {
-                reported.push(*state);
-            }
-        }
+        *reported = reported.union(record);
         Ok(())
+    }
+
+    async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
+        let log = format!(
+            "{}\nthe end of build {}\n",
+            "x".repeat(max_bytes),
+            target.number
+        );
+        Some(log[log.len() - max_bytes..].to_owned())
     }
 
     fn cron_jobs(&self) -> Vec<CronJob> {
@@ -200,7 +210,8 @@ impl Workload for Memory {
             let mut jobs = self.jobs.lock().unwrap();
             let job = jobs.get_mut(job).expect("a job");
             let next = job.builds.keys().max().map_or(1, |n| n + 1);
-            job.builds.insert(next, (BuildState::Queued, Vec::new()));
+            job.builds
+                .insert(next, (BuildState::Queued, Reported::default()));
             job.cron.as_mut().expect("a cron job").1 = Some(due);
         }
         self.did(format!("cron {job} {due}")).map(|()| true)
@@ -229,7 +240,7 @@ fn with_builds(loaded: Option<Arc<LoadedJob>>, declared: bool, states: &[BuildSt
         builds: states
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as u64 + 1, (s.clone(), Vec::new())))
+            .map(|(i, s)| (i as u64 + 1, (s.clone(), Reported::default())))
             .collect(),
         cron: None,
         keep: BTreeSet::new(),
@@ -316,6 +327,7 @@ async fn a_deleted_job_keeps_its_builds_unless_told_to_cancel_them() {
         None,
         SchedulerSettings {
             cancel_when_deleted: true,
+            ..SchedulerSettings::default()
         },
         Arc::default(),
         Arc::new(Notify::new()),
@@ -350,11 +362,30 @@ async fn cron_starts_one_build_per_due_time() {
     assert_eq!(memory.done()[2], format!("cron nightly {}", minute + 60));
 }
 
-/// A receiver of reports: what it got, failing the first `failures` calls.
+/// What a [`Receiver`] was told in one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    number: u64,
+    state: CommitState,
+    check_run: Option<u64>,
+    may_have_been_sent: bool,
+    log_tail: Option<String>,
+}
+
+/// A receiver of reports: what it got, failing the first `failures` calls; with
+/// `creates`, like a check run: its first report makes an object (`100 + number`).
 #[derive(Default)]
 struct Receiver {
-    got: Mutex<Vec<(u64, CommitState)>>,
+    got: Mutex<Vec<Got>>,
     failures: AtomicU32,
+    creates: bool,
+}
+
+impl Receiver {
+    fn states(&self) -> Vec<(u64, CommitState)> {
+        let got = self.got.lock().unwrap();
+        got.iter().map(|g| (g.number, g.state)).collect()
+    }
 }
 
 impl Reporter for Receiver {
@@ -362,12 +393,15 @@ impl Reporter for Receiver {
         target.commit.is_some()
     }
 
-    fn report<'a>(
-        &'a self,
-        target: &'a ReportTarget,
-        state: CommitState,
-        _description: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'a>> {
+    fn creates_on_first_report(&self) -> bool {
+        self.creates
+    }
+
+    fn wants_log_tail(&self) -> bool {
+        self.creates
+    }
+
+    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
             let failing = self
                 .failures
@@ -380,8 +414,18 @@ impl Reporter for Receiver {
                     retry_after: None,
                 });
             }
-            self.got.lock().unwrap().push((target.number, state));
-            Ok(())
+            let number = report.target.number;
+            self.got.lock().unwrap().push(Got {
+                number,
+                state: report.state,
+                check_run: report.before.check_run,
+                may_have_been_sent: report.may_have_been_sent,
+                log_tail: report.log_tail.map(str::to_owned),
+            });
+            let check_run = self
+                .creates
+                .then(|| report.before.check_run.unwrap_or(100 + number));
+            Ok(Receipt { check_run })
         })
     }
 }
@@ -398,7 +442,7 @@ async fn pass_until(scheduler: &Scheduler<Memory>, what: &str, done: impl Fn() -
 
 #[tokio::test]
 async fn each_state_is_reported_once_then_recorded_even_while_the_view_lags() {
-    use CommitState::{Pending, Success};
+    use CommitState::{Running, Success};
     let job = declared(
         "demo",
         "        run_command: make\n        retention: {ttl: 30s}\n",
@@ -410,16 +454,16 @@ async fn each_state_is_reported_once_then_recorded_even_while_the_view_lags() {
     let receiver = Arc::new(Receiver::default());
     let scheduler = scheduler(&memory, Some(receiver.clone()));
     memory.lagging.store(true, Ordering::SeqCst);
-    pass_until(&scheduler, "pending recorded", || {
-        memory.reported("demo", 1) == [Pending]
+    pass_until(&scheduler, "running recorded", || {
+        memory.reported("demo", 1) == [Running]
     })
     .await;
     for _ in 0..5 {
         scheduler.pass(NOW).await;
     }
     assert_eq!(
-        *receiver.got.lock().unwrap(),
-        [(1, Pending)],
+        receiver.states(),
+        [(1, Running)],
         "sent once, though the view does not show it recorded"
     );
     memory.lagging.store(false, Ordering::SeqCst);
@@ -429,8 +473,8 @@ async fn each_state_is_reported_once_then_recorded_even_while_the_view_lags() {
     })
     .await;
     assert_eq!(
-        *receiver.got.lock().unwrap(),
-        [(1, Pending), (1, Success)],
+        receiver.states(),
+        [(1, Running), (1, Success)],
         "the final state reported once, and only then retention deleted the build"
     );
 }
@@ -458,7 +502,7 @@ async fn a_failed_report_is_sent_again_a_failed_record_is_only_recorded_again() 
     })
     .await;
     assert_eq!(
-        *receiver.got.lock().unwrap(),
+        receiver.states(),
         [(1, CommitState::Success)],
         "delivered once: after its failure, not again for the failed records"
     );
@@ -505,4 +549,94 @@ async fn superseded_builds_are_cancelled_through_the_workload() {
         ["stop demo 1"],
         "the older build of PR 7 only"
     );
+}
+
+/// A job with one build in `state`, and a receiver that creates an object (a check run)
+/// with a build's first report.
+fn one_build_for_a_creating_receiver(state: BuildState) -> (Arc<Memory>, Arc<Receiver>) {
+    let job = declared("demo", "        run_command: make\n");
+    let memory = memory(vec![("demo", with_builds(Some(job), true, &[state]))]);
+    let receiver = Arc::new(Receiver {
+        creates: true,
+        ..Receiver::default()
+    });
+    (memory, receiver)
+}
+
+/// A receiver that creates an object with a build's first report (a check run) gets its
+/// id back on every later report — also while the view lags behind the record — and the
+/// end of the log with the final one.
+#[tokio::test]
+async fn a_created_check_run_is_recorded_and_named_in_every_later_report() {
+    use CommitState::{Pending, Running, Success};
+    let (memory, receiver) = one_build_for_a_creating_receiver(BuildState::Queued);
+    let scheduler = scheduler(&memory, Some(receiver.clone()));
+    pass_until(&scheduler, "pending recorded", || {
+        memory.reported("demo", 1) == [Pending]
+    })
+    .await;
+    assert_eq!(memory.recorded("demo", 1).check_run, Some(101));
+    memory.lagging.store(true, Ordering::SeqCst);
+    memory.set("demo", 1, BuildState::Running);
+    pass_until(&scheduler, "running sent", || receiver.states().len() == 2).await;
+    memory.lagging.store(false, Ordering::SeqCst);
+    memory.set("demo", 1, BuildState::Succeeded);
+    pass_until(&scheduler, "success recorded", || {
+        memory.reported("demo", 1) == [Pending, Running, Success]
+    })
+    .await;
+    let got = receiver.got.lock().unwrap().clone();
+    let seen: Vec<_> = got.iter().map(|g| (g.state, g.check_run)).collect();
+    assert_eq!(
+        seen,
+        [(Pending, None), (Running, Some(101)), (Success, Some(101))],
+        "created once, then named"
+    );
+    assert!(got.iter().all(|g| !g.may_have_been_sent));
+    assert_eq!(got[0].log_tail, None);
+    let tail = got[2].log_tail.as_deref().expect("the final report's log");
+    assert!(tail.ends_with("the end of build 1\n"), "{tail}");
+    assert_eq!(tail.len(), LOG_TAIL_BYTES);
+}
+
+/// After taking the lead, a build from before waits out the grace (the old leader may
+/// still be creating its check run), then its report says it may have been sent, so the
+/// receiver looks before it creates.
+#[tokio::test(start_paused = true)]
+async fn after_taking_the_lead_builds_from_before_wait_then_may_have_been_reported() {
+    let (memory, receiver) = one_build_for_a_creating_receiver(BuildState::Running);
+    let settings = SchedulerSettings {
+        takeover_grace: Duration::from_secs(60),
+        ..SchedulerSettings::default()
+    };
+    let scheduler = Scheduler::new(
+        memory.clone(),
+        Some(receiver.clone() as Arc<dyn Reporter>),
+        settings,
+        Arc::default(),
+        Arc::new(Notify::new()),
+    );
+    let leading = tokio::spawn(scheduler.run(Duration::from_secs(1), || true));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(receiver.states().is_empty(), "nothing within the grace");
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].may_have_been_sent, "{got:?}");
+    leading.abort();
+}
+
+/// A failed send may have arrived: the next attempt says so.
+#[tokio::test]
+async fn a_send_that_failed_is_retried_as_one_that_may_have_arrived() {
+    let (memory, receiver) = one_build_for_a_creating_receiver(BuildState::Running);
+    receiver.failures.store(1, Ordering::SeqCst);
+    let scheduler = scheduler(&memory, Some(receiver.clone()));
+    pass_until(&scheduler, "running recorded", || {
+        memory.reported("demo", 1) == [CommitState::Running]
+    })
+    .await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].may_have_been_sent, "{got:?}");
 }

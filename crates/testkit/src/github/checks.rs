@@ -1,0 +1,172 @@
+//! The fake GitHub's check runs: created, updated and listed as GitHub's Checks API does
+//! it, refusing what GitHub refuses (a status or conclusion it does not know, a completed
+//! check run without a conclusion, an output summary over 65,535 characters) with `422`.
+//! Each check run keeps every status it went through, for tests to follow.
+
+use serde_json::{json, Value};
+
+/// A check run as the fake keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeCheckRun {
+    pub id: u64,
+    /// `owner/name` as written in the call.
+    pub repo: String,
+    pub head_sha: String,
+    pub name: String,
+    pub external_id: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub details_url: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub output: Value,
+    /// Every status it had, in order (`completed:<conclusion>` for the end).
+    pub history: Vec<String>,
+}
+
+const STATUSES: [&str; 3] = ["queued", "in_progress", "completed"];
+const CONCLUSIONS: [&str; 8] = [
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+];
+
+/// Why GitHub would refuse these fields, if it would.
+fn refusal(fields: &Value, current: Option<&FakeCheckRun>) -> Option<String> {
+    let status = fields["status"]
+        .as_str()
+        .or(current.map(|c| c.status.as_str()))
+        .unwrap_or("queued");
+    if !STATUSES.contains(&status) {
+        return Some(format!("status {status:?} is not one of {STATUSES:?}"));
+    }
+    let conclusion = fields["conclusion"].as_str();
+    if let Some(conclusion) = conclusion {
+        if !CONCLUSIONS.contains(&conclusion) {
+            return Some(format!(
+                "conclusion {conclusion:?} is not one of {CONCLUSIONS:?}"
+            ));
+        }
+    }
+    if status == "completed" && conclusion.is_none() {
+        return Some("a completed check run needs a conclusion".into());
+    }
+    if !fields["output"].is_null() {
+        if fields["output"]["title"].as_str().is_none_or(str::is_empty) {
+            return Some("output needs a title".into());
+        }
+        let summary = fields["output"]["summary"].as_str().unwrap_or("");
+        if summary.is_empty() || summary.chars().count() > 65_535 {
+            return Some("output.summary must be 1 to 65535 characters".into());
+        }
+    }
+    None
+}
+
+fn step(run: &FakeCheckRun) -> String {
+    match &run.conclusion {
+        Some(conclusion) if run.status == "completed" => format!("completed:{conclusion}"),
+        _ => run.status.clone(),
+    }
+}
+
+impl FakeCheckRun {
+    fn apply(&mut self, fields: &Value) {
+        let text = |key: &str| fields[key].as_str().map(str::to_owned);
+        if let Some(status) = text("status") {
+            self.status = status;
+        }
+        if let Some(conclusion) = text("conclusion") {
+            self.conclusion = Some(conclusion);
+            self.status = "completed".into();
+        }
+        self.details_url = text("details_url").unwrap_or(self.details_url.clone());
+        self.started_at = text("started_at").or(self.started_at.take());
+        self.completed_at = text("completed_at").or(self.completed_at.take());
+        if !fields["output"].is_null() {
+            self.output = fields["output"].clone();
+        }
+        let now = step(self);
+        if self.history.last() != Some(&now) {
+            self.history.push(now);
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "head_sha": self.head_sha,
+            "external_id": self.external_id, "status": self.status,
+            "conclusion": self.conclusion, "details_url": self.details_url,
+            "started_at": self.started_at, "completed_at": self.completed_at,
+            "output": self.output,
+        })
+    }
+}
+
+/// `POST /repos/{repo}/check-runs`: the new check run, or why not.
+pub(super) fn create(
+    runs: &mut Vec<FakeCheckRun>,
+    repo: &str,
+    fields: &Value,
+) -> Result<Value, String> {
+    if let Some(why) = refusal(fields, None) {
+        return Err(why);
+    }
+    let (Some(name), Some(head_sha)) = (fields["name"].as_str(), fields["head_sha"].as_str())
+    else {
+        return Err("name and head_sha are required".into());
+    };
+    let mut run = FakeCheckRun {
+        id: runs.len() as u64 + 1,
+        repo: repo.to_owned(),
+        head_sha: head_sha.to_owned(),
+        name: name.to_owned(),
+        external_id: fields["external_id"].as_str().unwrap_or("").to_owned(),
+        status: "queued".into(),
+        conclusion: None,
+        details_url: String::new(),
+        started_at: None,
+        completed_at: None,
+        output: Value::Null,
+        history: Vec::new(),
+    };
+    run.apply(fields);
+    let answer = run.json();
+    runs.push(run);
+    Ok(answer)
+}
+
+/// `PATCH /repos/{repo}/check-runs/{id}`: the check run as updated; `None` when there is
+/// none; why not when GitHub would refuse.
+pub(super) fn update(
+    runs: &mut [FakeCheckRun],
+    repo: &str,
+    id: u64,
+    fields: &Value,
+) -> Option<Result<Value, String>> {
+    let run = runs
+        .iter_mut()
+        .find(|r| r.id == id && r.repo.eq_ignore_ascii_case(repo))?;
+    if let Some(why) = refusal(fields, Some(run)) {
+        return Some(Err(why));
+    }
+    run.apply(fields);
+    Some(Ok(run.json()))
+}
+
+/// `GET /repos/{repo}/commits/{sha}/check-runs?check_name=`: the latest first.
+pub(super) fn list(runs: &[FakeCheckRun], repo: &str, sha: &str, name: Option<&str>) -> Value {
+    let found: Vec<Value> = runs
+        .iter()
+        .rev()
+        .filter(|r| r.repo.eq_ignore_ascii_case(repo) && r.head_sha == sha)
+        .filter(|r| name.is_none_or(|n| r.name == n))
+        .map(FakeCheckRun::json)
+        .collect();
+    json!({"total_count": found.len(), "check_runs": found})
+}
