@@ -65,15 +65,6 @@ pub struct Report<'a> {
     pub log_tail: Option<&'a str>,
 }
 
-impl Report<'_> {
-    /// For receivers that know only `pending` before the end (commit statuses,
-    /// notifications): this is `running`, and `pending` was reported already — nothing
-    /// new to say.
-    pub fn nothing_new_before_the_end(&self) -> bool {
-        self.state == CommitState::Running && self.before.states.contains(&CommitState::Pending)
-    }
-}
-
 /// What a delivered report left at the receiver, to be recorded with the build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Receipt {
@@ -98,6 +89,11 @@ pub trait Reporter: Send + Sync + 'static {
     fn wants_log_tail(&self) -> bool {
         false
     }
+    /// Whether a running build is reported as `running` (a check run in progress);
+    /// otherwise it is `pending` until its end, as a commit status shows it.
+    fn reports_running(&self) -> bool {
+        false
+    }
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a>;
 }
 
@@ -119,6 +115,10 @@ impl Reporter for Reporters {
         self.0.iter().any(|r| r.wants_log_tail())
     }
 
+    fn reports_running(&self) -> bool {
+        self.0.iter().any(|r| r.reports_running())
+    }
+
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
             let mut receipt = Receipt::default();
@@ -132,7 +132,7 @@ impl Reporter for Reporters {
 }
 
 /// A reported state: a GitHub commit status state, and `running` (a check run in
-/// progress; a commit status shows it as `pending`).
+/// progress), for receivers that report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitState {
     /// Queued, or starting.
@@ -162,14 +162,6 @@ impl CommitState {
             "failure" => Some(CommitState::Failure),
             "error" => Some(CommitState::Error),
             _ => None,
-        }
-    }
-
-    /// The commit status state that shows it (`running` is `pending` there).
-    pub fn status_state(self) -> &'static str {
-        match self {
-            CommitState::Running => "pending",
-            other => other.as_str(),
         }
     }
 
@@ -289,12 +281,19 @@ pub fn retry_delay(attempts: u32, error: &ReportError) -> Duration {
 
 /// The report still owed for a build in `state`, given what was reported: each state at
 /// most once, never one before a state reported (`pending` after `running`: a view that
-/// lags), nothing after the final one.
-pub fn next_report(state: &BuildState, reported: &[CommitState]) -> Option<(CommitState, String)> {
+/// lags), nothing after the final one. Without `running`, a running build is `pending`.
+pub fn next_report(
+    state: &BuildState,
+    reported: &[CommitState],
+    running: bool,
+) -> Option<(CommitState, String)> {
     if reported.iter().any(|s| s.is_final()) {
         return None;
     }
-    let (wanted, description) = commit_state(state);
+    let (mut wanted, description) = commit_state(state);
+    if wanted == CommitState::Running && !running {
+        wanted = CommitState::Pending;
+    }
     let behind = wanted == CommitState::Pending && reported.contains(&CommitState::Running);
     (!behind && !reported.contains(&wanted)).then_some((wanted, description))
 }
@@ -337,44 +336,46 @@ mod tests {
     #[test]
     fn each_state_is_reported_once_and_nothing_after_the_final_one() {
         assert_eq!(
-            next_report(&BuildState::Queued, &[]).map(|r| r.0),
+            next_report(&BuildState::Queued, &[], true).map(|r| r.0),
             Some(CommitState::Pending)
         );
         assert_eq!(
-            next_report(&BuildState::Running, &[CommitState::Pending]).map(|r| r.0),
+            next_report(&BuildState::Running, &[CommitState::Pending], true).map(|r| r.0),
             Some(CommitState::Running),
             "a check run shows the build in progress"
         );
         assert_eq!(
             next_report(
                 &BuildState::Running,
-                &[CommitState::Pending, CommitState::Running]
+                &[CommitState::Pending, CommitState::Running],
+                true
             ),
             None
         );
         assert_eq!(
-            next_report(&BuildState::Succeeded, &[CommitState::Pending]).map(|r| r.0),
+            next_report(&BuildState::Succeeded, &[CommitState::Pending], true).map(|r| r.0),
             Some(CommitState::Success)
         );
         assert_eq!(
-            next_report(&BuildState::Succeeded, &[]).map(|r| r.0),
+            next_report(&BuildState::Succeeded, &[], true).map(|r| r.0),
             Some(CommitState::Success),
             "a fast build reports its end directly"
         );
         assert_eq!(
-            next_report(&BuildState::Succeeded, &[CommitState::Running]).map(|r| r.0),
+            next_report(&BuildState::Succeeded, &[CommitState::Running], true).map(|r| r.0),
             Some(CommitState::Success),
             "running is not an end"
         );
         assert_eq!(
-            next_report(&BuildState::Queued, &[CommitState::Running]),
+            next_report(&BuildState::Queued, &[CommitState::Running], true),
             None,
             "a view that lags behind what was reported says nothing"
         );
         assert_eq!(
             next_report(
                 &BuildState::Succeeded,
-                &[CommitState::Pending, CommitState::Success]
+                &[CommitState::Pending, CommitState::Success],
+                true
             ),
             None
         );
@@ -383,11 +384,30 @@ mod tests {
                 by: Some("alice".into()),
             },
             &[CommitState::Pending],
+            true,
         )
         .unwrap();
         assert_eq!(
             aborted,
             (CommitState::Error, "Build cancelled by alice".into())
+        );
+    }
+
+    #[test]
+    fn without_running_a_running_build_is_pending_until_its_end() {
+        assert_eq!(
+            next_report(&BuildState::Running, &[], false),
+            Some((CommitState::Pending, "Running".into())),
+            "first seen running"
+        );
+        assert_eq!(
+            next_report(&BuildState::Running, &[CommitState::Pending], false),
+            None,
+            "nothing new: no second pending, nothing to record"
+        );
+        assert_eq!(
+            next_report(&BuildState::Succeeded, &[CommitState::Pending], false).map(|r| r.0),
+            Some(CommitState::Success)
         );
     }
 

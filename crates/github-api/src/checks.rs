@@ -77,6 +77,10 @@ impl Reporter for ChecksReporter {
         true
     }
 
+    fn reports_running(&self) -> bool {
+        true
+    }
+
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
             let target = report.target;

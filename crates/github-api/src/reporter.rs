@@ -2,8 +2,7 @@
 //! `kubeci/<job>` (or `ghprb.context`), linking to the build's page. Which states were
 //! posted is recorded on the build by the controller; a state is posted only if the
 //! commit's latest status of the context is not that state of that build already (a kubeci
-//! that stopped between posting and recording), so each is posted once. A build that
-//! starts running after `pending` was posted changes nothing on GitHub.
+//! that stopped between posting and recording), so each is posted once.
 
 use std::sync::Arc;
 
@@ -53,10 +52,7 @@ impl Reporter for GitHubReporter {
             else {
                 return Ok(Receipt::default());
             };
-            if report.nothing_new_before_the_end() {
-                return Ok(Receipt::default());
-            }
-            let state = report.state.status_state();
+            let state = report.state.as_str();
             let context = context(&target.job, target.context.as_deref());
             let failed = crate::report_error;
             // Posted already (by a kubeci that stopped before recording it): not again.

@@ -118,15 +118,7 @@ impl Reporter for WebhookReporter {
 
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
-            if report.nothing_new_before_the_end() {
-                return Ok(Receipt::default());
-            }
-            // A build first seen running is announced as `pending`, as before the end.
-            let state = match report.state {
-                CommitState::Running => CommitState::Pending,
-                state => state,
-            };
-            let (target, description) = (report.target, report.description);
+            let (target, state, description) = (report.target, report.state, report.description);
             let body = serde_json::to_vec(&body(target, state, description)).expect("JSON");
             self.post(body, kubeci_engine::report::report_key(target, state))
                 .await
@@ -246,31 +238,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!wrong.retryable, "{wrong}");
-    }
-
-    #[tokio::test]
-    async fn a_running_build_is_announced_as_pending_once() {
-        let (url, received) = receiver(vec![(204, None)]).await;
-        let reporter = WebhookReporter::new(&url).unwrap();
-        let target = target();
-        let pending = Reported {
-            states: vec![CommitState::Pending],
-            check_run: None,
-        };
-        let after_pending = Report {
-            before: &pending,
-            ..report(&target, CommitState::Running, "Running")
-        };
-        reporter.report(&after_pending).await.unwrap();
-        assert!(received.lock().unwrap().is_empty(), "nothing new to say");
-        reporter
-            .report(&report(&target, CommitState::Running, "Running"))
-            .await
-            .unwrap();
-        let received = received.lock().unwrap();
-        assert_eq!(received.len(), 1);
-        assert_eq!(received[0]["state"], "pending", "first seen running");
-        assert_eq!(received[0]["id"], "team/demo/3/pending");
     }
 
     #[tokio::test]

@@ -220,11 +220,12 @@ impl<W: Workload> Scheduler<W> {
         counters: Arc<Counters>,
         changed: Arc<Notify>,
     ) -> Scheduler<W> {
+        let running = reporter.as_ref().is_some_and(|r| r.reports_running());
         Scheduler {
             workload,
             reporter,
             settings,
-            reports: Arc::default(),
+            reports: Arc::new(Mutex::new(ReportQueue::new(running))),
             counters,
             changed,
             lead: Mutex::new(None),
@@ -297,7 +298,8 @@ impl<W: Workload> Scheduler<W> {
                     (&target.namespace, &target.job, target.number),
                     &build.reported,
                 );
-                report::next_report(&build.summary.state, &known.states).is_none()
+                let running = reporter.reports_running();
+                report::next_report(&build.summary.state, &known.states, running).is_none()
             }
             _ => true,
         }

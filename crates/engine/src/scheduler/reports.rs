@@ -54,11 +54,21 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct ReportQueue {
     owed: HashMap<String, HashMap<String, HashMap<u64, Entry>>>,
+    /// The reporter reports `running` (see [`report::next_report`]).
+    running: bool,
     /// The pass under way; entries not looked at in it (their build is gone) are dropped.
     pass: u64,
 }
 
 impl ReportQueue {
+    /// A queue for a reporter that reports `running`, or not.
+    pub(crate) fn new(running: bool) -> ReportQueue {
+        ReportQueue {
+            running,
+            ..ReportQueue::default()
+        }
+    }
+
     fn get(&self, key: &BuildKey) -> Option<&Entry> {
         self.owed.get(&key.0)?.get(&key.1)?.get(&key.2)
     }
@@ -139,7 +149,8 @@ impl ReportQueue {
             Some(entry) => entry,
             // Nothing sent, failed or in flight: only a report owed makes an entry.
             None => {
-                let (state, description) = report::next_report(state, &recorded.states)?;
+                let (state, description) =
+                    report::next_report(state, &recorded.states, self.running)?;
                 let key = (namespace.to_owned(), job.to_owned(), number);
                 let entry = self.entry(&key);
                 entry.in_flight = true;
@@ -163,11 +174,14 @@ impl ReportQueue {
         let step = if entry.record_owed {
             Some(Step::Record(known))
         } else {
-            report::next_report(state, &known.states).map(|(state, description)| Step::Send {
-                state,
-                description,
-                before: known,
-                failed_before: entry.send_failed,
+            let running = self.running;
+            report::next_report(state, &known.states, running).map(|(state, description)| {
+                Step::Send {
+                    state,
+                    description,
+                    before: known,
+                    failed_before: entry.send_failed,
+                }
             })
         };
         match step {
@@ -346,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_send_that_failed_is_flagged_on_the_next_one_until_one_succeeds() {
-        let mut queue = ReportQueue::default();
+        let mut queue = ReportQueue::new(true);
         let now = Instant::now();
         let nothing = Reported::default();
         queue.take(at(&key()), &BuildState::Queued, &nothing, now);
