@@ -291,6 +291,12 @@ mod tests {
             assert_eq!(fields["output"]["title"], title, "{build:?}");
             assert_eq!(fields["details_url"], target.url);
         }
+    }
+
+    #[test]
+    fn a_check_run_starts_when_reported_running_and_ends_when_the_build_did() {
+        let target = target();
+        let before = Reported::default();
         let running = fields(
             &report(
                 &target,

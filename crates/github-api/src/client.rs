@@ -17,6 +17,10 @@ use serde_json::{json, Value};
 use crate::app::{self, App, InstallationToken, Installations, Scope};
 use crate::GitHubError;
 
+mod check_runs;
+
+pub use check_runs::CheckRun;
+
 /// How long an organisation membership answer is believed.
 pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(600);
 
@@ -269,6 +273,23 @@ impl GitHubClient {
         Ok(token)
     }
 
+    /// One more call, and the rate limit its answer's `headers` say is left (of
+    /// `installation`'s, for an App).
+    fn count_call(&self, headers: &hyper::HeaderMap, installation: Option<u64>) {
+        let mut stats = self.stats.lock().expect("lock");
+        stats.calls += 1;
+        let left = headers
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if let Some(left) = left {
+            stats.rate_limit_remaining = Some(left);
+            if let Some(installation) = installation {
+                stats.rate_limit_by_installation.insert(installation, left);
+            }
+        }
+    }
+
     /// One request with `authorization` (a token or a JWT); `installation`: whose rate
     /// limit the answer tells.
     async fn send(
@@ -310,21 +331,7 @@ impl GitHubClient {
             .map_err(|e| network(e.to_string()))?;
         let status = response.status();
         let wait = retry_after(response.headers());
-        {
-            let mut stats = self.stats.lock().expect("lock");
-            stats.calls += 1;
-            if let Some(left) = response
-                .headers()
-                .get("x-ratelimit-remaining")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-            {
-                stats.rate_limit_remaining = Some(left);
-                if let Some(installation) = installation {
-                    stats.rate_limit_by_installation.insert(installation, left);
-                }
-            }
-        }
+        self.count_call(response.headers(), installation);
         let body = response
             .into_body()
             .collect()
@@ -518,90 +525,4 @@ impl GitHubClient {
         .await
         .map(|_| ())
     }
-}
-
-/// A check run as GitHub lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckRun {
-    pub id: u64,
-    pub name: String,
-    pub external_id: String,
-    pub status: String,
-    pub conclusion: Option<String>,
-}
-
-impl GitHubClient {
-    /// Creates a check run from `fields` (with its name and head SHA); its id.
-    pub async fn create_check_run(&self, repo: &str, fields: Value) -> Result<u64, GitHubError> {
-        let path = format!("/repos/{repo}/check-runs");
-        let value = self.found(Method::POST, &path, Some(fields)).await?;
-        value["id"].as_u64().ok_or_else(|| GitHubError::Refused {
-            call: format!("POST {path}"),
-            status: 200,
-            message: "no check run id in the answer".into(),
-            retry_after: None,
-        })
-    }
-
-    pub async fn update_check_run(
-        &self,
-        repo: &str,
-        id: u64,
-        fields: Value,
-    ) -> Result<(), GitHubError> {
-        self.found(
-            Method::PATCH,
-            &format!("/repos/{repo}/check-runs/{id}"),
-            Some(fields),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// The check runs on commit `sha`, those named `name` when given (the latest first,
-    /// as GitHub lists them).
-    pub async fn check_runs(
-        &self,
-        repo: &str,
-        sha: &str,
-        name: Option<&str>,
-    ) -> Result<Vec<CheckRun>, GitHubError> {
-        let named = name
-            .map(|n| format!("check_name={}&", percent_encoded(n)))
-            .unwrap_or_default();
-        let value = self
-            .found(
-                Method::GET,
-                &format!("/repos/{repo}/commits/{sha}/check-runs?{named}filter=all&per_page=100"),
-                None,
-            )
-            .await?;
-        Ok(value["check_runs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|run| {
-                let text = |k: &str| run[k].as_str().unwrap_or("").to_owned();
-                Some(CheckRun {
-                    id: run["id"].as_u64()?,
-                    name: text("name"),
-                    external_id: text("external_id"),
-                    status: text("status"),
-                    conclusion: run["conclusion"].as_str().map(str::to_owned),
-                })
-            })
-            .collect())
-    }
-}
-
-/// `name` for a query string: unreserved characters as they are, the rest percent-encoded.
-fn percent_encoded(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -8,19 +8,20 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kubeci_engine::api::{
     Backend, Delivery, DeliveryAnswer, TriggerError, TriggerRequest, Webhooks,
 };
 use kubeci_github::decide::{self, Action, Decision, JobRef};
-use kubeci_github::event::{Event, PullRequestInfo, Repository};
+use kubeci_github::event::{Event, Repository};
 use kubeci_github::trust::OK_TO_TEST;
 use serde_json::{json, Value};
 
 use crate::client::GitHubClient;
-use crate::reporter::context;
-use crate::{repository_on, GitHubError};
+use crate::GitHubError;
+
+mod checks;
+mod resync;
 
 /// The marker of kubeci's request for approval, so a pull request gets it once.
 const APPROVAL_MARKER: &str = "<!-- kubeci:approval-request -->";
@@ -123,7 +124,8 @@ impl<B: Backend> Hooks<B> {
         let specs = match &event {
             Event::PullRequest { repository, .. }
             | Event::Comment { repository, .. }
-            | Event::Push { repository, .. } => self
+            | Event::Push { repository, .. }
+            | Event::Checks { repository, .. } => self
                 .backend
                 .specs(Some(&decide::repository_keys(repository))),
             Event::Ping | Event::Other(_) => Vec::new(),
@@ -132,7 +134,8 @@ impl<B: Backend> Hooks<B> {
             .iter()
             .map(|(namespace, job)| JobRef { namespace, job })
             .collect();
-        match self.on_event(event, &jobs).await {
+        let id = delivery.id.as_deref().unwrap_or("");
+        match self.on_event(event, &jobs, id).await {
             Ok(done) => answer(200, done),
             Err((builds, Failure::GitHub(e))) => answer(
                 if e.is_retryable() { 503 } else { 502 },
@@ -145,9 +148,11 @@ impl<B: Backend> Hooks<B> {
         }
     }
 
-    /// What `event` starts (or cancels) among `jobs`, the jobs of its repository.
-    async fn on_event(&self, event: Event, jobs: &[JobRef<'_>]) -> Outcome {
+    /// What `event` (delivery `id`) starts (or cancels) among `jobs`, the jobs of its
+    /// repository.
+    async fn on_event(&self, event: Event, jobs: &[JobRef<'_>], id: &str) -> Outcome {
         match event {
+            event @ Event::Checks { .. } => self.on_checks(event, jobs, id).await,
             Event::Ping => Ok(json!({"outcome": "pong"})),
             Event::Other(other)
                 if other == "installation" || other == "installation_repositories" =>
@@ -321,17 +326,27 @@ impl<B: Backend> Hooks<B> {
                         github(self.comment_once(repo, n, &text, &text).await, &builds)?;
                     }
                 }
-                Action::AskForApproval { jobs } => {
-                    if let Some(n) = number {
+                Action::AskForApproval {
+                    waiting,
+                    comment,
+                    head,
+                    author,
+                } => {
+                    if let (Some(n), true) = (number, comment) {
+                        let names: Vec<&str> = waiting.iter().map(|w| w.job.as_str()).collect();
                         let text = format!(
                             "{}\n\nJobs waiting: {}.\n\n{APPROVAL_MARKER}",
                             self.settings.request_message,
-                            jobs.join(", ")
+                            names.join(", ")
                         );
                         github(
                             self.comment_once(repo, n, APPROVAL_MARKER, &text).await,
                             &builds,
                         )?;
+                    }
+                    if let (Some(n), true) = (number, self.settings.check_runs) {
+                        let asked = self.ask_on_check_runs(repo, n, &head, &author, &waiting);
+                        github(asked.await, &builds)?;
                     }
                 }
                 Action::Build {
@@ -432,90 +447,6 @@ impl<B: Backend> Hooks<B> {
             return Ok(());
         }
         self.github.comment(repo, number, text).await
-    }
-
-    /// One resync: for each repository with pull-request jobs, build the trusted open
-    /// pull requests' heads that have no kubeci check run or status yet. Returns the
-    /// builds started.
-    pub async fn resync(&self) -> Result<usize, GitHubError> {
-        let specs = self.backend.specs(None);
-        let jobs: Vec<JobRef> = specs
-            .iter()
-            .filter(|(_, job)| job.pull_requests_enabled())
-            .map(|(namespace, job)| JobRef { namespace, job })
-            .collect();
-        let mut repos: Vec<String> = jobs
-            .iter()
-            .filter_map(|j| repository_on(&self.settings.host, &j.job.git.url))
-            .collect();
-        repos.sort();
-        repos.dedup();
-        let mut started = 0;
-        for repo in repos {
-            let repository = Repository {
-                full_name: repo.clone(),
-                urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
-            };
-            let jobs = decide::matching(&jobs, &repository);
-            for pr in self.github.open_pull_requests(&repo).await? {
-                started += self.resync_pull_request(&repository, &pr, &jobs).await?;
-            }
-        }
-        Ok(started)
-    }
-
-    async fn resync_pull_request(
-        &self,
-        repository: &Repository,
-        pr: &PullRequestInfo,
-        jobs: &[JobRef<'_>],
-    ) -> Result<usize, GitHubError> {
-        let (repo, head) = (&repository.full_name, &pr.head_sha);
-        let contexts: Vec<String> = if self.settings.check_runs {
-            let runs = self.github.check_runs(repo, head, None).await?;
-            runs.into_iter().map(|run| run.name).collect()
-        } else {
-            let statuses = self.github.statuses(repo, head).await?;
-            statuses.into_iter().map(|status| status.context).collect()
-        };
-        let members = self.memberships(jobs, &[&pr.author]).await?;
-        let decision = decide::resync(pr, jobs, &members, |job| {
-            let ghprb_context = job.job.ghprb.as_ref().and_then(|g| g.context.as_deref());
-            let wanted = context(&job.job.name, ghprb_context);
-            contexts.contains(&wanted)
-        });
-        match self.execute(repository, Some(pr.number), decision).await {
-            Ok(done) => Ok(done["builds"]
-                .as_array()
-                .map_or(0, |b| b.iter().filter(|b| b["created"] == true).count())),
-            Err((_, Failure::GitHub(e))) => Err(e),
-            Err((_, Failure::Backend(message))) => {
-                log::info!(
-                    "resync of {}#{}: {message}",
-                    repository.full_name,
-                    pr.number
-                );
-                Ok(0)
-            }
-        }
-    }
-
-    /// Resyncs once the backend is ready, then every `every`, for ever; failures are
-    /// logged and tried again next time.
-    pub async fn resync_every(self: Arc<Self>, every: Duration) {
-        while !self.backend.ready() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            match self.resync().await {
-                Ok(0) => {}
-                Ok(started) => log::info!("the GitHub resync started {started} builds"),
-                Err(e) => log::warn!("the GitHub resync failed: {e}"),
-            }
-        }
     }
 }
 

@@ -45,12 +45,40 @@ pub enum Action {
         number: u64,
         by: String,
     },
-    /// Comment once on the pull request asking an admin of these jobs to approve it.
-    AskForApproval { jobs: Vec<String> },
+    /// Ask an admin of these jobs to approve the pull request: a comment (once, when it
+    /// is opened), and — where builds are reported as check runs — a check run on the
+    /// head waiting for approval, with an "Approve and build" button.
+    AskForApproval {
+        waiting: Vec<Waiting>,
+        comment: bool,
+        /// The head that waits, and the pull request's author.
+        head: String,
+        author: String,
+    },
     /// Add the `ok-to-test` label: the approval lives in GitHub.
     Approve,
     /// Reply on the pull request.
     Reply(String),
+}
+
+/// A job waiting for an admin's approval of a pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub namespace: String,
+    pub job: String,
+    /// Its check run's (and commit status's) name.
+    pub check_name: String,
+    /// Who may approve.
+    pub admins: Vec<String>,
+}
+
+/// The name of `job`'s check run and commit status: its `ghprb.context`, or
+/// `kubeci/<job>`.
+pub fn check_name(job: &Job) -> String {
+    job.ghprb
+        .as_ref()
+        .and_then(|g| g.context.clone())
+        .unwrap_or_else(|| format!("kubeci/{}", job.name))
 }
 
 /// The actions an event leads to, and why each job did or did not act.
@@ -69,7 +97,7 @@ impl Decision {
         }
     }
 
-    fn note(&mut self, job: &JobRef, reason: impl AsRef<str>) {
+    pub(crate) fn note(&mut self, job: &JobRef, reason: impl AsRef<str>) {
         self.reasons.push(format!(
             "{}/{}: {}",
             job.namespace,
@@ -119,7 +147,7 @@ pub fn matching<'a>(jobs: &[JobRef<'a>], repository: &Repository) -> Vec<JobRef<
         .collect()
 }
 
-fn policy(job: &Job) -> TrustPolicy {
+pub(crate) fn policy(job: &Job) -> TrustPolicy {
     let ghprb = job.ghprb.clone().unwrap_or_default();
     let list = |l: &kubeci_spec::model::NameList| l.iter().map(str::to_owned).collect();
     TrustPolicy {
@@ -158,14 +186,20 @@ fn trigger_phrase(job: &Job) -> Option<&str> {
     job.ghprb.as_ref()?.trigger_phrase.as_deref()
 }
 
-fn trust(job: &Job, pr: &PullRequestInfo, members: &dyn Membership) -> Trust {
+pub(crate) fn trust(job: &Job, pr: &PullRequestInfo, members: &dyn Membership) -> Trust {
     policy(job).pull_request(&pr.author, &pr.labels, |org| {
         members.is_member(org, &pr.author)
     })
 }
 
 /// The build of `pr`'s head for `job`.
-fn pr_build(job: &JobRef, pr: &PullRequestInfo, trigger: Trigger, key: String, by: &str) -> Action {
+pub(crate) fn pr_build(
+    job: &JobRef,
+    pr: &PullRequestInfo,
+    trigger: Trigger,
+    key: String,
+    by: &str,
+) -> Action {
     Action::Build {
         namespace: job.namespace.to_owned(),
         job: job.job.name.clone(),
@@ -279,7 +313,12 @@ pub fn on_pull_request(
                 ));
                 decision.note(job, format!("builds {} ({trust:?})", short(&pr.head_sha)));
             } else {
-                waiting.push(job.job.name.clone());
+                waiting.push(Waiting {
+                    namespace: job.namespace.to_owned(),
+                    job: job.job.name.clone(),
+                    check_name: check_name(job.job),
+                    admins: policy(job.job).admins,
+                });
                 decision.note(
                     job,
                     format!("{} is not trusted: waits for an admin", pr.author),
@@ -287,16 +326,21 @@ pub fn on_pull_request(
             }
         }
     }
-    // One request for approval when the pull request is opened, not one per push.
-    if !waiting.is_empty() && matches!(action, "opened" | "reopened" | "ready_for_review") {
-        decision
-            .actions
-            .push(Action::AskForApproval { jobs: waiting });
+    // One comment when the pull request is opened, not one per push; a check run
+    // waiting for approval on every head.
+    if !waiting.is_empty() && action != "labeled" {
+        let comment = matches!(action, "opened" | "reopened" | "ready_for_review");
+        decision.actions.push(Action::AskForApproval {
+            waiting,
+            comment,
+            head: pr.head_sha.clone(),
+            author: pr.author.clone(),
+        });
     }
     decision
 }
 
-fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 

@@ -65,8 +65,31 @@ pub enum Event {
         deleted: bool,
         sender: String,
     },
+    /// A person asked something from GitHub's checks UI: `check_run` (a check run's
+    /// "Re-run", or one of its buttons) or `check_suite` (re-run the whole suite).
+    Checks {
+        /// `rerequested` (re-run) or `requested_action` (a button), or another.
+        action: String,
+        repository: Repository,
+        head_sha: String,
+        /// The check run asked about; `None` for a whole suite.
+        check_run: Option<CheckRunRef>,
+        /// The button's identifier, for `requested_action`.
+        requested_action: Option<String>,
+        /// The pull requests whose head it is.
+        pull_requests: Vec<u64>,
+        sender: String,
+    },
     /// An event kubeci does not act on.
     Other(String),
+}
+
+/// A check run named in a `check_run` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRunRef {
+    pub id: u64,
+    pub name: String,
+    pub external_id: String,
 }
 
 /// A payload that is not what GitHub sends for its event.
@@ -200,6 +223,56 @@ struct PushPayload {
     sender: User,
 }
 
+#[derive(Deserialize)]
+struct NumberOnly {
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct CheckRunJson {
+    id: u64,
+    name: String,
+    head_sha: String,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    pull_requests: Vec<NumberOnly>,
+}
+
+#[derive(Deserialize)]
+struct RequestedAction {
+    identifier: String,
+}
+
+#[derive(Deserialize)]
+struct CheckRunPayload {
+    action: String,
+    check_run: CheckRunJson,
+    #[serde(default)]
+    requested_action: Option<RequestedAction>,
+    repository: RepositoryJson,
+    sender: User,
+}
+
+#[derive(Deserialize)]
+struct CheckSuiteJson {
+    head_sha: String,
+    #[serde(default)]
+    pull_requests: Vec<NumberOnly>,
+}
+
+#[derive(Deserialize)]
+struct CheckSuitePayload {
+    action: String,
+    check_suite: CheckSuiteJson,
+    repository: RepositoryJson,
+    sender: User,
+}
+
+fn numbers(pull_requests: Vec<NumberOnly>) -> Vec<u64> {
+    pull_requests.into_iter().map(|p| p.number).collect()
+}
+
 /// Reads a delivery of `event` (the `X-GitHub-Event` header).
 pub fn parse(event: &str, body: &[u8]) -> Result<Event, EventError> {
     let invalid = |e: serde_json::Error| EventError {
@@ -238,6 +311,34 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, EventError> {
                 git_ref: p.git_ref,
                 after: p.after,
                 deleted: p.deleted,
+                sender: p.sender.login,
+            }
+        }
+        "check_run" => {
+            let p: CheckRunPayload = serde_json::from_slice(body).map_err(invalid)?;
+            Event::Checks {
+                action: p.action,
+                repository: p.repository.into(),
+                head_sha: p.check_run.head_sha,
+                check_run: Some(CheckRunRef {
+                    id: p.check_run.id,
+                    name: p.check_run.name,
+                    external_id: p.check_run.external_id.unwrap_or_default(),
+                }),
+                requested_action: p.requested_action.map(|a| a.identifier),
+                pull_requests: numbers(p.check_run.pull_requests),
+                sender: p.sender.login,
+            }
+        }
+        "check_suite" => {
+            let p: CheckSuitePayload = serde_json::from_slice(body).map_err(invalid)?;
+            Event::Checks {
+                action: p.action,
+                repository: p.repository.into(),
+                head_sha: p.check_suite.head_sha,
+                check_run: None,
+                requested_action: None,
+                pull_requests: numbers(p.check_suite.pull_requests),
                 sender: p.sender.login,
             }
         }

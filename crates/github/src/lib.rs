@@ -2,6 +2,7 @@
 //! verification, the events, the trust policy, and the decisions an event leads to. The
 //! GitHub API and the webhook endpoint are in `kubeci-github-api`.
 
+pub mod checks;
 pub mod decide;
 pub mod event;
 pub mod signature;

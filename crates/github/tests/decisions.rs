@@ -209,17 +209,26 @@ fn pull_request_authors_are_trusted_or_wait_for_an_admin() {
         let asks = decision
             .actions
             .iter()
-            .any(|a| matches!(a, Action::AskForApproval { .. }));
+            .any(|a| matches!(a, Action::AskForApproval { comment: true, .. }));
         assert_eq!(
             asks, !builds,
             "{author}: one request for approval, only if untrusted"
         );
-        // A push to an untrusted pull request asks again? No: one comment per PR.
+        // A push to an untrusted pull request comments again? No: one comment per PR
+        // (its new head waits for approval all the same).
         let pushed = decide::on_pull_request("synchronize", &pr, author, &jobs, &acme_members);
         assert!(!pushed
             .actions
             .iter()
-            .any(|a| matches!(a, Action::AskForApproval { .. })));
+            .any(|a| matches!(a, Action::AskForApproval { comment: true, .. })));
+        assert_eq!(
+            pushed
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::AskForApproval { comment: false, .. })),
+            !builds,
+            "{author}: its new head waits for approval"
+        );
         assert_eq!(built(&pushed).len(), usize::from(*builds));
     }
 }

@@ -6,6 +6,7 @@
 mod app;
 mod checks;
 
+pub use app::make_app_key;
 pub use checks::FakeCheckRun;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -456,56 +457,6 @@ impl FakeGitHub {
         }
     }
 
-    /// Starts as GitHub answers App `app_id` whose public key is `public_key` (PKCS#1
-    /// `RSAPublicKey`, DER): calls need the App's JWT or one of its installations' tokens
-    /// (see [`FakeGitHub::install`]), which live an hour unless
-    /// [`FakeGitHub::set_token_lifetime`] says otherwise.
-    pub async fn start_app(app_id: u64, public_key: Vec<u8>, bot: &str) -> FakeGitHub {
-        let github = FakeGitHub::start("", bot).await;
-        github.state().app = Some(app::AppSide {
-            id: app_id,
-            public_key,
-            installations: BTreeMap::new(),
-            tokens: BTreeMap::new(),
-            token_lifetime: 3600,
-            refused_jwts: Vec::new(),
-            calls: BTreeMap::new(),
-        });
-        github
-    }
-
-    /// The App is installed on `account` (a user or an organisation) as `installation`.
-    pub fn install(&self, account: &str, installation: u64) {
-        self.with_app(|app| {
-            app.installations
-                .insert(account.to_ascii_lowercase(), installation)
-        });
-    }
-
-    /// Installation tokens made from now on expire after `lifetime`.
-    pub fn set_token_lifetime(&self, lifetime: std::time::Duration) {
-        self.with_app(|app| app.token_lifetime = lifetime.as_secs() as i64);
-    }
-
-    /// Every installation token made so far is expired from now on.
-    pub fn expire_tokens(&self) {
-        self.with_app(app::AppSide::expire_tokens);
-    }
-
-    /// How many installation tokens were made.
-    pub fn tokens_made(&self) -> usize {
-        self.with_app(|app| app.tokens.len())
-    }
-
-    /// Why each JWT refused so far was refused.
-    pub fn refused_jwts(&self) -> Vec<String> {
-        self.with_app(|app| app.refused_jwts.clone())
-    }
-
-    fn with_app<T>(&self, act: impl FnOnce(&mut app::AppSide) -> T) -> T {
-        act(self.state().app.as_mut().expect("started with start_app"))
-    }
-
     /// The API's base URL, for `--github-url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
@@ -625,26 +576,6 @@ impl FakeGitHub {
             state.faults.push_back(None);
         }
     }
-}
-
-/// A GitHub App's private key as GitHub generates one (PKCS#1 PEM, 2048 bits), made by
-/// `openssl` at `path`; returns the public key as the fake wants it (PKCS#1 DER).
-pub fn make_app_key(path: &std::path::Path) -> Vec<u8> {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl (the tests need it: .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let file = path.to_str().expect("a UTF-8 path");
-    run(&["genrsa", "-traditional", "-out", file, "2048"]);
-    run(&["rsa", "-in", file, "-RSAPublicKey_out", "-outform", "DER"])
 }
 
 /// An answer given instead of serving a request: status and headers.

@@ -1021,6 +1021,172 @@ async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusi
     );
 }
 
+/// A `check_run` delivery about `run` on `head` of pull request `number`, by `sender`:
+/// `rerequested`, or `requested_action` with the button `identifier`.
+fn check_run_payload(
+    run: &kubeci_testkit::github::FakeCheckRun,
+    number: u64,
+    sender: &str,
+    identifier: Option<&str>,
+) -> Vec<u8> {
+    let opened: Value = serde_json::from_slice(&fixture("pull_request.opened.json")).unwrap();
+    let mut payload = json!({
+        "action": if identifier.is_some() { "requested_action" } else { "rerequested" },
+        "check_run": {
+            "id": run.id, "name": run.name, "head_sha": run.head_sha,
+            "external_id": run.external_id, "status": run.status,
+            "pull_requests": [{"number": number, "head": {"sha": run.head_sha}}],
+        },
+        "repository": opened["repository"],
+        "sender": {"login": sender},
+    });
+    if let Some(identifier) = identifier {
+        payload["requested_action"] = json!({ "identifier": identifier });
+    }
+    serde_json::to_vec(&payload).unwrap()
+}
+
+/// As a GitHub App, an untrusted pull request's head gets a check run waiting for an
+/// admin's approval, with "Approve and build": clicked by someone else it changes nothing
+/// and says so; clicked by an admin it approves the pull request (the `ok-to-test`
+/// label) and builds it. A check run's "Re-run" and the suite's re-run build the head
+/// again — an untrusted head only for someone the job trusts — once per delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_untrusted_heads_wait_on_a_check_run_and_re_runs_build_again() {
+    let world = World::calling_as(true, Caller::AppChecks).await;
+    let kubeci = world.serve("0s");
+    let head = world.push_pr(3, false);
+    let opened = pr_payload("opened", 3, "stranger", &head, &[]);
+    world.github.set_pull_request(REPO, pr_json(&opened));
+    for _ in 0..2 {
+        assert_eq!(signed(&kubeci, "pull_request", "u-1", &opened).0, 200);
+    }
+    let waiting = check_runs_of(&world.github, &head);
+    assert_eq!(
+        waiting.len(),
+        1,
+        "one, though delivered twice: {waiting:#?}"
+    );
+    let approval = waiting[0].clone();
+    assert_eq!(approval.history, ["completed:action_required"]);
+    assert_eq!(approval.name, "kubeci/hello");
+    assert_eq!(approval.actions[0]["identifier"], "approve");
+    assert_eq!(approval.actions[0]["label"], "Approve and build");
+    let summary = approval.output["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("@stranger") && summary.contains("@admin"),
+        "{summary}"
+    );
+    assert_eq!(world.github.comments(REPO, 3).len(), 1, "and one comment");
+
+    // A re-run of an untrusted head by its author, and the button clicked by someone
+    // who is not an admin: nothing is built, and the check run says why.
+    let (_, answer) = signed(
+        &kubeci,
+        "check_run",
+        "r-1",
+        &check_run_payload(&approval, 3, "stranger", None),
+    );
+    assert_eq!(answer["builds"], json!([]), "{answer}");
+    assert!(answer["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("may not re-run an untrusted pull request"));
+    let (status, answer) = signed(
+        &kubeci,
+        "check_run",
+        "a-1",
+        &check_run_payload(&approval, 3, "friend", Some("approve")),
+    );
+    assert_eq!((status, &answer["builds"]), (200, &json!([])), "{answer}");
+    let refused = check_runs_of(&world.github, &head)[0].clone();
+    assert_eq!(refused.history, ["completed:action_required"]);
+    let summary = refused.output["summary"].as_str().unwrap();
+    assert!(summary.contains("@friend clicked"), "{summary}");
+    assert!(
+        summary.contains("friend is not an admin: nothing changed"),
+        "{summary}"
+    );
+    assert!(builds(&kubeci, "hello").is_empty());
+
+    // The admin clicks: approved, built.
+    let (status, answer) = signed(
+        &kubeci,
+        "check_run",
+        "a-2",
+        &check_run_payload(&approval, 3, "admin", Some("approve")),
+    );
+    assert_eq!(
+        (status, &answer["builds"][0]["number"]),
+        (200, &json!(1)),
+        "{answer}"
+    );
+    let labels = world.github.pull_request(REPO, 3).unwrap()["labels"].clone();
+    assert!(labels.to_string().contains("ok-to-test"), "{labels}");
+    wait("build 1 to succeed", || state_of(&kubeci, 1) == "succeeded");
+    let runs = check_runs_of(&world.github, &head);
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("completed:neutral")
+    );
+    assert_eq!(runs[0].output["title"], "Approved by @admin");
+    assert_eq!(runs[0].actions, json!([]));
+    wait("the build's check run to complete", || {
+        check_runs_of(&world.github, &head)
+            .iter()
+            .any(|run| run.external_id == "default/hello/1" && run.status == "completed")
+    });
+
+    // Re-runs of the approved head: of the build's check run (by anyone: the pull
+    // request is trusted now), redelivered; then of the whole suite.
+    let build_run = check_runs_of(&world.github, &head)
+        .into_iter()
+        .find(|run| run.external_id == "default/hello/1")
+        .unwrap();
+    let rerun = check_run_payload(&build_run, 3, "stranger", None);
+    let (_, answer) = signed(&kubeci, "check_run", "r-2", &rerun);
+    assert_eq!(answer["builds"][0]["number"], 2, "{answer}");
+    let (_, again) = signed(&kubeci, "check_run", "r-2", &rerun);
+    assert_eq!(
+        again["builds"][0],
+        json!({"namespace": "default", "job": "hello", "number": 2, "created": false})
+    );
+    let opened: Value = serde_json::from_slice(&fixture("pull_request.opened.json")).unwrap();
+    let suite = json!({
+        "action": "rerequested",
+        "check_suite": {"head_sha": head, "pull_requests": [{"number": 3}]},
+        "repository": opened["repository"],
+        "sender": {"login": "friend"},
+    });
+    let (_, answer) = signed(
+        &kubeci,
+        "check_suite",
+        "s-1",
+        &serde_json::to_vec(&suite).unwrap(),
+    );
+    assert_eq!(answer["builds"][0]["number"], 3, "{answer}");
+    // Build 3 supersedes build 2 (the same pull request), if it still ran.
+    wait("the builds' check runs to complete", || {
+        check_runs_of(&world.github, &head)
+            .iter()
+            .filter(|run| run.external_id.starts_with("default/hello/"))
+            .filter(|run| run.status == "completed")
+            .count()
+            == 3
+    });
+    let runs = check_runs_of(&world.github, &head);
+    assert_eq!(
+        runs.len(),
+        4,
+        "the approval's, and one per build: {runs:#?}"
+    );
+    let last = runs
+        .iter()
+        .find(|run| run.external_id == "default/hello/3")
+        .unwrap();
+    assert_went_to(last, "completed:success");
+}
+
 /// Where [`killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_final_state`]
 /// stops kubeci.
 #[derive(Debug, Clone, Copy)]

@@ -5,11 +5,14 @@
 //! refuses them once expired, or on another installation's repositories.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::Value;
+
+use super::FakeGitHub;
 
 /// The App's side of the fake.
 pub(super) struct AppSide {
@@ -113,5 +116,77 @@ impl AppSide {
         for (_, expires) in self.tokens.values_mut() {
             *expires = past;
         }
+    }
+}
+
+/// A GitHub App's private key as GitHub generates one (PKCS#1 PEM, 2048 bits), made by
+/// `openssl` at `path`; returns the public key as the fake wants it (PKCS#1 DER).
+pub fn make_app_key(path: &std::path::Path) -> Vec<u8> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (the tests need it: .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let file = path.to_str().expect("a UTF-8 path");
+    run(&["genrsa", "-traditional", "-out", file, "2048"]);
+    run(&["rsa", "-in", file, "-RSAPublicKey_out", "-outform", "DER"])
+}
+
+impl FakeGitHub {
+    /// Starts as GitHub answers App `app_id` whose public key is `public_key` (PKCS#1
+    /// `RSAPublicKey`, DER): calls need the App's JWT or one of its installations' tokens
+    /// (see [`FakeGitHub::install`]), which live an hour unless
+    /// [`FakeGitHub::set_token_lifetime`] says otherwise.
+    pub async fn start_app(app_id: u64, public_key: Vec<u8>, bot: &str) -> FakeGitHub {
+        let github = FakeGitHub::start("", bot).await;
+        github.state().app = Some(AppSide {
+            id: app_id,
+            public_key,
+            installations: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            token_lifetime: 3600,
+            refused_jwts: Vec::new(),
+            calls: BTreeMap::new(),
+        });
+        github
+    }
+
+    /// The App is installed on `account` (a user or an organisation) as `installation`.
+    pub fn install(&self, account: &str, installation: u64) {
+        self.with_app(|app| {
+            app.installations
+                .insert(account.to_ascii_lowercase(), installation)
+        });
+    }
+
+    /// Installation tokens made from now on expire after `lifetime`.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.with_app(|app| app.token_lifetime = lifetime.as_secs() as i64);
+    }
+
+    /// Every installation token made so far is expired from now on.
+    pub fn expire_tokens(&self) {
+        self.with_app(AppSide::expire_tokens);
+    }
+
+    /// How many installation tokens were made.
+    pub fn tokens_made(&self) -> usize {
+        self.with_app(|app| app.tokens.len())
+    }
+
+    /// Why each JWT refused so far was refused.
+    pub fn refused_jwts(&self) -> Vec<String> {
+        self.with_app(|app| app.refused_jwts.clone())
+    }
+
+    fn with_app<T>(&self, act: impl FnOnce(&mut AppSide) -> T) -> T {
+        act(self.state().app.as_mut().expect("started with start_app"))
     }
 }

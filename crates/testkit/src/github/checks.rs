@@ -20,6 +20,8 @@ pub struct FakeCheckRun {
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     pub output: Value,
+    /// Its buttons (`actions`).
+    pub actions: Value,
     /// Every status it had, in order (`completed:<conclusion>` for the end).
     pub history: Vec<String>,
 }
@@ -45,7 +47,9 @@ fn refusal(fields: &Value, current: Option<&FakeCheckRun>) -> Option<String> {
     if !STATUSES.contains(&status) {
         return Some(format!("status {status:?} is not one of {STATUSES:?}"));
     }
-    let conclusion = fields["conclusion"].as_str();
+    let conclusion = fields["conclusion"]
+        .as_str()
+        .or(current.and_then(|c| c.conclusion.as_deref()));
     if let Some(conclusion) = conclusion {
         if !CONCLUSIONS.contains(&conclusion) {
             return Some(format!(
@@ -55,6 +59,18 @@ fn refusal(fields: &Value, current: Option<&FakeCheckRun>) -> Option<String> {
     }
     if status == "completed" && conclusion.is_none() {
         return Some("a completed check run needs a conclusion".into());
+    }
+    for action in fields["actions"].as_array().into_iter().flatten() {
+        let within = |key: &str, most: usize| {
+            action[key]
+                .as_str()
+                .is_some_and(|t| !t.is_empty() && t.chars().count() <= most)
+        };
+        if !(within("label", 20) && within("description", 40) && within("identifier", 20)) {
+            return Some(format!(
+                "action {action} needs a label (20), description (40) and identifier (20)"
+            ));
+        }
     }
     if !fields["output"].is_null() {
         if fields["output"]["title"].as_str().is_none_or(str::is_empty) {
@@ -91,6 +107,9 @@ impl FakeCheckRun {
         if !fields["output"].is_null() {
             self.output = fields["output"].clone();
         }
+        if !fields["actions"].is_null() {
+            self.actions = fields["actions"].clone();
+        }
         let now = step(self);
         if self.history.last() != Some(&now) {
             self.history.push(now);
@@ -103,7 +122,7 @@ impl FakeCheckRun {
             "external_id": self.external_id, "status": self.status,
             "conclusion": self.conclusion, "details_url": self.details_url,
             "started_at": self.started_at, "completed_at": self.completed_at,
-            "output": self.output,
+            "output": self.output, "actions": self.actions,
         })
     }
 }
@@ -133,6 +152,7 @@ pub(super) fn create(
         started_at: None,
         completed_at: None,
         output: Value::Null,
+        actions: Value::Null,
         history: Vec::new(),
     };
     run.apply(fields);

@@ -1,0 +1,93 @@
+//! The Checks API calls: create and update a check run, list a commit's check runs.
+
+use hyper::Method;
+use serde_json::Value;
+
+use super::GitHubClient;
+use crate::GitHubError;
+
+/// A check run as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub external_id: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+}
+
+impl GitHubClient {
+    /// Creates a check run from `fields` (with its name and head SHA); its id.
+    pub async fn create_check_run(&self, repo: &str, fields: Value) -> Result<u64, GitHubError> {
+        let path = format!("/repos/{repo}/check-runs");
+        let value = self.found(Method::POST, &path, Some(fields)).await?;
+        value["id"].as_u64().ok_or_else(|| GitHubError::Refused {
+            call: format!("POST {path}"),
+            status: 200,
+            message: "no check run id in the answer".into(),
+            retry_after: None,
+        })
+    }
+
+    pub async fn update_check_run(
+        &self,
+        repo: &str,
+        id: u64,
+        fields: Value,
+    ) -> Result<(), GitHubError> {
+        self.found(
+            Method::PATCH,
+            &format!("/repos/{repo}/check-runs/{id}"),
+            Some(fields),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The check runs on commit `sha`, those named `name` when given (the latest first,
+    /// as GitHub lists them).
+    pub async fn check_runs(
+        &self,
+        repo: &str,
+        sha: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<CheckRun>, GitHubError> {
+        let named = name
+            .map(|n| format!("check_name={}&", percent_encoded(n)))
+            .unwrap_or_default();
+        let value = self
+            .found(
+                Method::GET,
+                &format!("/repos/{repo}/commits/{sha}/check-runs?{named}filter=all&per_page=100"),
+                None,
+            )
+            .await?;
+        Ok(value["check_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|run| {
+                let text = |k: &str| run[k].as_str().unwrap_or("").to_owned();
+                Some(CheckRun {
+                    id: run["id"].as_u64()?,
+                    name: text("name"),
+                    external_id: text("external_id"),
+                    status: text("status"),
+                    conclusion: run["conclusion"].as_str().map(str::to_owned),
+                })
+            })
+            .collect())
+    }
+}
+
+/// `name` for a query string: unreserved characters as they are, the rest percent-encoded.
+fn percent_encoded(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,96 @@
+//! The periodic resync: open pull requests' trusted heads that have no kubeci check run
+//! or status yet are built, which heals missed deliveries and a restart during one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeci_engine::api::Backend;
+use kubeci_github::decide::{self, JobRef};
+use kubeci_github::event::{PullRequestInfo, Repository};
+
+use super::{Failure, Hooks};
+use crate::{repository_on, GitHubError};
+
+impl<B: Backend> Hooks<B> {
+    /// One resync: for each repository with pull-request jobs, build the trusted open
+    /// pull requests' heads that have no kubeci check run or status yet. Returns the
+    /// builds started.
+    pub async fn resync(&self) -> Result<usize, GitHubError> {
+        let specs = self.backend.specs(None);
+        let jobs: Vec<JobRef> = specs
+            .iter()
+            .filter(|(_, job)| job.pull_requests_enabled())
+            .map(|(namespace, job)| JobRef { namespace, job })
+            .collect();
+        let mut repos: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| repository_on(&self.settings.host, &j.job.git.url))
+            .collect();
+        repos.sort();
+        repos.dedup();
+        let mut started = 0;
+        for repo in repos {
+            let repository = Repository {
+                full_name: repo.clone(),
+                urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
+            };
+            let jobs = decide::matching(&jobs, &repository);
+            for pr in self.github.open_pull_requests(&repo).await? {
+                started += self.resync_pull_request(&repository, &pr, &jobs).await?;
+            }
+        }
+        Ok(started)
+    }
+
+    async fn resync_pull_request(
+        &self,
+        repository: &Repository,
+        pr: &PullRequestInfo,
+        jobs: &[JobRef<'_>],
+    ) -> Result<usize, GitHubError> {
+        let (repo, head) = (&repository.full_name, &pr.head_sha);
+        let contexts: Vec<String> = if self.settings.check_runs {
+            let runs = self.github.check_runs(repo, head, None).await?;
+            runs.into_iter().map(|run| run.name).collect()
+        } else {
+            let statuses = self.github.statuses(repo, head).await?;
+            statuses.into_iter().map(|status| status.context).collect()
+        };
+        let members = self.memberships(jobs, &[&pr.author]).await?;
+        let decision = decide::resync(pr, jobs, &members, |job| {
+            contexts.contains(&decide::check_name(job.job))
+        });
+        match self.execute(repository, Some(pr.number), decision).await {
+            Ok(done) => Ok(done["builds"]
+                .as_array()
+                .map_or(0, |b| b.iter().filter(|b| b["created"] == true).count())),
+            Err((_, Failure::GitHub(e))) => Err(e),
+            Err((_, Failure::Backend(message))) => {
+                log::info!(
+                    "resync of {}#{}: {message}",
+                    repository.full_name,
+                    pr.number
+                );
+                Ok(0)
+            }
+        }
+    }
+
+    /// Resyncs once the backend is ready, then every `every`, for ever; failures are
+    /// logged and tried again next time.
+    pub async fn resync_every(self: Arc<Self>, every: Duration) {
+        while !self.backend.ready() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match self.resync().await {
+                Ok(0) => {}
+                Ok(started) => log::info!("the GitHub resync started {started} builds"),
+                Err(e) => log::warn!("the GitHub resync failed: {e}"),
+            }
+        }
+    }
+}
