@@ -396,7 +396,6 @@ async fn killed_between_two_github_calls_the_local_engine_keeps_one_check_run_pe
             github.hold_after(0);
         }
         wait("kubeci to wait for GitHub", || github.held() > 0);
-        eprintln!("DEBUG {stop:?} {:?}\n{}", github.requests(), kubeci.log());
         kubeci.kill();
         github.let_go();
         let again = local.serve(&flags, &env);
