@@ -50,27 +50,6 @@ fn delivery(fixture: &Value, number: u64) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap()
 }
 
-/// POSTs one signed delivery on a new connection; the status.
-fn deliver(port: u16, body: &[u8], id: u64) -> u16 {
-    use std::io::{Read, Write};
-    let signature = kubeci_github::signature::sign(SECRET.as_bytes(), body);
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let head = format!(
-        "POST /hooks/github HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: r-{id}\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
-        return 0;
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(response.get(9..12).unwrap_or_default())
-        .parse()
-        .unwrap_or(0)
-}
-
 /// GitHub calls by kind, from the fake's request log.
 fn calls_by_kind(requests: &[(String, String)]) -> BTreeMap<&'static str, usize> {
     let mut calls = BTreeMap::new();
@@ -156,7 +135,10 @@ fn main() {
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { return };
-                assert_eq!(deliver(port, body, i as u64), 200, "delivery {i}");
+                let signature = kubeci_github::signature::sign(SECRET.as_bytes(), body);
+                let status =
+                    support::deliver_pull_request(port, &format!("r-{i}"), &signature, body);
+                assert_eq!(status, 200, "delivery {i}");
             })
         })
         .collect();

@@ -307,6 +307,26 @@ pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (
     (kubeci, started.elapsed())
 }
 
+/// One `pull_request` delivery (`id`, signed with `signature`) on a new connection, as
+/// GitHub sends them; the status (0 when no answer).
+pub fn deliver_pull_request(port: u16, id: &str, signature: &str, body: &[u8]) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: {id}\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(response.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0)
+}
+
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]

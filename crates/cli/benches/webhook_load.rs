@@ -9,8 +9,6 @@
 //!
 //! Run: `cargo bench -p kubeci --bench webhook_load`
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,25 +37,6 @@ fn fixture() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/github-webhooks/pull_request.opened.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// One delivery on a new connection, as GitHub sends them; the status.
-fn deliver(port: u16, body: &[u8], signature: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let head = format!(
-        "POST /hooks/github HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: bench\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
-        return 0;
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(response.get(9..12).unwrap_or_default())
-        .parse()
-        .unwrap_or(0)
 }
 
 const GITHUB_TOKEN: &str = "bench-github-token";
@@ -107,7 +86,7 @@ fn throughput(port: u16, body: Vec<u8>, seconds: u64) -> (f64, usize) {
             );
             std::thread::spawn(move || {
                 while started.elapsed() < Duration::from_secs(seconds) {
-                    if deliver(port, &body, &signature) == 200 {
+                    if deliver_pull_request(port, "bench", &signature, &body) == 200 {
                         done.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -128,7 +107,7 @@ fn throughput(port: u16, body: Vec<u8>, seconds: u64) -> (f64, usize) {
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, Kubeci};
+use support::{deliver_pull_request, percentile, Kubeci};
 
 fn main() {
     let (runtime, server) = support::fake_api_server(Options {
@@ -153,7 +132,7 @@ fn main() {
     // 2. Redeliveries of a built head: as 1, plus the job's ledger read at the API server.
     let built = serde_json::to_vec_pretty(&payload).unwrap();
     let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &built);
-    assert_eq!(deliver(port, &built, &signature), 200);
+    assert_eq!(deliver_pull_request(port, "bench", &signature, &built), 200);
     let (redelivered_rate, redelivered_failed) = throughput(port, built, 10);
 
     // 3. Receipt → Job create at the API server, for deliveries of new heads.
@@ -163,7 +142,7 @@ fn main() {
         let body = serde_json::to_vec_pretty(&delivery).unwrap();
         let signature = kubeci_github::signature::sign(SECRET.as_bytes(), &body);
         let sent = Instant::now();
-        assert_eq!(deliver(port, &body, &signature), 200);
+        assert_eq!(deliver_pull_request(port, "bench", &signature, &body), 200);
         let create = server
             .requests()
             .into_iter()

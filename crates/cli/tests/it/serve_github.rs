@@ -243,6 +243,21 @@ impl World {
         sha
     }
 
+    /// A new head of pull request `number` by `author` (see [`World::push_pr`]), as
+    /// GitHub shows it now; the head and its `action` delivery.
+    fn pull_request(
+        &self,
+        action: &str,
+        number: u64,
+        author: &str,
+        slow: bool,
+    ) -> (String, Vec<u8>) {
+        let head = self.push_pr(number, slow);
+        let payload = pr_payload(action, number, author, &head, &[]);
+        self.github.set_pull_request(REPO, pr_json(&payload));
+        (head, payload)
+    }
+
     /// The states posted on `sha` for context `kubeci/hello`, in order.
     fn states(&self, sha: &str) -> Vec<String> {
         states_posted(&self.github, sha)
@@ -489,9 +504,7 @@ async fn pull_requests_build_once_trusted(world: World) {
     let kubeci = world.serve("0s");
 
     // A whitelisted author opens a pull request: its head is built and reported.
-    let head = world.push_pr(2, false);
-    let opened = pr_payload("opened", 2, "friend", &head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (head, opened) = world.pull_request("opened", 2, "friend", false);
     let (status, answer) = signed(&kubeci, "pull_request", "p-1", &opened);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["builds"][0]["number"], 1);
@@ -545,9 +558,7 @@ async fn pull_requests_build_once_trusted(world: World) {
     );
 
     // An untrusted author: one comment asking an admin, no build — also after a push.
-    let untrusted_head = world.push_pr(3, false);
-    let untrusted = pr_payload("opened", 3, "stranger", &untrusted_head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&untrusted));
+    let (_, untrusted) = world.pull_request("opened", 3, "stranger", false);
     let (status, answer) = signed(&kubeci, "pull_request", "p-2", &untrusted);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["builds"], json!([]));
@@ -555,9 +566,7 @@ async fn pull_requests_build_once_trusted(world: World) {
         .as_str()
         .unwrap()
         .contains("stranger is not trusted"));
-    let pushed_head = world.push_pr(3, false);
-    let pushed = pr_payload("synchronize", 3, "stranger", &pushed_head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&pushed));
+    let (pushed_head, pushed) = world.pull_request("synchronize", 3, "stranger", false);
     assert_eq!(signed(&kubeci, "pull_request", "p-3", &pushed).0, 200);
     assert_eq!(
         signed(&kubeci, "pull_request", "p-2", &untrusted).0,
@@ -640,9 +649,7 @@ async fn as_a_github_app_a_token_expiring_mid_build_is_renewed() {
 
 async fn a_push_supersedes_the_running_build(world: World) -> FakeGitHub {
     let kubeci = world.serve("0s");
-    let slow_head = world.push_pr(2, true);
-    let opened = pr_payload("opened", 2, "friend", &slow_head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (slow_head, opened) = world.pull_request("opened", 2, "friend", true);
     assert_eq!(signed(&kubeci, "pull_request", "s-1", &opened).0, 200);
     wait("build 1 to run", || state_of(&kubeci, 1) == "running");
     wait("its pending status", || {
@@ -651,9 +658,7 @@ async fn a_push_supersedes_the_running_build(world: World) -> FakeGitHub {
     if world.caller == Caller::App {
         world.github.expire_tokens();
     }
-    let new_head = world.push_pr(2, false);
-    let pushed = pr_payload("synchronize", 2, "friend", &new_head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&pushed));
+    let (new_head, pushed) = world.pull_request("synchronize", 2, "friend", false);
     let (status, answer) = signed(&kubeci, "pull_request", "s-2", &pushed);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["builds"][0]["number"], 2);
@@ -686,9 +691,7 @@ async fn a_push_supersedes_the_running_build(world: World) -> FakeGitHub {
 async fn statuses_survive_a_restart_and_rate_limits_and_the_resync_heals_a_missed_webhook() {
     let world = World::new(true).await;
     let kubeci = world.serve("0s");
-    let head = world.push_pr(2, false);
-    let opened = pr_payload("opened", 2, "friend", &head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (head, opened) = world.pull_request("opened", 2, "friend", false);
     // GitHub refuses everything (rate limit spent, reset in an hour) while the build runs
     // and finishes; kubeci is killed before it could report, and a new one reports.
     let now = std::time::SystemTime::now()
@@ -940,9 +943,7 @@ async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusi
     let world = World::calling_as(true, Caller::AppChecks).await;
     let kubeci = world.serve("0s");
 
-    let head = world.push_pr(2, false);
-    let opened = pr_payload("opened", 2, "friend", &head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (head, opened) = world.pull_request("opened", 2, "friend", false);
     assert_eq!(signed(&kubeci, "pull_request", "k-1", &opened).0, 200);
     let run = completed_check_run(&world.github, &head);
     assert_went_to(&run, "completed:success");
@@ -996,18 +997,14 @@ async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusi
     );
     assert!(!summary.contains('\u{1b}'), "colours stripped: {summary:?}");
 
-    let slow = world.push_pr(4, true);
-    let opened = pr_payload("opened", 4, "friend", &slow, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (slow, opened) = world.pull_request("opened", 4, "friend", true);
     assert_eq!(signed(&kubeci, "pull_request", "k-3", &opened).0, 200);
     wait("the slow build's check run in progress", || {
         check_runs_of(&world.github, &slow)
             .iter()
             .any(|run| run.status == "in_progress")
     });
-    let newer = world.push_pr(4, false);
-    let pushed = pr_payload("synchronize", 4, "friend", &newer, &[]);
-    world.github.set_pull_request(REPO, pr_json(&pushed));
+    let (newer, pushed) = world.pull_request("synchronize", 4, "friend", false);
     assert_eq!(signed(&kubeci, "pull_request", "k-4", &pushed).0, 200);
     let cancelled = completed_check_run(&world.github, &slow);
     assert_went_to(&cancelled, "completed:cancelled");
@@ -1055,9 +1052,7 @@ fn check_run_payload(
 async fn as_a_github_app_untrusted_heads_wait_on_a_check_run_and_re_runs_build_again() {
     let world = World::calling_as(true, Caller::AppChecks).await;
     let kubeci = world.serve("0s");
-    let head = world.push_pr(3, false);
-    let opened = pr_payload("opened", 3, "stranger", &head, &[]);
-    world.github.set_pull_request(REPO, pr_json(&opened));
+    let (head, opened) = world.pull_request("opened", 3, "stranger", false);
     for _ in 0..2 {
         assert_eq!(signed(&kubeci, "pull_request", "u-1", &opened).0, 200);
     }
@@ -1217,9 +1212,7 @@ async fn killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_
     ];
     for (number, stop) in (2..).zip(stops) {
         world.repo.write("pause", "yes\n");
-        let head = world.push_pr(number, false);
-        let opened = pr_payload("opened", number, "friend", &head, &[]);
-        world.github.set_pull_request(REPO, pr_json(&opened));
+        let (head, opened) = world.pull_request("opened", number, "friend", false);
         let fast_takeover = ["--lease-duration", "2s"];
         let kubeci = world.serve_also("0s", &fast_takeover);
         wait("kubeci to lead", || kubeci.log().contains(" leads"));
