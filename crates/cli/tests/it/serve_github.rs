@@ -1016,6 +1016,33 @@ async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusi
         &completed_check_run(&world.github, &newer),
         "completed:success",
     );
+
+    // One installation token for all of it, and the installation's rate limit in the
+    // metrics; an `installation` event makes kubeci look the installations up again.
+    let (_, metrics) = common::serve::http(&kubeci, "GET", "/metrics", &[]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "kubeci_github_installation_tokens_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("kubeci_github_installation_rate_limit_remaining{installation=\"77\"} ")),
+        "{metrics}"
+    );
+    let installed = json!({"action": "added", "installation": {"id": 77}});
+    let (status, answer) = signed(
+        &kubeci,
+        "installation_repositories",
+        "i-1",
+        &serde_json::to_vec(&installed).unwrap(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["outcome"],
+        "the App's installations changed: they are looked up again"
+    );
 }
 
 /// A `check_run` delivery about `run` on `head` of pull request `number`, by `sender`:
