@@ -12,6 +12,9 @@ use kubeci_spec::{Job, LoadOptions, LoadedJob};
 #[derive(Debug, Default)]
 pub struct JobSet {
     jobs: Vec<Arc<LoadedJob>>,
+    /// The positions in `jobs` of each (namespace, name), in order: lookups by name are
+    /// made for every build the server shows or schedules.
+    by_name: std::collections::HashMap<(String, String), Vec<usize>>,
     /// Each file with its modification time and size when read.
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
     /// What reading them found to say (unreadable files, skipped objects).
@@ -138,6 +141,15 @@ impl JobSet {
         kubeci_spec::mark_duplicates(&mut jobs);
         let changed = now != self.fingerprint;
         self.jobs = jobs.into_iter().map(Arc::new).collect();
+        self.by_name.clear();
+        for (at, job) in self.jobs.iter().enumerate() {
+            if let Some(name) = &job.name {
+                self.by_name
+                    .entry((job.namespace.clone(), name.clone()))
+                    .or_default()
+                    .push(at);
+            }
+        }
         self.fingerprint = now;
         self.problems = problems;
         changed
@@ -158,23 +170,25 @@ impl JobSet {
 
     /// The valid job `name` whose builds run in `namespace` (the first, if two declare it).
     pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.jobs
-            .iter()
-            .find(|j| {
-                j.namespace == namespace && j.name.as_deref() == Some(name) && j.job.is_some()
-            })
+        self.named(namespace, name)
+            .find(|j| j.job.is_some())
             .cloned()
+    }
+
+    /// The declarations of `name` in `namespace`, in order.
+    fn named(&self, namespace: &str, name: &str) -> impl Iterator<Item = &Arc<LoadedJob>> {
+        self.by_name
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .into_iter()
+            .flatten()
+            .map(|&at| &self.jobs[at])
     }
 
     /// Job `name` of `namespace`, valid or not: the valid job if there is one (an invalid
     /// declaration never stands over it), else the first declaration.
     pub fn find_any(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.find(namespace, name).or_else(|| {
-            self.jobs
-                .iter()
-                .find(|j| j.namespace == namespace && j.name.as_deref() == Some(name))
-                .cloned()
-        })
+        self.find(namespace, name)
+            .or_else(|| self.named(namespace, name).next().cloned())
     }
 
     /// The valid jobs with their namespace, only those of `repositories` when given.

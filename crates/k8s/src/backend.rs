@@ -55,7 +55,7 @@ impl Backend for Cluster {
     }
 
     fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
-        self.records(|_, _| true)
+        self.build_groups()
             .into_iter()
             .filter_map(|(key, records)| {
                 let newest = records.first()?;
@@ -123,7 +123,7 @@ impl Backend for Cluster {
 
     fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
         let builds: Vec<kubeci_engine::metrics::BuildFact> = self
-            .records(|_, _| true)
+            .build_groups()
             .into_iter()
             .flat_map(|((namespace, job), records)| {
                 records

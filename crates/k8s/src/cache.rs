@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube::runtime::reflector::{reflector, Store};
+use kube::runtime::reflector::{reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
@@ -21,6 +21,7 @@ use kubeci_render::keys;
 use kubeci_spec::{LoadedJob, Severity};
 use tokio::sync::Notify;
 
+use crate::by_job::ByJob;
 use crate::{label, ledger_name, now, Cluster};
 
 /// Build Jobs by (namespace, Job name), with when they were seen.
@@ -34,6 +35,8 @@ pub(crate) struct Scope {
     pub(crate) jobs: Store<BuildJob>,
     pub(crate) pods: Store<BuildPod>,
     pub(crate) leases: Store<Lease>,
+    pub(crate) jobs_by_job: Arc<ByJob>,
+    pub(crate) pods_by_job: Arc<ByJob>,
 }
 
 /// One build as the caches show it.
@@ -74,14 +77,15 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-/// Follows `api` into a cache; every change wakes `changed`. Returns the cache and a flag
-/// set once its first complete list is in.
+/// Follows `api` into a cache (and `by_job`, if given); every change wakes `changed`.
+/// Returns the cache and a flag set once its first complete list is in.
 /// `trim` drops what kubeci never reads from the cached objects (it matters at 10,000 Jobs).
 pub(crate) fn follow<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: Arc<Notify>,
     trim: fn(&mut K),
+    by_job: Option<Arc<ByJob>>,
 ) -> (Store<K>, Arc<AtomicBool>)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
@@ -99,7 +103,10 @@ where
                 })
                 .backoff(WatchBackoff::new()),
         )
-        .for_each(move |_| {
+        .for_each(move |event| {
+            if let (Some(index), Ok(event)) = (&by_job, &event) {
+                index.apply(event);
+            }
             changed.notify_one();
             async {}
         }),
@@ -122,17 +129,7 @@ impl Cluster {
 
     /// Every build in the caches, by (namespace, job), newest first.
     pub(crate) fn build_groups(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
-        self.records(|_, _| true)
-    }
-
-    /// The builds of jobs for which `wanted(namespace, job)` holds, by (namespace, job),
-    /// newest first.
-    pub(crate) fn records(
-        &self,
-        wanted: impl Fn(&str, &str) -> bool,
-    ) -> BTreeMap<(String, String), Vec<BuildRecord>> {
         let now = now();
-        let reporting = self.reporter.is_some();
         let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
         for scope in &self.scopes {
             let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<BuildPod>>> =
@@ -145,12 +142,10 @@ impl Cluster {
                     continue;
                 };
                 let namespace = pod.namespace().unwrap_or_default();
-                if wanted(&namespace, job) {
-                    pods_by_build
-                        .entry((namespace, job, build))
-                        .or_default()
-                        .push(pod.clone());
-                }
+                pods_by_build
+                    .entry((namespace, job, build))
+                    .or_default()
+                    .push(pod.clone());
             }
             for job in scope.jobs.state() {
                 let namespace = job.namespace().unwrap_or_default();
@@ -159,28 +154,16 @@ impl Cluster {
                 else {
                     continue;
                 };
-                if !wanted(&namespace, name) {
-                    continue;
-                }
                 let pods = pods_by_build
                     .get(&(namespace.clone(), name, build))
                     .cloned()
                     .unwrap_or_default();
-                let owned: Vec<BuildPod> = pods.iter().map(|p| (**p).clone()).collect();
-                let Some(summary) =
-                    observe::summarize(&job, &owned, now, self.pending_deadline(), reporting)
-                else {
-                    continue;
-                };
-                let name = name.to_owned();
-                groups
-                    .entry((namespace, name))
-                    .or_default()
-                    .push(BuildRecord {
-                        job: job.clone(),
-                        pods,
-                        summary,
-                    });
+                if let Some(record) = self.record(job.clone(), pods, now) {
+                    groups
+                        .entry((namespace, name.to_owned()))
+                        .or_default()
+                        .push(record);
+                }
             }
         }
         for records in groups.values_mut() {
@@ -189,13 +172,64 @@ impl Cluster {
         groups
     }
 
+    /// One build from its Job and pods, if the Job is a build's.
+    fn record(
+        &self,
+        job: Arc<BuildJob>,
+        pods: Vec<Arc<BuildPod>>,
+        now: i64,
+    ) -> Option<BuildRecord> {
+        let owned: Vec<BuildPod> = pods.iter().map(|p| (**p).clone()).collect();
+        let summary = observe::summarize(
+            &job,
+            &owned,
+            now,
+            self.pending_deadline(),
+            self.reporter.is_some(),
+        )?;
+        Some(BuildRecord { job, pods, summary })
+    }
+
+    /// The cached builds of job `name` in `namespace`, found through the caches' indexes
+    /// by job (no scan of the other jobs' builds).
+    fn indexed_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
+        let now = now();
+        let mut records = Vec::new();
+        for scope in &self.scopes {
+            let mut pods_by_build: BTreeMap<String, Vec<Arc<BuildPod>>> = BTreeMap::new();
+            for pod_name in scope.pods_by_job.names(namespace, name) {
+                let key = ObjectRef::new(&pod_name).within(namespace);
+                let Some(pod) = scope.pods.get(&key) else {
+                    continue;
+                };
+                if label(&*pod, keys::JOB) != Some(name) {
+                    continue;
+                }
+                if let Some(build) = label(&*pod, keys::BUILD) {
+                    pods_by_build.entry(build.to_owned()).or_default().push(pod);
+                }
+            }
+            for job_name in scope.jobs_by_job.names(namespace, name) {
+                let key = ObjectRef::new(&job_name).within(namespace);
+                let Some(job) = scope.jobs.get(&key) else {
+                    continue;
+                };
+                if label(&*job, keys::JOB) != Some(name) {
+                    continue;
+                }
+                let pods = label(&*job, keys::BUILD)
+                    .and_then(|build| pods_by_build.get(build))
+                    .cloned()
+                    .unwrap_or_default();
+                records.extend(self.record(job, pods, now));
+            }
+        }
+        records
+    }
+
     /// The builds of job `name` in `namespace`, newest first.
     pub(crate) fn build_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
-        let mut records = self
-            .records(|ns, job| ns == namespace && job == name)
-            .into_values()
-            .next()
-            .unwrap_or_default();
+        let mut records = self.indexed_records(namespace, name);
         let cached: std::collections::BTreeSet<String> =
             records.iter().map(|r| r.job.name_any()).collect();
         let mut fresh = self.fresh.lock().expect("the fresh lock");
@@ -208,20 +242,7 @@ impl Cluster {
             if ns != namespace || label(&**job, keys::JOB) != Some(name) {
                 continue;
             }
-            let summary = observe::summarize(
-                job,
-                &[],
-                now(),
-                self.pending_deadline(),
-                self.reporter.is_some(),
-            );
-            if let Some(summary) = summary {
-                records.push(BuildRecord {
-                    job: Arc::clone(job),
-                    pods: Vec::new(),
-                    summary,
-                });
-            }
+            records.extend(self.record(Arc::clone(job), Vec::new(), now()));
         }
         drop(fresh);
         records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
@@ -275,20 +296,14 @@ impl Cluster {
 
     /// Job `name` of `namespace`, from the cache (one lookup, no scan).
     pub(crate) fn cached_job(&self, namespace: &str, name: &str) -> Option<Arc<BuildJob>> {
-        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        let key = ObjectRef::new(name).within(namespace);
         self.scopes.iter().find_map(|scope| scope.jobs.get(&key))
     }
 
     /// The ledger Lease of a job, from the cache.
     pub(crate) fn cached_ledger(&self, namespace: &str, job: &str) -> Option<Arc<Lease>> {
-        let name = ledger_name(job);
-        self.scopes.iter().find_map(|scope| {
-            scope
-                .leases
-                .state()
-                .into_iter()
-                .find(|l| l.namespace().as_deref() == Some(namespace) && l.name_any() == name)
-        })
+        let key = ObjectRef::new(&ledger_name(job)).within(namespace);
+        self.scopes.iter().find_map(|scope| scope.leases.get(&key))
     }
 
     /// Every ledger Lease in the caches.

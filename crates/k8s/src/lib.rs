@@ -19,6 +19,7 @@
 
 mod backend;
 mod builds;
+mod by_job;
 mod cache;
 mod controller;
 mod discover;
@@ -126,6 +127,10 @@ pub struct Cluster {
     leading_until: AtomicI64,
     /// Set when kubeci is stopping: it no longer takes or renews the leader Lease.
     stopping: AtomicBool,
+    /// When it took the lead last: whether a leader before it may still be reporting.
+    predecessor_may_be_reporting: AtomicBool,
+    /// The leader's report calls under way (set once its scheduler runs).
+    reports_in_flight: std::sync::OnceLock<Arc<kubeci_engine::scheduler::InFlight>>,
     /// Held while the leader Lease is taken, renewed or released, so a release is not
     /// undone by a renewal in flight.
     election_turn: tokio::sync::Mutex<()>,
@@ -218,27 +223,38 @@ impl Cluster {
         let lease_apis = apis::<Lease>(&client, &settings.namespaces);
         for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis)
         {
+            let jobs_by_job = Arc::new(by_job::ByJob::default());
+            let pods_by_job = Arc::new(by_job::ByJob::default());
             let (jobs, jobs_synced) = cache::follow(
                 jobs_api,
                 watcher::Config::default().labels(&managed),
                 changed.clone(),
                 // `BuildJob` holds only what builds are read from.
                 |_: &mut BuildJob| {},
+                Some(jobs_by_job.clone()),
             );
             let (pods, pods_synced) = cache::follow(
                 pods_api,
                 watcher::Config::default().labels(keys::JOB),
                 changed.clone(),
                 |_: &mut BuildPod| {},
+                Some(pods_by_job.clone()),
             );
             let (leases, leases_synced) = cache::follow(
                 leases_api,
                 watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
                 changed.clone(),
                 |_: &mut Lease| {},
+                None,
             );
             synced.extend([jobs_synced, pods_synced, leases_synced]);
-            scopes.push(Scope { jobs, pods, leases });
+            scopes.push(Scope {
+                jobs,
+                pods,
+                leases,
+                jobs_by_job,
+                pods_by_job,
+            });
         }
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
@@ -251,6 +267,8 @@ impl Cluster {
             changed,
             leading_until: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
+            predecessor_may_be_reporting: AtomicBool::new(false),
+            reports_in_flight: std::sync::OnceLock::new(),
             election_turn: tokio::sync::Mutex::new(()),
             request_counter: AtomicU64::new(0),
             fresh: Default::default(),
@@ -267,13 +285,19 @@ impl Cluster {
         now_ms() < self.leading_until.load(Ordering::SeqCst)
     }
 
-    /// Stops leading for good and gives the leader Lease back if this replica holds it, so
-    /// another replica takes over at once instead of after the Lease's duration.
+    /// Stops leading for good and, once its report calls under way have ended, gives the
+    /// leader Lease back if this replica holds it, so another replica takes over at once
+    /// (instead of after the Lease's duration) without waiting for reports of this one.
+    /// Whoever calls it bounds the wait: if the reports do not end, the Lease expires.
     pub async fn give_up_leadership(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _turn = self.election_turn.lock().await;
         let was_leading = self.is_leader();
         self.leading_until.store(0, Ordering::SeqCst);
+        if let Some(reports) = self.reports_in_flight.get() {
+            reports.close();
+            reports.settled().await;
+        }
         let election = &self.settings.election;
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(self.client.clone(), &election.namespace);
