@@ -3,19 +3,82 @@
 //! waiting for approval. Each returns its actions with its reasons, as the other
 //! decisions do.
 
-use kubeci_render::Trigger;
+use kubeci_render::{BuildRequest, Trigger};
 
 use crate::decide::{
-    check_name, head_key, policy, pr_build, short, trust, Action, Decision, JobRef, Membership,
+    builds_pushes_to, check_name, head_key, policy, pr_build, short, trust, Action, Decision,
+    JobRef, Membership,
 };
 use crate::event::PullRequestInfo;
 
 /// The identifier of the "Approve and build" button.
 pub const APPROVE: &str = "approve";
 
-/// The `external_id` of the check run of `job` waiting for approval.
-pub fn approval_external_id(namespace: &str, job: &str) -> String {
-    format!("approval:{namespace}/{job}")
+/// The `external_id` of the check run of `job` waiting for an approval of pull request
+/// `number` (named there because GitHub leaves a fork's pull requests out of check
+/// payloads).
+pub fn approval_external_id(namespace: &str, job: &str, number: u64) -> String {
+    format!("approval:{namespace}/{job}#{number}")
+}
+
+/// A build kubeci made of the head a checks delivery is about, as its own records show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastBuild {
+    pub namespace: String,
+    pub job: String,
+    pub pull_request: Option<u64>,
+    pub trigger: Option<Trigger>,
+    /// It ended failed, in error, or aborted.
+    pub failed: bool,
+}
+
+/// The pull request a checks delivery is about when GitHub does not say — it lists only
+/// the repository's own pull requests, never a fork's: the one the approval check run
+/// names, else the one kubeci built this head for.
+pub fn pull_request_of(external_id: Option<&str>, past: &[PastBuild]) -> Option<u64> {
+    external_id
+        .and_then(|id| id.strip_prefix("approval:"))
+        .and_then(|id| id.rsplit_once('#'))
+        .and_then(|(_, number)| number.parse().ok())
+        .or_else(|| past.iter().find_map(|b| b.pull_request))
+}
+
+/// The jobs a re-run asks for: the one whose check run is named `name`, or for a suite
+/// (`None`) those whose last build of the head failed — GitHub sends one
+/// `check_suite rerequested` for both "Re-run failed checks" and "Re-run all checks" —
+/// or every one when none failed. True when only the failed ones were taken.
+fn asked<'j, 'a>(
+    jobs: &'j [JobRef<'a>],
+    name: Option<&str>,
+    past: &[PastBuild],
+) -> (Vec<&'j JobRef<'a>>, bool) {
+    let named: Vec<&JobRef> = jobs
+        .iter()
+        .filter(|j| name.is_none_or(|n| check_name(j.job) == n))
+        .collect();
+    if name.is_some() {
+        return (named, false);
+    }
+    let last_failed = |job: &JobRef| {
+        past.iter()
+            .find(|b| b.namespace == job.namespace && b.job == job.job.name)
+            .is_some_and(|b| b.failed)
+    };
+    let failed: Vec<&JobRef> = named.iter().copied().filter(|j| last_failed(j)).collect();
+    if failed.is_empty() {
+        (named, false)
+    } else {
+        (failed, true)
+    }
+}
+
+/// Says who re-ran a job, and whether as one of the suite's failed checks.
+fn rerun_note(sender: &str, only_failed: bool) -> String {
+    if only_failed {
+        format!("re-run by {sender} (the suite's failed checks)")
+    } else {
+        format!("re-run by {sender}")
+    }
 }
 
 /// Whether `sender` is trusted by `job`: an admin, a whitelisted user, or a member of a
@@ -26,20 +89,35 @@ fn trusts(job: &JobRef, sender: &str, members: &dyn Membership) -> bool {
         .is_trusted()
 }
 
-/// A re-run, asked by `sender` (delivery `delivery`), of the check run named `name` (or of
-/// every check of the suite, `None`) on `head`, the head of `pr`. Each job asked for
-/// builds the head again — if it is still the pull request's current head, and the pull
-/// request is trusted or `sender` is trusted by the job (only they may re-run an
+/// What a re-run is about: the check run named `name` (or the suite, `None`) on `head`,
+/// asked by `sender` in delivery `delivery`, and what kubeci built of that head before
+/// (newest first).
+#[derive(Debug, Clone, Copy)]
+pub struct Rerun<'a> {
+    pub head: &'a str,
+    pub name: Option<&'a str>,
+    pub sender: &'a str,
+    pub delivery: &'a str,
+    pub past: &'a [PastBuild],
+}
+
+/// A re-run of a check of pull request `pr` (see [`asked`] for which jobs). Each job asked
+/// for builds the head again — if it is still the pull request's current head, and the
+/// pull request is trusted or the sender is trusted by the job (only they may re-run an
 /// untrusted pull request). The delivery's id keys the builds: its redelivery is the same.
 pub fn on_rerun(
     pr: &PullRequestInfo,
-    head: &str,
-    name: Option<&str>,
-    sender: &str,
-    delivery: &str,
+    rerun: Rerun,
     jobs: &[JobRef],
     members: &dyn Membership,
 ) -> Decision {
+    let Rerun {
+        head,
+        name,
+        sender,
+        delivery,
+        past,
+    } = rerun;
     let mut decision = Decision::default();
     if !pr.open || pr.head_sha != head {
         decision.reasons.push(format!(
@@ -49,10 +127,12 @@ pub fn on_rerun(
         ));
         return decision;
     }
-    let asked = jobs
+    let building: Vec<JobRef> = jobs
         .iter()
         .filter(|j| j.job.pull_requests_enabled())
-        .filter(|j| name.is_none_or(|n| check_name(j.job) == n));
+        .copied()
+        .collect();
+    let (asked, only_failed) = asked(&building, name, past);
     for job in asked {
         let pr_trusted = trust(job.job, pr, members).is_trusted();
         if pr_trusted || trusts(job, sender, members) {
@@ -60,7 +140,7 @@ pub fn on_rerun(
             decision
                 .actions
                 .push(pr_build(job, pr, Trigger::Comment, key, sender));
-            decision.note(job, format!("re-run by {sender}"));
+            decision.note(job, rerun_note(sender, only_failed));
         } else {
             decision.note(
                 job,
@@ -69,6 +149,57 @@ pub fn on_rerun(
                 ),
             );
         }
+    }
+    if decision.reasons.is_empty() {
+        decision
+            .reasons
+            .push("no job of this repository reports that check".into());
+    }
+    decision
+}
+
+/// A re-run of a check of a head no pull request names: a push's. A job builds the head
+/// again only if kubeci built it as a push before (so a fork's commit is never built as a
+/// push of the branch name its payload gives) and the job builds pushes to `branch`.
+pub fn on_push_rerun(branch: Option<&str>, rerun: Rerun, jobs: &[JobRef]) -> Decision {
+    let mut decision = Decision::default();
+    let (asked, only_failed) = asked(jobs, rerun.name, rerun.past);
+    for job in asked {
+        let pushed = rerun.past.iter().any(|b| {
+            b.namespace == job.namespace
+                && b.job == job.job.name
+                && b.trigger == Some(Trigger::Push)
+        });
+        if !pushed {
+            decision.note(
+                job,
+                format!(
+                    "never built {} as a push: nothing to re-run",
+                    short(rerun.head)
+                ),
+            );
+            continue;
+        }
+        let Some(branch) = branch.filter(|b| builds_pushes_to(job.job, b)) else {
+            let branch = branch.unwrap_or("a branch GitHub did not name");
+            decision.note(job, format!("does not build pushes to {branch}"));
+            continue;
+        };
+        decision.actions.push(Action::Build {
+            namespace: job.namespace.to_owned(),
+            job: job.job.name.clone(),
+            key: format!("rerun:{}", rerun.delivery),
+            request: BuildRequest {
+                number: 0,
+                trigger: Trigger::Push,
+                commit: Some(rerun.head.to_owned()),
+                git_ref: None,
+                branch: Some(branch.to_owned()),
+                pull_request: None,
+                requested_by: Some(format!("github:{}", rerun.sender)),
+            },
+        });
+        decision.note(job, rerun_note(rerun.sender, only_failed));
     }
     if decision.reasons.is_empty() {
         decision
@@ -165,6 +296,26 @@ mod tests {
             .collect()
     }
 
+    fn rerun<'a>(head: &'a str, name: Option<&'a str>, sender: &'a str) -> Rerun<'a> {
+        Rerun {
+            head,
+            name,
+            sender,
+            delivery: "d-1",
+            past: &[],
+        }
+    }
+
+    fn past(job: &str, trigger: Trigger, failed: bool) -> PastBuild {
+        PastBuild {
+            namespace: "ns".into(),
+            job: job.into(),
+            pull_request: (trigger != Trigger::Push).then_some(7),
+            trigger: Some(trigger),
+            failed,
+        }
+    }
+
     #[test]
     fn a_trusted_pull_request_is_re_run_by_anyone_an_untrusted_one_by_the_trusted_only() {
         let loaded = job("");
@@ -173,29 +324,26 @@ mod tests {
             job: loaded.job.as_ref().unwrap(),
         }];
         let head = "a".repeat(40);
-        let rerun = |pr: &PullRequestInfo, sender: &str, name: Option<&str>| {
-            on_rerun(pr, &head, name, sender, "d-1", &jobs, &no_orgs)
+        let on = |pr: &PullRequestInfo, sender: &str, name: Option<&str>| {
+            on_rerun(pr, rerun(&head, name, sender), &jobs, &no_orgs)
         };
         assert_eq!(
-            keys(&rerun(&pr("friend"), "someone", Some("kubeci/demo"))),
+            keys(&on(&pr("friend"), "someone", Some("kubeci/demo"))),
             ["rerun:d-1"]
         );
         assert_eq!(
-            keys(&rerun(&pr("friend"), "someone", None)),
+            keys(&on(&pr("friend"), "someone", None)),
             ["rerun:d-1"],
             "the suite"
         );
-        assert!(keys(&rerun(&pr("friend"), "someone", Some("kubeci/other"))).is_empty());
-        let refused = rerun(&pr("stranger"), "stranger", Some("kubeci/demo"));
+        assert!(keys(&on(&pr("friend"), "someone", Some("kubeci/other"))).is_empty());
+        let refused = on(&pr("stranger"), "stranger", Some("kubeci/demo"));
         assert!(keys(&refused).is_empty());
         assert!(refused.reasons[0].contains("may not re-run an untrusted pull request"));
-        assert_eq!(keys(&rerun(&pr("stranger"), "friend", None)), ["rerun:d-1"]);
+        assert_eq!(keys(&on(&pr("stranger"), "friend", None)), ["rerun:d-1"]);
         let moved = on_rerun(
             &pr("friend"),
-            &"b".repeat(40),
-            None,
-            "friend",
-            "d",
+            rerun(&"b".repeat(40), None, "friend"),
             &jobs,
             &no_orgs,
         );
@@ -204,6 +352,118 @@ mod tests {
             moved.reasons[0].contains("not the current head"),
             "{:?}",
             moved.reasons
+        );
+    }
+
+    fn two_jobs() -> (LoadedJob, LoadedJob) {
+        let mut other = job("");
+        other.job.as_mut().unwrap().name = "lint".into();
+        (job(""), other)
+    }
+
+    fn built(decision: &Decision) -> Vec<String> {
+        decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Build { job, .. } => Some(job.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_suite_re_run_rebuilds_the_failed_checks_only_or_all_when_none_failed() {
+        let (demo, lint) = two_jobs();
+        let jobs = [
+            JobRef {
+                namespace: "ns",
+                job: demo.job.as_ref().unwrap(),
+            },
+            JobRef {
+                namespace: "ns",
+                job: lint.job.as_ref().unwrap(),
+            },
+        ];
+        let head = "a".repeat(40);
+        let on = |past: &[PastBuild], name: Option<&str>| {
+            let asked = Rerun {
+                past,
+                ..rerun(&head, name, "friend")
+            };
+            on_rerun(&pr("friend"), asked, &jobs, &no_orgs)
+        };
+        // lint's newest build of the head failed; an older one of demo failed but its
+        // newest succeeded.
+        let history = [
+            past("lint", Trigger::PullRequest, true),
+            past("demo", Trigger::Comment, false),
+            past("demo", Trigger::PullRequest, true),
+        ];
+        let failed_only = on(&history, None);
+        assert_eq!(built(&failed_only), ["lint"]);
+        assert!(failed_only.reasons[0].contains("the suite's failed checks"));
+        let green = [past("lint", Trigger::PullRequest, false)];
+        assert_eq!(
+            built(&on(&green, None)),
+            ["demo", "lint"],
+            "none failed: all"
+        );
+        assert_eq!(
+            built(&on(&history, Some("kubeci/demo"))),
+            ["demo"],
+            "one check run's re-run is that one, failed or not"
+        );
+    }
+
+    #[test]
+    fn a_push_is_re_run_only_where_kubeci_built_it_as_a_push_of_a_branch_the_job_builds() {
+        let loaded = job("        triggers: {push: {branches: [main]}}\n");
+        let jobs = [JobRef {
+            namespace: "ns",
+            job: loaded.job.as_ref().unwrap(),
+        }];
+        let head = "c".repeat(40);
+        let pushed = [past("demo", Trigger::Push, true)];
+        let on = |branch: Option<&str>, past: &[PastBuild]| {
+            let asked = Rerun {
+                past,
+                ..rerun(&head, Some("kubeci/demo"), "friend")
+            };
+            on_push_rerun(branch, asked, &jobs)
+        };
+        let again = on(Some("main"), &pushed);
+        let Some(Action::Build { key, request, .. }) = again.actions.first() else {
+            panic!("a build: {:?}", again.reasons);
+        };
+        assert_eq!(key, "rerun:d-1");
+        assert_eq!(request.trigger, Trigger::Push);
+        assert_eq!(request.commit.as_deref(), Some(head.as_str()));
+        assert_eq!(request.branch.as_deref(), Some("main"));
+        let from_a_fork = on(Some("main"), &[past("demo", Trigger::PullRequest, true)]);
+        assert!(from_a_fork.actions.is_empty());
+        assert!(
+            from_a_fork.reasons[0].contains("never built"),
+            "{:?}",
+            from_a_fork.reasons
+        );
+        let elsewhere = on(Some("topic"), &pushed);
+        assert!(elsewhere.actions.is_empty());
+        assert!(elsewhere.reasons[0].contains("does not build pushes to topic"));
+        assert!(on(None, &pushed).actions.is_empty());
+    }
+
+    #[test]
+    fn a_forks_pull_request_is_found_from_the_approval_check_run_or_kubecis_builds() {
+        let waiting = approval_external_id("ns", "demo", 12);
+        assert_eq!(pull_request_of(Some(&waiting), &[]), Some(12));
+        let built = [past("demo", Trigger::Comment, false)];
+        assert_eq!(pull_request_of(Some("ns/demo/3"), &built), Some(7));
+        assert_eq!(pull_request_of(None, &built), Some(7));
+        assert_eq!(pull_request_of(Some("approval:ns/demo"), &[]), None);
+        assert_eq!(
+            pull_request_of(None, &[past("demo", Trigger::Push, false)]),
+            None
         );
     }
 

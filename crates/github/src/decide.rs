@@ -436,6 +436,18 @@ pub fn on_comment(
     decision
 }
 
+/// Whether `job` builds pushes to `branch` (its `triggers.push.branches`).
+pub(crate) fn builds_pushes_to(job: &Job, branch: &str) -> bool {
+    job.triggers
+        .as_ref()
+        .and_then(|t| t.push.as_ref())
+        .is_some_and(|p| {
+            p.branches
+                .iter()
+                .any(|pattern| branch_matches(pattern, branch))
+        })
+}
+
 /// Whether `branch` matches a `triggers.push.branches` pattern: `*` within a path segment,
 /// `**` across segments.
 pub fn branch_matches(pattern: &str, branch: &str) -> bool {
@@ -468,14 +480,7 @@ pub fn on_push(
     };
     let mut decision = Decision::default();
     for job in jobs {
-        let patterns = job
-            .job
-            .triggers
-            .as_ref()
-            .and_then(|t| t.push.as_ref())
-            .map(|p| p.branches.iter().map(str::to_owned).collect::<Vec<_>>())
-            .unwrap_or_default();
-        if patterns.iter().any(|p| branch_matches(p, branch)) {
+        if builds_pushes_to(job.job, branch) {
             decision.actions.push(Action::Build {
                 namespace: job.namespace.to_owned(),
                 job: job.job.name.clone(),

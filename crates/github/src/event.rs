@@ -76,8 +76,11 @@ pub enum Event {
         check_run: Option<CheckRunRef>,
         /// The button's identifier, for `requested_action`.
         requested_action: Option<String>,
-        /// The pull requests whose head it is.
+        /// The pull requests whose head it is (the repository's own: GitHub leaves out
+        /// those from forks).
         pull_requests: Vec<u64>,
+        /// The branch the suite's head was pushed to, when GitHub says.
+        head_branch: Option<String>,
         sender: String,
     },
     /// An event kubeci does not act on.
@@ -237,6 +240,15 @@ struct CheckRunJson {
     external_id: Option<String>,
     #[serde(default)]
     pull_requests: Vec<NumberOnly>,
+    #[serde(default)]
+    check_suite: Option<SuiteBranch>,
+}
+
+/// The suite of a check run, for its branch.
+#[derive(Deserialize)]
+struct SuiteBranch {
+    #[serde(default)]
+    head_branch: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +269,8 @@ struct CheckRunPayload {
 #[derive(Deserialize)]
 struct CheckSuiteJson {
     head_sha: String,
+    #[serde(default)]
+    head_branch: Option<String>,
     #[serde(default)]
     pull_requests: Vec<NumberOnly>,
 }
@@ -327,6 +341,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, EventError> {
                 }),
                 requested_action: p.requested_action.map(|a| a.identifier),
                 pull_requests: numbers(p.check_run.pull_requests),
+                head_branch: p.check_run.check_suite.and_then(|s| s.head_branch),
                 sender: p.sender.login,
             }
         }
@@ -339,6 +354,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, EventError> {
                 check_run: None,
                 requested_action: None,
                 pull_requests: numbers(p.check_suite.pull_requests),
+                head_branch: p.check_suite.head_branch,
                 sender: p.sender.login,
             }
         }

@@ -16,7 +16,7 @@ use kubeci_engine::observe;
 use kubeci_engine::record::BuildJob;
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
-    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
+    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
     WorkloadError, RECONCILE_ERRORS,
 };
 use kubeci_render::keys;
@@ -37,10 +37,19 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         cluster.counters.clone(),
         cluster.changed.clone(),
     );
+    let _ = cluster.reports_in_flight.set(scheduler.in_flight());
     let leading = cluster.clone();
     scheduler
         .run(cluster.settings.resync, move || {
-            Backend::ready(&*leading) && leading.is_leader()
+            if Backend::ready(&*leading) && leading.is_leader() {
+                Turn::Lead {
+                    predecessor_may_be_reporting: leading
+                        .predecessor_may_be_reporting
+                        .load(std::sync::atomic::Ordering::SeqCst),
+                }
+            } else {
+                Turn::Wait
+            }
         })
         .await;
 }

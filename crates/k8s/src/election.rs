@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord};
+use kubeci_engine::scheduler::Turn;
 
 use crate::{now_ms, Cluster};
 
@@ -29,16 +30,24 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
             return;
         }
         let started = now_ms();
+        let was = cluster.is_leader();
         let attempt = try_lead(
             &leases,
             &election.name,
             &cluster.settings.identity,
             duration_ms,
+            was,
         )
         .await;
         match attempt {
-            Ok(true) => {
-                let was = cluster.is_leader();
+            Ok(Turn::Lead {
+                predecessor_may_be_reporting,
+            }) => {
+                if !was {
+                    cluster
+                        .predecessor_may_be_reporting
+                        .store(predecessor_may_be_reporting, Ordering::SeqCst);
+                }
                 cluster
                     .leading_until
                     .store(started + duration_ms * 2 / 3, Ordering::SeqCst);
@@ -47,7 +56,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                     cluster.changed.notify_one();
                 }
             }
-            Ok(false) => cluster.leading_until.store(0, Ordering::SeqCst),
+            Ok(Turn::Wait) => cluster.leading_until.store(0, Ordering::SeqCst),
             // Leadership lapses by itself if renewals keep failing.
             Err(e) => {
                 cluster
@@ -69,7 +78,8 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
 }
 
 /// Gives the leader Lease back if `me` holds it (no holder, renewed now, one second long):
-/// the next replica to look takes it. True when it was given back.
+/// the next replica to look takes it, knowing no report of this one is under way (the
+/// caller settles them first). True when it was given back.
 pub(crate) async fn release(
     leases: &Api<Lease>,
     name: &str,
@@ -95,13 +105,19 @@ pub(crate) async fn release(
     }
 }
 
-/// One attempt to take or renew the leader Lease; true when this replica holds it.
+/// One attempt to take or renew the leader Lease (`leading`: this process holds it
+/// already): whether this replica leads now, and whether a leader before it may still be
+/// reporting.
 async fn try_lead(
     leases: &Api<Lease>,
     name: &str,
     me: &str,
     duration_ms: i64,
-) -> Result<bool, kube::Error> {
+    leading: bool,
+) -> Result<Turn, kube::Error> {
+    let led = |predecessor_may_be_reporting| Turn::Lead {
+        predecessor_may_be_reporting,
+    };
     let now = jiff::Timestamp::now();
     let seconds = ((duration_ms + 999) / 1000).max(1);
     let current = leases.get_opt(name).await?;
@@ -113,8 +129,8 @@ async fn try_lead(
         }))
         .expect("a valid Lease");
         return match leases.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(_) => Ok(led(false)),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Turn::Wait),
             Err(e) => Err(e),
         };
     };
@@ -126,8 +142,10 @@ async fn try_lead(
     };
     let decision = leader::decide(&record, me, now.as_millisecond());
     if decision == LeaseDecision::Follow {
-        return Ok(false);
+        return Ok(Turn::Wait);
     }
+    let predecessor_may_be_reporting =
+        leader::predecessor_may_be_reporting(Some(&record), me, leading);
     let mut spec = spec;
     if decision == LeaseDecision::Take {
         spec.holder_identity = Some(me.to_owned());
@@ -142,8 +160,8 @@ async fn try_lead(
     ));
     lease.spec = Some(spec);
     match leases.replace(name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(_) => Ok(led(predecessor_may_be_reporting)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Turn::Wait),
         Err(e) => Err(e),
     }
 }

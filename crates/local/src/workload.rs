@@ -10,7 +10,7 @@ use std::time::Instant;
 use kubeci_engine::api::{Backend, TriggerRequest};
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
-    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Workload,
+    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
     WorkloadError,
 };
 use kubeci_spec::LoadedJob;
@@ -36,7 +36,10 @@ impl LocalBackend {
             self.changed.clone(),
         );
         scheduler
-            .run(std::time::Duration::from_secs(1), || true)
+            .run(std::time::Duration::from_secs(1), || Turn::Lead {
+                // Its data directory is locked: no other process reports its builds.
+                predecessor_may_be_reporting: false,
+            })
             .await;
     }
 

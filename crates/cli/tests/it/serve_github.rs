@@ -97,6 +97,9 @@ enum Caller {
     App,
     /// The same App, reporting check runs (an App's default).
     AppChecks,
+    /// [`Caller::AppChecks`] waiting up to 10 minutes for GitHub: a new leader's takeover
+    /// grace is then 40 minutes, far beyond any wait of a test.
+    AppChecksPatient,
 }
 
 const APP_ID: u64 = 1717;
@@ -117,7 +120,7 @@ async fn fake_github(caller: Caller, dir: &std::path::Path) -> FakeGitHub {
             std::fs::write(dir.join("github-token"), GITHUB_TOKEN).unwrap();
             FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await
         }
-        Caller::App | Caller::AppChecks => {
+        Caller::App | Caller::AppChecks | Caller::AppChecksPatient => {
             let public_key = kubeci_testkit::github::make_app_key(&dir.join("app.pem"));
             let github = FakeGitHub::start_app(APP_ID, public_key, "kubeci-bot").await;
             github.install("Codertocat", 77);
@@ -146,6 +149,14 @@ fn caller_flags(caller: Caller, dir: &std::path::Path) -> Vec<String> {
             file("app.pem"),
             "--github-timeout".into(),
             "1s".into(),
+        ],
+        Caller::AppChecksPatient => vec![
+            "--github-app-id".into(),
+            APP_ID.to_string(),
+            "--github-app-key-file".into(),
+            file("app.pem"),
+            "--github-timeout".into(),
+            "10m".into(),
         ],
     }
 }
@@ -1207,6 +1218,163 @@ async fn as_a_github_app_untrusted_heads_wait_on_a_check_run_and_re_runs_build_a
         .find(|run| run.external_id == "default/hello/3")
         .unwrap();
     assert_went_to(last, "completed:success");
+}
+
+/// A second job of the repository: it always succeeds, and builds pushes to main too.
+const LINT_JOB: &str = "- job:\n    name: lint\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: echo \"linted $GIT_COMMIT\"\n    triggers:\n      push:\n        branches: [main]\n    ghprb:\n      enabled: true\n      whitelisted_users: [friend]\n";
+
+/// The completed check run of `job`'s build `number` (waited for).
+fn completed_build_run(
+    github: &FakeGitHub,
+    sha: &str,
+    job: &str,
+    number: u64,
+) -> kubeci_testkit::github::FakeCheckRun {
+    let external_id = format!("default/{job}/{number}");
+    wait(&format!("the check run of {external_id}"), || {
+        check_runs_of(github, sha)
+            .iter()
+            .any(|run| run.external_id == external_id && run.status == "completed")
+    });
+    check_runs_of(github, sha)
+        .into_iter()
+        .find(|run| run.external_id == external_id)
+        .unwrap()
+}
+
+/// "Re-run failed checks" (a `check_suite rerequested`, which GitHub sends for "Re-run all
+/// checks" too) rebuilds only the jobs whose last build of the head failed — here for a
+/// fork's pull request, which GitHub leaves out of check payloads, so kubeci finds it from
+/// its own builds. A push build's check run re-runs as a push of its branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_github_app_re_runs_rebuild_the_failed_checks_a_forks_head_and_a_push() {
+    let world = World::calling_as(true, Caller::AppChecks).await;
+    world
+        .server
+        .preload(vec![configmap("lint", LINT_JOB)])
+        .unwrap();
+    let kubeci = world.serve("0s");
+    world.repo.write("broken", "yes\n");
+    let (head, opened) = world.pull_request("opened", 5, "friend", false);
+    assert_eq!(signed(&kubeci, "pull_request", "f-1", &opened).0, 200);
+    assert_went_to(
+        &completed_build_run(&world.github, &head, "hello", 1),
+        "completed:failure",
+    );
+    assert_went_to(
+        &completed_build_run(&world.github, &head, "lint", 1),
+        "completed:success",
+    );
+
+    let repository = serde_json::from_slice::<Value>(&opened).unwrap()["repository"].clone();
+    let suite = json!({
+        "action": "rerequested",
+        "check_suite": {"head_sha": head, "head_branch": "topic", "pull_requests": []},
+        "repository": repository,
+        "sender": {"login": "friend"},
+    });
+    let suite = serde_json::to_vec(&suite).unwrap();
+    let (status, answer) = signed(&kubeci, "check_suite", "f-2", &suite);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["builds"],
+        json!([{"namespace": "default", "job": "hello", "number": 2, "created": true}]),
+        "the failed check only: {answer}"
+    );
+    assert!(
+        answer["reasons"]
+            .to_string()
+            .contains("the suite's failed checks"),
+        "{answer}"
+    );
+    let again = completed_build_run(&world.github, &head, "hello", 2);
+    assert_went_to(&again, "completed:failure");
+    assert_eq!(builds(&kubeci, "hello")[0]["pull_request"], 5);
+    assert_eq!(builds(&kubeci, "lint").len(), 1, "lint passed: not re-run");
+
+    // A push to main builds lint; its check run's Re-run builds that commit again, as a
+    // push of main.
+    std::fs::remove_file(world.dir.path().join("git/work/broken")).unwrap();
+    let pushed = world.repo.commit("fixed");
+    world.repo.push_head_to("refs/heads/main");
+    let push = json!({
+        "ref": "refs/heads/main", "after": pushed, "deleted": false,
+        "repository": repository, "sender": {"login": "Codertocat"},
+    });
+    let (_, answer) = signed(&kubeci, "push", "f-3", &serde_json::to_vec(&push).unwrap());
+    assert_eq!(answer["builds"][0]["job"], "lint", "{answer}");
+    let run = completed_build_run(&world.github, &pushed, "lint", 2);
+    assert_went_to(&run, "completed:success");
+    let mut rerun: Value =
+        serde_json::from_slice(&check_run_payload(&run, 0, "Codertocat", None)).unwrap();
+    rerun["check_run"]["pull_requests"] = json!([]);
+    rerun["check_run"]["check_suite"] = json!({"head_branch": "main"});
+    let (_, answer) = signed(
+        &kubeci,
+        "check_run",
+        "f-4",
+        &serde_json::to_vec(&rerun).unwrap(),
+    );
+    assert_eq!(
+        answer["builds"],
+        json!([{"namespace": "default", "job": "lint", "number": 3, "created": true}]),
+        "{answer}"
+    );
+    let rebuilt = &builds(&kubeci, "lint")[0];
+    assert_eq!(
+        (&rebuilt["trigger"], &rebuilt["commit"]),
+        (&json!("push"), &json!(pushed)),
+        "{rebuilt}"
+    );
+    assert_went_to(
+        &completed_build_run(&world.github, &pushed, "lint", 3),
+        "completed:success",
+    );
+}
+
+/// A leader stopped with SIGTERM gives its Lease back once its report calls have ended, so
+/// the next leader reports the builds from before at once: it does not wait out the
+/// takeover grace (40 minutes here), which is for a leader that vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sigterm_handover_the_next_leader_reports_builds_from_before_at_once() {
+    let world = World::calling_as(false, Caller::AppChecksPatient).await;
+    let fast_takeover = ["--lease-duration", "2s"];
+    let mut first = world.serve_also("0s", &fast_takeover);
+    wait("the first kubeci to lead", || {
+        first.log().contains(" leads")
+    });
+    // The delivery's calls (the installation, its token, the pull request) are served;
+    // every report fails, so the build's check run is still owed when it stops.
+    world.github.serve_next(3);
+    world.github.fail_next(100_000, 500, &[]);
+    let (head, opened) = world.pull_request("opened", 8, "friend", false);
+    let (status, answer) = signed(&first, "pull_request", "h-1", &opened);
+    assert_eq!((status, &answer["builds"][0]["number"]), (200, &json!(1)));
+    wait("the first kubeci to try to report", || {
+        world
+            .github
+            .requests()
+            .iter()
+            .any(|(_, path)| path.contains("check-runs"))
+    });
+    let stopped = first.terminate(Duration::from_secs(20));
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    assert!(
+        first.log().contains("gave the leader Lease back"),
+        "{}",
+        first.log()
+    );
+    assert!(check_runs_of(&world.github, &head).is_empty());
+
+    world.github.clear_faults();
+    let next = world.serve_also("0s", &fast_takeover);
+    wait("the next kubeci to lead", || next.log().contains(" leads"));
+    wait("build 1's check run, from the next leader", || {
+        !check_runs_of(&world.github, &head).is_empty()
+    });
+    let runs = check_runs_of(&world.github, &head);
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].external_id, "default/hello/1");
 }
 
 /// Where [`killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_final_state`]

@@ -10,6 +10,7 @@
 //! The Kubernetes engine's workload is the cluster (its caches and the API), the local
 //! engine's its SQLite store and running processes.
 
+mod in_flight;
 mod reports;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,8 @@ use crate::metrics::Counters;
 use crate::plan::{self, Action, JobPolicy};
 use crate::report::{self, Report, ReportTarget, Reported, Reporter};
 use crate::schedule;
+pub use in_flight::InFlight;
+use in_flight::InFlightGuard;
 use reports::{BuildKey, ReportQueue, Step};
 
 /// A build as a pass sees it.
@@ -186,6 +189,17 @@ pub struct SchedulerSettings {
 /// How much of a build's log a final report carries at most.
 pub const LOG_TAIL_BYTES: usize = 16 * 1024;
 
+/// What the scheduler may do now, asked before each pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Another replica leads, or this one is not ready.
+    Wait,
+    /// This replica leads. When it has just taken the lead: whether a leader before it
+    /// may still have report calls under way
+    /// ([`crate::leader::predecessor_may_be_reporting`]), so the takeover grace applies.
+    Lead { predecessor_may_be_reporting: bool },
+}
+
 /// When this scheduler took the lead.
 #[derive(Debug, Clone, Copy)]
 struct Lead {
@@ -193,6 +207,8 @@ struct Lead {
     /// another).
     since: i64,
     at: tokio::time::Instant,
+    /// A leader before may still have report calls under way.
+    after_a_reporting_leader: bool,
 }
 
 /// The leader's pass over a workload, and its report queue.
@@ -207,6 +223,8 @@ pub struct Scheduler<W> {
     /// Set while it leads (by [`Scheduler::run`]); passes made without it treat every
     /// build as its own.
     lead: Mutex<Option<Lead>>,
+    /// Its report calls under way.
+    in_flight: Arc<InFlight>,
 }
 
 /// The counter of the workload writes of a pass that failed.
@@ -229,14 +247,24 @@ impl<W: Workload> Scheduler<W> {
             counters,
             changed,
             lead: Mutex::new(None),
+            in_flight: Arc::default(),
         }
     }
 
-    /// Passes whenever something changed and at least every `every`, while `may_act`
-    /// (the Kubernetes engine: while this replica leads and its caches are synced).
-    pub async fn run(self, every: Duration, may_act: impl Fn() -> bool + Send) {
+    /// Its report calls under way: closed and settled by a leader that stops.
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        Arc::clone(&self.in_flight)
+    }
+
+    /// Passes whenever something changed and at least every `every`, while `turn` says
+    /// it leads (the Kubernetes engine: while this replica leads and its caches are
+    /// synced).
+    pub async fn run(self, every: Duration, turn: impl Fn() -> Turn + Send) {
         loop {
-            if may_act() {
+            if let Turn::Lead {
+                predecessor_may_be_reporting,
+            } = turn()
+            {
                 let now = jiff::Timestamp::now().as_second();
                 self.lead
                     .lock()
@@ -244,6 +272,7 @@ impl<W: Workload> Scheduler<W> {
                     .get_or_insert(Lead {
                         since: now,
                         at: tokio::time::Instant::now(),
+                        after_a_reporting_leader: predecessor_may_be_reporting,
                     });
                 self.pass(now).await;
             } else {
@@ -350,7 +379,8 @@ impl<W: Workload> Scheduler<W> {
             return (false, false);
         };
         let before = target.created_at.is_none_or(|t| t <= lead.since);
-        let grace = lead.at.elapsed() < self.settings.takeover_grace;
+        let grace =
+            lead.after_a_reporting_leader && lead.at.elapsed() < self.settings.takeover_grace;
         (before, grace)
     }
 
@@ -367,6 +397,9 @@ impl<W: Workload> Scheduler<W> {
         if from_before && in_grace && creates {
             return;
         }
+        let Some(in_flight) = self.in_flight.begin() else {
+            return;
+        };
         let (step, key, attempts) = {
             let mut queue = self.reports.lock().expect("the reports lock");
             let now = tokio::time::Instant::now();
@@ -388,6 +421,7 @@ impl<W: Workload> Scheduler<W> {
             reporter,
             reports: self.reports.clone(),
             changed: self.changed.clone(),
+            _in_flight: in_flight,
         };
         tokio::spawn(attempt.run(step));
     }
@@ -427,6 +461,8 @@ struct ReportAttempt<W> {
     reporter: Arc<dyn Reporter>,
     reports: Arc<Mutex<ReportQueue>>,
     changed: Arc<Notify>,
+    /// Counts it as under way until it ends.
+    _in_flight: InFlightGuard,
 }
 
 impl<W: Workload> ReportAttempt<W> {

@@ -3,9 +3,10 @@
 //! wait for an admin's approval of an untrusted pull request.
 
 use kubeci_engine::api::Backend;
-use kubeci_github::checks::{self, APPROVE};
+use kubeci_github::checks::{self, PastBuild, Rerun, APPROVE};
 use kubeci_github::decide::{self, Action, JobRef, Waiting};
 use kubeci_github::event::{CheckRunRef, Event};
+use kubeci_render::Trigger;
 use serde_json::json;
 
 use super::{Failure, Hooks, Outcome};
@@ -21,7 +22,8 @@ fn approvers(waiting: &Waiting) -> String {
 }
 
 impl<B: Backend> Hooks<B> {
-    /// A `check_run` or `check_suite` delivery (`id`) about a pull request's head.
+    /// A `check_run` or `check_suite` delivery (`id`): a re-run or a button, about a pull
+    /// request's head or a push's.
     pub(super) async fn on_checks(&self, event: Event, jobs: &[JobRef<'_>], id: &str) -> Outcome {
         let Event::Checks {
             action,
@@ -30,20 +32,36 @@ impl<B: Backend> Hooks<B> {
             check_run,
             requested_action,
             pull_requests,
+            head_branch,
             sender,
         } = event
         else {
             return Ok(json!({"outcome": "not a checks event"}));
         };
-        let Some(&number) = pull_requests.first() else {
-            return Ok(
-                json!({"outcome": "not a pull request's head: kubeci re-runs pull requests' checks"}),
-            );
-        };
         if !matches!(action.as_str(), "rerequested" | "requested_action") {
             return Ok(json!({"outcome": format!("check {action} starts nothing")}));
         }
         let jobs = decide::matching(jobs, &repository);
+        let past = self.past_builds(&jobs, &head_sha);
+        let external_id = check_run.as_ref().map(|c| c.external_id.as_str());
+        let number = pull_requests
+            .first()
+            .copied()
+            .or_else(|| checks::pull_request_of(external_id, &past));
+        let rerun = Rerun {
+            head: &head_sha,
+            name: check_run.as_ref().map(|c| c.name.as_str()),
+            sender: &sender,
+            delivery: id,
+            past: &past,
+        };
+        let Some(number) = number else {
+            if requested_action.is_some() {
+                return Ok(json!({"outcome": "no pull request has this head: nothing to approve"}));
+            }
+            let decision = checks::on_push_rerun(head_branch.as_deref(), rerun, &jobs);
+            return self.execute(&repository, None, decision).await;
+        };
         let repo = &repository.full_name;
         let gh = |e: GitHubError| (Vec::new(), Failure::GitHub(e));
         let pr = self.github.pull_request(repo, number).await.map_err(gh)?;
@@ -52,10 +70,7 @@ impl<B: Backend> Hooks<B> {
             .await
             .map_err(gh)?;
         let decision = match requested_action {
-            None => {
-                let name = check_run.as_ref().map(|c| c.name.as_str());
-                checks::on_rerun(&pr, &head_sha, name, &sender, id, &jobs, &members)
-            }
+            None => checks::on_rerun(&pr, rerun, &jobs, &members),
             Some(identifier) => {
                 let decision =
                     checks::on_requested_action(&identifier, &pr, &head_sha, &sender, &jobs);
@@ -68,6 +83,30 @@ impl<B: Backend> Hooks<B> {
             }
         };
         self.execute(&repository, Some(number), decision).await
+    }
+
+    /// What kubeci built of `head` for `jobs`, newest first per job, from its own records.
+    fn past_builds(&self, jobs: &[JobRef<'_>], head: &str) -> Vec<PastBuild> {
+        let mut past = Vec::new();
+        for job in jobs {
+            let builds = self
+                .backend
+                .builds(job.namespace, &job.job.name)
+                .unwrap_or_default();
+            past.extend(
+                builds
+                    .into_iter()
+                    .filter(|b| b.commit.as_deref() == Some(head))
+                    .map(|b| PastBuild {
+                        namespace: job.namespace.to_owned(),
+                        job: job.job.name.clone(),
+                        pull_request: b.pull_request,
+                        trigger: b.trigger.as_deref().and_then(Trigger::parse),
+                        failed: matches!(b.state, "failed" | "error" | "aborted"),
+                    }),
+            );
+        }
+        past
     }
 
     /// The check run whose "Approve and build" `sender` clicked says what came of it:
@@ -116,7 +155,7 @@ impl<B: Backend> Hooks<B> {
     ) -> Result<(), GitHubError> {
         let existing = self.github.check_runs(repo, head, None).await?;
         for job in waiting {
-            let external_id = checks::approval_external_id(&job.namespace, &job.job);
+            let external_id = checks::approval_external_id(&job.namespace, &job.job, number);
             if existing.iter().any(|run| run.external_id == external_id) {
                 continue;
             }

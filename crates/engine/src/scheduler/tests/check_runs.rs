@@ -52,11 +52,11 @@ async fn a_created_check_run_is_recorded_and_named_in_every_later_report() {
     assert_eq!(tail.len(), LOG_TAIL_BYTES);
 }
 
-/// After taking the lead, a build from before waits out the grace (the old leader may
-/// still be creating its check run), then its report says it may have been sent, so the
-/// receiver looks before it creates.
-#[tokio::test(start_paused = true)]
-async fn after_taking_the_lead_builds_from_before_wait_then_may_have_been_reported() {
+/// A scheduler that took the lead, with a 60 s takeover grace, over one running build from
+/// before its lead; `predecessor_may_be_reporting` as the election found it.
+fn leading_after(
+    predecessor_may_be_reporting: bool,
+) -> (Arc<Receiver>, tokio::task::JoinHandle<()>) {
     let (memory, receiver) = one_build_for_a_creating_receiver(BuildState::Running);
     let settings = SchedulerSettings {
         takeover_grace: Duration::from_secs(60),
@@ -69,12 +69,40 @@ async fn after_taking_the_lead_builds_from_before_wait_then_may_have_been_report
         Arc::default(),
         Arc::new(Notify::new()),
     );
-    let leading = tokio::spawn(scheduler.run(Duration::from_secs(1), || true));
+    let turn = move || Turn::Lead {
+        predecessor_may_be_reporting,
+    };
+    (
+        receiver,
+        tokio::spawn(scheduler.run(Duration::from_secs(1), turn)),
+    )
+}
+
+/// After taking the lead from a leader that may still be reporting (its Lease expired),
+/// a build from before waits out the grace (the old leader may still be creating its
+/// check run), then its report says it may have been sent, so the receiver looks before
+/// it creates.
+#[tokio::test(start_paused = true)]
+async fn after_taking_the_lead_builds_from_before_wait_then_may_have_been_reported() {
+    let (receiver, leading) = leading_after(true);
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(receiver.states().is_empty(), "nothing within the grace");
     tokio::time::sleep(Duration::from_secs(40)).await;
     let got = receiver.got.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].may_have_been_sent, "{got:?}");
+    leading.abort();
+}
+
+/// Taking a Lease no one held, or one given back (a stopping leader gives it back once
+/// its reports ended): builds from before are reported at once — still as possibly sent
+/// (the leader before may have sent without recording).
+#[tokio::test(start_paused = true)]
+async fn after_a_lease_given_back_builds_from_before_are_reported_at_once() {
+    let (receiver, leading) = leading_after(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "well within the grace: {got:?}");
     assert!(got[0].may_have_been_sent, "{got:?}");
     leading.abort();
 }
