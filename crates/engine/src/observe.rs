@@ -1,6 +1,8 @@
 //! A build's state read from its `batch/v1` Job and the Job's pod, as Kubernetes reports
 //! them. Pure: the caller passes the objects and the time.
 
+use std::borrow::Borrow;
+
 use crate::record::{BuildJob, BuildPod};
 use k8s_openapi::api::core::v1::ContainerStatus;
 use kubeci_render::keys;
@@ -136,11 +138,11 @@ fn created_at(pod: &BuildPod) -> Option<i64> {
         .map(|t| t.0.as_second())
 }
 
-/// The state of the build that `job` runs, given its pods, the time (seconds since the
-/// epoch) and how long a pod may stay unable to start.
-pub fn build_state(
+/// The state of the build that `job` runs, given its pods (owned, or shared from a cache),
+/// the time (seconds since the epoch) and how long a pod may stay unable to start.
+pub fn build_state<P: Borrow<BuildPod>>(
     job: &BuildJob,
-    pods: &[BuildPod],
+    pods: &[P],
     now: i64,
     pending_deadline: i64,
 ) -> BuildState {
@@ -170,9 +172,9 @@ pub fn build_state(
 }
 
 /// The state of a build whose Job failed: why, from the failed container if one did.
-fn failed_state(
+fn failed_state<P: Borrow<BuildPod>>(
     failed: &k8s_openapi::api::batch::v1::JobCondition,
-    pods: &[BuildPod],
+    pods: &[P],
 ) -> BuildState {
     let reason = failed.reason.clone().unwrap_or_default();
     if reason == "DeadlineExceeded" {
@@ -181,7 +183,7 @@ fn failed_state(
             message: "the build ran longer than its timeout".into(),
         };
     }
-    match pods.iter().find_map(failed_container) {
+    match pods.iter().find_map(|pod| failed_container(pod.borrow())) {
         Some((container, true, code)) if container == "clone" => BuildState::Error {
             reason: "CloneFailed".into(),
             message: format!(
@@ -202,10 +204,11 @@ fn failed_state(
 
 /// The state of a released build that has not ended, from its pod: pending (and why), or
 /// running; an error once its pod could not start for `pending_deadline` seconds.
-fn pod_state(pods: &[BuildPod], now: i64, pending_deadline: i64) -> BuildState {
+fn pod_state<P: Borrow<BuildPod>>(pods: &[P], now: i64, pending_deadline: i64) -> BuildState {
     let active: Vec<&BuildPod> = pods
         .iter()
-        .filter(|p| {
+        .map(Borrow::borrow)
+        .filter(|p: &&BuildPod| {
             !matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Succeeded" | "Failed")
@@ -273,9 +276,9 @@ pub fn finished_at(job: &BuildJob) -> Option<i64> {
 
 /// What the engine needs of one build Job (`None` when it lacks kubeci's build label).
 /// `reporting` says whether builds must be reported before they may be deleted.
-pub fn summarize(
+pub fn summarize<P: Borrow<BuildPod>>(
     job: &BuildJob,
-    pods: &[BuildPod],
+    pods: &[P],
     now: i64,
     pending_deadline: i64,
     reporting: bool,
@@ -303,6 +306,8 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_PODS: &[BuildPod] = &[];
     use serde_json::json;
 
     fn job(extra: serde_json::Value) -> BuildJob {
@@ -346,7 +351,7 @@ mod tests {
         assert_eq!(
             build_state(
                 &job(conditions("Complete", "CompletionsReached")),
-                &[],
+                NO_PODS,
                 T0,
                 300
             ),
@@ -383,7 +388,12 @@ mod tests {
             }
         );
         assert_eq!(
-            build_state(&job(conditions("Failed", "DeadlineExceeded")), &[], T0, 300),
+            build_state(
+                &job(conditions("Failed", "DeadlineExceeded")),
+                NO_PODS,
+                T0,
+                300
+            ),
             BuildState::Failed {
                 reason: "DeadlineExceeded".into(),
                 message: "the build ran longer than its timeout".into()
@@ -396,18 +406,18 @@ mod tests {
         let mut cancelled = conditions("Failed", "DeadlineExceeded");
         cancelled["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "alice"}});
         assert_eq!(
-            build_state(&job(cancelled), &[], T0, 300),
+            build_state(&job(cancelled), NO_PODS, T0, 300),
             BuildState::Aborted {
                 by: Some("alice".into())
             }
         );
         assert_eq!(
-            build_state(&job(json!({"spec": {"suspend": true}})), &[], T0, 300),
+            build_state(&job(json!({"spec": {"suspend": true}})), NO_PODS, T0, 300),
             BuildState::Queued
         );
         let suspended_cancel = json!({"spec": {"suspend": true}, "metadata": {"annotations": {keys::CANCELLED_BY: ""}}});
         assert_eq!(
-            build_state(&job(suspended_cancel), &[], T0, 300),
+            build_state(&job(suspended_cancel), NO_PODS, T0, 300),
             BuildState::Aborted { by: None }
         );
     }
@@ -456,7 +466,7 @@ mod tests {
             BuildState::Running
         );
         assert_eq!(
-            build_state(&job(json!({})), &[], T0, 300),
+            build_state(&job(json!({})), NO_PODS, T0, 300),
             BuildState::Pending { message: None }
         );
     }
@@ -471,7 +481,7 @@ mod tests {
             }},
             "spec": {"suspend": true, "template": {}},
         }));
-        let summary = summarize(&stopped, &[], T0 + 600, 300, true).unwrap();
+        let summary = summarize(&stopped, NO_PODS, T0 + 600, 300, true).unwrap();
         assert_eq!(
             summary.state,
             BuildState::Error {
@@ -483,7 +493,7 @@ mod tests {
         assert_eq!(summary.finished_at, Some(T0 + 300));
         assert!(!summary.fully_reported, "only `pending` was reported");
         assert!(
-            summarize(&stopped, &[], T0, 300, false)
+            summarize(&stopped, NO_PODS, T0, 300, false)
                 .unwrap()
                 .fully_reported
         );
@@ -491,12 +501,12 @@ mod tests {
         let mut late_cancel = conditions("Complete", "CompletionsReached");
         late_cancel["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "bob"}});
         assert_eq!(
-            build_state(&job(late_cancel), &[], T0, 300),
+            build_state(&job(late_cancel), NO_PODS, T0, 300),
             BuildState::Succeeded,
             "a cancel that came after the end changes nothing"
         );
         assert!(
-            summarize(&job(json!({})), &[], T0, 300, true).is_none(),
+            summarize(&job(json!({})), NO_PODS, T0, 300, true).is_none(),
             "not a build"
         );
     }

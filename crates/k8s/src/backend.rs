@@ -95,7 +95,7 @@ impl Backend for Cluster {
                 e => CancelError::Backend(e.into()),
             })?;
         self.changed.notify_one();
-        let summary = observe::summarize(
+        let summary = observe::summarize::<kubeci_engine::record::BuildPod>(
             &stopped,
             &[],
             now(),

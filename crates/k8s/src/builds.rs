@@ -183,16 +183,17 @@ impl Cluster {
 
     pub(crate) fn fresh_view(&self, job: &BuildJob) -> BuildView {
         let reporting = self.reporter.is_some();
-        let summary = observe::summarize(job, &[], now(), self.pending_deadline(), reporting)
-            .unwrap_or(BuildSummary {
-                number: 0,
-                state: kubeci_engine::BuildState::Pending { message: None },
-                pull_request: None,
-                branch: None,
-                fully_reported: true,
-                finished_at: None,
-                settled: false,
-            });
+        let summary =
+            observe::summarize::<BuildPod>(job, &[], now(), self.pending_deadline(), reporting)
+                .unwrap_or(BuildSummary {
+                    number: 0,
+                    state: kubeci_engine::BuildState::Pending { message: None },
+                    pull_request: None,
+                    branch: None,
+                    fully_reported: true,
+                    finished_at: None,
+                    settled: false,
+                });
         self.view(job, &[], &summary)
     }
 

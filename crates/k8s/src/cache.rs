@@ -179,10 +179,9 @@ impl Cluster {
         pods: Vec<Arc<BuildPod>>,
         now: i64,
     ) -> Option<BuildRecord> {
-        let owned: Vec<BuildPod> = pods.iter().map(|p| (**p).clone()).collect();
         let summary = observe::summarize(
             &job,
-            &owned,
+            &pods,
             now,
             self.pending_deadline(),
             self.reporter.is_some(),
