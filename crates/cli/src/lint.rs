@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use kubeci_spec::diagnostic::printable;
 use kubeci_spec::{Diagnostic, Severity};
 use serde::Serialize;
 
@@ -162,44 +161,6 @@ fn human(sources: &[Source], summary: &Summary) -> String {
 }
 
 /// A diagnostic with the source line it points at, as rustc shows them.
-///
-/// Every text taken from the input (the line, names and values quoted in messages) is
-/// shown with control and bidirectional-override characters escaped (`\x1b`, `\u{202e}`):
-/// a file's bytes never reach the terminal as escape sequences.
 pub fn render_diagnostic(d: &Diagnostic, text: Option<&str>) -> String {
-    let mut out = format!("{}[{}]: {}\n", d.severity, d.code, printable(&d.message));
-    let line_text = text.and_then(|t| t.lines().nth(d.line.saturating_sub(1)));
-    let gutter = " ".repeat(d.line.to_string().len());
-    let _ = writeln!(
-        out,
-        "{gutter}--> {}:{}:{}",
-        printable(&d.file),
-        d.line,
-        d.column
-    );
-    if let Some(line) = line_text {
-        let shown: String = line.chars().take(120).collect();
-        let before: String = shown.chars().take(d.column.saturating_sub(1)).collect();
-        let _ = writeln!(out, "{gutter} |");
-        let _ = writeln!(out, "{} | {}", d.line, printable(&shown).trim_end());
-        let _ = writeln!(
-            out,
-            "{gutter} | {}^",
-            " ".repeat(printable(&before).chars().count().min(120))
-        );
-    }
-    let mut context = Vec::new();
-    if let Some(object) = &d.object {
-        context.push(object.clone());
-    }
-    if !d.field.is_empty() {
-        context.push(format!("field {}", d.field));
-    }
-    if !context.is_empty() {
-        let _ = writeln!(out, "{gutter} = in: {}", printable(&context.join(", ")));
-    }
-    if let Some(help) = &d.help {
-        let _ = writeln!(out, "{gutter} = help: {}", printable(help));
-    }
-    out
+    kubeci_spec::diagnostic::render(d, text)
 }

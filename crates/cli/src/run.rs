@@ -52,7 +52,11 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let source = sources::read(&args.path, &args.source.options())?;
+    let options = kubeci_spec::LoadOptions {
+        builds_run: kubeci_spec::BuildsRun::OnThisMachine,
+        ..args.source.options()
+    };
+    let source = sources::read(&args.path, &options)?;
     let loaded = match select(&source, args.job.as_deref()) {
         Ok(job) => job,
         Err(code) => return Ok(code),

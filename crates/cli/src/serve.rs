@@ -308,12 +308,12 @@ fn render_config(args: &ServeArgs) -> RenderConfig {
     }
 }
 
-fn load_options(args: &ServeArgs, remote_repositories_only: bool) -> LoadOptions {
+fn load_options(args: &ServeArgs, builds_run: kubeci_spec::BuildsRun) -> LoadOptions {
     LoadOptions {
         policy: NamespacePolicy {
             allowed: args.allow_namespace.clone(),
         },
-        remote_repositories_only,
+        builds_run,
         ..LoadOptions::default()
     }
 }
@@ -338,7 +338,7 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
         namespaces: args.namespaces.clone(),
         render: render_config(args),
         // Build pods run elsewhere: a path on this machine is out of their reach.
-        load: load_options(args, true),
+        load: load_options(args, kubeci_spec::BuildsRun::InACluster),
         pending_deadline: duration_flag("--pending-deadline", &args.pending_deadline)?,
         identity,
         election: kubeci_k8s::Election {
@@ -363,7 +363,7 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         secrets_dir: args.secrets.clone(),
         kubeci_exe: std::env::current_exe().context("cannot find the kubeci executable")?,
         render: render_config(args),
-        load: load_options(args, false),
+        load: load_options(args, kubeci_spec::BuildsRun::OnThisMachine),
         log_url_template: args.log_url_template.clone(),
         reload_every: Duration::from_secs(1),
     })

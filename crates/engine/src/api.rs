@@ -20,8 +20,11 @@ pub struct JobView {
     /// `ConfigMap namespace/name`.
     pub configmap: Option<String>,
     pub valid: bool,
-    /// Error messages, `file:line:column: message`.
+    /// Error messages, `file:line:column: error: message`.
     pub errors: Vec<String>,
+    /// Warnings, `file:line:column: warning: message` (an extra job in the ConfigMap, an
+    /// ignored key, a local git URL).
+    pub warnings: Vec<String>,
     pub git_url: Option<String>,
     pub branch: Option<String>,
     pub chart_version: Option<String>,
@@ -62,6 +65,12 @@ impl JobView {
                 .diagnostics
                 .iter()
                 .filter(|d| d.severity == kubeci_spec::Severity::Error)
+                .map(ToString::to_string)
+                .collect(),
+            warnings: loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == kubeci_spec::Severity::Warning)
                 .map(ToString::to_string)
                 .collect(),
             git_url: job.map(|j| j.git.url.clone()),
@@ -365,11 +374,33 @@ pub async fn log_tail(mut stream: LogStream, max_bytes: usize) -> Option<String>
     (!text.is_empty()).then_some(text)
 }
 
+/// Which engine runs the builds: the pages name its own tools in their hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Kubernetes,
+    Local,
+}
+
+pub use crate::webhooks::{BodyCheck, Delivery, DeliveryAnswer, NoWebhooks, Webhooks};
+
 /// A backend as the server uses it.
 pub trait Backend: Send + Sync + 'static {
     /// Whether the backend has its first complete view (its caches are synced).
     fn ready(&self) -> bool;
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+    /// Why this engine cannot build `job`, if it cannot: said on the job's page before
+    /// anyone presses "Build now".
+    fn cannot_build(&self, _job: &kubeci_spec::LoadedJob) -> Option<String> {
+        None
+    }
     fn jobs(&self) -> Vec<JobView>;
+    /// The namespaces that have jobs, sorted: the pages' namespace filter.
+    fn namespaces(&self) -> Vec<String> {
+        let found: std::collections::BTreeSet<String> =
+            self.jobs().into_iter().map(|j| j.namespace).collect();
+        found.into_iter().collect()
+    }
     /// The builds of a job, newest first; `None` if there is no such job.
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>>;
     /// Build `number` of a job. The default looks in [`Backend::builds`]; an engine whose
@@ -395,6 +426,21 @@ pub trait Backend: Send + Sync + 'static {
                 let name = job.name?;
                 let newest = self.builds(&job.namespace, &name)?.into_iter().next()?;
                 Some(((job.namespace, name), newest))
+            })
+            .collect()
+    }
+    /// The newest `limit` builds of each of `jobs` (namespace, name), newest first: the
+    /// recent builds the jobs page shows for the jobs on it.
+    fn recent_builds(
+        &self,
+        jobs: &[(String, String)],
+        limit: usize,
+    ) -> std::collections::HashMap<(String, String), Vec<BuildView>> {
+        jobs.iter()
+            .filter_map(|(namespace, name)| {
+                let mut builds = self.builds(namespace, name)?;
+                builds.truncate(limit);
+                Some(((namespace.clone(), name.clone()), builds))
             })
             .collect()
     }
@@ -443,75 +489,6 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         follow: bool,
     ) -> impl Future<Output = Result<LogStream, LogError>> + Send;
-}
-
-/// One webhook delivery as the server received it.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    /// `X-GitHub-Event`.
-    pub event: Option<String>,
-    /// `X-GitHub-Delivery`.
-    pub id: Option<String>,
-    /// `X-Hub-Signature-256`.
-    pub signature: Option<String>,
-    pub body: Vec<u8>,
-    /// The signature was checked while the body arrived (by [`Webhooks::check_body`]).
-    pub verified: bool,
-}
-
-/// Checks a delivery's body while it arrives, chunk by chunk (its signature): the body is
-/// read once, and a forged one is known when its last byte is.
-pub trait BodyCheck: Send {
-    fn update(&mut self, chunk: &[u8]);
-    /// Whether the body is what its headers claim (else `deliver` refuses it).
-    fn finish(self: Box<Self>) -> bool;
-}
-
-/// The answer to a delivery: an HTTP status and a JSON body saying what happened.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryAnswer {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
-
-/// What handles webhook deliveries (`POST /hooks/github`).
-pub trait Webhooks: Send + Sync + 'static {
-    fn deliver(
-        &self,
-        delivery: Delivery,
-    ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>>;
-    /// The check of the body of delivery `head` (its headers; no body yet), or the answer
-    /// refusing it before any of its body is read (no secret, no or a malformed
-    /// signature). `None`: the body is checked by `deliver`.
-    fn check_body(&self, _head: &Delivery) -> Result<Option<Box<dyn BodyCheck>>, DeliveryAnswer> {
-        Ok(None)
-    }
-    /// Deliveries by event and outcome, calls made to GitHub.
-    fn metrics(&self) -> Vec<crate::metrics::Family> {
-        Vec::new()
-    }
-}
-
-/// Webhooks when none are configured: every delivery is refused.
-pub struct NoWebhooks;
-
-impl NoWebhooks {
-    fn refusal() -> DeliveryAnswer {
-        DeliveryAnswer {
-            status: 401,
-            body: serde_json::json!({"error": {"code": "no-webhook-secret", "message": "kubeci has no GitHub webhook secret configured, so it accepts no delivery (--github-webhook-secret-file)"}}),
-        }
-    }
-}
-
-impl Webhooks for NoWebhooks {
-    fn deliver(&self, _: Delivery) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
-        Box::pin(async { NoWebhooks::refusal() })
-    }
-
-    fn check_body(&self, _: &Delivery) -> Result<Option<Box<dyn BodyCheck>>, DeliveryAnswer> {
-        Err(NoWebhooks::refusal())
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 pub mod scheduler;
+pub mod webhooks;
 
 pub use build::{BuildState, BuildSummary};
 

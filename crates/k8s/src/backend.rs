@@ -25,6 +25,14 @@ impl Backend for Cluster {
         self.synced.iter().all(|f| f.load(Ordering::SeqCst))
     }
 
+    fn namespaces(&self) -> Vec<String> {
+        self.index.read().expect("the index lock").namespaces()
+    }
+
+    fn kind(&self) -> kubeci_engine::api::EngineKind {
+        kubeci_engine::api::EngineKind::Kubernetes
+    }
+
     fn jobs(&self) -> Vec<JobView> {
         let index = self.index.read().expect("the index lock");
         index.all().map(JobView::of).collect()

@@ -122,6 +122,56 @@ where
     (store, flag)
 }
 
+/// The caches of build Jobs, their pods and the job ledgers of each watched scope (every
+/// namespace of `namespaces`, or all), with their flags set once synced.
+pub(crate) fn watch_builds(
+    client: &kube::Client,
+    namespaces: &[String],
+    changed: &Arc<Notify>,
+    synced: &mut Vec<Arc<AtomicBool>>,
+) -> Vec<Scope> {
+    let managed = format!("{}={}", keys::MANAGED_BY, keys::MANAGER);
+    let mut scopes = Vec::new();
+    let job_apis = crate::apis::<BuildJob>(client, namespaces);
+    let pod_apis = crate::apis::<BuildPod>(client, namespaces);
+    let lease_apis = crate::apis::<Lease>(client, namespaces);
+    for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis) {
+        let jobs_by_job = Arc::new(ByJob::default());
+        let pods_by_job = Arc::new(ByJob::default());
+        let (jobs, jobs_synced) = follow(
+            jobs_api,
+            watcher::Config::default().labels(&managed),
+            changed.clone(),
+            // `BuildJob` holds only what builds are read from.
+            |_: &mut BuildJob| {},
+            Some(jobs_by_job.clone()),
+        );
+        let (pods, pods_synced) = follow(
+            pods_api,
+            watcher::Config::default().labels(keys::JOB),
+            changed.clone(),
+            |_: &mut BuildPod| {},
+            Some(pods_by_job.clone()),
+        );
+        let (leases, leases_synced) = follow(
+            leases_api,
+            watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
+            changed.clone(),
+            |_: &mut Lease| {},
+            None,
+        );
+        synced.extend([jobs_synced, pods_synced, leases_synced]);
+        scopes.push(Scope {
+            jobs,
+            pods,
+            leases,
+            jobs_by_job,
+            pods_by_job,
+        });
+    }
+    scopes
+}
+
 impl Cluster {
     pub(crate) fn pending_deadline(&self) -> i64 {
         i64::try_from(self.settings.pending_deadline.as_secs()).unwrap_or(i64::MAX)

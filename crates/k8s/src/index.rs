@@ -211,6 +211,17 @@ impl JobIndex {
         self.find_declared(namespace, name).map(|j| &**j)
     }
 
+    /// The namespaces that have jobs, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        for (namespace, _) in self.by_job.keys() {
+            if found.last() != Some(namespace) {
+                found.push(namespace.clone());
+            }
+        }
+        found
+    }
+
     /// Whether any ConfigMap declares job `name` in `namespace`, valid or not.
     pub fn is_declared(&self, namespace: &str, name: &str) -> bool {
         self.by_job

@@ -33,15 +33,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter as EventReporter};
 use kube::runtime::watcher;
 use kube::Client;
-use kubeci_engine::record::{BuildJob, BuildPod};
+
 use kubeci_engine::report::Reporter;
-use kubeci_render::{keys, RenderConfig};
+use kubeci_render::RenderConfig;
 use kubeci_spec::LoadOptions;
 use tokio::sync::Notify;
 
@@ -216,46 +215,7 @@ impl Cluster {
                 changed.clone(),
             ));
         }
-        let managed = format!("{}={}", keys::MANAGED_BY, keys::MANAGER);
-        let mut scopes = Vec::new();
-        let job_apis = apis::<BuildJob>(&client, &settings.namespaces);
-        let pod_apis = apis::<BuildPod>(&client, &settings.namespaces);
-        let lease_apis = apis::<Lease>(&client, &settings.namespaces);
-        for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis)
-        {
-            let jobs_by_job = Arc::new(by_job::ByJob::default());
-            let pods_by_job = Arc::new(by_job::ByJob::default());
-            let (jobs, jobs_synced) = cache::follow(
-                jobs_api,
-                watcher::Config::default().labels(&managed),
-                changed.clone(),
-                // `BuildJob` holds only what builds are read from.
-                |_: &mut BuildJob| {},
-                Some(jobs_by_job.clone()),
-            );
-            let (pods, pods_synced) = cache::follow(
-                pods_api,
-                watcher::Config::default().labels(keys::JOB),
-                changed.clone(),
-                |_: &mut BuildPod| {},
-                Some(pods_by_job.clone()),
-            );
-            let (leases, leases_synced) = cache::follow(
-                leases_api,
-                watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
-                changed.clone(),
-                |_: &mut Lease| {},
-                None,
-            );
-            synced.extend([jobs_synced, pods_synced, leases_synced]);
-            scopes.push(Scope {
-                jobs,
-                pods,
-                leases,
-                jobs_by_job,
-                pods_by_job,
-            });
-        }
+        let scopes = cache::watch_builds(&client, &settings.namespaces, &changed, &mut synced);
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             client,

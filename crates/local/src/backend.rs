@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError, TriggerRequest,
-    Triggered,
+    Backend, BuildView, CancelError, EngineKind, JobView, LogError, LogStream, TriggerError,
+    TriggerRequest, Triggered,
 };
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
@@ -18,6 +18,57 @@ use crate::{now, LocalBackend};
 impl Backend for LocalBackend {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let jobs = self.jobs.read().expect("the jobs lock");
+        let found: std::collections::BTreeSet<&str> =
+            jobs.all().iter().map(|j| j.namespace.as_str()).collect();
+        found.into_iter().map(str::to_owned).collect()
+    }
+
+    fn kind(&self) -> EngineKind {
+        EngineKind::Local
+    }
+
+    /// A job whose pod needs a Secret this machine does not have (`--secrets DIR`).
+    fn cannot_build(&self, loaded: &LoadedJob) -> Option<String> {
+        let job = loaded.job.as_ref()?;
+        let request = kubeci_render::BuildRequest {
+            number: 1,
+            trigger: kubeci_render::Trigger::Manual,
+            commit: None,
+            git_ref: None,
+            branch: None,
+            pull_request: None,
+            requested_by: None,
+        };
+        let rendered =
+            kubeci_render::render(job, &JobOrigin::of(loaded), &request, &self.settings.render)
+                .ok()?;
+        let pod = rendered.spec?.template.spec?;
+        let env = kubeci_pod_runner::LocalEnv {
+            build_dir: self.settings.data_dir.join("work"),
+            secrets_dir: self.settings.secrets_dir.clone(),
+            kubeci_exe: self.settings.kubeci_exe.clone(),
+            host_env: Vec::new(),
+            objects: Default::default(),
+        };
+        let missing = kubeci_pod_runner::missing_secrets(&pod, &env);
+        let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+        let first = missing.first()?;
+        Some(match &self.settings.secrets_dir {
+            Some(dir) => format!(
+                "its pod needs the Secret {} and {} has no such directory: add `{}/{first}/` with one file per key",
+                names.join(", "),
+                dir.display(),
+                dir.display()
+            ),
+            None => format!(
+                "its pod needs the Secret {}: start kubeci with `--secrets DIR`, a directory holding `{first}/` with one file per key",
+                names.join(", ")
+            ),
+        })
     }
 
     fn jobs(&self) -> Vec<JobView> {
@@ -36,6 +87,25 @@ impl Backend for LocalBackend {
             .unwrap_or_default()
             .iter()
             .map(|row| ((row.namespace.clone(), row.job.clone()), self.view(row)))
+            .collect()
+    }
+
+    fn recent_builds(
+        &self,
+        jobs: &[(String, String)],
+        limit: usize,
+    ) -> std::collections::HashMap<(String, String), Vec<BuildView>> {
+        let rows: Vec<((String, String), Vec<crate::store::BuildRow>)> = {
+            let store = self.store();
+            jobs.iter()
+                .filter_map(|(namespace, name)| {
+                    let rows = store.recent_builds(namespace, name, limit).ok()?;
+                    Some(((namespace.clone(), name.clone()), rows))
+                })
+                .collect()
+        };
+        rows.into_iter()
+            .map(|(key, rows)| (key, rows.iter().map(|r| self.view(r)).collect()))
             .collect()
     }
 

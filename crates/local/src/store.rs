@@ -311,43 +311,59 @@ impl Store {
         Ok(())
     }
 
+    /// The rows `sql` selects with `params`.
+    fn rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<BuildRow>, LocalBackendError> {
+        let mut statement = self.connection.prepare_cached(sql).map_err(database)?;
+        let rows = statement.query_map(params, row).map_err(database)?;
+        rows.collect::<Result<_, _>>().map_err(database)
+    }
+
     /// A job's builds, newest first.
     pub fn builds(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, LocalBackendError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC"))
-            .map_err(database)?;
-        let rows = statement
-            .query_map(params![namespace, job], row)
-            .map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
+        self.rows(
+            &format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC"),
+            params![namespace, job],
+        )
     }
 
     /// Every build not finished, or finished and not fully reported, of every job.
     pub fn all_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM builds ORDER BY namespace, job, number"
-            ))
-            .map_err(database)?;
-        let rows = statement.query_map([], row).map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
+        self.rows(
+            &format!("SELECT {COLUMNS} FROM builds ORDER BY namespace, job, number"),
+            [],
+        )
     }
 
     /// The newest build of each job, without its manifest (`manifest` is empty).
     pub fn latest_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
         let columns = COLUMNS.replace("manifest", "'' AS manifest");
-        let mut statement = self
-            .connection
-            .prepare_cached(&format!(
+        self.rows(
+            &format!(
                 "SELECT {columns} FROM builds JOIN
                    (SELECT namespace, job, MAX(number) AS number FROM builds GROUP BY namespace, job)
                  USING (namespace, job, number)"
-            ))
-            .map_err(database)?;
-        let rows = statement.query_map([], row).map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
+            ),
+            [],
+        )
+    }
+
+    /// The newest `limit` builds of job `job` (without their manifests), newest first.
+    pub fn recent_builds(
+        &self,
+        namespace: &str,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, LocalBackendError> {
+        let columns = COLUMNS.replace("manifest", "'' AS manifest");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.rows(
+            &format!("SELECT {columns} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC LIMIT ?3"),
+            params![namespace, job, limit],
+        )
     }
 
     pub fn build(

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use volumes::prepare_volumes;
 
 pub use paths::MountMap;
+pub use volumes::missing_secrets;
 
 /// Where and how the pod runs on this machine.
 #[derive(Debug, Clone)]

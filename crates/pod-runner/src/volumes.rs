@@ -238,3 +238,58 @@ fn source_files(
         )));
     })
 }
+
+/// The Secrets `pod` needs (not marked optional) that `env` cannot give: neither its
+/// objects nor its secrets directory hold them. The local engine says so on a job's page
+/// before anyone starts a build that would fail on them.
+pub fn missing_secrets(pod: &PodSpec, env: &LocalEnv) -> Vec<String> {
+    let mut needed: Vec<&str> = Vec::new();
+    for volume in pod.volumes.iter().flatten() {
+        if let Some(secret) = &volume.secret {
+            if secret.optional != Some(true) {
+                needed.extend(secret.secret_name.as_deref());
+            }
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            if let Some(secret) = source.secret.as_ref().filter(|s| s.optional != Some(true)) {
+                needed.push(&secret.name);
+            }
+        }
+    }
+    let containers = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter());
+    for container in containers {
+        for var in container.env.iter().flatten() {
+            let secret = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref());
+            if let Some(secret) = secret.filter(|s| s.optional != Some(true)) {
+                needed.push(&secret.name);
+            }
+        }
+        for from in container.env_from.iter().flatten() {
+            if let Some(secret) = from
+                .secret_ref
+                .as_ref()
+                .filter(|s| s.optional != Some(true))
+            {
+                needed.push(&secret.name);
+            }
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    needed
+        .into_iter()
+        .filter(|name| secret_data(env, name).is_none())
+        .map(str::to_owned)
+        .collect()
+}

@@ -10,7 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kubeci_engine::api::{Backend, CancelError, LogError, TriggerError, TriggerRequest, Triggered};
+use kubeci_engine::api::{
+    Backend, CancelError, JobView, LogError, TriggerError, TriggerRequest, Triggered,
+};
 use kubeci_render::BuildRequest;
 use serde_json::json;
 use std::sync::Arc;
@@ -29,6 +31,34 @@ pub(crate) async fn readyz<B: Backend>(State(state): State<Arc<AppState<B>>>) ->
 
 pub(crate) async fn jobs<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     Json(json!({"items": state.backend.jobs()})).into_response()
+}
+
+/// `/api/v1/jobs/{ns}/{name}`: one job, with every finding about its spec (also as
+/// `kubeci lint` prints it) and its `job.yaml` as written.
+pub(crate) async fn job<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let Ok(Path((namespace, name))) = path else {
+        return bad_path();
+    };
+    let Some(declared) = state.backend.declaration(&namespace, &name) else {
+        return job_not_found(&namespace, &name);
+    };
+    let diagnostics: Vec<serde_json::Value> = declared
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let mut found = serde_json::to_value(d).unwrap_or_default();
+            found["rendered"] = crate::pages::shown_diagnostic(d).into();
+            found
+        })
+        .collect();
+    let mut job = serde_json::to_value(JobView::of(&declared)).unwrap_or_default();
+    job["diagnostics"] = diagnostics.into();
+    job["job_yaml"] = kubeci_spec::giturl::redact_credentials(&declared.source).into();
+    job["cannot_build"] = state.backend.cannot_build(&declared).into();
+    Json(job).into_response()
 }
 
 /// `/metrics`: Prometheus' text format.

@@ -210,7 +210,11 @@ fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String
     let forbidden = |why: &str| {
         Box::new(page(
             StatusCode::FORBIDDEN,
-            pages::layout("Forbidden", &format!("<h1>Forbidden</h1><p>{why}</p>")),
+            pages::layout(
+                "Forbidden",
+                &pages::Chrome::default(),
+                &format!("<h1>Forbidden</h1><p class=\"problem\">{why}</p>"),
+            ),
         ))
     };
     if access.token.is_none() {

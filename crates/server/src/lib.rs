@@ -30,11 +30,13 @@ use axum::{Json, Router};
 use kubeci_engine::api::{Backend, NoWebhooks, Webhooks};
 use serde_json::json;
 
-use crate::api::{build, builds, cancel, jobs, log, metrics, openapi, readyz, rebuild, trigger};
+use crate::api::{
+    build, builds, cancel, job, jobs, log, metrics, openapi, readyz, rebuild, trigger,
+};
 use crate::live::{build_events, Followers};
 use crate::ui::{
     badge, build_now, build_page, cancel_now, job_page, jobs_page, login, login_page, logout,
-    rebuild_now, script,
+    rebuild_now, script, stylesheet,
 };
 use crate::webhook::github_hook;
 pub use auth::Access;
@@ -150,9 +152,11 @@ pub fn app_with<B: Backend>(
         )
         .route("/badges/{namespace}/{file}", get(badge::<B>))
         .route("/static/kubeci.js", get(script))
+        .route("/static/kubeci.css", get(stylesheet))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::<B>))
         .route("/api/v1/jobs", get(jobs::<B>))
+        .route("/api/v1/jobs/{namespace}/{name}", get(job::<B>))
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds",
             get(builds::<B>).post(trigger::<B>),

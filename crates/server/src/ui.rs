@@ -3,8 +3,8 @@
 
 use crate::ansi;
 use crate::api::rebuild_request;
-use crate::auth::{page_session, with_cookie, FormActor};
-use crate::pages;
+use crate::auth::{page_session, proxy_user, with_cookie, FormActor, ProxyUser};
+use crate::pages::{self, Chrome, JobRow, JobsQuery};
 use crate::session;
 use crate::{constant_time_eq, now, AppState};
 use axum::body::Bytes;
@@ -16,22 +16,32 @@ use kubeci_engine::api::{Backend, TriggerError, TriggerRequest, Triggered};
 use kubeci_render::BuildRequest;
 use std::sync::Arc;
 
-/// Pages allow no script, frame or foreign resource: whatever a log or a job carries
-/// stays text.
-pub(crate) const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+/// Pages allow no script, style, frame or foreign resource but kubeci's own: whatever a
+/// log or a job carries stays text.
+pub(crate) const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
 
-/// The pages' one script: the live log.
+/// The pages' one script: live times, the live build page and its log tools.
 pub(crate) const SCRIPT: &str = include_str!("static/kubeci.js");
 
-pub(crate) async fn script() -> Response {
+/// A static file of the pages, cached for an hour (its URL changes with kubeci's version).
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        SCRIPT,
+        body,
     )
         .into_response()
+}
+
+pub(crate) async fn script() -> Response {
+    static_file("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub(crate) async fn stylesheet() -> Response {
+    static_file("text/css; charset=utf-8", pages::STYLE)
 }
 
 pub(crate) fn page(status: StatusCode, html: String) -> Response {
@@ -50,39 +60,84 @@ pub(crate) fn page(status: StatusCode, html: String) -> Response {
 pub(crate) fn not_found_page(what: &str) -> Response {
     page(
         StatusCode::NOT_FOUND,
-        pages::layout(
-            "Not found",
-            &format!("<h1>Not found</h1><p>{}</p>", ansi::escape(what)),
-        ),
+        pages::not_found(&Chrome::default(), what),
     )
 }
 
-#[derive(serde::Deserialize)]
-pub(crate) struct SearchQuery {
-    #[serde(default)]
-    q: String,
+/// The header of a page for this request (who is signed in, the namespaces, the one
+/// shown), and the session cookie to set with it, if any.
+fn chrome<B: Backend>(
+    state: &AppState<B>,
+    headers: &HeaderMap,
+    here: String,
+    namespace: Option<&str>,
+) -> (Chrome, Option<String>) {
+    let (csrf, cookie) = page_session(&state.access, headers);
+    let user = match proxy_user(&state.access, headers) {
+        ProxyUser::Allowed(user) => Some(user),
+        _ => None,
+    };
+    let chrome = Chrome {
+        user,
+        signed_in: csrf.is_some(),
+        csrf,
+        namespaces: state.backend.namespaces(),
+        namespace: namespace.filter(|n| !n.is_empty()).map(str::to_owned),
+        here,
+    };
+    (chrome, cookie)
 }
 
-/// `/`: the jobs, with each one's last build.
+/// `/`: the jobs, filtered and a page at a time, each with its last builds.
 pub(crate) async fn jobs_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
-    query: Result<Query<SearchQuery>, QueryRejection>,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Response {
-    let mut latest = state.backend.latest_builds();
-    let jobs: Vec<_> = state
-        .backend
-        .jobs()
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let latest = state.backend.latest_builds();
+    let jobs = state.backend.jobs();
+    let any = !jobs.is_empty();
+    let matching: Vec<_> = jobs
         .into_iter()
-        .map(|job| {
+        .filter(|job| {
             let last = job
                 .name
-                .clone()
-                .and_then(|name| latest.remove(&(job.namespace.clone(), name)));
-            (job, last)
+                .as_ref()
+                .and_then(|name| latest.get(&(job.namespace.clone(), name.clone())));
+            query.wants(job, last)
         })
         .collect();
-    let query = query.map(|Query(q)| q.q).unwrap_or_default();
-    page(StatusCode::OK, pages::jobs(&jobs, &query))
+    let total = matching.len();
+    let shown: Vec<_> = matching
+        .into_iter()
+        .skip((query.page() - 1) * pages::PAGE_SIZE)
+        .take(pages::PAGE_SIZE)
+        .collect();
+    let keys: Vec<(String, String)> = shown
+        .iter()
+        .filter_map(|j| Some((j.namespace.clone(), j.name.clone()?)))
+        .collect();
+    let mut recent = state.backend.recent_builds(&keys, pages::STRIP);
+    let rows: Vec<JobRow> = shown
+        .into_iter()
+        .map(|job| {
+            let recent = job
+                .name
+                .as_ref()
+                .and_then(|name| recent.remove(&(job.namespace.clone(), name.clone())))
+                .unwrap_or_default();
+            JobRow { job, recent }
+        })
+        .collect();
+    let (chrome, cookie) = chrome(&state, &headers, "/".into(), Some(&query.namespace));
+    with_cookie(
+        page(
+            StatusCode::OK,
+            pages::jobs(&rows, total, any, &query, &chrome),
+        ),
+        cookie,
+    )
 }
 
 pub(crate) fn see_other(location: &str) -> Response {
@@ -215,8 +270,9 @@ pub(crate) fn started_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             pages::layout(
                 "Not started",
+                &Chrome::default(),
                 &format!(
-                    "<h1>Not started</h1><p>{}</p>",
+                    "<h1>Not started</h1><p class=\"problem\">{}</p>",
                     ansi::escape(&e.to_string())
                 ),
             ),
@@ -261,15 +317,24 @@ pub(crate) async fn job_page<B: Backend>(
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    let here = format!(
+        "/jobs/{}/{}",
+        pages::urlencode(&namespace),
+        pages::urlencode(&name)
+    );
+    let (chrome, cookie) = chrome(&state, &headers, here, Some(&namespace));
     let Some(declared) = state.backend.declaration(&namespace, &name) else {
-        return not_found_page(&format!("There is no job {namespace}/{name}."));
+        return page(
+            StatusCode::NOT_FOUND,
+            pages::not_found(&chrome, &format!("There is no job {namespace}/{name}.")),
+        );
     };
     let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
-    let (csrf, cookie) = page_session(&state.access, &headers);
+    let cannot_build = state.backend.cannot_build(&declared);
     with_cookie(
         page(
             StatusCode::OK,
-            pages::job(&declared, &builds, csrf.as_deref()),
+            pages::job(&declared, &builds, cannot_build.as_deref(), &chrome),
         ),
         cookie,
     )
@@ -283,10 +348,20 @@ pub(crate) async fn build_page<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return not_found_page("A build number is a whole number.");
     };
+    let here = format!(
+        "/jobs/{}/{}/builds/{number}",
+        pages::urlencode(&namespace),
+        pages::urlencode(&name)
+    );
+    let (chrome, cookie) = chrome(&state, &headers, here, Some(&namespace));
     let Some(build) = state.backend.build(&namespace, &name, number).await else {
-        return not_found_page(&format!(
-            "There is no build {number} of {namespace}/{name}."
-        ));
+        return page(
+            StatusCode::NOT_FOUND,
+            pages::not_found(
+                &chrome,
+                &format!("There is no build {number} of {namespace}/{name}."),
+            ),
+        );
     };
     let tail = match state.backend.log(&namespace, &name, number, false).await {
         Ok(stream) => log_tail(stream, PAGE_LOG_TAIL).await,
@@ -296,7 +371,11 @@ pub(crate) async fn build_page<B: Backend>(
         .backend
         .declaration(&namespace, &name)
         .and_then(|d| pages::repository_web(&d.job.as_ref()?.git.url));
-    let (csrf, cookie) = page_session(&state.access, &headers);
+    let shown = pages::LogShown {
+        text: &String::from_utf8_lossy(&tail.text),
+        skipped_bytes: tail.skipped_bytes,
+        skipped_lines: tail.skipped_lines,
+    };
     with_cookie(
         page(
             StatusCode::OK,
@@ -304,12 +383,10 @@ pub(crate) async fn build_page<B: Backend>(
                 &namespace,
                 &name,
                 &build,
-                &pages::LogShown {
-                    text: &String::from_utf8_lossy(&tail.text),
-                    skipped_bytes: tail.skipped_bytes,
-                },
+                &shown,
                 web.as_deref(),
-                csrf.as_deref(),
+                state.backend.kind(),
+                &chrome,
             ),
         ),
         cookie,
@@ -324,15 +401,17 @@ pub(crate) const PAGE_LOG_TAIL: usize = 256 * 1024;
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct LogTail {
     pub(crate) text: Vec<u8>,
-    /// How much of the log comes before `text`.
+    /// How much of the log comes before `text`, in bytes and in lines.
     pub(crate) skipped_bytes: u64,
+    pub(crate) skipped_lines: u64,
 }
 
 /// Reads `stream` to its end keeping only its last `limit` bytes (whole lines).
 pub(crate) async fn log_tail(mut stream: kubeci_engine::api::LogStream, limit: usize) -> LogTail {
     use futures_util::StreamExt;
     let mut chunks: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
-    let (mut held, mut skipped) = (0usize, 0u64);
+    let (mut held, mut skipped, mut skipped_lines) = (0usize, 0u64, 0u64);
+    let lines_in = |bytes: &[u8]| bytes.iter().filter(|b| **b == b'\n').count() as u64;
     while let Some(Ok(chunk)) = stream.next().await {
         held += chunk.len();
         chunks.push_back(Bytes::from(chunk));
@@ -344,9 +423,10 @@ pub(crate) async fn log_tail(mut stream: kubeci_engine::api::LogStream, limit: u
             if front.len() <= excess {
                 held -= front.len();
                 skipped += front.len() as u64;
+                skipped_lines += lines_in(front);
                 chunks.pop_front();
             } else {
-                let _ = front.split_to(excess);
+                skipped_lines += lines_in(&front.split_to(excess));
                 held -= excess;
                 skipped += excess as u64;
             }
@@ -362,12 +442,14 @@ pub(crate) async fn log_tail(mut stream: kubeci_engine::api::LogStream, limit: u
             .iter()
             .position(|b| *b == b'\n')
             .map_or(text.len(), |i| i + 1);
+        skipped_lines += lines_in(&text[..start]);
         text.drain(..start);
         skipped += start as u64;
     }
     LogTail {
         text,
         skipped_bytes: skipped,
+        skipped_lines,
     }
 }
 

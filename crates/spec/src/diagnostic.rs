@@ -144,6 +144,71 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// The line of the source it points at, kept by the loader so it can be shown where
+    /// the source is not at hand (a job's page).
+    #[serde(skip)]
+    pub source_line: Option<String>,
+}
+
+/// Keeps with each diagnostic about `file` the line of `text` it points at (at most 120
+/// characters of it).
+pub fn keep_source_lines(diagnostics: &mut [Diagnostic], file: &str, text: &str) {
+    for d in diagnostics
+        .iter_mut()
+        .filter(|d| d.file == file && d.source_line.is_none())
+    {
+        d.source_line = text
+            .lines()
+            .nth(d.line.saturating_sub(1))
+            .map(|line| line.chars().take(120).collect());
+    }
+}
+
+/// A diagnostic with the source line it points at (its own, else the line of `text`), as
+/// rustc shows them: what `kubeci lint` prints, and a job's page shows.
+///
+/// Every text taken from the input (the line, names and values quoted in messages) is
+/// shown with control and bidirectional-override characters escaped (`\x1b`, `\u{202e}`):
+/// a file's bytes never reach a terminal as escape sequences.
+pub fn render(d: &Diagnostic, text: Option<&str>) -> String {
+    let mut out = format!("{}[{}]: {}\n", d.severity, d.code, printable(&d.message));
+    let line_text = d
+        .source_line
+        .as_deref()
+        .or_else(|| text.and_then(|t| t.lines().nth(d.line.saturating_sub(1))));
+    let gutter = " ".repeat(d.line.to_string().len());
+    let _ = writeln!(
+        out,
+        "{gutter}--> {}:{}:{}",
+        printable(&d.file),
+        d.line,
+        d.column
+    );
+    if let Some(line) = line_text {
+        let shown: String = line.chars().take(120).collect();
+        let before: String = shown.chars().take(d.column.saturating_sub(1)).collect();
+        let _ = writeln!(out, "{gutter} |");
+        let _ = writeln!(out, "{} | {}", d.line, printable(&shown).trim_end());
+        let _ = writeln!(
+            out,
+            "{gutter} | {}^",
+            " ".repeat(printable(&before).chars().count().min(120))
+        );
+    }
+    let mut context = Vec::new();
+    if let Some(object) = &d.object {
+        context.push(object.clone());
+    }
+    if !d.field.is_empty() {
+        context.push(format!("field {}", d.field));
+    }
+    if !context.is_empty() {
+        let _ = writeln!(out, "{gutter} = in: {}", printable(&context.join(", ")));
+    }
+    if let Some(help) = &d.help {
+        let _ = writeln!(out, "{gutter} = help: {}", printable(help));
+    }
+    out
 }
 
 impl Diagnostic {

@@ -16,8 +16,8 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, FieldPath, Finding, Severity};
 pub use load::{
-    load, load_configmap, mark_duplicates, shadowed, ConfigMapData, LoadOptions, LoadReport,
-    LoadedJob, ObjectRef,
+    load, load_configmap, mark_duplicates, shadowed, BuildsRun, ConfigMapData, LoadOptions,
+    LoadReport, LoadedJob, ObjectRef,
 };
 pub use model::{json_schema, Job};
 pub use validate::NamespacePolicy;

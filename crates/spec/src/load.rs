@@ -30,8 +30,21 @@ pub struct LoadOptions {
     pub default_namespace: String,
     pub policy: NamespacePolicy,
     pub limits: Limits,
-    /// The builds run in a cluster: a local repository path is an error.
-    pub remote_repositories_only: bool,
+    /// Where the builds run, which decides what a local repository path is.
+    pub builds_run: BuildsRun,
+}
+
+/// Where a job's builds run: a local repository path is expected on this machine, an
+/// error in a cluster, and worth a warning when it is not known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildsRun {
+    /// Not known (`kubeci lint`, `render`).
+    #[default]
+    Anywhere,
+    /// On this machine (`kubeci run`, `serve --local`).
+    OnThisMachine,
+    /// In a cluster (`serve --kubernetes`): a path on kubeci's machine is out of reach.
+    InACluster,
 }
 
 impl Default for LoadOptions {
@@ -40,7 +53,7 @@ impl Default for LoadOptions {
             default_namespace: "default".into(),
             policy: NamespacePolicy::default(),
             limits: Limits::default(),
-            remote_repositories_only: false,
+            builds_run: BuildsRun::Anywhere,
         }
     }
 }
@@ -130,6 +143,7 @@ pub fn shadowed(declarations: &[&LoadedJob]) -> Vec<Option<LoadedJob>> {
                 field: crate::FieldPath::new(&["job", "name"]),
                 message,
                 help: Some(help.into()),
+                source_line: None,
             };
             if same_object(winner, loaded) {
                 repeat.diagnostics.push(diagnostic(
@@ -215,6 +229,7 @@ pub fn load(file: &str, bytes: &[u8], options: &LoadOptions) -> LoadReport {
         field: FieldPath::default(),
         message,
         help: Some(help.to_owned()),
+        source_line: None,
     };
     if bytes.len() > MAX_FILE_BYTES {
         report.diagnostics.push(file_error(
@@ -251,6 +266,7 @@ pub fn load(file: &str, bytes: &[u8], options: &LoadOptions) -> LoadReport {
             report
                 .diagnostics
                 .push(file_error(err.pos, "yaml-syntax", err.message, &err.help));
+            crate::diagnostic::keep_source_lines(&mut report.diagnostics, file, text);
             return report;
         }
     };
@@ -268,6 +284,10 @@ pub fn load(file: &str, bytes: &[u8], options: &LoadOptions) -> LoadReport {
     for document in documents.into_iter().flatten() {
         reader.document(&document, if single { text } else { "" }, &mut report);
     }
+    for job in &mut report.jobs {
+        crate::diagnostic::keep_source_lines(&mut job.diagnostics, file, text);
+    }
+    crate::diagnostic::keep_source_lines(&mut report.diagnostics, file, text);
     report
 }
 
@@ -373,6 +393,9 @@ pub fn load_configmap(configmap: ConfigMapData<'_>, options: &LoadOptions) -> Lo
             format!("key `{other}` is ignored: a job ConfigMap holds one job, in `{JOB_KEY}`"),
             "move it into the job or into another ConfigMap",
         ));
+    }
+    if let Some(text) = configmap.data.get(JOB_KEY) {
+        crate::diagnostic::keep_source_lines(&mut job.diagnostics, JOB_KEY, text);
     }
     job
 }

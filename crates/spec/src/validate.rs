@@ -47,9 +47,9 @@ pub struct Context<'a> {
     /// The namespace of the ConfigMap holding the job; `None` for a bare `job.yaml`.
     pub configmap_namespace: Option<&'a str>,
     pub policy: &'a NamespacePolicy,
-    /// The builds run in a cluster (`serve --kubernetes`): a path on kubeci's machine is
-    /// out of their reach, so a local repository is an error, not a warning.
-    pub remote_repositories_only: bool,
+    /// Where the builds run: a local repository is an error in a cluster, a warning when
+    /// not known, and expected on this machine.
+    pub builds_run: crate::BuildsRun,
 }
 
 /// Environment variables kubeci sets itself; a job may not override them.
@@ -78,7 +78,7 @@ pub fn validate(job: &Job, cx: &Context<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     let root = FieldPath::new(&["job"]);
     check_names(job, cx, &root, &mut out);
-    check_git(job, &root.key("git"), cx.remote_repositories_only, &mut out);
+    check_git(job, &root.key("git"), cx.builds_run, &mut out);
     check_script(job, &root, &mut out);
     check_pod(job, &root, &mut out);
     check_triggers(job, &root, &mut out);
@@ -145,8 +145,8 @@ fn name_help(name: &str) -> String {
     }
 }
 
-fn check_git(job: &Job, path: &FieldPath, remote_only: bool, out: &mut Vec<Finding>) {
-    let url = check_git_url(&job.git.url, path, remote_only, out);
+fn check_git(job: &Job, path: &FieldPath, builds_run: crate::BuildsRun, out: &mut Vec<Finding>) {
+    let url = check_git_url(&job.git.url, path, builds_run, out);
     check_git_names(&job.git, path, out);
     check_ssh_settings(&job.git, url.as_ref(), path, out);
 }
@@ -156,7 +156,7 @@ fn check_git(job: &Job, path: &FieldPath, remote_only: bool, out: &mut Vec<Findi
 fn check_git_url(
     text: &str,
     path: &FieldPath,
-    remote_only: bool,
+    builds_run: crate::BuildsRun,
     out: &mut Vec<Finding>,
 ) -> Option<GitUrl> {
     let url = match GitUrl::parse(text) {
@@ -178,11 +178,11 @@ fn check_git_url(
             Finding::error("credentials-in-url", path.key("url"), "the URL contains a password or token, which everyone who can read ConfigMaps, kubeci's pages or a build's log could read")
                 .help("remove it from the URL and give the clone an SSH key through `ssh_secret_ref` (a Secret only the build's pod reads)"),
         ),
-        Some(GitUrl::Local { .. }) if remote_only => out.push(
+        Some(GitUrl::Local { .. }) if builds_run == crate::BuildsRun::InACluster => out.push(
             Finding::error("local-git-url", path.key("url"), "a build pod cannot reach a path on kubeci's machine: with --kubernetes a job's repository is a remote URL")
                 .help("use the repository's remote URL (`git@host:org/repo.git`, `ssh://…` or `https://…`)"),
         ),
-        Some(GitUrl::Local { .. }) => out.push(
+        Some(GitUrl::Local { .. }) if builds_run == crate::BuildsRun::Anywhere => out.push(
             Finding::warning("local-git-url", path.key("url"), "a local path works only with the local engine (`kubeci run`, `kubeci serve --local`)")
                 .help("use the repository's remote URL for jobs that run in a cluster"),
         ),

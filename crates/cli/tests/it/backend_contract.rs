@@ -185,7 +185,7 @@ async fn kubernetes(cluster: TestCluster) {
     let settings = kubeci_k8s::Settings {
         namespaces: vec![ns.clone()],
         load: kubeci_spec::LoadOptions {
-            remote_repositories_only: true,
+            builds_run: kubeci_spec::BuildsRun::InACluster,
             ..Default::default()
         },
         election: kubeci_k8s::Election {

@@ -19,6 +19,7 @@ mod image;
 mod lint;
 mod new;
 mod pages;
+mod pages_in_chromium;
 mod real_control_plane;
 mod render;
 mod run;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::local::{configmap, Local};
 use common::serve::{http, AUTHORIZED};
+use serde_json::json;
 
 fn get(kubeci: &common::serve::Kubeci, path: &str) -> (u16, String) {
     http(kubeci, "GET", path, &[])
@@ -62,13 +63,10 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{index}"
     );
     assert!(
-        index.contains("#1 <span class=\"state succeeded\">succeeded</span>"),
+        index.contains(">#1</a> <span class=\"st st-succeeded\">"),
         "{index}"
     );
-    assert!(
-        index.contains("<span class=\"state error\">invalid</span>"),
-        "{index}"
-    );
+    assert!(index.contains("<span class=\"st st-invalid\">"), "{index}");
     assert!(
         index.contains("jobs change through their ConfigMaps"),
         "{index}"
@@ -94,9 +92,12 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{job}"
     );
     assert!(job.contains("src=\"/badges/default/pages.svg\""), "{job}");
-    assert!(job.contains("Builds on: manual (API, CLI)"), "{job}");
     assert!(
-        job.contains("<h2>job.yaml</h2>") && job.contains("run_command: "),
+        job.contains("<dt>Builds on</dt><dd>manual (API, CLI)"),
+        "{job}"
+    );
+    assert!(
+        job.contains("<h2>job.yaml</h2>") && job.contains("run_command</span>"),
         "the spec as written: {job}"
     );
     assert!(
@@ -115,7 +116,7 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{build}"
     );
     assert!(
-        build.contains("after title\n"),
+        build.contains("after title</span></li>\n"),
         "the title sequence is dropped: {build}"
     );
     assert!(
@@ -123,20 +124,20 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         "{build}"
     );
     assert!(
-        build.contains("kubectl -n default get job pages-1"),
-        "{build}"
+        !build.contains("kubectl"),
+        "a local build has no cluster hints: {build}"
     );
     let duration = build
-        .split("<tr><th>Duration</th><td id=\"duration\">")
+        .split("<dt>Duration</dt><dd id=\"duration\">")
         .nth(1)
-        .and_then(|rest| rest.split("</td>").next())
+        .and_then(|rest| rest.split("</dd>").next())
         .unwrap_or_default();
     assert!(
         duration.ends_with('s') && duration.starts_with(|c: char| c.is_ascii_digit()),
         "a duration: {duration:?}"
     );
     assert!(
-        build.contains("<tr><th>Started</th><td id=\"started\">20"),
+        build.contains("<dt>Started</dt><dd id=\"started\"><time datetime=\"20"),
         "a start time: {build}"
     );
     assert!(
@@ -299,7 +300,7 @@ fn actions_need_a_signed_in_session_and_a_csrf_token() {
     let (_, anonymous) = get(&kubeci, "/jobs/default/slow");
     assert!(
         anonymous.contains(
-            "<a href=\"/login?next=%2Fjobs%2Fdefault%2Fslow\">Sign in</a> to start builds."
+            "<a href=\"/login?next=%2Fjobs%2Fdefault%2Fslow\">Sign in to start builds</a>"
         ),
         "{anonymous}"
     );
@@ -502,4 +503,68 @@ fn a_password_in_a_git_url_is_refused_and_shown_to_no_one() {
         &[AUTHORIZED],
     );
     assert_eq!(status, 422, "an invalid job does not build");
+}
+
+/// `GET /api/v1/jobs/{ns}/{name}`: a job with every finding about its spec — errors and
+/// warnings, each also as `kubeci lint` prints it — and its `job.yaml`; the list shows
+/// the warnings too, and the job's page shows them.
+#[test]
+fn a_job_and_its_findings_are_in_the_api_and_on_its_page() {
+    let (local, repo) = Local::new();
+    local.write(
+        "invalid.yaml",
+        &configmap(
+            "invalid",
+            &repo.bare,
+            "true",
+            "        max_concurrency: lots\n",
+        ),
+    );
+    let warned = configmap("warned", &repo.bare, "true", "")
+        .replace("data:\n", "data:\n  notes.txt: \"kept elsewhere\"\n");
+    local.write("warned.yaml", &warned);
+    let kubeci = local.serve(&[], &[]);
+
+    let invalid = common::serve::json(&kubeci, "/api/v1/jobs/default/invalid");
+    assert_eq!(invalid["valid"], false, "{invalid}");
+    let finding = &invalid["diagnostics"][0];
+    assert_eq!(
+        (&finding["severity"], &finding["code"], &finding["line"]),
+        (&json!("error"), &json!("wrong-type"), &json!(16)),
+        "{invalid}"
+    );
+    let rendered = finding["rendered"].as_str().unwrap();
+    assert!(
+        rendered.contains("--> ") && rendered.contains("max_concurrency: lots"),
+        "{rendered}"
+    );
+    assert!(invalid["job_yaml"]
+        .as_str()
+        .unwrap()
+        .contains("max_concurrency: lots"));
+
+    let listed = common::serve::json(&kubeci, "/api/v1/jobs");
+    let warned = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "warned")
+        .unwrap();
+    assert_eq!(warned["valid"], true);
+    assert!(
+        warned["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("key `notes.txt` is ignored"),
+        "{warned}"
+    );
+    let (_, page) = get(&kubeci, "/jobs/default/warned");
+    assert!(
+        page.contains("<b>Warnings:</b>") && page.contains("key `notes.txt` is ignored"),
+        "{page}"
+    );
+
+    let (status, absent) = get(&kubeci, "/api/v1/jobs/default/absent");
+    assert_eq!(status, 404);
+    assert!(absent.contains("\"code\":\"job-not-found\""), "{absent}");
 }

@@ -26,6 +26,9 @@ impl Backend for Fake {
     fn ready(&self) -> bool {
         true
     }
+    fn kind(&self) -> kubeci_engine::api::EngineKind {
+        kubeci_engine::api::EngineKind::Local
+    }
     fn jobs(&self) -> Vec<JobView> {
         Vec::new()
     }
@@ -137,13 +140,19 @@ async fn the_build_page_holds_only_the_end_of_a_long_log_from_a_whole_line() {
         "{text}"
     );
     assert_eq!(tail.skipped_bytes as usize + text.len(), 10_000 * 11);
+    let first_shown: u64 = text[5..10].parse().unwrap();
+    assert_eq!(
+        tail.skipped_lines, first_shown,
+        "the lines before the tail, counted"
+    );
     let short: kubeci_engine::api::LogStream =
         Box::pin(futures_util::stream::iter(vec![Ok(b"a\nb\n".to_vec())]));
     assert_eq!(
         log_tail(short, 1000).await,
         LogTail {
             text: b"a\nb\n".to_vec(),
-            skipped_bytes: 0
+            skipped_bytes: 0,
+            skipped_lines: 0,
         }
     );
 }

@@ -39,6 +39,7 @@ impl Reader<'_> {
             field: FieldPath::default(),
             message,
             help: Some(help.to_owned()),
+            source_line: None,
         }
     }
 
@@ -276,7 +277,7 @@ impl Reader<'_> {
             let cx = Context {
                 configmap_namespace: object.map(|o| o.namespace.as_str()),
                 policy: &self.options.policy,
-                remote_repositories_only: self.options.remote_repositories_only,
+                builds_run: self.options.builds_run,
             };
             findings.extend(validate::validate(&parsed.job, &cx));
             // A namespace the job may not claim (refused by the cross-namespace policy, or
@@ -304,6 +305,7 @@ impl Reader<'_> {
                 field: finding.field,
                 message: finding.message,
                 help: finding.help,
+                source_line: None,
             });
         }
         if job.has_errors() {

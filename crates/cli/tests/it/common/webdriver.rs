@@ -1,7 +1,8 @@
 //! A real headless Chromium driven over the W3C WebDriver protocol: Debian's
 //! `chromedriver` started on loopback, spoken to with plain HTTP/1.1 and JSON. Only the
 //! few commands the browser tests use: open a page, find elements, read their text,
-//! click, type, run a script and take a screenshot.
+//! click, type, run a script, resize the window, prefer a colour scheme and take a
+//! screenshot.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -223,6 +224,47 @@ impl Browser {
             "/execute/sync",
             Some(json!({"script": script, "args": []})),
         )
+    }
+
+    /// Runs `script` in the page with `args`; its return value.
+    pub fn execute_with(&self, script: &str, args: Value) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Runs `script`, which calls its last argument when done (a callback), with `args`;
+    /// what it passed.
+    pub fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.command(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Resizes the window (its outer size).
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    /// Makes pages see `prefers-color-scheme: dark` (or light), through the DevTools
+    /// protocol chromedriver passes on.
+    pub fn prefer_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}],
+            }})),
+        );
     }
 
     /// A PNG of the viewport, written to the test artifacts as `name.png`; its path.

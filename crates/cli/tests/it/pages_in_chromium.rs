@@ -1,0 +1,278 @@
+//! Every page in a real headless Chromium as a user sees it: light and dark (the
+//! browser's preference), wide and phone-narrow (375 px, with no sideways scroll of the
+//! page), each checked by axe-core (npm's accessibility engine, run in the page) with no
+//! serious or critical violation, and a screenshot of each left in
+//! `target/ui-screenshots/`. Then the header (signed in, sign out), the jobs page's
+//! filters kept in the URL, line anchors in a log, search within it, and an invalid job's
+//! findings as `kubeci lint` prints them.
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::local::{configmap, Local};
+use common::serve::{Kubeci, TOKEN};
+use common::webdriver::Browser;
+use serde_json::{json, Value};
+
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    common::git::wait_for(Duration::from_secs(60), what, check);
+}
+
+fn url(kubeci: &Kubeci, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", kubeci.port)
+}
+
+/// axe-core's script: `$KUBECI_AXE_JS`, else where `.ci/run` installs it
+/// (`npm install --prefix target/axe axe-core`).
+fn axe_source() -> String {
+    let path = std::env::var_os("KUBECI_AXE_JS").map_or_else(
+        || common::repo_root().join("target/axe/node_modules/axe-core/axe.min.js"),
+        PathBuf::from,
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the accessibility check needs axe-core at {} ({e}): `npm install --prefix target/axe axe-core@4.10.2` (.ci/run does)",
+            path.display()
+        )
+    })
+}
+
+/// axe-core's serious and critical violations on the open page (WCAG 2 A and AA rules
+/// and best practices), as `rule: target…` lines.
+fn serious_violations(browser: &Browser, axe: &str) -> Vec<String> {
+    if browser.execute("return typeof window.axe;") != json!("object") {
+        // Through WebDriver, not a <script> of the page: its CSP stays as it is.
+        browser.execute_with("(0, eval)(arguments[0]); return true;", json!([axe]));
+    }
+    let result = browser.execute_async(
+        "const done = arguments[arguments.length - 1];\
+         axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations), e => done(String(e)));",
+        json!([]),
+    );
+    let Value::Array(violations) = result else {
+        panic!("axe did not run: {result}");
+    };
+    violations
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .map(|v| {
+            let targets: Vec<String> = v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| n["target"].to_string())
+                .collect();
+            format!("{}: {} {}", v["id"], v["help"], targets.join(" "))
+        })
+        .collect()
+}
+
+/// A served jobs directory: the bundled example, a job that passes (three builds), one
+/// that fails (one build), one never built, and one whose spec is invalid.
+fn served() -> (Local, Kubeci) {
+    let (local, repo) = Local::new();
+    let example = "hello.configmap.yaml";
+    std::fs::copy(
+        common::repo_root().join("examples").join(example),
+        local.jobs.join(example),
+    )
+    .unwrap();
+    local.write(
+        "passing.yaml",
+        &configmap(
+            "passing",
+            &repo.bare,
+            "printf 'compiling\\n\\033[32mall good\\033[0m\\n'",
+            "",
+        ),
+    );
+    local.write(
+        "failing.yaml",
+        &configmap(
+            "failing",
+            &repo.bare,
+            "echo 'test x failed' >&2; exit 3",
+            "",
+        ),
+    );
+    local.write("quiet.yaml", &configmap("quiet", &repo.bare, "true", ""));
+    local.write(
+        "invalid.yaml",
+        &configmap(
+            "invalid",
+            &repo.bare,
+            "true",
+            "        max_concurrency: lots\n",
+        ),
+    );
+    let kubeci = local.serve(&[], &[]);
+    for (job, count) in [("passing", 3), ("failing", 1)] {
+        for _ in 0..count {
+            assert_eq!(common::serve::trigger(&kubeci, job, None).0, 201);
+        }
+        wait(&format!("{job}'s builds to end"), || {
+            common::serve::builds(&kubeci, job)
+                .iter()
+                .all(|b| matches!(b["state"].as_str(), Some("succeeded" | "failed" | "error")))
+        });
+    }
+    (local, kubeci)
+}
+
+#[test]
+fn every_page_light_and_dark_wide_and_narrow_passes_the_accessibility_check() {
+    let axe = axe_source();
+    let (_local, kubeci) = served();
+    let browser = Browser::start();
+    let pages = [
+        ("jobs", "/"),
+        ("jobs-filtered", "/?state=failed"),
+        ("job", "/jobs/default/passing"),
+        ("job-never-built", "/jobs/default/quiet"),
+        ("job-invalid", "/jobs/default/invalid"),
+        ("build", "/jobs/default/passing/builds/3"),
+        ("build-failed", "/jobs/default/failing/builds/1"),
+        ("sign-in", "/login"),
+        ("not-found", "/jobs/default/absent"),
+    ];
+    let mut problems = Vec::new();
+    for (theme, dark, background) in [
+        ("light", false, "rgb(255, 255, 255)"),
+        ("dark", true, "rgb(13, 17, 23)"),
+    ] {
+        browser.prefer_dark(dark);
+        for (width, size) in [(1280, "wide"), (375, "narrow")] {
+            browser.set_window_size(width, 900);
+            for (name, path) in pages {
+                browser.open(&url(&kubeci, path));
+                let shown = browser.execute(
+                    "return [getComputedStyle(document.body).backgroundColor, document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+                );
+                assert_eq!(shown[0], background, "{name} in {theme}");
+                let (scroll, client) = (shown[1].as_u64().unwrap(), shown[2].as_u64().unwrap());
+                assert!(
+                    scroll <= client,
+                    "{name}, {theme}, {size}: the page scrolls sideways ({scroll} > {client} px)"
+                );
+                browser.screenshot(&format!("{name}-{theme}-{size}"));
+                for violation in serious_violations(&browser, &axe) {
+                    problems.push(format!("{name} ({theme}, {size}): {violation}"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_header_signs_in_and_out_filters_stay_in_the_url_and_log_lines_are_linkable() {
+    let (local, kubeci) = served();
+    let browser = Browser::start();
+
+    // The jobs page: each job's last build, a strip of recent ones, the invalid job's
+    // first error; filters by state and namespace, kept in the URL.
+    browser.open(&url(&kubeci, "/"));
+    assert_eq!(browser.text_of("#sign-in"), "Sign in");
+    let row_of = |job: &str| {
+        let rows: Vec<String> = browser
+            .find_all("tbody tr")
+            .iter()
+            .map(|r| r.text())
+            .collect();
+        rows.iter()
+            .find(|r| r.starts_with(job))
+            .cloned()
+            .unwrap_or_else(|| panic!("no row of {job} in {rows:#?}"))
+    };
+    let passing = row_of("passing");
+    assert!(
+        passing.contains("#3") && passing.contains("succeeded"),
+        "{passing}"
+    );
+    assert_eq!(
+        browser.execute("return document.querySelectorAll(\"a[href^='/jobs/default/passing/builds/'][class^='st-']\").length;"),
+        3,
+        "three builds in its strip"
+    );
+    let invalid = row_of("invalid");
+    assert!(
+        invalid.contains("invalid") && invalid.contains("max_concurrency"),
+        "{invalid}"
+    );
+    browser.execute("document.querySelector('select#state').value = 'failed';");
+    browser.find("form.filters button").click();
+    wait("the failed jobs only", || {
+        browser.current_url().contains("state=failed")
+            && browser.texts("tbody tr td:first-child > a") == ["failing"]
+    });
+    browser.open(&url(&kubeci, "/?namespace=elsewhere"));
+    assert!(browser
+        .text_of("main")
+        .contains("No job matches these filters"));
+
+    // Sign in from the header; it then says who is signed in, and signs out.
+    browser.open(&url(&kubeci, "/jobs/default/passing"));
+    browser.find("#sign-in").click();
+    browser.find("input[name=token]").type_text(TOKEN);
+    browser.find("form[action='/login'] button").click();
+    wait("back on the job page, signed in", || {
+        browser.current_url().ends_with("/jobs/default/passing")
+            && browser.text_of("#signed-in") == "Signed in with the server's token"
+    });
+    assert!(browser.find("form[action$='/build'] button").is_displayed());
+    browser.find("header form[action='/logout'] button").click();
+    wait("signed out", || browser.text_of("#sign-in") == "Sign in");
+    browser.open(&url(&kubeci, "/jobs/default/passing"));
+    assert_eq!(
+        browser.find_all("form[action$='/build']").len(),
+        0,
+        "signed out: no Build now"
+    );
+
+    // A linked log line is highlighted, in its opened step; search marks matching lines.
+    browser.open(&url(&kubeci, "/jobs/default/failing/builds/1#L1"));
+    assert_eq!(
+        browser.text_of("details[data-step='clone'] li:first-child a"),
+        "1"
+    );
+    assert_eq!(
+        browser.execute("return document.querySelector('#L1').closest('details').open;"),
+        true,
+        "the step of a linked line opens"
+    );
+    assert_ne!(
+        browser.execute("return getComputedStyle(document.querySelector('#L1')).backgroundColor;"),
+        browser.execute("return getComputedStyle(document.querySelector('#L2')).backgroundColor;"),
+        "the linked line stands out"
+    );
+    assert!(
+        browser.text_of("#reason").contains("exited with code 3"),
+        "the reason first"
+    );
+    browser.find("#log-search").type_text("test x failed");
+    wait("one line to match", || {
+        browser.text_of("#log-hits") == "1 line matches"
+    });
+    assert!(browser.find("li.hit").text().contains("test x failed"));
+
+    // An invalid job shows every finding as `kubeci lint` prints it.
+    browser.open(&url(&kubeci, "/jobs/default/invalid"));
+    let findings = browser.text_of("section.problem");
+    assert!(
+        findings.contains("--> ") && findings.contains("= help: "),
+        "{findings}"
+    );
+    let lint = std::process::Command::new(env!("CARGO_BIN_EXE_kubeci"))
+        .arg("lint")
+        .arg(local.jobs.join("invalid.yaml"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(lint.stdout).unwrap();
+    let first = printed.split("\n\n").next().unwrap().trim_end();
+    assert!(
+        first.contains("max_concurrency: lots") && findings.contains(first),
+        "the page shows what `kubeci lint` prints:\n{first}\n---\n{findings}"
+    );
+}

@@ -1,0 +1,432 @@
+//! A build's page: a header that follows the build live (state, times, the actions that
+//! apply now), why it failed first, and its log with numbered, linkable lines, search,
+//! follow and a download of the raw log. Hints name the engine's own tools only where
+//! they apply (`kubectl` for the Kubernetes engine, `--secrets` for the local one).
+
+use kubeci_engine::api::{BuildView, EngineKind as Engine};
+
+use super::parts::{self, action_form, build_path, human_bytes, job_path, now};
+use super::{layout, Chrome};
+use crate::ansi::{escape, line_to_html};
+
+/// What the build page shows of a log: its end, and how much comes before it.
+pub struct LogShown<'a> {
+    pub text: &'a str,
+    pub skipped_bytes: u64,
+    /// The lines before `text`, so the shown ones keep their numbers.
+    pub skipped_lines: u64,
+}
+
+/// What to do about a failure, when kubeci knows: a missing Secret, a clone that failed.
+fn hint(build: &BuildView, namespace: &str, engine: Engine) -> Option<String> {
+    let message = build.message.as_deref()?;
+    if let Some(rest) = message.split_once("secret \"").map(|(_, r)| r) {
+        let secret = rest.split('"').next().unwrap_or_default();
+        return Some(match engine {
+            Engine::Local => format!(
+                "The local engine reads Secrets from the directory given with `--secrets DIR` (one directory per Secret, one file per key): add `{secret}` there."
+            ),
+            Engine::Kubernetes => format!(
+                "Create the Secret `{secret}` in namespace `{namespace}` (kubeci never reads Secrets; the build's pod does)."
+            ),
+        });
+    }
+    if message.contains("clone step") {
+        return Some("The clone step could not check the commit out: the log's first lines say why (an unknown host key, a missing credential, a commit that does not exist).".into());
+    }
+    None
+}
+
+/// Why the build failed, first on the page.
+fn reason(build: &BuildView, namespace: &str, engine: Engine) -> String {
+    if !matches!(build.state, "failed" | "error") {
+        return String::new();
+    }
+    let said = build.message.as_deref().unwrap_or("no reason was given");
+    let hint = hint(build, namespace, engine).map_or_else(String::new, |h| {
+        format!("<br><span class=\"sub\">{}</span>", escape(&h))
+    });
+    format!(
+        "<p class=\"problem\" role=\"alert\" id=\"reason\"><b>Why it {}:</b> {}{hint}</p>",
+        if build.state == "failed" {
+            "failed"
+        } else {
+            "stopped"
+        },
+        escape(said)
+    )
+}
+
+/// The build's facts; the cells with an id follow the build live.
+fn facts(build: &BuildView, web: Option<&str>) -> String {
+    let now = now();
+    format!(
+        "<dl class=\"facts\">\
+<dt>Requested</dt><dd>{}</dd><dt>Started</dt><dd id=\"started\">{}</dd><dt>Finished</dt><dd id=\"finished\">{}</dd><dt>Duration</dt><dd id=\"duration\">{}</dd>\
+<dt>Trigger</dt><dd>{}</dd><dt>Started by</dt><dd>{}</dd><dt>Commit</dt><dd id=\"commit\">{}</dd><dt>Pull request</dt><dd>{}</dd>\
+<dt>Job version</dt><dd>chart {} · spec {}</dd><dt>Reported</dt><dd>{}</dd></dl>",
+        parts::time(build.created_at.as_deref(), now),
+        parts::time(build.started_at.as_deref(), now),
+        parts::time(build.finished_at.as_deref(), now),
+        parts::cell(build.duration(now).as_deref()),
+        parts::cell(build.trigger.as_deref()),
+        parts::started_by(build),
+        parts::commit(web, build.commit.as_deref(), false),
+        parts::pull_request(web, build.pull_request),
+        parts::cell(build.chart_version.as_deref()),
+        parts::cell(build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h))),
+        parts::cell(Some(&build.reported.join(", ")).filter(|r| !r.is_empty()).map(String::as_str)),
+    )
+}
+
+/// "Cancel" or "Rebuild" for a signed-in user. A live build offers "Cancel", and
+/// "Rebuild" hidden: the page's script swaps them when the build ends, so the page never
+/// offers to cancel a finished build.
+fn actions(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    csrf: Option<&str>,
+    live: bool,
+) -> String {
+    let path = build_path(namespace, job, build.number);
+    let action = |verb: &str, label: &str, csrf: &str| {
+        action_form(&format!("{path}/{verb}"), csrf, label, "")
+    };
+    match csrf {
+        Some(csrf) if live => format!(
+            "<span id=\"cancel\">{}</span><span id=\"rebuild\" hidden>{}</span>",
+            action("cancel", "Cancel", csrf),
+            action("rebuild", "Rebuild", csrf)
+        ),
+        Some(csrf) => action("rebuild", "Rebuild", csrf),
+        None => String::new(),
+    }
+}
+
+/// One step of a log: the lines from a container's start (`==> clone: init container
+/// started (…)`, as the pod runner writes it) to the next one's, numbered from `first`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Step<'a> {
+    /// The container (`clone`, `build`), or empty for lines before any start.
+    pub name: &'a str,
+    pub first: u64,
+    pub lines: Vec<&'a str>,
+}
+
+/// The container a line says started, if it is such a line.
+fn step_start(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("==> ")?;
+    let (name, what) = rest.split_once(": ")?;
+    (what.starts_with("init container started") || what.starts_with("container started"))
+        .then_some(name)
+}
+
+/// `text` split into steps; its first line is line `first`. A log without step lines
+/// (the Kubernetes engine shows the build container's alone) is one step, `build`.
+pub(crate) fn steps(text: &str, first: u64) -> Vec<Step<'_>> {
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for (line, n) in text.lines().zip(first..) {
+        match (step_start(line), steps.last_mut()) {
+            (Some(name), _) => steps.push(Step {
+                name,
+                first: n,
+                lines: vec![line],
+            }),
+            (None, Some(step)) => step.lines.push(line),
+            (None, None) => steps.push(Step {
+                name: "",
+                first: n,
+                lines: vec![line],
+            }),
+        }
+    }
+    match steps.as_mut_slice() {
+        [] => vec![Step {
+            name: "build",
+            first,
+            lines: Vec::new(),
+        }],
+        [only] if only.name.is_empty() => {
+            only.name = "build";
+            steps
+        }
+        _ => steps,
+    }
+}
+
+/// The log's steps, each folding, its lines numbered and linkable (`#L42`); a step that
+/// another follows is folded, the last one open.
+fn log_steps(text: &str, first: u64, events: &str) -> String {
+    let steps = steps(text, first);
+    let last = steps.len() - 1;
+    steps
+        .iter()
+        .enumerate()
+        .map(|(at, step)| {
+            let lines: String = step
+                .lines
+                .iter()
+                .zip(step.first..)
+                .map(|(line, n)| {
+                    format!(
+                        "<li id=\"L{n}\"><a href=\"#L{n}\" aria-label=\"line {n}\">{n}</a><span>{}</span></li>\n",
+                        line_to_html(line)
+                    )
+                })
+                .collect();
+            let name = if step.name.is_empty() { "setup" } else { step.name };
+            let (open, id) = if at == last {
+                (" open", format!(" id=\"log\"{events}"))
+            } else {
+                ("", String::new())
+            };
+            format!(
+                "<details{open} data-step=\"{0}\"><summary>{0}</summary><ol start=\"{1}\"{id}>{lines}</ol></details>",
+                escape(name),
+                step.first
+            )
+        })
+        .collect()
+}
+
+/// The log (followed while `live`), its tools, and where else to read it.
+fn log(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    shown: &LogShown<'_>,
+    live: bool,
+    engine: Engine,
+) -> String {
+    let raw = format!("/api/v1{}/log", build_path(namespace, job, build.number));
+    let events = if live {
+        format!(
+            " data-events=\"{}/events\"",
+            build_path(namespace, job, build.number)
+        )
+    } else {
+        String::new()
+    };
+    let follow = if live {
+        "<label><input type=\"checkbox\" id=\"follow\" checked> follow the log</label> <span id=\"live\" role=\"status\">live</span>"
+    } else {
+        ""
+    };
+    let cut = if shown.skipped_bytes > 0 {
+        format!(
+            "<p class=\"note\" id=\"log-cut\">The first {} ({} lines) of this log are not shown here: <a href=\"{raw}\">the whole log</a>.</p>",
+            human_bytes(shown.skipped_bytes),
+            shown.skipped_lines
+        )
+    } else {
+        String::new()
+    };
+    let store = build.log_url.as_deref().map_or_else(String::new, |url| {
+        format!(
+            " · <a href=\"{}\" rel=\"noreferrer\">the log in the log store</a>",
+            escape(url)
+        )
+    });
+    let elsewhere = match engine {
+        Engine::Kubernetes => format!(
+            " · in the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>",
+            ns = escape(namespace),
+            name = escape(&build.name),
+        ),
+        Engine::Local => String::new(),
+    };
+    format!(
+        "<h2 id=\"log-title\">Log</h2>\
+<div class=\"logbar\">{follow}<label for=\"log-search\" class=\"vh\">Search the log</label><input id=\"log-search\" type=\"search\" placeholder=\"search the log\" hidden> <span id=\"log-hits\" role=\"status\"></span>\
+<a href=\"#log-end\">jump to the end</a> · <a href=\"{raw}\" download=\"{}-{}.log\">download the raw log</a></div>{cut}\
+<div class=\"log\" id=\"log-box\" tabindex=\"0\" role=\"region\" aria-label=\"Log\">{}<span id=\"log-end\"></span></div>\n\
+<p class=\"note\"><a href=\"{raw}\">The whole log</a> (plain text){store}{elsewhere}</p>",
+        escape(job),
+        build.number,
+        log_steps(shown.text, shown.skipped_lines + 1, &events),
+    )
+}
+
+/// A build, its log (live while it runs), and where else to read it; `web`: its
+/// repository's page ([`parts::repository_web`]), for links to the commit and pull request.
+/// A signed-in user (`chrome.csrf`) is offered "Cancel" while the build runs and "Rebuild"
+/// (the same commit, branch and pull request) once it has ended.
+pub fn build(
+    namespace: &str,
+    job: &str,
+    build: &BuildView,
+    shown: &LogShown<'_>,
+    web: Option<&str>,
+    engine: Engine,
+    chrome: &Chrome,
+) -> String {
+    let live = matches!(build.state, "queued" | "pending" | "running");
+    let message = build
+        .message
+        .as_deref()
+        .map_or_else(String::new, |m| format!(": {}", escape(m)));
+    layout(
+        &format!("{namespace}/{job} #{}", build.number),
+        chrome,
+        &format!(
+            "<h1><a href=\"{}\">{}/{}</a> #{}</h1>{}<p id=\"state-line\">{}<span id=\"message\">{message}</span></p>\n{}\n<div class=\"actions\">{}</div>\n{}",
+            job_path(namespace, job),
+            escape(namespace),
+            escape(job),
+            build.number,
+            reason(build, namespace, engine),
+            parts::state_with_id(build.state, Some("state")),
+            facts(build, web),
+            actions(namespace, job, build, chrome.csrf.as_deref(), live),
+            log(namespace, job, build, shown, live, engine),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_LOG: LogShown<'static> = LogShown {
+        text: "",
+        skipped_bytes: 0,
+        skipped_lines: 0,
+    };
+
+    fn view(state: &'static str, message: Option<&str>) -> BuildView {
+        BuildView {
+            number: 3,
+            name: "api-3".into(),
+            state,
+            message: message.map(str::to_owned),
+            trigger: Some("pull-request".into()),
+            requested_by: None,
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            pull_request: Some(7),
+            spec_hash: Some(
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            ),
+            chart_version: Some("1.2.0".into()),
+            reported: Vec::new(),
+            log_url: None,
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn page(build_view: &BuildView, log: &LogShown<'_>, engine: Engine) -> String {
+        build(
+            "ci",
+            "api",
+            build_view,
+            log,
+            Some("https://github.com/org/repo"),
+            engine,
+            &Chrome::default(),
+        )
+    }
+
+    #[test]
+    fn a_log_splits_into_the_steps_the_pod_runner_marks() {
+        let log = "==> clone: init container started (kubeci clone)\ncloned\n==> clone: exited with code 0\n==> build: container started (bash -c make)\nmade\n==> result: succeeded in 1.00s\n";
+        let found = steps(log, 1);
+        let names: Vec<(&str, u64, usize)> = found
+            .iter()
+            .map(|s| (s.name, s.first, s.lines.len()))
+            .collect();
+        assert_eq!(names, [("clone", 1, 3), ("build", 4, 3)]);
+        let plain = steps("a\nb\n", 10);
+        assert_eq!(
+            plain,
+            [Step {
+                name: "build",
+                first: 10,
+                lines: vec!["a", "b"]
+            }]
+        );
+        let html = page(
+            &view("succeeded", None),
+            &LogShown {
+                text: log,
+                skipped_bytes: 0,
+                skipped_lines: 0,
+            },
+            Engine::Local,
+        );
+        assert!(
+            html.contains("<details data-step=\"clone\"><summary>clone</summary><ol start=\"1\">"),
+            "{html}"
+        );
+        assert!(html.contains("<details open data-step=\"build\"><summary>build</summary><ol start=\"4\" id=\"log\">"), "{html}");
+    }
+
+    #[test]
+    fn lines_are_numbered_from_where_the_shown_tail_starts_and_linkable() {
+        let tail = LogShown {
+            text: "one\n\u{1b}[31mtwo\u{1b}[0m <b>\n",
+            skipped_bytes: 900,
+            skipped_lines: 40,
+        };
+        let html = page(&view("succeeded", None), &tail, Engine::Local);
+        assert!(html.contains("<li id=\"L41\"><a href=\"#L41\" aria-label=\"line 41\">41</a><span>one</span></li>"), "{html}");
+        assert!(html.contains("<li id=\"L42\"><a href=\"#L42\" aria-label=\"line 42\">42</a><span><span class=\"c1\">two</span> &lt;b&gt;</span></li>"), "{html}");
+        assert!(
+            html.contains("(40 lines) of this log are not shown here"),
+            "{html}"
+        );
+        assert!(html.contains("download=\"api-3.log\""), "{html}");
+    }
+
+    #[test]
+    fn a_failure_says_why_first_with_a_hint_for_the_engine_that_ran_it() {
+        let missing = view(
+            "error",
+            Some("CreateContainerConfigError: secret \"deploy-key\" not found"),
+        );
+        let local = page(&missing, &NO_LOG, Engine::Local);
+        let at = |needle: &str| {
+            local
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {local}"))
+        };
+        assert!(
+            at("Why it stopped:") < at("<dl class=\"facts\">"),
+            "the reason first"
+        );
+        assert!(
+            local.contains("`--secrets DIR`") && local.contains("`deploy-key`"),
+            "{local}"
+        );
+        assert!(
+            !local.contains("kubectl"),
+            "no cluster hints on a local build: {local}"
+        );
+        let cluster = page(&missing, &NO_LOG, Engine::Kubernetes);
+        assert!(
+            cluster.contains("Create the Secret `deploy-key` in namespace `ci`"),
+            "{cluster}"
+        );
+        assert!(
+            cluster.contains("kubectl -n ci logs job/api-3 -c build"),
+            "{cluster}"
+        );
+        assert!(!page(&view("succeeded", None), &NO_LOG, Engine::Local).contains("Why it"));
+    }
+
+    #[test]
+    fn a_build_shows_the_version_of_the_job_it_ran_and_links_its_commit_and_pull_request() {
+        let html = page(&view("succeeded", None), &NO_LOG, Engine::Local);
+        assert!(
+            html.contains("<dd>chart 1.2.0 · spec 9f86d081884c</dd>"),
+            "{html}"
+        );
+        assert!(html.contains("<a href=\"https://github.com/org/repo/commit/0123456789abcdef0123456789abcdef01234567\"><code>0123456789abcdef0123456789abcdef01234567</code></a>"), "{html}");
+        assert!(html.contains("<a href=\"https://github.com/org/repo/pull/7\">#7</a>"));
+        let mut hostile = view("succeeded", None);
+        hostile.commit = Some("\"><script>x</script>".into());
+        let html = page(&hostile, &NO_LOG, Engine::Local);
+        assert!(!html.contains("<script>x"), "{html}");
+    }
+}

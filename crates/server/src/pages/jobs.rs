@@ -1,0 +1,454 @@
+//! The jobs page: every job with its last build (state, when, how long) and a strip of its
+//! recent builds, filtered by namespace, state and text (all kept in the URL), a page of
+//! [`PAGE_SIZE`] at a time.
+
+use kubeci_engine::api::{BuildView, JobView};
+
+use super::parts::{self, build_path, job_path, now, state};
+use super::{layout, Chrome};
+use crate::ansi::escape;
+
+/// Jobs shown on one page.
+pub const PAGE_SIZE: usize = 100;
+
+/// How many recent builds each job's strip shows.
+pub const STRIP: usize = 10;
+
+/// What the jobs page was asked for: its URL's query.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct JobsQuery {
+    /// Text in the namespace, name, repository or triggers (case-insensitive).
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub namespace: String,
+    /// `succeeded`, `failed` (failed or error), `running` (queued, pending or running),
+    /// `aborted`, `never` (no build yet) or `invalid`; empty for all.
+    #[serde(default)]
+    pub state: String,
+    /// The page, from 1.
+    #[serde(default)]
+    pub page: Option<usize>,
+}
+
+/// The states the filter offers: (value, label).
+const STATES: [(&str, &str); 7] = [
+    ("", "any state"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed or error"),
+    ("running", "queued or running"),
+    ("aborted", "aborted"),
+    ("never", "never built"),
+    ("invalid", "invalid"),
+];
+
+impl JobsQuery {
+    /// Whether `job`, whose last build is `last`, is asked for.
+    pub fn wants(&self, job: &JobView, last: Option<&BuildView>) -> bool {
+        if !self.namespace.is_empty() && job.namespace != self.namespace {
+            return false;
+        }
+        let state_matches = match (self.state.as_str(), job.valid, last.map(|b| b.state)) {
+            ("", _, _) => true,
+            ("invalid", valid, _) => !valid,
+            (_, false, _) => false,
+            ("never", _, last) => last.is_none(),
+            ("failed", _, Some(s)) => matches!(s, "failed" | "error"),
+            ("running", _, Some(s)) => matches!(s, "queued" | "pending" | "running"),
+            (wanted, _, Some(s)) => wanted == s,
+            (_, _, None) => false,
+        };
+        if !state_matches {
+            return false;
+        }
+        let wanted = self.q.trim().to_lowercase();
+        wanted.is_empty()
+            || [
+                Some(&job.namespace),
+                job.name.as_ref(),
+                job.git_url.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(&job.triggers)
+            .any(|v| v.to_lowercase().contains(&wanted))
+    }
+
+    /// The page asked for, from 1.
+    pub fn page(&self) -> usize {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    /// This query's URL on page `page`.
+    fn url(&self, page: usize) -> String {
+        let mut url = format!("/?page={page}");
+        for (key, value) in [
+            ("q", &self.q),
+            ("namespace", &self.namespace),
+            ("state", &self.state),
+        ] {
+            if !value.is_empty() {
+                url.push_str(&format!("&{key}={}", parts::urlencode(value)));
+            }
+        }
+        url
+    }
+}
+
+/// One job on the page, with its recent builds (newest first).
+pub struct JobRow {
+    pub job: JobView,
+    pub recent: Vec<BuildView>,
+}
+
+/// The job's last build: a link with its state, when it ended (or started), and how long
+/// it took; an invalid job says why instead.
+fn last_build(row: &JobRow, name: &str, now: i64) -> String {
+    let job = &row.job;
+    if !job.valid {
+        let first = job.errors.first().map_or("", String::as_str);
+        return format!(
+            "{}<span class=\"sub\">{}</span>",
+            state("invalid"),
+            escape(first)
+        );
+    }
+    let Some(build) = row.recent.first() else {
+        return "<span class=\"st st-never\">never built</span>".to_owned();
+    };
+    let when = build
+        .finished_at
+        .as_deref()
+        .or(build.started_at.as_deref())
+        .or(build.created_at.as_deref());
+    let took = build
+        .duration(now)
+        .map_or_else(String::new, |d| format!(" · {}", escape(&d)));
+    format!(
+        "<a href=\"{}\">#{}</a> {}<span class=\"sub\">{}{took}</span>",
+        build_path(&job.namespace, name, build.number),
+        build.number,
+        state(build.state),
+        parts::time(when, now)
+    )
+}
+
+/// The recent builds as a strip of small links, oldest on the left.
+fn strip(row: &JobRow, name: &str) -> String {
+    let links: String = row
+        .recent
+        .iter()
+        .take(STRIP)
+        .rev()
+        .map(|b| {
+            format!(
+                "<a class=\"st-{0}\" href=\"{1}\" title=\"#{2} {0}\"><span class=\"vh\">#{2} {0}</span></a>",
+                escape(b.state),
+                build_path(&row.job.namespace, name, b.number),
+                b.number
+            )
+        })
+        .collect();
+    format!("<div class=\"strip\">{links}</div>")
+}
+
+fn row(row: &JobRow, now: i64) -> String {
+    let job = &row.job;
+    let Some(name) = job.name.as_deref() else {
+        // A declaration whose name cannot be read has no page: its ConfigMap stands in.
+        let configmap = job.configmap.as_deref().unwrap_or("a job file");
+        return format!(
+            "<tr><td>{}<span class=\"sub\">{}</span></td><td>{}</td><td class=\"hide-narrow\"></td><td class=\"hide-narrow\">–</td><td class=\"hide-narrow\">–</td></tr>\n",
+            escape(configmap),
+            escape(&job.namespace),
+            last_build(row, "", now),
+        );
+    };
+    let chart = job
+        .chart_version
+        .as_deref()
+        .map_or_else(String::new, |v| format!(" · chart {}", escape(v)));
+    let repository = job.git_url.as_deref().map_or_else(
+        || "–".to_owned(),
+        |url| {
+            let web = parts::repository_web(url);
+            let shown = escape(url);
+            let branch = job.branch.as_deref().map_or_else(String::new, |b| {
+                format!("<span class=\"sub\">{}</span>", escape(b))
+            });
+            match web {
+                Some(web) => format!("<a href=\"{}\">{shown}</a>{branch}", escape(&web)),
+                None => format!("{shown}{branch}"),
+            }
+        },
+    );
+    format!(
+        "<tr><td><a href=\"{}\">{}</a><span class=\"sub\">{}{chart}</span></td><td>{}</td><td class=\"hide-narrow\">{}</td><td class=\"hide-narrow\">{repository}</td><td class=\"hide-narrow\">{}</td></tr>\n",
+        job_path(&job.namespace, name),
+        escape(name),
+        escape(&job.namespace),
+        last_build(row, name, now),
+        strip(row, name),
+        if job.triggers.is_empty() {
+            "–".to_owned()
+        } else {
+            escape(&job.triggers.join(", "))
+        },
+    )
+}
+
+/// The filters: text and state (the namespace is the header's, carried along).
+fn filters(query: &JobsQuery) -> String {
+    let states: String = STATES
+        .iter()
+        .map(|(value, label)| {
+            let chosen = if query.state == *value {
+                " selected"
+            } else {
+                ""
+            };
+            format!("<option value=\"{value}\"{chosen}>{label}</option>")
+        })
+        .collect();
+    format!(
+        "<form class=\"filters\" method=\"get\" action=\"/\" role=\"search\">\
+<input type=\"hidden\" name=\"namespace\" value=\"{}\">\
+<label for=\"q\" class=\"vh\">Text</label><input id=\"q\" type=\"search\" name=\"q\" value=\"{}\" placeholder=\"job, namespace, repository or trigger\">\
+<label for=\"state\" class=\"vh\">State</label><select id=\"state\" name=\"state\">{states}</select> <button>Filter</button></form>",
+        escape(&query.namespace),
+        escape(&query.q)
+    )
+}
+
+/// "Showing 1–100 of 2,345 jobs", with links to the pages before and after.
+fn pager(query: &JobsQuery, shown: usize, total: usize) -> String {
+    let page = query.page();
+    let first = (page - 1) * PAGE_SIZE;
+    let said = if shown == 0 {
+        format!("No job of {total} shown")
+    } else {
+        format!("Showing {}–{} of {total} jobs", first + 1, first + shown)
+    };
+    let before = (page > 1).then(|| {
+        format!(
+            "<a href=\"{}\" rel=\"prev\">← Previous page</a>",
+            escape(&query.url(page - 1))
+        )
+    });
+    let after = (first + shown < total).then(|| {
+        format!(
+            "<a href=\"{}\" rel=\"next\">Next page →</a>",
+            escape(&query.url(page + 1))
+        )
+    });
+    format!(
+        "<nav class=\"pager\" aria-label=\"Pages\"><span>{said}</span>{}{}</nav>",
+        before.unwrap_or_default(),
+        after.unwrap_or_default()
+    )
+}
+
+/// The jobs page: `rows` are the page's jobs, `total` how many matched `query` in all,
+/// `any` whether there is any job at all.
+pub fn jobs(
+    rows: &[JobRow],
+    total: usize,
+    any: bool,
+    query: &JobsQuery,
+    chrome: &Chrome,
+) -> String {
+    let now = now();
+    let body = if !any {
+        "<div class=\"empty\"><p><b>No jobs yet.</b> A job is a ConfigMap labelled <code>ci-job-spec: \"true\"</code> with a <code>job.yaml</code> key (usually from a Helm chart); in local mode, a file of such ConfigMaps in the jobs directory. <code>kubeci new</code> writes one to start from.</p></div>".to_owned()
+    } else if rows.is_empty() {
+        "<div class=\"empty\"><p>No job matches these filters. <a href=\"/\">Show every job</a>.</p></div>".to_owned()
+    } else {
+        let body: String = rows.iter().map(|r| row(r, now)).collect();
+        format!(
+            "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Jobs\"><table class=\"jobs\"><thead><tr><th scope=\"col\">Job</th><th scope=\"col\">Last build</th><th scope=\"col\" class=\"hide-narrow\">Recent builds</th><th scope=\"col\" class=\"hide-narrow\">Repository</th><th scope=\"col\" class=\"hide-narrow\">Builds on</th></tr></thead><tbody>\n{body}</tbody></table></div>"
+        )
+    };
+    layout(
+        "Jobs",
+        chrome,
+        &format!(
+            "<h1>Jobs</h1>{}{}{body}",
+            filters(query),
+            if any {
+                pager(query, rows.len(), total)
+            } else {
+                String::new()
+            }
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(namespace: &str, name: &str, valid: bool) -> JobView {
+        JobView {
+            namespace: namespace.into(),
+            name: Some(name.into()),
+            configmap: None,
+            valid,
+            errors: if valid {
+                Vec::new()
+            } else {
+                vec!["job.yaml:3:5: error: no".into()]
+            },
+            warnings: Vec::new(),
+            git_url: Some("https://github.com/o/r".into()),
+            branch: Some("main".into()),
+            chart_version: None,
+            spec_hash: String::new(),
+            triggers: vec!["manual (API, CLI)".into()],
+        }
+    }
+
+    fn build(number: u64, state: &'static str) -> BuildView {
+        BuildView {
+            number,
+            name: format!("x-{number}"),
+            state,
+            message: None,
+            trigger: None,
+            requested_by: None,
+            commit: None,
+            pull_request: None,
+            spec_hash: None,
+            chart_version: None,
+            reported: Vec::new(),
+            created_at: None,
+            started_at: Some("2026-11-30T05:00:00Z".into()),
+            finished_at: Some("2026-11-30T05:01:12Z".into()),
+            log_url: None,
+        }
+    }
+
+    fn asked(state: &str, q: &str, namespace: &str) -> JobsQuery {
+        JobsQuery {
+            q: q.into(),
+            namespace: namespace.into(),
+            state: state.into(),
+            page: None,
+        }
+    }
+
+    #[test]
+    fn filters_by_namespace_state_and_text_together() {
+        let (ok, failed, broken) = (
+            job("ci", "api", true),
+            job("web", "ui", true),
+            job("ci", "bad", false),
+        );
+        let last_ok = build(3, "succeeded");
+        let last_failed = build(4, "error");
+        let wants = |query: &JobsQuery| {
+            [
+                (&ok, Some(&last_ok)),
+                (&failed, Some(&last_failed)),
+                (&broken, None),
+            ]
+            .iter()
+            .filter(|(j, l)| query.wants(j, *l))
+            .map(|(j, _)| j.name.clone().unwrap())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(wants(&asked("", "", "")), ["api", "ui", "bad"]);
+        assert_eq!(wants(&asked("", "", "ci")), ["api", "bad"]);
+        assert_eq!(
+            wants(&asked("failed", "", "")),
+            ["ui"],
+            "error counts as failed"
+        );
+        assert_eq!(wants(&asked("invalid", "", "")), ["bad"]);
+        assert_eq!(
+            wants(&asked("never", "", "")),
+            Vec::<String>::new(),
+            "an invalid job is not 'never built'"
+        );
+        assert_eq!(wants(&asked("", "UI", "")), ["ui"]);
+        assert_eq!(wants(&asked("succeeded", "", "web")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_row_links_its_last_build_with_when_and_how_long_and_a_strip_of_recent_ones() {
+        let rows = [JobRow {
+            job: job("ci", "api", true),
+            recent: (1..=12)
+                .rev()
+                .map(|n| build(n, if n % 2 == 0 { "failed" } else { "succeeded" }))
+                .collect(),
+        }];
+        let page = jobs(&rows, 1, true, &asked("", "", ""), &Chrome::default());
+        assert!(
+            page.contains(
+                "<a href=\"/jobs/ci/api/builds/12\">#12</a> <span class=\"st st-failed\">"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<time datetime=\"2026-11-30T05:01:12Z\""),
+            "{page}"
+        );
+        assert!(page.contains(" · 1m 12s</span>"), "{page}");
+        let strip: Vec<&str> = page.matches("<a class=\"st-").collect();
+        assert_eq!(strip.len(), STRIP, "the last ten");
+        let oldest = page.find("#3 succeeded</span>").unwrap();
+        let newest = page.find("title=\"#12 failed\"").unwrap();
+        assert!(oldest < newest, "oldest on the left");
+        assert!(
+            !page.contains("title=\"#2 "),
+            "build 2 is not among the last ten"
+        );
+        assert!(page.contains("Showing 1–1 of 1 jobs"));
+    }
+
+    #[test]
+    fn an_invalid_job_says_its_first_error_and_no_jobs_says_how_to_add_one() {
+        let rows = [JobRow {
+            job: job("ci", "bad", false),
+            recent: Vec::new(),
+        }];
+        let page = jobs(&rows, 1, true, &asked("", "", ""), &Chrome::default());
+        assert!(
+            page.contains("st-invalid") && page.contains("job.yaml:3:5: error: no"),
+            "{page}"
+        );
+        let mut unnamed = job("ci", "x", false);
+        unnamed.name = None;
+        unnamed.configmap = Some("ConfigMap ci/broken".into());
+        let rows = [JobRow {
+            job: unnamed,
+            recent: Vec::new(),
+        }];
+        let page = jobs(&rows, 1, true, &asked("", "", ""), &Chrome::default());
+        assert!(
+            page.contains("<td>ConfigMap ci/broken<span class=\"sub\">ci</span></td>"),
+            "{page}"
+        );
+        assert!(!page.contains("/jobs/ci/"), "no page to link to: {page}");
+        let empty = jobs(&[], 0, false, &asked("", "", ""), &Chrome::default());
+        assert!(
+            empty.contains("No jobs yet") && empty.contains("ci-job-spec"),
+            "{empty}"
+        );
+        let none = jobs(&[], 0, true, &asked("failed", "", ""), &Chrome::default());
+        assert!(none.contains("No job matches these filters"), "{none}");
+    }
+
+    #[test]
+    fn the_pager_keeps_the_filters_in_its_links() {
+        let mut query = asked("failed", "a b", "ci");
+        query.page = Some(2);
+        let nav = pager(&query, PAGE_SIZE, 3 * PAGE_SIZE);
+        assert!(nav.contains("Showing 101–200 of 300 jobs"), "{nav}");
+        assert!(
+            nav.contains("href=\"/?page=1&amp;q=a%20b&amp;namespace=ci&amp;state=failed\""),
+            "{nav}"
+        );
+        assert!(nav.contains("href=\"/?page=3&amp;"), "{nav}");
+    }
+}

@@ -1,0 +1,296 @@
+//! The small pieces every page is made of: a build state (icon, colour and word), times
+//! relative to now with the exact time on hover, links to a repository's commits and pull
+//! requests, paths, and who started a build, said for people.
+
+use kubeci_engine::api::BuildView;
+
+use crate::ansi::escape;
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `value` escaped, or a dash.
+pub(crate) fn cell(value: Option<&str>) -> String {
+    value.map_or_else(|| "–".to_owned(), escape)
+}
+
+/// The icon of a state: each state has its own shape, so colour is never the only sign.
+fn icon(state: &str) -> &'static str {
+    match state {
+        "succeeded" => "✓",
+        "failed" => "✗",
+        "error" | "invalid" => "!",
+        "aborted" => "⊘",
+        "running" => "●",
+        "pending" => "◔",
+        "queued" => "○",
+        _ => "–",
+    }
+}
+
+/// A state as icon, colour and word; `id` names it for the live page.
+pub(crate) fn state_with_id(state: &str, id: Option<&str>) -> String {
+    let id = id.map_or_else(String::new, |id| format!(" id=\"{id}\""));
+    format!(
+        "<span class=\"st st-{0}\"{id}><span class=\"ic\" aria-hidden=\"true\">{1}</span> <span class=\"word\">{0}</span></span>",
+        escape(state),
+        icon(state)
+    )
+}
+
+/// A state as icon, colour and word.
+pub(crate) fn state(state: &str) -> String {
+    state_with_id(state, None)
+}
+
+/// How long ago `then` was, for people: `just now`, `5 s ago`, `3 min ago`, `2 h ago`,
+/// `4 days ago`; a time to come reads `in 3 min`.
+pub(crate) fn ago(then: i64, now: i64) -> String {
+    let seconds = now - then;
+    let (amount, future) = (seconds.unsigned_abs(), seconds < 0);
+    let said = match amount {
+        0..=4 => return "just now".into(),
+        5..=59 => format!("{amount} s"),
+        60..=3599 => format!("{} min", amount / 60),
+        3600..=86_399 => format!("{} h", amount / 3600),
+        86_400..=172_799 => "1 day".into(),
+        _ => format!("{} days", amount / 86_400),
+    };
+    if future {
+        format!("in {said}")
+    } else {
+        format!("{said} ago")
+    }
+}
+
+/// An RFC 3339 time as `<time>`: relative to now, the exact UTC time on hover (the page's
+/// script keeps the relative words current).
+pub(crate) fn time(rfc3339: Option<&str>, now: i64) -> String {
+    let Some(text) = rfc3339 else {
+        return "–".into();
+    };
+    let Ok(at) = text.parse::<jiff::Timestamp>() else {
+        return escape(text);
+    };
+    let exact = at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+    format!(
+        "<time datetime=\"{}\" title=\"{exact}\">{}</time>",
+        escape(text),
+        ago(at.as_second(), now)
+    )
+}
+
+/// The web page of a job's repository (`https://host/owner/name`), for links to commits
+/// and pull requests; `None` for a local path.
+pub fn repository_web(git_url: &str) -> Option<String> {
+    let key = kubeci_spec::giturl::GitUrl::parse(git_url)
+        .ok()?
+        .repository_key()?;
+    Some(format!("https://{key}"))
+}
+
+/// A commit, linked to its page in the repository when there is one; `short` shows its
+/// first 12 characters.
+pub(crate) fn commit(web: Option<&str>, commit: Option<&str>, short: bool) -> String {
+    let Some(commit) = commit else {
+        return "–".to_owned();
+    };
+    let shown = if short {
+        commit.get(..12).unwrap_or(commit)
+    } else {
+        commit
+    };
+    match web {
+        Some(web) => format!(
+            "<a href=\"{}/commit/{}\"><code>{}</code></a>",
+            escape(web),
+            urlencode(commit),
+            escape(shown)
+        ),
+        None => format!("<code>{}</code>", escape(shown)),
+    }
+}
+
+/// A pull request number, linked to its page when the repository has one.
+pub(crate) fn pull_request(web: Option<&str>, number: Option<u64>) -> String {
+    match (web, number) {
+        (_, None) => "–".to_owned(),
+        (Some(web), Some(n)) => format!("<a href=\"{}/pull/{n}\">#{n}</a>", escape(web)),
+        (None, Some(n)) => format!("#{n}"),
+    }
+}
+
+/// A branch, linked to its tree in the repository when there is one.
+pub(crate) fn branch(web: Option<&str>, branch: Option<&str>) -> String {
+    match (web, branch) {
+        (_, None) => "–".to_owned(),
+        (Some(web), Some(b)) => format!(
+            "<a href=\"{}/tree/{}\">{}</a>",
+            escape(web),
+            escape(&b.split('/').map(urlencode).collect::<Vec<_>>().join("/")),
+            escape(b)
+        ),
+        (None, Some(b)) => escape(b),
+    }
+}
+
+/// The page of job `name` in `namespace`.
+pub(crate) fn job_path(namespace: &str, name: &str) -> String {
+    format!("/jobs/{}/{}", urlencode(namespace), urlencode(name))
+}
+
+/// The page of build `number` of a job.
+pub(crate) fn build_path(namespace: &str, name: &str, number: u64) -> String {
+    format!("{}/builds/{number}", job_path(namespace, name))
+}
+
+/// A path segment, percent-encoded.
+pub fn urlencode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Who or what started `build`, said for people: `cron`, `@octocat (push)`, `@octocat
+/// (pull request)`, `the web page (server token)`, or who the API or a proxy named.
+pub(crate) fn started_by(build: &BuildView) -> String {
+    let trigger = build.trigger.as_deref().unwrap_or("manual");
+    let who = build.requested_by.as_deref();
+    let person = who.map(|w| match w.strip_prefix("github:") {
+        Some(login) => format!("@{login}"),
+        None if w == "ui" => "the web page (server token)".to_owned(),
+        None => w.to_owned(),
+    });
+    let said = match (trigger, person) {
+        ("cron", _) => "cron".to_owned(),
+        ("push", Some(p)) => format!("{p} (push)"),
+        ("push", None) => "a push".to_owned(),
+        ("pull-request", Some(p)) => format!("{p} (pull request)"),
+        ("comment", Some(p)) => format!("{p} (comment or re-run)"),
+        (_, Some(p)) => p,
+        (other, None) => other.to_owned(),
+    };
+    escape(&said)
+}
+
+/// A form that posts `action` with the session's CSRF token.
+pub(crate) fn action_form(action: &str, csrf: &str, label: &str, class: &str) -> String {
+    let class = if class.is_empty() {
+        String::new()
+    } else {
+        format!(" class=\"{class}\"")
+    };
+    format!(
+        "<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button{class}>{}</button></form>",
+        escape(csrf),
+        escape(label)
+    )
+}
+
+/// `bytes` for people: `812 bytes`, `3.4 KB`, `59.6 MB`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b < 1000 => format!("{b} bytes"),
+        b if b < 1_000_000 => format!("{:.1} KB", b as f64 / 1e3),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_people_say_them_with_the_exact_time_on_hover() {
+        assert_eq!(ago(100, 102), "just now");
+        assert_eq!(ago(100, 145), "45 s ago");
+        assert_eq!(ago(0, 3 * 60 + 5), "3 min ago");
+        assert_eq!(ago(0, 7200), "2 h ago");
+        assert_eq!(ago(0, 86_400 + 5), "1 day ago");
+        assert_eq!(ago(0, 4 * 86_400), "4 days ago");
+        assert_eq!(ago(600, 0), "in 10 min");
+        let at = "2026-11-30T05:00:00Z";
+        let then = at.parse::<jiff::Timestamp>().unwrap().as_second();
+        assert_eq!(
+            time(Some(at), then + 180),
+            "<time datetime=\"2026-11-30T05:00:00Z\" title=\"2026-11-30 05:00:00 UTC\">3 min ago</time>"
+        );
+        assert_eq!(time(None, 0), "–");
+        assert_eq!(time(Some("<b>"), 0), "&lt;b&gt;");
+    }
+
+    #[test]
+    fn every_state_has_an_icon_of_its_own_beside_its_word() {
+        let states = [
+            "queued",
+            "pending",
+            "running",
+            "succeeded",
+            "failed",
+            "error",
+            "aborted",
+        ];
+        let icons: std::collections::BTreeSet<&str> = states.iter().map(|s| icon(s)).collect();
+        assert_eq!(icons.len(), states.len(), "one shape per state");
+        assert_eq!(
+            state("failed"),
+            "<span class=\"st st-failed\"><span class=\"ic\" aria-hidden=\"true\">✗</span> <span class=\"word\">failed</span></span>"
+        );
+    }
+
+    fn started(trigger: &str, by: Option<&str>) -> String {
+        let build = BuildView {
+            number: 1,
+            name: "x-1".into(),
+            state: "queued",
+            message: None,
+            trigger: Some(trigger.into()),
+            requested_by: by.map(str::to_owned),
+            commit: None,
+            pull_request: None,
+            spec_hash: None,
+            chart_version: None,
+            reported: Vec::new(),
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+            log_url: None,
+        };
+        started_by(&build)
+    }
+
+    #[test]
+    fn who_started_a_build_is_said_for_people() {
+        assert_eq!(started("cron", None), "cron");
+        assert_eq!(started("push", Some("github:octo")), "@octo (push)");
+        assert_eq!(
+            started("pull-request", Some("github:octo")),
+            "@octo (pull request)"
+        );
+        assert_eq!(started("manual", Some("ui")), "the web page (server token)");
+        assert_eq!(started("manual", Some("alice")), "alice");
+        assert_eq!(started("manual", Some("<b>")), "&lt;b&gt;");
+    }
+
+    #[test]
+    fn branches_and_commits_link_to_the_repository_escaped() {
+        let web = Some("https://github.com/o/r");
+        assert_eq!(
+            branch(web, Some("release/1.x")),
+            "<a href=\"https://github.com/o/r/tree/release/1.x\">release/1.x</a>"
+        );
+        assert_eq!(branch(None, Some("main")), "main");
+        assert!(commit(web, Some("\"><x>"), true).contains("/commit/%22%3E%3Cx%3E\""));
+    }
+}
