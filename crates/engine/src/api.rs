@@ -417,6 +417,17 @@ pub trait Backend: Send + Sync + 'static {
             .and_then(|builds| builds.into_iter().find(|b| b.number == number));
         std::future::ready(found)
     }
+    /// Every job as declared, valid or not (one per ConfigMap or job file), shared: what
+    /// the jobs page filters before it builds views of the jobs it shows.
+    fn declared_jobs(&self) -> Vec<std::sync::Arc<kubeci_spec::LoadedJob>>;
+    /// The state of the newest build of every job that has one, by (namespace, job): the
+    /// jobs page's state filter, without building a view of every build.
+    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
+        self.latest_builds()
+            .into_iter()
+            .map(|(key, build)| (key, build.state))
+            .collect()
+    }
     /// The newest build of every job that has one, by (namespace, job): the jobs page's
     /// last column, in one pass instead of one per job.
     fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {

@@ -62,12 +62,23 @@ impl Backend for Cluster {
         Some(self.view(&record.job, &record.pods, &record.summary))
     }
 
-    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
-        self.build_groups()
+    fn declared_jobs(&self) -> Vec<Arc<kubeci_spec::LoadedJob>> {
+        self.declarations()
+    }
+
+    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
+        self.newest_records()
             .into_iter()
-            .filter_map(|(key, records)| {
-                let newest = records.first()?;
-                Some((key, self.view(&newest.job, &newest.pods, &newest.summary)))
+            .map(|(key, newest)| (key, newest.summary.state.name()))
+            .collect()
+    }
+
+    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
+        self.newest_records()
+            .into_iter()
+            .map(|(key, newest)| {
+                let view = self.view(&newest.job, &newest.pods, &newest.summary);
+                (key, view)
             })
             .collect()
     }

@@ -222,6 +222,43 @@ impl Cluster {
         groups
     }
 
+    /// The newest cached build of every job, by (namespace, job): one pass over the Jobs
+    /// keeps each job's newest, and only those are read with their pods.
+    pub(crate) fn newest_records(&self) -> BTreeMap<(String, String), BuildRecord> {
+        let now = now();
+        let mut newest: BTreeMap<(String, String), (u64, Arc<BuildJob>, usize)> = BTreeMap::new();
+        for (at, scope) in self.scopes.iter().enumerate() {
+            for job in scope.jobs.state() {
+                let (Some(name), Some(number)) = (
+                    label(&*job, keys::JOB),
+                    label(&*job, keys::BUILD).and_then(|b| b.parse::<u64>().ok()),
+                ) else {
+                    continue;
+                };
+                let key = (job.namespace().unwrap_or_default(), name.to_owned());
+                if newest.get(&key).is_none_or(|(n, _, _)| *n < number) {
+                    newest.insert(key, (number, job, at));
+                }
+            }
+        }
+        newest
+            .into_iter()
+            .filter_map(|((namespace, name), (number, job, at))| {
+                let scope = &self.scopes[at];
+                let build = number.to_string();
+                let pods: Vec<Arc<BuildPod>> = scope
+                    .pods_by_job
+                    .names(&namespace, &name)
+                    .iter()
+                    .filter_map(|pod| scope.pods.get(&ObjectRef::new(pod).within(&namespace)))
+                    .filter(|pod| label(&**pod, keys::BUILD) == Some(build.as_str()))
+                    .collect();
+                let record = self.record(job, pods, now)?;
+                Some(((namespace, name), record))
+            })
+            .collect()
+    }
+
     /// One build from its Job and pods, if the Job is a build's.
     fn record(
         &self,

@@ -81,6 +81,19 @@ impl Backend for LocalBackend {
             .collect()
     }
 
+    fn declared_jobs(&self) -> Vec<Arc<LoadedJob>> {
+        self.jobs.read().expect("the jobs lock").all().to_vec()
+    }
+
+    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
+        self.store()
+            .latest_builds()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| ((row.namespace, row.job), row.state.name()))
+            .collect()
+    }
+
     fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
         self.store()
             .latest_builds()

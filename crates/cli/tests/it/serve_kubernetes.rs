@@ -55,6 +55,12 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
             "{key}: {finished}"
         );
     }
+    // The jobs page filters by the last build's state, as the cache holds it.
+    let listed = |state: &str| {
+        let (_, page) = common::serve::http(&kubeci, "GET", &format!("/?state={state}"), &[]);
+        page.contains("<a href=\"/jobs/default/start-helm-test\">")
+    };
+    assert!(listed("succeeded") && !listed("failed") && !listed("never"));
 
     // An edit applies to the next build; the finished one keeps the spec it ran.
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");

@@ -3,6 +3,7 @@
 //! [`PAGE_SIZE`] at a time.
 
 use kubeci_engine::api::{BuildView, JobView};
+use kubeci_spec::LoadedJob;
 
 use super::parts::{self, build_path, job_path, now, state};
 use super::{layout, Chrome};
@@ -43,12 +44,14 @@ const STATES: [(&str, &str); 7] = [
 ];
 
 impl JobsQuery {
-    /// Whether `job`, whose last build is `last`, is asked for.
-    pub fn wants(&self, job: &JobView, last: Option<&BuildView>) -> bool {
+    /// Whether `job`, whose last build ended in state `last`, is asked for. Read from the
+    /// declaration itself: the page builds views only of the jobs it shows.
+    pub fn wants(&self, job: &LoadedJob, last: Option<&str>) -> bool {
         if !self.namespace.is_empty() && job.namespace != self.namespace {
             return false;
         }
-        let state_matches = match (self.state.as_str(), job.valid, last.map(|b| b.state)) {
+        let valid = job.job.is_some();
+        let state_matches = match (self.state.as_str(), valid, last) {
             ("", _, _) => true,
             ("invalid", valid, _) => !valid,
             (_, false, _) => false,
@@ -62,16 +65,15 @@ impl JobsQuery {
             return false;
         }
         let wanted = self.q.trim().to_lowercase();
-        wanted.is_empty()
-            || [
-                Some(&job.namespace),
-                job.name.as_ref(),
-                job.git_url.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .chain(&job.triggers)
-            .any(|v| v.to_lowercase().contains(&wanted))
+        if wanted.is_empty() {
+            return true;
+        }
+        let has = |value: &str| value.to_lowercase().contains(&wanted);
+        let spec = job.job.as_ref();
+        has(&job.namespace)
+            || job.name.as_deref().is_some_and(has)
+            || spec.is_some_and(|s| has(&s.git.url))
+            || spec.is_some_and(|s| kubeci_engine::api::triggers(s).iter().any(|t| has(t)))
     }
 
     /// The page asked for, from 1.
@@ -336,19 +338,40 @@ mod tests {
         }
     }
 
+    /// Job `name` of `namespace` as declared; `valid: false` gives it an error.
+    fn declared(namespace: &str, name: &str, valid: bool) -> LoadedJob {
+        let extra = if valid {
+            ""
+        } else {
+            "    max_concurrency: lots\n"
+        };
+        let data = [(
+            "job.yaml".to_owned(),
+            format!("- job:\n    name: {name}\n    git: {{url: 'https://github.com/o/{name}'}}\n    run_command: make\n{extra}"),
+        )]
+        .into();
+        kubeci_spec::load_configmap(
+            kubeci_spec::ConfigMapData {
+                namespace,
+                name,
+                labels: &Default::default(),
+                data: &data,
+            },
+            &kubeci_spec::LoadOptions::default(),
+        )
+    }
+
     #[test]
     fn filters_by_namespace_state_and_text_together() {
         let (ok, failed, broken) = (
-            job("ci", "api", true),
-            job("web", "ui", true),
-            job("ci", "bad", false),
+            declared("ci", "api", true),
+            declared("web", "ui", true),
+            declared("ci", "bad", false),
         );
-        let last_ok = build(3, "succeeded");
-        let last_failed = build(4, "error");
         let wants = |query: &JobsQuery| {
             [
-                (&ok, Some(&last_ok)),
-                (&failed, Some(&last_failed)),
+                (&ok, Some("succeeded")),
+                (&failed, Some("error")),
                 (&broken, None),
             ]
             .iter()
@@ -370,6 +393,22 @@ mod tests {
             "an invalid job is not 'never built'"
         );
         assert_eq!(wants(&asked("", "UI", "")), ["ui"]);
+        assert_eq!(
+            wants(&asked("", "github.com/o/api", "")),
+            ["api"],
+            "the repository"
+        );
+        assert_eq!(wants(&asked("", "manual", "web")), ["ui"], "a trigger");
+        assert_eq!(
+            wants(&asked("", "github.com/o/api", "")),
+            ["api"],
+            "the repository"
+        );
+        assert_eq!(
+            wants(&asked("", "pull requests", "")),
+            Vec::<String>::new(),
+            "a trigger"
+        );
         assert_eq!(wants(&asked("succeeded", "", "web")), Vec::<String>::new());
     }
 

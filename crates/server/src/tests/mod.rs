@@ -32,6 +32,9 @@ impl Backend for Fake {
     fn jobs(&self) -> Vec<JobView> {
         Vec::new()
     }
+    fn declared_jobs(&self) -> Vec<Arc<kubeci_spec::LoadedJob>> {
+        Vec::new()
+    }
     fn builds(&self, _: &str, name: &str) -> Option<Vec<BuildView>> {
         (name == "demo").then(Vec::new)
     }
