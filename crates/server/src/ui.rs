@@ -116,7 +116,7 @@ pub(crate) async fn jobs_page<B: Backend>(
     let total = matching.len();
     let shown: Vec<JobView> = matching
         .into_iter()
-        .skip((query.page() - 1) * pages::PAGE_SIZE)
+        .skip(query.skipped())
         .take(pages::PAGE_SIZE)
         .map(|loaded| JobView::of(loaded))
         .collect();

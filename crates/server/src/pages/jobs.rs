@@ -81,6 +81,11 @@ impl JobsQuery {
         self.page.unwrap_or(1).max(1)
     }
 
+    /// How many jobs come before the page asked for (however large a number it names).
+    pub fn skipped(&self) -> usize {
+        (self.page() - 1).saturating_mul(PAGE_SIZE)
+    }
+
     /// This query's URL on page `page`.
     fn url(&self, page: usize) -> String {
         let mut url = format!("/?page={page}");
@@ -225,11 +230,15 @@ fn filters(query: &JobsQuery) -> String {
 /// "Showing 1–100 of 2,345 jobs", with links to the pages before and after.
 fn pager(query: &JobsQuery, shown: usize, total: usize) -> String {
     let page = query.page();
-    let first = (page - 1) * PAGE_SIZE;
+    let first = query.skipped();
     let said = if shown == 0 {
         format!("No job of {total} shown")
     } else {
-        format!("Showing {}–{} of {total} jobs", first + 1, first + shown)
+        format!(
+            "Showing {}–{} of {total} jobs",
+            first.saturating_add(1),
+            first.saturating_add(shown)
+        )
     };
     let before = (page > 1).then(|| {
         format!(
@@ -237,10 +246,10 @@ fn pager(query: &JobsQuery, shown: usize, total: usize) -> String {
             escape(&query.url(page - 1))
         )
     });
-    let after = (first + shown < total).then(|| {
+    let after = (first.saturating_add(shown) < total).then(|| {
         format!(
             "<a href=\"{}\" rel=\"next\">Next page →</a>",
-            escape(&query.url(page + 1))
+            escape(&query.url(page.saturating_add(1)))
         )
     });
     format!(
@@ -489,5 +498,11 @@ mod tests {
             "{nav}"
         );
         assert!(nav.contains("href=\"/?page=3&amp;"), "{nav}");
+        let far = JobsQuery {
+            page: Some(usize::MAX),
+            ..JobsQuery::default()
+        };
+        assert_eq!(far.skipped(), usize::MAX, "no overflow");
+        assert!(pager(&far, 0, 5).contains("No job of 5 shown"));
     }
 }
