@@ -161,7 +161,11 @@ fn pages_list_jobs_and_builds_and_render_hostile_text_inert() {
         badge.starts_with("<svg") && badge.contains(">succeeded</text>"),
         "{badge}"
     );
-    for hostile in ["/?page=18446744073709551615", "/?page=-1", "/?state=%3Cb%3E&q=%00"] {
+    for hostile in [
+        "/?page=18446744073709551615",
+        "/?page=-1",
+        "/?state=%3Cb%3E&q=%00",
+    ] {
         assert_eq!(get(&kubeci, hostile).0, 200, "{hostile}");
     }
     assert_eq!(get(&kubeci, "/jobs/default/absent").0, 404);
