@@ -575,3 +575,42 @@ fn a_job_and_its_findings_are_in_the_api_and_on_its_page() {
     assert_eq!(status, 404);
     assert!(absent.contains("\"code\":\"job-not-found\""), "{absent}");
 }
+
+/// A job whose pod needs a Secret the local engine was not given says so on its page and
+/// in the API before anyone presses "Build now"; given the Secret (`--secrets DIR`), it
+/// builds.
+#[test]
+fn a_job_the_local_engine_cannot_build_says_why_before_anyone_tries() {
+    let (local, repo) = Local::new();
+    let needs_key = configmap("keyed", &repo.bare, "true", "").replace(
+        "          branch: main\n",
+        "          branch: main\n          ssh_secret_ref: deploy-key\n",
+    );
+    local.write("keyed.yaml", &needs_key);
+    let kubeci = local.serve(&[], &[]);
+    let (_, page) = get(&kubeci, "/jobs/default/keyed");
+    assert!(
+        page.contains("id=\"cannot-build\"") && page.contains("`deploy-key`"),
+        "{page}"
+    );
+    assert!(page.contains("--secrets DIR"), "{page}");
+    assert!(!page.contains("Sign in to start builds"), "{page}");
+    let job = common::serve::json(&kubeci, "/api/v1/jobs/default/keyed");
+    assert!(
+        job["cannot_build"]
+            .as_str()
+            .unwrap()
+            .contains("`deploy-key`"),
+        "{job}"
+    );
+    drop(kubeci);
+
+    let secrets = local.dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("deploy-key")).unwrap();
+    std::fs::write(secrets.join("deploy-key/private-key"), "not a real key\n").unwrap();
+    let kubeci = local.serve(&["--secrets", secrets.to_str().unwrap()], &[]);
+    let (_, page) = get(&kubeci, "/jobs/default/keyed");
+    assert!(!page.contains("cannot-build"), "{page}");
+    let job = common::serve::json(&kubeci, "/api/v1/jobs/default/keyed");
+    assert_eq!(job["cannot_build"], serde_json::Value::Null, "{job}");
+}
