@@ -423,20 +423,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The state of the newest build of every job that has one, by (namespace, job): the
     /// jobs page's state filter, without building a view of every build.
     fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
-        self.latest_builds()
-            .into_iter()
-            .map(|(key, build)| (key, build.state))
-            .collect()
-    }
-    /// The newest build of every job that has one, by (namespace, job): the jobs page's
-    /// last column, in one pass instead of one per job.
-    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
         self.jobs()
             .into_iter()
             .filter_map(|job| {
                 let name = job.name?;
                 let newest = self.builds(&job.namespace, &name)?.into_iter().next()?;
-                Some(((job.namespace, name), newest))
+                Some(((job.namespace, name), newest.state))
             })
             .collect()
     }

@@ -73,16 +73,6 @@ impl Backend for Cluster {
             .collect()
     }
 
-    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
-        self.newest_records()
-            .into_iter()
-            .map(|(key, newest)| {
-                let view = self.view(&newest.job, &newest.pods, &newest.summary);
-                (key, view)
-            })
-            .collect()
-    }
-
     async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
         let key = request.key.unwrap_or_else(|| self.unique_key());
         self.start_build(&request.namespace, &request.name, request.build, key, None)

@@ -94,15 +94,6 @@ impl Backend for LocalBackend {
             .collect()
     }
 
-    fn latest_builds(&self) -> std::collections::HashMap<(String, String), BuildView> {
-        self.store()
-            .latest_builds()
-            .unwrap_or_default()
-            .iter()
-            .map(|row| ((row.namespace.clone(), row.job.clone()), self.view(row)))
-            .collect()
-    }
-
     fn recent_builds(
         &self,
         jobs: &[(String, String)],
