@@ -100,10 +100,12 @@ fn seed_big_log(data: &std::path::Path) {
         .set_state("bench", "big", number, &running, 1_790_000_000)
         .unwrap();
     for seq in 0..600_000u64 {
-        let line = format!("{seq:>12} {}", "x".repeat(86));
-        store
-            .append_log("bench", "big", number, seq, line.as_bytes())
-            .unwrap();
+        let line = kubeci_local::store::LogLine {
+            seq,
+            written_at: Some(1_790_000_000_000_000_000 + seq as i64 * 1_000),
+            text: format!("{seq:>12} {}", "x".repeat(86)).into_bytes(),
+        };
+        store.append_log("bench", "big", number, &line).unwrap();
     }
     let done = kubeci_engine::BuildState::Succeeded;
     store

@@ -201,10 +201,13 @@ fn seed_history(data: &std::path::Path) {
             .set_state("bench", &job, number, &running, now)
             .unwrap();
         for seq in 0..20 {
-            let line = format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {job}");
-            store
-                .append_log("bench", &job, number, seq, line.as_bytes())
-                .unwrap();
+            let line = kubeci_local::store::LogLine {
+                seq,
+                written_at: Some((now + 5) * 1_000_000_000 + seq as i64 * 1_000_000),
+                text: format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {job}")
+                    .into_bytes(),
+            };
+            store.append_log("bench", &job, number, &line).unwrap();
         }
         let done = kubeci_engine::BuildState::Succeeded;
         store

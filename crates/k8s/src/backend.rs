@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::ResourceExt;
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, JobView, LogError, LogStream, TriggerError, TriggerRequest,
-    Triggered,
+    Backend, BuildView, CancelError, JobView, LogError, LogOptions, LogStream, TriggerError,
+    TriggerRequest, Triggered,
 };
 use kubeci_engine::observe;
 use kubeci_render::{keys, BuildRequest};
@@ -169,7 +169,7 @@ impl Backend for Cluster {
         namespace: &str,
         name: &str,
         number: u64,
-        follow: bool,
+        options: LogOptions,
     ) -> Result<LogStream, LogError> {
         let record = self
             .find_build(namespace, name, number)
@@ -179,11 +179,15 @@ impl Backend for Cluster {
             })?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         match record.pods.first() {
-            Some(pod) if follow => Ok(self.logs.follow(pods, namespace, &pod.name_any())),
-            Some(pod) => Ok(logs::stream(pods, pod.name_any(), false)),
-            None if follow && !record.summary.state.is_finished() => {
+            Some(pod) if options.follow => {
+                Ok(self
+                    .logs
+                    .follow(pods, namespace, &pod.name_any(), options.timestamps))
+            }
+            Some(pod) => Ok(logs::stream(pods, pod.name_any(), options)),
+            None if options.follow && !record.summary.state.is_finished() => {
                 // Queued, or its pod not created yet: follow from when it has one.
-                Ok(self.log_once_it_has_a_pod(namespace, name, number))
+                Ok(self.log_once_it_has_a_pod(namespace, name, number, options.timestamps))
             }
             None => Err(LogError::NotFound(format!(
                 "build {number} of job {namespace}/{name} has no pod ({})",

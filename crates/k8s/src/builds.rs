@@ -104,6 +104,7 @@ impl Cluster {
         namespace: &str,
         name: &str,
         number: u64,
+        timestamps: bool,
     ) -> LogStream {
         let me = self.me.clone();
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
@@ -120,7 +121,12 @@ impl Cluster {
                     Some(r) if r.pods.is_empty() && !r.summary.state.is_finished() => {}
                     Some(r) if !r.pods.is_empty() => {
                         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
-                        return cluster.logs.follow(pods, &namespace, &r.pods[0].name_any());
+                        return cluster.logs.follow(
+                            pods,
+                            &namespace,
+                            &r.pods[0].name_any(),
+                            timestamps,
+                        );
                     }
                     _ => return futures_util::StreamExt::boxed(futures_util::stream::empty()),
                 }

@@ -245,7 +245,8 @@ impl Workload for Cluster {
     }
 
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
-        let stream = Backend::log(self, &target.namespace, &target.job, target.number, false)
+        let options = kubeci_engine::api::LogOptions::default();
+        let stream = Backend::log(self, &target.namespace, &target.job, target.number, options)
             .await
             .ok()?;
         kubeci_engine::api::log_tail(stream, max_bytes).await

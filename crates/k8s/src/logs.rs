@@ -1,5 +1,6 @@
 //! A build's log, streamed from its pod through the API: the clone step's, then the build
-//! step's, as one console (as Jenkins showed it).
+//! step's, as one console (as Jenkins showed it), each begun by the step line the local
+//! engine writes too (`==> clone: init container started`), so pages fold it into steps.
 //!
 //! Followers of one pod share one upstream: the first opens the followed `pods/log`
 //! streams, later ones join it (replaying what it has read so far, or — past
@@ -14,7 +15,7 @@ use std::time::Duration;
 use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
-use kubeci_engine::api::LogStream;
+use kubeci_engine::api::{LogOptions, LogStream};
 use tokio::sync::{broadcast, mpsc};
 
 /// How long a followed log waits for a container to start.
@@ -32,8 +33,8 @@ const FOLLOWER_BACKLOG: usize = 1024;
 /// A log as chunks (or the error that ended it).
 type Chunk = Result<Vec<u8>, String>;
 
-/// A pod's log read once (`follow: false`), or followed until its containers end.
-pub(crate) fn stream(pods: Api<Pod>, pod: String, follow: bool) -> LogStream {
+/// A pod's log read once, or followed until its containers end.
+pub(crate) fn stream(pods: Api<Pod>, pod: String, options: LogOptions) -> LogStream {
     let (sender, receiver) = mpsc::channel::<Chunk>(16);
     tokio::spawn(async move {
         for container in ["clone", "build"] {
@@ -42,7 +43,7 @@ pub(crate) fn stream(pods: Api<Pod>, pod: String, follow: bool) -> LogStream {
                 async move { sender.send(chunk).await.is_ok() }
             };
             let wanted = || !sender.is_closed();
-            if !copy(&pods, &pod, container, follow, &wanted, &mut send).await {
+            if !copy(&pods, &pod, container, options, &wanted, &mut send).await {
                 return;
             }
         }
@@ -53,10 +54,11 @@ pub(crate) fn stream(pods: Api<Pod>, pod: String, follow: bool) -> LogStream {
     ))
 }
 
-/// The followed logs of pods, one upstream per pod shared by all its followers.
+/// The followed logs of pods, one upstream per pod (and with or without timestamps)
+/// shared by all its followers.
 #[derive(Default)]
 pub(crate) struct LogHub {
-    upstreams: Mutex<HashMap<(String, String), Weak<Upstream>>>,
+    upstreams: Mutex<HashMap<(String, String, bool), Weak<Upstream>>>,
 }
 
 /// One pod's followed log, read once for every follower.
@@ -75,26 +77,36 @@ struct Shared {
 
 impl LogHub {
     /// Follows the log of `pod` (in `pods`' namespace), sharing its upstream.
-    pub(crate) fn follow(&self, pods: Api<Pod>, namespace: &str, pod: &str) -> LogStream {
-        let key = (namespace.to_owned(), pod.to_owned());
+    pub(crate) fn follow(
+        &self,
+        pods: Api<Pod>,
+        namespace: &str,
+        pod: &str,
+        timestamps: bool,
+    ) -> LogStream {
+        let options = LogOptions {
+            follow: true,
+            timestamps,
+        };
+        let key = (namespace.to_owned(), pod.to_owned(), timestamps);
         let upstream = {
             let mut upstreams = self.upstreams.lock().expect("the log hub lock");
             upstreams.retain(|_, u| u.strong_count() > 0);
             match upstreams.get(&key).and_then(Weak::upgrade) {
                 Some(upstream) => upstream,
                 None => {
-                    let upstream = Upstream::start(pods.clone(), pod.to_owned());
+                    let upstream = Upstream::start(pods.clone(), pod.to_owned(), options);
                     upstreams.insert(key, Arc::downgrade(&upstream));
                     upstream
                 }
             }
         };
-        upstream.join(pods, pod.to_owned())
+        upstream.join(pods, pod.to_owned(), options)
     }
 }
 
 impl Upstream {
-    fn start(pods: Api<Pod>, pod: String) -> Arc<Upstream> {
+    fn start(pods: Api<Pod>, pod: String, options: LogOptions) -> Arc<Upstream> {
         let (sender, _) = broadcast::channel(FOLLOWER_BACKLOG);
         let upstream = Arc::new(Upstream {
             state: Mutex::new(Shared {
@@ -116,7 +128,7 @@ impl Upstream {
                     }
                 };
                 let wanted = || weak.strong_count() > 0;
-                if !copy(&pods, &pod, container, true, &wanted, &mut send).await {
+                if !copy(&pods, &pod, container, options, &wanted, &mut send).await {
                     break;
                 }
             }
@@ -156,13 +168,13 @@ impl Upstream {
     }
 
     /// A follower's stream: what was read so far, then the shared chunks.
-    fn join(self: Arc<Self>, pods: Api<Pod>, pod: String) -> LogStream {
+    fn join(self: Arc<Self>, pods: Api<Pod>, pod: String, options: LogOptions) -> LogStream {
         let (receiver, history) = {
             let state = self.state.lock().expect("the upstream lock");
             match &state.sender {
                 Some(sender) => (sender.subscribe(), state.history.clone()),
                 // The log has ended: read it whole.
-                None => return stream(pods, pod, true),
+                None => return stream(pods, pod, options),
             }
         };
         let (out, chunks) = mpsc::channel::<Chunk>(16);
@@ -181,7 +193,11 @@ impl Upstream {
                 None => {
                     // Too long to keep: read up to now, then go on from where it ended.
                     let mut read = 0u64;
-                    let mut before = stream(pods, pod, false);
+                    let once = LogOptions {
+                        follow: false,
+                        ..options
+                    };
+                    let mut before = stream(pods, pod, once);
                     while let Some(chunk) = futures_util::StreamExt::next(&mut before).await {
                         if let Ok(bytes) = &chunk {
                             read += bytes.len() as u64;
@@ -237,7 +253,7 @@ async fn copy<F, Fut>(
     pods: &Api<Pod>,
     pod: &str,
     container: &str,
-    follow: bool,
+    options: LogOptions,
     wanted: &(dyn Fn() -> bool + Sync),
     send: &mut F,
 ) -> bool
@@ -245,9 +261,11 @@ where
     F: FnMut(Chunk) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let LogOptions { follow, timestamps } = options;
     let params = LogParams {
         container: Some(container.into()),
         follow,
+        timestamps,
         ..LogParams::default()
     };
     let deadline = tokio::time::Instant::now() + START_WAIT;
@@ -272,12 +290,26 @@ where
             }
         }
     };
+    let mut step = StepLine::new(container, timestamps);
+    if let Some(line) = step.at_open() {
+        if !send(Ok(line)).await {
+            return false;
+        }
+    }
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         match reader.read(&mut buffer).await {
-            Ok(0) => return true,
+            Ok(0) => {
+                return match step.at_end() {
+                    Some(rest) => send(Ok(rest)).await,
+                    None => true,
+                }
+            }
             Ok(n) => {
-                if !send(Ok(buffer[..n].to_vec())).await {
+                let Some(chunk) = step.before(&buffer[..n]) else {
+                    continue;
+                };
+                if !send(Ok(chunk)).await {
                     return false;
                 }
             }
@@ -289,9 +321,126 @@ where
     }
 }
 
+/// The line that begins a container's step, before its log. With timestamps it takes the
+/// time of the container's first line, so it is held until that line's time is read (or,
+/// for a container that wrote nothing, sent at its end without one).
+struct StepLine {
+    line: Option<String>,
+    timestamps: bool,
+    held: Vec<u8>,
+}
+
+/// A timestamp is this long at most (`2026-11-30T07:33:35.123456789Z`); a log whose first
+/// bytes hold no space within it has none.
+const STAMP_MAX: usize = 40;
+
+impl StepLine {
+    fn new(container: &str, timestamps: bool) -> StepLine {
+        let what = if container == "clone" {
+            "init container started"
+        } else {
+            "container started"
+        };
+        StepLine {
+            line: Some(format!("==> {container}: {what}\n")),
+            timestamps,
+            held: Vec::new(),
+        }
+    }
+
+    /// What to send once the container's log is open: the step line, unless it waits
+    /// for a time.
+    fn at_open(&mut self) -> Option<Vec<u8>> {
+        if self.timestamps {
+            return None;
+        }
+        self.line.take().map(String::into_bytes)
+    }
+
+    /// What to send for `chunk`, read from the container's log (`None`: nothing yet).
+    fn before(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        let Some(line) = self.line.as_ref() else {
+            return Some(chunk.to_vec());
+        };
+        self.held.extend_from_slice(chunk);
+        let stamp_end = self.held.iter().take(STAMP_MAX).position(|b| *b == b' ');
+        let stamp = match stamp_end {
+            Some(end) => std::str::from_utf8(&self.held[..end])
+                .ok()
+                .filter(|s| s.parse::<jiff::Timestamp>().is_ok()),
+            None if self.held.len() < STAMP_MAX && !self.held.contains(&b'\n') => return None,
+            None => None,
+        };
+        let mut out = match stamp {
+            Some(stamp) => format!("{stamp} {line}").into_bytes(),
+            None => line.clone().into_bytes(),
+        };
+        self.line = None;
+        out.append(&mut self.held);
+        Some(out)
+    }
+
+    /// What is still to send when the container's log ends.
+    fn at_end(&mut self) -> Option<Vec<u8>> {
+        let mut out = self.line.take()?.into_bytes();
+        out.append(&mut self.held);
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `StepLine` sends for a container's log read in `chunks`.
+    fn sent(container: &str, timestamps: bool, chunks: &[&str]) -> Vec<String> {
+        let mut step = StepLine::new(container, timestamps);
+        let mut sent: Vec<Option<Vec<u8>>> = vec![step.at_open()];
+        sent.extend(chunks.iter().map(|c| step.before(c.as_bytes())));
+        sent.push(step.at_end());
+        sent.into_iter()
+            .flatten()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn each_container_s_log_begins_with_its_step_line() {
+        assert_eq!(
+            sent("clone", false, &["cloning\n", "checked out\n"]),
+            [
+                "==> clone: init container started\n",
+                "cloning\n",
+                "checked out\n"
+            ]
+        );
+        assert_eq!(
+            sent("build", false, &[]),
+            ["==> build: container started\n"],
+            "a silent container's step still shows"
+        );
+    }
+
+    #[test]
+    fn with_timestamps_the_step_line_takes_its_first_line_s_time() {
+        let t = "2026-11-30T07:33:35.123456789Z";
+        // The time may come in pieces: the step line waits for all of it.
+        assert_eq!(
+            sent(
+                "build",
+                true,
+                &["2026-11-30T07:3", "3:35.123456789Z make\n", "later\n"]
+            )
+            .concat(),
+            format!("{t} ==> build: container started\n{t} make\nlater\n")
+        );
+        assert_eq!(sent("build", true, &[]), ["==> build: container started\n"]);
+        assert_eq!(
+            sent("clone", true, &["no time here at all, none at all\n"]).concat(),
+            "==> clone: init container started\nno time here at all, none at all\n",
+            "a line without a time gives none to the step line"
+        );
+    }
 
     #[test]
     fn a_container_that_cannot_start_is_asked_for_ever_more_rarely() {

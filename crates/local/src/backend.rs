@@ -4,15 +4,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, EngineKind, JobView, LogError, LogStream, TriggerError,
-    TriggerRequest, Triggered,
+    Backend, BuildView, CancelError, EngineKind, JobView, LogError, LogOptions, LogStream,
+    TriggerError, TriggerRequest, Triggered,
 };
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
 use tokio::sync::broadcast;
 
 use crate::running::LOG_BATCH_LINES;
-use crate::store::NewBuild;
+use crate::store::{LogLine, NewBuild};
 use crate::{now, LocalBackend};
 
 impl Backend for LocalBackend {
@@ -260,11 +260,11 @@ impl Backend for LocalBackend {
         namespace: &str,
         name: &str,
         number: u64,
-        follow: bool,
+        options: LogOptions,
     ) -> Result<LogStream, LogError> {
         let key = (namespace.to_owned(), name.to_owned(), number);
         // Subscribed before the stored lines are read: no line falls between the two.
-        let live = if follow {
+        let live = if options.follow {
             self.running
                 .lock()
                 .expect("lock")
@@ -282,20 +282,38 @@ impl Backend for LocalBackend {
                 "no build {number} of job {namespace}/{name}"
             )));
         };
-        if follow && live.is_none() && !row.state.is_finished() {
+        if options.follow && live.is_none() && !row.state.is_finished() {
             // Queued or about to start: follow from when it runs (or ends).
-            return Ok(self.log_once_started(key));
+            return Ok(self.log_once_started(key, options));
         }
         let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stored = self.stored_lines(namespace, name, number, Arc::clone(&next_seq));
+        let as_read = move |line: &LogLine| Ok(as_written(line, options.timestamps));
         match live {
-            None => Ok(Box::pin(stored)),
-            Some(live) => Ok(Box::pin(futures_util::StreamExt::chain(
-                stored,
-                live_lines(live, next_seq),
+            None => Ok(Box::pin(futures_util::StreamExt::map(stored, move |l| {
+                l.and_then(|l| as_read(&l))
+            }))),
+            Some(live) => Ok(Box::pin(futures_util::StreamExt::map(
+                futures_util::StreamExt::chain(stored, live_lines(live, next_seq)),
+                move |l| l.and_then(|l| as_read(&l)),
             ))),
         }
     }
+}
+
+/// A log line as a reader gets it: with its time first when asked for and known, and its
+/// newline.
+fn as_written(line: &LogLine, timestamps: bool) -> Vec<u8> {
+    let at = line
+        .written_at
+        .filter(|_| timestamps)
+        .and_then(|at| jiff::Timestamp::from_nanosecond(i128::from(at)).ok());
+    let mut text = match at {
+        Some(at) => kubeci_engine::api::stamp_line(at, &line.text),
+        None => line.text.clone(),
+    };
+    text.push(b'\n');
+    text
 }
 
 impl LocalBackend {
@@ -307,7 +325,7 @@ impl LocalBackend {
         name: &str,
         number: u64,
         next_seq: Arc<std::sync::atomic::AtomicU64>,
-    ) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
+    ) -> impl futures_util::Stream<Item = Result<Arc<LogLine>, String>> + Send + 'static {
         let me = self.me.clone();
         let (ns, job) = (namespace.to_owned(), name.to_owned());
         let batches = futures_util::stream::unfold(Some(0u64), move |from| {
@@ -319,7 +337,7 @@ impl LocalBackend {
                 match batch {
                     Ok(batch) if batch.is_empty() => None,
                     Ok(batch) => {
-                        let next = batch.last().map(|(seq, _)| seq + 1);
+                        let next = batch.last().map(|line| line.seq + 1);
                         Some((Ok(batch), next))
                     }
                     Err(e) => Some((Err(e.to_string()), None)),
@@ -327,18 +345,12 @@ impl LocalBackend {
             }
         });
         futures_util::StreamExt::flat_map(batches, move |batch| {
-            let lines: Vec<Result<Vec<u8>, String>> = match batch {
+            let lines: Vec<Result<Arc<LogLine>, String>> = match batch {
                 Ok(batch) => {
-                    if let Some((seq, _)) = batch.last() {
-                        next_seq.store(seq + 1, Ordering::SeqCst);
+                    if let Some(line) = batch.last() {
+                        next_seq.store(line.seq + 1, Ordering::SeqCst);
                     }
-                    batch
-                        .into_iter()
-                        .map(|(_, mut line)| {
-                            line.push(b'\n');
-                            Ok(line)
-                        })
-                        .collect()
+                    batch.into_iter().map(|line| Ok(Arc::new(line))).collect()
                 }
                 Err(e) => vec![Err(e)],
             };
@@ -350,18 +362,18 @@ impl LocalBackend {
 /// A running build's lines as they are written, from `next_seq` on (the lines before it
 /// were read from the store).
 fn live_lines(
-    live: broadcast::Receiver<(u64, Vec<u8>)>,
+    live: broadcast::Receiver<Arc<LogLine>>,
     next_seq: Arc<std::sync::atomic::AtomicU64>,
-) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
+) -> impl futures_util::Stream<Item = Result<Arc<LogLine>, String>> + Send + 'static {
     futures_util::stream::unfold((live, None), move |(mut live, next)| {
         let next_seq = Arc::clone(&next_seq);
         async move {
             let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
             loop {
                 match live.recv().await {
-                    Ok((seq, _)) if seq < next => continue,
-                    Ok((seq, mut line)) => {
-                        line.push(b'\n');
+                    Ok(line) if line.seq < next => continue,
+                    Ok(line) => {
+                        let seq = line.seq;
                         return Some((Ok(line), (live, Some(seq + 1))));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -75,7 +75,7 @@ struct Running {
     cancel: CancellationToken,
     /// Who cancelled it, once someone did.
     cancelled_by: Option<String>,
-    live: broadcast::Sender<(u64, Vec<u8>)>,
+    live: broadcast::Sender<Arc<store::LogLine>>,
 }
 
 type BuildKey = (String, String, u64);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubeci_engine::api::{Backend, LogStream};
+use kubeci_engine::api::{Backend, LogOptions, LogStream};
 use kubeci_engine::BuildState;
 use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
 use tokio::sync::broadcast;
@@ -67,7 +67,7 @@ impl LocalBackend {
     pub(crate) async fn execute(
         self: &Arc<Self>,
         row: &BuildRow,
-        live: broadcast::Sender<(u64, Vec<u8>)>,
+        live: broadcast::Sender<Arc<crate::store::LogLine>>,
         cancel: CancellationToken,
     ) -> Result<Outcome, String> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
@@ -124,34 +124,35 @@ impl LocalBackend {
 
     /// A followed log of a build that has not started: it waits, checking every 200 ms,
     /// until the build runs or ends, then follows it.
-    pub(crate) fn log_once_started(&self, key: BuildKey) -> LogStream {
+    pub(crate) fn log_once_started(&self, key: BuildKey, options: LogOptions) -> LogStream {
         let me = self.me.clone();
-        let waited =
-            futures_util::stream::once(async move {
-                let (namespace, name, number) = key.clone();
-                loop {
-                    let Some(engine) = me.upgrade() else {
-                        return futures_util::StreamExt::boxed(futures_util::stream::empty());
+        let waited = futures_util::stream::once(async move {
+            let (namespace, name, number) = key.clone();
+            loop {
+                let Some(engine) = me.upgrade() else {
+                    return futures_util::StreamExt::boxed(futures_util::stream::empty());
+                };
+                let started = engine.running.lock().expect("lock").contains_key(&key);
+                let ended = engine
+                    .store()
+                    .build(&namespace, &name, number)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|row| row.state.is_finished());
+                if started || ended {
+                    return match Box::pin(engine.log(&namespace, &name, number, options)).await {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            futures_util::StreamExt::boxed(futures_util::stream::once(async move {
+                                Err(e.to_string())
+                            }))
+                        }
                     };
-                    let started = engine.running.lock().expect("lock").contains_key(&key);
-                    let ended = engine
-                        .store()
-                        .build(&namespace, &name, number)
-                        .ok()
-                        .flatten()
-                        .is_none_or(|row| row.state.is_finished());
-                    if started || ended {
-                        return match Box::pin(engine.log(&namespace, &name, number, true)).await {
-                            Ok(stream) => stream,
-                            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(
-                                async move { Err(e.to_string()) },
-                            )),
-                        };
-                    }
-                    drop(engine);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-            });
+                drop(engine);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
         Box::pin(futures_util::StreamExt::flatten(waited))
     }
 }
@@ -188,7 +189,7 @@ pub(crate) struct BuildSink {
     engine: Arc<LocalBackend>,
     key: BuildKey,
     seq: std::sync::atomic::AtomicU64,
-    live: broadcast::Sender<(u64, Vec<u8>)>,
+    live: broadcast::Sender<Arc<crate::store::LogLine>>,
 }
 
 impl kubeci_pod_runner::LogSink for BuildSink {
@@ -198,15 +199,19 @@ impl kubeci_pod_runner::LogSink for BuildSink {
             LogEvent::Step { text, .. } => format!("==> {text}"),
             LogEvent::Line { text, .. } => text,
         };
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        let line = Arc::new(crate::store::LogLine {
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+            written_at: i64::try_from(jiff::Timestamp::now().as_nanosecond()).ok(),
+            text: line.into_bytes(),
+        });
         if let Err(e) = self
             .engine
             .store()
-            .append_log(namespace, name, *number, n, line.as_bytes())
+            .append_log(namespace, name, *number, &line)
         {
             log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
         }
-        let _ = self.live.send((n, line.into_bytes()));
+        let _ = self.live.send(line);
     }
 
     fn container(&self, change: kubeci_pod_runner::ContainerChange) {

@@ -31,8 +31,44 @@ CREATE TABLE IF NOT EXISTS builds (
 CREATE TABLE IF NOT EXISTS log_lines (
     namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
     seq INTEGER NOT NULL, line BLOB NOT NULL,
+    written_at INTEGER,
     PRIMARY KEY (namespace, job, number, seq));
 ";
+
+/// One line of a build's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its place in the log, from 0.
+    pub seq: u64,
+    /// When the build wrote it, in nanoseconds since the epoch (unknown for lines kept
+    /// before kubeci recorded it).
+    pub written_at: Option<i64>,
+    pub text: Vec<u8>,
+}
+
+/// Adds `column` (SQL type and all) to `table` of a database written before it existed.
+fn add_column_if_missing(
+    connection: &Connection,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> Result<(), LocalBackendError> {
+    let has_it: bool = connection
+        .query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )
+        .map_err(database)?;
+    if !has_it {
+        connection
+            .execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))
+            .map_err(database)?;
+    }
+    Ok(())
+}
 
 /// How long a request key is remembered: a retry within it gets the same build.
 pub const KEY_RETENTION: i64 = kubeci_engine::ledger::KEY_RETENTION;
@@ -154,19 +190,9 @@ impl Store {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(database)?;
         connection.execute_batch(SCHEMA).map_err(database)?;
-        // Databases written before `checked_out` existed gain it, empty.
-        let has_checked_out: bool = connection
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('builds') WHERE name = 'checked_out'",
-                [],
-                |r| r.get::<_, i64>(0).map(|n| n > 0),
-            )
-            .map_err(database)?;
-        if !has_checked_out {
-            connection
-                .execute_batch("ALTER TABLE builds ADD COLUMN checked_out TEXT")
-                .map_err(database)?;
-        }
+        // Databases written before these columns existed gain them, empty.
+        add_column_if_missing(&connection, "builds", "checked_out", "TEXT")?;
+        add_column_if_missing(&connection, "log_lines", "written_at", "INTEGER")?;
         Ok(Store { connection })
     }
 
@@ -406,21 +432,19 @@ impl Store {
         namespace: &str,
         job: &str,
         number: u64,
-        seq: u64,
-        line: &[u8],
+        line: &LogLine,
     ) -> Result<(), LocalBackendError> {
         self.connection
             .execute(
-                "INSERT OR REPLACE INTO log_lines (namespace, job, number, seq, line) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![namespace, job, number as i64, seq as i64, line],
+                "INSERT OR REPLACE INTO log_lines (namespace, job, number, seq, line, written_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![namespace, job, number as i64, line.seq as i64, line.text, line.written_at],
             )
             .map_err(database)?;
         Ok(())
     }
 
-    /// The log lines from `from` on: (seq, line).
-    /// Up to `limit` lines of a build's log from line `from` on: (seq, line). A log is
-    /// read in such batches, so a long one is never held whole.
+    /// Up to `limit` lines of a build's log from line `from` on. A log is read in such
+    /// batches, so a long one is never held whole.
     pub fn log(
         &self,
         namespace: &str,
@@ -428,16 +452,22 @@ impl Store {
         number: u64,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, LocalBackendError> {
+    ) -> Result<Vec<LogLine>, LocalBackendError> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT seq, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
+            .prepare_cached("SELECT seq, written_at, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
             .map_err(database)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement
             .query_map(
                 params![namespace, job, number as i64, from as i64, limit],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+                |r| {
+                    Ok(LogLine {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        written_at: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                },
             )
             .map_err(database)?;
         rows.collect::<Result<_, _>>().map_err(database)
@@ -540,7 +570,14 @@ mod tests {
         store
             .set_state("ci", "demo", 1, &BuildState::Running, 300)
             .unwrap();
-        store.append_log("ci", "demo", 1, 0, b"line one").unwrap();
+        let line = |seq: u64, text: &str| LogLine {
+            seq,
+            written_at: Some(1_795_000_000_000_000_000 + seq as i64),
+            text: text.as_bytes().to_vec(),
+        };
+        store
+            .append_log("ci", "demo", 1, &line(0, "line one"))
+            .unwrap();
         drop(store);
 
         let store = Store::open(&path).unwrap();
@@ -559,14 +596,50 @@ mod tests {
         );
         assert_eq!(
             store.log("ci", "demo", 1, 0, 10).unwrap(),
-            [(0, b"line one".to_vec())]
+            [line(0, "line one")]
         );
-        store.append_log("ci", "demo", 1, 1, b"line two").unwrap();
-        store.append_log("ci", "demo", 1, 2, b"line three").unwrap();
+        store
+            .append_log("ci", "demo", 1, &line(1, "line two"))
+            .unwrap();
+        store
+            .append_log("ci", "demo", 1, &line(2, "line three"))
+            .unwrap();
         assert_eq!(
             store.log("ci", "demo", 1, 1, 1).unwrap(),
-            [(1, b"line two".to_vec())],
+            [line(1, "line two")],
             "read in batches"
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_line_times_keeps_its_logs_and_records_times_from_now_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeci.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE log_lines (namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
+                seq INTEGER NOT NULL, line BLOB NOT NULL, PRIMARY KEY (namespace, job, number, seq));
+             INSERT INTO log_lines VALUES ('ci', 'demo', 1, 0, x'6f6c64');",
+        )
+        .unwrap();
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let new_line = LogLine {
+            seq: 1,
+            written_at: Some(7),
+            text: b"new".to_vec(),
+        };
+        store.append_log("ci", "demo", 1, &new_line).unwrap();
+        assert_eq!(
+            store.log("ci", "demo", 1, 0, 10).unwrap(),
+            [
+                LogLine {
+                    seq: 0,
+                    written_at: None,
+                    text: b"old".to_vec()
+                },
+                new_line
+            ]
         );
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kubeci_engine::api::{Backend, TriggerRequest};
+use kubeci_engine::api::{Backend, LogOptions, TriggerRequest};
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
@@ -182,9 +182,15 @@ impl Workload for LocalBackend {
     }
 
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
-        let stream = Backend::log(self, &target.namespace, &target.job, target.number, false)
-            .await
-            .ok()?;
+        let stream = Backend::log(
+            self,
+            &target.namespace,
+            &target.job,
+            target.number,
+            LogOptions::default(),
+        )
+        .await
+        .ok()?;
         kubeci_engine::api::log_tail(stream, max_bytes).await
     }
 

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kubeci_engine::api::{
-    Backend, CancelError, JobView, LogError, TriggerError, TriggerRequest, Triggered,
+    Backend, CancelError, JobView, LogError, LogOptions, TriggerError, TriggerRequest, Triggered,
 };
 use kubeci_render::BuildRequest;
 use serde_json::json;
@@ -314,6 +314,8 @@ pub(crate) async fn cancel<B: Backend>(
 pub(crate) struct LogQuery {
     #[serde(default)]
     follow: bool,
+    #[serde(default)]
+    timestamps: bool,
 }
 
 pub(crate) async fn log<B: Backend>(
@@ -328,7 +330,7 @@ pub(crate) async fn log<B: Backend>(
         return error(
             StatusCode::BAD_REQUEST,
             "bad-query",
-            "follow is `true` or `false`",
+            "follow and timestamps are `true` or `false`",
         );
     };
     let limit = state.limits.log_followers_per_build;
@@ -343,7 +345,15 @@ pub(crate) async fn log<B: Backend>(
     };
     match state
         .backend
-        .log(&namespace, &name, number, query.follow)
+        .log(
+            &namespace,
+            &name,
+            number,
+            LogOptions {
+                follow: query.follow,
+                timestamps: query.timestamps,
+            },
+        )
         .await
     {
         Ok(stream) => {

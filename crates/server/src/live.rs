@@ -9,7 +9,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use kubeci_engine::api::Backend;
+use kubeci_engine::api::{Backend, LogOptions};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -78,8 +78,9 @@ pub(crate) fn too_many_followers(
     response
 }
 
-/// `…/builds/{n}/events`: the build's log as Server-Sent Events, one rendered line each,
-/// from the start; an `end` event with the final state when the build step ends.
+/// `…/builds/{n}/events`: the build's log as Server-Sent Events, one line each, from the
+/// start — its data is the line's time (RFC 3339, empty when unknown), a newline, and the
+/// line rendered as escaped HTML; an `end` event with the final state when the build ends.
 pub(crate) async fn build_events<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     path: Result<Path<(String, String, u64)>, PathRejection>,
@@ -93,7 +94,11 @@ pub(crate) async fn build_events<B: Backend>(
     let Some(slot) = state.followers.join(build, limit) else {
         return too_many_followers(&namespace, &name, number, limit);
     };
-    let stream = match state.backend.log(&namespace, &name, number, true).await {
+    let options = LogOptions {
+        follow: true,
+        timestamps: true,
+    };
+    let stream = match state.backend.log(&namespace, &name, number, options).await {
         Ok(stream) => stream,
         Err(e) => return error(StatusCode::NOT_FOUND, "log-not-found", e.to_string()),
     };
@@ -112,7 +117,12 @@ pub(crate) async fn build_events<B: Backend>(
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                events.push(format!("data: {}\n\n", ansi::line_to_html(&line)));
+                let (at, text) = kubeci_engine::api::split_stamp(&line);
+                let at = at.map_or_else(String::new, |at| at.to_string());
+                events.push(format!(
+                    "data: {at}\ndata: {}\n\n",
+                    ansi::line_to_html(text)
+                ));
             }
             std::future::ready(Some(events))
         })

@@ -12,7 +12,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kubeci_engine::api::{Backend, JobView, TriggerError, TriggerRequest, Triggered};
+use kubeci_engine::api::{Backend, JobView, LogOptions, TriggerError, TriggerRequest, Triggered};
 use kubeci_render::BuildRequest;
 use std::sync::Arc;
 
@@ -369,7 +369,12 @@ pub(crate) async fn build_page<B: Backend>(
             ),
         );
     };
-    let tail = match state.backend.log(&namespace, &name, number, false).await {
+    // With each line's time, which the page shows on demand.
+    let options = LogOptions {
+        follow: false,
+        timestamps: true,
+    };
+    let tail = match state.backend.log(&namespace, &name, number, options).await {
         Ok(stream) => log_tail(stream, PAGE_LOG_TAIL).await,
         Err(_) => LogTail::default(),
     };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::TestCluster;
 use futures_util::StreamExt;
-use kubeci_engine::api::{Backend, CancelError, TriggerError, TriggerRequest};
+use kubeci_engine::api::{Backend, CancelError, LogOptions, TriggerError, TriggerRequest};
 use kubeci_render::BuildRequest;
 
 /// A job cloning `url` (for the local backend; the Kubernetes one's come from
@@ -63,10 +63,10 @@ async fn read_log<B: Backend>(
     ns: &str,
     job: &str,
     number: u64,
-    follow: bool,
+    options: LogOptions,
 ) -> String {
     let mut stream = backend
-        .log(ns, job, number, follow)
+        .log(ns, job, number, options)
         .await
         .unwrap_or_else(|e| panic!("log of {job} {number}: {e}"));
     let mut text = Vec::new();
@@ -114,13 +114,35 @@ async fn contract<B: Backend>(name: &str, backend: Arc<B>, ns: &str) {
         .map(|b| b.number)
         .collect();
     assert_eq!(numbers, [2, 1], "{name}: newest first");
-    let log = read_log(&*backend, ns, "quick", 2, false).await;
+    let whole = LogOptions::default();
+    let log = read_log(&*backend, ns, "quick", 2, whole).await;
     assert!(log.contains("hello from build 2\n"), "{name}: {log}");
-    let followed = read_log(&*backend, ns, "quick", 2, true).await;
+    let follow = LogOptions {
+        follow: true,
+        ..whole
+    };
+    let followed = read_log(&*backend, ns, "quick", 2, follow).await;
     assert_eq!(
         followed, log,
         "{name}: a finished build's followed log ends"
     );
+    // The log is in steps, each begun by its container's start: the clone's, the build's.
+    let starts: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("==> "))
+        .filter(|l| l.contains("container started"))
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(starts, ["clone", "build"], "{name}: {log}");
+    // Each line's time, on demand.
+    for follow in [false, true] {
+        let stamped = LogOptions {
+            follow,
+            timestamps: true,
+        };
+        let stamped = read_log(&*backend, ns, "quick", 2, stamped).await;
+        common::serve::assert_timestamped(&stamped, &log);
+    }
 
     // The request a rebuild repeats.
     let recorded = backend.request(ns, "quick", 1).expect("recorded");

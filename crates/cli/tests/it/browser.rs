@@ -122,6 +122,18 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
     assert!(browser
         .find("#cancel form[action$='/cancel'] button")
         .is_displayed());
+    // Each line's time, on demand: hidden until "show times" is ticked.
+    assert!(!browser.find("#log li time.ts").is_displayed());
+    browser.find("#show-times").click();
+    let shown = browser.find("#log li time.ts");
+    assert!(shown.is_displayed(), "ticked, the times show");
+    let time = shown.text();
+    assert!(
+        time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+        "HH:MM:SS.mmm: {time:?}"
+    );
+    browser.find("#show-times").click();
+    assert!(!browser.find("#log li time.ts").is_displayed());
     let first_duration = browser.text_of("#duration");
     wait("the running build's duration to count up", || {
         browser.text_of("#duration") != first_duration
@@ -193,4 +205,80 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
         "{newest}"
     );
     browser.screenshot("job-builds");
+}
+
+/// A build that fails while its page is open: without a reload, the page says why first,
+/// shows the failed state and its end, and offers "Rebuild" instead of "Cancel".
+#[test]
+fn a_build_failing_while_its_page_is_open_says_why_without_a_reload() {
+    let (local, repo) = Local::new();
+    let gate = local.dir.path().join("gate");
+    let script = format!(
+        "echo 'compiling'; while [ ! -e {} ]; do sleep 0.1; done; echo 'error: it broke'; exit 3",
+        gate.display()
+    );
+    local.write("breaks.yaml", &configmap("breaks", &repo.bare, &script, ""));
+    let kubeci = local.serve(&[], &[]);
+    let (status, body) = common::serve::http(
+        &kubeci,
+        "POST",
+        "/api/v1/jobs/default/breaks/builds",
+        &[common::serve::AUTHORIZED],
+    );
+    assert_eq!(status, 201, "{body}");
+    let browser = Browser::start();
+    let page = "/jobs/default/breaks/builds/1";
+    browser.open(&url(&kubeci, &format!("/login?next={page}")));
+    browser.find("input[name=token]").type_text(TOKEN);
+    browser.find("form[action='/login'] button").click();
+    wait("the build's page, signed in", || {
+        browser.current_url().ends_with(page)
+    });
+    browser.execute("window.samePage = true;");
+    wait("the first line to stream in", || {
+        browser.text_of("#log").contains("compiling")
+    });
+    assert_eq!(
+        browser.execute("return document.querySelectorAll('#reason').length;"),
+        0,
+        "no reason while it runs"
+    );
+    assert!(browser.find("#cancel button").is_displayed());
+
+    std::fs::write(&gate, "").unwrap();
+    wait("the failed state", || {
+        browser.text_of("#state .word") == "failed"
+    });
+    assert_eq!(browser.execute("return window.samePage === true;"), true);
+    let build = common::serve::builds(&kubeci, "breaks")
+        .into_iter()
+        .find(|b| b["number"] == 1)
+        .unwrap();
+    let message = build["message"].as_str().unwrap();
+    assert!(message.contains("exited with code 3"), "{build}");
+    let reason = browser.text_of("#reason");
+    assert_eq!(reason, format!("Why it failed: {message}"));
+    assert_eq!(
+        browser.execute(
+            "var r = document.querySelector('#reason'), s = document.querySelector('#state-line'); \
+             return !!(r.compareDocumentPosition(s) & Node.DOCUMENT_POSITION_FOLLOWING);"
+        ),
+        true,
+        "the reason comes first"
+    );
+    assert!(browser.text_of("#log").contains("error: it broke"));
+    assert_eq!(browser.text_of("#live"), "finished: failed");
+    assert_eq!(
+        browser
+            .execute("return document.querySelector('#finished time').getAttribute('datetime');"),
+        build["finished_at"]
+    );
+    assert_eq!(
+        browser.execute("return document.querySelectorAll(\"form[action$='/cancel']\").length;"),
+        0
+    );
+    assert!(browser
+        .find("form[action$='/rebuild'] button")
+        .is_displayed());
+    browser.screenshot("build-failed-live");
 }

@@ -7,26 +7,11 @@ use crate::common;
 use std::time::Duration;
 
 use common::local::{configmap, Local};
-use common::serve::{http, AUTHORIZED};
+use common::serve::{dechunk, http, AUTHORIZED};
 use serde_json::json;
 
 fn get(kubeci: &common::serve::Kubeci, path: &str) -> (u16, String) {
     http(kubeci, "GET", path, &[])
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-    out
 }
 
 #[test]
@@ -236,6 +221,20 @@ fn a_running_build_streams_its_log_live_over_server_sent_events() {
     assert!(
         events.contains("data: <span class=\"c2\">green &lt;b&gt;</span>\n"),
         "rendered, escaped: {events}"
+    );
+    // Each line's event gives its time first.
+    let event = events
+        .split("\n\n")
+        .find(|e| e.ends_with("\ndata: line 1"))
+        .unwrap_or_else(|| panic!("line 1's event: {events}"));
+    let time = event
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("data: "))
+        .unwrap_or_default();
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok(),
+        "{time:?} in {events}"
     );
     let end: serde_json::Value = serde_json::from_str(
         events

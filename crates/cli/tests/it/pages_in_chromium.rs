@@ -256,6 +256,15 @@ fn the_header_signs_in_and_out_filters_stay_in_the_url_and_log_lines_are_linkabl
         browser.text_of("#log-hits") == "1 line matches"
     });
     assert!(browser.find("li.hit").text().contains("test x failed"));
+    // "show times" shows each line's time (the page works so without its script too).
+    assert!(!browser.find("#L1 time.ts").is_displayed());
+    browser.find("#show-times").click();
+    let stamped = browser.execute(
+        "return Array.from(document.querySelectorAll('#log-box li')).every(function (l) { \
+           var t = l.querySelector('time.ts'); \
+           return t && t.getClientRects().length > 0 && /^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}$/.test(t.textContent); });",
+    );
+    assert_eq!(stamped, true, "every line shows its time");
 
     // An invalid job shows every finding as `kubeci lint` prints it.
     browser.open(&url(&kubeci, "/jobs/default/invalid"));

@@ -129,6 +129,21 @@ async fn served_edited_built_and_removed(cluster: TestCluster) {
         second_log.contains(&format!("spec-two at {commit}\n")),
         "{second_log}"
     );
+    // The log in steps, as the local engine writes it too: the clone's, then the build's.
+    let clone_step = second_log.find("==> clone: init container started\n");
+    let build_step = second_log.find("==> build: container started\n");
+    assert!(
+        clone_step.is_some() && clone_step < build_step,
+        "{second_log}"
+    );
+    // On demand, each line begins with when it was written.
+    let path = format!("/api/v1/jobs/{ns}/edit/builds/2/log?timestamps=true");
+    let (status, stamped) = http(&kubeci, "GET", &path, &[]);
+    assert_eq!(status, 200, "{stamped}");
+    common::serve::assert_timestamped(
+        &common::serve::dechunk(&stamped),
+        &common::serve::dechunk(&second_log),
+    );
     if let Some(head) = cluster.repo_head() {
         assert_eq!(commit, head, "the branch's head was built");
     }

@@ -81,6 +81,17 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
         "history kept"
     );
     assert_eq!(log(&kubeci, "quick", 1), first_log, "and its log");
+    let (status, stamped) = http(
+        &kubeci,
+        "GET",
+        "/api/v1/jobs/default/quick/builds/1/log?timestamps=true",
+        &[],
+    );
+    assert_eq!(status, 200, "{stamped}");
+    common::serve::assert_timestamped(
+        &common::serve::dechunk(&stamped),
+        &common::serve::dechunk(&first_log),
+    );
     let interrupted = build(&kubeci, "slow", 1);
     assert_eq!(interrupted["state"], "error");
     assert!(

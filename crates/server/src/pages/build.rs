@@ -105,13 +105,14 @@ fn actions(
 }
 
 /// One step of a log: the lines from a container's start (`==> clone: init container
-/// started (…)`, as the pod runner writes it) to the next one's, numbered from `first`.
+/// started (…)`, as both engines write it) to the next one's, numbered from `first`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Step<'a> {
     /// The container (`clone`, `build`), or empty for lines before any start.
     pub name: &'a str,
     pub first: u64,
-    pub lines: Vec<&'a str>,
+    /// Each line's time (when the log has it) and text.
+    pub lines: Vec<(Option<jiff::Timestamp>, &'a str)>,
 }
 
 /// The container a line says started, if it is such a line.
@@ -122,12 +123,13 @@ fn step_start(line: &str) -> Option<&str> {
         .then_some(name)
 }
 
-/// `text` split into steps; its first line is line `first`. A log without step lines
-/// (the Kubernetes engine shows the build container's alone) is one step, `build`.
+/// `text` (its lines timestamped or not) split into steps; its first line is line
+/// `first`. A log without step lines is one step, `build`.
 pub(crate) fn steps(text: &str, first: u64) -> Vec<Step<'_>> {
     let mut steps: Vec<Step<'_>> = Vec::new();
     for (line, n) in text.lines().zip(first..) {
-        match (step_start(line), steps.last_mut()) {
+        let line = kubeci_engine::api::split_stamp(line);
+        match (step_start(line.1), steps.last_mut()) {
             (Some(name), _) => steps.push(Step {
                 name,
                 first: n,
@@ -155,8 +157,20 @@ pub(crate) fn steps(text: &str, first: u64) -> Vec<Step<'_>> {
     }
 }
 
-/// The log's steps, each folding, its lines numbered and linkable (`#L42`); a step that
-/// another follows is folded, the last one open.
+/// A line's time as the log shows it on demand: the time of day (UTC) to the
+/// millisecond, the whole time on hover.
+fn line_time(at: Option<jiff::Timestamp>) -> String {
+    at.map_or_else(String::new, |at| {
+        format!(
+            "<time class=\"ts\" datetime=\"{at}\" title=\"{at}\">{}.{:03}</time>",
+            at.strftime("%H:%M:%S"),
+            at.subsec_millisecond()
+        )
+    })
+}
+
+/// The log's steps, each folding, its lines numbered and linkable (`#L42`) and their times
+/// ready to show; a step that another follows is folded, the last one open.
 fn log_steps(text: &str, first: u64, events: &str) -> String {
     let steps = steps(text, first);
     let last = steps.len() - 1;
@@ -168,9 +182,10 @@ fn log_steps(text: &str, first: u64, events: &str) -> String {
                 .lines
                 .iter()
                 .zip(step.first..)
-                .map(|(line, n)| {
+                .map(|((time, line), n)| {
                     format!(
-                        "<li id=\"L{n}\"><a href=\"#L{n}\" aria-label=\"line {n}\">{n}</a><span>{}</span></li>\n",
+                        "<li id=\"L{n}\"><a href=\"#L{n}\" aria-label=\"line {n}\">{n}</a>{}<span>{}</span></li>\n",
+                        line_time(*time),
                         line_to_html(line)
                     )
                 })
@@ -238,7 +253,7 @@ fn log(
     };
     format!(
         "<h2 id=\"log-title\">Log</h2>\
-<div class=\"logbar\">{follow}<label for=\"log-search\" class=\"vh\">Search the log</label><input id=\"log-search\" type=\"search\" placeholder=\"search the log\" hidden> <span id=\"log-hits\" role=\"status\"></span>\
+<div class=\"logbar\">{follow}<label><input type=\"checkbox\" id=\"show-times\"> show times</label> <label for=\"log-search\" class=\"vh\">Search the log</label><input id=\"log-search\" type=\"search\" placeholder=\"search the log\" hidden> <span id=\"log-hits\" role=\"status\"></span>\
 <a href=\"#log-end\">jump to the end</a> · <a href=\"{raw}\" download=\"{}-{}.log\">download the raw log</a></div>{cut}\
 <div class=\"log\" id=\"log-box\" tabindex=\"0\" role=\"region\" aria-label=\"Log\">{}<span id=\"log-end\"></span></div>\n\
 <p class=\"note\"><a href=\"{raw}\">The whole log</a> (plain text){store}{elsewhere}</p>",
@@ -343,7 +358,7 @@ mod tests {
             [Step {
                 name: "build",
                 first: 10,
-                lines: vec!["a", "b"]
+                lines: vec![(None, "a"), (None, "b")]
             }]
         );
         let html = page(
@@ -360,6 +375,33 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<details open data-step=\"build\"><summary>build</summary><ol start=\"4\" id=\"log\">"), "{html}");
+    }
+
+    #[test]
+    fn a_timestamped_log_keeps_its_steps_and_shows_each_line_s_time_on_demand() {
+        let log = "2026-11-30T07:33:35.5Z ==> clone: init container started\n2026-11-30T07:33:35.987654321Z cloned\nno time\n2026-11-30T07:33:36Z ==> build: container started\n";
+        let found = steps(log, 1);
+        let names: Vec<(&str, u64, usize)> = found
+            .iter()
+            .map(|s| (s.name, s.first, s.lines.len()))
+            .collect();
+        assert_eq!(names, [("clone", 1, 3), ("build", 4, 1)]);
+        assert_eq!(found[0].lines[2], (None, "no time"));
+        let html = page(
+            &view("succeeded", None),
+            &LogShown {
+                text: log,
+                skipped_bytes: 0,
+                skipped_lines: 0,
+            },
+            Engine::Kubernetes,
+        );
+        assert!(html.contains("<li id=\"L2\"><a href=\"#L2\" aria-label=\"line 2\">2</a><time class=\"ts\" datetime=\"2026-11-30T07:33:35.987654321Z\" title=\"2026-11-30T07:33:35.987654321Z\">07:33:35.987</time><span>cloned</span></li>"), "{html}");
+        assert!(html.contains("<li id=\"L3\"><a href=\"#L3\" aria-label=\"line 3\">3</a><span>no time</span></li>"), "{html}");
+        assert!(
+            html.contains("<input type=\"checkbox\" id=\"show-times\"> show times"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 // kubeci's pages work without this script; with it:
 // - times ("3 min ago") stay current;
-// - a build page's log can be searched, and a linked line (#L42) is shown;
+// - a build page's log can be searched, and a linked line (#L42) is shown (each line's
+//   time shows with "show times", a checkbox the stylesheet alone acts on);
 // - a running build's page follows it live: log lines arrive over Server-Sent Events,
 //   already rendered as escaped HTML by the server, numbered and split into steps here;
 //   "follow" keeps the newest line in view; at its end the state, reason, times and
@@ -20,7 +21,7 @@
     return future ? "in " + said : said + " ago";
   }
   function refreshTimes() {
-    var times = document.querySelectorAll("time[datetime]");
+    var times = document.querySelectorAll("time[datetime]:not(.ts)");
     for (var i = 0; i < times.length; i++) {
       var at = Date.parse(times[i].getAttribute("datetime"));
       if (!isNaN(at)) times[i].textContent = ago(at);
@@ -38,7 +39,7 @@
     var lines = box.querySelectorAll("li");
     var found = 0;
     for (var i = 0; i < lines.length; i++) {
-      var hit = wanted !== "" && lines[i].textContent.toLowerCase().indexOf(wanted) >= 0;
+      var hit = wanted !== "" && lines[i].lastChild.textContent.toLowerCase().indexOf(wanted) >= 0;
       lines[i].classList.toggle("hit", hit);
       if (hit) found++;
     }
@@ -160,12 +161,24 @@
     anchor.href = "#L" + number;
     anchor.setAttribute("aria-label", "line " + number);
     anchor.textContent = number;
+    // The line's time, then its HTML.
+    var cut = e.data.indexOf("\n");
+    var stamp = cut < 0 ? "" : e.data.slice(0, cut);
     var text = document.createElement("span");
-    text.innerHTML = e.data;
+    text.innerHTML = cut < 0 ? e.data : e.data.slice(cut + 1);
     var step = /^==> (\S+): (init container|container) started/.exec(text.textContent);
     if (step) newStep(step[1]);
     else if (!box.querySelector("details")) newStep("build");
     line.appendChild(anchor);
+    var when = new Date(stamp);
+    if (stamp && !isNaN(when)) {
+      var time = document.createElement("time");
+      time.className = "ts";
+      time.setAttribute("datetime", stamp);
+      time.title = stamp;
+      time.textContent = when.toISOString().slice(11, 23);
+      line.appendChild(time);
+    }
     line.appendChild(text);
     log.appendChild(line);
     if (search && search.value) mark();

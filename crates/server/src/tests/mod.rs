@@ -99,7 +99,7 @@ impl Backend for Fake {
         _: &str,
         _: &str,
         _: u64,
-        _: bool,
+        _: kubeci_engine::api::LogOptions,
     ) -> Result<kubeci_engine::api::LogStream, LogError> {
         Err(LogError::NotFound("no log".into()))
     }

@@ -292,6 +292,52 @@ pub fn wait(what: &str, check: impl FnMut() -> bool) {
     super::git::wait_for(Duration::from_secs(30), what, check);
 }
 
+/// The body of a chunked HTTP/1.1 answer.
+pub fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+/// Checks that `stamped` (a log read with `?timestamps=true`) is `plain` (the same log
+/// read without) with each line begun by when it was written, in order.
+pub fn assert_timestamped(stamped: &str, plain: &str) {
+    let mut times = Vec::new();
+    let texts: Vec<&str> = stamped
+        .lines()
+        .map(|line| {
+            let (at, text) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("a line without a time: {line:?} in {stamped}"));
+            let at: jiff::Timestamp = at
+                .parse()
+                .unwrap_or_else(|e| panic!("{at:?} is not a time ({e}) in {stamped}"));
+            times.push(at);
+            text
+        })
+        .collect();
+    assert_eq!(texts, plain.lines().collect::<Vec<_>>(), "{stamped}");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "in order: {stamped}"
+    );
+    let now = jiff::Timestamp::now();
+    assert!(
+        times
+            .iter()
+            .all(|t| t.duration_until(now).as_secs() < 3600 && *t <= now),
+        "written within the last hour: {stamped}"
+    );
+}
+
 /// The seed's ConfigMap, as a JSON object.
 pub fn seed() -> Value {
     let text = std::fs::read_to_string(
