@@ -613,3 +613,32 @@ fn a_job_the_local_engine_cannot_build_says_why_before_anyone_tries() {
     let job = common::serve::json(&kubeci, "/api/v1/jobs/default/keyed");
     assert_eq!(job["cannot_build"], serde_json::Value::Null, "{job}");
 }
+
+/// The README's first command: `serve --local examples/` starts without a note about
+/// skipped or shadowed ConfigMaps, and the job that cannot build on this machine (the
+/// kube-jenkins seed's, which needs its SSH key Secret) says why on its page and in the API
+/// before anyone presses "Build now".
+#[test]
+fn the_bundled_examples_start_clean_and_say_which_cannot_build_here() {
+    let (mut local, _) = Local::new();
+    local.jobs = common::repo_root().join("examples");
+    let kubeci = local.serve(&[], &[]);
+    let mut names = common::serve::job_names(&kubeci);
+    names.sort();
+    assert_eq!(names, ["hello", "start-helm-test"]);
+    let said = kubeci.log();
+    assert!(
+        !said.contains("note:") && !said.contains("warning"),
+        "nothing to note on the first run: {said}"
+    );
+    let seed = common::serve::json(&kubeci, "/api/v1/jobs/default/start-helm-test");
+    let why = seed["cannot_build"].as_str().unwrap_or_default();
+    assert!(why.contains("`github-key`"), "{seed}");
+    let (_, page) = get(&kubeci, "/jobs/default/start-helm-test");
+    assert!(
+        page.contains("id=\"cannot-build\"") && page.contains("`github-key`"),
+        "{page}"
+    );
+    let hello = common::serve::json(&kubeci, "/api/v1/jobs/default/hello");
+    assert_eq!(hello["cannot_build"], serde_json::Value::Null, "{hello}");
+}

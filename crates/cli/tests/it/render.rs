@@ -44,7 +44,7 @@ const CASES: [(&str, &[&str]); 5] = [
         "seed-fingerprint-manual",
         &[
             "render",
-            "examples/seed/start-helm-test-fingerprint.configmap.yaml",
+            "tests/fixtures/kube-jenkins/start-helm-test-fingerprint.configmap.yaml",
             "--build-number",
             "3",
         ],
@@ -53,7 +53,7 @@ const CASES: [(&str, &[&str]); 5] = [
         "payments-push",
         &[
             "render",
-            "examples/helm-template-output.yaml",
+            "tests/fixtures/helm-template-output.yaml",
             "--job",
             "payments-ci",
             "--build-number",
@@ -252,7 +252,7 @@ fn timeouts_become_deadlines_and_retention_is_left_to_kubeci() {
     let job: serde_json::Value = serde_json::from_str(
         &kubeci(&[
             "render",
-            "examples/helm-template-output.yaml",
+            "tests/fixtures/helm-template-output.yaml",
             "--job",
             "payments-ci",
             "-o",
@@ -298,7 +298,8 @@ fn choosing_among_several_jobs_needs_a_name() {
     let both = dir.join("both.yaml");
     let hello = std::fs::read_to_string(repo_root().join("examples/hello.configmap.yaml")).unwrap();
     let stream =
-        std::fs::read_to_string(repo_root().join("examples/helm-template-output.yaml")).unwrap();
+        std::fs::read_to_string(repo_root().join("tests/fixtures/helm-template-output.yaml"))
+            .unwrap();
     std::fs::write(&both, format!("{hello}---\n{stream}")).unwrap();
     let path = both.to_str().unwrap();
     let run = kubeci(&["render", path]);

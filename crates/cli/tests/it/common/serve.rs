@@ -329,12 +329,13 @@ pub fn assert_timestamped(stamped: &str, plain: &str) {
         times.windows(2).all(|w| w[0] <= w[1]),
         "in order: {stamped}"
     );
+    // Real times, of now (a log API may round them to the second).
     let now = jiff::Timestamp::now();
     assert!(
         times
             .iter()
-            .all(|t| t.duration_until(now).as_secs() < 3600 && *t <= now),
-        "written within the last hour: {stamped}"
+            .all(|t| t.duration_until(now).as_secs().abs() < 3600),
+        "written within the hour: {stamped}"
     );
 }
 
