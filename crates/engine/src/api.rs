@@ -350,6 +350,11 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
+/// The state of each job's newest build: namespace → job → state (looked up by `&str`,
+/// with no key built per job).
+pub type LatestStates =
+    std::collections::HashMap<String, std::collections::HashMap<String, &'static str>>;
+
 /// How a build's log is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogOptions {
@@ -450,17 +455,23 @@ pub trait Backend: Send + Sync + 'static {
     /// Every job as declared, valid or not (one per ConfigMap or job file), shared: what
     /// the jobs page filters before it builds views of the jobs it shows.
     fn declared_jobs(&self) -> Vec<std::sync::Arc<kubeci_spec::LoadedJob>>;
-    /// The state of the newest build of every job that has one, by (namespace, job): the
-    /// jobs page's state filter, without building a view of every build.
-    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
-        self.jobs()
-            .into_iter()
-            .filter_map(|job| {
-                let name = job.name?;
-                let newest = self.builds(&job.namespace, &name)?.into_iter().next()?;
-                Some(((job.namespace, name), newest.state))
-            })
-            .collect()
+    /// The state of the newest build of every job that has one: the jobs page's state
+    /// filter, without building a view of every build.
+    fn latest_states(&self) -> LatestStates {
+        let mut states = LatestStates::new();
+        for job in self.jobs() {
+            let Some(name) = job.name else { continue };
+            if let Some(newest) = self
+                .builds(&job.namespace, &name)
+                .and_then(|b| b.into_iter().next())
+            {
+                states
+                    .entry(job.namespace)
+                    .or_default()
+                    .insert(name, newest.state);
+            }
+        }
+        states
     }
     /// The newest `limit` builds of each of `jobs` (namespace, name), newest first: the
     /// recent builds the jobs page shows for the jobs on it.

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::ResourceExt;
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, JobView, LogError, LogOptions, LogStream, TriggerError,
-    TriggerRequest, Triggered,
+    Backend, BuildView, CancelError, JobView, LatestStates, LogError, LogOptions, LogStream,
+    TriggerError, TriggerRequest, Triggered,
 };
 use kubeci_engine::observe;
 use kubeci_render::{keys, BuildRequest};
@@ -66,11 +66,8 @@ impl Backend for Cluster {
         self.declarations()
     }
 
-    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
-        self.newest_records()
-            .into_iter()
-            .map(|(key, newest)| (key, newest.summary.state.name()))
-            .collect()
+    fn latest_states(&self) -> LatestStates {
+        self.newest_states()
     }
 
     async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {

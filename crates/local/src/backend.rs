@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, EngineKind, JobView, LogError, LogOptions, LogStream,
-    TriggerError, TriggerRequest, Triggered,
+    Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError, LogOptions,
+    LogStream, TriggerError, TriggerRequest, Triggered,
 };
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
@@ -85,13 +85,15 @@ impl Backend for LocalBackend {
         self.jobs.read().expect("the jobs lock").all().to_vec()
     }
 
-    fn latest_states(&self) -> std::collections::HashMap<(String, String), &'static str> {
-        self.store()
-            .latest_builds()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|row| ((row.namespace, row.job), row.state.name()))
-            .collect()
+    fn latest_states(&self) -> LatestStates {
+        let mut states = LatestStates::new();
+        for row in self.store().latest_builds().unwrap_or_default() {
+            states
+                .entry(row.namespace)
+                .or_default()
+                .insert(row.job, row.state.name());
+        }
+        states
     }
 
     fn recent_builds(

@@ -105,8 +105,10 @@ pub(crate) async fn jobs_page<B: Backend>(
         state.backend.latest_states()
     };
     let last_state = |job: &kubeci_spec::LoadedJob| {
-        let key = (job.namespace.clone(), job.name.clone()?);
-        latest.get(&key).copied()
+        latest
+            .get(&job.namespace)?
+            .get(job.name.as_deref()?)
+            .copied()
     };
     let mut matching: Vec<_> = declared
         .iter()

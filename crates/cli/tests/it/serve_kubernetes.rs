@@ -83,8 +83,20 @@ async fn the_seed_job_is_served_built_edited_and_removed() {
             .to_owned()
     };
     wait("the edit to be seen", || new_hash(&kubeci) != first_hash);
+    server.set_pod_behaviour(|_| PodBehaviour::Fail {
+        exit_code: 2,
+        logs: vec!["no".into()],
+        duration: Duration::from_millis(20),
+    });
     let (status, _) = trigger(&kubeci, "start-helm-test", None);
     assert_eq!(status, 201);
+    // The state filter goes by the newest build alone.
+    wait("build 2 to fail", || {
+        builds(&kubeci, "start-helm-test")
+            .first()
+            .is_some_and(|b| b["number"] == 2 && b["state"] == "failed")
+    });
+    assert!(listed("failed") && !listed("succeeded"));
     // The list reads kubeci's caches, which see the new Job once its watch event arrives.
     wait("build 2 to be listed", || {
         builds(&kubeci, "start-helm-test").len() == 2
