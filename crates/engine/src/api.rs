@@ -350,10 +350,60 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
-/// The state of each job's newest build: namespace → job → state (looked up by `&str`,
-/// with no key built per job).
-pub type LatestStates =
-    std::collections::HashMap<String, std::collections::HashMap<String, &'static str>>;
+/// A job's newest build's state, and the one time alone turns it into (see
+/// [`crate::observe::StateOverTime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewestState {
+    pub now: &'static str,
+    /// From this time (seconds since the epoch) on, the state is this one.
+    pub later: Option<(i64, &'static str)>,
+}
+
+impl From<crate::observe::StateOverTime> for NewestState {
+    fn from(state: crate::observe::StateOverTime) -> NewestState {
+        NewestState {
+            now: state.now.name(),
+            later: state.later.map(|(from, later)| (from, later.name())),
+        }
+    }
+}
+
+impl From<&'static str> for NewestState {
+    fn from(now: &'static str) -> NewestState {
+        NewestState { now, later: None }
+    }
+}
+
+/// Namespace → job → its newest build's state (looked up by `&str`, no key built per job).
+pub type StatesByJob =
+    std::collections::HashMap<String, std::collections::HashMap<String, NewestState>>;
+
+/// The state of every job's newest build at a time: what the jobs page's state filter
+/// reads. Its parts (one per watched scope) are shared, not copied.
+#[derive(Debug, Clone, Default)]
+pub struct LatestStates {
+    parts: Vec<std::sync::Arc<StatesByJob>>,
+    now: i64,
+}
+
+impl LatestStates {
+    /// The states of `parts` (each job in one of them) at `now` (seconds since the epoch).
+    pub fn new(parts: Vec<std::sync::Arc<StatesByJob>>, now: i64) -> LatestStates {
+        LatestStates { parts, now }
+    }
+
+    /// The state of the newest build of job `name` of `namespace`, if it has a build.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&'static str> {
+        let state = self
+            .parts
+            .iter()
+            .find_map(|part| part.get(namespace)?.get(name))?;
+        Some(match state.later {
+            Some((from, later)) if self.now >= from => later,
+            _ => state.now,
+        })
+    }
+}
 
 /// How a build's log is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -458,7 +508,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The state of the newest build of every job that has one: the jobs page's state
     /// filter, without building a view of every build.
     fn latest_states(&self) -> LatestStates {
-        let mut states = LatestStates::new();
+        let mut states = StatesByJob::new();
         for job in self.jobs() {
             let Some(name) = job.name else { continue };
             if let Some(newest) = self
@@ -468,10 +518,10 @@ pub trait Backend: Send + Sync + 'static {
                 states
                     .entry(job.namespace)
                     .or_default()
-                    .insert(name, newest.state);
+                    .insert(name, newest.state.into());
             }
         }
-        states
+        LatestStates::new(vec![std::sync::Arc::new(states)], 0)
     }
     /// The newest `limit` builds of each of `jobs` (namespace, name), newest first: the
     /// recent builds the jobs page shows for the jobs on it.

@@ -146,29 +146,69 @@ pub fn build_state<P: Borrow<BuildPod>>(
     now: i64,
     pending_deadline: i64,
 ) -> BuildState {
+    build_state_over_time(job, pods, pending_deadline).at(now)
+}
+
+/// A build's state as its objects show it, and the one time alone turns it into: a build
+/// whose pod cannot start is an error once it has waited the pending deadline. Worked out
+/// when the objects change, it gives the state at any later time without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateOverTime {
+    pub now: BuildState,
+    /// From this time (seconds since the epoch) on, the state is this one.
+    pub later: Option<(i64, BuildState)>,
+}
+
+impl StateOverTime {
+    /// The state at `now`.
+    pub fn at(self, now: i64) -> BuildState {
+        match self.later {
+            Some((from, later)) if now >= from => later,
+            _ => self.now,
+        }
+    }
+}
+
+impl From<BuildState> for StateOverTime {
+    fn from(state: BuildState) -> StateOverTime {
+        StateOverTime {
+            now: state,
+            later: None,
+        }
+    }
+}
+
+/// [`build_state`] at every time at once (see [`StateOverTime`]).
+pub fn build_state_over_time<P: Borrow<BuildPod>>(
+    job: &BuildJob,
+    pods: &[P],
+    pending_deadline: i64,
+) -> StateOverTime {
     if condition(job, "Complete").is_some() {
-        return BuildState::Succeeded;
+        return BuildState::Succeeded.into();
     }
     if let Some(by) = annotation(job, keys::CANCELLED_BY) {
         return BuildState::Aborted {
             by: Some(by.to_owned()).filter(|b| !b.is_empty()),
-        };
+        }
+        .into();
     }
     if let Some(error) = annotation(job, keys::ERROR) {
         let (reason, message) = error.split_once(": ").unwrap_or((error, ""));
         return BuildState::Error {
             reason: reason.to_owned(),
             message: message.to_owned(),
-        };
+        }
+        .into();
     }
     if let Some(failed) = condition(job, "Failed") {
-        return failed_state(failed, pods);
+        return failed_state(failed, pods).into();
     }
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
     if suspended {
-        return BuildState::Queued;
+        return BuildState::Queued.into();
     }
-    pod_state(pods, now, pending_deadline)
+    pod_state(pods, pending_deadline)
 }
 
 /// The state of a build whose Job failed: why, from the failed container if one did.
@@ -204,7 +244,7 @@ fn failed_state<P: Borrow<BuildPod>>(
 
 /// The state of a released build that has not ended, from its pod: pending (and why), or
 /// running; an error once its pod could not start for `pending_deadline` seconds.
-fn pod_state<P: Borrow<BuildPod>>(pods: &[P], now: i64, pending_deadline: i64) -> BuildState {
+fn pod_state<P: Borrow<BuildPod>>(pods: &[P], pending_deadline: i64) -> StateOverTime {
     let active: Vec<&BuildPod> = pods
         .iter()
         .map(Borrow::borrow)
@@ -216,24 +256,29 @@ fn pod_state<P: Borrow<BuildPod>>(pods: &[P], now: i64, pending_deadline: i64) -
         })
         .collect();
     let Some(pod) = active.first() else {
-        return BuildState::Pending { message: None };
+        return BuildState::Pending { message: None }.into();
     };
     if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-        return BuildState::Running;
+        return BuildState::Running.into();
     }
     match waiting(pod) {
         Some((reason, message)) => {
             let stuck = CANNOT_START.contains(&reason.as_str()) || reason == "Unschedulable";
-            let waited = created_at(pod).map_or(0, |t| now - t);
-            if stuck && waited >= pending_deadline {
-                BuildState::Error { reason, message }
-            } else {
-                BuildState::Pending {
-                    message: Some(format!("{reason}: {message}")),
-                }
+            let pending = BuildState::Pending {
+                message: Some(format!("{reason}: {message}")),
+            };
+            // Waited since it was created (or, not knowing when, not at all).
+            let from = match created_at(pod) {
+                Some(created) => created.saturating_add(pending_deadline),
+                None if pending_deadline <= 0 => i64::MIN,
+                None => return pending.into(),
+            };
+            StateOverTime {
+                now: pending,
+                later: stuck.then_some((from, BuildState::Error { reason, message })),
             }
         }
-        None => BuildState::Pending { message: None },
+        None => BuildState::Pending { message: None }.into(),
     }
 }
 
@@ -419,6 +464,31 @@ mod tests {
         assert_eq!(
             build_state(&job(suspended_cancel), NO_PODS, T0, 300),
             BuildState::Aborted { by: None }
+        );
+    }
+
+    #[test]
+    fn a_stuck_build_s_state_over_time_says_when_time_alone_makes_it_an_error() {
+        let missing_secret = [pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"aws-key\" not found"}}}]}),
+        )];
+        let over_time = build_state_over_time(&job(json!({})), &missing_secret, 300);
+        assert_eq!(
+            over_time.later.as_ref().map(|(from, _)| *from),
+            Some(T0 + 300)
+        );
+        for now in [T0, T0 + 299, T0 + 300, T0 + 10_000] {
+            assert_eq!(
+                over_time.clone().at(now),
+                build_state(&job(json!({})), &missing_secret, now, 300),
+                "at {now}"
+            );
+        }
+        let running = [pod(json!({"phase": "Running"}))];
+        assert_eq!(
+            build_state_over_time(&job(json!({})), &running, 300).later,
+            None,
+            "time alone changes nothing else"
         );
     }
 

@@ -10,7 +10,17 @@ use kube::ResourceExt;
 use kubeci_render::keys;
 
 /// (namespace, job label).
-type JobKey = (String, String);
+pub(crate) type JobKey = (String, String);
+
+/// Whose objects a watch event changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// Those of these jobs (two for an object whose label changed).
+    Jobs(Vec<JobKey>),
+    /// Anyone's: a re-list replaced the cache.
+    All,
+    Nothing,
+}
 
 #[derive(Default)]
 struct Names {
@@ -21,10 +31,11 @@ struct Names {
 }
 
 impl Names {
-    fn insert<K: kube::Resource>(&mut self, object: &K) {
-        self.remove(object);
+    /// Files `object` under its job; the jobs it was and is filed under.
+    fn insert<K: kube::Resource>(&mut self, object: &K) -> Vec<JobKey> {
+        let mut jobs: Vec<JobKey> = self.remove(object).into_iter().collect();
         let Some(job) = crate::label(object, keys::JOB) else {
-            return;
+            return jobs;
         };
         let namespace = object.namespace().unwrap_or_default();
         let key = (namespace.clone(), job.to_owned());
@@ -33,20 +44,24 @@ impl Names {
             .entry(key.clone())
             .or_default()
             .insert(name.clone());
-        self.filed.insert((namespace, name), key);
+        self.filed.insert((namespace, name), key.clone());
+        if !jobs.contains(&key) {
+            jobs.push(key);
+        }
+        jobs
     }
 
-    fn remove<K: kube::Resource>(&mut self, object: &K) {
+    /// Takes `object` out; the job it was filed under.
+    fn remove<K: kube::Resource>(&mut self, object: &K) -> Option<JobKey> {
         let object_key = (object.namespace().unwrap_or_default(), object.name_any());
-        let Some(job) = self.filed.remove(&object_key) else {
-            return;
-        };
+        let job = self.filed.remove(&object_key)?;
         if let Some(names) = self.by_job.get_mut(&job) {
             names.remove(&object_key.1);
             if names.is_empty() {
                 self.by_job.remove(&job);
             }
         }
+        Some(job)
     }
 }
 
@@ -59,23 +74,35 @@ pub(crate) struct ByJob {
 }
 
 impl ByJob {
-    /// Follows one watch event.
-    pub(crate) fn apply<K: kube::Resource>(&self, event: &Event<K>) {
+    /// Follows one watch event; whose objects it changed.
+    pub(crate) fn apply<K: kube::Resource>(&self, event: &Event<K>) -> Changed {
         match event {
-            Event::Apply(object) => self.current.write().expect("the index lock").insert(object),
-            Event::Delete(object) => self.current.write().expect("the index lock").remove(object),
+            Event::Apply(object) => {
+                Changed::Jobs(self.current.write().expect("the index lock").insert(object))
+            }
+            Event::Delete(object) => Changed::Jobs(
+                self.current
+                    .write()
+                    .expect("the index lock")
+                    .remove(object)
+                    .into_iter()
+                    .collect(),
+            ),
             Event::Init => {
-                *self.relisting.lock().expect("the relist lock") = Some(Names::default())
+                *self.relisting.lock().expect("the relist lock") = Some(Names::default());
+                Changed::Nothing
             }
             Event::InitApply(object) => {
                 if let Some(names) = self.relisting.lock().expect("the relist lock").as_mut() {
                     names.insert(object);
                 }
+                Changed::Nothing
             }
             Event::InitDone => {
                 if let Some(names) = self.relisting.lock().expect("the relist lock").take() {
                     *self.current.write().expect("the index lock") = names;
                 }
+                Changed::All
             }
         }
     }
@@ -127,12 +154,27 @@ mod tests {
     #[test]
     fn a_relabelled_object_moves_and_its_delete_removes_it_under_its_old_label_too() {
         let index = ByJob::default();
-        index.apply(&Event::Apply(pod("team", "build-1", Some("build"))));
-        index.apply(&Event::Apply(pod("team", "build-1", Some("test"))));
+        let key = |job: &str| ("team".to_owned(), job.to_owned());
+        assert_eq!(
+            index.apply(&Event::Apply(pod("team", "build-1", Some("build")))),
+            Changed::Jobs(vec![key("build")])
+        );
+        assert_eq!(
+            index.apply(&Event::Apply(pod("team", "build-1", Some("test")))),
+            Changed::Jobs(vec![key("build"), key("test")]),
+            "both jobs changed"
+        );
         assert!(index.names("team", "build").is_empty());
         assert_eq!(index.names("team", "test"), ["build-1"]);
-        index.apply(&Event::Delete(pod("team", "build-1", None)));
+        assert_eq!(
+            index.apply(&Event::Delete(pod("team", "build-1", None))),
+            Changed::Jobs(vec![key("test")])
+        );
         assert!(index.names("team", "test").is_empty());
+        assert_eq!(
+            index.apply(&Event::Apply(pod("team", "stray", None))),
+            Changed::Jobs(vec![])
+        );
     }
 
     #[test]
@@ -142,7 +184,7 @@ mod tests {
         index.apply(&Event::<Pod>::Init);
         index.apply(&Event::InitApply(pod("team", "kept", Some("build"))));
         assert_eq!(index.names("team", "build"), ["gone"]);
-        index.apply(&Event::<Pod>::InitDone);
+        assert_eq!(index.apply(&Event::<Pod>::InitDone), Changed::All);
         assert_eq!(index.names("team", "build"), ["kept"]);
     }
 }

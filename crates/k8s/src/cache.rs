@@ -2,7 +2,7 @@
 //! the job ledgers, the builds they make up (with the Jobs this replica just created, until
 //! the caches show them), and lookups of the jobs declared.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use kubeci_spec::{LoadedJob, Severity};
 use tokio::sync::Notify;
 
 use crate::by_job::ByJob;
+use crate::newest::{Caches, NewestStates};
 use crate::{label, ledger_name, now, Cluster};
 
 /// Build Jobs by (namespace, Job name), with when they were seen.
@@ -37,6 +38,7 @@ pub(crate) struct Scope {
     pub(crate) leases: Store<Lease>,
     pub(crate) jobs_by_job: Arc<ByJob>,
     pub(crate) pods_by_job: Arc<ByJob>,
+    pub(crate) newest: Arc<NewestStates>,
 }
 
 /// One build as the caches show it.
@@ -77,7 +79,15 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-/// Follows `api` into a cache (and `by_job`, if given); every change wakes `changed`.
+/// `duration` in whole seconds, as build times are kept.
+pub(crate) fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What follows a cache's watch events, once the cache shows each.
+pub(crate) type OnEvent<K> = Arc<dyn Fn(&watcher::Event<K>) + Send + Sync>;
+
+/// Follows `api` into a cache (and `on_event`, if given); every change wakes `changed`.
 /// Returns the cache and a flag set once its first complete list is in.
 /// `trim` drops what kubeci never reads from the cached objects (it matters at 10,000 Jobs).
 pub(crate) fn follow<K>(
@@ -85,7 +95,7 @@ pub(crate) fn follow<K>(
     config: watcher::Config,
     changed: Arc<Notify>,
     trim: fn(&mut K),
-    by_job: Option<Arc<ByJob>>,
+    on_event: Option<OnEvent<K>>,
 ) -> (Store<K>, Arc<AtomicBool>)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync,
@@ -104,8 +114,8 @@ where
                 .backoff(WatchBackoff::new()),
         )
         .for_each(move |event| {
-            if let (Some(index), Ok(event)) = (&by_job, &event) {
-                index.apply(event);
+            if let (Some(on_event), Ok(event)) = (&on_event, &event) {
+                on_event(event);
             }
             changed.notify_one();
             async {}
@@ -123,12 +133,14 @@ where
 }
 
 /// The caches of build Jobs, their pods and the job ledgers of each watched scope (every
-/// namespace of `namespaces`, or all), with their flags set once synced.
+/// namespace of `namespaces`, or all), with their flags set once synced, and the newest
+/// builds' states kept from them.
 pub(crate) fn watch_builds(
     client: &kube::Client,
     namespaces: &[String],
     changed: &Arc<Notify>,
     synced: &mut Vec<Arc<AtomicBool>>,
+    pending_deadline: i64,
 ) -> Vec<Scope> {
     let managed = format!("{}={}", keys::MANAGED_BY, keys::MANAGER);
     let mut scopes = Vec::new();
@@ -138,21 +150,28 @@ pub(crate) fn watch_builds(
     for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis) {
         let jobs_by_job = Arc::new(ByJob::default());
         let pods_by_job = Arc::new(ByJob::default());
+        let newest = Arc::new(NewestStates::new(pending_deadline));
         let (jobs, jobs_synced) = follow(
             jobs_api,
             watcher::Config::default().labels(&managed),
             changed.clone(),
             // `BuildJob` holds only what builds are read from.
             |_: &mut BuildJob| {},
-            Some(jobs_by_job.clone()),
+            Some(indexing(&jobs_by_job, &newest)),
         );
         let (pods, pods_synced) = follow(
             pods_api,
             watcher::Config::default().labels(keys::JOB),
             changed.clone(),
             |_: &mut BuildPod| {},
-            Some(pods_by_job.clone()),
+            Some(indexing(&pods_by_job, &newest)),
         );
+        newest.follow(Caches {
+            jobs: jobs.clone(),
+            pods: pods.clone(),
+            jobs_by_job: jobs_by_job.clone(),
+            pods_by_job: pods_by_job.clone(),
+        });
         let (leases, leases_synced) = follow(
             leases_api,
             watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
@@ -167,14 +186,25 @@ pub(crate) fn watch_builds(
             leases,
             jobs_by_job,
             pods_by_job,
+            newest,
         });
     }
     scopes
 }
 
+/// Files each event's object by job, then works out the newest build state of the jobs
+/// it changed.
+fn indexing<K: kube::Resource + 'static>(
+    by_job: &Arc<ByJob>,
+    newest: &Arc<NewestStates>,
+) -> OnEvent<K> {
+    let (by_job, newest) = (by_job.clone(), newest.clone());
+    Arc::new(move |event: &watcher::Event<K>| newest.after(by_job.apply(event)))
+}
+
 impl Cluster {
     pub(crate) fn pending_deadline(&self) -> i64 {
-        i64::try_from(self.settings.pending_deadline.as_secs()).unwrap_or(i64::MAX)
+        seconds(self.settings.pending_deadline)
     }
 
     /// Every build in the caches, by (namespace, job), newest first.
@@ -222,63 +252,10 @@ impl Cluster {
         groups
     }
 
-    /// The state of every job's newest cached build. One pass over the Jobs keeps each
-    /// job's newest (keyed by the names the cached objects hold, nothing copied), one over
-    /// the pods files them by build, and only the newest builds' states are worked out.
+    /// The state of every job's newest cached build, as the scopes keep it.
     pub(crate) fn newest_states(&self) -> LatestStates {
-        let now = now();
-        let mut states = LatestStates::new();
-        // A job's builds are all in the scope of its namespace.
-        for scope in &self.scopes {
-            let jobs = scope.jobs.state();
-            // Each Job's labels are read once: at 10,000 jobs, reading the cached objects
-            // (memory not in the CPU's caches) is most of the cost.
-            let mut newest: HashMap<(&str, &str), (u64, &str, &Arc<BuildJob>)> =
-                HashMap::with_capacity(jobs.len());
-            for job in &jobs {
-                let (Some(name), Some(build)) =
-                    (label(&**job, keys::JOB), label(&**job, keys::BUILD))
-                else {
-                    continue;
-                };
-                let Ok(number) = build.parse::<u64>() else {
-                    continue;
-                };
-                let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
-                let slot = newest
-                    .entry((namespace, name))
-                    .or_insert((number, build, job));
-                if slot.0 < number {
-                    *slot = (number, build, job);
-                }
-            }
-            let pods = scope.pods.state();
-            let mut pods_by_build: HashMap<(&str, &str, &str), Vec<&BuildPod>> = HashMap::new();
-            for pod in &pods {
-                if let (Some(job), Some(build)) =
-                    (label(&**pod, keys::JOB), label(&**pod, keys::BUILD))
-                {
-                    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-                    pods_by_build
-                        .entry((namespace, job, build))
-                        .or_default()
-                        .push(pod);
-                }
-            }
-            for ((namespace, name), (_, build, job)) in newest {
-                let pods = pods_by_build
-                    .get(&(namespace, name, build))
-                    .map_or(&[][..], Vec::as_slice);
-                let state = observe::build_state(job, pods, now, self.pending_deadline());
-                if !states.contains_key(namespace) {
-                    states.insert(namespace.to_owned(), HashMap::new());
-                }
-                if let Some(jobs) = states.get_mut(namespace) {
-                    jobs.insert(name.to_owned(), state.name());
-                }
-            }
-        }
-        states
+        let parts = self.scopes.iter().map(|s| s.newest.snapshot()).collect();
+        LatestStates::new(parts, now())
     }
 
     /// One build from its Job and pods, if the Job is a build's.

@@ -28,6 +28,7 @@ mod error;
 pub mod index;
 mod ledger;
 mod logs;
+mod newest;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -215,7 +216,13 @@ impl Cluster {
                 changed.clone(),
             ));
         }
-        let scopes = cache::watch_builds(&client, &settings.namespaces, &changed, &mut synced);
+        let scopes = cache::watch_builds(
+            &client,
+            &settings.namespaces,
+            &changed,
+            &mut synced,
+            cache::seconds(settings.pending_deadline),
+        );
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             client,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kubeci_engine::api::{
     Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError, LogOptions,
-    LogStream, TriggerError, TriggerRequest, Triggered,
+    LogStream, StatesByJob, TriggerError, TriggerRequest, Triggered,
 };
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
@@ -86,14 +86,14 @@ impl Backend for LocalBackend {
     }
 
     fn latest_states(&self) -> LatestStates {
-        let mut states = LatestStates::new();
+        let mut states = StatesByJob::new();
         for row in self.store().latest_builds().unwrap_or_default() {
             states
                 .entry(row.namespace)
                 .or_default()
-                .insert(row.job, row.state.name());
+                .insert(row.job, row.state.name().into());
         }
-        states
+        LatestStates::new(vec![Arc::new(states)], now())
     }
 
     fn recent_builds(

@@ -104,12 +104,8 @@ pub(crate) async fn jobs_page<B: Backend>(
     } else {
         state.backend.latest_states()
     };
-    let last_state = |job: &kubeci_spec::LoadedJob| {
-        latest
-            .get(&job.namespace)?
-            .get(job.name.as_deref()?)
-            .copied()
-    };
+    let last_state =
+        |job: &kubeci_spec::LoadedJob| latest.get(&job.namespace, job.name.as_deref()?);
     let mut matching: Vec<_> = declared
         .iter()
         .filter(|job| query.wants(job, last_state(job)))
