@@ -106,9 +106,10 @@ pub(crate) async fn jobs_page<B: Backend>(
     };
     let last_state =
         |job: &kubeci_spec::LoadedJob| latest.get(&job.namespace, job.name.as_deref()?);
+    let wants = query.matcher();
     let mut matching: Vec<_> = declared
         .iter()
-        .filter(|job| query.wants(job, last_state(job)))
+        .filter(|job| wants(job, last_state(job)))
         .collect();
     matching.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let total = matching.len();

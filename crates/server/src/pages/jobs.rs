@@ -43,10 +43,34 @@ const STATES: [(&str, &str); 7] = [
     ("invalid", "invalid"),
 ];
 
+/// Whether `text` contains `wanted` (lowercase) in any case; ASCII text (as names and URLs
+/// mostly are) is compared where it lies, without a lowercased copy.
+fn contains_lowercase(text: &str, wanted: &str) -> bool {
+    if !text.is_ascii() {
+        return text.to_lowercase().contains(wanted);
+    }
+    let (text, wanted) = (text.as_bytes(), wanted.as_bytes());
+    wanted.is_empty()
+        || text
+            .windows(wanted.len())
+            .any(|window| window.eq_ignore_ascii_case(wanted))
+}
+
 impl JobsQuery {
     /// Whether `job`, whose last build ended in state `last`, is asked for. Read from the
     /// declaration itself: the page builds views only of the jobs it shows.
     pub fn wants(&self, job: &LoadedJob, last: Option<&str>) -> bool {
+        self.matcher()(job, last)
+    }
+
+    /// [`JobsQuery::wants`], with what is worked out once per query (the text, lowercased)
+    /// done once: the page asks it of every job.
+    pub fn matcher(&self) -> impl Fn(&LoadedJob, Option<&str>) -> bool + '_ {
+        let wanted = self.q.trim().to_lowercase();
+        move |job, last| self.matches(job, last, &wanted)
+    }
+
+    fn matches(&self, job: &LoadedJob, last: Option<&str>, wanted: &str) -> bool {
         if !self.namespace.is_empty() && job.namespace != self.namespace {
             return false;
         }
@@ -64,11 +88,10 @@ impl JobsQuery {
         if !state_matches {
             return false;
         }
-        let wanted = self.q.trim().to_lowercase();
         if wanted.is_empty() {
             return true;
         }
-        let has = |value: &str| value.to_lowercase().contains(&wanted);
+        let has = |value: &str| contains_lowercase(value, wanted);
         let spec = job.job.as_ref();
         has(&job.namespace)
             || job.name.as_deref().is_some_and(has)
@@ -297,6 +320,19 @@ pub fn jobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_found_in_any_case() {
+        assert!(contains_lowercase("Team-API", "api"));
+        assert!(contains_lowercase(
+            "https://GitHub.com/o/api.git",
+            "github.com/o"
+        ));
+        assert!(contains_lowercase("ÄRGER-job", "ärger"), "beyond ASCII too");
+        assert!(!contains_lowercase("api", "apis"));
+        assert!(!contains_lowercase("", "a"));
+        assert!(contains_lowercase("anything", ""));
+    }
 
     fn job(namespace: &str, name: &str, valid: bool) -> JobView {
         JobView {
