@@ -52,14 +52,15 @@ impl LocalBackend {
             }
             *last = Instant::now();
         }
-        let changed = self
-            .jobs
-            .write()
-            .expect("the jobs lock")
-            .reload(&self.settings.jobs_dir, &self.settings.load);
-        if changed {
-            log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
+        // Looked at and read without the jobs' lock: pages go on reading the jobs as they
+        // were until the new ones are in.
+        let scan = kubeci_jobfiles::scan(&self.settings.jobs_dir);
+        if self.jobs.read().expect("the jobs lock").is_current(&scan) {
+            return;
         }
+        let jobs = kubeci_jobfiles::JobSet::read(scan, &self.settings.load);
+        *self.jobs.write().expect("the jobs lock") = jobs;
+        log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
     }
 
     fn report_target(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> ReportTarget {
