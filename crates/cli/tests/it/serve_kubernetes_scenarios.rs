@@ -543,6 +543,20 @@ async fn builds_whose_pod_cannot_start_fail_with_kubernetes_reason(cluster: Test
         image.contains(MISSING_IMAGE) && image.contains("pull"),
         "Kubernetes' own message: {image}"
     );
+    // The jobs page's state filter, which reads the newest build states kept from the
+    // watch events, shows both as failed.
+    let (_, page) = http(
+        &kubeci,
+        "GET",
+        &format!("/?namespace={ns}&state=failed"),
+        &[],
+    );
+    for job in ["needs-secret", "bad-image"] {
+        assert!(
+            page.contains(&format!("<a href=\"/jobs/{ns}/{job}\">")),
+            "{job}: {page}"
+        );
+    }
     // The failure is recorded on the Job, which is stopped: its pod is gone.
     cluster
         .until("the failure to be recorded on the Job", async || {
