@@ -88,11 +88,13 @@ fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
         .collect()
 }
 
+/// Each job file with its modification time and size, and why the directory could not be
+/// listed: what tells whether the files must be read again.
 type Fingerprint = (Vec<(PathBuf, Option<SystemTime>, u64)>, Option<String>);
 
 /// A directory's job files as they are now: which there are, and each one's modification
-/// time and size. Taken without holding the jobs read before (at 10,000 files it takes
-/// milliseconds), it says whether they must be read again.
+/// time and size. Taken while the jobs read before go on being served (at 10,000 files it
+/// takes milliseconds), it says whether they must be read again.
 pub struct Scan {
     files: Vec<PathBuf>,
     /// The files' times and sizes, and why the directory could not be listed.
@@ -112,7 +114,7 @@ pub fn scan(dir: &Path) -> Scan {
 }
 
 impl JobSet {
-    /// Reads `dir` again if anything in it changed; whether it did.
+    /// Reads `dir` again if anything in it changed (or it was never read); whether it did.
     pub fn reload(&mut self, dir: &Path, options: &LoadOptions) -> bool {
         let scan = scan(dir);
         if self.is_current(&scan) {
