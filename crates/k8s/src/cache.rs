@@ -25,12 +25,6 @@ use crate::by_job::ByJob;
 use crate::newest::{Caches, NewestStates};
 use crate::{label, ledger_name, now, Cluster};
 
-/// Build Jobs by (namespace, Job name), with when they were seen.
-pub(crate) type FreshJobs = BTreeMap<(String, String), (Arc<BuildJob>, std::time::Instant)>;
-
-/// How long a build Job this replica created is shown without its cache showing it.
-pub(crate) const FRESH_FOR: Duration = Duration::from_secs(30);
-
 /// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
 pub(crate) struct Scope {
     pub(crate) jobs: Store<BuildJob>,
@@ -317,30 +311,32 @@ impl Cluster {
         let mut records = self.indexed_records(namespace, name);
         let cached: std::collections::BTreeSet<String> =
             records.iter().map(|r| r.job.name_any()).collect();
-        let mut fresh = self.fresh.lock().expect("the fresh lock");
-        // Kept until the cache shows the Job (or for a bounded time: one deleted before
-        // the cache saw it is gone from the API too).
-        fresh.retain(|(ns, job_name), (_, at)| {
-            at.elapsed() < FRESH_FOR && !(ns == namespace && cached.contains(job_name))
-        });
-        for ((ns, _), (job, _)) in fresh.iter() {
-            if ns != namespace || label(&**job, keys::JOB) != Some(name) {
-                continue;
-            }
-            records.extend(self.record(Arc::clone(job), Vec::new(), now()));
+        let fresh = self.fresh.lock().expect("the fresh lock").of(
+            namespace,
+            name,
+            &cached,
+            std::time::Instant::now(),
+        );
+        let now = now();
+        for job in fresh {
+            records.extend(self.record(job, Vec::new(), now));
         }
-        drop(fresh);
         records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
         records
     }
 
     /// Keeps `job` readable until the cache shows it (see `fresh`).
     pub(crate) fn remember_fresh(&self, job: &BuildJob) {
-        let key = (job.namespace().unwrap_or_default(), job.name_any());
-        self.fresh
-            .lock()
-            .expect("the fresh lock")
-            .insert(key, (Arc::new(job.clone()), std::time::Instant::now()));
+        let Some(job_label) = label(job, keys::JOB) else {
+            return;
+        };
+        let key = (job.namespace().unwrap_or_default(), job_label.to_owned());
+        self.fresh.lock().expect("the fresh lock").remember(
+            key,
+            job.name_any(),
+            Arc::new(job.clone()),
+            std::time::Instant::now(),
+        );
     }
 
     /// Build `number` of job `name`: from the cache, else — a build another replica has

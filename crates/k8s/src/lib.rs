@@ -25,6 +25,7 @@ mod controller;
 mod discover;
 mod election;
 mod error;
+mod fresh;
 pub mod index;
 mod ledger;
 mod logs;
@@ -48,8 +49,9 @@ use tokio::sync::Notify;
 pub use error::ClusterError;
 pub use index::JobIndex;
 
+use crate::cache::Scope;
 pub(crate) use crate::cache::{BuildRecord, WatchBackoff};
-use crate::cache::{FreshJobs, Scope};
+use crate::fresh::FreshJobs;
 
 /// Where and how replicas elect the leader.
 #[derive(Debug, Clone)]
@@ -136,8 +138,8 @@ pub struct Cluster {
     election_turn: tokio::sync::Mutex<()>,
     request_counter: AtomicU64,
     /// Build Jobs this replica created, or read from the API, that its cache has not shown
-    /// yet, by (namespace, Job name): a build the API just reported is readable and
-    /// cancellable at once, before the watch delivers it.
+    /// yet, by job: a build the API just reported is readable and cancellable at once,
+    /// before the watch delivers it.
     fresh: std::sync::Mutex<FreshJobs>,
     /// Followed build logs, one upstream per pod.
     logs: logs::LogHub,
