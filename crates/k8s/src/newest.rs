@@ -83,23 +83,26 @@ impl NewestStates {
 
     /// The state of job `key`'s newest build, from its cached objects alone.
     fn state_of(&self, caches: &Caches, (namespace, job): &JobKey) -> Option<NewestState> {
-        let jobs: Vec<Arc<BuildJob>> = caches
-            .jobs_by_job
-            .names(namespace, job)
-            .iter()
-            .filter_map(|name| caches.jobs.get(&ObjectRef::new(name).within(namespace)))
-            .collect();
-        let pods: Vec<Arc<BuildPod>> = caches
-            .pods_by_job
-            .names(namespace, job)
-            .iter()
-            .filter_map(|name| caches.pods.get(&ObjectRef::new(name).within(namespace)))
-            .collect();
+        let jobs = cached(&caches.jobs_by_job, &caches.jobs, namespace, job);
+        let pods = cached(&caches.pods_by_job, &caches.pods, namespace, job);
         states_of(&jobs, &pods, self.pending_deadline)
             .get(namespace)?
             .get(job)
             .copied()
     }
+}
+
+/// The objects `index` files under job `job` of `namespace`, from `store`.
+fn cached<K>(index: &ByJob, store: &Store<K>, namespace: &str, job: &str) -> Vec<Arc<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    index
+        .names(namespace, job)
+        .iter()
+        .filter_map(|name| store.get(&ObjectRef::new(name).within(namespace)))
+        .collect()
 }
 
 /// `key`'s entry of `states` set to `state` (or removed: no build).
