@@ -311,23 +311,33 @@ mod tests {
 
     fn view(state: &'static str, message: Option<&str>) -> BuildView {
         BuildView {
-            number: 3,
             name: "api-3".into(),
-            state,
             message: message.map(str::to_owned),
             trigger: Some("pull-request".into()),
-            requested_by: None,
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             pull_request: Some(7),
             spec_hash: Some(
                 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             ),
             chart_version: Some("1.2.0".into()),
-            reported: Vec::new(),
-            log_url: None,
-            created_at: None,
-            started_at: None,
-            finished_at: None,
+            ..crate::pages::sample_build(3, state)
+        }
+    }
+
+    /// Each step's container, first line and number of lines.
+    fn shape(log: &str) -> Vec<(&str, u64, usize)> {
+        steps(log, 1)
+            .iter()
+            .map(|s| (s.name, s.first, s.lines.len()))
+            .collect()
+    }
+
+    /// `text` as the whole log shown.
+    fn whole(text: &str) -> LogShown<'_> {
+        LogShown {
+            text,
+            skipped_bytes: 0,
+            skipped_lines: 0,
         }
     }
 
@@ -346,12 +356,7 @@ mod tests {
     #[test]
     fn a_log_splits_into_the_steps_the_pod_runner_marks() {
         let log = "==> clone: init container started (kubeci clone)\ncloned\n==> clone: exited with code 0\n==> build: container started (bash -c make)\nmade\n==> result: succeeded in 1.00s\n";
-        let found = steps(log, 1);
-        let names: Vec<(&str, u64, usize)> = found
-            .iter()
-            .map(|s| (s.name, s.first, s.lines.len()))
-            .collect();
-        assert_eq!(names, [("clone", 1, 3), ("build", 4, 3)]);
+        assert_eq!(shape(log), [("clone", 1, 3), ("build", 4, 3)]);
         let plain = steps("a\nb\n", 10);
         assert_eq!(
             plain,
@@ -361,15 +366,7 @@ mod tests {
                 lines: vec![(None, "a"), (None, "b")]
             }]
         );
-        let html = page(
-            &view("succeeded", None),
-            &LogShown {
-                text: log,
-                skipped_bytes: 0,
-                skipped_lines: 0,
-            },
-            Engine::Local,
-        );
+        let html = page(&view("succeeded", None), &whole(log), Engine::Local);
         assert!(
             html.contains("<details data-step=\"clone\"><summary>clone</summary><ol start=\"1\">"),
             "{html}"
@@ -380,22 +377,9 @@ mod tests {
     #[test]
     fn a_timestamped_log_keeps_its_steps_and_shows_each_line_s_time_on_demand() {
         let log = "2026-11-30T07:33:35.5Z ==> clone: init container started\n2026-11-30T07:33:35.987654321Z cloned\nno time\n2026-11-30T07:33:36Z ==> build: container started\n";
-        let found = steps(log, 1);
-        let names: Vec<(&str, u64, usize)> = found
-            .iter()
-            .map(|s| (s.name, s.first, s.lines.len()))
-            .collect();
-        assert_eq!(names, [("clone", 1, 3), ("build", 4, 1)]);
-        assert_eq!(found[0].lines[2], (None, "no time"));
-        let html = page(
-            &view("succeeded", None),
-            &LogShown {
-                text: log,
-                skipped_bytes: 0,
-                skipped_lines: 0,
-            },
-            Engine::Kubernetes,
-        );
+        assert_eq!(shape(log), [("clone", 1, 3), ("build", 4, 1)]);
+        assert_eq!(steps(log, 1)[0].lines[2], (None, "no time"));
+        let html = page(&view("succeeded", None), &whole(log), Engine::Kubernetes);
         assert!(html.contains("<li id=\"L2\"><a href=\"#L2\" aria-label=\"line 2\">2</a><time class=\"ts\" datetime=\"2026-11-30T07:33:35.987654321Z\" title=\"2026-11-30T07:33:35.987654321Z\">07:33:35.987</time><span>cloned</span></li>"), "{html}");
         assert!(html.contains("<li id=\"L3\"><a href=\"#L3\" aria-label=\"line 3\">3</a><span>no time</span></li>"), "{html}");
         assert!(

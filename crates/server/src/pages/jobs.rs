@@ -356,21 +356,9 @@ mod tests {
 
     fn build(number: u64, state: &'static str) -> BuildView {
         BuildView {
-            number,
-            name: format!("x-{number}"),
-            state,
-            message: None,
-            trigger: None,
-            requested_by: None,
-            commit: None,
-            pull_request: None,
-            spec_hash: None,
-            chart_version: None,
-            reported: Vec::new(),
-            created_at: None,
             started_at: Some("2026-11-30T05:00:00Z".into()),
             finished_at: Some("2026-11-30T05:01:12Z".into()),
-            log_url: None,
+            ..crate::pages::sample_build(number, state)
         }
     }
 

@@ -124,6 +124,29 @@ pub fn not_found(chrome: &Chrome, what: &str) -> String {
     )
 }
 
+/// A build for the pages' tests: number `number` of a job called `x`, in `state`, with
+/// nothing else known; tests set what they show.
+#[cfg(test)]
+pub(crate) fn sample_build(number: u64, state: &'static str) -> kubeci_engine::api::BuildView {
+    kubeci_engine::api::BuildView {
+        number,
+        name: format!("x-{number}"),
+        state,
+        message: None,
+        trigger: None,
+        requested_by: None,
+        commit: None,
+        pull_request: None,
+        spec_hash: None,
+        chart_version: None,
+        reported: Vec::new(),
+        log_url: None,
+        created_at: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

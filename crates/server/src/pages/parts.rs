@@ -251,21 +251,9 @@ mod tests {
 
     fn started(trigger: &str, by: Option<&str>) -> String {
         let build = BuildView {
-            number: 1,
-            name: "x-1".into(),
-            state: "queued",
-            message: None,
             trigger: Some(trigger.into()),
             requested_by: by.map(str::to_owned),
-            commit: None,
-            pull_request: None,
-            spec_hash: None,
-            chart_version: None,
-            reported: Vec::new(),
-            created_at: None,
-            started_at: None,
-            finished_at: None,
-            log_url: None,
+            ..crate::pages::sample_build(1, "queued")
         };
         started_by(&build)
     }

@@ -51,21 +51,10 @@ impl Backend for Fake {
             .push(request.build.requested_by.clone().unwrap_or_default());
         Ok(Triggered {
             build: BuildView {
-                number: 1,
                 name: "demo-1".into(),
-                state: "pending",
-                message: None,
                 trigger: Some("manual".into()),
                 requested_by: request.build.requested_by,
-                commit: None,
-                pull_request: None,
-                spec_hash: None,
-                chart_version: None,
-                reported: Vec::new(),
-                log_url: None,
-                created_at: None,
-                started_at: None,
-                finished_at: None,
+                ..crate::pages::sample_build(1, "pending")
             },
             created: request.key.is_none(),
         })
