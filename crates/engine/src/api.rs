@@ -258,6 +258,17 @@ pub enum TriggerError {
     Backend(#[source] BackendError),
 }
 
+/// Why an approval could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    /// No such job. Not worth retrying.
+    #[error("no job {namespace}/{name}")]
+    NotFound { namespace: String, name: String },
+    /// The cluster or the database failed. Worth retrying.
+    #[error("cannot record the approval: {0}")]
+    Backend(#[source] BackendError),
+}
+
 /// Why a build could not be cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -551,6 +562,16 @@ pub trait Backend: Send + Sync + 'static {
         number: u64,
         by: &str,
     ) -> impl Future<Output = Result<BuildView, CancelError>> + Send;
+    /// Records an admin's approval of one pull request head for job `name`, kept with the
+    /// job's records so that it survives restarts and hand-overs.
+    fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        approval: crate::approval::Approval,
+    ) -> impl Future<Output = Result<(), ApproveError>> + Send;
+    /// The approvals recorded for job `name`, newest first.
+    fn approvals(&self, namespace: &str, name: &str) -> Vec<crate::approval::Approval>;
     /// The request build `number` of a job was started with: what a rebuild repeats.
     fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest>;
     /// The valid jobs declared now, with the namespace their builds run in; only those

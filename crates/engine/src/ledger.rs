@@ -12,12 +12,14 @@ use std::collections::BTreeMap;
 use kubeci_render::BuildRequest;
 use serde::{Deserialize, Serialize};
 
+use crate::approval::Approval;
 use crate::build::BuildSummary;
 use crate::decide::next_build_number;
 
 pub const LAST_BUILD_NUMBER: &str = "kubeci.io/last-build-number";
 pub const LAST_CRON_RUN: &str = "kubeci.io/last-cron-run";
 pub const REQUESTS: &str = "kubeci.io/requests";
+pub const APPROVALS: &str = "kubeci.io/approvals";
 
 /// How long a request key is remembered, so a retry within it starts nothing new: three
 /// days, as long as GitHub lets a webhook delivery be redelivered, so a replayed delivery
@@ -50,6 +52,8 @@ pub struct Ledger {
     pub last_number: Option<u64>,
     pub last_cron_run: Option<i64>,
     pub entries: Vec<Entry>,
+    /// Admins' approvals of pull request heads for this job.
+    pub approvals: Vec<Approval>,
 }
 
 /// The number a request was given, and whether it is new.
@@ -73,6 +77,10 @@ impl Ledger {
                 .get(REQUESTS)
                 .and_then(|text| serde_json::from_str(text).ok())
                 .unwrap_or_default(),
+            approvals: annotations
+                .get(APPROVALS)
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -91,6 +99,11 @@ impl Ledger {
         set(
             REQUESTS,
             Some(serde_json::to_string(&self.entries).expect("entries serialize")),
+        );
+        set(
+            APPROVALS,
+            (!self.approvals.is_empty())
+                .then(|| serde_json::to_string(&self.approvals).expect("approvals serialize")),
         );
     }
 
@@ -232,6 +245,16 @@ mod tests {
             ..Ledger::default()
         };
         ledger.allocate("k", &[], 100, BuildRequest::manual);
+        crate::approval::record(
+            &mut ledger.approvals,
+            Approval {
+                pull_request: 7,
+                head: "abc".into(),
+                by: "boss".into(),
+                at: 100,
+            },
+            100,
+        );
         let mut annotations = BTreeMap::new();
         ledger.write(&mut annotations);
         assert_eq!(Ledger::read(&annotations), ledger);

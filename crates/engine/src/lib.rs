@@ -6,6 +6,7 @@
 //! [`scheduler::Workload`] each backend implements.
 
 pub mod api;
+pub mod approval;
 pub mod build;
 pub mod decide;
 pub mod leader;

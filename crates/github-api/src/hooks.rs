@@ -12,6 +12,7 @@ use std::sync::Arc;
 use kubeci_engine::api::{
     Backend, Delivery, DeliveryAnswer, TriggerError, TriggerRequest, Webhooks,
 };
+use kubeci_engine::approval::Approval;
 use kubeci_github::decide::{self, Action, Decision, JobRef};
 use kubeci_github::event::{Event, Repository};
 use kubeci_github::trust::OK_TO_TEST;
@@ -170,14 +171,18 @@ impl<B: Backend> Hooks<B> {
                 repository,
                 pull_request,
                 sender,
+                label,
             } => {
                 let jobs = decide::matching(jobs, &repository);
-                let members = self
-                    .memberships(&jobs, &[&pull_request.author])
-                    .await
-                    .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
-                let decision =
-                    decide::on_pull_request(&action, &pull_request, &sender, &jobs, &members);
+                let decision = if action == "labeled" {
+                    decide::on_labeled(label.as_deref(), &pull_request, &sender, &jobs)
+                } else {
+                    let known = self
+                        .known(&jobs, &[&pull_request.author])
+                        .await
+                        .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+                    decide::on_pull_request(&action, &pull_request, &sender, &jobs, &known)
+                };
                 let decision = self
                     .as_it_is_now(&repository, &pull_request, decision)
                     .await
@@ -265,8 +270,8 @@ impl<B: Backend> Hooks<B> {
             .pull_request(&repository.full_name, number)
             .await
             .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
-        let members = self
-            .memberships(jobs, &[&pr.author, author])
+        let known = self
+            .known(jobs, &[&pr.author, author])
             .await
             .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
         let decision = decide::on_comment(
@@ -277,28 +282,36 @@ impl<B: Backend> Hooks<B> {
             body,
             self.settings.bot.as_deref(),
             jobs,
-            &members,
+            &known,
         );
         self.execute(repository, Some(number), decision).await
     }
 
-    /// The organisation memberships of `logins` that `jobs`' policies may ask about.
-    async fn memberships(
+    /// What the decisions about `jobs` may ask: the organisation memberships of `logins`
+    /// that their policies name (asked of GitHub), and their approvals (kubeci's records).
+    pub(crate) async fn known(
         &self,
         jobs: &[JobRef<'_>],
         logins: &[&str],
-    ) -> Result<Members, GitHubError> {
-        let mut members = Members::default();
+    ) -> Result<Known, GitHubError> {
+        let mut known = Known::default();
         for org in decide::orgs_to_ask(jobs) {
             for login in logins {
                 if self.github.is_member(&org, login).await? {
-                    members
-                        .0
+                    known
+                        .members
                         .push((org.to_ascii_lowercase(), login.to_ascii_lowercase()));
                 }
             }
         }
-        Ok(members)
+        for job in jobs {
+            let approvals = self.backend.approvals(job.namespace, &job.job.name);
+            if !approvals.is_empty() {
+                let key = (job.namespace.to_owned(), job.job.name.clone());
+                known.approvals.push((key, approvals));
+            }
+        }
+        Ok(known)
     }
 
     /// Does what `decision` says; the JSON of what was done.
@@ -311,14 +324,30 @@ impl<B: Backend> Hooks<B> {
         let repo = &repository.full_name;
         let mut builds = Vec::new();
         let mut cancelled = Vec::new();
+        let mut labelled = false;
         for action in decision.actions {
             let github = |result: Result<(), GitHubError>, builds: &Vec<Value>| {
                 result.map_err(|e| (builds.clone(), Failure::GitHub(e)))
             };
             match action {
-                Action::Approve => {
-                    if let Some(n) = number {
+                Action::Approve(approved) => {
+                    let approval = Approval {
+                        pull_request: approved.pull_request,
+                        head: approved.head,
+                        by: approved.by,
+                        at: jiff::Timestamp::now().as_second(),
+                    };
+                    let recorded = self
+                        .backend
+                        .approve(&approved.namespace, &approved.job, approval)
+                        .await;
+                    if let Err(e) = recorded {
+                        return Err((builds, Failure::Backend(e.to_string())));
+                    }
+                    // The label shows people that an admin approved; it approves nothing.
+                    if let (Some(n), false) = (number, labelled) {
                         github(self.github.add_label(repo, n, OK_TO_TEST).await, &builds)?;
+                        labelled = true;
                     }
                 }
                 Action::Reply(text) => {
@@ -450,15 +479,27 @@ impl<B: Backend> Hooks<B> {
     }
 }
 
-/// Memberships asked of GitHub: (org, login), lowercased.
+/// What a decision may ask, gathered before it: memberships asked of GitHub (org,
+/// login; lowercased) and each job's approvals.
 #[derive(Default)]
-struct Members(Vec<(String, String)>);
+pub(crate) struct Known {
+    members: Vec<(String, String)>,
+    approvals: Vec<((String, String), Vec<Approval>)>,
+}
 
-impl decide::Membership for Members {
+impl decide::Facts for Known {
     fn is_member(&self, org: &str, login: &str) -> bool {
-        self.0
+        self.members
             .iter()
             .any(|(o, l)| o.eq_ignore_ascii_case(org) && l.eq_ignore_ascii_case(login))
+    }
+
+    fn approver(&self, namespace: &str, job: &str, pull_request: u64, head: &str) -> Option<&str> {
+        let (_, approvals) = self
+            .approvals
+            .iter()
+            .find(|((n, j), _)| n == namespace && j == job)?;
+        kubeci_engine::approval::approver(approvals, pull_request, head)
     }
 }
 

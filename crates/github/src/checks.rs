@@ -6,8 +6,8 @@
 use kubeci_render::{BuildRequest, Trigger};
 
 use crate::decide::{
-    builds_pushes_to, check_name, head_key, policy, pr_build, short, trust, Action, Decision,
-    JobRef, Membership,
+    approve, builds_pushes_to, check_name, policy, pr_build, short, trust, Action, Decision, Facts,
+    JobRef,
 };
 use crate::event::PullRequestInfo;
 
@@ -37,10 +37,17 @@ pub struct PastBuild {
 /// names, else the one kubeci built this head for.
 pub fn pull_request_of(external_id: Option<&str>, past: &[PastBuild]) -> Option<u64> {
     external_id
-        .and_then(|id| id.strip_prefix("approval:"))
-        .and_then(|id| id.rsplit_once('#'))
-        .and_then(|(_, number)| number.parse().ok())
+        .and_then(waiting_job)
+        .map(|(_, _, number)| number)
         .or_else(|| past.iter().find_map(|b| b.pull_request))
+}
+
+/// The job (namespace, name) and pull request an approval check run waits for, from its
+/// `external_id` (see [`approval_external_id`]).
+pub fn waiting_job(external_id: &str) -> Option<(&str, &str, u64)> {
+    let (job, number) = external_id.strip_prefix("approval:")?.rsplit_once('#')?;
+    let (namespace, name) = job.split_once('/')?;
+    Some((namespace, name, number.parse().ok()?))
 }
 
 /// The jobs a re-run asks for: the one whose check run is named `name`, or for a suite
@@ -83,9 +90,9 @@ fn rerun_note(sender: &str, only_failed: bool) -> String {
 
 /// Whether `sender` is trusted by `job`: an admin, a whitelisted user, or a member of a
 /// whitelisted organisation.
-fn trusts(job: &JobRef, sender: &str, members: &dyn Membership) -> bool {
+fn trusts(job: &JobRef, sender: &str, facts: &dyn Facts) -> bool {
     policy(job.job)
-        .pull_request(sender, &[], |org| members.is_member(org, sender))
+        .pull_request(sender, None, |org| facts.is_member(org, sender))
         .is_trusted()
 }
 
@@ -109,7 +116,7 @@ pub fn on_rerun(
     pr: &PullRequestInfo,
     rerun: Rerun,
     jobs: &[JobRef],
-    members: &dyn Membership,
+    facts: &dyn Facts,
 ) -> Decision {
     let Rerun {
         head,
@@ -134,8 +141,8 @@ pub fn on_rerun(
         .collect();
     let (asked, only_failed) = asked(&building, name, past);
     for job in asked {
-        let pr_trusted = trust(job.job, pr, members).is_trusted();
-        if pr_trusted || trusts(job, sender, members) {
+        let pr_trusted = trust(job, pr, facts).is_trusted();
+        if pr_trusted || trusts(job, sender, facts) {
             let key = format!("rerun:{delivery}");
             decision
                 .actions
@@ -209,12 +216,13 @@ pub fn on_push_rerun(branch: Option<&str>, rerun: Rerun, jobs: &[JobRef]) -> Dec
     decision
 }
 
-/// The button `identifier` of a check run waiting for approval, clicked by `sender` on
-/// `head` of `pr`: "Approve and build" by an admin of a job approves the pull request
-/// (the `ok-to-test` label, as the comment does) and builds its head; by anyone else it
-/// changes nothing, and says why.
+/// The button `identifier` of the check run `external_id` waiting for approval, clicked by
+/// `sender` on `head` of `pr`. "Approve and build" approves the head for the one job that
+/// check run waits for, if `sender` is an admin of that job, and builds it; by anyone else
+/// it changes nothing, and says why. Other jobs' check runs wait for their own admins.
 pub fn on_requested_action(
     identifier: &str,
+    external_id: &str,
     pr: &PullRequestInfo,
     head: &str,
     sender: &str,
@@ -235,18 +243,28 @@ pub fn on_requested_action(
         ));
         return decision;
     }
-    for job in jobs.iter().filter(|j| j.job.pull_requests_enabled()) {
-        if policy(job.job).is_admin(sender) {
-            if !decision.actions.contains(&Action::Approve) {
-                decision.actions.push(Action::Approve);
-            }
-            decision
-                .actions
-                .push(pr_build(job, pr, Trigger::Comment, head_key(pr), sender));
-            decision.note(job, format!("approved by admin {sender}"));
-        } else {
-            decision.note(job, format!("{sender} is not an admin: nothing changed"));
-        }
+    let clicked = waiting_job(external_id).and_then(|(namespace, name, number)| {
+        jobs.iter().find(|j| {
+            number == pr.number
+                && j.namespace == namespace
+                && j.job.name == name
+                && j.job.pull_requests_enabled()
+        })
+    });
+    let Some(job) = clicked else {
+        decision.reasons.push(format!(
+            "this check run (`{external_id}`) waits for no job of pull request #{} that kubeci builds: nothing approved",
+            pr.number
+        ));
+        return decision;
+    };
+    if policy(job.job).is_admin(sender) {
+        approve(&mut decision, job, pr, sender);
+    } else {
+        decision.note(
+            job,
+            format!("{sender} is not an admin of this job: nothing changed"),
+        );
     }
     decision
 }
@@ -516,26 +534,70 @@ mod tests {
     }
 
     #[test]
-    fn approve_and_build_approves_for_an_admin_and_changes_nothing_for_others() {
-        let loaded = job("");
-        let jobs = [JobRef {
-            namespace: "ns",
-            job: loaded.job.as_ref().unwrap(),
-        }];
+    fn approve_and_build_approves_the_clicked_job_alone_for_its_own_admin() {
+        let (deploy, mut evil) = two_jobs();
+        let evil_job = evil.job.as_mut().unwrap();
+        evil_job.name = "evil".into();
+        evil_job.ghprb.as_mut().unwrap().admin_users =
+            kubeci_spec::model::NameList(vec!["mallory".to_owned()]);
+        let jobs = [
+            JobRef {
+                namespace: "team-b",
+                job: deploy.job.as_ref().unwrap(),
+            },
+            JobRef {
+                namespace: "team-a",
+                job: evil.job.as_ref().unwrap(),
+            },
+        ];
         let head = "a".repeat(40);
-        let approved = on_requested_action(APPROVE, &pr("stranger"), &head, "boss", &jobs);
-        assert_eq!(approved.actions[0], Action::Approve);
+        let deploys_run = approval_external_id("team-b", "demo", 7);
+        let evils_run = approval_external_id("team-a", "evil", 7);
+        let click = |run: &str, clicker: &str| {
+            on_requested_action(APPROVE, run, &pr("stranger"), &head, clicker, &jobs)
+        };
+        let approved = click(&deploys_run, "boss");
+        assert_eq!(
+            approved.actions[0],
+            Action::Approve(crate::decide::Approved {
+                namespace: "team-b".into(),
+                job: "demo".into(),
+                pull_request: 7,
+                head: head.clone(),
+                by: "boss".into(),
+            })
+        );
         assert_eq!(
             keys(&approved),
             [format!("pr:7:{head}")],
             "the head's one build"
         );
-        for clicker in ["stranger", "friend"] {
-            let refused = on_requested_action(APPROVE, &pr("stranger"), &head, clicker, &jobs);
+        assert_eq!(built(&approved), ["demo"]);
+        assert_eq!(approved.reasons.len(), 1, "{:?}", approved.reasons);
+        assert!(approved.reasons[0].starts_with("team-b/demo: approved by admin boss"));
+        for clicker in ["stranger", "friend", "mallory"] {
+            let refused = click(&deploys_run, clicker);
             assert!(refused.actions.is_empty(), "{clicker}");
-            assert!(refused.reasons[0].contains("is not an admin: nothing changed"));
+            assert_eq!(
+                refused.reasons,
+                [format!(
+                    "team-b/demo: {clicker} is not an admin of this job: nothing changed"
+                )],
+                "the answer names the clicked job alone"
+            );
         }
-        let other = on_requested_action("deploy", &pr("stranger"), &head, "boss", &jobs);
+        let own = click(&evils_run, "mallory");
+        assert_eq!(built(&own), ["evil"], "mallory approves her own job only");
+        let elsewhere = click(&approval_external_id("team-b", "demo", 8), "boss");
+        assert!(elsewhere.actions.is_empty(), "another pull request's run");
+        let other = on_requested_action(
+            "deploy",
+            &deploys_run,
+            &pr("stranger"),
+            &head,
+            "boss",
+            &jobs,
+        );
         assert!(other.actions.is_empty());
     }
 }

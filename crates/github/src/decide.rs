@@ -16,12 +16,25 @@ pub struct JobRef<'a> {
     pub job: &'a Job,
 }
 
-/// Organisation membership, asked of GitHub beforehand (see [`orgs_to_ask`]).
-pub trait Membership {
+/// What the decisions need to know beyond the event: organisation membership, asked of
+/// GitHub beforehand (see [`orgs_to_ask`]), and admins' approvals, kept by kubeci with
+/// each job's records.
+pub trait Facts {
     fn is_member(&self, org: &str, login: &str) -> bool;
+    /// Who approved `head` of pull request `pull_request` for job `namespace/job`.
+    fn approver(
+        &self,
+        _namespace: &str,
+        _job: &str,
+        _pull_request: u64,
+        _head: &str,
+    ) -> Option<&str> {
+        None
+    }
 }
 
-impl<F: Fn(&str, &str) -> bool> Membership for F {
+/// Membership alone: no approval recorded.
+impl<F: Fn(&str, &str) -> bool> Facts for F {
     fn is_member(&self, org: &str, login: &str) -> bool {
         self(org, login)
     }
@@ -55,10 +68,22 @@ pub enum Action {
         head: String,
         author: String,
     },
-    /// Add the `ok-to-test` label: the approval lives in GitHub.
-    Approve,
+    /// Record an admin's approval of one head for one job (and show it with the
+    /// `ok-to-test` label).
+    Approve(Approved),
     /// Reply on the pull request.
     Reply(String),
+}
+
+/// An admin's approval of `head` of pull request `pull_request`, for job `namespace/job`
+/// alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    pub namespace: String,
+    pub job: String,
+    pub pull_request: u64,
+    pub head: String,
+    pub by: String,
 }
 
 /// A job waiting for an admin's approval of a pull request.
@@ -186,10 +211,32 @@ fn trigger_phrase(job: &Job) -> Option<&str> {
     job.ghprb.as_ref()?.trigger_phrase.as_deref()
 }
 
-pub(crate) fn trust(job: &Job, pr: &PullRequestInfo, members: &dyn Membership) -> Trust {
-    policy(job).pull_request(&pr.author, &pr.labels, |org| {
-        members.is_member(org, &pr.author)
+/// The trust of `pr` for `job`: its author's, or an approval of its head for this job.
+pub(crate) fn trust(job: &JobRef, pr: &PullRequestInfo, facts: &dyn Facts) -> Trust {
+    let approved_by = facts.approver(job.namespace, &job.job.name, pr.number, &pr.head_sha);
+    policy(job.job).pull_request(&pr.author, approved_by, |org| {
+        facts.is_member(org, &pr.author)
     })
+}
+
+/// `by`, an admin of `job`, approves the head of `pr` for `job` alone: the approval is
+/// recorded and the head built (the key of the head's build, so the webhook, the approval
+/// and the resync start one build).
+pub(crate) fn approve(decision: &mut Decision, job: &JobRef, pr: &PullRequestInfo, by: &str) {
+    decision.actions.push(Action::Approve(Approved {
+        namespace: job.namespace.to_owned(),
+        job: job.job.name.clone(),
+        pull_request: pr.number,
+        head: pr.head_sha.clone(),
+        by: by.to_owned(),
+    }));
+    decision
+        .actions
+        .push(pr_build(job, pr, Trigger::Comment, head_key(pr), by));
+    decision.note(
+        job,
+        format!("approved by admin {by} for {}", short(&pr.head_sha)),
+    );
 }
 
 /// The build of `pr`'s head for `job`.
@@ -264,7 +311,7 @@ pub fn on_pull_request(
     pr: &PullRequestInfo,
     sender: &str,
     jobs: &[JobRef],
-    members: &dyn Membership,
+    facts: &dyn Facts,
 ) -> Decision {
     let mut decision = Decision::default();
     let enabled: Vec<&JobRef> = jobs
@@ -275,7 +322,7 @@ pub fn on_pull_request(
         return Decision::because("no job builds this repository's pull requests");
     }
     match action {
-        "opened" | "reopened" | "synchronize" | "ready_for_review" | "labeled" => {}
+        "opened" | "reopened" | "synchronize" | "ready_for_review" => {}
         "closed" => {
             for job in enabled {
                 decision.actions.push(Action::Cancel {
@@ -290,9 +337,6 @@ pub fn on_pull_request(
         }
         other => return Decision::because(format!("pull request action `{other}` starts nothing")),
     }
-    if action == "labeled" && !pr.labels.iter().any(|l| l == crate::trust::OK_TO_TEST) {
-        return Decision::because("a label other than ok-to-test starts nothing");
-    }
     let mut waiting = Vec::new();
     for job in enabled {
         if pr.draft {
@@ -302,7 +346,7 @@ pub fn on_pull_request(
         } else if trigger_phrase(job.job).is_some() {
             decision.note(job, "builds on its trigger phrase only");
         } else {
-            let trust = trust(job.job, pr, members);
+            let trust = trust(job, pr, facts);
             if trust.is_trusted() {
                 decision.actions.push(pr_build(
                     job,
@@ -328,7 +372,7 @@ pub fn on_pull_request(
     }
     // One comment when the pull request is opened, not one per push; a check run
     // waiting for approval on every head.
-    if !waiting.is_empty() && action != "labeled" {
+    if !waiting.is_empty() {
         let comment = matches!(action, "opened" | "reopened" | "ready_for_review");
         decision.actions.push(Action::AskForApproval {
             waiting,
@@ -336,6 +380,38 @@ pub fn on_pull_request(
             head: pr.head_sha.clone(),
             author: pr.author.clone(),
         });
+    }
+    decision
+}
+
+/// A `labeled` delivery: `sender` added `label` to `pr`. The `ok-to-test` label approves
+/// the pull request's head for the jobs `sender` is an admin of, as their comment would,
+/// and for no other job: a label someone else added — kubeci's own, added for another
+/// job's admin, or anyone's — approves nothing.
+pub fn on_labeled(
+    label: Option<&str>,
+    pr: &PullRequestInfo,
+    sender: &str,
+    jobs: &[JobRef],
+) -> Decision {
+    if label != Some(crate::trust::OK_TO_TEST) {
+        return Decision::because("a label other than ok-to-test starts nothing");
+    }
+    let mut decision = Decision::default();
+    for job in jobs.iter().filter(|j| j.job.pull_requests_enabled()) {
+        if pr.draft {
+            decision.note(job, "draft pull request: waits for ready for review");
+        } else if policy(job.job).is_admin(sender) {
+            approve(&mut decision, job, pr, sender);
+        } else {
+            decision.note(
+                job,
+                format!("{sender} is not an admin of this job: the label approves nothing here"),
+            );
+        }
+    }
+    if decision.reasons.is_empty() {
+        return Decision::because("no job builds this repository's pull requests");
     }
     decision
 }
@@ -365,7 +441,7 @@ pub fn on_comment(
     body: &str,
     bot: Option<&str>,
     jobs: &[JobRef],
-    members: &dyn Membership,
+    facts: &dyn Facts,
 ) -> Decision {
     if action != "created" {
         return Decision::because(format!("a comment {action} starts nothing"));
@@ -379,9 +455,9 @@ pub fn on_comment(
         let policy = policy(job.job);
         let admin = policy.is_admin(author);
         let commenter_trusted = policy
-            .pull_request(author, &[], |org| members.is_member(org, author))
+            .pull_request(author, None, |org| facts.is_member(org, author))
             .is_trusted();
-        let pr_trust = trust(job.job, pr, members);
+        let pr_trust = trust(job, pr, facts);
         let approves = found
             .iter()
             .any(|c| matches!(c, Command::OkToTest | Command::AddToWhitelist));
@@ -396,20 +472,19 @@ pub fn on_comment(
         }
         if approves {
             if admin {
-                decision.push_once(Action::Approve);
                 if found.contains(&Command::AddToWhitelist) {
                     decision.push_once(Action::Reply(format!(
                         "Approved. kubeci keeps no list of its own: to trust @{} from now on, add them to `ghprb.whitelisted_users` of the job's chart.",
                         pr.author
                     )));
                 }
-                decision
-                    .actions
-                    .push(pr_build(job, pr, Trigger::Comment, head_key(pr), author));
-                decision.note(job, format!("approved by admin {author}"));
+                approve(&mut decision, job, pr, author);
                 continue;
             }
-            decision.note(job, format!("{author} is not an admin: approval ignored"));
+            decision.note(
+                job,
+                format!("{author} is not an admin of this job: approval ignored"),
+            );
         }
         if by_phrase || named {
             let may = commenter_trusted
@@ -511,11 +586,11 @@ pub fn on_push(
 pub fn resync(
     pr: &PullRequestInfo,
     jobs: &[JobRef],
-    members: &dyn Membership,
+    facts: &dyn Facts,
     has_status: impl Fn(&JobRef) -> bool,
 ) -> Decision {
     let pending: Vec<JobRef> = jobs.iter().filter(|j| !has_status(j)).copied().collect();
-    let mut decision = on_pull_request("synchronize", pr, "resync", &pending, members);
+    let mut decision = on_pull_request("synchronize", pr, "resync", &pending, facts);
     decision
         .actions
         .retain(|a| matches!(a, Action::Build { .. }));

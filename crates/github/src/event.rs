@@ -47,6 +47,8 @@ pub enum Event {
         repository: Repository,
         pull_request: PullRequestInfo,
         sender: String,
+        /// The label `labeled` added (or `unlabeled` removed).
+        label: Option<String>,
     },
     /// A comment on an issue or a pull request (`issue_comment`).
     Comment {
@@ -189,6 +191,9 @@ struct PullRequestPayload {
     pull_request: PullRequestJson,
     repository: RepositoryJson,
     sender: User,
+    /// The label added or removed, for `labeled` and `unlabeled`.
+    #[serde(default)]
+    label: Option<Label>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +310,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, EventError> {
                 repository: p.repository.into(),
                 pull_request: p.pull_request.into(),
                 sender: p.sender.login,
+                label: p.label.map(|l| l.name),
             }
         }
         "issue_comment" => {

@@ -16,8 +16,8 @@ pub enum Trust {
     WhitelistedUser,
     /// A member of this whitelisted organisation.
     OrgMember(String),
-    /// The pull request carries the `ok-to-test` label (an admin approved it).
-    Approved,
+    /// An admin of the job approved this head of the pull request (named here).
+    Approved(String),
     /// None of the above: the pull request waits for an admin.
     Untrusted,
 }
@@ -28,7 +28,10 @@ impl Trust {
     }
 }
 
-/// The label an admin's approval adds: the approval lives in GitHub.
+/// The label kubeci adds when an admin approves a pull request, for people to see, and
+/// that an admin may add instead of commenting. It approves only the jobs whose admin
+/// added it, for the head it was added on: the approval itself is kept by kubeci, with
+/// each job's records.
 pub const OK_TO_TEST: &str = "ok-to-test";
 
 fn listed(list: &[String], login: &str) -> bool {
@@ -41,13 +44,15 @@ impl TrustPolicy {
         listed(&self.admins, login)
     }
 
-    /// The trust of a pull request by `author` with `labels`. `member_of(org)` answers
-    /// organisation membership (asked of GitHub and cached by the caller); it is only
-    /// asked when the lists do not decide.
+    /// The trust of a pull request by `author` whose head `approved_by` someone (kubeci's
+    /// record of an approval for this job and head). An approval counts only while its
+    /// giver is an admin of the job. `member_of(org)` answers organisation membership
+    /// (asked of GitHub and cached by the caller); it is only asked when the lists do not
+    /// decide.
     pub fn pull_request(
         &self,
         author: &str,
-        labels: &[String],
+        approved_by: Option<&str>,
         mut member_of: impl FnMut(&str) -> bool,
     ) -> Trust {
         if self.is_admin(author) {
@@ -59,8 +64,8 @@ impl TrustPolicy {
         if let Some(org) = self.whitelisted_orgs.iter().find(|org| member_of(org)) {
             return Trust::OrgMember(org.clone());
         }
-        if labels.iter().any(|l| l == OK_TO_TEST) {
-            return Trust::Approved;
+        if let Some(admin) = approved_by.filter(|by| self.is_admin(by)) {
+            return Trust::Approved(admin.to_owned());
         }
         Trust::Untrusted
     }
@@ -129,27 +134,32 @@ mod tests {
         let policy = policy();
         let no_org = |_: &str| false;
         assert_eq!(
-            policy.pull_request("alice", &[], no_org),
+            policy.pull_request("alice", None, no_org),
             Trust::Admin,
             "logins ignore case"
         );
         assert_eq!(
-            policy.pull_request("bob", &[], no_org),
+            policy.pull_request("bob", None, no_org),
             Trust::WhitelistedUser
         );
         assert_eq!(
-            policy.pull_request("carol", &[], |org| org == "acme"),
+            policy.pull_request("carol", None, |org| org == "acme"),
             Trust::OrgMember("acme".into())
         );
         assert_eq!(
-            policy.pull_request("mallory", &["ok-to-test".into()], no_org),
-            Trust::Approved
+            policy.pull_request("mallory", Some("alice"), no_org),
+            Trust::Approved("alice".into())
         );
-        let untrusted = policy.pull_request("mallory", &["bug".into()], no_org);
+        assert_eq!(
+            policy.pull_request("mallory", Some("mallory"), no_org),
+            Trust::Untrusted,
+            "an approval counts only while its giver is an admin of the job"
+        );
+        let untrusted = policy.pull_request("mallory", None, no_org);
         assert_eq!(untrusted, Trust::Untrusted);
         assert!(!untrusted.is_trusted());
         let mut asked = 0;
-        policy.pull_request("bob", &[], |_| {
+        policy.pull_request("bob", None, |_| {
             asked += 1;
             true
         });

@@ -48,6 +48,27 @@ fn acme_members(org: &str, login: &str) -> bool {
     org == "acme" && login == "member"
 }
 
+/// Approvals of the fixture's pull request head: (namespace, job, by).
+struct Approvals(Vec<(&'static str, &'static str, &'static str)>);
+
+impl decide::Facts for Approvals {
+    fn is_member(&self, _: &str, _: &str) -> bool {
+        false
+    }
+
+    fn approver(&self, namespace: &str, job: &str, number: u64, head: &str) -> Option<&str> {
+        let fixture = opened();
+        (number == fixture.number && head == fixture.head_sha)
+            .then(|| {
+                self.0
+                    .iter()
+                    .find(|(n, j, _)| *n == namespace && *j == job)
+                    .map(|(_, _, by)| *by)
+            })
+            .flatten()
+    }
+}
+
 fn opened() -> PullRequestInfo {
     match parse("pull_request", &fixture("pull_request.opened.json")).unwrap() {
         Event::PullRequest { pull_request, .. } => pull_request,
@@ -70,11 +91,13 @@ fn each_fixture_reads_as_its_event() {
         repository,
         pull_request,
         sender,
+        label,
     } = parse("pull_request", &fixture("pull_request.opened.json")).unwrap()
     else {
         panic!()
     };
     assert_eq!((action.as_str(), sender.as_str()), ("opened", "Codertocat"));
+    assert_eq!(label, None, "only labeled and unlabeled name a label");
     assert_eq!(repository.full_name, "Codertocat/Hello-World");
     assert_eq!(pull_request.number, 2);
     assert_eq!(
@@ -188,7 +211,12 @@ fn pull_request_authors_are_trusted_or_wait_for_an_admin() {
             false,
             "stranger is not trusted: waits for an admin",
         ),
-        ("stranger", &["ok-to-test"], true, "(Approved)"),
+        (
+            "stranger",
+            &["ok-to-test"],
+            false,
+            "stranger is not trusted: waits for an admin",
+        ),
         ("stranger", &["bug"], false, "not trusted"),
         ("ghost-user-never-seen", &[], false, "not trusted"),
     ];
@@ -413,7 +441,7 @@ fn comment_phrases_from_admins_others_and_the_bot() {
             "ok to test",
             None,
             false,
-            "friend is not an admin: approval ignored",
+            "friend is not an admin of this job: approval ignored",
         ),
         (
             "friend",
@@ -463,7 +491,10 @@ fn comment_phrases_from_admins_others_and_the_bot() {
             "{commenter}: {phrase}"
         );
         assert_eq!(
-            decision.actions.contains(&Action::Approve),
+            decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Approve(_))),
             *approves,
             "{commenter}: {phrase}"
         );
@@ -473,12 +504,25 @@ fn comment_phrases_from_admins_others_and_the_bot() {
             decision.reasons
         );
     }
-    // The author of an approved pull request may retest it.
-    let approved = by("stranger", &["ok-to-test"]);
+    // The author of a pull request whose head an admin approved may retest it; the
+    // ok-to-test label alone approves nothing.
+    let approved = Approvals(vec![("ci", "hello", "admin")]);
     let decision = decide::on_comment(
-        "created", &approved, 9, "stranger", "/retest", None, &jobs, &no_orgs,
+        "created",
+        &untrusted_pr,
+        9,
+        "stranger",
+        "/retest",
+        None,
+        &jobs,
+        &approved,
     );
     assert_eq!(built(&decision).len(), 1);
+    let labelled = by("stranger", &["ok-to-test"]);
+    let decision = decide::on_comment(
+        "created", &labelled, 9, "stranger", "/retest", None, &jobs, &no_orgs,
+    );
+    assert_eq!(built(&decision).len(), 0, "{:?}", decision.reasons);
     // The bot's own comments, edited and deleted comments never trigger.
     for (action, author) in [
         ("created", "kubeci-bot"),

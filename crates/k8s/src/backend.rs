@@ -7,14 +7,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::ResourceExt;
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, JobView, LatestStates, LogError, LogOptions, LogStream,
-    TriggerError, TriggerRequest, Triggered,
+    ApproveError, Backend, BuildView, CancelError, JobView, LatestStates, LogError, LogOptions,
+    LogStream, TriggerError, TriggerRequest, Triggered,
 };
+use kubeci_engine::approval::Approval;
+use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_render::{keys, BuildRequest};
 use kubeci_spec::LoadedJob;
 
-use crate::{logs, now, Cluster};
+use crate::{ledger, logs, now, Cluster, ClusterError};
 
 impl Backend for Cluster {
     async fn stop(&self) {
@@ -110,6 +112,40 @@ impl Backend for Cluster {
         )
         .unwrap_or_else(|| record.summary.clone());
         Ok(self.view(&stopped, &record.pods, &summary))
+    }
+
+    async fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        approval: Approval,
+    ) -> Result<(), ApproveError> {
+        let declared = self
+            .index
+            .read()
+            .expect("the index lock")
+            .find_any(namespace, name)
+            .is_some();
+        if !declared {
+            return Err(ApproveError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            });
+        }
+        ledger::approve(&self.client, namespace, name, &approval)
+            .await
+            .map_err(|source| ClusterError::Ledger {
+                namespace: namespace.to_owned(),
+                job: name.to_owned(),
+                source,
+            })
+            .map_err(|e| ApproveError::Backend(e.into()))
+    }
+
+    fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
+        self.cached_ledger(namespace, name)
+            .map(|lease| Ledger::read(lease.annotations()).approvals)
+            .unwrap_or_default()
     }
 
     fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {

@@ -5,6 +5,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
+use kubeci_engine::approval::{self, Approval};
 use kubeci_engine::ledger::{Allocation, Ledger};
 use kubeci_engine::BuildSummary;
 use kubeci_render::{keys, BuildRequest};
@@ -72,6 +73,20 @@ pub(crate) async fn allocate(
         let to_create = ledger.find(key).and_then(|entry| entry.pending.clone());
         let write = allocation.fresh || cron_advanced;
         ((allocation, to_create), write)
+    })
+    .await
+}
+
+/// Records an admin's approval in the job's ledger.
+pub(crate) async fn approve(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+    approval: &Approval,
+) -> Result<(), kube::Error> {
+    update(client, namespace, job, |ledger| {
+        let changed = approval::record(&mut ledger.approvals, approval.clone(), now());
+        ((), changed)
     })
     .await
 }

@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kubeci_engine::api::{
-    Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError, LogOptions,
-    LogStream, StatesByJob, TriggerError, TriggerRequest, Triggered,
+    ApproveError, Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError,
+    LogOptions, LogStream, StatesByJob, TriggerError, TriggerRequest, Triggered,
 };
+use kubeci_engine::approval::Approval;
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
 use tokio::sync::broadcast;
@@ -219,6 +220,33 @@ impl Backend for LocalBackend {
 
     fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
         self.jobs.read().expect("the jobs lock").specs(repositories)
+    }
+
+    async fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        approval: Approval,
+    ) -> Result<(), ApproveError> {
+        let declared = self
+            .jobs
+            .read()
+            .expect("the jobs lock")
+            .find_any(namespace, name)
+            .is_some();
+        if !declared {
+            return Err(ApproveError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            });
+        }
+        self.store()
+            .approve(namespace, name, approval, now())
+            .map_err(|e| ApproveError::Backend(e.into()))
+    }
+
+    fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
+        self.store().approvals(namespace, name).unwrap_or_default()
     }
 
     fn request(

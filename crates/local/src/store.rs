@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use kubeci_engine::approval::{self, Approval};
 use kubeci_engine::BuildState;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS log_lines (
     seq INTEGER NOT NULL, line BLOB NOT NULL,
     written_at INTEGER,
     PRIMARY KEY (namespace, job, number, seq));
+CREATE TABLE IF NOT EXISTS approvals (
+    namespace TEXT NOT NULL, job TEXT NOT NULL, pull_request INTEGER NOT NULL,
+    head TEXT NOT NULL, approved_by TEXT NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, job, pull_request, head));
 ";
 
 /// One line of a build's log.
@@ -473,6 +478,44 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(database)
     }
 
+    /// Records an admin's approval for a job, keeping the job's approvals within
+    /// `kubeci_engine::approval`'s bounds.
+    pub fn approve(
+        &mut self,
+        namespace: &str,
+        job: &str,
+        approval: Approval,
+        now: i64,
+    ) -> Result<(), LocalBackendError> {
+        let tx = self.connection.transaction().map_err(database)?;
+        let mut approvals = approvals_of(&tx, namespace, job)?;
+        if approval::record(&mut approvals, approval, now) {
+            tx.execute(
+                "DELETE FROM approvals WHERE namespace = ?1 AND job = ?2",
+                params![namespace, job],
+            )
+            .map_err(database)?;
+            for a in &approvals {
+                tx.execute(
+                    "INSERT INTO approvals (namespace, job, pull_request, head, approved_by, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![namespace, job, a.pull_request as i64, a.head, a.by, a.at],
+                )
+                .map_err(database)?;
+            }
+        }
+        tx.commit().map_err(database)
+    }
+
+    /// The approvals recorded for a job, newest first.
+    pub fn approvals(
+        &self,
+        namespace: &str,
+        job: &str,
+    ) -> Result<Vec<Approval>, LocalBackendError> {
+        approvals_of(&self.connection, namespace, job)
+    }
+
     pub fn last_cron_run(
         &self,
         namespace: &str,
@@ -504,6 +547,30 @@ impl Store {
             .map_err(database)?;
         Ok(())
     }
+}
+
+fn approvals_of(
+    connection: &Connection,
+    namespace: &str,
+    job: &str,
+) -> Result<Vec<Approval>, LocalBackendError> {
+    let mut statement = connection
+        .prepare(
+            "SELECT pull_request, head, approved_by, at FROM approvals
+             WHERE namespace = ?1 AND job = ?2 ORDER BY at DESC",
+        )
+        .map_err(database)?;
+    let rows = statement
+        .query_map(params![namespace, job], |r| {
+            Ok(Approval {
+                pull_request: r.get::<_, i64>(0)? as u64,
+                head: r.get(1)?,
+                by: r.get(2)?,
+                at: r.get(3)?,
+            })
+        })
+        .map_err(database)?;
+    rows.collect::<Result<_, _>>().map_err(database)
 }
 
 #[cfg(test)]

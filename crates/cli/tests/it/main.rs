@@ -25,6 +25,7 @@ mod render;
 mod run;
 mod schema_and_help;
 mod serve_github;
+mod serve_github_tenants;
 mod serve_kubernetes;
 mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "a-webhook-secret-for-the-tests";
 const GITHUB_TOKEN: &str = "a-github-token-for-the-tests";
-const REPO: &str = "Codertocat/Hello-World";
+pub(crate) const REPO: &str = "Codertocat/Hello-World";
 const REPO_URL: &str = "https://github.com/Codertocat/Hello-World.git";
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -42,7 +42,7 @@ fn deliver(
     (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
-fn signed(kubeci: &Kubeci, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn signed(kubeci: &Kubeci, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
     let signature = kubeci_github::signature::sign(SECRET.as_bytes(), body);
     deliver(
         kubeci,
@@ -55,7 +55,13 @@ fn signed(kubeci: &Kubeci, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
 
 /// A `pull_request` payload: the real `opened` one, with this action, number, author,
 /// head and labels.
-fn pr_payload(action: &str, number: u64, author: &str, head: &str, labels: &[&str]) -> Vec<u8> {
+pub(crate) fn pr_payload(
+    action: &str,
+    number: u64,
+    author: &str,
+    head: &str,
+    labels: &[&str],
+) -> Vec<u8> {
     let mut payload: Value = serde_json::from_slice(&fixture("pull_request.opened.json")).unwrap();
     payload["action"] = action.into();
     payload["number"] = number.into();
@@ -68,7 +74,7 @@ fn pr_payload(action: &str, number: u64, author: &str, head: &str, labels: &[&st
     serde_json::to_vec(&payload).unwrap()
 }
 
-fn comment_payload(number: u64, id: u64, author: &str, body: &str) -> Vec<u8> {
+pub(crate) fn comment_payload(number: u64, id: u64, author: &str, body: &str) -> Vec<u8> {
     let mut payload: Value =
         serde_json::from_slice(&fixture("issue_comment.created.json")).unwrap();
     payload["issue"]["number"] = number.into();
@@ -81,7 +87,7 @@ fn comment_payload(number: u64, id: u64, author: &str, body: &str) -> Vec<u8> {
 }
 
 /// The pull request's JSON as GitHub's API serves it.
-fn pr_json(payload: &[u8]) -> Value {
+pub(crate) fn pr_json(payload: &[u8]) -> Value {
     serde_json::from_slice::<Value>(payload).unwrap()["pull_request"].clone()
 }
 
@@ -89,7 +95,7 @@ const JOB: &str = "- job:\n    name: hello\n    git:\n      url: https://github.
 
 /// Who kubeci calls GitHub as.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Caller {
+pub(crate) enum Caller {
     /// A personal token's owner.
     Token,
     /// A GitHub App installed on the repository's owner, reporting commit statuses
@@ -104,9 +110,9 @@ enum Caller {
 
 const APP_ID: u64 = 1717;
 
-struct World {
-    server: FakeApiServer,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) server: FakeApiServer,
+    pub(crate) github: FakeGitHub,
     dir: tempfile::TempDir,
     repo: common::git::Repo,
     caller: Caller,
@@ -168,7 +174,7 @@ impl World {
         World::calling_as(run_locally, Caller::Token).await
     }
 
-    async fn calling_as(run_locally: bool, caller: Caller) -> World {
+    pub(crate) async fn calling_as(run_locally: bool, caller: Caller) -> World {
         let dir = tempfile::tempdir().unwrap();
         let repo = common::git::Repo::new(&dir.path().join("git"));
         let gitconfig = dir.path().join("gitconfig");
@@ -207,12 +213,12 @@ impl World {
         }
     }
 
-    fn serve(&self, resync: &str) -> Kubeci {
+    pub(crate) fn serve(&self, resync: &str) -> Kubeci {
         self.serve_also(resync, &[])
     }
 
     /// [`World::serve`] with `extra` flags.
-    fn serve_also(&self, resync: &str, extra: &[&str]) -> Kubeci {
+    pub(crate) fn serve_also(&self, resync: &str, extra: &[&str]) -> Kubeci {
         let secret = self.dir.path().join("secret").display().to_string();
         let url = self.github.url();
         let caller = caller_flags(self.caller, self.dir.path());
@@ -243,7 +249,7 @@ impl World {
 
     /// A new head commit of pull request `number`, pushed to `refs/pull/N/head`; `slow`
     /// makes its build take 30 s.
-    fn push_pr(&self, number: u64, slow: bool) -> String {
+    pub(crate) fn push_pr(&self, number: u64, slow: bool) -> String {
         if slow {
             self.repo.write("slow", "yes\n");
         } else {
@@ -256,7 +262,7 @@ impl World {
 
     /// A new head of pull request `number` by `author` (see [`World::push_pr`]), as
     /// GitHub shows it now; the head and its `action` delivery.
-    fn pull_request(
+    pub(crate) fn pull_request(
         &self,
         action: &str,
         number: u64,
@@ -285,7 +291,7 @@ fn states_posted(github: &FakeGitHub, sha: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait(what: &str, check: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, check: impl FnMut() -> bool) {
     common::git::wait_for(Duration::from_secs(60), what, check);
 }
 
@@ -907,7 +913,10 @@ mod on_both_clusters {
 }
 
 /// The check runs of `sha`, in the order they were created.
-fn check_runs_of(github: &FakeGitHub, sha: &str) -> Vec<kubeci_testkit::github::FakeCheckRun> {
+pub(crate) fn check_runs_of(
+    github: &FakeGitHub,
+    sha: &str,
+) -> Vec<kubeci_testkit::github::FakeCheckRun> {
     github
         .check_runs()
         .into_iter()
@@ -1058,7 +1067,7 @@ async fn as_a_github_app_each_build_is_one_check_run_from_queued_to_its_conclusi
 
 /// A `check_run` delivery about `run` on `head` of pull request `number`, by `sender`:
 /// `rerequested`, or `requested_action` with the button `identifier`.
-fn check_run_payload(
+pub(crate) fn check_run_payload(
     run: &kubeci_testkit::github::FakeCheckRun,
     number: u64,
     sender: &str,
@@ -1137,7 +1146,7 @@ async fn as_a_github_app_untrusted_heads_wait_on_a_check_run_and_re_runs_build_a
     let summary = refused.output["summary"].as_str().unwrap();
     assert!(summary.contains("@friend clicked"), "{summary}");
     assert!(
-        summary.contains("friend is not an admin: nothing changed"),
+        summary.contains("friend is not an admin of this job: nothing changed"),
         "{summary}"
     );
     assert!(builds(&kubeci, "hello").is_empty());

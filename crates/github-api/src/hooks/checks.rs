@@ -65,15 +65,21 @@ impl<B: Backend> Hooks<B> {
         let repo = &repository.full_name;
         let gh = |e: GitHubError| (Vec::new(), Failure::GitHub(e));
         let pr = self.github.pull_request(repo, number).await.map_err(gh)?;
-        let members = self
-            .memberships(&jobs, &[&pr.author, &sender])
+        let known = self
+            .known(&jobs, &[&pr.author, &sender])
             .await
             .map_err(gh)?;
         let decision = match requested_action {
-            None => checks::on_rerun(&pr, rerun, &jobs, &members),
+            None => checks::on_rerun(&pr, rerun, &jobs, &known),
             Some(identifier) => {
-                let decision =
-                    checks::on_requested_action(&identifier, &pr, &head_sha, &sender, &jobs);
+                let decision = checks::on_requested_action(
+                    &identifier,
+                    external_id.unwrap_or_default(),
+                    &pr,
+                    &head_sha,
+                    &sender,
+                    &jobs,
+                );
                 if let Some(run) = check_run.as_ref().filter(|_| identifier == APPROVE) {
                     self.answer_on_check_run(repo, run, &sender, &decision)
                         .await
@@ -118,13 +124,20 @@ impl<B: Backend> Hooks<B> {
         sender: &str,
         decision: &decide::Decision,
     ) -> Result<(), GitHubError> {
-        let fields = if decision.actions.contains(&Action::Approve) {
+        let approved = decision.actions.iter().find_map(|a| match a {
+            Action::Approve(approved) => Some(approved),
+            _ => None,
+        });
+        let fields = if let Some(approved) = approved {
             json!({
                 "status": "completed",
                 "conclusion": "neutral",
                 "output": {
                     "title": format!("Approved by @{sender}"),
-                    "summary": format!("@{sender} approved this pull request (the `ok-to-test` label): its builds report in their own check runs."),
+                    "summary": format!(
+                        "@{sender} approved {} of this pull request for `{}/{}`: its build reports in its own check run. A new push waits for an approval again.",
+                        approved.head, approved.namespace, approved.job
+                    ),
                 },
                 "actions": [],
             })

@@ -56,8 +56,8 @@ impl<B: Backend> Hooks<B> {
             let statuses = self.github.statuses(repo, head).await?;
             statuses.into_iter().map(|status| status.context).collect()
         };
-        let members = self.memberships(jobs, &[&pr.author]).await?;
-        let decision = decide::resync(pr, jobs, &members, |job| {
+        let known = self.known(jobs, &[&pr.author]).await?;
+        let decision = decide::resync(pr, jobs, &known, |job| {
             contexts.contains(&decide::check_name(job.job))
         });
         match self.execute(repository, Some(pr.number), decision).await {

@@ -72,6 +72,20 @@ impl Backend for Fake {
             number,
         })
     }
+    async fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        _: kubeci_engine::approval::Approval,
+    ) -> Result<(), kubeci_engine::api::ApproveError> {
+        Err(kubeci_engine::api::ApproveError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+    fn approvals(&self, _: &str, _: &str) -> Vec<kubeci_engine::approval::Approval> {
+        Vec::new()
+    }
     fn request(&self, _: &str, name: &str, number: u64) -> Option<BuildRequest> {
         (name == "demo" && number == 1).then(|| BuildRequest::manual(1))
     }

@@ -1,0 +1,178 @@
+//! Many teams, one kubeci: one team's admin approves nothing of another team's job. Jobs
+//! `team-a/evil` (admin mallory) and `team-b/deploy` (admin boss) build the same
+//! repository as `default/hello`; a stranger opens a pull request. The real `kubeci serve
+//! --kubernetes` as a GitHub App, the fake API server running the pods, the fake GitHub.
+
+use serde_json::{json, Value};
+
+use crate::common::serve::configmap;
+use crate::serve_github::{
+    check_run_payload, check_runs_of, comment_payload, pr_payload, signed, wait, Caller, World,
+};
+
+fn team_job(namespace: &str, name: &str, admin: &str) -> Value {
+    let yaml = format!(
+        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n      admin_users: [{admin}]\n"
+    );
+    let mut object = configmap(name, &yaml);
+    object["metadata"]["namespace"] = namespace.into();
+    object
+}
+
+/// The builds a delivery's answer names: `namespace/job`.
+fn built(answer: &Value) -> Vec<String> {
+    answer["builds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("builds in {answer}"))
+        .iter()
+        .map(|b| {
+            format!(
+                "{}/{}",
+                b["namespace"].as_str().unwrap(),
+                b["job"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn reasons(answer: &Value) -> Vec<String> {
+    serde_json::from_value(answer["reasons"].clone()).unwrap_or_default()
+}
+
+/// A `labeled` delivery: `sender` added `label` to pull request 7 at `head`.
+fn labeled(head: &str, sender: &str, label: &str) -> Vec<u8> {
+    let mut payload: Value =
+        serde_json::from_slice(&pr_payload("labeled", 7, "stranger", head, &[label])).unwrap();
+    payload["label"] = json!({ "name": label });
+    payload["sender"]["login"] = sender.into();
+    serde_json::to_vec(&payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_teams_admin_approves_nothing_of_another_teams_job_and_approvals_outlive_kubeci() {
+    let world = World::calling_as(true, Caller::AppChecks).await;
+    world
+        .server
+        .preload(vec![
+            team_job("team-a", "evil", "mallory"),
+            team_job("team-b", "deploy", "boss"),
+        ])
+        .unwrap();
+    let kubeci = world.serve("0s");
+    let (head, opened) = world.pull_request("opened", 7, "stranger", false);
+    let (status, answer) = signed(&kubeci, "pull_request", "o-1", &opened);
+    assert_eq!((status, built(&answer)), (200, vec![]), "{answer}");
+    let mut waiting: Vec<String> = check_runs_of(&world.github, &head)
+        .into_iter()
+        .map(|run| run.external_id)
+        .collect();
+    waiting.sort();
+    assert_eq!(
+        waiting,
+        [
+            "approval:default/hello#7",
+            "approval:team-a/evil#7",
+            "approval:team-b/deploy#7"
+        ]
+    );
+
+    // Mallory's "ok to test" approves her own job alone.
+    let (_, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-1",
+        &comment_payload(7, 701, "mallory", "ok to test"),
+    );
+    assert_eq!(built(&answer), ["team-a/evil"], "{answer}");
+    assert!(
+        reasons(&answer).contains(
+            &"team-b/deploy: mallory is not an admin of this job: approval ignored".to_owned()
+        ),
+        "{answer}"
+    );
+    let labels = world
+        .github
+        .pull_request(crate::serve_github::REPO, 7)
+        .unwrap()["labels"]
+        .clone();
+    assert!(labels.to_string().contains("ok-to-test"), "{labels}");
+
+    // The label kubeci added, as GitHub then delivers it, and the same label added by
+    // someone on no list: nothing is built.
+    for (id, sender) in [("l-1", "kubeci-bot"), ("l-2", "nobody")] {
+        let (status, answer) = signed(
+            &kubeci,
+            "pull_request",
+            id,
+            &labeled(&head, sender, "ok-to-test"),
+        );
+        assert_eq!(
+            (status, built(&answer)),
+            (200, vec![]),
+            "{sender}: {answer}"
+        );
+    }
+
+    // Mallory's "Approve and build" on team-b's check run changes nothing, and the run
+    // says so, naming team-b's job alone.
+    let team_b = |head: &str| {
+        check_runs_of(&world.github, head)
+            .into_iter()
+            .find(|run| run.external_id == "approval:team-b/deploy#7")
+            .unwrap()
+    };
+    let (status, answer) = signed(
+        &kubeci,
+        "check_run",
+        "a-1",
+        &check_run_payload(&team_b(&head), 7, "mallory", Some("approve")),
+    );
+    assert_eq!((status, built(&answer)), (200, vec![]), "{answer}");
+    let refused = team_b(&head);
+    assert_eq!(refused.history, ["completed:action_required"]);
+    let summary = refused.output["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("team-b/deploy: mallory is not an admin of this job: nothing changed"),
+        "{summary}"
+    );
+    assert!(!summary.contains("evil"), "another job's reason: {summary}");
+
+    // A push: the approval was of the old head; nothing is built until an admin approves
+    // the new one. Boss approves it for team-b.
+    let (pushed, synchronize) = world.pull_request("synchronize", 7, "stranger", false);
+    let (_, answer) = signed(&kubeci, "pull_request", "s-1", &synchronize);
+    assert_eq!(built(&answer), Vec::<String>::new(), "{answer}");
+    let (_, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-2",
+        &comment_payload(7, 702, "boss", "/ok-to-test"),
+    );
+    assert_eq!(built(&answer), ["team-b/deploy"], "{answer}");
+    wait("team-b's build to report", || {
+        check_runs_of(&world.github, &pushed)
+            .iter()
+            .any(|run| run.external_id == "team-b/deploy/1" && run.status == "completed")
+    });
+
+    // kubeci is replaced: the approval was kept in the cluster, so the author may retest
+    // the job its admin approved, and no other.
+    kubeci.kill();
+    let kubeci = world.serve("0s");
+    let (status, answer) = signed(
+        &kubeci,
+        "issue_comment",
+        "c-3",
+        &comment_payload(7, 703, "stranger", "/retest"),
+    );
+    assert_eq!(
+        (status, built(&answer)),
+        (200, vec!["team-b/deploy".to_owned()]),
+        "{answer}"
+    );
+    assert_eq!(answer["builds"][0]["number"], 2, "{answer}");
+    assert!(
+        reasons(&answer).contains(&"team-a/evil: stranger may not trigger builds".to_owned()),
+        "{answer}"
+    );
+}
