@@ -26,7 +26,8 @@ pub struct ReportTarget {
     pub pull_request: Option<u64>,
     /// The build's page.
     pub url: String,
-    /// The job's `ghprb.context`, if set.
+    /// The name the job's builds are reported under on GitHub (`kubeci_spec::checkname`);
+    /// `None` for a job no longer declared (reporters then use `kubeci/<job>`).
     pub context: Option<String>,
     /// When the build was created (seconds since the epoch).
     pub created_at: Option<i64>,

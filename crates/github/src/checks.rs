@@ -50,18 +50,20 @@ pub fn waiting_job(external_id: &str) -> Option<(&str, &str, u64)> {
     Some((namespace, name, number.parse().ok()?))
 }
 
-/// The jobs a re-run asks for: the one whose check run is named `name`, or for a suite
+/// The jobs among `jobs` a re-run asks for: the one whose check run is named `name` (among
+/// `of_repository`, the jobs of the repository, see [`check_name`]), or for a suite
 /// (`None`) those whose last build of the head failed — GitHub sends one
 /// `check_suite rerequested` for both "Re-run failed checks" and "Re-run all checks" —
 /// or every one when none failed. True when only the failed ones were taken.
 fn asked<'j, 'a>(
     jobs: &'j [JobRef<'a>],
+    of_repository: &[JobRef],
     name: Option<&str>,
     past: &[PastBuild],
 ) -> (Vec<&'j JobRef<'a>>, bool) {
     let named: Vec<&JobRef> = jobs
         .iter()
-        .filter(|j| name.is_none_or(|n| check_name(j.job) == n))
+        .filter(|j| name.is_none_or(|n| check_name(j, of_repository) == n))
         .collect();
     if name.is_some() {
         return (named, false);
@@ -139,7 +141,7 @@ pub fn on_rerun(
         .filter(|j| j.job.pull_requests_enabled())
         .copied()
         .collect();
-    let (asked, only_failed) = asked(&building, name, past);
+    let (asked, only_failed) = asked(&building, jobs, name, past);
     for job in asked {
         let pr_trusted = trust(job, pr, facts).is_trusted();
         if pr_trusted || trusts(job, sender, facts) {
@@ -170,7 +172,7 @@ pub fn on_rerun(
 /// push of the branch name its payload gives) and the job builds pushes to `branch`.
 pub fn on_push_rerun(branch: Option<&str>, rerun: Rerun, jobs: &[JobRef]) -> Decision {
     let mut decision = Decision::default();
-    let (asked, only_failed) = asked(jobs, rerun.name, rerun.past);
+    let (asked, only_failed) = asked(jobs, jobs, rerun.name, rerun.past);
     for job in asked {
         let pushed = rerun.past.iter().any(|b| {
             b.namespace == job.namespace

@@ -97,13 +97,13 @@ pub struct Waiting {
     pub admins: Vec<String>,
 }
 
-/// The name of `job`'s check run and commit status: its `ghprb.context`, or
-/// `kubeci/<job>`.
-pub fn check_name(job: &Job) -> String {
-    job.ghprb
-        .as_ref()
-        .and_then(|g| g.context.clone())
-        .unwrap_or_else(|| format!("kubeci/{}", job.name))
+/// The name of `job`'s check run and commit status among `jobs`, the jobs of its
+/// repository (`kubeci_spec::checkname`: its `ghprb.context`, or `kubeci/<job>`, with the
+/// namespace where several namespaces build the repository).
+pub fn check_name(job: &JobRef, jobs: &[JobRef]) -> String {
+    let pairs: Vec<(&str, &Job)> = jobs.iter().map(|j| (j.namespace, j.job)).collect();
+    kubeci_spec::checkname::check_name_among(job.namespace, &job.job.name, &pairs)
+        .unwrap_or_else(|| format!("kubeci/{}", job.job.name))
 }
 
 /// The actions an event leads to, and why each job did or did not act.
@@ -360,7 +360,7 @@ pub fn on_pull_request(
                 waiting.push(Waiting {
                     namespace: job.namespace.to_owned(),
                     job: job.job.name.clone(),
-                    check_name: check_name(job.job),
+                    check_name: check_name(job, jobs),
                     admins: policy(job.job).admins,
                 });
                 decision.note(

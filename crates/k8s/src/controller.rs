@@ -383,6 +383,15 @@ async fn settle(
     }
 }
 
+/// The name `job`'s builds are reported under, among the valid jobs of its repository.
+fn check_name(cluster: &Cluster, namespace: &str, job: &kubeci_spec::Job) -> Option<String> {
+    let repository = kubeci_spec::checkname::repository_of(job)?;
+    let specs = cluster.specs(Some(std::slice::from_ref(&repository)));
+    let jobs: Vec<(&str, &kubeci_spec::Job)> =
+        specs.iter().map(|(n, j)| (n.as_str(), &**j)).collect();
+    kubeci_spec::checkname::check_name_among(namespace, &job.name, &jobs)
+}
+
 /// What a report about `record` is about.
 fn report_target(
     cluster: &Cluster,
@@ -407,7 +416,9 @@ fn report_target(
             job,
             record.summary.number,
         ),
-        context: loaded.and_then(|l| l.job.as_ref()?.ghprb.as_ref()?.context.clone()),
+        context: loaded
+            .and_then(|l| l.job.as_ref())
+            .and_then(|j| check_name(cluster, namespace, j)),
         created_at: record
             .job
             .metadata

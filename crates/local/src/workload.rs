@@ -63,6 +63,15 @@ impl LocalBackend {
         log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
     }
 
+    /// The name `job`'s builds are reported under, among the valid jobs of its repository.
+    fn check_name(&self, namespace: &str, job: &kubeci_spec::Job) -> Option<String> {
+        let repository = kubeci_spec::checkname::repository_of(job)?;
+        let specs = self.specs(Some(std::slice::from_ref(&repository)));
+        let jobs: Vec<(&str, &kubeci_spec::Job)> =
+            specs.iter().map(|(n, j)| (n.as_str(), &**j)).collect();
+        kubeci_spec::checkname::check_name_among(namespace, &job.name, &jobs)
+    }
+
     fn report_target(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> ReportTarget {
         let job = loaded.and_then(|l| l.job.as_ref());
         ReportTarget {
@@ -80,7 +89,7 @@ impl LocalBackend {
                 &row.job,
                 row.number,
             ),
-            context: job.and_then(|j| j.ghprb.as_ref()?.context.clone()),
+            context: job.and_then(|j| self.check_name(&row.namespace, j)),
             created_at: Some(row.created_at),
         }
     }

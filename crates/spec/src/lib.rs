@@ -3,6 +3,7 @@
 //! Pure: no filesystem, network or clock. Callers pass file names and bytes in and get
 //! jobs and [`Diagnostic`]s out, each placed at file:line:column with a fix.
 
+pub mod checkname;
 pub mod cron;
 pub mod diagnostic;
 pub mod duration;

@@ -58,7 +58,7 @@ impl<B: Backend> Hooks<B> {
         };
         let known = self.known(jobs, &[&pr.author]).await?;
         let decision = decide::resync(pr, jobs, &known, |job| {
-            contexts.contains(&decide::check_name(job.job))
+            contexts.contains(&decide::check_name(job, jobs))
         });
         match self.execute(repository, Some(pr.number), decision).await {
             Ok(done) => Ok(done["builds"]

@@ -1,0 +1,237 @@
+//! The name a job's builds are reported under on GitHub (a check run's name, a commit
+//! status's context). GitHub keeps one result per name and commit, so two jobs reporting
+//! under one name on one repository overwrite each other's results: one team's job could
+//! turn another team's red check green. Names are therefore unique per repository, across
+//! namespaces. A job's name is its `ghprb.context`, or by default `kubeci/<job>` — and
+//! `kubeci/<namespace>/<job>` when jobs of two namespaces build the repository. A job
+//! whose name another job already reports under (the one that comes first, see
+//! [`check_names`]) is invalid.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::giturl::GitUrl;
+use crate::Job;
+
+/// A job that would report under a name another job already reports under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTaken {
+    /// The name both would report under.
+    pub name: String,
+    /// The job that keeps it: (namespace, name).
+    pub owner: (String, String),
+}
+
+impl NameTaken {
+    /// What a job that lost its name is told.
+    pub fn message(&self) -> String {
+        format!(
+            "builds of this repository are already reported under the name `{}` by job {}/{}: GitHub would show one result for both jobs",
+            self.name, self.owner.0, self.owner.1
+        )
+    }
+
+    pub const HELP: &'static str = "give `ghprb.context` another value (names are unique per repository across namespaces), or remove it for the default `kubeci/<job>` (`kubeci/<namespace>/<job>` where several namespaces build the repository)";
+}
+
+/// The repository a job builds (`GitUrl::repository_key`), if it names one.
+pub fn repository_of(job: &Job) -> Option<String> {
+    GitUrl::parse(&job.git.url).ok()?.repository_key()
+}
+
+fn default_name(namespace: &str, job: &str, shared: bool) -> String {
+    if shared {
+        format!("kubeci/{namespace}/{job}")
+    } else {
+        format!("kubeci/{job}")
+    }
+}
+
+/// The name each of `jobs` (namespace, job) reports under, in the same order, or why it
+/// may not. A job's default names (`kubeci/<job>`, `kubeci/<namespace>/<job>`) are its
+/// own: a `ghprb.context` that is another job's default name on the same repository is
+/// taken, whatever the order. Where two jobs declare one name, the first of `jobs` keeps
+/// it. Jobs that lose their name no longer count as building the repository, so the names
+/// are those of the jobs that remain (decided again until nothing changes): decided over
+/// the remaining jobs alone, in any order, they are the same.
+pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
+    let repositories: Vec<Option<String>> =
+        jobs.iter().map(|(_, job)| repository_of(job)).collect();
+    let mut taken: Vec<Option<NameTaken>> = vec![None; jobs.len()];
+    loop {
+        let remaining: Vec<bool> = (0..jobs.len())
+            .map(|i| repositories[i].is_some() && taken[i].is_none())
+            .collect();
+        let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut defaults: BTreeMap<(&str, String), usize> = BTreeMap::new();
+        for (i, (namespace, job)) in jobs.iter().enumerate().filter(|(i, _)| remaining[*i]) {
+            let repository = repositories[i].as_deref().expect("remaining jobs have one");
+            namespaces.entry(repository).or_default().insert(namespace);
+            for shared in [false, true] {
+                defaults.insert((repository, default_name(namespace, &job.name, shared)), i);
+            }
+        }
+        let names: Vec<String> = jobs
+            .iter()
+            .zip(&repositories)
+            .map(|((namespace, job), repository)| {
+                let shared = repository
+                    .as_deref()
+                    .and_then(|r| namespaces.get(r))
+                    .is_some_and(|n| n.len() > 1);
+                name_of(namespace, job, shared)
+            })
+            .collect();
+        let mut owners: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut changed = false;
+        for i in (0..jobs.len()).filter(|i| remaining[*i]) {
+            let repository = repositories[i].as_deref().expect("remaining jobs have one");
+            let declared = jobs[i]
+                .1
+                .ghprb
+                .as_ref()
+                .is_some_and(|g| g.context.is_some());
+            let default_owner = defaults
+                .get(&(repository, names[i].clone()))
+                .copied()
+                .filter(|&owner| declared && owner != i);
+            match default_owner.or_else(|| owners.get(&(repository, names[i].as_str())).copied()) {
+                Some(owner) => {
+                    taken[i] = Some(NameTaken {
+                        name: names[i].clone(),
+                        owner: (jobs[owner].0.to_owned(), jobs[owner].1.name.clone()),
+                    });
+                    changed = true;
+                }
+                None => {
+                    owners.insert((repository, names[i].as_str()), i);
+                }
+            }
+        }
+        if !changed {
+            return names
+                .into_iter()
+                .zip(taken)
+                .map(|(name, taken)| taken.map_or(Ok(name), Err))
+                .collect();
+        }
+    }
+}
+
+/// `job`'s name: its `ghprb.context`, or the default.
+fn name_of(namespace: &str, job: &Job, shared: bool) -> String {
+    job.ghprb
+        .as_ref()
+        .and_then(|g| g.context.clone())
+        .unwrap_or_else(|| default_name(namespace, &job.name, shared))
+}
+
+/// The name `job` of `namespace` reports under, among `jobs` (every valid job, or those
+/// of its repository); `None` if it is not among them or lost its name.
+pub fn check_name_among(namespace: &str, name: &str, jobs: &[(&str, &Job)]) -> Option<String> {
+    let at = jobs
+        .iter()
+        .position(|(n, j)| *n == namespace && j.name == name)?;
+    check_names(jobs).swap_remove(at).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, repo: &str, context: Option<&str>) -> Job {
+        let context = context.map_or_else(String::new, |c| format!("      context: {c}\n"));
+        let yaml = format!(
+            "- job:\n    name: {name}\n    git:\n      url: https://github.com/{repo}.git\n    run_command: make\n    ghprb:\n      enabled: true\n{context}"
+        );
+        let report = crate::load("job.yaml", yaml.as_bytes(), &Default::default());
+        report.jobs.into_iter().next().unwrap().job.unwrap()
+    }
+
+    #[test]
+    fn the_default_name_includes_the_namespace_where_two_namespaces_build_one_repository() {
+        let (deploy, lint, other) = (
+            job("deploy", "victim/repo", None),
+            job("lint", "victim/repo", None),
+            job("deploy", "someone/else", None),
+        );
+        let alone = check_names(&[("team-b", &deploy), ("team-b", &lint)]);
+        assert_eq!(
+            alone,
+            [Ok("kubeci/deploy".into()), Ok("kubeci/lint".into())]
+        );
+        let shared = check_names(&[("team-b", &deploy), ("team-a", &lint), ("team-a", &other)]);
+        assert_eq!(
+            shared,
+            [
+                Ok("kubeci/team-b/deploy".into()),
+                Ok("kubeci/team-a/lint".into()),
+                Ok("kubeci/deploy".into()),
+            ],
+            "another repository is named as before"
+        );
+    }
+
+    #[test]
+    fn a_second_job_declaring_a_name_another_job_reports_under_loses_it() {
+        let deploy = job("deploy", "victim/repo", Some("kubeci/deploy"));
+        let spoof = job("evil", "Victim/Repo", Some("kubeci/deploy"));
+        let names = check_names(&[("team-b", &deploy), ("team-a", &spoof)]);
+        assert_eq!(names[0], Ok("kubeci/deploy".into()));
+        let taken = names[1].clone().unwrap_err();
+        assert_eq!(taken.owner, ("team-b".into(), "deploy".into()));
+        assert!(
+            taken.message().contains("job team-b/deploy"),
+            "{}",
+            taken.message()
+        );
+        // Elsewhere the same name is free.
+        let elsewhere = job("evil", "someone/else", Some("kubeci/deploy"));
+        assert!(check_names(&[("team-b", &deploy), ("team-a", &elsewhere)])
+            .iter()
+            .all(Result::is_ok));
+        // A declared name may not take another job's default name, short or long, even
+        // where the other job comes later or its default is now the long one: team-a's
+        // `kubeci/deploy` is the name team-b's checks had before team-a came.
+        let plain = job("deploy", "victim/repo", None);
+        for order in [[0, 1], [1, 0]] {
+            let both = [("team-b", &plain), ("team-a", &spoof)];
+            let jobs: Vec<(&str, &Job)> = order.iter().map(|&i| both[i]).collect();
+            let names = check_names(&jobs);
+            let at = |ns: &str| jobs.iter().position(|(n, _)| *n == ns).unwrap();
+            assert_eq!(names[at("team-b")], Ok("kubeci/deploy".into()), "{names:?}");
+            assert_eq!(
+                names[at("team-a")].clone().unwrap_err().owner,
+                ("team-b".into(), "deploy".into())
+            );
+        }
+        let long = job("evil", "victim/repo", Some("kubeci/team-b/deploy"));
+        let names = check_names(&[("team-a", &long), ("team-b", &plain)]);
+        assert!(names[0].is_err(), "{names:?}");
+        let own = job("deploy", "victim/repo", Some("kubeci/deploy"));
+        assert_eq!(
+            check_names(&[("team-b", &own)]),
+            [Ok("kubeci/deploy".into())]
+        );
+    }
+
+    #[test]
+    fn names_are_decided_over_the_jobs_that_keep_them() {
+        // team-a's only job loses its name: team-b alone builds the repository, so its
+        // default names are the short ones — the same as decided over team-b's jobs alone.
+        let deploy = job("deploy", "victim/repo", Some("deploy-check"));
+        let lint = job("lint", "victim/repo", None);
+        let spoof = job("evil", "victim/repo", Some("deploy-check"));
+        let all = check_names(&[("team-b", &deploy), ("team-b", &lint), ("team-a", &spoof)]);
+        let remaining = check_names(&[("team-b", &deploy), ("team-b", &lint)]);
+        assert_eq!(all[..2], remaining[..]);
+        assert_eq!(all[1], Ok("kubeci/lint".into()));
+        assert_eq!(
+            check_name_among("team-b", "lint", &[("team-b", &deploy), ("team-b", &lint)]),
+            Some("kubeci/lint".into())
+        );
+        assert_eq!(
+            check_name_among("team-a", "evil", &[("team-b", &deploy)]),
+            None
+        );
+    }
+}
