@@ -73,6 +73,7 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
         }
     }
     kubeci_spec::mark_duplicates(sources.iter_mut().flat_map(|s| s.report.jobs.iter_mut()));
+    kubeci_spec::checkname::mark_taken(sources.iter_mut().flat_map(|s| s.report.jobs.iter_mut()));
     let mut summary = Summary {
         files: sources.len(),
         ..Summary::default()

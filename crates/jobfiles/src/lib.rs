@@ -173,6 +173,7 @@ impl JobSet {
         }
         let mut jobs = objects;
         kubeci_spec::mark_duplicates(&mut jobs);
+        kubeci_spec::checkname::mark_taken(&mut jobs);
         let jobs: Vec<Arc<LoadedJob>> = jobs.into_iter().map(Arc::new).collect();
         let mut by_name: std::collections::HashMap<(String, String), Vec<usize>> =
             std::collections::HashMap::new();

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::giturl::GitUrl;
-use crate::Job;
+use crate::{Diagnostic, FieldPath, Job, LoadedJob, Severity};
 
 /// A job that would report under a name another job already reports under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,65 @@ pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
                 .collect();
         }
     }
+}
+
+/// Marks the valid jobs among `declarations` (in precedence order) whose check name
+/// another job keeps as invalid, with an error naming that job. The names of the jobs
+/// that remain are then `check_names` of them alone. Returns whether any job changed.
+pub fn mark_taken<'a>(declarations: impl IntoIterator<Item = &'a mut LoadedJob>) -> bool {
+    // Two versions of one ConfigMap (two files declaring one object, see
+    // `crate::load::shadowed`) are one job: the later is not a second claim on its name.
+    let mut seen = BTreeSet::new();
+    let mut valid: Vec<&mut LoadedJob> = declarations
+        .into_iter()
+        .filter(|l| l.job.is_some())
+        .filter(|l| match &l.configmap {
+            Some(object) => seen.insert(object.to_string()),
+            None => true,
+        })
+        .collect();
+    let names = {
+        let jobs: Vec<(&str, &Job)> = valid
+            .iter()
+            .map(|l| (l.namespace.as_str(), l.job.as_ref().expect("valid")))
+            .collect();
+        check_names(&jobs)
+    };
+    let mut changed = false;
+    for (loaded, name) in valid.iter_mut().zip(names) {
+        if let Err(taken) = name {
+            refuse(loaded, &taken);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// `loaded`, refused because `taken`.
+pub fn refuse(loaded: &mut LoadedJob, taken: &NameTaken) {
+    let declared = loaded
+        .job
+        .as_ref()
+        .and_then(|j| j.ghprb.as_ref())
+        .is_some_and(|g| g.context.is_some());
+    let field = if declared {
+        FieldPath::new(&["job", "ghprb", "context"])
+    } else {
+        FieldPath::new(&["job", "name"])
+    };
+    loaded.job = None;
+    loaded.diagnostics.push(Diagnostic {
+        severity: Severity::Error,
+        code: "check-name-taken",
+        file: loaded.file.clone(),
+        line: loaded.pos.line,
+        column: loaded.pos.column,
+        object: loaded.configmap.as_ref().map(ToString::to_string),
+        field,
+        message: taken.message(),
+        help: Some(NameTaken::HELP.into()),
+        source_line: None,
+    });
 }
 
 /// `job`'s name: its `ghprb.context`, or the default.
