@@ -20,7 +20,6 @@ use kubeci_engine::scheduler::{
     WorkloadError, RECONCILE_ERRORS,
 };
 use kubeci_render::keys;
-use kubeci_spec::LoadedJob;
 
 use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
 
@@ -97,7 +96,7 @@ impl Workload for Cluster {
                                 r.job.annotations().get(keys::REPORTED).map(String::as_str);
                             (
                                 Reported::parse(recorded),
-                                Some(report_target(self, &namespace, &job, loaded.as_deref(), &r)),
+                                Some(report_target(self, &namespace, &job, &r)),
                             )
                         } else {
                             (Reported::default(), None)
@@ -383,21 +382,11 @@ async fn settle(
     }
 }
 
-/// The name `job`'s builds are reported under, among the valid jobs of its repository.
-fn check_name(cluster: &Cluster, namespace: &str, job: &kubeci_spec::Job) -> Option<String> {
-    let repository = kubeci_spec::checkname::repository_of(job)?;
-    let specs = cluster.specs(Some(std::slice::from_ref(&repository)));
-    let jobs: Vec<(&str, &kubeci_spec::Job)> =
-        specs.iter().map(|(n, j)| (n.as_str(), &**j)).collect();
-    kubeci_spec::checkname::check_name_among(namespace, &job.name, &jobs)
-}
-
 /// What a report about `record` is about.
 fn report_target(
     cluster: &Cluster,
     namespace: &str,
     job: &str,
-    loaded: Option<&LoadedJob>,
     record: &BuildRecord,
 ) -> ReportTarget {
     let annotations = record.job.annotations();
@@ -416,9 +405,12 @@ fn report_target(
             job,
             record.summary.number,
         ),
-        context: loaded
-            .and_then(|l| l.job.as_ref())
-            .and_then(|j| check_name(cluster, namespace, j)),
+        context: cluster
+            .index
+            .read()
+            .expect("the index lock")
+            .check_name(namespace, job)
+            .map(str::to_owned),
         created_at: record
             .job
             .metadata

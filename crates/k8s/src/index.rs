@@ -24,6 +24,11 @@ pub struct Declared {
     pub spec: Option<Arc<Job>>,
     /// Its repository (`host/owner/name`, see `GitUrl::repository_key`).
     pub repository: Option<String>,
+    /// The job before check names are decided: `job`, unless another job of the
+    /// repository keeps its check name (`kubeci_spec::checkname`).
+    unnamed: Arc<LoadedJob>,
+    /// The name its builds are reported under on GitHub, while it is valid.
+    pub check_name: Option<String>,
 }
 
 /// The jobs of every watched ConfigMap, valid or not.
@@ -33,6 +38,9 @@ pub struct JobIndex {
     /// The ConfigMaps declaring each (namespace, job name), in name order: the first
     /// valid one is the job, the others repeats.
     by_job: BTreeMap<(String, String), std::collections::BTreeSet<ConfigMapKey>>,
+    /// The ConfigMaps declaring a job of each repository, valid before check names are
+    /// decided: whose check names depend on each other.
+    by_repository: BTreeMap<String, std::collections::BTreeSet<ConfigMapKey>>,
 }
 
 /// The (namespace, job name) a declaration takes, if it could be read.
@@ -69,19 +77,20 @@ impl JobIndex {
             return Change::Unchanged;
         }
         let job = Arc::new(kubeci_spec::load_configmap(configmap, options));
-        let errors = job.has_errors();
         let previous = self.remove_key(&key);
         if let Some(group) = job_key(&job) {
             self.by_job.entry(group).or_default().insert(key.clone());
         }
         self.by_configmap.insert(
-            key,
+            key.clone(),
             Declared {
                 resource_version: resource_version.to_owned(),
                 original: Arc::clone(&job),
                 job: Arc::clone(&job),
                 spec: None,
                 repository: None,
+                unnamed: Arc::clone(&job),
+                check_name: None,
             },
         );
         for group in [previous.and_then(|p| job_key(&p.original)), job_key(&job)]
@@ -90,12 +99,20 @@ impl JobIndex {
         {
             self.settle(&group);
         }
+        let errors = self
+            .by_configmap
+            .get(&key)
+            .is_none_or(|d| d.job.has_errors());
         Change::Updated { errors }
     }
 
     /// Takes a ConfigMap's declaration out of the index, without settling its group.
     fn remove_key(&mut self, key: &ConfigMapKey) -> Option<Declared> {
         let removed = self.by_configmap.remove(key)?;
+        if let Some(repository) = &removed.repository {
+            self.leave_repository(repository, key);
+            self.settle_names(repository);
+        }
         if let Some(group) = job_key(&removed.original) {
             if let Some(keys) = self.by_job.get_mut(&group) {
                 keys.remove(key);
@@ -121,18 +138,98 @@ impl JobIndex {
             .collect();
         let replacements =
             kubeci_spec::shadowed(&originals.iter().map(|j| &**j).collect::<Vec<_>>());
+        let mut repositories = std::collections::BTreeSet::new();
         for ((key, original), replacement) in keys.iter().zip(&originals).zip(replacements) {
             let Some(declared) = self.by_configmap.get_mut(key) else {
                 continue;
             };
-            declared.job = replacement.map_or_else(|| Arc::clone(original), Arc::new);
+            declared.unnamed = replacement.map_or_else(|| Arc::clone(original), Arc::new);
+            let repository = declared
+                .unnamed
+                .job
+                .as_ref()
+                .and_then(kubeci_spec::checkname::repository_of);
+            let before = std::mem::replace(&mut declared.repository, repository.clone());
+            // Until its repository's names are decided, it stands as it is.
+            declared.job = Arc::clone(&declared.unnamed);
             declared.spec = declared.job.job.clone().map(Arc::new);
-            declared.repository = declared.spec.as_ref().and_then(|s| {
-                kubeci_spec::giturl::GitUrl::parse(&s.git.url)
-                    .ok()?
-                    .repository_key()
-            });
+            declared.check_name = None;
+            if let Some(before) = before.filter(|b| Some(b) != repository.as_ref()) {
+                self.leave_repository(&before, key);
+                repositories.insert(before);
+            }
+            if let Some(repository) = repository {
+                self.by_repository
+                    .entry(repository.clone())
+                    .or_default()
+                    .insert(key.clone());
+                repositories.insert(repository);
+            }
         }
+        for repository in &repositories {
+            self.settle_names(repository);
+        }
+    }
+
+    fn leave_repository(&mut self, repository: &str, key: &ConfigMapKey) {
+        if let Some(keys) = self.by_repository.get_mut(repository) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_repository.remove(repository);
+            }
+        }
+    }
+
+    /// Decides again the check names of the jobs of `repository`: the first in namespace
+    /// and ConfigMap name order keeps a name two jobs declare (as the first declaration of
+    /// a job name does), and a job whose name another keeps is invalid.
+    fn settle_names(&mut self, repository: &str) {
+        let keys: Vec<ConfigMapKey> = self
+            .by_repository
+            .get(repository)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let unnamed: Vec<Arc<LoadedJob>> = keys
+            .iter()
+            .filter_map(|k| self.by_configmap.get(k).map(|d| Arc::clone(&d.unnamed)))
+            .collect();
+        let names = {
+            let jobs: Vec<(&str, &Job)> = unnamed
+                .iter()
+                .filter_map(|l| Some((l.namespace.as_str(), l.job.as_ref()?)))
+                .collect();
+            kubeci_spec::checkname::check_names(&jobs)
+        };
+        let valid = keys.iter().zip(&unnamed).filter(|(_, l)| l.job.is_some());
+        for ((key, loaded), name) in valid.zip(names) {
+            let Some(declared) = self.by_configmap.get_mut(key) else {
+                continue;
+            };
+            match name {
+                Ok(name) => {
+                    declared.job = Arc::clone(loaded);
+                    declared.check_name = Some(name);
+                }
+                Err(taken) => {
+                    let mut refused = (**loaded).clone();
+                    kubeci_spec::checkname::refuse(&mut refused, &taken);
+                    declared.job = Arc::new(refused);
+                    declared.check_name = None;
+                }
+            }
+            declared.spec = declared.job.job.clone().map(Arc::new);
+        }
+    }
+
+    /// The name job `name` of `namespace` reports under on GitHub, while it is valid.
+    pub fn check_name(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.by_job
+            .get(&(namespace.to_owned(), name.to_owned()))?
+            .iter()
+            .filter_map(|key| self.by_configmap.get(key))
+            .find(|d| d.spec.is_some())?
+            .check_name
+            .as_deref()
     }
 
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<Declared> {
@@ -424,5 +521,64 @@ mod tests {
         assert!(!index.is_declared("team", "demo"), "its ConfigMap is gone");
         assert!(index.find_declared("team", "demo").is_none());
         assert!(index.is_declared("team", "other"));
+    }
+
+    fn named(index: &mut JobIndex, namespace: &str, name: &str, context: Option<&str>) -> Change {
+        let labels = BTreeMap::new();
+        let context = context.map_or_else(String::new, |c| format!("      context: {c}\n"));
+        let yaml = format!(
+            "- job:\n    name: {name}\n    git: {{url: 'https://github.com/victim/repo'}}\n    run_command: make\n    timeout: 5m\n    ghprb:\n      enabled: true\n{context}"
+        );
+        let data = data(&yaml);
+        let cm = ConfigMapData {
+            namespace,
+            name,
+            labels: &labels,
+            data: &data,
+        };
+        index.upsert(cm, "1", &LoadOptions::default())
+    }
+
+    #[test]
+    fn a_job_whose_check_name_another_job_keeps_is_invalid_until_it_is_free() {
+        let mut index = JobIndex::default();
+        assert_eq!(
+            named(&mut index, "team-b", "deploy", None),
+            Change::Updated { errors: false }
+        );
+        assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
+        // team-a takes team-b's name: refused, with the job that keeps it; team-b's
+        // default now names its namespace, as two namespaces build the repository.
+        assert_eq!(
+            named(&mut index, "team-a", "evil", Some("kubeci/deploy")),
+            Change::Updated { errors: true }
+        );
+        assert!(index.find("team-a", "evil").is_none());
+        assert!(index.specs(None).iter().all(|(ns, _)| ns == "team-b"));
+        let refused = index.find_any("team-a", "evil").unwrap();
+        let error = refused.diagnostics.last().unwrap();
+        assert_eq!(error.code, "check-name-taken");
+        assert!(
+            error.message.contains("by job team-b/deploy"),
+            "{}",
+            error.message
+        );
+        assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
+        assert_eq!(index.check_name("team-a", "evil"), None);
+        // Another job of team-a with its own name: both namespaces build the repository.
+        named(&mut index, "team-a", "lint", None);
+        assert_eq!(
+            index.check_name("team-a", "lint"),
+            Some("kubeci/team-a/lint")
+        );
+        assert_eq!(
+            index.check_name("team-b", "deploy"),
+            Some("kubeci/team-b/deploy")
+        );
+        // team-b's job goes: the name is free, and team-a's job valid.
+        index.remove("team-b", "deploy");
+        assert!(index.find("team-a", "evil").is_some());
+        assert_eq!(index.check_name("team-a", "evil"), Some("kubeci/deploy"));
+        assert_eq!(index.check_name("team-a", "lint"), Some("kubeci/lint"));
     }
 }
