@@ -170,7 +170,7 @@ fn caller_flags(caller: Caller, dir: &std::path::Path) -> Vec<String> {
 impl World {
     /// `run_locally`: pods really run (cloning the local repository); otherwise they run
     /// for a minute without output.
-    async fn new(run_locally: bool) -> World {
+    pub(crate) async fn new(run_locally: bool) -> World {
         World::calling_as(run_locally, Caller::Token).await
     }
 

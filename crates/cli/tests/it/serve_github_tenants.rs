@@ -5,14 +5,19 @@
 
 use serde_json::{json, Value};
 
-use crate::common::serve::configmap;
+use crate::common::serve::{configmap, http};
 use crate::serve_github::{
     check_run_payload, check_runs_of, comment_payload, pr_payload, signed, wait, Caller, World,
 };
 
 fn team_job(namespace: &str, name: &str, admin: &str) -> Value {
+    team_job_with(namespace, name, &format!("      admin_users: [{admin}]\n"))
+}
+
+/// A job of `namespace` on the repository, with these `ghprb` lines.
+fn team_job_with(namespace: &str, name: &str, ghprb: &str) -> Value {
     let yaml = format!(
-        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n      admin_users: [{admin}]\n"
+        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n{ghprb}"
     );
     let mut object = configmap(name, &yaml);
     object["metadata"]["namespace"] = namespace.into();
@@ -174,5 +179,70 @@ async fn one_teams_admin_approves_nothing_of_another_teams_job_and_approvals_out
     assert!(
         reasons(&answer).contains(&"team-a/evil: stranger may not trigger builds".to_owned()),
         "{answer}"
+    );
+}
+
+/// Check names are unique per repository across namespaces: `default/hello` reports as
+/// `kubeci/hello` until another namespace builds the repository, then as
+/// `kubeci/default/hello`; team-a's job declaring `kubeci/hello` — hello's name — is
+/// invalid, says which job keeps the name, and never builds or reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cannot_report_under_another_jobs_check_name() {
+    let world = World::new(true).await;
+    world
+        .server
+        .preload(vec![
+            team_job_with(
+                "team-a",
+                "evil",
+                "      whitelisted_users: [friend]\n      context: kubeci/hello\n",
+            ),
+            team_job_with("team-b", "lint", "      whitelisted_users: [friend]\n"),
+        ])
+        .unwrap();
+    let kubeci = world.serve("0s");
+    let (status, job) = http(&kubeci, "GET", "/api/v1/jobs/team-a/evil", &[]);
+    assert_eq!(status, 200, "{job}");
+    let job: Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(job["valid"], false, "{job}");
+    let diagnostics = job["diagnostics"].to_string();
+    assert!(diagnostics.contains("check-name-taken"), "{diagnostics}");
+    assert!(
+        diagnostics.contains("`kubeci/hello` by job default/hello"),
+        "{diagnostics}"
+    );
+
+    let (head, opened) = world.pull_request("opened", 9, "friend", false);
+    let (status, answer) = signed(&kubeci, "pull_request", "n-1", &opened);
+    let mut started = built(&answer);
+    started.sort();
+    assert_eq!(
+        (status, started),
+        (
+            200,
+            vec!["default/hello".to_owned(), "team-b/lint".to_owned()]
+        ),
+        "{answer}"
+    );
+    let contexts = || {
+        let mut contexts: Vec<String> = world
+            .github
+            .statuses()
+            .into_iter()
+            .filter(|s| s.sha == head && s.state == "success")
+            .map(|s| s.context)
+            .collect();
+        contexts.sort();
+        contexts
+    };
+    wait("both builds' final statuses", || contexts().len() == 2);
+    assert_eq!(contexts(), ["kubeci/default/hello", "kubeci/team-b/lint"]);
+    assert!(
+        world
+            .github
+            .statuses()
+            .iter()
+            .all(|s| s.context != "kubeci/hello"),
+        "no job reports under the short name while two namespaces build the repository"
     );
 }
