@@ -24,6 +24,7 @@ mod real_control_plane;
 mod render;
 mod run;
 mod schema_and_help;
+mod secrets_in_urls;
 mod serve_github;
 mod serve_kubernetes;
 mod serve_kubernetes_builds;
