@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod decide;
 pub mod event;
+mod pattern;
 pub mod signature;
 pub mod trust;
 

@@ -10,6 +10,7 @@ mod triggers;
 
 use pod::check_pod;
 use triggers::check_triggers;
+pub use triggers::{phrase_regex, PHRASE_SIZE_LIMIT};
 
 /// Which ConfigMap namespaces may run builds in which other namespaces. A ConfigMap must
 /// not launch pods with another team's service accounts and secrets unless allowed here.
