@@ -91,12 +91,18 @@ impl<B: Backend> Hooks<B> {
         answer
     }
 
-    /// Counts and logs the answer to a delivery.
+    /// Counts and logs the answer to a delivery. Its headers are anyone's: the metric's
+    /// `event` label is a known event's name or `other`, and the log shows each header
+    /// cut short and printable (`kubeci_github::delivery`).
     fn record(&self, id: Option<&str>, event: Option<&str>, answer: &DeliveryAnswer) {
-        let (id, event) = (id.unwrap_or("-"), event.unwrap_or("-"));
+        use kubeci_github::delivery::{event_label, logged_header};
         self.counters.increment(
             "kubeci_webhook_deliveries_total",
-            &[event, &answer.status.to_string()],
+            &[event_label(event), &answer.status.to_string()],
+        );
+        let (id, event) = (
+            id.map_or("-".into(), logged_header),
+            event.map_or("-".into(), logged_header),
         );
         log::info!(
             "GitHub delivery {id} ({event}): {} {}",

@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod decide;
+pub mod delivery;
 pub mod event;
 mod pattern;
 pub mod signature;

@@ -15,6 +15,7 @@ mod client;
 mod deploy;
 mod docs;
 mod fake_cluster;
+mod github_bounds;
 mod image;
 mod lint;
 mod new;
