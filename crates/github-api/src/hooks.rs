@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::client::GitHubClient;
 use crate::GitHubError;
 
+mod bounds;
 mod checks;
 mod resync;
 
@@ -52,6 +53,8 @@ pub struct Hooks<B> {
     settings: HookSettings,
     /// Deliveries by event and answer status.
     counters: kubeci_engine::metrics::Counters,
+    /// The comments kubeci made or found: each is looked for on GitHub once.
+    asked: bounds::Asked,
 }
 
 /// What went wrong doing a decision's work.
@@ -81,6 +84,7 @@ impl<B: Backend> Hooks<B> {
             github,
             settings,
             counters: Default::default(),
+            asked: Default::default(),
         }
     }
 
@@ -440,7 +444,10 @@ impl<B: Backend> Hooks<B> {
     }
 
     /// Comments `text` on `number` unless a comment containing `marker` is there already:
-    /// a redelivery, or a push after the first request, does not comment again.
+    /// a redelivery, or a push after the first request, does not comment again. An
+    /// outsider can ask for this as often as they reopen their pull request, so it reads
+    /// at most [`bounds::MAX_COMMENT_PAGES`] of its comments, and not again once the
+    /// comment is known to be there.
     async fn comment_once(
         &self,
         repo: &str,
@@ -448,11 +455,18 @@ impl<B: Backend> Hooks<B> {
         marker: &str,
         text: &str,
     ) -> Result<(), GitHubError> {
-        let existing = self.github.comments(repo, number).await?;
-        if existing.iter().any(|c| c.contains(marker)) {
+        if self.asked.contains(repo, number, marker) {
             return Ok(());
         }
-        self.github.comment(repo, number, text).await
+        let existing = self
+            .github
+            .comments(repo, number, bounds::MAX_COMMENT_PAGES)
+            .await?;
+        if !existing.iter().any(|c| c.contains(marker)) {
+            self.github.comment(repo, number, text).await?;
+        }
+        self.asked.insert(repo, number, marker);
+        Ok(())
     }
 }
 
