@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kubeci_clone::CloneRequest;
+use kubeci_spec::redact::redact_credentials;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -69,7 +70,9 @@ pub fn run(args: &CloneArgs) -> ExitCode {
         attempts: args.attempts,
         retry_delay: Duration::from_secs_f64(args.retry_delay.max(0.0)),
     };
-    let mut log = |line: &str| println!("{line}");
+    // A build's log is read by everyone who reaches kubeci: what git or kubeci says about
+    // a URL never repeats its credentials (issue 27 finding 1).
+    let mut log = |line: &str| println!("{}", redact_credentials(line));
     match kubeci_clone::clone(&request, &mut log) {
         Ok(checkout) => {
             if let Some(path) = &args.termination_message {
@@ -89,7 +92,7 @@ pub fn run(args: &CloneArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            eprintln!("kubeci clone: {failure}");
+            eprintln!("kubeci clone: {}", redact_credentials(&failure.to_string()));
             ExitCode::from(failure.exit_code())
         }
     }

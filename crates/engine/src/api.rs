@@ -25,6 +25,7 @@ pub struct JobView {
     /// Warnings, `file:line:column: warning: message` (an extra job in the ConfigMap, an
     /// ignored key, a local git URL).
     pub warnings: Vec<String>,
+    /// With its credentials hidden (an `https://` user alone may be a token).
     pub git_url: Option<String>,
     pub branch: Option<String>,
     pub chart_version: Option<String>,
@@ -73,7 +74,7 @@ impl JobView {
                 .filter(|d| d.severity == kubeci_spec::Severity::Warning)
                 .map(ToString::to_string)
                 .collect(),
-            git_url: job.map(|j| j.git.url.clone()),
+            git_url: job.map(|j| kubeci_spec::redact::redact_url(&j.git.url).into_owned()),
             branch: job.and_then(|j| j.git.branch.clone()),
             chart_version: loaded.chart_version.clone(),
             spec_hash: loaded.spec_hash.clone(),

@@ -21,6 +21,9 @@ mod check_runs;
 
 pub use check_runs::CheckRun;
 
+/// Items asked for per page of a list: GitHub's largest page.
+pub const PER_PAGE: usize = 100;
+
 /// How long an organisation membership answer is believed.
 pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(600);
 
@@ -390,30 +393,38 @@ impl GitHubClient {
         parse_pull_request(value).map_err(GitHubError::Decode)
     }
 
-    /// Every open pull request of `repo` (`owner/name`).
+    /// The open pull requests of `repo` (`owner/name`), newest first, at most `max`; and
+    /// whether there may be more.
     pub async fn open_pull_requests(
         &self,
         repo: &str,
-    ) -> Result<Vec<PullRequestInfo>, GitHubError> {
+        max: usize,
+    ) -> Result<(Vec<PullRequestInfo>, bool), GitHubError> {
         let mut all = Vec::new();
         for page in 1.. {
             let value = self
                 .found(
                     Method::GET,
-                    &format!("/repos/{repo}/pulls?state=open&per_page=100&page={page}"),
+                    &format!("/repos/{repo}/pulls?state=open&sort=created&direction=desc&per_page={PER_PAGE}&page={page}"),
                     None,
                 )
                 .await?;
             let items = value.as_array().cloned().unwrap_or_default();
             let count = items.len();
             for item in items {
+                if all.len() == max {
+                    return Ok((all, true));
+                }
                 all.push(parse_pull_request(item).map_err(GitHubError::Decode)?);
             }
-            if count < 100 {
+            if count < PER_PAGE {
                 break;
             }
+            if all.len() == max {
+                return Ok((all, true));
+            }
         }
-        Ok(all)
+        Ok((all, false))
     }
 
     /// Whether `login` is a member of `org`, asked at most once per [`MEMBERSHIP_TTL`].
@@ -481,14 +492,22 @@ impl GitHubClient {
             .collect())
     }
 
-    /// The bodies of the comments on issue or pull request `number`.
-    pub async fn comments(&self, repo: &str, number: u64) -> Result<Vec<String>, GitHubError> {
+    /// The bodies of the comments on issue or pull request `number`, oldest first, from at
+    /// most `max_pages` pages of [`PER_PAGE`].
+    pub async fn comments(
+        &self,
+        repo: &str,
+        number: u64,
+        max_pages: usize,
+    ) -> Result<Vec<String>, GitHubError> {
         let mut all = Vec::new();
-        for page in 1.. {
+        for page in 1..=max_pages {
             let value = self
                 .found(
                     Method::GET,
-                    &format!("/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"),
+                    &format!(
+                        "/repos/{repo}/issues/{number}/comments?per_page={PER_PAGE}&page={page}"
+                    ),
                     None,
                 )
                 .await?;
@@ -499,7 +518,7 @@ impl GitHubClient {
                     .iter()
                     .filter_map(|c| c["body"].as_str().map(str::to_owned)),
             );
-            if count < 100 {
+            if count < PER_PAGE {
                 break;
             }
         }

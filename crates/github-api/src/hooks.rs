@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::client::GitHubClient;
 use crate::GitHubError;
 
+mod bounds;
 mod checks;
 mod resync;
 
@@ -53,6 +54,8 @@ pub struct Hooks<B> {
     settings: HookSettings,
     /// Deliveries by event and answer status.
     counters: kubeci_engine::metrics::Counters,
+    /// The comments kubeci made or found: each is looked for on GitHub once.
+    asked: bounds::Asked,
 }
 
 /// What went wrong doing a decision's work.
@@ -82,6 +85,7 @@ impl<B: Backend> Hooks<B> {
             github,
             settings,
             counters: Default::default(),
+            asked: Default::default(),
         }
     }
 
@@ -92,12 +96,18 @@ impl<B: Backend> Hooks<B> {
         answer
     }
 
-    /// Counts and logs the answer to a delivery.
+    /// Counts and logs the answer to a delivery. Its headers are anyone's: the metric's
+    /// `event` label is a known event's name or `other`, and the log shows each header
+    /// cut short and printable (`kubeci_github::delivery`).
     fn record(&self, id: Option<&str>, event: Option<&str>, answer: &DeliveryAnswer) {
-        let (id, event) = (id.unwrap_or("-"), event.unwrap_or("-"));
+        use kubeci_github::delivery::{event_label, logged_header};
         self.counters.increment(
             "kubeci_webhook_deliveries_total",
-            &[event, &answer.status.to_string()],
+            &[event_label(event), &answer.status.to_string()],
+        );
+        let (id, event) = (
+            id.map_or("-".into(), logged_header),
+            event.map_or("-".into(), logged_header),
         );
         log::info!(
             "GitHub delivery {id} ({event}): {} {}",
@@ -463,7 +473,10 @@ impl<B: Backend> Hooks<B> {
     }
 
     /// Comments `text` on `number` unless a comment containing `marker` is there already:
-    /// a redelivery, or a push after the first request, does not comment again.
+    /// a redelivery, or a push after the first request, does not comment again. An
+    /// outsider can ask for this as often as they reopen their pull request, so it reads
+    /// at most [`bounds::MAX_COMMENT_PAGES`] of its comments, and not again once the
+    /// comment is known to be there.
     async fn comment_once(
         &self,
         repo: &str,
@@ -471,11 +484,18 @@ impl<B: Backend> Hooks<B> {
         marker: &str,
         text: &str,
     ) -> Result<(), GitHubError> {
-        let existing = self.github.comments(repo, number).await?;
-        if existing.iter().any(|c| c.contains(marker)) {
+        if self.asked.contains(repo, number, marker) {
             return Ok(());
         }
-        self.github.comment(repo, number, text).await
+        let existing = self
+            .github
+            .comments(repo, number, bounds::MAX_COMMENT_PAGES)
+            .await?;
+        if !existing.iter().any(|c| c.contains(marker)) {
+            self.github.comment(repo, number, text).await?;
+        }
+        self.asked.insert(repo, number, marker);
+        Ok(())
     }
 }
 

@@ -33,10 +33,14 @@ async fn every_call_kubeci_makes() {
         (7, "dev", vec!["bug".to_owned()])
     );
     assert_eq!(one.head_sha, format!("{:040x}", 7));
+    let (open, more) = client.open_pull_requests("O/R", 500).await.unwrap();
+    assert_eq!((open.len(), more), (150, false), "both pages, any case");
+    assert_eq!(open[0].number, 150, "newest first");
+    let (open, more) = client.open_pull_requests("o/r", 120).await.unwrap();
     assert_eq!(
-        client.open_pull_requests("O/R").await.unwrap().len(),
-        150,
-        "both pages, any case"
+        (open.len(), more),
+        (120, true),
+        "at most as many as asked for"
     );
 
     github.add_member("acme", "dev");
@@ -67,7 +71,7 @@ async fn every_call_kubeci_makes() {
     );
 
     client.comment("o/r", 7, "hello").await.unwrap();
-    assert_eq!(client.comments("o/r", 7).await.unwrap(), ["hello"]);
+    assert_eq!(client.comments("o/r", 7, 1).await.unwrap(), ["hello"]);
     client.add_label("o/r", 7, "ok-to-test").await.unwrap();
     assert!(client
         .pull_request("o/r", 7)

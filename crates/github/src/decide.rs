@@ -193,12 +193,7 @@ pub fn orgs_to_ask(jobs: &[JobRef]) -> Vec<String> {
     orgs
 }
 
-fn phrase_matches(phrase: &str, text: &str) -> bool {
-    regex_lite::RegexBuilder::new(phrase)
-        .case_insensitive(true)
-        .build()
-        .is_ok_and(|re| re.is_match(text))
-}
+use crate::pattern::phrase_matches;
 
 fn skipped(job: &Job, pr: &PullRequestInfo) -> bool {
     match job.ghprb.as_ref().and_then(|g| g.skip_phrase.as_deref()) {
@@ -523,21 +518,7 @@ pub(crate) fn builds_pushes_to(job: &Job, branch: &str) -> bool {
         })
 }
 
-/// Whether `branch` matches a `triggers.push.branches` pattern: `*` within a path segment,
-/// `**` across segments.
-pub fn branch_matches(pattern: &str, branch: &str) -> bool {
-    fn matches(p: &[u8], b: &[u8]) -> bool {
-        match p {
-            [] => b.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=b.len()).any(|i| matches(rest, &b[i..])),
-            [b'*', rest @ ..] => (0..=b.len())
-                .take_while(|&i| i == 0 || b[i - 1] != b'/')
-                .any(|i| matches(rest, &b[i..])),
-            [c, rest @ ..] => b.first() == Some(c) && matches(rest, &b[1..]),
-        }
-    }
-    matches(pattern.as_bytes(), branch.as_bytes())
-}
+pub use crate::pattern::branch_matches;
 
 /// A `push` of `after` to `git_ref`, to the matching `jobs`.
 pub fn on_push(

@@ -4,7 +4,9 @@
 
 pub mod checks;
 pub mod decide;
+pub mod delivery;
 pub mod event;
+mod pattern;
 pub mod signature;
 pub mod trust;
 

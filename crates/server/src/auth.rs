@@ -179,11 +179,9 @@ pub(crate) fn page_session(
     else {
         return (None, None);
     };
-    let mut nonce = [0u8; 16];
-    if getrandom::fill(&mut nonce).is_err() {
+    let Some(nonce) = nonce() else {
         return (None, None);
-    }
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    };
     let session = session::issue_for_user(token, &user, now(), &nonce);
     let cookie = format!(
         "{}={session}; {}; Max-Age={}",
@@ -192,6 +190,14 @@ pub(crate) fn page_session(
         session::LIFETIME
     );
     (Some(session::csrf(token, &session)), Some(cookie))
+}
+
+/// A new session's nonce: 128 random bits from the operating system's CSPRNG, in hex;
+/// `None` if it cannot give them (no session is issued then).
+pub(crate) fn nonce() -> Option<String> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).ok()?;
+    Some(nonce.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `response` with `cookie` set, if there is one.

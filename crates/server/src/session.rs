@@ -1,6 +1,7 @@
 //! Signing in to the pages with the server's token: a session cookie that any replica can
-//! check (`<expiry>.<HMAC(token, expiry)>`, no server-side state), and a CSRF token per
-//! session that every form carries. Pure: the caller passes the time.
+//! check (`<expiry>.<nonce>.<HMAC(token, expiry, nonce)>`, no server-side state), and a
+//! CSRF token per session that every form carries. Pure: the caller passes the time and
+//! the nonce (random, so no two sessions are alike, even when issued in the same second).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -24,24 +25,29 @@ fn mac(token: &str, purpose: &str) -> String {
         .collect()
 }
 
-/// A new session's cookie value.
-pub fn issue(token: &str, now: i64) -> String {
+/// A new session's cookie value, unique by `nonce`: two sign-ins in the same second were
+/// given the same session, and so the same CSRF token (issue 27 finding 4).
+pub fn issue(token: &str, now: i64, nonce: &str) -> String {
     let expiry = now + LIFETIME;
-    format!("{expiry}.{}", mac(token, &format!("session:{expiry}")))
+    let mac = mac(token, &format!("session:{expiry}:{nonce}"));
+    format!("{expiry}.{nonce}.{mac}")
 }
 
 /// Whether `value` is a session this token issued that has not expired.
 pub fn valid(token: &str, value: &str, now: i64) -> bool {
-    let Some((expiry, presented)) = value.split_once('.') else {
+    let mut parts = value.splitn(3, '.');
+    let (Some(expiry), Some(nonce), Some(presented)) = (parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let Ok(at) = expiry.parse::<i64>() else {
         return false;
     };
     at > now
+        && !nonce.is_empty()
         && constant_time_eq(
             presented.as_bytes(),
-            mac(token, &format!("session:{expiry}")).as_bytes(),
+            mac(token, &format!("session:{expiry}:{nonce}")).as_bytes(),
         )
 }
 
@@ -120,21 +126,30 @@ mod tests {
     #[test]
     fn sessions_and_csrf_tokens_hold_only_for_their_token_and_time() {
         let token = "a-token-of-some-length";
-        let session = issue(token, 1000);
+        let session = issue(token, 1000, "n0");
         assert!(valid(token, &session, 1001));
         assert!(!valid(token, &session, 1000 + LIFETIME), "expired");
         assert!(
             !valid("another-token-entirely", &session, 1001),
             "another token"
         );
-        let (expiry, mac) = session.split_once('.').unwrap();
-        let stretched = format!("{}.{mac}", expiry.parse::<i64>().unwrap() + 3600);
+        let (expiry, signed) = session.split_once('.').unwrap();
+        let stretched = format!("{}.{signed}", expiry.parse::<i64>().unwrap() + 3600);
         assert!(!valid(token, &stretched, 1001), "the expiry is signed");
+        let (nonce, mac) = signed.split_once('.').unwrap();
+        assert!(
+            !valid(token, &format!("{expiry}.{nonce}x.{mac}"), 1001),
+            "the nonce is signed"
+        );
         assert!(!valid(token, "garbage", 1001));
+        let again = issue(token, 1000, "n1");
+        assert!(valid(token, &again, 1001));
+        assert_ne!(session, again, "sessions issued in the same second differ");
+        assert_ne!(csrf(token, &session), csrf(token, &again));
         let form = csrf(token, &session);
         assert!(csrf_ok(token, &session, &form));
         assert!(
-            !csrf_ok(token, &issue(token, 2000), &form),
+            !csrf_ok(token, &issue(token, 2000, "n0"), &form),
             "another session's form"
         );
         assert!(!csrf_ok(token, &session, ""));

@@ -3,7 +3,7 @@
 
 use crate::ansi;
 use crate::api::rebuild_request;
-use crate::auth::{page_session, proxy_user, with_cookie, FormActor, ProxyUser};
+use crate::auth::{self, page_session, proxy_user, with_cookie, FormActor, ProxyUser};
 use crate::pages::{self, Chrome, JobRow, JobsQuery};
 use crate::session;
 use crate::{constant_time_eq, now, AppState};
@@ -175,11 +175,19 @@ pub(crate) struct LoginForm {
     next: String,
 }
 
-/// `POST /login`: the token for a session cookie (HttpOnly, SameSite=Strict).
+/// `POST /login`: the token for a session cookie (HttpOnly, SameSite=Strict), unique by a
+/// random nonce; like every form, refused when sent from another site.
 pub(crate) async fn login<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if auth::cross_site(&headers) {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::login("/", Some("This form was sent from another site.")),
+        );
+    }
     let form = match form {
         Ok(axum::Form(form)) => form,
         Err(rejection) => {
@@ -205,10 +213,16 @@ pub(crate) async fn login<B: Backend>(
             pages::login(next, Some("That is not the server's token.")),
         );
     }
+    let Some(nonce) = auth::nonce() else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::login(next, Some("No session can be made now: try again.")),
+        );
+    };
     let cookie = format!(
         "{}={}; {}; Max-Age={}",
         session::COOKIE,
-        session::issue(token, now()),
+        session::issue(token, now(), &nonce),
         state.access.cookie_attributes(),
         session::LIFETIME
     );
@@ -220,8 +234,12 @@ pub(crate) async fn login<B: Backend>(
 }
 
 /// `POST /logout`: the session cookie is cleared (sessions are stateless: the cookie is
-/// all there is).
-pub(crate) async fn logout<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+/// all there is). A form like the others: from this site, with the session's CSRF token
+/// (a page of another site could sign the user out — issue 27 finding 4).
+pub(crate) async fn logout<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    _signed_in: FormActor,
+) -> Response {
     let cookie = format!(
         "{}=; {}; Max-Age=0",
         session::COOKIE,

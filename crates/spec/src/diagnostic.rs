@@ -141,8 +141,13 @@ pub struct Diagnostic {
     /// The field inside `job.yaml`, e.g. `job.git.url`.
     #[serde(skip_serializing_if = "FieldPath::is_empty")]
     pub field: FieldPath,
+    /// Written out with the credentials of any URL in it hidden ([`shown`]).
+    #[serde(serialize_with = "serialize_shown")]
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_shown_option"
+    )]
     pub help: Option<String>,
     /// The line of the source it points at, kept by the loader so it can be shown where
     /// the source is not at hand (a job's page).
@@ -151,16 +156,18 @@ pub struct Diagnostic {
 }
 
 /// Keeps with each diagnostic about `file` the line of `text` it points at (at most 120
-/// characters of it).
+/// characters of it, with the credentials of URLs hidden before it is cut).
 pub fn keep_source_lines(diagnostics: &mut [Diagnostic], file: &str, text: &str) {
     for d in diagnostics
         .iter_mut()
         .filter(|d| d.file == file && d.source_line.is_none())
     {
-        d.source_line = text
-            .lines()
-            .nth(d.line.saturating_sub(1))
-            .map(|line| line.chars().take(120).collect());
+        d.source_line = text.lines().nth(d.line.saturating_sub(1)).map(|line| {
+            crate::redact::redact_credentials(line)
+                .chars()
+                .take(120)
+                .collect()
+        });
     }
 }
 
@@ -168,10 +175,11 @@ pub fn keep_source_lines(diagnostics: &mut [Diagnostic], file: &str, text: &str)
 /// rustc shows them: what `kubeci lint` prints, and a job's page shows.
 ///
 /// Every text taken from the input (the line, names and values quoted in messages) is
-/// shown with control and bidirectional-override characters escaped (`\x1b`, `\u{202e}`):
-/// a file's bytes never reach a terminal as escape sequences.
+/// [`shown`]: with the credentials of URLs hidden, and control and bidirectional-override
+/// characters escaped (`\x1b`, `\u{202e}`), so a file's bytes never reach a terminal as
+/// escape sequences.
 pub fn render(d: &Diagnostic, text: Option<&str>) -> String {
-    let mut out = format!("{}[{}]: {}\n", d.severity, d.code, printable(&d.message));
+    let mut out = format!("{}[{}]: {}\n", d.severity, d.code, shown(&d.message));
     let line_text = d
         .source_line
         .as_deref()
@@ -185,10 +193,15 @@ pub fn render(d: &Diagnostic, text: Option<&str>) -> String {
         d.column
     );
     if let Some(line) = line_text {
-        let shown: String = line.chars().take(120).collect();
-        let before: String = shown.chars().take(d.column.saturating_sub(1)).collect();
+        // Credentials are hidden before the line is cut, so that no cut leaves a part of a
+        // password that no longer looks like one.
+        let line: String = crate::redact::redact_credentials(line)
+            .chars()
+            .take(120)
+            .collect();
+        let before: String = line.chars().take(d.column.saturating_sub(1)).collect();
         let _ = writeln!(out, "{gutter} |");
-        let _ = writeln!(out, "{} | {}", d.line, printable(&shown).trim_end());
+        let _ = writeln!(out, "{} | {}", d.line, printable(&line).trim_end());
         let _ = writeln!(
             out,
             "{gutter} | {}^",
@@ -206,7 +219,7 @@ pub fn render(d: &Diagnostic, text: Option<&str>) -> String {
         let _ = writeln!(out, "{gutter} = in: {}", printable(&context.join(", ")));
     }
     if let Some(help) = &d.help {
-        let _ = writeln!(out, "{gutter} = help: {}", printable(help));
+        let _ = writeln!(out, "{gutter} = help: {}", shown(help));
     }
     out
 }
@@ -231,12 +244,33 @@ impl fmt::Display for Diagnostic {
             self.line,
             self.column,
             self.severity,
-            printable(&self.message)
+            shown(&self.message)
         )?;
         if let Some(help) = &self.help {
-            write!(f, " (help: {})", printable(help))?;
+            write!(f, " (help: {})", shown(help))?;
         }
         Ok(())
+    }
+}
+
+/// A text from the input as kubeci shows it anywhere (a terminal, a page, the API, an
+/// Event, the log): the credentials of every URL in it hidden (a message quoting a URL that
+/// does not parse repeated its password — issue 27 finding 1), then [`printable`].
+pub fn shown(text: &str) -> String {
+    printable(&crate::redact::redact_credentials(text))
+}
+
+fn serialize_shown<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::redact::redact_credentials(text))
+}
+
+fn serialize_shown_option<S: serde::Serializer>(
+    text: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => serialize_shown(text, serializer),
+        None => serializer.serialize_none(),
     }
 }
 

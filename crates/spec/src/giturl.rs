@@ -205,45 +205,8 @@ impl fmt::Display for Transport {
     }
 }
 
-/// `text` with the credentials of every URL in it hidden (`https://user:***@host/…`;
-/// for HTTP(S) a lone user name is hidden too, as GitHub takes a token there), for showing
-/// a declaration that was refused for holding them.
-pub fn redact_credentials(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains("://") {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        let scheme = before[..at]
-            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let end = after
-            .find(|c: char| c == '/' || c.is_whitespace() || "\"'<>".contains(c))
-            .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let shown = match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***"),
-                    None if scheme == "https" || scheme == "http" => "***".to_owned(),
-                    None => userinfo.to_owned(),
-                };
-                out.push_str(&shown);
-                out.push('@');
-                out.push_str(host);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    std::borrow::Cow::Owned(out)
-}
+/// Hiding a URL's credentials, kept here too for the callers that show git URLs.
+pub use crate::redact::{redact_credentials, redact_url};
 
 #[cfg(test)]
 mod tests {
@@ -319,23 +282,5 @@ mod tests {
         ] {
             assert!(GitUrl::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn credentials_in_urls_are_hidden_wherever_they_are_in_a_text() {
-        let text = "url: https://user:TOKEN123@github.com/o/r.git\nother: \"http://ghp_abc@h/x\"\nssh://git@h/r ssh://u:pw@h/r git@github.com:o/r";
-        let shown = redact_credentials(text);
-        assert!(
-            !shown.contains("TOKEN123") && !shown.contains("ghp_abc") && !shown.contains("pw@"),
-            "{shown}"
-        );
-        assert_eq!(
-            shown,
-            "url: https://user:***@github.com/o/r.git\nother: \"http://***@h/x\"\nssh://git@h/r ssh://u:***@h/r git@github.com:o/r"
-        );
-        assert!(matches!(
-            redact_credentials("no urls"),
-            std::borrow::Cow::Borrowed(_)
-        ));
     }
 }

@@ -12,6 +12,7 @@ pub mod load;
 pub mod model;
 pub mod names;
 pub mod quantity;
+pub mod redact;
 pub mod validate;
 pub mod yaml;
 

@@ -10,6 +10,7 @@ mod triggers;
 
 use pod::check_pod;
 use triggers::check_triggers;
+pub use triggers::{phrase_regex, PHRASE_SIZE_LIMIT};
 
 /// Which ConfigMap namespaces may run builds in which other namespaces. A ConfigMap must
 /// not launch pods with another team's service accounts and secrets unless allowed here.
@@ -162,8 +163,18 @@ fn check_git_url(
     let url = match GitUrl::parse(text) {
         Ok(url) => Some(url),
         Err(why) => {
+            // Quoted with its credentials hidden, and the reason found in what is quoted:
+            // the reason for the URL itself could quote a part of its password.
+            let shown = crate::redact::redact_url(text);
+            let why = if shown == text {
+                why
+            } else {
+                GitUrl::parse(&shown)
+                    .err()
+                    .unwrap_or_else(|| "what comes before its `@` is not a user name".into())
+            };
             out.push(
-                Finding::error("invalid-git-url", path.key("url"), format!("git URL `{}` is not valid: {why}", text.escape_debug()))
+                Finding::error("invalid-git-url", path.key("url"), format!("git URL `{}` is not valid: {why}", shown.escape_debug()))
                     .help("write `git@github.com:org/repo.git`, `ssh://git@host/org/repo.git`, `https://host/org/repo.git`, or a local path"),
             );
             None

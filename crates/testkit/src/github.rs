@@ -325,12 +325,16 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
     match segments {
         ["repos", owner, name, "pulls"] => {
             let repo = repo_key(owner, name);
-            let open: Vec<Value> = state
+            let mut open: Vec<Value> = state
                 .pulls
                 .iter()
                 .filter(|((r, _), pr)| *r == repo && pr["state"] == "open")
                 .map(|(_, pr)| pr.clone())
                 .collect();
+            // Newest (by number) first when asked, as GitHub's `direction=desc`.
+            if query(uri, "direction").as_deref() == Some("desc") {
+                open.reverse();
+            }
             reply(StatusCode::OK, page(uri, open))
         }
         ["repos", owner, name, "pulls", number] => {

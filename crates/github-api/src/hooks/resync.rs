@@ -8,13 +8,14 @@ use kubeci_engine::api::Backend;
 use kubeci_github::decide::{self, JobRef};
 use kubeci_github::event::{PullRequestInfo, Repository};
 
+use super::bounds::MAX_RESYNC_PULL_REQUESTS;
 use super::{Failure, Hooks};
 use crate::{repository_on, GitHubError};
 
 impl<B: Backend> Hooks<B> {
     /// One resync: for each repository with pull-request jobs, build the trusted open
-    /// pull requests' heads that have no kubeci check run or status yet. Returns the
-    /// builds started.
+    /// pull requests' heads that have no kubeci check run or status yet — of its newest
+    /// [`MAX_RESYNC_PULL_REQUESTS`] open pull requests. Returns the builds started.
     pub async fn resync(&self) -> Result<usize, GitHubError> {
         let specs = self.backend.specs(None);
         let jobs: Vec<JobRef> = specs
@@ -35,8 +36,18 @@ impl<B: Backend> Hooks<B> {
                 urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
             };
             let jobs = decide::matching(&jobs, &repository);
-            for pr in self.github.open_pull_requests(&repo).await? {
-                started += self.resync_pull_request(&repository, &pr, &jobs).await?;
+            let (open, more) = self
+                .github
+                .open_pull_requests(&repo, MAX_RESYNC_PULL_REQUESTS)
+                .await?;
+            for pr in &open {
+                started += self.resync_pull_request(&repository, pr, &jobs).await?;
+            }
+            if more {
+                log::info!(
+                    "the resync of {repo} looked at its newest {} open pull requests; older ones are resynced by their next event",
+                    open.len()
+                );
             }
         }
         Ok(started)

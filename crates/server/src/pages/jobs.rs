@@ -95,7 +95,7 @@ impl JobsQuery {
         let spec = job.job.as_ref();
         has(&job.namespace)
             || job.name.as_deref().is_some_and(has)
-            || spec.is_some_and(|s| has(&s.git.url))
+            || spec.is_some_and(|s| has(&kubeci_spec::redact::redact_url(&s.git.url)))
             || spec.is_some_and(|s| kubeci_engine::api::triggers(s).iter().any(|t| has(t)))
     }
 

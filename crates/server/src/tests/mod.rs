@@ -1,6 +1,7 @@
 //! The server's tests: its routes called in-process (`oneshot`), with a fake backend.
 
 mod proxy;
+mod sessions;
 
 use super::*;
 use crate::auth::*;
@@ -375,8 +376,18 @@ async fn signing_out_clears_the_session_and_signing_in_goes_only_to_this_server(
             },
         )
     };
+    let session = session::issue("s3cret", now(), "a-nonce");
     let response = app_for_tests()
-        .oneshot(Request::post("/logout").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::post("/logout")
+                .header(header::COOKIE, format!("kubeci_session={session}"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "csrf={}",
+                    session::csrf("s3cret", &session)
+                )))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);

@@ -83,6 +83,22 @@ fn check_push(branches: &NameList, path: &FieldPath, out: &mut Vec<Finding>) {
     }
 }
 
+/// The largest compiled size of a phrase (`trigger_phrase`, `skip_phrase`), in bytes of
+/// regex-lite's program. Phrases are searched for in every comment (up to 64 KiB of an
+/// outsider's text) on the server's async workers, in time that grows with program size ×
+/// text: regex-lite's default, 10 MiB, let one phrase take seconds per comment
+/// (issue 27 finding 2). Phrases as written take 0.5–1.5 KiB (`.*test\W+this\W+please.*`
+/// 1.2 KiB); at 4 KiB the slowest phrase measured took 56 ms against a 64 KiB comment.
+pub const PHRASE_SIZE_LIMIT: usize = 4 << 10;
+
+/// A phrase as kubeci matches it: case-insensitive, within [`PHRASE_SIZE_LIMIT`].
+pub fn phrase_regex(phrase: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    regex_lite::RegexBuilder::new(phrase)
+        .case_insensitive(true)
+        .size_limit(PHRASE_SIZE_LIMIT)
+        .build()
+}
+
 /// `ghprb`: valid logins, phrases that compile, a context, and warnings for a pull request
 /// trigger nobody can approve or that cannot work.
 fn check_ghprb(job: &Job, ghprb: &Ghprb, path: &FieldPath, out: &mut Vec<Finding>) {
@@ -126,6 +142,15 @@ fn check_ghprb(job: &Job, ghprb: &Ghprb, path: &FieldPath, out: &mut Vec<Finding
                         format!("`{field}` is not a valid regular expression: {err}"),
                     )
                     .help("escape special characters with `\\`, e.g. `\\[build\\]`"),
+                );
+            } else if phrase_regex(phrase).is_err() {
+                out.push(
+                    Finding::error(
+                        "invalid-phrase",
+                        path.key(field),
+                        format!("`{field}` is too large: compiled, it takes more than {} KiB, and each comment would take long to search", PHRASE_SIZE_LIMIT / 1024),
+                    )
+                    .help("write the phrase itself (`test this please`) rather than long counted repetitions such as `.{0,500}`"),
                 );
             }
         }
