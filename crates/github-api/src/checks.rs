@@ -12,7 +12,6 @@ use kubeci_engine::report::{Receipt, Report, ReportTarget, Reporter, Reporting};
 use serde_json::Value;
 
 use crate::client::GitHubClient;
-use crate::reporter::context;
 use crate::{check_run, repository_on};
 
 /// Creates and updates check runs for builds of commits on one GitHub.
@@ -56,17 +55,7 @@ impl ChecksReporter {
 
 impl Reporter for ChecksReporter {
     fn wants(&self, target: &ReportTarget) -> bool {
-        let from_github = matches!(
-            target.trigger.as_deref(),
-            Some("pull-request" | "comment" | "push")
-        );
-        from_github
-            && target.commit.is_some()
-            && target
-                .git_url
-                .as_deref()
-                .and_then(|url| repository_on(&self.host, url))
-                .is_some()
+        crate::reporter::reported_to_github(target, &self.host)
     }
 
     fn creates_on_first_report(&self) -> bool {
@@ -91,7 +80,9 @@ impl Reporter for ChecksReporter {
             let (Some(repo), Some(sha)) = (repo, target.commit.as_deref()) else {
                 return Ok(Receipt::default());
             };
-            let name = context(&target.job, target.context.as_deref());
+            let Some(name) = target.context.clone() else {
+                return Ok(Receipt::default());
+            };
             let now = jiff::Timestamp::now().as_second();
             let mut fields = check_run::fields(report, now);
             let failed = crate::report_error;

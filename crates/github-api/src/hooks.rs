@@ -187,10 +187,7 @@ impl<B: Backend> Hooks<B> {
                 let decision = if action == "labeled" {
                     decide::on_labeled(label.as_deref(), &pull_request, &sender, &jobs)
                 } else {
-                    let known = self
-                        .known(&jobs, &[&pull_request.author])
-                        .await
-                        .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+                    let known = self.known(&jobs, &[&pull_request.author]).await;
                     decide::on_pull_request(&action, &pull_request, &sender, &jobs, &known)
                 };
                 let decision = self
@@ -280,10 +277,7 @@ impl<B: Backend> Hooks<B> {
             .pull_request(&repository.full_name, number)
             .await
             .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
-        let known = self
-            .known(jobs, &[&pr.author, author])
-            .await
-            .map_err(|e| (Vec::new(), Failure::GitHub(e)))?;
+        let known = self.known(jobs, &[&pr.author, author]).await;
         let decision = decide::on_comment(
             "created",
             &pr,
@@ -299,18 +293,22 @@ impl<B: Backend> Hooks<B> {
 
     /// What the decisions about `jobs` may ask: the organisation memberships of `logins`
     /// that their policies name (asked of GitHub), and their approvals (kubeci's records).
-    pub(crate) async fn known(
-        &self,
-        jobs: &[JobRef<'_>],
-        logins: &[&str],
-    ) -> Result<Known, GitHubError> {
+    pub(crate) async fn known(&self, jobs: &[JobRef<'_>], logins: &[&str]) -> Known {
         let mut known = Known::default();
         for org in decide::orgs_to_ask(jobs) {
             for login in logins {
-                if self.github.is_member(&org, login).await? {
-                    known
+                // An organisation one job names that GitHub will not answer about (the App
+                // is not installed there, a rate limit) makes its members untrusted by that
+                // job, for now; it does not fail the delivery for every job of the
+                // repository, which another team's `whitelisted_orgs` could otherwise do.
+                match self.github.is_member(&org, login).await {
+                    Ok(true) => known
                         .members
-                        .push((org.to_ascii_lowercase(), login.to_ascii_lowercase()));
+                        .push((org.to_ascii_lowercase(), login.to_ascii_lowercase())),
+                    Ok(false) => {}
+                    Err(e) => log::warn!(
+                        "cannot ask GitHub whether {login} is a member of {org}: {e}; taken as not a member"
+                    ),
                 }
             }
         }
@@ -321,7 +319,7 @@ impl<B: Backend> Hooks<B> {
                 known.approvals.push((key, approvals));
             }
         }
-        Ok(known)
+        known
     }
 
     /// Does what `decision` says; the JSON of what was done.
@@ -519,7 +517,8 @@ impl decide::Facts for Known {
             .approvals
             .iter()
             .find(|((n, j), _)| n == namespace && j == job)?;
-        kubeci_engine::approval::approver(approvals, pull_request, head)
+        let now = jiff::Timestamp::now().as_second();
+        kubeci_engine::approval::approver(approvals, pull_request, head, now)
     }
 }
 

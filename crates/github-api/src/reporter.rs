@@ -31,18 +31,29 @@ impl GitHubReporter {
     }
 }
 
-/// The status context of a job: its `ghprb.context`, or `kubeci/<job>`.
-pub fn context(job: &str, configured: Option<&str>) -> String {
-    configured.map_or_else(|| format!("kubeci/{job}"), str::to_owned)
+/// Whether a build is reported to GitHub: one GitHub started (a pull request, a comment,
+/// a push), of a commit, on a repository of `host`, whose job — declared and valid now —
+/// names the build's repository and owns a check name (`ReportTarget::context`). A build
+/// whose job is gone, invalid or moved to another repository reports nothing: the name it
+/// would report under may be another job's by now.
+pub(crate) fn reported_to_github(target: &ReportTarget, host: &str) -> bool {
+    let from_github = matches!(
+        target.trigger.as_deref(),
+        Some("pull-request" | "comment" | "push")
+    );
+    from_github
+        && target.commit.is_some()
+        && target.context.is_some()
+        && target
+            .git_url
+            .as_deref()
+            .and_then(|url| repository_on(host, url))
+            .is_some()
 }
 
 impl Reporter for GitHubReporter {
     fn wants(&self, target: &ReportTarget) -> bool {
-        let from_github = matches!(
-            target.trigger.as_deref(),
-            Some("pull-request" | "comment" | "push")
-        );
-        from_github && target.commit.is_some() && self.repository(target).is_some()
+        reported_to_github(target, &self.host)
     }
 
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
@@ -53,7 +64,9 @@ impl Reporter for GitHubReporter {
                 return Ok(Receipt::default());
             };
             let state = report.state.as_str();
-            let context = context(&target.job, target.context.as_deref());
+            let Some(context) = target.context.clone() else {
+                return Ok(Receipt::default());
+            };
             let failed = crate::report_error;
             // Posted already (by a kubeci that stopped before recording it): not again.
             let statuses = self.client.statuses(&repo, sha).await.map_err(failed)?;

@@ -102,8 +102,10 @@ pub struct Waiting {
 /// namespace where several namespaces build the repository).
 pub fn check_name(job: &JobRef, jobs: &[JobRef]) -> String {
     let pairs: Vec<(&str, &Job)> = jobs.iter().map(|j| (j.namespace, j.job)).collect();
+    // A job not among `jobs` (none of the decisions asks for one) gets its long default,
+    // which no other job can have.
     kubeci_spec::checkname::check_name_among(job.namespace, &job.job.name, &pairs)
-        .unwrap_or_else(|| format!("kubeci/{}", job.job.name))
+        .unwrap_or_else(|| format!("kubeci/{}/{}", job.namespace, job.job.name))
 }
 
 /// The actions an event leads to, and why each job did or did not act.

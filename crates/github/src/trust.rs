@@ -85,18 +85,30 @@ pub enum Command {
 }
 
 /// The commands in a comment, one per line, case-insensitive, as ghprb's default phrases
-/// and Prow's slash commands.
+/// and Prow's slash commands. Quoted lines (`>`) and code blocks are someone else's words
+/// and ask nothing. An approval (`ok to test`, `add to whitelist`) is a line of its own —
+/// at most followed by `please` and punctuation — so "this is not ok to test" approves
+/// nothing.
 pub fn commands(body: &str) -> Vec<Command> {
     let mut found = Vec::new();
+    let mut in_code_block = false;
     for line in body.lines() {
-        let line = line.trim().to_ascii_lowercase();
+        let line = line.trim();
+        if line.starts_with("```") || line.starts_with("~~~") {
+            in_code_block = !in_code_block;
+            continue;
+        }
+        if in_code_block || line.starts_with('>') {
+            continue;
+        }
+        let line = line.to_ascii_lowercase();
         let words: Vec<&str> = line.split_whitespace().collect();
         let command = match words.as_slice() {
             ["/ok-to-test"] => Command::OkToTest,
             ["/retest"] | ["/test", "all"] => Command::TestAll,
             ["/test", job] => Command::Test((*job).to_owned()),
-            _ if line.contains("ok to test") => Command::OkToTest,
-            _ if line.contains("add to whitelist") => Command::AddToWhitelist,
+            _ if is_phrase(&words, &["ok", "to", "test"]) => Command::OkToTest,
+            _ if is_phrase(&words, &["add", "to", "whitelist"]) => Command::AddToWhitelist,
             _ if line.contains("retest this please") || line.contains("test this please") => {
                 Command::TestAll
             }
@@ -107,6 +119,20 @@ pub fn commands(body: &str) -> Vec<Command> {
         }
     }
     found
+}
+
+/// Whether `words` (a line) are `phrase` alone, perhaps followed by `please`, with
+/// punctuation around words ignored.
+fn is_phrase(words: &[&str], phrase: &[&str]) -> bool {
+    let bare: Vec<&str> = words
+        .iter()
+        .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()))
+        .filter(|w| !w.is_empty())
+        .collect();
+    match bare.strip_prefix(phrase) {
+        Some([]) | Some(["please"]) => true,
+        _ => false,
+    }
 }
 
 /// Whether a pull request's title or body asks not to be built (`[skip ci]`, any case).
@@ -187,6 +213,21 @@ mod tests {
             [Command::OkToTest, Command::Test("lint".into())]
         );
         assert_eq!(commands("I think this is not ok to merge"), []);
+        assert_eq!(commands("OK to test!"), [Command::OkToTest]);
+        assert_eq!(commands("ok to test, please."), [Command::OkToTest]);
+        // A refusal, a question, a quote and a code block approve nothing (the review's
+        // finding: "not ok to test" and a quote-reply of the author's question approved).
+        assert_eq!(
+            commands("This is NOT ok to test: it touches the deploy credentials."),
+            []
+        );
+        assert_eq!(commands("can an admin say ok to test?"), []);
+        assert_eq!(
+            commands("> can an admin say ok to test?\n> ok to test\n\nNo."),
+            []
+        );
+        assert_eq!(commands("```\nok to test\n/retest\n```"), []);
+        assert_eq!(commands("please don't add to whitelist"), []);
         assert_eq!(
             commands("please /retest later"),
             [],

@@ -382,6 +382,27 @@ async fn settle(
     }
 }
 
+/// The name a build of job `namespace/job` from `git_url` is reported under: the job's
+/// check name, while it is declared, valid and builds that same repository. Otherwise
+/// none: its name may be another job's by now, and the build's annotations (which anyone
+/// who may create Jobs in the namespace could write) never choose a name themselves.
+fn check_name(
+    cluster: &Cluster,
+    namespace: &str,
+    job: &str,
+    git_url: Option<&String>,
+) -> Option<String> {
+    let index = cluster.index.read().expect("the index lock");
+    let current = index.find(namespace, job)?.job.as_ref()?;
+    let built = kubeci_spec::giturl::GitUrl::parse(git_url?)
+        .ok()?
+        .repository_key()?;
+    if kubeci_spec::checkname::repository_of(current)? != built {
+        return None;
+    }
+    index.check_name(namespace, job).map(str::to_owned)
+}
+
 /// What a report about `record` is about.
 fn report_target(
     cluster: &Cluster,
@@ -405,12 +426,7 @@ fn report_target(
             job,
             record.summary.number,
         ),
-        context: cluster
-            .index
-            .read()
-            .expect("the index lock")
-            .check_name(namespace, job)
-            .map(str::to_owned),
+        context: check_name(cluster, namespace, job, annotations.get(keys::GIT_URL)),
         created_at: record
             .job
             .metadata

@@ -62,12 +62,15 @@ pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
             .map(|i| repositories[i].is_some() && taken[i].is_none())
             .collect();
         let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut defaults: BTreeMap<(&str, String), usize> = BTreeMap::new();
+        // Each default name with every job whose default it is: two jobs of one name in two
+        // namespaces both have `kubeci/<job>`.
+        let mut defaults: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
         for (i, (namespace, job)) in jobs.iter().enumerate().filter(|(i, _)| remaining[*i]) {
             let repository = repositories[i].as_deref().expect("remaining jobs have one");
             namespaces.entry(repository).or_default().insert(namespace);
             for shared in [false, true] {
-                defaults.insert((repository, default_name(namespace, &job.name, shared)), i);
+                let name = comparable(&default_name(namespace, &job.name, shared));
+                defaults.entry((repository, name)).or_default().push(i);
             }
         }
         let names: Vec<String> = jobs
@@ -81,7 +84,7 @@ pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
                 name_of(namespace, job, shared)
             })
             .collect();
-        let mut owners: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut owners: BTreeMap<(&str, String), usize> = BTreeMap::new();
         let mut changed = false;
         for i in (0..jobs.len()).filter(|i| remaining[*i]) {
             let repository = repositories[i].as_deref().expect("remaining jobs have one");
@@ -90,11 +93,12 @@ pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
                 .ghprb
                 .as_ref()
                 .is_some_and(|g| g.context.is_some());
+            let key = (repository, comparable(&names[i]));
             let default_owner = defaults
-                .get(&(repository, names[i].clone()))
-                .copied()
-                .filter(|&owner| declared && owner != i);
-            match default_owner.or_else(|| owners.get(&(repository, names[i].as_str())).copied()) {
+                .get(&key)
+                .and_then(|jobs| jobs.iter().copied().find(|&owner| owner != i))
+                .filter(|_| declared);
+            match default_owner.or_else(|| owners.get(&key).copied()) {
                 Some(owner) => {
                     taken[i] = Some(NameTaken {
                         name: names[i].clone(),
@@ -103,7 +107,7 @@ pub fn check_names(jobs: &[(&str, &Job)]) -> Vec<Result<String, NameTaken>> {
                     changed = true;
                 }
                 None => {
-                    owners.insert((repository, names[i].as_str()), i);
+                    owners.insert(key, i);
                 }
             }
         }
@@ -174,6 +178,12 @@ pub fn refuse(loaded: &mut LoadedJob, taken: &NameTaken) {
         help: Some(NameTaken::HELP.into()),
         source_line: None,
     });
+}
+
+/// A name as names are compared: without surrounding blanks, in lower case, so that names
+/// people (or GitHub) may take for one are one.
+fn comparable(name: &str) -> String {
+    name.trim().to_lowercase()
 }
 
 /// `job`'s name: its `ghprb.context`, or the default.
@@ -271,6 +281,20 @@ mod tests {
             check_names(&[("team-b", &own)]),
             [Ok("kubeci/deploy".into())]
         );
+        // A job of the same name in another namespace has the same short default: its
+        // declaring that name takes it from neither (the review's finding), and once it
+        // lost, team-b alone builds the repository and keeps the short name.
+        let namesake = job("deploy", "victim/repo", Some("kubeci/deploy"));
+        let names = check_names(&[("team-b", &plain), ("zeta", &namesake)]);
+        assert_eq!(names[0], Ok("kubeci/deploy".into()));
+        assert_eq!(
+            names[1].clone().unwrap_err().owner,
+            ("team-b".into(), "deploy".into()),
+            "{names:?}"
+        );
+        // Names differing in case or blanks are one name.
+        let shouting = job("evil", "victim/repo", Some("' KubeCI/Deploy'"));
+        assert!(check_names(&[("team-b", &plain), ("team-a", &shouting)])[1].is_err());
     }
 
     #[test]

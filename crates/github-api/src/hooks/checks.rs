@@ -65,10 +65,7 @@ impl<B: Backend> Hooks<B> {
         let repo = &repository.full_name;
         let gh = |e: GitHubError| (Vec::new(), Failure::GitHub(e));
         let pr = self.github.pull_request(repo, number).await.map_err(gh)?;
-        let known = self
-            .known(&jobs, &[&pr.author, &sender])
-            .await
-            .map_err(gh)?;
+        let known = self.known(&jobs, &[&pr.author, &sender]).await;
         let decision = match requested_action {
             None => checks::on_rerun(&pr, rerun, &jobs, &known),
             Some(identifier) => {

@@ -18,37 +18,62 @@ impl<B: Backend> Hooks<B> {
     /// [`MAX_RESYNC_PULL_REQUESTS`] open pull requests. Returns the builds started.
     pub async fn resync(&self) -> Result<usize, GitHubError> {
         let specs = self.backend.specs(None);
-        let jobs: Vec<JobRef> = specs
+        let all: Vec<JobRef> = specs
             .iter()
-            .filter(|(_, job)| job.pull_requests_enabled())
             .map(|(namespace, job)| JobRef { namespace, job })
             .collect();
-        let mut repos: Vec<String> = jobs
+        let mut repos: Vec<String> = all
             .iter()
+            .filter(|j| j.job.pull_requests_enabled())
             .filter_map(|j| repository_on(&self.settings.host, &j.job.git.url))
             .collect();
         repos.sort();
         repos.dedup();
         let mut started = 0;
+        let mut failed = None;
         for repo in repos {
-            let repository = Repository {
-                full_name: repo.clone(),
-                urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
-            };
-            let jobs = decide::matching(&jobs, &repository);
-            let (open, more) = self
-                .github
-                .open_pull_requests(&repo, MAX_RESYNC_PULL_REQUESTS)
+            // One repository GitHub will not answer for (a rate limit, an App not installed
+            // there) stops neither the others nor the next resync.
+            match self.resync_repository(&repo, &all).await {
+                Ok(n) => started += n,
+                Err(e) => {
+                    log::warn!("the resync of {repo} failed: {e}");
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if started == 0 => Err(e),
+            _ => Ok(started),
+        }
+    }
+
+    /// The resync of one repository, whose jobs are among `all` (every valid job).
+    async fn resync_repository(
+        &self,
+        repo: &str,
+        all: &[JobRef<'_>],
+    ) -> Result<usize, GitHubError> {
+        let repository = Repository {
+            full_name: repo.to_owned(),
+            urls: vec![format!("https://{}/{repo}.git", self.settings.host)],
+        };
+        let of_repository = decide::matching(all, &repository);
+        let (open, more) = self
+            .github
+            .open_pull_requests(repo, MAX_RESYNC_PULL_REQUESTS)
+            .await?;
+        let mut started = 0;
+        for pr in &open {
+            started += self
+                .resync_pull_request(&repository, pr, &of_repository)
                 .await?;
-            for pr in &open {
-                started += self.resync_pull_request(&repository, pr, &jobs).await?;
-            }
-            if more {
-                log::info!(
-                    "the resync of {repo} looked at its newest {} open pull requests; older ones are resynced by their next event",
-                    open.len()
-                );
-            }
+        }
+        if more {
+            log::info!(
+                "the resync of {repo} looked at its newest {} open pull requests; older ones are resynced by their next event",
+                open.len()
+            );
         }
         Ok(started)
     }
@@ -67,7 +92,7 @@ impl<B: Backend> Hooks<B> {
             let statuses = self.github.statuses(repo, head).await?;
             statuses.into_iter().map(|status| status.context).collect()
         };
-        let known = self.known(jobs, &[&pr.author]).await?;
+        let known = self.known(jobs, &[&pr.author]).await;
         let decision = decide::resync(pr, jobs, &known, |job| {
             contexts.contains(&decide::check_name(job, jobs))
         });
