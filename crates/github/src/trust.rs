@@ -129,10 +129,7 @@ fn is_phrase(words: &[&str], phrase: &[&str]) -> bool {
         .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()))
         .filter(|w| !w.is_empty())
         .collect();
-    match bare.strip_prefix(phrase) {
-        Some([]) | Some(["please"]) => true,
-        _ => false,
-    }
+    matches!(bare.strip_prefix(phrase), Some([] | ["please"]))
 }
 
 /// Whether a pull request's title or body asks not to be built (`[skip ci]`, any case).
