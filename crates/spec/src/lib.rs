@@ -11,6 +11,7 @@ pub mod load;
 pub mod model;
 pub mod names;
 pub mod quantity;
+pub mod tenancy;
 pub mod validate;
 pub mod yaml;
 
