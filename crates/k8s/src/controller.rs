@@ -88,7 +88,12 @@ impl Workload for Cluster {
         groups
             .into_iter()
             .map(|((namespace, job), records)| {
-                let (loaded, declared) = self.lookup(&namespace, &job);
+                let (valid, declared) = self.lookup(&namespace, &job);
+                // The policy reads an invalid declaration too (why tenancy refuses it).
+                let declaration = match &valid {
+                    Some(_) => None,
+                    None => self.declaration(&namespace, &job),
+                };
                 let builds = records
                     .into_iter()
                     .map(|r| {
@@ -97,7 +102,7 @@ impl Workload for Cluster {
                                 r.job.annotations().get(keys::REPORTED).map(String::as_str);
                             (
                                 Reported::parse(recorded),
-                                Some(report_target(self, &namespace, &job, loaded.as_deref(), &r)),
+                                Some(report_target(self, &namespace, &job, valid.as_deref(), &r)),
                             )
                         } else {
                             (Reported::default(), None)
@@ -116,7 +121,7 @@ impl Workload for Cluster {
                 JobBuilds {
                     namespace,
                     job,
-                    loaded,
+                    loaded: valid.or(declaration),
                     declared,
                     builds,
                     keep,

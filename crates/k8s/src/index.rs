@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kubeci_spec::tenancy::{self, NamespaceRules};
 use kubeci_spec::{ConfigMapData, Job, LoadOptions, LoadedJob};
 
 /// A ConfigMap's identity and version, to tell a new version from one already seen.
@@ -24,6 +25,8 @@ pub struct Declared {
     pub spec: Option<Arc<Job>>,
     /// Its repository (`host/owner/name`, see `GitUrl::repository_key`).
     pub repository: Option<String>,
+    /// The ConfigMap's uid, for the Events about it.
+    pub uid: Option<String>,
 }
 
 /// The jobs of every watched ConfigMap, valid or not.
@@ -33,6 +36,9 @@ pub struct JobIndex {
     /// The ConfigMaps declaring each (namespace, job name), in name order: the first
     /// valid one is the job, the others repeats.
     by_job: BTreeMap<(String, String), std::collections::BTreeSet<ConfigMapKey>>,
+    /// What each Namespace allows (`kubeci_spec::tenancy`), when tenancy is on; `None`:
+    /// every namespace builds anything (`--tenancy open`).
+    tenancy: Option<BTreeMap<String, NamespaceRules>>,
 }
 
 /// The (namespace, job name) a declaration takes, if it could be read.
@@ -50,6 +56,15 @@ pub enum Change {
 }
 
 impl JobIndex {
+    /// An index whose jobs build only where their Namespaces allow them; no Namespace does
+    /// until [`JobIndex::set_namespace`] says what it allows.
+    pub fn with_tenancy() -> JobIndex {
+        JobIndex {
+            tenancy: Some(BTreeMap::new()),
+            ..JobIndex::default()
+        }
+    }
+
     /// Reads a ConfigMap's job and records it under the ConfigMap.
     pub fn upsert(
         &mut self,
@@ -69,19 +84,19 @@ impl JobIndex {
             return Change::Unchanged;
         }
         let job = Arc::new(kubeci_spec::load_configmap(configmap, options));
-        let errors = job.has_errors();
         let previous = self.remove_key(&key);
         if let Some(group) = job_key(&job) {
             self.by_job.entry(group).or_default().insert(key.clone());
         }
         self.by_configmap.insert(
-            key,
+            key.clone(),
             Declared {
                 resource_version: resource_version.to_owned(),
                 original: Arc::clone(&job),
                 job: Arc::clone(&job),
                 spec: None,
                 repository: None,
+                uid: previous.as_ref().and_then(|p| p.uid.clone()),
             },
         );
         for group in [previous.and_then(|p| job_key(&p.original)), job_key(&job)]
@@ -90,7 +105,110 @@ impl JobIndex {
         {
             self.settle(&group);
         }
-        Change::Updated { errors }
+        let refused = self
+            .by_configmap
+            .get(&key)
+            .and_then(|d| tenancy::refusal(&d.job))
+            .is_some();
+        Change::Updated {
+            errors: job.has_errors() || refused,
+        }
+    }
+
+    /// Records the uid of ConfigMap `namespace/name`, for the Events about it.
+    pub fn set_uid(&mut self, namespace: &str, name: &str, uid: Option<String>) {
+        let key = ConfigMapKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        if let Some(declared) = self.by_configmap.get_mut(&key) {
+            declared.uid = uid;
+        }
+    }
+
+    /// The uid of a ConfigMap in the index.
+    pub fn uid(&self, key: &ConfigMapKey) -> Option<String> {
+        self.by_configmap.get(key)?.uid.clone()
+    }
+
+    /// Records what Namespace `name` allows now (`None`: it is gone, or not seen), and
+    /// decides again the jobs it concerns (declared there, or building there). The
+    /// ConfigMaps whose job it now refuses, or refuses for other reasons than before.
+    pub fn set_namespace(
+        &mut self,
+        name: &str,
+        rules: Option<NamespaceRules>,
+    ) -> Vec<ConfigMapKey> {
+        let Some(known) = self.tenancy.as_mut() else {
+            return Vec::new();
+        };
+        let changed = match rules {
+            Some(rules) => known.insert(name.to_owned(), rules.clone()) != Some(rules),
+            None => known.remove(name).is_some(),
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let groups: Vec<(String, String)> = self
+            .by_job
+            .iter()
+            .filter(|(group, keys)| group.0 == name || keys.iter().any(|k| k.namespace == name))
+            .map(|(group, _)| group.clone())
+            .collect();
+        let refusal = |index: &JobIndex, key: &ConfigMapKey| {
+            index
+                .by_configmap
+                .get(key)
+                .and_then(|d| tenancy::refusal(&d.job))
+        };
+        let keys: Vec<ConfigMapKey> = groups
+            .iter()
+            .flat_map(|g| self.by_job.get(g).into_iter().flatten().cloned())
+            .collect();
+        let before: Vec<Option<String>> = keys.iter().map(|k| refusal(self, k)).collect();
+        for group in &groups {
+            self.settle(group);
+        }
+        keys.into_iter()
+            .zip(before)
+            .filter(|(key, before)| {
+                let after = refusal(self, key);
+                after.is_some() && after != *before
+            })
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// Forgets the rules of every Namespace not in `present` (after a relist); the
+    /// ConfigMaps whose job that refuses.
+    pub fn retain_namespaces(&mut self, present: &[String]) -> Vec<ConfigMapKey> {
+        let gone: Vec<String> = self
+            .tenancy
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .filter(|name| !present.contains(name))
+            .cloned()
+            .collect();
+        gone.iter()
+            .flat_map(|name| self.set_namespace(name, None))
+            .collect()
+    }
+
+    /// `loaded` as tenancy admits it: itself, or refused with its violations.
+    fn admitted(&self, loaded: &Arc<LoadedJob>) -> Arc<LoadedJob> {
+        let (Some(rules), Some(job), Some(configmap)) =
+            (&self.tenancy, &loaded.job, &loaded.configmap)
+        else {
+            return Arc::clone(loaded);
+        };
+        let violations = tenancy::check(job, &configmap.namespace, &loaded.namespace, |ns| {
+            rules.get(ns)
+        });
+        if violations.is_empty() {
+            Arc::clone(loaded)
+        } else {
+            Arc::new(tenancy::refuse(loaded, &violations))
+        }
     }
 
     /// Takes a ConfigMap's declaration out of the index, without settling its group.
@@ -115,9 +233,10 @@ impl JobIndex {
             .get(group)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default();
+        // Tenancy first: a declaration its Namespace refuses never stands over another.
         let originals: Vec<Arc<LoadedJob>> = keys
             .iter()
-            .filter_map(|k| self.by_configmap.get(k).map(|d| Arc::clone(&d.original)))
+            .filter_map(|k| self.by_configmap.get(k).map(|d| self.admitted(&d.original)))
             .collect();
         let replacements =
             kubeci_spec::shadowed(&originals.iter().map(|j| &**j).collect::<Vec<_>>());
@@ -424,5 +543,125 @@ mod tests {
         assert!(!index.is_declared("team", "demo"), "its ConfigMap is gone");
         assert!(index.find_declared("team", "demo").is_none());
         assert!(index.is_declared("team", "other"));
+    }
+
+    fn enabled(name: &str, service_accounts: &[&str]) -> NamespaceRules {
+        NamespaceRules {
+            name: name.into(),
+            enabled: true,
+            service_accounts: service_accounts.iter().map(|s| (*s).to_owned()).collect(),
+            ..NamespaceRules::default()
+        }
+    }
+
+    #[test]
+    fn with_tenancy_a_job_builds_only_while_its_namespace_allows_it() {
+        // The ConfigMap's own labels claim what only the Namespace may say.
+        let labels = BTreeMap::from([
+            ("kubeci.io/builds".to_owned(), "enabled".to_owned()),
+            (
+                "kubeci.io/service-accounts".to_owned(),
+                "deployer".to_owned(),
+            ),
+        ]);
+        let mut index = JobIndex::with_tenancy();
+        let job = data(&JOB.replace(
+            "    timeout",
+            "    service_account_name: deployer\n    timeout",
+        ));
+        let cm = ConfigMapData {
+            namespace: "team",
+            name: "demo-cm",
+            labels: &labels,
+            data: &job,
+        };
+        assert_eq!(
+            index.upsert(cm, "1", &LoadOptions::default()),
+            Change::Updated { errors: true },
+            "refused: an Event is recorded"
+        );
+        assert!(index.find("team", "demo").is_none());
+        assert!(index.specs(None).is_empty(), "GitHub builds nothing either");
+        let shown = index.find_any("team", "demo").unwrap();
+        assert_eq!(
+            shown.diagnostics.last().unwrap().code,
+            "tenancy-namespace-not-enabled"
+        );
+
+        let configmap = ConfigMapKey {
+            namespace: "team".into(),
+            name: "demo-cm".into(),
+        };
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &[]))),
+            std::slice::from_ref(&configmap),
+            "refused for another reason now"
+        );
+        let refused = index.find_any("team", "demo").unwrap();
+        assert_eq!(
+            refused.diagnostics.last().unwrap().code,
+            "tenancy-service-account"
+        );
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &[]))),
+            [],
+            "the same rules again change nothing"
+        );
+
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &["deployer"]))),
+            []
+        );
+        assert!(
+            index.find("team", "demo").is_some(),
+            "allowed without a restart"
+        );
+        assert!(!index.find_any("team", "demo").unwrap().has_errors());
+        assert_eq!(index.specs(None).len(), 1);
+        assert_eq!(
+            index.upsert(cm, "2", &LoadOptions::default()),
+            Change::Updated { errors: false }
+        );
+
+        assert_eq!(
+            index.retain_namespaces(&[]),
+            [configmap],
+            "the Namespace is gone"
+        );
+        assert!(index.find("team", "demo").is_none());
+        assert!(index.is_declared("team", "demo"), "its builds are kept");
+    }
+
+    #[test]
+    fn a_declaration_tenancy_refuses_never_stands_over_the_job() {
+        let labels = BTreeMap::new();
+        let mut index = JobIndex::with_tenancy();
+        let options = LoadOptions {
+            policy: kubeci_spec::NamespacePolicy {
+                allowed: vec![("aaa".into(), "team".into())],
+            },
+            ..LoadOptions::default()
+        };
+        let intruder = data(&JOB.replace("    git:", "    namespace: team\n    git:"));
+        let own = data(JOB);
+        index.set_namespace("team", Some(enabled("team", &[])));
+        for (namespace, data) in [("aaa", &intruder), ("team", &own)] {
+            index.upsert(
+                ConfigMapData {
+                    namespace,
+                    name: "demo",
+                    labels: &labels,
+                    data,
+                },
+                "1",
+                &options,
+            );
+        }
+        let job = index
+            .find("team", "demo")
+            .expect("team's own declaration builds");
+        assert_eq!(job.configmap.as_ref().unwrap().namespace, "team");
+        let open = JobIndex::default();
+        assert!(open.tenancy.is_none(), "open: no rules at all");
     }
 }

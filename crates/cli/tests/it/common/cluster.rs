@@ -141,7 +141,12 @@ impl TestCluster {
         Api::<Namespace>::all(client.clone())
             .create(
                 &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+                // Enabled for builds, as an install's administrator enables a team's.
+                &serde_json::from_value(json!({"metadata": {
+                    "name": namespace,
+                    "labels": {"kubeci.io/builds": "enabled"},
+                }}))
+                .unwrap(),
             )
             .await
             .unwrap();
@@ -175,6 +180,39 @@ impl TestCluster {
             cluster.map_repository(SCENARIO_REPO_URL, local);
         }
         cluster
+    }
+
+    /// Sets labels and annotations of Namespace `namespace` (`None` removes one), as its
+    /// administrator would with `kubectl label` / `kubectl annotate`.
+    pub async fn set_namespace_metadata(
+        &self,
+        namespace: &str,
+        labels: &[(&str, Option<&str>)],
+        annotations: &[(&str, Option<&str>)],
+    ) {
+        let map = |pairs: &[(&str, Option<&str>)]| -> serde_json::Map<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                namespace,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "labels": map(labels),
+                    "annotations": map(annotations),
+                }})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sets annotations of this scenario's Namespace.
+    pub async fn annotate_namespace(&self, annotations: &[(&str, Option<&str>)]) {
+        self.set_namespace_metadata(&self.namespace, &[], annotations)
+            .await;
     }
 
     /// The fake API server, when this is it.
