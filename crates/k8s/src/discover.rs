@@ -36,6 +36,7 @@ pub(crate) async fn discover(
             return;
         }
     }
+    let scope = api.namespace().map(str::to_owned);
     let mut listed: Option<Vec<index::ConfigMapKey>> = None;
     let mut stream = watcher::watcher(api, config)
         .backoff(crate::WatchBackoff::new())
@@ -50,7 +51,10 @@ pub(crate) async fn discover(
             }
             Event::InitDone => {
                 if let Some(present) = listed.take() {
-                    index.write().expect("the index lock").retain(&present);
+                    index
+                        .write()
+                        .expect("the index lock")
+                        .retain(scope.as_deref(), &present);
                 }
                 synced.store(true, Ordering::SeqCst);
                 continue;

@@ -265,13 +265,14 @@ impl JobIndex {
         Some(removed)
     }
 
-    /// Forgets every ConfigMap not in `present` (after a relist).
-    pub fn retain(&mut self, present: &[ConfigMapKey]) {
+    /// Forgets every ConfigMap (of `namespace`, the relisted watch's, when it watches
+    /// one) not in `present` (after a relist).
+    pub fn retain(&mut self, namespace: Option<&str>, present: &[ConfigMapKey]) {
         let present: std::collections::BTreeSet<&ConfigMapKey> = present.iter().collect();
         let gone: Vec<ConfigMapKey> = self
             .by_configmap
             .keys()
-            .filter(|k| !present.contains(k))
+            .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !present.contains(k))
             .cloned()
             .collect();
         for key in gone {
@@ -402,7 +403,9 @@ mod tests {
             "but it is shown with its error"
         );
 
-        index.retain(&[]);
+        index.retain(Some("elsewhere"), &[]);
+        assert_eq!(index.all().count(), 1, "another watch's relist");
+        index.retain(None, &[]);
         assert_eq!(index.all().count(), 0);
         assert_eq!(
             index.upsert(cm, "3", &LoadOptions::default()),
@@ -539,7 +542,7 @@ mod tests {
             namespace: "team".into(),
             name: "other-cm".into(),
         }];
-        index.retain(&present);
+        index.retain(Some("team"), &present);
         assert!(!index.is_declared("team", "demo"), "its ConfigMap is gone");
         assert!(index.find_declared("team", "demo").is_none());
         assert!(index.is_declared("team", "other"));
