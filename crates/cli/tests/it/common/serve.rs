@@ -120,12 +120,16 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
     spawn_in(dir, &kubeconfig, extra)
 }
 
-/// Labels every Namespace of `server` `kubeci.io/builds=enabled`.
+/// Labels every Namespace of `server` `kubeci.io/builds=enabled`, allowing the
+/// ServiceAccount and the Secrets the seed job names.
 pub fn enable_builds(server: &FakeApiServer) {
     let mut store = server.store();
     for namespace in store.current(0, None) {
         let mut object = (*namespace).clone();
-        object["metadata"]["labels"]["kubeci.io/builds"] = "enabled".into();
+        let metadata = &mut object["metadata"];
+        metadata["labels"]["kubeci.io/builds"] = "enabled".into();
+        metadata["annotations"]["kubeci.io/service-accounts"] = "gus-test-jenkins".into();
+        metadata["annotations"]["kubeci.io/secrets"] = "github-key,aws-key".into();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         store.update(0, "", &name, object, false).unwrap();
     }
