@@ -70,7 +70,8 @@ async fn warned(cluster: &TestCluster, namespace: &str, name: &str, words: &str)
 /// unlisted ServiceAccount, Secret or repository makes a job invalid with the rule, the
 /// Namespace and the command that allows it (page, API, Event) and never gives it a pod;
 /// annotating the Namespace makes it valid and it builds, without a restart; taking the
-/// permission back stops its queued build, with the reason.
+/// permission back stops its queued build, with the reason. (One long scenario: each step
+/// starts from the state the one before left, as an administrator's changes do.)
 async fn namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once(
     cluster: TestCluster,
 ) {
