@@ -265,9 +265,22 @@ pub fn start_for_github(
     kubeci
 }
 
+/// Labels every Namespace of `server` `kubeci.io/builds=enabled` (tenancy), as an
+/// install's administrator enables its teams'.
+fn enable_builds(server: &FakeApiServer) {
+    let mut store = server.store();
+    for namespace in store.current(0, None) {
+        let mut object = (*namespace).clone();
+        object["metadata"]["labels"]["kubeci.io/builds"] = "enabled".into();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        store.update(0, "", &name, object, false).unwrap();
+    }
+}
+
 /// Starts `kubeci serve --kubernetes` on a free port with `files` written to its directory
 /// (`args` may name them through `{dir}`), and waits for /readyz; the time it took.
 pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (Kubeci, Duration) {
+    enable_builds(server);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();

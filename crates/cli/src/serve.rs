@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// unschedulable) before the build fails, e.g. `5m`.
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pending_deadline: String,
+    /// Who decides where jobs build (--kubernetes): `labels` — only in Namespaces labelled
+    /// `kubeci.io/builds=enabled`, with the ServiceAccounts, Secrets and repositories their
+    /// annotations `kubeci.io/service-accounts`, `kubeci.io/secrets` and
+    /// `kubeci.io/repositories` list; `open` — every watched namespace builds whatever its
+    /// jobs name.
+    #[arg(long, value_enum, default_value_t = TenancyArg::Labels, value_name = "MODE", conflicts_with = "local")]
+    tenancy: TenancyArg,
     /// Allow jobs declared in namespace FROM to run builds in namespace TO (repeatable).
     #[arg(long = "allow-namespace", value_name = "FROM=TO", value_parser = NamespacePolicy::parse_pair)]
     allow_namespace: Vec<(String, String)>,
@@ -121,6 +128,13 @@ pub struct ServeArgs {
     identity: Option<String>,
     #[command(flatten)]
     github: github::GitHubArgs,
+}
+
+/// `--tenancy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TenancyArg {
+    Labels,
+    Open,
 }
 
 /// The token of `serve --local` without --token-file: made once, random, readable by
@@ -209,6 +223,14 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                     .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
                 let client =
                     kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
+                match settings.tenancy {
+                    kubeci_k8s::Tenancy::Labels => log::info!(
+                        "tenancy: jobs build only in Namespaces labelled kubeci.io/builds=enabled, with the ServiceAccounts, Secrets and repositories their annotations kubeci.io/service-accounts, kubeci.io/secrets and kubeci.io/repositories list"
+                    ),
+                    kubeci_k8s::Tenancy::Open => log::warn!(
+                        "tenancy open: whoever may write a job ConfigMap in a watched namespace runs pods there with any of its ServiceAccounts and Secrets, from any repository; --tenancy labels lets each Namespace say what it allows"
+                    ),
+                }
                 front
                     .serve(kubeci_k8s::Cluster::start(client, settings, reporter))
                     .await
@@ -351,6 +373,10 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
         cancel_when_deleted: args.cancel_on_delete,
         log_url_template: args.log_url_template.clone(),
         resync: Duration::from_secs(1),
+        tenancy: match args.tenancy {
+            TenancyArg::Labels => kubeci_k8s::Tenancy::Labels,
+            TenancyArg::Open => kubeci_k8s::Tenancy::Open,
+        },
         ..kubeci_k8s::Settings::default()
     })
 }

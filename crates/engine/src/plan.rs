@@ -16,6 +16,9 @@ pub struct JobPolicy {
     pub ttl: Option<u64>,
     /// Cancel the unfinished builds of a job whose ConfigMap was deleted.
     pub cancel_when_deleted: bool,
+    /// Why tenancy refuses the job (its Namespace does not allow it), when it does: its
+    /// queued builds are stopped with this reason instead of drained.
+    pub refused: Option<String>,
 }
 
 impl JobPolicy {
@@ -38,6 +41,7 @@ impl JobPolicy {
                 .and_then(|r| r.ttl.as_deref())
                 .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
             cancel_when_deleted,
+            refused: loaded.and_then(kubeci_spec::tenancy::refusal),
         }
     }
 }
@@ -61,6 +65,11 @@ pub enum Action {
 
 /// Who cancels the builds of deleted jobs.
 pub const JOB_DELETED: &str = "kubeci (the job's ConfigMap was deleted)";
+
+/// Who stops the queued builds of a job its Namespace no longer allows, and why.
+pub fn refused_by(reason: &str) -> String {
+    format!("kubeci (refused: {reason})")
+}
 
 pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -89,6 +98,20 @@ pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action
             builds_to_release(Some(1), builds)
                 .into_iter()
                 .map(Action::Release),
+        );
+        return actions;
+    }
+    if let (false, Some(reason)) = (policy.valid, &policy.refused) {
+        // Its Namespace no longer allows it: what waits never starts (a running build,
+        // whose pod exists, finishes), and nothing is deleted.
+        actions.extend(
+            builds
+                .iter()
+                .filter(|b| b.state == BuildState::Queued)
+                .map(|b| Action::Cancel {
+                    number: b.number,
+                    by: refused_by(reason),
+                }),
         );
         return actions;
     }
@@ -139,6 +162,7 @@ mod tests {
             keep: Some(1),
             ttl: None,
             cancel_when_deleted: false,
+            refused: None,
         }
     }
 
@@ -232,5 +256,35 @@ mod tests {
             build(2, BuildState::Running, false),
         ];
         assert!(plan(&invalid, &running, 100).is_empty(), "one at a time");
+    }
+
+    #[test]
+    fn a_job_its_namespace_no_longer_allows_stops_its_queue_and_lets_running_builds_finish() {
+        let builds = [
+            build(4, BuildState::Queued, false),
+            build(3, BuildState::Queued, false),
+            build(2, BuildState::Running, false),
+            build(1, BuildState::Succeeded, true),
+        ];
+        let reason = "namespace team-a does not allow ServiceAccount deployer";
+        let refused = JobPolicy {
+            valid: false,
+            refused: Some(reason.into()),
+            ..policy()
+        };
+        let by = "kubeci (refused: namespace team-a does not allow ServiceAccount deployer)";
+        assert_eq!(
+            plan(&refused, &builds, 100),
+            [
+                Action::Cancel {
+                    number: 4,
+                    by: by.into()
+                },
+                Action::Cancel {
+                    number: 3,
+                    by: by.into()
+                },
+            ]
+        );
     }
 }

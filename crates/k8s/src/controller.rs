@@ -87,7 +87,12 @@ impl Workload for Cluster {
         groups
             .into_iter()
             .map(|((namespace, job), records)| {
-                let (loaded, declared) = self.lookup(&namespace, &job);
+                let (valid, declared) = self.lookup(&namespace, &job);
+                // The policy reads an invalid declaration too (why tenancy refuses it).
+                let declaration = match &valid {
+                    Some(_) => None,
+                    None => self.declaration(&namespace, &job),
+                };
                 let builds = records
                     .into_iter()
                     .map(|r| {
@@ -115,7 +120,7 @@ impl Workload for Cluster {
                 JobBuilds {
                     namespace,
                     job,
-                    loaded,
+                    loaded: valid.or(declaration),
                     declared,
                     builds,
                     keep,

@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 use crate::index::{self, JobIndex};
 
 /// Follows job ConfigMaps into the index; invalid ones get a Warning Event. A relist
-/// (after 410 Gone) drops the ConfigMaps deleted while the watch was down.
+/// (after 410 Gone) drops the ConfigMaps deleted while the watch was down. With tenancy,
+/// it begins once `namespaces_known` says the Namespaces were read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn discover(
     api: Api<ConfigMap>,
     config: watcher::Config,
@@ -27,7 +29,14 @@ pub(crate) async fn discover(
     recorder: Recorder,
     synced: Arc<AtomicBool>,
     changed: Arc<Notify>,
+    namespaces_known: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
+    if let Some(mut known) = namespaces_known {
+        if known.wait_for(|known| *known).await.is_err() {
+            return;
+        }
+    }
+    let scope = api.namespace().map(str::to_owned);
     let mut listed: Option<Vec<index::ConfigMapKey>> = None;
     let mut stream = watcher::watcher(api, config)
         .backoff(crate::WatchBackoff::new())
@@ -42,7 +51,10 @@ pub(crate) async fn discover(
             }
             Event::InitDone => {
                 if let Some(present) = listed.take() {
-                    index.write().expect("the index lock").retain(&present);
+                    index
+                        .write()
+                        .expect("the index lock")
+                        .retain(scope.as_deref(), &present);
                 }
                 synced.store(true, Ordering::SeqCst);
                 continue;
@@ -67,28 +79,34 @@ pub(crate) async fn discover(
         let empty = BTreeMap::new();
         let data = cm.data.as_ref().unwrap_or(&empty);
         let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
-        let change = index.write().expect("the index lock").upsert(
-            ConfigMapData {
-                namespace: &namespace,
-                name: &name,
-                labels,
-                data,
-            },
-            cm.resource_version().as_deref().unwrap_or(""),
-            &options,
-        );
+        let change = {
+            let mut index = index.write().expect("the index lock");
+            let change = index.upsert(
+                ConfigMapData {
+                    namespace: &namespace,
+                    name: &name,
+                    labels,
+                    data,
+                },
+                cm.resource_version().as_deref().unwrap_or(""),
+                &options,
+            );
+            index.set_uid(&namespace, &name, cm.uid());
+            change
+        };
         if change == (index::Change::Updated { errors: true }) {
-            report_invalid(&index, &recorder, &cm, &namespace, &name).await;
+            report_invalid(&index, &recorder, &namespace, &name, cm.uid()).await;
         }
     }
 }
 
-async fn report_invalid(
+/// Records a Warning Event on ConfigMap `namespace/name` (`uid`) with its job's errors.
+pub(crate) async fn report_invalid(
     index: &Arc<RwLock<JobIndex>>,
     recorder: &Recorder,
-    cm: &ConfigMap,
     namespace: &str,
     name: &str,
+    uid: Option<String>,
 ) {
     let message: String = {
         let index = index.read().expect("the index lock");
@@ -115,7 +133,7 @@ async fn report_invalid(
         kind: Some("ConfigMap".into()),
         name: Some(name.into()),
         namespace: Some(namespace.into()),
-        uid: cm.uid(),
+        uid,
         ..ObjectReference::default()
     };
     let note: String = message.chars().take(1000).collect();

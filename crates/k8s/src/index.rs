@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kubeci_spec::tenancy::{self, NamespaceRules};
 use kubeci_spec::{ConfigMapData, Job, LoadOptions, LoadedJob};
 
 /// A ConfigMap's identity and version, to tell a new version from one already seen.
@@ -29,6 +30,8 @@ pub struct Declared {
     unnamed: Arc<LoadedJob>,
     /// The name its builds are reported under on GitHub, while it is valid.
     pub check_name: Option<String>,
+    /// The ConfigMap's uid, for the Events about it.
+    pub uid: Option<String>,
 }
 
 /// The jobs of every watched ConfigMap, valid or not.
@@ -41,6 +44,9 @@ pub struct JobIndex {
     /// The ConfigMaps declaring a job of each repository, valid before check names are
     /// decided: whose check names depend on each other.
     by_repository: BTreeMap<String, std::collections::BTreeSet<ConfigMapKey>>,
+    /// What each Namespace allows (`kubeci_spec::tenancy`), when tenancy is on; `None`:
+    /// every namespace builds anything (`--tenancy open`).
+    tenancy: Option<BTreeMap<String, NamespaceRules>>,
 }
 
 /// The (namespace, job name) a declaration takes, if it could be read.
@@ -58,6 +64,15 @@ pub enum Change {
 }
 
 impl JobIndex {
+    /// An index whose jobs build only where their Namespaces allow them; no Namespace does
+    /// until [`JobIndex::set_namespace`] says what it allows.
+    pub fn with_tenancy() -> JobIndex {
+        JobIndex {
+            tenancy: Some(BTreeMap::new()),
+            ..JobIndex::default()
+        }
+    }
+
     /// Reads a ConfigMap's job and records it under the ConfigMap.
     pub fn upsert(
         &mut self,
@@ -91,6 +106,7 @@ impl JobIndex {
                 repository: None,
                 unnamed: Arc::clone(&job),
                 check_name: None,
+                uid: previous.as_ref().and_then(|p| p.uid.clone()),
             },
         );
         for group in [previous.and_then(|p| job_key(&p.original)), job_key(&job)]
@@ -104,6 +120,102 @@ impl JobIndex {
             .get(&key)
             .is_none_or(|d| d.job.has_errors());
         Change::Updated { errors }
+    }
+
+    /// Records the uid of ConfigMap `namespace/name`, for the Events about it.
+    pub fn set_uid(&mut self, namespace: &str, name: &str, uid: Option<String>) {
+        let key = ConfigMapKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        if let Some(declared) = self.by_configmap.get_mut(&key) {
+            declared.uid = uid;
+        }
+    }
+
+    /// The uid of a ConfigMap in the index.
+    pub fn uid(&self, key: &ConfigMapKey) -> Option<String> {
+        self.by_configmap.get(key)?.uid.clone()
+    }
+
+    /// Records what Namespace `name` allows now (`None`: it is gone, or not seen), and
+    /// decides again the jobs it concerns (declared there, or building there). The
+    /// ConfigMaps whose job it now refuses, or refuses for other reasons than before.
+    pub fn set_namespace(
+        &mut self,
+        name: &str,
+        rules: Option<NamespaceRules>,
+    ) -> Vec<ConfigMapKey> {
+        let Some(known) = self.tenancy.as_mut() else {
+            return Vec::new();
+        };
+        let changed = match rules {
+            Some(rules) => known.insert(name.to_owned(), rules.clone()) != Some(rules),
+            None => known.remove(name).is_some(),
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let groups: Vec<(String, String)> = self
+            .by_job
+            .iter()
+            .filter(|(group, keys)| group.0 == name || keys.iter().any(|k| k.namespace == name))
+            .map(|(group, _)| group.clone())
+            .collect();
+        let refusal = |index: &JobIndex, key: &ConfigMapKey| {
+            index
+                .by_configmap
+                .get(key)
+                .and_then(|d| tenancy::refusal(&d.job))
+        };
+        let keys: Vec<ConfigMapKey> = groups
+            .iter()
+            .flat_map(|g| self.by_job.get(g).into_iter().flatten().cloned())
+            .collect();
+        let before: Vec<Option<String>> = keys.iter().map(|k| refusal(self, k)).collect();
+        for group in &groups {
+            self.settle(group);
+        }
+        keys.into_iter()
+            .zip(before)
+            .filter(|(key, before)| {
+                let after = refusal(self, key);
+                after.is_some() && after != *before
+            })
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// Forgets the rules of every Namespace not in `present` (after a relist); the
+    /// ConfigMaps whose job that refuses.
+    pub fn retain_namespaces(&mut self, present: &[String]) -> Vec<ConfigMapKey> {
+        let gone: Vec<String> = self
+            .tenancy
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .filter(|name| !present.contains(name))
+            .cloned()
+            .collect();
+        gone.iter()
+            .flat_map(|name| self.set_namespace(name, None))
+            .collect()
+    }
+
+    /// `loaded` as tenancy admits it: itself, or refused with its violations.
+    fn admitted(&self, loaded: &Arc<LoadedJob>) -> Arc<LoadedJob> {
+        let (Some(rules), Some(job), Some(configmap)) =
+            (&self.tenancy, &loaded.job, &loaded.configmap)
+        else {
+            return Arc::clone(loaded);
+        };
+        let violations = tenancy::check(job, &configmap.namespace, &loaded.namespace, |ns| {
+            rules.get(ns)
+        });
+        if violations.is_empty() {
+            Arc::clone(loaded)
+        } else {
+            Arc::new(tenancy::refuse(loaded, &violations))
+        }
     }
 
     /// Takes a ConfigMap's declaration out of the index, without settling its group.
@@ -132,9 +244,10 @@ impl JobIndex {
             .get(group)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default();
+        // Tenancy first: a declaration its Namespace refuses never stands over another.
         let originals: Vec<Arc<LoadedJob>> = keys
             .iter()
-            .filter_map(|k| self.by_configmap.get(k).map(|d| Arc::clone(&d.original)))
+            .filter_map(|k| self.by_configmap.get(k).map(|d| self.admitted(&d.original)))
             .collect();
         let replacements =
             kubeci_spec::shadowed(&originals.iter().map(|j| &**j).collect::<Vec<_>>());
@@ -243,13 +356,14 @@ impl JobIndex {
         Some(removed)
     }
 
-    /// Forgets every ConfigMap not in `present` (after a relist).
-    pub fn retain(&mut self, present: &[ConfigMapKey]) {
+    /// Forgets every ConfigMap (of `namespace`, the relisted watch's, when it watches
+    /// one) not in `present` (after a relist).
+    pub fn retain(&mut self, namespace: Option<&str>, present: &[ConfigMapKey]) {
         let present: std::collections::BTreeSet<&ConfigMapKey> = present.iter().collect();
         let gone: Vec<ConfigMapKey> = self
             .by_configmap
             .keys()
-            .filter(|k| !present.contains(k))
+            .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !present.contains(k))
             .cloned()
             .collect();
         for key in gone {
@@ -380,7 +494,9 @@ mod tests {
             "but it is shown with its error"
         );
 
-        index.retain(&[]);
+        index.retain(Some("elsewhere"), &[]);
+        assert_eq!(index.all().count(), 1, "another watch's relist");
+        index.retain(None, &[]);
         assert_eq!(index.all().count(), 0);
         assert_eq!(
             index.upsert(cm, "3", &LoadOptions::default()),
@@ -517,7 +633,7 @@ mod tests {
             namespace: "team".into(),
             name: "other-cm".into(),
         }];
-        index.retain(&present);
+        index.retain(Some("team"), &present);
         assert!(!index.is_declared("team", "demo"), "its ConfigMap is gone");
         assert!(index.find_declared("team", "demo").is_none());
         assert!(index.is_declared("team", "other"));
@@ -580,5 +696,125 @@ mod tests {
         assert!(index.find("team-a", "evil").is_some());
         assert_eq!(index.check_name("team-a", "evil"), Some("kubeci/deploy"));
         assert_eq!(index.check_name("team-a", "lint"), Some("kubeci/lint"));
+    }
+
+    fn enabled(name: &str, service_accounts: &[&str]) -> NamespaceRules {
+        NamespaceRules {
+            name: name.into(),
+            enabled: true,
+            service_accounts: service_accounts.iter().map(|s| (*s).to_owned()).collect(),
+            ..NamespaceRules::default()
+        }
+    }
+
+    #[test]
+    fn with_tenancy_a_job_builds_only_while_its_namespace_allows_it() {
+        // The ConfigMap's own labels claim what only the Namespace may say.
+        let labels = BTreeMap::from([
+            ("kubeci.io/builds".to_owned(), "enabled".to_owned()),
+            (
+                "kubeci.io/service-accounts".to_owned(),
+                "deployer".to_owned(),
+            ),
+        ]);
+        let mut index = JobIndex::with_tenancy();
+        let job = data(&JOB.replace(
+            "    timeout",
+            "    service_account_name: deployer\n    timeout",
+        ));
+        let cm = ConfigMapData {
+            namespace: "team",
+            name: "demo-cm",
+            labels: &labels,
+            data: &job,
+        };
+        assert_eq!(
+            index.upsert(cm, "1", &LoadOptions::default()),
+            Change::Updated { errors: true },
+            "refused: an Event is recorded"
+        );
+        assert!(index.find("team", "demo").is_none());
+        assert!(index.specs(None).is_empty(), "GitHub builds nothing either");
+        let shown = index.find_any("team", "demo").unwrap();
+        assert_eq!(
+            shown.diagnostics.last().unwrap().code,
+            "tenancy-namespace-not-enabled"
+        );
+
+        let configmap = ConfigMapKey {
+            namespace: "team".into(),
+            name: "demo-cm".into(),
+        };
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &[]))),
+            std::slice::from_ref(&configmap),
+            "refused for another reason now"
+        );
+        let refused = index.find_any("team", "demo").unwrap();
+        assert_eq!(
+            refused.diagnostics.last().unwrap().code,
+            "tenancy-service-account"
+        );
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &[]))),
+            [],
+            "the same rules again change nothing"
+        );
+
+        assert_eq!(
+            index.set_namespace("team", Some(enabled("team", &["deployer"]))),
+            []
+        );
+        assert!(
+            index.find("team", "demo").is_some(),
+            "allowed without a restart"
+        );
+        assert!(!index.find_any("team", "demo").unwrap().has_errors());
+        assert_eq!(index.specs(None).len(), 1);
+        assert_eq!(
+            index.upsert(cm, "2", &LoadOptions::default()),
+            Change::Updated { errors: false }
+        );
+
+        assert_eq!(
+            index.retain_namespaces(&[]),
+            [configmap],
+            "the Namespace is gone"
+        );
+        assert!(index.find("team", "demo").is_none());
+        assert!(index.is_declared("team", "demo"), "its builds are kept");
+    }
+
+    #[test]
+    fn a_declaration_tenancy_refuses_never_stands_over_the_job() {
+        let labels = BTreeMap::new();
+        let mut index = JobIndex::with_tenancy();
+        let options = LoadOptions {
+            policy: kubeci_spec::NamespacePolicy {
+                allowed: vec![("aaa".into(), "team".into())],
+            },
+            ..LoadOptions::default()
+        };
+        let intruder = data(&JOB.replace("    git:", "    namespace: team\n    git:"));
+        let own = data(JOB);
+        index.set_namespace("team", Some(enabled("team", &[])));
+        for (namespace, data) in [("aaa", &intruder), ("team", &own)] {
+            index.upsert(
+                ConfigMapData {
+                    namespace,
+                    name: "demo",
+                    labels: &labels,
+                    data,
+                },
+                "1",
+                &options,
+            );
+        }
+        let job = index
+            .find("team", "demo")
+            .expect("team's own declaration builds");
+        assert_eq!(job.configmap.as_ref().unwrap().namespace, "team");
+        let open = JobIndex::default();
+        assert!(open.tenancy.is_none(), "open: no rules at all");
     }
 }

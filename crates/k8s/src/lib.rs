@@ -30,6 +30,7 @@ pub mod index;
 mod ledger;
 mod logs;
 mod newest;
+mod tenancy;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -91,6 +92,19 @@ pub struct Settings {
     /// creates something (a check run): the longest a report of the leader before can
     /// still be under way.
     pub takeover_grace: Duration,
+    /// Whether Namespaces decide where jobs build (`kubeci_spec::tenancy`).
+    pub tenancy: Tenancy,
+}
+
+/// Who decides where jobs build, with which ServiceAccounts, Secrets and repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tenancy {
+    /// Each Namespace, by its label `kubeci.io/builds: enabled` and its annotations
+    /// `kubeci.io/service-accounts`, `kubeci.io/secrets`, `kubeci.io/repositories`.
+    #[default]
+    Labels,
+    /// Nobody: every watched namespace builds, whatever its jobs name.
+    Open,
 }
 
 impl Default for Settings {
@@ -111,6 +125,7 @@ impl Default for Settings {
             log_url_template: None,
             resync: Duration::from_secs(1),
             takeover_grace: Duration::from_secs(30),
+            tenancy: Tenancy::default(),
         }
     }
 }
@@ -194,7 +209,10 @@ impl Cluster {
         settings: Settings,
         reporter: Option<Arc<dyn Reporter>>,
     ) -> Arc<Cluster> {
-        let index = Arc::new(RwLock::new(JobIndex::default()));
+        let index = Arc::new(RwLock::new(match settings.tenancy {
+            Tenancy::Labels => JobIndex::with_tenancy(),
+            Tenancy::Open => JobIndex::default(),
+        }));
         let changed = Arc::new(Notify::new());
         let mut synced = Vec::new();
         let recorder = Recorder::new(
@@ -204,6 +222,17 @@ impl Cluster {
                 instance: Some(settings.identity.clone()),
             },
         );
+        let namespaces_known = (settings.tenancy == Tenancy::Labels).then(|| {
+            let (known, receiver) = tokio::sync::watch::channel(false);
+            let follower = tenancy::Follower {
+                index: index.clone(),
+                recorder: recorder.clone(),
+                known,
+                changed: changed.clone(),
+            };
+            tenancy::follow(&client, &settings.namespaces, follower, &mut synced);
+            receiver
+        });
         for api in apis::<ConfigMap>(&client, &settings.namespaces) {
             let flag = Arc::new(AtomicBool::new(false));
             synced.push(flag.clone());
@@ -216,6 +245,7 @@ impl Cluster {
                 recorder.clone(),
                 flag,
                 changed.clone(),
+                namespaces_known.clone(),
             ));
         }
         let scopes = cache::watch_builds(

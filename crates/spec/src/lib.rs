@@ -13,6 +13,7 @@ pub mod model;
 pub mod names;
 pub mod quantity;
 pub mod redact;
+pub mod tenancy;
 pub mod validate;
 pub mod yaml;
 

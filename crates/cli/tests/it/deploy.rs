@@ -258,13 +258,40 @@ fn objects_of_roles(values: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The rule of the ClusterRole that lets kubeci watch the Namespaces of `watch.namespaces`
+/// (tenancy): those by name, nothing else of the cluster.
+fn namespaces_rule(names: &[&str]) -> Value {
+    json!([{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": names, "verbs": ["list", "watch"]}])
+}
+
 #[test]
-fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_nothing_cluster_wide() {
+fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_cluster_wide_only_its_namespaces() {
     let objects = objects(&render(&namespaced()));
-    assert!(of_kind(&objects, "ClusterRole").is_empty());
-    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let cluster_roles = of_kind(&objects, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
+    assert_eq!(cluster_roles[0]["metadata"]["name"], "kubeci-namespaces");
+    assert_eq!(
+        cluster_roles[0]["rules"],
+        namespaces_rule(&["team-a", "team-b"])
+    );
+    assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 1);
+    let mut open = namespaced();
+    open["tenancy"] = json!("open");
+    let open = self::objects(&render(&open));
+    assert!(
+        of_kind(&open, "ClusterRole").is_empty(),
+        "open reads no Namespace"
+    );
+    assert!(of_kind(&open, "ClusterRoleBinding").is_empty());
     let cluster_wide = self::objects(&render(&json!({})));
-    let cluster_rules = &of_kind(&cluster_wide, "ClusterRole")[0]["rules"];
+    let mut cluster_rules = of_kind(&cluster_wide, "ClusterRole")[0]["rules"].clone();
+    let tenancy_rule = cluster_rules.as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(
+        tenancy_rule,
+        json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}),
+        "cluster-wide, the last rule watches Namespaces (tenancy)"
+    );
+    let cluster_rules = &cluster_rules;
     let roles = of_kind(&objects, "Role");
     let namespaces: Vec<&str> = roles
         .iter()
@@ -341,4 +368,77 @@ fn the_manifests_and_every_chart_mode_pass_a_real_api_servers_admission() {
             "{name}: every object admitted:\n{applied}"
         );
     }
+}
+
+/// With `watch.scope: namespaces`, kubeci watches each of its Namespaces by name (a field
+/// selector on `metadata.name`): a real API server allows exactly that with the chart's
+/// ClusterRole (`resourceNames`), and refuses another Namespace and the whole list.
+#[test]
+fn the_namespaced_charts_namespace_rule_lets_kubeci_watch_only_its_namespaces_by_name() {
+    let kubeconfig = std::env::var_os("KUBECI_E2E_KUBECONFIG").expect(
+        "a real Kubernetes API server is needed: `eval \"$(scripts/cluster up)\"` or \
+         KUBECI_E2E_KUBECONFIG=<kubeconfig>",
+    );
+    let kubeconfig = std::path::Path::new(&kubeconfig);
+    let probe = format!("kubeci-e2e-ns-rule-{}", std::process::id());
+    let (mine, other) = (format!("{probe}-a"), format!("{probe}-b"));
+    let objects = objects(&render(&namespaced()));
+    let mut role = of_kind(&objects, "ClusterRole")[0].clone();
+    role["metadata"] = json!({"name": probe});
+    role["rules"][0]["resourceNames"] = json!([mine]);
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": probe},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": probe},
+        "subjects": [{"kind": "User", "name": probe}]});
+    let namespace =
+        |name: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let list = json!({"apiVersion": "v1", "kind": "List",
+        "items": [namespace(&mine), namespace(&other), role, binding]});
+    common::cluster::kubectl(kubeconfig, &["apply", "-f", "-"], &list.to_string());
+    let as_probe = |path: &str| {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([&format!("--as={probe}"), "get", "--raw", path])
+            .output()
+            .expect("kubectl on PATH")
+    };
+    let by_name = |name: &str, watch: bool| {
+        let watch = if watch {
+            "&watch=true&timeoutSeconds=1"
+        } else {
+            ""
+        };
+        as_probe(&format!(
+            "/api/v1/namespaces?fieldSelector=metadata.name%3D{name}{watch}"
+        ))
+    };
+    let listed = by_name(&mine, false);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&mine));
+    let watched = by_name(&mine, true);
+    assert!(watched.status.success(), "{watched:?}");
+    for refused in [
+        by_name(&other, false),
+        by_name(&other, true),
+        as_probe("/api/v1/namespaces"),
+    ] {
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("Forbidden"),
+            "{refused:?}"
+        );
+    }
+    common::cluster::kubectl(
+        kubeconfig,
+        &[
+            "delete",
+            "--wait=false",
+            &format!("clusterrole/{probe}"),
+            &format!("clusterrolebinding/{probe}"),
+            &format!("namespace/{mine}"),
+            &format!("namespace/{other}"),
+        ],
+        "",
+    );
 }

@@ -31,5 +31,6 @@ mod serve_github_tenants;
 mod serve_kubernetes;
 mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
+mod serve_kubernetes_tenancy;
 mod serve_local;
 mod storm;

@@ -467,6 +467,7 @@ async fn without_a_secret_every_delivery_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_token_can_come_from_the_environment() {
     let world = World::new(false).await;
+    common::serve::enable_builds(&world.server);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     world.server.write_kubeconfig(&kubeconfig).unwrap();

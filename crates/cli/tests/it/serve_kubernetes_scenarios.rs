@@ -506,6 +506,10 @@ async fn builds_whose_pod_cannot_start_fail_with_kubernetes_reason(cluster: Test
     let needs_secret =
         cluster.job_yaml("needs-secret", "echo never", "    aws_secret: aws-creds\n");
     let bad_image = cluster.job_yaml_in_image("bad-image", MISSING_IMAGE, "echo never", "");
+    // Its Namespace allows the Secret, which does not exist.
+    cluster
+        .annotate_namespace(&[("kubeci.io/secrets", Some("aws-creds"))])
+        .await;
     cluster.apply("needs-secret", &needs_secret).await;
     cluster.apply("bad-image", &bad_image).await;
     let kubeci = cluster.serve(&[]);

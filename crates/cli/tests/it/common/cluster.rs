@@ -36,6 +36,8 @@ pub struct TestCluster {
     /// the fake, its kubelet reads `dir/gitconfig`.
     gitconfig_dir: Option<std::path::PathBuf>,
     clone_image: Option<String>,
+    /// Namespaces the scenario made besides its own, deleted with it.
+    more_namespaces: std::sync::Mutex<Vec<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -138,26 +140,8 @@ impl TestCluster {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         );
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
-            )
-            .await
-            .unwrap();
-        if fake.is_none() {
-            // Pods are refused until the ServiceAccount controller made `default`.
-            let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-                Api::namespaced(client.clone(), &namespace);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while accounts.get_opt("default").await.unwrap().is_none() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no default ServiceAccount in {namespace} after 60 s: is kube-controller-manager running?"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        // Enabled for builds, as an install's administrator enables a team's.
+        create_namespace(&client, &namespace, true, fake.is_none()).await;
         let proxy =
             ApiProxy::start(kubeci_client.unwrap_or_else(|| client.clone()), &namespace).await;
         let cluster = TestCluster {
@@ -169,12 +153,67 @@ impl TestCluster {
             local_repo,
             gitconfig_dir: None,
             clone_image,
+            more_namespaces: Default::default(),
             dir,
         };
         if let (Some(_), Some(local)) = (&cluster.fake, &cluster.local_repo) {
             cluster.map_repository(SCENARIO_REPO_URL, local);
         }
         cluster
+    }
+
+    /// Sets labels and annotations of Namespace `namespace` (`None` removes one), as its
+    /// administrator would with `kubectl label` / `kubectl annotate`.
+    pub async fn set_namespace_metadata(
+        &self,
+        namespace: &str,
+        labels: &[(&str, Option<&str>)],
+        annotations: &[(&str, Option<&str>)],
+    ) {
+        let map = |pairs: &[(&str, Option<&str>)]| -> serde_json::Map<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                namespace,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "labels": map(labels),
+                    "annotations": map(annotations),
+                }})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sets annotations of this scenario's Namespace.
+    pub async fn annotate_namespace(&self, annotations: &[(&str, Option<&str>)]) {
+        self.set_namespace_metadata(&self.namespace, &[], annotations)
+            .await;
+    }
+
+    /// Makes another namespace for this scenario, `<namespace>-<suffix>`, enabled for
+    /// builds or not, whose builds clone the scenario's repository too.
+    pub async fn add_namespace(&self, suffix: &str, enabled: bool) -> String {
+        let name = format!("{}-{suffix}", self.namespace);
+        create_namespace(&self.client, &name, enabled, self.is_real()).await;
+        self.more_namespaces.lock().unwrap().push(name.clone());
+        if let (Some(dir), Some(local)) = (&self.gitconfig_dir, &self.local_repo) {
+            std::fs::copy(
+                dir.join(format!("{}.gitconfig", self.namespace)),
+                dir.join(format!("{name}.gitconfig")),
+            )
+            .unwrap_or_else(|e| panic!("the git configuration of {}: {e}", local.display()));
+        }
+        name
+    }
+
+    /// The URL of the repository the scenario's jobs build.
+    pub fn repo_url(&self) -> &str {
+        &self.repo.0
     }
 
     /// The fake API server, when this is it.
@@ -286,12 +325,26 @@ impl TestCluster {
 
     /// Creates or replaces the job ConfigMap `name` declaring `job_yaml`.
     pub async fn apply(&self, name: &str, job_yaml: &str) {
-        let configmap = json!({
+        self.apply_in(&self.namespace, name, job_yaml, json!({}))
+            .await;
+    }
+
+    /// Creates or replaces the job ConfigMap `namespace/name` declaring `job_yaml`, with
+    /// `metadata` (labels, annotations) merged into its own.
+    pub async fn apply_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        job_yaml: &str,
+        metadata: serde_json::Value,
+    ) {
+        let mut configmap = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "labels": {"ci-job-spec": "true"}},
             "data": {"job.yaml": job_yaml},
         });
-        self.configmaps()
+        kubeci_testkit::store::merge_patch(&mut configmap["metadata"], &metadata);
+        Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
             .patch(
                 name,
                 &PatchParams::apply("kubeci-e2e").force(),
@@ -411,12 +464,46 @@ impl TestCluster {
     /// Deletes the scenario's namespace (a real cluster's; the fake one just stops).
     pub async fn finish(self) {
         if self.is_real() {
-            Api::<Namespace>::all(self.client.clone())
-                .delete(&self.namespace, &DeleteParams::background())
-                .await
-                .unwrap();
+            let more = self.more_namespaces.lock().unwrap().clone();
+            for namespace in more.iter().chain([&self.namespace]) {
+                Api::<Namespace>::all(self.client.clone())
+                    .delete(namespace, &DeleteParams::background())
+                    .await
+                    .unwrap();
+            }
         }
         drop(self.dir);
+    }
+}
+
+/// Creates Namespace `namespace`, labelled `kubeci.io/builds=enabled` when `enabled`; on a
+/// real cluster, waits for its `default` ServiceAccount.
+async fn create_namespace(client: &kube::Client, namespace: &str, enabled: bool, real: bool) {
+    let labels = if enabled {
+        json!({"kubeci.io/builds": "enabled"})
+    } else {
+        json!({})
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace, "labels": labels}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    if real {
+        // Pods are refused until the ServiceAccount controller made `default`.
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while accounts.get_opt("default").await.unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no default ServiceAccount in {namespace} after 60 s: is kube-controller-manager running?"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

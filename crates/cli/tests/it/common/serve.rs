@@ -107,12 +107,32 @@ pub fn serve_with(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
     kubeci
 }
 
-/// Starts it without waiting.
+/// Starts it without waiting. Every Namespace of `server` is enabled for builds first, as
+/// the administrator of an install enables its teams' (unless the test chose a
+/// `--tenancy`).
 pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
+    if !extra.contains(&"--tenancy") {
+        enable_builds(server);
+    }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     spawn_in(dir, &kubeconfig, extra)
+}
+
+/// Labels every Namespace of `server` `kubeci.io/builds=enabled`, allowing the
+/// ServiceAccount and the Secrets the seed job names.
+pub fn enable_builds(server: &FakeApiServer) {
+    let mut store = server.store();
+    for namespace in store.current(0, None) {
+        let mut object = (*namespace).clone();
+        let metadata = &mut object["metadata"];
+        metadata["labels"]["kubeci.io/builds"] = "enabled".into();
+        metadata["annotations"]["kubeci.io/service-accounts"] = "gus-test-jenkins".into();
+        metadata["annotations"]["kubeci.io/secrets"] = "github-key,aws-key".into();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        store.update(0, "", &name, object, false).unwrap();
+    }
 }
 
 pub fn spawn_in(dir: tempfile::TempDir, kubeconfig: &std::path::Path, extra: &[&str]) -> Kubeci {
