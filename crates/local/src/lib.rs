@@ -28,7 +28,7 @@ use kubeci_engine::{BuildState, BuildSummary};
 use kubeci_pod_runner::Outcome;
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, LoadedJob};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{BuildRow, Store};
@@ -75,7 +75,9 @@ struct Running {
     cancel: CancellationToken,
     /// Who cancelled it, once someone did.
     cancelled_by: Option<String>,
-    live: broadcast::Sender<Arc<store::LogLine>>,
+    /// How many of its log lines are stored: followers read the new ones from the store
+    /// when it changes, so no line is held for them.
+    live: watch::Sender<u64>,
 }
 
 type BuildKey = (String, String, u64);

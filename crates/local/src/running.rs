@@ -9,7 +9,7 @@ use std::time::Duration;
 use kubeci_engine::api::{Backend, LogOptions, LogStream};
 use kubeci_engine::BuildState;
 use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::BuildRow;
@@ -18,7 +18,7 @@ use crate::{final_state, now, BuildKey, LocalBackend, LocalBackendError, Running
 impl LocalBackend {
     pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), LocalBackendError> {
         let key = (row.namespace.clone(), row.job.clone(), row.number);
-        let (live, _) = broadcast::channel(1024);
+        let (live, _) = watch::channel(0);
         let cancel = CancellationToken::new();
         self.running.lock().expect("lock").insert(
             key.clone(),
@@ -67,7 +67,7 @@ impl LocalBackend {
     pub(crate) async fn execute(
         self: &Arc<Self>,
         row: &BuildRow,
-        live: broadcast::Sender<Arc<crate::store::LogLine>>,
+        live: watch::Sender<u64>,
         cancel: CancellationToken,
     ) -> Result<Outcome, String> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
@@ -157,8 +157,8 @@ impl LocalBackend {
     }
 }
 
-/// How many log lines are read from the store at a time.
-pub(crate) const LOG_BATCH_LINES: usize = 1000;
+/// How many bytes of log lines are read from the store at a time (a line more at most).
+pub(crate) const LOG_BATCH_BYTES: usize = 256 * 1024;
 
 /// `root` joined with `parts`, each of which must be one plain path component (names are
 /// validated before they get here; this keeps a directory that is created and later
@@ -183,13 +183,13 @@ pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<Path
     Ok(path)
 }
 
-/// Where a running build's log lines go (the store and live followers), and what its
-/// containers report (the commit the clone step checked out, into the build's record).
+/// Where a running build's log lines go (the store, and word to live followers), and what
+/// its containers report (the commit the clone step checked out, into the build's record).
 pub(crate) struct BuildSink {
     engine: Arc<LocalBackend>,
     key: BuildKey,
     seq: std::sync::atomic::AtomicU64,
-    live: broadcast::Sender<Arc<crate::store::LogLine>>,
+    live: watch::Sender<u64>,
 }
 
 impl kubeci_pod_runner::LogSink for BuildSink {
@@ -199,19 +199,19 @@ impl kubeci_pod_runner::LogSink for BuildSink {
             LogEvent::Step { text, .. } => format!("==> {text}"),
             LogEvent::Line { text, .. } => text,
         };
-        let line = Arc::new(crate::store::LogLine {
+        // Numbered under the store's lock: lines are stored in the order of their numbers,
+        // which followers read up to.
+        let store = self.engine.store();
+        let line = crate::store::LogLine {
             seq: self.seq.fetch_add(1, Ordering::SeqCst),
             written_at: i64::try_from(jiff::Timestamp::now().as_nanosecond()).ok(),
             text: line.into_bytes(),
-        });
-        if let Err(e) = self
-            .engine
-            .store()
-            .append_log(namespace, name, *number, &line)
-        {
+        };
+        if let Err(e) = store.append_log(namespace, name, *number, &line) {
             log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
         }
-        let _ = self.live.send(line);
+        drop(store);
+        self.live.send_replace(line.seq + 1);
     }
 
     fn container(&self, change: kubeci_pod_runner::ContainerChange) {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use kubeci_engine::BuildState;
+use kubeci_render::log_line::LINE_LIMIT;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::LocalBackendError;
@@ -443,34 +444,41 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` lines of a build's log from line `from` on. A log is read in such
-    /// batches, so a long one is never held whole.
+    /// A build's log lines from line `from` on, as many as fit in `max_bytes` (at least
+    /// one). A log is read in such batches, so a long one is never held whole; a line
+    /// longer than [`LINE_LIMIT`] (kept by a kubeci from before lines were cut) is read
+    /// cut.
     pub fn log(
         &self,
         namespace: &str,
         job: &str,
         number: u64,
         from: u64,
-        limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogLine>, LocalBackendError> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT seq, written_at, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
+            .prepare_cached("SELECT seq, written_at, substr(line, 1, ?5) FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq")
             .map_err(database)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(
-                params![namespace, job, number as i64, from as i64, limit],
-                |r| {
-                    Ok(LogLine {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        written_at: r.get(1)?,
-                        text: r.get(2)?,
-                    })
-                },
-            )
+        let read = i64::try_from(LINE_LIMIT + 1).unwrap_or(i64::MAX);
+        let mut rows = statement
+            .query(params![namespace, job, number as i64, from as i64, read])
             .map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
+        let (mut lines, mut bytes) = (Vec::new(), 0);
+        while bytes < max_bytes {
+            let Some(row) = rows.next().map_err(database)? else {
+                break;
+            };
+            let text: Vec<u8> = row.get(2).map_err(database)?;
+            let line = LogLine {
+                seq: row.get::<_, i64>(0).map_err(database)? as u64,
+                written_at: row.get(1).map_err(database)?,
+                text: kubeci_render::log_line::cut(&text, LINE_LIMIT),
+            };
+            bytes += line.text.len() + 1;
+            lines.push(line);
+        }
+        Ok(lines)
     }
 
     pub fn last_cron_run(
@@ -641,6 +649,51 @@ mod tests {
                 new_line
             ]
         );
+    }
+
+    #[test]
+    fn a_log_is_read_in_batches_of_bytes_and_an_overlong_stored_line_is_read_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kubeci.db")).unwrap();
+        let line = |seq: u64, text: Vec<u8>| LogLine {
+            seq,
+            written_at: None,
+            text,
+        };
+        // As a kubeci from before lines were cut stored them: 1 MB each.
+        for seq in 0..3 {
+            store
+                .append_log("ci", "demo", 1, &line(seq, vec![b'x'; 1024 * 1024]))
+                .unwrap();
+        }
+        for seq in 3..100 {
+            store
+                .append_log("ci", "demo", 1, &line(seq, vec![b'y'; 999]))
+                .unwrap();
+        }
+        let cut = [
+            vec![b'x'; LINE_LIMIT],
+            " … [line cut at 65536 bytes]".into(),
+        ]
+        .concat();
+        assert_eq!(
+            store.log("ci", "demo", 1, 0, 1).unwrap(),
+            [line(0, cut.clone())],
+            "at least one line, cut"
+        );
+        let batch = store.log("ci", "demo", 1, 2, 10_000).unwrap();
+        assert_eq!(
+            batch.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [2],
+            "a cut line fills a batch of 10,000 bytes"
+        );
+        let batch = store.log("ci", "demo", 1, 3, 10_000).unwrap();
+        assert_eq!(
+            batch.len(),
+            10,
+            "10 lines of 1,000 bytes with their newlines"
+        );
+        assert!(batch.iter().all(|l| l.text == [b'y'; 999]));
     }
 
     #[test]

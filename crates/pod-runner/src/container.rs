@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -405,23 +405,30 @@ fn describe_command(program: &str, args: &[String]) -> String {
     shown.join(" ")
 }
 
+/// Reads a container's stdout or stderr into log lines, each cut at
+/// [`LINE_LIMIT`](kubeci_render::log_line::LINE_LIMIT) bytes: a process printing without a
+/// newline holds at most that much here.
 async fn pump(stream: Option<impl AsyncRead + Unpin>, container: String, log: &Log) {
-    let Some(stream) = stream else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    use kubeci_render::log_line::{LineSplitter, LINE_LIMIT};
+    let Some(mut stream) = stream else { return };
+    let mut splitter = LineSplitter::new(LINE_LIMIT);
+    let mut buffer = vec![0u8; 16 * 1024];
+    let emit = |line: Vec<u8>| {
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_owned();
+        log.emit(LogEvent::Line {
+            container: container.clone(),
+            text,
+        });
+    };
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        match stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned();
-                log.emit(LogEvent::Line {
-                    container: container.clone(),
-                    text,
-                });
-            }
+            Ok(n) => splitter.push(&buffer[..n], &mut |line| emit(line)),
         }
+    }
+    if let Some(line) = splitter.finish() {
+        emit(line);
     }
 }

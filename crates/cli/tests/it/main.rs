@@ -29,4 +29,5 @@ mod serve_kubernetes;
 mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_local;
+mod serve_local_bounds;
 mod storm;
