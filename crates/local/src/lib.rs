@@ -69,7 +69,13 @@ pub struct Settings {
     pub log_url_template: Option<String>,
     /// How often the jobs directory is checked for changes.
     pub reload_every: Duration,
+    /// The most bytes of a build's output kept; past it, its lines are dropped (the build
+    /// goes on) and its log says so.
+    pub log_limit: u64,
 }
+
+/// [`Settings::log_limit`] unless told otherwise: 64 MiB.
+pub const DEFAULT_LOG_LIMIT: u64 = 64 * 1024 * 1024;
 
 struct Running {
     cancel: CancellationToken,
@@ -154,12 +160,17 @@ impl LocalBackend {
         settings: Settings,
         reporter: Option<Arc<dyn Reporter>>,
     ) -> Result<Arc<LocalBackend>, LocalBackendError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| {
-            LocalBackendError::DataDir {
-                path: settings.data_dir.display().to_string(),
-                source,
-            }
-        })?;
+        let data_dir_error = |source| LocalBackendError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&settings.data_dir).map_err(data_dir_error)?;
+        // Its database holds every build's log: for kubeci's user alone.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(0o700);
+            std::fs::set_permissions(&settings.data_dir, mode).map_err(data_dir_error)?;
+        }
         let store = Store::open(&settings.data_dir.join("kubeci.db"))?;
         let interrupted = store.mark_interrupted(now())?;
         if interrupted > 0 {

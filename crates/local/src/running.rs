@@ -89,6 +89,8 @@ impl LocalBackend {
             key: (row.namespace.clone(), row.job.clone(), row.number),
             seq: std::sync::atomic::AtomicU64::new(0),
             live,
+            kept: std::sync::Mutex::new(Kept::default()),
+            limit: self.settings.log_limit,
         });
         let result = kubeci_pod_runner::run_job(&job, &env, sink, cancel).await;
         let _ = std::fs::remove_dir_all(&build_dir);
@@ -190,14 +192,58 @@ pub(crate) struct BuildSink {
     key: BuildKey,
     seq: std::sync::atomic::AtomicU64,
     live: watch::Sender<u64>,
+    kept: std::sync::Mutex<Kept>,
+    /// The most bytes of the build's own lines kept ([`crate::Settings::log_limit`]).
+    limit: u64,
+}
+
+/// How much of a build's output is kept.
+#[derive(Default)]
+struct Kept {
+    bytes: u64,
+    /// The limit was reached: later lines are dropped.
+    cut: bool,
+}
+
+/// The line that ends what is kept of a build's output at `limit` bytes.
+pub(crate) fn log_cut_notice(limit: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    let size = match limit {
+        l if l >= MIB && l % MIB == 0 => format!("{} MiB", l / MIB),
+        l if l >= 1024 && l % 1024 == 0 => format!("{} KiB", l / 1024),
+        l => format!("{l} bytes"),
+    };
+    format!("==> log cut at {size}: the build went on; its later output is not kept")
+}
+
+impl BuildSink {
+    /// What is kept of `line` of the build's output: itself, the notice that the limit is
+    /// reached, or nothing past it.
+    fn keep(&self, line: String) -> Option<String> {
+        let mut kept = self.kept.lock().expect("the log budget lock");
+        if kept.cut {
+            return None;
+        }
+        let size = line.len() as u64 + 1;
+        if kept.bytes + size > self.limit {
+            kept.cut = true;
+            return Some(log_cut_notice(self.limit));
+        }
+        kept.bytes += size;
+        Some(line)
+    }
 }
 
 impl kubeci_pod_runner::LogSink for BuildSink {
     fn event(&self, event: LogEvent) {
         let (namespace, name, number) = &self.key;
+        // kubeci's own step lines are always kept: a few per container.
         let line = match event {
             LogEvent::Step { text, .. } => format!("==> {text}"),
-            LogEvent::Line { text, .. } => text,
+            LogEvent::Line { text, .. } => match self.keep(text) {
+                Some(line) => line,
+                None => return,
+            },
         };
         // Numbered under the store's lock: lines are stored in the order of their numbers,
         // which followers read up to.

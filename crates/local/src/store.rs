@@ -183,13 +183,46 @@ fn database(e: rusqlite::Error) -> LocalBackendError {
     LocalBackendError::Database(e)
 }
 
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> LocalBackendError + '_ {
+    move |source| LocalBackendError::DataDir {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Makes file `path` readable and writable by its owner alone.
+fn restrict_to_owner(path: &Path) -> Result<(), LocalBackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(file_error(path))
+}
+
 impl Store {
-    /// Opens (creating) `path`.
+    /// Opens (creating) `path`. The database and its `-wal` and `-shm` files are
+    /// readable and writable by this user alone: made so, and tightened when an older
+    /// kubeci or a umask left them open to others (they hold every build's log).
     pub fn open(path: &Path) -> Result<Store, LocalBackendError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(file_error(path))?;
+        restrict_to_owner(path)?;
         let connection = Connection::open(path).map_err(database)?;
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(database)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            if file.exists() {
+                restrict_to_owner(&file)?;
+            }
+        }
         connection.execute_batch(SCHEMA).map_err(database)?;
         // Databases written before these columns existed gain them, empty.
         add_column_if_missing(&connection, "builds", "checked_out", "TEXT")?;
@@ -694,6 +727,23 @@ mod tests {
             "10 lines of 1,000 bytes with their newlines"
         );
         assert!(batch.iter().all(|l| l.text == [b'y'; 999]));
+    }
+
+    #[test]
+    fn the_database_and_its_journal_are_readable_by_their_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeci.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).unwrap();
+        for file in ["kubeci.db", "kubeci.db-wal", "kubeci.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
     }
 
     #[test]

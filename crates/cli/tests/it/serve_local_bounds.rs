@@ -1,7 +1,11 @@
 //! `kubeci serve --local`, the real binary, against what an independent review (issue 27)
-//! found unbounded: a log line with no end.
+//! found unbounded or too open: a log line with no end, a log with no end, and files of
+//! the data directory others could read.
 
 use crate::common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use common::local::{configmap, Local};
 use common::serve::{http, Kubeci, AUTHORIZED};
@@ -81,4 +85,85 @@ fn a_build_printing_a_50_mb_line_keeps_it_cut_at_64_kib_and_kubeci_stays_small()
     // Held whole, the line took the server past 600 MB (issue 27).
     let peak = peak_rss_mb(kubeci.pid().unwrap());
     assert!(peak < 150.0, "kubeci's peak RSS {peak:.1} MB");
+}
+
+#[test]
+fn a_build_past_its_log_limit_goes_on_and_its_log_says_the_rest_is_not_kept() {
+    let (local, repo) = Local::new();
+    // About 150 KB of output, then a line that must not be kept; the build then succeeds
+    // only if it ran to its end.
+    let script = "for i in $(seq 1 2500); do echo \"line $i of a long build, written to fill its log\"; done; echo never-stored >&2; test \"$i\" = 2500";
+    local.write("chatty.yaml", &configmap("chatty", &repo.bare, script, ""));
+    let kubeci = local.serve(&["--log-limit", "64Ki"], &[]);
+    let build = trigger_and_finish(&kubeci, "chatty");
+    assert_eq!(build["state"], "succeeded", "the build went on: {build}");
+
+    let log = log(&kubeci, "chatty");
+    let notice = "log cut at 64 KiB: the build went on; its later output is not kept";
+    assert!(
+        log.contains(notice),
+        "{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    assert!(
+        log.contains("\nline 1 of a long build"),
+        "its start is kept"
+    );
+    assert!(!log.contains("line 2500 "), "nothing past the limit");
+    assert!(!log.contains("never-stored"), "nothing past the limit");
+    assert!(log.len() <= 64 * 1024 + 1024, "{} bytes", log.len());
+    let cut_at = log.find(notice).unwrap();
+    assert!(
+        log[cut_at..].contains("\n==> build: exited with code 0\n==> result: succeeded"),
+        "kubeci's own step lines are kept: {}",
+        &log[cut_at..]
+    );
+    let (status, page) = http(&kubeci, "GET", "/jobs/default/chatty/builds/1", &[]);
+    assert_eq!(status, 200);
+    assert!(page.contains(notice), "the build page says so");
+}
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Makes `path` readable by everyone, as an older kubeci (or a umask) left it.
+fn open_up(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_database_and_token_are_readable_by_their_owner_alone_and_tightened_at_start() {
+    let (local, repo) = Local::new();
+    local.write("quick.yaml", &configmap("quick", &repo.bare, "echo hi", ""));
+    // A data directory made beforehand, as the umask gives it.
+    std::fs::create_dir_all(&local.data).unwrap();
+    open_up(&local.data, 0o755);
+    let token_file = local.dir.path().join("token");
+    open_up(&token_file, 0o644);
+    let kubeci = local.serve(&[], &[]);
+    trigger_and_finish(&kubeci, "quick");
+    let files = ["kubeci.db", "kubeci.db-wal", "kubeci.db-shm"].map(|f| local.data.join(f));
+    let check = |when: &str| {
+        for file in files.iter().chain([&token_file]) {
+            assert_eq!(mode(file), 0o600, "{} {when}", file.display());
+        }
+        // Others may at most pass through it to their build's directory.
+        assert_eq!(mode(&local.data) & 0o066, 0, "the data directory {when}");
+    };
+    check("when made");
+
+    kubeci.kill();
+    for file in &files {
+        open_up(file, 0o644);
+    }
+    open_up(&token_file, 0o644);
+    open_up(&local.data, 0o755);
+    let _kubeci = local.serve(&[], &[]);
+    check("after a start");
 }
