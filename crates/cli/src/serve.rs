@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod build_user;
 mod github;
 
 use github::GitHubFront;
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// `1Gi`); past it, its lines are dropped (the build goes on) and its log says so.
     #[arg(long, value_name = "SIZE", default_value = "64Mi", requires = "local")]
     log_limit: String,
+    /// The user `--local` builds run as (a name, or UID[:GID]) when kubeci runs as root, so
+    /// they cannot read its token, database or --secrets [default: nobody]. Without root,
+    /// builds run as kubeci's own user.
+    #[arg(long, value_name = "USER", requires = "local")]
+    build_user: Option<String>,
     /// A namespace to watch (repeatable) [default: all namespaces].
     #[arg(long = "namespace", short = 'n', value_name = "NS")]
     namespaces: Vec<String>,
@@ -401,6 +407,7 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         log_url_template: args.log_url_template.clone(),
         reload_every: Duration::from_secs(1),
         log_limit: size_flag("--log-limit", &args.log_limit)?,
+        build_user: build_user::build_user(args.build_user.as_deref())?,
     })
 }
 

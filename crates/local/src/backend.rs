@@ -53,6 +53,7 @@ impl Backend for LocalBackend {
             kubeci_exe: self.settings.kubeci_exe.clone(),
             host_env: Vec::new(),
             objects: Default::default(),
+            run_as: None,
         };
         let missing = kubeci_pod_runner::missing_secrets(&pod, &env);
         let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();

@@ -77,12 +77,19 @@ impl LocalBackend {
             &[&row.namespace, &row.job, &row.number.to_string()],
         )?;
         let _ = std::fs::remove_dir_all(&build_dir);
+        let mut host_env = LocalEnv::host_env_from_process();
+        if self.settings.build_user.is_some() {
+            let config = build_git_config(&build_dir, &host_env)?;
+            host_env.retain(|(name, _)| name != "GIT_CONFIG_GLOBAL");
+            host_env.push(("GIT_CONFIG_GLOBAL".into(), config.display().to_string()));
+        }
         let env = LocalEnv {
             build_dir: build_dir.clone(),
             secrets_dir: self.settings.secrets_dir.clone(),
             kubeci_exe: self.settings.kubeci_exe.clone(),
-            host_env: LocalEnv::host_env_from_process(),
+            host_env,
             objects: Default::default(),
+            run_as: self.settings.build_user.clone(),
         };
         let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(BuildSink {
             engine: Arc::clone(self),
@@ -157,6 +164,31 @@ impl LocalBackend {
         });
         Box::pin(futures_util::StreamExt::flatten(waited))
     }
+}
+
+/// The git configuration of a build run as another user than kubeci's: git refuses a
+/// repository another user owns (`safe.directory`), and the local repositories a job names
+/// are kubeci's user's. Made in the build's directory (its user's, once it runs), with
+/// kubeci's own `GIT_CONFIG_GLOBAL` included when `host_env` names one.
+fn build_git_config(
+    build_dir: &std::path::Path,
+    host_env: &[(String, String)],
+) -> Result<PathBuf, String> {
+    let mut config = String::from("[safe]\n\tdirectory = *\n");
+    let global = host_env
+        .iter()
+        .find(|(name, _)| name == "GIT_CONFIG_GLOBAL");
+    if let Some((_, path)) = global.filter(|(_, path)| !path.contains(['\n', '\r'])) {
+        let quoted = path.replace('\\', "\\\\").replace('"', "\\\"");
+        config.push_str(&format!("[include]\n\tpath = \"{quoted}\"\n"));
+    }
+    // git reads it from the checkout: the path must not be relative.
+    let file = std::path::absolute(build_dir.join("gitconfig"))
+        .map_err(|e| format!("cannot find the build's directory: {e}"))?;
+    std::fs::create_dir_all(build_dir)
+        .and_then(|()| std::fs::write(&file, config))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(file)
 }
 
 /// How many bytes of log lines are read from the store at a time (a line more at most).

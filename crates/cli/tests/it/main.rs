@@ -30,4 +30,5 @@ mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_local;
 mod serve_local_bounds;
+mod serve_local_isolation;
 mod storm;
