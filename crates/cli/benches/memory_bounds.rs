@@ -3,12 +3,14 @@
 //! - 20 forged 25 MB webhook deliveries at once (well-formed signatures that do not
 //!   match): every one answered 401, and kubeci's peak RSS;
 //! - a build whose log is 60 MB, its page opened by 4 clients at once, then the whole log
-//!   fetched through the API: how much each adds to kubeci's RSS.
+//!   fetched through the API: how much each adds to kubeci's RSS;
+//! - a build whose log is 150 lines of 1 MB each (a build printing without newlines):
+//!   its page opened by 1 client, then by 4 at once (issue 27: lines are cut at 64 KiB).
 //!
 //! The chart caps kubeci at 256 MiB; the targets are ≤ 100 MB for the deliveries and
 //! ≤ 32 MB added for the four page views.
 //!
-//! Run: `cargo bench -p kubeci --bench memory_bounds`
+//! Run: `cargo bench -p kubeci --bench memory_bounds` (`-- long-lines`: the 1 MB lines alone)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -78,8 +80,8 @@ fn forged_deliveries() {
 }
 
 /// A `serve --local` data directory with build 1 of `bench/big`, succeeded, whose log
-/// is 60 MB (600,000 lines of 100 bytes).
-fn seed_big_log(data: &std::path::Path) {
+/// is `lines` lines made by `line`.
+fn seed_log(data: &std::path::Path, lines: u64, line: impl Fn(u64) -> Vec<u8>) {
     let mut store = Store::open(&data.join("kubeci.db")).unwrap();
     let request = kubeci_render::BuildRequest::manual(0);
     let manifest = |_| Ok("{}".to_owned());
@@ -99,11 +101,11 @@ fn seed_big_log(data: &std::path::Path) {
     store
         .set_state("bench", "big", number, &running, 1_790_000_000)
         .unwrap();
-    for seq in 0..600_000u64 {
+    for seq in 0..lines {
         let line = kubeci_local::store::LogLine {
             seq,
             written_at: Some(1_790_000_000_000_000_000 + seq as i64 * 1_000),
-            text: format!("{seq:>12} {}", "x".repeat(86)).into_bytes(),
+            text: line(seq),
         };
         store.append_log("bench", "big", number, &line).unwrap();
     }
@@ -113,39 +115,69 @@ fn seed_big_log(data: &std::path::Path) {
         .unwrap();
 }
 
-fn big_log_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let (jobs, data) = (dir.path().join("jobs"), dir.path().join("data"));
+/// Starts `serve --local` on a data directory seeded by `seed` with build 1 of
+/// `bench/big`; its process and port, once it answers.
+fn serve_seeded(
+    dir: &std::path::Path,
+    seed: impl FnOnce(&std::path::Path),
+) -> (std::process::Child, u16) {
+    let (jobs, data) = (dir.join("jobs"), dir.join("data"));
     std::fs::create_dir_all(&jobs).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     let mut configmap = support::configmap(0);
     configmap["metadata"]["name"] = "big".into();
     configmap["data"]["job.yaml"] = "- job:\n    name: big\n    git:\n      url: git@github.com:example/big.git\n    run_command: make\n".into();
     std::fs::write(jobs.join("big.yaml"), configmap.to_string()).unwrap();
-    let seeding = Instant::now();
-    seed_big_log(&data);
-    println!(
-        "a build with a 60 MB log (seeded in {:.1?}):",
-        seeding.elapsed()
-    );
-    let (mut child, port) = support::start_local(&jobs, &data);
+    seed(&data);
+    let (child, port) = support::start_local(&jobs, &data);
     let started = Instant::now();
     while get(port, "/jobs/bench/big").0 != 200 {
         assert!(started.elapsed() < Duration::from_secs(60), "never ready");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let page = "/jobs/bench/big/builds/1";
-    let (status, bytes) = get(port, page);
-    assert_eq!(status, 200);
+    (child, port)
+}
+
+/// `views` concurrent views of `page`: the page's size, kubeci's RSS before and at its
+/// peak.
+fn page_views(
+    child: &std::process::Child,
+    port: u16,
+    page: &str,
+    views: usize,
+) -> (usize, f64, f64) {
     let before = rss_mb(child.id());
     let peak = PeakRss::start(child.id(), Duration::from_millis(5));
-    let views: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || get(port, page)))
+    let viewers: Vec<_> = (0..views)
+        .map(|_| {
+            let page = page.to_owned();
+            std::thread::spawn(move || get(port, &page))
+        })
         .collect();
-    for view in views {
-        assert_eq!(view.join().unwrap().0, 200);
+    let mut bytes = 0;
+    for view in viewers {
+        let (status, size) = view.join().unwrap();
+        assert_eq!(status, 200);
+        bytes = size;
     }
-    let peak = peak.stop();
+    (bytes, before, peak.stop())
+}
+
+fn big_log_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeding = Instant::now();
+    let (mut child, port) = serve_seeded(dir.path(), |data| {
+        seed_log(data, 600_000, |seq| {
+            format!("{seq:>12} {}", "x".repeat(86)).into_bytes()
+        })
+    });
+    println!(
+        "a build with a 60 MB log (seeded and served in {:.1?}):",
+        seeding.elapsed()
+    );
+    let page = "/jobs/bench/big/builds/1";
+    assert_eq!(get(port, page).0, 200);
+    let (bytes, before, peak) = page_views(&child, port, page, 4);
     println!("  the build page: {bytes} bytes (the log's last 256 KiB)");
     println!(
         "  4 concurrent views: RSS before {before:.1} MB, peak {peak:.1} MB, added {:.1} MB (target ≤ 32 MB: {})",
@@ -165,7 +197,37 @@ fn big_log_page() {
     let _ = child.wait();
 }
 
+/// The page of a build whose log is 150 lines of 1 MB (as kept by a kubeci from before
+/// lines were cut): one view, then four at once.
+fn long_lines_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = serve_seeded(dir.path(), |data| {
+        seed_log(data, 150, |seq| {
+            let mut line = format!("{seq:>12} ").into_bytes();
+            line.resize(1024 * 1024, b'x');
+            line
+        })
+    });
+    println!("a build whose log is 150 lines of 1 MB:");
+    let page = "/jobs/bench/big/builds/1";
+    for views in [1, 4] {
+        let (bytes, before, peak) = page_views(&child, port, page, views);
+        println!(
+            "  {views} view(s) of its page ({bytes} bytes): RSS before {before:.1} MB, peak {peak:.1} MB, added {:.1} MB (target ≤ 32 MB: {})",
+            peak - before,
+            if peak - before <= 32.0 { "met" } else { "NOT met" }
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "long-lines") {
+        long_lines_page();
+        return;
+    }
     forged_deliveries();
     big_log_page();
+    long_lines_page();
 }

@@ -83,6 +83,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         kubeci_exe: std::env::current_exe().context("cannot find the kubeci executable")?,
         host_env: LocalEnv::host_env_from_process(),
         objects: Default::default(),
+        run_as: None,
     };
     println!(
         "==> kubeci run: job {}/{}, build {} ({}), in {}",

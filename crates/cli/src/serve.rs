@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod build_user;
 mod github;
 
 use github::GitHubFront;
@@ -35,6 +36,15 @@ pub struct ServeArgs {
     /// Secrets for `--local` builds, laid out like mounted Secrets: DIR/<secret>/<key>.
     #[arg(long, value_name = "DIR", requires = "local")]
     secrets: Option<PathBuf>,
+    /// The most of one `--local` build's output kept, as a Kubernetes quantity (`64Mi`,
+    /// `1Gi`); past it, its lines are dropped (the build goes on) and its log says so.
+    #[arg(long, value_name = "SIZE", default_value = "64Mi", requires = "local")]
+    log_limit: String,
+    /// The user `--local` builds run as (a name, or UID[:GID]) when kubeci runs as root, so
+    /// they cannot read its token, database or --secrets [default: nobody]. Without root,
+    /// builds run as kubeci's own user.
+    #[arg(long, value_name = "USER", requires = "local")]
+    build_user: Option<String>,
     /// A namespace to watch (repeatable) [default: all namespaces].
     #[arg(long = "namespace", short = 'n', value_name = "NS")]
     namespaces: Vec<String>,
@@ -163,6 +173,31 @@ fn local_token(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes credential file `path` readable by its owner alone, when it is not already.
+fn owner_only(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| {
+                format!(
+                    "{} is readable by others and cannot be made private: `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                )
+            })?;
+        log::info!(
+            "{} was readable by others (mode {:o}): now by its owner alone",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 /// A secret from a file, else from an environment variable; trimmed.
 pub(crate) fn secret(file: Option<&PathBuf>, variable: &str, flag: &str) -> Result<Option<String>> {
     let text = match file {
@@ -252,6 +287,11 @@ fn access(args: &ServeArgs) -> Result<kubeci_server::Access> {
     };
     let token = match &token_file {
         Some(path) => {
+            // A --local build runs on this machine; a cluster mounts the token into
+            // kubeci's container alone (and read-only).
+            if args.local.is_some() {
+                owner_only(path)?;
+            }
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
             let token = token.trim().to_owned();
@@ -392,7 +432,19 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         load: load_options(args, kubeci_spec::BuildsRun::OnThisMachine),
         log_url_template: args.log_url_template.clone(),
         reload_every: Duration::from_secs(1),
+        log_limit: size_flag("--log-limit", &args.log_limit)?,
+        build_user: build_user::build_user(args.build_user.as_deref())?,
     })
+}
+
+/// A size in bytes, written as a Kubernetes quantity (`64Mi`); at least 1 KiB.
+fn size_flag(flag: &str, value: &str) -> Result<u64> {
+    let bytes = kubeci_spec::quantity::parse_quantity(value)
+        .map_err(|why| anyhow::anyhow!("{flag} {value}: {why}"))?;
+    if !(1024.0..=u64::MAX as f64).contains(&bytes) || bytes.fract() != 0.0 {
+        bail!("{flag} {value}: give a whole number of bytes of at least 1Ki, e.g. `64Mi`");
+    }
+    Ok(bytes as u64)
 }
 
 /// What stands in front of either engine: the HTTP API and the GitHub webhooks.

@@ -16,6 +16,7 @@ use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use kubeci_engine::api::{LogOptions, LogStream};
+use kubeci_render::log_line::{LineSplitter, LINE_LIMIT};
 use tokio::sync::{broadcast, mpsc};
 
 /// How long a followed log waits for a container to start.
@@ -297,16 +298,29 @@ where
         }
     }
     let mut buffer = vec![0u8; 16 * 1024];
+    let mut lines = if timestamps {
+        LineSplitter::stamped(LINE_LIMIT)
+    } else {
+        LineSplitter::new(LINE_LIMIT)
+    };
     loop {
         match reader.read(&mut buffer).await {
             Ok(0) => {
-                return match step.at_end() {
-                    Some(rest) => send(Ok(rest)).await,
-                    None => true,
+                // The last line, if no newline ended it, then the step line if it is
+                // still to send.
+                let mut rest = Vec::new();
+                if let Some(last) = lines.finish() {
+                    rest.extend(step.before(&last).unwrap_or_default());
                 }
+                rest.extend(step.at_end().unwrap_or_default());
+                return rest.is_empty() || send(Ok(rest)).await;
             }
             Ok(n) => {
-                let Some(chunk) = step.before(&buffer[..n]) else {
+                let whole = whole_lines(&mut lines, &buffer[..n]);
+                if whole.is_empty() {
+                    continue;
+                }
+                let Some(chunk) = step.before(&whole) else {
                     continue;
                 };
                 if !send(Ok(chunk)).await {
@@ -319,6 +333,17 @@ where
             }
         }
     }
+}
+
+/// The lines `chunk` ends, each with its newline and cut at the line limit; the bytes
+/// of a line not ended yet stay in `lines`.
+fn whole_lines(lines: &mut LineSplitter, chunk: &[u8]) -> Vec<u8> {
+    let mut whole = Vec::new();
+    lines.push(chunk, &mut |mut line| {
+        line.push(b'\n');
+        whole.append(&mut line);
+    });
+    whole
 }
 
 /// The line that begins a container's step, before its log. With timestamps it takes the

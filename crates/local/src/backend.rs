@@ -10,9 +10,9 @@ use kubeci_engine::api::{
 use kubeci_engine::approval::Approval;
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-use crate::running::LOG_BATCH_LINES;
+use crate::running::LOG_BATCH_BYTES;
 use crate::store::{LogLine, NewBuild};
 use crate::{now, LocalBackend};
 
@@ -54,6 +54,7 @@ impl Backend for LocalBackend {
             kubeci_exe: self.settings.kubeci_exe.clone(),
             host_env: Vec::new(),
             objects: Default::default(),
+            run_as: None,
         };
         let missing = kubeci_pod_runner::missing_secrets(&pod, &env);
         let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
@@ -316,18 +317,10 @@ impl Backend for LocalBackend {
             // Queued or about to start: follow from when it runs (or ends).
             return Ok(self.log_once_started(key, options));
         }
-        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let stored = self.stored_lines(namespace, name, number, Arc::clone(&next_seq));
-        let as_read = move |line: &LogLine| Ok(as_written(line, options.timestamps));
-        match live {
-            None => Ok(Box::pin(futures_util::StreamExt::map(stored, move |l| {
-                l.and_then(|l| as_read(&l))
-            }))),
-            Some(live) => Ok(Box::pin(futures_util::StreamExt::map(
-                futures_util::StreamExt::chain(stored, live_lines(live, next_seq)),
-                move |l| l.and_then(|l| as_read(&l)),
-            ))),
-        }
+        let lines = self.lines(namespace, name, number, live);
+        Ok(Box::pin(futures_util::StreamExt::map(lines, move |line| {
+            line.map(|line| as_written(&line, options.timestamps))
+        })))
     }
 }
 
@@ -347,74 +340,57 @@ fn as_written(line: &LogLine, timestamps: bool) -> Vec<u8> {
 }
 
 impl LocalBackend {
-    /// A build's stored log lines, read in batches as the reader takes them; `next_seq` is
-    /// kept one past the last line read.
-    fn stored_lines(
+    /// A build's log lines, read from the store in batches as the reader takes them; with
+    /// `live` (how many lines a running build has stored), the lines it stores next, until
+    /// it ends. No line is held for a follower but the batch it reads.
+    fn lines(
         &self,
         namespace: &str,
         name: &str,
         number: u64,
-        next_seq: Arc<std::sync::atomic::AtomicU64>,
-    ) -> impl futures_util::Stream<Item = Result<Arc<LogLine>, String>> + Send + 'static {
+        live: Option<watch::Receiver<u64>>,
+    ) -> impl futures_util::Stream<Item = Result<LogLine, String>> + Send + 'static {
         let me = self.me.clone();
         let (ns, job) = (namespace.to_owned(), name.to_owned());
-        let batches = futures_util::stream::unfold(Some(0u64), move |from| {
+        let batches = futures_util::stream::unfold(Some((0u64, live)), move |state| {
             let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
             async move {
-                let from = from?;
-                let engine = me.upgrade()?;
-                let batch = engine.store().log(&ns, &job, number, from, LOG_BATCH_LINES);
-                match batch {
-                    Ok(batch) if batch.is_empty() => None,
-                    Ok(batch) => {
-                        let next = batch.last().map(|line| line.seq + 1);
-                        Some((Ok(batch), next))
+                let (from, mut live) = state?;
+                loop {
+                    // Marked seen before reading: a line stored after the read wakes us.
+                    if let Some(live) = live.as_mut() {
+                        live.borrow_and_update();
                     }
-                    Err(e) => Some((Err(e.to_string()), None)),
+                    let batch = me
+                        .upgrade()?
+                        .store()
+                        .log(&ns, &job, number, from, LOG_BATCH_BYTES);
+                    match batch {
+                        Ok(batch) if batch.is_empty() => {}
+                        Ok(batch) => {
+                            let next = batch.last().map_or(from, |line| line.seq + 1);
+                            return Some((Ok(batch), Some((next, live))));
+                        }
+                        Err(e) => return Some((Err(e.to_string()), None)),
+                    }
+                    match live.as_mut() {
+                        None => return None,
+                        // Ended (its end recorded): what it stored last is read once more.
+                        Some(receiver) => {
+                            if receiver.changed().await.is_err() {
+                                live = None;
+                            }
+                        }
+                    }
                 }
             }
         });
-        futures_util::StreamExt::flat_map(batches, move |batch| {
-            let lines: Vec<Result<Arc<LogLine>, String>> = match batch {
-                Ok(batch) => {
-                    if let Some(line) = batch.last() {
-                        next_seq.store(line.seq + 1, Ordering::SeqCst);
-                    }
-                    batch.into_iter().map(|line| Ok(Arc::new(line))).collect()
-                }
+        futures_util::StreamExt::flat_map(batches, |batch| {
+            let lines: Vec<Result<LogLine, String>> = match batch {
+                Ok(batch) => batch.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(e)],
             };
             futures_util::stream::iter(lines)
         })
     }
-}
-
-/// A running build's lines as they are written, from `next_seq` on (the lines before it
-/// were read from the store).
-fn live_lines(
-    live: broadcast::Receiver<Arc<LogLine>>,
-    next_seq: Arc<std::sync::atomic::AtomicU64>,
-) -> impl futures_util::Stream<Item = Result<Arc<LogLine>, String>> + Send + 'static {
-    futures_util::stream::unfold((live, None), move |(mut live, next)| {
-        let next_seq = Arc::clone(&next_seq);
-        async move {
-            let next = next.unwrap_or_else(|| next_seq.load(Ordering::SeqCst));
-            loop {
-                match live.recv().await {
-                    Ok(line) if line.seq < next => continue,
-                    Ok(line) => {
-                        let seq = line.seq;
-                        return Some((Ok(line), (live, Some(seq + 1))));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((
-                            Err("the log follower fell behind; reload the log".to_owned()),
-                            (live, Some(next)),
-                        ));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
-    })
 }

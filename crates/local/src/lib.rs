@@ -28,7 +28,7 @@ use kubeci_engine::{BuildState, BuildSummary};
 use kubeci_pod_runner::Outcome;
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, LoadedJob};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{BuildRow, Store};
@@ -51,6 +51,15 @@ pub enum LocalBackendError {
     /// A job cannot be rendered into the Job the local engine runs.
     #[error("cannot render the build: {0}")]
     Render(String),
+    /// Builds run as another user, who cannot pass through a directory on the way to
+    /// their own directories or to kubeci's program (for the clone step).
+    #[error("builds run as {user}, who cannot reach {what}: {path} (mode {mode:o}) lets no other user pass; `chmod o+x {path}`, or choose a --data directory {user} can reach")]
+    Unreachable {
+        user: String,
+        what: &'static str,
+        path: String,
+        mode: u32,
+    },
 }
 
 /// How the embedded engine is configured.
@@ -69,13 +78,24 @@ pub struct Settings {
     pub log_url_template: Option<String>,
     /// How often the jobs directory is checked for changes.
     pub reload_every: Duration,
+    /// The most bytes of a build's output kept; past it, its lines are dropped (the build
+    /// goes on) and its log says so.
+    pub log_limit: u64,
+    /// The user builds run as, when not kubeci's own (kubeci runs as root): the data
+    /// directory, the database, the token and the secrets directory are not theirs to read.
+    pub build_user: Option<kubeci_pod_runner::RunAs>,
 }
+
+/// [`Settings::log_limit`] unless told otherwise: 64 MiB.
+pub const DEFAULT_LOG_LIMIT: u64 = 64 * 1024 * 1024;
 
 struct Running {
     cancel: CancellationToken,
     /// Who cancelled it, once someone did.
     cancelled_by: Option<String>,
-    live: broadcast::Sender<Arc<store::LogLine>>,
+    /// How many of its log lines are stored: followers read the new ones from the store
+    /// when it changes, so no line is held for them.
+    live: watch::Sender<u64>,
 }
 
 type BuildKey = (String, String, u64);
@@ -145,6 +165,49 @@ fn final_state(outcome: &Outcome, cancelled_by: Option<String>) -> BuildState {
     }
 }
 
+/// The first directory on the way to `path` that `user` may not pass, and its mode.
+fn closed_ancestor(
+    path: &std::path::Path,
+    user: &kubeci_pod_runner::RunAs,
+) -> Option<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::absolute(path).ok()?;
+    path.ancestors().skip(1).find_map(|ancestor| {
+        let meta = std::fs::metadata(ancestor).ok()?;
+        let mode = meta.mode() & 0o7777;
+        let passes = mode & 0o001 != 0
+            || (meta.uid() == user.uid && mode & 0o100 != 0)
+            || (meta.gid() == user.gid && mode & 0o010 != 0);
+        (!passes).then(|| (ancestor.to_owned(), mode & 0o777))
+    })
+}
+
+/// Sets directory `dir`'s mode.
+fn private_dir(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes the secrets directory `dir` kubeci's user's alone (builds get copies of their own
+/// Secrets in their directories).
+fn owner_only_dir(dir: &std::path::Path) -> Result<(), LocalBackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| LocalBackendError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mode = std::fs::metadata(dir).map_err(failed)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        private_dir(dir, mode & 0o700).map_err(failed)?;
+        log::info!(
+            "{} was open to other users (mode {:o}): now to kubeci's user alone; builds get copies of their own Secrets",
+            dir.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 impl LocalBackend {
     /// Opens the database (marking builds that were running as interrupted), reads the
     /// jobs and starts the scheduler.
@@ -152,12 +215,43 @@ impl LocalBackend {
         settings: Settings,
         reporter: Option<Arc<dyn Reporter>>,
     ) -> Result<Arc<LocalBackend>, LocalBackendError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| {
-            LocalBackendError::DataDir {
-                path: settings.data_dir.display().to_string(),
-                source,
+        let data_dir_error = |source| LocalBackendError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&settings.data_dir).map_err(data_dir_error)?;
+        // Its database holds every build's log: for kubeci's user alone. A build run as
+        // another user may pass through it (and `work`) to its own directory, and list
+        // neither.
+        let mode = if settings.build_user.is_some() {
+            0o711
+        } else {
+            0o700
+        };
+        private_dir(&settings.data_dir, mode).map_err(data_dir_error)?;
+        if let Some(user) = &settings.build_user {
+            // The directories above each: the data directory itself is made passable below.
+            for (what, path) in [
+                ("the data directory", &*settings.data_dir),
+                ("kubeci's program", &*settings.kubeci_exe),
+            ] {
+                if let Some((path, mode)) = closed_ancestor(path, user) {
+                    return Err(LocalBackendError::Unreachable {
+                        user: user.name.clone(),
+                        what,
+                        path: path.display().to_string(),
+                        mode,
+                    });
+                }
             }
-        })?;
+            let work = settings.data_dir.join("work");
+            std::fs::create_dir_all(&work)
+                .and_then(|()| private_dir(&work, 0o711))
+                .map_err(data_dir_error)?;
+            if let Some(secrets) = &settings.secrets_dir {
+                owner_only_dir(secrets)?;
+            }
+        }
         let store = Store::open(&settings.data_dir.join("kubeci.db"))?;
         let interrupted = store.mark_interrupted(now())?;
         if interrupted > 0 {

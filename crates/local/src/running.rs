@@ -9,7 +9,7 @@ use std::time::Duration;
 use kubeci_engine::api::{Backend, LogOptions, LogStream};
 use kubeci_engine::BuildState;
 use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::BuildRow;
@@ -18,7 +18,7 @@ use crate::{final_state, now, BuildKey, LocalBackend, LocalBackendError, Running
 impl LocalBackend {
     pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), LocalBackendError> {
         let key = (row.namespace.clone(), row.job.clone(), row.number);
-        let (live, _) = broadcast::channel(1024);
+        let (live, _) = watch::channel(0);
         let cancel = CancellationToken::new();
         self.running.lock().expect("lock").insert(
             key.clone(),
@@ -67,7 +67,7 @@ impl LocalBackend {
     pub(crate) async fn execute(
         self: &Arc<Self>,
         row: &BuildRow,
-        live: broadcast::Sender<Arc<crate::store::LogLine>>,
+        live: watch::Sender<u64>,
         cancel: CancellationToken,
     ) -> Result<Outcome, String> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
@@ -77,18 +77,27 @@ impl LocalBackend {
             &[&row.namespace, &row.job, &row.number.to_string()],
         )?;
         let _ = std::fs::remove_dir_all(&build_dir);
+        let mut host_env = LocalEnv::host_env_from_process();
+        if self.settings.build_user.is_some() {
+            let config = build_git_config(&build_dir, &host_env)?;
+            host_env.retain(|(name, _)| name != "GIT_CONFIG_GLOBAL");
+            host_env.push(("GIT_CONFIG_GLOBAL".into(), config.display().to_string()));
+        }
         let env = LocalEnv {
             build_dir: build_dir.clone(),
             secrets_dir: self.settings.secrets_dir.clone(),
             kubeci_exe: self.settings.kubeci_exe.clone(),
-            host_env: LocalEnv::host_env_from_process(),
+            host_env,
             objects: Default::default(),
+            run_as: self.settings.build_user.clone(),
         };
         let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(BuildSink {
             engine: Arc::clone(self),
             key: (row.namespace.clone(), row.job.clone(), row.number),
             seq: std::sync::atomic::AtomicU64::new(0),
             live,
+            kept: std::sync::Mutex::new(Kept::default()),
+            limit: self.settings.log_limit,
         });
         let result = kubeci_pod_runner::run_job(&job, &env, sink, cancel).await;
         let _ = std::fs::remove_dir_all(&build_dir);
@@ -157,8 +166,33 @@ impl LocalBackend {
     }
 }
 
-/// How many log lines are read from the store at a time.
-pub(crate) const LOG_BATCH_LINES: usize = 1000;
+/// The git configuration of a build run as another user than kubeci's: git refuses a
+/// repository another user owns (`safe.directory`), and the local repositories a job names
+/// are kubeci's user's. Made in the build's directory (its user's, once it runs), with
+/// kubeci's own `GIT_CONFIG_GLOBAL` included when `host_env` names one.
+fn build_git_config(
+    build_dir: &std::path::Path,
+    host_env: &[(String, String)],
+) -> Result<PathBuf, String> {
+    let mut config = String::from("[safe]\n\tdirectory = *\n");
+    let global = host_env
+        .iter()
+        .find(|(name, _)| name == "GIT_CONFIG_GLOBAL");
+    if let Some((_, path)) = global.filter(|(_, path)| !path.contains(['\n', '\r'])) {
+        let quoted = path.replace('\\', "\\\\").replace('"', "\\\"");
+        config.push_str(&format!("[include]\n\tpath = \"{quoted}\"\n"));
+    }
+    // git reads it from the checkout: the path must not be relative.
+    let file = std::path::absolute(build_dir.join("gitconfig"))
+        .map_err(|e| format!("cannot find the build's directory: {e}"))?;
+    std::fs::create_dir_all(build_dir)
+        .and_then(|()| std::fs::write(&file, config))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(file)
+}
+
+/// How many bytes of log lines are read from the store at a time (a line more at most).
+pub(crate) const LOG_BATCH_BYTES: usize = 256 * 1024;
 
 /// `root` joined with `parts`, each of which must be one plain path component (names are
 /// validated before they get here; this keeps a directory that is created and later
@@ -183,35 +217,79 @@ pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<Path
     Ok(path)
 }
 
-/// Where a running build's log lines go (the store and live followers), and what its
-/// containers report (the commit the clone step checked out, into the build's record).
+/// Where a running build's log lines go (the store, and word to live followers), and what
+/// its containers report (the commit the clone step checked out, into the build's record).
 pub(crate) struct BuildSink {
     engine: Arc<LocalBackend>,
     key: BuildKey,
     seq: std::sync::atomic::AtomicU64,
-    live: broadcast::Sender<Arc<crate::store::LogLine>>,
+    live: watch::Sender<u64>,
+    kept: std::sync::Mutex<Kept>,
+    /// The most bytes of the build's own lines kept ([`crate::Settings::log_limit`]).
+    limit: u64,
+}
+
+/// How much of a build's output is kept.
+#[derive(Default)]
+struct Kept {
+    bytes: u64,
+    /// The limit was reached: later lines are dropped.
+    cut: bool,
+}
+
+/// The line that ends what is kept of a build's output at `limit` bytes.
+pub(crate) fn log_cut_notice(limit: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    let size = match limit {
+        l if l >= MIB && l % MIB == 0 => format!("{} MiB", l / MIB),
+        l if l >= 1024 && l % 1024 == 0 => format!("{} KiB", l / 1024),
+        l => format!("{l} bytes"),
+    };
+    format!("==> log cut at {size}: the build went on; its later output is not kept")
+}
+
+impl BuildSink {
+    /// What is kept of `line` of the build's output: itself, the notice that the limit is
+    /// reached, or nothing past it.
+    fn keep(&self, line: String) -> Option<String> {
+        let mut kept = self.kept.lock().expect("the log budget lock");
+        if kept.cut {
+            return None;
+        }
+        let size = line.len() as u64 + 1;
+        if kept.bytes + size > self.limit {
+            kept.cut = true;
+            return Some(log_cut_notice(self.limit));
+        }
+        kept.bytes += size;
+        Some(line)
+    }
 }
 
 impl kubeci_pod_runner::LogSink for BuildSink {
     fn event(&self, event: LogEvent) {
         let (namespace, name, number) = &self.key;
+        // kubeci's own step lines are always kept: a few per container.
         let line = match event {
             LogEvent::Step { text, .. } => format!("==> {text}"),
-            LogEvent::Line { text, .. } => text,
+            LogEvent::Line { text, .. } => match self.keep(text) {
+                Some(line) => line,
+                None => return,
+            },
         };
-        let line = Arc::new(crate::store::LogLine {
+        // Numbered under the store's lock: lines are stored in the order of their numbers,
+        // which followers read up to.
+        let store = self.engine.store();
+        let line = crate::store::LogLine {
             seq: self.seq.fetch_add(1, Ordering::SeqCst),
             written_at: i64::try_from(jiff::Timestamp::now().as_nanosecond()).ok(),
             text: line.into_bytes(),
-        });
-        if let Err(e) = self
-            .engine
-            .store()
-            .append_log(namespace, name, *number, &line)
-        {
+        };
+        if let Err(e) = store.append_log(namespace, name, *number, &line) {
             log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
         }
-        let _ = self.live.send(line);
+        drop(store);
+        self.live.send_replace(line.seq + 1);
     }
 
     fn container(&self, change: kubeci_pod_runner::ContainerChange) {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use kubeci_engine::approval::{self, Approval};
 use kubeci_engine::BuildState;
+use kubeci_render::log_line::LINE_LIMIT;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::LocalBackendError;
@@ -187,13 +188,46 @@ fn database(e: rusqlite::Error) -> LocalBackendError {
     LocalBackendError::Database(e)
 }
 
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> LocalBackendError + '_ {
+    move |source| LocalBackendError::DataDir {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Makes file `path` readable and writable by its owner alone.
+fn restrict_to_owner(path: &Path) -> Result<(), LocalBackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(file_error(path))
+}
+
 impl Store {
-    /// Opens (creating) `path`.
+    /// Opens (creating) `path`. The database and its `-wal` and `-shm` files are
+    /// readable and writable by this user alone: made so, and tightened when an older
+    /// kubeci or a umask left them open to others (they hold every build's log).
     pub fn open(path: &Path) -> Result<Store, LocalBackendError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(file_error(path))?;
+        restrict_to_owner(path)?;
         let connection = Connection::open(path).map_err(database)?;
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(database)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            if file.exists() {
+                restrict_to_owner(&file)?;
+            }
+        }
         connection.execute_batch(SCHEMA).map_err(database)?;
         // Databases written before these columns existed gain them, empty.
         add_column_if_missing(&connection, "builds", "checked_out", "TEXT")?;
@@ -448,34 +482,41 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` lines of a build's log from line `from` on. A log is read in such
-    /// batches, so a long one is never held whole.
+    /// A build's log lines from line `from` on, as many as fit in `max_bytes` (at least
+    /// one). A log is read in such batches, so a long one is never held whole; a line
+    /// longer than [`LINE_LIMIT`] (kept by a kubeci from before lines were cut) is read
+    /// cut.
     pub fn log(
         &self,
         namespace: &str,
         job: &str,
         number: u64,
         from: u64,
-        limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogLine>, LocalBackendError> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT seq, written_at, line FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq LIMIT ?5")
+            .prepare_cached("SELECT seq, written_at, substr(line, 1, ?5) FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq")
             .map_err(database)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(
-                params![namespace, job, number as i64, from as i64, limit],
-                |r| {
-                    Ok(LogLine {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        written_at: r.get(1)?,
-                        text: r.get(2)?,
-                    })
-                },
-            )
+        let read = i64::try_from(LINE_LIMIT + 1).unwrap_or(i64::MAX);
+        let mut rows = statement
+            .query(params![namespace, job, number as i64, from as i64, read])
             .map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
+        let (mut lines, mut bytes) = (Vec::new(), 0);
+        while bytes < max_bytes {
+            let Some(row) = rows.next().map_err(database)? else {
+                break;
+            };
+            let text: Vec<u8> = row.get(2).map_err(database)?;
+            let line = LogLine {
+                seq: row.get::<_, i64>(0).map_err(database)? as u64,
+                written_at: row.get(1).map_err(database)?,
+                text: kubeci_render::log_line::cut(&text, LINE_LIMIT),
+            };
+            bytes += line.text.len() + 1;
+            lines.push(line);
+        }
+        Ok(lines)
     }
 
     /// Records an admin's approval for a job, keeping the job's approvals within
@@ -708,6 +749,68 @@ mod tests {
                 new_line
             ]
         );
+    }
+
+    #[test]
+    fn a_log_is_read_in_batches_of_bytes_and_an_overlong_stored_line_is_read_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kubeci.db")).unwrap();
+        let line = |seq: u64, text: Vec<u8>| LogLine {
+            seq,
+            written_at: None,
+            text,
+        };
+        // As a kubeci from before lines were cut stored them: 1 MB each.
+        for seq in 0..3 {
+            store
+                .append_log("ci", "demo", 1, &line(seq, vec![b'x'; 1024 * 1024]))
+                .unwrap();
+        }
+        for seq in 3..100 {
+            store
+                .append_log("ci", "demo", 1, &line(seq, vec![b'y'; 999]))
+                .unwrap();
+        }
+        let cut = [
+            vec![b'x'; LINE_LIMIT],
+            " … [line cut at 65536 bytes]".into(),
+        ]
+        .concat();
+        assert_eq!(
+            store.log("ci", "demo", 1, 0, 1).unwrap(),
+            [line(0, cut.clone())],
+            "at least one line, cut"
+        );
+        let batch = store.log("ci", "demo", 1, 2, 10_000).unwrap();
+        assert_eq!(
+            batch.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [2],
+            "a cut line fills a batch of 10,000 bytes"
+        );
+        let batch = store.log("ci", "demo", 1, 3, 10_000).unwrap();
+        assert_eq!(
+            batch.len(),
+            10,
+            "10 lines of 1,000 bytes with their newlines"
+        );
+        assert!(batch.iter().all(|l| l.text == [b'y'; 999]));
+    }
+
+    #[test]
+    fn the_database_and_its_journal_are_readable_by_their_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeci.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).unwrap();
+        for file in ["kubeci.db", "kubeci.db-wal", "kubeci.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
     }
 
     #[test]

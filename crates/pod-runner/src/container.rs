@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -29,26 +29,34 @@ const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The kubelet keeps at most this much of a termination message.
 const TERMINATION_MESSAGE_LIMIT: u64 = 4096;
 
+/// The message a container left in `file`: read without following a link or waiting on a
+/// pipe the container may have put in its place, and only from a plain file.
 fn read_termination_message(file: &Path) -> Option<String> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .ok()?
-        .take(TERMINATION_MESSAGE_LIMIT)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(file)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    file.take(TERMINATION_MESSAGE_LIMIT)
         .read_to_end(&mut bytes)
         .ok()?;
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 impl ContainerRun<'_> {
-    /// The file standing for this container's `terminationMessagePath`, empty and
-    /// writable, as the kubelet provides it.
-    fn termination_message_file(&self) -> Result<PathBuf, LocalError> {
-        let dir = self.env.build_dir.join("termination");
-        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let file = dir.join(&self.container.name);
-        std::fs::write(&file, b"").map_err(io_error(&file))?;
-        Ok(file)
+    /// The file standing for this container's `terminationMessagePath`, made empty before
+    /// the pod's first process started.
+    fn termination_message_file(&self) -> PathBuf {
+        self.env
+            .build_dir
+            .join("termination")
+            .join(&self.container.name)
     }
 
     /// The container's environment in Kubernetes' order, or the reason it cannot start.
@@ -155,7 +163,7 @@ impl ContainerRun<'_> {
             }
         };
         let (program, args) = self.argv(&vars, &mounts)?;
-        let mut command = self.command(&program, &args, &vars, &mounts)?;
+        let mut command = self.command(&program, &args, &vars, &mounts).await?;
         let kind = if self.init {
             "init container"
         } else {
@@ -253,7 +261,7 @@ impl ContainerRun<'_> {
             })?;
             mounts.add(&mount.mount_path, dir);
         }
-        let termination_message = self.termination_message_file()?;
+        let termination_message = self.termination_message_file();
         mounts.add(
             self.container
                 .termination_message_path
@@ -303,8 +311,9 @@ impl ContainerRun<'_> {
     }
 
     /// The process: a clean environment (the host's allowed variables, the container's),
-    /// its own home and process group, its working directory created if missing.
-    fn command(
+    /// its own home and process group, its working directory created if missing; as
+    /// [`LocalEnv::run_as`] when set.
+    async fn command(
         &self,
         program: &str,
         args: &[String],
@@ -312,7 +321,6 @@ impl ContainerRun<'_> {
         mounts: &MountMap,
     ) -> Result<Command, LocalError> {
         let home = self.env.build_dir.join("home");
-        std::fs::create_dir_all(&home).map_err(io_error(&home))?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -327,11 +335,22 @@ impl ContainerRun<'_> {
         if let Some(tmp) = mounts.map_path("/tmp") {
             command.env("TMPDIR", tmp);
         }
+        if let Some(user) = &self.env.run_as {
+            command
+                .uid(user.uid)
+                .gid(user.gid)
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name);
+        }
         command.envs(vars.iter().map(|(k, v)| (k, v)));
         if let Some(dir) = &self.container.working_dir {
             let dir = PathBuf::from(mounts.map_value(dir));
-            // The container runtime creates a missing working directory; so does this.
-            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            // The container runtime creates a missing working directory; so does this, as
+            // the pod's user when it has one (the path may cross the checkout's links).
+            match &self.env.run_as {
+                Some(user) => crate::user::make_dir_as(&dir, user).await?,
+                None => std::fs::create_dir_all(&dir).map_err(io_error(&dir))?,
+            }
             command.current_dir(dir);
         }
         Ok(command)
@@ -405,23 +424,30 @@ fn describe_command(program: &str, args: &[String]) -> String {
     shown.join(" ")
 }
 
+/// Reads a container's stdout or stderr into log lines, each cut at
+/// [`LINE_LIMIT`](kubeci_render::log_line::LINE_LIMIT) bytes: a process printing without a
+/// newline holds at most that much here.
 async fn pump(stream: Option<impl AsyncRead + Unpin>, container: String, log: &Log) {
-    let Some(stream) = stream else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    use kubeci_render::log_line::{LineSplitter, LINE_LIMIT};
+    let Some(mut stream) = stream else { return };
+    let mut splitter = LineSplitter::new(LINE_LIMIT);
+    let mut buffer = vec![0u8; 16 * 1024];
+    let emit = |line: Vec<u8>| {
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_owned();
+        log.emit(LogEvent::Line {
+            container: container.clone(),
+            text,
+        });
+    };
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        match stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned();
-                log.emit(LogEvent::Line {
-                    container: container.clone(),
-                    text,
-                });
-            }
+            Ok(n) => splitter.push(&buffer[..n], &mut |line| emit(line)),
         }
+    }
+    if let Some(line) = splitter.finish() {
+        emit(line);
     }
 }

@@ -16,11 +16,14 @@
 //! - `activeDeadlineSeconds` and cancellation kill the whole process group; so does a
 //!   container's end, as the container runtime would.
 //!
-//! Not reproduced: the container image (the build runs with this machine's tools), user
-//! and security settings, resource limits.
+//! Not reproduced: the container image (the build runs with this machine's tools), the
+//! pod's user and security settings, resource limits. A runner running as root may run the
+//! pod's processes as another user ([`LocalEnv::run_as`]), who then owns the build's
+//! directory — its volumes, the copies of its Secrets — and nothing else of the runner's.
 
 mod container;
 pub mod paths;
+mod user;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -34,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use volumes::prepare_volumes;
 
 pub use paths::MountMap;
+pub use user::RunAs;
 pub use volumes::missing_secrets;
 
 /// Where and how the pod runs on this machine.
@@ -50,6 +54,9 @@ pub struct LocalEnv {
     /// The API objects the pod refers to, when whoever runs it read them from a cluster
     /// (the test node agent does; `kubeci run` leaves this empty).
     pub objects: PodObjects,
+    /// The user the pod's processes run as, when not the runner's own (the runner must be
+    /// root): the build's directory is handed to that user before any process starts.
+    pub run_as: Option<RunAs>,
 }
 
 /// What a pod's environment and volumes refer to in the API, read beforehand by whoever
@@ -292,6 +299,26 @@ fn pod_name(job: &Job, env: &LocalEnv) -> String {
         .unwrap_or_else(|| format!("{}-local", job.metadata.name.as_deref().unwrap_or("build")))
 }
 
+/// What each container finds made for it before any process of the pod runs (as the
+/// kubelet makes it): its home directory and its empty termination message file. Made up
+/// front, so the runner writes nothing in the build's directory once the pod's processes
+/// could have changed it.
+fn prepare_container_files(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    env: &LocalEnv,
+) -> Result<(), LocalError> {
+    let home = env.build_dir.join("home");
+    std::fs::create_dir_all(&home).map_err(io_error(&home))?;
+    let dir = env.build_dir.join("termination");
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let containers = pod.init_containers.iter().flatten().chain(&pod.containers);
+    for container in containers {
+        let file = dir.join(&container.name);
+        std::fs::write(&file, b"").map_err(io_error(&file))?;
+    }
+    Ok(())
+}
+
 /// Runs the pod of `job` here and returns how it ended.
 pub async fn run_job(
     job: &Job,
@@ -324,6 +351,10 @@ pub async fn run_job(
             message,
         },
         Ok(volumes) => {
+            prepare_container_files(pod, env)?;
+            if let Some(user) = &env.run_as {
+                user::hand_over(&env.build_dir, user, &[log_file.as_path()])?;
+            }
             let mut outcome = Outcome::Succeeded;
             let containers = pod
                 .init_containers

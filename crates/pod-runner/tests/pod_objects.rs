@@ -50,6 +50,7 @@ async fn run(job: &Job, objects: PodObjects) -> (Outcome, Arc<Recorder>) {
         kubeci_exe: "/bin/false".into(),
         host_env: LocalEnv::host_env_from_process(),
         objects,
+        run_as: None,
     };
     let recorder = Arc::new(Recorder::default());
     let result = kubeci_pod_runner::run_job(job, &env, recorder.clone(), CancellationToken::new())
@@ -185,6 +186,7 @@ async fn dropping_a_run_ends_its_processes() {
         kubeci_exe: "/bin/false".into(),
         host_env: LocalEnv::host_env_from_process(),
         objects: PodObjects::default(),
+        run_as: None,
     };
     let sink: Arc<dyn LogSink> = Arc::new(Recorder::default());
     let run = kubeci_pod_runner::run_job(&job, &env, sink, CancellationToken::new());

@@ -7,6 +7,7 @@
 
 pub mod emit;
 pub mod expansion;
+pub mod log_line;
 mod pod;
 
 use std::collections::BTreeMap;

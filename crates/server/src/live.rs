@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use kubeci_engine::api::{Backend, LogOptions};
+use kubeci_render::log_line::{LineSplitter, LINE_LIMIT};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -107,23 +108,25 @@ pub(crate) async fn build_events<B: Backend>(
         let _ = &slot;
         chunk
     });
+    // Lines were cut where they were written; this bound (room for a time and the cut
+    // mark) keeps a follower's buffer small whatever the stream holds, and only the bytes
+    // of each new chunk are searched for the next newline.
+    let splitter = LineSplitter::new(LINE_LIMIT + 128);
     let lines = stream
-        .scan(Vec::<u8>::new(), |pending, chunk| {
+        .scan(splitter, |splitter, chunk| {
             let Ok(chunk) = chunk else {
                 return std::future::ready(Some(Vec::new()));
             };
-            pending.extend_from_slice(&chunk);
             let mut events = Vec::new();
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            splitter.push(&chunk, &mut |line| {
+                let line = String::from_utf8_lossy(&line);
                 let (at, text) = kubeci_engine::api::split_stamp(&line);
                 let at = at.map_or_else(String::new, |at| at.to_string());
                 events.push(format!(
                     "data: {at}\ndata: {}\n\n",
                     ansi::line_to_html(text)
                 ));
-            }
+            });
             std::future::ready(Some(events))
         })
         .flat_map(futures_util::stream::iter);

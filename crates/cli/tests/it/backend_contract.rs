@@ -262,6 +262,8 @@ async fn the_local_backend_keeps_the_contract() {
             load: Default::default(),
             log_url_template: None,
             reload_every: Duration::from_millis(200),
+            log_limit: kubeci_local::DEFAULT_LOG_LIMIT,
+            build_user: None,
         },
         None,
     )

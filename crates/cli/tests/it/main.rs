@@ -33,4 +33,6 @@ mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
+mod serve_local_bounds;
+mod serve_local_isolation;
 mod storm;

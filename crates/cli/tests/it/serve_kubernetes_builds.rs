@@ -374,3 +374,48 @@ async fn a_local_repository_path_is_an_error_with_kubernetes() {
     let (status, body) = trigger(&kubeci, "here", None);
     assert_eq!(status, 422, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_over_64_kib_from_the_cluster_is_cut_and_marked() {
+    let server = FakeApiServer::start().await;
+    // A 1 MB line (a build printing without a newline), read from the API in pieces.
+    server.set_pod_behaviour(|_| PodBehaviour::Succeed {
+        logs: vec!["before".into(), "y".repeat(1_000_000), "after".into()],
+        duration: Duration::from_millis(600),
+    });
+    server
+        .preload(vec![configmap("long", &job_yaml("long", ""))])
+        .unwrap();
+    let kubeci = serve_with(&server, &[]);
+    assert_eq!(trigger(&kubeci, "long", None).0, 201);
+    wait("the build to start", || {
+        ["running", "succeeded"].contains(&state(&kubeci, "long", 1).as_str())
+    });
+    let cut = format!("{} … [line cut at 65536 bytes]\n", "y".repeat(65536));
+    for query in ["?follow=true", "", "?timestamps=true"] {
+        let path = format!("/api/v1/jobs/default/long/builds/1/log{query}");
+        let (status, log) = http(&kubeci, "GET", &path, &[]);
+        let log = common::serve::dechunk(&log);
+        assert_eq!(status, 200);
+        let long = log
+            .lines()
+            .find(|l| l.contains("yyy"))
+            .unwrap_or_else(|| panic!("{query}: no long line in {:.500}", log));
+        assert!(
+            format!("{long}\n").ends_with(&cut) && long.len() < cut.len() + 40,
+            "{query}: a line of {} bytes, ending {:?}",
+            long.len(),
+            &long[long.len().saturating_sub(40)..]
+        );
+        assert!(
+            log.contains("before\n") && log.contains("after\n"),
+            "{query}"
+        );
+    }
+    let (status, page) = http(&kubeci, "GET", "/jobs/default/long/builds/1", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("[line cut at 65536 bytes]"),
+        "the page shows the cut"
+    );
+}

@@ -88,6 +88,7 @@ impl Agent {
                 .chain(self.git_config(namespace))
                 .collect(),
             objects,
+            run_as: None,
         }
     }
 

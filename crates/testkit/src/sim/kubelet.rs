@@ -350,6 +350,7 @@ impl Kubelet {
                 .chain(extra_env)
                 .collect(),
             objects: Default::default(),
+            run_as: None,
         };
         let sink = Arc::new(SimSink {
             shared: self.shared.clone(),
