@@ -81,7 +81,7 @@ pub(crate) async fn discover(
         let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
         let change = {
             let mut index = index.write().expect("the index lock");
-            let change = index.upsert(
+            let change = index.upsert_created(
                 ConfigMapData {
                     namespace: &namespace,
                     name: &name,
@@ -89,6 +89,10 @@ pub(crate) async fn discover(
                     data,
                 },
                 cm.resource_version().as_deref().unwrap_or(""),
+                cm.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
                 &options,
             );
             index.set_uid(&namespace, &name, cm.uid());
@@ -96,6 +100,31 @@ pub(crate) async fn discover(
         };
         if change == (index::Change::Updated { errors: true }) {
             report_invalid(&index, &recorder, &namespace, &name, cm.uid()).await;
+        }
+        report_named_out(&index, &recorder, Some((&namespace, &name))).await;
+    }
+}
+
+/// Records a Warning Event on each ConfigMap whose job another's change just refused its
+/// check name (but `except`, whose own Event says so already).
+async fn report_named_out(
+    index: &Arc<RwLock<JobIndex>>,
+    recorder: &Recorder,
+    except: Option<(&str, &str)>,
+) {
+    let refused: Vec<(index::ConfigMapKey, Option<String>)> = {
+        let mut index = index.write().expect("the index lock");
+        let keys = index.take_named_out();
+        keys.into_iter()
+            .map(|key| {
+                let uid = index.uid(&key);
+                (key, uid)
+            })
+            .collect()
+    };
+    for (key, uid) in refused {
+        if except != Some((key.namespace.as_str(), key.name.as_str())) {
+            report_invalid(index, recorder, &key.namespace, &key.name, uid).await;
         }
     }
 }

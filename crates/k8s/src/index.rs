@@ -32,6 +32,8 @@ pub struct Declared {
     pub check_name: Option<String>,
     /// The ConfigMap's uid, for the Events about it.
     pub uid: Option<String>,
+    /// When the ConfigMap was created (seconds since the epoch), if known.
+    created: Option<i64>,
 }
 
 /// The jobs of every watched ConfigMap, valid or not.
@@ -44,6 +46,9 @@ pub struct JobIndex {
     /// The ConfigMaps declaring a job of each repository, valid before check names are
     /// decided: whose check names depend on each other.
     by_repository: BTreeMap<String, std::collections::BTreeSet<ConfigMapKey>>,
+    /// The ConfigMaps whose job lost its check name since [`JobIndex::take_named_out`]
+    /// was last called: their Warning Events are owed.
+    named_out: Vec<ConfigMapKey>,
     /// What each Namespace allows (`kubeci_spec::tenancy`), when tenancy is on; `None`:
     /// every namespace builds anything (`--tenancy open`).
     tenancy: Option<BTreeMap<String, NamespaceRules>>,
@@ -80,6 +85,18 @@ impl JobIndex {
         resource_version: &str,
         options: &LoadOptions,
     ) -> Change {
+        self.upsert_created(configmap, resource_version, None, options)
+    }
+
+    /// [`JobIndex::upsert`] of a ConfigMap created at `created` (seconds since the epoch):
+    /// of two jobs declaring one check name, the older keeps it.
+    pub fn upsert_created(
+        &mut self,
+        configmap: ConfigMapData<'_>,
+        resource_version: &str,
+        created: Option<i64>,
+        options: &LoadOptions,
+    ) -> Change {
         let key = ConfigMapKey {
             namespace: configmap.namespace.to_owned(),
             name: configmap.name.to_owned(),
@@ -107,6 +124,7 @@ impl JobIndex {
                 unnamed: Arc::clone(&job),
                 check_name: None,
                 uid: previous.as_ref().and_then(|p| p.uid.clone()),
+                created,
             },
         );
         for group in [previous.and_then(|p| job_key(&p.original)), job_key(&job)]
@@ -293,15 +311,20 @@ impl JobIndex {
         }
     }
 
-    /// Decides again the check names of the jobs of `repository`: the first in namespace
-    /// and ConfigMap name order keeps a name two jobs declare (as the first declaration of
-    /// a job name does), and a job whose name another keeps is invalid.
+    /// Decides again the check names of the jobs of `repository`: of two jobs declaring
+    /// one name, the one whose ConfigMap is older keeps it (then the first in namespace and
+    /// ConfigMap name order), so a newcomer cannot take a name from a job that had it; a
+    /// job whose name another keeps is invalid.
     fn settle_names(&mut self, repository: &str) {
-        let keys: Vec<ConfigMapKey> = self
+        let mut keys: Vec<ConfigMapKey> = self
             .by_repository
             .get(repository)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default();
+        keys.sort_by_key(|k| {
+            let created = self.by_configmap.get(k).and_then(|d| d.created);
+            (created.is_none(), created, k.clone())
+        });
         let unnamed: Vec<Arc<LoadedJob>> = keys
             .iter()
             .filter_map(|k| self.by_configmap.get(k).map(|d| Arc::clone(&d.unnamed)))
@@ -324,6 +347,14 @@ impl JobIndex {
                     declared.check_name = Some(name);
                 }
                 Err(taken) => {
+                    let was_refused = declared
+                        .job
+                        .diagnostics
+                        .iter()
+                        .any(|d| d.code == "check-name-taken" && d.message == taken.message());
+                    if !was_refused && !self.named_out.contains(key) {
+                        self.named_out.push(key.clone());
+                    }
                     let mut refused = (**loaded).clone();
                     kubeci_spec::checkname::refuse(&mut refused, &taken);
                     declared.job = Arc::new(refused);
@@ -332,6 +363,11 @@ impl JobIndex {
             }
             declared.spec = declared.job.job.clone().map(Arc::new);
         }
+    }
+
+    /// The ConfigMaps whose job lost its check name since the last call.
+    pub fn take_named_out(&mut self) -> Vec<ConfigMapKey> {
+        std::mem::take(&mut self.named_out)
     }
 
     /// The name job `name` of `namespace` reports under on GitHub, while it is valid.
@@ -696,6 +732,52 @@ mod tests {
         assert!(index.find("team-a", "evil").is_some());
         assert_eq!(index.check_name("team-a", "evil"), Some("kubeci/deploy"));
         assert_eq!(index.check_name("team-a", "lint"), Some("kubeci/lint"));
+    }
+
+    #[test]
+    fn a_job_refused_its_name_by_anothers_change_is_owed_an_event() {
+        let mut index = JobIndex::default();
+        named(&mut index, "team-a", "evil", Some("kubeci/deploy"));
+        assert!(index.find("team-a", "evil").is_some(), "valid while alone");
+        index.take_named_out();
+        // team-b's `deploy` arrives: its default name is the one team-a declared.
+        named(&mut index, "team-b", "deploy", None);
+        assert!(index.find("team-a", "evil").is_none());
+        let owed = index.take_named_out();
+        assert_eq!(
+            owed,
+            [ConfigMapKey {
+                namespace: "team-a".into(),
+                name: "evil".into()
+            }]
+        );
+        named(&mut index, "team-b", "lint", None);
+        assert!(index.take_named_out().is_empty(), "once");
+    }
+
+    #[test]
+    fn of_two_jobs_declaring_one_check_name_the_older_keeps_it() {
+        let labels = BTreeMap::new();
+        let declaring = |name: &str| {
+            data(&format!(
+                "- job:\n    name: {name}\n    git: {{url: 'https://github.com/victim/repo'}}\n    run_command: make\n    timeout: 5m\n    ghprb:\n      context: ci/deploy\n"
+            ))
+        };
+        let (deploy, evil) = (declaring("deploy"), declaring("evil"));
+        let mut index = JobIndex::default();
+        let cm = |namespace, name, data| ConfigMapData {
+            namespace,
+            name,
+            labels: &labels,
+            data,
+        };
+        let options = LoadOptions::default();
+        index.upsert_created(cm("team-b", "deploy", &deploy), "1", Some(1_000), &options);
+        // team-a sorts first, but came later: team-b keeps its name.
+        let change = index.upsert_created(cm("team-a", "evil", &evil), "1", Some(2_000), &options);
+        assert_eq!(change, Change::Updated { errors: true });
+        assert_eq!(index.check_name("team-b", "deploy"), Some("ci/deploy"));
+        assert!(index.find("team-a", "evil").is_none());
     }
 
     fn enabled(name: &str, service_accounts: &[&str]) -> NamespaceRules {

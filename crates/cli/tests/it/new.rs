@@ -101,6 +101,18 @@ async fn a_new_job_chart_lints_renders_and_is_served_with_its_version() {
     .to_json();
     configmap["metadata"]["namespace"] = "default".into();
     let server = FakeApiServer::start().await;
+    // The namespace allows the chart's Secret, as its administrator would with `kubectl
+    // annotate namespace default kubeci.io/secrets=demo-ssh-key`.
+    {
+        let mut store = server.store();
+        for namespace in store.current(0, None) {
+            let mut namespace = (*namespace).clone();
+            if namespace["metadata"]["name"] == "default" {
+                namespace["metadata"]["annotations"]["kubeci.io/secrets"] = "demo-ssh-key".into();
+                store.update(0, "", "default", namespace, false).unwrap();
+            }
+        }
+    }
     server.preload(vec![configmap]).unwrap();
     let kubeci = serve(&server);
     let job = &json(&kubeci, "/api/v1/jobs")["items"][0];

@@ -10,10 +10,10 @@ use common::serve::{builds, configmap, http_with_body, serve_with, Kubeci};
 use kubeci_testkit::{FakeApiServer, FakeGitHub, PodBehaviour};
 use serde_json::{json, Value};
 
-const SECRET: &str = "a-webhook-secret-for-the-tests";
-const GITHUB_TOKEN: &str = "a-github-token-for-the-tests";
+pub(crate) const SECRET: &str = "a-webhook-secret-for-the-tests";
+pub(crate) const GITHUB_TOKEN: &str = "a-github-token-for-the-tests";
 pub(crate) const REPO: &str = "Codertocat/Hello-World";
-const REPO_URL: &str = "https://github.com/Codertocat/Hello-World.git";
+pub(crate) const REPO_URL: &str = "https://github.com/Codertocat/Hello-World.git";
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(

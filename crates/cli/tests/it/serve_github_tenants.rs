@@ -246,3 +246,166 @@ async fn a_job_cannot_report_under_another_jobs_check_name() {
         "no job reports under the short name while two namespaces build the repository"
     );
 }
+
+/// The attacks above on both kinds of cluster — the fake API server and the real control
+/// plane of `scripts/cluster up` — with two namespaces, as their tenancy enables them, and
+/// the fake GitHub (commit statuses, with a token): one team's admin approves nothing of
+/// the other's job, a label or a push approves nothing, an approval outlives kubeci (in
+/// the job's ledger Lease), and a job declaring the other team's check name is refused.
+mod on_both_clusters {
+    use super::*;
+    use crate::common::cluster::TestCluster;
+    use crate::common::serve::{state_in, Kubeci};
+    use crate::serve_github::{pr_json, GITHUB_TOKEN, REPO, REPO_URL, SECRET};
+    use kubeci_testkit::FakeGitHub;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_fake_api_server() {
+        two_teams(TestCluster::fake().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_real_cluster() {
+        two_teams(TestCluster::real().await).await;
+    }
+
+    fn job(name: &str, ghprb: &str) -> String {
+        format!(
+            "- job:\n    name: {name}\n    git:\n      url: {REPO_URL}\n      branch: main\n    run_command: echo \"built $GIT_COMMIT\"\n    timeout: 5m\n    ghprb:\n      enabled: true\n{ghprb}"
+        )
+    }
+
+    async fn two_teams(cluster: TestCluster) {
+        let team_b = cluster.namespace.clone();
+        let team_a = cluster.add_namespace("a", true).await;
+        let repo = crate::common::git::Repo::new(&cluster.dir().join("github"));
+        cluster.map_repository(REPO_URL, &repo.bare);
+        cluster
+            .apply("deploy", &job("deploy", "      admin_users: [boss]\n"))
+            .await;
+        cluster
+            .apply_in(
+                &team_a,
+                "evil",
+                &job("evil", "      admin_users: [mallory]\n"),
+                json!({}),
+            )
+            .await;
+        let spoof = job(
+            "spoof",
+            "      whitelisted_users: [stranger]\n      context: kubeci/deploy\n",
+        );
+        cluster.apply_in(&team_a, "spoof", &spoof, json!({})).await;
+        let github = FakeGitHub::start(GITHUB_TOKEN, "kubeci-bot").await;
+        let (secret, token) = (cluster.dir().join("secret"), cluster.dir().join("token"));
+        std::fs::write(&secret, SECRET).unwrap();
+        std::fs::write(&token, GITHUB_TOKEN).unwrap();
+        let url = github.url();
+        let flags = [
+            "--namespace",
+            team_a.as_str(),
+            "--github-webhook-secret-file",
+            secret.to_str().unwrap(),
+            "--github-token-file",
+            token.to_str().unwrap(),
+            "--github-url",
+            &url,
+            "--github-host",
+            "github.com",
+            "--github-bot",
+            "kubeci-bot",
+            "--github-resync",
+            "0s",
+        ];
+        let kubeci = cluster.serve(&flags);
+
+        // The job declaring team-b's name is refused, and says whose it is.
+        let (_, spoofed) = http(&kubeci, "GET", &format!("/api/v1/jobs/{team_a}/spoof"), &[]);
+        assert!(spoofed.contains("check-name-taken"), "{spoofed}");
+        assert!(
+            spoofed.contains(&format!("by job {team_b}/deploy")),
+            "{spoofed}"
+        );
+
+        let head = repo.commit("change to #7");
+        repo.push_head_to("refs/pull/7/head");
+        let opened = pr_payload("opened", 7, "stranger", &head, &[]);
+        github.set_pull_request(REPO, pr_json(&opened));
+        let (status, answer) = signed(&kubeci, "pull_request", "o-1", &opened);
+        assert_eq!((status, built(&answer)), (200, vec![]), "{answer}");
+
+        let comment = |id: u64, author: &str, body: &str| comment_payload(7, id, author, body);
+        let (_, answer) = signed(
+            &kubeci,
+            "issue_comment",
+            "c-1",
+            &comment(701, "mallory", "ok to test"),
+        );
+        assert_eq!(built(&answer), [format!("{team_a}/evil")], "{answer}");
+        for (id, sender) in [("l-1", "kubeci-bot"), ("l-2", "nobody")] {
+            let (_, answer) = signed(
+                &kubeci,
+                "pull_request",
+                id,
+                &labeled(&head, sender, "ok-to-test"),
+            );
+            assert_eq!(built(&answer), Vec::<String>::new(), "{sender}: {answer}");
+        }
+
+        // A push waits again; boss approves it for team-b alone.
+        let pushed = repo.commit("another change to #7");
+        repo.push_head_to("refs/pull/7/head");
+        let synchronize = pr_payload("synchronize", 7, "stranger", &pushed, &[]);
+        github.set_pull_request(REPO, pr_json(&synchronize));
+        let (_, answer) = signed(&kubeci, "pull_request", "s-1", &synchronize);
+        assert_eq!(built(&answer), Vec::<String>::new(), "{answer}");
+        let (_, answer) = signed(
+            &kubeci,
+            "issue_comment",
+            "c-2",
+            &comment(702, "boss", "/ok-to-test"),
+        );
+        assert_eq!(built(&answer), [format!("{team_b}/deploy")], "{answer}");
+        let port = kubeci.port;
+        let ns = team_b.clone();
+        cluster
+            .until_blocking("team-b's build to succeed", move || {
+                state_in(&Kubeci::probe(port), &ns, "deploy", 1) == "succeeded"
+            })
+            .await;
+        let context = format!("kubeci/{team_b}/deploy");
+        cluster
+            .until("its status", async || {
+                github
+                    .statuses()
+                    .iter()
+                    .any(|s| s.sha == pushed && s.context == context && s.state == "success")
+            })
+            .await;
+        assert!(
+            github
+                .statuses()
+                .iter()
+                .all(|s| s.context != "kubeci/deploy"),
+            "nothing reports under the short name while two namespaces build the repository"
+        );
+
+        // A new kubeci finds the approval in the cluster: the author may retest team-b's
+        // job, and only it.
+        kubeci.kill();
+        let kubeci = cluster.serve(&flags);
+        let (status, answer) = signed(
+            &kubeci,
+            "issue_comment",
+            "c-3",
+            &comment(703, "stranger", "/retest"),
+        );
+        assert_eq!(
+            (status, built(&answer)),
+            (200, vec![format!("{team_b}/deploy")]),
+            "{answer}"
+        );
+        drop(kubeci);
+        cluster.finish().await;
+    }
+}

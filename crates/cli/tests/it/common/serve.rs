@@ -121,15 +121,21 @@ pub fn spawn(server: &FakeApiServer, extra: &[&str]) -> Kubeci {
 }
 
 /// Labels every Namespace of `server` `kubeci.io/builds=enabled`, allowing the
-/// ServiceAccount and the Secrets the seed job names.
+/// ServiceAccount and the Secrets the seed job names where the test did not say which.
 pub fn enable_builds(server: &FakeApiServer) {
     let mut store = server.store();
     for namespace in store.current(0, None) {
         let mut object = (*namespace).clone();
         let metadata = &mut object["metadata"];
         metadata["labels"]["kubeci.io/builds"] = "enabled".into();
-        metadata["annotations"]["kubeci.io/service-accounts"] = "gus-test-jenkins".into();
-        metadata["annotations"]["kubeci.io/secrets"] = "github-key,aws-key".into();
+        for (key, allowed) in [
+            ("kubeci.io/service-accounts", "gus-test-jenkins"),
+            ("kubeci.io/secrets", "github-key,aws-key"),
+        ] {
+            if metadata["annotations"][key].is_null() {
+                metadata["annotations"][key] = allowed.into();
+            }
+        }
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         store.update(0, "", &name, object, false).unwrap();
     }
