@@ -270,6 +270,15 @@ pub enum ApproveError {
     Backend(#[source] BackendError),
 }
 
+impl ApproveError {
+    pub fn not_found(namespace: &str, name: &str) -> ApproveError {
+        ApproveError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
 /// Why a build could not be cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {

@@ -120,17 +120,9 @@ impl Backend for Cluster {
         name: &str,
         approval: Approval,
     ) -> Result<(), ApproveError> {
-        let declared = self
-            .index
-            .read()
-            .expect("the index lock")
-            .find_any(namespace, name)
-            .is_some();
+        let declared = (self.index.read().expect("the index lock")).is_declared(namespace, name);
         if !declared {
-            return Err(ApproveError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            });
+            return Err(ApproveError::not_found(namespace, name));
         }
         ledger::approve(&self.client, namespace, name, &approval)
             .await

@@ -229,17 +229,8 @@ impl Backend for LocalBackend {
         name: &str,
         approval: Approval,
     ) -> Result<(), ApproveError> {
-        let declared = self
-            .jobs
-            .read()
-            .expect("the jobs lock")
-            .find_any(namespace, name)
-            .is_some();
-        if !declared {
-            return Err(ApproveError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            });
+        if self.declaration(namespace, name).is_none() {
+            return Err(ApproveError::not_found(namespace, name));
         }
         self.store()
             .approve(namespace, name, approval, now())

@@ -11,16 +11,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::common::serve::{configmap, state_in};
+use crate::common::serve::state_in;
 use crate::serve_github::{check_runs_of, signed, wait, Caller, World};
+use crate::serve_github_tenants::{built, team_job_with};
 
 fn team_job(namespace: &str, name: &str, admin: &str, extra: &str) -> Value {
-    let yaml = format!(
-        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 15; fi; echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n      admin_users: [{admin}]\n{extra}"
-    );
-    let mut object = configmap(name, &yaml);
-    object["metadata"]["namespace"] = namespace.into();
-    object
+    team_job_with(
+        namespace,
+        name,
+        &format!("      admin_users: [{admin}]\n{extra}"),
+    )
 }
 
 /// The world without the seed's `default/hello`, so team-b builds the repository alone.
@@ -33,22 +33,6 @@ async fn world_calling_as(caller: Caller, jobs: Vec<Value>) -> World {
         .unwrap();
     world.server.preload(jobs).unwrap();
     world
-}
-
-/// What the pull request delivery built: `namespace/job`.
-fn built(answer: &Value) -> Vec<String> {
-    answer["builds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
-            format!(
-                "{}/{}",
-                b["namespace"].as_str().unwrap(),
-                b["job"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 /// team-a's job `deploy` declares `context: kubeci/deploy`, team-b's job's name: it is

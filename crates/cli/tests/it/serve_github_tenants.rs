@@ -15,9 +15,10 @@ fn team_job(namespace: &str, name: &str, admin: &str) -> Value {
 }
 
 /// A job of `namespace` on the repository, with these `ghprb` lines.
-fn team_job_with(namespace: &str, name: &str, ghprb: &str) -> Value {
+/// (A commit with a file `slow` takes 15 s to build.)
+pub(crate) fn team_job_with(namespace: &str, name: &str, ghprb: &str) -> Value {
     let yaml = format!(
-        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n{ghprb}"
+        "- job:\n    name: {name}\n    git:\n      url: https://github.com/Codertocat/Hello-World.git\n      branch: main\n    run_command: if [ -f slow ]; then sleep 15; fi; echo \"built $GIT_COMMIT\"\n    ghprb:\n      enabled: true\n{ghprb}"
     );
     let mut object = configmap(name, &yaml);
     object["metadata"]["namespace"] = namespace.into();
@@ -25,7 +26,7 @@ fn team_job_with(namespace: &str, name: &str, ghprb: &str) -> Value {
 }
 
 /// The builds a delivery's answer names: `namespace/job`.
-fn built(answer: &Value) -> Vec<String> {
+pub(crate) fn built(answer: &Value) -> Vec<String> {
     answer["builds"]
         .as_array()
         .unwrap_or_else(|| panic!("builds in {answer}"))
