@@ -16,10 +16,18 @@ pub struct RunAs {
 
 /// Gives `dir` and everything in it (made by the runner, before any process of the pod
 /// ran) to `user`, except the files in `keep`; `dir` itself becomes readable by that user
-/// alone. Links are changed themselves, never followed.
+/// alone. Links are changed themselves, never followed. `dir` is the runner's alone (its
+/// user's, mode 0700) while its entries are walked and given, and the user's only at the
+/// end: no process of the user — another build, one a build left behind — can swap an
+/// entry for a link while the runner walks by path, which would make it give away
+/// whatever the link names.
 pub(crate) fn hand_over(dir: &Path, user: &RunAs, keep: &[&Path]) -> Result<(), LocalError> {
     use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid)).map_err(io_error(dir))?;
+    let runner = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    std::os::unix::fs::lchown(dir, Some(runner.0), Some(runner.1)).map_err(io_error(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
@@ -27,7 +35,7 @@ pub(crate) fn hand_over(dir: &Path, user: &RunAs, keep: &[&Path]) -> Result<(), 
             give(&path, user)?;
         }
     }
-    Ok(())
+    std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid)).map_err(io_error(dir))
 }
 
 /// Gives `path`, and everything in it when it is a directory, to `user`.
@@ -72,5 +80,75 @@ pub(crate) async fn make_dir_as(dir: &Path, user: &RunAs) -> Result<(), LocalErr
                 format!("the build's user ({}) cannot create it", user.name),
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+
+    /// A process of the build's user swaps a directory of the build's for a link to
+    /// another directory as fast as it can, while the runner hands the build's directory
+    /// over: the runner never gives away what the link names (it once did, within a
+    /// second: root gave a stand-in for /etc/shadow to `nobody` — the third review's
+    /// finding). Needs root, as handing over does (CI runs as root).
+    #[test]
+    fn handing_over_never_gives_away_what_a_swapped_in_link_names() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("handing a directory to another user needs root: not run");
+            return;
+        }
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+            name: "nobody".into(),
+        };
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let etc = base.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        let shadow = etc.join("shadow");
+        std::fs::write(&shadow, b"root:x").unwrap();
+        let build = base.path().join("build");
+        std::fs::create_dir_all(build.join("volumes/workspace")).unwrap();
+        std::os::unix::fs::symlink(&etc, build.join("evil")).unwrap();
+        hand_over(&build, &nobody, &[]).unwrap();
+        // The user's process (renameat2 with RENAME_EXCHANGE), which says when it runs.
+        let script = format!(
+            "import ctypes,sys\nl=ctypes.CDLL(None,use_errno=True)\na=b'{}';b=b'{}'\nprint('swapping',flush=True)\nwhile True: l.renameat2(-100,a,-100,b,2)\n",
+            build.join("volumes").display(),
+            build.join("evil").display()
+        );
+        let mut swapper = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .uid(nobody.uid)
+            .gid(nobody.gid)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut said = String::new();
+        std::io::BufReader::new(swapper.stdout.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        assert_eq!(said.trim(), "swapping");
+        let mut given_away = false;
+        for _ in 0..2_000 {
+            let _ = hand_over(&build, &nobody, &[]);
+            if std::fs::metadata(&shadow).unwrap().uid() == nobody.uid {
+                given_away = true;
+                break;
+            }
+        }
+        swapper.kill().unwrap();
+        swapper.wait().unwrap();
+        assert!(
+            !given_away,
+            "{} was given to the build's user",
+            shadow.display()
+        );
     }
 }
