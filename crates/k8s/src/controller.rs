@@ -80,6 +80,46 @@ fn write_failed(
     }
 }
 
+impl Cluster {
+    /// Why queued build `number` of `job` may not start now, with tenancy: its pod as it
+    /// was rendered when it was queued (its ServiceAccount, its Secrets, its repository),
+    /// checked against what its Namespace allows now — whatever the job's declaration says
+    /// by then, or if it is gone.
+    async fn refusal_of_queued(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<Option<String>, WorkloadError> {
+        let rules = self
+            .index
+            .read()
+            .expect("the index lock")
+            .namespace_rules(namespace);
+        let Some(rules) = rules else {
+            return Ok(None);
+        };
+        let name = kubeci_render::build_name(job, number);
+        let queued =
+            Api::<k8s_openapi::api::batch::v1::Job>::namespaced(self.client.clone(), namespace)
+                .get(&name)
+                .await
+                .map_err(|source| {
+                    failed(ClusterError::ReadJob {
+                        namespace: namespace.to_owned(),
+                        name: name.clone(),
+                        source,
+                    })
+                })?;
+        let uses = kubeci_render::pod_uses(&queued);
+        Ok(kubeci_spec::tenancy::pod_refusal(
+            namespace,
+            &uses,
+            rules.as_ref(),
+        ))
+    }
+}
+
 impl Workload for Cluster {
     async fn snapshot(&self, now: i64, reporting: bool) -> Vec<JobBuilds> {
         let groups = self.build_groups();
@@ -135,6 +175,12 @@ impl Workload for Cluster {
         job: &str,
         number: u64,
     ) -> Result<(), WorkloadError> {
+        if let Some(refusal) = self.refusal_of_queued(namespace, job, number).await? {
+            let by = kubeci_engine::plan::refused_by(&refusal);
+            return self
+                .stop_build(namespace, job, number, Stop::Cancel { by })
+                .await;
+        }
         let patch = serde_json::json!({"spec": {"suspend": false}});
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .patch(

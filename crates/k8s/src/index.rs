@@ -365,6 +365,14 @@ impl JobIndex {
         }
     }
 
+    /// What Namespace `namespace` allows now, when tenancy is on (`Some(None)`: a Namespace
+    /// not seen, which allows nothing); `None` with `--tenancy open`.
+    pub fn namespace_rules(&self, namespace: &str) -> Option<Option<NamespaceRules>> {
+        self.tenancy
+            .as_ref()
+            .map(|known| known.get(namespace).cloned())
+    }
+
     /// The ConfigMaps whose job lost its check name since the last call.
     pub fn take_named_out(&mut self) -> Vec<ConfigMapKey> {
         std::mem::take(&mut self.named_out)

@@ -213,6 +213,54 @@ impl BuildRequest {
     }
 }
 
+/// What a build's pod uses as its Job holds it: its ServiceAccount, every Secret its pod
+/// template names (any field about a secret — volumes, projected sources, `secretKeyRef`,
+/// `envFrom`, image pull secrets — so nothing added later slips past), and the repository
+/// of its `kubeci.io/git-url`. Tenancy checks a queued build with it before releasing it.
+pub fn pod_uses(job: &KubeJob) -> kubeci_spec::tenancy::PodUses {
+    fn secrets_in(value: &serde_json::Value, about_secrets: bool, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if about_secrets {
+                    for key in ["name", "secretName"] {
+                        if let Some(serde_json::Value::String(name)) = map.get(key) {
+                            if !found.contains(name) {
+                                found.push(name.clone());
+                            }
+                        }
+                    }
+                }
+                for (key, child) in map {
+                    secrets_in(child, key.to_ascii_lowercase().contains("secret"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    secrets_in(item, about_secrets, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let template = job.spec.as_ref().map(|s| &s.template);
+    let mut secrets = Vec::new();
+    if let Some(pod) = template.and_then(|t| t.spec.as_ref()) {
+        let pod = serde_json::to_value(pod).expect("a pod spec serializes");
+        secrets_in(&pod, false, &mut secrets);
+    }
+    let annotations = job.metadata.annotations.as_ref();
+    kubeci_spec::tenancy::PodUses {
+        service_account: template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|p| p.service_account_name.clone()),
+        secrets,
+        repository: annotations
+            .and_then(|a| a.get(keys::GIT_URL))
+            .and_then(|url| kubeci_spec::giturl::GitUrl::parse(url).ok())
+            .and_then(|url| url.repository_key()),
+    }
+}
+
 /// The request a build was rendered from, read back from its Job's annotations: what a
 /// rebuild repeats (the same branch or ref, commit and pull request).
 pub fn recorded_request(number: u64, annotations: &BTreeMap<String, String>) -> BuildRequest {

@@ -68,4 +68,12 @@ fn the_rendered_pod_names_exactly_the_secrets_tenancy_checks() {
         .collect();
     assert_eq!(in_pod, checked);
     assert_eq!(checked.len(), 2, "{checked:?}");
+    // What a queued build is checked again with, before it is released.
+    let uses = kubeci_render::pod_uses(&rendered);
+    assert_eq!(
+        uses.secrets.iter().cloned().collect::<BTreeSet<_>>(),
+        checked
+    );
+    assert_eq!(uses.service_account.as_deref(), Some("deployer"));
+    assert_eq!(uses.repository.as_deref(), Some("github.com/org/api"));
 }

@@ -92,12 +92,27 @@ pub fn repository_matches(pattern: &str, key: &str) -> bool {
 }
 
 /// `*` matches any run of characters (here never a `/`: segments are matched apart).
+/// Greedy, going back only to the last `*`: O(len(pattern) × len(text)), never
+/// exponential, whatever the pattern.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    let (mut p, mut t) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            last_star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star, matched)) = last_star {
+            p = star + 1;
+            t = matched + 1;
+            last_star = Some((star, matched + 1));
+        } else {
+            return false;
+        }
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Which rule a job breaks.
@@ -256,6 +271,50 @@ pub fn check<'a>(
         });
     }
     out
+}
+
+/// What a build's pod uses, as it was rendered when the build was queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodUses {
+    pub service_account: Option<String>,
+    pub secrets: Vec<String>,
+    /// The repository it builds (`GitUrl::repository_key`).
+    pub repository: Option<String>,
+}
+
+/// Why a build's pod, rendered earlier, may not start now in `namespace` (`rules`: what
+/// it allows now, `None` for a Namespace not seen): a queued build is checked again when
+/// it is released, whatever its job's declaration says by then (changed, invalid, gone).
+pub fn pod_refusal(
+    namespace: &str,
+    uses: &PodUses,
+    rules: Option<&NamespaceRules>,
+) -> Option<String> {
+    let Some(rules) = rules.filter(|r| r.enabled) else {
+        return Some(not_enabled(namespace, "where the build runs").message);
+    };
+    let mut why = Vec::new();
+    if let Some(account) = uses.service_account.as_deref() {
+        if account != "default" && !rules.service_accounts.iter().any(|a| a == account) {
+            why.push(format!(
+                "namespace {namespace} does not allow ServiceAccount {account}"
+            ));
+        }
+    }
+    for secret in &uses.secrets {
+        if !rules.secrets.contains(secret) {
+            why.push(format!(
+                "namespace {namespace} does not allow Secret {secret}"
+            ));
+        }
+    }
+    if !rules.allows_repository(uses.repository.as_deref()) {
+        let shown = uses.repository.as_deref().unwrap_or("(none)");
+        why.push(format!(
+            "namespace {namespace} does not allow repository {shown}"
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// `loaded` refused for `violations`: the same declaration with an error for each and no

@@ -27,6 +27,7 @@ macro_rules! on_both {
 
 on_both!(namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once);
 on_both!(open_tenancy_builds_in_every_namespace_as_before);
+on_both!(a_queued_build_never_starts_with_what_its_namespace_took_back);
 
 /// The API's view of job `namespace/name`.
 fn job(kubeci: &Kubeci, namespace: &str, name: &str) -> Value {
@@ -308,6 +309,74 @@ async fn open_tenancy_builds_in_every_namespace_as_before(cluster: TestCluster) 
             .all(|r| r.resource != "namespaces" || r.verb == "create"),
         "open reads no Namespace"
     );
+    drop(kubeci);
+    cluster.finish().await;
+}
+
+/// A queued build's Job holds the pod rendered when it was queued. The tenant queues
+/// builds naming ServiceAccount `deployer`, then changes its ConfigMap so the job names it
+/// no more (still valid), and the administrator takes `deployer` back: the queued build
+/// is checked as it was rendered when it is released, and stops instead of starting as
+/// `deployer` (the third review's finding: it was released with the revoked account).
+async fn a_queued_build_never_starts_with_what_its_namespace_took_back(cluster: TestCluster) {
+    let ns = cluster.namespace.clone();
+    cluster
+        .annotate_namespace(&[("kubeci.io/service-accounts", Some("deployer"))])
+        .await;
+    let limited = "    max_concurrency: 1\n    service_account_name: deployer\n";
+    cluster
+        .apply("queue", &cluster.job_yaml("queue", "sleep 30", limited))
+        .await;
+    let kubeci = cluster.serve(&[]);
+    let probe = Kubeci::probe(kubeci.port);
+    let at = ns.clone();
+    cluster
+        .until_blocking("the job to be valid", move || {
+            job(&probe, &at, "queue")["valid"] == true
+        })
+        .await;
+    assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
+    assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
+    assert_eq!(state_in(&kubeci, &ns, "queue", 2), "queued");
+    // The tenant drops the ServiceAccount from its ConfigMap (the job stays valid)...
+    let unlimited = cluster.job_yaml("queue", "sleep 30", "    max_concurrency: 1\n");
+    cluster.apply("queue", &unlimited).await;
+    let probe = Kubeci::probe(kubeci.port);
+    let at = ns.clone();
+    cluster
+        .until_blocking("the job to name no ServiceAccount", move || {
+            !job(&probe, &at, "queue")["job_yaml"]
+                .to_string()
+                .contains("deployer")
+        })
+        .await;
+    // ...the administrator takes `deployer` back, and build 1 ends, freeing the slot.
+    cluster
+        .annotate_namespace(&[("kubeci.io/service-accounts", None)])
+        .await;
+    let (status, body) = http(
+        &kubeci,
+        "POST",
+        &format!("/api/v1/jobs/{ns}/queue/builds/1/cancel"),
+        &[common::serve::AUTHORIZED],
+    );
+    assert!(status < 300, "{status} {body}");
+    let probe = Kubeci::probe(kubeci.port);
+    let at = ns.clone();
+    cluster
+        .until_blocking("build 2 to stop or start", move || {
+            state_in(&probe, &at, "queue", 2) != "queued"
+        })
+        .await;
+    let build = json(&kubeci, &format!("/api/v1/jobs/{ns}/queue/builds/2"));
+    assert_eq!(build["state"], "aborted", "{build}");
+    assert!(
+        build["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not allow ServiceAccount deployer")),
+        "{build}"
+    );
+    assert!(cluster.pods("queue", 2).await.is_empty(), "no pod, ever");
     drop(kubeci);
     cluster.finish().await;
 }

@@ -261,3 +261,71 @@ fn rules_come_from_labels_and_annotations_trimmed() {
         "a local path matches no pattern"
     );
 }
+
+#[test]
+fn a_queued_builds_pod_is_checked_as_it_was_rendered() {
+    let rules = NamespaceRules {
+        name: "team".into(),
+        enabled: true,
+        service_accounts: vec!["deployer".into()],
+        secrets: vec!["github-key".into()],
+        repositories: Some(vec!["github.com/acme/*".into()]),
+    };
+    let uses = PodUses {
+        service_account: Some("deployer".into()),
+        secrets: vec!["github-key".into()],
+        repository: Some("github.com/acme/app".into()),
+    };
+    assert_eq!(pod_refusal("team", &uses, Some(&rules)), None);
+    let revoked = NamespaceRules {
+        service_accounts: Vec::new(),
+        secrets: Vec::new(),
+        ..rules.clone()
+    };
+    assert_eq!(
+        pod_refusal("team", &uses, Some(&revoked)).unwrap(),
+        "namespace team does not allow ServiceAccount deployer; namespace team does not allow Secret github-key"
+    );
+    let elsewhere = PodUses {
+        repository: Some("github.com/other/app".into()),
+        ..uses.clone()
+    };
+    assert!(pod_refusal("team", &elsewhere, Some(&rules))
+        .unwrap()
+        .contains("repository github.com/other/app"));
+    let disabled = NamespaceRules {
+        enabled: false,
+        ..rules
+    };
+    assert!(pod_refusal("team", &uses, Some(&disabled))
+        .unwrap()
+        .contains("not enabled"));
+    assert!(
+        pod_refusal("team", &uses, None).is_some(),
+        "a Namespace not seen"
+    );
+}
+
+#[test]
+fn repository_patterns_match_in_linear_time() {
+    let long = format!("github.com/acme/{}", "a".repeat(5_000));
+    let hostile = format!("github.com/acme/{}b", "*a".repeat(50));
+    assert!(!repository_matches(&hostile, &long));
+    assert!(repository_matches("github.com/acme/*a*a*", &long));
+    assert!(repository_matches(
+        "github.com/*/app",
+        "github.com/acme/app"
+    ));
+    assert!(!repository_matches(
+        "github.com/*/app",
+        "github.com/acme/apps"
+    ));
+    assert!(repository_matches(
+        "github.com/acme/a*p*",
+        "github.com/acme/app"
+    ));
+    assert!(!repository_matches(
+        "github.com/acme/*x",
+        "github.com/acme/app"
+    ));
+}
