@@ -37,72 +37,107 @@ pub(crate) async fn discover(
         }
     }
     let scope = api.namespace().map(str::to_owned);
-    let mut listed: Option<Vec<index::ConfigMapKey>> = None;
+    // The ConfigMaps of a (re)list, applied together when it is done: check names are
+    // then decided once per repository, not once per ConfigMap (quadratic for a repository
+    // many jobs build), and the index never holds half a list.
+    let mut listed: Option<Vec<ConfigMap>> = None;
     let mut stream = watcher::watcher(api, config)
         .backoff(crate::WatchBackoff::new())
         .boxed();
     while let Some(event) = stream.next().await {
         let Ok(event) = event else { continue };
         changed.notify_one();
-        let cm = match event {
-            Event::Init => {
-                listed = Some(Vec::new());
-                continue;
-            }
+        match event {
+            Event::Init => listed = Some(Vec::new()),
+            Event::InitApply(cm) => listed.get_or_insert_with(Vec::new).push(cm),
             Event::InitDone => {
-                if let Some(present) = listed.take() {
-                    index
-                        .write()
-                        .expect("the index lock")
-                        .retain(scope.as_deref(), &present);
-                }
+                let configmaps = listed.take().unwrap_or_default();
+                let invalid = apply_list(&index, scope.as_deref(), &configmaps, &options);
                 synced.store(true, Ordering::SeqCst);
-                continue;
+                for (namespace, name, uid) in invalid {
+                    report_invalid(&index, &recorder, &namespace, &name, uid).await;
+                }
+                report_named_out(&index, &recorder, None).await;
             }
             Event::Delete(cm) => {
                 index
                     .write()
                     .expect("the index lock")
                     .remove(&cm.namespace().unwrap_or_default(), &cm.name_any());
-                continue;
             }
-            Event::InitApply(cm) | Event::Apply(cm) => cm,
-        };
-        let namespace = cm.namespace().unwrap_or_default();
-        let name = cm.name_any();
-        if let Some(present) = listed.as_mut() {
-            present.push(index::ConfigMapKey {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            });
+            Event::Apply(cm) => {
+                let namespace = cm.namespace().unwrap_or_default();
+                let name = cm.name_any();
+                let change = {
+                    let mut index = index.write().expect("the index lock");
+                    upsert(&mut index, &cm, &options)
+                };
+                if change == (index::Change::Updated { errors: true }) {
+                    report_invalid(&index, &recorder, &namespace, &name, cm.uid()).await;
+                }
+                report_named_out(&index, &recorder, Some((&namespace, &name))).await;
+            }
         }
-        let empty = BTreeMap::new();
-        let data = cm.data.as_ref().unwrap_or(&empty);
-        let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
-        let change = {
-            let mut index = index.write().expect("the index lock");
-            let change = index.upsert_created(
-                ConfigMapData {
-                    namespace: &namespace,
-                    name: &name,
-                    labels,
-                    data,
-                },
-                cm.resource_version().as_deref().unwrap_or(""),
-                cm.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second()),
-                &options,
-            );
-            index.set_uid(&namespace, &name, cm.uid());
-            change
-        };
-        if change == (index::Change::Updated { errors: true }) {
-            report_invalid(&index, &recorder, &namespace, &name, cm.uid()).await;
-        }
-        report_named_out(&index, &recorder, Some((&namespace, &name))).await;
     }
+}
+
+/// Applies ConfigMap `cm` to the index.
+fn upsert(index: &mut JobIndex, cm: &ConfigMap, options: &LoadOptions) -> index::Change {
+    let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+    let empty = BTreeMap::new();
+    let change = index.upsert_created(
+        ConfigMapData {
+            namespace: &namespace,
+            name: &name,
+            labels: cm.metadata.labels.as_ref().unwrap_or(&empty),
+            data: cm.data.as_ref().unwrap_or(&empty),
+        },
+        cm.resource_version().as_deref().unwrap_or(""),
+        cm.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        options,
+    );
+    index.set_uid(&namespace, &name, cm.uid());
+    change
+}
+
+/// Applies a whole list of the ConfigMaps of `scope` (all namespaces: `None`), forgetting
+/// those of the scope it does not hold; the new or changed ones whose job is invalid, for
+/// their Events: (namespace, name, uid).
+fn apply_list(
+    index: &RwLock<JobIndex>,
+    scope: Option<&str>,
+    configmaps: &[ConfigMap],
+    options: &LoadOptions,
+) -> Vec<(String, String, Option<String>)> {
+    let mut index = index.write().expect("the index lock");
+    index.defer_names();
+    let changes: Vec<index::Change> = configmaps
+        .iter()
+        .map(|cm| upsert(&mut index, cm, options))
+        .collect();
+    let present: Vec<index::ConfigMapKey> = configmaps
+        .iter()
+        .map(|cm| index::ConfigMapKey {
+            namespace: cm.namespace().unwrap_or_default(),
+            name: cm.name_any(),
+        })
+        .collect();
+    index.retain(scope, &present);
+    index.settle_deferred();
+    present
+        .into_iter()
+        .zip(changes)
+        .filter(|(key, change)| {
+            *change != index::Change::Unchanged && !index.is_valid_configmap(key)
+        })
+        .map(|(key, _)| {
+            let uid = index.uid(&key);
+            (key.namespace, key.name, uid)
+        })
+        .collect()
 }
 
 /// Records a Warning Event on each ConfigMap whose job another's change just refused its

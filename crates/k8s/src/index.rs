@@ -49,6 +49,9 @@ pub struct JobIndex {
     /// The ConfigMaps whose job lost its check name since [`JobIndex::take_named_out`]
     /// was last called: their Warning Events are owed.
     named_out: Vec<ConfigMapKey>,
+    /// While a whole list is applied ([`JobIndex::defer_names`]), the repositories whose
+    /// check names are decided at its end.
+    deferred: Option<std::collections::BTreeSet<String>>,
     /// What each Namespace allows (`kubeci_spec::tenancy`), when tenancy is on; `None`:
     /// every namespace builds anything (`--tenancy open`).
     tenancy: Option<BTreeMap<String, NamespaceRules>>,
@@ -241,7 +244,7 @@ impl JobIndex {
         let removed = self.by_configmap.remove(key)?;
         if let Some(repository) = &removed.repository {
             self.leave_repository(repository, key);
-            self.settle_names(repository);
+            self.settle_names_of(repository.clone());
         }
         if let Some(group) = job_key(&removed.original) {
             if let Some(keys) = self.by_job.get_mut(&group) {
@@ -297,9 +300,40 @@ impl JobIndex {
                 repositories.insert(repository);
             }
         }
-        for repository in &repositories {
-            self.settle_names(repository);
+        for repository in repositories {
+            self.settle_names_of(repository);
         }
+    }
+
+    /// Decides the check names of `repository` now, or at the end of the list being applied.
+    fn settle_names_of(&mut self, repository: String) {
+        match self.deferred.as_mut() {
+            Some(deferred) => {
+                deferred.insert(repository);
+            }
+            None => self.settle_names(&repository),
+        }
+    }
+
+    /// Check names are decided when [`JobIndex::settle_deferred`] is called, once for each
+    /// repository the changes until then touched: what applying a whole list of
+    /// ConfigMaps does, under one lock.
+    pub fn defer_names(&mut self) {
+        self.deferred.get_or_insert_with(Default::default);
+    }
+
+    /// Decides the check names [`JobIndex::defer_names`] left undecided.
+    pub fn settle_deferred(&mut self) {
+        for repository in self.deferred.take().unwrap_or_default() {
+            self.settle_names(&repository);
+        }
+    }
+
+    /// Whether ConfigMap `key` declares a job that is valid now.
+    pub fn is_valid_configmap(&self, key: &ConfigMapKey) -> bool {
+        self.by_configmap
+            .get(key)
+            .is_some_and(|d| !d.job.has_errors())
     }
 
     fn leave_repository(&mut self, repository: &str, key: &ConfigMapKey) {

@@ -420,3 +420,23 @@ fn a_declaration_tenancy_refuses_never_stands_over_the_job() {
     let open = JobIndex::default();
     assert!(open.tenancy.is_none(), "open: no rules at all");
 }
+
+#[test]
+fn a_list_applied_whole_decides_check_names_once_as_one_by_one() {
+    let mut listed = JobIndex::default();
+    listed.defer_names();
+    named(&mut listed, "team-a", "evil", Some("kubeci/deploy"));
+    named(&mut listed, "team-b", "deploy", None);
+    listed.settle_deferred();
+    let mut one_by_one = JobIndex::default();
+    named(&mut one_by_one, "team-a", "evil", Some("kubeci/deploy"));
+    named(&mut one_by_one, "team-b", "deploy", None);
+    for index in [&listed, &one_by_one] {
+        assert!(index.find("team-a", "evil").is_none());
+        assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
+        assert!(!index.is_valid_configmap(&ConfigMapKey {
+            namespace: "team-a".into(),
+            name: "evil".into()
+        }));
+    }
+}
