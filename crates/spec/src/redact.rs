@@ -72,8 +72,10 @@ fn ends_authority(c: char) -> bool {
 /// The scheme written just before `://` at `at`.
 fn scheme_before(text: &str, at: usize) -> &str {
     let start = text[..at]
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     &text[start..at]
 }
 
@@ -225,6 +227,20 @@ mod tests {
         assert!(matches!(redact_credentials("no urls"), Cow::Borrowed(_)));
         let plain = "https://github.com/o/r.git, git@github.com:o/r and ssh://git@h:22/r; mail a@b.example at 10:30";
         assert!(matches!(redact_credentials(plain), Cow::Borrowed(_)));
+    }
+
+    /// A scheme after a character of several bytes (a byte order mark, found by the fuzzer:
+    /// it panicked, slicing inside it).
+    #[test]
+    fn a_scheme_after_a_multibyte_character_is_read_whole() {
+        assert_eq!(
+            redact_credentials("\u{feff}ftp://example.com/demo.git"),
+            "\u{feff}ftp://example.com/demo.git"
+        );
+        assert_eq!(
+            redact_credentials("é·https://user:pw@host/r"),
+            "é·https://***@host/r"
+        );
     }
 
     /// Every shape a password was seen in, or could be written in, leaves no trace of it;
