@@ -5,6 +5,24 @@
 //! `cargo test -p kubeci --test it serve_local::`; the long forms (full chaos, storm,
 //! scale) are in `.ci/nightly`.
 
+/// `scenario(cluster)` against the fake API server, and against a real cluster if one is
+/// named (a module of two tests; the scenario's module must have `TestCluster` in scope).
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_fake_api_server() {
+                super::$scenario(super::TestCluster::fake().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_a_real_cluster() {
+                super::$scenario(super::TestCluster::real().await).await;
+            }
+        }
+    };
+}
+
 mod common;
 
 mod api_conformance;

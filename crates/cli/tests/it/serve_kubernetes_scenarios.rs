@@ -21,23 +21,6 @@ use common::serve::{
 use kubeci_testkit::sim::MISSING_IMAGE;
 use serde_json::Value;
 
-/// `scenario` against the fake API server, and against a real cluster if one is named.
-macro_rules! on_both {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_the_fake_api_server() {
-                super::$scenario(super::TestCluster::fake().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_a_real_cluster() {
-                super::$scenario(super::TestCluster::real().await).await;
-            }
-        }
-    };
-}
-
 on_both!(served_edited_built_and_removed);
 on_both!(killed_at_each_step_nothing_is_lost_duplicated_or_reported_twice);
 on_both!(two_replicas_never_duplicate_and_one_reports);

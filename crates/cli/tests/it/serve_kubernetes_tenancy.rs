@@ -9,22 +9,6 @@ use common::cluster::{assert_rbac_grants, TestCluster};
 use common::serve::{http, json, state_in, trigger_in, Kubeci};
 use serde_json::{json, Value};
 
-macro_rules! on_both {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_the_fake_api_server() {
-                super::$scenario(super::TestCluster::fake().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_a_real_cluster() {
-                super::$scenario(super::TestCluster::real().await).await;
-            }
-        }
-    };
-}
-
 on_both!(namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once);
 on_both!(open_tenancy_builds_in_every_namespace_as_before);
 on_both!(a_queued_build_never_starts_with_what_its_namespace_took_back);
@@ -224,6 +208,15 @@ async fn namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once(
     assert_eq!(trigger_in(&kubeci, &closed, "queue", None).0, 201);
     assert_eq!(trigger_in(&kubeci, &closed, "queue", None).0, 201);
     assert_eq!(state_in(&kubeci, &closed, "queue", 2), "queued");
+    // Build 1 is released first (a build released after the change would be stopped too:
+    // releasing checks the queued pod against the Namespace as it is then).
+    let probe = Kubeci::probe(kubeci.port);
+    let at = closed.clone();
+    cluster
+        .until_blocking("build 1 to be released", move || {
+            state_in(&probe, &at, "queue", 1) != "queued"
+        })
+        .await;
     cluster
         .set_namespace_metadata(&closed, &[("kubeci.io/builds", None)], &[])
         .await;
@@ -338,6 +331,13 @@ async fn a_queued_build_never_starts_with_what_its_namespace_took_back(cluster: 
     assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
     assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
     assert_eq!(state_in(&kubeci, &ns, "queue", 2), "queued");
+    let probe = Kubeci::probe(kubeci.port);
+    let at = ns.clone();
+    cluster
+        .until_blocking("build 1 to be released", move || {
+            state_in(&probe, &at, "queue", 1) != "queued"
+        })
+        .await;
     // The tenant drops the ServiceAccount from its ConfigMap (the job stays valid)...
     let unlimited = cluster.job_yaml("queue", "sleep 30", "    max_concurrency: 1\n");
     cluster.apply("queue", &unlimited).await;
