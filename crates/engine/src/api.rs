@@ -8,7 +8,7 @@ use futures_core::Stream;
 use kubeci_render::BuildRequest;
 use serde::Serialize;
 
-use crate::build::BuildState;
+use crate::build::{BuildState, Phase};
 use crate::report::CommitState;
 
 /// A job as the API shows it, valid or not.
@@ -108,7 +108,7 @@ pub struct BuildView {
     pub number: u64,
     /// The Kubernetes Job (or local build) that runs it.
     pub name: String,
-    pub state: &'static str,
+    pub state: Phase,
     /// Why it is in that state, when there is more to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -220,7 +220,7 @@ impl BuildView {
         ))
     }
 
-    pub fn describe(state: &BuildState) -> (&'static str, Option<String>) {
+    pub fn describe(state: &BuildState) -> (Phase, Option<String>) {
         let message = match state {
             BuildState::Pending { message } => message.clone(),
             BuildState::Failed { message, .. } | BuildState::Error { message, .. } => {
@@ -229,7 +229,7 @@ impl BuildView {
             BuildState::Aborted { by } => by.as_ref().map(|b| format!("cancelled by {b}")),
             _ => None,
         };
-        (state.name(), message)
+        (state.phase(), message)
     }
 }
 
@@ -295,7 +295,7 @@ pub enum CancelError {
         namespace: String,
         name: String,
         number: u64,
-        state: &'static str,
+        state: Phase,
     },
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
@@ -323,7 +323,7 @@ impl CancelError {
                 namespace: namespace.into(),
                 name: name.into(),
                 number,
-                state: state.name(),
+                state: state.phase(),
             });
         }
         Ok(())
@@ -375,22 +375,22 @@ pub fn human_duration(seconds: i64) -> String {
 /// [`crate::observe::StateOverTime`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewestState {
-    pub now: &'static str,
+    pub now: Phase,
     /// From this time (seconds since the epoch) on, the state is this one.
-    pub later: Option<(i64, &'static str)>,
+    pub later: Option<(i64, Phase)>,
 }
 
 impl From<crate::observe::StateOverTime> for NewestState {
     fn from(state: crate::observe::StateOverTime) -> NewestState {
         NewestState {
-            now: state.now.name(),
-            later: state.later.map(|(from, later)| (from, later.name())),
+            now: state.now.phase(),
+            later: state.later.map(|(from, later)| (from, later.phase())),
         }
     }
 }
 
-impl From<&'static str> for NewestState {
-    fn from(now: &'static str) -> NewestState {
+impl From<Phase> for NewestState {
+    fn from(now: Phase) -> NewestState {
         NewestState { now, later: None }
     }
 }
@@ -414,7 +414,7 @@ impl LatestStates {
     }
 
     /// The state of the newest build of job `name` of `namespace`, if it has a build.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<&'static str> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Phase> {
         let state = self
             .parts
             .iter()
@@ -641,7 +641,7 @@ mod tests {
         let build = |started: Option<i64>, finished: Option<i64>| BuildView {
             number: 1,
             name: "demo-1".into(),
-            state: "running",
+            state: Phase::Running,
             message: None,
             trigger: None,
             requested_by: None,

@@ -32,13 +32,7 @@ pub enum BuildState {
 
 impl BuildState {
     pub fn is_finished(&self) -> bool {
-        matches!(
-            self,
-            BuildState::Succeeded
-                | BuildState::Failed { .. }
-                | BuildState::Error { .. }
-                | BuildState::Aborted { .. }
-        )
+        self.phase().is_finished()
     }
 
     /// Holds a concurrency slot.
@@ -46,16 +40,84 @@ impl BuildState {
         matches!(self, BuildState::Pending { .. } | BuildState::Running)
     }
 
-    pub fn name(&self) -> &'static str {
+    /// Where it is in its life, without the why.
+    pub fn phase(&self) -> Phase {
         match self {
-            BuildState::Queued => "queued",
-            BuildState::Pending { .. } => "pending",
-            BuildState::Running => "running",
-            BuildState::Succeeded => "succeeded",
-            BuildState::Failed { .. } => "failed",
-            BuildState::Error { .. } => "error",
-            BuildState::Aborted { .. } => "aborted",
+            BuildState::Queued => Phase::Queued,
+            BuildState::Pending { .. } => Phase::Pending,
+            BuildState::Running => Phase::Running,
+            BuildState::Succeeded => Phase::Succeeded,
+            BuildState::Failed { .. } => Phase::Failed,
+            BuildState::Error { .. } => Phase::Error,
+            BuildState::Aborted { .. } => Phase::Aborted,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.phase().as_str()
+    }
+}
+
+/// A build's state without its reason and message: what the API, the pages and the
+/// metrics show (`queued`, `pending`, … on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Queued,
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Error,
+    Aborted,
+}
+
+impl Phase {
+    /// Every phase, in the order of a build's life.
+    pub const ALL: [Phase; 7] = [
+        Phase::Queued,
+        Phase::Pending,
+        Phase::Running,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Error,
+        Phase::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Pending => "pending",
+            Phase::Running => "running",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
+            Phase::Error => "error",
+            Phase::Aborted => "aborted",
+        }
+    }
+
+    /// The phase named by [`Phase::as_str`].
+    pub fn parse(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// Succeeded, failed, error or aborted: it will not change again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::Failed | Phase::Error | Phase::Aborted
+        )
+    }
+
+    /// Failed, error or aborted: it did not succeed and will not.
+    pub fn is_unsuccessful(self) -> bool {
+        matches!(self, Phase::Failed | Phase::Error | Phase::Aborted)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -88,4 +150,30 @@ pub struct BuildSummary {
     /// Kubernetes is done with its Job (finished, or stopped by kubeci). A build whose
     /// state is final but not settled (its pod cannot start) must still be stopped.
     pub settled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_is_written_on_the_wire_as_its_word_and_read_back_from_it() {
+        for phase in Phase::ALL {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                serde_json::json!(phase.as_str())
+            );
+            assert_eq!(Phase::parse(phase.as_str()), Some(phase));
+        }
+        assert_eq!(Phase::parse("Running"), None);
+        let unfinished: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|p| !p.is_finished())
+            .collect();
+        assert_eq!(
+            unfinished,
+            [Phase::Queued, Phase::Pending, Phase::Running],
+            "what may still be cancelled, followed or superseded"
+        );
+    }
 }

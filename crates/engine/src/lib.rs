@@ -20,7 +20,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod webhooks;
 
-pub use build::{BuildState, BuildSummary};
+pub use build::{BuildState, BuildSummary, Phase};
 
 #[cfg(test)]
 pub(crate) mod tests {

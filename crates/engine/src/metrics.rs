@@ -128,7 +128,7 @@ pub fn render(families: &[Family]) -> String {
 pub struct BuildFact {
     pub namespace: String,
     pub job: String,
-    pub state: &'static str,
+    pub state: crate::Phase,
     /// How long it ran, from start to finish, once it has finished.
     pub seconds: Option<f64>,
 }
@@ -198,7 +198,7 @@ pub fn build_families(builds: &[BuildFact]) -> Vec<Family> {
     let mut durations: BTreeMap<(&str, &str), Histogram> = BTreeMap::new();
     for build in builds {
         *by_state
-            .entry((&build.namespace, &build.job, build.state))
+            .entry((&build.namespace, &build.job, build.state.as_str()))
             .or_insert(0) += 1;
         if let Some(seconds) = build.seconds {
             durations
@@ -214,7 +214,7 @@ pub fn build_families(builds: &[BuildFact]) -> Vec<Family> {
     );
     let mut queued = 0;
     for ((namespace, job, state), count) in by_state {
-        if state == "queued" {
+        if state == crate::Phase::Queued.as_str() {
             queued += count;
         }
         builds_family = builds_family.sample(
@@ -256,6 +256,7 @@ pub fn build_families(builds: &[BuildFact]) -> Vec<Family> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Phase;
 
     #[test]
     fn families_render_as_prometheus_text_with_escaped_labels() {
@@ -266,10 +267,10 @@ mod tests {
             seconds,
         };
         let builds = [
-            build("web", "succeeded", Some(12.0)),
-            build("web", "succeeded", Some(7200.5)),
-            build("web", "queued", None),
-            build("we\"ird\nname", "failed", Some(3.0)),
+            build("web", Phase::Succeeded, Some(12.0)),
+            build("web", Phase::Succeeded, Some(7200.5)),
+            build("web", Phase::Queued, None),
+            build("we\"ird\nname", Phase::Failed, Some(3.0)),
         ];
         let text = render(&build_families(&builds));
         assert_eq!(

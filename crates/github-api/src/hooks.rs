@@ -457,7 +457,7 @@ impl<B: Backend> Hooks<B> {
             .unwrap_or_default()
             .into_iter()
             .filter(|b| b.pull_request == Some(number))
-            .filter(|b| matches!(b.state, "queued" | "pending" | "running"));
+            .filter(|b| !b.state.is_finished());
         let mut cancelled = Vec::new();
         for build in unfinished {
             match self.backend.cancel(namespace, job, build.number, by).await {

@@ -165,7 +165,7 @@ impl Backend for Cluster {
                     .map(move |r| kubeci_engine::metrics::BuildFact {
                         namespace: namespace.clone(),
                         job: job.clone(),
-                        state: r.summary.state.name(),
+                        state: r.summary.state.phase(),
                         seconds: r
                             .job
                             .status

@@ -252,7 +252,9 @@ mod tests {
         }
 
         fn state(&self, job: &str, now: i64) -> Option<&'static str> {
-            LatestStates::new(vec![self.newest.snapshot()], now).get("ci", job)
+            LatestStates::new(vec![self.newest.snapshot()], now)
+                .get("ci", job)
+                .map(kubeci_engine::Phase::as_str)
         }
     }
 
@@ -282,7 +284,7 @@ mod tests {
         assert_eq!(scope.state("api", T0 + 300), Some("succeeded"));
         assert_eq!(
             LatestStates::new(vec![held], T0).get("ci", "api"),
-            Some("pending"),
+            Some(kubeci_engine::Phase::Pending),
             "a reader's snapshot stays as it was"
         );
         scope.job(Event::Delete(build_job("api", 2, complete())));

@@ -93,7 +93,7 @@ impl Backend for LocalBackend {
             states
                 .entry(row.namespace)
                 .or_default()
-                .insert(row.job, row.state.name().into());
+                .insert(row.job, row.state.phase().into());
         }
         LatestStates::new(vec![Arc::new(states)], now())
     }
@@ -263,7 +263,7 @@ impl Backend for LocalBackend {
         let builds: Vec<kubeci_engine::metrics::BuildFact> = rows
             .into_iter()
             .map(|r| kubeci_engine::metrics::BuildFact {
-                state: r.state.name(),
+                state: r.state.phase(),
                 seconds: r
                     .started_at
                     .zip(r.finished_at)

@@ -139,10 +139,7 @@ pub(crate) async fn build_events<B: Backend>(
             build = backend
                 .builds(&namespace, &name)
                 .and_then(|builds| builds.into_iter().find(|b| b.number == number));
-            if build
-                .as_ref()
-                .is_none_or(|b| !matches!(b.state, "queued" | "pending" | "running"))
-            {
+            if build.as_ref().is_none_or(|b| b.state.is_finished()) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

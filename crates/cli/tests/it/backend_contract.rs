@@ -43,7 +43,7 @@ fn state<B: Backend>(backend: &B, ns: &str, job: &str, number: u64) -> Option<&'
         .builds(ns, job)?
         .into_iter()
         .find(|b| b.number == number)
-        .map(|b| b.state)
+        .map(|b| b.state.as_str())
 }
 
 fn request(ns: &str, job: &str, key: Option<&str>) -> TriggerRequest {

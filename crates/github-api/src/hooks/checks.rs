@@ -105,7 +105,7 @@ impl<B: Backend> Hooks<B> {
                         job: job.job.name.clone(),
                         pull_request: b.pull_request,
                         trigger: b.trigger.as_deref().and_then(Trigger::parse),
-                        failed: matches!(b.state, "failed" | "error" | "aborted"),
+                        failed: b.state.is_unsuccessful(),
                     }),
             );
         }

@@ -1,15 +1,17 @@
 //! The SVG status badge of a job, for READMEs.
 
+use kubeci_engine::Phase;
+
 use crate::ansi::escape;
 
 /// An SVG status badge: `label | state`.
-pub fn badge(label: &str, state: Option<&str>) -> String {
-    let text = state.unwrap_or("no builds");
-    let colour = match text {
-        "succeeded" => "#1a7f37",
-        "failed" | "error" => "#cf222e",
-        "aborted" | "no builds" => "#59636e",
-        _ => "#8a5c00",
+pub fn badge(label: &str, state: Option<Phase>) -> String {
+    let text = state.map_or("no builds", Phase::as_str);
+    let colour = match state {
+        Some(Phase::Succeeded) => "#1a7f37",
+        Some(Phase::Failed | Phase::Error) => "#cf222e",
+        Some(Phase::Aborted) | None => "#59636e",
+        Some(Phase::Queued | Phase::Pending | Phase::Running) => "#8a5c00",
     };
     let (left, right) = (
         label.chars().count() * 7 + 10,

@@ -4,6 +4,7 @@
 //! they apply (`kubectl` for the Kubernetes engine, `--secrets` for the local one).
 
 use kubeci_engine::api::{BuildView, EngineKind as Engine};
+use kubeci_engine::Phase;
 
 use super::parts::{self, action_form, build_path, human_bytes, job_path, now};
 use super::{layout, Chrome};
@@ -39,7 +40,7 @@ fn hint(build: &BuildView, namespace: &str, engine: Engine) -> Option<String> {
 
 /// Why the build failed, first on the page.
 fn reason(build: &BuildView, namespace: &str, engine: Engine) -> String {
-    if !matches!(build.state, "failed" | "error") {
+    if !matches!(build.state, Phase::Failed | Phase::Error) {
         return String::new();
     }
     let said = build.message.as_deref().unwrap_or("no reason was given");
@@ -48,7 +49,7 @@ fn reason(build: &BuildView, namespace: &str, engine: Engine) -> String {
     });
     format!(
         "<p class=\"problem\" role=\"alert\" id=\"reason\"><b>Why it {}:</b> {}{hint}</p>",
-        if build.state == "failed" {
+        if build.state == Phase::Failed {
             "failed"
         } else {
             "stopped"
@@ -276,7 +277,7 @@ pub fn build(
     engine: Engine,
     chrome: &Chrome,
 ) -> String {
-    let live = matches!(build.state, "queued" | "pending" | "running");
+    let live = !build.state.is_finished();
     let message = build
         .message
         .as_deref()
@@ -309,7 +310,7 @@ mod tests {
         skipped_lines: 0,
     };
 
-    fn view(state: &'static str, message: Option<&str>) -> BuildView {
+    fn view(state: Phase, message: Option<&str>) -> BuildView {
         BuildView {
             name: "api-3".into(),
             message: message.map(str::to_owned),
@@ -366,7 +367,7 @@ mod tests {
                 lines: vec![(None, "a"), (None, "b")]
             }]
         );
-        let html = page(&view("succeeded", None), &whole(log), Engine::Local);
+        let html = page(&view(Phase::Succeeded, None), &whole(log), Engine::Local);
         assert!(
             html.contains("<details data-step=\"clone\"><summary>clone</summary><ol start=\"1\">"),
             "{html}"
@@ -379,7 +380,11 @@ mod tests {
         let log = "2026-11-30T07:33:35.5Z ==> clone: init container started\n2026-11-30T07:33:35.987654321Z cloned\nno time\n2026-11-30T07:33:36Z ==> build: container started\n";
         assert_eq!(shape(log), [("clone", 1, 3), ("build", 4, 1)]);
         assert_eq!(steps(log, 1)[0].lines[2], (None, "no time"));
-        let html = page(&view("succeeded", None), &whole(log), Engine::Kubernetes);
+        let html = page(
+            &view(Phase::Succeeded, None),
+            &whole(log),
+            Engine::Kubernetes,
+        );
         assert!(html.contains("<li id=\"L2\"><a href=\"#L2\" aria-label=\"line 2\">2</a><time class=\"ts\" datetime=\"2026-11-30T07:33:35.987654321Z\" title=\"2026-11-30T07:33:35.987654321Z\">07:33:35.987</time><span>cloned</span></li>"), "{html}");
         assert!(html.contains("<li id=\"L3\"><a href=\"#L3\" aria-label=\"line 3\">3</a><span>no time</span></li>"), "{html}");
         assert!(
@@ -395,7 +400,7 @@ mod tests {
             skipped_bytes: 900,
             skipped_lines: 40,
         };
-        let html = page(&view("succeeded", None), &tail, Engine::Local);
+        let html = page(&view(Phase::Succeeded, None), &tail, Engine::Local);
         assert!(html.contains("<li id=\"L41\"><a href=\"#L41\" aria-label=\"line 41\">41</a><span>one</span></li>"), "{html}");
         assert!(html.contains("<li id=\"L42\"><a href=\"#L42\" aria-label=\"line 42\">42</a><span><span class=\"c1\">two</span> &lt;b&gt;</span></li>"), "{html}");
         assert!(
@@ -408,7 +413,7 @@ mod tests {
     #[test]
     fn a_failure_says_why_first_with_a_hint_for_the_engine_that_ran_it() {
         let missing = view(
-            "error",
+            Phase::Error,
             Some("CreateContainerConfigError: secret \"deploy-key\" not found"),
         );
         let local = page(&missing, &NO_LOG, Engine::Local);
@@ -438,19 +443,19 @@ mod tests {
             cluster.contains("kubectl -n ci logs job/api-3 -c build"),
             "{cluster}"
         );
-        assert!(!page(&view("succeeded", None), &NO_LOG, Engine::Local).contains("Why it"));
+        assert!(!page(&view(Phase::Succeeded, None), &NO_LOG, Engine::Local).contains("Why it"));
     }
 
     #[test]
     fn a_build_shows_the_version_of_the_job_it_ran_and_links_its_commit_and_pull_request() {
-        let html = page(&view("succeeded", None), &NO_LOG, Engine::Local);
+        let html = page(&view(Phase::Succeeded, None), &NO_LOG, Engine::Local);
         assert!(
             html.contains("<dd>chart 1.2.0 · spec 9f86d081884c</dd>"),
             "{html}"
         );
         assert!(html.contains("<a href=\"https://github.com/org/repo/commit/0123456789abcdef0123456789abcdef01234567\"><code>0123456789abcdef0123456789abcdef01234567</code></a>"), "{html}");
         assert!(html.contains("<a href=\"https://github.com/org/repo/pull/7\">#7</a>"));
-        let mut hostile = view("succeeded", None);
+        let mut hostile = view(Phase::Succeeded, None);
         hostile.commit = Some("\"><script>x</script>".into());
         let html = page(&hostile, &NO_LOG, Engine::Local);
         assert!(!html.contains("<script>x"), "{html}");

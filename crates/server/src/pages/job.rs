@@ -156,7 +156,7 @@ pub fn job(
 <h2>Builds</h2>{}\n<h2>job.yaml</h2><p class=\"note\">As written in {}; change it there.</p><pre class=\"yaml\" tabindex=\"0\" aria-label=\"job.yaml\">{}</pre>",
             escape(&job.namespace),
             escape(name),
-            builds.first().map_or("no builds", |b| b.state),
+            builds.first().map_or("no builds", |b| b.state.as_str()),
             urlencode(&job.namespace),
             urlencode(name),
             facts(job, web),

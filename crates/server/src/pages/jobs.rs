@@ -3,6 +3,7 @@
 //! [`PAGE_SIZE`] at a time.
 
 use kubeci_engine::api::{BuildView, JobView};
+use kubeci_engine::Phase;
 use kubeci_spec::LoadedJob;
 
 use super::parts::{self, build_path, job_path, now, state};
@@ -59,18 +60,18 @@ fn contains_lowercase(text: &str, wanted: &str) -> bool {
 impl JobsQuery {
     /// Whether `job`, whose last build ended in state `last`, is asked for. Read from the
     /// declaration itself: the page builds views only of the jobs it shows.
-    pub fn wants(&self, job: &LoadedJob, last: Option<&str>) -> bool {
+    pub fn wants(&self, job: &LoadedJob, last: Option<Phase>) -> bool {
         self.matcher()(job, last)
     }
 
     /// [`JobsQuery::wants`], with what is worked out once per query (the text, lowercased)
     /// done once: the page asks it of every job.
-    pub fn matcher(&self) -> impl Fn(&LoadedJob, Option<&str>) -> bool + '_ {
+    pub fn matcher(&self) -> impl Fn(&LoadedJob, Option<Phase>) -> bool + '_ {
         let wanted = self.q.trim().to_lowercase();
         move |job, last| self.matches(job, last, &wanted)
     }
 
-    fn matches(&self, job: &LoadedJob, last: Option<&str>, wanted: &str) -> bool {
+    fn matches(&self, job: &LoadedJob, last: Option<Phase>, wanted: &str) -> bool {
         if !self.namespace.is_empty() && job.namespace != self.namespace {
             return false;
         }
@@ -80,9 +81,9 @@ impl JobsQuery {
             ("invalid", valid, _) => !valid,
             (_, false, _) => false,
             ("never", _, last) => last.is_none(),
-            ("failed", _, Some(s)) => matches!(s, "failed" | "error"),
-            ("running", _, Some(s)) => matches!(s, "queued" | "pending" | "running"),
-            (wanted, _, Some(s)) => wanted == s,
+            ("failed", _, Some(s)) => matches!(s, Phase::Failed | Phase::Error),
+            ("running", _, Some(s)) => !s.is_finished(),
+            (wanted, _, Some(s)) => wanted == s.as_str(),
             (_, _, None) => false,
         };
         if !state_matches {
@@ -139,7 +140,7 @@ fn last_build(row: &JobRow, name: &str, now: i64) -> String {
         let first = job.errors.first().map_or("", String::as_str);
         return format!(
             "{}<span class=\"sub\">{}</span>",
-            state("invalid"),
+            parts::invalid(),
             escape(first)
         );
     }
@@ -173,7 +174,7 @@ fn strip(row: &JobRow, name: &str) -> String {
         .map(|b| {
             format!(
                 "<a class=\"st-{0}\" href=\"{1}\" title=\"#{2} {0}\"><span class=\"vh\">#{2} {0}</span></a>",
-                escape(b.state),
+                b.state,
                 build_path(&row.job.namespace, name, b.number),
                 b.number
             )
@@ -354,7 +355,7 @@ mod tests {
         }
     }
 
-    fn build(number: u64, state: &'static str) -> BuildView {
+    fn build(number: u64, state: Phase) -> BuildView {
         BuildView {
             started_at: Some("2026-11-30T05:00:00Z".into()),
             finished_at: Some("2026-11-30T05:01:12Z".into()),
@@ -403,8 +404,8 @@ mod tests {
         );
         let wants = |query: &JobsQuery| {
             [
-                (&ok, Some("succeeded")),
-                (&failed, Some("error")),
+                (&ok, Some(Phase::Succeeded)),
+                (&failed, Some(Phase::Error)),
                 (&broken, None),
             ]
             .iter()
@@ -451,7 +452,16 @@ mod tests {
             job: job("ci", "api", true),
             recent: (1..=12)
                 .rev()
-                .map(|n| build(n, if n % 2 == 0 { "failed" } else { "succeeded" }))
+                .map(|n| {
+                    build(
+                        n,
+                        if n % 2 == 0 {
+                            Phase::Failed
+                        } else {
+                            Phase::Succeeded
+                        },
+                    )
+                })
                 .collect(),
         }];
         let page = jobs(&rows, 1, true, &asked("", "", ""), &Chrome::default());

@@ -127,7 +127,10 @@ pub fn not_found(chrome: &Chrome, what: &str) -> String {
 /// A build for the pages' tests: number `number` of a job called `x`, in `state`, with
 /// nothing else known; tests set what they show.
 #[cfg(test)]
-pub(crate) fn sample_build(number: u64, state: &'static str) -> kubeci_engine::api::BuildView {
+pub(crate) fn sample_build(
+    number: u64,
+    state: kubeci_engine::Phase,
+) -> kubeci_engine::api::BuildView {
     kubeci_engine::api::BuildView {
         number,
         name: format!("x-{number}"),

@@ -3,6 +3,7 @@
 //! requests, paths, and who started a build, said for people.
 
 use kubeci_engine::api::BuildView;
+use kubeci_engine::Phase;
 
 use crate::ansi::escape;
 
@@ -19,32 +20,43 @@ pub(crate) fn cell(value: Option<&str>) -> String {
 }
 
 /// The icon of a state: each state has its own shape, so colour is never the only sign.
-fn icon(state: &str) -> &'static str {
-    match state {
-        "succeeded" => "✓",
-        "failed" => "✗",
-        "error" | "invalid" => "!",
-        "aborted" => "⊘",
-        "running" => "●",
-        "pending" => "◔",
-        "queued" => "○",
-        _ => "–",
+fn icon(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "✓",
+        Phase::Failed => "✗",
+        Phase::Error => INVALID_ICON,
+        Phase::Aborted => "⊘",
+        Phase::Running => "●",
+        Phase::Pending => "◔",
+        Phase::Queued => "○",
     }
 }
 
-/// A state as icon, colour and word; `id` names it for the live page.
-pub(crate) fn state_with_id(state: &str, id: Option<&str>) -> String {
+/// An invalid job's mark: an error's.
+const INVALID_ICON: &str = "!";
+
+/// A word as a state shows it: icon, colour (its class) and the word; `id` names it for
+/// the live page.
+fn marked(word: &str, icon: &str, id: Option<&str>) -> String {
     let id = id.map_or_else(String::new, |id| format!(" id=\"{id}\""));
     format!(
-        "<span class=\"st st-{0}\"{id}><span class=\"ic\" aria-hidden=\"true\">{1}</span> <span class=\"word\">{0}</span></span>",
-        escape(state),
-        icon(state)
+        "<span class=\"st st-{word}\"{id}><span class=\"ic\" aria-hidden=\"true\">{icon}</span> <span class=\"word\">{word}</span></span>"
     )
 }
 
-/// A state as icon, colour and word.
-pub(crate) fn state(state: &str) -> String {
-    state_with_id(state, None)
+/// A build's state as icon, colour and word; `id` names it for the live page.
+pub(crate) fn state_with_id(phase: Phase, id: Option<&str>) -> String {
+    marked(phase.as_str(), icon(phase), id)
+}
+
+/// A build's state as icon, colour and word.
+pub(crate) fn state(phase: Phase) -> String {
+    state_with_id(phase, None)
+}
+
+/// An invalid job, marked as a state is.
+pub(crate) fn invalid() -> String {
+    marked("invalid", INVALID_ICON, None)
 }
 
 /// How long ago `then` was, for people: `just now`, `5 s ago`, `3 min ago`, `2 h ago`,
@@ -232,19 +244,10 @@ mod tests {
 
     #[test]
     fn every_state_has_an_icon_of_its_own_beside_its_word() {
-        let states = [
-            "queued",
-            "pending",
-            "running",
-            "succeeded",
-            "failed",
-            "error",
-            "aborted",
-        ];
-        let icons: std::collections::BTreeSet<&str> = states.iter().map(|s| icon(s)).collect();
-        assert_eq!(icons.len(), states.len(), "one shape per state");
+        let icons: std::collections::BTreeSet<&str> = Phase::ALL.into_iter().map(icon).collect();
+        assert_eq!(icons.len(), Phase::ALL.len(), "one shape per state");
         assert_eq!(
-            state("failed"),
+            state(Phase::Failed),
             "<span class=\"st st-failed\"><span class=\"ic\" aria-hidden=\"true\">✗</span> <span class=\"word\">failed</span></span>"
         );
     }
@@ -253,7 +256,7 @@ mod tests {
         let build = BuildView {
             trigger: Some(trigger.into()),
             requested_by: by.map(str::to_owned),
-            ..crate::pages::sample_build(1, "queued")
+            ..crate::pages::sample_build(1, Phase::Queued)
         };
         started_by(&build)
     }

@@ -55,7 +55,7 @@ impl Backend for Fake {
                 name: "demo-1".into(),
                 trigger: Some("manual".into()),
                 requested_by: request.build.requested_by,
-                ..crate::pages::sample_build(1, "pending")
+                ..crate::pages::sample_build(1, kubeci_engine::Phase::Pending)
             },
             created: request.key.is_none(),
         })
