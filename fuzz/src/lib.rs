@@ -45,7 +45,7 @@ pub fn job_spec(data: &[u8]) {
             kubeci_render::render(
                 job,
                 &origin,
-                &kubeci_render::BuildRequest::manual(1),
+                &kubeci_build::BuildRequest::manual(1),
                 &kubeci_render::RenderConfig::default(),
             )
             .expect("a valid job renders");

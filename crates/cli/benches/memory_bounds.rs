@@ -83,7 +83,7 @@ fn forged_deliveries() {
 /// is `lines` lines made by `line`.
 fn seed_log(data: &std::path::Path, lines: u64, line: impl Fn(u64) -> Vec<u8>) {
     let mut store = Store::open(&data.join("kubeci.db")).unwrap();
-    let request = kubeci_render::BuildRequest::manual(0);
+    let request = kubeci_build::BuildRequest::manual(0);
     let manifest = |_| Ok("{}".to_owned());
     let (number, _) = store
         .allocate(&NewBuild {

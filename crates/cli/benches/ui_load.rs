@@ -179,7 +179,7 @@ fn report(engine: &str, port: u16, pid: u32, logs: bool) {
 /// finished, each with a 20-line log.
 fn seed_history(data: &std::path::Path) {
     let mut store = Store::open(&data.join("kubeci.db")).unwrap();
-    let request = kubeci_render::BuildRequest::manual(0);
+    let request = kubeci_build::BuildRequest::manual(0);
     let now = 1_790_000_000;
     for i in 0..BUILDS {
         let job = format!("job-{}", i % JOBS);

@@ -76,7 +76,7 @@ pub fn run(args: &CloneArgs) -> ExitCode {
     match kubeci_clone::clone(&request, &mut log) {
         Ok(checkout) => {
             if let Some(path) = &args.termination_message {
-                let message = kubeci_render::clone_result::format(
+                let message = kubeci_build::clone_result::format(
                     &checkout.commit,
                     checkout.branch.as_deref(),
                 );

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use kubeci_render::{BuildRequest, JobOrigin, PullRequest, RenderConfig, Trigger};
+use kubeci_build::{BuildRequest, PullRequest, Trigger};
+use kubeci_render::{JobOrigin, RenderConfig};
 use kubeci_spec::{LoadedJob, Severity};
 
 use crate::lint::render_diagnostic;

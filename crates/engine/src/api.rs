@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures_core::Stream;
-use kubeci_render::BuildRequest;
+use kubeci_build::BuildRequest;
 use serde::Serialize;
 
 use crate::build::{BuildState, Phase};

@@ -32,8 +32,8 @@ impl Subject {
     /// What `request` of `job` is about, if it supersedes anything: pull request and
     /// comment builds their pull request, pushes their branch (manual and cron builds
     /// never supersede); `None` also when the job turned `cancel_superseded` off.
-    pub fn of(request: &kubeci_render::BuildRequest, job: &kubeci_spec::Job) -> Option<Subject> {
-        use kubeci_render::Trigger;
+    pub fn of(request: &kubeci_build::BuildRequest, job: &kubeci_spec::Job) -> Option<Subject> {
+        use kubeci_build::Trigger;
         if !job.cancels_superseded() {
             return None;
         }

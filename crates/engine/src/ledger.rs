@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use kubeci_render::BuildRequest;
+use kubeci_build::BuildRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::approval::Approval;

@@ -14,7 +14,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
-pub mod record;
 pub mod report;
 pub mod schedule;
 pub mod scheduler;

@@ -3,9 +3,9 @@
 
 use std::borrow::Borrow;
 
-use crate::record::{BuildJob, BuildPod};
 use k8s_openapi::api::core::v1::ContainerStatus;
-use kubeci_render::keys;
+use kubeci_build::keys;
+use kubeci_build::record::{BuildJob, BuildPod};
 
 use crate::build::{BuildState, BuildSummary};
 
@@ -101,7 +101,7 @@ pub fn checked_out_commit<'a>(pods: impl IntoIterator<Item = &'a BuildPod>) -> O
             .as_ref()?
             .message
             .as_deref()?;
-        kubeci_render::clone_result::commit(message).map(str::to_owned)
+        kubeci_build::clone_result::commit(message).map(str::to_owned)
     })
 }
 

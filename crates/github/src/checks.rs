@@ -3,7 +3,7 @@
 //! waiting for approval. Each returns its actions with its reasons, as the other
 //! decisions do.
 
-use kubeci_render::{BuildRequest, Trigger};
+use kubeci_build::{BuildRequest, Trigger};
 
 use crate::decide::{
     approve, builds_pushes_to, check_name, policy, pr_build, short, trust, Action, Decision, Facts,

@@ -2,7 +2,7 @@
 //! builds to start (with the idempotency key that makes a redelivery harmless), which to
 //! cancel, whether to ask an admin or record an approval — each with its reason.
 
-use kubeci_render::{BuildRequest, PullRequest, Trigger};
+use kubeci_build::{BuildRequest, PullRequest, Trigger};
 use kubeci_spec::giturl::GitUrl;
 use kubeci_spec::Job;
 

@@ -1,9 +1,9 @@
 //! GitHub's real payloads (tests/fixtures/github-webhooks) read and decided on, and the
 //! trust table: every kind of author, label and phrase, with the decision and its reason.
 
+use kubeci_build::Trigger;
 use kubeci_github::decide::{self, Action, JobRef};
 use kubeci_github::event::{parse, Event, PullRequestInfo};
-use kubeci_render::Trigger;
 use kubeci_spec::{Job, LoadOptions};
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::ResourceExt;
+use kubeci_build::{keys, BuildRequest};
 use kubeci_engine::api::{
     ApproveError, Backend, BuildView, CancelError, JobView, LatestStates, LogError, LogOptions,
     LogStream, TriggerError, TriggerRequest, Triggered,
@@ -13,7 +14,6 @@ use kubeci_engine::api::{
 use kubeci_engine::approval::Approval;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
-use kubeci_render::{keys, BuildRequest};
 use kubeci_spec::LoadedJob;
 
 use crate::{ledger, logs, now, Cluster, ClusterError};
@@ -103,7 +103,7 @@ impl Backend for Cluster {
                 e => CancelError::Backend(e.into()),
             })?;
         self.changed.notify_one();
-        let summary = observe::summarize::<kubeci_engine::record::BuildPod>(
+        let summary = observe::summarize::<kubeci_build::record::BuildPod>(
             &stopped,
             &[],
             now(),
@@ -144,7 +144,7 @@ impl Backend for Cluster {
         self.build_records(namespace, name)
             .into_iter()
             .find(|r| r.summary.number == number)
-            .map(|r| kubeci_render::recorded_request(number, r.job.annotations()))
+            .map(|r| kubeci_build::recorded_request(number, r.job.annotations()))
     }
 
     fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {

@@ -9,10 +9,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kubeci_build::record::{BuildJob, BuildPod};
+use kubeci_build::{keys, BuildRequest};
 use kubeci_engine::api::{BuildFacts, BuildView, LogStream, TriggerError, Triggered};
-use kubeci_engine::record::{BuildJob, BuildPod};
 use kubeci_engine::{observe, scheduler, BuildSummary};
-use kubeci_render::{keys, BuildRequest, JobOrigin};
+use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
 
 use crate::{label, ledger, now, Cluster, ClusterError};
@@ -263,11 +264,11 @@ impl Cluster {
             }
             // A retry of a request whose build exists (or existed).
             None => Api::<BuildJob>::namespaced(self.client.clone(), namespace)
-                .get_opt(&kubeci_render::build_name(name, allocation.number))
+                .get_opt(&kubeci_build::build_name(name, allocation.number))
                 .await
                 .map_err(|source| ClusterError::ReadJob {
                     namespace: namespace.to_owned(),
-                    name: kubeci_render::build_name(name, allocation.number),
+                    name: kubeci_build::build_name(name, allocation.number),
                     source,
                 })
                 .map_err(|e| TriggerError::Backend(e.into()))?

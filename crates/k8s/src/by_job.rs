@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
-use kubeci_render::keys;
+use kubeci_build::keys;
 
 /// (namespace, job label).
 pub(crate) type JobKey = (String, String);

@@ -14,10 +14,10 @@ use kube::runtime::reflector::{reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
+use kubeci_build::keys;
+use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_engine::api::{LatestStates, TriggerError};
-use kubeci_engine::record::{BuildJob, BuildPod};
 use kubeci_engine::{observe, BuildSummary};
-use kubeci_render::keys;
 use kubeci_spec::{LoadedJob, Severity};
 use tokio::sync::Notify;
 
@@ -363,7 +363,7 @@ impl Cluster {
             return None;
         }
         let job = Api::<BuildJob>::namespaced(self.client.clone(), namespace)
-            .get_opt(&kubeci_render::build_name(name, number))
+            .get_opt(&kubeci_build::build_name(name, number))
             .await
             .ok()??;
         if label(&job, keys::JOB) != Some(name) {

@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kubeci_build::keys;
+use kubeci_build::record::BuildJob;
 use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
-use kubeci_engine::record::BuildJob;
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
     WorkloadError, RECONCILE_ERRORS,
 };
-use kubeci_render::keys;
 
 use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
 
@@ -69,7 +69,7 @@ fn write_failed(
     job: &str,
     number: u64,
 ) -> impl FnOnce(kube::Error) -> WorkloadError {
-    let (namespace, name) = (namespace.to_owned(), kubeci_render::build_name(job, number));
+    let (namespace, name) = (namespace.to_owned(), kubeci_build::build_name(job, number));
     move |source| {
         failed(ClusterError::WriteJob {
             what,
@@ -99,7 +99,7 @@ impl Cluster {
         let Some(rules) = rules else {
             return Ok(None);
         };
-        let name = kubeci_render::build_name(job, number);
+        let name = kubeci_build::build_name(job, number);
         let queued =
             Api::<k8s_openapi::api::batch::v1::Job>::namespaced(self.client.clone(), namespace)
                 .get(&name)
@@ -184,7 +184,7 @@ impl Workload for Cluster {
         let patch = serde_json::json!({"spec": {"suspend": false}});
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .patch(
-                &kubeci_render::build_name(job, number),
+                &kubeci_build::build_name(job, number),
                 &PatchParams::default(),
                 &Patch::Merge(patch),
             )
@@ -208,7 +208,7 @@ impl Workload for Cluster {
         };
         self.stop_job(
             namespace,
-            &kubeci_render::build_name(job, number),
+            &kubeci_build::build_name(job, number),
             annotations,
         )
         .await
@@ -224,7 +224,7 @@ impl Workload for Cluster {
     ) -> Result<(), WorkloadError> {
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
             .delete(
-                &kubeci_render::build_name(job, number),
+                &kubeci_build::build_name(job, number),
                 &DeleteParams::background(),
             )
             .await

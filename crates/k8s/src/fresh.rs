@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubeci_engine::record::BuildJob;
+use kubeci_build::record::BuildJob;
 
 /// How long a build Job this replica created is shown without its cache showing it.
 pub(crate) const FRESH_FOR: Duration = Duration::from_secs(30);

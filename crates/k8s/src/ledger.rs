@@ -5,10 +5,10 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
+use kubeci_build::{keys, BuildRequest};
 use kubeci_engine::approval::{self, Approval};
 use kubeci_engine::ledger::{Allocation, Ledger};
 use kubeci_engine::BuildSummary;
-use kubeci_render::{keys, BuildRequest};
 
 use crate::{ledger_name, now};
 

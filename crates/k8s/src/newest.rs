@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
+use kubeci_build::keys;
+use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_engine::api::{NewestState, StatesByJob};
 use kubeci_engine::observe;
-use kubeci_engine::record::{BuildJob, BuildPod};
-use kubeci_render::keys;
 
 use crate::by_job::{ByJob, Changed, JobKey};
 use crate::label;

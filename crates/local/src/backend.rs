@@ -35,9 +35,9 @@ impl Backend for LocalBackend {
     /// A job whose pod needs a Secret this machine does not have (`--secrets DIR`).
     fn cannot_build(&self, loaded: &LoadedJob) -> Option<String> {
         let job = loaded.job.as_ref()?;
-        let request = kubeci_render::BuildRequest {
+        let request = kubeci_build::BuildRequest {
             number: 1,
-            trigger: kubeci_render::Trigger::Manual,
+            trigger: kubeci_build::Trigger::Manual,
             commit: None,
             git_ref: None,
             branch: None,
@@ -157,7 +157,7 @@ impl Backend for LocalBackend {
         let (number, created) = {
             let origin = JobOrigin::of(&loaded);
             let render = |number: u64| -> Result<String, String> {
-                let request = kubeci_render::BuildRequest {
+                let request = kubeci_build::BuildRequest {
                     number,
                     ..build.clone()
                 };
@@ -246,7 +246,7 @@ impl Backend for LocalBackend {
         namespace: &str,
         name: &str,
         number: u64,
-    ) -> Option<kubeci_render::BuildRequest> {
+    ) -> Option<kubeci_build::BuildRequest> {
         let row = self.store().build(namespace, name, number).ok()??;
         Some(row.request)
     }

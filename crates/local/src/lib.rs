@@ -294,7 +294,7 @@ impl LocalBackend {
             .job(&row.namespace, &row.job)
             .and_then(|l| l.job.as_ref()?.log_url.clone());
         let template = declared_url.or_else(|| self.settings.log_url_template.clone());
-        let name = kubeci_render::build_name(&row.job, row.number);
+        let name = kubeci_build::build_name(&row.job, row.number);
         let facts = BuildFacts {
             namespace: &row.namespace,
             job: &row.job,
@@ -317,7 +317,7 @@ impl LocalBackend {
     }
 
     /// Cancels the older unfinished builds of the same pull request or branch.
-    async fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_render::BuildRequest) {
+    async fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_build::BuildRequest) {
         let builds = || {
             let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
             let rows = self

@@ -303,7 +303,7 @@ impl kubeci_pod_runner::LogSink for BuildSink {
             return;
         };
         let Some(commit) = (container == "clone")
-            .then(|| kubeci_render::clone_result::commit(&message))
+            .then(|| kubeci_build::clone_result::commit(&message))
             .flatten()
         else {
             return;

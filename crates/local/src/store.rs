@@ -86,7 +86,7 @@ pub struct BuildRow {
     pub job: String,
     pub number: u64,
     pub state: BuildState,
-    pub request: kubeci_render::BuildRequest,
+    pub request: kubeci_build::BuildRequest,
     /// The rendered Job it runs (so a queued build keeps the spec it was requested with).
     pub manifest: String,
     pub spec_hash: Option<String>,
@@ -114,7 +114,7 @@ impl BuildRow {
 pub struct NewBuild<'a> {
     pub namespace: &'a str,
     pub job: &'a str,
-    pub request: &'a kubeci_render::BuildRequest,
+    pub request: &'a kubeci_build::BuildRequest,
     pub key: Option<&'a str>,
     /// Renders the Job of build `number`.
     pub manifest: &'a dyn Fn(u64) -> Result<String, String>,

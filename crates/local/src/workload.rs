@@ -78,7 +78,7 @@ impl LocalBackend {
             namespace: row.namespace.clone(),
             job: row.job.clone(),
             number: row.number,
-            build_name: kubeci_render::build_name(&row.job, row.number),
+            build_name: kubeci_build::build_name(&row.job, row.number),
             trigger: Some(row.request.trigger.as_str().to_owned()),
             git_url: job.map(|j| j.git.url.clone()),
             commit: row.commit(),

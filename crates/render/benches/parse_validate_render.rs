@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p kubeci-render --bench parse_validate_render`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kubeci_render::{render, to_yaml, BuildRequest, JobOrigin, RenderConfig};
+use kubeci_build::BuildRequest;
+use kubeci_render::{render, to_yaml, JobOrigin, RenderConfig};
 use kubeci_spec::{load, LoadOptions};
 
 const SEED: &str = include_str!("../../../examples/seed/start-helm-test.configmap.yaml");

@@ -17,39 +17,10 @@ use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubeci_build::{build_name, keys, BuildRequest};
 use kubeci_spec::duration::parse_duration;
 use kubeci_spec::validate::normalize_workdir;
 use kubeci_spec::Job;
-use sha2::{Digest, Sha256};
-
-/// Labels and annotations kubeci puts on every build.
-pub mod keys {
-    pub const JOB: &str = "kubeci.io/job";
-    pub const BUILD: &str = "kubeci.io/build";
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    pub const MANAGER: &str = "kubeci";
-    pub const TRIGGER: &str = "kubeci.io/trigger";
-    pub const REQUESTED_BY: &str = "kubeci.io/requested-by";
-    pub const GIT_URL: &str = "kubeci.io/git-url";
-    pub const BRANCH: &str = "kubeci.io/branch";
-    pub const REF: &str = "kubeci.io/ref";
-    pub const COMMIT: &str = "kubeci.io/commit";
-    pub const PR: &str = "kubeci.io/pr";
-    pub const PR_AUTHOR: &str = "kubeci.io/pr-author";
-    pub const SPEC_HASH: &str = "kubeci.io/spec-hash";
-    pub const CHART_VERSION: &str = "kubeci.io/chart-version";
-    /// The identity of the request that started the build (a webhook's `pr:<n>:<head>`,
-    /// an API `Idempotency-Key`): a request seen again finds its build by it.
-    pub const REQUEST_KEY: &str = "kubeci.io/request-key";
-    /// Who cancelled the build (set when it is cancelled; empty when unknown).
-    pub const CANCELLED_BY: &str = "kubeci.io/cancelled-by";
-    /// The commit statuses already reported for the build, comma-separated.
-    pub const REPORTED: &str = "kubeci.io/reported";
-    /// Why kubeci stopped a build that could not run (`Reason: message`, Kubernetes' words).
-    pub const ERROR: &str = "kubeci.io/error";
-    /// When kubeci stopped (cancelled or failed) a build, RFC 3339.
-    pub const FINISHED_AT: &str = "kubeci.io/finished-at";
-}
 
 /// Paths inside the build pod.
 pub mod paths {
@@ -66,38 +37,6 @@ pub mod paths {
     pub const TERMINATION_MESSAGE: &str = "/dev/termination-log";
     /// Where a pod's service-account credentials are mounted (the build step only).
     pub const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-}
-
-/// What the clone step reports in its termination message: the commit it checked out
-/// (and the branch), one `key=value` per line, for the server to record on the build.
-pub mod clone_result {
-    /// The message for a checkout of `commit` (on `branch`).
-    pub fn format(commit: &str, branch: Option<&str>) -> String {
-        match branch {
-            Some(branch) => format!("commit={commit}\nbranch={branch}\n"),
-            None => format!("commit={commit}\n"),
-        }
-    }
-
-    /// The commit a clone step's termination message names, if it names a well-formed one.
-    pub fn commit(message: &str) -> Option<&str> {
-        message
-            .lines()
-            .find_map(|line| line.strip_prefix("commit="))
-            .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn the_commit_is_read_back_and_nothing_else_is_taken_for_one() {
-            let sha = "4d7de2707d0240ba622e8f56097a34e57c61cb4d";
-            assert_eq!(super::commit(&super::format(sha, Some("main"))), Some(sha));
-            assert_eq!(super::commit(&super::format(sha, None)), Some(sha));
-            assert_eq!(super::commit("commit=$(rm -rf /)\n"), None);
-            assert_eq!(super::commit("fatal: not a git repository"), None);
-        }
-    }
 }
 
 /// The user the clone step runs as; the pod's `fsGroup`, so the build step can use the
@@ -133,82 +72,6 @@ impl Default for RenderConfig {
             clone_image: concat!("ghcr.io/kubeci/kubeci:", env!("CARGO_PKG_VERSION")).into(),
             default_image: "docker.io/library/buildpack-deps:bookworm".into(),
             base_url: "http://localhost:8080".into(),
-        }
-    }
-}
-
-/// What started a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trigger {
-    Manual,
-    PullRequest,
-    Comment,
-    Push,
-    Cron,
-}
-
-impl Trigger {
-    /// The trigger named by [`Trigger::as_str`].
-    pub fn parse(name: &str) -> Option<Trigger> {
-        [
-            Trigger::Manual,
-            Trigger::PullRequest,
-            Trigger::Comment,
-            Trigger::Push,
-            Trigger::Cron,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::PullRequest => "pull-request",
-            Trigger::Comment => "comment",
-            Trigger::Push => "push",
-            Trigger::Cron => "cron",
-        }
-    }
-}
-
-/// The pull request a build tests.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct PullRequest {
-    pub number: u64,
-    pub author: Option<String>,
-    pub source_branch: Option<String>,
-    pub target_branch: Option<String>,
-}
-
-/// One build to run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BuildRequest {
-    /// The build number, unique and increasing per job, from 1.
-    pub number: u64,
-    pub trigger: Trigger,
-    /// The exact commit, when known (webhooks know it; manual builds take the branch head).
-    pub commit: Option<String>,
-    /// A ref to fetch instead of the job's branch, e.g. `refs/tags/v1.2`.
-    pub git_ref: Option<String>,
-    /// The branch built, overriding the job's (a push to another matching branch).
-    pub branch: Option<String>,
-    pub pull_request: Option<PullRequest>,
-    /// Who asked for a manual build or cancelled, as the server authenticated them.
-    pub requested_by: Option<String>,
-}
-
-impl BuildRequest {
-    pub fn manual(number: u64) -> BuildRequest {
-        BuildRequest {
-            number,
-            trigger: Trigger::Manual,
-            commit: None,
-            git_ref: None,
-            branch: None,
-            pull_request: None,
-            requested_by: None,
         }
     }
 }
@@ -261,29 +124,6 @@ pub fn pod_uses(job: &KubeJob) -> kubeci_spec::tenancy::PodUses {
     }
 }
 
-/// The request a build was rendered from, read back from its Job's annotations: what a
-/// rebuild repeats (the same branch or ref, commit and pull request).
-pub fn recorded_request(number: u64, annotations: &BTreeMap<String, String>) -> BuildRequest {
-    let get = |key: &str| annotations.get(key).cloned();
-    BuildRequest {
-        number,
-        trigger: get(keys::TRIGGER)
-            .and_then(|t| Trigger::parse(&t))
-            .unwrap_or(Trigger::Manual),
-        commit: get(keys::COMMIT),
-        git_ref: get(keys::REF),
-        branch: get(keys::BRANCH),
-        pull_request: get(keys::PR)
-            .and_then(|n| n.parse().ok())
-            .map(|number| PullRequest {
-                number,
-                author: get(keys::PR_AUTHOR),
-                ..PullRequest::default()
-            }),
-        requested_by: get(keys::REQUESTED_BY),
-    }
-}
-
 /// Facts about the job's declaration that builds record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobOrigin {
@@ -317,21 +157,6 @@ pub enum RenderError {
         value: String,
         reason: String,
     },
-}
-
-/// The Kubernetes name of build `number` of job `job_name`: `<job>-<number>`, shortened
-/// with a hash of the job name when that would exceed 63 characters, so it stays a valid,
-/// unique DNS-1123 label.
-pub fn build_name(job_name: &str, number: u64) -> String {
-    let suffix = format!("-{number}");
-    if job_name.len() + suffix.len() <= 63 {
-        return format!("{job_name}{suffix}");
-    }
-    let digest = Sha256::digest(job_name.as_bytes());
-    let hash: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
-    let keep = 63 - suffix.len() - hash.len() - 1;
-    let prefix = job_name[..keep].trim_end_matches('-');
-    format!("{prefix}-{hash}{suffix}")
 }
 
 /// The URL of a build's page in the kubeci UI.

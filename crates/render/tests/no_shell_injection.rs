@@ -2,10 +2,9 @@
 //! environment values, never inside a string a shell interprets.
 
 use k8s_openapi::api::core::v1::Container;
+use kubeci_build::{BuildRequest, PullRequest, Trigger};
 use kubeci_render::expansion::expand;
-use kubeci_render::{
-    render, BuildRequest, JobOrigin, PullRequest, RenderConfig, Trigger, BUILD_PRELUDE,
-};
+use kubeci_render::{render, JobOrigin, RenderConfig, BUILD_PRELUDE};
 use kubeci_spec::Job;
 
 const HOSTILE: [&str; 6] = [

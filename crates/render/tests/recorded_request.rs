@@ -1,8 +1,7 @@
 //! A build's request can be read back from its Job: what a rebuild repeats.
 
-use kubeci_render::{
-    recorded_request, render, BuildRequest, JobOrigin, PullRequest, RenderConfig, Trigger,
-};
+use kubeci_build::{recorded_request, BuildRequest, PullRequest, Trigger};
+use kubeci_render::{render, JobOrigin, RenderConfig};
 use kubeci_spec::Job;
 
 #[test]

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use kubeci_render::{render, BuildRequest, JobOrigin, RenderConfig};
+use kubeci_build::BuildRequest;
+use kubeci_render::{render, JobOrigin, RenderConfig};
 use kubeci_spec::Job;
 use serde_json::Value;
 

@@ -10,10 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kubeci_build::BuildRequest;
 use kubeci_engine::api::{
     Backend, CancelError, JobView, LogError, LogOptions, TriggerError, TriggerRequest, Triggered,
 };
-use kubeci_render::BuildRequest;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -259,7 +259,7 @@ pub(crate) fn rebuild_request<B: Backend>(
         name: name.to_owned(),
         build: BuildRequest {
             number: 0,
-            trigger: kubeci_render::Trigger::Manual,
+            trigger: kubeci_build::Trigger::Manual,
             requested_by: Some(format!("{who} (rebuild of #{number})")),
             ..recorded
         },

@@ -12,8 +12,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kubeci_build::BuildRequest;
 use kubeci_engine::api::{Backend, JobView, LogOptions, TriggerError, TriggerRequest, Triggered};
-use kubeci_render::BuildRequest;
 use std::sync::Arc;
 
 /// Pages allow no script, style, frame or foreign resource but kubeci's own: whatever a

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::cluster::TestCluster;
 use futures_util::StreamExt;
+use kubeci_build::BuildRequest;
 use kubeci_engine::api::{Backend, CancelError, LogOptions, TriggerError, TriggerRequest};
-use kubeci_render::BuildRequest;
 
 /// A job cloning `url` (for the local backend; the Kubernetes one's come from
 /// [`TestCluster::job_yaml`]).

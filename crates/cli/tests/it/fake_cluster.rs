@@ -9,7 +9,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use kube::runtime::wait::await_condition;
-use kubeci_render::{render, BuildRequest, JobOrigin, RenderConfig};
+use kubeci_build::BuildRequest;
+use kubeci_render::{render, JobOrigin, RenderConfig};
 use kubeci_testkit::{FakeApiServer, PodBehaviour};
 use serde_json::json;
 

@@ -94,10 +94,10 @@ impl CronJob {
 
 /// What the cron build due at `due` requests, and its request key: one build per due
 /// time, however often it is asked for.
-pub fn cron_request(due: i64) -> (kubeci_render::BuildRequest, String) {
-    let request = kubeci_render::BuildRequest {
-        trigger: kubeci_render::Trigger::Cron,
-        ..kubeci_render::BuildRequest::manual(0)
+pub fn cron_request(due: i64) -> (kubeci_build::BuildRequest, String) {
+    let request = kubeci_build::BuildRequest {
+        trigger: kubeci_build::Trigger::Cron,
+        ..kubeci_build::BuildRequest::manual(0)
     };
     (request, format!("cron:{due}"))
 }
@@ -564,7 +564,7 @@ impl<W: Workload> ReportAttempt<W> {
 pub async fn cancel_superseded<W: Workload>(
     workload: &W,
     loaded: &LoadedJob,
-    request: &kubeci_render::BuildRequest,
+    request: &kubeci_build::BuildRequest,
     builds: impl FnOnce() -> Vec<BuildSummary>,
 ) {
     let Some(job) = loaded.job.as_ref() else {

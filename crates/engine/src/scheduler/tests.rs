@@ -516,7 +516,7 @@ async fn a_failed_report_is_sent_again_a_failed_record_is_only_recorded_again() 
 
 #[tokio::test]
 async fn superseded_builds_are_cancelled_through_the_workload() {
-    use kubeci_render::{BuildRequest, PullRequest, Trigger};
+    use kubeci_build::{BuildRequest, PullRequest, Trigger};
     let job = declared("demo", "        run_command: make\n");
     let memory = memory(vec![(
         "demo",

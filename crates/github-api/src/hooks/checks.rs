@@ -2,11 +2,11 @@
 //! check run or of the suite, and the "Approve and build" button; and the check runs that
 //! wait for an admin's approval of an untrusted pull request.
 
+use kubeci_build::Trigger;
 use kubeci_engine::api::Backend;
 use kubeci_github::checks::{self, PastBuild, Rerun, APPROVE};
 use kubeci_github::decide::{self, Action, JobRef, Waiting};
 use kubeci_github::event::{CheckRunRef, Event};
-use kubeci_render::Trigger;
 use serde_json::json;
 
 use super::{Failure, Hooks, Outcome};

@@ -3,7 +3,7 @@ use super::*;
 
 fn new<'a>(
     key: Option<&'a str>,
-    request: &'a kubeci_render::BuildRequest,
+    request: &'a kubeci_build::BuildRequest,
     manifest: &'a dyn Fn(u64) -> Result<String, String>,
     now: i64,
 ) -> NewBuild<'a> {
@@ -22,7 +22,7 @@ fn new<'a>(
 #[test]
 fn numbers_are_given_once_per_request_key_and_never_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let request = kubeci_render::BuildRequest::manual(0);
+    let request = kubeci_build::BuildRequest::manual(0);
     let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
     let mut store = Store::open(&dir.path().join("kubeci.db")).unwrap();
     let mut allocate = |key, now| store.allocate(&new(key, &request, &manifest, now)).unwrap();
@@ -52,7 +52,7 @@ fn numbers_are_given_once_per_request_key_and_never_reused() {
 fn a_restart_marks_running_builds_interrupted_and_keeps_their_logs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeci.db");
-    let request = kubeci_render::BuildRequest::manual(0);
+    let request = kubeci_build::BuildRequest::manual(0);
     let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
     let mut store = Store::open(&path).unwrap();
     store
@@ -199,7 +199,7 @@ fn the_database_and_its_journal_are_readable_by_their_owner_alone() {
 #[test]
 fn every_state_reads_back_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let request = kubeci_render::BuildRequest::manual(0);
+    let request = kubeci_build::BuildRequest::manual(0);
     let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
     let mut store = Store::open(&dir.path().join("kubeci.db")).unwrap();
     store

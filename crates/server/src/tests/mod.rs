@@ -10,11 +10,11 @@ use axum::body::Body;
 use axum::body::Bytes;
 use axum::http::Request;
 use axum::http::{header, StatusCode};
+use kubeci_build::BuildRequest;
 use kubeci_engine::api::{
     Backend, CancelError, Delivery, LogError, TriggerError, TriggerRequest, Triggered, Webhooks,
 };
 use kubeci_engine::api::{BuildView, JobView};
-use kubeci_render::BuildRequest;
 use tower::ServiceExt;
 
 /// A backend with one job, `demo`, whose build 1 exists; it records who started what.
