@@ -248,6 +248,35 @@ async fn reads_are_open_and_errors_have_one_shape() {
     );
 }
 
+#[tokio::test]
+async fn a_value_in_a_link_reads_back_whole_as_a_path_segment_or_a_query_value() {
+    // Every character that could end a segment or a value, start an escape, or need UTF-8.
+    let awkward = "a:b/c?d#e f%g&h=i+j é";
+    let app = || app(Arc::new(Fake::default()), Access::default());
+    let get = |uri: String| Request::get(uri).body(Body::empty()).unwrap();
+
+    let job_page = format!("/jobs/ci/{}", pages::urlencode(awkward));
+    let (status, body) = send(app(), get(job_page)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "routed to the job page");
+    assert!(
+        body.contains(&crate::ansi::escape(&format!(
+            "There is no job ci/{awkward}."
+        ))),
+        "{body}"
+    );
+
+    let searched = format!("/?q={}&state=", pages::urlencode(awkward));
+    let (status, body) = send(app(), get(searched)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(&format!(
+            "name=\"q\" value=\"{}\"",
+            crate::ansi::escape(awkward)
+        )),
+        "{body}"
+    );
+}
+
 /// Sends `request`; (status, body as text).
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, String) {
     let response = app.oneshot(request).await.unwrap();
