@@ -180,7 +180,7 @@ pub fn build_name(job_name: &str, number: u64) -> String {
         return format!("{job_name}{suffix}");
     }
     let digest = Sha256::digest(job_name.as_bytes());
-    let hash: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..3]);
     let keep = 63 - suffix.len() - hash.len() - 1;
     let prefix = job_name[..keep].trim_end_matches('-');
     format!("{prefix}-{hash}{suffix}")

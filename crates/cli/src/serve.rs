@@ -162,7 +162,7 @@ fn local_token(path: &std::path::Path) -> Result<()> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut random))
         .context("cannot read /dev/urandom for a token")?;
-    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let token = hex::encode(random);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

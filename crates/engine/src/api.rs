@@ -85,18 +85,22 @@ impl JobView {
 
 /// Expands a log URL template for one build.
 pub fn log_url(template: &str, fields: &[(&str, &str)]) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    /// The characters percent-encoded in a value put into a log store's URL template: all
+    /// but RFC 3986's unreserved characters and `:`, so it stays one path segment or query
+    /// value wherever the template puts it. `:` is kept because it is legal in a path
+    /// segment, a query and a fragment alike, and `{start}`/`{end}` are RFC 3339 times
+    /// (`2026-11-23T10:00:00Z`) that people read and paste in Grafana's, Loki's or
+    /// Kibana's URLs, which read them back the same either way.
+    const TEMPLATE_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b':');
     let mut url = template.to_owned();
     for (name, value) in fields {
-        let encoded: String = value
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let encoded = utf8_percent_encode(value, TEMPLATE_VALUE).to_string();
         url = url.replace(&format!("{{{name}}}"), &encoded);
     }
     url

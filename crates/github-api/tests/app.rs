@@ -2,7 +2,8 @@
 //! with the App's public key (signature, issuer, times) and hands out installation tokens
 //! that expire: installations found once per repository or organisation, one token per
 //! installation reused, renewed when refused or in its last minutes, rate limits per
-//! installation, and a clear error where the App is not installed.
+//! installation, and a clear error where the App is not installed; check runs, asked for by
+//! name.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,4 +217,29 @@ fn the_key_shows_nothing_of_itself() {
     let secret_line = pem.lines().nth(1).unwrap();
     assert!(!shown.contains(secret_line), "{shown}");
     assert!(shown.contains("<private>"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_check_name_is_asked_for_whole_in_the_query() {
+    let world = world().await;
+    let client = &world.client;
+    // Every character that could end a query value, start an escape, or need UTF-8.
+    let awkward = "ci: a/b?c#d e%f&g=h+i é";
+    let sha = "a".repeat(40);
+    for name in [awkward, "ci", "ci: a/b"] {
+        client
+            .create_check_run("o/r", json!({"name": name, "head_sha": sha}))
+            .await
+            .unwrap();
+    }
+    for name in [awkward, "ci"] {
+        let found: Vec<String> = client
+            .check_runs("o/r", &sha, Some(name))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|run| run.name)
+            .collect();
+        assert_eq!(found, [name], "GitHub reads the check name back whole");
+    }
 }

@@ -41,6 +41,21 @@ pub enum LocalBackendError {
     /// data directory needs attention (space, permissions).
     #[error("the database failed: {0}")]
     Database(#[source] rusqlite::Error),
+    /// The database cannot be brought to this kubeci's schema (nothing of a failed run of
+    /// migrations is kept: it is one transaction).
+    #[error("cannot bring the database {path} to this kubeci's schema: {source}")]
+    Migration {
+        path: String,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    /// The database was written by a newer kubeci, whose schema this one does not know.
+    #[error("the database {path} was written by a newer kubeci (schema version {found}; this kubeci knows versions up to {known}) and is left as it is: run that kubeci or a newer one on it, or give this one another --data directory")]
+    NewerDatabase {
+        path: String,
+        found: usize,
+        known: usize,
+    },
     /// The data directory cannot be made.
     #[error("cannot use the data directory {path}: {source}")]
     DataDir {

@@ -10,36 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::LocalBackendError;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS counters (
-    namespace TEXT NOT NULL, job TEXT NOT NULL,
-    last_number INTEGER NOT NULL DEFAULT 0,
-    last_cron_run INTEGER,
-    PRIMARY KEY (namespace, job));
-CREATE TABLE IF NOT EXISTS requests (
-    namespace TEXT NOT NULL, job TEXT NOT NULL, key TEXT NOT NULL,
-    number INTEGER NOT NULL, at INTEGER NOT NULL,
-    PRIMARY KEY (namespace, job, key));
-CREATE TABLE IF NOT EXISTS builds (
-    namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
-    state TEXT NOT NULL, reason TEXT, message TEXT, cancelled_by TEXT,
-    request TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    spec_hash TEXT, chart_version TEXT,
-    created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
-    reported TEXT NOT NULL DEFAULT '',
-    checked_out TEXT,
-    PRIMARY KEY (namespace, job, number));
-CREATE TABLE IF NOT EXISTS log_lines (
-    namespace TEXT NOT NULL, job TEXT NOT NULL, number INTEGER NOT NULL,
-    seq INTEGER NOT NULL, line BLOB NOT NULL,
-    written_at INTEGER,
-    PRIMARY KEY (namespace, job, number, seq));
-CREATE TABLE IF NOT EXISTS approvals (
-    namespace TEXT NOT NULL, job TEXT NOT NULL, pull_request INTEGER NOT NULL,
-    head TEXT NOT NULL, approved_by TEXT NOT NULL, at INTEGER NOT NULL,
-    PRIMARY KEY (namespace, job, pull_request, head));
-";
+mod migrations;
 
 /// One line of a build's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,30 +21,6 @@ pub struct LogLine {
     /// before kubeci recorded it).
     pub written_at: Option<i64>,
     pub text: Vec<u8>,
-}
-
-/// Adds `column` (SQL type and all) to `table` of a database written before it existed.
-fn add_column_if_missing(
-    connection: &Connection,
-    table: &str,
-    column: &str,
-    declaration: &str,
-) -> Result<(), LocalBackendError> {
-    let has_it: bool = connection
-        .query_row(
-            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )
-        .map_err(database)?;
-    if !has_it {
-        connection
-            .execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-            ))
-            .map_err(database)?;
-    }
-    Ok(())
 }
 
 /// How long a request key is remembered: a retry within it gets the same build.
@@ -204,7 +151,9 @@ fn restrict_to_owner(path: &Path) -> Result<(), LocalBackendError> {
 impl Store {
     /// Opens (creating) `path`. The database and its `-wal` and `-shm` files are
     /// readable and writable by this user alone: made so, and tightened when an older
-    /// kubeci or a umask left them open to others (they hold every build's log).
+    /// kubeci or a umask left them open to others (they hold every build's log). Its
+    /// schema is brought up to date by numbered migrations; a database from a newer
+    /// kubeci is refused, left as it is.
     pub fn open(path: &Path) -> Result<Store, LocalBackendError> {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -216,7 +165,7 @@ impl Store {
             .open(path)
             .map_err(file_error(path))?;
         restrict_to_owner(path)?;
-        let connection = Connection::open(path).map_err(database)?;
+        let mut connection = Connection::open(path).map_err(database)?;
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(database)?;
@@ -228,10 +177,7 @@ impl Store {
                 restrict_to_owner(&file)?;
             }
         }
-        connection.execute_batch(SCHEMA).map_err(database)?;
-        // Databases written before these columns existed gain them, empty.
-        add_column_if_missing(&connection, "builds", "checked_out", "TEXT")?;
-        add_column_if_missing(&connection, "log_lines", "written_at", "INTEGER")?;
+        migrations::migrate(&mut connection, path)?;
         Ok(Store { connection })
     }
 

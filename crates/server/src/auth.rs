@@ -8,7 +8,7 @@ use crate::ansi;
 use crate::pages;
 use crate::session;
 use crate::ui::{page, ActionForm};
-use crate::{constant_time_eq, error, now, AppState};
+use crate::{error, now, same_secret, AppState};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -197,7 +197,7 @@ pub(crate) fn page_session(
 pub(crate) fn nonce() -> Option<String> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).ok()?;
-    Some(nonce.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(nonce))
 }
 
 /// `response` with `cookie` set, if there is one.
@@ -251,9 +251,9 @@ fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String
             StatusCode::UNAUTHORIZED,
             pages::login("/", Some("Sign in first.")),
         ))),
-        Some(expected) if !constant_time_eq(csrf.as_bytes(), expected.as_bytes()) => {
-            Err(forbidden("This form did not come from kubeci's own page (its CSRF token is missing or wrong)."))
-        }
+        Some(expected) if !same_secret(csrf, &expected) => Err(forbidden(
+            "This form did not come from kubeci's own page (its CSRF token is missing or wrong).",
+        )),
         Some(_) => Ok(who),
     }
 }
@@ -301,9 +301,7 @@ fn authorize(access: &Access, headers: &HeaderMap) -> Result<String, Refusal> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
-            Ok("api".into())
-        }
+        Some(presented) if same_secret(presented, token) => Ok("api".into()),
         Some(_) => Err((StatusCode::FORBIDDEN, "forbidden", "the token is not valid")),
         None => Err((
             StatusCode::UNAUTHORIZED,

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kubeci_engine::api::{Backend, NoWebhooks, Webhooks};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::api::{
     build, builds, cancel, job, jobs, log, metrics, openapi, readyz, rebuild, trigger,
@@ -77,12 +78,11 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-/// Compares secrets in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a presented secret (the token, a session's MAC, a CSRF token) is the expected
+/// one, compared in constant time (`subtle`): how long it takes does not tell where they
+/// differ, only whether their lengths do.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 /// The router of the kubeci server.

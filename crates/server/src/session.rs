@@ -6,7 +6,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::constant_time_eq;
+use crate::same_secret;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "kubeci_session";
@@ -18,11 +18,7 @@ fn mac(token: &str, purpose: &str) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(purpose.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A new session's cookie value, unique by `nonce`: two sign-ins in the same second were
@@ -45,10 +41,7 @@ pub fn valid(token: &str, value: &str, now: i64) -> bool {
     };
     at > now
         && !nonce.is_empty()
-        && constant_time_eq(
-            presented.as_bytes(),
-            mac(token, &format!("session:{expiry}:{nonce}")).as_bytes(),
-        )
+        && same_secret(presented, &mac(token, &format!("session:{expiry}:{nonce}")))
 }
 
 /// The cookie holding the session of a user named by the authenticating proxy.
@@ -74,9 +67,9 @@ pub fn valid_for_user(token: &str, user: &str, value: &str, now: i64) -> bool {
     };
     at > now
         && !nonce.is_empty()
-        && constant_time_eq(
-            presented.as_bytes(),
-            mac(token, &format!("user-session:{user}:{expiry}:{nonce}")).as_bytes(),
+        && same_secret(
+            presented,
+            &mac(token, &format!("user-session:{user}:{expiry}:{nonce}")),
         )
 }
 
@@ -86,7 +79,7 @@ pub fn csrf(token: &str, session: &str) -> String {
 }
 
 pub fn csrf_ok(token: &str, session: &str, presented: &str) -> bool {
-    constant_time_eq(presented.as_bytes(), csrf(token, session).as_bytes())
+    same_secret(presented, &csrf(token, session))
 }
 
 /// The session cookie in a `Cookie` header, if any.
@@ -137,6 +130,9 @@ mod tests {
         let stretched = format!("{}.{signed}", expiry.parse::<i64>().unwrap() + 3600);
         assert!(!valid(token, &stretched, 1001), "the expiry is signed");
         let (nonce, mac) = signed.split_once('.').unwrap();
+        let flipped = if mac.ends_with('0') { "1" } else { "0" };
+        let forged = format!("{expiry}.{nonce}.{}{flipped}", &mac[..mac.len() - 1]);
+        assert!(!valid(token, &forged, 1001), "a MAC one digit off");
         assert!(
             !valid(token, &format!("{expiry}.{nonce}x.{mac}"), 1001),
             "the nonce is signed"

@@ -6,7 +6,7 @@ use crate::api::rebuild_request;
 use crate::auth::{self, page_session, proxy_user, with_cookie, FormActor, ProxyUser};
 use crate::pages::{self, Chrome, JobRow, JobsQuery};
 use crate::session;
-use crate::{constant_time_eq, now, AppState};
+use crate::{now, same_secret, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -207,7 +207,7 @@ pub(crate) async fn login<B: Backend>(
             ),
         );
     };
-    if !constant_time_eq(form.token.trim().as_bytes(), token.as_bytes()) {
+    if !same_secret(form.token.trim(), token) {
         return page(
             StatusCode::UNAUTHORIZED,
             pages::login(next, Some("That is not the server's token.")),

@@ -400,10 +400,6 @@ pub fn load_configmap(configmap: ConfigMapData<'_>, options: &LoadOptions) -> Lo
     job
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn human_size(bytes: usize) -> String {
     if bytes >= 1024 * 1024 {
         format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

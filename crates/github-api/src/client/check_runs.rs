@@ -1,6 +1,7 @@
 //! The Checks API calls: create and update a check run, list a commit's check runs.
 
 use hyper::Method;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use super::GitHubClient;
@@ -80,14 +81,16 @@ impl GitHubClient {
     }
 }
 
-/// `name` for a query string: unreserved characters as they are, the rest percent-encoded.
+/// The characters percent-encoded in a value of a GitHub API query string: all but
+/// RFC 3986's unreserved characters, so a check name's `&`, `=`, `+`, `#` and spaces
+/// stay in it.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `name` as a query string's value, percent-encoded.
 fn percent_encoded(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(name, QUERY_VALUE).to_string()
 }

@@ -4,6 +4,7 @@
 
 use kubeci_engine::api::BuildView;
 use kubeci_engine::Phase;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::ansi::escape;
 
@@ -160,18 +161,18 @@ pub(crate) fn build_path(namespace: &str, name: &str, number: u64) -> String {
     format!("{}/builds/{number}", job_path(namespace, name))
 }
 
-/// A path segment, percent-encoded.
-pub fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// The characters percent-encoded in a path segment or a query value of kubeci's own
+/// links: all but RFC 3986's unreserved characters, so a value stays one segment (`/`, `?`, `#`) or one
+/// query value (`&`, `=`, `+`, `#`) and the same encoding serves both.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A path segment or a query value, percent-encoded.
+pub fn urlencode(component: &str) -> String {
+    utf8_percent_encode(component, URL_COMPONENT).to_string()
 }
 
 /// Who or what started `build`, said for people: `cron`, `@octocat (push)`, `@octocat
@@ -222,6 +223,14 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_component_keeps_only_the_unreserved_characters() {
+        assert_eq!(
+            urlencode("a:b/c?d#e f%g&h=i+j é-._~"),
+            "a%3Ab%2Fc%3Fd%23e%20f%25g%26h%3Di%2Bj%20%C3%A9-._~"
+        );
+    }
 
     #[test]
     fn times_read_as_people_say_them_with_the_exact_time_on_hover() {

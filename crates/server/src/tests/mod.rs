@@ -185,11 +185,14 @@ async fn actions_need_the_token() {
         call(open(), "POST", uri, None).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (status, body) = call(open(), "POST", uri, Some("wrong")).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("forbidden"))
-    );
+    for wrong in ["wrong", "s3creT", "t3cret"] {
+        let (status, body) = call(open(), "POST", uri, Some(wrong)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{wrong}: of the token's length or not"
+        );
+    }
     let (status, body) = call(open(), "POST", uri, Some("s3cret")).await;
     assert_eq!(
         (
@@ -245,6 +248,35 @@ async fn reads_are_open_and_errors_have_one_shape() {
     assert_eq!(
         call(app(), "GET", "/nowhere", None).await.1["error"]["code"],
         "not-found"
+    );
+}
+
+#[tokio::test]
+async fn a_value_in_a_link_reads_back_whole_as_a_path_segment_or_a_query_value() {
+    // Every character that could end a segment or a value, start an escape, or need UTF-8.
+    let awkward = "a:b/c?d#e f%g&h=i+j é";
+    let app = || app(Arc::new(Fake::default()), Access::default());
+    let get = |uri: String| Request::get(uri).body(Body::empty()).unwrap();
+
+    let job_page = format!("/jobs/ci/{}", pages::urlencode(awkward));
+    let (status, body) = send(app(), get(job_page)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "routed to the job page");
+    assert!(
+        body.contains(&crate::ansi::escape(&format!(
+            "There is no job ci/{awkward}."
+        ))),
+        "{body}"
+    );
+
+    let searched = format!("/?q={}&state=", pages::urlencode(awkward));
+    let (status, body) = send(app(), get(searched)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(&format!(
+            "name=\"q\" value=\"{}\"",
+            crate::ansi::escape(awkward)
+        )),
+        "{body}"
     );
 }
 
@@ -358,11 +390,41 @@ async fn each_route_takes_bodies_up_to_its_own_limit() {
     );
 }
 
+#[tokio::test]
+async fn a_sign_in_with_a_token_of_the_same_length_but_one_character_off_is_refused() {
+    let app = || {
+        app(
+            Arc::new(Fake::default()),
+            Access {
+                token: Some("s3cret".into()),
+                ..Access::default()
+            },
+        )
+    };
+    let sign_in = |token: &str| {
+        Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}&next=/")))
+            .unwrap()
+    };
+    for wrong in ["s3creT", "t3cret", "s3cre", "s3crets"] {
+        let response = app().oneshot(sign_in(wrong)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{wrong}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+    let response = app().oneshot(sign_in("s3cret")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(response.headers().get(header::SET_COOKIE).is_some());
+}
+
 #[test]
 fn tokens_are_compared_whole() {
-    assert!(constant_time_eq(b"abc", b"abc"));
-    assert!(!constant_time_eq(b"abc", b"abd"));
-    assert!(!constant_time_eq(b"abc", b"ab"));
+    assert!(same_secret("abc", "abc"));
+    assert!(!same_secret("abc", "abd"), "the same length, one byte off");
+    assert!(!same_secret("abd", "abc"));
+    assert!(!same_secret("abc", "ab"));
+    assert!(!same_secret("ab", "abc"));
+    assert!(!same_secret("", "abc"));
 }
 
 #[tokio::test]

@@ -9,9 +9,7 @@ use crate::validate::{self, Context};
 use crate::yaml::{self, Key, Node, Pos, PosMap, Value};
 
 use super::typed::{check_keys, locate, read_typed, schema};
-use super::{
-    hex, human_size, LoadOptions, LoadReport, LoadedJob, ObjectRef, JOB_KEY, MAX_JOB_BYTES,
-};
+use super::{human_size, LoadOptions, LoadReport, LoadedJob, ObjectRef, JOB_KEY, MAX_JOB_BYTES};
 
 /// Reads the documents of one source, `file`, with `options`.
 pub(super) struct Reader<'a> {
@@ -105,7 +103,7 @@ impl Reader<'_> {
                 || self.options.default_namespace.clone(),
                 |c| c.namespace.clone(),
             ),
-            spec_hash: hex(&Sha256::digest(source.as_bytes())),
+            spec_hash: hex::encode(Sha256::digest(source.as_bytes())),
             source,
             chart_version,
             diagnostics: Vec::new(),
