@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
-use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord};
+use kubeci_engine::leader::{self, LeaseDecision, LeaseRecord, Observed};
 use kubeci_engine::scheduler::Turn;
 
-use crate::{now_ms, Cluster};
+use crate::Cluster;
 
 /// Holds or follows the leader Lease until kubeci stops. While it holds it,
 /// `leading_until` says until when it surely does (renewals come every third of the
 /// lease's duration). A follower also tries whenever the Lease changes (it watches it), so
-/// a Lease given back by a stopping leader is taken at once.
+/// a Lease given back by a stopping leader is taken at once. What it last saw of the Lease
+/// is kept between attempts: a held Lease expires by this replica's clock, a duration after
+/// its record last changed (`engine::leader::Observed`).
 pub(crate) async fn elect(cluster: Arc<Cluster>) {
     use futures_util::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
@@ -24,12 +26,13 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
     let period = election.lease_duration / 3;
     let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", election.name));
     let mut changes = watcher(leases.clone(), only_ours).default_backoff().boxed();
+    let mut observed = None;
     loop {
         let turn = cluster.election_turn.lock().await;
         if cluster.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let started = now_ms();
+        let started = cluster.clock_ms();
         let was = cluster.is_leader();
         let attempt = try_lead(
             &leases,
@@ -37,6 +40,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
             &cluster.settings.identity,
             duration_ms,
             was,
+            &mut observed,
         )
         .await;
         match attempt {
@@ -106,14 +110,15 @@ pub(crate) async fn release(
 }
 
 /// One attempt to take or renew the leader Lease (`leading`: this process holds it
-/// already): whether this replica leads now, and whether a leader before it may still be
-/// reporting.
+/// already; `observed`: what the attempts before saw of it, updated with this one's read):
+/// whether this replica leads now, and whether a leader before it may still be reporting.
 async fn try_lead(
     leases: &Api<Lease>,
     name: &str,
     me: &str,
     duration_ms: i64,
     leading: bool,
+    observed: &mut Option<Observed>,
 ) -> Result<Turn, kube::Error> {
     let led = |predecessor_may_be_reporting| Turn::Lead {
         predecessor_may_be_reporting,
@@ -140,7 +145,10 @@ async fn try_lead(
         renewed_at_ms: spec.renew_time.as_ref().map(|t| t.0.as_millisecond()),
         duration_ms: i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000,
     };
-    let decision = leader::decide(&record, me, now.as_millisecond());
+    let read_at = std::time::Instant::now();
+    let seen = Observed::update(observed.take(), record.clone(), read_at);
+    let decision = leader::decide(&seen, me, read_at);
+    *observed = Some(seen);
     if decision == LeaseDecision::Follow {
         return Ok(Turn::Wait);
     }

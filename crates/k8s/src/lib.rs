@@ -140,8 +140,11 @@ pub struct Cluster {
     reporter: Option<Arc<dyn Reporter>>,
     /// Wakes the controller when a watched object changed.
     changed: Arc<Notify>,
-    /// Until when (ms since the epoch) this replica surely holds the leader Lease.
+    /// Until when (`clock_ms`) this replica surely holds the leader Lease.
     leading_until: AtomicI64,
+    /// The origin of `clock_ms`: leadership is timed by this process's monotonic clock,
+    /// which no step of the wall clock (NTP, an operator) moves.
+    clock_origin: std::time::Instant,
     /// Set when kubeci is stopping: it no longer takes or renews the leader Lease.
     stopping: AtomicBool,
     /// When it took the lead last: whether a leader before it may still be reporting.
@@ -184,10 +187,6 @@ where
 
 pub(crate) fn now() -> i64 {
     jiff::Timestamp::now().as_second()
-}
-
-pub(crate) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 fn label<'a, K: kube::Resource>(object: &'a K, key: &str) -> Option<&'a str> {
@@ -265,6 +264,7 @@ impl Cluster {
             reporter,
             changed,
             leading_until: AtomicI64::new(0),
+            clock_origin: std::time::Instant::now(),
             stopping: AtomicBool::new(false),
             predecessor_may_be_reporting: AtomicBool::new(false),
             reports_in_flight: std::sync::OnceLock::new(),
@@ -281,7 +281,12 @@ impl Cluster {
 
     /// Whether this replica leads now.
     pub fn is_leader(&self) -> bool {
-        now_ms() < self.leading_until.load(Ordering::SeqCst)
+        self.clock_ms() < self.leading_until.load(Ordering::SeqCst)
+    }
+
+    /// Milliseconds on this process's monotonic clock (`leading_until`'s).
+    fn clock_ms(&self) -> i64 {
+        i64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Stops leading for good and, once its report calls under way have ended, gives the

@@ -116,6 +116,7 @@ fn error_shape(status: Value) -> Value {
 macro_rules! same_on_both {
     ($probe:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
         async fn $probe() {
             let on_fake = super::$probe(&fake().await).await;
             let on_real = super::$probe(&real().await).await;

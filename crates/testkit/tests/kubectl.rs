@@ -83,6 +83,7 @@ fn manifest(name: &str, value: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
 async fn kubectl_creates_applies_gets_replaces_and_deletes() {
     let server = FakeApiServer::start().await;
     let kubectl = Kubectl::new(&server);
@@ -139,6 +140,7 @@ async fn kubectl_creates_applies_gets_replaces_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
 async fn kubectl_watches_changes() {
     let server = FakeApiServer::start().await;
     let kubectl = Kubectl::new(&server);
@@ -202,6 +204,7 @@ async fn kubectl_watches_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
 async fn kubectl_reads_pod_logs() {
     let server = FakeApiServer::start().await;
     server.set_pod_behaviour(|_| PodBehaviour::Succeed {
@@ -240,6 +243,7 @@ async fn kubectl_reads_pod_logs() {
 
 /// The `fake-apiserver` binary serves manifests it was given to any client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl: .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
 async fn the_binary_serves_loaded_manifests_to_kubectl() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("objects.yaml");

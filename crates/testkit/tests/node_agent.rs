@@ -58,6 +58,7 @@ async fn wait_for_phase(pods: &Api<Pod>, name: &str, phase: &str) -> Pod {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
 async fn a_pod_gets_what_it_refers_to_from_the_api() {
     let client = client().await;
     let ns = namespace(&client, "node-agent").await;
@@ -159,6 +160,7 @@ async fn a_pod_gets_what_it_refers_to_from_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
 async fn a_deleted_pod_gets_sigterm_and_its_grace_period() {
     let client = client().await;
     let ns = namespace(&client, "node-agent-stop").await;

@@ -234,6 +234,7 @@ async fn the_kubernetes_backend_keeps_the_contract_on_the_fake_api_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
 async fn the_kubernetes_backend_keeps_the_contract_on_a_real_cluster() {
     kubernetes(TestCluster::real().await).await;
 }

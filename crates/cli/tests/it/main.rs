@@ -4,9 +4,15 @@
 //! share. Run one suite with `cargo test -p kubeci --test it <module>::`, e.g.
 //! `cargo test -p kubeci --test it serve_local::`; the long forms (full chaos, storm,
 //! scale) are in `.ci/nightly`.
+//!
+//! A test that needs more than Rust and git — a real control plane, Chromium, sshd,
+//! kubectl, a Python tool — is `#[ignore = "needs …"]`, saying what it needs: `cargo test`
+//! leaves it out, `-- --include-ignored` runs it (`.ci/run` does), and there a missing part
+//! fails it.
 
-/// `scenario(cluster)` against the fake API server, and against a real cluster if one is
-/// named (a module of two tests; the scenario's module must have `TestCluster` in scope).
+/// `scenario(cluster)` against the fake API server, and against a real cluster (a module of
+/// two tests; the scenario's module must have `TestCluster` in scope). Only the real
+/// cluster's is ignored: it needs the control plane of `scripts/cluster up`.
 macro_rules! on_both {
     ($scenario:ident) => {
         mod $scenario {
@@ -16,6 +22,7 @@ macro_rules! on_both {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
             async fn on_a_real_cluster() {
                 super::$scenario(super::TestCluster::real().await).await;
             }

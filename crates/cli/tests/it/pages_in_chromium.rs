@@ -122,6 +122,7 @@ fn served() -> (Local, Kubeci) {
 }
 
 #[test]
+#[ignore = "needs Debian's chromium and chromium-driver, and axe-core from npm: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
 fn every_page_light_and_dark_wide_and_narrow_passes_the_accessibility_check() {
     let axe = axe_source();
     let (_local, kubeci) = served();
@@ -167,6 +168,7 @@ fn every_page_light_and_dark_wide_and_narrow_passes_the_accessibility_check() {
 }
 
 #[test]
+#[ignore = "needs Debian's chromium and chromium-driver: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
 fn the_header_signs_in_and_out_filters_stay_in_the_url_and_log_lines_are_linkable() {
     let (local, kubeci) = served();
     let browser = Browser::start();

@@ -93,6 +93,7 @@ impl Drop for Plane {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a control plane of its own with scripts/cluster (its binaries from scripts/cluster build, which needs Go): .ci/run builds them and runs cargo test --workspace -- --include-ignored"]
 async fn etcd_compacted_and_the_api_server_gone_for_30_s_kubeci_carries_on() {
     let (plane, kubeconfig) = tokio::task::spawn_blocking(Plane::up).await.unwrap();
     let cluster = TestCluster::real_at(&kubeconfig, Some(plane.gitconfig_dir())).await;

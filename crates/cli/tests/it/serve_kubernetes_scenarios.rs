@@ -1,13 +1,15 @@
 //! The Kubernetes engine's scenarios, each run twice: against the fake API server (pods run
 //! by the local engine), and against a real control plane — the one `scripts/cluster up`
-//! starts (`.ci/run` does), or any cluster named by `KUBECI_E2E_KUBECONFIG`; without one
-//! the real-cluster tests fail, saying so. kubeci reaches either through a fault-injecting
+//! starts (`.ci/run` does), or any cluster named by `KUBECI_E2E_KUBECONFIG`. The
+//! real-cluster tests are ignored unless asked for (`-- --include-ignored`); asked for
+//! without a cluster, they fail, saying so. kubeci reaches either through a fault-injecting
 //! proxy, which times the crashes and makes the outages; the test reads the cluster with
 //! the kube client. See `common/cluster.rs` for what a cluster needs.
 //!
 //! Run against the local control plane:
-//! `eval "$(scripts/cluster up)"; cargo test -p kubeci --test it on_a_real_cluster` (every
-//! suite's real-cluster variants; `serve_kubernetes_scenarios::` runs this suite's both).
+//! `eval "$(scripts/cluster up)"; cargo test -p kubeci --test it on_a_real_cluster --
+//! --include-ignored` (every suite's real-cluster variants; `serve_kubernetes_scenarios::`
+//! runs this suite's both).
 
 use crate::common;
 
