@@ -68,6 +68,8 @@ fn calls_by_kind(requests: &[(String, String)]) -> BTreeMap<&'static str, usize>
     calls
 }
 
+// Long on purpose: a load driver read top to bottom (start, load, measure, print), each step
+// using what the one before set up; helpers would hide the order the figures depend on.
 fn main() {
     let builds = setting("REPORT_BUILDS", 1_000) as u64;
     let run_for = Duration::from_secs(setting("REPORT_RUN_SECONDS", 30) as u64);

@@ -105,6 +105,8 @@ async fn create_all(client: &kube::Client, objects: Vec<Value>) {
     }
 }
 
+// Long on purpose: one measurement on the real control plane, its steps in the order the
+// figures in BENCHMARKS.md were taken; each needs the objects the step before created.
 fn measure(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfig: &std::path::Path) {
     let ns = format!("bench-{}", std::process::id());
     runtime.block_on(async {

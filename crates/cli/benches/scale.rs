@@ -171,6 +171,8 @@ fn latencies(
         .collect()
 }
 
+// Long on purpose: a load driver read top to bottom (start, load, measure, print), each step
+// using what the one before set up; helpers would hide the order the figures depend on.
 fn main() {
     let jobs = setting("SCALE_JOBS", 10_000);
     let builds = setting("SCALE_BUILDS", 1_000).min(jobs);

@@ -261,6 +261,7 @@ fn pull_request_authors_are_trusted_or_wait_for_an_admin() {
     }
 }
 
+// Long on purpose: a table of pull request states and their outcomes over one shared setup.
 #[test]
 fn drafts_skip_ci_trigger_phrases_and_closed_pull_requests() {
     let jobs = [pr_job()];
@@ -358,6 +359,8 @@ fn drafts_skip_ci_trigger_phrases_and_closed_pull_requests() {
     );
 }
 
+// Long on purpose: a table of comments and their outcomes, one case per few lines; a case per
+// test would repeat the same setup thirty times.
 #[test]
 fn comment_phrases_from_admins_others_and_the_bot() {
     let jobs = [pr_job()];

@@ -68,6 +68,8 @@ fn count(server: &FakeApiServer, verb: &str) -> usize {
         .count()
 }
 
+// Long on purpose: one watch's life (list, drop, resume, 410, relist) read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[tokio::test]
 async fn the_reflector_resumes_after_a_drop_and_relists_after_410() {
     let server = FakeApiServer::start_with(Options {

@@ -57,6 +57,8 @@ async fn wait_for_phase(pods: &Api<Pod>, name: &str, phase: &str) -> Pod {
     );
 }
 
+// Long on purpose: one pod referring to every kind of object the node agent reads for it, and
+// the check of each in the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
 async fn a_pod_gets_what_it_refers_to_from_the_api() {

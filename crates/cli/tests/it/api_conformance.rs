@@ -25,6 +25,8 @@ fn call(
     (method, template, status, body)
 }
 
+// Long on purpose: one walk over every operation of the OpenAPI document, in the order a
+// build lives (create, read, follow, cancel), each call needing the objects before it.
 #[test]
 #[ignore = "needs Python's jsonschema and PyYAML: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
 fn every_answer_matches_the_openapi_document() {

@@ -106,6 +106,8 @@ fn leader(
     })
 }
 
+// Long on purpose: one chaos run as its seed plays it (replicas, faults, builds, checks), so a
+// failing seed reads as the story it replays.
 fn chaos(cluster: Arc<TestCluster>, runtime: tokio::runtime::Handle, seed: u64, builds: usize) {
     let namespace = cluster.namespace.clone();
     let outage = Duration::from_secs(setting("CHAOS_OUTAGE_SECONDS", "3").parse().unwrap());

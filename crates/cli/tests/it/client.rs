@@ -8,6 +8,8 @@ use std::time::Duration;
 use common::local::{configmap, Local};
 use common::{assert_golden, kubeci};
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 fn the_cli_client_lists_starts_follows_and_cancels_builds() {
     let (local, repo) = Local::new();

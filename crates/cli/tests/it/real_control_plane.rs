@@ -92,6 +92,8 @@ impl Drop for Plane {
     }
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a control plane of its own with scripts/cluster (its binaries from scripts/cluster build, which needs Go): .ci/run builds them and runs cargo test --workspace -- --include-ignored"]
 async fn etcd_compacted_and_the_api_server_gone_for_30_s_kubeci_carries_on() {

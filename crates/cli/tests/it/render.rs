@@ -133,6 +133,8 @@ fn rendered_jobs_pass_strict_kubernetes_openapi_validation() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+// Long on purpose: the design's contract for the seed job's pull request build, field by field
+// over one rendered Job, in the order docs/design.md lists it.
 #[test]
 fn the_seed_pull_request_build_carries_the_design_contract() {
     let run = kubeci(CASES[1].1);

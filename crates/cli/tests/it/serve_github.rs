@@ -299,6 +299,7 @@ fn state_of(kubeci: &Kubeci, number: u64) -> String {
     common::serve::state(kubeci, "hello", number)
 }
 
+// Long on purpose: a table of GitHub's real deliveries and their outcomes over one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fixture_gives_its_outcome_and_bad_signatures_start_nothing() {
     let world = World::new(false).await;
@@ -705,6 +706,8 @@ async fn a_push_supersedes_the_running_build(world: World) -> FakeGitHub {
     world.github
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_survive_a_restart_and_rate_limits_and_the_resync_heals_a_missed_webhook() {
     let world = World::new(true).await;
@@ -813,6 +816,8 @@ mod on_both_clusters {
         pull_requests(TestCluster::real().await).await;
     }
 
+    // Long on purpose: one scenario on both clusters, read top to bottom as a pull request lives
+    // (opened, pushed, commented on, closed); each step needs the state the one before left.
     async fn pull_requests(cluster: TestCluster) {
         let ns = cluster.namespace.clone();
         let repo = common::git::Repo::new(&cluster.dir().join("github"));

@@ -54,6 +54,8 @@ fn labeled(head: &str, sender: &str, label: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap()
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_teams_admin_approves_nothing_of_another_teams_job_and_approvals_outlive_kubeci() {
     let world = World::calling_as(true, Caller::AppChecks).await;
@@ -277,6 +279,8 @@ mod on_both_clusters {
         )
     }
 
+    // Long on purpose: one scenario on both clusters, read top to bottom as two teams act on one
+    // repository; each step needs the state the one before left.
     async fn two_teams(cluster: TestCluster) {
         let team_b = cluster.namespace.clone();
         let team_a = cluster.add_namespace("a", true).await;

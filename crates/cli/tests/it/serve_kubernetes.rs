@@ -14,6 +14,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubeci_testkit::{FakeApiServer, PodBehaviour};
 use serde_json::Value;
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_job_is_served_built_edited_and_removed() {
     let server = FakeApiServer::start().await;

@@ -33,6 +33,8 @@ fn log(kubeci: &Kubeci, job: &str, number: u64) -> String {
     http(kubeci, "GET", &path, &[]).1
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interrupted() {
     let (local, repo) = Local::new();
@@ -128,6 +130,8 @@ fn history_logs_and_numbers_survive_kill_9_and_a_running_build_is_marked_interru
     }
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 fn edited_files_apply_to_the_next_build_and_queues_and_cancel_work() {
     let (local, repo) = Local::new();

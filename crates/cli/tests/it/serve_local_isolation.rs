@@ -7,6 +7,8 @@ use crate::common;
 use common::local::{configmap, Local};
 use common::serve::{http, AUTHORIZED};
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 fn builds_run_as_another_user_and_read_only_their_own_secrets() {
     let (local, repo) = Local::new();

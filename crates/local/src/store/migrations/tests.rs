@@ -167,6 +167,8 @@ fn a_new_database_gets_every_migration() {
     );
 }
 
+// Long on purpose: the schemas of every older kubeci as they wrote them, verbatim, each checked
+// the same way after its migration.
 #[test]
 fn a_database_of_every_older_kubeci_keeps_its_rows_and_gains_the_new_columns() {
     let older: [(&str, &[&str]); 4] = [
