@@ -5,13 +5,9 @@
 //! answering. A delivery whose work fails is answered 5xx, so GitHub shows it as failed;
 //! the resync heals what was missed.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use kubeci_engine::api::{
-    Backend, Delivery, DeliveryAnswer, TriggerError, TriggerRequest, Webhooks,
-};
+use kubeci_engine::api::{Backend, Delivery, DeliveryAnswer, TriggerError, TriggerRequest};
 use kubeci_engine::approval::Approval;
 use kubeci_github::decide::{self, Action, Decision, JobRef};
 use kubeci_github::event::{Event, Repository};
@@ -24,6 +20,7 @@ use crate::GitHubError;
 mod bounds;
 mod checks;
 mod resync;
+mod webhooks;
 
 /// The marker of kubeci's request for approval, so a pull request gets it once.
 const APPROVAL_MARKER: &str = "<!-- kubeci:approval-request -->";
@@ -122,7 +119,7 @@ impl<B: Backend> Hooks<B> {
             let verified =
                 kubeci_github::verify(secret, delivery.signature.as_deref(), &delivery.body);
             if let Err(e) = verified {
-                return signature_refusal(&e);
+                return webhooks::signature_refusal(&e);
             }
         }
         let Some(name) = delivery.event.as_deref() else {
@@ -519,109 +516,5 @@ impl decide::Facts for Known {
             .find(|((n, j), _)| n == namespace && j == job)?;
         let now = jiff::Timestamp::now().as_second();
         kubeci_engine::approval::approver(approvals, pull_request, head, now)
-    }
-}
-
-/// The answer to a delivery whose signature does not hold.
-fn signature_refusal(e: &kubeci_github::SignatureError) -> DeliveryAnswer {
-    match e {
-        kubeci_github::SignatureError::NoSecret => refusal(401, "no-webhook-secret", e.to_string()),
-        e => refusal(401, "bad-signature", e.to_string()),
-    }
-}
-
-/// [`kubeci_github::Verifier`] as the server's streaming body check.
-struct SignatureCheck(kubeci_github::Verifier);
-
-impl kubeci_engine::api::BodyCheck for SignatureCheck {
-    fn update(&mut self, chunk: &[u8]) {
-        self.0.update(chunk);
-    }
-
-    fn finish(self: Box<Self>) -> bool {
-        self.0.finish().is_ok()
-    }
-}
-
-impl<B: Backend> Webhooks for Hooks<B> {
-    fn deliver(
-        &self,
-        delivery: Delivery,
-    ) -> Pin<Box<dyn Future<Output = DeliveryAnswer> + Send + '_>> {
-        Box::pin(self.handle(delivery))
-    }
-
-    fn check_body(
-        &self,
-        head: &Delivery,
-    ) -> Result<Option<Box<dyn kubeci_engine::api::BodyCheck>>, DeliveryAnswer> {
-        let secret = self.settings.secret.as_deref();
-        match kubeci_github::Verifier::new(secret, head.signature.as_deref()) {
-            Ok(verifier) => Ok(Some(Box::new(SignatureCheck(verifier)))),
-            Err(e) => {
-                let answer = signature_refusal(&e);
-                self.record(head.id.as_deref(), head.event.as_deref(), &answer);
-                Err(answer)
-            }
-        }
-    }
-
-    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
-        use kubeci_engine::metrics::{Family, Kind};
-        let stats = self.github.stats();
-        let mut families = vec![
-            Family {
-                samples: self
-                    .counters
-                    .samples("kubeci_webhook_deliveries_total", &["event", "status"]),
-                ..Family::new(
-                    "kubeci_webhook_deliveries_total",
-                    "GitHub webhook deliveries, by event and the status kubeci answered.",
-                    Kind::Counter,
-                )
-            },
-            Family::new(
-                "kubeci_github_api_calls_total",
-                "Calls kubeci made to GitHub's API.",
-                Kind::Counter,
-            )
-            .sample(Vec::new(), stats.calls as f64),
-        ];
-        if let Some(left) = stats.rate_limit_remaining {
-            families.push(
-                Family::new(
-                    "kubeci_github_rate_limit_remaining",
-                    "GitHub's X-RateLimit-Remaining in its last answer.",
-                    Kind::Gauge,
-                )
-                .sample(Vec::new(), left as f64),
-            );
-        }
-        if !stats.rate_limit_by_installation.is_empty() {
-            let mut family = Family::new(
-                "kubeci_github_installation_rate_limit_remaining",
-                "GitHub's X-RateLimit-Remaining in its last answer to each installation of \
-                 kubeci's App.",
-                Kind::Gauge,
-            );
-            for (installation, left) in &stats.rate_limit_by_installation {
-                family = family.sample(
-                    vec![("installation", installation.to_string())],
-                    *left as f64,
-                );
-            }
-            families.push(family);
-        }
-        if stats.tokens_made > 0 {
-            families.push(
-                Family::new(
-                    "kubeci_github_installation_tokens_total",
-                    "Installation tokens kubeci's App made.",
-                    Kind::Counter,
-                )
-                .sample(Vec::new(), stats.tokens_made as f64),
-            );
-        }
-        families
     }
 }
