@@ -41,6 +41,7 @@ mod deploy;
 mod docs;
 mod fake_cluster;
 mod github_bounds;
+mod house;
 mod image;
 mod lint;
 mod new;
