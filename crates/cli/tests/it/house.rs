@@ -145,7 +145,10 @@ fn every_function_over_80_lines_says_why() {
             continue;
         };
         for (line, name, length) in unexplained_long_fns(&text) {
-            long.push(format!("{}:{line}: {name} ({length} lines)", path.display()));
+            long.push(format!(
+                "{}:{line}: {name} ({length} lines)",
+                path.display()
+            ));
         }
     }
     assert!(

@@ -56,6 +56,7 @@ mod serve_github;
 mod serve_github_reports;
 mod serve_github_tenants;
 mod serve_kubernetes;
+mod serve_kubernetes_build_states;
 mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
