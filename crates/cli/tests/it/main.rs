@@ -53,6 +53,8 @@ mod run;
 mod schema_and_help;
 mod secrets_in_urls;
 mod serve_github;
+mod serve_github_checks;
+mod serve_github_deliveries;
 mod serve_github_reports;
 mod serve_github_tenants;
 mod serve_kubernetes;
