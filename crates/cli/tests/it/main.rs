@@ -64,5 +64,6 @@ mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
 mod serve_local_bounds;
+mod serve_local_github;
 mod serve_local_isolation;
 mod storm;

@@ -11,24 +11,24 @@ use common::local::{configmap, Local};
 use common::serve::{http, http_with_body, Kubeci, AUTHORIZED};
 use serde_json::Value;
 
-fn wait(what: &str, check: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, check: impl FnMut() -> bool) {
     common::git::wait_for(Duration::from_secs(60), what, check);
 }
 
-fn trigger(kubeci: &Kubeci, job: &str) -> (u16, Value) {
+pub(crate) fn trigger(kubeci: &Kubeci, job: &str) -> (u16, Value) {
     let path = format!("/api/v1/jobs/default/{job}/builds");
     let (status, body) = http(kubeci, "POST", &path, &[AUTHORIZED]);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-fn build(kubeci: &Kubeci, job: &str, number: u64) -> Value {
+pub(crate) fn build(kubeci: &Kubeci, job: &str, number: u64) -> Value {
     common::serve::builds(kubeci, job)
         .into_iter()
         .find(|b| b["number"] == number)
         .unwrap_or(Value::Null)
 }
 
-fn log(kubeci: &Kubeci, job: &str, number: u64) -> String {
+pub(crate) fn log(kubeci: &Kubeci, job: &str, number: u64) -> String {
     let path = format!("/api/v1/jobs/default/{job}/builds/{number}/log");
     http(kubeci, "GET", &path, &[]).1
 }
@@ -225,220 +225,6 @@ fn edited_files_apply_to_the_next_build_and_queues_and_cancel_work() {
     wait("the job to be gone", || {
         common::serve::job_names(&kubeci).is_empty()
     });
-}
-
-/// The webhook fixtures' repository URL, cloned from `repo` instead: a git config file
-/// for GIT_CONFIG_GLOBAL.
-fn fixture_repo_alias(local: &Local, repo: &common::git::Repo) -> String {
-    let gitconfig = local.dir.path().join("gitconfig");
-    std::fs::write(
-        &gitconfig,
-        format!(
-            "[url \"{}\"]\n\tinsteadOf = {HELLO_WORLD}\n",
-            repo.bare.display()
-        ),
-    )
-    .unwrap();
-    gitconfig.display().to_string()
-}
-
-const HELLO_WORLD: &str = "https://github.com/Codertocat/Hello-World.git";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn github_webhooks_build_pull_requests_with_the_local_engine_too() {
-    let (local, repo) = Local::new();
-    let github = kubeci_testkit::FakeGitHub::start("gh-token-for-local-tests", "kubeci-bot").await;
-    let gitconfig = fixture_repo_alias(&local, &repo);
-    // The pull request also rewrites a job definition inside its tree: kubeci never reads
-    // it — the job is the ConfigMap's (docs/security.md).
-    let own_job = configmap("hello", Path::new(HELLO_WORLD), "echo pwned", "");
-    repo.write("job.yaml", &own_job);
-    repo.write("ci/hello.yaml", &own_job);
-    let head = repo.commit("a change that also edits the job");
-    repo.push_head_to("refs/pull/2/head");
-    let job = configmap(
-        "hello",
-        Path::new(HELLO_WORLD),
-        "echo \"built $GIT_COMMIT\"",
-        "        ghprb:\n          enabled: true\n          whitelisted_users: [friend]\n",
-    );
-    local.write("hello.yaml", &job);
-    std::fs::write(local.dir.path().join("secret"), "local-webhook-secret").unwrap();
-    std::fs::write(
-        local.dir.path().join("gh-token"),
-        "gh-token-for-local-tests",
-    )
-    .unwrap();
-    let secret = local.dir.path().join("secret").display().to_string();
-    let token = local.dir.path().join("gh-token").display().to_string();
-    let url = github.url();
-    let flags = [
-        "--github-webhook-secret-file",
-        secret.as_str(),
-        "--github-token-file",
-        token.as_str(),
-        "--github-url",
-        url.as_str(),
-        "--github-host",
-        "github.com",
-        "--github-resync",
-        "0s",
-    ];
-    let kubeci = local.serve(&flags, &[("GIT_CONFIG_GLOBAL", gitconfig.as_str())]);
-    let fixture =
-        common::repo_root().join("tests/fixtures/github-webhooks/pull_request.opened.json");
-    let mut payload: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    payload["pull_request"]["user"]["login"] = "friend".into();
-    payload["pull_request"]["head"]["sha"] = head.clone().into();
-    let body = serde_json::to_vec(&payload).unwrap();
-    // GitHub shows this head as the pull request's current one.
-    github.set_pull_request("Codertocat/Hello-World", payload["pull_request"].clone());
-    let signature = kubeci_github::signature::sign(b"local-webhook-secret", &body);
-    let headers = [
-        ("X-GitHub-Event", "pull_request"),
-        ("X-GitHub-Delivery", "l-1"),
-        ("X-Hub-Signature-256", signature.as_str()),
-    ];
-    let (status, answer) = http_with_body(&kubeci, "POST", "/hooks/github", &headers, &body);
-    assert_eq!(status, 200, "{answer}");
-    wait("the PR build to succeed", || {
-        build(&kubeci, "hello", 1)["state"] == "succeeded"
-    });
-    let built = log(&kubeci, "hello", 1);
-    assert!(built.contains(&format!("built {head}")), "{built}");
-    assert!(
-        !built.contains("pwned"),
-        "the PR's own job definition ran: {built}"
-    );
-    wait("its statuses", || {
-        github
-            .statuses()
-            .iter()
-            .filter(|s| s.sha == head)
-            .map(|s| s.state.as_str())
-            .collect::<Vec<_>>()
-            == ["pending", "success"]
-    });
-}
-
-/// The local engine as a GitHub App reporting check runs, killed between two GitHub calls
-/// about a pull request's build — before the check run is created, after GitHub created
-/// it but before kubeci heard (its answer lost), once it is in progress — and started
-/// again on the same data directory: one check run per build, in its final state (a build
-/// the restart interrupted ends as an error; one still queued runs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_between_two_github_calls_the_local_engine_keeps_one_check_run_per_build() {
-    #[derive(Debug, Clone, Copy)]
-    enum StopAt {
-        Calls(usize),
-        AnswerLost(usize),
-        InProgress,
-    }
-    let (local, repo) = Local::new();
-    let key = local.dir.path().join("app.pem");
-    let public_key = kubeci_testkit::github::make_app_key(&key);
-    let github = kubeci_testkit::FakeGitHub::start_app(1717, public_key, "kubeci-bot").await;
-    github.install("Codertocat", 5);
-    let gitconfig = fixture_repo_alias(&local, &repo);
-    let job = configmap(
-        "hello",
-        Path::new(HELLO_WORLD),
-        "sleep 10; echo \"built $GIT_COMMIT\"",
-        "        ghprb:\n          enabled: true\n          whitelisted_users: [friend]\n",
-    );
-    local.write("hello.yaml", &job);
-    std::fs::write(local.dir.path().join("secret"), "local-webhook-secret").unwrap();
-    let secret = local.dir.path().join("secret").display().to_string();
-    let (key, url) = (key.display().to_string(), github.url());
-    let flags = [
-        "--github-webhook-secret-file",
-        secret.as_str(),
-        "--github-app-id",
-        "1717",
-        "--github-app-key-file",
-        key.as_str(),
-        "--github-url",
-        url.as_str(),
-        "--github-host",
-        "github.com",
-        "--github-resync",
-        "0s",
-        "--github-timeout",
-        "1s",
-    ];
-    let env = [("GIT_CONFIG_GLOBAL", gitconfig.as_str())];
-    let fixture =
-        common::repo_root().join("tests/fixtures/github-webhooks/pull_request.opened.json");
-    let stops = [StopAt::Calls(3), StopAt::AnswerLost(3), StopAt::InProgress];
-    for (number, stop) in (2u64..).zip(stops) {
-        let head = repo.commit(&format!("change to #{number}"));
-        repo.push_head_to(&format!("refs/pull/{number}/head"));
-        let mut payload: Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
-        payload["number"] = number.into();
-        let pr = &mut payload["pull_request"];
-        pr["number"] = number.into();
-        pr["user"]["login"] = "friend".into();
-        pr["head"]["sha"] = head.clone().into();
-        pr["head"]["ref"] = format!("change-{number}").into();
-        github.set_pull_request("Codertocat/Hello-World", pr.clone());
-        let body = serde_json::to_vec(&payload).unwrap();
-        let kubeci = local.serve(&flags, &env);
-        match stop {
-            StopAt::Calls(served) => github.hold_after(served),
-            StopAt::AnswerLost(served) => github.lose_answers_after(served),
-            StopAt::InProgress => {}
-        }
-        let signature = kubeci_github::signature::sign(b"local-webhook-secret", &body);
-        let delivery = format!("l-{number}");
-        let headers = [
-            ("X-GitHub-Event", "pull_request"),
-            ("X-GitHub-Delivery", delivery.as_str()),
-            ("X-Hub-Signature-256", signature.as_str()),
-        ];
-        let (status, answer) = http_with_body(&kubeci, "POST", "/hooks/github", &headers, &body);
-        assert_eq!(status, 200, "{answer}");
-        let runs = || -> Vec<kubeci_testkit::github::FakeCheckRun> {
-            github
-                .check_runs()
-                .into_iter()
-                .filter(|run| run.head_sha == head)
-                .collect()
-        };
-        if let StopAt::InProgress = stop {
-            wait("the check run in progress", || {
-                runs().iter().any(|run| run.status == "in_progress")
-            });
-            github.hold_after(0);
-        }
-        wait("kubeci to wait for GitHub", || github.held() > 0);
-        kubeci.kill();
-        github.let_go();
-        let again = local.serve(&flags, &env);
-        wait("the check run to complete", || {
-            runs().iter().any(|run| run.status == "completed")
-        });
-        let runs = runs();
-        assert_eq!(
-            runs.len(),
-            1,
-            "{stop:?}: one check run per build: {runs:#?}"
-        );
-        // Interrupted while it ran, or run by the restarted kubeci if it was still
-        // queued: the check run ends as the build did.
-        let state = build(&again, "hello", number - 1)["state"].clone();
-        let end = match state.as_str() {
-            Some("error") => "completed:failure",
-            Some("succeeded") => "completed:success",
-            other => panic!("{stop:?}: the build ended {other:?}"),
-        };
-        assert_eq!(
-            runs[0].history.last().map(String::as_str),
-            Some(end),
-            "{stop:?}: {:?}",
-            runs[0].history
-        );
-        drop(again);
-    }
 }
 
 /// `serve --local` as the README starts it: no token file given.
@@ -699,3 +485,20 @@ fn slow_clients_are_cut_off_and_kubeci_keeps_serving_everyone_else() {
         build(&kubeci, "pushed", 1)["state"] == "succeeded"
     });
 }
+
+/// The webhook fixtures' repository URL, cloned from `repo` instead: a git config file
+/// for GIT_CONFIG_GLOBAL.
+pub(crate) fn fixture_repo_alias(local: &Local, repo: &common::git::Repo) -> String {
+    let gitconfig = local.dir.path().join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = {HELLO_WORLD}\n",
+            repo.bare.display()
+        ),
+    )
+    .unwrap();
+    gitconfig.display().to_string()
+}
+
+pub(crate) const HELLO_WORLD: &str = "https://github.com/Codertocat/Hello-World.git";
