@@ -15,6 +15,8 @@ mod jobs;
 pub(crate) mod parts;
 mod yaml;
 
+#[cfg(test)]
+mod hostile;
 
 pub use badge::badge;
 pub use build::{build, LogShown};
