@@ -1,7 +1,10 @@
 //! A running build's log over Server-Sent Events: read as raw frames over real HTTP and
-//! parsed as `EventSource` parses them.
+//! parsed as `EventSource` parses them, kept alive while quiet, bounded per build, and
+//! dropped upstream when its follower goes away.
 
 use super::*;
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a test waits for what must come; only a hang reaches it.
@@ -154,4 +157,55 @@ async fn lines_that_need_care_in_sse_arrive_as_the_page_reads_them() {
     let end: serde_json::Value = serde_json::from_str(&end.data).unwrap();
     assert_eq!(end["state"], "succeeded");
     assert_eq!(end["finished_at"], "2026-11-30T07:34:00Z");
+}
+
+/// `GET …/events` of build 1, in-process, following at most one at a time.
+async fn follow(app: Router) -> axum::response::Response {
+    let request = Request::get("/jobs/ci/demo/builds/1/events")
+        .body(Body::empty())
+        .unwrap();
+    app.oneshot(request).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_log_is_kept_alive_one_follower_is_bounded_and_leaving_drops_the_log() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let backend = Arc::new(Fake {
+        log: FakeLog::Open(Arc::clone(&dropped)),
+        ..Fake::default()
+    });
+    let limits = Limits {
+        log_followers_per_build: 1,
+    };
+    let app = app_with(backend, Access::default(), Arc::new(NoWebhooks), limits);
+
+    let first = follow(app.clone()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let mut frames = first.into_body().into_data_stream();
+    // The log prints nothing: (paused) time runs on to the keep-alive.
+    let frame = tokio::time::timeout(2 * crate::live::KEEP_ALIVE, frames.next())
+        .await
+        .expect("a keep-alive within its interval")
+        .expect("a frame")
+        .unwrap();
+    assert_eq!(&frame[..], b":\n\n", "a comment EventSource ignores");
+
+    let second = follow(app.clone()).await;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.headers()[header::RETRY_AFTER], "10");
+
+    assert!(
+        !dropped.load(Ordering::SeqCst),
+        "the log is read while followed"
+    );
+    drop(frames);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "a follower that goes away drops the log's stream"
+    );
+    assert_eq!(
+        follow(app).await.status(),
+        StatusCode::OK,
+        "and gives its place back"
+    );
 }

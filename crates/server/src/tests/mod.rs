@@ -33,6 +33,17 @@ enum FakeLog {
     Absent,
     /// These chunks, then the end; build 1 has succeeded.
     Ended(Vec<Vec<u8>>),
+    /// A log that stays open, printing nothing; the flag is set once its stream is dropped.
+    Open(Arc<std::sync::atomic::AtomicBool>),
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Backend for Fake {
@@ -127,6 +138,15 @@ impl Backend for Fake {
             FakeLog::Absent => Err(LogError::NotFound("no log".into())),
             FakeLog::Ended(chunks) => {
                 Ok(futures_util::stream::iter(chunks.clone()).map(Ok).boxed())
+            }
+            FakeLog::Open(dropped) => {
+                let flag = DropFlag(Arc::clone(dropped));
+                Ok(futures_util::stream::pending()
+                    .map(move |chunk| {
+                        let _ = &flag;
+                        chunk
+                    })
+                    .boxed())
             }
         }
     }
