@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::ansi;
 use crate::pages;
 use crate::session;
 use crate::ui::{page, ActionForm};
@@ -216,11 +215,7 @@ fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String
     let forbidden = |why: &str| {
         Box::new(page(
             StatusCode::FORBIDDEN,
-            pages::layout(
-                "Forbidden",
-                &pages::Chrome::default(),
-                &format!("<h1>Forbidden</h1><p class=\"problem\">{why}</p>"),
-            ),
+            pages::problem("Forbidden", why),
         ))
     };
     if access.token.is_none() {
@@ -235,8 +230,7 @@ fn form_actor(access: &Access, headers: &HeaderMap, csrf: &str) -> Result<String
         ProxyUser::Allowed(user) => user,
         ProxyUser::NotAllowed(user) => {
             return Err(forbidden(&format!(
-                "{} may look but not act: ask for them to be added to kubeci's allowed users.",
-                ansi::escape(&user)
+                "{user} may look but not act: ask for them to be added to kubeci's allowed users."
             )))
         }
         ProxyUser::Ambiguous => {

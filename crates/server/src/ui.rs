@@ -1,7 +1,6 @@
 //! The pages' HTTP side: handlers that ask the backend and render with [`crate::pages`],
 //! sign-in and sign-out, and the forms that start, rebuild and cancel builds.
 
-use crate::ansi;
 use crate::api::rebuild_request;
 use crate::auth::{self, page_session, proxy_user, with_cookie, FormActor, ProxyUser};
 use crate::pages::{self, Chrome, JobRow, JobsQuery};
@@ -291,14 +290,7 @@ pub(crate) fn started_page(
         )),
         Err(e) => page(
             StatusCode::UNPROCESSABLE_ENTITY,
-            pages::layout(
-                "Not started",
-                &Chrome::default(),
-                &format!(
-                    "<h1>Not started</h1><p class=\"problem\">{}</p>",
-                    ansi::escape(&e.to_string())
-                ),
-            ),
+            pages::problem("Not started", &e.to_string()),
         ),
     }
 }

@@ -6,9 +6,11 @@
 use kubeci_engine::api::{BuildView, EngineKind as Engine};
 use kubeci_engine::Phase;
 
+use maud::{html, Markup, PreEscaped};
+
 use super::parts::{self, action_form, build_path, human_bytes, job_path, now};
 use super::{layout, Chrome};
-use crate::ansi::{escape, line_to_html};
+use crate::ansi::line_to_html;
 
 /// What the build page shows of a log: its end, and how much comes before it.
 pub struct LogShown<'a> {
@@ -39,45 +41,50 @@ fn hint(build: &BuildView, namespace: &str, engine: Engine) -> Option<String> {
 }
 
 /// Why the build failed, first on the page.
-fn reason(build: &BuildView, namespace: &str, engine: Engine) -> String {
+fn reason(build: &BuildView, namespace: &str, engine: Engine) -> Markup {
     if !matches!(build.state, Phase::Failed | Phase::Error) {
-        return String::new();
+        return html! {};
     }
     let said = build.message.as_deref().unwrap_or("no reason was given");
-    let hint = hint(build, namespace, engine).map_or_else(String::new, |h| {
-        format!("<br><span class=\"sub\">{}</span>", escape(&h))
-    });
-    format!(
-        "<p class=\"problem\" role=\"alert\" id=\"reason\"><b>Why it {}:</b> {}{hint}</p>",
-        if build.state == Phase::Failed {
-            "failed"
-        } else {
-            "stopped"
-        },
-        escape(said)
-    )
+    let verb = if build.state == Phase::Failed {
+        "failed"
+    } else {
+        "stopped"
+    };
+    html! {
+        p class="problem" role="alert" id="reason" {
+            b { "Why it " (verb) ":" }
+            " "
+            (said)
+            @if let Some(hint) = hint(build, namespace, engine) {
+                br;
+                span class="sub" { (hint) }
+            }
+        }
+    }
 }
 
 /// The build's facts; the cells with an id follow the build live.
-fn facts(build: &BuildView, web: Option<&str>) -> String {
+fn facts(build: &BuildView, web: Option<&str>) -> Markup {
     let now = now();
-    format!(
-        "<dl class=\"facts\">\
-<dt>Requested</dt><dd>{}</dd><dt>Started</dt><dd id=\"started\">{}</dd><dt>Finished</dt><dd id=\"finished\">{}</dd><dt>Duration</dt><dd id=\"duration\">{}</dd>\
-<dt>Trigger</dt><dd>{}</dd><dt>Started by</dt><dd>{}</dd><dt>Commit</dt><dd id=\"commit\">{}</dd><dt>Pull request</dt><dd>{}</dd>\
-<dt>Job version</dt><dd>chart {} · spec {}</dd><dt>Reported</dt><dd>{}</dd></dl>",
-        parts::time(build.created_at.as_deref(), now),
-        parts::time(build.started_at.as_deref(), now),
-        parts::time(build.finished_at.as_deref(), now),
-        parts::cell(build.duration(now).as_deref()),
-        parts::cell(build.trigger.as_deref()),
-        parts::started_by(build),
-        parts::commit(web, build.commit.as_deref(), false),
-        parts::pull_request(web, build.pull_request),
-        parts::cell(build.chart_version.as_deref()),
-        parts::cell(build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h))),
-        parts::cell(Some(&build.reported.join(", ")).filter(|r| !r.is_empty()).map(String::as_str)),
-    )
+    let spec = build.spec_hash.as_deref().map(|h| h.get(..12).unwrap_or(h));
+    let reported = build.reported.join(", ");
+    html! {
+        dl class="facts" {
+            dt { "Requested" } dd { (parts::time(build.created_at.as_deref(), now)) }
+            dt { "Started" } dd id="started" { (parts::time(build.started_at.as_deref(), now)) }
+            dt { "Finished" } dd id="finished" { (parts::time(build.finished_at.as_deref(), now)) }
+            dt { "Duration" } dd id="duration" { (parts::cell(build.duration(now).as_deref())) }
+            dt { "Trigger" } dd { (parts::cell(build.trigger.as_deref())) }
+            dt { "Started by" } dd { (parts::started_by(build)) }
+            dt { "Commit" } dd id="commit" { (parts::commit(web, build.commit.as_deref(), false)) }
+            dt { "Pull request" } dd { (parts::pull_request(web, build.pull_request)) }
+            dt { "Job version" }
+            dd { "chart " (parts::cell(build.chart_version.as_deref())) " · spec " (parts::cell(spec)) }
+            dt { "Reported" }
+            dd { (parts::cell(Some(reported.as_str()).filter(|r| !r.is_empty()))) }
+        }
+    }
 }
 
 /// "Cancel" or "Rebuild" for a signed-in user. A live build offers "Cancel", and
@@ -89,19 +96,20 @@ fn actions(
     build: &BuildView,
     csrf: Option<&str>,
     live: bool,
-) -> String {
+) -> Markup {
     let path = build_path(namespace, job, build.number);
     let action = |verb: &str, label: &str, csrf: &str| {
-        action_form(&format!("{path}/{verb}"), csrf, label, "")
+        action_form(&format!("{path}/{verb}"), csrf, label, None)
     };
-    match csrf {
-        Some(csrf) if live => format!(
-            "<span id=\"cancel\">{}</span><span id=\"rebuild\" hidden>{}</span>",
-            action("cancel", "Cancel", csrf),
-            action("rebuild", "Rebuild", csrf)
-        ),
-        Some(csrf) => action("rebuild", "Rebuild", csrf),
-        None => String::new(),
+    html! {
+        @match csrf {
+            Some(csrf) if live => {
+                span id="cancel" { (action("cancel", "Cancel", csrf)) }
+                span id="rebuild" hidden { (action("rebuild", "Rebuild", csrf)) }
+            }
+            Some(csrf) => (action("rebuild", "Rebuild", csrf)),
+            None => {}
+        }
     }
 }
 
@@ -160,50 +168,96 @@ pub(crate) fn steps(text: &str, first: u64) -> Vec<Step<'_>> {
 
 /// A line's time as the log shows it on demand: the time of day (UTC) to the
 /// millisecond, the whole time on hover.
-fn line_time(at: Option<jiff::Timestamp>) -> String {
-    at.map_or_else(String::new, |at| {
-        format!(
-            "<time class=\"ts\" datetime=\"{at}\" title=\"{at}\">{}.{:03}</time>",
-            at.strftime("%H:%M:%S"),
-            at.subsec_millisecond()
-        )
-    })
+fn line_time(at: Option<jiff::Timestamp>) -> Markup {
+    html! {
+        @if let Some(at) = at {
+            @let exact = at.to_string();
+            time class="ts" datetime=(exact) title=(exact) {
+                (at.strftime("%H:%M:%S").to_string()) "." (format!("{:03}", at.subsec_millisecond()))
+            }
+        }
+    }
 }
 
-/// The log's steps, each folding, its lines numbered and linkable (`#L42`) and their times
-/// ready to show; a step that another follows is folded, the last one open.
-fn log_steps(text: &str, first: u64, events: &str) -> String {
+/// One step of the log: its lines numbered and linkable (`#L42`), their times ready to
+/// show; `last` is open, and named `log` for the page's script (which, with `events`,
+/// follows it live).
+fn log_step(step: &Step<'_>, last: bool, events: Option<&str>) -> Markup {
+    let name = if step.name.is_empty() {
+        "setup"
+    } else {
+        step.name
+    };
+    html! {
+        details open[last] data-step=(name) {
+            summary { (name) }
+            ol start=(step.first) id=[last.then_some("log")] data-events=[events.filter(|_| last)] {
+                @for ((time, line), n) in step.lines.iter().zip(step.first..) {
+                    li id={ "L" (n) } {
+                        a href={ "#L" (n) } aria-label={ "line " (n) } { (n) }
+                        (line_time(*time))
+                        // Safe as HTML: the ANSI renderer escapes the line's text and adds
+                        // only spans of its own classes.
+                        span { (PreEscaped(line_to_html(line))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The log's steps, each folding; a step that another follows is folded, the last one
+/// open.
+fn log_steps(text: &str, first: u64, events: Option<&str>) -> Markup {
     let steps = steps(text, first);
     let last = steps.len() - 1;
-    steps
-        .iter()
-        .enumerate()
-        .map(|(at, step)| {
-            let lines: String = step
-                .lines
-                .iter()
-                .zip(step.first..)
-                .map(|((time, line), n)| {
-                    format!(
-                        "<li id=\"L{n}\"><a href=\"#L{n}\" aria-label=\"line {n}\">{n}</a>{}<span>{}</span></li>\n",
-                        line_time(*time),
-                        line_to_html(line)
-                    )
-                })
-                .collect();
-            let name = if step.name.is_empty() { "setup" } else { step.name };
-            let (open, id) = if at == last {
-                (" open", format!(" id=\"log\"{events}"))
-            } else {
-                ("", String::new())
-            };
-            format!(
-                "<details{open} data-step=\"{0}\"><summary>{0}</summary><ol start=\"{1}\"{id}>{lines}</ol></details>",
-                escape(name),
-                step.first
-            )
-        })
-        .collect()
+    html! {
+        @for (at, step) in steps.iter().enumerate() {
+            (log_step(step, at == last, events))
+        }
+    }
+}
+
+/// The log's tools: follow (while live), show times, search, jump to the end, download.
+fn log_bar(job: &str, number: u64, raw: &str, live: bool) -> Markup {
+    html! {
+        div class="logbar" {
+            @if live {
+                label { input type="checkbox" id="follow" checked; " follow the log" }
+                " "
+                span id="live" role="status" { "live" }
+            }
+            label { input type="checkbox" id="show-times"; " show times" }
+            " "
+            label for="log-search" class="vh" { "Search the log" }
+            input id="log-search" type="search" placeholder="search the log" hidden;
+            " "
+            span id="log-hits" role="status" {}
+            a href="#log-end" { "jump to the end" }
+            " · "
+            a href=(raw) download={ (job) "-" (number) ".log" } { "download the raw log" }
+        }
+    }
+}
+
+/// Where else to read the log: whole, in the log store, in the cluster.
+fn elsewhere(namespace: &str, build: &BuildView, raw: &str, engine: Engine) -> Markup {
+    html! {
+        p class="note" {
+            a href=(raw) { "The whole log" }
+            " (plain text)"
+            @if let Some(url) = &build.log_url {
+                " · "
+                a href=(url) rel="noreferrer" { "the log in the log store" }
+            }
+            @if matches!(engine, Engine::Kubernetes) {
+                " · in the cluster: "
+                code { "kubectl -n " (namespace) " get job " (build.name) }
+                " · "
+                code { "kubectl -n " (namespace) " logs job/" (build.name) " -c build" }
+            }
+        }
+    }
 }
 
 /// The log (followed while `live`), its tools, and where else to read it.
@@ -214,54 +268,27 @@ fn log(
     shown: &LogShown<'_>,
     live: bool,
     engine: Engine,
-) -> String {
-    let raw = format!("/api/v1{}/log", build_path(namespace, job, build.number));
-    let events = if live {
-        format!(
-            " data-events=\"{}/events\"",
-            build_path(namespace, job, build.number)
-        )
-    } else {
-        String::new()
-    };
-    let follow = if live {
-        "<label><input type=\"checkbox\" id=\"follow\" checked> follow the log</label> <span id=\"live\" role=\"status\">live</span>"
-    } else {
-        ""
-    };
-    let cut = if shown.skipped_bytes > 0 {
-        format!(
-            "<p class=\"note\" id=\"log-cut\">The first {} ({} lines) of this log are not shown here: <a href=\"{raw}\">the whole log</a>.</p>",
-            human_bytes(shown.skipped_bytes),
-            shown.skipped_lines
-        )
-    } else {
-        String::new()
-    };
-    let store = build.log_url.as_deref().map_or_else(String::new, |url| {
-        format!(
-            " · <a href=\"{}\" rel=\"noreferrer\">the log in the log store</a>",
-            escape(url)
-        )
-    });
-    let elsewhere = match engine {
-        Engine::Kubernetes => format!(
-            " · in the cluster: <code>kubectl -n {ns} get job {name}</code> · <code>kubectl -n {ns} logs job/{name} -c build</code>",
-            ns = escape(namespace),
-            name = escape(&build.name),
-        ),
-        Engine::Local => String::new(),
-    };
-    format!(
-        "<h2 id=\"log-title\">Log</h2>\
-<div class=\"logbar\">{follow}<label><input type=\"checkbox\" id=\"show-times\"> show times</label> <label for=\"log-search\" class=\"vh\">Search the log</label><input id=\"log-search\" type=\"search\" placeholder=\"search the log\" hidden> <span id=\"log-hits\" role=\"status\"></span>\
-<a href=\"#log-end\">jump to the end</a> · <a href=\"{raw}\" download=\"{}-{}.log\">download the raw log</a></div>{cut}\
-<div class=\"log\" id=\"log-box\" tabindex=\"0\" role=\"region\" aria-label=\"Log\">{}<span id=\"log-end\"></span></div>\n\
-<p class=\"note\"><a href=\"{raw}\">The whole log</a> (plain text){store}{elsewhere}</p>",
-        escape(job),
-        build.number,
-        log_steps(shown.text, shown.skipped_lines + 1, &events),
-    )
+) -> Markup {
+    let path = build_path(namespace, job, build.number);
+    let raw = format!("/api/v1{path}/log");
+    let events = live.then(|| format!("{path}/events"));
+    html! {
+        h2 id="log-title" { "Log" }
+        (log_bar(job, build.number, &raw, live))
+        @if shown.skipped_bytes > 0 {
+            p class="note" id="log-cut" {
+                "The first " (human_bytes(shown.skipped_bytes)) " (" (shown.skipped_lines)
+                " lines) of this log are not shown here: "
+                a href=(raw) { "the whole log" }
+                "."
+            }
+        }
+        div class="log" id="log-box" tabindex="0" role="region" aria-label="Log" {
+            (log_steps(shown.text, shown.skipped_lines + 1, events.as_deref()))
+            span id="log-end" {}
+        }
+        (elsewhere(namespace, build, &raw, engine))
+    }
 }
 
 /// A build, its log (live while it runs), and where else to read it; `web`: its
@@ -278,25 +305,23 @@ pub fn build(
     chrome: &Chrome,
 ) -> String {
     let live = !build.state.is_finished();
-    let message = build
-        .message
-        .as_deref()
-        .map_or_else(String::new, |m| format!(": {}", escape(m)));
+    let body = html! {
+        h1 { a href=(job_path(namespace, job)) { (namespace) "/" (job) } " #" (build.number) }
+        (reason(build, namespace, engine))
+        p id="state-line" {
+            (parts::state_with_id(build.state, Some("state")))
+            span id="message" {
+                @if let Some(message) = &build.message { ": " (message) }
+            }
+        }
+        (facts(build, web))
+        div class="actions" { (actions(namespace, job, build, chrome.csrf.as_deref(), live)) }
+        (log(namespace, job, build, shown, live, engine))
+    };
     layout(
         &format!("{namespace}/{job} #{}", build.number),
         chrome,
-        &format!(
-            "<h1><a href=\"{}\">{}/{}</a> #{}</h1>{}<p id=\"state-line\">{}<span id=\"message\">{message}</span></p>\n{}\n<div class=\"actions\">{}</div>\n{}",
-            job_path(namespace, job),
-            escape(namespace),
-            escape(job),
-            build.number,
-            reason(build, namespace, engine),
-            parts::state_with_id(build.state, Some("state")),
-            facts(build, web),
-            actions(namespace, job, build, chrome.csrf.as_deref(), live),
-            log(namespace, job, build, shown, live, engine),
-        ),
+        body,
     )
 }
 

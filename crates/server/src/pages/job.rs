@@ -5,9 +5,10 @@
 use kubeci_engine::api::{BuildView, JobView};
 use kubeci_spec::{LoadedJob, Severity};
 
+use maud::{html, Markup};
+
 use super::parts::{self, action_form, build_path, job_path, now, state, urlencode};
 use super::{layout, yaml, Chrome};
-use crate::ansi::escape;
 
 /// A finding as `kubeci lint` prints it, with any credentials in URLs of its source line
 /// masked: a page is read by more people than a terminal.
@@ -16,30 +17,57 @@ pub fn shown_diagnostic(d: &kubeci_spec::Diagnostic) -> String {
     kubeci_spec::giturl::redact_credentials(rendered.trim_end()).into_owned()
 }
 
-/// The findings about a job's spec, errors first, each as `kubeci lint` prints it.
-fn findings(declared: &LoadedJob) -> String {
-    let shown = |severity: Severity, class: &str, title: &str| {
-        let found: String = declared
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .map(|d| format!("<pre class=\"diag\">{}</pre>", escape(&shown_diagnostic(d))))
-            .collect();
-        if found.is_empty() {
-            String::new()
-        } else {
-            format!("<section class=\"{class}\" aria-label=\"{title}\"><p><b>{title}</b></p>{found}</section>")
+/// The findings of one severity, each as `kubeci lint` prints it, under `title`.
+fn findings_of(declared: &LoadedJob, severity: Severity, class: &str, title: &str) -> Markup {
+    let mut found = declared
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == severity)
+        .peekable();
+    if found.peek().is_none() {
+        return html! {};
+    }
+    html! {
+        section class=(class) aria-label=(title) {
+            p { b { (title) } }
+            @for d in found {
+                pre class="diag" { (shown_diagnostic(d)) }
+            }
         }
-    };
-    format!(
-        "{}{}",
-        shown(
-            Severity::Error,
-            "problem",
-            "This job is invalid and does not build:"
-        ),
-        shown(Severity::Warning, "warning", "Warnings:")
-    )
+    }
+}
+
+/// The findings about a job's spec, errors first.
+fn findings(declared: &LoadedJob) -> Markup {
+    html! {
+        (findings_of(declared, Severity::Error, "problem", "This job is invalid and does not build:"))
+        (findings_of(declared, Severity::Warning, "warning", "Warnings:"))
+    }
+}
+
+/// How to start the first build, when there is none.
+fn no_builds(job: &JobView, name: &str, signed_in: bool) -> Markup {
+    html! {
+        div class="empty" {
+            p {
+                b { "No builds yet." }
+                " "
+                @if !job.valid {
+                    "It builds once its spec is fixed."
+                } @else {
+                    @if signed_in { "Start one with the button above." } @else { "Sign in to start one here." }
+                    " Or with "
+                    code { "kubeci trigger -n " (job.namespace) " " (name) " --server URL --token-file FILE" }
+                    ", or "
+                    code { "POST /api/v1/jobs/" (urlencode(&job.namespace)) "/" (urlencode(name)) "/builds" }
+                    " with the server's token."
+                }
+                @if job.triggers.len() > 1 {
+                    " It also builds on: " (job.triggers[1..].join(", ")) "."
+                }
+            }
+        }
+    }
 }
 
 /// The builds table, or how to start the first build.
@@ -49,73 +77,93 @@ fn builds_table(
     builds: &[BuildView],
     web: Option<&str>,
     signed_in: bool,
-) -> String {
+) -> Markup {
     if builds.is_empty() {
-        let how = if job.valid {
-            format!(
-                "{} Or with <code>kubeci trigger -n {} {} --server URL --token-file FILE</code>, or <code>POST /api/v1/jobs/{}/{}/builds</code> with the server's token.",
-                if signed_in { "Start one with the button above." } else { "Sign in to start one here." },
-                escape(&job.namespace),
-                escape(name),
-                escape(&urlencode(&job.namespace)),
-                escape(&urlencode(name))
-            )
-        } else {
-            "It builds once its spec is fixed.".to_owned()
-        };
-        let also = if job.triggers.len() > 1 {
-            format!(
-                " It also builds on: {}.",
-                escape(&job.triggers[1..].join(", "))
-            )
-        } else {
-            String::new()
-        };
-        return format!("<div class=\"empty\"><p><b>No builds yet.</b> {how}{also}</p></div>");
+        return no_builds(job, name, signed_in);
     }
     let now = now();
-    let rows: String = builds
-        .iter()
-        .map(|b| {
-            format!(
-                "<tr><td><a href=\"{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"hide-narrow\">{}</td></tr>\n",
-                build_path(&job.namespace, name, b.number),
-                b.number,
-                state(b.state),
-                parts::cell(b.trigger.as_deref()),
-                parts::started_by(b),
-                parts::commit(web, b.commit.as_deref(), true),
-                parts::pull_request(web, b.pull_request),
-                parts::time(b.started_at.as_deref().or(b.created_at.as_deref()), now),
-                parts::cell(b.duration(now).as_deref()),
-                parts::cell(b.message.as_deref())
-            )
-        })
-        .collect();
-    format!(
-        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Builds\"><table><thead><tr><th scope=\"col\">Build</th><th scope=\"col\">State</th><th scope=\"col\">Trigger</th><th scope=\"col\">Started by</th><th scope=\"col\">Commit</th><th scope=\"col\">PR</th><th scope=\"col\">Started</th><th scope=\"col\">Duration</th><th scope=\"col\" class=\"hide-narrow\">Message</th></tr></thead><tbody>\n{rows}</tbody></table></div>"
-    )
+    let columns = [
+        "Build",
+        "State",
+        "Trigger",
+        "Started by",
+        "Commit",
+        "PR",
+        "Started",
+        "Duration",
+    ];
+    html! {
+        div class="scroll" tabindex="0" role="region" aria-label="Builds" {
+            table {
+                thead {
+                    tr {
+                        @for column in columns { th scope="col" { (column) } }
+                        th scope="col" class="hide-narrow" { "Message" }
+                    }
+                }
+                tbody {
+                    @for b in builds {
+                        tr {
+                            td { a href=(build_path(&job.namespace, name, b.number)) { "#" (b.number) } }
+                            td { (state(b.state)) }
+                            td { (parts::cell(b.trigger.as_deref())) }
+                            td { (parts::started_by(b)) }
+                            td { (parts::commit(web, b.commit.as_deref(), true)) }
+                            td { (parts::pull_request(web, b.pull_request)) }
+                            td { (parts::time(b.started_at.as_deref().or(b.created_at.as_deref()), now)) }
+                            td { (parts::cell(b.duration(now).as_deref())) }
+                            td class="hide-narrow" { (parts::cell(b.message.as_deref())) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What the job is: repository, branch, triggers, chart and where it is declared.
-fn facts(job: &JobView, web: Option<&str>) -> String {
-    let repository = match (job.git_url.as_deref(), web) {
-        (Some(url), Some(web)) => format!("<a href=\"{}\">{}</a>", escape(web), escape(url)),
-        (url, _) => parts::cell(url),
-    };
-    let triggers = if job.valid {
-        escape(&job.triggers.join(" · "))
-    } else {
-        "nothing while it is invalid".to_owned()
-    };
-    format!(
-        "<dl class=\"facts\"><dt>Repository</dt><dd>{repository}</dd><dt>Branch</dt><dd>{}</dd>\
-<dt>Builds on</dt><dd>{triggers}</dd><dt>Chart</dt><dd>{}</dd><dt>Declared in</dt><dd>{} · spec <code>{}</code></dd></dl>",
-        parts::branch(web, job.branch.as_deref()),
-        parts::cell(job.chart_version.as_deref()),
-        parts::cell(job.configmap.as_deref()),
-        escape(job.spec_hash.get(..12).unwrap_or(&job.spec_hash)),
-    )
+fn facts(job: &JobView, web: Option<&str>) -> Markup {
+    html! {
+        dl class="facts" {
+            dt { "Repository" }
+            dd {
+                @match (job.git_url.as_deref(), web) {
+                    (Some(url), Some(web)) => a href=(web) { (url) },
+                    (url, _) => (parts::cell(url)),
+                }
+            }
+            dt { "Branch" }
+            dd { (parts::branch(web, job.branch.as_deref())) }
+            dt { "Builds on" }
+            dd {
+                @if job.valid { (job.triggers.join(" · ")) } @else { "nothing while it is invalid" }
+            }
+            dt { "Chart" }
+            dd { (parts::cell(job.chart_version.as_deref())) }
+            dt { "Declared in" }
+            dd {
+                (parts::cell(job.configmap.as_deref()))
+                " · spec "
+                code { (job.spec_hash.get(..12).unwrap_or(&job.spec_hash)) }
+            }
+        }
+    }
+}
+
+/// "Build now" for a signed-in user, "Sign in to start builds" for anyone else, nothing
+/// for a job that cannot build.
+fn build_now(job: &JobView, path: &str, cannot_build: Option<&str>, chrome: &Chrome) -> Markup {
+    html! {
+        @match (&chrome.csrf, job.valid, cannot_build) {
+            (Some(csrf), true, None) => {
+                (action_form(&format!("{path}/build"), csrf, "Build now", Some("primary")))
+            }
+            (None, true, None) => {
+                a href={ "/login?next=" (urlencode(path)) } { "Sign in to start builds" }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A job: what it is, every finding about it, its builds, and its spec as written.
@@ -132,38 +180,29 @@ pub fn job(
     let path = job_path(&job.namespace, name);
     let web = job.git_url.as_deref().and_then(parts::repository_web);
     let web = web.as_deref();
-    let build_now = match (&chrome.csrf, job.valid, cannot_build) {
-        (Some(csrf), true, None) => {
-            action_form(&format!("{path}/build"), csrf, "Build now", "primary")
+    let last = builds.first().map_or("no builds", |b| b.state.as_str());
+    let body = html! {
+        h1 { (job.namespace) "/" (name) }
+        div class="actions" {
+            (build_now(job, &path, cannot_build, chrome))
+            img alt={ "status badge: " (last) }
+                src={ "/badges/" (urlencode(&job.namespace)) "/" (urlencode(name)) ".svg" }
+                height="20";
         }
-        (None, true, None) => format!(
-            "<a href=\"/login?next={}\">Sign in to start builds</a>",
-            escape(&urlencode(&path))
-        ),
-        _ => String::new(),
+        (facts(job, web))
+        (findings(declared))
+        @if let Some(why) = cannot_build {
+            p class="warning" id="cannot-build" {
+                b { "This engine cannot build this job:" } " " (why)
+            }
+        }
+        h2 { "Builds" }
+        (builds_table(job, name, builds, web, chrome.csrf.is_some()))
+        h2 { "job.yaml" }
+        p class="note" { "As written in " (parts::cell(job.configmap.as_deref())) "; change it there." }
+        pre class="yaml" tabindex="0" aria-label="job.yaml" {
+            (yaml::highlight(&kubeci_spec::giturl::redact_credentials(&declared.source)))
+        }
     };
-    let cannot = cannot_build.map_or_else(String::new, |why| {
-        format!(
-            "<p class=\"warning\" id=\"cannot-build\"><b>This engine cannot build this job:</b> {}</p>",
-            escape(why)
-        )
-    });
-    layout(
-        &format!("{}/{name}", job.namespace),
-        chrome,
-        &format!(
-            "<h1>{}/{}</h1><div class=\"actions\">{build_now}<img alt=\"status badge: {}\" src=\"/badges/{}/{}.svg\" height=\"20\"></div>\n{}{}{cannot}\
-<h2>Builds</h2>{}\n<h2>job.yaml</h2><p class=\"note\">As written in {}; change it there.</p><pre class=\"yaml\" tabindex=\"0\" aria-label=\"job.yaml\">{}</pre>",
-            escape(&job.namespace),
-            escape(name),
-            builds.first().map_or("no builds", |b| b.state.as_str()),
-            urlencode(&job.namespace),
-            urlencode(name),
-            facts(job, web),
-            findings(declared),
-            builds_table(job, name, builds, web, chrome.csrf.is_some()),
-            parts::cell(job.configmap.as_deref()),
-            yaml::highlight(&kubeci_spec::giturl::redact_credentials(&declared.source)),
-        ),
-    )
+    layout(&format!("{}/{name}", job.namespace), chrome, body)
 }

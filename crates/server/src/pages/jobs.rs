@@ -6,9 +6,10 @@ use kubeci_engine::api::{BuildView, JobView};
 use kubeci_engine::Phase;
 use kubeci_spec::LoadedJob;
 
+use maud::{html, Markup};
+
 use super::parts::{self, build_path, job_path, now, state};
 use super::{layout, Chrome};
-use crate::ansi::escape;
 
 /// Jobs shown on one page.
 pub const PAGE_SIZE: usize = 100;
@@ -134,125 +135,119 @@ pub struct JobRow {
 
 /// The job's last build: a link with its state, when it ended (or started), and how long
 /// it took; an invalid job says why instead.
-fn last_build(row: &JobRow, name: &str, now: i64) -> String {
+fn last_build(row: &JobRow, name: &str, now: i64) -> Markup {
     let job = &row.job;
     if !job.valid {
         let first = job.errors.first().map_or("", String::as_str);
-        return format!(
-            "{}<span class=\"sub\">{}</span>",
-            parts::invalid(),
-            escape(first)
-        );
+        return html! { (parts::invalid()) span class="sub" { (first) } };
     }
     let Some(build) = row.recent.first() else {
-        return "<span class=\"st st-never\">never built</span>".to_owned();
+        return html! { span class="st st-never" { "never built" } };
     };
     let when = build
         .finished_at
         .as_deref()
         .or(build.started_at.as_deref())
         .or(build.created_at.as_deref());
-    let took = build
-        .duration(now)
-        .map_or_else(String::new, |d| format!(" · {}", escape(&d)));
-    format!(
-        "<a href=\"{}\">#{}</a> {}<span class=\"sub\">{}{took}</span>",
-        build_path(&job.namespace, name, build.number),
-        build.number,
-        state(build.state),
-        parts::time(when, now)
-    )
+    html! {
+        a href=(build_path(&job.namespace, name, build.number)) { "#" (build.number) }
+        " "
+        (state(build.state))
+        span class="sub" {
+            (parts::time(when, now))
+            @if let Some(took) = build.duration(now) { " · " (took) }
+        }
+    }
 }
 
 /// The recent builds as a strip of small links, oldest on the left.
-fn strip(row: &JobRow, name: &str) -> String {
-    let links: String = row
-        .recent
-        .iter()
-        .take(STRIP)
-        .rev()
-        .map(|b| {
-            format!(
-                "<a class=\"st-{0}\" href=\"{1}\" title=\"#{2} {0}\"><span class=\"vh\">#{2} {0}</span></a>",
-                b.state,
-                build_path(&row.job.namespace, name, b.number),
-                b.number
-            )
-        })
-        .collect();
-    format!("<div class=\"strip\">{links}</div>")
+fn strip(row: &JobRow, name: &str) -> Markup {
+    html! {
+        div class="strip" {
+            @for b in row.recent.iter().take(STRIP).rev() {
+                @let said = format!("#{} {}", b.number, b.state);
+                a class={ "st-" (b.state.as_str()) }
+                    href=(build_path(&row.job.namespace, name, b.number))
+                    title=(said) {
+                    span class="vh" { (said) }
+                }
+            }
+        }
+    }
 }
 
-fn row(row: &JobRow, now: i64) -> String {
+/// The job's repository, linked to its web page when it has one, and its branch.
+fn repository(job: &JobView) -> Markup {
+    let Some(url) = job.git_url.as_deref() else {
+        return parts::cell(None);
+    };
+    html! {
+        @match parts::repository_web(url) {
+            Some(web) => a href=(web) { (url) },
+            None => (url),
+        }
+        @if let Some(branch) = &job.branch {
+            span class="sub" { (branch) }
+        }
+    }
+}
+
+fn row(row: &JobRow, now: i64) -> Markup {
     let job = &row.job;
     let Some(name) = job.name.as_deref() else {
         // A declaration whose name cannot be read has no page: its ConfigMap stands in.
         let configmap = job.configmap.as_deref().unwrap_or("a job file");
-        return format!(
-            "<tr><td>{}<span class=\"sub\">{}</span></td><td>{}</td><td class=\"hide-narrow\"></td><td class=\"hide-narrow\">–</td><td class=\"hide-narrow\">–</td></tr>\n",
-            escape(configmap),
-            escape(&job.namespace),
-            last_build(row, "", now),
-        );
-    };
-    let chart = job
-        .chart_version
-        .as_deref()
-        .map_or_else(String::new, |v| format!(" · chart {}", escape(v)));
-    let repository = job.git_url.as_deref().map_or_else(
-        || "–".to_owned(),
-        |url| {
-            let web = parts::repository_web(url);
-            let shown = escape(url);
-            let branch = job.branch.as_deref().map_or_else(String::new, |b| {
-                format!("<span class=\"sub\">{}</span>", escape(b))
-            });
-            match web {
-                Some(web) => format!("<a href=\"{}\">{shown}</a>{branch}", escape(&web)),
-                None => format!("{shown}{branch}"),
+        return html! {
+            tr {
+                td { (configmap) span class="sub" { (job.namespace) } }
+                td { (last_build(row, "", now)) }
+                td class="hide-narrow" {}
+                td class="hide-narrow" { "–" }
+                td class="hide-narrow" { "–" }
             }
-        },
-    );
-    format!(
-        "<tr><td><a href=\"{}\">{}</a><span class=\"sub\">{}{chart}</span></td><td>{}</td><td class=\"hide-narrow\">{}</td><td class=\"hide-narrow\">{repository}</td><td class=\"hide-narrow\">{}</td></tr>\n",
-        job_path(&job.namespace, name),
-        escape(name),
-        escape(&job.namespace),
-        last_build(row, name, now),
-        strip(row, name),
-        if job.triggers.is_empty() {
-            "–".to_owned()
-        } else {
-            escape(&job.triggers.join(", "))
-        },
-    )
+        };
+    };
+    html! {
+        tr {
+            td {
+                a href=(job_path(&job.namespace, name)) { (name) }
+                span class="sub" {
+                    (job.namespace)
+                    @if let Some(chart) = &job.chart_version { " · chart " (chart) }
+                }
+            }
+            td { (last_build(row, name, now)) }
+            td class="hide-narrow" { (strip(row, name)) }
+            td class="hide-narrow" { (repository(job)) }
+            td class="hide-narrow" {
+                @if job.triggers.is_empty() { "–" } @else { (job.triggers.join(", ")) }
+            }
+        }
+    }
 }
 
 /// The filters: text and state (the namespace is the header's, carried along).
-fn filters(query: &JobsQuery) -> String {
-    let states: String = STATES
-        .iter()
-        .map(|(value, label)| {
-            let chosen = if query.state == *value {
-                " selected"
-            } else {
-                ""
-            };
-            format!("<option value=\"{value}\"{chosen}>{label}</option>")
-        })
-        .collect();
-    format!(
-        "<form class=\"filters\" method=\"get\" action=\"/\" role=\"search\">\
-<input type=\"hidden\" name=\"namespace\" value=\"{}\">\
-<label for=\"q\" class=\"vh\">Text</label><input id=\"q\" type=\"search\" name=\"q\" value=\"{}\" placeholder=\"job, namespace, repository or trigger\">\
-<label for=\"state\" class=\"vh\">State</label><select id=\"state\" name=\"state\">{states}</select> <button>Filter</button></form>",
-        escape(&query.namespace),
-        escape(&query.q)
-    )
+fn filters(query: &JobsQuery) -> Markup {
+    html! {
+        form class="filters" method="get" action="/" role="search" {
+            input type="hidden" name="namespace" value=(query.namespace);
+            label for="q" class="vh" { "Text" }
+            input id="q" type="search" name="q" value=(query.q)
+                placeholder="job, namespace, repository or trigger";
+            label for="state" class="vh" { "State" }
+            select id="state" name="state" {
+                @for (value, said) in STATES {
+                    option value=(value) selected[query.state == value] { (said) }
+                }
+            }
+            " "
+            button { "Filter" }
+        }
+    }
 }
 
 /// "Showing 1–100 of 2,345 jobs", with links to the pages before and after.
-fn pager(query: &JobsQuery, shown: usize, total: usize) -> String {
+fn pager(query: &JobsQuery, shown: usize, total: usize) -> Markup {
     let page = query.page();
     let first = query.skipped();
     let said = if shown == 0 {
@@ -264,23 +259,54 @@ fn pager(query: &JobsQuery, shown: usize, total: usize) -> String {
             first.saturating_add(shown)
         )
     };
-    let before = (page > 1).then(|| {
-        format!(
-            "<a href=\"{}\" rel=\"prev\">← Previous page</a>",
-            escape(&query.url(page - 1))
-        )
-    });
-    let after = (first.saturating_add(shown) < total).then(|| {
-        format!(
-            "<a href=\"{}\" rel=\"next\">Next page →</a>",
-            escape(&query.url(page.saturating_add(1)))
-        )
-    });
-    format!(
-        "<nav class=\"pager\" aria-label=\"Pages\"><span>{said}</span>{}{}</nav>",
-        before.unwrap_or_default(),
-        after.unwrap_or_default()
-    )
+    html! {
+        nav class="pager" aria-label="Pages" {
+            span { (said) }
+            @if page > 1 {
+                a href=(query.url(page - 1)) rel="prev" { "← Previous page" }
+            }
+            @if first.saturating_add(shown) < total {
+                a href=(query.url(page.saturating_add(1))) rel="next" { "Next page →" }
+            }
+        }
+    }
+}
+
+/// The table of the page's jobs.
+fn table(rows: &[JobRow], now: i64) -> Markup {
+    html! {
+        div class="scroll" tabindex="0" role="region" aria-label="Jobs" {
+            table class="jobs" {
+                thead {
+                    tr {
+                        th scope="col" { "Job" }
+                        th scope="col" { "Last build" }
+                        th scope="col" class="hide-narrow" { "Recent builds" }
+                        th scope="col" class="hide-narrow" { "Repository" }
+                        th scope="col" class="hide-narrow" { "Builds on" }
+                    }
+                }
+                tbody {
+                    @for r in rows { (row(r, now)) }
+                }
+            }
+        }
+    }
+}
+
+/// What the page says when there is no job at all: how to add one.
+fn no_jobs() -> Markup {
+    html! {
+        div class="empty" {
+            p {
+                b { "No jobs yet." }
+                " A job is a ConfigMap labelled " code { "ci-job-spec: \"true\"" }
+                " with a " code { "job.yaml" }
+                " key (usually from a Helm chart); in local mode, a file of such ConfigMaps in the jobs directory. "
+                code { "kubeci new" } " writes one to start from."
+            }
+        }
+    }
 }
 
 /// The jobs page: `rows` are the page's jobs, `total` how many matched `query` in all,
@@ -292,30 +318,23 @@ pub fn jobs(
     query: &JobsQuery,
     chrome: &Chrome,
 ) -> String {
-    let now = now();
-    let body = if !any {
-        "<div class=\"empty\"><p><b>No jobs yet.</b> A job is a ConfigMap labelled <code>ci-job-spec: \"true\"</code> with a <code>job.yaml</code> key (usually from a Helm chart); in local mode, a file of such ConfigMaps in the jobs directory. <code>kubeci new</code> writes one to start from.</p></div>".to_owned()
-    } else if rows.is_empty() {
-        "<div class=\"empty\"><p>No job matches these filters. <a href=\"/\">Show every job</a>.</p></div>".to_owned()
-    } else {
-        let body: String = rows.iter().map(|r| row(r, now)).collect();
-        format!(
-            "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Jobs\"><table class=\"jobs\"><thead><tr><th scope=\"col\">Job</th><th scope=\"col\">Last build</th><th scope=\"col\" class=\"hide-narrow\">Recent builds</th><th scope=\"col\" class=\"hide-narrow\">Repository</th><th scope=\"col\" class=\"hide-narrow\">Builds on</th></tr></thead><tbody>\n{body}</tbody></table></div>"
-        )
-    };
-    layout(
-        "Jobs",
-        chrome,
-        &format!(
-            "<h1>Jobs</h1>{}{}{body}",
-            filters(query),
-            if any {
-                pager(query, rows.len(), total)
-            } else {
-                String::new()
+    let body = html! {
+        h1 { "Jobs" }
+        (filters(query))
+        @if !any {
+            (no_jobs())
+        } @else {
+            (pager(query, rows.len(), total))
+            @if rows.is_empty() {
+                div class="empty" {
+                    p { "No job matches these filters. " a href="/" { "Show every job" } "." }
+                }
+            } @else {
+                (table(rows, now()))
             }
-        ),
-    )
+        }
+    };
+    layout("Jobs", chrome, body)
 }
 
 #[cfg(test)]
@@ -525,7 +544,7 @@ mod tests {
     fn the_pager_keeps_the_filters_in_its_links() {
         let mut query = asked("failed", "a b", "ci");
         query.page = Some(2);
-        let nav = pager(&query, PAGE_SIZE, 3 * PAGE_SIZE);
+        let nav = pager(&query, PAGE_SIZE, 3 * PAGE_SIZE).into_string();
         assert!(nav.contains("Showing 101–200 of 300 jobs"), "{nav}");
         assert!(
             nav.contains("href=\"/?page=1&amp;q=a%20b&amp;namespace=ci&amp;state=failed\""),
@@ -537,6 +556,8 @@ mod tests {
             ..JobsQuery::default()
         };
         assert_eq!(far.skipped(), usize::MAX, "no overflow");
-        assert!(pager(&far, 0, 5).contains("No job of 5 shown"));
+        assert!(pager(&far, 0, 5)
+            .into_string()
+            .contains("No job of 5 shown"));
     }
 }

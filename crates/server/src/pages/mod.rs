@@ -2,10 +2,11 @@
 //! ([`jobs`]), a job ([`job`]), a build with its log ([`build`]), sign-in, and status
 //! badges ([`badge`]). Every page has the same header ([`Chrome`]: kubeci, the namespace
 //! filter, who is signed in) and one stylesheet (`style.css`, light and dark from the
-//! browser's preference). Every value from a job, a build or a log is escaped; log colours
-//! go through [`crate::ansi`]. Every page works without JavaScript; with it
-//! (`static/kubeci.js`) times stay current and a running build's page follows its log and
-//! its end live.
+//! browser's preference). The pages are `maud` templates, so every value from a job, a
+//! build or a log is escaped unless it is marked `PreEscaped` — which only HTML kubeci
+//! made itself is: a log line from [`crate::ansi`], the highlighted `job.yaml`. Every page
+//! works without JavaScript; with it (`static/kubeci.js`) times stay current and a running
+//! build's page follows its log and its end live.
 
 mod badge;
 mod build;
@@ -14,13 +15,16 @@ mod jobs;
 pub(crate) mod parts;
 mod yaml;
 
+#[cfg(test)]
+mod hostile;
+
 pub use badge::badge;
 pub use build::{build, LogShown};
 pub use job::{job, shown_diagnostic};
 pub use jobs::{jobs, JobRow, JobsQuery, PAGE_SIZE, STRIP};
 pub use parts::{repository_web, urlencode};
 
-use crate::ansi::escape;
+use maud::{html, Markup, DOCTYPE};
 
 /// The pages' stylesheet, served as `/static/kubeci.css`.
 pub const STYLE: &str = include_str!("style.css");
@@ -45,52 +49,71 @@ pub struct Chrome {
 impl Chrome {
     /// The header: kubeci, the namespace filter (a form: it works without a script), and
     /// who is signed in with "Sign out", or "Sign in".
-    fn header(&self) -> String {
-        let options: String = self
-            .namespaces
-            .iter()
-            .map(|ns| {
-                let chosen = if self.namespace.as_deref() == Some(ns.as_str()) {
-                    " selected"
-                } else {
-                    ""
-                };
-                format!("<option{chosen}>{}</option>", escape(ns))
-            })
-            .collect();
-        let who = match (&self.csrf, self.signed_in) {
-            (Some(csrf), true) => {
-                let name = self.user.as_deref().map_or_else(
-                    || "Signed in with the server's token".to_owned(),
-                    |u| format!("Signed in as <b>{}</b>", escape(u)),
-                );
-                format!(
-                    "<span class=\"who\"><span id=\"signed-in\">{name}</span>{}</span>",
-                    parts::action_form("/logout", csrf, "Sign out", "")
-                )
+    fn header(&self) -> Markup {
+        html! {
+            header class="top" {
+                a class="brand" href="/" { "kubeci" }
+                form method="get" action="/" role="search" {
+                    label for="namespace" { "Namespace" }
+                    " "
+                    select id="namespace" name="namespace" {
+                        option value="" { "all" }
+                        @for ns in &self.namespaces {
+                            option selected[self.namespace.as_ref() == Some(ns)] { (ns) }
+                        }
+                    }
+                    " "
+                    button { "Show" }
+                }
+                (self.who())
             }
-            _ => format!(
-                "<span class=\"who\"><a id=\"sign-in\" href=\"/login?next={}\">Sign in</a></span>",
-                escape(&urlencode(&self.here))
-            ),
-        };
-        format!(
-            "<header class=\"top\"><a class=\"brand\" href=\"/\">kubeci</a>\
-<form method=\"get\" action=\"/\" role=\"search\"><label for=\"namespace\">Namespace</label> <select id=\"namespace\" name=\"namespace\"><option value=\"\">all</option>{options}</select> <button>Show</button></form>{who}</header>"
-        )
+        }
+    }
+
+    /// Who is signed in, with "Sign out"; or "Sign in".
+    fn who(&self) -> Markup {
+        html! {
+            span class="who" {
+                @match (&self.csrf, self.signed_in) {
+                    (Some(csrf), true) => {
+                        span id="signed-in" {
+                            @match &self.user {
+                                Some(user) => { "Signed in as " b { (user) } },
+                                None => "Signed in with the server's token",
+                            }
+                        }
+                        (parts::action_form("/logout", csrf, "Sign out", None))
+                    }
+                    _ => a id="sign-in" href={ "/login?next=" (urlencode(&self.here)) } { "Sign in" },
+                }
+            }
+        }
     }
 }
 
 /// The page around `body`.
-pub fn layout(title: &str, chrome: &Chrome, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"color-scheme\" content=\"light dark\"><title>{} · kubeci</title><link rel=\"stylesheet\" href=\"/static/kubeci.css\"></head><body>{}\n<main>\n{body}\n</main>\n\
-<footer>kubeci is read-only here: jobs change through their ConfigMaps (their Helm charts), not in these pages.</footer>\
-<script src=\"/static/kubeci.js\"></script></body></html>\n",
-        escape(title),
-        chrome.header()
-    )
+pub fn layout(title: &str, chrome: &Chrome, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · kubeci" }
+                link rel="stylesheet" href="/static/kubeci.css";
+            }
+            body {
+                (chrome.header())
+                main { (body) }
+                footer {
+                    "kubeci is read-only here: jobs change through their ConfigMaps (their Helm charts), not in these pages."
+                }
+                script src="/static/kubeci.js" {}
+            }
+        }
+    }
+    .into_string()
 }
 
 /// The sign-in page; `next` is where to go afterwards.
@@ -99,29 +122,45 @@ pub fn login(next: &str, problem: Option<&str>) -> String {
         here: next.to_owned(),
         ..Chrome::default()
     };
-    layout(
-        "Sign in",
-        &chrome,
-        &format!(
-            "<h1>Sign in</h1>{}<form method=\"post\" action=\"/login\" class=\"filters\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
-<label for=\"token\">The server's token</label> <input id=\"token\" type=\"password\" name=\"token\" autocomplete=\"current-password\"> <button class=\"primary\">Sign in</button></form>\
-<p class=\"note\">Starting and cancelling builds needs the token kubeci was given (<code>--token-file</code>); everything else is open to read.</p>",
-            problem.map_or_else(String::new, |p| format!("<p class=\"problem\" role=\"alert\">{}</p>", escape(p))),
-            escape(next)
-        ),
-    )
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(problem) = problem {
+            p class="problem" role="alert" { (problem) }
+        }
+        form method="post" action="/login" class="filters" {
+            input type="hidden" name="next" value=(next);
+            label for="token" { "The server's token" }
+            " "
+            input id="token" type="password" name="token" autocomplete="current-password";
+            " "
+            button class="primary" { "Sign in" }
+        }
+        p class="note" {
+            "Starting and cancelling builds needs the token kubeci was given ("
+            code { "--token-file" }
+            "); everything else is open to read."
+        }
+    };
+    layout("Sign in", &chrome, body)
 }
 
 /// A page that says what is not there.
 pub fn not_found(chrome: &Chrome, what: &str) -> String {
-    layout(
-        "Not found",
-        chrome,
-        &format!(
-            "<h1>Not found</h1><p>{}</p><p><a href=\"/\">All jobs</a></p>",
-            escape(what)
-        ),
-    )
+    let body = html! {
+        h1 { "Not found" }
+        p { (what) }
+        p { a href="/" { "All jobs" } }
+    };
+    layout("Not found", chrome, body)
+}
+
+/// A page that says why something was not done: `title`, then `why` as a problem.
+pub fn problem(title: &str, why: &str) -> String {
+    let body = html! {
+        h1 { (title) }
+        p class="problem" { (why) }
+    };
+    layout(title, &Chrome::default(), body)
 }
 
 /// A build for the pages' tests: number `number` of a job called `x`, in `state`, with
@@ -162,7 +201,7 @@ mod tests {
             namespace: Some("ci".into()),
             ..Chrome::default()
         };
-        let page = layout("t", &anonymous, "");
+        let page = layout("t", &anonymous, html! {});
         assert!(
             page.contains("<a id=\"sign-in\" href=\"/login?next=%2Fjobs%2Fci%2Fapi\">Sign in</a>")
         );
@@ -174,13 +213,13 @@ mod tests {
             csrf: Some("t0k".into()),
             ..anonymous.clone()
         };
-        let page = layout("t", &proxy, "");
+        let page = layout("t", &proxy, html! {});
         assert!(page.contains("Signed in as <b>alice</b>"), "{page}");
         assert!(page.contains("action=\"/logout\"") && page.contains("value=\"t0k\""));
         let token = Chrome {
             user: None,
             ..proxy
         };
-        assert!(layout("t", &token, "").contains("Signed in with the server's token"));
+        assert!(layout("t", &token, html! {}).contains("Signed in with the server's token"));
     }
 }

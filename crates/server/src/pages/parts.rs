@@ -4,9 +4,8 @@
 
 use kubeci_engine::api::BuildView;
 use kubeci_engine::Phase;
+use maud::{html, Markup};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use crate::ansi::escape;
 
 /// Seconds since the epoch.
 pub(crate) fn now() -> i64 {
@@ -15,9 +14,14 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `value` escaped, or a dash.
-pub(crate) fn cell(value: Option<&str>) -> String {
-    value.map_or_else(|| "–".to_owned(), escape)
+/// `value`, or a dash.
+pub(crate) fn cell(value: Option<&str>) -> Markup {
+    html! {
+        @match value {
+            Some(value) => (value),
+            None => "–",
+        }
+    }
 }
 
 /// The icon of a state: each state has its own shape, so colour is never the only sign.
@@ -38,25 +42,28 @@ const INVALID_ICON: &str = "!";
 
 /// A word as a state shows it: icon, colour (its class) and the word; `id` names it for
 /// the live page.
-fn marked(word: &str, icon: &str, id: Option<&str>) -> String {
-    let id = id.map_or_else(String::new, |id| format!(" id=\"{id}\""));
-    format!(
-        "<span class=\"st st-{word}\"{id}><span class=\"ic\" aria-hidden=\"true\">{icon}</span> <span class=\"word\">{word}</span></span>"
-    )
+fn marked(word: &str, icon: &str, id: Option<&str>) -> Markup {
+    html! {
+        span class={ "st st-" (word) } id=[id] {
+            span class="ic" aria-hidden="true" { (icon) }
+            " "
+            span class="word" { (word) }
+        }
+    }
 }
 
 /// A build's state as icon, colour and word; `id` names it for the live page.
-pub(crate) fn state_with_id(phase: Phase, id: Option<&str>) -> String {
+pub(crate) fn state_with_id(phase: Phase, id: Option<&str>) -> Markup {
     marked(phase.as_str(), icon(phase), id)
 }
 
 /// A build's state as icon, colour and word.
-pub(crate) fn state(phase: Phase) -> String {
+pub(crate) fn state(phase: Phase) -> Markup {
     state_with_id(phase, None)
 }
 
 /// An invalid job, marked as a state is.
-pub(crate) fn invalid() -> String {
+pub(crate) fn invalid() -> Markup {
     marked("invalid", INVALID_ICON, None)
 }
 
@@ -82,19 +89,18 @@ pub(crate) fn ago(then: i64, now: i64) -> String {
 
 /// An RFC 3339 time as `<time>`: relative to now, the exact UTC time on hover (the page's
 /// script keeps the relative words current).
-pub(crate) fn time(rfc3339: Option<&str>, now: i64) -> String {
+pub(crate) fn time(rfc3339: Option<&str>, now: i64) -> Markup {
     let Some(text) = rfc3339 else {
-        return "–".into();
+        return cell(None);
     };
     let Ok(at) = text.parse::<jiff::Timestamp>() else {
-        return escape(text);
+        return html! { (text) };
     };
-    let exact = at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
-    format!(
-        "<time datetime=\"{}\" title=\"{exact}\">{}</time>",
-        escape(text),
-        ago(at.as_second(), now)
-    )
+    html! {
+        time datetime=(text) title=(at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()) {
+            (ago(at.as_second(), now))
+        }
+    }
 }
 
 /// The web page of a job's repository (`https://host/owner/name`), for links to commits
@@ -108,46 +114,44 @@ pub fn repository_web(git_url: &str) -> Option<String> {
 
 /// A commit, linked to its page in the repository when there is one; `short` shows its
 /// first 12 characters.
-pub(crate) fn commit(web: Option<&str>, commit: Option<&str>, short: bool) -> String {
+pub(crate) fn commit(web: Option<&str>, commit: Option<&str>, short: bool) -> Markup {
     let Some(commit) = commit else {
-        return "–".to_owned();
+        return cell(None);
     };
     let shown = if short {
         commit.get(..12).unwrap_or(commit)
     } else {
         commit
     };
-    match web {
-        Some(web) => format!(
-            "<a href=\"{}/commit/{}\"><code>{}</code></a>",
-            escape(web),
-            urlencode(commit),
-            escape(shown)
-        ),
-        None => format!("<code>{}</code>", escape(shown)),
+    html! {
+        @match web {
+            Some(web) => a href={ (web) "/commit/" (urlencode(commit)) } { code { (shown) } },
+            None => code { (shown) },
+        }
     }
 }
 
 /// A pull request number, linked to its page when the repository has one.
-pub(crate) fn pull_request(web: Option<&str>, number: Option<u64>) -> String {
-    match (web, number) {
-        (_, None) => "–".to_owned(),
-        (Some(web), Some(n)) => format!("<a href=\"{}/pull/{n}\">#{n}</a>", escape(web)),
-        (None, Some(n)) => format!("#{n}"),
+pub(crate) fn pull_request(web: Option<&str>, number: Option<u64>) -> Markup {
+    html! {
+        @match (web, number) {
+            (_, None) => "–",
+            (Some(web), Some(n)) => a href={ (web) "/pull/" (n) } { "#" (n) },
+            (None, Some(n)) => { "#" (n) }
+        }
     }
 }
 
 /// A branch, linked to its tree in the repository when there is one.
-pub(crate) fn branch(web: Option<&str>, branch: Option<&str>) -> String {
-    match (web, branch) {
-        (_, None) => "–".to_owned(),
-        (Some(web), Some(b)) => format!(
-            "<a href=\"{}/tree/{}\">{}</a>",
-            escape(web),
-            escape(&b.split('/').map(urlencode).collect::<Vec<_>>().join("/")),
-            escape(b)
-        ),
-        (None, Some(b)) => escape(b),
+pub(crate) fn branch(web: Option<&str>, branch: Option<&str>) -> Markup {
+    html! {
+        @match (web, branch) {
+            (_, None) => "–",
+            (Some(web), Some(b)) => {
+                a href={ (web) "/tree/" (b.split('/').map(urlencode).collect::<Vec<_>>().join("/")) } { (b) }
+            }
+            (None, Some(b)) => (b),
+        }
     }
 }
 
@@ -176,7 +180,8 @@ pub fn urlencode(component: &str) -> String {
 }
 
 /// Who or what started `build`, said for people: `cron`, `@octocat (push)`, `@octocat
-/// (pull request)`, `the web page (server token)`, or who the API or a proxy named.
+/// (pull request)`, `the web page (server token)`, or who the API or a proxy named (text:
+/// the pages escape it).
 pub(crate) fn started_by(build: &BuildView) -> String {
     let trigger = build.trigger.as_deref().unwrap_or("manual");
     let who = build.requested_by.as_deref();
@@ -194,21 +199,17 @@ pub(crate) fn started_by(build: &BuildView) -> String {
         (_, Some(p)) => p,
         (other, None) => other.to_owned(),
     };
-    escape(&said)
+    said
 }
 
-/// A form that posts `action` with the session's CSRF token.
-pub(crate) fn action_form(action: &str, csrf: &str, label: &str, class: &str) -> String {
-    let class = if class.is_empty() {
-        String::new()
-    } else {
-        format!(" class=\"{class}\"")
-    };
-    format!(
-        "<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button{class}>{}</button></form>",
-        escape(csrf),
-        escape(label)
-    )
+/// A form that posts `action` with the session's CSRF token; `class` is its button's.
+pub(crate) fn action_form(action: &str, csrf: &str, label: &str, class: Option<&str>) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            input type="hidden" name="csrf" value=(csrf);
+            button class=[class] { (label) }
+        }
+    }
 }
 
 /// `bytes` for people: `812 bytes`, `3.4 KB`, `59.6 MB`.
@@ -244,11 +245,11 @@ mod tests {
         let at = "2026-11-30T05:00:00Z";
         let then = at.parse::<jiff::Timestamp>().unwrap().as_second();
         assert_eq!(
-            time(Some(at), then + 180),
+            time(Some(at), then + 180).into_string(),
             "<time datetime=\"2026-11-30T05:00:00Z\" title=\"2026-11-30 05:00:00 UTC\">3 min ago</time>"
         );
-        assert_eq!(time(None, 0), "–");
-        assert_eq!(time(Some("<b>"), 0), "&lt;b&gt;");
+        assert_eq!(time(None, 0).into_string(), "–");
+        assert_eq!(time(Some("<b>"), 0).into_string(), "&lt;b&gt;");
     }
 
     #[test]
@@ -256,7 +257,7 @@ mod tests {
         let icons: std::collections::BTreeSet<&str> = Phase::ALL.into_iter().map(icon).collect();
         assert_eq!(icons.len(), Phase::ALL.len(), "one shape per state");
         assert_eq!(
-            state(Phase::Failed),
+            state(Phase::Failed).into_string(),
             "<span class=\"st st-failed\"><span class=\"ic\" aria-hidden=\"true\">✗</span> <span class=\"word\">failed</span></span>"
         );
     }
@@ -280,17 +281,25 @@ mod tests {
         );
         assert_eq!(started("manual", Some("ui")), "the web page (server token)");
         assert_eq!(started("manual", Some("alice")), "alice");
-        assert_eq!(started("manual", Some("<b>")), "&lt;b&gt;");
+        assert_eq!(started("manual", Some("<b>")), "<b>", "text, as named");
+        let shown = html! { (started("manual", Some("<b>"))) };
+        assert_eq!(shown.into_string(), "&lt;b&gt;", "and escaped where shown");
     }
 
     #[test]
     fn branches_and_commits_link_to_the_repository_escaped() {
         let web = Some("https://github.com/o/r");
         assert_eq!(
-            branch(web, Some("release/1.x")),
+            branch(web, Some("release/1.x")).into_string(),
             "<a href=\"https://github.com/o/r/tree/release/1.x\">release/1.x</a>"
         );
-        assert_eq!(branch(None, Some("main")), "main");
-        assert!(commit(web, Some("\"><x>"), true).contains("/commit/%22%3E%3Cx%3E\""));
+        assert_eq!(branch(None, Some("main")).into_string(), "main");
+        assert_eq!(branch(None, Some("<b>&")).into_string(), "&lt;b&gt;&amp;");
+        let hostile = commit(web, Some("\"><x>"), true).into_string();
+        assert!(hostile.contains("/commit/%22%3E%3Cx%3E\""), "{hostile}");
+        assert!(
+            hostile.contains("<code>&quot;&gt;&lt;x&gt;</code>"),
+            "{hostile}"
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! YAML as written, highlighted for reading: keys, quoted strings, numbers and booleans,
 //! comments, and block scalars (a `run_command: |` script stays one string). A line-based
 //! reading for the eye, not a parser: whatever it cannot place stays plain text, and every
-//! piece of it is escaped.
+//! piece of it is made by a `maud` template, so escaped.
 
-use crate::ansi::escape;
+use maud::{html, Markup, PreEscaped};
 
-fn span(class: &str, text: &str) -> String {
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!("<span class=\"{class}\">{}</span>", escape(text))
+/// `text` in a span of `class`; nothing for no text.
+fn span(class: &str, text: &str) -> Markup {
+    html! {
+        @if !text.is_empty() {
+            span class=(class) { (text) }
+        }
     }
 }
 
@@ -29,7 +30,7 @@ fn comment_start(value: &str) -> Option<usize> {
 }
 
 /// A scalar value: quoted strings, numbers, booleans and null stand out.
-fn value(text: &str) -> String {
+fn value(text: &str) -> Markup {
     let lead = &text[..text.len() - text.trim_start().len()];
     let text = &text[lead.len()..];
     let (text, comment) = match comment_start(text) {
@@ -45,11 +46,15 @@ fn value(text: &str) -> String {
         t if t.starts_with('|') || t.starts_with('>') => Some("y-p"),
         _ => None,
     };
-    let shown = match class {
-        Some(class) => span(class, trimmed),
-        None => escape(trimmed),
-    };
-    format!("{lead}{shown}{}{}", escape(padding), span("y-c", comment))
+    html! {
+        (lead)
+        @match class {
+            Some(class) => (span(class, trimmed)),
+            None => (trimmed),
+        }
+        (padding)
+        (span("y-c", comment))
+    }
 }
 
 /// The key of a `key: value` line (after indentation and list markers), and the rest.
@@ -70,7 +75,7 @@ fn split_key(rest: &str) -> Option<(&str, &str)> {
 }
 
 /// `source` as highlighted HTML, one line per line.
-pub fn highlight(source: &str) -> String {
+pub fn highlight(source: &str) -> Markup {
     let mut out = String::with_capacity(source.len() * 2);
     // Inside a block scalar: the indentation of the key that opened it.
     let mut block: Option<usize> = None;
@@ -79,7 +84,7 @@ pub fn highlight(source: &str) -> String {
         let body = &line[indent..];
         if let Some(opened) = block {
             if body.is_empty() || indent > opened {
-                out.push_str(&span("y-s", line));
+                out.push_str(&span("y-s", line).0);
                 out.push('\n');
                 continue;
             }
@@ -87,7 +92,7 @@ pub fn highlight(source: &str) -> String {
         }
         out.push_str(&" ".repeat(indent));
         if body.starts_with('#') {
-            out.push_str(&span("y-c", body));
+            out.push_str(&span("y-c", body).0);
             out.push('\n');
             continue;
         }
@@ -97,26 +102,27 @@ pub fn highlight(source: &str) -> String {
             .strip_prefix("- ")
             .or(rest.strip_prefix('-').filter(|r| r.is_empty()))
         {
-            out.push_str(&span("y-p", "-"));
+            out.push_str(&span("y-p", "-").0);
             out.push(' ');
             key_at += 2;
             rest = after;
         }
         match split_key(rest) {
             Some((key, after)) => {
-                out.push_str(&span("y-k", key));
-                out.push_str(&span("y-p", ":"));
+                out.push_str(&span("y-k", key).0);
+                out.push_str(&span("y-p", ":").0);
                 let scalar = after.trim_start();
                 if scalar.starts_with('|') || scalar.starts_with('>') {
                     block = Some(key_at);
                 }
-                out.push_str(&value(after));
+                out.push_str(&value(after).0);
             }
-            None => out.push_str(&value(rest)),
+            None => out.push_str(&value(rest).0),
         }
         out.push('\n');
     }
-    out
+    // Safe as HTML: every piece pushed is a template's output (escaped) or whitespace.
+    PreEscaped(out)
 }
 
 #[cfg(test)]
@@ -126,7 +132,7 @@ mod tests {
     #[test]
     fn keys_strings_numbers_and_comments_stand_out_and_a_script_stays_one_string() {
         let source = "# the job\n- job:\n    name: \"api\"\n    timeout: 30\n    run_command: |\n      make: all # not a key\n      <script>\n    cron: H * * * * # hourly\n";
-        let html = highlight(source);
+        let html = highlight(source).into_string();
         let lines: Vec<&str> = html.lines().collect();
         assert_eq!(lines[0], "<span class=\"y-c\"># the job</span>");
         assert_eq!(
@@ -158,7 +164,14 @@ mod tests {
 
     #[test]
     fn what_it_cannot_place_stays_plain_and_escaped() {
-        assert_eq!(highlight("a: 'b # c'"), "<span class=\"y-k\">a</span><span class=\"y-p\">:</span> <span class=\"y-s\">&#39;b # c&#39;</span>\n");
-        assert_eq!(highlight("http://x:y<z>"), "http://x:y&lt;z&gt;\n");
+        assert_eq!(highlight("a: 'b # c'").into_string(), "<span class=\"y-k\">a</span><span class=\"y-p\">:</span> <span class=\"y-s\">'b # c'</span>\n");
+        assert_eq!(
+            highlight("http://x:y<z>").into_string(),
+            "http://x:y&lt;z&gt;\n"
+        );
+        assert_eq!(
+            highlight("k: \"<&>\" # <b>").into_string(),
+            "<span class=\"y-k\">k</span><span class=\"y-p\">:</span> <span class=\"y-s\">&quot;&lt;&amp;&gt;&quot;</span> <span class=\"y-c\"># &lt;b&gt;</span>\n"
+        );
     }
 }

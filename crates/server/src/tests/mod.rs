@@ -1,5 +1,6 @@
 //! The server's tests: its routes called in-process (`oneshot`), with a fake backend.
 
+mod live;
 mod proxy;
 mod sessions;
 
@@ -21,6 +22,28 @@ use tower::ServiceExt;
 #[derive(Default)]
 struct Fake {
     started: std::sync::Mutex<Vec<String>>,
+    log: FakeLog,
+}
+
+/// Build 1's log, as the fake serves it.
+#[derive(Default)]
+enum FakeLog {
+    /// None: the log is not found.
+    #[default]
+    Absent,
+    /// These chunks, then the end; build 1 has succeeded.
+    Ended(Vec<Vec<u8>>),
+    /// A log that stays open, printing nothing; the flag is set once its stream is dropped.
+    Open(Arc<std::sync::atomic::AtomicBool>),
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Backend for Fake {
@@ -37,7 +60,12 @@ impl Backend for Fake {
         Vec::new()
     }
     fn builds(&self, _: &str, name: &str) -> Option<Vec<BuildView>> {
-        (name == "demo").then(Vec::new)
+        let ended = matches!(self.log, FakeLog::Ended(_)).then(|| BuildView {
+            name: "demo-1".into(),
+            finished_at: Some("2026-11-30T07:34:00Z".into()),
+            ..crate::pages::sample_build(1, kubeci_engine::Phase::Succeeded)
+        });
+        (name == "demo").then(|| ended.into_iter().collect())
     }
     async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
         if request.name != "demo" {
@@ -105,7 +133,22 @@ impl Backend for Fake {
         _: u64,
         _: kubeci_engine::api::LogOptions,
     ) -> Result<kubeci_engine::api::LogStream, LogError> {
-        Err(LogError::NotFound("no log".into()))
+        use futures_util::StreamExt;
+        match &self.log {
+            FakeLog::Absent => Err(LogError::NotFound("no log".into())),
+            FakeLog::Ended(chunks) => {
+                Ok(futures_util::stream::iter(chunks.clone()).map(Ok).boxed())
+            }
+            FakeLog::Open(dropped) => {
+                let flag = DropFlag(Arc::clone(dropped));
+                Ok(futures_util::stream::pending()
+                    .map(move |chunk| {
+                        let _ = &flag;
+                        chunk
+                    })
+                    .boxed())
+            }
+        }
     }
 }
 
