@@ -35,6 +35,8 @@ fn url(kubeci: &Kubeci, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", kubeci.port)
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 #[ignore = "needs Debian's chromium and chromium-driver: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
 fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end() {

@@ -167,6 +167,8 @@ fn every_page_light_and_dark_wide_and_narrow_passes_the_accessibility_check() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+// Long on purpose: one user's story read top to bottom, each step needing the state the one
+// before left; split into helpers it would hide the order a user goes through.
 #[test]
 #[ignore = "needs Debian's chromium and chromium-driver: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
 fn the_header_signs_in_and_out_filters_stay_in_the_url_and_log_lines_are_linkable() {
