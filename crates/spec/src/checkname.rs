@@ -408,14 +408,21 @@ mod tests {
             repository: Some("github.com/victim/repo"),
             check_name: None,
         };
-        assert_eq!(report_name(unnamed, recorded(Some("kubeci/deploy")), []), None);
+        assert_eq!(
+            report_name(unnamed, recorded(Some("kubeci/deploy")), []),
+            None
+        );
     }
 
     #[test]
     fn a_build_of_a_job_turned_invalid_reports_under_its_recorded_name_unless_another_owns_it() {
         assert_eq!(
-            report_name(JobNow::Invalid, recorded(Some("kubeci/lint")), ["kubeci/deploy"])
-                .as_deref(),
+            report_name(
+                JobNow::Invalid,
+                recorded(Some("kubeci/lint")),
+                ["kubeci/deploy"]
+            )
+            .as_deref(),
             Some("kubeci/lint")
         );
         // A record forged (or left from before) to name a name another valid job of the

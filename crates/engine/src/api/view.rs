@@ -129,7 +129,7 @@ pub struct BuildView {
     pub log_url: Option<String>,
 }
 
-/// What a backend knows of a build, for its [`BuildView`].
+/// What a backend knows of a build: for its [`BuildView`], its metrics and its reports.
 #[derive(Debug, Clone)]
 pub struct BuildFacts<'a> {
     pub namespace: &'a str,
@@ -152,6 +152,12 @@ pub struct BuildFacts<'a> {
     pub created_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The repository it was made from, as recorded on it (`keys::GIT_URL`): where its
+    /// reports go. Never shown (it may hold credentials).
+    pub git_url: Option<String>,
+    /// The name its job reported under when it was created, as recorded on it
+    /// (`keys::CHECK_NAME`; see `kubeci_spec::checkname::report_name`).
+    pub check_name: Option<String>,
 }
 
 /// A time (seconds since the epoch) as the API writes it: RFC 3339, UTC.
