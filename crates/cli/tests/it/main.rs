@@ -41,6 +41,7 @@ mod pages;
 mod pages_in_chromium;
 mod real_control_plane;
 mod render;
+mod reports_of_invalid_jobs;
 mod run;
 mod schema_and_help;
 mod secrets_in_urls;
