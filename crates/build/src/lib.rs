@@ -30,6 +30,10 @@ pub mod keys {
     /// The identity of the request that started the build (a webhook's `pr:<n>:<head>`,
     /// an API `Idempotency-Key`): a request seen again finds its build by it.
     pub const REQUEST_KEY: &str = "kubeci.io/request-key";
+    /// The name the build's job reported under on GitHub when kubeci created the build:
+    /// what its reports go under should the job turn invalid before it ends
+    /// (`kubeci_spec::checkname::report_name`).
+    pub const CHECK_NAME: &str = "kubeci.io/check-name";
     /// Who cancelled the build (set when it is cancelled; empty when unknown).
     pub const CANCELLED_BY: &str = "kubeci.io/cancelled-by";
     /// The commit statuses already reported for the build, comma-separated.

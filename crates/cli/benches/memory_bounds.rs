@@ -94,6 +94,8 @@ fn seed_log(data: &std::path::Path, lines: u64, line: impl Fn(u64) -> Vec<u8>) {
             manifest: &manifest,
             spec_hash: "0",
             chart_version: None,
+            git_url: None,
+            check_name: None,
             now: 1_790_000_000,
         })
         .unwrap();

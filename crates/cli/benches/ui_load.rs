@@ -193,6 +193,8 @@ fn seed_history(data: &std::path::Path) {
                 manifest: &manifest,
                 spec_hash: "0",
                 chart_version: None,
+                git_url: None,
+                check_name: None,
                 now,
             })
             .unwrap();

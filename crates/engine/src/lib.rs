@@ -17,6 +17,7 @@ pub mod plan;
 pub mod report;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
 pub mod webhooks;
 
 pub use build::{BuildState, BuildSummary, Phase};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kubeci_spec::{Job, LoadOptions, LoadedJob};
+use kubeci_spec::{Catalogue, Job, LoadOptions, LoadedJob};
 
 /// The jobs read, and what they were read from.
 #[derive(Debug, Default)]
@@ -193,10 +193,6 @@ impl JobSet {
         }
     }
 
-    pub fn all(&self) -> &[Arc<LoadedJob>] {
-        &self.jobs
-    }
-
     /// The valid jobs.
     pub fn valid(&self) -> Vec<Arc<LoadedJob>> {
         self.jobs
@@ -205,40 +201,31 @@ impl JobSet {
             .cloned()
             .collect()
     }
+}
 
-    /// The valid job `name` whose builds run in `namespace` (the first, if two declare it).
-    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.named(namespace, name)
-            .find(|j| j.job.is_some())
-            .cloned()
-    }
-
-    /// The declarations of `name` in `namespace`, in order.
-    fn named(&self, namespace: &str, name: &str) -> impl Iterator<Item = &Arc<LoadedJob>> {
+/// The jobs as the local engine's commands look them up: of two files declaring one job,
+/// the first valid one is the job.
+impl Catalogue for JobSet {
+    fn declarations(&self, namespace: &str, name: &str) -> Vec<&Arc<LoadedJob>> {
         self.by_name
             .get(&(namespace.to_owned(), name.to_owned()))
             .into_iter()
             .flatten()
             .map(|&at| &self.jobs[at])
+            .collect()
     }
 
-    /// Job `name` of `namespace`, valid or not: the valid job if there is one (an invalid
-    /// declaration never stands over it), else the first declaration.
-    pub fn find_any(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.find(namespace, name)
-            .or_else(|| self.named(namespace, name).next().cloned())
+    fn all(&self) -> Vec<Arc<LoadedJob>> {
+        self.jobs.clone()
     }
 
-    /// The valid jobs with their namespace, only those of `repositories` when given.
-    pub fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
+    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
         self.jobs
             .iter()
             .filter_map(|loaded| {
                 let job = loaded.job.as_ref()?;
                 if let Some(keys) = repositories {
-                    let key = kubeci_spec::giturl::GitUrl::parse(&job.git.url)
-                        .ok()?
-                        .repository_key()?;
+                    let key = kubeci_spec::checkname::repository_of(job)?;
                     if !keys.contains(&key) {
                         return None;
                     }
@@ -246,6 +233,15 @@ impl JobSet {
                 Some((loaded.namespace.clone(), Arc::new(job.clone())))
             })
             .collect()
+    }
+
+    /// Decided among the valid jobs of its repository, as when the files were read.
+    fn check_name(&self, namespace: &str, name: &str) -> Option<String> {
+        let job = self.find(namespace, name)?;
+        let repository = kubeci_spec::checkname::repository_of(job.job.as_ref()?)?;
+        let specs = self.specs(Some(std::slice::from_ref(&repository)));
+        let jobs: Vec<(&str, &Job)> = specs.iter().map(|(n, j)| (n.as_str(), &**j)).collect();
+        kubeci_spec::checkname::check_name_among(namespace, name, &jobs)
     }
 }
 

@@ -1,5 +1,9 @@
-//! [`Backend`] for [`Cluster`]: what the server asks of the Kubernetes engine.
+//! [`Cluster`] as an [`Engine`] (so a `kubeci_engine::api::Backend`, whose commands are
+//! `kubeci_engine::service`'s), over the cluster as a [`BuildStore`] — builds from the watch caches (a build missing from them
+//! looked up in the API), created through the job's ledger Lease, stopped by suspending
+//! their Job, approvals in the ledger, logs from the pods.
 
+use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -8,100 +12,99 @@ use kube::api::Api;
 use kube::ResourceExt;
 use kubeci_build::{keys, BuildRequest};
 use kubeci_engine::api::{
-    ApproveError, Backend, BuildView, CancelError, JobView, LatestStates, LogError, LogOptions,
-    LogStream, TriggerError, TriggerRequest, Triggered,
+    BackendError, BuildFacts, EngineKind, LatestStates, LogError, LogOptions, LogStream,
+    TriggerError,
 };
 use kubeci_engine::approval::Approval;
 use kubeci_engine::ledger::Ledger;
-use kubeci_engine::observe;
-use kubeci_spec::LoadedJob;
+use kubeci_engine::metrics::Counters;
+use kubeci_engine::report::Reported;
+use kubeci_engine::scheduler::WorkloadError;
+use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
+use kubeci_engine::{observe, BuildSummary};
 
-use crate::{ledger, logs, now, Cluster, ClusterError};
+use crate::{ledger, logs, now, BuildRecord, Cluster, ClusterError, JobIndex};
 
-impl Backend for Cluster {
-    async fn stop(&self) {
-        self.give_up_leadership().await;
+impl BuildStore for Cluster {
+    type Jobs = JobIndex;
+    type Build = BuildRecord;
+
+    fn catalogue(&self) -> impl Deref<Target = JobIndex> + '_ {
+        self.index.read().expect("the index lock")
     }
 
-    fn ready(&self) -> bool {
-        self.synced.iter().all(|f| f.load(Ordering::SeqCst))
+    fn log_url_template(&self) -> Option<&str> {
+        self.settings.log_url_template.as_deref()
     }
 
-    fn namespaces(&self) -> Vec<String> {
-        self.index.read().expect("the index lock").namespaces()
+    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String {
+        kubeci_render::build_url(&self.settings.render, namespace, job, number)
     }
 
-    fn kind(&self) -> kubeci_engine::api::EngineKind {
-        kubeci_engine::api::EngineKind::Kubernetes
+    fn counters(&self) -> &Counters {
+        &self.counters
     }
 
-    fn jobs(&self) -> Vec<JobView> {
-        let index = self.index.read().expect("the index lock");
-        index.all().map(JobView::of).collect()
+    fn facts<'a>(&self, build: &'a BuildRecord) -> BuildFacts<'a> {
+        Cluster::facts(self, build)
     }
 
-    fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
-        let declared = self
-            .index
-            .read()
-            .expect("the index lock")
-            .find_any(namespace, name)
-            .is_some();
-        let records = self.build_records(namespace, name);
-        if !declared && records.is_empty() {
-            return None;
-        }
-        Some(
-            records
-                .iter()
-                .map(|r| self.view(&r.job, &r.pods, &r.summary))
-                .collect(),
+    fn summary(&self, build: &BuildRecord) -> BuildSummary {
+        build.summary.clone()
+    }
+
+    fn reported_of(&self, build: &BuildRecord) -> Reported {
+        Reported::parse(
+            build
+                .job
+                .annotations()
+                .get(keys::REPORTED)
+                .map(String::as_str),
         )
     }
 
-    async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
-        let record = self.find_build(namespace, name, number).await?;
-        Some(self.view(&record.job, &record.pods, &record.summary))
+    fn request_of(&self, build: &BuildRecord) -> BuildRequest {
+        kubeci_build::recorded_request(build.summary.number, build.job.annotations())
     }
 
-    fn declared_jobs(&self) -> Vec<Arc<kubeci_spec::LoadedJob>> {
-        self.declarations()
+    fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRecord>, BackendError> {
+        Ok(self.build_records(namespace, job))
     }
 
-    fn latest_states(&self) -> LatestStates {
-        self.newest_states()
+    fn all_builds(&self) -> Vec<BuildRecord> {
+        self.build_groups().into_values().flatten().collect()
     }
 
-    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
-        let key = request.key.unwrap_or_else(|| self.unique_key());
-        self.start_build(&request.namespace, &request.name, request.build, key, None)
-            .await
-    }
-
-    async fn cancel(
+    async fn find_build(
         &self,
         namespace: &str,
-        name: &str,
+        job: &str,
         number: u64,
+    ) -> Result<Option<BuildRecord>, BackendError> {
+        Ok(self.cached_or_read(namespace, job, number).await)
+    }
+
+    fn newest_states(&self) -> LatestStates {
+        let parts = self.scopes.iter().map(|s| s.newest.snapshot()).collect();
+        LatestStates::new(parts, now())
+    }
+
+    async fn create(&self, new: NewBuild<'_>) -> Result<Created<BuildRecord>, TriggerError> {
+        self.create_once(new).await
+    }
+
+    /// Suspends its Job (Kubernetes deletes its pod), recording who and when on it.
+    async fn cancel_build(
+        &self,
+        build: &BuildRecord,
         by: &str,
-    ) -> Result<BuildView, CancelError> {
-        let not_found = || CancelError::not_found(namespace, name, number);
-        let record = self
-            .find_build(namespace, name, number)
-            .await
-            .ok_or_else(not_found)?;
-        CancelError::cancellable(namespace, name, number, &record.summary.state)?;
+    ) -> Result<BuildRecord, WorkloadError> {
+        let namespace = build.job.namespace().unwrap_or_default();
+        let annotations = serde_json::json!({ keys::CANCELLED_BY: by });
         let stopped = self
-            .stop_job(
-                namespace,
-                &record.job.name_any(),
-                serde_json::json!({ keys::CANCELLED_BY: by }),
-            )
+            .stop_job(&namespace, &build.job.name_any(), annotations)
             .await
-            .map_err(|e| match e {
-                e if e.is_not_found() => not_found(),
-                e => CancelError::Backend(e.into()),
-            })?;
+            .map_err(crate::controller::failed)?;
         self.changed.notify_one();
         let summary = observe::summarize::<kubeci_build::record::BuildPod>(
             &stopped,
@@ -110,86 +113,39 @@ impl Backend for Cluster {
             self.pending_deadline(),
             self.reporter.is_some(),
         )
-        .unwrap_or_else(|| record.summary.clone());
-        Ok(self.view(&stopped, &record.pods, &summary))
+        .unwrap_or_else(|| build.summary.clone());
+        Ok(BuildRecord {
+            job: Arc::new(stopped),
+            pods: build.pods.clone(),
+            summary,
+        })
     }
 
-    async fn approve(
+    async fn record_approval(
         &self,
         namespace: &str,
-        name: &str,
+        job: &str,
         approval: Approval,
-    ) -> Result<(), ApproveError> {
-        let declared = (self.index.read().expect("the index lock")).is_declared(namespace, name);
-        if !declared {
-            return Err(ApproveError::not_found(namespace, name));
-        }
-        ledger::approve(&self.client, namespace, name, &approval)
+    ) -> Result<(), BackendError> {
+        ledger::approve(&self.client, namespace, job, &approval)
             .await
-            .map_err(|source| ClusterError::Ledger {
-                namespace: namespace.to_owned(),
-                job: name.to_owned(),
-                source,
+            .map_err(|source| {
+                ClusterError::Ledger {
+                    namespace: namespace.to_owned(),
+                    job: job.to_owned(),
+                    source,
+                }
+                .into()
             })
-            .map_err(|e| ApproveError::Backend(e.into()))
     }
 
-    fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
-        self.cached_ledger(namespace, name)
+    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval> {
+        self.cached_ledger(namespace, job)
             .map(|lease| Ledger::read(lease.annotations()).approvals)
             .unwrap_or_default()
     }
 
-    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
-        self.build_records(namespace, name)
-            .into_iter()
-            .find(|r| r.summary.number == number)
-            .map(|r| kubeci_build::recorded_request(number, r.job.annotations()))
-    }
-
-    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.index
-            .read()
-            .expect("the index lock")
-            .find_declared(namespace, name)
-            .cloned()
-    }
-
-    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
-        let builds: Vec<kubeci_engine::metrics::BuildFact> = self
-            .build_groups()
-            .into_iter()
-            .flat_map(|((namespace, job), records)| {
-                records
-                    .into_iter()
-                    .map(move |r| kubeci_engine::metrics::BuildFact {
-                        namespace: namespace.clone(),
-                        job: job.clone(),
-                        state: r.summary.state.phase(),
-                        seconds: r
-                            .job
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.start_time.as_ref())
-                            .map(|t| t.0.as_second())
-                            .zip(r.summary.finished_at)
-                            .map(|(start, end)| (end - start).max(0) as f64),
-                    })
-            })
-            .collect();
-        let mut families = kubeci_engine::metrics::build_families(&builds);
-        families.push(kubeci_engine::metrics::reconcile_errors(&self.counters));
-        families
-    }
-
-    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
-        self.index
-            .read()
-            .expect("the index lock")
-            .specs(repositories)
-    }
-
-    async fn log(
+    async fn stream_log(
         &self,
         namespace: &str,
         name: &str,
@@ -197,7 +153,7 @@ impl Backend for Cluster {
         options: LogOptions,
     ) -> Result<LogStream, LogError> {
         let record = self
-            .find_build(namespace, name, number)
+            .cached_or_read(namespace, name, number)
             .await
             .ok_or_else(|| {
                 LogError::NotFound(format!("no build {number} of job {namespace}/{name}"))
@@ -219,5 +175,19 @@ impl Backend for Cluster {
                 record.summary.state
             ))),
         }
+    }
+}
+
+impl Engine for Cluster {
+    fn ready(&self) -> bool {
+        self.synced.iter().all(|f| f.load(Ordering::SeqCst))
+    }
+
+    fn kind(&self) -> EngineKind {
+        EngineKind::Kubernetes
+    }
+
+    async fn stop(&self) {
+        self.give_up_leadership().await;
     }
 }

@@ -11,22 +11,26 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_build::{keys, BuildRequest};
-use kubeci_engine::api::{BuildFacts, BuildView, LogStream, TriggerError, Triggered};
-use kubeci_engine::{observe, scheduler, BuildSummary};
+use kubeci_engine::api::{BuildFacts, LogStream, TriggerError};
+use kubeci_engine::service::{Created, NewBuild};
+use kubeci_engine::{observe, BuildSummary};
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
 
-use crate::{label, ledger, now, Cluster, ClusterError};
+use crate::{label, ledger, now, BuildRecord, Cluster, ClusterError};
 
 impl Cluster {
     /// Creates the Job of build `request` of `loaded` (queued when the job is at its
     /// concurrency limit). A Job that exists already is the one wanted: a retried create is
     /// harmless.
+    /// `check_name` is recorded on it (`keys::CHECK_NAME`): the name its reports go under
+    /// should its job turn invalid before it ends.
     pub(crate) async fn create_build(
         &self,
         loaded: &LoadedJob,
         request: &BuildRequest,
         key: &str,
+        check_name: Option<&str>,
     ) -> Result<BuildJob, TriggerError> {
         let job = loaded.job.as_ref().expect("a declared job is valid");
         let mut rendered =
@@ -43,11 +47,14 @@ impl Cluster {
                 spec.suspend = Some(true);
             }
         }
-        rendered
+        let annotations = rendered
             .metadata
             .annotations
-            .get_or_insert_with(Default::default)
-            .insert(keys::REQUEST_KEY.to_owned(), key.to_owned());
+            .get_or_insert_with(Default::default);
+        annotations.insert(keys::REQUEST_KEY.to_owned(), key.to_owned());
+        if let Some(name) = check_name {
+            annotations.insert(keys::CHECK_NAME.to_owned(), name.to_owned());
+        }
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &loaded.namespace);
         match create_strictly(&self.client, &jobs, &rendered).await {
             Ok(created) => Ok(created.into()),
@@ -138,37 +145,24 @@ impl Cluster {
         Box::pin(futures_util::StreamExt::flatten(waited))
     }
 
-    pub(crate) fn view(
-        &self,
-        job: &BuildJob,
-        pods: &[Arc<BuildPod>],
-        summary: &BuildSummary,
-    ) -> BuildView {
+    /// What the API, the metrics and the reports know of build `record`.
+    pub(crate) fn facts<'a>(&self, record: &'a BuildRecord) -> BuildFacts<'a> {
+        let (job, pods, summary) = (&record.job, &record.pods, &record.summary);
         let annotations = job.annotations();
-        let namespace = job.namespace().unwrap_or_default();
-        let job_name = label(job, keys::JOB).unwrap_or_default();
-        let declared_url = {
-            let index = self.index.read().expect("the index lock");
-            index
-                .find(&namespace, job_name)
-                .and_then(|j| j.job.as_ref()?.log_url.clone())
-        };
-        let template = declared_url.or_else(|| self.settings.log_url_template.clone());
-        let facts = BuildFacts {
-            namespace: &namespace,
-            job: job_name,
+        let recorded = |key: &str| annotations.get(key).cloned();
+        BuildFacts {
+            namespace: job.metadata.namespace.as_deref().unwrap_or_default(),
+            job: label(&**job, keys::JOB).unwrap_or_default(),
             number: summary.number,
             name: job.name_any(),
             state: &summary.state,
-            trigger: annotations.get(keys::TRIGGER).cloned(),
-            requested_by: annotations.get(keys::REQUESTED_BY).cloned(),
-            commit: annotations
-                .get(keys::COMMIT)
-                .cloned()
+            trigger: recorded(keys::TRIGGER),
+            requested_by: recorded(keys::REQUESTED_BY),
+            commit: recorded(keys::COMMIT)
                 .or_else(|| observe::checked_out_commit(pods.iter().map(|p| &**p))),
             pull_request: summary.pull_request,
-            spec_hash: annotations.get(keys::SPEC_HASH).cloned(),
-            chart_version: annotations.get(keys::CHART_VERSION).cloned(),
+            spec_hash: recorded(keys::SPEC_HASH),
+            chart_version: recorded(keys::CHART_VERSION),
             reported: kubeci_engine::report::parse_reported(
                 annotations.get(keys::REPORTED).map(String::as_str),
             ),
@@ -184,28 +178,33 @@ impl Cluster {
                 .and_then(|s| s.start_time.as_ref())
                 .map(|t| t.0.as_second()),
             finished_at: summary.finished_at,
-        };
-        BuildView::of(facts, template.as_deref())
+            git_url: recorded(keys::GIT_URL),
+            check_name: recorded(keys::CHECK_NAME),
+        }
     }
 
-    pub(crate) fn fresh_view(&self, job: &BuildJob) -> BuildView {
+    /// A build from its Job alone (one the API just answered with), with `pods`.
+    pub(crate) fn record_of(&self, job: BuildJob, pods: Vec<Arc<BuildPod>>) -> BuildRecord {
         let reporting = self.reporter.is_some();
-        let summary =
-            observe::summarize::<BuildPod>(job, &[], now(), self.pending_deadline(), reporting)
-                .unwrap_or(BuildSummary {
-                    number: 0,
-                    state: kubeci_engine::BuildState::Pending { message: None },
-                    pull_request: None,
-                    branch: None,
-                    fully_reported: true,
-                    finished_at: None,
-                    settled: false,
-                });
-        self.view(job, &[], &summary)
+        let summary = observe::summarize(&job, &pods, now(), self.pending_deadline(), reporting)
+            .unwrap_or(BuildSummary {
+                number: 0,
+                state: kubeci_engine::BuildState::Pending { message: None },
+                pull_request: None,
+                branch: None,
+                fully_reported: true,
+                finished_at: None,
+                settled: false,
+            });
+        BuildRecord {
+            job: Arc::new(job),
+            pods,
+            summary,
+        }
     }
 
     /// A key for a request that brought none: unique to this replica and moment.
-    pub(crate) fn unique_key(&self) -> String {
+    fn unique_key(&self) -> String {
         format!(
             "{}/{}/{}",
             self.settings.identity,
@@ -214,38 +213,37 @@ impl Cluster {
         )
     }
 
-    /// Starts build `build` of job `name`, once per `key`; a cron build also records its
-    /// time (`cron_run`) in the same ledger write.
-    pub(crate) async fn start_build(
+    /// Creates build `new` once per key: a key seen before finds its build; else the
+    /// request is numbered in the job's ledger (compare-and-swap; a cron build also
+    /// records its time there, in the same write) and its Job created.
+    pub(crate) async fn create_once(
         &self,
-        namespace: &str,
-        name: &str,
-        build: BuildRequest,
-        key: String,
-        cron_run: Option<i64>,
-    ) -> Result<Triggered, TriggerError> {
-        let loaded = self.declared(namespace, name)?;
+        new: NewBuild<'_>,
+    ) -> Result<Created<BuildRecord>, TriggerError> {
+        let namespace = new.loaded.namespace.as_str();
+        let name = new.loaded.job.as_ref().map_or("", |j| j.name.as_str());
+        let key = new.key.unwrap_or_else(|| self.unique_key());
         let records = self.build_records(namespace, name);
         // A request seen before whose build exists: that build, whatever the ledger still
         // remembers (it keeps a bounded number of keys).
-        if let Some(built) = records
-            .iter()
-            .find(|r| r.job.annotations().get(keys::REQUEST_KEY) == Some(&key))
-        {
-            return Ok(Triggered {
-                build: self.view(&built.job, &built.pods, &built.summary),
-                created: false,
-            });
+        let mut present = Vec::with_capacity(records.len());
+        for record in records {
+            if record.job.annotations().get(keys::REQUEST_KEY) == Some(&key) {
+                return Ok(Created {
+                    build: record,
+                    created: false,
+                });
+            }
+            present.push(record.summary);
         }
-        let present: Vec<BuildSummary> = records.into_iter().map(|r| r.summary).collect();
         let (allocation, to_create) = ledger::allocate(
             &self.client,
             namespace,
             name,
             &key,
             &present,
-            build,
-            cron_run,
+            new.request,
+            new.cron_run,
         )
         .await
         .map_err(|source| ClusterError::Ledger {
@@ -254,13 +252,11 @@ impl Cluster {
             source,
         })
         .map_err(|e| TriggerError::Backend(e.into()))?;
+        let check_name = new.check_name.as_deref();
         let job = match to_create {
             Some(request) => {
-                let created = self.create_build(&loaded, &request, &key).await?;
-                if allocation.fresh {
-                    self.cancel_superseded(&loaded, &request).await;
-                }
-                created
+                self.create_build(new.loaded, &request, &key, check_name)
+                    .await?
             }
             // A retry of a request whose build exists (or existed).
             None => Api::<BuildJob>::namespaced(self.client.clone(), namespace)
@@ -278,22 +274,10 @@ impl Cluster {
         };
         self.remember_fresh(&job);
         self.changed.notify_one();
-        Ok(Triggered {
-            build: self.fresh_view(&job),
+        Ok(Created {
+            build: self.record_of(job, Vec::new()),
             created: allocation.fresh,
         })
-    }
-
-    /// Cancels the unfinished builds that build `request` supersedes.
-    pub(crate) async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
-        let builds = || {
-            let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
-            self.build_records(&loaded.namespace, name)
-                .into_iter()
-                .map(|r| r.summary)
-                .collect()
-        };
-        scheduler::cancel_superseded(self, loaded, request, builds).await;
     }
 }
 

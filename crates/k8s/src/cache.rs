@@ -16,9 +16,8 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use kubeci_build::keys;
 use kubeci_build::record::{BuildJob, BuildPod};
-use kubeci_engine::api::{LatestStates, TriggerError};
 use kubeci_engine::{observe, BuildSummary};
-use kubeci_spec::{LoadedJob, Severity};
+use kubeci_spec::{Catalogue, LoadedJob};
 use tokio::sync::Notify;
 
 use crate::by_job::ByJob;
@@ -36,7 +35,7 @@ pub(crate) struct Scope {
 }
 
 /// One build as the caches show it.
-pub(crate) struct BuildRecord {
+pub struct BuildRecord {
     pub job: Arc<BuildJob>,
     pub pods: Vec<Arc<BuildPod>>,
     pub summary: BuildSummary,
@@ -246,12 +245,6 @@ impl Cluster {
         groups
     }
 
-    /// The state of every job's newest cached build, as the scopes keep it.
-    pub(crate) fn newest_states(&self) -> LatestStates {
-        let parts = self.scopes.iter().map(|s| s.newest.snapshot()).collect();
-        LatestStates::new(parts, now())
-    }
-
     /// One build from its Job and pods, if the Job is a build's.
     fn record(
         &self,
@@ -341,7 +334,7 @@ impl Cluster {
 
     /// Build `number` of job `name`: from the cache, else — a build another replica has
     /// just created, not yet in this one's cache — from the API.
-    pub(crate) async fn find_build(
+    pub(crate) async fn cached_or_read(
         &self,
         namespace: &str,
         name: &str,
@@ -395,48 +388,13 @@ impl Cluster {
             .collect()
     }
 
-    /// The valid job `name` in `namespace`, or why it cannot build.
-    pub(crate) fn declared(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Arc<LoadedJob>, TriggerError> {
-        let index = self.index.read().expect("the index lock");
-        if let Some(job) = index.find(namespace, name) {
-            return Ok(job.clone());
-        }
-        Err(match index.find_any(namespace, name) {
-            Some(invalid) => TriggerError::Invalid {
-                namespace: namespace.into(),
-                name: name.into(),
-                errors: invalid
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            },
-            None => TriggerError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            },
-        })
-    }
-
     /// Job `name` of `namespace` for the leader's pass: the valid declaration, if any, and
     /// whether any ConfigMap declares it at all (an invalid job keeps its builds).
     pub(crate) fn lookup(&self, namespace: &str, name: &str) -> (Option<Arc<LoadedJob>>, bool) {
         let index = self.index.read().expect("the index lock");
         (
-            index.find(namespace, name).cloned(),
+            index.find(namespace, name),
             index.is_declared(namespace, name),
         )
-    }
-
-    /// Every job declaration, valid or not, one per ConfigMap.
-    pub(crate) fn declarations(&self) -> Vec<Arc<LoadedJob>> {
-        let index = self.index.read().expect("the index lock");
-        index.shared().cloned().collect()
     }
 }

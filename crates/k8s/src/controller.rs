@@ -17,9 +17,10 @@ use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
-    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
-    WorkloadError, RECONCILE_ERRORS,
+    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError, RECONCILE_ERRORS,
 };
+use kubeci_engine::service::{Service, StoreWorkload};
+use kubeci_spec::Catalogue;
 
 use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
 
@@ -54,7 +55,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
 }
 
 /// A failed API call as the scheduler sees it: the build gone, or a failure to retry.
-fn failed(error: ClusterError) -> WorkloadError {
+pub(crate) fn failed(error: ClusterError) -> WorkloadError {
     if error.is_not_found() {
         WorkloadError::Gone
     } else {
@@ -120,53 +121,14 @@ impl Cluster {
     }
 }
 
-impl Workload for Cluster {
+impl StoreWorkload for Cluster {
     async fn snapshot(&self, now: i64, reporting: bool) -> Vec<JobBuilds> {
         let groups = self.build_groups();
         let pending = heal_and_settle(self, &groups, now).await;
-        groups
-            .into_iter()
-            .map(|((namespace, job), records)| {
-                let (valid, declared) = self.lookup(&namespace, &job);
-                // The policy reads an invalid declaration too (why tenancy refuses it).
-                let declaration = match &valid {
-                    Some(_) => None,
-                    None => self.declaration(&namespace, &job),
-                };
-                let builds = records
-                    .into_iter()
-                    .map(|r| {
-                        let (reported, target) = if reporting {
-                            let recorded =
-                                r.job.annotations().get(keys::REPORTED).map(String::as_str);
-                            (
-                                Reported::parse(recorded),
-                                Some(report_target(self, &namespace, &job, &r)),
-                            )
-                        } else {
-                            (Reported::default(), None)
-                        };
-                        ScheduledBuild {
-                            summary: r.summary,
-                            reported,
-                            target,
-                        }
-                    })
-                    .collect();
-                let keep = pending
-                    .get(&(namespace.clone(), job.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                JobBuilds {
-                    namespace,
-                    job,
-                    loaded: valid.or(declaration),
-                    declared,
-                    builds,
-                    keep,
-                }
-            })
-            .collect()
+        // The requests still pending in a ledger keep their numbers' builds.
+        Service(self).snapshot(groups, reporting, |job| {
+            pending.get(job).cloned().unwrap_or_default()
+        })
     }
 
     async fn release_build(
@@ -177,9 +139,8 @@ impl Workload for Cluster {
     ) -> Result<(), WorkloadError> {
         if let Some(refusal) = self.refusal_of_queued(namespace, job, number).await? {
             let by = kubeci_engine::plan::refused_by(&refusal);
-            return self
-                .stop_build(namespace, job, number, Stop::Cancel { by })
-                .await;
+            let stop = Stop::Cancel { by };
+            return StoreWorkload::stop_build(self, namespace, job, number, stop).await;
         }
         let patch = serde_json::json!({"spec": {"suspend": false}});
         Api::<BuildJob>::namespaced(self.client.clone(), namespace)
@@ -294,38 +255,9 @@ impl Workload for Cluster {
         }
     }
 
-    async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
-        let options = kubeci_engine::api::LogOptions::default();
-        let stream = Backend::log(self, &target.namespace, &target.job, target.number, options)
-            .await
-            .ok()?;
-        kubeci_engine::api::log_tail(stream, max_bytes).await
-    }
-
-    fn cron_jobs(&self) -> Vec<CronJob> {
-        self.declarations()
-            .iter()
-            .filter_map(|loaded| {
-                CronJob::declared_by(loaded, |namespace, job| {
-                    let lease = self.cached_ledger(namespace, job)?;
-                    Ledger::read(lease.annotations()).last_cron_run
-                })
-            })
-            .collect()
-    }
-
-    /// The ledger write that numbers the build also records the run.
-    async fn start_cron(
-        &self,
-        namespace: &str,
-        job: &str,
-        due: i64,
-    ) -> Result<bool, WorkloadError> {
-        let (request, key) = scheduler::cron_request(due);
-        self.start_build(namespace, job, request, key, Some(due))
-            .await
-            .map(|started| started.created)
-            .map_err(|e| WorkloadError::Failed(e.into()))
+    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
+        let lease = self.cached_ledger(namespace, job)?;
+        Ledger::read(lease.annotations()).last_cron_run
     }
 }
 
@@ -373,12 +305,18 @@ async fn heal(
         let (Some(loaded), _) = cluster.lookup(namespace, job) else {
             continue;
         };
+        let check_name = cluster
+            .index
+            .read()
+            .expect("the index lock")
+            .check_name(namespace, job);
         let request = entry.pending.clone().expect("a pending entry");
         log::info!(
             "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
             entry.number, entry.key
         );
-        match cluster.create_build(&loaded, &request, &entry.key).await {
+        let created = cluster.create_build(&loaded, &request, &entry.key, check_name.as_deref());
+        match created.await {
             Ok(_) => healed.push(entry.number),
             Err(e) => {
                 cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
@@ -430,59 +368,5 @@ async fn settle(
             log::warn!("cannot update the ledger of {namespace}/{job}: {e}");
             pending_in(cached)
         }
-    }
-}
-
-/// The name a build of job `namespace/job` from `git_url` is reported under: the job's
-/// check name, while it is declared, valid and builds that same repository. Otherwise
-/// none: its name may be another job's by now, and the build's annotations (which anyone
-/// who may create Jobs in the namespace could write) never choose a name themselves.
-fn check_name(
-    cluster: &Cluster,
-    namespace: &str,
-    job: &str,
-    git_url: Option<&String>,
-) -> Option<String> {
-    let index = cluster.index.read().expect("the index lock");
-    let current = index.find(namespace, job)?.job.as_ref()?;
-    let built = kubeci_spec::giturl::GitUrl::parse(git_url?)
-        .ok()?
-        .repository_key()?;
-    if kubeci_spec::checkname::repository_of(current)? != built {
-        return None;
-    }
-    index.check_name(namespace, job).map(str::to_owned)
-}
-
-/// What a report about `record` is about.
-fn report_target(
-    cluster: &Cluster,
-    namespace: &str,
-    job: &str,
-    record: &BuildRecord,
-) -> ReportTarget {
-    let annotations = record.job.annotations();
-    ReportTarget {
-        namespace: namespace.to_owned(),
-        job: job.to_owned(),
-        number: record.summary.number,
-        build_name: record.job.name_any(),
-        trigger: annotations.get(keys::TRIGGER).cloned(),
-        git_url: annotations.get(keys::GIT_URL).cloned(),
-        commit: annotations.get(keys::COMMIT).cloned(),
-        pull_request: record.summary.pull_request,
-        url: kubeci_render::build_url(
-            &cluster.settings.render,
-            namespace,
-            job,
-            record.summary.number,
-        ),
-        context: check_name(cluster, namespace, job, annotations.get(keys::GIT_URL)),
-        created_at: record
-            .job
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second()),
     }
 }

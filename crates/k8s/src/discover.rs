@@ -175,7 +175,7 @@ pub(crate) async fn report_invalid(
     let message: String = {
         let index = index.read().expect("the index lock");
         let found = index
-            .all()
+            .shared()
             .find(|j| {
                 j.configmap
                     .as_ref()

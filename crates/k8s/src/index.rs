@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kubeci_spec::tenancy::{self, NamespaceRules};
-use kubeci_spec::{ConfigMapData, Job, LoadOptions, LoadedJob};
+use kubeci_spec::{Catalogue, ConfigMapData, Job, LoadOptions, LoadedJob};
 
 /// A ConfigMap's identity and version, to tell a new version from one already seen.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -412,17 +412,6 @@ impl JobIndex {
         std::mem::take(&mut self.named_out)
     }
 
-    /// The name job `name` of `namespace` reports under on GitHub, while it is valid.
-    pub fn check_name(&self, namespace: &str, name: &str) -> Option<&str> {
-        self.by_job
-            .get(&(namespace.to_owned(), name.to_owned()))?
-            .iter()
-            .filter_map(|key| self.by_configmap.get(key))
-            .find(|d| d.spec.is_some())?
-            .check_name
-            .as_deref()
-    }
-
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<Declared> {
         let removed = self.remove_key(&ConfigMapKey {
             namespace: namespace.to_owned(),
@@ -449,9 +438,32 @@ impl JobIndex {
         }
     }
 
+    /// Every declaration, shared without a copy.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<LoadedJob>> {
+        self.by_configmap.values().map(|d| &d.job)
+    }
+}
+
+/// The jobs as the engine's commands look them up. When two ConfigMaps declare the same
+/// job, the first valid one by ConfigMap name is the job; the others show as repeats.
+impl Catalogue for JobIndex {
+    fn declarations(&self, namespace: &str, name: &str) -> Vec<&Arc<LoadedJob>> {
+        self.by_job
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.by_configmap.get(key))
+            .map(|d| &d.job)
+            .collect()
+    }
+
+    fn all(&self) -> Vec<Arc<LoadedJob>> {
+        self.shared().cloned().collect()
+    }
+
     /// The valid jobs, with the namespace their builds run in; only those of these
     /// repositories (`GitUrl::repository_key`) when `repositories` is given.
-    pub fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
+    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
         self.by_configmap
             .values()
             .filter(|d| {
@@ -462,46 +474,18 @@ impl JobIndex {
             .collect()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &LoadedJob> {
-        self.by_configmap.values().map(|d| &*d.job)
-    }
-
-    /// Every declaration, shared without a copy.
-    pub fn shared(&self) -> impl Iterator<Item = &Arc<LoadedJob>> {
-        self.by_configmap.values().map(|d| &d.job)
-    }
-
-    /// The valid job `name` whose builds run in `namespace`. When two ConfigMaps declare the
-    /// same job, the first by ConfigMap name wins; the other shows as an invalid repeat.
-    pub fn find(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
+    fn check_name(&self, namespace: &str, name: &str) -> Option<String> {
         self.by_job
             .get(&(namespace.to_owned(), name.to_owned()))?
             .iter()
             .filter_map(|key| self.by_configmap.get(key))
-            .map(|d| &d.job)
-            .find(|j| j.job.is_some())
-    }
-
-    /// Job `name` of `namespace` as its page shows it, shared: the valid job if there is
-    /// one (an invalid declaration never stands over it), else the first declaration by
-    /// ConfigMap name.
-    pub fn find_declared(&self, namespace: &str, name: &str) -> Option<&Arc<LoadedJob>> {
-        self.find(namespace, name).or_else(|| {
-            self.by_job
-                .get(&(namespace.to_owned(), name.to_owned()))?
-                .iter()
-                .find_map(|key| self.by_configmap.get(key))
-                .map(|d| &d.job)
-        })
-    }
-
-    /// Any job (valid or not) named `name` in `namespace`, for error messages.
-    pub fn find_any(&self, namespace: &str, name: &str) -> Option<&LoadedJob> {
-        self.find_declared(namespace, name).map(|j| &**j)
+            .find(|d| d.spec.is_some())?
+            .check_name
+            .clone()
     }
 
     /// The namespaces that have jobs, sorted.
-    pub fn namespaces(&self) -> Vec<String> {
+    fn namespaces(&self) -> Vec<String> {
         let mut found: Vec<String> = Vec::new();
         for (namespace, _) in self.by_job.keys() {
             if found.last() != Some(namespace) {
@@ -509,12 +493,6 @@ impl JobIndex {
             }
         }
         found
-    }
-
-    /// Whether any ConfigMap declares job `name` in `namespace`, valid or not.
-    pub fn is_declared(&self, namespace: &str, name: &str) -> bool {
-        self.by_job
-            .contains_key(&(namespace.to_owned(), name.to_owned()))
     }
 }
 

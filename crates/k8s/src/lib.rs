@@ -50,8 +50,9 @@ use tokio::sync::Notify;
 pub use error::ClusterError;
 pub use index::JobIndex;
 
+pub use crate::cache::BuildRecord;
 use crate::cache::Scope;
-pub(crate) use crate::cache::{BuildRecord, WatchBackoff};
+pub(crate) use crate::cache::WatchBackoff;
 use crate::fresh::FreshJobs;
 
 /// Where and how replicas elect the leader.

@@ -1,31 +1,36 @@
-//! [`Backend`] for [`LocalBackend`]: what the server asks of the local engine.
+//! [`LocalBackend`] as an [`Engine`] (so a `kubeci_engine::api::Backend`, whose commands
+//! are `kubeci_engine::service`'s), over its SQLite store and running processes as a
+//! [`BuildStore`]: builds numbered and kept in SQLite, stopped by killing their processes,
+//! logs read back from the store as they are written.
 
+use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use kubeci_build::BuildRequest;
 use kubeci_engine::api::{
-    ApproveError, Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError,
-    LogOptions, LogStream, StatesByJob, TriggerError, TriggerRequest, Triggered,
+    BackendError, BuildFacts, EngineKind, LatestStates, LogError, LogOptions, LogStream,
+    StatesByJob, TriggerError,
 };
 use kubeci_engine::approval::Approval;
+use kubeci_engine::metrics::Counters;
+use kubeci_engine::report;
+use kubeci_engine::report::Reported;
+use kubeci_engine::scheduler::WorkloadError;
+use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
+use kubeci_engine::BuildSummary;
+use kubeci_jobfiles::JobSet;
 use kubeci_render::JobOrigin;
 use kubeci_spec::LoadedJob;
 use tokio::sync::watch;
 
 use crate::running::LOG_BATCH_BYTES;
-use crate::store::{LogLine, NewBuild};
-use crate::{now, LocalBackend};
+use crate::store::{self, BuildRow, LogLine};
+use crate::{now, summary, LocalBackend};
 
-impl Backend for LocalBackend {
+impl Engine for LocalBackend {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let jobs = self.jobs.read().expect("the jobs lock");
-        let found: std::collections::BTreeSet<&str> =
-            jobs.all().iter().map(|j| j.namespace.as_str()).collect();
-        found.into_iter().map(str::to_owned).collect()
     }
 
     fn kind(&self) -> EngineKind {
@@ -72,22 +77,91 @@ impl Backend for LocalBackend {
             ),
         })
     }
+}
 
-    fn jobs(&self) -> Vec<JobView> {
-        self.jobs
-            .read()
-            .expect("the jobs lock")
-            .all()
-            .iter()
-            .map(|j| JobView::of(j))
-            .collect()
+impl BuildStore for LocalBackend {
+    type Jobs = JobSet;
+    type Build = BuildRow;
+
+    fn catalogue(&self) -> impl Deref<Target = JobSet> + '_ {
+        self.jobs.read().expect("the jobs lock")
     }
 
-    fn declared_jobs(&self) -> Vec<Arc<LoadedJob>> {
-        self.jobs.read().expect("the jobs lock").all().to_vec()
+    fn log_url_template(&self) -> Option<&str> {
+        self.settings.log_url_template.as_deref()
     }
 
-    fn latest_states(&self) -> LatestStates {
+    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String {
+        kubeci_render::build_url(&self.settings.render, namespace, job, number)
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn facts<'a>(&self, row: &'a BuildRow) -> BuildFacts<'a> {
+        let name = kubeci_build::build_name(&row.job, row.number);
+        BuildFacts {
+            namespace: &row.namespace,
+            job: &row.job,
+            number: row.number,
+            name: name.clone(),
+            state: &row.state,
+            trigger: Some(row.request.trigger.as_str().to_owned()),
+            requested_by: row.request.requested_by.clone(),
+            commit: row.commit(),
+            pull_request: row.request.pull_request.as_ref().map(|p| p.number),
+            spec_hash: row.spec_hash.clone(),
+            chart_version: row.chart_version.clone(),
+            reported: report::parse_reported(Some(&row.reported)),
+            pod: Some(name),
+            created_at: Some(row.created_at),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            git_url: row.git_url.clone(),
+            check_name: row.check_name.clone(),
+        }
+    }
+
+    fn summary(&self, row: &BuildRow) -> BuildSummary {
+        summary(row, true)
+    }
+
+    fn reported_of(&self, row: &BuildRow) -> Reported {
+        Reported::parse(Some(&row.reported))
+    }
+
+    fn request_of(&self, row: &BuildRow) -> BuildRequest {
+        row.request.clone()
+    }
+
+    fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, BackendError> {
+        Ok(self.store().builds(namespace, job)?)
+    }
+
+    fn recent_builds_of(
+        &self,
+        namespace: &str,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, BackendError> {
+        Ok(self.store().recent_builds(namespace, job, limit)?)
+    }
+
+    fn all_builds(&self) -> Vec<BuildRow> {
+        self.store().all_builds().unwrap_or_default()
+    }
+
+    fn build_now(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<Option<BuildRow>, BackendError> {
+        Ok(self.store().build(namespace, job, number)?)
+    }
+
+    fn newest_states(&self) -> LatestStates {
         let mut states = StatesByJob::new();
         for row in self.store().latest_builds().unwrap_or_default() {
             states
@@ -98,186 +172,76 @@ impl Backend for LocalBackend {
         LatestStates::new(vec![Arc::new(states)], now())
     }
 
-    fn recent_builds(
-        &self,
-        jobs: &[(String, String)],
-        limit: usize,
-    ) -> std::collections::HashMap<(String, String), Vec<BuildView>> {
-        let rows: Vec<((String, String), Vec<crate::store::BuildRow>)> = {
-            let store = self.store();
-            jobs.iter()
-                .filter_map(|(namespace, name)| {
-                    let rows = store.recent_builds(namespace, name, limit).ok()?;
-                    Some(((namespace.clone(), name.clone()), rows))
-                })
-                .collect()
-        };
-        rows.into_iter()
-            .map(|(key, rows)| (key, rows.iter().map(|r| self.view(r)).collect()))
-            .collect()
-    }
-
-    fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
-        let declared = self
-            .jobs
-            .read()
-            .expect("the jobs lock")
-            .find_any(namespace, name);
-        let rows = self.store().builds(namespace, name).ok()?;
-        if declared.is_none() && rows.is_empty() {
-            return None;
-        }
-        Some(rows.iter().map(|r| self.view(r)).collect())
-    }
-
-    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
-        let TriggerRequest {
-            namespace,
-            name,
-            build,
-            key,
-        } = request;
-        let Some(loaded) = self.job(&namespace, &name) else {
-            let invalid = self
-                .jobs
-                .read()
-                .expect("the jobs lock")
-                .find_any(&namespace, &name);
-            return Err(match invalid {
-                Some(invalid) => TriggerError::Invalid {
-                    namespace,
-                    name,
-                    errors: JobView::of(&invalid).errors.join("; "),
-                },
-                None => TriggerError::NotFound { namespace, name },
-            });
-        };
+    /// Numbers the build in SQLite (once per key) with the Job it will run rendered.
+    async fn create(&self, new: NewBuild<'_>) -> Result<Created<BuildRow>, TriggerError> {
+        let loaded = new.loaded;
         let job = loaded.job.as_ref().expect("a found job is valid");
-        // The renderer is not `Sync`: it is dropped before the first await.
-        let (number, created) = {
-            let origin = JobOrigin::of(&loaded);
-            let render = |number: u64| -> Result<String, String> {
-                let request = kubeci_build::BuildRequest {
-                    number,
-                    ..build.clone()
-                };
-                kubeci_render::render(job, &origin, &request, &self.settings.render)
-                    .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
-                    .map_err(|e| e.to_string())
+        let (namespace, name) = (loaded.namespace.as_str(), job.name.as_str());
+        let origin = JobOrigin::of(loaded);
+        let render = |number: u64| -> Result<String, String> {
+            let request = BuildRequest {
+                number,
+                ..new.request.clone()
             };
-            let new = NewBuild {
-                namespace: &namespace,
-                job: &name,
-                request: &build,
-                key: key.as_deref(),
-                manifest: &render,
-                spec_hash: &loaded.spec_hash,
-                chart_version: loaded.chart_version.as_deref(),
-                now: now(),
-            };
-            self.store()
-                .allocate(&new)
-                .map_err(|e| TriggerError::Backend(e.into()))?
+            kubeci_render::render(job, &origin, &request, &self.settings.render)
+                .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
+                .map_err(|e| e.to_string())
         };
+        let row = store::NewBuild {
+            namespace,
+            job: name,
+            request: &new.request,
+            key: new.key.as_deref(),
+            manifest: &render,
+            spec_hash: &loaded.spec_hash,
+            chart_version: loaded.chart_version.as_deref(),
+            git_url: Some(&job.git.url),
+            check_name: new.check_name.as_deref(),
+            now: now(),
+        };
+        let backend = |e: crate::LocalBackendError| TriggerError::Backend(e.into());
+        let (number, created) = self.store().allocate(&row).map_err(backend)?;
+        if let Some(due) = new.cron_run {
+            (self.store().set_last_cron_run(namespace, name, due)).map_err(backend)?;
+        }
         let row = self
             .store()
-            .build(&namespace, &name, number)
-            .map_err(|e| TriggerError::Backend(e.into()))?
+            .build(namespace, name, number)
+            .map_err(backend)?
             .ok_or(TriggerError::Gone { number })?;
         if created {
-            self.cancel_superseded(&loaded, &row.request).await;
             self.changed.notify_one();
         }
-        Ok(Triggered {
-            build: self.view(&row),
+        Ok(Created {
+            build: row,
             created,
         })
     }
 
-    async fn cancel(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        by: &str,
-    ) -> Result<BuildView, CancelError> {
-        let not_found = || CancelError::not_found(namespace, name, number);
-        let row = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.into()))?
-            .ok_or_else(not_found)?;
-        CancelError::cancellable(namespace, name, number, &row.state)?;
-        self.stop(namespace, name, number, by)
-            .map_err(|e| CancelError::Backend(e.into()))?;
-        // A running build ends when its processes are gone; answer with it stopping.
-        let row = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(|e| CancelError::Backend(e.into()))?
-            .ok_or_else(not_found)?;
-        Ok(self.view(&row))
-    }
-
-    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<kubeci_spec::Job>)> {
-        self.jobs.read().expect("the jobs lock").specs(repositories)
-    }
-
-    async fn approve(
-        &self,
-        namespace: &str,
-        name: &str,
-        approval: Approval,
-    ) -> Result<(), ApproveError> {
-        if self.declaration(namespace, name).is_none() {
-            return Err(ApproveError::not_found(namespace, name));
-        }
+    /// Kills its processes (a running build ends when they are gone: it is answered
+    /// stopping), or marks it aborted.
+    async fn cancel_build(&self, row: &BuildRow, by: &str) -> Result<BuildRow, WorkloadError> {
+        let (namespace, name, number) = (&row.namespace, &row.job, row.number);
+        self.stop(namespace, name, number, by)?;
         self.store()
-            .approve(namespace, name, approval, now())
-            .map_err(|e| ApproveError::Backend(e.into()))
+            .build(namespace, name, number)?
+            .ok_or(WorkloadError::Gone)
     }
 
-    fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
-        self.store().approvals(namespace, name).unwrap_or_default()
-    }
-
-    fn request(
+    async fn record_approval(
         &self,
         namespace: &str,
-        name: &str,
-        number: u64,
-    ) -> Option<kubeci_build::BuildRequest> {
-        let row = self.store().build(namespace, name, number).ok()??;
-        Some(row.request)
+        job: &str,
+        approval: Approval,
+    ) -> Result<(), BackendError> {
+        Ok(self.store().approve(namespace, job, approval, now())?)
     }
 
-    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.jobs
-            .read()
-            .expect("the jobs lock")
-            .find_any(namespace, name)
+    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval> {
+        self.store().approvals(namespace, job).unwrap_or_default()
     }
 
-    fn metrics(&self) -> Vec<kubeci_engine::metrics::Family> {
-        let rows = self.store().all_builds().unwrap_or_default();
-        let builds: Vec<kubeci_engine::metrics::BuildFact> = rows
-            .into_iter()
-            .map(|r| kubeci_engine::metrics::BuildFact {
-                state: r.state.phase(),
-                seconds: r
-                    .started_at
-                    .zip(r.finished_at)
-                    .map(|(start, end)| (end - start).max(0) as f64),
-                namespace: r.namespace,
-                job: r.job,
-            })
-            .collect();
-        let mut families = kubeci_engine::metrics::build_families(&builds);
-        families.push(kubeci_engine::metrics::reconcile_errors(&self.counters));
-        families
-    }
-
-    async fn log(
+    async fn stream_log(
         &self,
         namespace: &str,
         name: &str,

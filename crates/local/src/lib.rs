@@ -4,11 +4,12 @@
 //! the GitHub webhooks use with the Kubernetes engine. A build that was running when
 //! kubeci died ends as an error that says so; queued builds start when it comes back.
 //!
-//! - this file: [`LocalBackend`], its settings, and the views of its builds
+//! - this file: [`LocalBackend`] and its settings
 //! - `workload` — [`kubeci_engine::scheduler::Workload`] for [`LocalBackend`]: what the
 //!   leader's pass (queue, retention, reports, cron) reads and does
 //! - `running` — builds running through `kubeci_pod_runner`, their logs stored and broadcast
-//! - `backend` — [`kubeci_engine::api::Backend`] for [`LocalBackend`]
+//! - `backend` — [`LocalBackend`] as the engine's `BuildStore` and `Engine`, which makes
+//!   it a [`kubeci_engine::api::Backend`] (the commands are `kubeci_engine::service`'s)
 //! - `store` — SQLite; the job files are read by `kubeci_jobfiles`
 
 mod backend;
@@ -22,12 +23,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kubeci_engine::api::{BuildFacts, BuildView};
-use kubeci_engine::report::{self, Reporter};
+use kubeci_engine::report::Reporter;
 use kubeci_engine::{BuildState, BuildSummary};
 use kubeci_pod_runner::Outcome;
 use kubeci_render::RenderConfig;
-use kubeci_spec::{LoadOptions, LoadedJob};
+use kubeci_spec::LoadOptions;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -294,53 +294,5 @@ impl LocalBackend {
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().expect("the store lock")
-    }
-
-    fn job(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
-        self.jobs
-            .read()
-            .expect("the jobs lock")
-            .find(namespace, name)
-    }
-
-    /// How the API shows build `row`.
-    fn view(&self, row: &BuildRow) -> BuildView {
-        let declared_url = self
-            .job(&row.namespace, &row.job)
-            .and_then(|l| l.job.as_ref()?.log_url.clone());
-        let template = declared_url.or_else(|| self.settings.log_url_template.clone());
-        let name = kubeci_build::build_name(&row.job, row.number);
-        let facts = BuildFacts {
-            namespace: &row.namespace,
-            job: &row.job,
-            number: row.number,
-            name: name.clone(),
-            state: &row.state,
-            trigger: Some(row.request.trigger.as_str().to_owned()),
-            requested_by: row.request.requested_by.clone(),
-            commit: row.commit(),
-            pull_request: row.request.pull_request.as_ref().map(|p| p.number),
-            spec_hash: row.spec_hash.clone(),
-            chart_version: row.chart_version.clone(),
-            reported: report::parse_reported(Some(&row.reported)),
-            pod: Some(name),
-            created_at: Some(row.created_at),
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-        };
-        BuildView::of(facts, template.as_deref())
-    }
-
-    /// Cancels the older unfinished builds of the same pull request or branch.
-    async fn cancel_superseded(&self, loaded: &LoadedJob, request: &kubeci_build::BuildRequest) {
-        let builds = || {
-            let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
-            let rows = self
-                .store()
-                .builds(&loaded.namespace, name)
-                .unwrap_or_default();
-            rows.iter().map(|r| summary(r, true)).collect()
-        };
-        kubeci_engine::scheduler::cancel_superseded(self, loaded, request, builds).await;
     }
 }

@@ -45,6 +45,10 @@ pub struct BuildRow {
     pub reported: String,
     /// The commit the clone step checked out (what a branch build built).
     pub checked_out: Option<String>,
+    /// The repository it was made from: where its reports go.
+    pub git_url: Option<String>,
+    /// The name its job reported under when it was created.
+    pub check_name: Option<String>,
 }
 
 impl BuildRow {
@@ -67,6 +71,9 @@ pub struct NewBuild<'a> {
     pub manifest: &'a dyn Fn(u64) -> Result<String, String>,
     pub spec_hash: &'a str,
     pub chart_version: Option<&'a str>,
+    /// The job's `git.url` and the name it reports under now, recorded on the build.
+    pub git_url: Option<&'a str>,
+    pub check_name: Option<&'a str>,
     pub now: i64,
 }
 
@@ -103,7 +110,7 @@ fn state_of(
     }
 }
 
-const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out";
+const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out, git_url, check_name";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let request: String = r.get(7)?;
@@ -123,6 +130,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         finished_at: r.get(13)?,
         reported: r.get(14)?,
         checked_out: r.get(15)?,
+        git_url: r.get(16)?,
+        check_name: r.get(17)?,
     })
 }
 
@@ -220,7 +229,7 @@ impl Store {
         let mut request = new.request.clone();
         request.number = number as u64;
         tx.execute(
-            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL)"),
+            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL, ?9, ?10)"),
             params![
                 new.namespace,
                 new.job,
@@ -229,7 +238,9 @@ impl Store {
                 manifest,
                 new.spec_hash,
                 new.chart_version,
-                new.now
+                new.now,
+                new.git_url,
+                new.check_name
             ],
         )
         .map_err(database)?;

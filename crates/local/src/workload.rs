@@ -7,16 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kubeci_engine::api::{Backend, LogOptions, TriggerRequest};
 use kubeci_engine::report::{ReportTarget, Reported};
 use kubeci_engine::scheduler::{
-    self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
-    WorkloadError,
+    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError,
 };
-use kubeci_spec::LoadedJob;
+use kubeci_engine::service::{Service, StoreWorkload};
 
 use crate::store::BuildRow;
-use crate::{summary, LocalBackend, LocalBackendError};
+use crate::{LocalBackend, LocalBackendError};
 
 impl From<LocalBackendError> for WorkloadError {
     fn from(error: LocalBackendError) -> WorkloadError {
@@ -63,37 +61,6 @@ impl LocalBackend {
         log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
     }
 
-    /// The name `job`'s builds are reported under, among the valid jobs of its repository.
-    fn check_name(&self, namespace: &str, job: &kubeci_spec::Job) -> Option<String> {
-        let repository = kubeci_spec::checkname::repository_of(job)?;
-        let specs = self.specs(Some(std::slice::from_ref(&repository)));
-        let jobs: Vec<(&str, &kubeci_spec::Job)> =
-            specs.iter().map(|(n, j)| (n.as_str(), &**j)).collect();
-        kubeci_spec::checkname::check_name_among(namespace, &job.name, &jobs)
-    }
-
-    fn report_target(&self, row: &BuildRow, loaded: Option<&LoadedJob>) -> ReportTarget {
-        let job = loaded.and_then(|l| l.job.as_ref());
-        ReportTarget {
-            namespace: row.namespace.clone(),
-            job: row.job.clone(),
-            number: row.number,
-            build_name: kubeci_build::build_name(&row.job, row.number),
-            trigger: Some(row.request.trigger.as_str().to_owned()),
-            git_url: job.map(|j| j.git.url.clone()),
-            commit: row.commit(),
-            pull_request: row.request.pull_request.as_ref().map(|p| p.number),
-            url: kubeci_render::build_url(
-                &self.settings.render,
-                &row.namespace,
-                &row.job,
-                row.number,
-            ),
-            context: job.and_then(|j| self.check_name(&row.namespace, j)),
-            created_at: Some(row.created_at),
-        }
-    }
-
     fn row(&self, namespace: &str, job: &str, number: u64) -> Result<BuildRow, WorkloadError> {
         self.store()
             .build(namespace, job, number)?
@@ -101,7 +68,7 @@ impl LocalBackend {
     }
 }
 
-impl Workload for LocalBackend {
+impl StoreWorkload for LocalBackend {
     async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
         self.reload_if_due();
         let rows = match self.store().all_builds() {
@@ -118,30 +85,7 @@ impl Workload for LocalBackend {
                 .or_default()
                 .push(row);
         }
-        groups
-            .into_iter()
-            .map(|((namespace, job), rows)| {
-                let declaration = self.declaration(&namespace, &job);
-                let valid = self.job(&namespace, &job);
-                let loaded = valid.clone().or(declaration.clone());
-                let builds = rows
-                    .iter()
-                    .map(|row| ScheduledBuild {
-                        summary: summary(row, false),
-                        reported: Reported::parse(Some(&row.reported)),
-                        target: reporting.then(|| self.report_target(row, valid.as_deref())),
-                    })
-                    .collect();
-                JobBuilds {
-                    namespace,
-                    job,
-                    loaded,
-                    declared: declaration.is_some(),
-                    builds,
-                    keep: BTreeSet::new(),
-                }
-            })
-            .collect()
+        Service(self).snapshot(groups, reporting, |_| BTreeSet::new())
     }
 
     async fn release_build(
@@ -191,49 +135,7 @@ impl Workload for LocalBackend {
         Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
     }
 
-    async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
-        let stream = Backend::log(
-            self,
-            &target.namespace,
-            &target.job,
-            target.number,
-            LogOptions::default(),
-        )
-        .await
-        .ok()?;
-        kubeci_engine::api::log_tail(stream, max_bytes).await
-    }
-
-    fn cron_jobs(&self) -> Vec<CronJob> {
-        let valid: Vec<Arc<LoadedJob>> = self.jobs.read().expect("the jobs lock").valid();
-        valid
-            .iter()
-            .filter_map(|loaded| {
-                CronJob::declared_by(loaded, |namespace, job| {
-                    self.store().last_cron_run(namespace, job).ok().flatten()
-                })
-            })
-            .collect()
-    }
-
-    async fn start_cron(
-        &self,
-        namespace: &str,
-        job: &str,
-        due: i64,
-    ) -> Result<bool, WorkloadError> {
-        let (build, key) = scheduler::cron_request(due);
-        let request = TriggerRequest {
-            namespace: namespace.to_owned(),
-            name: job.to_owned(),
-            build,
-            key: Some(key),
-        };
-        let triggered = self
-            .trigger(request)
-            .await
-            .map_err(|e| WorkloadError::Failed(e.into()))?;
-        self.store().set_last_cron_run(namespace, job, due)?;
-        Ok(triggered.created)
+    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
+        self.store().last_cron_run(namespace, job).ok().flatten()
     }
 }

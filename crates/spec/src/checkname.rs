@@ -203,6 +203,61 @@ pub fn check_name_among(namespace: &str, name: &str, jobs: &[(&str, &Job)]) -> O
     check_names(jobs).swap_remove(at).ok()
 }
 
+/// What kubeci recorded on a build when it created it: the repository it was made from
+/// (its `git.url` then) and the name its job reported under then.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded<'a> {
+    pub git_url: Option<&'a str>,
+    pub check_name: Option<&'a str>,
+}
+
+/// A build's job as it is declared now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobNow<'a> {
+    /// Valid: the repository it builds and the name it reports under (`None`: it lost it).
+    Valid {
+        repository: Option<&'a str>,
+        check_name: Option<&'a str>,
+    },
+    /// Still declared, but invalid now (a broken edit while the build ran).
+    Invalid,
+    /// No longer declared at all.
+    Gone,
+}
+
+/// The name a report of a build goes under, or `None` (nothing is reported: reporters
+/// send nothing without a name). One name, one owner:
+/// - while its job is valid, the job's own name, and only while the job builds the
+///   repository recorded on the build (what is recorded on the build is ignored);
+/// - while its job is declared but invalid, the name recorded on the build when it was
+///   created, unless a valid job of the recorded repository owns that name now
+///   (`owned`: the names the valid jobs of that repository report under) — so a build
+///   whose job a broken edit made invalid still reports its end, and a record forged to
+///   name another job's name is refused;
+/// - a job no longer declared reports nothing (its owner withdrew it; nothing declared
+///   vouches for the record).
+pub fn report_name<'a>(
+    job: JobNow<'_>,
+    recorded: Recorded<'_>,
+    owned: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let built = GitUrl::parse(recorded.git_url?).ok()?.repository_key()?;
+    match job {
+        JobNow::Valid {
+            repository,
+            check_name,
+        } => (repository? == built).then(|| check_name.map(str::to_owned))?,
+        JobNow::Invalid => {
+            let name = recorded.check_name?;
+            let taken = owned
+                .into_iter()
+                .any(|owner| comparable(owner) == comparable(name));
+            (!taken).then(|| name.to_owned())
+        }
+        JobNow::Gone => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +370,80 @@ mod tests {
         assert_eq!(
             check_name_among("team-a", "evil", &[("team-b", &deploy)]),
             None
+        );
+    }
+
+    const REPO: &str = "https://github.com/victim/repo.git";
+
+    fn recorded(name: Option<&'static str>) -> Recorded<'static> {
+        Recorded {
+            git_url: Some(REPO),
+            check_name: name,
+        }
+    }
+
+    #[test]
+    fn a_valid_job_reports_under_its_own_name_whatever_its_build_recorded() {
+        let valid = JobNow::Valid {
+            repository: Some("github.com/victim/repo"),
+            check_name: Some("kubeci/deploy"),
+        };
+        for record in [None, Some("kubeci/deploy"), Some("kubeci/other")] {
+            assert_eq!(
+                report_name(valid, recorded(record), []).as_deref(),
+                Some("kubeci/deploy"),
+                "{record:?}"
+            );
+        }
+        let moved = JobNow::Valid {
+            repository: Some("github.com/mallory/other"),
+            check_name: Some("kubeci/deploy"),
+        };
+        assert_eq!(
+            report_name(moved, recorded(Some("kubeci/deploy")), []),
+            None,
+            "a job moved to another repository names nothing of the one its build was made from"
+        );
+        let unnamed = JobNow::Valid {
+            repository: Some("github.com/victim/repo"),
+            check_name: None,
+        };
+        assert_eq!(
+            report_name(unnamed, recorded(Some("kubeci/deploy")), []),
+            None
+        );
+    }
+
+    #[test]
+    fn a_build_of_a_job_turned_invalid_reports_under_its_recorded_name_unless_another_owns_it() {
+        assert_eq!(
+            report_name(
+                JobNow::Invalid,
+                recorded(Some("kubeci/lint")),
+                ["kubeci/deploy"]
+            )
+            .as_deref(),
+            Some("kubeci/lint")
+        );
+        // A record forged (or left from before) to name a name another valid job of the
+        // repository owns: refused, however it is spelt.
+        for forged in ["kubeci/deploy", " Kubeci/Deploy"] {
+            assert_eq!(
+                report_name(JobNow::Invalid, recorded(Some(forged)), ["kubeci/deploy"]),
+                None,
+                "{forged}"
+            );
+        }
+        assert_eq!(report_name(JobNow::Invalid, recorded(None), []), None);
+        let nowhere = Recorded {
+            git_url: None,
+            check_name: Some("kubeci/lint"),
+        };
+        assert_eq!(report_name(JobNow::Invalid, nowhere, []), None);
+        assert_eq!(
+            report_name(JobNow::Gone, recorded(Some("kubeci/lint")), []),
+            None,
+            "a job no longer declared reports nothing"
         );
     }
 }

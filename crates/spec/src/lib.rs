@@ -3,6 +3,7 @@
 //! Pure: no filesystem, network or clock. Callers pass file names and bytes in and get
 //! jobs and [`Diagnostic`]s out, each placed at file:line:column with a fix.
 
+pub mod catalogue;
 pub mod checkname;
 pub mod cron;
 pub mod diagnostic;
@@ -17,6 +18,7 @@ pub mod tenancy;
 pub mod validate;
 pub mod yaml;
 
+pub use catalogue::Catalogue;
 pub use diagnostic::{Diagnostic, FieldPath, Finding, Severity};
 pub use load::{
     load, load_configmap, mark_duplicates, shadowed, BuildsRun, ConfigMapData, LoadOptions,

@@ -50,6 +50,7 @@ mod pages_actions;
 mod pages_in_chromium;
 mod real_control_plane;
 mod render;
+mod reports_of_invalid_jobs;
 mod run;
 mod schema_and_help;
 mod secrets_in_urls;

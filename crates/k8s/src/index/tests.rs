@@ -47,20 +47,20 @@ fn configmaps_come_and_go_and_versions_are_not_reread() {
         "an invalid job cannot build"
     );
     assert!(
-        index.find_any("team", "demo").is_some(),
+        index.find_declared("team", "demo").is_some(),
         "but it is shown with its error"
     );
 
     index.retain(Some("elsewhere"), &[]);
-    assert_eq!(index.all().count(), 1, "another watch's relist");
+    assert_eq!(index.shared().count(), 1, "another watch's relist");
     index.retain(None, &[]);
-    assert_eq!(index.all().count(), 0);
+    assert_eq!(index.shared().count(), 0);
     assert_eq!(
         index.upsert(cm, "3", &LoadOptions::default()),
         Change::Updated { errors: false }
     );
     assert!(index.remove("team", "demo-cm").is_some());
-    assert!(index.find_any("team", "demo").is_none());
+    assert!(index.find_declared("team", "demo").is_none());
 }
 
 #[test]
@@ -120,20 +120,21 @@ fn a_second_configmap_declaring_the_same_job_is_a_repeat_until_the_first_goes() 
     let owner = |index: &JobIndex| {
         index
             .find("team", "demo")
-            .and_then(|j| j.configmap.as_ref())
-            .map(|c| c.name.clone())
+            .and_then(|j| j.configmap.clone())
+            .map(|c| c.name)
     };
     assert_eq!(owner(&index).as_deref(), Some("a-demo"), "first by name");
     assert_eq!(
         index
             .find_declared("team", "demo")
-            .and_then(|j| j.configmap.as_ref())
-            .map(|c| c.name.as_str()),
+            .and_then(|j| j.configmap.clone())
+            .map(|c| c.name)
+            .as_deref(),
         Some("a-demo")
     );
     assert_eq!(index.specs(None).len(), 1, "one job, built once");
     let repeat = index
-        .all()
+        .shared()
         .find(|j| j.configmap.as_ref().is_some_and(|c| c.name == "b-demo"))
         .unwrap();
     assert!(repeat.job.is_none());
@@ -151,7 +152,7 @@ fn a_second_configmap_declaring_the_same_job_is_a_repeat_until_the_first_goes() 
         Some("b-demo"),
         "the repeat takes over"
     );
-    assert!(index.all().all(|j| !j.has_errors()));
+    assert!(index.shared().all(|j| !j.has_errors()));
     index.upsert(cm("a-demo"), "3", &LoadOptions::default());
     let renamed = data(&JOB.replace("name: demo", "name: other"));
     index.upsert(
@@ -164,7 +165,7 @@ fn a_second_configmap_declaring_the_same_job_is_a_repeat_until_the_first_goes() 
     );
     assert_eq!(owner(&index).as_deref(), Some("b-demo"), "renamed away");
     assert!(index.find("team", "other").is_some());
-    assert!(index.all().all(|j| !j.has_errors()));
+    assert!(index.shared().all(|j| !j.has_errors()));
 }
 
 #[test]
@@ -183,7 +184,7 @@ fn an_invalid_job_stays_declared_until_its_configmap_goes() {
     index.upsert(cm("other-cm", &good), "2", &LoadOptions::default());
     assert!(index.find("team", "demo").is_none(), "not buildable");
     assert!(index.is_declared("team", "demo"), "but its builds are kept");
-    assert!(index.find_any("team", "demo").unwrap().has_errors());
+    assert!(index.find_declared("team", "demo").unwrap().has_errors());
     assert!(!index.is_declared("other-team", "demo"));
 
     let present = [ConfigMapKey {
@@ -219,7 +220,10 @@ fn a_job_whose_check_name_another_job_keeps_is_invalid_until_it_is_free() {
         named(&mut index, "team-b", "deploy", None),
         Change::Updated { errors: false }
     );
-    assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
+    assert_eq!(
+        index.check_name("team-b", "deploy").as_deref(),
+        Some("kubeci/deploy")
+    );
     // team-a takes team-b's name: refused, with the job that keeps it; team-b's
     // default now names its namespace, as two namespaces build the repository.
     assert_eq!(
@@ -228,7 +232,7 @@ fn a_job_whose_check_name_another_job_keeps_is_invalid_until_it_is_free() {
     );
     assert!(index.find("team-a", "evil").is_none());
     assert!(index.specs(None).iter().all(|(ns, _)| ns == "team-b"));
-    let refused = index.find_any("team-a", "evil").unwrap();
+    let refused = index.find_declared("team-a", "evil").unwrap();
     let error = refused.diagnostics.last().unwrap();
     assert_eq!(error.code, "check-name-taken");
     assert!(
@@ -236,23 +240,32 @@ fn a_job_whose_check_name_another_job_keeps_is_invalid_until_it_is_free() {
         "{}",
         error.message
     );
-    assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
-    assert_eq!(index.check_name("team-a", "evil"), None);
+    assert_eq!(
+        index.check_name("team-b", "deploy").as_deref(),
+        Some("kubeci/deploy")
+    );
+    assert_eq!(index.check_name("team-a", "evil").as_deref(), None);
     // Another job of team-a with its own name: both namespaces build the repository.
     named(&mut index, "team-a", "lint", None);
     assert_eq!(
-        index.check_name("team-a", "lint"),
+        index.check_name("team-a", "lint").as_deref(),
         Some("kubeci/team-a/lint")
     );
     assert_eq!(
-        index.check_name("team-b", "deploy"),
+        index.check_name("team-b", "deploy").as_deref(),
         Some("kubeci/team-b/deploy")
     );
     // team-b's job goes: the name is free, and team-a's job valid.
     index.remove("team-b", "deploy");
     assert!(index.find("team-a", "evil").is_some());
-    assert_eq!(index.check_name("team-a", "evil"), Some("kubeci/deploy"));
-    assert_eq!(index.check_name("team-a", "lint"), Some("kubeci/lint"));
+    assert_eq!(
+        index.check_name("team-a", "evil").as_deref(),
+        Some("kubeci/deploy")
+    );
+    assert_eq!(
+        index.check_name("team-a", "lint").as_deref(),
+        Some("kubeci/lint")
+    );
 }
 
 #[test]
@@ -297,7 +310,10 @@ fn of_two_jobs_declaring_one_check_name_the_older_keeps_it() {
     // team-a sorts first, but came later: team-b keeps its name.
     let change = index.upsert_created(cm("team-a", "evil", &evil), "1", Some(2_000), &options);
     assert_eq!(change, Change::Updated { errors: true });
-    assert_eq!(index.check_name("team-b", "deploy"), Some("ci/deploy"));
+    assert_eq!(
+        index.check_name("team-b", "deploy").as_deref(),
+        Some("ci/deploy")
+    );
     assert!(index.find("team-a", "evil").is_none());
 }
 
@@ -338,7 +354,7 @@ fn with_tenancy_a_job_builds_only_while_its_namespace_allows_it() {
     );
     assert!(index.find("team", "demo").is_none());
     assert!(index.specs(None).is_empty(), "GitHub builds nothing either");
-    let shown = index.find_any("team", "demo").unwrap();
+    let shown = index.find_declared("team", "demo").unwrap();
     assert_eq!(
         shown.diagnostics.last().unwrap().code,
         "tenancy-namespace-not-enabled"
@@ -353,7 +369,7 @@ fn with_tenancy_a_job_builds_only_while_its_namespace_allows_it() {
         std::slice::from_ref(&configmap),
         "refused for another reason now"
     );
-    let refused = index.find_any("team", "demo").unwrap();
+    let refused = index.find_declared("team", "demo").unwrap();
     assert_eq!(
         refused.diagnostics.last().unwrap().code,
         "tenancy-service-account"
@@ -372,7 +388,7 @@ fn with_tenancy_a_job_builds_only_while_its_namespace_allows_it() {
         index.find("team", "demo").is_some(),
         "allowed without a restart"
     );
-    assert!(!index.find_any("team", "demo").unwrap().has_errors());
+    assert!(!index.find_declared("team", "demo").unwrap().has_errors());
     assert_eq!(index.specs(None).len(), 1);
     assert_eq!(
         index.upsert(cm, "2", &LoadOptions::default()),
@@ -433,7 +449,10 @@ fn a_list_applied_whole_decides_check_names_once_as_one_by_one() {
     named(&mut one_by_one, "team-b", "deploy", None);
     for index in [&listed, &one_by_one] {
         assert!(index.find("team-a", "evil").is_none());
-        assert_eq!(index.check_name("team-b", "deploy"), Some("kubeci/deploy"));
+        assert_eq!(
+            index.check_name("team-b", "deploy").as_deref(),
+            Some("kubeci/deploy")
+        );
         assert!(!index.is_valid_configmap(&ConfigMapKey {
             namespace: "team-a".into(),
             name: "evil".into()

@@ -71,6 +71,18 @@ CREATE TABLE approvals (
         present:
             "SELECT COUNT(*) = 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'",
     },
+    // The repository each build was made from and the name its job reported under when
+    // it was created: where its reports go should its job turn invalid. A build from
+    // before takes the repository from its rendered Job's annotation.
+    Step {
+        up: r#"
+ALTER TABLE builds ADD COLUMN git_url TEXT;
+ALTER TABLE builds ADD COLUMN check_name TEXT;
+UPDATE builds SET git_url = json_extract(manifest, '$.metadata.annotations."kubeci.io/git-url"')
+  WHERE json_valid(manifest);
+"#,
+        present: "SELECT COUNT(*) = 1 FROM pragma_table_info('builds') WHERE name = 'check_name'",
+    },
 ];
 
 /// The schema versions this kubeci knows: version N is the database after migration N.

@@ -15,6 +15,8 @@ fn new<'a>(
         manifest,
         spec_hash: "hash",
         chart_version: None,
+        git_url: None,
+        check_name: None,
         now,
     }
 }

@@ -257,6 +257,8 @@ fn a_database_of_every_older_kubeci_keeps_its_rows_and_gains_the_new_columns() {
             manifest: &manifest,
             spec_hash: "hash",
             chart_version: None,
+            git_url: None,
+            check_name: None,
             now: 1_700_000_500,
         };
         assert_eq!(store.allocate(&new).unwrap(), (1, false), "{kubeci}");
@@ -314,4 +316,26 @@ fn a_database_of_a_newer_kubeci_is_refused_and_left_as_it_is() {
         .query_row("SELECT name FROM artifacts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(kept, "report.xml");
+}
+
+#[test]
+fn a_build_from_before_takes_its_repository_from_its_rendered_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeci.db");
+    let manifest =
+        r#"{"metadata": {"annotations": {"kubeci.io/git-url": "https://github.com/o/r.git"}}}"#;
+    let row = format!(
+        "INSERT INTO builds (namespace, job, number, state, request, manifest, created_at)
+           VALUES ('ci', 'pr', 1, 'running', '{}', '{manifest}', 1700000100);",
+        r#"{"number":1,"trigger":"pull-request","commit":"abc","git_ref":null,"branch":null,"pull_request":null,"requested_by":null}"#
+    );
+    write_old_database(&path, &[LAST_UNNUMBERED_SCHEMA, &row, ROWS]);
+    let store = Store::open(&path).unwrap();
+    let built = store.build("ci", "pr", 1).unwrap().unwrap();
+    assert_eq!(
+        (built.git_url.as_deref(), built.check_name),
+        (Some("https://github.com/o/r.git"), None)
+    );
+    let other = store.build("ci", "demo", 1).unwrap().unwrap();
+    assert_eq!(other.git_url, None, "a manifest without the annotation");
 }

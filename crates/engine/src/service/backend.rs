@@ -1,0 +1,135 @@
+//! Every [`Engine`] is a [`Backend`]: its commands are [`Service`]'s, so neither engine
+//! writes them again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use kubeci_build::BuildRequest;
+use kubeci_spec::{Job, LoadedJob};
+
+use super::{BuildStore, Service};
+use crate::api::{
+    ApproveError, Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError,
+    LogOptions, LogStream, TriggerError, TriggerRequest, Triggered,
+};
+use crate::approval::Approval;
+use crate::metrics::Family;
+
+/// What only an engine itself can say, besides its [`BuildStore`].
+pub trait Engine: BuildStore {
+    /// Whether it has its first complete view (its caches are synced).
+    fn ready(&self) -> bool;
+    fn kind(&self) -> EngineKind;
+    /// Why it cannot build `job`, if it cannot (see [`Backend::cannot_build`]).
+    fn cannot_build(&self, _job: &LoadedJob) -> Option<String> {
+        None
+    }
+    /// Called once when kubeci stops (see [`Backend::stop`]).
+    fn stop(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+impl<E: Engine> Backend for E {
+    fn ready(&self) -> bool {
+        Engine::ready(self)
+    }
+
+    fn kind(&self) -> EngineKind {
+        Engine::kind(self)
+    }
+
+    fn cannot_build(&self, job: &LoadedJob) -> Option<String> {
+        Engine::cannot_build(self, job)
+    }
+
+    fn stop(&self) -> impl Future<Output = ()> + Send {
+        Engine::stop(self)
+    }
+
+    fn jobs(&self) -> Vec<JobView> {
+        Service(self).jobs()
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        Service(self).namespaces()
+    }
+
+    fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
+        Service(self).builds(namespace, name)
+    }
+
+    async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
+        Service(self).build(namespace, name, number).await
+    }
+
+    fn declared_jobs(&self) -> Vec<Arc<LoadedJob>> {
+        Service(self).declared_jobs()
+    }
+
+    fn latest_states(&self) -> LatestStates {
+        Service(self).latest_states()
+    }
+
+    fn recent_builds(
+        &self,
+        jobs: &[(String, String)],
+        limit: usize,
+    ) -> HashMap<(String, String), Vec<BuildView>> {
+        Service(self).recent_builds(jobs, limit)
+    }
+
+    async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
+        Service(self).trigger(request).await
+    }
+
+    async fn cancel(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        by: &str,
+    ) -> Result<BuildView, CancelError> {
+        Service(self).cancel(namespace, name, number, by).await
+    }
+
+    async fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        approval: Approval,
+    ) -> Result<(), ApproveError> {
+        Service(self).approve(namespace, name, approval).await
+    }
+
+    fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
+        Service(self).approvals(namespace, name)
+    }
+
+    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
+        Service(self).request(namespace, name, number)
+    }
+
+    fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
+        Service(self).specs(repositories)
+    }
+
+    fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
+        Service(self).declaration(namespace, name)
+    }
+
+    fn metrics(&self) -> Vec<Family> {
+        Service(self).metrics()
+    }
+
+    async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        options: LogOptions,
+    ) -> Result<LogStream, LogError> {
+        Service(self).log(namespace, name, number, options).await
+    }
+}

@@ -1,0 +1,534 @@
+//! The commands of a [`crate::api::Backend`], written once for both engines, over the narrow
+//! [`BuildStore`] each implements — as the leader's pass ([`crate::scheduler`]) is written
+//! once over [`crate::scheduler::Workload`]; every store is that `Workload` too. What the commands decide lives here: a trigger's "no such job"
+//! and "invalid job" answers, a build's view and its log URL (the job's `log_url`, else
+//! the server's template), cancelling (no such build, already finished, stop), the builds
+//! a new one supersedes, metrics, and the address of a build's reports
+//! ([`Service::report_target`], by `kubeci_spec::checkname::report_name`). What differs
+//! between the engines stays behind the store: the Kubernetes engine numbers a build in
+//! its job's ledger Lease (compare-and-swap) and creates a Job, reads builds from watch
+//! caches and logs from pods; the local engine numbers and keeps builds in SQLite and runs
+//! them as processes. Every [`Engine`] (a store that also says whether it is ready and
+//! which it is) is a `Backend`.
+
+mod backend;
+mod workload;
+
+pub use backend::Engine;
+pub use workload::StoreWorkload;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use kubeci_build::BuildRequest;
+use kubeci_spec::checkname::{self, JobNow, Recorded};
+use kubeci_spec::{Catalogue, Job, LoadedJob};
+
+use crate::api::{
+    ApproveError, BackendError, BuildFacts, BuildView, CancelError, JobView, LatestStates,
+    LogError, LogOptions, LogStream, TriggerError, TriggerRequest, Triggered,
+};
+use crate::approval::Approval;
+use crate::metrics::{self, Counters, Family};
+use crate::report::{ReportTarget, Reported};
+use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, WorkloadError};
+use crate::BuildSummary;
+
+/// A build to create: what [`Service::trigger`] asks of a store once the job is known to
+/// be valid.
+#[derive(Debug, Clone)]
+pub struct NewBuild<'a> {
+    /// The job, valid.
+    pub loaded: &'a Arc<LoadedJob>,
+    /// What to build; its number is the store's to assign.
+    pub request: BuildRequest,
+    /// The request's identity (see [`TriggerRequest::key`]); `None`: always a new build.
+    pub key: Option<String>,
+    /// The name the job reports under now, recorded on the build
+    /// (`kubeci_build::keys::CHECK_NAME`): its reports' name should the job turn invalid.
+    pub check_name: Option<String>,
+    /// A cron build's due time, recorded as the job's last cron run with it.
+    pub cron_run: Option<i64>,
+}
+
+/// The build a store created, or the one the request's key had created before.
+#[derive(Debug, Clone)]
+pub struct Created<B> {
+    pub build: B,
+    /// False when the request's key had started it before.
+    pub created: bool,
+}
+
+/// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
+/// few acts that differ between engines (create, stop, approve, stream a log).
+pub trait BuildStore: StoreWorkload {
+    /// The jobs declared (`kubeci_k8s::JobIndex`, `kubeci_jobfiles::JobSet`).
+    type Jobs: Catalogue;
+    /// One build as the engine keeps it.
+    type Build: Send + Sync;
+
+    /// The jobs declared now (held only while the caller reads them: never across an await).
+    fn catalogue(&self) -> impl Deref<Target = Self::Jobs> + '_;
+    /// The server's `--log-url-template`.
+    fn log_url_template(&self) -> Option<&str>;
+    /// The build's page, where reports link to.
+    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String;
+    /// The failed writes of the leader's passes.
+    fn counters(&self) -> &Counters;
+
+    /// What the engine knows of `build`.
+    fn facts<'a>(&self, build: &'a Self::Build) -> BuildFacts<'a>;
+    fn summary(&self, build: &Self::Build) -> BuildSummary;
+    /// What is recorded on `build` as reported.
+    fn reported_of(&self, build: &Self::Build) -> Reported;
+    /// The request `build` was started with: what a rebuild repeats.
+    fn request_of(&self, build: &Self::Build) -> BuildRequest;
+
+    /// The builds of a job, newest first.
+    fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<Self::Build>, BackendError>;
+    /// The newest `limit` builds of a job, newest first.
+    fn recent_builds_of(
+        &self,
+        namespace: &str,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<Self::Build>, BackendError> {
+        let mut builds = self.builds_of(namespace, job)?;
+        builds.truncate(limit);
+        Ok(builds)
+    }
+    /// Every build of every job.
+    fn all_builds(&self) -> Vec<Self::Build>;
+    /// Build `number` of a job as the engine knows it now.
+    fn build_now(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<Option<Self::Build>, BackendError> {
+        let builds = self.builds_of(namespace, job)?;
+        Ok(builds
+            .into_iter()
+            .find(|b| self.summary(b).number == number))
+    }
+    /// Build `number` of a job; an engine whose view lags behind its store (a watch cache)
+    /// also asks the store, so a build another replica just started is found at once.
+    fn find_build(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<Self::Build>, BackendError>> + Send {
+        std::future::ready(self.build_now(namespace, job, number))
+    }
+    /// The state of every job's newest build.
+    fn newest_states(&self) -> LatestStates;
+
+    /// Numbers and creates a build (once per key), wakes the leader's pass.
+    fn create(
+        &self,
+        new: NewBuild<'_>,
+    ) -> impl Future<Output = Result<Created<Self::Build>, TriggerError>> + Send;
+    /// Stops `build`, recording `by` as who cancelled it; the build as stopped.
+    fn cancel_build(
+        &self,
+        build: &Self::Build,
+        by: &str,
+    ) -> impl Future<Output = Result<Self::Build, WorkloadError>> + Send;
+    /// Records an admin's approval with the job's records.
+    fn record_approval(
+        &self,
+        namespace: &str,
+        job: &str,
+        approval: Approval,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// The approvals recorded for a job, newest first.
+    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval>;
+    /// A build's log (see [`crate::api::Backend::log`]).
+    fn stream_log(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        options: LogOptions,
+    ) -> impl Future<Output = Result<LogStream, LogError>> + Send;
+}
+
+/// The commands over a store: what a backend's [`crate::api::Backend`] methods call.
+pub struct Service<'a, S>(pub &'a S);
+
+impl<S: BuildStore> Service<'_, S> {
+    pub fn jobs(&self) -> Vec<JobView> {
+        let jobs = self.0.catalogue();
+        jobs.all().iter().map(|j| JobView::of(j)).collect()
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.0.catalogue().namespaces()
+    }
+
+    pub fn declared_jobs(&self) -> Vec<Arc<LoadedJob>> {
+        self.0.catalogue().all()
+    }
+
+    pub fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
+        self.0.catalogue().find_declared(namespace, name)
+    }
+
+    pub fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
+        self.0.catalogue().specs(repositories)
+    }
+
+    /// How the API shows `build`: its log URL from its job's `log_url` while the job is
+    /// valid, else from the server's template.
+    pub fn view(&self, build: &S::Build) -> BuildView {
+        let facts = self.0.facts(build);
+        let declared = self
+            .0
+            .catalogue()
+            .find(facts.namespace, facts.job)
+            .and_then(|l| l.job.as_ref()?.log_url.clone());
+        let template = declared.or_else(|| self.0.log_url_template().map(str::to_owned));
+        BuildView::of(facts, template.as_deref())
+    }
+
+    /// The builds of a job, newest first; `None` for a job neither declared nor built.
+    pub fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
+        let builds = self.0.builds_of(namespace, name).ok()?;
+        self.shown(namespace, name, &builds)?;
+        Some(builds.iter().map(|b| self.view(b)).collect())
+    }
+
+    /// Whether a job with `builds` is shown: declared, or with builds.
+    fn shown(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Option<()> {
+        let declared = self.0.catalogue().is_declared(namespace, name);
+        (declared || !builds.is_empty()).then_some(())
+    }
+
+    /// The newest `limit` builds of each of `jobs` that is shown.
+    pub fn recent_builds(
+        &self,
+        jobs: &[(String, String)],
+        limit: usize,
+    ) -> HashMap<(String, String), Vec<BuildView>> {
+        jobs.iter()
+            .filter_map(|(namespace, name)| {
+                let builds = self.0.recent_builds_of(namespace, name, limit).ok()?;
+                self.shown(namespace, name, &builds)?;
+                let views = builds.iter().map(|b| self.view(b)).collect();
+                Some(((namespace.clone(), name.clone()), views))
+            })
+            .collect()
+    }
+
+    pub async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
+        let build = self.0.find_build(namespace, name, number).await.ok()??;
+        Some(self.view(&build))
+    }
+
+    pub fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
+        let build = self.0.build_now(namespace, name, number).ok()??;
+        Some(self.0.request_of(&build))
+    }
+
+    /// Starts a build of a valid job: no such job, or an invalid one, is said so.
+    pub async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
+        self.start(request, None).await
+    }
+
+    /// [`Service::trigger`], for a cron build due at `cron_run` when given.
+    async fn start(
+        &self,
+        request: TriggerRequest,
+        cron_run: Option<i64>,
+    ) -> Result<Triggered, TriggerError> {
+        let TriggerRequest {
+            namespace,
+            name,
+            build,
+            key,
+        } = request;
+        let (loaded, check_name) = {
+            let jobs = self.0.catalogue();
+            match jobs.find(&namespace, &name) {
+                Some(loaded) => (loaded, jobs.check_name(&namespace, &name)),
+                None => {
+                    return Err(match jobs.find_declared(&namespace, &name) {
+                        Some(invalid) => TriggerError::Invalid {
+                            errors: JobView::of(&invalid).errors.join("; "),
+                            namespace,
+                            name,
+                        },
+                        None => TriggerError::NotFound { namespace, name },
+                    })
+                }
+            }
+        };
+        let new = NewBuild {
+            loaded: &loaded,
+            request: build,
+            key,
+            check_name,
+            cron_run,
+        };
+        let Created { build, created } = self.0.create(new).await?;
+        if created {
+            self.cancel_superseded(&loaded, &self.0.request_of(&build))
+                .await;
+        }
+        Ok(Triggered {
+            build: self.view(&build),
+            created,
+        })
+    }
+
+    /// Every job with builds as the leader's pass sees it (see [`Service::job_builds`]),
+    /// from its builds by (namespace, job); `keep` says which builds of a job the pass
+    /// must not delete.
+    pub fn snapshot(
+        &self,
+        groups: std::collections::BTreeMap<(String, String), Vec<S::Build>>,
+        reporting: bool,
+        keep: impl Fn(&(String, String)) -> std::collections::BTreeSet<u64>,
+    ) -> Vec<JobBuilds> {
+        groups
+            .into_iter()
+            .map(|(key, builds)| {
+                let keep = keep(&key);
+                self.job_builds(key, builds, reporting, keep)
+            })
+            .collect()
+    }
+
+    /// Job `namespace/job` with `builds` as the leader's pass sees it: its declaration
+    /// (valid, else as declared: the policy reads why it is invalid), its builds with what
+    /// is recorded as reported and, when `reporting`, where their reports go; `keep`, the
+    /// builds the pass must not delete.
+    pub fn job_builds(
+        &self,
+        (namespace, job): (String, String),
+        builds: Vec<S::Build>,
+        reporting: bool,
+        keep: std::collections::BTreeSet<u64>,
+    ) -> JobBuilds {
+        let builds = builds
+            .iter()
+            .map(|build| ScheduledBuild {
+                summary: self.0.summary(build),
+                reported: match reporting {
+                    true => self.0.reported_of(build),
+                    false => Reported::default(),
+                },
+                target: reporting.then(|| self.report_target(build)),
+            })
+            .collect();
+        let loaded = self.declaration(&namespace, &job);
+        JobBuilds {
+            namespace,
+            job,
+            declared: loaded.is_some(),
+            loaded,
+            builds,
+            keep,
+        }
+    }
+
+    /// The valid jobs with a cron trigger, with their last runs.
+    pub fn cron_jobs(&self) -> Vec<CronJob> {
+        let declared: Vec<Arc<LoadedJob>> = self.0.catalogue().all();
+        declared
+            .iter()
+            .filter_map(|loaded| {
+                CronJob::declared_by(loaded, |namespace, job| {
+                    self.0.last_cron_run(namespace, job)
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the cron build of `job` due at `due` (once per due time) and records the
+    /// run; whether it started one now.
+    pub async fn start_cron(
+        &self,
+        namespace: &str,
+        job: &str,
+        due: i64,
+    ) -> Result<bool, WorkloadError> {
+        let (build, key) = scheduler::cron_request(due);
+        let request = TriggerRequest {
+            namespace: namespace.to_owned(),
+            name: job.to_owned(),
+            build,
+            key: Some(key),
+        };
+        self.start(request, Some(due))
+            .await
+            .map(|triggered| triggered.created)
+            .map_err(|e| WorkloadError::Failed(e.into()))
+    }
+
+    /// Cancels the unfinished builds that build `request` of `loaded` supersedes.
+    pub async fn cancel_superseded(&self, loaded: &LoadedJob, request: &BuildRequest) {
+        let builds = || {
+            let name = loaded.job.as_ref().map_or("", |j| j.name.as_str());
+            let builds = self.0.builds_of(&loaded.namespace, name);
+            let builds = builds.unwrap_or_default();
+            builds.iter().map(|b| self.0.summary(b)).collect()
+        };
+        scheduler::cancel_superseded(self.0, loaded, request, builds).await;
+    }
+
+    /// Cancels a build that has not finished; `by` is recorded as who cancelled it.
+    pub async fn cancel(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        by: &str,
+    ) -> Result<BuildView, CancelError> {
+        let not_found = || CancelError::not_found(namespace, name, number);
+        let build = self
+            .0
+            .find_build(namespace, name, number)
+            .await
+            .map_err(CancelError::Backend)?
+            .ok_or_else(not_found)?;
+        let state = &self.0.summary(&build).state;
+        CancelError::cancellable(namespace, name, number, state)?;
+        let stopped = self.0.cancel_build(&build, by).await.map_err(|e| match e {
+            WorkloadError::Gone => not_found(),
+            WorkloadError::Failed(e) => CancelError::Backend(e),
+        })?;
+        Ok(self.view(&stopped))
+    }
+
+    pub async fn approve(
+        &self,
+        namespace: &str,
+        name: &str,
+        approval: Approval,
+    ) -> Result<(), ApproveError> {
+        if !self.0.catalogue().is_declared(namespace, name) {
+            return Err(ApproveError::not_found(namespace, name));
+        }
+        self.0
+            .record_approval(namespace, name, approval)
+            .await
+            .map_err(ApproveError::Backend)
+    }
+
+    pub fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
+        self.0.approvals_of(namespace, name)
+    }
+
+    pub fn latest_states(&self) -> LatestStates {
+        self.0.newest_states()
+    }
+
+    /// Builds by job and state, their durations, and the passes' failed writes.
+    pub fn metrics(&self) -> Vec<Family> {
+        let builds: Vec<metrics::BuildFact> = self
+            .0
+            .all_builds()
+            .iter()
+            .map(|build| {
+                let facts = self.0.facts(build);
+                metrics::BuildFact {
+                    namespace: facts.namespace.to_owned(),
+                    job: facts.job.to_owned(),
+                    state: facts.state.phase(),
+                    seconds: facts
+                        .started_at
+                        .zip(facts.finished_at)
+                        .map(|(start, end)| (end - start).max(0) as f64),
+                }
+            })
+            .collect();
+        let mut families = metrics::build_families(&builds);
+        families.push(metrics::reconcile_errors(self.0.counters()));
+        families
+    }
+
+    pub async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        options: LogOptions,
+    ) -> Result<LogStream, LogError> {
+        self.0.stream_log(namespace, name, number, options).await
+    }
+
+    /// The last `max_bytes` of a build's log, for its final report.
+    pub async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
+        let options = LogOptions::default();
+        let (namespace, job) = (&target.namespace, &target.job);
+        let stream = self
+            .log(namespace, job, target.number, options)
+            .await
+            .ok()?;
+        crate::api::log_tail(stream, max_bytes).await
+    }
+
+    /// What a report about `build` is about, addressed from the build's own record (the
+    /// repository it was made from, the name recorded when it was created) by
+    /// [`checkname::report_name`].
+    pub fn report_target(&self, build: &S::Build) -> ReportTarget {
+        let facts = self.0.facts(build);
+        let context = self.report_name(&facts);
+        ReportTarget {
+            namespace: facts.namespace.to_owned(),
+            job: facts.job.to_owned(),
+            number: facts.number,
+            url: self.0.build_url(facts.namespace, facts.job, facts.number),
+            build_name: facts.name,
+            trigger: facts.trigger,
+            git_url: facts.git_url,
+            commit: facts.commit,
+            pull_request: facts.pull_request,
+            context,
+            created_at: facts.created_at,
+        }
+    }
+
+    /// The name a build with `facts` reports under now.
+    fn report_name(&self, facts: &BuildFacts<'_>) -> Option<String> {
+        let jobs = self.0.catalogue();
+        let (namespace, job) = (facts.namespace, facts.job);
+        let recorded = Recorded {
+            git_url: facts.git_url.as_deref(),
+            check_name: facts.check_name.as_deref(),
+        };
+        let valid = jobs.find(namespace, job);
+        let spec = valid.as_ref().and_then(|l| l.job.as_ref());
+        let repository = spec.and_then(checkname::repository_of);
+        let name = spec.and_then(|_| jobs.check_name(namespace, job));
+        let now = match spec {
+            Some(_) => JobNow::Valid {
+                repository: repository.as_deref(),
+                check_name: name.as_deref(),
+            },
+            None if jobs.is_declared(namespace, job) => JobNow::Invalid,
+            None => JobNow::Gone,
+        };
+        // The names the valid jobs of the recorded repository own now, when they matter.
+        let built = recorded.git_url.and_then(|url| {
+            kubeci_spec::giturl::GitUrl::parse(url)
+                .ok()?
+                .repository_key()
+        });
+        let owned: Vec<String> = match (now, built) {
+            (JobNow::Invalid, Some(built)) => {
+                let specs = jobs.specs(Some(std::slice::from_ref(&built)));
+                let names = specs
+                    .iter()
+                    .filter_map(|(ns, j)| jobs.check_name(ns, &j.name));
+                names.collect()
+            }
+            _ => Vec::new(),
+        };
+        checkname::report_name(now, recorded, owned.iter().map(String::as_str))
+    }
+}
