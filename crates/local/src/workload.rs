@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kubeci_engine::api::{Backend, LogOptions, TriggerRequest};
-use kubeci_engine::report::{ReportTarget, Reported};
+use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
     self, CronJob, JobBuilds, ScheduledBuild, Scheduler, SchedulerSettings, Stop, Turn, Workload,
     WorkloadError,
@@ -128,7 +128,7 @@ impl Workload for LocalBackend {
                     .iter()
                     .map(|row| ScheduledBuild {
                         summary: summary(row, false),
-                        reported: Reported::parse(Some(&row.reported)),
+                        reported: ReportRecord::parse(Some(&row.reported)),
                         target: reporting.then(|| self.report_target(row, valid.as_deref())),
                     })
                     .collect();
@@ -181,13 +181,15 @@ impl Workload for LocalBackend {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        record: &Reported,
+        record: &ReportRecord,
     ) -> Result<(), WorkloadError> {
         let store = self.store();
         let row = store
             .build(&target.namespace, &target.job, target.number)?
             .ok_or(WorkloadError::Gone)?;
-        let text = Reported::parse(Some(&row.reported)).union(record).format();
+        let text = ReportRecord::parse(Some(&row.reported))
+            .union(record)
+            .format();
         Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
     }
 
