@@ -45,6 +45,7 @@ mod run;
 mod schema_and_help;
 mod secrets_in_urls;
 mod serve_github;
+mod serve_github_reporters;
 mod serve_github_reports;
 mod serve_github_tenants;
 mod serve_kubernetes;
