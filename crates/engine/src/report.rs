@@ -1,16 +1,21 @@
 //! Reports of build states (GitHub check runs or commit statuses, notifications): what a
 //! build's state means to a receiver, and which report is still owed.
 //!
-//! What was reported is recorded on the build's Job (the `kubeci.io/reported` annotation,
-//! a comma-separated list, with the GitHub check run the states went to), so a restarted
-//! kubeci neither loses nor repeats a report.
+//! What was reported is recorded on the build's Job (the `kubeci.io/reported` annotation),
+//! per reporter: its states and the GitHub check run they went to ([`record`]), so a
+//! restarted kubeci neither loses nor repeats a report, and a reporter that fails is
+//! retried alone.
+
+pub mod record;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::build::BuildState;
+pub use record::{fully_reported, valid_reporter_name, ReportRecord};
 
 /// The build a report is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +61,7 @@ pub struct Report<'a> {
     pub build: &'a BuildState,
     /// When it finished (seconds since the epoch).
     pub finished_at: Option<i64>,
-    /// What was reported of it before, and the check run it went to.
+    /// What was reported of it before to this reporter, and the check run it went to.
     pub before: &'a Reported,
     /// A report of it may have reached the receiver without being recorded (a leader
     /// before this one, or an attempt of this one that failed without an answer): a
@@ -77,8 +82,17 @@ pub struct Receipt {
 pub type Reporting<'a> = Pin<Box<dyn Future<Output = Result<Receipt, ReportError>> + Send + 'a>>;
 
 /// Where build states are reported (GitHub check runs or commit statuses, a notification
-/// endpoint).
+/// endpoint). Each reporter is sent each state once, retried alone, and recorded under
+/// its name.
 pub trait Reporter: Send + Sync + 'static {
+    /// Its key in a build's record ([`ReportRecord`]): stable across versions, and
+    /// [`valid_reporter_name`] (`github-status`, `github-checks`, `webhook`).
+    fn name(&self) -> &str;
+    /// The reporters it stands for, when it is several ([`Reporters`]): each is then
+    /// reported to, retried and recorded alone.
+    fn members(&self) -> Option<&[Arc<dyn Reporter>]> {
+        None
+    }
     /// Whether this build is reported at all (e.g. GitHub needs a commit).
     fn wants(&self, target: &ReportTarget) -> bool;
     /// Whether the first report of a build creates an object at the receiver (a check
@@ -98,28 +112,59 @@ pub trait Reporter: Send + Sync + 'static {
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a>;
 }
 
-/// Several reporters as one: a build is reported if any of them wants it, to each that
-/// does. A failure of one fails the report, so it is retried — to all of them: a
-/// reporter that already delivered may receive a state twice when another one fails.
-pub struct Reporters(pub Vec<std::sync::Arc<dyn Reporter>>);
+/// Several reporters handed over as one (the backends take one reporter): the scheduler
+/// reports to each of its [`Reporter::members`] alone, with its own retries and its own
+/// record, so a failing one neither holds nor repeats the others' reports.
+pub struct Reporters(Vec<Arc<dyn Reporter>>);
+
+/// Why reporters cannot be put together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportersError {
+    #[error("the reporter name {0:?} is not 1 to 32 lowercase letters, digits or `-`")]
+    InvalidName(String),
+    #[error("two reporters are named {0:?}: their records would be one")]
+    SameName(String),
+}
+
+impl Reporters {
+    /// These reporters, each with a valid name of its own.
+    pub fn new(reporters: Vec<Arc<dyn Reporter>>) -> Result<Reporters, ReportersError> {
+        for (i, reporter) in reporters.iter().enumerate() {
+            let name = reporter.name();
+            if !valid_reporter_name(name) {
+                return Err(ReportersError::InvalidName(name.to_owned()));
+            }
+            if reporters[..i].iter().any(|r| r.name() == name) {
+                return Err(ReportersError::SameName(name.to_owned()));
+            }
+        }
+        Ok(Reporters(reporters))
+    }
+}
+
+/// `reporter` as the reporters it stands for: its members, or itself.
+pub fn each(reporter: &Arc<dyn Reporter>) -> Vec<Arc<dyn Reporter>> {
+    match reporter.members() {
+        Some(members) => members.iter().flat_map(each).collect(),
+        None => vec![Arc::clone(reporter)],
+    }
+}
 
 impl Reporter for Reporters {
+    fn name(&self) -> &str {
+        "reporters"
+    }
+
+    fn members(&self) -> Option<&[Arc<dyn Reporter>]> {
+        Some(&self.0)
+    }
+
     fn wants(&self, target: &ReportTarget) -> bool {
         self.0.iter().any(|r| r.wants(target))
     }
 
-    fn creates_on_first_report(&self) -> bool {
-        self.0.iter().any(|r| r.creates_on_first_report())
-    }
-
-    fn wants_log_tail(&self) -> bool {
-        self.0.iter().any(|r| r.wants_log_tail())
-    }
-
-    fn reports_running(&self) -> bool {
-        self.0.iter().any(|r| r.reports_running())
-    }
-
+    /// Reports to each member that wants it, as far as the first failure: the scheduler
+    /// never calls it (it reports to each member alone).
     fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
         Box::pin(async move {
             let mut receipt = Receipt::default();
@@ -201,7 +246,8 @@ pub fn commit_state(state: &BuildState) -> (CommitState, String) {
     }
 }
 
-/// What was reported of a build: its states, and the GitHub check run that shows them.
+/// What was reported of a build to one reporter: its states, and the GitHub check run that
+/// shows them (a build's record of them all is a [`ReportRecord`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reported {
     pub states: Vec<CommitState>,
@@ -211,20 +257,23 @@ pub struct Reported {
 const CHECK_RUN: &str = "check-run=";
 
 impl Reported {
-    /// Reads the `kubeci.io/reported` annotation: `pending,running,check-run=42`.
-    pub fn parse(annotation: Option<&str>) -> Reported {
+    /// Reads one reporter's entry of a record (or a whole record of a kubeci from before):
+    /// `pending,running,check-run=42`; each state once.
+    pub fn parse(text: Option<&str>) -> Reported {
         let mut reported = Reported::default();
-        for item in annotation.unwrap_or("").split(',').map(str::trim) {
+        for item in text.unwrap_or("").split(',').map(str::trim) {
             if let Some(id) = item.strip_prefix(CHECK_RUN) {
                 reported.check_run = reported.check_run.or(id.parse().ok());
             } else if let Some(state) = CommitState::parse(item) {
-                reported.states.push(state);
+                if !reported.states.contains(&state) {
+                    reported.states.push(state);
+                }
             }
         }
         reported
     }
 
-    /// Writes the `kubeci.io/reported` annotation.
+    /// Writes one reporter's entry of a record.
     pub fn format(&self) -> String {
         let mut items: Vec<String> = self.states.iter().map(|s| s.as_str().into()).collect();
         items.extend(self.check_run.map(|id| format!("{CHECK_RUN}{id}")));
@@ -248,9 +297,10 @@ impl Reported {
     }
 }
 
-/// The states of the `kubeci.io/reported` annotation.
+/// The states of the `kubeci.io/reported` annotation that some reporter was sent (what a
+/// build's page shows).
 pub fn parse_reported(annotation: Option<&str>) -> Vec<CommitState> {
-    Reported::parse(annotation).states
+    ReportRecord::parse(annotation).states()
 }
 
 /// The identity of one report: a receiver that saw it before can ignore it. A report is

@@ -54,6 +54,10 @@ impl ChecksReporter {
 }
 
 impl Reporter for ChecksReporter {
+    fn name(&self) -> &str {
+        "github-checks"
+    }
+
     fn wants(&self, target: &ReportTarget) -> bool {
         crate::reporter::reported_to_github(target, &self.host)
     }

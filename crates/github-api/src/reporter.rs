@@ -52,6 +52,10 @@ pub(crate) fn reported_to_github(target: &ReportTarget, host: &str) -> bool {
 }
 
 impl Reporter for GitHubReporter {
+    fn name(&self) -> &str {
+        "github-status"
+    }
+
     fn wants(&self, target: &ReportTarget) -> bool {
         reported_to_github(target, &self.host)
     }

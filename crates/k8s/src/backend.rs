@@ -18,7 +18,7 @@ use kubeci_engine::api::{
 use kubeci_engine::approval::Approval;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::metrics::Counters;
-use kubeci_engine::report::Reported;
+use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
 use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
 use kubeci_engine::{observe, BuildSummary};
@@ -53,8 +53,8 @@ impl BuildStore for Cluster {
         build.summary.clone()
     }
 
-    fn reported_of(&self, build: &BuildRecord) -> Reported {
-        Reported::parse(
+    fn reported_of(&self, build: &BuildRecord) -> ReportRecord {
+        ReportRecord::parse(
             build
                 .job
                 .annotations()

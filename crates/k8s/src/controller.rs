@@ -15,7 +15,7 @@ use kubeci_build::record::BuildJob;
 use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
-use kubeci_engine::report::{ReportTarget, Reported};
+use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
     JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError, RECONCILE_ERRORS,
 };
@@ -193,13 +193,13 @@ impl StoreWorkload for Cluster {
             .map_err(write_failed("delete", namespace, job, number))
     }
 
-    /// A merge patch of the `kubeci.io/reported` annotation on the union of what the Job
-    /// shows and `states`, conditional on the Job's resourceVersion: tried on the cached
+    /// A merge patch of the `kubeci.io/reported` annotation on the union, reporter by
+    /// reporter, of what the Job shows and `record`, conditional on the Job's resourceVersion: tried on the cached
     /// Job first, then on a fresh read after each conflict.
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        record: &Reported,
+        record: &ReportRecord,
     ) -> Result<(), WorkloadError> {
         let jobs = Api::<BuildJob>::namespaced(self.client.clone(), &target.namespace);
         let mut job = self
@@ -220,7 +220,7 @@ impl StoreWorkload for Cluster {
                     })?
                     .ok_or(WorkloadError::Gone)?,
             };
-            let shown = Reported::parse(
+            let shown = ReportRecord::parse(
                 current
                     .annotations()
                     .get(keys::REPORTED)

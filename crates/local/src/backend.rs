@@ -15,7 +15,7 @@ use kubeci_engine::api::{
 use kubeci_engine::approval::Approval;
 use kubeci_engine::metrics::Counters;
 use kubeci_engine::report;
-use kubeci_engine::report::Reported;
+use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
 use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
 use kubeci_engine::BuildSummary;
@@ -127,8 +127,8 @@ impl BuildStore for LocalBackend {
         summary(row, true)
     }
 
-    fn reported_of(&self, row: &BuildRow) -> Reported {
-        Reported::parse(Some(&row.reported))
+    fn reported_of(&self, row: &BuildRow) -> ReportRecord {
+        ReportRecord::parse(Some(&row.reported))
     }
 
     fn request_of(&self, row: &BuildRow) -> BuildRequest {

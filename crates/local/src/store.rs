@@ -41,7 +41,7 @@ pub struct BuildRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
-    /// The states reported, comma-separated (as `kubeci.io/reported`).
+    /// What each reporter was sent (`engine::report::ReportRecord`, as `kubeci.io/reported`).
     pub reported: String,
     /// The commit the clone step checked out (what a branch build built).
     pub checked_out: Option<String>,

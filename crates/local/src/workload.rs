@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kubeci_engine::report::{ReportTarget, Reported};
+use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
     JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError,
 };
@@ -125,13 +125,15 @@ impl StoreWorkload for LocalBackend {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        record: &Reported,
+        record: &ReportRecord,
     ) -> Result<(), WorkloadError> {
         let store = self.store();
         let row = store
             .build(&target.namespace, &target.job, target.number)?
             .ok_or(WorkloadError::Gone)?;
-        let text = Reported::parse(Some(&row.reported)).union(record).format();
+        let text = ReportRecord::parse(Some(&row.reported))
+            .union(record)
+            .format();
         Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
     }
 

@@ -112,6 +112,10 @@ pub fn body(target: &ReportTarget, state: CommitState, description: &str) -> ser
 }
 
 impl Reporter for WebhookReporter {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
     fn wants(&self, _: &ReportTarget) -> bool {
         true
     }

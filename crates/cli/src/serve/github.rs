@@ -196,7 +196,9 @@ impl GitHubFront {
         Ok(match reporters.len() {
             0 => None,
             1 => reporters.pop(),
-            _ => Some(Arc::new(kubeci_engine::report::Reporters(reporters))),
+            _ => Some(Arc::new(
+                kubeci_engine::report::Reporters::new(reporters).context("the reporters")?,
+            )),
         })
     }
 }

@@ -57,6 +57,7 @@ mod secrets_in_urls;
 mod serve_github;
 mod serve_github_checks;
 mod serve_github_deliveries;
+mod serve_github_reporters;
 mod serve_github_reports;
 mod serve_github_statuses;
 mod serve_github_tenants;

@@ -3,13 +3,15 @@
 //! can do to one), decides with the pure functions of this crate — the job's policy
 //! ([`JobPolicy::of`]), [`plan::plan`] (release, fail, cancel, delete), the report owed
 //! next ([`reports`]), the cron run due — and acts through the workload. Reports go
-//! through one queue with retries and backoff, each sent in its own task so a slow
-//! receiver never holds a pass. Superseded builds are cancelled through the same trait
+//! through one queue per reporter with retries and backoff, each sent in its own task so
+//! a slow receiver never holds a pass, and a failing one neither holds nor repeats the
+//! others' reports. Superseded builds are cancelled through the same trait
 //! ([`cancel_superseded`]).
 //!
 //! The Kubernetes engine's workload is the cluster (its caches and the API), the local
 //! engine's its SQLite store and running processes.
 
+mod attempt;
 mod in_flight;
 mod reports;
 #[cfg(test)]
@@ -24,24 +26,23 @@ use kubeci_spec::cron::CronSchedule;
 use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
 
-use crate::build::BuildState;
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
 use crate::metrics::Counters;
 use crate::plan::{self, Action, JobPolicy};
-use crate::report::{self, Report, ReportTarget, Reported, Reporter};
+use crate::report::{self, ReportRecord, ReportTarget, Reporter};
 use crate::schedule;
+use attempt::ReportAttempt;
 pub use in_flight::InFlight;
-use in_flight::InFlightGuard;
-use reports::{BuildKey, ReportQueue, Step};
+use reports::{BuildKey, ReportQueue};
 
 /// A build as a pass sees it.
 #[derive(Debug, Clone)]
 pub struct ScheduledBuild {
     /// Its summary; `fully_reported` is the scheduler's to decide.
     pub summary: BuildSummary,
-    /// What was recorded on it as reported.
-    pub reported: Reported,
+    /// What was recorded on it as reported, per reporter.
+    pub reported: ReportRecord,
     /// What a report about it says; `None` when nothing is reported (no reporter), so a
     /// pass over many builds builds no report for any.
     pub target: Option<ReportTarget>,
@@ -148,13 +149,13 @@ pub trait Workload: Send + Sync + 'static {
         job: &str,
         number: u64,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-    /// Adds `reported` to what is recorded as reported on the build. A union, never a
-    /// replacement: a slow writer (a replica that lost the lead mid-write) cannot take
-    /// back a state another one recorded.
+    /// Adds `reported` to what is recorded as reported on the build. A union, reporter by
+    /// reporter, never a replacement: a slow writer (a replica that lost the lead
+    /// mid-write, another reporter's task) cannot take back a state another one recorded.
     fn record_reported(
         &self,
         target: &ReportTarget,
-        reported: &Reported,
+        reported: &ReportRecord,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     /// The last lines of the build's log, at most `max_bytes` of them, if it has one.
     fn log_tail(
@@ -211,12 +212,24 @@ struct Lead {
     after_a_reporting_leader: bool,
 }
 
-/// The leader's pass over a workload, and its report queue.
+/// One reporter and its own report queue.
+struct Channel {
+    reporter: Arc<dyn Reporter>,
+    queue: Arc<Mutex<ReportQueue>>,
+}
+
+impl Channel {
+    fn queue(&self) -> std::sync::MutexGuard<'_, ReportQueue> {
+        self.queue.lock().expect("the reports lock")
+    }
+}
+
+/// The leader's pass over a workload, and its reporters' queues.
 pub struct Scheduler<W> {
     workload: Arc<W>,
-    reporter: Option<Arc<dyn Reporter>>,
+    /// Each reporter, reported to alone.
+    channels: Vec<Channel>,
     settings: SchedulerSettings,
-    reports: Arc<Mutex<ReportQueue>>,
     counters: Arc<Counters>,
     /// Woken when a report attempt ends, so the next step follows at once.
     changed: Arc<Notify>,
@@ -231,6 +244,9 @@ pub struct Scheduler<W> {
 pub const RECONCILE_ERRORS: &str = "kubeci_reconcile_errors_total";
 
 impl<W: Workload> Scheduler<W> {
+    /// A scheduler reporting to each of `reporter`'s members alone ([`report::each`]).
+    /// Panics if two have one name, or one a name [`report::valid_reporter_name`] refuses:
+    /// kubeci's reporters are named by its own code ([`report::Reporters::new`] checks).
     pub fn new(
         workload: Arc<W>,
         reporter: Option<Arc<dyn Reporter>>,
@@ -238,12 +254,21 @@ impl<W: Workload> Scheduler<W> {
         counters: Arc<Counters>,
         changed: Arc<Notify>,
     ) -> Scheduler<W> {
-        let running = reporter.as_ref().is_some_and(|r| r.reports_running());
+        let reporters = reporter.as_ref().map(report::each).unwrap_or_default();
+        if let Err(e) = report::Reporters::new(reporters.clone()) {
+            panic!("kubeci's reporters: {e}");
+        }
+        let channels = reporters
+            .into_iter()
+            .map(|reporter| Channel {
+                queue: Arc::new(Mutex::new(ReportQueue::new(reporter.reports_running()))),
+                reporter,
+            })
+            .collect();
         Scheduler {
             workload,
-            reporter,
+            channels,
             settings,
-            reports: Arc::new(Mutex::new(ReportQueue::new(running))),
             counters,
             changed,
             lead: Mutex::new(None),
@@ -287,10 +312,10 @@ impl<W: Workload> Scheduler<W> {
 
     /// One pass over every build at time `now` (seconds since the epoch).
     pub async fn pass(&self, now: i64) {
-        let reporting = self.reporter.is_some();
+        let reporting = !self.channels.is_empty();
         let jobs = self.workload.snapshot(now, reporting).await;
-        if reporting {
-            self.reports.lock().expect("the reports lock").begin_pass();
+        for channel in &self.channels {
+            channel.queue().begin_pass();
         }
         for group in jobs {
             let policy = JobPolicy::of(
@@ -313,25 +338,32 @@ impl<W: Workload> Scheduler<W> {
                 self.act(&group.namespace, &group.job, action).await;
             }
         }
-        if reporting {
-            self.reports.lock().expect("the reports lock").end_pass();
+        for channel in &self.channels {
+            channel.queue().end_pass();
         }
         self.cron(now).await;
     }
 
-    /// Whether `build` owes no report (none is wanted, or its final one was sent).
+    /// Whether `build` owes no report to any reporter that wants it (each was sent its
+    /// final state, or none wants it).
     fn fully_reported(&self, build: &ScheduledBuild) -> bool {
-        match (&self.reporter, &build.target) {
-            (Some(reporter), Some(target)) if reporter.wants(target) => {
-                let known = self.reports.lock().expect("the reports lock").known(
-                    (&target.namespace, &target.job, target.number),
-                    &build.reported,
-                );
-                let running = reporter.reports_running();
-                report::next_report(&build.summary.state, &known.states, running).is_none()
-            }
-            _ => true,
+        let Some(target) = &build.target else {
+            return true;
+        };
+        let at = (
+            target.namespace.as_str(),
+            target.job.as_str(),
+            target.number,
+        );
+        let mut known = build.reported.clone();
+        let mut wanting = Vec::new();
+        for channel in self.channels.iter().filter(|c| c.reporter.wants(target)) {
+            let name = channel.reporter.name();
+            let sent = channel.queue().known(at, &known.of(name));
+            known = known.union(&ReportRecord::only(name, sent));
+            wanting.push((name, channel.reporter.reports_running()));
         }
+        report::fully_reported(&build.summary.state, &known, wanting)
     }
 
     async fn act(&self, namespace: &str, job: &str, action: Action) {
@@ -384,46 +416,50 @@ impl<W: Workload> Scheduler<W> {
         (before, grace)
     }
 
-    /// Takes the report step `build` owes, if any, in a task of its own.
+    /// Takes the report step `build` owes each reporter, if any, each in a task of its own.
     fn report(&self, at: (&str, &str, u64), build: &ScheduledBuild) {
-        let (Some(reporter), Some(target)) = (self.reporter.clone(), &build.target) else {
+        let Some(target) = &build.target else {
             return;
         };
-        if !reporter.wants(target) {
-            return;
-        }
         let (from_before, in_grace) = self.created_before_the_lead(target);
-        let creates = reporter.creates_on_first_report() && build.reported.check_run.is_none();
-        if from_before && in_grace && creates {
-            return;
-        }
-        let Some(in_flight) = self.in_flight.begin() else {
-            return;
-        };
-        let (step, key, attempts) = {
-            let mut queue = self.reports.lock().expect("the reports lock");
-            let now = tokio::time::Instant::now();
-            let Some(step) = queue.take(at, &build.summary.state, &build.reported, now) else {
+        for channel in &self.channels {
+            let reporter = &channel.reporter;
+            if !reporter.wants(target) {
+                continue;
+            }
+            let recorded = build.reported.of(reporter.name());
+            let creates = reporter.creates_on_first_report() && recorded.check_run.is_none();
+            if from_before && in_grace && creates {
+                continue;
+            }
+            let Some(in_flight) = self.in_flight.begin() else {
                 return;
             };
-            let key: BuildKey = (at.0.to_owned(), at.1.to_owned(), at.2);
-            let attempts = queue.attempts(&key);
-            (step, key, attempts)
-        };
-        let attempt = ReportAttempt {
-            key,
-            target: target.clone(),
-            build: build.summary.state.clone(),
-            finished_at: build.summary.finished_at,
-            from_before,
-            attempts,
-            workload: self.workload.clone(),
-            reporter,
-            reports: self.reports.clone(),
-            changed: self.changed.clone(),
-            _in_flight: in_flight,
-        };
-        tokio::spawn(attempt.run(step));
+            let (step, key, attempts) = {
+                let mut queue = channel.queue();
+                let now = tokio::time::Instant::now();
+                let Some(step) = queue.take(at, &build.summary.state, &recorded, now) else {
+                    continue;
+                };
+                let key: BuildKey = (at.0.to_owned(), at.1.to_owned(), at.2);
+                let attempts = queue.attempts(&key);
+                (step, key, attempts)
+            };
+            let attempt = ReportAttempt {
+                key,
+                target: target.clone(),
+                build: build.summary.state.clone(),
+                finished_at: build.summary.finished_at,
+                from_before,
+                attempts,
+                workload: self.workload.clone(),
+                reporter: reporter.clone(),
+                reports: channel.queue.clone(),
+                changed: self.changed.clone(),
+                _in_flight: in_flight,
+            };
+            tokio::spawn(attempt.run(step));
+        }
     }
 
     /// Starts the cron builds that are due.
@@ -445,116 +481,6 @@ impl<W: Workload> Scheduler<W> {
                 }
             }
         }
-    }
-}
-
-/// One report step in flight: send (then record), or record again.
-struct ReportAttempt<W> {
-    key: BuildKey,
-    target: ReportTarget,
-    build: BuildState,
-    finished_at: Option<i64>,
-    /// The build was created before this scheduler took the lead.
-    from_before: bool,
-    attempts: u32,
-    workload: Arc<W>,
-    reporter: Arc<dyn Reporter>,
-    reports: Arc<Mutex<ReportQueue>>,
-    changed: Arc<Notify>,
-    /// Counts it as under way until it ends.
-    _in_flight: InFlightGuard,
-}
-
-impl<W: Workload> ReportAttempt<W> {
-    async fn run(self, step: Step) {
-        let record = match step {
-            Step::Send {
-                state,
-                description,
-                before,
-                failed_before,
-            } => match self.send(state, &description, &before, failed_before).await {
-                Some(record) => record,
-                None => return,
-            },
-            Step::Record(record) => record,
-        };
-        match self.workload.record_reported(&self.target, &record).await {
-            Ok(()) | Err(WorkloadError::Gone) => self.finish(None),
-            Err(e) => {
-                // Through an outage every build owing a record fails each try: say so for
-                // the first tries, then every tenth.
-                if self.attempts < 5 || self.attempts.is_multiple_of(10) {
-                    log::warn!(
-                        "reported build {} of {}/{}, cannot record it yet: {e}",
-                        self.target.number,
-                        self.target.namespace,
-                        self.target.job
-                    );
-                }
-                self.finish(Some(reports::record_retry_delay(self.attempts)));
-            }
-        }
-    }
-
-    /// Sends `state`; what to record then, or `None` when it failed (and is retried).
-    async fn send(
-        &self,
-        state: report::CommitState,
-        description: &str,
-        before: &Reported,
-        failed_before: bool,
-    ) -> Option<Reported> {
-        let log_tail = if state.is_final() && self.reporter.wants_log_tail() {
-            self.workload.log_tail(&self.target, LOG_TAIL_BYTES).await
-        } else {
-            None
-        };
-        let report = Report {
-            target: &self.target,
-            state,
-            description,
-            build: &self.build,
-            finished_at: self.finished_at,
-            before,
-            may_have_been_sent: failed_before || self.from_before,
-            log_tail: log_tail.as_deref(),
-        };
-        match self.reporter.report(&report).await {
-            Ok(receipt) => Some(self.queue().sent(&self.key, state, receipt, before)),
-            Err(e) => {
-                let delay = report::retry_delay(self.attempts, &e);
-                let message = e.retry_after.map_or_else(
-                    || e.message.clone(),
-                    |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
-                );
-                log::warn!(
-                    "cannot report {state} for build {} of {}/{}: {message}; retrying in {} s",
-                    self.target.number,
-                    self.target.namespace,
-                    self.target.job,
-                    delay.as_secs()
-                );
-                self.queue().send_failed(&self.key);
-                self.finish(Some(delay));
-                None
-            }
-        }
-    }
-
-    fn queue(&self) -> std::sync::MutexGuard<'_, ReportQueue> {
-        self.reports.lock().expect("the reports lock")
-    }
-
-    /// Ends the attempt: done, or to be retried after `retry`.
-    fn finish(&self, retry: Option<Duration>) {
-        match retry {
-            None => self.queue().done(&self.key),
-            Some(delay) => self
-                .queue()
-                .failed(&self.key, delay, tokio::time::Instant::now()),
-        }
-        self.changed.notify_one();
     }
 }
 

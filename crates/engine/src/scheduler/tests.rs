@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::build::BuildState;
-use crate::report::{CommitState, Receipt, ReportError, Reporting};
+use crate::report::{CommitState, Receipt, Report, ReportError, Reporting};
 
 const NOW: i64 = 1_795_428_000;
 
@@ -22,7 +22,7 @@ struct MemoryJob {
     loaded: Option<Arc<LoadedJob>>,
     declared: bool,
     /// number → (state, reported)
-    builds: BTreeMap<u64, (BuildState, Reported)>,
+    builds: BTreeMap<u64, (BuildState, ReportRecord)>,
     cron: Option<(String, Option<i64>)>,
     /// Builds the workload says must not be deleted.
     keep: BTreeSet<u64>,
@@ -70,7 +70,7 @@ impl Memory {
         let builds = &mut jobs.get_mut(job).expect("a job").builds;
         builds
             .entry(number)
-            .or_insert((BuildState::Queued, Reported::default()))
+            .or_insert((BuildState::Queued, ReportRecord::default()))
             .0 = state;
     }
 
@@ -79,13 +79,19 @@ impl Memory {
         jobs.get(job)?.builds.get(&number).map(|b| b.0.clone())
     }
 
+    /// The states some reporter was sent, as recorded.
     fn reported(&self, job: &str, number: u64) -> Vec<CommitState> {
-        self.recorded(job, number).states
+        self.recorded(job, number).states()
     }
 
-    fn recorded(&self, job: &str, number: u64) -> Reported {
+    fn recorded(&self, job: &str, number: u64) -> ReportRecord {
         let jobs = self.jobs.lock().unwrap();
         jobs[job].builds[&number].1.clone()
+    }
+
+    /// What `reporter` was sent of build `number` of `job`, as recorded.
+    fn recorded_for(&self, job: &str, number: u64, reporter: &str) -> Vec<CommitState> {
+        self.recorded(job, number).of(reporter).states
     }
 }
 
@@ -113,7 +119,7 @@ impl Workload for Memory {
                             settled: true,
                         },
                         reported: if lagging {
-                            Reported::default()
+                            ReportRecord::default()
                         } else {
                             reported.clone()
                         },
@@ -161,7 +167,7 @@ impl Workload for Memory {
     async fn record_reported(
         &self,
         target: &ReportTarget,
-        record: &Reported,
+        record: &ReportRecord,
     ) -> Result<(), WorkloadError> {
         let failing = self
             .record_failures
@@ -211,7 +217,7 @@ impl Workload for Memory {
             let job = jobs.get_mut(job).expect("a job");
             let next = job.builds.keys().max().map_or(1, |n| n + 1);
             job.builds
-                .insert(next, (BuildState::Queued, Reported::default()));
+                .insert(next, (BuildState::Queued, ReportRecord::default()));
             job.cron.as_mut().expect("a cron job").1 = Some(due);
         }
         self.did(format!("cron {job} {due}")).map(|()| true)
@@ -240,7 +246,7 @@ fn with_builds(loaded: Option<Arc<LoadedJob>>, declared: bool, states: &[BuildSt
         builds: states
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as u64 + 1, (s.clone(), Reported::default())))
+            .map(|(i, s)| (i as u64 + 1, (s.clone(), ReportRecord::default())))
             .collect(),
         cron: None,
         keep: BTreeSet::new(),
@@ -372,16 +378,39 @@ struct Got {
     log_tail: Option<String>,
 }
 
-/// A receiver of reports: what it got, failing the first `failures` calls; with
-/// `creates`, like a check run: its first report makes an object (`100 + number`).
-#[derive(Default)]
+/// A receiver of reports named `name`: what it got, failing the first `failures` calls
+/// and every call while `refusing` (counted in `refused`); with `creates`, like a check
+/// run: its first report makes an object (`100 + number`).
 struct Receiver {
+    name: &'static str,
     got: Mutex<Vec<Got>>,
     failures: AtomicU32,
+    refusing: AtomicBool,
+    refused: AtomicU32,
     creates: bool,
 }
 
+impl Default for Receiver {
+    fn default() -> Receiver {
+        Receiver::named(RECEIVER)
+    }
+}
+
+/// The name of a [`Receiver::default`].
+const RECEIVER: &str = "receiver";
+
 impl Receiver {
+    fn named(name: &'static str) -> Receiver {
+        Receiver {
+            name,
+            got: Mutex::default(),
+            failures: AtomicU32::new(0),
+            refusing: AtomicBool::new(false),
+            refused: AtomicU32::new(0),
+            creates: false,
+        }
+    }
+
     fn states(&self) -> Vec<(u64, CommitState)> {
         let got = self.got.lock().unwrap();
         got.iter().map(|g| (g.number, g.state)).collect()
@@ -389,6 +418,10 @@ impl Receiver {
 }
 
 impl Reporter for Receiver {
+    fn name(&self) -> &str {
+        self.name
+    }
+
     fn wants(&self, target: &ReportTarget) -> bool {
         target.commit.is_some()
     }
@@ -411,7 +444,8 @@ impl Reporter for Receiver {
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-            if failing {
+            if failing || self.refusing.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
                 return Err(ReportError {
                     message: "503 from the receiver".into(),
                     retryable: true,
@@ -557,3 +591,4 @@ async fn superseded_builds_are_cancelled_through_the_workload() {
 }
 
 mod check_runs;
+mod reporters;

@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::approval::Approval;
 use crate::metrics::{self, Counters, Family};
-use crate::report::{ReportTarget, Reported};
+use crate::report::{ReportRecord, ReportTarget};
 use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, WorkloadError};
 use crate::BuildSummary;
 
@@ -82,7 +82,7 @@ pub trait BuildStore: StoreWorkload {
     fn facts<'a>(&self, build: &'a Self::Build) -> BuildFacts<'a>;
     fn summary(&self, build: &Self::Build) -> BuildSummary;
     /// What is recorded on `build` as reported.
-    fn reported_of(&self, build: &Self::Build) -> Reported;
+    fn reported_of(&self, build: &Self::Build) -> ReportRecord;
     /// The request `build` was started with: what a rebuild repeats.
     fn request_of(&self, build: &Self::Build) -> BuildRequest;
 
@@ -319,7 +319,7 @@ impl<S: BuildStore> Service<'_, S> {
                 summary: self.0.summary(build),
                 reported: match reporting {
                     true => self.0.reported_of(build),
-                    false => Reported::default(),
+                    false => ReportRecord::default(),
                 },
                 target: reporting.then(|| self.report_target(build)),
             })

@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use super::{BuildStore, Service};
-use crate::report::{ReportTarget, Reported};
+use crate::report::{ReportRecord, ReportTarget};
 use crate::scheduler::{CronJob, JobBuilds, Stop, Workload, WorkloadError};
 
 /// What the leader's pass does to an engine's builds, as only that engine can (see
@@ -34,7 +34,7 @@ pub trait StoreWorkload: Send + Sync + 'static {
     fn record_reported(
         &self,
         target: &ReportTarget,
-        reported: &Reported,
+        reported: &ReportRecord,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     /// The scheduled time of job `job`'s last cron build, if it had one.
     fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64>;
@@ -76,7 +76,7 @@ impl<S: BuildStore> Workload for S {
     fn record_reported(
         &self,
         target: &ReportTarget,
-        reported: &Reported,
+        reported: &ReportRecord,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send {
         StoreWorkload::record_reported(self, target, reported)
     }

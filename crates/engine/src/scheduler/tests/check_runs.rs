@@ -28,7 +28,7 @@ async fn a_created_check_run_is_recorded_and_named_in_every_later_report() {
         memory.reported("demo", 1) == [Pending]
     })
     .await;
-    assert_eq!(memory.recorded("demo", 1).check_run, Some(101));
+    assert_eq!(memory.recorded("demo", 1).of(RECEIVER).check_run, Some(101));
     memory.lagging.store(true, Ordering::SeqCst);
     memory.set("demo", 1, BuildState::Running);
     pass_until(&scheduler, "running sent", || receiver.states().len() == 2).await;
