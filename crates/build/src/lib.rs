@@ -189,3 +189,11 @@ pub fn build_name(job_name: &str, number: u64) -> String {
     let prefix = job_name[..keep].trim_end_matches('-');
     format!("{prefix}-{hash}{suffix}")
 }
+
+/// The URL of a build's page in the kubeci UI served at `base_url`.
+pub fn build_url(base_url: &str, namespace: &str, job: &str, number: u64) -> String {
+    format!(
+        "{}/jobs/{namespace}/{job}/builds/{number}",
+        base_url.trim_end_matches('/')
+    )
+}

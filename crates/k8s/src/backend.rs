@@ -3,7 +3,6 @@
 //! looked up in the API), created through the job's ledger Lease, stopped by suspending
 //! their Job, approvals in the ledger, logs from the pods.
 
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,10 +16,9 @@ use kubeci_engine::api::{
 };
 use kubeci_engine::approval::Approval;
 use kubeci_engine::ledger::Ledger;
-use kubeci_engine::metrics::Counters;
 use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
-use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
+use kubeci_engine::service::{BuildStore, Common, Created, Engine, NewBuild};
 use kubeci_engine::{observe, BuildSummary};
 
 use crate::{ledger, logs, now, BuildRecord, Cluster, ClusterError, JobIndex};
@@ -28,22 +26,6 @@ use crate::{ledger, logs, now, BuildRecord, Cluster, ClusterError, JobIndex};
 impl BuildStore for Cluster {
     type Jobs = JobIndex;
     type Build = BuildRecord;
-
-    fn catalogue(&self) -> impl Deref<Target = JobIndex> + '_ {
-        self.index.read().expect("the index lock")
-    }
-
-    fn log_url_template(&self) -> Option<&str> {
-        self.settings.log_url_template.as_deref()
-    }
-
-    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String {
-        kubeci_render::build_url(&self.settings.render, namespace, job, number)
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
-    }
 
     fn facts<'a>(&self, build: &'a BuildRecord) -> BuildFacts<'a> {
         Cluster::facts(self, build)
@@ -175,6 +157,11 @@ impl BuildStore for Cluster {
                 record.summary.state
             ))),
         }
+    }
+
+    /// Its jobs, settings and counters as every engine holds them.
+    fn common(&self) -> &Common<JobIndex> {
+        &self.common
     }
 }
 

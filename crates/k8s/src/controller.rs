@@ -34,7 +34,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
             cancel_when_deleted: cluster.settings.cancel_when_deleted,
             takeover_grace: cluster.settings.takeover_grace,
         },
-        cluster.counters.clone(),
+        cluster.common.counters.clone(),
         cluster.changed.clone(),
     );
     let _ = cluster.reports_in_flight.set(scheduler.in_flight());
@@ -319,7 +319,10 @@ async fn heal(
         match created.await {
             Ok(_) => healed.push(entry.number),
             Err(e) => {
-                cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
+                cluster
+                    .common
+                    .counters
+                    .increment(RECONCILE_ERRORS, &["heal"]);
                 log::warn!("cannot start build {}: {e}", entry.number)
             }
         }
@@ -364,7 +367,10 @@ async fn settle(
             pending
         }
         Err(e) => {
-            cluster.counters.increment(RECONCILE_ERRORS, &["ledger"]);
+            cluster
+                .common
+                .counters
+                .increment(RECONCILE_ERRORS, &["ledger"]);
             log::warn!("cannot update the ledger of {namespace}/{job}: {e}");
             pending_in(cached)
         }

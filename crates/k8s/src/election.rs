@@ -64,6 +64,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
             // Leadership lapses by itself if renewals keep failing.
             Err(e) => {
                 cluster
+                    .common
                     .counters
                     .increment(kubeci_engine::scheduler::RECONCILE_ERRORS, &["lease"]);
                 log::warn!("cannot renew the leader Lease: {e}")

@@ -163,7 +163,7 @@ pub struct Cluster {
     /// Followed build logs, one upstream per pod.
     logs: logs::LogHub,
     /// Failed writes of the controller, by what it was doing.
-    pub(crate) counters: Arc<kubeci_engine::metrics::Counters>,
+    pub(crate) common: kubeci_engine::service::Common<JobIndex>,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
     me: std::sync::Weak<Cluster>,
 }
@@ -255,6 +255,11 @@ impl Cluster {
             &mut synced,
             cache::seconds(settings.pending_deadline),
         );
+        let (index_handle, log_url_template, base_url) = (
+            index.clone(),
+            settings.log_url_template.clone(),
+            settings.render.base_url.clone(),
+        );
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             client,
@@ -273,7 +278,12 @@ impl Cluster {
             request_counter: AtomicU64::new(0),
             fresh: Default::default(),
             logs: Default::default(),
-            counters: Default::default(),
+            common: kubeci_engine::service::Common {
+                jobs: index_handle,
+                log_url_template,
+                base_url,
+                counters: Default::default(),
+            },
         });
         tokio::spawn(election::elect(cluster.clone()));
         tokio::spawn(controller::run(cluster.clone()));

@@ -3,7 +3,6 @@
 //! [`BuildStore`]: builds numbered and kept in SQLite, stopped by killing their processes,
 //! logs read back from the store as they are written.
 
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,11 +12,10 @@ use kubeci_engine::api::{
     StatesByJob, TriggerError,
 };
 use kubeci_engine::approval::Approval;
-use kubeci_engine::metrics::Counters;
 use kubeci_engine::report;
 use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
-use kubeci_engine::service::{BuildStore, Created, Engine, NewBuild};
+use kubeci_engine::service::{BuildStore, Common, Created, Engine, NewBuild};
 use kubeci_engine::BuildSummary;
 use kubeci_jobfiles::JobSet;
 use kubeci_render::JobOrigin;
@@ -82,22 +80,6 @@ impl Engine for LocalBackend {
 impl BuildStore for LocalBackend {
     type Jobs = JobSet;
     type Build = BuildRow;
-
-    fn catalogue(&self) -> impl Deref<Target = JobSet> + '_ {
-        self.jobs.read().expect("the jobs lock")
-    }
-
-    fn log_url_template(&self) -> Option<&str> {
-        self.settings.log_url_template.as_deref()
-    }
-
-    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String {
-        kubeci_render::build_url(&self.settings.render, namespace, job, number)
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
-    }
 
     fn facts<'a>(&self, row: &'a BuildRow) -> BuildFacts<'a> {
         let name = kubeci_build::build_name(&row.job, row.number);
@@ -276,6 +258,11 @@ impl BuildStore for LocalBackend {
         Ok(Box::pin(futures_util::StreamExt::map(lines, move |line| {
             line.map(|line| as_written(&line, options.timestamps))
         })))
+    }
+
+    /// Its jobs, settings and counters as every engine holds them.
+    fn common(&self) -> &Common<JobSet> {
+        &self.common
     }
 }
 

@@ -119,7 +119,7 @@ type BuildKey = (String, String, u64);
 pub struct LocalBackend {
     settings: Settings,
     store: Mutex<Store>,
-    jobs: RwLock<JobSet>,
+    jobs: Arc<RwLock<JobSet>>,
     running: Mutex<HashMap<BuildKey, Running>>,
     reporter: Option<Arc<dyn Reporter>>,
     /// Wakes the scheduler.
@@ -127,7 +127,7 @@ pub struct LocalBackend {
     /// When the job files were last re-read.
     last_reload: Mutex<Instant>,
     /// Failed writes of the scheduler's passes.
-    counters: Arc<kubeci_engine::metrics::Counters>,
+    common: kubeci_engine::service::Common<JobSet>,
     ready: AtomicBool,
     /// Itself, for log followers that outlive a call (waiting for a queued build).
     me: std::sync::Weak<LocalBackend>,
@@ -276,15 +276,22 @@ impl LocalBackend {
         }
         let mut jobs = JobSet::default();
         jobs.reload(&settings.jobs_dir, &settings.load);
+        let jobs = Arc::new(RwLock::new(jobs));
+        let common = kubeci_engine::service::Common {
+            jobs: jobs.clone(),
+            log_url_template: settings.log_url_template.clone(),
+            base_url: settings.render.base_url.clone(),
+            counters: Arc::default(),
+        };
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,
             store: Mutex::new(store),
-            jobs: RwLock::new(jobs),
+            jobs,
+            common,
             running: Mutex::default(),
             reporter,
             changed: Arc::new(Notify::new()),
             last_reload: Mutex::new(Instant::now()),
-            counters: Arc::default(),
             ready: AtomicBool::new(true),
             me: me.clone(),
         });

@@ -30,7 +30,7 @@ impl LocalBackend {
             self.clone(),
             self.reporter.clone(),
             SchedulerSettings::default(),
-            self.counters.clone(),
+            self.common.counters.clone(),
             self.changed.clone(),
         );
         scheduler

@@ -161,10 +161,7 @@ pub enum RenderError {
 
 /// The URL of a build's page in the kubeci UI.
 pub fn build_url(config: &RenderConfig, namespace: &str, job: &str, number: u64) -> String {
-    format!(
-        "{}/jobs/{namespace}/{job}/builds/{number}",
-        config.base_url.trim_end_matches('/')
-    )
+    kubeci_build::build_url(&config.base_url, namespace, job, number)
 }
 
 /// Renders build `request` of `job` into the Job that runs it.

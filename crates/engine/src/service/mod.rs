@@ -20,7 +20,7 @@ pub use workload::StoreWorkload;
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use kubeci_build::BuildRequest;
 use kubeci_spec::checkname::{self, JobNow, Recorded};
@@ -61,6 +61,18 @@ pub struct Created<B> {
     pub created: bool,
 }
 
+/// What every engine holds the same way, for the commands.
+pub struct Common<J> {
+    /// The jobs declared, shared with whatever keeps them current (watches, a file scan).
+    pub jobs: Arc<RwLock<J>>,
+    /// The server's `--log-url-template`.
+    pub log_url_template: Option<String>,
+    /// Where kubeci serves its pages: reports link to a build's page there.
+    pub base_url: String,
+    /// The failed writes of the leader's passes.
+    pub counters: Arc<Counters>,
+}
+
 /// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
 /// few acts that differ between engines (create, stop, approve, stream a log).
 pub trait BuildStore: StoreWorkload {
@@ -69,14 +81,12 @@ pub trait BuildStore: StoreWorkload {
     /// One build as the engine keeps it.
     type Build: Send + Sync;
 
+    /// What the engine holds as every engine does.
+    fn common(&self) -> &Common<Self::Jobs>;
     /// The jobs declared now (held only while the caller reads them: never across an await).
-    fn catalogue(&self) -> impl Deref<Target = Self::Jobs> + '_;
-    /// The server's `--log-url-template`.
-    fn log_url_template(&self) -> Option<&str>;
-    /// The build's page, where reports link to.
-    fn build_url(&self, namespace: &str, job: &str, number: u64) -> String;
-    /// The failed writes of the leader's passes.
-    fn counters(&self) -> &Counters;
+    fn catalogue(&self) -> impl Deref<Target = Self::Jobs> + '_ {
+        self.common().jobs.read().expect("the jobs lock")
+    }
 
     /// What the engine knows of `build`.
     fn facts<'a>(&self, build: &'a Self::Build) -> BuildFacts<'a>;
@@ -190,7 +200,7 @@ impl<S: BuildStore> Service<'_, S> {
             .catalogue()
             .find(facts.namespace, facts.job)
             .and_then(|l| l.job.as_ref()?.log_url.clone());
-        let template = declared.or_else(|| self.0.log_url_template().map(str::to_owned));
+        let template = declared.or_else(|| self.0.common().log_url_template.clone());
         BuildView::of(facts, template.as_deref())
     }
 
@@ -447,7 +457,7 @@ impl<S: BuildStore> Service<'_, S> {
             })
             .collect();
         let mut families = metrics::build_families(&builds);
-        families.push(metrics::reconcile_errors(self.0.counters()));
+        families.push(metrics::reconcile_errors(&self.0.common().counters));
         families
     }
 
@@ -482,7 +492,12 @@ impl<S: BuildStore> Service<'_, S> {
             namespace: facts.namespace.to_owned(),
             job: facts.job.to_owned(),
             number: facts.number,
-            url: self.0.build_url(facts.namespace, facts.job, facts.number),
+            url: kubeci_build::build_url(
+                &self.0.common().base_url,
+                facts.namespace,
+                facts.job,
+                facts.number,
+            ),
             build_name: facts.name,
             trigger: facts.trigger,
             git_url: facts.git_url,
