@@ -311,16 +311,19 @@ async fn heal(
             .expect("the index lock")
             .check_name(namespace, job);
         let request = entry.pending.clone().expect("a pending entry");
-        log::info!(
-            "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
-            entry.number, entry.key
+        tracing::info!(
+            namespace,
+            job,
+            build = entry.number,
+            key = %entry.key,
+            "starting a build whose request was recorded but whose Job was never created"
         );
         let created = cluster.create_build(&loaded, &request, &entry.key, check_name.as_deref());
         match created.await {
             Ok(_) => healed.push(entry.number),
             Err(e) => {
                 cluster.counters.increment(RECONCILE_ERRORS, &["heal"]);
-                log::warn!("cannot start build {}: {e}", entry.number)
+                tracing::warn!(namespace, job, build = entry.number, error = %e, "cannot start the build")
             }
         }
     }
@@ -354,18 +357,20 @@ async fn settle(
     match settled {
         Ok((abandoned, pending)) => {
             for entry in abandoned {
-                log::warn!(
-                    "gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
-                    entry.key,
-                    entry.number,
-                    kubeci_engine::ledger::HEAL_WINDOW
+                tracing::warn!(
+                    namespace,
+                    job,
+                    build = entry.number,
+                    key = %entry.key,
+                    after_s = kubeci_engine::ledger::HEAL_WINDOW,
+                    "gave up a build request: its job could not be built for too long"
                 );
             }
             pending
         }
         Err(e) => {
             cluster.counters.increment(RECONCILE_ERRORS, &["ledger"]);
-            log::warn!("cannot update the ledger of {namespace}/{job}: {e}");
+            tracing::warn!(namespace, job, error = %e, "cannot update the job's ledger");
             pending_in(cached)
         }
     }
