@@ -52,7 +52,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "ci-job-spec=true", value_name = "SELECTOR")]
     selector: String,
     /// How stderr reads: `text` lines, or `json`, one object per line (time, level,
-    /// target, message).
+    /// target, message, then each field: namespace, job, build, request_id…).
     #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text, value_name = "FORMAT")]
     log_format: crate::logging::LogFormat,
     /// Address of the HTTP server (pages, API, health) [default: 0.0.0.0:8080 with
@@ -189,10 +189,10 @@ fn owner_only(path: &std::path::Path) -> Result<()> {
                     path.display()
                 )
             })?;
-        log::info!(
-            "{} was readable by others (mode {:o}): now by its owner alone",
-            path.display(),
-            mode & 0o777
+        tracing::info!(
+            file = %path.display(),
+            mode = format_args!("{:o}", mode & 0o777),
+            "a file was readable by others: now by its owner alone"
         );
     }
     Ok(())
@@ -241,10 +241,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                         .with_context(|| {
                             format!("cannot start the local engine in {}", args.data.display())
                         })?;
-                log::info!(
-                    "the jobs of {}, built on this machine; history in {}",
-                    dir.display(),
-                    args.data.display()
+                tracing::info!(
+                    jobs = %dir.display(),
+                    data = %args.data.display(),
+                    "the local engine: jobs from files, built on this machine"
                 );
                 front.serve(engine).await
             }
@@ -259,10 +259,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 let client =
                     kube::Client::try_from(config).context("cannot create a Kubernetes client")?;
                 match settings.tenancy {
-                    kubeci_k8s::Tenancy::Labels => log::info!(
+                    kubeci_k8s::Tenancy::Labels => tracing::info!(
                         "tenancy: jobs build only in Namespaces labelled kubeci.io/builds=enabled, with the ServiceAccounts, Secrets and repositories their annotations kubeci.io/service-accounts, kubeci.io/secrets and kubeci.io/repositories list"
                     ),
-                    kubeci_k8s::Tenancy::Open => log::warn!(
+                    kubeci_k8s::Tenancy::Open => tracing::warn!(
                         "tenancy open: whoever may write a job ConfigMap in a watched namespace runs pods there with any of its ServiceAccounts and Secrets, from any repository; --tenancy labels lets each Namespace say what it allows"
                     ),
                 }
@@ -478,8 +478,10 @@ impl Front {
             .with_context(|| format!("cannot listen on {}", self.listen))?;
         let address = listener.local_addr()?;
         match &self.sign_in_hint {
-            Some(hint) => log::info!("serving on http://{address} — open it in a browser; {hint}"),
-            None => log::info!("serving on http://{address}"),
+            Some(hint) => {
+                tracing::info!("serving on http://{address} — open it in a browser; {hint}")
+            }
+            None => tracing::info!("serving on http://{address}"),
         }
         // Kubernetes stops a pod with SIGTERM (then SIGKILL after its grace period); a
         // terminal sends SIGINT. Either way: give the leader Lease back first (another
@@ -487,18 +489,18 @@ impl Front {
         // (at most --read-timeout), and exit 0.
         kubeci_server::serve(listener, app, self.read_timeout, async move {
             stop_signal().await;
-            log::info!("stopping: giving up leadership, finishing the requests in flight");
+            tracing::info!("stopping: giving up leadership, finishing the requests in flight");
             // An unreachable API server must not hold the exit past the pod's grace period:
             // the Lease then simply expires.
             if tokio::time::timeout(Duration::from_secs(5), stopper.stop())
                 .await
                 .is_err()
             {
-                log::warn!("could not give the leader Lease back within 5 s");
+                tracing::warn!("could not give the leader Lease back within 5 s");
             }
         })
         .await;
-        log::info!("stopped");
+        tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -513,7 +515,7 @@ async fn stop_signal() {
             }
         }
         Err(e) => {
-            log::warn!("cannot watch for SIGTERM ({e}); stopping on SIGINT only");
+            tracing::warn!(error = %e, "cannot watch for SIGTERM: stopping on SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -63,6 +63,36 @@ pub enum Action {
     Delete(u64),
 }
 
+impl Action {
+    /// The build it acts on.
+    pub fn number(&self) -> u64 {
+        match self {
+            Action::Fail { number, .. } | Action::Cancel { number, .. } => *number,
+            Action::Release(number) | Action::Delete(number) => *number,
+        }
+    }
+
+    /// What it does, as a log says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Fail { .. } => "fail",
+            Action::Cancel { .. } => "cancel",
+            Action::Release(_) => "release",
+            Action::Delete(_) => "delete",
+        }
+    }
+
+    /// What it did, as a log says it once done.
+    pub fn done(&self) -> &'static str {
+        match self {
+            Action::Fail { .. } => "failed the build",
+            Action::Cancel { .. } => "stopped the build",
+            Action::Release(_) => "released the build from the queue",
+            Action::Delete(_) => "deleted the build (retention)",
+        }
+    }
+}
+
 /// Who cancels the builds of deleted jobs.
 pub const JOB_DELETED: &str = "kubeci (the job's ConfigMap was deleted)";
 

@@ -13,6 +13,7 @@ use kubeci_github::decide::{self, Action, Decision, JobRef};
 use kubeci_github::event::{Event, Repository};
 use kubeci_github::trust::OK_TO_TEST;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::client::GitHubClient;
 use crate::GitHubError;
@@ -68,6 +69,17 @@ fn answer(status: u16, body: Value) -> DeliveryAnswer {
     DeliveryAnswer { status, body }
 }
 
+/// The span a delivery is answered in, which names it by its headers. They are anyone's:
+/// the span shows each cut short and printable (`kubeci_github::delivery`).
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    use kubeci_github::delivery::logged_header;
+    tracing::info_span!(
+        "delivery",
+        delivery = %delivery.id.as_deref().map_or("-".into(), logged_header),
+        event = %delivery.event.as_deref().map_or("-".into(), logged_header),
+    )
+}
+
 fn refusal(status: u16, code: &str, message: impl Into<String>) -> DeliveryAnswer {
     answer(
         status,
@@ -86,30 +98,27 @@ impl<B: Backend> Hooks<B> {
         }
     }
 
+    /// Answers a delivery in its span.
     async fn handle(&self, delivery: Delivery) -> DeliveryAnswer {
-        let (id, event) = (delivery.id.clone(), delivery.event.clone());
-        let answer = self.answer(delivery).await;
-        self.record(id.as_deref(), event.as_deref(), &answer);
+        let event = delivery.event.clone();
+        let span = delivery_span(&delivery);
+        let answer = self.answer(delivery).instrument(span.clone()).await;
+        span.in_scope(|| self.record(event.as_deref(), &answer));
         answer
     }
 
-    /// Counts and logs the answer to a delivery. Its headers are anyone's: the metric's
-    /// `event` label is a known event's name or `other`, and the log shows each header
-    /// cut short and printable (`kubeci_github::delivery`).
-    fn record(&self, id: Option<&str>, event: Option<&str>, answer: &DeliveryAnswer) {
-        use kubeci_github::delivery::{event_label, logged_header};
+    /// Counts and logs the answer to a delivery; the metric's `event` label is a known
+    /// event's name or `other`.
+    fn record(&self, event: Option<&str>, answer: &DeliveryAnswer) {
+        use kubeci_github::delivery::event_label;
         self.counters.increment(
             "kubeci_webhook_deliveries_total",
             &[event_label(event), &answer.status.to_string()],
         );
-        let (id, event) = (
-            id.map_or("-".into(), logged_header),
-            event.map_or("-".into(), logged_header),
-        );
-        log::info!(
-            "GitHub delivery {id} ({event}): {} {}",
-            answer.status,
-            answer.body
+        tracing::info!(
+            status = answer.status,
+            answer = %answer.body,
+            "GitHub delivery answered"
         );
     }
 
@@ -303,8 +312,11 @@ impl<B: Backend> Hooks<B> {
                         .members
                         .push((org.to_ascii_lowercase(), login.to_ascii_lowercase())),
                     Ok(false) => {}
-                    Err(e) => log::warn!(
-                        "cannot ask GitHub whether {login} is a member of {org}: {e}; taken as not a member"
+                    Err(e) => tracing::warn!(
+                        %login,
+                        %org,
+                        error = %e,
+                        "cannot ask GitHub whether a user is a member of an organisation: taken as not a member"
                     ),
                 }
             }
@@ -421,12 +433,22 @@ impl<B: Backend> Hooks<B> {
     async fn build(&self, request: TriggerRequest) -> Result<Value, String> {
         let (namespace, job) = (request.namespace.clone(), request.name.clone());
         match self.backend.trigger(request).await {
-            Ok(triggered) => Ok(json!({
+            Ok(triggered) => {
+                if triggered.created {
+                    tracing::info!(
+                        namespace,
+                        job,
+                        build = triggered.build.number,
+                        "build requested"
+                    );
+                }
+                Ok(json!({
                 "namespace": namespace,
                 "job": job,
                 "number": triggered.build.number,
                 "created": triggered.created,
-            })),
+                }))
+            }
             // A replay (within the days request keys are kept) of a delivery whose build
             // is gone: built before, nothing new.
             Err(TriggerError::Gone { number }) => Ok(json!({

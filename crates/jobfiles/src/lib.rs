@@ -169,7 +169,7 @@ impl JobSet {
             }
         }
         for problem in &problems {
-            log::warn!("{problem}");
+            tracing::warn!("{problem}");
         }
         let mut jobs = objects;
         kubeci_spec::mark_duplicates(&mut jobs);

@@ -311,9 +311,12 @@ async fn heal(
             .expect("the index lock")
             .check_name(namespace, job);
         let request = entry.pending.clone().expect("a pending entry");
-        log::info!(
-            "starting build {} of {namespace}/{job}: its request ({}) was recorded but its Job never created",
-            entry.number, entry.key
+        tracing::info!(
+            namespace,
+            job,
+            build = entry.number,
+            key = %entry.key,
+            "starting a build whose request was recorded but whose Job was never created"
         );
         let created = cluster.create_build(&loaded, &request, &entry.key, check_name.as_deref());
         match created.await {
@@ -323,7 +326,7 @@ async fn heal(
                     .common
                     .counters
                     .increment(RECONCILE_ERRORS, &["heal"]);
-                log::warn!("cannot start build {}: {e}", entry.number)
+                tracing::warn!(namespace, job, build = entry.number, error = %e, "cannot start the build")
             }
         }
     }
@@ -357,11 +360,13 @@ async fn settle(
     match settled {
         Ok((abandoned, pending)) => {
             for entry in abandoned {
-                log::warn!(
-                    "gave up request {} of {namespace}/{job} (build {}): its job could not be built for {} s",
-                    entry.key,
-                    entry.number,
-                    kubeci_engine::ledger::HEAL_WINDOW
+                tracing::warn!(
+                    namespace,
+                    job,
+                    build = entry.number,
+                    key = %entry.key,
+                    after_s = kubeci_engine::ledger::HEAL_WINDOW,
+                    "gave up a build request: its job could not be built for too long"
                 );
             }
             pending
@@ -371,7 +376,7 @@ async fn settle(
                 .common
                 .counters
                 .increment(RECONCILE_ERRORS, &["ledger"]);
-            log::warn!("cannot update the ledger of {namespace}/{job}: {e}");
+            tracing::warn!(namespace, job, error = %e, "cannot update the job's ledger");
             pending_in(cached)
         }
     }

@@ -191,7 +191,7 @@ pub(crate) async fn report_invalid(
             });
         found.unwrap_or_default()
     };
-    log::warn!("ConfigMap {namespace}/{name} has an invalid job: {message}");
+    tracing::warn!(namespace, configmap = name, problem = %message, "a ConfigMap has an invalid job");
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("ConfigMap".into()),
@@ -209,6 +209,6 @@ pub(crate) async fn report_invalid(
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &reference).await {
-        log::warn!("cannot record an Event on ConfigMap {namespace}/{name}: {e}");
+        tracing::warn!(namespace, configmap = name, error = %e, "cannot record an Event on a ConfigMap");
     }
 }

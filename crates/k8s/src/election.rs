@@ -56,7 +56,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                     .leading_until
                     .store(started + duration_ms * 2 / 3, Ordering::SeqCst);
                 if !was {
-                    log::info!("{} leads", cluster.settings.identity);
+                    tracing::info!(identity = %cluster.settings.identity, "this replica leads");
                     cluster.changed.notify_one();
                 }
             }
@@ -67,7 +67,7 @@ pub(crate) async fn elect(cluster: Arc<Cluster>) {
                     .common
                     .counters
                     .increment(kubeci_engine::scheduler::RECONCILE_ERRORS, &["lease"]);
-                log::warn!("cannot renew the leader Lease: {e}")
+                tracing::warn!(error = %e, "cannot renew the leader Lease")
             }
         }
         drop(turn);

@@ -317,12 +317,14 @@ impl Cluster {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(self.client.clone(), &election.namespace);
         match election::release(&leases, &election.name, &self.settings.identity).await {
-            Ok(true) => log::info!("{} gave the leader Lease back", self.settings.identity),
+            Ok(true) => {
+                tracing::info!(identity = %self.settings.identity, "this replica gave the leader Lease back")
+            }
             Ok(false) if was_leading => {
-                log::info!("{} no longer held the leader Lease", self.settings.identity)
+                tracing::info!(identity = %self.settings.identity, "this replica no longer held the leader Lease")
             }
             Ok(false) => {}
-            Err(e) => log::warn!("cannot give the leader Lease back: {e}"),
+            Err(e) => tracing::warn!(error = %e, "cannot give the leader Lease back"),
         }
     }
 }

@@ -214,10 +214,10 @@ fn owner_only_dir(dir: &std::path::Path) -> Result<(), LocalBackendError> {
     let mode = std::fs::metadata(dir).map_err(failed)?.permissions().mode();
     if mode & 0o077 != 0 {
         private_dir(dir, mode & 0o700).map_err(failed)?;
-        log::info!(
-            "{} was open to other users (mode {:o}): now to kubeci's user alone; builds get copies of their own Secrets",
-            dir.display(),
-            mode & 0o777
+        tracing::info!(
+            dir = %dir.display(),
+            mode = format_args!("{:o}", mode & 0o777),
+            "the secrets directory was open to other users: now to kubeci's user alone; builds get copies of their own Secrets"
         );
     }
     Ok(())
@@ -270,8 +270,9 @@ impl LocalBackend {
         let store = Store::open(&settings.data_dir.join("kubeci.db"))?;
         let interrupted = store.mark_interrupted(now())?;
         if interrupted > 0 {
-            log::info!(
-                "{interrupted} builds were running when kubeci stopped: marked as interrupted"
+            tracing::info!(
+                builds = interrupted,
+                "builds were running when kubeci stopped: marked as interrupted"
             );
         }
         let mut jobs = JobSet::default();

@@ -50,11 +50,12 @@ impl LocalBackend {
                 .store()
                 .set_state(&key.0, &key.1, key.2, &state, now())
             {
-                log::warn!(
-                    "cannot record the end of {}/{} {}: {e}",
-                    key.0,
-                    key.1,
-                    key.2
+                tracing::warn!(
+                    namespace = key.0,
+                    job = key.1,
+                    build = key.2,
+                    error = %e,
+                    "cannot record the end of the build"
                 );
             }
             // Followers of the log see it end once the end is recorded.
@@ -286,7 +287,7 @@ impl kubeci_pod_runner::LogSink for BuildSink {
             text: line.into_bytes(),
         };
         if let Err(e) = store.append_log(namespace, name, *number, &line) {
-            log::warn!("cannot store a log line of {namespace}/{name} {number}: {e}");
+            tracing::warn!(namespace, job = name, build = number, error = %e, "cannot store a log line");
         }
         drop(store);
         self.live.send_replace(line.seq + 1);
@@ -314,7 +315,7 @@ impl kubeci_pod_runner::LogSink for BuildSink {
             .store()
             .record_checked_out(namespace, name, *number, commit)
         {
-            log::warn!("cannot record the commit of {namespace}/{name} {number}: {e}");
+            tracing::warn!(namespace, job = name, build = number, error = %e, "cannot record the commit");
         }
     }
 }

@@ -58,7 +58,7 @@ impl LocalBackend {
         }
         let jobs = kubeci_jobfiles::JobSet::read(scan, &self.settings.load);
         *self.jobs.write().expect("the jobs lock") = jobs;
-        log::info!("the jobs in {} changed", self.settings.jobs_dir.display());
+        tracing::info!(dir = %self.settings.jobs_dir.display(), "the job files changed");
     }
 
     fn row(&self, namespace: &str, job: &str, number: u64) -> Result<BuildRow, WorkloadError> {
@@ -74,7 +74,7 @@ impl StoreWorkload for LocalBackend {
         let rows = match self.store().all_builds() {
             Ok(rows) => rows,
             Err(e) => {
-                log::warn!("{e}");
+                tracing::warn!(error = %e, "cannot read the builds");
                 return Vec::new();
             }
         };

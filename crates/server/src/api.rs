@@ -215,7 +215,32 @@ pub(crate) async fn trigger<B: Backend>(
         },
         key,
     };
-    triggered(state.backend.trigger(request).await)
+    triggered(start(&*state.backend, request).await)
+}
+
+/// Asks `backend` for the build `request` wants; logs one it started (not one an earlier
+/// request with the same key had started).
+pub(crate) async fn start<B: Backend>(
+    backend: &B,
+    request: TriggerRequest,
+) -> Result<Triggered, TriggerError> {
+    let (namespace, job) = (request.namespace.clone(), request.name.clone());
+    let requested_by = request.build.requested_by.clone();
+    let result = backend.trigger(request).await;
+    if let Ok(Triggered {
+        build,
+        created: true,
+    }) = &result
+    {
+        tracing::info!(
+            namespace,
+            job,
+            build = build.number,
+            requested_by,
+            "build requested"
+        );
+    }
+    result
 }
 
 /// The API's answer to a trigger: 201 with a new build, 200 with the build an earlier
@@ -277,7 +302,7 @@ pub(crate) async fn rebuild<B: Backend>(
         return bad_build_path();
     };
     match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
-        Some(request) => triggered(state.backend.trigger(request).await),
+        Some(request) => triggered(start(&*state.backend, request).await),
         None => error(
             StatusCode::NOT_FOUND,
             "build-not-found",

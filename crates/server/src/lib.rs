@@ -9,6 +9,7 @@
 //! - `auth` — who may act: tokens, proxy users, CSRF, cross-site; the `ApiActor` and
 //!   `FormActor` extractors; [`session`] — the signed session cookie
 //! - [`ansi`] — log colours as HTML; [`serve`] — the listener with its read timeout
+//! - `trace` — each request in a `tracing` span (its id, method, path and route)
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ mod listen;
 mod live;
 pub mod pages;
 pub mod session;
+mod trace;
 mod ui;
 mod webhook;
 
@@ -179,6 +181,7 @@ pub fn app_with<B: Backend>(
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
+        .layer(axum::middleware::from_fn(trace::in_its_span))
         .with_state(state)
 }
 

@@ -61,7 +61,7 @@ pub async fn serve(
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                log::debug!("HTTP connection ended: {error}");
+                tracing::debug!(%error, "HTTP connection ended");
             }
         });
     }
@@ -70,7 +70,7 @@ pub async fn serve(
         .await
         .is_err()
     {
-        log::info!("stopped with requests still in flight (followed logs)");
+        tracing::info!("stopped with requests still in flight (followed logs)");
     }
 }
 
@@ -84,7 +84,7 @@ async fn back_off_after(error: std::io::Error) {
     ) {
         return;
     }
-    log::warn!("cannot accept a connection: {error}");
+    tracing::warn!(%error, "cannot accept a connection");
     tokio::time::sleep(Duration::from_millis(250)).await;
 }
 

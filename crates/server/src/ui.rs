@@ -272,7 +272,11 @@ pub(crate) async fn build_now<B: Backend>(
         },
         key: None,
     };
-    started_page(&namespace, &name, state.backend.trigger(request).await)
+    started_page(
+        &namespace,
+        &name,
+        crate::api::start(&*state.backend, request).await,
+    )
 }
 
 /// Where a form that started a build leads: the build's page, or why it did not start.
@@ -305,7 +309,11 @@ pub(crate) async fn rebuild_now<B: Backend>(
         return not_found_page("A build number is a whole number.");
     };
     match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
-        Some(request) => started_page(&namespace, &name, state.backend.trigger(request).await),
+        Some(request) => started_page(
+            &namespace,
+            &name,
+            crate::api::start(&*state.backend, request).await,
+        ),
         None => not_found_page(&format!("Job {namespace}/{name} has no build {number}.")),
     }
 }

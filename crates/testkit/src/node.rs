@@ -300,7 +300,7 @@ impl Agent {
                 )
                 .await;
             if let Err(e) = result {
-                log::warn!("node agent: cannot renew the node Lease: {e}");
+                tracing::warn!(error = %e, "node agent: cannot renew the node Lease");
             }
             if beats % 6 == 5 {
                 if let Err(e) = nodes
@@ -311,7 +311,7 @@ impl Agent {
                     )
                     .await
                 {
-                    log::warn!("node agent: cannot update the Node's status: {e}");
+                    tracing::warn!(error = %e, "node agent: cannot update the Node's status");
                 }
             }
             beats += 1;
@@ -333,7 +333,7 @@ impl Agent {
                 Ok(watcher::Event::Delete(pod)) => self.on_deleted(&pod),
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
                 Err(e) => {
-                    log::warn!("node agent: watching pods: {e}");
+                    tracing::warn!(error = %e, "node agent: watching pods");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -448,9 +448,7 @@ impl Agent {
                 Ok(_) => return,
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
                 Err(e) => {
-                    log::warn!(
-                        "node agent: cannot delete pod {namespace}/{name} (attempt {attempt}): {e}"
-                    );
+                    tracing::warn!(namespace, pod = name, attempt, error = %e, "node agent: cannot delete a pod");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -471,7 +469,7 @@ impl Agent {
         let event: Event = serde_json::from_value(event).expect("an Event");
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Err(e) = events.create(&PostParams::default(), &event).await {
-            log::warn!("node agent: cannot record event {reason} on {namespace}/{name}: {e}");
+            tracing::warn!(namespace, pod = name, reason, error = %e, "node agent: cannot record an event");
         }
     }
 }

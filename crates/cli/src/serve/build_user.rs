@@ -10,16 +10,17 @@ use kubeci_pod_runner::RunAs;
 pub(crate) fn build_user(flag: Option<&str>) -> Result<Option<RunAs>> {
     let me = nix::unistd::geteuid();
     let Some(wanted) = flag.or(me.is_root().then_some("nobody")) else {
-        log::warn!(
-            "builds run as this user (uid {me}), as kubeci does: a build can read what kubeci can — its token, its database and the --secrets directory. Start kubeci as root (builds then run as `nobody`, or --build-user) to keep them apart"
+        tracing::warn!(
+            uid = me.as_raw(),
+            "builds run as this user, as kubeci does: a build can read what kubeci can — its token, its database and the --secrets directory. Start kubeci as root (builds then run as `nobody`, or --build-user) to keep them apart"
         );
         return Ok(None);
     };
     let user = resolve(wanted)?;
     if user.uid == me.as_raw() {
-        log::warn!(
-            "builds run as kubeci's own user ({}): a build can read kubeci's token, database and --secrets directory",
-            user.name
+        tracing::warn!(
+            user = %user.name,
+            "builds run as kubeci's own user: a build can read kubeci's token, database and --secrets directory"
         );
         return Ok(None);
     }
@@ -28,11 +29,11 @@ pub(crate) fn build_user(flag: Option<&str>) -> Result<Option<RunAs>> {
             "--build-user {wanted}: kubeci runs as uid {me} and cannot start processes as another user; start it as root, or leave --build-user out"
         );
     }
-    log::info!(
-        "builds run as {} (uid {}, gid {}): kubeci's token, database and --secrets are not theirs to read",
-        user.name,
-        user.uid,
-        user.gid
+    tracing::info!(
+        user = %user.name,
+        uid = user.uid,
+        gid = user.gid,
+        "builds run as another user: kubeci's token, database and --secrets are not theirs to read"
     );
     Ok(Some(user))
 }

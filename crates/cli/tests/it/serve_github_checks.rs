@@ -414,7 +414,7 @@ async fn after_a_sigterm_handover_the_next_leader_reports_builds_from_before_at_
     let fast_takeover = ["--lease-duration", "2s"];
     let mut first = world.serve_also("0s", &fast_takeover);
     wait("the first kubeci to lead", || {
-        first.log().contains(" leads")
+        first.log().contains("kubeci: this replica leads identity=")
     });
     // The delivery's calls (the installation, its token, the pull request) are served;
     // every report fails, so the build's check run is still owed when it stops.
@@ -441,7 +441,9 @@ async fn after_a_sigterm_handover_the_next_leader_reports_builds_from_before_at_
 
     world.github.clear_faults();
     let next = world.serve_also("0s", &fast_takeover);
-    wait("the next kubeci to lead", || next.log().contains(" leads"));
+    wait("the next kubeci to lead", || {
+        next.log().contains("kubeci: this replica leads identity=")
+    });
     wait("build 1's check run, from the next leader", || {
         !check_runs_of(&world.github, &head).is_empty()
     });
@@ -470,7 +472,11 @@ async fn killed_between_two_github_calls_a_build_still_has_one_check_run_in_its_
         let (head, opened) = world.pull_request("opened", number, "friend", false);
         let fast_takeover = ["--lease-duration", "2s"];
         let kubeci = world.serve_also("0s", &fast_takeover);
-        wait("kubeci to lead", || kubeci.log().contains(" leads"));
+        wait("kubeci to lead", || {
+            kubeci
+                .log()
+                .contains("kubeci: this replica leads identity=")
+        });
         match stop {
             StopAt::Calls(served) => world.github.hold_after(served),
             // The record of its reports (and its release, if it waits in a queue).

@@ -370,7 +370,10 @@ async fn two_replicas_never_duplicate_and_one_reports(cluster: TestCluster) {
     }
     let leader = cluster.leader().await.expect("a leader");
     // The leader dies: the other replica takes over and reports the next build.
-    let survivor = if one.log().contains(&format!("{leader} leads")) {
+    let survivor = if one
+        .log()
+        .contains(&format!("this replica leads identity={leader}\n"))
+    {
         one.kill();
         two
     } else {
@@ -494,7 +497,10 @@ async fn sigterm_hands_leadership_over_at_once_and_loses_nothing(cluster: TestCl
     let leader = cluster.leader().await.unwrap();
     let leading = replicas
         .iter()
-        .position(|r| r.log().contains(&format!("{leader} leads")))
+        .position(|r| {
+            r.log()
+                .contains(&format!("this replica leads identity={leader}\n"))
+        })
         .expect("the leader's log says so");
     let ports = [replicas[0].port, replicas[1].port];
     const BUILDS: usize = 10;
@@ -542,7 +548,7 @@ async fn sigterm_hands_leadership_over_at_once_and_loses_nothing(cluster: TestCl
     };
     assert!(replicas[survivor]
         .log()
-        .contains(&format!("{new_leader} leads")));
+        .contains(&format!("this replica leads identity={new_leader}\n")));
     // Requests the stopping replica did not take, retried with their keys.
     for i in 0..BUILDS {
         let key = format!("burst-{i}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::local::{configmap, Local};
 use common::serve::{http, http_with_body, Kubeci, AUTHORIZED};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub(crate) fn wait(what: &str, check: impl FnMut() -> bool) {
     common::git::wait_for(Duration::from_secs(60), what, check);
@@ -303,8 +303,38 @@ fn without_a_token_file_local_makes_one_and_logs_can_be_json() {
         "{serving}"
     );
     assert_eq!(serving["level"], "info");
+    // A line about a build carries its ids as fields a log pipeline filters on, and one
+    // logged while a request was answered carries that request's.
+    let line = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {stderr}"))
+            .clone()
+    };
+    let requested = line("build requested");
+    for (field, value) in [
+        ("namespace", json!("default")),
+        ("job", json!("quick")),
+        ("build", json!(1)),
+        ("method", json!("POST")),
+        ("path", json!(path)),
+        ("route", json!("/api/v1/jobs/{namespace}/{name}/builds")),
+    ] {
+        assert_eq!(requested[field], value, "{field} in {requested}");
+    }
+    assert!(requested["request_id"].is_u64(), "{requested}");
+    let released = line("released the build from the queue");
+    for (field, value) in [
+        ("namespace", json!("default")),
+        ("job", json!("quick")),
+        ("build", json!(1)),
+        ("action", json!("release")),
+    ] {
+        assert_eq!(released[field], value, "{field} in {released}");
+    }
 
-    // Started again, it keeps its token.
+    // Started again, it keeps its token; its text lines read as before, fields after.
     kubeci.kill();
     let kubeci = serve_without_token(&local, &[]);
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
@@ -312,9 +342,26 @@ fn without_a_token_file_local_makes_one_and_logs_can_be_json() {
         http(&kubeci, "POST", path, &[("Authorization", &bearer)]).0,
         201
     );
-    assert!(kubeci
-        .log()
-        .contains("kubeci: serving on http://127.0.0.1:"));
+    wait("the build to be released", || {
+        kubeci.log().contains("kubeci: released the build from the queue namespace=default job=quick build=2 action=release\n")
+    });
+    let log = kubeci.log();
+    assert!(
+        log.contains("kubeci: serving on http://127.0.0.1:"),
+        "{log}"
+    );
+    let requested = log
+        .lines()
+        .find(|l| l.starts_with("kubeci: build requested "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        requested.contains(" method=POST path=/api/v1/jobs/default/quick/builds "),
+        "{requested}"
+    );
+    assert!(
+        requested.contains(" namespace=default job=quick build=2"),
+        "{requested}"
+    );
 }
 
 #[test]

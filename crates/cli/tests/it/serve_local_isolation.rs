@@ -98,7 +98,9 @@ fn builds_run_as_another_user_and_read_only_their_own_secrets() {
         "{log}"
     );
     assert!(
-        kubeci.log().contains("builds run as nobody"),
+        kubeci
+            .log()
+            .contains("kubeci: builds run as another user: kubeci's token, database and --secrets are not theirs to read user=nobody "),
         "{}",
         kubeci.log()
     );

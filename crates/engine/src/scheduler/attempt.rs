@@ -51,13 +51,7 @@ impl<W: Workload> ReportAttempt<W> {
                 // Through an outage every build owing a record fails each try: say so for
                 // the first tries, then every tenth.
                 if self.attempts < 5 || self.attempts.is_multiple_of(10) {
-                    log::warn!(
-                        "reported build {} of {}/{} to {}, cannot record it yet: {e}",
-                        self.target.number,
-                        self.target.namespace,
-                        self.target.job,
-                        self.reporter.name()
-                    );
+                    tracing::warn!(error = %e, "reported the build, cannot record it yet");
                 }
                 self.finish(Some(reports::record_retry_delay(self.attempts)));
             }
@@ -95,13 +89,10 @@ impl<W: Workload> ReportAttempt<W> {
                     || e.message.clone(),
                     |after| format!("{} (retry after {} s)", e.message, after.as_secs()),
                 );
-                log::warn!(
-                    "cannot report {state} for build {} of {}/{} to {}: {message}; retrying in {} s",
-                    self.target.number,
-                    self.target.namespace,
-                    self.target.job,
-                    self.reporter.name(),
-                    delay.as_secs()
+                tracing::warn!(
+                    error = %message,
+                    retry_in_s = delay.as_secs(),
+                    "cannot report the build's state: retrying"
                 );
                 self.queue().send_failed(&self.key);
                 self.finish(Some(delay));

@@ -25,6 +25,7 @@ use std::time::Duration;
 use kubeci_spec::cron::CronSchedule;
 use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
@@ -34,7 +35,7 @@ use crate::report::{self, ReportRecord, ReportTarget, Reporter};
 use crate::schedule;
 use attempt::ReportAttempt;
 pub use in_flight::InFlight;
-use reports::{BuildKey, ReportQueue};
+use reports::{BuildKey, ReportQueue, Step};
 
 /// A build as a pass sees it.
 #[derive(Debug, Clone)]
@@ -366,40 +367,37 @@ impl<W: Workload> Scheduler<W> {
         report::fully_reported(&build.summary.state, &known, wanting)
     }
 
+    #[tracing::instrument(
+        name = "build_action",
+        skip_all,
+        fields(namespace = namespace, job = job, build = action.number(), action = action.name())
+    )]
     async fn act(&self, namespace: &str, job: &str, action: Action) {
-        let (number, result) = match action {
+        let done = action.done();
+        let result = match action {
             Action::Fail {
                 number,
                 reason,
                 message,
             } => {
-                log::warn!("build {number} of {namespace}/{job} cannot start: {reason}: {message}");
+                tracing::warn!(%reason, detail = %message, "the build cannot start: failing it");
                 let why = Stop::Fail { reason, message };
-                (
-                    number,
-                    self.workload.stop_build(namespace, job, number, why).await,
-                )
+                self.workload.stop_build(namespace, job, number, why).await
             }
-            Action::Cancel { number, by } => (
-                number,
+            Action::Cancel { number, by } => {
                 self.workload
                     .stop_build(namespace, job, number, Stop::Cancel { by })
-                    .await,
-            ),
-            Action::Release(number) => (
-                number,
-                self.workload.release_build(namespace, job, number).await,
-            ),
-            Action::Delete(number) => (
-                number,
-                self.workload.delete_build(namespace, job, number).await,
-            ),
+                    .await
+            }
+            Action::Release(number) => self.workload.release_build(namespace, job, number).await,
+            Action::Delete(number) => self.workload.delete_build(namespace, job, number).await,
         };
         match result {
-            Ok(()) | Err(WorkloadError::Gone) => {}
+            Ok(()) => tracing::info!("{done}"),
+            Err(WorkloadError::Gone) => {}
             Err(e) => {
                 self.counters.increment(RECONCILE_ERRORS, &["update"]);
-                log::warn!("cannot update build {number} of {namespace}/{job}: {e}");
+                tracing::warn!(error = %e, "cannot update the build");
             }
         }
     }
@@ -458,7 +456,18 @@ impl<W: Workload> Scheduler<W> {
                 changed: self.changed.clone(),
                 _in_flight: in_flight,
             };
-            tokio::spawn(attempt.run(step));
+            let span = tracing::info_span!(
+                "report",
+                namespace = at.0,
+                job = at.1,
+                build = at.2,
+                state = tracing::field::Empty,
+                reporter = reporter.name(),
+            );
+            if let Step::Send { state, .. } = &step {
+                span.record("state", state.as_str());
+            }
+            tokio::spawn(attempt.run(step).instrument(span));
         }
     }
 
@@ -472,14 +481,19 @@ impl<W: Workload> Scheduler<W> {
                 continue;
             };
             let (namespace, job) = (&cron.namespace, &cron.job);
-            match self.workload.start_cron(namespace, job, due).await {
-                Ok(true) => log::info!("cron started a build of {namespace}/{job}"),
-                Ok(false) => {}
-                Err(e) => {
-                    self.counters.increment(RECONCILE_ERRORS, &["cron"]);
-                    log::warn!("cron cannot start {namespace}/{job}: {e}");
+            let span = tracing::info_span!("cron", namespace, job);
+            async {
+                match self.workload.start_cron(namespace, job, due).await {
+                    Ok(true) => tracing::info!("cron started a build"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.counters.increment(RECONCILE_ERRORS, &["cron"]);
+                        tracing::warn!(error = %e, "cron cannot start a build");
+                    }
                 }
             }
+            .instrument(span)
+            .await;
         }
     }
 }
@@ -505,10 +519,13 @@ pub async fn cancel_superseded<W: Workload>(
             .stop_build(&loaded.namespace, &job.name, number, Stop::Cancel { by })
             .await;
         if let Err(e) = stopped {
-            log::warn!(
-                "cannot cancel superseded build {number} of {}/{}: {e}",
-                loaded.namespace,
-                job.name
+            tracing::warn!(
+                namespace = %loaded.namespace,
+                job = %job.name,
+                build = number,
+                superseded_by = request.number,
+                error = %e,
+                "cannot cancel a superseded build"
             );
         }
     }

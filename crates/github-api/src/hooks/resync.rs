@@ -37,7 +37,7 @@ impl<B: Backend> Hooks<B> {
             match self.resync_repository(&repo, &all).await {
                 Ok(n) => started += n,
                 Err(e) => {
-                    log::warn!("the resync of {repo} failed: {e}");
+                    tracing::warn!(%repo, error = %e, "the resync of a repository failed");
                     failed = Some(e);
                 }
             }
@@ -70,9 +70,10 @@ impl<B: Backend> Hooks<B> {
                 .await?;
         }
         if more {
-            log::info!(
-                "the resync of {repo} looked at its newest {} open pull requests; older ones are resynced by their next event",
-                open.len()
+            tracing::info!(
+                %repo,
+                looked_at = open.len(),
+                "the resync looked at the newest open pull requests of a repository; older ones are resynced by their next event"
             );
         }
         Ok(started)
@@ -102,10 +103,11 @@ impl<B: Backend> Hooks<B> {
                 .map_or(0, |b| b.iter().filter(|b| b["created"] == true).count())),
             Err((_, Failure::GitHub(e))) => Err(e),
             Err((_, Failure::Backend(message))) => {
-                log::info!(
-                    "resync of {}#{}: {message}",
-                    repository.full_name,
-                    pr.number
+                tracing::info!(
+                    repo = %repository.full_name,
+                    pull_request = pr.number,
+                    error = %message,
+                    "the resync cannot build a pull request"
                 );
                 Ok(0)
             }
@@ -124,8 +126,8 @@ impl<B: Backend> Hooks<B> {
             ticker.tick().await;
             match self.resync().await {
                 Ok(0) => {}
-                Ok(started) => log::info!("the GitHub resync started {started} builds"),
-                Err(e) => log::warn!("the GitHub resync failed: {e}"),
+                Ok(started) => tracing::info!(started, "the GitHub resync started builds"),
+                Err(e) => tracing::warn!(error = %e, "the GitHub resync failed"),
             }
         }
     }

@@ -46,7 +46,7 @@ impl<B: Backend> Webhooks for Hooks<B> {
             Ok(verifier) => Ok(Some(Box::new(SignatureCheck(verifier)))),
             Err(e) => {
                 let answer = signature_refusal(&e);
-                self.record(head.id.as_deref(), head.event.as_deref(), &answer);
+                super::delivery_span(head).in_scope(|| self.record(head.event.as_deref(), &answer));
                 Err(answer)
             }
         }

@@ -111,7 +111,7 @@ fn mirror_event(shared: &Arc<Shared>, resource: usize, namespace: &str, name: Op
                 Err(_) => store.create(other, namespace, twin),
             };
             if let Err(e) = result {
-                log::warn!("fake API server: cannot mirror Event {namespace}/{name}: {e:?}");
+                tracing::warn!(namespace, event = %name, error = ?e, "fake API server: cannot mirror an Event");
             }
         }
         Err(_) => {

@@ -247,10 +247,7 @@ impl StatusWriter {
                 Ok(_) => return true,
                 Err(kube::Error::Api(e)) if e.code == 404 => return false,
                 Err(e) => {
-                    log::warn!(
-                        "node agent: cannot write the status of pod {}: {e}",
-                        self.name
-                    );
+                    tracing::warn!(pod = %self.name, error = %e, "node agent: cannot write a pod's status");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
