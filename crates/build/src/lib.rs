@@ -7,6 +7,39 @@
 
 pub mod record;
 
+/// One job, as the commands name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobRef<'a> {
+    pub namespace: &'a str,
+    pub job: &'a str,
+}
+
+/// One build of one job, as the commands and the leader's acts name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BuildRef<'a> {
+    pub namespace: &'a str,
+    pub job: &'a str,
+    pub number: u64,
+}
+
+impl BuildRef<'_> {
+    /// The name of its Kubernetes Job (and of the local engine's build).
+    pub fn name(&self) -> String {
+        build_name(self.job, self.number)
+    }
+}
+
+/// `build 7 of job ci/web`, as messages name it.
+impl std::fmt::Display for BuildRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "build {} of job {}/{}",
+            self.number, self.namespace, self.job
+        )
+    }
+}
+
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::ResourceExt;
-use kubeci_build::{keys, BuildRequest};
+use kubeci_build::{keys, BuildRef, BuildRequest, JobRef};
 use kubeci_engine::api::{
     BackendError, BuildFacts, EngineKind, LatestStates, LogError, LogOptions, LogStream,
     TriggerError,
@@ -105,58 +105,54 @@ impl BuildStore for Cluster {
 
     async fn record_approval(
         &self,
-        namespace: &str,
-        job: &str,
+        of: JobRef<'_>,
         approval: Approval,
     ) -> Result<(), BackendError> {
-        ledger::approve(&self.client, namespace, job, &approval)
+        ledger::approve(&self.client, of.namespace, of.job, &approval)
             .await
             .map_err(|source| {
                 ClusterError::Ledger {
-                    namespace: namespace.to_owned(),
-                    job: job.to_owned(),
+                    namespace: of.namespace.to_owned(),
+                    job: of.job.to_owned(),
                     source,
                 }
                 .into()
             })
     }
 
-    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval> {
-        self.cached_ledger(namespace, job)
+    fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
+        self.cached_ledger(of.namespace, of.job)
             .map(|lease| Ledger::read(lease.annotations()).approvals)
             .unwrap_or_default()
     }
 
-    async fn stream_log(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        options: LogOptions,
-    ) -> Result<LogStream, LogError> {
+    async fn log_of(&self, build: BuildRef<'_>, how: LogOptions) -> Result<LogStream, LogError> {
         let record = self
-            .cached_or_read(namespace, name, number)
+            .cached_or_read(build.namespace, build.job, build.number)
             .await
-            .ok_or_else(|| {
-                LogError::NotFound(format!("no build {number} of job {namespace}/{name}"))
-            })?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            .ok_or_else(|| LogError::NotFound(format!("no {build}")))?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), build.namespace);
         match record.pods.first() {
-            Some(pod) if options.follow => {
+            Some(pod) if how.follow => {
                 Ok(self
                     .logs
-                    .follow(pods, namespace, &pod.name_any(), options.timestamps))
+                    .follow(pods, build.namespace, &pod.name_any(), how.timestamps))
             }
-            Some(pod) => Ok(logs::stream(pods, pod.name_any(), options)),
-            None if options.follow && !record.summary.state.is_finished() => {
+            Some(pod) => Ok(logs::stream(pods, pod.name_any(), how)),
+            None if how.follow && !record.summary.state.is_finished() => {
                 // Queued, or its pod not created yet: follow from when it has one.
-                Ok(self.log_once_it_has_a_pod(namespace, name, number, options.timestamps))
+                Ok(self.log_once_it_has_a_pod(build, how.timestamps))
             }
             None => Err(LogError::NotFound(format!(
-                "build {number} of job {namespace}/{name} has no pod ({})",
+                "{build} has no pod ({})",
                 record.summary.state
             ))),
         }
+    }
+
+    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
+        let lease = self.cached_ledger(namespace, job)?;
+        Ledger::read(lease.annotations()).last_cron_run
     }
 
     /// Its jobs, settings and counters as every engine holds them.

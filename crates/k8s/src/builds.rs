@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use kubeci_build::record::{BuildJob, BuildPod};
-use kubeci_build::{keys, BuildRequest};
+use kubeci_build::{keys, BuildRef, BuildRequest};
 use kubeci_engine::api::{BuildFacts, LogStream, TriggerError};
 use kubeci_engine::service::{Created, NewBuild};
 use kubeci_engine::{observe, BuildSummary};
@@ -107,15 +107,13 @@ impl Cluster {
 
     /// A followed log of a build without a pod yet: it waits, checking the caches every
     /// 250 ms, until the build has a pod (then follows it) or ends.
-    pub(crate) fn log_once_it_has_a_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        timestamps: bool,
-    ) -> LogStream {
+    pub(crate) fn log_once_it_has_a_pod(&self, build: BuildRef<'_>, timestamps: bool) -> LogStream {
         let me = self.me.clone();
-        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let (namespace, name, number) = (
+            build.namespace.to_owned(),
+            build.job.to_owned(),
+            build.number,
+        );
         let waited = futures_util::stream::once(async move {
             loop {
                 let Some(cluster) = me.upgrade() else {

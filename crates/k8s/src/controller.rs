@@ -12,14 +12,15 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use kubeci_build::keys;
 use kubeci_build::record::BuildJob;
+use kubeci_build::BuildRef;
 use kubeci_engine::api::Backend;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
-    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError, RECONCILE_ERRORS,
+    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError, RECONCILE_ERRORS,
 };
-use kubeci_engine::service::{Service, StoreWorkload};
+use kubeci_engine::service::Service;
 use kubeci_spec::Catalogue;
 
 use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
@@ -63,14 +64,12 @@ pub(crate) fn failed(error: ClusterError) -> WorkloadError {
     }
 }
 
-/// Change `what` of build `number`'s Job failed with `source`.
+/// Change `what` of `build`'s Job failed with `source`.
 fn write_failed(
     what: &'static str,
-    namespace: &str,
-    job: &str,
-    number: u64,
+    build: BuildRef<'_>,
 ) -> impl FnOnce(kube::Error) -> WorkloadError {
-    let (namespace, name) = (namespace.to_owned(), kubeci_build::build_name(job, number));
+    let (namespace, name) = (build.namespace.to_owned(), build.name());
     move |source| {
         failed(ClusterError::WriteJob {
             what,
@@ -82,16 +81,15 @@ fn write_failed(
 }
 
 impl Cluster {
-    /// Why queued build `number` of `job` may not start now, with tenancy: its pod as it
+    /// Why queued `build` may not start now, with tenancy: its pod as it
     /// was rendered when it was queued (its ServiceAccount, its Secrets, its repository),
     /// checked against what its Namespace allows now — whatever the job's declaration says
     /// by then, or if it is gone.
     async fn refusal_of_queued(
         &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
+        build: BuildRef<'_>,
     ) -> Result<Option<String>, WorkloadError> {
+        let namespace = build.namespace;
         let rules = self
             .index
             .read()
@@ -100,7 +98,7 @@ impl Cluster {
         let Some(rules) = rules else {
             return Ok(None);
         };
-        let name = kubeci_build::build_name(job, number);
+        let name = build.name();
         let queued =
             Api::<k8s_openapi::api::batch::v1::Job>::namespaced(self.client.clone(), namespace)
                 .get(&name)
@@ -121,7 +119,7 @@ impl Cluster {
     }
 }
 
-impl StoreWorkload for Cluster {
+impl Workload for Cluster {
     async fn snapshot(&self, now: i64, reporting: bool) -> Vec<JobBuilds> {
         let groups = self.build_groups();
         let pending = heal_and_settle(self, &groups, now).await;
@@ -131,66 +129,39 @@ impl StoreWorkload for Cluster {
         })
     }
 
-    async fn release_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-    ) -> Result<(), WorkloadError> {
-        if let Some(refusal) = self.refusal_of_queued(namespace, job, number).await? {
+    async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        if let Some(refusal) = self.refusal_of_queued(build).await? {
             let by = kubeci_engine::plan::refused_by(&refusal);
             let stop = Stop::Cancel { by };
-            return StoreWorkload::stop_build(self, namespace, job, number, stop).await;
+            return Workload::stop_build(self, build, stop).await;
         }
         let patch = serde_json::json!({"spec": {"suspend": false}});
-        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
-            .patch(
-                &kubeci_build::build_name(job, number),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
+        Api::<BuildJob>::namespaced(self.client.clone(), build.namespace)
+            .patch(&build.name(), &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(drop)
-            .map_err(write_failed("release", namespace, job, number))
+            .map_err(write_failed("release", build))
     }
 
-    async fn stop_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-        why: Stop,
-    ) -> Result<(), WorkloadError> {
+    async fn stop_build(&self, build: BuildRef<'_>, why: Stop) -> Result<(), WorkloadError> {
         let annotations = match why {
             Stop::Fail { reason, message } => {
                 serde_json::json!({ keys::ERROR: observe::error_annotation(&reason, &message) })
             }
             Stop::Cancel { by } => serde_json::json!({ keys::CANCELLED_BY: by }),
         };
-        self.stop_job(
-            namespace,
-            &kubeci_build::build_name(job, number),
-            annotations,
-        )
-        .await
-        .map(drop)
-        .map_err(failed)
-    }
-
-    async fn delete_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-    ) -> Result<(), WorkloadError> {
-        Api::<BuildJob>::namespaced(self.client.clone(), namespace)
-            .delete(
-                &kubeci_build::build_name(job, number),
-                &DeleteParams::background(),
-            )
+        self.stop_job(build.namespace, &build.name(), annotations)
             .await
             .map(drop)
-            .map_err(write_failed("delete", namespace, job, number))
+            .map_err(failed)
+    }
+
+    async fn delete_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        Api::<BuildJob>::namespaced(self.client.clone(), build.namespace)
+            .delete(&build.name(), &DeleteParams::background())
+            .await
+            .map(drop)
+            .map_err(write_failed("delete", build))
     }
 
     /// A merge patch of the `kubeci.io/reported` annotation on the union, reporter by
@@ -244,20 +215,15 @@ impl StoreWorkload for Cluster {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
                 Err(e) => {
-                    return Err(write_failed(
-                        "record the reports of",
-                        &target.namespace,
-                        &target.job,
-                        target.number,
-                    )(e))
+                    let build = BuildRef {
+                        namespace: &target.namespace,
+                        job: &target.job,
+                        number: target.number,
+                    };
+                    return Err(write_failed("record the reports of", build)(e));
                 }
             }
         }
-    }
-
-    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
-        let lease = self.cached_ledger(namespace, job)?;
-        Ledger::read(lease.annotations()).last_cron_run
     }
 }
 

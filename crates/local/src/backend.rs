@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kubeci_build::BuildRequest;
+use kubeci_build::{BuildRef, BuildRequest, JobRef};
 use kubeci_engine::api::{
     BackendError, BuildFacts, EngineKind, LatestStates, LogError, LogOptions, LogStream,
     StatesByJob, TriggerError,
@@ -212,27 +212,28 @@ impl BuildStore for LocalBackend {
 
     async fn record_approval(
         &self,
-        namespace: &str,
-        job: &str,
+        of: JobRef<'_>,
         approval: Approval,
     ) -> Result<(), BackendError> {
-        Ok(self.store().approve(namespace, job, approval, now())?)
+        Ok(self
+            .store()
+            .approve(of.namespace, of.job, approval, now())?)
     }
 
-    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval> {
-        self.store().approvals(namespace, job).unwrap_or_default()
+    fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
+        self.store()
+            .approvals(of.namespace, of.job)
+            .unwrap_or_default()
     }
 
-    async fn stream_log(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        options: LogOptions,
-    ) -> Result<LogStream, LogError> {
-        let key = (namespace.to_owned(), name.to_owned(), number);
+    async fn log_of(&self, build: BuildRef<'_>, how: LogOptions) -> Result<LogStream, LogError> {
+        let key = (
+            build.namespace.to_owned(),
+            build.job.to_owned(),
+            build.number,
+        );
         // Subscribed before the stored lines are read: no line falls between the two.
-        let live = if options.follow {
+        let live = if how.follow {
             self.running
                 .lock()
                 .expect("lock")
@@ -243,21 +244,23 @@ impl BuildStore for LocalBackend {
         };
         let Some(row) = self
             .store()
-            .build(namespace, name, number)
+            .build(build.namespace, build.job, build.number)
             .map_err(|e| LogError::Backend(e.into()))?
         else {
-            return Err(LogError::NotFound(format!(
-                "no build {number} of job {namespace}/{name}"
-            )));
+            return Err(LogError::NotFound(format!("no {build}")));
         };
-        if options.follow && live.is_none() && !row.state.is_finished() {
+        if how.follow && live.is_none() && !row.state.is_finished() {
             // Queued or about to start: follow from when it runs (or ends).
-            return Ok(self.log_once_started(key, options));
+            return Ok(self.log_once_started(key, how));
         }
-        let lines = self.lines(namespace, name, number, live);
+        let lines = self.lines(build, live);
         Ok(Box::pin(futures_util::StreamExt::map(lines, move |line| {
-            line.map(|line| as_written(&line, options.timestamps))
+            line.map(|line| as_written(&line, how.timestamps))
         })))
+    }
+
+    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
+        self.store().last_cron_run(namespace, job).ok().flatten()
     }
 
     /// Its jobs, settings and counters as every engine holds them.
@@ -287,13 +290,15 @@ impl LocalBackend {
     /// it ends. No line is held for a follower but the batch it reads.
     fn lines(
         &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
+        build: BuildRef<'_>,
         live: Option<watch::Receiver<u64>>,
     ) -> impl futures_util::Stream<Item = Result<LogLine, String>> + Send + 'static {
         let me = self.me.clone();
-        let (ns, job) = (namespace.to_owned(), name.to_owned());
+        let (ns, job, number) = (
+            build.namespace.to_owned(),
+            build.job.to_owned(),
+            build.number,
+        );
         let batches = futures_util::stream::unfold(Some((0u64, live)), move |state| {
             let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
             async move {

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use kubeci_build::BuildRef;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
-    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, WorkloadError,
+    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
 };
-use kubeci_engine::service::{Service, StoreWorkload};
+use kubeci_engine::service::Service;
 
 use crate::store::BuildRow;
 use crate::{LocalBackend, LocalBackendError};
@@ -61,14 +62,14 @@ impl LocalBackend {
         tracing::info!(dir = %self.settings.jobs_dir.display(), "the job files changed");
     }
 
-    fn row(&self, namespace: &str, job: &str, number: u64) -> Result<BuildRow, WorkloadError> {
+    fn row(&self, build: BuildRef<'_>) -> Result<BuildRow, WorkloadError> {
         self.store()
-            .build(namespace, job, number)?
+            .build(build.namespace, build.job, build.number)?
             .ok_or(WorkloadError::Gone)
     }
 }
 
-impl StoreWorkload for LocalBackend {
+impl Workload for LocalBackend {
     async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
         self.reload_if_due();
         let rows = match self.store().all_builds() {
@@ -88,38 +89,24 @@ impl StoreWorkload for LocalBackend {
         Service(self).snapshot(groups, reporting, |_| BTreeSet::new())
     }
 
-    async fn release_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-    ) -> Result<(), WorkloadError> {
-        let row = self.row(namespace, job, number)?;
+    async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        let row = self.row(build)?;
         let me = self.me.upgrade().ok_or(WorkloadError::Gone)?;
         Ok(me.run(row)?)
     }
 
-    async fn stop_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-        why: Stop,
-    ) -> Result<(), WorkloadError> {
+    async fn stop_build(&self, build: BuildRef<'_>, why: Stop) -> Result<(), WorkloadError> {
         let by = match why {
             Stop::Cancel { by } => by,
             Stop::Fail { reason, message } => format!("kubeci ({reason}: {message})"),
         };
-        Ok(self.stop(namespace, job, number, &by)?)
+        Ok(self.stop(build.namespace, build.job, build.number, &by)?)
     }
 
-    async fn delete_build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-    ) -> Result<(), WorkloadError> {
-        Ok(self.store().delete_build(namespace, job, number)?)
+    async fn delete_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        Ok(self
+            .store()
+            .delete_build(build.namespace, build.job, build.number)?)
     }
 
     async fn record_reported(
@@ -135,9 +122,5 @@ impl StoreWorkload for LocalBackend {
             .union(record)
             .format();
         Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
-    }
-
-    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
-        self.store().last_cron_run(namespace, job).ok().flatten()
     }
 }

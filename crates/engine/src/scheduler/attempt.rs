@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::in_flight::InFlightGuard;
 use super::reports::{self, BuildKey, ReportQueue, Step};
-use super::{Workload, WorkloadError, LOG_TAIL_BYTES};
+use super::{Commands, Workload, WorkloadError, LOG_TAIL_BYTES};
 use crate::build::BuildState;
 use crate::report::{self, Report, ReportRecord, ReportTarget, Reported, Reporter};
 
@@ -30,7 +30,7 @@ pub(super) struct ReportAttempt<W> {
     pub(super) _in_flight: InFlightGuard,
 }
 
-impl<W: Workload> ReportAttempt<W> {
+impl<W: Workload + Commands> ReportAttempt<W> {
     pub(super) async fn run(self, step: Step) {
         let record = match step {
             Step::Send {

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kubeci_build::BuildRef;
 use kubeci_spec::cron::CronSchedule;
 use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
@@ -124,7 +125,7 @@ pub enum WorkloadError {
     Failed(#[source] crate::api::BackendError),
 }
 
-/// What a backend can do, as the leader's pass needs it.
+/// What a backend can do to its builds, as only it can, when the leader's pass acts.
 pub trait Workload: Send + Sync + 'static {
     /// Every job that has builds, with its builds, as of now (with report targets when
     /// `reporting`). The Kubernetes engine also builds the requests whose creator died
@@ -133,22 +134,16 @@ pub trait Workload: Send + Sync + 'static {
     /// Lets a queued build start.
     fn release_build(
         &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
+        build: BuildRef<'_>,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     fn stop_build(
         &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
+        build: BuildRef<'_>,
         why: Stop,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     fn delete_build(
         &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
+        build: BuildRef<'_>,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     /// Adds `reported` to what is recorded as reported on the build. A union, reporter by
     /// reporter, never a replacement: a slow writer (a replica that lost the lead
@@ -158,6 +153,12 @@ pub trait Workload: Send + Sync + 'static {
         target: &ReportTarget,
         reported: &ReportRecord,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+}
+
+/// What the leader's pass asks of an engine through the commands a user's requests also
+/// take (a cron run is a trigger, a report's log tail a log read): written once over every
+/// engine's store (`crate::service`), and in memory for the scheduler's tests.
+pub trait Commands: Send + Sync + 'static {
     /// The last lines of the build's log, at most `max_bytes` of them, if it has one.
     fn log_tail(
         &self,
@@ -244,7 +245,7 @@ pub struct Scheduler<W> {
 /// The counter of the workload writes of a pass that failed.
 pub const RECONCILE_ERRORS: &str = "kubeci_reconcile_errors_total";
 
-impl<W: Workload> Scheduler<W> {
+impl<W: Workload + Commands> Scheduler<W> {
     /// A scheduler reporting to each of `reporter`'s members alone ([`report::each`]).
     /// Panics if two have one name, or one a name [`report::valid_reporter_name`] refuses:
     /// kubeci's reporters are named by its own code ([`report::Reporters::new`] checks).
@@ -374,6 +375,11 @@ impl<W: Workload> Scheduler<W> {
     )]
     async fn act(&self, namespace: &str, job: &str, action: Action) {
         let done = action.done();
+        let at = |number| BuildRef {
+            namespace,
+            job,
+            number,
+        };
         let result = match action {
             Action::Fail {
                 number,
@@ -382,15 +388,15 @@ impl<W: Workload> Scheduler<W> {
             } => {
                 tracing::warn!(%reason, detail = %message, "the build cannot start: failing it");
                 let why = Stop::Fail { reason, message };
-                self.workload.stop_build(namespace, job, number, why).await
+                self.workload.stop_build(at(number), why).await
             }
             Action::Cancel { number, by } => {
                 self.workload
-                    .stop_build(namespace, job, number, Stop::Cancel { by })
+                    .stop_build(at(number), Stop::Cancel { by })
                     .await
             }
-            Action::Release(number) => self.workload.release_build(namespace, job, number).await,
-            Action::Delete(number) => self.workload.delete_build(namespace, job, number).await,
+            Action::Release(number) => self.workload.release_build(at(number)).await,
+            Action::Delete(number) => self.workload.delete_build(at(number)).await,
         };
         match result {
             Ok(()) => tracing::info!("{done}"),
@@ -516,7 +522,14 @@ pub async fn cancel_superseded<W: Workload>(
     for number in decide::superseded_builds(&subject, request.number, &builds()) {
         let by = format!("kubeci (superseded by build {})", request.number);
         let stopped = workload
-            .stop_build(&loaded.namespace, &job.name, number, Stop::Cancel { by })
+            .stop_build(
+                BuildRef {
+                    namespace: &loaded.namespace,
+                    job: &job.name,
+                    number,
+                },
+                Stop::Cancel { by },
+            )
             .await;
         if let Err(e) = stopped {
             tracing::warn!(

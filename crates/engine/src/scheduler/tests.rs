@@ -2,6 +2,7 @@
 //! deleted job, retention, cron, and reports owed once — sent, failed and retried, recorded
 //! late — without a cluster or a database.
 
+use kubeci_build::BuildRef;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,18 +132,14 @@ impl Workload for Memory {
             .collect()
     }
 
-    async fn release_build(&self, _: &str, job: &str, number: u64) -> Result<(), WorkloadError> {
+    async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        let BuildRef { job, number, .. } = build;
         self.set(job, number, BuildState::Pending { message: None });
         self.did(format!("release {job} {number}"))
     }
 
-    async fn stop_build(
-        &self,
-        _: &str,
-        job: &str,
-        number: u64,
-        why: Stop,
-    ) -> Result<(), WorkloadError> {
+    async fn stop_build(&self, build: BuildRef<'_>, why: Stop) -> Result<(), WorkloadError> {
+        let BuildRef { job, number, .. } = build;
         let by = match why {
             Stop::Cancel { by } => by,
             Stop::Fail { reason, .. } => reason,
@@ -151,7 +148,8 @@ impl Workload for Memory {
         self.did(format!("stop {job} {number}"))
     }
 
-    async fn delete_build(&self, _: &str, job: &str, number: u64) -> Result<(), WorkloadError> {
+    async fn delete_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        let BuildRef { job, number, .. } = build;
         let removed = self
             .jobs
             .lock()
@@ -186,7 +184,9 @@ impl Workload for Memory {
         *reported = reported.union(record);
         Ok(())
     }
+}
 
+impl Commands for Memory {
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
         let log = format!(
             "{}\nthe end of build {}\n",

@@ -15,14 +15,13 @@ mod backend;
 mod workload;
 
 pub use backend::Engine;
-pub use workload::StoreWorkload;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
-use kubeci_build::BuildRequest;
+use kubeci_build::{BuildRef, BuildRequest, JobRef};
 use kubeci_spec::checkname::{self, JobNow, Recorded};
 use kubeci_spec::{Catalogue, Job, LoadedJob};
 
@@ -33,7 +32,7 @@ use crate::api::{
 use crate::approval::Approval;
 use crate::metrics::{self, Counters, Family};
 use crate::report::{ReportRecord, ReportTarget};
-use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, WorkloadError};
+use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, Workload, WorkloadError};
 use crate::BuildSummary;
 
 /// A build to create: what [`Service::trigger`] asks of a store once the job is known to
@@ -75,12 +74,14 @@ pub struct Common<J> {
 
 /// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
 /// few acts that differ between engines (create, stop, approve, stream a log).
-pub trait BuildStore: StoreWorkload {
+pub trait BuildStore: Workload {
     /// The jobs declared (`kubeci_k8s::JobIndex`, `kubeci_jobfiles::JobSet`).
     type Jobs: Catalogue;
     /// One build as the engine keeps it.
     type Build: Send + Sync;
 
+    /// The scheduled time of job `job`'s last cron build, if it had one.
+    fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64>;
     /// What the engine holds as every engine does.
     fn common(&self) -> &Common<Self::Jobs>;
     /// The jobs declared now (held only while the caller reads them: never across an await).
@@ -150,19 +151,16 @@ pub trait BuildStore: StoreWorkload {
     /// Records an admin's approval with the job's records.
     fn record_approval(
         &self,
-        namespace: &str,
-        job: &str,
+        job: JobRef<'_>,
         approval: Approval,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// The approvals recorded for a job, newest first.
-    fn approvals_of(&self, namespace: &str, job: &str) -> Vec<Approval>;
+    fn approvals_of(&self, job: JobRef<'_>) -> Vec<Approval>;
     /// A build's log (see [`crate::api::Backend::log`]).
-    fn stream_log(
+    fn log_of(
         &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-        options: LogOptions,
+        build: BuildRef<'_>,
+        how: LogOptions,
     ) -> impl Future<Output = Result<LogStream, LogError>> + Send;
 }
 
@@ -424,13 +422,22 @@ impl<S: BuildStore> Service<'_, S> {
             return Err(ApproveError::not_found(namespace, name));
         }
         self.0
-            .record_approval(namespace, name, approval)
+            .record_approval(
+                JobRef {
+                    namespace,
+                    job: name,
+                },
+                approval,
+            )
             .await
             .map_err(ApproveError::Backend)
     }
 
     pub fn approvals(&self, namespace: &str, name: &str) -> Vec<Approval> {
-        self.0.approvals_of(namespace, name)
+        self.0.approvals_of(JobRef {
+            namespace,
+            job: name,
+        })
     }
 
     pub fn latest_states(&self) -> LatestStates {
@@ -468,7 +475,12 @@ impl<S: BuildStore> Service<'_, S> {
         number: u64,
         options: LogOptions,
     ) -> Result<LogStream, LogError> {
-        self.0.stream_log(namespace, name, number, options).await
+        let build = BuildRef {
+            namespace,
+            job: name,
+            number,
+        };
+        self.0.log_of(build, options).await
     }
 
     /// The last `max_bytes` of a build's log, for its final report.
