@@ -172,3 +172,121 @@ fn the_counter_sees_long_functions_and_their_comments() {
     let short = "pub async fn short<'a>(x: &'a str) -> &'a str {\n    x\n}\n";
     assert!(unexplained_long_fns(short).is_empty());
 }
+
+/// Each crate's `kubeci-*` dependencies and dev-dependencies, as its `Cargo.toml` says.
+fn manifest_deps(manifest: &str) -> (String, Vec<String>, Vec<String>) {
+    let (mut name, mut deps, mut dev) = (String::new(), Vec::new(), Vec::new());
+    let mut section = "";
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        if section == "[package]" {
+            if let Some(value) = line.strip_prefix("name = ") {
+                name = value.trim_matches('"').to_owned();
+            }
+        }
+        let Some(dep) = line
+            .split(|c: char| c == '.' || c == ' ' || c == '=')
+            .next()
+            .filter(|d| d.starts_with("kubeci-"))
+        else {
+            continue;
+        };
+        match section {
+            "[dependencies]" => deps.push(dep.to_owned()),
+            "[dev-dependencies]" => dev.push(dep.to_owned()),
+            _ => {}
+        }
+    }
+    dev.retain(|d| !deps.contains(d));
+    deps.sort();
+    dev.sort();
+    (name, deps, dev)
+}
+
+/// The crate table of docs/ARCHITECTURE.md: crate → (dependencies, dev-dependencies).
+fn architecture_table(
+    text: &str,
+) -> std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> {
+    let table = text
+        .split("```")
+        .nth(1)
+        .expect("the crate table is the first code block");
+    let mut rows = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in table.lines() {
+        let (head, rest) = match line.split_once("─▶") {
+            Some((head, rest)) => (Some(head.trim()), rest),
+            None => (None, line),
+        };
+        if let Some(head) = head {
+            let name = head
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            rows.insert(name.clone(), (Vec::new(), Vec::new()));
+            current = Some(name);
+        }
+        let Some(name) = current.as_ref() else {
+            continue;
+        };
+        // The dependency column ends where two spaces open the I/O column.
+        let column = rest.trim_start();
+        let column = column.split("  ").next().unwrap_or_default();
+        let (dev, column) = match column.strip_prefix("dev:") {
+            Some(column) => (true, column),
+            None => (false, column),
+        };
+        let entry = rows.get_mut(name).expect("a row");
+        for dep in column
+            .split(',')
+            .map(str::trim)
+            .filter(|d| d.starts_with("kubeci-"))
+        {
+            let list = if dev { &mut entry.1 } else { &mut entry.0 };
+            list.push(dep.to_owned());
+        }
+    }
+    for (deps, dev) in rows.values_mut() {
+        deps.sort();
+        dev.sort();
+    }
+    rows
+}
+
+#[test]
+fn the_architecture_table_is_the_crate_graph() {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let table = architecture_table(&text);
+    let mut manifests: Vec<_> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("Cargo.toml"))
+        .collect();
+    manifests.push(root.join("fuzz/Cargo.toml"));
+    let mut wrong = Vec::new();
+    for manifest in manifests {
+        let (name, deps, dev) = manifest_deps(&std::fs::read_to_string(&manifest).unwrap());
+        match table.get(&name) {
+            None => wrong.push(format!("{name} is not in the table")),
+            Some((listed, listed_dev)) if (listed, listed_dev) != (&deps, &dev) => wrong.push(format!(
+                "{name}: Cargo.toml has {deps:?}, dev {dev:?}; the table says {listed:?}, dev {listed_dev:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/ARCHITECTURE.md is not the crate graph:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        table.len() >= 17,
+        "every crate has a row: {:?}",
+        table.keys()
+    );
+}

@@ -250,6 +250,8 @@ fn serve_without_token(local: &Local, extra: &[&str]) -> Kubeci {
     kubeci
 }
 
+// Long on purpose: one user's story read top to bottom (a token made, then each log line
+// checked in JSON and in text), each step needing the state the one before left.
 #[test]
 fn without_a_token_file_local_makes_one_and_logs_can_be_json() {
     use std::os::unix::fs::PermissionsExt;
