@@ -189,7 +189,7 @@ fn manifest_deps(manifest: &str) -> (String, Vec<String>, Vec<String>) {
             }
         }
         let Some(dep) = line
-            .split(|c: char| c == '.' || c == ' ' || c == '=')
+            .split(['.', ' ', '='])
             .next()
             .filter(|d| d.starts_with("kubeci-"))
         else {
