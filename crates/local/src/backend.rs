@@ -156,41 +156,44 @@ impl BuildStore for LocalBackend {
 
     /// Numbers the build in SQLite (once per key) with the Job it will run rendered.
     async fn create(&self, new: NewBuild<'_>) -> Result<Created<BuildRow>, TriggerError> {
-        let loaded = new.loaded;
-        let job = loaded.job.as_ref().expect("a found job is valid");
-        let (namespace, name) = (loaded.namespace.as_str(), job.name.as_str());
-        let origin = JobOrigin::of(loaded);
-        let render = |number: u64| -> Result<String, String> {
-            let request = BuildRequest {
-                number,
-                ..new.request.clone()
+        let loaded = Arc::clone(new.loaded);
+        let render_config = self.settings.render.clone();
+        let (request, key, check_name, cron_run) =
+            (new.request, new.key, new.check_name, new.cron_run);
+        // Rendered under the store's lock, once numbered: all of it off the async workers.
+        let allocated = self.with_store(move |store| {
+            let job = loaded.job.as_ref().expect("a found job is valid");
+            let origin = JobOrigin::of(&loaded);
+            let render = |number: u64| -> Result<String, String> {
+                let request = BuildRequest {
+                    number,
+                    ..request.clone()
+                };
+                kubeci_render::render(job, &origin, &request, &render_config)
+                    .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
+                    .map_err(|e| e.to_string())
             };
-            kubeci_render::render(job, &origin, &request, &self.settings.render)
-                .map(|rendered| serde_json::to_string(&rendered).expect("a Job serializes"))
-                .map_err(|e| e.to_string())
-        };
-        let row = store::NewBuild {
-            namespace,
-            job: name,
-            request: &new.request,
-            key: new.key.as_deref(),
-            manifest: &render,
-            spec_hash: &loaded.spec_hash,
-            chart_version: loaded.chart_version.as_deref(),
-            git_url: Some(&job.git.url),
-            check_name: new.check_name.as_deref(),
-            now: now(),
-        };
+            let (namespace, name) = (origin.namespace.as_str(), job.name.as_str());
+            let (number, created) = store.allocate(&store::NewBuild {
+                namespace,
+                job: name,
+                request: &request,
+                key: key.as_deref(),
+                manifest: &render,
+                spec_hash: &loaded.spec_hash,
+                chart_version: loaded.chart_version.as_deref(),
+                git_url: Some(&job.git.url),
+                check_name: check_name.as_deref(),
+                now: now(),
+            })?;
+            if let Some(due) = cron_run {
+                store.set_last_cron_run(namespace, name, due)?;
+            }
+            Ok((store.build(namespace, name, number)?, number, created))
+        });
         let backend = |e: crate::LocalBackendError| TriggerError::Backend(e.into());
-        let (number, created) = self.store().allocate(&row).map_err(backend)?;
-        if let Some(due) = new.cron_run {
-            (self.store().set_last_cron_run(namespace, name, due)).map_err(backend)?;
-        }
-        let row = self
-            .store()
-            .build(namespace, name, number)
-            .map_err(backend)?
-            .ok_or(TriggerError::Gone { number })?;
+        let (row, number, created) = allocated.await.map_err(backend)?;
+        let row = row.ok_or(TriggerError::Gone { number })?;
         if created {
             self.changed.notify_one();
         }
@@ -203,10 +206,10 @@ impl BuildStore for LocalBackend {
     /// Kills its processes (a running build ends when they are gone: it is answered
     /// stopping), or marks it aborted.
     async fn cancel_build(&self, row: &BuildRow, by: &str) -> Result<BuildRow, WorkloadError> {
-        let (namespace, name, number) = (&row.namespace, &row.job, row.number);
-        self.stop(namespace, name, number, by)?;
-        self.store()
-            .build(namespace, name, number)?
+        let (namespace, name, number) = (row.namespace.clone(), row.job.clone(), row.number);
+        self.stop(&namespace, &name, number, by).await?;
+        self.with_store(move |store| store.build(&namespace, &name, number))
+            .await?
             .ok_or(WorkloadError::Gone)
     }
 
@@ -215,9 +218,10 @@ impl BuildStore for LocalBackend {
         of: JobRef<'_>,
         approval: Approval,
     ) -> Result<(), BackendError> {
+        let (namespace, job) = (of.namespace.to_owned(), of.job.to_owned());
         Ok(self
-            .store()
-            .approve(of.namespace, of.job, approval, now())?)
+            .with_store(move |store| store.approve(&namespace, &job, approval, now()))
+            .await?)
     }
 
     fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
@@ -242,9 +246,10 @@ impl BuildStore for LocalBackend {
         } else {
             None
         };
+        let (namespace, job, number) = key.clone();
         let Some(row) = self
-            .store()
-            .build(build.namespace, build.job, build.number)
+            .with_store(move |store| store.build(&namespace, &job, number))
+            .await
             .map_err(|e| LogError::Backend(e.into()))?
         else {
             return Err(LogError::NotFound(format!("no {build}")));
@@ -308,10 +313,13 @@ impl LocalBackend {
                     if let Some(live) = live.as_mut() {
                         live.borrow_and_update();
                     }
+                    let (ns, job) = (ns.clone(), job.clone());
                     let batch = me
                         .upgrade()?
-                        .store()
-                        .log(&ns, &job, number, from, LOG_BATCH_BYTES);
+                        .with_store(move |store| {
+                            store.log(&ns, &job, number, from, LOG_BATCH_BYTES)
+                        })
+                        .await;
                     match batch {
                         Ok(batch) if batch.is_empty() => {}
                         Ok(batch) => {

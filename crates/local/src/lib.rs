@@ -118,7 +118,9 @@ type BuildKey = (String, String, u64);
 /// The embedded engine.
 pub struct LocalBackend {
     settings: Settings,
-    store: Mutex<Store>,
+    /// Locked by the blocking pool's threads for what async code asks of the store
+    /// ([`LocalBackend::with_store`]), and inline only by the engine's synchronous reads.
+    store: Arc<Mutex<Store>>,
     jobs: Arc<RwLock<JobSet>>,
     running: Mutex<HashMap<BuildKey, Running>>,
     reporter: Option<Arc<dyn Reporter>>,
@@ -286,7 +288,7 @@ impl LocalBackend {
         };
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             jobs,
             common,
             running: Mutex::default(),
@@ -300,7 +302,50 @@ impl LocalBackend {
         Ok(engine)
     }
 
+    /// The store, locked on the calling thread: for the engine's synchronous reads alone
+    /// (`BuildStore::builds_of` and the like, short indexed reads); async code goes
+    /// through [`LocalBackend::with_store`].
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().expect("the store lock")
     }
+
+    /// Runs `f` on the store on tokio's blocking pool: a slow disk or a long query (or a
+    /// store locked by another call) holds that thread, never an async worker serving
+    /// pages, webhooks and other builds. Run to the end even when its caller goes away.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> T {
+        let store = Arc::clone(&self.store);
+        off_worker(move || f(&mut store.lock().expect("the store lock"))).await
+    }
+
+    /// Holds the store locked while `f` runs on the calling thread: tests show that what
+    /// waits for the store waits off the async workers.
+    #[doc(hidden)]
+    pub fn with_store_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.store();
+        f()
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (a panic in it goes on in the caller). Only a
+/// runtime shutting down drops it unrun, and its caller with it: then this never returns.
+async fn off_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
+/// Removes directory `dir` and all it holds on tokio's blocking pool (a build's tree may
+/// be large). What cannot be removed is left, as before a build runs there again.
+async fn remove_dir_all(dir: PathBuf) {
+    off_worker(move || {
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
 }

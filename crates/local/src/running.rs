@@ -2,13 +2,13 @@
 //! to live followers, stopping and cancelling, and following a build not started yet.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kubeci_engine::api::{Backend, LogOptions, LogStream};
 use kubeci_engine::BuildState;
 use kubeci_pod_runner::{LocalEnv, LogEvent, Outcome};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use crate::store::BuildRow;
 use crate::{final_state, now, BuildKey, LocalBackend, LocalBackendError, Running};
 
 impl LocalBackend {
-    pub(crate) fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), LocalBackendError> {
+    pub(crate) async fn run(self: &Arc<Self>, row: BuildRow) -> Result<(), LocalBackendError> {
         let key = (row.namespace.clone(), row.job.clone(), row.number);
         let (live, _) = watch::channel(0);
         let cancel = CancellationToken::new();
@@ -28,8 +28,11 @@ impl LocalBackend {
                 live: live.clone(),
             },
         );
-        self.store()
-            .set_state(&key.0, &key.1, key.2, &BuildState::Running, now())?;
+        let (namespace, name, number) = key.clone();
+        self.with_store(move |store| {
+            store.set_state(&namespace, &name, number, &BuildState::Running, now())
+        })
+        .await?;
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let state = engine.execute(&row, live, cancel).await;
@@ -46,10 +49,11 @@ impl LocalBackend {
                     message,
                 },
             };
-            if let Err(e) = engine
-                .store()
-                .set_state(&key.0, &key.1, key.2, &state, now())
-            {
+            let (namespace, name, number) = key.clone();
+            let recorded = engine
+                .with_store(move |store| store.set_state(&namespace, &name, number, &state, now()))
+                .await;
+            if let Err(e) = recorded {
                 tracing::warn!(
                     namespace = key.0,
                     job = key.1,
@@ -77,7 +81,8 @@ impl LocalBackend {
             &self.settings.data_dir.join("work"),
             &[&row.namespace, &row.job, &row.number.to_string()],
         )?;
-        let _ = std::fs::remove_dir_all(&build_dir);
+        // Gone before the build starts: a build of that number run before leaves nothing.
+        crate::remove_dir_all(build_dir.clone()).await;
         let mut host_env = LocalEnv::host_env_from_process();
         if self.settings.build_user.is_some() {
             let config = build_git_config(&build_dir, &host_env)?;
@@ -92,21 +97,28 @@ impl LocalBackend {
             objects: Default::default(),
             run_as: self.settings.build_user.clone(),
         };
-        let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(BuildSink {
-            engine: Arc::clone(self),
-            key: (row.namespace.clone(), row.job.clone(), row.number),
-            seq: std::sync::atomic::AtomicU64::new(0),
-            live,
+        let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
+        let key = (row.namespace.clone(), row.job.clone(), row.number);
+        let writer = tokio::spawn(Arc::clone(self).write_build_records(key, queued, live));
+        let sink = Arc::new(BuildSink {
+            writes: std::sync::Mutex::new(Some((0, writes))),
             kept: std::sync::Mutex::new(Kept::default()),
             limit: self.settings.log_limit,
         });
-        let result = kubeci_pod_runner::run_job(&job, &env, sink, cancel).await;
-        let _ = std::fs::remove_dir_all(&build_dir);
+        let result = kubeci_pod_runner::run_job(&job, &env, sink.clone(), cancel).await;
+        // Every line stored before the build's end is: followers read to the end.
+        sink.close();
+        if let Err(e) = writer.await {
+            if let Ok(panic) = e.try_into_panic() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        crate::remove_dir_all(build_dir).await;
         result.map(|r| r.outcome).map_err(|e| e.to_string())
     }
 
     /// Stops build `number`: a queued one ends at once, a running one is killed.
-    pub(crate) fn stop(
+    pub(crate) async fn stop(
         &self,
         namespace: &str,
         name: &str,
@@ -119,15 +131,12 @@ impl LocalBackend {
             running.cancel.cancel();
             return Ok(());
         }
-        self.store().set_state(
-            namespace,
-            name,
-            number,
-            &BuildState::Aborted {
-                by: Some(by.to_owned()),
-            },
-            now(),
-        )?;
+        let (namespace, name, by) = (namespace.to_owned(), name.to_owned(), by.to_owned());
+        self.with_store(move |store| {
+            let aborted = BuildState::Aborted { by: Some(by) };
+            store.set_state(&namespace, &name, number, &aborted, now())
+        })
+        .await?;
         self.changed.notify_one();
         Ok(())
     }
@@ -143,9 +152,10 @@ impl LocalBackend {
                     return futures_util::StreamExt::boxed(futures_util::stream::empty());
                 };
                 let started = engine.running.lock().expect("lock").contains_key(&key);
+                let (ns, job) = (namespace.clone(), name.clone());
                 let ended = engine
-                    .store()
-                    .build(&namespace, &name, number)
+                    .with_store(move |store| store.build(&ns, &job, number))
+                    .await
                     .ok()
                     .flatten()
                     .is_none_or(|row| row.state.is_finished());
@@ -218,13 +228,19 @@ pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<Path
     Ok(path)
 }
 
-/// Where a running build's log lines go (the store, and word to live followers), and what
-/// its containers report (the commit the clone step checked out, into the build's record).
+/// What a running build's pod tells ([`BuildSink`]) to be written in the store, in order.
+pub(crate) enum BuildRecord {
+    Line(crate::store::LogLine),
+    /// The commit its clone step checked out.
+    CheckedOut(String),
+}
+
+/// Where a running build's log lines go, and what its containers report (the commit the
+/// clone step checked out): numbered and queued for [`LocalBackend::write_build_records`],
+/// which stores them off the async workers (the pod runner calls a sink inline).
 pub(crate) struct BuildSink {
-    engine: Arc<LocalBackend>,
-    key: BuildKey,
-    seq: std::sync::atomic::AtomicU64,
-    live: watch::Sender<u64>,
+    /// The next line's number and the queue; `None` once the build has ended.
+    writes: std::sync::Mutex<Option<(u64, UnboundedSender<BuildRecord>)>>,
     kept: std::sync::Mutex<Kept>,
     /// The most bytes of the build's own lines kept ([`crate::Settings::log_limit`]).
     limit: u64,
@@ -267,9 +283,30 @@ impl BuildSink {
     }
 }
 
+impl BuildSink {
+    /// Queues `record`, a line numbered as it is queued (under the queue's lock: lines
+    /// are stored in the order of their numbers, which followers read up to).
+    fn queue(&self, record: impl FnOnce(u64) -> Option<BuildRecord>) {
+        let mut writes = self.writes.lock().expect("the log queue lock");
+        let Some((seq, queue)) = writes.as_mut() else {
+            return;
+        };
+        if let Some(record) = record(*seq) {
+            if matches!(record, BuildRecord::Line(_)) {
+                *seq += 1;
+            }
+            let _ = queue.send(record);
+        }
+    }
+
+    /// Ends the queue: what is queued is still written, nothing more is taken.
+    fn close(&self) {
+        self.writes.lock().expect("the log queue lock").take();
+    }
+}
+
 impl kubeci_pod_runner::LogSink for BuildSink {
     fn event(&self, event: LogEvent) {
-        let (namespace, name, number) = &self.key;
         // kubeci's own step lines are always kept: a few per container.
         let line = match event {
             LogEvent::Step { text, .. } => format!("==> {text}"),
@@ -278,19 +315,14 @@ impl kubeci_pod_runner::LogSink for BuildSink {
                 None => return,
             },
         };
-        // Numbered under the store's lock: lines are stored in the order of their numbers,
-        // which followers read up to.
-        let store = self.engine.store();
-        let line = crate::store::LogLine {
-            seq: self.seq.fetch_add(1, Ordering::SeqCst),
-            written_at: i64::try_from(jiff::Timestamp::now().as_nanosecond()).ok(),
-            text: line.into_bytes(),
-        };
-        if let Err(e) = store.append_log(namespace, name, *number, &line) {
-            tracing::warn!(namespace, job = name, build = number, error = %e, "cannot store a log line");
-        }
-        drop(store);
-        self.live.send_replace(line.seq + 1);
+        let written_at = i64::try_from(jiff::Timestamp::now().as_nanosecond()).ok();
+        self.queue(|seq| {
+            Some(BuildRecord::Line(crate::store::LogLine {
+                seq,
+                written_at,
+                text: line.into_bytes(),
+            }))
+        });
     }
 
     fn container(&self, change: kubeci_pod_runner::ContainerChange) {
@@ -303,19 +335,55 @@ impl kubeci_pod_runner::LogSink for BuildSink {
         else {
             return;
         };
-        let Some(commit) = (container == "clone")
+        let commit = (container == "clone")
             .then(|| kubeci_build::clone_result::commit(&message))
-            .flatten()
-        else {
-            return;
-        };
-        let (namespace, name, number) = &self.key;
-        if let Err(e) = self
-            .engine
-            .store()
-            .record_checked_out(namespace, name, *number, commit)
-        {
-            tracing::warn!(namespace, job = name, build = number, error = %e, "cannot record the commit");
+            .flatten();
+        if let Some(commit) = commit {
+            let commit = commit.to_owned();
+            self.queue(|_| Some(BuildRecord::CheckedOut(commit)));
+        }
+    }
+}
+
+impl LocalBackend {
+    /// Writes what build `key`'s sink queued, as much as is queued at a time, on the
+    /// blocking pool; tells followers (`live`) how many lines are stored after each
+    /// batch. Ends when the sink is closed and all is written.
+    async fn write_build_records(
+        self: Arc<Self>,
+        key: BuildKey,
+        mut queued: UnboundedReceiver<BuildRecord>,
+        live: watch::Sender<u64>,
+    ) {
+        let mut batch = Vec::new();
+        while queued.recv_many(&mut batch, 1024).await > 0 {
+            let records = std::mem::take(&mut batch);
+            let (namespace, name, number) = key.clone();
+            let stored = self
+                .with_store(move |store| {
+                    let mut stored = None;
+                    for record in records {
+                        let written = match &record {
+                            BuildRecord::Line(line) => {
+                                store.append_log(&namespace, &name, number, line)
+                            }
+                            BuildRecord::CheckedOut(commit) => {
+                                store.record_checked_out(&namespace, &name, number, commit)
+                            }
+                        };
+                        if let Err(e) = written {
+                            tracing::warn!(namespace, job = name, build = number, error = %e, "cannot store the build's log or commit");
+                        }
+                        if let BuildRecord::Line(line) = record {
+                            stored = Some(line.seq + 1);
+                        }
+                    }
+                    stored
+                })
+                .await;
+            if let Some(stored) = stored {
+                live.send_replace(stored);
+            }
         }
     }
 }

@@ -62,17 +62,27 @@ impl LocalBackend {
         tracing::info!(dir = %self.settings.jobs_dir.display(), "the job files changed");
     }
 
-    fn row(&self, build: BuildRef<'_>) -> Result<BuildRow, WorkloadError> {
-        self.store()
-            .build(build.namespace, build.job, build.number)?
+    async fn row(&self, build: BuildRef<'_>) -> Result<BuildRow, WorkloadError> {
+        let (namespace, job, number) = owned(build);
+        self.with_store(move |store| store.build(&namespace, &job, number))
+            .await?
             .ok_or(WorkloadError::Gone)
     }
+}
+
+/// A build's names, owned (for the store's thread).
+fn owned(build: BuildRef<'_>) -> (String, String, u64) {
+    (
+        build.namespace.to_owned(),
+        build.job.to_owned(),
+        build.number,
+    )
 }
 
 impl Workload for LocalBackend {
     async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
         self.reload_if_due();
-        let rows = match self.store().all_builds() {
+        let rows = match self.with_store(|store| store.all_builds()).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the builds");
@@ -90,9 +100,9 @@ impl Workload for LocalBackend {
     }
 
     async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
-        let row = self.row(build)?;
+        let row = self.row(build).await?;
         let me = self.me.upgrade().ok_or(WorkloadError::Gone)?;
-        Ok(me.run(row)?)
+        Ok(me.run(row).await?)
     }
 
     async fn stop_build(&self, build: BuildRef<'_>, why: Stop) -> Result<(), WorkloadError> {
@@ -100,13 +110,16 @@ impl Workload for LocalBackend {
             Stop::Cancel { by } => by,
             Stop::Fail { reason, message } => format!("kubeci ({reason}: {message})"),
         };
-        Ok(self.stop(build.namespace, build.job, build.number, &by)?)
+        Ok(self
+            .stop(build.namespace, build.job, build.number, &by)
+            .await?)
     }
 
     async fn delete_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
+        let (namespace, job, number) = owned(build);
         Ok(self
-            .store()
-            .delete_build(build.namespace, build.job, build.number)?)
+            .with_store(move |store| store.delete_build(&namespace, &job, number))
+            .await?)
     }
 
     async fn record_reported(
@@ -114,13 +127,18 @@ impl Workload for LocalBackend {
         target: &ReportTarget,
         record: &ReportRecord,
     ) -> Result<(), WorkloadError> {
-        let store = self.store();
-        let row = store
-            .build(&target.namespace, &target.job, target.number)?
-            .ok_or(WorkloadError::Gone)?;
-        let text = ReportRecord::parse(Some(&row.reported))
-            .union(record)
-            .format();
-        Ok(store.record_reported(&target.namespace, &target.job, target.number, &text)?)
+        let (target, record) = (target.clone(), record.clone());
+        // Read and written under one lock: no other record of the build falls between.
+        self.with_store(move |store| {
+            let (namespace, job, number) = (&target.namespace, &target.job, target.number);
+            let row = store
+                .build(namespace, job, number)?
+                .ok_or(WorkloadError::Gone)?;
+            let text = ReportRecord::parse(Some(&row.reported))
+                .union(&record)
+                .format();
+            Ok(store.record_reported(namespace, job, number, &text)?)
+        })
+        .await
     }
 }

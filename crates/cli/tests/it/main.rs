@@ -70,4 +70,5 @@ mod serve_local;
 mod serve_local_bounds;
 mod serve_local_github;
 mod serve_local_isolation;
+mod serve_local_store_busy;
 mod storm;
