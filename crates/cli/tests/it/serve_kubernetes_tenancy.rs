@@ -18,6 +18,18 @@ fn job(kubeci: &Kubeci, namespace: &str, name: &str) -> Value {
     json(kubeci, &format!("/api/v1/jobs/{namespace}/{name}"))
 }
 
+/// Whether job `namespace/name` is served and valid; not yet while its ConfigMap is on
+/// its way (404).
+fn valid(kubeci: &Kubeci, namespace: &str, name: &str) -> bool {
+    let (status, body) = http(
+        kubeci,
+        "GET",
+        &format!("/api/v1/jobs/{namespace}/{name}"),
+        &[],
+    );
+    status == 200 && serde_json::from_str::<Value>(&body).unwrap()["valid"] == true
+}
+
 /// Its errors, one string.
 fn errors(kubeci: &Kubeci, namespace: &str, name: &str) -> String {
     job(kubeci, namespace, name)["errors"].to_string()
@@ -142,9 +154,7 @@ async fn namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once(
     let probe = Kubeci::probe(kubeci.port);
     let at = ns.clone();
     cluster
-        .until_blocking("the job to be valid", move || {
-            job(&probe, &at, "deploy")["valid"] == true
-        })
+        .until_blocking("the job to be valid", move || valid(&probe, &at, "deploy"))
         .await;
     assert!(
         errors(&kubeci, &ns, "keyed").contains("aws-keys"),
@@ -176,7 +186,7 @@ async fn namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once(
     let at = closed.clone();
     cluster
         .until_blocking("the outsider to be valid", move || {
-            job(&probe, &at, "outsider")["valid"] == true
+            valid(&probe, &at, "outsider")
         })
         .await;
     assert_eq!(trigger_in(&kubeci, &closed, "outsider", None).0, 201);
@@ -201,9 +211,7 @@ async fn namespaces_decide_what_their_jobs_may_use_and_a_change_applies_at_once(
     let probe = Kubeci::probe(kubeci.port);
     let at = closed.clone();
     cluster
-        .until_blocking("the queue job", move || {
-            job(&probe, &at, "queue")["valid"] == true
-        })
+        .until_blocking("the queue job", move || valid(&probe, &at, "queue"))
         .await;
     assert_eq!(trigger_in(&kubeci, &closed, "queue", None).0, 201);
     assert_eq!(trigger_in(&kubeci, &closed, "queue", None).0, 201);
@@ -324,9 +332,7 @@ async fn a_queued_build_never_starts_with_what_its_namespace_took_back(cluster: 
     let probe = Kubeci::probe(kubeci.port);
     let at = ns.clone();
     cluster
-        .until_blocking("the job to be valid", move || {
-            job(&probe, &at, "queue")["valid"] == true
-        })
+        .until_blocking("the job to be valid", move || valid(&probe, &at, "queue"))
         .await;
     assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
     assert_eq!(trigger_in(&kubeci, &ns, "queue", None).0, 201);
