@@ -93,7 +93,13 @@ pub mod clone_result {
         message
             .lines()
             .find_map(|line| line.strip_prefix("commit="))
-            .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|c| is_commit(c))
+    }
+
+    /// Whether `text` is a commit id as git writes one: 7 to 64 hexadecimal digits (an
+    /// abbreviated, SHA-1 or SHA-256 id) — nothing that could change a URL it is put in.
+    pub fn is_commit(text: &str) -> bool {
+        (7..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
     #[cfg(test)]
@@ -105,6 +111,23 @@ pub mod clone_result {
             assert_eq!(super::commit(&super::format(sha, None)), Some(sha));
             assert_eq!(super::commit("commit=$(rm -rf /)\n"), None);
             assert_eq!(super::commit("fatal: not a git repository"), None);
+        }
+
+        #[test]
+        fn only_hexadecimal_ids_of_git_lengths_are_commits() {
+            for commit in ["4d7de27", &"a".repeat(40), &"A".repeat(64)] {
+                assert!(super::is_commit(commit), "{commit}");
+            }
+            for text in [
+                "4d7de2",
+                &"a".repeat(65),
+                "../../pulls",
+                "4d7de27/x",
+                "4d7de27?a=1",
+                "",
+            ] {
+                assert!(!super::is_commit(text), "{text}");
+            }
         }
     }
 }

@@ -86,19 +86,13 @@ pub fn repository_host(api_url: &str) -> Option<String> {
     Some(host.strip_prefix("api.").unwrap_or(&host).to_owned())
 }
 
-/// `owner/name` of a job's `git.url` (as written, without `.git`) when it is on `host`.
+/// `owner/name` of a job's `git.url` (as written, without `.git`) when it is a GitHub
+/// repository on `host`: `GitUrl::github_repository`, derived from the repository key the
+/// check-name rule compares, so a URL spelled another way (`%6F`, `./`, `../`) names none.
 pub fn repository_on(host: &str, git_url: &str) -> Option<String> {
-    match kubeci_spec::giturl::GitUrl::parse(git_url).ok()? {
-        kubeci_spec::giturl::GitUrl::Remote {
-            host: url_host,
-            path,
-            ..
-        } if url_host.eq_ignore_ascii_case(host) => {
-            let path = path.trim_matches('/').trim_end_matches(".git");
-            Some(path.trim_end_matches('/').to_owned())
-        }
-        _ => None,
-    }
+    kubeci_spec::giturl::GitUrl::parse(git_url)
+        .ok()?
+        .github_repository(host)
 }
 
 #[cfg(test)]
@@ -136,5 +130,12 @@ mod tests {
             None
         );
         assert_eq!(repository_on("github.com", "/srv/git/repo.git"), None);
+        for alias in [
+            "https://github.com/victim/rep%6F",
+            "https://github.com/victim/./repo",
+            "https://github.com/mallory/../victim/repo",
+        ] {
+            assert_eq!(repository_on("github.com", alias), None, "{alias}");
+        }
     }
 }

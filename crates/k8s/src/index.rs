@@ -484,6 +484,16 @@ impl Catalogue for JobIndex {
             .clone()
     }
 
+    /// With tenancy on, only a repository Namespace `namespace` (seen, labelled for builds)
+    /// lists in `kubeci.io/repositories`, or any when it lists none.
+    fn allows_repository(&self, namespace: &str, repository: &str) -> bool {
+        match self.namespace_rules(namespace) {
+            None => true,
+            Some(None) => false,
+            Some(Some(rules)) => rules.enabled && rules.allows_repository(Some(repository)),
+        }
+    }
+
     /// The namespaces that have jobs, sorted.
     fn namespaces(&self) -> Vec<String> {
         let mut found: Vec<String> = Vec::new();

@@ -25,6 +25,13 @@ pub trait Catalogue {
     /// (`crate::checkname`).
     fn check_name(&self, namespace: &str, name: &str) -> Option<String>;
 
+    /// Whether builds of `namespace` may build repository `repository` (`host/owner/name`,
+    /// `GitUrl::repository_key`) as the Namespace's tenancy rules say now; engines without
+    /// such rules allow every repository.
+    fn allows_repository(&self, _namespace: &str, _repository: &str) -> bool {
+        true
+    }
+
     /// The valid job `name` of `namespace`: the first valid declaration.
     fn find(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
         self.declarations(namespace, name)

@@ -220,7 +220,10 @@ pub enum JobNow<'a> {
         check_name: Option<&'a str>,
     },
     /// Still declared, but invalid now (a broken edit while the build ran).
-    Invalid,
+    /// `repository_allowed`: whether the build's Namespace may build the repository
+    /// recorded on the build now (its tenancy rules, `Catalogue::allows_repository`) — a
+    /// Job made by hand records whatever repository its maker likes.
+    Invalid { repository_allowed: bool },
     /// No longer declared at all.
     Gone,
 }
@@ -231,9 +234,10 @@ pub enum JobNow<'a> {
 ///   repository recorded on the build (what is recorded on the build is ignored);
 /// - while its job is declared but invalid, the name recorded on the build when it was
 ///   created, unless a valid job of the recorded repository owns that name now
-///   (`owned`: the names the valid jobs of that repository report under) — so a build
-///   whose job a broken edit made invalid still reports its end, and a record forged to
-///   name another job's name is refused;
+///   (`owned`: the names the valid jobs of that repository report under) and only when
+///   the build's Namespace may build that repository — so a build whose job a broken
+///   edit made invalid still reports its end, and a record forged to name another job's
+///   name, or a repository its Namespace may not use, is refused;
 /// - a job no longer declared reports nothing (its owner withdrew it; nothing declared
 ///   vouches for the record).
 pub fn report_name<'a>(
@@ -247,7 +251,10 @@ pub fn report_name<'a>(
             repository,
             check_name,
         } => (repository? == built).then(|| check_name.map(str::to_owned))?,
-        JobNow::Invalid => {
+        JobNow::Invalid { repository_allowed } => {
+            if !repository_allowed {
+                return None;
+            }
             let name = recorded.check_name?;
             let taken = owned
                 .into_iter()
@@ -418,7 +425,9 @@ mod tests {
     fn a_build_of_a_job_turned_invalid_reports_under_its_recorded_name_unless_another_owns_it() {
         assert_eq!(
             report_name(
-                JobNow::Invalid,
+                JobNow::Invalid {
+                    repository_allowed: true
+                },
                 recorded(Some("kubeci/lint")),
                 ["kubeci/deploy"]
             )
@@ -429,21 +438,58 @@ mod tests {
         // repository owns: refused, however it is spelt.
         for forged in ["kubeci/deploy", " Kubeci/Deploy"] {
             assert_eq!(
-                report_name(JobNow::Invalid, recorded(Some(forged)), ["kubeci/deploy"]),
+                report_name(
+                    JobNow::Invalid {
+                        repository_allowed: true
+                    },
+                    recorded(Some(forged)),
+                    ["kubeci/deploy"]
+                ),
                 None,
                 "{forged}"
             );
         }
-        assert_eq!(report_name(JobNow::Invalid, recorded(None), []), None);
+        assert_eq!(
+            report_name(
+                JobNow::Invalid {
+                    repository_allowed: true
+                },
+                recorded(None),
+                []
+            ),
+            None
+        );
         let nowhere = Recorded {
             git_url: None,
             check_name: Some("kubeci/lint"),
         };
-        assert_eq!(report_name(JobNow::Invalid, nowhere, []), None);
+        assert_eq!(
+            report_name(
+                JobNow::Invalid {
+                    repository_allowed: true
+                },
+                nowhere,
+                []
+            ),
+            None
+        );
         assert_eq!(
             report_name(JobNow::Gone, recorded(Some("kubeci/lint")), []),
             None,
             "a job no longer declared reports nothing"
+        );
+    }
+
+    #[test]
+    fn a_build_of_a_job_turned_invalid_reports_nothing_to_a_repository_its_namespace_may_not_build()
+    {
+        let refused = JobNow::Invalid {
+            repository_allowed: false,
+        };
+        assert_eq!(
+            report_name(refused, recorded(Some("kubeci/lint")), []),
+            None,
+            "a hand-made Job's record names a repository its Namespace may not use"
         );
     }
 }

@@ -101,23 +101,59 @@ impl GitUrl {
         }
     }
 
-    /// `host/owner/repo`, lowercased and without `.git`, to compare repositories however
-    /// their URLs are written.
-    pub fn repository_key(&self) -> Option<String> {
-        match self {
-            GitUrl::Remote { host, path, .. } => {
-                let path = path
-                    .trim_matches('/')
-                    .trim_end_matches(".git")
-                    .trim_end_matches('/');
-                Some(format!(
-                    "{}/{}",
-                    host.to_ascii_lowercase(),
-                    path.to_ascii_lowercase()
-                ))
+    /// The repository a remote URL names, spelled one way only: its host and its path as
+    /// written, without a trailing `/` or `.git`. `None` for a local path, and for a path
+    /// with anything but `/`-separated segments of ASCII letters, digits, `-`, `_` and `.`
+    /// (not `.` or `..`): a `%`-escape or a dot segment is another spelling of some other
+    /// path (`victim/rep%6F`, `mallory/../victim/repo` are `victim/repo` to an HTTP
+    /// server), so such a URL names no repository kubeci can compare, match or report to.
+    fn repository_parts(&self) -> Option<(&str, &str)> {
+        let GitUrl::Remote { host, path, .. } = self else {
+            return None;
+        };
+        let path = path.trim_end_matches('/');
+        let path = match path.len().checked_sub(4) {
+            Some(at) if path.is_char_boundary(at) && path[at..].eq_ignore_ascii_case(".git") => {
+                &path[..at]
             }
-            GitUrl::Local { .. } => None,
-        }
+            _ => path,
+        };
+        let segment_ok = |segment: &str| {
+            !matches!(segment, "" | "." | "..")
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        let name = path.rsplit('/').next().unwrap_or_default();
+        // `repo.git.git` would be `repo.git` here but `repo` to a server that drops `.git`.
+        let second_suffix = name.to_ascii_lowercase().ends_with(".git");
+        (path.split('/').all(segment_ok) && !second_suffix).then_some((host.as_str(), path))
+    }
+
+    /// `host/owner/repo`, lowercased and without `.git`, to compare repositories however
+    /// their URLs are written; `None` where the URL names no repository (see
+    /// `repository_parts`: local paths, `%`-escapes, dot segments, other characters).
+    pub fn repository_key(&self) -> Option<String> {
+        let (host, path) = self.repository_parts()?;
+        Some(format!(
+            "{}/{}",
+            host.to_ascii_lowercase(),
+            path.to_ascii_lowercase()
+        ))
+    }
+
+    /// `owner/name` (as written) of the GitHub repository this URL names on GitHub host
+    /// `host`: the repository key's path, when it is on `host` and is one owner (ASCII
+    /// letters, digits, `-`) and one repository name, as GitHub allows them. Derived from
+    /// the same parts as [`GitUrl::repository_key`], so the repository reported to is
+    /// always the one the key names (up to case, which GitHub ignores).
+    pub fn github_repository(&self, host: &str) -> Option<String> {
+        let (url_host, path) = self.repository_parts()?;
+        let (owner, _name) = path.split_once('/').filter(|(_, n)| !n.contains('/'))?;
+        let owner_ok = owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        (url_host.eq_ignore_ascii_case(host) && owner_ok).then(|| path.to_owned())
     }
 
     pub fn is_ssh(&self) -> bool {
@@ -228,6 +264,50 @@ mod tests {
                 Some("github.com/gravitational/helm-test"),
                 "{form}"
             );
+        }
+    }
+
+    #[test]
+    fn a_path_spelled_another_way_names_no_repository() {
+        for alias in [
+            "https://github.com/victim/rep%6F.git",
+            "https://github.com/victim/./repo.git",
+            "https://github.com/mallory/../victim/repo.git",
+            "https://github.com/victim//repo",
+            "https://github.com/victim/repo.git.git",
+            "https://github.com/victim/repo?x=1",
+            "git@github.com:victim/r\u{e9}po.git",
+            "git@github.com:victim/..",
+        ] {
+            let url = GitUrl::parse(alias).unwrap();
+            assert_eq!(url.repository_key(), None, "{alias}");
+            assert_eq!(url.github_repository("github.com"), None, "{alias}");
+        }
+        assert_eq!(GitUrl::parse("/srv/r").unwrap().repository_key(), None);
+    }
+
+    #[test]
+    fn the_github_repository_reported_to_is_the_one_the_key_names() {
+        for (url, reported) in [
+            ("git@github.com:Org/Repo.git", Some("Org/Repo")),
+            ("https://github.com/org/my_repo.v2/", Some("org/my_repo.v2")),
+            ("https://github.com/org/.github", Some("org/.github")),
+            ("https://github.com/org/repo.GIT", Some("org/repo")),
+            // A key, but not a repository GitHub has: nothing is reported.
+            ("https://github.com/my_org/repo", None),
+            ("https://github.com/group/sub/repo", None),
+            ("https://github.com/org", None),
+            ("git@gitlab.com:org/repo.git", None),
+        ] {
+            let url = GitUrl::parse(url).unwrap();
+            let on_github = url.github_repository("GitHub.com");
+            assert_eq!(on_github.as_deref(), reported, "{url:?}");
+            if let Some(repository) = on_github {
+                assert_eq!(
+                    url.repository_key(),
+                    Some(format!("github.com/{repository}").to_ascii_lowercase())
+                );
+            }
         }
     }
 

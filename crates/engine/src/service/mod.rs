@@ -513,7 +513,11 @@ impl<S: BuildStore> Service<'_, S> {
             build_name: facts.name,
             trigger: facts.trigger,
             git_url: facts.git_url,
-            commit: facts.commit,
+            // Put into `/repos/{repo}/statuses/{sha}`: a commit id or nothing (a Job made
+            // by hand can record anything).
+            commit: facts
+                .commit
+                .filter(|c| kubeci_build::clone_result::is_commit(c)),
             pull_request: facts.pull_request,
             context,
             created_at: facts.created_at,
@@ -532,22 +536,26 @@ impl<S: BuildStore> Service<'_, S> {
         let spec = valid.as_ref().and_then(|l| l.job.as_ref());
         let repository = spec.and_then(checkname::repository_of);
         let name = spec.and_then(|_| jobs.check_name(namespace, job));
-        let now = match spec {
-            Some(_) => JobNow::Valid {
-                repository: repository.as_deref(),
-                check_name: name.as_deref(),
-            },
-            None if jobs.is_declared(namespace, job) => JobNow::Invalid,
-            None => JobNow::Gone,
-        };
-        // The names the valid jobs of the recorded repository own now, when they matter.
         let built = recorded.git_url.and_then(|url| {
             kubeci_spec::giturl::GitUrl::parse(url)
                 .ok()?
                 .repository_key()
         });
+        let now = match spec {
+            Some(_) => JobNow::Valid {
+                repository: repository.as_deref(),
+                check_name: name.as_deref(),
+            },
+            None if jobs.is_declared(namespace, job) => JobNow::Invalid {
+                repository_allowed: built
+                    .as_deref()
+                    .is_some_and(|built| jobs.allows_repository(namespace, built)),
+            },
+            None => JobNow::Gone,
+        };
+        // The names the valid jobs of the recorded repository own now, when they matter.
         let owned: Vec<String> = match (now, built) {
-            (JobNow::Invalid, Some(built)) => {
+            (JobNow::Invalid { .. }, Some(built)) => {
                 let specs = jobs.specs(Some(std::slice::from_ref(&built)));
                 let names = specs
                     .iter()

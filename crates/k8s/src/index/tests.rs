@@ -459,3 +459,34 @@ fn a_list_applied_whole_decides_check_names_once_as_one_by_one() {
         }));
     }
 }
+
+#[test]
+fn a_namespace_allows_only_the_repositories_its_tenancy_rules_list() {
+    let mut index = JobIndex::with_tenancy();
+    assert!(
+        !index.allows_repository("team", "github.com/acme/app"),
+        "a Namespace not seen allows nothing"
+    );
+    index.set_namespace("team", Some(enabled("team", &[])));
+    assert!(
+        index.allows_repository("team", "github.com/victim/repo"),
+        "without `kubeci.io/repositories`, any repository"
+    );
+    let pinned = NamespaceRules {
+        repositories: Some(vec!["github.com/acme/*".into()]),
+        ..enabled("team", &[])
+    };
+    index.set_namespace("team", Some(pinned.clone()));
+    assert!(index.allows_repository("team", "github.com/acme/app"));
+    assert!(!index.allows_repository("team", "github.com/victim/repo"));
+    let disabled = NamespaceRules {
+        enabled: false,
+        ..pinned
+    };
+    index.set_namespace("team", Some(disabled));
+    assert!(!index.allows_repository("team", "github.com/acme/app"));
+    assert!(
+        JobIndex::default().allows_repository("team", "github.com/victim/repo"),
+        "`--tenancy open`: every repository"
+    );
+}

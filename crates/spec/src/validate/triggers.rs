@@ -19,6 +19,32 @@ pub(super) fn check_triggers(job: &Job, root: &FieldPath, out: &mut Vec<Finding>
     if let Some(ghprb) = &job.ghprb {
         check_ghprb(job, ghprb, &root.key("ghprb"), out);
     }
+    check_webhook_repository(job, root, out);
+}
+
+/// A job GitHub's events start (`ghprb.enabled`, `triggers.push`) names its repository
+/// one way: a remote URL whose path is not plain `owner/name` segments (`%`-escapes, `.`
+/// or `..` segments, other characters) names no repository, so no webhook would match it
+/// and nothing would be reported.
+fn check_webhook_repository(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
+    let by_events =
+        job.pull_requests_enabled() || job.triggers.as_ref().is_some_and(|t| t.push.is_some());
+    let Ok(url) = GitUrl::parse(&job.git.url) else {
+        return;
+    };
+    let GitUrl::Remote { path, .. } = &url else {
+        return;
+    };
+    if by_events && url.repository_key().is_none() {
+        out.push(
+            Finding::error(
+                "git-url-not-a-repository",
+                root.key("git").key("url"),
+                format!("the path `{}` of this URL is not a repository's `owner/name`: GitHub's events and reports could never match it", path.escape_debug()),
+            )
+            .help("write the repository's path as GitHub shows it, without `%`-escapes, `.` or `..` segments, e.g. `https://github.com/org/repo.git`"),
+        );
+    }
 }
 
 /// `triggers.cron`: a schedule that parses, and a warning for one that runs every minute.
