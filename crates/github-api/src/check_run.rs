@@ -8,6 +8,8 @@ use kubeci_engine::report::{CommitState, Report};
 use kubeci_engine::BuildState;
 use serde_json::{json, Value};
 
+use crate::client::CheckRun;
+
 /// GitHub refuses a check run output's summary over 65,535 characters.
 pub const SUMMARY_LIMIT: usize = 65_535;
 
@@ -15,6 +17,14 @@ pub const SUMMARY_LIMIT: usize = 65_535;
 pub fn external_id(report: &Report<'_>) -> String {
     let target = report.target;
     format!("{}/{}/{}", target.namespace, target.job, target.number)
+}
+
+/// Whether a check run GitHub has is this build's: kubeci created it for the build
+/// (`external_id`, see [`external_id`]) under the report's check name. A check run id
+/// read from a build's record is used only when this holds: the record is on the build's
+/// Job, which whoever may patch Jobs in its namespace can rewrite with any id.
+pub fn belongs_to(run: &CheckRun, external_id: &str, name: &str) -> bool {
+    run.external_id == external_id && run.name == name
 }
 
 /// A check run's conclusion for a finished build.
@@ -181,6 +191,41 @@ pub fn fields(report: &Report<'_>, now: i64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_run_belongs_to_the_build_only_with_its_external_id_and_check_name() {
+        let run = |external_id: &str, name: &str| CheckRun {
+            id: 5,
+            name: name.into(),
+            external_id: external_id.into(),
+            status: "completed".into(),
+            conclusion: Some("failure".into()),
+        };
+        let own = run("team-a/evil/1", "kubeci/evil");
+        assert!(belongs_to(&own, "team-a/evil/1", "kubeci/evil"));
+        // Another team's build, another build of the same job, another check name,
+        // a check run kubeci did not create.
+        assert!(!belongs_to(
+            &run("team-b/deploy/1", "kubeci/deploy"),
+            "team-a/evil/1",
+            "kubeci/evil"
+        ));
+        assert!(!belongs_to(
+            &run("team-a/evil/2", "kubeci/evil"),
+            "team-a/evil/1",
+            "kubeci/evil"
+        ));
+        assert!(!belongs_to(
+            &run("team-a/evil/1", "kubeci/deploy"),
+            "team-a/evil/1",
+            "kubeci/evil"
+        ));
+        assert!(!belongs_to(
+            &run("", "kubeci/evil"),
+            "team-a/evil/1",
+            "kubeci/evil"
+        ));
+    }
     use kubeci_engine::report::{ReportTarget, Reported};
 
     fn target() -> ReportTarget {

@@ -5,19 +5,69 @@
 //! restarted kubeci updates it instead of creating a second one; when a first report may
 //! have reached GitHub without being recorded (kubeci stopped in between, or the answer
 //! was lost), the check run is looked for by its `external_id` before one is created.
+//!
+//! A recorded id is trusted only once kubeci has seen that it is this build's check run
+//! (its `external_id` and name, [`check_run::belongs_to`]): the record is an annotation
+//! of the build's Job, which a tenant allowed to patch Jobs in its namespace can rewrite
+//! with another team's check run id. Each id is confirmed once per process.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use kubeci_engine::report::{Receipt, Report, ReportTarget, Reporter, Reporting};
 use serde_json::Value;
 
-use crate::client::GitHubClient;
+use crate::client::{CheckRun, GitHubClient};
 use crate::{check_run, repository_on};
+
+/// How many check runs a reporter remembers as confirmed (the oldest are forgotten
+/// first; a forgotten one costs one more GET when its build reports again).
+const CONFIRMED_LIMIT: usize = 4096;
+
+/// Which build a check run shows: its repository, `external_id` and check name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    repo: String,
+    external_id: String,
+    name: String,
+}
+
+impl Owner {
+    fn owns(&self, run: &CheckRun) -> bool {
+        check_run::belongs_to(run, &self.external_id, &self.name)
+    }
+}
+
+/// Check runs known to be a build's (created or found by this reporter, or confirmed
+/// with GitHub), by id, at most [`CONFIRMED_LIMIT`].
+#[derive(Default)]
+struct Confirmed {
+    owners: HashMap<u64, Owner>,
+    order: VecDeque<u64>,
+}
+
+impl Confirmed {
+    fn holds(&self, id: u64, owner: &Owner) -> bool {
+        self.owners.get(&id) == Some(owner)
+    }
+
+    fn remember(&mut self, id: u64, owner: &Owner) {
+        if self.owners.insert(id, owner.clone()).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > CONFIRMED_LIMIT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.owners.remove(&oldest);
+            }
+        }
+    }
+}
 
 /// Creates and updates check runs for builds of commits on one GitHub.
 pub struct ChecksReporter {
     client: Arc<GitHubClient>,
     host: String,
+    confirmed: Mutex<Confirmed>,
 }
 
 impl ChecksReporter {
@@ -26,29 +76,49 @@ impl ChecksReporter {
         ChecksReporter {
             client,
             host: host.to_ascii_lowercase(),
+            confirmed: Mutex::default(),
         }
     }
 
-    /// The check run of this build GitHub already has, if a report may have created one
-    /// that was not recorded.
+    fn remember(&self, id: u64, owner: &Owner) {
+        self.confirmed.lock().expect("lock").remember(id, owner);
+    }
+
+    /// The check run of this build GitHub already has: the recorded one once confirmed to
+    /// be this build's, else (when the record names another or a report may have created
+    /// one that was not recorded) the one found by its `external_id`.
     async fn existing(
         &self,
         report: &Report<'_>,
-        repo: &str,
         sha: &str,
-        name: &str,
+        owner: &Owner,
     ) -> Result<Option<u64>, crate::GitHubError> {
         if let Some(id) = report.before.check_run {
-            return Ok(Some(id));
-        }
-        if !report.may_have_been_sent {
+            if self.confirmed.lock().expect("lock").holds(id, owner) {
+                return Ok(Some(id));
+            }
+            match self.client.check_run(&owner.repo, id).await? {
+                Some(run) if owner.owns(&run) => {
+                    self.remember(id, owner);
+                    return Ok(Some(id));
+                }
+                run => tracing::warn!(
+                    check_run = id,
+                    build = %owner.external_id,
+                    shows = ?run.map(|r| (r.external_id, r.name)),
+                    "the check run recorded for this build is not its own: ignored"
+                ),
+            }
+        } else if !report.may_have_been_sent {
             return Ok(None);
         }
-        let external_id = check_run::external_id(report);
-        let runs = self.client.check_runs(repo, sha, Some(name)).await?;
+        let runs = self
+            .client
+            .check_runs(&owner.repo, sha, Some(&owner.name))
+            .await?;
         Ok(runs
             .into_iter()
-            .find(|run| run.external_id == external_id)
+            .find(|run| owner.owns(run))
             .map(|run| run.id))
     }
 }
@@ -90,28 +160,30 @@ impl Reporter for ChecksReporter {
             let now = jiff::Timestamp::now().as_second();
             let mut fields = check_run::fields(report, now);
             let failed = crate::report_error;
-            let id = match self
-                .existing(report, &repo, sha, &name)
-                .await
-                .map_err(failed)?
-            {
+            let owner = Owner {
+                repo,
+                external_id: check_run::external_id(report),
+                name,
+            };
+            let id = match self.existing(report, sha, &owner).await.map_err(failed)? {
                 Some(id) => {
                     self.client
-                        .update_check_run(&repo, id, fields)
+                        .update_check_run(&owner.repo, id, fields)
                         .await
                         .map_err(failed)?;
                     id
                 }
                 None => {
-                    fields["name"] = Value::String(name);
+                    fields["name"] = Value::String(owner.name.clone());
                     fields["head_sha"] = sha.into();
-                    fields["external_id"] = check_run::external_id(report).into();
+                    fields["external_id"] = owner.external_id.clone().into();
                     self.client
-                        .create_check_run(&repo, fields)
+                        .create_check_run(&owner.repo, fields)
                         .await
                         .map_err(failed)?
                 }
             };
+            self.remember(id, &owner);
             Ok(Receipt {
                 check_run: Some(id),
             })

@@ -365,13 +365,12 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
                 .collect();
             reply(StatusCode::OK, page(uri, found))
         }
-        ["repos", owner, name, "commits", sha, "check-runs"] => {
+        ["repos", owner, name, "commits", _, "check-runs"]
+        | ["repos", owner, name, "check-runs", _] => {
             let repo = format!("{owner}/{name}");
             let check_name = query(uri, "check_name");
-            reply(
-                StatusCode::OK,
-                checks::list(&state.check_runs, &repo, sha, check_name.as_deref()),
-            )
+            checks::get(&state.check_runs, &repo, segments, check_name.as_deref())
+                .map_or_else(not_found, |found| reply(StatusCode::OK, found))
         }
         ["repos", owner, name, "issues", number, "comments"] => {
             let key = (repo_key(owner, name), number.parse().unwrap_or(0));

@@ -1,6 +1,6 @@
-//! The Checks API calls: create and update a check run, list a commit's check runs.
+//! The Checks API calls: create, read and update a check run, list a commit's check runs.
 
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
@@ -45,6 +45,15 @@ impl GitHubClient {
         .map(drop)
     }
 
+    /// Check run `id` of `repo`; `None` when `repo` has none with that id.
+    pub async fn check_run(&self, repo: &str, id: u64) -> Result<Option<CheckRun>, GitHubError> {
+        let path = format!("/repos/{repo}/check-runs/{id}");
+        match self.call(Method::GET, &path, None).await? {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (_, value) => Ok(parse_check_run(&value)),
+        }
+    }
+
     /// The check runs on commit `sha`, those named `name` when given (the latest first,
     /// as GitHub lists them).
     pub async fn check_runs(
@@ -67,18 +76,20 @@ impl GitHubClient {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|run| {
-                let text = |k: &str| run[k].as_str().unwrap_or("").to_owned();
-                Some(CheckRun {
-                    id: run["id"].as_u64()?,
-                    name: text("name"),
-                    external_id: text("external_id"),
-                    status: text("status"),
-                    conclusion: run["conclusion"].as_str().map(str::to_owned),
-                })
-            })
+            .filter_map(parse_check_run)
             .collect())
     }
+}
+
+fn parse_check_run(run: &Value) -> Option<CheckRun> {
+    let text = |k: &str| run[k].as_str().unwrap_or("").to_owned();
+    Some(CheckRun {
+        id: run["id"].as_u64()?,
+        name: text("name"),
+        external_id: text("external_id"),
+        status: text("status"),
+        conclusion: run["conclusion"].as_str().map(str::to_owned),
+    })
 }
 
 /// The characters percent-encoded in a value of a GitHub API query string: all but

@@ -1,4 +1,4 @@
-//! The fake GitHub's check runs: created, updated and listed as GitHub's Checks API does
+//! The fake GitHub's check runs: created, read, updated and listed as GitHub's Checks API does
 //! it, refusing what GitHub refuses (a status or conclusion it does not know, a completed
 //! check run without a conclusion, an output summary over 65,535 characters) with `422`.
 //! Each check run keeps every status it went through, for tests to follow.
@@ -179,8 +179,26 @@ pub(super) fn update(
     Some(Ok(run.json()))
 }
 
+/// `GET /repos/{repo}/commits/{sha}/check-runs` (see [`list`]) or
+/// `GET /repos/{repo}/check-runs/{id}`: `None` when there is no such check run.
+pub(super) fn get(
+    runs: &[FakeCheckRun],
+    repo: &str,
+    segments: &[&str],
+    check_name: Option<&str>,
+) -> Option<Value> {
+    match segments {
+        [.., "commits", sha, "check-runs"] => Some(list(runs, repo, sha, check_name)),
+        [.., "check-runs", id] => runs
+            .iter()
+            .find(|r| id.parse() == Ok(r.id) && r.repo.eq_ignore_ascii_case(repo))
+            .map(FakeCheckRun::json),
+        _ => None,
+    }
+}
+
 /// `GET /repos/{repo}/commits/{sha}/check-runs?check_name=`: the latest first.
-pub(super) fn list(runs: &[FakeCheckRun], repo: &str, sha: &str, name: Option<&str>) -> Value {
+fn list(runs: &[FakeCheckRun], repo: &str, sha: &str, name: Option<&str>) -> Value {
     let found: Vec<Value> = runs
         .iter()
         .rev()
