@@ -219,6 +219,13 @@ impl Catalogue for JobSet {
         self.jobs.clone()
     }
 
+    /// Read for every page (its namespace filter): borrowed names, one copy of each.
+    fn namespaces(&self) -> Vec<String> {
+        let found: std::collections::BTreeSet<&str> =
+            self.jobs.iter().map(|j| j.namespace.as_str()).collect();
+        found.into_iter().map(str::to_owned).collect()
+    }
+
     fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
         self.jobs
             .iter()

@@ -16,6 +16,7 @@ use kubeci_engine::api::{
 };
 use kubeci_engine::approval::Approval;
 use kubeci_engine::ledger::Ledger;
+use kubeci_engine::metrics::BuildFact;
 use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
 use kubeci_engine::service::{BuildStore, Common, Created, Engine, NewBuild};
@@ -53,8 +54,24 @@ impl BuildStore for Cluster {
         Ok(self.build_records(namespace, job))
     }
 
-    fn all_builds(&self) -> Vec<BuildRecord> {
-        self.build_groups().into_values().flatten().collect()
+    fn measured(&self) -> Vec<BuildFact> {
+        let mut facts = Vec::new();
+        for ((namespace, job), records) in self.build_groups() {
+            for record in records {
+                let started_at = (record.job.status.as_ref())
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0.as_second());
+                facts.push(BuildFact {
+                    namespace: namespace.clone(),
+                    job: job.clone(),
+                    state: record.summary.state.phase(),
+                    seconds: started_at
+                        .zip(record.summary.finished_at)
+                        .map(|(start, end)| (end - start).max(0) as f64),
+                });
+            }
+        }
+        facts
     }
 
     async fn find_build(

@@ -12,6 +12,7 @@ use kubeci_engine::api::{
     StatesByJob, TriggerError,
 };
 use kubeci_engine::approval::Approval;
+use kubeci_engine::metrics::BuildFact;
 use kubeci_engine::report;
 use kubeci_engine::report::ReportRecord;
 use kubeci_engine::scheduler::WorkloadError;
@@ -23,7 +24,7 @@ use kubeci_spec::LoadedJob;
 use tokio::sync::watch;
 
 use crate::running::LOG_BATCH_BYTES;
-use crate::store::{self, BuildRow, LogLine};
+use crate::store::{self, BuildRow, LogLine, Reads};
 use crate::{now, summary, LocalBackend};
 
 impl Engine for LocalBackend {
@@ -118,7 +119,7 @@ impl BuildStore for LocalBackend {
     }
 
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, BackendError> {
-        Ok(self.store().builds(namespace, job)?)
+        Ok(self.read(|r| r.builds(namespace, job))?)
     }
 
     fn recent_builds_of(
@@ -127,11 +128,11 @@ impl BuildStore for LocalBackend {
         job: &str,
         limit: usize,
     ) -> Result<Vec<BuildRow>, BackendError> {
-        Ok(self.store().recent_builds(namespace, job, limit)?)
+        Ok(self.read(|r| r.recent_builds(namespace, job, limit))?)
     }
 
-    fn all_builds(&self) -> Vec<BuildRow> {
-        self.store().all_builds().unwrap_or_default()
+    fn measured(&self) -> Vec<BuildFact> {
+        self.read(|r| r.measured()).unwrap_or_default()
     }
 
     fn build_now(
@@ -140,12 +141,12 @@ impl BuildStore for LocalBackend {
         job: &str,
         number: u64,
     ) -> Result<Option<BuildRow>, BackendError> {
-        Ok(self.store().build(namespace, job, number)?)
+        Ok(self.read(|r| r.build(namespace, job, number))?)
     }
 
     fn newest_states(&self) -> LatestStates {
         let mut states = StatesByJob::new();
-        for row in self.store().latest_builds().unwrap_or_default() {
+        for row in self.read(|r| r.latest_builds()).unwrap_or_default() {
             states
                 .entry(row.namespace)
                 .or_default()
@@ -225,8 +226,7 @@ impl BuildStore for LocalBackend {
     }
 
     fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
-        self.store()
-            .approvals(of.namespace, of.job)
+        self.read(|r| r.approvals(of.namespace, of.job))
             .unwrap_or_default()
     }
 
@@ -246,10 +246,9 @@ impl BuildStore for LocalBackend {
         } else {
             None
         };
-        let (namespace, job, number) = key.clone();
+        let (namespace, job, number) = (&key.0, &key.1, key.2);
         let Some(row) = self
-            .with_store(move |store| store.build(&namespace, &job, number))
-            .await
+            .read(|r| r.build(namespace, job, number))
             .map_err(|e| LogError::Backend(e.into()))?
         else {
             return Err(LogError::NotFound(format!("no {build}")));
@@ -265,7 +264,9 @@ impl BuildStore for LocalBackend {
     }
 
     fn last_cron_run(&self, namespace: &str, job: &str) -> Option<i64> {
-        self.store().last_cron_run(namespace, job).ok().flatten()
+        self.read(|r| r.last_cron_run(namespace, job))
+            .ok()
+            .flatten()
     }
 
     /// Its jobs, settings and counters as every engine holds them.
@@ -313,13 +314,9 @@ impl LocalBackend {
                     if let Some(live) = live.as_mut() {
                         live.borrow_and_update();
                     }
-                    let (ns, job) = (ns.clone(), job.clone());
                     let batch = me
                         .upgrade()?
-                        .with_store(move |store| {
-                            store.log(&ns, &job, number, from, LOG_BATCH_BYTES)
-                        })
-                        .await;
+                        .read(|r| r.log(&ns, &job, number, from, LOG_BATCH_BYTES));
                     match batch {
                         Ok(batch) if batch.is_empty() => {}
                         Ok(batch) => {

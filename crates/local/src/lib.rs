@@ -31,7 +31,7 @@ use kubeci_spec::LoadOptions;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{BuildRow, Store};
+use crate::store::{BuildRow, Readers, Store};
 use kubeci_jobfiles::JobSet;
 
 /// What failed in the embedded engine.
@@ -118,9 +118,11 @@ type BuildKey = (String, String, u64);
 /// The embedded engine.
 pub struct LocalBackend {
     settings: Settings,
-    /// Locked by the blocking pool's threads for what async code asks of the store
-    /// ([`LocalBackend::with_store`]), and inline only by the engine's synchronous reads.
+    /// The writer: locked by the blocking pool's threads for what async code asks of the
+    /// store ([`LocalBackend::with_store`]).
     store: Arc<Mutex<Store>>,
+    /// The bounded reads, inline ([`LocalBackend::read`]).
+    readers: Readers,
     jobs: Arc<RwLock<JobSet>>,
     running: Mutex<HashMap<BuildKey, Running>>,
     reporter: Option<Arc<dyn Reporter>>,
@@ -269,7 +271,9 @@ impl LocalBackend {
                 owner_only_dir(secrets)?;
             }
         }
-        let store = Store::open(&settings.data_dir.join("kubeci.db"))?;
+        let database = settings.data_dir.join("kubeci.db");
+        let store = Store::open(&database)?;
+        let readers = Readers::new(&database);
         let interrupted = store.mark_interrupted(now())?;
         if interrupted > 0 {
             tracing::info!(
@@ -289,6 +293,7 @@ impl LocalBackend {
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,
             store: Arc::new(Mutex::new(store)),
+            readers,
             jobs,
             common,
             running: Mutex::default(),
@@ -302,11 +307,13 @@ impl LocalBackend {
         Ok(engine)
     }
 
-    /// The store, locked on the calling thread: for the engine's synchronous reads alone
-    /// (`BuildStore::builds_of` and the like, short indexed reads); async code goes
-    /// through [`LocalBackend::with_store`].
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().expect("the store lock")
+    /// Runs `read` on a connection of its own, inline: for bounded reads alone (a job's
+    /// builds, one build, a batch of log lines), which never wait for the writer (WAL).
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&store::Reader) -> Result<T, LocalBackendError>,
+    ) -> Result<T, LocalBackendError> {
+        self.readers.read(read)
     }
 
     /// Runs `f` on the store on tokio's blocking pool: a slow disk or a long query (or a
@@ -324,7 +331,7 @@ impl LocalBackend {
     /// waits for the store waits off the async workers.
     #[doc(hidden)]
     pub fn with_store_held<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _held = self.store();
+        let _held = self.store.lock().expect("the store lock");
         f()
     }
 }

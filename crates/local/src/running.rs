@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::BuildRow;
+use crate::store::{BuildRow, Reads};
 use crate::{final_state, now, BuildKey, LocalBackend, LocalBackendError, Running};
 
 impl LocalBackend {

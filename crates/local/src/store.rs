@@ -11,6 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::LocalBackendError;
 
 mod migrations;
+mod reads;
+
+pub use reads::{Reader, Readers, Reads};
 
 /// One line of a build's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,77 +336,6 @@ impl Store {
         Ok(())
     }
 
-    /// The rows `sql` selects with `params`.
-    fn rows(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<BuildRow>, LocalBackendError> {
-        let mut statement = self.connection.prepare_cached(sql).map_err(database)?;
-        let rows = statement.query_map(params, row).map_err(database)?;
-        rows.collect::<Result<_, _>>().map_err(database)
-    }
-
-    /// A job's builds, newest first.
-    pub fn builds(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, LocalBackendError> {
-        self.rows(
-            &format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC"),
-            params![namespace, job],
-        )
-    }
-
-    /// Every build not finished, or finished and not fully reported, of every job.
-    pub fn all_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
-        self.rows(
-            &format!("SELECT {COLUMNS} FROM builds ORDER BY namespace, job, number"),
-            [],
-        )
-    }
-
-    /// The newest build of each job, without its manifest (`manifest` is empty).
-    pub fn latest_builds(&self) -> Result<Vec<BuildRow>, LocalBackendError> {
-        let columns = COLUMNS.replace("manifest", "'' AS manifest");
-        self.rows(
-            &format!(
-                "SELECT {columns} FROM builds JOIN
-                   (SELECT namespace, job, MAX(number) AS number FROM builds GROUP BY namespace, job)
-                 USING (namespace, job, number)"
-            ),
-            [],
-        )
-    }
-
-    /// The newest `limit` builds of job `job` (without their manifests), newest first.
-    pub fn recent_builds(
-        &self,
-        namespace: &str,
-        job: &str,
-        limit: usize,
-    ) -> Result<Vec<BuildRow>, LocalBackendError> {
-        let columns = COLUMNS.replace("manifest", "'' AS manifest");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.rows(
-            &format!("SELECT {columns} FROM builds WHERE namespace = ?1 AND job = ?2 ORDER BY number DESC LIMIT ?3"),
-            params![namespace, job, limit],
-        )
-    }
-
-    pub fn build(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-    ) -> Result<Option<BuildRow>, LocalBackendError> {
-        self.connection
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM builds WHERE namespace = ?1 AND job = ?2 AND number = ?3"),
-                params![namespace, job, number as i64],
-                row,
-            )
-            .optional()
-            .map_err(database)
-    }
-
     pub fn delete_build(
         &self,
         namespace: &str,
@@ -439,43 +371,6 @@ impl Store {
         Ok(())
     }
 
-    /// A build's log lines from line `from` on, as many as fit in `max_bytes` (at least
-    /// one). A log is read in such batches, so a long one is never held whole; a line
-    /// longer than [`LINE_LIMIT`] (kept by a kubeci from before lines were cut) is read
-    /// cut.
-    pub fn log(
-        &self,
-        namespace: &str,
-        job: &str,
-        number: u64,
-        from: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<LogLine>, LocalBackendError> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT seq, written_at, substr(line, 1, ?5) FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND seq >= ?4 ORDER BY seq")
-            .map_err(database)?;
-        let read = i64::try_from(LINE_LIMIT + 1).unwrap_or(i64::MAX);
-        let mut rows = statement
-            .query(params![namespace, job, number as i64, from as i64, read])
-            .map_err(database)?;
-        let (mut lines, mut bytes) = (Vec::new(), 0);
-        while bytes < max_bytes {
-            let Some(row) = rows.next().map_err(database)? else {
-                break;
-            };
-            let text: Vec<u8> = row.get(2).map_err(database)?;
-            let line = LogLine {
-                seq: row.get::<_, i64>(0).map_err(database)? as u64,
-                written_at: row.get(1).map_err(database)?,
-                text: kubeci_render::log_line::cut(&text, LINE_LIMIT),
-            };
-            bytes += line.text.len() + 1;
-            lines.push(line);
-        }
-        Ok(lines)
-    }
-
     /// Records an admin's approval for a job, keeping the job's approvals within
     /// `kubeci_engine::approval`'s bounds.
     pub fn approve(
@@ -503,31 +398,6 @@ impl Store {
             }
         }
         tx.commit().map_err(database)
-    }
-
-    /// The approvals recorded for a job, newest first.
-    pub fn approvals(
-        &self,
-        namespace: &str,
-        job: &str,
-    ) -> Result<Vec<Approval>, LocalBackendError> {
-        approvals_of(&self.connection, namespace, job)
-    }
-
-    pub fn last_cron_run(
-        &self,
-        namespace: &str,
-        job: &str,
-    ) -> Result<Option<i64>, LocalBackendError> {
-        self.connection
-            .query_row(
-                "SELECT last_cron_run FROM counters WHERE namespace = ?1 AND job = ?2",
-                params![namespace, job],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(database)
     }
 
     pub fn set_last_cron_run(

@@ -14,7 +14,7 @@ use kubeci_engine::scheduler::{
 };
 use kubeci_engine::service::Service;
 
-use crate::store::BuildRow;
+use crate::store::{BuildRow, Reads};
 use crate::{LocalBackend, LocalBackendError};
 
 impl From<LocalBackendError> for WorkloadError {

@@ -1,14 +1,16 @@
-//! The local engine's store is used off the async workers: while a request waits for the
-//! store (a slow disk, a long query, a busy lock), the server's other work still answers.
+//! The local engine writes to its store off the async workers, and reads beside the writer:
+//! while a request waits for a write (a slow disk, a long transaction), the server's other
+//! work still answers, and reads never wait for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubeci_engine::api::{Backend, LogOptions};
+use kubeci_build::BuildRequest;
+use kubeci_engine::api::{Backend, LogOptions, TriggerRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How long the test holds the store at most: without the fix the single worker is stuck
-/// until then, and `/healthz` answers only after it.
+/// How long the test holds the store at most: a call that waited for it on the single
+/// worker would stall the test until then.
 const HELD_AT_MOST: Duration = Duration::from_secs(20);
 
 async fn healthz(address: std::net::SocketAddr) -> String {
@@ -24,10 +26,15 @@ async fn healthz(address: std::net::SocketAddr) -> String {
 
 /// One worker thread: a store call made inline on it would stall everything else.
 #[tokio::test(flavor = "current_thread")]
-async fn pages_answer_while_a_log_read_waits_for_the_store() {
+async fn pages_and_reads_answer_while_a_build_request_waits_for_a_write() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = dir.path().join("jobs");
     std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("hello.yaml"),
+        "- job:\n    name: hello\n    git: {url: 'https://github.com/o/r'}\n    run_command: make\n",
+    )
+    .unwrap();
     let engine = kubeci_local::LocalBackend::start(
         kubeci_local::Settings {
             jobs_dir: jobs,
@@ -49,9 +56,17 @@ async fn pages_answer_while_a_log_read_waits_for_the_store() {
     let app = kubeci_server::app(Arc::clone(&engine), kubeci_server::Access::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
     assert!(healthz(address).await.ends_with("ok"));
+    assert!(
+        engine
+            .jobs()
+            .iter()
+            .any(|j| j.name.as_deref() == Some("hello")),
+        "{:?}",
+        engine.jobs()
+    );
 
-    // Another thread holds the store (as a slow write would) until told, or at most
-    // HELD_AT_MOST; it says whether it was told.
+    // Another thread holds the store's writer (as a slow write would) until told, or at
+    // most HELD_AT_MOST; it says whether it was told.
     let (held, is_held) = tokio::sync::oneshot::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn({
@@ -65,36 +80,45 @@ async fn pages_answer_while_a_log_read_waits_for_the_store() {
     });
     is_held.await.unwrap();
 
-    // A reader asks for a build's log: it waits for the store.
-    let reading = tokio::spawn({
+    // A build is requested: numbering it is a write, which waits for the store.
+    let triggering = tokio::spawn({
         let engine = Arc::clone(&engine);
         async move {
-            let how = LogOptions {
-                follow: false,
-                timestamps: false,
+            let request = TriggerRequest {
+                namespace: "default".into(),
+                name: "hello".into(),
+                build: BuildRequest::manual(0),
+                key: None,
             };
-            engine
-                .log("default", "hello", 1, how)
-                .await
-                .err()
-                .map(|e| e.to_string())
+            engine.trigger(request).await.map(|t| t.build.number)
         }
     });
-
+    // Meanwhile the server answers, and a read is answered from what is stored.
     let answer = healthz(address).await;
-    let log_was_waiting = !reading.is_finished();
+    let how = LogOptions {
+        follow: false,
+        timestamps: false,
+    };
+    let read_meanwhile = engine.log("default", "hello", 1, how).await.err();
+    let trigger_was_waiting = !triggering.is_finished();
     let _ = release.send(());
     let released_by_the_test = holder.join().unwrap();
     assert!(answer.ends_with("ok"), "{answer}");
     assert!(
         released_by_the_test,
-        "/healthz answered only once the store was released ({HELD_AT_MOST:?} later): the log read waited for the store on the async worker"
+        "the test was stuck until the store was released ({HELD_AT_MOST:?} later): something waited for the write on the async worker"
     );
-    assert!(log_was_waiting, "the log read did not wait for the store");
-    // Then the read goes on as before.
-    let read = reading.await.unwrap();
     assert!(
-        read.as_deref().is_some_and(|e| e.contains("hello")),
-        "{read:?}"
+        trigger_was_waiting,
+        "the build request did not wait for the store"
     );
+    assert!(
+        read_meanwhile
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("no build 1")),
+        "the read while the write waited: {read_meanwhile:?}"
+    );
+    // Then the request goes on, and its build is read.
+    assert_eq!(triggering.await.unwrap().unwrap(), 1);
+    assert!(engine.log("default", "hello", 1, how).await.is_ok());
 }

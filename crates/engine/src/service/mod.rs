@@ -110,8 +110,9 @@ pub trait BuildStore: Workload {
         builds.truncate(limit);
         Ok(builds)
     }
-    /// Every build of every job.
-    fn all_builds(&self) -> Vec<Self::Build>;
+    /// Every build of every job as the metrics count it (read at every scrape: only what
+    /// they need, not each build's facts).
+    fn measured(&self) -> Vec<metrics::BuildFact>;
     /// Build `number` of a job as the engine knows it now.
     fn build_now(
         &self,
@@ -193,20 +194,30 @@ impl<S: BuildStore> Service<'_, S> {
     /// valid, else from the server's template.
     pub fn view(&self, build: &S::Build) -> BuildView {
         let facts = self.0.facts(build);
-        let declared = self
-            .0
-            .catalogue()
-            .find(facts.namespace, facts.job)
-            .and_then(|l| l.job.as_ref()?.log_url.clone());
-        let template = declared.or_else(|| self.0.common().log_url_template.clone());
+        let template = self.log_template(facts.namespace, facts.job);
         BuildView::of(facts, template.as_deref())
+    }
+
+    /// The log URL template of job `name`'s builds: its own while it is valid, else the
+    /// server's.
+    fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
+        let declared = self.0.catalogue().find(namespace, name);
+        let declared = declared.and_then(|l| l.job.as_ref()?.log_url.clone());
+        declared.or_else(|| self.0.common().log_url_template.clone())
+    }
+
+    /// `builds` of job `name` as the API shows them (its template looked up once).
+    fn views(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Vec<BuildView> {
+        let template = self.log_template(namespace, name);
+        let view = |b| BuildView::of(self.0.facts(b), template.as_deref());
+        builds.iter().map(view).collect()
     }
 
     /// The builds of a job, newest first; `None` for a job neither declared nor built.
     pub fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
         let builds = self.0.builds_of(namespace, name).ok()?;
         self.shown(namespace, name, &builds)?;
-        Some(builds.iter().map(|b| self.view(b)).collect())
+        Some(self.views(namespace, name, &builds))
     }
 
     /// Whether a job with `builds` is shown: declared, or with builds.
@@ -225,7 +236,7 @@ impl<S: BuildStore> Service<'_, S> {
             .filter_map(|(namespace, name)| {
                 let builds = self.0.recent_builds_of(namespace, name, limit).ok()?;
                 self.shown(namespace, name, &builds)?;
-                let views = builds.iter().map(|b| self.view(b)).collect();
+                let views = self.views(namespace, name, &builds);
                 Some(((namespace.clone(), name.clone()), views))
             })
             .collect()
@@ -321,6 +332,8 @@ impl<S: BuildStore> Service<'_, S> {
         reporting: bool,
         keep: std::collections::BTreeSet<u64>,
     ) -> JobBuilds {
+        // What names the reports is read once for all the job's builds.
+        let naming = reporting.then(|| self.naming(&namespace, &job));
         let builds = builds
             .iter()
             .map(|build| ScheduledBuild {
@@ -329,7 +342,7 @@ impl<S: BuildStore> Service<'_, S> {
                     true => self.0.reported_of(build),
                     false => ReportRecord::default(),
                 },
-                target: reporting.then(|| self.report_target(build)),
+                target: naming.as_ref().map(|n| self.report_target(build, n)),
             })
             .collect();
         let loaded = self.declaration(&namespace, &job);
@@ -446,23 +459,7 @@ impl<S: BuildStore> Service<'_, S> {
 
     /// Builds by job and state, their durations, and the passes' failed writes.
     pub fn metrics(&self) -> Vec<Family> {
-        let builds: Vec<metrics::BuildFact> = self
-            .0
-            .all_builds()
-            .iter()
-            .map(|build| {
-                let facts = self.0.facts(build);
-                metrics::BuildFact {
-                    namespace: facts.namespace.to_owned(),
-                    job: facts.job.to_owned(),
-                    state: facts.state.phase(),
-                    seconds: facts
-                        .started_at
-                        .zip(facts.finished_at)
-                        .map(|(start, end)| (end - start).max(0) as f64),
-                }
-            })
-            .collect();
+        let builds = self.0.measured();
         let mut families = metrics::build_families(&builds);
         families.push(metrics::reconcile_errors(&self.0.common().counters));
         families
@@ -496,10 +493,10 @@ impl<S: BuildStore> Service<'_, S> {
 
     /// What a report about `build` is about, addressed from the build's own record (the
     /// repository it was made from, the name recorded when it was created) by
-    /// [`checkname::report_name`].
-    pub fn report_target(&self, build: &S::Build) -> ReportTarget {
+    /// [`checkname::report_name`], with its job's `naming` now.
+    fn report_target(&self, build: &S::Build, naming: &Naming) -> ReportTarget {
         let facts = self.0.facts(build);
-        let context = self.report_name(&facts);
+        let context = self.report_name(&facts, naming);
         ReportTarget {
             namespace: facts.namespace.to_owned(),
             job: facts.job.to_owned(),
@@ -524,46 +521,78 @@ impl<S: BuildStore> Service<'_, S> {
         }
     }
 
-    /// The name a build with `facts` reports under now.
-    fn report_name(&self, facts: &BuildFacts<'_>) -> Option<String> {
+    /// What names the reports of job `job`'s builds now.
+    fn naming(&self, namespace: &str, job: &str) -> Naming {
         let jobs = self.0.catalogue();
-        let (namespace, job) = (facts.namespace, facts.job);
+        let valid = jobs.find(namespace, job);
+        match valid.as_ref().and_then(|l| l.job.as_ref()) {
+            Some(spec) => Naming::Valid {
+                repository: checkname::repository_of(spec),
+                check_name: jobs.check_name(namespace, job),
+            },
+            None if jobs.is_declared(namespace, job) => Naming::Invalid,
+            None => Naming::Gone,
+        }
+    }
+
+    /// The name a build with `facts` reports under now.
+    fn report_name(&self, facts: &BuildFacts<'_>, naming: &Naming) -> Option<String> {
         let recorded = Recorded {
             git_url: facts.git_url.as_deref(),
             check_name: facts.check_name.as_deref(),
         };
-        let valid = jobs.find(namespace, job);
-        let spec = valid.as_ref().and_then(|l| l.job.as_ref());
-        let repository = spec.and_then(checkname::repository_of);
-        let name = spec.and_then(|_| jobs.check_name(namespace, job));
+        let (repository, check_name) = match naming {
+            Naming::Valid {
+                repository,
+                check_name,
+            } => (repository.as_deref(), check_name.as_deref()),
+            Naming::Invalid => return self.report_name_of_invalid(facts.namespace, recorded),
+            Naming::Gone => return checkname::report_name(JobNow::Gone, recorded, []),
+        };
+        let now = JobNow::Valid {
+            repository,
+            check_name,
+        };
+        checkname::report_name(now, recorded, [])
+    }
+
+    /// The name a build of an invalid job of `namespace` reports under now: what the valid
+    /// jobs of the repository it was built from own now matters.
+    fn report_name_of_invalid(&self, namespace: &str, recorded: Recorded<'_>) -> Option<String> {
+        let jobs = self.0.catalogue();
         let built = recorded.git_url.and_then(|url| {
             kubeci_spec::giturl::GitUrl::parse(url)
                 .ok()?
                 .repository_key()
         });
-        let now = match spec {
-            Some(_) => JobNow::Valid {
-                repository: repository.as_deref(),
-                check_name: name.as_deref(),
-            },
-            None if jobs.is_declared(namespace, job) => JobNow::Invalid {
-                repository_allowed: built
-                    .as_deref()
-                    .is_some_and(|built| jobs.allows_repository(namespace, built)),
-            },
-            None => JobNow::Gone,
+        let now = JobNow::Invalid {
+            repository_allowed: built
+                .as_deref()
+                .is_some_and(|built| jobs.allows_repository(namespace, built)),
         };
-        // The names the valid jobs of the recorded repository own now, when they matter.
-        let owned: Vec<String> = match (now, built) {
-            (JobNow::Invalid { .. }, Some(built)) => {
+        let owned: Vec<String> = match built {
+            Some(built) => {
                 let specs = jobs.specs(Some(std::slice::from_ref(&built)));
                 let names = specs
                     .iter()
                     .filter_map(|(ns, j)| jobs.check_name(ns, &j.name));
                 names.collect()
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         checkname::report_name(now, recorded, owned.iter().map(String::as_str))
     }
+}
+
+/// What names the reports of a job's builds now: read once per job and pass.
+enum Naming {
+    /// Valid: the repository its spec builds and the name it reports under.
+    Valid {
+        repository: Option<String>,
+        check_name: Option<String>,
+    },
+    /// Declared, and invalid.
+    Invalid,
+    /// No longer declared.
+    Gone,
 }

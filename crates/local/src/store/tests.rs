@@ -222,3 +222,36 @@ fn every_state_reads_back_as_written() {
         assert_eq!(store.build("ci", "demo", 1).unwrap().unwrap().state, state);
     }
 }
+
+#[test]
+fn readers_read_the_last_commit_beside_a_write_under_way_and_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeci.db");
+    let request = kubeci_build::BuildRequest::manual(0);
+    let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
+    let mut store = Store::open(&path).unwrap();
+    store.allocate(&new(None, &request, &manifest, 100)).unwrap();
+    let readers = Readers::new(&path);
+
+    // A write under way: a transaction holding the writer's lock, not yet committed.
+    let writing = store.connection.transaction().unwrap();
+    writing
+        .execute("UPDATE builds SET state = 'running' WHERE number = 1", [])
+        .unwrap();
+    let seen = readers.read(|r| r.build("ci", "demo", 1)).unwrap().unwrap();
+    assert_eq!(seen.state, BuildState::Queued, "the last commit, at once");
+    writing.commit().unwrap();
+    let seen = readers.read(|r| r.build("ci", "demo", 1)).unwrap().unwrap();
+    assert_eq!(seen.state, BuildState::Running, "then the new one");
+    let measured = readers.read(|r| r.measured()).unwrap();
+    assert_eq!(measured.len(), 1);
+    assert_eq!(measured[0].state, kubeci_engine::Phase::Running);
+
+    let refused = readers.read(|r| {
+        r.connection()
+            .execute("DELETE FROM builds", [])
+            .map_err(database)
+    });
+    assert!(refused.is_err(), "a reader wrote");
+    assert_eq!(readers.read(|r| r.builds("ci", "demo")).unwrap().len(), 1);
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::latest;
-use crate::store::{LogLine, Store};
+use crate::store::{LogLine, Reads, Store};
 use crate::LocalBackendError;
 
 /// The schema the first kubeci with a local engine wrote, verbatim (written out here, not
