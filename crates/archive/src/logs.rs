@@ -87,9 +87,9 @@ impl Archive {
                         upload.insert(WriteMultipart::new_with_chunk_size(started, PART_SIZE))
                     }
                 };
-                // Wait for the part in flight before filling the next one.
+                // Wait until no part is in flight (fewer than one) before filling the next.
                 writer
-                    .wait_for_capacity(0)
+                    .wait_for_capacity(1)
                     .await
                     .map_err(|source| ArchiveError::Write {
                         key: key.clone(),

@@ -213,12 +213,14 @@ impl ObjectStore for Recording {
                 *most = (*most).max(now);
             }
         }
+        let got = self.inner.get_opts(location, options).await;
         if self.yield_on_read {
+            // Between this read and the caller's write, let the other writers run.
             for _ in 0..4 {
                 tokio::task::yield_now().await;
             }
         }
-        self.inner.get_opts(location, options).await
+        got
     }
 
     async fn get_ranges(
