@@ -74,29 +74,40 @@ async fn a_page_of_10000_builds_reads_the_head_and_a_chunk_or_two_and_lists_noth
 #[tokio::test]
 async fn racing_writers_on_a_store_with_conditional_writes_lose_no_entries() {
     // Two replicas (two `Archive`s, so no lock in common) over one store; each read
-    // yields, so both read each object before either writes it back.
+    // yields, so both read each object before either writes it back: first a job with no
+    // index yet (both create its objects), then one whose objects both update.
     let mut racing = Recording::new(Arc::new(object_store::memory::InMemory::new()));
     racing.yield_on_read = true;
     let store = Arc::new(racing);
     let (one, two) = (archive_over(&store), archive_over(&store));
-    one.add_to_index(JOB, &[entry(0, "first"), entry(3, "first")])
-        .await
-        .unwrap();
-    store.take();
-    let (from_one, from_two) = ([entry(1, "from one")], [entry(2, "from two")]);
-    let (a, b) = tokio::join!(
-        one.add_to_index(JOB, &from_one),
-        two.add_to_index(JOB, &from_two),
-    );
-    a.unwrap();
-    b.unwrap();
-    let seen = store.take();
-    assert_eq!(
-        seen.most_updating.get("kubeci/v1/jobs/ci/web/index/0.json"),
-        Some(&2),
-        "the writers did race"
-    );
-    assert_eq!(numbers(&page(&two, None, 50).await), [3, 2, 1, 0]);
+    for (existing, added, raced, listed) in [
+        (vec![], [1, 2], "head.json", vec![2, 1]),
+        (
+            vec![entry(0, "first"), entry(5, "first")],
+            [3, 4],
+            "index/0.json",
+            vec![5, 4, 3, 2, 1, 0],
+        ),
+    ] {
+        one.add_to_index(JOB, &existing).await.unwrap();
+        store.take();
+        let (from_one, from_two) = ([entry(added[0], "one")], [entry(added[1], "two")]);
+        let (a, b) = tokio::join!(
+            one.add_to_index(JOB, &from_one),
+            two.add_to_index(JOB, &from_two),
+        );
+        a.unwrap();
+        b.unwrap();
+        let seen = store.take();
+        assert_eq!(
+            seen.most_updating
+                .get(&format!("kubeci/v1/jobs/ci/web/{raced}")),
+            Some(&2),
+            "the writers did race on {raced}"
+        );
+        assert_eq!(numbers(&page(&two, None, 50).await), listed);
+    }
+    assert_eq!(one.highest(JOB).await.unwrap(), Some(5));
 }
 
 #[tokio::test]
