@@ -70,6 +70,8 @@ pub struct Seen {
     pub puts: Vec<(String, usize)>,
     pub lists: usize,
     pub largest_part: usize,
+    /// Multipart uploads aborted (on S3 their parts would otherwise stay, billed).
+    pub aborts: usize,
     pub most_parts_in_flight: usize,
     /// Per key, the most writers that had read it and not yet written it back.
     pub most_updating: HashMap<String, usize>,
@@ -289,6 +291,7 @@ impl MultipartUpload for RecordingUpload {
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
+        self.seen.lock().unwrap().aborts += 1;
         self.inner.abort().await
     }
 }

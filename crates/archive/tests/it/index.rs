@@ -149,7 +149,8 @@ async fn archive_build(archive: &Archive, number: u64) {
 async fn retention_deletes_the_old_builds_files_and_entries_and_numbers_stay_taken() {
     for (name, store, _dir) in stores() {
         let archive = archive_over(&store);
-        for number in 1..=10 {
+        // One build per index chunk: 100, 200, … 1000.
+        for number in (1..=10).map(|n| n * 100) {
             archive_build(&archive, number).await;
         }
         let keep_three = Retention {
@@ -162,7 +163,7 @@ async fn retention_deletes_the_old_builds_files_and_entries_and_numbers_stay_tak
                 .apply_retention(JOB, &keep_three, now, 4)
                 .await
                 .unwrap(),
-            [1, 2, 3, 4],
+            [100, 200, 300, 400],
             "{name}: a batch, oldest first"
         );
         assert_eq!(
@@ -170,7 +171,7 @@ async fn retention_deletes_the_old_builds_files_and_entries_and_numbers_stay_tak
                 .apply_retention(JOB, &keep_three, now, 4)
                 .await
                 .unwrap(),
-            [5, 6, 7],
+            [500, 600, 700],
             "{name}"
         );
         assert!(archive
@@ -182,27 +183,31 @@ async fn retention_deletes_the_old_builds_files_and_entries_and_numbers_stay_tak
         assert_eq!(
             keys.len(),
             6,
-            "{name}: a record and a log for each of 8, 9, 10: {keys:?}"
+            "{name}: a record and a log for each of the newest three: {keys:?}"
         );
         assert!(keys
             .iter()
-            .all(|k| ["/8/", "/9/", "/10/"].iter().any(|n| k.contains(n))));
+            .all(|k| ["/800/", "/900/", "/1000/"].iter().any(|n| k.contains(n))));
         assert_eq!(
-            archive.record::<u64>(build(4)).await.unwrap(),
+            archive.record::<u64>(build(400)).await.unwrap(),
             None,
             "{name}"
         );
         assert!(
-            archive.log(build(4), "build", 0).await.unwrap().is_none(),
+            archive.log(build(400), "build", 0).await.unwrap().is_none(),
             "{name}"
         );
         store.take();
         assert_eq!(
             numbers(&page(&archive, None, 50).await),
-            [10, 9, 8],
+            [1000, 900, 800],
             "{name}"
         );
-        assert_eq!(store.take().gets.len(), 2, "{name}: the head and one chunk");
+        assert_eq!(
+            store.take().gets.len(),
+            4,
+            "{name}: the head and the chunks of the builds kept, not the emptied ones below"
+        );
 
         let keep_none = Retention {
             max_age: Some(std::time::Duration::from_secs(60)),
@@ -215,14 +220,14 @@ async fn retention_deletes_the_old_builds_files_and_entries_and_numbers_stay_tak
         assert!(page(&archive, None, 50).await.is_empty(), "{name}");
         assert_eq!(
             archive.highest(JOB).await.unwrap(),
-            Some(10),
-            "{name}: with every build gone, 10 is still the highest number given"
+            Some(1000),
+            "{name}: with every build gone, 1000 is still the highest number given"
         );
         archive
-            .add_to_index(JOB, &[entry(11, "running")])
+            .add_to_index(JOB, &[entry(1001, "running")])
             .await
             .unwrap();
-        assert_eq!(numbers(&page(&archive, None, 50).await), [11], "{name}");
+        assert_eq!(numbers(&page(&archive, None, 50).await), [1001], "{name}");
     }
 }
 

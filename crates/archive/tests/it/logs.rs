@@ -180,6 +180,7 @@ async fn a_log_whose_writing_fails_leaves_the_earlier_copy_whole() {
         let past_a_part = PART_SIZE as u64 / 150;
         let failing = stream::iter((0..past_a_part).map(|i| Ok(line(i))))
             .chain(stream::iter([Err(NodeGone)]));
+        store.take();
         let error = archive
             .put_log(build(3), "build", failing)
             .await
@@ -187,6 +188,11 @@ async fn a_log_whose_writing_fails_leaves_the_earlier_copy_whole() {
         assert!(
             matches!(error, ArchiveError::LogSource { .. }),
             "{name}: {error:?}"
+        );
+        assert_eq!(
+            store.take().aborts,
+            1,
+            "{name}: the upload under way is aborted"
         );
         assert!(
             error.to_string().contains("the pod's node is gone"),
