@@ -236,7 +236,9 @@ impl Archive {
         let _one_writer = lock.lock().await;
         self.update_json(&head_key, "a job's head", |head: Option<Head>| {
             let head = head?;
-            let lowest = kept_lowest.unwrap_or(head.highest + 1).max(head.lowest);
+            let lowest = kept_lowest
+                .unwrap_or(head.highest.saturating_add(1))
+                .max(head.lowest);
             (lowest != head.lowest).then_some(Head { lowest, ..head })
         })
         .await?;

@@ -115,3 +115,27 @@ async fn a_file_archive_is_made_where_its_url_points_in_the_documented_layout() 
         Some(record(12, "failed"))
     );
 }
+
+/// The engine runs archive calls on spawned tasks: every call's future is `Send`, and an
+/// `Archive` is shared between tasks.
+#[test]
+fn an_archive_and_its_calls_can_cross_tasks() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<Archive>();
+    let archive = Archive::in_memory();
+    let job = crate::common::JOB;
+    send(&archive.put_record(build(1), &record(1, "running")));
+    send(&archive.record::<Record>(build(1)));
+    let lines = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        kubeci_archive::LogLine::untimed("x"),
+    )]);
+    send(&archive.put_log(build(1), "build", lines));
+    send(&archive.log(build(1), "build", 0));
+    send(&archive.add_to_index(job, &[crate::common::entry(1, "running")]));
+    send(&archive.page::<String>(job, None, 50));
+    send(&archive.highest(job));
+    send(&archive.delete_build(build(1)));
+    let retention = kubeci_archive::Retention::default();
+    send(&archive.apply_retention(job, &retention, jiff::Timestamp::UNIX_EPOCH, 10));
+}
