@@ -16,6 +16,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: String,
+    /// Whether it carried `If-Match` or `If-None-Match`.
+    pub conditional: bool,
 }
 
 #[derive(Debug, Default)]
@@ -62,13 +64,14 @@ impl FakeS3 {
             request.method().to_string(),
             request.uri().path().to_owned(),
         );
+        let (if_match, if_none_match, range) =
+            (header("if-match"), header("if-none-match"), header("range"));
         self.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             path: path.clone(),
             authorization: header("authorization").unwrap_or_default(),
+            conditional: if_match.is_some() || if_none_match.is_some(),
         });
-        let (if_match, if_none_match, range) =
-            (header("if-match"), header("if-none-match"), header("range"));
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let mut objects = self.objects.lock().unwrap();
         let current = objects.get(&path).cloned();

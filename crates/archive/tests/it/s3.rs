@@ -75,10 +75,47 @@ async fn an_s3_archive_signs_its_requests_to_the_endpoint_the_environment_names(
             && s.authorization.contains("/eu-west-1/s3/aws4_request")),
         "every request signed with the keys and region from AWS_*: {seen:#?}"
     );
+    let index_writes: Vec<_> = seen
+        .iter()
+        .filter(|s| {
+            s.method == "PUT"
+                && (s.path.ends_with("/index/0.json") || s.path.ends_with("/head.json"))
+        })
+        .collect();
+    assert_eq!(
+        index_writes.len(),
+        4,
+        "the head and the chunk, for each build: {seen:#?}"
+    );
+    assert!(
+        index_writes.iter().all(|s| s.conditional),
+        "index writes are conditional by default: {index_writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn aws_conditional_put_disabled_writes_the_index_without_preconditions() {
+    let (s3, address) = FakeS3::start().await;
+    let url: ArchiveUrl = "s3://ci-archive".parse().unwrap();
+    let mut env = env(&format!("http://{address}"));
+    env.push(("AWS_CONDITIONAL_PUT".to_owned(), "disabled".to_owned()));
+    let archive = Archive::open_with_env(&url, &env).unwrap();
+    archive
+        .add_to_index(JOB, &[entry(1, "succeeded")])
+        .await
+        .unwrap();
+    archive
+        .add_to_index(JOB, &[entry(2, "running")])
+        .await
+        .unwrap();
+    let page = archive.page::<String>(JOB, None, 10).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.number).collect::<Vec<_>>(), [2, 1]);
+    let seen = s3.seen.lock().unwrap().clone();
     assert!(
         seen.iter()
-            .any(|s| s.method == "PUT" && s.path.ends_with("/index/0.json")),
-        "the index is written: {seen:#?}"
+            .filter(|s| s.method == "PUT")
+            .all(|s| !s.conditional),
+        "{seen:#?}"
     );
 }
 
