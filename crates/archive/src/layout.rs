@@ -1,0 +1,193 @@
+//! Where each object lives: the archive's layout, version 1, as pure functions. Every key
+//! kubeci writes is made here; docs/archive.md describes the same keys.
+//!
+//! ```text
+//! PREFIX/v1/jobs/NAMESPACE/JOB/head.json                      highest and lowest numbers
+//! PREFIX/v1/jobs/NAMESPACE/JOB/index/CHUNK.json               builds CHUNK*100 … CHUNK*100+99
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/record.json      the build's record
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/logs/STEP.log    one step's log
+//! ```
+//!
+//! Numbers are decimal without leading zeros. Changing any of this is a new version
+//! (`v2/`), read beside `v1/`, never a change to `v1/`.
+
+use kubeci_build::{BuildRef, JobRef};
+
+use crate::error::{ArchiveError, Result};
+
+/// The layout's version: the first segment under the prefix.
+pub const VERSION: &str = "v1";
+
+/// Builds per index chunk: chunk `c` holds builds `c * CHUNK_SIZE` to `c * CHUNK_SIZE +
+/// CHUNK_SIZE - 1`.
+pub const CHUNK_SIZE: u64 = 100;
+
+/// The index chunk a build's entry is in.
+pub fn chunk_of(number: u64) -> u64 {
+    number / CHUNK_SIZE
+}
+
+/// The keys of one archive: its prefix and the layout under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `""` or `segments/` (with its trailing slash).
+    root: String,
+}
+
+impl Layout {
+    /// The layout under `prefix` (as [`crate::ArchiveUrl::prefix`] gives it: segments
+    /// without a leading or trailing `/`, or empty).
+    pub fn new(prefix: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let root = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Self { root }
+    }
+
+    /// `PREFIX/v1/jobs/NAMESPACE/JOB/`: everything of one job.
+    pub fn job_dir(&self, job: JobRef<'_>) -> Result<String> {
+        check_name("namespace", job.namespace)?;
+        check_name("job", job.job)?;
+        Ok(format!(
+            "{}{VERSION}/jobs/{}/{}/",
+            self.root, job.namespace, job.job
+        ))
+    }
+
+    /// The job's head: the highest build number ever archived, and the lowest kept.
+    pub fn head(&self, job: JobRef<'_>) -> Result<String> {
+        Ok(format!("{}head.json", self.job_dir(job)?))
+    }
+
+    /// One chunk of the job's index.
+    pub fn chunk(&self, job: JobRef<'_>, chunk: u64) -> Result<String> {
+        Ok(format!("{}index/{chunk}.json", self.job_dir(job)?))
+    }
+
+    /// `…/builds/NUMBER/`: every object of one build (what retention deletes).
+    pub fn build_dir(&self, build: BuildRef<'_>) -> Result<String> {
+        let job = JobRef {
+            namespace: build.namespace,
+            job: build.job,
+        };
+        Ok(format!("{}builds/{}/", self.job_dir(job)?, build.number))
+    }
+
+    /// The build's record.
+    pub fn record(&self, build: BuildRef<'_>) -> Result<String> {
+        Ok(format!("{}record.json", self.build_dir(build)?))
+    }
+
+    /// One step's log.
+    pub fn log(&self, build: BuildRef<'_>, step: &str) -> Result<String> {
+        check_name("step", step)?;
+        Ok(format!("{}logs/{step}.log", self.build_dir(build)?))
+    }
+}
+
+/// A namespace, job or step name is one key segment: Kubernetes names (DNS-1123) and
+/// container names fit; a `/`, an empty name, `.` or `..` would change the layout.
+fn check_name(what: &'static str, value: &str) -> Result<()> {
+    let problem = if value.is_empty() {
+        Some("it is empty".to_owned())
+    } else if value.len() > 253 {
+        Some("it is longer than 253 characters".to_owned())
+    } else if value.starts_with('.') {
+        Some("it starts with `.`".to_owned())
+    } else {
+        value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .map(|c| format!("it has `{c}`; names are letters, digits, `-`, `_` and `.`"))
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(ArchiveError::Name {
+            what,
+            value: value.to_owned(),
+            problem,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUILD: BuildRef<'static> = BuildRef {
+        namespace: "ci",
+        job: "web",
+        number: 1234,
+    };
+    const JOB: JobRef<'static> = JobRef {
+        namespace: "ci",
+        job: "web",
+    };
+
+    #[test]
+    fn every_key_of_version_1() {
+        let layout = Layout::new("kubeci/prod");
+        assert_eq!(
+            layout.record(BUILD).unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/builds/1234/record.json"
+        );
+        assert_eq!(
+            layout.log(BUILD, "clone").unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/builds/1234/logs/clone.log"
+        );
+        assert_eq!(
+            layout.build_dir(BUILD).unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/builds/1234/"
+        );
+        assert_eq!(
+            layout.head(JOB).unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/head.json"
+        );
+        assert_eq!(
+            layout.chunk(JOB, chunk_of(1234)).unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/index/12.json"
+        );
+        assert_eq!(
+            Layout::new("").record(BUILD).unwrap(),
+            "v1/jobs/ci/web/builds/1234/record.json"
+        );
+    }
+
+    #[test]
+    fn chunks_hold_a_hundred_builds_each() {
+        assert_eq!(chunk_of(0), 0);
+        assert_eq!(chunk_of(99), 0);
+        assert_eq!(chunk_of(100), 1);
+        assert_eq!(chunk_of(10_000), 100);
+    }
+
+    #[test]
+    fn names_that_would_change_the_layout_are_refused() {
+        for (step, problem) in [
+            ("", "it is empty"),
+            ("..", "it starts with `.`"),
+            ("a/b", "it has `/`"),
+            ("build log", "it has ` `"),
+        ] {
+            match Layout::new("").log(BUILD, step) {
+                Err(ArchiveError::Name {
+                    what: "step",
+                    problem: said,
+                    ..
+                }) => assert!(said.starts_with(problem), "{step}: {said}"),
+                other => panic!("{step}: {other:?}"),
+            }
+        }
+        let bad_job = JobRef {
+            namespace: "ci",
+            job: "../other",
+        };
+        assert!(matches!(
+            Layout::new("").head(bad_job),
+            Err(ArchiveError::Name { what: "job", .. })
+        ));
+    }
+}

@@ -1,0 +1,30 @@
+//! kubeci's archive: every build's record and logs, and each job's index, kept in object
+//! storage (S3 and S3-compatible stores, Google Cloud Storage, Azure Blob Storage, or a
+//! directory) in a documented, versioned layout that other tools can read
+//! (docs/archive.md).
+//!
+//! - [`ArchiveUrl`] parses `--archive URL` (pure).
+//! - [`layout`] makes every object key (pure).
+//! - [`logformat`] is the log format: `TIME SP BYTES LF` per line (pure).
+//! - [`index`] is each job's index and retention's choice (pure).
+//! - [`Archive`] is the I/O: records, logs (streamed both ways, in bounded memory), the
+//!   index (conditional writes), deletion and retention.
+//!
+//! The crate is generic over the build's record `R` and its index summary `S`: any
+//! `Serialize + DeserializeOwned` types; the engine defines them.
+
+mod archive;
+mod error;
+pub mod index;
+pub mod layout;
+pub mod logformat;
+mod logs;
+mod store;
+mod url;
+
+pub use archive::Archive;
+pub use error::{ArchiveError, Result};
+pub use index::{select_for_deletion, Head, IndexEntry, Retention};
+pub use logformat::LogLine;
+pub use logs::{ArchivedLine, LogLines, LogWritten, PART_SIZE, READ_PIECE};
+pub use url::{ArchiveUrl, Store};

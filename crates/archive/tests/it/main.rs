@@ -1,0 +1,8 @@
+//! The archive over real stores: a directory, memory, and an S3 endpoint on loopback.
+
+mod common;
+mod fake_s3;
+mod index;
+mod logs;
+mod records;
+mod s3;

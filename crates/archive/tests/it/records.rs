@@ -1,0 +1,141 @@
+//! Records: written whole, read back, and bad bytes named for the one build they concern.
+
+use kubeci_archive::{Archive, ArchiveError, ArchiveUrl};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{archive_over, build, stores};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    number: u64,
+    state: String,
+    reason: Option<String>,
+}
+
+fn record(number: u64, state: &str) -> Record {
+    Record {
+        number,
+        state: state.to_owned(),
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn a_record_round_trips_and_an_absent_one_is_none() {
+    for (name, store, _dir) in stores() {
+        let archive = archive_over(&store);
+        assert_eq!(
+            archive.record::<Record>(build(7)).await.unwrap(),
+            None,
+            "{name}"
+        );
+        archive
+            .put_record(build(7), &record(7, "running"))
+            .await
+            .unwrap();
+        archive
+            .put_record(build(7), &record(7, "succeeded"))
+            .await
+            .unwrap();
+        assert_eq!(
+            archive.record::<Record>(build(7)).await.unwrap(),
+            Some(record(7, "succeeded")),
+            "{name}: the later record replaces the first"
+        );
+        assert_eq!(
+            store.keys("kubeci").await,
+            ["kubeci/v1/jobs/ci/web/builds/7/record.json"],
+            "{name}: one object, where the layout says"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cut_short_or_foreign_record_is_an_error_on_that_build_only() {
+    for (name, store, _dir) in stores() {
+        let archive = archive_over(&store);
+        archive
+            .put_record(build(1), &record(1, "succeeded"))
+            .await
+            .unwrap();
+        let whole = serde_json::to_vec(&record(2, "failed")).unwrap();
+        store
+            .put_raw(
+                "kubeci/v1/jobs/ci/web/builds/2/record.json",
+                &whole[..whole.len() / 2],
+            )
+            .await;
+        store
+            .put_raw(
+                "kubeci/v1/jobs/ci/web/builds/3/record.json",
+                b"\x89PNG\r\n\x1a\n",
+            )
+            .await;
+        for number in [2, 3] {
+            let error = archive.record::<Record>(build(number)).await.unwrap_err();
+            let key = format!("kubeci/v1/jobs/ci/web/builds/{number}/record.json");
+            match &error {
+                ArchiveError::Decode { key: named, .. } => assert_eq!(named, &key, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(
+                error.to_string().contains("is not a build record"),
+                "{error}"
+            );
+            assert!(!error.is_retryable(), "{name}: bad bytes stay bad");
+        }
+        assert_eq!(
+            archive.record::<Record>(build(1)).await.unwrap(),
+            Some(record(1, "succeeded")),
+            "{name}: the other builds read as before"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_file_archive_is_made_where_its_url_points_in_the_documented_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let url: ArchiveUrl = format!("file://{}", root.display()).parse().unwrap();
+    let archive = Archive::open_with_env(&url, &[]).unwrap();
+    archive
+        .put_record(build(12), &record(12, "failed"))
+        .await
+        .unwrap();
+    let on_disk = root.join("v1/jobs/ci/web/builds/12/record.json");
+    let text = std::fs::read_to_string(&on_disk).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Record>(&text).unwrap(),
+        record(12, "failed"),
+        "another tool reads the record as plain JSON at its documented path"
+    );
+    let reopened = Archive::open(&url).unwrap();
+    assert_eq!(
+        reopened.record::<Record>(build(12)).await.unwrap(),
+        Some(record(12, "failed"))
+    );
+}
+
+/// The engine runs archive calls on spawned tasks: every call's future is `Send`, and an
+/// `Archive` is shared between tasks.
+#[test]
+fn an_archive_and_its_calls_can_cross_tasks() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<Archive>();
+    let archive = Archive::in_memory();
+    let job = crate::common::JOB;
+    send(&archive.put_record(build(1), &record(1, "running")));
+    send(&archive.record::<Record>(build(1)));
+    let lines = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        kubeci_archive::LogLine::untimed("x"),
+    )]);
+    send(&archive.put_log(build(1), "build", lines));
+    send(&archive.log(build(1), "build", 0));
+    send(&archive.add_to_index(job, &[crate::common::entry(1, "running")]));
+    send(&archive.page::<String>(job, None, 50));
+    send(&archive.highest(job));
+    send(&archive.delete_build(build(1)));
+    let retention = kubeci_archive::Retention::default();
+    send(&archive.apply_retention(job, &retention, jiff::Timestamp::UNIX_EPOCH, 10));
+}
