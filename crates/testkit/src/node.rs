@@ -210,7 +210,7 @@ fn tls_config(options: &NodeOptions) -> Result<tokio_rustls::TlsAcceptor, NodeEr
         .map_err(|e| NodeError::Tls(format!("{}: {e}", options.tls_cert.display())))?;
     let key = PrivateKeyDer::from_pem_file(&options.tls_key)
         .map_err(|e| NodeError::Tls(format!("{}: {e}", options.tls_key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| NodeError::Tls(e.to_string()))?
