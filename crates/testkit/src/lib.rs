@@ -6,6 +6,7 @@
 //! optimistic concurrency, patches, the status subresource, owner-reference garbage
 //! collection, pod logs), plays the Job controller and the kubelet (pods follow a script
 //! or really run through the local engine), records every request and injects faults.
+//! [`S3Server`] starts a real S3 server, versitygw, on loopback for the archive's tests.
 //! See `crates/testkit/README.md`.
 
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod node;
 pub mod proxy;
 pub mod resources;
+pub mod s3;
 pub mod selector;
 pub mod sim;
 pub mod store;
@@ -34,6 +36,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub use gate::{Gate, RecordedRequest};
 pub use github::FakeGitHub;
 pub use proxy::ApiProxy;
+pub use s3::S3Server;
 pub use sim::PodBehaviour;
 pub use store::{ApiError, Store};
 
