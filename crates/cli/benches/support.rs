@@ -221,12 +221,21 @@ pub fn start_for_webhooks(server: &FakeApiServer, secret: &str) -> Kubeci {
 /// Starts `kubeci serve --local JOBS --data DATA` on a free port (it is not waited for);
 /// the process and its port.
 pub fn start_local(jobs: &std::path::Path, data: &std::path::Path) -> (Child, u16) {
+    start_local_exe(env!("CARGO_BIN_EXE_kubeci").as_ref(), jobs, data)
+}
+
+/// [`start_local`] with the kubeci at `exe`.
+pub fn start_local_exe(
+    exe: &std::path::Path,
+    jobs: &std::path::Path,
+    data: &std::path::Path,
+) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+    let child = Command::new(exe)
         .args(["serve", "--local"])
         .arg(jobs)
         .arg("--data")
@@ -280,6 +289,16 @@ fn enable_builds(server: &FakeApiServer) {
 /// Starts `kubeci serve --kubernetes` on a free port with `files` written to its directory
 /// (`args` may name them through `{dir}`), and waits for /readyz; the time it took.
 pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (Kubeci, Duration) {
+    start_exe(env!("CARGO_BIN_EXE_kubeci").as_ref(), server, files, args)
+}
+
+/// [`start`] with the kubeci at `exe`.
+pub fn start_exe(
+    exe: &std::path::Path,
+    server: &FakeApiServer,
+    files: &[(&str, &str)],
+    args: &[&str],
+) -> (Kubeci, Duration) {
     enable_builds(server);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -294,7 +313,7 @@ pub fn start(server: &FakeApiServer, files: &[(&str, &str)], args: &[&str]) -> (
         .port();
     let path = dir.path().display().to_string();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
+    let child = Command::new(exe)
         .args([
             "serve",
             "--kubernetes",
@@ -371,4 +390,47 @@ pub fn creations_per_minute(port: u16, namespace: &str, auth: &str) -> f64 {
     }
     created.load(std::sync::atomic::Ordering::Relaxed) as f64 * 60.0
         / started.elapsed().as_secs_f64()
+}
+
+/// A `serve --local` data directory holding the §9 history: builds 1..=10 of each job,
+/// finished, each with a 20-line log.
+pub fn seed_history(data: &std::path::Path) {
+    let mut store = kubeci_local::store::Store::open(&data.join("kubeci.db")).unwrap();
+    let request = kubeci_build::BuildRequest::manual(0);
+    let now = 1_790_000_000;
+    for i in 0..BUILDS {
+        let job = format!("job-{}", i % JOBS);
+        let manifest = |_| Ok("{}".to_owned());
+        let (number, _) = store
+            .allocate(&kubeci_local::store::NewBuild {
+                namespace: "bench",
+                job: &job,
+                request: &request,
+                key: None,
+                manifest: &manifest,
+                spec_hash: "0",
+                chart_version: None,
+                git_url: None,
+                check_name: None,
+                now,
+            })
+            .unwrap();
+        let running = kubeci_engine::BuildState::Running;
+        store
+            .set_state("bench", &job, number, &running, now)
+            .unwrap();
+        for seq in 0..20 {
+            let line = kubeci_local::store::LogLine {
+                seq,
+                written_at: Some((now + 5) * 1_000_000_000 + seq as i64 * 1_000_000),
+                text: format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {job}")
+                    .into_bytes(),
+            };
+            store.append_log("bench", &job, number, &line).unwrap();
+        }
+        let done = kubeci_engine::BuildState::Succeeded;
+        store
+            .set_state("bench", &job, number, &done, now + 95)
+            .unwrap();
+    }
 }

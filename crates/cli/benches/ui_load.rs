@@ -10,13 +10,12 @@
 
 use std::time::{Duration, Instant};
 
-use kubeci_local::store::{NewBuild, Store};
 use kubeci_testkit::Options;
 
 #[path = "support.rs"]
 mod support;
 
-use support::{build_job, configmap, get, percentile, rss_mb, BUILDS, JOBS};
+use support::{build_job, configmap, get, percentile, rss_mb, seed_history, BUILDS, JOBS};
 
 /// Requests per path and client count.
 const REQUESTS: usize = 200;
@@ -173,49 +172,6 @@ fn report(engine: &str, port: u16, pid: u32, logs: bool) {
         }
     }
     println!("  RSS after: {:.1} MB", rss_mb(pid));
-}
-
-/// A `serve --local` data directory holding the §9 history: builds 1..=10 of each job,
-/// finished, each with a 20-line log.
-fn seed_history(data: &std::path::Path) {
-    let mut store = Store::open(&data.join("kubeci.db")).unwrap();
-    let request = kubeci_build::BuildRequest::manual(0);
-    let now = 1_790_000_000;
-    for i in 0..BUILDS {
-        let job = format!("job-{}", i % JOBS);
-        let manifest = |_| Ok("{}".to_owned());
-        let (number, _) = store
-            .allocate(&NewBuild {
-                namespace: "bench",
-                job: &job,
-                request: &request,
-                key: None,
-                manifest: &manifest,
-                spec_hash: "0",
-                chart_version: None,
-                git_url: None,
-                check_name: None,
-                now,
-            })
-            .unwrap();
-        let running = kubeci_engine::BuildState::Running;
-        store
-            .set_state("bench", &job, number, &running, now)
-            .unwrap();
-        for seq in 0..20 {
-            let line = kubeci_local::store::LogLine {
-                seq,
-                written_at: Some((now + 5) * 1_000_000_000 + seq as i64 * 1_000_000),
-                text: format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {job}")
-                    .into_bytes(),
-            };
-            store.append_log("bench", &job, number, &line).unwrap();
-        }
-        let done = kubeci_engine::BuildState::Succeeded;
-        store
-            .set_state("bench", &job, number, &done, now + 95)
-            .unwrap();
-    }
 }
 
 fn main() {

@@ -122,13 +122,21 @@ impl BuildStore for LocalBackend {
         Ok(self.read(|r| r.builds(namespace, job))?)
     }
 
+    /// Read together, at one take of the reader.
     fn recent_builds_of(
         &self,
-        namespace: &str,
-        job: &str,
+        jobs: &[(String, String)],
         limit: usize,
-    ) -> Result<Vec<BuildRow>, BackendError> {
-        Ok(self.read(|r| r.recent_builds(namespace, job, limit))?)
+    ) -> Vec<Result<Vec<BuildRow>, BackendError>> {
+        let read = self.read(|r| {
+            let recent =
+                |(namespace, job): &(String, String)| r.recent_builds(namespace, job, limit);
+            Ok(jobs.iter().map(recent).collect::<Vec<_>>())
+        });
+        match read {
+            Ok(found) => found.into_iter().map(|f| f.map_err(Into::into)).collect(),
+            Err(e) => jobs.iter().map(|_| Err(e.to_string().into())).collect(),
+        }
     }
 
     fn measured(&self) -> Vec<BuildFact> {

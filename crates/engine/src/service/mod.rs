@@ -12,6 +12,7 @@
 //! which it is) is a `Backend`.
 
 mod backend;
+mod naming;
 mod workload;
 
 pub use backend::Engine;
@@ -22,7 +23,6 @@ use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
-use kubeci_spec::checkname::{self, JobNow, Recorded};
 use kubeci_spec::{Catalogue, Job, LoadedJob};
 
 use crate::api::{
@@ -99,16 +99,19 @@ pub trait BuildStore: Workload {
 
     /// The builds of a job, newest first.
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<Self::Build>, BackendError>;
-    /// The newest `limit` builds of a job, newest first.
+    /// The newest `limit` builds of each of `jobs` (namespace, job), newest first: one
+    /// answer per job, in the order asked (an engine may read them all at once).
     fn recent_builds_of(
         &self,
-        namespace: &str,
-        job: &str,
+        jobs: &[(String, String)],
         limit: usize,
-    ) -> Result<Vec<Self::Build>, BackendError> {
-        let mut builds = self.builds_of(namespace, job)?;
-        builds.truncate(limit);
-        Ok(builds)
+    ) -> Vec<Result<Vec<Self::Build>, BackendError>> {
+        let recent = |(namespace, job): &(String, String)| {
+            let mut builds = self.builds_of(namespace, job)?;
+            builds.truncate(limit);
+            Ok(builds)
+        };
+        jobs.iter().map(recent).collect()
     }
     /// Every build of every job as the metrics count it (read at every scrape: only what
     /// they need, not each build's facts).
@@ -201,15 +204,19 @@ impl<S: BuildStore> Service<'_, S> {
     /// The log URL template of job `name`'s builds: its own while it is valid, else the
     /// server's.
     fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
-        let declared = self.0.catalogue().find(namespace, name);
+        self.log_template_in(&self.0.catalogue(), namespace, name)
+    }
+
+    /// [`Service::log_template`], in `jobs` as the caller holds them.
+    fn log_template_in(&self, jobs: &S::Jobs, namespace: &str, name: &str) -> Option<String> {
+        let declared = jobs.find(namespace, name);
         let declared = declared.and_then(|l| l.job.as_ref()?.log_url.clone());
         declared.or_else(|| self.0.common().log_url_template.clone())
     }
 
-    /// `builds` of job `name` as the API shows them (its template looked up once).
-    fn views(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Vec<BuildView> {
-        let template = self.log_template(namespace, name);
-        let view = |b| BuildView::of(self.0.facts(b), template.as_deref());
+    /// `builds` of job `name` as the API shows them, with its log URL `template`.
+    fn views_with(&self, template: Option<&str>, builds: &[S::Build]) -> Vec<BuildView> {
+        let view = |b| BuildView::of(self.0.facts(b), template);
         builds.iter().map(view).collect()
     }
 
@@ -217,7 +224,8 @@ impl<S: BuildStore> Service<'_, S> {
     pub fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>> {
         let builds = self.0.builds_of(namespace, name).ok()?;
         self.shown(namespace, name, &builds)?;
-        Some(self.views(namespace, name, &builds))
+        let template = self.log_template(namespace, name);
+        Some(self.views_with(template.as_deref(), &builds))
     }
 
     /// Whether a job with `builds` is shown: declared, or with builds.
@@ -232,11 +240,16 @@ impl<S: BuildStore> Service<'_, S> {
         jobs: &[(String, String)],
         limit: usize,
     ) -> HashMap<(String, String), Vec<BuildView>> {
+        let found = self.0.recent_builds_of(jobs, limit);
+        let catalogue = self.0.catalogue();
         jobs.iter()
-            .filter_map(|(namespace, name)| {
-                let builds = self.0.recent_builds_of(namespace, name, limit).ok()?;
-                self.shown(namespace, name, &builds)?;
-                let views = self.views(namespace, name, &builds);
+            .zip(found)
+            .filter_map(|((namespace, name), builds)| {
+                let builds = builds.ok()?;
+                let declared = catalogue.is_declared(namespace, name);
+                (declared || !builds.is_empty()).then_some(())?;
+                let template = self.log_template_in(&catalogue, namespace, name);
+                let views = self.views_with(template.as_deref(), &builds);
                 Some(((namespace.clone(), name.clone()), views))
             })
             .collect()
@@ -490,109 +503,4 @@ impl<S: BuildStore> Service<'_, S> {
             .ok()?;
         crate::api::log_tail(stream, max_bytes).await
     }
-
-    /// What a report about `build` is about, addressed from the build's own record (the
-    /// repository it was made from, the name recorded when it was created) by
-    /// [`checkname::report_name`], with its job's `naming` now.
-    fn report_target(&self, build: &S::Build, naming: &Naming) -> ReportTarget {
-        let facts = self.0.facts(build);
-        let context = self.report_name(&facts, naming);
-        ReportTarget {
-            namespace: facts.namespace.to_owned(),
-            job: facts.job.to_owned(),
-            number: facts.number,
-            url: kubeci_build::build_url(
-                &self.0.common().base_url,
-                facts.namespace,
-                facts.job,
-                facts.number,
-            ),
-            build_name: facts.name,
-            trigger: facts.trigger,
-            git_url: facts.git_url,
-            // Put into `/repos/{repo}/statuses/{sha}`: a commit id or nothing (a Job made
-            // by hand can record anything).
-            commit: facts
-                .commit
-                .filter(|c| kubeci_build::clone_result::is_commit(c)),
-            pull_request: facts.pull_request,
-            context,
-            created_at: facts.created_at,
-        }
-    }
-
-    /// What names the reports of job `job`'s builds now.
-    fn naming(&self, namespace: &str, job: &str) -> Naming {
-        let jobs = self.0.catalogue();
-        let valid = jobs.find(namespace, job);
-        match valid.as_ref().and_then(|l| l.job.as_ref()) {
-            Some(spec) => Naming::Valid {
-                repository: checkname::repository_of(spec),
-                check_name: jobs.check_name(namespace, job),
-            },
-            None if jobs.is_declared(namespace, job) => Naming::Invalid,
-            None => Naming::Gone,
-        }
-    }
-
-    /// The name a build with `facts` reports under now.
-    fn report_name(&self, facts: &BuildFacts<'_>, naming: &Naming) -> Option<String> {
-        let recorded = Recorded {
-            git_url: facts.git_url.as_deref(),
-            check_name: facts.check_name.as_deref(),
-        };
-        let (repository, check_name) = match naming {
-            Naming::Valid {
-                repository,
-                check_name,
-            } => (repository.as_deref(), check_name.as_deref()),
-            Naming::Invalid => return self.report_name_of_invalid(facts.namespace, recorded),
-            Naming::Gone => return checkname::report_name(JobNow::Gone, recorded, []),
-        };
-        let now = JobNow::Valid {
-            repository,
-            check_name,
-        };
-        checkname::report_name(now, recorded, [])
-    }
-
-    /// The name a build of an invalid job of `namespace` reports under now: what the valid
-    /// jobs of the repository it was built from own now matters.
-    fn report_name_of_invalid(&self, namespace: &str, recorded: Recorded<'_>) -> Option<String> {
-        let jobs = self.0.catalogue();
-        let built = recorded.git_url.and_then(|url| {
-            kubeci_spec::giturl::GitUrl::parse(url)
-                .ok()?
-                .repository_key()
-        });
-        let now = JobNow::Invalid {
-            repository_allowed: built
-                .as_deref()
-                .is_some_and(|built| jobs.allows_repository(namespace, built)),
-        };
-        let owned: Vec<String> = match built {
-            Some(built) => {
-                let specs = jobs.specs(Some(std::slice::from_ref(&built)));
-                let names = specs
-                    .iter()
-                    .filter_map(|(ns, j)| jobs.check_name(ns, &j.name));
-                names.collect()
-            }
-            None => Vec::new(),
-        };
-        checkname::report_name(now, recorded, owned.iter().map(String::as_str))
-    }
-}
-
-/// What names the reports of a job's builds now: read once per job and pass.
-enum Naming {
-    /// Valid: the repository its spec builds and the name it reports under.
-    Valid {
-        repository: Option<String>,
-        check_name: Option<String>,
-    },
-    /// Declared, and invalid.
-    Invalid,
-    /// No longer declared.
-    Gone,
 }

@@ -191,10 +191,12 @@ impl Reads for Reader {
     }
 }
 
-/// The readers of one database, opened as they are needed and kept for the next read.
+/// The reading side of one database: one connection, opened at the first read and kept.
+/// One, not one per thread: SQLite's own locks make connections used at once from two
+/// threads wait on each other far more often than reads wait here, one after another.
 pub struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Reader>>,
+    reader: Mutex<Option<Reader>>,
 }
 
 impl Readers {
@@ -202,23 +204,21 @@ impl Readers {
     pub fn new(path: &Path) -> Readers {
         Readers {
             path: path.to_owned(),
-            idle: Mutex::default(),
+            reader: Mutex::default(),
         }
     }
 
-    /// Runs `read` on an idle reader, or on one opened for it.
+    /// Runs `read` on the reader (opened first if it is not yet).
     pub fn read<T>(
         &self,
         read: impl FnOnce(&Reader) -> Result<T, LocalBackendError>,
     ) -> Result<T, LocalBackendError> {
-        let idle = self.idle.lock().expect("the readers' lock").pop();
-        let reader = match idle {
+        let mut reader = self.reader.lock().expect("the reader's lock");
+        let reader = match &mut *reader {
             Some(reader) => reader,
-            None => self.open()?,
+            empty => empty.insert(self.open()?),
         };
-        let result = read(&reader);
-        self.idle.lock().expect("the readers' lock").push(reader);
-        result
+        read(reader)
     }
 
     fn open(&self) -> Result<Reader, LocalBackendError> {
