@@ -21,28 +21,11 @@ use support::{build_job, configmap, get, percentile, seed_history, BUILDS, JOBS}
 /// Requests per path, client count and binary.
 const REQUESTS: usize = 400;
 
-/// The paths measured, for request `i` (job `i % JOBS`, one of its builds 1..=10).
+/// The paths measured, for request `i` ([`support::paths`], the log's only when `logs`).
 fn paths(i: usize, logs: bool) -> Vec<(&'static str, String)> {
-    let job = i % JOBS;
-    let build = i % (BUILDS / JOBS) + 1;
-    let mut paths = vec![
-        ("jobs page `/`", "/".to_owned()),
-        ("job page", format!("/jobs/bench/job-{job}")),
-        (
-            "build page",
-            format!("/jobs/bench/job-{job}/builds/{build}"),
-        ),
-        ("`GET /api/v1/jobs`", "/api/v1/jobs".to_owned()),
-        (
-            "`GET …/builds` (first page)",
-            format!("/api/v1/jobs/bench/job-{job}/builds"),
-        ),
-    ];
-    if logs {
-        paths.push((
-            "`GET …/builds/{n}/log`",
-            format!("/api/v1/jobs/bench/job-{job}/builds/{build}/log"),
-        ));
+    let mut paths = support::paths(i).to_vec();
+    if !logs {
+        paths.pop();
     }
     paths
 }

@@ -434,3 +434,27 @@ pub fn seed_history(data: &std::path::Path) {
             .unwrap();
     }
 }
+
+/// The pages and API paths the load drivers measure, for job `i` (its builds are
+/// 1..=10): the log's last.
+pub fn paths(i: usize) -> [(&'static str, String); 6] {
+    let job = i % JOBS;
+    let build = i % (BUILDS / JOBS) + 1;
+    [
+        ("jobs page `/`", "/".to_owned()),
+        ("job page", format!("/jobs/bench/job-{job}")),
+        (
+            "build page",
+            format!("/jobs/bench/job-{job}/builds/{build}"),
+        ),
+        ("`GET /api/v1/jobs`", "/api/v1/jobs".to_owned()),
+        (
+            "`GET …/builds` (first page)",
+            format!("/api/v1/jobs/bench/job-{job}/builds"),
+        ),
+        (
+            "`GET …/builds/{n}/log`",
+            format!("/api/v1/jobs/bench/job-{job}/builds/{build}/log"),
+        ),
+    ]
+}

@@ -15,33 +15,10 @@ use kubeci_testkit::Options;
 #[path = "support.rs"]
 mod support;
 
-use support::{build_job, configmap, get, percentile, rss_mb, seed_history, BUILDS, JOBS};
+use support::{build_job, configmap, get, paths, percentile, rss_mb, seed_history, BUILDS, JOBS};
 
 /// Requests per path and client count.
 const REQUESTS: usize = 200;
-
-/// The paths measured, for job `i` (its builds are 1..=10).
-fn paths(i: usize) -> [(&'static str, String); 6] {
-    let job = i % JOBS;
-    let build = i % (BUILDS / JOBS) + 1;
-    [
-        ("jobs page `/`", "/".to_owned()),
-        ("job page", format!("/jobs/bench/job-{job}")),
-        (
-            "build page",
-            format!("/jobs/bench/job-{job}/builds/{build}"),
-        ),
-        ("`GET /api/v1/jobs`", "/api/v1/jobs".to_owned()),
-        (
-            "`GET …/builds` (first page)",
-            format!("/api/v1/jobs/bench/job-{job}/builds"),
-        ),
-        (
-            "`GET …/builds/{n}/log`",
-            format!("/api/v1/jobs/bench/job-{job}/builds/{build}/log"),
-        ),
-    ]
-}
 
 /// p50 and p99 of each path, from `clients` clients at once; `logs`: whether the engine
 /// has logs (the fake API server runs no pods, so it has none).
