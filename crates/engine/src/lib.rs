@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod pod_hold;
 pub mod report;
 pub mod schedule;
 pub mod scheduler;
