@@ -75,6 +75,9 @@ pub mod keys {
     pub const ERROR: &str = "kubeci.io/error";
     /// When kubeci stopped (cancelled or failed) a build, RFC 3339.
     pub const FINISHED_AT: &str = "kubeci.io/finished-at";
+    /// How far the build is archived (`--archive`): `first` once its first record is in
+    /// the archive, `complete` once all of it is (`kubeci_engine::archive::Archived`).
+    pub const ARCHIVED: &str = "kubeci.io/archived";
 }
 
 /// What the clone step reports in its termination message: the commit it checked out

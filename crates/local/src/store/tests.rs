@@ -230,7 +230,9 @@ fn readers_read_the_last_commit_beside_a_write_under_way_and_cannot_write() {
     let request = kubeci_build::BuildRequest::manual(0);
     let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
     let mut store = Store::open(&path).unwrap();
-    store.allocate(&new(None, &request, &manifest, 100)).unwrap();
+    store
+        .allocate(&new(None, &request, &manifest, 100))
+        .unwrap();
     let readers = Readers::new(&path);
 
     // A write under way: a transaction holding the writer's lock, not yet committed.
