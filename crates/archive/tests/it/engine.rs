@@ -135,7 +135,7 @@ async fn a_build_is_archived_first_then_whole_once_and_read_back() {
         let page = archive.page(JOB, None, 50).await.unwrap();
         assert_eq!(
             page,
-            [read.build.clone()],
+            std::slice::from_ref(&read.build),
             "{name}: one entry, the final one"
         );
 
