@@ -78,6 +78,9 @@ pub mod keys {
     /// The finalizer each build pod carries from its Job's template: kubeci removes it
     /// once the pod's logs are archived (or it gave up), so no log goes before that.
     pub const ARCHIVE_FINALIZER: &str = "kubeci.io/archive";
+    /// How far the build is archived (`--archive`): `first` once its first record is in
+    /// the archive, `complete` once all of it is (`kubeci_engine::archive::Archived`).
+    pub const ARCHIVED: &str = "kubeci.io/archived";
 }
 
 /// What the clone step reports in its termination message: the commit it checked out

@@ -208,6 +208,7 @@ mod tests {
             fully_reported: true,
             finished_at: None,
             settled: false,
+            archived: Default::default(),
         }
     }
 

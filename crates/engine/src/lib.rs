@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod approval;
+pub mod archive;
 pub mod build;
 pub mod decide;
 pub mod leader;

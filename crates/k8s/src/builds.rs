@@ -193,6 +193,7 @@ impl Cluster {
                 fully_reported: true,
                 finished_at: None,
                 settled: false,
+                archived: Default::default(),
             });
         BuildRecord {
             job: Arc::new(job),

@@ -34,6 +34,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         SchedulerSettings {
             cancel_when_deleted: cluster.settings.cancel_when_deleted,
             takeover_grace: cluster.settings.takeover_grace,
+            archiving: cluster.common.archiving.when_on(),
         },
         cluster.common.counters.clone(),
         cluster.changed.clone(),

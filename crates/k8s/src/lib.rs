@@ -297,6 +297,7 @@ impl Cluster {
                 log_url_template,
                 base_url,
                 counters: Default::default(),
+                archiving: Default::default(),
             },
         });
         tokio::spawn(election::elect(cluster.clone()));

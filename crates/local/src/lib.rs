@@ -150,6 +150,7 @@ fn summary(row: &BuildRow, fully_reported: bool) -> BuildSummary {
         fully_reported,
         finished_at: row.finished_at,
         settled: true,
+        archived: row.archived,
     }
 }
 
@@ -289,6 +290,7 @@ impl LocalBackend {
             log_url_template: settings.log_url_template.clone(),
             base_url: settings.render.base_url.clone(),
             counters: Arc::default(),
+            archiving: Default::default(),
         };
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use kubeci_engine::approval::{self, Approval};
+use kubeci_engine::archive::Archived;
 use kubeci_engine::BuildState;
 use kubeci_render::log_line::LINE_LIMIT;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -52,6 +53,8 @@ pub struct BuildRow {
     pub git_url: Option<String>,
     /// The name its job reported under when it was created.
     pub check_name: Option<String>,
+    /// How far it is archived.
+    pub archived: Archived,
 }
 
 impl BuildRow {
@@ -113,7 +116,7 @@ fn state_of(
     }
 }
 
-const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out, git_url, check_name";
+const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out, git_url, check_name, archived";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let request: String = r.get(7)?;
@@ -135,6 +138,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         checked_out: r.get(15)?,
         git_url: r.get(16)?,
         check_name: r.get(17)?,
+        archived: Archived::parse(r.get::<_, Option<String>>(18)?.as_deref()),
     })
 }
 
@@ -232,7 +236,7 @@ impl Store {
         let mut request = new.request.clone();
         request.number = number as u64;
         tx.execute(
-            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL, ?9, ?10)"),
+            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL, ?9, ?10, '')"),
             params![
                 new.namespace,
                 new.job,

@@ -30,7 +30,10 @@ impl LocalBackend {
         let scheduler = Scheduler::new(
             self.clone(),
             self.reporter.clone(),
-            SchedulerSettings::default(),
+            SchedulerSettings {
+                archiving: self.common.archiving.when_on(),
+                ..SchedulerSettings::default()
+            },
             self.common.counters.clone(),
             self.changed.clone(),
         );

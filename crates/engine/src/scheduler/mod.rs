@@ -28,6 +28,7 @@ use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::archive::{ArchiveStatus, Archived};
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
 use crate::metrics::Counters;
@@ -145,6 +146,18 @@ pub trait Workload: Send + Sync + 'static {
         &self,
         build: BuildRef<'_>,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Archives `build` as far as `stage` (`crate::service::Service::archive`) and records
+    /// on it that it is (its summary's `archived`). An engine that cannot archive says so.
+    fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send {
+        let _ = (build, stage);
+        std::future::ready(Err(WorkloadError::Failed(
+            "this engine does not archive builds".into(),
+        )))
+    }
     /// Adds `reported` to what is recorded as reported on the build. A union, reporter by
     /// reporter, never a replacement: a slow writer (a replica that lost the lead
     /// mid-write, another reporter's task) cannot take back a state another one recorded.
@@ -187,6 +200,9 @@ pub struct SchedulerSettings {
     /// still have such a call under way (the longest a report can take). Zero when no
     /// other process can be reporting (the local engine: its data directory is locked).
     pub takeover_grace: Duration,
+    /// Builds are archived (`--archive`): how archiving goes is recorded here after each
+    /// pass. `None`: builds are not archived.
+    pub archiving: Option<Arc<ArchiveStatus>>,
 }
 
 /// How much of a build's log a final report carries at most.
@@ -319,6 +335,7 @@ impl<W: Workload + Commands> Scheduler<W> {
         for channel in &self.channels {
             channel.queue().begin_pass();
         }
+        let (mut archive_pending, mut archive_error) = (0, None);
         for group in jobs {
             let policy = JobPolicy::of(
                 group.loaded.as_deref(),
@@ -333,12 +350,24 @@ impl<W: Workload + Commands> Scheduler<W> {
                 }
                 summaries.push(build.summary);
             }
+            let policy = JobPolicy {
+                archiving: self.settings.archiving.is_some(),
+                ..policy
+            };
             for action in plan::plan(&policy, &summaries, now) {
                 if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
                     continue;
                 }
-                self.act(&group.namespace, &group.job, action).await;
+                let archiving = matches!(action, Action::Archive { .. });
+                let result = self.act(&group.namespace, &group.job, action).await;
+                if let (true, Err(e)) = (archiving, result) {
+                    archive_pending += 1;
+                    archive_error = Some(e.to_string());
+                }
             }
+        }
+        if let Some(status) = &self.settings.archiving {
+            status.set(archive_pending, archive_error);
         }
         for channel in &self.channels {
             channel.queue().end_pass();
@@ -373,8 +402,12 @@ impl<W: Workload + Commands> Scheduler<W> {
         skip_all,
         fields(namespace = namespace, job = job, build = action.number(), action = action.name())
     )]
-    async fn act(&self, namespace: &str, job: &str, action: Action) {
+    async fn act(&self, namespace: &str, job: &str, action: Action) -> Result<(), WorkloadError> {
         let done = action.done();
+        let (label, failed) = match action {
+            Action::Archive { .. } => ("archive", "cannot archive the build"),
+            _ => ("update", "cannot update the build"),
+        };
         let at = |number| BuildRef {
             namespace,
             job,
@@ -397,15 +430,19 @@ impl<W: Workload + Commands> Scheduler<W> {
             }
             Action::Release(number) => self.workload.release_build(at(number)).await,
             Action::Delete(number) => self.workload.delete_build(at(number)).await,
+            Action::Archive { number, stage } => {
+                self.workload.archive_build(at(number), stage).await
+            }
         };
-        match result {
+        match &result {
             Ok(()) => tracing::info!("{done}"),
-            Err(WorkloadError::Gone) => {}
+            Err(WorkloadError::Gone) => return Ok(()),
             Err(e) => {
-                self.counters.increment(RECONCILE_ERRORS, &["update"]);
-                tracing::warn!(error = %e, "cannot update the build");
+                self.counters.increment(RECONCILE_ERRORS, &[label]);
+                tracing::warn!(error = %e, "{failed}");
             }
         }
+        result
     }
 
     /// Whether `target` was created before this scheduler took the lead, and whether the

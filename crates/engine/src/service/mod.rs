@@ -11,7 +11,9 @@
 //! them as processes. Every [`Engine`] (a store that also says whether it is ready and
 //! which it is) is a `Backend`.
 
+mod archive;
 mod backend;
+mod reports;
 mod workload;
 
 pub use backend::Engine;
@@ -22,7 +24,6 @@ use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
-use kubeci_spec::checkname::{self, JobNow, Recorded};
 use kubeci_spec::{Catalogue, Job, LoadedJob};
 
 use crate::api::{
@@ -30,6 +31,7 @@ use crate::api::{
     LogError, LogOptions, LogStream, TriggerError, TriggerRequest, Triggered,
 };
 use crate::approval::Approval;
+use crate::archive::{Archiving, StepLog};
 use crate::metrics::{self, Counters, Family};
 use crate::report::{ReportRecord, ReportTarget};
 use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, Workload, WorkloadError};
@@ -50,6 +52,9 @@ pub struct NewBuild<'a> {
     pub check_name: Option<String>,
     /// A cron build's due time, recorded as the job's last cron run with it.
     pub cron_run: Option<i64>,
+    /// The highest number the archive holds for the job: the new build's number is above
+    /// it, so numbers never repeat even once only the archive remembers them.
+    pub floor: Option<u64>,
 }
 
 /// The build a store created, or the one the request's key had created before.
@@ -70,6 +75,8 @@ pub struct Common<J> {
     pub base_url: String,
     /// The failed writes of the leader's passes.
     pub counters: Arc<Counters>,
+    /// Where builds are kept after their pods (`--archive`), if anywhere.
+    pub archiving: Archiving,
 }
 
 /// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
@@ -157,6 +164,18 @@ pub trait BuildStore: Workload {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// The approvals recorded for a job, newest first.
     fn approvals_of(&self, job: JobRef<'_>) -> Vec<Approval>;
+    /// Each step of `build`'s log (clone, build) with its lines' times, read as the
+    /// archive takes them (in bounded memory), and how complete each is: what
+    /// [`Service::archive`] archives of a build that ended.
+    fn step_logs(
+        &self,
+        build: &Self::Build,
+    ) -> impl Future<Output = Result<Vec<StepLog>, BackendError>> + Send {
+        let _ = build;
+        std::future::ready(Err(
+            "this engine cannot read its logs for the archive".into()
+        ))
+    }
     /// A build's log (see [`crate::api::Backend::log`]).
     fn log_of(
         &self,
@@ -285,12 +304,14 @@ impl<S: BuildStore> Service<'_, S> {
                 }
             }
         };
+        let floor = self.archived_highest(&namespace, &name).await;
         let new = NewBuild {
             loaded: &loaded,
             request: build,
             key,
             check_name,
             cron_run,
+            floor,
         };
         let Created { build, created } = self.0.create(new).await?;
         if created {
@@ -490,109 +511,4 @@ impl<S: BuildStore> Service<'_, S> {
             .ok()?;
         crate::api::log_tail(stream, max_bytes).await
     }
-
-    /// What a report about `build` is about, addressed from the build's own record (the
-    /// repository it was made from, the name recorded when it was created) by
-    /// [`checkname::report_name`], with its job's `naming` now.
-    fn report_target(&self, build: &S::Build, naming: &Naming) -> ReportTarget {
-        let facts = self.0.facts(build);
-        let context = self.report_name(&facts, naming);
-        ReportTarget {
-            namespace: facts.namespace.to_owned(),
-            job: facts.job.to_owned(),
-            number: facts.number,
-            url: kubeci_build::build_url(
-                &self.0.common().base_url,
-                facts.namespace,
-                facts.job,
-                facts.number,
-            ),
-            build_name: facts.name,
-            trigger: facts.trigger,
-            git_url: facts.git_url,
-            // Put into `/repos/{repo}/statuses/{sha}`: a commit id or nothing (a Job made
-            // by hand can record anything).
-            commit: facts
-                .commit
-                .filter(|c| kubeci_build::clone_result::is_commit(c)),
-            pull_request: facts.pull_request,
-            context,
-            created_at: facts.created_at,
-        }
-    }
-
-    /// What names the reports of job `job`'s builds now.
-    fn naming(&self, namespace: &str, job: &str) -> Naming {
-        let jobs = self.0.catalogue();
-        let valid = jobs.find(namespace, job);
-        match valid.as_ref().and_then(|l| l.job.as_ref()) {
-            Some(spec) => Naming::Valid {
-                repository: checkname::repository_of(spec),
-                check_name: jobs.check_name(namespace, job),
-            },
-            None if jobs.is_declared(namespace, job) => Naming::Invalid,
-            None => Naming::Gone,
-        }
-    }
-
-    /// The name a build with `facts` reports under now.
-    fn report_name(&self, facts: &BuildFacts<'_>, naming: &Naming) -> Option<String> {
-        let recorded = Recorded {
-            git_url: facts.git_url.as_deref(),
-            check_name: facts.check_name.as_deref(),
-        };
-        let (repository, check_name) = match naming {
-            Naming::Valid {
-                repository,
-                check_name,
-            } => (repository.as_deref(), check_name.as_deref()),
-            Naming::Invalid => return self.report_name_of_invalid(facts.namespace, recorded),
-            Naming::Gone => return checkname::report_name(JobNow::Gone, recorded, []),
-        };
-        let now = JobNow::Valid {
-            repository,
-            check_name,
-        };
-        checkname::report_name(now, recorded, [])
-    }
-
-    /// The name a build of an invalid job of `namespace` reports under now: what the valid
-    /// jobs of the repository it was built from own now matters.
-    fn report_name_of_invalid(&self, namespace: &str, recorded: Recorded<'_>) -> Option<String> {
-        let jobs = self.0.catalogue();
-        let built = recorded.git_url.and_then(|url| {
-            kubeci_spec::giturl::GitUrl::parse(url)
-                .ok()?
-                .repository_key()
-        });
-        let now = JobNow::Invalid {
-            repository_allowed: built
-                .as_deref()
-                .is_some_and(|built| jobs.allows_repository(namespace, built)),
-        };
-        let owned: Vec<String> = match built {
-            Some(built) => {
-                let specs = jobs.specs(Some(std::slice::from_ref(&built)));
-                let names = specs
-                    .iter()
-                    .filter_map(|(ns, j)| jobs.check_name(ns, &j.name));
-                names.collect()
-            }
-            None => Vec::new(),
-        };
-        checkname::report_name(now, recorded, owned.iter().map(String::as_str))
-    }
-}
-
-/// What names the reports of a job's builds now: read once per job and pass.
-enum Naming {
-    /// Valid: the repository its spec builds and the name it reports under.
-    Valid {
-        repository: Option<String>,
-        check_name: Option<String>,
-    },
-    /// Declared, and invalid.
-    Invalid,
-    /// No longer declared.
-    Gone,
 }
