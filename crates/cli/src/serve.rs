@@ -115,6 +115,17 @@ pub struct ServeArgs {
     /// `{build}`, `{start}` and `{end}` are replaced (a job's `log_url` overrides it).
     #[arg(long, value_name = "TEMPLATE")]
     log_url_template: Option<String>,
+    /// Keep every build — its record and each step's log — in object storage, served
+    /// after its Job and pod are gone (docs/archive.md): `s3://BUCKET[/PREFIX]`,
+    /// `gs://…`, `az://…` or `file:///PATH`; the store's endpoint and credentials come
+    /// from kubeci's environment (`AWS_*`, …).
+    #[arg(long, value_name = "URL")]
+    archive: Option<String>,
+    /// With --archive and --kubernetes: how long after its end a build pod is held for
+    /// the archive at most (a store down that long); then kubeci releases it, and the
+    /// build's record says why its log is missing.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    archive_give_up_after: String,
     /// POST each build state as JSON to this URL (retried until delivered).
     #[arg(long, value_name = "URL")]
     notify_url: Option<String>,
@@ -417,7 +428,27 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
             TenancyArg::Labels => kubeci_k8s::Tenancy::Labels,
             TenancyArg::Open => kubeci_k8s::Tenancy::Open,
         },
+        archiving: archiving(args)?,
+        archive_give_up_after: duration_flag(
+            "--archive-give-up-after",
+            &args.archive_give_up_after,
+        )?,
         ..kubeci_k8s::Settings::default()
+    })
+}
+
+/// The archive of `--archive URL`, opened (not read: kubeci starts as fast without it).
+fn archiving(args: &ServeArgs) -> Result<kubeci_engine::archive::Archiving> {
+    let Some(url) = &args.archive else {
+        return Ok(Default::default());
+    };
+    let url: kubeci_archive::ArchiveUrl =
+        url.parse().with_context(|| format!("--archive {url}"))?;
+    let archive =
+        kubeci_archive::Archive::open(&url).with_context(|| format!("--archive {url}"))?;
+    Ok(kubeci_engine::archive::Archiving {
+        archive: Some(std::sync::Arc::new(archive)),
+        ..Default::default()
     })
 }
 

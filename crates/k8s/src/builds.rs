@@ -243,6 +243,7 @@ impl Cluster {
             &present,
             new.request,
             new.cron_run,
+            new.floor,
         )
         .await
         .map_err(|source| ClusterError::Ledger {

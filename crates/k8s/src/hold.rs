@@ -1,38 +1,47 @@
 //! kubeci's hold on build pods: each carries the finalizer `kubeci.io/archive` (from its
-//! Job's template), so Kubernetes keeps it — ended, or deleted by retention, the garbage
-//! collector or an administrator — until kubeci has archived its logs and removed the
-//! finalizer. The leader looks at the held pods on each pass
-//! ([`kubeci_engine::pod_hold`] decides); each one to settle is archived and released
-//! in a task of its own, a few at a time. A store that is down leaves the pods held (and
-//! builds go on) until it is back or the give-up age has passed.
+//! Job's template), so Kubernetes keeps it — ended, or deleted by retention's garbage
+//! collector, a cancel or an administrator — until kubeci has archived its build whole
+//! and removed the finalizer.
+//!
+//! A build is archived by the leader's plan (`Workload::archive_build`, in `controller`),
+//! which releases the build's pods once its complete record is written. What the plan
+//! cannot see is settled here, on each pass over the held pods
+//! ([`kubeci_engine::pod_hold`] decides): a pod whose build is marked archived whole but
+//! is still held (a replica killed between the two) is released; a pod whose Job is gone
+//! (deleted by hand mid-run) is archived from its build's first record and released; past
+//! the give-up age a pod is released all the same, and its Job says why; without an
+//! archive a pod is released once it ended. Each pod is settled in a task of its own, a
+//! few at a time.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
-use kubeci_archive::Archive;
-use kubeci_build::record::BuildPod;
+use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_build::{keys, BuildRef};
+use kubeci_engine::archive::{Archived, ArchivedState, StepLog};
+use kubeci_engine::build::BuildState;
 use kubeci_engine::pod_hold::{pod_hold, PodHold};
 use kubeci_engine::scheduler::RECONCILE_ERRORS;
 
-use crate::steplog::read_step;
+use crate::steplog::{lost_step, read_step};
 use crate::{label, now, Cluster, ClusterError};
 
 /// The steps of a build pod, in order: their containers' names and the logs' names.
 pub const STEPS: [&str; 2] = ["clone", "build"];
 
-/// How many held pods are archived at once.
+/// Why kubeci released a build's pod before archiving its logs (the give-up age passed):
+/// an annotation on its Job, which its archived record then gives as why its log is not
+/// whole.
+pub const GAVE_UP: &str = "kubeci.io/archive-gave-up";
+
+/// How many held pods are settled at once.
 const AT_ONCE: usize = 4;
 
 /// The pods being settled now (namespace, name), and the bound on how many.
 pub(crate) struct Holds {
     settling: std::sync::Mutex<BTreeSet<(String, String)>>,
-    /// The pods (uids) whose logs this replica archived and has still to release: a
-    /// release refused because the pod changed does not archive them again.
-    archived: std::sync::Mutex<BTreeSet<String>>,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -40,43 +49,50 @@ impl Default for Holds {
     fn default() -> Self {
         Holds {
             settling: Default::default(),
-            archived: Default::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(AT_ONCE)),
         }
     }
 }
 
-/// What archiving one pod's logs found: why a step's log is not whole, step by step.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PodLogs {
-    pub gaps: Vec<(String, String)>,
-}
-
-/// The build a pod belongs to, from its labels.
+/// The build a pod belongs to, from its labels: (namespace, job, number).
 fn build_of(pod: &BuildPod) -> Option<(String, String, u64)> {
     let job = label(pod, keys::JOB)?;
     let number = label(pod, keys::BUILD)?.parse().ok()?;
     Some((pod.namespace()?, job.to_owned(), number))
 }
 
-/// Archives each step's log of `pod` (read with its times), replacing any earlier copy;
-/// a log that could not be read whole is archived with what was read, and said so.
-pub async fn archive_pod_logs(
+/// Each step of a build whose pod is `pod` (its name, if it has one), read for the
+/// archive; `job` says whether it ever ran and why kubeci gave up its pod, if it did.
+pub fn pod_steps(
     client: &kube::Client,
-    archive: &Archive,
-    build: BuildRef<'_>,
-    pod: &str,
-) -> Result<PodLogs, kubeci_archive::ArchiveError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), build.namespace);
-    let mut found = PodLogs::default();
-    for step in STEPS {
-        let (lines, gap) = read_step(pods.clone(), pod.to_owned(), step);
-        archive.put_log(build, step, lines).await?;
-        if let Some(why) = gap.why() {
-            found.gaps.push((step.to_owned(), why));
+    namespace: &str,
+    pod: Option<&str>,
+    job: &BuildJob,
+) -> Vec<StepLog> {
+    let annotations = job.metadata.annotations.as_ref();
+    let gave_up = annotations.and_then(|a| a.get(GAVE_UP)).cloned();
+    let ran = job.status.as_ref().is_some_and(|s| {
+        s.start_time.is_some()
+            && (s.active.unwrap_or(0) + s.failed.unwrap_or(0) + s.succeeded.unwrap_or(0)) > 0
+    });
+    match (pod, gave_up) {
+        (Some(pod), _) => {
+            let pods = Api::namespaced(client.clone(), namespace);
+            STEPS
+                .iter()
+                .map(|step| read_step(Api::clone(&pods), pod.to_owned(), step))
+                .collect()
         }
+        (None, Some(why)) => STEPS
+            .iter()
+            .map(|step| lost_step(step, why.clone()))
+            .collect(),
+        (None, None) if ran => STEPS
+            .iter()
+            .map(|step| lost_step(step, "its pod was gone before its log could be read".into()))
+            .collect(),
+        (None, None) => Vec::new(),
     }
-    Ok(found)
 }
 
 /// What [`release`] did.
@@ -144,8 +160,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Settles each held pod that is due (archived and released, or given up), each in
-    /// a task of its own, a few at a time; a pod already being settled is left to it.
+    /// Settles each held pod that is due, each in a task of its own, a few at a time; a
+    /// pod already being settled is left to it.
     pub(crate) fn settle_held_pods(self: &Arc<Self>) {
         let now = now();
         let give_up_after = crate::cache::seconds(self.settings.archive_give_up_after);
@@ -169,7 +185,13 @@ impl Cluster {
             let (cluster, slots) = (self.clone(), self.holds.slots.clone());
             tokio::spawn(async move {
                 if let Ok(_slot) = slots.acquire_owned().await {
-                    cluster.settle(&pod, hold).await;
+                    if let Err(e) = cluster.settle(&pod, hold).await {
+                        cluster
+                            .common
+                            .counters
+                            .increment(RECONCILE_ERRORS, &["archive"]);
+                        tracing::warn!(pod = pod.name_any(), error = %e, "a held pod stays held for now");
+                    }
                 }
                 cluster
                     .holds
@@ -181,79 +203,118 @@ impl Cluster {
         }
     }
 
-    /// Archives `pod`'s logs (when there is an archive) and releases it; or, given up,
-    /// releases it and says why. A failure leaves it held for a later pass.
-    async fn settle(&self, pod: &BuildPod, hold: PodHold) {
-        let name = pod.name_any();
+    /// Releases `pod` if its build is archived whole, there is no archive, or kubeci gives
+    /// up (saying why on its Job); archives it first if its Job is gone. A build whose Job
+    /// is there and not archived whole is left to the plan.
+    async fn settle(&self, pod: &BuildPod, hold: PodHold) -> Result<(), String> {
         let namespace = pod.namespace().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let archived = |holds: &Holds| {
-            holds
-                .archived
-                .lock()
-                .expect("the holds lock")
-                .contains(&uid)
+        let Some((_, job, number)) = build_of(pod) else {
+            return self.release_held(pod).await;
         };
-        match (&hold, &self.settings.archive, build_of(pod)) {
-            (PodHold::Archive { .. }, Some(_), _) if archived(&self.holds) => {}
-            (PodHold::Archive { .. }, Some(archive), Some((ns, job, number))) => {
-                let build = BuildRef {
-                    namespace: &ns,
-                    job: &job,
-                    number,
-                };
-                match archive_pod_logs(&self.client, archive, build, &name).await {
-                    Ok(logs) => {
-                        for (step, why) in &logs.gaps {
-                            tracing::warn!(
-                                namespace,
-                                pod = name,
-                                step,
-                                why,
-                                "archived a step's log with what could be read"
-                            );
-                        }
-                        self.holds
-                            .archived
-                            .lock()
-                            .expect("the holds lock")
-                            .insert(uid.clone());
-                    }
-                    Err(e) => {
-                        self.common
-                            .counters
-                            .increment(RECONCILE_ERRORS, &["archive"]);
-                        tracing::warn!(namespace, pod = name, error = %e, "cannot archive the pod's logs yet; it stays held");
-                        return;
-                    }
-                }
-            }
-            (PodHold::GiveUp { why, .. }, Some(_), _) => {
-                tracing::warn!(namespace, pod = name, why, "gave up archiving a pod's logs");
-            }
-            _ => {}
+        let build = BuildRef {
+            namespace: &namespace,
+            job: &job,
+            number,
+        };
+        if self.common.archiving.archive.is_none() {
+            return self.release_held(pod).await;
         }
-        let pods: Api<BuildPod> = Api::namespaced(self.client.clone(), &namespace);
-        match release(&pods, pod).await {
-            Ok(Released::Released | Released::Gone) => {
-                self.holds
-                    .archived
-                    .lock()
-                    .expect("the holds lock")
-                    .remove(&uid);
+        let name = kubeci_build::build_name(&job, number);
+        let jobs = Api::<BuildJob>::namespaced(self.client.clone(), &namespace);
+        let current = match self.cached_job(&namespace, &name) {
+            Some(cached) => Some((*cached).clone()),
+            None => jobs.get_opt(&name).await.map_err(|e| e.to_string())?,
+        };
+        if let PodHold::GiveUp { why, .. } = &hold {
+            tracing::warn!(%build, pod = pod.name_any(), why, "gave up archiving a build's pod: released");
+            if current.is_some() {
+                let patch = serde_json::json!({"metadata": {"annotations": {GAVE_UP: why}}});
+                let marked = jobs
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                marked.map_err(|e| e.to_string())?;
             }
+            return self.release_held(pod).await;
+        }
+        match current {
+            Some(job) => {
+                let archived = job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(keys::ARCHIVED));
+                if Archived::parse(archived.map(String::as_str)) == Archived::Complete {
+                    self.release_held(pod).await?;
+                }
+                Ok(())
+            }
+            None => {
+                self.archive_orphan(build, pod).await?;
+                self.release_held(pod).await
+            }
+        }
+    }
+
+    /// Archives the build of `pod` whose Job is gone (deleted by hand before it ended):
+    /// its first record, completed with the pod's logs and an end that says so.
+    async fn archive_orphan(&self, build: BuildRef<'_>, pod: &BuildPod) -> Result<(), String> {
+        let archive = self.common.archiving.archive.clone().ok_or("no archive")?;
+        let Some(mut record) = archive.record(build).await.map_err(|e| e.to_string())? else {
+            tracing::warn!(%build, "its Job is gone and it was never archived: its pod is released without its log");
+            return Ok(());
+        };
+        if record.complete {
+            return Ok(());
+        }
+        if !record.build.state.state().is_finished() {
+            record.build.state = ArchivedState::of(&BuildState::Error {
+                reason: "JobDeleted".into(),
+                message:
+                    "its Job was deleted before the build ended; the log is what its pod wrote"
+                        .into(),
+            });
+        }
+        let now = now();
+        let ended = pod_hold(pod, now, i64::MAX).and_then(|h| match h {
+            PodHold::Archive { since } => Some(since),
+            _ => None,
+        });
+        let at = |s: i64| jiff::Timestamp::from_second(s).ok();
+        record.build.finished_at = record.build.finished_at.or(ended.and_then(at));
+        record.archived_at = at(now).unwrap_or(record.archived_at);
+        let fake_job = BuildJob::default();
+        let steps = pod_steps(
+            &self.client,
+            build.namespace,
+            Some(&pod.name_any()),
+            &fake_job,
+        );
+        archive
+            .put_complete(record, steps)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%build, "archived a build whose Job was deleted before it ended");
+        Ok(())
+    }
+
+    /// Releases `pod`; one that changed meanwhile is released on a later pass.
+    pub(crate) async fn release_held(&self, pod: &BuildPod) -> Result<(), String> {
+        let pods: Api<BuildPod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        match release(&pods, pod).await {
+            Ok(Released::Released | Released::Gone) => Ok(()),
             Ok(Released::Changed) => {
                 tracing::debug!(
-                    namespace,
-                    pod = name,
+                    pod = pod.name_any(),
                     "the pod changed; released on a later pass"
-                )
+                );
+                Ok(())
             }
             Err(e) => {
                 self.common
                     .counters
                     .increment(RECONCILE_ERRORS, &["release"]);
-                tracing::warn!(namespace, pod = name, error = %e, "cannot release the pod");
+                Err(e.to_string())
             }
         }
     }

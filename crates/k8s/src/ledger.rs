@@ -50,7 +50,9 @@ pub(crate) async fn update<R>(
 
 /// Gives a request its build number in the job's ledger. Returns the allocation and, when
 /// its Job must be created (a new request, or a retried one whose Job was never made), the
-/// request with its number.
+/// request with its number. A new number is above `floor` (the highest the archive
+/// holds), so numbers never repeat even once the ledger and the Jobs are gone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn allocate(
     client: &kube::Client,
     namespace: &str,
@@ -59,8 +61,12 @@ pub(crate) async fn allocate(
     present: &[BuildSummary],
     build: BuildRequest,
     cron_run: Option<i64>,
+    floor: Option<u64>,
 ) -> Result<(Allocation, Option<BuildRequest>), kube::Error> {
     update(client, namespace, job, |ledger| {
+        if let (None, Some(floor)) = (ledger.find(key), floor) {
+            ledger.last_number = Some(ledger.last_number.unwrap_or(0).max(floor));
+        }
         let cron_advanced =
             cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
         if cron_advanced {

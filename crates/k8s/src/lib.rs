@@ -99,8 +99,9 @@ pub struct Settings {
     pub takeover_grace: Duration,
     /// Whether Namespaces decide where jobs build (`kubeci_spec::tenancy`).
     pub tenancy: Tenancy,
-    /// Where builds are archived; without it, a build pod is released once it ended.
-    pub archive: Option<Arc<kubeci_archive::Archive>>,
+    /// Where builds are archived (`--archive`), if anywhere; without an archive a build's
+    /// pod is released once it ended.
+    pub archiving: kubeci_engine::archive::Archiving,
     /// How long after its end a pod is held for the archive at most (a store down that
     /// long): then kubeci releases it and says why.
     pub archive_give_up_after: Duration,
@@ -136,7 +137,7 @@ impl Default for Settings {
             resync: Duration::from_secs(1),
             takeover_grace: Duration::from_secs(30),
             tenancy: Tenancy::default(),
-            archive: None,
+            archiving: Default::default(),
             archive_give_up_after: Duration::from_secs(24 * 3600),
         }
     }
@@ -268,10 +269,11 @@ impl Cluster {
             &mut synced,
             cache::seconds(settings.pending_deadline),
         );
-        let (index_handle, log_url_template, base_url) = (
+        let (index_handle, log_url_template, base_url, archiving) = (
             index.clone(),
             settings.log_url_template.clone(),
             settings.render.base_url.clone(),
+            settings.archiving.clone(),
         );
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
@@ -297,7 +299,7 @@ impl Cluster {
                 log_url_template,
                 base_url,
                 counters: Default::default(),
-                archiving: Default::default(),
+                archiving,
             },
         });
         tokio::spawn(election::elect(cluster.clone()));

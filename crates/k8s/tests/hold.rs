@@ -6,10 +6,11 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubeci_archive::Archive;
+use kubeci_build::record::BuildJob;
 use kubeci_build::record::BuildPod;
 use kubeci_build::BuildRef;
-use kubeci_k8s::hold::{archive_pod_logs, release, Released};
-use kubeci_k8s::steplog::read_step;
+use kubeci_engine::archive::{StepLog, StepReadError};
+use kubeci_k8s::hold::{pod_steps, release, Released, GAVE_UP};
 use kubeci_testkit::{FakeApiServer, PodBehaviour};
 use serde_json::json;
 
@@ -43,22 +44,28 @@ const BUILD: BuildRef<'static> = BuildRef {
     number: 7,
 };
 
-async fn archived_lines(archive: &Archive, step: &str) -> Vec<(bool, Vec<u8>)> {
-    let Some(mut lines) = archive.log(BUILD, step, 0).await.unwrap() else {
-        return Vec::new();
-    };
+/// Every line of a step as read for the archive: (has a time, bytes), or the error that
+/// ended it.
+async fn lines_of(step: StepLog) -> (Vec<(bool, Vec<u8>)>, Option<StepReadError>) {
+    let mut lines = step.lines;
     let mut out = Vec::new();
     while let Some(line) = lines.next().await {
-        let line = line.unwrap().line;
-        out.push((line.time.is_some(), line.text.to_vec()));
+        match line {
+            Ok(line) => out.push((line.time.is_some(), line.text)),
+            Err(e) => return (out, Some(e)),
+        }
     }
-    out
+    (out, None)
+}
+
+fn steps_of(client: &kube::Client, pod: &str) -> Vec<StepLog> {
+    pod_steps(client, "default", Some(pod), &BuildJob::default())
 }
 
 #[tokio::test]
-async fn each_step_s_log_is_archived_with_each_line_s_time_and_exact_bytes() {
+async fn each_step_s_log_is_read_with_each_line_s_time_and_exact_bytes_after_its_step_line() {
     let server = FakeApiServer::start().await;
-    let pods = held_pod(&server, "demo-7-abc", &["kubeci.io/archive"]).await;
+    let _pods = held_pod(&server, "demo-7-abc", &["kubeci.io/archive"]).await;
     {
         let mut store = server.store();
         store.append_log("default", "demo-7-abc", "clone", "Cloning into 'src'...");
@@ -66,56 +73,103 @@ async fn each_step_s_log_is_archived_with_each_line_s_time_and_exact_bytes() {
         store.append_log("default", "demo-7-abc", "build", "  indented  ");
         store.append_log("default", "demo-7-abc", "build", "");
     }
-    let archive = Archive::in_memory();
-    let found = archive_pod_logs(&server.client().await, &archive, BUILD, "demo-7-abc")
-        .await
-        .unwrap();
-    assert_eq!(found.gaps, [], "both logs were read whole");
+    let steps = steps_of(&server.client().await, "demo-7-abc");
+    let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["clone", "build"]);
+    let mut steps = steps.into_iter();
     assert_eq!(
-        archived_lines(&archive, "clone").await,
-        [(true, b"Cloning into 'src'...".to_vec())]
+        lines_of(steps.next().unwrap()).await,
+        (
+            vec![
+                (true, b"==> clone: init container started".to_vec()),
+                (true, b"Cloning into 'src'...".to_vec())
+            ],
+            None
+        )
     );
     assert_eq!(
-        archived_lines(&archive, "build").await,
-        [
-            (true, b"make: all done\r".to_vec()),
-            (true, b"  indented  ".to_vec()),
-            (true, Vec::new())
-        ]
+        lines_of(steps.next().unwrap()).await,
+        (
+            vec![
+                (true, b"==> build: container started".to_vec()),
+                (true, b"make: all done\r".to_vec()),
+                (true, b"  indented  ".to_vec()),
+                (true, Vec::new())
+            ],
+            None
+        ),
+        "every byte kept, a carriage return and spaces included"
     );
-    drop(pods);
 }
 
 #[tokio::test]
-async fn a_step_that_never_started_has_an_empty_log_and_an_unreadable_one_says_why() {
+async fn a_step_that_never_started_has_no_log_and_an_unreadable_one_says_why() {
     let server = FakeApiServer::start().await;
     let _pods = held_pod(&server, "demo-7-abc", &["kubeci.io/archive"]).await;
     server
         .store()
         .append_log("default", "demo-7-abc", "clone", "cloned");
-    let archive = Archive::in_memory();
     let client = server.client().await;
-    let found = archive_pod_logs(&client, &archive, BUILD, "demo-7-abc")
-        .await
-        .unwrap();
-    assert_eq!(found.gaps, [], "a container waiting to start wrote nothing");
-    assert_eq!(archived_lines(&archive, "build").await, []);
-
-    // The pod is gone before its log was read (its node went with it).
-    let found = archive_pod_logs(&client, &archive, BUILD, "demo-7-gone")
-        .await
-        .unwrap();
-    let steps: Vec<&str> = found.gaps.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(steps, ["clone", "build"]);
-    assert!(
-        found.gaps[0].1.contains("could not be read") && found.gaps[0].1.contains("demo-7-gone"),
-        "{:?}",
-        found.gaps
-    );
+    let build = steps_of(&client, "demo-7-abc").pop().unwrap();
     assert_eq!(
-        archived_lines(&archive, "clone").await,
-        [],
-        "archived with what was read: nothing"
+        lines_of(build).await,
+        (Vec::new(), None),
+        "a container waiting to start wrote nothing"
+    );
+
+    // The pod is gone before its log was read: the API server says so, for good.
+    for step in steps_of(&client, "demo-7-gone") {
+        let (lines, error) = lines_of(step).await;
+        assert_eq!(lines, []);
+        let Some(StepReadError::Lost(why)) = error else {
+            panic!("a pod that is gone loses its log: {error:?}");
+        };
+        assert!(
+            why.contains("could not be read") && why.contains("demo-7-gone"),
+            "{why}"
+        );
+    }
+
+    // The API server cannot be reached: nothing is lost yet, the build is archived later.
+    server.stop();
+    let (lines, error) = lines_of(steps_of(&client, "demo-7-abc").remove(0)).await;
+    assert_eq!(lines, []);
+    assert!(matches!(error, Some(StepReadError::Retry(_))), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_build_whose_pod_is_gone_has_each_step_lost_and_says_why() {
+    let client = FakeApiServer::start().await.client().await;
+    let mut ran: BuildJob = serde_json::from_value(json!({"status": {
+        "startTime": "2026-11-30T07:33:35Z", "failed": 1}}))
+    .unwrap();
+    for (job, why) in [
+        (ran.clone(), "its pod was gone before its log could be read"),
+        (
+            {
+                ran.metadata.annotations = Some(
+                    [(
+                        GAVE_UP.to_owned(),
+                        "kubeci gave up after 86400 s".to_owned(),
+                    )]
+                    .into(),
+                );
+                ran
+            },
+            "kubeci gave up after 86400 s",
+        ),
+    ] {
+        let steps = pod_steps(&client, "default", None, &job);
+        assert_eq!(steps.len(), 2);
+        for step in steps {
+            let (lines, error) = lines_of(step).await;
+            assert_eq!(lines, []);
+            assert_eq!(error, Some(StepReadError::Lost(why.into())));
+        }
+    }
+    assert!(
+        pod_steps(&client, "default", None, &BuildJob::default()).is_empty(),
+        "a build that never ran has no steps"
     );
 }
 
@@ -132,15 +186,20 @@ async fn a_60_mb_log_is_archived_whole_line_by_line() {
         }
     }
     let archive = Archive::in_memory();
-    let (stream, gap) = read_step(
-        Api::namespaced(server.client().await, "default"),
-        "demo-7-abc".into(),
-        "build",
-    );
+    let step = steps_of(&server.client().await, "demo-7-abc")
+        .pop()
+        .unwrap();
+    // As the archive takes a step's lines (`BuildArchive::put_complete`).
+    let stream = step.lines.map(|line| {
+        line.map(|line| kubeci_archive::LogLine {
+            time: line.time,
+            text: line.text.into(),
+        })
+    });
     let written = archive.put_log(BUILD, "build", stream).await.unwrap();
-    assert_eq!(gap.why(), None);
-    assert_eq!(written.lines, lines as u64);
+    assert_eq!(written.lines, lines as u64 + 1, "its lines and the step's");
     let mut read = archive.log(BUILD, "build", 0).await.unwrap().unwrap();
+    read.next().await.unwrap().unwrap();
     let (mut count, mut bytes) = (0usize, 0usize);
     while let Some(line) = read.next().await {
         let line = line.unwrap().line;

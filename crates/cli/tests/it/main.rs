@@ -33,6 +33,7 @@ macro_rules! on_both {
 mod common;
 
 mod api_conformance;
+mod archive_kubernetes;
 mod backend_contract;
 mod browser;
 mod chaos;
