@@ -196,6 +196,7 @@ fn seed_history(data: &std::path::Path) {
                 git_url: None,
                 check_name: None,
                 now,
+                floor: None,
             })
             .unwrap();
         let running = kubeci_engine::BuildState::Running;

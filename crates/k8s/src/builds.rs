@@ -241,9 +241,11 @@ impl Cluster {
             name,
             &key,
             &present,
-            new.request,
-            new.cron_run,
-            new.floor,
+            ledger::Asked {
+                build: new.request,
+                cron_run: new.cron_run,
+                floor: new.floor,
+            },
         )
         .await
         .map_err(|source| ClusterError::Ledger {

@@ -48,30 +48,37 @@ pub(crate) async fn update<R>(
     }
 }
 
+/// What a request asks of the ledger: a number for `build` above `floor` (the highest
+/// the archive holds), and a cron run's time to record with it.
+pub(crate) struct Asked {
+    pub build: BuildRequest,
+    pub cron_run: Option<i64>,
+    pub floor: Option<u64>,
+}
+
 /// Gives a request its build number in the job's ledger. Returns the allocation and, when
 /// its Job must be created (a new request, or a retried one whose Job was never made), the
-/// request with its number. A new number is above `floor` (the highest the archive
-/// holds), so numbers never repeat even once the ledger and the Jobs are gone.
-#[allow(clippy::too_many_arguments)]
+/// request with its number.
 pub(crate) async fn allocate(
     client: &kube::Client,
     namespace: &str,
     job: &str,
     key: &str,
     present: &[BuildSummary],
-    build: BuildRequest,
-    cron_run: Option<i64>,
-    floor: Option<u64>,
+    asked: Asked,
 ) -> Result<(Allocation, Option<BuildRequest>), kube::Error> {
+    let Asked {
+        build,
+        cron_run,
+        floor,
+    } = asked;
     update(client, namespace, job, |ledger| {
-        if let (None, Some(floor)) = (ledger.find(key), floor) {
-            ledger.last_number = Some(ledger.last_number.unwrap_or(0).max(floor));
-        }
         let cron_advanced =
             cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
         if cron_advanced {
             ledger.last_cron_run = cron_run;
         }
+        ledger.raise_to(floor);
         let allocation = ledger.allocate(key, present, now(), |number| BuildRequest {
             number,
             ..build.clone()

@@ -159,8 +159,13 @@ impl BuildStore for LocalBackend {
     async fn create(&self, new: NewBuild<'_>) -> Result<Created<BuildRow>, TriggerError> {
         let loaded = Arc::clone(new.loaded);
         let render_config = self.settings.render.clone();
-        let (request, key, check_name, cron_run) =
-            (new.request, new.key, new.check_name, new.cron_run);
+        let (request, key, check_name, cron_run, floor) = (
+            new.request,
+            new.key,
+            new.check_name,
+            new.cron_run,
+            new.floor,
+        );
         // Rendered under the store's lock, once numbered: all of it off the async workers.
         let allocated = self.with_store(move |store| {
             let job = loaded.job.as_ref().expect("a found job is valid");
@@ -186,6 +191,7 @@ impl BuildStore for LocalBackend {
                 git_url: Some(&job.git.url),
                 check_name: check_name.as_deref(),
                 now: now(),
+                floor,
             })?;
             if let Some(due) = cron_run {
                 store.set_last_cron_run(namespace, name, due)?;

@@ -81,6 +81,8 @@ pub struct NewBuild<'a> {
     pub git_url: Option<&'a str>,
     pub check_name: Option<&'a str>,
     pub now: i64,
+    /// The highest number the archive holds for the job: the new number is above it.
+    pub floor: Option<u64>,
 }
 
 fn state_columns(state: &BuildState) -> (&'static str, Option<&str>, Option<&str>, Option<&str>) {
@@ -219,10 +221,11 @@ impl Store {
                 return Ok((number as u64, false));
             }
         }
+        let floor = i64::try_from(new.floor.unwrap_or(0)).unwrap_or(i64::MAX - 1);
         tx.execute(
-            "INSERT INTO counters (namespace, job, last_number) VALUES (?1, ?2, 1)
-             ON CONFLICT (namespace, job) DO UPDATE SET last_number = last_number + 1",
-            params![new.namespace, new.job],
+            "INSERT INTO counters (namespace, job, last_number) VALUES (?1, ?2, ?3 + 1)
+             ON CONFLICT (namespace, job) DO UPDATE SET last_number = MAX(last_number, ?3) + 1",
+            params![new.namespace, new.job, floor],
         )
         .map_err(database)?;
         let number: i64 = tx

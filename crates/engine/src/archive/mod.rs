@@ -7,10 +7,12 @@
 //! The record is made from a build's facts ([`ArchivedBuild::of`]) and read back as the
 //! same [`BuildView`] ([`ArchivedBuild::view`]): an archived build shows as it did live.
 
+mod read;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use read::build_log;
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedLines,
     Archiving, BuildArchive, StepLines, StepLog, StepReadError,

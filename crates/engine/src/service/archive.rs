@@ -23,6 +23,18 @@ impl<S: BuildStore> Service<'_, S> {
         }
     }
 
+    /// Why archiving is behind, in words, when builds wait to be archived.
+    pub fn archive_behind(&self) -> Option<String> {
+        let status = &self.0.common().archiving.status;
+        let pending = status.pending();
+        let error = status.behind()?;
+        Some(format!(
+            "Archiving is behind: {pending} build{} wait{} to be archived ({error}); kubeci tries again on each pass.",
+            if pending == 1 { "" } else { "s" },
+            if pending == 1 { "s" } else { "" },
+        ))
+    }
+
     /// Archives `build` as far as `stage`: its first record, or (once it ended) each step
     /// of its log and then its final record — made once for both engines from what the
     /// engine knows of the build. Each engine's [`Workload::archive_build`] is this, then

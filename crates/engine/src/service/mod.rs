@@ -13,12 +13,12 @@
 
 mod archive;
 mod backend;
+mod read;
 mod reports;
 mod workload;
 
 pub use backend::Engine;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
@@ -219,14 +219,14 @@ impl<S: BuildStore> Service<'_, S> {
 
     /// The log URL template of job `name`'s builds: its own while it is valid, else the
     /// server's.
-    fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
+    pub(super) fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
         let declared = self.0.catalogue().find(namespace, name);
         let declared = declared.and_then(|l| l.job.as_ref()?.log_url.clone());
         declared.or_else(|| self.0.common().log_url_template.clone())
     }
 
     /// `builds` of job `name` as the API shows them (its template looked up once).
-    fn views(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Vec<BuildView> {
+    pub(super) fn views(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Vec<BuildView> {
         let template = self.log_template(namespace, name);
         let view = |b| BuildView::of(self.0.facts(b), template.as_deref());
         builds.iter().map(view).collect()
@@ -240,35 +240,9 @@ impl<S: BuildStore> Service<'_, S> {
     }
 
     /// Whether a job with `builds` is shown: declared, or with builds.
-    fn shown(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Option<()> {
+    pub(super) fn shown(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Option<()> {
         let declared = self.0.catalogue().is_declared(namespace, name);
         (declared || !builds.is_empty()).then_some(())
-    }
-
-    /// The newest `limit` builds of each of `jobs` that is shown.
-    pub fn recent_builds(
-        &self,
-        jobs: &[(String, String)],
-        limit: usize,
-    ) -> HashMap<(String, String), Vec<BuildView>> {
-        jobs.iter()
-            .filter_map(|(namespace, name)| {
-                let builds = self.0.recent_builds_of(namespace, name, limit).ok()?;
-                self.shown(namespace, name, &builds)?;
-                let views = self.views(namespace, name, &builds);
-                Some(((namespace.clone(), name.clone()), views))
-            })
-            .collect()
-    }
-
-    pub async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
-        let build = self.0.find_build(namespace, name, number).await.ok()??;
-        Some(self.view(&build))
-    }
-
-    pub fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
-        let build = self.0.build_now(namespace, name, number).ok()??;
-        Some(self.0.request_of(&build))
     }
 
     /// Starts a build of a valid job: no such job, or an invalid one, is said so.
@@ -484,21 +458,6 @@ impl<S: BuildStore> Service<'_, S> {
         let mut families = metrics::build_families(&builds);
         families.push(metrics::reconcile_errors(&self.0.common().counters));
         families
-    }
-
-    pub async fn log(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        options: LogOptions,
-    ) -> Result<LogStream, LogError> {
-        let build = BuildRef {
-            namespace,
-            job: name,
-            number,
-        };
-        self.0.log_of(build, options).await
     }
 
     /// The last `max_bytes` of a build's log, for its final report.
