@@ -256,6 +256,54 @@ async fn the_store_down_for_a_whole_build_then_back(cluster: TestCluster) {
     cluster.finish().await;
 }
 
+/// The store is down longer than `--archive-give-up-after`: kubeci releases the build's
+/// pod (no pod is held for ever) and says why on its Job; the pod deleted, its log goes,
+/// and once the store is back the build's record says its log is missing, and why.
+async fn past_the_give_up_age_the_pod_is_released_and_the_record_says_why(cluster: TestCluster) {
+    let mut store = Store::for_cluster(&cluster);
+    let yaml = cluster.job_yaml("patient", "echo nobody will read this", "");
+    cluster.apply("patient", &yaml).await;
+    let kubeci = serve(&cluster, &store, &["--archive-give-up-after", "1s"]);
+    let ns = cluster.namespace.clone();
+    store.down();
+    assert_eq!(trigger(&kubeci, &cluster, "patient"), 1);
+    cluster
+        .until("kubeci to give the pod up", async || {
+            let job = cluster.job("patient-1").await;
+            let said = job
+                .and_then(|j| j.metadata.annotations)
+                .is_some_and(|a| a.contains_key("kubeci.io/archive-gave-up"));
+            said && !held(&cluster.pods("patient", 1).await)
+        })
+        .await;
+    // Released, the pod goes as soon as someone deletes it (here the garbage collector
+    // would, with its Job): its log with it.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    for pod in cluster.pods("patient", 1).await {
+        let name = pod.metadata.name.unwrap();
+        pods.delete(&name, &Default::default()).await.unwrap();
+    }
+    cluster
+        .until("the released pod to go", async || {
+            !cluster.pod_exists("patient", 1).await
+        })
+        .await;
+    store.up();
+    let at = BuildRef {
+        namespace: &ns,
+        job: "patient",
+        number: 1,
+    };
+    let record = complete_record(&cluster, &store, at).await;
+    for step in &record.log {
+        let why = step.incomplete.as_deref().unwrap_or_default();
+        assert!(why.contains("gave up"), "{record:?}");
+    }
+    drop(kubeci);
+    cluster.finish().await;
+}
+
 /// Two replicas; the leader is killed while it archives a 60 MB log (its first record
 /// written, the complete one not yet): the other takes the lead and archives the build
 /// once, whole, and releases its pod.
@@ -329,4 +377,5 @@ macro_rules! served_on_both {
 
 served_on_both!(a_60_mb_build_outlives_its_job_and_is_served_whole);
 served_on_both!(the_store_down_for_a_whole_build_then_back);
+served_on_both!(past_the_give_up_age_the_pod_is_released_and_the_record_says_why);
 served_on_both!(the_leader_killed_while_archiving_hands_over_and_one_copy_is_whole);
