@@ -20,7 +20,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_build::{keys, BuildRef};
-use kubeci_engine::archive::{Archived, ArchivedState, StepLog};
+use kubeci_engine::archive::{Archived, ArchivedState, StepLog, StepReadError};
 use kubeci_engine::build::BuildState;
 use kubeci_engine::pod_hold::{pod_hold, PodHold};
 use kubeci_engine::scheduler::RECONCILE_ERRORS;
@@ -76,12 +76,17 @@ pub fn pod_steps(
             && (s.active.unwrap_or(0) + s.failed.unwrap_or(0) + s.succeeded.unwrap_or(0)) > 0
     });
     match (pod, gave_up) {
-        (Some(pod), _) => {
+        (Some(pod), gave_up) => {
             let pods = Api::namespaced(client.clone(), namespace);
-            STEPS
-                .iter()
-                .map(|step| read_step(Api::clone(&pods), pod.to_owned(), step))
-                .collect()
+            let read = |step| read_step(Api::clone(&pods), pod.to_owned(), step);
+            match gave_up {
+                // Released: the pod may have gone since (a lost step says both why).
+                Some(why) => STEPS
+                    .iter()
+                    .map(|step| gave_up_on(read(step), &why))
+                    .collect(),
+                None => STEPS.iter().map(|step| read(step)).collect(),
+            }
         }
         (None, Some(why)) => STEPS
             .iter()
@@ -147,6 +152,20 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         if kubeci_engine::api::Backend::ready(&*cluster) && cluster.is_leader() {
             cluster.settle_held_pods();
         }
+    }
+}
+
+/// `step`, whose loss (if it is lost) is said to follow from kubeci giving its pod up.
+fn gave_up_on(step: StepLog, gave_up: &str) -> StepLog {
+    use futures_util::StreamExt;
+    let gave_up = gave_up.to_owned();
+    let lines = step.lines.map(move |line| match line {
+        Err(StepReadError::Lost(why)) => Err(StepReadError::Lost(format!("{gave_up} ({why})"))),
+        other => other,
+    });
+    StepLog {
+        lines: Box::pin(lines),
+        ..step
     }
 }
 
@@ -225,6 +244,14 @@ impl Cluster {
             Some(cached) => Some((*cached).clone()),
             None => jobs.get_opt(&name).await.map_err(|e| e.to_string())?,
         };
+        let archived_whole = current.as_ref().is_some_and(|job| {
+            let annotations = job.metadata.annotations.as_ref();
+            let archived = annotations.and_then(|a| a.get(keys::ARCHIVED));
+            Archived::parse(archived.map(String::as_str)) == Archived::Complete
+        });
+        if archived_whole {
+            return self.release_held(pod).await;
+        }
         if let PodHold::GiveUp { why, .. } = &hold {
             tracing::warn!(%build, pod = pod.name_any(), why, "gave up archiving a build's pod: released");
             if current.is_some() {
@@ -236,27 +263,17 @@ impl Cluster {
             }
             return self.release_held(pod).await;
         }
-        match current {
-            Some(job) => {
-                let archived = job
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(keys::ARCHIVED));
-                if Archived::parse(archived.map(String::as_str)) == Archived::Complete {
-                    self.release_held(pod).await?;
-                }
-                Ok(())
-            }
-            None => {
-                self.archive_orphan(build, pod).await?;
-                self.release_held(pod).await
-            }
+        if current.is_some() {
+            // Not archived whole yet: the plan archives it, then releases the pod.
+            return Ok(());
         }
+        self.archive_orphan(build, pod).await?;
+        self.release_held(pod).await
     }
 
-    /// Archives the build of `pod` whose Job is gone (deleted by hand before it ended):
-    /// its first record, completed with the pod's logs and an end that says so.
+    /// Archives the build of `pod` whose Job is gone (deleted by hand before its build was
+    /// archived): its first record, completed with the pod's logs and its end as the pod
+    /// shows it (`JobDeleted` unless it succeeded).
     async fn archive_orphan(&self, build: BuildRef<'_>, pod: &BuildPod) -> Result<(), String> {
         let archive = self.common.archiving.archive.clone().ok_or("no archive")?;
         let Some(mut record) = archive.record(build).await.map_err(|e| e.to_string())? else {
@@ -266,14 +283,16 @@ impl Cluster {
         if record.complete {
             return Ok(());
         }
-        if !record.build.state.state().is_finished() {
-            record.build.state = ArchivedState::of(&BuildState::Error {
+        // Its end as its pod shows it: succeeded, or cut short with its Job.
+        let succeeded = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded");
+        record.build.state = ArchivedState::of(&if succeeded {
+            BuildState::Succeeded
+        } else {
+            BuildState::Error {
                 reason: "JobDeleted".into(),
-                message:
-                    "its Job was deleted before the build ended; the log is what its pod wrote"
-                        .into(),
-            });
-        }
+                message: "its Job was deleted before its build was archived; the log is what its pod wrote".into(),
+            }
+        });
         let now = now();
         let ended = pod_hold(pod, now, i64::MAX).and_then(|h| match h {
             PodHold::Archive { since } => Some(since),
@@ -282,12 +301,12 @@ impl Cluster {
         let at = |s: i64| jiff::Timestamp::from_second(s).ok();
         record.build.finished_at = record.build.finished_at.or(ended.and_then(at));
         record.archived_at = at(now).unwrap_or(record.archived_at);
-        let fake_job = BuildJob::default();
+        let no_job = BuildJob::default();
         let steps = pod_steps(
             &self.client,
             build.namespace,
             Some(&pod.name_any()),
-            &fake_job,
+            &no_job,
         );
         archive
             .put_complete(record, steps)
