@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod archive;
 mod build_user;
 mod github;
 
@@ -137,6 +138,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
     #[command(flatten)]
+    archive: archive::ArchiveArgs,
+    #[command(flatten)]
     github: github::GitHubArgs,
 }
 
@@ -236,8 +239,12 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         match &args.local {
             Some(dir) => {
-                let engine =
-                    kubeci_local::LocalBackend::start(local_settings(args, dir)?, reporter)
+                let archiving = local_archiving(args)?;
+                let settings = kubeci_local::Settings {
+                    archiving,
+                    ..local_settings(args, dir)?
+                };
+                let engine = kubeci_local::LocalBackend::start(settings, reporter)
                         .with_context(|| {
                             format!("cannot start the local engine in {}", args.data.display())
                         })?;
@@ -249,6 +256,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 front.serve(engine).await
             }
             None => {
+                if args.archive.given() {
+                    // Parsed and opened, so a wrong URL is said as such; then refused.
+                    args.archive.archiving(None)?;
+                    bail!("the Kubernetes engine does not archive builds yet (issue 29): start kubeci without --archive; `serve --local` archives");
+                }
                 let settings = kubeci_k8s::Settings {
                     takeover_grace,
                     ..kubernetes_settings(args)?
@@ -421,6 +433,19 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
     })
 }
 
+/// The local engine's archive: `--archive URL`, else `DATA/archive` (for kubeci's user
+/// alone, as its database is), unless `--no-archive`.
+fn local_archiving(args: &ServeArgs) -> Result<kubeci_engine::archive::Archiving> {
+    let archiving = args.archive.archiving(Some(&args.data))?;
+    if archiving.archive.is_some() && !args.archive.given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = args.data.join("archive");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} kubeci's user's alone", dir.display()))?;
+    }
+    Ok(archiving)
+}
+
 /// The local engine's settings (`--local DIR`).
 fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_local::Settings> {
     Ok(kubeci_local::Settings {
@@ -434,6 +459,7 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         reload_every: Duration::from_secs(1),
         log_limit: size_flag("--log-limit", &args.log_limit)?,
         build_user: build_user::build_user(args.build_user.as_deref())?,
+        archiving: Default::default(),
     })
 }
 

@@ -67,6 +67,8 @@ mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
+mod serve_local_archive;
+mod serve_local_archive_s3;
 mod serve_local_bounds;
 mod serve_local_github;
 mod serve_local_isolation;

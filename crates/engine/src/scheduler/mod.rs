@@ -258,6 +258,10 @@ pub struct Scheduler<W> {
     in_flight: Arc<InFlight>,
 }
 
+/// After this many failures to archive in a row, a pass leaves the rest of its archiving
+/// to the next one: a store that is away costs each pass a few calls, not one per build.
+const ARCHIVE_FAILURES_PER_PASS: u32 = 3;
+
 /// The counter of the workload writes of a pass that failed.
 pub const RECONCILE_ERRORS: &str = "kubeci_reconcile_errors_total";
 
@@ -335,7 +339,7 @@ impl<W: Workload + Commands> Scheduler<W> {
         for channel in &self.channels {
             channel.queue().begin_pass();
         }
-        let (mut archive_pending, mut archive_error) = (0, None);
+        let (mut archive_pending, mut archive_error, mut failed_in_a_row) = (0, None, 0);
         for group in jobs {
             let policy = JobPolicy::of(
                 group.loaded.as_deref(),
@@ -359,10 +363,20 @@ impl<W: Workload + Commands> Scheduler<W> {
                     continue;
                 }
                 let archiving = matches!(action, Action::Archive { .. });
-                let result = self.act(&group.namespace, &group.job, action).await;
-                if let (true, Err(e)) = (archiving, result) {
+                if archiving && failed_in_a_row >= ARCHIVE_FAILURES_PER_PASS {
+                    // The store is away: the rest wait for a later pass, not holding this one.
                     archive_pending += 1;
-                    archive_error = Some(e.to_string());
+                    continue;
+                }
+                let result = self.act(&group.namespace, &group.job, action).await;
+                match (archiving, result) {
+                    (true, Err(e)) => {
+                        archive_pending += 1;
+                        failed_in_a_row += 1;
+                        archive_error = Some(e.to_string());
+                    }
+                    (true, Ok(())) => failed_in_a_row = 0,
+                    _ => {}
                 }
             }
         }

@@ -41,6 +41,7 @@ struct Memory {
     /// How far each build (job, number) is archived; `archive_build` fails while set.
     archived: Mutex<BTreeMap<(String, u64), Archived>>,
     archive_down: AtomicBool,
+    archive_calls: AtomicU32,
 }
 
 fn target(job: &str, number: u64) -> ReportTarget {
@@ -179,6 +180,7 @@ impl Workload for Memory {
         build: BuildRef<'_>,
         stage: Archived,
     ) -> Result<(), WorkloadError> {
+        self.archive_calls.fetch_add(1, Ordering::SeqCst);
         if self.archive_down.load(Ordering::SeqCst) {
             return Err(WorkloadError::Failed("the archive is unreachable".into()));
         }

@@ -74,6 +74,27 @@ async fn builds_are_archived_as_they_start_and_end_and_retention_waits_for_the_a
 }
 
 #[tokio::test]
+async fn a_store_that_is_away_costs_a_pass_a_few_calls_not_one_per_build() {
+    let job = declared("demo", "        run_command: make\n");
+    let ended = vec![BuildState::Succeeded; 10];
+    let memory = memory(vec![("demo", with_builds(Some(job), true, &ended))]);
+    let status = Arc::new(ArchiveStatus::default());
+    let scheduler = archiving(&memory, &status);
+    memory.archive_down.store(true, Ordering::SeqCst);
+    scheduler.pass(NOW).await;
+    assert_eq!(memory.archive_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(status.pending(), 10, "every build is still to archive");
+    memory.archive_down.store(false, Ordering::SeqCst);
+    scheduler.pass(NOW).await;
+    assert_eq!(status.pending(), 0);
+    assert_eq!(
+        memory.done().len(),
+        10,
+        "all archived once the store is back"
+    );
+}
+
+#[tokio::test]
 async fn without_an_archive_nothing_is_archived() {
     let job = declared("demo", "        run_command: make\n");
     let memory = memory(vec![(
