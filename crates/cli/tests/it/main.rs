@@ -68,6 +68,7 @@ mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
 mod serve_local_archive;
+mod serve_local_archive_retention;
 mod serve_local_archive_s3;
 mod serve_local_bounds;
 mod serve_local_github;

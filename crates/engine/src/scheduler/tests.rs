@@ -219,6 +219,11 @@ impl Workload for Memory {
 }
 
 impl Commands for Memory {
+    async fn archive_retention(&self, jobs: Option<Vec<(String, String)>>, _now: i64) {
+        let jobs = jobs.map_or("every job".into(), |j| format!("{j:?}"));
+        self.did(format!("retention of {jobs}")).ok();
+    }
+
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
         let log = format!(
             "{}\nthe end of build {}\n",
