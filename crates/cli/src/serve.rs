@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod archive;
 mod build_user;
 mod github;
 
@@ -115,12 +116,6 @@ pub struct ServeArgs {
     /// `{build}`, `{start}` and `{end}` are replaced (a job's `log_url` overrides it).
     #[arg(long, value_name = "TEMPLATE")]
     log_url_template: Option<String>,
-    /// Keep every build — its record and each step's log — in object storage, served
-    /// after its Job and pod are gone (docs/archive.md): `s3://BUCKET[/PREFIX]`,
-    /// `gs://…`, `az://…` or `file:///PATH`; the store's endpoint and credentials come
-    /// from kubeci's environment (`AWS_*`, …).
-    #[arg(long, value_name = "URL")]
-    archive: Option<String>,
     /// With --archive and --kubernetes: how long after its end a build pod is held for
     /// the archive at most (a store down that long); then kubeci releases it, and the
     /// build's record says why its log is missing.
@@ -147,6 +142,8 @@ pub struct ServeArgs {
     /// $HOSTNAME-<pid>].
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
+    #[command(flatten)]
+    archive: archive::ArchiveArgs,
     #[command(flatten)]
     github: github::GitHubArgs,
 }
@@ -247,8 +244,12 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         match &args.local {
             Some(dir) => {
-                let engine =
-                    kubeci_local::LocalBackend::start(local_settings(args, dir)?, reporter)
+                let archiving = local_archiving(args)?;
+                let settings = kubeci_local::Settings {
+                    archiving,
+                    ..local_settings(args, dir)?
+                };
+                let engine = kubeci_local::LocalBackend::start(settings, reporter)
                         .with_context(|| {
                             format!("cannot start the local engine in {}", args.data.display())
                         })?;
@@ -428,7 +429,7 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
             TenancyArg::Labels => kubeci_k8s::Tenancy::Labels,
             TenancyArg::Open => kubeci_k8s::Tenancy::Open,
         },
-        archiving: archiving(args)?,
+        archiving: args.archive.archiving(None)?,
         archive_give_up_after: duration_flag(
             "--archive-give-up-after",
             &args.archive_give_up_after,
@@ -437,19 +438,17 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
     })
 }
 
-/// The archive of `--archive URL`, opened (not read: kubeci starts as fast without it).
-fn archiving(args: &ServeArgs) -> Result<kubeci_engine::archive::Archiving> {
-    let Some(url) = &args.archive else {
-        return Ok(Default::default());
-    };
-    let url: kubeci_archive::ArchiveUrl =
-        url.parse().with_context(|| format!("--archive {url}"))?;
-    let archive =
-        kubeci_archive::Archive::open(&url).with_context(|| format!("--archive {url}"))?;
-    Ok(kubeci_engine::archive::Archiving {
-        archive: Some(std::sync::Arc::new(archive)),
-        ..Default::default()
-    })
+/// The local engine's archive: `--archive URL`, else `DATA/archive` (for kubeci's user
+/// alone, as its database is), unless `--no-archive`.
+fn local_archiving(args: &ServeArgs) -> Result<kubeci_engine::archive::Archiving> {
+    let archiving = args.archive.archiving(Some(&args.data))?;
+    if archiving.archive.is_some() && !args.archive.given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = args.data.join("archive");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} kubeci's user's alone", dir.display()))?;
+    }
+    Ok(archiving)
 }
 
 /// The local engine's settings (`--local DIR`).
@@ -465,6 +464,7 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         reload_every: Duration::from_secs(1),
         log_limit: size_flag("--log-limit", &args.log_limit)?,
         build_user: build_user::build_user(args.build_user.as_deref())?,
+        archiving: Default::default(),
     })
 }
 

@@ -12,6 +12,7 @@ use kubeci_engine::api::{
     StatesByJob, TriggerError,
 };
 use kubeci_engine::approval::Approval;
+use kubeci_engine::archive::StepLog;
 use kubeci_engine::metrics::BuildFact;
 use kubeci_engine::report;
 use kubeci_engine::report::ReportRecord;
@@ -234,6 +235,10 @@ impl BuildStore for LocalBackend {
     fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
         self.read(|r| r.approvals(of.namespace, of.job))
             .unwrap_or_default()
+    }
+
+    async fn step_logs(&self, row: &BuildRow) -> Result<Vec<StepLog>, BackendError> {
+        self.step_logs_of(row)
     }
 
     async fn log_of(&self, build: BuildRef<'_>, how: LogOptions) -> Result<LogStream, LogError> {

@@ -362,6 +362,23 @@ impl Store {
         Ok(())
     }
 
+    /// Records how far build `number` is archived.
+    pub fn set_archived(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        archived: Archived,
+    ) -> Result<(), LocalBackendError> {
+        self.connection
+            .execute(
+                "UPDATE builds SET archived = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![namespace, job, number as i64, archived.as_str()],
+            )
+            .map_err(database)?;
+        Ok(())
+    }
+
     pub fn append_log(
         &self,
         namespace: &str,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kubeci_build::BuildRef;
+use kubeci_engine::archive::Archived;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
     JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
@@ -123,6 +124,14 @@ impl Workload for LocalBackend {
         Ok(self
             .with_store(move |store| store.delete_build(&namespace, &job, number))
             .await?)
+    }
+
+    async fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> Result<(), WorkloadError> {
+        self.archive_build_now(build, stage).await
     }
 
     async fn record_reported(

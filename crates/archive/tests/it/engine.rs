@@ -219,3 +219,47 @@ async fn an_object_that_is_not_this_builds_is_an_error_on_that_build_only() {
     assert_eq!(archive.page(JOB, None, 50).await.unwrap().len(), 3);
     assert!(archive.record(build(3)).await.unwrap().unwrap().complete);
 }
+
+#[tokio::test]
+async fn a_long_log_is_served_whole_as_it_was_written() {
+    let (_, store, _dir) = stores().remove(0);
+    let archive = std::sync::Arc::new(Archive::from_store(store, "kubeci"));
+    let text = |i: u64| format!("a line of a long build log, number {i}");
+    let count = 150_000;
+    let lines: Vec<Result<TimedLine, StepReadError>> = (0..count)
+        .map(|i| {
+            Ok(TimedLine {
+                time: Some(
+                    jiff::Timestamp::from_nanosecond(
+                        1_795_428_000_000_000_000 + i128::from(i) * 1_000,
+                    )
+                    .unwrap(),
+                ),
+                text: text(i).into_bytes(),
+            })
+        })
+        .collect();
+    let written = archive
+        .put_complete(
+            record(9, &BuildState::Succeeded),
+            vec![step("build", lines)],
+        )
+        .await
+        .unwrap();
+    for timestamps in [false, true] {
+        let mut served = Vec::new();
+        let mut log =
+            kubeci_engine::archive::build_log(archive.clone(), written.clone(), timestamps);
+        while let Some(chunk) = log.next().await {
+            served.extend(chunk.unwrap());
+        }
+        let served = String::from_utf8(served).unwrap();
+        assert_eq!(
+            served.lines().count(),
+            count as usize,
+            "timestamps: {timestamps}"
+        );
+        let last = served.lines().last().unwrap();
+        assert!(last.ends_with(&text(count - 1)), "{last}");
+    }
+}

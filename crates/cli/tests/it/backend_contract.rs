@@ -264,6 +264,7 @@ async fn the_local_backend_keeps_the_contract() {
             log_url_template: None,
             reload_every: Duration::from_millis(200),
             log_limit: kubeci_local::DEFAULT_LOG_LIMIT,
+            archiving: Default::default(),
             build_user: None,
         },
         None,

@@ -336,11 +336,16 @@ impl TimedLine {
 }
 
 /// The container whose step begins at `line` (`==> clone: init container started`,
-/// `==> build: container started`, as both engines' logs write it), if it begins one.
+/// `==> build: container started`, as both engines' logs write it; the local engine adds
+/// the command: `… started (/bin/bash -c …)`), if it begins one.
 pub fn step_of(line: &[u8]) -> Option<&str> {
     let rest = line.strip_prefix(b"==> ")?;
     let rest = std::str::from_utf8(rest).ok()?;
     let (name, what) = rest.split_once(": ")?;
+    let what = match what.split_once(" (") {
+        Some((what, command)) if command.ends_with(')') => what,
+        _ => what,
+    };
     let named = !name.is_empty()
         && name.len() <= 63
         && name

@@ -226,10 +226,17 @@ fn a_line_is_written_as_the_live_log_writes_it() {
 fn a_step_begins_at_its_containers_first_line() {
     assert_eq!(step_of(b"==> clone: init container started"), Some("clone"));
     assert_eq!(step_of(b"==> build: container started"), Some("build"));
+    assert_eq!(
+        step_of("==> build: container started (/bin/bash -c …)".as_bytes()),
+        Some("build"),
+        "as the local engine writes it"
+    );
     for not in [
         &b"==> build: container exited with code 1"[..],
         b"==> Build: container started",
         b"==> a/b: container started",
+        b"==> build: container started (unclosed",
+        b"==> build: container started later",
         b"build: container started",
         b"==> : container started",
         b"\xff",

@@ -11,6 +11,7 @@
 //! The Kubernetes engine's workload is the cluster (its caches and the API), the local
 //! engine's its SQLite store and running processes.
 
+mod archiving;
 mod attempt;
 mod in_flight;
 mod reports;
@@ -35,6 +36,7 @@ use crate::metrics::Counters;
 use crate::plan::{self, Action, JobPolicy};
 use crate::report::{self, ReportRecord, ReportTarget, Reporter};
 use crate::schedule;
+use archiving::ArchivePass;
 use attempt::ReportAttempt;
 pub use in_flight::InFlight;
 use reports::{BuildKey, ReportQueue, Step};
@@ -188,6 +190,16 @@ pub trait Commands: Send + Sync + 'static {
         job: &str,
         due: i64,
     ) -> impl Future<Output = Result<bool, WorkloadError>> + Send;
+    /// Applies the archive's retention, one bounded batch per job, to `jobs` (namespace,
+    /// job), or to every declared job when `None`, at `now` (seconds since the epoch).
+    fn archive_retention(
+        &self,
+        jobs: Option<Vec<(String, String)>>,
+        now: i64,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (jobs, now);
+        std::future::ready(())
+    }
 }
 
 /// What the scheduler is told by the server's flags.
@@ -256,6 +268,8 @@ pub struct Scheduler<W> {
     lead: Mutex<Option<Lead>>,
     /// Its report calls under way.
     in_flight: Arc<InFlight>,
+    /// When the archive's retention last went over every job.
+    retention_swept: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The counter of the workload writes of a pass that failed.
@@ -291,6 +305,7 @@ impl<W: Workload + Commands> Scheduler<W> {
             changed,
             lead: Mutex::new(None),
             in_flight: Arc::default(),
+            retention_swept: Mutex::new(None),
         }
     }
 
@@ -335,13 +350,16 @@ impl<W: Workload + Commands> Scheduler<W> {
         for channel in &self.channels {
             channel.queue().begin_pass();
         }
-        let (mut archive_pending, mut archive_error) = (0, None);
+        let mut archiving = ArchivePass::default();
         for group in jobs {
-            let policy = JobPolicy::of(
-                group.loaded.as_deref(),
-                group.declared,
-                self.settings.cancel_when_deleted,
-            );
+            let policy = JobPolicy {
+                archiving: self.settings.archiving.is_some(),
+                ..JobPolicy::of(
+                    group.loaded.as_deref(),
+                    group.declared,
+                    self.settings.cancel_when_deleted,
+                )
+            };
             let mut summaries = Vec::with_capacity(group.builds.len());
             for mut build in group.builds {
                 build.summary.fully_reported = self.fully_reported(&build);
@@ -350,24 +368,24 @@ impl<W: Workload + Commands> Scheduler<W> {
                 }
                 summaries.push(build.summary);
             }
-            let policy = JobPolicy {
-                archiving: self.settings.archiving.is_some(),
-                ..policy
-            };
             for action in plan::plan(&policy, &summaries, now) {
                 if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
                     continue;
                 }
-                let archiving = matches!(action, Action::Archive { .. });
-                let result = self.act(&group.namespace, &group.job, action).await;
-                if let (true, Err(e)) = (archiving, result) {
-                    archive_pending += 1;
-                    archive_error = Some(e.to_string());
+                let Action::Archive { stage, .. } = action else {
+                    self.act(&group.namespace, &group.job, action).await.ok();
+                    continue;
+                };
+                if archiving.store_away() {
+                    continue;
                 }
+                let result = self.act(&group.namespace, &group.job, action).await;
+                archiving.record((&group.namespace, &group.job), stage, result);
             }
         }
         if let Some(status) = &self.settings.archiving {
-            status.set(archive_pending, archive_error);
+            let whole = archiving.end(status);
+            self.archive_retention(whole, now).await;
         }
         for channel in &self.channels {
             channel.queue().end_pass();

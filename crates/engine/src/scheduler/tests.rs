@@ -41,6 +41,7 @@ struct Memory {
     /// How far each build (job, number) is archived; `archive_build` fails while set.
     archived: Mutex<BTreeMap<(String, u64), Archived>>,
     archive_down: AtomicBool,
+    archive_calls: AtomicU32,
 }
 
 fn target(job: &str, number: u64) -> ReportTarget {
@@ -179,6 +180,7 @@ impl Workload for Memory {
         build: BuildRef<'_>,
         stage: Archived,
     ) -> Result<(), WorkloadError> {
+        self.archive_calls.fetch_add(1, Ordering::SeqCst);
         if self.archive_down.load(Ordering::SeqCst) {
             return Err(WorkloadError::Failed("the archive is unreachable".into()));
         }
@@ -217,6 +219,11 @@ impl Workload for Memory {
 }
 
 impl Commands for Memory {
+    async fn archive_retention(&self, jobs: Option<Vec<(String, String)>>, _now: i64) {
+        let jobs = jobs.map_or("every job".into(), |j| format!("{j:?}"));
+        self.did(format!("retention of {jobs}")).ok();
+    }
+
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
         let log = format!(
             "{}\nthe end of build {}\n",

@@ -4,8 +4,13 @@
 
 use kubeci_build::{BuildRef, JobRef};
 
+use kubeci_spec::Catalogue;
+
 use super::{BuildStore, Service};
-use crate::archive::{ArchiveError, Archived, ArchivedBuild};
+use crate::archive::{ArchiveError, ArchiveRetention, Archived, ArchivedBuild};
+
+/// The most archived builds of one job retention deletes at a time.
+pub const RETENTION_BATCH: usize = 100;
 use crate::scheduler::WorkloadError;
 
 impl<S: BuildStore> Service<'_, S> {
@@ -19,6 +24,60 @@ impl<S: BuildStore> Service<'_, S> {
             Err(e) => {
                 tracing::warn!(namespace, job, error = %e, "cannot read the archive's highest build number: numbering by the engine's own counter");
                 None
+            }
+        }
+    }
+
+    /// How long job `job`'s archived builds are kept: its `archive.retention` while it is
+    /// valid and says so, else the server's default.
+    pub fn archive_retention_of(&self, namespace: &str, job: &str) -> ArchiveRetention {
+        let loaded = self.0.catalogue().find(namespace, job);
+        let spec = loaded
+            .as_ref()
+            .and_then(|l| l.job.as_ref()?.archive.clone());
+        match spec.and_then(|archive| archive.retention) {
+            Some(retention) => ArchiveRetention {
+                max_age: (retention.max_age.as_deref())
+                    .and_then(|age| kubeci_spec::duration::parse_duration(age).ok()),
+                max_count: retention.max_count,
+            },
+            None => self.0.common().archiving.retention,
+        }
+    }
+
+    /// Applies the archive's retention to `jobs`, or to every declared job: one batch of
+    /// at most [`RETENTION_BATCH`] deletions per job, each logged; a failure is logged and
+    /// left for the next time.
+    pub async fn archive_retention(&self, jobs: Option<Vec<(String, String)>>, now: i64) {
+        let Some(archive) = self.0.common().archiving.archive.clone() else {
+            return;
+        };
+        let jobs = jobs.unwrap_or_else(|| {
+            let declared = self.0.catalogue().all();
+            (declared.iter())
+                .filter_map(|l| Some((l.namespace.clone(), l.job.as_ref()?.name.clone())))
+                .collect()
+        });
+        for (namespace, job) in jobs {
+            let retention = self.archive_retention_of(&namespace, &job);
+            if retention.keeps_all() {
+                continue;
+            }
+            let at = JobRef {
+                namespace: &namespace,
+                job: &job,
+            };
+            match archive
+                .apply_retention(at, retention, now, RETENTION_BATCH)
+                .await
+            {
+                Ok(deleted) if deleted.is_empty() => {}
+                Ok(deleted) => {
+                    tracing::info!(namespace, job, builds = ?deleted, "deleted archived builds (the archive's retention)")
+                }
+                Err(e) => {
+                    tracing::warn!(namespace, job, error = %e, "cannot apply the archive's retention")
+                }
             }
         }
     }

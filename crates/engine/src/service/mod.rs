@@ -405,12 +405,20 @@ impl<S: BuildStore> Service<'_, S> {
         by: &str,
     ) -> Result<BuildView, CancelError> {
         let not_found = || CancelError::not_found(namespace, name, number);
-        let build = self
-            .0
-            .find_build(namespace, name, number)
-            .await
-            .map_err(CancelError::Backend)?
-            .ok_or_else(not_found)?;
+        let found = self.0.find_build(namespace, name, number).await;
+        let Some(build) = found.map_err(CancelError::Backend)? else {
+            // Archived: it ended.
+            return match self.build(namespace, name, number).await {
+                Ok(Some(archived)) => Err(CancelError::Finished {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    number,
+                    state: archived.state,
+                }),
+                Ok(None) => Err(not_found()),
+                Err(e) => Err(CancelError::Backend(e.into())),
+            };
+        };
         let state = &self.0.summary(&build).state;
         CancelError::cancellable(namespace, name, number, state)?;
         let stopped = self.0.cancel_build(&build, by).await.map_err(|e| match e {
@@ -457,6 +465,10 @@ impl<S: BuildStore> Service<'_, S> {
         let builds = self.0.measured();
         let mut families = metrics::build_families(&builds);
         families.push(metrics::reconcile_errors(&self.0.common().counters));
+        let archiving = &self.0.common().archiving;
+        if archiving.archive.is_some() {
+            families.push(metrics::archive_pending(archiving.status.pending()));
+        }
         families
     }
 
