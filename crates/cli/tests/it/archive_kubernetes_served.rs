@@ -303,7 +303,9 @@ async fn past_the_give_up_age_the_pod_is_released_and_the_record_says_why(cluste
         .collect();
     assert!(!lost.is_empty(), "its log is said missing: {record:?}");
     assert!(
-        lost.iter().all(|why| why.contains("gave up")),
+        // Why: kubeci gave the pod up — or, when an attempt begun while the store was away
+        // (its writes retried) read the step after the pod went, that the pod was gone.
+        (lost.iter()).all(|why| why.contains("gave up") || why.contains("not found")),
         "and why: {lost:?}"
     );
     drop(kubeci);
