@@ -63,7 +63,7 @@ impl ArchiveArgs {
         Ok(Archiving {
             archive: Some(Arc::new(archive)),
             retention,
-            status: Default::default(),
+            ..Archiving::default()
         })
     }
 

@@ -70,6 +70,8 @@ fn with_an_archive() -> Value {
         "archive": {
             "url": "s3://ci-builds/kubeci",
             "giveUpAfter": "12h",
+            "maxAge": "90d",
+            "maxCount": 1000,
             "credentialsSecret": "kubeci-archive",
             "env": [
                 {"name": "AWS_REGION", "value": "eu-west-1"},
@@ -252,6 +254,8 @@ fn the_archive_s_credentials_reach_kubeci_s_environment_through_the_kubelet_alon
     for flag in [
         "--archive=s3://ci-builds/kubeci",
         "--archive-give-up-after=12h",
+        "--archive-max-age=90d",
+        "--archive-max-count=1000",
     ] {
         assert!(args.contains(flag), "{flag} in {args}");
     }

@@ -229,6 +229,11 @@ pub(crate) fn the_store_away_for_whole_builds_then_back(
     assert_same(&archived, &live);
     let (_, page) = get(kubeci, "/jobs/default/quick");
     assert!(!page.contains("Archiving is behind"), "{page}");
+    let (_, jobs) = get(kubeci, "/?state=succeeded");
+    assert!(
+        jobs.contains("href=\"/jobs/default/quick\""),
+        "the state filter knows the newest build, archived: {jobs}"
+    );
     assert_eq!(trigger(kubeci, "quick"), 3, "numbers go on");
 }
 
@@ -423,4 +428,38 @@ fn the_kubernetes_engine_refuses_a_wrong_archive_url_at_start() {
         "a wrong URL is said as such first: {}",
         bad.stderr
     );
+}
+
+#[test]
+fn a_retried_request_gets_its_archived_build_and_a_foreign_index_leaves_the_live_builds_listed() {
+    let (local, repo) = Local::new();
+    job(&local, &repo);
+    let kubeci = local.serve(&[], &[]);
+    let (status, first) = common::serve::trigger(&kubeci, "quick", Some("deliver-1"));
+    assert_eq!((status, &first["number"]), (201, &Value::from(1)));
+    wait("build 1 archived", || {
+        rows(&local.data) == (0, 0) && state(&kubeci, "quick", 1) == "failed"
+    });
+    let (status, again) = common::serve::trigger(&kubeci, "quick", Some("deliver-1"));
+    assert_eq!(status, 200, "the same request, the same build: {again}");
+    assert_eq!(
+        (&again["number"], &again["state"]),
+        (&Value::from(1), &Value::from("failed"))
+    );
+
+    // The job's index is not kubeci's: the live builds are listed, and the answer says why
+    // archived ones are missing.
+    let chunk = local
+        .data
+        .join("archive/v1/jobs/default/quick/index/0.json");
+    std::fs::write(&chunk, "not json").unwrap();
+    let live = trigger(&kubeci, "quick");
+    let listed = json(&kubeci, "/api/v1/jobs/default/quick/builds");
+    let items = listed["items"].as_array().unwrap();
+    assert!(items.iter().any(|b| b["number"] == live), "{listed}");
+    let error = listed["archive_error"].as_str().unwrap();
+    assert!(error.contains("index/0.json"), "{error}");
+    let (status, page) = get(&kubeci, "/jobs/default/quick");
+    assert_eq!(status, 200);
+    assert!(page.contains("Archived builds may be missing"), "{page}");
 }

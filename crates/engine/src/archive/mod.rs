@@ -15,7 +15,7 @@ mod tests;
 pub use read::build_log;
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedLines,
-    Archiving, BuildArchive, StepLines, StepLog, StepReadError,
+    Archiving, BuildArchive, NewestArchived, StepLines, StepLog, StepReadError,
 };
 
 use kubeci_build::{BuildRef, BuildRequest};

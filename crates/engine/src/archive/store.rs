@@ -2,6 +2,7 @@
 //! `Arc<dyn BuildArchive>`), its errors, the lines it takes and gives, and what an engine
 //! holds of it ([`Archiving`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,8 @@ use futures_core::Stream;
 use kubeci_build::{BuildRef, JobRef};
 
 use super::{ArchivedBuild, ArchivedSummary, TimedLine};
+use crate::api::StatesByJob;
+use crate::build::Phase;
 
 /// One call to the archive.
 pub type ArchiveCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, ArchiveError>> + Send + 'a>>;
@@ -175,6 +178,46 @@ impl ArchiveStatus {
     }
 }
 
+/// The newest archived build of each job seen so far (as it was archived, or read back),
+/// by (namespace, job): its number and phase — what the jobs page's state filter reads of
+/// a job whose builds all left the engine, without reading the archive per job.
+#[derive(Debug, Default)]
+pub struct NewestArchived {
+    builds: Mutex<HashMap<(String, String), (u64, Phase)>>,
+}
+
+impl NewestArchived {
+    /// Notes build `number` of a job, in `phase`, if it is the newest seen.
+    pub fn note(&self, namespace: &str, job: &str, number: u64, phase: Phase) {
+        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = builds
+            .entry((namespace.to_owned(), job.to_owned()))
+            .or_insert((number, phase));
+        if number >= newest.0 {
+            *newest = (number, phase);
+        }
+    }
+
+    /// Whether a job's newest archived build is known.
+    pub fn knows(&self, namespace: &str, job: &str) -> bool {
+        let builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        builds.contains_key(&(namespace.to_owned(), job.to_owned()))
+    }
+
+    /// The phase of each job's newest archived build, by namespace and job.
+    pub fn states(&self) -> StatesByJob {
+        let builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = StatesByJob::new();
+        for ((namespace, job), (_, phase)) in builds.iter() {
+            states
+                .entry(namespace.clone())
+                .or_default()
+                .insert(job.clone(), (*phase).into());
+        }
+        states
+    }
+}
+
 /// What an engine holds of its archive.
 #[derive(Clone, Default)]
 pub struct Archiving {
@@ -183,6 +226,7 @@ pub struct Archiving {
     /// The server's default retention of archived builds, for jobs that set none.
     pub retention: ArchiveRetention,
     pub status: Arc<ArchiveStatus>,
+    pub newest: Arc<NewestArchived>,
 }
 
 impl Archiving {

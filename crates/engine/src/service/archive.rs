@@ -52,6 +52,7 @@ impl<S: BuildStore> Service<'_, S> {
         let Some(archive) = self.0.common().archiving.archive.clone() else {
             return;
         };
+        let sweep = jobs.is_none();
         let jobs = jobs.unwrap_or_else(|| {
             let declared = self.0.catalogue().all();
             (declared.iter())
@@ -59,6 +60,9 @@ impl<S: BuildStore> Service<'_, S> {
                 .collect()
         });
         for (namespace, job) in jobs {
+            if sweep {
+                self.note_newest_archived(&namespace, &job).await;
+            }
             let retention = self.archive_retention_of(&namespace, &job);
             if retention.keeps_all() {
                 continue;
@@ -78,6 +82,24 @@ impl<S: BuildStore> Service<'_, S> {
                 Err(e) => {
                     tracing::warn!(namespace, job, error = %e, "cannot apply the archive's retention")
                 }
+            }
+        }
+    }
+
+    /// Reads a job's newest archived build once (after a start, for the jobs page's state
+    /// filter), unless it is known.
+    async fn note_newest_archived(&self, namespace: &str, job: &str) {
+        let archiving = &self.0.common().archiving;
+        let Some(archive) = archiving.archive.as_ref() else {
+            return;
+        };
+        if archiving.newest.knows(namespace, job) {
+            return;
+        }
+        let at = JobRef { namespace, job };
+        if let Ok(page) = archive.page(at, None, 1).await {
+            if let Some(newest) = page.first() {
+                (archiving.newest).note(namespace, job, newest.number, newest.state.phase);
             }
         }
     }
@@ -140,7 +162,15 @@ impl<S: BuildStore> Service<'_, S> {
                     .step_logs(&found)
                     .await
                     .map_err(WorkloadError::Failed)?;
-                archive.put_complete(record, steps).await.map_err(failed)
+                let record = archive.put_complete(record, steps).await.map_err(failed)?;
+                let newest = &self.0.common().archiving.newest;
+                newest.note(
+                    build.namespace,
+                    build.job,
+                    build.number,
+                    facts.state.phase(),
+                );
+                Ok(record)
             }
         }
     }

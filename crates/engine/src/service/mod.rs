@@ -287,7 +287,19 @@ impl<S: BuildStore> Service<'_, S> {
             cron_run,
             floor,
         };
-        let Created { build, created } = self.0.create(new).await?;
+        let Created { build, created } = match self.0.create(new).await {
+            // The build the key started before is archived: that build.
+            Err(TriggerError::Gone { number }) => {
+                return match self.build(&namespace, &name, number).await {
+                    Ok(Some(build)) => Ok(Triggered {
+                        build,
+                        created: false,
+                    }),
+                    _ => Err(TriggerError::Gone { number }),
+                };
+            }
+            created => created?,
+        };
         if created {
             self.cancel_superseded(&loaded, &self.0.request_of(&build))
                 .await;
@@ -456,8 +468,15 @@ impl<S: BuildStore> Service<'_, S> {
         })
     }
 
+    /// The state of every job's newest build: the live ones', else (for a job whose
+    /// builds all left the engine) its newest archived one's.
     pub fn latest_states(&self) -> LatestStates {
-        self.0.newest_states()
+        let live = self.0.newest_states();
+        let archiving = &self.0.common().archiving;
+        match archiving.archive {
+            Some(_) => live.with_fallback(archiving.newest.states()),
+            None => live,
+        }
     }
 
     /// Builds by job and state, their durations, and the passes' failed writes.

@@ -43,6 +43,10 @@ impl<S: BuildStore> Service<'_, S> {
         // One more than the page: whether there is a next one.
         let wanted = page.limit.saturating_add(1);
         let (archived, error) = self.archived(job, page.before, wanted, &numbers).await;
+        if let (None, Some(newest)) = (page.before, archived.first()) {
+            let newest_archived = &self.0.common().archiving.newest;
+            newest_archived.note(namespace, name, newest.number, newest.state.phase);
+        }
         if live.is_empty() && archived.is_empty() && error.is_none() {
             self.shown(namespace, name, &live)?;
         }
