@@ -10,10 +10,13 @@
 //! - [`Archive`] is the I/O: records, logs (streamed both ways, in bounded memory), the
 //!   index (conditional writes), deletion and retention.
 //!
-//! The crate is generic over the build's record `R` and its index summary `S`: any
-//! `Serialize + DeserializeOwned` types; the engine defines them.
+//! [`Archive`] is generic over a build's record `R` and its index summary `S` (any
+//! `Serialize + DeserializeOwned` types), and is the engine's
+//! `kubeci_engine::archive::BuildArchive` with the engine's record (`ArchivedBuild`) and
+//! summary (`ArchivedSummary`): see `engine`.
 
 mod archive;
+mod engine;
 mod error;
 pub mod index;
 pub mod layout;
@@ -23,6 +26,7 @@ mod store;
 mod url;
 
 pub use archive::Archive;
+pub use engine::engine_error;
 pub use error::{ArchiveError, Result};
 pub use index::{select_for_deletion, Head, IndexEntry, Retention};
 pub use logformat::LogLine;

@@ -75,6 +75,12 @@ pub mod keys {
     pub const ERROR: &str = "kubeci.io/error";
     /// When kubeci stopped (cancelled or failed) a build, RFC 3339.
     pub const FINISHED_AT: &str = "kubeci.io/finished-at";
+    /// The finalizer each build pod carries from its Job's template: kubeci removes it
+    /// once the pod's logs are archived (or it gave up), so no log goes before that.
+    pub const ARCHIVE_FINALIZER: &str = "kubeci.io/archive";
+    /// How far the build is archived (`--archive`): `first` once its first record is in
+    /// the archive, `complete` once all of it is (`kubeci_engine::archive::Archived`).
+    pub const ARCHIVED: &str = "kubeci.io/archived";
 }
 
 /// What the clone step reports in its termination message: the commit it checked out

@@ -97,6 +97,7 @@ fn seed_log(data: &std::path::Path, lines: u64, line: impl Fn(u64) -> Vec<u8>) {
             git_url: None,
             check_name: None,
             now: 1_790_000_000,
+            floor: None,
         })
         .unwrap();
     let running = kubeci_engine::BuildState::Running;

@@ -413,6 +413,7 @@ pub fn seed_history(data: &std::path::Path) {
                 git_url: None,
                 check_name: None,
                 now,
+                floor: None,
             })
             .unwrap();
         let running = kubeci_engine::BuildState::Running;

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use kubeci_render::RenderConfig;
 use kubeci_spec::{LoadOptions, NamespacePolicy};
 
+mod archive;
 mod build_user;
 mod github;
 
@@ -115,6 +116,11 @@ pub struct ServeArgs {
     /// `{build}`, `{start}` and `{end}` are replaced (a job's `log_url` overrides it).
     #[arg(long, value_name = "TEMPLATE")]
     log_url_template: Option<String>,
+    /// With --archive and --kubernetes: how long after its end a build pod is held for
+    /// the archive at most (a store down that long); then kubeci releases it, and the
+    /// build's record says why its log is missing.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    archive_give_up_after: String,
     /// POST each build state as JSON to this URL (retried until delivered).
     #[arg(long, value_name = "URL")]
     notify_url: Option<String>,
@@ -136,6 +142,8 @@ pub struct ServeArgs {
     /// $HOSTNAME-<pid>].
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
+    #[command(flatten)]
+    archive: archive::ArchiveArgs,
     #[command(flatten)]
     github: github::GitHubArgs,
 }
@@ -236,8 +244,12 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         match &args.local {
             Some(dir) => {
-                let engine =
-                    kubeci_local::LocalBackend::start(local_settings(args, dir)?, reporter)
+                let archiving = local_archiving(args)?;
+                let settings = kubeci_local::Settings {
+                    archiving,
+                    ..local_settings(args, dir)?
+                };
+                let engine = kubeci_local::LocalBackend::start(settings, reporter)
                         .with_context(|| {
                             format!("cannot start the local engine in {}", args.data.display())
                         })?;
@@ -417,8 +429,26 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
             TenancyArg::Labels => kubeci_k8s::Tenancy::Labels,
             TenancyArg::Open => kubeci_k8s::Tenancy::Open,
         },
+        archiving: args.archive.archiving(None)?,
+        archive_give_up_after: duration_flag(
+            "--archive-give-up-after",
+            &args.archive_give_up_after,
+        )?,
         ..kubeci_k8s::Settings::default()
     })
+}
+
+/// The local engine's archive: `--archive URL`, else `DATA/archive` (for kubeci's user
+/// alone, as its database is), unless `--no-archive`.
+fn local_archiving(args: &ServeArgs) -> Result<kubeci_engine::archive::Archiving> {
+    let archiving = args.archive.archiving(Some(&args.data))?;
+    if archiving.archive.is_some() && !args.archive.given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = args.data.join("archive");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} kubeci's user's alone", dir.display()))?;
+    }
+    Ok(archiving)
 }
 
 /// The local engine's settings (`--local DIR`).
@@ -434,6 +464,7 @@ fn local_settings(args: &ServeArgs, dir: &std::path::Path) -> Result<kubeci_loca
         reload_every: Duration::from_secs(1),
         log_limit: size_flag("--log-limit", &args.log_limit)?,
         build_user: build_user::build_user(args.build_user.as_deref())?,
+        archiving: Default::default(),
     })
 }
 

@@ -60,7 +60,9 @@ impl BuildState {
 
 /// A build's state without its reason and message: what the API, the pages and the
 /// metrics show (`queued`, `pending`, … on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Queued,
@@ -150,6 +152,9 @@ pub struct BuildSummary {
     /// Kubernetes is done with its Job (finished, or stopped by kubeci). A build whose
     /// state is final but not settled (its pod cannot start) must still be stopped.
     pub settled: bool,
+    /// How far it is archived (the Kubernetes engine's `kubeci.io/archived` annotation,
+    /// the local engine's `archived` column).
+    pub archived: crate::archive::Archived,
 }
 
 #[cfg(test)]

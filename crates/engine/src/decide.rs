@@ -115,6 +115,7 @@ mod tests {
             fully_reported: true,
             finished_at: Some(1_000),
             settled: true,
+            archived: Default::default(),
         }
     }
 

@@ -141,6 +141,12 @@ impl Ledger {
         }
     }
 
+    /// Numbers the next build above `floor` (the highest number the archive holds): the
+    /// ledger's counter is raised to it, never lowered.
+    pub fn raise_to(&mut self, floor: Option<u64>) {
+        self.last_number = self.last_number.max(floor);
+    }
+
     fn prune(&mut self, now: i64) {
         self.entries
             .retain(|e| e.pending.is_some() || now - e.at < KEY_RETENTION);
@@ -208,7 +214,20 @@ mod tests {
             fully_reported: true,
             finished_at: None,
             settled: false,
+            archived: Default::default(),
         }
+    }
+
+    #[test]
+    fn numbers_go_above_what_the_archive_holds_and_the_counter_never_goes_down() {
+        let mut ledger = Ledger::default();
+        ledger.raise_to(Some(40));
+        let first = ledger.allocate("a", &[], 100, BuildRequest::manual);
+        assert_eq!(first.number, 41, "every Job gone, the archive holds 1..=40");
+        ledger.raise_to(Some(7));
+        ledger.raise_to(None);
+        let next = ledger.allocate("b", &[], 101, BuildRequest::manual);
+        assert_eq!(next.number, 42);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod approval;
+pub mod archive;
 pub mod build;
 pub mod decide;
 pub mod leader;
@@ -14,6 +15,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod pod_hold;
 pub mod report;
 pub mod schedule;
 pub mod scheduler;

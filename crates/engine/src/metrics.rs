@@ -189,6 +189,22 @@ pub fn reconcile_errors(counters: &Counters) -> Family {
     }
 }
 
+/// The gauge of builds still to archive.
+pub const ARCHIVE_PENDING: &str = "kubeci_archive_pending";
+
+/// How many builds the last pass left to archive (while the archive's store is
+/// unreachable, every build that ended since), when builds are archived.
+pub fn archive_pending(pending: u64) -> Family {
+    Family {
+        samples: vec![(Vec::new(), pending as f64)],
+        ..Family::new(
+            ARCHIVE_PENDING,
+            "Builds the leader's last pass could not archive yet (archived on a later pass).",
+            Kind::Gauge,
+        )
+    }
+}
+
 /// Builds by (namespace, job, state), queued builds, and how long finished builds ran,
 /// from the builds an engine holds. Recomputed from the builds at each scrape (kubeci keeps
 /// no state of its own): the duration histogram covers the builds retention keeps, so it

@@ -344,6 +344,7 @@ pub fn summarize<P: Borrow<BuildPod>>(
         fully_reported: !reporting || reported.iter().any(|r| r.is_final()),
         finished_at: state.is_finished().then(|| finished_at(job)).flatten(),
         settled: is_settled(job),
+        archived: crate::archive::Archived::parse(annotation(job, keys::ARCHIVED)),
         state,
     })
 }

@@ -1,5 +1,6 @@
 //! What the leader does to a job's builds on each pass: a pure plan over their summaries.
 
+use crate::archive::Archived;
 use crate::build::{BuildState, BuildSummary};
 use crate::decide::{builds_to_delete, builds_to_release};
 
@@ -19,6 +20,9 @@ pub struct JobPolicy {
     /// Why tenancy refuses the job (its Namespace does not allow it), when it does: its
     /// queued builds are stopped with this reason instead of drained.
     pub refused: Option<String>,
+    /// Builds are archived (`--archive`): each is archived once it started and again once
+    /// it ended, and retention deletes only builds archived whole.
+    pub archiving: bool,
 }
 
 impl JobPolicy {
@@ -42,6 +46,7 @@ impl JobPolicy {
                 .and_then(|t| kubeci_spec::duration::parse_duration(t).ok()),
             cancel_when_deleted,
             refused: loaded.and_then(kubeci_spec::tenancy::refusal),
+            archiving: false,
         }
     }
 }
@@ -61,6 +66,9 @@ pub enum Action {
     Release(u64),
     /// Delete its Job (retention).
     Delete(u64),
+    /// Archive it: its first record (`Archived::First`) or all of it
+    /// (`Archived::Complete`).
+    Archive { number: u64, stage: Archived },
 }
 
 impl Action {
@@ -69,6 +77,7 @@ impl Action {
         match self {
             Action::Fail { number, .. } | Action::Cancel { number, .. } => *number,
             Action::Release(number) | Action::Delete(number) => *number,
+            Action::Archive { number, .. } => *number,
         }
     }
 
@@ -79,6 +88,7 @@ impl Action {
             Action::Cancel { .. } => "cancel",
             Action::Release(_) => "release",
             Action::Delete(_) => "delete",
+            Action::Archive { .. } => "archive",
         }
     }
 
@@ -89,6 +99,11 @@ impl Action {
             Action::Cancel { .. } => "stopped the build",
             Action::Release(_) => "released the build from the queue",
             Action::Delete(_) => "deleted the build (retention)",
+            Action::Archive {
+                stage: Archived::Complete,
+                ..
+            } => "archived the build",
+            Action::Archive { .. } => "archived the build's first record",
         }
     }
 }
@@ -101,8 +116,32 @@ pub fn refused_by(reason: &str) -> String {
     format!("kubeci (refused: {reason})")
 }
 
+/// How far `build` should be archived now, when further than it is: all of it once it
+/// ended, Kubernetes is done with it and its end is reported (so its record is final);
+/// its first record once it started (or ended, not yet settled or reported).
+pub fn archive_stage(build: &BuildSummary) -> Option<Archived> {
+    let due = if build.state.is_finished() && build.settled && build.fully_reported {
+        Archived::Complete
+    } else if build.state == BuildState::Queued {
+        Archived::No
+    } else {
+        Archived::First
+    };
+    (due > build.archived).then_some(due)
+}
+
+fn archive_action(build: &BuildSummary) -> Option<Action> {
+    Some(Action::Archive {
+        number: build.number,
+        stage: archive_stage(build)?,
+    })
+}
+
 pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action> {
     let mut actions = Vec::new();
+    if policy.archiving {
+        actions.extend(builds.iter().filter_map(archive_action));
+    }
     for build in builds {
         if let (BuildState::Error { reason, message }, false) = (&build.state, build.settled) {
             actions.push(Action::Fail {
@@ -160,9 +199,17 @@ pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action
             .into_iter()
             .map(Action::Release),
     );
+    // With an archive, only what it holds whole may go.
+    let archived_whole = |number: &u64| {
+        !policy.archiving
+            || builds
+                .iter()
+                .any(|b| b.number == *number && b.archived == Archived::Complete)
+    };
     actions.extend(
         builds_to_delete(policy.keep, policy.ttl, now, builds)
             .into_iter()
+            .filter(archived_whole)
             .map(Action::Delete),
     );
     actions
@@ -181,6 +228,7 @@ mod tests {
             fully_reported: true,
             finished_at: Some(0),
             settled,
+            archived: Archived::No,
         }
     }
 
@@ -193,6 +241,7 @@ mod tests {
             ttl: None,
             cancel_when_deleted: false,
             refused: None,
+            archiving: false,
         }
     }
 
@@ -315,6 +364,120 @@ mod tests {
                     by: by.into()
                 },
             ]
+        );
+    }
+
+    fn archived(mut summary: BuildSummary, archived: Archived) -> BuildSummary {
+        summary.archived = archived;
+        summary
+    }
+
+    #[test]
+    fn a_build_is_archived_first_once_it_started_and_whole_once_it_ended_settled_and_reported() {
+        let cases = [
+            (build(1, BuildState::Queued, false), None),
+            (
+                build(1, BuildState::Pending { message: None }, false),
+                Some(Archived::First),
+            ),
+            (build(1, BuildState::Running, false), Some(Archived::First)),
+            (
+                archived(build(1, BuildState::Running, false), Archived::First),
+                None,
+            ),
+            (build(1, stuck(), false), Some(Archived::First)),
+            (
+                BuildSummary {
+                    fully_reported: false,
+                    ..build(1, BuildState::Succeeded, true)
+                },
+                Some(Archived::First),
+            ),
+            (
+                build(1, BuildState::Succeeded, true),
+                Some(Archived::Complete),
+            ),
+            (
+                archived(build(1, BuildState::Succeeded, true), Archived::First),
+                Some(Archived::Complete),
+            ),
+            (
+                build(1, BuildState::Aborted { by: None }, true),
+                Some(Archived::Complete),
+            ),
+            (
+                archived(build(1, BuildState::Succeeded, true), Archived::Complete),
+                None,
+            ),
+        ];
+        for (summary, due) in cases {
+            assert_eq!(archive_stage(&summary), due, "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn with_an_archive_every_build_is_archived_and_retention_deletes_only_whole_ones() {
+        let builds = [
+            build(6, BuildState::Queued, false),
+            build(5, BuildState::Running, false),
+            archived(build(4, BuildState::Succeeded, true), Archived::First),
+            archived(build(3, BuildState::Succeeded, true), Archived::Complete),
+            build(2, BuildState::Succeeded, true),
+            archived(build(1, BuildState::Succeeded, true), Archived::Complete),
+        ];
+        let archiving = JobPolicy {
+            archiving: true,
+            max_concurrency: None,
+            keep: Some(0),
+            ..policy()
+        };
+        let archive = |number, stage| Action::Archive { number, stage };
+        assert_eq!(
+            plan(&archiving, &builds, 100),
+            [
+                archive(5, Archived::First),
+                archive(4, Archived::Complete),
+                archive(2, Archived::Complete),
+                Action::Release(6),
+                Action::Delete(1),
+                Action::Delete(3),
+            ]
+        );
+        let not_archiving = JobPolicy {
+            archiving: false,
+            ..archiving.clone()
+        };
+        let deleted: Vec<Action> = plan(&not_archiving, &builds, 100);
+        assert_eq!(
+            deleted,
+            [
+                Action::Release(6),
+                Action::Delete(1),
+                Action::Delete(2),
+                Action::Delete(3),
+                Action::Delete(4),
+            ],
+            "without an archive, nothing is archived and retention is as before"
+        );
+        let gone = JobPolicy {
+            declared: false,
+            cancel_when_deleted: true,
+            ..archiving
+        };
+        assert_eq!(
+            plan(&gone, &builds[..2], 100),
+            [
+                archive(5, Archived::First),
+                Action::Cancel {
+                    number: 6,
+                    by: JOB_DELETED.into()
+                },
+                Action::Cancel {
+                    number: 5,
+                    by: JOB_DELETED.into()
+                },
+            ],
+            "the builds of a deleted job are archived too"
         );
     }
 }

@@ -15,6 +15,7 @@ use kubeci_engine::api::{
     TriggerError,
 };
 use kubeci_engine::approval::Approval;
+use kubeci_engine::archive::StepLog;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::metrics::BuildFact;
 use kubeci_engine::report::ReportRecord;
@@ -141,6 +142,19 @@ impl BuildStore for Cluster {
         self.cached_ledger(of.namespace, of.job)
             .map(|lease| Ledger::read(lease.annotations()).approvals)
             .unwrap_or_default()
+    }
+
+    /// Each step's log read from the build's pod with its lines' times; when the pod is
+    /// gone, each step said lost (and why, when kubeci gave it up).
+    async fn step_logs(&self, build: &BuildRecord) -> Result<Vec<StepLog>, BackendError> {
+        let namespace = build.job.namespace().unwrap_or_default();
+        let pod = build.pods.first().map(|p| p.name_any());
+        Ok(crate::hold::pod_steps(
+            &self.client,
+            &namespace,
+            pod.as_deref(),
+            &build.job,
+        ))
     }
 
     async fn log_of(&self, build: BuildRef<'_>, how: LogOptions) -> Result<LogStream, LogError> {

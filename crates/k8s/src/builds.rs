@@ -193,6 +193,7 @@ impl Cluster {
                 fully_reported: true,
                 finished_at: None,
                 settled: false,
+                archived: Default::default(),
             });
         BuildRecord {
             job: Arc::new(job),
@@ -240,8 +241,11 @@ impl Cluster {
             name,
             &key,
             &present,
-            new.request,
-            new.cron_run,
+            ledger::Asked {
+                build: new.request,
+                cron_run: new.cron_run,
+                floor: new.floor,
+            },
         )
         .await
         .map_err(|source| ClusterError::Ledger {

@@ -14,6 +14,7 @@ use kubeci_build::keys;
 use kubeci_build::record::BuildJob;
 use kubeci_build::BuildRef;
 use kubeci_engine::api::Backend;
+use kubeci_engine::archive::Archived;
 use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
@@ -34,6 +35,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>) {
         SchedulerSettings {
             cancel_when_deleted: cluster.settings.cancel_when_deleted,
             takeover_grace: cluster.settings.takeover_grace,
+            archiving: cluster.common.archiving.when_on(),
         },
         cluster.common.counters.clone(),
         cluster.changed.clone(),
@@ -154,6 +156,42 @@ impl Workload for Cluster {
             .await
             .map(drop)
             .map_err(failed)
+    }
+
+    /// Archives the build (written once for both engines, `Service::archive`), marks its
+    /// Job with how far it is archived (`kubeci.io/archived`) and, once it is archived
+    /// whole, releases its pods (a release that fails is done by a later pass over the
+    /// held pods).
+    async fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> Result<(), WorkloadError> {
+        Service(self).archive(build, stage).await?;
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {keys::ARCHIVED: stage.as_str()}}});
+        Api::<BuildJob>::namespaced(self.client.clone(), build.namespace)
+            .patch(
+                &build.name(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(write_failed("mark as archived", build))?;
+        if stage == Archived::Complete {
+            let pods = self
+                .build_records(build.namespace, build.job)
+                .into_iter()
+                .find(|r| r.summary.number == build.number)
+                .map(|r| r.pods)
+                .unwrap_or_default();
+            for pod in pods.iter().filter(|p| kubeci_engine::pod_hold::is_held(p)) {
+                if let Err(e) = self.release_held(pod).await {
+                    tracing::warn!(%build, error = %e, "cannot release the build's pod yet");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {

@@ -30,6 +30,15 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
+    /// Changing a build's pod (`what`: releasing it).
+    #[error("cannot {what} pod {namespace}/{name}: {source}")]
+    Pod {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Reading or writing a job's ledger Lease (build numbers, request keys, cron runs).
     #[error("cannot update the ledger of job {namespace}/{job}: {source}")]
     Ledger {
@@ -47,6 +56,7 @@ impl ClusterError {
             ClusterError::CreateJob { source, .. }
             | ClusterError::ReadJob { source, .. }
             | ClusterError::WriteJob { source, .. }
+            | ClusterError::Pod { source, .. }
             | ClusterError::Ledger { source, .. } => source,
         }
     }

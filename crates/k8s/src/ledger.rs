@@ -48,6 +48,14 @@ pub(crate) async fn update<R>(
     }
 }
 
+/// What a request asks of the ledger: a number for `build` above `floor` (the highest
+/// the archive holds), and a cron run's time to record with it.
+pub(crate) struct Asked {
+    pub build: BuildRequest,
+    pub cron_run: Option<i64>,
+    pub floor: Option<u64>,
+}
+
 /// Gives a request its build number in the job's ledger. Returns the allocation and, when
 /// its Job must be created (a new request, or a retried one whose Job was never made), the
 /// request with its number.
@@ -57,15 +65,20 @@ pub(crate) async fn allocate(
     job: &str,
     key: &str,
     present: &[BuildSummary],
-    build: BuildRequest,
-    cron_run: Option<i64>,
+    asked: Asked,
 ) -> Result<(Allocation, Option<BuildRequest>), kube::Error> {
+    let Asked {
+        build,
+        cron_run,
+        floor,
+    } = asked;
     update(client, namespace, job, |ledger| {
         let cron_advanced =
             cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
         if cron_advanced {
             ledger.last_cron_run = cron_run;
         }
+        ledger.raise_to(floor);
         let allocation = ledger.allocate(key, present, now(), |number| BuildRequest {
             number,
             ..build.clone()

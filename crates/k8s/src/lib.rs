@@ -16,6 +16,8 @@
 //!   `kubeci_engine::scheduler`'s); `election` — the leader Lease; `error` — `ClusterError`
 //! - `discover` — job ConfigMaps into `index`; `logs` — pod logs, one shared upstream per
 //!   pod for followers
+//! - `hold` — the finalizer on each build pod: its logs archived (`steplog` reads each
+//!   step's), then the pod released
 
 mod backend;
 mod builds;
@@ -26,10 +28,12 @@ mod discover;
 mod election;
 mod error;
 mod fresh;
+pub mod hold;
 pub mod index;
 mod ledger;
 mod logs;
 mod newest;
+pub mod steplog;
 mod tenancy;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -95,6 +99,12 @@ pub struct Settings {
     pub takeover_grace: Duration,
     /// Whether Namespaces decide where jobs build (`kubeci_spec::tenancy`).
     pub tenancy: Tenancy,
+    /// Where builds are archived (`--archive`), if anywhere; without an archive a build's
+    /// pod is released once it ended.
+    pub archiving: kubeci_engine::archive::Archiving,
+    /// How long after its end a pod is held for the archive at most (a store down that
+    /// long): then kubeci releases it and says why.
+    pub archive_give_up_after: Duration,
 }
 
 /// Who decides where jobs build, with which ServiceAccounts, Secrets and repositories.
@@ -127,6 +137,8 @@ impl Default for Settings {
             resync: Duration::from_secs(1),
             takeover_grace: Duration::from_secs(30),
             tenancy: Tenancy::default(),
+            archiving: Default::default(),
+            archive_give_up_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -162,6 +174,8 @@ pub struct Cluster {
     fresh: std::sync::Mutex<FreshJobs>,
     /// Followed build logs, one upstream per pod.
     logs: logs::LogHub,
+    /// The held pods being archived and released now.
+    holds: hold::Holds,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) common: kubeci_engine::service::Common<JobIndex>,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
@@ -255,10 +269,11 @@ impl Cluster {
             &mut synced,
             cache::seconds(settings.pending_deadline),
         );
-        let (index_handle, log_url_template, base_url) = (
+        let (index_handle, log_url_template, base_url, archiving) = (
             index.clone(),
             settings.log_url_template.clone(),
             settings.render.base_url.clone(),
+            settings.archiving.clone(),
         );
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
@@ -278,15 +293,18 @@ impl Cluster {
             request_counter: AtomicU64::new(0),
             fresh: Default::default(),
             logs: Default::default(),
+            holds: Default::default(),
             common: kubeci_engine::service::Common {
                 jobs: index_handle,
                 log_url_template,
                 base_url,
                 counters: Default::default(),
+                archiving,
             },
         });
         tokio::spawn(election::elect(cluster.clone()));
         tokio::spawn(controller::run(cluster.clone()));
+        tokio::spawn(hold::run(cluster.clone()));
         cluster
     }
 

@@ -12,6 +12,7 @@ use kubeci_engine::api::{
     StatesByJob, TriggerError,
 };
 use kubeci_engine::approval::Approval;
+use kubeci_engine::archive::StepLog;
 use kubeci_engine::metrics::BuildFact;
 use kubeci_engine::report;
 use kubeci_engine::report::ReportRecord;
@@ -167,8 +168,13 @@ impl BuildStore for LocalBackend {
     async fn create(&self, new: NewBuild<'_>) -> Result<Created<BuildRow>, TriggerError> {
         let loaded = Arc::clone(new.loaded);
         let render_config = self.settings.render.clone();
-        let (request, key, check_name, cron_run) =
-            (new.request, new.key, new.check_name, new.cron_run);
+        let (request, key, check_name, cron_run, floor) = (
+            new.request,
+            new.key,
+            new.check_name,
+            new.cron_run,
+            new.floor,
+        );
         // Rendered under the store's lock, once numbered: all of it off the async workers.
         let allocated = self.with_store(move |store| {
             let job = loaded.job.as_ref().expect("a found job is valid");
@@ -194,6 +200,7 @@ impl BuildStore for LocalBackend {
                 git_url: Some(&job.git.url),
                 check_name: check_name.as_deref(),
                 now: now(),
+                floor,
             })?;
             if let Some(due) = cron_run {
                 store.set_last_cron_run(namespace, name, due)?;
@@ -236,6 +243,10 @@ impl BuildStore for LocalBackend {
     fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {
         self.read(|r| r.approvals(of.namespace, of.job))
             .unwrap_or_default()
+    }
+
+    async fn step_logs(&self, row: &BuildRow) -> Result<Vec<StepLog>, BackendError> {
+        self.step_logs_of(row)
     }
 
     async fn log_of(&self, build: BuildRef<'_>, how: LogOptions) -> Result<LogStream, LogError> {

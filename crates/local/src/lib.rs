@@ -12,6 +12,7 @@
 //!   it a [`kubeci_engine::api::Backend`] (the commands are `kubeci_engine::service`'s)
 //! - `store` — SQLite; the job files are read by `kubeci_jobfiles`
 
+mod archiving;
 mod backend;
 mod running;
 pub mod store;
@@ -99,6 +100,9 @@ pub struct Settings {
     /// The user builds run as, when not kubeci's own (kubeci runs as root): the data
     /// directory, the database, the token and the secrets directory are not theirs to read.
     pub build_user: Option<kubeci_pod_runner::RunAs>,
+    /// Where builds are kept once they ended (`--archive`; `serve --local` archives to
+    /// `DATA/archive` unless told otherwise): the store then keeps only what is live.
+    pub archiving: kubeci_engine::archive::Archiving,
 }
 
 /// [`Settings::log_limit`] unless told otherwise: 64 MiB.
@@ -150,6 +154,7 @@ fn summary(row: &BuildRow, fully_reported: bool) -> BuildSummary {
         fully_reported,
         finished_at: row.finished_at,
         settled: true,
+        archived: row.archived,
     }
 }
 
@@ -289,6 +294,7 @@ impl LocalBackend {
             log_url_template: settings.log_url_template.clone(),
             base_url: settings.render.base_url.clone(),
             counters: Arc::default(),
+            archiving: settings.archiving.clone(),
         };
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use kubeci_engine::approval::{self, Approval};
+use kubeci_engine::archive::Archived;
 use kubeci_engine::BuildState;
 use kubeci_render::log_line::LINE_LIMIT;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -52,6 +53,8 @@ pub struct BuildRow {
     pub git_url: Option<String>,
     /// The name its job reported under when it was created.
     pub check_name: Option<String>,
+    /// How far it is archived.
+    pub archived: Archived,
 }
 
 impl BuildRow {
@@ -78,6 +81,8 @@ pub struct NewBuild<'a> {
     pub git_url: Option<&'a str>,
     pub check_name: Option<&'a str>,
     pub now: i64,
+    /// The highest number the archive holds for the job: the new number is above it.
+    pub floor: Option<u64>,
 }
 
 fn state_columns(state: &BuildState) -> (&'static str, Option<&str>, Option<&str>, Option<&str>) {
@@ -113,7 +118,7 @@ fn state_of(
     }
 }
 
-const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out, git_url, check_name";
+const COLUMNS: &str = "namespace, job, number, state, reason, message, cancelled_by, request, manifest, spec_hash, chart_version, created_at, started_at, finished_at, reported, checked_out, git_url, check_name, archived";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let request: String = r.get(7)?;
@@ -135,6 +140,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         checked_out: r.get(15)?,
         git_url: r.get(16)?,
         check_name: r.get(17)?,
+        archived: Archived::parse(r.get::<_, Option<String>>(18)?.as_deref()),
     })
 }
 
@@ -215,10 +221,11 @@ impl Store {
                 return Ok((number as u64, false));
             }
         }
+        let floor = i64::try_from(new.floor.unwrap_or(0)).unwrap_or(i64::MAX - 1);
         tx.execute(
-            "INSERT INTO counters (namespace, job, last_number) VALUES (?1, ?2, 1)
-             ON CONFLICT (namespace, job) DO UPDATE SET last_number = last_number + 1",
-            params![new.namespace, new.job],
+            "INSERT INTO counters (namespace, job, last_number) VALUES (?1, ?2, ?3 + 1)
+             ON CONFLICT (namespace, job) DO UPDATE SET last_number = MAX(last_number, ?3) + 1",
+            params![new.namespace, new.job, floor],
         )
         .map_err(database)?;
         let number: i64 = tx
@@ -232,7 +239,7 @@ impl Store {
         let mut request = new.request.clone();
         request.number = number as u64;
         tx.execute(
-            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL, ?9, ?10)"),
+            &format!("INSERT INTO builds ({COLUMNS}) VALUES (?1, ?2, ?3, 'queued', NULL, NULL, NULL, ?4, ?5, ?6, ?7, ?8, NULL, NULL, '', NULL, ?9, ?10, '')"),
             params![
                 new.namespace,
                 new.job,
@@ -352,6 +359,23 @@ impl Store {
                 )
                 .map_err(database)?;
         }
+        Ok(())
+    }
+
+    /// Records how far build `number` is archived.
+    pub fn set_archived(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        archived: Archived,
+    ) -> Result<(), LocalBackendError> {
+        self.connection
+            .execute(
+                "UPDATE builds SET archived = ?4 WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![namespace, job, number as i64, archived.as_str()],
+            )
+            .map_err(database)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kubeci_build::BuildRef;
+use kubeci_engine::archive::Archived;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
     JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
@@ -30,7 +31,10 @@ impl LocalBackend {
         let scheduler = Scheduler::new(
             self.clone(),
             self.reporter.clone(),
-            SchedulerSettings::default(),
+            SchedulerSettings {
+                archiving: self.common.archiving.when_on(),
+                ..SchedulerSettings::default()
+            },
             self.common.counters.clone(),
             self.changed.clone(),
         );
@@ -120,6 +124,14 @@ impl Workload for LocalBackend {
         Ok(self
             .with_store(move |store| store.delete_build(&namespace, &job, number))
             .await?)
+    }
+
+    async fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> Result<(), WorkloadError> {
+        self.archive_build_now(build, stage).await
     }
 
     async fn record_reported(

@@ -199,6 +199,10 @@ pub fn render(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    // The Job controller copies it to the pod, beside its own
+                    // `batch.kubernetes.io/job-tracking`: the pod stays until kubeci has
+                    // archived its logs and removed it.
+                    finalizers: Some(vec![keys::ARCHIVE_FINALIZER.to_owned()]),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kubeci_build::BuildRequest;
 use kubeci_engine::api::{
-    Backend, CancelError, JobView, LogError, LogOptions, TriggerError, TriggerRequest, Triggered,
+    ArchiveError, Backend, CancelError, JobView, LogError, LogOptions, PageRequest, TriggerError,
+    TriggerRequest, Triggered,
 };
+use kubeci_engine::archive::ArchiveErrorKind;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -140,21 +142,23 @@ pub(crate) async fn builds<B: Backend>(
             )
         }
     };
-    let Some(builds) = state.backend.builds(&namespace, &name) else {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    let request = PageRequest {
+        before: page.before,
+        limit,
+    };
+    let Some(page) = state.backend.builds_page(&namespace, &name, request).await else {
         return job_not_found(&namespace, &name);
     };
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    let mut items: Vec<_> = builds
-        .into_iter()
-        .filter(|b| page.before.is_none_or(|before| b.number < before))
-        .take(limit + 1)
-        .collect();
-    let next = (items.len() > limit).then(|| {
-        items.truncate(limit);
-        let last = items.last().map_or(0, |b| b.number);
+    let next = page.more.then(|| {
+        let last = page.builds.last().map_or(0, |b| b.number);
         format!("/api/v1/jobs/{namespace}/{name}/builds?limit={limit}&before={last}")
     });
-    Json(json!({"items": items, "next": next})).into_response()
+    let mut answer = json!({"items": page.builds, "next": next});
+    if let Some(error) = page.archive_error {
+        answer["archive_error"] = json!(error);
+    }
+    Json(answer).into_response()
 }
 
 pub(crate) async fn build<B: Backend>(
@@ -164,10 +168,16 @@ pub(crate) async fn build<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
     };
-    if let Some(build) = state.backend.build(&namespace, &name, number).await {
-        return Json(build).into_response();
+    match state.backend.build(&namespace, &name, number).await {
+        Ok(Some(build)) => return Json(build).into_response(),
+        Ok(None) => {}
+        Err(e) => return archive_failed(&e),
     }
-    if state.backend.builds(&namespace, &name).is_none() {
+    let newest = PageRequest {
+        before: None,
+        limit: 1,
+    };
+    if (state.backend.builds_page(&namespace, &name, newest).await).is_none() {
         return job_not_found(&namespace, &name);
     }
     error(
@@ -175,6 +185,21 @@ pub(crate) async fn build<B: Backend>(
         "build-not-found",
         format!("no build {number} of job {namespace}/{name}"),
     )
+}
+
+/// The answer when a build's archive cannot be read: 502 when an object is not what
+/// kubeci writes (that build only), 503 when the store cannot be reached now.
+pub(crate) fn archive_failed(e: &ArchiveError) -> Response {
+    match e.kind {
+        ArchiveErrorKind::BadObject => {
+            error(StatusCode::BAD_GATEWAY, "archive-unreadable", e.to_string())
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "archive-unavailable",
+            e.to_string(),
+        ),
+    }
 }
 
 /// The longest `Idempotency-Key` accepted.
@@ -271,14 +296,14 @@ pub(crate) fn triggered(result: Result<Triggered, TriggerError>) -> Response {
 
 /// The request that builds again what build `number` built (the same branch or ref,
 /// commit and pull request), asked for by `who`; `None` when there is no such build.
-pub(crate) fn rebuild_request<B: Backend>(
+pub(crate) async fn rebuild_request<B: Backend>(
     backend: &B,
     namespace: &str,
     name: &str,
     number: u64,
     who: &str,
 ) -> Option<TriggerRequest> {
-    let recorded = backend.request(namespace, name, number)?;
+    let recorded = backend.request(namespace, name, number).await?;
     Some(TriggerRequest {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -301,7 +326,7 @@ pub(crate) async fn rebuild<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return bad_build_path();
     };
-    match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
+    match rebuild_request(&*state.backend, &namespace, &name, number, &who).await {
         Some(request) => triggered(start(&*state.backend, request).await),
         None => error(
             StatusCode::NOT_FOUND,
@@ -401,5 +426,6 @@ pub(crate) async fn log<B: Backend>(
             "backend-failed",
             e.to_string(),
         ),
+        Err(LogError::Archive(e)) => archive_failed(&e),
     }
 }

@@ -162,8 +162,10 @@ async fn end_event<B: Backend>(
     let mut build = None;
     for _ in 0..50 {
         build = backend
-            .builds(&namespace, &name)
-            .and_then(|builds| builds.into_iter().find(|b| b.number == number));
+            .build(&namespace, &name, number)
+            .await
+            .ok()
+            .flatten();
         if build.as_ref().is_none_or(|b| b.state.is_finished()) {
             break;
         }

@@ -12,7 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kubeci_build::BuildRequest;
-use kubeci_engine::api::{Backend, JobView, LogOptions, TriggerError, TriggerRequest, Triggered};
+use kubeci_engine::api::{
+    Backend, JobView, LogOptions, PageRequest, TriggerError, TriggerRequest, Triggered,
+};
+use kubeci_engine::archive::ArchiveErrorKind;
 use std::sync::Arc;
 
 /// Pages allow no script, style, frame or foreign resource but kubeci's own: whatever a
@@ -83,6 +86,7 @@ fn chrome<B: Backend>(
         namespaces: state.backend.namespaces(),
         namespace: namespace.filter(|n| !n.is_empty()).map(str::to_owned),
         here,
+        archive_behind: state.backend.archive_behind(),
     };
     (chrome, cookie)
 }
@@ -122,7 +126,7 @@ pub(crate) async fn jobs_page<B: Backend>(
         .iter()
         .filter_map(|j| Some((j.namespace.clone(), j.name.clone()?)))
         .collect();
-    let mut recent = state.backend.recent_builds(&keys, pages::STRIP);
+    let mut recent = state.backend.recent_builds(&keys, pages::STRIP).await;
     let rows: Vec<JobRow> = shown
         .into_iter()
         .map(|job| {
@@ -308,7 +312,7 @@ pub(crate) async fn rebuild_now<B: Backend>(
     let Ok(Path((namespace, name, number))) = path else {
         return not_found_page("A build number is a whole number.");
     };
-    match rebuild_request(&*state.backend, &namespace, &name, number, &who) {
+    match rebuild_request(&*state.backend, &namespace, &name, number, &who).await {
         Some(request) => started_page(
             &namespace,
             &name,
@@ -335,11 +339,19 @@ pub(crate) async fn cancel_now<B: Backend>(
     ))
 }
 
+/// `?before=N` on a job's page: its builds numbered below N.
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct BuildsBefore {
+    before: Option<u64>,
+}
+
 pub(crate) async fn job_page<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((namespace, name)): Path<(String, String)>,
+    query: Result<Query<BuildsBefore>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let before = query.map(|Query(q)| q.before).unwrap_or_default();
     let here = format!(
         "/jobs/{}/{}",
         pages::urlencode(&namespace),
@@ -352,7 +364,12 @@ pub(crate) async fn job_page<B: Backend>(
             pages::not_found(&chrome, &format!("There is no job {namespace}/{name}.")),
         );
     };
-    let builds = state.backend.builds(&namespace, &name).unwrap_or_default();
+    let request = PageRequest {
+        before,
+        limit: crate::api::DEFAULT_PAGE,
+    };
+    let builds = state.backend.builds_page(&namespace, &name, request).await;
+    let builds = builds.unwrap_or_default();
     let cannot_build = state.backend.cannot_build(&declared);
     with_cookie(
         page(
@@ -377,14 +394,28 @@ pub(crate) async fn build_page<B: Backend>(
         pages::urlencode(&name)
     );
     let (chrome, cookie) = chrome(&state, &headers, here, Some(&namespace));
-    let Some(build) = state.backend.build(&namespace, &name, number).await else {
-        return page(
-            StatusCode::NOT_FOUND,
-            pages::not_found(
-                &chrome,
-                &format!("There is no build {number} of {namespace}/{name}."),
-            ),
-        );
+    let build = match state.backend.build(&namespace, &name, number).await {
+        Ok(Some(build)) => build,
+        Ok(None) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                pages::not_found(
+                    &chrome,
+                    &format!("There is no build {number} of {namespace}/{name}."),
+                ),
+            )
+        }
+        Err(e) => {
+            let status = match e.kind {
+                ArchiveErrorKind::BadObject => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let what = format!("{namespace}/{name} #{number}");
+            return page(
+                status,
+                pages::archive_unreadable(&chrome, &what, &e.message),
+            );
+        }
     };
     // With each line's time, which the page shows on demand.
     let options = LogOptions {
@@ -489,9 +520,14 @@ pub(crate) async fn badge<B: Backend>(
     let Some(name) = file.strip_suffix(".svg") else {
         return not_found_page("Badges end in .svg.");
     };
-    let Some(builds) = state.backend.builds(&namespace, name) else {
+    let newest = PageRequest {
+        before: None,
+        limit: 1,
+    };
+    let Some(builds) = state.backend.builds_page(&namespace, name, newest).await else {
         return not_found_page(&format!("There is no job {namespace}/{name}."));
     };
+    let builds = builds.builds;
     (
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

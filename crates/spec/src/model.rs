@@ -91,6 +91,10 @@ pub struct Job {
     /// How long finished builds are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// What the archive (the server's `--archive`) keeps of this job's builds once they
+    /// ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Archive>,
 }
 
 /// The repository to build.
@@ -207,6 +211,29 @@ pub struct Retention {
     /// the build's final state is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+}
+
+/// What the archive keeps of a job's builds.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Archive {
+    /// How long archived builds are kept (default: the server's `--archive-max-age` and
+    /// `--archive-max-count`, else forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<ArchiveRetention>,
+}
+
+/// How long a job's archived builds are kept: a build goes when either says so.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ArchiveRetention {
+    /// Delete an archived build this long after it ended, e.g. `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = "90d")]
+    pub max_age: Option<String>,
+    /// Keep only the newest this many archived builds of the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
 }
 
 /// Separates the message of a custom deserialization error from its fix.

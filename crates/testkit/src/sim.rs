@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Shared;
-use crate::store::{now, ChangeKind, Store};
+use crate::store::{container_names, now, ChangeKind, Store};
 
 mod kubelet;
 use kubelet::Kubelet;
@@ -25,6 +25,10 @@ use kubelet::Kubelet;
 const PODS: usize = 3;
 const EVENTS: usize = 5;
 const JOBS: usize = 6;
+
+/// The finalizer Kubernetes' Job controller puts on each pod it creates and removes once
+/// it has counted the pod's end.
+pub const JOB_TRACKING: &str = "batch.kubernetes.io/job-tracking";
 
 /// What a simulated pod does.
 #[derive(Debug, Clone)]
@@ -241,9 +245,79 @@ impl Controller {
                 }
                 self.reconcile_owner(object);
             }
-            (PODS, ChangeKind::Modified) if terminal(object) => self.reconcile_owner(object),
+            (PODS, ChangeKind::Modified) => {
+                let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+                if deleting {
+                    self.stop_deleted(namespace, name);
+                }
+                if terminal(object) || deleting {
+                    self.untrack(namespace, name);
+                    self.reconcile_owner(object);
+                }
+            }
             _ => {}
         }
+    }
+
+    /// A pod marked for deletion (it has finalizers): the kubelet kills its containers,
+    /// writes its end (`Failed` unless it had ended) and keeps its logs while it exists.
+    fn stop_deleted(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let Some(token) = self.pods.lock().expect("lock").remove(&key) else {
+            return;
+        };
+        token.cancel();
+        let mut store = self.shared.store.lock().expect("lock");
+        let Ok(pod) = store.get(PODS, namespace, name) else {
+            return;
+        };
+        for container in container_names(&pod, "initContainers")
+            .iter()
+            .chain(container_names(&pod, "containers").iter())
+        {
+            store.finish_log(namespace, name, container);
+        }
+        if terminal(&pod) {
+            return;
+        }
+        let mut killed = (*pod).clone();
+        let finished = now();
+        for field in ["initContainerStatuses", "containerStatuses"] {
+            for entry in killed["status"][field].as_array_mut().into_iter().flatten() {
+                if let Some(started) = entry.pointer("/state/running/startedAt").cloned() {
+                    entry["state"] = json!({"terminated": {"exitCode": 137, "reason": "Error",
+                        "startedAt": started, "finishedAt": finished}});
+                }
+            }
+        }
+        killed["status"]["phase"] = json!("Failed");
+        let _ = store.update(PODS, namespace, name, killed, true);
+    }
+
+    /// The Job controller's own finalizer goes once it has counted the pod (ended or
+    /// being deleted), as Kubernetes' does; any other finalizer stays.
+    fn untrack(&self, namespace: &str, name: &str) {
+        let mut store = self.shared.store.lock().expect("lock");
+        let Ok(pod) = store.get(PODS, namespace, name) else {
+            return;
+        };
+        let Some(finalizers) = pod
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+        else {
+            return;
+        };
+        if !finalizers.iter().any(|f| f == JOB_TRACKING) {
+            return;
+        }
+        let kept: Vec<Value> = finalizers
+            .iter()
+            .filter(|f| *f != JOB_TRACKING)
+            .cloned()
+            .collect();
+        let mut untracked = (*pod).clone();
+        untracked["metadata"]["finalizers"] = json!(kept);
+        let _ = store.update(PODS, namespace, name, untracked, false);
     }
 
     fn resync(&self) {
@@ -446,10 +520,18 @@ fn job_pod(job: &Value, name: &str, uid: &str) -> Value {
         .pointer("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    // As Kubernetes' Job controller: the template's finalizers, then its own.
+    let mut finalizers: Vec<Value> = template
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    finalizers.push(json!(JOB_TRACKING));
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "generateName": format!("{name}-"),
+            "finalizers": finalizers,
             "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
             "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],

@@ -138,6 +138,7 @@ mod same_answers {
     same_on_both!(the_status_subresource_is_separate);
     same_on_both!(events_are_one_object_in_both_apis);
     same_on_both!(pod_logs_honour_their_parameters);
+    same_on_both!(a_pod_finalizer_holds_a_deleted_pod_until_it_is_removed);
 }
 
 async fn configmap(server: &Server, ns: &str, name: &str, labels: Value) -> Value {
@@ -434,5 +435,85 @@ async fn pod_logs_honour_their_parameters(server: &Server) -> Value {
             let (time, text) = l.split_once(' ').unwrap_or(("", l));
             json!([time.parse::<jiff::Timestamp>().is_ok(), text])
         }).collect::<Vec<_>>(),
+    })
+}
+
+/// A JSON patch (`application/json-patch+json`); the body's text or the API's error.
+async fn json_patch(server: &Server, path: &str, operations: Value) -> Result<String, Value> {
+    let request = Request::builder()
+        .method("PATCH")
+        .uri(path)
+        .header("content-type", "application/json-patch+json")
+        .body(operations.to_string().into_bytes())
+        .unwrap();
+    match server.client.request_text(request).await {
+        Ok(text) => Ok(text),
+        Err(kube::Error::Api(status)) => Err(serde_json::to_value(*status).unwrap()),
+        Err(e) => panic!("PATCH {path}: {e}"),
+    }
+}
+
+/// What kubeci's archive relies on: the Job controller copies the template's finalizers
+/// to the pod (beside its own, which it removes once it counted the pod); a deleted pod
+/// with a finalizer stays, being deleted, with its log, until the finalizer goes; a JSON
+/// patch whose `test` fails changes nothing.
+async fn a_pod_finalizer_holds_a_deleted_pod_until_it_is_removed(server: &Server) -> Value {
+    let ns = server.namespace().await;
+    let job = json!({
+        "metadata": {"name": "held"},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"finalizers": ["kubeci.io/archive"]},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "bash:5",
+                "command": ["/bin/sh", "-c", "echo one; echo two; echo three"]}]}}},
+    });
+    let jobs = format!("/apis/batch/v1/namespaces/{ns}/jobs");
+    server.json("POST", &jobs, Some(job)).await;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let mut pod = Value::Null;
+    // Until the pod ended and the Job controller took its own finalizer off.
+    for _ in 0..600 {
+        let list = server
+            .json(
+                "GET",
+                &format!("{pods}?labelSelector=job-name%3Dheld"),
+                None,
+            )
+            .await;
+        pod = list["items"][0].clone();
+        if pod["status"]["phase"] == "Succeeded"
+            && pod["metadata"]["finalizers"] == json!(["kubeci.io/archive"])
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at_end = pod["metadata"]["finalizers"].clone();
+    let path = format!("{pods}/{}", pod["metadata"]["name"].as_str().unwrap());
+    server.send("DELETE", &path, None).await.unwrap();
+    let deleted = server.json("GET", &path, None).await;
+    let log = server.send("GET", &format!("{path}/log"), None).await;
+    let stale = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "other"},
+                       {"op": "remove", "path": "/metadata/finalizers/0"}]);
+    let refused = json_patch(server, &path, stale).await.unwrap_err();
+    let still = server.json("GET", &path, None).await;
+    let release = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "kubeci.io/archive"},
+                         {"op": "remove", "path": "/metadata/finalizers/0"}]);
+    json_patch(server, &path, release).await.unwrap();
+    let mut gone = Value::Null;
+    for _ in 0..300 {
+        if let Err(status) = server.send("GET", &path, None).await {
+            gone = status["code"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    json!({
+        "finalizers once ended": at_end,
+        "deleted, still there": deleted["metadata"]["deletionTimestamp"].is_string(),
+        "deleted, its finalizers": deleted["metadata"]["finalizers"],
+        "deleted, its log": log,
+        "a failed test": {"code": refused["code"], "reason": refused["reason"]},
+        "after a failed test": still["metadata"]["finalizers"],
+        "after the release": gone,
     })
 }

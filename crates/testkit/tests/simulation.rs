@@ -329,3 +329,93 @@ async fn pods_that_cannot_start_say_why_as_kubernetes_does() {
     }
     panic!("the pod was never marked unschedulable");
 }
+
+/// A pod whose template holds a finalizer, deleted while it runs: its containers are
+/// killed (it fails, as the kubelet ends it), the Job controller takes its own finalizer
+/// off, and the pod stays — being deleted, its log readable — until the last one goes.
+#[tokio::test]
+async fn a_finalizer_keeps_a_pod_deleted_mid_run_with_its_log_until_it_is_removed() {
+    let server = FakeApiServer::start().await;
+    // A line every 100 ms, for far longer than the test.
+    server.set_pod_behaviour(|_| PodBehaviour::Succeed {
+        logs: (0..10_000).map(|i| format!("line {i}")).collect(),
+        duration: Duration::from_secs(1000),
+    });
+    let client = server.client().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut held = job("held", json!({}));
+    held.spec.as_mut().unwrap().template.metadata =
+        Some(serde_json::from_value(json!({"finalizers": ["kubeci.io/archive"]})).unwrap());
+    jobs.create(&PostParams::default(), &held).await.unwrap();
+    let pod = pod_of(&pods, "held").await;
+    let name = pod.metadata.name.clone().unwrap();
+    assert_eq!(
+        pod.metadata.finalizers.as_deref(),
+        Some(
+            &[
+                "kubeci.io/archive".to_owned(),
+                "batch.kubernetes.io/job-tracking".to_owned()
+            ][..]
+        ),
+        "the template's finalizers, then the Job controller's"
+    );
+    // Wait for the first line: the pod runs.
+    for _ in 0..500 {
+        if pods
+            .logs(&name, &Default::default())
+            .await
+            .is_ok_and(|l| !l.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pods.delete(&name, &Default::default()).await.unwrap();
+    let mut deleted = pods.get(&name).await.unwrap();
+    for _ in 0..500 {
+        if deleted.metadata.finalizers.as_deref() == Some(&["kubeci.io/archive".to_owned()][..]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        deleted = pods.get(&name).await.unwrap();
+    }
+    assert!(deleted.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        deleted.metadata.finalizers.as_deref(),
+        Some(&["kubeci.io/archive".to_owned()][..]),
+        "the Job controller counted the pod and took only its own finalizer off"
+    );
+    assert_eq!(
+        deleted.status.as_ref().unwrap().phase.as_deref(),
+        Some("Failed"),
+        "its containers were killed"
+    );
+    let log = pods.logs(&name, &Default::default()).await.unwrap();
+    assert!(log.starts_with("line 0\n"), "{log}");
+    let killed_at = log.lines().count();
+    // Longer than a line's pause: a pod still running would have written one more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pods.logs(&name, &Default::default())
+            .await
+            .unwrap()
+            .lines()
+            .count(),
+        killed_at,
+        "its log ended when it was killed"
+    );
+    let release = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "kubeci.io/archive"},
+                         {"op": "remove", "path": "/metadata/finalizers/0"}]);
+    pods.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(release).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pods.get_opt(&name).await.unwrap().is_none(),
+        "the last finalizer removed, the pod is gone"
+    );
+}

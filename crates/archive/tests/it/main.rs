@@ -1,6 +1,7 @@
 //! The archive over real stores: a directory, memory, and an S3 endpoint on loopback.
 
 mod common;
+mod engine;
 mod fake_s3;
 mod index;
 mod logs;

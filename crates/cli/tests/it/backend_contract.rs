@@ -98,7 +98,7 @@ async fn contract<B: Backend>(name: &str, backend: Arc<B>, ns: &str) {
     assert_eq!(second.build.number, 2, "{name}: numbers go up by one");
 
     // A build the backend just reported can be read at once.
-    let read = backend.build(ns, "quick", 2).await;
+    let read = backend.build(ns, "quick", 2).await.unwrap();
     assert_eq!(read.map(|b| b.number), Some(2), "{name}: readable at once");
 
     // Builds end, newest first; their logs are read whole and followed to the end.
@@ -145,7 +145,7 @@ async fn contract<B: Backend>(name: &str, backend: Arc<B>, ns: &str) {
     }
 
     // The request a rebuild repeats.
-    let recorded = backend.request(ns, "quick", 1).expect("recorded");
+    let recorded = backend.request(ns, "quick", 1).await.expect("recorded");
     assert_eq!(recorded.requested_by.as_deref(), Some("contract"), "{name}");
 
     // Cancel: a running build stops and says who; a finished one cannot be cancelled.
@@ -161,7 +161,7 @@ async fn contract<B: Backend>(name: &str, backend: Arc<B>, ns: &str) {
         state(b, ns, "slow", number) == Some("aborted")
     })
     .await;
-    let aborted = backend.build(ns, "slow", number).await.unwrap();
+    let aborted = backend.build(ns, "slow", number).await.unwrap().unwrap();
     assert!(
         aborted
             .message
@@ -264,6 +264,7 @@ async fn the_local_backend_keeps_the_contract() {
             log_url_template: None,
             reload_every: Duration::from_millis(200),
             log_limit: kubeci_local::DEFAULT_LOG_LIMIT,
+            archiving: Default::default(),
             build_user: None,
         },
         None,

@@ -63,6 +63,25 @@ fn with_credentials() -> Value {
     })
 }
 
+/// An archive in S3: its URL, its credentials from an existing Secret (every key, and
+/// one key), its region, and a role by workload identity (IRSA).
+fn with_an_archive() -> Value {
+    json!({
+        "archive": {
+            "url": "s3://ci-builds/kubeci",
+            "giveUpAfter": "12h",
+            "maxAge": "90d",
+            "maxCount": 1000,
+            "credentialsSecret": "kubeci-archive",
+            "env": [
+                {"name": "AWS_REGION", "value": "eu-west-1"},
+                {"name": "AWS_ENDPOINT_URL", "valueFrom": {"secretKeyRef": {"name": "kubeci-archive-endpoint", "key": "url"}}},
+            ],
+            "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/kubeci"},
+        },
+    })
+}
+
 /// kubeci as a GitHub App: its id, and the Secret of its private key.
 fn as_a_github_app() -> Value {
     json!({
@@ -81,6 +100,7 @@ fn the_chart_lints_clean_in_every_mode() {
         namespaced(),
         with_credentials(),
         as_a_github_app(),
+        with_an_archive(),
     ] {
         let report: Value =
             serde_json::from_str(&helm(&["lint", CHART, &values.to_string()])).unwrap();
@@ -106,6 +126,7 @@ fn every_rendered_object_passes_strict_kubernetes_validation() {
         ("namespaced", namespaced()),
         ("credentials", with_credentials()),
         ("github-app", as_a_github_app()),
+        ("archive", with_an_archive()),
     ] {
         let stream = render(&values);
         expected += objects(&stream).len();
@@ -208,7 +229,12 @@ fn kubecis_credentials_are_mounted_into_kubeci_alone_and_no_rule_names_secrets()
     ] {
         assert!(args.contains(flag), "{flag} in {args}");
     }
-    for values in [json!({}), namespaced(), with_credentials()] {
+    for values in [
+        json!({}),
+        namespaced(),
+        with_credentials(),
+        with_an_archive(),
+    ] {
         for role in objects_of_roles(&values) {
             assert!(
                 !role["rules"].to_string().contains("secret"),
@@ -216,6 +242,54 @@ fn kubecis_credentials_are_mounted_into_kubeci_alone_and_no_rule_names_secrets()
             );
         }
     }
+}
+
+#[test]
+#[ignore = "needs Helm's engine, Python's helm-python-sdk (scripts/helm.py): .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
+fn the_archive_s_credentials_reach_kubeci_s_environment_through_the_kubelet_alone() {
+    let objects = objects(&render(&with_an_archive()));
+    let spec = &of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let args = container["args"].to_string();
+    for flag in [
+        "--archive=s3://ci-builds/kubeci",
+        "--archive-give-up-after=12h",
+        "--archive-max-age=90d",
+        "--archive-max-count=1000",
+    ] {
+        assert!(args.contains(flag), "{flag} in {args}");
+    }
+    assert_eq!(
+        container["envFrom"],
+        json!([{"secretRef": {"name": "kubeci-archive"}}]),
+        "the Secret's keys become the environment: the kubelet reads it, kubeci never does"
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "AWS_REGION", "value": "eu-west-1"})),
+        "{env:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["valueFrom"]["secretKeyRef"]["name"] == "kubeci-archive-endpoint"),
+        "{env:?}"
+    );
+    let account = &of_kind(&objects, "ServiceAccount")[0];
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/kubeci"
+    );
+    let plain = objects_of_deployment_args(&render(&json!({})));
+    assert!(
+        !plain.contains("--archive"),
+        "off unless archive.url is set: {plain}"
+    );
+}
+
+fn objects_of_deployment_args(stream: &str) -> String {
+    let objects = objects(stream);
+    of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string()
 }
 
 #[test]
@@ -360,6 +434,7 @@ fn the_manifests_and_every_chart_mode_pass_a_real_api_servers_admission() {
             "the chart (with credentials and an Ingress)".to_owned(),
             render(&with_credentials()),
         ),
+        ("the chart (archive)".to_owned(), render(&with_an_archive())),
     ]
     .into_iter()
     .chain(golden_jobs)

@@ -33,6 +33,8 @@ macro_rules! on_both {
 mod common;
 
 mod api_conformance;
+mod archive_kubernetes;
+mod archive_kubernetes_served;
 mod backend_contract;
 mod browser;
 mod chaos;
@@ -67,6 +69,9 @@ mod serve_kubernetes_builds;
 mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
+mod serve_local_archive;
+mod serve_local_archive_retention;
+mod serve_local_archive_s3;
 mod serve_local_bounds;
 mod serve_local_github;
 mod serve_local_isolation;

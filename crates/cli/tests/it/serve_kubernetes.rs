@@ -218,7 +218,8 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
 
 /// Least privilege, both ways: a run that does everything kubeci does with the API —
 /// discover jobs, report an invalid one (twice), build, answer a retried request (also one
-/// whose build retention deleted), queue, cancel, stream a log, apply retention, lead — uses every verb its ClusterRole grants,
+/// whose build retention deleted), queue, cancel, stream a log, apply retention, release
+/// an ended build's pod, lead — uses every verb its ClusterRole grants,
 /// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
@@ -329,6 +330,13 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
             builds(&kubeci, "slow")
                 .iter()
                 .any(|b| b["number"] == 2 && b["state"] != "queued")
+        });
+        // An ended build's pod released: kubeci's finalizer taken off (`patch pods`).
+        wait("an ended build's pod to be released", || {
+            server
+                .requests()
+                .iter()
+                .any(|r| r.resource == "pods" && r.verb == "patch")
         });
     }
     let kubecis: Vec<_> = server

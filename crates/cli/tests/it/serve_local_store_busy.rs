@@ -46,6 +46,7 @@ async fn pages_and_reads_answer_while_a_build_request_waits_for_a_write() {
             log_url_template: None,
             reload_every: Duration::from_secs(60),
             log_limit: kubeci_local::DEFAULT_LOG_LIMIT,
+            archiving: Default::default(),
             build_user: None,
         },
         None,

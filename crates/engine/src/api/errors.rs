@@ -108,4 +108,7 @@ pub enum LogError {
     /// The cluster refused or failed. Worth retrying.
     #[error("the cluster failed: {0}")]
     Backend(#[source] BackendError),
+    /// The build is archived and its archive cannot be read (now, or ever: see its kind).
+    #[error("{0}")]
+    Archive(#[source] crate::archive::ArchiveError),
 }

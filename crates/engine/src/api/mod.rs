@@ -18,6 +18,7 @@ use std::future::Future;
 
 use kubeci_build::BuildRequest;
 
+pub use crate::archive::ArchiveError;
 pub use errors::{ApproveError, BackendError, CancelError, LogError, TriggerError};
 pub use log::{log_tail, split_stamp, stamp_line, LogOptions, LogStream};
 pub use states::{LatestStates, NewestState, StatesByJob};
@@ -42,6 +43,38 @@ pub struct Triggered {
     pub build: BuildView,
     /// False when the request's key had started it before.
     pub created: bool,
+}
+
+/// Which of a job's builds a page holds: up to `limit`, newest first, numbered below
+/// `before` (all when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// A page of a job's builds, live and archived, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildsPage {
+    pub builds: Vec<BuildView>,
+    /// Builds numbered below the last one exist: there is a next page.
+    pub more: bool,
+    /// Why archived builds may be missing from it (the archive could not be read now).
+    pub archive_error: Option<String>,
+}
+
+impl BuildsPage {
+    /// The page of `limit` out of `builds` (newest first, already below the page's
+    /// `before`; one more than `limit` says there is a next page).
+    pub fn of(mut builds: Vec<BuildView>, limit: usize, archive_error: Option<String>) -> Self {
+        let more = builds.len() > limit;
+        builds.truncate(limit);
+        BuildsPage {
+            builds,
+            more,
+            archive_error,
+        }
+    }
 }
 
 /// Which engine runs the builds: the pages name its own tools in their hints.
@@ -71,21 +104,40 @@ pub trait Backend: Send + Sync + 'static {
             self.jobs().into_iter().map(|j| j.namespace).collect();
         found.into_iter().collect()
     }
-    /// The builds of a job, newest first; `None` if there is no such job.
+    /// The builds of a job the engine holds live (its Jobs, its database's rows), newest
+    /// first; `None` if there is no such job. Archived builds are not among them: a
+    /// job's page of builds is [`Backend::builds_page`].
     fn builds(&self, namespace: &str, name: &str) -> Option<Vec<BuildView>>;
-    /// Build `number` of a job. The default looks in [`Backend::builds`]; an engine whose
-    /// view of builds lags behind the store (a watch cache) also asks the store, so a
-    /// build another replica just started is found at once.
+    /// A page of a job's builds, live and archived, newest first; `None` if there is no
+    /// such job (declared, or with builds). The default pages [`Backend::builds`].
+    fn builds_page(
+        &self,
+        namespace: &str,
+        name: &str,
+        page: PageRequest,
+    ) -> impl Future<Output = Option<BuildsPage>> + Send {
+        let builds = self.builds(namespace, name).map(|builds| {
+            let below = builds
+                .into_iter()
+                .filter(|b| page.before.is_none_or(|before| b.number < before));
+            BuildsPage::of(below.collect(), page.limit, None)
+        });
+        std::future::ready(builds)
+    }
+    /// Build `number` of a job: live, else archived; an archived record that cannot be
+    /// read is an error for that build. The default looks in [`Backend::builds`]; an
+    /// engine whose view of builds lags behind the store (a watch cache) also asks the
+    /// store, so a build another replica just started is found at once.
     fn build(
         &self,
         namespace: &str,
         name: &str,
         number: u64,
-    ) -> impl Future<Output = Option<BuildView>> + Send {
+    ) -> impl Future<Output = Result<Option<BuildView>, ArchiveError>> + Send {
         let found = self
             .builds(namespace, name)
             .and_then(|builds| builds.into_iter().find(|b| b.number == number));
-        std::future::ready(found)
+        std::future::ready(Ok(found))
     }
     /// Every job as declared, valid or not (one per ConfigMap or job file), shared: what
     /// the jobs page filters before it builds views of the jobs it shows.
@@ -108,20 +160,23 @@ pub trait Backend: Send + Sync + 'static {
         }
         LatestStates::new(vec![std::sync::Arc::new(states)], 0)
     }
-    /// The newest `limit` builds of each of `jobs` (namespace, name), newest first: the
-    /// recent builds the jobs page shows for the jobs on it.
+    /// The newest `limit` builds (live and archived) of each of `jobs` (namespace,
+    /// name), newest first: the recent builds the jobs page shows for the jobs on it.
     fn recent_builds(
         &self,
         jobs: &[(String, String)],
         limit: usize,
-    ) -> std::collections::HashMap<(String, String), Vec<BuildView>> {
-        jobs.iter()
+    ) -> impl Future<Output = std::collections::HashMap<(String, String), Vec<BuildView>>> + Send
+    {
+        let recent = jobs
+            .iter()
             .filter_map(|(namespace, name)| {
                 let mut builds = self.builds(namespace, name)?;
                 builds.truncate(limit);
                 Some(((namespace.clone(), name.clone()), builds))
             })
-            .collect()
+            .collect();
+        std::future::ready(recent)
     }
     /// Starts a build of a job.
     fn trigger(
@@ -146,8 +201,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApproveError>> + Send;
     /// The approvals recorded for job `name`, newest first.
     fn approvals(&self, namespace: &str, name: &str) -> Vec<crate::approval::Approval>;
-    /// The request build `number` of a job was started with: what a rebuild repeats.
-    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest>;
+    /// The request build `number` of a job was started with (live, else archived): what
+    /// a rebuild repeats.
+    fn request(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> impl Future<Output = Option<BuildRequest>> + Send;
     /// The valid jobs declared now, with the namespace their builds run in; only those
     /// whose `git.url` names one of `repositories` (`GitUrl::repository_key`) when given
     /// (the GitHub webhook's matching).
@@ -161,6 +222,10 @@ pub trait Backend: Send + Sync + 'static {
         namespace: &str,
         name: &str,
     ) -> Option<std::sync::Arc<kubeci_spec::LoadedJob>>;
+    /// Why archiving is behind, when builds wait to be archived: what the pages say.
+    fn archive_behind(&self) -> Option<String> {
+        None
+    }
     /// The engine's metrics (builds by job and state, queue length, errors).
     fn metrics(&self) -> Vec<crate::metrics::Family> {
         Vec::new()

@@ -11,6 +11,7 @@
 //! The Kubernetes engine's workload is the cluster (its caches and the API), the local
 //! engine's its SQLite store and running processes.
 
+mod archiving;
 mod attempt;
 mod in_flight;
 mod reports;
@@ -28,12 +29,14 @@ use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::archive::{ArchiveStatus, Archived};
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
 use crate::metrics::Counters;
 use crate::plan::{self, Action, JobPolicy};
 use crate::report::{self, ReportRecord, ReportTarget, Reporter};
 use crate::schedule;
+use archiving::ArchivePass;
 use attempt::ReportAttempt;
 pub use in_flight::InFlight;
 use reports::{BuildKey, ReportQueue, Step};
@@ -145,6 +148,18 @@ pub trait Workload: Send + Sync + 'static {
         &self,
         build: BuildRef<'_>,
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Archives `build` as far as `stage` (`crate::service::Service::archive`) and records
+    /// on it that it is (its summary's `archived`). An engine that cannot archive says so.
+    fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> impl Future<Output = Result<(), WorkloadError>> + Send {
+        let _ = (build, stage);
+        std::future::ready(Err(WorkloadError::Failed(
+            "this engine does not archive builds".into(),
+        )))
+    }
     /// Adds `reported` to what is recorded as reported on the build. A union, reporter by
     /// reporter, never a replacement: a slow writer (a replica that lost the lead
     /// mid-write, another reporter's task) cannot take back a state another one recorded.
@@ -175,6 +190,16 @@ pub trait Commands: Send + Sync + 'static {
         job: &str,
         due: i64,
     ) -> impl Future<Output = Result<bool, WorkloadError>> + Send;
+    /// Applies the archive's retention, one bounded batch per job, to `jobs` (namespace,
+    /// job), or to every declared job when `None`, at `now` (seconds since the epoch).
+    fn archive_retention(
+        &self,
+        jobs: Option<Vec<(String, String)>>,
+        now: i64,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (jobs, now);
+        std::future::ready(())
+    }
 }
 
 /// What the scheduler is told by the server's flags.
@@ -187,6 +212,9 @@ pub struct SchedulerSettings {
     /// still have such a call under way (the longest a report can take). Zero when no
     /// other process can be reporting (the local engine: its data directory is locked).
     pub takeover_grace: Duration,
+    /// Builds are archived (`--archive`): how archiving goes is recorded here after each
+    /// pass. `None`: builds are not archived.
+    pub archiving: Option<Arc<ArchiveStatus>>,
 }
 
 /// How much of a build's log a final report carries at most.
@@ -240,6 +268,8 @@ pub struct Scheduler<W> {
     lead: Mutex<Option<Lead>>,
     /// Its report calls under way.
     in_flight: Arc<InFlight>,
+    /// When the archive's retention last went over every job.
+    retention_swept: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The counter of the workload writes of a pass that failed.
@@ -275,6 +305,7 @@ impl<W: Workload + Commands> Scheduler<W> {
             changed,
             lead: Mutex::new(None),
             in_flight: Arc::default(),
+            retention_swept: Mutex::new(None),
         }
     }
 
@@ -319,12 +350,16 @@ impl<W: Workload + Commands> Scheduler<W> {
         for channel in &self.channels {
             channel.queue().begin_pass();
         }
+        let mut archiving = ArchivePass::default();
         for group in jobs {
-            let policy = JobPolicy::of(
-                group.loaded.as_deref(),
-                group.declared,
-                self.settings.cancel_when_deleted,
-            );
+            let policy = JobPolicy {
+                archiving: self.settings.archiving.is_some(),
+                ..JobPolicy::of(
+                    group.loaded.as_deref(),
+                    group.declared,
+                    self.settings.cancel_when_deleted,
+                )
+            };
             let mut summaries = Vec::with_capacity(group.builds.len());
             for mut build in group.builds {
                 build.summary.fully_reported = self.fully_reported(&build);
@@ -337,8 +372,20 @@ impl<W: Workload + Commands> Scheduler<W> {
                 if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
                     continue;
                 }
-                self.act(&group.namespace, &group.job, action).await;
+                let Action::Archive { stage, .. } = action else {
+                    self.act(&group.namespace, &group.job, action).await.ok();
+                    continue;
+                };
+                if archiving.store_away() {
+                    continue;
+                }
+                let result = self.act(&group.namespace, &group.job, action).await;
+                archiving.record((&group.namespace, &group.job), stage, result);
             }
+        }
+        if let Some(status) = &self.settings.archiving {
+            let whole = archiving.end(status);
+            self.archive_retention(whole, now).await;
         }
         for channel in &self.channels {
             channel.queue().end_pass();
@@ -373,8 +420,12 @@ impl<W: Workload + Commands> Scheduler<W> {
         skip_all,
         fields(namespace = namespace, job = job, build = action.number(), action = action.name())
     )]
-    async fn act(&self, namespace: &str, job: &str, action: Action) {
+    async fn act(&self, namespace: &str, job: &str, action: Action) -> Result<(), WorkloadError> {
         let done = action.done();
+        let (label, failed) = match action {
+            Action::Archive { .. } => ("archive", "cannot archive the build"),
+            _ => ("update", "cannot update the build"),
+        };
         let at = |number| BuildRef {
             namespace,
             job,
@@ -397,15 +448,19 @@ impl<W: Workload + Commands> Scheduler<W> {
             }
             Action::Release(number) => self.workload.release_build(at(number)).await,
             Action::Delete(number) => self.workload.delete_build(at(number)).await,
+            Action::Archive { number, stage } => {
+                self.workload.archive_build(at(number), stage).await
+            }
         };
-        match result {
+        match &result {
             Ok(()) => tracing::info!("{done}"),
-            Err(WorkloadError::Gone) => {}
+            Err(WorkloadError::Gone) => return Ok(()),
             Err(e) => {
-                self.counters.increment(RECONCILE_ERRORS, &["update"]);
-                tracing::warn!(error = %e, "cannot update the build");
+                self.counters.increment(RECONCILE_ERRORS, &[label]);
+                tracing::warn!(error = %e, "{failed}");
             }
         }
+        result
     }
 
     /// Whether `target` was created before this scheduler took the lead, and whether the

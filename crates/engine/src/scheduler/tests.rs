@@ -38,6 +38,10 @@ struct Memory {
     record_failures: AtomicU32,
     /// The snapshot does not show recorded reports (a watch cache that lags).
     lagging: AtomicBool,
+    /// How far each build (job, number) is archived; `archive_build` fails while set.
+    archived: Mutex<BTreeMap<(String, u64), Archived>>,
+    archive_down: AtomicBool,
+    archive_calls: AtomicU32,
 }
 
 fn target(job: &str, number: u64) -> ReportTarget {
@@ -90,6 +94,14 @@ impl Memory {
         jobs[job].builds[&number].1.clone()
     }
 
+    fn archived_as(&self, job: &str, number: u64) -> Archived {
+        let archived = self.archived.lock().unwrap();
+        archived
+            .get(&(job.to_owned(), number))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// What `reporter` was sent of build `number` of `job`, as recorded.
     fn recorded_for(&self, job: &str, number: u64, reporter: &str) -> Vec<CommitState> {
         self.recorded(job, number).of(reporter).states
@@ -118,6 +130,7 @@ impl Workload for Memory {
                             fully_reported: false,
                             finished_at: state.is_finished().then_some(NOW - 60),
                             settled: true,
+                            archived: self.archived_as(name, *number),
                         },
                         reported: if lagging {
                             ReportRecord::default()
@@ -162,6 +175,25 @@ impl Workload for Memory {
         }
     }
 
+    async fn archive_build(
+        &self,
+        build: BuildRef<'_>,
+        stage: Archived,
+    ) -> Result<(), WorkloadError> {
+        self.archive_calls.fetch_add(1, Ordering::SeqCst);
+        if self.archive_down.load(Ordering::SeqCst) {
+            return Err(WorkloadError::Failed("the archive is unreachable".into()));
+        }
+        let key = (build.job.to_owned(), build.number);
+        self.archived.lock().unwrap().insert(key, stage);
+        self.did(format!(
+            "archive {} {} {}",
+            build.job,
+            build.number,
+            stage.as_str()
+        ))
+    }
+
     async fn record_reported(
         &self,
         target: &ReportTarget,
@@ -187,6 +219,11 @@ impl Workload for Memory {
 }
 
 impl Commands for Memory {
+    async fn archive_retention(&self, jobs: Option<Vec<(String, String)>>, _now: i64) {
+        let jobs = jobs.map_or("every job".into(), |j| format!("{j:?}"));
+        self.did(format!("retention of {jobs}")).ok();
+    }
+
     async fn log_tail(&self, target: &ReportTarget, max_bytes: usize) -> Option<String> {
         let log = format!(
             "{}\nthe end of build {}\n",
@@ -548,47 +585,7 @@ async fn a_failed_report_is_sent_again_a_failed_record_is_only_recorded_again() 
     assert_eq!(memory.record_failures.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
-async fn superseded_builds_are_cancelled_through_the_workload() {
-    use kubeci_build::{BuildRequest, PullRequest, Trigger};
-    let job = declared("demo", "        run_command: make\n");
-    let memory = memory(vec![(
-        "demo",
-        with_builds(Some(job.clone()), true, &[BuildState::Running]),
-    )]);
-    let summary = |number, pull_request| BuildSummary {
-        number,
-        state: BuildState::Running,
-        pull_request,
-        branch: None,
-        fully_reported: true,
-        finished_at: None,
-        settled: true,
-    };
-    let request = BuildRequest {
-        trigger: Trigger::PullRequest,
-        pull_request: Some(PullRequest {
-            number: 7,
-            author: None,
-            source_branch: None,
-            target_branch: None,
-        }),
-        ..BuildRequest::manual(3)
-    };
-    cancel_superseded(&*memory, &job, &request, || {
-        vec![
-            summary(1, Some(7)),
-            summary(2, Some(8)),
-            summary(3, Some(7)),
-        ]
-    })
-    .await;
-    assert_eq!(
-        memory.done(),
-        ["stop demo 1"],
-        "the older build of PR 7 only"
-    );
-}
-
+mod archiving;
 mod check_runs;
 mod reporters;
+mod superseding;

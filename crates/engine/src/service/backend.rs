@@ -10,8 +10,9 @@ use kubeci_spec::{Job, LoadedJob};
 
 use super::{BuildStore, Service};
 use crate::api::{
-    ApproveError, Backend, BuildView, CancelError, EngineKind, JobView, LatestStates, LogError,
-    LogOptions, LogStream, TriggerError, TriggerRequest, Triggered,
+    ApproveError, ArchiveError, Backend, BuildView, BuildsPage, CancelError, EngineKind, JobView,
+    LatestStates, LogError, LogOptions, LogStream, PageRequest, TriggerError, TriggerRequest,
+    Triggered,
 };
 use crate::approval::Approval;
 use crate::metrics::Family;
@@ -60,7 +61,21 @@ impl<E: Engine> Backend for E {
         Service(self).builds(namespace, name)
     }
 
-    async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
+    async fn builds_page(
+        &self,
+        namespace: &str,
+        name: &str,
+        page: PageRequest,
+    ) -> Option<BuildsPage> {
+        Service(self).builds_page(namespace, name, page).await
+    }
+
+    async fn build(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Result<Option<BuildView>, ArchiveError> {
         Service(self).build(namespace, name, number).await
     }
 
@@ -72,12 +87,12 @@ impl<E: Engine> Backend for E {
         Service(self).latest_states()
     }
 
-    fn recent_builds(
+    async fn recent_builds(
         &self,
         jobs: &[(String, String)],
         limit: usize,
     ) -> HashMap<(String, String), Vec<BuildView>> {
-        Service(self).recent_builds(jobs, limit)
+        Service(self).recent_builds(jobs, limit).await
     }
 
     async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, TriggerError> {
@@ -107,8 +122,8 @@ impl<E: Engine> Backend for E {
         Service(self).approvals(namespace, name)
     }
 
-    fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
-        Service(self).request(namespace, name, number)
+    async fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
+        Service(self).request(namespace, name, number).await
     }
 
     fn specs(&self, repositories: Option<&[String]>) -> Vec<(String, Arc<Job>)> {
@@ -117,6 +132,10 @@ impl<E: Engine> Backend for E {
 
     fn declaration(&self, namespace: &str, name: &str) -> Option<Arc<LoadedJob>> {
         Service(self).declaration(namespace, name)
+    }
+
+    fn archive_behind(&self) -> Option<String> {
+        Service(self).archive_behind()
     }
 
     fn metrics(&self) -> Vec<Family> {

@@ -11,13 +11,14 @@
 //! them as processes. Every [`Engine`] (a store that also says whether it is ready and
 //! which it is) is a `Backend`.
 
+mod archive;
 mod backend;
 mod naming;
+mod read;
 mod workload;
 
 pub use backend::Engine;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,7 @@ use crate::api::{
     LogError, LogOptions, LogStream, TriggerError, TriggerRequest, Triggered,
 };
 use crate::approval::Approval;
+use crate::archive::{Archiving, StepLog};
 use crate::metrics::{self, Counters, Family};
 use crate::report::{ReportRecord, ReportTarget};
 use crate::scheduler::{self, CronJob, JobBuilds, ScheduledBuild, Workload, WorkloadError};
@@ -50,6 +52,9 @@ pub struct NewBuild<'a> {
     pub check_name: Option<String>,
     /// A cron build's due time, recorded as the job's last cron run with it.
     pub cron_run: Option<i64>,
+    /// The highest number the archive holds for the job: the new build's number is above
+    /// it, so numbers never repeat even once only the archive remembers them.
+    pub floor: Option<u64>,
 }
 
 /// The build a store created, or the one the request's key had created before.
@@ -70,6 +75,8 @@ pub struct Common<J> {
     pub base_url: String,
     /// The failed writes of the leader's passes.
     pub counters: Arc<Counters>,
+    /// Where builds are kept after their pods (`--archive`), if anywhere.
+    pub archiving: Archiving,
 }
 
 /// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
@@ -160,6 +167,18 @@ pub trait BuildStore: Workload {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// The approvals recorded for a job, newest first.
     fn approvals_of(&self, job: JobRef<'_>) -> Vec<Approval>;
+    /// Each step of `build`'s log (clone, build) with its lines' times, read as the
+    /// archive takes them (in bounded memory), and how complete each is: what
+    /// [`Service::archive`] archives of a build that ended.
+    fn step_logs(
+        &self,
+        build: &Self::Build,
+    ) -> impl Future<Output = Result<Vec<StepLog>, BackendError>> + Send {
+        let _ = build;
+        std::future::ready(Err(
+            "this engine cannot read its logs for the archive".into()
+        ))
+    }
     /// A build's log (see [`crate::api::Backend::log`]).
     fn log_of(
         &self,
@@ -203,7 +222,7 @@ impl<S: BuildStore> Service<'_, S> {
 
     /// The log URL template of job `name`'s builds: its own while it is valid, else the
     /// server's.
-    fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
+    pub(super) fn log_template(&self, namespace: &str, name: &str) -> Option<String> {
         self.log_template_in(&self.0.catalogue(), namespace, name)
     }
 
@@ -229,40 +248,9 @@ impl<S: BuildStore> Service<'_, S> {
     }
 
     /// Whether a job with `builds` is shown: declared, or with builds.
-    fn shown(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Option<()> {
+    pub(super) fn shown(&self, namespace: &str, name: &str, builds: &[S::Build]) -> Option<()> {
         let declared = self.0.catalogue().is_declared(namespace, name);
         (declared || !builds.is_empty()).then_some(())
-    }
-
-    /// The newest `limit` builds of each of `jobs` that is shown.
-    pub fn recent_builds(
-        &self,
-        jobs: &[(String, String)],
-        limit: usize,
-    ) -> HashMap<(String, String), Vec<BuildView>> {
-        let found = self.0.recent_builds_of(jobs, limit);
-        let catalogue = self.0.catalogue();
-        jobs.iter()
-            .zip(found)
-            .filter_map(|((namespace, name), builds)| {
-                let builds = builds.ok()?;
-                let declared = catalogue.is_declared(namespace, name);
-                (declared || !builds.is_empty()).then_some(())?;
-                let template = self.log_template_in(&catalogue, namespace, name);
-                let views = self.views_with(template.as_deref(), &builds);
-                Some(((namespace.clone(), name.clone()), views))
-            })
-            .collect()
-    }
-
-    pub async fn build(&self, namespace: &str, name: &str, number: u64) -> Option<BuildView> {
-        let build = self.0.find_build(namespace, name, number).await.ok()??;
-        Some(self.view(&build))
-    }
-
-    pub fn request(&self, namespace: &str, name: &str, number: u64) -> Option<BuildRequest> {
-        let build = self.0.build_now(namespace, name, number).ok()??;
-        Some(self.0.request_of(&build))
     }
 
     /// Starts a build of a valid job: no such job, or an invalid one, is said so.
@@ -298,14 +286,28 @@ impl<S: BuildStore> Service<'_, S> {
                 }
             }
         };
+        let floor = self.archived_highest(&namespace, &name).await;
         let new = NewBuild {
             loaded: &loaded,
             request: build,
             key,
             check_name,
             cron_run,
+            floor,
         };
-        let Created { build, created } = self.0.create(new).await?;
+        let Created { build, created } = match self.0.create(new).await {
+            // The build the key started before is archived: that build.
+            Err(TriggerError::Gone { number }) => {
+                return match self.build(&namespace, &name, number).await {
+                    Ok(Some(build)) => Ok(Triggered {
+                        build,
+                        created: false,
+                    }),
+                    _ => Err(TriggerError::Gone { number }),
+                };
+            }
+            created => created?,
+        };
         if created {
             self.cancel_superseded(&loaded, &self.0.request_of(&build))
                 .await;
@@ -423,12 +425,20 @@ impl<S: BuildStore> Service<'_, S> {
         by: &str,
     ) -> Result<BuildView, CancelError> {
         let not_found = || CancelError::not_found(namespace, name, number);
-        let build = self
-            .0
-            .find_build(namespace, name, number)
-            .await
-            .map_err(CancelError::Backend)?
-            .ok_or_else(not_found)?;
+        let found = self.0.find_build(namespace, name, number).await;
+        let Some(build) = found.map_err(CancelError::Backend)? else {
+            // Archived: it ended.
+            return match self.build(namespace, name, number).await {
+                Ok(Some(archived)) => Err(CancelError::Finished {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    number,
+                    state: archived.state,
+                }),
+                Ok(None) => Err(not_found()),
+                Err(e) => Err(CancelError::Backend(e.into())),
+            };
+        };
         let state = &self.0.summary(&build).state;
         CancelError::cancellable(namespace, name, number, state)?;
         let stopped = self.0.cancel_build(&build, by).await.map_err(|e| match e {
@@ -466,8 +476,15 @@ impl<S: BuildStore> Service<'_, S> {
         })
     }
 
+    /// The state of every job's newest build: the live ones', else (for a job whose
+    /// builds all left the engine) its newest archived one's.
     pub fn latest_states(&self) -> LatestStates {
-        self.0.newest_states()
+        let live = self.0.newest_states();
+        let archiving = &self.0.common().archiving;
+        match archiving.archive {
+            Some(_) => live.with_fallback(archiving.newest.states()),
+            None => live,
+        }
     }
 
     /// Builds by job and state, their durations, and the passes' failed writes.
@@ -475,22 +492,11 @@ impl<S: BuildStore> Service<'_, S> {
         let builds = self.0.measured();
         let mut families = metrics::build_families(&builds);
         families.push(metrics::reconcile_errors(&self.0.common().counters));
+        let archiving = &self.0.common().archiving;
+        if archiving.archive.is_some() {
+            families.push(metrics::archive_pending(archiving.status.pending()));
+        }
         families
-    }
-
-    pub async fn log(
-        &self,
-        namespace: &str,
-        name: &str,
-        number: u64,
-        options: LogOptions,
-    ) -> Result<LogStream, LogError> {
-        let build = BuildRef {
-            namespace,
-            job: name,
-            number,
-        };
-        self.0.log_of(build, options).await
     }
 
     /// The last `max_bytes` of a build's log, for its final report.

@@ -15,6 +15,10 @@ impl<S: BuildStore> Commands for S {
         Service(self).cron_jobs()
     }
 
+    async fn archive_retention(&self, jobs: Option<Vec<(String, String)>>, now: i64) {
+        Service(self).archive_retention(jobs, now).await
+    }
+
     async fn start_cron(
         &self,
         namespace: &str,

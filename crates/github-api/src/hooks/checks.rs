@@ -9,6 +9,9 @@ use kubeci_github::decide::{self, Action, JobRef, Waiting};
 use kubeci_github::event::{CheckRunRef, Event};
 use serde_json::json;
 
+/// How many of a job's newest builds a re-run looks through for the head it is about.
+const PAST_BUILDS: usize = 100;
+
 use super::{Failure, Hooks, Outcome};
 use crate::GitHubError;
 
@@ -42,7 +45,7 @@ impl<B: Backend> Hooks<B> {
             return Ok(json!({"outcome": format!("check {action} starts nothing")}));
         }
         let jobs = decide::matching(jobs, &repository);
-        let past = self.past_builds(&jobs, &head_sha);
+        let past = self.past_builds(&jobs, &head_sha).await;
         let external_id = check_run.as_ref().map(|c| c.external_id.as_str());
         let number = pull_requests
             .first()
@@ -88,13 +91,20 @@ impl<B: Backend> Hooks<B> {
         self.execute(&repository, Some(number), decision).await
     }
 
-    /// What kubeci built of `head` for `jobs`, newest first per job, from its own records.
-    fn past_builds(&self, jobs: &[JobRef<'_>], head: &str) -> Vec<PastBuild> {
+    /// What kubeci built of `head` for `jobs`, newest first per job, from its own records
+    /// (its newest builds, live or archived).
+    async fn past_builds(&self, jobs: &[JobRef<'_>], head: &str) -> Vec<PastBuild> {
         let mut past = Vec::new();
+        let newest = kubeci_engine::api::PageRequest {
+            before: None,
+            limit: PAST_BUILDS,
+        };
         for job in jobs {
             let builds = self
                 .backend
-                .builds(job.namespace, &job.job.name)
+                .builds_page(job.namespace, &job.job.name, newest)
+                .await
+                .map(|page| page.builds)
                 .unwrap_or_default();
             past.extend(
                 builds

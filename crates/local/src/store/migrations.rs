@@ -83,6 +83,12 @@ UPDATE builds SET git_url = json_extract(manifest, '$.metadata.annotations."kube
 "#,
         present: "SELECT COUNT(*) = 1 FROM pragma_table_info('builds') WHERE name = 'check_name'",
     },
+    // How far each build is archived (`--archive`): `first` once its first record is in
+    // the archive (a build archived whole leaves the store).
+    Step {
+        up: "ALTER TABLE builds ADD COLUMN archived TEXT NOT NULL DEFAULT '';",
+        present: "SELECT COUNT(*) = 1 FROM pragma_table_info('builds') WHERE name = 'archived'",
+    },
 ];
 
 /// The schema versions this kubeci knows: version N is the database after migration N.

@@ -120,6 +120,42 @@ pub trait Reads {
         Ok(lines)
     }
 
+    /// Where each step of a build's log begins: the number of its first line (the line
+    /// `==> NAME: (init )container started`) and its name, in order, and how many lines
+    /// the log has.
+    fn steps(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+    ) -> Result<(Vec<(u64, String)>, u64), LocalBackendError> {
+        let mut statement = self
+            .connection()
+            .prepare_cached("SELECT seq, substr(line, 1, 1024) FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3 AND substr(line, 1, 4) = CAST('==> ' AS BLOB) AND line LIKE '%container started%' ORDER BY seq")
+            .map_err(database)?;
+        let starts = statement
+            .query_map(params![namespace, job, number as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(database)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(database)?;
+        let starts = (starts.into_iter())
+            .filter_map(|(seq, line)| {
+                Some((seq, kubeci_engine::archive::step_of(&line)?.to_owned()))
+            })
+            .collect();
+        let lines: i64 = self
+            .connection()
+            .query_row(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM log_lines WHERE namespace = ?1 AND job = ?2 AND number = ?3",
+                params![namespace, job, number as i64],
+                |r| r.get(0),
+            )
+            .map_err(database)?;
+        Ok((starts, lines as u64))
+    }
+
     /// The approvals recorded for a job, newest first.
     fn approvals(&self, namespace: &str, job: &str) -> Result<Vec<Approval>, LocalBackendError> {
         approvals_of(self.connection(), namespace, job)

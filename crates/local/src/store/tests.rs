@@ -18,6 +18,7 @@ fn new<'a>(
         git_url: None,
         check_name: None,
         now,
+        floor: None,
     }
 }
 
@@ -256,4 +257,19 @@ fn readers_read_the_last_commit_beside_a_write_under_way_and_cannot_write() {
     });
     assert!(refused.is_err(), "a reader wrote");
     assert_eq!(readers.read(|r| r.builds("ci", "demo")).unwrap().len(), 1);
+}
+
+#[test]
+fn numbers_go_above_the_archives_highest_in_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("kubeci.db")).unwrap();
+    let request = kubeci_build::BuildRequest::manual(0);
+    let manifest = |n: u64| Ok(format!("{{\"build\": {n}}}"));
+    let above = |floor| NewBuild {
+        floor,
+        ..new(None, &request, &manifest, 100)
+    };
+    assert_eq!(store.allocate(&above(Some(40))).unwrap(), (41, true));
+    assert_eq!(store.allocate(&above(Some(3))).unwrap(), (42, true));
+    assert_eq!(store.allocate(&above(None)).unwrap(), (43, true));
 }

@@ -42,6 +42,7 @@ fn chrome() -> Chrome {
         namespaces: vec![hostile("namespace")],
         namespace: Some(hostile("namespace")),
         here: hostile("here"),
+        archive_behind: Some(hostile("behind")),
     }
 }
 
@@ -139,7 +140,12 @@ fn the_jobs_page_shows_every_hostile_value_escaped() {
 
 #[test]
 fn a_job_s_page_shows_every_hostile_value_escaped() {
-    let page = job(&declared(), &[build()], Some(&hostile("cannot")), &chrome());
+    let builds = kubeci_engine::api::BuildsPage {
+        builds: vec![build()],
+        more: true,
+        archive_error: Some(hostile("archive")),
+    };
+    let page = job(&declared(), &builds, Some(&hostile("cannot")), &chrome());
     assert_inert(
         &page,
         &[

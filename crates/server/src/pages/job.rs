@@ -2,7 +2,7 @@
 //! commit, the pull request, when and how long), every finding about its spec as
 //! `kubeci lint` prints it, and its `job.yaml` as written, highlighted.
 
-use kubeci_engine::api::{BuildView, JobView};
+use kubeci_engine::api::{BuildView, BuildsPage, JobView};
 use kubeci_spec::{LoadedJob, Severity};
 
 use maud::{html, Markup};
@@ -171,10 +171,11 @@ fn build_now(job: &JobView, path: &str, cannot_build: Option<&str>, chrome: &Chr
 /// now".
 pub fn job(
     declared: &LoadedJob,
-    builds: &[BuildView],
+    page: &BuildsPage,
     cannot_build: Option<&str>,
     chrome: &Chrome,
 ) -> String {
+    let builds = &page.builds[..];
     let job = &JobView::of(declared);
     let name = job.name.as_deref().unwrap_or("(unnamed)");
     let path = job_path(&job.namespace, name);
@@ -197,7 +198,15 @@ pub fn job(
             }
         }
         h2 { "Builds" }
+        @if let Some(error) = &page.archive_error {
+            p class="warning" id="archive-error" {
+                "Archived builds may be missing: the archive cannot be read now (" (error) ")."
+            }
+        }
         (builds_table(job, name, builds, web, chrome.csrf.is_some()))
+        @if let (true, Some(last)) = (page.more, builds.last()) {
+            p { a id="older-builds" href={ (path) "?before=" (last.number) } { "Older builds" } }
+        }
         h2 { "job.yaml" }
         p class="note" { "As written in " (parts::cell(job.configmap.as_deref())) "; change it there." }
         pre class="yaml" tabindex="0" aria-label="job.yaml" {

@@ -44,6 +44,8 @@ pub struct Chrome {
     pub namespace: Option<String>,
     /// This page's path, for "Sign in" to come back to.
     pub here: String,
+    /// Why archiving is behind, when builds wait to be archived (`--archive`).
+    pub archive_behind: Option<String>,
 }
 
 impl Chrome {
@@ -66,6 +68,9 @@ impl Chrome {
                     button { "Show" }
                 }
                 (self.who())
+            }
+            @if let Some(behind) = &self.archive_behind {
+                p class="warning" id="archive-behind" role="status" { (behind) }
             }
         }
     }
@@ -152,6 +157,17 @@ pub fn not_found(chrome: &Chrome, what: &str) -> String {
         p { a href="/" { "All jobs" } }
     };
     layout("Not found", chrome, body)
+}
+
+/// A build that is archived and whose archive cannot be read: said on its page, the
+/// other builds unaffected.
+pub fn archive_unreadable(chrome: &Chrome, build: &str, why: &str) -> String {
+    let body = html! {
+        h1 { (build) }
+        p class="warning" id="archive-error" { "This build is archived, and its archive cannot be read: " (why) }
+        p { a href="/" { "All jobs" } }
+    };
+    layout(build, chrome, body)
 }
 
 /// A page that says why something was not done: `title`, then `why` as a problem.

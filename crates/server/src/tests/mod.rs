@@ -115,7 +115,7 @@ impl Backend for Fake {
     fn approvals(&self, _: &str, _: &str) -> Vec<kubeci_engine::approval::Approval> {
         Vec::new()
     }
-    fn request(&self, _: &str, name: &str, number: u64) -> Option<BuildRequest> {
+    async fn request(&self, _: &str, name: &str, number: u64) -> Option<BuildRequest> {
         (name == "demo" && number == 1).then(|| BuildRequest::manual(1))
     }
     fn declaration(&self, _: &str, name: &str) -> Option<Arc<kubeci_spec::LoadedJob>> {

@@ -23,6 +23,7 @@ pub(super) fn check_pod(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
         check_toleration(toleration, &root.key("tolerations").index(index), out);
     }
     check_limits(job, root, out);
+    check_archive(job, root, out);
     if let Some(template) = &job.log_url {
         check_log_url(template, &root.key("log_url"), out);
     }
@@ -150,6 +151,36 @@ fn check_limits(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
                     .help("write e.g. `7d` or `12h`"),
                 );
             }
+        }
+    }
+}
+
+/// `archive.retention`: a count that keeps something and an age that is a duration.
+fn check_archive(job: &Job, root: &FieldPath, out: &mut Vec<Finding>) {
+    let Some(retention) = job.archive.as_ref().and_then(|a| a.retention.as_ref()) else {
+        return;
+    };
+    let path = root.key("archive").key("retention");
+    if retention.max_count == Some(0) {
+        out.push(
+            Finding::error(
+                "invalid-number",
+                path.key("max_count"),
+                "`max_count: 0` would delete every archived build, with its log",
+            )
+            .help("keep at least 1 build, or remove `max_count` to keep them all"),
+        );
+    }
+    if let Some(age) = &retention.max_age {
+        if let Err(why) = parse_duration(age) {
+            out.push(
+                Finding::error(
+                    "invalid-duration",
+                    path.key("max_age"),
+                    format!("max_age `{age}` is not a duration: {why}"),
+                )
+                .help("write e.g. `90d` or `12w`"),
+            );
         }
     }
 }

@@ -43,10 +43,11 @@ name Secrets and only the kubelet resolves them.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Build pods: follow their state and stream their logs.
+# Build pods: follow their state and stream their logs; remove kubeci's finalizer
+# (`kubeci.io/archive`, a JSON patch) once a pod's logs are archived.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

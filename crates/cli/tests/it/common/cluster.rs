@@ -44,6 +44,26 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
 }
 
+/// Takes kubeci's finalizer off every pod of `namespace`, as an administrator would once
+/// kubeci is gone (the scenario's kubeci has stopped): its namespace can then go.
+async fn release_pods(client: &kube::Client, namespace: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Ok(listed) = pods.list(&ListParams::default()).await else {
+        return;
+    };
+    for pod in listed.items {
+        let kept: Vec<String> = (pod.metadata.finalizers.clone().unwrap_or_default())
+            .into_iter()
+            .filter(|f| f != "kubeci.io/archive")
+            .collect();
+        let patch = json!({"metadata": {"finalizers": kept}});
+        let name = pod.metadata.name.unwrap_or_default();
+        let _ = pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+    }
+}
+
 /// The URL the scenarios' jobs clone: a remote one, as `serve --kubernetes` requires;
 /// git's `insteadOf` makes it the scenario's local repository (standing for the network).
 const SCENARIO_REPO_URL: &str = "https://git.kubeci.test/e2e/repo.git";
@@ -473,6 +493,7 @@ impl TestCluster {
                     .delete(namespace, &DeleteParams::background())
                     .await
                     .unwrap();
+                release_pods(&self.client, namespace).await;
             }
         }
         drop(self.dir);

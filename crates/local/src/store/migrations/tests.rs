@@ -260,6 +260,7 @@ fn a_database_of_every_older_kubeci_keeps_its_rows_and_gains_the_new_columns() {
             git_url: None,
             check_name: None,
             now: 1_700_000_500,
+            floor: None,
         };
         assert_eq!(store.allocate(&new).unwrap(), (1, false), "{kubeci}");
         new.key = None;
