@@ -31,6 +31,15 @@ pub fn engine_error(error: ArchiveError) -> kubeci_engine::archive::ArchiveError
     kubeci_engine::archive::ArchiveError::new(kind, error.to_string())
 }
 
+/// A read of what a name that cannot be a key would name: nothing is archived there (a
+/// request for a job `a/b` is not the archive's failure).
+fn or_absent<T>(read: Result<T, ArchiveError>, absent: T) -> Result<T, ArchiveError> {
+    match read {
+        Err(ArchiveError::Name { .. }) => Ok(absent),
+        read => read,
+    }
+}
+
 fn job_of(build: BuildRef<'_>) -> JobRef<'_> {
     JobRef {
         namespace: build.namespace,
@@ -141,8 +150,8 @@ impl BuildArchive for Archive {
 
     fn record<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<ArchivedBuild>> {
         Box::pin(async move {
-            let record: Option<ArchivedBuild> =
-                Archive::record(self, build).await.map_err(engine_error)?;
+            let record = or_absent(Archive::record(self, build).await, None);
+            let record: Option<ArchivedBuild> = record.map_err(engine_error)?;
             let Some(record) = record else {
                 return Ok(None);
             };
@@ -165,13 +174,16 @@ impl BuildArchive for Archive {
     ) -> ArchiveCall<'a, Vec<ArchivedSummary>> {
         Box::pin(async move {
             let page = Archive::page::<ArchivedSummary>(self, job, before, limit).await;
-            let page = page.map_err(engine_error)?;
+            let page = or_absent(page, Vec::new()).map_err(engine_error)?;
             Ok(page.into_iter().map(|entry| entry.summary).collect())
         })
     }
 
     fn highest<'a>(&'a self, job: JobRef<'a>) -> ArchiveCall<'a, Option<u64>> {
-        Box::pin(async move { Archive::highest(self, job).await.map_err(engine_error) })
+        Box::pin(async move {
+            let highest = Archive::highest(self, job).await;
+            or_absent(highest, None).map_err(engine_error)
+        })
     }
 
     fn step_log<'a>(
@@ -180,7 +192,8 @@ impl BuildArchive for Archive {
         step: &'a str,
     ) -> ArchiveCall<'a, Option<ArchivedLines>> {
         Box::pin(async move {
-            let Some(lines) = self.log(build, step, 0).await.map_err(engine_error)? else {
+            let lines = or_absent(self.log(build, step, 0).await, None);
+            let Some(lines) = lines.map_err(engine_error)? else {
                 return Ok(None);
             };
             let lines: ArchivedLines = Box::pin(lines.map(|line| {

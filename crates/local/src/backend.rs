@@ -324,10 +324,14 @@ impl LocalBackend {
             build.job.to_owned(),
             build.number,
         );
-        let batches = futures_util::stream::unfold(Some((0u64, live)), move |state| {
-            let (me, ns, job) = (me.clone(), ns.clone(), job.clone());
+        // Set, to how many lines were read, when the build left the store meanwhile
+        // (archived whole): the rest is read from the archive.
+        let handoff = Arc::new(std::sync::Mutex::new(None));
+        let rest = self.archived_rest(build, handoff.clone());
+        let batches = futures_util::stream::unfold(Some((0u64, live, 0u64)), move |state| {
+            let (me, ns, job, handoff) = (me.clone(), ns.clone(), job.clone(), handoff.clone());
             async move {
-                let (from, mut live) = state?;
+                let (from, mut live, read) = state?;
                 loop {
                     // Marked seen before reading: a line stored after the read wakes us.
                     if let Some(live) = live.as_mut() {
@@ -340,12 +344,19 @@ impl LocalBackend {
                         Ok(batch) if batch.is_empty() => {}
                         Ok(batch) => {
                             let next = batch.last().map_or(from, |line| line.seq + 1);
-                            return Some((Ok(batch), Some((next, live))));
+                            let read = read + batch.len() as u64;
+                            return Some((Ok(batch), Some((next, live, read))));
                         }
                         Err(e) => return Some((Err(e.to_string()), None)),
                     }
                     match live.as_mut() {
-                        None => return None,
+                        None => {
+                            let row = me.upgrade()?.read(|r| r.build(&ns, &job, number));
+                            if let Ok(None) = row {
+                                *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+                            }
+                            return None;
+                        }
                         // Ended (its end recorded): what it stored last is read once more.
                         Some(receiver) => {
                             if receiver.changed().await.is_err() {
@@ -356,12 +367,65 @@ impl LocalBackend {
                 }
             }
         });
-        futures_util::StreamExt::flat_map(batches, |batch| {
+        let lines = futures_util::StreamExt::flat_map(batches, |batch| {
             let lines: Vec<Result<LogLine, String>> = match batch {
                 Ok(batch) => batch.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(e)],
             };
             futures_util::stream::iter(lines)
-        })
+        });
+        futures_util::StreamExt::chain(lines, rest)
+    }
+
+    /// The lines of `build`'s log after the first `handoff` ones, from the archive, when
+    /// `handoff` is set by the time they are read (the build left the store while its log
+    /// was read: it was archived whole); else none.
+    fn archived_rest(
+        &self,
+        build: BuildRef<'_>,
+        handoff: Arc<std::sync::Mutex<Option<u64>>>,
+    ) -> impl futures_util::Stream<Item = Result<LogLine, String>> + Send + 'static {
+        let archive = self.common.archiving.archive.clone();
+        let (namespace, job, number) = (
+            build.namespace.to_owned(),
+            build.job.to_owned(),
+            build.number,
+        );
+        let rest = async move {
+            let read = handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let (Some(read), Some(archive)) = (read, archive) else {
+                return futures_util::StreamExt::boxed(futures_util::stream::empty());
+            };
+            let build = BuildRef {
+                namespace: &namespace,
+                job: &job,
+                number,
+            };
+            let record = match archive.record(build).await {
+                Ok(Some(record)) => record,
+                Ok(None) => return futures_util::StreamExt::boxed(futures_util::stream::empty()),
+                Err(e) => {
+                    let e = e.to_string();
+                    return futures_util::StreamExt::boxed(futures_util::stream::once(
+                        async move { Err(e) },
+                    ));
+                }
+            };
+            let lines = kubeci_engine::archive::lines_of(archive, record);
+            let lines = futures_util::StreamExt::skip(lines, read as usize);
+            let lines = futures_util::StreamExt::enumerate(lines);
+            let lines = futures_util::StreamExt::map(lines, move |(i, line)| {
+                line.map(|line| LogLine {
+                    seq: read + i as u64,
+                    written_at: line
+                        .time
+                        .and_then(|t| i64::try_from(t.as_nanosecond()).ok()),
+                    text: line.text,
+                })
+                .map_err(|e| e.to_string())
+            });
+            futures_util::StreamExt::boxed(lines)
+        };
+        futures_util::StreamExt::flatten(futures_util::stream::once(rest))
     }
 }

@@ -263,3 +263,22 @@ async fn a_long_log_is_served_whole_as_it_was_written() {
         assert!(last.ends_with(&text(count - 1)), "{last}");
     }
 }
+
+#[tokio::test]
+async fn a_name_that_cannot_be_a_key_names_nothing_archived() {
+    let archive = Archive::in_memory();
+    let archive: &dyn BuildArchive = &archive;
+    let odd = kubeci_build::BuildRef {
+        namespace: "ci",
+        job: "a/b\u{b}",
+        number: 1,
+    };
+    assert_eq!(archive.record(odd).await.unwrap(), None);
+    let job = kubeci_build::JobRef {
+        namespace: "æ",
+        job: "web",
+    };
+    assert!(archive.page(job, None, 10).await.unwrap().is_empty());
+    assert_eq!(archive.highest(job).await.unwrap(), None);
+    assert!(archive.step_log(odd, "build").await.unwrap().is_none());
+}

@@ -463,3 +463,49 @@ fn a_retried_request_gets_its_archived_build_and_a_foreign_index_leaves_the_live
     assert_eq!(status, 200);
     assert!(page.contains("Archived builds may be missing"), "{page}");
 }
+
+#[test]
+fn a_log_read_while_its_build_leaves_the_database_is_read_whole_from_the_archive() {
+    use std::io::Read;
+    let (local, repo) = Local::new();
+    // Longer than what the socket and the server hold while the reader waits.
+    let script =
+        "yes 'a line of a long build log, one of very many' | head -c 12000000; echo; echo done";
+    local.write("long.yaml", &configmap("long", &repo.bare, script, ""));
+    let archive = local.data.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("v1"), "in the way").unwrap();
+    let kubeci = local.serve(&[], &[]);
+    trigger(&kubeci, "long");
+    wait("the build to end", || {
+        state(&kubeci, "long", 1) == "succeeded"
+    });
+    for timestamps in [false, true] {
+        let path = format!("/api/v1/jobs/default/long/builds/1/log?timestamps={timestamps}");
+        // The reader begins from the database, then stops reading a while.
+        let (mut reader, head) = common::serve::open_get(&kubeci, &path);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut begun = vec![0; 64 * 1024];
+        reader.read_exact(&mut begun).unwrap();
+        if !timestamps {
+            std::fs::remove_file(archive.join("v1")).unwrap();
+            wait("the build archived and gone from the database", || {
+                rows(&local.data) == (0, 0)
+            });
+        }
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        begun.extend(rest);
+        let read = dechunk(&String::from_utf8_lossy(&begun));
+        let (status, whole) = get(&kubeci, &path);
+        assert_eq!(status, 200);
+        let whole = dechunk(&whole);
+        let end = "done\n==> build: exited with code 0\n";
+        assert!(
+            whole.contains(end) || whole.contains(" done\n"),
+            "the whole log"
+        );
+        assert_eq!(read.len(), whole.len(), "timestamps: {timestamps}");
+        assert!(read == whole, "the same log, read across the hand-over");
+    }
+}

@@ -12,7 +12,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use read::build_log;
+pub use read::{build_log, lines_of};
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedLines,
     Archiving, BuildArchive, NewestArchived, StepLines, StepLog, StepReadError,
