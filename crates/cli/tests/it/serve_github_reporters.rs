@@ -140,7 +140,8 @@ async fn the_local_engine_does_not_report_again_a_build_its_database_says_was_re
             201
         );
     };
-    let kubeci = local.serve(&[], &[]);
+    // Without an archive, the build stays in the database once it ended and was reported.
+    let kubeci = local.serve(&["--no-archive"], &[]);
     trigger(&kubeci);
     wait("build 1 to succeed", || {
         common::serve::state(&kubeci, "hello", 1) == "succeeded"
@@ -157,7 +158,7 @@ async fn the_local_engine_does_not_report_again_a_build_its_database_says_was_re
     drop(database);
 
     let receiver = Receiver::start().await;
-    let kubeci = local.serve(&["--notify-url", &receiver.url], &[]);
+    let kubeci = local.serve(&["--no-archive", "--notify-url", &receiver.url], &[]);
     trigger(&kubeci);
     wait("build 2 to be notified", || {
         receiver.finals("hello", 2) == ["success"]

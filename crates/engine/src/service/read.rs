@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
+use kubeci_spec::Catalogue;
 
 use super::{BuildStore, Service};
 use crate::api::{
