@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::common::serve::state_in;
+use crate::common::serve::{http, state_in};
 use crate::serve_github::{check_runs_of, signed, wait, Caller, World};
 use crate::serve_github_tenants::{built, team_job_with};
 
@@ -114,9 +114,11 @@ async fn a_job_created_by_hand_with_kubecis_labels_reports_nothing() {
     .unwrap();
     let jobs: Api<KubeJob> = Api::namespaced(world.server.client().await, "team-a");
     jobs.create(&PostParams::default(), &forged).await.unwrap();
-    // kubeci sees it, as a build of a job team-a never declared.
+    // kubeci sees it, as a build of a job team-a never declared (until then, no such job).
+    let path = "/api/v1/jobs/team-a/deploy/builds";
     wait("kubeci to see the forged Job", || {
-        !state_in(&kubeci, "team-a", "deploy", 1).is_empty()
+        http(&kubeci, "GET", path, &[]).0 == 200
+            && !state_in(&kubeci, "team-a", "deploy", 1).is_empty()
     });
     // A real build started after it reports; by then the forged one would have.
     let (_, answer) = signed(
