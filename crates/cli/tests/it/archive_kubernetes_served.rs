@@ -14,7 +14,7 @@ use kubeci_engine::archive::{ArchivedBuild, BuildArchive};
 use kubeci_testkit::S3Server;
 
 /// Where a scenario's kubeci archives, and how the test reads it and takes it down.
-struct Store {
+pub(crate) struct Store {
     url: String,
     env: Vec<(String, String)>,
     archive: Archive,
@@ -24,7 +24,7 @@ struct Store {
 
 impl Store {
     /// A `file://` directory on the fake API server, a real S3 server on a real cluster.
-    fn for_cluster(cluster: &TestCluster) -> Store {
+    pub(crate) fn for_cluster(cluster: &TestCluster) -> Store {
         let dir = tempfile::tempdir().unwrap();
         let (url, env, s3) = if cluster.is_real() {
             let s3 = S3Server::start();
@@ -70,7 +70,7 @@ impl Store {
 }
 
 /// `kubeci serve` on `cluster` archiving to `store`, ready.
-fn serve(cluster: &TestCluster, store: &Store, extra: &[&str]) -> Kubeci {
+pub(crate) fn serve(cluster: &TestCluster, store: &Store, extra: &[&str]) -> Kubeci {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.proxy.write_kubeconfig(&kubeconfig).unwrap();
@@ -92,7 +92,7 @@ fn serve(cluster: &TestCluster, store: &Store, extra: &[&str]) -> Kubeci {
     kubeci
 }
 
-fn trigger(kubeci: &Kubeci, cluster: &TestCluster, job: &str) -> u64 {
+pub(crate) fn trigger(kubeci: &Kubeci, cluster: &TestCluster, job: &str) -> u64 {
     let path = format!("/api/v1/jobs/{}/{job}/builds", cluster.namespace);
     let auth = format!("Bearer {}", common::serve::TOKEN);
     let (code, body) = http(kubeci, "POST", &path, &[("authorization", &auth)]);
@@ -101,7 +101,7 @@ fn trigger(kubeci: &Kubeci, cluster: &TestCluster, job: &str) -> u64 {
     value["number"].as_u64().unwrap()
 }
 
-async fn complete_record(cluster: &TestCluster, store: &Store, at: BuildRef<'_>) -> ArchivedBuild {
+pub(crate) async fn complete_record(cluster: &TestCluster, store: &Store, at: BuildRef<'_>) -> ArchivedBuild {
     let mut found = None;
     cluster
         .until(&format!("{at} to be archived whole"), async || {
@@ -115,7 +115,7 @@ async fn complete_record(cluster: &TestCluster, store: &Store, at: BuildRef<'_>)
     found.unwrap()
 }
 
-fn held(pods: &[k8s_openapi::api::core::v1::Pod]) -> bool {
+pub(crate) fn held(pods: &[k8s_openapi::api::core::v1::Pod]) -> bool {
     (pods
         .iter()
         .flat_map(|p| p.metadata.finalizers.iter().flatten()))

@@ -34,6 +34,7 @@ mod common;
 
 mod api_conformance;
 mod archive_kubernetes;
+mod archive_kubernetes_node_gone;
 mod archive_kubernetes_served;
 mod backend_contract;
 mod browser;
