@@ -21,6 +21,11 @@ use crate::url::ArchiveUrl;
 /// keep changing it in between.
 const UPDATE_ATTEMPTS: u32 = 20;
 
+/// The largest record or index object read: kubeci writes far smaller ones (a record is
+/// a few KiB, a chunk of 100 builds' summaries a few hundred), so a larger object is not
+/// kubeci's and is refused before it is read, not held whole.
+pub const MAX_JSON: u64 = 32 * 1024 * 1024;
+
 /// How many chunks in a row without an entry a page reads one by one before it lists the
 /// job's index objects to find the next ones.
 const GAP_BEFORE_LISTING: u64 = 8;
@@ -366,7 +371,25 @@ impl Archive {
             e_tag: got.meta.e_tag.clone(),
             version: got.meta.version.clone(),
         };
-        let bytes = got.bytes().await.map_err(read_error)?;
+        let too_large = |size| ArchiveError::TooLarge {
+            key: key.to_owned(),
+            size,
+            limit: MAX_JSON,
+        };
+        if got.meta.size > MAX_JSON {
+            return Err(too_large(got.meta.size));
+        }
+        // Read within the bound even if the store's answer is longer than it said.
+        let mut bytes = Vec::new();
+        let mut pieces = got.into_stream();
+        while let Some(piece) = futures_util::StreamExt::next(&mut pieces).await {
+            let piece = piece.map_err(read_error)?;
+            let size = (bytes.len() + piece.len()) as u64;
+            if size > MAX_JSON {
+                return Err(too_large(size));
+            }
+            bytes.extend_from_slice(&piece);
+        }
         let value = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Decode {
             key: key.to_owned(),
             expected,

@@ -24,6 +24,7 @@ pub fn engine_error(error: ArchiveError) -> kubeci_engine::archive::ArchiveError
     let kind = match &error {
         e if e.is_retryable() => ArchiveErrorKind::Unavailable,
         ArchiveError::Decode { .. }
+        | ArchiveError::TooLarge { .. }
         | ArchiveError::BadLog { .. }
         | ArchiveError::BadOffset { .. } => ArchiveErrorKind::BadObject,
         _ => ArchiveErrorKind::Refused,

@@ -62,6 +62,12 @@ pub enum ArchiveError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record or index object larger than any kubeci writes: not read.
+    #[error(
+        "{key} in the archive is not kubeci's: it is {size} bytes, more than the {limit} \
+         a record or index object may be (written by another tool? delete the object)"
+    )]
+    TooLarge { key: String, size: u64, limit: u64 },
     /// A log object is not in kubeci's log format (see docs/archive.md).
     #[error("{key} in the archive is not a kubeci log: at byte {offset}, {problem}")]
     BadLog {
@@ -120,6 +126,7 @@ impl ArchiveError {
             | Self::Name { .. }
             | Self::Open { .. }
             | Self::Decode { .. }
+            | Self::TooLarge { .. }
             | Self::BadLog { .. }
             | Self::BadOffset { .. }
             | Self::Encode { .. }
