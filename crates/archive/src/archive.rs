@@ -21,6 +21,15 @@ use crate::url::ArchiveUrl;
 /// keep changing it in between.
 const UPDATE_ATTEMPTS: u32 = 20;
 
+/// The largest record or index object read: kubeci writes far smaller ones (a record is
+/// a few KiB, a chunk of 100 builds' summaries a few hundred), so a larger object is not
+/// kubeci's and is refused before it is read, not held whole.
+pub const MAX_JSON: u64 = 32 * 1024 * 1024;
+
+/// How many chunks in a row without an entry a page reads one by one before it lists the
+/// job's index objects to find the next ones.
+const GAP_BEFORE_LISTING: u64 = 8;
+
 /// An archive of builds in one object store, under one prefix.
 #[derive(Debug)]
 pub struct Archive {
@@ -154,7 +163,8 @@ impl Archive {
 
     /// Up to `limit` entries of the job's index, newest first, numbered below `before`
     /// (all when `None`): a page of a job's archived builds. Reads the head and the
-    /// chunks the page spans, never a listing.
+    /// chunks the page spans; one listing only to cross a gap of more than a few chunks
+    /// without an entry (see `chunks_below`).
     pub async fn page<S: DeserializeOwned>(
         &self,
         job: JobRef<'_>,
@@ -173,12 +183,16 @@ impl Archive {
         if limit == 0 || top < head.lowest {
             return Ok(page);
         }
-        for chunk in (chunk_of(head.lowest)..=chunk_of(top)).rev() {
+        let lowest_chunk = chunk_of(head.lowest);
+        let (mut chunk, mut empty_in_a_row) = (chunk_of(top), 0);
+        // Once listed: the chunks left to read, the highest last.
+        let mut listed: Option<Vec<u64>> = None;
+        loop {
             let key = self.layout.chunk(job, chunk)?;
-            let Some((chunk, _)) = self.read_json::<Chunk<S>>(&key, "an index chunk").await? else {
-                continue;
-            };
-            for entry in chunk.builds {
+            let read = self.read_json::<Chunk<S>>(&key, "an index chunk").await?;
+            let builds = read.map(|(chunk, _)| chunk.builds).unwrap_or_default();
+            let found_before = page.len();
+            for entry in builds {
                 if head.span().contains(&entry.number) && entry.number <= top {
                     page.push(entry);
                     if page.len() == limit {
@@ -186,8 +200,39 @@ impl Archive {
                     }
                 }
             }
+            empty_in_a_row = if page.len() == found_before {
+                empty_in_a_row + 1
+            } else {
+                0
+            };
+            if listed.is_none() && empty_in_a_row >= GAP_BEFORE_LISTING {
+                listed = Some(self.chunks_below(job, chunk, lowest_chunk).await?);
+            }
+            let next = match &mut listed {
+                Some(left) => left.pop(),
+                None => chunk.checked_sub(1).filter(|c| *c >= lowest_chunk),
+            };
+            match next {
+                Some(next) => chunk = next,
+                None => return Ok(page),
+            }
         }
-        Ok(page)
+    }
+
+    /// The job's index chunks that exist, numbered from `lowest` up to (not including)
+    /// `below`, the highest last: one listing of the job's `index/`, bounded by the
+    /// objects there, where reading each chunk of a gap in the numbers would be a read
+    /// per hundred numbers skipped — without end for a build numbered near `u64::MAX`
+    /// (a ledger or a Job numbered far ahead by whoever may write them).
+    async fn chunks_below(&self, job: JobRef<'_>, below: u64, lowest: u64) -> Result<Vec<u64>> {
+        let dir = format!("{}index/", self.layout.job_dir(job)?);
+        let mut chunks: Vec<u64> = (self.list(&dir).await?.iter())
+            .filter_map(|key| key.strip_prefix(&dir)?.strip_suffix(".json")?.parse().ok())
+            .filter(|chunk| (lowest..below).contains(chunk))
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        Ok(chunks)
     }
 
     /// Deletes one archived build: its record first (so it no longer reads as archived),
@@ -326,7 +371,25 @@ impl Archive {
             e_tag: got.meta.e_tag.clone(),
             version: got.meta.version.clone(),
         };
-        let bytes = got.bytes().await.map_err(read_error)?;
+        let too_large = |size| ArchiveError::TooLarge {
+            key: key.to_owned(),
+            size,
+            limit: MAX_JSON,
+        };
+        if got.meta.size > MAX_JSON {
+            return Err(too_large(got.meta.size));
+        }
+        // Read within the bound even if the store's answer is longer than it said.
+        let mut bytes = Vec::new();
+        let mut pieces = got.into_stream();
+        while let Some(piece) = futures_util::StreamExt::next(&mut pieces).await {
+            let piece = piece.map_err(read_error)?;
+            let size = (bytes.len() + piece.len()) as u64;
+            if size > MAX_JSON {
+                return Err(too_large(size));
+            }
+            bytes.extend_from_slice(&piece);
+        }
         let value = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Decode {
             key: key.to_owned(),
             expected,

@@ -24,11 +24,16 @@ pub fn engine_error(error: ArchiveError) -> kubeci_engine::archive::ArchiveError
     let kind = match &error {
         e if e.is_retryable() => ArchiveErrorKind::Unavailable,
         ArchiveError::Decode { .. }
+        | ArchiveError::TooLarge { .. }
         | ArchiveError::BadLog { .. }
         | ArchiveError::BadOffset { .. } => ArchiveErrorKind::BadObject,
         _ => ArchiveErrorKind::Refused,
     };
-    kubeci_engine::archive::ArchiveError::new(kind, error.to_string())
+    let shown = error.shown();
+    if shown != error.to_string() {
+        tracing::warn!(%error, "the archive's store failed (its answer is logged, not shown)");
+    }
+    kubeci_engine::archive::ArchiveError::new(kind, shown)
 }
 
 /// A read of what a name that cannot be a key would name: nothing is archived there (a

@@ -62,6 +62,12 @@ pub enum ArchiveError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record or index object larger than any kubeci writes: not read.
+    #[error(
+        "{key} in the archive is not kubeci's: it is {size} bytes, more than the {limit} \
+         a record or index object may be (written by another tool? delete the object)"
+    )]
+    TooLarge { key: String, size: u64, limit: u64 },
     /// A log object is not in kubeci's log format (see docs/archive.md).
     #[error("{key} in the archive is not a kubeci log: at byte {offset}, {problem}")]
     BadLog {
@@ -120,12 +126,69 @@ impl ArchiveError {
             | Self::Name { .. }
             | Self::Open { .. }
             | Self::Decode { .. }
+            | Self::TooLarge { .. }
             | Self::BadLog { .. }
             | Self::BadOffset { .. }
             | Self::Encode { .. }
             | Self::BadLine { .. } => false,
         }
     }
+}
+
+impl ArchiveError {
+    /// The error as kubeci shows it to whoever reads its pages and API: what failed and on
+    /// which key, and for a store's failure only its kind — never the store's answer, its
+    /// endpoint or the request (an S3 `SignatureDoesNotMatch` answer names the access key
+    /// id and the string it signed). The whole error is for kubeci's log.
+    pub fn shown(&self) -> String {
+        let (what, key, source) = match self {
+            Self::Read { key, source } => ("read", key, source),
+            Self::Write { key, source } => ("write", key, source),
+            Self::Delete { key, source } => ("delete", key, source),
+            Self::List { prefix, source } => ("list", prefix, source),
+            other => return other.to_string(),
+        };
+        let place = match what {
+            "write" => "to",
+            "list" => "in",
+            _ => "from",
+        };
+        let failure = store_failure(source);
+        format!("cannot {what} {key} {place} the archive: {failure}")
+    }
+}
+
+/// What kind of failure a store's error is, in words, without anything the store said.
+fn store_failure(error: &object_store::Error) -> String {
+    use object_store::Error as E;
+    match error {
+        E::NotFound { .. } => "not found".into(),
+        E::PermissionDenied { .. } => "the store denied kubeci permission".into(),
+        E::Unauthenticated { .. } => "the store did not accept kubeci's credentials".into(),
+        E::Precondition { .. } | E::AlreadyExists { .. } => "another writer changed it".into(),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            "the store does not support the request".into()
+        }
+        E::Generic { store, source } => match io_error(source.as_ref()) {
+            Some(io) => format!("{store}: {io}"),
+            None => format!(
+                "the store ({store}) failed or could not be reached; kubeci's log says more"
+            ),
+        },
+        _ => "the store failed; kubeci's log says more".into(),
+    }
+}
+
+/// The local I/O error under `error`, if it is one (a file:// archive's: no secret).
+fn io_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// object_store reports HTTP failures (connection refused, timeouts, 5xx after its own

@@ -25,7 +25,7 @@ mod logs;
 mod store;
 mod url;
 
-pub use archive::Archive;
+pub use archive::{Archive, MAX_JSON};
 pub use engine::engine_error;
 pub use error::{ArchiveError, Result};
 pub use index::{select_for_deletion, Head, IndexEntry, Retention};

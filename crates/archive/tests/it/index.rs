@@ -274,3 +274,50 @@ async fn a_foreign_index_chunk_is_an_error_naming_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_job_numbered_far_ahead_is_paged_and_kept_in_reads_bounded_by_its_objects() {
+    // Whoever may write a job's ledger Lease or create a Job labelled as its build (a
+    // tenant in its own namespace) can number a build far ahead: 1 and then 10,000,001
+    // here, u64::MAX as well. Reading each chunk of the gap was one read per hundred
+    // numbers skipped (100,000 here; without end near u64::MAX), in every page of the
+    // job — its API, its page, the jobs page — and in the leader's retention.
+    let far = 10_000_001;
+    for (name, store, _dir) in stores() {
+        let archive = archive_over(&store);
+        for number in [1, 2, far] {
+            archive_build(&archive, number).await;
+        }
+        store.take();
+        assert_eq!(
+            numbers(&page(&archive, None, 50).await),
+            [far, 2, 1],
+            "{name}"
+        );
+        let seen = store.take();
+        assert!(
+            seen.gets.len() <= 12 && seen.lists == 1,
+            "{name}: the head, a few chunks and one listing, not a read per chunk of the gap: {} reads, {} listings",
+            seen.gets.len(),
+            seen.lists
+        );
+        assert_eq!(numbers(&page(&archive, Some(far), 1).await), [2], "{name}");
+        store.take();
+        let keep_one = Retention {
+            max_count: Some(1),
+            ..Retention::default()
+        };
+        let now = at("2026-12-02T00:00:00Z");
+        let deleted = archive.apply_retention(JOB, &keep_one, now, 100).await;
+        assert_eq!(deleted.unwrap(), [1, 2], "{name}");
+        assert!(store.take().gets.len() <= 20, "{name}");
+        assert_eq!(numbers(&page(&archive, None, 50).await), [far], "{name}");
+    }
+    let store = Recording::over(Arc::new(object_store::memory::InMemory::new()));
+    let archive = archive_over(&store);
+    archive
+        .add_to_index(JOB, &[entry(1, "succeeded"), entry(u64::MAX, "running")])
+        .await
+        .unwrap();
+    assert_eq!(numbers(&page(&archive, None, 50).await), [u64::MAX, 1]);
+}

@@ -93,6 +93,65 @@ async fn a_cut_short_or_foreign_record_is_an_error_on_that_build_only() {
 }
 
 #[tokio::test]
+async fn a_record_or_chunk_larger_than_kubeci_writes_is_refused_unread() {
+    // Valid JSON padded with a field readers ignore, just over the bound: before, each read
+    // held the whole object (any size: a gigabyte another tool left there was a gigabyte
+    // in kubeci per request for that build or that job's page).
+    let padding = "x".repeat(kubeci_archive::MAX_JSON as usize);
+    let padded = |json: &str| format!("{}, \"padding\": \"{padding}\"}}", &json[..json.len() - 1]);
+    for (name, store, _dir) in stores() {
+        let archive = archive_over(&store);
+        archive
+            .put_record(build(1), &record(1, "succeeded"))
+            .await
+            .unwrap();
+        let record_key = "kubeci/v1/jobs/ci/web/builds/2/record.json";
+        let json = serde_json::to_string(&record(2, "failed")).unwrap();
+        store.put_raw(record_key, padded(&json).as_bytes()).await;
+        let chunk_key = "kubeci/v1/jobs/ci/web/index/0.json";
+        store
+            .put_raw(
+                "kubeci/v1/jobs/ci/web/head.json",
+                br#"{"highest": 2, "lowest": 1}"#,
+            )
+            .await;
+        store
+            .put_raw(
+                chunk_key,
+                padded(r#"{"chunk": 0, "builds": []}"#).as_bytes(),
+            )
+            .await;
+        let refused = [
+            (
+                record_key,
+                archive.record::<Record>(build(2)).await.map(drop),
+            ),
+            (
+                chunk_key,
+                archive
+                    .page::<Record>(crate::common::JOB, None, 50)
+                    .await
+                    .map(drop),
+            ),
+        ];
+        for (key, read) in refused {
+            match read {
+                Err(error @ ArchiveError::TooLarge { .. }) => {
+                    assert!(error.to_string().contains(key), "{name}: {error}");
+                    assert!(!error.is_retryable(), "{name}");
+                }
+                other => panic!("{name}: {key}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            archive.record::<Record>(build(1)).await.unwrap(),
+            Some(record(1, "succeeded")),
+            "{name}: the other builds read as before"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_file_archive_is_made_where_its_url_points_in_the_documented_layout() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("archive");

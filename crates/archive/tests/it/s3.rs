@@ -152,3 +152,53 @@ async fn settings_a_store_cannot_do_without_are_an_error_at_open() {
         "{error}"
     );
 }
+
+/// What AWS S3 answers a request signed with the wrong secret: the access key id, the
+/// string it signed and the canonical request.
+const SIGNATURE_DOES_NOT_MATCH: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message><AWSAccessKeyId>AKIDKUBECI</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256\n20261201T100000Z</StringToSign><CanonicalRequest>GET /ci-archive/kubeci/prod</CanonicalRequest></Error>";
+
+#[tokio::test]
+async fn what_the_store_answers_a_failed_request_is_logged_never_shown() {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    let mut answer = hyper::Response::new(Full::new(bytes::Bytes::from(
+                        SIGNATURE_DOES_NOT_MATCH,
+                    )));
+                    *answer.status_mut() = hyper::StatusCode::FORBIDDEN;
+                    Ok::<_, std::convert::Infallible>(answer)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    let url: ArchiveUrl = "s3://ci-archive/kubeci/prod".parse().unwrap();
+    let archive = Archive::open_with_env(&url, &env(&format!("http://{address}"))).unwrap();
+    let error = archive.record::<String>(build(7)).await.unwrap_err();
+    assert!(
+        error.to_string().contains("AKIDKUBECI"),
+        "the whole error, for kubeci's log, has the store's answer: {error}"
+    );
+    // What pages and the API show of it (`archive_error`, "Archiving is behind"), to
+    // whoever may read them.
+    let shown = kubeci_archive::engine_error(error).message;
+    for secret in [
+        "AKIDKUBECI",
+        "StringToSign",
+        "CanonicalRequest",
+        &address.to_string(),
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert_eq!(
+        shown,
+        "cannot read kubeci/prod/v1/jobs/ci/web/builds/7/record.json from the archive: the store denied kubeci permission"
+    );
+}
