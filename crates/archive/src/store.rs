@@ -31,7 +31,12 @@ pub(crate) fn open_store(
     };
     let store: Arc<dyn ObjectStore> = match &url.store {
         Store::File { root } => {
-            std::fs::create_dir_all(root).map_err(|source| ArchiveError::Open {
+            // Made for kubeci's user alone, as its database is: builds' logs are not
+            // everyone's to read (a directory already there keeps its owner's choice).
+            use std::os::unix::fs::DirBuilderExt;
+            let mut dir = std::fs::DirBuilder::new();
+            dir.recursive(true).mode(0o700);
+            dir.create(root).map_err(|source| ArchiveError::Open {
                 url: url.to_string(),
                 source: Box::new(source),
             })?;

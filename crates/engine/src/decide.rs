@@ -96,10 +96,11 @@ pub fn builds_to_delete(
 
 /// The next build number of a job: above both the persisted counter and every build still
 /// present, so numbers never repeat, also after old Jobs were deleted or a counter update
-/// was lost.
+/// was lost. A counter at the top of the range (written there by hand) stays there rather
+/// than wrap to 0: that job's next request finds the build already numbered so.
 pub fn next_build_number(counter: Option<u64>, builds: &[BuildSummary]) -> u64 {
     let highest = builds.iter().map(|b| b.number).max().unwrap_or(0);
-    counter.unwrap_or(0).max(highest) + 1
+    counter.unwrap_or(0).max(highest).saturating_add(1)
 }
 
 #[cfg(test)]
@@ -195,5 +196,12 @@ mod tests {
             8,
             "a lost counter update"
         );
+    }
+
+    #[test]
+    fn a_counter_written_to_the_top_of_the_range_neither_panics_nor_wraps_to_zero() {
+        let top = build(u64::MAX, BuildState::Succeeded);
+        assert_eq!(next_build_number(Some(u64::MAX), &[]), u64::MAX);
+        assert_eq!(next_build_number(None, &[top]), u64::MAX);
     }
 }

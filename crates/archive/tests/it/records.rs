@@ -173,6 +173,13 @@ async fn a_file_archive_is_made_where_its_url_points_in_the_documented_layout() 
         reopened.record::<Record>(build(12)).await.unwrap(),
         Some(record(12, "failed"))
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the directory kubeci made is its user's alone: builds' logs are not everyone's"
+    );
 }
 
 /// The engine runs archive calls on spawned tasks: every call's future is `Send`, and an

@@ -33,7 +33,14 @@ impl Agent {
         let pki = std::path::Path::new(&kubeconfig).with_file_name("pki");
         let port = common::free_port().to_string();
         let child = Command::new(var("KUBECI_E2E_NODE_AGENT_EXE"))
-            .args(["--kubeconfig", &kubeconfig, "--node-name", name, "--port", &port])
+            .args([
+                "--kubeconfig",
+                &kubeconfig,
+                "--node-name",
+                name,
+                "--port",
+                &port,
+            ])
             .arg("--tls-cert")
             .arg(pki.join("node.crt"))
             .arg("--tls-key")
@@ -78,8 +85,16 @@ async fn a_pod_whose_node_is_gone_is_archived_with_what_was_read_and_says_so() {
     }))
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
-    let theirs = nodes.get(&std::env::var("KUBECI_E2E_NODE_AGENT").unwrap()).await;
-    let version = theirs.unwrap().status.unwrap().node_info.unwrap().kubelet_version;
+    let theirs = nodes
+        .get(&std::env::var("KUBECI_E2E_NODE_AGENT").unwrap())
+        .await;
+    let version = theirs
+        .unwrap()
+        .status
+        .unwrap()
+        .node_info
+        .unwrap()
+        .kubelet_version;
     let agent = Agent::start(&name, &version, cluster.dir());
     cluster
         .until("the second node to be ready", async || {
@@ -97,9 +112,14 @@ async fn a_pod_whose_node_is_gone_is_archived_with_what_was_read_and_says_so() {
     assert_eq!(trigger(&kubeci, &cluster, "faraway"), 1);
     let log = format!("/api/v1/jobs/{ns}/faraway/builds/1/log");
     cluster
-        .until("the build to run on the second node and write", async || {
-            http(&kubeci, "GET", &log, &[]).1.contains("before the node went")
-        })
+        .until(
+            "the build to run on the second node and write",
+            async || {
+                http(&kubeci, "GET", &log, &[])
+                    .1
+                    .contains("before the node went")
+            },
+        )
         .await;
     assert!(
         held(&cluster.pods("faraway", 1).await),

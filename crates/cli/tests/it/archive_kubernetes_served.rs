@@ -101,7 +101,11 @@ pub(crate) fn trigger(kubeci: &Kubeci, cluster: &TestCluster, job: &str) -> u64 
     value["number"].as_u64().unwrap()
 }
 
-pub(crate) async fn complete_record(cluster: &TestCluster, store: &Store, at: BuildRef<'_>) -> ArchivedBuild {
+pub(crate) async fn complete_record(
+    cluster: &TestCluster,
+    store: &Store,
+    at: BuildRef<'_>,
+) -> ArchivedBuild {
     let mut found = None;
     cluster
         .until(&format!("{at} to be archived whole"), async || {
