@@ -70,11 +70,10 @@ fn is_ready(node: &Node) -> bool {
     conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a real control plane and versitygw: eval \"$(scripts/cluster up)\", scripts/s3 build, then cargo test --workspace -- --include-ignored (.ci/run does all)"]
-async fn a_pod_whose_node_is_gone_is_archived_with_what_was_read_and_says_so() {
-    let cluster = TestCluster::real().await;
-    let ns = cluster.namespace.clone();
+/// A second Node, `gone-<namespace>`, ready, tainted so that only a pod tolerating
+/// [`TAINT`] goes there, and the agent playing its kubelet.
+async fn second_node(cluster: &TestCluster) -> (Agent, String) {
+    let ns = &cluster.namespace;
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let name = format!("gone-{ns}");
     // The Node made tainted before its agent registers it: no other test's pod goes there.
@@ -101,6 +100,17 @@ async fn a_pod_whose_node_is_gone_is_archived_with_what_was_read_and_says_so() {
             nodes.get(&name).await.is_ok_and(|n| is_ready(&n))
         })
         .await;
+
+    (agent, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real control plane and versitygw: eval \"$(scripts/cluster up)\", scripts/s3 build, then cargo test --workspace -- --include-ignored (.ci/run does all)"]
+async fn a_pod_whose_node_is_gone_is_archived_with_what_was_read_and_says_so() {
+    let cluster = TestCluster::real().await;
+    let ns = cluster.namespace.clone();
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let (agent, name) = second_node(&cluster).await;
 
     let store = Store::for_cluster(&cluster);
     let there = format!(
