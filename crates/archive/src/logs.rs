@@ -96,6 +96,13 @@ impl Archive {
                         source,
                     })?;
                 written.bytes += buffer.len() as u64;
+                if buffer.len() >= PART_SIZE {
+                    // The first part, gathered before the upload started: handed over,
+                    // not copied, and freed once it is sent (keeping it here would hold
+                    // it twice, then a second part's worth for the rest of the upload).
+                    let rest = buffer.split_off(PART_SIZE);
+                    writer.put(std::mem::replace(&mut buffer, rest).into());
+                }
                 writer.write(&buffer);
                 buffer.clear();
             }

@@ -299,6 +299,28 @@ pub fn start_exe(
     files: &[(&str, &str)],
     args: &[&str],
 ) -> (Kubeci, Duration) {
+    start_exe_with_env(exe, server, files, args, &[])
+}
+
+/// [`start`] with `env` added to kubeci's environment (e.g. an archive's `AWS_*`).
+pub fn start_with_env(
+    server: &FakeApiServer,
+    files: &[(&str, &str)],
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Kubeci, Duration) {
+    let exe = env!("CARGO_BIN_EXE_kubeci").as_ref();
+    start_exe_with_env(exe, server, files, args, env)
+}
+
+/// [`start_exe`] with `env` added to kubeci's environment.
+pub fn start_exe_with_env(
+    exe: &std::path::Path,
+    server: &FakeApiServer,
+    files: &[(&str, &str)],
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Kubeci, Duration) {
     enable_builds(server);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -322,6 +344,7 @@ pub fn start_exe(
         ])
         .args(args.iter().map(|a| a.replace("{dir}", &path)))
         .env("KUBECONFIG", &kubeconfig)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
