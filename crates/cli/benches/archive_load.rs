@@ -210,6 +210,8 @@ fn big_log_served(lines: u64, timestamps: bool) -> Vec<u8> {
     log
 }
 
+// Long on purpose: the figure's phases in the order they run (the baseline, archiving,
+// serving plain and with times), each needing what the one before left.
 fn log60() {
     let lines = setting("LOG60_LINES", 600_000) as u64;
     let s3 = S3Server::start();
