@@ -13,6 +13,19 @@ use common::local::{configmap, Local};
 use common::serve::{Kubeci, TOKEN};
 use common::webdriver::Browser;
 
+/// Marks the document of build page `path` (`window.samePage`), once the browser shows
+/// it: the mark and the check are one script, so a document still on its way in (after a
+/// redirect) is never the one marked.
+fn mark_the_build_page(browser: &Browser, path: &str) {
+    let script = format!(
+        "if (location.pathname === '{path}' && document.querySelector('#log')) \
+         {{ window.samePage = true; return true; }} return false;"
+    );
+    wait("the build page's document", || {
+        browser.execute(&script) == true
+    });
+}
+
 fn wait(what: &str, check: impl FnMut() -> bool) {
     common::git::wait_for(Duration::from_secs(60), what, check);
 }
@@ -101,7 +114,7 @@ fn a_user_sees_the_examples_starts_a_build_and_watches_its_log_live_to_the_end()
             .current_url()
             .ends_with("/jobs/default/live-log/builds/1")
     });
-    browser.execute("window.samePage = true;");
+    mark_the_build_page(&browser, "/jobs/default/live-log/builds/1");
     wait("the first line to stream in", || {
         browser.text_of("#log").contains("step one: green")
     });
@@ -238,7 +251,7 @@ fn a_build_failing_while_its_page_is_open_says_why_without_a_reload() {
     wait("the build's page, signed in", || {
         browser.current_url().ends_with(page)
     });
-    browser.execute("window.samePage = true;");
+    mark_the_build_page(&browser, page);
     wait("the first line to stream in", || {
         browser.text_of("#log").contains("compiling")
     });
