@@ -16,28 +16,13 @@ use kubeci_archive::Archive;
 use kubeci_build::{BuildRef, JobRef};
 use kubeci_engine::archive::{ArchivedBuild, ArchivedSummary};
 use kubeci_testkit::{Options, PodBehaviour, S3Server};
-use serde_json::{json, Value};
 
 use crate::s3_counter::CountingProxy;
-use crate::support::{self, percentile};
+use crate::support::{self, percentile, scale_configmap, scale_namespace};
 use crate::{metric, setting, verdict, wait_for};
 
 const TOKEN: &str = "archive-load-token-of-some-length";
-const NAMESPACES: usize = 10;
 const MANAGED: &str = "app.kubernetes.io/managed-by=kubeci";
-
-fn namespace(i: usize) -> String {
-    format!("scale-{}", i % NAMESPACES)
-}
-
-/// Job `job-{i}` in namespace [`namespace`]`(i)`, as the scale run declares it.
-fn configmap(i: usize) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("job-{i}"), "namespace": namespace(i), "labels": {"ci-job-spec": "true"}},
-        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n      branch: main\n    run_command: make test\n    timeout: 30m\n")},
-    })
-}
 
 /// The S3 server, the forwarder counting kubeci's requests to it, and the environment
 /// that sends kubeci through the forwarder.
@@ -89,7 +74,7 @@ fn request_builds(port: u16, builds: usize) {
                 if i >= builds {
                     return;
                 }
-                let path = format!("/api/v1/jobs/{}/job-{i}/builds", namespace(i));
+                let path = format!("/api/v1/jobs/{}/job-{i}/builds", scale_namespace(i));
                 let auth = format!("Authorization: Bearer {TOKEN}\r\nIdempotency-Key: a-{i}\r\n");
                 let code = support::status(port, "POST", &path, &auth);
                 assert_eq!(code, 201, "POST {path}");
@@ -157,7 +142,7 @@ pub fn finish_together() {
     });
     let _guard = runtime.enter();
     server
-        .preload((0..builds).map(configmap).collect())
+        .preload((0..builds).map(scale_configmap).collect())
         .unwrap();
     let args = ["--token-file", "{dir}/token", "--archive", &s3.url()];
     let (kubeci, ready_in) = support::start_with_env(&server, &[("token", TOKEN)], &args, &env);
@@ -293,7 +278,9 @@ pub fn start_pairs() {
         ..Options::default()
     });
     let _guard = runtime.enter();
-    server.preload((0..jobs).map(configmap).collect()).unwrap();
+    server
+        .preload((0..jobs).map(scale_configmap).collect())
+        .unwrap();
     let url = s3.url();
     let with_archive = ["--archive", url.as_str()];
     let (mut without, mut with, mut asked) = (Vec::new(), Vec::new(), Vec::new());

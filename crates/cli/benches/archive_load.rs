@@ -162,37 +162,13 @@ fn big_line(seq: u64) -> (Vec<u8>, i64) {
 /// A `serve --local` data directory with build 1 of `bench/big`, succeeded, whose log
 /// is `lines` lines of [`big_line`].
 fn seed_big_log(data: &Path, lines: u64) {
-    use kubeci_local::store::{LogLine, NewBuild, Store};
-    let mut store = Store::open(&data.join("kubeci.db")).unwrap();
-    let request = BuildRequest::manual(0);
-    let manifest = |_| Ok("{}".to_owned());
-    let new = NewBuild {
-        namespace: "bench",
-        job: "big",
-        request: &request,
-        key: None,
-        manifest: &manifest,
-        spec_hash: "0",
-        chart_version: None,
-        git_url: None,
-        check_name: None,
-        now: 1_790_000_000,
-        floor: None,
-    };
-    let (number, _) = store.allocate(&new).unwrap();
-    let running = kubeci_engine::BuildState::Running;
-    (store.set_state("bench", "big", number, &running, 1_790_000_000)).unwrap();
-    for seq in 0..lines {
-        let (text, at) = big_line(seq);
-        let line = LogLine {
-            seq,
-            written_at: Some(at),
-            text,
-        };
-        store.append_log("bench", "big", number, &line).unwrap();
-    }
-    let done = kubeci_engine::BuildState::Succeeded;
-    (store.set_state("bench", "big", number, &done, 1_790_000_100)).unwrap();
+    let mut store = kubeci_local::store::Store::open(&data.join("kubeci.db")).unwrap();
+    support::seed_build(&mut store, "big", 1_790_000_000, 1_790_000_100, |_| {
+        (0..lines).map(|seq| {
+            let (text, at) = big_line(seq);
+            (Some(at), text)
+        })
+    });
 }
 
 /// The log of [`seed_big_log`] as `GET …/log` serves it, with each line's time when

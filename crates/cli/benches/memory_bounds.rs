@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use kubeci_local::store::{NewBuild, Store};
+use kubeci_local::store::Store;
 use kubeci_testkit::Options;
 
 #[path = "support.rs"]
@@ -83,39 +83,14 @@ fn forged_deliveries() {
 /// is `lines` lines made by `line`.
 fn seed_log(data: &std::path::Path, lines: u64, line: impl Fn(u64) -> Vec<u8>) {
     let mut store = Store::open(&data.join("kubeci.db")).unwrap();
-    let request = kubeci_build::BuildRequest::manual(0);
-    let manifest = |_| Ok("{}".to_owned());
-    let (number, _) = store
-        .allocate(&NewBuild {
-            namespace: "bench",
-            job: "big",
-            request: &request,
-            key: None,
-            manifest: &manifest,
-            spec_hash: "0",
-            chart_version: None,
-            git_url: None,
-            check_name: None,
-            now: 1_790_000_000,
-            floor: None,
+    support::seed_build(&mut store, "big", 1_790_000_000, 1_790_000_100, |_| {
+        (0..lines).map(|seq| {
+            (
+                Some(1_790_000_000_000_000_000 + seq as i64 * 1_000),
+                line(seq),
+            )
         })
-        .unwrap();
-    let running = kubeci_engine::BuildState::Running;
-    store
-        .set_state("bench", "big", number, &running, 1_790_000_000)
-        .unwrap();
-    for seq in 0..lines {
-        let line = kubeci_local::store::LogLine {
-            seq,
-            written_at: Some(1_790_000_000_000_000_000 + seq as i64 * 1_000),
-            text: line(seq),
-        };
-        store.append_log("bench", "big", number, &line).unwrap();
-    }
-    let done = kubeci_engine::BuildState::Succeeded;
-    store
-        .set_state("bench", "big", number, &done, 1_790_000_100)
-        .unwrap();
+    });
 }
 
 /// Starts `serve --local` on a data directory seeded by `seed` with build 1 of

@@ -15,34 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kubeci_testkit::{Options, PodBehaviour};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[path = "support.rs"]
 mod support;
 
-use support::{get, percentile, rss_mb, status};
+use support::{
+    get, percentile, rss_mb, scale_configmap, scale_namespace, status, SCALE_NAMESPACES,
+};
 
 const TOKEN: &str = "scale-token-of-some-length";
-const NAMESPACES: usize = 10;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Job `job-{i}`, declared in namespace `scale-{i % NAMESPACES}`.
-fn namespace(i: usize) -> String {
-    format!("scale-{}", i % NAMESPACES)
-}
-
-fn configmap(i: usize) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("job-{i}"), "namespace": namespace(i), "labels": {"ci-job-spec": "true"}},
-        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n      branch: main\n    run_command: make test\n    timeout: 30m\n")},
-    })
 }
 
 /// kubeci's CPU time so far (user + system), from /proc (USER_HZ is 100 on Linux).
@@ -192,7 +180,9 @@ fn main() {
     let reports = Arc::new(Reports::default());
     let notify_url = runtime.block_on(receive(reports.clone()));
 
-    server.preload((0..jobs).map(configmap).collect()).unwrap();
+    server
+        .preload((0..jobs).map(scale_configmap).collect())
+        .unwrap();
     let (kubeci, ready_in) = support::start(
         &server,
         &[("token", TOKEN)],
@@ -224,7 +214,7 @@ fn main() {
                     if i >= builds {
                         return taken;
                     }
-                    let path = format!("/api/v1/jobs/{}/job-{i}/builds", namespace(i));
+                    let path = format!("/api/v1/jobs/{}/job-{i}/builds", scale_namespace(i));
                     let sent = Instant::now();
                     let code = status(
                         port,
@@ -269,7 +259,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(quiet));
     let steady_cpu = (cpu_seconds(pid) - steady_cpu_start) / quiet as f64;
     let some = builds / 2;
-    let ns = namespace(some);
+    let ns = scale_namespace(some);
     let paths = vec![
         "/healthz".to_owned(),
         "/api/v1/jobs".to_owned(),
@@ -341,7 +331,7 @@ fn main() {
         .count();
     let repeats: usize = reports.keys.lock().unwrap().values().map(|n| n - 1).sum();
 
-    println!("jobs: {jobs} ConfigMaps in {NAMESPACES} namespaces; builds: {builds} at once, each running {}s", run_for.as_secs());
+    println!("jobs: {jobs} ConfigMaps in {SCALE_NAMESPACES} namespaces; builds: {builds} at once, each running {}s", run_for.as_secs());
     println!(
         "start to /readyz: {ready_in:?}; idle: RSS {idle_rss:.1} MB, CPU {:.1}% of a core",
         idle_cpu * 100.0

@@ -419,44 +419,67 @@ pub fn creations_per_minute(port: u16, namespace: &str, auth: &str) -> f64 {
 /// finished, each with a 20-line log.
 pub fn seed_history(data: &std::path::Path) {
     let mut store = kubeci_local::store::Store::open(&data.join("kubeci.db")).unwrap();
-    let request = kubeci_build::BuildRequest::manual(0);
     let now = 1_790_000_000;
     for i in 0..BUILDS {
         let job = format!("job-{}", i % JOBS);
-        let manifest = |_| Ok("{}".to_owned());
-        let (number, _) = store
-            .allocate(&kubeci_local::store::NewBuild {
-                namespace: "bench",
-                job: &job,
-                request: &request,
-                key: None,
-                manifest: &manifest,
-                spec_hash: "0",
-                chart_version: None,
-                git_url: None,
-                check_name: None,
-                now,
-                floor: None,
+        let name = &job;
+        seed_build(&mut store, &job, now, now + 95, |number| {
+            (0..20).map(move |seq| {
+                let text = format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {name}");
+                (
+                    Some((now + 5) * 1_000_000_000 + seq as i64 * 1_000_000),
+                    text.into_bytes(),
+                )
             })
-            .unwrap();
-        let running = kubeci_engine::BuildState::Running;
-        store
-            .set_state("bench", &job, number, &running, now)
-            .unwrap();
-        for seq in 0..20 {
-            let line = kubeci_local::store::LogLine {
-                seq,
-                written_at: Some((now + 5) * 1_000_000_000 + seq as i64 * 1_000_000),
-                text: format!("\x1b[32mok\x1b[0m step {seq} of build {number} of {job}")
-                    .into_bytes(),
-            };
-            store.append_log("bench", &job, number, &line).unwrap();
-        }
-        let done = kubeci_engine::BuildState::Succeeded;
-        store
-            .set_state("bench", &job, number, &done, now + 95)
-            .unwrap();
+        });
     }
+}
+
+/// Adds to the local engine's `store` the next build of `bench/JOB`: started at `now`,
+/// with the log `log` gives for its number (each line's time in nanoseconds and its
+/// text), succeeded at `ended`. Its number.
+pub fn seed_build<I>(
+    store: &mut kubeci_local::store::Store,
+    job: &str,
+    now: i64,
+    ended: i64,
+    log: impl FnOnce(u64) -> I,
+) -> u64
+where
+    I: IntoIterator<Item = (Option<i64>, Vec<u8>)>,
+{
+    let request = kubeci_build::BuildRequest::manual(0);
+    let manifest = |_| Ok("{}".to_owned());
+    let (number, _) = store
+        .allocate(&kubeci_local::store::NewBuild {
+            namespace: "bench",
+            job,
+            request: &request,
+            key: None,
+            manifest: &manifest,
+            spec_hash: "0",
+            chart_version: None,
+            git_url: None,
+            check_name: None,
+            now,
+            floor: None,
+        })
+        .unwrap();
+    let running = kubeci_engine::BuildState::Running;
+    store
+        .set_state("bench", job, number, &running, now)
+        .unwrap();
+    for (seq, (written_at, text)) in (0..).zip(log(number)) {
+        let line = kubeci_local::store::LogLine {
+            seq,
+            written_at,
+            text,
+        };
+        store.append_log("bench", job, number, &line).unwrap();
+    }
+    let done = kubeci_engine::BuildState::Succeeded;
+    store.set_state("bench", job, number, &done, ended).unwrap();
+    number
 }
 
 /// The pages and API paths the load drivers measure, for job `i` (its builds are
@@ -481,4 +504,21 @@ pub fn paths(i: usize) -> [(&'static str, String); 6] {
             format!("/api/v1/jobs/bench/job-{job}/builds/{build}/log"),
         ),
     ]
+}
+
+/// How many namespaces the scale runs spread their jobs over.
+pub const SCALE_NAMESPACES: usize = 10;
+
+/// Job `job-{i}`'s namespace in the scale runs: `scale-{i % SCALE_NAMESPACES}`.
+pub fn scale_namespace(i: usize) -> String {
+    format!("scale-{}", i % SCALE_NAMESPACES)
+}
+
+/// Job `job-{i}`'s ConfigMap in the scale runs, in [`scale_namespace`]`(i)`.
+pub fn scale_configmap(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("job-{i}"), "namespace": scale_namespace(i), "labels": {"ci-job-spec": "true"}},
+        "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n      branch: main\n    run_command: make test\n    timeout: 30m\n")},
+    })
 }

@@ -311,25 +311,9 @@ async fn a_job_deleted_mid_run_is_archived_from_its_pod(cluster: TestCluster) {
     cluster.finish().await;
 }
 
-/// `scenario` on the fake API server (archive in memory) and on a real control plane
-/// (archive on a real S3 server).
-macro_rules! archived_on_both {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_the_fake_api_server() {
-                super::$scenario(super::TestCluster::fake().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a real control plane and versitygw: eval \"$(scripts/cluster up)\", scripts/s3 build, then cargo test --workspace -- --include-ignored (.ci/run does all)"]
-            async fn on_a_real_cluster() {
-                super::$scenario(super::TestCluster::real().await).await;
-            }
-        }
-    };
-}
-
-archived_on_both!(retention_deletes_a_job_only_once_its_build_is_archived_whole);
-archived_on_both!(a_pod_deleted_mid_run_stays_until_its_log_is_archived);
-archived_on_both!(a_job_deleted_mid_run_is_archived_from_its_pod);
+on_both!(
+    retention_deletes_a_job_only_once_its_build_is_archived_whole,
+    s3
+);
+on_both!(a_pod_deleted_mid_run_stays_until_its_log_is_archived, s3);
+on_both!(a_job_deleted_mid_run_is_archived_from_its_pod, s3);

@@ -368,26 +368,13 @@ async fn the_leader_killed_while_archiving_hands_over_and_one_copy_is_whole(clus
     cluster.finish().await;
 }
 
-/// `scenario` on the fake API server (a `file://` archive) and on a real control plane
-/// (a real S3 server).
-macro_rules! served_on_both {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_the_fake_api_server() {
-                super::$scenario(super::TestCluster::fake().await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a real control plane and versitygw: eval \"$(scripts/cluster up)\", scripts/s3 build, then cargo test --workspace -- --include-ignored (.ci/run does all)"]
-            async fn on_a_real_cluster() {
-                super::$scenario(super::TestCluster::real().await).await;
-            }
-        }
-    };
-}
-
-served_on_both!(a_60_mb_build_outlives_its_job_and_is_served_whole);
-served_on_both!(the_store_down_for_a_whole_build_then_back);
-served_on_both!(past_the_give_up_age_the_pod_is_released_and_the_record_says_why);
-served_on_both!(the_leader_killed_while_archiving_hands_over_and_one_copy_is_whole);
+on_both!(a_60_mb_build_outlives_its_job_and_is_served_whole, s3);
+on_both!(the_store_down_for_a_whole_build_then_back, s3);
+on_both!(
+    past_the_give_up_age_the_pod_is_released_and_the_record_says_why,
+    s3
+);
+on_both!(
+    the_leader_killed_while_archiving_hands_over_and_one_copy_is_whole,
+    s3
+);

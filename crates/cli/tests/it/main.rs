@@ -12,9 +12,16 @@
 
 /// `scenario(cluster)` against the fake API server, and against a real cluster (a module of
 /// two tests; the scenario's module must have `TestCluster` in scope). Only the real
-/// cluster's is ignored: it needs the control plane of `scripts/cluster up`.
+/// cluster's is ignored: it needs the control plane of `scripts/cluster up` (and, with
+/// `s3`, versitygw: the archive's scenarios).
 macro_rules! on_both {
     ($scenario:ident) => {
+        on_both!($scenario, "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)");
+    };
+    ($scenario:ident, s3) => {
+        on_both!($scenario, "needs a real control plane and versitygw: eval \"$(scripts/cluster up)\", scripts/s3 build, then cargo test --workspace -- --include-ignored (.ci/run does all)");
+    };
+    ($scenario:ident, $needs:literal) => {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_the_fake_api_server() {
@@ -22,7 +29,7 @@ macro_rules! on_both {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
+            #[ignore = $needs]
             async fn on_a_real_cluster() {
                 super::$scenario(super::TestCluster::real().await).await;
             }
