@@ -5,19 +5,21 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use futures_core::Stream;
 use futures_util::StreamExt;
 use kubeci_build::BuildRef;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt};
 
 use crate::archive::Archive;
 use crate::error::{ArchiveError, Result};
 use crate::logformat::{decode, encode, LogLine, MAX_LINE};
 
 /// The size of each part of a log's multipart upload (S3's smallest) and so the most of a
-/// log held before it is sent: a log below it is written with one request. At most one
-/// part is in flight while the next fills, so writing holds about two parts.
+/// log held before it is sent: a log below it is written with one request. Each part is
+/// sent before the next fills, from one buffer reused for the whole log, so writing holds
+/// about one part.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// The size of each range read of a log.
@@ -44,7 +46,7 @@ impl Archive {
     /// Writes a step's log from `lines` as they come, replacing any earlier copy. The
     /// object appears whole or not at all: when `lines` fails, a line cannot be stored,
     /// or the store fails, nothing is written (the upload is aborted) and the error says
-    /// why. Memory stays within about two [`PART_SIZE`]s whatever the log's length.
+    /// why. Memory stays within about one [`PART_SIZE`] whatever the log's length.
     pub async fn put_log<L, E>(
         &self,
         build: BuildRef<'_>,
@@ -58,8 +60,16 @@ impl Archive {
         let key = self.layout.log(build, step)?;
         let path = Path::from(key.as_str());
         let mut lines = std::pin::pin!(lines);
-        let mut buffer = Vec::new();
-        let mut upload: Option<WriteMultipart> = None;
+        let write_error = |source| ArchiveError::Write {
+            key: key.clone(),
+            source,
+        };
+        // One buffer for the whole log: each part is sent from it and waited for, then its
+        // room is taken back (`reserve` reclaims it once the part's bytes are dropped), so
+        // the same allocation holds every part whichever thread runs this.
+        let mut part = BytesMut::new();
+        let mut encoded = Vec::new();
+        let mut upload: Option<Box<dyn MultipartUpload>> = None;
         let mut written = LogWritten { lines: 0, bytes: 0 };
         let outcome: Result<()> = async {
             while let Some(line) = lines.next().await {
@@ -68,54 +78,33 @@ impl Archive {
                     source: Box::new(source),
                 })?;
                 written.lines += 1;
-                encode(&line, &mut buffer).map_err(|problem| ArchiveError::BadLine {
+                encoded.clear();
+                encode(&line, &mut encoded).map_err(|problem| ArchiveError::BadLine {
                     key: key.clone(),
                     line: written.lines,
                     problem,
                 })?;
-                if upload.is_none() && buffer.len() < PART_SIZE {
+                written.bytes += encoded.len() as u64;
+                part.extend_from_slice(&encoded);
+                if part.len() < PART_SIZE {
                     continue;
                 }
                 let writer = match &mut upload {
                     Some(writer) => writer,
                     None => {
                         let started = self.store.put_multipart(&path).await;
-                        let started = started.map_err(|source| ArchiveError::Write {
-                            key: key.clone(),
-                            source,
-                        })?;
-                        upload.insert(WriteMultipart::new_with_chunk_size(started, PART_SIZE))
+                        upload.insert(started.map_err(write_error)?)
                     }
                 };
-                // Wait until no part is in flight (fewer than one) before filling the next.
-                writer
-                    .wait_for_capacity(1)
-                    .await
-                    .map_err(|source| ArchiveError::Write {
-                        key: key.clone(),
-                        source,
-                    })?;
-                written.bytes += buffer.len() as u64;
-                if buffer.len() >= PART_SIZE {
-                    // The first part, gathered before the upload started: handed over,
-                    // not copied, and freed once it is sent (keeping it here would hold
-                    // it twice, then a second part's worth for the rest of the upload).
-                    let rest = buffer.split_off(PART_SIZE);
-                    writer.put(std::mem::replace(&mut buffer, rest).into());
-                }
-                writer.write(&buffer);
-                buffer.clear();
+                let sent = part.split_to(PART_SIZE).freeze();
+                writer.put_part(sent.into()).await.map_err(write_error)?;
+                part.reserve(PART_SIZE);
             }
             Ok(())
         }
         .await;
-        written.bytes += buffer.len() as u64;
-        let write_error = |source| ArchiveError::Write {
-            key: key.clone(),
-            source,
-        };
         match (outcome, upload) {
-            (Err(error), Some(writer)) => {
+            (Err(error), Some(mut writer)) => {
                 // Best effort: an upload left behind is never visible, and a bucket's
                 // lifecycle rule removes its parts (docs/archive.md).
                 let _ = writer.abort().await;
@@ -123,15 +112,24 @@ impl Archive {
             }
             (Err(error), None) => Err(error),
             (Ok(()), None) => {
+                let whole = part.freeze();
                 self.store
-                    .put(&path, buffer.into())
+                    .put(&path, whole.into())
                     .await
                     .map_err(write_error)?;
                 Ok(written)
             }
             (Ok(()), Some(mut writer)) => {
-                writer.write(&buffer);
-                writer.finish().await.map_err(write_error)?;
+                let finished = async {
+                    if !part.is_empty() {
+                        writer.put_part(part.freeze().into()).await?;
+                    }
+                    writer.complete().await
+                };
+                if let Err(source) = finished.await {
+                    let _ = writer.abort().await;
+                    return Err(write_error(source));
+                }
                 Ok(written)
             }
         }

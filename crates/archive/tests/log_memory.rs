@@ -1,6 +1,7 @@
 //! Writing a step's log holds about one part ([`PART_SIZE`]) in memory, whatever the log's
-//! length (docs/archive.md): measured as this process's peak resident memory. A test
-//! binary of its own with one test, so nothing else allocates meanwhile.
+//! length (docs/archive.md), on two worker threads as kubeci runs it: measured as this
+//! process's peak resident memory. A test binary of its own with one test, so nothing
+//! else allocates meanwhile.
 
 use kubeci_archive::{Archive, LogLine, PART_SIZE};
 use kubeci_build::BuildRef;
@@ -22,7 +23,7 @@ fn lines(count: u64) -> impl futures_core::Stream<Item = Result<LogLine, std::io
     }))
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_a_30_mb_log_holds_about_one_part() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display()).parse().unwrap();
@@ -44,8 +45,8 @@ async fn writing_a_30_mb_log_holds_about_one_part() {
     let added = status("VmHWM").saturating_sub(before);
     assert_eq!(written.lines, 300_000);
     assert!(
-        added < PART_SIZE * 3 / 2,
-        "writing a {} MB log added {:.1} MiB to the peak: more than one part ({} MiB) and a half",
+        added < PART_SIZE * 9 / 8,
+        "writing a {} MB log added {:.1} MiB to the peak: more than one part ({} MiB) and an eighth",
         written.bytes / 1_000_000,
         added as f64 / 1048576.0,
         PART_SIZE / 1048576
