@@ -49,6 +49,8 @@ pub(crate) struct Seen {
     list: Value,
     cli_list: Value,
     job_page: String,
+    /// The jobs page, with each job's strip of recent builds.
+    jobs_page: String,
     builds: Vec<(Value, String, String, String, String)>,
     /// The job's page and its list said archived builds may be missing (taken out of
     /// them: the rest is compared).
@@ -60,6 +62,7 @@ pub(crate) fn assert_same(archived: &Seen, live: &Seen) {
     assert_eq!(archived.list, live.list, "GET …/builds");
     assert_eq!(archived.cli_list, live.cli_list, "kubeci builds -o json");
     assert_eq!(archived.job_page, live.job_page, "the job page");
+    assert_eq!(archived.jobs_page, live.jobs_page, "the jobs page");
     assert_eq!(archived.builds.len(), live.builds.len());
     for (archived, live) in archived.builds.iter().zip(&live.builds) {
         let number = &live.0["number"];
@@ -91,6 +94,8 @@ pub(crate) fn seen(kubeci: &Kubeci, job: &str, numbers: &[u64]) -> Seen {
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     let (status, job_page) = get(kubeci, &format!("/jobs/default/{job}"));
     assert_eq!(status, 200, "{job_page}");
+    let (status, jobs_page) = get(kubeci, "/");
+    assert_eq!(status, 200, "{jobs_page}");
     let builds = numbers
         .iter()
         .map(|n| {
@@ -130,6 +135,7 @@ pub(crate) fn seen(kubeci: &Kubeci, job: &str, numbers: &[u64]) -> Seen {
         list,
         cli_list,
         job_page,
+        jobs_page: main_of(&jobs_page),
         builds,
         said_missing: said[0],
     }

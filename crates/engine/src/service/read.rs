@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
 use kubeci_spec::Catalogue;
 
@@ -16,6 +17,10 @@ use crate::archive::{self, ArchivedBuild, ArchivedSummary, BuildArchive};
 
 /// How many of a job's archived builds one read of its index asks for at least.
 const ARCHIVE_READ: usize = 20;
+
+/// How many jobs' archived builds a page reads at once (each a read or two of the store:
+/// a hundred jobs one after another would wait a hundred round trips).
+const ARCHIVE_READS_AT_ONCE: usize = 16;
 
 impl<S: BuildStore> Service<'_, S> {
     fn the_archive(&self) -> Option<Arc<dyn BuildArchive>> {
@@ -108,7 +113,7 @@ impl<S: BuildStore> Service<'_, S> {
             for ((namespace, name), builds) in jobs.iter().zip(found) {
                 let Ok(builds) = builds else { continue };
                 if builds.len() < limit && self.the_archive().is_some() {
-                    from_the_archive.push((namespace, name));
+                    from_the_archive.push((namespace.clone(), name.clone()));
                     continue;
                 }
                 let declared = catalogue.is_declared(namespace, name);
@@ -120,13 +125,20 @@ impl<S: BuildStore> Service<'_, S> {
                 recent.insert((namespace.clone(), name.clone()), views);
             }
         }
-        for (namespace, name) in from_the_archive {
-            let page = PageRequest {
-                before: None,
-                limit,
-            };
-            if let Some(page) = self.builds_page(namespace, name, page).await {
-                recent.insert((namespace.clone(), name.clone()), page.builds);
+        let page = PageRequest {
+            before: None,
+            limit,
+        };
+        let archived = futures_util::stream::iter(from_the_archive)
+            .map(|job: (String, String)| async move {
+                let page = self.builds_page(&job.0, &job.1, page).await;
+                (job, page)
+            })
+            .buffer_unordered(ARCHIVE_READS_AT_ONCE);
+        let archived: Vec<_> = archived.collect().await;
+        for (job, page) in archived {
+            if let Some(page) = page {
+                recent.insert(job, page.builds);
             }
         }
         recent
