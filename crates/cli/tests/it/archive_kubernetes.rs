@@ -272,7 +272,8 @@ async fn a_pod_deleted_mid_run_stays_until_its_log_is_archived(cluster: TestClus
 }
 
 /// An administrator deletes a running build's Job (not kubeci): its pod is held, and the
-/// build is archived from its first record and its pod's log, its end saying why.
+/// build is archived from its first record and its pod's log, its end saying why. With
+/// its ledger deleted too, the next build is numbered above the archived one.
 async fn a_job_deleted_mid_run_is_archived_from_its_pod(cluster: TestCluster) {
     let store = store_for(&cluster);
     let yaml = cluster.job_yaml("gone", "echo started; sleep 600", "");
@@ -307,6 +308,14 @@ async fn a_job_deleted_mid_run_is_archived_from_its_pod(cluster: TestCluster) {
             !cluster.pod_exists("gone", 1).await
         })
         .await;
+    // Its Job gone and its ledger too: the archive is all that is left of build 1, and
+    // the next build is numbered above it, never 1 again.
+    assert!(cluster.job("gone-1").await.is_none());
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    let ledger = kubeci_k8s::ledger_name("gone");
+    leases.delete(&ledger, &Default::default()).await.unwrap();
+    assert_eq!(trigger(&backend, &ns, "gone").await, 2);
     drop(store);
     cluster.finish().await;
 }
