@@ -77,16 +77,7 @@ impl Archive {
     /// Writes the build's record (whole, replacing any earlier one). Write a build's logs
     /// first: the record is the commit point (docs/archive.md).
     pub async fn put_record<R: Serialize>(&self, build: BuildRef<'_>, record: &R) -> Result<()> {
-        let key = self.layout.record(build)?;
-        let bytes = serde_json::to_vec(record).map_err(|source| ArchiveError::Encode {
-            key: key.clone(),
-            source,
-        })?;
-        self.store
-            .put(&Path::from(key.as_str()), bytes.into())
-            .await
-            .map_err(|source| ArchiveError::Write { key, source })?;
-        Ok(())
+        self.put_json(&self.layout.record(build)?, record).await
     }
 
     /// The build's record; `None` when the build is not archived.
@@ -353,7 +344,7 @@ impl Archive {
     }
 
     /// A JSON object and the version it was read at; `None` when absent.
-    async fn read_json<T: DeserializeOwned>(
+    pub(crate) async fn read_json<T: DeserializeOwned>(
         &self,
         key: &str,
         expected: &'static str,

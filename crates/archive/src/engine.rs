@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use kubeci_build::{BuildRef, JobRef};
 use kubeci_engine::archive::{
-    ArchiveCall, ArchiveErrorKind, ArchiveRetention, ArchivedBuild, ArchivedLines, ArchivedStep,
-    ArchivedSummary, BuildArchive, StepLog, StepReadError, TimedLine,
+    ArchiveCall, ArchiveErrorKind, ArchiveRetention, ArchivedBuild, ArchivedFile, ArchivedLines,
+    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, StepLog, StepReadError, TimedLine,
 };
+use kubeci_results::{BuildOutputs, TestResults};
 
 use crate::error::ArchiveError;
 use crate::index::{IndexEntry, Retention};
@@ -141,6 +142,13 @@ impl BuildArchive for Archive {
         Box::pin(async move {
             let build = record.build_ref();
             let log = self.put_steps(build, steps).await.map_err(engine_error)?;
+            // What it left, in its record and index entry: the job's pages and its tests'
+            // history read no more than the index.
+            let outputs = or_absent(self.outputs(build).await, None).map_err(engine_error)?;
+            if let Some(outputs) = outputs {
+                record.build.tests = outputs.tests;
+                record.build.artifacts = outputs.artifacts.len() as u64;
+            }
             record.complete = true;
             record.log = log;
             let build = record.build_ref();
@@ -209,6 +217,60 @@ impl BuildArchive for Archive {
                 .map_err(engine_error)
             }));
             Ok(Some(lines))
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+        bytes: FileChunks,
+        limit: u64,
+    ) -> ArchiveCall<'a, u64> {
+        Box::pin(async move {
+            let written = Archive::put_file(self, build, path, bytes, limit).await;
+            written.map_err(engine_error)
+        })
+    }
+
+    fn put_outputs<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        tests: Option<&'a TestResults>,
+        outputs: &'a BuildOutputs,
+    ) -> ArchiveCall<'a, ()> {
+        Box::pin(async move {
+            let written = Archive::put_outputs(self, build, tests, outputs).await;
+            written.map_err(engine_error)
+        })
+    }
+
+    fn outputs<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<BuildOutputs>> {
+        Box::pin(async move {
+            let outputs = or_absent(Archive::outputs(self, build).await, None);
+            outputs.map_err(engine_error)
+        })
+    }
+
+    fn tests<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<TestResults>> {
+        Box::pin(async move {
+            let tests = or_absent(Archive::tests(self, build).await, None);
+            tests.map_err(engine_error)
+        })
+    }
+
+    fn file<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+    ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>> {
+        Box::pin(async move {
+            let file = or_absent(Archive::file(self, build, path).await, None);
+            let Some((size, bytes)) = file.map_err(engine_error)? else {
+                return Ok(None);
+            };
+            let bytes: ArchivedFile = Box::pin(bytes.map(|piece| piece.map_err(engine_error)));
+            Ok(Some((size, bytes)))
         })
     }
 

@@ -97,6 +97,16 @@ pub enum ArchiveError {
         line: u64,
         problem: String,
     },
+    /// The bytes handed to `put_file` failed; nothing was written.
+    #[error("reading the file to archive as {key} failed: {source}")]
+    FileSource {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file handed to `put_file` is longer than it may be; nothing was written.
+    #[error("{key} was not archived: it is longer than its limit of {limit} bytes")]
+    FileOverLimit { key: String, limit: u64 },
     /// The stream of lines handed to `put_log` failed; nothing was written.
     #[error("reading the log to archive as {key} failed: {source}")]
     LogSource {
@@ -121,7 +131,7 @@ impl ArchiveError {
             | Self::Write { source, .. }
             | Self::Delete { source, .. }
             | Self::List { source, .. } => store_error_is_retryable(source),
-            Self::Contention { .. } | Self::LogSource { .. } => true,
+            Self::Contention { .. } | Self::LogSource { .. } | Self::FileSource { .. } => true,
             Self::Url { .. }
             | Self::Name { .. }
             | Self::Open { .. }
@@ -130,7 +140,8 @@ impl ArchiveError {
             | Self::BadLog { .. }
             | Self::BadOffset { .. }
             | Self::Encode { .. }
-            | Self::BadLine { .. } => false,
+            | Self::BadLine { .. }
+            | Self::FileOverLimit { .. } => false,
         }
     }
 }

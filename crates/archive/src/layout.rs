@@ -6,6 +6,9 @@
 //! PREFIX/v1/jobs/NAMESPACE/JOB/index/CHUNK.json               builds CHUNK*100 … CHUNK*100+99
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/record.json      the build's record
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/logs/STEP.log    one step's log
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/tests.json       its test results
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/artifacts/PATH   one file it left
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/outputs.json     what it left (written last)
 //! ```
 //!
 //! Numbers are decimal without leading zeros. Changing any of this is a new version
@@ -85,6 +88,57 @@ impl Layout {
     pub fn log(&self, build: BuildRef<'_>, step: &str) -> Result<String> {
         check_name("step", step)?;
         Ok(format!("{}logs/{step}.log", self.build_dir(build)?))
+    }
+}
+
+impl Layout {
+    /// The build's test results (`kubeci_results::TestResults`).
+    pub fn tests(&self, build: BuildRef<'_>) -> Result<String> {
+        Ok(format!("{}tests.json", self.build_dir(build)?))
+    }
+
+    /// What the build left (`kubeci_results::BuildOutputs`): written after its files.
+    pub fn outputs(&self, build: BuildRef<'_>) -> Result<String> {
+        Ok(format!("{}outputs.json", self.build_dir(build)?))
+    }
+
+    /// One file the build left, at `path` relative to its `workdir` (see
+    /// [`check_file_path`]).
+    pub fn artifact(&self, build: BuildRef<'_>, path: &str) -> Result<String> {
+        check_file_path(path)?;
+        Ok(format!("{}artifacts/{path}", self.build_dir(build)?))
+    }
+}
+
+/// The longest path of a build's file, in bytes.
+pub const MAX_FILE_PATH: usize = 1024;
+
+/// A build's file path is `/`-separated segments, each neither empty nor `.` nor `..`, of
+/// at most 255 bytes without control characters; at most [`MAX_FILE_PATH`] bytes in all.
+/// So a file's key stays under its build (no segment climbs out of it), and every store
+/// takes it (object_store escapes the characters some stores avoid).
+pub fn check_file_path(path: &str) -> Result<()> {
+    let problem = if path.is_empty() {
+        Some("it is empty".to_owned())
+    } else if path.len() > MAX_FILE_PATH {
+        Some(format!("it is longer than {MAX_FILE_PATH} bytes"))
+    } else if let Some(c) = path.chars().find(|c| c.is_control()) {
+        Some(format!("it has the control character {c:?}"))
+    } else {
+        path.split('/').find_map(|segment| match segment {
+            "" => Some("it has an empty segment (a leading, trailing or double `/`)".to_owned()),
+            "." | ".." => Some(format!("it has a `{segment}` segment")),
+            s if s.len() > 255 => Some("a segment is longer than 255 bytes".to_owned()),
+            _ => None,
+        })
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(ArchiveError::Name {
+            what: "file",
+            value: path.to_owned(),
+            problem,
+        }),
     }
 }
 
@@ -189,5 +243,36 @@ mod tests {
             Layout::new("").head(bad_job),
             Err(ArchiveError::Name { what: "job", .. })
         ));
+    }
+
+    #[test]
+    fn a_builds_files_stay_under_it() {
+        let layout = Layout::new("ci");
+        assert_eq!(
+            layout.artifact(BUILD, "dist/app v1.tar.gz").unwrap(),
+            "ci/v1/jobs/ci/web/builds/1234/artifacts/dist/app v1.tar.gz"
+        );
+        assert_eq!(
+            layout.tests(BUILD).unwrap(),
+            "ci/v1/jobs/ci/web/builds/1234/tests.json"
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "a/../../x",
+            "./a",
+            "a/",
+            "a\nb",
+            "bell\u{7}",
+        ] {
+            assert!(
+                layout.artifact(BUILD, bad).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(layout
+            .artifact(BUILD, &"a".repeat(MAX_FILE_PATH + 1))
+            .is_err());
     }
 }

@@ -18,17 +18,21 @@
 mod archive;
 mod engine;
 mod error;
+mod files;
 pub mod index;
 pub mod layout;
 pub mod logformat;
 mod logs;
 mod store;
+mod upload;
 mod url;
 
 pub use archive::{Archive, MAX_JSON};
 pub use engine::engine_error;
 pub use error::{ArchiveError, Result};
+pub use files::FileBytes;
 pub use index::{select_for_deletion, Head, IndexEntry, Retention};
 pub use logformat::LogLine;
-pub use logs::{ArchivedLine, LogLines, LogWritten, PART_SIZE, READ_PIECE};
+pub use logs::{ArchivedLine, LogLines, LogWritten, READ_PIECE};
+pub use upload::PART_SIZE;
 pub use url::{ArchiveUrl, Store};

@@ -5,22 +5,16 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use futures_core::Stream;
 use futures_util::StreamExt;
 use kubeci_build::BuildRef;
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::archive::Archive;
 use crate::error::{ArchiveError, Result};
 use crate::logformat::{decode, encode, LogLine, MAX_LINE};
-
-/// The size of each part of a log's multipart upload (S3's smallest) and so the most of a
-/// log held before it is sent: a log below it is written with one request. Each part is
-/// sent before the next fills, from one buffer reused for the whole log, so writing holds
-/// about one part.
-pub const PART_SIZE: usize = 5 * 1024 * 1024;
+use crate::upload::Upload;
 
 /// The size of each range read of a log.
 pub const READ_PIECE: u64 = 256 * 1024;
@@ -46,7 +40,7 @@ impl Archive {
     /// Writes a step's log from `lines` as they come, replacing any earlier copy. The
     /// object appears whole or not at all: when `lines` fails, a line cannot be stored,
     /// or the store fails, nothing is written (the upload is aborted) and the error says
-    /// why. Memory stays within about one [`PART_SIZE`] whatever the log's length.
+    /// why. Memory stays within about one [`crate::PART_SIZE`] whatever the log's length.
     pub async fn put_log<L, E>(
         &self,
         build: BuildRef<'_>,
@@ -58,81 +52,37 @@ impl Archive {
         E: std::error::Error + Send + Sync + 'static,
     {
         let key = self.layout.log(build, step)?;
-        let path = Path::from(key.as_str());
         let mut lines = std::pin::pin!(lines);
-        let write_error = |source| ArchiveError::Write {
-            key: key.clone(),
-            source,
-        };
-        // One buffer for the whole log: each part is sent from it and waited for, then its
-        // room is taken back (`reserve` reclaims it once the part's bytes are dropped), so
-        // the same allocation holds every part whichever thread runs this.
-        let mut part = BytesMut::new();
+        let mut upload = Upload::new(self.store.as_ref(), &key);
         let mut encoded = Vec::new();
-        let mut upload: Option<Box<dyn MultipartUpload>> = None;
-        let mut written = LogWritten { lines: 0, bytes: 0 };
+        let mut count = 0;
         let outcome: Result<()> = async {
             while let Some(line) = lines.next().await {
                 let line = line.map_err(|source| ArchiveError::LogSource {
                     key: key.clone(),
                     source: Box::new(source),
                 })?;
-                written.lines += 1;
+                count += 1;
                 encoded.clear();
                 encode(&line, &mut encoded).map_err(|problem| ArchiveError::BadLine {
                     key: key.clone(),
-                    line: written.lines,
+                    line: count,
                     problem,
                 })?;
-                written.bytes += encoded.len() as u64;
-                part.extend_from_slice(&encoded);
-                if part.len() < PART_SIZE {
-                    continue;
-                }
-                let writer = match &mut upload {
-                    Some(writer) => writer,
-                    None => {
-                        let started = self.store.put_multipart(&path).await;
-                        upload.insert(started.map_err(write_error)?)
-                    }
-                };
-                let sent = part.split_to(PART_SIZE).freeze();
-                writer.put_part(sent.into()).await.map_err(write_error)?;
-                part.reserve(PART_SIZE);
+                upload.push(&encoded).await?;
             }
             Ok(())
         }
         .await;
-        match (outcome, upload) {
-            (Err(error), Some(mut writer)) => {
-                // Best effort: an upload left behind is never visible, and a bucket's
-                // lifecycle rule removes its parts (docs/archive.md).
-                let _ = writer.abort().await;
-                Err(error)
-            }
-            (Err(error), None) => Err(error),
-            (Ok(()), None) => {
-                let whole = part.freeze();
-                self.store
-                    .put(&path, whole.into())
-                    .await
-                    .map_err(write_error)?;
-                Ok(written)
-            }
-            (Ok(()), Some(mut writer)) => {
-                let finished = async {
-                    if !part.is_empty() {
-                        writer.put_part(part.freeze().into()).await?;
-                    }
-                    writer.complete().await
-                };
-                if let Err(source) = finished.await {
-                    let _ = writer.abort().await;
-                    return Err(write_error(source));
-                }
-                Ok(written)
-            }
+        if let Err(error) = outcome {
+            upload.abort().await;
+            return Err(error);
         }
+        let bytes = upload.finish().await?;
+        Ok(LogWritten {
+            lines: count,
+            bytes,
+        })
     }
 
     /// A step's log from byte `from` (0, or a line's `next`), read in pieces of

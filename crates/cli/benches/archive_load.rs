@@ -343,6 +343,8 @@ fn history_record(number: u64) -> ArchivedBuild {
             created_at: Some(at(started - 5)),
             started_at: Some(at(started)),
             finished_at: Some(at(started + 95)),
+            tests: None,
+            artifacts: 0,
         },
         request: BuildRequest::manual(number),
         git_url: Some("git@github.com:example/long.git".into()),

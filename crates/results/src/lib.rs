@@ -5,8 +5,10 @@
 //! only decides.
 
 mod model;
+mod outputs;
 
 pub use model::{
     CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults,
     MAX_DETAILED_CASES, MAX_TEXT_BYTES, RESULTS_VERSION,
 };
+pub use outputs::{ArtifactFile, BuildOutputs, RefusedFile, OUTPUTS_VERSION};

@@ -3,6 +3,7 @@
 mod common;
 mod engine;
 mod fake_s3;
+mod files;
 mod index;
 mod logs;
 mod records;

@@ -14,11 +14,13 @@ mod tests;
 
 pub use read::{build_log, lines_of};
 pub use store::{
-    ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedLines,
-    Archiving, BuildArchive, NewestArchived, StepLines, StepLog, StepReadError,
+    ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedFile,
+    ArchivedLines, Archiving, BuildArchive, FileChunks, NewestArchived, StepLines, StepLog,
+    StepReadError,
 };
 
 use kubeci_build::{BuildRef, BuildRequest};
+use kubeci_results::Counts;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{BuildFacts, BuildView};
@@ -155,6 +157,16 @@ pub struct ArchivedSummary {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
+    /// The counts of its test results, when its job declares `test_reports` (issue 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Counts>,
+    /// How many files it left for download.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub artifacts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ArchivedSummary {
@@ -263,6 +275,8 @@ impl ArchivedBuild {
                 created_at: time(facts.created_at),
                 started_at: time(facts.started_at),
                 finished_at: time(facts.finished_at),
+                tests: None,
+                artifacts: 0,
             },
             request,
             git_url: (facts.git_url.as_deref())

@@ -8,8 +8,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures_core::Stream;
 use kubeci_build::{BuildRef, JobRef};
+use kubeci_results::{BuildOutputs, TestResults};
 
 use super::{ArchivedBuild, ArchivedSummary, TimedLine};
 use crate::api::StatesByJob;
@@ -24,6 +26,13 @@ pub type StepLines = Pin<Box<dyn Stream<Item = Result<TimedLine, StepReadError>>
 
 /// A step's lines read back from the archive, in order; an error ends them.
 pub type ArchivedLines = Pin<Box<dyn Stream<Item = Result<TimedLine, ArchiveError>> + Send>>;
+
+/// A file's bytes as an engine gives them to be archived, in order, read as they are
+/// taken (in bounded memory).
+pub type FileChunks = Pin<Box<dyn Stream<Item = Result<Bytes, StepReadError>> + Send>>;
+
+/// One of a build's files read back from the archive, in order; an error ends it.
+pub type ArchivedFile = Pin<Box<dyn Stream<Item = Result<Bytes, ArchiveError>> + Send>>;
 
 /// One step of a build's log, to be archived.
 pub struct StepLog {
@@ -139,6 +148,34 @@ pub trait BuildArchive: Send + Sync + 'static {
         build: BuildRef<'a>,
         step: &'a str,
     ) -> ArchiveCall<'a, Option<ArchivedLines>>;
+    /// Writes one of a build's files (an artifact) at `path`, relative to its `workdir`,
+    /// from its bytes; more than `limit` bytes is refused and nothing is written. The
+    /// bytes written.
+    fn put_file<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+        bytes: FileChunks,
+        limit: u64,
+    ) -> ArchiveCall<'a, u64>;
+    /// Writes what a build left: its test results, then its outputs (the commit point:
+    /// written once its files are).
+    fn put_outputs<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        tests: Option<&'a TestResults>,
+        outputs: &'a BuildOutputs,
+    ) -> ArchiveCall<'a, ()>;
+    /// What a build left; `None` when it left nothing (or not yet).
+    fn outputs<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<BuildOutputs>>;
+    /// A build's test results; `None` when it has none.
+    fn tests<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<TestResults>>;
+    /// One of a build's files: its size and its bytes; `None` when it left none at `path`.
+    fn file<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+    ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>>;
     /// Deletes at most `batch` of a job's archived builds that `retention` no longer
     /// keeps at `now` (seconds since the epoch), oldest first; the numbers deleted.
     fn apply_retention<'a>(
