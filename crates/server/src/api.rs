@@ -169,16 +169,25 @@ pub(crate) async fn build<B: Backend>(
         return bad_build_path();
     };
     match state.backend.build(&namespace, &name, number).await {
-        Ok(Some(build)) => return Json(build).into_response(),
-        Ok(None) => {}
-        Err(e) => return archive_failed(&e),
+        Ok(Some(build)) => Json(build).into_response(),
+        Ok(None) => build_not_found(&state, &namespace, &name, number).await,
+        Err(e) => archive_failed(&e),
     }
+}
+
+/// The answer for a build that is not there: its job is not either, or only the build.
+pub(crate) async fn build_not_found<B: Backend>(
+    state: &AppState<B>,
+    namespace: &str,
+    name: &str,
+    number: u64,
+) -> Response {
     let newest = PageRequest {
         before: None,
         limit: 1,
     };
-    if (state.backend.builds_page(&namespace, &name, newest).await).is_none() {
-        return job_not_found(&namespace, &name);
+    if (state.backend.builds_page(namespace, name, newest).await).is_none() {
+        return job_not_found(namespace, name);
     }
     error(
         StatusCode::NOT_FOUND,

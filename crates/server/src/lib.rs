@@ -18,6 +18,7 @@ mod api;
 mod auth;
 mod listen;
 mod live;
+mod outputs;
 pub mod pages;
 pub mod session;
 mod trace;
@@ -178,6 +179,18 @@ pub fn app_with<B: Backend>(
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds/{number}/log",
             get(log::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/tests",
+            get(outputs::tests::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/artifacts",
+            get(outputs::artifacts::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/artifacts/{*path}",
+            get(outputs::artifact::<B>),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))

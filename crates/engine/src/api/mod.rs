@@ -235,6 +235,38 @@ pub trait Backend: Send + Sync + 'static {
     fn stop(&self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
+    /// What build `number` of a job left (issue 30): its artifacts and test counts;
+    /// `None` when it left nothing, or the engine keeps no archive.
+    fn outputs(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        _number: u64,
+    ) -> impl Future<Output = Result<Option<kubeci_results::BuildOutputs>, ArchiveError>> + Send
+    {
+        std::future::ready(Ok(None))
+    }
+    /// Build `number`'s test results; `None` when it has none.
+    fn tests(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        _number: u64,
+    ) -> impl Future<Output = Result<Option<kubeci_results::TestResults>, ArchiveError>> + Send
+    {
+        std::future::ready(Ok(None))
+    }
+    /// One file build `number` left at `path` (one its outputs list): its size and bytes.
+    fn artifact(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        _number: u64,
+        _path: &str,
+    ) -> impl Future<Output = Result<Option<(u64, crate::archive::ArchivedFile)>, ArchiveError>> + Send
+    {
+        std::future::ready(Ok(None))
+    }
     /// A build's log, its steps (clone, build) each begun by a line `==> {container}:
     /// (init )container started`.
     fn log(

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kubeci_build::BuildRequest;
+use kubeci_results::{BuildOutputs, TestResults};
 use kubeci_spec::{Job, LoadedJob};
 
 use super::{BuildStore, Service};
@@ -15,6 +16,7 @@ use crate::api::{
     Triggered,
 };
 use crate::approval::Approval;
+use crate::archive::ArchivedFile;
 use crate::metrics::Family;
 
 /// What only an engine itself can say, besides its [`BuildStore`].
@@ -140,6 +142,34 @@ impl<E: Engine> Backend for E {
 
     fn metrics(&self) -> Vec<Family> {
         Service(self).metrics()
+    }
+
+    async fn outputs(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Result<Option<BuildOutputs>, ArchiveError> {
+        Service(self).outputs(namespace, name, number).await
+    }
+
+    async fn tests(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+    ) -> Result<Option<TestResults>, ArchiveError> {
+        Service(self).tests(namespace, name, number).await
+    }
+
+    async fn artifact(
+        &self,
+        namespace: &str,
+        name: &str,
+        number: u64,
+        path: &str,
+    ) -> Result<Option<(u64, ArchivedFile)>, ArchiveError> {
+        Service(self).artifact(namespace, name, number, path).await
     }
 
     async fn log(

@@ -14,6 +14,7 @@
 mod archive;
 mod backend;
 mod naming;
+mod outputs;
 mod read;
 mod workload;
 

@@ -23,7 +23,7 @@ const ARCHIVE_READ: usize = 20;
 const ARCHIVE_READS_AT_ONCE: usize = 16;
 
 impl<S: BuildStore> Service<'_, S> {
-    fn the_archive(&self) -> Option<Arc<dyn BuildArchive>> {
+    pub(super) fn the_archive(&self) -> Option<Arc<dyn BuildArchive>> {
         self.0.common().archiving.archive.clone()
     }
 
