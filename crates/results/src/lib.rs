@@ -6,9 +6,13 @@
 
 mod model;
 mod outputs;
+mod summary;
 
 pub use model::{
     CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults,
     MAX_DETAILED_CASES, MAX_TEXT_BYTES, RESULTS_VERSION,
 };
 pub use outputs::{ArtifactFile, BuildOutputs, RefusedFile, OUTPUTS_VERSION};
+pub use summary::{
+    index_id, summarize, TestStatus, TestsInBuild, MAX_ID_BYTES, MAX_LISTED_BYTES, MAX_LISTED_IDS,
+};
