@@ -18,9 +18,10 @@ pub const MAX_LISTED_IDS: usize = 50;
 /// long ids that share their first bytes stay apart.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// How many bytes of ids the two lists of one [`TestsInBuild`] hold together at most: an
-/// index chunk of 100 builds stays under half a megabyte even when every build fails fifty
-/// tests with long names (the chunk is read and written again with every build).
+/// How many bytes of ids (as JSON writes them, escapes included) the two lists of one
+/// [`TestsInBuild`] hold together at most: an index chunk of 100 builds stays under half a
+/// megabyte even when every build fails fifty tests with long names (the chunk is read and
+/// written again with every build).
 pub const MAX_LISTED_BYTES: usize = 4 * 1024;
 
 /// One build's test results as its job's index keeps them: the counts, and the ids
@@ -91,16 +92,29 @@ impl Lists {
             if kept.iter().any(|listed| *listed == key) {
                 continue;
             }
-            if kept.len() == MAX_LISTED_IDS || self.bytes + key.len() > MAX_LISTED_BYTES {
+            let bytes = json_len(&key);
+            if kept.len() == MAX_LISTED_IDS || self.bytes + bytes > MAX_LISTED_BYTES {
                 self.cut = true;
                 break;
             }
-            self.bytes += key.len();
+            self.bytes += bytes;
             kept.push(key.into_owned());
         }
         kept.sort_unstable();
         kept
     }
+}
+
+/// How many bytes `id` takes in a JSON string, at most (a control character is written as
+/// `\u00XX`, a quote or a backslash escaped).
+fn json_len(id: &str) -> usize {
+    id.chars()
+        .map(|c| match c {
+            '"' | '\\' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
 }
 
 /// What the index keeps of a build's results: its counts, its failed or errored cases and
@@ -321,6 +335,22 @@ mod tests {
         assert!(summary.flaky().len() < 40);
         assert!(summary.cut());
         assert!(serde_json::to_string(&summary).unwrap().len() < MAX_LISTED_BYTES + 400);
+
+        let escaped: Vec<String> = (0..40)
+            .map(|n| format!("{n:02}{}", "\u{1}".repeat(100)))
+            .collect();
+        let cases: Vec<(&str, Outcome)> = escaped
+            .iter()
+            .map(|n| (n.as_str(), Outcome::Failed))
+            .collect();
+        let summary = summarize(&results(&cases));
+        let json = serde_json::to_string(&summary).unwrap();
+        assert!(json.len() < MAX_LISTED_BYTES + 400, "{}", json.len());
+        assert_eq!(
+            summary.failed().len(),
+            6,
+            "six ids of 6 × 100 bytes as JSON"
+        );
     }
 
     #[test]
