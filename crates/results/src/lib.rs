@@ -1,14 +1,25 @@
 //! What a build leaves behind, as data (issue 30, docs/test-reports.md): the test cases its
 //! reports name ([`TestCase`], [`Outcome`]), the results of one build
 //! ([`TestResults`], made by a [`ResultsBuilder`] one case at a time, in bounded memory),
-//! and their counts. Pure: the engines and the server read and write files; this crate
+//! and their counts; what a job's index keeps of them ([`TestsInBuild`], [`summarize`]),
+//! and the flaky tests found in a job's history ([`history`], [`judge`],
+//! [`known_flaky`]). Pure: the engines and the server read and write files; this crate
 //! only decides.
 
+mod flaky;
 mod model;
 mod outputs;
+mod summary;
 
+pub use flaky::{
+    history, judge, known_flaky, BuildStatus, FlakyReason, HistoryPoint, KnownFlaky,
+    EVIDENCE_BUILDS, FLIP_RUNS, MAX_FLIP_PERCENT, MAX_JUDGED_FAILURES, MIN_FLIPS,
+};
 pub use model::{
     CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults,
     MAX_DETAILED_CASES, MAX_TEXT_BYTES, RESULTS_VERSION,
 };
 pub use outputs::{ArtifactFile, BuildOutputs, RefusedFile, OUTPUTS_VERSION};
+pub use summary::{
+    index_id, summarize, TestStatus, TestsInBuild, MAX_ID_BYTES, MAX_LISTED_BYTES, MAX_LISTED_IDS,
+};
