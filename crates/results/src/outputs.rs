@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Counts;
+use crate::summary::TestsInBuild;
 
 /// The version of [`BuildOutputs`]' JSON this kubeci writes and reads.
 pub const OUTPUTS_VERSION: u32 = 1;
@@ -29,9 +29,10 @@ pub struct RefusedFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildOutputs {
     pub version: u32,
-    /// Present when the job declares `test_reports` (zero counts: no report was found).
+    /// What the job's index keeps of its test results (their whole is `tests.json`):
+    /// present when the job declares `test_reports` (zero counts: no report was found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tests: Option<Counts>,
+    pub tests: Option<TestsInBuild>,
     #[serde(default)]
     pub artifacts: Vec<ArtifactFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

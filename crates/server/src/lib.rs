@@ -185,6 +185,14 @@ pub fn app_with<B: Backend>(
             get(outputs::tests::<B>),
         )
         .route(
+            "/api/v1/jobs/{namespace}/{name}/builds/{number}/tests/history",
+            get(outputs::build_test_history::<B>),
+        )
+        .route(
+            "/api/v1/jobs/{namespace}/{name}/tests/history",
+            get(outputs::job_test_history::<B>),
+        )
+        .route(
             "/api/v1/jobs/{namespace}/{name}/builds/{number}/artifacts",
             get(outputs::artifacts::<B>),
         )

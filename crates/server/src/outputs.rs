@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kubeci_engine::api::Backend;
+use kubeci_engine::api::{Backend, PageRequest};
 use kubeci_results::BuildOutputs;
 use serde_json::json;
 
-use crate::api::{archive_failed, bad_build_path, build_not_found};
+use crate::api::{archive_failed, bad_build_path, bad_path, build_not_found, job_not_found};
 use crate::{error, AppState};
 
 /// Whether build `number` of a job is there (live or archived), else the answer saying
@@ -53,6 +53,77 @@ pub(crate) async fn tests<B: Backend>(
                 ),
             ),
         },
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct HistoryQuery {
+    name: String,
+}
+
+fn bad_history_query() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad-query",
+        "say which test: `?name=CLASSNAME::NAME`, as the build's tests name it (`id`)",
+    )
+}
+
+/// Test `name`'s history over the job's archived builds.
+pub(crate) async fn job_test_history<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Path((namespace, name))) = path else {
+        return bad_path();
+    };
+    let Ok(Query(query)) = query else {
+        return bad_history_query();
+    };
+    test_history(&state, &namespace, &name, &query.name, None).await
+}
+
+/// Test `name`'s history up to build `number` (included).
+pub(crate) async fn build_test_history<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Path((namespace, name, number))) = path else {
+        return bad_build_path();
+    };
+    let Ok(Query(query)) = query else {
+        return bad_history_query();
+    };
+    if let Err(answer) = build_is_there(&state, &namespace, &name, number).await {
+        return answer;
+    }
+    let before = number.saturating_add(1);
+    test_history(&state, &namespace, &name, &query.name, Some(before)).await
+}
+
+async fn test_history<B: Backend>(
+    state: &AppState<B>,
+    namespace: &str,
+    name: &str,
+    test: &str,
+    before: Option<u64>,
+) -> Response {
+    let newest = PageRequest {
+        before: None,
+        limit: 1,
+    };
+    if (state.backend.builds_page(namespace, name, newest).await).is_none() {
+        return job_not_found(namespace, name);
+    }
+    match state
+        .backend
+        .test_history(namespace, name, test, before)
+        .await
+    {
+        Ok(history) => Json(history).into_response(),
+        Err(e) => archive_failed(&e),
     }
 }
 

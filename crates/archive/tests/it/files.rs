@@ -145,7 +145,7 @@ fn results() -> kubeci_results::TestResults {
 
 fn outputs(tests: &kubeci_results::TestResults) -> BuildOutputs {
     BuildOutputs {
-        tests: Some(tests.counts),
+        tests: Some(kubeci_results::summarize(tests)),
         artifacts: vec![ArtifactFile {
             path: "dist/app.tar.gz".into(),
             size: 3,
@@ -221,10 +221,15 @@ async fn what_a_build_left_is_in_its_record_and_index_entry_and_goes_with_it() {
         );
 
         let record = archive.put_complete(ended(9), Vec::new()).await.unwrap();
-        assert_eq!(record.build.tests, Some(tests.counts), "{name}");
+        assert_eq!(record.build.tests, outputs.tests, "{name}");
         assert_eq!(record.build.artifacts, 1, "{name}");
         let page = BuildArchive::page(&archive, JOB, None, 10).await.unwrap();
-        assert_eq!(page[0].tests.map(|c| c.failed), Some(1), "{name}: {page:?}");
+        let failed = page[0].tests.as_ref().map(|t| t.failed().to_vec());
+        assert_eq!(
+            failed,
+            Some(vec!["tests.test_app::test_1".to_owned()]),
+            "{name}"
+        );
 
         archive.delete_build(build(9)).await.unwrap();
         assert_eq!(

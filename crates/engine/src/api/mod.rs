@@ -5,12 +5,14 @@
 //! - [`errors`] — why a command failed (`TriggerError`, `CancelError`, …)
 //! - [`log`] — `LogOptions`, timestamped lines, `LogStream`, `log_tail`
 //! - [`states`] — `NewestState`, `LatestStates`
+//! - [`results`] — a build's tests (`BuildTests`), a test's history (`TestHistory`)
 //! - this file — the [`Backend`] trait, a trigger's request and answer, the engine's kind
 //!
 //! Every item stays readable as `kubeci_engine::api::X`.
 
 pub mod errors;
 pub mod log;
+pub mod results;
 pub mod states;
 pub mod view;
 
@@ -21,6 +23,7 @@ use kubeci_build::BuildRequest;
 pub use crate::archive::ArchiveError;
 pub use errors::{ApproveError, BackendError, CancelError, LogError, TriggerError};
 pub use log::{log_tail, split_stamp, stamp_line, LogOptions, LogStream};
+pub use results::{BuildTests, TestHistory, TestInBuild, HISTORY_BUILDS};
 pub use states::{LatestStates, NewestState, StatesByJob};
 pub use view::{human_duration, log_url, timestamp, triggers, BuildFacts, BuildView, JobView};
 
@@ -246,15 +249,31 @@ pub trait Backend: Send + Sync + 'static {
     {
         std::future::ready(Ok(None))
     }
-    /// Build `number`'s test results; `None` when it has none.
+    /// Build `number`'s test results, and its failures known flaky; `None` when it has
+    /// none.
     fn tests(
         &self,
         _namespace: &str,
         _name: &str,
         _number: u64,
-    ) -> impl Future<Output = Result<Option<kubeci_results::TestResults>, ArchiveError>> + Send
-    {
+    ) -> impl Future<Output = Result<Option<BuildTests>, ArchiveError>> + Send {
         std::future::ready(Ok(None))
+    }
+    /// Test `id`'s history over a job's archived builds numbered below `before` (all when
+    /// `None`), newest first.
+    fn test_history(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        id: &str,
+        _before: Option<u64>,
+    ) -> impl Future<Output = Result<TestHistory, ArchiveError>> + Send {
+        std::future::ready(Ok(TestHistory {
+            id: id.to_owned(),
+            builds: Vec::new(),
+            flaky: None,
+            flaky_because: None,
+        }))
     }
     /// One file build `number` left at `path` (one its outputs list): its size and bytes.
     fn artifact(

@@ -20,7 +20,7 @@ pub use store::{
 };
 
 use kubeci_build::{BuildRef, BuildRequest};
-use kubeci_results::Counts;
+use kubeci_results::TestsInBuild;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{BuildFacts, BuildView};
@@ -157,9 +157,11 @@ pub struct ArchivedSummary {
     pub started_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
-    /// The counts of its test results, when its job declares `test_reports` (issue 30).
+    /// What the index keeps of its test results (their counts, the tests that failed
+    /// and were flaky), when its job declares `test_reports` (issue 30): a test's
+    /// history is read from the index alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tests: Option<Counts>,
+    pub tests: Option<TestsInBuild>,
     /// How many files it left for download.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub artifacts: u64,

@@ -6,14 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kubeci_build::BuildRequest;
-use kubeci_results::{BuildOutputs, TestResults};
+use kubeci_results::BuildOutputs;
 use kubeci_spec::{Job, LoadedJob};
 
 use super::{BuildStore, Service};
 use crate::api::{
-    ApproveError, ArchiveError, Backend, BuildView, BuildsPage, CancelError, EngineKind, JobView,
-    LatestStates, LogError, LogOptions, LogStream, PageRequest, TriggerError, TriggerRequest,
-    Triggered,
+    ApproveError, ArchiveError, Backend, BuildTests, BuildView, BuildsPage, CancelError,
+    EngineKind, JobView, LatestStates, LogError, LogOptions, LogStream, PageRequest, TestHistory,
+    TriggerError, TriggerRequest, Triggered,
 };
 use crate::approval::Approval;
 use crate::archive::ArchivedFile;
@@ -158,8 +158,20 @@ impl<E: Engine> Backend for E {
         namespace: &str,
         name: &str,
         number: u64,
-    ) -> Result<Option<TestResults>, ArchiveError> {
+    ) -> Result<Option<BuildTests>, ArchiveError> {
         Service(self).tests(namespace, name, number).await
+    }
+
+    async fn test_history(
+        &self,
+        namespace: &str,
+        name: &str,
+        id: &str,
+        before: Option<u64>,
+    ) -> Result<TestHistory, ArchiveError> {
+        Service(self)
+            .test_history(namespace, name, id, before)
+            .await
     }
 
     async fn artifact(
