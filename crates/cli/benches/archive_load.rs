@@ -42,7 +42,7 @@ mod s3_counter;
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, rss_mb, PeakRss};
+use support::{latency, rss_mb, PeakRss};
 
 pub fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -343,7 +343,7 @@ fn history_record(number: u64) -> ArchivedBuild {
             created_at: Some(at(started - 5)),
             started_at: Some(at(started)),
             finished_at: Some(at(started + 95)),
-            tests: None,
+            tests: Some(tests_of(number)),
             artifacts: 0,
         },
         request: BuildRequest::manual(number),
@@ -352,6 +352,34 @@ fn history_record(number: u64) -> ArchivedBuild {
         archived_at: at(started + 100),
         log: Vec::new(),
     }
+}
+
+/// The test that fails in every third build of the history: flaky by its flips.
+const FLIPPING_TEST: &str = "bench.Suite::test_flips";
+
+/// Build `number`'s tests in its index entry: 400 cases, [`FLIPPING_TEST`] failing in
+/// every third build and another in every tenth.
+fn tests_of(number: u64) -> kubeci_results::TestsInBuild {
+    let mut results = kubeci_results::ResultsBuilder::new();
+    for case in 0..400 {
+        let name = match case {
+            0 => "test_flips".to_owned(),
+            1 => "test_breaks".to_owned(),
+            n => format!("test_{n}"),
+        };
+        let failed = (case == 0 && number % 3 == 0) || (case == 1 && number % 10 == 0);
+        results.case(kubeci_results::TestCase {
+            classname: "bench.Suite".into(),
+            name,
+            outcome: if failed {
+                kubeci_results::Outcome::Failed
+            } else {
+                kubeci_results::Outcome::Passed
+            },
+            ..Default::default()
+        });
+    }
+    kubeci_results::summarize(&results.finish())
 }
 
 /// Line `seq` of build `number`'s log in the history.
@@ -441,36 +469,6 @@ fn check_history(port: u16, builds: u64) {
     assert_identical("an archived build's log", &log, &expected);
 }
 
-/// `samples` GETs of `path` from `clients` clients at once: p50, p99, the body's size.
-fn latency(port: u16, path: &str, samples: usize, clients: usize) -> (Duration, Duration, usize) {
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let path = path.to_owned();
-            std::thread::spawn(move || {
-                (0..samples / clients)
-                    .map(|_| {
-                        let sent = Instant::now();
-                        let (status, size) = support::get(port, &path);
-                        assert_eq!(status, 200, "GET {path}");
-                        (sent.elapsed(), size)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let taken: Vec<(Duration, usize)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
-    let size = taken.last().map_or(0, |t| t.1);
-    let mut times: Vec<Duration> = taken.into_iter().map(|t| t.0).collect();
-    (
-        percentile(&mut times, 0.5),
-        percentile(&mut times, 0.99),
-        size,
-    )
-}
-
 fn history() {
     let builds = setting("HISTORY_BUILDS", 10_000) as u64;
     let samples = setting("HISTORY_SAMPLES", 200);
@@ -526,7 +524,18 @@ fn history() {
                 "`GET …/builds/{n}` (archived)",
                 format!("/api/v1/jobs/bench/long/builds/{some}"),
             ),
+            (
+                "a test's history (its newest 1,000 builds)",
+                format!("/api/v1/jobs/bench/long/tests/history?name={FLIPPING_TEST}"),
+            ),
         ];
+        let history = support::get_json(
+            port,
+            &format!("/api/v1/jobs/bench/long/tests/history?name={FLIPPING_TEST}"),
+        );
+        let statuses = history["builds"].as_array().map_or(0, Vec::len);
+        assert_eq!(statuses as u64, builds.min(1_000), "{history}");
+        assert_eq!(history["flaky"]["rule"], "flips", "{history}");
         println!("a job with {builds} archived builds on {store} (seeded in {seeded_in:.1?}); {samples} requests per row:");
         for (label, path) in &paths {
             let (p50_1, p99_1, size) = latency(port, path, samples, 1);

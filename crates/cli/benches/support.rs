@@ -522,3 +522,38 @@ pub fn scale_configmap(i: usize) -> Value {
         "data": {"job.yaml": format!("- job:\n    name: job-{i}\n    git:\n      url: git@github.com:example/repo-{i}.git\n      branch: main\n    run_command: make test\n    timeout: 30m\n")},
     })
 }
+
+/// `samples` GETs of `path` from `clients` clients at once: p50, p99, the body's size.
+pub fn latency(
+    port: u16,
+    path: &str,
+    samples: usize,
+    clients: usize,
+) -> (Duration, Duration, usize) {
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                (0..samples / clients)
+                    .map(|_| {
+                        let sent = Instant::now();
+                        let (status, size) = get(port, &path);
+                        assert_eq!(status, 200, "GET {path}");
+                        (sent.elapsed(), size)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let taken: Vec<(Duration, usize)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let size = taken.last().map_or(0, |t| t.1);
+    let mut times: Vec<Duration> = taken.into_iter().map(|t| t.0).collect();
+    (
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.99),
+        size,
+    )
+}
