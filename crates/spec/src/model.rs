@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::glob::{Pattern, PatternError};
+use crate::glob::{Pattern, PatternError, MAX_PATTERNS, MAX_PATTERN_CHARS};
 
 /// The document in a ConfigMap's `job.yaml` key: a list whose first item holds the job.
 /// Further items are ignored with a warning, as kube-jenkins did.
@@ -105,8 +105,8 @@ pub struct Job {
     /// `*` or `[` in YAML.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = 32),
-        inner(length(min = 1, max = 256)),
+        length(max = MAX_PATTERNS),
+        inner(length(min = 1, max = MAX_PATTERN_CHARS)),
         example = test_reports_example()
     )]
     pub test_reports: Vec<String>,
@@ -116,8 +116,8 @@ pub struct Job {
     /// are kept as long as the build is. At most 32 patterns of 256 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = 32),
-        inner(length(min = 1, max = 256)),
+        length(max = MAX_PATTERNS),
+        inner(length(min = 1, max = MAX_PATTERN_CHARS)),
         example = artifacts_example()
     )]
     pub artifacts: Vec<String>,
