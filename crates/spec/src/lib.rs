@@ -9,6 +9,7 @@ pub mod cron;
 pub mod diagnostic;
 pub mod duration;
 pub mod giturl;
+pub mod glob;
 pub mod load;
 pub mod model;
 pub mod names;

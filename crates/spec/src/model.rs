@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::glob::{Pattern, PatternError, MAX_PATTERNS, MAX_PATTERN_CHARS};
+
 /// The document in a ConfigMap's `job.yaml` key: a list whose first item holds the job.
 /// Further items are ignored with a warning, as kube-jenkins did.
 pub type JobList = Vec<JobItem>;
@@ -95,6 +97,30 @@ pub struct Job {
     /// ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<Archive>,
+    /// JUnit XML reports the build writes, as glob patterns relative to `workdir`: `*`
+    /// within a name, `**` any directories, `?`, `[a-z]`, `[!a]`; a pattern ending in `/` is
+    /// every file under that directory; hidden names only where the pattern writes their
+    /// `.`. Once `run_command` ends, the matching files leave for the build's archive, as
+    /// its test results. At most 32 patterns of 256 characters; quote those starting with
+    /// `*` or `[` in YAML.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_PATTERNS),
+        inner(length(min = 1, max = MAX_PATTERN_CHARS)),
+        example = test_reports_example()
+    )]
+    pub test_reports: Vec<String>,
+    /// Files the build leaves to download, as glob patterns relative to `workdir` (the
+    /// syntax of `test_reports`): `dist/*.tar.gz`, or `coverage/` for every file under
+    /// it. Once `run_command` ends, the matching files leave for the build's archive and
+    /// are kept as long as the build is. At most 32 patterns of 256 characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_PATTERNS),
+        inner(length(min = 1, max = MAX_PATTERN_CHARS)),
+        example = artifacts_example()
+    )]
+    pub artifacts: Vec<String>,
 }
 
 /// The repository to build.
@@ -234,6 +260,14 @@ pub struct ArchiveRetention {
     /// Keep only the newest this many archived builds of the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_count: Option<u64>,
+}
+
+fn test_reports_example() -> [&'static str; 2] {
+    ["**/junit*.xml", "target/nextest/**/*.xml"]
+}
+
+fn artifacts_example() -> [&'static str; 2] {
+    ["dist/*.tar.gz", "coverage/"]
 }
 
 /// Separates the message of a custom deserialization error from its fix.
@@ -382,6 +416,20 @@ impl Job {
 
     pub fn pull_requests_enabled(&self) -> bool {
         self.ghprb.as_ref().is_some_and(|g| g.enabled.0)
+    }
+
+    /// `test_reports`, parsed. Only a job with errors (which never builds) has an error
+    /// here: validation refuses every pattern that does not parse.
+    pub fn test_report_patterns(&self) -> Result<Vec<Pattern>, PatternError> {
+        self.test_reports
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect()
+    }
+
+    /// `artifacts`, parsed; as [`Job::test_report_patterns`].
+    pub fn artifact_patterns(&self) -> Result<Vec<Pattern>, PatternError> {
+        self.artifacts.iter().map(|p| Pattern::parse(p)).collect()
     }
 }
 

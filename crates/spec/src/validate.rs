@@ -5,9 +5,11 @@ use crate::giturl::{GitUrl, Transport};
 use crate::model::{Git, Job};
 use crate::names;
 
+mod files;
 mod pod;
 mod triggers;
 
+use files::check_files;
 use pod::check_pod;
 use triggers::check_triggers;
 pub use triggers::{phrase_regex, PHRASE_SIZE_LIMIT};
@@ -83,6 +85,7 @@ pub fn validate(job: &Job, cx: &Context<'_>) -> Vec<Finding> {
     check_script(job, &root, &mut out);
     check_pod(job, &root, &mut out);
     check_triggers(job, &root, &mut out);
+    check_files(job, &root, &mut out);
     out
 }
 

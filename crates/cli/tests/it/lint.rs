@@ -93,6 +93,20 @@ fn two_configmaps_declaring_one_job_is_an_error_at_the_second() {
     );
 }
 
+/// `test_reports` and `artifacts`, as the issue writes them, lint clean; the schema test
+/// has a standard validator accept the same file.
+#[test]
+fn a_job_declaring_its_test_reports_and_artifacts_lints_clean() {
+    let run = kubeci(&["lint", "tests/fixtures/test-reports-and-artifacts.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .ends_with("checked 1 file: 1 job (1 valid), 0 errors, 0 warnings\n"),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn warnings_fail_only_with_strict() {
     let run = kubeci(&["lint", "examples/hello.configmap.yaml"]);

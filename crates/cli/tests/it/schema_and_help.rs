@@ -46,6 +46,7 @@ for path in sys.argv[2:]:
         "tests/fixtures/kube-jenkins/start-helm-test-fingerprint.configmap.yaml",
         "examples/hello.configmap.yaml",
         "tests/fixtures/helm-template-output.yaml",
+        "tests/fixtures/test-reports-and-artifacts.yaml",
         "tests/broken/01-misspelt-key.yaml",
         "tests/broken/04-name-is-a-number.yaml",
         "tests/broken/08-missing-run-command.yaml",

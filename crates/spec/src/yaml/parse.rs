@@ -234,6 +234,9 @@ fn parse_error(error: &libyaml_safer::Error, text: &str, map: &PosMap) -> YamlEr
                 p if p.contains("found unexpected end of stream") => {
                     "a quote or bracket is not closed".to_owned()
                 }
+                _ if context.contains("while scanning an alias") => {
+                    "a value starting with `*` is read as a YAML alias: quote it, e.g. `- \"**/junit*.xml\"`".to_owned()
+                }
                 _ => "check the indentation, quotes and brackets at this place".to_owned(),
             },
         )
