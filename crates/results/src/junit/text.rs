@@ -127,6 +127,15 @@ impl Utf8Check {
     fn incomplete(&self) -> bool {
         self.pending_len > 0
     }
+
+    /// Where the character left incomplete begins, the reader being at `at`: only its
+    /// lead byte counted as a column.
+    fn incomplete_at(&self, at: Position) -> Position {
+        Position {
+            column: at.column.saturating_sub(1).max(1),
+            ..at
+        }
+    }
 }
 
 /// The length of the UTF-8 sequence `lead` begins, 0 if it begins none.
@@ -155,7 +164,7 @@ pub(crate) fn read_text<R: Read>(
         let chunk = source.chunk().map_err(|e| read_error(at, e))?;
         if chunk.is_empty() {
             if check.incomplete() {
-                return Err(invalid_utf8(at, declared));
+                return Err(invalid_utf8(check.incomplete_at(at), declared));
             }
             return Ok(TextEnd::Eof);
         }
@@ -188,7 +197,10 @@ pub(crate) fn read_text<R: Read>(
             continue;
         };
         if check.incomplete() {
-            return Err(invalid_utf8(source.position(), declared));
+            return Err(invalid_utf8(
+                check.incomplete_at(source.position()),
+                declared,
+            ));
         }
         if stopped_at == b'<' {
             return Ok(TextEnd::Markup);
@@ -284,7 +296,7 @@ pub(crate) fn read_cdata<R: Read>(
             let at = source.position();
             if source.peek(3).map_err(|e| read_error(at, e))? == b"]]>" {
                 if check.incomplete() {
-                    return Err(invalid_utf8(at, declared));
+                    return Err(invalid_utf8(check.incomplete_at(at), declared));
                 }
                 source.advance(3);
                 return Ok(());
