@@ -1,20 +1,25 @@
 //! What a build leaves behind, as data (issue 30, docs/test-reports.md): the test cases its
-//! reports name ([`TestCase`], [`Outcome`]), the results of one build
-//! ([`TestResults`], made by a [`ResultsBuilder`] one case at a time, in bounded memory),
-//! and their counts; what a job's index keeps of them ([`TestsInBuild`], [`summarize`]),
-//! and the flaky tests found in a job's history ([`history`], [`judge`],
-//! [`known_flaky`]). Pure: the engines and the server read and write files; this crate
-//! only decides.
+//! reports name ([`TestCase`], [`Outcome`]), read from JUnit XML as the tools write it
+//! ([`read_junit`]), the results of one build ([`TestResults`], made by a
+//! [`ResultsBuilder`] one case at a time, in bounded memory), and their counts; what a
+//! job's index keeps of them ([`TestsInBuild`], [`summarize`]), and the flaky tests found
+//! in a job's history ([`history`], [`judge`], [`known_flaky`]). Pure: the engines and the
+//! server read and write files; this crate reads any `BufRead` and decides.
 
+mod error;
 mod flaky;
+mod junit;
+pub mod location;
 mod model;
 mod outputs;
 mod summary;
 
+pub use error::{JunitError, Position};
 pub use flaky::{
     history, judge, known_flaky, BuildStatus, FlakyReason, HistoryPoint, KnownFlaky,
     EVIDENCE_BUILDS, FLIP_RUNS, MAX_FLIP_PERCENT, MAX_JUDGED_FAILURES, MIN_FLIPS,
 };
+pub use junit::{read_junit, JunitLimits};
 pub use model::{
     CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults,
     MAX_DETAILED_CASES, MAX_TEXT_BYTES, RESULTS_VERSION,
