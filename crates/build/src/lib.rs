@@ -5,6 +5,7 @@
 //! as ([`record`]). Pure: the renderer writes a record, the engines and the webhooks read
 //! it, and none of them owns its shape alone.
 
+pub mod outputs;
 pub mod record;
 
 /// One job, as the commands name it.
@@ -81,6 +82,9 @@ pub mod keys {
     /// How far the build is archived (`--archive`): `first` once its first record is in
     /// the archive, `complete` once all of it is (`kubeci_engine::archive::Archived`).
     pub const ARCHIVED: &str = "kubeci.io/archived";
+    /// The files the build collects once its `run_command` ended, as its job declared
+    /// them when the build was made (`outputs::DeclaredOutputs`, JSON).
+    pub const OUTPUTS: &str = "kubeci.io/outputs";
 }
 
 /// What the clone step reports in its termination message: the commit it checked out

@@ -14,6 +14,7 @@
 
 mod archiving;
 mod backend;
+mod outputs;
 mod running;
 pub mod store;
 mod workload;

@@ -99,7 +99,7 @@ impl LocalBackend {
         };
         let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
         let key = (row.namespace.clone(), row.job.clone(), row.number);
-        let writer = tokio::spawn(Arc::clone(self).write_build_records(key, queued, live));
+        let writer = tokio::spawn(Arc::clone(self).write_build_records(key.clone(), queued, live));
         let sink = Arc::new(BuildSink {
             writes: std::sync::Mutex::new(Some((0, writes))),
             kept: std::sync::Mutex::new(Kept::default()),
@@ -113,6 +113,8 @@ impl LocalBackend {
                 std::panic::resume_unwind(panic);
             }
         }
+        // What it leaves behind, before its end is recorded: its end's reports read it.
+        self.collect_outputs(&key, &job, &build_dir).await;
         crate::remove_dir_all(build_dir).await;
         result.map(|r| r.outcome).map_err(|e| e.to_string())
     }

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubeci_build::outputs::DeclaredOutputs;
 use kubeci_build::{build_name, keys, BuildRequest};
 use kubeci_spec::duration::parse_duration;
 use kubeci_spec::validate::normalize_workdir;
@@ -190,7 +191,7 @@ pub fn render(
             name: Some(build_name(&job.name, request.number)),
             namespace: Some(origin.namespace.clone()),
             labels: Some(labels.clone()),
-            annotations: Some(annotations(job, origin, request, branch)),
+            annotations: Some(annotations(job, origin, request, branch, &workdir)),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -256,8 +257,14 @@ fn annotations(
     origin: &JobOrigin,
     request: &BuildRequest,
     branch: Option<String>,
+    workdir: &str,
 ) -> BTreeMap<String, String> {
     let pr = request.pull_request.as_ref();
+    let outputs = DeclaredOutputs {
+        workdir: workdir.to_owned(),
+        test_reports: job.test_reports.clone(),
+        artifacts: job.artifacts.clone(),
+    };
     [
         (keys::TRIGGER, Some(request.trigger.as_str().to_owned())),
         (keys::REQUESTED_BY, request.requested_by.clone()),
@@ -269,6 +276,10 @@ fn annotations(
         (keys::PR_AUTHOR, pr.and_then(|p| p.author.clone())),
         (keys::SPEC_HASH, Some(origin.spec_hash.clone())),
         (keys::CHART_VERSION, origin.chart_version.clone()),
+        (
+            keys::OUTPUTS,
+            outputs.any().then(|| outputs.to_annotation()),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((key.to_owned(), value?)))

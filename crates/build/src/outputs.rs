@@ -1,0 +1,59 @@
+//! What a build's job declares it leaves behind (`test_reports`, `artifacts`, and the
+//! `workdir` their patterns are relative to), as recorded on the build's Job
+//! ([`crate::keys::OUTPUTS`]): what the build collects, read from the build itself, so a
+//! job changed while its build runs does not change what that build leaves.
+
+use serde::{Deserialize, Serialize};
+
+/// The files a build collects once its `run_command` ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredOutputs {
+    /// The job's `workdir`, normalized (`""`: the checkout's root).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workdir: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_reports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+}
+
+impl DeclaredOutputs {
+    /// Whether the job declares any file to collect.
+    pub fn any(&self) -> bool {
+        !self.test_reports.is_empty() || !self.artifacts.is_empty()
+    }
+
+    /// As the annotation holds it (JSON).
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("strings serialize")
+    }
+
+    /// What [`DeclaredOutputs::to_annotation`] wrote; `None` when the build declares
+    /// nothing or the text is not that (a build written by an older kubeci).
+    pub fn from_annotation(text: Option<&str>) -> Option<DeclaredOutputs> {
+        let declared: DeclaredOutputs = serde_json::from_str(text?).ok()?;
+        declared.any().then_some(declared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_outputs_read_back_from_their_annotation() {
+        let declared = DeclaredOutputs {
+            workdir: "app".into(),
+            test_reports: vec!["**/junit*.xml".into()],
+            artifacts: vec!["dist/".into()],
+        };
+        let text = declared.to_annotation();
+        assert_eq!(
+            DeclaredOutputs::from_annotation(Some(&text)),
+            Some(declared)
+        );
+        assert_eq!(DeclaredOutputs::from_annotation(Some("{}")), None);
+        assert_eq!(DeclaredOutputs::from_annotation(Some("not json")), None);
+        assert_eq!(DeclaredOutputs::from_annotation(None), None);
+    }
+}
