@@ -241,6 +241,8 @@ mod tests {
             url: "https://ci.example.com/jobs/team/demo/builds/3".into(),
             context: None,
             created_at: Some(1_000_000),
+            workdir: Some(String::new()),
+            checkout_dir: Some("/workspace/src".into()),
         }
     }
 
@@ -260,6 +262,8 @@ mod tests {
             before,
             may_have_been_sent: false,
             log_tail,
+            tests: None,
+            known_flaky: &[],
         }
     }
 

@@ -24,6 +24,7 @@ use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
+use kubeci_results::TestResults;
 use kubeci_spec::{Catalogue, Job, LoadedJob};
 
 use crate::api::{
@@ -103,6 +104,9 @@ pub trait BuildStore: Workload {
     fn reported_of(&self, build: &Self::Build) -> ReportRecord;
     /// The request `build` was started with: what a rebuild repeats.
     fn request_of(&self, build: &Self::Build) -> BuildRequest;
+    /// Where `build`'s checkout lies as its steps see it (absolute): test tools may name
+    /// files under it (`ReportTarget::checkout_dir`).
+    fn checkout_dir(&self, build: &Self::Build) -> Option<String>;
 
     /// The builds of a job, newest first.
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<Self::Build>, BackendError>;
@@ -508,5 +512,12 @@ impl<S: BuildStore> Service<'_, S> {
             .await
             .ok()?;
         crate::api::log_tail(stream, max_bytes).await
+    }
+
+    /// A build's test results, for its final report: none yet (they are read from the
+    /// archive once builds leave them there).
+    pub async fn test_results(&self, target: &ReportTarget) -> Option<TestResults> {
+        let _ = target;
+        None
     }
 }
