@@ -14,6 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kubeci_results::TestResults;
+
 use crate::build::BuildState;
 pub use record::{fully_reported, valid_reporter_name, ReportRecord};
 
@@ -36,6 +38,14 @@ pub struct ReportTarget {
     pub context: Option<String>,
     /// When the build was created (seconds since the epoch).
     pub created_at: Option<i64>,
+    /// The directory inside the checkout its job runs in (its `workdir` as declared now,
+    /// normalized; `""`: the checkout itself), where its test tools name files from; `None`
+    /// when the job is not valid now.
+    pub workdir: Option<String>,
+    /// Where its checkout lay as its test tools saw it (`/workspace/src` in a build pod,
+    /// the build's own directory on the local engine): a file named under it is in the
+    /// repository.
+    pub checkout_dir: Option<String>,
 }
 
 /// Why a report failed.
@@ -51,7 +61,7 @@ pub struct ReportError {
 }
 
 /// One report: a state of a build, and what is known of the build's earlier reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report<'a> {
     pub target: &'a ReportTarget,
     pub state: CommitState,
@@ -69,6 +79,12 @@ pub struct Report<'a> {
     pub may_have_been_sent: bool,
     /// The end of the build's log (final states, to reporters that ask for it).
     pub log_tail: Option<&'a str>,
+    /// The build's test results (final states, to reporters that ask for them), when it
+    /// left any.
+    pub tests: Option<&'a TestResults>,
+    /// The ids ([`kubeci_results::TestCase::id`]) of the tests judged flaky from their
+    /// history: a failed case named here is "known flaky".
+    pub known_flaky: &'a [String],
 }
 
 /// What a delivered report left at the receiver, to be recorded with the build.
@@ -102,6 +118,10 @@ pub trait Reporter: Send + Sync + 'static {
     }
     /// Whether final reports carry the end of the build's log.
     fn wants_log_tail(&self) -> bool {
+        false
+    }
+    /// Whether final reports carry the build's test results.
+    fn wants_tests(&self) -> bool {
         false
     }
     /// Whether a running build is reported as `running` (a check run in progress);

@@ -8,6 +8,7 @@ use kubeci_engine::report::{CommitState, Report};
 use kubeci_engine::BuildState;
 use serde_json::{json, Value};
 
+use crate::check_tests;
 use crate::client::CheckRun;
 
 /// GitHub refuses a check run output's summary over 65,535 characters.
@@ -37,8 +38,18 @@ pub fn conclusion(build: &BuildState) -> &'static str {
     }
 }
 
-/// The output's title: what happened, in a few words.
+/// The output's title: what happened, in a few words, and at the end the counts of the
+/// build's tests (`Failed in 40s: 412 passed, 3 failed, 5 skipped`).
 pub fn title(report: &Report<'_>) -> String {
+    let outcome = outcome(report);
+    match check_tests::title_counts(report).filter(|_| report.state.is_final()) {
+        Some(counts) => format!("{outcome}: {counts}"),
+        None => outcome,
+    }
+}
+
+/// What happened to the build, in a few words.
+fn outcome(report: &Report<'_>) -> String {
     let took = took(report).map(|d| format!(" in {d}")).unwrap_or_default();
     match (report.state, report.build) {
         (CommitState::Pending, BuildState::Pending { .. }) => "Starting".into(),
@@ -100,20 +111,60 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 /// A fence longer than any run of backticks in `text`, so the log cannot end it.
-fn fence(text: &str) -> String {
+pub(crate) fn fence(text: &str) -> String {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     "`".repeat(longest.max(2) + 1)
 }
 
-/// The output's summary (Markdown).
+/// The longest reason a build failed the summary shows.
+const WHY_CHARS: usize = 2_000;
+
+/// The output's summary (Markdown): which build, its tests (when it left results), the
+/// facts of the build, and the end of its log — which gives way first to stay within
+/// GitHub's [`SUMMARY_LIMIT`].
 pub fn summary(report: &Report<'_>) -> String {
     let target = report.target;
-    let mut rows = vec![format!(
-        "**Build {} of `{}/{}`** · [details]({})",
+    let header = format!(
+        "**Build {} of `{}/{}`** · [details]({})\n\n",
         target.number, target.namespace, target.job, target.url
-    )];
-    rows.push(String::new());
-    rows.push("| | |\n| --- | --- |".into());
+    );
+    let facts = facts(report);
+    let link = format!("\n\n[The whole log]({}#log)\n", target.url);
+    let fixed = [&header, &facts, &link]
+        .map(|t| t.chars().count())
+        .iter()
+        .sum::<usize>();
+    let tests = check_tests::section(report, SUMMARY_LIMIT.saturating_sub(fixed + 1));
+    let mut summary = header;
+    if !tests.is_empty() {
+        summary.push_str(tests.trim_end());
+        summary.push_str("\n\n");
+    }
+    summary.push_str(&facts);
+    if let Some(log) = report.log_tail {
+        let log = strip_ansi(log);
+        let fence = fence(&log);
+        let frame = format!("\n\n### The end of the log\n\n{fence}text\n\n{fence}");
+        let room = SUMMARY_LIMIT
+            .saturating_sub(summary.chars().count() + frame.chars().count() + link.chars().count());
+        let skip = log.chars().count().saturating_sub(room);
+        let tail: String = log.chars().skip(skip).collect();
+        if room > 0 {
+            summary.push_str(&format!(
+                "\n\n### The end of the log\n\n{fence}text\n{}\n{fence}",
+                tail.trim_end_matches('\n')
+            ));
+        }
+    }
+    summary.push_str(&link);
+    summary
+}
+
+/// The facts of the build as a table: its trigger, commit, how long it took, why it
+/// failed or who cancelled it.
+fn facts(report: &Report<'_>) -> String {
+    let target = report.target;
+    let mut rows = vec!["| | |\n| --- | --- |".to_owned()];
     let trigger = match (target.trigger.as_deref(), target.pull_request) {
         (Some("pull-request" | "comment"), Some(number)) => format!("pull request #{number}"),
         (Some(trigger), _) => trigger.to_owned(),
@@ -128,30 +179,15 @@ pub fn summary(report: &Report<'_>) -> String {
     }
     match report.build {
         BuildState::Failed { reason, message } | BuildState::Error { reason, message } => {
-            rows.push(format!("| Why | {reason}: {} |", table_cell(message)));
+            let message: String = message.chars().take(WHY_CHARS).collect();
+            rows.push(format!("| Why | {reason}: {} |", table_cell(&message)));
         }
         BuildState::Aborted { by: Some(by) } => {
             rows.push(format!("| Cancelled by | {} |", table_cell(by)));
         }
         _ => {}
     }
-    let mut summary = rows.join("\n");
-    let link = format!("\n\n[The whole log]({}#log)\n", target.url);
-    if let Some(log) = report.log_tail {
-        let log = strip_ansi(log);
-        let fence = fence(&log);
-        let frame = format!("\n\n### The end of the log\n\n{fence}text\n\n{fence}");
-        let room = SUMMARY_LIMIT
-            .saturating_sub(summary.chars().count() + frame.chars().count() + link.chars().count());
-        let skip = log.chars().count().saturating_sub(room);
-        let tail: String = log.chars().skip(skip).collect();
-        summary.push_str(&format!(
-            "\n\n### The end of the log\n\n{fence}text\n{}\n{fence}",
-            tail.trim_end_matches('\n')
-        ));
-    }
-    summary.push_str(&link);
-    summary
+    rows.join("\n")
 }
 
 /// A value inside a Markdown table cell: one line, no cell separators.
@@ -241,6 +277,8 @@ mod tests {
             url: "https://ci.example.com/jobs/team/demo/builds/3".into(),
             context: None,
             created_at: Some(1_000_000),
+            workdir: Some(String::new()),
+            checkout_dir: Some("/workspace/src".into()),
         }
     }
 
@@ -260,6 +298,8 @@ mod tests {
             before,
             may_have_been_sent: false,
             log_tail,
+            tests: None,
+            known_flaky: &[],
         }
     }
 

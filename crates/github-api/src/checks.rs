@@ -6,6 +6,13 @@
 //! have reached GitHub without being recorded (kubeci stopped in between, or the answer
 //! was lost), the check run is looked for by its `external_id` before one is created.
 //!
+//! A final report with the build's test results also annotates each failed test on its
+//! file ([`check_tests`]): fifty annotations with the request that ends the check run, fifty
+//! more with each further update. GitHub appends annotations and replaces none, so a report
+//! that may have reached GitHub before (its earlier attempt failed, or a leader before this
+//! one sent it) first reads the check run's annotations and sends only those it lacks: a
+//! retried report never doubles them.
+//!
 //! A recorded id is trusted only once kubeci has seen that it is this build's check run
 //! (its `external_id` and name, [`check_run::belongs_to`]): the record is an annotation
 //! of the build's Job, which a tenant allowed to patch Jobs in its namespace can rewrite
@@ -15,8 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use kubeci_engine::report::{Receipt, Report, ReportTarget, Reporter, Reporting};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::check_tests::{self, MAX_ANNOTATIONS};
 use crate::client::{CheckRun, GitHubClient};
 use crate::{check_run, repository_on};
 
@@ -121,6 +129,28 @@ impl ChecksReporter {
             .find(|run| owner.owns(run))
             .map(|run| run.id))
     }
+
+    /// The annotations of the failed tests to send to check run `id` (`None`: one to be
+    /// created): all of them, or — when the report may have been sent before — those the
+    /// check run does not hold yet.
+    async fn annotations_to_send(
+        &self,
+        report: &Report<'_>,
+        repo: &str,
+        id: Option<u64>,
+    ) -> Result<Vec<Value>, crate::GitHubError> {
+        let wanted = check_tests::annotations(report).list;
+        match id {
+            Some(id) if report.may_have_been_sent && !wanted.is_empty() => {
+                let present = self
+                    .client
+                    .check_run_annotations(repo, id, MAX_ANNOTATIONS)
+                    .await?;
+                Ok(check_tests::missing(wanted, &present))
+            }
+            _ => Ok(wanted),
+        }
+    }
 }
 
 impl Reporter for ChecksReporter {
@@ -137,6 +167,10 @@ impl Reporter for ChecksReporter {
     }
 
     fn wants_log_tail(&self) -> bool {
+        true
+    }
+
+    fn wants_tests(&self) -> bool {
         true
     }
 
@@ -165,7 +199,17 @@ impl Reporter for ChecksReporter {
                 external_id: check_run::external_id(report),
                 name,
             };
-            let id = match self.existing(report, sha, &owner).await.map_err(failed)? {
+            let existing = self.existing(report, sha, &owner).await.map_err(failed)?;
+            let annotations = self
+                .annotations_to_send(report, &owner.repo, existing)
+                .await
+                .map_err(failed)?;
+            let output = fields["output"].clone();
+            let mut batches = check_tests::batches(&annotations);
+            if let Some(first) = batches.next() {
+                fields["output"]["annotations"] = first.into();
+            }
+            let id = match existing {
                 Some(id) => {
                     self.client
                         .update_check_run(&owner.repo, id, fields)
@@ -184,6 +228,17 @@ impl Reporter for ChecksReporter {
                 }
             };
             self.remember(id, &owner);
+            // Each further fifty in an update of their own, with the same title and summary
+            // (GitHub wants both with annotations).
+            for batch in batches {
+                let more = json!({"output": {
+                    "title": output["title"], "summary": output["summary"], "annotations": batch,
+                }});
+                self.client
+                    .update_check_run(&owner.repo, id, more)
+                    .await
+                    .map_err(failed)?;
+            }
             Ok(Receipt {
                 check_run: Some(id),
             })

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod check_run;
+pub mod check_tests;
 pub mod checks;
 pub mod client;
 pub mod hooks;

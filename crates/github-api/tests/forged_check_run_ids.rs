@@ -48,6 +48,8 @@ fn target(namespace: &str, job: &str, context: &str) -> ReportTarget {
         url: format!("https://ci.example.com/jobs/{namespace}/{job}/builds/1"),
         context: Some(context.into()),
         created_at: Some(1_700_000_000),
+        workdir: Some(String::new()),
+        checkout_dir: Some("/workspace/src".into()),
     }
 }
 
@@ -72,6 +74,8 @@ async fn report(
         before,
         may_have_been_sent: false,
         log_tail: Some("the end of the log"),
+        tests: None,
+        known_flaky: &[],
     };
     let receipt = checks.report(&report).await.map_err(|e| e.message).unwrap();
     receipt.check_run.expect("a check run")

@@ -51,6 +51,11 @@ impl BuildStore for Cluster {
         kubeci_build::recorded_request(build.summary.number, build.job.annotations())
     }
 
+    /// Every build pod's checkout is at the same place.
+    fn checkout_dir(&self, _: &BuildRecord) -> Option<String> {
+        Some(kubeci_render::paths::CHECKOUT.to_owned())
+    }
+
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRecord>, BackendError> {
         Ok(self.build_records(namespace, job))
     }

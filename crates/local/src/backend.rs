@@ -119,6 +119,10 @@ impl BuildStore for LocalBackend {
         row.request.clone()
     }
 
+    fn checkout_dir(&self, row: &BuildRow) -> Option<String> {
+        crate::running::checkout_dir(&self.settings.data_dir, row)
+    }
+
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRow>, BackendError> {
         Ok(self.read(|r| r.builds(namespace, job))?)
     }

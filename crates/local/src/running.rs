@@ -77,10 +77,7 @@ impl LocalBackend {
     ) -> Result<Outcome, String> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_str(&row.manifest)
             .map_err(|e| format!("the stored Job cannot be read: {e}"))?;
-        let build_dir = path_inside(
-            &self.settings.data_dir.join("work"),
-            &[&row.namespace, &row.job, &row.number.to_string()],
-        )?;
+        let build_dir = build_dir(&self.settings.data_dir, row)?;
         // Gone before the build starts: a build of that number run before leaves nothing.
         crate::remove_dir_all(build_dir.clone()).await;
         let mut host_env = LocalEnv::host_env_from_process();
@@ -210,6 +207,23 @@ pub(crate) const LOG_BATCH_BYTES: usize = 256 * 1024;
 /// `root` joined with `parts`, each of which must be one plain path component (names are
 /// validated before they get here; this keeps a directory that is created and later
 /// removed inside `root` whatever a name holds).
+/// Where build `row` runs: its volumes, home directory and kept log.
+fn build_dir(data_dir: &std::path::Path, row: &BuildRow) -> Result<PathBuf, String> {
+    let number = row.number.to_string();
+    path_inside(&data_dir.join("work"), &[&row.namespace, &row.job, &number])
+}
+
+/// Where build `row`'s checkout lies as its steps see it, absolute (as test tools name
+/// files): the pod runner keeps each volume in the build's `volumes/<name>`, and the
+/// checkout is in the `workspace` volume, mounted at `paths::WORKSPACE`.
+pub(crate) fn checkout_dir(data_dir: &std::path::Path, row: &BuildRow) -> Option<String> {
+    use kubeci_render::paths::{CHECKOUT, WORKSPACE};
+    let in_workspace = CHECKOUT.strip_prefix(WORKSPACE)?.trim_start_matches('/');
+    let dir = build_dir(data_dir, row).ok()?.join("volumes/workspace");
+    let dir = std::path::absolute(dir.join(in_workspace)).ok()?;
+    Some(dir.display().to_string())
+}
+
 pub(crate) fn path_inside(root: &std::path::Path, parts: &[&str]) -> Result<PathBuf, String> {
     let mut path = root.to_owned();
     for part in parts {

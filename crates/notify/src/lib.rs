@@ -157,6 +157,8 @@ mod tests {
             url: "http://kubeci/jobs/team/demo/builds/3".into(),
             context: None,
             created_at: None,
+            workdir: None,
+            checkout_dir: None,
         }
     }
 
@@ -181,6 +183,8 @@ mod tests {
             before: &NOTHING,
             may_have_been_sent: false,
             log_tail: None,
+            tests: None,
+            known_flaky: &[],
         }
     }
 

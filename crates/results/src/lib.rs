@@ -1,7 +1,8 @@
 //! What a build leaves behind, as data (issue 30, docs/test-reports.md): the test cases its
 //! reports name ([`TestCase`], [`Outcome`]), read from JUnit XML as the tools write it
 //! ([`read_junit`]), the results of one build ([`TestResults`], made by a
-//! [`ResultsBuilder`] one case at a time, in bounded memory), and their counts; what a
+//! [`ResultsBuilder`] one case at a time, in bounded memory), and their counts, in words
+//! ([`counts_text`]); where a case's file is in the repository ([`repository_path`]); what a
 //! job's index keeps of them ([`TestsInBuild`], [`summarize`]), and the flaky tests found
 //! in a job's history ([`history`], [`judge`], [`known_flaky`]). Pure: the engines and the
 //! server read and write files; this crate reads any `BufRead` and decides.
@@ -12,7 +13,12 @@ mod junit;
 pub mod location;
 mod model;
 mod outputs;
+mod repo_path;
 mod summary;
+mod text;
+
+pub use repo_path::repository_path;
+pub use text::{counts_text, known_flaky_failures};
 
 pub use error::{JunitError, Position};
 pub use flaky::{

@@ -118,7 +118,7 @@ async fn handle(
     request: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
+    let body = axum::body::to_bytes(body, 16 << 20) // 50 annotations of up to 128 KiB each
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -365,6 +365,10 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
                 .collect();
             reply(StatusCode::OK, page(uri, found))
         }
+        ["repos", owner, name, "check-runs", id, "annotations"] => {
+            checks::annotations(&state.check_runs, &format!("{owner}/{name}"), id)
+                .map_or_else(not_found, |all| reply(StatusCode::OK, page(uri, all)))
+        }
         ["repos", owner, name, "commits", _, "check-runs"]
         | ["repos", owner, name, "check-runs", _] => {
             let repo = format!("{owner}/{name}");
@@ -579,17 +583,15 @@ impl FakeGitHub {
             state.faults.push_back(None);
         }
     }
-}
 
-/// An answer given instead of serving a request: status and headers.
-type Fault = (u16, Vec<(String, String)>);
-
-impl FakeGitHub {
     /// Forgets the faults not given yet.
     pub fn clear_faults(&self) {
         self.state().faults.clear();
     }
 }
+
+/// An answer given instead of serving a request: status and headers.
+type Fault = (u16, Vec<(String, String)>);
 
 impl Drop for FakeGitHub {
     fn drop(&mut self) {

@@ -60,6 +60,7 @@ mod pages_actions;
 mod pages_in_chromium;
 mod real_control_plane;
 mod render;
+mod report_targets;
 mod reports_of_invalid_jobs;
 mod run;
 mod schema_and_help;

@@ -71,6 +71,17 @@ impl<W: Workload + Commands> ReportAttempt<W> {
         } else {
             None
         };
+        let tests = if state.is_final() && self.reporter.wants_tests() {
+            self.workload.test_results(&self.target).await
+        } else {
+            None
+        };
+        let known_flaky = match &tests {
+            Some(results) if results.counts.failures() > 0 => {
+                self.workload.known_flaky(&self.target, results).await
+            }
+            _ => Vec::new(),
+        };
         let report = Report {
             target: &self.target,
             state,
@@ -80,6 +91,8 @@ impl<W: Workload + Commands> ReportAttempt<W> {
             before,
             may_have_been_sent: failed_before || self.from_before,
             log_tail: log_tail.as_deref(),
+            tests: tests.as_ref(),
+            known_flaky: &known_flaky,
         };
         match self.reporter.report(&report).await {
             Ok(receipt) => Some(self.queue().sent(&self.key, state, receipt, before)),

@@ -17,9 +17,9 @@ mod in_flight;
 mod reports;
 #[cfg(test)]
 mod tests;
+mod workload;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use kubeci_spec::LoadedJob;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::archive::{ArchiveStatus, Archived};
+use crate::archive::ArchiveStatus;
 use crate::build::BuildSummary;
 use crate::decide::{self, Subject};
 use crate::metrics::Counters;
@@ -40,6 +40,7 @@ use archiving::ArchivePass;
 use attempt::ReportAttempt;
 pub use in_flight::InFlight;
 use reports::{BuildKey, ReportQueue, Step};
+pub use workload::{Commands, Workload};
 
 /// A build as a pass sees it.
 #[derive(Debug, Clone)]
@@ -126,80 +127,6 @@ pub enum WorkloadError {
     /// The backend's store refused or failed. Worth retrying: the next pass does.
     #[error("{0}")]
     Failed(#[source] crate::api::BackendError),
-}
-
-/// What a backend can do to its builds, as only it can, when the leader's pass acts.
-pub trait Workload: Send + Sync + 'static {
-    /// Every job that has builds, with its builds, as of now (with report targets when
-    /// `reporting`). The Kubernetes engine also builds the requests whose creator died
-    /// here, before it answers.
-    fn snapshot(&self, now: i64, reporting: bool) -> impl Future<Output = Vec<JobBuilds>> + Send;
-    /// Lets a queued build start.
-    fn release_build(
-        &self,
-        build: BuildRef<'_>,
-    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-    fn stop_build(
-        &self,
-        build: BuildRef<'_>,
-        why: Stop,
-    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-    fn delete_build(
-        &self,
-        build: BuildRef<'_>,
-    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-    /// Archives `build` as far as `stage` (`crate::service::Service::archive`) and records
-    /// on it that it is (its summary's `archived`). An engine that cannot archive says so.
-    fn archive_build(
-        &self,
-        build: BuildRef<'_>,
-        stage: Archived,
-    ) -> impl Future<Output = Result<(), WorkloadError>> + Send {
-        let _ = (build, stage);
-        std::future::ready(Err(WorkloadError::Failed(
-            "this engine does not archive builds".into(),
-        )))
-    }
-    /// Adds `reported` to what is recorded as reported on the build. A union, reporter by
-    /// reporter, never a replacement: a slow writer (a replica that lost the lead
-    /// mid-write, another reporter's task) cannot take back a state another one recorded.
-    fn record_reported(
-        &self,
-        target: &ReportTarget,
-        reported: &ReportRecord,
-    ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
-}
-
-/// What the leader's pass asks of an engine through the commands a user's requests also
-/// take (a cron run is a trigger, a report's log tail a log read): written once over every
-/// engine's store (`crate::service`), and in memory for the scheduler's tests.
-pub trait Commands: Send + Sync + 'static {
-    /// The last lines of the build's log, at most `max_bytes` of them, if it has one.
-    fn log_tail(
-        &self,
-        target: &ReportTarget,
-        max_bytes: usize,
-    ) -> impl Future<Output = Option<String>> + Send;
-    /// The valid jobs with a cron trigger.
-    fn cron_jobs(&self) -> Vec<CronJob>;
-    /// Starts the cron build of `job` due at `due` (once per due time, whatever happens
-    /// to this call) and records `due` as its last run; whether it started one now.
-    fn start_cron(
-        &self,
-        namespace: &str,
-        job: &str,
-        due: i64,
-    ) -> impl Future<Output = Result<bool, WorkloadError>> + Send;
-    /// Applies the archive's retention, one bounded batch per job, to `jobs` (namespace,
-    /// job), or to every declared job when `None`, at `now` (seconds since the epoch).
-    fn archive_retention(
-        &self,
-        jobs: Option<Vec<(String, String)>>,
-        now: i64,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (jobs, now);
-        std::future::ready(())
-    }
 }
 
 /// What the scheduler is told by the server's flags.

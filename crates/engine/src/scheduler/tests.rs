@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kubeci_results::{Outcome, ResultsBuilder, TestCase, TestResults};
 use kubeci_spec::{LoadOptions, LoadedJob};
 use tokio::sync::Notify;
 
 use super::*;
+use crate::archive::Archived;
 use crate::build::BuildState;
-use crate::report::{CommitState, Receipt, Report, ReportError, Reporting};
+use crate::report::CommitState;
 
 const NOW: i64 = 1_795_428_000;
 
@@ -57,6 +59,8 @@ fn target(job: &str, number: u64) -> ReportTarget {
         url: format!("http://kubeci.test/{job}/{number}"),
         context: None,
         created_at: Some(NOW - 3600),
+        workdir: Some(String::new()),
+        checkout_dir: None,
     }
 }
 
@@ -233,6 +237,27 @@ impl Commands for Memory {
         Some(log[log.len() - max_bytes..].to_owned())
     }
 
+    /// Every build failed one test, `pkg::flaky`, and passed `number` others.
+    async fn test_results(&self, target: &ReportTarget) -> Option<TestResults> {
+        let mut results = ResultsBuilder::new();
+        let case = |name: &str, outcome| TestCase {
+            classname: "pkg".into(),
+            name: name.into(),
+            outcome,
+            ..TestCase::default()
+        };
+        results.case(case("flaky", Outcome::Failed));
+        for n in 0..target.number {
+            results.case(case(&format!("t{n}"), Outcome::Passed));
+        }
+        Some(results.finish())
+    }
+
+    async fn known_flaky(&self, _: &ReportTarget, results: &TestResults) -> Vec<String> {
+        let failed = results.detailed.iter().filter(|c| c.outcome.is_failure());
+        failed.map(TestCase::id).collect()
+    }
+
     fn cron_jobs(&self) -> Vec<CronJob> {
         let jobs = self.jobs.lock().unwrap();
         jobs.iter()
@@ -405,106 +430,6 @@ async fn cron_starts_one_build_per_due_time() {
     assert_eq!(memory.done()[2], format!("cron nightly {}", minute + 60));
 }
 
-/// What a [`Receiver`] was told in one report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    number: u64,
-    state: CommitState,
-    check_run: Option<u64>,
-    may_have_been_sent: bool,
-    log_tail: Option<String>,
-}
-
-/// A receiver of reports named `name`: what it got, failing the first `failures` calls
-/// and every call while `refusing` (counted in `refused`); with `creates`, like a check
-/// run: its first report makes an object (`100 + number`).
-struct Receiver {
-    name: &'static str,
-    got: Mutex<Vec<Got>>,
-    failures: AtomicU32,
-    refusing: AtomicBool,
-    refused: AtomicU32,
-    creates: bool,
-}
-
-impl Default for Receiver {
-    fn default() -> Receiver {
-        Receiver::named(RECEIVER)
-    }
-}
-
-/// The name of a [`Receiver::default`].
-const RECEIVER: &str = "receiver";
-
-impl Receiver {
-    fn named(name: &'static str) -> Receiver {
-        Receiver {
-            name,
-            got: Mutex::default(),
-            failures: AtomicU32::new(0),
-            refusing: AtomicBool::new(false),
-            refused: AtomicU32::new(0),
-            creates: false,
-        }
-    }
-
-    fn states(&self) -> Vec<(u64, CommitState)> {
-        let got = self.got.lock().unwrap();
-        got.iter().map(|g| (g.number, g.state)).collect()
-    }
-}
-
-impl Reporter for Receiver {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn wants(&self, target: &ReportTarget) -> bool {
-        target.commit.is_some()
-    }
-
-    fn creates_on_first_report(&self) -> bool {
-        self.creates
-    }
-
-    fn wants_log_tail(&self) -> bool {
-        self.creates
-    }
-
-    fn reports_running(&self) -> bool {
-        self.creates
-    }
-
-    fn report<'a>(&'a self, report: &'a Report<'a>) -> Reporting<'a> {
-        Box::pin(async move {
-            let failing = self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if failing || self.refusing.load(Ordering::SeqCst) {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(ReportError {
-                    message: "503 from the receiver".into(),
-                    retryable: true,
-                    retry_after: None,
-                });
-            }
-            let number = report.target.number;
-            self.got.lock().unwrap().push(Got {
-                number,
-                state: report.state,
-                check_run: report.before.check_run,
-                may_have_been_sent: report.may_have_been_sent,
-                log_tail: report.log_tail.map(str::to_owned),
-            });
-            let check_run = self
-                .creates
-                .then(|| report.before.check_run.unwrap_or(100 + number));
-            Ok(Receipt { check_run })
-        })
-    }
-}
-
 /// Passes until `done` holds (at most 10 s): report tasks run on their own.
 async fn pass_until(scheduler: &Scheduler<Memory>, what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -587,5 +512,8 @@ async fn a_failed_report_is_sent_again_a_failed_record_is_only_recorded_again() 
 
 mod archiving;
 mod check_runs;
+mod receiver;
 mod reporters;
 mod superseding;
+
+use receiver::{Receiver, RECEIVER};

@@ -25,6 +25,7 @@ use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use kubeci_build::{BuildRef, BuildRequest, JobRef};
+use kubeci_results::TestResults;
 use kubeci_spec::{Catalogue, Job, LoadedJob};
 
 use crate::api::{
@@ -104,6 +105,9 @@ pub trait BuildStore: Workload {
     fn reported_of(&self, build: &Self::Build) -> ReportRecord;
     /// The request `build` was started with: what a rebuild repeats.
     fn request_of(&self, build: &Self::Build) -> BuildRequest;
+    /// Where `build`'s checkout lies as its steps see it (absolute): test tools may name
+    /// files under it (`ReportTarget::checkout_dir`).
+    fn checkout_dir(&self, build: &Self::Build) -> Option<String>;
 
     /// The builds of a job, newest first.
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<Self::Build>, BackendError>;
@@ -509,5 +513,24 @@ impl<S: BuildStore> Service<'_, S> {
             .await
             .ok()?;
         crate::api::log_tail(stream, max_bytes).await
+    }
+
+    /// A build's test results, for its final report: its `tests.json` in the archive;
+    /// `None` when it left none, or the archive cannot be read now (the report goes
+    /// without them).
+    pub async fn test_results(&self, target: &ReportTarget) -> Option<TestResults> {
+        let archive = self.0.common().archiving.archive.clone()?;
+        let build = kubeci_build::BuildRef {
+            namespace: &target.namespace,
+            job: &target.job,
+            number: target.number,
+        };
+        match archive.tests(build).await {
+            Ok(tests) => tests,
+            Err(error) => {
+                tracing::warn!(namespace = build.namespace, job = build.job, build = build.number, %error, "the build's test results cannot be read for its report");
+                None
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! its job as it is now ([`checkname::report_name`]).
 
 use kubeci_spec::checkname::{self, JobNow, Recorded};
+use kubeci_spec::validate::normalize_workdir;
 use kubeci_spec::Catalogue;
 
 use super::{BuildStore, Service};
@@ -16,6 +17,10 @@ impl<S: BuildStore> Service<'_, S> {
     pub(super) fn report_target(&self, build: &S::Build, naming: &Naming) -> ReportTarget {
         let facts = self.0.facts(build);
         let context = self.report_name(&facts, naming);
+        let workdir = match naming {
+            Naming::Valid { workdir, .. } => workdir.clone(),
+            Naming::Invalid | Naming::Gone => None,
+        };
         ReportTarget {
             namespace: facts.namespace.to_owned(),
             job: facts.job.to_owned(),
@@ -37,6 +42,8 @@ impl<S: BuildStore> Service<'_, S> {
             pull_request: facts.pull_request,
             context,
             created_at: facts.created_at,
+            workdir,
+            checkout_dir: self.0.checkout_dir(build),
         }
     }
 
@@ -48,6 +55,10 @@ impl<S: BuildStore> Service<'_, S> {
             Some(spec) => Naming::Valid {
                 repository: checkname::repository_of(spec),
                 check_name: jobs.check_name(namespace, job),
+                workdir: match &spec.workdir {
+                    Some(workdir) => normalize_workdir(workdir).ok(),
+                    None => Some(String::new()),
+                },
             },
             None if jobs.is_declared(namespace, job) => Naming::Invalid,
             None => Naming::Gone,
@@ -64,6 +75,7 @@ impl<S: BuildStore> Service<'_, S> {
             Naming::Valid {
                 repository,
                 check_name,
+                ..
             } => (repository.as_deref(), check_name.as_deref()),
             Naming::Invalid => return self.report_name_of_invalid(facts.namespace, recorded),
             Naming::Gone => return checkname::report_name(JobNow::Gone, recorded, []),
@@ -105,10 +117,12 @@ impl<S: BuildStore> Service<'_, S> {
 
 /// What names the reports of a job's builds now: read once per job and pass.
 pub(super) enum Naming {
-    /// Valid: the repository its spec builds and the name it reports under.
+    /// Valid: the repository its spec builds, the name it reports under, and the
+    /// directory it runs in (normalized; `None` if it cannot be).
     Valid {
         repository: Option<String>,
         check_name: Option<String>,
+        workdir: Option<String>,
     },
     /// Declared, and invalid.
     Invalid,

@@ -2,7 +2,9 @@
 //! and files. A build whose engine keeps no archive left nothing to read.
 
 use kubeci_build::{BuildRef, JobRef};
-use kubeci_results::{history, judge, known_flaky, BuildOutputs, HistoryPoint, EVIDENCE_BUILDS};
+use kubeci_results::{
+    history, judge, known_flaky, BuildOutputs, HistoryPoint, TestResults, EVIDENCE_BUILDS,
+};
 
 use super::{BuildStore, Service};
 use crate::api::{ArchiveError, BuildTests, TestHistory, TestInBuild, HISTORY_BUILDS};
@@ -10,7 +12,7 @@ use crate::archive::{ArchivedFile, ArchivedSummary};
 
 /// A job's archived builds (newest first) as a test's history reads them. A build of no
 /// pull request built the job's own branch: its default branch.
-fn history_points(builds: &[ArchivedSummary]) -> Vec<HistoryPoint<'_>> {
+pub(super) fn history_points(builds: &[ArchivedSummary]) -> Vec<HistoryPoint<'_>> {
     builds
         .iter()
         .map(|build| HistoryPoint {
@@ -78,6 +80,30 @@ impl<S: BuildStore> Service<'_, S> {
             results,
             known_flaky,
         }))
+    }
+
+    /// The ids of build `number`'s failed tests that the job's builds before it show
+    /// flaky (for its report: "3 failed — 1 known flaky"); none when they cannot be read.
+    pub async fn known_flaky_ids(
+        &self,
+        namespace: &str,
+        job: &str,
+        number: u64,
+        commit: Option<&str>,
+        results: &TestResults,
+    ) -> Vec<String> {
+        let Some(archive) = self.the_archive() else {
+            return Vec::new();
+        };
+        let job = JobRef { namespace, job };
+        let Ok(before) = archive.page(job, Some(number), EVIDENCE_BUILDS).await else {
+            return Vec::new();
+        };
+        let points = history_points(&before);
+        known_flaky(number, commit, results, &points)
+            .into_iter()
+            .map(|flaky| flaky.id)
+            .collect()
     }
 
     /// Test `id`'s history over the job's newest archived builds below `before`.

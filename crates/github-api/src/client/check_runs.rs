@@ -1,4 +1,5 @@
-//! The Checks API calls: create, read and update a check run, list a commit's check runs.
+//! The Checks API calls: create, read and update a check run, list a commit's check runs
+//! and a check run's annotations.
 
 use hyper::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -52,6 +53,31 @@ impl GitHubClient {
             (StatusCode::NOT_FOUND, _) => Ok(None),
             (_, value) => Ok(parse_check_run(&value)),
         }
+    }
+
+    /// The annotations of check run `id`, in the order GitHub lists them, at most `max`
+    /// (read a hundred to a call).
+    pub async fn check_run_annotations(
+        &self,
+        repo: &str,
+        id: u64,
+        max: usize,
+    ) -> Result<Vec<Value>, GitHubError> {
+        const PAGE: usize = 100;
+        let mut all = Vec::new();
+        for page in 1..=max.div_ceil(PAGE).max(1) {
+            let path =
+                format!("/repos/{repo}/check-runs/{id}/annotations?per_page={PAGE}&page={page}");
+            let value = self.found(Method::GET, &path, None).await?;
+            let items = value.as_array().cloned().unwrap_or_default();
+            let full = items.len() == PAGE;
+            all.extend(items);
+            if !full {
+                break;
+            }
+        }
+        all.truncate(max);
+        Ok(all)
     }
 
     /// The check runs on commit `sha`, those named `name` when given (the latest first,

@@ -1,7 +1,10 @@
 //! The fake GitHub's check runs: created, read, updated and listed as GitHub's Checks API does
 //! it, refusing what GitHub refuses (a status or conclusion it does not know, a completed
-//! check run without a conclusion, an output summary over 65,535 characters) with `422`.
-//! Each check run keeps every status it went through, for tests to follow.
+//! check run without a conclusion, an output summary over 65,535 characters, more than 50
+//! annotations in one request or an annotation without its fields) with `422`. Each check
+//! run keeps every status it went through, for tests to follow, and its annotations —
+//! appended, request after request, as GitHub keeps them — listed by
+//! `GET …/check-runs/{id}/annotations`.
 
 use serde_json::{json, Value};
 
@@ -24,6 +27,10 @@ pub struct FakeCheckRun {
     pub actions: Value,
     /// Every status it had, in order (`completed:<conclusion>` for the end).
     pub history: Vec<String>,
+    /// Its annotations, in the order they came.
+    pub annotations: Vec<Value>,
+    /// How many annotations each request that carried some carried.
+    pub annotation_requests: Vec<usize>,
 }
 
 const STATUSES: [&str; 3] = ["queued", "in_progress", "completed"];
@@ -80,6 +87,43 @@ fn refusal(fields: &Value, current: Option<&FakeCheckRun>) -> Option<String> {
         if summary.is_empty() || summary.chars().count() > 65_535 {
             return Some("output.summary must be 1 to 65535 characters".into());
         }
+        return annotations_refusal(&fields["output"]["annotations"]);
+    }
+    None
+}
+
+const LEVELS: [&str; 3] = ["notice", "warning", "failure"];
+
+/// GitHub's limit on an annotation's message and raw details ("64 KB").
+const ANNOTATION_TEXT: usize = 64 * 1024;
+
+/// Why GitHub would refuse these annotations, if it would.
+fn annotations_refusal(annotations: &Value) -> Option<String> {
+    if annotations.is_null() {
+        return None;
+    }
+    let Some(annotations) = annotations.as_array() else {
+        return Some("output.annotations must be an array".into());
+    };
+    if annotations.len() > 50 {
+        return Some(format!(
+            "{} annotations in one request: at most 50",
+            annotations.len()
+        ));
+    }
+    for annotation in annotations {
+        let text = |key: &str| annotation[key].as_str();
+        let line = |key: &str| annotation[key].as_u64().filter(|l| *l >= 1);
+        let fine = text("path").is_some_and(|p| !p.is_empty())
+            && line("start_line").is_some()
+            && line("end_line") >= line("start_line")
+            && text("annotation_level").is_some_and(|l| LEVELS.contains(&l))
+            && text("message").is_some_and(|m| !m.is_empty() && m.len() <= ANNOTATION_TEXT)
+            && text("raw_details").is_none_or(|d| d.len() <= ANNOTATION_TEXT)
+            && text("title").is_none_or(|t| t.chars().count() <= 255);
+        if !fine {
+            return Some(format!("annotation {annotation} is not valid"));
+        }
     }
     None
 }
@@ -105,7 +149,14 @@ impl FakeCheckRun {
         self.started_at = text("started_at").or(self.started_at.take());
         self.completed_at = text("completed_at").or(self.completed_at.take());
         if !fields["output"].is_null() {
-            self.output = fields["output"].clone();
+            let mut output = fields["output"].clone();
+            if let Some(Value::Array(annotations)) =
+                output.as_object_mut().and_then(|o| o.remove("annotations"))
+            {
+                self.annotation_requests.push(annotations.len());
+                self.annotations.extend(annotations);
+            }
+            self.output = output;
         }
         if !fields["actions"].is_null() {
             self.actions = fields["actions"].clone();
@@ -117,12 +168,16 @@ impl FakeCheckRun {
     }
 
     pub fn json(&self) -> Value {
+        let mut output = self.output.clone();
+        if let Some(output) = output.as_object_mut() {
+            output.insert("annotations_count".into(), self.annotations.len().into());
+        }
         json!({
             "id": self.id, "name": self.name, "head_sha": self.head_sha,
             "external_id": self.external_id, "status": self.status,
             "conclusion": self.conclusion, "details_url": self.details_url,
             "started_at": self.started_at, "completed_at": self.completed_at,
-            "output": self.output, "actions": self.actions,
+            "output": output, "actions": self.actions,
         })
     }
 }
@@ -154,6 +209,8 @@ pub(super) fn create(
         output: Value::Null,
         actions: Value::Null,
         history: Vec::new(),
+        annotations: Vec::new(),
+        annotation_requests: Vec::new(),
     };
     run.apply(fields);
     let answer = run.json();
@@ -177,6 +234,15 @@ pub(super) fn update(
     }
     run.apply(fields);
     Some(Ok(run.json()))
+}
+
+/// `GET /repos/{repo}/check-runs/{id}/annotations`: every annotation of the check run, in
+/// the order they came (a page of them is the caller's); `None` when there is no such
+/// check run.
+pub(super) fn annotations(runs: &[FakeCheckRun], repo: &str, id: &str) -> Option<Vec<Value>> {
+    runs.iter()
+        .find(|r| id.parse() == Ok(r.id) && r.repo.eq_ignore_ascii_case(repo))
+        .map(|run| run.annotations.clone())
 }
 
 /// `GET /repos/{repo}/commits/{sha}/check-runs` (see [`list`]) or

@@ -52,6 +52,44 @@ async fn a_created_check_run_is_recorded_and_named_in_every_later_report() {
     assert_eq!(tail.len(), LOG_TAIL_BYTES);
 }
 
+/// A reporter that asks for the test results gets them (and the tests known flaky) with
+/// the build's final report alone; one that does not ask gets none, and none are read.
+#[tokio::test]
+async fn a_final_report_carries_the_test_results_to_a_reporter_that_wants_them() {
+    use CommitState::{Failure, Pending};
+    let failed = BuildState::Failed {
+        reason: "Error".into(),
+        message: "exit code 1".into(),
+    };
+    let (memory, receiver) = one_build_for_a_creating_receiver(BuildState::Queued);
+    let reporting = scheduler(&memory, Some(receiver.clone()));
+    pass_until(&reporting, "pending recorded", || {
+        memory.reported("demo", 1) == [Pending]
+    })
+    .await;
+    memory.set("demo", 1, failed.clone());
+    pass_until(&reporting, "failure recorded", || {
+        memory.reported("demo", 1) == [Pending, Failure]
+    })
+    .await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got[0].tests, None, "not with a state before the end");
+    let (counts, known_flaky) = got[1].tests.clone().expect("the final report's tests");
+    assert_eq!((counts.passed, counts.failed), (1, 1));
+    assert_eq!(known_flaky, ["pkg::flaky"]);
+
+    let (memory, _) = one_build_for_a_creating_receiver(failed);
+    let plain = Arc::new(Receiver::default());
+    let plain_scheduler = scheduler(&memory, Some(plain.clone()));
+    pass_until(&plain_scheduler, "failure recorded", || {
+        memory.reported("demo", 1) == [Failure]
+    })
+    .await;
+    let got = plain.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tests, None, "it did not ask for them");
+}
+
 /// A scheduler that took the lead, with a 60 s takeover grace, over one running build from
 /// before its lead; `predecessor_may_be_reporting` as the election found it.
 fn leading_after(
