@@ -6,9 +6,13 @@
 
 use crate::common;
 
+use std::path::Path;
+
 use common::local::{configmap, Local};
-use common::serve::{http, Kubeci};
+use common::serve::{http, http_with_body, Kubeci};
 use serde_json::Value;
+
+use crate::serve_local::{fixture_repo_alias, HELLO_WORLD};
 
 use crate::serve_local_archive::{state, trigger, wait};
 
@@ -111,4 +115,91 @@ fn a_builds_test_results_and_files_are_taken_from_its_workspace_into_the_archive
         &[],
     );
     assert_eq!(status, 404, "nothing but the build's files is served");
+}
+
+/// A pull request's build with a broken test, reported as a check run by a GitHub App: the
+/// check run's title gives the counts, and the failed test is an annotation on its file
+/// and line in the repository (the report names it relative to the job's `workdir`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs pytest (python3 -m pip install pytest==9.2.0; .ci/run installs it)"]
+async fn a_pull_requests_failed_test_is_an_annotation_on_its_check_run() {
+    let (local, repo) = Local::new();
+    let key = local.dir.path().join("app.pem");
+    let public_key = kubeci_testkit::github::make_app_key(&key);
+    let github = kubeci_testkit::FakeGitHub::start_app(1717, public_key, "kubeci-bot").await;
+    github.install("Codertocat", 5);
+    let gitconfig = fixture_repo_alias(&local, &repo);
+    repo.write("app/tests/test_app.py", TESTS);
+    let head = repo.commit("a broken test");
+    repo.push_head_to("refs/pull/2/head");
+    let script = "\"$PYTHON\" -m pytest -q -p no:cacheprovider --junitxml=reports/junit.xml tests";
+    let extra = format!(
+        "        workdir: app\n        test_reports: [\"reports/*.xml\"]\n        env:\n          PYTHON: {}\n        ghprb:\n          enabled: true\n          whitelisted_users: [friend]\n",
+        serde_json::to_string(&python()).unwrap()
+    );
+    local.write(
+        "tested.yaml",
+        &configmap("tested", Path::new(HELLO_WORLD), script, &extra),
+    );
+    std::fs::write(local.dir.path().join("secret"), "local-webhook-secret").unwrap();
+    let secret = local.dir.path().join("secret").display().to_string();
+    let (key, url) = (key.display().to_string(), github.url());
+    let flags = [
+        "--github-webhook-secret-file",
+        secret.as_str(),
+        "--github-app-id",
+        "1717",
+        "--github-app-key-file",
+        key.as_str(),
+        "--github-url",
+        url.as_str(),
+        "--github-host",
+        "github.com",
+        "--github-resync",
+        "0s",
+        "--build-user",
+        "root",
+    ];
+    let kubeci = local.serve(&flags, &[("GIT_CONFIG_GLOBAL", gitconfig.as_str())]);
+    let fixture =
+        common::repo_root().join("tests/fixtures/github-webhooks/pull_request.opened.json");
+    let mut payload: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    payload["pull_request"]["user"]["login"] = "friend".into();
+    payload["pull_request"]["head"]["sha"] = head.clone().into();
+    let body = serde_json::to_vec(&payload).unwrap();
+    github.set_pull_request("Codertocat/Hello-World", payload["pull_request"].clone());
+    let signature = kubeci_github::signature::sign(b"local-webhook-secret", &body);
+    let headers = [
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", "t-1"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ];
+    let (status, answer) = http_with_body(&kubeci, "POST", "/hooks/github", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+    wait("the check run to complete", || {
+        github
+            .check_runs()
+            .iter()
+            .any(|run| run.head_sha == head && run.status == "completed")
+    });
+    let run = github
+        .check_runs()
+        .into_iter()
+        .find(|run| run.head_sha == head)
+        .unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("failure"), "{run:?}");
+    let title = run.output["title"].as_str().unwrap_or_default();
+    assert!(title.contains("1 passed, 1 failed"), "{title}");
+    assert_eq!(run.annotations.len(), 1, "{:#?}", run.annotations);
+    let annotation = &run.annotations[0];
+    assert_eq!(annotation["path"], "app/tests/test_app.py", "{annotation}");
+    assert_eq!(annotation["start_line"], 6, "{annotation}");
+    assert_eq!(annotation["annotation_level"], "failure", "{annotation}");
+    assert!(
+        annotation["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("one and one"),
+        "{annotation}"
+    );
 }
