@@ -304,6 +304,11 @@ fn a_file_that_is_not_junit_says_what_it_is() {
         "not XML: it begins with text (\"{\\\"numFailedTests\\\": 0, \\\"testResults\\\": []}\") at \
          line 1, column 3, not an element; a JUnit report begins with <testsuites> or <testsuite>"
     );
+    // A reference is text too.
+    assert!(matches!(
+        error_of(b"&lt;testsuite/&gt;"),
+        JunitError::NotXml { .. }
+    ));
     for empty in [
         &b""[..],
         b"  \n",
