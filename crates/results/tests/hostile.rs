@@ -301,8 +301,8 @@ fn a_file_that_is_not_junit_says_what_it_is() {
     );
     assert_eq!(
         error_of(b"  {\"numFailedTests\": 0, \"testResults\": []}").to_string(),
-        "not XML: it begins with text (\"{\\\"numFailedTests\\\": 0, \\\"testResults\\\": []}\") at \
-         line 1, column 3, not an element; a JUnit report begins with <testsuites> or <testsuite>"
+        "not XML: it begins with text (“{\"numFailedTests\": 0, \"testResults\": []}”) at line 1, \
+         column 3, not an element; a JUnit report begins with <testsuites> or <testsuite>"
     );
     // A reference is text too.
     assert!(matches!(
@@ -381,7 +381,7 @@ fn malformed_xml_says_what_is_wrong_where() {
     );
     assert_eq!(
         error_of(b"<testsuite></testsuite>\ntrailing words").to_string(),
-        "not well-formed XML at line 2, column 1: text after the report's end (\"trailing words\")"
+        "not well-formed XML at line 2, column 1: text after the report's end (“trailing words”)"
     );
     let error = error_of(b"<testsuite><testcase name=unquoted/></testsuite>");
     assert!(

@@ -217,10 +217,8 @@ pub(crate) fn read_text<R: Read>(
                 // Up to a tag or the line's end; a character the 40 bytes cut is left out.
                 let start = start.trim_end_matches(char::REPLACEMENT_CHARACTER);
                 let start = start.split(['<', '\n']).next().unwrap_or_default();
-                return Err(JunitError::NotXml {
-                    at,
-                    start: start.to_string(),
-                });
+                let start = start.replace(|c: char| c.is_control(), " ");
+                return Err(JunitError::NotXml { at, start });
             }
         }
         let len = run.len();
