@@ -418,6 +418,7 @@ fn outcomes_when_a_case_has_several_children() {
 <testcase name="skipped then failed"><skipped/><failure message="x"/></testcase>
 <testcase name="flaky then skipped"><flakyFailure message="once"/><skipped/></testcase>
 <testcase name="rerun error only"><rerunError message="again"/></testcase>
+<testcase name="two failures"><failure message="first"/><failure message="second"/></testcase>
 </testsuite>"#,
         &JunitLimits::default(),
     );
@@ -432,6 +433,7 @@ fn outcomes_when_a_case_has_several_children() {
             (Outcome::Failed, "x"),
             (Outcome::Flaky, "once"),
             (Outcome::Errored, "again"),
+            (Outcome::Failed, "first"),
         ]
     );
 }
