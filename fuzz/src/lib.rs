@@ -142,3 +142,77 @@ pub fn log_line(data: &[u8]) {
     }
     assert!(!kubeci_server::ansi::escape(&line).contains(['<', '>', '"']));
 }
+
+/// Limits small enough that the fuzzer reaches them: a few levels, short texts and tags.
+fn junit_limits() -> kubeci_results::JunitLimits {
+    kubeci_results::JunitLimits {
+        max_depth: 8,
+        max_cases: 64,
+        max_text_bytes: 32,
+        max_tag_bytes: 256,
+    }
+}
+
+/// Reads `data` through a reader that gives at most `step` bytes at a time.
+fn read_junit_by(
+    data: &[u8],
+    step: usize,
+) -> (
+    Vec<kubeci_results::TestCase>,
+    Result<u64, kubeci_results::JunitError>,
+) {
+    struct Steps<'a>(&'a [u8], usize);
+    impl std::io::Read for Steps<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut cases = Vec::new();
+    let reader = std::io::BufReader::with_capacity(step, Steps(data, step));
+    let result = kubeci_results::read_junit(reader, "fuzz.xml", &junit_limits(), &mut |case| {
+        cases.push(case)
+    });
+    (cases, result.map(|file| file.cases))
+}
+
+/// The JUnit reader: any bytes give cases and an end (all read, or an error whose position
+/// is inside the input), never a panic; texts stay within their limit; and the answer is
+/// the same whether the bytes come at once or one at a time (nothing depends on where a
+/// read happens to end: a character, a reference, a `]]>` cut in two).
+pub fn junit(data: &[u8]) {
+    let limits = junit_limits();
+    let (cases, result) = read_junit_by(data, data.len().max(1));
+    if let Ok(count) = &result {
+        assert_eq!(*count as usize, cases.len());
+    }
+    assert!(cases.len() as u64 <= limits.max_cases);
+    let cut = limits.max_text_bytes + '…'.len_utf8();
+    for case in &cases {
+        for text in [&case.message, &case.kind, &case.details, &case.output] {
+            assert!(text.as_deref().unwrap_or_default().len() <= cut, "{case:?}");
+        }
+        assert!(case.name.len() <= cut && case.classname.len() <= cut);
+    }
+    if let Err(error) = &result {
+        let lines = data.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let text = error.to_string();
+        assert!(!text.is_empty());
+        if let Some((line, _)) = text
+            .split_once("line ")
+            .and_then(|(_, rest)| rest.split_once(|c: char| !c.is_ascii_digit()))
+        {
+            let line: u64 = line.parse().unwrap_or(0);
+            assert!(line >= 1 && line <= lines, "{text} (of {lines} lines)");
+        }
+    }
+    let (by_byte, by_byte_result) = read_junit_by(data, 1);
+    assert_eq!(by_byte, cases, "one byte at a time");
+    assert_eq!(
+        by_byte_result.map_err(|e| e.to_string()),
+        result.map_err(|e| e.to_string()),
+        "one byte at a time"
+    );
+}

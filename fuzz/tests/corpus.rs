@@ -50,6 +50,11 @@ fn log_line_corpus() {
     run("log_line", kubeci_fuzz::log_line);
 }
 
+#[test]
+fn junit_corpus() {
+    run("junit", kubeci_fuzz::junit);
+}
+
 /// What the log target's property rests on: markup in a line is escaped.
 #[test]
 fn markup_in_a_log_line_is_escaped() {

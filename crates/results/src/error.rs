@@ -27,10 +27,14 @@ pub enum JunitError {
 
     /// Text where the first element should be: a log, JSON, HTML without a tag first.
     #[error(
-        "not XML: it begins with text ({start:?}) at {at}, not an element; a JUnit report \
+        "not XML: it begins with text (“{start}”) at {at}, not an element; a JUnit report \
          begins with <testsuites> or <testsuite>"
     )]
-    NotXml { at: Position, start: String },
+    NotXml {
+        at: Position,
+        /// Its first characters, up to 40 bytes, a tag or the line's end.
+        start: String,
+    },
 
     /// A top-level element other than `<testsuites>` or `<testsuite>`.
     #[error(

@@ -301,9 +301,14 @@ fn a_file_that_is_not_junit_says_what_it_is() {
     );
     assert_eq!(
         error_of(b"  {\"numFailedTests\": 0, \"testResults\": []}").to_string(),
-        "not XML: it begins with text (\"{\\\"numFailedTests\\\": 0, \\\"testResults\\\": []}\") at \
-         line 1, column 3, not an element; a JUnit report begins with <testsuites> or <testsuite>"
+        "not XML: it begins with text (“{\"numFailedTests\": 0, \"testResults\": []}”) at line 1, \
+         column 3, not an element; a JUnit report begins with <testsuites> or <testsuite>"
     );
+    // A reference is text too.
+    assert!(matches!(
+        error_of(b"&lt;testsuite/&gt;"),
+        JunitError::NotXml { .. }
+    ));
     for empty in [
         &b""[..],
         b"  \n",
@@ -376,7 +381,7 @@ fn malformed_xml_says_what_is_wrong_where() {
     );
     assert_eq!(
         error_of(b"<testsuite></testsuite>\ntrailing words").to_string(),
-        "not well-formed XML at line 2, column 1: text after the report's end (\"trailing words\")"
+        "not well-formed XML at line 2, column 1: text after the report's end (“trailing words”)"
     );
     let error = error_of(b"<testsuite><testcase name=unquoted/></testsuite>");
     assert!(
@@ -413,6 +418,7 @@ fn outcomes_when_a_case_has_several_children() {
 <testcase name="skipped then failed"><skipped/><failure message="x"/></testcase>
 <testcase name="flaky then skipped"><flakyFailure message="once"/><skipped/></testcase>
 <testcase name="rerun error only"><rerunError message="again"/></testcase>
+<testcase name="two failures"><failure message="first"/><failure message="second"/></testcase>
 </testsuite>"#,
         &JunitLimits::default(),
     );
@@ -427,6 +433,7 @@ fn outcomes_when_a_case_has_several_children() {
             (Outcome::Failed, "x"),
             (Outcome::Flaky, "once"),
             (Outcome::Errored, "again"),
+            (Outcome::Failed, "first"),
         ]
     );
 }

@@ -104,12 +104,10 @@ def test_prints():
     assert add(0, 0) == 1
 "#;
 
-#[test]
-#[ignore = "needs pytest (.ci/run installs it: python3 -m pip install pytest==9.2.0)"]
-fn pytest_junitxml() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tests")).unwrap();
-    std::fs::write(dir.path().join("tests/test_sample.py"), PYTHON_TESTS).unwrap();
+/// Runs pytest over [`PYTHON_TESTS`] in `dir`; its report's results.
+fn run_pytest(dir: &Path) -> TestResults {
+    std::fs::create_dir(dir.join("tests")).unwrap();
+    std::fs::write(dir.join("tests/test_sample.py"), PYTHON_TESTS).unwrap();
     let output = run(Command::new("python3")
         .args([
             "-m",
@@ -121,7 +119,7 @@ fn pytest_junitxml() {
         ])
         .args(["--junitxml=report.xml", "tests"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(dir.path()));
+        .current_dir(dir));
     // pytest exits 1 when tests failed; anything else is pytest not running them.
     assert_eq!(
         output.status.code(),
@@ -130,7 +128,14 @@ fn pytest_junitxml() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let results = read_report(&dir.path().join("report.xml"));
+    read_report(&dir.join("report.xml"))
+}
+
+#[test]
+#[ignore = "needs pytest (.ci/run installs it: python3 -m pip install pytest==9.2.0)"]
+fn pytest_junitxml() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = run_pytest(dir.path());
     assert_eq!(
         results.counts,
         Counts {
@@ -174,12 +179,23 @@ fn pytest_junitxml() {
         at(r#"raise RuntimeError("the fixture broke")"#)
     );
 
-    let skipped = case(&results, "test_skipped");
+    check_pytest_skips_output_and_order(&results);
+}
+
+/// The skipped and xfailed tests, the printing test's output, and the order a page shows.
+fn check_pytest_skips_output_and_order(results: &TestResults) {
+    let at = |text| {
+        (
+            Some("tests/test_sample.py"),
+            Some(line_of(PYTHON_TESTS, text)),
+        )
+    };
+    let skipped = case(results, "test_skipped");
     assert_eq!(
         (skipped.outcome, skipped.message.as_deref()),
         (Outcome::Skipped, Some("not on this machine"))
     );
-    let xfail = case(&results, "test_xfail");
+    let xfail = case(results, "test_xfail");
     assert_eq!(
         (
             xfail.outcome,
@@ -193,7 +209,7 @@ fn pytest_junitxml() {
         )
     );
 
-    let prints = case(&results, "test_prints");
+    let prints = case(results, "test_prints");
     assert_eq!(prints.outcome, Outcome::Failed);
     assert_eq!(
         (prints.file.as_deref(), prints.line),

@@ -125,7 +125,7 @@ impl<'l, R: Read> Parser<'l, R> {
         match error {
             JunitError::NotXml { at, start } if self.seen_root => JunitError::Malformed {
                 at,
-                what: format!("text after the report's end ({start:?})"),
+                what: format!("text after the report's end (“{start}”)"),
             },
             error => error,
         }

@@ -80,29 +80,36 @@ pub(crate) enum TextEnd {
 }
 
 /// Validates UTF-8 across chunk boundaries: a character cut by the end of a chunk waits
-/// in `pending` for the rest of its bytes.
+/// in `pending` for the rest of its bytes. The answer does not depend on where chunks end.
 #[derive(Default)]
 pub(crate) struct Utf8Check {
     pending: [u8; 4],
     pending_len: usize,
 }
 
+/// Where bytes that are not UTF-8 begin.
+#[derive(Debug, PartialEq, Eq)]
+enum Invalid {
+    /// In the character left incomplete by an earlier chunk.
+    Pending,
+    /// At this index of the bytes fed.
+    At(usize),
+}
+
 impl Utf8Check {
-    /// Feeds `bytes`, valid so far, to `keep`; `Err(i)`: the byte at `i` is where the
-    /// invalid sequence begins (`0` also when it began in an earlier chunk).
-    fn feed(&mut self, mut bytes: &[u8], keep: &mut dyn FnMut(&str)) -> Result<(), usize> {
+    /// Feeds `bytes`, hands on what is valid UTF-8 so far to `keep`.
+    fn feed(&mut self, mut bytes: &[u8], keep: &mut dyn FnMut(&str)) -> Result<(), Invalid> {
         if self.pending_len > 0 {
             let need = utf8_len(self.pending[0]) - self.pending_len;
             let take = need.min(bytes.len());
             self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
             self.pending_len += take;
             bytes = &bytes[take..];
-            if take < need {
-                return Ok(());
-            }
             match std::str::from_utf8(&self.pending[..self.pending_len]) {
                 Ok(text) => keep(text),
-                Err(_) => return Err(0),
+                // Still incomplete, and valid so far.
+                Err(e) if e.error_len().is_none() => return Ok(()),
+                Err(_) => return Err(Invalid::Pending),
             }
             self.pending_len = 0;
         }
@@ -113,8 +120,8 @@ impl Utf8Check {
                 // Only the prefix checked valid is handed on (no UTF-8 check twice).
                 keep(std::str::from_utf8(&bytes[..valid]).unwrap_or_default());
                 let rest = &bytes[valid..];
-                if e.error_len().is_some() || utf8_len(rest[0]) == 0 {
-                    return Err(valid);
+                if e.error_len().is_some() {
+                    return Err(Invalid::At(valid));
                 }
                 self.pending[..rest.len()].copy_from_slice(rest);
                 self.pending_len = rest.len();
@@ -128,12 +135,37 @@ impl Utf8Check {
         self.pending_len > 0
     }
 
-    /// Where the character left incomplete begins, the reader being at `at`: only its
-    /// lead byte counted as a column.
+    /// Where the character left incomplete begins, the reader being just past its bytes
+    /// (at `at`): only its lead byte counted as a column.
     fn incomplete_at(&self, at: Position) -> Position {
         Position {
             column: at.column.saturating_sub(1).max(1),
             ..at
+        }
+    }
+
+    /// Feeds `len` bytes at the reader's position: on invalid bytes, the reader is moved to
+    /// them and the error says where they are.
+    fn feed_at<R: Read>(
+        &mut self,
+        source: &mut Source<R>,
+        fed: Result<(), Invalid>,
+        len: usize,
+        declared: &Option<String>,
+    ) -> Result<(), JunitError> {
+        match fed {
+            Ok(()) => {
+                source.advance(len);
+                Ok(())
+            }
+            Err(Invalid::Pending) => Err(invalid_utf8(
+                self.incomplete_at(source.position()),
+                declared,
+            )),
+            Err(Invalid::At(bad)) => {
+                source.advance(bad);
+                Err(invalid_utf8(source.position(), declared))
+            }
         }
     }
 }
@@ -172,14 +204,21 @@ pub(crate) fn read_text<R: Read>(
         let stopped_at = stop.map(|i| chunk[i]);
         let run = &chunk[..stop.unwrap_or(chunk.len())];
         if top_level {
-            if let Some(first) = run.iter().position(|b| !b.is_ascii_whitespace()) {
-                let start =
-                    String::from_utf8_lossy(&run[first..run.len().min(first + 40)]).into_owned();
+            // A reference is text too (`&lt;` outside every element).
+            let visible = match stopped_at {
+                Some(b'&') => &chunk[..run.len() + 1],
+                _ => run,
+            };
+            if let Some(first) = visible.iter().position(|b| !b.is_ascii_whitespace()) {
                 source.advance(first);
-                return Err(JunitError::NotXml {
-                    at: source.position(),
-                    start,
-                });
+                let at = source.position();
+                let ahead = source.peek(40).map_err(|e| read_error(at, e))?;
+                let start = String::from_utf8_lossy(ahead);
+                // Up to a tag or the line's end; a character the 40 bytes cut is left out.
+                let start = start.trim_end_matches(char::REPLACEMENT_CHARACTER);
+                let start = start.split(['<', '\n']).next().unwrap_or_default();
+                let start = start.replace(|c: char| c.is_control(), " ");
+                return Err(JunitError::NotXml { at, start });
             }
         }
         let len = run.len();
@@ -188,11 +227,7 @@ pub(crate) fn read_text<R: Read>(
                 kept.push(text);
             }
         });
-        if let Err(bad) = fed {
-            source.advance(bad);
-            return Err(invalid_utf8(source.position(), declared));
-        }
-        source.advance(len);
+        check.feed_at(source, fed, len, declared)?;
         let Some(stopped_at) = stopped_at else {
             continue;
         };
@@ -287,11 +322,8 @@ pub(crate) fn read_cdata<R: Read>(
                 kept.push(text);
             }
         };
-        if let Err(bad) = check.feed(run, &mut push) {
-            source.advance(bad);
-            return Err(invalid_utf8(source.position(), declared));
-        }
-        source.advance(len);
+        let fed = check.feed(run, &mut push);
+        check.feed_at(source, fed, len, declared)?;
         if stop.is_some() {
             let at = source.position();
             if source.peek(3).map_err(|e| read_error(at, e))? == b"]]>" {
@@ -301,10 +333,8 @@ pub(crate) fn read_cdata<R: Read>(
                 source.advance(3);
                 return Ok(());
             }
-            if check.feed(b"]", &mut push).is_err() {
-                return Err(invalid_utf8(at, declared));
-            }
-            source.advance(1);
+            let fed = check.feed(b"]", &mut push);
+            check.feed_at(source, fed, 1, declared)?;
         }
     }
 }
