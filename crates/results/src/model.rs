@@ -10,6 +10,14 @@ pub const RESULTS_VERSION: u32 = 1;
 /// its name and outcome only (a build that fails 100,000 tests still has a bounded record).
 pub const MAX_DETAILED_CASES: usize = 1_000;
 
+/// The most bytes of message, details and output kept for a whole build: past it, a case's
+/// texts keep their first [`SHORT_TEXT_BYTES`] only, so a build failing a thousand tests
+/// with huge outputs still reads in bounded memory (about 5 MiB of texts at most).
+pub const MAX_DETAIL_BYTES: usize = 4 * 1024 * 1024;
+
+/// What each text of a case keeps once [`MAX_DETAIL_BYTES`] are kept.
+pub const SHORT_TEXT_BYTES: usize = 256;
+
 /// How much of one message, details or output text is kept (bytes, cut on a character
 /// boundary, with `…` added).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -187,6 +195,8 @@ pub struct TestResults {
 #[derive(Debug, Default)]
 pub struct ResultsBuilder {
     results: TestResults,
+    /// Bytes of message, details and output kept so far.
+    detail_bytes: usize,
 }
 
 impl ResultsBuilder {
@@ -196,6 +206,7 @@ impl ResultsBuilder {
                 version: RESULTS_VERSION,
                 ..TestResults::default()
             },
+            detail_bytes: 0,
         }
     }
 
@@ -209,6 +220,17 @@ impl ResultsBuilder {
             time: case.time,
         });
         if case.outcome != Outcome::Passed && self.results.detailed.len() < MAX_DETAILED_CASES {
+            let mut case = case;
+            let short = self.detail_bytes >= MAX_DETAIL_BYTES;
+            for text in [&mut case.message, &mut case.details, &mut case.output]
+                .into_iter()
+                .flatten()
+            {
+                if short && text.len() > SHORT_TEXT_BYTES {
+                    *text = crate::junit::cut_to(text, SHORT_TEXT_BYTES);
+                }
+                self.detail_bytes += text.len();
+            }
             self.results.detailed.push(case);
         }
     }
@@ -264,6 +286,40 @@ mod tests {
         assert_eq!(results.cases.len(), 4);
         assert_eq!(results.counts.total(), 4);
         assert_eq!(results.counts.failures(), 2);
+    }
+
+    #[test]
+    fn past_the_builds_bound_of_texts_each_case_keeps_a_short_one() {
+        let mut builder = ResultsBuilder::new();
+        let huge = "x".repeat(MAX_TEXT_BYTES);
+        for n in 0..MAX_DETAILED_CASES {
+            let mut failed = case("c", &format!("t{n}"), Outcome::Failed);
+            failed.details = Some(huge.clone());
+            failed.output = Some(huge.clone());
+            builder.case(failed);
+        }
+        let results = builder.finish();
+        let kept: usize = (results.detailed.iter())
+            .flat_map(|c| [&c.message, &c.details, &c.output])
+            .flatten()
+            .map(String::len)
+            .sum();
+        assert!(
+            kept <= MAX_DETAIL_BYTES
+                + 2 * MAX_TEXT_BYTES
+                + MAX_DETAILED_CASES * 2 * (SHORT_TEXT_BYTES + 3),
+            "{kept} bytes of texts kept"
+        );
+        let last = results.detailed.last().unwrap();
+        assert!(
+            last.details.as_ref().unwrap().ends_with('…'),
+            "cut, and said so"
+        );
+        assert_eq!(
+            results.detailed.len(),
+            MAX_DETAILED_CASES,
+            "every failure still listed"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ mod parse;
 mod source;
 mod text;
 
+pub(crate) use text::cut_to;
+
 use std::io::BufRead;
 
 use crate::error::JunitError;
