@@ -202,6 +202,7 @@ pub(crate) fn sample_build(
         created_at: None,
         started_at: None,
         finished_at: None,
+        tests: None,
     }
 }
 
