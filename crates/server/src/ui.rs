@@ -435,21 +435,42 @@ pub(crate) async fn build_page<B: Backend>(
         skipped_bytes: tail.skipped_bytes,
         skipped_lines: tail.skipped_lines,
     };
+    let left = match build.state.is_finished() {
+        true => left(&*state.backend, &namespace, &name, number).await,
+        false => pages::Left::default(),
+    };
+    let shown_page = pages::BuildPage {
+        namespace: &namespace,
+        job: &name,
+        build: &build,
+        shown: &shown,
+        web: web.as_deref(),
+        engine: state.backend.kind(),
+        left: &left,
+    };
     with_cookie(
-        page(
-            StatusCode::OK,
-            pages::build(
-                &namespace,
-                &name,
-                &build,
-                &shown,
-                web.as_deref(),
-                state.backend.kind(),
-                &chrome,
-            ),
-        ),
+        page(StatusCode::OK, pages::build(&shown_page, &chrome)),
         cookie,
     )
+}
+
+/// What build `number` left — its test results and its files — read together; what
+/// cannot be read is said on the page, the rest of it still shown.
+async fn left<B: Backend>(backend: &B, namespace: &str, name: &str, number: u64) -> pages::Left {
+    let (tests, outputs) = tokio::join!(
+        backend.tests(namespace, name, number),
+        backend.outputs(namespace, name, number)
+    );
+    let unreadable = [tests.as_ref().err(), outputs.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .map(|e| e.message.clone())
+        .next();
+    pages::Left {
+        tests: tests.ok().flatten(),
+        outputs: outputs.ok().flatten(),
+        unreadable,
+    }
 }
 
 /// How much of a log's end the build page shows; the whole log is a link away (the API

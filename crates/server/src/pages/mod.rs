@@ -12,17 +12,21 @@ mod badge;
 mod build;
 mod job;
 mod jobs;
+mod outputs;
 pub(crate) mod parts;
+mod results;
 mod yaml;
 
 #[cfg(test)]
 mod hostile;
 
 pub use badge::badge;
-pub use build::{build, LogShown};
+pub use build::{build, BuildPage, LogShown};
 pub use job::{job, shown_diagnostic};
 pub use jobs::{jobs, JobRow, JobsQuery, PAGE_SIZE, STRIP};
+pub use outputs::{Left, SHOWN_ARTIFACTS, SHOWN_REFUSED};
 pub use parts::{repository_web, urlencode};
+pub use results::{BuildAt, MAX_SECTION_BYTES, SHOWN_FAILURES, SHOWN_LISTED};
 
 use maud::{html, Markup, DOCTYPE};
 
