@@ -23,6 +23,7 @@ pub mod pages;
 pub mod session;
 mod trace;
 mod ui;
+mod ui_outputs;
 mod webhook;
 
 use axum::extract::DefaultBodyLimit;
@@ -148,6 +149,10 @@ pub fn app_with<B: Backend>(
         .route(
             "/jobs/{namespace}/{name}/builds/{number}",
             get(build_page::<B>),
+        )
+        .route(
+            "/jobs/{namespace}/{name}/tests/history",
+            get(ui_outputs::test_history_page::<B>),
         )
         .route(
             "/jobs/{namespace}/{name}/builds/{number}/events",

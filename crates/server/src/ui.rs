@@ -68,7 +68,7 @@ pub(crate) fn not_found_page(what: &str) -> Response {
 
 /// The header of a page for this request (who is signed in, the namespaces, the one
 /// shown), and the session cookie to set with it, if any.
-fn chrome<B: Backend>(
+pub(crate) fn chrome<B: Backend>(
     state: &AppState<B>,
     headers: &HeaderMap,
     here: String,
@@ -436,7 +436,7 @@ pub(crate) async fn build_page<B: Backend>(
         skipped_lines: tail.skipped_lines,
     };
     let left = match build.state.is_finished() {
-        true => left(&*state.backend, &namespace, &name, number).await,
+        true => crate::ui_outputs::left(&*state.backend, &namespace, &name, number).await,
         false => pages::Left::default(),
     };
     let shown_page = pages::BuildPage {
@@ -452,25 +452,6 @@ pub(crate) async fn build_page<B: Backend>(
         page(StatusCode::OK, pages::build(&shown_page, &chrome)),
         cookie,
     )
-}
-
-/// What build `number` left — its test results and its files — read together; what
-/// cannot be read is said on the page, the rest of it still shown.
-async fn left<B: Backend>(backend: &B, namespace: &str, name: &str, number: u64) -> pages::Left {
-    let (tests, outputs) = tokio::join!(
-        backend.tests(namespace, name, number),
-        backend.outputs(namespace, name, number)
-    );
-    let unreadable = [tests.as_ref().err(), outputs.as_ref().err()]
-        .into_iter()
-        .flatten()
-        .map(|e| e.message.clone())
-        .next();
-    pages::Left {
-        tests: tests.ok().flatten(),
-        outputs: outputs.ok().flatten(),
-        unreadable,
-    }
 }
 
 /// How much of a log's end the build page shows; the whole log is a link away (the API

@@ -10,6 +10,7 @@
 
 mod badge;
 mod build;
+mod history;
 mod job;
 mod jobs;
 mod outputs;
@@ -22,6 +23,7 @@ mod hostile;
 
 pub use badge::badge;
 pub use build::{build, BuildPage, LogShown};
+pub use history::{history_path, test_history, SHOWN_HISTORY};
 pub use job::{job, shown_diagnostic};
 pub use jobs::{jobs, JobRow, JobsQuery, PAGE_SIZE, STRIP};
 pub use outputs::{Left, SHOWN_ARTIFACTS, SHOWN_REFUSED};

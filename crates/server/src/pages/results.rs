@@ -2,7 +2,8 @@
 //! be read, then the failures first (failed, errored) with their message, details and
 //! output, those the job's history shows flaky marked with why, then the skipped tests and
 //! those that passed on a rerun, and the passing ones counted. Each test shown has an
-//! anchor (`#test-…`, [`test_anchor`]) and a link to its history.
+//! anchor (`#test-…`, [`test_anchor`]) and a link to its history's page
+//! ([`super::history`]).
 //!
 //! Bounded whatever the counts: at most [`SHOWN_FAILURES`] failures and [`SHOWN_LISTED`]
 //! tests of each other list, every text cut to a number of bytes *as escaped HTML*
@@ -16,6 +17,7 @@ use kubeci_engine::api::BuildTests;
 use kubeci_results::{index_id, CaseLine, FlakyReason, Outcome, TestCase, TestResults};
 use maud::{html, Markup};
 
+use super::history::history_path;
 use super::parts::{cut_escaped, thousands, urlencode};
 
 /// How many failures (failed, then errored) the section shows, each with its details.
@@ -100,14 +102,10 @@ impl BuildAt<'_> {
         )
     }
 
-    /// Test `id`'s history up to this build, as the API answers it. The id the index
-    /// keeps (at most 256 bytes) names the same test, so the link stays short.
+    /// The page of test `id`'s history up to this build. The id the index keeps (at most
+    /// 256 bytes) names the same test, so the link stays short.
     fn history(&self, id: &str) -> String {
-        format!(
-            "{}/tests/history?name={}",
-            self.api(),
-            urlencode(&index_id(id))
-        )
+        history_path(self.namespace, self.job, &index_id(id), Some(self.number))
     }
 }
 
@@ -259,7 +257,7 @@ fn failure(
             } @else {
                 p class="note" { "Its details were not kept (a build keeps those of its first 1,000 tests that did not pass)." }
             }
-            p class="sub" { a href=(at.history(&id)) { "History of this test (JSON)" } }
+            p class="sub" { a href=(at.history(&id)) { "History of this test" } }
         }
     }
 }

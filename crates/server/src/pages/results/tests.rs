@@ -140,7 +140,7 @@ fn failures_come_first_with_their_details_the_known_flaky_marked_with_why() {
         "{html}"
     );
     assert!(
-        html.contains("<a href=\"/api/v1/jobs/ci/api/builds/7/tests/history?name=pkg.Mod%3A%3Afails\">History of this test (JSON)</a>"),
+        html.contains("<a href=\"/jobs/ci/api/tests/history?name=pkg.Mod%3A%3Afails&amp;build=7\">History of this test</a>"),
         "{html}"
     );
     let flakes = &html[at(&html, "id=\"test-pkg-Mod-flakes-")..];
