@@ -395,7 +395,7 @@ fn the_build_page_shows_its_tests_failures_first_its_files_and_the_job_page_its_
 
     // The job page: each archived build's counts, from the index alone.
     let job = get(&kubeci, "/jobs/default/api");
-    let strip = part(&job, "<ol class=\"passrate\"", "</ol>");
+    let strip = part(&job, "<ol id=\"passrate\"", "</ol>");
     let said: Vec<&str> = strip
         .split("<span class=\"vh\">")
         .skip(1)

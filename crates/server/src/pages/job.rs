@@ -122,16 +122,19 @@ fn passrate(namespace: &str, name: &str, builds: &[BuildView]) -> Markup {
         return html! {};
     }
     html! {
-        ol class="passrate" id="passrate" aria-label="Test results of the builds shown, oldest first" {
-            @for b in builds.iter().rev() {
-                @let said = match &b.tests {
-                    Some(counts) => format!("#{}: {}", b.number, tests_said(counts)),
-                    None => format!("#{}: no test results", b.number),
-                };
-                li {
-                    a href={ (build_path(namespace, name, b.number)) "#tests" } title=(said) {
-                        (bar(b.tests.as_ref()))
-                        span class="vh" { (said) }
+        div class="passrate" {
+            span class="sub" aria-hidden="true" { "Tests, oldest first:" }
+            ol id="passrate" aria-label="Test results of the builds shown, oldest first" {
+                @for b in builds.iter().rev() {
+                    @let said = match &b.tests {
+                        Some(counts) => format!("#{}: {}", b.number, tests_said(counts)),
+                        None => format!("#{}: no test results", b.number),
+                    };
+                    li {
+                        a href={ (build_path(namespace, name, b.number)) "#tests" } title=(said) {
+                            (bar(b.tests.as_ref()))
+                            span class="vh" { (said) }
+                        }
                     }
                 }
             }
@@ -339,7 +342,7 @@ mod tests {
             crate::pages::sample_build(2, Phase::Running),
             with_tests(1, 412, 0),
         ]);
-        let strip = &html[html.find("<ol class=\"passrate\"").expect("a strip")..];
+        let strip = &html[html.find("<ol id=\"passrate\"").expect("a strip")..];
         let strip = &strip[..strip.find("</ol>").unwrap()];
         let said: Vec<&str> = strip
             .split("<span class=\"vh\">")
