@@ -71,6 +71,8 @@ struct AppState<B> {
     webhooks: Arc<dyn Webhooks>,
     /// KiB of webhook bodies that may be held at once ([`DELIVERY_BUDGET`]).
     delivery_budget: tokio::sync::Semaphore,
+    /// The rendered test results and files of the builds viewed last.
+    sections: ui_outputs::Sections,
 }
 
 /// A JSON error with a stable shape: `{"error": {"code": "...", "message": "..."}}`.
@@ -128,6 +130,7 @@ pub fn app_with<B: Backend>(
         access,
         webhooks,
         delivery_budget: tokio::sync::Semaphore::new(DELIVERY_BUDGET / 1024),
+        sections: ui_outputs::Sections::default(),
     });
     Router::new()
         .route("/hooks/github", post(github_hook::<B>))

@@ -436,8 +436,8 @@ pub(crate) async fn build_page<B: Backend>(
         skipped_lines: tail.skipped_lines,
     };
     let left = match build.state.is_finished() {
-        true => crate::ui_outputs::left(&*state.backend, &namespace, &name, number).await,
-        false => pages::Left::default(),
+        true => crate::ui_outputs::sections(&state, &namespace, &name, number).await,
+        false => Arc::default(),
     };
     let shown_page = pages::BuildPage {
         namespace: &namespace,

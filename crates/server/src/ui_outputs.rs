@@ -1,7 +1,9 @@
 //! The pages' side of what builds leave (issue 30): a finished build's test results and
-//! files read for its page, and a test's history page.
+//! files read and rendered for its page (the rendering kept for the builds viewed last:
+//! [`Sections`]), and a test's history page.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -14,14 +16,68 @@ use crate::pages;
 use crate::ui::{chrome, page};
 use crate::AppState;
 
-/// What build `number` left — its test results and its files — read together; what
-/// cannot be read is said on the page, the rest of it still shown.
-pub(crate) async fn left<B: Backend>(
-    backend: &B,
+/// How many builds' rendered sections the server keeps: each at most 300 KB of tests
+/// and 200 KB of files, so at most 8 MB (a build of 100,000 cases is about 110 KB).
+pub(crate) const KEPT_SECTIONS: usize = 16;
+
+/// A build: namespace, job, number.
+type BuildKey = (String, String, u64);
+
+/// The Tests and Artifacts sections of the builds whose pages were viewed last, newest
+/// first. Once a build's `outputs.json` is written (after its files and its
+/// `tests.json`: the commit point) what it left never changes, nor do the builds before
+/// it that its known flaky failures are judged by; reading and parsing a `tests.json`
+/// of 100,000 cases again (12 MB) for every view would cost more than the page's p99 of
+/// 50 ms.
+#[derive(Default)]
+pub(crate) struct Sections(Mutex<VecDeque<(BuildKey, Arc<pages::LeftHtml>)>>);
+
+impl Sections {
+    fn get(&self, key: &BuildKey) -> Option<Arc<pages::LeftHtml>> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = kept.iter().position(|(k, _)| k == key)?;
+        let entry = kept.remove(at)?;
+        let html = entry.1.clone();
+        kept.push_front(entry);
+        Some(html)
+    }
+
+    fn put(&self, key: BuildKey, html: Arc<pages::LeftHtml>) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|(k, _)| *k != key);
+        kept.push_front((key, html));
+        kept.truncate(KEPT_SECTIONS);
+    }
+}
+
+/// Build `number`'s Tests and Artifacts sections: kept ones, else read and rendered —
+/// and kept once its outputs are written and all of it could be read.
+pub(crate) async fn sections<B: Backend>(
+    state: &AppState<B>,
     namespace: &str,
     name: &str,
     number: u64,
-) -> pages::Left {
+) -> Arc<pages::LeftHtml> {
+    let key = (namespace.to_owned(), name.to_owned(), number);
+    if let Some(html) = state.sections.get(&key) {
+        return html;
+    }
+    let read = left(&*state.backend, namespace, name, number).await;
+    let at = pages::BuildAt {
+        namespace,
+        job: name,
+        number,
+    };
+    let html = Arc::new(pages::left_html(at, &read));
+    if read.outputs.is_some() && read.unreadable.is_none() {
+        state.sections.put(key, html.clone());
+    }
+    html
+}
+
+/// What build `number` left — its test results and its files — read together; what
+/// cannot be read is said on the page, the rest of it still shown.
+async fn left<B: Backend>(backend: &B, namespace: &str, name: &str, number: u64) -> pages::Left {
     let (tests, outputs) = tokio::join!(
         backend.tests(namespace, name, number),
         backend.outputs(namespace, name, number)
@@ -101,4 +157,31 @@ pub(crate) async fn test_history_page<B: Backend>(
         &chrome,
     );
     with_cookie(page(StatusCode::OK, html), cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(number: u64) -> BuildKey {
+        ("ci".into(), "api".into(), number)
+    }
+
+    #[test]
+    fn the_sections_of_the_builds_viewed_last_are_kept_and_no_more() {
+        let sections = Sections::default();
+        assert!(sections.get(&key(1)).is_none());
+        for number in 1..=KEPT_SECTIONS as u64 {
+            sections.put(key(number), Arc::default());
+        }
+        assert!(sections.get(&key(1)).is_some(), "viewed again: newest");
+        sections.put(key(100), Arc::default());
+        assert!(
+            sections.get(&key(2)).is_none(),
+            "the one viewed longest ago gives way"
+        );
+        assert!(sections.get(&key(1)).is_some());
+        assert!(sections.get(&key(100)).is_some());
+        assert_eq!(sections.0.lock().unwrap().len(), KEPT_SECTIONS);
+    }
 }

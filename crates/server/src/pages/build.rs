@@ -8,9 +8,8 @@ use kubeci_engine::Phase;
 
 use maud::{html, Markup, PreEscaped};
 
-use super::outputs::{left_sections, Left};
+use super::outputs::LeftHtml;
 use super::parts::{self, action_form, build_path, human_bytes, job_path, now};
-use super::results::BuildAt;
 use super::{layout, Chrome};
 use crate::ansi::line_to_html;
 
@@ -303,8 +302,8 @@ pub struct BuildPage<'a> {
     /// pull request.
     pub web: Option<&'a str>,
     pub engine: Engine,
-    /// Its test results and files, once it ended.
-    pub left: &'a Left,
+    /// Its test results and files, once it ended ([`super::left_html`]).
+    pub left: &'a LeftHtml,
 }
 
 /// A build, what it left (its tests first: failures lead), its log (live while it runs),
@@ -322,11 +321,6 @@ pub fn build(page: &BuildPage<'_>, chrome: &Chrome) -> String {
         left,
     } = *page;
     let live = !build.state.is_finished();
-    let at = BuildAt {
-        namespace,
-        job,
-        number: build.number,
-    };
     let body = html! {
         h1 { a href=(job_path(namespace, job)) { (namespace) "/" (job) } " #" (build.number) }
         (reason(build, namespace, engine))
@@ -338,7 +332,7 @@ pub fn build(page: &BuildPage<'_>, chrome: &Chrome) -> String {
         }
         (facts(build, web))
         div class="actions" { (actions(namespace, job, build, chrome.csrf.as_deref(), live)) }
-        (left_sections(at, left))
+        (left)
         (log(namespace, job, build, shown, live, engine))
     };
     layout(
@@ -398,7 +392,7 @@ mod tests {
             shown: log,
             web: Some("https://github.com/org/repo"),
             engine,
-            left: &Left::default(),
+            left: &LeftHtml::default(),
         };
         build(&page, &Chrome::default())
     }

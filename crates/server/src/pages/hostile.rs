@@ -237,7 +237,12 @@ fn a_build_s_page_shows_every_hostile_value_escaped() {
         skipped_lines: 0,
     };
     let (namespace, name, web) = (hostile("namespace"), hostile("name"), hostile("web"));
-    let left = left();
+    let at = BuildAt {
+        namespace: &namespace,
+        job: &name,
+        number: 3,
+    };
+    let left = left_html(at, &left());
     let page = super::build(
         &BuildPage {
             namespace: &namespace,

@@ -26,7 +26,7 @@ pub use build::{build, BuildPage, LogShown};
 pub use history::{history_path, test_history, SHOWN_HISTORY};
 pub use job::{job, shown_diagnostic};
 pub use jobs::{jobs, JobRow, JobsQuery, PAGE_SIZE, STRIP};
-pub use outputs::{Left, SHOWN_ARTIFACTS, SHOWN_REFUSED};
+pub use outputs::{left_html, Left, LeftHtml, SHOWN_ARTIFACTS, SHOWN_REFUSED};
 pub use parts::{repository_web, urlencode};
 pub use results::{BuildAt, MAX_SECTION_BYTES, SHOWN_FAILURES, SHOWN_LISTED};
 

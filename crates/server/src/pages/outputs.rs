@@ -6,7 +6,7 @@
 
 use kubeci_engine::api::BuildTests;
 use kubeci_results::BuildOutputs;
-use maud::{html, Markup};
+use maud::{html, Markup, Render};
 
 use super::parts::{cut_escaped, human_bytes, thousands, urlencode};
 use super::results::{tests_section, BuildAt};
@@ -90,6 +90,33 @@ fn artifacts_section(at: BuildAt<'_>, outputs: &BuildOutputs) -> Markup {
             }
         }
     }
+}
+
+/// A build's Tests and Artifacts sections rendered ([`left_html`]): kept by the server
+/// for a build whose outputs cannot change any more, put in its page as they are. Made
+/// only by [`left_html`], so it holds only what the templates escaped.
+#[derive(Debug, Default)]
+pub struct LeftHtml(String);
+
+impl LeftHtml {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Render for LeftHtml {
+    fn render_to(&self, buffer: &mut String) {
+        buffer.push_str(&self.0);
+    }
+}
+
+/// What build `at` left, rendered for its page.
+pub fn left_html(at: BuildAt<'_>, left: &Left) -> LeftHtml {
+    LeftHtml(left_sections(at, left).into_string())
 }
 
 /// The build's Tests and Artifacts sections, or why they cannot be read now.
