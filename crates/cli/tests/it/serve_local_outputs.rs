@@ -452,19 +452,25 @@ fn kubeci_tests_and_kubeci_artifacts_read_what_a_build_left() {
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_golden("tests/golden/client/artifacts.txt", &listed.stdout);
 
+    downloads(&local.dir.path().join("downloads"), &url);
+}
+
+/// `kubeci artifacts --download` run in `here` against the server at `url`: the file is
+/// written by its last segment into the current directory, never over an existing file
+/// without `--force`, and nothing is left of a refused download.
+fn downloads(here: &Path, url: &str) {
     // Downloaded by its last segment into the current directory, never over a file.
-    let here = local.dir.path().join("downloads");
-    std::fs::create_dir_all(&here).unwrap();
+    std::fs::create_dir_all(here).unwrap();
     let download = [
         "artifacts",
         JOB,
         "4",
         "--server",
-        &url,
+        url,
         "--download",
         "dist/app.tar.gz",
     ];
-    let got = kubeci_in(&here, &download);
+    let got = kubeci_in(here, &download);
     assert_eq!(got.code, 0, "{}", got.stderr);
     assert_eq!(std::fs::read(here.join("app.tar.gz")).unwrap(), FILE);
     assert!(
@@ -472,7 +478,7 @@ fn kubeci_tests_and_kubeci_artifacts_read_what_a_build_left() {
         "nothing but its own name is written"
     );
     std::fs::write(here.join("app.tar.gz"), "mine").unwrap();
-    let again = kubeci_in(&here, &download);
+    let again = kubeci_in(here, &download);
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(
         again.stderr.contains("app.tar.gz exists: give --force"),
@@ -484,20 +490,20 @@ fn kubeci_tests_and_kubeci_artifacts_read_what_a_build_left() {
         b"mine",
         "kept"
     );
-    let forced = kubeci_in(&here, &[&download[..], &["--force"]].concat());
+    let forced = kubeci_in(here, &[&download[..], &["--force"]].concat());
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(std::fs::read(here.join("app.tar.gz")).unwrap(), FILE);
-    let to = kubeci_in(&here, &[&download[..], &["--to", "copy.bin"]].concat());
+    let to = kubeci_in(here, &[&download[..], &["--to", "copy.bin"]].concat());
     assert_eq!(to.code, 0, "{}", to.stderr);
     assert_eq!(std::fs::read(here.join("copy.bin")).unwrap(), FILE);
     let missing = kubeci_in(
-        &here,
+        here,
         &[
             "artifacts",
             JOB,
             "4",
             "--server",
-            &url,
+            url,
             "--download",
             "dist/other.bin",
         ],
@@ -514,10 +520,10 @@ fn kubeci_tests_and_kubeci_artifacts_read_what_a_build_left() {
         !here.join("other.bin").exists(),
         "nothing written for a refusal"
     );
-    let left: Vec<String> = std::fs::read_dir(&here)
+    let left: Vec<String> = std::fs::read_dir(here)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left.len(), 2, "no temporary file left: {left:?}");
-    assert!(Path::new(&here).join("copy.bin").exists());
+    assert!(Path::new(here).join("copy.bin").exists());
 }
