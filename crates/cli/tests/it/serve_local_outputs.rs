@@ -527,3 +527,59 @@ fn downloads(here: &Path, url: &str) {
     assert_eq!(left.len(), 2, "no temporary file left: {left:?}");
     assert!(Path::new(here).join("copy.bin").exists());
 }
+
+#[test]
+#[ignore = "needs Python's jsonschema: .ci/run installs it and runs cargo test --workspace -- --include-ignored"]
+fn a_build_s_test_counts_in_the_api_match_the_openapi_document() {
+    common::require_python_module("jsonschema", "jsonschema");
+    let (_local, kubeci) = served_with_results();
+    let dir = tempfile::tempdir().unwrap();
+    let answers = [
+        ("BuildPage", get(&kubeci, "/api/v1/jobs/default/api/builds")),
+        ("Build", get(&kubeci, "/api/v1/jobs/default/api/builds/3")),
+        (
+            "TestResults",
+            get(&kubeci, "/api/v1/jobs/default/api/builds/4/tests"),
+        ),
+        (
+            "ArtifactList",
+            get(&kubeci, "/api/v1/jobs/default/api/builds/4/artifacts"),
+        ),
+    ];
+    assert!(answers[1].1.contains("\"tests\":{"), "{}", answers[1].1);
+    std::fs::write(
+        dir.path().join("openapi.json"),
+        get(&kubeci, "/api/v1/openapi.json"),
+    )
+    .unwrap();
+    for (schema, body) in &answers {
+        std::fs::write(dir.path().join(format!("{schema}.json")), body).unwrap();
+    }
+    let script = r#"
+import json, sys
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+import referencing.jsonschema
+doc = json.load(open(sys.argv[1] + "/openapi.json"))
+registry = Registry().with_resource("urn:kubeci:openapi", Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012))
+failures = []
+for name in sys.argv[2:]:
+    schema = {"$ref": "urn:kubeci:openapi#/components/schemas/" + name}
+    for error in Draft202012Validator(schema, registry=registry).iter_errors(json.load(open(sys.argv[1] + "/" + name + ".json"))):
+        failures.append(f"{name}: {error.json_path}: {error.message}")
+print("\n".join(failures))
+sys.exit(1 if failures else 0)
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.path())
+        .args(answers.iter().map(|(schema, _)| schema))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
