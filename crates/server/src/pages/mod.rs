@@ -1,10 +1,12 @@
 //! The read-only web pages, rendered on the server from the API's views: the jobs list
-//! ([`jobs`]), a job ([`job`]), a build with its log ([`build`]), sign-in, and status
-//! badges ([`badge`]). Every page has the same header ([`Chrome`]: kubeci, the namespace
+//! ([`jobs`]), a job ([`job`], with its builds' pass-rate strip), a build with what it
+//! left and its log ([`build`]; its Tests and Artifacts sections: `results`, `outputs`),
+//! a test's history ([`test_history`]), sign-in, and status badges ([`badge`]). Every page has the same header ([`Chrome`]: kubeci, the namespace
 //! filter, who is signed in) and one stylesheet (`style.css`, light and dark from the
 //! browser's preference). The pages are `maud` templates, so every value from a job, a
 //! build or a log is escaped unless it is marked `PreEscaped` — which only HTML kubeci
-//! made itself is: a log line from [`crate::ansi`], the highlighted `job.yaml`. Every page
+//! made itself is: a log line from [`crate::ansi`], the highlighted `job.yaml` (and a
+//! build's sections kept rendered, [`LeftHtml`], made by these templates only). Every page
 //! works without JavaScript; with it (`static/kubeci.js`) times stay current and a running
 //! build's page follows its log and its end live.
 
