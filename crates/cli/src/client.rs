@@ -1,5 +1,8 @@
-//! `kubeci jobs`, `builds`, `logs`, `trigger`, `cancel`: the REST API of a running kubeci
-//! (`kubeci serve`), from a terminal or a script.
+//! `kubeci jobs`, `builds`, `logs`, `trigger`, `cancel` (and, in [`outputs`], `tests` and
+//! `artifacts`): the REST API of a running kubeci (`kubeci serve`), from a terminal or a
+//! script.
+
+pub mod outputs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -115,12 +118,14 @@ impl Client {
         })
     }
 
+    /// Sends a request; its answer's body read whole, or, when it succeeds (200) and
+    /// `sink` is given, written to `sink` as it comes.
     async fn call(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
-        stream: bool,
+        mut sink: Option<&mut dyn Write>,
     ) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder().method(method).uri(&url);
@@ -141,15 +146,15 @@ impl Client {
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut bytes = Vec::new();
-        let mut stdout = std::io::stdout();
         while let Some(frame) = body.frame().await {
             let frame = frame.context("the answer broke off")?;
             if let Some(data) = frame.data_ref() {
-                if stream && status == 200 {
-                    stdout.write_all(data)?;
-                    stdout.flush()?;
-                } else {
-                    bytes.extend_from_slice(data);
+                match sink.as_mut() {
+                    Some(sink) if status == 200 => {
+                        sink.write_all(data)?;
+                        sink.flush()?;
+                    }
+                    _ => bytes.extend_from_slice(data),
                 }
             }
         }
@@ -234,7 +239,7 @@ fn build_row(b: &Value) -> Vec<String> {
 
 pub fn jobs(args: &JobsArgs) -> Result<ExitCode> {
     let client = Client::new(&args.server)?;
-    let answer = runtime()?.block_on(client.call(Method::GET, "/api/v1/jobs", &[], false))?;
+    let answer = runtime()?.block_on(client.call(Method::GET, "/api/v1/jobs", &[], None))?;
     if answer.status != 200 {
         return refused(&answer);
     }
@@ -286,7 +291,7 @@ pub fn builds(args: &BuildsArgs) -> Result<ExitCode> {
         args.job,
         args.limit.clamp(1, 500)
     );
-    let answer = runtime()?.block_on(client.call(Method::GET, &path, &[], false))?;
+    let answer = runtime()?.block_on(client.call(Method::GET, &path, &[], None))?;
     if answer.status != 200 {
         return refused(&answer);
     }
@@ -313,7 +318,8 @@ pub fn logs(args: &LogsArgs) -> Result<ExitCode> {
         "/api/v1/jobs/{}/{}/builds/{}/log?follow={}",
         args.server.namespace, args.job, args.build, args.follow
     );
-    let answer = runtime()?.block_on(client.call(Method::GET, &path, &[], true))?;
+    let answer =
+        runtime()?.block_on(client.call(Method::GET, &path, &[], Some(&mut std::io::stdout())))?;
     if answer.status != 200 {
         return refused(&answer);
     }
@@ -331,7 +337,7 @@ pub fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
         .iter()
         .map(|k| ("idempotency-key", k.as_str()))
         .collect();
-    let answer = runtime()?.block_on(client.call(Method::POST, &path, &headers, false))?;
+    let answer = runtime()?.block_on(client.call(Method::POST, &path, &headers, None))?;
     if !matches!(answer.status, 200 | 201) {
         return refused(&answer);
     }
@@ -363,7 +369,7 @@ pub fn cancel(args: &CancelArgs) -> Result<ExitCode> {
         "/api/v1/jobs/{}/{}/builds/{}/cancel",
         args.server.namespace, args.job, args.build
     );
-    let answer = runtime()?.block_on(client.call(Method::POST, &path, &[], false))?;
+    let answer = runtime()?.block_on(client.call(Method::POST, &path, &[], None))?;
     if answer.status != 200 {
         return refused(&answer);
     }

@@ -71,6 +71,11 @@ enum Command {
     Trigger(client::TriggerArgs),
     /// Cancel a build that has not finished (needs the server's token).
     Cancel(client::CancelArgs),
+    /// Print a build's test results: the counts, then the failures with their messages;
+    /// `--history TEST_ID` prints a test's history.
+    Tests(client::outputs::TestsArgs),
+    /// List the files a build left, or download one (`--download PATH`).
+    Artifacts(client::outputs::ArtifactsArgs),
     /// Check out a commit: the clone step of every build pod.
     ///
     /// For SSH remotes the server's host key is checked against the pinned fingerprint
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
         Command::Logs(args) => client::logs(&args),
         Command::Trigger(args) => client::trigger(&args),
         Command::Cancel(args) => client::cancel(&args),
+        Command::Tests(args) => client::outputs::tests(&args),
+        Command::Artifacts(args) => client::outputs::artifacts(&args),
     };
     match result {
         Ok(code) => code,

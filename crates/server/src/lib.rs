@@ -23,6 +23,7 @@ pub mod pages;
 pub mod session;
 mod trace;
 mod ui;
+mod ui_outputs;
 mod webhook;
 
 use axum::extract::DefaultBodyLimit;
@@ -70,6 +71,8 @@ struct AppState<B> {
     webhooks: Arc<dyn Webhooks>,
     /// KiB of webhook bodies that may be held at once ([`DELIVERY_BUDGET`]).
     delivery_budget: tokio::sync::Semaphore,
+    /// The rendered test results and files of the builds viewed last.
+    sections: ui_outputs::Sections,
 }
 
 /// A JSON error with a stable shape: `{"error": {"code": "...", "message": "..."}}`.
@@ -127,6 +130,7 @@ pub fn app_with<B: Backend>(
         access,
         webhooks,
         delivery_budget: tokio::sync::Semaphore::new(DELIVERY_BUDGET / 1024),
+        sections: ui_outputs::Sections::default(),
     });
     Router::new()
         .route("/hooks/github", post(github_hook::<B>))
@@ -148,6 +152,10 @@ pub fn app_with<B: Backend>(
         .route(
             "/jobs/{namespace}/{name}/builds/{number}",
             get(build_page::<B>),
+        )
+        .route(
+            "/jobs/{namespace}/{name}/tests/history",
+            get(ui_outputs::test_history_page::<B>),
         )
         .route(
             "/jobs/{namespace}/{name}/builds/{number}/events",

@@ -68,7 +68,7 @@ pub(crate) fn not_found_page(what: &str) -> Response {
 
 /// The header of a page for this request (who is signed in, the namespaces, the one
 /// shown), and the session cookie to set with it, if any.
-fn chrome<B: Backend>(
+pub(crate) fn chrome<B: Backend>(
     state: &AppState<B>,
     headers: &HeaderMap,
     here: String,
@@ -435,19 +435,21 @@ pub(crate) async fn build_page<B: Backend>(
         skipped_bytes: tail.skipped_bytes,
         skipped_lines: tail.skipped_lines,
     };
+    let left = match build.state.is_finished() {
+        true => crate::ui_outputs::sections(&state, &namespace, &name, number).await,
+        false => Arc::default(),
+    };
+    let shown_page = pages::BuildPage {
+        namespace: &namespace,
+        job: &name,
+        build: &build,
+        shown: &shown,
+        web: web.as_deref(),
+        engine: state.backend.kind(),
+        left: &left,
+    };
     with_cookie(
-        page(
-            StatusCode::OK,
-            pages::build(
-                &namespace,
-                &name,
-                &build,
-                &shown,
-                web.as_deref(),
-                state.backend.kind(),
-                &chrome,
-            ),
-        ),
+        page(StatusCode::OK, pages::build(&shown_page, &chrome)),
         cookie,
     )
 }

@@ -85,5 +85,6 @@ mod serve_local_bounds;
 mod serve_local_github;
 mod serve_local_isolation;
 mod serve_local_outputs;
+mod serve_local_outputs_pages;
 mod serve_local_store_busy;
 mod storm;

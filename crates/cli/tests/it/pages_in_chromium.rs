@@ -289,3 +289,167 @@ fn the_header_signs_in_and_out_filters_stay_in_the_url_and_log_lines_are_linkabl
         "the page shows what `kubeci lint` prints:\n{first}\n---\n{findings}"
     );
 }
+
+/// Every page of what a build left passes the accessibility check, light and dark, wide
+/// and narrow, without sideways scroll: `problems` gets each serious violation.
+fn check_outputs_pages(browser: &Browser, kubeci: &Kubeci, problems: &mut Vec<String>) {
+    let axe = axe_source();
+    let pages = [
+        ("build-tests", "/jobs/default/api/builds/4"),
+        ("build-100000-tests", "/jobs/default/api/builds/3"),
+        ("job-passrate", "/jobs/default/api"),
+        (
+            "test-history",
+            "/jobs/default/api/tests/history?name=pkg.Mod%3A%3Aflakes&build=4",
+        ),
+    ];
+    for (theme, dark) in [("light", false), ("dark", true)] {
+        browser.prefer_dark(dark);
+        for (width, size) in [(1280, "wide"), (375, "narrow")] {
+            browser.set_window_size(width, 900);
+            for (name, path) in pages {
+                browser.open(&url(kubeci, path));
+                let widths = browser.execute(
+                    "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+                );
+                assert!(
+                    widths[0].as_u64() <= widths[1].as_u64(),
+                    "{name}, {theme}, {size}: the page scrolls sideways {widths}"
+                );
+                browser.screenshot(&format!("{name}-{theme}-{size}"));
+                for violation in serious_violations(browser, &axe) {
+                    problems.push(format!("{name} ({theme}, {size}): {violation}"));
+                }
+            }
+        }
+    }
+}
+
+// Long on purpose: one user's story read top to bottom — a red build's page, its failures,
+// a linked test, its history, the job's strip — each step on the page the one before left.
+#[test]
+#[ignore = "needs Debian's chromium and chromium-driver, and axe-core from npm: .ci/run installs them and runs cargo test --workspace -- --include-ignored"]
+fn the_tests_section_leads_with_failures_its_tests_are_linkable_and_the_job_shows_its_pass_rate() {
+    let (_local, kubeci) = crate::serve_local_outputs_pages::served_with_results();
+    let browser = Browser::start();
+
+    // Failures first: failed, then errored, then the rest; the known flaky one marked
+    // with why.
+    browser.set_window_size(1280, 900);
+    browser.open(&url(&kubeci, "/jobs/default/api/builds/4"));
+    let order = browser.execute(
+        "return Array.from(document.querySelectorAll('#tests li.test a.test-id')).map(a => a.textContent);",
+    );
+    assert_eq!(
+        order,
+        serde_json::json!([
+            "pkg.Mod::fails",
+            "pkg.Mod::flakes",
+            "pkg.Mod::errs",
+            "pkg.Mod::skips",
+            "pkg.Mod::reruns",
+            "pkg.Mod::passes"
+        ]),
+        "failures first (the passed one folded)"
+    );
+    browser.execute("document.getElementById('tests').scrollIntoView();");
+    browser.screenshot("build-tests-section");
+    let first = browser.find("#tests li.test");
+    assert!(
+        first.text().contains("AssertionError: expected 1, got 2"),
+        "{}",
+        first.text()
+    );
+    assert!(
+        !browser.find("#tests li.test pre.test-text").is_displayed(),
+        "details folded"
+    );
+    let flakes = browser.find("#tests li.test:nth-child(2)");
+    assert!(
+        flakes.text().contains("known flaky")
+            && flakes
+                .text()
+                .contains("It failed, then passed on a rerun within build #2."),
+        "{}",
+        flakes.text()
+    );
+    assert!(
+        browser
+            .find("#tests li.test:nth-child(2) .flaky-mark")
+            .is_displayed(),
+        "the mark shows"
+    );
+    assert!(browser
+        .text_of("#report-errors")
+        .contains("reports/bad.xml: not JUnit: its root element is <html>"));
+
+    // A test's anchor, in a folded list far down the page: the link opens its list and
+    // scrolls to it, highlighted.
+    let anchor = browser.execute("return document.querySelector('#tests-passed li.test').id;");
+    let anchor = anchor.as_str().unwrap().to_owned();
+    assert!(anchor.starts_with("test-pkg-Mod-passes-"), "{anchor}");
+    browser.set_window_size(1280, 400);
+    browser.open(&url(
+        &kubeci,
+        &format!("/jobs/default/api/builds/4#{anchor}"),
+    ));
+    let seen = browser.execute_with(
+        "const t = document.getElementById(arguments[0]); const r = t.getBoundingClientRect(); \
+         return [t.closest('details').open, r.top >= 0 && r.bottom <= window.innerHeight, window.scrollY > 0, getComputedStyle(t).backgroundColor];",
+        serde_json::json!([anchor]),
+    );
+    assert_eq!(seen[0], true, "its folded list opened");
+    assert_eq!(seen[1], true, "it is in view: {seen}");
+    assert_eq!(seen[2], true, "the page scrolled to it");
+    assert_ne!(seen[3], "rgba(0, 0, 0, 0)", "it stands out");
+    browser.set_window_size(1280, 900);
+
+    // Its history, from the test's own link.
+    browser.open(&url(&kubeci, "/jobs/default/api/builds/4"));
+    browser
+        .find("#tests li.test:nth-child(2) a[href*='/tests/history']")
+        .click();
+    wait("the test's history", || {
+        browser
+            .current_url()
+            .contains("/tests/history?name=pkg.Mod%3A%3Aflakes")
+    });
+    assert!(browser
+        .text_of("#flaky")
+        .contains("Known flaky. It failed, then passed on a rerun within build #2."));
+    assert_eq!(
+        browser.texts("tbody tr td:nth-child(2)"),
+        [
+            "? unknown",
+            "? unknown",
+            "↻ passed on a rerun",
+            "✓ not failing"
+        ],
+        "builds 4 (no results), 3 (its lists cut), 2, 1"
+    );
+
+    // The job page: a bar per build, each said in words, leading to its Tests section.
+    browser.open(&url(&kubeci, "/jobs/default/api"));
+    assert_eq!(
+        browser.execute(
+            "return Array.from(document.querySelectorAll('#passrate a')).map(a => a.textContent);"
+        ),
+        serde_json::json!([
+            "#1: 10 passed, 0 failed",
+            "#2: 10 passed, 0 failed (1 flaky)",
+            "#3: 99,000 passed, 1,000 failed",
+            "#4: no test results"
+        ])
+    );
+    browser.find("#passrate li:nth-child(3) a").click();
+    wait("build 3's tests", || {
+        browser
+            .current_url()
+            .ends_with("/jobs/default/api/builds/3#tests")
+    });
+    assert!(browser.text_of("#test-counts").starts_with("100,000 tests"));
+
+    let mut problems = Vec::new();
+    check_outputs_pages(&browser, &kubeci, &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

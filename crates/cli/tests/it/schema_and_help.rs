@@ -83,6 +83,8 @@ fn help_texts_match_their_golden_files() {
         ("render", &["render", "--help"][..]),
         ("new", &["new", "--help"][..]),
         ("serve", &["serve", "--help"][..]),
+        ("tests", &["tests", "--help"][..]),
+        ("artifacts", &["artifacts", "--help"][..]),
     ] {
         let run = kubeci(args);
         assert_eq!(run.code, 0);

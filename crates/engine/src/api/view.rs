@@ -127,6 +127,11 @@ pub struct BuildView {
     /// Its log in the cluster's log store (from `--log-url-template` or the job's `log_url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
+    /// Its test counts, once it is archived with test results (issue 30): what its job's
+    /// index keeps, so a page of builds shows them without reading each build's
+    /// `tests.json`. `None` while it is live, and for a build without test results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<kubeci_results::Counts>,
 }
 
 /// What a backend knows of a build: for its [`BuildView`], its metrics and its reports.
@@ -208,6 +213,7 @@ impl BuildView {
             created_at: timestamp(facts.created_at),
             started_at: timestamp(facts.started_at),
             finished_at: timestamp(facts.finished_at),
+            tests: None,
         }
     }
 
@@ -269,6 +275,7 @@ mod tests {
             created_at: timestamp(started),
             started_at: timestamp(started),
             finished_at: timestamp(finished),
+            tests: None,
         };
         let t = 1_795_428_000;
         assert_eq!(

@@ -196,7 +196,10 @@ impl ArchivedSummary {
             git_url: None,
             check_name: None,
         };
-        BuildView::of(facts, log_template)
+        BuildView {
+            tests: self.tests.as_ref().map(|tests| *tests.counts()),
+            ..BuildView::of(facts, log_template)
+        }
     }
 
     /// When it started, else when it was requested: the index's `started`.

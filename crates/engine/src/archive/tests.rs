@@ -100,6 +100,44 @@ fn an_archived_build_shows_as_the_same_json_as_it_did_live() {
 }
 
 #[test]
+fn an_archived_build_with_test_results_shows_their_counts_from_its_index_entry() {
+    let record = ArchivedBuild::of(
+        &facts(&BuildState::Failed {
+            reason: "Error".into(),
+            message: "exit 1".into(),
+        }),
+        &ReportRecord::default(),
+        request(),
+        T + 70,
+    );
+    let mut summary = record.build;
+    assert_eq!(summary.view("ci", "web", None).tests, None, "none yet");
+    let mut builder = kubeci_results::ResultsBuilder::new();
+    for (name, outcome) in [
+        ("a", kubeci_results::Outcome::Passed),
+        ("b", kubeci_results::Outcome::Passed),
+        ("c", kubeci_results::Outcome::Failed),
+    ] {
+        builder.case(kubeci_results::TestCase {
+            classname: "pkg".into(),
+            name: name.into(),
+            outcome,
+            ..Default::default()
+        });
+    }
+    summary.tests = Some(kubeci_results::summarize(&builder.finish()));
+    // As the index keeps it: JSON.
+    let entry: ArchivedSummary =
+        serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
+    let view = entry.view("ci", "web", None);
+    let counts = view.tests.expect("its counts");
+    assert_eq!((counts.passed, counts.failed), (2, 1));
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["tests"]["passed"], 2, "{json}");
+    assert_eq!(json["tests"]["failed"], 1, "{json}");
+}
+
+#[test]
 fn the_record_is_documented_json_with_credentials_hidden() {
     let state = BuildState::Aborted {
         by: Some("alice".into()),
@@ -188,7 +226,7 @@ fn a_record_of_another_build_or_a_newer_kubeci_is_refused_for_what_it_is() {
     );
     // Readers ignore fields they do not know.
     let mut value = serde_json::to_value(&newer).unwrap();
-    value["artifacts"] = json!(["report.xml"]);
+    value["coverage"] = json!({"lines": 0.8});
     assert!(serde_json::from_value::<ArchivedBuild>(value).is_ok());
 }
 

@@ -8,6 +8,7 @@ use kubeci_engine::Phase;
 
 use maud::{html, Markup, PreEscaped};
 
+use super::outputs::LeftHtml;
 use super::parts::{self, action_form, build_path, human_bytes, job_path, now};
 use super::{layout, Chrome};
 use crate::ansi::line_to_html;
@@ -291,19 +292,34 @@ fn log(
     }
 }
 
-/// A build, its log (live while it runs), and where else to read it; `web`: its
-/// repository's page ([`parts::repository_web`]), for links to the commit and pull request.
-/// A signed-in user (`chrome.csrf`) is offered "Cancel" while the build runs and "Rebuild"
-/// (the same commit, branch and pull request) once it has ended.
-pub fn build(
-    namespace: &str,
-    job: &str,
-    build: &BuildView,
-    shown: &LogShown<'_>,
-    web: Option<&str>,
-    engine: Engine,
-    chrome: &Chrome,
-) -> String {
+/// What a build's page shows: the build, its log, what it left, and where its links lead.
+pub struct BuildPage<'a> {
+    pub namespace: &'a str,
+    pub job: &'a str,
+    pub build: &'a BuildView,
+    pub shown: &'a LogShown<'a>,
+    /// Its repository's page ([`parts::repository_web`]), for links to the commit and
+    /// pull request.
+    pub web: Option<&'a str>,
+    pub engine: Engine,
+    /// Its test results and files, once it ended ([`super::left_html`]).
+    pub left: &'a LeftHtml,
+}
+
+/// A build, what it left (its tests first: failures lead), its log (live while it runs),
+/// and where else to read it. A signed-in user (`chrome.csrf`) is offered "Cancel" while
+/// the build runs and "Rebuild" (the same commit, branch and pull request) once it has
+/// ended.
+pub fn build(page: &BuildPage<'_>, chrome: &Chrome) -> String {
+    let BuildPage {
+        namespace,
+        job,
+        build,
+        shown,
+        web,
+        engine,
+        left,
+    } = *page;
     let live = !build.state.is_finished();
     let body = html! {
         h1 { a href=(job_path(namespace, job)) { (namespace) "/" (job) } " #" (build.number) }
@@ -316,6 +332,7 @@ pub fn build(
         }
         (facts(build, web))
         div class="actions" { (actions(namespace, job, build, chrome.csrf.as_deref(), live)) }
+        (left)
         (log(namespace, job, build, shown, live, engine))
     };
     layout(
@@ -368,15 +385,16 @@ mod tests {
     }
 
     fn page(build_view: &BuildView, log: &LogShown<'_>, engine: Engine) -> String {
-        build(
-            "ci",
-            "api",
-            build_view,
-            log,
-            Some("https://github.com/org/repo"),
+        let page = BuildPage {
+            namespace: "ci",
+            job: "api",
+            build: build_view,
+            shown: log,
+            web: Some("https://github.com/org/repo"),
             engine,
-            &Chrome::default(),
-        )
+            left: &LeftHtml::default(),
+        };
+        build(&page, &Chrome::default())
     }
 
     #[test]

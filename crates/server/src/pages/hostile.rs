@@ -170,6 +170,60 @@ fn a_job_s_page_shows_every_hostile_value_escaped() {
     );
 }
 
+/// What a build left, every text of it hostile.
+fn left() -> Left {
+    use kubeci_results::{ArtifactFile, BuildOutputs, Outcome, RefusedFile, ReportFile, TestCase};
+    let mut builder = kubeci_results::ResultsBuilder::new();
+    let case = TestCase {
+        suite: hostile("suite"),
+        name: hostile("testname"),
+        outcome: Outcome::Failed,
+        message: Some(hostile("testmsg")),
+        kind: Some(hostile("kind")),
+        details: Some(hostile("details")),
+        output: Some(hostile("output")),
+        file: Some(hostile("file")),
+        ..TestCase::default()
+    };
+    builder.case(case.clone());
+    builder.case(TestCase {
+        outcome: Outcome::Skipped,
+        message: Some(hostile("skipmsg")),
+        ..case.clone()
+    });
+    builder.file(ReportFile {
+        path: hostile("report"),
+        cases: 0,
+        error: Some(hostile("reporterror")),
+    });
+    let results = builder.finish();
+    Left {
+        tests: Some(kubeci_engine::api::BuildTests {
+            known_flaky: vec![kubeci_results::KnownFlaky {
+                id: case.id(),
+                reason: kubeci_results::FlakyReason::SameCommit {
+                    failed: 3,
+                    not_failed: 2,
+                    commit: hostile("sha"),
+                },
+            }],
+            results,
+        }),
+        outputs: Some(BuildOutputs {
+            artifacts: vec![ArtifactFile {
+                path: hostile("artifact"),
+                size: 1,
+            }],
+            refused: vec![RefusedFile {
+                path: hostile("refused"),
+                why: hostile("why"),
+            }],
+            ..BuildOutputs::new()
+        }),
+        unreadable: None,
+    }
+}
+
 #[test]
 fn a_build_s_page_shows_every_hostile_value_escaped() {
     let log = format!(
@@ -182,13 +236,23 @@ fn a_build_s_page_shows_every_hostile_value_escaped() {
         skipped_bytes: 0,
         skipped_lines: 0,
     };
+    let (namespace, name, web) = (hostile("namespace"), hostile("name"), hostile("web"));
+    let at = BuildAt {
+        namespace: &namespace,
+        job: &name,
+        number: 3,
+    };
+    let left = left_html(at, &left());
     let page = super::build(
-        &hostile("namespace"),
-        &hostile("name"),
-        &build(),
-        &shown,
-        Some(&hostile("web")),
-        EngineKind::Kubernetes,
+        &BuildPage {
+            namespace: &namespace,
+            job: &name,
+            build: &build(),
+            shown: &shown,
+            web: Some(&web),
+            engine: EngineKind::Kubernetes,
+            left: &left,
+        },
         &chrome(),
     );
     assert_inert(
@@ -208,6 +272,19 @@ fn a_build_s_page_shows_every_hostile_value_escaped() {
             "red",
             "web",
             "user",
+            "suite",
+            "testname",
+            "testmsg",
+            "kind",
+            "details",
+            "output",
+            "file",
+            "report",
+            "reporterror",
+            "skipmsg",
+            "artifact",
+            "refused",
+            "why",
         ],
     );
     // The spec's hash shows its first 12 characters: `spec"><scrip`.

@@ -3,11 +3,12 @@
 //! `kubeci lint` prints it, and its `job.yaml` as written, highlighted.
 
 use kubeci_engine::api::{BuildView, BuildsPage, JobView};
+use kubeci_results::Counts;
 use kubeci_spec::{LoadedJob, Severity};
 
 use maud::{html, Markup};
 
-use super::parts::{self, action_form, build_path, job_path, now, state, urlencode};
+use super::parts::{self, action_form, build_path, job_path, now, state, thousands, urlencode};
 use super::{layout, yaml, Chrome};
 
 /// A finding as `kubeci lint` prints it, with any credentials in URLs of its source line
@@ -70,6 +71,77 @@ fn no_builds(job: &JobView, name: &str, signed_in: bool) -> Markup {
     }
 }
 
+/// A build's tests as words: `412 passed, 3 failed` (errored ones counted as failed; the
+/// skipped and the flaky said when there are some).
+fn tests_said(counts: &Counts) -> String {
+    let mut said = format!(
+        "{} passed, {} failed",
+        thousands(counts.passed.saturating_add(counts.flaky)),
+        thousands(counts.failures())
+    );
+    if counts.flaky > 0 {
+        said.push_str(&format!(" ({} flaky)", thousands(counts.flaky)));
+    }
+    if counts.skipped > 0 {
+        said.push_str(&format!(", {} skipped", thousands(counts.skipped)));
+    }
+    said
+}
+
+/// How tall a build's bar in the pass-rate strip is, in pixels.
+const BAR: u64 = 24;
+
+/// One build's bar: its failed share in red on top of its passed share in green, as tall
+/// as the strip (an empty bar for a build without test results). Drawn, so it needs no
+/// style attribute (the pages' policy allows none).
+fn bar(counts: Option<&Counts>) -> Markup {
+    let (passed, failed) =
+        counts.map_or((0, 0), |c| (c.passed.saturating_add(c.flaky), c.failures()));
+    let run = passed.saturating_add(failed);
+    let red = match (failed, run) {
+        (0, _) | (_, 0) => 0,
+        (failed, run) => (failed.saturating_mul(BAR) / run).max(1),
+    };
+    html! {
+        svg width="12" height=(BAR) viewBox={ "0 0 12 " (BAR) } aria-hidden="true" focusable="false" {
+            @if run == 0 {
+                rect class="none" x="0" y="0" width="12" height=(BAR) {}
+            } @else {
+                rect class="bad" x="0" y="0" width="12" height=(red) {}
+                rect class="ok" x="0" y=(red) width="12" height=(BAR - red) {}
+            }
+        }
+    }
+}
+
+/// The pass-rate strip of the builds shown, oldest on the left: each a bar linking to its
+/// Tests section, its counts in words beside it for screen readers and on hover (colour
+/// is never the only sign). Nothing when none of them has test results.
+fn passrate(namespace: &str, name: &str, builds: &[BuildView]) -> Markup {
+    if builds.iter().all(|b| b.tests.is_none()) {
+        return html! {};
+    }
+    html! {
+        div class="passrate" {
+            span class="sub" aria-hidden="true" { "Tests, oldest first:" }
+            ol id="passrate" aria-label="Test results of the builds shown, oldest first" {
+                @for b in builds.iter().rev() {
+                    @let said = match &b.tests {
+                        Some(counts) => format!("#{}: {}", b.number, tests_said(counts)),
+                        None => format!("#{}: no test results", b.number),
+                    };
+                    li {
+                        a href={ (build_path(namespace, name, b.number)) "#tests" } title=(said) {
+                            (bar(b.tests.as_ref()))
+                            span class="vh" { (said) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The builds table, or how to start the first build.
 fn builds_table(
     job: &JobView,
@@ -91,6 +163,7 @@ fn builds_table(
         "PR",
         "Started",
         "Duration",
+        "Tests",
     ];
     html! {
         div class="scroll" tabindex="0" role="region" aria-label="Builds" {
@@ -112,6 +185,7 @@ fn builds_table(
                             td { (parts::pull_request(web, b.pull_request)) }
                             td { (parts::time(b.started_at.as_deref().or(b.created_at.as_deref()), now)) }
                             td { (parts::cell(b.duration(now).as_deref())) }
+                            td { (parts::cell(b.tests.as_ref().map(tests_said).as_deref())) }
                             td class="hide-narrow" { (parts::cell(b.message.as_deref())) }
                         }
                     }
@@ -203,6 +277,7 @@ pub fn job(
                 "Archived builds may be missing: the archive cannot be read now (" (error) ")."
             }
         }
+        (passrate(&job.namespace, name, builds))
         (builds_table(job, name, builds, web, chrome.csrf.is_some()))
         @if let (true, Some(last)) = (page.more, builds.last()) {
             p { a id="older-builds" href={ (path) "?before=" (last.number) } { "Older builds" } }
@@ -214,4 +289,107 @@ pub fn job(
         }
     };
     layout(&format!("{}/{name}", job.namespace), chrome, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use kubeci_engine::Phase;
+
+    use super::*;
+
+    fn declared() -> LoadedJob {
+        let data = [(
+            "job.yaml".to_owned(),
+            "- job:\n    name: api\n    git: {url: 'https://github.com/o/api'}\n    run_command: make\n"
+                .to_owned(),
+        )]
+        .into();
+        kubeci_spec::load_configmap(
+            kubeci_spec::ConfigMapData {
+                namespace: "ci",
+                name: "api",
+                labels: &Default::default(),
+                data: &data,
+            },
+            &kubeci_spec::LoadOptions::default(),
+        )
+    }
+
+    fn with_tests(number: u64, passed: u64, failed: u64) -> BuildView {
+        BuildView {
+            tests: Some(Counts {
+                passed,
+                failed,
+                ..Counts::default()
+            }),
+            ..crate::pages::sample_build(number, Phase::Failed)
+        }
+    }
+
+    fn page(builds: Vec<BuildView>) -> String {
+        let page = BuildsPage {
+            builds,
+            more: false,
+            archive_error: None,
+        };
+        job(&declared(), &page, None, &Chrome::default())
+    }
+
+    #[test]
+    fn the_pass_rate_strip_shows_each_build_s_counts_drawn_and_in_words() {
+        let html = page(vec![
+            with_tests(3, 1, 3),
+            crate::pages::sample_build(2, Phase::Running),
+            with_tests(1, 412, 0),
+        ]);
+        let strip = &html[html.find("<ol id=\"passrate\"").expect("a strip")..];
+        let strip = &strip[..strip.find("</ol>").unwrap()];
+        let said: Vec<&str> = strip
+            .split("<span class=\"vh\">")
+            .skip(1)
+            .map(|s| &s[..s.find('<').unwrap()])
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "#1: 412 passed, 0 failed",
+                "#2: no test results",
+                "#3: 1 passed, 3 failed"
+            ],
+            "oldest first, each in words: {strip}"
+        );
+        assert!(
+            strip.contains("<a href=\"/jobs/ci/api/builds/3#tests\" title=\"#3: 1 passed, 3 failed\"><svg width=\"12\" height=\"24\" viewBox=\"0 0 12 24\" aria-hidden=\"true\" focusable=\"false\"><rect class=\"bad\" x=\"0\" y=\"0\" width=\"12\" height=\"18\"></rect><rect class=\"ok\" x=\"0\" y=\"18\" width=\"12\" height=\"6\"></rect></svg>"),
+            "three quarters red: {strip}"
+        );
+        assert!(
+            html.contains("<td>1 passed, 3 failed</td>"),
+            "the table says it too: {html}"
+        );
+        assert!(!page(vec![crate::pages::sample_build(1, Phase::Succeeded)]).contains("passrate"));
+    }
+
+    #[test]
+    fn one_failure_among_many_still_shows_and_the_rest_is_said() {
+        assert_eq!(
+            tests_said(&Counts {
+                passed: 99_990,
+                flaky: 10,
+                failed: 1,
+                errored: 1,
+                skipped: 5
+            }),
+            "100,000 passed, 2 failed (10 flaky), 5 skipped"
+        );
+        let thin = bar(Some(&Counts {
+            passed: 100_000,
+            failed: 1,
+            ..Counts::default()
+        }))
+        .into_string();
+        assert!(
+            thin.contains("class=\"bad\" x=\"0\" y=\"0\" width=\"12\" height=\"1\""),
+            "{thin}"
+        );
+    }
 }

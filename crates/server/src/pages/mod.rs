@@ -1,28 +1,36 @@
 //! The read-only web pages, rendered on the server from the API's views: the jobs list
-//! ([`jobs`]), a job ([`job`]), a build with its log ([`build`]), sign-in, and status
-//! badges ([`badge`]). Every page has the same header ([`Chrome`]: kubeci, the namespace
+//! ([`jobs`]), a job ([`job`], with its builds' pass-rate strip), a build with what it
+//! left and its log ([`build`]; its Tests and Artifacts sections: `results`, `outputs`),
+//! a test's history ([`test_history`]), sign-in, and status badges ([`badge`]). Every page has the same header ([`Chrome`]: kubeci, the namespace
 //! filter, who is signed in) and one stylesheet (`style.css`, light and dark from the
 //! browser's preference). The pages are `maud` templates, so every value from a job, a
 //! build or a log is escaped unless it is marked `PreEscaped` — which only HTML kubeci
-//! made itself is: a log line from [`crate::ansi`], the highlighted `job.yaml`. Every page
+//! made itself is: a log line from [`crate::ansi`], the highlighted `job.yaml` (and a
+//! build's sections kept rendered, [`LeftHtml`], made by these templates only). Every page
 //! works without JavaScript; with it (`static/kubeci.js`) times stay current and a running
 //! build's page follows its log and its end live.
 
 mod badge;
 mod build;
+mod history;
 mod job;
 mod jobs;
+mod outputs;
 pub(crate) mod parts;
+mod results;
 mod yaml;
 
 #[cfg(test)]
 mod hostile;
 
 pub use badge::badge;
-pub use build::{build, LogShown};
+pub use build::{build, BuildPage, LogShown};
+pub use history::{history_path, test_history, SHOWN_HISTORY};
 pub use job::{job, shown_diagnostic};
 pub use jobs::{jobs, JobRow, JobsQuery, PAGE_SIZE, STRIP};
+pub use outputs::{left_html, Left, LeftHtml, SHOWN_ARTIFACTS, SHOWN_REFUSED};
 pub use parts::{repository_web, urlencode};
+pub use results::{BuildAt, MAX_SECTION_BYTES, SHOWN_FAILURES, SHOWN_LISTED};
 
 use maud::{html, Markup, DOCTYPE};
 
@@ -202,6 +210,7 @@ pub(crate) fn sample_build(
         created_at: None,
         started_at: None,
         finished_at: None,
+        tests: None,
     }
 }
 

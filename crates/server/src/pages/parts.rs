@@ -221,9 +221,66 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// How many bytes `c` takes once escaped as HTML (as maud escapes it).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '&' => 5,
+        '<' | '>' => 4,
+        '"' => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// The start of `text` that takes at most `max` bytes once escaped as HTML, cut on a
+/// character boundary; whether it was cut. A page that shows texts it does not control
+/// (a test's message, a file's name) stays within its bound however they are made.
+pub(crate) fn cut_escaped(text: &str, max: usize) -> (&str, bool) {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += escaped_len(c);
+        if used > max {
+            return (&text[..at], true);
+        }
+    }
+    (text, false)
+}
+
+/// `n` with its thousands separated: `100,000`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (at, digit) in digits.chars().enumerate() {
+        if at > 0 && (digits.len() - at).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_is_cut_by_its_escaped_length_on_a_character_boundary() {
+        assert_eq!(cut_escaped("abc", 3), ("abc", false));
+        assert_eq!(cut_escaped("abcd", 3), ("abc", true));
+        assert_eq!(
+            cut_escaped("a\"b", 6),
+            ("a", true),
+            "a quote is six bytes escaped"
+        );
+        assert_eq!(cut_escaped("éé", 3), ("é", true));
+        let hostile = "<&\"x".repeat(1000);
+        let (kept, _) = cut_escaped(&hostile, 1000);
+        assert!(html! { (kept) }.into_string().len() <= 1000);
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(100_000), "100,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 
     #[test]
     fn a_url_component_keeps_only_the_unreserved_characters() {

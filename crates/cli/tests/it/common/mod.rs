@@ -43,9 +43,18 @@ pub fn kubeci(args: &[&str]) -> Run {
 }
 
 pub fn kubeci_with_input(args: &[&str], input: Option<&[u8]>) -> Run {
+    kubeci_at(&repo_root(), args, input)
+}
+
+/// Runs `kubeci ARGS` in directory `dir` (a download writes there).
+pub fn kubeci_in(dir: &Path, args: &[&str]) -> Run {
+    kubeci_at(dir, args, None)
+}
+
+fn kubeci_at(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
         .args(args)
-        .current_dir(repo_root())
+        .current_dir(dir)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
