@@ -1,7 +1,7 @@
 //! How much one build may leave behind, and choosing the files that fit.
 
 use crate::walk::Found;
-use crate::{Collected, CollectedFile, Refused};
+use crate::{Collected, CollectedFile, Refused, Workspace};
 
 /// Total bytes of the files kept as artifacts, per build: 1 GiB.
 pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
@@ -43,7 +43,12 @@ impl Limits {
     /// The files found, taken in order of path while they fit: a file past a limit is
     /// refused with that limit, and smaller files after it may still fit. A file that is
     /// both a report and an artifact fits both totals or is refused.
-    pub(crate) fn choose(&self, mut found: Vec<Found>, mut refused: Vec<Refused>) -> Collected {
+    pub(crate) fn choose(
+        &self,
+        mut found: Vec<Found>,
+        mut refused: Vec<Refused>,
+        root: &Workspace,
+    ) -> Collected {
         found.sort_by(|a, b| a.path.cmp(&b.path));
         let (mut reports, mut artifacts) = (0u64, 0u64);
         let mut files = Vec::new();
@@ -85,10 +90,12 @@ impl Limits {
                     artifacts += if file.kinds.artifact { file.size } else { 0 };
                     files.push(CollectedFile {
                         path: file.path,
-                        full: file.full,
+                        full: root.0.path.join(&file.real),
                         size: file.size,
                         kinds: file.kinds,
                         identity: file.identity,
+                        root: root.clone(),
+                        real: file.real,
                     });
                 }
             }

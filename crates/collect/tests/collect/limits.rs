@@ -2,7 +2,8 @@
 //! goes on with the rest, in order of path, so the same workspace gives the same answer.
 
 use kubeci_collect::{
-    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REPORT_BYTES,
+    Limits, MAX_ARTIFACT_BYTES, MAX_DEPTH, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES,
+    MAX_REPORT_BYTES,
 };
 
 use crate::{paths, refused, refused_for, Workspace};
@@ -164,4 +165,25 @@ fn the_walk_stops_at_its_limit_of_entries_and_says_where() {
     let all = ws.collect_within("", &["**/junit.xml"], &[], &exactly);
     assert_eq!(all.files.len(), 3, "{:?}", refused(&all));
     assert!(all.refused.is_empty());
+}
+
+/// The walk holds a directory's descriptor open for each directory above the one it reads:
+/// a tree deeper than [`MAX_DEPTH`] is not entered past it (thousands of nested
+/// directories would otherwise hold thousands of kubeci's descriptors).
+#[test]
+fn directories_deeper_than_the_limit_are_not_walked() {
+    let ws = Workspace::create();
+    let deep = vec!["d"; MAX_DEPTH + 2].join("/");
+    ws.file(&format!("{deep}/junit.xml"), "x")
+        .file("d/junit.xml", "x");
+    let collected = ws.collect("", &["**/junit.xml"], &[]);
+    assert_eq!(paths(&collected), ["d/junit.xml"]);
+    let past_it = vec!["d"; MAX_DEPTH + 1].join("/");
+    assert_eq!(
+        refused(&collected),
+        [(
+            past_it.as_str(),
+            "it is more than 128 directories under the workdir: it is not walked"
+        )]
+    );
 }
