@@ -18,9 +18,10 @@
 //!   (reading a FIFO would wait for a writer forever);
 //! - names that are not UTF-8 or hold control characters are refused; every path returned
 //!   is relative to the workdir, '/'-separated, with no `.` or `..` segment;
-//! - [`Limits`] bound the bytes, the files and the directory entries read, and no
-//!   directory deeper than [`MAX_DEPTH`] under the workdir is walked, so a huge workspace
-//!   or a runaway build cannot stall kubeci or fill the archive;
+//! - [`Limits`] bound the bytes, the files and the directory entries read, no directory
+//!   deeper than [`MAX_DEPTH`] under the workdir is walked, no path is longer than
+//!   [`MAX_PATH_BYTES`], and at most [`MAX_REFUSED`] refused files are listed, so a huge
+//!   workspace or a runaway build cannot stall kubeci, fill its memory or the archive;
 //! - the same workspace always gives the same answer: files are walked and chosen in
 //!   sorted order.
 //!
@@ -39,9 +40,10 @@ use std::sync::Arc;
 pub use error::CollectError;
 pub use kubeci_spec::glob::Pattern;
 pub use limits::{
-    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REPORT_BYTES,
+    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REFUSED,
+    MAX_REPORT_BYTES,
 };
-pub use walk::MAX_DEPTH;
+pub use walk::{MAX_DEPTH, MAX_PATH_BYTES};
 
 /// What one file is collected as; a file may be both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,7 +107,7 @@ pub struct Refused {
 }
 
 /// The files a build leaves behind: those chosen, and those refused with why, each sorted
-/// by path.
+/// by path; past [`MAX_REFUSED`] refused files, one more entry (`.`) says how many more.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Collected {
     pub files: Vec<CollectedFile>,
@@ -159,6 +161,5 @@ pub fn collect(
     };
     let mut walk = walk::Walk::new(&root, &real, reports, artifacts, limits.entries_walked);
     walk.run(start)?;
-    let (found, refused) = (walk.found, walk.refused);
-    Ok(limits.choose(found, refused, &Workspace(root)))
+    Ok(limits.choose(walk.found, walk.refused, &Workspace(root), &real))
 }

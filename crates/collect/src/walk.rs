@@ -16,17 +16,23 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 
 use crate::beneath::{open_dir, reach, stat_at, Blocked, Kind, Reached, Root, Target};
-use crate::{CollectError, Kinds, Refused};
+use crate::{CollectError, Kinds, Refused, MAX_REFUSED};
 
 /// How deep under the workdir a directory is walked: its descriptor and those of the
 /// directories above it stay open while it is read.
 pub const MAX_DEPTH: usize = 128;
 
+/// The longest path of a file collected, from the workdir, in bytes: the archive keeps no
+/// longer one (`kubeci_archive::layout::MAX_FILE_PATH`), and what a walk holds per file is
+/// bounded by it.
+pub const MAX_PATH_BYTES: usize = 1024;
+
 /// A regular file a pattern matched, before the limits choose.
 pub(crate) struct Found {
     pub path: String,
-    /// Its path from the workspace's root, without links.
-    pub real: PathBuf,
+    /// For a link, the path of the file it leads to from the workspace's root, without
+    /// links; for a file, none: it is the workdir's path, then `path`.
+    pub real: Option<PathBuf>,
     pub size: u64,
     pub kinds: Kinds,
     pub identity: (u64, u64),
@@ -87,7 +93,7 @@ pub(crate) struct Walk<'a> {
     entries_left: usize,
     entries_limit: usize,
     pub found: Vec<Found>,
-    pub refused: Vec<Refused>,
+    pub refused: Refusals,
 }
 
 /// A directory to walk: how deep it is (1 for the workdir's own), its name in its parent
@@ -110,7 +116,7 @@ impl<'a> Walk<'a> {
             entries_left: entries_limit,
             entries_limit,
             found: Vec::new(),
-            refused: Vec::new(),
+            refused: Refusals::default(),
         }
     }
 
@@ -268,13 +274,23 @@ impl<'a> Walk<'a> {
             }
             return Ok(None);
         }
+        let enter = kind == Kind::Dir
+            && self
+                .reports
+                .iter()
+                .chain(self.artifacts)
+                .any(|p| p.may_match_under(&path));
+        if path.len() > MAX_PATH_BYTES {
+            if kinds.any() || enter {
+                let why = format!(
+                    "its path is longer than {MAX_PATH_BYTES} bytes, the most the archive keeps"
+                );
+                self.refuse(&path, why, kinds);
+            }
+            return Ok(None);
+        }
         match kind {
             Kind::Dir => {
-                let enter = self
-                    .reports
-                    .iter()
-                    .chain(self.artifacts)
-                    .any(|p| p.may_match_under(&path));
                 if enter && path.split('/').count() > MAX_DEPTH {
                     let why = format!(
                         "it is more than {MAX_DEPTH} directories under the workdir: it is not walked"
@@ -309,7 +325,7 @@ impl<'a> Walk<'a> {
     ) -> Result<(), CollectError> {
         match stat_at(dir, name) {
             Ok(stat) if Kind::of(&stat) == Kind::File => self.found.push(Found {
-                real: self.start.join(&path),
+                real: None,
                 path,
                 size: stat.st_size as u64,
                 kinds,
@@ -365,7 +381,7 @@ impl<'a> Walk<'a> {
             Target::Entry(_) if !kinds.any() => {}
             Target::Entry(stat) if Kind::of(&stat) == Kind::File => self.found.push(Found {
                 path,
-                real: reached.real,
+                real: Some(reached.real),
                 size: stat.st_size as u64,
                 kinds,
                 identity: (stat.st_dev, stat.st_ino),
@@ -399,6 +415,39 @@ impl<'a> Walk<'a> {
     /// Where `path` (from the workdir) is on this machine, for an error's message.
     fn full(&self, path: &str) -> PathBuf {
         self.root.path.join(self.start).join(path)
+    }
+}
+
+/// The files refused so far: the first [`MAX_REFUSED`] with why, then how many more.
+#[derive(Default)]
+pub(crate) struct Refusals {
+    listed: Vec<Refused>,
+    more: usize,
+}
+
+impl Refusals {
+    pub fn push(&mut self, refused: Refused) {
+        if self.listed.len() < MAX_REFUSED {
+            self.listed.push(refused);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Those listed, sorted by path, then one entry saying how many more there were.
+    pub fn listed(mut self) -> Vec<Refused> {
+        self.listed.sort_by(|a, b| a.path.cmp(&b.path));
+        if self.more > 0 {
+            self.listed.push(Refused {
+                path: ".".into(),
+                why: format!(
+                    "and {} more files were refused: a build lists the first {MAX_REFUSED}",
+                    self.more
+                ),
+                kinds: Kinds::default(),
+            });
+        }
+        self.listed
     }
 }
 
