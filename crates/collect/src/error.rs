@@ -12,8 +12,10 @@ pub enum CollectError {
     /// job, so it never builds). Not worth retrying.
     #[error("workdir `{workdir}` {why}")]
     Workdir { workdir: String, why: String },
-    /// The workspace is missing, is not a directory, or may not be read: the build's
-    /// directory is gone or was never there. Not worth retrying.
+    /// The workspace is missing, is not a directory, may not be read, or is reached through
+    /// a symbolic link in a directory others than root may change (the build swapped its
+    /// checkout for a link): the build's directory is gone, was never there, or is not to
+    /// be trusted. Not worth retrying.
     #[error("the workspace {} cannot be read: {source}", path.display())]
     Workspace { path: PathBuf, source: io::Error },
     /// Reading the file system failed for a reason of the machine's (an I/O error, too

@@ -5,6 +5,11 @@
 //! Both engines call [`collect`] once `run_command` has ended, then read each chosen file
 //! through [`CollectedFile::open`]. What a build may have written is not trusted:
 //!
+//! - every directory is opened from its parent's descriptor without following a link, so
+//!   a process the build left running that swaps a directory for a link while kubeci
+//!   reads changes nothing kubeci reaches; the workspace itself is reached through a link
+//!   only where root alone could have made it (the build's user owns the directories
+//!   around its checkout);
 //! - a symbolic link is followed only to a regular file inside the workspace (the
 //!   checkout), and collected under the link's own name; one leading out of it, to
 //!   nothing, in a loop, or to a directory is refused with why. Directories reached
@@ -13,26 +18,32 @@
 //!   (reading a FIFO would wait for a writer forever);
 //! - names that are not UTF-8 or hold control characters are refused; every path returned
 //!   is relative to the workdir, '/'-separated, with no `.` or `..` segment;
-//! - [`Limits`] bound the bytes, the files and the directory entries read, so a huge
-//!   workspace or a runaway build cannot stall kubeci or fill the archive;
+//! - [`Limits`] bound the bytes, the files and the directory entries read, no directory
+//!   deeper than [`MAX_DEPTH`] under the workdir is walked, no path is longer than
+//!   [`MAX_PATH_BYTES`], and at most [`MAX_REFUSED`] refused files are listed, so a huge
+//!   workspace or a runaway build cannot stall kubeci, fill its memory or the archive;
 //! - the same workspace always gives the same answer: files are walked and chosen in
 //!   sorted order.
 //!
 //! A file refused is named in [`Collected::refused`] with why, for the build's page; only
 //! a failure of the machine (an I/O error) is an error ([`CollectError`]).
 
+mod beneath;
 mod error;
 mod limits;
 mod open;
 mod walk;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::CollectError;
 pub use kubeci_spec::glob::Pattern;
 pub use limits::{
-    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REPORT_BYTES,
+    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REFUSED,
+    MAX_REPORT_BYTES,
 };
+pub use walk::{MAX_DEPTH, MAX_PATH_BYTES};
 
 /// What one file is collected as; a file may be both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,14 +66,32 @@ pub struct CollectedFile {
     /// Relative to the workdir, '/'-separated; never absolute, never with `.` or `..`. For
     /// a link, the link's name.
     pub path: String,
-    /// Where it is on this machine: for a link, the file it leads to (without links).
+    /// Where it is on this machine: for a link, the file it leads to (without links). To be
+    /// shown; read it with [`CollectedFile::open`], never by this path.
     pub full: PathBuf,
     /// Its size in bytes when collected: what the limits counted, and all that may be read.
     pub size: u64,
     pub kinds: Kinds,
     /// The device and inode collected, which [`CollectedFile::open`] checks again.
     identity: (u64, u64),
+    /// The workspace, open, and the file's path from it without links: what
+    /// [`CollectedFile::open`] opens, one directory descriptor after another.
+    root: Workspace,
+    real: PathBuf,
 }
+
+/// The workspace a file was collected from, open. Two files are the same whichever
+/// collection found them: their identity says which file each is.
+#[derive(Debug, Clone)]
+struct Workspace(Arc<beneath::Root>);
+
+impl PartialEq for Workspace {
+    fn eq(&self, _: &Workspace) -> bool {
+        true
+    }
+}
+
+impl Eq for Workspace {}
 
 /// A file (or directory) a pattern reached that is not collected, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +107,7 @@ pub struct Refused {
 }
 
 /// The files a build leaves behind: those chosen, and those refused with why, each sorted
-/// by path.
+/// by path; past [`MAX_REFUSED`] refused files, one more entry (`.`) says how many more.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Collected {
     pub files: Vec<CollectedFile>,
@@ -102,9 +131,9 @@ impl Collected {
 ///
 /// A `workdir` missing from the workspace (or not a directory, or leading out of it
 /// through a link) gives no files and one [`Refused`] saying so. Errors: the workdir is
-/// not a relative path inside the checkout, the workspace cannot be opened, or reading
-/// the file system failed ([`CollectError::is_retryable`] tells which are worth another
-/// try).
+/// not a relative path inside the checkout, the workspace cannot be opened (or is reached
+/// through a link in a directory others than root may change), or reading the file system
+/// failed ([`CollectError::is_retryable`] tells which are worth another try).
 pub fn collect(
     workspace: &Path,
     workdir: &str,
@@ -120,15 +149,8 @@ pub fn collect(
     if reports.is_empty() && artifacts.is_empty() {
         return Ok(Collected::default());
     }
-    let root = std::fs::canonicalize(workspace)
-        .map_err(|source| CollectError::workspace(workspace, source))?;
-    if !root.is_dir() {
-        return Err(CollectError::workspace(
-            workspace,
-            std::io::Error::from(std::io::ErrorKind::NotADirectory),
-        ));
-    }
-    let start = match walk::find_workdir(&root, &relative)? {
+    let root = Arc::new(beneath::open_root(workspace)?);
+    let (start, real) = match walk::find_workdir(&root, &relative)? {
         Ok(start) => start,
         Err(refused) => {
             return Ok(Collected {
@@ -137,7 +159,7 @@ pub fn collect(
             })
         }
     };
-    let mut walk = walk::Walk::new(&root, reports, artifacts, limits.entries_walked);
-    walk.run(&start)?;
-    Ok(limits.choose(walk.found, walk.refused))
+    let mut walk = walk::Walk::new(&root, &real, reports, artifacts, limits.entries_walked);
+    walk.run(start)?;
+    Ok(limits.choose(walk.found, walk.refused, &Workspace(root), &real))
 }

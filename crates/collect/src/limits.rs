@@ -1,7 +1,7 @@
 //! How much one build may leave behind, and choosing the files that fit.
 
-use crate::walk::Found;
-use crate::{Collected, CollectedFile, Refused};
+use crate::walk::{Found, Refusals};
+use crate::{Collected, CollectedFile, Refused, Workspace};
 
 /// Total bytes of the files kept as artifacts, per build: 1 GiB.
 pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
@@ -16,6 +16,10 @@ pub const MAX_FILES: usize = 10_000;
 /// million files cannot stall kubeci. Directories no pattern can reach are not read and
 /// not counted.
 pub const MAX_ENTRIES_WALKED: usize = 100_000;
+/// Refused files listed with why: 1,000, then how many more (a build can make any number
+/// of files its patterns match and kubeci refuses; the list is kept in the archive's
+/// `outputs.json` and served).
+pub const MAX_REFUSED: usize = 1_000;
 
 /// What one build may leave behind; [`Limits::default`] is the documented limits above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +47,13 @@ impl Limits {
     /// The files found, taken in order of path while they fit: a file past a limit is
     /// refused with that limit, and smaller files after it may still fit. A file that is
     /// both a report and an artifact fits both totals or is refused.
-    pub(crate) fn choose(&self, mut found: Vec<Found>, mut refused: Vec<Refused>) -> Collected {
+    pub(crate) fn choose(
+        &self,
+        mut found: Vec<Found>,
+        mut refused: Refusals,
+        root: &Workspace,
+        start: &std::path::Path,
+    ) -> Collected {
         found.sort_by(|a, b| a.path.cmp(&b.path));
         let (mut reports, mut artifacts) = (0u64, 0u64);
         let mut files = Vec::new();
@@ -83,18 +93,23 @@ impl Limits {
                 None => {
                     reports += if file.kinds.test_report { file.size } else { 0 };
                     artifacts += if file.kinds.artifact { file.size } else { 0 };
+                    let real = file.real.unwrap_or_else(|| start.join(&file.path));
                     files.push(CollectedFile {
+                        full: root.0.path.join(&real),
                         path: file.path,
-                        full: file.full,
                         size: file.size,
                         kinds: file.kinds,
                         identity: file.identity,
+                        root: root.clone(),
+                        real,
                     });
                 }
             }
         }
-        refused.sort_by(|a, b| a.path.cmp(&b.path));
-        Collected { files, refused }
+        Collected {
+            files,
+            refused: refused.listed(),
+        }
     }
 }
 

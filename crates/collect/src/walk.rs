@@ -1,35 +1,49 @@
 //! Walking the workdir for the files its patterns match: depth first, each directory's
 //! entries in order of name, entering only directories a pattern can reach and never one
-//! reached through a link.
+//! reached through a link. Each directory is opened from its parent's descriptor
+//! ([`crate::beneath`]): what the walk reads is what it listed, whatever the build's
+//! processes rename meanwhile.
 
-use std::ffi::OsString;
-use std::fs::{self, FileType};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kubeci_spec::glob::Pattern;
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
 
-use crate::{CollectError, Kinds, Refused};
+use crate::beneath::{open_dir, reach, stat_at, Blocked, Kind, Reached, Root, Target};
+use crate::{CollectError, Kinds, Refused, MAX_REFUSED};
+
+/// How deep under the workdir a directory is walked: its descriptor and those of the
+/// directories above it stay open while it is read.
+pub const MAX_DEPTH: usize = 128;
+
+/// The longest path of a file collected, from the workdir, in bytes: the archive keeps no
+/// longer one (`kubeci_archive::layout::MAX_FILE_PATH`), and what a walk holds per file is
+/// bounded by it.
+pub const MAX_PATH_BYTES: usize = 1024;
 
 /// A regular file a pattern matched, before the limits choose.
 pub(crate) struct Found {
     pub path: String,
-    pub full: PathBuf,
+    /// For a link, the path of the file it leads to from the workspace's root, without
+    /// links; for a file, none: it is the workdir's path, then `path`.
+    pub real: Option<PathBuf>,
     pub size: u64,
     pub kinds: Kinds,
     pub identity: (u64, u64),
 }
 
-/// The real directory of the workdir inside `root`, or why nothing can be collected.
+/// The workdir inside the workspace, open, and its path there without links; or why
+/// nothing can be collected.
 pub(crate) fn find_workdir(
-    root: &Path,
+    root: &Root,
     relative: &str,
-) -> Result<Result<PathBuf, Refused>, CollectError> {
-    if relative.is_empty() {
-        return Ok(Ok(root.to_path_buf()));
-    }
+) -> Result<Result<(OwnedFd, PathBuf), Refused>, CollectError> {
     let shown = escape(relative);
     let refused = |why: String| {
         Ok(Err(Refused {
@@ -38,18 +52,21 @@ pub(crate) fn find_workdir(
             kinds: Kinds::default(),
         }))
     };
-    match fs::canonicalize(root.join(relative)) {
-        Ok(real) if !real.starts_with(root) => {
+    match reach(root, Path::new(relative), true) {
+        Ok(Reached {
+            target: Target::Dir(fd),
+            real,
+        }) => Ok(Ok((fd, real))),
+        Ok(_) => refused("is not a directory".into()),
+        Err(Blocked::Outside) => {
             refused("leads out of the workspace through a symbolic link".into())
         }
-        Ok(real) if !real.is_dir() => refused("is not a directory".into()),
-        Ok(real) => Ok(Ok(real)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            refused("does not exist in the workspace".into())
-        }
-        Err(e) if made_by_the_build(&e) => refused(format!("cannot be read ({e})")),
-        Err(source) => Err(CollectError::Io {
-            path: root.join(relative),
+        Err(Blocked::Missing) => refused("does not exist in the workspace".into()),
+        Err(Blocked::Loop) => refused("is a symbolic link in a loop".into()),
+        Err(Blocked::Link | Blocked::Changed) => refused("changed while it was read".into()),
+        Err(Blocked::Io(e)) if made_by_the_build(&e) => refused(format!("cannot be read ({e})")),
+        Err(Blocked::Io(source)) => Err(CollectError::Io {
+            path: root.path.join(relative),
             source,
         }),
     }
@@ -67,77 +84,138 @@ fn made_by_the_build(e: &io::Error) -> bool {
 
 /// One walk of a workdir: what it found and refused so far.
 pub(crate) struct Walk<'a> {
-    /// The workspace, without links: every file taken is under it.
-    root: &'a Path,
+    /// The workspace: every file taken is reached from it.
+    root: &'a Arc<Root>,
+    /// The workdir's path from the workspace's root, without links.
+    start: &'a Path,
     reports: &'a [Pattern],
     artifacts: &'a [Pattern],
     entries_left: usize,
     entries_limit: usize,
     pub found: Vec<Found>,
-    pub refused: Vec<Refused>,
+    pub refused: Refusals,
 }
+
+/// A directory to walk: how deep it is (1 for the workdir's own), its name in its parent
+/// and its path from the workdir.
+type Pending = (usize, OsString, String);
 
 impl<'a> Walk<'a> {
     pub fn new(
-        root: &'a Path,
+        root: &'a Arc<Root>,
+        start: &'a Path,
         reports: &'a [Pattern],
         artifacts: &'a [Pattern],
         entries_limit: usize,
     ) -> Walk<'a> {
         Walk {
             root,
+            start,
             reports,
             artifacts,
             entries_left: entries_limit,
             entries_limit,
             found: Vec::new(),
-            refused: Vec::new(),
+            refused: Refusals::default(),
         }
     }
 
-    /// Walks the directory `start` (the workdir, without links).
-    pub fn run(&mut self, start: &Path) -> Result<(), CollectError> {
-        let mut stack = vec![(start.to_path_buf(), String::new())];
-        while let Some((dir, path)) = stack.pop() {
-            let entries = match self.read(&dir, &path)? {
+    /// Walks the workdir, open as `start`. `chain` holds the directories open from the
+    /// workdir down to the one being read: a directory is opened from its parent's
+    /// descriptor, which is still the one listed when its entries were read.
+    pub fn run(&mut self, start: OwnedFd) -> Result<(), CollectError> {
+        let mut chain = vec![start];
+        let mut stack: Vec<Pending> = Vec::new();
+        let mut path = String::new();
+        loop {
+            let dir = chain.last().expect("the workdir stays open").as_fd();
+            let entries = match self.read(dir, &path)? {
                 Read::Entries(entries) => entries,
-                Read::Refused => continue,
+                Read::Refused => Vec::new(),
                 Read::Stopped => return Ok(()),
             };
+            let depth = chain.len();
             let mut subdirs = Vec::new();
-            for (name, file_type) in entries {
-                if let Some(subdir) = self.visit(&dir, &path, &name, file_type)? {
-                    subdirs.push(subdir);
+            for (name, kind) in entries {
+                let dir = chain.last().expect("the workdir stays open").as_fd();
+                if let Some(subdir) = self.visit(dir, &path, &name, kind)? {
+                    subdirs.push((depth, name, subdir));
                 }
             }
             stack.extend(subdirs.into_iter().rev());
+            loop {
+                let Some((depth, name, next)) = stack.pop() else {
+                    return Ok(());
+                };
+                chain.truncate(depth);
+                if let Some(fd) = self.enter(chain[depth - 1].as_fd(), &name, &next)? {
+                    chain.push(fd);
+                    path = next;
+                    break;
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Opens the directory `name` of `parent` (at `path`) to walk it, if it is still one.
+    fn enter(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &str,
+    ) -> Result<Option<OwnedFd>, CollectError> {
+        match open_dir(parent, name) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let why = "it changed while it was collected: it is no longer a directory";
+                self.refuse(path, why.into(), Kinds::default());
+                Ok(None)
+            }
+            Err(e) if made_by_the_build(&io::Error::from(e)) => {
+                let e = io::Error::from(e);
+                let why = format!("the directory cannot be read ({e})");
+                self.refuse(path, why, Kinds::default());
+                Ok(None)
+            }
+            Err(e) => Err(CollectError::Io {
+                path: self.full(path),
+                source: e.into(),
+            }),
+        }
     }
 
     /// The entries of one directory, sorted by name. When the limit of entries walked is
     /// reached inside it, none of them is used (which ones were read first is the file
     /// system's order, not the names'), and the walk stops.
-    fn read(&mut self, dir: &Path, path: &str) -> Result<Read, CollectError> {
+    fn read(&mut self, dir: BorrowedFd<'_>, path: &str) -> Result<Read, CollectError> {
         let shown = if path.is_empty() { "." } else { path };
-        let io_error = |source| CollectError::Io {
-            path: dir.into(),
-            source,
+        let full = self.full(path);
+        let io_error = |source: Errno| CollectError::Io {
+            path: full.clone(),
+            source: source.into(),
         };
-        let listing = match fs::read_dir(dir) {
+        let listing = dir
+            .try_clone_to_owned()
+            .map_err(|source| CollectError::Io {
+                path: full.clone(),
+                source,
+            })?;
+        let mut listing = match Dir::from_fd(listing) {
             Ok(listing) => listing,
-            Err(e) if made_by_the_build(&e) => {
-                self.refuse(
-                    shown,
-                    format!("the directory cannot be read ({e})"),
-                    Kinds::default(),
-                );
+            Err(e) if made_by_the_build(&io::Error::from(e)) => {
+                let why = format!("the directory cannot be read ({})", io::Error::from(e));
+                self.refuse(shown, why, Kinds::default());
                 return Ok(Read::Refused);
             }
-            Err(source) => return Err(io_error(source)),
+            Err(e) => return Err(io_error(e)),
         };
         let mut entries = Vec::new();
-        for entry in listing {
+        for entry in listing.iter() {
+            let entry = entry.map_err(io_error)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
             if self.entries_left == 0 {
                 let why = format!(
                     "the walk stopped in this directory after reading {} directory entries (the limit of entries walked): files here and further on were not looked at",
@@ -147,27 +225,30 @@ impl<'a> Walk<'a> {
                 return Ok(Read::Stopped);
             }
             self.entries_left -= 1;
-            let entry = entry.and_then(|e| e.file_type().map(|t| (e.file_name(), t)));
-            match entry {
-                Ok(entry) => entries.push(entry),
-                // Removed since the directory was listed.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(io_error(source)),
-            }
+            let kind = match entry.file_type() {
+                Some(kind) => kind_of(kind),
+                None => match stat_at(dir, name) {
+                    Ok(stat) => Kind::of(&stat),
+                    // Removed since the directory was listed.
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => return Err(io_error(e)),
+                },
+            };
+            entries.push((name.to_owned(), kind));
         }
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         Ok(Read::Entries(entries))
     }
 
-    /// One entry of a directory: a file taken or refused, or a directory to walk next.
+    /// One entry of a directory: a file taken or refused, or the path of a directory to
+    /// walk next.
     fn visit(
         &mut self,
-        dir: &Path,
+        dir: BorrowedFd<'_>,
         parent: &str,
         name: &OsString,
-        file_type: FileType,
-    ) -> Result<Option<(PathBuf, String)>, CollectError> {
-        let full = dir.join(name);
+        kind: Kind,
+    ) -> Result<Option<String>, CollectError> {
         let (path, bad_name) = match name.to_str() {
             Some(text) => (
                 join(parent, text),
@@ -188,51 +269,77 @@ impl<'a> Walk<'a> {
                 .any(|p| p.names_dir(&path))
         };
         if let Some(why) = bad_name {
-            if kinds.any() || (file_type.is_dir() || file_type.is_symlink()) && names_dir() {
+            if kinds.any() || matches!(kind, Kind::Dir | Kind::Link) && names_dir() {
                 self.refuse(&path, format!("{why}: paths are kept as text"), kinds);
             }
             return Ok(None);
         }
-        if file_type.is_dir() {
-            let enter = self
+        let enter = kind == Kind::Dir
+            && self
                 .reports
                 .iter()
                 .chain(self.artifacts)
                 .any(|p| p.may_match_under(&path));
-            return Ok(enter.then_some((full, path)));
+        if path.len() > MAX_PATH_BYTES {
+            if kinds.any() || enter {
+                let why = format!(
+                    "its path is longer than {MAX_PATH_BYTES} bytes, the most the archive keeps"
+                );
+                self.refuse(&path, why, kinds);
+            }
+            return Ok(None);
         }
-        if file_type.is_file() && kinds.any() {
-            self.take(&full, path, kinds)?;
-        } else if file_type.is_symlink() && (kinds.any() || names_dir()) {
-            self.follow(&full, path, kinds)?;
-        } else if !file_type.is_file() && !file_type.is_symlink() && kinds.any() {
-            let why = format!(
-                "it is {}: only regular files are collected",
-                describe(file_type)
-            );
-            self.refuse(&path, why, kinds);
+        match kind {
+            Kind::Dir => {
+                if enter && path.split('/').count() > MAX_DEPTH {
+                    let why = format!(
+                        "it is more than {MAX_DEPTH} directories under the workdir: it is not walked"
+                    );
+                    self.refuse(&path, why, Kinds::default());
+                    return Ok(None);
+                }
+                return Ok(enter.then_some(path));
+            }
+            Kind::File if kinds.any() => self.take(dir, name, path, kinds)?,
+            Kind::Link if kinds.any() || names_dir() => self.follow(path, kinds)?,
+            Kind::File | Kind::Link => {}
+            other if kinds.any() => {
+                let why = format!(
+                    "it is {}: only regular files are collected",
+                    other.describe()
+                );
+                self.refuse(&path, why, kinds);
+            }
+            _ => {}
         }
         Ok(None)
     }
 
     /// A regular file matched: found, with its size and identity now.
-    fn take(&mut self, full: &Path, path: String, kinds: Kinds) -> Result<(), CollectError> {
-        match fs::symlink_metadata(full) {
-            Ok(meta) if meta.is_file() => self.found.push(Found {
+    fn take(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: String,
+        kinds: Kinds,
+    ) -> Result<(), CollectError> {
+        match stat_at(dir, name) {
+            Ok(stat) if Kind::of(&stat) == Kind::File => self.found.push(Found {
+                real: None,
                 path,
-                full: full.into(),
-                size: meta.len(),
+                size: stat.st_size as u64,
                 kinds,
-                identity: (meta.dev(), meta.ino()),
+                identity: (stat.st_dev, stat.st_ino),
             }),
             Ok(_) => self.refuse(&path, "it changed while it was collected".into(), kinds),
-            Err(e) if made_by_the_build(&e) => {
-                self.refuse(&path, format!("it cannot be read ({e})"), kinds)
+            Err(e) if made_by_the_build(&io::Error::from(e)) => {
+                let why = format!("it cannot be read ({})", io::Error::from(e));
+                self.refuse(&path, why, kinds)
             }
-            Err(source) => {
+            Err(e) => {
                 return Err(CollectError::Io {
-                    path: full.into(),
-                    source,
+                    path: self.full(&path),
+                    source: e.into(),
                 })
             }
         }
@@ -240,56 +347,52 @@ impl<'a> Walk<'a> {
     }
 
     /// A symbolic link a pattern reached: taken under its own name when it leads to a
-    /// regular file inside the workspace, else refused with why.
-    fn follow(&mut self, full: &Path, path: String, kinds: Kinds) -> Result<(), CollectError> {
-        let io_error = |source| CollectError::Io {
-            path: full.into(),
-            source,
-        };
-        let (real, meta) = match fs::canonicalize(full).and_then(|real| {
-            let meta = fs::metadata(&real)?;
-            Ok((real, meta))
-        }) {
-            Ok(found) => found,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                self.refuse(&path, "it is a symbolic link in a loop".into(), kinds);
-                return Ok(());
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let why = "it is a symbolic link to nothing (what it names does not exist)";
-                self.refuse(&path, why.into(), kinds);
-                return Ok(());
-            }
-            Err(e) if made_by_the_build(&e) => {
-                let why = format!("it is a symbolic link that cannot be followed ({e})");
+    /// regular file inside the workspace, else refused with why. It is followed from the
+    /// workspace's root, never out of it ([`reach`]).
+    fn follow(&mut self, path: String, kinds: Kinds) -> Result<(), CollectError> {
+        let reached = match reach(self.root, &self.start.join(&path), true) {
+            Ok(reached) => reached,
+            Err(blocked) => {
+                let why = match blocked {
+                    Blocked::Outside => "it is a symbolic link leading out of the workspace: links are followed only to files inside it".into(),
+                    Blocked::Loop => "it is a symbolic link in a loop".into(),
+                    Blocked::Missing => "it is a symbolic link to nothing (what it names does not exist)".into(),
+                    Blocked::Link | Blocked::Changed => "it changed while it was collected".into(),
+                    Blocked::Io(e) if made_by_the_build(&e) => {
+                        format!("it is a symbolic link that cannot be followed ({e})")
+                    }
+                    Blocked::Io(source) => {
+                        return Err(CollectError::Io {
+                            path: self.full(&path),
+                            source,
+                        })
+                    }
+                };
                 self.refuse(&path, why, kinds);
                 return Ok(());
             }
-            Err(source) => return Err(io_error(source)),
         };
-        if !real.starts_with(self.root) {
-            let why = "it is a symbolic link leading out of the workspace: links are followed only to files inside it";
-            self.refuse(&path, why.into(), kinds);
-        } else if meta.is_dir() {
-            let why = "it is a symbolic link to a directory: directories are walked where they are, never through a link";
-            self.refuse(&path, why.into(), kinds);
-        } else if meta.is_file() {
-            // Reached only for a name of a directory a pattern spells out: nothing to take.
-            if kinds.any() {
-                self.found.push(Found {
-                    path,
-                    full: real,
-                    size: meta.len(),
-                    kinds,
-                    identity: (meta.dev(), meta.ino()),
-                });
+        match reached.target {
+            Target::Dir(_) => {
+                let why = "it is a symbolic link to a directory: directories are walked where they are, never through a link";
+                self.refuse(&path, why.into(), kinds);
             }
-        } else if kinds.any() {
-            let why = format!(
-                "it is a symbolic link to {}: only regular files are collected",
-                describe(meta.file_type())
-            );
-            self.refuse(&path, why, kinds);
+            // Reached only for a name of a directory a pattern spells out: nothing to take.
+            Target::Entry(_) if !kinds.any() => {}
+            Target::Entry(stat) if Kind::of(&stat) == Kind::File => self.found.push(Found {
+                path,
+                real: Some(reached.real),
+                size: stat.st_size as u64,
+                kinds,
+                identity: (stat.st_dev, stat.st_ino),
+            }),
+            Target::Entry(stat) => {
+                let why = format!(
+                    "it is a symbolic link to {}: only regular files are collected",
+                    Kind::of(&stat).describe()
+                );
+                self.refuse(&path, why, kinds);
+            }
         }
         Ok(())
     }
@@ -308,15 +411,65 @@ impl<'a> Walk<'a> {
             kinds,
         });
     }
+
+    /// Where `path` (from the workdir) is on this machine, for an error's message.
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.path.join(self.start).join(path)
+    }
+}
+
+/// The files refused so far: the first [`MAX_REFUSED`] with why, then how many more.
+#[derive(Default)]
+pub(crate) struct Refusals {
+    listed: Vec<Refused>,
+    more: usize,
+}
+
+impl Refusals {
+    pub fn push(&mut self, refused: Refused) {
+        if self.listed.len() < MAX_REFUSED {
+            self.listed.push(refused);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Those listed, sorted by path, then one entry saying how many more there were.
+    pub fn listed(mut self) -> Vec<Refused> {
+        self.listed.sort_by(|a, b| a.path.cmp(&b.path));
+        if self.more > 0 {
+            self.listed.push(Refused {
+                path: ".".into(),
+                why: format!(
+                    "and {} more files were refused: a build lists the first {MAX_REFUSED}",
+                    self.more
+                ),
+                kinds: Kinds::default(),
+            });
+        }
+        self.listed
+    }
 }
 
 /// What reading one directory gave.
 enum Read {
-    Entries(Vec<(OsString, FileType)>),
+    Entries(Vec<(OsString, Kind)>),
     /// It could not be read (refused with why); the walk goes on.
     Refused,
     /// The limit of entries walked was reached (refused with why); the walk ends.
     Stopped,
+}
+
+fn kind_of(kind: Type) -> Kind {
+    match kind {
+        Type::File => Kind::File,
+        Type::Directory => Kind::Dir,
+        Type::Symlink => Kind::Link,
+        Type::Fifo => Kind::Fifo,
+        Type::Socket => Kind::Socket,
+        Type::BlockDevice => Kind::Block,
+        Type::CharacterDevice => Kind::Char,
+    }
 }
 
 fn join(parent: &str, name: &str) -> String {
@@ -338,18 +491,4 @@ fn escape(path: &str) -> String {
             }
         })
         .collect()
-}
-
-fn describe(file_type: FileType) -> &'static str {
-    if file_type.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else {
-        "not a regular file"
-    }
 }

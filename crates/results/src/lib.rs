@@ -27,8 +27,9 @@ pub use flaky::{
 };
 pub use junit::{read_junit, JunitLimits};
 pub use model::{
-    CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults,
-    MAX_DETAILED_CASES, MAX_DETAIL_BYTES, MAX_TEXT_BYTES, RESULTS_VERSION, SHORT_TEXT_BYTES,
+    CaseLine, Counts, Outcome, ReportFile, ResultsBuilder, TestCase, TestResults, CASE_LINE_BYTES,
+    MAX_DETAILED_CASES, MAX_DETAIL_BYTES, MAX_LISTED_CASE_BYTES, MAX_TEXT_BYTES, RESULTS_VERSION,
+    SHORT_TEXT_BYTES,
 };
 pub use outputs::{ArtifactFile, BuildOutputs, RefusedFile, OUTPUTS_VERSION};
 pub use summary::{

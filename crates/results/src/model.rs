@@ -22,6 +22,17 @@ pub const SHORT_TEXT_BYTES: usize = 256;
 /// boundary, with `…` added).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
+/// How many bytes the list of every case ([`TestResults::cases`]) holds at most: each case
+/// costs its id and [`CASE_LINE_BYTES`]. Past it a case is counted, not listed, and
+/// [`TestResults::cases_cut`] says so: a suite's name is the id of each case of it that has
+/// no class name, so a report of tiny cases in a long-named suite would otherwise hold a
+/// copy of that name per case, and `tests.json` must stay readable (the archive reads no
+/// object over 32 MiB). 16 MiB lists 200,000 cases with ids of 40 bytes.
+pub const MAX_LISTED_CASE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one listed case costs besides its id: its outcome and time, as JSON writes them.
+pub const CASE_LINE_BYTES: usize = 48;
+
 /// What became of one test case. Ordered as a page shows them: failures first.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -187,8 +198,15 @@ pub struct TestResults {
     /// The cases that did not pass, failures first, with their details (the first
     /// [`MAX_DETAILED_CASES`] of them).
     pub detailed: Vec<TestCase>,
-    /// Every case, in report order.
+    /// Every case, in report order, until [`MAX_LISTED_CASE_BYTES`].
     pub cases: Vec<CaseLine>,
+    /// Cases past [`MAX_LISTED_CASE_BYTES`] were counted but not listed in `cases`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cases_cut: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Makes a build's [`TestResults`] one case at a time.
@@ -197,6 +215,8 @@ pub struct ResultsBuilder {
     results: TestResults,
     /// Bytes of message, details and output kept so far.
     detail_bytes: usize,
+    /// Bytes the list of every case holds so far (see [`MAX_LISTED_CASE_BYTES`]).
+    listed_bytes: usize,
 }
 
 impl ResultsBuilder {
@@ -207,18 +227,26 @@ impl ResultsBuilder {
                 ..TestResults::default()
             },
             detail_bytes: 0,
+            listed_bytes: 0,
         }
     }
 
-    /// Adds one case; its details are kept if it did not pass and fewer than
-    /// [`MAX_DETAILED_CASES`] are kept yet.
+    /// Adds one case: counted, listed within [`MAX_LISTED_CASE_BYTES`], and its details
+    /// kept if it did not pass and fewer than [`MAX_DETAILED_CASES`] are kept yet.
     pub fn case(&mut self, case: TestCase) {
         self.results.counts.add(case.outcome);
-        self.results.cases.push(CaseLine {
-            id: case.id(),
-            outcome: case.outcome,
-            time: case.time,
-        });
+        let id = case.id();
+        let cost = id.len() + CASE_LINE_BYTES;
+        if self.results.cases_cut || self.listed_bytes + cost > MAX_LISTED_CASE_BYTES {
+            self.results.cases_cut = true;
+        } else {
+            self.listed_bytes += cost;
+            self.results.cases.push(CaseLine {
+                id,
+                outcome: case.outcome,
+                time: case.time,
+            });
+        }
         if case.outcome != Outcome::Passed && self.results.detailed.len() < MAX_DETAILED_CASES {
             let mut case = case;
             let short = self.detail_bytes >= MAX_DETAIL_BYTES;

@@ -139,7 +139,7 @@ pub fn summarize(results: &TestResults) -> TestsInBuild {
         counts: results.counts,
         failed,
         flaky,
-        cut: lists.cut,
+        cut: lists.cut || results.cases_cut,
     }
 }
 

@@ -5,8 +5,8 @@
 use std::io::{BufReader, Read};
 
 use kubeci_results::{
-    read_junit, JunitError, JunitLimits, Outcome, Position, ResultsBuilder, TestCase,
-    MAX_TEXT_BYTES,
+    read_junit, summarize, JunitError, JunitLimits, Outcome, Position, ResultsBuilder, TestCase,
+    MAX_LISTED_CASE_BYTES, MAX_TEXT_BYTES,
 };
 
 /// The cases read from `xml` and how the reading ended.
@@ -435,5 +435,77 @@ fn outcomes_when_a_case_has_several_children() {
             (Outcome::Errored, "again"),
             (Outcome::Failed, "first"),
         ]
+    );
+}
+
+/// A suite's name is repeated in each case it holds (its `suite`, and its id when the case
+/// has no class name): suites nested 61 deep, each named with 16 KiB, made every case of a
+/// 1 MiB report carry a megabyte — a thousand cases in it held a gigabyte of kubeci's
+/// memory. The suite a case names is cut at the text limit like any other name.
+#[test]
+fn nested_suites_give_each_case_a_suite_within_the_text_limit() {
+    let name = "s".repeat(MAX_TEXT_BYTES);
+    let opening = format!("<testsuite name=\"{name}\">");
+    let mut xml = String::from("<testsuites>");
+    for _ in 0..61 {
+        xml.push_str(&opening);
+    }
+    xml.push_str("<testcase name=\"a\"/><testcase name=\"b\"><failure/></testcase>");
+    for _ in 0..61 {
+        xml.push_str("</testsuite>");
+    }
+    xml.push_str("</testsuites>");
+    let (cases, read) = read(xml.as_bytes(), &JunitLimits::default());
+    assert_eq!(read.unwrap(), 2);
+    for case in &cases {
+        assert!(
+            case.suite.len() <= MAX_TEXT_BYTES + '…'.len_utf8(),
+            "a suite of {} bytes",
+            case.suite.len()
+        );
+        assert!(case.suite.starts_with(&name) && case.suite.ends_with('…'));
+    }
+    let mut results = ResultsBuilder::new();
+    results.read_junit(xml.as_bytes(), "nested.xml", &JunitLimits::default());
+    let results = results.finish();
+    assert!(
+        results.cases[0].id.len() <= MAX_TEXT_BYTES + 8,
+        "{}",
+        results.cases[0].id.len()
+    );
+}
+
+/// Cases are listed in a build's results with their ids within a bound of bytes: a report of
+/// thousands of tiny cases in a suite with a long name (no class name, so the suite names
+/// each) made results of 16 KiB per case, and a `tests.json` the archive refuses to read
+/// back (over 32 MiB). Past the bound, cases are counted, not listed, and the results say so.
+#[test]
+fn cases_listed_stay_within_their_bound_however_long_their_suite() {
+    let name = "s".repeat(MAX_TEXT_BYTES);
+    let report = Generated::new(vec![
+        (format!("<testsuite name=\"{name}\">").as_bytes(), 1),
+        (b"<testcase name=\"t\"/>", 3_000),
+        (
+            b"<testcase name=\"last\"><failure/></testcase></testsuite>",
+            1,
+        ),
+    ]);
+    let mut results = ResultsBuilder::new();
+    let file = results.read_junit(BufReader::new(report), "long.xml", &JunitLimits::default());
+    assert_eq!((file.cases, file.error), (3_001, None));
+    let results = results.finish();
+    assert_eq!(results.counts.total(), 3_001, "every case counted");
+    assert_eq!((results.counts.failed, results.detailed.len()), (1, 1));
+    let listed: usize = results.cases.iter().map(|c| c.id.len()).sum();
+    assert!(
+        listed <= MAX_LISTED_CASE_BYTES,
+        "{listed} bytes of ids listed"
+    );
+    assert!(results.cases_cut, "the results say their list is cut");
+    let json = serde_json::to_vec(&results).unwrap();
+    assert!(json.len() < 32 << 20, "tests.json of {} bytes", json.len());
+    assert!(
+        summarize(&results).cut(),
+        "the index does not take the list as whole"
     );
 }

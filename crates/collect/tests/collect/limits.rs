@@ -2,7 +2,8 @@
 //! goes on with the rest, in order of path, so the same workspace gives the same answer.
 
 use kubeci_collect::{
-    Limits, MAX_ARTIFACT_BYTES, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES, MAX_REPORT_BYTES,
+    Limits, MAX_ARTIFACT_BYTES, MAX_DEPTH, MAX_ENTRIES_WALKED, MAX_FILES, MAX_FILE_BYTES,
+    MAX_REFUSED, MAX_REPORT_BYTES,
 };
 
 use crate::{paths, refused, refused_for, Workspace};
@@ -164,4 +165,74 @@ fn the_walk_stops_at_its_limit_of_entries_and_says_where() {
     let all = ws.collect_within("", &["**/junit.xml"], &[], &exactly);
     assert_eq!(all.files.len(), 3, "{:?}", refused(&all));
     assert!(all.refused.is_empty());
+}
+
+/// The walk holds a directory's descriptor open for each directory above the one it reads:
+/// a tree deeper than [`MAX_DEPTH`] is not entered past it (thousands of nested
+/// directories would otherwise hold thousands of kubeci's descriptors).
+#[test]
+fn directories_deeper_than_the_limit_are_not_walked() {
+    let ws = Workspace::create();
+    let deep = vec!["d"; MAX_DEPTH + 2].join("/");
+    ws.file(&format!("{deep}/junit.xml"), "x")
+        .file("d/junit.xml", "x");
+    let collected = ws.collect("", &["**/junit.xml"], &[]);
+    assert_eq!(paths(&collected), ["d/junit.xml"]);
+    let past_it = vec!["d"; MAX_DEPTH + 1].join("/");
+    assert_eq!(
+        refused(&collected),
+        [(
+            past_it.as_str(),
+            "it is more than 128 directories under the workdir: it is not walked"
+        )]
+    );
+}
+
+/// The archive keeps a file's path up to 1,024 bytes: a longer one is refused with why when
+/// it is collected (it was taken, then failed in the archive), and a directory whose path
+/// is already that long is not walked — so what a walk holds in memory per file is bounded.
+#[test]
+fn paths_longer_than_the_archive_keeps_are_refused() {
+    let ws = Workspace::create();
+    let long = vec!["d".repeat(250); 4].join("/");
+    let name = format!("{}.xml", "j".repeat(20));
+    ws.file(&format!("{long}/{name}"), "x")
+        .file(&format!("{long}/{}/junit.xml", "e".repeat(250)), "x")
+        .file("d/junit.xml", "x");
+    let collected = ws.collect("", &["**/*.xml"], &[]);
+    assert_eq!(paths(&collected), ["d/junit.xml"]);
+    let too_long = "its path is longer than 1024 bytes, the most the archive keeps";
+    assert!(
+        refused_for(&collected, &format!("{long}/{name}"), too_long),
+        "{:?}",
+        refused(&collected)
+    );
+    assert!(refused_for(
+        &collected,
+        &format!("{long}/{}", "e".repeat(250)),
+        too_long
+    ));
+    assert_eq!(collected.refused.len(), 2, "{:?}", refused(&collected));
+}
+
+/// A build may make any number of files a pattern matches and kubeci refuses (links out of
+/// the workspace, say): the first ones are listed with why, then how many more there were,
+/// so the list (kept in the archive's `outputs.json`, served by the API) stays small.
+#[test]
+fn refused_files_are_listed_up_to_a_bound_then_counted() {
+    let ws = Workspace::create();
+    for i in 0..MAX_REFUSED + 200 {
+        ws.link(&format!("out/{i:05}.xml"), "/etc/passwd");
+    }
+    let collected = ws.collect("", &["out/*.xml"], &[]);
+    assert!(collected.files.is_empty());
+    assert_eq!(collected.refused.len(), MAX_REFUSED + 1);
+    assert_eq!(collected.refused[0].path, "out/00000.xml");
+    assert_eq!(
+        refused(&collected).last().copied(),
+        Some((
+            ".",
+            "and 200 more files were refused: a build lists the first 1000"
+        ))
+    );
 }

@@ -7,6 +7,7 @@ mod links;
 mod open;
 mod picking;
 mod special;
+mod swapped;
 
 use std::path::{Path, PathBuf};
 

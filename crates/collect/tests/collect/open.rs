@@ -66,3 +66,18 @@ fn a_file_replaced_since_it_was_collected_does_not_open() {
         "{err}"
     );
 }
+
+/// The engines read collected files on other threads (the local engine's blocking pool),
+/// each holding the workspace open.
+#[test]
+fn collected_files_may_be_read_on_other_threads() {
+    fn sendable<T: Send + Sync + 'static>(_: &T) {}
+    let ws = Workspace::create();
+    ws.file("junit.xml", "<testsuite/>");
+    let collected = ws.collect("", &["*.xml"], &[]);
+    sendable(&collected);
+    let file = collected.files[0].clone();
+    drop(collected);
+    let read = std::thread::spawn(move || read(file.open().unwrap()));
+    assert_eq!(read.join().unwrap(), "<testsuite/>");
+}

@@ -298,14 +298,22 @@ impl<'l, R: Read> Parser<'l, R> {
         }
     }
 
+    /// A suite opens: its name joins the path of suites its cases name, which is cut at
+    /// the text limit like any name (every case holds a copy of it: suites nested deep
+    /// with long names would make each case of a small report hold a megabyte).
     fn open_suite(&mut self, at: Position, tag: &BytesStart<'_>) -> Result<Kind, JunitError> {
         let before = self.suite_path.len();
+        let limit = self.limits.max_text_bytes;
         if let Some(name) = self.attribute(at, tag, b"name")? {
-            if !name.is_empty() {
+            // A path already cut (longer than the limit with its `…`) takes no more.
+            if !name.is_empty() && before <= limit {
                 if before > 0 {
                     self.suite_path.push_str(" / ");
                 }
                 self.suite_path.push_str(&name);
+                if self.suite_path.len() > limit {
+                    self.suite_path = cut_to(&self.suite_path, limit);
+                }
             }
         }
         Ok(Kind::Testsuite(before))
