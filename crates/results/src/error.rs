@@ -136,4 +136,24 @@ impl JunitError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, JunitError::Read { .. })
     }
+
+    /// Where in the file it stopped, when the error is at a place.
+    pub fn position(&self) -> Option<Position> {
+        use JunitError as E;
+        match self {
+            E::NotXml { at, .. }
+            | E::NotJunit { at, .. }
+            | E::InvalidUtf8 { at, .. }
+            | E::Doctype { at }
+            | E::UnknownEntity { at, .. }
+            | E::StrayAmpersand { at }
+            | E::InvalidCharacterReference { at, .. }
+            | E::TooDeep { at, .. }
+            | E::TooManyCases { at, .. }
+            | E::TagTooLong { at, .. }
+            | E::CutShort { at, .. }
+            | E::Malformed { at, .. } => Some(*at),
+            E::Empty | E::UnsupportedEncoding { .. } | E::Read { .. } => None,
+        }
+    }
 }

@@ -509,3 +509,21 @@ fn cases_listed_stay_within_their_bound_however_long_their_suite() {
         "the index does not take the list as whole"
     );
 }
+
+#[test]
+fn an_error_s_place_is_where_it_stopped_whatever_the_file_quotes() {
+    let mut cases = 0;
+    let error = kubeci_results::read_junit(
+        &b"1.0\"? line 99 ("[..],
+        "report.xml",
+        &kubeci_results::JunitLimits::default(),
+        &mut |_| cases += 1,
+    )
+    .unwrap_err();
+    let at = error.position().expect("a place");
+    assert_eq!((at.line, at.column), (1, 1), "{error}");
+    assert!(
+        error.to_string().contains("line 99"),
+        "the start is quoted: {error}"
+    );
+}
