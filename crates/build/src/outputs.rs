@@ -5,6 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The audience of the token a build pod's collector presents to kubeci: a token minted
+/// for it is good for nothing else (not the API server, not another service), and kubeci
+/// takes no other token for a build's files.
+pub const COLLECT_AUDIENCE: &str = "kubeci-collect";
+
+/// The build pod's collector: its container's name, and the step its log is kept as.
+pub const COLLECT_STEP: &str = "collect";
+
 /// The files a build collects once its `run_command` ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeclaredOutputs {
