@@ -11,11 +11,13 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 pub(crate) struct ContainerRun<'a> {
     pub(crate) container: &'a Container,
     pub(crate) init: bool,
+    /// A native sidecar (a restartable init container): it runs beside the containers
+    /// after it, and is stopped once they ended.
+    pub(crate) sidecar: bool,
     pub(crate) env: &'a LocalEnv,
     pub(crate) volumes: &'a BTreeMap<String, PathBuf>,
     pub(crate) namespace: &'a str,
@@ -143,7 +145,7 @@ impl ContainerRun<'_> {
         &self,
         remaining: Option<Duration>,
         deadline: Option<Duration>,
-        cancel: &CancellationToken,
+        stops: &Stops,
     ) -> Result<Outcome, LocalError> {
         let name = self.container.name.clone();
         let (mounts, termination_message) = self.mounts()?;
@@ -164,10 +166,10 @@ impl ContainerRun<'_> {
         };
         let (program, args) = self.argv(&vars, &mounts)?;
         let mut command = self.command(&program, &args, &vars, &mounts).await?;
-        let kind = if self.init {
-            "init container"
-        } else {
-            "container"
+        let kind = match (self.sidecar, self.init) {
+            (true, _) => "sidecar container",
+            (false, true) => "init container",
+            (false, false) => "container",
         };
         self.log.step(
             &name,
@@ -191,7 +193,7 @@ impl ContainerRun<'_> {
                 pid,
             });
         }
-        let ended = self.wait(&mut child, group, remaining, cancel).await;
+        let ended = self.wait(&mut child, group, remaining, stops).await;
         match ended {
             Ended::Exited(status) => {
                 let status = status.map_err(|source| LocalError::Spawn { program, source })?;
@@ -205,19 +207,29 @@ impl ContainerRun<'_> {
             }
             Ended::Cancelled => {
                 kill_group(group);
+                if self.sidecar {
+                    // Killed at the end of its grace period: its end, as the kubelet shows it.
+                    self.log.sink.container(ContainerChange::Exited {
+                        container: name,
+                        init: self.init,
+                        exit_code: 137,
+                        message: None,
+                    });
+                }
                 Ok(Outcome::Cancelled)
             }
         }
     }
 
     /// Waits for the process to end with its output read to the end, for its deadline, or
-    /// for a cancel, whichever comes first.
+    /// for a kill, whichever comes first; asked to terminate, it sends SIGTERM to the
+    /// container's first process (as a container runtime does) and waits on.
     async fn wait(
         &self,
         child: &mut tokio::process::Child,
         group: Option<i32>,
         remaining: Option<Duration>,
-        cancel: &CancellationToken,
+        stops: &Stops,
     ) -> Ended {
         let name = &self.container.name;
         let stdout = pump(child.stdout.take(), name.clone(), self.log);
@@ -235,10 +247,19 @@ impl ContainerRun<'_> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
-            () = timer => Ended::Deadline,
-            () = cancel.cancelled() => Ended::Cancelled,
+        let ended = async { tokio::join!(wait, output) };
+        tokio::pin!(ended, timer);
+        let mut terminated = false;
+        loop {
+            tokio::select! {
+                (status, _) = &mut ended => return Ended::Exited(status),
+                () = &mut timer => return Ended::Deadline,
+                () = stops.kill.cancelled() => return Ended::Cancelled,
+                () = stops.terminate.cancelled(), if !terminated => {
+                    terminated = true;
+                    terminate(group);
+                }
+            }
         }
     }
 
@@ -299,11 +320,12 @@ impl ContainerRun<'_> {
                 self.container.name
             )));
         };
-        // kubeci's own clone step: its path flags are the only arguments known to be paths.
+        // kubeci's own steps (clone, collect): their path flags are the only arguments known
+        // to be paths.
         Ok(if program == "kubeci" {
             (
                 self.env.kubeci_exe.display().to_string(),
-                args.iter().map(|a| mounts.map_clone_arg(a)).collect(),
+                args.iter().map(|a| mounts.map_kubeci_arg(a)).collect(),
             )
         } else {
             (program.clone(), args.to_vec())
@@ -395,6 +417,17 @@ struct GroupGuard(Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
+    }
+}
+
+/// SIGTERM to a container's first process only: what it started is killed with the group
+/// when the container ends or its grace period does.
+fn terminate(group: Option<i32>) {
+    if let Some(pid) = group {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The Job controller creates one pod per Job that is neither suspended nor finished,
 //! and writes the Job's status and conditions as Kubernetes does (`SuccessCriteriaMet` +
-//! `Complete`; `FailureTarget` + `Failed` with `BackoffLimitExceeded` or
-//! `DeadlineExceeded`; `Suspended`, whose pods it deletes). The kubelet moves each pod
+//! `Complete`; `FailureTarget` + `Failed` with `BackoffLimitExceeded`; on
+//! `DeadlineExceeded`, `FailureTarget` and its pods deleted, then `Failed` once they ended,
+//! as Kubernetes ≥ 1.31 does; `Suspended`, whose pods it deletes). The kubelet moves each pod
 //! through Pending, Running and Succeeded/Failed as its [`PodBehaviour`] says — a script,
 //! or a real run through the local engine.
 
@@ -174,7 +175,15 @@ struct Controller {
     shared: Arc<Shared>,
     behaviour: Arc<Mutex<BehaviourFn>>,
     /// Running kubelet tasks by (namespace, pod name).
-    pods: Arc<Mutex<HashMap<(String, String), CancellationToken>>>,
+    pods: Arc<Mutex<HashMap<(String, String), PodRun>>>,
+}
+
+/// A pod the kubelet runs: how to end its task at once, and — for a pod really run here —
+/// how to stop it as a deleted pod is stopped.
+struct PodRun {
+    abort: CancellationToken,
+    /// For [`PodBehaviour::RunLocally`]: SIGTERM, then a kill past the grace period.
+    graceful: Option<(kubeci_pod_runner::Stops, Duration)>,
 }
 
 fn s(value: &Value, pointer: &str) -> String {
@@ -235,13 +244,13 @@ impl Controller {
             (JOBS, ChangeKind::Added | ChangeKind::Modified) => self.reconcile_job(namespace, name),
             (PODS, ChangeKind::Added) => self.start_pod(object),
             (PODS, ChangeKind::Deleted) => {
-                if let Some(token) = self
+                if let Some(run) = self
                     .pods
                     .lock()
                     .expect("lock")
                     .remove(&(namespace.to_owned(), name.to_owned()))
                 {
-                    token.cancel();
+                    run.abort.cancel();
                 }
                 self.reconcile_owner(object);
             }
@@ -259,14 +268,30 @@ impl Controller {
         }
     }
 
-    /// A pod marked for deletion (it has finalizers): the kubelet kills its containers,
-    /// writes its end (`Failed` unless it had ended) and keeps its logs while it exists.
+    /// A pod marked for deletion (it has finalizers): the kubelet stops its containers —
+    /// one really run here as Kubernetes does (SIGTERM to the running container, then its
+    /// sidecars, killed past the pod's grace period; its run writes its end), any other at
+    /// once — writes its end (`Failed` unless it had ended) and keeps its logs while it
+    /// exists.
     fn stop_deleted(&self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
-        let Some(token) = self.pods.lock().expect("lock").remove(&key) else {
+        let mut pods = self.pods.lock().expect("lock");
+        if let Some((stops, grace)) = pods.get(&key).and_then(|run| run.graceful.clone()) {
+            drop(pods);
+            if !stops.terminate.is_cancelled() {
+                stops.terminate.cancel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    stops.kill.cancel();
+                });
+            }
+            return;
+        }
+        let Some(run) = pods.remove(&key) else {
             return;
         };
-        token.cancel();
+        drop(pods);
+        run.abort.cancel();
         let mut store = self.shared.store.lock().expect("lock");
         let Ok(pod) = store.get(PODS, namespace, name) else {
             return;
@@ -359,6 +384,24 @@ impl Controller {
             .into_iter()
             .filter(|p| owned_by(p, &uid))
             .collect();
+        if let Some(target) = failure_target(&job) {
+            // Failing: `Failed` once none of its pods runs (a deleted pod still stopping
+            // included), with the target's reason.
+            if pods.iter().all(|p| terminal(p)) {
+                let mut updated = (*job).clone();
+                let reason = s(&target, "/reason");
+                let message = s(&target, "/message");
+                let mut conditions = (updated
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array))
+                .cloned()
+                .unwrap_or_default();
+                conditions.push(condition("Failed", &reason, &message));
+                updated["status"]["conditions"] = json!(conditions);
+                let _ = store.update(JOBS, namespace, name, updated, true);
+            }
+            return;
+        }
         let (active, succeeded, failed) = tally(&pods);
         let backoff_limit = job
             .pointer("/spec/backoffLimit")
@@ -470,13 +513,10 @@ impl Controller {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
+            // `Failed` follows once its pods have ended (`reconcile_job`), as Kubernetes'
+            // Job controller (≥ 1.31) adds a Job's terminal condition.
             conditions.push(condition(
                 "FailureTarget",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-            ));
-            conditions.push(condition(
-                "Failed",
                 "DeadlineExceeded",
                 "Job was active longer than specified deadline",
             ));
@@ -490,20 +530,31 @@ impl Controller {
     fn start_pod(&self, pod: &Value) {
         let key = (s(pod, "/metadata/namespace"), s(pod, "/metadata/name"));
         let token = CancellationToken::new();
-        self.pods
-            .lock()
-            .expect("lock")
-            .insert(key.clone(), token.clone());
         let behaviour = if fits_the_node(pod) {
             (self.behaviour.lock().expect("lock"))(pod)
         } else {
             PodBehaviour::NoNodeMatches
         };
+        let stops = kubeci_pod_runner::Stops::default();
+        let grace = pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        let graceful = matches!(behaviour, PodBehaviour::RunLocally { .. })
+            .then(|| (stops.clone(), Duration::from_secs(grace)));
+        self.pods.lock().expect("lock").insert(
+            key.clone(),
+            PodRun {
+                abort: token.clone(),
+                graceful,
+            },
+        );
         let kubelet = Kubelet {
             shared: self.shared.clone(),
             namespace: key.0,
             name: key.1,
             pod: pod.clone(),
+            stops,
         };
         tokio::spawn(async move {
             tokio::select! {
@@ -575,6 +626,15 @@ fn resume(conditions: &mut [Value], status: &mut Value) {
         .as_object_mut()
         .expect("status is a map")
         .remove("startTime");
+}
+
+/// The Job's `FailureTarget` condition, while it is failing (not yet `Failed`).
+fn failure_target(job: &Value) -> Option<Value> {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
+        .cloned()
 }
 
 /// A Job that completed, failed or is being deleted: its controller leaves it be.
