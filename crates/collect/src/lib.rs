@@ -139,5 +139,5 @@ pub fn collect(
     };
     let mut walk = walk::Walk::new(&root, reports, artifacts, limits.entries_walked);
     walk.run(&start)?;
-    Ok(limits.choose(walk.found, walk.refused))
+    Ok(limits::choose(limits, walk.found, walk.refused))
 }

@@ -51,6 +51,24 @@ impl BuildStore for Cluster {
         kubeci_build::recorded_request(build.summary.number, build.job.annotations())
     }
 
+    async fn review_collector(
+        &self,
+        token: &str,
+    ) -> Result<kubeci_engine::collector::CollectorIdentity, kubeci_engine::collector::CollectRefusal>
+    {
+        self.review_collector_token(token).await
+    }
+
+    fn collector_objects(
+        &self,
+        who: &kubeci_engine::collector::CollectorIdentity,
+    ) -> (
+        Option<Arc<kubeci_build::record::BuildPod>>,
+        Option<Arc<kubeci_build::record::BuildJob>>,
+    ) {
+        Cluster::collector_objects(self, who)
+    }
+
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRecord>, BackendError> {
         Ok(self.build_records(namespace, job))
     }
@@ -148,11 +166,10 @@ impl BuildStore for Cluster {
     /// gone, each step said lost (and why, when kubeci gave it up).
     async fn step_logs(&self, build: &BuildRecord) -> Result<Vec<StepLog>, BackendError> {
         let namespace = build.job.namespace().unwrap_or_default();
-        let pod = build.pods.first().map(|p| p.name_any());
         Ok(crate::hold::pod_steps(
             &self.client,
             &namespace,
-            pod.as_deref(),
+            build.pods.first().map(|p| &**p),
             &build.job,
         ))
     }

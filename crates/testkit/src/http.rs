@@ -300,6 +300,8 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
+// A routing table: one arm per verb and subresource the fake serves, as long as the API
+// it serves is wide.
 async fn serve(
     shared: &Arc<Shared>,
     method: &Method,

@@ -20,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::http::Shared;
 use crate::store::{container_names, now, ChangeKind, Store};
 
+mod job;
 mod kubelet;
+use job::{
+    condition, ended, ended_or_going, fail_once_ended, failure_target, has_condition, job_pod,
+    resume, tally,
+};
 use kubelet::Kubelet;
 
 const PODS: usize = 3;
@@ -201,16 +206,6 @@ fn terminal(pod: &Value) -> bool {
     )
 }
 
-fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
-}
-
-fn condition(kind: &str, reason: &str, message: &str) -> Value {
-    json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now(), "lastTransitionTime": now()})
-}
-
 /// Deletes pods (their containers stop), as the Job controller does for a suspended or
 /// failed Job.
 fn delete_pods(store: &mut Store, namespace: &str, pods: &[impl AsRef<Value>]) {
@@ -385,22 +380,7 @@ impl Controller {
             .filter(|p| owned_by(p, &uid))
             .collect();
         if let Some(target) = failure_target(&job) {
-            // Failing: `Failed` once none of its pods runs (a deleted pod still stopping
-            // included), with the target's reason.
-            if pods.iter().all(|p| terminal(p)) {
-                let mut updated = (*job).clone();
-                let reason = s(&target, "/reason");
-                let message = s(&target, "/message");
-                let mut conditions = (updated
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array))
-                .cloned()
-                .unwrap_or_default();
-                conditions.push(condition("Failed", &reason, &message));
-                updated["status"]["conditions"] = json!(conditions);
-                let _ = store.update(JOBS, namespace, name, updated, true);
-            }
-            return;
+            return fail_once_ended(&mut store, &job, &target, &pods);
         }
         let (active, succeeded, failed) = tally(&pods);
         let backoff_limit = job
@@ -414,7 +394,6 @@ impl Controller {
             .cloned()
             .unwrap_or_default();
         let suspended = job.pointer("/spec/suspend") == Some(&json!(true));
-
         if suspended {
             delete_pods(&mut store, namespace, &active);
             if !has_condition(&job, "Suspended") {
@@ -563,83 +542,4 @@ impl Controller {
             }
         });
     }
-}
-
-/// The pod a Job's controller creates from its template, owned by the Job.
-fn job_pod(job: &Value, name: &str, uid: &str) -> Value {
-    let template = job
-        .pointer("/spec/template")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    // As Kubernetes' Job controller: the template's finalizers, then its own.
-    let mut finalizers: Vec<Value> = template
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    finalizers.push(json!(JOB_TRACKING));
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{name}-"),
-            "finalizers": finalizers,
-            "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
-            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
-        },
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-    })
-}
-
-/// The Job's pods that run, and how many succeeded and failed.
-fn tally(pods: &[Arc<Value>]) -> (Vec<&Arc<Value>>, usize, usize) {
-    let active: Vec<&Arc<Value>> = pods
-        .iter()
-        .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
-        .collect();
-    let succeeded = pods
-        .iter()
-        .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
-        .count();
-    let failed = pods
-        .iter()
-        .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
-        .count();
-    (active, succeeded, failed)
-}
-
-/// The two conditions of a Job's end, as the Job controller writes them: the target
-/// (`SuccessCriteriaMet`, `FailureTarget`) and then the end itself (`Complete`, `Failed`).
-fn ended(kind: &str, target: &str, reason: &str, message: &str) -> [Value; 2] {
-    [
-        condition(target, reason, message),
-        condition(kind, reason, message),
-    ]
-}
-
-/// A suspended Job resumed: its `Suspended` condition turns false, its start time goes.
-fn resume(conditions: &mut [Value], status: &mut Value) {
-    for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
-        *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now(), "lastTransitionTime": now()});
-    }
-    status
-        .as_object_mut()
-        .expect("status is a map")
-        .remove("startTime");
-}
-
-/// The Job's `FailureTarget` condition, while it is failing (not yet `Failed`).
-fn failure_target(job: &Value) -> Option<Value> {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
-        .cloned()
-}
-
-/// A Job that completed, failed or is being deleted: its controller leaves it be.
-fn ended_or_going(job: &Value) -> bool {
-    has_condition(job, "Complete")
-        || has_condition(job, "Failed")
-        || job.pointer("/metadata/deletionTimestamp").is_some()
 }

@@ -321,7 +321,7 @@ impl Kubelet {
         work_root: PathBuf,
         extra_env: Vec<(String, String)>,
     ) {
-        use kubeci_pod_runner::{LocalEnv, Outcome};
+        use kubeci_pod_runner::Outcome;
         let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
             self.terminated(Some(("", false)), 1);
             return;
@@ -330,33 +330,18 @@ impl Kubelet {
         if !self.scheduled() || !self.running() {
             return;
         }
-        for container in container_names(&self.pod, "initContainers")
-            .iter()
-            .chain(container_names(&self.pod, "containers").iter())
         {
-            self.shared
-                .store
-                .lock()
-                .expect("lock")
-                .logs
-                .entry((self.namespace.clone(), self.name.clone(), container.clone()))
-                .or_default();
+            let mut store = self.shared.store.lock().expect("lock");
+            let names = container_names(&self.pod, "initContainers");
+            for container in names
+                .iter()
+                .chain(&container_names(&self.pod, "containers"))
+            {
+                let key = (self.namespace.clone(), self.name.clone(), container.clone());
+                store.logs.entry(key).or_default();
+            }
         }
-        let env = LocalEnv {
-            build_dir: work_root.join(&self.namespace).join(&self.name),
-            secrets_dir,
-            kubeci_exe,
-            host_env: LocalEnv::host_env_from_process()
-                .into_iter()
-                .chain(extra_env)
-                .collect(),
-            objects: kubeci_pod_runner::PodObjects {
-                tokens: self.tokens(),
-                ..Default::default()
-            },
-            run_as: None,
-            sidecars: true,
-        };
+        let env = self.local_env(kubeci_exe, secrets_dir, work_root, extra_env);
         let sink = Arc::new(SimSink {
             shared: self.shared.clone(),
             namespace: self.namespace.clone(),
@@ -402,6 +387,31 @@ impl Kubelet {
 }
 
 impl Kubelet {
+    /// The machine a pod run here runs on: its directory, the host's environment with
+    /// `extra_env`, its tokens; its sidecars run.
+    fn local_env(
+        &self,
+        kubeci_exe: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        work_root: PathBuf,
+        extra_env: Vec<(String, String)>,
+    ) -> kubeci_pod_runner::LocalEnv {
+        let mut host_env = kubeci_pod_runner::LocalEnv::host_env_from_process();
+        host_env.extend(extra_env);
+        kubeci_pod_runner::LocalEnv {
+            build_dir: work_root.join(&self.namespace).join(&self.name),
+            secrets_dir,
+            kubeci_exe,
+            host_env,
+            objects: kubeci_pod_runner::PodObjects {
+                tokens: self.tokens(),
+                ..Default::default()
+            },
+            run_as: None,
+            sidecars: true,
+        }
+    }
+
     /// A token for each audience the pod's projected volumes ask for, bound to the pod, as
     /// the kubelet gets them with a TokenRequest (from the fake's own [`Tokens`]).
     ///
