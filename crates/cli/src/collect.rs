@@ -27,15 +27,15 @@ use tokio::io::{AsyncRead, ReadBuf};
 #[derive(Debug, clap::Args)]
 pub struct CollectArgs {
     /// kubeci, as this pod reaches it (`serve --collect-url`).
-    #[arg(long, value_name = "URL")]
-    server: String,
+    #[arg(long, value_name = "URL", required_unless_present = "probe")]
+    server: Option<String>,
     /// The pod's token for kubeci (a projected ServiceAccount token of audience
     /// `kubeci-collect`), read when collecting.
-    #[arg(long, value_name = "FILE")]
-    token_file: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "probe")]
+    token_file: Option<PathBuf>,
     /// The checkout the build ran in.
-    #[arg(long, value_name = "DIR")]
-    workspace: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "probe")]
+    workspace: Option<PathBuf>,
     /// The job's `workdir`, relative to the checkout; the patterns are relative to it.
     #[arg(long, value_name = "DIR", default_value = "")]
     workdir: String,
@@ -51,6 +51,13 @@ pub struct CollectArgs {
     /// Collect at once instead of waiting for SIGTERM.
     #[arg(long)]
     now: bool,
+    /// Once it waits for SIGTERM, the collector says so in this file: the containers after
+    /// it start only then (its startup probe), so a build that ends at once is collected.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// The startup probe: exit 0 when `--ready-file` is there, 1 otherwise.
+    #[arg(long, requires = "ready_file")]
+    probe: bool,
 }
 
 /// Attempts of one request that failed on the way (no answer, or a 5xx).
@@ -60,6 +67,14 @@ const ATTEMPTS: u32 = 3;
 const PIECE: usize = 64 * 1024;
 
 pub fn run(args: &CollectArgs) -> Result<ExitCode> {
+    if args.probe {
+        let ready = args.ready_file.as_ref().is_some_and(|f| f.exists());
+        return Ok(if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,6 +83,11 @@ pub fn run(args: &CollectArgs) -> Result<ExitCode> {
         // Installed first: a SIGTERM is the signal to collect, never the end of it.
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        if let Some(ready) = &args.ready_file {
+            if let Err(e) = std::fs::write(ready, b"waiting\n") {
+                say(&format!("cannot write {}: {e}", ready.display()));
+            }
+        }
         if !args.now {
             say("waiting for the build step to end");
             match terminate.as_mut() {
@@ -128,7 +148,14 @@ async fn collect_and_send(args: &CollectArgs) -> Result<()> {
     let mut refused = Vec::new();
     let reports = patterns(&args.test_reports, &mut refused);
     let artifacts = patterns(&args.artifacts, &mut refused);
-    let (workspace, workdir) = (args.workspace.clone(), args.workdir.clone());
+    let (Some(server), Some(token_file), Some(workspace)) =
+        (&args.server, &args.token_file, args.workspace.clone())
+    else {
+        return Err(anyhow!(
+            "--server, --token-file and --workspace are needed to collect"
+        ));
+    };
+    let workdir = args.workdir.clone();
     let collected = tokio::task::spawn_blocking(move || {
         collect(
             &workspace,
@@ -144,10 +171,10 @@ async fn collect_and_send(args: &CollectArgs) -> Result<()> {
         path: r.path.clone(),
         why: r.why.clone(),
     }));
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("cannot read the token {}", args.token_file.display()))?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the token {}", token_file.display()))?;
     let sender = Sender {
-        base: args.server.trim_end_matches('/').to_owned(),
+        base: server.trim_end_matches('/').to_owned(),
         token: token.trim().to_owned(),
         http: kubeci_https::https_client_for::<Outgoing>()?,
     };

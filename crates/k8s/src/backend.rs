@@ -186,7 +186,14 @@ impl BuildStore for Cluster {
                     .logs
                     .follow(pods, build.namespace, &pod.name_any(), how.timestamps))
             }
-            Some(pod) => Ok(logs::stream(pods, pod.name_any(), how)),
+            // Read once: every step, the collector's too (a followed log ends with the
+            // build step's end).
+            Some(pod) => Ok(logs::stream(
+                pods,
+                pod.name_any(),
+                crate::hold::steps_of(pod),
+                how,
+            )),
             None if how.follow && !record.summary.state.is_finished() => {
                 // Queued, or its pod not created yet: follow from when it has one.
                 Ok(self.log_once_it_has_a_pod(build, how.timestamps))

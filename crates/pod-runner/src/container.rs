@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+#[derive(Clone, Copy)]
 pub(crate) struct ContainerRun<'a> {
     pub(crate) container: &'a Container,
     pub(crate) init: bool,
@@ -293,10 +294,69 @@ impl ContainerRun<'_> {
         Ok((mounts, termination_message))
     }
 
+    /// Whether the container has started as its startup probe says (an `exec` probe; a
+    /// container without one has started once it runs), asked as the kubelet asks it:
+    /// after `initialDelaySeconds`, then every `periodSeconds` (10), at most
+    /// `failureThreshold` (3) times, each run within `timeoutSeconds` (1).
+    pub(crate) async fn started(&self) -> bool {
+        let Some(probe) = &self.container.startup_probe else {
+            return true;
+        };
+        let Some(exec) = probe.exec.as_ref().and_then(|e| e.command.clone()) else {
+            return true;
+        };
+        let seconds = |value: Option<i32>, default: u64| {
+            Duration::from_secs(value.and_then(|v| u64::try_from(v).ok()).unwrap_or(default))
+        };
+        let period = seconds(probe.period_seconds, 10).max(Duration::from_secs(1));
+        let timeout = seconds(probe.timeout_seconds, 1).max(Duration::from_secs(1));
+        tokio::time::sleep(seconds(probe.initial_delay_seconds, 0)).await;
+        let Ok((mounts, _)) = self.mounts() else {
+            return false;
+        };
+        let Ok(vars) = self.environment(&mounts) else {
+            return false;
+        };
+        for attempt in 1..=probe.failure_threshold.unwrap_or(3).max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(period).await;
+            }
+            let Ok((program, args)) = self.argv_of(exec.iter(), &vars, &mounts) else {
+                return false;
+            };
+            let Ok(mut command) = self.command(&program, &args, &vars, &mounts).await else {
+                return false;
+            };
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            let Ok(mut child) = command.spawn() else {
+                continue;
+            };
+            let _group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+            if let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await {
+                if status.success() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// The program and its arguments, `$(VAR)` expanded as the kubelet does; kubeci's own
     /// clone step runs this machine's `kubeci`, its path flags mapped to the mounts.
     fn argv(
         &self,
+        vars: &[(String, String)],
+        mounts: &MountMap,
+    ) -> Result<(String, Vec<String>), LocalError> {
+        let raw =
+            (self.container.command.iter().flatten()).chain(self.container.args.iter().flatten());
+        self.argv_of(raw, vars, mounts)
+    }
+
+    /// `raw` as [`ContainerRun::argv`] makes it.
+    fn argv_of<'r>(
+        &self,
+        raw: impl Iterator<Item = &'r String>,
         vars: &[(String, String)],
         mounts: &MountMap,
     ) -> Result<(String, Vec<String>), LocalError> {
@@ -306,14 +366,7 @@ impl ContainerRun<'_> {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         };
-        let argv: Vec<String> = self
-            .container
-            .command
-            .iter()
-            .flatten()
-            .chain(self.container.args.iter().flatten())
-            .map(|a| expand(a, lookup))
-            .collect();
+        let argv: Vec<String> = raw.map(|a| expand(a, lookup)).collect();
         let Some((program, args)) = argv.split_first() else {
             return Err(LocalError::Unsupported(format!(
                 "container {} has no command; the local engine cannot read an image's entrypoint",

@@ -420,8 +420,14 @@ pub async fn run_job_with(
                     log: &log,
                 };
                 if run.sidecar {
+                    // The containers after it start once it has (its startup probe).
+                    let probe = run;
                     let stops = sidecars.stops.clone();
                     sidecars.start(Box::pin(async move { run.run(None, None, &stops).await }));
+                    if !sidecars.alongside(probe.started()).await {
+                        let name = &container.name;
+                        log.step(name, format!("{name}: its startup probe never passed"));
+                    }
                     continue;
                 }
                 outcome = sidecars

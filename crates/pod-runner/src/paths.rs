@@ -10,7 +10,7 @@
 use std::path::Path;
 
 /// The flags of `kubeci clone` and `kubeci collect` whose values are paths inside the pod.
-pub const KUBECI_PATH_FLAGS: [&str; 7] = [
+pub const KUBECI_PATH_FLAGS: [&str; 8] = [
     "--dest=",
     "--meta-dir=",
     "--ssh-key=",
@@ -18,6 +18,7 @@ pub const KUBECI_PATH_FLAGS: [&str; 7] = [
     "--termination-message=",
     "--token-file=",
     "--workspace=",
+    "--ready-file=",
 ];
 
 /// A container's mount points and the directories that stand for them.

@@ -223,3 +223,19 @@ async fn without_sidecars_the_pod_runs_as_if_it_had_none_and_their_volumes_are_n
     assert_eq!(recorder.ends(), [("clone".into(), 0), ("build".into(), 0)]);
     assert!(!env.build_dir.join("volumes/collect-token").exists());
 }
+
+#[tokio::test]
+async fn the_containers_after_a_sidecar_start_once_its_startup_probe_passes() {
+    let sidecar = "sleep 0.5; touch \"$WS/ready\"; while :; do sleep 1000 & wait $!; done";
+    // The build finds what the sidecar made before its probe passed.
+    let build = "test -e \"$WS/ready\" || exit 7";
+    let mut job = serde_json::to_value(pod(sidecar, build, 1)).unwrap();
+    job["spec"]["template"]["spec"]["initContainers"][1]["startupProbe"] = json!({
+        "exec": {"command": ["/bin/sh", "-c", "test -e \"$WS/ready\""]},
+        "periodSeconds": 1, "failureThreshold": 30,
+    });
+    let job: Job = serde_json::from_value(job).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (outcome, _) = run(&job, &env(dir.path(), true), Stops::default()).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+}

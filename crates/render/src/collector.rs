@@ -14,8 +14,8 @@
 use super::*;
 use expansion::escape;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeProjection,
+    Capabilities, Container, ExecAction, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 use kubeci_build::outputs::{COLLECT_AUDIENCE, COLLECT_STEP};
 
@@ -45,6 +45,12 @@ pub const COLLECT_TOKEN_DIR: &str = "/var/run/kubeci/collect";
 
 /// The volume holding the collector's token.
 const TOKEN_VOLUME: &str = "collect-token";
+
+/// The collector's own scratch volume, where it says it waits (its startup probe reads it).
+const STATE_VOLUME: &str = "collect-state";
+
+/// Where [`STATE_VOLUME`] is mounted (the collector only).
+pub const COLLECT_STATE_DIR: &str = "/var/run/kubeci/collect-state";
 
 /// The build step's script runner when the pod collects: [`BUILD_PRELUDE`]'s facts, then
 /// the job's script as a child that a SIGTERM ends at once. The build step's first
@@ -97,6 +103,20 @@ pub(crate) fn token_volume(deadline: Option<i64>) -> Volume {
     }
 }
 
+/// The collector's scratch volume: a few bytes in memory.
+pub(crate) fn state_volume() -> Volume {
+    Volume {
+        name: STATE_VOLUME.into(),
+        empty_dir: Some(k8s_openapi::api::core::v1::EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "1Mi".into(),
+            )),
+        }),
+        ..Volume::default()
+    }
+}
+
 /// The collector container: `kubeci collect`, each value one argument.
 pub(crate) fn collector_container(
     declared: &DeclaredOutputs,
@@ -108,6 +128,7 @@ pub(crate) fn collector_container(
         format!("--token-file={COLLECT_TOKEN_DIR}/token"),
         format!("--workspace={}", paths::CHECKOUT),
         format!("--within={COLLECT_WITHIN_SECONDS}s"),
+        format!("--ready-file={COLLECT_STATE_DIR}/ready"),
     ];
     if !declared.workdir.is_empty() {
         args.push(format!("--workdir={}", declared.workdir));
@@ -125,7 +146,24 @@ pub(crate) fn collector_container(
         volume_mounts: Some(vec![
             mount("workspace", paths::WORKSPACE, true),
             mount(TOKEN_VOLUME, COLLECT_TOKEN_DIR, true),
+            mount(STATE_VOLUME, COLLECT_STATE_DIR, false),
         ]),
+        // The build step starts once the collector waits for its end: a build that ends
+        // at once is collected all the same (a SIGTERM before then would end it unheard).
+        startup_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "kubeci".into(),
+                    "collect".into(),
+                    "--probe".into(),
+                    format!("--ready-file={COLLECT_STATE_DIR}/ready"),
+                ]),
+            }),
+            period_seconds: Some(1),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(60),
+            ..Probe::default()
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&[("cpu", "50m"), ("memory", "64Mi")])),
             limits: Some(quantities(&[("memory", "256Mi")])),

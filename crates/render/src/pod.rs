@@ -82,6 +82,7 @@ pub(crate) fn build_pod(
                     .as_ref()
                     .map(|_| service_account_volume()),
                 collecting.map(|c| crate::collector::token_volume(c.deadline)),
+                collecting.map(|_| crate::collector::state_volume()),
             ]
             .into_iter()
             .flatten()

@@ -84,6 +84,7 @@ fn a_job_that_declares_outputs_runs_a_collector_beside_its_build_step_with_a_tok
             "--token-file=/var/run/kubeci/collect/token",
             "--workspace=/workspace/src",
             "--within=50s",
+            "--ready-file=/var/run/kubeci/collect-state/ready",
             "--workdir=app",
             "--test-report=**/junit*.xml",
             // Each pattern one argument, `$(` escaped against the kubelet's expansion.
@@ -94,8 +95,20 @@ fn a_job_that_declares_outputs_runs_a_collector_beside_its_build_step_with_a_tok
         mounts(collect),
         [
             ("workspace", "/workspace", true),
-            ("collect-token", "/var/run/kubeci/collect", true)
+            ("collect-token", "/var/run/kubeci/collect", true),
+            ("collect-state", "/var/run/kubeci/collect-state", false)
         ]
+    );
+    let probe = collect.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        probe.exec.as_ref().unwrap().command.as_deref().unwrap(),
+        [
+            "kubeci",
+            "collect",
+            "--probe",
+            "--ready-file=/var/run/kubeci/collect-state/ready"
+        ],
+        "the build step starts once the collector waits for its end"
     );
     let security = collect.security_context.as_ref().unwrap();
     assert_eq!(security.run_as_non_root, Some(true));

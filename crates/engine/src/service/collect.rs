@@ -50,8 +50,8 @@ impl<S: BuildStore> Service<'_, S> {
         &self,
         token: &str,
     ) -> Result<(CollectingBuild, Arc<dyn BuildArchive>), CollectRefusal> {
-        let archive = self.the_archive().ok_or_else(CollectRefusal::not_taken)?;
         let who = self.0.review_collector(token).await?;
+        let archive = self.the_archive().ok_or_else(CollectRefusal::not_taken)?;
         let (pod, job) = self.0.collector_objects(&who);
         let build = authorize_pod(&who, pod.as_deref(), job.as_deref())?;
         match archive.outputs(build.build_ref()).await {
