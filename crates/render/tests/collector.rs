@@ -53,6 +53,7 @@ fn mounts(container: &k8s_openapi::api::core::v1::Container) -> Vec<(&str, &str,
         .collect()
 }
 
+// Long on purpose: the collector's contract, field by field over one rendered pod.
 #[test]
 fn a_job_that_declares_outputs_runs_a_collector_beside_its_build_step_with_a_token_of_its_own() {
     let declared = job(json!({

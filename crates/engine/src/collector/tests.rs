@@ -98,6 +98,7 @@ fn who() -> CollectorIdentity {
     }
 }
 
+// Long on purpose: every way a pod may not be its build's, one table.
 #[test]
 fn a_build_pod_kubeci_runs_may_hand_over_its_own_build_s_files_and_no_other_pod_may() {
     let build = authorize_pod(&who(), Some(&pod()), Some(&job())).unwrap();
