@@ -363,6 +363,15 @@ async fn hostile_tokens_pods_and_paths_write_nothing(cluster: TestCluster) {
     assert_eq!(held(&store, victim_at).await, victim_files);
     let victim_build = format!("/api/v1/jobs/{ns}/victim/builds/1/artifacts/dist/app.txt");
     assert_eq!(http(&kubeci, "GET", &victim_build, &[]).1, "victim's");
+    // Six tokens were presented (the victim's collector's, the forged and other-audience
+    // ones, the intruder's, the forged pod's, the holder's: a dozen requests): each is
+    // reviewed once, however often it comes.
+    if let Some(fake) = cluster.fake_server() {
+        let reviews = (fake.requests().iter())
+            .filter(|r| r.resource == "tokenreviews")
+            .count();
+        assert!((1..=6).contains(&reviews), "{reviews} TokenReviews");
+    }
     drop(kubeci);
     cluster.finish().await;
 }
