@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use kubeci_build::{BuildRef, JobRef};
 use kubeci_engine::archive::{
     ArchiveCall, ArchiveErrorKind, ArchiveRetention, ArchivedBuild, ArchivedFile, ArchivedLines,
-    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, StepLog, StepReadError, TimedLine,
+    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, FileKind, StepLog, StepReadError,
+    TimedLine,
 };
 use kubeci_results::{BuildOutputs, TestResults};
 
@@ -230,6 +231,46 @@ impl BuildArchive for Archive {
         Box::pin(async move {
             let written = Archive::put_file(self, build, path, bytes, limit).await;
             written.map_err(engine_error)
+        })
+    }
+
+    fn put_report<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+        bytes: FileChunks,
+        limit: u64,
+    ) -> ArchiveCall<'a, u64> {
+        Box::pin(async move {
+            let written = Archive::put_report(self, build, path, bytes, limit).await;
+            written.map_err(engine_error)
+        })
+    }
+
+    fn report<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+    ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>> {
+        Box::pin(async move {
+            let file = or_absent(Archive::report(self, build, path).await, None);
+            let Some((size, bytes)) = file.map_err(engine_error)? else {
+                return Ok(None);
+            };
+            let bytes: ArchivedFile = Box::pin(bytes.map(|piece| piece.map_err(engine_error)));
+            Ok(Some((size, bytes)))
+        })
+    }
+
+    fn list_files<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        kind: FileKind,
+        at_most: usize,
+    ) -> ArchiveCall<'a, Vec<(String, u64)>> {
+        Box::pin(async move {
+            let listed = Archive::list_files(self, build, kind.dir(), at_most).await;
+            listed.map_err(engine_error)
         })
     }
 

@@ -36,6 +36,31 @@ impl Archive {
         E: std::error::Error + Send + Sync + 'static,
     {
         let key = self.layout.artifact(build, path)?;
+        self.put_streamed(key, bytes, limit).await
+    }
+
+    /// Writes one of a build's test reports at `path`, as [`Archive::put_file`] writes
+    /// an artifact: kept as its build pod sent it, read again to make the build's results.
+    pub async fn put_report<S, E>(
+        &self,
+        build: BuildRef<'_>,
+        path: &str,
+        bytes: S,
+        limit: u64,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let key = self.layout.report(build, path)?;
+        self.put_streamed(key, bytes, limit).await
+    }
+
+    async fn put_streamed<S, E>(&self, key: String, bytes: S, limit: u64) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let mut bytes = std::pin::pin!(bytes);
         let mut upload = Upload::new(self.store.as_ref(), &key);
         let outcome: Result<()> = async {
@@ -66,6 +91,20 @@ impl Archive {
     /// when the build left no file there.
     pub async fn file(&self, build: BuildRef<'_>, path: &str) -> Result<Option<(u64, FileBytes)>> {
         let key = self.layout.artifact(build, path)?;
+        self.read_streamed(key).await
+    }
+
+    /// One of a build's test reports as its pod sent it; `None` when there is none.
+    pub async fn report(
+        &self,
+        build: BuildRef<'_>,
+        path: &str,
+    ) -> Result<Option<(u64, FileBytes)>> {
+        let key = self.layout.report(build, path)?;
+        self.read_streamed(key).await
+    }
+
+    async fn read_streamed(&self, key: String) -> Result<Option<(u64, FileBytes)>> {
         let got = match self.store.get(&Path::from(key.as_str())).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -79,6 +118,45 @@ impl Archive {
             })
         });
         Ok(Some((size, Box::pin(pieces))))
+    }
+
+    /// A build's files of one kind (`dir`: `artifacts`, `reports`) as the store holds
+    /// them: each path (relative to the build's `workdir`) and size, sorted by path, at
+    /// most `at_most` (the rest are not listed).
+    pub async fn list_files(
+        &self,
+        build: BuildRef<'_>,
+        dir: &'static str,
+        at_most: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        let prefix = self.layout.files_dir(build, dir)?;
+        let under = Path::from(prefix.as_str());
+        let depth = under.parts().count();
+        let mut listed = self.store.list(Some(&under));
+        let mut files = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(|source| ArchiveError::List {
+                prefix: prefix.clone(),
+                source,
+            })?;
+            let parts: Vec<String> = (meta.location.parts().skip(depth))
+                .map(|part| {
+                    let raw = part.as_ref().to_owned();
+                    (percent_encoding::percent_decode_str(&raw).decode_utf8())
+                        .map_or(raw.clone(), |decoded| decoded.into_owned())
+                })
+                .collect();
+            // A staging file a kill left beside its object (`PATH#1`; a `#` in a name is
+            // stored escaped) is not a file.
+            if !meta.location.as_ref().contains('#') {
+                files.push((parts.join("/"), meta.size));
+            }
+            if files.len() >= at_most {
+                break;
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Writes what a build left: its test results (when it has any), then its outputs —

@@ -8,6 +8,7 @@
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/logs/STEP.log    one step's log
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/tests.json       its test results
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/artifacts/PATH   one file it left
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/reports/PATH     a test report as its pod sent it
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/outputs.json     what it left (written last)
 //! ```
 //!
@@ -108,38 +109,34 @@ impl Layout {
         check_file_path(path)?;
         Ok(format!("{}artifacts/{path}", self.build_dir(build)?))
     }
+
+    /// One test report a build pod handed over, at `path` relative to its `workdir`, kept
+    /// as it was sent: read again when the build's test results are made.
+    pub fn report(&self, build: BuildRef<'_>, path: &str) -> Result<String> {
+        check_file_path(path)?;
+        Ok(format!("{}reports/{path}", self.build_dir(build)?))
+    }
+
+    /// `…/builds/NUMBER/DIR/`, where a build's files of one kind are (`artifacts`,
+    /// `reports`).
+    pub fn files_dir(&self, build: BuildRef<'_>, dir: &'static str) -> Result<String> {
+        Ok(format!("{}{dir}/", self.build_dir(build)?))
+    }
 }
 
-/// The longest path of a build's file, in bytes.
-pub const MAX_FILE_PATH: usize = 1024;
+pub use kubeci_build::outputs::MAX_FILE_PATH;
 
 /// A build's file path is `/`-separated segments, each neither empty nor `.` nor `..`, of
-/// at most 255 bytes without control characters; at most [`MAX_FILE_PATH`] bytes in all.
-/// So a file's key stays under its build (no segment climbs out of it), and every store
-/// takes it (object_store escapes the characters some stores avoid).
+/// at most 255 bytes without control characters; at most [`MAX_FILE_PATH`] bytes in all
+/// (`kubeci_build::outputs::check_file_path`, which kubeci also checks a collector's
+/// upload by). So a file's key stays under its build (no segment climbs out of it), and
+/// every store takes it (object_store escapes the characters some stores avoid).
 pub fn check_file_path(path: &str) -> Result<()> {
-    let problem = if path.is_empty() {
-        Some("it is empty".to_owned())
-    } else if path.len() > MAX_FILE_PATH {
-        Some(format!("it is longer than {MAX_FILE_PATH} bytes"))
-    } else if let Some(c) = path.chars().find(|c| c.is_control()) {
-        Some(format!("it has the control character {c:?}"))
-    } else {
-        path.split('/').find_map(|segment| match segment {
-            "" => Some("it has an empty segment (a leading, trailing or double `/`)".to_owned()),
-            "." | ".." => Some(format!("it has a `{segment}` segment")),
-            s if s.len() > 255 => Some("a segment is longer than 255 bytes".to_owned()),
-            _ => None,
-        })
-    };
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(ArchiveError::Name {
-            what: "file",
-            value: path.to_owned(),
-            problem,
-        }),
-    }
+    kubeci_build::outputs::check_file_path(path).map_err(|problem| ArchiveError::Name {
+        what: "file",
+        value: path.to_owned(),
+        problem,
+    })
 }
 
 /// A namespace, job or step name is one key segment: Kubernetes names (DNS-1123) and
@@ -253,6 +250,10 @@ mod tests {
             "ci/v1/jobs/ci/web/builds/1234/artifacts/dist/app v1.tar.gz"
         );
         assert_eq!(
+            layout.report(BUILD, "app/junit.xml").unwrap(),
+            "ci/v1/jobs/ci/web/builds/1234/reports/app/junit.xml"
+        );
+        assert_eq!(
             layout.tests(BUILD).unwrap(),
             "ci/v1/jobs/ci/web/builds/1234/tests.json"
         );
@@ -267,7 +268,7 @@ mod tests {
             "bell\u{7}",
         ] {
             assert!(
-                layout.artifact(BUILD, bad).is_err(),
+                layout.artifact(BUILD, bad).is_err() && layout.report(BUILD, bad).is_err(),
                 "{bad:?} must be refused"
             );
         }

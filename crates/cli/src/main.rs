@@ -2,6 +2,7 @@
 
 mod client;
 mod clone;
+mod collect;
 mod lint;
 mod logging;
 mod new;
@@ -81,6 +82,13 @@ enum Command {
     /// For SSH remotes the server's host key is checked against the pinned fingerprint
     /// before any credential is offered.
     Clone(Box<clone::CloneArgs>),
+    /// Hand a build's test reports and artifacts over to kubeci: the collector beside the
+    /// build step of a pod whose job declares them.
+    ///
+    /// Waits for SIGTERM (the build step ended, or its pod is being deleted), takes the
+    /// declared files from the workspace and sends each to kubeci with the pod's token.
+    /// Always exits 0: a collector never fails a build; its log says what went wrong.
+    Collect(Box<collect::CollectArgs>),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Clone(args) => Ok(clone::run(&args)),
+        Command::Collect(args) => collect::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Schema => schema(),
         Command::Jobs(args) => client::jobs(&args),

@@ -31,6 +31,11 @@ pub struct RenderArgs {
     /// Base URL of the kubeci UI, for BUILD_URL.
     #[arg(long, value_name = "URL", default_value_t = RenderConfig::default().base_url)]
     base_url: String,
+    /// Where build pods reach kubeci to hand over the files their job declares
+    /// (`test_reports`, `artifacts`): `serve --collect-url`. With it, a job that declares
+    /// any renders with its collector beside the build step.
+    #[arg(long, value_name = "URL", value_parser = crate::serve::collect_url)]
+    collect_url: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Yaml)]
     output: Format,
@@ -139,6 +144,7 @@ pub fn run(args: &RenderArgs) -> Result<ExitCode> {
         clone_image: args.clone_image.clone(),
         default_image: args.default_image.clone(),
         base_url: args.base_url.clone(),
+        collect_url: args.collect_url.clone(),
     };
     let rendered =
         kubeci_render::render(job, &JobOrigin::of(loaded), &args.build.request(), &config)?;

@@ -84,6 +84,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         host_env: LocalEnv::host_env_from_process(),
         objects: Default::default(),
         run_as: None,
+        sidecars: false,
     };
     println!(
         "==> kubeci run: job {}/{}, build {} ({}), in {}",

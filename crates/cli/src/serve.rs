@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// Image of the build step for jobs without `image`.
     #[arg(long, value_name = "IMAGE", default_value_t = RenderConfig::default().default_image)]
     default_image: String,
+    /// With --kubernetes and --archive: where build pods reach this server (its Service in
+    /// the cluster, e.g. `http://kubeci.ci.svc:8080`) to hand over the test reports and
+    /// artifacts their jobs declare; each such pod then runs a collector beside its build
+    /// step. Without it those files stay in the pod.
+    #[arg(long, value_name = "URL", conflicts_with = "local", value_parser = collect_url)]
+    collect_url: Option<String>,
     /// How long a build's pod may be unable to start (missing secret, bad image,
     /// unschedulable) before the build fails, e.g. `5m`.
     #[arg(long, default_value = "5m", value_name = "DURATION")]
@@ -379,7 +385,30 @@ fn render_config(args: &ServeArgs) -> RenderConfig {
         clone_image: args.clone_image.clone(),
         default_image: args.default_image.clone(),
         base_url: args.base_url.clone(),
+        collect_url: None,
     }
+}
+
+/// `--collect-url`: an `http://` or `https://` URL of a host, with nothing after its path
+/// (no credentials, query or fragment: it is logged and rendered into every build pod).
+pub(crate) fn collect_url(value: &str) -> Result<String, String> {
+    let rest = (value.strip_prefix("http://"))
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or("give an http:// or https:// URL, e.g. http://kubeci.ci.svc:8080")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("the URL names no host".into());
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '@' | '?' | '#') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "`{}` has no place in it: give the server's URL alone",
+            c.escape_default()
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn load_options(args: &ServeArgs, builds_run: kubeci_spec::BuildsRun) -> LoadOptions {
@@ -407,10 +436,22 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
             )
         })
     });
+    let archiving = args.archive.archiving(None)?;
+    let collect_url = match (&args.collect_url, &archiving.archive) {
+        (Some(url), Some(_)) => Some(url.clone()),
+        (Some(_), None) => {
+            tracing::warn!("--collect-url without --archive: build pods collect nothing (there is nowhere to keep their files)");
+            None
+        }
+        (None, _) => None,
+    };
     Ok(kubeci_k8s::Settings {
         selector: args.selector.clone(),
         namespaces: args.namespaces.clone(),
-        render: render_config(args),
+        render: RenderConfig {
+            collect_url,
+            ..render_config(args)
+        },
         // Build pods run elsewhere: a path on this machine is out of their reach.
         load: load_options(args, kubeci_spec::BuildsRun::InACluster),
         pending_deadline: duration_flag("--pending-deadline", &args.pending_deadline)?,
@@ -429,7 +470,7 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<kubeci_k8s::Settings> {
             TenancyArg::Labels => kubeci_k8s::Tenancy::Labels,
             TenancyArg::Open => kubeci_k8s::Tenancy::Open,
         },
-        archiving: args.archive.archiving(None)?,
+        archiving,
         archive_give_up_after: duration_flag(
             "--archive-give-up-after",
             &args.archive_give_up_after,

@@ -161,5 +161,11 @@ pub fn collect(
     };
     let mut walk = walk::Walk::new(&root, &real, reports, artifacts, limits.entries_walked);
     walk.run(start)?;
-    Ok(limits.choose(walk.found, walk.refused, &Workspace(root), &real))
+    Ok(limits::choose(
+        limits,
+        walk.found,
+        walk.refused,
+        &Workspace(root),
+        &real,
+    ))
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod approval;
 pub mod archive;
 pub mod build;
+pub mod collector;
 pub mod decide;
 pub mod leader;
 pub mod ledger;

@@ -76,7 +76,10 @@ fn failed_container(pod: &BuildPod) -> Option<(String, bool, i32)> {
         .iter()
         .flatten()
         .map(|s| (s, false));
+    // The collector never fails a build: its end (killed at the end of the grace period,
+    // say) says nothing of the build's.
     init.chain(main)
+        .filter(|(s, _)| s.name != kubeci_build::outputs::COLLECT_STEP)
         .find_map(|(s, is_init)| match terminated_code(s) {
             Some(code) if code != 0 => Some((s.name.clone(), is_init, code)),
             _ => None,
@@ -409,7 +412,7 @@ mod tests {
         assert_eq!(
             build_state(
                 &job(conditions("Failed", "BackoffLimitExceeded")),
-                &[failed_pod],
+                std::slice::from_ref(&failed_pod),
                 T0,
                 300
             ),
@@ -417,6 +420,15 @@ mod tests {
                 reason: "ExitCode".into(),
                 message: "build exited with code 3".into()
             }
+        );
+        // A collector killed after its grace period is not why the build failed.
+        let collector_killed = pod(
+            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}, {"name": "collect", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 137}}}], "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}),
+        );
+        let failed = job(conditions("Failed", "BackoffLimitExceeded"));
+        assert_eq!(
+            build_state(&failed, &[collector_killed], T0, 300),
+            build_state(&failed, std::slice::from_ref(&failed_pod), T0, 300)
         );
         let clone_failed = pod(
             json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 10}}}]}),

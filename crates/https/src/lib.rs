@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
+pub use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// Why the client cannot be made.
@@ -23,6 +23,15 @@ pub type HttpsClient = Client<Https, Full<Bytes>>;
 
 /// A new client.
 pub fn https_client() -> Result<HttpsClient, HttpsError> {
+    https_client_for::<Full<Bytes>>()
+}
+
+/// A new client sending bodies of type `B` (a file streamed as it is read, say).
+pub fn https_client_for<B>() -> Result<Client<Https, B>, HttpsError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(HttpsError::Certificates)?

@@ -56,6 +56,24 @@ impl BuildStore for Cluster {
         Some(kubeci_render::paths::CHECKOUT.to_owned())
     }
 
+    async fn review_collector(
+        &self,
+        token: &str,
+    ) -> Result<kubeci_engine::collector::CollectorIdentity, kubeci_engine::collector::CollectRefusal>
+    {
+        self.review_collector_token(token).await
+    }
+
+    fn collector_objects(
+        &self,
+        who: &kubeci_engine::collector::CollectorIdentity,
+    ) -> (
+        Option<Arc<kubeci_build::record::BuildPod>>,
+        Option<Arc<kubeci_build::record::BuildJob>>,
+    ) {
+        Cluster::collector_objects(self, who)
+    }
+
     fn builds_of(&self, namespace: &str, job: &str) -> Result<Vec<BuildRecord>, BackendError> {
         Ok(self.build_records(namespace, job))
     }
@@ -153,11 +171,10 @@ impl BuildStore for Cluster {
     /// gone, each step said lost (and why, when kubeci gave it up).
     async fn step_logs(&self, build: &BuildRecord) -> Result<Vec<StepLog>, BackendError> {
         let namespace = build.job.namespace().unwrap_or_default();
-        let pod = build.pods.first().map(|p| p.name_any());
         Ok(crate::hold::pod_steps(
             &self.client,
             &namespace,
-            pod.as_deref(),
+            build.pods.first().map(|p| &**p),
             &build.job,
         ))
     }
@@ -174,7 +191,14 @@ impl BuildStore for Cluster {
                     .logs
                     .follow(pods, build.namespace, &pod.name_any(), how.timestamps))
             }
-            Some(pod) => Ok(logs::stream(pods, pod.name_any(), how)),
+            // Read once: every step, the collector's too (a followed log ends with the
+            // build step's end).
+            Some(pod) => Ok(logs::stream(
+                pods,
+                pod.name_any(),
+                crate::hold::steps_of(pod),
+                how,
+            )),
             None if how.follow && !record.summary.state.is_finished() => {
                 // Queued, or its pod not created yet: follow from when it has one.
                 Ok(self.log_once_it_has_a_pod(build, how.timestamps))

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use kubeci_build::outputs::COLLECT_STEP;
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_build::{keys, BuildRef};
 use kubeci_engine::archive::{Archived, ArchivedState, StepLog, StepReadError};
@@ -30,6 +31,19 @@ use crate::{label, now, Cluster, ClusterError};
 
 /// The steps of a build pod, in order: their containers' names and the logs' names.
 pub const STEPS: [&str; 2] = ["clone", "build"];
+
+/// The steps of `pod`: [`STEPS`], then its collector's when it has one (a job that
+/// declares test reports or artifacts: the collector's lines come after the build's end).
+pub fn steps_of(pod: &BuildPod) -> Vec<&'static str> {
+    let collects = (pod.status.as_ref())
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .is_some_and(|statuses| statuses.iter().any(|s| s.name == COLLECT_STEP));
+    let mut steps = STEPS.to_vec();
+    if collects {
+        steps.push(COLLECT_STEP);
+    }
+    steps
+}
 
 /// Why kubeci released a build's pod before archiving its logs (the give-up age passed):
 /// an annotation on its Job, which its archived record then gives as why its log is not
@@ -61,14 +75,16 @@ fn build_of(pod: &BuildPod) -> Option<(String, String, u64)> {
     Some((pod.namespace()?, job.to_owned(), number))
 }
 
-/// Each step of a build whose pod is `pod` (its name, if it has one), read for the
-/// archive; `job` says whether it ever ran and why kubeci gave up its pod, if it did.
+/// Each step of a build whose pod is `pod` (if it has one), read for the archive; `job`
+/// says whether it ever ran and why kubeci gave up its pod, if it did.
 pub fn pod_steps(
     client: &kube::Client,
     namespace: &str,
-    pod: Option<&str>,
+    pod: Option<&BuildPod>,
     job: &BuildJob,
 ) -> Vec<StepLog> {
+    let steps = pod.map_or_else(|| STEPS.to_vec(), steps_of);
+    let pod = pod.map(|p| p.name_any());
     let annotations = job.metadata.annotations.as_ref();
     let gave_up = annotations.and_then(|a| a.get(GAVE_UP)).cloned();
     let ran = job.status.as_ref().is_some_and(|s| {
@@ -78,14 +94,14 @@ pub fn pod_steps(
     match (pod, gave_up) {
         (Some(pod), gave_up) => {
             let pods = Api::namespaced(client.clone(), namespace);
-            let read = |step| read_step(Api::clone(&pods), pod.to_owned(), step);
+            let read = |step| read_step(Api::clone(&pods), pod.clone(), step);
             match gave_up {
                 // Released: the pod may have gone since (a lost step says both why).
-                Some(why) => STEPS
+                Some(why) => steps
                     .iter()
                     .map(|step| gave_up_on(read(step), &why))
                     .collect(),
-                None => STEPS.iter().map(|step| read(step)).collect(),
+                None => steps.iter().map(|step| read(step)).collect(),
             }
         }
         (None, Some(why)) => STEPS
@@ -302,12 +318,7 @@ impl Cluster {
         record.build.finished_at = record.build.finished_at.or(ended.and_then(at));
         record.archived_at = at(now).unwrap_or(record.archived_at);
         let no_job = BuildJob::default();
-        let steps = pod_steps(
-            &self.client,
-            build.namespace,
-            Some(&pod.name_any()),
-            &no_job,
-        );
+        let steps = pod_steps(&self.client, build.namespace, Some(pod), &no_job);
         archive
             .put_complete(record, steps)
             .await

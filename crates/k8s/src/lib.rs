@@ -23,6 +23,7 @@ mod backend;
 mod builds;
 mod by_job;
 mod cache;
+pub mod collectors;
 mod controller;
 mod discover;
 mod election;
@@ -176,6 +177,8 @@ pub struct Cluster {
     logs: logs::LogHub,
     /// The held pods being archived and released now.
     holds: hold::Holds,
+    /// Collectors' tokens as the cluster reviewed them, kept a minute.
+    reviews: collectors::Reviews,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) common: kubeci_engine::service::Common<JobIndex>,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
@@ -294,6 +297,7 @@ impl Cluster {
             fresh: Default::default(),
             logs: Default::default(),
             holds: Default::default(),
+            reviews: Default::default(),
             common: kubeci_engine::service::Common {
                 jobs: index_handle,
                 log_url_template,

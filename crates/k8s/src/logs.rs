@@ -19,6 +19,8 @@ use kubeci_engine::api::{LogOptions, LogStream};
 use kubeci_render::log_line::{LineSplitter, LINE_LIMIT};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::hold::STEPS;
+
 /// How long a followed log waits for a container to start.
 const START_WAIT: Duration = Duration::from_secs(600);
 /// The first pause before asking again for the log of a container that has not started;
@@ -34,11 +36,16 @@ const FOLLOWER_BACKLOG: usize = 1024;
 /// A log as chunks (or the error that ended it).
 type Chunk = Result<Vec<u8>, String>;
 
-/// A pod's log read once, or followed until its containers end.
-pub(crate) fn stream(pods: Api<Pod>, pod: String, options: LogOptions) -> LogStream {
+/// A pod's log read once, or followed until its containers end: each of `steps`.
+pub(crate) fn stream(
+    pods: Api<Pod>,
+    pod: String,
+    steps: Vec<&'static str>,
+    options: LogOptions,
+) -> LogStream {
     let (sender, receiver) = mpsc::channel::<Chunk>(16);
     tokio::spawn(async move {
-        for container in ["clone", "build"] {
+        for container in steps {
             let mut send = |chunk: Chunk| {
                 let sender = sender.clone();
                 async move { sender.send(chunk).await.is_ok() }
@@ -118,7 +125,7 @@ impl Upstream {
         });
         let weak = Arc::downgrade(&upstream);
         tokio::spawn(async move {
-            for container in ["clone", "build"] {
+            for container in STEPS {
                 let mut send = |chunk: Chunk| {
                     let weak = weak.clone();
                     async move {
@@ -175,7 +182,7 @@ impl Upstream {
             match &state.sender {
                 Some(sender) => (sender.subscribe(), state.history.clone()),
                 // The log has ended: read it whole.
-                None => return stream(pods, pod, options),
+                None => return stream(pods, pod, STEPS.to_vec(), options),
             }
         };
         let (out, chunks) = mpsc::channel::<Chunk>(16);
@@ -198,7 +205,7 @@ impl Upstream {
                         follow: false,
                         ..options
                     };
-                    let mut before = stream(pods, pod, once);
+                    let mut before = stream(pods, pod, STEPS.to_vec(), once);
                     while let Some(chunk) = futures_util::StreamExt::next(&mut before).await {
                         if let Ok(bytes) = &chunk {
                             read += bytes.len() as u64;

@@ -59,7 +59,14 @@ async fn lines_of(step: StepLog) -> (Vec<(bool, Vec<u8>)>, Option<StepReadError>
 }
 
 fn steps_of(client: &kube::Client, pod: &str) -> Vec<StepLog> {
-    pod_steps(client, "default", Some(pod), &BuildJob::default())
+    let pod = BuildPod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(pod.to_owned()),
+            ..Default::default()
+        },
+        status: None,
+    };
+    pod_steps(client, "default", Some(&pod), &BuildJob::default())
 }
 
 #[tokio::test]

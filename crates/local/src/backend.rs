@@ -60,6 +60,7 @@ impl Engine for LocalBackend {
             host_env: Vec::new(),
             objects: Default::default(),
             run_as: None,
+            sidecars: false,
         };
         let missing = kubeci_pod_runner::missing_secrets(&pod, &env);
         let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();

@@ -1,20 +1,19 @@
 //! What a build leaves behind (issue 30): once its `run_command` ended, the files its job
 //! declared are taken from its workspace — by `kubeci_collect`, the rules the Kubernetes
-//! engine's collector keeps too — into the archive: its artifacts streamed, its JUnit
-//! reports read into its test results, then what it left (`outputs.json`). Without an
-//! archive nothing is kept.
+//! engine's collector keeps too — into the archive: its artifacts streamed, then its JUnit
+//! reports read into its test results and what it left (`outputs.json`) committed by
+//! `kubeci_engine::archive::commit`, the code that commits a build pod's files too.
+//! Without an archive nothing is kept.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use kubeci_build::outputs::DeclaredOutputs;
 use kubeci_build::{keys, BuildRef};
 use kubeci_collect::{collect, CollectedFile, Limits, Pattern};
+use kubeci_engine::archive::commit::{commit_outputs, ReportSource};
 use kubeci_engine::archive::{BuildArchive, FileChunks, StepReadError};
-use kubeci_results::{
-    summarize, BuildOutputs, JunitLimits, RefusedFile, ReportFile, ResultsBuilder, TestResults,
-};
+use kubeci_results::{BuildOutputs, RefusedFile};
 use tokio::io::AsyncReadExt;
 
 use crate::{BuildKey, LocalBackend};
@@ -106,13 +105,6 @@ pub(crate) async fn send_outputs(
             path: refused.path.clone(),
             why: refused.why.clone(),
         }));
-    let results = if declared.test_reports.is_empty() {
-        None
-    } else {
-        let files: Vec<CollectedFile> = collected.test_reports().cloned().collect();
-        let read = tokio::task::spawn_blocking(move || read_reports(&files)).await;
-        Some(read.map_err(|e| format!("reading the test reports stopped: {e}"))?)
-    };
     for file in collected.artifacts() {
         match put_artifact(archive, build, file).await {
             Ok(size) => outputs.artifacts.push(kubeci_results::ArtifactFile {
@@ -125,42 +117,27 @@ pub(crate) async fn send_outputs(
             }),
         }
     }
-    outputs.tests = results.as_ref().map(summarize);
-    archive
-        .put_outputs(build, results.as_ref(), &outputs)
+    // Read and committed by the Kubernetes engine's code too (its reports from the archive).
+    let reports = collected
+        .test_reports()
+        .map(|file| ReportSource {
+            path: file.path.clone(),
+            bytes: read_file(file),
+        })
+        .collect();
+    let declares_reports = !declared.test_reports.is_empty();
+    commit_outputs(archive, build, declares_reports, reports, outputs)
         .await
+        .map(drop)
         .map_err(|e| e.to_string())
 }
 
-/// Every report read into one build's results, in path order.
-fn read_reports(files: &[CollectedFile]) -> TestResults {
-    let mut results = ResultsBuilder::new();
-    let limits = JunitLimits::default();
-    for file in files {
-        match file.open() {
-            Ok(opened) => {
-                let reader = BufReader::new(std::io::Read::take(opened, file.size));
-                results.read_junit(reader, &file.path, &limits);
-            }
-            Err(error) => results.file(ReportFile {
-                path: file.path.clone(),
-                cases: 0,
-                error: Some(format!("cannot be read: {error}")),
-            }),
-        }
-    }
-    results.finish()
-}
-
-/// One artifact streamed from its file to the archive; why not, when it was not.
-async fn put_artifact(
-    archive: &dyn BuildArchive,
-    build: BuildRef<'_>,
-    file: &CollectedFile,
-) -> Result<u64, String> {
-    let opened = file.open().map_err(|e| format!("cannot be read: {e}"))?;
+/// A collected file's bytes as they are read, at most the size it was collected at; why
+/// not, when it cannot be opened.
+fn read_file(file: &CollectedFile) -> Result<FileChunks, String> {
+    let opened = file.open().map_err(|e| e.to_string())?;
     let reader = tokio::fs::File::from_std(opened).take(file.size);
-    let bytes: FileChunks = Box::pin(futures_util::stream::unfold(
+    Ok(Box::pin(futures_util::stream::unfold(
         Some(reader),
         |reader| async move {
             let mut reader = reader?;
@@ -171,7 +148,16 @@ async fn put_artifact(
                 Err(e) => Some((Err(StepReadError::Lost(e.to_string())), None)),
             }
         },
-    ));
+    )))
+}
+
+/// One artifact streamed from its file to the archive; why not, when it was not.
+async fn put_artifact(
+    archive: &dyn BuildArchive,
+    build: BuildRef<'_>,
+    file: &CollectedFile,
+) -> Result<u64, String> {
+    let bytes = read_file(file).map_err(|e| format!("cannot be read: {e}"))?;
     archive
         .put_file(build, &file.path, bytes, file.size)
         .await

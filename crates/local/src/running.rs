@@ -93,6 +93,7 @@ impl LocalBackend {
             host_env,
             objects: Default::default(),
             run_as: self.settings.build_user.clone(),
+            sidecars: false,
         };
         let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
         let key = (row.namespace.clone(), row.job.clone(), row.number);

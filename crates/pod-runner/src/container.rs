@@ -11,11 +11,14 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
+#[derive(Clone, Copy)]
 pub(crate) struct ContainerRun<'a> {
     pub(crate) container: &'a Container,
     pub(crate) init: bool,
+    /// A native sidecar (a restartable init container): it runs beside the containers
+    /// after it, and is stopped once they ended.
+    pub(crate) sidecar: bool,
     pub(crate) env: &'a LocalEnv,
     pub(crate) volumes: &'a BTreeMap<String, PathBuf>,
     pub(crate) namespace: &'a str,
@@ -143,7 +146,7 @@ impl ContainerRun<'_> {
         &self,
         remaining: Option<Duration>,
         deadline: Option<Duration>,
-        cancel: &CancellationToken,
+        stops: &Stops,
     ) -> Result<Outcome, LocalError> {
         let name = self.container.name.clone();
         let (mounts, termination_message) = self.mounts()?;
@@ -164,10 +167,10 @@ impl ContainerRun<'_> {
         };
         let (program, args) = self.argv(&vars, &mounts)?;
         let mut command = self.command(&program, &args, &vars, &mounts).await?;
-        let kind = if self.init {
-            "init container"
-        } else {
-            "container"
+        let kind = match (self.sidecar, self.init) {
+            (true, _) => "sidecar container",
+            (false, true) => "init container",
+            (false, false) => "container",
         };
         self.log.step(
             &name,
@@ -191,7 +194,7 @@ impl ContainerRun<'_> {
                 pid,
             });
         }
-        let ended = self.wait(&mut child, group, remaining, cancel).await;
+        let ended = self.wait(&mut child, group, remaining, stops).await;
         match ended {
             Ended::Exited(status) => {
                 let status = status.map_err(|source| LocalError::Spawn { program, source })?;
@@ -205,19 +208,29 @@ impl ContainerRun<'_> {
             }
             Ended::Cancelled => {
                 kill_group(group);
+                if self.sidecar {
+                    // Killed at the end of its grace period: its end, as the kubelet shows it.
+                    self.log.sink.container(ContainerChange::Exited {
+                        container: name,
+                        init: self.init,
+                        exit_code: 137,
+                        message: None,
+                    });
+                }
                 Ok(Outcome::Cancelled)
             }
         }
     }
 
     /// Waits for the process to end with its output read to the end, for its deadline, or
-    /// for a cancel, whichever comes first.
+    /// for a kill, whichever comes first; asked to terminate, it sends SIGTERM to the
+    /// container's first process (as a container runtime does) and waits on.
     async fn wait(
         &self,
         child: &mut tokio::process::Child,
         group: Option<i32>,
         remaining: Option<Duration>,
-        cancel: &CancellationToken,
+        stops: &Stops,
     ) -> Ended {
         let name = &self.container.name;
         let stdout = pump(child.stdout.take(), name.clone(), self.log);
@@ -235,10 +248,19 @@ impl ContainerRun<'_> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            (status, _) = async { tokio::join!(wait, output) } => Ended::Exited(status),
-            () = timer => Ended::Deadline,
-            () = cancel.cancelled() => Ended::Cancelled,
+        let ended = async { tokio::join!(wait, output) };
+        tokio::pin!(ended, timer);
+        let mut terminated = false;
+        loop {
+            tokio::select! {
+                (status, _) = &mut ended => return Ended::Exited(status),
+                () = &mut timer => return Ended::Deadline,
+                () = stops.kill.cancelled() => return Ended::Cancelled,
+                () = stops.terminate.cancelled(), if !terminated => {
+                    terminated = true;
+                    terminate(group);
+                }
+            }
         }
     }
 
@@ -272,10 +294,69 @@ impl ContainerRun<'_> {
         Ok((mounts, termination_message))
     }
 
+    /// Whether the container has started as its startup probe says (an `exec` probe; a
+    /// container without one has started once it runs), asked as the kubelet asks it:
+    /// after `initialDelaySeconds`, then every `periodSeconds` (10), at most
+    /// `failureThreshold` (3) times, each run within `timeoutSeconds` (1).
+    pub(crate) async fn started(&self) -> bool {
+        let Some(probe) = &self.container.startup_probe else {
+            return true;
+        };
+        let Some(exec) = probe.exec.as_ref().and_then(|e| e.command.clone()) else {
+            return true;
+        };
+        let seconds = |value: Option<i32>, default: u64| {
+            Duration::from_secs(value.and_then(|v| u64::try_from(v).ok()).unwrap_or(default))
+        };
+        let period = seconds(probe.period_seconds, 10).max(Duration::from_secs(1));
+        let timeout = seconds(probe.timeout_seconds, 1).max(Duration::from_secs(1));
+        tokio::time::sleep(seconds(probe.initial_delay_seconds, 0)).await;
+        let Ok((mounts, _)) = self.mounts() else {
+            return false;
+        };
+        let Ok(vars) = self.environment(&mounts) else {
+            return false;
+        };
+        for attempt in 1..=probe.failure_threshold.unwrap_or(3).max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(period).await;
+            }
+            let Ok((program, args)) = self.argv_of(exec.iter(), &vars, &mounts) else {
+                return false;
+            };
+            let Ok(mut command) = self.command(&program, &args, &vars, &mounts).await else {
+                return false;
+            };
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            let Ok(mut child) = command.spawn() else {
+                continue;
+            };
+            let _group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+            if let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await {
+                if status.success() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// The program and its arguments, `$(VAR)` expanded as the kubelet does; kubeci's own
     /// clone step runs this machine's `kubeci`, its path flags mapped to the mounts.
     fn argv(
         &self,
+        vars: &[(String, String)],
+        mounts: &MountMap,
+    ) -> Result<(String, Vec<String>), LocalError> {
+        let raw =
+            (self.container.command.iter().flatten()).chain(self.container.args.iter().flatten());
+        self.argv_of(raw, vars, mounts)
+    }
+
+    /// `raw` as [`ContainerRun::argv`] makes it.
+    fn argv_of<'r>(
+        &self,
+        raw: impl Iterator<Item = &'r String>,
         vars: &[(String, String)],
         mounts: &MountMap,
     ) -> Result<(String, Vec<String>), LocalError> {
@@ -285,25 +366,19 @@ impl ContainerRun<'_> {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         };
-        let argv: Vec<String> = self
-            .container
-            .command
-            .iter()
-            .flatten()
-            .chain(self.container.args.iter().flatten())
-            .map(|a| expand(a, lookup))
-            .collect();
+        let argv: Vec<String> = raw.map(|a| expand(a, lookup)).collect();
         let Some((program, args)) = argv.split_first() else {
             return Err(LocalError::Unsupported(format!(
                 "container {} has no command; the local engine cannot read an image's entrypoint",
                 self.container.name
             )));
         };
-        // kubeci's own clone step: its path flags are the only arguments known to be paths.
+        // kubeci's own steps (clone, collect): their path flags are the only arguments known
+        // to be paths.
         Ok(if program == "kubeci" {
             (
                 self.env.kubeci_exe.display().to_string(),
-                args.iter().map(|a| mounts.map_clone_arg(a)).collect(),
+                args.iter().map(|a| mounts.map_kubeci_arg(a)).collect(),
             )
         } else {
             (program.clone(), args.to_vec())
@@ -395,6 +470,17 @@ struct GroupGuard(Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
+    }
+}
+
+/// SIGTERM to a container's first process only: what it started is killed with the group
+/// when the container ends or its grace period does.
+fn terminate(group: Option<i32>) {
+    if let Some(pid) = group {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 

@@ -14,7 +14,11 @@
 //!   paths cannot be mounted without root, so whole path values are mapped to those
 //!   directories (see [`paths`]); scripts, URLs and other data are passed exactly as written;
 //! - `activeDeadlineSeconds` and cancellation kill the whole process group; so does a
-//!   container's end, as the container runtime would.
+//!   container's end, as the container runtime would; a graceful stop ([`Stops`]) sends
+//!   SIGTERM to the running container's first process, then stops the sidecars;
+//! - native sidecars (restartable init containers) run beside the containers after them
+//!   and are stopped once those ended — or are left out ([`LocalEnv::sidecars`];
+//!   [`sidecars`]).
 //!
 //! Not reproduced: the container image (the build runs with this machine's tools), the
 //! pod's user and security settings, resource limits. A runner running as root may run the
@@ -23,6 +27,7 @@
 
 mod container;
 pub mod paths;
+pub mod sidecars;
 mod user;
 mod volumes;
 
@@ -57,6 +62,20 @@ pub struct LocalEnv {
     /// The user the pod's processes run as, when not the runner's own (the runner must be
     /// root): the build's directory is handed to that user before any process starts.
     pub run_as: Option<RunAs>,
+    /// Whether native sidecars run (a node agent, the fake kubelet) or are left out with
+    /// the volumes only they mount (the local engine and `kubeci run`, which collect a
+    /// build's files themselves): see [`sidecars`].
+    pub sidecars: bool,
+}
+
+/// How a pod's run is stopped before its end.
+#[derive(Debug, Clone, Default)]
+pub struct Stops {
+    /// As Kubernetes stops a deleted pod: SIGTERM to the running container's first process
+    /// (no container starts after it), then the sidecars are stopped once it ended.
+    pub terminate: CancellationToken,
+    /// Every process killed at once.
+    pub kill: CancellationToken,
 }
 
 /// What a pod's environment and volumes refer to in the API, read beforehand by whoever
@@ -319,15 +338,36 @@ fn prepare_container_files(
     Ok(())
 }
 
-/// Runs the pod of `job` here and returns how it ended.
+/// Runs the pod of `job` here and returns how it ended; `cancel` kills it.
 pub async fn run_job(
     job: &Job,
     env: &LocalEnv,
     sink: Arc<dyn LogSink>,
     cancel: CancellationToken,
 ) -> Result<PodResult, LocalError> {
+    let stops = Stops {
+        terminate: CancellationToken::new(),
+        kill: cancel,
+    };
+    run_job_with(job, env, sink, stops).await
+}
+
+/// Runs the pod of `job` here until it ends or `stops` stops it; how it ended.
+pub async fn run_job_with(
+    job: &Job,
+    env: &LocalEnv,
+    sink: Arc<dyn LogSink>,
+    stops: Stops,
+) -> Result<PodResult, LocalError> {
     let started = Instant::now();
     let (spec, pod) = pod_template(job)?;
+    let without;
+    let pod = if env.sidecars {
+        pod
+    } else {
+        without = sidecars::without_sidecars(pod);
+        &without
+    };
     std::fs::create_dir_all(&env.build_dir).map_err(io_error(&env.build_dir))?;
     let log_file = env.build_dir.join("log");
     let file = std::fs::File::create(&log_file).map_err(io_error(&log_file))?;
@@ -356,6 +396,7 @@ pub async fn run_job(
                 user::hand_over(&env.build_dir, user, &[log_file.as_path()])?;
             }
             let mut outcome = Outcome::Succeeded;
+            let mut sidecars = sidecars::Sidecars::new(pod, &stops.kill);
             let containers = pod
                 .init_containers
                 .iter()
@@ -363,21 +404,40 @@ pub async fn run_job(
                 .map(|c| (c, true))
                 .chain(pod.containers.iter().map(|c| (c, false)));
             for (container, init) in containers {
+                if stops.terminate.is_cancelled() {
+                    outcome = Outcome::Cancelled;
+                    break;
+                }
                 let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
                 let run = ContainerRun {
                     container,
                     init,
+                    sidecar: init && sidecars::is_sidecar(container),
                     env,
                     volumes: &volumes,
                     namespace: &namespace,
                     pod_name: &pod_name,
                     log: &log,
                 };
-                outcome = run.run(remaining, deadline, &cancel).await?;
+                if run.sidecar {
+                    // The containers after it start once it has (its startup probe).
+                    let probe = run;
+                    let stops = sidecars.stops.clone();
+                    sidecars.start(Box::pin(async move { run.run(None, None, &stops).await }));
+                    if !sidecars.alongside(probe.started()).await {
+                        let name = &container.name;
+                        log.step(name, format!("{name}: its startup probe never passed"));
+                    }
+                    continue;
+                }
+                outcome = sidecars
+                    .alongside(run.run(remaining, deadline, &stops))
+                    .await?;
                 if !outcome.succeeded() {
                     break;
                 }
             }
+            sidecars.stop().await;
             outcome
         }
     };

@@ -2,19 +2,23 @@
 //!
 //! Without root nothing can be mounted, so the local engine maps *whole path values*
 //! instead: a container's working directory, environment values that are paths under a
-//! mount point, and the path flags of kubeci's own clone step ([`CLONE_PATH_FLAGS`]). Any
+//! mount point, and the path flags of kubeci's own clone and collect steps
+//! ([`KUBECI_PATH_FLAGS`]). Any
 //! other value (a script, a URL, a branch name) is passed exactly as written, so data that
 //! merely contains `/tmp` is never altered.
 
 use std::path::Path;
 
-/// The flags of `kubeci clone` whose values are paths inside the pod.
-pub const CLONE_PATH_FLAGS: [&str; 5] = [
+/// The flags of `kubeci clone` and `kubeci collect` whose values are paths inside the pod.
+pub const KUBECI_PATH_FLAGS: [&str; 8] = [
     "--dest=",
     "--meta-dir=",
     "--ssh-key=",
     "--fingerprint-file=",
     "--termination-message=",
+    "--token-file=",
+    "--workspace=",
+    "--ready-file=",
 ];
 
 /// A container's mount points and the directories that stand for them.
@@ -45,9 +49,10 @@ impl MountMap {
         self.map_path(value).unwrap_or_else(|| value.to_owned())
     }
 
-    /// An argument of `kubeci clone`, with the value of a path flag mapped.
-    pub fn map_clone_arg(&self, arg: &str) -> String {
-        for flag in CLONE_PATH_FLAGS {
+    /// An argument of `kubeci clone` or `kubeci collect`, with the value of a path flag
+    /// mapped.
+    pub fn map_kubeci_arg(&self, arg: &str) -> String {
+        for flag in KUBECI_PATH_FLAGS {
             if let Some(value) = arg.strip_prefix(flag) {
                 return format!("{flag}{}", self.map_value(value));
             }
@@ -72,15 +77,19 @@ mod tests {
         assert_eq!(map.map_value("/tmpfile"), "/tmpfile");
         assert_eq!(map.map_value("cd /workspace"), "cd /workspace");
         assert_eq!(
-            map.map_clone_arg("--dest=/workspace/src"),
+            map.map_kubeci_arg("--dest=/workspace/src"),
             "--dest=/b/ws/src"
         );
         assert_eq!(
-            map.map_clone_arg("--url=/tmp/repo.git"),
+            map.map_kubeci_arg("--workspace=/workspace/src"),
+            "--workspace=/b/ws/src"
+        );
+        assert_eq!(
+            map.map_kubeci_arg("--url=/tmp/repo.git"),
             "--url=/tmp/repo.git"
         );
         assert_eq!(
-            map.map_clone_arg("--branch=$(touch${IFS}/tmp/x)"),
+            map.map_kubeci_arg("--branch=$(touch${IFS}/tmp/x)"),
             "--branch=$(touch${IFS}/tmp/x)"
         );
     }

@@ -51,6 +51,7 @@ async fn run(job: &Job, objects: PodObjects) -> (Outcome, Arc<Recorder>) {
         host_env: LocalEnv::host_env_from_process(),
         objects,
         run_as: None,
+        sidecars: false,
     };
     let recorder = Arc::new(Recorder::default());
     let result = kubeci_pod_runner::run_job(job, &env, recorder.clone(), CancellationToken::new())
@@ -187,6 +188,7 @@ async fn dropping_a_run_ends_its_processes() {
         host_env: LocalEnv::host_env_from_process(),
         objects: PodObjects::default(),
         run_as: None,
+        sidecars: false,
     };
     let sink: Arc<dyn LogSink> = Arc::new(Recorder::default());
     let run = kubeci_pod_runner::run_job(&job, &env, sink, CancellationToken::new());

@@ -5,6 +5,7 @@
 //! shell string: they reach the pod as argv elements and environment values, escaped
 //! against Kubernetes' own `$(VAR)` expansion (see [`expansion`]).
 
+pub mod collector;
 pub mod emit;
 pub mod expansion;
 pub mod log_line;
@@ -65,6 +66,10 @@ pub struct RenderConfig {
     pub default_image: String,
     /// Base URL of the kubeci UI, for `BUILD_URL`.
     pub base_url: String,
+    /// Where build pods reach kubeci to hand over the files their jobs declare
+    /// (`test_reports`, `artifacts`); `None`: no collector is rendered and those files stay
+    /// in the pod (an engine without an archive, or one that collects them itself).
+    pub collect_url: Option<String>,
 }
 
 impl Default for RenderConfig {
@@ -73,6 +78,7 @@ impl Default for RenderConfig {
             clone_image: concat!("ghcr.io/kubeci/kubeci:", env!("CARGO_PKG_VERSION")).into(),
             default_image: "docker.io/library/buildpack-deps:bookworm".into(),
             base_url: "http://localhost:8080".into(),
+            collect_url: None,
         }
     }
 }
@@ -185,13 +191,28 @@ pub fn render(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let pod = pod::build_pod(job, origin, request, branch.as_deref(), &workdir, config);
+    let declared = declared_outputs(job, &workdir);
+    let collecting = (config.collect_url.as_deref())
+        .filter(|_| declared.any())
+        .map(|url| pod::Collecting {
+            declared: &declared,
+            url,
+            deadline,
+        });
+    let pod = pod::build_pod(
+        job,
+        origin,
+        request,
+        (branch.as_deref(), &workdir),
+        config,
+        collecting.as_ref(),
+    );
     Ok(KubeJob {
         metadata: ObjectMeta {
             name: Some(build_name(&job.name, request.number)),
             namespace: Some(origin.namespace.clone()),
             labels: Some(labels.clone()),
-            annotations: Some(annotations(job, origin, request, branch, &workdir)),
+            annotations: Some(annotations(job, origin, request, branch, &declared)),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -251,20 +272,24 @@ fn checked_fields(job: &Job) -> Result<(String, Option<i64>), RenderError> {
     Ok((workdir, deadline))
 }
 
+/// The files `job`'s builds leave behind, as its builds record them.
+fn declared_outputs(job: &Job, workdir: &str) -> DeclaredOutputs {
+    DeclaredOutputs {
+        workdir: workdir.to_owned(),
+        test_reports: job.test_reports.clone(),
+        artifacts: job.artifacts.clone(),
+    }
+}
+
 /// What the build's Job records of its request and origin (the build record's fields).
 fn annotations(
     job: &Job,
     origin: &JobOrigin,
     request: &BuildRequest,
     branch: Option<String>,
-    workdir: &str,
+    outputs: &DeclaredOutputs,
 ) -> BTreeMap<String, String> {
     let pr = request.pull_request.as_ref();
-    let outputs = DeclaredOutputs {
-        workdir: workdir.to_owned(),
-        test_reports: job.test_reports.clone(),
-        artifacts: job.artifacts.clone(),
-    };
     [
         (keys::TRIGGER, Some(request.trigger.as_str().to_owned())),
         (keys::REQUESTED_BY, request.requested_by.clone()),

@@ -13,17 +13,36 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubeci_spec::Job;
 use std::collections::BTreeMap;
 
+/// What a build pod collects once its build step ended, and where it sends it: the
+/// files its job declares and kubeci's URL (`RenderConfig::collect_url`).
+pub(crate) struct Collecting<'a> {
+    pub(crate) declared: &'a DeclaredOutputs,
+    pub(crate) url: &'a str,
+    /// The Job's deadline (seconds), for the collector's token's life.
+    pub(crate) deadline: Option<i64>,
+}
+
 /// The pod of build `request` of `job`: the clone step, then the build step, sharing the
 /// workspace; hardened (no automounted token, RuntimeDefault seccomp, no service links).
+/// With `collecting`, the collector runs beside the build step (see [`crate::collector`]).
 pub(crate) fn build_pod(
     job: &Job,
     origin: &JobOrigin,
     request: &BuildRequest,
-    branch: Option<&str>,
-    workdir: &str,
+    (branch, workdir): (Option<&str>, &str),
     config: &RenderConfig,
+    collecting: Option<&Collecting<'_>>,
 ) -> PodSpec {
     let ssh_secret = job.git.ssh_secret_ref.clone();
+    let clone = clone_container(job, request, branch, config);
+    let collector =
+        collecting.map(|c| crate::collector::collector_container(c.declared, config, c.url));
+    let mut build = build_container(job, origin, request, branch, workdir, config);
+    if collecting.is_some() {
+        if let Some(command) = build.command.as_mut() {
+            command[2] = escape(crate::collector::COLLECTING_PRELUDE);
+        }
+    }
     PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: job.service_account_name.clone(),
@@ -42,10 +61,10 @@ pub(crate) fn build_pod(
         node_selector: (!job.node_selector.is_empty()).then(|| job.node_selector.clone()),
         tolerations: (!job.tolerations.is_empty())
             .then(|| job.tolerations.iter().map(toleration).collect()),
-        init_containers: Some(vec![clone_container(job, request, branch, config)]),
-        containers: vec![build_container(
-            job, origin, request, branch, workdir, config,
-        )],
+        init_containers: Some([Some(clone), collector].into_iter().flatten().collect()),
+        containers: vec![build],
+        termination_grace_period_seconds: collecting
+            .map(|_| crate::collector::TERMINATION_GRACE_SECONDS),
         volumes: Some(
             [
                 Some(Volume {
@@ -62,6 +81,8 @@ pub(crate) fn build_pod(
                 job.service_account_name
                     .as_ref()
                     .map(|_| service_account_volume()),
+                collecting.map(|c| crate::collector::token_volume(c.deadline)),
+                collecting.map(|_| crate::collector::state_volume()),
             ]
             .into_iter()
             .flatten()
@@ -148,7 +169,7 @@ pub(crate) fn service_account_volume() -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -224,7 +245,7 @@ pub(crate) fn clone_container(
     }
 }
 
-fn quantities(list: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(list: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     list.iter()
         .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
         .collect()

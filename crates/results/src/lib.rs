@@ -10,6 +10,7 @@
 mod error;
 mod flaky;
 mod junit;
+pub mod limits;
 pub mod location;
 mod model;
 mod outputs;

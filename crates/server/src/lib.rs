@@ -6,6 +6,7 @@
 //! - `ui` — the pages' handlers and forms; [`pages`] renders them (pure)
 //! - `live` — a running build's log over Server-Sent Events, followers bounded
 //! - `webhook` — `POST /hooks/github`
+//! - `collect` — `/internal/v1/outputs/…`: a build pod's collector hands its files over
 //! - `auth` — who may act: tokens, proxy users, CSRF, cross-site; the `ApiActor` and
 //!   `FormActor` extractors; [`session`] — the signed session cookie
 //! - [`ansi`] — log colours as HTML; [`serve`] — the listener with its read timeout
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub mod ansi;
 mod api;
 mod auth;
+mod collect;
 mod listen;
 mod live;
 mod outputs;
@@ -29,7 +31,7 @@ mod webhook;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kubeci_engine::api::{Backend, NoWebhooks, Webhooks};
 use serde_json::json;
@@ -207,6 +209,15 @@ pub fn app_with<B: Backend>(
         .route(
             "/api/v1/jobs/{namespace}/{name}/builds/{number}/artifacts/{*path}",
             get(outputs::artifact::<B>),
+        )
+        .route(
+            "/internal/v1/outputs/done",
+            post(collect::done::<B>).layer(DefaultBodyLimit::max(collect::MAX_DONE_BODY)),
+        )
+        .route(
+            "/internal/v1/outputs/{kind}/{*path}",
+            // Streamed to the archive, bounded there (a file's limit).
+            put(collect::put_file::<B>).layer(DefaultBodyLimit::disable()),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such API path") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))

@@ -6,7 +6,9 @@
 //! - a request's head must arrive within `read_timeout` of the connection opening, or
 //!   of the previous response on a kept-alive connection (hyper closes it otherwise);
 //! - its body must then arrive within `read_timeout` more: a body still incomplete is
-//!   answered `408 Request Timeout` and the connection closed.
+//!   answered `408 Request Timeout` and the connection closed. A build pod's file
+//!   (`/internal/v1/outputs/…`, up to 512 MiB, read only once its token is known) must
+//!   instead keep coming: each piece within `read_timeout` of the one before.
 //!
 //! Responses are not limited: a followed log streams as long as the build runs.
 
@@ -95,10 +97,12 @@ async fn answer(
     read_timeout: Duration,
 ) -> Result<Response, std::convert::Infallible> {
     let expired = Arc::new(AtomicBool::new(false));
+    let streamed = request.uri().path().starts_with(STREAMED_BODIES);
     let request = request.map(|body| DeadlineBody {
         inner: body,
         deadline: Box::pin(tokio::time::sleep(read_timeout)),
         expired: Arc::clone(&expired),
+        idle: streamed.then_some((read_timeout, false)),
     });
     let response = app.oneshot(request).await?;
     if expired.load(Ordering::Relaxed) {
@@ -123,11 +127,17 @@ fn too_slow(read_timeout: Duration) -> Response {
     response
 }
 
+/// The paths whose bodies are files streamed as they come (a build pod's collector).
+const STREAMED_BODIES: &str = "/internal/v1/outputs/";
+
 /// A request body that fails once its deadline has passed.
 struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
     expired: Arc<AtomicBool>,
+    /// A streamed body's deadline: each piece within this of the one before (or of the
+    /// first read of it), and whether it was read yet.
+    idle: Option<(Duration, bool)>,
 }
 
 impl HttpBody for DeadlineBody {
@@ -139,7 +149,20 @@ impl HttpBody for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some((idle, read)) = &mut this.idle {
+            if !*read {
+                *read = true;
+                this.deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + *idle);
+            }
+        }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some((idle, _)) = this.idle {
+                this.deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle);
+            }
             return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
@@ -185,6 +208,10 @@ mod tests {
                     counted.fetch_add(1, Ordering::SeqCst);
                     format!("{} bytes", body.len())
                 }),
+            )
+            .route(
+                "/internal/v1/outputs/upload",
+                post(|body: Bytes| async move { format!("{} bytes", body.len()) }),
             )
             .route(
                 "/follow",
@@ -309,6 +336,52 @@ mod tests {
         let answer = exchange(address, b"POST /upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789").await;
         assert!(answer.ends_with("10 bytes"), "{answer}");
         assert_eq!(uploads.load(Ordering::SeqCst), 1);
+    }
+
+    /// Sends a head, then `pieces` pieces of ten bytes, each `every` after the one before;
+    /// the answer.
+    async fn trickle(
+        address: std::net::SocketAddr,
+        path: &str,
+        pieces: usize,
+        every: Duration,
+    ) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: kubeci\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            pieces * 10
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..pieces {
+            tokio::time::sleep(every).await;
+            if stream.write_all(b"0123456789").await.is_err() {
+                break;
+            }
+        }
+        read_until_closed(&mut stream).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_pod_s_file_may_take_longer_than_the_deadline_while_it_keeps_coming() {
+        let (address, _) = start().await;
+        let every = READ_TIMEOUT / 3;
+        let answer = trickle(address, "/internal/v1/outputs/upload", 6, every).await;
+        assert!(
+            answer.ends_with("60 bytes"),
+            "twice the deadline in all: {answer}"
+        );
+        let answer = trickle(address, "/upload", 6, every).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "any other body: {answer}"
+        );
+        // One that stops coming is cut off all the same.
+        let answer = exchange(
+            address,
+            b"POST /internal/v1/outputs/upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,8 @@ pub fn query_bool(value: &str) -> bool {
 /// State shared by every connection.
 pub struct Shared {
     pub store: Mutex<Store>,
+    /// The service-account tokens it issued (TokenRequest), for TokenReview.
+    pub tokens: Mutex<crate::tokens::Tokens>,
     pub gate: Gate,
     pub address: String,
     pub bookmark_interval: Duration,
@@ -80,6 +82,8 @@ struct Target {
 enum Route {
     Discovery(Value),
     Api(Target),
+    /// `POST /apis/authentication.k8s.io/v1/tokenreviews`.
+    TokenReview,
     NotFound,
 }
 
@@ -105,6 +109,7 @@ fn route(path: &str, address: &str) -> Route {
         ["apis", group] => {
             return resources::group(group).map_or(Route::NotFound, Route::Discovery)
         }
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => return Route::TokenReview,
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Route::NotFound,
@@ -167,6 +172,7 @@ fn describe(
                 None => RESOURCES[t.resource].plural.to_owned(),
             },
         ),
+        Route::TokenReview => ("create".to_owned(), "tokenreviews".to_owned()),
         _ => ("get".to_owned(), String::new()),
     };
     RecordedRequest {
@@ -237,6 +243,21 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Result<Reply
             "NotFound",
             "the server could not find the requested resource",
         )),
+        Route::TokenReview if parts.method == Method::POST => {
+            match parse_body(&parts.headers, &body) {
+                Ok(review) => {
+                    let store = shared.store.lock().expect("lock");
+                    let tokens = shared.tokens.lock().expect("lock");
+                    json_reply(StatusCode::CREATED, &tokens.review(&store, review))
+                }
+                Err(e) => error_reply(&e),
+            }
+        }
+        Route::TokenReview => error_reply(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
         Route::Api(target) => {
             serve_and_mirror(&shared, &parts.method, &parts.headers, target, &query, body)
                 .await
@@ -279,6 +300,8 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
+// A routing table: one arm per verb and subresource the fake serves, as long as the API
+// it serves is wide.
 async fn serve(
     shared: &Arc<Shared>,
     method: &Method,
@@ -326,6 +349,13 @@ async fn serve(
         }
         ("GET", Some(name), Some("log")) if rt.plural == "pods" => {
             pod_log(shared, &namespace, name, query).await
+        }
+        ("POST", Some(name), Some("token")) if rt.plural == "serviceaccounts" => {
+            let request = parse_body(headers, &body)?;
+            let store = shared.store.lock().expect("lock");
+            let mut tokens = shared.tokens.lock().expect("lock");
+            let issued = tokens.request(&store, &namespace, name, request)?;
+            Ok(json_reply(StatusCode::CREATED, &issued))
         }
         ("POST", None, None) => {
             let object = parse_body(headers, &body)?;

@@ -20,6 +20,7 @@ pub mod s3;
 pub mod selector;
 pub mod sim;
 pub mod store;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -143,6 +144,7 @@ impl FakeApiServer {
         let address = listener.local_addr().expect("a bound address");
         let shared = Arc::new(http::Shared {
             store: Mutex::new(Store::new(options.history)),
+            tokens: Mutex::default(),
             gate: Gate::default(),
             address: address.to_string(),
             bookmark_interval: options.bookmark_interval,

@@ -3,7 +3,10 @@
 //!
 //! It registers a Node (Ready, `InternalIP` 127.0.0.1, its kubelet port), renews the
 //! node's Lease, and runs every pod the real scheduler binds to it: init containers in
-//! order, then the container, as process groups through `kubeci-pod-runner`, with `secretKeyRef`,
+//! order (native sidecars — `restartPolicy: Always` — started and left running), then the
+//! container, as process groups through `kubeci-pod-runner` (which stops the sidecars with
+//! SIGTERM once the container ended, within the pod's grace period, and takes the pod's
+//! phase from its containers alone, as the kubelet does), with `secretKeyRef`,
 //! `configMapKeyRef` and `fieldRef` values and `secret`, `configMap`, `emptyDir` and
 //! projected service-account-token volumes read from the API as the kubelet reads them. It
 //! writes pod status as the kubelet does (phase, conditions, container states with exit

@@ -2,8 +2,9 @@
 //!
 //! The Job controller creates one pod per Job that is neither suspended nor finished,
 //! and writes the Job's status and conditions as Kubernetes does (`SuccessCriteriaMet` +
-//! `Complete`; `FailureTarget` + `Failed` with `BackoffLimitExceeded` or
-//! `DeadlineExceeded`; `Suspended`, whose pods it deletes). The kubelet moves each pod
+//! `Complete`; `FailureTarget` + `Failed` with `BackoffLimitExceeded`; on
+//! `DeadlineExceeded`, `FailureTarget` and its pods deleted, then `Failed` once they ended,
+//! as Kubernetes ≥ 1.31 does; `Suspended`, whose pods it deletes). The kubelet moves each pod
 //! through Pending, Running and Succeeded/Failed as its [`PodBehaviour`] says — a script,
 //! or a real run through the local engine.
 
@@ -19,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::http::Shared;
 use crate::store::{container_names, now, ChangeKind, Store};
 
+mod job;
 mod kubelet;
+use job::{
+    condition, ended, ended_or_going, fail_once_ended, failure_target, has_condition, job_pod,
+    resume, tally,
+};
 use kubelet::Kubelet;
 
 const PODS: usize = 3;
@@ -174,7 +180,15 @@ struct Controller {
     shared: Arc<Shared>,
     behaviour: Arc<Mutex<BehaviourFn>>,
     /// Running kubelet tasks by (namespace, pod name).
-    pods: Arc<Mutex<HashMap<(String, String), CancellationToken>>>,
+    pods: Arc<Mutex<HashMap<(String, String), PodRun>>>,
+}
+
+/// A pod the kubelet runs: how to end its task at once, and — for a pod really run here —
+/// how to stop it as a deleted pod is stopped.
+struct PodRun {
+    abort: CancellationToken,
+    /// For [`PodBehaviour::RunLocally`]: SIGTERM, then a kill past the grace period.
+    graceful: Option<(kubeci_pod_runner::Stops, Duration)>,
 }
 
 fn s(value: &Value, pointer: &str) -> String {
@@ -190,16 +204,6 @@ fn terminal(pod: &Value) -> bool {
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
     )
-}
-
-fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
-}
-
-fn condition(kind: &str, reason: &str, message: &str) -> Value {
-    json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now(), "lastTransitionTime": now()})
 }
 
 /// Deletes pods (their containers stop), as the Job controller does for a suspended or
@@ -235,13 +239,13 @@ impl Controller {
             (JOBS, ChangeKind::Added | ChangeKind::Modified) => self.reconcile_job(namespace, name),
             (PODS, ChangeKind::Added) => self.start_pod(object),
             (PODS, ChangeKind::Deleted) => {
-                if let Some(token) = self
+                if let Some(run) = self
                     .pods
                     .lock()
                     .expect("lock")
                     .remove(&(namespace.to_owned(), name.to_owned()))
                 {
-                    token.cancel();
+                    run.abort.cancel();
                 }
                 self.reconcile_owner(object);
             }
@@ -259,14 +263,30 @@ impl Controller {
         }
     }
 
-    /// A pod marked for deletion (it has finalizers): the kubelet kills its containers,
-    /// writes its end (`Failed` unless it had ended) and keeps its logs while it exists.
+    /// A pod marked for deletion (it has finalizers): the kubelet stops its containers —
+    /// one really run here as Kubernetes does (SIGTERM to the running container, then its
+    /// sidecars, killed past the pod's grace period; its run writes its end), any other at
+    /// once — writes its end (`Failed` unless it had ended) and keeps its logs while it
+    /// exists.
     fn stop_deleted(&self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
-        let Some(token) = self.pods.lock().expect("lock").remove(&key) else {
+        let mut pods = self.pods.lock().expect("lock");
+        if let Some((stops, grace)) = pods.get(&key).and_then(|run| run.graceful.clone()) {
+            drop(pods);
+            if !stops.terminate.is_cancelled() {
+                stops.terminate.cancel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    stops.kill.cancel();
+                });
+            }
+            return;
+        }
+        let Some(run) = pods.remove(&key) else {
             return;
         };
-        token.cancel();
+        drop(pods);
+        run.abort.cancel();
         let mut store = self.shared.store.lock().expect("lock");
         let Ok(pod) = store.get(PODS, namespace, name) else {
             return;
@@ -359,6 +379,9 @@ impl Controller {
             .into_iter()
             .filter(|p| owned_by(p, &uid))
             .collect();
+        if let Some(target) = failure_target(&job) {
+            return fail_once_ended(&mut store, &job, &target, &pods);
+        }
         let (active, succeeded, failed) = tally(&pods);
         let backoff_limit = job
             .pointer("/spec/backoffLimit")
@@ -371,7 +394,6 @@ impl Controller {
             .cloned()
             .unwrap_or_default();
         let suspended = job.pointer("/spec/suspend") == Some(&json!(true));
-
         if suspended {
             delete_pods(&mut store, namespace, &active);
             if !has_condition(&job, "Suspended") {
@@ -470,13 +492,10 @@ impl Controller {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
+            // `Failed` follows once its pods have ended (`reconcile_job`), as Kubernetes'
+            // Job controller (≥ 1.31) adds a Job's terminal condition.
             conditions.push(condition(
                 "FailureTarget",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-            ));
-            conditions.push(condition(
-                "Failed",
                 "DeadlineExceeded",
                 "Job was active longer than specified deadline",
             ));
@@ -490,20 +509,31 @@ impl Controller {
     fn start_pod(&self, pod: &Value) {
         let key = (s(pod, "/metadata/namespace"), s(pod, "/metadata/name"));
         let token = CancellationToken::new();
-        self.pods
-            .lock()
-            .expect("lock")
-            .insert(key.clone(), token.clone());
         let behaviour = if fits_the_node(pod) {
             (self.behaviour.lock().expect("lock"))(pod)
         } else {
             PodBehaviour::NoNodeMatches
         };
+        let stops = kubeci_pod_runner::Stops::default();
+        let grace = pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        let graceful = matches!(behaviour, PodBehaviour::RunLocally { .. })
+            .then(|| (stops.clone(), Duration::from_secs(grace)));
+        self.pods.lock().expect("lock").insert(
+            key.clone(),
+            PodRun {
+                abort: token.clone(),
+                graceful,
+            },
+        );
         let kubelet = Kubelet {
             shared: self.shared.clone(),
             namespace: key.0,
             name: key.1,
             pod: pod.clone(),
+            stops,
         };
         tokio::spawn(async move {
             tokio::select! {
@@ -512,74 +542,4 @@ impl Controller {
             }
         });
     }
-}
-
-/// The pod a Job's controller creates from its template, owned by the Job.
-fn job_pod(job: &Value, name: &str, uid: &str) -> Value {
-    let template = job
-        .pointer("/spec/template")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    // As Kubernetes' Job controller: the template's finalizers, then its own.
-    let mut finalizers: Vec<Value> = template
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    finalizers.push(json!(JOB_TRACKING));
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{name}-"),
-            "finalizers": finalizers,
-            "labels": template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
-            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
-        },
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-    })
-}
-
-/// The Job's pods that run, and how many succeeded and failed.
-fn tally(pods: &[Arc<Value>]) -> (Vec<&Arc<Value>>, usize, usize) {
-    let active: Vec<&Arc<Value>> = pods
-        .iter()
-        .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
-        .collect();
-    let succeeded = pods
-        .iter()
-        .filter(|p| p.pointer("/status/phase") == Some(&json!("Succeeded")))
-        .count();
-    let failed = pods
-        .iter()
-        .filter(|p| p.pointer("/status/phase") == Some(&json!("Failed")))
-        .count();
-    (active, succeeded, failed)
-}
-
-/// The two conditions of a Job's end, as the Job controller writes them: the target
-/// (`SuccessCriteriaMet`, `FailureTarget`) and then the end itself (`Complete`, `Failed`).
-fn ended(kind: &str, target: &str, reason: &str, message: &str) -> [Value; 2] {
-    [
-        condition(target, reason, message),
-        condition(kind, reason, message),
-    ]
-}
-
-/// A suspended Job resumed: its `Suspended` condition turns false, its start time goes.
-fn resume(conditions: &mut [Value], status: &mut Value) {
-    for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
-        *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now(), "lastTransitionTime": now()});
-    }
-    status
-        .as_object_mut()
-        .expect("status is a map")
-        .remove("startTime");
-}
-
-/// A Job that completed, failed or is being deleted: its controller leaves it be.
-fn ended_or_going(job: &Value) -> bool {
-    has_condition(job, "Complete")
-        || has_condition(job, "Failed")
-        || job.pointer("/metadata/deletionTimestamp").is_some()
 }

@@ -244,3 +244,71 @@ async fn what_a_build_left_is_in_its_record_and_index_entry_and_goes_with_it() {
             .is_empty());
     }
 }
+
+/// A build pod's test reports are kept raw beside its artifacts, and a build's files of
+/// each kind are listed back with their sizes — names with characters stores avoid
+/// included, a kind's files only, one build's only.
+#[tokio::test]
+async fn reports_are_kept_as_sent_and_each_kind_is_listed_back_with_its_sizes() {
+    for (name, store, _dir) in stores() {
+        let archive = archive_over(&store);
+        let put = |number: u64, path: &'static str, bytes: &'static [u8], report: bool| {
+            let archive = &archive;
+            async move {
+                let given = stream::iter(pieces(bytes, 4));
+                if report {
+                    archive.put_report(build(number), path, given, 100).await
+                } else {
+                    archive.put_file(build(number), path, given, 100).await
+                }
+                .unwrap()
+            }
+        };
+        put(3, "app/junit-unit.xml", b"<testsuite/>", true).await;
+        put(3, "odd #[name]%41.xml", b"<x/>", true).await;
+        put(3, "dist/app.tar.gz", b"tarball", false).await;
+        put(4, "other.xml", b"<y/>", true).await;
+        let reports = archive.list_files(build(3), "reports", 100).await.unwrap();
+        assert_eq!(
+            reports,
+            [
+                ("app/junit-unit.xml".to_owned(), 12),
+                ("odd #[name]%41.xml".to_owned(), 4)
+            ],
+            "{name}"
+        );
+        let artifacts = archive
+            .list_files(build(3), "artifacts", 100)
+            .await
+            .unwrap();
+        assert_eq!(artifacts, [("dist/app.tar.gz".to_owned(), 7)], "{name}");
+        assert_eq!(
+            archive
+                .list_files(build(3), "reports", 1)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{name}: at most as many as asked"
+        );
+        let (size, mut bytes) = archive
+            .report(build(3), "odd #[name]%41.xml")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut read = Vec::new();
+        while let Some(piece) = bytes.next().await {
+            read.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!((size, read.as_slice()), (4, &b"<x/>"[..]), "{name}");
+        assert!(archive
+            .report(build(3), "dist/app.tar.gz")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(archive
+            .report(build(3), "../artifacts/dist/app.tar.gz")
+            .await
+            .is_err());
+    }
+}

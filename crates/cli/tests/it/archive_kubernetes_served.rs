@@ -15,9 +15,9 @@ use kubeci_testkit::S3Server;
 
 /// Where a scenario's kubeci archives, and how the test reads it and takes it down.
 pub(crate) struct Store {
-    url: String,
-    env: Vec<(String, String)>,
-    archive: Archive,
+    pub(crate) url: String,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) archive: Archive,
     s3: Option<S3Server>,
     dir: tempfile::TempDir,
 }

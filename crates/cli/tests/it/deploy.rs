@@ -256,6 +256,8 @@ fn the_archive_s_credentials_reach_kubeci_s_environment_through_the_kubelet_alon
         "--archive-give-up-after=12h",
         "--archive-max-age=90d",
         "--archive-max-count=1000",
+        // Build pods hand their files to kubeci's own Service (issue 30).
+        "--collect-url=http://kubeci.kubeci.svc:80",
     ] {
         assert!(args.contains(flag), "{flag} in {args}");
     }
@@ -281,7 +283,7 @@ fn the_archive_s_credentials_reach_kubeci_s_environment_through_the_kubelet_alon
     );
     let plain = objects_of_deployment_args(&render(&json!({})));
     assert!(
-        !plain.contains("--archive"),
+        !plain.contains("--archive") && !plain.contains("--collect-url"),
         "off unless archive.url is set: {plain}"
     );
 }
@@ -338,6 +340,11 @@ fn objects_of_roles(values: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The rule that lets kubeci ask whose a build pod collector's token is (issue 30).
+fn collect_rule() -> Value {
+    json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]})
+}
+
 /// The rule of the ClusterRole that lets kubeci watch the Namespaces of `watch.namespaces`
 /// (tenancy): those by name, nothing else of the cluster.
 fn namespaces_rule(names: &[&str]) -> Value {
@@ -349,21 +356,27 @@ fn namespaces_rule(names: &[&str]) -> Value {
 fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_cluster_wide_only_its_namespaces() {
     let objects = objects(&render(&namespaced()));
     let cluster_roles = of_kind(&objects, "ClusterRole");
-    assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
+    assert_eq!(cluster_roles.len(), 2, "{cluster_roles:?}");
     assert_eq!(cluster_roles[0]["metadata"]["name"], "kubeci-namespaces");
     assert_eq!(
         cluster_roles[0]["rules"],
         namespaces_rule(&["team-a", "team-b"])
     );
-    assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 1);
+    // TokenReviews are cluster-scoped: the collectors' rule alone, cluster-wide.
+    assert_eq!(cluster_roles[1]["metadata"]["name"], "kubeci-collect");
+    assert_eq!(cluster_roles[1]["rules"], json!([collect_rule()]));
+    assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 2);
     let mut open = namespaced();
     open["tenancy"] = json!("open");
     let open = self::objects(&render(&open));
-    assert!(
-        of_kind(&open, "ClusterRole").is_empty(),
-        "open reads no Namespace"
+    let open_roles = of_kind(&open, "ClusterRole");
+    assert_eq!(
+        open_roles.len(),
+        1,
+        "open reads no Namespace: the collectors' rule alone"
     );
-    assert!(of_kind(&open, "ClusterRoleBinding").is_empty());
+    assert_eq!(open_roles[0]["rules"], json!([collect_rule()]));
+    assert_eq!(of_kind(&open, "ClusterRoleBinding").len(), 1);
     let cluster_wide = self::objects(&render(&json!({})));
     let mut cluster_rules = of_kind(&cluster_wide, "ClusterRole")[0]["rules"].clone();
     let tenancy_rule = cluster_rules.as_array_mut().unwrap().pop().unwrap();
@@ -372,6 +385,8 @@ fn namespaced_mode_grants_the_same_rules_in_each_namespace_and_cluster_wide_only
         json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}),
         "cluster-wide, the last rule watches Namespaces (tenancy)"
     );
+    let collect = cluster_rules.as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(collect, collect_rule(), "then the collectors' TokenReviews");
     let cluster_rules = &cluster_rules;
     let roles = of_kind(&objects, "Role");
     let namespaces: Vec<&str> = roles

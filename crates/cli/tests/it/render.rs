@@ -9,9 +9,9 @@ use common::{assert_golden, kubeci, repo_root, require_python_module};
 
 const COMMIT: &str = "8f3c2a1d9e7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a";
 
-/// (golden name, arguments): a manual, a pull request and a push build, and the seed's
-/// fingerprint variant.
-const CASES: [(&str, &[&str]); 5] = [
+/// (golden name, arguments): a manual, a pull request and a push build, the seed's
+/// fingerprint variant, and a job that declares test reports and artifacts (its collector).
+const CASES: [(&str, &[&str]); 6] = [
     (
         "seed-manual",
         &[
@@ -77,6 +77,17 @@ const CASES: [(&str, &[&str]); 5] = [
             "100",
             "--trigger",
             "cron",
+        ],
+    ),
+    (
+        "outputs-collected",
+        &[
+            "render",
+            "tests/fixtures/test-reports-and-artifacts.yaml",
+            "--build-number",
+            "5",
+            "--collect-url",
+            "http://kubeci.ci.svc:8080",
         ],
     ),
 ];

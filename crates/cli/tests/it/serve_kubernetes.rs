@@ -219,7 +219,8 @@ async fn kubeci_uses_only_what_its_rbac_grants_and_never_a_secret() {
 /// Least privilege, both ways: a run that does everything kubeci does with the API —
 /// discover jobs, report an invalid one (twice), build, answer a retried request (also one
 /// whose build retention deleted), queue, cancel, stream a log, apply retention, release
-/// an ended build's pod, lead — uses every verb its ClusterRole grants,
+/// an ended build's pod, lead, ask whose a collector's token is — uses every verb its
+/// ClusterRole grants,
 /// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
@@ -300,6 +301,10 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
             &[common::serve::AUTHORIZED],
         );
         assert_eq!(cancel.0, 200, "{}", cancel.1);
+        // Whose a build pod collector's token is: the cluster says (`create tokenreviews`).
+        let auth = ("Authorization", "Bearer not-a-token");
+        let put = common::serve::http(&kubeci, "PUT", "/internal/v1/outputs/artifacts/x", &[auth]);
+        assert_eq!(put.0, 401, "{}", put.1);
         // The invalid job again: the same Event, counted on the existing one. (The test's
         // own requests say who they are, to be told from kubeci's.)
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();

@@ -286,6 +286,27 @@ pub trait Backend: Send + Sync + 'static {
     {
         std::future::ready(Ok(None))
     }
+    /// A build pod's collector hands over one file of its build (issue 30): `token` is
+    /// its pod's; the bytes written, or why not (see [`crate::collector`]).
+    fn put_output(
+        &self,
+        _token: &str,
+        _kind: crate::archive::FileKind,
+        _path: &str,
+        _bytes: crate::archive::FileChunks,
+    ) -> impl Future<Output = Result<u64, crate::collector::CollectRefusal>> + Send {
+        std::future::ready(Err(crate::collector::CollectRefusal::not_taken()))
+    }
+    /// A build pod's collector has handed over all its files (`refused`: those it did
+    /// not, and why): what its build left, committed.
+    fn outputs_done(
+        &self,
+        _token: &str,
+        _refused: Vec<kubeci_results::RefusedFile>,
+    ) -> impl Future<Output = Result<kubeci_results::BuildOutputs, crate::collector::CollectRefusal>>
+           + Send {
+        std::future::ready(Err(crate::collector::CollectRefusal::not_taken()))
+    }
     /// A build's log, its steps (clone, build) each begun by a line `==> {container}:
     /// (init )container started`.
     fn log(

@@ -7,6 +7,7 @@
 //! The record is made from a build's facts ([`ArchivedBuild::of`]) and read back as the
 //! same [`BuildView`] ([`ArchivedBuild::view`]): an archived build shows as it did live.
 
+pub mod commit;
 mod read;
 mod store;
 #[cfg(test)]
@@ -15,8 +16,8 @@ mod tests;
 pub use read::{build_log, lines_of};
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedFile,
-    ArchivedLines, Archiving, BuildArchive, FileChunks, NewestArchived, StepLines, StepLog,
-    StepReadError,
+    ArchivedLines, Archiving, BuildArchive, FileChunks, FileKind, NewestArchived, StepLines,
+    StepLog, StepReadError,
 };
 
 use kubeci_build::{BuildRef, BuildRequest};

@@ -34,6 +34,24 @@ pub type FileChunks = Pin<Box<dyn Stream<Item = Result<Bytes, StepReadError>> + 
 /// One of a build's files read back from the archive, in order; an error ends it.
 pub type ArchivedFile = Pin<Box<dyn Stream<Item = Result<Bytes, ArchiveError>> + Send>>;
 
+/// A kind of file a build leaves: an artifact (served for download), or a test report as
+/// its build pod handed it over (read again for the build's test results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Artifact,
+    Report,
+}
+
+impl FileKind {
+    /// The kind's directory in a build's archive, and its name in kubeci's URLs.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Artifact => "artifacts",
+            FileKind::Report => "reports",
+        }
+    }
+}
+
 /// One step of a build's log, to be archived.
 pub struct StepLog {
     /// The step's container: `clone`, `build`.
@@ -158,6 +176,29 @@ pub trait BuildArchive: Send + Sync + 'static {
         bytes: FileChunks,
         limit: u64,
     ) -> ArchiveCall<'a, u64>;
+    /// Writes one of a build's test reports as its build pod handed it over, at `path`,
+    /// as [`BuildArchive::put_file`] writes an artifact.
+    fn put_report<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+        bytes: FileChunks,
+        limit: u64,
+    ) -> ArchiveCall<'a, u64>;
+    /// One of a build's test reports as its pod sent it; `None` when there is none.
+    fn report<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        path: &'a str,
+    ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>>;
+    /// A build's files of one kind as the archive holds them (written, whether or not its
+    /// outputs list them): each path and size, sorted by path, at most `at_most`.
+    fn list_files<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        kind: FileKind,
+        at_most: usize,
+    ) -> ArchiveCall<'a, Vec<(String, u64)>>;
     /// Writes what a build left: its test results, then its outputs (the commit point:
     /// written once its files are).
     fn put_outputs<'a>(

@@ -35,6 +35,24 @@ pub trait Engine: BuildStore {
 }
 
 impl<E: Engine> Backend for E {
+    async fn put_output(
+        &self,
+        token: &str,
+        kind: crate::archive::FileKind,
+        path: &str,
+        bytes: crate::archive::FileChunks,
+    ) -> Result<u64, crate::collector::CollectRefusal> {
+        Service(self).put_output(token, kind, path, bytes).await
+    }
+
+    async fn outputs_done(
+        &self,
+        token: &str,
+        refused: Vec<kubeci_results::RefusedFile>,
+    ) -> Result<BuildOutputs, crate::collector::CollectRefusal> {
+        Service(self).outputs_done(token, refused).await
+    }
+
     fn ready(&self) -> bool {
         Engine::ready(self)
     }

@@ -13,12 +13,14 @@
 
 mod archive;
 mod backend;
+mod collect;
 mod naming;
 mod outputs;
 mod read;
 mod workload;
 
 pub use backend::Engine;
+pub use collect::MAX_REPORTED_REFUSALS;
 
 use std::future::Future;
 use std::ops::Deref;
@@ -183,6 +185,30 @@ pub trait BuildStore: Workload {
         std::future::ready(Err(
             "this engine cannot read its logs for the archive".into()
         ))
+    }
+    /// Who presents `token` as a build pod's collector (the Kubernetes engine asks its
+    /// cluster: a TokenReview); an engine that collects builds' files itself takes none.
+    fn review_collector<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> impl Future<
+        Output = Result<crate::collector::CollectorIdentity, crate::collector::CollectRefusal>,
+    > + Send
+           + 'a {
+        let _ = token;
+        std::future::ready(Err(crate::collector::CollectRefusal::not_taken()))
+    }
+    /// The pod `who` names and its Job (the one its controller reference names), as the
+    /// engine holds them now.
+    fn collector_objects(
+        &self,
+        who: &crate::collector::CollectorIdentity,
+    ) -> (
+        Option<Arc<kubeci_build::record::BuildPod>>,
+        Option<Arc<kubeci_build::record::BuildJob>>,
+    ) {
+        let _ = who;
+        (None, None)
     }
     /// A build's log (see [`crate::api::Backend::log`]).
     fn log_of(

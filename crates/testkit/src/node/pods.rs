@@ -89,6 +89,7 @@ impl Agent {
                 .collect(),
             objects,
             run_as: None,
+            sidecars: true,
         }
     }
 

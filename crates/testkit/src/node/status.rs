@@ -20,6 +20,8 @@ pub(super) struct StatusState {
     started: String,
     init: Vec<(String, Value)>,
     main: Vec<(String, Value)>,
+    /// The init containers that are native sidecars: started is initialized for them.
+    sidecars: Vec<String>,
 }
 
 impl StatusState {
@@ -91,10 +93,10 @@ impl StatusState {
                 })
                 .collect()
         };
-        let initialized = self
-            .init
-            .iter()
-            .all(|(_, s)| s.pointer("/terminated/exitCode") == Some(&json!(0)));
+        let initialized = self.init.iter().all(|(name, s)| {
+            s.pointer("/terminated/exitCode") == Some(&json!(0))
+                || (self.sidecars.contains(name) && s.get("waiting").is_none())
+        });
         let ready = self.main.iter().all(|(_, s)| s.get("running").is_some());
         let terminal = self.phase == "Succeeded" || self.phase == "Failed";
         let condition = |kind: &str, ok: bool, reason: Option<&str>| {
@@ -156,6 +158,10 @@ impl PodStatus {
             .iter()
             .map(|c| (c.name.clone(), json!({"waiting": {"reason": main_reason}})))
             .collect();
+        let sidecars = (spec.init_containers.iter().flatten())
+            .filter(|c| kubeci_pod_runner::sidecars::is_sidecar(c))
+            .map(|c| c.name.clone())
+            .collect();
         PodStatus {
             state: Mutex::new(StatusState {
                 phase: "Pending".into(),
@@ -163,6 +169,7 @@ impl PodStatus {
                 started: now(),
                 init,
                 main,
+                sidecars,
             }),
         }
     }

@@ -8,13 +8,14 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub(super) struct Kubelet {
     pub(super) shared: Arc<Shared>,
     pub(super) namespace: String,
     pub(super) name: String,
     pub(super) pod: Value,
+    /// How a pod really run here is stopped when deleted.
+    pub(super) stops: kubeci_pod_runner::Stops,
 }
 
 fn image(pod: &Value, field: &str, name: &str) -> String {
@@ -320,7 +321,7 @@ impl Kubelet {
         work_root: PathBuf,
         extra_env: Vec<(String, String)>,
     ) {
-        use kubeci_pod_runner::{LocalEnv, Outcome};
+        use kubeci_pod_runner::Outcome;
         let Ok(spec) = serde_json::from_value(self.pod["spec"].clone()) else {
             self.terminated(Some(("", false)), 1);
             return;
@@ -329,38 +330,28 @@ impl Kubelet {
         if !self.scheduled() || !self.running() {
             return;
         }
-        for container in container_names(&self.pod, "initContainers")
-            .iter()
-            .chain(container_names(&self.pod, "containers").iter())
         {
-            self.shared
-                .store
-                .lock()
-                .expect("lock")
-                .logs
-                .entry((self.namespace.clone(), self.name.clone(), container.clone()))
-                .or_default();
+            let mut store = self.shared.store.lock().expect("lock");
+            let names = container_names(&self.pod, "initContainers");
+            for container in names
+                .iter()
+                .chain(&container_names(&self.pod, "containers"))
+            {
+                let key = (self.namespace.clone(), self.name.clone(), container.clone());
+                store.logs.entry(key).or_default();
+            }
         }
-        let env = LocalEnv {
-            build_dir: work_root.join(&self.namespace).join(&self.name),
-            secrets_dir,
-            kubeci_exe,
-            host_env: LocalEnv::host_env_from_process()
-                .into_iter()
-                .chain(extra_env)
-                .collect(),
-            objects: Default::default(),
-            run_as: None,
-        };
+        let env = self.local_env(kubeci_exe, secrets_dir, work_root, extra_env);
         let sink = Arc::new(SimSink {
             shared: self.shared.clone(),
             namespace: self.namespace.clone(),
             pod: self.name.clone(),
             messages: Mutex::default(),
         });
-        let cancel = CancellationToken::new();
-        let _guard = cancel.clone().drop_guard();
-        let result = kubeci_pod_runner::run_job(&job, &env, sink.clone(), cancel).await;
+        // Dropped (the pod's task aborted): every process killed.
+        let _guard = self.stops.kill.clone().drop_guard();
+        let result =
+            kubeci_pod_runner::run_job_with(&job, &env, sink.clone(), self.stops.clone()).await;
         match result.map(|r| r.outcome) {
             Ok(Outcome::Succeeded) => self.terminated(None, 0),
             Ok(Outcome::Failed {
@@ -373,6 +364,12 @@ impl Kubelet {
                 self.event("FailedMount", &message, "Warning");
             }
             Ok(Outcome::NotStarted { reason, message }) => self.waiting(false, &reason, &message),
+            // Stopped before its container started (deleted): killed, as the kubelet says.
+            Ok(Outcome::Cancelled) if self.stops.terminate.is_cancelled() => {
+                let main = container_names(&self.pod, "containers");
+                let main = main.first().map_or("", String::as_str);
+                self.terminated(Some((main, false)), 137);
+            }
             Ok(Outcome::DeadlineExceeded { .. }) | Ok(Outcome::Cancelled) => {}
             Err(error) => {
                 self.shared.store.lock().expect("lock").append_log(
@@ -386,6 +383,71 @@ impl Kubelet {
         }
         let messages = std::mem::take(&mut *sink.messages.lock().expect("lock"));
         self.with_termination_messages(messages);
+    }
+}
+
+impl Kubelet {
+    /// The machine a pod run here runs on: its directory, the host's environment with
+    /// `extra_env`, its tokens; its sidecars run.
+    fn local_env(
+        &self,
+        kubeci_exe: PathBuf,
+        secrets_dir: Option<PathBuf>,
+        work_root: PathBuf,
+        extra_env: Vec<(String, String)>,
+    ) -> kubeci_pod_runner::LocalEnv {
+        let mut host_env = kubeci_pod_runner::LocalEnv::host_env_from_process();
+        host_env.extend(extra_env);
+        kubeci_pod_runner::LocalEnv {
+            build_dir: work_root.join(&self.namespace).join(&self.name),
+            secrets_dir,
+            kubeci_exe,
+            host_env,
+            objects: kubeci_pod_runner::PodObjects {
+                tokens: self.tokens(),
+                ..Default::default()
+            },
+            run_as: None,
+            sidecars: true,
+        }
+    }
+
+    /// A token for each audience the pod's projected volumes ask for, bound to the pod, as
+    /// the kubelet gets them with a TokenRequest (from the fake's own [`Tokens`]).
+    ///
+    /// [`Tokens`]: crate::tokens::Tokens
+    fn tokens(&self) -> std::collections::BTreeMap<String, String> {
+        let volumes = self.pod.pointer("/spec/volumes").and_then(Value::as_array);
+        let sources = (volumes.into_iter().flatten())
+            .flat_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+            .flatten()
+            .filter_map(|source| source.get("serviceAccountToken"));
+        let account = s(&self.pod, "/spec/serviceAccountName");
+        let account = if account.is_empty() {
+            "default".to_owned()
+        } else {
+            account
+        };
+        let store = self.shared.store.lock().expect("lock");
+        let mut tokens = self.shared.tokens.lock().expect("lock");
+        let mut issued = std::collections::BTreeMap::new();
+        for source in sources {
+            let audience = source["audience"].as_str().unwrap_or_default().to_owned();
+            let mut spec = json!({
+                "expirationSeconds": source["expirationSeconds"].as_i64().unwrap_or(3600),
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.name,
+                                   "uid": s(&self.pod, "/metadata/uid")},
+            });
+            if !audience.is_empty() {
+                spec["audiences"] = json!([audience]);
+            }
+            let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+            if let Ok(answer) = tokens.request(&store, &self.namespace, &account, request) {
+                let token = answer.pointer("/status/token").and_then(Value::as_str);
+                issued.insert(audience, token.unwrap_or_default().to_owned());
+            }
+        }
+        issued
     }
 }
 

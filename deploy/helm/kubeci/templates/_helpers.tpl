@@ -61,3 +61,15 @@ name Secrets and only the kubelet resolves them.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/*
+Build pods' collectors (issue 30): who presents a token at /internal/v1/outputs is what
+the API server's TokenReview says (audience kubeci-collect). It lets kubeci ask whether a
+token is valid and whose it is — nothing else: no object is read or written with it.
+*/}}
+{{- define "kubeci.collectRule" -}}
+# Build pods' collectors: ask the API server whose a token is (TokenReview).
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+{{- end -}}

@@ -152,10 +152,20 @@ pub fn spawn_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Kubeci {
+    spawn_on(super::free_port(), dir, kubeconfig, extra, env)
+}
+
+/// Starts it listening on 127.0.0.1:`port`.
+pub fn spawn_on(
+    port: u16,
+    dir: tempfile::TempDir,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Kubeci {
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-    let port = super::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
         .args([
             "serve",

@@ -1,0 +1,170 @@
+//! Service-account tokens as the fake API server issues and reviews them, as Kubernetes
+//! does for bound tokens: a TokenRequest (`POST …/serviceaccounts/{name}/token`) gives a
+//! token for its audiences, bound to a pod; a TokenReview (`POST
+//! /apis/authentication.k8s.io/v1/tokenreviews`) of a token it issued says who it is —
+//! the ServiceAccount, and the pod's name and uid in `extra` — only for one of its
+//! audiences, before it expires, and while the pod it is bound to exists with that uid. A
+//! token it did not issue is not authenticated.
+//!
+//! Not reproduced: a token's signature (tokens are random strings kept here), and the
+//! ServiceAccount's existence (the fake has no ServiceAccount controller).
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::store::{ApiError, Store};
+
+const PODS: usize = 3;
+
+/// The audience of a TokenRequest or TokenReview that names none: the API server's own.
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+struct Issued {
+    namespace: String,
+    account: String,
+    audiences: Vec<String>,
+    /// The pod it is bound to: (name, uid).
+    pod: Option<(String, String)>,
+    expires: jiff::Timestamp,
+}
+
+/// The tokens issued so far.
+#[derive(Default)]
+pub struct Tokens {
+    issued: HashMap<String, Issued>,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's random source");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("fake-sa-token.{hex}")
+}
+
+fn audiences_of(spec: &Value) -> Vec<String> {
+    let listed: Vec<String> = (spec["audiences"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if listed.is_empty() {
+        vec![API_AUDIENCE.to_owned()]
+    } else {
+        listed
+    }
+}
+
+impl Tokens {
+    /// A TokenRequest for ServiceAccount `account` of `namespace`: the request with its
+    /// `status` (the token and when it expires) filled in.
+    pub fn request(
+        &mut self,
+        store: &Store,
+        namespace: &str,
+        account: &str,
+        mut request: Value,
+    ) -> Result<Value, ApiError> {
+        let spec = &request["spec"];
+        let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        if seconds < 600 {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+            ));
+        }
+        let bound = &spec["boundObjectRef"];
+        let pod = match bound["kind"].as_str() {
+            None => None,
+            Some("Pod") => {
+                let name = bound["name"].as_str().unwrap_or_default();
+                let found = store.get(PODS, namespace, name)?;
+                let uid = found["metadata"]["uid"].as_str().unwrap_or_default();
+                if bound["uid"].as_str().is_some_and(|asked| asked != uid) {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!("the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated", bound["uid"]),
+                    ));
+                }
+                Some((name.to_owned(), uid.to_owned()))
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind a token to a {other}: the fake binds to pods only"
+                )))
+            }
+        };
+        let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+        let token = random_token();
+        self.issued.insert(
+            token.clone(),
+            Issued {
+                namespace: namespace.to_owned(),
+                account: account.to_owned(),
+                audiences: audiences_of(spec),
+                pod,
+                expires,
+            },
+        );
+        request["status"] = json!({
+            "token": token,
+            "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        });
+        Ok(request)
+    }
+
+    /// A TokenReview: the review with its `status` filled in.
+    pub fn review(&self, store: &Store, mut review: Value) -> Value {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let wanted = audiences_of(&review["spec"]);
+        review["status"] = match self.who(store, token, &wanted) {
+            Ok(status) => status,
+            Err(error) => json!({"authenticated": false, "error": error}),
+        };
+        review
+    }
+
+    fn who(&self, store: &Store, token: &str, wanted: &[String]) -> Result<Value, String> {
+        let issued = self.issued.get(token).ok_or(
+            "[invalid bearer token, square/go-jose: compact JWS format must have three parts]",
+        )?;
+        let audiences: Vec<&String> = wanted
+            .iter()
+            .filter(|a| issued.audiences.contains(a))
+            .collect();
+        if audiences.is_empty() {
+            return Err(format!(
+                "[invalid bearer token, token audiences {:?} is invalid for the target audiences {wanted:?}]",
+                issued.audiences
+            ));
+        }
+        if jiff::Timestamp::now() >= issued.expires {
+            return Err("[invalid bearer token, service account token has expired]".into());
+        }
+        let namespace = &issued.namespace;
+        let mut extra = json!({});
+        if let Some((name, uid)) = &issued.pod {
+            let live = store.get(PODS, namespace, name).ok();
+            let live_uid = live.as_ref().and_then(|p| p["metadata"]["uid"].as_str());
+            if live_uid != Some(uid.as_str()) {
+                return Err(format!("[invalid bearer token, pod \"{name}\" (uid {uid}) is not found or has been deleted]"));
+            }
+            extra = json!({
+                "authentication.kubernetes.io/pod-name": [name],
+                "authentication.kubernetes.io/pod-uid": [uid],
+            });
+        }
+        Ok(json!({
+            "authenticated": true,
+            "user": {
+                "username": format!("system:serviceaccount:{namespace}:{}", issued.account),
+                "uid": format!("fake-serviceaccount-uid-{namespace}-{}", issued.account),
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}"), "system:authenticated"],
+                "extra": extra,
+            },
+            "audiences": audiences,
+        }))
+    }
+}

@@ -1,0 +1,105 @@
+//! Service-account tokens bound to a pod, as kubeci's collectors use them (issue 30).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{fake, Server};
+
+/// What kubeci's collector relies on (issue 30): a token requested for an audience and
+/// bound to a pod is reviewed as that pod's ServiceAccount, naming the pod and its uid —
+/// for that audience only, and only while the pod lives; a token no one issued is nothing.
+pub(super) async fn a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives(
+    server: &Server,
+) -> Value {
+    let ns = server.namespace().await;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let pod = server
+        .json(
+            "POST",
+            &pods,
+            Some(
+                json!({"metadata": {"name": "holder"}, "spec": {"restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/true"]}]}}),
+            ),
+        )
+        .await;
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder", "uid": uid}}});
+    let issued = server
+        .json(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/default/token"),
+            Some(request),
+        )
+        .await;
+    let token = issued["status"]["token"].as_str().unwrap().to_owned();
+    let review = |token: &str, audience: &str| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+               "spec": {"token": token, "audiences": [audience]}})
+    };
+    let reviews = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let good = server
+        .json("POST", reviews, Some(review(&token, "kubeci-collect")))
+        .await;
+    let user = &good["status"]["user"];
+    let other_audience = server
+        .json("POST", reviews, Some(review(&token, "another-service")))
+        .await;
+    let forged = server
+        .json(
+            "POST",
+            reviews,
+            Some(review("not-a-token", "kubeci-collect")),
+        )
+        .await;
+    let delete = json!({"gracePeriodSeconds": 0});
+    server
+        .send("DELETE", &format!("{pods}/holder"), Some(delete))
+        .await
+        .unwrap();
+    let mut after_deletion = Value::Null;
+    for _ in 0..300 {
+        after_deletion = server
+            .json("POST", reviews, Some(review(&token, "kubeci-collect")))
+            .await;
+        if after_deletion["status"]["authenticated"] != true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    json!({
+        "issued": token.len() > 20,
+        "authenticated": good["status"]["authenticated"],
+        "username": user["username"].as_str().map(|u| u.replace(&ns, "NS")),
+        "pod-name": user["extra"]["authentication.kubernetes.io/pod-name"],
+        "pod-uid is the pod's": user["extra"]["authentication.kubernetes.io/pod-uid"] == json!([uid]),
+        "audiences": good["status"]["audiences"],
+        "another audience": other_audience["status"]["authenticated"].as_bool().unwrap_or(false),
+        "a token never issued": forged["status"]["authenticated"].as_bool().unwrap_or(false),
+        "once its pod is deleted": after_deletion["status"]["authenticated"].as_bool().unwrap_or(false),
+    })
+}
+
+/// The fake's answers of [`a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives`],
+/// in the fast lane (the real API server's are compared with them above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_reviews_the_bound_tokens_it_issued() {
+    let seen = a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives(&fake().await).await;
+    assert_eq!(
+        seen,
+        json!({
+            "issued": true,
+            "authenticated": true,
+            "username": "system:serviceaccount:NS:default",
+            "pod-name": ["holder"],
+            "pod-uid is the pod's": true,
+            "audiences": ["kubeci-collect"],
+            "another audience": false,
+            "a token never issued": false,
+            "once its pod is deleted": false,
+        })
+    );
+}
