@@ -87,8 +87,8 @@ mod tests {
             Some("services/api/lib/x_test.go")
         );
         assert_eq!(
-            path("../shared/util.py", Some("backend")).as_deref(),
-            Some("shared/util.py"),
+            path("../common/util.py", Some("backend")).as_deref(),
+            Some("common/util.py"),
             "up from the workdir, still inside the repository"
         );
         assert_eq!(path("x.py", None), None, "the workdir is not known");
