@@ -67,6 +67,18 @@ fn entry(record: &ArchivedBuild) -> IndexEntry<&ArchivedSummary> {
     }
 }
 
+/// A file read back (an artifact, a raw report) as the engine takes it: its size and its
+/// bytes, each failure the engine's; nothing there is `None`.
+fn archived_file(
+    read: Result<Option<(u64, crate::FileBytes)>, ArchiveError>,
+) -> Result<Option<(u64, ArchivedFile)>, kubeci_engine::archive::ArchiveError> {
+    let Some((size, bytes)) = or_absent(read, None).map_err(engine_error)? else {
+        return Ok(None);
+    };
+    let bytes: ArchivedFile = Box::pin(bytes.map(|piece| piece.map_err(engine_error)));
+    Ok(Some((size, bytes)))
+}
+
 /// A step's lines as `put_log` takes them: a [`StepReadError::Lost`] ends them (noted in
 /// `lost`: the step is kept as read), a [`StepReadError::Retry`] fails the upload.
 fn step_lines(
@@ -252,14 +264,7 @@ impl BuildArchive for Archive {
         build: BuildRef<'a>,
         path: &'a str,
     ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>> {
-        Box::pin(async move {
-            let file = or_absent(Archive::report(self, build, path).await, None);
-            let Some((size, bytes)) = file.map_err(engine_error)? else {
-                return Ok(None);
-            };
-            let bytes: ArchivedFile = Box::pin(bytes.map(|piece| piece.map_err(engine_error)));
-            Ok(Some((size, bytes)))
-        })
+        Box::pin(async move { archived_file(Archive::report(self, build, path).await) })
     }
 
     fn list_files<'a>(
@@ -305,14 +310,7 @@ impl BuildArchive for Archive {
         build: BuildRef<'a>,
         path: &'a str,
     ) -> ArchiveCall<'a, Option<(u64, ArchivedFile)>> {
-        Box::pin(async move {
-            let file = or_absent(Archive::file(self, build, path).await, None);
-            let Some((size, bytes)) = file.map_err(engine_error)? else {
-                return Ok(None);
-            };
-            let bytes: ArchivedFile = Box::pin(bytes.map(|piece| piece.map_err(engine_error)));
-            Ok(Some((size, bytes)))
-        })
+        Box::pin(async move { archived_file(Archive::file(self, build, path).await) })
     }
 
     fn apply_retention<'a>(
