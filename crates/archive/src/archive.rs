@@ -283,10 +283,30 @@ impl Archive {
 
     async fn delete_files(&self, build: BuildRef<'_>) -> Result<()> {
         self.delete(&self.layout.record(build)?).await?;
-        let dir = self.layout.build_dir(build)?;
-        let listed = self.list(&dir).await?;
-        for key in listed {
-            self.delete(&key).await?;
+        self.delete_under(&self.layout.build_dir(build)?).await
+    }
+
+    /// Deletes every object under `dir`, by the names the store lists (a name with
+    /// characters the store escapes is deleted as it is stored).
+    pub(crate) async fn delete_under(&self, dir: &str) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let listed: Vec<_> = (self.store.list(Some(&Path::from(dir))))
+            .try_collect()
+            .await
+            .map_err(|source| ArchiveError::List {
+                prefix: dir.to_owned(),
+                source,
+            })?;
+        for meta in listed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(ArchiveError::Delete {
+                        key: meta.location.to_string(),
+                        source,
+                    })
+                }
+            }
         }
         Ok(())
     }
@@ -316,6 +336,22 @@ impl Archive {
     fn lock(&self, head_key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(head_key.to_owned()).or_default().clone()
+    }
+
+    /// Whether the store is still believed to take conditional writes.
+    pub(crate) fn takes_conditional_writes(&self) -> bool {
+        self.conditional.load(Ordering::Relaxed)
+    }
+
+    /// The store answered that it takes no conditional writes: from now on the last
+    /// writer wins.
+    pub(crate) fn no_conditional_writes(&self, key: &str) {
+        self.conditional.store(false, Ordering::Relaxed);
+        tracing::warn!(
+            key,
+            "the archive's store takes no conditional writes: index updates and commits \
+             are last-writer-wins (run one kubeci writer per archive)"
+        );
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<()> {
@@ -427,12 +463,7 @@ impl Archive {
                 Err(object_store::Error::Precondition { .. })
                 | Err(object_store::Error::AlreadyExists { .. }) => continue,
                 Err(object_store::Error::NotImplemented { .. }) => {
-                    self.conditional.store(false, Ordering::Relaxed);
-                    tracing::warn!(
-                        key,
-                        "the archive's store takes no conditional writes: index updates \
-                         are last-writer-wins (run one kubeci writer per archive)"
-                    );
+                    self.no_conditional_writes(key);
                     continue;
                 }
                 Err(source) => {

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use kubeci_build::{BuildRef, JobRef};
 use kubeci_engine::archive::{
     ArchiveCall, ArchiveErrorKind, ArchiveRetention, ArchivedBuild, ArchivedFile, ArchivedLines,
-    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, FileKind, StepLog, StepReadError,
-    TimedLine,
+    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, FileKind, StagedFile, StepLog,
+    StepReadError, TimedLine,
 };
 use kubeci_results::{BuildOutputs, TestResults};
 
@@ -246,16 +246,59 @@ impl BuildArchive for Archive {
         })
     }
 
-    fn put_report<'a>(
+    fn put_staged<'a>(
         &'a self,
         build: BuildRef<'a>,
+        kind: FileKind,
         path: &'a str,
         bytes: FileChunks,
         limit: u64,
     ) -> ArchiveCall<'a, u64> {
         Box::pin(async move {
-            let written = Archive::put_report(self, build, path, bytes, limit).await;
+            let written = Archive::put_staged(self, build, kind, path, bytes, limit).await;
             written.map_err(engine_error)
+        })
+    }
+
+    fn list_staged<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        at_most: usize,
+    ) -> ArchiveCall<'a, Vec<StagedFile>> {
+        Box::pin(async move {
+            let listed = Archive::list_staged(self, build, at_most).await;
+            listed.map_err(engine_error)
+        })
+    }
+
+    fn take_staged<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        staged: &'a StagedFile,
+    ) -> ArchiveCall<'a, ()> {
+        Box::pin(async move {
+            let taken = Archive::take_staged(self, build, staged).await;
+            taken.map_err(engine_error)
+        })
+    }
+
+    fn clear_staged<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, ()> {
+        Box::pin(async move {
+            Archive::clear_staged(self, build)
+                .await
+                .map_err(engine_error)
+        })
+    }
+
+    fn claim_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        lease_seconds: i64,
+        now: i64,
+    ) -> ArchiveCall<'a, bool> {
+        Box::pin(async move {
+            let claimed = Archive::claim_commit(self, build, lease_seconds, now).await;
+            claimed.map_err(engine_error)
         })
     }
 
@@ -284,7 +327,7 @@ impl BuildArchive for Archive {
         build: BuildRef<'a>,
         tests: Option<&'a TestResults>,
         outputs: &'a BuildOutputs,
-    ) -> ArchiveCall<'a, ()> {
+    ) -> ArchiveCall<'a, bool> {
         Box::pin(async move {
             let written = Archive::put_outputs(self, build, tests, outputs).await;
             written.map_err(engine_error)

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use kubeci_build::BuildRef;
 use kubeci_results::{BuildOutputs, TestResults};
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutMode};
 use serde::Serialize;
 
 use crate::archive::Archive;
@@ -39,24 +39,7 @@ impl Archive {
         self.put_streamed(key, bytes, limit).await
     }
 
-    /// Writes one of a build's test reports at `path`, as [`Archive::put_file`] writes
-    /// an artifact: kept as its build pod sent it, read again to make the build's results.
-    pub async fn put_report<S, E>(
-        &self,
-        build: BuildRef<'_>,
-        path: &str,
-        bytes: S,
-        limit: u64,
-    ) -> Result<u64>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let key = self.layout.report(build, path)?;
-        self.put_streamed(key, bytes, limit).await
-    }
-
-    async fn put_streamed<S, E>(&self, key: String, bytes: S, limit: u64) -> Result<u64>
+    pub(crate) async fn put_streamed<S, E>(&self, key: String, bytes: S, limit: u64) -> Result<u64>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::error::Error + Send + Sync + 'static,
@@ -160,17 +143,22 @@ impl Archive {
     }
 
     /// Writes what a build left: its test results (when it has any), then its outputs —
-    /// the commit point.
+    /// the commit point, written once: `false` when the build's outputs were already
+    /// there (nothing is written).
     pub async fn put_outputs(
         &self,
         build: BuildRef<'_>,
         tests: Option<&TestResults>,
         outputs: &BuildOutputs,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        if self.outputs(build).await?.is_some() {
+            return Ok(false);
+        }
         if let Some(tests) = tests {
             self.put_json(&self.layout.tests(build)?, tests).await?;
         }
-        self.put_json(&self.layout.outputs(build)?, outputs).await
+        let key = self.layout.outputs(build)?;
+        self.put_json_as(&key, outputs, PutMode::Create).await
     }
 
     /// What a build left; `None` when it left nothing (or not yet).

@@ -10,6 +10,9 @@
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/artifacts/PATH   one file it left
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/reports/PATH     a test report as its pod sent it
 //! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/outputs.json     what it left (written last)
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/staging/UPLOAD/DIR/PATH
+//!                                         a file its pod's collector sent, until its `done`
+//! PREFIX/v1/jobs/NAMESPACE/JOB/builds/NUMBER/committing.json  who commits its files, since
 //! ```
 //!
 //! Numbers are decimal without leading zeros. Changing any of this is a new version
@@ -122,6 +125,31 @@ impl Layout {
     pub fn files_dir(&self, build: BuildRef<'_>, dir: &'static str) -> Result<String> {
         Ok(format!("{}{dir}/", self.build_dir(build)?))
     }
+
+    /// `…/builds/NUMBER/staging/`: the files a build pod's collector sent, each under its
+    /// upload's own name, until its build's files are committed (see `staging`).
+    pub fn staging_dir(&self, build: BuildRef<'_>) -> Result<String> {
+        Ok(format!("{}staging/", self.build_dir(build)?))
+    }
+
+    /// One file a collector sent, as `dir` (`artifacts`, `reports`) at `path`, in upload
+    /// `upload` (a name no other upload has: see `staging`).
+    pub fn staged(
+        &self,
+        build: BuildRef<'_>,
+        upload: &str,
+        dir: &'static str,
+        path: &str,
+    ) -> Result<String> {
+        check_file_path(path)?;
+        check_name("upload", upload)?;
+        Ok(format!("{}{upload}/{dir}/{path}", self.staging_dir(build)?))
+    }
+
+    /// Who commits the build's files, and since when: one `done` at a time.
+    pub fn committing(&self, build: BuildRef<'_>) -> Result<String> {
+        Ok(format!("{}committing.json", self.build_dir(build)?))
+    }
 }
 
 pub use kubeci_build::outputs::MAX_FILE_PATH;
@@ -204,6 +232,16 @@ mod tests {
         assert_eq!(
             Layout::new("").record(BUILD).unwrap(),
             "v1/jobs/ci/web/builds/1234/record.json"
+        );
+        assert_eq!(
+            layout
+                .staged(BUILD, "u1", "reports", "out/junit.xml")
+                .unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/builds/1234/staging/u1/reports/out/junit.xml"
+        );
+        assert_eq!(
+            layout.committing(BUILD).unwrap(),
+            "kubeci/prod/v1/jobs/ci/web/builds/1234/committing.json"
         );
     }
 

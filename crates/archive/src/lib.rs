@@ -23,6 +23,7 @@ pub mod index;
 pub mod layout;
 pub mod logformat;
 mod logs;
+mod staging;
 mod store;
 mod upload;
 mod url;

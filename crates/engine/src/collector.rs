@@ -9,7 +9,7 @@ use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use kubeci_build::outputs::{check_file_path, DeclaredOutputs, COLLECT_AUDIENCE};
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_build::{build_name, keys, BuildRef};
-use kubeci_spec::glob::Pattern;
+use kubeci_spec::glob::{Pattern, MAX_PATTERNS, MAX_PATTERN_CHARS};
 
 use crate::archive::FileKind;
 
@@ -179,6 +179,15 @@ pub fn authorize_pod(
     }
     let annotations = job_meta.annotations.as_ref();
     let declared = annotations.and_then(|a| a.get(keys::OUTPUTS));
+    if let Some(why) = declared.and_then(|text| over_bounds(text)) {
+        return Err(CollectRefusal::forbidden(
+            "bad-declaration",
+            format!(
+                "build {number} of job {}/{job_name} declares more than a job may: {why}",
+                who.namespace
+            ),
+        ));
+    }
     let declared =
         DeclaredOutputs::from_annotation(declared.map(String::as_str)).ok_or_else(|| {
             CollectRefusal::forbidden(
@@ -202,6 +211,36 @@ pub fn authorize_pod(
         job: job_name.to_owned(),
         number,
         declared,
+    })
+}
+
+/// The longest `kubeci.io/outputs` annotation read: the most patterns a job may declare,
+/// each of the longest, with room for its `workdir` and the JSON around them.
+const MAX_DECLARED_BYTES: usize = 2 * MAX_PATTERNS * (4 * MAX_PATTERN_CHARS + 8) + 8 * 1024;
+
+/// Why the files a build's annotation declares are more than a job may declare (its
+/// patterns are read on each of its collector's requests), if they are: what the spec
+/// bounds a job to, applied to what its build recorded.
+fn over_bounds(text: &str) -> Option<String> {
+    if text.len() > MAX_DECLARED_BYTES {
+        return Some(format!("its annotation is over {MAX_DECLARED_BYTES} bytes"));
+    }
+    let declared: DeclaredOutputs = serde_json::from_str(text).ok()?;
+    let lists = [
+        ("test_reports", declared.test_reports),
+        ("artifacts", declared.artifacts),
+    ];
+    lists.into_iter().find_map(|(key, patterns)| {
+        if patterns.len() > MAX_PATTERNS {
+            Some(format!(
+                "{} {key} patterns, at most {MAX_PATTERNS}",
+                patterns.len()
+            ))
+        } else {
+            (patterns.iter())
+                .any(|p| p.chars().count() > MAX_PATTERN_CHARS)
+                .then(|| format!("a {key} pattern over {MAX_PATTERN_CHARS} characters"))
+        }
     })
 }
 

@@ -205,6 +205,22 @@ pub fn archive_pending(pending: u64) -> Family {
     }
 }
 
+/// The gauge of build pods' uploads being written.
+pub const COLLECTOR_UPLOADS: &str = "kubeci_collector_uploads";
+
+/// How many files build pods' collectors are sending to this kubeci now (each holds a
+/// slot: see `service::uploads`).
+pub fn collector_uploads(writing: usize) -> Family {
+    Family {
+        samples: vec![(Vec::new(), writing as f64)],
+        ..Family::new(
+            COLLECTOR_UPLOADS,
+            "Files build pods' collectors are sending to this kubeci now.",
+            Kind::Gauge,
+        )
+    }
+}
+
 /// Builds by (namespace, job, state), queued builds, and how long finished builds ran,
 /// from the builds an engine holds. Recomputed from the builds at each scrape (kubeci keeps
 /// no state of its own): the duration histogram covers the builds retention keeps, so it

@@ -304,6 +304,7 @@ impl Cluster {
                 base_url,
                 counters: Default::default(),
                 archiving,
+                uploads: Default::default(),
             },
         });
         tokio::spawn(election::elect(cluster.clone()));

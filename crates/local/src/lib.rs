@@ -296,6 +296,7 @@ impl LocalBackend {
             base_url: settings.render.base_url.clone(),
             counters: Arc::default(),
             archiving: settings.archiving.clone(),
+            uploads: Default::default(),
         };
         let engine = Arc::new_cyclic(|me| LocalBackend {
             settings,

@@ -14,14 +14,14 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use kubeci_engine::api::Backend;
+use kubeci_engine::api::{Backend, RefusedList};
 use kubeci_engine::archive::{FileChunks, FileKind, StepReadError};
 use kubeci_engine::collector::CollectRefusal;
 use kubeci_results::RefusedFile;
@@ -111,26 +111,35 @@ pub(crate) struct Done {
 pub(crate) async fn done<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(token) = bearer(&headers) else {
         return no_token();
     };
-    let done: Done = match serde_json::from_slice(&body) {
-        Ok(done) => done,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
+    // Read by the backend once it knows whose token this is: an unknown caller's body
+    // is never waited for.
+    let not_sent: RefusedList = Box::pin(async move {
+        let bytes = axum::body::to_bytes(body, MAX_DONE_BODY).await;
+        let bytes = bytes.map_err(|e| {
+            CollectRefusal::new(
+                400,
+                "bad-body",
+                format!("the body did not arrive whole (at most {MAX_DONE_BODY} bytes): {e}"),
+            )
+        })?;
+        let done: Done = serde_json::from_slice(&bytes).map_err(|e| {
+            CollectRefusal::new(
+                400,
                 "bad-body",
                 format!("give `{{\"refused\": [{{\"path\": …, \"why\": …}}]}}`: {e}"),
             )
-        }
-    };
+        })?;
+        Ok(done.refused)
+    });
     // Its own task: a collector that goes away (its pod's grace period over) does not
     // stop its build's files being committed.
     let backend = state.backend.clone();
-    let committed =
-        tokio::spawn(async move { backend.outputs_done(&token, done.refused).await }).await;
+    let committed = tokio::spawn(async move { backend.outputs_done(&token, not_sent).await }).await;
     match committed {
         Ok(Ok(outputs)) => Json(json!({
             "artifacts": outputs.artifacts.len(),

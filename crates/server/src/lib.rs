@@ -212,7 +212,8 @@ pub fn app_with<B: Backend>(
         )
         .route(
             "/internal/v1/outputs/done",
-            post(collect::done::<B>).layer(DefaultBodyLimit::max(collect::MAX_DONE_BODY)),
+            // Its body is read, bounded, once its token is known.
+            post(collect::done::<B>),
         )
         .route(
             "/internal/v1/outputs/{kind}/{*path}",

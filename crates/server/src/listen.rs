@@ -97,7 +97,10 @@ async fn answer(
     read_timeout: Duration,
 ) -> Result<Response, std::convert::Infallible> {
     let expired = Arc::new(AtomicBool::new(false));
-    let streamed = request.uri().path().starts_with(STREAMED_BODIES);
+    let path = request.uri().path();
+    let streamed = STREAMED_BODIES
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
     let request = request.map(|body| DeadlineBody {
         inner: body,
         deadline: Box::pin(tokio::time::sleep(read_timeout)),
@@ -127,8 +130,14 @@ fn too_slow(read_timeout: Duration) -> Response {
     response
 }
 
-/// The paths whose bodies are files streamed as they come (a build pod's collector).
-const STREAMED_BODIES: &str = "/internal/v1/outputs/";
+/// The paths whose bodies are files streamed as they come (a build pod's collector): each
+/// piece within the read timeout of the one before, and [`kubeci_engine`]'s deadline for
+/// the whole file. Every other body (a collector's `done` too) arrives within the read
+/// timeout.
+const STREAMED_BODIES: [&str; 2] = [
+    "/internal/v1/outputs/reports/",
+    "/internal/v1/outputs/artifacts/",
+];
 
 /// A request body that fails once its deadline has passed.
 struct DeadlineBody {
@@ -210,7 +219,11 @@ mod tests {
                 }),
             )
             .route(
-                "/internal/v1/outputs/upload",
+                "/internal/v1/outputs/artifacts/upload",
+                post(|body: Bytes| async move { format!("{} bytes", body.len()) }),
+            )
+            .route(
+                "/internal/v1/outputs/done",
                 post(|body: Bytes| async move { format!("{} bytes", body.len()) }),
             )
             .route(
@@ -365,7 +378,7 @@ mod tests {
     async fn a_build_pod_s_file_may_take_longer_than_the_deadline_while_it_keeps_coming() {
         let (address, _) = start().await;
         let every = READ_TIMEOUT / 3;
-        let answer = trickle(address, "/internal/v1/outputs/upload", 6, every).await;
+        let answer = trickle(address, "/internal/v1/outputs/artifacts/upload", 6, every).await;
         assert!(
             answer.ends_with("60 bytes"),
             "twice the deadline in all: {answer}"
@@ -375,10 +388,15 @@ mod tests {
             answer.starts_with("HTTP/1.1 408"),
             "any other body: {answer}"
         );
+        let answer = trickle(address, "/internal/v1/outputs/done", 6, every).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a collector's done too: {answer}"
+        );
         // One that stops coming is cut off all the same.
         let answer = exchange(
             address,
-            b"POST /internal/v1/outputs/upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 100\r\n\r\n0123456789",
+            b"POST /internal/v1/outputs/artifacts/upload HTTP/1.1\r\nHost: kubeci\r\nContent-Length: 100\r\n\r\n0123456789",
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

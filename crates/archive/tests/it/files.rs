@@ -7,7 +7,7 @@ use futures_util::{stream, StreamExt};
 use kubeci_archive::{Archive, ArchiveError, PART_SIZE};
 use kubeci_build::BuildRequest;
 use kubeci_engine::api::BuildFacts;
-use kubeci_engine::archive::{ArchivedBuild, BuildArchive, FileChunks, StepReadError};
+use kubeci_engine::archive::{ArchivedBuild, BuildArchive, FileChunks, FileKind, StepReadError};
 use kubeci_engine::report::ReportRecord;
 use kubeci_engine::BuildState;
 use kubeci_results::{ArtifactFile, BuildOutputs, Outcome, RefusedFile, ResultsBuilder, TestCase};
@@ -257,11 +257,23 @@ async fn reports_are_kept_as_sent_and_each_kind_is_listed_back_with_its_sizes() 
             async move {
                 let given = stream::iter(pieces(bytes, 4));
                 if report {
-                    archive.put_report(build(number), path, given, 100).await
+                    let kind = FileKind::Report;
+                    archive
+                        .put_staged(build(number), kind, path, given, 100)
+                        .await
+                        .unwrap();
+                    let staged = archive.list_staged(build(number), 10).await.unwrap();
+                    let this = staged.iter().find(|s| s.path == path && s.kind == kind);
+                    archive
+                        .take_staged(build(number), this.unwrap())
+                        .await
+                        .unwrap();
                 } else {
-                    archive.put_file(build(number), path, given, 100).await
+                    archive
+                        .put_file(build(number), path, given, 100)
+                        .await
+                        .unwrap();
                 }
-                .unwrap()
             }
         };
         put(3, "app/junit-unit.xml", b"<testsuite/>", true).await;

@@ -8,3 +8,4 @@ mod index;
 mod logs;
 mod records;
 mod s3;
+mod staging;

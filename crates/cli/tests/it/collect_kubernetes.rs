@@ -20,7 +20,7 @@ use crate::archive_kubernetes_served::{complete_record, trigger, Store};
 
 /// `kubeci serve` on `cluster` archiving to `store`, its build pods' collectors sending to
 /// it on this machine (the fake's pods and the node agent's run here), ready.
-fn serve(cluster: &TestCluster, store: &Store) -> Kubeci {
+pub(crate) fn serve(cluster: &TestCluster, store: &Store) -> Kubeci {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.proxy.write_kubeconfig(&kubeconfig).unwrap();
@@ -52,7 +52,8 @@ cat > reports/junit.xml <<'XML'\n\
 XML\n\
 printf built > dist/app.txt\n";
 
-const DECLARED: &str = "    test_reports: [\"reports/*.xml\"]\n    artifacts: [\"dist/\"]\n";
+pub(crate) const DECLARED: &str =
+    "    test_reports: [\"reports/*.xml\"]\n    artifacts: [\"dist/\"]\n";
 
 fn json_of(kubeci: &Kubeci, path: &str) -> Value {
     let (status, body) = http(kubeci, "GET", path, &[]);
@@ -163,7 +164,7 @@ on_both!(
 );
 
 /// A token minted for `pod` (bound to it) for `audience`, as the kubelet mints one.
-async fn token(cluster: &TestCluster, pod: &Pod, audience: &str) -> String {
+pub(crate) async fn token(cluster: &TestCluster, pod: &Pod, audience: &str) -> String {
     let name = pod.metadata.name.clone().unwrap();
     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": [audience], "expirationSeconds": 600,
@@ -185,14 +186,20 @@ async fn token(cluster: &TestCluster, pod: &Pod, audience: &str) -> String {
 }
 
 /// `PUT` of `path` as a build's `kind` with `token`: (status, the error's code or body).
-fn put(kubeci: &Kubeci, token: &str, kind: &str, path: &str, body: &[u8]) -> (u16, String) {
+pub(crate) fn put(
+    kubeci: &Kubeci,
+    token: &str,
+    kind: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
     let auth = format!("Bearer {token}");
     let url = format!("/internal/v1/outputs/{kind}/{path}");
     let (status, answer) = http_with_body(kubeci, "PUT", &url, &[("Authorization", &auth)], body);
     (status, code_of(&answer))
 }
 
-fn done(kubeci: &Kubeci, token: &str) -> (u16, String) {
+pub(crate) fn done(kubeci: &Kubeci, token: &str) -> (u16, String) {
     let auth = format!("Bearer {token}");
     let body = br#"{"refused": []}"#;
     let (status, answer) = http_with_body(
@@ -205,7 +212,7 @@ fn done(kubeci: &Kubeci, token: &str) -> (u16, String) {
     (status, code_of(&answer))
 }
 
-fn code_of(answer: &str) -> String {
+pub(crate) fn code_of(answer: &str) -> String {
     serde_json::from_str::<Value>(answer)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))

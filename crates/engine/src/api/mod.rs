@@ -27,6 +27,16 @@ pub use results::{BuildTests, TestHistory, TestInBuild, HISTORY_BUILDS};
 pub use states::{LatestStates, NewestState, StatesByJob};
 pub use view::{human_duration, log_url, timestamp, triggers, BuildFacts, BuildView, JobView};
 
+/// What a collector's `done` says it did not send, and why: read (its request's body) only
+/// once its token is known, so no one unknown is waited for.
+pub type RefusedList = std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = Result<Vec<kubeci_results::RefusedFile>, crate::collector::CollectRefusal>,
+            > + Send,
+    >,
+>;
+
 /// A build to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerRequest {
@@ -298,11 +308,11 @@ pub trait Backend: Send + Sync + 'static {
         std::future::ready(Err(crate::collector::CollectRefusal::not_taken()))
     }
     /// A build pod's collector has handed over all its files (`refused`: those it did
-    /// not, and why): what its build left, committed.
+    /// not, and why, read only once its token is known): what its build left, committed.
     fn outputs_done(
         &self,
         _token: &str,
-        _refused: Vec<kubeci_results::RefusedFile>,
+        _refused: RefusedList,
     ) -> impl Future<Output = Result<kubeci_results::BuildOutputs, crate::collector::CollectRefusal>>
            + Send {
         std::future::ready(Err(crate::collector::CollectRefusal::not_taken()))

@@ -153,24 +153,25 @@ pub async fn read_reports(reports: Vec<ReportSource>) -> Result<TestResults, Arc
 /// Commits what build `build` left: its `reports` read into its test results (when its
 /// job declares `test_reports`, even if none was found), then `tests.json` and
 /// `outputs.json` — `outputs` with its tests' summary. Its artifacts must be written
-/// before. What was committed.
+/// before. What was committed; `None` when the build's files had been committed already
+/// (once is all: nothing is written).
 pub async fn commit_outputs(
     archive: &dyn BuildArchive,
     build: BuildRef<'_>,
     declares_reports: bool,
     reports: Vec<ReportSource>,
     mut outputs: BuildOutputs,
-) -> Result<BuildOutputs, ArchiveError> {
+) -> Result<Option<BuildOutputs>, ArchiveError> {
     let results = if declares_reports {
         Some(read_reports(reports).await?)
     } else {
         None
     };
     outputs.tests = results.as_ref().map(summarize);
-    archive
+    let written = archive
         .put_outputs(build, results.as_ref(), &outputs)
         .await?;
-    Ok(outputs)
+    Ok(written.then_some(outputs))
 }
 
 /// A report that could not be opened, as its results record it.

@@ -52,6 +52,18 @@ impl FileKind {
     }
 }
 
+/// A file a build pod's collector sent, kept apart (staged) until its build's `done`
+/// takes it: the newest upload of its kind and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    /// The upload's own name: each upload of a file is kept under a new one.
+    pub upload: String,
+    pub kind: FileKind,
+    /// Relative to the build's `workdir`.
+    pub path: String,
+    pub size: u64,
+}
+
 /// One step of a build's log, to be archived.
 pub struct StepLog {
     /// The step's container: `clone`, `build`.
@@ -176,15 +188,41 @@ pub trait BuildArchive: Send + Sync + 'static {
         bytes: FileChunks,
         limit: u64,
     ) -> ArchiveCall<'a, u64>;
-    /// Writes one of a build's test reports as its build pod handed it over, at `path`,
-    /// as [`BuildArchive::put_file`] writes an artifact.
-    fn put_report<'a>(
+    /// Writes one file a build pod's collector sends, as `kind` at `path`, from its
+    /// bytes, under an upload of its own (staged): none of the build's files until its
+    /// `done` takes it ([`BuildArchive::take_staged`]). More than `limit` bytes is refused
+    /// and nothing is written. The bytes written.
+    fn put_staged<'a>(
         &'a self,
         build: BuildRef<'a>,
+        kind: FileKind,
         path: &'a str,
         bytes: FileChunks,
         limit: u64,
     ) -> ArchiveCall<'a, u64>;
+    /// The files staged for a build (the newest upload of each kind and path), at most
+    /// `at_most` uploads looked at.
+    fn list_staged<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        at_most: usize,
+    ) -> ArchiveCall<'a, Vec<StagedFile>>;
+    /// Makes a staged file one of its build's files (replacing one at its path).
+    fn take_staged<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        staged: &'a StagedFile,
+    ) -> ArchiveCall<'a, ()>;
+    /// Deletes what is left staged for a build.
+    fn clear_staged<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, ()>;
+    /// Claims the right to commit a build's files for `lease_seconds` from `now` (seconds
+    /// since the epoch): `false` while another claim holds it.
+    fn claim_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        lease_seconds: i64,
+        now: i64,
+    ) -> ArchiveCall<'a, bool>;
     /// One of a build's test reports as its pod sent it; `None` when there is none.
     fn report<'a>(
         &'a self,
@@ -200,13 +238,14 @@ pub trait BuildArchive: Send + Sync + 'static {
         at_most: usize,
     ) -> ArchiveCall<'a, Vec<(String, u64)>>;
     /// Writes what a build left: its test results, then its outputs (the commit point:
-    /// written once its files are).
+    /// written once its files are, and only once: `false` when they were already there,
+    /// and nothing is written).
     fn put_outputs<'a>(
         &'a self,
         build: BuildRef<'a>,
         tests: Option<&'a TestResults>,
         outputs: &'a BuildOutputs,
-    ) -> ArchiveCall<'a, ()>;
+    ) -> ArchiveCall<'a, bool>;
     /// What a build left; `None` when it left nothing (or not yet).
     fn outputs<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, Option<BuildOutputs>>;
     /// A build's test results; `None` when it has none.

@@ -203,6 +203,26 @@ fn a_build_pod_kubeci_runs_may_hand_over_its_own_build_s_files_and_no_other_pod_
         changed_job(&|j| j["metadata"]["annotations"] = json!({})),
     );
     assert_eq!((nothing.status, nothing.code), (403, "nothing-declared"));
+    // A Job's annotation declaring more than the spec lets a job declare (written by hand
+    // on a Job of its own namespace) is not read on each request.
+    let many: Vec<String> = (0..33).map(|n| format!("dist/{n}/*")).collect();
+    let long = format!("dist/{}", "a".repeat(300));
+    let huge = format!("{{\"artifacts\": [\"{}\"]}}", "b".repeat(200_000));
+    let over_bounds = [
+        json!({"artifacts": many}).to_string(),
+        json!({"test_reports": [long]}).to_string(),
+        huge,
+    ];
+    for annotation in over_bounds {
+        let refusal = refused(
+            Some(pod()),
+            changed_job(&|j| {
+                j["metadata"]["annotations"] = json!({"kubeci.io/outputs": annotation})
+            }),
+        );
+        assert_eq!((refusal.status, refusal.code), (403, "bad-declaration"));
+        assert!(refusal.why.contains("more than a job may"), "{refusal:?}");
+    }
     let ended = refused(
         changed_pod(&|p| p["status"]["phase"] = json!("Succeeded")),
         Some(job()),

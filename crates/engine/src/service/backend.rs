@@ -48,7 +48,7 @@ impl<E: Engine> Backend for E {
     async fn outputs_done(
         &self,
         token: &str,
-        refused: Vec<kubeci_results::RefusedFile>,
+        refused: crate::api::RefusedList,
     ) -> Result<BuildOutputs, crate::collector::CollectRefusal> {
         Service(self).outputs_done(token, refused).await
     }

@@ -1,23 +1,28 @@
 //! A build pod's collector handing its build's files over (issue 30), written once over
 //! the store: who it is (the store asks its cluster), which build and which files it may
-//! send ([`crate::collector`]), each file written to the archive as it comes, then — when
-//! it says it is done — the build's files as the archive holds them, within the build's
-//! limits, committed ([`crate::archive::commit`]). No state spans two requests: any
-//! replica takes any request, and `outputs.json` is the commit point after which nothing
-//! of the build is written again.
+//! send ([`crate::collector`]), each file staged in the archive as it comes (within this
+//! kubeci's slots and a deadline, [`super::uploads`]), then — when it says it is done —
+//! the files staged for the build, within its limits, taken into place and committed
+//! ([`crate::archive::commit`]) by one `done` at a time. No state spans two requests:
+//! any replica takes any request; the archive's commit claim orders the `done`s, and
+//! `outputs.json`, created once, is the commit point after which nothing of the build is
+//! written again (an upload that ends later stays staged, never one of its files).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use kubeci_build::BuildRef;
 use kubeci_results::limits::{Limits, Taken};
 use kubeci_results::{ArtifactFile, BuildOutputs, RefusedFile};
 
+use super::uploads::{within, FILE_DEADLINE, SLOT_WAIT};
 use super::{BuildStore, Service};
+use crate::api::RefusedList;
 use crate::archive::commit::{commit_outputs, ReportSource};
 use crate::archive::{
-    ArchiveError, ArchiveErrorKind, BuildArchive, FileChunks, FileKind, StepReadError,
+    ArchiveError, ArchiveErrorKind, BuildArchive, FileChunks, FileKind, StagedFile, StepReadError,
 };
 use crate::collector::{authorize_file, authorize_pod, CollectRefusal, CollectingBuild};
 
@@ -25,6 +30,10 @@ use crate::collector::{authorize_file, authorize_pod, CollectRefusal, Collecting
 /// kept of each: what it says is shown on the build's page, bounded.
 pub const MAX_REPORTED_REFUSALS: usize = 1_000;
 const MAX_REFUSAL_CHARS: usize = 1_024;
+
+/// How long a `done` holds its build's commit: another `done` of the build waits (`503`)
+/// meanwhile; one cut short is taken over after it.
+pub const COMMIT_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn unavailable(error: &ArchiveError) -> CollectRefusal {
     let status = if error.kind == ArchiveErrorKind::Unavailable {
@@ -56,20 +65,15 @@ impl<S: BuildStore> Service<'_, S> {
         let build = authorize_pod(&who, pod.as_deref(), job.as_deref())?;
         match archive.outputs(build.build_ref()).await {
             Ok(None) => Ok((build, archive)),
-            Ok(Some(_)) => Err(CollectRefusal::new(
-                409,
-                "outputs-done",
-                format!(
-                    "build {} of job {}/{} has handed over its files: nothing more is taken",
-                    build.number, build.namespace, build.job
-                ),
-            )),
+            Ok(Some(_)) => Err(outputs_done_already(&build)),
             Err(e) => Err(unavailable(&e)),
         }
     }
 
-    /// Writes one file of `token`'s build, as `kind` at `path`, from `bytes` as they come;
-    /// the bytes written. Past one file's limit nothing is written (413).
+    /// Writes one file of `token`'s build, as `kind` at `path`, from `bytes` as they come,
+    /// staged until its build's `done` ([`crate::archive::BuildArchive::put_staged`]);
+    /// the bytes written. Past one file's limit nothing is written (413), nor past its
+    /// deadline (408); past this kubeci's uploads at once, `503`.
     pub async fn put_output(
         &self,
         token: &str,
@@ -79,12 +83,16 @@ impl<S: BuildStore> Service<'_, S> {
     ) -> Result<u64, CollectRefusal> {
         let (build, archive) = self.collecting(token).await?;
         authorize_file(&build, kind, path)?;
+        let at = build.build_ref();
+        let slots = &self.0.common().uploads;
+        let _slot = slots.take(&at.to_string(), SLOT_WAIT).await?;
         let limit = Limits::default().file_bytes;
         let over = Arc::new(AtomicBool::new(false));
+        let late = Arc::new(AtomicBool::new(false));
         let counted = {
             let over = over.clone();
             let mut total = 0u64;
-            bytes.map(move |piece| {
+            within(bytes, FILE_DEADLINE, late.clone()).map(move |piece| {
                 let piece = piece?;
                 total += piece.len() as u64;
                 if total > limit {
@@ -94,11 +102,9 @@ impl<S: BuildStore> Service<'_, S> {
                 Ok(piece)
             })
         };
-        let at = build.build_ref();
-        let written = match kind {
-            FileKind::Artifact => archive.put_file(at, path, Box::pin(counted), limit).await,
-            FileKind::Report => archive.put_report(at, path, Box::pin(counted), limit).await,
-        };
+        let written = archive
+            .put_staged(at, kind, path, Box::pin(counted), limit)
+            .await;
         match written {
             Ok(size) => Ok(size),
             Err(_) if over.load(Ordering::Relaxed) => Err(CollectRefusal::new(
@@ -110,35 +116,50 @@ impl<S: BuildStore> Service<'_, S> {
                     kubeci_results::limits::human_size(limit)
                 ),
             )),
+            Err(_) if late.load(Ordering::Relaxed) => Err(CollectRefusal::new(
+                408,
+                "file-too-slow",
+                format!(
+                    "`{}` did not arrive within {} s",
+                    path.escape_debug(),
+                    FILE_DEADLINE.as_secs()
+                ),
+            )),
             Err(e) => Err(unavailable(&e)),
         }
     }
 
-    /// `token`'s build has handed over all its files (`refused`: those its collector did
-    /// not send, and why): the files the archive holds for it, within its limits, are
-    /// committed with its test results. What it left.
+    // Long on purpose: the commit's steps in their order (claim, list, admit, take,
+    // read, write), each a call of the archive.
+    /// `token`'s build has handed over all its files (`refused`, read once the token is
+    /// known: those its collector did not send, and why): the files staged for it, within
+    /// its limits, become its files and are committed with its test results — by one
+    /// `done` at a time, once. What it left.
     pub async fn outputs_done(
         &self,
         token: &str,
-        refused: Vec<RefusedFile>,
+        refused: RefusedList,
     ) -> Result<BuildOutputs, CollectRefusal> {
         let (build, archive) = self.collecting(token).await?;
+        let refused = refused.await?;
         let at = build.build_ref();
+        let now = jiff::Timestamp::now().as_second();
+        let claimed = archive
+            .claim_commit(at, COMMIT_LEASE.as_secs() as i64, now)
+            .await;
+        if !claimed.map_err(|e| unavailable(&e))? {
+            return Err(CollectRefusal::new(
+                503,
+                "outputs-committing",
+                format!(
+                    "the files of build {} of job {}/{} are being committed: ask again in a few seconds",
+                    build.number, build.namespace, build.job
+                ),
+            ));
+        }
         let limits = Limits::default();
         let declares_reports = !build.declared.test_reports.is_empty();
-        // Each path with the kinds it was handed over as, and its size.
-        let mut found: BTreeMap<String, (bool, bool, u64)> = BTreeMap::new();
-        for kind in [FileKind::Report, FileKind::Artifact] {
-            let listed = archive.list_files(at, kind, limits.files + 1).await;
-            for (path, size) in listed.map_err(|e| unavailable(&e))? {
-                let entry = found.entry(path).or_insert((false, false, 0));
-                match kind {
-                    FileKind::Report => entry.0 = true,
-                    FileKind::Artifact => entry.1 = true,
-                }
-                entry.2 = entry.2.max(size);
-            }
-        }
+        let found = found_files(archive.as_ref(), at, limits.files).await?;
         let mut outputs = BuildOutputs::new();
         outputs.refused = (refused.into_iter().take(MAX_REPORTED_REFUSALS))
             .map(|r| RefusedFile {
@@ -148,18 +169,27 @@ impl<S: BuildStore> Service<'_, S> {
             .collect();
         let mut reports = Vec::new();
         let mut taken = Taken::default();
-        for (path, (report, artifact, size)) in found {
-            if let Err(why) = limits.admit((report, artifact), size, &mut taken) {
+        for (path, file) in found {
+            let kinds = (file.report.is_some(), file.artifact.is_some());
+            if let Err(why) = limits.admit(kinds, file.size, &mut taken) {
                 outputs.refused.push(RefusedFile { path, why });
                 continue;
             }
-            if artifact {
+            for staged in [&file.report, &file.artifact]
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let moved = archive.take_staged(at, staged).await;
+                moved.map_err(|e| unavailable(&e))?;
+            }
+            if file.artifact.is_some() {
                 outputs.artifacts.push(ArtifactFile {
                     path: path.clone(),
-                    size,
+                    size: file.size,
                 });
             }
-            if report {
+            if file.report.is_some() {
                 let bytes = match archive.report(at, &path).await {
                     Ok(Some((_, bytes))) => Ok(as_chunks(bytes)),
                     Ok(None) => Err("it is gone from the archive".to_owned()),
@@ -169,10 +199,71 @@ impl<S: BuildStore> Service<'_, S> {
                 reports.push(ReportSource { path, bytes });
             }
         }
-        commit_outputs(archive.as_ref(), at, declares_reports, reports, outputs)
+        if let Err(error) = archive.clear_staged(at).await {
+            tracing::warn!(%error, build = %at, "the build's staged uploads were not all deleted");
+        }
+        let committed = commit_outputs(archive.as_ref(), at, declares_reports, reports, outputs);
+        committed
             .await
-            .map_err(|e| unavailable(&e))
+            .map_err(|e| unavailable(&e))?
+            .ok_or_else(|| outputs_done_already(&build))
     }
+}
+
+/// One path of a build's files at its `done`: as which kinds it was handed over —
+/// `Some(None)` already in place (a `done` cut short took it), `Some(Some(_))` staged —
+/// and its size.
+#[derive(Default)]
+struct Found {
+    report: Option<Option<StagedFile>>,
+    artifact: Option<Option<StagedFile>>,
+    size: u64,
+}
+
+impl Found {
+    fn of_kind(&mut self, kind: FileKind) -> &mut Option<Option<StagedFile>> {
+        match kind {
+            FileKind::Report => &mut self.report,
+            FileKind::Artifact => &mut self.artifact,
+        }
+    }
+}
+
+/// Each path of a build's files, whether staged or taken by an earlier `done` that was
+/// cut short (a staged upload is newer, and replaces it); at most about `files` of each.
+async fn found_files(
+    archive: &dyn BuildArchive,
+    at: BuildRef<'_>,
+    files: usize,
+) -> Result<BTreeMap<String, Found>, CollectRefusal> {
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    for kind in [FileKind::Report, FileKind::Artifact] {
+        let listed = archive.list_files(at, kind, files + 1).await;
+        for (path, size) in listed.map_err(|e| unavailable(&e))? {
+            let file = found.entry(path).or_default();
+            *file.of_kind(kind) = Some(None);
+            file.size = file.size.max(size);
+        }
+    }
+    let staged = archive.list_staged(at, 2 * (files + 1)).await;
+    for staged in staged.map_err(|e| unavailable(&e))? {
+        let file = found.entry(staged.path.clone()).or_default();
+        file.size = file.size.max(staged.size);
+        let kind = staged.kind;
+        *file.of_kind(kind) = Some(Some(staged));
+    }
+    Ok(found)
+}
+
+fn outputs_done_already(build: &CollectingBuild) -> CollectRefusal {
+    CollectRefusal::new(
+        409,
+        "outputs-done",
+        format!(
+            "build {} of job {}/{} has handed over its files: nothing more is taken",
+            build.number, build.namespace, build.job
+        ),
+    )
 }
 
 /// A file read back from the archive, as the commit reads a report: a failure that may

@@ -17,6 +17,7 @@ mod collect;
 mod naming;
 mod outputs;
 mod read;
+pub mod uploads;
 mod workload;
 
 pub use backend::Engine;
@@ -81,6 +82,8 @@ pub struct Common<J> {
     pub counters: Arc<Counters>,
     /// Where builds are kept after their pods (`--archive`), if anywhere.
     pub archiving: Archiving,
+    /// The build pods' uploads this kubeci writes at once.
+    pub uploads: uploads::UploadSlots,
 }
 
 /// What an engine keeps, as the commands need it: its jobs, its builds' facts, and the
@@ -526,6 +529,8 @@ impl<S: BuildStore> Service<'_, S> {
         let archiving = &self.0.common().archiving;
         if archiving.archive.is_some() {
             families.push(metrics::archive_pending(archiving.status.pending()));
+            let uploads = self.0.common().uploads.writing();
+            families.push(metrics::collector_uploads(uploads));
         }
         families
     }

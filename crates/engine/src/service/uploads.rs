@@ -1,0 +1,195 @@
+//! What build pods' collectors may hold of this kubeci at once (issue 30): each upload
+//! holds about one part of its file in memory until it is written (5 MiB), so uploads
+//! take a slot — at most [`UPLOADS_AT_ONCE`] in all and [`UPLOADS_PER_BUILD`] of one
+//! build — waited for at most [`SLOT_WAIT`], and each file must arrive within
+//! [`FILE_DEADLINE`]. A collector sends one file after the other and tries again on a
+//! `503`, so these bound a hostile token holder without slowing an honest build.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::archive::{FileChunks, StepReadError};
+use crate::collector::CollectRefusal;
+
+/// Uploads written at once by this kubeci, all builds together.
+pub const UPLOADS_AT_ONCE: usize = 8;
+
+/// Uploads of one build written at once by this kubeci (its collector sends one file at
+/// a time; one more lets it try again while its earlier attempt is still being dropped).
+pub const UPLOADS_PER_BUILD: usize = 2;
+
+/// How long an upload waits for a slot before it is answered `503` (try again).
+pub const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long one file may take to arrive: a collector hands over its build's files within
+/// its pod's grace period (60 s), so nothing honest is near it.
+pub const FILE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The slots of one kubeci.
+pub struct UploadSlots {
+    at_once: Semaphore,
+    per_build: usize,
+    /// Uploads being written, by build (`namespace/job/number`).
+    writing: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Default for UploadSlots {
+    fn default() -> Self {
+        UploadSlots::new(UPLOADS_AT_ONCE, UPLOADS_PER_BUILD)
+    }
+}
+
+/// One upload's slot, given back when dropped.
+pub struct UploadSlot<'a> {
+    slots: &'a UploadSlots,
+    build: String,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.slots.release(&self.build);
+    }
+}
+
+fn busy(why: String) -> CollectRefusal {
+    CollectRefusal::new(503, "uploads-busy", why)
+}
+
+impl UploadSlots {
+    pub fn new(at_once: usize, per_build: usize) -> Self {
+        UploadSlots {
+            at_once: Semaphore::new(at_once),
+            per_build,
+            writing: Mutex::default(),
+        }
+    }
+
+    /// A slot for an upload of `build`, waiting at most `wait` for one; `503` when its
+    /// build already writes as many as it may, or none frees in time.
+    pub async fn take(
+        &self,
+        build: &str,
+        wait: Duration,
+    ) -> Result<UploadSlot<'_>, CollectRefusal> {
+        {
+            let mut writing = self.writing.lock().expect("the uploads lock");
+            let count = writing.entry(build.to_owned()).or_default();
+            if *count >= self.per_build {
+                return Err(busy(format!(
+                    "build {build} already sends {} files at once: send one after the other",
+                    self.per_build
+                )));
+            }
+            *count += 1;
+        }
+        // Counted above, so the slot's drop gives the count back whatever happens next.
+        let permit = tokio::time::timeout(wait, self.at_once.acquire()).await;
+        let claim = |permit| UploadSlot {
+            slots: self,
+            build: build.to_owned(),
+            _permit: permit,
+        };
+        match permit {
+            Ok(Ok(permit)) => Ok(claim(permit)),
+            _ => {
+                self.release(build);
+                Err(busy(
+                    "kubeci is taking as many files as it may at once; try again in a few seconds"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Uploads being written now, all builds together.
+    pub fn writing(&self) -> usize {
+        self.writing
+            .lock()
+            .expect("the uploads lock")
+            .values()
+            .sum()
+    }
+
+    fn release(&self, build: &str) {
+        let mut writing = self.writing.lock().expect("the uploads lock");
+        if let Some(count) = writing.get_mut(build) {
+            *count -= 1;
+            if *count == 0 {
+                writing.remove(build);
+            }
+        }
+    }
+}
+
+/// `bytes`, ended by an error once `deadline` has passed (`late` is then set): a file
+/// trickled in never holds its slot longer.
+pub fn within(
+    bytes: FileChunks,
+    deadline: Duration,
+    late: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> FileChunks {
+    let until = tokio::time::Instant::now() + deadline;
+    Box::pin(futures_util::stream::unfold(Some(bytes), move |bytes| {
+        let late = late.clone();
+        async move {
+            let mut bytes = bytes?;
+            match tokio::time::timeout_at(until, bytes.next()).await {
+                Ok(Some(piece)) => Some((piece, Some(bytes))),
+                Ok(None) => None,
+                Err(_) => {
+                    late.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let why = "the file did not arrive in time".to_owned();
+                    Some((Err(StepReadError::Lost(why)), None))
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_build_writes_at_most_its_share_and_all_builds_at_most_the_total() {
+        let slots = UploadSlots::new(3, 2);
+        let wait = Duration::from_millis(20);
+        let a1 = slots.take("ci/a/1", wait).await.unwrap();
+        let _a2 = slots.take("ci/a/1", wait).await.unwrap();
+        let third = slots.take("ci/a/1", wait).await.err().unwrap();
+        assert_eq!((third.status, third.code), (503, "uploads-busy"));
+        assert!(third.why.contains("one after the other"), "{}", third.why);
+        let _b1 = slots.take("ci/b/1", wait).await.unwrap();
+        let full = slots.take("ci/c/1", wait).await.err().unwrap();
+        assert!(full.why.contains("try again"), "{}", full.why);
+        // A refusal takes nothing: once one slot is back, both builds may go on.
+        drop(a1);
+        let _a3 = slots.take("ci/a/1", wait).await.unwrap();
+        assert_eq!(slots.writing.lock().unwrap().get("ci/a/1"), Some(&2));
+        assert_eq!(slots.writing.lock().unwrap().get("ci/c/1"), None);
+        assert_eq!(slots.writing(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_that_does_not_arrive_in_time_ends_in_an_error() {
+        let late = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickle = futures_util::stream::unfold(0u32, |n| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok(bytes::Bytes::from_static(b"x")), n + 1))
+        });
+        let bounded = within(
+            Box::pin(trickle),
+            Duration::from_millis(9_500),
+            late.clone(),
+        );
+        let pieces: Vec<_> = bounded.collect().await;
+        assert_eq!(pieces.iter().filter(|p| p.is_ok()).count(), 9);
+        assert!(matches!(pieces.last(), Some(Err(StepReadError::Lost(_)))));
+        assert!(late.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}
