@@ -6,6 +6,11 @@
 //! then says it is done (`POST /internal/v1/outputs/done`, with the files it did not
 //! send and why). kubeci decides what it keeps.
 //!
+//! It resolves kubeci's host when it starts, before it says it is ready (its startup
+//! probe holds the build step back until then), and connects to those addresses only:
+//! the build step shares the pod's `/etc/hosts` and could point the name at itself
+//! ([`address`]).
+//!
 //! Bounded (`--within`), and it always exits 0: a collector never fails or holds up a
 //! build. What went wrong is in its log, which kubeci keeps as the build's step `collect`.
 
@@ -24,9 +29,12 @@ use kubeci_collect::{collect, CollectedFile, Limits, Pattern};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, ReadBuf};
 
+mod address;
+
 #[derive(Debug, clap::Args)]
 pub struct CollectArgs {
-    /// kubeci, as this pod reaches it (`serve --collect-url`).
+    /// kubeci, as this pod reaches it (`serve --collect-url`). Its host is resolved once,
+    /// when the collector starts; the files go to that address only.
     #[arg(long, value_name = "URL", required_unless_present = "probe")]
     server: Option<String>,
     /// The pod's token for kubeci (a projected ServiceAccount token of audience
@@ -51,8 +59,14 @@ pub struct CollectArgs {
     /// Collect at once instead of waiting for SIGTERM.
     #[arg(long)]
     now: bool,
-    /// Once it waits for SIGTERM, the collector says so in this file: the containers after
-    /// it start only then (its startup probe), so a build that ends at once is collected.
+    /// How long to try resolving `--server`'s host at start. Past it the collector is
+    /// ready all the same (the build goes on) but hands nothing over: it never resolves
+    /// the name once the build step may have changed what it means.
+    #[arg(long, value_name = "DURATION", default_value = address::RESOLVE_WITHIN)]
+    resolve_within: String,
+    /// Once it has resolved kubeci's host and waits for SIGTERM, the collector says so in
+    /// this file: the containers after it start only then (its startup probe), so a build
+    /// that ends at once is collected and runs no code before the host is resolved.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
     /// The startup probe: exit 0 when `--ready-file` is there, 1 otherwise.
@@ -83,6 +97,8 @@ pub fn run(args: &CollectArgs) -> Result<ExitCode> {
         // Installed first: a SIGTERM is the signal to collect, never the end of it.
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        // Before the build step can run, so before the ready file.
+        let kept = kubeci_address(args).await;
         if let Some(ready) = &args.ready_file {
             if let Err(e) = std::fs::write(ready, b"waiting\n") {
                 say(&format!("cannot write {}: {e}", ready.display()));
@@ -102,9 +118,13 @@ pub fn run(args: &CollectArgs) -> Result<ExitCode> {
                 }
             }
         }
+        let kept = match kept {
+            Ok(kept) => kept,
+            Err(why) => return say(&format!("the build's files were not handed over: {why}")),
+        };
         let within = crate::serve::duration_flag("--within", &args.within)
             .unwrap_or(Duration::from_secs(50));
-        match tokio::time::timeout(within, collect_and_send(args)).await {
+        match tokio::time::timeout(within, collect_and_send(args, kept)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => say(&format!(
                 "the build's files were not handed over: {error:#}"
@@ -120,6 +140,20 @@ pub fn run(args: &CollectArgs) -> Result<ExitCode> {
 
 fn say(line: &str) {
     println!("{line}");
+}
+
+/// kubeci's host resolved now, within `--resolve-within` (see [`address`]).
+async fn kubeci_address(args: &CollectArgs) -> Result<kubeci_https::KeptAddresses, String> {
+    let server = (args.server.as_deref()).ok_or("--server is needed to collect")?;
+    let flag = crate::serve::duration_flag("--resolve-within", &args.resolve_within);
+    let within = flag.unwrap_or_else(|error| {
+        say(&format!(
+            "{error:#}: trying for {}",
+            address::RESOLVE_WITHIN
+        ));
+        address::resolve_within_by_default()
+    });
+    address::keep(server, within).await
 }
 
 /// One file not sent, and why.
@@ -144,7 +178,9 @@ fn patterns(texts: &[String], refused: &mut Vec<Refused>) -> Vec<Pattern> {
         .collect()
 }
 
-async fn collect_and_send(args: &CollectArgs) -> Result<()> {
+/// Collects the declared files and sends them to `kept`, the addresses kubeci's host had
+/// when the collector started.
+async fn collect_and_send(args: &CollectArgs, kept: kubeci_https::KeptAddresses) -> Result<()> {
     let mut refused = Vec::new();
     let reports = patterns(&args.test_reports, &mut refused);
     let artifacts = patterns(&args.artifacts, &mut refused);
@@ -176,7 +212,7 @@ async fn collect_and_send(args: &CollectArgs) -> Result<()> {
     let sender = Sender {
         base: server.trim_end_matches('/').to_owned(),
         token: token.trim().to_owned(),
-        http: kubeci_https::https_client_for::<Outgoing>()?,
+        http: kubeci_https::https_client_to::<Outgoing>(kept)?,
     };
     say(&format!(
         "handing over {} test reports and {} artifacts ({} refused here)",
@@ -218,7 +254,8 @@ enum Sent {
 struct Sender {
     base: String,
     token: String,
-    http: kubeci_https::Client<kubeci_https::Https, Outgoing>,
+    /// Reaches kubeci's host at its kept addresses only: never resolves a name.
+    http: kubeci_https::Client<kubeci_https::KeptHttps, Outgoing>,
 }
 
 impl Sender {

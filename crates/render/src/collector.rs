@@ -30,6 +30,11 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 /// with time left for kubeci to commit what it sent.
 pub const COLLECT_WITHIN_SECONDS: i64 = 50;
 
+/// How long the collector may take to be ready (its startup probe, once a second): it
+/// resolves kubeci's host first, within less (`kubeci collect --resolve-within`, 30 s).
+/// Past it the kubelet restarts the collector, and the build step waits on.
+pub const COLLECT_STARTUP_SECONDS: i32 = 60;
+
 /// The shortest life of a projected token Kubernetes allows (10 minutes).
 const MIN_TOKEN_SECONDS: i64 = 600;
 
@@ -149,7 +154,9 @@ pub(crate) fn collector_container(
             mount(STATE_VOLUME, COLLECT_STATE_DIR, false),
         ]),
         // The build step starts once the collector waits for its end: a build that ends
-        // at once is collected all the same (a SIGTERM before then would end it unheard).
+        // at once is collected all the same (a SIGTERM before then would end it unheard),
+        // and kubeci's host is resolved before any of the build's code runs (it could
+        // change what the name means: the pod's `/etc/hosts` is the build step's too).
         startup_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(vec![
@@ -161,7 +168,7 @@ pub(crate) fn collector_container(
             }),
             period_seconds: Some(1),
             timeout_seconds: Some(5),
-            failure_threshold: Some(60),
+            failure_threshold: Some(COLLECT_STARTUP_SECONDS),
             ..Probe::default()
         }),
         resources: Some(ResourceRequirements {

@@ -47,6 +47,7 @@ mod backend_contract;
 mod browser;
 mod chaos;
 mod client;
+mod collect_address;
 mod collect_kubernetes;
 mod collect_kubernetes_uploads;
 mod deploy;
