@@ -6,6 +6,10 @@
 //! Job creations per minute at the kube client's defaults.
 //!
 //! Run: `eval "$(scripts/cluster up)"; cargo bench -p kubeci --bench real_cluster`
+//!
+//! `-- --burst`: only 50 concurrent build requests of one job, answered (three rounds, a
+//! new job each); with `KUBECI_B=PATH` another kubeci binary's rounds alternate with
+//! this one's.
 
 #[path = "support.rs"]
 mod support;
@@ -41,6 +45,10 @@ fn build_job(ns: &str, i: usize) -> Value {
 }
 
 fn start(kubeconfig: &std::path::Path, ns: &str) -> (Kubeci, Duration) {
+    start_exe(env!("CARGO_BIN_EXE_kubeci").as_ref(), kubeconfig, ns)
+}
+
+fn start_exe(exe: &std::path::Path, kubeconfig: &std::path::Path, ns: &str) -> (Kubeci, Duration) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -49,7 +57,7 @@ fn start(kubeconfig: &std::path::Path, ns: &str) -> (Kubeci, Duration) {
         .unwrap()
         .port();
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kubeci"))
+    let child = std::process::Command::new(exe)
         .args([
             "serve",
             "--kubernetes",
@@ -105,10 +113,8 @@ async fn create_all(client: &kube::Client, objects: Vec<Value>) {
     }
 }
 
-// Long on purpose: one measurement on the real control plane, its steps in the order the
-// figures in BENCHMARKS.md were taken; each needs the objects the step before created.
-fn measure(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfig: &std::path::Path) {
-    let ns = format!("bench-{}", std::process::id());
+/// Creates namespace `ns` and waits for its `default` ServiceAccount.
+fn make_namespace(runtime: &tokio::runtime::Runtime, client: &kube::Client, ns: &str) {
     runtime.block_on(async {
         let namespace: Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -117,13 +123,76 @@ fn measure(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfig: 
             .await
             .unwrap();
         let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &ns);
-        {
-            while accounts.get_opt("default").await.unwrap().is_none() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Api::namespaced(client.clone(), ns);
+        while accounts.get_opt("default").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// 50 build requests of one job at once, each answered: p50 and p99 of the answers over
+/// three rounds (a new job each), this kubeci's and, with `KUBECI_B`, another's in turn.
+fn burst(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfig: &std::path::Path) {
+    const AT_ONCE: usize = 50;
+    let ns = format!("bench-burst-{}", std::process::id());
+    make_namespace(runtime, &client, &ns);
+    let own: std::path::PathBuf = env!("CARGO_BIN_EXE_kubeci").into();
+    let mut binaries = vec![("this kubeci", own)];
+    if let Some(other) = std::env::var_os("KUBECI_B") {
+        binaries.push(("KUBECI_B", other.into()));
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let mut answers: Vec<Vec<Duration>> = vec![Vec::new(); binaries.len()];
+    for round in 0..3 {
+        for (which, (_, exe)) in binaries.iter().enumerate() {
+            let job = format!("burst-{round}-{which}");
+            let mut cm = configmap(&ns, 0);
+            cm["metadata"]["name"] = json!(job);
+            cm["data"]["job.yaml"] = json!(format!("- job:\n    name: {job}\n    git:\n      url: git@github.com:example/burst.git\n    run_command: make test\n    max_concurrency: 1\n    node_selector:\n      kubeci.io/bench: nowhere\n"));
+            let cm: ConfigMap = serde_json::from_value(cm).unwrap();
+            runtime
+                .block_on(cms.create(&PostParams::default(), &cm))
+                .unwrap();
+            let (kubeci, _) = start_exe(exe, kubeconfig, &ns);
+            let path = format!("/api/v1/jobs/{ns}/{job}/builds");
+            while status(kubeci.port, "GET", &path, "") != 200 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let port = kubeci.port;
+            let requests: Vec<_> = (0..AT_ONCE)
+                .map(|_| {
+                    let (path, auth) = (path.clone(), auth.clone());
+                    std::thread::spawn(move || {
+                        let sent = Instant::now();
+                        assert_eq!(status(port, "POST", &path, &auth), 201);
+                        sent.elapsed()
+                    })
+                })
+                .collect();
+            answers[which].extend(requests.into_iter().map(|r| r.join().unwrap()));
+            drop(kubeci);
+        }
+    }
+    runtime.block_on(async {
+        let _ = Api::<Namespace>::all(client)
+            .delete(&ns, &Default::default())
+            .await;
+    });
+    for ((name, _), mut took) in binaries.into_iter().zip(answers) {
+        println!(
+            "{AT_ONCE} concurrent build requests of one job ({name}): answered p50 {:?}, p99 {:?} (3 rounds)",
+            percentile(&mut took, 0.5),
+            percentile(&mut took, 0.99)
+        );
+    }
+}
+
+// Long on purpose: one measurement on the real control plane, its steps in the order the
+// figures in BENCHMARKS.md were taken; each needs the objects the step before created.
+fn measure(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfig: &std::path::Path) {
+    let ns = format!("bench-{}", std::process::id());
+    make_namespace(runtime, &client, &ns);
     let loading = Instant::now();
     let mut objects: Vec<Value> = (0..JOBS).map(|i| configmap(&ns, i)).collect();
     objects.extend((0..BUILDS).map(|i| build_job(&ns, i)));
@@ -296,5 +365,9 @@ fn main() {
         .unwrap();
         kube::Client::try_from(config).unwrap()
     });
-    measure(&runtime, client, &kubeconfig);
+    if std::env::args().any(|a| a == "--burst") {
+        burst(&runtime, client, &kubeconfig);
+    } else {
+        measure(&runtime, client, &kubeconfig);
+    }
 }

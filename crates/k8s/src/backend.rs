@@ -149,7 +149,7 @@ impl BuildStore for Cluster {
         of: JobRef<'_>,
         approval: Approval,
     ) -> Result<(), BackendError> {
-        ledger::approve(&self.client, of.namespace, of.job, &approval)
+        ledger::approve(&self.ledgers, &self.client, of.namespace, of.job, &approval)
             .await
             .map_err(|source| {
                 ClusterError::Ledger {

@@ -236,11 +236,12 @@ impl Cluster {
             present.push(record.summary);
         }
         let (allocation, to_create) = ledger::allocate(
+            &self.ledgers,
             &self.client,
             namespace,
             name,
             &key,
-            &present,
+            present,
             ledger::Asked {
                 build: new.request,
                 cron_run: new.cron_run,

@@ -44,8 +44,9 @@ pub enum ClusterError {
     Ledger {
         namespace: String,
         job: String,
+        /// Shared by the requests whose changes were written together.
         #[source]
-        source: kube::Error,
+        source: std::sync::Arc<kube::Error>,
     },
 }
 
@@ -56,8 +57,8 @@ impl ClusterError {
             ClusterError::CreateJob { source, .. }
             | ClusterError::ReadJob { source, .. }
             | ClusterError::WriteJob { source, .. }
-            | ClusterError::Pod { source, .. }
-            | ClusterError::Ledger { source, .. } => source,
+            | ClusterError::Pod { source, .. } => source,
+            ClusterError::Ledger { source, .. } => source,
         }
     }
 

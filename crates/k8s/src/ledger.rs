@@ -1,6 +1,12 @@
 //! Reading and writing a job's ledger Lease with optimistic concurrency: a write based on
 //! a stale read gets 409 Conflict and is redone on a fresh read, so concurrent replicas
-//! never hand out the same build number or start one request twice.
+//! never hand out the same build number or start one request twice. Within one replica,
+//! the changes asked of one job's ledger while a write of it is under way wait and go in
+//! the next write together ([`LedgerWrites`]): a burst of requests of one job costs a few
+//! Lease writes, not one each behind the other (nor a conflict each).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -11,6 +17,87 @@ use kubeci_engine::ledger::{Allocation, Ledger};
 use kubeci_engine::BuildSummary;
 
 use crate::{ledger_name, now};
+
+/// A change to a job's ledger, applied again on each fresh read; whether to write.
+type Change = Box<dyn FnMut(&mut Ledger) -> bool + Send>;
+
+/// A change waiting for its job's next write, and who waits for its outcome.
+struct Waiting {
+    change: Change,
+    done: tokio::sync::oneshot::Sender<Result<(), Arc<kube::Error>>>,
+}
+
+/// One job's changes waiting, and the turn to write its ledger.
+#[derive(Default)]
+struct JobWrites {
+    waiting: Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// This replica's writes of its jobs' ledgers, batched per job.
+#[derive(Default)]
+pub(crate) struct LedgerWrites {
+    jobs: Mutex<HashMap<(String, String), Arc<JobWrites>>>,
+}
+
+impl LedgerWrites {
+    /// Applies `change` to the ledger of job `job` in the next write of it, with every
+    /// other change waiting then, in the order asked; retried as a whole on conflicts.
+    /// What `change` returned on the read that was written.
+    pub(crate) async fn update<R: Send + 'static>(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        job: &str,
+        mut change: impl FnMut(&mut Ledger) -> (R, bool) + Send + 'static,
+    ) -> Result<R, Arc<kube::Error>> {
+        let writes = {
+            let mut jobs = self.jobs.lock().expect("the ledger writes lock");
+            let key = (namespace.to_owned(), job.to_owned());
+            jobs.entry(key).or_default().clone()
+        };
+        let result = Arc::new(Mutex::new(None));
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let kept = result.clone();
+        let change: Change = Box::new(move |ledger| {
+            let (value, write) = change(ledger);
+            *kept.lock().expect("the result lock") = Some(value);
+            write
+        });
+        (writes.waiting.lock().expect("the waiting lock")).push(Waiting { change, done });
+        {
+            // Whoever gets the turn writes every change waiting (its own, unless the
+            // writer before took it along).
+            let _turn = writes.turn.lock().await;
+            let batch = std::mem::take(&mut *writes.waiting.lock().expect("the waiting lock"));
+            if !batch.is_empty() {
+                write_batch(client, namespace, job, batch).await;
+            }
+        }
+        let written = outcome.await.unwrap_or_else(|_| {
+            unreachable!("a batch answers each of its changes before it is dropped")
+        });
+        written?;
+        let value = result.lock().expect("the result lock").take();
+        Ok(value.expect("a written change ran"))
+    }
+}
+
+/// Writes `batch` in one write of the job's ledger, and tells each change how it went.
+async fn write_batch(client: &kube::Client, namespace: &str, job: &str, mut batch: Vec<Waiting>) {
+    let written = update(client, namespace, job, |ledger| {
+        let mut write = false;
+        for waiting in &mut batch {
+            write |= (waiting.change)(ledger);
+        }
+        ((), write)
+    })
+    .await
+    .map_err(Arc::new);
+    for waiting in batch {
+        let _gone = waiting.done.send(written.clone());
+    }
+}
 
 /// Applies `change` to the ledger of job `job` and writes it back when it says so;
 /// retried on conflicts. Returns what `change` returned.
@@ -60,46 +147,52 @@ pub(crate) struct Asked {
 /// its Job must be created (a new request, or a retried one whose Job was never made), the
 /// request with its number.
 pub(crate) async fn allocate(
+    writes: &LedgerWrites,
     client: &kube::Client,
     namespace: &str,
     job: &str,
     key: &str,
-    present: &[BuildSummary],
+    present: Vec<BuildSummary>,
     asked: Asked,
-) -> Result<(Allocation, Option<BuildRequest>), kube::Error> {
+) -> Result<(Allocation, Option<BuildRequest>), Arc<kube::Error>> {
     let Asked {
         build,
         cron_run,
         floor,
     } = asked;
-    update(client, namespace, job, |ledger| {
-        let cron_advanced =
-            cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
-        if cron_advanced {
-            ledger.last_cron_run = cron_run;
-        }
-        ledger.raise_to(floor);
-        let allocation = ledger.allocate(key, present, now(), |number| BuildRequest {
-            number,
-            ..build.clone()
-        });
-        let to_create = ledger.find(key).and_then(|entry| entry.pending.clone());
-        let write = allocation.fresh || cron_advanced;
-        ((allocation, to_create), write)
-    })
-    .await
+    let key = key.to_owned();
+    writes
+        .update(client, namespace, job, move |ledger| {
+            let cron_advanced =
+                cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
+            if cron_advanced {
+                ledger.last_cron_run = cron_run;
+            }
+            ledger.raise_to(floor);
+            let allocation = ledger.allocate(&key, &present, now(), |number| BuildRequest {
+                number,
+                ..build.clone()
+            });
+            let to_create = ledger.find(&key).and_then(|entry| entry.pending.clone());
+            let write = allocation.fresh || cron_advanced;
+            ((allocation, to_create), write)
+        })
+        .await
 }
 
 /// Records an admin's approval in the job's ledger.
 pub(crate) async fn approve(
+    writes: &LedgerWrites,
     client: &kube::Client,
     namespace: &str,
     job: &str,
     approval: &Approval,
-) -> Result<(), kube::Error> {
-    update(client, namespace, job, |ledger| {
-        let changed = approval::record(&mut ledger.approvals, approval.clone(), now());
-        ((), changed)
-    })
-    .await
+) -> Result<(), Arc<kube::Error>> {
+    let approval = approval.clone();
+    writes
+        .update(client, namespace, job, move |ledger| {
+            let changed = approval::record(&mut ledger.approvals, approval.clone(), now());
+            ((), changed)
+        })
+        .await
 }

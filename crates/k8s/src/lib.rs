@@ -179,6 +179,8 @@ pub struct Cluster {
     holds: hold::Holds,
     /// Collectors' tokens as the cluster reviewed them, kept a minute.
     reviews: collectors::Reviews,
+    /// This replica's writes of its jobs' ledgers, batched per job.
+    ledgers: ledger::LedgerWrites,
     /// Failed writes of the controller, by what it was doing.
     pub(crate) common: kubeci_engine::service::Common<JobIndex>,
     /// Itself, for log followers that outlive a call (waiting for a build's pod).
@@ -298,6 +300,7 @@ impl Cluster {
             logs: Default::default(),
             holds: Default::default(),
             reviews: Default::default(),
+            ledgers: Default::default(),
             common: kubeci_engine::service::Common {
                 jobs: index_handle,
                 log_url_template,

@@ -78,6 +78,7 @@ mod serve_github_tenants;
 mod serve_kubernetes;
 mod serve_kubernetes_build_states;
 mod serve_kubernetes_builds;
+mod serve_kubernetes_burst;
 mod serve_kubernetes_scenarios;
 mod serve_kubernetes_tenancy;
 mod serve_local;
