@@ -4,7 +4,9 @@
 //! /apis/authentication.k8s.io/v1/tokenreviews`) of a token it issued says who it is —
 //! the ServiceAccount, and the pod's name and uid in `extra` — only for one of its
 //! audiences, before it expires, and while the pod it is bound to exists with that uid. A
-//! token it did not issue is not authenticated.
+//! token it did not issue is not authenticated. A token is bound only to a pod running as
+//! its ServiceAccount (`spec.serviceAccountName`, `default` when empty), else `400
+//! BadRequest` in kube-apiserver's words.
 //!
 //! Not reproduced: a token's signature (tokens are random strings kept here), and the
 //! ServiceAccount's existence (the fake has no ServiceAccount controller).
@@ -80,6 +82,16 @@ impl Tokens {
             Some("Pod") => {
                 let name = bound["name"].as_str().unwrap_or_default();
                 let found = store.get(PODS, namespace, name)?;
+                // The fake admits pods without naming their account: `default`, as the
+                // ServiceAccount admission plugin sets it.
+                let runs_as = (found["spec"]["serviceAccountName"].as_str())
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or("default");
+                if runs_as != account {
+                    return Err(ApiError::bad_request(format!(
+                        "cannot bind token for serviceaccount \"{account}\" to pod running with different serviceaccount name."
+                    )));
+                }
                 let uid = found["metadata"]["uid"].as_str().unwrap_or_default();
                 if bound["uid"].as_str().is_some_and(|asked| asked != uid) {
                     return Err(ApiError::new(

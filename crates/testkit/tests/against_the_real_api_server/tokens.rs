@@ -103,3 +103,74 @@ async fn the_fake_reviews_the_bound_tokens_it_issued() {
         })
     );
 }
+
+/// A TokenRequest binds a ServiceAccount's token only to a pod running as that account
+/// (`spec.serviceAccountName`, `default` when the pod names none): another account's is
+/// refused, as kube-apiserver's `pkg/registry/core/serviceaccount/storage/token.go` does.
+pub(super) async fn a_token_is_bound_only_to_a_pod_running_as_its_service_account(
+    server: &Server,
+) -> Value {
+    let ns = server.namespace().await;
+    server
+        .json(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            Some(json!({"metadata": {"name": "other"}})),
+        )
+        .await;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    for (name, account) in [("as-default", None), ("as-other", Some("other"))] {
+        let mut spec = json!({"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/true"]}]});
+        if let Some(account) = account {
+            spec["serviceAccountName"] = json!(account);
+        }
+        server
+            .json(
+                "POST",
+                &pods,
+                Some(json!({"metadata": {"name": name}, "spec": spec})),
+            )
+            .await;
+    }
+    let bind = |account: &'static str, pod: &'static str| {
+        let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/{account}/token");
+        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
+                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod}}});
+        async move {
+            match server.send("POST", &path, Some(request)).await {
+                Ok(_) => json!("issued"),
+                Err(status) => json!({"code": status["code"], "reason": status["reason"],
+                                      "message": status["message"]}),
+            }
+        }
+    };
+    json!({
+        "default to a pod running as default": bind("default", "as-default").await,
+        "other to a pod running as other": bind("other", "as-other").await,
+        "other to a pod running as default": bind("other", "as-default").await,
+        "default to a pod running as other": bind("default", "as-other").await,
+    })
+}
+
+/// The fake's answers of [`a_token_is_bound_only_to_a_pod_running_as_its_service_account`]
+/// (those the real API server gives, compared above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_binds_a_token_only_to_a_pod_running_as_its_service_account() {
+    let seen = a_token_is_bound_only_to_a_pod_running_as_its_service_account(&fake().await).await;
+    let refused = |account: &str| {
+        json!({"code": 400, "reason": "BadRequest", "message": format!(
+            "cannot bind token for serviceaccount \"{account}\" to pod running with different serviceaccount name."
+        )})
+    };
+    assert_eq!(
+        seen,
+        json!({
+            "default to a pod running as default": "issued",
+            "other to a pod running as other": "issued",
+            "other to a pod running as default": refused("other"),
+            "default to a pod running as other": refused("default"),
+        })
+    );
+}
