@@ -141,11 +141,13 @@ mod same_answers {
     same_on_both!(a_pod_finalizer_holds_a_deleted_pod_until_it_is_removed);
     same_on_both!(a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives);
     same_on_both!(a_token_is_bound_only_to_a_pod_running_as_its_service_account);
+    same_on_both!(a_bound_token_is_a_jwt_whose_claims_name_its_pod);
 }
 
 #[path = "against_the_real_api_server/tokens.rs"]
 mod tokens;
 use tokens::{
+    a_bound_token_is_a_jwt_whose_claims_name_its_pod,
     a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives,
     a_token_is_bound_only_to_a_pod_running_as_its_service_account,
 };
