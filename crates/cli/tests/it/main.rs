@@ -48,6 +48,7 @@ mod browser;
 mod chaos;
 mod client;
 mod collect_kubernetes;
+mod collect_kubernetes_flood;
 mod deploy;
 mod docs;
 mod fake_cluster;
