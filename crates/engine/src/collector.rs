@@ -1,7 +1,8 @@
 //! Who may hand a build's files to kubeci, and which (issue 30): the decisions over a
 //! build pod's collector, pure. The Kubernetes engine's collector presents its pod's
-//! token; the cluster's TokenReview says whose it is ([`CollectorIdentity::of_review`]);
-//! then the pod and its Job as kubeci's caches hold them say which build it may write to
+//! token; its unverified claims must be a build pod's before the cluster is asked
+//! ([`TokenClaims`]); the cluster's TokenReview says whose it is
+//! ([`CollectorIdentity::of_review`]), its answers kept a minute ([`KeptReviews`]); then the pod and its Job as kubeci's caches hold them say which build it may write to
 //! ([`authorize_pod`]), and the job's declaration which files ([`authorize_file`]). Each
 //! refusal says why — never which other builds exist — like Prow's trigger.
 
@@ -12,6 +13,14 @@ use kubeci_build::{build_name, keys, BuildRef};
 use kubeci_spec::glob::{Pattern, MAX_PATTERNS, MAX_PATTERN_CHARS};
 
 use crate::archive::FileKind;
+
+mod claims;
+mod kept;
+
+pub use claims::{TokenClaims, EXPIRY_LEEWAY_SECONDS, LONGEST_TOKEN};
+pub use kept::{
+    Answer, KeptReviews, TokenKey, REFUSALS_KEPT_AT_MOST, REVIEW_KEPT, TOKENS_KEPT_PER_POD,
+};
 
 /// The pod a collector's token was minted for, as the cluster's TokenReview names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,18 @@
 //! Build pods' collectors as the Kubernetes engine knows them (issue 30): a bearer token
 //! is whatever the cluster's TokenReview (`authentication.k8s.io/v1`, audience
 //! `kubeci-collect`) says it is — kubeci never reads a Secret, nor checks a signature
-//! itself. Each answer is kept [`REVIEW_KEPT`] by the token's SHA-256 (never the token),
-//! so a collector's many files cost one review; a token refused is kept refused as long,
-//! so a flood of bad tokens costs the API server one review each at most per minute, and
-//! at most [`REVIEWS_AT_ONCE`] reviews run at once. What a review says is only who: which
-//! build and files it may send is decided over the pod and Job in the caches
-//! (`kubeci_engine::collector`).
+//! itself. Before a review, the token's unverified claims must name one of the build pods
+//! in kubeci's caches, with its uid, for `kubeci-collect`, unexpired
+//! ([`TokenClaims::screen`]): anything else is refused at no cost to the API server, and
+//! the review must name the pod the claims do ([`TokenClaims::confirm`]). Each answer is
+//! kept a minute by the token's SHA-256 (never the token), acceptances apart from
+//! refusals ([`KeptReviews`]: no flood of refusals makes a collector's answer go), so a
+//! collector's many files cost one review. At most [`REVIEWS_AT_ONCE`] reviews run at
+//! once; a request waits at most [`REVIEW_TURN`] for its turn and a review takes at most
+//! [`REVIEW_DEADLINE`], else `503 cannot-review` (the collector tries again). What a
+//! review says is only who: which build and files it may send is decided over the pod
+//! and Job in the caches (`kubeci_engine::collector`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,29 +21,26 @@ use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kubeci_build::outputs::COLLECT_AUDIENCE;
 use kubeci_build::record::{BuildJob, BuildPod};
-use kubeci_engine::collector::{CollectRefusal, CollectorIdentity};
+use kubeci_engine::collector::{
+    Answer, CollectRefusal, CollectorIdentity, KeptReviews, TokenClaims, TokenKey,
+};
 use sha2::{Digest, Sha256};
 
 use crate::Cluster;
 
-/// How long a review's answer is kept: a collector hands over its build's files within
-/// the pod's grace period (a minute); its pod is checked in the caches on every request.
-pub const REVIEW_KEPT: Duration = Duration::from_secs(60);
-
-/// Reviews asked of the API server at once; more wait.
+/// Reviews asked of the API server at once; more wait their turn, up to [`REVIEW_TURN`].
 pub const REVIEWS_AT_ONCE: usize = 8;
 
-/// The most answers kept; past it, those expired go, then all.
-const KEPT_AT_MOST: usize = 4_096;
+/// How long a request waits for its turn to ask for a review before it is answered
+/// `503 cannot-review`: never an unbounded queue.
+pub const REVIEW_TURN: Duration = Duration::from_secs(3);
 
-/// The longest token reviewed (a projected token is about a kilobyte).
-const LONGEST_TOKEN: usize = 16 * 1024;
-
-type Answer = Result<CollectorIdentity, CollectRefusal>;
+/// How long the API server has to answer a review (else `503 cannot-review`).
+pub const REVIEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The answers kept, and the bound on reviews at once.
 pub(crate) struct Reviews {
-    kept: std::sync::Mutex<HashMap<[u8; 32], (Instant, Answer)>>,
+    kept: std::sync::Mutex<KeptReviews>,
     at_once: tokio::sync::Semaphore,
 }
 
@@ -52,42 +53,35 @@ impl Default for Reviews {
     }
 }
 
-impl Reviews {
-    fn kept(&self, key: &[u8; 32]) -> Option<Answer> {
-        let kept = self.kept.lock().expect("the reviews lock");
-        let (at, answer) = kept.get(key)?;
-        (at.elapsed() < REVIEW_KEPT).then(|| answer.clone())
-    }
-
-    fn keep(&self, key: [u8; 32], answer: &Answer) {
-        let mut kept = self.kept.lock().expect("the reviews lock");
-        if kept.len() >= KEPT_AT_MOST {
-            kept.retain(|_, (at, _)| at.elapsed() < REVIEW_KEPT);
-            if kept.len() >= KEPT_AT_MOST {
-                kept.clear();
-            }
-        }
-        kept.insert(key, (Instant::now(), answer.clone()));
-    }
+fn cannot_review(why: &str) -> CollectRefusal {
+    CollectRefusal::new(
+        503,
+        "cannot-review",
+        format!("the cluster cannot say who this is now ({why}): try again"),
+    )
 }
 
 impl Cluster {
     /// Who presents `token` as a collector: asked of the cluster, or as it answered
-    /// within the last minute.
+    /// within the last minute — if its claims make it worth asking.
     pub(crate) async fn review_collector_token(&self, token: &str) -> Answer {
-        if token.is_empty() || token.len() > LONGEST_TOKEN {
-            return Err(CollectRefusal::new(
-                401,
-                "not-a-collector",
-                "give the pod's kubeci-collect token: `Authorization: Bearer TOKEN`",
-            ));
-        }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(answer) = self.reviews.kept(&key) {
+        let claims = TokenClaims::read(token)?;
+        let claimed = &claims.pod;
+        let cached = self.cached_pod(&claimed.namespace, &claimed.pod);
+        let now = jiff::Timestamp::now().as_second();
+        claims.screen(now, cached.as_ref().and_then(|p| p.metadata.uid.as_deref()))?;
+        let key: TokenKey = Sha256::digest(token.as_bytes()).into();
+        if let Some(answer) = self.kept_review(&key) {
             return answer;
         }
-        let _turn = self.reviews.at_once.acquire().await.expect("never closed");
-        if let Some(answer) = self.reviews.kept(&key) {
+        let turn = tokio::time::timeout(REVIEW_TURN, self.reviews.at_once.acquire()).await;
+        let Ok(_turn) = turn else {
+            tracing::warn!(
+                "a collector's token waited {REVIEW_TURN:?} for one of {REVIEWS_AT_ONCE} TokenReviews: answered 503"
+            );
+            return Err(cannot_review("too many tokens to review at once"));
+        };
+        if let Some(answer) = self.kept_review(&key) {
             return answer;
         }
         let review = TokenReview {
@@ -97,26 +91,45 @@ impl Cluster {
             },
             ..TokenReview::default()
         };
-        let asked = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await;
+        let reviews = Api::<TokenReview>::all(self.client.clone());
+        let asked = tokio::time::timeout(
+            REVIEW_DEADLINE,
+            reviews.create(&PostParams::default(), &review),
+        )
+        .await;
+        // Neither failure is kept: the next request asks again.
         let answer = match asked {
-            Ok(reviewed) => {
+            Ok(Ok(reviewed)) => {
                 let status = reviewed.status.unwrap_or_default();
-                CollectorIdentity::of_review(&status)
+                claims.confirm(CollectorIdentity::of_review(&status))
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot ask the cluster who a collector is (TokenReview)");
-                // Not kept: the next request asks again.
-                return Err(CollectRefusal::new(
-                    503,
-                    "cannot-review",
-                    "the cluster cannot say who this is now: try again",
-                ));
+                return Err(cannot_review("its TokenReview failed"));
+            }
+            Err(_) => {
+                tracing::warn!("the cluster did not answer a collector's TokenReview within {REVIEW_DEADLINE:?}");
+                return Err(cannot_review("its TokenReview took too long"));
             }
         };
-        self.reviews.keep(key, &answer);
+        let live = |who: &CollectorIdentity| {
+            let pod = self.cached_pod(&who.namespace, &who.pod);
+            pod.is_some_and(|p| p.metadata.uid.as_deref() == Some(who.pod_uid.as_str()))
+        };
+        let mut kept = self.reviews.kept.lock().expect("the reviews lock");
+        kept.keep(key, &answer, Instant::now(), live);
         answer
+    }
+
+    fn kept_review(&self, key: &TokenKey) -> Option<Answer> {
+        let kept = self.reviews.kept.lock().expect("the reviews lock");
+        kept.answer(key, Instant::now())
+    }
+
+    /// Build pod `name` of `namespace`, from the caches.
+    fn cached_pod(&self, namespace: &str, name: &str) -> Option<Arc<BuildPod>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.scopes.iter().find_map(|scope| scope.pods.get(&key))
     }
 
     /// Pod `who.pod` and the Job its controller reference names, from the caches.
@@ -124,8 +137,7 @@ impl Cluster {
         &self,
         who: &CollectorIdentity,
     ) -> (Option<Arc<BuildPod>>, Option<Arc<BuildJob>>) {
-        let key = ObjectRef::new(&who.pod).within(&who.namespace);
-        let pod = self.scopes.iter().find_map(|scope| scope.pods.get(&key));
+        let pod = self.cached_pod(&who.namespace, &who.pod);
         let owner = (pod.as_ref())
             .and_then(|p| p.metadata.owner_references.as_ref())
             .and_then(|refs| {

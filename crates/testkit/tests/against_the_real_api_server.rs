@@ -140,11 +140,17 @@ mod same_answers {
     same_on_both!(pod_logs_honour_their_parameters);
     same_on_both!(a_pod_finalizer_holds_a_deleted_pod_until_it_is_removed);
     same_on_both!(a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives);
+    same_on_both!(a_token_is_bound_only_to_a_pod_running_as_its_service_account);
+    same_on_both!(a_bound_token_is_a_jwt_whose_claims_name_its_pod);
 }
 
 #[path = "against_the_real_api_server/tokens.rs"]
 mod tokens;
-use tokens::a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives;
+use tokens::{
+    a_bound_token_is_a_jwt_whose_claims_name_its_pod,
+    a_bound_token_is_reviewed_for_its_audience_while_its_pod_lives,
+    a_token_is_bound_only_to_a_pod_running_as_its_service_account,
+};
 
 async fn configmap(server: &Server, ns: &str, name: &str, labels: Value) -> Value {
     server

@@ -49,6 +49,7 @@ mod chaos;
 mod client;
 mod collect_address;
 mod collect_kubernetes;
+mod collect_kubernetes_flood;
 mod collect_kubernetes_uploads;
 mod deploy;
 mod docs;
