@@ -113,11 +113,13 @@ async fn create_all(client: &kube::Client, objects: Vec<Value>) {
     }
 }
 
-/// Creates namespace `ns` and waits for its `default` ServiceAccount.
+/// Creates namespace `ns`, its builds enabled (tenancy), and waits for its `default`
+/// ServiceAccount.
 fn make_namespace(runtime: &tokio::runtime::Runtime, client: &kube::Client, ns: &str) {
     runtime.block_on(async {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        let namespace =
+            json!({"metadata": {"name": ns, "labels": {"kubeci.io/builds": "enabled"}}});
+        let namespace: Namespace = serde_json::from_value(namespace).unwrap();
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
