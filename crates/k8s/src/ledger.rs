@@ -65,17 +65,24 @@ impl LedgerWrites {
             write
         });
         (writes.waiting.lock().expect("the waiting lock")).push(Waiting { change, done });
-        {
-            // Whoever gets the turn writes every change waiting (its own, unless the
-            // writer before took it along).
+        // Whoever gets the turn writes every change waiting (its own, unless the writer
+        // before took it along) — in a task of its own: a caller that goes away (its
+        // client hung up) neither drops the other changes it took nor leaves a write
+        // half done.
+        let (client, namespace, job) = (client.clone(), namespace.to_owned(), job.to_owned());
+        let writer = tokio::spawn(async move {
             let _turn = writes.turn.lock().await;
             let batch = std::mem::take(&mut *writes.waiting.lock().expect("the waiting lock"));
             if !batch.is_empty() {
-                write_batch(client, namespace, job, batch).await;
+                write_batch(&client, &namespace, &job, batch).await;
             }
-        }
+        });
+        // Its outcome comes through `outcome`; a writer that failed dropped it unanswered.
+        let _ = writer.await;
         let written = outcome.await.unwrap_or_else(|_| {
-            unreachable!("a batch answers each of its changes before it is dropped")
+            Err(Arc::new(kube::Error::Service(
+                "the write of the job's ledger stopped before it answered".into(),
+            )))
         });
         written?;
         let value = result.lock().expect("the result lock").take();
@@ -195,4 +202,83 @@ pub(crate) async fn approve(
             ((), changed)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubeci_testkit::FakeApiServer;
+
+    fn asked() -> Asked {
+        Asked {
+            build: BuildRequest::manual(0),
+            cron_run: None,
+            floor: None,
+        }
+    }
+
+    /// Polls `done` until it holds, for at most ten seconds.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("not reached within 10 s");
+    }
+
+    fn waiting(writes: &LedgerWrites) -> usize {
+        let jobs = writes.jobs.lock().unwrap();
+        let job = jobs.get(&("default".to_owned(), "web".to_owned()));
+        job.map_or(0, |job| job.waiting.lock().unwrap().len())
+    }
+
+    // One thread: a request pushes its change and queues for its turn in one poll.
+    #[tokio::test]
+    async fn a_request_that_goes_away_mid_write_takes_no_other_request_of_its_batch_with_it() {
+        let server = FakeApiServer::start().await;
+        let client = server.client().await;
+        let writes = Arc::new(LedgerWrites::default());
+        let ask = |key: &'static str| {
+            let (writes, client) = (writes.clone(), client.clone());
+            tokio::spawn(async move {
+                let asked = allocate(&writes, &client, "default", "web", key, Vec::new(), asked());
+                asked.await.map(|(allocation, _)| allocation.number)
+            })
+        };
+        // `w` creates the ledger (held at the API server); `a`, `b`, `c` wait meanwhile,
+        // and go in the next write together, its update held too.
+        server.gate().hold("create", "leases");
+        let w = ask("w");
+        until(|| server.gate().held() == 1).await;
+        let (a, b, c) = (ask("a"), ask("b"), ask("c"));
+        until(|| waiting(&writes) == 3).await;
+        server.gate().release(true);
+        server.gate().hold("update", "leases");
+        until(|| server.gate().held() == 1).await;
+        assert_eq!(waiting(&writes), 0, "the three went in one write");
+        // The caller whose turn it was goes away (its client hung up) mid-write.
+        a.abort();
+        let _ = a.await;
+        server.gate().release(true);
+        let mut numbers = Vec::new();
+        for (key, asked) in [("w", w), ("b", b), ("c", c)] {
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(10), asked).await;
+            let answered = answered.unwrap_or_else(|_| panic!("`{key}` answered"));
+            let number = answered.unwrap_or_else(|e| panic!("`{key}`'s request: {e}"));
+            numbers.push(number.unwrap_or_else(|e| panic!("`{key}` numbered: {e}")));
+        }
+        // Each was written once, with a number of its own.
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+        let lease = leases.get(&ledger_name("web")).await.unwrap();
+        let ledger = Ledger::read(lease.annotations());
+        let kept: Vec<Option<u64>> = (["w", "b", "c"].iter())
+            .map(|key| ledger.find(key).map(|entry| entry.number))
+            .collect();
+        assert_eq!(kept, numbers.iter().copied().map(Some).collect::<Vec<_>>());
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 3, "{numbers:?}");
+    }
 }

@@ -85,7 +85,7 @@ impl<S: BuildStore> Service<'_, S> {
         authorize_file(&build, kind, path)?;
         let at = build.build_ref();
         let slots = &self.0.common().uploads;
-        let _slot = slots.take(&at.to_string(), SLOT_WAIT).await?;
+        let _slot = slots.take(at, SLOT_WAIT).await?;
         let limit = Limits::default().file_bytes;
         let over = Arc::new(AtomicBool::new(false));
         let late = Arc::new(AtomicBool::new(false));

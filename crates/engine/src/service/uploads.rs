@@ -1,9 +1,12 @@
 //! What build pods' collectors may hold of this kubeci at once (issue 30): each upload
 //! holds about one part of its file in memory until it is written (5 MiB), so uploads
-//! take a slot — at most [`UPLOADS_AT_ONCE`] in all and [`UPLOADS_PER_BUILD`] of one
-//! build — waited for at most [`SLOT_WAIT`], and each file must arrive within
-//! [`FILE_DEADLINE`]. A collector sends one file after the other and tries again on a
-//! `503`, so these bound a hostile token holder without slowing an honest build.
+//! take a slot — at most [`UPLOADS_AT_ONCE`] in all, [`UPLOADS_PER_NAMESPACE`] of one
+//! namespace's builds and [`UPLOADS_PER_BUILD`] of one build — waited for at most
+//! [`SLOT_WAIT`], and each file must arrive within [`FILE_DEADLINE`]. A collector sends
+//! one file after the other and tries again on a `503`, so these bound a hostile token
+//! holder without slowing an honest build; a tenant's builds trickling uploads (its own,
+//! or Jobs it made with kubeci's labels) hold its namespace's share, never the other
+//! namespaces' slots.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,6 +14,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use kubeci_build::BuildRef;
 
 use crate::archive::{FileChunks, StepReadError};
 use crate::collector::CollectRefusal;
@@ -22,6 +27,10 @@ pub const UPLOADS_AT_ONCE: usize = 8;
 /// a time; one more lets it try again while its earlier attempt is still being dropped).
 pub const UPLOADS_PER_BUILD: usize = 2;
 
+/// Uploads of one namespace's builds written at once by this kubeci: half of them, so
+/// one tenant's builds leave the other half to the other namespaces.
+pub const UPLOADS_PER_NAMESPACE: usize = UPLOADS_AT_ONCE / 2;
+
 /// How long an upload waits for a slot before it is answered `503` (try again).
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
@@ -32,6 +41,7 @@ pub const FILE_DEADLINE: Duration = Duration::from_secs(120);
 /// The slots of one kubeci.
 pub struct UploadSlots {
     at_once: Semaphore,
+    per_namespace: usize,
     per_build: usize,
     /// Uploads being written, by build (`namespace/job/number`).
     writing: Mutex<BTreeMap<String, usize>>,
@@ -39,7 +49,7 @@ pub struct UploadSlots {
 
 impl Default for UploadSlots {
     fn default() -> Self {
-        UploadSlots::new(UPLOADS_AT_ONCE, UPLOADS_PER_BUILD)
+        UploadSlots::new(UPLOADS_AT_ONCE, UPLOADS_PER_BUILD).per_namespace(UPLOADS_PER_NAMESPACE)
     }
 }
 
@@ -64,20 +74,43 @@ impl UploadSlots {
     pub fn new(at_once: usize, per_build: usize) -> Self {
         UploadSlots {
             at_once: Semaphore::new(at_once),
+            per_namespace: at_once,
             per_build,
             writing: Mutex::default(),
         }
     }
 
-    /// A slot for an upload of `build`, waiting at most `wait` for one; `503` when its
-    /// build already writes as many as it may, or none frees in time.
+    /// These slots, of which one namespace's builds take at most `per_namespace`.
+    pub fn per_namespace(self, per_namespace: usize) -> Self {
+        UploadSlots {
+            per_namespace,
+            ..self
+        }
+    }
+
+    /// A slot for an upload of build `at`, waiting at most `wait` for one; `503` when its
+    /// build or its namespace already writes as many as it may, or none frees in time.
     pub async fn take(
         &self,
-        build: &str,
+        at: BuildRef<'_>,
         wait: Duration,
     ) -> Result<UploadSlot<'_>, CollectRefusal> {
+        // Namespaces and jobs are names without `/`: a key's first segment is its
+        // namespace.
+        let build = &format!("{}/{}/{}", at.namespace, at.job, at.number);
         {
             let mut writing = self.writing.lock().expect("the uploads lock");
+            let namespace = format!("{}/", at.namespace);
+            let of_namespace: usize = (writing.range(namespace.clone()..))
+                .take_while(|(key, _)| key.starts_with(&namespace))
+                .map(|(_, count)| count)
+                .sum();
+            if of_namespace >= self.per_namespace {
+                return Err(busy(format!(
+                    "the builds of namespace {} already send {} files at once: try again in a few seconds",
+                    at.namespace, self.per_namespace
+                )));
+            }
             let count = writing.entry(build.to_owned()).or_default();
             if *count >= self.per_build {
                 return Err(busy(format!(
@@ -155,24 +188,53 @@ pub fn within(
 mod tests {
     use super::*;
 
+    fn build<'a>(namespace: &'a str, job: &'a str) -> BuildRef<'a> {
+        BuildRef {
+            namespace,
+            job,
+            number: 1,
+        }
+    }
+
     #[tokio::test]
     async fn a_build_writes_at_most_its_share_and_all_builds_at_most_the_total() {
         let slots = UploadSlots::new(3, 2);
         let wait = Duration::from_millis(20);
-        let a1 = slots.take("ci/a/1", wait).await.unwrap();
-        let _a2 = slots.take("ci/a/1", wait).await.unwrap();
-        let third = slots.take("ci/a/1", wait).await.err().unwrap();
+        let a1 = slots.take(build("ci", "a"), wait).await.unwrap();
+        let _a2 = slots.take(build("ci", "a"), wait).await.unwrap();
+        let third = slots.take(build("ci", "a"), wait).await.err().unwrap();
         assert_eq!((third.status, third.code), (503, "uploads-busy"));
         assert!(third.why.contains("one after the other"), "{}", third.why);
-        let _b1 = slots.take("ci/b/1", wait).await.unwrap();
-        let full = slots.take("ci/c/1", wait).await.err().unwrap();
+        let _b1 = slots.take(build("ci", "b"), wait).await.unwrap();
+        let full = slots.take(build("ci", "c"), wait).await.err().unwrap();
         assert!(full.why.contains("try again"), "{}", full.why);
         // A refusal takes nothing: once one slot is back, both builds may go on.
         drop(a1);
-        let _a3 = slots.take("ci/a/1", wait).await.unwrap();
+        let _a3 = slots.take(build("ci", "a"), wait).await.unwrap();
         assert_eq!(slots.writing.lock().unwrap().get("ci/a/1"), Some(&2));
         assert_eq!(slots.writing.lock().unwrap().get("ci/c/1"), None);
         assert_eq!(slots.writing(), 3);
+    }
+
+    /// A tenant whose builds (its own, or Jobs it made with kubeci's labels, each pod's
+    /// token its own to ask for) each trickle two uploads must leave slots to the other
+    /// namespaces: else every other build's collector waits 5 s, three times a file, and
+    /// its build keeps nothing.
+    #[tokio::test]
+    async fn one_namespace_s_builds_never_take_every_slot() {
+        let slots = UploadSlots::default();
+        let wait = Duration::from_millis(20);
+        let mut held = Vec::new();
+        for job in ["a", "b", "c", "d", "e"] {
+            for _ in 0..UPLOADS_PER_BUILD {
+                held.extend(slots.take(build("evil", job), wait).await.ok());
+            }
+        }
+        assert!(held.len() < UPLOADS_AT_ONCE, "{} slots", held.len());
+        let other = slots.take(build("web", "site"), wait).await;
+        assert!(other.is_ok(), "{:?}", other.err());
+        let refused = slots.take(build("evil", "f"), wait).await.err().unwrap();
+        assert_eq!((refused.status, refused.code), (503, "uploads-busy"));
     }
 
     #[tokio::test(start_paused = true)]
