@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use kubeci_build::{BuildRef, JobRef};
 use kubeci_engine::archive::{
     ArchiveCall, ArchiveErrorKind, ArchiveRetention, ArchivedBuild, ArchivedFile, ArchivedLines,
-    ArchivedStep, ArchivedSummary, BuildArchive, FileChunks, FileKind, StagedFile, StepLog,
-    StepReadError, TimedLine,
+    ArchivedStep, ArchivedSummary, BuildArchive, CommitClaim, FileChunks, FileKind, StagedFile,
+    StepLog, StepReadError, TimedLine,
 };
 use kubeci_results::{BuildOutputs, TestResults};
 
@@ -295,10 +295,33 @@ impl BuildArchive for Archive {
         build: BuildRef<'a>,
         lease_seconds: i64,
         now: i64,
-    ) -> ArchiveCall<'a, bool> {
+    ) -> ArchiveCall<'a, Option<CommitClaim>> {
         Box::pin(async move {
             let claimed = Archive::claim_commit(self, build, lease_seconds, now).await;
             claimed.map_err(engine_error)
+        })
+    }
+
+    fn renew_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        claim: &'a CommitClaim,
+        now: i64,
+    ) -> ArchiveCall<'a, Option<CommitClaim>> {
+        Box::pin(async move {
+            let renewed = Archive::renew_commit(self, build, claim, now).await;
+            renewed.map_err(engine_error)
+        })
+    }
+
+    fn release_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        claim: &'a CommitClaim,
+    ) -> ArchiveCall<'a, ()> {
+        Box::pin(async move {
+            let released = Archive::release_commit(self, build, claim).await;
+            released.map_err(engine_error)
         })
     }
 

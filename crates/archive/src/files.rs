@@ -158,7 +158,8 @@ impl Archive {
             self.put_json(&self.layout.tests(build)?, tests).await?;
         }
         let key = self.layout.outputs(build)?;
-        self.put_json_as(&key, outputs, PutMode::Create).await
+        let written = self.put_json_as(&key, outputs, PutMode::Create).await?;
+        Ok(written.is_some())
     }
 
     /// What a build left; `None` when it left nothing (or not yet).

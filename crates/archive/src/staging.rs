@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::StreamExt;
 use kubeci_build::BuildRef;
-use kubeci_engine::archive::{FileKind, StagedFile};
+use kubeci_engine::archive::{CommitClaim, FileKind, StagedFile};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ impl Archive {
         self.delete_under(&self.layout.staging_dir(build)?).await
     }
 
-    /// Claims the right to commit a build's files for `lease_seconds` from `now`: `false`
+    /// Claims the right to commit a build's files for `lease_seconds` from `now`: `None`
     /// when another claim, younger than that, holds it. Where the store has no
     /// conditional writes, every claim is granted (one kubeci writer per archive).
     pub async fn claim_commit(
@@ -144,30 +144,60 @@ impl Archive {
         build: BuildRef<'_>,
         lease_seconds: i64,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<CommitClaim>> {
         let key = self.layout.committing(build)?;
         let held: Option<(Committing, UpdateVersion)> =
             self.read_json(&key, "a build's commit claim").await?;
         let mode = match held {
-            Some((claim, _)) if now < claim.since.saturating_add(lease_seconds) => {
-                return Ok(false)
-            }
+            Some((claim, _)) if now < claim.since.saturating_add(lease_seconds) => return Ok(None),
             Some((_, version)) => PutMode::Update(version),
             None => PutMode::Create,
         };
-        let claim = Committing { since: now };
-        self.put_json_as(&key, &claim, mode).await
+        self.write_claim(&key, now, mode).await
     }
 
-    /// Writes `value` at `key` with `mode`: `false` when another writer was first (the
-    /// object exists, or changed since it was read). What the store cannot do
-    /// conditionally, it does whatever is there (the last writer wins).
+    /// Renews `claim` from `now`, if it is still this one's: `None` once another took it
+    /// over (its lease ran out).
+    pub async fn renew_commit(
+        &self,
+        build: BuildRef<'_>,
+        claim: &CommitClaim,
+        now: i64,
+    ) -> Result<Option<CommitClaim>> {
+        let key = self.layout.committing(build)?;
+        self.write_claim(&key, now, held_by(claim)).await
+    }
+
+    /// Gives `claim` up (a `done` that failed), if it is still this one's: the next
+    /// `done` of the build claims it at once.
+    pub async fn release_commit(&self, build: BuildRef<'_>, claim: &CommitClaim) -> Result<()> {
+        let key = self.layout.committing(build)?;
+        self.write_claim(&key, 0, held_by(claim)).await.map(drop)
+    }
+
+    async fn write_claim(
+        &self,
+        key: &str,
+        since: i64,
+        mode: PutMode,
+    ) -> Result<Option<CommitClaim>> {
+        let written = self.put_json_as(key, &Committing { since }, mode).await?;
+        Ok(written.map(|version| CommitClaim {
+            since,
+            e_tag: version.e_tag,
+            version: version.version,
+        }))
+    }
+
+    /// Writes `value` at `key` with `mode`: the version written, or `None` when another
+    /// writer was first (the object exists, or changed since it was read). What the store
+    /// cannot do conditionally, it does whatever is there (the last writer wins).
     pub(crate) async fn put_json_as<T: Serialize>(
         &self,
         key: &str,
         value: &T,
         mode: PutMode,
-    ) -> Result<bool> {
+    ) -> Result<Option<UpdateVersion>> {
         let bytes = serde_json::to_vec(value).map_err(|source| ArchiveError::Encode {
             key: key.to_owned(),
             source,
@@ -184,23 +214,40 @@ impl Archive {
             .store
             .put_opts(&path, bytes.clone().into(), PutOptions::from(mode))
             .await;
-        match written {
-            Ok(_) => Ok(true),
+        let written = match written {
+            Ok(written) => written,
             Err(object_store::Error::Precondition { .. })
-            | Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            | Err(object_store::Error::AlreadyExists { .. }) => return Ok(None),
             Err(object_store::Error::NotImplemented { .. }) => {
                 self.no_conditional_writes(key);
                 let put = self.store.put(&path, bytes.into()).await;
                 put.map_err(|source| ArchiveError::Write {
                     key: key.to_owned(),
                     source,
-                })?;
-                Ok(true)
+                })?
             }
-            Err(source) => Err(ArchiveError::Write {
-                key: key.to_owned(),
-                source,
-            }),
-        }
+            Err(source) => {
+                return Err(ArchiveError::Write {
+                    key: key.to_owned(),
+                    source,
+                })
+            }
+        };
+        Ok(Some(UpdateVersion {
+            e_tag: written.e_tag,
+            version: written.version,
+        }))
     }
+}
+
+/// The write mode that changes a claim only while it is still `claim` (no version known:
+/// a store without conditional writes, whatever is there).
+fn held_by(claim: &CommitClaim) -> PutMode {
+    if claim.e_tag.is_none() && claim.version.is_none() {
+        return PutMode::Overwrite;
+    }
+    PutMode::Update(UpdateVersion {
+        e_tag: claim.e_tag.clone(),
+        version: claim.version.clone(),
+    })
 }

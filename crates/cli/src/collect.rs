@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::{header, Method, Request, StatusCode};
-use kubeci_collect::{collect, CollectedFile, Limits, Pattern};
+use kubeci_collect::{collect_in_pod, CollectedFile, Limits, Pattern};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -193,7 +193,7 @@ async fn collect_and_send(args: &CollectArgs, kept: kubeci_https::KeptAddresses)
     };
     let workdir = args.workdir.clone();
     let collected = tokio::task::spawn_blocking(move || {
-        collect(
+        collect_in_pod(
             &workspace,
             &workdir,
             &reports,

@@ -89,10 +89,11 @@ fn io(errno: Errno) -> io::Error {
 
 /// Opens the workspace at `path` (made absolute as written, not resolved). A link on the way
 /// is followed only in a directory that root owns and no one else may write (`/var/run`, a
-/// link an administrator made for `--data`): the build's user owns the directories around
-/// its checkout (`volumes/workspace/src` on the local engine) and could have put a link to
-/// kubeci's own files there.
-pub(crate) fn open_root(path: &Path) -> Result<Root, CollectError> {
+/// link an administrator made for `--data`), and only when `root_owned_links`: the build's
+/// user owns the directories around its checkout (`volumes/workspace/src` on the local
+/// engine) and could have put a link to kubeci's own files there — and in a pod, where
+/// the build step is root, no link is followed at all.
+pub(crate) fn open_root(path: &Path, root_owned_links: bool) -> Result<Root, CollectError> {
     let refused = |source: io::Error| CollectError::workspace(path, source);
     let absolute = std::path::absolute(path).map_err(refused)?;
     let root = || {
@@ -119,6 +120,15 @@ pub(crate) fn open_root(path: &Path) -> Result<Root, CollectError> {
             Kind::Link => {
                 let here = fstat(top.as_fd()).map_err(|e| refused(io(e)))?;
                 let link = reached(&dirs, &name);
+                if !root_owned_links {
+                    return Err(CollectError::Workspace {
+                        path: path.into(),
+                        source: io::Error::other(format!(
+                            "{} is a symbolic link: a build pod's workspace is reached through no link (its build step, root, may have put one there)",
+                            link.display()
+                        )),
+                    });
+                }
                 if here.st_uid != 0 || here.st_mode & 0o022 != 0 {
                     return Err(CollectError::Workspace {
                         path: path.into(),

@@ -141,6 +141,30 @@ pub fn collect(
     artifacts: &[Pattern],
     limits: &Limits,
 ) -> Result<Collected, CollectError> {
+    collect_from(workspace, true, workdir, reports, artifacts, limits)
+}
+
+/// [`collect`] from a build pod's workspace volume, as its collector sidecar sees it:
+/// reached through no link at all. In a pod the build step is root, so a directory root
+/// owns proves nothing — a link there could point the walk at the collector's own token.
+pub fn collect_in_pod(
+    workspace: &Path,
+    workdir: &str,
+    reports: &[Pattern],
+    artifacts: &[Pattern],
+    limits: &Limits,
+) -> Result<Collected, CollectError> {
+    collect_from(workspace, false, workdir, reports, artifacts, limits)
+}
+
+fn collect_from(
+    workspace: &Path,
+    root_owned_links: bool,
+    workdir: &str,
+    reports: &[Pattern],
+    artifacts: &[Pattern],
+    limits: &Limits,
+) -> Result<Collected, CollectError> {
     let relative =
         kubeci_spec::validate::normalize_workdir(workdir).map_err(|why| CollectError::Workdir {
             workdir: workdir.into(),
@@ -149,7 +173,7 @@ pub fn collect(
     if reports.is_empty() && artifacts.is_empty() {
         return Ok(Collected::default());
     }
-    let root = Arc::new(beneath::open_root(workspace)?);
+    let root = Arc::new(beneath::open_root(workspace, root_owned_links)?);
     let (start, real) = match walk::find_workdir(&root, &relative)? {
         Ok(start) => start,
         Err(refused) => {

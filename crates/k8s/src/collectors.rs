@@ -8,7 +8,9 @@
 //! kept a minute by the token's SHA-256 (never the token), acceptances apart from
 //! refusals ([`KeptReviews`]: no flood of refusals makes a collector's answer go), so a
 //! collector's many files cost one review. At most [`REVIEWS_AT_ONCE`] reviews run at
-//! once; a request waits at most [`REVIEW_TURN`] for its turn and a review takes at most
+//! once, at most [`REVIEWS_PER_NAMESPACE`] asked or waiting for the tokens of one
+//! namespace (as their claims name it); a request waits at most [`REVIEW_TURN`] for its
+//! turn and a review takes at most
 //! [`REVIEW_DEADLINE`], else `503 cannot-review` (the collector tries again). What a
 //! review says is only who: which build and files it may send is decided over the pod
 //! and Job in the caches (`kubeci_engine::collector`).
@@ -31,6 +33,11 @@ use crate::Cluster;
 /// Reviews asked of the API server at once; more wait their turn, up to [`REVIEW_TURN`].
 pub const REVIEWS_AT_ONCE: usize = 8;
 
+/// Reviews one namespace's tokens (by what their claims name) may have asked or be
+/// waiting for at once: half the turns, so one tenant's made-up tokens naming its own
+/// pods never hold every turn while other namespaces' collectors wait.
+pub const REVIEWS_PER_NAMESPACE: usize = REVIEWS_AT_ONCE / 2;
+
 /// How long a request waits for its turn to ask for a review before it is answered
 /// `503 cannot-review`: never an unbounded queue.
 pub const REVIEW_TURN: Duration = Duration::from_secs(3);
@@ -38,10 +45,12 @@ pub const REVIEW_TURN: Duration = Duration::from_secs(3);
 /// How long the API server has to answer a review (else `503 cannot-review`).
 pub const REVIEW_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The answers kept, and the bound on reviews at once.
+/// The answers kept, and the bounds on reviews at once.
 pub(crate) struct Reviews {
     kept: std::sync::Mutex<KeptReviews>,
     at_once: tokio::sync::Semaphore,
+    /// Reviews asked or waiting, by the namespace the tokens' claims name.
+    by_namespace: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Default for Reviews {
@@ -49,7 +58,43 @@ impl Default for Reviews {
         Reviews {
             kept: Default::default(),
             at_once: tokio::sync::Semaphore::new(REVIEWS_AT_ONCE),
+            by_namespace: Default::default(),
         }
+    }
+}
+
+/// A namespace's place among the reviews asked or waiting, given back when dropped.
+struct InLine<'a> {
+    reviews: &'a Reviews,
+    namespace: String,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        let mut by_namespace = self.reviews.by_namespace.lock().expect("the reviews lock");
+        if let Some(count) = by_namespace.get_mut(&self.namespace) {
+            *count -= 1;
+            if *count == 0 {
+                by_namespace.remove(&self.namespace);
+            }
+        }
+    }
+}
+
+impl Reviews {
+    /// A place for a review of a token of `namespace`, unless that namespace already has
+    /// [`REVIEWS_PER_NAMESPACE`] asked or waiting.
+    fn line_up(&self, namespace: &str) -> Option<InLine<'_>> {
+        let mut by_namespace = self.by_namespace.lock().expect("the reviews lock");
+        let count = by_namespace.entry(namespace.to_owned()).or_default();
+        if *count >= REVIEWS_PER_NAMESPACE {
+            return None;
+        }
+        *count += 1;
+        Some(InLine {
+            reviews: self,
+            namespace: namespace.to_owned(),
+        })
     }
 }
 
@@ -74,6 +119,11 @@ impl Cluster {
         if let Some(answer) = self.kept_review(&key) {
             return answer;
         }
+        let Some(_in_line) = self.reviews.line_up(&claimed.namespace) else {
+            return Err(cannot_review(
+                "too many tokens of this namespace to review at once",
+            ));
+        };
         let turn = tokio::time::timeout(REVIEW_TURN, self.reviews.at_once.acquire()).await;
         let Ok(_turn) = turn else {
             tracing::warn!(
@@ -147,5 +197,28 @@ impl Cluster {
             .map(|r| r.name.clone());
         let job = owner.and_then(|name| self.cached_job(&who.namespace, &name));
         (pod, job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_namespace_s_tokens_never_line_up_for_every_review_turn() {
+        let reviews = Reviews::default();
+        let mine: Vec<_> = (0..REVIEWS_PER_NAMESPACE)
+            .map(|_| reviews.line_up("mallory").expect("within its share"))
+            .collect();
+        assert!(reviews.line_up("mallory").is_none(), "past its share");
+        let theirs: Vec<_> = (0..REVIEWS_AT_ONCE - REVIEWS_PER_NAMESPACE)
+            .map(|_| reviews.line_up("team").expect("the other half stays free"))
+            .collect();
+        drop(mine);
+        assert!(
+            reviews.line_up("mallory").is_some(),
+            "its places given back"
+        );
+        assert_eq!(theirs.len(), REVIEWS_AT_ONCE / 2);
     }
 }

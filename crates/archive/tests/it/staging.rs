@@ -89,25 +89,60 @@ async fn a_build_s_files_are_committed_by_one_done_at_a_time_and_once() {
     for (name, store, _dir) in stores() {
         let archive = archive_over(&store);
         let now = 1_800_000_000;
-        assert!(archive.claim_commit(build(7), 120, now).await.unwrap());
+        let claim = archive.claim_commit(build(7), 120, now).await.unwrap();
+        let claim = claim.expect("the first claim");
         assert!(
-            !archive
+            (archive
                 .claim_commit(build(7), 120, now + 119)
                 .await
-                .unwrap(),
+                .unwrap())
+            .is_none(),
             "{name}: another done while the first holds it"
         );
-        assert!(
-            archive
-                .claim_commit(build(7), 120, now + 120)
-                .await
-                .unwrap(),
-            "{name}: a done cut short is taken over after its lease"
-        );
-        assert!(!archive
-            .claim_commit(build(7), 120, now + 200)
+        let renewed = archive
+            .renew_commit(build(7), &claim, now + 100)
             .await
-            .unwrap());
+            .unwrap();
+        let renewed = renewed.expect("its holder renews it");
+        assert!(
+            (archive
+                .claim_commit(build(7), 120, now + 200)
+                .await
+                .unwrap())
+            .is_none(),
+            "{name}: renewed, it holds past its first lease"
+        );
+        // A failed done gives its claim up: the next one goes ahead at once. A store that
+        // updates an object only as read (memory, S3) keeps a claim its holder's alone; a
+        // directory cannot (one kubeci writer per archive there: the last writer wins).
+        let exact = name != "file";
+        archive.release_commit(build(7), &renewed).await.unwrap();
+        let next = archive
+            .claim_commit(build(7), 120, now + 201)
+            .await
+            .unwrap();
+        let next = next.expect("claimed at once once given up");
+        assert!(
+            (archive
+                .renew_commit(build(7), &renewed, now + 202)
+                .await
+                .unwrap())
+            .is_none()
+                || !exact,
+            "{name}: a claim taken over is no longer its old holder's to renew"
+        );
+        // Its old holder cannot give up the claim another holds now.
+        archive.release_commit(build(7), &renewed).await.unwrap();
+        assert!(
+            (archive
+                .claim_commit(build(7), 120, now + 203)
+                .await
+                .unwrap())
+            .is_none()
+                || !exact,
+            "{name}: still held by the next"
+        );
+        let _ = next;
 
         let mut first = BuildOutputs::new();
         first.refused.push(kubeci_results::RefusedFile {

@@ -205,13 +205,15 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
     );
     assert_eq!(reviews(&cluster), reviewed + 20);
 
-    // A review jam: the API server holds every review. Eight requests take the eight
-    // turns; the ninth waits its bounded turn, then is answered 503; the eight are
-    // answered 503 once their reviews outlast their deadline.
+    // A review jam: the API server holds every review. The tokens of one namespace take
+    // at most half the turns (the rest stay for other namespaces' collectors): four
+    // requests take four turns; the fifth of that namespace is answered 503 at once,
+    // asking for no review; the four are answered 503 once their reviews outlast their
+    // deadline.
     let gate = cluster.proxy.gate();
     gate.hold("create", "tokenreviews");
     let port = kubeci.port;
-    let jammed: Vec<_> = (100..108)
+    let jammed: Vec<_> = (100..104)
         .map(|n| {
             let token = forged(n);
             tokio::task::spawn_blocking(move || {
@@ -220,16 +222,16 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
         })
         .collect();
     cluster
-        .until("eight reviews held", async || gate.held() == 8)
+        .until("four reviews held", async || gate.held() == 4)
         .await;
-    let late = forged(108);
-    let ninth = tokio::task::spawn_blocking(move || {
+    let late = forged(104);
+    let fifth = tokio::task::spawn_blocking(move || {
         put(&Kubeci::probe(port), &late, "artifacts", "dist/x", b"x")
     });
     assert_eq!(
-        ninth.await.unwrap(),
+        fifth.await.unwrap(),
         (503, "cannot-review".to_owned()),
-        "the ninth"
+        "the fifth"
     );
     for answer in jammed {
         assert_eq!(
@@ -238,7 +240,7 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
             "a held review"
         );
     }
-    assert_eq!(gate.held(), 8, "the ninth asked for no review");
+    assert_eq!(gate.held(), 4, "the fifth asked for no review");
     gate.release(false);
 
     // The collector, reviewed once in all, hands over its last file and is done; every
@@ -257,7 +259,7 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
         .map(|(path, _)| path)
         .collect();
     assert_eq!(files, ["dist/a.txt", "dist/b.txt", "dist/c.txt"]);
-    assert_eq!(reviews(&cluster), reviewed + 20 + 8);
+    assert_eq!(reviews(&cluster), reviewed + 20 + 4);
     drop(kubeci);
     cluster.finish().await;
 }

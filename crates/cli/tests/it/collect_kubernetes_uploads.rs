@@ -171,3 +171,45 @@ async fn uploads_hold_only_what_they_must(cluster: TestCluster) {
 }
 
 on_both!(uploads_hold_only_what_they_must, s3);
+
+/// A `done` that fails once it claimed its build's commit gives the claim up: the
+/// collector's next try is not told another `done` commits (it would be for two minutes,
+/// longer than the collector tries, and the build would keep nothing). The failure here:
+/// two uploads a directory cannot both hold (`dist/x` and `dist/x/y`), which a `file://`
+/// archive refuses when the second is taken into place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_that_fails_gives_its_claim_up() {
+    let cluster = TestCluster::fake().await;
+    let store = Store::for_cluster(&cluster);
+    assert!(store.url.starts_with("file://"), "{}", store.url);
+    let holder = cluster.job_yaml("holder", "sleep 600", DECLARED);
+    cluster.apply("holder", &holder).await;
+    let kubeci = serve(&cluster, &store);
+    assert_eq!(trigger(&kubeci, &cluster, "holder"), 1);
+    cluster
+        .until("the holder's build to run", async || {
+            cluster.pod_running("holder", 1).await
+        })
+        .await;
+    let pod = cluster.pods("holder", 1).await.remove(0);
+    let collect = token(&cluster, &pod, "kubeci-collect").await;
+    common::git::wait_for(
+        cluster.patience(),
+        "the build's first file to be taken",
+        || put(&kubeci, &collect, "artifacts", "dist/x", b"a file").0 == 201,
+    );
+    assert_eq!(
+        put(&kubeci, &collect, "artifacts", "dist/x/y", b"under it").0,
+        201
+    );
+    let first = done(&kubeci, &collect);
+    assert!(first.0 >= 500, "{first:?}");
+    let again = done(&kubeci, &collect);
+    assert!(again.0 >= 500, "{again:?}");
+    assert_ne!(
+        again.1, "outputs-committing",
+        "the failed done kept its claim"
+    );
+    drop(kubeci);
+    cluster.finish().await;
+}

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kubeci_collect::{collect, CollectError, Limits};
+use kubeci_collect::{collect, collect_in_pod, CollectError, Limits};
 
 use crate::{patterns, Workspace};
 
@@ -75,6 +75,39 @@ fn a_checkout_the_build_swapped_for_a_link_is_not_followed() {
             ),
             other => panic!("{swapped} swapped for a link: {other:?}"),
         }
+    }
+}
+
+/// In a build pod the build step is root: it may make the workspace volume's top
+/// directory root's, writable by no one else, and put there a link to the collector's own
+/// token directory where the checkout was. The local engine's rule (a link in a directory
+/// only root may change is an administrator's) would follow it; a pod's collector follows
+/// no link on the way to the workspace.
+#[test]
+fn a_pod_s_collector_follows_no_link_to_its_workspace_even_one_root_made() {
+    let base = tempfile::tempdir().unwrap();
+    let token_dir = base.path().join("var/run/kubeci/collect");
+    std::fs::create_dir_all(&token_dir).unwrap();
+    std::fs::write(token_dir.join("token"), "the pod's kubeci-collect token").unwrap();
+    let volume = base.path().join("workspace");
+    std::fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::symlink(&token_dir, volume.join("src")).unwrap();
+    let checkout = volume.join("src");
+    let everything = patterns(&["**"]);
+    if std::fs::metadata(&volume).unwrap().uid() == 0 {
+        // As root (CI, and a pod's build step), the local engine's rule follows it.
+        let on_a_machine = collect(&checkout, "", &[], &everything, &Limits::default());
+        assert!(
+            on_a_machine.is_ok(),
+            "root's link, followed by the local engine's rule"
+        );
+    }
+    let in_a_pod = collect_in_pod(&checkout, "", &[], &everything, &Limits::default());
+    match in_a_pod {
+        Err(CollectError::Workspace { source, .. }) => {
+            assert!(source.to_string().contains("no link"), "{source}")
+        }
+        other => panic!("a pod's collector followed root's link: {other:?}"),
     }
 }
 

@@ -16,8 +16,8 @@ mod tests;
 pub use read::{build_log, lines_of};
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedFile,
-    ArchivedLines, Archiving, BuildArchive, FileChunks, FileKind, NewestArchived, StagedFile,
-    StepLines, StepLog, StepReadError,
+    ArchivedLines, Archiving, BuildArchive, CommitClaim, FileChunks, FileKind, NewestArchived,
+    StagedFile, StepLines, StepLog, StepReadError,
 };
 
 use kubeci_build::{BuildRef, BuildRequest};

@@ -64,6 +64,16 @@ pub struct StagedFile {
     pub size: u64,
 }
 
+/// The claim a `done` holds on committing its build's files: since when (seconds since
+/// the epoch), and the version of the claim it wrote (`None` where the store has no
+/// conditional writes), so it is renewed or given up only while it is still its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitClaim {
+    pub since: i64,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
 /// One step of a build's log, to be archived.
 pub struct StepLog {
     /// The step's container: `clone`, `build`.
@@ -216,13 +226,28 @@ pub trait BuildArchive: Send + Sync + 'static {
     /// Deletes what is left staged for a build.
     fn clear_staged<'a>(&'a self, build: BuildRef<'a>) -> ArchiveCall<'a, ()>;
     /// Claims the right to commit a build's files for `lease_seconds` from `now` (seconds
-    /// since the epoch): `false` while another claim holds it.
+    /// since the epoch): `None` while another claim holds it.
     fn claim_commit<'a>(
         &'a self,
         build: BuildRef<'a>,
         lease_seconds: i64,
         now: i64,
-    ) -> ArchiveCall<'a, bool>;
+    ) -> ArchiveCall<'a, Option<CommitClaim>>;
+    /// Renews `claim` from `now` while it is still this one's: `None` once another `done`
+    /// took it over.
+    fn renew_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        claim: &'a CommitClaim,
+        now: i64,
+    ) -> ArchiveCall<'a, Option<CommitClaim>>;
+    /// Gives `claim` up, if it is still this one's (a `done` that failed): the next
+    /// `done` claims it at once.
+    fn release_commit<'a>(
+        &'a self,
+        build: BuildRef<'a>,
+        claim: &'a CommitClaim,
+    ) -> ArchiveCall<'a, ()>;
     /// One of a build's test reports as its pod sent it; `None` when there is none.
     fn report<'a>(
         &'a self,

@@ -22,7 +22,8 @@ use super::{BuildStore, Service};
 use crate::api::RefusedList;
 use crate::archive::commit::{commit_outputs, ReportSource};
 use crate::archive::{
-    ArchiveError, ArchiveErrorKind, BuildArchive, FileChunks, FileKind, StagedFile, StepReadError,
+    ArchiveError, ArchiveErrorKind, BuildArchive, CommitClaim, FileChunks, FileKind, StagedFile,
+    StepReadError,
 };
 use crate::collector::{authorize_file, authorize_pod, CollectRefusal, CollectingBuild};
 
@@ -129,12 +130,11 @@ impl<S: BuildStore> Service<'_, S> {
         }
     }
 
-    // Long on purpose: the commit's steps in their order (claim, list, admit, take,
-    // read, write), each a call of the archive.
     /// `token`'s build has handed over all its files (`refused`, read once the token is
     /// known: those its collector did not send, and why): the files staged for it, within
     /// its limits, become its files and are committed with its test results — by one
-    /// `done` at a time, once. What it left.
+    /// `done` at a time, once. What it left. A `done` that fails gives its claim up, so
+    /// the collector's next try goes ahead at once.
     pub async fn outputs_done(
         &self,
         token: &str,
@@ -144,22 +144,74 @@ impl<S: BuildStore> Service<'_, S> {
         let refused = refused.await?;
         let at = build.build_ref();
         let now = jiff::Timestamp::now().as_second();
-        let claimed = archive
-            .claim_commit(at, COMMIT_LEASE.as_secs() as i64, now)
-            .await;
-        if !claimed.map_err(|e| unavailable(&e))? {
-            return Err(CollectRefusal::new(
-                503,
-                "outputs-committing",
-                format!(
-                    "the files of build {} of job {}/{} are being committed: ask again in a few seconds",
-                    build.number, build.namespace, build.job
-                ),
-            ));
+        let claimed = archive.claim_commit(at, lease_seconds(), now).await;
+        let Some(claim) = claimed.map_err(|e| unavailable(&e))? else {
+            return Err(being_committed(&build));
+        };
+        let mut commit = Commit {
+            build: &build,
+            archive: archive.as_ref(),
+            claim,
+        };
+        let committed = commit.run(refused).await;
+        if committed.is_err() {
+            if let Err(error) = archive.release_commit(at, &commit.claim).await {
+                tracing::warn!(%error, build = %at, "a failed commit's claim was not given up: the next waits for its lease");
+            }
         }
+        committed
+    }
+}
+
+fn lease_seconds() -> i64 {
+    i64::try_from(COMMIT_LEASE.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn being_committed(build: &CollectingBuild) -> CollectRefusal {
+    CollectRefusal::new(
+        503,
+        "outputs-committing",
+        format!(
+            "the files of build {} of job {}/{} are being committed: ask again in a few seconds",
+            build.number, build.namespace, build.job
+        ),
+    )
+}
+
+/// One `done`'s commit of its build's files, under its claim.
+struct Commit<'a> {
+    build: &'a CollectingBuild,
+    archive: &'a dyn BuildArchive,
+    claim: CommitClaim,
+}
+
+impl Commit<'_> {
+    /// Renews the claim when half its lease has gone (`always`: whatever its age); a
+    /// claim another `done` took over (this one ran past its lease) stops this one.
+    async fn hold(&mut self, always: bool) -> Result<(), CollectRefusal> {
+        let now = jiff::Timestamp::now().as_second();
+        if !always && now < self.claim.since.saturating_add(lease_seconds() / 2) {
+            return Ok(());
+        }
+        let at = self.build.build_ref();
+        let renewed = self.archive.renew_commit(at, &self.claim, now).await;
+        match renewed.map_err(|e| unavailable(&e))? {
+            Some(claim) => {
+                self.claim = claim;
+                Ok(())
+            }
+            None => Err(being_committed(self.build)),
+        }
+    }
+
+    // Long on purpose: the commit's steps in their order (list, admit, take, read,
+    // write), each a call of the archive under the claim.
+    async fn run(&mut self, refused: Vec<RefusedFile>) -> Result<BuildOutputs, CollectRefusal> {
+        let (build, archive) = (self.build, self.archive);
+        let at = build.build_ref();
         let limits = Limits::default();
         let declares_reports = !build.declared.test_reports.is_empty();
-        let found = found_files(archive.as_ref(), at, limits.files).await?;
+        let found = found_files(archive, at, limits.files).await?;
         let mut outputs = BuildOutputs::new();
         outputs.refused = (refused.into_iter().take(MAX_REPORTED_REFUSALS))
             .map(|r| RefusedFile {
@@ -180,6 +232,7 @@ impl<S: BuildStore> Service<'_, S> {
                 .flatten()
                 .flatten()
             {
+                self.hold(false).await?;
                 let moved = archive.take_staged(at, staged).await;
                 moved.map_err(|e| unavailable(&e))?;
             }
@@ -202,11 +255,13 @@ impl<S: BuildStore> Service<'_, S> {
         if let Err(error) = archive.clear_staged(at).await {
             tracing::warn!(%error, build = %at, "the build's staged uploads were not all deleted");
         }
-        let committed = commit_outputs(archive.as_ref(), at, declares_reports, reports, outputs);
+        // The reports are read (and `tests.json` written) within the claim: renewed first.
+        self.hold(true).await?;
+        let committed = commit_outputs(archive, at, declares_reports, reports, outputs);
         committed
             .await
             .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| outputs_done_already(&build))
+            .ok_or_else(|| outputs_done_already(build))
     }
 }
 
