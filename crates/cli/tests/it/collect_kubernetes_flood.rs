@@ -203,7 +203,15 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
             .all(|a| a == &(401, "not-a-collector".to_owned())),
         "{answers:?}"
     );
-    assert_eq!(reviews(&cluster), reviewed + 20);
+    // 40 requests, 20 tokens: 20 reviews (without the cache, 40). Under load on the real
+    // control plane a review may be counted once or twice more: kube's clients (kubeci's,
+    // and the test proxy's to the API server) retry a request answered 429, 503 or 504.
+    let forged_reviews = reviews(&cluster) - reviewed;
+    assert!(
+        (20..=22).contains(&forged_reviews),
+        "{forged_reviews} TokenReviews for 20 forged tokens sent twice each"
+    );
+    let reviewed = reviewed + forged_reviews - 20;
 
     // A review jam: the API server holds every review. The tokens of one namespace take
     // at most half the turns (the rest stay for other namespaces' collectors): four
