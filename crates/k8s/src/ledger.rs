@@ -51,11 +51,12 @@ impl LedgerWrites {
         job: &str,
         mut change: impl FnMut(&mut Ledger) -> (R, bool) + Send + 'static,
     ) -> Result<R, Arc<kube::Error>> {
+        let key = (namespace.to_owned(), job.to_owned());
         let writes = {
             let mut jobs = self.jobs.lock().expect("the ledger writes lock");
-            let key = (namespace.to_owned(), job.to_owned());
-            jobs.entry(key).or_default().clone()
+            jobs.entry(key.clone()).or_default().clone()
         };
+        let ours = writes.clone();
         let result = Arc::new(Mutex::new(None));
         let (done, outcome) = tokio::sync::oneshot::channel();
         let kept = result.clone();
@@ -79,6 +80,7 @@ impl LedgerWrites {
         });
         // Its outcome comes through `outcome`; a writer that failed dropped it unanswered.
         let _ = writer.await;
+        self.forget_if_unused(&key, ours);
         let written = outcome.await.unwrap_or_else(|_| {
             Err(Arc::new(kube::Error::Service(
                 "the write of the job's ledger stopped before it answered".into(),
@@ -87,6 +89,28 @@ impl LedgerWrites {
         written?;
         let value = result.lock().expect("the result lock").take();
         Ok(value.expect("a written change ran"))
+    }
+}
+
+impl LedgerWrites {
+    /// Lets a job's entry go once no request of it is under way (the map holds one entry
+    /// per job being written, not per job ever written).
+    fn forget_if_unused(&self, key: &(String, String), ours: Arc<JobWrites>) {
+        let mut jobs = self.jobs.lock().expect("the ledger writes lock");
+        // The map's reference and ours: no other request holds it, nor can take it while
+        // the map is locked.
+        let unused = Arc::strong_count(&ours) == 2
+            && ours.waiting.lock().expect("the waiting lock").is_empty();
+        if unused && jobs.get(key).is_some_and(|kept| Arc::ptr_eq(kept, &ours)) {
+            jobs.remove(key);
+        }
+        // Let go while the map is locked: whoever looks next counts without it.
+        drop(ours);
+    }
+
+    #[cfg(test)]
+    fn jobs_held(&self) -> usize {
+        self.jobs.lock().expect("the ledger writes lock").len()
     }
 }
 
@@ -280,5 +304,10 @@ mod tests {
         numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers.len(), 3, "{numbers:?}");
+        assert_eq!(
+            writes.jobs_held(),
+            0,
+            "a job's entry goes once its writes are done"
+        );
     }
 }
