@@ -289,15 +289,7 @@ impl Archive {
     /// Deletes every object under `dir`, by the names the store lists (a name with
     /// characters the store escapes is deleted as it is stored).
     pub(crate) async fn delete_under(&self, dir: &str) -> Result<()> {
-        use futures_util::TryStreamExt;
-        let listed: Vec<_> = (self.store.list(Some(&Path::from(dir))))
-            .try_collect()
-            .await
-            .map_err(|source| ArchiveError::List {
-                prefix: dir.to_owned(),
-                source,
-            })?;
-        for meta in listed {
+        for meta in self.listed(dir).await? {
             match self.store.delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
@@ -365,18 +357,20 @@ impl Archive {
     }
 
     async fn list(&self, dir: &str) -> Result<Vec<String>> {
-        use futures_util::TryStreamExt;
-        let prefix = Path::from(dir);
-        let listed: Vec<_> =
-            self.store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|source| ArchiveError::List {
-                    prefix: dir.to_owned(),
-                    source,
-                })?;
+        let listed = self.listed(dir).await?;
         Ok(listed.into_iter().map(|m| m.location.to_string()).collect())
+    }
+
+    /// Every object under `dir`, as the store lists it.
+    async fn listed(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures_util::TryStreamExt;
+        let listed = (self.store.list(Some(&Path::from(dir))))
+            .try_collect()
+            .await;
+        listed.map_err(|source| ArchiveError::List {
+            prefix: dir.to_owned(),
+            source,
+        })
     }
 
     /// A JSON object and the version it was read at; `None` when absent.

@@ -185,6 +185,24 @@ pub(crate) async fn token(cluster: &TestCluster, pod: &Pod, audience: &str) -> S
     answer["status"]["token"].as_str().unwrap().to_owned()
 }
 
+/// Build 1 of `job` triggered and running: its pod, and a `kubeci-collect` token bound to
+/// it (as its collector holds).
+pub(crate) async fn running_build(
+    cluster: &TestCluster,
+    kubeci: &Kubeci,
+    job: &str,
+) -> (Pod, String) {
+    assert_eq!(trigger(kubeci, cluster, job), 1);
+    cluster
+        .until(&format!("{job}'s build to run"), async || {
+            cluster.pod_running(job, 1).await
+        })
+        .await;
+    let pod = cluster.pods(job, 1).await.remove(0);
+    let collect = token(cluster, &pod, "kubeci-collect").await;
+    (pod, collect)
+}
+
 /// `PUT` of `path` as a build's `kind` with `token`: (status, the error's code or body).
 pub(crate) fn put(
     kubeci: &Kubeci,
@@ -265,14 +283,7 @@ async fn hostile_tokens_pods_and_paths_write_nothing(cluster: TestCluster) {
     complete_record(&cluster, &store, victim_at).await;
     let victim_files = held(&store, victim_at).await;
     assert_eq!(victim_files, [("dist/app.txt".to_owned(), 8)]);
-    assert_eq!(trigger(&kubeci, &cluster, "holder"), 1);
-    cluster
-        .until("the holder's build to run", async || {
-            cluster.pod_running("holder", 1).await
-        })
-        .await;
-    let pod = cluster.pods("holder", 1).await.remove(0);
-    let collect = token(&cluster, &pod, "kubeci-collect").await;
+    let (pod, collect) = running_build(&cluster, &kubeci, "holder").await;
 
     // Who: no token, a forged one, the pod's token for another audience.
     let other = token(

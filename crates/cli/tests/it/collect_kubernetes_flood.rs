@@ -9,8 +9,8 @@ use base64::Engine as _;
 use kubeci_build::BuildRef;
 use serde_json::{json, Value};
 
-use crate::archive_kubernetes_served::{trigger, Store};
-use crate::collect_kubernetes::{done, held, put, serve, token, DECLARED};
+use crate::archive_kubernetes_served::Store;
+use crate::collect_kubernetes::{done, held, put, running_build, serve, DECLARED};
 use crate::common::cluster::TestCluster;
 use crate::common::serve::Kubeci;
 
@@ -128,19 +128,12 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
     let holder = cluster.job_yaml("holder", "sleep 600", DECLARED);
     cluster.apply("holder", &holder).await;
     let kubeci = serve(&cluster, &store);
-    assert_eq!(trigger(&kubeci, &cluster, "holder"), 1);
-    cluster
-        .until("the holder's build to run", async || {
-            cluster.pod_running("holder", 1).await
-        })
-        .await;
-    let pod = cluster.pods("holder", 1).await.remove(0);
+    let (pod, collect) = running_build(&cluster, &kubeci, "holder").await;
     let (name, uid) = (
         pod.metadata.name.clone().unwrap(),
         pod.metadata.uid.clone().unwrap(),
     );
     let ns = cluster.namespace.clone();
-    let collect = token(&cluster, &pod, "kubeci-collect").await;
     // Once kubeci's caches hold the pod (a refusal before is not kept).
     let (port, first) = (kubeci.port, collect.clone());
     cluster

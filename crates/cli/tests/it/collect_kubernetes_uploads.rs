@@ -12,8 +12,8 @@ use crate::common;
 use common::cluster::TestCluster;
 use common::serve::{http, Kubeci};
 
-use crate::archive_kubernetes_served::{trigger, Store};
-use crate::collect_kubernetes::{code_of, done, put, serve, token, DECLARED};
+use crate::archive_kubernetes_served::Store;
+use crate::collect_kubernetes::{code_of, done, put, running_build, serve, DECLARED};
 
 /// A request whose head and the start of its body are sent; the rest is held back.
 struct Held {
@@ -83,14 +83,7 @@ async fn uploads_hold_only_what_they_must(cluster: TestCluster) {
     let holder = cluster.job_yaml("holder", "sleep 600", DECLARED);
     cluster.apply("holder", &holder).await;
     let kubeci = serve(&cluster, &store);
-    assert_eq!(trigger(&kubeci, &cluster, "holder"), 1);
-    cluster
-        .until("the holder's build to run", async || {
-            cluster.pod_running("holder", 1).await
-        })
-        .await;
-    let pod = cluster.pods("holder", 1).await.remove(0);
-    let collect = token(&cluster, &pod, "kubeci-collect").await;
+    let (_, collect) = running_build(&cluster, &kubeci, "holder").await;
 
     // A `done` from no one known is answered at once, its body never waited for (it
     // would be `408` after the read timeout).
@@ -185,14 +178,7 @@ async fn a_done_that_fails_gives_its_claim_up() {
     let holder = cluster.job_yaml("holder", "sleep 600", DECLARED);
     cluster.apply("holder", &holder).await;
     let kubeci = serve(&cluster, &store);
-    assert_eq!(trigger(&kubeci, &cluster, "holder"), 1);
-    cluster
-        .until("the holder's build to run", async || {
-            cluster.pod_running("holder", 1).await
-        })
-        .await;
-    let pod = cluster.pods("holder", 1).await.remove(0);
-    let collect = token(&cluster, &pod, "kubeci-collect").await;
+    let (_, collect) = running_build(&cluster, &kubeci, "holder").await;
     common::git::wait_for(
         cluster.patience(),
         "the build's first file to be taken",

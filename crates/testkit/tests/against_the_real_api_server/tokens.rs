@@ -6,6 +6,23 @@ use serde_json::{json, Value};
 
 use super::{fake, Server};
 
+/// Pod `holder` of `ns` (it runs `/bin/true`) and a TokenRequest's answer
+/// for a `kubeci-collect` token bound to it: the pod's uid and the answer.
+async fn holder_and_its_token(server: &Server, ns: &str) -> (String, Value) {
+    let pod = json!({"metadata": {"name": "holder"}, "spec": {"restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/true"]}]}});
+    let pod = server
+        .json("POST", &format!("/api/v1/namespaces/{ns}/pods"), Some(pod))
+        .await;
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder", "uid": uid}}});
+    let token_path = format!("/api/v1/namespaces/{ns}/serviceaccounts/default/token");
+    let issued = server.json("POST", &token_path, Some(request)).await;
+    (uid, issued)
+}
+
 /// What kubeci's collector relies on (issue 30): a token requested for an audience and
 /// bound to a pod is reviewed as that pod's ServiceAccount, naming the pod and its uid —
 /// for that audience only, and only while the pod lives; a token no one issued is nothing.
@@ -14,27 +31,7 @@ pub(super) async fn a_bound_token_is_reviewed_for_its_audience_while_its_pod_liv
 ) -> Value {
     let ns = server.namespace().await;
     let pods = format!("/api/v1/namespaces/{ns}/pods");
-    let pod = server
-        .json(
-            "POST",
-            &pods,
-            Some(
-                json!({"metadata": {"name": "holder"}, "spec": {"restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/true"]}]}}),
-            ),
-        )
-        .await;
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
-    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
-                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder", "uid": uid}}});
-    let issued = server
-        .json(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts/default/token"),
-            Some(request),
-        )
-        .await;
+    let (uid, issued) = holder_and_its_token(server, &ns).await;
     let token = issued["status"]["token"].as_str().unwrap().to_owned();
     let review = |token: &str, audience: &str| {
         json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
@@ -200,27 +197,7 @@ fn keys_of(object: &Value, left_out: &[&str]) -> Value {
 /// when the real scheduler placed it is a race.)
 pub(super) async fn a_bound_token_is_a_jwt_whose_claims_name_its_pod(server: &Server) -> Value {
     let ns = server.namespace().await;
-    let pod = server
-        .json(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/pods"),
-            Some(
-                json!({"metadata": {"name": "holder"}, "spec": {"restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/true"]}]}}),
-            ),
-        )
-        .await;
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
-    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
-                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder", "uid": uid}}});
-    let issued = server
-        .json(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts/default/token"),
-            Some(request),
-        )
-        .await;
+    let (uid, issued) = holder_and_its_token(server, &ns).await;
     let token = issued["status"]["token"].as_str().unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let [header, claims, signature] = parts[..] else {
