@@ -17,10 +17,13 @@ use serde::{Deserialize, Serialize};
 use crate::archive::Archive;
 use crate::error::{ArchiveError, Result};
 
-/// Who commits a build's files, and since when (seconds since the epoch).
+/// Who commits a build's files (a name no other claim has), and since when (seconds since
+/// the epoch).
 #[derive(Debug, Serialize, Deserialize)]
 struct Committing {
     since: i64,
+    #[serde(default)]
+    holder: String,
 }
 
 /// A name no other upload has: when it began (so names sort by it) and 64 random bits.
@@ -137,8 +140,10 @@ impl Archive {
     }
 
     /// Claims the right to commit a build's files for `lease_seconds` from `now`: `None`
-    /// when another claim, younger than that, holds it. Where the store has no
-    /// conditional writes, every claim is granted (one kubeci writer per archive).
+    /// when another claim, younger than that, holds it. A claim is taken over by a
+    /// conditional write on the version read; where the store cannot update conditionally
+    /// (a local directory) the old claim is deleted and a new one created only if absent,
+    /// so of two taking it over one wins but in a race of milliseconds.
     pub async fn claim_commit(
         &self,
         build: BuildRef<'_>,
@@ -150,10 +155,14 @@ impl Archive {
             self.read_json(&key, "a build's commit claim").await?;
         let mode = match held {
             Some((claim, _)) if now < claim.since.saturating_add(lease_seconds) => return Ok(None),
-            Some((_, version)) => PutMode::Update(version),
+            Some((_, version)) if self.takes_conditional_writes() => PutMode::Update(version),
+            Some(_) => {
+                self.delete(&key).await?;
+                PutMode::Create
+            }
             None => PutMode::Create,
         };
-        self.write_claim(&key, now, mode).await
+        self.write_claim(&key, now, upload_name(), mode).await
     }
 
     /// Renews `claim` from `now`, if it is still this one's: `None` once another took it
@@ -165,27 +174,55 @@ impl Archive {
         now: i64,
     ) -> Result<Option<CommitClaim>> {
         let key = self.layout.committing(build)?;
-        self.write_claim(&key, now, held_by(claim)).await
+        match self.still_held(&key, claim).await? {
+            Some(mode) => {
+                self.write_claim(&key, now, claim.holder.clone(), mode)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     /// Gives `claim` up (a `done` that failed), if it is still this one's: the next
     /// `done` of the build claims it at once.
     pub async fn release_commit(&self, build: BuildRef<'_>, claim: &CommitClaim) -> Result<()> {
         let key = self.layout.committing(build)?;
-        self.write_claim(&key, 0, held_by(claim)).await.map(drop)
+        if let Some(mode) = self.still_held(&key, claim).await? {
+            self.write_claim(&key, 0, claim.holder.clone(), mode)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// How to write `claim` again while it is still its holder's (read now): on the
+    /// version read, where the store updates conditionally; `None` when another holds it.
+    async fn still_held(&self, key: &str, claim: &CommitClaim) -> Result<Option<PutMode>> {
+        let held: Option<(Committing, UpdateVersion)> =
+            self.read_json(key, "a build's commit claim").await?;
+        Ok(match held {
+            Some((held, version)) if held.holder == claim.holder => {
+                Some(if self.takes_conditional_writes() {
+                    PutMode::Update(version)
+                } else {
+                    PutMode::Overwrite
+                })
+            }
+            _ => None,
+        })
     }
 
     async fn write_claim(
         &self,
         key: &str,
         since: i64,
+        holder: String,
         mode: PutMode,
     ) -> Result<Option<CommitClaim>> {
-        let written = self.put_json_as(key, &Committing { since }, mode).await?;
-        Ok(written.map(|version| CommitClaim {
+        let claim = Committing { since, holder };
+        let written = self.put_json_as(key, &claim, mode).await?;
+        Ok(written.map(|_| CommitClaim {
             since,
-            e_tag: version.e_tag,
-            version: version.version,
+            holder: claim.holder,
         }))
     }
 
@@ -238,16 +275,4 @@ impl Archive {
             version: written.version,
         }))
     }
-}
-
-/// The write mode that changes a claim only while it is still `claim` (no version known:
-/// a store without conditional writes, whatever is there).
-fn held_by(claim: &CommitClaim) -> PutMode {
-    if claim.e_tag.is_none() && claim.version.is_none() {
-        return PutMode::Overwrite;
-    }
-    PutMode::Update(UpdateVersion {
-        e_tag: claim.e_tag.clone(),
-        version: claim.version.clone(),
-    })
 }

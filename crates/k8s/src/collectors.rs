@@ -38,6 +38,11 @@ pub const REVIEWS_AT_ONCE: usize = 8;
 /// pods never hold every turn while other namespaces' collectors wait.
 pub const REVIEWS_PER_NAMESPACE: usize = REVIEWS_AT_ONCE / 2;
 
+/// Reviews the tokens naming one pod may have asked or be waiting for at once: a
+/// collector sends one file at a time, so made-up tokens naming a pod (which its own
+/// build step, a pull request's code, can write) hold its own turns, not its namespace's.
+pub const REVIEWS_PER_POD: usize = 2;
+
 /// How long a request waits for its turn to ask for a review before it is answered
 /// `503 cannot-review`: never an unbounded queue.
 pub const REVIEW_TURN: Duration = Duration::from_secs(3);
@@ -49,7 +54,7 @@ pub const REVIEW_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) struct Reviews {
     kept: std::sync::Mutex<KeptReviews>,
     at_once: tokio::sync::Semaphore,
-    /// Reviews asked or waiting, by the namespace the tokens' claims name.
+    /// Reviews asked or waiting, by the namespace and by the pod the tokens' claims name.
     by_namespace: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
@@ -63,37 +68,47 @@ impl Default for Reviews {
     }
 }
 
-/// A namespace's place among the reviews asked or waiting, given back when dropped.
+/// A token's place among the reviews asked or waiting — counted for the namespace and the
+/// pod its claims name — given back when dropped.
 struct InLine<'a> {
     reviews: &'a Reviews,
-    namespace: String,
+    keys: [String; 2],
 }
 
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        let mut by_namespace = self.reviews.by_namespace.lock().expect("the reviews lock");
-        if let Some(count) = by_namespace.get_mut(&self.namespace) {
-            *count -= 1;
-            if *count == 0 {
-                by_namespace.remove(&self.namespace);
+        let mut counts = self.reviews.by_namespace.lock().expect("the reviews lock");
+        for key in &self.keys {
+            if let Some(count) = counts.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(key);
+                }
             }
         }
     }
 }
 
 impl Reviews {
-    /// A place for a review of a token of `namespace`, unless that namespace already has
-    /// [`REVIEWS_PER_NAMESPACE`] asked or waiting.
-    fn line_up(&self, namespace: &str) -> Option<InLine<'_>> {
-        let mut by_namespace = self.by_namespace.lock().expect("the reviews lock");
-        let count = by_namespace.entry(namespace.to_owned()).or_default();
-        if *count >= REVIEWS_PER_NAMESPACE {
+    /// A place for a review of a token naming pod `pod` of `namespace`, unless that
+    /// namespace already has [`REVIEWS_PER_NAMESPACE`] asked or waiting, or that pod
+    /// [`REVIEWS_PER_POD`].
+    fn line_up(&self, namespace: &str, pod: &str) -> Option<InLine<'_>> {
+        let mut counts = self.by_namespace.lock().expect("the reviews lock");
+        // A namespace's name has no `/`: the two kinds of key never meet.
+        let keys = [namespace.to_owned(), format!("{namespace}/{pod}")];
+        let limits = [REVIEWS_PER_NAMESPACE, REVIEWS_PER_POD];
+        let full = (keys.iter().zip(limits))
+            .any(|(key, limit)| counts.get(key).is_some_and(|count| *count >= limit));
+        if full {
             return None;
         }
-        *count += 1;
+        for key in &keys {
+            *counts.entry(key.clone()).or_default() += 1;
+        }
         Some(InLine {
             reviews: self,
-            namespace: namespace.to_owned(),
+            keys,
         })
     }
 }
@@ -119,9 +134,9 @@ impl Cluster {
         if let Some(answer) = self.kept_review(&key) {
             return answer;
         }
-        let Some(_in_line) = self.reviews.line_up(&claimed.namespace) else {
+        let Some(_in_line) = self.reviews.line_up(&claimed.namespace, &claimed.pod) else {
             return Err(cannot_review(
-                "too many tokens of this namespace to review at once",
+                "too many tokens of this namespace or pod to review at once",
             ));
         };
         let turn = tokio::time::timeout(REVIEW_TURN, self.reviews.at_once.acquire()).await;
@@ -208,17 +223,53 @@ mod tests {
     fn one_namespace_s_tokens_never_line_up_for_every_review_turn() {
         let reviews = Reviews::default();
         let mine: Vec<_> = (0..REVIEWS_PER_NAMESPACE)
-            .map(|_| reviews.line_up("mallory").expect("within its share"))
+            .map(|n| {
+                reviews
+                    .line_up("mallory", &format!("build-{n}"))
+                    .expect("within its share")
+            })
             .collect();
-        assert!(reviews.line_up("mallory").is_none(), "past its share");
+        assert!(
+            reviews.line_up("mallory", "build-9").is_none(),
+            "past its share"
+        );
         let theirs: Vec<_> = (0..REVIEWS_AT_ONCE - REVIEWS_PER_NAMESPACE)
-            .map(|_| reviews.line_up("team").expect("the other half stays free"))
+            .map(|n| {
+                reviews
+                    .line_up("team", &format!("build-{n}"))
+                    .expect("the other half stays free")
+            })
             .collect();
         drop(mine);
         assert!(
-            reviews.line_up("mallory").is_some(),
+            reviews.line_up("mallory", "build-0").is_some(),
             "its places given back"
         );
         assert_eq!(theirs.len(), REVIEWS_AT_ONCE / 2);
+    }
+
+    /// A pull request's code can make up tokens naming its own pod (it knows the pod's
+    /// name and uid): they hold that pod's turns, and its namespace's other builds still
+    /// get theirs.
+    #[test]
+    fn tokens_naming_one_pod_hold_that_pod_s_turns_only() {
+        let reviews = Reviews::default();
+        let forged: Vec<_> = (0..REVIEWS_PER_POD)
+            .map(|_| {
+                reviews
+                    .line_up("team", "pr-build")
+                    .expect("within the pod's share")
+            })
+            .collect();
+        assert!(
+            reviews.line_up("team", "pr-build").is_none(),
+            "past the pod's share"
+        );
+        assert!(
+            reviews.line_up("team", "main-build").is_some(),
+            "another build of the namespace"
+        );
+        drop(forged);
+        assert!(reviews.line_up("team", "pr-build").is_some());
     }
 }

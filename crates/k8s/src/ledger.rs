@@ -18,6 +18,9 @@ use kubeci_engine::BuildSummary;
 
 use crate::{ledger_name, now};
 
+/// How many conflicts in a row one write of a ledger takes before it fails.
+const MAX_CONFLICTS: u32 = 100;
+
 /// A change to a job's ledger, applied again on each fresh read; whether to write.
 type Change = Box<dyn FnMut(&mut Ledger) -> bool + Send>;
 
@@ -140,6 +143,7 @@ pub(crate) async fn update<R>(
 ) -> Result<R, kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = ledger_name(job);
+    let mut conflicts = 0;
     loop {
         let existing = leases.get_opt(&name).await?;
         let mut lease = existing.clone().unwrap_or_else(|| {
@@ -160,7 +164,13 @@ pub(crate) async fn update<R>(
         };
         match written {
             Ok(_) => return Ok(result),
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            // Another writer was first: read again — a bounded number of times, so a
+            // ledger fought over without end fails (and is retried later) instead of
+            // holding its job's writes.
+            Err(kube::Error::Api(status)) if status.code == 409 && conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }

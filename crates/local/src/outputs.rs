@@ -120,9 +120,12 @@ pub(crate) async fn send_outputs(
     // Read and committed by the Kubernetes engine's code too (its reports from the archive).
     let reports = collected
         .test_reports()
-        .map(|file| ReportSource {
-            path: file.path.clone(),
-            bytes: read_file(file),
+        .map(|file| {
+            let file = file.clone();
+            ReportSource {
+                path: file.path.clone(),
+                bytes: Box::pin(async move { read_file(&file) }),
+            }
         })
         .collect();
     let declares_reports = !declared.test_reports.is_empty();

@@ -84,6 +84,8 @@ async fn an_upload_is_none_of_its_build_s_files_until_its_done_takes_it() {
     }
 }
 
+// Long on purpose: one claim's life in order — taken, refused to others, renewed, given
+// up, taken over — then the commit point written once, on each store.
 #[tokio::test]
 async fn a_build_s_files_are_committed_by_one_done_at_a_time_and_once() {
     for (name, store, _dir) in stores() {
@@ -112,10 +114,7 @@ async fn a_build_s_files_are_committed_by_one_done_at_a_time_and_once() {
             .is_none(),
             "{name}: renewed, it holds past its first lease"
         );
-        // A failed done gives its claim up: the next one goes ahead at once. A store that
-        // updates an object only as read (memory, S3) keeps a claim its holder's alone; a
-        // directory cannot (one kubeci writer per archive there: the last writer wins).
-        let exact = name != "file";
+        // A failed done gives its claim up: the next one goes ahead at once.
         archive.release_commit(build(7), &renewed).await.unwrap();
         let next = archive
             .claim_commit(build(7), 120, now + 201)
@@ -127,8 +126,7 @@ async fn a_build_s_files_are_committed_by_one_done_at_a_time_and_once() {
                 .renew_commit(build(7), &renewed, now + 202)
                 .await
                 .unwrap())
-            .is_none()
-                || !exact,
+            .is_none(),
             "{name}: a claim taken over is no longer its old holder's to renew"
         );
         // Its old holder cannot give up the claim another holds now.
@@ -138,11 +136,23 @@ async fn a_build_s_files_are_committed_by_one_done_at_a_time_and_once() {
                 .claim_commit(build(7), 120, now + 203)
                 .await
                 .unwrap())
-            .is_none()
-                || !exact,
+            .is_none(),
             "{name}: still held by the next"
         );
-        let _ = next;
+        // Taken over once its lease ran out: its old holder has lost it.
+        let later = archive
+            .claim_commit(build(7), 120, now + 400)
+            .await
+            .unwrap();
+        assert!(later.is_some(), "{name}: taken over after its lease");
+        let lost = archive
+            .renew_commit(build(7), &next, now + 401)
+            .await
+            .unwrap();
+        assert!(
+            lost.is_none(),
+            "{name}: a claim taken over stops its old holder"
+        );
 
         let mut first = BuildOutputs::new();
         first.refused.push(kubeci_results::RefusedFile {

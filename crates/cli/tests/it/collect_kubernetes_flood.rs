@@ -206,15 +206,14 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
     );
     let reviewed = reviewed + forged_reviews - 20;
 
-    // A review jam: the API server holds every review. The tokens of one namespace take
-    // at most half the turns (the rest stay for other namespaces' collectors): four
-    // requests take four turns; the fifth of that namespace is answered 503 at once,
-    // asking for no review; the four are answered 503 once their reviews outlast their
-    // deadline.
+    // A review jam: the API server holds every review. The tokens naming one pod take at
+    // most two turns (the rest stay for other builds and namespaces): two requests take
+    // two turns; the third naming that pod is answered 503 at once, asking for no
+    // review; the two are answered 503 once their reviews outlast their deadline.
     let gate = cluster.proxy.gate();
     gate.hold("create", "tokenreviews");
     let port = kubeci.port;
-    let jammed: Vec<_> = (100..104)
+    let jammed: Vec<_> = (100..102)
         .map(|n| {
             let token = forged(n);
             tokio::task::spawn_blocking(move || {
@@ -223,16 +222,16 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
         })
         .collect();
     cluster
-        .until("four reviews held", async || gate.held() == 4)
+        .until("two reviews held", async || gate.held() == 2)
         .await;
-    let late = forged(104);
-    let fifth = tokio::task::spawn_blocking(move || {
+    let late = forged(102);
+    let third = tokio::task::spawn_blocking(move || {
         put(&Kubeci::probe(port), &late, "artifacts", "dist/x", b"x")
     });
     assert_eq!(
-        fifth.await.unwrap(),
+        third.await.unwrap(),
         (503, "cannot-review".to_owned()),
-        "the fifth"
+        "the third"
     );
     for answer in jammed {
         assert_eq!(
@@ -241,7 +240,7 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
             "a held review"
         );
     }
-    assert_eq!(gate.held(), 4, "the fifth asked for no review");
+    assert_eq!(gate.held(), 2, "the third asked for no review");
     gate.release(false);
 
     // The collector, reviewed once in all, hands over its last file and is done; every
@@ -260,7 +259,7 @@ async fn a_flood_of_made_up_tokens_costs_no_review_and_the_collector_keeps_its_f
         .map(|(path, _)| path)
         .collect();
     assert_eq!(files, ["dist/a.txt", "dist/b.txt", "dist/c.txt"]);
-    assert_eq!(reviews(&cluster), reviewed + 20 + 4);
+    assert_eq!(reviews(&cluster), reviewed + 20 + 2);
     drop(kubeci);
     cluster.finish().await;
 }

@@ -15,12 +15,17 @@ use tokio::sync::mpsc;
 
 use super::{ArchiveError, ArchiveErrorKind, BuildArchive, FileChunks, StepReadError};
 
-/// One test report to read: its path (relative to the build's `workdir`) and its bytes,
-/// or why it cannot be read at all.
+/// One test report to read: its path (relative to the build's `workdir`) and how to open
+/// it — its bytes, or why it cannot be read at all. Opened only when its turn comes: a
+/// build's thousands of reports never hold thousands of files or connections open.
 pub struct ReportSource {
     pub path: String,
-    pub bytes: Result<FileChunks, String>,
+    pub bytes: OpenReport,
 }
+
+/// Opens one report when it is read.
+pub type OpenReport =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<FileChunks, String>> + Send>>;
 
 /// How many pieces of a report wait between their reader and the parser.
 const PIECES_IN_FLIGHT: usize = 4;
@@ -104,7 +109,7 @@ pub async fn read_reports(reports: Vec<ReportSource>) -> Result<TestResults, Arc
     });
     let mut failed = None;
     for report in reports {
-        let mut bytes = match report.bytes {
+        let mut bytes = match report.bytes.await {
             Ok(bytes) => bytes,
             Err(why) => {
                 let _ = send
@@ -180,5 +185,49 @@ pub fn unreadable(path: &str, why: &str) -> ReportFile {
         path: path.to_owned(),
         cases: 0,
         error: Some(format!("cannot be read: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A build may hand over 10,000 reports: each is opened only when it is read, so
+    /// they never hold 10,000 files or connections open at once.
+    #[tokio::test]
+    async fn reports_are_opened_one_at_a_time_as_they_are_read() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reports = (0..50)
+            .map(|n| {
+                let (open, most) = (open.clone(), most.clone());
+                let bytes: OpenReport = Box::pin(async move {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let xml =
+                        format!("<testsuite><testcase classname=\"c\" name=\"t{n}\"/></testsuite>");
+                    let closes = futures_util::stream::once(async move {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    });
+                    let pieces = futures_util::stream::iter([Ok(Bytes::from(xml))]).chain(closes);
+                    Ok(Box::pin(pieces) as FileChunks)
+                });
+                ReportSource {
+                    path: format!("reports/{n}.xml"),
+                    bytes,
+                }
+            })
+            .collect();
+        let results = read_reports(reports).await.unwrap();
+        assert_eq!(results.counts.passed, 50);
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "at most one report open at a time"
+        );
     }
 }

@@ -65,13 +65,12 @@ pub struct StagedFile {
 }
 
 /// The claim a `done` holds on committing its build's files: since when (seconds since
-/// the epoch), and the version of the claim it wrote (`None` where the store has no
-/// conditional writes), so it is renewed or given up only while it is still its own.
+/// the epoch), and who holds it (a name no other claim has), so it is renewed or given up
+/// only while it is still its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitClaim {
     pub since: i64,
-    pub e_tag: Option<String>,
-    pub version: Option<String>,
+    pub holder: String,
 }
 
 /// One step of a build's log, to be archived.

@@ -20,7 +20,7 @@ use kubeci_results::{ArtifactFile, BuildOutputs, RefusedFile};
 use super::uploads::{within, FILE_DEADLINE, SLOT_WAIT};
 use super::{BuildStore, Service};
 use crate::api::RefusedList;
-use crate::archive::commit::{commit_outputs, ReportSource};
+use crate::archive::commit::{commit_outputs, OpenReport, ReportSource};
 use crate::archive::{
     ArchiveError, ArchiveErrorKind, BuildArchive, CommitClaim, FileChunks, FileKind, StagedFile,
     StepReadError,
@@ -151,6 +151,7 @@ impl<S: BuildStore> Service<'_, S> {
         let mut commit = Commit {
             build: &build,
             archive: archive.as_ref(),
+            shared: archive.clone(),
             claim,
         };
         let committed = commit.run(refused).await;
@@ -182,6 +183,8 @@ fn being_committed(build: &CollectingBuild) -> CollectRefusal {
 struct Commit<'a> {
     build: &'a CollectingBuild,
     archive: &'a dyn BuildArchive,
+    /// The same archive, for the reports opened as they are read.
+    shared: Arc<dyn BuildArchive>,
     claim: CommitClaim,
 }
 
@@ -209,6 +212,11 @@ impl Commit<'_> {
     async fn run(&mut self, refused: Vec<RefusedFile>) -> Result<BuildOutputs, CollectRefusal> {
         let (build, archive) = (self.build, self.archive);
         let at = build.build_ref();
+        // A `done` that took over a claim whose holder committed meanwhile moves nothing.
+        let committed = archive.outputs(at).await.map_err(|e| unavailable(&e))?;
+        if committed.is_some() {
+            return Err(outputs_done_already(build));
+        }
         let limits = Limits::default();
         let declares_reports = !build.declared.test_reports.is_empty();
         let found = found_files(archive, at, limits.files).await?;
@@ -243,12 +251,7 @@ impl Commit<'_> {
                 });
             }
             if file.report.is_some() {
-                let bytes = match archive.report(at, &path).await {
-                    Ok(Some((_, bytes))) => Ok(as_chunks(bytes)),
-                    Ok(None) => Err("it is gone from the archive".to_owned()),
-                    Err(e) if e.is_retryable() => return Err(unavailable(&e)),
-                    Err(e) => Err(e.to_string()),
-                };
+                let bytes = open_report(self.shared.clone(), at, path.clone());
                 reports.push(ReportSource { path, bytes });
             }
         }
@@ -319,6 +322,30 @@ fn outputs_done_already(build: &CollectingBuild) -> CollectRefusal {
             build.number, build.namespace, build.job
         ),
     )
+}
+
+/// Opens report `path` of build `at` when the commit reads it: a failure that may pass
+/// fails the commit (try again), any other is that report's.
+fn open_report(archive: Arc<dyn BuildArchive>, at: BuildRef<'_>, path: String) -> OpenReport {
+    let (namespace, job, number) = (at.namespace.to_owned(), at.job.to_owned(), at.number);
+    Box::pin(async move {
+        let at = BuildRef {
+            namespace: &namespace,
+            job: &job,
+            number,
+        };
+        match archive.report(at, &path).await {
+            Ok(Some((_, bytes))) => Ok(as_chunks(bytes)),
+            Ok(None) => Err("it is gone from the archive".to_owned()),
+            Err(e) if e.is_retryable() => {
+                let failed: FileChunks = Box::pin(futures_util::stream::iter([Err(
+                    StepReadError::Retry(e.to_string()),
+                )]));
+                Ok(failed)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
 }
 
 /// A file read back from the archive, as the commit reads a report: a failure that may

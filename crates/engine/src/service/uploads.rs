@@ -55,12 +55,19 @@ impl Default for UploadSlots {
 
 /// One upload's slot, given back when dropped.
 pub struct UploadSlot<'a> {
-    slots: &'a UploadSlots,
-    build: String,
+    _counted: Counted<'a>,
     _permit: SemaphorePermit<'a>,
 }
 
-impl Drop for UploadSlot<'_> {
+/// An upload counted against its build (and namespace), given back when dropped —
+/// whenever that is: a request dropped while it waits for its slot (its client hung up)
+/// takes its count with it.
+struct Counted<'a> {
+    slots: &'a UploadSlots,
+    build: String,
+}
+
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.slots.release(&self.build);
     }
@@ -120,22 +127,20 @@ impl UploadSlots {
             }
             *count += 1;
         }
-        // Counted above, so the slot's drop gives the count back whatever happens next.
-        let permit = tokio::time::timeout(wait, self.at_once.acquire()).await;
-        let claim = |permit| UploadSlot {
+        let counted = Counted {
             slots: self,
             build: build.to_owned(),
-            _permit: permit,
         };
+        let permit = tokio::time::timeout(wait, self.at_once.acquire()).await;
         match permit {
-            Ok(Ok(permit)) => Ok(claim(permit)),
-            _ => {
-                self.release(build);
-                Err(busy(
-                    "kubeci is taking as many files as it may at once; try again in a few seconds"
-                        .to_owned(),
-                ))
-            }
+            Ok(Ok(permit)) => Ok(UploadSlot {
+                _counted: counted,
+                _permit: permit,
+            }),
+            _ => Err(busy(
+                "kubeci is taking as many files as it may at once; try again in a few seconds"
+                    .to_owned(),
+            )),
         }
     }
 
@@ -235,6 +240,20 @@ mod tests {
         assert!(other.is_ok(), "{:?}", other.err());
         let refused = slots.take(build("evil", "f"), wait).await.err().unwrap();
         assert_eq!((refused.status, refused.code), (503, "uploads-busy"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_given_up_while_it_waits_for_its_slot_takes_its_count_with_it() {
+        let slots = UploadSlots::new(1, 2);
+        let wait = Duration::from_secs(5);
+        let holder = slots.take(build("ci", "a"), wait).await.unwrap();
+        // Its client hangs up while it waits: the request's future is dropped.
+        let waiting = slots.take(build("team", "b"), wait);
+        let given_up = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(given_up.is_err(), "it was still waiting");
+        assert_eq!(slots.writing(), 1, "only the holder counts");
+        drop(holder);
+        assert_eq!(slots.writing(), 0);
     }
 
     #[tokio::test(start_paused = true)]
