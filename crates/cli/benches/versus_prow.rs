@@ -12,9 +12,10 @@
 //! Run, with the control plane up (`eval "$(scripts/cluster up)"`) and Prow built:
 //!   `cargo test -p kubeci --bench versus_prow -- --smoke`  one pull request each (≤ 3
 //!     minutes; `.ci/run` runs it, so the harness cannot rot)
-//!   `cargo test -p kubeci --bench versus_prow -- --quick`  20 each (about 5 minutes)
+//!   `cargo test -p kubeci --bench versus_prow -- --quick`  20 each (under a minute)
 //!   `cargo bench -p kubeci --bench versus_prow`            200 each, the full table's
-//!     latency row (`VERSUS_PULL_REQUESTS` changes the count in any form)
+//!     latency row, with kubeci's release build (`VERSUS_PULL_REQUESTS` changes the count
+//!     in any form). The smoke and quick forms run `cargo test`'s debug build of kubeci.
 
 #[path = "versus_prow_systems.rs"]
 mod systems;
@@ -34,6 +35,10 @@ struct Run {
     api_requests: usize,
     api_forbidden: Vec<String>,
     github_calls: BTreeMap<String, usize>,
+    /// CPU time its processes used from the first delivery to the last report.
+    cpu: Duration,
+    /// Their resident memory at the end, MB.
+    rss: f64,
 }
 
 /// Opens and delivers `count` pull requests (numbers from `first`) to `side` one at a time,
@@ -43,6 +48,7 @@ struct Run {
 fn run(world: &World, side: &Side, first: u64, count: u64) -> Run {
     let start = world.plane.audit_mark();
     let calls_before = world.github.calls().len();
+    let (cpu_before, _) = side.cost();
     let mut times = Vec::new();
     for number in first..first + count {
         let (head, body) = world.pull_request(number);
@@ -58,6 +64,7 @@ fn run(world: &World, side: &Side, first: u64, count: u64) -> Run {
         times.push(side.wait_reported(world, number, &head, sent));
     }
     let end = world.plane.audit_mark();
+    let (cpu_after, rss) = side.cost();
     until_github_is_quiet(world);
     let audit = world.plane.audit_between((start, end), &side.user);
     let mut github_calls = BTreeMap::new();
@@ -74,6 +81,8 @@ fn run(world: &World, side: &Side, first: u64, count: u64) -> Run {
         api_requests: audit.requests,
         api_forbidden: audit.forbidden,
         github_calls,
+        cpu: cpu_after.saturating_sub(cpu_before),
+        rss,
     }
 }
 
@@ -147,6 +156,11 @@ fn print(run: &Run) {
         "  API requests, first webhook → last report (audit log): {:.1} per build, {} refused",
         run.api_requests as f64 / builds as f64,
         run.api_forbidden.len()
+    );
+    println!(
+        "  its processes: {:.2} s of CPU per build (first webhook → last report), {:.0} MB resident at the end",
+        run.cpu.as_secs_f64() / builds as f64,
+        run.rss
     );
     let all: usize = run.github_calls.values().sum();
     println!(

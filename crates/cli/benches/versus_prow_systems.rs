@@ -365,6 +365,22 @@ impl Side {
         }
     }
 
+    /// Its processes: kubeci's, or each of Prow's commands'.
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.process {
+            Running::Kubeci(child, _) => vec![child.id()],
+            Running::Prow(prow) => prow.pids().into_iter().map(|(_, pid)| pid).collect(),
+        }
+    }
+
+    /// What its processes cost so far: CPU time used, and resident memory now (MB).
+    pub fn cost(&self) -> (Duration, f64) {
+        let pids = self.pids();
+        let cpu = pids.iter().map(|pid| crate::world::cpu_time(*pid)).sum();
+        let rss = pids.iter().map(|pid| crate::world::rss_mb(*pid)).sum();
+        (cpu, rss)
+    }
+
     /// What the system logged (kubeci's log, or each Prow command's).
     pub fn log(&self) -> String {
         match &self.process {
