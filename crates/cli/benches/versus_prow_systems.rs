@@ -118,8 +118,18 @@ pub struct Side {
 }
 
 enum Running {
-    Kubeci(std::process::Child, tempfile::TempDir),
+    Kubeci(KubeciProcess, tempfile::TempDir),
     Prow(Prow),
+}
+
+/// `kubeci serve`, killed when dropped (a driver that fails leaves none behind).
+struct KubeciProcess(std::process::Child);
+
+impl Drop for KubeciProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Side {
@@ -236,7 +246,7 @@ impl Side {
             std::thread::sleep(Duration::from_millis(5));
         }
         let user = "system:serviceaccount:kubeci:kubeci".to_owned();
-        let running = Running::Kubeci(child, dir);
+        let running = Running::Kubeci(KubeciProcess(child), dir);
         Side::watching(world, System::Kubeci, namespace, user, port, running)
     }
 
@@ -327,19 +337,26 @@ impl Side {
             std::thread::sleep(Duration::from_millis(2));
         }
         let reported = sent.elapsed();
-        let times = self.times.lock().unwrap();
-        // The pod naming the pull request, else the first one made after the delivery
-        // (a driver delivering one at a time).
-        let named = times.pull.iter().find(|(_, pull)| **pull == number);
-        let first_after = (times.created.iter())
-            .filter(|(_, at)| **at >= sent)
-            .min_by_key(|(_, at)| **at);
-        let pod = (named.map(|(name, _)| name))
-            .or(first_after.map(|(name, _)| name))
-            .cloned();
-        let pod =
-            pod.unwrap_or_else(|| panic!("{}: no pod seen for #{number}", self.system.name()));
-        let since = |at: Option<&Instant>| at.map(|at| at.saturating_duration_since(sent));
+        // Taken out of the watch's record, which is let go before anything waits on the
+        // runtime: its task would block a worker on it.
+        let (pod, created, started) = {
+            let times = self.times.lock().unwrap();
+            // The pod naming the pull request, else the first one made after the delivery
+            // (a driver delivering one at a time).
+            let named = times.pull.iter().find(|(_, pull)| **pull == number);
+            let first_after = (times.created.iter())
+                .filter(|(_, at)| **at >= sent)
+                .min_by_key(|(_, at)| **at);
+            let pod = (named.map(|(name, _)| name))
+                .or(first_after.map(|(name, _)| name))
+                .cloned();
+            let pod =
+                pod.unwrap_or_else(|| panic!("{}: no pod seen for #{number}", self.system.name()));
+            let created = times.created.get(&pod).copied();
+            let started = times.started.get(&pod).copied();
+            (pod, created, started)
+        };
+        let since = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(sent));
         // Both built the pull request's head: the script's line in the build container's log.
         let pods: Api<Pod> = Api::namespaced(world.plane.client.clone(), &self.namespace);
         let params = kube::api::LogParams {
@@ -359,8 +376,8 @@ impl Side {
             self.system.name()
         );
         Times {
-            pod_created: since(times.created.get(&pod)),
-            started: since(times.started.get(&pod)),
+            pod_created: since(created),
+            started: since(started),
             reported,
         }
     }
@@ -368,7 +385,7 @@ impl Side {
     /// Its processes: kubeci's, or each of Prow's commands'.
     pub fn pids(&self) -> Vec<u32> {
         match &self.process {
-            Running::Kubeci(child, _) => vec![child.id()],
+            Running::Kubeci(process, _) => vec![process.0.id()],
             Running::Prow(prow) => prow.pids().into_iter().map(|(_, pid)| pid).collect(),
         }
     }
@@ -398,13 +415,8 @@ impl Side {
     /// first, as an administrator would once kubeci is gone).
     pub fn stop(self, world: &World) {
         self.watching.abort();
-        match self.process {
-            Running::Kubeci(mut child, _dir) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Running::Prow(mut prow) => prow.stop(),
-        }
+        // Stopped here, before its namespace goes.
+        drop(self.process);
         let plane = &world.plane;
         let pods = plane.kubectl(&["get", "pods", "-n", &self.namespace, "-o", "name"], "");
         for pod in pods.lines() {

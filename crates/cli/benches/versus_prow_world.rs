@@ -139,14 +139,26 @@ impl Plane {
         (start, end): (u64, u64),
         user: &str,
     ) -> kubeci_testkit::audit::AuditSummary {
-        let mut text = String::new();
-        let file = std::fs::File::open(&self.audit_log).unwrap();
-        let mut file = std::io::Read::take(file, end);
-        file.read_to_string(&mut text).unwrap();
-        let text = &text[(start as usize).min(text.len())..];
-        // The API server may have been writing the last line.
-        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        kubeci_testkit::audit::summarize(complete, user).unwrap()
+        use std::io::Seek;
+        // From the byte before `start`, to see whether a line begins there.
+        let from = start.saturating_sub(1);
+        let mut file = std::fs::File::open(&self.audit_log).unwrap();
+        file.seek(std::io::SeekFrom::Start(from)).unwrap();
+        let mut bytes = Vec::new();
+        file.take(end - from).read_to_end(&mut bytes).unwrap();
+        // Either mark may fall inside a line the API server was writing: the events whole
+        // between them are counted.
+        let first = match (start, bytes.first()) {
+            (0, _) => 0,
+            (_, Some(b'\n')) => 1,
+            _ => bytes
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| i + 1),
+        };
+        let last = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let complete = String::from_utf8_lossy(&bytes[first.min(last)..last]);
+        kubeci_testkit::audit::summarize(&complete, user).unwrap()
     }
 }
 
