@@ -167,7 +167,8 @@ impl Prow {
             }
             "crier" => {
                 args.extend(github);
-                // As Prow's starter deployment runs it.
+                // The flag's default, 0, turns the reporter off; Prow's integration test
+                // runs 1, which would queue a burst's reports one behind the other.
                 args.push("--github-workers=10".into());
             }
             "prow-controller-manager" => {

@@ -1,6 +1,6 @@
 //! What Prow's hook and crier call besides what kubeci calls (issue 31): the
-//! authenticated user (`GET /user`: who the bot is, before crier looks at a pull request's
-//! comments) and a branch's head (`GET /repos/{owner}/{repo}/git/refs/heads/{branch}`:
+//! authenticated user (`GET /user`: who the bot is, which crier asks when it looks through
+//! a pull request's comments for its own) and a branch's head (`GET /repos/{owner}/{repo}/git/refs/heads/{branch}`:
 //! trigger reads the base branch's head into each ProwJob). And the call log both systems'
 //! calls are counted from, with the `User-Agent` that tells who made each (Prow's commands
 //! send `<command>/<version>`).

@@ -39,7 +39,8 @@ pub struct ProwSettings {
 }
 
 /// Prow's `config.yaml`: ProwJobs and pods in one namespace, crier reporting presubmits
-/// as commit statuses, sinker at the settings of Prow's own starter deployment.
+/// as commit statuses, sinker with the ages of Prow's own integration-test configuration
+/// (test/integration/config/prow/config.yaml of the pinned module), resyncing every minute.
 pub fn config(settings: &ProwSettings) -> Value {
     json!({
         "prowjob_namespace": settings.namespace,
