@@ -1,13 +1,16 @@
 //! A fake GitHub REST API on loopback, with the calls kubeci makes: pull requests,
-//! organisation membership, commit statuses, comments and labels. It keeps what it is
-//! told, checks the token — a personal one, or as a GitHub App ([`app`]) the App's JWTs
-//! and its installations' tokens — and can answer with rate limits and errors.
+//! organisation membership, commit statuses, comments and labels, and those Prow makes
+//! besides ([`prow`]). It keeps what it is told, records every call, checks the token — a
+//! personal one, or as a GitHub App ([`app`]) the App's JWTs and its installations'
+//! tokens — and can answer with rate limits and errors.
 
 mod app;
 mod checks;
+mod prow;
 
 pub use app::make_app_key;
 pub use checks::FakeCheckRun;
+pub use prow::GitHubCall;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
@@ -41,11 +44,12 @@ struct State {
     check_runs: Vec<FakeCheckRun>,
     /// (repo, number) → (author, body).
     comments: BTreeMap<(String, u64), Vec<(String, String)>>,
-    /// Answers to give instead of serving: (status, headers).
     /// What the next requests get: a fault, or `None` to be served.
     faults: VecDeque<Option<Fault>>,
-    /// (method, path) of every request.
-    requests: Vec<(String, String)>,
+    /// Every request, in order.
+    requests: Vec<GitHubCall>,
+    /// (repo, branch) → the branch's head.
+    branches: BTreeMap<(String, String), String>,
     bot: String,
     /// Set when it stands for a GitHub App's view of GitHub.
     app: Option<app::AppSide>,
@@ -144,9 +148,7 @@ async fn handle(
 /// Serves one request as GitHub would (or with a fault to give).
 fn respond(state: &mut State, parts: &axum::http::request::Parts, body: &Value) -> Response<Body> {
     let path = parts.uri.path().to_owned();
-    state
-        .requests
-        .push((parts.method.to_string(), path.clone()));
+    state.requests.push(GitHubCall::of(parts));
     if let Some(Some((status, headers))) = state.faults.pop_front() {
         let mut response = reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -387,7 +389,7 @@ fn get(state: &State, segments: &[&str], uri: &axum::http::Uri) -> Response<Body
                 .collect();
             reply(StatusCode::OK, page(uri, found))
         }
-        _ => not_found(),
+        _ => prow::get(state, segments),
     }
 }
 
@@ -555,11 +557,6 @@ impl FakeGitHub {
             .get(&(repo.to_ascii_lowercase(), number))
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// (method, path) of every request so far.
-    pub fn requests(&self) -> Vec<(String, String)> {
-        self.state().requests.clone()
     }
 
     /// The next `count` requests are answered `status` with `headers` (a rate limit:

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod github;
 pub mod http;
 pub mod node;
+pub mod prow;
 pub mod proxy;
 pub mod resources;
 pub mod s3;

@@ -1,0 +1,214 @@
+//! kubeci and Prow side by side on the same real control plane (issue 31): Prow built here,
+//! unmodified (`scripts/prow build`), hook with `trigger`, plank, crier's GitHub reporter
+//! and sinker run out of cluster; kubeci's `serve --kubernetes`; both against the API
+//! server of `scripts/cluster up`, their pods run by its node agent, both calling one fake
+//! GitHub (see versus_prow_systems.rs for what each is given). One system after the
+//! other, the same work: pull requests opened one at a time, each a signed `pull_request`
+//! webhook → the build pod created → its container started → the commit status reported
+//! `success`. Printed per system: those times (p50, p99), the API requests it made per
+//! build (its user in the audit log, up to each report) and its GitHub calls per build
+//! (the fake's log, by `User-Agent`).
+//!
+//! Run, with the control plane up (`eval "$(scripts/cluster up)"`) and Prow built:
+//!   `cargo test -p kubeci --bench versus_prow -- --smoke`  one pull request each (≤ 3
+//!     minutes; `.ci/run` runs it, so the harness cannot rot)
+//!   `cargo test -p kubeci --bench versus_prow -- --quick`  20 each (under a minute)
+//!   `cargo bench -p kubeci --bench versus_prow`            200 each, the full table's
+//!     latency row, with kubeci's release build (`VERSUS_PULL_REQUESTS` changes the count
+//!     in any form). The smoke and quick forms run `cargo test`'s debug build of kubeci.
+
+#[path = "versus_prow_systems.rs"]
+mod systems;
+#[path = "versus_prow_world.rs"]
+mod world;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use systems::{Side, System, Times};
+use world::World;
+
+/// What one system did for `times.len()` pull requests.
+struct Run {
+    system: System,
+    times: Vec<Times>,
+    api_requests: usize,
+    api_forbidden: Vec<String>,
+    github_calls: BTreeMap<String, usize>,
+    /// CPU time its processes used from the first delivery to the last report.
+    cpu: Duration,
+    /// Their resident memory at the end, MB.
+    rss: f64,
+}
+
+/// Opens and delivers `count` pull requests (numbers from `first`) to `side` one at a time,
+/// each waited for until reported. Its API requests are counted from the first delivery
+/// to the last report; its GitHub calls until GitHub has been quiet for a second after it
+/// (crier looks at the pull request's comments once it reported a build's end).
+fn run(world: &World, side: &Side, first: u64, count: u64) -> Run {
+    let start = world.plane.audit_mark();
+    let calls_before = world.github.calls().len();
+    let (cpu_before, _) = side.cost();
+    let mut times = Vec::new();
+    for number in first..first + count {
+        let (head, body) = world.pull_request(number);
+        let sent = Instant::now();
+        let status = side.deliver(number, &body);
+        if status != 200 {
+            panic!(
+                "{}: delivery of #{number} answered {status}; its log:\n{}",
+                side.system.name(),
+                side.log()
+            );
+        }
+        times.push(side.wait_reported(world, number, &head, sent));
+    }
+    let end = world.plane.audit_mark();
+    let (cpu_after, rss) = side.cost();
+    until_github_is_quiet(world);
+    let audit = world.plane.audit_between((start, end), &side.user);
+    let mut github_calls = BTreeMap::new();
+    for call in &world.github.calls()[calls_before..] {
+        if side.system.made(&call.user_agent) {
+            *github_calls
+                .entry(format!("{} {}", call.method, shape(&call.path)))
+                .or_default() += 1;
+        }
+    }
+    Run {
+        system: side.system,
+        times,
+        api_requests: audit.requests,
+        api_forbidden: audit.forbidden,
+        github_calls,
+        cpu: cpu_after.saturating_sub(cpu_before),
+        rss,
+    }
+}
+
+/// Waits until the fake GitHub has had no call for a second (at most 10 s).
+fn until_github_is_quiet(world: &World) {
+    let started = Instant::now();
+    let mut last = (world.github.calls().len(), Instant::now());
+    while last.1.elapsed() < Duration::from_secs(1) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = world.github.calls().len();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+}
+
+/// A GitHub API path with its numbers and commit ids as placeholders.
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+                "{n}"
+            } else if segment.len() == 40 && segment.bytes().all(|b| b.is_ascii_hexdigit()) {
+                "{sha}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// "p50 X, p99 Y" of one of the times.
+fn spread(times: &[Times], pick: impl Fn(&Times) -> Option<Duration>) -> String {
+    let mut samples: Vec<Duration> = times.iter().filter_map(pick).collect();
+    if samples.is_empty() {
+        return "not seen".into();
+    }
+    if samples.len() == 1 {
+        return format!("{:.2?}", samples[0]);
+    }
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    format!("p50 {p50:.2?}, p99 {p99:.2?}")
+}
+
+fn print(run: &Run) {
+    let builds = run.times.len();
+    println!(
+        "== {} ({builds} pull request(s), one at a time)",
+        run.system.name()
+    );
+    println!(
+        "  webhook → build pod created:        {}",
+        spread(&run.times, |t| t.pod_created)
+    );
+    println!(
+        "  webhook → its container started:    {}",
+        spread(&run.times, |t| t.started)
+    );
+    println!(
+        "  webhook → status `success` reported: {}",
+        spread(&run.times, |t| Some(t.reported))
+    );
+    println!(
+        "  API requests, first webhook → last report (audit log): {:.1} per build, {} refused",
+        run.api_requests as f64 / builds as f64,
+        run.api_forbidden.len()
+    );
+    println!(
+        "  its processes: {:.2} s of CPU per build (first webhook → last report), {:.0} MB resident at the end",
+        run.cpu.as_secs_f64() / builds as f64,
+        run.rss
+    );
+    let all: usize = run.github_calls.values().sum();
+    println!(
+        "  GitHub calls: {:.1} per build",
+        all as f64 / builds as f64
+    );
+    for (kind, n) in &run.github_calls {
+        println!("    {kind:<58} {n:>5}");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let default = if args.iter().any(|a| a == "--smoke") {
+        1
+    } else if args.iter().any(|a| a == "--quick") {
+        20
+    } else {
+        200
+    };
+    let count = std::env::var("VERSUS_PULL_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let started = Instant::now();
+    let world = World::new();
+    let mut runs = Vec::new();
+    for (system, first) in [(System::Prow, 1), (System::Kubeci, 100_001)] {
+        let up = Instant::now();
+        let side = match system {
+            System::Prow => Side::prow(&world),
+            System::Kubeci => Side::kubeci(&world),
+        };
+        println!("{} up in {:.2?}", system.name(), up.elapsed());
+        let run = run(&world, &side, first, count);
+        side.stop(&world);
+        runs.push(run);
+    }
+    for run in &runs {
+        print(run);
+    }
+    for run in &runs {
+        assert!(
+            run.api_forbidden.is_empty(),
+            "{}: requests refused: {:?}",
+            run.system.name(),
+            run.api_forbidden
+        );
+    }
+    println!("versus_prow: done in {:.1?}", started.elapsed());
+}
