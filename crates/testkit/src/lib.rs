@@ -18,6 +18,7 @@ pub mod prow;
 pub mod proxy;
 pub mod resources;
 pub mod s3;
+mod scripts;
 pub mod selector;
 pub mod sim;
 pub mod store;

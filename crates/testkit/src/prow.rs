@@ -244,37 +244,18 @@ impl Drop for Prow {
 /// The directory of Prow's built commands: `$KUBECI_PROW`, or the one `scripts/prow
 /// build` left (as `scripts/prow path` finds it). The error says how to build them.
 pub fn prow_binaries() -> Result<PathBuf, String> {
-    locate(std::env::var_os(BINARIES_ENV), &repo_root())
+    locate(std::env::var_os(BINARIES_ENV), &crate::scripts::repo_root())
 }
 
 fn locate(from_env: Option<OsString>, repo_root: &Path) -> Result<PathBuf, String> {
     let dir = match from_env.filter(|p| !p.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let script = repo_root.join("scripts/prow");
-            let output = Command::new("bash")
-                .arg(&script)
-                .arg("path")
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}; {HOW_TO_BUILD}", script.display()))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "no Prow: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ));
-            }
-            PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-        }
+        None => crate::scripts::built_path(repo_root, "prow", "Prow", HOW_TO_BUILD)?,
     };
     match COMPONENTS.iter().find(|c| !dir.join(c).is_file()) {
         Some(missing) => Err(format!("no {missing} in {}: {HOW_TO_BUILD}", dir.display())),
         None => Ok(dir),
     }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `count` free loopback ports, all different: held together while they are picked.

@@ -259,7 +259,7 @@ enum Launch {
 /// The versitygw binary: `$KUBECI_VERSITYGW`, or the one `scripts/s3 build` left (as
 /// `scripts/s3 path` finds it). The error says how to build it.
 pub fn versitygw_binary() -> Result<PathBuf, String> {
-    locate(std::env::var_os(BINARY_ENV), &repo_root())
+    locate(std::env::var_os(BINARY_ENV), &crate::scripts::repo_root())
 }
 
 fn locate(from_env: Option<OsString>, repo_root: &Path) -> Result<PathBuf, String> {
@@ -274,26 +274,7 @@ fn locate(from_env: Option<OsString>, repo_root: &Path) -> Result<PathBuf, Strin
             ))
         };
     }
-    let script = repo_root.join("scripts/s3");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg("path")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}; {HOW_TO_BUILD}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "no versitygw: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim().to_string(),
-    ))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    crate::scripts::built_path(repo_root, "s3", "versitygw", HOW_TO_BUILD)
 }
 
 fn free_port() -> u16 {
