@@ -301,12 +301,7 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
             &[common::serve::AUTHORIZED],
         );
         assert_eq!(cancel.0, 200, "{}", cancel.1);
-        // Whose a build pod collector's token is: the cluster says (`create tokenreviews`).
-        let auth = ("Authorization", "Bearer not-a-token");
-        let put = common::serve::http(&kubeci, "PUT", "/internal/v1/outputs/artifacts/x", &[auth]);
-        assert_eq!(put.0, 401, "{}", put.1);
-        // The invalid job again: the same Event, counted on the existing one. (The test's
-        // own requests say who they are, to be told from kubeci's.)
+        // The test's own requests say who they are, to be told from kubeci's.
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
@@ -315,8 +310,13 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
             axum::http::header::USER_AGENT,
             axum::http::HeaderValue::from_static("the-test"),
         ));
-        let cms: Api<ConfigMap> =
-            Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+        let client = kube::Client::try_from(config).unwrap();
+        // Whose a build pod collector's token is: the cluster says (`create tokenreviews`)
+        // — for a token whose claims name a build pod kubeci holds (build 2 of `kept`;
+        // this kubeci, without an archive, then takes no file: `404`).
+        reviewed_token(&client, &kubeci, "kept-2").await;
+        // The invalid job again: the same Event, counted on the existing one.
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
         let mut edited = cms.get("broken").await.unwrap();
         edited.data.as_mut().unwrap().insert(
             "job.yaml".into(),
@@ -352,6 +352,50 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
     let used = common::cluster::used(&kubecis);
     let granted = common::cluster::granted(&common::cluster::granted_rules());
     assert_eq!(used, granted, "used vs granted");
+}
+
+/// Presents a `kubeci-collect` token bound to the pod of build Job `job` (asked of the
+/// fake API server as the kubelet asks for a projected token) until kubeci holds that
+/// pod: its claims then pass, and kubeci asks the cluster whose it is — answered other
+/// than `401` (a token screened out by its claims is `401`, unreviewed).
+async fn reviewed_token(client: &kube::Client, kubeci: &common::serve::Kubeci, job: &str) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let selector = format!("job-name={job}");
+    let mut pod = None;
+    for _ in 0..600 {
+        let listed = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await;
+        pod = listed.unwrap().items.into_iter().next();
+        if pod.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pod = pod.expect("the build's pod within 30 s");
+    let (name, uid) = (pod.metadata.name.unwrap(), pod.metadata.uid.unwrap());
+    let request = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["kubeci-collect"], "expirationSeconds": 600,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": name, "uid": uid}}});
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri("/api/v1/namespaces/default/serviceaccounts/default/token")
+        .header("content-type", "application/json")
+        .body(request.to_string().into_bytes())
+        .unwrap();
+    let answer: Value = serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    let token = answer["status"]["token"].as_str().unwrap().to_owned();
+    // Until kubeci's caches hold the pod, its claims are refused unreviewed (401).
+    common::serve::wait("kubeci to hold the build's pod", || {
+        let auth = format!("Bearer {token}");
+        let put = common::serve::http(
+            kubeci,
+            "PUT",
+            "/internal/v1/outputs/artifacts/x",
+            &[("Authorization", &auth)],
+        );
+        put.0 != 401
+    });
 }
 
 /// A followed log of a build still queued (no pod yet) is answered at once and streams
