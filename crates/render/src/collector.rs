@@ -14,8 +14,8 @@
 use super::*;
 use expansion::escape;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ExecAction, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeProjection,
+    Container, ExecAction, Probe, ProjectedVolumeSource, ResourceRequirements,
+    ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 use kubeci_build::outputs::{COLLECT_AUDIENCE, COLLECT_STEP};
 
@@ -176,18 +176,7 @@ pub(crate) fn collector_container(
             limits: Some(quantities(&[("memory", "256Mi")])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(CLONE_UID),
-            run_as_group: Some(CLONE_UID),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(crate::pod::unprivileged()),
         ..Container::default()
     }
 }

@@ -229,18 +229,7 @@ pub(crate) fn clone_container(
         }),
         termination_message_path: Some(paths::TERMINATION_MESSAGE.into()),
         termination_message_policy: Some("File".into()),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(CLONE_UID),
-            run_as_group: Some(CLONE_UID),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(unprivileged()),
         ..Container::default()
     }
 }
@@ -396,5 +385,22 @@ pub(crate) fn toleration(t: &kubeci_spec::model::Toleration) -> Toleration {
         value: t.value.clone(),
         effect: t.effect.clone(),
         toleration_seconds: t.toleration_seconds,
+    }
+}
+
+/// The security context of kubeci's own steps (the clone step, a build pod's collector):
+/// an unprivileged user of its own, no capabilities, no escalation, a read-only root.
+pub(crate) fn unprivileged() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(CLONE_UID),
+        run_as_group: Some(CLONE_UID),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }

@@ -402,20 +402,6 @@ async fn hostile_tokens_pods_and_paths_write_nothing(cluster: TestCluster) {
 
 on_both!(hostile_tokens_pods_and_paths_write_nothing, s3);
 
-/// The Python that runs pytest here (the node agent runs pods on this machine).
-fn python() -> String {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import sys, pytest; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        found.status.success(),
-        "pytest is needed: python3 -m pip install pytest==9.2.0 ({})",
-        String::from_utf8_lossy(&found.stderr)
-    );
-    String::from_utf8(found.stdout).unwrap().trim().to_owned()
-}
-
 /// A real pytest run in a build pod of the real control plane: its JUnit report and an
 /// artifact leave the pod through a real TokenReview into a real S3 server, and are
 /// served with the failure's file and line.
@@ -433,7 +419,7 @@ printf built > dist/app.txt\n\
 \"$PYTHON\" -m pytest -q -p no:cacheprovider --junitxml=reports/junit.xml tests\n";
     let extra = format!(
         "{DECLARED}    env:\n      PYTHON: {}\n",
-        serde_json::to_string(&python()).unwrap()
+        serde_json::to_string(&crate::serve_local_outputs::python()).unwrap()
     );
     cluster
         .apply("pytest", &cluster.job_yaml("pytest", script, &extra))

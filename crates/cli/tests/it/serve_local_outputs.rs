@@ -22,9 +22,10 @@ fn json(kubeci: &Kubeci, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
-/// The Python this test runs with pytest (a build's environment has no `pyenv` shims'
-/// settings, so the interpreter is named by its path).
-fn python() -> String {
+/// The Python that runs pytest here (a build's environment — a local build's, or a pod the
+/// node agent runs on this machine — has no `pyenv` shims' settings, so the interpreter is
+/// named by its path).
+pub(crate) fn python() -> String {
     let found = std::process::Command::new("python3")
         .args(["-c", "import sys, pytest; print(sys.executable)"])
         .output()
