@@ -94,6 +94,18 @@ pub fn builds_to_delete(
     delete
 }
 
+/// When the next of `builds`' finished builds reaches the age limit `ttl` (seconds) after
+/// `now`, if one will: when [`builds_to_delete`] may next find one more to delete by age.
+pub fn next_expiry(ttl: u64, now: i64, builds: &[BuildSummary]) -> Option<i64> {
+    let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+    builds
+        .iter()
+        .filter(|b| b.state.is_finished())
+        .filter_map(|b| b.finished_at?.checked_add(ttl))
+        .filter(|expires| *expires > now)
+        .min()
+}
+
 /// The next build number of a job: above both the persisted counter and every build still
 /// present, so numbers never repeat, also after old Jobs were deleted or a counter update
 /// was lost. A counter at the top of the range (written there by hand) stays there rather

@@ -2,7 +2,7 @@
 //! the job ledgers, the builds they make up (with the Jobs this replica just created, until
 //! the caches show them), and lookups of the jobs declared.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +16,12 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use kubeci_build::keys;
 use kubeci_build::record::{BuildJob, BuildPod};
+use kubeci_engine::scheduler::ChangeLog;
 use kubeci_engine::{observe, BuildSummary};
 use kubeci_spec::{Catalogue, LoadedJob};
 use tokio::sync::Notify;
 
-use crate::by_job::ByJob;
+use crate::by_job::{ByJob, Changed, JobKey};
 use crate::newest::{Caches, NewestStates};
 use crate::{label, ledger_name, now, Cluster};
 
@@ -77,6 +78,34 @@ pub(crate) fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// Wakes the leader's pass, and says which jobs changed.
+#[derive(Clone, Default)]
+pub(crate) struct Wake {
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) changes: Arc<ChangeLog>,
+}
+
+impl Wake {
+    /// Anything may have changed (a declaration, a Namespace's rules).
+    pub(crate) fn everything(&self) {
+        self.changes.everything();
+        self.notify.notify_one();
+    }
+
+    /// What a watch event of a cache indexed by job changed.
+    fn mark(&self, changed: &Changed) {
+        match changed {
+            Changed::Nothing => {}
+            Changed::All => self.changes.everything(),
+            Changed::Jobs(jobs) => {
+                for (namespace, job) in jobs {
+                    self.changes.job(namespace, job);
+                }
+            }
+        }
+    }
+}
+
 /// What follows a cache's watch events, once the cache shows each.
 pub(crate) type OnEvent<K> = Arc<dyn Fn(&watcher::Event<K>) + Send + Sync>;
 
@@ -131,7 +160,7 @@ where
 pub(crate) fn watch_builds(
     client: &kube::Client,
     namespaces: &[String],
-    changed: &Arc<Notify>,
+    wake: &Wake,
     synced: &mut Vec<Arc<AtomicBool>>,
     pending_deadline: i64,
 ) -> Vec<Scope> {
@@ -147,17 +176,17 @@ pub(crate) fn watch_builds(
         let (jobs, jobs_synced) = follow(
             jobs_api,
             watcher::Config::default().labels(&managed),
-            changed.clone(),
+            wake.notify.clone(),
             // `BuildJob` holds only what builds are read from.
             |_: &mut BuildJob| {},
-            Some(indexing(&jobs_by_job, &newest)),
+            Some(indexing(&jobs_by_job, &newest, wake)),
         );
         let (pods, pods_synced) = follow(
             pods_api,
             watcher::Config::default().labels(keys::JOB),
-            changed.clone(),
+            wake.notify.clone(),
             |_: &mut BuildPod| {},
-            Some(indexing(&pods_by_job, &newest)),
+            Some(indexing(&pods_by_job, &newest, wake)),
         );
         newest.follow(Caches {
             jobs: jobs.clone(),
@@ -168,9 +197,9 @@ pub(crate) fn watch_builds(
         let (leases, leases_synced) = follow(
             leases_api,
             watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
-            changed.clone(),
+            wake.notify.clone(),
             |_: &mut Lease| {},
-            None,
+            Some(ledger_changes(wake)),
         );
         synced.extend([jobs_synced, pods_synced, leases_synced]);
         scopes.push(Scope {
@@ -185,14 +214,34 @@ pub(crate) fn watch_builds(
     scopes
 }
 
-/// Files each event's object by job, then works out the newest build state of the jobs
-/// it changed.
+/// Files each event's object by job, tells the leader's pass which jobs it changed, then
+/// works out the newest build state of those jobs.
 fn indexing<K: kube::Resource + 'static>(
     by_job: &Arc<ByJob>,
     newest: &Arc<NewestStates>,
+    wake: &Wake,
 ) -> OnEvent<K> {
-    let (by_job, newest) = (by_job.clone(), newest.clone());
-    Arc::new(move |event: &watcher::Event<K>| newest.after(by_job.apply(event)))
+    let (by_job, newest, wake) = (by_job.clone(), newest.clone(), wake.clone());
+    Arc::new(move |event: &watcher::Event<K>| {
+        let changed = by_job.apply(event);
+        wake.mark(&changed);
+        newest.after(changed);
+    })
+}
+
+/// Tells the leader's pass whose ledger a watch event changed.
+fn ledger_changes(wake: &Wake) -> OnEvent<Lease> {
+    let wake = wake.clone();
+    Arc::new(move |event: &watcher::Event<Lease>| match event {
+        watcher::Event::Apply(lease) | watcher::Event::Delete(lease) => {
+            if let Some(job) = label(lease, keys::JOB) {
+                wake.changes
+                    .job(&lease.namespace().unwrap_or_default(), job);
+            }
+        }
+        watcher::Event::InitDone => wake.changes.everything(),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    })
 }
 
 impl Cluster {
@@ -201,6 +250,25 @@ impl Cluster {
     }
 
     /// Every build in the caches, by (namespace, job), newest first.
+    /// The cached builds of the jobs of `only`, or of every job, by job, newest first.
+    pub(crate) fn build_groups_of(
+        &self,
+        only: Option<&BTreeSet<JobKey>>,
+    ) -> BTreeMap<(String, String), Vec<BuildRecord>> {
+        let Some(only) = only else {
+            return self.build_groups();
+        };
+        let mut groups = BTreeMap::new();
+        for (namespace, job) in only {
+            let mut records = self.indexed_records(namespace, job);
+            if !records.is_empty() {
+                records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+                groups.insert((namespace.clone(), job.clone()), records);
+            }
+        }
+        groups
+    }
+
     pub(crate) fn build_groups(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
         let now = now();
         let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
@@ -380,12 +448,19 @@ impl Cluster {
         self.scopes.iter().find_map(|scope| scope.leases.get(&key))
     }
 
-    /// Every ledger Lease in the caches.
-    pub(crate) fn cached_ledgers(&self) -> Vec<Arc<Lease>> {
-        self.scopes
-            .iter()
-            .flat_map(|scope| scope.leases.state())
-            .collect()
+    /// The ledger Leases in the caches: those of the jobs of `only`, or every one.
+    pub(crate) fn cached_ledgers(&self, only: Option<&BTreeSet<JobKey>>) -> Vec<Arc<Lease>> {
+        match only {
+            None => self
+                .scopes
+                .iter()
+                .flat_map(|scope| scope.leases.state())
+                .collect(),
+            Some(only) => only
+                .iter()
+                .filter_map(|(namespace, job)| self.cached_ledger(namespace, job))
+                .collect(),
+        }
     }
 
     /// Job `name` of `namespace` for the leader's pass: the valid declaration, if any, and

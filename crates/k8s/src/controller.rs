@@ -19,7 +19,8 @@ use kubeci_engine::ledger::Ledger;
 use kubeci_engine::observe;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
-    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError, RECONCILE_ERRORS,
+    Changes, JobBuilds, JobKey, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
+    RECONCILE_ERRORS,
 };
 use kubeci_engine::service::Service;
 use kubeci_spec::Catalogue;
@@ -122,13 +123,22 @@ impl Cluster {
 }
 
 impl Workload for Cluster {
-    async fn snapshot(&self, now: i64, reporting: bool) -> Vec<JobBuilds> {
-        let groups = self.build_groups();
-        let pending = heal_and_settle(self, &groups, now).await;
+    async fn snapshot(
+        &self,
+        now: i64,
+        reporting: bool,
+        only: Option<&BTreeSet<JobKey>>,
+    ) -> Vec<JobBuilds> {
+        let groups = self.build_groups_of(only);
+        let pending = heal_and_settle(self, &groups, only, now).await;
         // The requests still pending in a ledger keep their numbers' builds.
         Service(self).snapshot(groups, reporting, |job| {
             pending.get(job).cloned().unwrap_or_default()
         })
+    }
+
+    fn take_changes(&self) -> Changes {
+        self.changes.take()
     }
 
     async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
@@ -270,10 +280,11 @@ impl Workload for Cluster {
 async fn heal_and_settle(
     cluster: &Cluster,
     groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
+    only: Option<&BTreeSet<JobKey>>,
     now: i64,
 ) -> BTreeMap<(String, String), BTreeSet<u64>> {
     let mut still_pending = BTreeMap::new();
-    for lease in cluster.cached_ledgers() {
+    for lease in cluster.cached_ledgers(only) {
         let namespace = lease.namespace().unwrap_or_default();
         let Some(job) = label(&*lease, keys::JOB).map(str::to_owned) else {
             continue;
@@ -289,6 +300,10 @@ async fn heal_and_settle(
         let healed = heal(cluster, &namespace, &job, &cached, &present, now).await;
         let exists = |n: u64| present.contains(&n) || healed.contains(&n);
         let pending = settle(cluster, &namespace, &job, &cached, exists, now).await;
+        if !pending.is_empty() {
+            // Its requests are looked at again next pass, builds or not.
+            cluster.changes.job(&namespace, &job);
+        }
         still_pending.insert((namespace, job), pending);
     }
     still_pending

@@ -13,7 +13,6 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use kubeci_spec::{ConfigMapData, LoadOptions, Severity};
-use tokio::sync::Notify;
 
 use crate::index::{self, JobIndex};
 
@@ -28,7 +27,7 @@ pub(crate) async fn discover(
     options: LoadOptions,
     recorder: Recorder,
     synced: Arc<AtomicBool>,
-    changed: Arc<Notify>,
+    wake: crate::cache::Wake,
     namespaces_known: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     if let Some(mut known) = namespaces_known {
@@ -46,7 +45,7 @@ pub(crate) async fn discover(
         .boxed();
     while let Some(event) = stream.next().await {
         let Ok(event) = event else { continue };
-        changed.notify_one();
+        wake.everything();
         match event {
             Event::Init => listed = Some(Vec::new()),
             Event::InitApply(cm) => listed.get_or_insert_with(Vec::new).push(cm),

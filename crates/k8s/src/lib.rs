@@ -154,6 +154,8 @@ pub struct Cluster {
     reporter: Option<Arc<dyn Reporter>>,
     /// Wakes the controller when a watched object changed.
     changed: Arc<Notify>,
+    /// Which jobs changed since the leader's last pass.
+    changes: Arc<kubeci_engine::scheduler::ChangeLog>,
     /// Until when (`clock_ms`) this replica surely holds the leader Lease.
     leading_until: AtomicI64,
     /// The origin of `clock_ms`: leadership is timed by this process's monotonic clock,
@@ -232,7 +234,8 @@ impl Cluster {
             Tenancy::Labels => JobIndex::with_tenancy(),
             Tenancy::Open => JobIndex::default(),
         }));
-        let changed = Arc::new(Notify::new());
+        let wake = cache::Wake::default();
+        let changed = wake.notify.clone();
         let mut synced = Vec::new();
         let recorder = Recorder::new(
             client.clone(),
@@ -247,7 +250,7 @@ impl Cluster {
                 index: index.clone(),
                 recorder: recorder.clone(),
                 known,
-                changed: changed.clone(),
+                wake: wake.clone(),
             };
             tenancy::follow(&client, &settings.namespaces, follower, &mut synced);
             receiver
@@ -263,14 +266,14 @@ impl Cluster {
                 settings.load.clone(),
                 recorder.clone(),
                 flag,
-                changed.clone(),
+                wake.clone(),
                 namespaces_known.clone(),
             ));
         }
         let scopes = cache::watch_builds(
             &client,
             &settings.namespaces,
-            &changed,
+            &wake,
             &mut synced,
             cache::seconds(settings.pending_deadline),
         );
@@ -289,6 +292,7 @@ impl Cluster {
             synced,
             reporter,
             changed,
+            changes: wake.changes,
             leading_until: AtomicI64::new(0),
             clock_origin: std::time::Instant::now(),
             stopping: AtomicBool::new(false),

@@ -18,7 +18,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use kubeci_spec::tenancy::NamespaceRules;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::index::{ConfigMapKey, JobIndex};
 
@@ -29,7 +29,7 @@ pub(crate) struct Follower {
     /// Told `true` once every follower read its Namespaces: job discovery waits for it, so
     /// no job is refused (and no Event recorded) before its Namespace was read.
     pub known: watch::Sender<bool>,
-    pub changed: Arc<Notify>,
+    pub wake: crate::cache::Wake,
 }
 
 fn rules_of(namespace: &Namespace) -> NamespaceRules {
@@ -130,7 +130,7 @@ async fn watch_namespaces(
 /// After the index changed: wakes the leader (queued builds of a refused job stop) and
 /// records a Warning Event on each ConfigMap whose job is now refused.
 async fn settled(to: &Follower, refused: Vec<ConfigMapKey>) {
-    to.changed.notify_one();
+    to.wake.everything();
     for key in refused {
         let uid = {
             let index = to.index.read().expect("the index lock");

@@ -11,7 +11,7 @@ use kubeci_build::BuildRef;
 use kubeci_engine::archive::Archived;
 use kubeci_engine::report::{ReportRecord, ReportTarget};
 use kubeci_engine::scheduler::{
-    JobBuilds, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
+    JobBuilds, JobKey, Scheduler, SchedulerSettings, Stop, Turn, Workload, WorkloadError,
 };
 use kubeci_engine::service::Service;
 
@@ -84,7 +84,13 @@ fn owned(build: BuildRef<'_>) -> (String, String, u64) {
 }
 
 impl Workload for LocalBackend {
-    async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
+    /// Every job, each pass: the local engine does not follow its changes.
+    async fn snapshot(
+        &self,
+        _now: i64,
+        reporting: bool,
+        _only: Option<&BTreeSet<JobKey>>,
+    ) -> Vec<JobBuilds> {
         self.reload_if_due();
         let rows = match self.with_store(|store| store.all_builds()).await {
             Ok(rows) => rows,

@@ -13,6 +13,7 @@
 
 mod archiving;
 mod attempt;
+mod focus;
 mod in_flight;
 mod reports;
 #[cfg(test)]
@@ -38,9 +39,11 @@ use crate::report::{self, ReportRecord, ReportTarget, Reporter};
 use crate::schedule;
 use archiving::ArchivePass;
 use attempt::ReportAttempt;
+use focus::Focus;
+pub use focus::WHOLE_PASS_EVERY;
 pub use in_flight::InFlight;
 use reports::{BuildKey, ReportQueue, Step};
-pub use workload::{Commands, Workload};
+pub use workload::{ChangeLog, Changes, Commands, JobKey, Workload};
 
 /// A build as a pass sees it.
 #[derive(Debug, Clone)]
@@ -197,6 +200,8 @@ pub struct Scheduler<W> {
     in_flight: Arc<InFlight>,
     /// When the archive's retention last went over every job.
     retention_swept: Mutex<Option<tokio::time::Instant>>,
+    /// Which jobs the next pass looks at.
+    focus: Mutex<Focus>,
 }
 
 /// The counter of the workload writes of a pass that failed.
@@ -233,6 +238,7 @@ impl<W: Workload + Commands> Scheduler<W> {
             lead: Mutex::new(None),
             in_flight: Arc::default(),
             retention_swept: Mutex::new(None),
+            focus: Mutex::default(),
         }
     }
 
@@ -262,6 +268,7 @@ impl<W: Workload + Commands> Scheduler<W> {
                 self.pass(now).await;
             } else {
                 *self.lead.lock().expect("the lead lock") = None;
+                self.focus.lock().expect("the focus lock").forget();
             }
             tokio::select! {
                 _ = self.changed.notified() => {}
@@ -270,10 +277,17 @@ impl<W: Workload + Commands> Scheduler<W> {
         }
     }
 
-    /// One pass over every build at time `now` (seconds since the epoch).
+    /// One pass at time `now` (seconds since the epoch) over the builds of the jobs not at
+    /// rest and of those that changed ([`focus`]), or of every job now and then.
     pub async fn pass(&self, now: i64) {
         let reporting = !self.channels.is_empty();
-        let jobs = self.workload.snapshot(now, reporting).await;
+        let changes = self.workload.take_changes();
+        let only = self.focus.lock().expect("the focus lock").jobs(
+            changes,
+            now,
+            tokio::time::Instant::now(),
+        );
+        let jobs = self.workload.snapshot(now, reporting, only.as_ref()).await;
         for channel in &self.channels {
             channel.queue().begin_pass();
         }
@@ -295,10 +309,14 @@ impl<W: Workload + Commands> Scheduler<W> {
                 }
                 summaries.push(build.summary);
             }
-            for action in plan::plan(&policy, &summaries, now) {
-                if matches!(action, Action::Delete(n) if group.keep.contains(&n)) {
-                    continue;
-                }
+            let actions: Vec<Action> = plan::plan(&policy, &summaries, now)
+                .into_iter()
+                .filter(|action| !matches!(action, Action::Delete(n) if group.keep.contains(n)))
+                .collect();
+            let rest = focus::rest(&policy, &summaries, &group.keep, &actions, now);
+            let key = (group.namespace.clone(), group.job.clone());
+            self.focus.lock().expect("the focus lock").found(key, rest);
+            for action in actions {
                 let Action::Archive { stage, .. } = action else {
                     self.act(&group.namespace, &group.job, action).await.ok();
                     continue;
@@ -315,7 +333,7 @@ impl<W: Workload + Commands> Scheduler<W> {
             self.archive_retention(whole, now).await;
         }
         for channel in &self.channels {
-            channel.queue().end_pass();
+            channel.queue().end_pass(only.as_ref());
         }
         self.cron(now).await;
     }

@@ -8,11 +8,12 @@
 //! succeeded is not repeated while the view lags: the workload writes a union, so no later
 //! write takes it back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::JobKey;
 use crate::build::BuildState;
 use crate::report::{self, CommitState, Receipt, Reported};
 
@@ -117,12 +118,17 @@ impl ReportQueue {
         self.pass += 1;
     }
 
-    /// Drops the entries of builds the pass did not see (deleted), except those in flight.
-    pub(crate) fn end_pass(&mut self) {
+    /// Drops the entries of builds the pass did not see (deleted) of the jobs it looked at
+    /// (`only`, or every job), except those in flight.
+    pub(crate) fn end_pass(&mut self, only: Option<&BTreeSet<JobKey>>) {
         let pass = self.pass;
-        for jobs in self.owed.values_mut() {
-            for builds in jobs.values_mut() {
-                builds.retain(|_, e| e.in_flight || e.pass == pass);
+        for (namespace, jobs) in self.owed.iter_mut() {
+            for (job, builds) in jobs.iter_mut() {
+                let looked_at =
+                    only.is_none_or(|only| only.contains(&(namespace.clone(), job.clone())));
+                if looked_at {
+                    builds.retain(|_, e| e.in_flight || e.pass == pass);
+                }
             }
             jobs.retain(|_, builds| !builds.is_empty());
         }
@@ -351,7 +357,15 @@ mod tests {
         queue.take(at(&other), &BuildState::Running, &nothing, now);
         queue.failed(&other, Duration::from_secs(5), now);
         queue.begin_pass();
-        queue.end_pass();
+        let elsewhere = BTreeSet::from([("ns".to_owned(), "other".to_owned())]);
+        queue.end_pass(Some(&elsewhere));
+        assert_eq!(
+            queue.len(),
+            2,
+            "a pass that did not look at the job forgets none"
+        );
+        queue.begin_pass();
+        queue.end_pass(None);
         assert_eq!(queue.len(), 1, "the one in flight stays");
         assert!(queue
             .take(at(&other), &BuildState::Running, &nothing, now)

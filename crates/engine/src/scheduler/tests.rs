@@ -44,6 +44,12 @@ struct Memory {
     archived: Mutex<BTreeMap<(String, u64), Archived>>,
     archive_down: AtomicBool,
     archive_calls: AtomicU32,
+    /// It follows its changes (as the Kubernetes engine's watches do): each write marks
+    /// its job, and a pass is told only those.
+    follows: AtomicBool,
+    changes: ChangeLog,
+    /// The jobs each snapshot was asked for (`None`: every one).
+    asked: Mutex<Vec<Option<BTreeSet<JobKey>>>>,
 }
 
 fn target(job: &str, number: u64) -> ReportTarget {
@@ -75,6 +81,7 @@ impl Memory {
     }
 
     fn set(&self, job: &str, number: u64, state: BuildState) {
+        self.changes.job("ns", job);
         let mut jobs = self.jobs.lock().unwrap();
         let builds = &mut jobs.get_mut(job).expect("a job").builds;
         builds
@@ -113,10 +120,19 @@ impl Memory {
 }
 
 impl Workload for Memory {
-    async fn snapshot(&self, _now: i64, reporting: bool) -> Vec<JobBuilds> {
+    async fn snapshot(
+        &self,
+        _now: i64,
+        reporting: bool,
+        only: Option<&BTreeSet<JobKey>>,
+    ) -> Vec<JobBuilds> {
+        self.asked.lock().unwrap().push(only.cloned());
         let lagging = self.lagging.load(Ordering::SeqCst);
         let jobs = self.jobs.lock().unwrap();
         jobs.iter()
+            .filter(|(name, _)| {
+                only.is_none_or(|only| only.contains(&("ns".into(), (*name).clone())))
+            })
             .map(|(name, job)| JobBuilds {
                 namespace: "ns".into(),
                 job: name.clone(),
@@ -149,6 +165,13 @@ impl Workload for Memory {
             .collect()
     }
 
+    fn take_changes(&self) -> Changes {
+        match self.follows.load(Ordering::SeqCst) {
+            true => self.changes.take(),
+            false => Changes::Everything,
+        }
+    }
+
     async fn release_build(&self, build: BuildRef<'_>) -> Result<(), WorkloadError> {
         let BuildRef { job, number, .. } = build;
         self.set(job, number, BuildState::Pending { message: None });
@@ -173,6 +196,7 @@ impl Workload for Memory {
             .unwrap()
             .get_mut(job)
             .and_then(|j| j.builds.remove(&number));
+        self.changes.job("ns", job);
         match removed {
             Some(_) => self.did(format!("delete {job} {number}")),
             None => Err(WorkloadError::Gone),
@@ -190,6 +214,7 @@ impl Workload for Memory {
         }
         let key = (build.job.to_owned(), build.number);
         self.archived.lock().unwrap().insert(key, stage);
+        self.changes.job("ns", build.job);
         self.did(format!(
             "archive {} {} {}",
             build.job,
@@ -210,6 +235,7 @@ impl Workload for Memory {
         if failing {
             return Err(WorkloadError::Failed("the store is away".into()));
         }
+        self.changes.job("ns", &target.job);
         let mut jobs = self.jobs.lock().unwrap();
         let Some((_, reported)) = jobs
             .get_mut(&target.job)
@@ -512,6 +538,7 @@ async fn a_failed_report_is_sent_again_a_failed_record_is_only_recorded_again() 
 
 mod archiving;
 mod check_runs;
+mod focus;
 mod receiver;
 mod reporters;
 mod superseding;

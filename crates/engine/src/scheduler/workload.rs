@@ -2,7 +2,9 @@
 //! ([`Workload`]), and what it answers through the commands a user's requests also take
 //! ([`Commands`]).
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 
 use kubeci_build::BuildRef;
 use kubeci_results::TestResults;
@@ -11,12 +13,65 @@ use super::{CronJob, JobBuilds, Stop, WorkloadError};
 use crate::archive::Archived;
 use crate::report::{ReportRecord, ReportTarget};
 
+/// A job: (namespace, name).
+pub type JobKey = (String, String);
+
+/// What changed in a workload since a pass last asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The builds, declaration or ledger of these jobs.
+    Jobs(BTreeSet<JobKey>),
+    /// Anything: a re-list, a declaration or a Namespace's rules (which may change any
+    /// job's policy), or a workload that does not follow its changes.
+    Everything,
+}
+
+impl Default for Changes {
+    fn default() -> Changes {
+        Changes::Jobs(BTreeSet::new())
+    }
+}
+
+/// The changes a workload follows (from its watch events), until a pass takes them.
+#[derive(Debug, Default)]
+pub struct ChangeLog(Mutex<Changes>);
+
+impl ChangeLog {
+    /// Job `job` of `namespace` changed.
+    pub fn job(&self, namespace: &str, job: &str) {
+        if let Changes::Jobs(jobs) = &mut *self.0.lock().expect("the changes lock") {
+            jobs.insert((namespace.to_owned(), job.to_owned()));
+        }
+    }
+
+    /// Anything may have changed.
+    pub fn everything(&self) {
+        *self.0.lock().expect("the changes lock") = Changes::Everything;
+    }
+
+    /// What changed since the last call.
+    pub fn take(&self) -> Changes {
+        std::mem::take(&mut *self.0.lock().expect("the changes lock"))
+    }
+}
+
 /// What a backend can do to its builds, as only it can, when the leader's pass acts.
 pub trait Workload: Send + Sync + 'static {
-    /// Every job that has builds, with its builds, as of now (with report targets when
-    /// `reporting`). The Kubernetes engine also builds the requests whose creator died
-    /// here, before it answers.
-    fn snapshot(&self, now: i64, reporting: bool) -> impl Future<Output = Vec<JobBuilds>> + Send;
+    /// The jobs that have builds, with their builds, as of now (with report targets when
+    /// `reporting`): those of `only`, or every one when `None`. The Kubernetes engine
+    /// also builds the requests of those jobs whose creator died here, before it answers.
+    fn snapshot(
+        &self,
+        now: i64,
+        reporting: bool,
+        only: Option<&BTreeSet<JobKey>>,
+    ) -> impl Future<Output = Vec<JobBuilds>> + Send;
+    /// What changed since the last call, so a pass looks again only at the jobs that
+    /// changed (and those with something left to do). The default, for a workload that
+    /// does not follow its changes: everything, each pass.
+    fn take_changes(&self) -> Changes {
+        Changes::Everything
+    }
     /// Lets a queued build start.
     fn release_build(
         &self,
