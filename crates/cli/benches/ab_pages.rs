@@ -4,9 +4,13 @@
 //! finished builds) and `serve --local` on two copies of one SQLite history (each build
 //! with a 20-line log) — asked in turn, A then B then B then A, request by request. What
 //! disturbs the machine disturbs both alike, so their ratio holds where runs of each alone,
-//! minutes apart, drift by more than the difference sought.
+//! minutes apart, drift by more than the difference sought. A local engine that archives
+//! (the default since issue 29) first archives the seeded history once; pages are measured
+//! after it has.
 //!
 //! Run: `KUBECI_B=/path/to/other/kubeci cargo bench -p kubeci --bench ab_pages`
+//! (`KUBECI_A_LOCAL_ARGS=--no-archive`: A's local engine without its archive;
+//! `KUBECI_AB_ONLY=local` or `kubernetes`: one engine's half).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,12 +103,66 @@ fn wait_for_jobs(port: u16) {
     }
 }
 
+/// The CPU seconds process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Waits until process `pid` is idle (under 5 % of a core over 2 s): a newer local engine
+/// archives an older history once (the default since issue 29), and pages are compared
+/// after that, not while it does. Says how long that took.
+fn wait_until_idle(pid: u32, name: &str) {
+    let started = Instant::now();
+    loop {
+        let before = cpu_seconds(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        if cpu_seconds(pid) - before < 0.1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "{name} never settled"
+        );
+    }
+    println!("{name} idle after {:.0?}", started.elapsed());
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+/// The Kubernetes engine: two replicas of one cluster, one of each binary.
+fn kubernetes(this: &Path, other: &Path) {
+    let (runtime, server) = support::fake_api_server(Options {
+        history: 50_000,
+        ..Options::default()
+    });
+    let _guard = runtime.enter();
+    let mut objects: Vec<serde_json::Value> = (0..JOBS).map(configmap).collect();
+    objects.extend((0..BUILDS).map(build_job));
+    server.preload(objects).unwrap();
+    let (a, _) = support::start_exe(this, &server, &[], &[]);
+    let (b, _) = support::start_exe(other, &server, &[], &[]);
+    wait_for_jobs(a.port);
+    wait_for_jobs(b.port);
+    report(
+        "serve --kubernetes (fake API server)",
+        (a.port, b.port),
+        false,
+    );
+    drop((a, b));
 }
 
 fn main() {
@@ -115,26 +173,13 @@ fn main() {
     let this: &Path = env!("CARGO_BIN_EXE_kubeci").as_ref();
     println!("A: {}\nB: {}", this.display(), other.display());
 
-    // The Kubernetes engine: two replicas of one cluster, one of each binary.
-    let (runtime, server) = support::fake_api_server(Options {
-        history: 50_000,
-        ..Options::default()
-    });
-    let _guard = runtime.enter();
-    let mut objects: Vec<serde_json::Value> = (0..JOBS).map(configmap).collect();
-    objects.extend((0..BUILDS).map(build_job));
-    server.preload(objects).unwrap();
-    let (a, _) = support::start_exe(this, &server, &[], &[]);
-    let (b, _) = support::start_exe(&other, &server, &[], &[]);
-    wait_for_jobs(a.port);
-    wait_for_jobs(b.port);
-    report(
-        "serve --kubernetes (fake API server)",
-        (a.port, b.port),
-        false,
-    );
-    drop((a, b));
-
+    let only = std::env::var("KUBECI_AB_ONLY").unwrap_or_default();
+    if only != "local" {
+        kubernetes(this, &other);
+    }
+    if only == "kubernetes" {
+        return;
+    }
     // The embedded engine: one seeded history, copied for each.
     let dir = tempfile::tempdir().unwrap();
     let jobs = dir.path().join("jobs");
@@ -148,10 +193,18 @@ fn main() {
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     copy_dir(&seeded, &data_a);
     copy_dir(&seeded, &data_b);
-    let (mut a, port_a) = support::start_local_exe(this, &jobs, &data_a);
+    // `KUBECI_A_LOCAL_ARGS`: more flags for A's `serve --local` (`--no-archive`: its pages
+    // without the archive's builds, which B may not know of).
+    let a_args: Vec<String> = std::env::var("KUBECI_A_LOCAL_ARGS")
+        .map(|args| args.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    println!("A's serve --local flags added: {a_args:?}");
+    let (mut a, port_a) = support::start_local_exe_with(this, &jobs, &data_a, &a_args);
     let (mut b, port_b) = support::start_local_exe(&other, &jobs, &data_b);
     wait_for_jobs(port_a);
     wait_for_jobs(port_b);
+    wait_until_idle(a.id(), "A");
+    wait_until_idle(b.id(), "B");
     report("serve --local (SQLite)", (port_a, port_b), true);
     for child in [&mut a, &mut b] {
         let _ = child.kill();

@@ -230,6 +230,16 @@ pub fn start_local_exe(
     jobs: &std::path::Path,
     data: &std::path::Path,
 ) -> (Child, u16) {
+    start_local_exe_with(exe, jobs, data, &[])
+}
+
+/// [`start_local_exe`] with `args` added to `serve --local`'s.
+pub fn start_local_exe_with(
+    exe: &std::path::Path,
+    jobs: &std::path::Path,
+    data: &std::path::Path,
+    args: &[String],
+) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -241,6 +251,7 @@ pub fn start_local_exe(
         .arg("--data")
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
