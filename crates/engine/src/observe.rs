@@ -211,6 +211,9 @@ pub fn build_state_over_time<P: Borrow<BuildPod>>(
     if suspended {
         return BuildState::Queued.into();
     }
+    if let Some(ended) = ended_by_its_pod(pods) {
+        return ended.into();
+    }
     pod_state(pods, pending_deadline)
 }
 
@@ -226,22 +229,56 @@ fn failed_state<P: Borrow<BuildPod>>(
             message: "the build ran longer than its timeout".into(),
         };
     }
-    match pods.iter().find_map(|pod| failed_container(pod.borrow())) {
-        Some((container, true, code)) if container == "clone" => BuildState::Error {
+    pods.iter()
+        .find_map(|pod| step_failure(pod.borrow()))
+        .unwrap_or_else(|| BuildState::Failed {
+            reason,
+            message: failed.message.clone().unwrap_or_default(),
+        })
+}
+
+/// How a step of `pod` that exited non-zero failed the build, if one did.
+fn step_failure(pod: &BuildPod) -> Option<BuildState> {
+    let (container, is_init, code) = failed_container(pod)?;
+    Some(match is_init && container == "clone" {
+        true => BuildState::Error {
             reason: "CloneFailed".into(),
             message: format!(
                 "the clone step exited with code {code} ({})",
                 clone_failure(code)
             ),
         },
-        Some((container, _, code)) => BuildState::Failed {
+        false => BuildState::Failed {
             reason: "ExitCode".into(),
             message: format!("{container} exited with code {code}"),
         },
-        None => BuildState::Failed {
-            reason,
-            message: failed.message.clone().unwrap_or_default(),
-        },
+    })
+}
+
+/// The end a build's pod shows before its Job does. The Job controller writes a Job's end
+/// up to a second after its pod's (it batches its syncs: `SyncJobBatchPeriod`), and a
+/// build's Job runs one pod it never retries (`backoffLimit: 0`), so a pod that ended by
+/// itself ends the build: it succeeded, or a step exited non-zero. A pod being deleted
+/// (its Job's deadline passed, or someone deleted it) or disrupted (evicted, preempted)
+/// ends the build only once its Job says so, and why.
+fn ended_by_its_pod<P: Borrow<BuildPod>>(pods: &[P]) -> Option<BuildState> {
+    let [pod] = pods else {
+        return None;
+    };
+    let pod = pod.borrow();
+    let status = pod.status.as_ref()?;
+    let disrupted = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if pod.metadata.deletion_timestamp.is_some() || disrupted {
+        return None;
+    }
+    match status.phase.as_deref()? {
+        "Succeeded" => Some(BuildState::Succeeded),
+        "Failed" => step_failure(pod),
+        _ => None,
     }
 }
 
@@ -298,6 +335,20 @@ pub fn is_settled(job: &BuildJob) -> bool {
         || annotation(job, keys::FINISHED_AT).is_some()
 }
 
+/// When the last step of `pods` ended, if one did: a build's end before its Job shows it
+/// ([`ended_by_its_pod`]).
+fn last_step_end<P: Borrow<BuildPod>>(pods: &[P]) -> Option<i64> {
+    pods.iter()
+        .filter_map(|pod| pod.borrow().status.as_ref())
+        .flat_map(|status| {
+            let init = status.init_container_statuses.iter().flatten();
+            init.chain(status.container_statuses.iter().flatten())
+        })
+        .filter_map(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0.as_second())
+        .max()
+}
+
 /// When the build finished (seconds since the epoch), if it did.
 pub fn finished_at(job: &BuildJob) -> Option<i64> {
     let from_condition = ["Complete", "Failed"].iter().find_map(|kind| {
@@ -345,7 +396,10 @@ pub fn summarize<P: Borrow<BuildPod>>(
         pull_request: annotation(job, keys::PR).and_then(|p| p.parse().ok()),
         branch: annotation(job, keys::BRANCH).map(str::to_owned),
         fully_reported: !reporting || reported.iter().any(|r| r.is_final()),
-        finished_at: state.is_finished().then(|| finished_at(job)).flatten(),
+        finished_at: state
+            .is_finished()
+            .then(|| finished_at(job).or_else(|| last_step_end(pods)))
+            .flatten(),
         settled: is_settled(job),
         archived: crate::archive::Archived::parse(annotation(job, keys::ARCHIVED)),
         state,
@@ -353,244 +407,4 @@ pub fn summarize<P: Borrow<BuildPod>>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NO_PODS: &[BuildPod] = &[];
-    use serde_json::json;
-
-    fn job(extra: serde_json::Value) -> BuildJob {
-        let mut value = json!({"metadata": {"name": "demo-1", "annotations": {}}, "spec": {"template": {}}, "status": {}});
-        crate::tests::merge(&mut value, extra);
-        serde_json::from_value(value).unwrap()
-    }
-
-    fn pod(status: serde_json::Value) -> BuildPod {
-        serde_json::from_value(json!({"metadata": {"name": "demo-1-abcde", "creationTimestamp": "2026-11-23T10:00:00Z"}, "status": status})).unwrap()
-    }
-
-    const T0: i64 = 1_795_428_000; // 2026-11-23T10:00:00Z
-
-    fn conditions(kind: &str, reason: &str) -> serde_json::Value {
-        json!({"status": {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "m"}]}})
-    }
-
-    #[test]
-    fn the_commit_a_branch_build_checked_out_is_read_from_the_clone_steps_message() {
-        let clone = |message: &str| {
-            pod(
-                json!({"initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "message": message}}}]}),
-            )
-        };
-        let sha = "4d7de2707d0240ba622e8f56097a34e57c61cb4d";
-        assert_eq!(
-            checked_out_commit(&[clone(&format!("commit={sha}\nbranch=main\n"))]),
-            Some(sha.to_owned())
-        );
-        assert_eq!(checked_out_commit(&[clone("oops")]), None);
-        assert_eq!(
-            checked_out_commit(&[pod(json!({"phase": "Pending"}))]),
-            None
-        );
-    }
-
-    #[test]
-    fn finished_jobs() {
-        assert_eq!(
-            build_state(
-                &job(conditions("Complete", "CompletionsReached")),
-                NO_PODS,
-                T0,
-                300
-            ),
-            BuildState::Succeeded
-        );
-        let failed_pod = pod(
-            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}], "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}),
-        );
-        assert_eq!(
-            build_state(
-                &job(conditions("Failed", "BackoffLimitExceeded")),
-                std::slice::from_ref(&failed_pod),
-                T0,
-                300
-            ),
-            BuildState::Failed {
-                reason: "ExitCode".into(),
-                message: "build exited with code 3".into()
-            }
-        );
-        // A collector killed after its grace period is not why the build failed.
-        let collector_killed = pod(
-            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}, {"name": "collect", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 137}}}], "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}),
-        );
-        let failed = job(conditions("Failed", "BackoffLimitExceeded"));
-        assert_eq!(
-            build_state(&failed, &[collector_killed], T0, 300),
-            build_state(&failed, std::slice::from_ref(&failed_pod), T0, 300)
-        );
-        let clone_failed = pod(
-            json!({"phase": "Failed", "initContainerStatuses": [{"name": "clone", "image": "k", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 10}}}]}),
-        );
-        assert_eq!(
-            build_state(
-                &job(conditions("Failed", "BackoffLimitExceeded")),
-                &[clone_failed],
-                T0,
-                300
-            ),
-            BuildState::Error {
-                reason: "CloneFailed".into(),
-                message: "the clone step exited with code 10 (host key mismatch)".into()
-            }
-        );
-        assert_eq!(
-            build_state(
-                &job(conditions("Failed", "DeadlineExceeded")),
-                NO_PODS,
-                T0,
-                300
-            ),
-            BuildState::Failed {
-                reason: "DeadlineExceeded".into(),
-                message: "the build ran longer than its timeout".into()
-            }
-        );
-    }
-
-    #[test]
-    fn cancelled_and_queued_jobs() {
-        let mut cancelled = conditions("Failed", "DeadlineExceeded");
-        cancelled["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "alice"}});
-        assert_eq!(
-            build_state(&job(cancelled), NO_PODS, T0, 300),
-            BuildState::Aborted {
-                by: Some("alice".into())
-            }
-        );
-        assert_eq!(
-            build_state(&job(json!({"spec": {"suspend": true}})), NO_PODS, T0, 300),
-            BuildState::Queued
-        );
-        let suspended_cancel = json!({"spec": {"suspend": true}, "metadata": {"annotations": {keys::CANCELLED_BY: ""}}});
-        assert_eq!(
-            build_state(&job(suspended_cancel), NO_PODS, T0, 300),
-            BuildState::Aborted { by: None }
-        );
-    }
-
-    #[test]
-    fn a_stuck_build_s_state_over_time_says_when_time_alone_makes_it_an_error() {
-        let missing_secret = [pod(
-            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"aws-key\" not found"}}}]}),
-        )];
-        let over_time = build_state_over_time(&job(json!({})), &missing_secret, 300);
-        assert_eq!(
-            over_time.later.as_ref().map(|(from, _)| *from),
-            Some(T0 + 300)
-        );
-        for now in [T0, T0 + 299, T0 + 300, T0 + 10_000] {
-            assert_eq!(
-                over_time.clone().at(now),
-                build_state(&job(json!({})), &missing_secret, now, 300),
-                "at {now}"
-            );
-        }
-        let running = [pod(json!({"phase": "Running"}))];
-        assert_eq!(
-            build_state_over_time(&job(json!({})), &running, 300).later,
-            None,
-            "time alone changes nothing else"
-        );
-    }
-
-    #[test]
-    fn pods_that_cannot_start_fail_the_build_after_the_pending_deadline() {
-        let missing_secret = pod(
-            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"aws-key\" not found"}}}]}),
-        );
-        let early = build_state(
-            &job(json!({})),
-            std::slice::from_ref(&missing_secret),
-            T0 + 10,
-            300,
-        );
-        assert_eq!(
-            early,
-            BuildState::Pending {
-                message: Some("CreateContainerConfigError: secret \"aws-key\" not found".into())
-            }
-        );
-        let late = build_state(&job(json!({})), &[missing_secret], T0 + 300, 300);
-        assert_eq!(
-            late,
-            BuildState::Error {
-                reason: "CreateContainerConfigError".into(),
-                message: "secret \"aws-key\" not found".into()
-            }
-        );
-        let unschedulable = pod(
-            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available"}]}),
-        );
-        assert!(
-            matches!(build_state(&job(json!({})), &[unschedulable], T0 + 600, 300), BuildState::Error { reason, .. } if reason == "Unschedulable")
-        );
-        let initializing = pod(
-            json!({"phase": "Pending", "containerStatuses": [{"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
-        );
-        assert_eq!(
-            build_state(&job(json!({})), &[initializing], T0 + 600, 300),
-            BuildState::Pending { message: None }
-        );
-        let running = pod(json!({"phase": "Running"}));
-        assert_eq!(
-            build_state(&job(json!({})), &[running], T0, 300),
-            BuildState::Running
-        );
-        assert_eq!(
-            build_state(&job(json!({})), NO_PODS, T0, 300),
-            BuildState::Pending { message: None }
-        );
-    }
-
-    #[test]
-    fn a_build_kubeci_stopped_is_settled_with_its_reason_and_time() {
-        let stopped = job(json!({
-            "metadata": {"labels": {keys::BUILD: "4"}, "annotations": {
-                keys::ERROR: error_annotation("ErrImagePull", "no such image"),
-                keys::FINISHED_AT: "2026-11-23T10:05:00Z",
-                keys::REPORTED: "pending",
-            }},
-            "spec": {"suspend": true, "template": {}},
-        }));
-        let summary = summarize(&stopped, NO_PODS, T0 + 600, 300, true).unwrap();
-        assert_eq!(
-            summary.state,
-            BuildState::Error {
-                reason: "ErrImagePull".into(),
-                message: "no such image".into()
-            }
-        );
-        assert!(summary.settled);
-        assert_eq!(summary.finished_at, Some(T0 + 300));
-        assert!(!summary.fully_reported, "only `pending` was reported");
-        assert!(
-            summarize(&stopped, NO_PODS, T0, 300, false)
-                .unwrap()
-                .fully_reported
-        );
-
-        let mut late_cancel = conditions("Complete", "CompletionsReached");
-        late_cancel["metadata"] = json!({"annotations": {keys::CANCELLED_BY: "bob"}});
-        assert_eq!(
-            build_state(&job(late_cancel), NO_PODS, T0, 300),
-            BuildState::Succeeded,
-            "a cancel that came after the end changes nothing"
-        );
-        assert!(
-            summarize(&job(json!({})), NO_PODS, T0, 300, true).is_none(),
-            "not a build"
-        );
-    }
-}
+mod tests;
