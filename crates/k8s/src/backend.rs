@@ -149,16 +149,24 @@ impl BuildStore for Cluster {
         of: JobRef<'_>,
         approval: Approval,
     ) -> Result<(), BackendError> {
-        ledger::approve(&self.ledgers, &self.client, of.namespace, of.job, &approval)
-            .await
-            .map_err(|source| {
-                ClusterError::Ledger {
-                    namespace: of.namespace.to_owned(),
-                    job: of.job.to_owned(),
-                    source,
-                }
-                .into()
-            })
+        let cache = self.ledger_cache(of.namespace, of.job);
+        ledger::approve(
+            &self.ledgers,
+            &self.client,
+            cache,
+            of.namespace,
+            of.job,
+            &approval,
+        )
+        .await
+        .map_err(|source| {
+            ClusterError::Ledger {
+                namespace: of.namespace.to_owned(),
+                job: of.job.to_owned(),
+                source,
+            }
+            .into()
+        })
     }
 
     fn approvals_of(&self, of: JobRef<'_>) -> Vec<Approval> {

@@ -238,8 +238,11 @@ impl Cluster {
         let (allocation, to_create) = ledger::allocate(
             &self.ledgers,
             &self.client,
-            namespace,
-            name,
+            self.ledger_cache(namespace, name),
+            kubeci_build::JobRef {
+                namespace,
+                job: name,
+            },
             &key,
             present,
             ledger::Asked {

@@ -448,6 +448,14 @@ impl Cluster {
         self.scopes.iter().find_map(|scope| scope.leases.get(&key))
     }
 
+    /// Reads job `job`'s ledger Lease from the caches when called: a ledger write's first
+    /// try ([`crate::ledger::update`]).
+    pub(crate) fn ledger_cache(&self, namespace: &str, job: &str) -> crate::ledger::CachedLedger {
+        let stores: Vec<Store<Lease>> = self.scopes.iter().map(|s| s.leases.clone()).collect();
+        let key = ObjectRef::new(&ledger_name(job)).within(namespace);
+        Box::new(move || stores.iter().find_map(|store| store.get(&key)))
+    }
+
     /// The ledger Leases in the caches: those of the jobs of `only`, or every one.
     pub(crate) fn cached_ledgers(&self, only: Option<&BTreeSet<JobKey>>) -> Vec<Arc<Lease>> {
         match only {

@@ -371,7 +371,10 @@ async fn settle(
             .map(|e| e.number)
             .collect()
     };
-    let settled = ledger::update(&cluster.client, namespace, job, |ledger| {
+    let lease = cluster
+        .cached_ledger(namespace, job)
+        .map(|lease| (*lease).clone());
+    let settled = ledger::update(&cluster.client, namespace, job, lease, |ledger| {
         let (abandoned, changed) = ledger.settle(&exists, now);
         ((abandoned, pending_in(ledger)), changed)
     })

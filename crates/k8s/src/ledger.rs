@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
-use kubeci_build::{keys, BuildRequest};
+use kubeci_build::{keys, BuildRequest, JobRef};
 use kubeci_engine::approval::{self, Approval};
 use kubeci_engine::ledger::{Allocation, Ledger};
 use kubeci_engine::BuildSummary;
@@ -23,6 +23,9 @@ const MAX_CONFLICTS: u32 = 100;
 
 /// A change to a job's ledger, applied again on each fresh read; whether to write.
 type Change = Box<dyn FnMut(&mut Ledger) -> bool + Send>;
+
+/// Reads the job's ledger Lease from the watch cache, when the turn to write it comes.
+pub(crate) type CachedLedger = Box<dyn FnOnce() -> Option<Arc<Lease>> + Send>;
 
 /// A change waiting for its job's next write, and who waits for its outcome.
 struct Waiting {
@@ -52,6 +55,7 @@ impl LedgerWrites {
         client: &kube::Client,
         namespace: &str,
         job: &str,
+        cache: CachedLedger,
         mut change: impl FnMut(&mut Ledger) -> (R, bool) + Send + 'static,
     ) -> Result<R, Arc<kube::Error>> {
         let key = (namespace.to_owned(), job.to_owned());
@@ -78,7 +82,8 @@ impl LedgerWrites {
             let _turn = writes.turn.lock().await;
             let batch = std::mem::take(&mut *writes.waiting.lock().expect("the waiting lock"));
             if !batch.is_empty() {
-                write_batch(&client, &namespace, &job, batch).await;
+                let cached = cache().map(|lease| (*lease).clone());
+                write_batch(&client, &namespace, &job, cached, batch).await;
             }
         });
         // Its outcome comes through `outcome`; a writer that failed dropped it unanswered.
@@ -118,8 +123,14 @@ impl LedgerWrites {
 }
 
 /// Writes `batch` in one write of the job's ledger, and tells each change how it went.
-async fn write_batch(client: &kube::Client, namespace: &str, job: &str, mut batch: Vec<Waiting>) {
-    let written = update(client, namespace, job, |ledger| {
+async fn write_batch(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+    cached: Option<Lease>,
+    mut batch: Vec<Waiting>,
+) {
+    let written = update(client, namespace, job, cached, |ledger| {
         let mut write = false;
         for waiting in &mut batch {
             write |= (waiting.change)(ledger);
@@ -135,17 +146,27 @@ async fn write_batch(client: &kube::Client, namespace: &str, job: &str, mut batc
 
 /// Applies `change` to the ledger of job `job` and writes it back when it says so;
 /// retried on conflicts. Returns what `change` returned.
+///
+/// The first try is made on `cached` (the watch cache's copy, when it has one), which is
+/// current but for a write in the last moments: a write from a stale copy gets 409 and is
+/// redone on a fresh read, so a cached copy saves a read and costs nothing in safety.
 pub(crate) async fn update<R>(
     client: &kube::Client,
     namespace: &str,
     job: &str,
+    cached: Option<Lease>,
     mut change: impl FnMut(&mut Ledger) -> (R, bool),
 ) -> Result<R, kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = ledger_name(job);
     let mut conflicts = 0;
+    let mut cached = cached;
     loop {
-        let existing = leases.get_opt(&name).await?;
+        let from_cache = cached.is_some();
+        let existing = match cached.take() {
+            Some(lease) => Some(lease),
+            None => leases.get_opt(&name).await?,
+        };
         let mut lease = existing.clone().unwrap_or_else(|| {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name, "labels": {keys::MANAGED_BY: keys::MANAGER, keys::JOB: job}},
@@ -171,6 +192,8 @@ pub(crate) async fn update<R>(
                 conflicts += 1;
                 continue;
             }
+            // The cached copy named a Lease deleted since: read it as it is.
+            Err(kube::Error::Api(status)) if status.code == 404 && from_cache => continue,
             Err(e) => return Err(e),
         }
     }
@@ -190,8 +213,8 @@ pub(crate) struct Asked {
 pub(crate) async fn allocate(
     writes: &LedgerWrites,
     client: &kube::Client,
-    namespace: &str,
-    job: &str,
+    cache: CachedLedger,
+    JobRef { namespace, job }: JobRef<'_>,
     key: &str,
     present: Vec<BuildSummary>,
     asked: Asked,
@@ -203,7 +226,7 @@ pub(crate) async fn allocate(
     } = asked;
     let key = key.to_owned();
     writes
-        .update(client, namespace, job, move |ledger| {
+        .update(client, namespace, job, cache, move |ledger| {
             let cron_advanced =
                 cron_run.is_some_and(|t| ledger.last_cron_run.is_none_or(|last| t > last));
             if cron_advanced {
@@ -225,13 +248,14 @@ pub(crate) async fn allocate(
 pub(crate) async fn approve(
     writes: &LedgerWrites,
     client: &kube::Client,
+    cache: CachedLedger,
     namespace: &str,
     job: &str,
     approval: &Approval,
 ) -> Result<(), Arc<kube::Error>> {
     let approval = approval.clone();
     writes
-        .update(client, namespace, job, move |ledger| {
+        .update(client, namespace, job, cache, move |ledger| {
             let changed = approval::record(&mut ledger.approvals, approval.clone(), now());
             ((), changed)
         })
@@ -242,6 +266,11 @@ pub(crate) async fn approve(
 mod tests {
     use super::*;
     use kubeci_testkit::FakeApiServer;
+
+    const WEB: JobRef<'static> = JobRef {
+        namespace: "default",
+        job: "web",
+    };
 
     fn asked() -> Asked {
         Asked {
@@ -277,7 +306,8 @@ mod tests {
         let ask = |key: &'static str| {
             let (writes, client) = (writes.clone(), client.clone());
             tokio::spawn(async move {
-                let asked = allocate(&writes, &client, "default", "web", key, Vec::new(), asked());
+                let uncached = Box::new(|| None);
+                let asked = allocate(&writes, &client, uncached, WEB, key, Vec::new(), asked());
                 asked.await.map(|(allocation, _)| allocation.number)
             })
         };
@@ -319,5 +349,34 @@ mod tests {
             0,
             "a job's entry goes once its writes are done"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_tries_the_cached_lease_first_and_reads_afresh_only_when_it_is_stale() {
+        let server = FakeApiServer::start().await;
+        let client = server.client().await;
+        let writes = LedgerWrites::default();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+        let number = |key: &'static str, cached: Option<Lease>| {
+            let cache: CachedLedger = Box::new(move || cached.map(Arc::new));
+            let asked = allocate(&writes, &client, cache, WEB, key, Vec::new(), asked());
+            async { asked.await.unwrap().0.number }
+        };
+        assert_eq!(number("first", None).await, 1);
+        let current = leases.get(&ledger_name("web")).await.unwrap();
+        let reads = |server: &FakeApiServer| {
+            (server.gate().requests().iter())
+                .filter(|r| r.verb == "get" && r.resource == "leases")
+                .count()
+        };
+        server.gate().clear_requests();
+        assert_eq!(number("second", Some(current.clone())).await, 2);
+        assert_eq!(reads(&server), 0, "the cached copy was current: no read");
+        // `current` is stale now: its write conflicts, and is redone on a fresh read.
+        assert_eq!(number("third", Some(current)).await, 3);
+        assert_eq!(reads(&server), 1);
+        let ledger = Ledger::read(leases.get(&ledger_name("web")).await.unwrap().annotations());
+        let numbers: Vec<u64> = ledger.entries.iter().map(|e| e.number).collect();
+        assert_eq!(numbers, [1, 2, 3], "no number given twice");
     }
 }

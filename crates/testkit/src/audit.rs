@@ -1,7 +1,7 @@
 //! Reads a real API server's audit log (JSON lines, `Metadata` level) to prove what one
 //! user did: how many requests, whether any touched a Secret, whether any was refused.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What one user's requests in an audit log came to.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -14,7 +14,15 @@ pub struct AuditSummary {
     pub secrets: Vec<String>,
     /// Requests answered 403, as "VERB URI".
     pub forbidden: Vec<String>,
+    /// How many requests of each (verb, resource).
+    pub counts: BTreeMap<(String, String), usize>,
+    /// Writes that succeeded (`create`, `update`, `patch`, `delete`, `deletecollection`
+    /// answered 2xx): what went into etcd.
+    pub writes: usize,
 }
+
+/// The verbs that write.
+const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
 /// Summarizes the requests of `user` in `log`; a line that is not an audit event is an
 /// error naming its line number.
@@ -57,6 +65,14 @@ pub fn summarize(log: &str, user: &str) -> Result<AuditSummary, String> {
         if event["responseStatus"]["code"] == 403 {
             summary.forbidden.push(request);
         }
+        let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
+        if WRITES.contains(&verb) && (200..300).contains(&code) {
+            summary.writes += 1;
+        }
+        *summary
+            .counts
+            .entry((verb.to_owned(), resource.clone()))
+            .or_default() += 1;
         if !resource.is_empty() {
             summary.used.insert((verb.to_owned(), resource));
         }
@@ -107,10 +123,13 @@ mod tests {
             line("2", kubeci, "get", "secrets", 403),
             line("3", "admin", "get", "secrets", 200),
             line("4", kubeci, "create", "jobs", 201),
+            line("5", kubeci, "create", "jobs", 409),
         ]
         .join("\n");
         let summary = summarize(&log, kubeci).unwrap();
-        assert_eq!(summary.requests, 3);
+        assert_eq!(summary.requests, 4);
+        assert_eq!(summary.writes, 1, "only the create that was written");
+        assert_eq!(summary.counts[&("create".to_owned(), "jobs".to_owned())], 2);
         assert_eq!(summary.secrets, ["get /api/v1/namespaces/a/secrets"]);
         assert_eq!(summary.forbidden, ["get /api/v1/namespaces/a/secrets"]);
         assert!(summary.used.contains(&("create".into(), "jobs".into())));
