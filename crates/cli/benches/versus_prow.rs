@@ -9,14 +9,22 @@
 //! build (its user in the audit log, up to each report) and its GitHub calls per build
 //! (the fake's log, by `User-Agent`).
 //!
+//! Then a burst: many pull requests opened at once (versus_prow_burst.rs) → every pod
+//! created, every build reported. The pull requests go in rounds, the systems in the
+//! order Prow, kubeci, kubeci, Prow, … so what drifts on the machine weighs on both.
+//!
 //! Run, with the control plane up (`eval "$(scripts/cluster up)"`) and Prow built:
-//!   `cargo test -p kubeci --bench versus_prow -- --smoke`  one pull request each (≤ 3
-//!     minutes; `.ci/run` runs it, so the harness cannot rot)
-//!   `cargo test -p kubeci --bench versus_prow -- --quick`  20 each (under a minute)
-//!   `cargo bench -p kubeci --bench versus_prow`            200 each, the full table's
-//!     latency row, with kubeci's release build (`VERSUS_PULL_REQUESTS` changes the count
-//!     in any form). The smoke and quick forms run `cargo test`'s debug build of kubeci.
+//!   `cargo test -p kubeci --bench versus_prow -- --smoke`  one pull request each, no
+//!     burst (≤ 3 minutes; `.ci/run` runs it, so the harness cannot rot)
+//!   `cargo test -p kubeci --bench versus_prow -- --quick`  20 each in 2 rounds, a burst
+//!     of 50 (a few minutes)
+//!   `cargo bench -p kubeci --bench versus_prow`            200 each in 4 rounds, a burst
+//!     of 1,000, with kubeci's release build. `VERSUS_PULL_REQUESTS`, `VERSUS_ROUNDS` and
+//!     `VERSUS_BURST` change the counts in any form. The smoke and quick forms run
+//!     `cargo test`'s debug build of kubeci.
 
+#[path = "versus_prow_burst.rs"]
+mod burst;
 #[path = "versus_prow_systems.rs"]
 mod systems;
 #[path = "versus_prow_world.rs"]
@@ -34,6 +42,9 @@ struct Run {
     times: Vec<Times>,
     api_requests: usize,
     api_forbidden: Vec<String>,
+    /// Its API requests by (verb, resource), and the writes among them.
+    api_counts: BTreeMap<(String, String), usize>,
+    writes: usize,
     github_calls: BTreeMap<String, usize>,
     /// CPU time its processes used from the first delivery to the last report.
     cpu: Duration,
@@ -80,9 +91,29 @@ fn run(world: &World, side: &Side, first: u64, count: u64) -> Run {
         times,
         api_requests: audit.requests,
         api_forbidden: audit.forbidden,
+        api_counts: audit.counts,
+        writes: audit.writes,
         github_calls,
         cpu: cpu_after.saturating_sub(cpu_before),
         rss,
+    }
+}
+
+impl Run {
+    /// `other`'s builds and counts added to this run's (a later round of one system).
+    fn add(&mut self, other: Run) {
+        self.times.extend(other.times);
+        self.api_requests += other.api_requests;
+        self.api_forbidden.extend(other.api_forbidden);
+        for (kind, n) in other.api_counts {
+            *self.api_counts.entry(kind).or_default() += n;
+        }
+        self.writes += other.writes;
+        for (kind, n) in other.github_calls {
+            *self.github_calls.entry(kind).or_default() += n;
+        }
+        self.cpu += other.cpu;
+        self.rss = self.rss.max(other.rss);
     }
 }
 
@@ -153,12 +184,19 @@ fn print(run: &Run) {
         spread(&run.times, |t| Some(t.reported))
     );
     println!(
-        "  API requests, first webhook → last report (audit log): {:.1} per build, {} refused",
+        "  API requests, first webhook → last report (audit log): {:.1} per build ({:.1} writes), {} refused",
         run.api_requests as f64 / builds as f64,
+        run.writes as f64 / builds as f64,
         run.api_forbidden.len()
     );
+    for ((verb, resource), n) in &run.api_counts {
+        println!(
+            "    {verb} {resource:<40} {:>6.2} per build",
+            *n as f64 / builds as f64
+        );
+    }
     println!(
-        "  its processes: {:.2} s of CPU per build (first webhook → last report), {:.0} MB resident at the end",
+        "  its processes: {:.3} s of CPU per build (first webhook → last report), {:.0} MB resident at the end (most of any round)",
         run.cpu.as_secs_f64() / builds as f64,
         run.rss
     );
@@ -172,37 +210,88 @@ fn print(run: &Run) {
     }
 }
 
-fn main() {
+/// Numbers of the pull requests each system is sent, apart.
+fn first_number(system: System) -> u64 {
+    match system {
+        System::Prow => 1,
+        System::Kubeci => 500_001,
+    }
+}
+
+fn start(world: &World, system: System) -> Side {
+    let up = Instant::now();
+    let side = match system {
+        System::Prow => Side::prow(world),
+        System::Kubeci => Side::kubeci(world),
+    };
+    println!("{} up in {:.2?}", system.name(), up.elapsed());
+    side
+}
+
+/// The count of a form (`--smoke`, `--quick`, the full one), unless `variable` says.
+fn count(variable: &str, smoke: u64, quick: u64, full: u64) -> u64 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let default = if args.iter().any(|a| a == "--smoke") {
-        1
+        smoke
     } else if args.iter().any(|a| a == "--quick") {
-        20
+        quick
     } else {
-        200
+        full
     };
-    let count = std::env::var("VERSUS_PULL_REQUESTS")
+    std::env::var(variable)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let count_each = count("VERSUS_PULL_REQUESTS", 1, 20, 200);
+    let rounds = count("VERSUS_ROUNDS", 1, 2, 4).clamp(1, count_each.max(1));
+    let burst_size = count("VERSUS_BURST", 0, 50, 1_000);
     let started = Instant::now();
     let world = World::new();
-    let mut runs = Vec::new();
-    for (system, first) in [(System::Prow, 1), (System::Kubeci, 100_001)] {
-        let up = Instant::now();
-        let side = match system {
-            System::Prow => Side::prow(&world),
-            System::Kubeci => Side::kubeci(&world),
-        };
-        println!("{} up in {:.2?}", system.name(), up.elapsed());
-        let run = run(&world, &side, first, count);
-        side.stop(&world);
-        runs.push(run);
+    let mut runs: BTreeMap<&str, Run> = BTreeMap::new();
+    let mut next = [System::Prow, System::Kubeci].map(|s| (s, first_number(s)));
+    // Rounds in the order Prow, kubeci, kubeci, Prow, …: what drifts on the machine over
+    // the run weighs on both alike.
+    for round in 0..rounds {
+        let per_round = count_each / rounds + u64::from(round < count_each % rounds);
+        let mut order = next;
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (system, first) in order {
+            let side = start(&world, system);
+            let run = run(&world, &side, first, per_round);
+            side.stop(&world);
+            for (s, n) in next.iter_mut() {
+                if *s == system {
+                    *n += per_round;
+                }
+            }
+            match runs.get_mut(system.name()) {
+                Some(all) => all.add(run),
+                None => {
+                    runs.insert(system.name(), run);
+                }
+            }
+        }
     }
-    for run in &runs {
+    let mut bursts = Vec::new();
+    if burst_size > 0 {
+        for (system, first) in next {
+            let side = start(&world, system);
+            bursts.push(burst::burst(&world, &side, first, burst_size));
+            side.stop(&world);
+        }
+    }
+    for run in runs.values() {
         print(run);
     }
-    for run in &runs {
+    for burst in &bursts {
+        burst::print(burst);
+    }
+    for run in runs.values() {
         assert!(
             run.api_forbidden.is_empty(),
             "{}: requests refused: {:?}",

@@ -46,7 +46,7 @@ impl System {
     }
 
     /// The commit status context its job reports.
-    fn context(self) -> &'static str {
+    pub fn context(self) -> &'static str {
         match self {
             System::Kubeci => "kubeci/hello",
             System::Prow => "prow/hello",
@@ -105,6 +105,13 @@ fn pull_of(pod: &Pod) -> Option<u64> {
         .ok()
 }
 
+/// A namespace name for one start of a system: the one before may still be terminating.
+fn fresh_namespace(system: &str) -> String {
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{system}-{}-{start}", std::process::id())
+}
+
 /// One system, started in its namespace.
 pub struct Side {
     pub system: System,
@@ -137,7 +144,7 @@ impl Side {
     /// its identity made, hook, plank, crier and sinker started.
     pub fn prow(world: &World) -> Side {
         let plane = &world.plane;
-        let namespace = format!("prow-{}", std::process::id());
+        let namespace = fresh_namespace("prow");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/prow");
         let applied = Command::new("bash")
             .arg(&script)
@@ -193,7 +200,7 @@ impl Side {
     /// with the RBAC of deploy/manifests/kubeci.yaml.
     pub fn kubeci(world: &World) -> Side {
         let plane = &world.plane;
-        let namespace = format!("kubeci-{}", std::process::id());
+        let namespace = fresh_namespace("kubeci");
         plane.namespace(&namespace, json!({"kubeci.io/builds": "enabled"}));
         let token = kubeci_identity(plane);
         plane.map_repository(&namespace, &world.bare);
@@ -313,6 +320,15 @@ impl Side {
             }
         };
         http(self.hook_port, "POST", path, &headers, body)
+    }
+
+    /// When each pod seen in its namespace was first seen, of those first seen after `since`.
+    pub fn pods_seen_since(&self, since: Instant) -> Vec<Instant> {
+        let times = self.times.lock().unwrap();
+        (times.created.values())
+            .filter(|at| **at >= since)
+            .copied()
+            .collect()
     }
 
     /// Waits until the build of `head` (pull request `number`) is reported `success`;
