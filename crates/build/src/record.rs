@@ -3,16 +3,19 @@
 //!
 //! A `Job` is 2.6 KB before any of its fields is filled (its pod template is inline); 10,000
 //! of them in a cache cost more than kubeci's memory budget (docs/design.md §8). These types
-//! deserialize from the same JSON — unknown fields are skipped — and name the same
-//! Kubernetes resources, so the kube client lists and watches them directly.
+//! deserialize from the same JSON and name the same Kubernetes resources, so the kube client
+//! lists and watches them directly; reading them keeps only the fields kubeci reads ([`kept`]
+//! lists them and who reads them): the rest is skipped as it is parsed.
 
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+mod kept;
 
 /// A build's Job: its metadata, whether it is suspended, and its status.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BuildJob {
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -30,7 +33,7 @@ pub struct BuildJobSpec {
 }
 
 /// A build's pod: its metadata and status.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BuildPod {
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -38,6 +41,44 @@ pub struct BuildPod {
     pub status: Option<PodStatus>,
 }
 
+impl<'de> Deserialize<'de> for BuildJob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Sent {
+            #[serde(default)]
+            metadata: kept::Meta,
+            #[serde(default)]
+            spec: Option<BuildJobSpec>,
+            #[serde(default)]
+            status: Option<kept::Status>,
+        }
+        let sent = Sent::deserialize(deserializer)?;
+        Ok(BuildJob {
+            metadata: sent.metadata.kept(true),
+            spec: sent.spec,
+            status: sent.status.map(kept::Status::kept),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BuildPod {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Sent {
+            #[serde(default)]
+            metadata: kept::Meta,
+            #[serde(default)]
+            status: Option<kept::PodStatusSent>,
+        }
+        let sent = Sent::deserialize(deserializer)?;
+        Ok(BuildPod {
+            metadata: sent.metadata.kept(false),
+            status: sent.status.map(kept::PodStatusSent::kept),
+        })
+    }
+}
+
+/// The whole Job, as the API sent it: kept whole (a Job this replica just created).
 impl From<Job> for BuildJob {
     fn from(job: Job) -> Self {
         BuildJob {
@@ -50,6 +91,7 @@ impl From<Job> for BuildJob {
     }
 }
 
+/// The whole pod, kept whole.
 impl From<Pod> for BuildPod {
     fn from(pod: Pod) -> Self {
         BuildPod {
@@ -136,9 +178,14 @@ mod tests {
                 "restartCount": 0, "image": "alpine", "imageID": "",
                 "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
         });
-        let compact: BuildPod = serde_json::from_value(json.clone()).unwrap();
-        let full: Pod = serde_json::from_value(json).unwrap();
-        assert_eq!(compact, BuildPod::from(full));
-        assert_eq!(compact.status.unwrap().phase.as_deref(), Some("Pending"));
+        let compact: BuildPod = serde_json::from_value(json).unwrap();
+        let status = compact.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        let build = &status.container_statuses.unwrap()[0];
+        assert_eq!(build.name, "build");
+        let waiting = build.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ImagePullBackOff"));
+        // Its image is not read: not kept.
+        assert_eq!(build.image, "");
     }
 }

@@ -10,7 +10,12 @@
 //! `-- --burst`: only 50 concurrent build requests of one job, answered (three rounds, a
 //! new job each); with `KUBECI_B=PATH` another kubeci binary's rounds alternate with
 //! this one's.
+//!
+//! `-- --memory`: only start, memory and idle CPU with 10,000 finished builds, without and
+//! then with their pods (`real_cluster_memory.rs`); with `KUBECI_B=PATH`, alternating.
 
+#[path = "real_cluster_memory.rs"]
+mod memory;
 #[path = "support.rs"]
 mod support;
 
@@ -369,6 +374,8 @@ fn main() {
     });
     if std::env::args().any(|a| a == "--burst") {
         burst(&runtime, client, &kubeconfig);
+    } else if std::env::args().any(|a| a == "--memory") {
+        memory::memory(&runtime, client, &kubeconfig);
     } else {
         measure(&runtime, client, &kubeconfig);
     }

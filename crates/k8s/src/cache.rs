@@ -177,7 +177,8 @@ pub(crate) fn watch_builds(
             jobs_api,
             watcher::Config::default().labels(&managed),
             wake.notify.clone(),
-            // `BuildJob` holds only what builds are read from.
+            // `BuildJob` and `BuildPod` keep only what kubeci reads as they are parsed
+            // (`kubeci_build::record`): nothing is left to trim.
             |_: &mut BuildJob| {},
             Some(indexing(&jobs_by_job, &newest, wake)),
         );
