@@ -20,7 +20,7 @@ use kubeci_testkit::Options;
 #[path = "support.rs"]
 mod support;
 
-use support::{build_job, configmap, get, percentile, seed_history, BUILDS, JOBS};
+use support::{build_job, configmap, cpu_seconds, get, percentile, seed_history, BUILDS, JOBS};
 
 /// Requests per path, client count and binary.
 const REQUESTS: usize = 400;
@@ -101,19 +101,6 @@ fn wait_for_jobs(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// The CPU seconds process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 /// Waits until process `pid` is idle (under 5 % of a core over 2 s): a newer local engine

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::support::{percentile, rss_mb, status, Kubeci, BUILDS, JOBS};
+use crate::support::{cpu_seconds, percentile, rss_mb, status, Kubeci, BUILDS, JOBS};
 
 /// The template's job name and build number, replaced in each rendered copy.
 const TEMPLATE_JOB: &str = "tmpl-job";
@@ -280,20 +280,6 @@ fn peak_mb(pid: u32) -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The CPU time a process has used (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command (which may hold spaces): state is the 3rd field overall,
-    // utime the 14th and stime the 15th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap();
-    ticks / per_second as f64
 }
 
 /// Starts `exe`, waits for ready and `settle`: (process, start to ready, RSS, peak RSS).

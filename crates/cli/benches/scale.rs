@@ -21,7 +21,8 @@ use serde_json::Value;
 mod support;
 
 use support::{
-    get, percentile, rss_mb, scale_configmap, scale_namespace, status, SCALE_NAMESPACES,
+    cpu_seconds, get, percentile, rss_mb, scale_configmap, scale_namespace, status,
+    SCALE_NAMESPACES,
 };
 
 const TOKEN: &str = "scale-token-of-some-length";
@@ -31,19 +32,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// kubeci's CPU time so far (user + system), from /proc (USER_HZ is 100 on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 /// Build states by kubeci's own count (`kubeci_builds` in /metrics).

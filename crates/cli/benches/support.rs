@@ -145,6 +145,22 @@ pub fn get_json(port: u16, path: &str) -> Value {
 }
 
 /// The resident memory of a process, in MB (0 once it is gone).
+/// The CPU time process `pid` has used (user + system), in seconds (USER_HZ is 100 on
+/// Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command (which may hold spaces and parentheses): utime and stime are the
+    // 12th and 13th fields.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 pub fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -427,8 +427,10 @@ impl Side {
         }
     }
 
-    /// Stops the system and deletes its namespace (kubeci's finalizers taken off its pods
-    /// first, as an administrator would once kubeci is gone).
+    /// Stops the system and deletes its namespace (kubeci's finalizer taken off its pods
+    /// first, as an administrator would once kubeci is gone — only kubeci's: the Job
+    /// controller's own, taken off a pod it has not counted yet, would make it start the
+    /// build again).
     pub fn stop(self, world: &World) {
         self.watching.abort();
         // Stopped here, before its namespace goes.
@@ -436,14 +438,15 @@ impl Side {
         let plane = &world.plane;
         let pods = plane.kubectl(&["get", "pods", "-n", &self.namespace, "-o", "name"], "");
         for pod in pods.lines() {
-            let unfinalized = r#"{"metadata":{"finalizers":null}}"#;
+            let unfinalized =
+                r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["kubeci.io/archive"]}}"#;
             plane.kubectl(
                 &[
                     "patch",
                     "-n",
                     &self.namespace,
                     pod,
-                    "--type=merge",
+                    "--type=strategic",
                     "-p",
                     unfinalized,
                 ],

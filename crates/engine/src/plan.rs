@@ -216,7 +216,7 @@ pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn build(number: u64, state: BuildState, settled: bool) -> BuildSummary {
@@ -232,7 +232,8 @@ mod tests {
         }
     }
 
-    fn policy() -> JobPolicy {
+    /// A valid job's policy: one build at a time, one kept.
+    pub(crate) fn policy() -> JobPolicy {
         JobPolicy {
             declared: true,
             valid: true,

@@ -140,14 +140,9 @@ mod tests {
 
     fn policy(ttl: Option<u64>) -> JobPolicy {
         JobPolicy {
-            declared: true,
-            valid: true,
-            max_concurrency: Some(1),
             keep: None,
             ttl,
-            cancel_when_deleted: false,
-            refused: None,
-            archiving: false,
+            ..crate::plan::tests::policy()
         }
     }
 
