@@ -219,7 +219,8 @@ pub fn plan(policy: &JobPolicy, builds: &[BuildSummary], now: i64) -> Vec<Action
 pub(crate) mod tests {
     use super::*;
 
-    fn build(number: u64, state: BuildState, settled: bool) -> BuildSummary {
+    /// Build `number` in `state`, reported, not archived, finished at 0.
+    pub(crate) fn build(number: u64, state: BuildState, settled: bool) -> BuildSummary {
         BuildSummary {
             number,
             state,

@@ -118,7 +118,6 @@ impl Focus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::Archived;
     use crate::build::BuildState;
 
     fn key(job: &str) -> JobKey {
@@ -127,14 +126,8 @@ mod tests {
 
     fn build(number: u64, state: BuildState, finished_at: Option<i64>) -> BuildSummary {
         BuildSummary {
-            number,
-            state,
-            pull_request: None,
-            branch: None,
-            fully_reported: true,
             finished_at,
-            settled: true,
-            archived: Archived::No,
+            ..crate::plan::tests::build(number, state, true)
         }
     }
 
