@@ -1,7 +1,7 @@
 //! `real_cluster -- --memory`: kubeci's start, memory and idle CPU on the real API server
 //! with 1,000 job ConfigMaps (and their ledger Leases) and 10,000 finished builds, first without their pods, then
 //! with them (each finished pod still present, as the Job controller leaves them), for this
-//! kubeci and, with `KUBECI_B=PATH`, another binary in turn.
+//! kubeci and, with `KUBECI_B=PATH[:PATH…]`, other binaries in turn.
 //!
 //! The Jobs are rendered by `kubeci render` (the real pod template) and name an outside
 //! controller (`spec.managedBy`), so the real Job controller never syncs them: their status
@@ -314,9 +314,12 @@ pub fn memory(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfi
     let ns = format!("bench-mem-{}", std::process::id());
     super::make_namespace(runtime, &client, &ns);
     let own: PathBuf = env!("CARGO_BIN_EXE_kubeci").into();
-    let mut binaries = vec![("this kubeci", own)];
-    if let Some(other) = std::env::var_os("KUBECI_B") {
-        binaries.push(("KUBECI_B", other.into()));
+    let mut binaries = vec![("this kubeci".to_owned(), own)];
+    // Several others, as `PATH` lists them: `KUBECI_B=/a/kubeci:/b/kubeci`.
+    if let Some(others) = std::env::var_os("KUBECI_B") {
+        for (n, other) in std::env::split_paths(&others).enumerate() {
+            binaries.push((format!("KUBECI_B #{}", n + 1), other));
+        }
     }
     let started = jiff::Timestamp::now().as_second() - 2 * 3600;
     let storing = Instant::now();
@@ -349,11 +352,16 @@ pub fn memory(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfi
             drop(kubeci);
         }
     }
-    runtime.block_on(async {
-        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-            .delete(&ns, &Default::default())
-            .await;
-    });
+    // `KUBECI_MEMORY_KEEP=1` leaves the namespace, to measure other starts against it.
+    if std::env::var_os("KUBECI_MEMORY_KEEP").is_some() {
+        println!("kept namespace {ns} (KUBECI_MEMORY_KEEP)");
+    } else {
+        runtime.block_on(async {
+            let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+                .delete(&ns, &Default::default())
+                .await;
+        });
+    }
     println!("== memory on the real API server ({JOBS} job ConfigMaps + {BUILDS} finished Jobs stored in {stored_builds:.1?}, then {BUILDS} finished pods in {stored_pods:.1?})");
     for ((name, exe), mut f) in binaries.into_iter().zip(figures) {
         println!("-- {name} ({})", exe.display());
