@@ -243,3 +243,19 @@ fn a_build_read_as_kept_holds_a_fraction_of_the_objects() {
 fn size<T: serde::Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).unwrap().len()
 }
+
+/// The Kubernetes engine's caches keep each record as its JSON and read it back when asked
+/// (`kubeci_k8s`'s packed caches): a record written so reads back as it was, in every state.
+#[test]
+fn a_kept_record_written_as_json_reads_back_the_same() {
+    for job in jobs() {
+        let kept: BuildJob = serde_json::from_value(job).unwrap();
+        let packed = serde_json::to_vec(&kept).unwrap();
+        assert_eq!(serde_json::from_slice::<BuildJob>(&packed).unwrap(), kept);
+    }
+    for pod in pods() {
+        let kept: BuildPod = serde_json::from_value(pod).unwrap();
+        let packed = serde_json::to_vec(&kept).unwrap();
+        assert_eq!(serde_json::from_slice::<BuildPod>(&packed).unwrap(), kept);
+    }
+}

@@ -80,8 +80,8 @@ impl BuildStore for Cluster {
 
     fn measured(&self) -> Vec<BuildFact> {
         let mut facts = Vec::new();
-        for ((namespace, job), records) in self.build_groups() {
-            for record in records {
+        for (namespace, job) in self.jobs_with_builds(None) {
+            for record in self.cached_records(&namespace, &job) {
                 let started_at = (record.job.status.as_ref())
                     .and_then(|s| s.start_time.as_ref())
                     .map(|t| t.0.as_second());

@@ -21,17 +21,16 @@ use kubeci_engine::{observe, BuildSummary};
 use kubeci_spec::{Catalogue, LoadedJob};
 use tokio::sync::Notify;
 
-use crate::by_job::{ByJob, Changed, JobKey};
+use crate::lists::InitialLists;
 use crate::newest::{Caches, NewestStates};
+use crate::packed::{Changed, JobKey, Packed};
 use crate::{label, ledger_name, now, Cluster};
 
 /// The Job, Pod and ledger Lease caches of one watched scope (a namespace, or all).
 pub(crate) struct Scope {
-    pub(crate) jobs: Store<BuildJob>,
-    pub(crate) pods: Store<BuildPod>,
+    pub(crate) jobs: Arc<Packed<BuildJob>>,
+    pub(crate) pods: Arc<Packed<BuildPod>>,
     pub(crate) leases: Store<Lease>,
-    pub(crate) jobs_by_job: Arc<ByJob>,
-    pub(crate) pods_by_job: Arc<ByJob>,
     pub(crate) newest: Arc<NewestStates>,
 }
 
@@ -109,14 +108,14 @@ impl Wake {
 /// What follows a cache's watch events, once the cache shows each.
 pub(crate) type OnEvent<K> = Arc<dyn Fn(&watcher::Event<K>) + Send + Sync>;
 
-/// Follows `api` into a cache (and `on_event`, if given); every change wakes `changed`.
-/// Returns the cache and a flag set once its first complete list is in.
-/// `trim` drops what kubeci never reads from the cached objects (it matters at 10,000 Jobs).
+/// Follows `api` into a kube reflector's cache (and `on_event`, if given); every change
+/// wakes `changed`. Returns the cache and a flag set once its first complete list is in.
+/// (The ledger Leases': one per job. The many build Jobs and pods are packed instead.)
 pub(crate) fn follow<K>(
     api: Api<K>,
     config: watcher::Config,
+    lists: &Arc<InitialLists>,
     changed: Arc<Notify>,
-    trim: fn(&mut K),
     on_event: Option<OnEvent<K>>,
 ) -> (Store<K>, Arc<AtomicBool>)
 where
@@ -125,24 +124,22 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = kube::runtime::reflector::store();
-    tokio::spawn(
-        reflector(
-            writer,
-            watcher::watcher(api, config)
-                .modify(move |object| {
-                    object.meta_mut().managed_fields = None;
-                    trim(object);
-                })
-                .backoff(WatchBackoff::new()),
-        )
-        .for_each(move |event| {
-            if let (Some(on_event), Ok(event)) = (&on_event, &event) {
-                on_event(event);
-            }
-            changed.notify_one();
-            async {}
-        }),
-    );
+    let lists = lists.clone();
+    tokio::spawn(async move {
+        let config = lists.config(config).await;
+        let events = watcher::watcher(api, config)
+            .modify(|object| object.meta_mut().managed_fields = None)
+            .backoff(WatchBackoff::new());
+        reflector(writer, events)
+            .for_each(move |event| {
+                if let (Some(on_event), Ok(event)) = (&on_event, &event) {
+                    on_event(event);
+                }
+                changed.notify_one();
+                async {}
+            })
+            .await;
+    });
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
     let ready = store.clone();
@@ -160,6 +157,7 @@ where
 pub(crate) fn watch_builds(
     client: &kube::Client,
     namespaces: &[String],
+    lists: &Arc<InitialLists>,
     wake: &Wake,
     synced: &mut Vec<Arc<AtomicBool>>,
     pending_deadline: i64,
@@ -170,36 +168,34 @@ pub(crate) fn watch_builds(
     let pod_apis = crate::apis::<BuildPod>(client, namespaces);
     let lease_apis = crate::apis::<Lease>(client, namespaces);
     for ((jobs_api, pods_api), leases_api) in job_apis.into_iter().zip(pod_apis).zip(lease_apis) {
-        let jobs_by_job = Arc::new(ByJob::default());
-        let pods_by_job = Arc::new(ByJob::default());
+        let jobs = Arc::new(Packed::new(|_: &BuildJob| false));
+        let pods = Arc::new(Packed::new(kubeci_engine::pod_hold::is_held));
         let newest = Arc::new(NewestStates::new(pending_deadline));
-        let (jobs, jobs_synced) = follow(
+        let jobs_synced = follow_packed(
             jobs_api,
             watcher::Config::default().labels(&managed),
-            wake.notify.clone(),
-            // `BuildJob` and `BuildPod` keep only what kubeci reads as they are parsed
-            // (`kubeci_build::record`): nothing is left to trim.
-            |_: &mut BuildJob| {},
-            Some(indexing(&jobs_by_job, &newest, wake)),
+            lists,
+            &jobs,
+            &newest,
+            wake,
         );
-        let (pods, pods_synced) = follow(
+        let pods_synced = follow_packed(
             pods_api,
             watcher::Config::default().labels(keys::JOB),
-            wake.notify.clone(),
-            |_: &mut BuildPod| {},
-            Some(indexing(&pods_by_job, &newest, wake)),
+            lists,
+            &pods,
+            &newest,
+            wake,
         );
         newest.follow(Caches {
             jobs: jobs.clone(),
             pods: pods.clone(),
-            jobs_by_job: jobs_by_job.clone(),
-            pods_by_job: pods_by_job.clone(),
         });
         let (leases, leases_synced) = follow(
             leases_api,
             watcher::Config::default().labels(&format!("{managed},{}", keys::JOB)),
+            lists,
             wake.notify.clone(),
-            |_: &mut Lease| {},
             Some(ledger_changes(wake)),
         );
         synced.extend([jobs_synced, pods_synced, leases_synced]);
@@ -207,27 +203,50 @@ pub(crate) fn watch_builds(
             jobs,
             pods,
             leases,
-            jobs_by_job,
-            pods_by_job,
             newest,
         });
     }
     scopes
 }
 
-/// Files each event's object by job, tells the leader's pass which jobs it changed, then
-/// works out the newest build state of those jobs.
-fn indexing<K: kube::Resource + 'static>(
-    by_job: &Arc<ByJob>,
+/// Follows `api` into the packed cache `cache`: each event is applied to it, tells the
+/// leader's pass which jobs it changed, then works out the newest build state of those
+/// jobs. Returns a flag set once its first complete list is in.
+fn follow_packed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    lists: &Arc<InitialLists>,
+    cache: &Arc<Packed<K>>,
     newest: &Arc<NewestStates>,
     wake: &Wake,
-) -> OnEvent<K> {
-    let (by_job, newest, wake) = (by_job.clone(), newest.clone(), wake.clone());
-    Arc::new(move |event: &watcher::Event<K>| {
-        let changed = by_job.apply(event);
-        wake.mark(&changed);
-        newest.after(changed);
-    })
+) -> Arc<AtomicBool>
+where
+    K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned + Clone,
+    K: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (cache, newest, wake) = (cache.clone(), newest.clone(), wake.clone());
+    let lists = lists.clone();
+    let synced = Arc::new(AtomicBool::new(false));
+    let set = synced.clone();
+    tokio::spawn(async move {
+        let config = lists.config(config).await;
+        let events = watcher::watcher(api, config).backoff(WatchBackoff::new());
+        events
+            .for_each(move |event| {
+                if let Ok(event) = event {
+                    let changed = cache.apply(&event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        set.store(true, Ordering::SeqCst);
+                    }
+                    wake.mark(&changed);
+                    newest.after(changed);
+                }
+                wake.notify.notify_one();
+                async {}
+            })
+            .await;
+    });
+    synced
 }
 
 /// Tells the leader's pass whose ledger a watch event changed.
@@ -250,68 +269,21 @@ impl Cluster {
         seconds(self.settings.pending_deadline)
     }
 
-    /// Every build in the caches, by (namespace, job), newest first.
-    /// The cached builds of the jobs of `only`, or of every job, by job, newest first.
-    pub(crate) fn build_groups_of(
-        &self,
-        only: Option<&BTreeSet<JobKey>>,
-    ) -> BTreeMap<(String, String), Vec<BuildRecord>> {
-        let Some(only) = only else {
-            return self.build_groups();
-        };
-        let mut groups = BTreeMap::new();
-        for (namespace, job) in only {
-            let mut records = self.indexed_records(namespace, job);
-            if !records.is_empty() {
-                records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
-                groups.insert((namespace.clone(), job.clone()), records);
-            }
+    /// The jobs with cached builds: those of `only`, or every one.
+    pub(crate) fn jobs_with_builds(&self, only: Option<&BTreeSet<JobKey>>) -> BTreeSet<JobKey> {
+        match only {
+            Some(only) => only.clone(),
+            None => self.scopes.iter().flat_map(|s| s.jobs.jobs()).collect(),
         }
-        groups
     }
 
-    pub(crate) fn build_groups(&self) -> BTreeMap<(String, String), Vec<BuildRecord>> {
-        let now = now();
-        let mut groups: BTreeMap<(String, String), Vec<BuildRecord>> = BTreeMap::new();
-        for scope in &self.scopes {
-            let mut pods_by_build: BTreeMap<(String, &str, &str), Vec<Arc<BuildPod>>> =
-                BTreeMap::new();
-            let pods = scope.pods.state();
-            for pod in &pods {
-                let (Some(job), Some(build)) =
-                    (label(&**pod, keys::JOB), label(&**pod, keys::BUILD))
-                else {
-                    continue;
-                };
-                let namespace = pod.namespace().unwrap_or_default();
-                pods_by_build
-                    .entry((namespace, job, build))
-                    .or_default()
-                    .push(pod.clone());
-            }
-            for job in scope.jobs.state() {
-                let namespace = job.namespace().unwrap_or_default();
-                let (Some(name), Some(build)) =
-                    (label(&*job, keys::JOB), label(&*job, keys::BUILD))
-                else {
-                    continue;
-                };
-                let pods = pods_by_build
-                    .get(&(namespace.clone(), name, build))
-                    .cloned()
-                    .unwrap_or_default();
-                if let Some(record) = self.record(job.clone(), pods, now) {
-                    groups
-                        .entry((namespace, name.to_owned()))
-                        .or_default()
-                        .push(record);
-                }
-            }
-        }
-        for records in groups.values_mut() {
-            records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
-        }
-        groups
+    /// The cached builds of job `name` in `namespace`, newest first. The caches are packed
+    /// (`crate::packed`): a pass over every job reads them one job at a time, so it never
+    /// holds every build read back at once.
+    pub(crate) fn cached_records(&self, namespace: &str, name: &str) -> Vec<BuildRecord> {
+        let mut records = self.indexed_records(namespace, name);
+        records.sort_by_key(|r| std::cmp::Reverse(r.summary.number));
+        records
     }
 
     /// One build from its Job and pods, if the Job is a build's.
@@ -338,11 +310,7 @@ impl Cluster {
         let mut records = Vec::new();
         for scope in &self.scopes {
             let mut pods_by_build: BTreeMap<String, Vec<Arc<BuildPod>>> = BTreeMap::new();
-            for pod_name in scope.pods_by_job.names(namespace, name) {
-                let key = ObjectRef::new(&pod_name).within(namespace);
-                let Some(pod) = scope.pods.get(&key) else {
-                    continue;
-                };
+            for pod in scope.pods.of_job(namespace, name) {
                 if label(&*pod, keys::JOB) != Some(name) {
                     continue;
                 }
@@ -350,11 +318,7 @@ impl Cluster {
                     pods_by_build.entry(build.to_owned()).or_default().push(pod);
                 }
             }
-            for job_name in scope.jobs_by_job.names(namespace, name) {
-                let key = ObjectRef::new(&job_name).within(namespace);
-                let Some(job) = scope.jobs.get(&key) else {
-                    continue;
-                };
+            for job in scope.jobs.of_job(namespace, name) {
                 if label(&*job, keys::JOB) != Some(name) {
                     continue;
                 }
@@ -439,8 +403,9 @@ impl Cluster {
 
     /// Job `name` of `namespace`, from the cache (one lookup, no scan).
     pub(crate) fn cached_job(&self, namespace: &str, name: &str) -> Option<Arc<BuildJob>> {
-        let key = ObjectRef::new(name).within(namespace);
-        self.scopes.iter().find_map(|scope| scope.jobs.get(&key))
+        self.scopes
+            .iter()
+            .find_map(|scope| scope.jobs.get(namespace, name))
     }
 
     /// The ledger Lease of a job, from the cache.

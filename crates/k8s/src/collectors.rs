@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use kubeci_build::outputs::COLLECT_AUDIENCE;
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_engine::collector::{
@@ -193,8 +192,9 @@ impl Cluster {
 
     /// Build pod `name` of `namespace`, from the caches.
     fn cached_pod(&self, namespace: &str, name: &str) -> Option<Arc<BuildPod>> {
-        let key = ObjectRef::new(name).within(namespace);
-        self.scopes.iter().find_map(|scope| scope.pods.get(&key))
+        self.scopes
+            .iter()
+            .find_map(|scope| scope.pods.get(namespace, name))
     }
 
     /// Pod `who.pod` and the Job its controller reference names, from the caches.

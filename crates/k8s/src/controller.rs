@@ -25,7 +25,7 @@ use kubeci_engine::scheduler::{
 use kubeci_engine::service::Service;
 use kubeci_spec::Catalogue;
 
-use crate::{label, ledger, BuildRecord, Cluster, ClusterError};
+use crate::{label, ledger, Cluster, ClusterError};
 
 /// The leader's loop: a pass whenever something changed, and at least every `resync`,
 /// while this replica leads and its caches are synced.
@@ -129,12 +129,23 @@ impl Workload for Cluster {
         reporting: bool,
         only: Option<&BTreeSet<JobKey>>,
     ) -> Vec<JobBuilds> {
-        let groups = self.build_groups_of(only);
-        let pending = heal_and_settle(self, &groups, only, now).await;
-        // The requests still pending in a ledger keep their numbers' builds.
-        Service(self).snapshot(groups, reporting, |job| {
-            pending.get(job).cloned().unwrap_or_default()
-        })
+        let jobs = self.jobs_with_builds(only);
+        let pending = heal_and_settle(self, only, now).await;
+        let service = Service(self);
+        let mut snapshot = Vec::new();
+        // One job at a time: its builds are read back from the packed caches, summed up,
+        // and dropped before the next job's are read.
+        for (namespace, job) in jobs {
+            let records = self.cached_records(&namespace, &job);
+            if records.is_empty() {
+                continue;
+            }
+            let key = (namespace, job);
+            // The requests still pending in a ledger keep their numbers' builds.
+            let keep = pending.get(&key).cloned().unwrap_or_default();
+            snapshot.push(service.job_builds(key, records, reporting, keep));
+        }
+        snapshot
     }
 
     fn take_changes(&self) -> Changes {
@@ -279,7 +290,6 @@ impl Workload for Cluster {
 /// whose Job exists as done; the numbers still pending, by (namespace, job).
 async fn heal_and_settle(
     cluster: &Cluster,
-    groups: &BTreeMap<(String, String), Vec<BuildRecord>>,
     only: Option<&BTreeSet<JobKey>>,
     now: i64,
 ) -> BTreeMap<(String, String), BTreeSet<u64>> {
@@ -293,10 +303,9 @@ async fn heal_and_settle(
         if cached.entries.iter().all(|e| e.pending.is_none()) {
             continue;
         }
-        let present: Vec<u64> = groups
-            .get(&(namespace.clone(), job.clone()))
-            .map(|r| r.iter().map(|r| r.summary.number).collect())
-            .unwrap_or_default();
+        let present: Vec<u64> = (cluster.cached_records(&namespace, &job).iter())
+            .map(|r| r.summary.number)
+            .collect();
         let healed = heal(cluster, &namespace, &job, &cached, &present, now).await;
         let exists = |n: u64| present.contains(&n) || healed.contains(&n);
         let pending = settle(cluster, &namespace, &job, &cached, exists, now).await;

@@ -23,6 +23,7 @@ use crate::index::{self, JobIndex};
 pub(crate) async fn discover(
     api: Api<ConfigMap>,
     config: watcher::Config,
+    lists: Arc<crate::lists::InitialLists>,
     index: Arc<RwLock<JobIndex>>,
     options: LoadOptions,
     recorder: Recorder,
@@ -36,11 +37,14 @@ pub(crate) async fn discover(
         }
     }
     let scope = api.namespace().map(str::to_owned);
+    let config = lists.config(config).await;
     // The ConfigMaps of a (re)list, applied together when it is done: check names are
     // then decided once per repository, not once per ConfigMap (quadratic for a repository
     // many jobs build), and the index never holds half a list.
     let mut listed: Option<Vec<ConfigMap>> = None;
+    // Their `managedFields` are never read: dropped as each arrives, not held for a list.
     let mut stream = watcher::watcher(api, config)
+        .modify(|cm| cm.metadata.managed_fields = None)
         .backoff(crate::WatchBackoff::new())
         .boxed();
     while let Some(event) = stream.next().await {

@@ -190,7 +190,7 @@ impl Cluster {
     fn held_pods(&self) -> Vec<Arc<BuildPod>> {
         self.scopes
             .iter()
-            .flat_map(|scope| scope.pods.state())
+            .flat_map(|scope| scope.pods.marked())
             .filter(|pod| kubeci_engine::pod_hold::is_held(pod))
             .collect()
     }

@@ -21,7 +21,6 @@
 
 mod backend;
 mod builds;
-mod by_job;
 mod cache;
 pub mod collectors;
 mod controller;
@@ -32,8 +31,10 @@ mod fresh;
 pub mod hold;
 pub mod index;
 mod ledger;
+mod lists;
 mod logs;
 mod newest;
+mod packed;
 pub mod steplog;
 mod tenancy;
 
@@ -236,6 +237,8 @@ impl Cluster {
         }));
         let wake = cache::Wake::default();
         let changed = wake.notify.clone();
+        let probe = apis(&client, &settings.namespaces).swap_remove(0);
+        let lists = Arc::new(lists::InitialLists::new(probe));
         let mut synced = Vec::new();
         let recorder = Recorder::new(
             client.clone(),
@@ -262,6 +265,7 @@ impl Cluster {
             tokio::spawn(discover::discover(
                 api,
                 config,
+                lists.clone(),
                 index.clone(),
                 settings.load.clone(),
                 recorder.clone(),
@@ -273,6 +277,7 @@ impl Cluster {
         let scopes = cache::watch_builds(
             &client,
             &settings.namespaces,
+            &lists,
             &wake,
             &mut synced,
             cache::seconds(settings.pending_deadline),

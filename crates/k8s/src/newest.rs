@@ -9,21 +9,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use kube::runtime::reflector::{ObjectRef, Store};
 use kubeci_build::keys;
 use kubeci_build::record::{BuildJob, BuildPod};
 use kubeci_engine::api::{NewestState, StatesByJob};
 use kubeci_engine::observe;
 
-use crate::by_job::{ByJob, Changed, JobKey};
 use crate::label;
+use crate::packed::{Changed, JobKey, Packed};
 
-/// One scope's caches and their indexes by job.
+/// One scope's caches.
 pub(crate) struct Caches {
-    pub jobs: Store<BuildJob>,
-    pub pods: Store<BuildPod>,
-    pub jobs_by_job: Arc<ByJob>,
-    pub pods_by_job: Arc<ByJob>,
+    pub jobs: Arc<Packed<BuildJob>>,
+    pub pods: Arc<Packed<BuildPod>>,
 }
 
 /// The newest builds' states of one scope.
@@ -66,11 +63,13 @@ impl NewestStates {
         match changed {
             Changed::Nothing => {}
             Changed::All => {
-                *states = Arc::new(states_of(
-                    &caches.jobs.state(),
-                    &caches.pods.state(),
-                    self.pending_deadline,
-                ));
+                // Job by job: the packed caches are read back one job at a time.
+                let mut all = StatesByJob::new();
+                for key in caches.jobs.jobs() {
+                    let state = self.state_of(caches, &key);
+                    set(&mut all, key, state);
+                }
+                *states = Arc::new(all);
             }
             Changed::Jobs(jobs) => {
                 for key in jobs {
@@ -83,26 +82,13 @@ impl NewestStates {
 
     /// The state of job `key`'s newest build, from its cached objects alone.
     fn state_of(&self, caches: &Caches, (namespace, job): &JobKey) -> Option<NewestState> {
-        let jobs = cached(&caches.jobs_by_job, &caches.jobs, namespace, job);
-        let pods = cached(&caches.pods_by_job, &caches.pods, namespace, job);
+        let jobs = caches.jobs.of_job(namespace, job);
+        let pods = caches.pods.of_job(namespace, job);
         states_of(&jobs, &pods, self.pending_deadline)
             .get(namespace)?
             .get(job)
             .copied()
     }
-}
-
-/// The objects `index` files under job `job` of `namespace`, from `store`.
-fn cached<K>(index: &ByJob, store: &Store<K>, namespace: &str, job: &str) -> Vec<Arc<K>>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    index
-        .names(namespace, job)
-        .iter()
-        .filter_map(|name| store.get(&ObjectRef::new(name).within(namespace)))
-        .collect()
 }
 
 /// `key`'s entry of `states` set to `state` (or removed: no build).
@@ -177,7 +163,6 @@ pub(crate) fn states_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
     use kubeci_engine::api::LatestStates;
     use serde_json::json;
@@ -213,42 +198,29 @@ mod tests {
 
     /// A scope's caches fed by hand, as its watches feed them.
     struct Scope {
-        jobs: Writer<BuildJob>,
-        pods: Writer<BuildPod>,
-        jobs_by_job: Arc<ByJob>,
-        pods_by_job: Arc<ByJob>,
+        jobs: Arc<Packed<BuildJob>>,
+        pods: Arc<Packed<BuildPod>>,
         newest: NewestStates,
     }
 
     impl Scope {
         fn new() -> Scope {
-            let (jobs_store, jobs) = kube::runtime::reflector::store();
-            let (pods_store, pods) = kube::runtime::reflector::store();
-            let (jobs_by_job, pods_by_job) = (Arc::default(), Arc::default());
+            let jobs = Arc::new(Packed::new(|_: &BuildJob| false));
+            let pods = Arc::new(Packed::new(|_: &BuildPod| false));
             let newest = NewestStates::new(300);
             newest.follow(Caches {
-                jobs: jobs_store,
-                pods: pods_store,
-                jobs_by_job: Arc::clone(&jobs_by_job),
-                pods_by_job: Arc::clone(&pods_by_job),
+                jobs: Arc::clone(&jobs),
+                pods: Arc::clone(&pods),
             });
-            Scope {
-                jobs,
-                pods,
-                jobs_by_job,
-                pods_by_job,
-                newest,
-            }
+            Scope { jobs, pods, newest }
         }
 
         fn job(&mut self, event: Event<BuildJob>) {
-            self.jobs.apply_watcher_event(&event);
-            self.newest.after(self.jobs_by_job.apply(&event));
+            self.newest.after(self.jobs.apply(&event));
         }
 
         fn pod(&mut self, event: Event<BuildPod>) {
-            self.pods.apply_watcher_event(&event);
-            self.newest.after(self.pods_by_job.apply(&event));
+            self.newest.after(self.pods.apply(&event));
         }
 
         fn state(&self, job: &str, now: i64) -> Option<&'static str> {

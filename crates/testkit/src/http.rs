@@ -39,6 +39,8 @@ pub struct Shared {
     pub gate: Gate,
     pub address: String,
     pub bookmark_interval: Duration,
+    /// Whether watches stream their initial list (`Options::watch_list`).
+    pub watch_list: bool,
 }
 
 type Reply = Response<Body>;

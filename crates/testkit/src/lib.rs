@@ -54,6 +54,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Run the simulated Job controller and kubelet.
     pub simulate: bool,
+    /// Stream a watch's initial list when asked (`sendInitialEvents`: the WatchList
+    /// feature, on by default since Kubernetes 1.32); `false` refuses such a watch, as an
+    /// API server without the feature does.
+    pub watch_list: bool,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             history: 100_000,
             bookmark_interval: Duration::from_secs(1),
             simulate: true,
+            watch_list: true,
         }
     }
 }
@@ -150,6 +155,7 @@ impl FakeApiServer {
             gate: Gate::default(),
             address: address.to_string(),
             bookmark_interval: options.bookmark_interval,
+            watch_list: options.watch_list,
         });
         let serving = tokio::spawn(serve(listener, shared.clone()));
         let simulation = options

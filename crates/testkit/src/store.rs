@@ -126,6 +126,11 @@ impl ApiError {
         self
     }
 
+    /// A request the API server cannot process (`422`), about no object.
+    pub fn unprocessable(message: impl Into<String>) -> ApiError {
+        ApiError::new(422, "Invalid", message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

@@ -350,8 +350,58 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
         .filter(|r| r.user_agent != "the-test")
         .collect();
     let used = common::cluster::used(&kubecis);
-    let granted = common::cluster::granted(&common::cluster::granted_rules());
+    let mut granted = common::cluster::granted(&common::cluster::granted_rules());
+    // The watches stream their first lists here; an API server that cannot makes them list
+    // in pages (the next test): every other verb granted is used.
+    for paged in paged_lists() {
+        assert!(granted.remove(&paged), "{paged:?} is granted");
+    }
     assert_eq!(used, granted, "used vs granted");
+}
+
+/// The lists kubeci's watches make on an API server that does not stream a watch's first
+/// list: (API group, resource, verb).
+fn paged_lists() -> [(String, String, String); 4] {
+    [
+        ("", "configmaps"),
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("coordination.k8s.io", "leases"),
+    ]
+    .map(|(group, resource)| (group.to_owned(), resource.to_owned(), "list".to_owned()))
+}
+
+/// On an API server without the WatchList feature (Kubernetes before 1.32, or with it
+/// off), a watch asking for its first list streamed is refused: kubeci then reads them in
+/// pages, with the `list` its ClusterRole grants for this, and serves as it does elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_api_server_that_does_not_stream_first_lists_kubeci_lists_in_pages() {
+    let server = FakeApiServer::start_with(kubeci_testkit::Options {
+        watch_list: false,
+        ..kubeci_testkit::Options::default()
+    })
+    .await;
+    let job = "- job:\n    name: paged\n    git: {url: 'https://github.com/o/r'}\n    run_command: make\n    timeout: 5m\n";
+    server
+        .preload(vec![common::serve::configmap("paged", job)])
+        .unwrap();
+    let kubeci = serve(&server);
+    assert_eq!(trigger(&kubeci, "paged", None).0, 201);
+    wait("build 1 to succeed", || {
+        builds(&kubeci, "paged")
+            .iter()
+            .any(|b| b["number"] == 1 && b["state"] == "succeeded")
+    });
+    let kubecis: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent != "the-test")
+        .collect();
+    let used = common::cluster::used(&kubecis);
+    for paged in paged_lists() {
+        assert!(used.contains(&paged), "{paged:?} used");
+    }
+    common::cluster::assert_rbac_grants(&kubecis);
 }
 
 /// Presents a `kubeci-collect` token bound to the pod of build Job `job` (asked of the

@@ -56,6 +56,11 @@ pub(super) fn watch(
     let send_initial = query
         .get("sendInitialEvents")
         .is_some_and(|v| query_bool(v));
+    if send_initial && !shared.watch_list {
+        return Err(ApiError::unprocessable(
+            "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        ));
+    }
     let bookmarks = query
         .get("allowWatchBookmarks")
         .is_some_and(|v| query_bool(v));
