@@ -14,6 +14,8 @@
 //! `-- --memory`: only start, memory and idle CPU with 10,000 finished builds, without and
 //! then with their pods (`real_cluster_memory.rs`); with `KUBECI_B=PATH`, alternating.
 
+#[path = "finished_builds.rs"]
+mod finished;
 #[path = "real_cluster_memory.rs"]
 mod memory;
 #[path = "support.rs"]

@@ -22,9 +22,24 @@
 //!     of 1,000, with kubeci's release build. `VERSUS_PULL_REQUESTS`, `VERSUS_ROUNDS` and
 //!     `VERSUS_BURST` change the counts in any form. The smoke and quick forms run
 //!     `cargo test`'s debug build of kubeci.
+//!
+//! Last, the cost phase (versus_prow_cost.rs): each system started with 1,000 other jobs
+//! configured and 10,000 finished builds present, its CPU and memory idle and under pull
+//! requests delivered one a second — skipped by `--smoke`; `--quick`: one round, 2,000
+//! finished builds (storing 10,000 per system takes minutes), 20 s idle, 10 pull
+//! requests; the full form: two rounds (Prow first, then kubeci first), 60 s idle, 50
+//! pull requests. `VERSUS_COST_ROUNDS`, `VERSUS_COST_IDLE` (seconds),
+//! `VERSUS_COST_PULL_REQUESTS`, `VERSUS_COST_JOBS` and `VERSUS_COST_BUILDS` change them;
+//! `VERSUS_COST_ONLY=1` runs this phase alone.
 
+#[path = "versus_prow_background.rs"]
+mod background;
 #[path = "versus_prow_burst.rs"]
 mod burst;
+#[path = "versus_prow_cost.rs"]
+mod cost;
+#[path = "finished_builds.rs"]
+mod finished;
 #[path = "versus_prow_systems.rs"]
 mod systems;
 #[path = "versus_prow_world.rs"]
@@ -244,10 +259,36 @@ fn count(variable: &str, smoke: u64, quick: u64, full: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The cost phase's settings and rounds (none in the smoke form).
+fn cost_settings() -> (cost::Settings, u64) {
+    let counts = background::Counts {
+        jobs: count("VERSUS_COST_JOBS", 1_000, 1_000, 1_000).max(1) as usize,
+        builds: count("VERSUS_COST_BUILDS", 2_000, 2_000, 10_000) as usize,
+    };
+    let settings = cost::Settings {
+        counts,
+        idle: Duration::from_secs(count("VERSUS_COST_IDLE", 0, 20, 60).max(1)),
+        pull_requests: count("VERSUS_COST_PULL_REQUESTS", 0, 10, 50).max(1),
+    };
+    (settings, count("VERSUS_COST_ROUNDS", 0, 1, 2))
+}
+
+// Long on purpose: the phases in their order, each system's rounds alternating, then
+// every figure printed.
 fn main() {
-    let count_each = count("VERSUS_PULL_REQUESTS", 1, 20, 200);
+    let cost_only = std::env::var("VERSUS_COST_ONLY").is_ok_and(|v| v == "1");
+    let count_each = if cost_only {
+        0
+    } else {
+        count("VERSUS_PULL_REQUESTS", 1, 20, 200)
+    };
     let rounds = count("VERSUS_ROUNDS", 1, 2, 4).clamp(1, count_each.max(1));
-    let burst_size = count("VERSUS_BURST", 0, 50, 1_000);
+    let burst_size = if cost_only {
+        0
+    } else {
+        count("VERSUS_BURST", 0, 50, 1_000)
+    };
+    let (cost_settings, cost_rounds) = cost_settings();
     let started = Instant::now();
     let world = World::new();
     let mut runs: BTreeMap<&str, Run> = BTreeMap::new();
@@ -255,6 +296,9 @@ fn main() {
     // Rounds in the order Prow, kubeci, kubeci, Prow, …: what drifts on the machine over
     // the run weighs on both alike.
     for round in 0..rounds {
+        if count_each == 0 {
+            break;
+        }
         let per_round = count_each / rounds + u64::from(round < count_each % rounds);
         let mut order = next;
         if round % 2 == 1 {
@@ -285,11 +329,30 @@ fn main() {
             side.stop(&world);
         }
     }
+    let mut costs = Vec::new();
+    for round in 0..cost_rounds {
+        let mut order = next;
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (system, first) in order {
+            let first = first + burst_size + round * cost_settings.pull_requests;
+            let cost = cost::cost(&world, system, first, cost_settings);
+            cost::print(&cost);
+            costs.push(cost);
+        }
+    }
     for run in runs.values() {
         print(run);
     }
     for burst in &bursts {
         burst::print(burst);
+    }
+    for cost in &costs {
+        cost::print(cost);
+    }
+    if !costs.is_empty() {
+        cost::summary(&costs);
     }
     for run in runs.values() {
         assert!(

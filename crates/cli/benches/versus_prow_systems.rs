@@ -112,10 +112,29 @@ fn fresh_namespace(system: &str) -> String {
     format!("{system}-{}-{start}", std::process::id())
 }
 
+/// What a system is given besides its one job, before it starts (the cost phase's
+/// background; nothing for the other phases).
+#[derive(Default)]
+pub struct Background<'a> {
+    /// Prow's other presubmits (kubeci's other jobs are ConfigMaps `prepare` makes).
+    pub presubmits: Vec<Presubmit>,
+    /// Prow's sinker at Prow's defaults, not at the ages of its integration test.
+    pub sinker_defaults: bool,
+    /// Called with the system's namespace once it and the system's identity exist.
+    pub prepare: Option<&'a dyn Fn(&str)>,
+    /// No watch of its pods by the driver (which would list the background's pods while
+    /// the system starts): [`Side::wait_reported`] and [`Side::pods_seen_since`] see none.
+    pub unwatched: bool,
+}
+
 /// One system, started in its namespace.
 pub struct Side {
     pub system: System,
     pub namespace: String,
+    /// When its processes were launched, and how long until they answered ready (kubeci's
+    /// `/readyz`; each Prow command's health or metrics endpoint).
+    pub launched: Instant,
+    pub ready: Duration,
     /// The user its API requests are made as, in the audit log.
     pub user: String,
     hook_port: u16,
@@ -143,6 +162,11 @@ impl Side {
     /// Prow in namespace `prow-<pid>`: the ProwJob CRD applied (`scripts/prow apply-crd`),
     /// its identity made, hook, plank, crier and sinker started.
     pub fn prow(world: &World) -> Side {
+        Side::prow_with(world, &Background::default())
+    }
+
+    /// [`Side::prow`] given `background` too.
+    pub fn prow_with(world: &World, background: &Background) -> Side {
         let plane = &world.plane;
         let namespace = fresh_namespace("prow");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/prow");
@@ -170,6 +194,18 @@ impl Side {
             "",
         );
         plane.map_repository(&namespace, &world.bare);
+        if let Some(prepare) = background.prepare {
+            prepare(&namespace);
+        }
+        let mut presubmits = vec![Presubmit {
+            repo: REPO.into(),
+            name: "hello".into(),
+            script: SCRIPT.into(),
+        }];
+        presubmits.extend(background.presubmits.iter().cloned());
+        let sinker =
+            (!background.sinker_defaults).then(kubeci_testkit::prow::integration_test_sinker);
+        let launched = Instant::now();
         let prow = Prow::start(&ProwSettings {
             namespace: namespace.clone(),
             api_server: plane.api_server.clone(),
@@ -178,27 +214,35 @@ impl Side {
             github_url: world.github.url(),
             github_token: GITHUB_TOKEN.into(),
             hmac_secret: SECRET.into(),
-            presubmits: vec![Presubmit {
-                repo: REPO.into(),
-                name: "hello".into(),
-                script: SCRIPT.into(),
-            }],
+            presubmits,
+            sinker,
         });
+        let ready = launched.elapsed();
         let hook_port = prow.hook_port();
         let user = format!("system:serviceaccount:{namespace}:{account}");
-        Side::watching(
+        let side = Side::watching(
             world,
-            System::Prow,
+            (System::Prow, !background.unwatched),
             namespace,
             user,
             hook_port,
             Running::Prow(prow),
-        )
+        );
+        Side {
+            launched,
+            ready,
+            ..side
+        }
     }
 
     /// kubeci (`serve --kubernetes`) in namespace `kubeci-<pid>`, as its ServiceAccount
     /// with the RBAC of deploy/manifests/kubeci.yaml.
     pub fn kubeci(world: &World) -> Side {
+        Side::kubeci_with(world, &Background::default())
+    }
+
+    /// [`Side::kubeci`] given `background` too.
+    pub fn kubeci_with(world: &World, background: &Background) -> Side {
         let plane = &world.plane;
         let namespace = fresh_namespace("kubeci");
         plane.namespace(&namespace, json!({"kubeci.io/builds": "enabled"}));
@@ -212,6 +256,9 @@ impl Side {
             "metadata": {"name": "hello", "namespace": namespace, "labels": {"ci-job-spec": "true"}},
             "data": {"job.yaml": job}});
         plane.kubectl(&["apply", "-f", "-"], &configmap.to_string());
+        if let Some(prepare) = background.prepare {
+            prepare(&namespace);
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = |name: &str, text: &str| {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -220,6 +267,7 @@ impl Side {
         let kubeconfig = file("kubeconfig", &plane.kubeconfig_as(&token, &namespace));
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("kubeci.log")).unwrap();
+        let launched = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_kubeci"))
             .args([
                 "serve",
@@ -244,22 +292,28 @@ impl Side {
             .stderr(log)
             .spawn()
             .unwrap();
-        let started = Instant::now();
         while http(port, "GET", "/readyz", &[], b"") != 200 {
             assert!(
-                started.elapsed() < Duration::from_secs(60),
+                launched.elapsed() < Duration::from_secs(60),
                 "kubeci never ready"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+        let ready = launched.elapsed();
         let user = "system:serviceaccount:kubeci:kubeci".to_owned();
         let running = Running::Kubeci(KubeciProcess(child), dir);
-        Side::watching(world, System::Kubeci, namespace, user, port, running)
+        let watched = (System::Kubeci, !background.unwatched);
+        let side = Side::watching(world, watched, namespace, user, port, running);
+        Side {
+            launched,
+            ready,
+            ..side
+        }
     }
 
     fn watching(
         world: &World,
-        system: System,
+        (system, watched): (System, bool),
         namespace: String,
         user: String,
         hook_port: u16,
@@ -269,6 +323,9 @@ impl Side {
         let pods: Api<Pod> = Api::namespaced(world.plane.client.clone(), &namespace);
         let seen = times.clone();
         let watching = world.runtime.spawn(async move {
+            if !watched {
+                return;
+            }
             let mut events = watcher(pods, watcher::Config::default()).boxed();
             while let Some(event) = events.next().await {
                 let (Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod))) = event
@@ -290,6 +347,8 @@ impl Side {
         Side {
             system,
             namespace,
+            launched: Instant::now(),
+            ready: Duration::ZERO,
             user,
             hook_port,
             times,
@@ -400,9 +459,14 @@ impl Side {
 
     /// Its processes: kubeci's, or each of Prow's commands'.
     pub fn pids(&self) -> Vec<u32> {
+        self.processes().into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// Its processes by name: (command, process id).
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
         match &self.process {
-            Running::Kubeci(process, _) => vec![process.0.id()],
-            Running::Prow(prow) => prow.pids().into_iter().map(|(_, pid)| pid).collect(),
+            Running::Kubeci(process, _) => vec![("kubeci", process.0.id())],
+            Running::Prow(prow) => prow.pids(),
         }
     }
 
@@ -412,6 +476,14 @@ impl Side {
         let cpu = pids.iter().map(|pid| crate::world::cpu_time(*pid)).sum();
         let rss = pids.iter().map(|pid| crate::world::rss_mb(*pid)).sum();
         (cpu, rss)
+    }
+
+    /// What one of its processes logged (kubeci's log for any name).
+    pub fn log_of(&self, name: &str) -> String {
+        match &self.process {
+            Running::Kubeci(..) => self.log(),
+            Running::Prow(prow) => prow.log(name),
+        }
     }
 
     /// What the system logged (kubeci's log, or each Prow command's).
@@ -436,8 +508,18 @@ impl Side {
         // Stopped here, before its namespace goes.
         drop(self.process);
         let plane = &world.plane;
-        let pods = plane.kubectl(&["get", "pods", "-n", &self.namespace, "-o", "name"], "");
-        for pod in pods.lines() {
+        // Only the pods that hold it: one kubectl each, and the cost phase leaves 10,000.
+        let pods: Api<Pod> = Api::namespaced(plane.client.clone(), &self.namespace);
+        let listed = world
+            .runtime
+            .block_on(pods.list_metadata(&Default::default()))
+            .unwrap();
+        let held = (listed.items.into_iter())
+            .filter(|pod| {
+                (pod.metadata.finalizers.iter().flatten()).any(|f| f == "kubeci.io/archive")
+            })
+            .map(|pod| format!("pod/{}", pod.metadata.name.unwrap_or_default()));
+        for pod in held {
             let unfinalized =
                 r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["kubeci.io/archive"]}}"#;
             plane.kubectl(
@@ -445,7 +527,7 @@ impl Side {
                     "patch",
                     "-n",
                     &self.namespace,
-                    pod,
+                    &pod,
                     "--type=strategic",
                     "-p",
                     unfinalized,

@@ -20,8 +20,8 @@
 mod config;
 
 pub use config::{
-    config, identity_objects, job_config, kubeconfig, plugins, signature, Presubmit, ProwSettings,
-    SERVICE_ACCOUNT,
+    config, identity_objects, integration_test_sinker, job_config, kubeconfig, plugins, signature,
+    Presubmit, ProwSettings, SERVICE_ACCOUNT,
 };
 
 use std::ffi::OsString;

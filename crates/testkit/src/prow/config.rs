@@ -36,24 +36,35 @@ pub struct ProwSettings {
     /// The webhook's HMAC secret.
     pub hmac_secret: String,
     pub presubmits: Vec<Presubmit>,
+    /// `sinker`'s section of `config.yaml` ([`integration_test_sinker`]); `None` leaves
+    /// Prow's defaults (a pass each hour, ProwJobs kept 7 days, pods 24 hours).
+    pub sinker: Option<Value>,
+}
+
+/// The ages of Prow's own integration-test configuration
+/// (test/integration/config/prow/config.yaml of the pinned module), resyncing every minute.
+pub fn integration_test_sinker() -> Value {
+    json!({
+        "resync_period": "1m",
+        "max_prowjob_age": "48h",
+        "max_pod_age": "48h",
+        "terminated_pod_ttl": "30m",
+    })
 }
 
 /// Prow's `config.yaml`: ProwJobs and pods in one namespace, crier reporting presubmits
-/// as commit statuses, sinker with the ages of Prow's own integration-test configuration
-/// (test/integration/config/prow/config.yaml of the pinned module), resyncing every minute.
+/// as commit statuses, sinker as [`ProwSettings::sinker`] says.
 pub fn config(settings: &ProwSettings) -> Value {
-    json!({
+    let mut config = json!({
         "prowjob_namespace": settings.namespace,
         "pod_namespace": settings.namespace,
         "plank": {"max_goroutines": 20},
-        "sinker": {
-            "resync_period": "1m",
-            "max_prowjob_age": "48h",
-            "max_pod_age": "48h",
-            "terminated_pod_ttl": "30m",
-        },
         "github_reporter": {"job_types_to_report": ["presubmit"]},
-    })
+    });
+    if let Some(sinker) = &settings.sinker {
+        config["sinker"] = sinker.clone();
+    }
+    config
 }
 
 /// The job configuration: each presubmit undecorated (Prow's decoration needs its
@@ -190,6 +201,7 @@ mod tests {
                     script: "true".into(),
                 },
             ],
+            sinker: Some(integration_test_sinker()),
         }
     }
 
@@ -224,6 +236,14 @@ mod tests {
             plugins["triggers"][0]["repos"],
             json!(["Codertocat/Hello-World"])
         );
+    }
+
+    #[test]
+    fn sinker_is_left_at_prows_defaults_unless_given() {
+        let mut settings = settings();
+        assert_eq!(config(&settings)["sinker"]["resync_period"], "1m");
+        settings.sinker = None;
+        assert!(config(&settings).get("sinker").is_none());
     }
 
     #[test]
