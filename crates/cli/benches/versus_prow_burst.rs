@@ -63,22 +63,15 @@ pub fn burst(world: &World, side: &Side, first: u64, count: u64) -> Burst {
             let last = pods.iter().max().copied().unwrap_or(sent);
             all_created = Some(last.saturating_duration_since(sent));
         }
-        let statuses = world.github.statuses();
-        let ended: BTreeSet<&str> = statuses
-            .iter()
-            .filter(|s| s.context == context && s.state != "pending")
-            .filter(|s| heads.contains(s.sha.as_str()))
-            .inspect(|s| assert_eq!(s.state, "success", "{}: {s:?}", side.system.name()))
-            .map(|s| s.sha.as_str())
-            .collect();
-        if ended.len() == heads.len() {
+        let ended = world.ended(context, &heads, side.system.name());
+        if ended == heads.len() {
             break sent.elapsed();
         }
         assert!(
             sent.elapsed() < BURST_PATIENCE,
             "{}: {} of {count} reported, {} pods; {}",
             side.system.name(),
-            ended.len(),
+            ended,
             pods.len(),
             side.log()
         );

@@ -209,18 +209,10 @@ fn load(world: &World, side: &Side, first: u64, count: u64) -> (Duration, Vec<f6
             most_together = most_together.max(rss.iter().sum());
             sampled = Instant::now();
         }
-        if delivered == prepared.len() {
-            let statuses = world.github.statuses();
-            let ended: BTreeSet<&str> = statuses
-                .iter()
-                .filter(|s| s.context == context && s.state != "pending")
-                .filter(|s| heads.contains(s.sha.as_str()))
-                .inspect(|s| assert_eq!(s.state, "success", "{}: {s:?}", side.system.name()))
-                .map(|s| s.sha.as_str())
-                .collect();
-            if ended.len() == heads.len() {
-                return (started.elapsed(), most, most_together);
-            }
+        if delivered == prepared.len()
+            && world.ended(context, &heads, side.system.name()) == heads.len()
+        {
+            return (started.elapsed(), most, most_together);
         }
         assert!(
             started.elapsed() < PATIENCE + Duration::from_secs(count),

@@ -5,6 +5,7 @@
 //! repository on this machine that git's `insteadOf` puts behind GitHub's URL for the node
 //! agent's pods, with one pull request after another.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -192,6 +193,20 @@ pub struct World {
 }
 
 impl World {
+    /// How many of `heads` GitHub shows a final status of `context` for (each asserted
+    /// `success`: `system` is named if one is not).
+    pub fn ended(&self, context: &str, heads: &BTreeSet<&str>, system: &str) -> usize {
+        let statuses = self.github.statuses();
+        let ended: BTreeSet<&str> = statuses
+            .iter()
+            .filter(|s| s.context == context && s.state != "pending")
+            .filter(|s| heads.contains(s.sha.as_str()))
+            .inspect(|s| assert_eq!(s.state, "success", "{system}: {s:?}"))
+            .map(|s| s.sha.as_str())
+            .collect();
+        ended.len()
+    }
+
     pub fn new() -> World {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -344,11 +344,7 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
                 .any(|r| r.resource == "pods" && r.verb == "patch")
         });
     }
-    let kubecis: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.user_agent != "the-test")
-        .collect();
+    let kubecis = kubecis_requests(&server);
     let used = common::cluster::used(&kubecis);
     let mut granted = common::cluster::granted(&common::cluster::granted_rules());
     // The watches stream their first lists here; an API server that cannot makes them list
@@ -357,6 +353,12 @@ async fn the_clusterrole_grants_exactly_what_kubeci_uses() {
         assert!(granted.remove(&paged), "{paged:?} is granted");
     }
     assert_eq!(used, granted, "used vs granted");
+}
+
+/// The requests kubeci made of `server` (the test's own are sent as `the-test`).
+fn kubecis_requests(server: &FakeApiServer) -> Vec<kubeci_testkit::RecordedRequest> {
+    let requests = server.requests().into_iter();
+    requests.filter(|r| r.user_agent != "the-test").collect()
 }
 
 /// The lists kubeci's watches make on an API server that does not stream a watch's first
@@ -392,11 +394,7 @@ async fn on_an_api_server_that_does_not_stream_first_lists_kubeci_lists_in_pages
             .iter()
             .any(|b| b["number"] == 1 && b["state"] == "succeeded")
     });
-    let kubecis: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.user_agent != "the-test")
-        .collect();
+    let kubecis = kubecis_requests(&server);
     let used = common::cluster::used(&kubecis);
     for paged in paged_lists() {
         assert!(used.contains(&paged), "{paged:?} used");
