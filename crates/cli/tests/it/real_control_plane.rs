@@ -119,8 +119,7 @@ async fn etcd_compacted_and_the_api_server_gone_for_30_s_kubeci_carries_on() {
     // watch cache: kubeci's watches, resumed from its last resourceVersions, are refused
     // 410 Gone and it lists again.
     let gate = cluster.proxy.gate();
-    let lists =
-        |gate: &kubeci_testkit::Gate| gate.requests().iter().filter(|r| r.verb == "list").count();
+    let lists = crate::common::cluster::first_lists;
     let before = lists(gate);
     let plane = std::sync::Arc::new(plane);
     let compacting = plane.clone();
@@ -145,7 +144,7 @@ async fn etcd_compacted_and_the_api_server_gone_for_30_s_kubeci_carries_on() {
     restart.join().unwrap();
     cluster
         .until(
-            "kubeci to list again after its watches were refused",
+            "kubeci to read a first list again after its watches were refused",
             async || lists(gate) > before,
         )
         .await;

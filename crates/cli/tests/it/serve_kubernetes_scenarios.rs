@@ -402,8 +402,7 @@ async fn lost_watches_errors_and_a_vanished_api_server_are_waited_out(cluster: T
         .await;
     let mut kubeci = cluster.serve(&[]);
     let gate = cluster.proxy.gate();
-    let lists =
-        |gate: &kubeci_testkit::Gate| gate.requests().iter().filter(|r| r.verb == "list").count();
+    let lists = common::cluster::first_lists;
 
     // Watches dropped, and their resumption answered 410 Gone: relisted.
     let before = lists(gate);
@@ -419,9 +418,10 @@ async fn lost_watches_errors_and_a_vanished_api_server_are_waited_out(cluster: T
         })
         .await;
     cluster
-        .until("410 Gone to make kubeci list again", async || {
-            lists(gate) > before
-        })
+        .until(
+            "410 Gone to make kubeci read a first list again",
+            async || lists(gate) > before,
+        )
         .await;
 
     // 500s: a build request fails cleanly with 503, the next one works.

@@ -530,3 +530,13 @@ async fn create_namespace(client: &kube::Client, namespace: &str, enabled: bool,
         }
     }
 }
+
+/// How many first lists `gate` has seen kubeci read: in pages (`list`) or, where the API
+/// server can, streamed by a watch (`sendInitialEvents`).
+pub fn first_lists(gate: &kubeci_testkit::Gate) -> usize {
+    let requests = gate.requests();
+    let first_lists = requests.iter().filter(|r| {
+        r.verb == "list" || (r.verb == "watch" && r.query.contains("sendInitialEvents=true"))
+    });
+    first_lists.count()
+}
