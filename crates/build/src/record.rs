@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod kept;
+pub mod protobuf;
 
 /// A build's Job: its metadata, whether it is suspended, and its status.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -222,16 +222,24 @@ fn follow_packed<K>(
 ) -> Arc<AtomicBool>
 where
     K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned + Clone,
-    K: std::fmt::Debug + Send + Sync + 'static,
+    K: kubeci_build::record::protobuf::FromProtobuf + std::fmt::Debug + Send + Sync + 'static,
 {
     let (cache, newest, wake) = (cache.clone(), newest.clone(), wake.clone());
     let lists = lists.clone();
     let synced = Arc::new(AtomicBool::new(false));
     let set = synced.clone();
     tokio::spawn(async move {
-        let config = lists.config(config).await;
-        let events = watcher::watcher(api, config).backoff(WatchBackoff::new());
+        // Streamed first lists come with protobuf (`crate::protowatch`); paged ones, from
+        // API servers without WatchList, with kube's JSON watcher.
+        let events = if lists.streamed().await {
+            let url = api.resource_url().to_owned();
+            let labels = config.label_selector.unwrap_or_default();
+            crate::protowatch::watch(api.into_client(), url, labels).boxed()
+        } else {
+            watcher::watcher(api, config).boxed()
+        };
         events
+            .backoff(WatchBackoff::new())
             .for_each(move |event| {
                 if let Ok(event) = event {
                     let changed = cache.apply(&event);

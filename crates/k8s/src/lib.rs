@@ -35,6 +35,7 @@ mod lists;
 mod logs;
 mod newest;
 mod packed;
+mod protowatch;
 pub mod steplog;
 mod tenancy;
 

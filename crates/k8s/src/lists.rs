@@ -39,17 +39,21 @@ impl InitialLists {
         }
     }
 
-    /// `config`, its first list streamed if the API server can.
-    pub(crate) async fn config(&self, config: watcher::Config) -> watcher::Config {
-        let streamed = self
+    /// Whether the API server streams first lists (asked once).
+    pub(crate) async fn streamed(&self) -> bool {
+        *self
             .streamed
             .get_or_init(|| async {
                 let streamed = streams_initial_lists(&self.probe).await;
                 tracing::info!(streamed, "how the watches read their first list");
                 streamed
             })
-            .await;
-        if *streamed {
+            .await
+    }
+
+    /// `config`, its first list streamed if the API server can.
+    pub(crate) async fn config(&self, config: watcher::Config) -> watcher::Config {
+        if self.streamed().await {
             config.streaming_lists()
         } else {
             config

@@ -17,7 +17,7 @@ use crate::store::{merge_patch, ApiError, Store};
 
 mod events;
 mod logs;
-mod watches;
+pub(crate) mod watches;
 
 use events::serve_and_mirror;
 pub use events::{convert_event, event_for};
@@ -330,6 +330,7 @@ async fn serve(
     match (method.as_str(), &target.name, target.subresource.as_deref()) {
         ("GET", None, None) if query.get("watch").is_some_and(|w| query_bool(w)) => watch(
             shared,
+            watches::Encoding::asked(headers, target.resource)?,
             target.resource,
             list_namespace,
             labels,

@@ -12,11 +12,12 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use serde_json::json;
+use kubeci_build::record::protobuf::MEDIA_TYPE;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::gate::{Admission, Gate};
+use crate::http::watches::Encoding;
 use crate::store::ApiError;
 use crate::{accept_loop, bind_again, http, loopback_kubeconfig};
 
@@ -50,15 +51,20 @@ fn status_reply(error: &ApiError) -> Response<Body> {
         .expect("a valid response")
 }
 
-/// What an API server answers a watch resumed from a compacted resourceVersion.
-fn expired_watch() -> Response<Body> {
+/// What an API server answers a watch resumed from a compacted resourceVersion, in the
+/// encoding the watch asked for.
+fn expired_watch(headers: &header::HeaderMap) -> Response<Body> {
     let gone = ApiError::new(410, "Expired", "too old resource version (injected)");
-    let mut event = json!({"type": "ERROR", "object": gone.status()}).to_string();
-    event.push('\n');
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let encoding = if accept.is_some_and(|a| a.contains(MEDIA_TYPE)) {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
+    };
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(event))
+        .header(header::CONTENT_TYPE, encoding.content_type())
+        .body(Body::from(encoding.error(&gone)))
         .expect("a valid response")
 }
 
@@ -74,7 +80,7 @@ async fn forward(
         return Ok(http::refusal(&error, retry_after));
     }
     if resumed_watch && shared.gate.take_expired_watch() {
-        return Ok(expired_watch());
+        return Ok(expired_watch(&parts.headers));
     }
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return Ok(status_reply(&ApiError::bad_request(

@@ -29,6 +29,16 @@ const LABELS: [&str; 3] = [keys::MANAGED_BY, keys::JOB, keys::BUILD];
 /// The prefix of every annotation kubeci writes on a build's Job.
 const ANNOTATIONS: &str = "kubeci.io/";
 
+/// Whether kubeci reads label `key`.
+pub(super) fn is_kept_label(key: &str) -> bool {
+    LABELS.contains(&key)
+}
+
+/// Whether annotation `key` of a build's Job is one kubeci wrote (its record).
+pub(super) fn is_kept_annotation(key: &str) -> bool {
+    key.starts_with(ANNOTATIONS)
+}
+
 /// The metadata kept, as sent.
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -51,11 +61,11 @@ impl Meta {
     /// annotations when `annotations` says to keep them (a Job's; a pod's carry none).
     pub(super) fn kept(self, annotations: bool) -> ObjectMeta {
         let labels = self.labels.map(|mut labels| {
-            labels.retain(|key, _| LABELS.contains(&key.as_str()));
+            labels.retain(|key, _| is_kept_label(key));
             labels
         });
         let annotations = self.annotations.filter(|_| annotations).map(|mut all| {
-            all.retain(|key, _| key.starts_with(ANNOTATIONS));
+            all.retain(|key, _| is_kept_annotation(key));
             all
         });
         let owner_references = self.owner_references.map(|mut owners| {

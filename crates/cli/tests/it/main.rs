@@ -62,6 +62,7 @@ mod new;
 mod pages;
 mod pages_actions;
 mod pages_in_chromium;
+mod protobuf_records;
 mod real_control_plane;
 mod render;
 mod report_targets;

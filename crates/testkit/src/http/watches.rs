@@ -1,12 +1,15 @@
 //! Watches: events from a resourceVersion, bookmarks, label and field selectors, the
-//! initial list (sendInitialEvents), timeouts.
+//! initial list (sendInitialEvents), timeouts; in JSON, or for Jobs and pods in protobuf
+//! when asked for (`Accept: application/vnd.kubernetes.protobuf;stream=watch`), as the API
+//! server sends them (the fields kubeci may read only: `kubeci_build::record::protobuf`).
 
 use super::*;
 use crate::resources::RESOURCES;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ApiError, Change, ChangeKind};
 use axum::body::{Body, Bytes};
-use axum::http::{header, Response, StatusCode};
+use axum::http::{header, HeaderMap, Response, StatusCode};
+use kubeci_build::record::protobuf::{self, encode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,28 +17,117 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-fn watch_event(kind: &str, object: &Value) -> Bytes {
-    let mut line = json!({"type": kind, "object": object}).to_string();
-    line.push('\n');
-    Bytes::from(line)
+/// How a watch's events are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// A JSON object per line.
+    Json,
+    /// Length-prefixed `WatchEvent` messages.
+    Protobuf,
 }
 
-fn bookmark(resource: usize, rv: u64, initial_end: bool) -> Bytes {
-    let rt = &RESOURCES[resource];
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if initial_end {
-        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+impl Encoding {
+    /// What `headers` ask for a watch of `resource`: protobuf for Jobs and pods, else JSON
+    /// when the client takes it (a real API server encodes every built-in kind; the fake,
+    /// the kinds kubeci watches so).
+    pub(super) fn asked(headers: &HeaderMap, resource: usize) -> Result<Encoding, ApiError> {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !accept.contains(protobuf::MEDIA_TYPE) {
+            return Ok(Encoding::Json);
+        }
+        match RESOURCES[resource].kind {
+            "Job" | "Pod" => Ok(Encoding::Protobuf),
+            _ if accept.contains("json") || accept.contains("*/*") => Ok(Encoding::Json),
+            kind => Err(ApiError::new(
+                406,
+                "NotAcceptable",
+                format!("the fake API server encodes no {kind} in protobuf"),
+            )),
+        }
     }
-    watch_event(
-        "BOOKMARK",
-        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
-    )
+
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+        }
+    }
+
+    /// An event of `kind` carrying `object`, one of `resource`.
+    fn event(self, resource: usize, kind: &str, object: &Value) -> Bytes {
+        match self {
+            Encoding::Json => {
+                let mut line = json!({"type": kind, "object": object}).to_string();
+                line.push('\n');
+                Bytes::from(line)
+            }
+            Encoding::Protobuf => {
+                let rt = &RESOURCES[resource];
+                let message = match rt.kind {
+                    "Pod" => encode::pod(&decoded(object)),
+                    _ => encode::job(&decoded(object)),
+                };
+                let object = encode::enveloped(&rt.api_version(), rt.kind, &message);
+                Bytes::from(encode::watch_frame(kind, &object))
+            }
+        }
+    }
+
+    fn bookmark(self, resource: usize, rv: u64, initial_end: bool) -> Bytes {
+        let rt = &RESOURCES[resource];
+        match self {
+            Encoding::Json => {
+                let mut metadata = json!({"resourceVersion": rv.to_string()});
+                if initial_end {
+                    metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                }
+                self.event(
+                    resource,
+                    "BOOKMARK",
+                    &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
+                )
+            }
+            Encoding::Protobuf => {
+                let message = encode::bookmark(&rv.to_string(), initial_end);
+                let object = encode::enveloped(&rt.api_version(), rt.kind, &message);
+                Bytes::from(encode::watch_frame("BOOKMARK", &object))
+            }
+        }
+    }
+
+    /// An ERROR event carrying `error`.
+    pub(crate) fn error(self, error: &ApiError) -> Bytes {
+        match self {
+            Encoding::Json => {
+                let mut line = json!({"type": "ERROR", "object": error.status()}).to_string();
+                line.push('\n');
+                Bytes::from(line)
+            }
+            Encoding::Protobuf => {
+                let message = encode::status(error.code, error.reason, &error.message);
+                let object = encode::enveloped("v1", "Status", &message);
+                Bytes::from(encode::watch_frame("ERROR", &object))
+            }
+        }
+    }
 }
 
-fn streaming(receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Reply {
+/// A stored Job or pod as its Kubernetes type (a default one if the store holds something
+/// else, which only a test writing such an object would see).
+fn decoded<T: serde::de::DeserializeOwned + Default>(object: &Value) -> T {
+    T::deserialize(object).unwrap_or_else(|error| {
+        tracing::warn!(%error, "the fake API server cannot encode an object in protobuf");
+        T::default()
+    })
+}
+
+fn streaming(encoding: Encoding, receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Reply {
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, encoding.content_type())
         .header(header::TRANSFER_ENCODING, "chunked")
         .body(Body::from_stream(ReceiverStream::new(receiver)))
         .expect("a valid response")
@@ -43,6 +135,7 @@ fn streaming(receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Reply {
 
 pub(super) fn watch(
     shared: &Arc<Shared>,
+    encoding: Encoding,
     resource: usize,
     namespace: Option<&str>,
     labels: LabelSelector,
@@ -94,14 +187,15 @@ pub(super) fn watch(
                 Err(gone) => {
                     // As the API server does: a 200 stream whose one event is the error.
                     let (sender, receiver) = mpsc::channel(1);
-                    let _ = sender.try_send(Ok(watch_event("ERROR", &gone.status())));
-                    return Ok(streaming(receiver));
+                    let _ = sender.try_send(Ok(encoding.error(&gone)));
+                    return Ok(streaming(encoding, receiver));
                 }
             }
         }
     };
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let stream = WatchStream {
+        encoding,
         resource,
         selected,
         changes,
@@ -113,12 +207,17 @@ pub(super) fn watch(
         sender,
     };
     tokio::spawn(stream.run(initial, backlog, start_rv));
-    Ok(streaming(receiver))
+    Ok(streaming(encoding, receiver))
 }
 
 /// The event a filtered watch sees for a change: objects entering the selection are
 /// ADDED, those leaving it DELETED.
-fn filtered(change: &Change, selected: &impl Fn(&Value) -> bool) -> Option<Bytes> {
+fn filtered(
+    encoding: Encoding,
+    resource: usize,
+    change: &Change,
+    selected: &impl Fn(&Value) -> bool,
+) -> Option<Bytes> {
     let now_selected = selected(&change.object);
     let was_selected = change.old.as_ref().is_some_and(|o| selected(o));
     let kind = match change.kind {
@@ -132,11 +231,12 @@ fn filtered(change: &Change, selected: &impl Fn(&Value) -> bool) -> Option<Bytes
         },
         _ => return None,
     };
-    Some(watch_event(kind, &change.object))
+    Some(encoding.event(resource, kind, &change.object))
 }
 
 /// One watch's stream of events to its client.
 struct WatchStream<S> {
+    encoding: Encoding,
     resource: usize,
     selected: S,
     changes: tokio::sync::broadcast::Receiver<Arc<Change>>,
@@ -153,17 +253,20 @@ impl<S: Fn(&Value) -> bool> WatchStream<S> {
     /// `backlog` of changes since the requested version, then the changes as they come.
     async fn run(mut self, initial: Vec<Arc<Value>>, backlog: Vec<Arc<Change>>, start_rv: u64) {
         for object in initial.iter().filter(|o| (self.selected)(o)) {
-            if !self.send(watch_event("ADDED", object)).await {
+            if !self
+                .send(self.encoding.event(self.resource, "ADDED", object))
+                .await
+            {
                 return;
             }
         }
-        let end_of_initial = bookmark(self.resource, start_rv, true);
+        let end_of_initial = self.encoding.bookmark(self.resource, start_rv, true);
         if self.send_initial && !self.send(end_of_initial).await {
             return;
         }
         let mut last_rv = start_rv;
         for change in backlog.iter().filter(|c| c.key.0 == self.resource) {
-            if let Some(bytes) = filtered(change, &self.selected) {
+            if let Some(bytes) = filtered(self.encoding, self.resource, change, &self.selected) {
                 if !self.send(bytes).await {
                     return;
                 }
@@ -192,7 +295,7 @@ impl<S: Fn(&Value) -> bool> WatchStream<S> {
                 received = self.changes.recv() => match received {
                     Ok(change) if change.key.0 == self.resource && change.rv > last_rv => {
                         last_rv = change.rv;
-                        if let Some(bytes) = filtered(&change, &self.selected) {
+                        if let Some(bytes) = filtered(self.encoding, self.resource, &change, &self.selected) {
                             if !self.send(bytes).await {
                                 return;
                             }
@@ -202,7 +305,7 @@ impl<S: Fn(&Value) -> bool> WatchStream<S> {
                     Err(_) => return,
                 },
                 _ = ticker.tick(), if self.bookmarks => {
-                    if !self.send(bookmark(self.resource, last_rv, false)).await {
+                    if !self.send(self.encoding.bookmark(self.resource, last_rv, false)).await {
                         return;
                     }
                 }
