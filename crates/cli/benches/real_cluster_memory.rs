@@ -34,6 +34,7 @@ struct Figures {
     ready: Vec<Duration>,
     rss: Vec<f64>,
     peak: Vec<f64>,
+    pods_ready: Vec<Duration>,
     pods_rss: Vec<f64>,
     pods_peak: Vec<f64>,
     idle_cpu: Option<f64>,
@@ -208,7 +209,8 @@ pub fn memory(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfi
     let stored_pods = storing.elapsed();
     for round in 0..3 {
         for ((_, exe), figures) in binaries.iter().zip(&mut figures) {
-            let (kubeci, _, rss, peak) = start_and_settle(exe, kubeconfig, &ns, SETTLE);
+            let (kubeci, took, rss, peak) = start_and_settle(exe, kubeconfig, &ns, SETTLE);
+            figures.pods_ready.push(took);
             figures.pods_rss.push(rss);
             figures.pods_peak.push(peak);
             if round == 0 {
@@ -251,6 +253,11 @@ pub fn memory(runtime: &tokio::runtime::Runtime, client: kube::Client, kubeconfi
             max(&f.pods_rss),
             median(&f.pods_peak),
             max(&f.pods_peak)
+        );
+        println!(
+            "start to /readyz with the pods too: median {:?}, max {:?} (3 starts)",
+            percentile(&mut f.pods_ready, 0.5),
+            percentile(&mut f.pods_ready, 1.0)
         );
         println!(
             "idle CPU over {IDLE:?} with those builds and pods: {:.2} s",

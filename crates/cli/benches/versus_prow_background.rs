@@ -147,20 +147,22 @@ pub fn store_kubeci(world: &World, ns: &str, counts: Counts) -> Duration {
                 jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                     .await
                     .unwrap();
-                let pod = pods
-                    .create(&PostParams::default(), &build_pod(&job, i))
-                    .await
-                    .unwrap();
-                let status = pod_status(&pod, i, start);
-                let name = pod.metadata.name.unwrap();
-                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                    .unwrap();
+                create_finished(&pods, &build_pod(&job, i), |pod| pod_status(pod, i, start)).await;
             }
         })
         .await;
     });
     storing.elapsed()
+}
+
+/// Creates `pod`, then writes the status `status` gives for it, as its kubelet would.
+async fn create_finished(pods: &Api<Pod>, pod: &Pod, status: impl FnOnce(&Pod) -> Value) {
+    let pod = pods.create(&PostParams::default(), pod).await.unwrap();
+    let status = status(&pod);
+    let name = pod.metadata.name.unwrap();
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 /// Finished build `i`: the rendered Job for its job and pull request, its reports sent.
@@ -208,11 +210,7 @@ pub fn store_prow(world: &World, ns: &str, counts: Counts) -> Duration {
                 let prowjob: DynamicObject = serde_json::from_value(prowjob).unwrap();
                 jobs.create(&PostParams::default(), &prowjob).await.unwrap();
                 let pod: Pod = serde_json::from_value(pod).unwrap();
-                let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-                let name = pod.metadata.name.unwrap();
-                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                    .unwrap();
+                create_finished(&pods, &pod, |_| status).await;
             }
         })
         .await;

@@ -33,12 +33,7 @@ pub struct Burst {
 /// Opens `count` pull requests (numbers from `first`), delivers them all at once to
 /// `side`, and waits until each has a pod and a final status.
 pub fn burst(world: &World, side: &Side, first: u64, count: u64) -> Burst {
-    let prepared: Vec<(u64, String, Vec<u8>)> = (first..first + count)
-        .map(|number| {
-            let (head, body) = world.pull_request(number);
-            (number, head, body)
-        })
-        .collect();
+    let prepared = world.pull_requests(first, count);
     let heads: BTreeSet<&str> = prepared.iter().map(|(_, head, _)| head.as_str()).collect();
     let start = world.plane.audit_mark();
     let (cpu_before, _) = side.cost();

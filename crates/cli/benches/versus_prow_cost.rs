@@ -181,12 +181,7 @@ pub fn cost(world: &World, system: System, first: u64, settings: Settings) -> Co
 /// each is reported: (first delivery → last report, each process's most RSS seen, their
 /// sum's most).
 fn load(world: &World, side: &Side, first: u64, count: u64) -> (Duration, Vec<f64>, f64) {
-    let prepared: Vec<(u64, String, Vec<u8>)> = (first..first + count)
-        .map(|number| {
-            let (head, body) = world.pull_request(number);
-            (number, head, body)
-        })
-        .collect();
+    let prepared = world.pull_requests(first, count);
     let heads: BTreeSet<&str> = prepared.iter().map(|(_, head, _)| head.as_str()).collect();
     let context = side.system.context();
     let mut most = vec![0.0f64; side.pids().len()];

@@ -272,6 +272,17 @@ impl World {
         self.github.set_pull_request(REPO, pr.clone());
         (head, serde_json::to_vec(&payload).unwrap())
     }
+
+    /// Opens `count` pull requests (numbers from `first`): each one's number, head and
+    /// delivery.
+    pub fn pull_requests(&self, first: u64, count: u64) -> Vec<(u64, String, Vec<u8>)> {
+        (first..first + count)
+            .map(|number| {
+                let (head, body) = self.pull_request(number);
+                (number, head, body)
+            })
+            .collect()
+    }
 }
 
 pub fn free_port() -> u16 {
