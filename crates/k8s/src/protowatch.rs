@@ -107,8 +107,17 @@ impl<K: FromProtobuf + kube::Resource> Watch<K> {
                     return Err(watcher::Error::WatchFailed(kube::Error::ReadEvents(idle)));
                 }
             };
-            if let Some(event) = self.event(&frame)? {
-                return Ok(event);
+            match self.event(&frame) {
+                Ok(Some(event)) => return Ok(event),
+                Ok(None) => {}
+                Err(error) => {
+                    if matches!(error, watcher::Error::WatchFailed(_)) {
+                        // An event that cannot be read is skipped (as kube's watcher skips
+                        // one it cannot parse); said, since the cache misses that change.
+                        tracing::warn!(url = %self.url, %error, "a watch event could not be read");
+                    }
+                    return Err(error);
+                }
             }
         }
     }
