@@ -134,3 +134,34 @@ async fn a_protobuf_watch_lists_follows_resumes_and_relists_after_410() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_be_read_is_an_error_and_the_watch_goes_on() {
+    use kubeci_build::record::protobuf::encode;
+    let job: Job = serde_json::from_value(json!({"metadata": {"name": "demo-1"}})).unwrap();
+    let mut body = encode::watch_frame("ADDED", b"not an enveloped object");
+    let object = encode::enveloped("batch/v1", "Job", &encode::job(&job));
+    body.extend(encode::watch_frame("ADDED", &object));
+    let end = encode::enveloped("batch/v1", "Job", &encode::bookmark("7", true));
+    body.extend(encode::watch_frame("BOOKMARK", &end));
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            let media = "application/vnd.kubernetes.protobuf;stream=watch";
+            ([(axum::http::header::CONTENT_TYPE, media)], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let url = Api::<BuildJob>::namespaced(client.clone(), "default")
+        .resource_url()
+        .to_owned();
+    let mut events = pin!(watch::<BuildJob>(client, url, MANAGED.into()));
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next(&mut events).await);
+    }
+    assert_eq!(seen, ["Init", "error", "InitApply demo-1", "InitDone"]);
+}
