@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use http_body_util::BodyExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch};
 use kubeci_build::record::protobuf::{self, FromProtobuf};
 use kubeci_build::record::{BuildJob, BuildPod};
 use serde_json::{json, Value};
@@ -126,23 +126,36 @@ fn pod_statuses() -> Vec<Value> {
 }
 
 /// Every object of `url` (a resource URL) as kubeci reads it from a protobuf watch that
-/// streams its first list, by name.
+/// streams its first list, by name, and the resource version that list ended at. The watch is
+/// read only up to that end: the cluster's own controllers may change the objects after it
+/// (the pod garbage collector force-deletes a terminating pod no node took).
 async fn from_protobuf<K: FromProtobuf + kube::Resource>(
     client: &kube::Client,
     url: &str,
-) -> BTreeMap<String, K> {
-    let query = "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=2";
+) -> (BTreeMap<String, K>, String) {
+    let query = "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=30";
     let request = http::Request::get(format!("{url}?{query}"))
         .header("Accept", "application/vnd.kubernetes.protobuf;stream=watch")
         .body(kube::client::Body::empty())
         .unwrap();
     let response = client.send(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let (mut objects, mut rest, mut ended) = (BTreeMap::new(), &body[..], false);
-    while !rest.is_empty() {
-        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        let (kind, object) = protobuf::watch_event(&rest[4..4 + len]).unwrap();
+    let mut body = response.into_body();
+    let (mut objects, mut buffer) = (BTreeMap::new(), Vec::new());
+    loop {
+        let Some(len) = buffer
+            .get(..4)
+            .map(|n| u32::from_be_bytes(n.try_into().unwrap()) as usize)
+        else {
+            buffer.extend_from_slice(&next_chunk(&mut body).await);
+            continue;
+        };
+        if buffer.len() < 4 + len {
+            buffer.extend_from_slice(&next_chunk(&mut body).await);
+            continue;
+        }
+        let frame: Vec<u8> = buffer.drain(..4 + len).skip(4).collect();
+        let (kind, object) = protobuf::watch_event(&frame).unwrap();
         match kind {
             "ADDED" => {
                 let object = K::from_enveloped(object).unwrap();
@@ -150,21 +163,36 @@ async fn from_protobuf<K: FromProtobuf + kube::Resource>(
             }
             "BOOKMARK" => {
                 let envelope = protobuf::envelope(object).unwrap();
-                ended |= protobuf::bookmark(envelope.raw).unwrap().initial_events_end;
+                let bookmark = protobuf::bookmark(envelope.raw).unwrap();
+                if bookmark.initial_events_end {
+                    return (objects, bookmark.resource_version);
+                }
             }
-            other => panic!("a {other} event in a watch of objects nobody changes"),
+            other => panic!("a {other} event before the first list ended"),
         }
-        rest = &rest[4 + len..];
     }
-    assert!(ended, "the first list ended with its bookmark");
-    objects
 }
 
-async fn from_json<K>(api: &Api<K>) -> BTreeMap<String, K>
+/// The next piece of a watch's body; the watch must not end before its first list has.
+async fn next_chunk(body: &mut kube::client::Body) -> bytes::Bytes {
+    loop {
+        let frame = body.frame().await;
+        let frame = frame.expect("the watch ended before its first list did");
+        if let Ok(data) = frame.unwrap().into_data() {
+            return data;
+        }
+    }
+}
+
+/// Every object of `api` in JSON, by name, as it was at `resource_version`.
+async fn from_json<K>(api: &Api<K>, resource_version: &str) -> BTreeMap<String, K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let listed = api.list(&ListParams::default()).await.unwrap();
+    let at = ListParams::default()
+        .at(resource_version)
+        .matching(VersionMatch::Exact);
+    let listed = api.list(&at).await.unwrap();
     let named = listed.items.into_iter();
     named.map(|o| (o.meta().name.clone().unwrap(), o)).collect()
 }
@@ -198,12 +226,12 @@ async fn a_real_api_server_s_protobuf_reads_as_the_records_its_json_does() {
         .unwrap();
 
     let job_api: Api<BuildJob> = Api::namespaced(client.clone(), &ns);
-    let read_jobs = from_protobuf::<BuildJob>(&client, job_api.resource_url()).await;
-    assert_eq!(read_jobs, from_json(&job_api).await);
+    let (read_jobs, version) = from_protobuf::<BuildJob>(&client, job_api.resource_url()).await;
+    assert_eq!(read_jobs, from_json(&job_api, &version).await);
     assert_eq!(read_jobs.len(), 4);
     let pod_api: Api<BuildPod> = Api::namespaced(client.clone(), &ns);
-    let read_pods = from_protobuf::<BuildPod>(&client, pod_api.resource_url()).await;
-    assert_eq!(read_pods, from_json(&pod_api).await);
+    let (read_pods, version) = from_protobuf::<BuildPod>(&client, pod_api.resource_url()).await;
+    assert_eq!(read_pods, from_json(&pod_api, &version).await);
     assert_eq!(read_pods.len(), 6);
     let deleted = &read_pods["demo-2-pod"].metadata;
     assert!(
