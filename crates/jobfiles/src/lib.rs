@@ -237,7 +237,7 @@ impl Catalogue for JobSet {
                         return None;
                     }
                 }
-                Some((loaded.namespace.clone(), Arc::new(job.clone())))
+                Some((loaded.namespace.clone(), Arc::clone(job)))
             })
             .collect()
     }

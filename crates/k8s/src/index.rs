@@ -21,8 +21,6 @@ pub struct Declared {
     /// The job as kubeci uses it: the original, or, when an earlier ConfigMap declares
     /// the same job, the original marked as a repeat (invalid, see `kubeci_spec::shadowed`).
     pub job: Arc<LoadedJob>,
-    /// The valid job, shared with webhook matching without a copy.
-    pub spec: Option<Arc<Job>>,
     /// Its repository (`host/owner/name`, see `GitUrl::repository_key`).
     pub repository: Option<String>,
     /// The job before check names are decided: `job`, unless another job of the
@@ -122,7 +120,6 @@ impl JobIndex {
                 resource_version: resource_version.to_owned(),
                 original: Arc::clone(&job),
                 job: Arc::clone(&job),
-                spec: None,
                 repository: None,
                 unnamed: Arc::clone(&job),
                 check_name: None,
@@ -281,12 +278,11 @@ impl JobIndex {
             let repository = declared
                 .unnamed
                 .job
-                .as_ref()
+                .as_deref()
                 .and_then(kubeci_spec::checkname::repository_of);
             let before = std::mem::replace(&mut declared.repository, repository.clone());
             // Until its repository's names are decided, it stands as it is.
             declared.job = Arc::clone(&declared.unnamed);
-            declared.spec = declared.job.job.clone().map(Arc::new);
             declared.check_name = None;
             if let Some(before) = before.filter(|b| Some(b) != repository.as_ref()) {
                 self.leave_repository(&before, key);
@@ -366,7 +362,7 @@ impl JobIndex {
         let names = {
             let jobs: Vec<(&str, &Job)> = unnamed
                 .iter()
-                .filter_map(|l| Some((l.namespace.as_str(), l.job.as_ref()?)))
+                .filter_map(|l| Some((l.namespace.as_str(), l.job.as_deref()?)))
                 .collect();
             kubeci_spec::checkname::check_names(&jobs)
         };
@@ -395,7 +391,6 @@ impl JobIndex {
                     declared.check_name = None;
                 }
             }
-            declared.spec = declared.job.job.clone().map(Arc::new);
         }
     }
 
@@ -470,7 +465,7 @@ impl Catalogue for JobIndex {
                 repositories
                     .is_none_or(|keys| d.repository.as_ref().is_some_and(|r| keys.contains(r)))
             })
-            .filter_map(|d| Some((d.job.namespace.clone(), d.spec.clone()?)))
+            .filter_map(|d| Some((d.job.namespace.clone(), d.job.job.clone()?)))
             .collect()
     }
 
@@ -479,7 +474,7 @@ impl Catalogue for JobIndex {
             .get(&(namespace.to_owned(), name.to_owned()))?
             .iter()
             .filter_map(|key| self.by_configmap.get(key))
-            .find(|d| d.spec.is_some())?
+            .find(|d| d.job.job.is_some())?
             .check_name
             .clone()
     }

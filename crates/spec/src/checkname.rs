@@ -139,7 +139,7 @@ pub fn mark_taken<'a>(declarations: impl IntoIterator<Item = &'a mut LoadedJob>)
     let names = {
         let jobs: Vec<(&str, &Job)> = valid
             .iter()
-            .map(|l| (l.namespace.as_str(), l.job.as_ref().expect("valid")))
+            .map(|l| (l.namespace.as_str(), l.job.as_deref().expect("valid")))
             .collect();
         check_names(&jobs)
     };
@@ -275,7 +275,15 @@ mod tests {
             "- job:\n    name: {name}\n    git:\n      url: https://github.com/{repo}.git\n    run_command: make\n    ghprb:\n      enabled: true\n{context}"
         );
         let report = crate::load("job.yaml", yaml.as_bytes(), &Default::default());
-        report.jobs.into_iter().next().unwrap().job.unwrap()
+        report
+            .jobs
+            .into_iter()
+            .next()
+            .unwrap()
+            .job
+            .unwrap()
+            .as_ref()
+            .clone()
     }
 
     #[test]

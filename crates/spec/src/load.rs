@@ -3,6 +3,8 @@
 //!
 //! Nothing here touches the filesystem: callers hand in a name and the bytes.
 
+use std::sync::Arc;
+
 use crate::diagnostic::{Diagnostic, FieldPath, Severity};
 use crate::model::Job;
 use crate::validate::{suggest, NamespacePolicy};
@@ -83,7 +85,7 @@ pub struct LoadedJob {
     /// The job's name, as far as it could be read (also for invalid jobs).
     pub name: Option<String>,
     /// The job, if it has no errors.
-    pub job: Option<Job>,
+    pub job: Option<Arc<Job>>,
     /// The namespace its builds run in.
     pub namespace: String,
     /// The `job.yaml` text as written.

@@ -17,7 +17,7 @@ fn a_jobs_archive_retention_is_read_by_age_and_by_count() {
     let loaded =
         load("    archive:\n      retention:\n        max_age: 90d\n        max_count: 500\n");
     let job = loaded.job.expect("valid");
-    let retention = job.archive.unwrap().retention.unwrap();
+    let retention = job.archive.clone().unwrap().retention.unwrap();
     assert_eq!(retention.max_age.as_deref(), Some("90d"));
     assert_eq!(retention.max_count, Some(500));
     let before = load("");

@@ -51,7 +51,7 @@ pub fn triggers(job: &kubeci_spec::Job) -> Vec<String> {
 impl JobView {
     /// How the API shows a declared job, valid or not.
     pub fn of(loaded: &kubeci_spec::LoadedJob) -> JobView {
-        let job = loaded.job.as_ref();
+        let job = loaded.job.as_deref();
         JobView {
             namespace: loaded.namespace.clone(),
             name: loaded.name.clone(),

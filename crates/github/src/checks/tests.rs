@@ -102,7 +102,7 @@ fn a_trusted_pull_request_is_re_run_by_anyone_an_untrusted_one_by_the_trusted_on
 
 fn two_jobs() -> (LoadedJob, LoadedJob) {
     let mut other = job("");
-    other.job.as_mut().unwrap().name = "lint".into();
+    std::sync::Arc::make_mut(other.job.as_mut().unwrap()).name = "lint".into();
     (job(""), other)
 }
 
@@ -263,7 +263,7 @@ fn check_run_and_check_suite_deliveries_are_read() {
 #[test]
 fn approve_and_build_approves_the_clicked_job_alone_for_its_own_admin() {
     let (deploy, mut evil) = two_jobs();
-    let evil_job = evil.job.as_mut().unwrap();
+    let evil_job = std::sync::Arc::make_mut(evil.job.as_mut().unwrap());
     evil_job.name = "evil".into();
     evil_job.ghprb.as_mut().unwrap().admin_users =
         kubeci_spec::model::NameList(vec!["mallory".to_owned()]);

@@ -24,6 +24,7 @@ fn job(name: &str, url: &str, extra: &str) -> Job {
     let loaded = report.jobs.into_iter().next().unwrap();
     loaded
         .job
+        .map(std::sync::Arc::unwrap_or_clone)
         .unwrap_or_else(|| panic!("valid job: {:?}", loaded.diagnostics))
 }
 

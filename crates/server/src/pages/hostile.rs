@@ -80,7 +80,7 @@ fn declared() -> LoadedJob {
         },
         &kubeci_spec::LoadOptions::default(),
     );
-    let job = loaded.job.as_mut().expect("a valid job");
+    let job = std::sync::Arc::make_mut(loaded.job.as_mut().expect("a valid job"));
     job.git.url = format!("https://github.com/o/{}", hostile("giturl"));
     job.git.branch = Some(hostile("branch"));
     loaded.name = Some(hostile("name"));

@@ -288,7 +288,7 @@ impl Reader<'_> {
                 job.namespace = namespace;
             }
             job.name = Some(parsed.job.name.clone());
-            job.job = Some(parsed.job);
+            job.job = Some(std::sync::Arc::new(parsed.job));
         }
         drop_missing_fields_explained_by_misspellings(&mut findings);
         for finding in findings {

@@ -118,7 +118,9 @@ fn only_the_default_service_account_or_one_the_namespace_lists() {
 fn every_secret_the_job_names_must_be_listed() {
     let job = loaded("team-a", "    aws_secret: aws-keys\n");
     let mut with_key = job.clone();
-    with_key.job.as_mut().unwrap().git.ssh_secret_ref = Some("deploy-key".into());
+    std::sync::Arc::make_mut(with_key.job.as_mut().unwrap())
+        .git
+        .ssh_secret_ref = Some("deploy-key".into());
     let found = violations(&with_key, &[enabled("team-a", &[])]);
     let named: Vec<(&str, String)> = found
         .iter()
