@@ -222,7 +222,8 @@ fn follow_packed<K>(
 ) -> Arc<AtomicBool>
 where
     K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned + Clone,
-    K: kubeci_build::record::protobuf::FromProtobuf + std::fmt::Debug + Send + Sync + 'static,
+    K: kubeci_build::record::protobuf::FromProtobuf + kubeci_build::record::protobuf::ToProtobuf,
+    K: std::fmt::Debug + Send + Sync + 'static,
 {
     let (cache, newest, wake) = (cache.clone(), newest.clone(), wake.clone());
     let lists = lists.clone();

@@ -133,6 +133,8 @@ impl Status {
                 })
                 .collect()
         });
+        // No list where none holds: what protobuf, which cannot send an empty list, gives.
+        let conditions = conditions.filter(|kept: &Vec<_>| !kept.is_empty());
         JobStatus {
             active: self.active,
             failed: self.failed,
@@ -205,8 +207,10 @@ impl PodStatusSent {
                 })
                 .collect()
         });
+        let conditions = conditions.filter(|kept: &Vec<_>| !kept.is_empty());
         let containers = |sent: Option<Vec<Container>>| {
-            sent.map(|all| all.into_iter().map(Container::kept).collect())
+            let kept = sent.map(|all| all.into_iter().map(Container::kept).collect());
+            kept.filter(|kept: &Vec<_>| !kept.is_empty())
         };
         PodStatus {
             phase: self.phase,

@@ -3,7 +3,8 @@
 //! from a real kube-apiserver's protobuf watch must be the record it reads from the same
 //! objects in JSON, in every state a build's Job and pod go through: this checks the
 //! reader's field numbers, its envelope and framing, and what Go's `omitempty` leaves out,
-//! against the API server itself.
+//! against the API server itself; and that each record, packed as kubeci's caches pack it
+//! (`ToProtobuf`), reads back the same.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch};
-use kubeci_build::record::protobuf::{self, FromProtobuf};
+use kubeci_build::record::protobuf::{self, FromProtobuf, ToProtobuf};
 use kubeci_build::record::{BuildJob, BuildPod};
 use serde_json::{json, Value};
 
@@ -233,6 +234,14 @@ async fn a_real_api_server_s_protobuf_reads_as_the_records_its_json_does() {
     let (read_pods, version) = from_protobuf::<BuildPod>(&client, pod_api.resource_url()).await;
     assert_eq!(read_pods, from_json(&pod_api, &version).await);
     assert_eq!(read_pods.len(), 6);
+    // kubeci's caches keep each record as protobuf of its own writing: it must read back
+    // the same, in every state.
+    for job in read_jobs.values() {
+        assert_eq!(&BuildJob::from_protobuf(&job.to_protobuf()).unwrap(), job);
+    }
+    for pod in read_pods.values() {
+        assert_eq!(&BuildPod::from_protobuf(&pod.to_protobuf()).unwrap(), pod);
+    }
     let deleted = &read_pods["demo-2-pod"].metadata;
     assert!(
         deleted.deletion_timestamp.is_some() && deleted.deletion_grace_period_seconds.is_some()

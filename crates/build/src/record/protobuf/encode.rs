@@ -1,6 +1,7 @@
 //! Jobs and pods written in Kubernetes' protobuf encoding as the API server writes them,
-//! though only the fields kubeci may read (and their neighbours in the same messages): for
-//! the fake API server, and to test the reader.
+//! though only the fields kubeci may read (and their neighbours in the same messages): the
+//! records kubeci's caches keep ([`ToProtobuf`]), and objects for the fake API server and to
+//! test the reader.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::wire::Writer;
-use super::MAGIC;
+use super::{ToProtobuf, MAGIC};
+use crate::record::{BuildJob, BuildPod};
 
 /// Object bytes in their envelope: the magic number, then a `runtime.Unknown`.
 pub fn enveloped(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
@@ -65,27 +67,54 @@ pub fn status(code: u16, reason: &str, message: &str) -> Vec<u8> {
 
 /// A Job's message.
 pub fn job(job: &Job) -> Vec<u8> {
+    let suspend = job.spec.as_ref().map(|spec| spec.suspend);
+    job_message(&job.metadata, suspend, job.status.as_ref())
+}
+
+/// A pod's message.
+pub fn pod(pod: &Pod) -> Vec<u8> {
+    pod_message(&pod.metadata, pod.status.as_ref())
+}
+
+impl ToProtobuf for BuildJob {
+    fn to_protobuf(&self) -> Vec<u8> {
+        let suspend = self.spec.as_ref().map(|spec| spec.suspend);
+        job_message(&self.metadata, suspend, self.status.as_ref())
+    }
+}
+
+impl ToProtobuf for BuildPod {
+    fn to_protobuf(&self) -> Vec<u8> {
+        pod_message(&self.metadata, self.status.as_ref())
+    }
+}
+
+/// `suspend`: `None` without a spec, else the spec's field.
+fn job_message(
+    meta: &ObjectMeta,
+    suspend: Option<Option<bool>>,
+    status: Option<&JobStatus>,
+) -> Vec<u8> {
     let mut out = Writer::default();
-    out.message(1, |w| meta(w, &job.metadata));
-    if let Some(spec) = &job.spec {
+    out.message(1, |w| write_meta(w, meta));
+    if let Some(suspend) = suspend {
         out.message(2, |w| {
-            if let Some(suspend) = spec.suspend {
+            if let Some(suspend) = suspend {
                 w.varint(10, u64::from(suspend));
             }
         });
     }
-    if let Some(status) = &job.status {
+    if let Some(status) = status {
         out.message(3, |w| job_status(w, status));
     }
     out.buf
 }
 
-/// A pod's message.
-pub fn pod(pod: &Pod) -> Vec<u8> {
+fn pod_message(meta: &ObjectMeta, status: Option<&PodStatus>) -> Vec<u8> {
     let mut out = Writer::default();
-    out.message(1, |w| meta(w, &pod.metadata));
+    out.message(1, |w| write_meta(w, meta));
     out.message(2, |_| {});
-    if let Some(status) = &pod.status {
+    if let Some(status) = status {
         out.message(3, |w| pod_status(w, status));
     }
     out.buf
@@ -113,7 +142,7 @@ fn map(w: &mut Writer, field: u32, map: Option<&BTreeMap<String, String>>) {
     }
 }
 
-fn meta(w: &mut Writer, meta: &ObjectMeta) {
+fn write_meta(w: &mut Writer, meta: &ObjectMeta) {
     string(w, 1, meta.name.as_ref());
     w.string(2, "");
     string(w, 3, meta.namespace.as_ref());
