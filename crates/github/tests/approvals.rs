@@ -13,14 +13,7 @@ fn job(name: &str, admin: &str) -> Job {
         "- job:\n    name: {name}\n    git:\n      url: https://github.com/victim/repo.git\n    run_command: make\n    ghprb:\n      enabled: true\n      admin_users: [{admin}]\n"
     );
     let report = kubeci_spec::load("job.yaml", yaml.as_bytes(), &LoadOptions::default());
-    report
-        .jobs
-        .into_iter()
-        .next()
-        .unwrap()
-        .job
-        .map(std::sync::Arc::unwrap_or_clone)
-        .unwrap()
+    Job::clone(report.jobs[0].job.as_deref().expect("a valid job"))
 }
 
 const HEAD: &str = "1111111111111111111111111111111111111111";

@@ -275,15 +275,7 @@ mod tests {
             "- job:\n    name: {name}\n    git:\n      url: https://github.com/{repo}.git\n    run_command: make\n    ghprb:\n      enabled: true\n{context}"
         );
         let report = crate::load("job.yaml", yaml.as_bytes(), &Default::default());
-        report
-            .jobs
-            .into_iter()
-            .next()
-            .unwrap()
-            .job
-            .unwrap()
-            .as_ref()
-            .clone()
+        Job::clone(report.jobs[0].job.as_deref().expect("a valid job"))
     }
 
     #[test]
