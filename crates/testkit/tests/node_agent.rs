@@ -226,3 +226,56 @@ async fn a_deleted_pod_gets_sigterm_and_its_grace_period() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real control plane: eval \"$(scripts/cluster up)\", then cargo test --workspace -- --include-ignored (.ci/run does both)"]
+async fn a_volume_whose_secret_comes_later_is_mounted_once_it_is_there() {
+    let client = client().await;
+    let ns = namespace(&client, "node-agent-late").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = json!({"metadata": {"name": "late"}, "spec": {"restartPolicy": "Never",
+        "volumes": [{"name": "key", "secret": {"secretName": "late-key"}}],
+        "containers": [{"name": "main", "image": "bash:5", "command": ["/bin/sh", "-c", "cat \"$KEY/k\""],
+            "env": [{"name": "KEY", "value": "/etc/key"}],
+            "volumeMounts": [{"name": "key", "mountPath": "/etc/key"}]}]}});
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
+    // The kubelet's Warning first, as it cannot mount it yet.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let mut warned = false;
+    for _ in 0..600 {
+        let listed = events.list(&Default::default()).await.unwrap().items;
+        warned = listed
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailedMount"));
+        if warned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(warned, "a FailedMount event while the Secret is missing");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = json!({"metadata": {"name": "late-key"}, "stringData": {"k": "here"}});
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_for_phase(&pods, "late", "Succeeded").await;
+    assert_eq!(
+        pods.logs("late", &Default::default()).await.unwrap(),
+        "here\n",
+        "the container read the Secret's key from its volume"
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    namespaces
+        .delete(&ns, &DeleteParams::background())
+        .await
+        .unwrap();
+}

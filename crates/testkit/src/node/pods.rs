@@ -93,6 +93,36 @@ impl Agent {
         }
     }
 
+    /// One try at running `pod`: how it ended, or why its volumes cannot be mounted yet.
+    async fn try_run(
+        &self,
+        pod: &Pod,
+        spec: &PodSpec,
+        status: &Arc<PodStatus>,
+        writer: &StatusWriter,
+        run: &Arc<PodRun>,
+    ) -> Result<Result<Outcome, kubeci_pod_runner::LocalError>, String> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let objects = self.objects(pod, spec).await?;
+        let job = pod_job(&namespace, &name, spec);
+        let env = self.local_env(&namespace, &name, objects);
+        let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(PodSink {
+            namespace,
+            pod: name,
+            logs: self.logs.clone(),
+            status: status.clone(),
+            writer: writer.clone(),
+            run: run.clone(),
+        });
+        let result = kubeci_pod_runner::run_job(&job, &env, sink, run.cancel.clone()).await;
+        let _ = std::fs::remove_dir_all(&env.build_dir);
+        match result.map(|r| r.outcome) {
+            Ok(Outcome::NotStarted { reason, message }) if reason == "FailedMount" => Err(message),
+            other => Ok(other),
+        }
+    }
+
     pub(super) async fn run_pod(self: Arc<Self>, pod: Pod, run: Arc<PodRun>) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -114,27 +144,27 @@ impl Agent {
                 .await;
             return;
         }
-        let objects = match self.objects(&pod, &spec).await {
-            Ok(objects) => objects,
-            Err(message) => {
+        // As the kubelet does, a pod whose volumes cannot be mounted yet (a Secret not there
+        // yet, a new namespace's `kube-root-ca.crt` not written yet) is tried again each
+        // second until it is deleted, its Warning said once per reason.
+        let mut said: Option<String> = None;
+        let result = loop {
+            let attempt = self.try_run(&pod, &spec, &status, &writer, &run).await;
+            let message = match attempt {
+                Ok(result) => break result,
+                Err(message) => message,
+            };
+            if said.as_ref() != Some(&message) {
                 self.event(&pod, "Warning", "FailedMount", &message).await;
-                run.cancel.cancelled().await;
-                return;
+                writer.write_now().await;
+                said = Some(message);
+            }
+            tokio::select! {
+                () = run.cancel.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         };
-        let job = pod_job(&namespace, &name, &spec);
-        let env = self.local_env(&namespace, &name, objects);
-        let sink: Arc<dyn kubeci_pod_runner::LogSink> = Arc::new(PodSink {
-            namespace: namespace.clone(),
-            pod: name.clone(),
-            logs: self.logs.clone(),
-            status: status.clone(),
-            writer: writer.clone(),
-            run: run.clone(),
-        });
-        let result = kubeci_pod_runner::run_job(&job, &env, sink, run.cancel.clone()).await;
-        let _ = std::fs::remove_dir_all(&env.build_dir);
-        match result.map(|r| r.outcome) {
+        match result {
             Ok(Outcome::Succeeded) => status.finish("Succeeded", None),
             Ok(Outcome::Failed { .. }) => status.finish("Failed", None),
             Ok(Outcome::DeadlineExceeded { .. }) => status.finish(
@@ -144,13 +174,9 @@ impl Agent {
                     "Pod was active on the node longer than the specified deadline",
                 )),
             ),
-            Ok(Outcome::NotStarted { reason, message }) => {
-                if reason == "FailedMount" {
-                    self.event(&pod, "Warning", "FailedMount", &message).await;
-                } else {
-                    self.event(&pod, "Warning", "Failed", &format!("Error: {message}"))
-                        .await;
-                }
+            Ok(Outcome::NotStarted { message, .. }) => {
+                self.event(&pod, "Warning", "Failed", &format!("Error: {message}"))
+                    .await;
                 writer.write_now().await;
                 run.cancel.cancelled().await;
                 return;
