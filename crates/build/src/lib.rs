@@ -23,10 +23,18 @@ pub struct BuildRef<'a> {
     pub number: u64,
 }
 
-impl BuildRef<'_> {
+impl<'a> BuildRef<'a> {
     /// The name of its Kubernetes Job (and of the local engine's build).
     pub fn name(&self) -> String {
         build_name(self.job, self.number)
+    }
+
+    /// The job it is a build of.
+    pub fn job_ref(&self) -> JobRef<'a> {
+        JobRef {
+            namespace: self.namespace,
+            job: self.job,
+        }
     }
 }
 

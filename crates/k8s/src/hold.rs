@@ -323,6 +323,7 @@ impl Cluster {
             .put_complete(record, steps)
             .await
             .map_err(|e| e.to_string())?;
+        self.common.archiving.pages.forget(build.job_ref());
         tracing::info!(%build, "archived a build whose Job was deleted before it ended");
         Ok(())
     }

@@ -8,11 +8,13 @@
 //! same [`BuildView`] ([`ArchivedBuild::view`]): an archived build shows as it did live.
 
 pub mod commit;
+mod pages;
 mod read;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use pages::NewestPages;
 pub use read::{build_log, lines_of};
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedFile,

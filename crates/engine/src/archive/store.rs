@@ -368,6 +368,8 @@ pub struct Archiving {
     pub retention: ArchiveRetention,
     pub status: Arc<ArchiveStatus>,
     pub newest: Arc<NewestArchived>,
+    /// Each job's newest archived builds as read in the last few seconds.
+    pub pages: Arc<super::NewestPages>,
 }
 
 impl Archiving {

@@ -77,6 +77,7 @@ impl<S: BuildStore> Service<'_, S> {
             {
                 Ok(deleted) if deleted.is_empty() => {}
                 Ok(deleted) => {
+                    self.0.common().archiving.pages.forget(at);
                     tracing::info!(namespace, job, builds = ?deleted, "deleted archived builds (the archive's retention)")
                 }
                 Err(e) => {
@@ -147,6 +148,7 @@ impl<S: BuildStore> Service<'_, S> {
             Archived::No => Ok(record),
             Archived::First => {
                 archive.put_first(&record).await.map_err(failed)?;
+                self.0.common().archiving.pages.forget(build.job_ref());
                 Ok(record)
             }
             Archived::Complete if !facts.state.is_finished() => Err(WorkloadError::Failed(
@@ -163,6 +165,7 @@ impl<S: BuildStore> Service<'_, S> {
                     .await
                     .map_err(WorkloadError::Failed)?;
                 let record = archive.put_complete(record, steps).await.map_err(failed)?;
+                self.0.common().archiving.pages.forget(build.job_ref());
                 let newest = &self.0.common().archiving.newest;
                 newest.note(
                     build.namespace,

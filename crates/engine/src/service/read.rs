@@ -80,10 +80,24 @@ impl<S: BuildStore> Service<'_, S> {
         };
         let mut found = Vec::new();
         let read = wanted.max(ARCHIVE_READ);
+        let newest_pages = &self.0.common().archiving.pages;
         while found.len() < wanted {
-            let page = match archive.page(job, before, read).await {
-                Ok(page) => page,
-                Err(e) => return (found, Some(e.to_string())),
+            let now = std::time::Instant::now();
+            let kept = match before {
+                None => newest_pages.newest(job, read, now),
+                Some(_) => None,
+            };
+            let page = match kept {
+                Some(page) => page,
+                None => match archive.page(job, before, read).await {
+                    Ok(page) => {
+                        if before.is_none() {
+                            newest_pages.keep(job, read, &page, now);
+                        }
+                        page
+                    }
+                    Err(e) => return (found, Some(e.to_string())),
+                },
             };
             let last = page.last().map(|b| b.number);
             let full = page.len() == read;
