@@ -46,7 +46,10 @@ impl NewestPages {
     pub const FRESH_FOR: Duration = Duration::from_secs(5);
     /// The most jobs whose pages are kept (a jobs page shows 100): a client reading every
     /// job's builds in turn keeps no more than this in memory.
-    pub const JOBS: usize = 256;
+    pub const JOBS: usize = 128;
+    /// The longest page kept (the jobs page asks for 20 builds, a job's page for 51; the
+    /// API's 501 are read each time): with [`NewestPages::JOBS`], what bounds the memory.
+    pub const LONGEST: usize = 64;
 
     /// A job's newest `asked` archived builds, newest first, if read since `now` minus
     /// [`NewestPages::FRESH_FOR`].
@@ -62,12 +65,14 @@ impl NewestPages {
         fresh.then(|| page.serves(asked)).flatten()
     }
 
-    /// Keeps what was read at `now` of a job's newest `asked` builds.
+    /// Keeps what was read at `now` of a job's newest `asked` builds (unless `asked` is over
+    /// [`NewestPages::LONGEST`]); drops the pages gone stale.
     pub fn keep(&self, job: JobRef<'_>, asked: usize, builds: &[ArchivedSummary], now: Instant) {
-        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        if pages.len() >= Self::JOBS {
-            pages.retain(|_, page| now.saturating_duration_since(page.read_at) < Self::FRESH_FOR);
+        if asked > Self::LONGEST {
+            return;
         }
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        pages.retain(|_, page| now.saturating_duration_since(page.read_at) < Self::FRESH_FOR);
         if pages.len() >= Self::JOBS {
             let oldest = pages.iter().min_by_key(|(_, page)| page.read_at);
             if let Some(key) = oldest.map(|(key, _)| key.clone()) {
@@ -151,6 +156,20 @@ mod tests {
         );
         pages.keep(job("empty"), 20, &[], t0);
         assert_eq!(numbers(pages.newest(job("empty"), 51, t0)), Some(vec![]));
+    }
+
+    #[test]
+    fn long_pages_are_not_kept_and_stale_ones_go_when_another_is_kept() {
+        let (pages, t0) = (NewestPages::default(), Instant::now());
+        let long = NewestPages::LONGEST + 1;
+        pages.keep(job("demo"), long, &builds((1..=long as u64).rev()), t0);
+        assert!(
+            pages.newest(job("demo"), 1, t0).is_none(),
+            "over the longest kept"
+        );
+        pages.keep(job("old"), 20, &builds([1]), t0);
+        pages.keep(job("new"), 20, &builds([1]), t0 + NewestPages::FRESH_FOR);
+        assert_eq!(pages.pages.lock().unwrap().len(), 1, "the stale page went");
     }
 
     #[test]
