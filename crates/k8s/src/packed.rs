@@ -10,9 +10,9 @@
 //! a B-tree node of 11 slots for three labels and another for five annotations, ~20 small
 //! strings) and kube's reflector keyed each by four more strings; as JSON the same fields
 //! are ~1 KB, as protobuf ~0.65 KB for a finished Job and ~0.45 KB for its pod (no field
-//! names, times as integers). Reading one back takes microseconds, and the leader's passes read only the
-//! jobs that changed (`kubeci_engine::scheduler::focus`); a whole pass (every 5 minutes)
-//! reads all of them.
+//! names, times as integers). Reading one back takes microseconds, and the leader's passes
+//! read only the jobs that changed (`kubeci_engine::scheduler::focus`); a whole pass (every
+//! 5 minutes) reads all of them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
