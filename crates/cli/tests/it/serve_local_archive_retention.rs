@@ -89,3 +89,38 @@ fn a_jobs_own_retention_by_age_overrides_the_servers() {
     wait("build 1 deleted for its age", || gone(&kubeci, "aged", 1));
     assert!(numbers(&kubeci, "aged").iter().all(|n| *n == 2));
 }
+
+/// Build `number`'s state as its job's builds page lists it.
+fn listed_state(kubeci: &Kubeci, job: &str, number: u64) -> String {
+    let (status, body) = http(
+        kubeci,
+        "GET",
+        &format!("/api/v1/jobs/default/{job}/builds"),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let builds = listed["items"].as_array().unwrap();
+    let build = builds.iter().find(|b| b["number"].as_u64() == Some(number));
+    build.map_or_else(String::new, |b| b["state"].as_str().unwrap().to_owned())
+}
+
+/// Each job's newest archived builds are kept a few seconds once read; what this server
+/// archives forgets its job's. Its builds page, read over and over while a build runs, is
+/// archived and leaves the database, shows the build's end the moment it has left: never
+/// the first record archived when it started.
+#[test]
+fn a_build_that_left_the_database_is_listed_with_its_end_at_once() {
+    let (local, repo) = Local::new();
+    job(&local, &repo);
+    let kubeci = local.serve(&[], &[]);
+    let number = trigger(&kubeci, "quick");
+    wait(
+        "the build archived whole and gone from the database",
+        || {
+            listed_state(&kubeci, "quick", number);
+            rows(&local.data) == (0, 0)
+        },
+    );
+    assert_eq!(listed_state(&kubeci, "quick", number), "failed");
+}

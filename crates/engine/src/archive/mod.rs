@@ -14,7 +14,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use pages::NewestPages;
+pub use pages::{NewestPages, ReadTicket};
 pub use read::{build_log, lines_of};
 pub use store::{
     ArchiveCall, ArchiveError, ArchiveErrorKind, ArchiveRetention, ArchiveStatus, ArchivedFile,

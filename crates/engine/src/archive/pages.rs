@@ -9,6 +9,7 @@
 //! from there in the meantime.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ impl Page {
 #[derive(Debug, Default)]
 pub struct NewestPages {
     pages: Mutex<HashMap<(String, String), Page>>,
+    /// How many times a page was forgotten: a page read before a forget is not kept after it.
+    forgotten: AtomicU64,
 }
 
 impl NewestPages {
@@ -65,13 +68,29 @@ impl NewestPages {
         fresh.then(|| page.serves(asked)).flatten()
     }
 
-    /// Keeps what was read at `now` of a job's newest `asked` builds (unless `asked` is over
-    /// [`NewestPages::LONGEST`]); drops the pages gone stale.
-    pub fn keep(&self, job: JobRef<'_>, asked: usize, builds: &[ArchivedSummary], now: Instant) {
+    /// What to hand [`NewestPages::keep`] for a page about to be read.
+    pub fn before_reading(&self) -> ReadTicket {
+        ReadTicket(self.forgotten.load(Ordering::SeqCst))
+    }
+
+    /// Keeps what was read at `now` of a job's newest `asked` builds, unless `asked` is over
+    /// [`NewestPages::LONGEST`] or a page was forgotten since `ticket` was taken (the read
+    /// may predate that write); drops the pages gone stale.
+    pub fn keep(
+        &self,
+        job: JobRef<'_>,
+        asked: usize,
+        builds: &[ArchivedSummary],
+        now: Instant,
+        ticket: ReadTicket,
+    ) {
         if asked > Self::LONGEST {
             return;
         }
         let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        if self.forgotten.load(Ordering::SeqCst) != ticket.0 {
+            return;
+        }
         pages.retain(|_, page| now.saturating_duration_since(page.read_at) < Self::FRESH_FOR);
         if pages.len() >= Self::JOBS {
             let oldest = pages.iter().min_by_key(|(_, page)| page.read_at);
@@ -90,9 +109,14 @@ impl NewestPages {
     /// Forgets a job's page: its archived builds changed.
     pub fn forget(&self, job: JobRef<'_>) {
         let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
         pages.remove(&(job.namespace.to_owned(), job.job.to_owned()));
     }
 }
+
+/// Taken before a page is read ([`NewestPages::before_reading`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTicket(u64);
 
 #[cfg(test)]
 mod tests {
@@ -127,7 +151,13 @@ mod tests {
             pages.newest(job("demo"), 20, t0).is_none(),
             "nothing read yet"
         );
-        pages.keep(job("demo"), 20, &builds((11..=30).rev()), t0);
+        pages.keep(
+            job("demo"),
+            20,
+            &builds((11..=30).rev()),
+            t0,
+            pages.before_reading(),
+        );
         let soon = t0 + NewestPages::FRESH_FOR / 2;
         assert_eq!(
             numbers(pages.newest(job("demo"), 3, soon)),
@@ -149,12 +179,18 @@ mod tests {
     #[test]
     fn a_page_of_every_archived_build_serves_any_number() {
         let (pages, t0) = (NewestPages::default(), Instant::now());
-        pages.keep(job("demo"), 20, &builds([3, 2, 1]), t0);
+        pages.keep(
+            job("demo"),
+            20,
+            &builds([3, 2, 1]),
+            t0,
+            pages.before_reading(),
+        );
         assert_eq!(
             numbers(pages.newest(job("demo"), 51, t0)),
             Some(vec![3, 2, 1])
         );
-        pages.keep(job("empty"), 20, &[], t0);
+        pages.keep(job("empty"), 20, &[], t0, pages.before_reading());
         assert_eq!(numbers(pages.newest(job("empty"), 51, t0)), Some(vec![]));
     }
 
@@ -162,20 +198,50 @@ mod tests {
     fn long_pages_are_not_kept_and_stale_ones_go_when_another_is_kept() {
         let (pages, t0) = (NewestPages::default(), Instant::now());
         let long = NewestPages::LONGEST + 1;
-        pages.keep(job("demo"), long, &builds((1..=long as u64).rev()), t0);
+        pages.keep(
+            job("demo"),
+            long,
+            &builds((1..=long as u64).rev()),
+            t0,
+            pages.before_reading(),
+        );
         assert!(
             pages.newest(job("demo"), 1, t0).is_none(),
             "over the longest kept"
         );
-        pages.keep(job("old"), 20, &builds([1]), t0);
-        pages.keep(job("new"), 20, &builds([1]), t0 + NewestPages::FRESH_FOR);
+        pages.keep(job("old"), 20, &builds([1]), t0, pages.before_reading());
+        pages.keep(
+            job("new"),
+            20,
+            &builds([1]),
+            t0 + NewestPages::FRESH_FOR,
+            pages.before_reading(),
+        );
         assert_eq!(pages.pages.lock().unwrap().len(), 1, "the stale page went");
+    }
+
+    #[test]
+    fn a_page_read_before_a_job_changed_is_not_kept_after() {
+        let (pages, t0) = (NewestPages::default(), Instant::now());
+        let ticket = pages.before_reading();
+        pages.forget(job("demo"));
+        pages.keep(job("demo"), 20, &builds([1]), t0, ticket);
+        assert!(
+            pages.newest(job("demo"), 1, t0).is_none(),
+            "it may miss that change"
+        );
     }
 
     #[test]
     fn a_job_whose_archived_builds_changed_is_read_again() {
         let (pages, t0) = (NewestPages::default(), Instant::now());
-        pages.keep(job("demo"), 20, &builds([3, 2, 1]), t0);
+        pages.keep(
+            job("demo"),
+            20,
+            &builds([3, 2, 1]),
+            t0,
+            pages.before_reading(),
+        );
         pages.forget(job("demo"));
         assert!(pages.newest(job("demo"), 3, t0).is_none());
     }
@@ -188,7 +254,7 @@ mod tests {
             .collect();
         for (i, name) in names.iter().enumerate() {
             let at = t0 + Duration::from_millis(i as u64);
-            pages.keep(job(name), 20, &builds([1]), at);
+            pages.keep(job(name), 20, &builds([1]), at, pages.before_reading());
         }
         let now = t0 + Duration::from_secs(1);
         assert_eq!(pages.pages.lock().unwrap().len(), NewestPages::JOBS);

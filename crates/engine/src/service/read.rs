@@ -82,7 +82,7 @@ impl<S: BuildStore> Service<'_, S> {
         let read = wanted.max(ARCHIVE_READ);
         let newest_pages = &self.0.common().archiving.pages;
         while found.len() < wanted {
-            let now = std::time::Instant::now();
+            let (now, ticket) = (std::time::Instant::now(), newest_pages.before_reading());
             let kept = match before {
                 None => newest_pages.newest(job, read, now),
                 Some(_) => None,
@@ -92,7 +92,7 @@ impl<S: BuildStore> Service<'_, S> {
                 None => match archive.page(job, before, read).await {
                     Ok(page) => {
                         if before.is_none() {
-                            newest_pages.keep(job, read, &page, now);
+                            newest_pages.keep(job, read, &page, now, ticket);
                         }
                         page
                     }
