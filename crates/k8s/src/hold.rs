@@ -319,11 +319,11 @@ impl Cluster {
         record.archived_at = at(now).unwrap_or(record.archived_at);
         let no_job = BuildJob::default();
         let steps = pod_steps(&self.client, build.namespace, Some(pod), &no_job);
-        archive
-            .put_complete(record, steps)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.common.archiving.pages.forget(build.job_ref());
+        let pages = &self.common.archiving.pages;
+        pages.forget(build.job_ref());
+        let written = archive.put_complete(record, steps).await;
+        pages.forget(build.job_ref());
+        written.map_err(|e| e.to_string())?;
         tracing::info!(%build, "archived a build whose Job was deleted before it ended");
         Ok(())
     }

@@ -3,8 +3,8 @@
 //! indexes from the archive on every request (the local engine's pages took 1.6–2× longer
 //! with its archive on, BENCHMARKS.md).
 //!
-//! What this process archives or deletes forgets the job's page at once, so its own pages
-//! never lag; what another replica writes shows within [`NewestPages::FRESH_FOR`]. A build
+//! What this process archives or deletes forgets the job's page before and after the write,
+//! and a page read that began before a forget is not kept, so its own pages never lag; what another replica writes shows within [`NewestPages::FRESH_FOR`]. A build
 //! is archived while its Job or local row still shows it, so a page that lags shows it
 //! from there in the meantime.
 

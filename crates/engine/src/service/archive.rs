@@ -71,13 +71,15 @@ impl<S: BuildStore> Service<'_, S> {
                 namespace: &namespace,
                 job: &job,
             };
-            match archive
-                .apply_retention(at, retention, now, RETENTION_BATCH)
-                .await
-            {
+            // Forgotten before and after: a page read while builds are deleted is not kept.
+            let pages = &self.0.common().archiving.pages;
+            pages.forget(at);
+            let applied = archive.apply_retention(at, retention, now, RETENTION_BATCH);
+            let applied = applied.await;
+            pages.forget(at);
+            match applied {
                 Ok(deleted) if deleted.is_empty() => {}
                 Ok(deleted) => {
-                    self.0.common().archiving.pages.forget(at);
                     tracing::info!(namespace, job, builds = ?deleted, "deleted archived builds (the archive's retention)")
                 }
                 Err(e) => {
@@ -144,11 +146,16 @@ impl<S: BuildStore> Service<'_, S> {
             now,
         );
         let failed = |e: ArchiveError| WorkloadError::Failed(e.into());
+        // Each job's newest archived builds read meanwhile are forgotten before and after a
+        // write, so none read before it ended is kept.
+        let pages = &self.0.common().archiving.pages;
         match stage {
             Archived::No => Ok(record),
             Archived::First => {
-                archive.put_first(&record).await.map_err(failed)?;
-                self.0.common().archiving.pages.forget(build.job_ref());
+                pages.forget(build.job_ref());
+                let written = archive.put_first(&record).await;
+                pages.forget(build.job_ref());
+                written.map_err(failed)?;
                 Ok(record)
             }
             Archived::Complete if !facts.state.is_finished() => Err(WorkloadError::Failed(
@@ -164,8 +171,10 @@ impl<S: BuildStore> Service<'_, S> {
                     .step_logs(&found)
                     .await
                     .map_err(WorkloadError::Failed)?;
-                let record = archive.put_complete(record, steps).await.map_err(failed)?;
-                self.0.common().archiving.pages.forget(build.job_ref());
+                pages.forget(build.job_ref());
+                let written = archive.put_complete(record, steps).await;
+                pages.forget(build.job_ref());
+                let record = written.map_err(failed)?;
                 let newest = &self.0.common().archiving.newest;
                 newest.note(
                     build.namespace,
